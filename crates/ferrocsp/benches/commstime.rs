@@ -1,0 +1,266 @@
+//! Commstime on OS threads: the classic CSP channel benchmark (occam, JCSP, PyCSP).
+//!
+//! ```text
+//!   Prefix(0) --a--> Delta --b--> Consumer        Delta writes b, then c (sequential outputs)
+//!      ^               |
+//!      d               c
+//!      +---- Succ <----+
+//! ```
+//!
+//! Each cycle is 4 communications (a, b, c, d) over rendezvous channels. The consumer times
+//! `cycles` values after the first one arrives and reports microseconds per communication;
+//! the median of `runs` runs is printed, one line per implementation:
+//!
+//! ```text
+//! commstime impl=ferrocsp us_per_comm=1.234 cycles=100000 runs=5
+//! commstime impl=crossbeam us_per_comm=1.000 cycles=100000 runs=5
+//! commstime impl=std-sync-channel us_per_comm=2.000 cycles=100000 runs=5
+//! commstime ratio ferrocsp/crossbeam=1.234 ferrocsp/std-sync-channel=0.617
+//! ```
+//!
+//! Run: `cargo bench -p ferrocsp --bench commstime -- [--cycles N] [--runs K] [--only NAME]`.
+//! Shutdown: ferrocsp channels are poisoned by the consumer; crossbeam and std channels
+//! disconnect when the consumer drops its receiver, and the disconnection travels around
+//! the ring as each thread returns.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// One way to make a rendezvous channel for `u64`, seen from commstime's four threads.
+trait Flavor {
+    const NAME: &'static str;
+    type Tx: Send + 'static;
+    type Rx: Send + 'static;
+    fn channel() -> (Self::Tx, Self::Rx);
+    /// `false` once the channel is shut down.
+    fn send(tx: &Self::Tx, v: u64) -> bool;
+    /// `None` once the channel is shut down.
+    fn recv(rx: &Self::Rx) -> Option<u64>;
+    /// Called by the consumer when it is done (before it drops its receiver).
+    fn stop(all: &[Self::Tx]);
+    /// A handle the consumer keeps to `stop` the network.
+    fn stopper(tx: &Self::Tx) -> Option<Self::Tx>;
+}
+
+struct Ferrocsp;
+impl Flavor for Ferrocsp {
+    const NAME: &'static str = "ferrocsp";
+    type Tx = ferrocsp::Channel<u64>;
+    type Rx = ferrocsp::Channel<u64>;
+    fn channel() -> (Self::Tx, Self::Rx) {
+        let ch = ferrocsp::Channel::new(0);
+        (ch.clone(), ch)
+    }
+    fn send(tx: &Self::Tx, v: u64) -> bool {
+        tx.write(v).is_ok()
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        rx.read().ok()
+    }
+    fn stop(all: &[Self::Tx]) {
+        for ch in all {
+            ch.poison();
+        }
+    }
+    fn stopper(tx: &Self::Tx) -> Option<Self::Tx> {
+        Some(tx.clone())
+    }
+}
+
+struct Crossbeam;
+impl Flavor for Crossbeam {
+    const NAME: &'static str = "crossbeam";
+    type Tx = crossbeam_channel::Sender<u64>;
+    type Rx = crossbeam_channel::Receiver<u64>;
+    fn channel() -> (Self::Tx, Self::Rx) {
+        crossbeam_channel::bounded(0)
+    }
+    fn send(tx: &Self::Tx, v: u64) -> bool {
+        tx.send(v).is_ok()
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        rx.recv().ok()
+    }
+    fn stop(_all: &[Self::Tx]) {}
+    fn stopper(_tx: &Self::Tx) -> Option<Self::Tx> {
+        None // a kept sender would keep its channel connected
+    }
+}
+
+struct StdSync;
+impl Flavor for StdSync {
+    const NAME: &'static str = "std-sync-channel";
+    type Tx = std::sync::mpsc::SyncSender<u64>;
+    type Rx = std::sync::mpsc::Receiver<u64>;
+    fn channel() -> (Self::Tx, Self::Rx) {
+        std::sync::mpsc::sync_channel(0)
+    }
+    fn send(tx: &Self::Tx, v: u64) -> bool {
+        tx.send(v).is_ok()
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        rx.recv().ok()
+    }
+    fn stop(_all: &[Self::Tx]) {}
+    fn stopper(_tx: &Self::Tx) -> Option<Self::Tx> {
+        None
+    }
+}
+
+/// One commstime run: the time the consumer took for `cycles` values.
+fn commstime<F: Flavor>(cycles: u64) -> Duration {
+    let (a_tx, a_rx) = F::channel(); // Prefix -> Delta
+    let (b_tx, b_rx) = F::channel(); // Delta -> Consumer
+    let (c_tx, c_rx) = F::channel(); // Delta -> Succ
+    let (d_tx, d_rx) = F::channel(); // Succ -> Prefix
+    let stoppers: Vec<F::Tx> = [&a_tx, &b_tx, &c_tx, &d_tx]
+        .into_iter()
+        .filter_map(F::stopper)
+        .collect();
+
+    let prefix = thread::spawn(move || {
+        if !F::send(&a_tx, 0) {
+            return;
+        }
+        while let Some(v) = F::recv(&d_rx) {
+            if !F::send(&a_tx, v) {
+                return;
+            }
+        }
+    });
+    let delta = thread::spawn(move || {
+        while let Some(v) = F::recv(&a_rx) {
+            if !F::send(&b_tx, v) || !F::send(&c_tx, v) {
+                return;
+            }
+        }
+    });
+    let succ = thread::spawn(move || {
+        while let Some(v) = F::recv(&c_rx) {
+            if !F::send(&d_tx, v + 1) {
+                return;
+            }
+        }
+    });
+    let consumer = thread::spawn(move || {
+        let first = F::recv(&b_rx).expect("commstime: network stopped before the first value");
+        let start = Instant::now();
+        let mut last = first;
+        for _ in 0..cycles {
+            last = F::recv(&b_rx).expect("commstime: network stopped early");
+        }
+        let elapsed = start.elapsed();
+        assert_eq!(last, first + cycles, "commstime: values lost or reordered");
+        F::stop(&stoppers);
+        drop(b_rx);
+        elapsed
+    });
+
+    let elapsed = consumer.join().expect("consumer thread panicked");
+    for (name, t) in [("prefix", prefix), ("delta", delta), ("succ", succ)] {
+        t.join()
+            .unwrap_or_else(|_| panic!("{name} thread panicked"));
+    }
+    elapsed
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Median microseconds per communication over `runs` runs (after one untimed warm-up run).
+fn measure<F: Flavor>(cycles: u64, runs: usize) -> f64 {
+    commstime::<F>(cycles.min(1_000));
+    let samples = (0..runs)
+        .map(|_| commstime::<F>(cycles).as_secs_f64() * 1e6 / (4 * cycles) as f64)
+        .collect();
+    median(samples)
+}
+
+struct Args {
+    cycles: u64,
+    runs: usize,
+    only: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        cycles: 100_000,
+        runs: 5,
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
+        match arg.as_str() {
+            "--cycles" => {
+                args.cycles = value("--cycles")
+                    .parse()
+                    .unwrap_or_else(|_| usage("--cycles takes a positive integer"));
+            }
+            "--runs" => {
+                args.runs = value("--runs")
+                    .parse()
+                    .unwrap_or_else(|_| usage("--runs takes a positive integer"));
+            }
+            "--only" => args.only = Some(value("--only")),
+            // `cargo bench` passes --bench; libtest-style filters are not used here.
+            "--bench" => {}
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    if args.cycles == 0 || args.runs == 0 {
+        usage("--cycles and --runs must be at least 1");
+    }
+    args
+}
+
+fn usage(problem: &str) -> ! {
+    if !problem.is_empty() {
+        eprintln!("commstime: {problem}");
+    }
+    eprintln!("usage: commstime [--cycles N] [--runs K] [--only ferrocsp|crossbeam|std-sync-channel]");
+    std::process::exit(if problem.is_empty() { 0 } else { 2 })
+}
+
+fn main() {
+    let args = parse_args();
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
+    let mut results: Vec<(&str, f64)> = Vec::new();
+    let impls: [(&str, fn(u64, usize) -> f64); 3] = [
+        (Ferrocsp::NAME, measure::<Ferrocsp>),
+        (Crossbeam::NAME, measure::<Crossbeam>),
+        (StdSync::NAME, measure::<StdSync>),
+    ];
+    for (name, run) in impls {
+        if !wanted(name) {
+            continue;
+        }
+        let us = run(args.cycles, args.runs);
+        println!(
+            "commstime impl={name} us_per_comm={us:.4} cycles={} runs={}",
+            args.cycles, args.runs
+        );
+        results.push((name, us));
+    }
+    if let Some(&(_, ours)) = results.iter().find(|(n, _)| *n == Ferrocsp::NAME) {
+        let ratios: Vec<String> = results
+            .iter()
+            .filter(|(n, _)| *n != Ferrocsp::NAME)
+            .map(|(n, us)| format!("ferrocsp/{n}={:.3}", ours / us))
+            .collect();
+        if !ratios.is_empty() {
+            println!("commstime ratio {}", ratios.join(" "));
+        }
+    }
+}

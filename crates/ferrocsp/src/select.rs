@@ -1,0 +1,605 @@
+//! Selection (Alt): wait for the first of several reads, writes, timeouts or a skip.
+//!
+//! Protocol (Go's `selectgo`, with crossbeam's one-CAS cell):
+//! 1. **Try.** Lock every channel involved, in address order (invariant 6 of `channel`), and
+//!    try the operations in the policy's order; the first that can complete does, and the
+//!    selection returns without blocking.
+//! 2. **Register.** Still holding every lock, queue one entry per channel operation, all sharing
+//!    one fresh [`Signal`], then unlock. Because check and register happen under the same locks,
+//!    two selections meeting on one channel cannot both register without the second seeing the
+//!    first: select-vs-select always rendezvous and never livelocks.
+//! 3. **Wait** (the backend's business: park a thread, switch a greenlet, await a future).
+//! 4. **Finish.** Whoever completed the signal already did the communication; the owner removes
+//!    its other entries (eagerly, one lock at a time) and collects the result. A channel that
+//!    retired under a waiting operation only removes that operation: the selection restarts at 1
+//!    with the rest. On timeout or cancel the owner CASes its own cell to `Aborted`; if that CAS
+//!    loses, the operation completed first and its result stands (nothing is lost).
+//!
+//! Invariants:
+//! - At most one operation of a selection fires; a write's value is consumed iff it fired.
+//! - A `Select` has at most one registration outstanding (`pending`); every entry it queued is
+//!   removed before `Ready` is returned, so a finished selection leaves no trace in any channel.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::channel::{wake_all, Channel, Entry, ReadAttempt, Woken, WriteAttempt};
+use crate::error::{Error, SelectError};
+use crate::signal::{Outcome, Signal, State, Waker, MAX_OPS};
+use crate::sync::{lock, Arc, Mutex, MutexGuard};
+
+/// How a selection orders the operations that are ready at the same time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Uniformly random among the ready operations (occam's ALT, Go's select).
+    Random,
+    /// The first ready operation in the order they were added (occam's PRI ALT).
+    Priority,
+    /// Round-robin: the operation after the one chosen last time comes first (JCSP's
+    /// `fairSelect`), so no ready operation starves.
+    Fair,
+}
+
+/// What a fired selection produced.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Selected<T> {
+    /// Index of the operation that fired, as returned when it was added.
+    pub index: usize,
+    /// The value read, for a read operation; `None` otherwise.
+    pub value: Option<T>,
+}
+
+/// Progress of a selection driven step by step (for backends that do not park OS threads).
+#[derive(Debug)]
+pub enum Poll<T> {
+    /// The selection is over.
+    Ready(Result<Selected<T>, SelectError>),
+    /// Registered and waiting: sleep until the waker fires or [`Select::wake_deadline`] passes,
+    /// then call [`Select::resume`].
+    Pending,
+}
+
+enum Kind<T> {
+    Read,
+    Write(Option<T>),
+    Skip,
+    Timeout(Duration),
+}
+
+struct Op<T> {
+    chan: Option<Channel<T>>,
+    kind: Kind<T>,
+    slot: Option<Arc<Mutex<Option<T>>>>,
+    /// Index into `Select::locks` of this op's channel.
+    lock: usize,
+}
+
+struct Pending {
+    signal: Arc<Signal>,
+    waker: Waker,
+    policy: Policy,
+}
+
+/// A selection over reads, writes, timeouts and skip: one Alt.
+///
+/// ```
+/// use ferrocsp::{Channel, Policy, Select};
+/// let a = Channel::new(1);
+/// let b: Channel<i32> = Channel::new(1);
+/// a.write(7).unwrap();
+/// let mut sel = Select::new();
+/// let ia = sel.read(&a);
+/// let _ib = sel.read(&b);
+/// let fired = sel.select(Policy::Priority).unwrap();
+/// assert_eq!((fired.index, fired.value), (ia, Some(7)));
+/// ```
+pub struct Select<T> {
+    ops: Vec<Op<T>>,
+    /// Distinct channels, sorted by address: the lock order.
+    locks: Vec<Channel<T>>,
+    locks_dirty: bool,
+    /// Scratch for the try order.
+    order: Vec<usize>,
+    /// Ops that may still fire (not retired), scratch for registration.
+    waitable: Vec<usize>,
+    last: Option<usize>,
+    rng: u64,
+    /// When the selection (not one of its timeout ops) gives up with `SelectError::Timeout`.
+    deadline: Option<Instant>,
+    /// Absolute deadlines of timeout ops, fixed when a selection starts.
+    op_deadlines: Vec<(usize, Instant)>,
+    pending: Option<Pending>,
+}
+
+impl<T> fmt::Debug for Select<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Select")
+            .field("ops", &self.ops.len())
+            .field("pending", &self.pending.is_some())
+            .finish()
+    }
+}
+
+impl<T> Default for Select<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn seed() -> u64 {
+    // Distinct per selection without a global RNG: address entropy plus a counter.
+    let c = crate::channel::next_id();
+    let local = 0u8;
+    let a = &local as *const u8 as u64;
+    let mut x = c.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ a.rotate_left(17);
+    if x == 0 {
+        x = 0x2545_F491_4F6C_DD1D;
+    }
+    x
+}
+
+impl<T> Select<T> {
+    /// An empty selection.
+    pub fn new() -> Self {
+        Select {
+            ops: Vec::new(),
+            locks: Vec::new(),
+            locks_dirty: false,
+            order: Vec::new(),
+            waitable: Vec::new(),
+            last: None,
+            rng: seed(),
+            deadline: None,
+            op_deadlines: Vec::new(),
+            pending: None,
+        }
+    }
+
+    fn push(&mut self, chan: Option<&Channel<T>>, kind: Kind<T>) -> usize {
+        assert!(self.pending.is_none(), "cannot add operations to a selection in progress");
+        assert!(self.ops.len() < MAX_OPS, "too many operations in one selection");
+        if chan.is_some() {
+            self.locks_dirty = true;
+        }
+        self.ops.push(Op { chan: chan.cloned(), kind, slot: None, lock: usize::MAX });
+        self.ops.len() - 1
+    }
+
+    /// Adds a read from `chan`; returns its index.
+    pub fn read(&mut self, chan: &Channel<T>) -> usize {
+        self.push(Some(chan), Kind::Read)
+    }
+
+    /// Adds a write of `value` to `chan`; returns its index. The value is sent only if this
+    /// operation fires; otherwise it stays here (see [`Select::take_value`]).
+    pub fn write(&mut self, chan: &Channel<T>, value: T) -> usize {
+        self.push(Some(chan), Kind::Write(Some(value)))
+    }
+
+    /// Adds a skip: always ready (a selection with a skip never blocks).
+    pub fn skip(&mut self) -> usize {
+        self.push(None, Kind::Skip)
+    }
+
+    /// Adds a timeout that becomes ready `after` the selection starts.
+    pub fn timeout(&mut self, after: Duration) -> usize {
+        self.push(None, Kind::Timeout(after))
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether no operation was added.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Puts (back) the value of write operation `index`, e.g. to fire it again.
+    pub fn set_value(&mut self, index: usize, value: T) {
+        assert!(self.pending.is_none(), "cannot change a selection in progress");
+        match self.ops.get_mut(index).map(|o| &mut o.kind) {
+            Some(Kind::Write(v)) => *v = Some(value),
+            _ => panic!("operation {index} is not a write"),
+        }
+    }
+
+    /// Takes the value of write operation `index` back (None if it was sent or taken).
+    pub fn take_value(&mut self, index: usize) -> Option<T> {
+        match self.ops.get_mut(index).map(|o| &mut o.kind) {
+            Some(Kind::Write(v)) => v.take(),
+            _ => None,
+        }
+    }
+
+    /// The operation chosen last (the reference point of [`Policy::Fair`]).
+    pub fn last_selected(&self) -> Option<usize> {
+        self.last
+    }
+
+    /// Sets the reference point of [`Policy::Fair`], to carry fairness across `Select`s.
+    pub fn set_last_selected(&mut self, last: Option<usize>) {
+        self.last = last;
+    }
+
+    /// Blocks the calling thread until one operation fires.
+    pub fn select(&mut self, policy: Policy) -> Result<Selected<T>, SelectError> {
+        self.select_deadline(policy, None)
+    }
+
+    /// Like [`Select::select`], failing with [`SelectError::Timeout`] after `timeout`.
+    pub fn select_timeout(
+        &mut self,
+        policy: Policy,
+        timeout: Duration,
+    ) -> Result<Selected<T>, SelectError> {
+        self.select_deadline(policy, Instant::now().checked_add(timeout))
+    }
+
+    /// Fires an operation that is ready now, or fails with [`SelectError::WouldBlock`].
+    pub fn try_select(&mut self, policy: Policy) -> Result<Selected<T>, SelectError> {
+        self.begin(policy, None);
+        match self.attempt(policy, None) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(SelectError::WouldBlock),
+        }
+    }
+
+    /// Blocks the calling thread until one operation fires or `deadline` passes.
+    pub fn select_deadline(
+        &mut self,
+        policy: Policy,
+        deadline: Option<Instant>,
+    ) -> Result<Selected<T>, SelectError> {
+        let mut poll = self.start(policy, Waker::current_thread(), deadline);
+        loop {
+            match poll {
+                Poll::Ready(r) => return r,
+                Poll::Pending => {
+                    self.park(None);
+                    poll = self.resume();
+                }
+            }
+        }
+    }
+
+    /// Starts a selection that wakes `waker` when it may have finished (step 1 and 2 of the
+    /// protocol). `deadline` bounds the whole selection ([`SelectError::Timeout`]).
+    pub fn start(&mut self, policy: Policy, waker: Waker, deadline: Option<Instant>) -> Poll<T> {
+        self.begin(policy, deadline);
+        self.attempt(policy, Some(waker))
+    }
+
+    /// When the selection must be resumed even if nobody wakes it (a timeout op or deadline).
+    pub fn wake_deadline(&self) -> Option<Instant> {
+        let ops = self.op_deadlines.iter().map(|&(_, d)| d);
+        ops.chain(self.deadline).min()
+    }
+
+    /// Whether a registration is outstanding.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Parks the calling thread until the pending selection is completed, its wake deadline
+    /// passes, or `until` passes. Spurious returns are allowed; follow with [`Select::resume`].
+    pub fn park(&self, until: Option<Instant>) {
+        let Some(p) = &self.pending else { return };
+        let limit = match (until, self.wake_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if !p.signal.is_waiting() {
+            return;
+        }
+        park_thread(limit);
+    }
+
+    /// Step 4: if the selection was completed, finish it; if its deadline passed, withdraw.
+    pub fn resume(&mut self) -> Poll<T> {
+        let state = match &self.pending {
+            Some(p) => p.signal.state(),
+            None => return Poll::Ready(Err(SelectError::WouldBlock)),
+        };
+        match state {
+            State::Waiting => {
+                let now = Instant::now();
+                let fired = self.expired_timeout_op(now);
+                let past = self.deadline.is_some_and(|d| now >= d);
+                if fired.is_none() && !past {
+                    return Poll::Pending;
+                }
+                if self.withdraw() {
+                    self.last = fired.or(self.last);
+                    return Poll::Ready(match fired {
+                        Some(index) => Ok(Selected { index, value: None }),
+                        None => Err(SelectError::Timeout),
+                    });
+                }
+                self.resume()
+            }
+            State::Aborted => Poll::Ready(Err(SelectError::WouldBlock)),
+            State::Completed { op, outcome } => self.finish(op, outcome),
+        }
+    }
+
+    /// Withdraws a pending selection (cancellation). Returns the result if an operation fired
+    /// before the withdrawal won, `None` if nothing fired (and nothing was consumed).
+    pub fn abort(&mut self) -> Option<Result<Selected<T>, SelectError>> {
+        let signal = Arc::clone(&self.pending.as_ref()?.signal);
+        if self.withdraw() {
+            return None;
+        }
+        match signal.state() {
+            State::Completed { op, outcome: Outcome::Done } => {
+                match self.finish(op, Outcome::Done) {
+                    Poll::Ready(r) => Some(r),
+                    Poll::Pending => None,
+                }
+            }
+            State::Completed { op, outcome: Outcome::Poisoned } => {
+                self.unregister_all();
+                Some(Err(SelectError::Poisoned { index: op }))
+            }
+            // A retirement is not a result: the caller is leaving anyway.
+            _ => {
+                self.unregister_all();
+                None
+            }
+        }
+    }
+
+    // ----- internals -----
+
+    fn begin(&mut self, policy: Policy, deadline: Option<Instant>) {
+        assert!(self.pending.is_none(), "a selection is already in progress on this Select");
+        let _ = policy;
+        self.deadline = deadline;
+        self.op_deadlines.clear();
+        let now = Instant::now();
+        for (i, op) in self.ops.iter().enumerate() {
+            if let Kind::Timeout(d) = op.kind {
+                // An unrepresentable deadline is "never".
+                if let Some(at) = now.checked_add(d) {
+                    self.op_deadlines.push((i, at));
+                }
+            }
+        }
+        if self.locks_dirty {
+            self.rebuild_locks();
+        }
+    }
+
+    fn rebuild_locks(&mut self) {
+        let mut chans: Vec<Channel<T>> = self.ops.iter().filter_map(|o| o.chan.clone()).collect();
+        chans.sort_by_key(|c| c.addr());
+        chans.dedup_by_key(|c| c.addr());
+        for op in &mut self.ops {
+            if let Some(c) = &op.chan {
+                op.lock = chans.binary_search_by_key(&c.addr(), |x| x.addr()).unwrap_or(usize::MAX);
+            }
+        }
+        self.locks = chans;
+        self.locks_dirty = false;
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: plenty for choosing among ready guards.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn fill_order(&mut self, policy: Policy) {
+        let n = self.ops.len();
+        self.order.clear();
+        match policy {
+            Policy::Priority => self.order.extend(0..n),
+            Policy::Fair => {
+                let start = self.last.map_or(0, |l| (l + 1) % n.max(1));
+                self.order.extend((start..n).chain(0..start));
+            }
+            Policy::Random => {
+                self.order.extend(0..n);
+                for i in (1..n).rev() {
+                    let j = (self.next_random() % (i as u64 + 1)) as usize;
+                    self.order.swap(i, j);
+                }
+            }
+        }
+    }
+
+    fn expired_timeout_op(&self, now: Instant) -> Option<usize> {
+        self.op_deadlines.iter().filter(|&&(_, d)| d <= now).min_by_key(|&&(_, d)| d).map(|&(i, _)| i)
+    }
+
+    /// Steps 1 and 2. `waker == None` means try only.
+    fn attempt(&mut self, policy: Policy, waker: Option<Waker>) -> Poll<T> {
+        self.fill_order(policy);
+        self.waitable.clear();
+        let now = Instant::now();
+        let mut woken = Woken::new();
+        let Select { ops, locks, order, waitable, op_deadlines, .. } = self;
+        let mut guards: Vec<MutexGuard<'_, crate::channel::State<T>>> =
+            locks.iter().map(|c| lock(&c.inner.state)).collect();
+        let mut result: Option<Result<Selected<T>, SelectError>> = None;
+        let mut timeout_live = false;
+        for &i in order.iter() {
+            let op = &mut ops[i];
+            match &mut op.kind {
+                Kind::Skip => {
+                    result = Some(Ok(Selected { index: i, value: None }));
+                }
+                Kind::Timeout(_) => match op_deadlines.iter().find(|&&(j, _)| j == i) {
+                    Some(&(_, at)) if at <= now => {
+                        result = Some(Ok(Selected { index: i, value: None }));
+                    }
+                    Some(_) => timeout_live = true,
+                    None => {}
+                },
+                Kind::Read => match guards[op.lock].try_read(&mut woken) {
+                    ReadAttempt::Value(v) => result = Some(Ok(Selected { index: i, value: Some(v) })),
+                    ReadAttempt::NotReady => waitable.push(i),
+                    ReadAttempt::Failed(Error::Poisoned) => {
+                        result = Some(Err(SelectError::Poisoned { index: i }))
+                    }
+                    ReadAttempt::Failed(_) => {}
+                },
+                Kind::Write(slot) => {
+                    let Some(v) = slot.take() else { continue };
+                    match guards[op.lock].try_write(v, &mut woken) {
+                        WriteAttempt::Sent => result = Some(Ok(Selected { index: i, value: None })),
+                        WriteAttempt::NotReady(v) => {
+                            *slot = Some(v);
+                            waitable.push(i);
+                        }
+                        WriteAttempt::Failed(e, v) => {
+                            *slot = Some(v);
+                            if e == Error::Poisoned {
+                                result = Some(Err(SelectError::Poisoned { index: i }));
+                            }
+                        }
+                    }
+                }
+            }
+            if result.is_some() {
+                break;
+            }
+        }
+        let result = match (result, waker) {
+            (Some(r), _) => Some(r),
+            // The selection deadline alone can fire nothing, so it does not keep us waiting.
+            (None, _) if waitable.is_empty() && !timeout_live => {
+                Some(Err(SelectError::Retired))
+            }
+            (None, None) => Some(Err(SelectError::WouldBlock)),
+            (None, Some(waker)) => {
+                let signal = Arc::new(Signal::new(waker.clone()));
+                for &i in waitable.iter() {
+                    let op = &mut ops[i];
+                    let (value, is_read) = match &mut op.kind {
+                        Kind::Read => (None, true),
+                        Kind::Write(v) => (v.take(), false),
+                        _ => continue,
+                    };
+                    let slot = Arc::new(Mutex::new(value));
+                    op.slot = Some(Arc::clone(&slot));
+                    let entry = Entry { signal: Arc::clone(&signal), op: i, slot };
+                    let g = &mut guards[op.lock];
+                    if is_read {
+                        g.register_reader(entry);
+                    } else {
+                        g.register_writer(entry);
+                    }
+                }
+                self.pending = Some(Pending { signal, waker, policy });
+                None
+            }
+        };
+        for g in &guards {
+            g.check();
+        }
+        drop(guards);
+        wake_all(woken);
+        match result {
+            Some(r) => {
+                if let Ok(s) = &r {
+                    self.last = Some(s.index);
+                }
+                Poll::Ready(r)
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    /// CAS the own cell to Aborted; on success, remove all entries and recover write values.
+    fn withdraw(&mut self) -> bool {
+        let Some(p) = &self.pending else { return false };
+        if !p.signal.try_abort() {
+            return false;
+        }
+        self.unregister_all();
+        true
+    }
+
+    /// Removes every entry of the pending signal and takes back unsent write values.
+    fn unregister_all(&mut self) {
+        let Some(p) = self.pending.take() else { return };
+        for op in self.ops.iter() {
+            if op.slot.is_some() {
+                if let Some(c) = &op.chan {
+                    lock(&c.inner.state).unregister(&p.signal);
+                }
+            }
+        }
+        for op in self.ops.iter_mut() {
+            if let Some(slot) = op.slot.take() {
+                if let Kind::Write(v) = &mut op.kind {
+                    if let Some(back) = lock(&slot).take() {
+                        *v = Some(back);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, op: usize, outcome: Outcome) -> Poll<T> {
+        let (policy, waker) = match &self.pending {
+            Some(p) => (p.policy, p.waker.clone()),
+            None => return Poll::Ready(Err(SelectError::WouldBlock)),
+        };
+        // The completed op's value (if read) is in its slot; take it before unregister_all
+        // recycles the slots. A completed write's slot is already empty (Done) or still holds
+        // the value (Poisoned/Retired), which unregister_all hands back.
+        let value = match (&self.ops[op].kind, outcome) {
+            (Kind::Read, Outcome::Done) => self.ops[op].slot.as_ref().and_then(|s| lock(s).take()),
+            _ => None,
+        };
+        self.unregister_all();
+        match outcome {
+            Outcome::Done => {
+                self.last = Some(op);
+                if let Kind::Read = self.ops[op].kind {
+                    debug_assert!(value.is_some(), "a completed read always has its value");
+                }
+                Poll::Ready(Ok(Selected { index: op, value }))
+            }
+            Outcome::Poisoned => Poll::Ready(Err(SelectError::Poisoned { index: op })),
+            Outcome::Retired => self.attempt(policy, Some(waker)),
+        }
+    }
+}
+
+impl<T> Drop for Select<T> {
+    fn drop(&mut self) {
+        // A Select dropped mid-wait (a cancelled task, an unwinding thread) must not leave
+        // entries behind. A value that arrived in the race is dropped with it: callers that
+        // cancel and care about it call `abort` first, which returns it.
+        if self.pending.is_some() && !self.withdraw() {
+            self.unregister_all();
+        }
+    }
+}
+
+#[cfg(not(loom))]
+fn park_thread(until: Option<Instant>) {
+    match until {
+        None => std::thread::park(),
+        Some(t) => {
+            let now = Instant::now();
+            if t > now {
+                std::thread::park_timeout(t - now);
+            }
+        }
+    }
+}
+
+#[cfg(loom)]
+fn park_thread(_until: Option<Instant>) {
+    // loom has no clock: models use `abort` to stand for a timeout.
+    loom::thread::park();
+}
