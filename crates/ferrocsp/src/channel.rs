@@ -342,7 +342,9 @@ impl<T> fmt::Debug for Channel<T> {
 impl<T> Channel<T> {
     /// A new channel; `capacity == 0` makes a rendezvous channel.
     pub fn new(capacity: usize) -> Self {
-        Channel { inner: Arc::new(Inner { state: Mutex::new(State::new(capacity)), id: next_id() }) }
+        Channel {
+            inner: Arc::new(Inner { state: Mutex::new(State::new(capacity)), id: next_id() }),
+        }
     }
 
     /// A process-unique identifier of this channel.

@@ -332,12 +332,11 @@ impl<T> Select<T> {
             return None;
         }
         match signal.state() {
-            State::Completed { op, outcome: Outcome::Done } => {
-                match self.finish(op, Outcome::Done) {
-                    Poll::Ready(r) => Some(r),
-                    Poll::Pending => None,
-                }
-            }
+            State::Completed { op, outcome: Outcome::Done } => match self.finish(op, Outcome::Done)
+            {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            },
             State::Completed { op, outcome: Outcome::Poisoned } => {
                 self.unregister_all();
                 Some(Err(SelectError::Poisoned { index: op }))
@@ -414,7 +413,11 @@ impl<T> Select<T> {
     }
 
     fn expired_timeout_op(&self, now: Instant) -> Option<usize> {
-        self.op_deadlines.iter().filter(|&&(_, d)| d <= now).min_by_key(|&&(_, d)| d).map(|&(i, _)| i)
+        self.op_deadlines
+            .iter()
+            .filter(|&&(_, d)| d <= now)
+            .min_by_key(|&&(_, d)| d)
+            .map(|&(i, _)| i)
     }
 
     /// Steps 1 and 2. `waker == None` means try only.
@@ -442,7 +445,9 @@ impl<T> Select<T> {
                     None => {}
                 },
                 Kind::Read => match guards[op.lock].try_read(&mut woken) {
-                    ReadAttempt::Value(v) => result = Some(Ok(Selected { index: i, value: Some(v) })),
+                    ReadAttempt::Value(v) => {
+                        result = Some(Ok(Selected { index: i, value: Some(v) }))
+                    }
                     ReadAttempt::NotReady => waitable.push(i),
                     ReadAttempt::Failed(Error::Poisoned) => {
                         result = Some(Err(SelectError::Poisoned { index: i }))
@@ -473,9 +478,7 @@ impl<T> Select<T> {
         let result = match (result, waker) {
             (Some(r), _) => Some(r),
             // The selection deadline alone can fire nothing, so it does not keep us waiting.
-            (None, _) if waitable.is_empty() && !timeout_live => {
-                Some(Err(SelectError::Retired))
-            }
+            (None, _) if waitable.is_empty() && !timeout_live => Some(Err(SelectError::Retired)),
             (None, None) => Some(Err(SelectError::WouldBlock)),
             (None, Some(waker)) => {
                 let signal = Arc::new(Signal::new(waker.clone()));

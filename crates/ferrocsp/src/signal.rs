@@ -158,9 +158,7 @@ impl Signal {
 
     /// The owner withdraws; true if it won the cell (nobody completed it).
     pub fn try_abort(&self) -> bool {
-        self.state
-            .compare_exchange(WAITING, ABORTED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.state.compare_exchange(WAITING, ABORTED, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Wakes the owner. Called by whoever won the cell, after releasing channel locks.

@@ -1,0 +1,296 @@
+//! `ferrocsp.Channel`: the engine's channel holding Python objects by reference.
+//!
+//! Invariants:
+//! - A value written is the very object read (a reference moves; nothing is copied or pickled).
+//! - Every operation that may block goes through `wait::select_blocking`, which releases the GIL.
+//! - The non-blocking attempt runs with the GIL held: it never waits for anything but a channel
+//!   lock, and no channel lock holder ever waits for the GIL.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferrocsp::{Error, Policy, Select};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyInt, PyType};
+
+use crate::ends::{Reader, Writer};
+use crate::errors::{parse_timeout, to_pyerr, OpName};
+use crate::wait::{deadline, select_blocking, Value};
+
+static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
+static STATS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static MOBILITY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Reads one value, blocking (GIL released) until it arrives, `timeout` passes, or an error.
+pub(crate) fn read_value(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &str,
+    timeout: Option<f64>,
+) -> PyResult<Value> {
+    match chan.try_read() {
+        Err(Error::WouldBlock) => {}
+        Ok(v) => return Ok(v),
+        Err(e) => return Err(to_pyerr(py, e, OpName::Read, name)),
+    }
+    let mut sel = Select::new();
+    sel.read(chan);
+    match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout))? {
+        Ok(s) => s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, name)),
+        Err(e) => Err(to_pyerr(py, e.error(), OpName::Read, name)),
+    }
+}
+
+/// Writes `value`, blocking (GIL released) until a reader takes it or it is buffered.
+pub(crate) fn write_value(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &str,
+    value: Value,
+    timeout: Option<f64>,
+) -> PyResult<()> {
+    let value = match chan.try_write(value) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.error == Error::WouldBlock => e.value,
+        Err(e) => return Err(to_pyerr(py, e.error, OpName::Write, name)),
+    };
+    let mut sel = Select::new();
+    sel.write(chan, value);
+    match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout))? {
+        Ok(_) => Ok(()),
+        Err(e) => Err(to_pyerr(py, e.error(), OpName::Write, name)),
+    }
+}
+
+pub(crate) fn try_read_value(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &str,
+) -> PyResult<Value> {
+    chan.try_read().map_err(|e| to_pyerr(py, e, OpName::Read, name))
+}
+
+pub(crate) fn try_write_value(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &str,
+    value: Value,
+) -> PyResult<()> {
+    chan.try_write(value).map_err(|e| to_pyerr(py, e.error, OpName::Write, name))
+}
+
+/// `__next__` for channels and readers: end-of-stream (retired) stops the iteration.
+pub(crate) fn next_value(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &str,
+) -> PyResult<Option<Value>> {
+    match read_value(py, chan, name, None) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance(py, crate::errors::retired_type(py)?.as_any()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Calls `ferrocsp._mobility.<func>(obj)` to pickle channels and ends by identity.
+pub(crate) fn mobility_reduce<'py>(
+    py: Python<'py>,
+    func: &str,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let m = MOBILITY
+        .get_or_try_init(py, || py.import("ferrocsp._mobility").map(|m| m.into_any().unbind()))?;
+    m.bind(py).call_method1(func, (obj,))
+}
+
+/// A CSP channel. ``Channel()`` is a rendezvous channel: a write completes only when a reader
+/// has taken the value. ``Channel(n)`` buffers up to ``n`` values.
+///
+/// Any number of threads/processes may read and write (any-to-any); each value goes to exactly
+/// one reader, first come first served. Values are passed by reference, never copied.
+#[pyclass(frozen, module = "ferrocsp", name = "Channel", weakref)]
+#[derive(Debug)]
+pub struct Channel {
+    pub(crate) inner: ferrocsp::Channel<Value>,
+    pub(crate) name: String,
+}
+
+impl Channel {
+    pub(crate) fn make(capacity: usize, name: Option<String>) -> Self {
+        let name =
+            name.unwrap_or_else(|| format!("chan-{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)));
+        Channel { inner: ferrocsp::Channel::new(capacity), name }
+    }
+}
+
+#[pymethods]
+impl Channel {
+    #[new]
+    #[pyo3(signature = (capacity = None, *, name = None))]
+    fn new(capacity: Option<&Bound<'_, PyAny>>, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let cap = match capacity {
+            None => 0,
+            Some(c) => {
+                if c.is_instance_of::<PyBool>() || !c.is_instance_of::<PyInt>() {
+                    return Err(PyTypeError::new_err(format!(
+                        "capacity must be an int, not {}",
+                        c.get_type().name()?
+                    )));
+                }
+                let v: i128 =
+                    c.extract().map_err(|_| PyValueError::new_err("capacity is too large"))?;
+                if v < 0 {
+                    return Err(PyValueError::new_err(format!("capacity must be >= 0, got {v}")));
+                }
+                usize::try_from(v)
+                    .map_err(|_| PyValueError::new_err(format!("capacity {v} is too large")))?
+            }
+        };
+        let name = match name {
+            None => None,
+            Some(n) if n.is_none() => None,
+            Some(n) => Some(n.extract::<String>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "name must be a str, not {}",
+                    n.get_type().name().map(|s| s.to_string()).unwrap_or_default()
+                ))
+            })?),
+        };
+        Ok(Channel::make(cap, name))
+    }
+
+    /// The channel's name (used in error messages, dumps and graphs).
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The buffer size; 0 for a rendezvous channel.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    /// Writes ``value``, blocking until a reader takes it (or, buffered, until there is room).
+    ///
+    /// Raises ``TimeoutError`` if ``timeout`` seconds pass first (nothing was sent),
+    /// ``ChannelPoisoned`` or ``ChannelRetired``.
+    #[pyo3(signature = (value, *, timeout = None))]
+    fn write(
+        &self,
+        py: Python<'_>,
+        value: Value,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let timeout = parse_timeout(timeout)?;
+        write_value(py, &self.inner, &self.name, value, timeout)
+    }
+
+    /// Reads a value, blocking until one arrives.
+    ///
+    /// Raises ``TimeoutError`` if ``timeout`` seconds pass first (nothing was taken),
+    /// ``ChannelPoisoned``, or ``ChannelRetired`` at end-of-stream.
+    #[pyo3(signature = (*, timeout = None))]
+    fn read(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
+        let timeout = parse_timeout(timeout)?;
+        read_value(py, &self.inner, &self.name, timeout)
+    }
+
+    /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);
+    /// otherwise raises ``WouldBlock`` and sends nothing.
+    fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
+        try_write_value(py, &self.inner, &self.name, value)
+    }
+
+    /// Reads a value if one is available right now; otherwise raises ``WouldBlock``.
+    fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
+        try_read_value(py, &self.inner, &self.name)
+    }
+
+    /// A new counted reader end of this channel.
+    fn reader(slf: &Bound<'_, Self>) -> Reader {
+        Reader::make(slf)
+    }
+
+    /// A new counted writer end of this channel.
+    fn writer(slf: &Bound<'_, Self>) -> Writer {
+        Writer::make(slf)
+    }
+
+    /// Poisons the channel: every blocked and later operation raises ``ChannelPoisoned``;
+    /// buffered values are dropped. Idempotent.
+    fn poison(&self) {
+        self.inner.poison();
+    }
+
+    /// A snapshot of the channel's counters (``ChannelStats``).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.inner.stats();
+        let cls = STATS.import(py, "ferrocsp._stats", "ChannelStats")?;
+        cls.call1((
+            s.capacity,
+            s.buffered,
+            s.readers_waiting,
+            s.writers_waiting,
+            s.reader_ends,
+            s.writer_ends,
+            s.poisoned,
+            s.retired,
+        ))
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
+        next_value(py, &self.inner, &self.name)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        match other.cast::<Channel>() {
+            Ok(o) => o.get().inner == self.inner,
+            Err(_) => false,
+        }
+    }
+
+    fn __hash__(&self) -> u64 {
+        self.inner.id()
+    }
+
+    fn __repr__(&self) -> String {
+        let s = self.inner.stats();
+        let mut state = String::new();
+        if s.poisoned {
+            state.push_str(" poisoned");
+        } else if s.retired {
+            state.push_str(" retired");
+        }
+        format!(
+            "<Channel '{}' capacity={} buffered={}{}>",
+            self.name, s.capacity, s.buffered, state
+        )
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        mobility_reduce(slf.py(), "reduce_channel", slf.as_any())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let mut result = Ok(());
+        // A locked channel is skipped: not visiting a reference only makes the collector keep
+        // objects alive longer (it treats them as externally referenced), never free them early.
+        self.inner.try_visit_buffered(|v| {
+            if result.is_ok() {
+                result = visit.call(v);
+            }
+        });
+        result
+    }
+
+    fn __clear__(&self) {
+        drop(self.inner.drain_buffered());
+    }
+}

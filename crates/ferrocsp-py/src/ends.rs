@@ -1,0 +1,239 @@
+//! `ferrocsp.Reader` and `ferrocsp.Writer`: counted channel ends.
+//!
+//! Invariants:
+//! - An end object is one engine end; Python copies made by pickling in this interpreter
+//!   resolve to the same object (`ferrocsp._mobility`), so every copy is the same end.
+//! - `end.channel` is the very `Channel` object the end was made from.
+//! - Dropping the last reference retires the end (the engine's `Drop`), as does `retire()`
+//!   or leaving a `with` block.
+
+use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
+
+use crate::channel::{
+    mobility_reduce, next_value, read_value, try_read_value, try_write_value, write_value, Channel,
+};
+use crate::errors::{parse_timeout, retired_end};
+use crate::wait::Value;
+
+/// A counted reading end of a channel.
+///
+/// Iterating a reader yields values until end-of-stream (every writer end retired and the
+/// buffer drained); poison raises ``ChannelPoisoned``. Using a retired end raises
+/// ``ChannelRetired``. ``with ch.reader() as r:`` retires ``r`` on exit.
+#[pyclass(frozen, module = "ferrocsp", name = "Reader", weakref)]
+#[derive(Debug)]
+pub struct Reader {
+    inner: ferrocsp::Reader<Value>,
+    chan: Py<Channel>,
+}
+
+/// A counted writing end of a channel.
+///
+/// When every writer end made from a channel has retired, readers see end-of-stream once the
+/// buffer is drained. Using a retired end raises ``ChannelRetired``. ``with ch.writer() as w:``
+/// retires ``w`` on exit.
+#[pyclass(frozen, module = "ferrocsp", name = "Writer", weakref)]
+#[derive(Debug)]
+pub struct Writer {
+    inner: ferrocsp::Writer<Value>,
+    chan: Py<Channel>,
+}
+
+impl Reader {
+    pub(crate) fn parts(&self) -> (&Channel, bool) {
+        (self.chan.get(), self.inner.is_retired())
+    }
+
+    pub(crate) fn make(chan: &Bound<'_, Channel>) -> Self {
+        Reader { inner: chan.get().inner.reader(), chan: chan.clone().unbind() }
+    }
+
+    fn checked<'a>(&'a self, py: Python<'_>) -> PyResult<&'a Channel> {
+        let chan = self.chan.get();
+        if self.inner.is_retired() {
+            return Err(retired_end(py, "reader", &chan.name));
+        }
+        Ok(chan)
+    }
+}
+
+impl Writer {
+    pub(crate) fn parts(&self) -> (&Channel, bool) {
+        (self.chan.get(), self.inner.is_retired())
+    }
+
+    pub(crate) fn make(chan: &Bound<'_, Channel>) -> Self {
+        Writer { inner: chan.get().inner.writer(), chan: chan.clone().unbind() }
+    }
+
+    fn checked<'a>(&'a self, py: Python<'_>) -> PyResult<&'a Channel> {
+        let chan = self.chan.get();
+        if self.inner.is_retired() {
+            return Err(retired_end(py, "writer", &chan.name));
+        }
+        Ok(chan)
+    }
+}
+
+#[pymethods]
+impl Reader {
+    /// Reads a value (see ``Channel.read``).
+    #[pyo3(signature = (*, timeout = None))]
+    fn read(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
+        let timeout = parse_timeout(timeout)?;
+        let c = self.checked(py)?;
+        read_value(py, &c.inner, &c.name, timeout)
+    }
+
+    /// Reads a value if one is available now, else raises ``WouldBlock``.
+    fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
+        let c = self.checked(py)?;
+        try_read_value(py, &c.inner, &c.name)
+    }
+
+    /// Retires this end (idempotent). The last reader end to retire makes writers fail with
+    /// ``ChannelRetired``.
+    fn retire(&self) {
+        self.inner.retire();
+    }
+
+    /// Poisons the channel (allowed on a retired end too).
+    fn poison(&self) {
+        self.inner.poison();
+    }
+
+    /// Whether this end has retired.
+    #[getter]
+    fn retired(&self) -> bool {
+        self.inner.is_retired()
+    }
+
+    /// The channel this end belongs to.
+    #[getter]
+    fn channel(&self, py: Python<'_>) -> Py<Channel> {
+        self.chan.clone_ref(py)
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
+        let c = self.checked(py)?;
+        next_value(py, &c.inner, &c.name)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.inner.retire();
+        false
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        match other.cast::<Reader>() {
+            Ok(o) => o.get().inner == self.inner,
+            Err(_) => false,
+        }
+    }
+
+    fn __hash__(&self) -> u64 {
+        self.inner.id()
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.inner.is_retired() { " retired" } else { "" };
+        format!("<Reader of '{}'{}>", self.chan.get().name, state)
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        mobility_reduce(slf.py(), "reduce_end", slf.as_any())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.chan)
+    }
+}
+
+#[pymethods]
+impl Writer {
+    /// Writes ``value`` (see ``Channel.write``).
+    #[pyo3(signature = (value, *, timeout = None))]
+    fn write(
+        &self,
+        py: Python<'_>,
+        value: Value,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let timeout = parse_timeout(timeout)?;
+        let c = self.checked(py)?;
+        write_value(py, &c.inner, &c.name, value, timeout)
+    }
+
+    /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).
+    fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
+        let c = self.checked(py)?;
+        try_write_value(py, &c.inner, &c.name, value)
+    }
+
+    /// Retires this end (idempotent). When the last writer end retires, readers see
+    /// end-of-stream once the buffer is drained.
+    fn retire(&self) {
+        self.inner.retire();
+    }
+
+    /// Poisons the channel (allowed on a retired end too).
+    fn poison(&self) {
+        self.inner.poison();
+    }
+
+    /// Whether this end has retired.
+    #[getter]
+    fn retired(&self) -> bool {
+        self.inner.is_retired()
+    }
+
+    /// The channel this end belongs to.
+    #[getter]
+    fn channel(&self, py: Python<'_>) -> Py<Channel> {
+        self.chan.clone_ref(py)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.inner.retire();
+        false
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        match other.cast::<Writer>() {
+            Ok(o) => o.get().inner == self.inner,
+            Err(_) => false,
+        }
+    }
+
+    fn __hash__(&self) -> u64 {
+        self.inner.id()
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.inner.is_retired() { " retired" } else { "" };
+        format!("<Writer of '{}'{}>", self.chan.get().name, state)
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        mobility_reduce(slf.py(), "reduce_end", slf.as_any())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.chan)
+    }
+}

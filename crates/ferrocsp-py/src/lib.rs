@@ -1,0 +1,26 @@
+//! `ferrocsp._native`: the PyO3 bindings of the ferrocsp engine.
+//!
+//! Thin by design: channel semantics live in the `ferrocsp` crate, process orchestration in the
+//! Python package. This crate converts arguments, builds exceptions, and decides how a Python
+//! thread waits (GIL released, signals checked in the main thread).
+
+mod channel;
+mod ends;
+mod errors;
+mod process;
+mod select;
+mod wait;
+
+use pyo3::prelude::*;
+
+/// The native core of ferrocsp (use the `ferrocsp` package, not this module).
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<channel::Channel>()?;
+    m.add_class::<ends::Reader>()?;
+    m.add_class::<ends::Writer>()?;
+    m.add_function(wrap_pyfunction!(select::_select, m)?)?;
+    m.add_function(wrap_pyfunction!(process::_set_process_name, m)?)?;
+    m.add_function(wrap_pyfunction!(process::_process_name, m)?)?;
+    Ok(())
+}

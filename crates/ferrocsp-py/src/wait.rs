@@ -1,0 +1,102 @@
+//! How a Python thread waits for a selection: the thread backend's side of the waker seam.
+//!
+//! The engine registers the operation while we hold the GIL (a few hundred nanoseconds under
+//! the channel locks, never blocking on anything that needs the GIL), then we release the GIL
+//! and park the OS thread. The main thread parks in short slices and runs Python's signal
+//! handlers between them, so Ctrl-C interrupts a blocked `read()` within `SIGNAL_SLICE`. Other
+//! threads never receive signals and park until woken.
+//!
+//! Invariant: an interrupted wait withdraws its registration with `Select::abort`; if the
+//! operation completed in the race, its result is kept and the interrupt is re-armed, so a value
+//! is never lost to Ctrl-C.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use ferrocsp::{Policy, Poll, Select, SelectError, Selected, Waker};
+use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::prelude::*;
+
+pub(crate) type Value = Py<PyAny>;
+
+const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+
+thread_local! {
+    static IS_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+fn is_main_thread(py: Python<'_>) -> PyResult<bool> {
+    if let Some(m) = IS_MAIN.with(Cell::get) {
+        return Ok(m);
+    }
+    let threading = py.import("threading")?;
+    let main = threading.call_method0("main_thread")?;
+    let current = threading.call_method0("current_thread")?;
+    let m = main.is(&current);
+    IS_MAIN.with(|c| c.set(Some(m)));
+    Ok(m)
+}
+
+/// Converts a timeout in seconds to a deadline (an unrepresentable one means "never").
+pub(crate) fn deadline(timeout: Option<f64>) -> Option<Instant> {
+    let secs = timeout?;
+    let d = Duration::try_from_secs_f64(secs).ok()?;
+    Instant::now().checked_add(d)
+}
+
+/// Runs `sel` to completion on this thread, releasing the GIL while it waits.
+///
+/// The outer `PyResult` carries interrupts (KeyboardInterrupt from a signal handler); the inner
+/// `Result` is the selection's own outcome.
+pub(crate) fn select_blocking(
+    py: Python<'_>,
+    sel: &mut Select<Value>,
+    policy: Policy,
+    deadline: Option<Instant>,
+) -> PyResult<Result<Selected<Value>, SelectError>> {
+    let mut poll = sel.start(policy, Waker::current_thread(), deadline);
+    let main = match poll {
+        Poll::Ready(_) => false,
+        Poll::Pending => is_main_thread(py)?,
+    };
+    loop {
+        match poll {
+            Poll::Ready(r) => return Ok(r),
+            Poll::Pending => {}
+        }
+        let slice = if main { Instant::now().checked_add(SIGNAL_SLICE) } else { None };
+        {
+            let sel_ref = &mut *sel;
+            py.detach(move || sel_ref.park(slice));
+        }
+        poll = sel.resume();
+        if main && matches!(poll, Poll::Pending) {
+            if let Err(interrupt) = py.check_signals() {
+                return match sel.abort() {
+                    None => Err(interrupt),
+                    Some(done) => {
+                        rearm(py, &interrupt);
+                        Ok(done)
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// The operation completed although a signal handler raised: keep the result, and make the
+/// interrupt happen again at the next bytecode boundary.
+fn rearm(py: Python<'_>, interrupt: &PyErr) {
+    if interrupt.is_instance_of::<PyKeyboardInterrupt>(py) {
+        // SAFETY: PyErr_SetInterruptEx only sets a flag; it is async-signal-safe and may be
+        // called with or without the GIL. SIGINT is a valid signal number.
+        unsafe {
+            pyo3::ffi::PyErr_SetInterruptEx(2);
+        }
+    } else {
+        // Another handler's exception cannot be re-armed; report it after the fact.
+        interrupt.clone_ref(py).restore(py);
+        // SAFETY: we hold the GIL (py); this writes the pending exception as "unraisable".
+        unsafe { pyo3::ffi::PyErr_WriteUnraisable(std::ptr::null_mut()) };
+    }
+}

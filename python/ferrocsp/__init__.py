@@ -1,0 +1,79 @@
+"""ferrocsp: message-passing concurrency for Python in the CSP tradition, with a Rust engine.
+
+Processes share nothing and talk over channels::
+
+    import ferrocsp as csp
+
+    @csp.process
+    def producer(out: csp.Writer) -> None:
+        with out:                      # retire the end when done: readers see end-of-stream
+            for i in range(3):
+                out.write(i)
+
+    @csp.process
+    def consumer(inp: csp.Reader) -> int:
+        return sum(inp)                # iterate until end-of-stream
+
+    ch = csp.Channel()                 # rendezvous
+    print(csp.Par(producer(ch.writer()), consumer(ch.reader())).run())   # [None, 3]
+"""
+
+from __future__ import annotations
+
+from ._alt import Alt as Alt
+from ._alt import Guard as Guard
+from ._alt import Output as Output
+from ._alt import Skip as Skip
+from ._alt import Timeout as Timeout
+from ._alt import select as select
+from ._backends import set_default_backend as set_default_backend
+from ._errors import ChannelPoisoned as ChannelPoisoned
+from ._errors import ChannelRetired as ChannelRetired
+from ._errors import CSPError as CSPError
+from ._errors import Deadlock as Deadlock
+from ._errors import ProcessCrashed as ProcessCrashed
+from ._errors import WouldBlock as WouldBlock
+from ._native import Channel as Channel
+from ._native import Reader as Reader
+from ._native import Writer as Writer
+from ._par import Handle as Handle
+from ._par import Par as Par
+from ._par import Seq as Seq
+from ._par import Spawn as Spawn
+from ._process import Process as Process
+from ._process import process as process
+from ._stats import ChannelStats as ChannelStats
+
+__all__ = [
+    "Alt",
+    "CSPError",
+    "Channel",
+    "ChannelPoisoned",
+    "ChannelRetired",
+    "ChannelStats",
+    "Deadlock",
+    "Guard",
+    "Handle",
+    "Output",
+    "Par",
+    "Process",
+    "ProcessCrashed",
+    "Reader",
+    "Seq",
+    "Skip",
+    "Spawn",
+    "Timeout",
+    "WouldBlock",
+    "Writer",
+    "process",
+    "select",
+    "set_default_backend",
+]
+
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+try:
+    __version__ = _version("ferrocsp")
+except _PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+    __version__ = "0.0.0+unknown"

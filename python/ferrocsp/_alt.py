@@ -1,0 +1,179 @@
+"""Choice: ``Alt`` over input, output, timeout and skip guards.
+
+Invariants:
+- Guards are validated when the ``Alt`` is built (TypeError/ValueError before anything blocks);
+  a selection turns the enabled guards into engine operations and makes one native call, which
+  fires exactly one guard (a write's value is sent iff its guard is chosen).
+- ``fair_select`` state (the guard chosen last) lives on the ``Alt`` object; an ``Alt`` may be
+  used from several threads at once, each selection independent.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TypeAlias
+
+from ._native import Channel, Reader, Writer, _select
+
+__all__ = ["Alt", "Guard", "Output", "Skip", "Timeout", "select"]
+
+_READ, _WRITE, _SKIP, _TIMEOUT = 0, 1, 2, 3
+_RANDOM, _PRIORITY, _FAIR = 0, 1, 2
+
+
+class Output:
+    """An output guard: ready when ``value`` can be written to ``target`` (Channel or Writer).
+
+    The value is sent if and only if this guard is chosen.
+    """
+
+    __slots__ = ("target", "value")
+
+    def __init__(self, target: Channel | Writer, value: Any) -> None:
+        if isinstance(target, Reader):
+            raise TypeError("Output needs a Channel or Writer, not a Reader")
+        if not isinstance(target, Channel | Writer):
+            raise TypeError(f"Output needs a Channel or Writer, not {type(target).__name__}")
+        self.target = target
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Output({self.target!r}, {self.value!r})"
+
+
+class Timeout:
+    """A guard that becomes ready ``seconds`` after the selection starts."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError(f"Timeout needs a number of seconds, not {type(seconds).__name__}")
+        if math.isnan(seconds) or seconds < 0:
+            raise ValueError(f"Timeout must be >= 0 seconds, got {seconds}")
+        self.seconds = float(seconds)
+
+    def __repr__(self) -> str:
+        return f"Timeout({self.seconds})"
+
+
+class Skip:
+    """A guard that is always ready: an ``Alt`` holding one never blocks."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Skip()"
+
+
+GuardLike: TypeAlias = "Channel | Reader | Output | Timeout | Skip | Guard"
+
+
+class Guard:
+    """Wraps a guard with a boolean precondition (occam's ``cond & guard``).
+
+    The wrapped guard is considered only while ``when`` is true; set ``guard.when`` between
+    selections to switch it. The selection reports the ``Guard`` object itself as chosen.
+    """
+
+    __slots__ = ("guard", "when")
+
+    def __init__(
+        self, guard: Channel | Reader | Output | Timeout | Skip, when: bool = True
+    ) -> None:
+        if isinstance(guard, Guard):
+            raise TypeError("Guard cannot wrap another Guard")
+        _check_plain(guard)
+        self.guard = guard
+        self.when = bool(when)
+
+    def __repr__(self) -> str:
+        return f"Guard({self.guard!r}, when={self.when})"
+
+
+def _check_plain(g: object) -> None:
+    if isinstance(g, Writer):
+        raise TypeError("a Writer is not an input guard: use Output(writer, value)")
+    if not isinstance(g, Channel | Reader | Output | Timeout | Skip):
+        raise TypeError(
+            "Alt guards must be a Channel, Reader, Output, Timeout, Skip or Guard, "
+            f"not {type(g).__name__}"
+        )
+
+
+def _op(g: Channel | Reader | Output | Timeout | Skip) -> tuple[int, Any, Any]:
+    if isinstance(g, Output):
+        return (_WRITE, g.target, g.value)
+    if isinstance(g, Timeout):
+        return (_TIMEOUT, g.seconds, None)
+    if isinstance(g, Skip):
+        return (_SKIP, None, None)
+    return (_READ, g, None)
+
+
+class Alt:
+    """A choice between guards; each selection fires exactly one.
+
+    Guards: a ``Channel`` or ``Reader`` (input), ``Output(writer_or_channel, value)``,
+    ``Timeout(seconds)``, ``Skip()``, any of them wrapped as ``Guard(g, when=...)``.
+    A selection returns ``(guard, value)``: the guard object passed in and the value read
+    (``None`` for output, timeout and skip guards). A poisoned channel counts as ready and
+    choosing it raises ``ChannelPoisoned``; if no guard can ever fire (every channel retired,
+    no Timeout or Skip) it raises ``ChannelRetired``. Waiting is event driven (no polling).
+    """
+
+    __slots__ = ("_last", "guards")
+
+    def __init__(self, *guards: GuardLike) -> None:
+        if not guards:
+            raise ValueError("Alt needs at least one guard")
+        for g in guards:
+            if isinstance(g, Guard):
+                continue
+            _check_plain(g)
+        self.guards: tuple[GuardLike, ...] = guards
+        self._last: int | None = None
+
+    def _run(self, policy: int) -> tuple[Any, Any]:
+        ops: list[tuple[int, Any, Any]] = []
+        index: list[int] = []
+        for i, g in enumerate(self.guards):
+            if isinstance(g, Guard):
+                if not g.when:
+                    continue
+                ops.append(_op(g.guard))
+            else:
+                ops.append(_op(g))
+            index.append(i)
+        last = None
+        if policy == _FAIR and self._last is not None and index:
+            # Rotation starts after the guard chosen last; if it is disabled now, after the
+            # nearest enabled guard before it (wrapping around).
+            before = [k for k, i in enumerate(index) if i <= self._last]
+            last = before[-1] if before else len(index) - 1
+        chosen, value = _select(ops, policy, last)
+        guard_index = index[chosen]
+        if policy == _FAIR:
+            self._last = guard_index
+        return self.guards[guard_index], value
+
+    def select(self) -> tuple[Any, Any]:
+        """Fires one ready guard chosen uniformly at random (blocking until one is ready)."""
+        return self._run(_RANDOM)
+
+    def pri_select(self) -> tuple[Any, Any]:
+        """Fires the first ready guard in the order given."""
+        return self._run(_PRIORITY)
+
+    def fair_select(self) -> tuple[Any, Any]:
+        """Fires a ready guard, giving lowest priority to the one chosen last time (no
+        starvation)."""
+        return self._run(_FAIR)
+
+    def __repr__(self) -> str:
+        return f"Alt{self.guards!r}"
+
+
+def select(*guards: GuardLike) -> tuple[Any, Any]:
+    """Shortcut for ``Alt(*guards).select()``."""
+    return Alt(*guards).select()

@@ -1,0 +1,54 @@
+"""Backends: how a process is mapped onto the machine.
+
+Invariant: a backend only decides *where* ``_process.execute`` runs; channel semantics and
+shutdown rules are the same under every backend. This version has the thread backend.
+Precedence of the choice: ``@process(backend=)`` > ``Par(backend=)`` >
+``set_default_backend()`` > the ``FERROCSP_BACKEND`` environment variable > ``"thread"``.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["AVAILABLE", "check", "resolve", "set_default_backend"]
+
+AVAILABLE = ("thread",)
+PLANNED = ("greenlet", "os", "asyncio")
+
+_default: str | None = None
+
+
+def check(name: object) -> str:
+    """Validates a backend name; returns it."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a str, not {type(name).__name__}")
+    if name in AVAILABLE:
+        return name
+    if name in PLANNED:
+        raise ValueError(
+            f"backend {name!r} is not available in this version of ferrocsp "
+            f"(available: {', '.join(AVAILABLE)})"
+        )
+    raise ValueError(f"unknown backend {name!r} (available: {', '.join(AVAILABLE)})")
+
+
+def set_default_backend(name: str | None) -> None:
+    """Sets the backend used when neither the process nor its Par names one (None: reset)."""
+    global _default
+    _default = None if name is None else check(name)
+
+
+def resolve(*choices: str | None) -> str:
+    """The first backend named in ``choices``, then the default, the environment, "thread"."""
+    for c in choices:
+        if c is not None:
+            return c
+    if _default is not None:
+        return _default
+    env = os.environ.get("FERROCSP_BACKEND")
+    if env:
+        try:
+            return check(env)
+        except ValueError as exc:
+            raise ValueError(f"FERROCSP_BACKEND: {exc}") from None
+    return "thread"

@@ -1,0 +1,64 @@
+"""Pickling channels and ends by identity.
+
+Invariant: within one interpreter, unpickling a channel or an end gives back the *same* object
+(so every copy of an end is that one end, and retiring any copy retires it). An object is
+entered in the registry only when it is first pickled, so channels that never travel cost
+nothing. Crossing into another OS process needs the OS-process backend (shared-memory
+channels); until it exists, such an unpickle fails with a clear error instead of silently
+making an unrelated channel.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import weakref
+from typing import Any
+
+__all__ = ["reduce_channel", "reduce_end", "restore"]
+
+_BOOT = secrets.token_hex(8)
+_objects: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def _token() -> tuple[int, str]:
+    # The pid changes in a forked child while _BOOT does not: either difference means "another
+    # interpreter".
+    return (os.getpid(), _BOOT)
+
+
+def _describe(obj: Any) -> tuple[str, str]:
+    kind = type(obj).__name__.lower()
+    chan = obj if kind == "channel" else obj.channel
+    return kind, str(chan.name)
+
+
+def reduce_channel(obj: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``Channel.__reduce__``: register ``obj`` and pickle a reference to it."""
+    return _reduce(obj)
+
+
+def reduce_end(obj: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``Reader.__reduce__`` / ``Writer.__reduce__``."""
+    return _reduce(obj)
+
+
+def _reduce(obj: Any) -> tuple[Any, tuple[Any, ...]]:
+    key = hash(obj)
+    _objects[key] = obj
+    kind, name = _describe(obj)
+    return (restore, (_token(), key, kind, name))
+
+
+def restore(token: tuple[int, str], key: int, kind: str, name: str) -> Any:
+    """Unpickle: the same object, if this is the interpreter it was pickled in."""
+    if tuple(token) != _token():
+        raise ValueError(
+            f"cannot unpickle {kind} of channel {name!r} in another OS process: channels "
+            "cross OS processes only with the OS-process backend, which this version of "
+            "ferrocsp does not have yet"
+        )
+    obj = _objects.get(key)
+    if obj is None:
+        raise ValueError(f"{kind} of channel {name!r} no longer exists in this interpreter")
+    return obj

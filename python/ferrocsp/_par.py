@@ -1,0 +1,199 @@
+"""Composition: ``Par``, ``Seq``, ``Spawn`` and the handles of running networks.
+
+Invariants:
+- A handle's processes all end before ``join`` returns or raises (except when interrupted by
+  Ctrl-C, where the wait is bounded by ``INTERRUPT_GRACE`` after poisoning the network).
+- Failures are collected, never lost: ``join``/``run`` raise one ``ExceptionGroup`` holding every
+  failed process's exception, each with a note naming its process.
+- Every running network is registered in ``_running`` until it ends, so Ctrl-C and interpreter
+  exit can poison all of them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
+
+from . import _backends
+from ._backends._thread import ThreadTask
+from ._process import Process, as_process, execute
+from ._shutdown import channel_args, poison_all
+
+__all__ = ["INTERRUPT_GRACE", "Handle", "Par", "Seq", "Spawn"]
+
+T = TypeVar("T")
+
+#: Seconds a network gets to wind down after Ctrl-C or interpreter exit poisoned it.
+INTERRUPT_GRACE = 2.0
+
+_running: set[Handle[Any]] = set()
+_running_lock = threading.Lock()
+
+
+def _poison_running() -> None:
+    with _running_lock:
+        handles = list(_running)
+    for h in handles:
+        h.poison()
+
+
+def _shutdown_at_exit() -> None:
+    with _running_lock:
+        handles = list(_running)
+    for h in handles:
+        h.poison()
+    deadline = time.monotonic() + INTERRUPT_GRACE
+    for h in handles:
+        h._wait_until(deadline)
+
+
+atexit.register(_shutdown_at_exit)
+
+
+def _failures(name: str, processes: list[Process[Any]], errors: list[BaseException]) -> None:
+    if errors:
+        n, total = len(errors), len(processes)
+        raise BaseExceptionGroup(f"{name}: {n} of {total} processes failed", errors)
+
+
+class Handle(Generic[T]):
+    """A running ``Par`` or ``Spawn``: wait for it, look at it, or poison it."""
+
+    def __init__(self, name: str, processes: list[Process[Any]], backend: str | None) -> None:
+        self.name = name
+        self._processes = processes
+        self._single = False
+        for p in processes:
+            _backends.resolve(p.backend, backend)  # validates; only "thread" exists so far
+        with _running_lock:
+            _running.add(self)
+        self._tasks = [ThreadTask(p) for p in processes]
+
+    @property
+    def alive(self) -> bool:
+        """Whether any of its processes is still running."""
+        return any(t.alive for t in self._tasks)
+
+    def _wait_until(self, deadline: float | None) -> bool:
+        for t in self._tasks:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not t.wait(remaining):
+                return False
+        with _running_lock:
+            _running.discard(self)
+        return True
+
+    def join(self, timeout: float | None = None) -> T:
+        """Waits for every process; returns the result (see ``result``).
+
+        Raises ``TimeoutError`` if ``timeout`` seconds pass first (the processes keep running),
+        an ``ExceptionGroup`` of the failures if processes failed. On Ctrl-C, poisons every
+        running network, waits up to ``INTERRUPT_GRACE`` seconds, and re-raises.
+        """
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+                raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+            if not timeout >= 0:
+                raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            if not self._wait_until(deadline):
+                raise TimeoutError(f"{self.name} still running after {timeout} s")
+        except KeyboardInterrupt:
+            _poison_running()
+            self._wait_until(time.monotonic() + INTERRUPT_GRACE)
+            raise
+        return self.result
+
+    @property
+    def result(self) -> T:
+        """The result: a ``Par``'s list of return values, a ``Spawn``'s single value.
+
+        Raises the failures (as ``join`` does) if processes failed, and ``RuntimeError`` while
+        processes are still running.
+        """
+        if self.alive:
+            raise RuntimeError(f"{self.name} is still running")
+        outcomes = [t.outcome for t in self._tasks]
+        errors = [o.error for o in outcomes if o is not None and o.error is not None]
+        _failures(self.name, self._processes, errors)
+        values: list[Any] = [None if o is None else o.value for o in outcomes]
+        result: Any = values[0] if self._single else values
+        return result  # type: ignore[no-any-return]
+
+    def poison(self) -> None:
+        """Poisons every channel its processes were given, so the network shuts down."""
+        for p in self._processes:
+            poison_all(channel_args(p.args, p.kwargs))
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive else "finished"
+        return f"<Handle {self.name} {state}>"
+
+
+def _processes(items: Iterable[object], what: str) -> list[Process[Any]]:
+    return [as_process(p, f"{what} argument {i}") for i, p in enumerate(items)]
+
+
+class Par:
+    """Runs processes in parallel; ``run()`` returns their results in order.
+
+    A process that fails poisons its channels so its peers stop; ``run()`` then waits for every
+    process and raises an ``ExceptionGroup`` of the failures, each noting its process.
+    """
+
+    def __init__(self, *processes: object, backend: str | None = None) -> None:
+        self.processes = _processes(processes, "Par")
+        self.backend = None if backend is None else _backends.check(backend)
+        names = ", ".join(p.name for p in self.processes[:4])
+        more = ", ..." if len(self.processes) > 4 else ""
+        self.name = f"Par({names}{more})"
+
+    def start(self) -> Handle[list[Any]]:
+        """Starts every process and returns at once with a handle."""
+        return Handle(self.name, self.processes, self.backend)
+
+    def run(self) -> list[Any]:
+        """Runs every process to the end; returns their results in order."""
+        return self.start().join()
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+class Seq:
+    """Runs processes one after another in the calling thread; ``run()`` returns the results.
+
+    A failing process stops the sequence: ``run()`` raises an ``ExceptionGroup`` holding it.
+    """
+
+    def __init__(self, *processes: object) -> None:
+        self.processes = _processes(processes, "Seq")
+        names = ", ".join(p.name for p in self.processes[:4])
+        self.name = f"Seq({names}{', ...' if len(self.processes) > 4 else ''})"
+
+    def run(self) -> list[Any]:
+        """Runs the processes in order; returns their results."""
+        results: list[Any] = []
+        for p in self.processes:
+            out = execute(p)
+            if out.error is not None:
+                _failures(self.name, self.processes, [out.error])
+            results.append(out.value)
+        return results
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+def Spawn(process: object, *, backend: str | None = None) -> Handle[Any]:  # noqa: N802 - CSP name
+    """Starts one process without waiting; returns its handle (``join()`` gives its value)."""
+    proc = as_process(process, "Spawn argument")
+    if backend is not None:
+        _backends.check(backend)
+    h: Handle[Any] = Handle(f"Spawn({proc.name})", [proc], backend)
+    h._single = True
+    return h
