@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from . import _backends
 from ._backends._thread import ThreadTask
 from ._process import Process, as_process, execute
-from ._shutdown import channel_args, poison_all
+from ._shutdown import Endpoint, poison_all
 
 __all__ = ["INTERRUPT_GRACE", "Handle", "Par", "Seq", "Spawn"]
 
@@ -127,7 +127,7 @@ class Handle(Generic[T]):
     def poison(self) -> None:
         """Poisons every channel its processes were given, so the network shuts down."""
         for p in self._processes:
-            poison_all(channel_args(p.args, p.kwargs))
+            poison_all(p.endpoints())
 
     def __repr__(self) -> str:
         state = "running" if self.alive else "finished"
@@ -136,6 +136,17 @@ class Handle(Generic[T]):
 
 def _processes(items: Iterable[object], what: str) -> list[Process[Any]]:
     return [as_process(p, f"{what} argument {i}") for i, p in enumerate(items)]
+
+
+def _endpoints(processes: list[Process[Any]]) -> list[Endpoint]:
+    seen: set[int] = set()
+    out: list[Endpoint] = []
+    for p in processes:
+        for e in p.endpoints():
+            if id(e) not in seen:
+                seen.add(id(e))
+                out.append(e)
+    return out
 
 
 class Par:
@@ -159,6 +170,10 @@ class Par:
     def run(self) -> list[Any]:
         """Runs every process to the end; returns their results in order."""
         return self.start().join()
+
+    def _as_process(self) -> Process[list[Any]]:
+        # Nested in another Par/Seq: one process holding all its processes' channels.
+        return Process(self.run, name=self.name, endpoints=_endpoints(self.processes))
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
@@ -184,6 +199,9 @@ class Seq:
                 _failures(self.name, self.processes, [out.error])
             results.append(out.value)
         return results
+
+    def _as_process(self) -> Process[list[Any]]:
+        return Process(self.run, name=self.name, endpoints=_endpoints(self.processes))
 
     def __repr__(self) -> str:
         return f"<{self.name}>"

@@ -18,7 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from . import _backends
 from ._errors import ChannelPoisoned, ChannelRetired
 from ._native import _set_process_name
-from ._shutdown import channel_args, poison_all, retire_ends
+from ._shutdown import Endpoint, channel_args, poison_all, retire_ends
 
 __all__ = ["Outcome", "Process", "as_process", "execute", "process"]
 
@@ -32,7 +32,7 @@ class Process(Generic[R]):
     Run it with ``Par``, ``Seq`` or ``Spawn``; ``proc.run()`` runs it in the calling thread.
     """
 
-    __slots__ = ("args", "backend", "fn", "kwargs", "name")
+    __slots__ = ("_endpoints", "args", "backend", "fn", "kwargs", "name")
 
     def __init__(
         self,
@@ -42,6 +42,7 @@ class Process(Generic[R]):
         *,
         name: str | None = None,
         backend: str | None = None,
+        endpoints: list[Endpoint] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"a process needs a callable, not {type(fn).__name__}")
@@ -57,6 +58,14 @@ class Process(Generic[R]):
         self.kwargs = kwargs if kwargs is not None else {}
         self.name: str = name if name is not None else getattr(fn, "__name__", repr(fn))
         self.backend = _backends.check(backend) if backend is not None else None
+        self._endpoints = endpoints
+
+    def endpoints(self) -> list[Endpoint]:
+        """The channels and ends this process holds: those among its arguments (a nested
+        ``Par``/``Seq`` holds those of its processes)."""
+        if self._endpoints is not None:
+            return self._endpoints
+        return channel_args(self.args, self.kwargs)
 
     def run(self) -> R | None:
         """Runs the process in the calling thread, with the shutdown rules of ``Par``.
@@ -104,6 +113,10 @@ def as_process(obj: object, where: str) -> Process[Any]:
     """``obj`` as a Process: a Process stays, a plain callable runs with no arguments."""
     if isinstance(obj, Process):
         return obj
+    nested = getattr(obj, "_as_process", None)
+    if nested is not None:  # a Par or Seq is itself a process
+        proc: Process[Any] = nested()
+        return proc
     if callable(obj):
         return Process(obj)
     raise TypeError(f"{where} must be a Process or a callable, not {type(obj).__name__}")

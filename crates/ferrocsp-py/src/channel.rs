@@ -105,6 +105,27 @@ pub(crate) fn mobility_reduce<'py>(
     m.bind(py).call_method1(func, (obj,))
 }
 
+/// A validated `capacity=` argument: an `int` (not `bool`) that is >= 0.
+pub(crate) struct Capacity(usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Capacity {
+    type Error = PyErr;
+
+    fn extract(c: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if c.is_instance_of::<PyBool>() || !c.is_instance_of::<PyInt>() {
+            let ty = c.get_type().name()?;
+            return Err(PyTypeError::new_err(format!("capacity must be an int, not {ty}")));
+        }
+        let v: i128 = c.extract().map_err(|_| PyValueError::new_err("capacity is too large"))?;
+        if v < 0 {
+            return Err(PyValueError::new_err(format!("capacity must be >= 0, got {v}")));
+        }
+        usize::try_from(v)
+            .map(Capacity)
+            .map_err(|_| PyValueError::new_err(format!("capacity {v} is too large")))
+    }
+}
+
 /// A CSP channel. ``Channel()`` is a rendezvous channel: a write completes only when a reader
 /// has taken the value. ``Channel(n)`` buffers up to ``n`` values.
 ///
@@ -128,37 +149,17 @@ impl Channel {
 #[pymethods]
 impl Channel {
     #[new]
-    #[pyo3(signature = (capacity = None, *, name = None))]
-    fn new(capacity: Option<&Bound<'_, PyAny>>, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let cap = match capacity {
-            None => 0,
-            Some(c) => {
-                if c.is_instance_of::<PyBool>() || !c.is_instance_of::<PyInt>() {
-                    return Err(PyTypeError::new_err(format!(
-                        "capacity must be an int, not {}",
-                        c.get_type().name()?
-                    )));
-                }
-                let v: i128 =
-                    c.extract().map_err(|_| PyValueError::new_err("capacity is too large"))?;
-                if v < 0 {
-                    return Err(PyValueError::new_err(format!("capacity must be >= 0, got {v}")));
-                }
-                usize::try_from(v)
-                    .map_err(|_| PyValueError::new_err(format!("capacity {v} is too large")))?
-            }
-        };
+    #[pyo3(signature = (capacity = Capacity(0), *, name = None))]
+    fn new(capacity: Capacity, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let name = match name {
             None => None,
             Some(n) if n.is_none() => None,
             Some(n) => Some(n.extract::<String>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "name must be a str, not {}",
-                    n.get_type().name().map(|s| s.to_string()).unwrap_or_default()
-                ))
+                let ty = n.get_type().name().map(|s| s.to_string()).unwrap_or_default();
+                PyTypeError::new_err(format!("name must be a str, not {ty}"))
             })?),
         };
-        Ok(Channel::make(cap, name))
+        Ok(Channel::make(capacity.0, name))
     }
 
     /// The channel's name (used in error messages, dumps and graphs).

@@ -12,9 +12,9 @@
 //! the median of `runs` runs is printed, one line per implementation:
 //!
 //! ```text
-//! commstime impl=ferrocsp us_per_comm=1.234 cycles=100000 runs=5
-//! commstime impl=crossbeam us_per_comm=1.000 cycles=100000 runs=5
-//! commstime impl=std-sync-channel us_per_comm=2.000 cycles=100000 runs=5
+//! commstime impl=ferrocsp us_per_comm=1.234 cycles=100000 runs=3 samples=1.3,1.234,1.2
+//! commstime impl=crossbeam us_per_comm=1.000 cycles=100000 runs=3 samples=1.0,1.1,0.9
+//! commstime impl=std-sync-channel us_per_comm=2.000 cycles=100000 runs=3 samples=2.0,2.1,1.9
 //! commstime ratio ferrocsp/crossbeam=1.234 ferrocsp/std-sync-channel=0.617
 //! ```
 //!
@@ -36,10 +36,10 @@ trait Flavor {
     fn send(tx: &Self::Tx, v: u64) -> bool;
     /// `None` once the channel is shut down.
     fn recv(rx: &Self::Rx) -> Option<u64>;
-    /// Called by the consumer when it is done (before it drops its receiver).
-    fn stop(all: &[Self::Tx]);
-    /// A handle the consumer keeps to `stop` the network.
+    /// A handle the consumer keeps to stop the network with, if the flavor needs one.
     fn stopper(tx: &Self::Tx) -> Option<Self::Tx>;
+    /// Called by the consumer on each of its stoppers when it is done.
+    fn stop(stopper: &Self::Tx);
 }
 
 struct Ferrocsp;
@@ -57,13 +57,11 @@ impl Flavor for Ferrocsp {
     fn recv(rx: &Self::Rx) -> Option<u64> {
         rx.read().ok()
     }
-    fn stop(all: &[Self::Tx]) {
-        for ch in all {
-            ch.poison();
-        }
-    }
     fn stopper(tx: &Self::Tx) -> Option<Self::Tx> {
         Some(tx.clone())
+    }
+    fn stop(ch: &Self::Tx) {
+        ch.poison();
     }
 }
 
@@ -81,10 +79,10 @@ impl Flavor for Crossbeam {
     fn recv(rx: &Self::Rx) -> Option<u64> {
         rx.recv().ok()
     }
-    fn stop(_all: &[Self::Tx]) {}
     fn stopper(_tx: &Self::Tx) -> Option<Self::Tx> {
-        None // a kept sender would keep its channel connected
+        None // a kept sender would keep its channel connected; dropping b's receiver stops all
     }
+    fn stop(_tx: &Self::Tx) {}
 }
 
 struct StdSync;
@@ -101,10 +99,10 @@ impl Flavor for StdSync {
     fn recv(rx: &Self::Rx) -> Option<u64> {
         rx.recv().ok()
     }
-    fn stop(_all: &[Self::Tx]) {}
     fn stopper(_tx: &Self::Tx) -> Option<Self::Tx> {
         None
     }
+    fn stop(_tx: &Self::Tx) {}
 }
 
 /// One commstime run: the time the consumer took for `cycles` values.
@@ -113,10 +111,8 @@ fn commstime<F: Flavor>(cycles: u64) -> Duration {
     let (b_tx, b_rx) = F::channel(); // Delta -> Consumer
     let (c_tx, c_rx) = F::channel(); // Delta -> Succ
     let (d_tx, d_rx) = F::channel(); // Succ -> Prefix
-    let stoppers: Vec<F::Tx> = [&a_tx, &b_tx, &c_tx, &d_tx]
-        .into_iter()
-        .filter_map(F::stopper)
-        .collect();
+    let stoppers: Vec<F::Tx> =
+        [&a_tx, &b_tx, &c_tx, &d_tx].into_iter().filter_map(F::stopper).collect();
 
     let prefix = thread::spawn(move || {
         if !F::send(&a_tx, 0) {
@@ -151,15 +147,14 @@ fn commstime<F: Flavor>(cycles: u64) -> Duration {
         }
         let elapsed = start.elapsed();
         assert_eq!(last, first + cycles, "commstime: values lost or reordered");
-        F::stop(&stoppers);
+        stoppers.iter().for_each(F::stop);
         drop(b_rx);
         elapsed
     });
 
     let elapsed = consumer.join().expect("consumer thread panicked");
     for (name, t) in [("prefix", prefix), ("delta", delta), ("succ", succ)] {
-        t.join()
-            .unwrap_or_else(|_| panic!("{name} thread panicked"));
+        t.join().unwrap_or_else(|_| panic!("{name} thread panicked"));
     }
     elapsed
 }
@@ -174,13 +169,10 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// Median microseconds per communication over `runs` runs (after one untimed warm-up run).
-fn measure<F: Flavor>(cycles: u64, runs: usize) -> f64 {
+/// Microseconds per communication of `runs` runs (after one short untimed warm-up run).
+fn measure<F: Flavor>(cycles: u64, runs: usize) -> Vec<f64> {
     commstime::<F>(cycles.min(1_000));
-    let samples = (0..runs)
-        .map(|_| commstime::<F>(cycles).as_secs_f64() * 1e6 / (4 * cycles) as f64)
-        .collect();
-    median(samples)
+    (0..runs).map(|_| commstime::<F>(cycles).as_secs_f64() * 1e6 / (4 * cycles) as f64).collect()
 }
 
 struct Args {
@@ -190,17 +182,11 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        cycles: 100_000,
-        runs: 5,
-        only: None,
-    };
+    let mut args = Args { cycles: 100_000, runs: 5, only: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
-        };
+        let mut value =
+            |flag: &str| it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match arg.as_str() {
             "--cycles" => {
                 args.cycles = value("--cycles")
@@ -229,7 +215,9 @@ fn usage(problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("commstime: {problem}");
     }
-    eprintln!("usage: commstime [--cycles N] [--runs K] [--only ferrocsp|crossbeam|std-sync-channel]");
+    eprintln!(
+        "usage: commstime [--cycles N] [--runs K] [--only ferrocsp|crossbeam|std-sync-channel]"
+    );
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }
 
@@ -237,7 +225,8 @@ fn main() {
     let args = parse_args();
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
     let mut results: Vec<(&str, f64)> = Vec::new();
-    let impls: [(&str, fn(u64, usize) -> f64); 3] = [
+    type Measure = fn(u64, usize) -> Vec<f64>;
+    let impls: [(&str, Measure); 3] = [
         (Ferrocsp::NAME, measure::<Ferrocsp>),
         (Crossbeam::NAME, measure::<Crossbeam>),
         (StdSync::NAME, measure::<StdSync>),
@@ -246,10 +235,14 @@ fn main() {
         if !wanted(name) {
             continue;
         }
-        let us = run(args.cycles, args.runs);
+        let samples = run(args.cycles, args.runs);
+        let list: Vec<String> = samples.iter().map(|us| format!("{us:.4}")).collect();
+        let us = median(samples);
         println!(
-            "commstime impl={name} us_per_comm={us:.4} cycles={} runs={}",
-            args.cycles, args.runs
+            "commstime impl={name} us_per_comm={us:.4} cycles={} runs={} samples={}",
+            args.cycles,
+            args.runs,
+            list.join(",")
         );
         results.push((name, us));
     }

@@ -1,0 +1,406 @@
+"""Commstime: ferrocsp against the field, in one run.
+
+The classic CSP benchmark (occam, JCSP, PyCSP): a ring of four processes on rendezvous
+channels, Delta with sequential outputs::
+
+    Prefix(0) --a--> Delta --b--> Consumer
+       ^               |
+       d               c
+       +---- Succ <----+
+
+Each cycle is four communications (a, b, c, d). The consumer times ``cycles`` values after the
+first one arrives; the result is microseconds per communication, the median of ``runs`` runs
+(after one short untimed warm-up run). Every process does a fixed number of communications, so
+each run's network ends by itself and its threads are joined before the next run.
+
+Measured here, one process per OS thread everywhere:
+
+- rust:   crates/ferrocsp/benches/commstime.rs (``cargo bench -p ferrocsp --bench commstime``):
+          the ferrocsp engine, crossbeam-channel ``bounded(0)``, std ``sync_channel(0)``;
+- python: ``ferrocsp.Channel()``; a pure-Python rendezvous channel (two locks used as binary
+          semaphores; correct for one reader and one writer); ``queue.Queue(maxsize=1)`` (a
+          buffer of one, so *not* a rendezvous: a writer does not wait for its reader);
+          PyCSP 0.9.2 (``pycsp.parallel``), run from ``bench/.venv-pycsp`` (bench/setup-peers.sh).
+
+Usage: ``python bench/commstime/run.py [--cycles N] [--runs K] [--json PATH]``
+(or ``make bench``, which installs everything first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+PYCSP_PYTHON = ROOT / "bench" / ".venv-pycsp" / "bin" / "python"
+
+
+class Chan(Protocol):
+    def read(self) -> Any: ...
+    def write(self, value: Any, /) -> None: ...
+
+
+@dataclass
+class Result:
+    key: str
+    label: str
+    us_per_comm: float | None = None
+    samples: list[float] = field(default_factory=list)
+    cycles: int | None = None
+    note: str = ""
+
+
+# --- the network --------------------------------------------------------------------------
+
+
+def commstime(make: Callable[[], Chan], cycles: int) -> float:
+    """One commstime run on four threads; returns microseconds per communication."""
+    a, b, c, d = make(), make(), make(), make()
+    total = cycles + 1  # values the consumer reads: one untimed, then `cycles` timed
+    elapsed: list[float] = []
+    errors: list[BaseException] = []
+
+    def prefix() -> None:
+        a.write(0)
+        for _ in range(total - 1):
+            a.write(d.read())
+        d.read()  # the last value is not sent on, so every process ends
+
+    def delta() -> None:
+        for _ in range(total):
+            v = a.read()
+            b.write(v)
+            c.write(v)
+
+    def succ() -> None:
+        for _ in range(total):
+            d.write(c.read() + 1)
+
+    def consumer() -> None:
+        first = b.read()
+        start = time.perf_counter()
+        last = first
+        for _ in range(cycles):
+            last = b.read()
+        elapsed.append(time.perf_counter() - start)
+        if last != first + cycles:
+            raise RuntimeError(f"values lost or reordered: expected {first + cycles}, got {last}")
+
+    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 (re-raised by the main thread)
+                errors.append(exc)
+
+        return run
+
+    threads = [
+        threading.Thread(target=guarded(fn), name=fn.__name__, daemon=True)
+        for fn in (prefix, delta, succ, consumer)
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120 + cycles * 0.01
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if errors:
+        raise errors[0]
+    if any(t.is_alive() for t in threads) or not elapsed:
+        raise RuntimeError("commstime: the network did not finish (hung?)")
+    return elapsed[0] * 1e6 / (4 * cycles)
+
+
+def measure(make: Callable[[], Chan], cycles: int, runs: int) -> list[float]:
+    commstime(make, min(cycles, 200))  # warm-up
+    return [commstime(make, cycles) for _ in range(runs)]
+
+
+# --- the channels -------------------------------------------------------------------------
+
+
+class PyRendezvous:
+    """A rendezvous channel in pure Python for exactly one reader and one writer.
+
+    Two ``threading.Lock`` objects serve as binary semaphores (a Lock may be released by a
+    thread other than its holder): ``_full`` is released when a value is in the slot,
+    ``_taken`` when the reader has taken it. The writer waits on ``_taken`` before it returns,
+    so it cannot overwrite the slot, and each lock alternates strictly between one release and
+    one acquire. This is the cheapest correct design in pure Python (``threading.Semaphore``
+    and ``Condition`` are built from these locks in Python code).
+    """
+
+    def __init__(self) -> None:
+        self._value: Any = None
+        self._full = threading.Lock()
+        self._taken = threading.Lock()
+        self._full.acquire()
+        self._taken.acquire()
+
+    def write(self, value: Any, /) -> None:
+        self._value = value
+        self._full.release()
+        self._taken.acquire()
+
+    def read(self) -> Any:
+        self._full.acquire()
+        value = self._value
+        self._taken.release()
+        return value
+
+
+class QueueChan:
+    """``queue.Queue(maxsize=1)``: a one-slot buffer, so a write does not wait for its reader."""
+
+    def __init__(self) -> None:
+        q: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self.read = q.get
+        self.write = q.put
+
+
+# --- the runners --------------------------------------------------------------------------
+
+
+def run_python(args: argparse.Namespace) -> list[Result]:
+    out = []
+    try:
+        import ferrocsp
+
+        version = _dist_version("ferrocsp")
+        fc = Result("py-ferrocsp", f"python: ferrocsp {version} Channel(), threads")
+        try:
+            fc.samples = measure(ferrocsp.Channel, args.cycles, args.runs)
+        except Exception as exc:  # noqa: BLE001 (reported in the table)
+            fc.note = f"failed: {type(exc).__name__}: {exc}"
+    except ImportError as exc:
+        fc = Result("py-ferrocsp", "python: ferrocsp Channel(), threads")
+        fc.note = f"ferrocsp not importable ({exc}); run scripts/setup.sh"
+    out.append(fc)
+
+    peers: list[tuple[str, str, Callable[[], Chan]]] = [
+        ("py-pure", "python: pure-Python rendezvous (2 locks)", PyRendezvous),
+        ("py-queue", "python: queue.Queue(maxsize=1) [buffered]", QueueChan),
+    ]
+    for key, label, make in peers:
+        r = Result(key, label, samples=measure(make, args.cycles, args.runs))
+        out.append(r)
+    for r in out:
+        if r.samples:
+            r.cycles = args.cycles
+    return out
+
+
+def run_pycsp(args: argparse.Namespace) -> Result:
+    r = Result("pycsp", "python: PyCSP 0.9.2 (pycsp.parallel), threads")
+    if not PYCSP_PYTHON.exists():
+        r.note = "bench/.venv-pycsp missing; run bench/setup-peers.sh"
+        return r
+    cycles = args.pycsp_cycles or min(args.cycles, 2_000)
+    # PyCSP 0.9.2 looks up a LAN address for its socket server on start-up with Python-2
+    # code (struct.pack of a str) that fails on Python 3 when the hostname resolves to
+    # 127.x; naming the host up front (its documented PYCSP_HOST setting) avoids that path.
+    env = dict(os.environ, PYCSP_HOST=os.environ.get("PYCSP_HOST", "127.0.0.1"))
+    cmd = [str(PYCSP_PYTHON), str(HERE / "pycsp_commstime.py")]
+    cmd += ["--cycles", str(cycles), "--runs", str(args.runs)]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        r.note = "timed out after 600 s"
+        return r
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        r.note = f"does not run on this Python: {last}"
+        return r
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    r.samples = data["samples_us_per_comm"]
+    r.cycles = cycles
+    r.label = f"python: PyCSP {data['version']} pycsp.parallel, threads"
+    return r
+
+
+RUST_LABELS = {
+    "ferrocsp": "rust: ferrocsp engine Channel::new(0)",
+    "crossbeam": "rust: crossbeam-channel bounded(0)",
+    "std-sync-channel": "rust: std sync_channel(0)",
+}
+RUST_LINE = re.compile(r"^commstime impl=(\S+) us_per_comm=([0-9.]+).*? samples=([0-9.,]+)")
+
+
+def run_rust(args: argparse.Namespace) -> list[Result]:
+    results = {k: Result(f"rust-{k}", label) for k, label in RUST_LABELS.items()}
+    if shutil.which("cargo") is None:
+        for r in results.values():
+            r.note = "cargo not found"
+        return list(results.values())
+    cycles = args.rust_cycles or args.cycles
+    cmd = ["cargo", "bench", "--quiet", "-p", "ferrocsp", "--bench", "commstime", "--"]
+    cmd += ["--cycles", str(cycles), "--runs", str(args.runs)]
+    print(f"[rust] {' '.join(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        for r in results.values():
+            r.note = f"cargo bench failed: {tail}"
+        return list(results.values())
+    for line in proc.stdout.splitlines():
+        m = RUST_LINE.match(line)
+        if m and m.group(1) in results:
+            r = results[m.group(1)]
+            r.samples = [float(x) for x in m.group(3).split(",")]
+            r.cycles = cycles
+    for r in results.values():
+        if not r.samples:
+            r.note = "no result line in cargo bench output"
+    return list(results.values())
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _cmd_output(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "rustc": _cmd_output(["rustc", "-V"]),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def ratio(results: dict[str, Result], num: str, den: str) -> float | None:
+    a, b = results.get(num), results.get(den)
+    if a and b and a.us_per_comm and b.us_per_comm:
+        return a.us_per_comm / b.us_per_comm
+    return None
+
+
+RATIOS = [
+    ("rust engine / crossbeam", "rust-ferrocsp", "rust-crossbeam"),
+    ("rust engine / std sync_channel", "rust-ferrocsp", "rust-std-sync-channel"),
+    ("python-thread / rust-engine", "py-ferrocsp", "rust-ferrocsp"),
+    ("pycsp / python-thread", "pycsp", "py-ferrocsp"),
+    ("pure-python / python-thread", "py-pure", "py-ferrocsp"),
+    ("queue.Queue / python-thread", "py-queue", "py-ferrocsp"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cycles", type=int, default=10_000, help="cycles per run (10000)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs; the median is reported")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
+    parser.add_argument("--rust-cycles", type=int, help="cycles for the Rust runs (--cycles)")
+    parser.add_argument("--pycsp-cycles", type=int, help="cycles for PyCSP (min(--cycles, 2000))")
+    parser.add_argument("--skip", action="append", default=[], choices=["rust", "python", "pycsp"])
+    args = parser.parse_args()
+    if args.cycles < 1 or args.runs < 1:
+        parser.error("--cycles and --runs must be at least 1")
+
+    info = machine_info()
+    results: list[Result] = []
+    if "rust" not in args.skip:
+        results += run_rust(args)
+    if "python" not in args.skip:
+        print("[python] ferrocsp, pure Python, queue.Queue", file=sys.stderr, flush=True)
+        results += run_python(args)
+    if "pycsp" not in args.skip:
+        print("[pycsp] bench/.venv-pycsp", file=sys.stderr, flush=True)
+        results.append(run_pycsp(args))
+    for r in results:
+        if r.samples:
+            r.us_per_comm = statistics.median(r.samples)
+    by_key = {r.key: r for r in results}
+
+    print()
+    print(
+        f"commstime (seq-delta), 4 communications per cycle, median of {args.runs} runs, "
+        "one OS thread per process"
+    )
+    print(f"machine: {info['cpu']}, {info['cpus']} CPUs, {info['platform']}")
+    load = info["loadavg_at_start"][0]
+    print(f"python {info['python']}, {info['rustc']}, load average {load:.2f}")
+    print()
+    ref = by_key.get("py-ferrocsp")
+    print(f"{'implementation':<52} {'us/comm':>9} {'cycles':>8} {'x py-ferrocsp':>14}")
+    for r in results:
+        if r.us_per_comm is None:
+            print(f"{r.label:<52} {'n/a':>9}   {r.note}")
+            continue
+        rel = f"{r.us_per_comm / ref.us_per_comm:.2f}" if ref and ref.us_per_comm else "n/a"
+        print(f"{r.label:<52} {r.us_per_comm:>9.3f} {r.cycles:>8} {rel:>14}")
+    print()
+    ratios = {}
+    for name, num, den in RATIOS:
+        value = ratio(by_key, num, den)
+        ratios[name] = value
+        print(f"{name:<34} {'n/a' if value is None else f'{value:.2f}':>8}")
+
+    if args.json:
+        doc = {
+            "benchmark": "commstime-seq-delta",
+            "params": {"cycles": args.cycles, "runs": args.runs},
+            "machine": info,
+            "results": [asdict(r) for r in results],
+            "ratios": ratios,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+
+
+def _reexec_in_venv() -> None:
+    """Run under the project's .venv when started by a Python that lacks ferrocsp."""
+    try:
+        import ferrocsp  # noqa: F401
+    except ImportError:
+        in_venv = Path(sys.prefix).resolve() == VENV_PYTHON.parents[1].resolve()
+        if VENV_PYTHON.exists() and not in_venv:
+            os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    _reexec_in_venv()
+    main()

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Run every check ferrocsp has, stopping at the first failure and naming the step.
+# Extra arguments go to pytest, e.g. `scripts/test.sh -k alt -x`.
+# The last line printed is pytest's summary, so pytest runs last.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+"$root/scripts/setup.sh"
+
+VENV="$root/.venv"
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() {
+  local name=$1
+  shift
+  printf '[test] %s\n' "$name"
+  if ! "$@"; then
+    printf '[test] FAILED at step: %s\n' "$name" >&2
+    exit 1
+  fi
+}
+
+# Python paths that ruff checks (git does not keep empty directories, so skip absent ones).
+py_paths=()
+for d in python tests bench examples; do [ -d "$d" ] && py_paths+=("$d"); done
+
+no_pyo3_in_engine() {
+  # The engine must not depend on Python at all (DESIGN.md, STYLE.md): check every target
+  # and every dependency kind, loom's cfg target included.
+  local tree
+  tree=$(cargo tree -p ferrocsp --target all -e normal,build,dev --prefix none) || return 1
+  if grep -qiE '^pyo3' <<<"$tree"; then
+    echo "crates/ferrocsp depends on pyo3:" >&2
+    cargo tree -p ferrocsp --target all -i pyo3 >&2 || true
+    return 1
+  fi
+}
+
+# crates/ferrocsp-py is a cdylib built with pyo3's (deprecated) extension-module feature,
+# which leaves libpython unlinked. Its test executable still links as long as no Rust test
+# there calls into Python (the linker drops the unused code); a test that does fails with
+# undefined Py* symbols. If that is ever needed, drop "extension-module" from the workspace's
+# pyo3 features (maturin >= 1.9.4 sets PYO3_BUILD_EXTENSION_MODULE itself), rather than
+# splitting this into `cargo test -p ferrocsp` + `cargo build -p ferrocsp-py`.
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "engine has no pyo3 dependency" no_pyo3_in_engine
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test" cargo test --workspace
+# loom needs --cfg loom for every crate; a separate target dir keeps it from invalidating
+# the normal build artifacts.
+step "loom models" env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$root/target/loom" \
+  cargo test -p ferrocsp --release --test loom
+step "ruff check" "$VENV/bin/ruff" check "${py_paths[@]}"
+step "ruff format --check" "$VENV/bin/ruff" format --check "${py_paths[@]}"
+step "mypy --strict" "$VENV/bin/python" -m mypy --strict python/ferrocsp
+allow=()
+[ -f scripts/stubtest-allowlist.txt ] && allow=(--allowlist scripts/stubtest-allowlist.txt)
+step "stubtest ferrocsp._native" "$VENV/bin/python" -m mypy.stubtest ferrocsp._native "${allow[@]}"
+
+printf '[test] pytest\n'
+exec "$VENV/bin/python" -m pytest tests "$@"

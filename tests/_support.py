@@ -1,0 +1,79 @@
+"""Helpers shared by the test modules (imported as a plain module from tests/)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+#: How long a helper waits for another thread before declaring the test failed.
+WAIT = 10.0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
+    """Spin (with short sleeps) until ``predicate()`` is true; fail after ``timeout`` s.
+
+    Used to wait until another thread is *observably* blocked (e.g.
+    ``ch.stats().readers_waiting == 1``), never as a blind sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout} s: {what}")
+        time.sleep(0.001)
+
+
+class Background:
+    """Run ``fn(*args, **kwargs)`` on a daemon thread and keep its outcome.
+
+    ``join()`` returns the result or re-raises the exception in the test's thread, so that a
+    failure in the helper thread fails the test (instead of being lost).
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.result: Any = None
+        self.exc: BaseException | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(fn, args, kwargs), daemon=True, name=f"bg-{fn.__name__}"
+        )
+        self.thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            self.result = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            self.exc = exc
+        finally:
+            self.done.set()
+
+    def join(self, timeout: float = WAIT) -> Any:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise AssertionError(f"background thread {self.thread.name} did not finish")
+        if self.exc is not None:
+            raise self.exc
+        return self.result
+
+    def exception(self, timeout: float = WAIT) -> BaseException | None:
+        """Wait for the thread and return the exception it raised (None if it returned)."""
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise AssertionError(f"background thread {self.thread.name} did not finish")
+        return self.exc
+
+
+def all_exceptions(exc: BaseException) -> list[BaseException]:
+    """Flatten an exception (group) into the list of its leaf exceptions."""
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for sub in exc.exceptions:
+            out.extend(all_exceptions(sub))
+        return out
+    return [exc]
+
+
+def notes(exc: BaseException) -> str:
+    """All notes attached to ``exc``, joined by newlines."""
+    return "\n".join(getattr(exc, "__notes__", ()))

@@ -1,0 +1,313 @@
+"""Channel ends: Reader / Writer, counting, retire, context managers, GC, mobility."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+import ferrocsp as csp
+from _support import Background, wait_until
+
+
+def test_end_types_and_channel() -> None:
+    ch = csp.Channel(name="ends")
+    r, w = ch.reader(), ch.writer()
+    assert isinstance(r, csp.Reader)
+    assert isinstance(w, csp.Writer)
+    assert r.channel == ch
+    assert w.channel == ch
+    assert r.channel.name == "ends"
+
+
+def test_each_call_makes_a_new_counted_end() -> None:
+    ch = csp.Channel()
+    ends = [ch.reader(), ch.reader(), ch.writer()]
+    st = ch.stats()
+    assert st.reader_ends == 2
+    assert st.writer_ends == 1
+    assert ends[0] is not ends[1]
+
+
+@pytest.mark.parametrize("capacity", [0, 2])
+def test_write_through_writer_read_through_reader(capacity: int) -> None:
+    ch = csp.Channel(capacity)
+    r, w = ch.reader(), ch.writer()
+    t = Background(lambda: [r.read() for _ in range(10)])
+    for i in range(10):
+        w.write(i)
+    assert t.join() == list(range(10))
+
+
+def test_nowait_on_ends() -> None:
+    ch = csp.Channel(1)
+    r, w = ch.reader(), ch.writer()
+    with pytest.raises(csp.WouldBlock):
+        r.read_nowait()
+    w.write_nowait("a")
+    with pytest.raises(csp.WouldBlock):
+        w.write_nowait("b")
+    assert r.read_nowait() == "a"
+
+
+def test_ends_and_channel_interoperate() -> None:
+    ch = csp.Channel(4)
+    r, w = ch.reader(), ch.writer()
+    w.write(1)
+    ch.write(2)
+    assert ch.read() == 1
+    assert r.read() == 2
+
+
+# --------------------------------------------------------------------------- retire
+
+
+def test_retire_is_idempotent() -> None:
+    ch = csp.Channel()
+    r, w = ch.reader(), ch.writer()
+    w.retire()
+    w.retire()
+    r.retire()
+    r.retire()
+    assert ch.stats().retired
+
+
+def test_using_retired_writer_end_raises_even_if_other_writers_remain() -> None:
+    ch = csp.Channel(4)
+    w1, w2 = ch.writer(), ch.writer()
+    w1.retire()
+    with pytest.raises(csp.ChannelRetired):
+        w1.write(1)
+    with pytest.raises(csp.ChannelRetired):
+        w1.write_nowait(1)
+    assert not ch.stats().retired
+    w2.write(2)  # the other writer end still works
+    assert ch.read() == 2
+
+
+def test_using_retired_reader_end_raises_even_if_other_readers_remain() -> None:
+    ch = csp.Channel(4)
+    r1, r2 = ch.reader(), ch.reader()
+    ch.write("x")
+    r1.retire()
+    with pytest.raises(csp.ChannelRetired):
+        r1.read()
+    with pytest.raises(csp.ChannelRetired):
+        r1.read_nowait()
+    with pytest.raises(csp.ChannelRetired):
+        list(r1)
+    assert not ch.stats().retired
+    assert r2.read() == "x"  # nothing was taken by the retired end
+
+
+def test_last_writer_retire_gives_end_of_stream_after_drain() -> None:
+    ch = csp.Channel(3)
+    r = ch.reader()
+    w1, w2 = ch.writer(), ch.writer()
+    w1.write("a")
+    w2.write("b")
+    w1.retire()
+    assert not ch.stats().retired
+    w2.write("c")
+    w2.retire()
+    assert ch.stats().retired
+    assert r.read() == "a"
+    assert ch.read() == "b"
+    assert r.read() == "c"
+    with pytest.raises(csp.ChannelRetired):
+        r.read()
+    with pytest.raises(csp.ChannelRetired):
+        ch.read()
+    with pytest.raises(csp.ChannelRetired):
+        r.read_nowait()
+
+
+def test_writes_raise_after_writer_side_retired() -> None:
+    ch = csp.Channel(3)
+    w = ch.writer()
+    w.retire()
+    with pytest.raises(csp.ChannelRetired):
+        ch.write(1)
+    with pytest.raises(csp.ChannelRetired):
+        ch.write_nowait(1)
+    assert ch.stats().buffered == 0
+
+
+def test_last_reader_retire_makes_writes_raise() -> None:
+    ch = csp.Channel(3)
+    r = ch.reader()
+    w = ch.writer()
+    r.retire()
+    assert ch.stats().retired
+    with pytest.raises(csp.ChannelRetired):
+        w.write(1)
+    with pytest.raises(csp.ChannelRetired):
+        w.write_nowait(1)
+    with pytest.raises(csp.ChannelRetired):
+        ch.write(1)
+    with pytest.raises(csp.ChannelRetired):
+        ch.read()
+
+
+def test_channel_without_ends_never_retires() -> None:
+    ch = csp.Channel(1)
+    assert not ch.stats().retired
+    ch.write(1)
+    assert ch.read() == 1
+    with pytest.raises(csp.WouldBlock):
+        ch.read_nowait()  # empty, but not end-of-stream
+    assert not ch.stats().retired
+
+
+def test_reader_iteration_stops_at_end_of_stream() -> None:
+    ch = csp.Channel()
+    r = ch.reader()
+    w = ch.writer()
+
+    def produce() -> None:
+        with w:
+            for i in range(10):
+                w.write(i)
+
+    t = Background(produce)
+    assert list(r) == list(range(10))
+    t.join()
+
+
+def test_for_loop_over_reader_buffered() -> None:
+    ch = csp.Channel(10)
+    r, w = ch.reader(), ch.writer()
+    for i in range(5):
+        w.write(i * i)
+    w.retire()
+    got = []
+    for v in r:
+        got.append(v)
+    assert got == [0, 1, 4, 9, 16]
+
+
+# --------------------------------------------------------------------------- context managers
+
+
+def test_context_manager_returns_end_and_retires_on_exit() -> None:
+    ch = csp.Channel(2)
+    with ch.writer() as w:
+        assert isinstance(w, csp.Writer)
+        w.write(1)
+    with pytest.raises(csp.ChannelRetired):
+        w.write(2)
+    assert ch.stats().retired
+    assert ch.read() == 1
+    with pytest.raises(csp.ChannelRetired):
+        ch.read()
+
+
+def test_reader_context_manager() -> None:
+    ch = csp.Channel(2)
+    w = ch.writer()
+    with ch.reader() as r:
+        assert isinstance(r, csp.Reader)
+        w.write(1)
+        assert r.read() == 1
+    with pytest.raises(csp.ChannelRetired):
+        r.read()
+    with pytest.raises(csp.ChannelRetired):
+        w.write(2)
+
+
+def test_context_manager_retires_on_exception() -> None:
+    ch = csp.Channel(1)
+    with pytest.raises(KeyError), ch.writer():
+        raise KeyError("boom")
+    assert ch.stats().retired
+
+
+# --------------------------------------------------------------------------- GC
+
+
+def test_dropping_last_reference_to_writer_retires_it() -> None:
+    ch = csp.Channel(2)
+    w = ch.writer()
+    w.write("last")
+    del w
+    gc.collect()
+    assert ch.stats().retired
+    assert ch.read() == "last"
+    with pytest.raises(csp.ChannelRetired):
+        ch.read()
+
+
+def test_dropping_last_reference_to_reader_retires_it() -> None:
+    ch = csp.Channel(2)
+    r = ch.reader()
+    del r
+    gc.collect()
+    assert ch.stats().retired
+    with pytest.raises(csp.ChannelRetired):
+        ch.write(1)
+
+
+def test_dropping_end_wakes_blocked_reader() -> None:
+    ch = csp.Channel()
+    r = ch.reader()
+    w = ch.writer()
+    reader = Background(r.read)
+    wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
+    del w
+    gc.collect()
+    assert isinstance(reader.exception(), csp.ChannelRetired)
+
+
+# --------------------------------------------------------------------------- poison via ends
+
+
+def test_end_poison_poisons_channel() -> None:
+    ch = csp.Channel(2)
+    r, w = ch.reader(), ch.writer()
+    w.write(1)
+    r.poison()
+    assert ch.stats().poisoned
+    with pytest.raises(csp.ChannelPoisoned):
+        w.write(2)
+    with pytest.raises(csp.ChannelPoisoned):
+        r.read()
+
+    ch2 = csp.Channel()
+    r2, w2 = ch2.reader(), ch2.writer()
+    w2.poison()
+    with pytest.raises(csp.ChannelPoisoned):
+        r2.read()
+
+
+# --------------------------------------------------------------------------- mobility
+
+
+@pytest.mark.parametrize("capacity", [0, 1])
+def test_ends_are_valid_payloads(capacity: int) -> None:
+    """An end sent over a channel (same interpreter) is the same object and still works."""
+    data = csp.Channel(4)
+    carrier = csp.Channel(capacity)
+    w = data.writer()
+    r = data.reader()
+
+    def receive_and_use() -> None:
+        got = carrier.read()
+        assert got is w
+        got.write("via mobile end")
+        got.retire()
+
+    t = Background(receive_and_use)
+    carrier.write(w)
+    t.join()
+    assert r.read() == "via mobile end"
+    with pytest.raises(csp.ChannelRetired):
+        r.read()
+
+
+def test_ends_are_one_directional() -> None:
+    ch = csp.Channel()
+    r, w = ch.reader(), ch.writer()
+    for name in ("write", "write_nowait", "awrite"):
+        assert not hasattr(r, name), f"Reader has {name}"
+    for name in ("read", "read_nowait", "aread", "__iter__"):
+        assert not hasattr(w, name), f"Writer has {name}"
