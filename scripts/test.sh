@@ -50,8 +50,10 @@ step "engine has no pyo3 dependency" no_pyo3_in_engine
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test" cargo test --workspace
 # loom needs --cfg loom for every crate; a separate target dir keeps it from invalidating
-# the normal build artifacts.
+# the normal build artifacts. Release speed, but with debug assertions on, so the channel
+# invariants (State::check) are asserted in every explored interleaving.
 step "loom models" env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$root/target/loom" \
+  CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true \
   cargo test -p ferrocsp --release --test loom
 step "ruff check" "$VENV/bin/ruff" check "${py_paths[@]}"
 step "ruff format --check" "$VENV/bin/ruff" format --check "${py_paths[@]}"

@@ -85,6 +85,7 @@
 mod channel;
 mod ends;
 mod error;
+mod park;
 mod select;
 mod signal;
 mod stats;
@@ -93,6 +94,7 @@ mod sync;
 pub use channel::Channel;
 pub use ends::{Reader, Writer};
 pub use error::{Error, SelectError, WriteError};
+pub use park::{spin_budget, spin_until, DEFAULT_SPIN};
 pub use select::{Policy, Poll, Select, Selected};
 pub use signal::{Outcome, Signal, State, Wake, Waker, MAX_OPS};
 pub use stats::Stats;

@@ -282,6 +282,11 @@ impl<T> Select<T> {
         self.pending.is_some()
     }
 
+    /// Whether a registration is outstanding and nobody has completed or aborted it yet.
+    pub fn is_waiting(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.signal.is_waiting())
+    }
+
     /// Parks the calling thread until the pending selection is completed, its wake deadline
     /// passes, or `until` passes. Spurious returns are allowed; follow with [`Select::resume`].
     pub fn park(&self, until: Option<Instant>) {
@@ -290,10 +295,7 @@ impl<T> Select<T> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if !p.signal.is_waiting() {
-            return;
-        }
-        park_thread(limit);
+        crate::park::park_until(&p.signal, limit);
     }
 
     /// Step 4: if the selection was completed, finish it; if its deadline passed, withdraw.
@@ -586,23 +588,4 @@ impl<T> Drop for Select<T> {
             self.unregister_all();
         }
     }
-}
-
-#[cfg(not(loom))]
-fn park_thread(until: Option<Instant>) {
-    match until {
-        None => std::thread::park(),
-        Some(t) => {
-            let now = Instant::now();
-            if t > now {
-                std::thread::park_timeout(t - now);
-            }
-        }
-    }
-}
-
-#[cfg(loom)]
-fn park_thread(_until: Option<Instant>) {
-    // loom has no clock: models use `abort` to stand for a timeout.
-    loom::thread::park();
 }
