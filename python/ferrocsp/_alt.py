@@ -122,7 +122,7 @@ class Alt:
     no Timeout or Skip) it raises ``ChannelRetired``. Waiting is event driven (no polling).
     """
 
-    __slots__ = ("_last", "guards")
+    __slots__ = ("_last", "_static", "guards")
 
     def __init__(self, *guards: GuardLike) -> None:
         if not guards:
@@ -133,8 +133,18 @@ class Alt:
             _check_plain(g)
         self.guards: tuple[GuardLike, ...] = guards
         self._last: int | None = None
+        # Fast path: with no Guard wrapper (``when`` may change) and no Output (its ``value``
+        # may change), the engine operations are the same for every selection; build them once.
+        self._static: list[tuple[int, Any, Any]] | None = None
+        if not any(isinstance(g, Guard | Output) for g in guards):
+            self._static = [_op(g) for g in guards]  # type: ignore[arg-type]
 
     def _run(self, policy: int) -> tuple[Any, Any]:
+        if self._static is not None:
+            chosen, value = _select(self._static, policy, self._last if policy == _FAIR else None)
+            if policy == _FAIR:
+                self._last = chosen
+            return self.guards[chosen], value
         ops: list[tuple[int, Any, Any]] = []
         index: list[int] = []
         for i, g in enumerate(self.guards):

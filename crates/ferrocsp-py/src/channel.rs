@@ -149,7 +149,7 @@ impl Channel {
 #[pymethods]
 impl Channel {
     #[new]
-    #[pyo3(signature = (capacity = Capacity(0), *, name = None))]
+    #[pyo3(signature = (capacity = Capacity(0), *, name = None), text_signature = "(capacity=0, *, name=None)")]
     fn new(capacity: Capacity, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let name = match name {
             None => None,

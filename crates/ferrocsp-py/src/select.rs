@@ -60,6 +60,8 @@ pub(crate) fn _select(
     // Engine index -> op index (retired ends are left out: they can never fire).
     let mut index_of: Vec<usize> = Vec::with_capacity(ops.len());
     let mut names: Vec<String> = Vec::with_capacity(ops.len());
+    // Every channel named in the selection, retired ends included (for the Retired message).
+    let mut all_names: Vec<String> = Vec::new();
     for (i, (kind, obj, value)) in ops.into_iter().enumerate() {
         let mut name = String::new();
         match kind {
@@ -67,6 +69,9 @@ pub(crate) fn _select(
                 let obj =
                     obj.ok_or_else(|| PyTypeError::new_err("alt operation without a channel"))?;
                 let (chan, n, retired) = target(&obj, kind == 1)?;
+                if !all_names.contains(&n) {
+                    all_names.push(n.clone());
+                }
                 name = n;
                 if retired {
                     continue;
@@ -105,9 +110,8 @@ pub(crate) fn _select(
             Err(to_pyerr(py, Error::Poisoned, OpName::Select, &names[index]))
         }
         Err(SelectError::Retired) => {
-            let all: Vec<String> =
-                names.iter().filter(|n| !n.is_empty()).map(|n| format!("'{n}'")).collect();
-            Err(to_pyerr(py, Error::Retired, OpName::Select, &all.join(", ")))
+            // to_pyerr quotes the name: "alt on channel 'a', 'b': channel is retired".
+            Err(to_pyerr(py, Error::Retired, OpName::Select, &all_names.join("', '")))
         }
         Err(e) => Err(to_pyerr(py, e.error(), OpName::Select, "")),
     }

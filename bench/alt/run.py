@@ -1,0 +1,271 @@
+"""The cost of choice: Alt against a plain read, from Python and in Rust, in one run.
+
+Workloads, one consuming thread timed over ``n`` operations (after an untimed warm-up), the
+median of ``runs`` runs (Python runs are interleaved across workloads, and min/max printed:
+thread wake-up latency on a shared machine is bimodal, and ratios need like conditions).
+Every writer is an OS thread blocked writing to a rendezvous channel (an *always-ready*
+writer) until the consumer poisons its channel:
+
+- ``select`` / ``fair``: an Alt over two channels with an always-ready writer each
+  (``Alt.select()`` / ``Alt.fair_select()``; in Rust ``Select`` with ``Policy::Random`` /
+  ``Policy::Fair``): microseconds per selection;
+- ``read``: a plain ``read()`` from one channel with one always-ready writer (the baseline);
+- ``read2``: a plain ``read()`` from one channel with *two* always-ready writers: the same
+  number of threads as ``select``, so ``select``/``read2`` isolates the cost of the Alt from
+  the cost of one more thread competing for the CPUs (and, in Python, for the GIL);
+- ``mux8``: Go's select-heavy shape, a multiplexer: 8 producers, each on its own rendezvous
+  channel, one consumer ``fair_select``-ing over the 8: microseconds per message.
+
+Python runs here, with ``ferrocsp`` as installed in this interpreter; Rust runs as
+``cargo bench -p ferrocsp --bench alt`` (crates/ferrocsp/benches/alt.rs), whose lines
+``alt impl=engine-select-random us_per_op=1.23 ...`` this script parses. The table gives each
+backend's selection/plain-read ratio (target: at most 1.5x) and the Rust/Python ratio.
+
+Usage: ``python bench/alt/run.py [--n N] [--runs K] [--rust-n N] [--no-rust]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ferrocsp as csp
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET_RATIO = 1.5
+WORKLOADS = ("select", "fair", "read", "read2", "mux8")
+RUST_NAMES = {
+    "engine-select-random": "select",
+    "engine-select-fair": "fair",
+    "engine-read": "read",
+    "engine-read2": "read2",
+    "engine-mux8-fair": "mux8",
+}
+
+
+# --- Python -------------------------------------------------------------------------------
+
+
+def _writer(ch: csp.Channel, value: int) -> None:
+    try:
+        while True:
+            ch.write(value)
+    except csp.ChannelPoisoned:
+        pass
+
+
+def _with_writers(
+    k: int, consume: Callable[[list[csp.Channel], int], None], n: int, *, shared: bool = False
+) -> float:
+    """Starts ``k`` always-ready writers (on ``k`` channels, or all on one if ``shared``),
+    times ``consume(chans, n)``; returns µs per op."""
+    chans = [csp.Channel(name=f"w{i}") for i in range(1 if shared else k)]
+    threads = [
+        threading.Thread(target=_writer, args=(chans[0 if shared else i], i), daemon=True)
+        for i in range(k)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        start = time.perf_counter()
+        consume(chans, n)
+        elapsed = time.perf_counter() - start
+    finally:
+        for ch in chans:
+            ch.poison()
+        for t in threads:
+            t.join(30)
+    if any(t.is_alive() for t in threads):
+        raise RuntimeError("a writer thread did not stop after poison")
+    return elapsed * 1e6 / n
+
+
+def _select(chans: list[csp.Channel], n: int) -> None:
+    alt = csp.Alt(*chans)
+    for _ in range(n):
+        alt.select()
+
+
+def _fair(chans: list[csp.Channel], n: int) -> None:
+    alt = csp.Alt(*chans)
+    counts = [0] * len(chans)
+    for _ in range(n):
+        counts[alt.fair_select()[1]] += 1
+    if min(counts) == 0:
+        raise RuntimeError(f"fair_select starved a writer: {counts}")
+
+
+def _read(chans: list[csp.Channel], n: int) -> None:
+    read = chans[0].read
+    for _ in range(n):
+        read()
+
+
+PYTHON: dict[str, Callable[[int], float]] = {
+    "select": lambda n: _with_writers(2, _select, n),
+    "fair": lambda n: _with_writers(2, _fair, n),
+    "read": lambda n: _with_writers(1, _read, n),
+    "read2": lambda n: _with_writers(2, _read, n, shared=True),
+    "mux8": lambda n: _with_writers(8, _fair, n),
+}
+
+
+def python_results(n: int, runs: int) -> dict[str, float]:
+    """Median µs per op of each workload. Runs are interleaved (one run of every workload per
+    round) so that a change in machine load affects all workloads alike, not one of them."""
+    for fn in PYTHON.values():
+        fn(min(n, 500))  # warm-up
+    samples: dict[str, list[float]] = {name: [] for name in PYTHON}
+    for _ in range(runs):
+        for name, fn in PYTHON.items():
+            samples[name].append(fn(n))
+    out = {}
+    for name, xs in samples.items():
+        out[name] = statistics.median(xs)
+        print(
+            f"alt impl=python-{name} us_per_op={out[name]:.4f} n={n} runs={runs} "
+            f"min={min(xs):.4f} max={max(xs):.4f}",
+            flush=True,
+        )
+    return out
+
+
+# --- Rust ---------------------------------------------------------------------------------
+
+LINE = re.compile(r"^alt impl=(?P<impl>\S+) us_per_op=(?P<us>[0-9.]+)")
+
+
+def parse_rust(text: str) -> dict[str, float]:
+    """Reads ``alt impl=NAME us_per_op=X`` lines; returns {impl: µs}."""
+    out = {}
+    for line in text.splitlines():
+        m = LINE.match(line.strip())
+        if m:
+            out[m["impl"]] = float(m["us"])
+    return out
+
+
+def rust_results(n: int, runs: int) -> dict[str, float]:
+    cmd = ["cargo", "bench", "-p", "ferrocsp", "--bench", "alt", "--"]
+    cmd += ["--n", str(n), "--runs", str(runs)]
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise RuntimeError(f"cargo bench failed with exit status {proc.returncode}")
+    parsed = parse_rust(proc.stdout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("alt "):
+            print(line, flush=True)
+    return parsed
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, unit: str = "") -> str:
+    return "-" if x is None else f"{x:.3f}{unit}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def table(python: dict[str, float], rust: dict[str, float]) -> str:
+    engine = {RUST_NAMES[k]: v for k, v in rust.items() if k in RUST_NAMES}
+    cross = {k.removeprefix("crossbeam-"): v for k, v in rust.items() if k.startswith("crossbeam")}
+    head = [
+        "backend",
+        "select µs",
+        "fair µs",
+        "read µs",
+        "read2 µs",
+        "mux8 µs/msg",
+        "select/read",
+        "fair/read",
+        "select/read2",
+    ]
+    rows: list[list[str]] = []
+    for label, r in (("python (threads)", python), ("rust engine (threads)", engine)):
+        if r:
+            rows.append(
+                [
+                    label,
+                    *(_fmt(r.get(w)) for w in WORKLOADS),
+                    _fmt(_ratio(r.get("select"), r.get("read")), "x"),
+                    _fmt(_ratio(r.get("fair"), r.get("read")), "x"),
+                    _fmt(_ratio(r.get("select"), r.get("read2")), "x"),
+                ]
+            )
+    if python and engine:
+        rp = (_ratio(engine.get(w), python.get(w)) for w in WORKLOADS)
+        rows.append(["rust/python", *(_fmt(x, "x") for x in rp), "", "", ""])
+    if cross:
+        sel, read = cross.get("select"), cross.get("recv")
+        rows.append(
+            [
+                "crossbeam (reference)",
+                _fmt(sel),
+                "-",
+                _fmt(read),
+                "-",
+                _fmt(cross.get("mux8")),
+                _fmt(_ratio(sel, read), "x"),
+                "-",
+                "-",
+            ]
+        )
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        padded = (
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return " | ".join(padded)
+
+    out = [line(head), "-+-".join("-" * w for w in widths), *(line(r) for r in rows), ""]
+    for label, r in (("python", python), ("rust", engine)):
+        for w in ("select", "fair"):
+            ratio = _ratio(r.get(w), r.get("read"))
+            if ratio is not None:
+                ok = "ok" if ratio <= TARGET_RATIO else "OVER TARGET"
+                out.append(f"{label} {w}/read = {ratio:.2f}x ({ok}, target <= {TARGET_RATIO}x)")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20_000, help="operations per Python run")
+    parser.add_argument("--runs", type=int, default=5, help="runs per workload (median)")
+    parser.add_argument(
+        "--rust-n", type=int, default=None, help="operations per Rust run (default: 10 * n)"
+    )
+    parser.add_argument("--no-rust", action="store_true", help="skip the cargo bench")
+    args = parser.parse_args()
+    if args.n < 1 or args.runs < 1:
+        parser.error("--n and --runs must be at least 1")
+    rust_n = args.rust_n if args.rust_n is not None else 10 * args.n
+
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cpus, {platform.system()} "
+        f"{platform.release()}; python {platform.python_version()}; ferrocsp {csp.__version__}"
+    )
+    python = python_results(args.n, args.runs)
+    rust = {} if args.no_rust else rust_results(rust_n, args.runs)
+    print()
+    print(table(python, rust))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
