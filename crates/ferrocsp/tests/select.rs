@@ -12,20 +12,8 @@ use std::time::{Duration, Instant};
 
 use ferrocsp::{Channel, Error, Policy, Poll, Select, SelectError, Selected, Wake, Waker};
 
-/// Long enough never to expire in a correct run, short enough to turn a hang into a failure.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn join<T>(h: thread::JoinHandle<T>) -> T {
-    h.join().expect("test thread panicked")
-}
+mod common;
+use common::{join, wait_until, PATIENCE};
 
 fn fired<T>(r: Result<Selected<T>, SelectError>) -> (usize, Option<T>) {
     match r {

@@ -1,0 +1,22 @@
+//! Helpers shared by the threaded integration tests.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Long enough never to expire in a correct run, short enough to turn a hang into a failure.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `cond` until it holds; panics after [`PATIENCE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Joins a test thread, failing the test if it panicked.
+pub fn join<T>(h: thread::JoinHandle<T>) -> T {
+    h.join().expect("test thread panicked")
+}
