@@ -22,6 +22,12 @@ Measured here, one process per OS thread everywhere:
           buffer of one, so *not* a rendezvous: a writer does not wait for its reader);
           PyCSP 0.9.2 (``pycsp.parallel``), run from ``bench/.venv-pycsp`` (bench/setup-peers.sh).
 
+And on one asyncio event loop (four coroutines, one thread):
+
+- asyncio: ferrocsp's asyncio backend (four ``async def`` processes in a ``Par``, channels
+           used through ``aread``/``awrite``); a hand-written rendezvous on asyncio futures
+           (correct for one reader and one writer), the cheapest baseline asyncio offers.
+
 Usage: ``python bench/commstime/run.py [--cycles N] [--runs K] [--json PATH]``
 (or ``make bench``, which installs everything first).
 """
@@ -29,6 +35,7 @@ Usage: ``python bench/commstime/run.py [--cycles N] [--runs K] [--json PATH]``
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -132,7 +139,97 @@ def measure(make: Callable[[], Chan], cycles: int, runs: int) -> list[float]:
     return [commstime(make, cycles) for _ in range(runs)]
 
 
+class AChan(Protocol):
+    async def aread(self) -> Any: ...
+    async def awrite(self, value: Any, /) -> None: ...
+
+
+async def acommstime(make: Callable[[], AChan], cycles: int) -> float:
+    """One commstime run as four coroutines on the running loop; microseconds per comm."""
+    a, b, c, d = make(), make(), make(), make()
+    total = cycles + 1
+    elapsed: list[float] = []
+
+    async def prefix() -> None:
+        await a.awrite(0)
+        for _ in range(total - 1):
+            await a.awrite(await d.aread())
+        await d.aread()
+
+    async def delta() -> None:
+        for _ in range(total):
+            v = await a.aread()
+            await b.awrite(v)
+            await c.awrite(v)
+
+    async def succ() -> None:
+        for _ in range(total):
+            await d.awrite(await c.aread() + 1)
+
+    async def consumer() -> None:
+        first = await b.aread()
+        start = time.perf_counter()
+        last = first
+        for _ in range(cycles):
+            last = await b.aread()
+        elapsed.append(time.perf_counter() - start)
+        if last != first + cycles:
+            raise RuntimeError(f"values lost or reordered: expected {first + cycles}, got {last}")
+
+    procs = (prefix, delta, succ, consumer)
+    if make is AioRendezvous:
+        await asyncio.wait_for(asyncio.gather(*(p() for p in procs)), 120 + cycles * 0.01)
+    else:
+        import ferrocsp
+
+        # The ferrocsp asyncio backend: the four coroutines as async processes of one Par.
+        net = ferrocsp.Par(*(ferrocsp.process(p)() for p in procs))
+        await asyncio.wait_for(net.arun(), 120 + cycles * 0.01)
+    return elapsed[0] * 1e6 / (4 * cycles)
+
+
+def ameasure(make: Callable[[], AChan], cycles: int, runs: int) -> list[float]:
+    async def all_runs() -> list[float]:
+        await acommstime(make, min(cycles, 200))  # warm-up
+        return [await acommstime(make, cycles) for _ in range(runs)]
+
+    return asyncio.run(all_runs())
+
+
 # --- the channels -------------------------------------------------------------------------
+
+
+class AioRendezvous:
+    """A rendezvous channel on asyncio futures, for exactly one reader and one writer.
+
+    Whoever arrives second completes the first one's future: a writer finding the reader
+    waiting hands it the value; otherwise it parks the value and waits until it is taken.
+    """
+
+    def __init__(self) -> None:
+        self._value: Any = None
+        self._reader: asyncio.Future[Any] | None = None
+        self._writer: asyncio.Future[None] | None = None
+
+    async def awrite(self, value: Any, /) -> None:
+        r = self._reader
+        if r is not None:
+            self._reader = None
+            r.set_result(value)
+            return
+        self._value = value
+        self._writer = asyncio.get_running_loop().create_future()
+        await self._writer
+
+    async def aread(self) -> Any:
+        w = self._writer
+        if w is not None:
+            self._writer = None
+            value, self._value = self._value, None
+            w.set_result(None)
+            return value
+        self._reader = asyncio.get_running_loop().create_future()
+        return await self._reader
 
 
 class PyRendezvous:
@@ -200,6 +297,25 @@ def run_python(args: argparse.Namespace) -> list[Result]:
     for key, label, make in peers:
         r = Result(key, label, samples=measure(make, args.cycles, args.runs))
         out.append(r)
+    for r in out:
+        if r.samples:
+            r.cycles = args.cycles
+    return out
+
+
+def run_asyncio(args: argparse.Namespace) -> list[Result]:
+    out = []
+    fa = Result("py-asyncio-ferrocsp", "asyncio: ferrocsp asyncio backend, 4 coroutines")
+    try:
+        import ferrocsp
+
+        fa.samples = ameasure(ferrocsp.Channel, args.cycles, args.runs)
+    except Exception as exc:  # noqa: BLE001 (reported in the table)
+        fa.note = f"failed: {type(exc).__name__}: {exc}"
+    out.append(fa)
+    base = Result("py-asyncio-futures", "asyncio: futures rendezvous (hand-written)")
+    base.samples = ameasure(AioRendezvous, args.cycles, args.runs)
+    out.append(base)
     for r in out:
         if r.samples:
             r.cycles = args.cycles
@@ -322,6 +438,8 @@ RATIOS = [
     ("pycsp / python-thread", "pycsp", "py-ferrocsp"),
     ("pure-python / python-thread", "py-pure", "py-ferrocsp"),
     ("queue.Queue / python-thread", "py-queue", "py-ferrocsp"),
+    ("ferrocsp-asyncio / asyncio-futures", "py-asyncio-ferrocsp", "py-asyncio-futures"),
+    ("ferrocsp-asyncio / python-thread", "py-asyncio-ferrocsp", "py-ferrocsp"),
 ]
 
 
@@ -334,7 +452,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
     parser.add_argument("--rust-cycles", type=int, help="cycles for the Rust runs (--cycles)")
     parser.add_argument("--pycsp-cycles", type=int, help="cycles for PyCSP (min(--cycles, 2000))")
-    parser.add_argument("--skip", action="append", default=[], choices=["rust", "python", "pycsp"])
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["rust", "python", "asyncio", "pycsp"]
+    )
     args = parser.parse_args()
     if args.cycles < 1 or args.runs < 1:
         parser.error("--cycles and --runs must be at least 1")
@@ -346,6 +466,9 @@ def main() -> None:
     if "python" not in args.skip:
         print("[python] ferrocsp, pure Python, queue.Queue", file=sys.stderr, flush=True)
         results += run_python(args)
+    if "asyncio" not in args.skip:
+        print("[asyncio] ferrocsp asyncio backend, asyncio futures", file=sys.stderr, flush=True)
+        results += run_asyncio(args)
     if "pycsp" not in args.skip:
         print("[pycsp] bench/.venv-pycsp", file=sys.stderr, flush=True)
         results.append(run_pycsp(args))
@@ -357,7 +480,7 @@ def main() -> None:
     print()
     print(
         f"commstime (seq-delta), 4 communications per cycle, median of {args.runs} runs, "
-        "one OS thread per process"
+        "one OS thread per process (asyncio rows: four coroutines on one loop)"
     )
     print(f"machine: {info['cpu']}, {info['cpus']} CPUs, {info['platform']}")
     load = info["loadavg_at_start"][0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, TypeAlias
 
-from ._native import Channel, Reader, Writer, _select
+from ._native import Channel, Reader, Writer, _aselect, _select
 
 __all__ = ["Alt", "Guard", "Output", "Skip", "Timeout", "select"]
 
@@ -139,12 +139,10 @@ class Alt:
         if not any(isinstance(g, Guard | Output) for g in guards):
             self._static = [_op(g) for g in guards]  # type: ignore[arg-type]
 
-    def _run(self, policy: int) -> tuple[Any, Any]:
+    def _ops(self, policy: int) -> tuple[list[tuple[int, Any, Any]], list[int] | None, int | None]:
+        """The engine operations of the enabled guards, their guard indices, fair's ``last``."""
         if self._static is not None:
-            chosen, value = _select(self._static, policy, self._last if policy == _FAIR else None)
-            if policy == _FAIR:
-                self._last = chosen
-            return self.guards[chosen], value
+            return self._static, None, self._last if policy == _FAIR else None
         ops: list[tuple[int, Any, Any]] = []
         index: list[int] = []
         for i, g in enumerate(self.guards):
@@ -161,11 +159,23 @@ class Alt:
             # nearest enabled guard before it (wrapping around).
             before = [k for k, i in enumerate(index) if i <= self._last]
             last = before[-1] if before else len(index) - 1
-        chosen, value = _select(ops, policy, last)
-        guard_index = index[chosen]
+        return ops, index, last
+
+    def _chosen(self, policy: int, index: list[int] | None, chosen: int) -> Any:
+        guard_index = chosen if index is None else index[chosen]
         if policy == _FAIR:
             self._last = guard_index
-        return self.guards[guard_index], value
+        return self.guards[guard_index]
+
+    def _run(self, policy: int) -> tuple[Any, Any]:
+        ops, index, last = self._ops(policy)
+        chosen, value = _select(ops, policy, last)
+        return self._chosen(policy, index, chosen), value
+
+    async def _arun(self, policy: int) -> tuple[Any, Any]:
+        ops, index, last = self._ops(policy)
+        chosen, value = await _aselect(ops, policy, last)
+        return self._chosen(policy, index, chosen), value
 
     def select(self) -> tuple[Any, Any]:
         """Fires one ready guard chosen uniformly at random (blocking until one is ready)."""
@@ -179,6 +189,23 @@ class Alt:
         """Fires a ready guard, giving lowest priority to the one chosen last time (no
         starvation)."""
         return self._run(_FAIR)
+
+    async def aselect(self) -> tuple[Any, Any]:
+        """``await alt.aselect()``: ``select`` from asyncio code.
+
+        Cancelled while waiting: if a guard fired in the race, the await returns it and the
+        cancellation is re-requested for the task's next suspension; otherwise
+        ``CancelledError`` propagates and no guard fired (no output value was sent).
+        """
+        return await self._arun(_RANDOM)
+
+    async def apri_select(self) -> tuple[Any, Any]:
+        """``pri_select`` from asyncio code (cancellation as in ``aselect``)."""
+        return await self._arun(_PRIORITY)
+
+    async def afair_select(self) -> tuple[Any, Any]:
+        """``fair_select`` from asyncio code (cancellation as in ``aselect``)."""
+        return await self._arun(_FAIR)
 
     def __repr__(self) -> str:
         return f"Alt{self.guards!r}"

@@ -7,19 +7,24 @@ Invariants:
   failed process's exception, each with a note naming its process.
 - Every running network is registered in ``_running`` until it ends, so Ctrl-C and interpreter
   exit can poison all of them.
+- ``async def`` processes run on the asyncio backend: from ``run``/``start`` on one event loop
+  in a dedicated thread, from ``await arun()`` as tasks on the running loop; thread processes
+  run on threads either way, and the rules above hold for the mix.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from . import _backends
+from ._backends._asyncio import LoopHost, LoopTask
 from ._backends._thread import ThreadTask
-from ._process import Process, as_process, execute
+from ._process import Outcome, Process, as_process, run_sync
 from ._shutdown import Endpoint, poison_all
 
 __all__ = ["INTERRUPT_GRACE", "Handle", "Par", "Seq", "Spawn"]
@@ -59,18 +64,56 @@ def _failures(name: str, processes: list[Process[Any]], errors: list[BaseExcepti
         raise BaseExceptionGroup(f"{name}: {n} of {total} processes failed", errors)
 
 
+class _Task(Protocol):
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def outcome(self) -> Outcome | None: ...
+    def wait(self, timeout: float | None) -> bool: ...
+
+
+def _backend_of(proc: Process[Any], par_backend: str | None) -> str:
+    if proc.is_async:
+        return "asyncio"  # the only backend of an async def process
+    backend = _backends.resolve(proc.backend, par_backend)
+    if backend == "asyncio":
+        raise ValueError(
+            f"backend 'asyncio' runs async def processes; process {proc.name!r} is a plain "
+            "function (use 'thread')"
+        )
+    return backend
+
+
 class Handle(Generic[T]):
     """A running ``Par`` or ``Spawn``: wait for it, look at it, or poison it."""
 
-    def __init__(self, name: str, processes: list[Process[Any]], backend: str | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        processes: list[Process[Any]],
+        backend: str | None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.name = name
         self._processes = processes
         self._single = False
-        for p in processes:
-            _backends.resolve(p.backend, backend)  # validates; only "thread" exists so far
+        kinds = [_backend_of(p, backend) for p in processes]  # validates before starting
         with _running_lock:
             _running.add(self)
-        self._tasks = [ThreadTask(p) for p in processes]
+        tasks: list[_Task | None] = [None] * len(processes)
+        aio = [i for i, k in enumerate(kinds) if k == "asyncio"]
+        if aio and loop is None:
+            host = LoopHost([processes[i] for i in aio], name)
+            for j, i in enumerate(aio):
+                tasks[i] = host.task(j)
+        elif aio and loop is not None:
+            for i in aio:
+                tasks[i] = LoopTask(processes[i], loop)
+        for i, p in enumerate(processes):
+            if tasks[i] is None:
+                tasks[i] = ThreadTask(p)
+        self._tasks: list[_Task] = [t for t in tasks if t is not None]
 
     @property
     def alive(self) -> bool:
@@ -124,6 +167,29 @@ class Handle(Generic[T]):
         result: Any = values[0] if self._single else values
         return result  # type: ignore[no-any-return]
 
+    async def _await_all(self, timeout: float | None = None) -> bool:
+        """Waits, without blocking the loop, for every process started with ``loop=``."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[Any]] = []
+        for t in self._tasks:
+            if isinstance(t, LoopTask):
+                waits.append(t.task)
+            elif isinstance(t, ThreadTask):
+                fut: asyncio.Future[None] = loop.create_future()
+
+                def done(fut: asyncio.Future[None] = fut) -> None:
+                    loop.call_soon_threadsafe(_resolve, fut)
+
+                t.add_done_callback(done)
+                waits.append(fut)
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            if pending:
+                return False
+        with _running_lock:
+            _running.discard(self)
+        return True
+
     def poison(self) -> None:
         """Poisons every channel its processes were given, so the network shuts down."""
         for p in self._processes:
@@ -132,6 +198,11 @@ class Handle(Generic[T]):
     def __repr__(self) -> str:
         state = "running" if self.alive else "finished"
         return f"<Handle {self.name} {state}>"
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _processes(items: Iterable[object], what: str) -> list[Process[Any]]:
@@ -168,8 +239,34 @@ class Par:
         return Handle(self.name, self.processes, self.backend)
 
     def run(self) -> list[Any]:
-        """Runs every process to the end; returns their results in order."""
+        """Runs every process to the end; returns their results in order.
+
+        ``async def`` processes run together on one event loop in a dedicated thread.
+        """
         return self.start().join()
+
+    async def arun(self) -> list[Any]:
+        """``await Par(...).arun()``: runs every process to the end from asyncio code.
+
+        ``async def`` processes run as tasks on the running loop, the others on threads;
+        returns their results in order, raises an ``ExceptionGroup`` of the failures. If the
+        awaiting task is cancelled (Ctrl-C under ``asyncio.run``), the network is poisoned,
+        its processes get up to ``INTERRUPT_GRACE`` seconds to end, and the cancellation
+        propagates.
+        """
+        h: Handle[list[Any]] = Handle(
+            self.name, self.processes, self.backend, loop=asyncio.get_running_loop()
+        )
+        try:
+            await h._await_all()
+        except asyncio.CancelledError:
+            h.poison()
+            if not await h._await_all(INTERRUPT_GRACE):
+                for t in h._tasks:
+                    if isinstance(t, LoopTask):
+                        t.task.cancel()
+            raise
+        return h.result
 
     def _as_process(self) -> Process[list[Any]]:
         # Nested in another Par/Seq: one process holding all its processes' channels.
@@ -194,7 +291,7 @@ class Seq:
         """Runs the processes in order; returns their results."""
         results: list[Any] = []
         for p in self.processes:
-            out = execute(p)
+            out = run_sync(p)
             if out.error is not None:
                 _failures(self.name, self.processes, [out.error])
             results.append(out.value)

@@ -3,15 +3,19 @@
 Invariants:
 - A ``Process`` is a value until it runs: function, arguments, name, backend; running it twice
   runs the function twice.
-- ``execute`` is the one place that turns how a process ended into an ``Outcome`` and applies
-  DESIGN's shutdown rules (clean end on poison/retire, poison on failure), whatever the backend.
+- ``_ended`` is the one place that turns how a process ended into an ``Outcome`` and applies
+  DESIGN's shutdown rules (clean end on poison/retire, poison on failure), whatever the backend;
+  ``execute`` (plain functions) and ``aexecute`` (``async def``) both go through it.
+- An ``async def`` process has backend ``"asyncio"``, and only it has.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -20,7 +24,11 @@ from ._errors import ChannelPoisoned, ChannelRetired
 from ._native import _set_process_name
 from ._shutdown import Endpoint, channel_args, poison_all, retire_ends
 
-__all__ = ["Outcome", "Process", "as_process", "execute", "process"]
+__all__ = ["Outcome", "Process", "aexecute", "as_process", "execute", "process", "run_sync"]
+
+#: The process running in the current asyncio task (many share one thread); read by the
+#: native module for error messages.
+_async_name: ContextVar[str | None] = ContextVar("ferrocsp_process", default=None)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,18 +54,13 @@ class Process(Generic[R]):
     ) -> None:
         if not callable(fn):
             raise TypeError(f"a process needs a callable, not {type(fn).__name__}")
-        if inspect.iscoroutinefunction(fn):
-            raise TypeError(
-                f"{getattr(fn, '__name__', fn)!r} is an async def function: asyncio processes "
-                "are not available in this version of ferrocsp"
-            )
         if name is not None and not isinstance(name, str):
             raise TypeError(f"process name must be a str, not {type(name).__name__}")
         self.fn = fn
         self.args = args
         self.kwargs = kwargs if kwargs is not None else {}
         self.name: str = name if name is not None else getattr(fn, "__name__", repr(fn))
-        self.backend = _backends.check(backend) if backend is not None else None
+        self.backend = _check_backend(fn, backend)
         self._endpoints = endpoints
 
     def endpoints(self) -> list[Endpoint]:
@@ -67,12 +70,18 @@ class Process(Generic[R]):
             return self._endpoints
         return channel_args(self.args, self.kwargs)
 
+    @property
+    def is_async(self) -> bool:
+        """Whether this is an ``async def`` process (backend ``"asyncio"``)."""
+        return self.backend == "asyncio"
+
     def run(self) -> R | None:
         """Runs the process in the calling thread, with the shutdown rules of ``Par``.
 
-        Returns its result (``None`` if it ended by poison or retire); raises what it raised.
+        An ``async def`` process runs on a new event loop (``asyncio.run``). Returns its result
+        (``None`` if it ended by poison or retire); raises what it raised.
         """
-        out = execute(self)
+        out = run_sync(self)
         if out.error is not None:
             raise out.error
         value: R | None = out.value
@@ -90,23 +99,66 @@ class Outcome:
     error: BaseException | None = None
 
 
+def _check_backend(fn: Callable[..., Any], backend: str | None) -> str | None:
+    """The backend of a process made from ``fn``: ``"asyncio"`` for an ``async def``."""
+    if backend is not None:
+        _backends.check(backend)
+    if inspect.iscoroutinefunction(fn):
+        if backend not in (None, "asyncio"):
+            raise ValueError(
+                f"{getattr(fn, '__name__', fn)!r} is an async def function: it runs on the "
+                f"'asyncio' backend, not {backend!r}"
+            )
+        return "asyncio"
+    if backend == "asyncio":
+        raise ValueError(
+            f"backend 'asyncio' runs async def functions; {getattr(fn, '__name__', fn)!r} is "
+            "a plain function (use 'thread')"
+        )
+    return backend
+
+
+def _ended(proc: Process[Any], exc: BaseException) -> Outcome:
+    """DESIGN's shutdown rules for a process that raised ``exc`` (shared by every backend)."""
+    if isinstance(exc, ChannelPoisoned):
+        poison_all(channel_args(proc.args, proc.kwargs))
+        return Outcome()
+    if isinstance(exc, ChannelRetired):
+        retire_ends(channel_args(proc.args, proc.kwargs))
+        return Outcome()
+    # Anything else (cancellation included) is a failure: poison so the peers stop.
+    poison_all(channel_args(proc.args, proc.kwargs))
+    exc.add_note(f"in process {proc.name!r}")
+    return Outcome(error=exc)
+
+
 def execute(proc: Process[Any]) -> Outcome:
-    """Runs ``proc`` in the calling thread and applies the shutdown rules."""
+    """Runs plain-function ``proc`` in the calling thread and applies the shutdown rules."""
     previous = _set_process_name(proc.name)
     try:
         return Outcome(value=proc.fn(*proc.args, **proc.kwargs))
-    except ChannelPoisoned:
-        poison_all(channel_args(proc.args, proc.kwargs))
-        return Outcome()
-    except ChannelRetired:
-        retire_ends(channel_args(proc.args, proc.kwargs))
-        return Outcome()
     except BaseException as exc:  # noqa: BLE001 - a failing process must never hang its peers
-        poison_all(channel_args(proc.args, proc.kwargs))
-        exc.add_note(f"in process {proc.name!r}")
-        return Outcome(error=exc)
+        return _ended(proc, exc)
     finally:
         _set_process_name(previous)
+
+
+async def aexecute(proc: Process[Any]) -> Outcome:
+    """Runs ``async def`` process ``proc`` in the current task; the twin of ``execute``."""
+    token = _async_name.set(proc.name)
+    try:
+        return Outcome(value=await proc.fn(*proc.args, **proc.kwargs))
+    except BaseException as exc:  # noqa: BLE001 - a failing process must never hang its peers
+        return _ended(proc, exc)
+    finally:
+        _async_name.reset(token)
+
+
+def run_sync(proc: Process[Any]) -> Outcome:
+    """Runs ``proc`` to its end in the calling thread (an async one on a new event loop)."""
+    if proc.is_async:
+        return asyncio.run(aexecute(proc))
+    return execute(proc)
 
 
 def as_process(obj: object, where: str) -> Process[Any]:
@@ -154,7 +206,8 @@ def process(
     """Turns a function into a process factory: ``worker(a, b)`` returns an unstarted Process.
 
     Use as ``@process`` or ``@process(name="w", backend="thread")``. The default name is the
-    function's ``__name__``.
+    function's ``__name__``. An ``async def`` function makes processes on the ``"asyncio"``
+    backend (its only backend); ``backend="asyncio"`` on a plain function is a ValueError.
     """
     if backend is not None:
         _backends.check(backend)
@@ -164,12 +217,7 @@ def process(
     def wrap(f: Callable[P, R]) -> _Factory[P, R]:
         if not callable(f):
             raise TypeError(f"@process needs a function, not {type(f).__name__}")
-        if inspect.iscoroutinefunction(f):
-            raise TypeError(
-                f"{f.__name__!r} is an async def function: asyncio processes are not "
-                "available in this version of ferrocsp"
-            )
-        return _Factory(f, name, backend)
+        return _Factory(f, name, _check_backend(f, backend))
 
     if fn is not None:
         return wrap(fn)

@@ -15,6 +15,7 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyInt, PyType};
 
+use crate::aio::AsyncOp;
 use crate::ends::{Reader, Writer};
 use crate::errors::{parse_timeout, to_pyerr, OpName};
 use crate::wait::{deadline, select_blocking, Value};
@@ -199,6 +200,29 @@ impl Channel {
         read_value(py, &self.inner, &self.name, timeout)
     }
 
+    /// ``await ch.awrite(value)``: the asyncio twin of ``write`` (same errors and timeout).
+    ///
+    /// If a reader is waiting (or there is buffer room) it completes without suspending.
+    /// Cancelled while waiting: if the value was taken in the race, the await returns normally
+    /// and the cancellation is re-requested for the task's next suspension; otherwise
+    /// ``CancelledError`` propagates and nothing was sent.
+    #[pyo3(signature = (value, *, timeout = None))]
+    fn awrite(&self, value: Value, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
+        let timeout = parse_timeout(timeout)?;
+        Ok(AsyncOp::write(&self.inner, &self.name, value, timeout))
+    }
+
+    /// ``await ch.aread()``: the asyncio twin of ``read`` (same errors and timeout).
+    ///
+    /// Cancelled while waiting: if a value arrived in the race, the await returns it and the
+    /// cancellation is re-requested for the task's next suspension; otherwise
+    /// ``CancelledError`` propagates and nothing was taken.
+    #[pyo3(signature = (*, timeout = None))]
+    fn aread(&self, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
+        let timeout = parse_timeout(timeout)?;
+        Ok(AsyncOp::read(&self.inner, &self.name, timeout, false))
+    }
+
     /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);
     /// otherwise raises ``WouldBlock`` and sends nothing.
     fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
@@ -248,6 +272,14 @@ impl Channel {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
         next_value(py, &self.inner, &self.name)
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__(&self) -> AsyncOp {
+        AsyncOp::read(&self.inner, &self.name, None, true)
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {

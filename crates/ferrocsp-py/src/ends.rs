@@ -10,6 +10,7 @@
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 
+use crate::aio::AsyncOp;
 use crate::channel::{
     mobility_reduce, next_value, read_value, try_read_value, try_write_value, write_value, Channel,
 };
@@ -86,6 +87,14 @@ impl Reader {
         read_value(py, &c.inner, &c.name, timeout)
     }
 
+    /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
+    #[pyo3(signature = (*, timeout = None))]
+    fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
+        let timeout = parse_timeout(timeout)?;
+        let c = self.checked(py)?;
+        Ok(AsyncOp::read(&c.inner, &c.name, timeout, false))
+    }
+
     /// Reads a value if one is available now, else raises ``WouldBlock``.
     fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
         let c = self.checked(py)?;
@@ -122,6 +131,15 @@ impl Reader {
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
         let c = self.checked(py)?;
         next_value(py, &c.inner, &c.name)
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__(&self, py: Python<'_>) -> PyResult<AsyncOp> {
+        let c = self.checked(py)?;
+        Ok(AsyncOp::read(&c.inner, &c.name, None, true))
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -172,6 +190,19 @@ impl Writer {
         let timeout = parse_timeout(timeout)?;
         let c = self.checked(py)?;
         write_value(py, &c.inner, &c.name, value, timeout)
+    }
+
+    /// ``await writer.awrite(value)``: the asyncio twin of ``write`` (see ``Channel.awrite``).
+    #[pyo3(signature = (value, *, timeout = None))]
+    fn awrite(
+        &self,
+        py: Python<'_>,
+        value: Value,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<AsyncOp> {
+        let timeout = parse_timeout(timeout)?;
+        let c = self.checked(py)?;
+        Ok(AsyncOp::write(&c.inner, &c.name, value, timeout))
     }
 
     /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).

@@ -48,7 +48,7 @@ impl OpName {
 
 /// A Python exception for engine error `e` raised by `op` on the channel named `chan`.
 pub(crate) fn to_pyerr(py: Python<'_>, e: Error, op: OpName, chan: &str) -> PyErr {
-    let who = current_process_suffix();
+    let who = current_process_suffix(py);
     let op = op.as_str();
     let (cell, cls, msg) = match e {
         Error::Poisoned => (
@@ -76,7 +76,7 @@ pub(crate) fn to_pyerr(py: Python<'_>, e: Error, op: OpName, chan: &str) -> PyEr
 
 /// An exception for using an end that was retired.
 pub(crate) fn retired_end(py: Python<'_>, kind: &str, chan: &str) -> PyErr {
-    let who = current_process_suffix();
+    let who = current_process_suffix(py);
     let msg = format!("{kind} end of channel '{chan}'{who} is retired");
     match class(py, &RETIRED, "ChannelRetired") {
         Ok(t) => PyErr::from_type(t, msg),

@@ -4,6 +4,7 @@
 //! Python package. This crate converts arguments, builds exceptions, and decides how a Python
 //! thread waits (GIL released, signals checked in the main thread).
 
+mod aio;
 mod channel;
 mod ends;
 mod errors;
@@ -19,7 +20,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::Channel>()?;
     m.add_class::<ends::Reader>()?;
     m.add_class::<ends::Writer>()?;
+    m.add_class::<aio::AsyncOp>()?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
+    m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::_wake_future, m)?)?;
     m.add_function(wrap_pyfunction!(process::_set_process_name, m)?)?;
     m.add_function(wrap_pyfunction!(process::_process_name, m)?)?;
     Ok(())

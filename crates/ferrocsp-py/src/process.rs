@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 thread_local! {
     static NAME: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -24,10 +25,20 @@ pub(crate) fn _process_name() -> Option<String> {
     NAME.with(|n| n.borrow().clone())
 }
 
+static ASYNC_NAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The name of the asyncio process running in the current task (a context variable, since
+/// many async processes share one thread), if any.
+fn async_process_name(py: Python<'_>) -> Option<String> {
+    let var = ASYNC_NAME.import(py, "ferrocsp._process", "_async_name").ok()?;
+    var.call_method0("get").ok()?.extract::<Option<String>>().ok().flatten()
+}
+
 /// `" in process 'name'"`, or an empty string outside processes.
-pub(crate) fn current_process_suffix() -> String {
-    NAME.with(|n| match &*n.borrow() {
+pub(crate) fn current_process_suffix(py: Python<'_>) -> String {
+    let name = async_process_name(py).or_else(|| NAME.with(|n| n.borrow().clone()));
+    match name {
         Some(name) => format!(" in process '{name}'"),
         None => String::new(),
-    })
+    }
 }

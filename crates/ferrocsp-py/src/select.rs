@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
-use ferrocsp::{Error, Policy, Select, SelectError};
+use ferrocsp::{Error, Policy, Select, SelectError, Selected};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::aio::AsyncOp;
 use crate::channel::Channel;
 use crate::ends::{Reader, Writer};
 use crate::errors::{to_pyerr, OpName};
@@ -39,28 +40,58 @@ fn target(
     Err(PyTypeError::new_err(format!("alt operation needs {want}, not {}", obj.get_type().name()?)))
 }
 
-/// Runs one selection. `policy`: 0 random, 1 priority, 2 fair (starting after `last`).
-/// Returns `(index, value)`; `value` is None except for reads.
-#[pyfunction]
-#[pyo3(signature = (ops, policy, last = None, timeout = None))]
-pub(crate) fn _select(
+/// What a prepared selection needs to turn its engine result into Python's.
+#[derive(Debug)]
+pub(crate) struct AltMap {
+    /// Engine index -> op index (retired ends are left out: they can never fire).
+    index_of: Vec<usize>,
+    /// Channel name per engine op (empty for skip/timeout).
+    names: Vec<String>,
+    /// Every channel named in the selection, retired ends included (for the Retired message).
+    all_names: Vec<String>,
+}
+
+impl AltMap {
+    /// `(op index, value)` for a fired selection, or the exception it ended with.
+    pub(crate) fn map(
+        &self,
+        py: Python<'_>,
+        r: Result<Selected<Value>, SelectError>,
+    ) -> PyResult<(usize, Option<Value>)> {
+        match r {
+            Ok(s) => Ok((self.index_of[s.index], s.value)),
+            Err(SelectError::Poisoned { index }) => {
+                Err(to_pyerr(py, Error::Poisoned, OpName::Select, &self.names[index]))
+            }
+            Err(SelectError::Retired) => {
+                // to_pyerr quotes the name: "alt on channel 'a', 'b': channel is retired".
+                Err(to_pyerr(py, Error::Retired, OpName::Select, &self.all_names.join("', '")))
+            }
+            Err(e) => Err(to_pyerr(py, e.error(), OpName::Select, "")),
+        }
+    }
+}
+
+/// Parses a policy code: 0 random, 1 priority, 2 fair.
+pub(crate) fn policy(code: u8) -> PyResult<Policy> {
+    match code {
+        0 => Ok(Policy::Random),
+        1 => Ok(Policy::Priority),
+        2 => Ok(Policy::Fair),
+        p => Err(PyValueError::new_err(format!("unknown selection policy {p}"))),
+    }
+}
+
+/// Builds the engine selection for `ops` (see the module docs for the triples).
+pub(crate) fn prepare(
     py: Python<'_>,
     ops: Vec<(u8, Option<Bound<'_, PyAny>>, Option<Value>)>,
-    policy: u8,
+    policy: Policy,
     last: Option<usize>,
-    timeout: Option<f64>,
-) -> PyResult<(usize, Option<Value>)> {
-    let policy = match policy {
-        0 => Policy::Random,
-        1 => Policy::Priority,
-        2 => Policy::Fair,
-        p => return Err(PyValueError::new_err(format!("unknown selection policy {p}"))),
-    };
+) -> PyResult<(Select<Value>, AltMap)> {
     let mut sel: Select<Value> = Select::new();
-    // Engine index -> op index (retired ends are left out: they can never fire).
     let mut index_of: Vec<usize> = Vec::with_capacity(ops.len());
     let mut names: Vec<String> = Vec::with_capacity(ops.len());
-    // Every channel named in the selection, retired ends included (for the Retired message).
     let mut all_names: Vec<String> = Vec::new();
     for (i, (kind, obj, value)) in ops.into_iter().enumerate() {
         let mut name = String::new();
@@ -103,16 +134,38 @@ pub(crate) fn _select(
     if policy == Policy::Fair {
         sel.set_last_selected(last.and_then(|l| index_of.iter().position(|&i| i == l)));
     }
+    Ok((sel, AltMap { index_of, names, all_names }))
+}
+
+/// Runs one selection. `policy`: 0 random, 1 priority, 2 fair (starting after `last`).
+/// Returns `(index, value)`; `value` is None except for reads.
+#[pyfunction]
+#[pyo3(signature = (ops, policy, last = None, timeout = None))]
+pub(crate) fn _select(
+    py: Python<'_>,
+    ops: Vec<(u8, Option<Bound<'_, PyAny>>, Option<Value>)>,
+    policy: u8,
+    last: Option<usize>,
+    timeout: Option<f64>,
+) -> PyResult<(usize, Option<Value>)> {
+    let policy = self::policy(policy)?;
+    let (mut sel, map) = prepare(py, ops, policy, last)?;
     let deadline = crate::wait::deadline(timeout);
-    match select_blocking(py, &mut sel, policy, deadline)? {
-        Ok(s) => Ok((index_of[s.index], s.value)),
-        Err(SelectError::Poisoned { index }) => {
-            Err(to_pyerr(py, Error::Poisoned, OpName::Select, &names[index]))
-        }
-        Err(SelectError::Retired) => {
-            // to_pyerr quotes the name: "alt on channel 'a', 'b': channel is retired".
-            Err(to_pyerr(py, Error::Retired, OpName::Select, &all_names.join("', '")))
-        }
-        Err(e) => Err(to_pyerr(py, e.error(), OpName::Select, "")),
-    }
+    let r = select_blocking(py, &mut sel, policy, deadline)?;
+    map.map(py, r)
+}
+
+/// The awaitable twin of `_select`: `await _aselect(...)` gives `(index, value)`.
+#[pyfunction]
+#[pyo3(signature = (ops, policy, last = None, timeout = None))]
+pub(crate) fn _aselect(
+    py: Python<'_>,
+    ops: Vec<(u8, Option<Bound<'_, PyAny>>, Option<Value>)>,
+    policy: u8,
+    last: Option<usize>,
+    timeout: Option<f64>,
+) -> PyResult<AsyncOp> {
+    let policy = self::policy(policy)?;
+    let (sel, map) = prepare(py, ops, policy, last)?;
+    Ok(AsyncOp::alt(sel, map, policy, timeout))
 }

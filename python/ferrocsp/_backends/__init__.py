@@ -1,7 +1,9 @@
 """Backends: how a process is mapped onto the machine.
 
 Invariant: a backend only decides *where* ``_process.execute`` runs; channel semantics and
-shutdown rules are the same under every backend. This version has the thread backend.
+shutdown rules are the same under every backend. This version has the thread backend and the
+asyncio backend (the default and only backend of ``async def`` processes; the others run
+plain functions).
 Precedence of the choice: ``@process(backend=)`` > ``Par(backend=)`` >
 ``set_default_backend()`` > the ``FERROCSP_BACKEND`` environment variable > ``"thread"``.
 """
@@ -12,8 +14,8 @@ import os
 
 __all__ = ["AVAILABLE", "check", "resolve", "set_default_backend"]
 
-AVAILABLE = ("thread",)
-PLANNED = ("greenlet", "os", "asyncio")
+AVAILABLE = ("thread", "asyncio")
+PLANNED = ("greenlet", "os")
 
 _default: str | None = None
 

@@ -1,0 +1,465 @@
+//! asyncio: how a coroutine waits for a selection (the asyncio side of the waker seam).
+//!
+//! `ch.aread()`, `ch.awrite(v)`, `reader.__anext__()` and `Alt.aselect()` return an
+//! [`AsyncOp`]: an awaitable that is its own coroutine (`send`/`throw`/`close`), so it can be
+//! awaited, passed to `asyncio.create_task`, `wait_for` or `gather`. Nothing happens until it
+//! is first resumed:
+//!
+//! 1. **Fast path.** Try the operation without blocking; if it completes, the await finishes
+//!    at once, without an asyncio future, a loop call or an engine `Select` registration.
+//! 2. **Register.** Otherwise create a future on the running loop, install it in the
+//!    [`AsyncWake`] and `Select::start` with `Waker::Custom(that waker)`; yield the future to
+//!    the task. A selection deadline (timeout) also gets a `loop.call_later` handle.
+//! 3. **Wake.** The counterpart that wins the selection cell calls [`AsyncWake::wake`] from any
+//!    thread: on the loop's thread it completes the future directly (the task runs on the next
+//!    loop iteration); from another thread through `loop.call_soon_threadsafe`.
+//! 4. **Resume.** The task resumes the op, which calls `Select::resume`. `Pending` (a retired
+//!    guard restarted the selection, or an early timer) installs a fresh future and checks the
+//!    cell again before yielding it, so a wake-up that came while no future was installed is
+//!    never lost.
+//!
+//! Cancellation rule: a `CancelledError` (or any exception) thrown into a waiting op calls
+//! `Select::abort`. If nothing fired, the exception propagates and nothing was sent or taken.
+//! If the communication won the race, it happened: the op returns its result normally and
+//! re-requests the cancellation (`task.uncancel(); task.cancel()`), which takes effect at the
+//! task's next suspension. So a value is never lost nor duplicated by cancellation.
+
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::thread::ThreadId;
+use std::time::Instant;
+
+use ferrocsp::{Error, Policy, Poll, Select, SelectError, Selected, Wake, Waker};
+use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyStopIteration};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyTuple, PyType};
+
+use crate::errors::{to_pyerr, OpName};
+use crate::select::AltMap;
+use crate::wait::{deadline, Value};
+
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static CANCELLED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static WAKE_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Completes `fut` with `None` unless it is already done (cancelled, or woken twice).
+#[pyfunction]
+pub(crate) fn _wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !fut.call_method0("done")?.is_truthy()? {
+        fut.call_method1("set_result", (fut.py().None(),))?;
+    }
+    Ok(())
+}
+
+fn wake_future_fn(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    WAKE_FUTURE
+        .get_or_try_init(py, || {
+            py.import("ferrocsp._native").and_then(|m| m.getattr("_wake_future")).map(Bound::unbind)
+        })
+        .map(|f| f.bind(py))
+}
+
+/// The waker of one awaiting op: completes the future currently installed, on its loop.
+///
+/// Invariant: `fut` holds the future the task waits on (or will wait on) while the op is
+/// registered; `wake` takes it, so each future is completed at most once by a wake-up.
+struct AsyncWake {
+    event_loop: Py<PyAny>,
+    thread: ThreadId,
+    fut: Mutex<Option<Py<PyAny>>>,
+}
+
+impl AsyncWake {
+    fn install(&self, fut: Option<Py<PyAny>>) {
+        // The previous future (if any) is dropped outside the lock; we hold the GIL here.
+        let old = std::mem::replace(&mut *lock(&self.fut), fut);
+        drop(old);
+    }
+}
+
+impl Wake for AsyncWake {
+    fn wake(&self) {
+        let Some(fut) = lock(&self.fut).take() else { return };
+        // Called from any thread, with or without the GIL; never with a channel lock held.
+        Python::attach(|py| {
+            let r = wake_future_fn(py).and_then(|wake| {
+                if std::thread::current().id() == self.thread {
+                    // On the loop's thread: completing the future only schedules the task.
+                    wake.call1((fut.bind(py),)).map(drop)
+                } else {
+                    self.event_loop
+                        .call_method1(py, "call_soon_threadsafe", (wake, fut.bind(py)))
+                        .map(drop)
+                }
+            });
+            // A closed loop has no task left to wake; nothing else can fail here.
+            drop(r);
+        });
+    }
+}
+
+/// What the op is, and so how its result becomes Python's.
+#[derive(Debug)]
+enum Kind {
+    Read,
+    /// `__anext__`: end-of-stream raises `StopAsyncIteration`.
+    Next,
+    Write,
+    Alt(AltMap),
+}
+
+struct Wait {
+    waker: Arc<AsyncWake>,
+    event_loop: Py<PyAny>,
+    timer: Option<Py<PyAny>>,
+}
+
+struct Inner {
+    kind: Kind,
+    chan: Option<ferrocsp::Channel<Value>>,
+    name: String,
+    value: Option<Value>,
+    sel: Option<Select<Value>>,
+    policy: Policy,
+    timeout: Option<f64>,
+    wait: Option<Wait>,
+    done: bool,
+}
+
+/// An awaitable channel operation or Alt (returned by ``aread``, ``awrite``, ``__anext__``
+/// and ``Alt.aselect``); await it once.
+#[pyclass(frozen, module = "ferrocsp._native", name = "_AsyncOp")]
+pub struct AsyncOp {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for AsyncOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AsyncOp")
+    }
+}
+
+/// What one step of the op produced: a future to yield, or the end of the await.
+type Step = PyResult<Py<PyAny>>;
+
+fn stop(value: Value) -> PyErr {
+    PyStopIteration::new_err((value,))
+}
+
+impl AsyncOp {
+    fn blank(kind: Kind, chan: Option<ferrocsp::Channel<Value>>, name: &str) -> Inner {
+        Inner {
+            kind,
+            chan,
+            name: name.to_owned(),
+            value: None,
+            sel: None,
+            policy: Policy::Priority,
+            timeout: None,
+            wait: None,
+            done: false,
+        }
+    }
+
+    fn wrap(inner: Inner) -> Self {
+        AsyncOp { inner: Mutex::new(inner) }
+    }
+
+    pub(crate) fn read(
+        chan: &ferrocsp::Channel<Value>,
+        name: &str,
+        timeout: Option<f64>,
+        next: bool,
+    ) -> Self {
+        let mut i =
+            Self::blank(if next { Kind::Next } else { Kind::Read }, Some(chan.clone()), name);
+        i.timeout = timeout;
+        Self::wrap(i)
+    }
+
+    pub(crate) fn write(
+        chan: &ferrocsp::Channel<Value>,
+        name: &str,
+        value: Value,
+        timeout: Option<f64>,
+    ) -> Self {
+        let mut i = Self::blank(Kind::Write, Some(chan.clone()), name);
+        i.value = Some(value);
+        i.timeout = timeout;
+        Self::wrap(i)
+    }
+
+    pub(crate) fn alt(
+        sel: Select<Value>,
+        map: AltMap,
+        policy: Policy,
+        timeout: Option<f64>,
+    ) -> Self {
+        let mut i = Self::blank(Kind::Alt(map), None, "");
+        i.sel = Some(sel);
+        i.policy = policy;
+        i.timeout = timeout;
+        Self::wrap(i)
+    }
+
+    fn locked(&self) -> PyResult<MutexGuard<'_, Inner>> {
+        match self.inner.try_lock() {
+            Ok(g) => Ok(g),
+            Err(TryLockError::Poisoned(e)) => Ok(e.into_inner()),
+            Err(TryLockError::WouldBlock) => {
+                Err(PyRuntimeError::new_err("this channel operation is already being awaited"))
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Ends the await with the selection's result.
+    fn finish(&mut self, py: Python<'_>, r: Result<Selected<Value>, SelectError>) -> Step {
+        self.done = true;
+        self.wait = None;
+        self.sel = None;
+        let err = match (&self.kind, r) {
+            (Kind::Alt(map), r) => {
+                let (i, v) = map.map(py, r)?;
+                let pair =
+                    PyTuple::new(py, [i.into_pyobject(py)?.into_any(), v.into_pyobject(py)?])?;
+                return Err(stop(pair.into_any().unbind()));
+            }
+            (Kind::Read | Kind::Next, Ok(s)) => {
+                let v = s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, ""))?;
+                return Err(stop(v));
+            }
+            (Kind::Write, Ok(_)) => return Err(stop(py.None())),
+            (_, Err(e)) => e.error(),
+        };
+        Err(self.error(py, err))
+    }
+
+    fn error(&self, py: Python<'_>, e: Error) -> PyErr {
+        match (&self.kind, e) {
+            (Kind::Next, Error::Retired) => PyStopAsyncIteration::new_err(()),
+            (Kind::Write, e) => to_pyerr(py, e, OpName::Write, &self.name),
+            (_, e) => to_pyerr(py, e, OpName::Read, &self.name),
+        }
+    }
+
+    /// The first step: the fast path, else register and yield a future.
+    fn start(&mut self, py: Python<'_>) -> Step {
+        let timeout = self.timeout;
+        if self.sel.is_none() {
+            let Some(chan) = self.chan.clone() else {
+                return Err(PyRuntimeError::new_err("channel operation without a channel"));
+            };
+            let mut sel = Select::new();
+            match self.kind {
+                Kind::Write => {
+                    let value = self.value.take().unwrap_or_else(|| py.None());
+                    match chan.try_write(value) {
+                        Ok(()) => return self.finish(py, Ok(Selected { index: 0, value: None })),
+                        Err(e) if e.error == Error::WouldBlock => {
+                            sel.write(&chan, e.value);
+                        }
+                        Err(e) => {
+                            self.done = true;
+                            return Err(self.error(py, e.error));
+                        }
+                    }
+                }
+                _ => match chan.try_read() {
+                    Ok(v) => return self.finish(py, Ok(Selected { index: 0, value: Some(v) })),
+                    Err(Error::WouldBlock) => {
+                        sel.read(&chan);
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Err(self.error(py, e));
+                    }
+                },
+            }
+            self.sel = Some(sel);
+        } else if let Some(sel) = self.sel.as_mut() {
+            // An Alt: try it without registering first, so a ready Alt needs no future.
+            match sel.try_select(self.policy) {
+                Err(SelectError::WouldBlock) => {}
+                r => return self.finish(py, r),
+            }
+        }
+        let event_loop =
+            GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0().map_err(|_| {
+                PyRuntimeError::new_err(
+                    "await a ferrocsp operation inside a running asyncio event loop",
+                )
+            })?;
+        let waker = Arc::new(AsyncWake {
+            event_loop: event_loop.clone().unbind(),
+            thread: std::thread::current().id(),
+            fut: Mutex::new(None),
+        });
+        let fut = event_loop.call_method0("create_future")?;
+        waker.install(Some(fut.clone().unbind()));
+        let Some(sel) = self.sel.as_mut() else {
+            return Err(PyRuntimeError::new_err("selection missing"));
+        };
+        match sel.start(self.policy, Waker::Custom(waker.clone()), deadline(timeout)) {
+            Poll::Ready(r) => self.finish(py, r),
+            Poll::Pending => {
+                self.wait = Some(Wait { waker, event_loop: event_loop.unbind(), timer: None });
+                self.suspend(py, fut)
+            }
+        }
+    }
+
+    /// Later steps: the future completed (wake-up or timer); resume the selection.
+    fn resume(&mut self, py: Python<'_>) -> Step {
+        let Some(wait) = self.wait.as_mut() else {
+            return Err(PyRuntimeError::new_err("channel operation is not waiting"));
+        };
+        if let Some(t) = wait.timer.take() {
+            t.call_method0(py, "cancel")?;
+        }
+        let (waker, event_loop) = (Arc::clone(&wait.waker), wait.event_loop.clone_ref(py));
+        let Some(sel) = self.sel.as_mut() else {
+            return Err(PyRuntimeError::new_err("selection missing"));
+        };
+        loop {
+            match sel.resume() {
+                Poll::Ready(r) => return self.finish(py, r),
+                Poll::Pending => {
+                    // Still registered (an early timer, or a retired guard restarted the
+                    // selection): install the next future, then look at the cell again. A
+                    // completion after that look finds the future; one before it may have
+                    // found no future, so resume again instead of sleeping.
+                    let fut = event_loop.call_method0(py, "create_future")?.into_bound(py);
+                    waker.install(Some(fut.clone().unbind()));
+                    if sel.is_waiting() {
+                        return self.suspend(py, fut);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Arms the deadline timer (if any) and yields `fut` to the task.
+    fn suspend(&mut self, py: Python<'_>, fut: Bound<'_, PyAny>) -> Step {
+        let at = self.sel.as_ref().and_then(Select::wake_deadline);
+        if let (Some(at), Some(wait)) = (at, self.wait.as_mut()) {
+            let delay = at.saturating_duration_since(Instant::now()).as_secs_f64();
+            let timer = wait.event_loop.call_method1(
+                py,
+                "call_later",
+                (delay, wake_future_fn(py)?, fut.clone()),
+            )?;
+            wait.timer = Some(timer);
+        }
+        // What `Future.__await__` does before yielding itself to the task.
+        fut.setattr("_asyncio_future_blocking", true)?;
+        Ok(fut.unbind())
+    }
+
+    /// An exception thrown in while waiting: withdraw, keeping a result that won the race.
+    fn throw(&mut self, py: Python<'_>, self_obj: &Bound<'_, PyAny>, exc: PyErr) -> Step {
+        let Some(wait) = self.wait.take() else {
+            self.done = true;
+            return Err(exc);
+        };
+        if let Some(t) = &wait.timer {
+            t.call_method0(py, "cancel")?;
+        }
+        wait.waker.install(None);
+        let fired = self.sel.as_mut().and_then(Select::abort);
+        match fired {
+            Some(Ok(s))
+                if exc.is_instance(py, CANCELLED.import(py, "asyncio", "CancelledError")?) =>
+            {
+                // The communication happened: report it, and let the cancellation take
+                // effect at the task's next suspension instead.
+                let task = CURRENT_TASK.import(py, "asyncio", "current_task")?.call0()?;
+                if !task.is_none() {
+                    task.call_method0("uncancel")?;
+                    // A task that is nothing but this op just finishes with its result (a
+                    // cancellation pending at its return would drop the result).
+                    if !task.call_method0("get_coro")?.is(self_obj) {
+                        task.call_method0("cancel")?;
+                    }
+                }
+                self.finish(py, Ok(s))
+            }
+            _ => {
+                self.done = true;
+                self.sel = None;
+                Err(exc)
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl AsyncOp {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> Step {
+        let mut inner = self.locked()?;
+        if inner.done {
+            return Err(PyRuntimeError::new_err(
+                "cannot reuse an already awaited channel operation",
+            ));
+        }
+        if inner.wait.is_none() {
+            inner.start(py)
+        } else {
+            inner.resume(py)
+        }
+    }
+
+    /// Resumes the operation (coroutine protocol; the value sent is ignored).
+    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> Step {
+        self.__next__(py)
+    }
+
+    /// Throws an exception in (cancellation); see the module docs for the rule.
+    #[pyo3(signature = (typ, val = None, _tb = None))]
+    fn throw(
+        slf: &Bound<'_, Self>,
+        py: Python<'_>,
+        typ: &Bound<'_, PyAny>,
+        val: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> Step {
+        let exc = match val {
+            Some(v) if !v.is_none() && v.is_instance_of::<pyo3::exceptions::PyBaseException>() => {
+                PyErr::from_value(v.clone())
+            }
+            Some(v) if !v.is_none() && typ.is_instance_of::<PyType>() => {
+                PyErr::from_value(typ.call1((v,))?)
+            }
+            _ if typ.is_instance_of::<PyType>() => PyErr::from_value(typ.call0()?),
+            _ => PyErr::from_value(typ.clone()),
+        };
+        let mut inner = slf.get().locked()?;
+        inner.throw(py, slf.as_any(), exc)
+    }
+
+    /// Abandons the operation: withdraws a registration (a value that arrived in the race is
+    /// dropped, as when a generator is closed; cancel the awaiting task to keep it instead).
+    fn close(&self) -> PyResult<()> {
+        let mut inner = self.locked()?;
+        inner.done = true;
+        inner.wait = None;
+        if let Some(mut sel) = inner.sel.take() {
+            drop(sel.abort());
+        }
+        Ok(())
+    }
+}

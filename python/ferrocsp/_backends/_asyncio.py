@@ -1,0 +1,111 @@
+"""The asyncio backend: ``async def`` processes as tasks on an event loop.
+
+Invariants:
+- From synchronous code (``Par.run``/``start``, ``Spawn``) the async processes of one network
+  run as tasks on one new event loop in one dedicated daemon thread (``LoopHost``); ``wait``
+  returns True only after that thread has ended, so a joined network leaves nothing behind.
+- Inside a running loop (``await Par(...).arun()``) each async process is a task on that loop
+  (``LoopTask``).
+- Every process runs through ``_process.aexecute``, so shutdown rules match the threads'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from .._process import Outcome, Process, aexecute
+
+__all__ = ["HostedTask", "LoopHost", "LoopTask"]
+
+
+class LoopHost:
+    """Runs async processes on one event loop in its own daemon thread."""
+
+    __slots__ = ("_done", "_procs", "outcomes", "thread")
+
+    def __init__(self, procs: list[Process[Any]], name: str) -> None:
+        self._procs = procs
+        self.outcomes: list[Outcome | None] = [None] * len(procs)
+        self._done = threading.Event()
+        self.thread = threading.Thread(target=self._main, name=f"{name} [asyncio]", daemon=True)
+        self.thread.start()
+
+    async def _one(self, i: int) -> None:
+        self.outcomes[i] = await aexecute(self._procs[i])
+
+    async def _all(self) -> None:
+        await asyncio.gather(*(self._one(i) for i in range(len(self._procs))))
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._all())
+        except BaseException as exc:  # noqa: BLE001 - reported as the processes' failure
+            for i, out in enumerate(self.outcomes):
+                if out is None:
+                    err = RuntimeError(f"the event loop hosting the process failed: {exc!r}")
+                    err.add_note(f"in process {self._procs[i].name!r}")
+                    self.outcomes[i] = Outcome(error=err)
+        finally:
+            self._done.set()
+
+    def task(self, i: int) -> HostedTask:
+        """The view of process ``i`` that ``Handle`` keeps."""
+        return HostedTask(self, i)
+
+    def wait(self, timeout: float | None) -> bool:
+        if not self._done.wait(timeout):
+            return False
+        self.thread.join()
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return not self._done.is_set()
+
+
+class HostedTask:
+    """One async process of a ``LoopHost``."""
+
+    __slots__ = ("_host", "_i")
+
+    def __init__(self, host: LoopHost, i: int) -> None:
+        self._host = host
+        self._i = i
+
+    @property
+    def outcome(self) -> Outcome | None:
+        return self._host.outcomes[self._i]
+
+    @property
+    def alive(self) -> bool:
+        return self._host.alive
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._host.wait(timeout)
+
+
+class LoopTask:
+    """One async process running as a task on the caller's (running) event loop."""
+
+    __slots__ = ("_done", "outcome", "task")
+
+    def __init__(self, proc: Process[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._done = threading.Event()
+        self.outcome: Outcome | None = None
+        self.task = loop.create_task(self._main(proc), name=proc.name)
+
+    async def _main(self, proc: Process[Any]) -> None:
+        try:
+            self.outcome = await aexecute(proc)
+        finally:
+            self._done.set()
+
+    @property
+    def alive(self) -> bool:
+        return not self._done.is_set()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Blocking wait (from another thread, or at exit); ``arun`` awaits ``task`` instead."""
+        return self._done.wait(timeout)

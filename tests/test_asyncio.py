@@ -1,0 +1,618 @@
+"""asyncio: aread/awrite, async iteration, Alt, cancellation races, async processes in Par."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import pytest
+
+import ferrocsp as csp
+
+T = TypeVar("T")
+
+LIMIT = 20.0  # seconds any one test's coroutine may take
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, LIMIT)
+
+    return asyncio.run(bounded())
+
+
+def in_thread(fn: Any, *args: Any) -> threading.Thread:
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    return t
+
+
+# --- read / write ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("capacity", [0, 1, 5])
+def test_coroutines_on_one_loop(capacity: int) -> None:
+    async def main() -> list[int]:
+        ch = csp.Channel(capacity)
+
+        async def writer() -> None:
+            for i in range(200):
+                await ch.awrite(i)
+
+        t = asyncio.create_task(writer())
+        got = [await ch.aread() for _ in range(200)]
+        await t
+        return got
+
+    assert run(main()) == list(range(200))
+
+
+@pytest.mark.parametrize("capacity", [0, 3])
+def test_thread_to_coroutine(capacity: int) -> None:
+    ch = csp.Channel(capacity)
+
+    async def main() -> list[int]:
+        t = in_thread(lambda: [ch.write(i) for i in range(500)])
+        got = [await ch.aread() for _ in range(500)]
+        t.join(5)
+        return got
+
+    assert run(main()) == list(range(500))
+
+
+@pytest.mark.parametrize("capacity", [0, 3])
+def test_coroutine_to_thread(capacity: int) -> None:
+    ch = csp.Channel(capacity)
+    got: list[int] = []
+
+    async def main() -> None:
+        t = in_thread(lambda: got.extend(ch.read() for _ in range(500)))
+        for i in range(500):
+            await ch.awrite(i)
+        await asyncio.to_thread(t.join, 5)
+
+    run(main())
+    assert got == list(range(500))
+
+
+def test_ends_and_value_identity() -> None:
+    ch = csp.Channel()
+    obj = object()
+
+    async def main() -> Any:
+        r, w = ch.reader(), ch.writer()
+        t = asyncio.create_task(w.awrite(obj))
+        v = await r.aread()
+        await t
+        return v
+
+    assert run(main()) is obj
+
+
+def test_ready_operation_does_not_suspend() -> None:
+    ch = csp.Channel(2)
+
+    async def main() -> None:
+        await ch.awrite(1)
+        op = ch.aread()
+        with pytest.raises(StopIteration) as info:
+            op.send(None)  # completes in its first step: no future was yielded
+        assert info.value.value == 1
+        with pytest.raises(RuntimeError, match="already awaited"):
+            op.send(None)
+
+    run(main())
+
+
+def test_timeout_and_bad_timeout() -> None:
+    ch = csp.Channel()
+
+    async def main() -> None:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match="timed out"):
+            await ch.aread(timeout=0.05)
+        with pytest.raises(TimeoutError):
+            await ch.awrite(1, timeout=0.05)
+        with pytest.raises(TimeoutError):
+            await ch.aread(timeout=0)
+        assert 0.09 < time.monotonic() - start < 5
+        s = ch.stats()
+        assert s.readers_waiting == s.writers_waiting == s.buffered == 0
+
+    run(main())
+    with pytest.raises(ValueError, match=">= 0"):
+        ch.aread(timeout=-1)
+    with pytest.raises(TypeError, match="timeout"):
+        ch.awrite(1, timeout="1")
+
+
+def test_poison_wakes_blocked_aread() -> None:
+    ch = csp.Channel()
+
+    async def main() -> None:
+        threading.Timer(0.05, ch.poison).start()
+        with pytest.raises(csp.ChannelPoisoned, match="poisoned"):
+            await ch.aread()
+        with pytest.raises(csp.ChannelPoisoned):
+            await ch.awrite(1)
+
+    run(main())
+
+
+def test_retired_end_raises_at_call() -> None:
+    ch = csp.Channel()
+    r = ch.reader()
+    r.retire()
+    with pytest.raises(csp.ChannelRetired):
+        r.aread()
+
+
+def test_await_outside_loop_is_an_error() -> None:
+    op = csp.Channel().aread()
+    with pytest.raises(RuntimeError, match="running asyncio event loop"):
+        op.send(None)
+
+
+# --- iteration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("capacity", [0, 4])
+def test_async_iteration_stops_at_end_of_stream(capacity: int) -> None:
+    ch = csp.Channel(capacity)
+
+    async def main() -> tuple[list[int], list[int]]:
+        w = ch.writer()
+
+        async def producer() -> None:
+            with w:
+                for i in range(50):
+                    await w.awrite(i)
+
+        t = asyncio.create_task(producer())
+        got = [v async for v in ch.reader()]
+        await t
+        return got, [v async for v in ch]
+
+    got, rest = run(main())
+    assert got == list(range(50))
+    assert rest == []
+
+
+def test_async_iteration_raises_on_poison() -> None:
+    ch = csp.Channel()
+
+    async def main() -> list[int]:
+        got: list[int] = []
+
+        def feed() -> None:
+            ch.write(1)
+            ch.poison()
+
+        async def drain() -> None:
+            async for v in ch.reader():
+                got.append(v)
+
+        in_thread(feed)
+        with pytest.raises(csp.ChannelPoisoned):
+            await drain()
+        return got
+
+    assert run(main()) == [1]
+
+
+# --- Alt ---------------------------------------------------------------------------------
+
+
+def test_alt_input_output_timeout_skip() -> None:
+    a, b = csp.Channel(), csp.Channel()
+
+    async def main() -> None:
+        in_thread(lambda: b.write("x"))
+        guard, value = await csp.Alt(a, b).aselect()
+        assert guard is b
+        assert value == "x"
+
+        got: list[Any] = []
+        t = in_thread(lambda: got.append(a.read()))
+        out = csp.Output(a, 42)
+        guard, value = await csp.Alt(out, csp.Timeout(5)).apri_select()
+        assert guard is out
+        assert value is None
+        await asyncio.to_thread(t.join, 5)
+        assert got == [42]
+
+        tm = csp.Timeout(0.05)
+        start = time.monotonic()
+        assert await csp.Alt(a, csp.Output(b, 1), tm).afair_select() == (tm, None)
+        assert time.monotonic() - start >= 0.04
+        assert a.stats().readers_waiting == b.stats().writers_waiting == 0
+
+        sk = csp.Skip()
+        assert await csp.Alt(a, sk).apri_select() == (sk, None)
+        g = csp.Guard(b, when=False)
+        assert await csp.Alt(g, sk).aselect() == (sk, None)
+
+    run(main())
+
+
+def test_alt_between_coroutines_and_poison() -> None:
+    a = csp.Channel()
+
+    async def main() -> None:
+        t = asyncio.create_task(csp.Alt(csp.Output(a, 7)).aselect())
+        guard, value = await csp.Alt(a, csp.Timeout(5)).aselect()
+        assert (guard, value) == (a, 7)
+        await t
+        threading.Timer(0.05, a.poison).start()
+        with pytest.raises(csp.ChannelPoisoned):
+            await csp.Alt(a).aselect()
+
+    run(main())
+
+
+def test_alt_fair_select_rotates() -> None:
+    a, b = csp.Channel(10), csp.Channel(10)
+    for i in range(4):
+        a.write(i)
+        b.write(i)
+    alt = csp.Alt(a, b)
+
+    async def main() -> list[Any]:
+        return [(await alt.afair_select())[0] for _ in range(4)]
+
+    assert run(main()) == [a, b, a, b]
+
+
+# --- cancellation ------------------------------------------------------------------------
+
+TRIALS = 1000
+
+
+async def _pause(rng: random.Random) -> None:
+    for _ in range(rng.randrange(3)):
+        await asyncio.sleep(0)
+    if rng.random() < 0.3:
+        await asyncio.sleep(rng.random() * 1e-4)
+
+
+def test_cancelled_reads_race_thread_writer() -> None:
+    """Each value is received exactly once, whether or not its reader was cancelled."""
+    ch = csp.Channel()
+    n = 300
+    got: list[int] = []
+
+    async def main() -> int:
+        rng = random.Random(1)
+        writer = in_thread(lambda: [ch.write(i) for i in range(n)])
+
+        async def reader() -> None:
+            got.append(await ch.aread())
+
+        cancelled = 0
+        for _ in range(TRIALS):
+            t = asyncio.create_task(reader())
+            await _pause(rng)
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                cancelled += 1
+        while len(got) < n:
+            got.append(await ch.aread())
+        await asyncio.to_thread(writer.join, 10)
+        return cancelled
+
+    cancelled = run(main())
+    assert got == list(range(n))
+    assert 0 < cancelled <= TRIALS
+
+
+def test_cancelled_writes_race_thread_reader() -> None:
+    """A write that raised CancelledError sent nothing; every other value arrived once."""
+    ch = csp.Channel()
+    r, w = ch.reader(), ch.writer()
+    received: list[int] = []
+    sent: list[int] = []
+    dropped: list[int] = []
+
+    def reader() -> None:
+        for v in r:
+            received.append(v)
+            time.sleep(0)
+
+    async def main() -> None:
+        rng = random.Random(2)
+        t_reader = in_thread(reader)
+
+        async def writer(i: int) -> None:
+            await w.awrite(i)
+            sent.append(i)
+
+        for i in range(TRIALS):
+            t = asyncio.create_task(writer(i))
+            await _pause(rng)
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                if not sent or sent[-1] != i:
+                    dropped.append(i)
+        w.retire()
+        await asyncio.to_thread(t_reader.join, 10)
+
+    run(main())
+    assert received == sent
+    assert sorted(sent + dropped) == list(range(TRIALS))
+    assert dropped
+
+
+def test_cancel_after_hand_off_on_one_loop_keeps_value() -> None:
+    """Hand-off and cancel in the same loop iteration: the completed read is never lost."""
+    ch = csp.Channel()
+
+    async def main() -> tuple[list[int], list[int], int]:
+        rng = random.Random(3)
+        got: list[int] = []
+        sent: list[int] = []
+        reraised = 0
+        for i in range(TRIALS):
+            arrived = asyncio.Event()
+
+            async def reader(arrived: asyncio.Event = arrived) -> None:
+                arrived.set()
+                got.append(await ch.aread())
+                await asyncio.sleep(10)  # the re-requested cancellation lands here
+
+            t = asyncio.create_task(reader())
+            await arrived.wait()
+            await asyncio.sleep(0)
+            case = rng.randrange(3)
+            if case == 0:
+                ch.write_nowait(i)  # the reader is registered: the hand-off completes now
+                sent.append(i)
+                t.cancel()
+            elif case == 1:
+                t.cancel()  # only requested: the reader is still registered
+                ch.write_nowait(i)
+                sent.append(i)
+            else:
+                t.cancel()
+                await asyncio.sleep(0)  # the reader withdraws
+                with pytest.raises(csp.WouldBlock):
+                    ch.write_nowait(i)
+            try:
+                await t
+            except asyncio.CancelledError:
+                reraised += 1
+        return got, sent, reraised
+
+    got, sent, reraised = run(main())
+    assert got == sent
+    assert reraised == TRIALS
+    assert ch.stats().readers_waiting == 0
+
+
+def test_cancelled_alt_output_sends_iff_chosen() -> None:
+    ch = csp.Channel()
+    r, w = ch.reader(), ch.writer()
+    received: list[int] = []
+    fired: list[int] = []
+
+    async def main() -> None:
+        rng = random.Random(4)
+        t_reader = in_thread(lambda: received.extend(r))
+
+        async def selector(i: int) -> None:
+            await csp.Alt(csp.Output(w, i)).aselect()
+            fired.append(i)
+
+        for i in range(TRIALS // 2):
+            t = asyncio.create_task(selector(i))
+            await _pause(rng)
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        w.retire()
+        await asyncio.to_thread(t_reader.join, 10)
+
+    run(main())
+    assert received == fired
+
+
+def test_wait_for_timeout_withdraws() -> None:
+    ch = csp.Channel()
+
+    async def main() -> None:
+        for _ in range(50):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ch.aread(), 0.001)
+        assert ch.stats().readers_waiting == 0
+
+    run(main())
+
+
+# --- async processes ---------------------------------------------------------------------
+
+
+@csp.process
+async def aproduce(out: csp.Writer, n: int) -> str:
+    with out:
+        for i in range(n):
+            await out.awrite(i)
+    return "produced"
+
+
+@csp.process
+def tconsume(inp: csp.Reader) -> int:
+    return sum(inp)
+
+
+@csp.process
+async def aconsume(inp: csp.Reader) -> int:
+    return sum([v async for v in inp])
+
+
+@csp.process
+def tproduce(out: csp.Writer, n: int) -> str:
+    with out:
+        for i in range(n):
+            out.write(i)
+    return "produced"
+
+
+def test_async_process_backend_rules() -> None:
+    p = aproduce(csp.Channel().writer(), 1)
+    assert p.backend == "asyncio"
+    with pytest.raises(ValueError, match="async def"):
+
+        @csp.process(backend="asyncio")
+        def plain() -> None: ...
+
+    with pytest.raises(ValueError, match="asyncio"):
+
+        @csp.process(backend="thread")
+        async def coro() -> None: ...
+
+    async def bare() -> int:
+        return 5
+
+    assert csp.Par(bare, lambda: 6).run() == [5, 6]
+    with pytest.raises(ValueError, match="plain function"):
+        csp.Par(lambda: 1, backend="asyncio").run()
+
+
+def test_par_mixes_async_and_thread_processes() -> None:
+    a, b = csp.Channel(), csp.Channel(2)
+    res = csp.Par(
+        aproduce(a.writer(), 100),
+        tconsume(a.reader()),
+        tproduce(b.writer(), 50),
+        aconsume(b.reader()),
+    ).run()
+    assert res == ["produced", sum(range(100)), "produced", sum(range(50))]
+
+
+def test_par_async_failure_is_reported_and_poisons() -> None:
+    ch = csp.Channel()
+
+    @csp.process(name="boom")
+    async def boom(out: csp.Channel) -> None:
+        await out.awrite(1)
+        raise KeyError("bad")
+
+    @csp.process
+    def reader(inp: csp.Channel) -> None:
+        while True:
+            inp.read()
+
+    with pytest.raises(ExceptionGroup) as info:
+        csp.Par(boom(ch), reader(ch)).run()
+    (exc,) = info.value.exceptions
+    assert isinstance(exc, KeyError)
+    assert "in process 'boom'" in (exc.__notes__ or [])
+    assert ch.stats().poisoned
+
+
+def test_poison_propagates_between_backends() -> None:
+    a, b = csp.Channel(), csp.Channel()
+    seen: list[str] = []
+
+    @csp.process
+    async def stopper(out: csp.Channel) -> None:
+        await out.awrite(1)
+        out.poison()
+
+    @csp.process
+    def relay(inp: csp.Channel, out: csp.Channel) -> None:
+        while True:
+            out.write(inp.read())
+
+    @csp.process
+    async def sink(inp: csp.Channel) -> None:
+        try:
+            while True:
+                await inp.aread()
+        except csp.ChannelPoisoned as exc:
+            seen.append(str(exc))
+            raise
+
+    assert csp.Par(stopper(a), relay(a, b), sink(b)).run() == [None, None, None]
+    assert a.stats().poisoned
+    assert b.stats().poisoned
+    assert seen
+    assert "in process 'sink'" in seen[0]
+
+
+def test_arun_inside_asyncio_run() -> None:
+    a, b = csp.Channel(), csp.Channel()
+
+    async def main() -> list[Any]:
+        loop_thread = threading.get_ident()
+
+        @csp.process
+        async def where() -> bool:
+            return threading.get_ident() == loop_thread
+
+        return await csp.Par(
+            aproduce(a.writer(), 20),
+            tconsume(a.reader()),
+            tproduce(b.writer(), 10),
+            aconsume(b.reader()),
+            where(),
+        ).arun()
+
+    assert run(main()) == ["produced", 190, "produced", 45, True]
+
+
+def test_arun_failure_raises_group() -> None:
+    ch = csp.Channel()
+
+    @csp.process(name="bad")
+    async def bad(c: csp.Channel) -> None:
+        raise ValueError("no")
+
+    async def main() -> None:
+        with pytest.raises(ExceptionGroup) as info:
+            await csp.Par(bad(ch), tconsume(ch.reader())).arun()
+        assert "in process 'bad'" in (info.value.exceptions[0].__notes__ or [])
+
+    run(main())
+    assert ch.stats().poisoned
+
+
+def test_cancelling_arun_poisons_the_network() -> None:
+    ch = csp.Channel()
+
+    @csp.process
+    async def waits(c: csp.Channel) -> None:
+        await c.aread()
+
+    @csp.process
+    def blocks(c: csp.Channel) -> None:
+        c.read()
+
+    async def main() -> None:
+        t = asyncio.create_task(csp.Par(waits(ch), blocks(ch)).arun())
+        await asyncio.sleep(0.05)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    run(main())
+    assert ch.stats().poisoned
+
+
+def test_spawn_and_seq_run_async_processes() -> None:
+    @csp.process
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    assert csp.Spawn(double(4)).join(5) == 8
+    assert csp.Seq(double(1), double(2)).run() == [2, 4]
+    assert double(3).run() == 6
