@@ -311,3 +311,36 @@ def test_join_twice() -> None:
     h = csp.Par(add(1, 1)).start()
     assert h.join() == [2]
     assert h.join() == [2]
+
+
+def test_asyncio_cannot_be_the_default_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    csp.set_default_backend(None)  # the environment is consulted only without a default
+    with pytest.raises(ValueError, match="async def"):
+        csp.set_default_backend("asyncio")
+    monkeypatch.setenv("FERROCSP_BACKEND", "asyncio")
+    with pytest.raises(ValueError, match="FERROCSP_BACKEND"):
+        csp.Par(lambda: None).run()
+
+
+def test_keyboard_interrupt_in_seq_propagates_and_poisons() -> None:
+    ch = csp.Channel()
+
+    @csp.process
+    def interrupted(c: csp.Channel) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        csp.Seq(interrupted(ch)).run()
+    assert ch.stats().poisoned
+
+
+def test_finished_unjoined_handles_are_not_kept_forever() -> None:
+    from ferrocsp import _par
+
+    handles = [csp.Spawn(lambda: None) for _ in range(300)]
+    for h in handles:
+        h.join()
+    more = [csp.Spawn(lambda: None) for _ in range(300)]  # never joined
+    wait_until(lambda: not any(h.alive for h in more))
+    csp.Spawn(lambda: None).join()
+    assert len(_par._running) < 300

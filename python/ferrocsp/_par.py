@@ -38,6 +38,21 @@ _running: set[Handle[Any]] = set()
 _running_lock = threading.Lock()
 
 
+_prune_at = 64
+
+
+def _register(handle: Handle[Any]) -> None:
+    # Handles nobody joins would pile up here: drop the finished ones whenever the set has
+    # doubled since the last sweep (amortised O(1) per handle).
+    global _prune_at
+    with _running_lock:
+        _running.add(handle)
+        if len(_running) >= _prune_at:
+            for h in [h for h in _running if not h.alive]:
+                _running.discard(h)
+            _prune_at = max(64, 2 * len(_running))
+
+
 def _poison_running() -> None:
     with _running_lock:
         handles = list(_running)
@@ -99,8 +114,6 @@ class Handle(Generic[T]):
         self._processes = processes
         self._single = False
         kinds = [_backend_of(p, backend) for p in processes]  # validates before starting
-        with _running_lock:
-            _running.add(self)
         tasks: list[_Task | None] = [None] * len(processes)
         aio = [i for i, k in enumerate(kinds) if k == "asyncio"]
         if aio and loop is None:
@@ -114,6 +127,7 @@ class Handle(Generic[T]):
             if tasks[i] is None:
                 tasks[i] = ThreadTask(p)
         self._tasks: list[_Task] = [t for t in tasks if t is not None]
+        _register(self)
 
     @property
     def alive(self) -> bool:

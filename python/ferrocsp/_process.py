@@ -121,13 +121,13 @@ def _check_backend(fn: Callable[..., Any], backend: str | None) -> str | None:
 def _ended(proc: Process[Any], exc: BaseException) -> Outcome:
     """DESIGN's shutdown rules for a process that raised ``exc`` (shared by every backend)."""
     if isinstance(exc, ChannelPoisoned):
-        poison_all(channel_args(proc.args, proc.kwargs))
+        poison_all(proc.endpoints())
         return Outcome()
     if isinstance(exc, ChannelRetired):
-        retire_ends(channel_args(proc.args, proc.kwargs))
+        retire_ends(proc.endpoints())
         return Outcome()
     # Anything else (cancellation included) is a failure: poison so the peers stop.
-    poison_all(channel_args(proc.args, proc.kwargs))
+    poison_all(proc.endpoints())
     exc.add_note(f"in process {proc.name!r}")
     return Outcome(error=exc)
 
@@ -137,6 +137,11 @@ def execute(proc: Process[Any]) -> Outcome:
     previous = _set_process_name(proc.name)
     try:
         return Outcome(value=proc.fn(*proc.args, **proc.kwargs))
+    except KeyboardInterrupt:
+        # Ctrl-C in a process run by the main thread (Seq, Process.run): stop the peers, and
+        # let the interrupt propagate as itself rather than as a process failure.
+        poison_all(proc.endpoints())
+        raise
     except BaseException as exc:  # noqa: BLE001 - a failing process must never hang its peers
         return _ended(proc, exc)
     finally:

@@ -34,10 +34,21 @@ def check(name: object) -> str:
     raise ValueError(f"unknown backend {name!r} (available: {', '.join(AVAILABLE)})")
 
 
+def _check_default(name: object) -> str:
+    backend = check(name)
+    if backend == "asyncio":
+        raise ValueError(
+            "'asyncio' cannot be the default backend: it is the backend of async def processes "
+            "(always used for them), while the default applies to plain functions"
+        )
+    return backend
+
+
 def set_default_backend(name: str | None) -> None:
-    """Sets the backend used when neither the process nor its Par names one (None: reset)."""
+    """Sets the backend used for plain-function processes when neither the process nor its
+    Par names one (None: reset). ``async def`` processes always run on asyncio."""
     global _default
-    _default = None if name is None else check(name)
+    _default = None if name is None else _check_default(name)
 
 
 def resolve(*choices: str | None) -> str:
@@ -50,7 +61,7 @@ def resolve(*choices: str | None) -> str:
     env = os.environ.get("FERROCSP_BACKEND")
     if env:
         try:
-            return check(env)
+            return _check_default(env)
         except ValueError as exc:
             raise ValueError(f"FERROCSP_BACKEND: {exc}") from None
     return "thread"
