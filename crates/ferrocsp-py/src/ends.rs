@@ -41,230 +41,176 @@ pub struct Writer {
     chan: Py<Channel>,
 }
 
-impl Reader {
-    pub(crate) fn parts(&self) -> (&Channel, bool) {
-        (self.chan.get(), self.inner.is_retired())
-    }
+/// The half of `Reader` and `Writer` that is the same for both: construction, the
+/// retired-end check, retire/poison, identity (equality, hash, pickling), context manager.
+/// `$retire_doc` documents what retiring the last end of this kind does.
+macro_rules! end_class {
+    ($ty:ident, $kind:literal, $make:ident, $retire_doc:literal, { $($methods:tt)* }) => {
+        impl $ty {
+            pub(crate) fn parts(&self) -> (&Channel, bool) {
+                (self.chan.get(), self.inner.is_retired())
+            }
 
-    pub(crate) fn make(chan: &Bound<'_, Channel>) -> Self {
-        Reader { inner: chan.get().inner.reader(), chan: chan.clone().unbind() }
-    }
+            pub(crate) fn make(chan: &Bound<'_, Channel>) -> Self {
+                $ty { inner: chan.get().inner.$make(), chan: chan.clone().unbind() }
+            }
 
-    fn checked<'a>(&'a self, py: Python<'_>) -> PyResult<&'a Channel> {
-        let chan = self.chan.get();
-        if self.inner.is_retired() {
-            return Err(retired_end(py, "reader", &chan.name));
+            fn checked<'a>(&'a self, py: Python<'_>) -> PyResult<&'a Channel> {
+                let chan = self.chan.get();
+                if self.inner.is_retired() {
+                    return Err(retired_end(py, $kind, &chan.name));
+                }
+                Ok(chan)
+            }
         }
-        Ok(chan)
-    }
+
+        #[pymethods]
+        impl $ty {
+            $($methods)*
+
+            #[doc = $retire_doc]
+            fn retire(&self) {
+                self.inner.retire();
+            }
+
+            /// Poisons the channel (allowed on a retired end too).
+            fn poison(&self) {
+                self.inner.poison();
+            }
+
+            /// Whether this end has retired.
+            #[getter]
+            fn retired(&self) -> bool {
+                self.inner.is_retired()
+            }
+
+            /// The channel this end belongs to.
+            #[getter]
+            fn channel(&self, py: Python<'_>) -> Py<Channel> {
+                self.chan.clone_ref(py)
+            }
+
+            fn __enter__(slf: Py<Self>) -> Py<Self> {
+                slf
+            }
+
+            #[pyo3(signature = (*_exc))]
+            fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+                self.inner.retire();
+                false
+            }
+
+            fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+                match other.cast::<$ty>() {
+                    Ok(o) => o.get().inner == self.inner,
+                    Err(_) => false,
+                }
+            }
+
+            fn __hash__(&self) -> u64 {
+                self.inner.id()
+            }
+
+            fn __repr__(&self) -> String {
+                let state = if self.inner.is_retired() { " retired" } else { "" };
+                format!("<{} of '{}'{}>", stringify!($ty), self.chan.get().name, state)
+            }
+
+            fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+                mobility_reduce(slf.py(), "reduce_end", slf.as_any())
+            }
+
+            fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+                visit.call(&self.chan)
+            }
+        }
+    };
 }
 
-impl Writer {
-    pub(crate) fn parts(&self) -> (&Channel, bool) {
-        (self.chan.get(), self.inner.is_retired())
-    }
-
-    pub(crate) fn make(chan: &Bound<'_, Channel>) -> Self {
-        Writer { inner: chan.get().inner.writer(), chan: chan.clone().unbind() }
-    }
-
-    fn checked<'a>(&'a self, py: Python<'_>) -> PyResult<&'a Channel> {
-        let chan = self.chan.get();
-        if self.inner.is_retired() {
-            return Err(retired_end(py, "writer", &chan.name));
+end_class!(
+    Reader,
+    "reader",
+    reader,
+    "Retires this end (idempotent). After the last reader end, writes fail (retired).",
+    {
+        /// Reads a value (see ``Channel.read``).
+        #[pyo3(signature = (*, timeout = None))]
+        fn read(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
+            let timeout = parse_timeout(timeout)?;
+            let c = self.checked(py)?;
+            read_value(py, &c.inner, &c.name, timeout)
         }
-        Ok(chan)
-    }
-}
 
-#[pymethods]
-impl Reader {
-    /// Reads a value (see ``Channel.read``).
-    #[pyo3(signature = (*, timeout = None))]
-    fn read(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
-        let timeout = parse_timeout(timeout)?;
-        let c = self.checked(py)?;
-        read_value(py, &c.inner, &c.name, timeout)
-    }
+        /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
+        #[pyo3(signature = (*, timeout = None))]
+        fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
+            let timeout = parse_timeout(timeout)?;
+            let c = self.checked(py)?;
+            Ok(AsyncOp::read(&c.inner, &c.name, timeout, false))
+        }
 
-    /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
-    #[pyo3(signature = (*, timeout = None))]
-    fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
-        let timeout = parse_timeout(timeout)?;
-        let c = self.checked(py)?;
-        Ok(AsyncOp::read(&c.inner, &c.name, timeout, false))
-    }
+        /// Reads a value if one is available now, else raises ``WouldBlock``.
+        fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
+            let c = self.checked(py)?;
+            try_read_value(py, &c.inner, &c.name)
+        }
 
-    /// Reads a value if one is available now, else raises ``WouldBlock``.
-    fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
-        let c = self.checked(py)?;
-        try_read_value(py, &c.inner, &c.name)
-    }
+        fn __iter__(slf: Py<Self>) -> Py<Self> {
+            slf
+        }
 
-    /// Retires this end (idempotent). The last reader end to retire makes writers fail with
-    /// ``ChannelRetired``.
-    fn retire(&self) {
-        self.inner.retire();
-    }
+        fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
+            let c = self.checked(py)?;
+            next_value(py, &c.inner, &c.name)
+        }
 
-    /// Poisons the channel (allowed on a retired end too).
-    fn poison(&self) {
-        self.inner.poison();
-    }
+        fn __aiter__(slf: Py<Self>) -> Py<Self> {
+            slf
+        }
 
-    /// Whether this end has retired.
-    #[getter]
-    fn retired(&self) -> bool {
-        self.inner.is_retired()
-    }
-
-    /// The channel this end belongs to.
-    #[getter]
-    fn channel(&self, py: Python<'_>) -> Py<Channel> {
-        self.chan.clone_ref(py)
-    }
-
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
-        let c = self.checked(py)?;
-        next_value(py, &c.inner, &c.name)
-    }
-
-    fn __aiter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __anext__(&self, py: Python<'_>) -> PyResult<AsyncOp> {
-        let c = self.checked(py)?;
-        Ok(AsyncOp::read(&c.inner, &c.name, None, true))
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.inner.retire();
-        false
-    }
-
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        match other.cast::<Reader>() {
-            Ok(o) => o.get().inner == self.inner,
-            Err(_) => false,
+        fn __anext__(&self, py: Python<'_>) -> PyResult<AsyncOp> {
+            let c = self.checked(py)?;
+            Ok(AsyncOp::read(&c.inner, &c.name, None, true))
         }
     }
+);
 
-    fn __hash__(&self) -> u64 {
-        self.inner.id()
-    }
+end_class!(
+    Writer,
+    "writer",
+    writer,
+    "Retires this end (idempotent). After the last writer end, readers see end-of-stream.",
+    {
+        /// Writes ``value`` (see ``Channel.write``).
+        #[pyo3(signature = (value, *, timeout = None))]
+        fn write(
+            &self,
+            py: Python<'_>,
+            value: Value,
+            timeout: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<()> {
+            let timeout = parse_timeout(timeout)?;
+            let c = self.checked(py)?;
+            write_value(py, &c.inner, &c.name, value, timeout)
+        }
 
-    fn __repr__(&self) -> String {
-        let state = if self.inner.is_retired() { " retired" } else { "" };
-        format!("<Reader of '{}'{}>", self.chan.get().name, state)
-    }
+        /// ``await writer.awrite(value)``: the asyncio twin of ``write`` (see ``Channel.awrite``).
+        #[pyo3(signature = (value, *, timeout = None))]
+        fn awrite(
+            &self,
+            py: Python<'_>,
+            value: Value,
+            timeout: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<AsyncOp> {
+            let timeout = parse_timeout(timeout)?;
+            let c = self.checked(py)?;
+            Ok(AsyncOp::write(&c.inner, &c.name, value, timeout))
+        }
 
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        mobility_reduce(slf.py(), "reduce_end", slf.as_any())
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.chan)
-    }
-}
-
-#[pymethods]
-impl Writer {
-    /// Writes ``value`` (see ``Channel.write``).
-    #[pyo3(signature = (value, *, timeout = None))]
-    fn write(
-        &self,
-        py: Python<'_>,
-        value: Value,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let timeout = parse_timeout(timeout)?;
-        let c = self.checked(py)?;
-        write_value(py, &c.inner, &c.name, value, timeout)
-    }
-
-    /// ``await writer.awrite(value)``: the asyncio twin of ``write`` (see ``Channel.awrite``).
-    #[pyo3(signature = (value, *, timeout = None))]
-    fn awrite(
-        &self,
-        py: Python<'_>,
-        value: Value,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<AsyncOp> {
-        let timeout = parse_timeout(timeout)?;
-        let c = self.checked(py)?;
-        Ok(AsyncOp::write(&c.inner, &c.name, value, timeout))
-    }
-
-    /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).
-    fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
-        let c = self.checked(py)?;
-        try_write_value(py, &c.inner, &c.name, value)
-    }
-
-    /// Retires this end (idempotent). When the last writer end retires, readers see
-    /// end-of-stream once the buffer is drained.
-    fn retire(&self) {
-        self.inner.retire();
-    }
-
-    /// Poisons the channel (allowed on a retired end too).
-    fn poison(&self) {
-        self.inner.poison();
-    }
-
-    /// Whether this end has retired.
-    #[getter]
-    fn retired(&self) -> bool {
-        self.inner.is_retired()
-    }
-
-    /// The channel this end belongs to.
-    #[getter]
-    fn channel(&self, py: Python<'_>) -> Py<Channel> {
-        self.chan.clone_ref(py)
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.inner.retire();
-        false
-    }
-
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        match other.cast::<Writer>() {
-            Ok(o) => o.get().inner == self.inner,
-            Err(_) => false,
+        /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).
+        fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
+            let c = self.checked(py)?;
+            try_write_value(py, &c.inner, &c.name, value)
         }
     }
-
-    fn __hash__(&self) -> u64 {
-        self.inner.id()
-    }
-
-    fn __repr__(&self) -> String {
-        let state = if self.inner.is_retired() { " retired" } else { "" };
-        format!("<Writer of '{}'{}>", self.chan.get().name, state)
-    }
-
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        mobility_reduce(slf.py(), "reduce_end", slf.as_any())
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.chan)
-    }
-}
+);
