@@ -292,6 +292,8 @@ pub(crate) fn next_id() -> u64 {
 pub(crate) struct Inner<T> {
     pub(crate) state: Mutex<State<T>>,
     id: u64,
+    /// Immutable copy of `State::capacity`, readable without the lock.
+    capacity: usize,
 }
 
 /// A CSP channel: rendezvous when `capacity == 0`, else a bounded FIFO buffer.
@@ -343,7 +345,11 @@ impl<T> Channel<T> {
     /// A new channel; `capacity == 0` makes a rendezvous channel.
     pub fn new(capacity: usize) -> Self {
         Channel {
-            inner: Arc::new(Inner { state: Mutex::new(State::new(capacity)), id: next_id() }),
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::new(capacity)),
+                id: next_id(),
+                capacity,
+            }),
         }
     }
 
@@ -354,10 +360,10 @@ impl<T> Channel<T> {
 
     /// The buffer size (0 for rendezvous).
     pub fn capacity(&self) -> usize {
-        lock(&self.inner.state).capacity
+        self.inner.capacity
     }
 
-    /// Locks the state; used by `Select` (which sorts channels by this address first).
+    /// The address that orders lock acquisition across channels (`Select` sorts by it).
     pub(crate) fn addr(&self) -> usize {
         Arc::as_ptr(&self.inner) as *const () as usize
     }
