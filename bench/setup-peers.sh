@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Install the benchmark peers that must not share ferrocsp's venv:
-#   bench/.venv-pycsp: PyCSP 0.9.2 (pure Python, thread processes) for bench/commstime.
+#   bench/.venv-pycsp: PyCSP 0.9.2 (pure Python; thread processes, and greenlet processes
+#   with greenlet installed) for bench/commstime.
 # Idempotent. A failure here only means the peer is reported as unavailable by the benchmark.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PYTHON=${PYTHON:-python3}
 venv="$here/.venv-pycsp"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import pycsp' 2>/dev/null; then
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import pycsp, greenlet' 2>/dev/null; then
   echo "[peers] pycsp $("$venv/bin/python" -m pip show pycsp 2>/dev/null | sed -n 's/^Version: //p') already in bench/.venv-pycsp"
   exit 0
 fi
-echo "[peers] creating bench/.venv-pycsp with pycsp==0.9.2"
+echo "[peers] creating bench/.venv-pycsp with pycsp==0.9.2 and greenlet"
 rm -rf "$venv"
 "$PYTHON" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pycsp==0.9.2"
-"$venv/bin/python" -c 'import pycsp' && echo "[peers] pycsp 0.9.2 installed"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pycsp==0.9.2" "greenlet>=3"
+"$venv/bin/python" -c 'import pycsp, greenlet' && echo "[peers] pycsp 0.9.2 and greenlet installed"

@@ -23,3 +23,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=["thread", "greenlet"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend for plain-function processes: shared tests run under each of them."""
+    name: str = request.param
+    return name

@@ -101,13 +101,16 @@ def test_set_default_backend_thread() -> None:
 # --------------------------------------------------------------------------- Par
 
 
-def test_par_returns_results_in_order() -> None:
-    assert csp.Par(add(1, 1), add(2, 2), add(3, 3)).run() == [2, 4, 6]
+def test_par_returns_results_in_order(backend: str) -> None:
+    assert csp.Par(add(1, 1), add(2, 2), add(3, 3), backend=backend).run() == [2, 4, 6]
 
 
-def test_par_runs_in_parallel_over_rendezvous() -> None:
+def test_par_runs_in_parallel_over_rendezvous(backend: str) -> None:
     ch = csp.Channel()
-    assert csp.Par(consume(ch, 50), produce(ch, 50)).run() == [list(range(50)), "produced"]
+    assert csp.Par(consume(ch, 50), produce(ch, 50), backend=backend).run() == [
+        list(range(50)),
+        "produced",
+    ]
 
 
 def test_par_processes_run_concurrently() -> None:
@@ -121,43 +124,45 @@ def test_par_processes_run_concurrently() -> None:
     assert sorted(results) == list(range(n))
 
 
-def test_par_with_plain_callables() -> None:
+def test_par_with_plain_callables(backend: str) -> None:
     ch = csp.Channel()
-    assert csp.Par(lambda: ch.write("x"), lambda: ch.read()).run() == [None, "x"]
+    assert csp.Par(lambda: ch.write("x"), lambda: ch.read(), backend=backend).run() == [None, "x"]
 
 
-def test_par_with_partial() -> None:
+def test_par_with_partial(backend: str) -> None:
     def mul(a: int, b: int) -> int:
         return a * b
 
-    assert csp.Par(functools.partial(mul, 3, 4), functools.partial(mul, 5, b=6)).run() == [12, 30]
+    assert csp.Par(
+        functools.partial(mul, 3, 4), functools.partial(mul, 5, b=6), backend=backend
+    ).run() == [12, 30]
 
 
-def test_par_mixes_processes_and_callables() -> None:
-    assert csp.Par(add(1, 2), lambda: "plain").run() == [3, "plain"]
+def test_par_mixes_processes_and_callables(backend: str) -> None:
+    assert csp.Par(add(1, 2), lambda: "plain", backend=backend).run() == [3, "plain"]
 
 
-def test_par_values_by_reference() -> None:
+def test_par_values_by_reference(backend: str) -> None:
     ch = csp.Channel()
     obj = object()
 
     def send() -> None:
         ch.write(obj)
 
-    results = csp.Par(send, read_one(ch)).run()
+    results = csp.Par(send, read_one(ch), backend=backend).run()
     assert results[1] is obj
 
 
-def test_nested_par_is_a_process() -> None:
+def test_nested_par_is_a_process(backend: str) -> None:
     ch = csp.Channel()
-    inner = csp.Par(produce(ch, 3), add(1, 1))
-    assert csp.Par(inner, consume(ch, 3)).run() == [["produced", 2], [0, 1, 2]]
+    inner = csp.Par(produce(ch, 3), add(1, 1), backend=backend)
+    assert csp.Par(inner, consume(ch, 3), backend=backend).run() == [["produced", 2], [0, 1, 2]]
 
 
-def test_par_many_processes() -> None:
+def test_par_many_processes(backend: str) -> None:
     ch = csp.Channel()
     n = 32
-    results = csp.Par(*[produce(ch, 1) for _ in range(n)], consume(ch, n)).run()
+    results = csp.Par(*[produce(ch, 1) for _ in range(n)], consume(ch, n), backend=backend).run()
     assert results[:n] == ["produced"] * n
     assert sorted(results[n]) == [0] * n
 
@@ -200,17 +205,17 @@ def test_seq_failure_raises() -> None:
 # --------------------------------------------------------------------------- start / handles
 
 
-def test_par_start_join_returns_results() -> None:
-    h = csp.Par(add(1, 2), add(3, 4)).start()
+def test_par_start_join_returns_results(backend: str) -> None:
+    h = csp.Par(add(1, 2), add(3, 4), backend=backend).start()
     assert h.join() == [3, 7]
     assert h.result == [3, 7]
     assert not h.alive
     assert isinstance(h.name, str)
 
 
-def test_handle_while_running() -> None:
+def test_handle_while_running(backend: str) -> None:
     ch = csp.Channel()
-    h = csp.Par(read_one(ch), add(0, 1)).start()
+    h = csp.Par(read_one(ch), add(0, 1), backend=backend).start()
     wait_until(lambda: ch.stats().readers_waiting == 1, what="process blocked on read")
     assert h.alive
     with pytest.raises(RuntimeError):
@@ -226,17 +231,17 @@ def test_handle_while_running() -> None:
     assert h.result == ["done", 1]
 
 
-def test_spawn_returns_value() -> None:
-    h = csp.Spawn(add(20, 22))
+def test_spawn_returns_value(backend: str) -> None:
+    h = csp.Spawn(add(20, 22), backend=backend)
     assert h.join() == 42
     assert h.result == 42
     assert not h.alive
     assert "add" in h.name
 
 
-def test_spawn_runs_without_waiting() -> None:
+def test_spawn_runs_without_waiting(backend: str) -> None:
     ch = csp.Channel()
-    h = csp.Spawn(read_one(ch))
+    h = csp.Spawn(read_one(ch), backend=backend)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="spawned process blocked")
     assert h.alive
     with pytest.raises(RuntimeError):
@@ -247,8 +252,8 @@ def test_spawn_runs_without_waiting() -> None:
     assert h.join(timeout=10) == 99
 
 
-def test_spawn_plain_callable() -> None:
-    h = csp.Spawn(lambda: "plain")
+def test_spawn_plain_callable(backend: str) -> None:
+    h = csp.Spawn(lambda: "plain", backend=backend)
     assert h.join(timeout=10) == "plain"
 
 
@@ -258,12 +263,12 @@ def test_spawn_name_option() -> None:
     assert "custom-name" in h.name
 
 
-def test_spawn_failure_join_reraises() -> None:
+def test_spawn_failure_join_reraises(backend: str) -> None:
     @csp.process
     def fails() -> None:
         raise KeyError("spawned failure")
 
-    h = csp.Spawn(fails())
+    h = csp.Spawn(fails(), backend=backend)
     with pytest.raises((KeyError, ExceptionGroup)) as info:
         h.join(timeout=10)
     leaves = all_exceptions(info.value)
@@ -273,11 +278,11 @@ def test_spawn_failure_join_reraises() -> None:
         _ = h.result
 
 
-def test_par_handle_failure_join_raises_group() -> None:
+def test_par_handle_failure_join_raises_group(backend: str) -> None:
     def boom() -> None:
         raise ValueError("handle boom")
 
-    h = csp.Par(add(1, 1), boom).start()
+    h = csp.Par(add(1, 1), boom, backend=backend).start()
     with pytest.raises(ExceptionGroup) as info:
         h.join(timeout=10)
     assert [type(e) for e in all_exceptions(info.value)] == [ValueError]
@@ -285,9 +290,9 @@ def test_par_handle_failure_join_raises_group() -> None:
         _ = h.result
 
 
-def test_handle_poison_ends_processes_cleanly() -> None:
+def test_handle_poison_ends_processes_cleanly(backend: str) -> None:
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
-    h = csp.Par(read_one(a), read_one(b)).start()
+    h = csp.Par(read_one(a), read_one(b), backend=backend).start()
     wait_until(
         lambda: a.stats().readers_waiting == 1 and b.stats().readers_waiting == 1,
         what="both processes blocked",
@@ -298,17 +303,17 @@ def test_handle_poison_ends_processes_cleanly() -> None:
     assert b.stats().poisoned
 
 
-def test_spawn_handle_poison() -> None:
+def test_spawn_handle_poison(backend: str) -> None:
     ch = csp.Channel()
-    h = csp.Spawn(read_one(ch))
+    h = csp.Spawn(read_one(ch), backend=backend)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="spawned process blocked")
     h.poison()
     assert h.join(timeout=10) is None
     assert ch.stats().poisoned
 
 
-def test_join_twice() -> None:
-    h = csp.Par(add(1, 1)).start()
+def test_join_twice(backend: str) -> None:
+    h = csp.Par(add(1, 1), backend=backend).start()
     assert h.join() == [2]
     assert h.join() == [2]
 

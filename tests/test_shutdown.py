@@ -47,9 +47,9 @@ def failing_worker(cin: csp.Channel, exc: BaseException) -> None:
 # --------------------------------------------------------------------------- poison
 
 
-def test_poisoned_process_result_is_none_and_poison_spreads() -> None:
+def test_poisoned_process_result_is_none_and_poison_spreads(backend: str) -> None:
     c1, c2, c3 = csp.Channel(name="c1"), csp.Channel(name="c2"), csp.Channel(name="c3")
-    h = csp.Par(generate(c1), identity(c1, c2), identity(c2, c3)).start()
+    h = csp.Par(generate(c1), identity(c1, c2), identity(c2, c3), backend=backend).start()
     assert [c3.read() for _ in range(10)] == list(range(10))
     c3.poison()  # the sink end: poison flows upstream through identity and generate
     assert h.join(timeout=10) == [None, None, None]
@@ -57,7 +57,7 @@ def test_poisoned_process_result_is_none_and_poison_spreads() -> None:
         assert ch.stats().poisoned, ch.name
 
 
-def test_poison_from_the_source_spreads_downstream() -> None:
+def test_poison_from_the_source_spreads_downstream(backend: str) -> None:
     c1, c2, c3 = csp.Channel(), csp.Channel(3), csp.Channel()
     done = csp.Channel()
 
@@ -71,13 +71,15 @@ def test_poison_from_the_source_spreads_downstream() -> None:
     def sink(cin: csp.Channel, report: csp.Channel) -> list[int]:
         return [cin.read() for _ in range(100)]
 
-    results = csp.Par(source(c1), identity(c1, c2), identity(c2, c3), sink(c3, done)).run()
+    results = csp.Par(
+        source(c1), identity(c1, c2), identity(c2, c3), sink(c3, done), backend=backend
+    ).run()
     assert results == [None, None, None, None]
     for ch in (c1, c2, c3, done):
         assert ch.stats().poisoned
 
 
-def test_channels_in_containers_and_kwargs_are_poisoned() -> None:
+def test_channels_in_containers_and_kwargs_are_poisoned(backend: str) -> None:
     trigger = csp.Channel(name="trigger")
     in_list = [csp.Channel(name="l0"), csp.Channel(2, name="l1")]
     in_tuple = (csp.Channel(name="t0"),)
@@ -85,7 +87,9 @@ def test_channels_in_containers_and_kwargs_are_poisoned() -> None:
     by_kw = csp.Channel(name="kw")
     untouched = csp.Channel(name="not-an-argument")
 
-    h = csp.Par(block_reading(trigger, in_list, in_tuple, in_dict, out=by_kw)).start()
+    h = csp.Par(
+        block_reading(trigger, in_list, in_tuple, in_dict, out=by_kw), backend=backend
+    ).start()
     wait_until(lambda: trigger.stats().readers_waiting == 1, what="process blocked")
     trigger.poison()
     assert h.join(timeout=10) == [None]
@@ -94,13 +98,13 @@ def test_channels_in_containers_and_kwargs_are_poisoned() -> None:
     assert not untouched.stats().poisoned
 
 
-def test_ends_in_args_poisoned_on_poison() -> None:
+def test_ends_in_args_poisoned_on_poison(backend: str) -> None:
     trigger = csp.Channel()
     down = csp.Channel(name="down")
     side = csp.Channel(name="side")
     r, w = trigger.reader(), down.writer()
     side_reader = side.reader()
-    h = csp.Par(block_reading(r, w, ends={"s": side_reader})).start()
+    h = csp.Par(block_reading(r, w, ends={"s": side_reader}), backend=backend).start()
     wait_until(lambda: trigger.stats().readers_waiting == 1, what="process blocked")
     trigger.poison()
     assert h.join(timeout=10) == [None]
@@ -108,7 +112,7 @@ def test_ends_in_args_poisoned_on_poison() -> None:
     assert side.stats().poisoned
 
 
-def test_retire_spreads_through_pipeline_of_ends() -> None:
+def test_retire_spreads_through_pipeline_of_ends(backend: str) -> None:
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
     a_w, a_r = a.writer(), a.reader()
     b_w, b_r = b.writer(), b.reader()
@@ -125,7 +129,7 @@ def test_retire_spreads_through_pipeline_of_ends() -> None:
         return list(cin)
 
     # identity ends by ChannelRetired (a is retired): it must retire b_w, ending consumer
-    results = csp.Par(producer(a_w, 10), identity(a_r, b_w), consumer(b_r)).run()
+    results = csp.Par(producer(a_w, 10), identity(a_r, b_w), consumer(b_r), backend=backend).run()
     assert results == ["done", None, list(range(10))]
     assert b.stats().retired
     assert not b.stats().poisoned
@@ -133,7 +137,7 @@ def test_retire_spreads_through_pipeline_of_ends() -> None:
         b_w.write(0)
 
 
-def test_retired_ends_in_containers_are_retired() -> None:
+def test_retired_ends_in_containers_are_retired(backend: str) -> None:
     a = csp.Channel(name="a")
     a_r, a_w = a.reader(), a.writer()
     outs = [csp.Channel(1, name=f"o{i}") for i in range(3)]
@@ -147,7 +151,7 @@ def test_retired_ends_in_containers_are_retired() -> None:
             for w in couts:
                 w.write(v)
 
-    h = csp.Par(fan(a_r, out_ws, more={"w": extra.writer()})).start()
+    h = csp.Par(fan(a_r, out_ws, more={"w": extra.writer()}), backend=backend).start()
     a_w.write(1)
     a_w.retire()
     assert h.join(timeout=10) == [None]
@@ -160,20 +164,22 @@ def test_retired_ends_in_containers_are_retired() -> None:
     assert not extra.stats().poisoned
 
 
-def test_process_ending_by_retired_read_returns_none() -> None:
+def test_process_ending_by_retired_read_returns_none(backend: str) -> None:
     ch = csp.Channel()
     r = ch.reader()
     ch.writer().retire()
-    assert csp.Par(take(r, 1)).run() == [None]
+    assert csp.Par(take(r, 1), backend=backend).run() == [None]
 
 
 # --------------------------------------------------------------------------- failure
 
 
-def test_failure_raises_group_with_note_and_peers_stop() -> None:
+def test_failure_raises_group_with_note_and_peers_stop(backend: str) -> None:
     shared = csp.Channel(name="shared")
     with pytest.raises(ExceptionGroup) as info:
-        csp.Par(failing_worker(shared, ValueError("bad value")), block_reading(shared)).run()
+        csp.Par(
+            failing_worker(shared, ValueError("bad value")), block_reading(shared), backend=backend
+        ).run()
     group = info.value
     assert len(group.exceptions) == 1
     exc = group.exceptions[0]
@@ -183,7 +189,7 @@ def test_failure_raises_group_with_note_and_peers_stop() -> None:
     assert shared.stats().poisoned
 
 
-def test_failure_stops_peer_blocked_writing() -> None:
+def test_failure_stops_peer_blocked_writing(backend: str) -> None:
     shared = csp.Channel()
 
     @csp.process
@@ -192,11 +198,13 @@ def test_failure_stops_peer_blocked_writing() -> None:
             cout.write(1)
 
     with pytest.raises(ExceptionGroup) as info:
-        csp.Par(writes_forever(shared), failing_worker(shared, RuntimeError("crash"))).run()
+        csp.Par(
+            writes_forever(shared), failing_worker(shared, RuntimeError("crash")), backend=backend
+        ).run()
     assert [type(e) for e in all_exceptions(info.value)] == [RuntimeError]
 
 
-def test_failure_poisons_peers_transitively() -> None:
+def test_failure_poisons_peers_transitively(backend: str) -> None:
     c1, c2, c3 = csp.Channel(), csp.Channel(), csp.Channel()
     with pytest.raises(ExceptionGroup):
         csp.Par(
@@ -204,12 +212,13 @@ def test_failure_poisons_peers_transitively() -> None:
             identity(c1, c2),
             identity(c2, c3),
             failing_worker(c3, ZeroDivisionError("deep")),
+            backend=backend,
         ).run()
     for ch in (c1, c2, c3):
         assert ch.stats().poisoned
 
 
-def test_several_failures_all_reported_with_their_names() -> None:
+def test_several_failures_all_reported_with_their_names(backend: str) -> None:
     shared = csp.Channel()
 
     @csp.process(name="first")
@@ -221,25 +230,25 @@ def test_several_failures_all_reported_with_their_names() -> None:
         raise TypeError("two")
 
     with pytest.raises(ExceptionGroup) as info:
-        csp.Par(first(shared), second(shared)).run()
+        csp.Par(first(shared), second(shared), backend=backend).run()
     by_type = {type(e): e for e in info.value.exceptions}
     assert set(by_type) == {ValueError, TypeError}
     assert "'first'" in notes(by_type[ValueError])
     assert "'second'" in notes(by_type[TypeError])
 
 
-def test_failure_of_plain_callable_names_it() -> None:
+def test_failure_of_plain_callable_names_it(backend: str) -> None:
     def plain_failure() -> None:
         raise OSError("plain")
 
     with pytest.raises(ExceptionGroup) as info:
-        csp.Par(plain_failure, lambda: 1).run()
+        csp.Par(plain_failure, lambda: 1, backend=backend).run()
     (exc,) = info.value.exceptions
     assert isinstance(exc, OSError)
     assert "'plain_failure'" in notes(exc)
 
 
-def test_par_waits_for_every_process_before_raising() -> None:
+def test_par_waits_for_every_process_before_raising(backend: str) -> None:
     finished = threading.Event()
     shared = csp.Channel()
 
@@ -251,16 +260,19 @@ def test_par_waits_for_every_process_before_raising() -> None:
             finished.set()
 
     with pytest.raises(ExceptionGroup):
-        csp.Par(slow_cleanup(shared), failing_worker(shared, ValueError("x"))).run()
+        csp.Par(
+            slow_cleanup(shared), failing_worker(shared, ValueError("x")), backend=backend
+        ).run()
     assert finished.is_set()
 
 
-def test_poisoned_peer_is_not_reported_as_failure() -> None:
+def test_poisoned_peer_is_not_reported_as_failure(backend: str) -> None:
     shared = csp.Channel()
     with pytest.raises(ExceptionGroup) as info:
         csp.Par(
             block_reading(shared),
             block_reading(shared),
             failing_worker(shared, LookupError("only me")),
+            backend=backend,
         ).run()
     assert [type(e) for e in info.value.exceptions] == [LookupError]

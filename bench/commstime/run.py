@@ -22,6 +22,12 @@ Measured here, one process per OS thread everywhere:
           buffer of one, so *not* a rendezvous: a writer does not wait for its reader);
           PyCSP 0.9.2 (``pycsp.parallel``), run from ``bench/.venv-pycsp`` (bench/setup-peers.sh).
 
+On one greenlet scheduler (four greenlets, one thread):
+
+- greenlet: ferrocsp's greenlet backend (four plain-function processes in a
+            ``Par(..., backend="greenlet")``, channels used through ``read``/``write``);
+            PyCSP 0.9.2 ``pycsp.greenlets`` (needs greenlet in bench/.venv-pycsp).
+
 And on one asyncio event loop (four coroutines, one thread):
 
 - asyncio: ferrocsp's asyncio backend (four ``async def`` processes in a ``Par``, channels
@@ -137,6 +143,45 @@ def commstime(make: Callable[[], Chan], cycles: int) -> float:
 def measure(make: Callable[[], Chan], cycles: int, runs: int) -> list[float]:
     commstime(make, min(cycles, 200))  # warm-up
     return [commstime(make, cycles) for _ in range(runs)]
+
+
+def gcommstime(cycles: int) -> float:
+    """One commstime run as four greenlet processes of one ferrocsp Par; us per comm."""
+    import ferrocsp
+
+    a, b, c, d = (ferrocsp.Channel() for _ in range(4))
+    total = cycles + 1
+
+    def prefix() -> None:
+        a.write(0)
+        for _ in range(total - 1):
+            a.write(d.read())
+        d.read()
+
+    def delta() -> None:
+        for _ in range(total):
+            v = a.read()
+            b.write(v)
+            c.write(v)
+
+    def succ() -> None:
+        for _ in range(total):
+            d.write(c.read() + 1)
+
+    def consumer() -> float:
+        first = b.read()
+        start = time.perf_counter()
+        last = first
+        for _ in range(cycles):
+            last = b.read()
+        elapsed = time.perf_counter() - start
+        if last != first + cycles:
+            raise RuntimeError(f"values lost or reordered: expected {first + cycles}, got {last}")
+        return elapsed
+
+    net = ferrocsp.Par(prefix, delta, succ, consumer, backend="greenlet")
+    elapsed: float = net.start().join(timeout=120 + cycles * 0.01)[3]
+    return elapsed * 1e6 / (4 * cycles)
 
 
 class AChan(Protocol):
@@ -322,8 +367,21 @@ def run_asyncio(args: argparse.Namespace) -> list[Result]:
     return out
 
 
-def run_pycsp(args: argparse.Namespace) -> Result:
-    r = Result("pycsp", "python: PyCSP 0.9.2 (pycsp.parallel), threads")
+def run_greenlet(args: argparse.Namespace) -> list[Result]:
+    fg = Result("py-greenlet-ferrocsp", "greenlet: ferrocsp greenlet backend, 4 greenlets")
+    try:
+        gcommstime(min(args.cycles, 200))  # warm-up
+        fg.samples = [gcommstime(args.cycles) for _ in range(args.runs)]
+        fg.cycles = args.cycles
+    except Exception as exc:  # noqa: BLE001 (reported in the table)
+        fg.note = f"failed: {type(exc).__name__}: {exc}"
+    return [fg, run_pycsp(args, "greenlets")]
+
+
+def run_pycsp(args: argparse.Namespace, module: str = "parallel") -> Result:
+    kind = "threads" if module == "parallel" else "greenlets"
+    key = "pycsp" if module == "parallel" else "pycsp-greenlets"
+    r = Result(key, f"python: PyCSP 0.9.2 (pycsp.{module}), {kind}")
     if not PYCSP_PYTHON.exists():
         r.note = "bench/.venv-pycsp missing; run bench/setup-peers.sh"
         return r
@@ -333,7 +391,7 @@ def run_pycsp(args: argparse.Namespace) -> Result:
     # 127.x; naming the host up front (its documented PYCSP_HOST setting) avoids that path.
     env = dict(os.environ, PYCSP_HOST=os.environ.get("PYCSP_HOST", "127.0.0.1"))
     cmd = [str(PYCSP_PYTHON), str(HERE / "pycsp_commstime.py")]
-    cmd += ["--cycles", str(cycles), "--runs", str(args.runs)]
+    cmd += ["--cycles", str(cycles), "--runs", str(args.runs), "--module", module]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
@@ -346,7 +404,7 @@ def run_pycsp(args: argparse.Namespace) -> Result:
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     r.samples = data["samples_us_per_comm"]
     r.cycles = cycles
-    r.label = f"python: PyCSP {data['version']} pycsp.parallel, threads"
+    r.label = f"python: PyCSP {data['version']} pycsp.{module}, {kind}"
     return r
 
 
@@ -440,6 +498,9 @@ RATIOS = [
     ("queue.Queue / python-thread", "py-queue", "py-ferrocsp"),
     ("ferrocsp-asyncio / asyncio-futures", "py-asyncio-ferrocsp", "py-asyncio-futures"),
     ("ferrocsp-asyncio / python-thread", "py-asyncio-ferrocsp", "py-ferrocsp"),
+    ("pycsp-greenlets / greenlet", "pycsp-greenlets", "py-greenlet-ferrocsp"),
+    ("greenlet / python-thread", "py-greenlet-ferrocsp", "py-ferrocsp"),
+    ("greenlet / ferrocsp-asyncio", "py-greenlet-ferrocsp", "py-asyncio-ferrocsp"),
 ]
 
 
@@ -453,7 +514,10 @@ def main() -> None:
     parser.add_argument("--rust-cycles", type=int, help="cycles for the Rust runs (--cycles)")
     parser.add_argument("--pycsp-cycles", type=int, help="cycles for PyCSP (min(--cycles, 2000))")
     parser.add_argument(
-        "--skip", action="append", default=[], choices=["rust", "python", "asyncio", "pycsp"]
+        "--skip",
+        action="append",
+        default=[],
+        choices=["rust", "python", "asyncio", "greenlet", "pycsp"],
     )
     args = parser.parse_args()
     if args.cycles < 1 or args.runs < 1:
@@ -469,6 +533,9 @@ def main() -> None:
     if "asyncio" not in args.skip:
         print("[asyncio] ferrocsp asyncio backend, asyncio futures", file=sys.stderr, flush=True)
         results += run_asyncio(args)
+    if "greenlet" not in args.skip:
+        print("[greenlet] ferrocsp greenlet backend, PyCSP greenlets", file=sys.stderr, flush=True)
+        results += run_greenlet(args)
     if "pycsp" not in args.skip:
         print("[pycsp] bench/.venv-pycsp", file=sys.stderr, flush=True)
         results.append(run_pycsp(args))

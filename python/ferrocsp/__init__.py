@@ -33,6 +33,7 @@ from ._errors import CSPError as CSPError
 from ._errors import Deadlock as Deadlock
 from ._errors import ProcessCrashed as ProcessCrashed
 from ._errors import WouldBlock as WouldBlock
+from ._io import io as io
 from ._native import Channel as Channel
 from ._native import Reader as Reader
 from ._native import Writer as Writer
@@ -65,6 +66,7 @@ __all__ = [
     "Timeout",
     "WouldBlock",
     "Writer",
+    "io",
     "process",
     "select",
     "set_default_backend",

@@ -1,6 +1,6 @@
 """Type stubs for ferrocsp._native (the PyO3 bindings). Checked by mypy.stubtest."""
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, final
 
 from ._stats import ChannelStats
@@ -10,7 +10,9 @@ __all__ = [
     "Reader",
     "Writer",
     "_AsyncOp",
+    "_Scheduler",
     "_aselect",
+    "_in_scheduler",
     "_process_name",
     "_select",
     "_set_process_name",
@@ -25,6 +27,12 @@ class _AsyncOp:
     def send(self, _value: Any) -> Any: ...
     def throw(self, typ: Any, val: Any = None, _tb: Any = None) -> Any: ...
     def close(self) -> None: ...
+
+@final
+class _Scheduler:
+    def __new__(cls) -> _Scheduler: ...
+    def spawn(self, fn_: Callable[[], object]) -> None: ...
+    def run(self) -> None: ...
 
 @final
 class Channel:
@@ -104,3 +112,4 @@ def _aselect(
 def _wake_future(fut: Any) -> None: ...
 def _set_process_name(name: str | None) -> str | None: ...
 def _process_name() -> str | None: ...
+def _in_scheduler() -> bool: ...

@@ -7,6 +7,8 @@ Invariants:
   failed process's exception, each with a note naming its process.
 - Every running network is registered in ``_running`` until it ends, so Ctrl-C and interpreter
   exit can poison all of them.
+- Greenlet processes of one network run on one greenlet scheduler in a dedicated thread
+  (``run``, ``start`` and ``Spawn`` alike).
 - ``async def`` processes run on the asyncio backend: from ``run``/``start`` on one event loop
   in a dedicated thread, from ``await arun()`` as tasks on the running loop; thread processes
   run on threads either way, and the rules above hold for the mix.
@@ -23,7 +25,11 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from . import _backends
 from ._backends._asyncio import LoopHost, LoopTask
+from ._backends._greenlet import GreenletHost
+from ._backends._hosted import HostedTask
 from ._backends._thread import ThreadTask
+from ._io import io
+from ._native import _in_scheduler
 from ._process import Outcome, Process, as_process, run_sync
 from ._shutdown import Endpoint, poison_all
 
@@ -123,6 +129,11 @@ class Handle(Generic[T]):
         elif aio and loop is not None:
             for i in aio:
                 tasks[i] = LoopTask(processes[i], loop)
+        green = [i for i, k in enumerate(kinds) if k == "greenlet"]
+        if green:
+            ghost = GreenletHost([processes[i] for i in green], name)
+            for j, i in enumerate(green):
+                tasks[i] = ghost.task(j)
         for i, p in enumerate(processes):
             if tasks[i] is None:
                 tasks[i] = ThreadTask(p)
@@ -156,6 +167,12 @@ class Handle(Generic[T]):
             if not timeout >= 0:
                 raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
         deadline = None if timeout is None else time.monotonic() + timeout
+        if _in_scheduler():
+            # Joining from a process greenlet: wait on a worker thread so the greenlets
+            # sharing this scheduler keep running (Ctrl-C never reaches a scheduler thread).
+            if not io(self._wait_until, deadline):
+                raise TimeoutError(f"{self.name} still running after {timeout} s")
+            return self.result
         try:
             if not self._wait_until(deadline):
                 raise TimeoutError(f"{self.name} still running after {timeout} s")
@@ -188,7 +205,7 @@ class Handle(Generic[T]):
         for t in self._tasks:
             if isinstance(t, LoopTask):
                 waits.append(t.task)
-            elif isinstance(t, ThreadTask):
+            elif isinstance(t, ThreadTask | HostedTask):
                 fut: asyncio.Future[None] = loop.create_future()
 
                 def done(fut: asyncio.Future[None] = fut) -> None:

@@ -9,6 +9,7 @@ mod channel;
 mod ends;
 mod errors;
 mod process;
+mod sched;
 mod select;
 mod wait;
 
@@ -24,6 +25,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_wake_future, m)?)?;
+    m.add_class::<sched::Scheduler>()?;
+    m.add_function(wrap_pyfunction!(sched::_in_scheduler, m)?)?;
     m.add_function(wrap_pyfunction!(process::_set_process_name, m)?)?;
     m.add_function(wrap_pyfunction!(process::_process_name, m)?)?;
     Ok(())

@@ -1,4 +1,4 @@
-//! The name of the process running on this OS thread, for error messages.
+//! The name of the process running on this OS thread (or in this greenlet), for error messages.
 //!
 //! The Python backends set it when a process starts and clear it when it ends; it is read only
 //! when an error message is built, so it costs nothing on the hot path.
@@ -16,12 +16,18 @@ thread_local! {
 #[pyfunction]
 #[pyo3(signature = (name))]
 pub(crate) fn _set_process_name(name: Option<String>) -> Option<String> {
+    if let Some(task) = crate::sched::current_task() {
+        return task.set_name(name);
+    }
     NAME.with(|n| std::mem::replace(&mut *n.borrow_mut(), name))
 }
 
 /// The current thread's process name, if it runs a ferrocsp process.
 #[pyfunction]
 pub(crate) fn _process_name() -> Option<String> {
+    if let Some(task) = crate::sched::current_task() {
+        return task.name();
+    }
     NAME.with(|n| n.borrow().clone())
 }
 
@@ -36,7 +42,7 @@ fn async_process_name(py: Python<'_>) -> Option<String> {
 
 /// `" in process 'name'"`, or an empty string outside processes.
 pub(crate) fn current_process_suffix(py: Python<'_>) -> String {
-    let name = async_process_name(py).or_else(|| NAME.with(|n| n.borrow().clone()));
+    let name = async_process_name(py).or_else(_process_name);
     match name {
         Some(name) => format!(" in process '{name}'"),
         None => String::new(),

@@ -6,6 +6,9 @@
 //! handlers between them, so Ctrl-C interrupts a blocked `read()` within `SIGNAL_SLICE`. Other
 //! threads never receive signals and park until woken.
 //!
+//! In a process greenlet of a ferrocsp scheduler (`sched.rs`) the wait is the greenlet
+//! backend's instead: register with the task's waker and switch to other greenlets.
+//!
 //! Invariant: an interrupted wait withdraws its registration with `Select::abort`; if the
 //! operation completed in the race, its result is kept and the interrupt is re-armed, so a value
 //! is never lost to Ctrl-C.
@@ -25,7 +28,7 @@ thread_local! {
     static IS_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
-fn is_main_thread(py: Python<'_>) -> PyResult<bool> {
+pub(crate) fn is_main_thread(py: Python<'_>) -> PyResult<bool> {
     if let Some(m) = IS_MAIN.with(Cell::get) {
         return Ok(m);
     }
@@ -54,6 +57,10 @@ pub(crate) fn select_blocking(
     policy: Policy,
     deadline: Option<Instant>,
 ) -> PyResult<Result<Selected<Value>, SelectError>> {
+    if let Some(task) = crate::sched::current_task() {
+        // A process greenlet: switch to other greenlets instead of parking the thread.
+        return crate::sched::select_in_greenlet(py, &task, sel, policy, deadline);
+    }
     let mut poll = sel.start(policy, Waker::current_thread(), deadline);
     let main = match poll {
         Poll::Ready(_) => false,

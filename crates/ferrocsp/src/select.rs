@@ -358,9 +358,11 @@ impl<T> Select<T> {
         let _ = policy;
         self.deadline = deadline;
         self.op_deadlines.clear();
-        let now = Instant::now();
+        // Read the clock only when there is a timeout op (most selections have none).
+        let mut now: Option<Instant> = None;
         for (i, op) in self.ops.iter().enumerate() {
             if let Kind::Timeout(d) = op.kind {
+                let now = *now.get_or_insert_with(Instant::now);
                 // An unrepresentable deadline is "never".
                 if let Some(at) = now.checked_add(d) {
                     self.op_deadlines.push((i, at));
@@ -426,7 +428,8 @@ impl<T> Select<T> {
     fn attempt(&mut self, policy: Policy, waker: Option<Waker>) -> Poll<T> {
         self.fill_order(policy);
         self.waitable.clear();
-        let now = Instant::now();
+        // Only timeout ops need the clock; most selections have none.
+        let now = if self.op_deadlines.is_empty() { None } else { Some(Instant::now()) };
         let mut woken = Woken::new();
         let Select { ops, locks, order, waitable, op_deadlines, .. } = self;
         let mut guards: Vec<MutexGuard<'_, crate::channel::State<T>>> =
@@ -440,7 +443,7 @@ impl<T> Select<T> {
                     result = Some(Ok(Selected { index: i, value: None }));
                 }
                 Kind::Timeout(_) => match op_deadlines.iter().find(|&&(j, _)| j == i) {
-                    Some(&(_, at)) if at <= now => {
+                    Some(&(_, at)) if now.is_some_and(|now| at <= now) => {
                         result = Some(Ok(Selected { index: i, value: None }));
                     }
                     Some(_) => timeout_live = true,

@@ -1,7 +1,8 @@
 """Backends: how a process is mapped onto the machine.
 
 Invariant: a backend only decides *where* ``_process.execute`` runs; channel semantics and
-shutdown rules are the same under every backend. This version has the thread backend and the
+shutdown rules are the same under every backend. This version has the thread backend, the
+greenlet backend (many processes multiplexed on one OS thread, ``_greenlet.py``) and the
 asyncio backend (the default and only backend of ``async def`` processes; the others run
 plain functions).
 Precedence of the choice: ``@process(backend=)`` > ``Par(backend=)`` >
@@ -14,8 +15,8 @@ import os
 
 __all__ = ["AVAILABLE", "check", "resolve", "set_default_backend"]
 
-AVAILABLE = ("thread", "asyncio")
-PLANNED = ("greenlet", "os")
+AVAILABLE = ("thread", "greenlet", "asyncio")
+PLANNED = ("os",)
 
 _default: str | None = None
 

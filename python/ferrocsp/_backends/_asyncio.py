@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .._process import Outcome, Process, aexecute
+from ._hosted import HostedTask
 
 __all__ = ["HostedTask", "LoopHost", "LoopTask"]
 
@@ -23,12 +25,14 @@ __all__ = ["HostedTask", "LoopHost", "LoopTask"]
 class LoopHost:
     """Runs async processes on one event loop in its own daemon thread."""
 
-    __slots__ = ("_done", "_procs", "outcomes", "thread")
+    __slots__ = ("_callbacks", "_done", "_lock", "_procs", "outcomes", "thread")
 
     def __init__(self, procs: list[Process[Any]], name: str) -> None:
         self._procs = procs
         self.outcomes: list[Outcome | None] = [None] * len(procs)
         self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
         self.thread = threading.Thread(target=self._main, name=f"{name} [asyncio]", daemon=True)
         self.thread.start()
 
@@ -48,7 +52,22 @@ class LoopHost:
                     err.add_note(f"in process {self._procs[i].name!r}")
                     self.outcomes[i] = Outcome(error=err)
         finally:
+            self._finished()
+
+    def add_done_callback(self, fn: Callable[[], None]) -> None:
+        """Calls ``fn()`` (in the host's thread) when it ends; at once if it has ended."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn()
+
+    def _finished(self) -> None:
+        with self._lock:
             self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb()
 
     def task(self, i: int) -> HostedTask:
         """The view of process ``i`` that ``Handle`` keeps."""
@@ -63,27 +82,6 @@ class LoopHost:
     @property
     def alive(self) -> bool:
         return not self._done.is_set()
-
-
-class HostedTask:
-    """One async process of a ``LoopHost``."""
-
-    __slots__ = ("_host", "_i")
-
-    def __init__(self, host: LoopHost, i: int) -> None:
-        self._host = host
-        self._i = i
-
-    @property
-    def outcome(self) -> Outcome | None:
-        return self._host.outcomes[self._i]
-
-    @property
-    def alive(self) -> bool:
-        return self._host.alive
-
-    def wait(self, timeout: float | None) -> bool:
-        return self._host.wait(timeout)
 
 
 class LoopTask:

@@ -1,0 +1,101 @@
+"""``io(fn, *args)``: a blocking call that is not a channel operation, made from a greenlet.
+
+A greenlet process shares its OS thread with every greenlet of its scheduler, so a call that
+blocks the thread (``time.sleep``, file or socket I/O, ``subprocess.run``, a lock, joining a
+thread) stops all of them. ``io`` runs such a call on a worker thread and parks only the
+calling greenlet (it waits on a private channel, so the scheduler runs the others meanwhile
+and wakes it when the call returns). Outside a greenlet scheduler it simply calls ``fn``.
+
+Invariants:
+- ``io(fn, ...)`` returns what ``fn`` returned or raises what it raised, in the caller.
+- Worker threads are daemons, reused while idle (the pool grows to the number of concurrent
+  calls); a worker never touches the caller's greenlet, it only writes one outcome to a
+  buffered channel (which never blocks).
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._native import Channel, _in_scheduler
+
+__all__ = ["io"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_jobs: queue.SimpleQueue[tuple[Callable[[], Any], Channel]] = queue.SimpleQueue()
+_idle = 0
+_lock = threading.Lock()
+
+
+def _worker() -> None:
+    global _idle
+    while True:
+        job, done = _jobs.get()
+        try:
+            outcome: tuple[bool, Any] = (True, job())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling greenlet
+            outcome = (False, exc)
+        done.write_nowait(outcome)
+        del job, done, outcome
+        with _lock:
+            _idle += 1
+
+
+def _submit(job: Callable[[], Any], done: Channel) -> None:
+    global _idle
+    with _lock:
+        start = _idle == 0
+        if not start:
+            _idle -= 1
+    _jobs.put((job, done))
+    if start:
+        threading.Thread(target=_worker, name="ferrocsp-io", daemon=True).start()
+
+
+def _call(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    if not _in_scheduler():
+        return fn(*args, **kwargs)
+    done = Channel(1, name=f"io({getattr(fn, '__name__', 'fn')})")
+    _submit(functools.partial(fn, *args, **kwargs), done)
+    ok, value = done.read()
+    if not ok:
+        raise value
+    result: R = value
+    return result
+
+
+@overload
+def io(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def io(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R: ...
+def io(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Any:
+    """Runs a blocking call without blocking the other greenlets of the scheduler.
+
+    ``csp.io(fn, *args, **kwargs)`` calls ``fn(*args, **kwargs)`` on a worker thread while
+    the calling greenlet process waits (the other greenlets keep running), and returns its
+    result or raises its exception. ``csp.io(fn)`` with nothing else returns ``fn`` wrapped
+    so that every call goes through ``io``: use it as a decorator (``@csp.io``), and call a
+    function that takes no arguments as ``csp.io(fn)()``. Outside a greenlet process
+    (threads, asyncio, plain code) the call simply happens in place.
+
+    Use it in greenlet processes for anything that blocks the OS thread and is not a ferrocsp
+    channel operation: ``time.sleep``, file and socket I/O, ``subprocess``, waiting on
+    ``threading`` primitives, CPU-heavy C calls that release the GIL. Channel operations
+    (``read``, ``write``, ``Alt``) never need it.
+    """
+    if args or kwargs:
+        return _call(fn, *args, **kwargs)
+    if not callable(fn):
+        raise TypeError(f"io needs a callable, not {type(fn).__name__}")
+
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> R:
+        return _call(fn, *a, **kw)
+
+    return wrapper
