@@ -16,8 +16,10 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 PYTHON=${PYTHON:-python3}
 VENV="$root/.venv"
-# Dev tools; keep in step with [project.optional-dependencies].dev in pyproject.toml.
-TOOLS=("maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "mypy>=1.10" "ruff>=0.6")
+# Dev tools; keep in step with [project.optional-dependencies].dev in pyproject.toml, plus the
+# runtime dependencies of [project].dependencies (maturin develop installs those only when it
+# rebuilds, and the build below is skipped when the extension is up to date).
+TOOLS=("greenlet>=3.0" "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "mypy>=1.10" "ruff>=0.6")
 
 # --- Rust toolchain --------------------------------------------------------------------
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
@@ -42,7 +44,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(
 fi
 VPY="$VENV/bin/python"
 
-if ! "$VPY" -c 'import pytest, pytest_timeout, hypothesis, mypy' 2>/dev/null \
+if ! "$VPY" -c 'import greenlet, pytest, pytest_timeout, hypothesis, mypy' 2>/dev/null \
    || [ ! -x "$VENV/bin/maturin" ] || [ ! -x "$VENV/bin/ruff" ]; then
   say "pip install ${TOOLS[*]}"
   "$VPY" -m pip install --quiet --disable-pip-version-check "${TOOLS[@]}"
@@ -74,3 +76,14 @@ if [ "$stale" = 1 ]; then
 else
   say "ferrocsp extension up to date ($so)"
 fi
+
+# --- Docs and benchmark plots ------------------------------------------------------------
+# mkdocs with mkdocstrings builds the site (scripts/test.sh runs `mkdocs build --strict`);
+# matplotlib draws the plots of `ferrocsp bench`. Keep in step with the docs and bench extras
+# of [project.optional-dependencies] in pyproject.toml.
+DOC_TOOLS=("mkdocs>=1.6,<2" "mkdocstrings[python]>=0.26" "matplotlib>=3.8")
+if ! "$VPY" -c 'import mkdocs, mkdocstrings_handlers.python, matplotlib' 2>/dev/null; then
+  say "pip install ${DOC_TOOLS[*]}"
+  "$VPY" -m pip install --quiet --disable-pip-version-check "${DOC_TOOLS[@]}"
+fi
+say "docs: mkdocs $("$VPY" -c 'import mkdocs; print(mkdocs.__version__)'), matplotlib $("$VPY" -c 'import matplotlib; print(matplotlib.__version__)')"

@@ -62,5 +62,8 @@ allow=()
 [ -f scripts/stubtest-allowlist.txt ] && allow=(--allowlist scripts/stubtest-allowlist.txt)
 step "stubtest ferrocsp._native" "$VENV/bin/python" -m mypy.stubtest ferrocsp._native "${allow[@]}"
 
+# The documentation site: warnings (a broken link, an unknown API name) are errors.
+step "mkdocs build --strict" "$VENV/bin/mkdocs" build --strict --quiet --site-dir "$root/site"
+
 printf '[test] pytest\n'
 exec "$VENV/bin/python" -m pytest tests "$@"

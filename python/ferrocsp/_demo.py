@@ -1,8 +1,12 @@
-"""``python -m ferrocsp demo``: two small networks that show what ferrocsp does.
+"""``ferrocsp demo`` (or ``python -m ferrocsp demo``): small networks that show what ferrocsp
+does, in a few seconds.
 
 1. Commstime (the classic occam benchmark): Prefix -> Delta -> Succ -> Prefix, with Delta also
-   feeding a consumer; four channel communications per cycle, on OS threads.
+   feeding a consumer; four channel communications per cycle. Once per backend that runs
+   plain functions (OS threads; greenlets when that backend is available), and once with
+   ``async def`` processes on asyncio.
 2. A pipeline generate -> square -> accumulate, shut down by poison from the last stage.
+3. Where to go next.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from . import _backends
 from ._alt import Alt, Timeout
 from ._native import Channel, Reader, Writer
 from ._par import Par
 from ._process import process
 
-__all__ = ["commstime", "main", "poison_pipeline"]
+__all__ = ["acommstime", "commstime", "main", "poison_pipeline", "sync_backends"]
 
 
 @process(name="prefix")
@@ -51,17 +56,73 @@ def _consumer(inp: Reader, cycles: int) -> float:
     return elapsed
 
 
-def commstime(cycles: int = 20_000) -> float:
-    """Runs commstime for ``cycles`` cycles; returns microseconds per communication."""
+def commstime(cycles: int = 20_000, backend: str | None = None) -> float:
+    """Runs commstime for ``cycles`` cycles with plain-function processes on ``backend``
+    (default: the default backend); returns microseconds per communication."""
     a, b, c, d = (Channel(name=n) for n in ("a", "b", "c", "d"))
     results = Par(
         _prefix(c.reader(), a.writer(), 0),
         _delta(a.reader(), b.writer(), d.writer()),
         _succ(b.reader(), c.writer()),
         _consumer(d.reader(), cycles),
+        backend=backend,
     ).run()
     elapsed: float = results[-1]
     return elapsed / (4 * cycles) * 1e6
+
+
+# The same four processes as async def: they run as tasks on one asyncio event loop.
+
+
+@process(name="prefix")
+async def _aprefix(inp: Reader, out: Writer, first: int) -> None:
+    await out.awrite(first)
+    while True:
+        await out.awrite(await inp.aread())
+
+
+@process(name="delta")
+async def _adelta(inp: Reader, out_a: Writer, out_b: Writer) -> None:
+    while True:
+        x = await inp.aread()
+        await out_a.awrite(x)
+        await out_b.awrite(x)
+
+
+@process(name="succ")
+async def _asucc(inp: Reader, out: Writer) -> None:
+    while True:
+        await out.awrite(await inp.aread() + 1)
+
+
+@process(name="consumer")
+async def _aconsumer(inp: Reader, cycles: int) -> float:
+    await inp.aread()
+    t0 = time.perf_counter()
+    for _ in range(cycles):
+        await inp.aread()
+    elapsed = time.perf_counter() - t0
+    inp.poison()
+    return elapsed
+
+
+def acommstime(cycles: int = 20_000) -> float:
+    """Commstime with ``async def`` processes (asyncio backend); µs per communication."""
+    a, b, c, d = (Channel(name=n) for n in ("a", "b", "c", "d"))
+    results = Par(
+        _aprefix(c.reader(), a.writer(), 0),
+        _adelta(a.reader(), b.writer(), d.writer()),
+        _asucc(b.reader(), c.writer()),
+        _aconsumer(d.reader(), cycles),
+    ).run()
+    elapsed: float = results[-1]
+    return elapsed / (4 * cycles) * 1e6
+
+
+def sync_backends() -> list[str]:
+    """The available backends that run plain functions in this interpreter (thread,
+    greenlet); the OS-process backend is left out of the demo."""
+    return [b for b in ("thread", "greenlet") if b in _backends.AVAILABLE]
 
 
 @process(name="generate")
@@ -105,11 +166,30 @@ def poison_pipeline(limit: int = 10_000) -> tuple[int, int]:
     return count, total
 
 
+_WHERE = {
+    "thread": "plain functions, one OS thread each",
+    "greenlet": "plain functions, greenlets on one scheduler",
+    "asyncio": "async def processes, tasks on one event loop",
+}
+
+
 def main(out: Callable[[str], None] = print, cycles: int = 20_000) -> None:
-    """Runs both demos, printing what happened."""
-    out("ferrocsp demo")
-    out(f"1. commstime on OS threads, {cycles} cycles (4 communications each):")
-    out(f"   {commstime(cycles):.2f} us per communication")
+    """Runs the demos, printing what happened."""
+    out(f"ferrocsp demo (backends available: {', '.join(_backends.AVAILABLE)})")
+    out(f"1. commstime, a ring of 4 processes, {cycles} cycles of 4 communications:")
+    for backend in sync_backends():
+        us = commstime(cycles, backend)
+        out(f"   {backend:<9} {us:7.2f} us per communication   ({_WHERE[backend]})")
+    if "asyncio" in _backends.AVAILABLE:
+        out(
+            f"   {'asyncio':<9} {acommstime(cycles):7.2f} us per communication   "
+            f"({_WHERE['asyncio']})"
+        )
     count, total = poison_pipeline()
     out("2. generate -> square -> accumulate, stopped by poison when the sum passed 10000:")
     out(f"   {count} squares summed to {total}; every process ended cleanly")
+    out("3. where to go next:")
+    out("   docs:     mkdocs serve (in the source tree), then http://127.0.0.1:8000:")
+    out("             tutorial, semantics (shutdown: poison vs retire), API, performance")
+    out("   examples: examples/ in the source tree (python examples/<name>.py)")
+    out("   numbers:  ferrocsp bench --quick --out /tmp/perf  (tables and plots)")
