@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._native import Channel, _in_scheduler
+from ._native import Channel, _ignore_thread, _in_scheduler, _io_wait
 
 __all__ = ["io"]
 
@@ -35,6 +35,7 @@ _lock = threading.Lock()
 
 def _worker() -> None:
     global _idle
+    _ignore_thread()  # an idle worker never keeps a deadlock from being reported
     while True:
         job, done = _jobs.get()
         try:
@@ -63,7 +64,11 @@ def _call(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         return fn(*args, **kwargs)
     done = Channel(1, name=f"io({getattr(fn, '__name__', 'fn')})")
     _submit(functools.partial(fn, *args, **kwargs), done)
-    ok, value = done.read()
+    _io_wait(True)  # the caller waits for running code, not for a peer: never deadlocked
+    try:
+        ok, value = done.read()
+    finally:
+        _io_wait(False)
     if not ok:
         raise value
     result: R = value

@@ -34,6 +34,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
 
+use crate::deadlock::{Desc, Participant};
 use crate::errors::{to_pyerr, OpName};
 use crate::select::AltMap;
 use crate::wait::{deadline, Value};
@@ -117,6 +118,16 @@ struct Wait {
     waker: Arc<AsyncWake>,
     event_loop: Py<PyAny>,
     timer: Option<Py<PyAny>>,
+    /// The waiting process's deadlock-detection record (None outside `async def` processes).
+    part: Option<Arc<Participant>>,
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        if let Some(p) = &self.part {
+            p.unblock();
+        }
+    }
 }
 
 struct Inner {
@@ -232,13 +243,26 @@ impl Inner {
                 return Err(stop(pair.into_any().unbind()));
             }
             (Kind::Read | Kind::Next, Ok(s)) => {
+                crate::trace::event(py, "read", "", &self.name); // trace hook
                 let v = s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, ""))?;
                 return Err(stop(v));
             }
-            (Kind::Write, Ok(_)) => return Err(stop(py.None())),
+            (Kind::Write, Ok(_)) => {
+                crate::trace::event(py, "write", "", &self.name); // trace hook
+                return Err(stop(py.None()));
+            }
             (_, Err(e)) => e.error(),
         };
         Err(self.error(py, err))
+    }
+
+    /// Trace hook: the op is about to wait.
+    fn trace_block(&self, py: Python<'_>) {
+        match &self.kind {
+            Kind::Alt(map) => map.trace_block(py),
+            Kind::Write => crate::trace::event(py, "block", "write", &self.name),
+            _ => crate::trace::event(py, "block", "read", &self.name),
+        }
     }
 
     fn error(&self, py: Python<'_>, e: Error) -> PyErr {
@@ -290,6 +314,7 @@ impl Inner {
                 r => return self.finish(py, r),
             }
         }
+        self.trace_block(py); // trace hook
         let event_loop =
             GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0().map_err(|_| {
                 PyRuntimeError::new_err(
@@ -306,10 +331,21 @@ impl Inner {
         let Some(sel) = self.sel.as_mut() else {
             return Err(PyRuntimeError::new_err("selection missing"));
         };
-        match sel.start(self.policy, Waker::Custom(waker.clone()), deadline(timeout)) {
+        let custom = Waker::Custom(waker.clone());
+        match sel.start(self.policy, custom.clone(), deadline(timeout)) {
             Poll::Ready(r) => self.finish(py, r),
             Poll::Pending => {
-                self.wait = Some(Wait { waker, event_loop: event_loop.unbind(), timer: None });
+                let part = crate::deadlock::async_participant(py);
+                if let Some(p) = &part {
+                    let desc = match &self.kind {
+                        Kind::Alt(map) => map.desc(),
+                        Kind::Write => Desc::write(&self.name),
+                        Kind::Read | Kind::Next => Desc::read(&self.name),
+                    };
+                    p.block(desc, sel, Some(custom));
+                }
+                self.wait =
+                    Some(Wait { waker, event_loop: event_loop.unbind(), timer: None, part });
                 self.suspend(py, fut)
             }
         }
@@ -324,11 +360,19 @@ impl Inner {
             t.call_method0(py, "cancel")?;
         }
         let (waker, event_loop) = (Arc::clone(&wait.waker), wait.event_loop.clone_ref(py));
+        let part = wait.part.clone();
         let Some(sel) = self.sel.as_mut() else {
             return Err(PyRuntimeError::new_err("selection missing"));
         };
         loop {
-            match sel.resume() {
+            let poll = sel.resume();
+            if let Some(deadlock) = part.as_ref().and_then(|p| p.deadlocked(py, sel, &poll)) {
+                self.done = true;
+                self.wait = None;
+                self.sel = None;
+                return Err(deadlock);
+            }
+            match poll {
                 Poll::Ready(r) => return self.finish(py, r),
                 Poll::Pending => {
                     // Still registered (an early timer, or a retired guard restarted the

@@ -16,8 +16,10 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyInt, PyType};
 
 use crate::aio::AsyncOp;
+use crate::deadlock::Desc;
 use crate::ends::{Reader, Writer};
 use crate::errors::{parse_timeout, to_pyerr, OpName};
+use crate::trace;
 use crate::wait::{deadline, select_blocking, Value};
 
 static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
@@ -33,13 +35,20 @@ pub(crate) fn read_value(
 ) -> PyResult<Value> {
     match chan.try_read() {
         Err(Error::WouldBlock) => {}
-        Ok(v) => return Ok(v),
+        Ok(v) => {
+            trace::event(py, "read", "", name);
+            return Ok(v);
+        }
         Err(e) => return Err(to_pyerr(py, e, OpName::Read, name)),
     }
+    trace::event(py, "block", "read", name);
     let mut sel = Select::new();
     sel.read(chan);
-    match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout))? {
-        Ok(s) => s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, name)),
+    match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::read(name))? {
+        Ok(s) => {
+            trace::event(py, "read", "", name);
+            s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, name))
+        }
         Err(e) => Err(to_pyerr(py, e.error(), OpName::Read, name)),
     }
 }
@@ -53,14 +62,22 @@ pub(crate) fn write_value(
     timeout: Option<f64>,
 ) -> PyResult<()> {
     let value = match chan.try_write(value) {
-        Ok(()) => return Ok(()),
+        Ok(()) => {
+            trace::event(py, "write", "", name);
+            return Ok(());
+        }
         Err(e) if e.error == Error::WouldBlock => e.value,
         Err(e) => return Err(to_pyerr(py, e.error, OpName::Write, name)),
     };
+    trace::event(py, "block", "write", name);
     let mut sel = Select::new();
     sel.write(chan, value);
-    match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout))? {
-        Ok(_) => Ok(()),
+    match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::write(name))?
+    {
+        Ok(_) => {
+            trace::event(py, "write", "", name);
+            Ok(())
+        }
         Err(e) => Err(to_pyerr(py, e.error(), OpName::Write, name)),
     }
 }
@@ -70,7 +87,9 @@ pub(crate) fn try_read_value(
     chan: &ferrocsp::Channel<Value>,
     name: &str,
 ) -> PyResult<Value> {
-    chan.try_read().map_err(|e| to_pyerr(py, e, OpName::Read, name))
+    let v = chan.try_read().map_err(|e| to_pyerr(py, e, OpName::Read, name))?;
+    trace::event(py, "read", "", name);
+    Ok(v)
 }
 
 pub(crate) fn try_write_value(
@@ -79,7 +98,9 @@ pub(crate) fn try_write_value(
     name: &str,
     value: Value,
 ) -> PyResult<()> {
-    chan.try_write(value).map_err(|e| to_pyerr(py, e.error, OpName::Write, name))
+    chan.try_write(value).map_err(|e| to_pyerr(py, e.error, OpName::Write, name))?;
+    trace::event(py, "write", "", name);
+    Ok(())
 }
 
 /// `__next__` for channels and readers: end-of-stream (retired) stops the iteration.
@@ -246,7 +267,8 @@ impl Channel {
 
     /// Poisons the channel: every blocked and later operation raises ``ChannelPoisoned``;
     /// buffered values are dropped. Idempotent.
-    fn poison(&self) {
+    fn poison(&self, py: Python<'_>) {
+        trace::event(py, "poison", "", &self.name);
         self.inner.poison();
     }
 

@@ -55,6 +55,13 @@ macro_rules! end_class {
                 $ty { inner: chan.get().inner.$make(), chan: chan.clone().unbind() }
             }
 
+            /// Traces `ev` ("retire") on this end, once: a retired end reports nothing.
+            fn traced(&self, py: Python<'_>, ev: &'static str) {
+                if crate::trace::on() && !self.inner.is_retired() {
+                    crate::trace::event(py, ev, $kind, &self.chan.get().name);
+                }
+            }
+
             fn checked<'a>(&'a self, py: Python<'_>) -> PyResult<&'a Channel> {
                 let chan = self.chan.get();
                 if self.inner.is_retired() {
@@ -69,12 +76,14 @@ macro_rules! end_class {
             $($methods)*
 
             #[doc = $retire_doc]
-            fn retire(&self) {
+            fn retire(&self, py: Python<'_>) {
+                self.traced(py, "retire");
                 self.inner.retire();
             }
 
             /// Poisons the channel (allowed on a retired end too).
-            fn poison(&self) {
+            fn poison(&self, py: Python<'_>) {
+                crate::trace::event(py, "poison", "", &self.chan.get().name);
                 self.inner.poison();
             }
 
@@ -95,7 +104,8 @@ macro_rules! end_class {
             }
 
             #[pyo3(signature = (*_exc))]
-            fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+            fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+                self.traced(py, "retire");
                 self.inner.retire();
                 false
             }

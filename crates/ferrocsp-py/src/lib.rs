@@ -6,11 +6,13 @@
 
 mod aio;
 mod channel;
+mod deadlock;
 mod ends;
 mod errors;
 mod process;
 mod sched;
 mod select;
+mod trace;
 mod wait;
 
 use pyo3::prelude::*;
@@ -29,5 +31,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sched::_in_scheduler, m)?)?;
     m.add_function(wrap_pyfunction!(process::_set_process_name, m)?)?;
     m.add_function(wrap_pyfunction!(process::_process_name, m)?)?;
+    m.add_function(wrap_pyfunction!(trace::_set_trace, m)?)?;
+    m.add_class::<deadlock::ParticipantRef>()?;
+    m.add_function(wrap_pyfunction!(deadlock::_participants, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::_participant_enter, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::_participant_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::_joining, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::_io_wait, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::_ignore_thread, m)?)?;
     Ok(())
 }

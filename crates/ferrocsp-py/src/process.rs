@@ -13,13 +13,27 @@ thread_local! {
 }
 
 /// Sets (or with `None`, clears) the current thread's process name; returns the previous one.
+///
+/// On a thread this also registers the thread as a deadlock-detection participant (a thread
+/// process is one from its start, not only from its first blocking operation); clearing the
+/// name (the process ended) removes it, until the thread blocks on a channel again.
 #[pyfunction]
 #[pyo3(signature = (name))]
-pub(crate) fn _set_process_name(name: Option<String>) -> Option<String> {
+pub(crate) fn _set_process_name(py: Python<'_>, name: Option<String>) -> PyResult<Option<String>> {
     if let Some(task) = crate::sched::current_task() {
-        return task.set_name(name);
+        return Ok(task.set_name(name));
     }
-    NAME.with(|n| std::mem::replace(&mut *n.borrow_mut(), name))
+    let previous = NAME.with(|n| std::mem::replace(&mut *n.borrow_mut(), name.clone()));
+    match name {
+        Some(_) => crate::deadlock::thread_participant(py)?.set_name(name),
+        None => crate::deadlock::leave_thread(),
+    }
+    Ok(previous)
+}
+
+/// The process name set on the calling OS thread (not a greenlet's), if any.
+pub(crate) fn thread_process_name() -> Option<String> {
+    NAME.with(|n| n.borrow().clone())
 }
 
 /// The current thread's process name, if it runs a ferrocsp process.

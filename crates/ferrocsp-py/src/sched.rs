@@ -40,6 +40,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
 
+use crate::deadlock::{Desc, LocalWait, Participant};
 use crate::wait::Value;
 
 /// How long an idle hub in the main thread sleeps before running Python's signal handlers.
@@ -98,6 +99,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// State that only the scheduler's own thread touches, so it needs no lock.
+struct SchedCell<T>(std::cell::UnsafeCell<T>);
+
+// SAFETY: every access goes through `with`, called only on the scheduler's thread (from a task
+// greenlet in `select_in_greenlet`, or from the hub in `hub_loop`/`run`), never re-entrantly
+// (no closure passed to `with` calls Python or another `with` on the same cell).
+unsafe impl<T: Send> Sync for SchedCell<T> {}
+
+impl<T> SchedCell<T> {
+    fn new(v: T) -> Self {
+        SchedCell(std::cell::UnsafeCell::new(v))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: see the `Sync` impl: one thread, no re-entrance, so this is the only borrow.
+        f(unsafe { &mut *self.0.get() })
+    }
+}
+
 thread_local! {
     /// The task whose greenlet runs now on this thread (None in the hub or outside schedulers).
     static CURRENT: RefCell<Option<Arc<Task>>> = const { RefCell::new(None) };
@@ -154,6 +174,10 @@ struct Shared {
     live: AtomicUsize,
     /// The hub greenlet (set while `run` runs).
     hub: Mutex<Option<Py<PyAny>>>,
+    /// `threading.get_ident()` of the scheduler's thread (for deadlock detection).
+    ident: u64,
+    /// Tasks whose current wait is not yet published to deadlock detection.
+    unpublished: SchedCell<Vec<Arc<Task>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -254,6 +278,10 @@ pub(crate) struct Task {
     wait_gen: AtomicU64,
     /// The process name, for error messages (many processes share the thread).
     name: Mutex<Option<String>>,
+    /// Its deadlock-detection record, registered at spawn, removed when the process ends.
+    part: Arc<Participant>,
+    /// Its current wait, published to `part` when the hub runs out of work.
+    wait: SchedCell<LocalWait>,
 }
 
 impl std::fmt::Debug for Task {
@@ -280,7 +308,13 @@ impl Task {
 
     /// Sets the process name of this task; returns the previous one.
     pub(crate) fn set_name(&self, name: Option<String>) -> Option<String> {
+        self.part.set_name(name.clone());
         std::mem::replace(&mut *lock(&self.name), name)
+    }
+
+    /// Its deadlock-detection record.
+    pub(crate) fn participant(&self) -> Arc<Participant> {
+        Arc::clone(&self.part)
     }
 
     pub(crate) fn name(&self) -> Option<String> {
@@ -314,19 +348,53 @@ impl Task {
     }
 }
 
+/// Ends a greenlet task's recorded wait, however the wait ends.
+struct EndWait<'a>(&'a Task);
+
+impl Drop for EndWait<'_> {
+    fn drop(&mut self) {
+        self.0.wait.with(|w| w.clear(&self.0.part));
+    }
+}
+
+/// Wakes a task if it still exists (the deadlock watchdog's handle on a greenlet task).
+struct WeakTask(Weak<Task>);
+
+impl Wake for WeakTask {
+    fn wake(&self) {
+        if let Some(t) = self.0.upgrade() {
+            t.wake();
+        }
+    }
+}
+
 /// Runs `sel` to completion in the calling process greenlet: register, switch away, resume.
 ///
 /// An exception thrown into the greenlet while it is switched out (e.g. `GreenletExit`)
 /// withdraws the selection; if the operation completed in the race, its result is kept.
-pub(crate) fn select_in_greenlet(
+pub(crate) fn select_in_greenlet<'a>(
     py: Python<'_>,
     task: &Arc<Task>,
     sel: &mut Select<Value>,
     policy: Policy,
     deadline: Option<Instant>,
+    desc: impl FnOnce() -> Desc<'a>,
 ) -> PyResult<Result<Selected<Value>, SelectError>> {
-    let waker: Arc<dyn Wake> = Arc::clone(task) as Arc<dyn Wake>;
-    let mut poll = sel.start(policy, Waker::Custom(waker), deadline);
+    let waker = Waker::Custom(Arc::clone(task) as Arc<dyn Wake>);
+    let mut poll = sel.start(policy, waker, deadline);
+    if let Poll::Ready(r) = poll {
+        return Ok(r);
+    }
+    // Recorded locally (no lock): the hub publishes it if the scheduler runs out of work.
+    let desc = desc();
+    let list = task.wait.with(|w| {
+        w.record(&desc, sel);
+        !std::mem::replace(&mut w.listed, true)
+    });
+    if list {
+        task.shared.unpublished.with(|l| l.push(Arc::clone(task)));
+    }
+    let _unblock = EndWait(task);
     loop {
         match poll {
             Poll::Ready(r) => return Ok(r),
@@ -344,6 +412,9 @@ pub(crate) fn select_in_greenlet(
             };
         }
         poll = sel.resume();
+        if let Some(deadlock) = task.part.deadlocked(py, sel, &poll) {
+            return Err(deadlock);
+        }
     }
 }
 
@@ -386,6 +457,8 @@ impl Scheduler {
                 has_timers: AtomicBool::new(false),
                 live: AtomicUsize::new(0),
                 hub: Mutex::new(None),
+                ident: crate::deadlock::thread_ident(py)?,
+                unpublished: SchedCell::new(Vec::new()),
             }),
             tasks: Mutex::new(Vec::new()),
             running: AtomicBool::new(false),
@@ -410,7 +483,12 @@ impl Scheduler {
             done: AtomicBool::new(false),
             wait_gen: AtomicU64::new(0),
             name: Mutex::new(None),
+            part: crate::deadlock::greenlet_participant(self.shared.ident),
+            wait: SchedCell::new(LocalWait::default()),
         });
+        // Weak: the record must not keep its task alive (the task holds the record).
+        let weak: Arc<dyn Wake> = Arc::new(WeakTask(Arc::downgrade(&task)));
+        task.part.set_waker(Waker::Custom(weak));
         let fn_ = fn_.unbind();
         let t = Arc::clone(&task);
         let body = PyCFunction::new_closure(
@@ -421,6 +499,7 @@ impl Scheduler {
                 let py = args.py();
                 let r = fn_.call0(py);
                 t.done.store(true, Ordering::Release);
+                t.part.remove();
                 t.shared.live.fetch_sub(1, Ordering::AcqRel);
                 // The greenlet is dead once this returns; dropping our reference to it here
                 // also breaks the cycle task -> greenlet -> this closure -> task.
@@ -459,10 +538,12 @@ impl Scheduler {
         let r = self.hub_loop(py);
         // Whatever happened, no greenlet of ours may stay reachable from Rust only.
         for t in std::mem::take(&mut *lock(&self.tasks)) {
+            t.part.remove();
             let g = lock(&t.greenlet).take();
             drop(g);
         }
         lock(&self.shared.timers).clear();
+        drop(self.shared.unpublished.with(std::mem::take));
         let q = std::mem::take(&mut lock(&self.shared.queue).tasks);
         drop(q);
         *lock(&self.shared.hub) = None;
@@ -473,6 +554,17 @@ impl Scheduler {
 }
 
 impl Scheduler {
+    /// Publishes the waits of the tasks blocked since the hub last ran out of work.
+    fn publish_waits(&self) {
+        let tasks = self.shared.unpublished.with(std::mem::take);
+        for t in tasks {
+            t.wait.with(|w| {
+                w.listed = false;
+                w.publish(&t.part);
+            });
+        }
+    }
+
     fn hub_loop(&self, py: Python<'_>) -> PyResult<()> {
         *lock(&self.shared.hub) = Some(getcurrent(py)?.unbind());
         let main = crate::wait::is_main_thread(py)?;
@@ -501,6 +593,9 @@ impl Scheduler {
                 }
                 q.idle = true;
             }
+            // Idle: the blocked tasks' waits now matter to deadlock detection. (A wake-up
+            // meanwhile cleared `idle` and unparked us, so the park below returns at once.)
+            self.publish_waits();
             let slice = if main { Instant::now().checked_add(SIGNAL_SLICE) } else { None };
             let until = match (next_deadline, slice) {
                 (Some(a), Some(b)) => Some(a.min(b)),

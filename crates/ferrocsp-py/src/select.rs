@@ -14,8 +14,10 @@ use pyo3::prelude::*;
 
 use crate::aio::AsyncOp;
 use crate::channel::Channel;
+use crate::deadlock::Desc;
 use crate::ends::{Reader, Writer};
 use crate::errors::{to_pyerr, OpName};
+use crate::trace;
 use crate::wait::{select_blocking, Value};
 
 /// Resolves a read/write target to (engine channel, channel name, retired end?).
@@ -49,9 +51,23 @@ pub(crate) struct AltMap {
     names: Vec<String>,
     /// Every channel named in the selection, retired ends included (for the Retired message).
     all_names: Vec<String>,
+    /// Operation kind per engine op (0 read, 1 write, 2 skip, 3 timeout), for the trace.
+    kinds: Vec<u8>,
 }
 
 impl AltMap {
+    /// What the selection waits on, for deadlock detection: its channel operations.
+    pub(crate) fn desc(&self) -> Desc<'_> {
+        let waits = self
+            .names
+            .iter()
+            .zip(&self.kinds)
+            .filter(|(_, &k)| k <= 1)
+            .map(|(n, &k)| (n.as_str(), k == 1))
+            .collect();
+        Desc::alt(waits)
+    }
+
     /// `(op index, value)` for a fired selection, or the exception it ended with.
     pub(crate) fn map(
         &self,
@@ -59,7 +75,10 @@ impl AltMap {
         r: Result<Selected<Value>, SelectError>,
     ) -> PyResult<(usize, Option<Value>)> {
         match r {
-            Ok(s) => Ok((self.index_of[s.index], s.value)),
+            Ok(s) => {
+                self.trace_fired(py, s.index);
+                Ok((self.index_of[s.index], s.value))
+            }
             Err(SelectError::Poisoned { index }) => {
                 Err(to_pyerr(py, Error::Poisoned, OpName::Select, &self.names[index]))
             }
@@ -69,6 +88,24 @@ impl AltMap {
             }
             Err(e) => Err(to_pyerr(py, e.error(), OpName::Select, "")),
         }
+    }
+}
+
+impl AltMap {
+    /// Traces the communication of a fired guard (a read or write, like a plain one's).
+    fn trace_fired(&self, py: Python<'_>, index: usize) {
+        if trace::on() {
+            match self.kinds[index] {
+                0 => trace::event(py, "read", "alt", &self.names[index]),
+                1 => trace::event(py, "write", "alt", &self.names[index]),
+                _ => {}
+            }
+        }
+    }
+
+    /// Traces that the selection blocks, on every channel it names.
+    pub(crate) fn trace_block(&self, py: Python<'_>) {
+        trace::event(py, "block", "alt", &self.all_names.join(","));
     }
 }
 
@@ -93,6 +130,7 @@ pub(crate) fn prepare(
     let mut index_of: Vec<usize> = Vec::with_capacity(ops.len());
     let mut names: Vec<String> = Vec::with_capacity(ops.len());
     let mut all_names: Vec<String> = Vec::new();
+    let mut kinds: Vec<u8> = Vec::with_capacity(ops.len());
     for (i, (kind, obj, value)) in ops.into_iter().enumerate() {
         let mut name = String::new();
         match kind {
@@ -130,11 +168,12 @@ pub(crate) fn prepare(
         }
         index_of.push(i);
         names.push(name);
+        kinds.push(kind);
     }
     if policy == Policy::Fair {
         sel.set_last_selected(last.and_then(|l| index_of.iter().position(|&i| i == l)));
     }
-    Ok((sel, AltMap { index_of, names, all_names }))
+    Ok((sel, AltMap { index_of, names, all_names, kinds }))
 }
 
 /// Runs one selection. `policy`: 0 random, 1 priority, 2 fair (starting after `last`).
@@ -151,7 +190,14 @@ pub(crate) fn _select(
     let policy = self::policy(policy)?;
     let (mut sel, map) = prepare(py, ops, policy, last)?;
     let deadline = crate::wait::deadline(timeout);
-    let r = select_blocking(py, &mut sel, policy, deadline)?;
+    if trace::on() {
+        // Traced: try first, so a selection that must wait is reported as blocked.
+        match sel.try_select(policy) {
+            Err(SelectError::WouldBlock) => map.trace_block(py),
+            r => return map.map(py, r),
+        }
+    }
+    let r = select_blocking(py, &mut sel, policy, deadline, || map.desc())?;
     map.map(py, r)
 }
 

@@ -20,6 +20,8 @@ use ferrocsp::{Policy, Poll, Select, SelectError, Selected, Waker};
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 
+use crate::deadlock::Desc;
+
 pub(crate) type Value = Py<PyAny>;
 
 const SIGNAL_SLICE: Duration = Duration::from_millis(50);
@@ -51,21 +53,28 @@ pub(crate) fn deadline(timeout: Option<f64>) -> Option<Instant> {
 ///
 /// The outer `PyResult` carries interrupts (KeyboardInterrupt from a signal handler); the inner
 /// `Result` is the selection's own outcome.
-pub(crate) fn select_blocking(
+///
+/// `desc` says what the operation waits on, recorded (only if it blocks) for deadlock
+/// detection; a declared deadlock ends the wait with `Deadlock` in the outer `PyResult`.
+pub(crate) fn select_blocking<'a>(
     py: Python<'_>,
     sel: &mut Select<Value>,
     policy: Policy,
     deadline: Option<Instant>,
+    desc: impl FnOnce() -> Desc<'a>,
 ) -> PyResult<Result<Selected<Value>, SelectError>> {
     if let Some(task) = crate::sched::current_task() {
         // A process greenlet: switch to other greenlets instead of parking the thread.
-        return crate::sched::select_in_greenlet(py, &task, sel, policy, deadline);
+        return crate::sched::select_in_greenlet(py, &task, sel, policy, deadline, desc);
     }
     let mut poll = sel.start(policy, Waker::current_thread(), deadline);
-    let main = match poll {
-        Poll::Ready(_) => false,
-        Poll::Pending => is_main_thread(py)?,
-    };
+    if let Poll::Ready(r) = poll {
+        return Ok(r);
+    }
+    let main = is_main_thread(py)?;
+    let me = crate::deadlock::thread_participant(py)?;
+    me.block(desc(), sel, None);
+    let _unblock = Unblock(&me);
     loop {
         match poll {
             Poll::Ready(r) => return Ok(r),
@@ -77,6 +86,9 @@ pub(crate) fn select_blocking(
             py.detach(move || sel_ref.park(slice));
         }
         poll = sel.resume();
+        if let Some(deadlock) = me.deadlocked(py, sel, &poll) {
+            return Err(deadlock);
+        }
         if main && matches!(poll, Poll::Pending) {
             if let Err(interrupt) = py.check_signals() {
                 return match sel.abort() {
@@ -88,6 +100,15 @@ pub(crate) fn select_blocking(
                 };
             }
         }
+    }
+}
+
+/// Clears a participant's blocked record when the wait ends, however it ends.
+pub(crate) struct Unblock<'a>(pub(crate) &'a crate::deadlock::Participant);
+
+impl Drop for Unblock<'_> {
+    fn drop(&mut self) {
+        self.0.unblock();
     }
 }
 

@@ -287,6 +287,12 @@ impl<T> Select<T> {
         self.pending.as_ref().is_some_and(|p| p.signal.is_waiting())
     }
 
+    /// The selection cell of the pending registration, if any: lets another thread see whether
+    /// this selection still waits (deadlock detection) without touching the `Select`.
+    pub fn signal(&self) -> Option<Arc<Signal>> {
+        self.pending.as_ref().map(|p| Arc::clone(&p.signal))
+    }
+
     /// Parks the calling thread until the pending selection is completed, its wake deadline
     /// passes, or `until` passes. Spurious returns are allowed; follow with [`Select::resume`].
     pub fn park(&self, until: Option<Instant>) {

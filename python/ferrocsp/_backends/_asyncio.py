@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._native import _participant_enter, _participant_exit
 from .._process import Outcome, Process, aexecute
 from ._hosted import HostedTask
 
@@ -25,10 +26,11 @@ __all__ = ["HostedTask", "LoopHost", "LoopTask"]
 class LoopHost:
     """Runs async processes on one event loop in its own daemon thread."""
 
-    __slots__ = ("_callbacks", "_done", "_lock", "_procs", "outcomes", "thread")
+    __slots__ = ("_callbacks", "_done", "_lock", "_name", "_procs", "outcomes", "thread")
 
     def __init__(self, procs: list[Process[Any]], name: str) -> None:
         self._procs = procs
+        self._name = f"{name} [asyncio]"
         self.outcomes: list[Outcome | None] = [None] * len(procs)
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -40,7 +42,13 @@ class LoopHost:
         self.outcomes[i] = await aexecute(self._procs[i])
 
     async def _all(self) -> None:
-        await asyncio.gather(*(self._one(i) for i in range(len(self._procs))))
+        # The loop's main task waits for its processes: a joining participant, so a network
+        # whose async processes all block is reported as deadlocked (docs/design.md).
+        pid = _participant_enter(self._name, True)
+        try:
+            await asyncio.gather(*(self._one(i) for i in range(len(self._procs))))
+        finally:
+            _participant_exit(pid)
 
     def _main(self) -> None:
         try:

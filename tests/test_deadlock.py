@@ -1,0 +1,381 @@
+"""Deadlock detection: a network in which every participant waits forever raises ``Deadlock``.
+
+Deadlocking programs run in a subprocess (so a missed detection fails the test by timeout
+instead of hanging the suite, and no thread left over by another test can hide the deadlock);
+programs that must *not* be reported run in-process and simply have to finish normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import ferrocsp as csp
+from ferrocsp import _native
+
+#: A deadlock must be reported well within this many seconds.
+LIMIT = 20.0
+
+PRELUDE = """
+import sys, threading, time
+import ferrocsp as csp
+
+def report(exc):
+    group = exc if isinstance(exc, BaseExceptionGroup) else None
+    leaves = list(group.exceptions) if group else [exc]
+    kinds = sorted({type(e).__name__ for e in leaves})
+    print("KINDS", ",".join(kinds))
+    for e in leaves:
+        print("MSG", e)
+"""
+
+
+def run_program(body: str, env: dict[str, str] | None = None, timeout: float = LIMIT) -> str:
+    """Runs ``PRELUDE + body`` in a fresh interpreter; returns its stdout (fails on error)."""
+    code = PRELUDE + textwrap.dedent(body)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("FERROCSP_TRACE", None)
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert time.monotonic() - t0 < timeout
+    return r.stdout
+
+
+def deadlock_messages(out: str) -> list[str]:
+    assert "KINDS Deadlock\n" in out, out
+    msgs = [line[4:] for line in out.splitlines() if line.startswith("MSG ")]
+    assert msgs, out
+    return msgs
+
+
+# ----- real deadlocks are reported -----
+
+CROSS = """
+@csp.process(backend={lb!r})
+def left(inp, out):
+    out.write(inp.read())
+
+@csp.process(backend={rb!r})
+def right(inp, out):
+    out.write(inp.read())
+
+a, b = csp.Channel(name="a"), csp.Channel(name="b")
+try:
+    csp.Par(left(a, b), right(b, a)).run()
+except BaseException as exc:
+    report(exc)
+"""
+
+
+@pytest.mark.parametrize(
+    ("lb", "rb"), [("thread", "thread"), ("greenlet", "greenlet"), ("thread", "greenlet")]
+)
+def test_two_processes_reading_each_other(lb: str, rb: str) -> None:
+    msgs = deadlock_messages(run_program(CROSS.format(lb=lb, rb=rb)))
+    assert len(msgs) == 2  # every blocked operation raised Deadlock
+    for m in msgs:
+        assert m.startswith("Deadlock: 2 processes wait forever: "), m
+        assert "'left' reads 'a'" in m, m
+        assert "'right' reads 'b'" in m, m
+        assert "'MainThread'" in m, m  # joining them
+
+
+def test_thread_and_asyncio_processes() -> None:
+    body = """
+    @csp.process
+    def left(inp, out):
+        out.write(inp.read())
+
+    @csp.process
+    async def right(inp, out):
+        await out.awrite(await inp.aread())
+
+    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+    try:
+        csp.Par(left(a, b), right(b, a)).run()
+    except BaseException as exc:
+        report(exc)
+    """
+    msgs = deadlock_messages(run_program(body))
+    assert len(msgs) == 2
+    assert all("'left' reads 'a'" in m and "'right' reads 'b'" in m for m in msgs), msgs
+
+
+def test_asyncio_arun_deadlock() -> None:
+    body = """
+    import asyncio
+
+    @csp.process
+    async def left(inp, out):
+        await out.awrite(await inp.aread())
+
+    @csp.process
+    async def right(inp, out):
+        await out.awrite(await inp.aread())
+
+    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+    try:
+        asyncio.run(csp.Par(left(a, b), right(b, a)).arun())
+    except BaseException as exc:
+        report(exc)
+    """
+    msgs = deadlock_messages(run_program(body))
+    assert all("'left' reads 'a'" in m and "'right' reads 'b'" in m for m in msgs), msgs
+
+
+@pytest.mark.parametrize("backend", ["thread", "greenlet"])
+def test_dining_philosophers_without_butler(backend: str) -> None:
+    # Forks are one-token channels; a channel barrier makes every philosopher hold their left
+    # fork before anyone reaches for the right one, so the deadlock is certain.
+    body = f"""
+    N = 5
+    forks = [csp.Channel(1, name=f"fork{{i}}") for i in range(N)]
+    for f in forks:
+        f.write("fork")
+    ready, go = csp.Channel(name="ready"), csp.Channel(name="go")
+
+    def philosopher(i):
+        left, right = forks[i], forks[(i + 1) % N]
+        left.read()
+        ready.write(i)
+        go.read()
+        right.read()  # never: the right fork is somebody's left fork
+        return "ate"
+
+    def barrier():
+        for _ in range(N):
+            ready.read()
+        for _ in range(N):
+            go.write(None)
+
+    procs = [csp.Process(philosopher, (i,), name=f"phil{{i}}") for i in range(N)]
+    try:
+        csp.Par(*procs, csp.Process(barrier, name="barrier"), backend={backend!r}).run()
+    except BaseException as exc:
+        report(exc)
+    """
+    msgs = deadlock_messages(run_program(body))
+    assert len(msgs) == 5
+    for m in msgs:
+        assert m.startswith("Deadlock: 5 processes wait forever"), m
+        for i in range(5):
+            assert f"'phil{i}' reads 'fork{(i + 1) % 5}'" in m, m
+
+
+@pytest.mark.parametrize("backend", ["thread", "greenlet"])
+def test_pipeline_whose_last_stage_stopped_reading(backend: str) -> None:
+    body = f"""
+    def producer(out):
+        i = 0
+        while True:
+            out.write(i)
+            i += 1
+
+    def relay(inp, out):
+        for x in inp:
+            out.write(x)
+
+    def consumer(inp):
+        return [inp.read() for _ in range(3)]  # and stops reading
+
+    c1, c2 = csp.Channel(name="c1"), csp.Channel(name="c2")
+    procs = [
+        csp.Process(producer, (c1,), name="producer"),
+        csp.Process(relay, (c1, c2), name="relay"),
+        csp.Process(consumer, (c2,), name="consumer"),
+    ]
+    try:
+        csp.Par(*procs, backend={backend!r}).run()
+    except BaseException as exc:
+        report(exc)
+    """
+    msgs = deadlock_messages(run_program(body))
+    assert len(msgs) == 2
+    for m in msgs:
+        assert "'producer' writes 'c1'" in m, m
+        assert "'relay' writes 'c2'" in m, m
+        assert "consumer" not in m, m  # it ended; it is no longer part of the network
+
+
+def test_alt_deadlock_names_every_guard() -> None:
+    body = """
+    @csp.process
+    def chooser(a, b):
+        csp.Alt(a, csp.Output(b, 1)).select()
+
+    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+    try:
+        csp.Par(chooser(a, b)).run()
+    except BaseException as exc:
+        report(exc)
+    """
+    (m,) = deadlock_messages(run_program(body))
+    assert "'chooser' alts on reads 'a', writes 'b'" in m, m
+
+
+def test_main_thread_alone_in_a_plain_read() -> None:
+    body = """
+    ch = csp.Channel(name="lonely")
+    try:
+        ch.read()
+    except csp.Deadlock as exc:
+        print("DEADLOCK", exc)
+    """
+    out = run_program(body)
+    assert "DEADLOCK Deadlock: 1 process waits forever: 'MainThread' reads 'lonely'" in out, out
+
+
+def test_disabled_by_environment() -> None:
+    body = """
+    ch = csp.Channel(name="lonely")
+    ch.read()  # hangs: detection is off
+    """
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_program(body, env={"FERROCSP_DEADLOCK": "off"}, timeout=2.0)
+
+
+# ----- no false positives: these networks finish normally -----
+
+
+@csp.process
+def relay_once(inp: csp.Channel, out: csp.Channel) -> Any:
+    v = inp.read()
+    out.write(v)
+    return v
+
+
+@csp.process
+def last(inp: csp.Channel) -> Any:
+    return inp.read()
+
+
+@csp.process
+def sleeper(out: csp.Channel) -> None:
+    time.sleep(0.3)
+    out.write("late")
+
+
+@csp.process
+def computer(out: csp.Channel) -> None:
+    deadline = time.monotonic() + 0.3
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    out.write("computed")
+
+
+@pytest.mark.parametrize("starter", [sleeper, computer])
+def test_sleeping_or_computing_process_is_not_a_deadlock(backend: str, starter: Any) -> None:
+    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+    if backend == "greenlet" and starter is sleeper:
+        starter = csp.Process(csp.io(sleeper_body), (a,), name="sleeper")
+    else:
+        starter = starter(a)
+    res = csp.Par(relay_once(a, b), last(b), starter, backend=backend).run()
+    assert res[:2] in (["late", "late"], ["computed", "computed"])
+
+
+def sleeper_body(out: csp.Channel) -> None:
+    time.sleep(0.3)
+    out.write("late")
+
+
+def test_pending_timeout_is_not_a_deadlock(backend: str) -> None:
+    @csp.process
+    def patient(a: csp.Channel, b: csp.Channel) -> str:
+        csp.Alt(a, csp.Timeout(0.3)).select()
+        b.write("timed out")
+        return "alt"
+
+    @csp.process
+    def patient_read(c: csp.Channel, d: csp.Channel) -> str:
+        try:
+            c.read(timeout=0.3)
+        except TimeoutError:
+            d.write("timed out")
+        return "read"
+
+    a, b, c, d = (csp.Channel(name=n) for n in "abcd")
+    res = csp.Par(patient(a, b), last(b), patient_read(c, d), last(d), backend=backend).run()
+    assert res == ["alt", "timed out", "read", "timed out"]
+
+
+def test_main_thread_sleeping_then_writing_is_not_a_deadlock() -> None:
+    ch = csp.Channel(name="later")
+    h = csp.Spawn(last(ch))
+    time.sleep(0.3)  # the process is blocked, the main thread is not: no deadlock
+    ch.write(42)
+    assert h.join() == 42
+
+
+def test_greenlet_io_call_is_not_a_deadlock() -> None:
+    @csp.process(backend="greenlet")
+    def waits_on_io(out: csp.Channel) -> None:
+        csp.io(time.sleep, 0.3)
+        out.write("io done")
+
+    ch = csp.Channel()
+    assert csp.Par(waits_on_io(ch), last(ch), backend="greenlet").run() == [None, "io done"]
+
+
+def test_participants_describe_blocked_processes() -> None:
+    a = csp.Channel(name="part-a")
+    h = csp.Spawn(last(a))
+    deadline = time.monotonic() + 10
+    while True:
+        mine = [p for p in _native._participants() if p["waits"] == [("part-a", "read")]]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert mine, _native._participants()
+    p = mine[0]
+    assert (p["name"], p["backend"], p["state"]) == ("last", "thread", "blocked")
+    assert (p["alt"], p["timeout"]) == (False, False)
+    assert p["since"] >= 0.0
+    a.write(1)
+    assert h.join() == 1
+    assert not [p for p in _native._participants() if p["name"] == "last"]
+
+
+def test_foreign_thread_that_will_write_is_not_a_deadlock() -> None:
+    # A thread that never used a channel yet might still write: no report while it lives.
+    ch = csp.Channel(name="from-foreign")
+    writer = threading.Thread(target=lambda: (time.sleep(0.3), ch.write("hello")))
+    writer.start()
+    assert csp.Par(last(ch)).run() == ["hello"]
+    writer.join()
+
+
+def test_asyncio_wait_for_in_a_process_is_not_a_deadlock() -> None:
+    # wait_for runs the read in a task of its own (which inherits the process's record): the
+    # timeout there is pending, so the network is not deadlocked.
+    @csp.process
+    async def patient(a: csp.Channel, b: csp.Channel) -> str:
+        try:
+            await asyncio.wait_for(a.aread(), 0.3)
+        except TimeoutError:
+            await b.awrite("timed out")
+        return "patient"
+
+    @csp.process
+    async def waiting(b: csp.Channel) -> Any:
+        return await b.aread()
+
+    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+    assert csp.Par(patient(a, b), waiting(b)).run() == ["patient", "timed out"]
