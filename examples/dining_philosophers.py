@@ -15,12 +15,13 @@ Modes:
   first. The cycle of waiting is broken, so no deadlock either.
 - ``--deadlock``: no butler, every philosopher picks up the left fork, then the right one.
   If they all hold their left fork at once, each waits forever for a neighbour: the classic
-  deadlock. (A pause between the two forks makes that interleaving very likely.) ferrocsp
-  does not detect deadlock yet, so here each philosopher waits for its right fork with a
-  ``Timeout`` guard and reports when it gives up waiting; when all N report at the same time
-  that they hold one fork and cannot get the other, that is the deadlock state, and the
-  example says so, poisons the forks and ends. (This is a demonstration that the deadlock is
-  possible, not deadlock detection.)
+  deadlock. (A pause between the two forks makes that interleaving very likely.) Without
+  the timeouts below, ferrocsp would report it: every philosopher's read would raise
+  ``Deadlock`` (docs/semantics.md, "Deadlock"). Here each philosopher waits for its right
+  fork with a ``Timeout`` guard instead (a pending timeout is never a deadlock) and reports
+  when it gives up waiting; when all N report at the same time that they hold one fork and
+  cannot get the other, that is the deadlock state, and the example says so, poisons the
+  forks and ends.
 
 Every philosopher eats ``--meals`` times (in the correct modes), then retires its ends;
 forks and butler end when all their clients have retired, so the network shuts down by

@@ -87,3 +87,20 @@ if ! "$VPY" -c 'import mkdocs, mkdocstrings_handlers.python, matplotlib' 2>/dev/
   "$VPY" -m pip install --quiet --disable-pip-version-check "${DOC_TOOLS[@]}"
 fi
 say "docs: mkdocs $("$VPY" -c 'import mkdocs; print(mkdocs.__version__)'), matplotlib $("$VPY" -c 'import matplotlib; print(matplotlib.__version__)')"
+
+# --- Graphviz ------------------------------------------------------------------------------
+# `ferrocsp graph` renders networks with Graphviz's `dot` (tests/test_graph.py draws an SVG).
+# CI runs as root on Debian: install Debian's graphviz when `dot` is missing.
+if ! command -v dot >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    say "apt-get install graphviz"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -qq --no-install-recommends graphviz >/dev/null 2>&1; then
+      apt-get update -qq >/dev/null
+      apt-get install -y -qq --no-install-recommends graphviz >/dev/null
+    fi
+  else
+    die "Graphviz's dot not found: install graphviz (apt-get install graphviz)"
+  fi
+fi
+say "graphviz: $(dot -V 2>&1)"

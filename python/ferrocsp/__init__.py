@@ -20,6 +20,8 @@ Processes share nothing and talk over channels::
 
 from __future__ import annotations
 
+from . import _dump as _dump_module
+from . import _trace as _trace_module
 from ._alt import Alt as Alt
 from ._alt import Guard as Guard
 from ._alt import Output as Output
@@ -27,12 +29,14 @@ from ._alt import Skip as Skip
 from ._alt import Timeout as Timeout
 from ._alt import select as select
 from ._backends import set_default_backend as set_default_backend
+from ._dump import dump as dump
 from ._errors import ChannelPoisoned as ChannelPoisoned
 from ._errors import ChannelRetired as ChannelRetired
 from ._errors import CSPError as CSPError
 from ._errors import Deadlock as Deadlock
 from ._errors import ProcessCrashed as ProcessCrashed
 from ._errors import WouldBlock as WouldBlock
+from ._graph import graph as graph
 from ._io import io as io
 from ._native import Channel as Channel
 from ._native import Reader as Reader
@@ -44,6 +48,8 @@ from ._par import Spawn as Spawn
 from ._process import Process as Process
 from ._process import process as process
 from ._stats import ChannelStats as ChannelStats
+from ._trace import Trace as Trace
+from ._trace import trace as trace
 
 __all__ = [
     "Alt",
@@ -64,12 +70,16 @@ __all__ = [
     "Skip",
     "Spawn",
     "Timeout",
+    "Trace",
     "WouldBlock",
     "Writer",
+    "dump",
+    "graph",
     "io",
     "process",
     "select",
     "set_default_backend",
+    "trace",
 ]
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
@@ -79,3 +89,6 @@ try:
     __version__ = _version("ferrocsp")
 except _PackageNotFoundError:  # pragma: no cover - a source tree without metadata
     __version__ = "0.0.0+unknown"
+
+_dump_module.install_sigquit()  # SIGQUIT writes a dump to stderr (see ferrocsp.dump)
+_trace_module.from_env()  # FERROCSP_TRACE=path records a trace of the whole program

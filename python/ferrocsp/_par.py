@@ -20,7 +20,7 @@ import asyncio
 import atexit
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
 from . import _backends
@@ -29,7 +29,7 @@ from ._backends._greenlet import GreenletHost
 from ._backends._hosted import HostedTask
 from ._backends._thread import ThreadTask
 from ._io import io
-from ._native import _in_scheduler
+from ._native import _in_scheduler, _joining, _participant_enter, _participant_exit
 from ._process import Outcome, Process, as_process, run_sync
 from ._shutdown import Endpoint, poison_all
 
@@ -46,6 +46,9 @@ _running_lock = threading.Lock()
 
 _prune_at = 64
 
+#: Observability hook: ``ferrocsp graph`` (``_graph.record``) sets it to see every network start.
+_on_start: Callable[[Handle[Any]], None] | None = None
+
 
 def _register(handle: Handle[Any]) -> None:
     # Handles nobody joins would pile up here: drop the finished ones whenever the set has
@@ -57,6 +60,8 @@ def _register(handle: Handle[Any]) -> None:
             for h in [h for h in _running if not h.alive]:
                 _running.discard(h)
             _prune_at = max(64, 2 * len(_running))
+    if _on_start is not None:
+        _on_start(handle)
 
 
 def _poison_running() -> None:
@@ -167,6 +172,17 @@ class Handle(Generic[T]):
             if not timeout >= 0:
                 raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
         deadline = None if timeout is None else time.monotonic() + timeout
+        if timeout is not None:
+            return self._join(deadline, timeout)
+        # Waiting for its own processes, with no timeout: a deadlock-detection participant
+        # that is stuck until they end (see docs/design.md, "Deadlock detection").
+        _joining(True)
+        try:
+            return self._join(deadline, timeout)
+        finally:
+            _joining(False)
+
+    def _join(self, deadline: float | None, timeout: float | None) -> T:
         if _in_scheduler():
             # Joining from a process greenlet: wait on a worker thread so the greenlets
             # sharing this scheduler keep running (Ctrl-C never reaches a scheduler thread).
@@ -288,6 +304,7 @@ class Par:
         h: Handle[list[Any]] = Handle(
             self.name, self.processes, self.backend, loop=asyncio.get_running_loop()
         )
+        pid = _participant_enter(self.name, True)  # waits for its own processes
         try:
             await h._await_all()
         except asyncio.CancelledError:
@@ -297,6 +314,8 @@ class Par:
                     if isinstance(t, LoopTask):
                         t.task.cancel()
             raise
+        finally:
+            _participant_exit(pid)
         return h.result
 
     def _as_process(self) -> Process[list[Any]]:

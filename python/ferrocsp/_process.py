@@ -19,9 +19,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from . import _backends
+from . import _backends, _trace
 from ._errors import ChannelPoisoned, ChannelRetired
-from ._native import _set_process_name
+from ._native import _Participant, _participant_enter, _participant_exit, _set_process_name
 from ._shutdown import Endpoint, channel_args, poison_all, retire_ends
 
 __all__ = ["Outcome", "Process", "aexecute", "as_process", "execute", "process", "run_sync"]
@@ -29,6 +29,8 @@ __all__ = ["Outcome", "Process", "aexecute", "as_process", "execute", "process",
 #: The process running in the current asyncio task (many share one thread); read by the
 #: native module for error messages.
 _async_name: ContextVar[str | None] = ContextVar("ferrocsp_process", default=None)
+#: Its deadlock-detection record (``_native._participant_enter``); read natively.
+_async_me: ContextVar[_Participant | None] = ContextVar("ferrocsp_participant", default=None)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -134,6 +136,12 @@ def _ended(proc: Process[Any], exc: BaseException) -> Outcome:
 
 def execute(proc: Process[Any]) -> Outcome:
     """Runs plain-function ``proc`` in the calling thread and applies the shutdown rules."""
+    if _trace.ENABLED:
+        return _trace.run_traced(proc, _execute)  # type: ignore[no-any-return]
+    return _execute(proc)
+
+
+def _execute(proc: Process[Any]) -> Outcome:
     previous = _set_process_name(proc.name)
     try:
         return Outcome(value=proc.fn(*proc.args, **proc.kwargs))
@@ -150,12 +158,22 @@ def execute(proc: Process[Any]) -> Outcome:
 
 async def aexecute(proc: Process[Any]) -> Outcome:
     """Runs ``async def`` process ``proc`` in the current task; the twin of ``execute``."""
+    if _trace.ENABLED:
+        return await _trace.arun_traced(proc, _aexecute)  # type: ignore[no-any-return]
+    return await _aexecute(proc)
+
+
+async def _aexecute(proc: Process[Any]) -> Outcome:
     token = _async_name.set(proc.name)
+    me = _participant_enter(proc.name)  # deadlock detection: this task is a participant
+    me_token = _async_me.set(me)
     try:
         return Outcome(value=await proc.fn(*proc.args, **proc.kwargs))
     except BaseException as exc:  # noqa: BLE001 - a failing process must never hang its peers
         return _ended(proc, exc)
     finally:
+        _participant_exit(me)
+        _async_me.reset(me_token)
         _async_name.reset(token)
 
 

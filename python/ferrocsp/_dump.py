@@ -1,0 +1,165 @@
+"""``ferrocsp.dump()``: the live network as text, and the SIGQUIT handler that writes it.
+
+Invariants:
+- A dump only reads: it never blocks on a channel, never waits for a process, and works while
+  every process is blocked (which is when it is wanted).
+- Process states come from the native participant registry (the one deadlock detection uses)
+  when the extension has it; a process it does not list is running (or finished, once its
+  outcome is known).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+from typing import IO, Any
+
+from . import _native
+from ._graph import NetSnap, ProcSnap, live
+
+__all__ = ["dump", "install_sigquit", "render"]
+
+
+def _participants() -> list[dict[str, Any]]:
+    get = getattr(_native, "_participants", None)
+    if get is None:
+        return []
+    try:
+        return list(get())
+    except Exception:  # noqa: BLE001 - a dump must never fail because of the registry
+        return []
+
+
+def _waits(p: dict[str, Any]) -> str:
+    waits = [f"{chan!r} {op}" for chan, op in p.get("waits", [])]
+    if p.get("alt"):
+        text = "alt on " + ", ".join(waits) if waits else "alt"
+    else:
+        text = " and ".join(waits) if waits else "a channel"
+    return text + (" (with a timeout)" if p.get("timeout") else "")
+
+
+def _state(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "running"
+    since = float(p.get("since", 0.0))
+    state = p.get("state", "running")
+    if state == "blocked":
+        return f"blocked on {_waits(p)} for {since:.1f} s"
+    if state == "joining":
+        return f"joining its processes for {since:.1f} s"
+    return str(state)
+
+
+def _finished(task: Any) -> bool:
+    return task is not None and (getattr(task, "outcome", None) is not None or not task.alive)
+
+
+def _proc_state(proc: ProcSnap, by_name: dict[str, list[dict[str, Any]]]) -> str:
+    if _finished(proc.task):
+        out = proc.task.outcome
+        failed = out is not None and out.error is not None
+        return f"finished (failed: {type(out.error).__name__})" if failed else "finished"
+    matches = by_name.get(proc.name)
+    return _state(matches.pop(0) if matches else None)
+
+
+def _stats(ch: Any) -> str:
+    s = ch.stats()
+    kind = f"buffered {s.buffered}/{s.capacity}" if s.capacity else "rendezvous"
+    flags = "".join(f", {f}" for f in ("poisoned", "retired") if getattr(s, f))
+    return (
+        f"{kind}, readers waiting {s.readers_waiting}, writers waiting {s.writers_waiting}, "
+        f"reader ends {s.reader_ends}, writer ends {s.writer_ends}{flags}"
+    )
+
+
+_MODE = {"w": "writes", "r": "reads", "c": "uses"}
+
+
+def _network(net: NetSnap, by_name: dict[str, list[dict[str, Any]]], pad: str) -> Iterator[str]:
+    procs = list(net.all_procs())
+    n = len(procs)
+    yield f"{pad}network {net.name}: {n} process{'es' if n != 1 else ''}"
+    width = max((len(p.name) for p in procs), default=0)
+    for p in procs:
+        yield f"{pad}  process {p.name:<{width}}  {p.backend:<8}  {_proc_state(p, by_name)}"
+    chans: dict[int, Any] = {}
+    uses: dict[int, list[str]] = {}
+    for p in procs:
+        for ref, ch in zip(p.ends, p.channels, strict=False):
+            chans.setdefault(ref.key, ch)
+            uses.setdefault(ref.key, []).append(f"{p.name} {_MODE[ref.mode]}")
+    for key, ch in chans.items():
+        yield f"{pad}  channel {ch.name!r}: {', '.join(uses[key])}"
+        yield f"{pad}    {_stats(ch)}"
+
+
+def render() -> str:
+    """The dump's text (see ``dump``)."""
+    nets = live()
+    parts = _participants()
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for p in parts:
+        by_name.setdefault(str(p.get("name")), []).append(p)
+    n = len(nets)
+    lines = [
+        f"ferrocsp dump (pid {os.getpid()}, monotonic {time.monotonic():.3f}): "
+        f"{n} running network{'s' if n != 1 else ''}"
+    ]
+    for net in nets:
+        lines.extend(_network(net, by_name, ""))
+    # Participants that are no process of a running network: the main thread, other threads.
+    rest = [p for ps in by_name.values() for p in ps]
+    names = {pr.name for net in nets for pr in net.all_procs()}
+    rest = [p for p in rest if str(p.get("name")) not in names]
+    if rest:
+        lines.append("other participants:")
+        for p in rest:
+            backend = p.get("backend", "thread")
+            lines.append(f"  {p.get('name')}  {backend}  {_state(p)}")
+    return "\n".join(lines) + "\n"
+
+
+def dump(file: IO[str] | None = None) -> None:
+    """Writes the live network as text to ``file`` (default: standard output).
+
+    For each running network (``Par``, ``Spawn``; nested ones inside theirs): its processes
+    with backend and state (``running``, ``blocked on 'jobs' write for 2.0 s``, ``blocked on
+    alt on 'a' read, 'b' read``, ``joining its processes``, ``finished``), then its channels
+    with what each process does with them (``producer writes``, ``consumer reads``,
+    ``worker uses`` for a plain ``Channel``) and their stats (``Channel.stats()``). Threads
+    blocked on channels outside any network (the main thread, say) follow.
+
+    Sending the process SIGQUIT (Ctrl-\\ in a terminal) writes the same dump to standard
+    error, when ferrocsp installed that handler: at import, only if SIGQUIT still had its
+    default action and ``ferrocsp`` was imported by the main thread (it then no longer quits
+    the program with a core dump).
+    """
+    out = sys.stdout if file is None else file
+    out.write(render())
+    out.flush()
+
+
+def _on_sigquit(_signum: int, _frame: FrameType | None) -> None:
+    dump(sys.stderr)
+
+
+def install_sigquit() -> bool:
+    """Makes SIGQUIT write a dump to stderr, if SIGQUIT has its default action and this is the
+    main thread; returns whether it did."""
+    sigquit = getattr(signal, "SIGQUIT", None)
+    if sigquit is None or threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        if signal.getsignal(sigquit) is not signal.SIG_DFL:
+            return False
+        signal.signal(sigquit, _on_sigquit)
+    except (ValueError, OSError):  # pragma: no cover - embedded interpreters
+        return False
+    return True

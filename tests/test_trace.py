@@ -1,0 +1,175 @@
+"""Tracing: ``ferrocsp.trace`` / ``FERROCSP_TRACE`` record what the network did, and
+``ferrocsp trace`` plots it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ferrocsp as csp
+from ferrocsp import _trace
+from ferrocsp._cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 25
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines()]
+    assert lines[0]["ev"] == "trace"
+    assert isinstance(lines[0]["pid"], int)
+    assert all(isinstance(e["t"], float) for e in lines)
+    return lines[1:]
+
+
+@csp.process
+def numbers(out: csp.Writer, n: int) -> None:
+    with out:
+        for i in range(n):
+            out.write(i)
+
+
+@csp.process
+def total(inp: csp.Reader) -> int:
+    return sum(inp)
+
+
+@csp.process
+def merge(a: csp.Reader, b: csp.Reader, out: csp.Writer) -> None:
+    alt = csp.Alt(a, b)
+    with out:
+        for _ in range(2 * N):
+            _, v = alt.select()
+            out.write(v)
+
+
+@csp.process
+async def asum(inp: csp.Reader) -> int:
+    s = 0
+    async for v in inp:
+        s += v
+    return s
+
+
+def _count(events: list[dict[str, Any]], **match: Any) -> int:
+    return sum(1 for e in events if all(e.get(k) == v for k, v in match.items()))
+
+
+@pytest.mark.timeout(30)
+def test_trace_records_process_lives_and_every_communication(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "trace.jsonl"
+    a, b, c = (csp.Channel(name=f"t-{x}") for x in "abc")
+    with csp.trace(path) as tr:
+        assert _trace.ENABLED
+        assert tr.active
+        result = csp.Par(
+            numbers(a.writer(), N),
+            numbers(b.writer(), N),
+            merge(a.reader(), b.reader(), c.writer()),
+            total(c.reader()),
+            backend=backend,
+        ).run()
+    assert not tr.active
+    assert not _trace.ENABLED
+    assert result[3] == 2 * sum(range(N))
+    events = _events(path)
+    starts = Counter(e["proc"] for e in events if e["ev"] == "start")
+    ends = Counter(e["proc"] for e in events if e["ev"] == "end")
+    assert starts == ends == Counter({"numbers": 2, "merge": 1, "total": 1})
+    assert all(e["backend"] == backend for e in events if e["ev"] in ("start", "end"))
+    assert all(e["status"] == "ok" for e in events if e["ev"] == "end")
+    for ch in ("t-a", "t-b"):
+        assert _count(events, ev="write", chan=ch, proc="numbers") == N
+        assert _count(events, ev="read", chan=ch, proc="merge", op="alt") == N
+        assert _count(events, ev="retire", chan=ch, op="writer", proc="numbers") == 1
+    assert _count(events, ev="write", chan="t-c", proc="merge") == 2 * N
+    # 2N values, then end-of-stream (a failed read, not traced as a read).
+    assert _count(events, ev="read", chan="t-c", proc="total") == 2 * N
+    assert _count(events, ev="read") == 4 * N
+    assert _count(events, ev="write") == 4 * N
+    # Time goes forward in each thread, and each process starts before it communicates.
+    by_tid: dict[Any, list[float]] = {}
+    for e in events:
+        by_tid.setdefault(e["tid"], []).append(e["t"])
+    assert all(ts == sorted(ts) for ts in by_tid.values())
+    first = {}
+    for e in events:
+        first.setdefault(e["proc"], e["ev"])
+    assert first == {"numbers": "start", "merge": "start", "total": "start"}
+
+
+@pytest.mark.timeout(30)
+def test_trace_blocking_poison_and_asyncio(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    a, stop = csp.Channel(name="t-async"), csp.Channel(name="t-stop")
+    with csp.trace(path):
+        assert csp.Par(numbers(a.writer(), N), asum(a.reader())).run() == [None, sum(range(N))]
+        h = csp.Spawn(total(stop.reader()))
+        stop.poison()
+        assert h.join(10) is None  # ended by poison
+    events = _events(path)
+    assert _count(events, ev="start", proc="asum", backend="asyncio") == 1
+    assert _count(events, ev="read", chan="t-async", proc="asum") == N
+    assert _count(events, ev="write", chan="t-async", proc="numbers") == N
+    assert _count(events, ev="poison", chan="t-stop", proc=None, thread="MainThread") == 1
+    blocked = [e for e in events if e["ev"] == "block"]
+    assert blocked
+    assert all(e["op"] in ("read", "write", "alt") for e in blocked)
+
+
+@pytest.mark.timeout(30)
+def test_one_trace_at_a_time_and_nothing_after_stop(tmp_path: Path) -> None:
+    first = csp.trace(tmp_path / "one.jsonl")
+    try:
+        with pytest.raises(RuntimeError, match="already being recorded"):
+            csp.trace(tmp_path / "two.jsonl")
+    finally:
+        first.stop()
+    first.stop()  # idempotent
+    ch = csp.Channel(1, name="t-after")
+    ch.write(1)
+    ch.read()
+    assert _events(tmp_path / "one.jsonl") == []
+    assert not (tmp_path / "two.jsonl").exists()
+
+
+@pytest.mark.timeout(60)
+def test_env_var_traces_a_program_and_the_cli_plots_it(tmp_path: Path) -> None:
+    path = tmp_path / "env.jsonl"
+    code = (
+        "import ferrocsp as csp\n"
+        "from ferrocsp.builtins import Count, Sink\n"
+        "ch = csp.Channel(name='env-chan')\n"
+        "csp.Par(Count(ch.writer(), stop=10), Sink(ch.reader())).run()\n"
+    )
+    env = dict(os.environ, FERROCSP_TRACE=str(path))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = _events(path)
+    assert _count(events, ev="write", chan="env-chan", proc="Count") == 10
+    assert _count(events, ev="read", chan="env-chan", proc="Sink") == 10
+    assert {e["proc"] for e in events if e["ev"] == "end"} == {"Count", "Sink"}
+
+    png = tmp_path / "timeline.png"
+    assert main(["trace", str(path), "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 5000
+
+
+@pytest.mark.timeout(30)
+def test_cli_rejects_what_is_not_a_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n", encoding="utf-8")
+    assert main(["trace", str(bad), "-o", str(tmp_path / "x.png")]) == 1
+    assert "bad.jsonl:1: not a JSON line" in capsys.readouterr().err
