@@ -1,28 +1,87 @@
-"""A process hosted by a scheduler shared with other processes (an event loop, a greenlet hub).
+"""Processes run on a dedicated daemon thread: alone (threads) or several on one scheduler
+(an event loop, a greenlet hub).
 
-Invariant: a hosted process is alive while its host runs, and waiting for it waits for the
-host's thread to end.
+Invariants:
+- ``ThreadHost.wait`` returns True only after the host's thread has ended, so a joined network
+  leaves no thread behind.
+- Every process of a host has an outcome once the host has ended: if the host itself fails
+  (its event loop or scheduler breaks), each process without one gets that failure, noted with
+  its name, so ``Par`` still reports every process.
+- Done-callbacks run exactly once, in the host's thread, or at once if it has already ended.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any
 
-from .._process import Outcome
+from .._process import Outcome, Process
 
-__all__ = ["Host", "HostedTask"]
+__all__ = ["HostedTask", "ThreadHost"]
 
 
-class Host(Protocol):
-    """What ``HostedTask`` needs of its host."""
+class ThreadHost:
+    """Runs ``procs`` on one daemon thread; subclasses say how (``_run``)."""
+
+    #: Names what hosts the processes, for the message when the host itself fails.
+    what = "the thread"
+
+    __slots__ = ("_callbacks", "_done", "_lock", "_procs", "outcomes", "thread")
+
+    def __init__(self, procs: list[Process[Any]], thread_name: str) -> None:
+        self._procs = procs
+        self.outcomes: list[Outcome | None] = [None] * len(procs)
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        # Daemon: a process stuck in pure Python code must not keep the interpreter alive after
+        # Ctrl-C; blocked channel operations are woken by poison instead.
+        self.thread = threading.Thread(target=self._main, name=thread_name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        """Runs every process, storing its outcome in ``self.outcomes``."""
+        raise NotImplementedError
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - reported as the processes' failure
+            for i, out in enumerate(self.outcomes):
+                if out is None:
+                    err = RuntimeError(f"{self.what} hosting the process failed: {exc!r}")
+                    err.add_note(f"in process {self._procs[i].name!r}")
+                    self.outcomes[i] = Outcome(error=err)
+        finally:
+            with self._lock:
+                self._done.set()
+                callbacks, self._callbacks = self._callbacks, []
+            for cb in callbacks:
+                cb()
+
+    def add_done_callback(self, fn: Callable[[], None]) -> None:
+        """Calls ``fn()`` (in the host's thread) when it ends; at once if it has ended."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Waits for the host to end (interruptible by Ctrl-C in the main thread)."""
+        if not self._done.wait(timeout):
+            return False
+        self.thread.join()
+        return True
 
     @property
-    def outcomes(self) -> list[Outcome | None]: ...
-    @property
-    def alive(self) -> bool: ...
-    def wait(self, timeout: float | None) -> bool: ...
-    def add_done_callback(self, fn: Callable[[], None]) -> None: ...
+    def alive(self) -> bool:
+        return not self._done.is_set()
+
+    def task(self, i: int) -> HostedTask:
+        """The view of process ``i`` that ``Handle`` keeps."""
+        return HostedTask(self, i)
 
 
 class HostedTask:
@@ -30,7 +89,7 @@ class HostedTask:
 
     __slots__ = ("_host", "_i")
 
-    def __init__(self, host: Host, i: int) -> None:
+    def __init__(self, host: ThreadHost, i: int) -> None:
         self._host = host
         self._i = i
 
