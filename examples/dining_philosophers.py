@@ -1,4 +1,4 @@
-"""The dining philosophers: the correct versions, and the classic deadlock shown possible.
+"""The dining philosophers: the correct versions, and the classic deadlock, detected.
 
 N philosophers sit at a round table with one fork between each pair of neighbours; a
 philosopher needs both of its forks to eat. Forks are processes: a fork serves one of its
@@ -13,15 +13,11 @@ Modes:
   philosopher can always get both forks. No deadlock.
 - ``--ordered``: no butler; every philosopher picks up the lower-numbered of its two forks
   first. The cycle of waiting is broken, so no deadlock either.
-- ``--deadlock``: no butler, every philosopher picks up the left fork, then the right one.
-  If they all hold their left fork at once, each waits forever for a neighbour: the classic
-  deadlock. (A pause between the two forks makes that interleaving very likely.) Without
-  the timeouts below, ferrocsp would report it: every philosopher's read would raise
-  ``Deadlock`` (docs/semantics.md, "Deadlock"). Here each philosopher waits for its right
-  fork with a ``Timeout`` guard instead (a pending timeout is never a deadlock) and reports
-  when it gives up waiting; when all N report at the same time that they hold one fork and
-  cannot get the other, that is the deadlock state, and the example says so, poisons the
-  forks and ends.
+- ``--deadlock``: no butler; every philosopher picks up the left fork, then the right one.
+  A table-wide barrier after the left fork makes the fatal interleaving certain: each
+  philosopher holds one fork and waits forever for its neighbour's. ferrocsp's deadlock
+  detection sees that every participant waits forever and makes each blocked operation raise
+  ``Deadlock``, naming who waits on which channel; the example prints that report.
 
 Every philosopher eats ``--meals`` times (in the correct modes), then retires its ends;
 forks and butler end when all their clients have retired, so the network shuts down by
@@ -102,44 +98,25 @@ def philosopher(
 
 
 @csp.process
-def greedy_philosopher(
-    ident: int, left: csp.Writer, right: csp.Writer, report: csp.Writer, patience: float
-) -> int:
-    """Left fork, a pause, then right fork, forever; reports ("stuck", i) when it has waited
-    ``patience`` seconds for the right fork while holding the left, ("free", i) if it got it
-    after all. Ends when poisoned."""
-    meals = 0
-    while True:
-        left.write("pick")
-        pause(0.05)  # makes "everybody holds the left fork" very likely
-        guard, _ = csp.select(csp.Output(right, "pick"), csp.Timeout(patience))
-        if isinstance(guard, csp.Timeout):
-            report.write(("stuck", ident))
-            right.write("pick")  # keep waiting, holding the left fork
-            report.write(("free", ident))
-        meals += 1
-        right.write("put")
-        left.write("put")
+def naive_philosopher(
+    ident: int, left: csp.Writer, right: csp.Writer, arrive: csp.Writer, go: csp.Reader
+) -> None:
+    """Left fork, wait until everybody holds theirs, then right fork: deadlocks for sure."""
+    left.write("pick")
+    arrive.write(ident)
+    go.read()
+    right.write("pick")  # the neighbour holds it and is waiting too
+    right.write("put")
+    left.write("put")
 
 
 @csp.process
-def deadlock_watch(report: csp.Reader, forks: list[csp.Channel], n: int) -> bool:
-    """Tracks who holds one fork and waits for the other; when all ``n`` do at once, reports
-    the deadlock and poisons the forks (which ends everybody). Returns whether it saw it."""
-    stuck: set[int] = set()
-    while True:
-        kind, ident = report.read()
-        if kind == "stuck":
-            print(f"  philosopher {ident}: holds its left fork, right fork busy")
-            stuck.add(ident)
-        else:
-            print(f"  philosopher {ident}: got its right fork after all")
-            stuck.discard(ident)
-        if len(stuck) == n:
-            print("all philosophers hold one fork: deadlock")
-            for ch in forks:
-                ch.poison()
-            return True
+def table_barrier(arrive: csp.Reader, go: list[csp.Writer]) -> None:
+    """Lets the philosophers go on once all of them hold their left fork."""
+    for _ in go:
+        arrive.read()
+    for g in go:
+        g.write("go")
 
 
 def main() -> int:
@@ -148,8 +125,7 @@ def main() -> int:
     parser.add_argument("--meals", type=int, default=20)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--ordered", action="store_true", help="lower-numbered fork first")
-    mode.add_argument("--deadlock", action="store_true", help="show the classic deadlock")
-    parser.add_argument("--patience", type=float, default=0.5, help="--deadlock: seconds")
+    mode.add_argument("--deadlock", action="store_true", help="the classic deadlock, detected")
     args = parser.parse_args()
     n = args.n
 
@@ -162,20 +138,28 @@ def main() -> int:
     right_of = [as_right[(i + 1) % n].writer() for i in range(n)]
 
     if args.deadlock:
-        report = csp.Channel(name="report")
-        print(f"{n} philosophers: left fork, then right fork (waiting {args.patience} s)")
-        results = csp.Par(
-            *forks,
-            *(
-                greedy_philosopher(i, left_of[i], right_of[i], report.writer(), args.patience)
-                for i in range(n)
-            ),
-            deadlock_watch(report.reader(), as_left + as_right, n),
-        ).run()
-        assert results[-1] is True
-        print("the deadlock is possible: avoid it with a butler or ordered forks")
-        print("dining philosophers: ok")
-        return 0
+        arrive = csp.Channel(name="arrive")
+        go = [csp.Channel(name=f"go{i}") for i in range(n)]
+        print(f"{n} philosophers: left fork, then (all at once) right fork")
+        try:
+            csp.Par(
+                *forks,
+                *(
+                    naive_philosopher(i, left_of[i], right_of[i], arrive.writer(), go[i].reader())
+                    for i in range(n)
+                ),
+                table_barrier(arrive.reader(), [g.writer() for g in go]),
+            ).run()
+        except ExceptionGroup as eg:
+            deadlocks = [e for e in eg.exceptions if isinstance(e, csp.Deadlock)]
+            if not deadlocks:
+                raise
+            print("ferrocsp detected the deadlock:")
+            print(f"  {deadlocks[0]}")
+            print("avoid it with a butler or ordered forks")
+            print("dining philosophers: ok")
+            return 0
+        raise AssertionError("the naive philosophers should have deadlocked")
 
     if args.ordered:
         mode_name = "ordered forks"
