@@ -19,10 +19,11 @@ fn lock() -> MutexGuard<'static, Option<Py<PyAny>>> {
     SINK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether a trace is being recorded (one relaxed atomic load).
+/// Whether a trace is being recorded (one relaxed atomic load; a constant `false` with the
+/// `no-trace-hooks` feature, which `bench/trace_overhead` uses as the baseline).
 #[inline(always)]
 pub(crate) fn on() -> bool {
-    ON.load(Ordering::Relaxed)
+    !cfg!(feature = "no-trace-hooks") && ON.load(Ordering::Relaxed)
 }
 
 /// Reports event `ev` (`"read"`, `"write"`, `"block"`, `"poison"`, `"retire"`) with detail
