@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 #: How long a helper waits for another thread before declaring the test failed.
 WAIT = 10.0
@@ -77,3 +86,49 @@ def all_exceptions(exc: BaseException) -> list[BaseException]:
 def notes(exc: BaseException) -> str:
     """All notes attached to ``exc``, joined by newlines."""
     return "\n".join(getattr(exc, "__notes__", ()))
+
+
+def run_example(name: str, *args: str, quiet: bool = False) -> str:
+    """Runs ``examples/NAME`` with ``args``; asserts exit 0 (and, if ``quiet``, an empty
+    stderr); returns its stdout."""
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    if quiet:
+        assert proc.stderr == "", proc.stderr
+    return proc.stdout
+
+
+def interrupt_child(code: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Runs ``python -c code``, waits until it prints "ready" (it does so once blocked), sends
+    SIGINT, and returns (returncode, stdout, stderr); fails if it does not exit within 10 s."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the child is blocked, or it died
+        if line.strip() != "ready":
+            out, err = proc.communicate(timeout=20)
+            pytest.fail(f"child not ready: {line!r}\nstdout: {out}\nstderr: {err}")
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"child did not exit within 10 s of SIGINT\nstdout: {out}\nstderr: {err}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err

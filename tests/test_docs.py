@@ -9,7 +9,6 @@ with a timeout. Conventions, in the markdown source:
 - ``<!-- test: deadlock -->`` on the line before a block marks an example that deadlocks
   (the broken-shutdown examples): it must end, well within the timeout, with ferrocsp's
   ``Deadlock`` report on standard error (after printing what the ``text`` block says);
-- ``<!-- test: skip -->`` marks a block that is not run (the page says why).
 
 The other pages (comparison, performance) hold code for other libraries and generated
 content: they are not executed, but the site's build (``mkdocs build --strict`` in
@@ -41,7 +40,7 @@ class Block:
     page: Path
     line: int  # 1-based line of the opening fence
     code: str
-    mark: str | None = None  # "deadlock" or "skip"
+    mark: str | None = None  # "deadlock"
     expected: str | None = None
 
     @property
@@ -114,8 +113,6 @@ def test_pages_have_examples() -> None:
 @pytest.mark.timeout(RUN_TIMEOUT + 10)
 @pytest.mark.parametrize("block", [b for b in ALL if b.mark != "deadlock"], ids=lambda b: b.id)
 def test_example_runs(block: Block) -> None:
-    if block.mark == "skip":
-        pytest.skip("marked <!-- test: skip --> in the page")
     proc = _run(block, RUN_TIMEOUT)
     assert proc.returncode == 0, f"{block.id} failed:\n{proc.stdout}\n{proc.stderr}"
     if block.expected is not None:

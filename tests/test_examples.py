@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+import _support
 import ferrocsp._backends
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 BACKENDS = [b for b in ferrocsp._backends.AVAILABLE if b != "asyncio"]
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def run_example(name: str, *args: str) -> str:
-    path = EXAMPLES / name
-    proc = subprocess.run(
-        [sys.executable, str(path), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, f"{name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    assert proc.stderr == "", proc.stderr
-    return proc.stdout
+    return _support.run_example(name, *args, quiet=True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

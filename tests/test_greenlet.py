@@ -8,9 +8,6 @@ thread for all, mixing with threads and asyncio, Alt, timeouts, ``io()``, scale,
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -21,7 +18,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
-from _support import all_exceptions, notes, wait_until
+from _support import all_exceptions, interrupt_child, notes, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -548,30 +545,7 @@ CTRL_C = textwrap.dedent(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_poisons_and_joins_greenlet_par() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if line.strip() != "ready":
-            out, err = proc.communicate(timeout=20)
-            pytest.fail(f"child not ready: {line!r}\nstdout: {out}\nstderr: {err}")
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"no exit within 10 s of SIGINT\nstdout: {out}\nstderr: {err}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode != 0, f"stdout: {out}\nstderr: {err}"
+    returncode, out, err = interrupt_child(CTRL_C)
+    assert returncode != 0, f"stdout: {out}\nstderr: {err}"
     assert "KeyboardInterrupt" in err, err
     assert "LEFTOVER []" in out, f"threads left behind: {out}\nstderr: {err}"

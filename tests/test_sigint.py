@@ -7,13 +7,12 @@ promptly with KeyboardInterrupt and leave no Python threads behind.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from _support import interrupt_child
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -133,30 +132,7 @@ SCENARIOS = {
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_ctrl_c_exits_promptly(scenario: str) -> None:
     code = PRELUDE + textwrap.dedent(SCENARIOS[scenario])
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "FERROCSP_DEADLOCK": "off"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the child is blocked, or it died
-        if line.strip() != "ready":
-            out, err = proc.communicate(timeout=20)
-            pytest.fail(f"child not ready: {line!r}\nstdout: {out}\nstderr: {err}")
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"child did not exit within 10 s of SIGINT\nstdout: {out}\nstderr: {err}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode != 0, f"stdout: {out}\nstderr: {err}"
+    returncode, out, err = interrupt_child(code, {"FERROCSP_DEADLOCK": "off"})
+    assert returncode != 0, f"stdout: {out}\nstderr: {err}"
     assert "KeyboardInterrupt" in err, err
     assert "LEFTOVER []" in out, f"threads left behind: {out}\nstderr: {err}"

@@ -26,6 +26,8 @@
 //! Shutdown: the consumer poisons the ferrocsp channels (writers see `Poisoned` and return);
 //! crossbeam writers see a disconnection when the consumer drops its receivers.
 
+mod common;
+
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -137,53 +139,10 @@ fn measure(run: &dyn Fn(u64) -> Duration, n: u64, runs: usize) -> f64 {
     median(samples)
 }
 
-struct Args {
-    n: u64,
-    runs: usize,
-    only: Option<String>,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args { n: 200_000, runs: 5, only: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value =
-            |flag: &str| it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        match arg.as_str() {
-            "--n" => {
-                args.n =
-                    value("--n").parse().unwrap_or_else(|_| usage("--n takes a positive integer"));
-            }
-            "--runs" => {
-                args.runs = value("--runs")
-                    .parse()
-                    .unwrap_or_else(|_| usage("--runs takes a positive integer"));
-            }
-            "--only" => args.only = Some(value("--only")),
-            // `cargo bench` passes --bench; libtest-style filters are not used here.
-            "--bench" => {}
-            "-h" | "--help" => usage(""),
-            other => usage(&format!("unknown argument {other:?}")),
-        }
-    }
-    if args.n == 0 || args.runs == 0 {
-        usage("--n and --runs must be at least 1");
-    }
-    args
-}
-
-fn usage(problem: &str) -> ! {
-    if !problem.is_empty() {
-        eprintln!("alt: {problem}");
-    }
-    eprintln!("usage: alt [--n N] [--runs K] [--only engine|crossbeam|IMPL]");
-    std::process::exit(if problem.is_empty() { 0 } else { 2 })
-}
-
 type Workload = (&'static str, Box<dyn Fn(u64) -> Duration>);
 
 fn main() {
-    let args = parse_args();
+    let args = common::parse_args("alt", "--n", 200_000, "engine|crossbeam|IMPL");
     let workloads: Vec<Workload> = vec![
         ("engine-select-random", Box::new(|n| engine_select(2, Policy::Random, n))),
         ("engine-select-fair", Box::new(|n| engine_select(2, Policy::Fair, n))),
@@ -199,8 +158,8 @@ fn main() {
         if args.only.as_deref().is_some_and(|o| !name.starts_with(o)) {
             continue;
         }
-        let us = measure(run.as_ref(), args.n, args.runs);
-        println!("alt impl={name} us_per_op={us:.4} n={} runs={}", args.n, args.runs);
+        let us = measure(run.as_ref(), args.size, args.runs);
+        println!("alt impl={name} us_per_op={us:.4} n={} runs={}", args.size, args.runs);
         results.push((name, us));
     }
     let get = |name: &str| results.iter().find(|(n, _)| *n == name).map(|&(_, us)| us);

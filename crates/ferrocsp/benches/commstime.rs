@@ -23,6 +23,8 @@
 //! disconnect when the consumer drops its receiver, and the disconnection travels around
 //! the ring as each thread returns.
 
+mod common;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -175,54 +177,9 @@ fn measure<F: Flavor>(cycles: u64, runs: usize) -> Vec<f64> {
     (0..runs).map(|_| commstime::<F>(cycles).as_secs_f64() * 1e6 / (4 * cycles) as f64).collect()
 }
 
-struct Args {
-    cycles: u64,
-    runs: usize,
-    only: Option<String>,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args { cycles: 100_000, runs: 5, only: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value =
-            |flag: &str| it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        match arg.as_str() {
-            "--cycles" => {
-                args.cycles = value("--cycles")
-                    .parse()
-                    .unwrap_or_else(|_| usage("--cycles takes a positive integer"));
-            }
-            "--runs" => {
-                args.runs = value("--runs")
-                    .parse()
-                    .unwrap_or_else(|_| usage("--runs takes a positive integer"));
-            }
-            "--only" => args.only = Some(value("--only")),
-            // `cargo bench` passes --bench; libtest-style filters are not used here.
-            "--bench" => {}
-            "-h" | "--help" => usage(""),
-            other => usage(&format!("unknown argument {other:?}")),
-        }
-    }
-    if args.cycles == 0 || args.runs == 0 {
-        usage("--cycles and --runs must be at least 1");
-    }
-    args
-}
-
-fn usage(problem: &str) -> ! {
-    if !problem.is_empty() {
-        eprintln!("commstime: {problem}");
-    }
-    eprintln!(
-        "usage: commstime [--cycles N] [--runs K] [--only ferrocsp|crossbeam|std-sync-channel]"
-    );
-    std::process::exit(if problem.is_empty() { 0 } else { 2 })
-}
-
 fn main() {
-    let args = parse_args();
+    let args =
+        common::parse_args("commstime", "--cycles", 100_000, "ferrocsp|crossbeam|std-sync-channel");
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
     let mut results: Vec<(&str, f64)> = Vec::new();
     type Measure = fn(u64, usize) -> Vec<f64>;
@@ -235,12 +192,12 @@ fn main() {
         if !wanted(name) {
             continue;
         }
-        let samples = run(args.cycles, args.runs);
+        let samples = run(args.size, args.runs);
         let list: Vec<String> = samples.iter().map(|us| format!("{us:.4}")).collect();
         let us = median(samples);
         println!(
             "commstime impl={name} us_per_comm={us:.4} cycles={} runs={} samples={}",
-            args.cycles,
+            args.size,
             args.runs,
             list.join(",")
         );
