@@ -535,7 +535,6 @@ CTRL_C = textwrap.dedent(
     try:
         csp.Par(reader(a), reader(a), writer(b), reader(b)).run()
     finally:
-        time.sleep(0.05)
         others = [t.name for t in threading.enumerate()
                   if t is not threading.main_thread() and t.name != "Thread-1 (watch)"]
         print("LEFTOVER", others, flush=True)
