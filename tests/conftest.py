@@ -15,6 +15,8 @@ import pytest
 # Make tests/_support.py importable whatever pytest's import mode is.
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _kit import Kit  # noqa: E402 - needs the path above
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("FERROCSP_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
@@ -25,8 +27,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(params=["thread", "greenlet"])
+@pytest.fixture(params=["thread", "greenlet", "asyncio"])
 def backend(request: pytest.FixtureRequest) -> str:
-    """The backend for plain-function processes: shared tests run under each of them."""
+    """The backend of a shared test: it runs once under each (use ``k`` for process bodies)."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def k(backend: str) -> Kit:
+    """The test kit of ``backend``: process bodies written once (tests/_kit.py)."""
+    return Kit(backend)
+
+
+@pytest.fixture(params=["thread", "greenlet"])
+def plain_backend(request: pytest.FixtureRequest) -> str:
+    """A backend for plain-function processes (``@csp.process`` on a def), for tests whose
+    processes are plain functions by nature (builtins, examples, io)."""
     name: str = request.param
     return name

@@ -1,0 +1,69 @@
+"""The shared-test kit (tests/_kit.py) itself: a body written once really runs on the backend
+it is parametrized with, keeps its name and arguments, and cannot silently stop being tested
+(a body that suspends outside asyncio fails loudly)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import ferrocsp as csp
+from _kit import Kit, current_backend
+from _support import all_exceptions, notes
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def where(k: Kit) -> str:
+    return current_backend()
+
+
+def test_body_runs_on_its_backend(k: Kit) -> None:
+    assert k.run(where) == k.backend
+    assert k.Par(k.process(where)(), k.callable(where)).run() == [k.backend, k.backend]
+    assert k.Spawn(k.process(where)()).join(timeout=10) == k.backend
+
+
+def test_process_name_and_arguments_are_the_bodys(k: Kit) -> None:
+    async def worker(k: Kit, a: csp.Channel, *, b: csp.Channel) -> None:
+        raise ValueError("x")
+
+    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+    p = k.process(worker)(a, b=b)
+    assert p.name == "worker"
+    assert p.args == (a,)
+    assert p.kwargs == {"b": b}
+    assert p.endpoints() == [a, b]
+    assert p.backend == k.backend
+    assert k.process(worker, name="other")(a, b=b).name == "other"
+    with pytest.raises(ExceptionGroup) as info:
+        k.Par(p).run()
+    (exc,) = all_exceptions(info.value)
+    assert isinstance(exc, ValueError)
+    assert "in process 'worker'" in notes(exc)
+    assert a.stats().poisoned
+    assert b.stats().poisoned
+
+
+def test_spawned_body_keeps_its_raw_exception(k: Kit) -> None:
+    ch = csp.Channel(name="raw")
+    ch.poison()
+
+    async def reads(k: Kit, c: csp.Channel) -> Any:
+        return await k.read(c)
+
+    exc = k.spawn(reads, ch).exception()
+    assert isinstance(exc, csp.ChannelPoisoned)
+    with pytest.raises(csp.ChannelPoisoned):
+        k.run(reads, ch)
+
+
+@pytest.mark.parametrize("backend", ["thread", "greenlet"])
+def test_body_that_suspends_outside_asyncio_fails(k: Kit) -> None:
+    async def sleeps(k: Kit) -> None:
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="suspended outside asyncio"):
+        k.run(sleeps)
