@@ -1,4 +1,10 @@
-"""@process, Process, Par, Seq, Spawn and their handles (thread backend)."""
+"""@process, Process, Par, Seq, Spawn and their handles.
+
+Tests taking ``k`` (tests/_kit.py) run under the thread, greenlet and asyncio backends with one
+process body. Run once: the ``@csp.process`` decorator's options, the default backend, plain
+callables without a body (``lambda``), ``Seq``'s ordering with ``time.sleep`` and thread
+concurrency (a ``threading.Barrier``, meaningful only for OS threads).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,14 @@ import time
 import pytest
 
 import ferrocsp as csp
+from _kit import Kit
 from _support import all_exceptions, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @csp.process
-def add(a: int, b: int) -> int:
+def add_plain(a: int, b: int) -> int:
     return a + b
 
 
@@ -24,21 +31,30 @@ def named() -> str:
     return "named"
 
 
-@csp.process
-def produce(cout: csp.Channel, n: int) -> str:
+async def add(k: Kit, a: int, b: int) -> int:
+    return a + b
+
+
+async def produce(k: Kit, cout: csp.Channel, n: int) -> str:
     for i in range(n):
-        cout.write(i)
+        await k.write(cout, i)
     return "produced"
 
 
-@csp.process
-def consume(cin: csp.Channel, n: int) -> list[int]:
-    return [cin.read() for _ in range(n)]
+async def consume(k: Kit, cin: csp.Channel, n: int) -> list[int]:
+    return [await k.read(cin) for _ in range(n)]
 
 
-@csp.process
-def read_one(cin: csp.Channel) -> object:
-    return cin.read()
+async def read_one(k: Kit, cin: csp.Channel) -> object:
+    return await k.read(cin)
+
+
+async def write_one(k: Kit, cout: csp.Channel, value: object) -> None:
+    await k.write(cout, value)
+
+
+async def constant(k: Kit, value: object) -> object:
+    return value
 
 
 # --------------------------------------------------------------------------- @process
@@ -59,7 +75,7 @@ def test_process_factory_does_not_start() -> None:
 
 
 def test_process_default_name_is_function_name() -> None:
-    assert add(1, 2).name == "add"
+    assert add_plain(1, 2).name == "add_plain"
 
 
 def test_process_name_option() -> None:
@@ -76,16 +92,15 @@ def test_process_thread_backend_option() -> None:
     assert csp.Par(on_thread()).run() == [7]
 
 
-def test_process_args_and_kwargs() -> None:
-    @csp.process
-    def f(a: int, *, b: int = 0) -> tuple[int, int]:
+def test_process_args_and_kwargs(k: Kit) -> None:
+    async def f(k: Kit, a: int, *, b: int = 0) -> tuple[int, int]:
         return a, b
 
-    assert csp.Par(f(1, b=2), f(3)).run() == [(1, 2), (3, 0)]
+    assert k.Par(k.process(f)(1, b=2), k.process(f)(3)).run() == [(1, 2), (3, 0)]
 
 
 def test_par_backend_option() -> None:
-    assert csp.Par(add(1, 2), lambda: 4, backend="thread").run() == [3, 4]
+    assert csp.Par(add_plain(1, 2), lambda: 4, backend="thread").run() == [3, 4]
 
 
 def test_empty_par_and_seq() -> None:
@@ -95,19 +110,20 @@ def test_empty_par_and_seq() -> None:
 
 def test_set_default_backend_thread() -> None:
     csp.set_default_backend("thread")
-    assert csp.Par(add(2, 3)).run() == [5]
+    assert csp.Par(add_plain(2, 3)).run() == [5]
 
 
 # --------------------------------------------------------------------------- Par
 
 
-def test_par_returns_results_in_order(backend: str) -> None:
-    assert csp.Par(add(1, 1), add(2, 2), add(3, 3), backend=backend).run() == [2, 4, 6]
+def test_par_returns_results_in_order(k: Kit) -> None:
+    p = k.process(add)
+    assert k.Par(p(1, 1), p(2, 2), p(3, 3)).run() == [2, 4, 6]
 
 
-def test_par_runs_in_parallel_over_rendezvous(backend: str) -> None:
+def test_par_runs_in_parallel_over_rendezvous(k: Kit) -> None:
     ch = csp.Channel()
-    assert csp.Par(consume(ch, 50), produce(ch, 50), backend=backend).run() == [
+    assert k.Par(k.process(consume)(ch, 50), k.process(produce)(ch, 50)).run() == [
         list(range(50)),
         "produced",
     ]
@@ -124,45 +140,48 @@ def test_par_processes_run_concurrently() -> None:
     assert sorted(results) == list(range(n))
 
 
-def test_par_with_plain_callables(backend: str) -> None:
+def test_par_with_plain_callables(k: Kit) -> None:
     ch = csp.Channel()
-    assert csp.Par(lambda: ch.write("x"), lambda: ch.read(), backend=backend).run() == [None, "x"]
+    assert k.Par(k.callable(write_one, ch, "x"), k.callable(read_one, ch)).run() == [None, "x"]
 
 
-def test_par_with_partial(backend: str) -> None:
-    def mul(a: int, b: int) -> int:
+def test_par_with_plain_lambdas(plain_backend: str) -> None:
+    ch = csp.Channel()
+    assert csp.Par(lambda: ch.write("x"), lambda: ch.read(), backend=plain_backend).run() == [
+        None,
+        "x",
+    ]
+
+
+def test_par_with_partial(k: Kit) -> None:
+    async def mul(k: Kit, a: int, b: int) -> int:
         return a * b
 
-    assert csp.Par(
-        functools.partial(mul, 3, 4), functools.partial(mul, 5, b=6), backend=backend
-    ).run() == [12, 30]
+    fn = k.function(mul)
+    assert k.Par(functools.partial(fn, 3, 4), functools.partial(fn, 5, b=6)).run() == [12, 30]
 
 
-def test_par_mixes_processes_and_callables(backend: str) -> None:
-    assert csp.Par(add(1, 2), lambda: "plain", backend=backend).run() == [3, "plain"]
+def test_par_mixes_processes_and_callables(k: Kit) -> None:
+    assert k.Par(k.process(add)(1, 2), k.callable(constant, "plain")).run() == [3, "plain"]
 
 
-def test_par_values_by_reference(backend: str) -> None:
+def test_par_values_by_reference(k: Kit) -> None:
     ch = csp.Channel()
     obj = object()
-
-    def send() -> None:
-        ch.write(obj)
-
-    results = csp.Par(send, read_one(ch), backend=backend).run()
+    results = k.Par(k.callable(write_one, ch, obj), k.process(read_one)(ch)).run()
     assert results[1] is obj
 
 
-def test_nested_par_is_a_process(backend: str) -> None:
+def test_nested_par_is_a_process(k: Kit) -> None:
     ch = csp.Channel()
-    inner = csp.Par(produce(ch, 3), add(1, 1), backend=backend)
-    assert csp.Par(inner, consume(ch, 3), backend=backend).run() == [["produced", 2], [0, 1, 2]]
+    inner = k.Par(k.process(produce)(ch, 3), k.process(add)(1, 1))
+    assert k.Par(inner, k.process(consume)(ch, 3)).run() == [["produced", 2], [0, 1, 2]]
 
 
-def test_par_many_processes(backend: str) -> None:
+def test_par_many_processes(k: Kit) -> None:
     ch = csp.Channel()
     n = 32
-    results = csp.Par(*[produce(ch, 1) for _ in range(n)], consume(ch, n), backend=backend).run()
+    results = k.Par(*[k.process(produce)(ch, 1) for _ in range(n)], k.process(consume)(ch, n)).run()
     assert results[:n] == ["produced"] * n
     assert sorted(results[n]) == [0] * n
 
@@ -187,17 +206,20 @@ def test_seq_runs_one_after_another() -> None:
     assert log == ["a", "b", "c", "d"]
 
 
-def test_seq_with_processes() -> None:
+def test_seq_with_processes(k: Kit) -> None:
     ch = csp.Channel(3)
-    assert csp.Seq(produce(ch, 3), consume(ch, 3)).run() == ["produced", [0, 1, 2]]
+    assert csp.Seq(k.process(produce)(ch, 3), k.process(consume)(ch, 3)).run() == [
+        "produced",
+        [0, 1, 2],
+    ]
 
 
-def test_seq_failure_raises() -> None:
-    def boom() -> None:
+def test_seq_failure_raises(k: Kit) -> None:
+    async def boom(k: Kit) -> None:
         raise ValueError("seq boom")
 
     with pytest.raises((ValueError, ExceptionGroup)) as info:
-        csp.Seq(add(1, 1), boom).run()
+        csp.Seq(k.process(add)(1, 1), k.callable(boom)).run()
     leaves = all_exceptions(info.value)
     assert [type(e) for e in leaves] == [ValueError]
 
@@ -205,17 +227,17 @@ def test_seq_failure_raises() -> None:
 # --------------------------------------------------------------------------- start / handles
 
 
-def test_par_start_join_returns_results(backend: str) -> None:
-    h = csp.Par(add(1, 2), add(3, 4), backend=backend).start()
+def test_par_start_join_returns_results(k: Kit) -> None:
+    h = k.Par(k.process(add)(1, 2), k.process(add)(3, 4)).start()
     assert h.join() == [3, 7]
     assert h.result == [3, 7]
     assert not h.alive
     assert isinstance(h.name, str)
 
 
-def test_handle_while_running(backend: str) -> None:
+def test_handle_while_running(k: Kit) -> None:
     ch = csp.Channel()
-    h = csp.Par(read_one(ch), add(0, 1), backend=backend).start()
+    h = k.Par(k.process(read_one)(ch), k.process(add)(0, 1)).start()
     wait_until(lambda: ch.stats().readers_waiting == 1, what="process blocked on read")
     assert h.alive
     with pytest.raises(RuntimeError):
@@ -231,17 +253,17 @@ def test_handle_while_running(backend: str) -> None:
     assert h.result == ["done", 1]
 
 
-def test_spawn_returns_value(backend: str) -> None:
-    h = csp.Spawn(add(20, 22), backend=backend)
+def test_spawn_returns_value(k: Kit) -> None:
+    h = k.Spawn(k.process(add)(20, 22))
     assert h.join() == 42
     assert h.result == 42
     assert not h.alive
     assert "add" in h.name
 
 
-def test_spawn_runs_without_waiting(backend: str) -> None:
+def test_spawn_runs_without_waiting(k: Kit) -> None:
     ch = csp.Channel()
-    h = csp.Spawn(read_one(ch), backend=backend)
+    h = k.Spawn(k.process(read_one)(ch))
     wait_until(lambda: ch.stats().readers_waiting == 1, what="spawned process blocked")
     assert h.alive
     with pytest.raises(RuntimeError):
@@ -252,8 +274,8 @@ def test_spawn_runs_without_waiting(backend: str) -> None:
     assert h.join(timeout=10) == 99
 
 
-def test_spawn_plain_callable(backend: str) -> None:
-    h = csp.Spawn(lambda: "plain", backend=backend)
+def test_spawn_plain_callable(k: Kit) -> None:
+    h = k.Spawn(k.callable(constant, "plain"))
     assert h.join(timeout=10) == "plain"
 
 
@@ -263,12 +285,11 @@ def test_spawn_name_option() -> None:
     assert "custom-name" in h.name
 
 
-def test_spawn_failure_join_reraises(backend: str) -> None:
-    @csp.process
-    def fails() -> None:
+def test_spawn_failure_join_reraises(k: Kit) -> None:
+    async def fails(k: Kit) -> None:
         raise KeyError("spawned failure")
 
-    h = csp.Spawn(fails(), backend=backend)
+    h = k.Spawn(k.process(fails)())
     with pytest.raises((KeyError, ExceptionGroup)) as info:
         h.join(timeout=10)
     leaves = all_exceptions(info.value)
@@ -278,11 +299,11 @@ def test_spawn_failure_join_reraises(backend: str) -> None:
         _ = h.result
 
 
-def test_par_handle_failure_join_raises_group(backend: str) -> None:
-    def boom() -> None:
+def test_par_handle_failure_join_raises_group(k: Kit) -> None:
+    async def boom(k: Kit) -> None:
         raise ValueError("handle boom")
 
-    h = csp.Par(add(1, 1), boom, backend=backend).start()
+    h = k.Par(k.process(add)(1, 1), k.callable(boom)).start()
     with pytest.raises(ExceptionGroup) as info:
         h.join(timeout=10)
     assert [type(e) for e in all_exceptions(info.value)] == [ValueError]
@@ -290,9 +311,9 @@ def test_par_handle_failure_join_raises_group(backend: str) -> None:
         _ = h.result
 
 
-def test_handle_poison_ends_processes_cleanly(backend: str) -> None:
+def test_handle_poison_ends_processes_cleanly(k: Kit) -> None:
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
-    h = csp.Par(read_one(a), read_one(b), backend=backend).start()
+    h = k.Par(k.process(read_one)(a), k.process(read_one)(b)).start()
     wait_until(
         lambda: a.stats().readers_waiting == 1 and b.stats().readers_waiting == 1,
         what="both processes blocked",
@@ -303,17 +324,17 @@ def test_handle_poison_ends_processes_cleanly(backend: str) -> None:
     assert b.stats().poisoned
 
 
-def test_spawn_handle_poison(backend: str) -> None:
+def test_spawn_handle_poison(k: Kit) -> None:
     ch = csp.Channel()
-    h = csp.Spawn(read_one(ch), backend=backend)
+    h = k.Spawn(k.process(read_one)(ch))
     wait_until(lambda: ch.stats().readers_waiting == 1, what="spawned process blocked")
     h.poison()
     assert h.join(timeout=10) is None
     assert ch.stats().poisoned
 
 
-def test_join_twice(backend: str) -> None:
-    h = csp.Par(add(1, 1), backend=backend).start()
+def test_join_twice(k: Kit) -> None:
+    h = k.Par(k.process(add)(1, 1)).start()
     assert h.join() == [2]
     assert h.join() == [2]
 
@@ -327,15 +348,14 @@ def test_asyncio_cannot_be_the_default_backend(monkeypatch: pytest.MonkeyPatch) 
         csp.Par(lambda: None).run()
 
 
-def test_keyboard_interrupt_in_seq_propagates_and_poisons() -> None:
+def test_keyboard_interrupt_in_seq_propagates_and_poisons(k: Kit) -> None:
     ch = csp.Channel()
 
-    @csp.process
-    def interrupted(c: csp.Channel) -> None:
+    async def interrupted(k: Kit, c: csp.Channel) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        csp.Seq(interrupted(ch)).run()
+        csp.Seq(k.process(interrupted)(ch)).run()
     assert ch.stats().poisoned
 
 

@@ -180,7 +180,12 @@ async def _aexecute(proc: Process[Any]) -> Outcome:
 def run_sync(proc: Process[Any]) -> Outcome:
     """Runs ``proc`` to its end in the calling thread (an async one on a new event loop)."""
     if proc.is_async:
-        return asyncio.run(aexecute(proc))
+        out = asyncio.run(aexecute(proc))
+        if isinstance(out.error, KeyboardInterrupt):
+            # As ``_execute`` does in the calling thread: the peers are poisoned (``_ended``),
+            # and the interrupt propagates as itself rather than as a process failure.
+            raise out.error
+        return out
     return execute(proc)
 
 
