@@ -1,4 +1,8 @@
-"""Shutdown propagation: poison/retire end processes cleanly and spread; failures."""
+"""Shutdown propagation: poison/retire end processes cleanly and spread; failures.
+
+Every test runs under the thread, greenlet and asyncio backends with one process body
+(tests/_kit.py): the shutdown rules must be exactly the same for all three.
+"""
 
 from __future__ import annotations
 
@@ -7,49 +11,50 @@ import threading
 import pytest
 
 import ferrocsp as csp
+from _kit import Kit
 from _support import all_exceptions, notes, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 
-@csp.process
-def generate(cout: csp.Channel) -> str:
+async def generate(k: Kit, cout: csp.Channel) -> str:
     i = 0
     while True:
-        cout.write(i)
+        await k.write(cout, i)
         i += 1
     return "unreachable"
 
 
-@csp.process
-def identity(cin: csp.Channel | csp.Reader, cout: csp.Channel | csp.Writer) -> str:
+async def identity(k: Kit, cin: csp.Channel | csp.Reader, cout: csp.Channel | csp.Writer) -> str:
     while True:
-        cout.write(cin.read())
+        await k.write(cout, await k.read(cin))
     return "unreachable"
 
 
-@csp.process
-def take(cin: csp.Channel, n: int) -> list[int]:
-    return [cin.read() for _ in range(n)]
+async def take(k: Kit, cin: csp.Channel, n: int) -> list[int]:
+    return [await k.read(cin) for _ in range(n)]
 
 
-@csp.process
-def block_reading(cin: csp.Channel, *others: object, **named: object) -> str:
-    cin.read()
+async def block_reading(k: Kit, cin: csp.Channel, *others: object, **named: object) -> str:
+    await k.read(cin)
     return "read something"
 
 
-@csp.process(name="worker")
-def failing_worker(cin: csp.Channel, exc: BaseException) -> None:
+async def failing_worker(k: Kit, cin: csp.Channel, exc: BaseException) -> None:
     raise exc
+
+
+def worker(k: Kit) -> object:
+    return k.process(failing_worker, name="worker")
 
 
 # --------------------------------------------------------------------------- poison
 
 
-def test_poisoned_process_result_is_none_and_poison_spreads(backend: str) -> None:
+def test_poisoned_process_result_is_none_and_poison_spreads(k: Kit) -> None:
     c1, c2, c3 = csp.Channel(name="c1"), csp.Channel(name="c2"), csp.Channel(name="c3")
-    h = csp.Par(generate(c1), identity(c1, c2), identity(c2, c3), backend=backend).start()
+    ident = k.process(identity)
+    h = k.Par(k.process(generate)(c1), ident(c1, c2), ident(c2, c3)).start()
     assert [c3.read() for _ in range(10)] == list(range(10))
     c3.poison()  # the sink end: poison flows upstream through identity and generate
     assert h.join(timeout=10) == [None, None, None]
@@ -57,29 +62,28 @@ def test_poisoned_process_result_is_none_and_poison_spreads(backend: str) -> Non
         assert ch.stats().poisoned, ch.name
 
 
-def test_poison_from_the_source_spreads_downstream(backend: str) -> None:
+def test_poison_from_the_source_spreads_downstream(k: Kit) -> None:
     c1, c2, c3 = csp.Channel(), csp.Channel(3), csp.Channel()
     done = csp.Channel()
 
-    @csp.process
-    def source(cout: csp.Channel) -> None:
+    async def source(k: Kit, cout: csp.Channel) -> None:
         for i in range(5):
-            cout.write(i)
+            await k.write(cout, i)
         cout.poison()
 
-    @csp.process
-    def sink(cin: csp.Channel, report: csp.Channel) -> list[int]:
-        return [cin.read() for _ in range(100)]
+    async def sink(k: Kit, cin: csp.Channel, report: csp.Channel) -> list[int]:
+        return [await k.read(cin) for _ in range(100)]
 
-    results = csp.Par(
-        source(c1), identity(c1, c2), identity(c2, c3), sink(c3, done), backend=backend
+    ident = k.process(identity)
+    results = k.Par(
+        k.process(source)(c1), ident(c1, c2), ident(c2, c3), k.process(sink)(c3, done)
     ).run()
     assert results == [None, None, None, None]
     for ch in (c1, c2, c3, done):
         assert ch.stats().poisoned
 
 
-def test_channels_in_containers_and_kwargs_are_poisoned(backend: str) -> None:
+def test_channels_in_containers_and_kwargs_are_poisoned(k: Kit) -> None:
     trigger = csp.Channel(name="trigger")
     in_list = [csp.Channel(name="l0"), csp.Channel(2, name="l1")]
     in_tuple = (csp.Channel(name="t0"),)
@@ -87,9 +91,7 @@ def test_channels_in_containers_and_kwargs_are_poisoned(backend: str) -> None:
     by_kw = csp.Channel(name="kw")
     untouched = csp.Channel(name="not-an-argument")
 
-    h = csp.Par(
-        block_reading(trigger, in_list, in_tuple, in_dict, out=by_kw), backend=backend
-    ).start()
+    h = k.Par(k.process(block_reading)(trigger, in_list, in_tuple, in_dict, out=by_kw)).start()
     wait_until(lambda: trigger.stats().readers_waiting == 1, what="process blocked")
     trigger.poison()
     assert h.join(timeout=10) == [None]
@@ -98,13 +100,13 @@ def test_channels_in_containers_and_kwargs_are_poisoned(backend: str) -> None:
     assert not untouched.stats().poisoned
 
 
-def test_ends_in_args_poisoned_on_poison(backend: str) -> None:
+def test_ends_in_args_poisoned_on_poison(k: Kit) -> None:
     trigger = csp.Channel()
     down = csp.Channel(name="down")
     side = csp.Channel(name="side")
     r, w = trigger.reader(), down.writer()
     side_reader = side.reader()
-    h = csp.Par(block_reading(r, w, ends={"s": side_reader}), backend=backend).start()
+    h = k.Par(k.process(block_reading)(r, w, ends={"s": side_reader})).start()
     wait_until(lambda: trigger.stats().readers_waiting == 1, what="process blocked")
     trigger.poison()
     assert h.join(timeout=10) == [None]
@@ -112,24 +114,24 @@ def test_ends_in_args_poisoned_on_poison(backend: str) -> None:
     assert side.stats().poisoned
 
 
-def test_retire_spreads_through_pipeline_of_ends(backend: str) -> None:
+def test_retire_spreads_through_pipeline_of_ends(k: Kit) -> None:
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
     a_w, a_r = a.writer(), a.reader()
     b_w, b_r = b.writer(), b.reader()
 
-    @csp.process
-    def producer(cout: csp.Writer, n: int) -> str:
+    async def producer(k: Kit, cout: csp.Writer, n: int) -> str:
         with cout:
             for i in range(n):
-                cout.write(i)
+                await k.write(cout, i)
         return "done"
 
-    @csp.process
-    def consumer(cin: csp.Reader) -> list[int]:
-        return list(cin)
+    async def consumer(k: Kit, cin: csp.Reader) -> list[int]:
+        return [v async for v in k.iter(cin)]
 
     # identity ends by ChannelRetired (a is retired): it must retire b_w, ending consumer
-    results = csp.Par(producer(a_w, 10), identity(a_r, b_w), consumer(b_r), backend=backend).run()
+    results = k.Par(
+        k.process(producer)(a_w, 10), k.process(identity)(a_r, b_w), k.process(consumer)(b_r)
+    ).run()
     assert results == ["done", None, list(range(10))]
     assert b.stats().retired
     assert not b.stats().poisoned
@@ -137,21 +139,22 @@ def test_retire_spreads_through_pipeline_of_ends(backend: str) -> None:
         b_w.write(0)
 
 
-def test_retired_ends_in_containers_are_retired(backend: str) -> None:
+def test_retired_ends_in_containers_are_retired(k: Kit) -> None:
     a = csp.Channel(name="a")
     a_r, a_w = a.reader(), a.writer()
     outs = [csp.Channel(1, name=f"o{i}") for i in range(3)]
     out_ws = [o.writer() for o in outs]
     extra = csp.Channel(1, name="extra")
 
-    @csp.process
-    def fan(cin: csp.Reader, couts: list[csp.Writer], more: dict[str, csp.Writer]) -> None:
+    async def fan(
+        k: Kit, cin: csp.Reader, couts: list[csp.Writer], more: dict[str, csp.Writer]
+    ) -> None:
         while True:
-            v = cin.read()
+            v = await k.read(cin)
             for w in couts:
-                w.write(v)
+                await k.write(w, v)
 
-    h = csp.Par(fan(a_r, out_ws, more={"w": extra.writer()}), backend=backend).start()
+    h = k.Par(k.process(fan)(a_r, out_ws, more={"w": extra.writer()})).start()
     a_w.write(1)
     a_w.retire()
     assert h.join(timeout=10) == [None]
@@ -164,115 +167,121 @@ def test_retired_ends_in_containers_are_retired(backend: str) -> None:
     assert not extra.stats().poisoned
 
 
-def test_process_ending_by_retired_read_returns_none(backend: str) -> None:
+def test_process_ending_by_retired_read_returns_none(k: Kit) -> None:
     ch = csp.Channel()
     r = ch.reader()
     ch.writer().retire()
-    assert csp.Par(take(r, 1), backend=backend).run() == [None]
+    assert k.Par(k.process(take)(r, 1)).run() == [None]
 
 
 # --------------------------------------------------------------------------- failure
 
 
-def test_failure_raises_group_with_note_and_peers_stop(backend: str) -> None:
+def test_failure_raises_group_with_note_and_peers_stop(k: Kit) -> None:
     shared = csp.Channel(name="shared")
     with pytest.raises(ExceptionGroup) as info:
-        csp.Par(
-            failing_worker(shared, ValueError("bad value")), block_reading(shared), backend=backend
-        ).run()
+        k.Par(worker(k)(shared, ValueError("bad value")), k.process(block_reading)(shared)).run()
     group = info.value
     assert len(group.exceptions) == 1
     exc = group.exceptions[0]
     assert isinstance(exc, ValueError)
     assert str(exc) == "bad value"
-    assert "'worker'" in notes(exc)
+    assert notes(exc) == "in process 'worker'"
     assert shared.stats().poisoned
 
 
-def test_failure_stops_peer_blocked_writing(backend: str) -> None:
+def test_failure_stops_peer_blocked_writing(k: Kit) -> None:
     shared = csp.Channel()
 
-    @csp.process
-    def writes_forever(cout: csp.Channel) -> None:
+    async def writes_forever(k: Kit, cout: csp.Channel) -> None:
         while True:
-            cout.write(1)
+            await k.write(cout, 1)
 
     with pytest.raises(ExceptionGroup) as info:
-        csp.Par(
-            writes_forever(shared), failing_worker(shared, RuntimeError("crash")), backend=backend
-        ).run()
+        k.Par(k.process(writes_forever)(shared), worker(k)(shared, RuntimeError("crash"))).run()
     assert [type(e) for e in all_exceptions(info.value)] == [RuntimeError]
 
 
-def test_failure_poisons_peers_transitively(backend: str) -> None:
+def test_failure_poisons_peers_transitively(k: Kit) -> None:
     c1, c2, c3 = csp.Channel(), csp.Channel(), csp.Channel()
+    ident = k.process(identity)
     with pytest.raises(ExceptionGroup):
-        csp.Par(
-            generate(c1),
-            identity(c1, c2),
-            identity(c2, c3),
-            failing_worker(c3, ZeroDivisionError("deep")),
-            backend=backend,
+        k.Par(
+            k.process(generate)(c1),
+            ident(c1, c2),
+            ident(c2, c3),
+            worker(k)(c3, ZeroDivisionError("deep")),
         ).run()
     for ch in (c1, c2, c3):
         assert ch.stats().poisoned
 
 
-def test_several_failures_all_reported_with_their_names(backend: str) -> None:
+def test_several_failures_all_reported_with_their_names(k: Kit) -> None:
     shared = csp.Channel()
 
-    @csp.process(name="first")
-    def first(ch: csp.Channel) -> None:
+    async def first(k: Kit, ch: csp.Channel) -> None:
         raise ValueError("one")
 
-    @csp.process(name="second")
-    def second(ch: csp.Channel) -> None:
+    async def second(k: Kit, ch: csp.Channel) -> None:
         raise TypeError("two")
 
     with pytest.raises(ExceptionGroup) as info:
-        csp.Par(first(shared), second(shared), backend=backend).run()
+        k.Par(k.process(first)(shared), k.process(second)(shared)).run()
+    assert info.value.message == "Par(first, second): 2 of 2 processes failed"
     by_type = {type(e): e for e in info.value.exceptions}
     assert set(by_type) == {ValueError, TypeError}
-    assert "'first'" in notes(by_type[ValueError])
-    assert "'second'" in notes(by_type[TypeError])
+    assert notes(by_type[ValueError]) == "in process 'first'"
+    assert notes(by_type[TypeError]) == "in process 'second'"
 
 
-def test_failure_of_plain_callable_names_it(backend: str) -> None:
-    def plain_failure() -> None:
+def test_failure_of_plain_callable_names_it(k: Kit) -> None:
+    async def plain_failure(k: Kit) -> None:
         raise OSError("plain")
 
+    async def one(k: Kit) -> int:
+        return 1
+
     with pytest.raises(ExceptionGroup) as info:
-        csp.Par(plain_failure, lambda: 1, backend=backend).run()
+        k.Par(k.callable(plain_failure), k.callable(one)).run()
     (exc,) = info.value.exceptions
     assert isinstance(exc, OSError)
-    assert "'plain_failure'" in notes(exc)
+    assert notes(exc) == "in process 'plain_failure'"
 
 
-def test_par_waits_for_every_process_before_raising(backend: str) -> None:
+def test_par_waits_for_every_process_before_raising(k: Kit) -> None:
     finished = threading.Event()
     shared = csp.Channel()
 
-    @csp.process
-    def slow_cleanup(cin: csp.Channel) -> None:
+    async def slow_cleanup(k: Kit, cin: csp.Channel) -> None:
         try:
-            cin.read()
+            await k.read(cin)
         finally:
             finished.set()
 
     with pytest.raises(ExceptionGroup):
-        csp.Par(
-            slow_cleanup(shared), failing_worker(shared, ValueError("x")), backend=backend
-        ).run()
+        k.Par(k.process(slow_cleanup)(shared), worker(k)(shared, ValueError("x"))).run()
     assert finished.is_set()
 
 
-def test_poisoned_peer_is_not_reported_as_failure(backend: str) -> None:
+def test_poisoned_peer_is_not_reported_as_failure(k: Kit) -> None:
     shared = csp.Channel()
+    block = k.process(block_reading)
     with pytest.raises(ExceptionGroup) as info:
-        csp.Par(
-            block_reading(shared),
-            block_reading(shared),
-            failing_worker(shared, LookupError("only me")),
-            backend=backend,
-        ).run()
+        k.Par(block(shared), block(shared), worker(k)(shared, LookupError("only me"))).run()
     assert [type(e) for e in info.value.exceptions] == [LookupError]
+
+
+def test_failure_in_spawn_and_nested_par_groups(k: Kit) -> None:
+    """A failure inside a nested Par reaches the outer Par as a group inside the group, with
+    the inner process's note, and poisons the channels the outer network shares with it."""
+    shared = csp.Channel(name="shared")
+    inner = k.Par(worker(k)(shared, KeyError("inner")))
+    with pytest.raises(ExceptionGroup) as info:
+        k.Par(inner, k.process(block_reading)(shared)).run()
+    (nested,) = info.value.exceptions
+    assert isinstance(nested, ExceptionGroup)
+    assert notes(nested) == "in process 'Par(worker)'"
+    (exc,) = nested.exceptions
+    assert isinstance(exc, KeyError)
+    assert notes(exc) == "in process 'worker'"
+    assert shared.stats().poisoned
