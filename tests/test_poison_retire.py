@@ -1,35 +1,66 @@
-"""Poison and retire: immediate effects, waking blocked operations, messages."""
+"""Poison and retire: immediate effects, waking blocked operations, messages.
+
+Every test whose operations may block runs under the thread, greenlet and asyncio backends
+(tests/_kit.py): the blocked party is a process of the backend, the test's thread poisons or
+retires. Tests of the non-blocking calls (``*_nowait``, ``stats``) run once: they are the
+same call under every backend.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 import ferrocsp as csp
-from _support import Background, wait_until
+from _kit import Kit
+from _support import wait_until
 
 pytestmark = pytest.mark.timeout(20)
+
+
+async def read(k: Kit, ch: csp.Channel | csp.Reader) -> Any:
+    return await k.read(ch)
+
+
+async def write(k: Kit, ch: csp.Channel | csp.Writer, value: Any) -> None:
+    await k.write(ch, value)
+
+
+async def drain(k: Kit, ch: csp.Channel | csp.Reader, got: list[Any]) -> list[Any]:
+    async for v in k.iter(ch):
+        got.append(v)
+    return got
 
 
 # --------------------------------------------------------------------------- poison
 
 
 @pytest.mark.parametrize("capacity", [0, 3])
-def test_poisoned_channel_rejects_everything(capacity: int) -> None:
+def test_poisoned_channel_rejects_everything(k: Kit, capacity: int) -> None:
     ch = csp.Channel(capacity)
     ch.poison()
     assert ch.stats().poisoned
-    with pytest.raises(csp.ChannelPoisoned):
-        ch.read()
-    with pytest.raises(csp.ChannelPoisoned):
-        ch.write(1)
-    with pytest.raises(csp.ChannelPoisoned):
-        ch.read_nowait()
-    with pytest.raises(csp.ChannelPoisoned):
-        ch.write_nowait(1)
-    with pytest.raises(csp.ChannelPoisoned):
-        ch.read(timeout=0.01)
-    with pytest.raises(csp.ChannelPoisoned):
-        ch.write(1, timeout=0.01)
+
+    async def body(k: Kit) -> None:
+        with pytest.raises(csp.ChannelPoisoned):
+            await k.read(ch)
+        with pytest.raises(csp.ChannelPoisoned):
+            await k.write(ch, 1)
+        with pytest.raises(csp.ChannelPoisoned):
+            ch.read_nowait()
+        with pytest.raises(csp.ChannelPoisoned):
+            ch.write_nowait(1)
+        with pytest.raises(csp.ChannelPoisoned):
+            await k.read(ch, timeout=0.01)
+        with pytest.raises(csp.ChannelPoisoned):
+            await k.write(ch, 1, timeout=0.01)
+        with pytest.raises(csp.ChannelPoisoned):
+            await k.select(csp.Alt(ch, csp.Timeout(0.01)))
+        with pytest.raises(csp.ChannelPoisoned):
+            [v async for v in k.iter(ch)]
+
+    k.run(body)
 
 
 def test_poison_is_idempotent() -> None:
@@ -42,7 +73,7 @@ def test_poison_is_idempotent() -> None:
         ch.read_nowait()
 
 
-def test_poison_drops_buffered_values() -> None:
+def test_poison_drops_buffered_values(k: Kit) -> None:
     ch = csp.Channel(5)
     for i in range(3):
         ch.write(i)
@@ -51,26 +82,25 @@ def test_poison_drops_buffered_values() -> None:
     assert st.poisoned
     assert st.buffered == 0
     with pytest.raises(csp.ChannelPoisoned):
-        ch.read()
+        k.run(read, ch)
 
 
-def test_poison_reaches_all_ends_and_copies() -> None:
+def test_poison_reaches_all_ends_and_copies(k: Kit) -> None:
     ch = csp.Channel(1)
     r, w = ch.reader(), ch.writer()
     ch.poison()
     with pytest.raises(csp.ChannelPoisoned):
-        r.read()
+        k.run(read, r)
     with pytest.raises(csp.ChannelPoisoned):
-        w.write(0)
+        k.run(write, w, 0)
     with pytest.raises(csp.ChannelPoisoned):
-        list(r)
+        k.run(drain, r, [])
 
 
 @pytest.mark.parametrize("capacity", [0, 2])
-def test_blocked_read_woken_by_poison(capacity: int) -> None:
+def test_blocked_read_woken_by_poison(k: Kit, capacity: int) -> None:
     ch = csp.Channel(capacity, name="poisoned-while-reading")
-    reader = Background(ch.read)
-    # make the blocked state likely; the test stays correct if the read starts after poison
+    reader = k.spawn(read, ch)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     ch.poison()
     exc = reader.exception()
@@ -79,9 +109,9 @@ def test_blocked_read_woken_by_poison(capacity: int) -> None:
     assert ch.stats().readers_waiting == 0
 
 
-def test_blocked_rendezvous_write_woken_by_poison() -> None:
+def test_blocked_rendezvous_write_woken_by_poison(k: Kit) -> None:
     ch = csp.Channel(name="poisoned-while-writing")
-    writer = Background(ch.write, "never delivered")
+    writer = k.spawn(write, ch, "never delivered")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
     ch.poison()
     exc = writer.exception()
@@ -90,50 +120,63 @@ def test_blocked_rendezvous_write_woken_by_poison() -> None:
     assert ch.stats().writers_waiting == 0
 
 
-def test_blocked_buffered_write_woken_by_poison() -> None:
+def test_blocked_buffered_write_woken_by_poison(k: Kit) -> None:
     ch = csp.Channel(1)
     ch.write("fills the buffer")
-    writer = Background(ch.write, "blocked")
+    writer = k.spawn(write, ch, "blocked")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked on full buffer")
     ch.poison()
     assert isinstance(writer.exception(), csp.ChannelPoisoned)
 
 
-def test_poison_wakes_every_blocked_party() -> None:
+def test_poison_wakes_every_blocked_party(k: Kit) -> None:
     ch = csp.Channel()
-    readers = [Background(ch.read) for _ in range(4)]
+    readers = k.spawn_many(read, [(ch,)] * 4)
     wait_until(lambda: ch.stats().readers_waiting == 4, what="4 readers blocked")
     ch.poison()
     for r in readers:
         assert isinstance(r.exception(), csp.ChannelPoisoned)
 
     ch2 = csp.Channel()
-    writers = [Background(ch2.write, i) for i in range(4)]
+    writers = k.spawn_many(write, [(ch2, i) for i in range(4)])
     wait_until(lambda: ch2.stats().writers_waiting == 4, what="4 writers blocked")
     ch2.poison()
     for w in writers:
         assert isinstance(w.exception(), csp.ChannelPoisoned)
 
 
-def test_blocked_read_woken_by_poison_through_end() -> None:
+def test_blocked_read_woken_by_poison_through_end(k: Kit) -> None:
     ch = csp.Channel()
     r, w = ch.reader(), ch.writer()
-    reader = Background(r.read)
+    reader = k.spawn(read, r)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     w.poison()
     assert isinstance(reader.exception(), csp.ChannelPoisoned)
 
 
-def test_iteration_raises_on_poison() -> None:
+def test_blocked_alt_woken_by_poison(k: Kit) -> None:
+    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+
+    async def chooser(k: Kit) -> Any:
+        return await k.select(csp.Alt(a, csp.Output(b, 1)))
+
+    t = k.spawn(chooser)
+    wait_until(
+        lambda: a.stats().readers_waiting == 1 and b.stats().writers_waiting == 1,
+        what="alt blocked on both guards",
+    )
+    b.poison()
+    exc = t.exception()
+    assert isinstance(exc, csp.ChannelPoisoned)
+    assert "'b'" in str(exc)
+    assert a.stats().readers_waiting == 0
+
+
+def test_iteration_raises_on_poison(k: Kit) -> None:
     ch = csp.Channel()
     r = ch.reader()
     got: list[int] = []
-
-    def consume() -> None:
-        for v in r:
-            got.append(v)
-
-    t = Background(consume)
+    t = k.spawn(drain, r, got)
     for i in range(3):
         ch.write(i)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="iterator blocked")
@@ -142,11 +185,12 @@ def test_iteration_raises_on_poison() -> None:
     assert got == [0, 1, 2]
 
 
-def test_poison_message_names_channel() -> None:
+def test_poison_message_names_channel_and_process(k: Kit) -> None:
     ch = csp.Channel(name="named-poison")
     ch.poison()
-    with pytest.raises(csp.ChannelPoisoned, match="named-poison"):
-        ch.read()
+    with pytest.raises(csp.ChannelPoisoned, match="named-poison") as info:
+        k.run(read, ch)
+    assert str(info.value) == "read on channel 'named-poison' in process 'read': channel is poisoned"
     with pytest.raises(csp.ChannelPoisoned, match="named-poison"):
         ch.write_nowait(1)
 
@@ -155,11 +199,11 @@ def test_poison_message_names_channel() -> None:
 
 
 @pytest.mark.parametrize("capacity", [0, 2])
-def test_blocked_read_woken_by_last_writer_retire(capacity: int) -> None:
+def test_blocked_read_woken_by_last_writer_retire(k: Kit, capacity: int) -> None:
     ch = csp.Channel(capacity, name="retired-while-reading")
     r = ch.reader()
     w1, w2 = ch.writer(), ch.writer()
-    reader = Background(r.read)
+    reader = k.spawn(read, r)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     w1.retire()
     assert not reader.done.wait(0.05)  # one writer end is still there
@@ -170,13 +214,13 @@ def test_blocked_read_woken_by_last_writer_retire(capacity: int) -> None:
 
 
 @pytest.mark.parametrize("capacity", [0, 1])
-def test_blocked_write_woken_by_last_reader_retire(capacity: int) -> None:
+def test_blocked_write_woken_by_last_reader_retire(k: Kit, capacity: int) -> None:
     ch = csp.Channel(capacity, name="retired-while-writing")
     r = ch.reader()
     w = ch.writer()
     for i in range(capacity):
         w.write(i)
-    writer = Background(w.write, "blocked")
+    writer = k.spawn(write, w, "blocked")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
     r.retire()
     exc = writer.exception()
@@ -184,10 +228,10 @@ def test_blocked_write_woken_by_last_reader_retire(capacity: int) -> None:
     assert "retired-while-writing" in str(exc)
 
 
-def test_blocked_iteration_ends_when_writer_retires() -> None:
+def test_blocked_iteration_ends_when_writer_retires(k: Kit) -> None:
     ch = csp.Channel()
     r, w = ch.reader(), ch.writer()
-    t = Background(lambda: list(r))
+    t = k.spawn(drain, r, [])
     w.write(1)
     w.write(2)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="iterator blocked")
@@ -195,11 +239,11 @@ def test_blocked_iteration_ends_when_writer_retires() -> None:
     assert t.join() == [1, 2]
 
 
-def test_retire_message_names_channel() -> None:
+def test_retire_message_names_channel(k: Kit) -> None:
     ch = csp.Channel(name="named-retire")
     ch.writer().retire()
     with pytest.raises(csp.ChannelRetired, match="named-retire"):
-        ch.read()
+        k.run(read, ch)
 
 
 def test_retire_stats() -> None:
