@@ -39,8 +39,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Gener
 from typing import Any
 
 import ferrocsp as csp
-from ferrocsp._native import _in_scheduler
 from _support import WAIT
+from ferrocsp._native import _in_scheduler
 
 BACKENDS = ("thread", "greenlet", "asyncio")
 

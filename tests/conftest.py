@@ -15,7 +15,7 @@ import pytest
 # Make tests/_support.py importable whatever pytest's import mode is.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _kit import Kit  # noqa: E402 - needs the path above
+from _kit import Kit
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,4 +1,10 @@
-"""Channels: construction, rendezvous and buffered semantics, stats, iteration, identity."""
+"""Channels: construction, rendezvous and buffered semantics, stats, iteration, identity.
+
+Tests taking ``k`` run under the thread, greenlet and asyncio backends (tests/_kit.py): the
+operations that may block run in processes of the backend, against the test's thread or
+against each other. Construction, ``stats``, ``*_nowait``, identity and GC tests run once
+(the same calls under every backend), as does the threads-with-a-Barrier smoke test.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,12 @@ import gc
 import re
 import threading
 import weakref
+from typing import Any
 
 import pytest
 
 import ferrocsp as csp
+from _kit import Kit
 from _support import Background, wait_until
 
 PUBLIC_NAMES = [
@@ -119,9 +127,17 @@ def test_stats_is_a_snapshot() -> None:
     assert ch.stats().buffered == 1
 
 
-def test_stats_counts_waiting_readers_and_writers() -> None:
+async def read(k: Kit, ch: csp.Channel | csp.Reader) -> Any:
+    return await k.read(ch)
+
+
+async def write(k: Kit, ch: csp.Channel | csp.Writer, value: Any) -> None:
+    await k.write(ch, value)
+
+
+def test_stats_counts_waiting_readers_and_writers(k: Kit) -> None:
     ch = csp.Channel()
-    readers = [Background(ch.read) for _ in range(3)]
+    readers = k.spawn_many(read, [(ch,)] * 3)
     wait_until(lambda: ch.stats().readers_waiting == 3, what="3 readers waiting")
     assert ch.stats().writers_waiting == 0
     for i in range(3):
@@ -129,7 +145,7 @@ def test_stats_counts_waiting_readers_and_writers() -> None:
     assert sorted(r.join() for r in readers) == [0, 1, 2]
     assert ch.stats().readers_waiting == 0
 
-    writers = [Background(ch.write, i) for i in range(2)]
+    writers = k.spawn_many(write, [(ch, i) for i in range(2)])
     wait_until(lambda: ch.stats().writers_waiting == 2, what="2 writers waiting")
     assert ch.stats().readers_waiting == 0
     assert sorted([ch.read(), ch.read()]) == [0, 1]
@@ -152,61 +168,71 @@ def test_rendezvous_nowait_without_partner_would_block() -> None:
     assert (st.buffered, st.readers_waiting, st.writers_waiting) == (0, 0, 0)
 
 
-def test_rendezvous_write_completes_only_when_read() -> None:
+def test_rendezvous_write_completes_only_when_read(k: Kit) -> None:
     ch = csp.Channel()
-    writer = Background(ch.write, "hello")
+    writer = k.spawn(write, ch, "hello")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
     assert not writer.done.is_set()
     assert ch.read() == "hello"
     assert writer.join() is None
 
 
-def test_rendezvous_read_blocks_until_written() -> None:
+def test_rendezvous_read_blocks_until_written(k: Kit) -> None:
     ch = csp.Channel()
-    reader = Background(ch.read)
+    reader = k.spawn(read, ch)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     assert not reader.done.is_set()
     ch.write(42)
     assert reader.join() == 42
 
 
-def test_rendezvous_write_nowait_succeeds_with_waiting_reader() -> None:
+def test_rendezvous_write_nowait_succeeds_with_waiting_reader(k: Kit) -> None:
     ch = csp.Channel()
-    reader = Background(ch.read)
+    reader = k.spawn(read, ch)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     ch.write_nowait("x")
     assert reader.join() == "x"
 
 
-def test_rendezvous_read_nowait_succeeds_with_waiting_writer() -> None:
+def test_rendezvous_read_nowait_succeeds_with_waiting_writer(k: Kit) -> None:
     ch = csp.Channel()
-    writer = Background(ch.write, "y")
+    writer = k.spawn(write, ch, "y")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
     assert ch.read_nowait() == "y"
     writer.join()
 
 
-def test_rendezvous_preserves_order_single_writer() -> None:
-    ch = csp.Channel()
-    n = 500
+@pytest.mark.parametrize("capacity", [0, 2])
+def test_order_preserved_single_writer(k: Kit, capacity: int) -> None:
+    ch = csp.Channel(capacity)
+    n = 200
 
-    def produce() -> None:
+    async def produce(k: Kit) -> None:
         for i in range(n):
-            ch.write(i)
+            await k.write(ch, i)
 
-    writer = Background(produce)
+    async def consume(k: Kit) -> list[int]:
+        return [await k.read(ch) for _ in range(n)]
+
+    # both sides on the backend (one scheduler / loop), then each against a thread
+    assert k.Par(k.process(produce)(), k.process(consume)()).run() == [None, list(range(n))]
+    writer = k.spawn(produce)
     assert [ch.read() for _ in range(n)] == list(range(n))
     writer.join()
+    reader = k.spawn(consume)
+    for i in range(n):
+        ch.write(i)
+    assert reader.join() == list(range(n))
 
 
-def test_ping_pong() -> None:
+def test_ping_pong(k: Kit) -> None:
     ping, pong = csp.Channel(name="ping"), csp.Channel(name="pong")
 
-    def echo() -> None:
+    async def echo(k: Kit) -> None:
         for _ in range(200):
-            pong.write(ping.read() + 1)
+            await k.write(pong, await k.read(ping) + 1)
 
-    t = Background(echo)
+    t = k.spawn(echo)
     v = 0
     for _ in range(200):
         ping.write(v)
@@ -218,17 +244,22 @@ def test_ping_pong() -> None:
 # --------------------------------------------------------------------------- buffered
 
 
-def test_buffered_writes_do_not_block_until_full() -> None:
-    ch = csp.Channel(3)
-    for i in range(3):
-        ch.write(i)  # must not block
-    assert ch.stats().buffered == 3
-    with pytest.raises(csp.WouldBlock):
-        ch.write_nowait(99)
-    assert ch.stats().buffered == 3
-    assert [ch.read() for _ in range(3)] == [0, 1, 2]
-    with pytest.raises(csp.WouldBlock):
-        ch.read_nowait()
+def test_buffered_writes_do_not_block_until_full(k: Kit) -> None:
+    async def body(k: Kit) -> None:
+        ch = csp.Channel(3)
+        for i in range(3):
+            await k.write(ch, i)  # must not block
+        assert ch.stats().buffered == 3
+        with pytest.raises(csp.WouldBlock):
+            ch.write_nowait(99)
+        with pytest.raises(TimeoutError):
+            await k.write(ch, 99, timeout=0)
+        assert ch.stats().buffered == 3
+        assert [await k.read(ch) for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(csp.WouldBlock):
+            ch.read_nowait()
+
+    k.run(body)
 
 
 def test_buffered_nowait_fifo() -> None:
@@ -239,10 +270,10 @@ def test_buffered_nowait_fifo() -> None:
     assert ch.stats().buffered == 0
 
 
-def test_buffered_blocked_writer_resumes_when_space() -> None:
+def test_buffered_blocked_writer_resumes_when_space(k: Kit) -> None:
     ch = csp.Channel(1)
     ch.write("a")
-    writer = Background(ch.write, "b")
+    writer = k.spawn(write, ch, "b")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked on full buffer")
     assert not writer.done.is_set()
     assert ch.read() == "a"
@@ -251,72 +282,86 @@ def test_buffered_blocked_writer_resumes_when_space() -> None:
     assert ch.read() == "b"
 
 
-def test_buffered_blocked_reader_woken_by_write() -> None:
+def test_buffered_blocked_reader_woken_by_write(k: Kit) -> None:
     ch = csp.Channel(4)
-    reader = Background(ch.read)
+    reader = k.spawn(read, ch)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked on empty buffer")
     ch.write("v")
     assert reader.join() == "v"
     assert ch.stats().buffered == 0
 
 
-def test_none_is_a_value() -> None:
-    ch = csp.Channel(2)
-    ch.write(None)
-    ch.write_nowait(None)
-    assert ch.read() is None
-    assert ch.read_nowait() is None
-    with pytest.raises(csp.WouldBlock):
-        ch.read_nowait()
+def test_none_is_a_value(k: Kit) -> None:
+    async def body(k: Kit) -> None:
+        ch = csp.Channel(2)
+        await k.write(ch, None)
+        ch.write_nowait(None)
+        assert await k.read(ch) is None
+        assert ch.read_nowait() is None
+        with pytest.raises(csp.WouldBlock):
+            ch.read_nowait()
+
+    k.run(body)
 
 
 # --------------------------------------------------------------------------- by reference
 
 
 @pytest.mark.parametrize("capacity", [0, 2])
-def test_values_passed_by_reference_across_threads(capacity: int) -> None:
+def test_values_passed_by_reference(k: Kit, capacity: int) -> None:
     ch = csp.Channel(capacity)
     obj = {"payload": [1, 2, 3]}
-    received = Background(ch.read)
+    received = k.spawn(read, ch)
     ch.write(obj)
     assert received.join() is obj
+    sent = k.spawn(write, ch, obj)
+    assert ch.read() is obj
+    sent.join()
 
 
-def test_unhashable_and_odd_values() -> None:
+def test_unhashable_and_odd_values(k: Kit) -> None:
     ch = csp.Channel(4)
     values = [[1], {"a": 1}, object(), ch]
-    for v in values:
-        ch.write(v)
-    for v in values:
-        assert ch.read() is v
+
+    async def body(k: Kit) -> None:
+        for v in values:
+            await k.write(ch, v)
+        for v in values:
+            assert await k.read(ch) is v
+
+    k.run(body)
 
 
 # --------------------------------------------------------------------------- iteration
 
 
 @pytest.mark.parametrize("capacity", [0, 3])
-def test_iterate_channel_until_writers_retire(capacity: int) -> None:
+def test_iterate_channel_until_writers_retire(k: Kit, capacity: int) -> None:
     ch = csp.Channel(capacity)
     w = ch.writer()
 
-    def produce() -> None:
+    async def produce(k: Kit) -> None:
         for i in range(20):
-            w.write(i)
+            await k.write(w, i)
         w.retire()
 
-    t = Background(produce)
-    assert list(ch) == list(range(20))
-    t.join()
+    async def consume(k: Kit) -> list[int]:
+        return [v async for v in k.iter(ch)]
+
+    assert k.Par(k.process(produce)(), k.process(consume)()).run() == [None, list(range(20))]
 
 
-def test_iteration_drains_buffer_after_retire() -> None:
+def test_iteration_drains_buffer_after_retire(k: Kit) -> None:
     ch = csp.Channel(5)
     w = ch.writer()
     for i in range(4):
         w.write(i)
     w.retire()
-    assert list(ch) == [0, 1, 2, 3]
-    assert list(ch) == []
+
+    async def body(k: Kit) -> tuple[list[int], list[int]]:
+        return [v async for v in k.iter(ch)], [v async for v in k.iter(ch.reader())]
+
+    assert k.run(body) == ([0, 1, 2, 3], [])
 
 
 # --------------------------------------------------------------------------- identity
@@ -356,6 +401,18 @@ def test_buffered_reference_cycle_is_collected() -> None:
     gc.collect()
     gc.collect()
     assert ref() is None, "channel <-> buffered value cycle was not collected"
+
+
+def test_many_readers_one_channel_smoke(k: Kit) -> None:
+    ch = csp.Channel()
+
+    async def reader(k: Kit) -> list[int]:
+        return [await k.read(ch) for _ in range(50)]
+
+    readers = k.spawn_many(reader, [()] * 3)
+    for i in range(150):
+        ch.write(i)
+    assert sorted(v for r in readers for v in r.join()) == list(range(150))
 
 
 def test_many_threads_one_channel_smoke() -> None:

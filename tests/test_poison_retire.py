@@ -190,7 +190,8 @@ def test_poison_message_names_channel_and_process(k: Kit) -> None:
     ch.poison()
     with pytest.raises(csp.ChannelPoisoned, match="named-poison") as info:
         k.run(read, ch)
-    assert str(info.value) == "read on channel 'named-poison' in process 'read': channel is poisoned"
+    expected = "read on channel 'named-poison' in process 'read': channel is poisoned"
+    assert str(info.value) == expected
     with pytest.raises(csp.ChannelPoisoned, match="named-poison"):
         ch.write_nowait(1)
 
