@@ -1,5 +1,11 @@
 """Alt (DESIGN.md §2 "Choice"): exactly one guard fires, policies, guards, errors, contention.
 
+Tests taking ``k`` run the selecting process under the thread, greenlet and asyncio backends
+(tests/_kit.py; ``await k.select(alt)`` is ``alt.select()`` or ``await alt.aselect()``);
+counterparts are the test's thread, helper threads, or processes of the same backend. Run
+once: construction errors and reprs (raised before anything runs), the sync-only
+``csp.select`` shortcut.
+
 Every test that involves another thread waits for it through channels, events or bounded
 polling of ``stats()`` (``_support.wait_until``), never by sleeping.
 """
@@ -15,9 +21,12 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
+from _kit import Kit
 from _support import Background, wait_until
 
 pytestmark = pytest.mark.timeout(60)
+
+METHODS = ["select", "pri_select", "fair_select"]
 
 
 def blocked_readers(ch: csp.Channel, n: int = 1) -> None:
@@ -37,15 +46,19 @@ def forever_writer(ch: csp.Channel, value: Any) -> None:
         pass
 
 
+async def choose(k: Kit, alt: csp.Alt, method: str = "select") -> tuple[Any, Any]:
+    return await k.choose(alt, method)
+
+
 # --- exactly one guard fires ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["select", "pri_select", "fair_select"])
-def test_exactly_one_input_guard_fires(method: str) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_exactly_one_input_guard_fires(k: Kit, method: str) -> None:
     a, b, c = csp.Channel(1), csp.Channel(1), csp.Channel(1)
     for ch, v in ((a, "a"), (b, "b"), (c, "c")):
         ch.write(v)
-    guard, value = getattr(csp.Alt(a, b, c), method)()
+    guard, value = k.run(choose, csp.Alt(a, b, c), method)
     assert guard in (a, b, c)
     assert value == {a: "a", b: "b", c: "c"}[guard]
     buffered = [ch.stats().buffered for ch in (a, b, c)]
@@ -53,11 +66,11 @@ def test_exactly_one_input_guard_fires(method: str) -> None:
     assert guard.stats().buffered == 0
 
 
-@pytest.mark.parametrize("method", ["select", "pri_select", "fair_select"])
-def test_exactly_one_output_guard_fires(method: str) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_exactly_one_output_guard_fires(k: Kit, method: str) -> None:
     a, b, c = csp.Channel(1), csp.Channel(1), csp.Channel(1)
     outs = [csp.Output(a, "a"), csp.Output(b, "b"), csp.Output(c.writer(), "c")]
-    guard, value = getattr(csp.Alt(*outs), method)()
+    guard, value = k.run(choose, csp.Alt(*outs), method)
     assert guard in outs
     assert value is None
     sent = [(ch, ch.read_nowait()) for ch in (a, b, c) if ch.stats().buffered]
@@ -65,55 +78,57 @@ def test_exactly_one_output_guard_fires(method: str) -> None:
     assert sent[0][1] == guard.value
 
 
-def test_unchosen_output_sends_nothing() -> None:
+def test_unchosen_output_sends_nothing(k: Kit) -> None:
     ready, full = csp.Channel(1), csp.Channel(1)
     ready.write("in")
     full.write("old")
     out = csp.Output(full, "never")
-    for _ in range(100):
-        guard, value = csp.Alt(out, ready).select()
-        assert (guard, value) == (ready, "in")
-        ready.write("in")
+
+    async def body(k: Kit) -> None:
+        for _ in range(100):
+            guard, value = await k.select(csp.Alt(out, ready))
+            assert (guard, value) == (ready, "in")
+            await k.write(ready, "in")
+
+    k.run(body)
     assert full.read_nowait() == "old"
     with pytest.raises(csp.WouldBlock):
         full.read_nowait()
 
 
 N_CONTENTION = 10_000
-N_THREADS = 4
+N_WORKERS = 4
 
 
 @pytest.mark.timeout(120)
-def test_contention_output_delivered_iff_chosen() -> None:
-    """Threads Alt over shared rendezvous channels, mixing output and input guards.
+def test_contention_output_delivered_iff_chosen(k: Kit) -> None:
+    """Processes Alt over shared rendezvous channels, mixing output and input guards.
 
-    Thread ``i`` offers unique values on channels ``i`` and ``i+1`` and accepts on ``i+1`` and
-    ``i+2`` (mod N), so every channel has two writers and two readers, all choosing, and one
-    Alt waits on both ends of a channel (it must never meet itself). After 10^4 selections in
-    all, the channels are poisoned; every value reported sent was received exactly once.
+    Process ``i`` offers unique values on channels ``i`` and ``i+1`` and accepts on ``i+1``
+    and ``i+2`` (mod N), so every channel has two writers and two readers, all choosing, and
+    one Alt waits on both ends of a channel (it must never meet itself). After 10^4 selections
+    in all, the channels are poisoned; every value reported sent was received exactly once.
     """
-    chans = [csp.Channel(name=f"c{i}") for i in range(N_THREADS)]
+    chans = [csp.Channel(name=f"c{i}") for i in range(N_WORKERS)]
     lock = threading.Lock()
     count = [0]
-    sent: list[list[Any]] = [[] for _ in range(N_THREADS)]
-    received: list[list[Any]] = [[] for _ in range(N_THREADS)]
-    policies = ["select", "pri_select", "fair_select"]
+    sent: list[list[Any]] = [[] for _ in range(N_WORKERS)]
+    received: list[list[Any]] = [[] for _ in range(N_WORKERS)]
 
-    def worker(i: int) -> int:
-        outs = [chans[i], chans[(i + 1) % N_THREADS]]
-        ins = [chans[(i + 1) % N_THREADS], chans[(i + 2) % N_THREADS]]
+    async def worker(k: Kit, i: int) -> int:
+        outs = [chans[i], chans[(i + 1) % N_WORKERS]]
+        ins = [chans[(i + 1) % N_WORKERS], chans[(i + 2) % N_WORKERS]]
         seq = 0
         mine = 0
         try:
             while True:
                 guards: list[Any] = []
-                for k, ch in enumerate(outs):
-                    guards.append(csp.Output(ch, (i, seq, k)))
+                for j, ch in enumerate(outs):
+                    guards.append(csp.Output(ch, (i, seq, j)))
                 guards.extend(ins)
                 if seq % 2:
                     guards.reverse()
-                alt = csp.Alt(*guards)
-                guard, value = getattr(alt, policies[seq % 3])()
+                guard, value = await k.choose(csp.Alt(*guards), METHODS[seq % 3])
                 seq += 1
                 mine += 1
                 if isinstance(guard, csp.Output):
@@ -131,7 +146,7 @@ def test_contention_output_delivered_iff_chosen() -> None:
         except csp.ChannelPoisoned:
             return mine
 
-    workers = [Background(worker, i) for i in range(N_THREADS)]
+    workers = k.spawn_many(worker, [(i,) for i in range(N_WORKERS)])
     done_by = [w.join(timeout=100) for w in workers]
     all_sent = [v for s in sent for v in s]
     all_received = [v for r in received for v in r]
@@ -142,39 +157,47 @@ def test_contention_output_delivered_iff_chosen() -> None:
     assert set(all_sent) == set(all_received)
     # The two selections of one rendezvous are both counted: half were sends.
     assert len(all_sent) == len(all_received)
-    # A thread never received its own value on the channel it waits on from both ends.
-    for i in range(N_THREADS):
-        assert all(v[0] != i for v in received[i]), f"thread {i} met itself"
-    # Every thread got to choose (nobody starved for the whole run).
+    # A process never received its own value on the channel it waits on from both ends.
+    for i in range(N_WORKERS):
+        assert all(v[0] != i for v in received[i]), f"process {i} met itself"
+    # Every process got to choose (nobody starved for the whole run).
     assert all(n > 0 for n in done_by)
 
 
 # --- policies ------------------------------------------------------------------------------
 
 
-def test_pri_select_picks_first_ready_in_order() -> None:
+def test_pri_select_picks_first_ready_in_order(k: Kit) -> None:
     a, b = csp.Channel(1), csp.Channel(1)
     alt_ab, alt_ba = csp.Alt(a, b), csp.Alt(b, a)
-    for i in range(500):
-        if a.stats().buffered == 0:
-            a.write(i)
-        if b.stats().buffered == 0:
-            b.write(-i)
-        alt = alt_ab if i % 2 == 0 else alt_ba
-        guard, _ = alt.pri_select()
-        assert guard is (a if i % 2 == 0 else b)
+
+    async def body(k: Kit) -> None:
+        for i in range(500):
+            if a.stats().buffered == 0:
+                a.write(i)
+            if b.stats().buffered == 0:
+                b.write(-i)
+            alt = alt_ab if i % 2 == 0 else alt_ba
+            guard, _ = await k.pri_select(alt)
+            assert guard is (a if i % 2 == 0 else b)
+
+    k.run(body)
 
 
-def test_pri_select_with_rendezvous_writers() -> None:
+def test_pri_select_with_rendezvous_writers(k: Kit) -> None:
     a, b = csp.Channel(), csp.Channel()
     wa = Background(forever_writer, a, "a")
     wb = Background(forever_writer, b, "b")
-    try:
+
+    async def body(k: Kit) -> None:
         alt = csp.Alt(a, b)
         for _ in range(200):
-            blocked_writers(a)
+            blocked_writers(a)  # bounded polling of the helper threads, never of the backend
             blocked_writers(b)
-            assert alt.pri_select() == (a, "a")
+            assert await k.pri_select(alt) == (a, "a")
+
+    try:
+        k.run(body)
     finally:
         a.poison()
         b.poison()
@@ -191,8 +214,8 @@ def wait_blocked_writers(chans: list[csp.Channel], deadline: float) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_fair_select_never_starves_ready_writers() -> None:
-    """Two writers, each writing forever to its own channel; 3000 fair selections.
+def test_fair_select_never_starves_ready_writers(k: Kit) -> None:
+    """Two writer threads, each writing forever to its own channel; 3000 fair selections.
 
     Before each selection the test waits (bounded stats polling) until both writers are
     blocked again, so both guards are ready every time: a writer thread that has not yet been
@@ -202,14 +225,19 @@ def test_fair_select_never_starves_ready_writers() -> None:
     wa = Background(forever_writer, a, "a")
     wb = Background(forever_writer, b, "b")
     n = 3000
-    winners: list[str] = []
-    deadline = time.monotonic() + 45
-    try:
+
+    async def body(k: Kit) -> list[str]:
+        deadline = time.monotonic() + 45
+        winners: list[str] = []
         alt = csp.Alt(a, b)
         for _ in range(n):
             wait_blocked_writers([a, b], deadline)
-            _, value = alt.fair_select()
+            _, value = await k.fair_select(alt)
             winners.append(value)
+        return winners
+
+    try:
+        winners = k.run(body)
     finally:
         a.poison()
         b.poison()
@@ -217,18 +245,22 @@ def test_fair_select_never_starves_ready_writers() -> None:
     wb.join()
     counts = Counter(winners)
     alternating = all(x != y for x, y in itertools.pairwise(winners))
-    assert alternating or all(abs(counts[k] - n / 2) <= 0.1 * n / 2 for k in "ab"), counts
+    assert alternating or all(abs(counts[c] - n / 2) <= 0.1 * n / 2 for c in "ab"), counts
 
 
 @pytest.mark.timeout(60)
-def test_fair_select_free_running_writers_both_served() -> None:
+def test_fair_select_free_running_writers_both_served(k: Kit) -> None:
     """Without waiting for readiness both writers are still served (no starvation)."""
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
     wa = Background(forever_writer, a, "a")
     wb = Background(forever_writer, b, "b")
-    try:
+
+    async def body(k: Kit) -> Counter[str]:
         alt = csp.Alt(a, b)
-        counts = Counter(alt.fair_select()[1] for _ in range(3000))
+        return Counter([(await k.fair_select(alt))[1] for _ in range(3000)])
+
+    try:
+        counts = k.run(body)
     finally:
         a.poison()
         b.poison()
@@ -238,46 +270,77 @@ def test_fair_select_free_running_writers_both_served() -> None:
     assert counts["b"] > 0
 
 
-def test_fair_select_alternates_over_always_ready_buffers() -> None:
+def test_fair_select_over_writer_processes_of_the_backend(k: Kit) -> None:
+    """Writers and the fair selector all on the backend (one scheduler / loop for greenlet and
+    asyncio): every writer is served, values per writer arrive in order."""
+    chans = [csp.Channel(name=f"w{i}") for i in range(3)]
+    n = 300
+
+    async def writer(k: Kit, ch: csp.Channel, tag: int) -> None:
+        for i in range(n):
+            await k.write(ch, (tag, i))
+
+    async def selector(k: Kit) -> list[tuple[int, int]]:
+        alt = csp.Alt(*chans)
+        return [(await k.fair_select(alt))[1] for _ in range(3 * n)]
+
+    w = k.process(writer)
+    *_, got = k.Par(*[w(ch, t) for t, ch in enumerate(chans)], k.process(selector)()).run()
+    for t in range(3):
+        assert [v for tag, v in got if tag == t] == list(range(n))
+
+
+def test_fair_select_alternates_over_always_ready_buffers(k: Kit) -> None:
     a, b, c = csp.Channel(1), csp.Channel(1), csp.Channel(1)
     alt = csp.Alt(a, b, c)
     names = {a: "a", b: "b", c: "c"}
-    order = []
-    for _ in range(30):
-        for ch in (a, b, c):
-            if ch.stats().buffered == 0:
-                ch.write(names[ch])
-        guard, value = alt.fair_select()
-        assert value == names[guard]
-        order.append(value)
-    assert "".join(order) == "abc" * 10
+
+    async def body(k: Kit) -> list[str]:
+        order = []
+        for _ in range(30):
+            for ch in (a, b, c):
+                if ch.stats().buffered == 0:
+                    await k.write(ch, names[ch])
+            guard, value = await k.fair_select(alt)
+            assert value == names[guard]
+            order.append(value)
+        return order
+
+    assert "".join(k.run(body)) == "abc" * 10
 
 
-def test_fair_select_state_is_per_alt_object() -> None:
+def test_fair_select_state_is_per_alt_object(k: Kit) -> None:
     a, b = csp.Channel(2), csp.Channel(2)
     for ch in (a, b):
         ch.write(1)
         ch.write(2)
     first, second = csp.Alt(a, b), csp.Alt(a, b)
-    assert first.fair_select()[0] is a
-    # A fresh Alt has no history: it starts from the first guard again.
-    assert second.fair_select()[0] is a
-    assert first.fair_select()[0] is b
+
+    async def body(k: Kit) -> list[Any]:
+        # A fresh Alt has no history: it starts from the first guard again.
+        return [(await k.fair_select(alt))[0] for alt in (first, second, first)]
+
+    assert k.run(body) == [a, a, b]
 
 
-def test_select_is_random_among_ready_guards() -> None:
+def test_select_is_random_among_ready_guards(k: Kit) -> None:
     a, b = csp.Channel(1), csp.Channel(1)
     a.write("a")
     b.write("b")
     alt = csp.Alt(a, b)
     n = 2000
-    counts: Counter[str] = Counter()
-    for _ in range(n):
-        guard, value = alt.select()
-        counts[value] += 1
-        guard.write(value)
-    for k in "ab":
-        assert 0.35 * n <= counts[k] <= 0.65 * n, counts
+
+    async def body(k: Kit) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for _ in range(n):
+            guard, value = await k.select(alt)
+            counts[value] += 1
+            await k.write(guard, value)
+        return counts
+
+    counts = k.run(body)
+    for c in "ab":
+        assert 0.35 * n <= counts[c] <= 0.65 * n, counts
 
 
 def test_select_shortcut() -> None:
@@ -296,12 +359,16 @@ def test_select_shortcut() -> None:
 
 
 @pytest.mark.parametrize("seconds", [0.02, 0.1])
-def test_timeout_fires_within_bound_when_nothing_ready(seconds: float) -> None:
+def test_timeout_fires_within_bound_when_nothing_ready(k: Kit, seconds: float) -> None:
     ch = csp.Channel()
     t = csp.Timeout(seconds)
-    t0 = time.monotonic()
-    guard, value = csp.Alt(ch, csp.Output(csp.Channel(), 1), t).select()
-    elapsed = time.monotonic() - t0
+
+    async def body(k: Kit) -> tuple[Any, float]:
+        t0 = time.monotonic()
+        result = await k.select(csp.Alt(ch, csp.Output(csp.Channel(), 1), t))
+        return result, time.monotonic() - t0
+
+    (guard, value), elapsed = k.run(body)
     assert guard is t
     assert value is None
     assert seconds <= elapsed < seconds + 2.0
@@ -309,109 +376,145 @@ def test_timeout_fires_within_bound_when_nothing_ready(seconds: float) -> None:
     assert (st.readers_waiting, st.writers_waiting) == (0, 0)
 
 
-def test_timeout_zero_fires_at_once() -> None:
+def test_timeout_zero_fires_at_once(k: Kit) -> None:
     t = csp.Timeout(0)
-    t0 = time.monotonic()
-    assert csp.Alt(csp.Channel(), t).select() == (t, None)
-    assert time.monotonic() - t0 < 2.0
+
+    async def body(k: Kit) -> tuple[Any, float]:
+        t0 = time.monotonic()
+        return await k.select(csp.Alt(csp.Channel(), t)), time.monotonic() - t0
+
+    result, elapsed = k.run(body)
+    assert result == (t, None)
+    assert elapsed < 2.0
 
 
-def test_timeout_never_fires_when_something_is_ready() -> None:
+def test_timeout_never_fires_when_something_is_ready(k: Kit) -> None:
     buffered = csp.Channel(1)
     t = csp.Timeout(0.5)
     alt = csp.Alt(t, buffered)
-    for i in range(200):
-        buffered.write(i)
-        assert getattr(alt, ("select", "pri_select", "fair_select")[i % 3])() == (buffered, i)
+
+    async def body(k: Kit) -> None:
+        for i in range(200):
+            await k.write(buffered, i)
+            assert await k.choose(alt, METHODS[i % 3]) == (buffered, i)
+
+    k.run(body)
 
 
-def test_timeout_never_fires_when_a_writer_is_waiting() -> None:
+def test_timeout_never_fires_when_a_writer_is_waiting(k: Kit) -> None:
     ch = csp.Channel()
     w = Background(lambda: [ch.write(i) for i in range(50)])
-    alt = csp.Alt(csp.Timeout(5), ch)
-    got = [alt.select() for _ in range(50)]
+
+    async def body(k: Kit) -> list[Any]:
+        alt = csp.Alt(csp.Timeout(5), ch)
+        return [await k.select(alt) for _ in range(50)]
+
+    got = k.run(body)
     w.join()
     assert got == [(ch, i) for i in range(50)]
 
 
-def test_timeout_repeats_per_selection() -> None:
+def test_timeout_repeats_per_selection(k: Kit) -> None:
     t = csp.Timeout(0.01)
     alt = csp.Alt(csp.Channel(), t)
-    for _ in range(5):
-        t0 = time.monotonic()
-        assert alt.select() == (t, None)
-        assert time.monotonic() - t0 >= 0.01
+
+    async def body(k: Kit) -> None:
+        for _ in range(5):
+            t0 = time.monotonic()
+            assert await k.select(alt) == (t, None)
+            assert time.monotonic() - t0 >= 0.01
+
+    k.run(body)
 
 
-def test_skip_chosen_when_nothing_else_ready() -> None:
+def test_skip_chosen_when_nothing_else_ready(k: Kit) -> None:
     ch, out = csp.Channel(), csp.Output(csp.Channel(), "x")
     skip = csp.Skip()
     alt = csp.Alt(ch, out, skip)
-    for method in ("select", "pri_select", "fair_select"):
-        assert getattr(alt, method)() == (skip, None)
+
+    async def body(k: Kit) -> list[Any]:
+        return [await k.choose(alt, method) for method in METHODS]
+
+    assert k.run(body) == [(skip, None)] * 3
     assert ch.stats().readers_waiting == 0
     assert out.target.stats().writers_waiting == 0
 
 
-def test_pri_select_prefers_ready_channel_over_skip() -> None:
+def test_pri_select_prefers_ready_channel_over_skip(k: Kit) -> None:
     ch = csp.Channel(1)
     alt = csp.Alt(ch, csp.Skip())
-    for i in range(200):
-        ch.write(i)
-        assert alt.pri_select() == (ch, i)
+
+    async def body(k: Kit) -> None:
+        for i in range(200):
+            await k.write(ch, i)
+            assert await k.pri_select(alt) == (ch, i)
+
+    k.run(body)
 
 
-def test_pri_select_skip_first_always_wins() -> None:
+def test_pri_select_skip_first_always_wins(k: Kit) -> None:
     ch = csp.Channel(1)
     ch.write(1)
     skip = csp.Skip()
-    assert csp.Alt(skip, ch).pri_select() == (skip, None)
+    assert k.run(choose, csp.Alt(skip, ch), "pri_select") == (skip, None)
     assert ch.stats().buffered == 1
 
 
 # --- Guard(when=...) -----------------------------------------------------------------------
 
 
-def test_disabled_guard_is_ignored_even_when_ready() -> None:
+def test_disabled_guard_is_ignored_even_when_ready(k: Kit) -> None:
     ch = csp.Channel(1)
     ch.write("ready")
     g = csp.Guard(ch, when=False)
     skip = csp.Skip()
-    for method in ("select", "pri_select", "fair_select"):
-        assert getattr(csp.Alt(g, skip), method)() == (skip, None)
-    assert ch.stats().buffered == 1
     out = csp.Guard(csp.Output(csp.Channel(1), "no"), when=False)
-    assert csp.Alt(out, skip).pri_select() == (skip, None)
+
+    async def body(k: Kit) -> None:
+        for method in METHODS:
+            assert await k.choose(csp.Alt(g, skip), method) == (skip, None)
+        assert await k.pri_select(csp.Alt(out, skip)) == (skip, None)
+
+    k.run(body)
+    assert ch.stats().buffered == 1
     assert out.guard.target.stats().buffered == 0
 
 
-def test_enabled_guard_returns_the_wrapper() -> None:
+def test_enabled_guard_returns_the_wrapper(k: Kit) -> None:
     ch = csp.Channel(1)
     ch.write("v")
-    g = csp.Guard(ch, when=True)
-    assert csp.Alt(g).select() == (g, "v")
-    out = csp.Guard(csp.Output(ch, "w"))
-    assert csp.Alt(out).select() == (out, None)
-    assert ch.read_nowait() == "w"
-    skip = csp.Guard(csp.Skip(), when=True)
-    assert csp.Alt(csp.Channel(), skip).select() == (skip, None)
-    t = csp.Guard(csp.Timeout(0.01), when=True)
-    assert csp.Alt(csp.Channel(), t).select() == (t, None)
+
+    async def body(k: Kit) -> None:
+        g = csp.Guard(ch, when=True)
+        assert await k.select(csp.Alt(g)) == (g, "v")
+        out = csp.Guard(csp.Output(ch, "w"))
+        assert await k.select(csp.Alt(out)) == (out, None)
+        assert ch.read_nowait() == "w"
+        skip = csp.Guard(csp.Skip(), when=True)
+        assert await k.select(csp.Alt(csp.Channel(), skip)) == (skip, None)
+        t = csp.Guard(csp.Timeout(0.01), when=True)
+        assert await k.select(csp.Alt(csp.Channel(), t)) == (t, None)
+
+    k.run(body)
 
 
-def test_guard_when_can_be_toggled_between_selections() -> None:
+def test_guard_when_can_be_toggled_between_selections(k: Kit) -> None:
     a, b = csp.Channel(1), csp.Channel(1)
     ga = csp.Guard(a, when=True)
     alt = csp.Alt(ga, b)
     a.write("a")
     b.write("b")
-    ga.when = False
-    assert alt.pri_select() == (b, "b")
-    ga.when = True
-    assert alt.pri_select() == (ga, "a")
+
+    async def body(k: Kit) -> list[Any]:
+        ga.when = False
+        first = await k.pri_select(alt)
+        ga.when = True
+        return [first, await k.pri_select(alt)]
+
+    assert k.run(body) == [(b, "b"), (ga, "a")]
 
 
-def test_fair_select_with_disabled_guards() -> None:
+def test_fair_select_with_disabled_guards(k: Kit) -> None:
     chans = [csp.Channel(1) for _ in range(3)]
     guards = [csp.Guard(ch) for ch in chans]
     alt = csp.Alt(*guards)
@@ -421,46 +524,55 @@ def test_fair_select_with_disabled_guards() -> None:
             if ch.stats().buffered == 0:
                 ch.write(i)
 
-    refill()
-    assert alt.fair_select()[1] == 0
-    guards[1].when = False
-    refill()
-    assert alt.fair_select()[1] == 2
-    refill()
-    assert alt.fair_select()[1] == 0
-    guards[1].when = True
-    refill()
-    assert alt.fair_select()[1] == 1
+    async def body(k: Kit) -> list[int]:
+        got = []
+        refill()
+        got.append((await k.fair_select(alt))[1])
+        guards[1].when = False
+        refill()
+        got.append((await k.fair_select(alt))[1])
+        refill()
+        got.append((await k.fair_select(alt))[1])
+        guards[1].when = True
+        refill()
+        got.append((await k.fair_select(alt))[1])
+        return got
+
+    assert k.run(body) == [0, 2, 0, 1]
 
 
-def test_all_guards_disabled_with_only_channels_is_retired() -> None:
+def test_all_guards_disabled_with_only_channels_is_retired(k: Kit) -> None:
     # Nothing can ever fire: the same as an Alt over only retired channels.
     with pytest.raises(csp.ChannelRetired):
-        csp.Alt(csp.Guard(csp.Channel(), when=False)).select()
+        k.run(choose, csp.Alt(csp.Guard(csp.Channel(), when=False)))
 
 
 # --- poison and retire ---------------------------------------------------------------------
 
 
-def test_poisoned_channel_raises_when_chosen() -> None:
+def test_poisoned_channel_raises_when_chosen(k: Kit) -> None:
     ch = csp.Channel(name="bad")
     ch.poison()
-    with pytest.raises(csp.ChannelPoisoned, match="bad"):
-        csp.Alt(ch).select()
-    with pytest.raises(csp.ChannelPoisoned):
-        csp.Alt(csp.Output(ch, 1)).select()
-    # A poisoned channel counts as ready: it beats Skip in priority order.
-    with pytest.raises(csp.ChannelPoisoned):
-        csp.Alt(ch, csp.Skip()).pri_select()
-    # ... but a ready guard before it is chosen first, without raising.
-    ok = csp.Channel(1)
-    ok.write("fine")
-    assert csp.Alt(ok, ch).pri_select() == (ok, "fine")
+
+    async def body(k: Kit) -> None:
+        with pytest.raises(csp.ChannelPoisoned, match="bad"):
+            await k.select(csp.Alt(ch))
+        with pytest.raises(csp.ChannelPoisoned):
+            await k.select(csp.Alt(csp.Output(ch, 1)))
+        # A poisoned channel counts as ready: it beats Skip in priority order.
+        with pytest.raises(csp.ChannelPoisoned):
+            await k.pri_select(csp.Alt(ch, csp.Skip()))
+        # ... but a ready guard before it is chosen first, without raising.
+        ok = csp.Channel(1)
+        ok.write("fine")
+        assert await k.pri_select(csp.Alt(ok, ch)) == (ok, "fine")
+
+    k.run(body)
 
 
-def test_poison_wakes_a_blocked_alt() -> None:
+def test_poison_wakes_a_blocked_alt(k: Kit) -> None:
     a, b = csp.Channel(), csp.Channel()
-    bg = Background(csp.Alt(a, csp.Output(b, 1)).select)
+    bg = k.spawn(choose, csp.Alt(a, csp.Output(b, 1)))
     blocked_readers(a)
     blocked_writers(b)
     b.poison()
@@ -468,53 +580,61 @@ def test_poison_wakes_a_blocked_alt() -> None:
     assert a.stats().readers_waiting == 0
 
 
-def test_alt_over_only_retired_channels_raises_retired() -> None:
+def test_alt_over_only_retired_channels_raises_retired(k: Kit) -> None:
     a, b = csp.Channel(name="ra"), csp.Channel(name="rb")
     a.writer().retire()  # readers of a see end-of-stream
     b.reader().retire()  # writers to b can never deliver
-    with pytest.raises(csp.ChannelRetired):
-        csp.Alt(a).select()
-    with pytest.raises(csp.ChannelRetired):
-        csp.Alt(a, csp.Output(b, 1)).fair_select()
-    # Retired ends, not channels.
     c = csp.Channel()
     r, w = c.reader(), c.writer()
     r.retire()
     w.retire()
-    with pytest.raises(csp.ChannelRetired):
-        csp.Alt(r, csp.Output(w, 1)).select()
-    # A Timeout or Skip can still fire.
     skip = csp.Skip()
-    assert csp.Alt(a, skip).select() == (skip, None)
     t = csp.Timeout(0.01)
-    assert csp.Alt(a, t).select() == (t, None)
+
+    async def body(k: Kit) -> None:
+        with pytest.raises(csp.ChannelRetired):
+            await k.select(csp.Alt(a))
+        with pytest.raises(csp.ChannelRetired):
+            await k.fair_select(csp.Alt(a, csp.Output(b, 1)))
+        # Retired ends, not channels.
+        with pytest.raises(csp.ChannelRetired):
+            await k.select(csp.Alt(r, csp.Output(w, 1)))
+        # A Timeout or Skip can still fire.
+        assert await k.select(csp.Alt(a, skip)) == (skip, None)
+        assert await k.select(csp.Alt(a, t)) == (t, None)
+
+    k.run(body)
 
 
-def test_retired_message_names_every_channel() -> None:
+def test_retired_message_names_every_channel(k: Kit) -> None:
     a, b = csp.Channel(name="left"), csp.Channel(name="right")
     a.writer().retire()
     r = b.reader()
     r.retire()
     with pytest.raises(csp.ChannelRetired) as info:
-        csp.Alt(a, r).select()
+        k.run(choose, csp.Alt(a, r))
     assert "'left', 'right'" in str(info.value)
     assert "''" not in str(info.value)
 
 
-def test_retired_channel_drains_buffer_first() -> None:
+def test_retired_channel_drains_buffer_first(k: Kit) -> None:
     ch = csp.Channel(2)
     w = ch.writer()
     w.write(1)
     w.retire()
-    assert csp.Alt(ch).select() == (ch, 1)
-    with pytest.raises(csp.ChannelRetired):
-        csp.Alt(ch).select()
+
+    async def body(k: Kit) -> None:
+        assert await k.select(csp.Alt(ch)) == (ch, 1)
+        with pytest.raises(csp.ChannelRetired):
+            await k.select(csp.Alt(ch))
+
+    k.run(body)
 
 
-def test_retire_wakes_a_blocked_alt() -> None:
+def test_retire_wakes_a_blocked_alt(k: Kit) -> None:
     a, b = csp.Channel(), csp.Channel()
     wa, wb = a.writer(), b.writer()
-    bg = Background(csp.Alt(a, b).select)
+    bg = k.spawn(choose, csp.Alt(a, b))
     blocked_readers(a)
     blocked_readers(b)
     wa.retire()
@@ -525,10 +645,10 @@ def test_retire_wakes_a_blocked_alt() -> None:
     assert isinstance(bg.exception(), csp.ChannelRetired)
 
 
-def test_retire_while_blocked_leaves_the_rest_live() -> None:
+def test_retire_while_blocked_leaves_the_rest_live(k: Kit) -> None:
     a, b = csp.Channel(), csp.Channel()
     wa = a.writer()
-    bg = Background(csp.Alt(a, b).select)
+    bg = k.spawn(choose, csp.Alt(a, b))
     blocked_readers(a)
     wa.retire()
     wait_until(lambda: a.stats().readers_waiting == 0, what="retired op withdrawn")
@@ -539,9 +659,9 @@ def test_retire_while_blocked_leaves_the_rest_live() -> None:
 # --- blocking and cross-thread --------------------------------------------------------------
 
 
-def test_blocked_alt_woken_by_write_from_another_thread() -> None:
+def test_blocked_alt_woken_by_write_from_another_thread(k: Kit) -> None:
     a, b = csp.Channel(), csp.Channel()
-    bg = Background(csp.Alt(a, b).select)
+    bg = k.spawn(choose, csp.Alt(a, b))
     blocked_readers(a)
     blocked_readers(b)
     b.write("hello")
@@ -551,10 +671,10 @@ def test_blocked_alt_woken_by_write_from_another_thread() -> None:
     assert b.stats().readers_waiting == 0
 
 
-def test_blocked_output_alt_woken_by_reader() -> None:
+def test_blocked_output_alt_woken_by_reader(k: Kit) -> None:
     a, b = csp.Channel(), csp.Channel()
     oa, ob = csp.Output(a, "to-a"), csp.Output(b, "to-b")
-    bg = Background(csp.Alt(oa, ob).select)
+    bg = k.spawn(choose, csp.Alt(oa, ob))
     blocked_writers(a)
     blocked_writers(b)
     assert b.read() == "to-b"
@@ -565,52 +685,54 @@ def test_blocked_output_alt_woken_by_reader() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_output_alt_meets_input_alt_on_rendezvous() -> None:
+def test_output_alt_meets_input_alt_on_rendezvous(k: Kit) -> None:
     ch, other_in, other_out = csp.Channel(), csp.Channel(), csp.Channel()
-    n = 2000
+    n = 1000
 
-    def sender() -> None:
+    async def sender(k: Kit) -> None:
         for i in range(n):
             out = csp.Output(ch, i)
-            guard, _ = csp.Alt(other_in, out).select()
+            guard, _ = await k.select(csp.Alt(other_in, out))
             assert guard is out
 
-    def receiver() -> list[int]:
+    async def receiver(k: Kit) -> list[int]:
         alt = csp.Alt(csp.Output(other_out, "never"), ch)
-        return [alt.select()[1] for _ in range(n)]
+        return [(await k.select(alt))[1] for _ in range(n)]
 
-    s, r = Background(sender), Background(receiver)
-    assert r.join(timeout=50) == list(range(n))
-    s.join(timeout=10)
+    assert k.Par(k.process(sender)(), k.process(receiver)()).run() == [None, list(range(n))]
     for c in (ch, other_in, other_out):
         st = c.stats()
         assert (st.readers_waiting, st.writers_waiting) == (0, 0)
 
 
-def test_alt_over_reader_ends() -> None:
+def test_alt_over_reader_ends(k: Kit) -> None:
     a, b = csp.Channel(), csp.Channel(1)
     ra, rb = a.reader(), b.reader()
     b.write("buffered")
-    assert csp.Alt(ra, rb).select() == (rb, "buffered")
-    bg = Background(csp.Alt(ra, rb).select)
+    assert k.run(choose, csp.Alt(ra, rb)) == (rb, "buffered")
+    bg = k.spawn(choose, csp.Alt(ra, rb))
     blocked_readers(a)
     a.writer().write("rendezvous")
     assert bg.join() == (ra, "rendezvous")
 
 
-def test_alt_with_output_on_writer_end() -> None:
+def test_alt_with_output_on_writer_end(k: Kit) -> None:
     ch = csp.Channel()
     w = ch.writer()
     out = csp.Output(w, 7)
-    bg = Background(csp.Alt(out).select)
+    bg = k.spawn(choose, csp.Alt(out))
     assert ch.read() == 7
     assert bg.join() == (out, None)
 
 
-def test_same_alt_object_from_several_threads() -> None:
+def test_same_alt_object_from_several_processes(k: Kit) -> None:
     ch = csp.Channel()
     alt = csp.Alt(ch)
-    readers = [Background(lambda: [alt.select()[1] for _ in range(100)]) for _ in range(3)]
+
+    async def reader(k: Kit) -> list[Any]:
+        return [(await k.select(alt))[1] for _ in range(100)]
+
+    readers = k.spawn_many(reader, [()] * 3)
     for i in range(300):
         ch.write(i)
     got = sorted(v for r in readers for v in r.join())
