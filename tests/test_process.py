@@ -8,6 +8,7 @@ concurrency (a ``threading.Barrier``, meaningful only for OS threads).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 import time
@@ -369,3 +370,17 @@ def test_finished_unjoined_handles_are_not_kept_forever() -> None:
     wait_until(lambda: not any(h.alive for h in more))
     csp.Spawn(lambda: None).join()
     assert len(_par._running) < 300
+
+
+def test_arun_returns_results_and_leaves_no_thread_behind(k: Kit) -> None:
+    """``await Par(...).arun()`` from a running loop: thread and greenlet processes run on
+    their own threads, which have ended (not just finished their work) when it returns."""
+    ch = csp.Channel()
+    before = set(threading.enumerate())
+
+    async def main() -> list[object]:
+        return await k.Par(k.process(produce)(ch, 20), k.process(consume)(ch, 20)).arun()
+
+    for _ in range(20):
+        assert asyncio.run(main()) == ["produced", list(range(20))]
+        assert set(threading.enumerate()) <= before

@@ -1,14 +1,17 @@
 """Ctrl-C: a KeyboardInterrupt in the main thread ends blocked networks and the interpreter.
 
-Each scenario runs in a fresh interpreter that prints "ready" once the main thread is
-observably blocked (a helper thread watches ``ch.stats()``), then gets SIGINT. It must exit
-promptly with KeyboardInterrupt and leave no Python threads behind.
+Each scenario runs in a fresh interpreter that prints "ready" once the network is observably
+blocked (a helper thread watches ``ch.stats()``), then gets SIGINT. It must exit promptly with
+KeyboardInterrupt and leave no Python threads behind. Scenarios with processes run once per
+backend (thread, greenlet, asyncio), the process bodies written once with tests/_kit.py; the
+main thread's own blocked ``read``/``write`` involve no backend and run once.
 """
 
 from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -21,15 +24,41 @@ pytestmark = [
 
 PRELUDE = textwrap.dedent(
     """
-    import signal, sys, threading, time
+    import asyncio, signal, sys, threading, time
+    sys.path.insert(0, {tests!r})
     import ferrocsp as csp
+    from _kit import Kit
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    k = Kit({backend!r})
 
-    def announce_when(predicate):
+    async def read_once(k, ch):
+        await k.read(ch)
+
+    async def write_once(k, ch):
+        await k.write(ch, 1)
+
+    async def read_all(k, ch):
+        async for _ in k.iter(ch):
+            pass
+
+    reader = k.process(read_once, name="reader")
+    writer = k.process(write_once, name="writer")
+    drain = k.process(read_all, name="drain")
+
+    def main_in(name):
+        # whether the main thread is inside a call of a function called `name`
+        frame = sys._current_frames().get(threading.main_thread().ident)
+        while frame is not None:
+            if frame.f_code.co_name == name:
+                return True
+            frame = frame.f_back
+        return False
+
+    def announce_when(predicate, joining=False):
         def watch():
             deadline = time.monotonic() + 20
-            while not predicate():
+            while not (predicate() and (not joining or main_in("_wait_until"))):
                 if time.monotonic() > deadline:
                     print("never ready", flush=True)
                     return
@@ -40,61 +69,83 @@ PRELUDE = textwrap.dedent(
         return t
 
     def leftover_threads(watcher):
+        # Every thread but the main one must have ended, except csp.io's pooled workers (a
+        # nested greenlet Par joins through io()), which must all be idle: the pool's idle
+        # count is updated just after a worker hands its result back, hence the bounded wait.
+        from ferrocsp import _io
         watcher.join(5)
-        others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-        print("LEFTOVER", others, flush=True)
+        deadline = time.monotonic() + 5
+        while True:
+            others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+            io_workers = [t for t in others if t.name == "ferrocsp-io"]
+            if len(io_workers) == _io._idle or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        print("LEFTOVER", [t.name for t in others if t not in io_workers], flush=True)
+        print("BUSY-IO", len(io_workers) - _io._idle, flush=True)
     """
 )
 
 SCENARIOS = {
     "par": """
         a, b = csp.Channel(name="a"), csp.Channel(name="b")
-
-        @csp.process
-        def reader(ch):
-            ch.read()
-
-        @csp.process
-        def writer(ch):
-            ch.write(1)
-
         watcher = announce_when(
-            lambda: a.stats().readers_waiting == 2 and b.stats().writers_waiting == 1
+            lambda: a.stats().readers_waiting == 2 and b.stats().writers_waiting == 1,
+            joining=True,
         )
         try:
-            csp.Par(reader(a), reader(a), writer(b)).run()
+            k.Par(reader(a), reader(a), writer(b)).run()
         finally:
             leftover_threads(watcher)
     """,
     "nested-par": """
         a = csp.Channel(name="a")
-
-        @csp.process
-        def reader(ch):
-            for _ in ch:
-                pass
-
-        watcher = announce_when(lambda: a.stats().readers_waiting == 3)
+        watcher = announce_when(lambda: a.stats().readers_waiting == 3, joining=True)
         try:
-            csp.Par(csp.Par(reader(a), reader(a)), reader(a)).run()
+            k.Par(k.Par(drain(a), drain(a)), drain(a)).run()
         finally:
             leftover_threads(watcher)
     """,
     "par-start-join": """
         a = csp.Channel(name="a")
-
-        @csp.process
-        def reader(ch):
-            for _ in ch:
-                pass
-
-        watcher = announce_when(lambda: a.stats().readers_waiting == 2)
-        h = csp.Par(reader(a), reader(a)).start()
+        watcher = announce_when(lambda: a.stats().readers_waiting == 2, joining=True)
+        h = k.Par(drain(a), drain(a)).start()
         try:
             h.join()
         finally:
             leftover_threads(watcher)
     """,
+    "spawn-join": """
+        ch = csp.Channel(name="spawned")
+        h = k.Spawn(reader(ch))
+        watcher = announce_when(lambda: ch.stats().readers_waiting == 1, joining=True)
+        try:
+            h.join()
+        finally:
+            leftover_threads(watcher)
+    """,
+    "seq": """
+        ch = csp.Channel(name="in-seq")
+        watcher = announce_when(lambda: ch.stats().readers_waiting == 1)
+        try:
+            csp.Seq(reader(ch)).run()
+        finally:
+            leftover_threads(watcher)
+            assert ch.stats().poisoned, "the interrupted process did not poison its channel"
+    """,
+    "arun": """
+        a, b = csp.Channel(name="a"), csp.Channel(name="b")
+        watcher = announce_when(
+            lambda: a.stats().readers_waiting == 2 and b.stats().writers_waiting == 1
+        )
+        try:
+            asyncio.run(k.Par(reader(a), reader(a), writer(b)).arun())
+        finally:
+            leftover_threads(watcher)
+    """,
+}
+
+MAIN_THREAD = {
     "plain-read": """
         ch = csp.Channel(name="main-blocked")
         watcher = announce_when(lambda: ch.stats().readers_waiting == 1)
@@ -112,27 +163,26 @@ SCENARIOS = {
         finally:
             leftover_threads(watcher)
     """,
-    "spawn-join": """
-        ch = csp.Channel(name="spawned")
-
-        @csp.process
-        def reader(ch):
-            ch.read()
-
-        h = csp.Spawn(reader(ch))
-        watcher = announce_when(lambda: ch.stats().readers_waiting == 1)
-        try:
-            h.join()
-        finally:
-            leftover_threads(watcher)
-    """,
 }
 
+TESTS = str(Path(__file__).resolve().parent)
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_ctrl_c_exits_promptly(scenario: str) -> None:
-    code = PRELUDE + textwrap.dedent(SCENARIOS[scenario])
+
+def _interrupt(scenario: str, backend: str) -> None:
+    code = PRELUDE.format(tests=TESTS, backend=backend) + textwrap.dedent(scenario)
     returncode, out, err = interrupt_child(code, {"FERROCSP_DEADLOCK": "off"})
     assert returncode != 0, f"stdout: {out}\nstderr: {err}"
     assert "KeyboardInterrupt" in err, err
     assert "LEFTOVER []" in out, f"threads left behind: {out}\nstderr: {err}"
+    assert "BUSY-IO 0" in out, f"io() workers still busy: {out}\nstderr: {err}"
+    assert "AssertionError" not in err, err
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_ctrl_c_exits_promptly(backend: str, scenario: str) -> None:
+    _interrupt(SCENARIOS[scenario], backend)
+
+
+@pytest.mark.parametrize("scenario", list(MAIN_THREAD))
+def test_ctrl_c_in_main_thread_operation(scenario: str) -> None:
+    _interrupt(MAIN_THREAD[scenario], "thread")

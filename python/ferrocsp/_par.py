@@ -233,6 +233,12 @@ class Handle(Generic[T]):
             _, pending = await asyncio.wait(waits, timeout=timeout)
             if pending:
                 return False
+        for t in self._tasks:
+            if isinstance(t, ThreadTask | HostedTask):
+                # Its done-callback ran in its thread's last moments: join the thread, so that
+                # a finished ``arun`` leaves no thread behind (brief: the thread has ended its
+                # work, as ``ThreadHost.wait`` promises for ``join``).
+                t.wait(None)
         with _running_lock:
             _running.discard(self)
         return True

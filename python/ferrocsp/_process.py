@@ -177,10 +177,22 @@ async def _aexecute(proc: Process[Any]) -> Outcome:
         _async_name.reset(token)
 
 
+async def _amain(proc: Process[Any]) -> Outcome:
+    """The main task of ``run_sync`` for an async process."""
+    out = await aexecute(proc)
+    task = asyncio.current_task()
+    if isinstance(out.error, asyncio.CancelledError) and task is not None and task.cancelling():
+        # Ctrl-C under ``asyncio.run`` cancels this task: the process ended by that (its peers
+        # are poisoned); propagating the cancellation lets ``asyncio.run`` raise
+        # KeyboardInterrupt, as a process interrupted in the calling thread does.
+        raise out.error
+    return out
+
+
 def run_sync(proc: Process[Any]) -> Outcome:
     """Runs ``proc`` to its end in the calling thread (an async one on a new event loop)."""
     if proc.is_async:
-        out = asyncio.run(aexecute(proc))
+        out = asyncio.run(_amain(proc))
         if isinstance(out.error, KeyboardInterrupt):
             # As ``_execute`` does in the calling thread: the peers are poisoned (``_ended``),
             # and the interrupt propagates as itself rather than as a process failure.
