@@ -6,13 +6,17 @@ greenlet scheduler / one event loop per network) and in two separate networks (t
 two loops); the reader inside an Alt (input guard), the writer inside an Alt (Output guard),
 both sides in Alts; poison crossing the pair (from either side, and a failure's poison);
 retire crossing the pair (end-of-stream to the reader, readers-gone to the writer). Then one
-``Par`` mixing all three backends in a pipeline, ended by retire and by poison. Counts are
-exact; every wait has a timeout.
+``Par`` mixing all three backends in a pipeline, ended by retire and by poison, and asyncio
+cancellation races (10^3 trials) against a counterpart of each backend. Counts are exact;
+every wait has a timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import random
 from typing import Any
 
 import pytest
@@ -372,3 +376,89 @@ def test_pipeline_mixing_all_three_with_alt_merge_ends_by_poison() -> None:
             assert mine == list(range(len(mine))), (merge_backend, b)  # in order, no loss
         for c in (*ins, out):
             assert c.stats().poisoned
+
+
+# --------------------------------------------------------------------------- cancellation
+
+TRIALS = 1000
+
+
+async def _pause(rng: random.Random) -> None:
+    for _ in range(rng.randrange(3)):
+        await asyncio.sleep(0)
+    if rng.random() < 0.3:
+        await asyncio.sleep(rng.random() * 1e-4)
+
+
+def _run_bounded(coro: Any) -> Any:
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, JOIN)
+
+    return asyncio.run(bounded())
+
+
+@pytest.mark.parametrize("counterpart", BACKENDS)
+def test_cancelled_async_reads_race_a_writer_of_each_backend(counterpart: str) -> None:
+    """10^3 asyncio reads cancelled at random moments while a writer process (its own thread,
+    greenlet scheduler or event loop) hands values over: each value arrives exactly once, in
+    order, whether or not the read that took it was cancelled."""
+    ch = csp.Channel(name="raced")
+    n = 300
+    kw = Kit(counterpart)
+    writer = kw.Spawn(kw.process(produce)(ch, n))
+    got: list[int] = []
+
+    async def main() -> int:
+        rng = random.Random(11)
+
+        async def reader() -> None:
+            got.append(await ch.aread())
+
+        cancelled = 0
+        for _ in range(TRIALS):
+            t = asyncio.create_task(reader())
+            await _pause(rng)
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                cancelled += 1
+        while len(got) < n:
+            got.append(await ch.aread())
+        return cancelled
+
+    cancelled = _run_bounded(main())
+    assert writer.join(timeout=JOIN) == "produced"
+    assert got == list(range(n))
+    assert 0 < cancelled <= TRIALS
+    assert ch.stats().readers_waiting == 0
+
+
+@pytest.mark.parametrize("counterpart", BACKENDS)
+def test_cancelled_async_output_alts_race_a_reader_of_each_backend(counterpart: str) -> None:
+    """10^3 asyncio Output-guard Alts cancelled at random moments against a reader process of
+    each backend: a value is received iff its Alt reported the guard fired."""
+    ch = csp.Channel(name="raced")
+    r, w = ch.reader(), ch.writer()
+    kr = Kit(counterpart)
+    reader = kr.Spawn(kr.process(read_all)(r))
+    fired: list[int] = []
+
+    async def main() -> None:
+        rng = random.Random(12)
+
+        async def selector(i: int) -> None:
+            await csp.Alt(csp.Output(w, i)).aselect()
+            fired.append(i)
+
+        for i in range(TRIALS):
+            t = asyncio.create_task(selector(i))
+            await _pause(rng)
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        w.retire()
+
+    _run_bounded(main())
+    assert reader.join(timeout=JOIN) == fired
+    assert 0 < len(fired) < TRIALS  # both outcomes of the race happened
