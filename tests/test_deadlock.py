@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
+from _kit import Kit
 from ferrocsp import _native
 
 #: A deadlock must be reported well within this many seconds.
@@ -253,72 +254,62 @@ def test_disabled_by_environment() -> None:
 # ----- no false positives: these networks finish normally -----
 
 
-@csp.process
-def relay_once(inp: csp.Channel, out: csp.Channel) -> Any:
-    v = inp.read()
-    out.write(v)
+async def relay_once(k: Kit, inp: csp.Channel, out: csp.Channel) -> Any:
+    v = await k.read(inp)
+    await k.write(out, v)
     return v
 
 
-@csp.process
-def last(inp: csp.Channel) -> Any:
-    return inp.read()
+async def last(k: Kit, inp: csp.Channel) -> Any:
+    return await k.read(inp)
 
 
-@csp.process
-def sleeper(out: csp.Channel) -> None:
-    time.sleep(0.3)
-    out.write("late")
+async def sleeper(k: Kit, out: csp.Channel) -> None:
+    # k.call: a greenlet sleeps through csp.io, asyncio through asyncio.to_thread
+    await k.call(time.sleep, 0.3)
+    await k.write(out, "late")
 
 
-@csp.process
-def computer(out: csp.Channel) -> None:
+async def computer(k: Kit, out: csp.Channel) -> None:
     deadline = time.monotonic() + 0.3
     n = 0
     while time.monotonic() < deadline:
         n += 1
-    out.write("computed")
+    await k.write(out, "computed")
 
 
 @pytest.mark.parametrize("starter", [sleeper, computer])
-def test_sleeping_or_computing_process_is_not_a_deadlock(backend: str, starter: Any) -> None:
+def test_sleeping_or_computing_process_is_not_a_deadlock(k: Kit, starter: Any) -> None:
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
-    if backend == "greenlet" and starter is sleeper:
-        starter = csp.Process(csp.io(sleeper_body), (a,), name="sleeper")
-    else:
-        starter = starter(a)
-    res = csp.Par(relay_once(a, b), last(b), starter, backend=backend).run()
+    res = k.Par(k.process(relay_once)(a, b), k.process(last)(b), k.process(starter)(a)).run()
     assert res[:2] in (["late", "late"], ["computed", "computed"])
 
 
-def sleeper_body(out: csp.Channel) -> None:
-    time.sleep(0.3)
-    out.write("late")
-
-
-def test_pending_timeout_is_not_a_deadlock(backend: str) -> None:
-    @csp.process
-    def patient(a: csp.Channel, b: csp.Channel) -> str:
-        csp.Alt(a, csp.Timeout(0.3)).select()
-        b.write("timed out")
+def test_pending_timeout_is_not_a_deadlock(k: Kit) -> None:
+    async def patient(k: Kit, a: csp.Channel, b: csp.Channel) -> str:
+        await k.select(csp.Alt(a, csp.Timeout(0.3)))
+        await k.write(b, "timed out")
         return "alt"
 
-    @csp.process
-    def patient_read(c: csp.Channel, d: csp.Channel) -> str:
+    async def patient_read(k: Kit, c: csp.Channel, d: csp.Channel) -> str:
         try:
-            c.read(timeout=0.3)
+            await k.read(c, timeout=0.3)
         except TimeoutError:
-            d.write("timed out")
+            await k.write(d, "timed out")
         return "read"
 
     a, b, c, d = (csp.Channel(name=n) for n in "abcd")
-    res = csp.Par(patient(a, b), last(b), patient_read(c, d), last(d), backend=backend).run()
+    lst = k.process(last)
+    res = k.Par(k.process(patient)(a, b), lst(b), k.process(patient_read)(c, d), lst(d)).run()
     assert res == ["alt", "timed out", "read", "timed out"]
+
+
+last_thread = Kit("thread").process(last)
 
 
 def test_main_thread_sleeping_then_writing_is_not_a_deadlock() -> None:
     ch = csp.Channel(name="later")
-    h = csp.Spawn(last(ch))
+    h = csp.Spawn(last_thread(ch))
     time.sleep(0.3)  # the process is blocked, the main thread is not: no deadlock
     ch.write(42)
     assert h.join() == 42
@@ -331,12 +322,15 @@ def test_greenlet_io_call_is_not_a_deadlock() -> None:
         out.write("io done")
 
     ch = csp.Channel()
-    assert csp.Par(waits_on_io(ch), last(ch), backend="greenlet").run() == [None, "io done"]
+    assert csp.Par(waits_on_io(ch), last_thread(ch), backend="greenlet").run() == [
+        None,
+        "io done",
+    ]
 
 
-def test_participants_describe_blocked_processes() -> None:
+def test_participants_describe_blocked_processes(k: Kit) -> None:
     a = csp.Channel(name="part-a")
-    h = csp.Spawn(last(a))
+    h = k.Spawn(k.process(last)(a))
     deadline = time.monotonic() + 10
     while True:
         mine = [p for p in _native._participants() if p["waits"] == [("part-a", "read")]]
@@ -345,7 +339,7 @@ def test_participants_describe_blocked_processes() -> None:
         time.sleep(0.01)
     assert mine, _native._participants()
     p = mine[0]
-    assert (p["name"], p["backend"], p["state"]) == ("last", "thread", "blocked")
+    assert (p["name"], p["backend"], p["state"]) == ("last", k.backend, "blocked")
     assert (p["alt"], p["timeout"]) == (False, False)
     assert p["since"] >= 0.0
     a.write(1)
@@ -358,7 +352,7 @@ def test_foreign_thread_that_will_write_is_not_a_deadlock() -> None:
     ch = csp.Channel(name="from-foreign")
     writer = threading.Thread(target=lambda: (time.sleep(0.3), ch.write("hello")))
     writer.start()
-    assert csp.Par(last(ch)).run() == ["hello"]
+    assert csp.Par(last_thread(ch)).run() == ["hello"]
     writer.join()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import ferrocsp as csp
+from _kit import Kit
 from _support import wait_until
 from ferrocsp import _native
 
@@ -19,31 +20,27 @@ ROOT = Path(__file__).resolve().parents[1]
 HAVE_STATES = hasattr(_native, "_participants")  # the deadlock detector's registry
 
 
-@csp.process
-def producer(out: csp.Writer, n: int) -> None:
+async def producer(k: Kit, out: csp.Writer, n: int) -> None:
     for i in range(n):
-        out.write(i)
-    out.write("never read")  # blocks until poisoned
+        await k.write(out, i)
+    await k.write(out, "never read")  # blocks until poisoned
 
 
-@csp.process
-def consumer(inp: csp.Reader, n: int) -> int:
-    return sum(inp.read() for _ in range(n))
+async def consumer(k: Kit, inp: csp.Reader, n: int) -> int:
+    return sum([await k.read(inp) for _ in range(n)])
 
 
-@csp.process
-def idle(ch: csp.Channel) -> None:
-    ch.read()
+async def idle(k: Kit, ch: csp.Channel) -> None:
+    await k.read(ch)
 
 
-def _blocked_network(backend: str) -> tuple[csp.Handle[list[object]], csp.Channel, csp.Channel]:
-    jobs = csp.Channel(name=f"dump-jobs-{backend}")
-    spare = csp.Channel(2, name=f"dump-spare-{backend}")
-    h = csp.Par(
-        producer(jobs.writer(), 3),
-        consumer(jobs.reader(), 3),
-        idle(spare),
-        backend=backend,
+def _blocked_network(k: Kit) -> tuple[csp.Handle[list[object]], csp.Channel, csp.Channel]:
+    jobs = csp.Channel(name=f"dump-jobs-{k.backend}")
+    spare = csp.Channel(2, name=f"dump-spare-{k.backend}")
+    h = k.Par(
+        k.process(producer)(jobs.writer(), 3),
+        k.process(consumer)(jobs.reader(), 3),
+        k.process(idle)(spare),
     ).start()
     wait_until(lambda: jobs.stats().writers_waiting == 1, what="producer blocked")
     wait_until(lambda: spare.stats().readers_waiting == 1, what="idle blocked")
@@ -59,8 +56,9 @@ def _section(text: str, channel: str) -> list[str]:
 
 
 @pytest.mark.timeout(30)
-def test_dump_lists_processes_states_and_channels(backend: str) -> None:
-    h, jobs, spare = _blocked_network(backend)
+def test_dump_lists_processes_states_and_channels(k: Kit) -> None:
+    backend = k.backend
+    h, jobs, spare = _blocked_network(k)
     try:
         wait_until(lambda: not h._tasks[1].alive or h._tasks[1].outcome is not None)
         buf = io.StringIO()
@@ -95,7 +93,8 @@ def test_dump_defaults_to_stdout_and_forgets_ended_networks(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     ch = csp.Channel(name="dump-ended")
-    csp.Par(producer(ch.writer(), 0), idle(ch)).start().join(10)
+    kit = Kit("thread")
+    csp.Par(kit.process(producer)(ch.writer(), 0), kit.process(idle)(ch)).start().join(10)
     csp.dump()
     out = capsys.readouterr().out
     assert out.startswith("ferrocsp dump (pid ")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
+from _kit import Kit
 from ferrocsp import _trace
 from ferrocsp._cli import main
 
@@ -29,25 +30,22 @@ def _events(path: Path) -> list[dict[str, Any]]:
     return lines[1:]
 
 
-@csp.process
-def numbers(out: csp.Writer, n: int) -> None:
+async def numbers(k: Kit, out: csp.Writer, n: int) -> None:
     with out:
         for i in range(n):
-            out.write(i)
+            await k.write(out, i)
 
 
-@csp.process
-def total(inp: csp.Reader) -> int:
-    return sum(inp)
+async def total(k: Kit, inp: csp.Reader) -> int:
+    return sum([v async for v in k.iter(inp)])
 
 
-@csp.process
-def merge(a: csp.Reader, b: csp.Reader, out: csp.Writer) -> None:
+async def merge(k: Kit, a: csp.Reader, b: csp.Reader, out: csp.Writer) -> None:
     alt = csp.Alt(a, b)
     with out:
         for _ in range(2 * N):
-            _, v = alt.select()
-            out.write(v)
+            _, v = await k.select(alt)
+            await k.write(out, v)
 
 
 @csp.process
@@ -63,18 +61,18 @@ def _count(events: list[dict[str, Any]], **match: Any) -> int:
 
 
 @pytest.mark.timeout(30)
-def test_trace_records_process_lives_and_every_communication(tmp_path: Path, backend: str) -> None:
+def test_trace_records_process_lives_and_every_communication(tmp_path: Path, k: Kit) -> None:
+    backend = k.backend
     path = tmp_path / "trace.jsonl"
     a, b, c = (csp.Channel(name=f"t-{x}") for x in "abc")
     with csp.trace(path) as tr:
         assert _trace.ENABLED
         assert tr.active
-        result = csp.Par(
-            numbers(a.writer(), N),
-            numbers(b.writer(), N),
-            merge(a.reader(), b.reader(), c.writer()),
-            total(c.reader()),
-            backend=backend,
+        result = k.Par(
+            k.process(numbers)(a.writer(), N),
+            k.process(numbers)(b.writer(), N),
+            k.process(merge)(a.reader(), b.reader(), c.writer()),
+            k.process(total)(c.reader()),
         ).run()
     assert not tr.active
     assert not _trace.ENABLED
@@ -109,9 +107,11 @@ def test_trace_records_process_lives_and_every_communication(tmp_path: Path, bac
 def test_trace_blocking_poison_and_asyncio(tmp_path: Path) -> None:
     path = tmp_path / "trace.jsonl"
     a, stop = csp.Channel(name="t-async"), csp.Channel(name="t-stop")
+    kit = Kit("thread")
     with csp.trace(path):
-        assert csp.Par(numbers(a.writer(), N), asum(a.reader())).run() == [None, sum(range(N))]
-        h = csp.Spawn(total(stop.reader()))
+        res = csp.Par(kit.process(numbers)(a.writer(), N), asum(a.reader())).run()
+        assert res == [None, sum(range(N))]
+        h = csp.Spawn(kit.process(total)(stop.reader()))
         stop.poison()
         assert h.join(10) is None  # ended by poison
     events = _events(path)
