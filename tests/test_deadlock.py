@@ -8,26 +8,32 @@ programs that must *not* be reported run in-process and simply have to finish no
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import ferrocsp as csp
-from _kit import Kit
+from _kit import BACKENDS, Kit
 from ferrocsp import _native
 
 #: A deadlock must be reported well within this many seconds.
 LIMIT = 20.0
 
+TESTS = str(Path(__file__).resolve().parent)
+
 PRELUDE = """
 import sys, threading, time
+sys.path.insert(0, TESTS)
 import ferrocsp as csp
+from _kit import Kit
 
 def report(exc):
     group = exc if isinstance(exc, BaseExceptionGroup) else None
@@ -36,7 +42,7 @@ def report(exc):
     print("KINDS", ",".join(kinds))
     for e in leaves:
         print("MSG", e)
-"""
+""".replace("TESTS", repr(TESTS))
 
 
 def run_program(body: str, env: dict[str, str] | None = None, timeout: float = LIMIT) -> str:
@@ -68,13 +74,11 @@ def deadlock_messages(out: str) -> list[str]:
 # ----- real deadlocks are reported -----
 
 CROSS = """
-@csp.process(backend={lb!r})
-def left(inp, out):
-    out.write(inp.read())
+async def relay(k, inp, out):
+    await k.write(out, await k.read(inp))
 
-@csp.process(backend={rb!r})
-def right(inp, out):
-    out.write(inp.read())
+left = Kit({lb!r}).process(relay, name="left")
+right = Kit({rb!r}).process(relay, name="right")
 
 a, b = csp.Channel(name="a"), csp.Channel(name="b")
 try:
@@ -84,9 +88,7 @@ except BaseException as exc:
 """
 
 
-@pytest.mark.parametrize(
-    ("lb", "rb"), [("thread", "thread"), ("greenlet", "greenlet"), ("thread", "greenlet")]
-)
+@pytest.mark.parametrize(("lb", "rb"), list(itertools.combinations_with_replacement(BACKENDS, 2)))
 def test_two_processes_reading_each_other(lb: str, rb: str) -> None:
     msgs = deadlock_messages(run_program(CROSS.format(lb=lb, rb=rb)))
     assert len(msgs) == 2  # every blocked operation raised Deadlock
@@ -140,34 +142,34 @@ def test_asyncio_arun_deadlock() -> None:
     assert all("'left' reads 'a'" in m and "'right' reads 'b'" in m for m in msgs), msgs
 
 
-@pytest.mark.parametrize("backend", ["thread", "greenlet"])
 def test_dining_philosophers_without_butler(backend: str) -> None:
     # Forks are one-token channels; a channel barrier makes every philosopher hold their left
     # fork before anyone reaches for the right one, so the deadlock is certain.
     body = f"""
+    k = Kit({backend!r})
     N = 5
     forks = [csp.Channel(1, name=f"fork{{i}}") for i in range(N)]
     for f in forks:
         f.write("fork")
     ready, go = csp.Channel(name="ready"), csp.Channel(name="go")
 
-    def philosopher(i):
+    async def philosopher(k, i):
         left, right = forks[i], forks[(i + 1) % N]
-        left.read()
-        ready.write(i)
-        go.read()
-        right.read()  # never: the right fork is somebody's left fork
+        await k.read(left)
+        await k.write(ready, i)
+        await k.read(go)
+        await k.read(right)  # never: the right fork is somebody's left fork
         return "ate"
 
-    def barrier():
+    async def barrier(k):
         for _ in range(N):
-            ready.read()
+            await k.read(ready)
         for _ in range(N):
-            go.write(None)
+            await k.write(go, None)
 
-    procs = [csp.Process(philosopher, (i,), name=f"phil{{i}}") for i in range(N)]
+    procs = [k.process(philosopher, name=f"phil{{i}}")(i) for i in range(N)]
     try:
-        csp.Par(*procs, csp.Process(barrier, name="barrier"), backend={backend!r}).run()
+        k.Par(*procs, k.process(barrier)()).run()
     except BaseException as exc:
         report(exc)
     """
@@ -179,30 +181,31 @@ def test_dining_philosophers_without_butler(backend: str) -> None:
             assert f"'phil{i}' reads 'fork{(i + 1) % 5}'" in m, m
 
 
-@pytest.mark.parametrize("backend", ["thread", "greenlet"])
 def test_pipeline_whose_last_stage_stopped_reading(backend: str) -> None:
     body = f"""
-    def producer(out):
+    k = Kit({backend!r})
+
+    async def producer(k, out):
         i = 0
         while True:
-            out.write(i)
+            await k.write(out, i)
             i += 1
 
-    def relay(inp, out):
-        for x in inp:
-            out.write(x)
+    async def relay(k, inp, out):
+        async for x in k.iter(inp):
+            await k.write(out, x)
 
-    def consumer(inp):
-        return [inp.read() for _ in range(3)]  # and stops reading
+    async def consumer(k, inp):
+        return [await k.read(inp) for _ in range(3)]  # and stops reading
 
     c1, c2 = csp.Channel(name="c1"), csp.Channel(name="c2")
     procs = [
-        csp.Process(producer, (c1,), name="producer"),
-        csp.Process(relay, (c1, c2), name="relay"),
-        csp.Process(consumer, (c2,), name="consumer"),
+        k.process(producer)(c1),
+        k.process(relay)(c1, c2),
+        k.process(consumer)(c2),
     ]
     try:
-        csp.Par(*procs, backend={backend!r}).run()
+        k.Par(*procs).run()
     except BaseException as exc:
         report(exc)
     """
@@ -211,44 +214,7 @@ def test_pipeline_whose_last_stage_stopped_reading(backend: str) -> None:
     for m in msgs:
         assert "'producer' writes 'c1'" in m, m
         assert "'relay' writes 'c2'" in m, m
-        assert "consumer" not in m, m  # it ended; it is no longer part of the network
-
-
-def test_alt_deadlock_names_every_guard() -> None:
-    body = """
-    @csp.process
-    def chooser(a, b):
-        csp.Alt(a, csp.Output(b, 1)).select()
-
-    a, b = csp.Channel(name="a"), csp.Channel(name="b")
-    try:
-        csp.Par(chooser(a, b)).run()
-    except BaseException as exc:
-        report(exc)
-    """
-    (m,) = deadlock_messages(run_program(body))
-    assert "'chooser' alts on reads 'a', writes 'b'" in m, m
-
-
-def test_main_thread_alone_in_a_plain_read() -> None:
-    body = """
-    ch = csp.Channel(name="lonely")
-    try:
-        ch.read()
-    except csp.Deadlock as exc:
-        print("DEADLOCK", exc)
-    """
-    out = run_program(body)
-    assert "DEADLOCK Deadlock: 1 process waits forever: 'MainThread' reads 'lonely'" in out, out
-
-
-def test_disabled_by_environment() -> None:
-    body = """
-    ch = csp.Channel(name="lonely")
-    ch.read()  # hangs: detection is off
-    """
-    with pytest.raises(subprocess.TimeoutExpired):
-        run_program(body, env={"FERROCSP_DEADLOCK": "off"}, timeout=2.0)
+        assert "'consumer'" not in m, m  # it ended; it is no longer part of the network
 
 
 # ----- no false positives: these networks finish normally -----
