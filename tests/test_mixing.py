@@ -462,3 +462,30 @@ def test_cancelled_async_output_alts_race_a_reader_of_each_backend(counterpart: 
     _run_bounded(main())
     assert reader.join(timeout=JOIN) == fired
     assert 0 < len(fired) < TRIALS  # both outcomes of the race happened
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_failures_on_every_backend_in_one_par() -> None:
+    """One failing and one blocked process per backend in one Par: the group holds exactly
+    the three failures, each noted with its process; the blocked ones end by poison."""
+    shared = csp.Channel(name="shared")
+
+    async def fails(k: Kit, ch: csp.Channel, exc: BaseException) -> None:
+        raise exc
+
+    async def blocked(k: Kit, ch: csp.Channel) -> str:
+        await k.read(ch)
+        return "read"
+
+    procs = [Kit(b).process(fails, name=f"fail-{b}")(shared, ValueError(b)) for b in BACKENDS]
+    procs += [Kit(b).process(blocked, name=f"blocked-{b}")(shared) for b in BACKENDS]
+    with pytest.raises(ExceptionGroup) as info:
+        csp.Par(*procs).run()
+    leaves = all_exceptions(info.value)
+    assert sorted(str(e) for e in leaves) == sorted(BACKENDS)
+    for e in leaves:
+        assert isinstance(e, ValueError)
+        assert notes(e) == f"in process 'fail-{e}'"
+    assert shared.stats().poisoned

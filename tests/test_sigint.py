@@ -3,8 +3,9 @@
 Each scenario runs in a fresh interpreter that prints "ready" once the network is observably
 blocked (a helper thread watches ``ch.stats()``), then gets SIGINT. It must exit promptly with
 KeyboardInterrupt and leave no Python threads behind. Scenarios with processes run once per
-backend (thread, greenlet, asyncio), the process bodies written once with tests/_kit.py; the
-main thread's own blocked ``read``/``write`` involve no backend and run once.
+backend (thread, greenlet, asyncio), the process bodies written once with tests/_kit.py; a
+network mixing all three, and the main thread's own blocked ``read``/``write`` (no backend
+involved), run once.
 """
 
 from __future__ import annotations
@@ -145,7 +146,23 @@ SCENARIOS = {
     """,
 }
 
-MAIN_THREAD = {
+ONCE = {
+    "mixed-par": """
+        a = csp.Channel(name="a")
+        kits = [Kit(b) for b in ("thread", "greenlet", "asyncio")]
+        procs = [kit.process(read_all, name=f"drain-{kit.backend}")(a) for kit in kits]
+        outs = [csp.Channel(name=f"out-{kit.backend}") for kit in kits]
+        procs += [kit.process(write_once)(out) for kit, out in zip(kits, outs)]
+        watcher = announce_when(
+            lambda: a.stats().readers_waiting == 3
+            and all(out.stats().writers_waiting == 1 for out in outs),
+            joining=True,
+        )
+        try:
+            csp.Par(*procs).run()
+        finally:
+            leftover_threads(watcher)
+    """,
     "plain-read": """
         ch = csp.Channel(name="main-blocked")
         watcher = announce_when(lambda: ch.stats().readers_waiting == 1)
@@ -183,6 +200,7 @@ def test_ctrl_c_exits_promptly(backend: str, scenario: str) -> None:
     _interrupt(SCENARIOS[scenario], backend)
 
 
-@pytest.mark.parametrize("scenario", list(MAIN_THREAD))
-def test_ctrl_c_in_main_thread_operation(scenario: str) -> None:
-    _interrupt(MAIN_THREAD[scenario], "thread")
+@pytest.mark.parametrize("scenario", list(ONCE))
+def test_ctrl_c_once(scenario: str) -> None:
+    """A network mixing all three backends, and the main thread's own blocked operations."""
+    _interrupt(ONCE[scenario], "thread")
