@@ -1,4 +1,11 @@
-"""Timeouts on read/write: builtin TimeoutError, nothing sent or taken, races lose nothing."""
+"""Timeouts on read/write: builtin TimeoutError, nothing sent or taken, races lose nothing.
+
+Tests taking ``k`` run the timed operation in a process of each backend (thread: a parked
+thread's deadline; greenlet: the scheduler's timer heap; asyncio: ``loop.call_later``), with
+one body (tests/_kit.py). The timeout races run on threads at full size, and once more with
+one cooperative side at a third of it; the many-to-many race stays on threads (it needs real
+parallel writers and readers with blocking sleeps between operations).
+"""
 
 from __future__ import annotations
 
@@ -7,121 +14,176 @@ import random
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
 import ferrocsp as csp
+from _kit import Kit
 from _support import Background, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 
+async def read(k: Kit, ch: csp.Channel, timeout: float | None) -> Any:
+    return await k.read(ch, timeout=timeout)
+
+
+async def write(k: Kit, ch: csp.Channel, value: Any, timeout: float | None) -> None:
+    await k.write(ch, value, timeout=timeout)
+
+
 @pytest.mark.parametrize("capacity", [0, 2])
-def test_read_timeout_on_empty_channel(capacity: int) -> None:
+def test_read_timeout_on_empty_channel(k: Kit, capacity: int) -> None:
     ch = csp.Channel(capacity)
-    t0 = time.monotonic()
-    with pytest.raises(TimeoutError):
-        ch.read(timeout=0.05)
-    elapsed = time.monotonic() - t0
-    assert 0.04 <= elapsed < 5
+
+    async def body(k: Kit) -> float:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await k.read(ch, timeout=0.05)
+        return time.monotonic() - t0
+
+    assert 0.04 <= k.run(body) < 5
     st = ch.stats()
     assert (st.readers_waiting, st.writers_waiting, st.buffered) == (0, 0, 0)
 
 
-def test_rendezvous_write_timeout_sends_nothing() -> None:
+def test_rendezvous_write_timeout_sends_nothing(k: Kit) -> None:
     ch = csp.Channel()
-    t0 = time.monotonic()
-    with pytest.raises(TimeoutError):
-        ch.write("lost?", timeout=0.05)
-    assert time.monotonic() - t0 >= 0.04
-    assert ch.stats().writers_waiting == 0
-    with pytest.raises(csp.WouldBlock):
-        ch.read_nowait()
-    with pytest.raises(TimeoutError):
-        ch.read(timeout=0.01)
+
+    async def body(k: Kit) -> None:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await k.write(ch, "lost?", timeout=0.05)
+        assert time.monotonic() - t0 >= 0.04
+        assert ch.stats().writers_waiting == 0
+        with pytest.raises(csp.WouldBlock):
+            ch.read_nowait()
+        with pytest.raises(TimeoutError):
+            await k.read(ch, timeout=0.01)
+
+    k.run(body)
 
 
-def test_buffered_write_timeout_when_full_sends_nothing() -> None:
+def test_buffered_write_timeout_when_full_sends_nothing(k: Kit) -> None:
     ch = csp.Channel(1)
-    ch.write("first")
-    with pytest.raises(TimeoutError):
-        ch.write("second", timeout=0.03)
-    assert ch.stats().buffered == 1
-    assert ch.read() == "first"
-    with pytest.raises(csp.WouldBlock):
-        ch.read_nowait()
+
+    async def body(k: Kit) -> None:
+        await k.write(ch, "first")
+        with pytest.raises(TimeoutError):
+            await k.write(ch, "second", timeout=0.03)
+        assert ch.stats().buffered == 1
+        assert await k.read(ch) == "first"
+        with pytest.raises(csp.WouldBlock):
+            ch.read_nowait()
+
+    k.run(body)
 
 
-def test_timeout_not_a_csp_error() -> None:
-    ch = csp.Channel()
+def test_timeout_not_a_csp_error(k: Kit) -> None:
     with pytest.raises(TimeoutError) as info:
-        ch.read(timeout=0.001)
-    assert isinstance(info.value, TimeoutError)
+        k.run(read, csp.Channel(), 0.001)
+    assert not isinstance(info.value, csp.CSPError)
 
 
-def test_timeouts_on_ends() -> None:
+def test_timeouts_on_ends(k: Kit) -> None:
     ch = csp.Channel()
     r, w = ch.reader(), ch.writer()
-    with pytest.raises(TimeoutError):
-        r.read(timeout=0.01)
-    with pytest.raises(TimeoutError):
-        w.write(1, timeout=0.01)
+
+    async def body(k: Kit) -> None:
+        with pytest.raises(TimeoutError):
+            await k.read(r, timeout=0.01)
+        with pytest.raises(TimeoutError):
+            await k.write(w, 1, timeout=0.01)
+
+    k.run(body)
 
 
-def test_integer_and_zero_timeouts() -> None:
+def test_integer_and_zero_timeouts(k: Kit) -> None:
     ch = csp.Channel(1)
-    with pytest.raises(TimeoutError):
-        ch.read(timeout=0)
-    ch.write(5, timeout=0)  # room in the buffer: succeeds at once
-    with pytest.raises(TimeoutError):
-        ch.write(6, timeout=0)
-    assert ch.read(timeout=1) == 5
+
+    async def body(k: Kit) -> None:
+        with pytest.raises(TimeoutError):
+            await k.read(ch, timeout=0)
+        await k.write(ch, 5, timeout=0)  # room in the buffer: succeeds at once
+        with pytest.raises(TimeoutError):
+            await k.write(ch, 6, timeout=0)
+        assert await k.read(ch, timeout=1) == 5
+
+    k.run(body)
 
 
-def test_timeout_none_blocks_until_partner() -> None:
+def test_timeout_none_blocks_until_partner(k: Kit) -> None:
     ch = csp.Channel()
-    reader = Background(ch.read, timeout=None)
+    reader = k.spawn(read, ch, None)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     ch.write("v", timeout=None)
     assert reader.join() == "v"
 
 
-def test_read_with_timeout_succeeds_when_writer_arrives() -> None:
+def test_read_with_timeout_succeeds_when_writer_arrives(k: Kit) -> None:
     ch = csp.Channel()
-    reader = Background(ch.read, timeout=10)
+    reader = k.spawn(read, ch, 10)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     ch.write("in time")
     assert reader.join() == "in time"
 
 
-def test_write_with_timeout_succeeds_when_reader_arrives() -> None:
+def test_write_with_timeout_succeeds_when_reader_arrives(k: Kit) -> None:
     ch = csp.Channel()
-    writer = Background(ch.write, "in time", timeout=10)
+    writer = k.spawn(write, ch, "in time", 10)
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
     assert ch.read() == "in time"
     writer.join()
 
 
-def test_poison_during_timed_wait_raises_poisoned() -> None:
+def test_poison_during_timed_wait_raises_poisoned(k: Kit) -> None:
     ch = csp.Channel()
-    reader = Background(ch.read, timeout=10)
+    reader = k.spawn(read, ch, 10)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     ch.poison()
     assert isinstance(reader.exception(), csp.ChannelPoisoned)
 
 
+def test_timed_waits_of_one_backend_fire_in_deadline_order(k: Kit) -> None:
+    """Five processes of the backend wait with different timeouts on one channel (greenlet:
+    one scheduler's timer heap; asyncio: one loop's call_later): each times out after its own
+    delay, none early; the channel is left clean."""
+    ch = csp.Channel()
+    delays = [0.09, 0.01, 0.05, 0.03, 0.07]
+    order: list[float] = []
+
+    async def waiter(k: Kit, delay: float) -> float:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await k.read(ch, timeout=delay)
+        order.append(delay)
+        return time.monotonic() - t0
+
+    waited = [t.join() for t in k.spawn_many(waiter, [(d,) for d in delays])]
+    assert all(w >= d - 0.001 for w, d in zip(waited, delays, strict=True)), waited
+    if k.backend != "thread":  # one scheduler/loop: expiries are processed in deadline order
+        assert order == sorted(delays)
+    st = ch.stats()
+    assert (st.readers_waiting, st.writers_waiting) == (0, 0)
+
+
 # --------------------------------------------------------------------------- the race
 
 
-def _timeout_race(capacity: int, iterations: int, seed: int) -> None:
+def _timeout_race(
+    capacity: int, iterations: int, seed: int, kit: Kit | None = None, side: str = "writer"
+) -> None:
     """A writer and a reader, both with short timeouts, race for every value.
 
-    The two threads meet at a barrier before each value; then the writer writes with a short
+    The two sides meet at a barrier before each value; then the writer writes with a short
     timeout while the reader arrives after a short random delay and reads with a short
     timeout, so that hand-offs and timeouts happen at nearly the same moment. Each value is
     delivered exactly once or not at all: a write that raised TimeoutError was never received,
     a write that returned was received exactly once (for buffered channels, possibly later, or
-    by draining the buffer at the end).
+    by draining the buffer at the end). ``side`` runs as a process of ``kit``'s backend, the
+    other side on a thread (each alone on its scheduler/loop, so the blocking barrier and
+    sleep stop nobody else).
     """
     ch = csp.Channel(capacity, name="race")
     rng = random.Random(seed)
@@ -136,29 +198,31 @@ def _timeout_race(capacity: int, iterations: int, seed: int) -> None:
     received: list[int] = []
     reader_timeouts = 0
 
-    def writer() -> None:
+    async def writer(k: Kit) -> None:
         for value, (write_timeout, _, _) in enumerate(plan):
             barrier.wait()
             try:
-                ch.write(value, timeout=write_timeout)
+                await k.write(ch, value, timeout=write_timeout)
             except TimeoutError:
                 timed_out.append(value)
             else:
                 sent.append(value)
 
-    def reader() -> None:
+    async def reader(k: Kit) -> None:
         nonlocal reader_timeouts
         for _, delay, read_timeout in plan:
             barrier.wait()
             if delay:
                 time.sleep(delay)  # shapes the race; correctness never depends on it
             try:
-                received.append(ch.read(timeout=read_timeout))
+                received.append(await k.read(ch, timeout=read_timeout))
             except TimeoutError:
                 reader_timeouts += 1
 
-    w = Background(writer)
-    r = Background(reader)
+    thread = Kit("thread")
+    on_kit = kit or thread
+    w = (on_kit if side == "writer" else thread).spawn(writer)
+    r = (on_kit if side == "reader" else thread).spawn(reader)
     w.join(timeout=60)
     r.join(timeout=60)
     while True:  # whatever a buffered channel still holds was sent and not yet read
@@ -194,6 +258,14 @@ def test_timeout_race_rendezvous_loses_nothing(seed: int) -> None:
 @pytest.mark.parametrize("capacity", [1, 3])
 def test_timeout_race_buffered_loses_nothing(capacity: int) -> None:
     _timeout_race(capacity=capacity, iterations=2000, seed=capacity)
+
+
+@pytest.mark.parametrize("side", ["writer", "reader"])
+@pytest.mark.parametrize("backend", ["greenlet", "asyncio"])
+def test_timeout_race_with_a_cooperative_side(k: Kit, side: str) -> None:
+    """The same race with one side timing out through a greenlet scheduler's timers or an
+    event loop's ``call_later`` (threads: the tests above)."""
+    _timeout_race(capacity=0, iterations=1000, seed=7, kit=k, side=side)
 
 
 @pytest.mark.slow
