@@ -215,7 +215,8 @@ def wait_blocked_writers(chans: list[csp.Channel], deadline: float) -> None:
 
 @pytest.mark.timeout(60)
 def test_fair_select_never_starves_ready_writers(k: Kit) -> None:
-    """Two writer threads, each writing forever to its own channel; 3000 fair selections.
+    """Two writer threads, each writing forever to its own channel; 3000 fair selections
+    (1000 in a greenlet or asyncio process).
 
     Before each selection the test waits (bounded stats polling) until both writers are
     blocked again, so both guards are ready every time: a writer thread that has not yet been
@@ -224,7 +225,9 @@ def test_fair_select_never_starves_ready_writers(k: Kit) -> None:
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
     wa = Background(forever_writer, a, "a")
     wb = Background(forever_writer, b, "b")
-    n = 3000
+    # The selection is the same engine call on every backend; the waiting for the writer
+    # threads (GIL hand-overs) is what costs, so the cooperative backends do fewer rounds.
+    n = 3000 if k.backend == "thread" else 1000
 
     async def body(k: Kit) -> list[str]:
         deadline = time.monotonic() + 45

@@ -265,7 +265,7 @@ def test_timeout_race_buffered_loses_nothing(capacity: int) -> None:
 def test_timeout_race_with_a_cooperative_side(k: Kit, side: str) -> None:
     """The same race with one side timing out through a greenlet scheduler's timers or an
     event loop's ``call_later`` (threads: the tests above)."""
-    _timeout_race(capacity=0, iterations=1000, seed=7, kit=k, side=side)
+    _timeout_race(capacity=0, iterations=600, seed=7, kit=k, side=side)
 
 
 @pytest.mark.slow
