@@ -29,7 +29,13 @@ from ._backends._greenlet import GreenletHost
 from ._backends._hosted import HostedTask
 from ._backends._thread import ThreadTask
 from ._io import io
-from ._native import _in_scheduler, _joining, _participant_enter, _participant_exit
+from ._native import (
+    _in_scheduler,
+    _joining,
+    _participant_enter,
+    _participant_exit,
+    _stop_watchdog,
+)
 from ._process import Outcome, Process, as_process, run_sync
 from ._shutdown import Endpoint, poison_all
 
@@ -81,6 +87,9 @@ def _shutdown_at_exit() -> None:
         h._wait_until(deadline)
 
 
+# Registered first so that it runs last (atexit is LIFO): once the networks have wound down,
+# the deadlock watchdog is kept out of Python for the interpreter's finalization.
+atexit.register(_stop_watchdog)
 atexit.register(_shutdown_at_exit)
 
 

@@ -43,8 +43,15 @@
 //!
 //! `FERROCSP_DEADLOCK=off` (read once) disables detection; the registry still records waits.
 //!
-//! Lock order: GIL (when held) -> `REGISTRY` -> one participant's `inner`. The watchdog takes
-//! the GIL before any registry lock; owners never wait for the GIL while holding one.
+//! At interpreter exit `_stop_watchdog` (an `atexit` hook) waits until the watchdog is outside
+//! Python and keeps it out: a thread that takes the GIL once the interpreter is finalizing is
+//! ended by `pthread_exit`, whose forced unwind aborts the process when it meets Rust frames,
+//! and a declared deadlock's asyncio wake-ups (`call_soon_threadsafe`, which writes to the
+//! loop's socket with the GIL released) used to race the main thread's exit that way.
+//!
+//! Lock order: `IN_PYTHON` -> GIL (when held) -> `REGISTRY` -> one participant's `inner`. The
+//! watchdog takes the GIL before any registry lock; owners never wait for the GIL while holding
+//! one; `_stop_watchdog` releases the GIL before taking `IN_PYTHON`.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -635,6 +642,13 @@ pub(crate) fn _ignore_thread(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// Called at interpreter exit (`atexit`): waits, with the GIL released, until the watchdog is
+/// outside Python, and keeps it from running Python code again (see the module doc).
+#[pyfunction]
+pub(crate) fn _stop_watchdog(py: Python<'_>) {
+    py.detach(|| *lock(&IN_PYTHON) = false);
+}
+
 /// One dict per live participant: name, backend, state ("running", "blocked", "joining"),
 /// waits (list of (channel name, "read" | "write")), alt, timeout, since (seconds blocked).
 #[pyfunction]
@@ -686,6 +700,10 @@ pub(crate) fn _participants(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
 /// woken has not run yet); a real deadlock stays.
 const GRACE: Duration = Duration::from_millis(20);
 
+/// Held by the watchdog for as long as it runs Python code (a check and the wake-ups it
+/// declares); `false` once `_stop_watchdog` ran, after which it never attaches again.
+static IN_PYTHON: Mutex<bool> = Mutex::new(true);
+
 fn watchdog() {
     // While every participant looks stuck but the check finds no deadlock (a foreign thread is
     // alive, a woken participant has not run yet), look again after `backoff` (growing).
@@ -727,11 +745,16 @@ fn watchdog() {
             backoff = next(backoff);
             continue;
         }
+        let allowed = lock(&IN_PYTHON);
+        if !*allowed {
+            return; // the interpreter is exiting
+        }
         match Python::try_attach(check) {
             None => return, // the interpreter is gone
             Some(Verdict::Declared) => backoff = None,
             Some(Verdict::NotNow) => backoff = next(backoff),
         }
+        drop(allowed);
     }
 }
 

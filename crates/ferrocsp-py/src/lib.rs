@@ -39,5 +39,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(deadlock::_joining, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_io_wait, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_ignore_thread, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::_stop_watchdog, m)?)?;
     Ok(())
 }
