@@ -92,7 +92,11 @@ def drive(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 class Task:
-    """One body started by ``Kit.spawn``/``spawn_many``: like ``_support.Background``."""
+    """One body started by ``Kit.spawn``/``spawn_many``: like ``_support.Background``.
+
+    ``join``/``exception`` wait for the whole group started by one ``spawn_many`` (one
+    ``Par``), and so does ``done``; with ``spawn`` the group is the one body.
+    """
 
     def __init__(self, handle: csp.Handle[list[Any]], index: int, name: str) -> None:
         self._handle = handle
