@@ -285,3 +285,33 @@ def test_failure_in_spawn_and_nested_par_groups(k: Kit) -> None:
     assert isinstance(exc, KeyError)
     assert notes(exc) == "in process 'worker'"
     assert shared.stats().poisoned
+
+
+def test_keyboard_interrupt_raised_by_a_process_fails_only_that_process(k: Kit) -> None:
+    """A process of a network that raises KeyboardInterrupt itself (Ctrl-C only reaches the
+    main thread) is a failure like any other on every backend: its channels are poisoned, its
+    siblings (on a greenlet backend: the same scheduler) run to their end, and the group holds
+    the interrupt, noted with the process."""
+    ch, other = csp.Channel(name="interrupted"), csp.Channel(name="other")
+
+    async def interrupted(k: Kit, c: csp.Channel) -> None:
+        raise KeyboardInterrupt
+
+    finished: list[object] = []
+
+    async def feed(k: Kit, out: csp.Channel) -> None:
+        for i in range(3):
+            await k.write(out, i)
+        finished.append("fed")
+
+    async def eat(k: Kit, inp: csp.Channel) -> None:
+        finished.append([await k.read(inp) for _ in range(3)])
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        k.Par(k.process(interrupted)(ch), k.process(feed)(other), k.process(eat)(other)).run()
+    assert sorted(finished, key=str) == [[0, 1, 2], "fed"]
+    (exc,) = info.value.exceptions
+    assert isinstance(exc, KeyboardInterrupt)
+    assert notes(exc) == "in process 'interrupted'"
+    assert ch.stats().poisoned
+    assert not other.stats().poisoned

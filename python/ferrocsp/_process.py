@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -145,7 +146,12 @@ def _execute(proc: Process[Any]) -> Outcome:
     previous = _set_process_name(proc.name)
     try:
         return Outcome(value=proc.fn(*proc.args, **proc.kwargs))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if threading.current_thread() is not threading.main_thread():
+            # Raised by the process itself on a thread of a network (Ctrl-C only reaches the
+            # main thread): a failure like any other, as on asyncio, so it ends this process
+            # only; re-raised, it would end a greenlet scheduler and every process on it.
+            return _ended(proc, exc)
         # Ctrl-C in a process run by the main thread (Seq, Process.run): stop the peers, and
         # let the interrupt propagate as itself rather than as a process failure.
         poison_all(proc.endpoints())
