@@ -3,6 +3,11 @@
 Deadlocking programs run in a subprocess (so a missed detection fails the test by timeout
 instead of hanging the suite, and no thread left over by another test can hide the deadlock);
 programs that must *not* be reported run in-process and simply have to finish normally.
+
+Process bodies are written once (tests/_kit.py): two processes reading each other run for
+every pair of backends, the philosophers, the stalled pipeline, the no-false-positive cases
+and the participant records under each backend. Run once: the main thread's own waits, the
+environment switch, and the cases specific to one backend (``io()``, asyncio ``wait_for``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Channel ends: Reader / Writer, counting, retire, context managers, GC, mobility."""
+"""Channel ends: Reader / Writer, counting, retire, context managers, GC, mobility.
+
+Tests taking ``k`` do their channel operations in a process of each backend (tests/_kit.py);
+the others are about the ends' own (non-blocking) API and run once.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import gc
 import pytest
 
 import ferrocsp as csp
+from _kit import Kit
 from _support import Background, wait_until
 
 
@@ -100,26 +105,30 @@ def test_using_retired_reader_end_raises_even_if_other_readers_remain() -> None:
     assert r2.read() == "x"  # nothing was taken by the retired end
 
 
-def test_last_writer_retire_gives_end_of_stream_after_drain() -> None:
+def test_last_writer_retire_gives_end_of_stream_after_drain(k: Kit) -> None:
     ch = csp.Channel(3)
     r = ch.reader()
     w1, w2 = ch.writer(), ch.writer()
-    w1.write("a")
-    w2.write("b")
-    w1.retire()
-    assert not ch.stats().retired
-    w2.write("c")
-    w2.retire()
-    assert ch.stats().retired
-    assert r.read() == "a"
-    assert ch.read() == "b"
-    assert r.read() == "c"
-    with pytest.raises(csp.ChannelRetired):
-        r.read()
-    with pytest.raises(csp.ChannelRetired):
-        ch.read()
-    with pytest.raises(csp.ChannelRetired):
-        r.read_nowait()
+
+    async def body(k: Kit) -> None:
+        await k.write(w1, "a")
+        await k.write(w2, "b")
+        w1.retire()
+        assert not ch.stats().retired
+        await k.write(w2, "c")
+        w2.retire()
+        assert ch.stats().retired
+        assert await k.read(r) == "a"
+        assert await k.read(ch) == "b"
+        assert await k.read(r) == "c"
+        with pytest.raises(csp.ChannelRetired):
+            await k.read(r)
+        with pytest.raises(csp.ChannelRetired):
+            await k.read(ch)
+        with pytest.raises(csp.ChannelRetired):
+            r.read_nowait()
+
+    k.run(body)
 
 
 def test_writes_raise_after_writer_side_retired() -> None:
@@ -133,20 +142,24 @@ def test_writes_raise_after_writer_side_retired() -> None:
     assert ch.stats().buffered == 0
 
 
-def test_last_reader_retire_makes_writes_raise() -> None:
+def test_last_reader_retire_makes_writes_raise(k: Kit) -> None:
     ch = csp.Channel(3)
     r = ch.reader()
     w = ch.writer()
     r.retire()
     assert ch.stats().retired
-    with pytest.raises(csp.ChannelRetired):
-        w.write(1)
-    with pytest.raises(csp.ChannelRetired):
-        w.write_nowait(1)
-    with pytest.raises(csp.ChannelRetired):
-        ch.write(1)
-    with pytest.raises(csp.ChannelRetired):
-        ch.read()
+
+    async def body(k: Kit) -> None:
+        with pytest.raises(csp.ChannelRetired):
+            await k.write(w, 1)
+        with pytest.raises(csp.ChannelRetired):
+            w.write_nowait(1)
+        with pytest.raises(csp.ChannelRetired):
+            await k.write(ch, 1)
+        with pytest.raises(csp.ChannelRetired):
+            await k.read(ch)
+
+    k.run(body)
 
 
 def test_channel_without_ends_never_retires() -> None:
@@ -159,7 +172,7 @@ def test_channel_without_ends_never_retires() -> None:
     assert not ch.stats().retired
 
 
-def test_reader_iteration_stops_at_end_of_stream() -> None:
+def test_reader_iteration_stops_at_end_of_stream(k: Kit) -> None:
     ch = csp.Channel()
     r = ch.reader()
     w = ch.writer()
@@ -169,8 +182,11 @@ def test_reader_iteration_stops_at_end_of_stream() -> None:
             for i in range(10):
                 w.write(i)
 
+    async def consume(k: Kit) -> list[int]:
+        return [v async for v in k.iter(r)]
+
     t = Background(produce)
-    assert list(r) == list(range(10))
+    assert k.run(consume) == list(range(10))
     t.join()
 
 
@@ -247,11 +263,17 @@ def test_dropping_last_reference_to_reader_retires_it() -> None:
         ch.write(1)
 
 
-def test_dropping_end_wakes_blocked_reader() -> None:
+async def read(k: Kit, r: csp.Reader) -> object:
+    return await k.read(r)
+
+
+def test_dropping_end_wakes_blocked_reader(k: Kit) -> None:
+    """The last writer end is garbage-collected in the test's thread: its retire (a Rust
+    ``Drop``) wakes a reader blocked in a process of each backend."""
     ch = csp.Channel()
     r = ch.reader()
     w = ch.writer()
-    reader = Background(r.read)
+    reader = k.spawn(read, r)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     del w
     gc.collect()
