@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferrocsp::{Error, Policy, Select};
+use ferrocsp::{Error, Policy};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
@@ -20,7 +20,7 @@ use crate::deadlock::Desc;
 use crate::ends::{Reader, Writer};
 use crate::errors::{parse_timeout, to_pyerr, OpName};
 use crate::trace;
-use crate::wait::{deadline, select_blocking, Value};
+use crate::wait::{deadline, pooled_select, select_blocking, Value};
 
 static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
 static STATS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -42,7 +42,7 @@ pub(crate) fn read_value(
         Err(e) => return Err(to_pyerr(py, e, OpName::Read, name)),
     }
     trace::event(py, "block", "read", name);
-    let mut sel = Select::new();
+    let mut sel = pooled_select();
     sel.read(chan);
     match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::read(name))? {
         Ok(s) => {
@@ -70,7 +70,7 @@ pub(crate) fn write_value(
         Err(e) => return Err(to_pyerr(py, e.error, OpName::Write, name)),
     };
     trace::event(py, "block", "write", name);
-    let mut sel = Select::new();
+    let mut sel = pooled_select();
     sel.write(chan, value);
     match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::write(name))?
     {

@@ -74,12 +74,33 @@ pub(crate) struct State<T> {
     writer_ends: usize,
 }
 
-/// Signals to wake once the lock is released. Plain operations wake at most one party, so
-/// this stays allocation-free on the hot path.
-pub(crate) type Woken = Vec<Arc<Signal>>;
+/// Signals to wake once the lock is released. A plain operation wakes at most one party, kept
+/// inline, so the hot path allocates nothing; poison and retire may wake many.
+pub(crate) struct Woken {
+    first: Option<Arc<Signal>>,
+    rest: Vec<Arc<Signal>>,
+}
+
+impl Woken {
+    pub(crate) const fn new() -> Self {
+        Woken { first: None, rest: Vec::new() }
+    }
+
+    pub(crate) fn push(&mut self, s: Arc<Signal>) {
+        if self.first.is_none() {
+            self.first = Some(s);
+        } else {
+            self.rest.push(s);
+        }
+    }
+}
 
 pub(crate) fn wake_all(woken: Woken) {
-    for s in woken {
+    let Woken { first, rest } = woken;
+    if let Some(s) = first {
+        s.wake();
+    }
+    for s in rest {
         s.wake();
     }
 }

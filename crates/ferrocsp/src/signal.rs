@@ -139,6 +139,16 @@ impl Signal {
         Signal { state: AtomicUsize::new(WAITING), waker }
     }
 
+    /// Makes a finished cell `Waiting` again, woken by `waker`, for its owner's next wait.
+    ///
+    /// Callable only through `Arc::get_mut`, i.e. when nobody else holds the cell: no channel
+    /// entry, no counterpart about to wake it, no deadlock record. Nobody can then observe the
+    /// reset, so a recycled cell behaves exactly like a fresh one (and costs no allocation).
+    pub(crate) fn reset(&mut self, waker: Waker) {
+        self.state = AtomicUsize::new(WAITING);
+        self.waker = waker;
+    }
+
     /// The current state (acquire: a `Completed(_, Done)` read here makes the slot visible).
     pub fn state(&self) -> State {
         decode(self.state.load(Ordering::Acquire))
