@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use ferrocsp::{Error, Policy, Poll, Select, SelectError, Selected, Wake, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyStopIteration};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
@@ -51,8 +52,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Completes `fut` with `None` unless it is already done (cancelled, or woken twice).
 #[pyfunction]
 pub(crate) fn _wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
-    if !fut.call_method0("done")?.is_truthy()? {
-        fut.call_method1("set_result", (fut.py().None(),))?;
+    let py = fut.py();
+    if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+        fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
     }
     Ok(())
 }
@@ -90,11 +92,14 @@ impl Wake for AsyncWake {
         Python::attach(|py| {
             let r = wake_future_fn(py).and_then(|wake| {
                 if std::thread::current().id() == self.thread {
-                    // On the loop's thread: completing the future only schedules the task.
-                    wake.call1((fut.bind(py),)).map(drop)
+                    // On the loop's thread (the same-loop fast path): complete the future
+                    // directly, which only schedules the task; no thread-safe hand-off. A
+                    // future cancelled meanwhile refuses the result, and its task is being
+                    // cancelled anyway: that error is dropped below.
+                    fut.bind(py).call_method1(intern!(py, "set_result"), (py.None(),)).map(drop)
                 } else {
                     self.event_loop
-                        .call_method1(py, "call_soon_threadsafe", (wake, fut.bind(py)))
+                        .call_method1(py, intern!(py, "call_soon_threadsafe"), (wake, fut.bind(py)))
                         .map(drop)
                 }
             });
@@ -326,7 +331,7 @@ impl Inner {
             thread: std::thread::current().id(),
             fut: Mutex::new(None),
         });
-        let fut = event_loop.call_method0("create_future")?;
+        let fut = event_loop.call_method0(intern!(py, "create_future"))?;
         waker.install(Some(fut.clone().unbind()));
         let Some(sel) = self.sel.as_mut() else {
             return Err(PyRuntimeError::new_err("selection missing"));
@@ -357,7 +362,7 @@ impl Inner {
             return Err(PyRuntimeError::new_err("channel operation is not waiting"));
         };
         if let Some(t) = wait.timer.take() {
-            t.call_method0(py, "cancel")?;
+            t.call_method0(py, intern!(py, "cancel"))?;
         }
         let (waker, event_loop) = (Arc::clone(&wait.waker), wait.event_loop.clone_ref(py));
         let part = wait.part.clone();
@@ -379,7 +384,8 @@ impl Inner {
                     // selection): install the next future, then look at the cell again. A
                     // completion after that look finds the future; one before it may have
                     // found no future, so resume again instead of sleeping.
-                    let fut = event_loop.call_method0(py, "create_future")?.into_bound(py);
+                    let fut =
+                        event_loop.call_method0(py, intern!(py, "create_future"))?.into_bound(py);
                     waker.install(Some(fut.clone().unbind()));
                     if sel.is_waiting() {
                         return self.suspend(py, fut);
@@ -396,13 +402,13 @@ impl Inner {
             let delay = at.saturating_duration_since(Instant::now()).as_secs_f64();
             let timer = wait.event_loop.call_method1(
                 py,
-                "call_later",
+                intern!(py, "call_later"),
                 (delay, wake_future_fn(py)?, fut.clone()),
             )?;
             wait.timer = Some(timer);
         }
         // What `Future.__await__` does before yielding itself to the task.
-        fut.setattr("_asyncio_future_blocking", true)?;
+        fut.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
         Ok(fut.unbind())
     }
 
@@ -413,7 +419,7 @@ impl Inner {
             return Err(exc);
         };
         if let Some(t) = &wait.timer {
-            t.call_method0(py, "cancel")?;
+            t.call_method0(py, intern!(py, "cancel"))?;
         }
         wait.waker.install(None);
         let fired = self.sel.as_mut().and_then(Select::abort);

@@ -32,6 +32,8 @@ thread_local! {
     static IS_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
     /// Cleared selections kept for this thread's next blocking operations (threads only: a
     /// greenlet task keeps its own, see `sched::Task`).
+    // Boxed: a selection moves between the pool and a `PooledSelect` as one pointer.
+    #[allow(clippy::vec_box)]
     static POOL: RefCell<Vec<Box<Select<Value>>>> = const { RefCell::new(Vec::new()) };
 }
 
