@@ -196,7 +196,7 @@ class GreenletFloor:
     one switches to the next runnable greenlet, or to the hub when there is none.
     """
 
-    __slots__ = ("_ready", "_hub", "_reader", "_writer", "_value")
+    __slots__ = ("_hub", "_reader", "_ready", "_value", "_writer")
 
     def __init__(self, ready: Any, hub: Any) -> None:
         self._ready, self._hub = ready, hub
