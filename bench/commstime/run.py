@@ -196,10 +196,12 @@ class GreenletFloor:
     one switches to the next runnable greenlet, or to the hub when there is none.
     """
 
-    __slots__ = ("_hub", "_reader", "_ready", "_value", "_writer")
+    __slots__ = ("_current", "_hub", "_reader", "_ready", "_value", "_writer")
 
     def __init__(self, ready: Any, hub: Any) -> None:
-        self._ready, self._hub = ready, hub
+        from greenlet import getcurrent
+
+        self._ready, self._hub, self._current = ready, hub, getcurrent
         self._reader: Any = None
         self._writer: Any = None
         self._value: Any = None
@@ -216,9 +218,7 @@ class GreenletFloor:
             self._reader = None
             self._ready.append((r, value))
             return
-        from greenlet import getcurrent
-
-        self._value, self._writer = value, getcurrent()
+        self._value, self._writer = value, self._current()
         self._block()
 
     def read(self) -> Any:
@@ -228,9 +228,7 @@ class GreenletFloor:
             v, self._value = self._value, None
             self._ready.append((w, None))
             return v
-        from greenlet import getcurrent
-
-        self._reader = getcurrent()
+        self._reader = self._current()
         return self._block()
 
 
@@ -283,6 +281,34 @@ def floor_commstime(cycles: int) -> float:
     if not all(g.dead for g in gs) or not elapsed:
         raise RuntimeError("floor commstime: the network did not finish")
     return elapsed[0] * 1e6 / (4 * cycles)
+
+
+def switch_floor(hand_offs: int) -> float:
+    """Two bare greenlets handing a value to each other with ``switch(v)``: us per hand-off.
+
+    No run queue, no channel, no choice of whom to run: the least any greenlet rendezvous can
+    cost, since every blocking communication needs at least this one switch.
+    """
+    from greenlet import greenlet
+
+    def echo(v: int) -> None:
+        while True:
+            v = main.switch(v + 1)
+
+    def drive() -> int:
+        v = 0
+        for _ in range(hand_offs // 2):
+            v = other.switch(v)
+        return v
+
+    main = greenlet(drive)
+    other = greenlet(echo, parent=main)
+    start = time.perf_counter()
+    last = main.switch()
+    elapsed = time.perf_counter() - start
+    if last != hand_offs // 2:
+        raise RuntimeError(f"switch floor: expected {hand_offs // 2}, got {last}")
+    return elapsed * 1e6 / (2 * (hand_offs // 2))
 
 
 class AChan(Protocol):
@@ -483,7 +509,14 @@ def run_greenlet(args: argparse.Namespace) -> list[Result]:
         floor.cycles = args.cycles
     except Exception as exc:  # noqa: BLE001 (reported in the table)
         floor.note = f"failed: {type(exc).__name__}: {exc}"
-    return [fg, floor, run_pycsp(args, "greenlets")]
+    switch = Result("py-greenlet-switch", "greenlet: floor, 2 greenlets switch(v) only")
+    try:
+        switch_floor(400)  # warm-up
+        switch.samples = [switch_floor(4 * args.cycles) for _ in range(args.runs)]
+        switch.cycles = args.cycles
+    except Exception as exc:  # noqa: BLE001 (reported in the table)
+        switch.note = f"failed: {type(exc).__name__}: {exc}"
+    return [fg, floor, switch, run_pycsp(args, "greenlets")]
 
 
 def run_pycsp(args: argparse.Namespace, module: str = "parallel") -> Result:
@@ -609,6 +642,8 @@ RATIOS = [
     ("pycsp-greenlets / greenlet", "pycsp-greenlets", "py-greenlet-ferrocsp"),
     ("pycsp-greenlets / greenlet-floor", "pycsp-greenlets", "py-greenlet-floor"),
     ("greenlet / greenlet-floor", "py-greenlet-ferrocsp", "py-greenlet-floor"),
+    ("pycsp-greenlets / switch-floor", "pycsp-greenlets", "py-greenlet-switch"),
+    ("greenlet / switch-floor", "py-greenlet-ferrocsp", "py-greenlet-switch"),
     ("asyncio-futures / greenlet", "py-asyncio-futures", "py-greenlet-ferrocsp"),
     ("greenlet / python-thread", "py-greenlet-ferrocsp", "py-ferrocsp"),
     ("greenlet / ferrocsp-asyncio", "py-greenlet-ferrocsp", "py-asyncio-ferrocsp"),

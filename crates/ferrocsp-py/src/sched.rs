@@ -308,7 +308,8 @@ impl Shared {
 pub(crate) struct Task {
     me: Weak<Task>,
     shared: Arc<Shared>,
-    greenlet: Mutex<Option<Py<PyAny>>>,
+    /// Its greenlet until it ends (scheduler thread only, like everything switching).
+    greenlet: SchedCell<Option<Py<PyAny>>>,
     /// In the run queue (see the module invariants).
     scheduled: AtomicBool,
     /// Its greenlet has started running (only the hub switches to a greenlet that has not).
@@ -348,7 +349,7 @@ impl Wake for Task {
 
 impl Task {
     fn greenlet(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        lock(&self.greenlet).as_ref().map(|g| g.clone_ref(py))
+        self.greenlet.with(|g| g.as_ref().map(|g| g.clone_ref(py)))
     }
 
     /// Sets the process name of this task; returns the previous one.
@@ -384,7 +385,7 @@ impl Task {
         self.part.remove();
         self.shared.live.fetch_sub(1, Ordering::AcqRel);
         drop(self.take_select());
-        let g = lock(&self.greenlet).take();
+        let g = self.greenlet.with(Option::take);
         drop(g);
     }
 
@@ -564,7 +565,7 @@ impl Scheduler {
         let task = Arc::new_cyclic(|me| Task {
             me: me.clone(),
             shared: Arc::clone(&self.shared),
-            greenlet: Mutex::new(None),
+            greenlet: SchedCell::new(None),
             scheduled: AtomicBool::new(false),
             started: AtomicBool::new(false),
             start_args: Mutex::new(None),
@@ -590,7 +591,8 @@ impl Scheduler {
             kwargs.set_item("parent", hub.bind(py))?;
         }
         let g = greenlet_type(py)?.call((), Some(&kwargs))?;
-        *lock(&task.greenlet) = Some(g.unbind());
+        let g = g.unbind();
+        task.greenlet.with(|slot| *slot = Some(g));
         self.shared.live.fetch_add(1, Ordering::AcqRel);
         lock(&self.tasks).push(Arc::clone(&task));
         task.wake();
@@ -615,7 +617,7 @@ impl Scheduler {
         // Whatever happened, no greenlet of ours may stay reachable from Rust only.
         for t in std::mem::take(&mut *lock(&self.tasks)) {
             t.part.remove();
-            let g = lock(&t.greenlet).take();
+            let g = t.greenlet.with(Option::take);
             drop(g);
             drop(t.take_select());
         }

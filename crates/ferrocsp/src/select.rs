@@ -27,7 +27,7 @@ use crate::channel::WriteAttempt;
 use crate::channel::{wake_all, Channel, Entry, ReadAttempt, Slot, State as ChanState, Woken};
 use crate::error::{Error, SelectError};
 use crate::signal::{Outcome, Signal, State, Waker, MAX_OPS};
-use crate::sync::{lock, Arc, Mutex, MutexGuard};
+use crate::sync::{lock, Arc, MutexGuard};
 
 /// How a selection orders the operations that are ready at the same time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,8 +79,8 @@ struct Op<T> {
 }
 
 struct Pending {
+    /// Holds the waker too (a restart after a retirement reuses it).
     signal: Arc<Signal>,
-    waker: Waker,
     policy: Policy,
 }
 
@@ -548,12 +548,12 @@ impl<T> Select<T> {
                     let signal = match spare.take() {
                         Some(mut s) => match Arc::get_mut(&mut s) {
                             Some(cell) => {
-                                cell.reset(waker.clone());
+                                cell.reset(waker);
                                 s
                             }
-                            None => Arc::new(Signal::new(waker.clone())),
+                            None => Arc::new(Signal::new(waker)),
                         },
-                        None => Arc::new(Signal::new(waker.clone())),
+                        None => Arc::new(Signal::new(waker)),
                     };
                     for &i in waitable.iter() {
                         let op = &mut ops[i];
@@ -565,10 +565,12 @@ impl<T> Select<T> {
                         // A kept slot is empty (`unregister_all` empties it) and, when nobody
                         // else holds it, ours to refill: no allocation, nothing dropped here.
                         if op.slot.as_mut().is_none_or(|s| Arc::get_mut(s).is_none()) {
-                            op.slot = Some(Arc::new(Mutex::new(None)));
+                            op.slot = Some(Arc::new(Slot::new()));
                         }
                         let Some(slot) = op.slot.as_ref().map(Arc::clone) else { continue };
-                        let old = std::mem::replace(&mut *lock(&slot), value);
+                        // SAFETY: nobody else holds the slot (just checked, or new), and the
+                        // entry that will share it is not queued yet.
+                        let old = unsafe { slot.replace(value) };
                         debug_assert!(old.is_none(), "a kept slot is empty");
                         op.registered = true;
                         let entry = Entry { signal: Arc::clone(&signal), op: i, slot };
@@ -579,7 +581,7 @@ impl<T> Select<T> {
                             g.register_writer(entry);
                         }
                     }
-                    self.pending = Some(Pending { signal, waker, policy });
+                    self.pending = Some(Pending { signal, policy });
                     None
                 }
             };
@@ -628,7 +630,9 @@ impl<T> Select<T> {
                 continue;
             }
             let Some(slot) = &op.slot else { continue };
-            let back = lock(slot).take();
+            // SAFETY: every entry is gone, and taking each channel's lock to remove them
+            // ordered us after every counterpart that touched a slot (Slot's protocol).
+            let back = unsafe { slot.take() };
             if let (Kind::Write(v), Some(back)) = (&mut op.kind, back) {
                 *v = Some(back);
             }
@@ -638,14 +642,19 @@ impl<T> Select<T> {
 
     fn finish(&mut self, op: usize, outcome: Outcome) -> Poll<T> {
         let (policy, waker) = match &self.pending {
-            Some(p) => (p.policy, p.waker.clone()),
+            Some(p) if outcome == Outcome::Retired => (p.policy, Some(p.signal.waker().clone())),
+            Some(p) => (p.policy, None),
             None => return Poll::Ready(Err(SelectError::WouldBlock)),
         };
         // The completed op's value (if read) is in its slot; take it before unregister_all
         // recycles the slots. A completed write's slot is already empty (Done) or still holds
         // the value (Poisoned/Retired), which unregister_all hands back.
         let value = match (&self.ops[op].kind, outcome) {
-            (Kind::Read, Outcome::Done) => self.ops[op].slot.as_ref().and_then(|s| lock(s).take()),
+            // SAFETY: the writer stored the value before its CAS, which we observed (acquire)
+            // as `Completed(op, Done)`, and it touches the slot no more.
+            (Kind::Read, Outcome::Done) => {
+                self.ops[op].slot.as_ref().and_then(|s| unsafe { s.take() })
+            }
             _ => None,
         };
         self.unregister_all();
@@ -658,7 +667,7 @@ impl<T> Select<T> {
                 Poll::Ready(Ok(Selected { index: op, value }))
             }
             Outcome::Poisoned => Poll::Ready(Err(SelectError::Poisoned { index: op })),
-            Outcome::Retired => self.attempt(policy, Some(waker)),
+            Outcome::Retired => self.attempt(policy, waker),
         }
     }
 }
