@@ -38,7 +38,7 @@ use pyo3::types::{PyTuple, PyType};
 use crate::deadlock::{Desc, Participant};
 use crate::errors::{to_pyerr, OpName};
 use crate::select::AltMap;
-use crate::wait::{deadline, Value};
+use crate::wait::{deadline, PooledSelect, Value};
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -138,9 +138,9 @@ impl Drop for Wait {
 struct Inner {
     kind: Kind,
     chan: Option<ferrocsp::Channel<Value>>,
-    name: String,
+    name: Arc<str>,
     value: Option<Value>,
-    sel: Option<Select<Value>>,
+    sel: Option<PooledSelect>,
     policy: Policy,
     timeout: Option<f64>,
     wait: Option<Wait>,
@@ -168,11 +168,11 @@ fn stop(value: Value) -> PyErr {
 }
 
 impl AsyncOp {
-    fn blank(kind: Kind, chan: Option<ferrocsp::Channel<Value>>, name: &str) -> Inner {
+    fn blank(kind: Kind, chan: Option<ferrocsp::Channel<Value>>, name: &Arc<str>) -> Inner {
         Inner {
             kind,
             chan,
-            name: name.to_owned(),
+            name: Arc::clone(name),
             value: None,
             sel: None,
             policy: Policy::Priority,
@@ -188,7 +188,7 @@ impl AsyncOp {
 
     pub(crate) fn read(
         chan: &ferrocsp::Channel<Value>,
-        name: &str,
+        name: &Arc<str>,
         timeout: Option<f64>,
         next: bool,
     ) -> Self {
@@ -200,7 +200,7 @@ impl AsyncOp {
 
     pub(crate) fn write(
         chan: &ferrocsp::Channel<Value>,
-        name: &str,
+        name: &Arc<str>,
         value: Value,
         timeout: Option<f64>,
     ) -> Self {
@@ -216,8 +216,9 @@ impl AsyncOp {
         policy: Policy,
         timeout: Option<f64>,
     ) -> Self {
-        let mut i = Self::blank(Kind::Alt(map), None, "");
-        i.sel = Some(sel);
+        static NO_NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+        let mut i = Self::blank(Kind::Alt(map), None, NO_NAME.get_or_init(|| Arc::from("")));
+        i.sel = Some(PooledSelect::adopt(sel));
         i.policy = policy;
         i.timeout = timeout;
         Self::wrap(i)
@@ -285,7 +286,7 @@ impl Inner {
             let Some(chan) = self.chan.clone() else {
                 return Err(PyRuntimeError::new_err("channel operation without a channel"));
             };
-            let mut sel = Select::new();
+            let mut sel = PooledSelect::from_thread_pool();
             match self.kind {
                 Kind::Write => {
                     let value = self.value.take().unwrap_or_else(|| py.None());
@@ -397,7 +398,7 @@ impl Inner {
 
     /// Arms the deadline timer (if any) and yields `fut` to the task.
     fn suspend(&mut self, py: Python<'_>, fut: Bound<'_, PyAny>) -> Step {
-        let at = self.sel.as_ref().and_then(Select::wake_deadline);
+        let at = self.sel.as_ref().and_then(|s| s.wake_deadline());
         if let (Some(at), Some(wait)) = (at, self.wait.as_mut()) {
             let delay = at.saturating_duration_since(Instant::now()).as_secs_f64();
             let timer = wait.event_loop.call_method1(
@@ -422,7 +423,7 @@ impl Inner {
             t.call_method0(py, intern!(py, "cancel"))?;
         }
         wait.waker.install(None);
-        let fired = self.sel.as_mut().and_then(Select::abort);
+        let fired = self.sel.as_mut().and_then(|s| s.abort());
         match fired {
             Some(Ok(s))
                 if exc.is_instance(py, CANCELLED.import(py, "asyncio", "CancelledError")?) =>

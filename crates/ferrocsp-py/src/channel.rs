@@ -7,6 +7,7 @@
 //!   lock, and no channel lock holder ever waits for the GIL.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ferrocsp::{Error, Policy};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -157,14 +158,15 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Capacity {
 #[derive(Debug)]
 pub struct Channel {
     pub(crate) inner: ferrocsp::Channel<Value>,
-    pub(crate) name: String,
+    /// Shared, not copied, by every asyncio operation on the channel.
+    pub(crate) name: Arc<str>,
 }
 
 impl Channel {
     pub(crate) fn make(capacity: usize, name: Option<String>) -> Self {
         let name =
             name.unwrap_or_else(|| format!("chan-{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)));
-        Channel { inner: ferrocsp::Channel::new(capacity), name }
+        Channel { inner: ferrocsp::Channel::new(capacity), name: name.into() }
     }
 }
 

@@ -30,8 +30,10 @@ const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 
 thread_local! {
     static IS_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
-    /// Cleared selections kept for this thread's next blocking operations (threads only: a
-    /// greenlet task keeps its own, see `sched::Task`).
+    /// Cleared selections kept for this thread's next blocking operations (threads and
+    /// asyncio operations; a greenlet task keeps its own, see `sched::Task`). A kept cell may
+    /// still name its last waker (an asyncio one holds its loop): at most `POOL_MAX` such
+    /// references stay alive until reused.
     // Boxed: a selection moves between the pool and a `PooledSelect` as one pointer.
     #[allow(clippy::vec_box)]
     static POOL: RefCell<Vec<Box<Select<Value>>>> = const { RefCell::new(Vec::new()) };
@@ -57,6 +59,20 @@ pub(crate) fn pooled_select() -> PooledSelect {
     }
     let sel = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default();
     PooledSelect { sel: Some(sel), task: None }
+}
+
+impl PooledSelect {
+    /// A selection from this thread's pool, whoever runs (an asyncio operation keeps it while
+    /// it waits; a task switch cannot move it to another greenlet's cache).
+    pub(crate) fn from_thread_pool() -> Self {
+        let sel = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default();
+        PooledSelect { sel: Some(sel), task: None }
+    }
+
+    /// Wraps a selection built elsewhere (an Alt), to be kept by the thread pool afterwards.
+    pub(crate) fn adopt(sel: Select<Value>) -> Self {
+        PooledSelect { sel: Some(Box::new(sel)), task: None }
+    }
 }
 
 impl Deref for PooledSelect {
