@@ -16,8 +16,11 @@ Rows:
   process costs on this Python (the greenlet object, its Python frames and their data-stack
   page, its saved C stack); the greenlet row minus this floor is what ferrocsp adds.
 
+Each row runs in a fresh interpreter (this script with ``--row``), so no row inherits memory
+that an earlier one freed (which would make its growth look smaller).
+
 Usage: ``python bench/scale/run.py [--greenlets N] [--threads N] [--asyncio N] [--json PATH]``
-(defaults 10^6, 10^3, 10^5). Needs roughly 6 GB of free memory at the default size.
+(defaults 10^6, 10^3, 10^5). Needs about 10 GB of free memory at the default size.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import gc
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -125,6 +129,14 @@ def measure_raw_greenlets(n: int) -> tuple[float, float]:
     return elapsed * 1e6 / n, grown / n
 
 
+ROWS: dict[str, Callable[[int], tuple[float, float]]] = {
+    "floor-greenlet": measure_raw_greenlets,
+    "greenlet": lambda n: measure_ferrocsp("greenlet", n),
+    "asyncio": lambda n: measure_ferrocsp("asyncio", n),
+    "thread": lambda n: measure_ferrocsp("thread", n),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,42 +145,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1_000)
     parser.add_argument("--asyncio", type=int, default=100_000)
     parser.add_argument("--json", type=Path, metavar="PATH")
+    parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one row, print JSON
+    parser.add_argument("-n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if min(args.greenlets, args.threads, args.asyncio) < 1:
         parser.error("process counts must be at least 1")
+    if args.row:
+        us, per = ROWS[args.row](args.n)
+        print(json.dumps({"us_per_spawn": us, "bytes_per_blocked": per}))
+        return
 
     rows: list[Row] = []
-    plan: list[tuple[str, str, int, Callable[[], tuple[float, float]]]] = [
-        (
-            "floor-greenlet",
-            "floor: raw greenlets (no library)",
-            args.greenlets,
-            lambda: measure_raw_greenlets(args.greenlets),
-        ),
-        (
-            "greenlet",
-            "ferrocsp greenlet backend",
-            args.greenlets,
-            lambda: measure_ferrocsp("greenlet", args.greenlets),
-        ),
-        (
-            "asyncio",
-            "ferrocsp asyncio backend",
-            args.asyncio,
-            lambda: measure_ferrocsp("asyncio", args.asyncio),
-        ),
-        (
-            "thread",
-            "ferrocsp thread backend",
-            args.threads,
-            lambda: measure_ferrocsp("thread", args.threads),
-        ),
+    plan = [
+        ("floor-greenlet", "floor: raw greenlets (no library)", args.greenlets),
+        ("greenlet", "ferrocsp greenlet backend", args.greenlets),
+        ("asyncio", "ferrocsp asyncio backend", args.asyncio),
+        ("thread", "ferrocsp thread backend", args.threads),
     ]
-    for key, label, n, fn in plan:
+    for key, label, n in plan:
         print(f"[scale] {label}, n={n}", file=sys.stderr, flush=True)
-        us, per = fn()
-        rows.append(Row(key, label, n, us, per))
-        gc.collect()
+        cmd = [sys.executable, __file__, "--row", key, "-n", str(n)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        data = json.loads(out.strip().splitlines()[-1])
+        rows.append(Row(key, label, n, data["us_per_spawn"], data["bytes_per_blocked"]))
 
     print()
     print("processes blocked on one channel read; RSS growth / n and wall time / n, one run")

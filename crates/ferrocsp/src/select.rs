@@ -194,6 +194,9 @@ impl<T> Select<T> {
             self.locks_dirty = true;
         }
         let slot = self.spare_slots.pop();
+        // Most selections hold one operation, and a blocked process keeps its selection:
+        // grow one at a time rather than by Vec's default of four.
+        self.ops.reserve_exact(1);
         self.ops.push(Op { chan: chan.cloned(), kind, slot, registered: false, lock: usize::MAX });
         self.ops.len() - 1
     }
@@ -414,6 +417,17 @@ impl<T> Select<T> {
     }
 
     fn rebuild_locks(&mut self) {
+        if let [op] = self.ops.as_mut_slice() {
+            // One operation (every plain read or write): no sorting, no search.
+            self.locks.clear();
+            if let Some(c) = &op.chan {
+                self.locks.reserve_exact(1);
+                self.locks.push(c.clone());
+                op.lock = 0;
+            }
+            self.locks_dirty = false;
+            return;
+        }
         let mut chans = std::mem::take(&mut self.locks);
         chans.clear();
         chans.extend(self.ops.iter().filter_map(|o| o.chan.clone()));
@@ -441,6 +455,7 @@ impl<T> Select<T> {
     fn fill_order(&mut self, policy: Policy) {
         let n = self.ops.len();
         self.order.clear();
+        self.order.reserve_exact(n);
         match policy {
             Policy::Priority => self.order.extend(0..n),
             Policy::Fair => {
@@ -469,6 +484,7 @@ impl<T> Select<T> {
     fn attempt(&mut self, policy: Policy, waker: Option<Waker>) -> Poll<T> {
         self.fill_order(policy);
         self.waitable.clear();
+        self.waitable.reserve_exact(self.ops.len());
         // Only timeout ops need the clock; most selections have none.
         let now = if self.op_deadlines.is_empty() { None } else { Some(Instant::now()) };
         let mut woken = Woken::new();
