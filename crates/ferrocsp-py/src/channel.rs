@@ -21,7 +21,7 @@ use crate::deadlock::Desc;
 use crate::ends::{Reader, Writer};
 use crate::errors::{parse_timeout, to_pyerr, OpName};
 use crate::trace;
-use crate::wait::{deadline, pooled_select, select_blocking, Value};
+use crate::wait::{deadline, pooled_select, select_pooled, Value};
 
 static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
 static STATS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -45,7 +45,7 @@ pub(crate) fn read_value(
     trace::event(py, "block", "read", name);
     let mut sel = pooled_select();
     sel.read(chan);
-    match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::read(name))? {
+    match select_pooled(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::read(name))? {
         Ok(s) => {
             trace::event(py, "read", "", name);
             s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, name))
@@ -73,8 +73,7 @@ pub(crate) fn write_value(
     trace::event(py, "block", "write", name);
     let mut sel = pooled_select();
     sel.write(chan, value);
-    match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::write(name))?
-    {
+    match select_pooled(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::write(name))? {
         Ok(_) => {
             trace::event(py, "write", "", name);
             Ok(())

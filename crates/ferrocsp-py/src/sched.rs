@@ -358,6 +358,14 @@ impl Task {
         std::mem::replace(&mut *lock(&self.name), name)
     }
 
+    /// Starts a new wait generation. Only the scheduler's thread writes `wait_gen`, so a load
+    /// and a store do (no read-modify-write, which costs a locked instruction per wait).
+    fn next_wait_gen(&self) -> u64 {
+        let gen = self.wait_gen.load(Ordering::Relaxed).wrapping_add(1);
+        self.wait_gen.store(gen, Ordering::Relaxed);
+        gen
+    }
+
     /// Its deadlock-detection record.
     pub(crate) fn participant(&self) -> Arc<Participant> {
         Arc::clone(&self.part)
@@ -479,12 +487,12 @@ pub(crate) fn select_in_greenlet<'a>(
             Poll::Ready(r) => return Ok(r),
             Poll::Pending => {}
         }
-        let gen = task.wait_gen.fetch_add(1, Ordering::Relaxed) + 1;
+        let gen = task.next_wait_gen();
         if let Some(at) = sel.wake_deadline() {
             task.shared.add_timer(at, gen, Arc::clone(task));
         }
         if let Err(e) = task.switch_out(py) {
-            task.wait_gen.fetch_add(1, Ordering::Relaxed);
+            task.next_wait_gen();
             return match sel.abort() {
                 None => Err(e),
                 Some(done) => Ok(done),

@@ -75,6 +75,21 @@ impl PooledSelect {
     }
 }
 
+/// Like [`select_blocking`] for a pooled selection, which already knows whether the caller is
+/// a greenlet task (one thread-local look-up per operation instead of two).
+pub(crate) fn select_pooled<'a>(
+    py: Python<'_>,
+    sel: &mut PooledSelect,
+    policy: Policy,
+    deadline: Option<Instant>,
+    desc: impl FnOnce() -> Desc<'a>,
+) -> PyResult<Result<Selected<Value>, SelectError>> {
+    match sel.task.clone() {
+        Some(task) => crate::sched::select_in_greenlet(py, &task, sel, policy, deadline, desc),
+        None => select_blocking(py, sel, policy, deadline, desc),
+    }
+}
+
 impl Deref for PooledSelect {
     type Target = Select<Value>;
     fn deref(&self) -> &Select<Value> {
