@@ -27,9 +27,13 @@ PRELUDE = textwrap.dedent(
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def announce_when(predicate):
+        # "ready" only once the main thread is past `t.start()` (which waits for the new
+        # thread): a SIGINT sent while it is still in there would escape the scenario's try.
+        started = threading.Event()
+
         def watch():
             deadline = time.monotonic() + 20
-            while not predicate():
+            while not (started.is_set() and predicate()):
                 if time.monotonic() > deadline:
                     print("never ready", flush=True)
                     return
@@ -37,6 +41,7 @@ PRELUDE = textwrap.dedent(
             print("ready", flush=True)
         t = threading.Thread(target=watch, name="watcher", daemon=True)
         t.start()
+        started.set()
         return t
 
     def leftover_threads(watcher):
