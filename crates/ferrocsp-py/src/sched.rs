@@ -430,7 +430,12 @@ impl Task {
             }
         };
         let r = switch_to(py, &target);
-        set_current(Some(Arc::clone(self)));
+        // Whoever resumed us (the hub, or a task switching out) made us current already;
+        // only an exception thrown in may arrive without that.
+        let current = CURRENT.with(|c| c.borrow().as_ref().is_some_and(|t| Arc::ptr_eq(t, self)));
+        if !current {
+            set_current(Some(Arc::clone(self)));
+        }
         r
     }
 }
