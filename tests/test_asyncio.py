@@ -617,3 +617,39 @@ def test_spawn_and_seq_run_async_processes() -> None:
     assert csp.Spawn(double(4)).join(5) == 8
     assert csp.Seq(double(1), double(2)).run() == [2, 4]
     assert double(3).run() == 6
+
+
+def test_same_loop_hand_offs_with_timeouts_and_alts_keep_every_value() -> None:
+    """Blocked operations on one loop recycle their selections (a per-thread pool): values,
+    timeouts and Alt choices stay exact across thousands of waits."""
+    a, b, idle = csp.Channel(name="a"), csp.Channel(name="b"), csp.Channel(name="idle")
+    n = 2_000
+
+    async def producer() -> int:
+        timeouts = 0
+        for i in range(n):
+            if i % 100 == 0:
+                try:
+                    await b.awrite("never read", timeout=0.001)  # nobody reads b
+                except TimeoutError:
+                    timeouts += 1
+            await a.awrite(i)
+        return timeouts
+
+    async def consumer() -> list[int]:
+        got: list[int] = []
+        for i in range(n):
+            if i % 3 == 0:
+                guard, v = await csp.Alt(idle, a).aselect()
+                assert guard is a
+                got.append(v)
+            else:
+                got.append(await a.aread())
+        return got
+
+    async def main() -> tuple[int, list[int]]:
+        return await asyncio.gather(producer(), consumer())
+
+    timeouts, got = run(main())
+    assert (timeouts, got) == (n // 100, list(range(n)))
+    assert a.stats().readers_waiting == b.stats().writers_waiting == 0

@@ -262,6 +262,177 @@ def test_alt_in_greenlet_with_thread_counterpart() -> None:
     assert csp.Par(thread_writer(), alt_reader()).run()[1] == list(range(30))
 
 
+# --------------------------------------------------------------------------- fast path
+# Greenlets of one scheduler hand values over through the engine's one algorithm, with each
+# task's selection (cell and slots) recycled between operations and wake-ups on the local run
+# queue. These tests pin what that reuse must keep: every value once, in order, and correct
+# poison/retire/timeout/Alt behaviour on a selection that served earlier operations.
+
+
+def test_fast_path_hands_every_value_over_once_in_order() -> None:
+    n = 5_000
+    chans = [csp.Channel() for _ in range(4)]
+
+    @green
+    def relay(cin: csp.Channel, cout: csp.Channel) -> None:
+        for _ in range(n):
+            cout.write(cin.read() + 1)
+
+    results = csp.Par(
+        produce(chans[0], n),
+        relay(chans[0], chans[1]),
+        relay(chans[1], chans[2]),
+        relay(chans[2], chans[3]),
+        consume(chans[3], n),
+    ).run()
+    assert results[-1] == [i + 3 for i in range(n)]
+
+
+def test_poison_reaches_a_greenlet_parked_after_many_hand_offs() -> None:
+    data, stop = csp.Channel(name="data"), csp.Channel(name="stop")
+
+    @green
+    def reader() -> tuple[int, str]:
+        got = 0
+        for _ in range(1_000):  # warm the task's recycled selection first
+            got += data.read() is not None
+        try:
+            data.read()  # parks; the writer poisons instead of writing
+        except csp.ChannelPoisoned:
+            pass
+        else:
+            return got, "no poison"
+        return got, stop.read()  # the same recycled selection serves the next wait
+
+    @green
+    def writer() -> None:
+        for i in range(1_000):
+            data.write(i)
+        data.poison()
+        stop.write("after poison")
+
+    assert csp.Par(reader(), writer()).run()[0] == (1_000, "after poison")
+
+
+def test_retire_reaches_a_greenlet_parked_after_many_hand_offs() -> None:
+    ch = csp.Channel()
+    r, w = ch.reader(), ch.writer()
+
+    @green
+    def sink() -> int:
+        return sum(1 for _ in r)  # ends when the writer retires while it is parked
+
+    @green
+    def source() -> None:
+        for i in range(2_000):
+            w.write(i)
+        w.retire()
+
+    assert csp.Par(sink(), source()).run()[0] == 2_000
+
+
+def test_greenlets_and_a_thread_peer_share_one_channel_exact_counts() -> None:
+    ch = csp.Channel()
+    n = 3_000
+
+    @csp.process(backend="thread")
+    def thread_writer() -> None:
+        for i in range(n):
+            ch.write(("t", i))
+
+    @green
+    def green_writer() -> None:
+        for i in range(n):
+            ch.write(("g", i))
+
+    @green
+    def reader() -> list[tuple[str, int]]:
+        return [ch.read() for _ in range(n)]
+
+    results = csp.Par(thread_writer(), green_writer(), reader(), reader()).run()
+    got = results[2] + results[3]
+    assert sorted(got) == sorted([("t", i) for i in range(n)] + [("g", i) for i in range(n)])
+    for src in "tg":
+        for part in (results[2], results[3]):
+            seq = [i for s, i in part if s == src]
+            assert seq == sorted(seq)  # one writer's values stay in order
+
+
+def test_alt_and_plain_operations_on_one_channel_between_greenlets() -> None:
+    ch, other = csp.Channel(name="ch"), csp.Channel(name="other")
+    n = 2_000
+
+    @green
+    def plain_writer() -> None:
+        for i in range(n):
+            ch.write(i)
+
+    @green
+    def alt_reader() -> list[int]:
+        alt = csp.Alt(other, ch)
+        return [alt.select()[1] for _ in range(n)]
+
+    @green
+    def alt_writer() -> int:
+        for i in range(n):
+            csp.Alt(csp.Output(ch, -i - 1)).select()
+        return n
+
+    @green
+    def plain_reader() -> list[int]:
+        return [ch.read() for _ in range(n)]
+
+    out = csp.Par(plain_writer(), alt_reader(), alt_writer(), plain_reader()).run()
+    got = sorted(out[1] + out[3])
+    assert got == sorted(list(range(n)) + [-i - 1 for i in range(n)])
+
+
+def test_timeout_after_hand_offs_keeps_the_value_and_the_selection_works_on() -> None:
+    ch, go = csp.Channel(name="ch"), csp.Channel(name="go")
+
+    @green
+    def writer() -> list[str]:
+        out = []
+        for i in range(500):
+            ch.write(i)
+        try:
+            ch.write("late", timeout=0.02)  # the reader waits on `go`: nothing is sent
+        except TimeoutError:
+            out.append("timeout")
+        go.write(None)
+        ch.write(500)
+        return out
+
+    @green
+    def reader() -> list[Any]:
+        got = [ch.read() for _ in range(500)]
+        go.read()
+        got.append(ch.read())
+        return got
+
+    assert csp.Par(writer(), reader()).run() == [["timeout"], list(range(501))]
+
+
+def test_thousands_of_blocked_greenlets_start_from_the_hub() -> None:
+    # Every process blocks at once; each must start on the hub's stack, not on top of the
+    # previous one's (which overflowed Python's recursion limit at about a thousand).
+    gate = csp.Channel(name="gate")
+    n = 3_000
+
+    @green
+    def waiter() -> str:
+        try:
+            gate.read()
+        except csp.ChannelPoisoned:
+            return "poisoned"
+        return "read"
+
+    handle = csp.Par(*[waiter() for _ in range(n)]).start()
+    wait_until(lambda: gate.stats().readers_waiting == n, what="all greenlets blocked")
+    gate.poison()
+    assert handle.join() == ["poisoned"] * n
+
+
 # --------------------------------------------------------------------------- timeouts
 
 

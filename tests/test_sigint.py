@@ -58,9 +58,15 @@ PRELUDE = textwrap.dedent(
         return False
 
     def announce_when(predicate, joining=False):
+        # "ready" only once the main thread is past `t.start()` (which waits for the new
+        # thread): a SIGINT sent while it is still in there would escape the scenario's try.
+        started = threading.Event()
+
         def watch():
             deadline = time.monotonic() + 20
-            while not (predicate() and (not joining or main_in("_wait_until"))):
+            while not (
+                started.is_set() and predicate() and (not joining or main_in("_wait_until"))
+            ):
                 if time.monotonic() > deadline:
                     print("never ready", flush=True)
                     return
@@ -68,6 +74,7 @@ PRELUDE = textwrap.dedent(
             print("ready", flush=True)
         t = threading.Thread(target=watch, name="watcher", daemon=True)
         t.start()
+        started.set()
         return t
 
     def leftover_threads(watcher):

@@ -26,7 +26,10 @@ On one greenlet scheduler (four greenlets, one thread):
 
 - greenlet: ferrocsp's greenlet backend (four plain-function processes in a
             ``Par(..., backend="greenlet")``, channels used through ``read``/``write``);
-            PyCSP 0.9.2 ``pycsp.greenlets`` (needs greenlet in bench/.venv-pycsp).
+            PyCSP 0.9.2 ``pycsp.greenlets`` (needs greenlet in bench/.venv-pycsp); and the
+            floor: a hand-written rendezvous on bare greenlets (a run queue and direct
+            ``switch`` calls, no library; correct for one reader and one writer), i.e. what
+            greenlet switching plus the least Python any channel needs costs here.
 
 And on one asyncio event loop (four coroutines, one thread):
 
@@ -182,6 +185,130 @@ def gcommstime(cycles: int) -> float:
     net = ferrocsp.Par(prefix, delta, succ, consumer, backend="greenlet")
     elapsed: float = net.start().join(timeout=120 + cycles * 0.01)[3]
     return elapsed * 1e6 / (4 * cycles)
+
+
+class GreenletFloor:
+    """The floor: a rendezvous on bare greenlets for one reader and one writer, no library.
+
+    One run queue of ``(greenlet, value)`` pairs shared by the channels of one network. The
+    party arriving second hands over (a reader takes the value and makes the writer runnable;
+    a writer gives its value to the waiting reader's queue entry) and carries on; the first
+    one switches to the next runnable greenlet, or to the hub when there is none.
+    """
+
+    __slots__ = ("_current", "_hub", "_reader", "_ready", "_value", "_writer")
+
+    def __init__(self, ready: Any, hub: Any) -> None:
+        from greenlet import getcurrent
+
+        self._ready, self._hub, self._current = ready, hub, getcurrent
+        self._reader: Any = None
+        self._writer: Any = None
+        self._value: Any = None
+
+    def _block(self) -> Any:
+        if self._ready:
+            g, v = self._ready.popleft()
+            return g.switch(v)
+        return self._hub.switch()
+
+    def write(self, value: Any, /) -> None:
+        r = self._reader
+        if r is not None:
+            self._reader = None
+            self._ready.append((r, value))
+            return
+        self._value, self._writer = value, self._current()
+        self._block()
+
+    def read(self) -> Any:
+        w = self._writer
+        if w is not None:
+            self._writer = None
+            v, self._value = self._value, None
+            self._ready.append((w, None))
+            return v
+        self._reader = self._current()
+        return self._block()
+
+
+def floor_commstime(cycles: int) -> float:
+    """Commstime on ``GreenletFloor`` channels, four bare greenlets; us per comm."""
+    from collections import deque
+
+    from greenlet import getcurrent, greenlet
+
+    hub = getcurrent()
+    ready: deque[tuple[Any, Any]] = deque()
+    a, b, c, d = (GreenletFloor(ready, hub) for _ in range(4))
+    total = cycles + 1
+    elapsed: list[float] = []
+
+    def prefix() -> None:
+        a.write(0)
+        for _ in range(total - 1):
+            a.write(d.read())
+        d.read()
+
+    def delta() -> None:
+        for _ in range(total):
+            v = a.read()
+            b.write(v)
+            c.write(v)
+
+    def succ() -> None:
+        for _ in range(total):
+            d.write(c.read() + 1)
+
+    def consumer() -> None:
+        first = b.read()
+        start = time.perf_counter()
+        last = first
+        for _ in range(cycles):
+            last = b.read()
+        elapsed.append(time.perf_counter() - start)
+        if last != first + cycles:
+            raise RuntimeError(f"values lost or reordered: expected {first + cycles}, got {last}")
+
+    def starter(fn: Callable[[], None]) -> Callable[..., None]:
+        return lambda *_: fn()  # a queued start is switched to with one (ignored) value
+
+    gs = [greenlet(starter(fn), parent=hub) for fn in (prefix, delta, succ, consumer)]
+    ready.extend((g, None) for g in gs)
+    while ready:
+        g, v = ready.popleft()
+        g.switch(v)
+    if not all(g.dead for g in gs) or not elapsed:
+        raise RuntimeError("floor commstime: the network did not finish")
+    return elapsed[0] * 1e6 / (4 * cycles)
+
+
+def switch_floor(hand_offs: int) -> float:
+    """Two bare greenlets handing a value to each other with ``switch(v)``: us per hand-off.
+
+    No run queue, no channel, no choice of whom to run: the least any greenlet rendezvous can
+    cost, since every blocking communication needs at least this one switch.
+    """
+    from greenlet import greenlet
+
+    def echo(v: int) -> None:
+        while True:
+            v = main.switch(v + 1)
+
+    def drive() -> int:
+        v = 0
+        for _ in range(hand_offs // 2):
+            v = other.switch(v)
+        return v
+
+    main = greenlet(drive)
+    other = greenlet(echo, parent=main)
+    start = time.perf_counter()
+    last = main.switch()
+    elapsed = time.perf_counter() - start
+    if last != hand_offs // 2:
+        raise RuntimeError(f"switch floor: expected {hand_offs // 2}, got {last}")
+    return elapsed * 1e6 / (2 * (hand_offs // 2))
 
 
 class AChan(Protocol):
@@ -375,7 +502,21 @@ def run_greenlet(args: argparse.Namespace) -> list[Result]:
         fg.cycles = args.cycles
     except Exception as exc:  # noqa: BLE001 (reported in the table)
         fg.note = f"failed: {type(exc).__name__}: {exc}"
-    return [fg, run_pycsp(args, "greenlets")]
+    floor = Result("py-greenlet-floor", "greenlet: floor, bare greenlets (hand-written)")
+    try:
+        floor_commstime(min(args.cycles, 200))  # warm-up
+        floor.samples = [floor_commstime(args.cycles) for _ in range(args.runs)]
+        floor.cycles = args.cycles
+    except Exception as exc:  # noqa: BLE001 (reported in the table)
+        floor.note = f"failed: {type(exc).__name__}: {exc}"
+    switch = Result("py-greenlet-switch", "greenlet: floor, 2 greenlets switch(v) only")
+    try:
+        switch_floor(400)  # warm-up
+        switch.samples = [switch_floor(4 * args.cycles) for _ in range(args.runs)]
+        switch.cycles = args.cycles
+    except Exception as exc:  # noqa: BLE001 (reported in the table)
+        switch.note = f"failed: {type(exc).__name__}: {exc}"
+    return [fg, floor, switch, run_pycsp(args, "greenlets")]
 
 
 def run_pycsp(args: argparse.Namespace, module: str = "parallel") -> Result:
@@ -499,6 +640,11 @@ RATIOS = [
     ("ferrocsp-asyncio / asyncio-futures", "py-asyncio-ferrocsp", "py-asyncio-futures"),
     ("ferrocsp-asyncio / python-thread", "py-asyncio-ferrocsp", "py-ferrocsp"),
     ("pycsp-greenlets / greenlet", "pycsp-greenlets", "py-greenlet-ferrocsp"),
+    ("pycsp-greenlets / greenlet-floor", "pycsp-greenlets", "py-greenlet-floor"),
+    ("greenlet / greenlet-floor", "py-greenlet-ferrocsp", "py-greenlet-floor"),
+    ("pycsp-greenlets / switch-floor", "pycsp-greenlets", "py-greenlet-switch"),
+    ("greenlet / switch-floor", "py-greenlet-ferrocsp", "py-greenlet-switch"),
+    ("asyncio-futures / greenlet", "py-asyncio-futures", "py-greenlet-ferrocsp"),
     ("greenlet / python-thread", "py-greenlet-ferrocsp", "py-ferrocsp"),
     ("greenlet / ferrocsp-asyncio", "py-greenlet-ferrocsp", "py-asyncio-ferrocsp"),
 ]

@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use ferrocsp::{Error, Policy, Poll, Select, SelectError, Selected, Wake, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyStopIteration};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
@@ -37,7 +38,7 @@ use pyo3::types::{PyTuple, PyType};
 use crate::deadlock::{Desc, Participant};
 use crate::errors::{to_pyerr, OpName};
 use crate::select::AltMap;
-use crate::wait::{deadline, Value};
+use crate::wait::{deadline, PooledSelect, Value};
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -51,8 +52,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Completes `fut` with `None` unless it is already done (cancelled, or woken twice).
 #[pyfunction]
 pub(crate) fn _wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
-    if !fut.call_method0("done")?.is_truthy()? {
-        fut.call_method1("set_result", (fut.py().None(),))?;
+    let py = fut.py();
+    if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+        fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
     }
     Ok(())
 }
@@ -90,11 +92,14 @@ impl Wake for AsyncWake {
         Python::attach(|py| {
             let r = wake_future_fn(py).and_then(|wake| {
                 if std::thread::current().id() == self.thread {
-                    // On the loop's thread: completing the future only schedules the task.
-                    wake.call1((fut.bind(py),)).map(drop)
+                    // On the loop's thread (the same-loop fast path): complete the future
+                    // directly, which only schedules the task; no thread-safe hand-off. A
+                    // future cancelled meanwhile refuses the result, and its task is being
+                    // cancelled anyway: that error is dropped below.
+                    fut.bind(py).call_method1(intern!(py, "set_result"), (py.None(),)).map(drop)
                 } else {
                     self.event_loop
-                        .call_method1(py, "call_soon_threadsafe", (wake, fut.bind(py)))
+                        .call_method1(py, intern!(py, "call_soon_threadsafe"), (wake, fut.bind(py)))
                         .map(drop)
                 }
             });
@@ -133,9 +138,9 @@ impl Drop for Wait {
 struct Inner {
     kind: Kind,
     chan: Option<ferrocsp::Channel<Value>>,
-    name: String,
+    name: Arc<str>,
     value: Option<Value>,
-    sel: Option<Select<Value>>,
+    sel: Option<PooledSelect>,
     policy: Policy,
     timeout: Option<f64>,
     wait: Option<Wait>,
@@ -163,11 +168,11 @@ fn stop(value: Value) -> PyErr {
 }
 
 impl AsyncOp {
-    fn blank(kind: Kind, chan: Option<ferrocsp::Channel<Value>>, name: &str) -> Inner {
+    fn blank(kind: Kind, chan: Option<ferrocsp::Channel<Value>>, name: &Arc<str>) -> Inner {
         Inner {
             kind,
             chan,
-            name: name.to_owned(),
+            name: Arc::clone(name),
             value: None,
             sel: None,
             policy: Policy::Priority,
@@ -183,7 +188,7 @@ impl AsyncOp {
 
     pub(crate) fn read(
         chan: &ferrocsp::Channel<Value>,
-        name: &str,
+        name: &Arc<str>,
         timeout: Option<f64>,
         next: bool,
     ) -> Self {
@@ -195,7 +200,7 @@ impl AsyncOp {
 
     pub(crate) fn write(
         chan: &ferrocsp::Channel<Value>,
-        name: &str,
+        name: &Arc<str>,
         value: Value,
         timeout: Option<f64>,
     ) -> Self {
@@ -211,8 +216,9 @@ impl AsyncOp {
         policy: Policy,
         timeout: Option<f64>,
     ) -> Self {
-        let mut i = Self::blank(Kind::Alt(map), None, "");
-        i.sel = Some(sel);
+        static NO_NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+        let mut i = Self::blank(Kind::Alt(map), None, NO_NAME.get_or_init(|| Arc::from("")));
+        i.sel = Some(PooledSelect::adopt(sel));
         i.policy = policy;
         i.timeout = timeout;
         Self::wrap(i)
@@ -280,7 +286,7 @@ impl Inner {
             let Some(chan) = self.chan.clone() else {
                 return Err(PyRuntimeError::new_err("channel operation without a channel"));
             };
-            let mut sel = Select::new();
+            let mut sel = PooledSelect::from_thread_pool();
             match self.kind {
                 Kind::Write => {
                     let value = self.value.take().unwrap_or_else(|| py.None());
@@ -326,7 +332,7 @@ impl Inner {
             thread: std::thread::current().id(),
             fut: Mutex::new(None),
         });
-        let fut = event_loop.call_method0("create_future")?;
+        let fut = event_loop.call_method0(intern!(py, "create_future"))?;
         waker.install(Some(fut.clone().unbind()));
         let Some(sel) = self.sel.as_mut() else {
             return Err(PyRuntimeError::new_err("selection missing"));
@@ -357,7 +363,7 @@ impl Inner {
             return Err(PyRuntimeError::new_err("channel operation is not waiting"));
         };
         if let Some(t) = wait.timer.take() {
-            t.call_method0(py, "cancel")?;
+            t.call_method0(py, intern!(py, "cancel"))?;
         }
         let (waker, event_loop) = (Arc::clone(&wait.waker), wait.event_loop.clone_ref(py));
         let part = wait.part.clone();
@@ -379,7 +385,8 @@ impl Inner {
                     // selection): install the next future, then look at the cell again. A
                     // completion after that look finds the future; one before it may have
                     // found no future, so resume again instead of sleeping.
-                    let fut = event_loop.call_method0(py, "create_future")?.into_bound(py);
+                    let fut =
+                        event_loop.call_method0(py, intern!(py, "create_future"))?.into_bound(py);
                     waker.install(Some(fut.clone().unbind()));
                     if sel.is_waiting() {
                         return self.suspend(py, fut);
@@ -391,18 +398,18 @@ impl Inner {
 
     /// Arms the deadline timer (if any) and yields `fut` to the task.
     fn suspend(&mut self, py: Python<'_>, fut: Bound<'_, PyAny>) -> Step {
-        let at = self.sel.as_ref().and_then(Select::wake_deadline);
+        let at = self.sel.as_ref().and_then(|s| s.wake_deadline());
         if let (Some(at), Some(wait)) = (at, self.wait.as_mut()) {
             let delay = at.saturating_duration_since(Instant::now()).as_secs_f64();
             let timer = wait.event_loop.call_method1(
                 py,
-                "call_later",
+                intern!(py, "call_later"),
                 (delay, wake_future_fn(py)?, fut.clone()),
             )?;
             wait.timer = Some(timer);
         }
         // What `Future.__await__` does before yielding itself to the task.
-        fut.setattr("_asyncio_future_blocking", true)?;
+        fut.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
         Ok(fut.unbind())
     }
 
@@ -413,10 +420,10 @@ impl Inner {
             return Err(exc);
         };
         if let Some(t) = &wait.timer {
-            t.call_method0(py, "cancel")?;
+            t.call_method0(py, intern!(py, "cancel"))?;
         }
         wait.waker.install(None);
-        let fired = self.sel.as_mut().and_then(Select::abort);
+        let fired = self.sel.as_mut().and_then(|s| s.abort());
         match fired {
             Some(Ok(s))
                 if exc.is_instance(py, CANCELLED.import(py, "asyncio", "CancelledError")?) =>

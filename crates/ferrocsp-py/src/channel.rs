@@ -7,8 +7,9 @@
 //!   lock, and no channel lock holder ever waits for the GIL.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use ferrocsp::{Error, Policy, Select};
+use ferrocsp::{Error, Policy};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
@@ -20,7 +21,7 @@ use crate::deadlock::Desc;
 use crate::ends::{Reader, Writer};
 use crate::errors::{parse_timeout, to_pyerr, OpName};
 use crate::trace;
-use crate::wait::{deadline, select_blocking, Value};
+use crate::wait::{deadline, pooled_select, select_pooled, Value};
 
 static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
 static STATS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -42,9 +43,9 @@ pub(crate) fn read_value(
         Err(e) => return Err(to_pyerr(py, e, OpName::Read, name)),
     }
     trace::event(py, "block", "read", name);
-    let mut sel = Select::new();
+    let mut sel = pooled_select();
     sel.read(chan);
-    match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::read(name))? {
+    match select_pooled(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::read(name))? {
         Ok(s) => {
             trace::event(py, "read", "", name);
             s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, name))
@@ -70,10 +71,9 @@ pub(crate) fn write_value(
         Err(e) => return Err(to_pyerr(py, e.error, OpName::Write, name)),
     };
     trace::event(py, "block", "write", name);
-    let mut sel = Select::new();
+    let mut sel = pooled_select();
     sel.write(chan, value);
-    match select_blocking(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::write(name))?
-    {
+    match select_pooled(py, &mut sel, Policy::Priority, deadline(timeout), || Desc::write(name))? {
         Ok(_) => {
             trace::event(py, "write", "", name);
             Ok(())
@@ -157,14 +157,15 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Capacity {
 #[derive(Debug)]
 pub struct Channel {
     pub(crate) inner: ferrocsp::Channel<Value>,
-    pub(crate) name: String,
+    /// Shared, not copied, by every asyncio operation on the channel.
+    pub(crate) name: Arc<str>,
 }
 
 impl Channel {
     pub(crate) fn make(capacity: usize, name: Option<String>) -> Self {
         let name =
             name.unwrap_or_else(|| format!("chan-{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)));
-        Channel { inner: ferrocsp::Channel::new(capacity), name }
+        Channel { inner: ferrocsp::Channel::new(capacity), name: name.into() }
     }
 }
 

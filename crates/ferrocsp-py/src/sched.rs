@@ -8,18 +8,21 @@
 //! when nothing is runnable parks its OS thread (GIL released) until a wake-up or the earliest
 //! deadline.
 //!
-//! Wake-ups: [`Task::wake`] pushes the task onto its scheduler's run queue (a mutex that is
-//! uncontended unless another thread wakes us) and unparks the hub thread only if the hub is
-//! idle. So a wake-up from a greenlet of the same scheduler is a queue push with no kernel
-//! call; one from another thread (thread or asyncio backend, an `io()` worker, a poisoner) is
-//! the same push plus, when the hub sleeps, one unpark.
+//! Wake-ups: [`Task::wake`] on the thread running the scheduler (a task of the same scheduler
+//! completing another's operation, the hub firing a timer) pushes the task onto a local run
+//! queue that only that thread touches: no lock, no atomic, no kernel call. So a communication
+//! between two greenlets of one scheduler is a hand-off under the channel lock, a local push
+//! and, when the writer blocks next, a switch. A wake-up from another thread (thread or
+//! asyncio backend, an `io()` worker, a poisoner, the deadlock watchdog) pushes onto a
+//! mutex-protected remote queue and unparks the hub thread only if the hub is idle; each `pop`
+//! first moves remote tasks to the back of the local queue, so neither starves the other.
 //!
 //! Invariants:
-//! - `Task::scheduled` is true iff the task is in the run queue (set by `wake` before the
+//! - `Task::scheduled` is true iff the task is in a run queue (local or remote) (set by `wake` before the
 //!   push, cleared by whoever pops it before switching to it). So a wake-up that happens after
 //!   a task last started running always leaves it queued: none is lost, none duplicated.
-//! - `Queue::idle` is set (under the queue lock) only by the hub, just before it parks with an
-//!   empty queue; whoever pushes onto an idle queue clears it and unparks the hub.
+//! - `Queue::idle` is set (under the queue lock) only by the hub, just before it parks with
+//!   both queues empty; whoever pushes onto an idle queue clears it and unparks the hub.
 //! - Resuming a task is always allowed to be spurious: a blocked task calls `Select::resume`
 //!   after every switch back and blocks again while it is `Pending`.
 //! - A timer entry fires only if its task is still in the wait that registered it
@@ -38,7 +41,7 @@ use ferrocsp::{Policy, Poll, Select, SelectError, Selected, Wake, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyCFunction, PyDict, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::deadlock::{Desc, LocalWait, Participant};
 use crate::wait::Value;
@@ -84,8 +87,16 @@ fn load_switch(py: Python<'_>) -> PyResult<SwitchFn> {
 
 /// `g.switch()` through greenlet's C API (no bound method, no argument parsing).
 fn switch_to(py: Python<'_>, g: &Py<PyAny>) -> PyResult<()> {
+    switch_to_with(py, g, None)
+}
+
+/// `g.switch(*args)` through greenlet's C API.
+fn switch_to_with(py: Python<'_>, g: &Py<PyAny>, args: Option<&Py<PyTuple>>) -> PyResult<()> {
     let f = load_switch(py)?;
-    let args = PyTuple::empty(py);
+    let args = match args {
+        Some(a) => a.bind(py).clone(),
+        None => PyTuple::empty(py),
+    };
     // SAFETY: `g` is a greenlet object (we made it, or it is the hub from getcurrent()),
     // `args` a tuple, kwargs may be NULL; we hold the GIL. The result is a new reference or
     // NULL with an exception set.
@@ -121,6 +132,9 @@ impl<T> SchedCell<T> {
 thread_local! {
     /// The task whose greenlet runs now on this thread (None in the hub or outside schedulers).
     static CURRENT: RefCell<Option<Arc<Task>>> = const { RefCell::new(None) };
+    /// The scheduler whose hub loop runs on this thread (null when none): lets a wake-up on
+    /// that thread use the lock-free local queue.
+    static RUNNING: std::cell::Cell<*const Shared> = const { std::cell::Cell::new(std::ptr::null()) };
 }
 
 fn set_current(task: Option<Arc<Task>>) {
@@ -163,7 +177,13 @@ impl Ord for Timer {
 
 /// What the tasks of one scheduler share with it (and with threads that wake them).
 struct Shared {
+    /// Tasks woken on the scheduler's own thread (by its tasks, its hub, its timers): no lock,
+    /// no atomic. Drained ahead of nothing: remote wake-ups are moved to its back at each pop.
+    local: SchedCell<VecDeque<Arc<Task>>>,
+    /// Tasks woken from other threads.
     queue: Mutex<Queue>,
+    /// Whether `queue.tasks` may be non-empty (set and cleared under its lock).
+    remote: AtomicBool,
     /// The scheduler's OS thread, unparked when an idle hub gets work.
     thread: Thread,
     /// Deadlines of blocked tasks; touched only on the scheduler's thread.
@@ -187,10 +207,17 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Makes `task` runnable: a plain push on the scheduler's running thread, else a push
+    /// under the queue lock plus, if the hub is idle, an unpark.
     fn push(&self, task: Arc<Task>) {
+        if self.is_running_here() {
+            self.local.with(|q| q.push_back(task));
+            return;
+        }
         let wake_hub = {
             let mut q = lock(&self.queue);
             q.tasks.push_back(task);
+            self.remote.store(true, Ordering::Release);
             std::mem::replace(&mut q.idle, false)
         };
         if wake_hub {
@@ -198,10 +225,21 @@ impl Shared {
         }
     }
 
-    /// The next task to run (its `scheduled` flag cleared), skipping finished ones.
+    /// Whether the calling thread runs this scheduler now (its hub loop is on the stack).
+    fn is_running_here(&self) -> bool {
+        RUNNING.with(|r| std::ptr::eq(r.get(), self))
+    }
+
+    /// The next task to run (its `scheduled` flag cleared), skipping finished ones. Call on
+    /// the scheduler's running thread. Remote wake-ups join the back of the local queue first,
+    /// so tasks switching among themselves cannot starve them.
     fn pop(&self) -> Option<Arc<Task>> {
-        let mut q = lock(&self.queue);
-        while let Some(t) = q.tasks.pop_front() {
+        if self.remote.load(Ordering::Acquire) {
+            let mut q = lock(&self.queue);
+            self.remote.store(false, Ordering::Release);
+            self.local.with(|l| l.extend(q.tasks.drain(..)));
+        }
+        while let Some(t) = self.local.with(VecDeque::pop_front) {
             t.scheduled.store(false, Ordering::Release);
             if !t.done.load(Ordering::Acquire) {
                 return Some(t);
@@ -270,9 +308,14 @@ impl Shared {
 pub(crate) struct Task {
     me: Weak<Task>,
     shared: Arc<Shared>,
-    greenlet: Mutex<Option<Py<PyAny>>>,
+    /// Its greenlet until it ends (scheduler thread only, like everything switching).
+    greenlet: SchedCell<Option<Py<PyAny>>>,
     /// In the run queue (see the module invariants).
     scheduled: AtomicBool,
+    /// Its greenlet has started running (only the hub switches to a greenlet that has not).
+    started: AtomicBool,
+    /// The arguments of its first switch (the process function's), until it starts.
+    start_args: Mutex<Option<Py<PyTuple>>>,
     done: AtomicBool,
     /// Incremented each time the task blocks; timer entries carry the value they were for.
     wait_gen: AtomicU64,
@@ -282,6 +325,9 @@ pub(crate) struct Task {
     part: Arc<Participant>,
     /// Its current wait, published to `part` when the hub runs out of work.
     wait: SchedCell<LocalWait>,
+    /// A cleared selection kept between its blocking operations (`wait::PooledSelect`). Its
+    /// recycled cell holds this task as waker: the cycle is broken when the process ends.
+    sel: SchedCell<Option<Box<Select<Value>>>>,
 }
 
 impl std::fmt::Debug for Task {
@@ -303,7 +349,7 @@ impl Wake for Task {
 
 impl Task {
     fn greenlet(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        lock(&self.greenlet).as_ref().map(|g| g.clone_ref(py))
+        self.greenlet.with(|g| g.as_ref().map(|g| g.clone_ref(py)))
     }
 
     /// Sets the process name of this task; returns the previous one.
@@ -312,13 +358,43 @@ impl Task {
         std::mem::replace(&mut *lock(&self.name), name)
     }
 
+    /// Starts a new wait generation. Only the scheduler's thread writes `wait_gen`, so a load
+    /// and a store do (no read-modify-write, which costs a locked instruction per wait).
+    fn next_wait_gen(&self) -> u64 {
+        let gen = self.wait_gen.load(Ordering::Relaxed).wrapping_add(1);
+        self.wait_gen.store(gen, Ordering::Relaxed);
+        gen
+    }
+
     /// Its deadlock-detection record.
     pub(crate) fn participant(&self) -> Arc<Participant> {
         Arc::clone(&self.part)
     }
 
+    /// The task's kept selection, if any (scheduler thread only).
+    pub(crate) fn take_select(&self) -> Option<Box<Select<Value>>> {
+        self.sel.with(Option::take)
+    }
+
+    /// Keeps a cleared selection for the task's next blocking operation.
+    pub(crate) fn put_select(&self, sel: Box<Select<Value>>) {
+        let old = self.sel.with(|s| s.replace(sel));
+        drop(old);
+    }
+
     pub(crate) fn name(&self) -> Option<String> {
         lock(&self.name).clone()
+    }
+
+    /// Its process greenlet has ended: leave the scheduler and the deadlock registry, and drop
+    /// the greenlet (breaking the cycle task -> greenlet -> frames -> task).
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        self.part.remove();
+        self.shared.live.fetch_sub(1, Ordering::AcqRel);
+        drop(self.take_select());
+        let g = self.greenlet.with(Option::take);
+        drop(g);
     }
 
     /// Switches away from this (blocked) task until somebody resumes it: to the next runnable
@@ -327,6 +403,17 @@ impl Task {
         let next = if self.shared.timer_due() { None } else { self.shared.pop() };
         let target = match next {
             Some(t) if Arc::ptr_eq(&t, self) => return Ok(()), // woken already
+            Some(t) if !t.started.load(Ordering::Relaxed) => {
+                // A greenlet starts on top of the stack that switches to it. Started from
+                // here, it would nest on this task's stack: every saved stack would grow with
+                // the number of processes started this way, and so would Python's recursion
+                // depth. The hub, at the bottom of the stack, starts it instead.
+                if !t.scheduled.swap(true, Ordering::AcqRel) {
+                    self.shared.local.with(|q| q.push_front(t));
+                }
+                set_current(None);
+                self.shared.hub(py)?
+            }
             Some(t) => match t.greenlet(py) {
                 Some(g) => {
                     set_current(Some(t));
@@ -343,7 +430,12 @@ impl Task {
             }
         };
         let r = switch_to(py, &target);
-        set_current(Some(Arc::clone(self)));
+        // Whoever resumed us (the hub, or a task switching out) made us current already;
+        // only an exception thrown in may arrive without that.
+        let current = CURRENT.with(|c| c.borrow().as_ref().is_some_and(|t| Arc::ptr_eq(t, self)));
+        if !current {
+            set_current(Some(Arc::clone(self)));
+        }
         r
     }
 }
@@ -400,12 +492,12 @@ pub(crate) fn select_in_greenlet<'a>(
             Poll::Ready(r) => return Ok(r),
             Poll::Pending => {}
         }
-        let gen = task.wait_gen.fetch_add(1, Ordering::Relaxed) + 1;
+        let gen = task.next_wait_gen();
         if let Some(at) = sel.wake_deadline() {
             task.shared.add_timer(at, gen, Arc::clone(task));
         }
         if let Err(e) = task.switch_out(py) {
-            task.wait_gen.fetch_add(1, Ordering::Relaxed);
+            task.next_wait_gen();
             return match sel.abort() {
                 None => Err(e),
                 Some(done) => Ok(done),
@@ -451,7 +543,9 @@ impl Scheduler {
         load_switch(py)?;
         Ok(Scheduler {
             shared: Arc::new(Shared {
+                local: SchedCell::new(VecDeque::new()),
                 queue: Mutex::new(Queue { tasks: VecDeque::new(), idle: false }),
+                remote: AtomicBool::new(false),
                 thread: std::thread::current(),
                 timers: Mutex::new(BinaryHeap::new()),
                 has_timers: AtomicBool::new(false),
@@ -465,8 +559,14 @@ impl Scheduler {
         })
     }
 
-    /// Adds a process greenlet that will call ``fn()``; call from the scheduler's thread.
-    fn spawn(&self, py: Python<'_>, fn_: Bound<'_, PyAny>) -> PyResult<()> {
+    /// Adds a process greenlet that will call ``fn(*args)``; call from the scheduler's thread.
+    #[pyo3(signature = (fn_, *args))]
+    fn spawn(
+        &self,
+        py: Python<'_>,
+        fn_: Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
         if !fn_.is_callable() {
             return Err(PyTypeError::new_err("spawn needs a callable"));
         }
@@ -478,45 +578,34 @@ impl Scheduler {
         let task = Arc::new_cyclic(|me| Task {
             me: me.clone(),
             shared: Arc::clone(&self.shared),
-            greenlet: Mutex::new(None),
+            greenlet: SchedCell::new(None),
             scheduled: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            start_args: Mutex::new(None),
             done: AtomicBool::new(false),
             wait_gen: AtomicU64::new(0),
             name: Mutex::new(None),
             part: crate::deadlock::greenlet_participant(self.shared.ident),
             wait: SchedCell::new(LocalWait::default()),
+            sel: SchedCell::new(None),
         });
         // Weak: the record must not keep its task alive (the task holds the record).
         let weak: Arc<dyn Wake> = Arc::new(WeakTask(Arc::downgrade(&task)));
         task.part.set_waker(Waker::Custom(weak));
-        let fn_ = fn_.unbind();
-        let t = Arc::clone(&task);
-        let body = PyCFunction::new_closure(
-            py,
-            Some(c"ferrocsp_process"),
-            None,
-            move |args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
-                let py = args.py();
-                let r = fn_.call0(py);
-                t.done.store(true, Ordering::Release);
-                t.part.remove();
-                t.shared.live.fetch_sub(1, Ordering::AcqRel);
-                // The greenlet is dead once this returns; dropping our reference to it here
-                // also breaks the cycle task -> greenlet -> this closure -> task.
-                let g = lock(&t.greenlet).take();
-                drop(g);
-                r.map(drop)
-            },
-        )?;
+        *lock(&task.start_args) = Some(args.clone().unbind());
         let kwargs = PyDict::new(py);
-        kwargs.set_item("run", body)?;
+        // The greenlet runs `fn_` itself: no wrapper frame between the greenlet's start and
+        // the process body, so a blocked process saves as little C stack as possible. The
+        // hub notices the end (see `hub_loop`).
+        kwargs.set_item("run", fn_)?;
         // The parent gets control back when the process ends: always the hub (the greenlet
         // calling `run`, which is the current one when spawning before `run`).
         if let Some(hub) = lock(&self.shared.hub).as_ref() {
             kwargs.set_item("parent", hub.bind(py))?;
         }
         let g = greenlet_type(py)?.call((), Some(&kwargs))?;
-        *lock(&task.greenlet) = Some(g.unbind());
+        let g = g.unbind();
+        task.greenlet.with(|slot| *slot = Some(g));
         self.shared.live.fetch_add(1, Ordering::AcqRel);
         lock(&self.tasks).push(Arc::clone(&task));
         task.wake();
@@ -535,17 +624,21 @@ impl Scheduler {
                 "a greenlet scheduler runs in the thread that made it",
             ));
         }
+        let outer = RUNNING.with(|r| r.replace(Arc::as_ptr(&self.shared)));
         let r = self.hub_loop(py);
+        RUNNING.with(|r| r.set(outer));
         // Whatever happened, no greenlet of ours may stay reachable from Rust only.
         for t in std::mem::take(&mut *lock(&self.tasks)) {
             t.part.remove();
-            let g = lock(&t.greenlet).take();
+            let g = t.greenlet.with(Option::take);
             drop(g);
+            drop(t.take_select());
         }
         lock(&self.shared.timers).clear();
         drop(self.shared.unpublished.with(std::mem::take));
         let q = std::mem::take(&mut lock(&self.shared.queue).tasks);
         drop(q);
+        drop(self.shared.local.with(std::mem::take));
         *lock(&self.shared.hub) = None;
         set_current(None);
         self.running.store(false, Ordering::Release);
@@ -573,9 +666,19 @@ impl Scheduler {
             let next_deadline = self.shared.fire_timers(Instant::now());
             if let Some(t) = self.shared.pop() {
                 if let Some(g) = t.greenlet(py) {
+                    let args = if t.started.swap(true, Ordering::Relaxed) {
+                        None
+                    } else {
+                        lock(&t.start_args).take()
+                    };
                     set_current(Some(t));
-                    let r = switch_to(py, &g);
-                    set_current(None);
+                    let r = switch_to_with(py, &g, args.as_ref());
+                    // A task that switched here cleared the current task first; one that is
+                    // still current got here because its greenlet ended (returned or raised
+                    // into its parent, the hub).
+                    if let Some(ended) = CURRENT.with(|c| c.borrow_mut().take()) {
+                        ended.finish();
+                    }
                     r?;
                 }
                 continue;
@@ -587,6 +690,7 @@ impl Scheduler {
             // signal slice. A push after we set `idle` unparks us; one before it is seen by
             // the check under the same lock.
             {
+                // `pop` found the local queue empty, and only this thread pushes onto it.
                 let mut q = lock(&self.shared.queue);
                 if !q.tasks.is_empty() {
                     continue;

@@ -9,6 +9,8 @@
 use std::time::Duration;
 
 use ferrocsp::{Error, Policy, Select, SelectError, Selected};
+use std::sync::Arc;
+
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -24,7 +26,7 @@ use crate::wait::{select_blocking, Value};
 fn target(
     obj: &Bound<'_, PyAny>,
     write: bool,
-) -> PyResult<(ferrocsp::Channel<Value>, String, bool)> {
+) -> PyResult<(ferrocsp::Channel<Value>, Arc<str>, bool)> {
     if let Ok(c) = obj.cast::<Channel>() {
         let c = c.get();
         return Ok((c.inner.clone(), c.name.clone(), false));
@@ -48,9 +50,9 @@ pub(crate) struct AltMap {
     /// Engine index -> op index (retired ends are left out: they can never fire).
     index_of: Vec<usize>,
     /// Channel name per engine op (empty for skip/timeout).
-    names: Vec<String>,
+    names: Vec<Arc<str>>,
     /// Every channel named in the selection, retired ends included (for the Retired message).
-    all_names: Vec<String>,
+    all_names: Vec<Arc<str>>,
     /// Operation kind per engine op (0 read, 1 write, 2 skip, 3 timeout), for the trace.
     kinds: Vec<u8>,
 }
@@ -63,7 +65,7 @@ impl AltMap {
             .iter()
             .zip(&self.kinds)
             .filter(|(_, &k)| k <= 1)
-            .map(|(n, &k)| (n.as_str(), k == 1))
+            .map(|(n, &k)| (&**n, k == 1))
             .collect();
         Desc::alt(waits)
     }
@@ -128,11 +130,11 @@ pub(crate) fn prepare(
 ) -> PyResult<(Select<Value>, AltMap)> {
     let mut sel: Select<Value> = Select::new();
     let mut index_of: Vec<usize> = Vec::with_capacity(ops.len());
-    let mut names: Vec<String> = Vec::with_capacity(ops.len());
-    let mut all_names: Vec<String> = Vec::new();
+    let mut names: Vec<Arc<str>> = Vec::with_capacity(ops.len());
+    let mut all_names: Vec<Arc<str>> = Vec::new();
     let mut kinds: Vec<u8> = Vec::with_capacity(ops.len());
     for (i, (kind, obj, value)) in ops.into_iter().enumerate() {
-        let mut name = String::new();
+        let mut name: Arc<str> = Arc::from("");
         match kind {
             0 | 1 => {
                 let obj =

@@ -13,7 +13,9 @@
 //! operation completed in the race, its result is kept and the interrupt is re-armed, so a value
 //! is never lost to Ctrl-C.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrocsp::{Policy, Poll, Select, SelectError, Selected, Waker};
@@ -28,6 +30,100 @@ const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 
 thread_local! {
     static IS_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
+    /// Cleared selections kept for this thread's next blocking operations (threads and
+    /// asyncio operations; a greenlet task keeps its own, see `sched::Task`). A kept cell may
+    /// still name its last waker (an asyncio one holds its loop): at most `POOL_MAX` such
+    /// references stay alive until reused.
+    // Boxed: a selection moves between the pool and a `PooledSelect` as one pointer.
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<Vec<Box<Select<Value>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many cleared selections a thread keeps (one per operation in progress is enough; more
+/// are only needed when a trace sink blocks inside an operation).
+const POOL_MAX: usize = 4;
+
+/// A cleared `Select` for one blocking operation, cleared and kept for the next one when
+/// dropped: with the engine recycling its cell and slots, a blocking operation that waits
+/// allocates nothing once warm. Drop it with the GIL held (it may hold an unsent value).
+pub(crate) struct PooledSelect {
+    sel: Option<Box<Select<Value>>>,
+    task: Option<Arc<crate::sched::Task>>,
+}
+
+/// A selection for one blocking operation of the calling thread or greenlet task.
+pub(crate) fn pooled_select() -> PooledSelect {
+    if let Some(task) = crate::sched::current_task() {
+        let sel = task.take_select().unwrap_or_default();
+        return PooledSelect { sel: Some(sel), task: Some(task) };
+    }
+    let sel = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default();
+    PooledSelect { sel: Some(sel), task: None }
+}
+
+impl PooledSelect {
+    /// A selection from this thread's pool, whoever runs (an asyncio operation keeps it while
+    /// it waits; a task switch cannot move it to another greenlet's cache).
+    pub(crate) fn from_thread_pool() -> Self {
+        let sel = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten().unwrap_or_default();
+        PooledSelect { sel: Some(sel), task: None }
+    }
+
+    /// Wraps a selection built elsewhere (an Alt), to be kept by the thread pool afterwards.
+    pub(crate) fn adopt(sel: Select<Value>) -> Self {
+        PooledSelect { sel: Some(Box::new(sel)), task: None }
+    }
+}
+
+/// Like [`select_blocking`] for a pooled selection, which already knows whether the caller is
+/// a greenlet task (one thread-local look-up per operation instead of two).
+pub(crate) fn select_pooled<'a>(
+    py: Python<'_>,
+    sel: &mut PooledSelect,
+    policy: Policy,
+    deadline: Option<Instant>,
+    desc: impl FnOnce() -> Desc<'a>,
+) -> PyResult<Result<Selected<Value>, SelectError>> {
+    match sel.task.clone() {
+        Some(task) => crate::sched::select_in_greenlet(py, &task, sel, policy, deadline, desc),
+        None => select_blocking(py, sel, policy, deadline, desc),
+    }
+}
+
+impl Deref for PooledSelect {
+    type Target = Select<Value>;
+    fn deref(&self) -> &Select<Value> {
+        // Some until dropped.
+        self.sel.as_ref().unwrap_or_else(|| unreachable!("a PooledSelect holds its selection"))
+    }
+}
+
+impl DerefMut for PooledSelect {
+    fn deref_mut(&mut self) -> &mut Select<Value> {
+        self.sel.as_mut().unwrap_or_else(|| unreachable!("a PooledSelect holds its selection"))
+    }
+}
+
+impl Drop for PooledSelect {
+    fn drop(&mut self) {
+        let Some(mut sel) = self.sel.take() else { return };
+        if sel.is_pending() {
+            return; // dropping it withdraws the registration; not worth keeping
+        }
+        sel.clear();
+        match &self.task {
+            Some(task) => task.put_select(sel),
+            None => {
+                // Fails only while the thread is ending: then the selection is just dropped.
+                let _ = POOL.try_with(|p| {
+                    let mut p = p.borrow_mut();
+                    if p.len() < POOL_MAX {
+                        p.push(sel);
+                    }
+                });
+            }
+        }
+    }
 }
 
 pub(crate) fn is_main_thread(py: Python<'_>) -> PyResult<bool> {

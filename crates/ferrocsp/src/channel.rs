@@ -34,11 +34,62 @@ use crate::error::{Error, WriteError};
 use crate::select::{Policy, Select};
 use crate::signal::{Outcome, Signal};
 use crate::stats::Stats;
+#[cfg(not(loom))]
+use std::cell::UnsafeCell;
+
+#[cfg(loom)]
+use loom::cell::UnsafeCell;
+
 use crate::sync::{lock, try_lock, Arc, Mutex};
 
 /// Where a waiting operation's value travels: written by exactly one party at a time, as the
-/// protocol in [`crate::signal`] describes.
-pub(crate) type Slot<T> = Mutex<Option<T>>;
+/// protocol in [`crate::signal`] describes, so it needs no lock of its own. Who may touch it:
+/// - its owner, while registering it (under the channel lock, before the entry is visible);
+/// - a counterpart that popped its entry, under the channel lock: a writer storing a value
+///   before its CAS on the owner's cell (taking it back if the CAS fails), or a reader taking
+///   the value after winning the CAS;
+/// - its owner after the wait: the slot of the operation a writer completed, once it has seen
+///   `Completed(op, Done)` (acquire; the writer stored before its release CAS); any slot once
+///   it has removed its entries, which takes every involved channel lock after the
+///   counterparts' critical sections.
+///
+/// The loom models check these accesses with loom's `UnsafeCell`, which flags any two that
+/// are not ordered by a lock or the CAS.
+pub(crate) struct Slot<T>(UnsafeCell<Option<T>>);
+
+// SAFETY: the content moves between threads (so `T: Send`), and the protocol above orders
+// every access, so sharing a `&Slot` is sound.
+unsafe impl<T: Send> Sync for Slot<T> {}
+// SAFETY: as above; a `Slot` owns an `Option<T>`.
+unsafe impl<T: Send> Send for Slot<T> {}
+
+impl<T> Slot<T> {
+    pub(crate) fn new() -> Self {
+        Slot(UnsafeCell::new(None))
+    }
+
+    /// Puts `v` in the slot, returning what was there.
+    ///
+    /// # Safety
+    /// The caller is the one party allowed to touch the slot now (see the type's docs).
+    pub(crate) unsafe fn replace(&self, v: Option<T>) -> Option<T> {
+        #[cfg(loom)]
+        // SAFETY: exclusive access by the caller's contract; loom checks it.
+        return self.0.with_mut(|p| unsafe { std::mem::replace(&mut *p, v) });
+        #[cfg(not(loom))]
+        // SAFETY: exclusive access by the caller's contract.
+        return unsafe { std::mem::replace(&mut *self.0.get(), v) };
+    }
+
+    /// Takes the value out of the slot.
+    ///
+    /// # Safety
+    /// As for [`Slot::replace`].
+    pub(crate) unsafe fn take(&self) -> Option<T> {
+        // SAFETY: the caller's contract.
+        unsafe { self.replace(None) }
+    }
+}
 
 /// One blocked operation, queued on a channel.
 pub(crate) struct Entry<T> {
@@ -74,12 +125,33 @@ pub(crate) struct State<T> {
     writer_ends: usize,
 }
 
-/// Signals to wake once the lock is released. Plain operations wake at most one party, so
-/// this stays allocation-free on the hot path.
-pub(crate) type Woken = Vec<Arc<Signal>>;
+/// Signals to wake once the lock is released. A plain operation wakes at most one party, kept
+/// inline, so the hot path allocates nothing; poison and retire may wake many.
+pub(crate) struct Woken {
+    first: Option<Arc<Signal>>,
+    rest: Vec<Arc<Signal>>,
+}
+
+impl Woken {
+    pub(crate) const fn new() -> Self {
+        Woken { first: None, rest: Vec::new() }
+    }
+
+    pub(crate) fn push(&mut self, s: Arc<Signal>) {
+        if self.first.is_none() {
+            self.first = Some(s);
+        } else {
+            self.rest.push(s);
+        }
+    }
+}
 
 pub(crate) fn wake_all(woken: Woken) {
-    for s in woken {
+    let Woken { first, rest } = woken;
+    if let Some(s) = first {
+        s.wake();
+    }
+    for s in rest {
         s.wake();
     }
 }
@@ -118,7 +190,8 @@ impl<T> State<T> {
         while let Some(e) = self.writers.pop_front() {
             if e.signal.try_complete(e.op, Outcome::Done) {
                 // We won the writer's cell, so its slot is ours to empty (signal.rs protocol).
-                let v = lock(&e.slot).take();
+                // SAFETY: we popped the entry and won its cell, under the channel lock.
+                let v = unsafe { e.slot.take() };
                 debug_assert!(v.is_some(), "a live writer entry always carries its value");
                 woken.push(e.signal);
                 if let Some(v) = v {
@@ -166,12 +239,16 @@ impl<T> State<T> {
             }
             // Store first, then CAS (signal.rs protocol): the reader sees the value as soon as
             // it sees itself completed.
-            *lock(&e.slot) = Some(value);
+            // SAFETY: we popped the entry of a waiting reader, under the channel lock.
+            let old = unsafe { e.slot.replace(Some(value)) };
+            debug_assert!(old.is_none(), "a waiting reader's slot is empty");
             if e.signal.try_complete(e.op, Outcome::Done) {
                 woken.push(e.signal);
                 return WriteAttempt::Sent;
             }
-            match lock(&e.slot).take() {
+            // SAFETY: we lost the CAS, so the owner will not read the slot before it takes
+            // this channel's lock to unregister; we still hold it.
+            match unsafe { e.slot.take() } {
                 Some(v) => value = v,
                 None => unreachable!("only this writer touches a slot it lost"),
             }

@@ -23,10 +23,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::channel::{wake_all, Channel, Entry, ReadAttempt, Woken, WriteAttempt};
+use crate::channel::WriteAttempt;
+use crate::channel::{wake_all, Channel, Entry, ReadAttempt, Slot, State as ChanState, Woken};
 use crate::error::{Error, SelectError};
 use crate::signal::{Outcome, Signal, State, Waker, MAX_OPS};
-use crate::sync::{lock, Arc, Mutex, MutexGuard};
+use crate::sync::{lock, Arc, MutexGuard};
 
 /// How a selection orders the operations that are ready at the same time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -69,14 +70,17 @@ enum Kind<T> {
 struct Op<T> {
     chan: Option<Channel<T>>,
     kind: Kind<T>,
-    slot: Option<Arc<Mutex<Option<T>>>>,
+    /// The value's slot while registered; kept afterwards, empty, for the next registration.
+    slot: Option<Arc<Slot<T>>>,
+    /// Whether an entry of this op is queued on its channel (for the pending registration).
+    registered: bool,
     /// Index into `Select::locks` of this op's channel.
     lock: usize,
 }
 
 struct Pending {
+    /// Holds the waker too (a restart after a retirement reuses it).
     signal: Arc<Signal>,
-    waker: Waker,
     policy: Policy,
 }
 
@@ -109,6 +113,10 @@ pub struct Select<T> {
     /// Absolute deadlines of timeout ops, fixed when a selection starts.
     op_deadlines: Vec<(usize, Instant)>,
     pending: Option<Pending>,
+    /// The cell of the last registration, recycled by the next one if nobody else holds it.
+    spare: Option<Arc<Signal>>,
+    /// Empty slots of cleared operations, reused by the next ones (see [`Select::clear`]).
+    spare_slots: Vec<Arc<Slot<T>>>,
 }
 
 impl<T> fmt::Debug for Select<T> {
@@ -152,7 +160,31 @@ impl<T> Select<T> {
             deadline: None,
             op_deadlines: Vec::new(),
             pending: None,
+            spare: None,
+            spare_slots: Vec::new(),
         }
+    }
+
+    /// Removes every operation and resets the selection to its `new()` state, keeping its
+    /// allocations (operation list, lock list, selection cell, value slots) for the next use.
+    ///
+    /// A backend that keeps one `Select` per waiting process and clears it between operations
+    /// blocks and wakes without allocating. Values of unsent writes are dropped here.
+    ///
+    /// # Panics
+    /// If a selection is in progress.
+    pub fn clear(&mut self) {
+        assert!(self.pending.is_none(), "cannot clear a selection in progress");
+        for op in self.ops.drain(..) {
+            if let Some(slot) = op.slot {
+                self.spare_slots.push(slot);
+            }
+        }
+        self.locks.clear();
+        self.locks_dirty = false;
+        self.last = None;
+        self.deadline = None;
+        self.op_deadlines.clear();
     }
 
     fn push(&mut self, chan: Option<&Channel<T>>, kind: Kind<T>) -> usize {
@@ -161,7 +193,11 @@ impl<T> Select<T> {
         if chan.is_some() {
             self.locks_dirty = true;
         }
-        self.ops.push(Op { chan: chan.cloned(), kind, slot: None, lock: usize::MAX });
+        let slot = self.spare_slots.pop();
+        // Most selections hold one operation, and a blocked process keeps its selection:
+        // grow one at a time rather than by Vec's default of four.
+        self.ops.reserve_exact(1);
+        self.ops.push(Op { chan: chan.cloned(), kind, slot, registered: false, lock: usize::MAX });
         self.ops.len() - 1
     }
 
@@ -381,7 +417,20 @@ impl<T> Select<T> {
     }
 
     fn rebuild_locks(&mut self) {
-        let mut chans: Vec<Channel<T>> = self.ops.iter().filter_map(|o| o.chan.clone()).collect();
+        if let [op] = self.ops.as_mut_slice() {
+            // One operation (every plain read or write): no sorting, no search.
+            self.locks.clear();
+            if let Some(c) = &op.chan {
+                self.locks.reserve_exact(1);
+                self.locks.push(c.clone());
+                op.lock = 0;
+            }
+            self.locks_dirty = false;
+            return;
+        }
+        let mut chans = std::mem::take(&mut self.locks);
+        chans.clear();
+        chans.extend(self.ops.iter().filter_map(|o| o.chan.clone()));
         chans.sort_by_key(|c| c.addr());
         chans.dedup_by_key(|c| c.addr());
         for op in &mut self.ops {
@@ -406,6 +455,7 @@ impl<T> Select<T> {
     fn fill_order(&mut self, policy: Policy) {
         let n = self.ops.len();
         self.order.clear();
+        self.order.reserve_exact(n);
         match policy {
             Policy::Priority => self.order.extend(0..n),
             Policy::Fair => {
@@ -434,90 +484,128 @@ impl<T> Select<T> {
     fn attempt(&mut self, policy: Policy, waker: Option<Waker>) -> Poll<T> {
         self.fill_order(policy);
         self.waitable.clear();
+        self.waitable.reserve_exact(self.ops.len());
         // Only timeout ops need the clock; most selections have none.
         let now = if self.op_deadlines.is_empty() { None } else { Some(Instant::now()) };
         let mut woken = Woken::new();
-        let Select { ops, locks, order, waitable, op_deadlines, .. } = self;
-        let mut guards: Vec<MutexGuard<'_, crate::channel::State<T>>> =
-            locks.iter().map(|c| lock(&c.inner.state)).collect();
-        let mut result: Option<Result<Selected<T>, SelectError>> = None;
-        let mut timeout_live = false;
-        for &i in order.iter() {
-            let op = &mut ops[i];
-            match &mut op.kind {
-                Kind::Skip => {
-                    result = Some(Ok(Selected { index: i, value: None }));
+        let Select { ops, locks, order, waitable, op_deadlines, spare, .. } = self;
+        // The locked section; its guards drop at the end of this block, before any wake-up.
+        let result = {
+            // One channel (every plain operation) needs no vector of guards.
+            let mut one: [MutexGuard<'_, ChanState<T>>; 1];
+            let mut many: Vec<MutexGuard<'_, ChanState<T>>>;
+            let guards: &mut [MutexGuard<'_, ChanState<T>>] = match locks.as_slice() {
+                [c] => {
+                    one = [lock(&c.inner.state)];
+                    &mut one
                 }
-                Kind::Timeout(_) => match op_deadlines.iter().find(|&&(j, _)| j == i) {
-                    Some(&(_, at)) if now.is_some_and(|now| at <= now) => {
+                _ => {
+                    many = locks.iter().map(|c| lock(&c.inner.state)).collect();
+                    &mut many
+                }
+            };
+            let mut result: Option<Result<Selected<T>, SelectError>> = None;
+            let mut timeout_live = false;
+            for &i in order.iter() {
+                let op = &mut ops[i];
+                match &mut op.kind {
+                    Kind::Skip => {
                         result = Some(Ok(Selected { index: i, value: None }));
                     }
-                    Some(_) => timeout_live = true,
-                    None => {}
-                },
-                Kind::Read => match guards[op.lock].try_read(&mut woken) {
-                    ReadAttempt::Value(v) => {
-                        result = Some(Ok(Selected { index: i, value: Some(v) }))
-                    }
-                    ReadAttempt::NotReady => waitable.push(i),
-                    ReadAttempt::Failed(Error::Poisoned) => {
-                        result = Some(Err(SelectError::Poisoned { index: i }))
-                    }
-                    ReadAttempt::Failed(_) => {}
-                },
-                Kind::Write(slot) => {
-                    let Some(v) = slot.take() else { continue };
-                    match guards[op.lock].try_write(v, &mut woken) {
-                        WriteAttempt::Sent => result = Some(Ok(Selected { index: i, value: None })),
-                        WriteAttempt::NotReady(v) => {
-                            *slot = Some(v);
-                            waitable.push(i);
+                    Kind::Timeout(_) => match op_deadlines.iter().find(|&&(j, _)| j == i) {
+                        Some(&(_, at)) if now.is_some_and(|now| at <= now) => {
+                            result = Some(Ok(Selected { index: i, value: None }));
                         }
-                        WriteAttempt::Failed(e, v) => {
-                            *slot = Some(v);
-                            if e == Error::Poisoned {
-                                result = Some(Err(SelectError::Poisoned { index: i }));
+                        Some(_) => timeout_live = true,
+                        None => {}
+                    },
+                    Kind::Read => match guards[op.lock].try_read(&mut woken) {
+                        ReadAttempt::Value(v) => {
+                            result = Some(Ok(Selected { index: i, value: Some(v) }))
+                        }
+                        ReadAttempt::NotReady => waitable.push(i),
+                        ReadAttempt::Failed(Error::Poisoned) => {
+                            result = Some(Err(SelectError::Poisoned { index: i }))
+                        }
+                        ReadAttempt::Failed(_) => {}
+                    },
+                    Kind::Write(slot) => {
+                        let Some(v) = slot.take() else { continue };
+                        match guards[op.lock].try_write(v, &mut woken) {
+                            WriteAttempt::Sent => {
+                                result = Some(Ok(Selected { index: i, value: None }))
+                            }
+                            WriteAttempt::NotReady(v) => {
+                                *slot = Some(v);
+                                waitable.push(i);
+                            }
+                            WriteAttempt::Failed(e, v) => {
+                                *slot = Some(v);
+                                if e == Error::Poisoned {
+                                    result = Some(Err(SelectError::Poisoned { index: i }));
+                                }
                             }
                         }
                     }
                 }
-            }
-            if result.is_some() {
-                break;
-            }
-        }
-        let result = match (result, waker) {
-            (Some(r), _) => Some(r),
-            // The selection deadline alone can fire nothing, so it does not keep us waiting.
-            (None, _) if waitable.is_empty() && !timeout_live => Some(Err(SelectError::Retired)),
-            (None, None) => Some(Err(SelectError::WouldBlock)),
-            (None, Some(waker)) => {
-                let signal = Arc::new(Signal::new(waker.clone()));
-                for &i in waitable.iter() {
-                    let op = &mut ops[i];
-                    let (value, is_read) = match &mut op.kind {
-                        Kind::Read => (None, true),
-                        Kind::Write(v) => (v.take(), false),
-                        _ => continue,
-                    };
-                    let slot = Arc::new(Mutex::new(value));
-                    op.slot = Some(Arc::clone(&slot));
-                    let entry = Entry { signal: Arc::clone(&signal), op: i, slot };
-                    let g = &mut guards[op.lock];
-                    if is_read {
-                        g.register_reader(entry);
-                    } else {
-                        g.register_writer(entry);
-                    }
+                if result.is_some() {
+                    break;
                 }
-                self.pending = Some(Pending { signal, waker, policy });
-                None
             }
+            let result = match (result, waker) {
+                (Some(r), _) => Some(r),
+                // The selection deadline alone can fire nothing, so it does not keep us waiting.
+                (None, _) if waitable.is_empty() && !timeout_live => {
+                    Some(Err(SelectError::Retired))
+                }
+                (None, None) => Some(Err(SelectError::WouldBlock)),
+                (None, Some(waker)) => {
+                    // Recycle the last cell when nobody else holds it (no allocation).
+                    let signal = match spare.take() {
+                        Some(mut s) => match Arc::get_mut(&mut s) {
+                            Some(cell) => {
+                                cell.reset(waker);
+                                s
+                            }
+                            None => Arc::new(Signal::new(waker)),
+                        },
+                        None => Arc::new(Signal::new(waker)),
+                    };
+                    for &i in waitable.iter() {
+                        let op = &mut ops[i];
+                        let (value, is_read) = match &mut op.kind {
+                            Kind::Read => (None, true),
+                            Kind::Write(v) => (v.take(), false),
+                            _ => continue,
+                        };
+                        // A kept slot is empty (`unregister_all` empties it) and, when nobody
+                        // else holds it, ours to refill: no allocation, nothing dropped here.
+                        if op.slot.as_mut().is_none_or(|s| Arc::get_mut(s).is_none()) {
+                            op.slot = Some(Arc::new(Slot::new()));
+                        }
+                        let Some(slot) = op.slot.as_ref().map(Arc::clone) else { continue };
+                        // SAFETY: nobody else holds the slot (just checked, or new), and the
+                        // entry that will share it is not queued yet.
+                        let old = unsafe { slot.replace(value) };
+                        debug_assert!(old.is_none(), "a kept slot is empty");
+                        op.registered = true;
+                        let entry = Entry { signal: Arc::clone(&signal), op: i, slot };
+                        let g = &mut guards[op.lock];
+                        if is_read {
+                            g.register_reader(entry);
+                        } else {
+                            g.register_writer(entry);
+                        }
+                    }
+                    self.pending = Some(Pending { signal, policy });
+                    None
+                }
+            };
+            for g in guards.iter() {
+                g.check();
+            }
+            result
         };
-        for g in &guards {
-            g.check();
-        }
-        drop(guards);
         wake_all(woken);
         match result {
             Some(r) => {
@@ -544,33 +632,45 @@ impl<T> Select<T> {
     fn unregister_all(&mut self) {
         let Some(p) = self.pending.take() else { return };
         for op in self.ops.iter() {
-            if op.slot.is_some() {
+            if op.registered {
                 if let Some(c) = &op.chan {
                     lock(&c.inner.state).unregister(&p.signal);
                 }
             }
         }
+        // No entry is left, so nobody else touches the slots: empty them (a write gets its
+        // unsent value back; a read's value was taken by `finish`, or is dropped with an
+        // abandoned selection) and keep them, and the cell, for the next registration.
         for op in self.ops.iter_mut() {
-            if let Some(slot) = op.slot.take() {
-                if let Kind::Write(v) = &mut op.kind {
-                    if let Some(back) = lock(&slot).take() {
-                        *v = Some(back);
-                    }
-                }
+            if !std::mem::take(&mut op.registered) {
+                continue;
+            }
+            let Some(slot) = &op.slot else { continue };
+            // SAFETY: every entry is gone, and taking each channel's lock to remove them
+            // ordered us after every counterpart that touched a slot (Slot's protocol).
+            let back = unsafe { slot.take() };
+            if let (Kind::Write(v), Some(back)) = (&mut op.kind, back) {
+                *v = Some(back);
             }
         }
+        self.spare = Some(p.signal);
     }
 
     fn finish(&mut self, op: usize, outcome: Outcome) -> Poll<T> {
         let (policy, waker) = match &self.pending {
-            Some(p) => (p.policy, p.waker.clone()),
+            Some(p) if outcome == Outcome::Retired => (p.policy, Some(p.signal.waker().clone())),
+            Some(p) => (p.policy, None),
             None => return Poll::Ready(Err(SelectError::WouldBlock)),
         };
         // The completed op's value (if read) is in its slot; take it before unregister_all
         // recycles the slots. A completed write's slot is already empty (Done) or still holds
         // the value (Poisoned/Retired), which unregister_all hands back.
         let value = match (&self.ops[op].kind, outcome) {
-            (Kind::Read, Outcome::Done) => self.ops[op].slot.as_ref().and_then(|s| lock(s).take()),
+            // SAFETY: the writer stored the value before its CAS, which we observed (acquire)
+            // as `Completed(op, Done)`, and it touches the slot no more.
+            (Kind::Read, Outcome::Done) => {
+                self.ops[op].slot.as_ref().and_then(|s| unsafe { s.take() })
+            }
             _ => None,
         };
         self.unregister_all();
@@ -583,7 +683,7 @@ impl<T> Select<T> {
                 Poll::Ready(Ok(Selected { index: op, value }))
             }
             Outcome::Poisoned => Poll::Ready(Err(SelectError::Poisoned { index: op })),
-            Outcome::Retired => self.attempt(policy, Some(waker)),
+            Outcome::Retired => self.attempt(policy, waker),
         }
     }
 }
@@ -596,5 +696,46 @@ impl<T> Drop for Select<T> {
         if self.pending.is_some() && !self.withdraw() {
             self.unregister_all();
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A cleared selection reused for many blocking operations (its cell and slots recycled)
+    /// hands every value over once, in order, in both directions, and after timeouts.
+    #[test]
+    fn cleared_selection_is_reusable() {
+        let (to_peer, from_peer) = (Channel::new(0), Channel::new(0));
+        let (rx, tx) = (to_peer.clone(), from_peer.clone());
+        let peer = std::thread::spawn(move || {
+            for i in 0..500u32 {
+                let v = rx.read().expect("peer read");
+                assert_eq!(v, i);
+                tx.write(v + 1).map_err(|e| e.error).expect("peer write");
+            }
+        });
+        let mut sel = Select::new();
+        for i in 0..500u32 {
+            sel.clear();
+            sel.write(&to_peer, i);
+            assert_eq!(sel.select(Policy::Priority).map(|s| s.index), Ok(0));
+            sel.clear();
+            sel.read(&from_peer);
+            assert_eq!(sel.select(Policy::Priority).map(|s| s.value), Ok(Some(i + 1)));
+            if i % 100 == 0 {
+                // A timed-out write keeps its value; the next use starts clean.
+                sel.clear();
+                let idle: Channel<u32> = Channel::new(0);
+                sel.write(&idle, 99);
+                let r = sel.select_timeout(Policy::Priority, Duration::from_millis(1));
+                assert_eq!(r.map(|s| s.index), Err(SelectError::Timeout));
+                assert_eq!(sel.take_value(0), Some(99));
+                assert_eq!(idle.stats().writers_waiting, 0);
+            }
+        }
+        peer.join().expect("peer thread");
+        assert!(sel.spare.is_some(), "the cell is kept for reuse");
     }
 }

@@ -139,6 +139,31 @@ impl Signal {
         Signal { state: AtomicUsize::new(WAITING), waker }
     }
 
+    /// Makes a finished cell `Waiting` again, woken by `waker`, for its owner's next wait.
+    ///
+    /// Callable only through `Arc::get_mut`, i.e. when nobody else holds the cell: no channel
+    /// entry, no counterpart about to wake it, no deadlock record. Nobody can then observe the
+    /// reset, so a recycled cell behaves exactly like a fresh one (and costs no allocation).
+    pub(crate) fn reset(&mut self, waker: Waker) {
+        self.state = AtomicUsize::new(WAITING);
+        // The same owner usually waits with the same waker: keep it (no reference count
+        // traffic) when it is the same backend object.
+        let same = match (&self.waker, &waker) {
+            (Waker::Custom(a), Waker::Custom(b)) => {
+                std::ptr::addr_eq(std::sync::Arc::as_ptr(a), std::sync::Arc::as_ptr(b))
+            }
+            _ => false,
+        };
+        if !same {
+            self.waker = waker;
+        }
+    }
+
+    /// How the owner is woken.
+    pub(crate) fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
     /// The current state (acquire: a `Completed(_, Done)` read here makes the slot visible).
     pub fn state(&self) -> State {
         decode(self.state.load(Ordering::Acquire))

@@ -6,17 +6,24 @@ Invariants:
   returns True only after that thread has ended, so a joined network leaves nothing behind.
 - Inside a running loop (``await Par(...).arun()``) each async process is a task on that loop
   (``LoopTask``).
-- Every process runs through ``_process.aexecute``, so shutdown rules match the threads'.
+- Every process runs through ``_process.aexecute`` (or, with tracing off, the ``_aexecute``
+  it would await), so shutdown rules match the threads'. Each process is its own task whose
+  coroutine is that function's, with no wrapper coroutine around it: every wake-up resumes
+  the chain task -> ``_aexecute`` -> process body -> channel operation, one level per
+  coroutine, so wrappers would cost on every communication. Outcomes are collected with
+  done-callbacks instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Coroutine
 from typing import Any
 
+from .. import _trace
 from .._native import _participant_enter, _participant_exit
-from .._process import Outcome, Process, aexecute
+from .._process import Outcome, Process, _aexecute, aexecute
 from ._hosted import HostedTask, ThreadHost
 
 __all__ = ["HostedTask", "LoopHost", "LoopTask"]
@@ -31,20 +38,25 @@ class LoopHost(ThreadHost):
     def __init__(self, procs: list[Process[Any]], name: str) -> None:
         super().__init__(procs, f"{name} [asyncio]")
 
-    async def _one(self, i: int) -> None:
-        self.outcomes[i] = await aexecute(self._procs[i])
-
     async def _all(self) -> None:
         # The loop's main task waits for its processes: a joining participant, so a network
         # whose async processes all block is reported as deadlocked (docs/design.md).
         pid = _participant_enter(self.thread.name, True)
         try:
-            await asyncio.gather(*(self._one(i) for i in range(len(self._procs))))
+            tasks = [asyncio.create_task(run_process(p), name=p.name) for p in self._procs]
+            await asyncio.gather(*tasks)
+            for i, t in enumerate(tasks):
+                self.outcomes[i] = t.result()
         finally:
             _participant_exit(pid)
 
     def _run(self) -> None:
         asyncio.run(self._all())
+
+
+def run_process(proc: Process[Any]) -> Coroutine[Any, Any, Outcome]:
+    """The coroutine running ``proc``: ``aexecute``'s, or with tracing off the one it awaits."""
+    return aexecute(proc) if _trace.ENABLED else _aexecute(proc)
 
 
 class LoopTask:
@@ -55,13 +67,15 @@ class LoopTask:
     def __init__(self, proc: Process[Any], loop: asyncio.AbstractEventLoop) -> None:
         self._done = threading.Event()
         self.outcome: Outcome | None = None
-        self.task = loop.create_task(self._main(proc), name=proc.name)
+        self.task = loop.create_task(run_process(proc), name=proc.name)
+        self.task.add_done_callback(self._finished)
 
-    async def _main(self, proc: Process[Any]) -> None:
-        try:
-            self.outcome = await aexecute(proc)
-        finally:
-            self._done.set()
+    def _finished(self, task: asyncio.Task[Outcome]) -> None:
+        # The process coroutine turns every exception into an Outcome; only a task cancelled
+        # before it ever ran has none (and whoever awaits it sees the cancellation).
+        if not task.cancelled() and task.exception() is None:
+            self.outcome = task.result()
+        self._done.set()
 
     @property
     def alive(self) -> bool:

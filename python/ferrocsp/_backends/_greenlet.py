@@ -14,7 +14,6 @@ Invariants:
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from .._native import _Scheduler
@@ -39,5 +38,5 @@ class GreenletHost(ThreadHost):
     def _run(self) -> None:
         sched = _Scheduler()
         for i in range(len(self._procs)):
-            sched.spawn(functools.partial(self._one, i))
+            sched.spawn(self._one, i)
         sched.run()
