@@ -660,15 +660,13 @@ def test_hundred_thousand_greenlet_processes() -> None:
         procs.append(csp.Process(send, (c, i), name="send"))
         procs.append(csp.Process(recv, (c,), name="recv"))
     tracemalloc.start()
-    start = time.monotonic()
     try:
         results = csp.Par(*procs, backend="greenlet").run()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    elapsed = time.monotonic() - start
+    # A hang fails through the suite's timeout; speed is bench/scale's business, not an assertion.
     assert results[1::2] == list(range(n // 2))
-    assert elapsed < 20, elapsed
     assert peak < 1 << 30, peak
 
 
