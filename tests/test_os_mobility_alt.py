@@ -10,10 +10,10 @@ import os
 import signal
 
 import pytest
-from _os_support import no_leaks
-from _support import all_exceptions, interrupt_child, wait_until
 
 import ferrocsp as csp
+from _os_support import no_leaks
+from _support import all_exceptions, interrupt_child, wait_until
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 __all__ = ["no_leaks"]
@@ -140,7 +140,7 @@ def test_alt_in_parent_over_shared_channels() -> None:
     a, b = csp.Channel(), csp.Channel()
     h = csp.Par(thread_feed(a.writer(), [7]), os_collect(b.reader())).start()
     with b.writer() as w:
-        g, v = csp.Alt(a.reader(), csp.Timeout(20)).select()
+        _, v = csp.Alt(a.reader(), csp.Timeout(20)).select()
         assert v == 7
         w.write(v, timeout=20)
     assert h.join(timeout=20) == [None, [7]]
@@ -225,9 +225,10 @@ def test_channel_moves_while_a_thread_is_blocked_on_it() -> None:
 
 
 def test_ctrl_c_ends_children_and_leaves_nothing() -> None:
-    code = """
+    tests_dir = os.path.dirname(__file__)
+    code = f"""
 import os, sys, threading, time
-sys.path.insert(0, %r)
+sys.path.insert(0, {tests_dir!r})
 import ferrocsp as csp
 from test_os_mobility_alt import os_collect, blocked_alt
 
@@ -237,15 +238,15 @@ kids = [c.pid for c in h._os_host._children]
 def ready():
     # both children started and blocked (their channels moved to shared memory)
     time.sleep(0)
-    return all(os.path.exists(f"/proc/{k}") for k in kids)
+    return all(os.path.exists(f"/proc/{{k}}") for k in kids)
 while not ready():
     time.sleep(0.01)
 print("ready", flush=True)
 try:
     h.join()
 except KeyboardInterrupt:
-    alive = [k for k in kids if os.path.exists(f"/proc/{k}")]
+    alive = [k for k in kids if os.path.exists(f"/proc/{{k}}")]
     print("INTERRUPTED", alive, flush=True)
-""" % os.path.dirname(__file__)
-    rc, out, err = interrupt_child(code)
+"""
+    _, out, err = interrupt_child(code)
     assert "INTERRUPTED []" in out, (out, err)
