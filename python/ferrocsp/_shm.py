@@ -321,9 +321,15 @@ def restore_end(
 # -- payload codec --------------------------------------------------------------------------
 
 
+_SCALARS = frozenset({int, float, str, bool, type(None), complex})
+_TWO_BYTES = [_BYTES, _BYTES]
+
+
 def encode(value: Any, name: str) -> tuple[list[Any], list[int]]:
     """``value`` as message parts and their arrival kinds (see the module docs)."""
     t = type(value)
+    if t in _SCALARS:  # the common small case: no buffers, no channels inside
+        return [b"P", pickle.dumps(value, 5)], _TWO_BYTES
     if t is bytes:
         return [b"B", value], [_BYTES, _BYTES]
     if t is bytearray:
@@ -345,14 +351,17 @@ def encode(value: Any, name: str) -> tuple[list[Any], list[int]]:
         bufs.append(raw)
         return False
 
+    depth = getattr(_local, "crossing", 0)
+    _local.crossing = depth + 1
     try:
-        with crossing():
-            data = pickle.dumps(value, protocol=5, buffer_callback=out_of_band)
+        data = pickle.dumps(value, protocol=5, buffer_callback=out_of_band)
     except Exception as exc:
         raise TypeError(
             f"cannot send a {t.__name__} over channel {name!r} to another OS process: "
             f"it cannot be pickled ({exc})"
         ) from exc
+    finally:
+        _local.crossing = depth
     return [b"P", data, *bufs], [_BYTES, _BYTES, *([_BYTEARRAY] * len(bufs))]
 
 

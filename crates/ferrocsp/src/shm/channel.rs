@@ -11,7 +11,9 @@
 //!   atomics readable without it.
 //! - Whoever changes anything a waiter may wait for increments `seq` under the lock and wakes
 //!   every sleeper; a waiter reads `seq` under the lock before it unlocks and sleeps on it, so
-//!   no wake-up is lost (the futex returns at once when `seq` moved).
+//!   no wake-up is lost (the futex returns at once when `seq` moved). The one exception is a
+//!   rendezvous writer waiting for its entry to be taken: it sleeps on its entry's own `wake`
+//!   word, with the same discipline, so other traffic on the channel never wakes it.
 //! - A writer reserves its entry under the lock, copies its bytes with the lock released, and
 //!   publishes the entry (`READY`) under the lock; a reader claims a `READY` entry (`READING`),
 //!   copies it out with the lock released, and releases it. The ring's head only moves over
@@ -202,7 +204,11 @@ struct Entry {
     len: u64,
     state: u32,
     rendezvous: u32,
-    _pad: u64,
+    /// A rendezvous writer waiting for its entry to be taken sleeps on this word (and only
+    /// it does): bumped when the entry is taken, and for everything that ends such a wait
+    /// early (poison, readers retired or leaving).
+    wake: AtomicU32,
+    _pad: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
@@ -346,7 +352,7 @@ impl ShmChannel {
             // A process died inside a critical section: the state may be half-updated, so the
             // channel is dead for everyone (its peers see poison instead of hanging).
             self.atomics().2.store(1, Ordering::Release);
-            self.changed(&g);
+            self.changed_all(&g);
         }
         Ok(g)
     }
@@ -364,18 +370,59 @@ impl ShmChannel {
     /// takes the lock again. Returns the new guard and whether the wait was interrupted.
     fn sleep<'a>(&'a self, g: Guard<'a>, w: &mut Wait<'_>) -> Result<(Guard<'a>, bool), ShmError> {
         let (seq, sleepers, _) = self.atomics();
-        let seen = seq.load(Ordering::Acquire);
         sleepers.fetch_add(1, Ordering::AcqRel);
+        let r = self.sleep_on(g, seq, w);
+        sleepers.fetch_sub(1, Ordering::AcqRel);
+        r
+    }
+
+    /// `sleep` on another futex word of the segment (an entry's `wake`).
+    fn sleep_on<'a>(
+        &'a self,
+        g: Guard<'a>,
+        word: &AtomicU32,
+        w: &mut Wait<'_>,
+    ) -> Result<(Guard<'a>, bool), ShmError> {
+        let seen = word.load(Ordering::Acquire);
         drop(g);
         let now = Instant::now();
         let mut timeout = w.deadline.map(|d| d.saturating_duration_since(now));
         if let Some(s) = w.slice {
             timeout = Some(timeout.map_or(s, |t| t.min(s)));
         }
-        sys::futex_wait(seq, seen, timeout);
-        sleepers.fetch_sub(1, Ordering::AcqRel);
+        sys::futex_wait(word, seen, timeout);
         let interrupted = w.slice.is_some() && (w.interrupted)();
         Ok((self.lock()?, interrupted))
+    }
+
+    /// Wakes the writer waiting on entry `e` (lock held).
+    fn wake_entry(&self, e: *mut Entry, _g: &Guard<'_>) {
+        // SAFETY: a live entry in the ring; `wake` is an atomic.
+        let word = unsafe { &(*e).wake };
+        word.fetch_add(1, Ordering::AcqRel);
+        sys::futex_wake_all(word);
+    }
+
+    /// Wakes every rendezvous writer waiting for its entry (poison, retirement, a reader
+    /// leaving): they re-check why they wait. Lock held.
+    fn wake_offers(&self, g: &Guard<'_>) {
+        let st = g.st();
+        let mut pos = st.head;
+        while pos < st.tail {
+            let e = self.entry(pos);
+            // SAFETY: as in `advance`.
+            let (state, size, rdv) = unsafe { ((*e).state, (*e).size, (*e).rendezvous) };
+            if rdv != 0 && matches!(state, READY | READING) {
+                self.wake_entry(e, g);
+            }
+            pos += size;
+        }
+    }
+
+    /// A change that may end any wait: `changed` plus every offer's writer.
+    fn changed_all(&self, g: &Guard<'_>) {
+        self.changed(g);
+        self.wake_offers(g);
     }
 
     fn entry(&self, pos: u64) -> *mut Entry {
@@ -552,6 +599,7 @@ impl ShmChannel {
     /// slot unread puts the message back.
     pub fn begin_read(&self, w: &mut Wait<'_>) -> Result<ReadSlot<'_>, ShmError> {
         let mut g = self.lock()?;
+        let mut waited = false;
         loop {
             if self.is_poisoned() {
                 return Err(ShmError::Poisoned);
@@ -566,36 +614,42 @@ impl ShmChannel {
                 };
                 st.ready -= 1;
                 if rendezvous {
+                    // Its writer waits for TAKEN, not for this: no wake-up yet.
                     st.offers -= 1;
                 } else {
                     st.buffered -= 1;
+                    self.changed(&g); // room for a writer waiting on the capacity
                 }
-                self.changed(&g);
                 return Ok(ReadSlot { ch: self, pos, len, rendezvous, finished: false });
             }
             let st = g.st();
-            if Self::writers_gone(st) && st.writing == 0 {
-                return Err(ShmError::Retired);
-            }
-            if w.nowait {
-                return Err(ShmError::WouldBlock);
-            }
-            if w.deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(ShmError::Timeout);
+            let why = if Self::writers_gone(st) && st.writing == 0 {
+                Some(ShmError::Retired)
+            } else if w.nowait {
+                Some(ShmError::WouldBlock)
+            } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
+                Some(ShmError::Timeout)
+            } else {
+                None
+            };
+            if let Some(e) = why {
+                if waited {
+                    // Leaving for good: a nowait writer counting on us re-checks.
+                    self.wake_offers(&g);
+                }
+                return Err(e);
             }
             st.readers_waiting += 1;
-            // A nowait writer may be waiting for a reader to arrive.
+            // A reader arrives: an Alt offering an output here may now fire.
             self.changed(&g);
             let (g2, interrupted) = self.sleep(g, w)?;
             g = g2;
+            waited = true;
             g.st().readers_waiting -= 1;
             if interrupted {
+                self.wake_offers(&g);
                 self.changed(&g);
                 return Err(ShmError::Interrupted);
-            }
-            if g.st().ready == 0 {
-                // Leaving (possibly for good): a nowait writer counting on us re-checks.
-                self.changed(&g);
             }
         }
     }
@@ -604,7 +658,7 @@ impl ShmChannel {
     pub fn poison(&self) -> Result<(), ShmError> {
         let g = self.lock()?;
         self.atomics().2.store(1, Ordering::Release);
-        self.changed(&g);
+        self.changed_all(&g);
         Ok(())
     }
 
@@ -679,7 +733,7 @@ impl ShmChannel {
             _ => return Ok(()),
         }
         slot.store(END_RETIRED, Ordering::Release);
-        self.changed(&g);
+        self.changed_all(&g);
         Ok(())
     }
 
@@ -799,7 +853,9 @@ impl WriteSlot<'_> {
                 TAKEN => {
                     self.set_state(DONE);
                     ch.advance(&g);
-                    ch.changed(&g);
+                    if g.st().writers_waiting > 0 {
+                        ch.changed(&g); // ring space for a writer waiting for it
+                    }
                     return Ok(());
                 }
                 READY => {
@@ -822,7 +878,9 @@ impl WriteSlot<'_> {
                 }
                 _ => {} // READING: a reader is copying it; it will be TAKEN shortly.
             }
-            let (g2, interrupted) = ch.sleep(g, w)?;
+            // SAFETY: our entry stays in the ring until we mark it DONE or CANCELLED.
+            let word = unsafe { &(*ch.entry(self.pos)).wake };
+            let (g2, interrupted) = ch.sleep_on(g, word, w)?;
             g = g2;
             if interrupted && self.state() == READY {
                 self.withdraw(&g, true);
@@ -864,10 +922,18 @@ impl ReadSlot<'_> {
         self.finished = true;
         let g = self.ch.lock()?;
         let e = self.ch.entry(self.pos);
-        // SAFETY: our claimed entry; lock held.
-        unsafe { (*e).state = if self.rendezvous { TAKEN } else { DONE } };
-        self.ch.advance(&g);
-        self.ch.changed(&g);
+        if self.rendezvous {
+            // SAFETY: our claimed entry; lock held.
+            unsafe { (*e).state = TAKEN };
+            self.ch.wake_entry(e, &g); // its writer, and only it
+        } else {
+            // SAFETY: as above.
+            unsafe { (*e).state = DONE };
+            self.ch.advance(&g);
+            if g.st().writers_waiting > 0 {
+                self.ch.changed(&g); // ring space
+            }
+        }
         Ok(())
     }
 }
