@@ -224,6 +224,64 @@ def test_channel_moves_while_a_thread_is_blocked_on_it() -> None:
     assert feeder.join(timeout=20) == [None]
 
 
+@csp.process(backend="greenlet")
+def green_sum(inp: csp.Reader) -> int:
+    return sum(inp)
+
+
+@csp.process(backend="greenlet")
+def green_tick(out: csp.Writer, n: int) -> None:
+    with out:
+        for i in range(n):
+            out.write(i)
+
+
+@csp.process(backend="os")
+def os_feed(out: csp.Writer, n: int) -> None:
+    with out:
+        for i in range(n):
+            out.write(i)
+
+
+def test_greenlets_share_channels_with_children_without_blocking_their_scheduler() -> None:
+    # Two greenlets of one scheduler: one waits on a shared channel fed by an OS process,
+    # the other pair talks over an in-process channel meanwhile.
+    shared, local = csp.Channel(), csp.Channel()
+    res = csp.Par(
+        os_feed(shared.writer(), 50),
+        green_sum(shared.reader()),
+        green_tick(local.writer(), 50),
+        green_sum(local.reader()),
+    ).run()
+    assert res == [None, sum(range(50)), None, sum(range(50))]
+
+
+@csp.process(backend="os")
+def spin_forever(ch: csp.Reader) -> None:
+    while True:  # ignores poison: only a kill ends it
+        pass
+
+
+def test_ctrl_c_kills_children_that_ignore_poison() -> None:
+    tests_dir = os.path.dirname(__file__)
+    code = f"""
+import os, sys, time
+sys.path.insert(0, {tests_dir!r})
+import ferrocsp as csp
+from test_os_mobility_alt import spin_forever
+
+h = csp.Par(spin_forever(csp.Channel().reader())).start()
+kid = h._os_host._children[0].pid
+print("ready", flush=True)
+try:
+    h.join()
+except KeyboardInterrupt:
+    print("INTERRUPTED", os.path.exists(f"/proc/{{kid}}"), flush=True)
+"""
+    _, out, err = interrupt_child(code)
+    assert "INTERRUPTED False" in out, (out, err)
+
+
 def test_ctrl_c_ends_children_and_leaves_nothing() -> None:
     tests_dir = os.path.dirname(__file__)
     code = f"""

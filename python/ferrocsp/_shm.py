@@ -14,6 +14,8 @@ Invariants:
   values, and out-of-band pickle buffers such as numpy arrays' of ``OOB_MIN`` bytes or more)
   travel as raw parts, copied once into the segment and once into an object the reader owns.
 - A value that cannot be pickled raises ``TypeError`` in the writer and nothing is sent.
+- A greenlet process never blocks its scheduler on a shared channel: when the operation
+  cannot complete at once it waits on an ``io`` worker thread.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._errors import ChannelPoisoned, ChannelRetired, WouldBlock
-from ._native import Channel, Reader, Writer, _shm_wait_any, _ShmChannel
+from ._io import io
+from ._native import Channel, Reader, Writer, _in_scheduler, _shm_wait_any, _ShmChannel
 from ._stats import ChannelStats
 
 __all__ = [
@@ -125,10 +128,21 @@ class SharedChannel:
     def write(self, value: Any, timeout: Any = None) -> None:
         parts, kinds = encode(value, self.name)
         self._wait_moved()
+        if _in_scheduler():  # a greenlet: wait on a worker thread, not on the scheduler's
+            try:
+                self._native.write(parts, kinds, None, True)
+            except WouldBlock:
+                io(self._native.write, parts, kinds, timeout)
+            return
         self._native.write(parts, kinds, timeout)
 
     def read(self, timeout: Any = None) -> Any:
         self._wait_moved()
+        if _in_scheduler():
+            try:
+                return decode(self._native.read(None, True))
+            except WouldBlock:
+                return decode(io(self._native.read, timeout))
         return decode(self._native.read(timeout))
 
     def write_nowait(self, value: Any) -> None:
@@ -455,4 +469,7 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
         if live == 0:
             raise ChannelRetired("alt: every channel of the Alt is retired; no guard can fire")
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        _shm_wait_any(natives, seen, timeout)
+        if _in_scheduler():
+            io(_shm_wait_any, natives, seen, timeout)
+        else:
+            _shm_wait_any(natives, seen, timeout)
