@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -276,6 +278,10 @@ print("ready", flush=True)
 try:
     h.join()
 except KeyboardInterrupt:
+    # Killed and joined; its parent (the forkserver) reaps it within moments.
+    deadline = time.monotonic() + 2
+    while os.path.exists(f"/proc/{{kid}}") and time.monotonic() < deadline:
+        time.sleep(0.01)
     print("INTERRUPTED", os.path.exists(f"/proc/{{kid}}"), flush=True)
 """
     _, out, err = interrupt_child(code)
@@ -303,8 +309,46 @@ print("ready", flush=True)
 try:
     h.join()
 except KeyboardInterrupt:
+    # Ended and joined; their parent (the forkserver) reaps them within moments.
+    deadline = time.monotonic() + 2
+    while any(os.path.exists(f"/proc/{{k}}") for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.01)
     alive = [k for k in kids if os.path.exists(f"/proc/{{k}}")]
     print("INTERRUPTED", alive, flush=True)
 """
     _, out, err = interrupt_child(code)
     assert "INTERRUPTED []" in out, (out, err)
+
+
+@csp.process(backend="os")
+def report_pid_then_block(pids: csp.Writer, never: csp.Reader) -> None:
+    pids.write(os.getpid())
+    never.read()
+
+
+def test_children_do_not_outlive_a_killed_parent() -> None:
+    tests_dir = os.path.dirname(__file__)
+    code = f"""
+import os, sys
+sys.path.insert(0, {tests_dir!r})
+import ferrocsp as csp
+from test_os_mobility_alt import report_pid_then_block
+
+pids, never = csp.Channel(), csp.Channel()
+h = csp.Par(report_pid_then_block(pids.writer(), never.reader())).start()
+print(pids.read(timeout=20), flush=True)
+never.read()  # blocks until killed
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        kid = int(proc.stdout.readline())
+        proc.kill()  # SIGKILL: the parent cannot clean up
+        proc.communicate(timeout=20)
+        wait_until(lambda: not os.path.exists(f"/proc/{kid}"), what="orphan child exited")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -251,7 +251,7 @@ class Handle(Generic[T]):
         # behind (a thread cannot be killed; an OS process can).
         if self._os_host is not None:
             self._os_host.kill()
-            self._os_host.wait(INTERRUPT_GRACE)
+            self._os_host.wait(2 * INTERRUPT_GRACE)  # a killed child is reaped at once
 
     def poison(self) -> None:
         """Poisons every channel its processes were given, so the network shuts down."""

@@ -12,6 +12,8 @@ Invariants:
   was given, so its peers wake instead of hanging.
 - ``OsHost.wait`` returns True only after every child was reaped (no zombies); ``kill`` ends
   the children still running (Ctrl-C after the grace period, interpreter exit).
+- A child never outlives its parent: a watchdog thread in the child exits it when the
+  parent's sentinel closes (the parent was killed, or exited without joining).
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
-import sys
+import threading
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
 from .. import _shm
 from .._errors import ProcessCrashed
+from .._native import _ignore_thread
 from .._process import Outcome, Process, execute
 from .._shutdown import poison_all
 from ._hosted import ThreadHost
@@ -47,41 +50,9 @@ def start_method() -> str:
     return m
 
 
-class _FnRef:
-    """A ``@process`` function pickled as its module-level factory (the name it is bound to)."""
-
-    __slots__ = ("module", "qualname")
-
-    def __init__(self, module: str, qualname: str) -> None:
-        self.module = module
-        self.qualname = qualname
-
-    def resolve(self) -> Any:
-        obj: Any = sys.modules.get(self.module)
-        if obj is None:
-            __import__(self.module)
-            obj = sys.modules[self.module]
-        for part in self.qualname.split("."):
-            obj = getattr(obj, part)
-        return getattr(obj, "_fn", obj)
-
-
-def _picklable_fn(fn: Any) -> Any:
-    """``fn``, or a reference to the ``@process`` factory that wraps it (pickle by reference
-    would find the factory, not the function, under its name)."""
-    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
-    if module and qualname and "<" not in qualname:
-        obj: Any = sys.modules.get(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part, None)
-        if obj is not fn and getattr(obj, "_fn", None) is fn:
-            return _FnRef(module, qualname)
-    return fn
-
-
 def _pickle_process(proc: Process[Any]) -> bytes:
     try:
-        return _shm.dumps((_picklable_fn(proc.fn), proc.args, proc.kwargs, proc.name))
+        return _shm.dumps(proc)
     except Exception as exc:
         raise TypeError(
             f"process {proc.name!r} cannot run on backend 'os': it must be picklable by "
@@ -89,13 +60,27 @@ def _pickle_process(proc: Process[Any]) -> bytes:
         ) from exc
 
 
+def _exit_with_parent(sentinel: Any) -> None:
+    _ignore_thread()  # a watchdog, not a process: never keeps a deadlock from being reported
+    multiprocessing.connection.wait([sentinel])
+    # The parent is gone (killed, or exited without joining): nobody will collect this
+    # process's outcome or poison its channels, so it must not outlive it.
+    os._exit(70)
+
+
 def _child_main(payload: bytes, conn: Connection, name: str) -> None:
     """The child's entry point: run the process, send back one outcome message."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        threading.Thread(
+            target=_exit_with_parent,
+            args=(parent.sentinel,),
+            name="ferrocsp-parent-watch",
+            daemon=True,
+        ).start()
     try:
-        fn, args, kwargs, name = _shm.loads(payload)
-        if isinstance(fn, _FnRef):
-            fn = fn.resolve()
-        out = execute(Process(fn, args, kwargs, name=name))
+        proc: Process[Any] = _shm.loads(payload)
+        out = execute(proc)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         exc.add_note(f"in process {name!r}")
         out = Outcome(error=exc)
