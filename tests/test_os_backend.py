@@ -320,3 +320,29 @@ def test_segment_is_private_and_not_in_dev_shm() -> None:
     assert link.startswith("/memfd:ferrocsp-")
     assert link.endswith(" (deleted)")  # no name in any file system, /dev/shm included
     assert os.stat(f"/proc/self/fd/{fd}").st_mode & 0o777 == 0o600
+
+
+@csp.process
+def plain_producer(out: csp.Writer, n: int) -> None:
+    with out:
+        for i in range(n):
+            out.write(i)
+
+
+@csp.process
+def plain_consumer(inp: csp.Reader) -> tuple[int, int]:
+    return os.getpid(), sum(inp)
+
+
+def test_nested_par_multiplexes_greenlets_inside_os_processes() -> None:
+    # DESIGN's "coroutines inside OS processes": two OS processes, each running a greenlet
+    # network on its own scheduler.
+    a, b = csp.Channel(), csp.Channel()
+    res = csp.Par(
+        csp.Par(plain_producer(a.writer(), 10), plain_consumer(a.reader()), backend="greenlet"),
+        csp.Par(plain_producer(b.writer(), 20), plain_consumer(b.reader()), backend="greenlet"),
+        backend="os",
+    ).run()
+    (_, (pid1, s1)), (_, (pid2, s2)) = res
+    assert (s1, s2) == (sum(range(10)), sum(range(20)))
+    assert len({pid1, pid2, os.getpid()}) == 3
