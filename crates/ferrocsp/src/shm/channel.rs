@@ -385,6 +385,11 @@ impl ShmChannel {
     ) -> Result<(Guard<'a>, bool), ShmError> {
         let seen = word.load(Ordering::Acquire);
         drop(g);
+        // A short bounded spin first, as for in-process waits (`park.rs`): a counterpart in
+        // another process that answers within microseconds costs no system call at all.
+        if crate::spin_until(|| word.load(Ordering::Acquire) != seen, crate::spin_budget()) {
+            return Ok((self.lock()?, false));
+        }
         let now = Instant::now();
         let mut timeout = w.deadline.map(|d| d.saturating_duration_since(now));
         if let Some(s) = w.slice {
