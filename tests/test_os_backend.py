@@ -346,3 +346,22 @@ def test_nested_par_multiplexes_greenlets_inside_os_processes() -> None:
     (_, (pid1, s1)), (_, (pid2, s2)) = res
     assert (s1, s2) == (sum(range(10)), sum(range(20)))
     assert len({pid1, pid2, os.getpid()}) == 3
+
+
+def test_large_message_falls_back_to_a_copy_when_the_reader_may_not_read_the_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A large rendezvous message is read by the reader straight from the writer's memory
+    # (process_vm_readv). A reader that may not do that (here: told so by the environment of
+    # its process) makes the writer send the bytes through the segment instead.
+    data = os.urandom(4 << 20)
+    ch = csp.Channel()
+    h = csp.Par(digest(ch.reader())).start()
+    ch.write(data, timeout=30)  # the parent decides, once, to use the one-copy path
+    h.join(timeout=30)
+    monkeypatch.setenv("FERROCSP_START_METHOD", "spawn")  # the child gets this environment
+    monkeypatch.setenv("FERROCSP_SHM_VM_READV", "0")
+    ch2 = csp.Channel()
+    h = csp.Par(digest(ch2.reader())).start()
+    ch2.write(data, timeout=30)
+    assert h.join(timeout=30) == [(len(data), "bytes", hashlib.sha256(data).hexdigest())]

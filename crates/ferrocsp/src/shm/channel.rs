@@ -833,7 +833,18 @@ impl WriteSlot<'_> {
     /// Publishes the message. A buffered write is then done; a rendezvous write waits (per
     /// `w`) until a reader has taken it, and withdraws it on timeout, interrupt, poison or
     /// retirement, in which case nothing was sent.
-    pub fn commit(mut self, w: &mut Wait<'_>) -> Result<(), ShmError> {
+    pub fn commit(self, w: &mut Wait<'_>) -> Result<(), ShmError> {
+        self.commit_then(w, |_| ())
+    }
+
+    /// `commit`, and for a rendezvous write, `taken(message)` once a reader has taken it
+    /// (under the lock, before the entry can be reused: a reader may have left a mark in the
+    /// message's bytes). A buffered write calls `taken(&[])` once published.
+    pub fn commit_then<T>(
+        mut self,
+        w: &mut Wait<'_>,
+        taken: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, ShmError> {
         self.committed = true;
         let ch = self.ch;
         let mut g = ch.lock()?;
@@ -851,17 +862,20 @@ impl WriteSlot<'_> {
         self.set_state(READY);
         ch.changed(&g);
         if !self.rendezvous {
-            return Ok(());
+            return Ok(taken(&[]));
         }
         loop {
             match self.state() {
                 TAKEN => {
+                    // SAFETY: our entry, taken and not yet released: nobody else touches it.
+                    let msg = unsafe { std::slice::from_raw_parts(ch.payload(self.pos), self.len) };
+                    let out = taken(msg);
                     self.set_state(DONE);
                     ch.advance(&g);
                     if g.st().writers_waiting > 0 {
                         ch.changed(&g); // ring space for a writer waiting for it
                     }
-                    return Ok(());
+                    return Ok(out);
                 }
                 READY => {
                     let st = g.st();
@@ -920,6 +934,13 @@ impl ReadSlot<'_> {
     pub fn buf(&self) -> &[u8] {
         // SAFETY: the claimed entry is ours alone until finished or put back.
         unsafe { std::slice::from_raw_parts(self.ch.payload(self.pos), self.len) }
+    }
+
+    /// The message's bytes, writable: a reader may leave a mark for a rendezvous writer,
+    /// which sees it in `WriteSlot::commit_then`.
+    pub fn buf_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the claimed entry is ours alone until finished or put back.
+        unsafe { std::slice::from_raw_parts_mut(self.ch.payload(self.pos), self.len) }
     }
 
     /// Releases the message: taken (a rendezvous writer completes).
