@@ -274,8 +274,8 @@ from test_os_mobility_alt import spin_forever
 
 h = csp.Par(spin_forever(csp.Channel().reader())).start()
 kid = h._os_host._children[0].pid
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: the interrupt may come at once
     h.join()
 except KeyboardInterrupt:
     # Killed and joined; its parent (the forkserver) reaps it within moments.
@@ -305,8 +305,8 @@ def ready():
     return all(os.path.exists(f"/proc/{{k}}") for k in kids)
 while not ready():
     time.sleep(0.01)
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: the interrupt may come at once
     h.join()
 except KeyboardInterrupt:
     # Ended and joined; their parent (the forkserver) reaps them within moments.
