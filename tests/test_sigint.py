@@ -27,7 +27,12 @@ PRELUDE = textwrap.dedent(
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def announce_when(predicate):
+        # Announce only once the main thread is past start() (a SIGINT inside start() would
+        # escape the scenario's try/finally).
+        started = threading.Event()
+
         def watch():
+            started.wait()
             deadline = time.monotonic() + 20
             while not predicate():
                 if time.monotonic() > deadline:
@@ -37,6 +42,7 @@ PRELUDE = textwrap.dedent(
             print("ready", flush=True)
         t = threading.Thread(target=watch, name="watcher", daemon=True)
         t.start()
+        started.set()
         return t
 
     def leftover_threads(watcher):
