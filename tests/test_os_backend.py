@@ -365,3 +365,14 @@ def test_large_message_falls_back_to_a_copy_when_the_reader_may_not_read_the_wri
     h = csp.Par(digest(ch2.reader())).start()
     ch2.write(data, timeout=30)
     assert h.join(timeout=30) == [(len(data), "bytes", hashlib.sha256(data).hexdigest())]
+
+
+def test_spawn_and_default_backend_os() -> None:
+    h = csp.Spawn(csp.Process(plain_add, (20, 22)), backend="os")
+    assert h.join(timeout=20) == 42
+    csp.set_default_backend("os")
+    try:
+        (pid,) = csp.Par(csp.Process(os.getpid)).run()
+    finally:
+        csp.set_default_backend(None)
+    assert pid != os.getpid()
