@@ -352,3 +352,25 @@ never.read()  # blocks until killed
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_ctrl_c_interrupts_main_thread_blocked_on_a_shared_channel() -> None:
+    tests_dir = os.path.dirname(__file__)
+    code = f"""
+import os, sys, time
+sys.path.insert(0, {tests_dir!r})
+import ferrocsp as csp
+from test_os_mobility_alt import os_collect
+
+ch, out = csp.Channel(), csp.Channel()
+h = csp.Par(os_collect(ch.reader()), os_collect(out.reader())).start()  # both shared now
+try:
+    print("ready", flush=True)
+    out.read()  # the main thread blocks on a shared channel nobody writes
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+    h.poison()
+    h.join(timeout=10)
+"""
+    _, out, err = interrupt_child(code)
+    assert "INTERRUPTED" in out, (out, err)

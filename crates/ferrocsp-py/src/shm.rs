@@ -223,11 +223,17 @@ fn blocking<T: Send>(
         if matches!(r, Err(ShmError::Interrupted)) {
             return Err(e);
         }
-        // The operation completed although a handler raised: make it happen again later.
-        e.restore(py);
-        // SAFETY: sets a flag only; SIGINT is valid. The restored error is reported below.
-        unsafe { pyo3::ffi::PyErr_SetInterruptEx(2) };
-        PyErr::take(py);
+        // The operation completed although a handler raised: keep the result, and make the
+        // interrupt happen again at the next bytecode boundary (as `wait.rs` does).
+        if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+            // SAFETY: sets a flag only; async-signal-safe; SIGINT is a valid signal.
+            unsafe { pyo3::ffi::PyErr_SetInterruptEx(2) };
+        } else {
+            // Another handler's exception cannot be re-armed: report it after the fact.
+            e.restore(py);
+            // SAFETY: we hold the GIL; this writes the pending exception as "unraisable".
+            unsafe { pyo3::ffi::PyErr_WriteUnraisable(std::ptr::null_mut()) };
+        }
     }
     Ok(r)
 }

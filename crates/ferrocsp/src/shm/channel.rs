@@ -119,6 +119,8 @@ impl std::fmt::Debug for Wait<'_> {
     }
 }
 
+// `Box::leak` of a capture-less closure allocates nothing (it is zero-sized): these
+// constructors lend a `'static` "never interrupted" check without any cost.
 impl Wait<'static> {
     /// Blocks until `deadline` (None: forever), never interrupted.
     pub fn until(deadline: Option<Instant>) -> Self {
