@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any, TypeAlias
 
+from . import _shm
+from ._errors import ChannelPoisoned
 from ._native import Channel, Reader, Writer, _aselect, _select
 
 __all__ = ["Alt", "Guard", "Output", "Skip", "Timeout", "select"]
@@ -169,11 +171,25 @@ class Alt:
 
     def _run(self, policy: int) -> tuple[Any, Any]:
         ops, index, last = self._ops(policy)
-        chosen, value = _select(ops, policy, last)
+        if any(_shm.shared_of(op[1]) is not None for op in ops):
+            chosen, value = _shm.select(ops, policy, last)  # channels shared with OS processes
+            return self._chosen(policy, index, chosen), value
+        try:
+            chosen, value = _select(ops, policy, last)
+        except ChannelPoisoned:
+            # A channel may have moved to shared memory while we waited (its in-process side
+            # is poisoned by the move; nothing fired): choose again over the shared channels.
+            if not any(_shm.shared_of(op[1]) is not None for op in ops):
+                raise
+            chosen, value = _shm.select(ops, policy, last)
         return self._chosen(policy, index, chosen), value
 
     async def _arun(self, policy: int) -> tuple[Any, Any]:
         ops, index, last = self._ops(policy)
+        if any(_shm.shared_of(op[1]) is not None for op in ops):
+            raise NotImplementedError(
+                "await-based selection over channels shared with OS processes is not supported"
+            )
         chosen, value = await _aselect(ops, policy, last)
         return self._chosen(policy, index, chosen), value
 

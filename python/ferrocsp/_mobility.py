@@ -3,8 +3,11 @@
 Invariant: within one interpreter, unpickling a channel or an end gives back the *same* object
 (so every copy of an end is that one end, and retiring any copy retires it). An object is
 entered in the registry only when it is first pickled, so channels that never travel cost
-nothing. Crossing into another OS process needs the OS-process backend (shared-memory
-channels); until it exists, such an unpickle fails with a clear error instead of silently
+nothing. Pickled for another OS process (``ferrocsp._shm.crossing``: the OS-process
+backend's arguments and results, values sent over a shared channel), a channel moves to shared
+memory and pickles as a reference to its segment, which any process can attach to
+(``ferrocsp._shm``); a channel already in shared memory always pickles that way. Unpickling
+an in-process reference in another interpreter fails with a clear error instead of silently
 making an unrelated channel.
 """
 
@@ -14,6 +17,8 @@ import os
 import secrets
 import weakref
 from typing import Any
+
+from . import _shm
 
 __all__ = ["reduce_channel", "reduce_end", "restore"]
 
@@ -35,11 +40,15 @@ def _describe(obj: Any) -> tuple[str, str]:
 
 def reduce_channel(obj: Any) -> tuple[Any, tuple[Any, ...]]:
     """``Channel.__reduce__``: register ``obj`` and pickle a reference to it."""
+    if _shm.is_crossing() or obj._shm is not None:
+        return _shm.reduce_channel(obj)
     return _reduce(obj)
 
 
 def reduce_end(obj: Any) -> tuple[Any, tuple[Any, ...]]:
     """``Reader.__reduce__`` / ``Writer.__reduce__``."""
+    if _shm.is_crossing() or obj.channel._shm is not None:
+        return _shm.reduce_end(obj)
     return _reduce(obj)
 
 
@@ -54,9 +63,9 @@ def restore(token: tuple[int, str], key: int, kind: str, name: str) -> Any:
     """Unpickle: the same object, if this is the interpreter it was pickled in."""
     if tuple(token) != _token():
         raise ValueError(
-            f"cannot unpickle {kind} of channel {name!r} in another OS process: channels "
-            "cross OS processes only with the OS-process backend, which this version of "
-            "ferrocsp does not have yet"
+            f"cannot unpickle {kind} of channel {name!r} in another OS process: it was "
+            "pickled for this interpreter only; channels cross OS processes as arguments and "
+            "results of backend='os' processes and as values sent over shared channels"
         )
     obj = _objects.get(key)
     if obj is None:

@@ -27,6 +27,7 @@ from . import _backends
 from ._backends._asyncio import LoopHost, LoopTask
 from ._backends._greenlet import GreenletHost
 from ._backends._hosted import HostedTask
+from ._backends._os import OsHost
 from ._backends._thread import ThreadTask
 from ._io import io
 from ._native import (
@@ -84,7 +85,8 @@ def _shutdown_at_exit() -> None:
         h.poison()
     deadline = time.monotonic() + INTERRUPT_GRACE
     for h in handles:
-        h._wait_until(deadline)
+        if not h._wait_until(deadline):
+            h._kill_os()
 
 
 # Registered first so that it runs last (atexit is LIFO): once the networks have wound down,
@@ -148,6 +150,12 @@ class Handle(Generic[T]):
             ghost = GreenletHost([processes[i] for i in green], name)
             for j, i in enumerate(green):
                 tasks[i] = ghost.task(j)
+        self._os_host: OsHost | None = None
+        osp = [i for i, k in enumerate(kinds) if k == "os"]
+        if osp:
+            self._os_host = OsHost([processes[i] for i in osp], name)
+            for j, i in enumerate(osp):
+                tasks[i] = self._os_host.task(j)
         for i, p in enumerate(processes):
             if tasks[i] is None:
                 tasks[i] = ThreadTask(p)
@@ -203,7 +211,8 @@ class Handle(Generic[T]):
                 raise TimeoutError(f"{self.name} still running after {timeout} s")
         except KeyboardInterrupt:
             _poison_running()
-            self._wait_until(time.monotonic() + INTERRUPT_GRACE)
+            if not self._wait_until(time.monotonic() + INTERRUPT_GRACE):
+                self._kill_os()
             raise
         return self.result
 
@@ -251,6 +260,13 @@ class Handle(Generic[T]):
         with _running_lock:
             _running.discard(self)
         return True
+
+    def _kill_os(self) -> None:
+        # OS processes that outlived the grace period are killed and reaped: nothing is left
+        # behind (a thread cannot be killed; an OS process can).
+        if self._os_host is not None:
+            self._os_host.kill()
+            self._os_host.wait(2 * INTERRUPT_GRACE)  # a killed child is reaped at once
 
     def poison(self) -> None:
         """Poisons every channel its processes were given, so the network shuts down."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import inspect
+import sys
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -92,6 +94,56 @@ class Process(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<Process {self.name!r}>"
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # A mobile process (DESIGN 2): its function by reference, through the @process
+        # factory that a module-level decorated function is bound to under its name.
+        return (
+            _rebuild,
+            (_FnRef.of(self.fn), self.args, self.kwargs, self.name, self.backend, self._endpoints),
+        )
+
+
+class _FnRef:
+    """A ``@process`` function pickled as a reference to the factory bound to its name (pickle
+    by reference would find the factory there, not the function, and refuse)."""
+
+    __slots__ = ("module", "qualname")
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module = module
+        self.qualname = qualname
+
+    @staticmethod
+    def of(fn: Any) -> Any:
+        """``fn`` itself, or a reference to it if it is a module-level ``@process`` function."""
+        module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+        if module and qualname and "<" not in qualname:
+            obj: Any = sys.modules.get(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part, None)
+            if obj is not fn and getattr(obj, "_fn", None) is fn:
+                return _FnRef(module, qualname)
+        return fn
+
+    def resolve(self) -> Any:
+        obj: Any = importlib.import_module(self.module)
+        for part in self.qualname.split("."):
+            obj = getattr(obj, part)
+        return getattr(obj, "_fn", obj)
+
+
+def _rebuild(
+    fn: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    name: str,
+    backend: str | None,
+    endpoints: list[Endpoint] | None,
+) -> Process[Any]:
+    if isinstance(fn, _FnRef):
+        fn = fn.resolve()
+    return Process(fn, args, kwargs, name=name, backend=backend, endpoints=endpoints)
 
 
 @dataclass(slots=True)

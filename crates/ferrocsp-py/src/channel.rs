@@ -159,13 +159,20 @@ pub struct Channel {
     pub(crate) inner: ferrocsp::Channel<Value>,
     /// Shared, not copied, by every asyncio operation on the channel.
     pub(crate) name: Arc<str>,
+    /// Set once the channel has moved to shared memory (see `shm.rs`): every operation then
+    /// goes to this `ferrocsp._shm.SharedChannel`.
+    pub(crate) shm: std::sync::OnceLock<Py<PyAny>>,
 }
 
 impl Channel {
     pub(crate) fn make(capacity: usize, name: Option<String>) -> Self {
         let name =
             name.unwrap_or_else(|| format!("chan-{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)));
-        Channel { inner: ferrocsp::Channel::new(capacity), name: name.into() }
+        Channel {
+            inner: ferrocsp::Channel::new(capacity),
+            name: name.into(),
+            shm: std::sync::OnceLock::new(),
+        }
     }
 }
 
@@ -208,8 +215,16 @@ impl Channel {
         value: Value,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let timeout = parse_timeout(timeout)?;
-        write_value(py, &self.inner, &self.name, value, timeout)
+        if let Some(s) = self.shm.get() {
+            return s.call_method1(py, "write", (value, timeout)).map(drop);
+        }
+        let t = parse_timeout(timeout)?;
+        let keep = value.clone_ref(py);
+        let r = write_value(py, &self.inner, &self.name, value, t);
+        match crate::shm::moved(py, self, r) {
+            Err(s) => s.call_method1(py, "write", (keep, timeout)).map(drop),
+            Ok(r) => r,
+        }
     }
 
     /// Reads a value, blocking until one arrives.
@@ -218,8 +233,15 @@ impl Channel {
     /// ``ChannelPoisoned``, or ``ChannelRetired`` at end-of-stream.
     #[pyo3(signature = (*, timeout = None))]
     fn read(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
-        let timeout = parse_timeout(timeout)?;
-        read_value(py, &self.inner, &self.name, timeout)
+        if let Some(s) = self.shm.get() {
+            return s.call_method1(py, "read", (timeout,));
+        }
+        let t = parse_timeout(timeout)?;
+        let r = read_value(py, &self.inner, &self.name, t);
+        match crate::shm::moved(py, self, r) {
+            Err(s) => s.call_method1(py, "read", (timeout,)),
+            Ok(r) => r,
+        }
     }
 
     /// ``await ch.awrite(value)``: the asyncio twin of ``write`` (same errors and timeout).
@@ -230,6 +252,7 @@ impl Channel {
     /// ``CancelledError`` propagates and nothing was sent.
     #[pyo3(signature = (value, *, timeout = None))]
     fn awrite(&self, value: Value, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
+        crate::shm::no_async(self)?;
         let timeout = parse_timeout(timeout)?;
         Ok(AsyncOp::write(&self.inner, &self.name, value, timeout))
     }
@@ -241,6 +264,7 @@ impl Channel {
     /// ``CancelledError`` propagates and nothing was taken.
     #[pyo3(signature = (*, timeout = None))]
     fn aread(&self, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
+        crate::shm::no_async(self)?;
         let timeout = parse_timeout(timeout)?;
         Ok(AsyncOp::read(&self.inner, &self.name, timeout, false))
     }
@@ -248,33 +272,50 @@ impl Channel {
     /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);
     /// otherwise raises ``WouldBlock`` and sends nothing.
     fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
+        if let Some(s) = self.shm.get() {
+            return s.call_method1(py, "write_nowait", (value,)).map(drop);
+        }
         try_write_value(py, &self.inner, &self.name, value)
     }
 
     /// Reads a value if one is available right now; otherwise raises ``WouldBlock``.
     fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
+        if let Some(s) = self.shm.get() {
+            return s.call_method1(py, "read_nowait", ());
+        }
         try_read_value(py, &self.inner, &self.name)
     }
 
     /// A new counted reader end of this channel.
-    fn reader(slf: &Bound<'_, Self>) -> Reader {
-        Reader::make(slf)
+    fn reader(slf: &Bound<'_, Self>) -> PyResult<Py<Reader>> {
+        let end = Reader::make(slf);
+        let id = end.end_id();
+        crate::shm::register_end(slf, end, id, "reader")
     }
 
     /// A new counted writer end of this channel.
-    fn writer(slf: &Bound<'_, Self>) -> Writer {
-        Writer::make(slf)
+    fn writer(slf: &Bound<'_, Self>) -> PyResult<Py<Writer>> {
+        let end = Writer::make(slf);
+        let id = end.end_id();
+        crate::shm::register_end(slf, end, id, "writer")
     }
 
     /// Poisons the channel: every blocked and later operation raises ``ChannelPoisoned``;
     /// buffered values are dropped. Idempotent.
-    fn poison(&self, py: Python<'_>) {
+    fn poison(&self, py: Python<'_>) -> PyResult<()> {
         trace::event(py, "poison", "", &self.name);
         self.inner.poison();
+        if let Some(s) = self.shm.get() {
+            s.call_method0(py, "poison")?;
+        }
+        Ok(())
     }
 
     /// A snapshot of the channel's counters (``ChannelStats``).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(s) = self.shm.get() {
+            return s.bind(py).call_method0("stats");
+        }
         let s = self.inner.stats();
         let cls = STATS.import(py, "ferrocsp._stats", "ChannelStats")?;
         cls.call1((
@@ -294,15 +335,45 @@ impl Channel {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
-        next_value(py, &self.inner, &self.name)
+        if let Some(s) = self.shm.get() {
+            return crate::shm::next(py, s, None);
+        }
+        let r = next_value(py, &self.inner, &self.name);
+        match crate::shm::moved(py, self, r) {
+            Err(s) => crate::shm::next(py, &s, None),
+            Ok(r) => r,
+        }
     }
 
     fn __aiter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
-    fn __anext__(&self) -> AsyncOp {
-        AsyncOp::read(&self.inner, &self.name, None, true)
+    fn __anext__(&self) -> PyResult<AsyncOp> {
+        crate::shm::no_async(self)?;
+        Ok(AsyncOp::read(&self.inner, &self.name, None, true))
+    }
+
+    /// The shared-memory side of a channel that moved there (``None`` while in-process).
+    #[getter]
+    fn _shm(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.shm.get().map(|s| s.clone_ref(py))
+    }
+
+    /// Moves the channel to shared memory: from now on every operation goes to ``shared``.
+    ///
+    /// Returns the values the in-process side held (its buffer, then the values of writers
+    /// blocked on it, whose writes thereby complete), for the caller to put in the shared
+    /// buffer; then poisons the in-process side only, so operations still blocked on it wake
+    /// and retry on the shared side (nothing was sent or taken by them).
+    fn _set_shm(&self, shared: Py<PyAny>) -> PyResult<Vec<Value>> {
+        self.shm.set(shared).map_err(|_| {
+            PyValueError::new_err(format!("channel '{}' is already shared", self.name))
+        })?;
+        let values =
+            if self.inner.capacity() > 0 { self.inner.drain_buffered() } else { Vec::new() };
+        self.inner.poison();
+        Ok(values)
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {

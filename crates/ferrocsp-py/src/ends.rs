@@ -47,6 +47,11 @@ pub struct Writer {
 macro_rules! end_class {
     ($ty:ident, $kind:literal, $make:ident, $retire_doc:literal, { $($methods:tt)* }) => {
         impl $ty {
+            /// The engine end's identity (what the shared side keys this end by).
+            pub(crate) fn end_id(&self) -> u64 {
+                self.inner.id()
+            }
+
             pub(crate) fn parts(&self) -> (&Channel, bool) {
                 (self.chan.get(), self.inner.is_retired())
             }
@@ -60,6 +65,11 @@ macro_rules! end_class {
                 if crate::trace::on() && !self.inner.is_retired() {
                     crate::trace::event(py, ev, $kind, &self.chan.get().name);
                 }
+            }
+
+            /// The shared side of the channel, if it moved to shared memory.
+            fn shm(&self) -> Option<&Py<PyAny>> {
+                self.chan.get().shm.get()
             }
 
             fn checked<'a>(&'a self, py: Python<'_>) -> PyResult<&'a Channel> {
@@ -76,21 +86,38 @@ macro_rules! end_class {
             $($methods)*
 
             #[doc = $retire_doc]
-            fn retire(&self, py: Python<'_>) {
+            fn retire(&self, py: Python<'_>) -> PyResult<()> {
                 self.traced(py, "retire");
+                if let Some(s) = self.shm() {
+                    s.call_method1(py, "end_retire", (self.inner.id(), $kind, self.inner.is_retired()))?;
+                }
                 self.inner.retire();
+                Ok(())
             }
 
             /// Poisons the channel (allowed on a retired end too).
-            fn poison(&self, py: Python<'_>) {
+            fn poison(&self, py: Python<'_>) -> PyResult<()> {
                 crate::trace::event(py, "poison", "", &self.chan.get().name);
                 self.inner.poison();
+                if let Some(s) = self.shm() {
+                    s.call_method0(py, "poison")?;
+                }
+                Ok(())
             }
 
             /// Whether this end has retired.
             #[getter]
-            fn retired(&self) -> bool {
-                self.inner.is_retired()
+            fn retired(&self, py: Python<'_>) -> PyResult<bool> {
+                if let Some(s) = self.shm() {
+                    return s.call_method1(py, "end_retired", (self.inner.id(), $kind, self.inner.is_retired()))?.extract(py);
+                }
+                Ok(self.inner.is_retired())
+            }
+
+            /// The end's identity within this interpreter (keys its shared-memory slot).
+            #[getter]
+            fn _end_id(&self) -> u64 {
+                self.inner.id()
             }
 
             /// The channel this end belongs to.
@@ -104,10 +131,13 @@ macro_rules! end_class {
             }
 
             #[pyo3(signature = (*_exc))]
-            fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-                self.traced(py, "retire");
-                self.inner.retire();
-                false
+            fn __exit__(
+                &self,
+                py: Python<'_>,
+                _exc: &Bound<'_, pyo3::types::PyTuple>,
+            ) -> PyResult<bool> {
+                self.retire(py)?;
+                Ok(false)
             }
 
             fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
@@ -146,9 +176,22 @@ end_class!(
         /// Reads a value (see ``Channel.read``).
         #[pyo3(signature = (*, timeout = None))]
         fn read(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
-            let timeout = parse_timeout(timeout)?;
+            if let Some(s) = self.shm() {
+                return s.call_method1(
+                    py,
+                    "end_read",
+                    (self.inner.id(), "reader", self.inner.is_retired(), timeout),
+                );
+            }
+            let t = parse_timeout(timeout)?;
             let c = self.checked(py)?;
-            read_value(py, &c.inner, &c.name, timeout)
+            let r = read_value(py, &c.inner, &c.name, t);
+            match crate::shm::moved(py, c, r) {
+                Err(s) => {
+                    s.call_method1(py, "end_read", (self.inner.id(), "reader", false, timeout))
+                }
+                Ok(r) => r,
+            }
         }
 
         /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
@@ -156,11 +199,19 @@ end_class!(
         fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
+            crate::shm::no_async(c)?;
             Ok(AsyncOp::read(&c.inner, &c.name, timeout, false))
         }
 
         /// Reads a value if one is available now, else raises ``WouldBlock``.
         fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
+            if let Some(s) = self.shm() {
+                return s.call_method1(
+                    py,
+                    "end_read_nowait",
+                    (self.inner.id(), "reader", self.inner.is_retired()),
+                );
+            }
             let c = self.checked(py)?;
             try_read_value(py, &c.inner, &c.name)
         }
@@ -170,8 +221,15 @@ end_class!(
         }
 
         fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
+            if let Some(s) = self.shm() {
+                return crate::shm::next(py, s, Some((self.inner.id(), self.inner.is_retired())));
+            }
             let c = self.checked(py)?;
-            next_value(py, &c.inner, &c.name)
+            let r = next_value(py, &c.inner, &c.name);
+            match crate::shm::moved(py, c, r) {
+                Err(s) => crate::shm::next(py, &s, Some((self.inner.id(), false))),
+                Ok(r) => r,
+            }
         }
 
         fn __aiter__(slf: Py<Self>) -> Py<Self> {
@@ -180,6 +238,7 @@ end_class!(
 
         fn __anext__(&self, py: Python<'_>) -> PyResult<AsyncOp> {
             let c = self.checked(py)?;
+            crate::shm::no_async(c)?;
             Ok(AsyncOp::read(&c.inner, &c.name, None, true))
         }
     }
@@ -199,9 +258,29 @@ end_class!(
             value: Value,
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<()> {
-            let timeout = parse_timeout(timeout)?;
+            if let Some(s) = self.shm() {
+                return s
+                    .call_method1(
+                        py,
+                        "end_write",
+                        (self.inner.id(), "writer", self.inner.is_retired(), value, timeout),
+                    )
+                    .map(drop);
+            }
+            let t = parse_timeout(timeout)?;
             let c = self.checked(py)?;
-            write_value(py, &c.inner, &c.name, value, timeout)
+            let keep = value.clone_ref(py);
+            let r = write_value(py, &c.inner, &c.name, value, t);
+            match crate::shm::moved(py, c, r) {
+                Err(s) => s
+                    .call_method1(
+                        py,
+                        "end_write",
+                        (self.inner.id(), "writer", false, keep, timeout),
+                    )
+                    .map(drop),
+                Ok(r) => r,
+            }
         }
 
         /// ``await writer.awrite(value)``: the asyncio twin of ``write`` (see ``Channel.awrite``).
@@ -214,11 +293,21 @@ end_class!(
         ) -> PyResult<AsyncOp> {
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
+            crate::shm::no_async(c)?;
             Ok(AsyncOp::write(&c.inner, &c.name, value, timeout))
         }
 
         /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).
         fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
+            if let Some(s) = self.shm() {
+                return s
+                    .call_method1(
+                        py,
+                        "end_write_nowait",
+                        (self.inner.id(), "writer", self.inner.is_retired(), value),
+                    )
+                    .map(drop);
+            }
             let c = self.checked(py)?;
             try_write_value(py, &c.inner, &c.name, value)
         }

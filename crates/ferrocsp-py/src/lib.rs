@@ -12,6 +12,7 @@ mod errors;
 mod process;
 mod sched;
 mod select;
+mod shm;
 mod trace;
 mod wait;
 
@@ -24,6 +25,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ends::Reader>()?;
     m.add_class::<ends::Writer>()?;
     m.add_class::<aio::AsyncOp>()?;
+    m.add_class::<shm::PyShmChannel>()?;
+    m.add_function(wrap_pyfunction!(shm::_shm_wait_any, m)?)?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_wake_future, m)?)?;

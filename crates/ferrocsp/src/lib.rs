@@ -87,6 +87,8 @@ mod ends;
 mod error;
 mod park;
 mod select;
+#[cfg(target_os = "linux")]
+pub mod shm;
 mod signal;
 mod stats;
 mod sync;

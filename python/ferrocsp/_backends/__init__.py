@@ -4,7 +4,8 @@ Invariant: a backend only decides *where* ``_process.execute`` runs; channel sem
 shutdown rules are the same under every backend. This version has the thread backend, the
 greenlet backend (many processes multiplexed on one OS thread, ``_greenlet.py``) and the
 asyncio backend (the default and only backend of ``async def`` processes; the others run
-plain functions).
+plain functions) and the OS-process backend (each process in a child OS process, ``_os.py``;
+channels it is given move to shared memory).
 Precedence of the choice: ``@process(backend=)`` > ``Par(backend=)`` >
 ``set_default_backend()`` > the ``FERROCSP_BACKEND`` environment variable > ``"thread"``.
 """
@@ -15,8 +16,8 @@ import os
 
 __all__ = ["AVAILABLE", "check", "resolve", "set_default_backend"]
 
-AVAILABLE = ("thread", "greenlet", "asyncio")
-PLANNED = ("os",)
+AVAILABLE = ("thread", "greenlet", "asyncio", "os")
+PLANNED: tuple[str, ...] = ()
 
 _default: str | None = None
 

@@ -1,0 +1,578 @@
+//! `ferrocsp._native._ShmChannel`: the engine's shared-memory channel, carrying byte messages
+//! between OS processes (the Python layer, `ferrocsp._shm`, pickles values into parts).
+//!
+//! A message is a list of parts, each `bytes` or `bytearray` on arrival: on the wire,
+//! `u32 count`, then per part `u8 kind` and `u64 length`, then the parts' bytes. A part is
+//! copied once into the segment by the writer and once out of it into the reader's own new
+//! object, both with the GIL released for the bulk copy where possible.
+//!
+//! Invariants:
+//! - Every wait releases the GIL; in the main thread it wakes every `SIGNAL_SLICE` to run
+//!   Python's signal handlers, and an interrupt withdraws the operation (nothing sent/taken).
+//! - `Channel`, `Reader` and `Writer` dispatch to the Python `SharedChannel` stored by
+//!   `_set_shm` once a channel has moved to shared memory (see `shm_of`).
+
+use std::time::{Duration, Instant};
+
+use ferrocsp::shm::{EndKind, ShmChannel, ShmError, Wait};
+use ferrocsp::Error;
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::errors::{parse_timeout, to_pyerr, OpName};
+use crate::wait::{deadline, is_main_thread};
+
+const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+/// Other threads also wake now and then: to take the segment's lock, which notices a peer
+/// that died holding it (robust mutex) even when no live process will ever wake them.
+const OWNER_CHECK: Duration = Duration::from_millis(500);
+const KIND_BYTES: u8 = 0;
+const KIND_BYTEARRAY: u8 = 1;
+/// First word of a message whose parts stay in the writer's memory (rendezvous, large).
+const REMOTE: u32 = 0xFFFF_FFFE;
+/// Payloads at least this large go by `process_vm_readv` on a rendezvous channel.
+const REMOTE_MIN: usize = 256 * 1024;
+const REMOTE_HEADER: usize = 16;
+const REMOTE_PART: usize = 17;
+/// Where a reader that could not read the writer's memory says so.
+const REJECTED_AT: usize = 12;
+
+fn remote_len(parts: usize) -> usize {
+    REMOTE_HEADER + parts * REMOTE_PART
+}
+
+/// Whether this process uses `process_vm_readv` (``FERROCSP_SHM_VM_READV=0`` turns it off: a
+/// writer then copies large messages into the segment, a reader refuses remote ones).
+fn remote_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("FERROCSP_SHM_VM_READV").map_or(true, |v| v.trim() != "0"))
+}
+
+/// Copies `dst.len()` bytes at `addr` in process `pid` into `dst` (one copy, by the kernel).
+fn vm_read(pid: u32, addr: u64, dst: &mut [u8]) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    let mut done = 0usize;
+    while done < dst.len() {
+        let rest = &mut dst[done..];
+        let local = libc::iovec { iov_base: rest.as_mut_ptr().cast(), iov_len: rest.len() };
+        let remote = libc::iovec {
+            iov_base: (addr as usize).wrapping_add(done) as *mut libc::c_void,
+            iov_len: rest.len(),
+        };
+        // SAFETY: `local` covers memory we own exclusively; the kernel checks `remote`
+        // against the other process's address space and our permission to read it.
+        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+        if n <= 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Writes `bufs` into the segment as one inline message of `total` bytes.
+fn write_inline(
+    ch: &ShmChannel,
+    bufs: &[Part],
+    total: usize,
+    adopted: bool,
+    w: &mut Wait<'_>,
+) -> Result<(), ShmError> {
+    let mut slot = if adopted { ch.begin_write_adopted(total)? } else { ch.begin_write(total, w)? };
+    let out = slot.buf();
+    let count = u32::try_from(bufs.len()).unwrap_or(u32::MAX);
+    out[..4].copy_from_slice(&count.to_le_bytes());
+    let mut at = 4;
+    for b in bufs {
+        out[at] = b.kind;
+        out[at + 1..at + 9].copy_from_slice(&(b.buf.len_bytes() as u64).to_le_bytes());
+        at += 9;
+    }
+    for b in bufs {
+        let n = b.buf.len_bytes();
+        // SAFETY: a C-contiguous buffer of n bytes, held (exported) for this call.
+        let src = unsafe { std::slice::from_raw_parts(b.buf.buf_ptr().cast::<u8>(), n) };
+        out[at..at + n].copy_from_slice(src);
+        at += n;
+    }
+    slot.commit(w)
+}
+
+/// A new `bytes` (or, for `KIND_BYTEARRAY`, `bytearray`) of `n` bytes, filled by `fill`
+/// straight into the object's storage (no zeroing pass first: `fill` writes every byte).
+fn new_part<'py>(
+    py: Python<'py>,
+    kind: u8,
+    n: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> PyResult<Bound<'py, PyAny>> {
+    let len = pyo3::ffi::Py_ssize_t::try_from(n)
+        .map_err(|_| PyValueError::new_err("message part too large"))?;
+    // SAFETY: creating an uninitialised bytes/bytearray of `len` bytes is allowed as long as
+    // nobody sees it before it is filled: we own the only reference until we return it, and
+    // `fill` writes all `n` bytes (a `bytes` is never resized or hashed before that).
+    unsafe {
+        let (obj, data) = if kind == KIND_BYTEARRAY {
+            let o = pyo3::ffi::PyByteArray_FromStringAndSize(std::ptr::null(), len);
+            if o.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            (o, pyo3::ffi::PyByteArray_AsString(o))
+        } else {
+            let o = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len);
+            if o.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            (o, pyo3::ffi::PyBytes_AsString(o))
+        };
+        let obj = Bound::from_owned_ptr(py, obj);
+        if n > 0 {
+            fill(std::slice::from_raw_parts_mut(data.cast::<u8>(), n));
+        }
+        Ok(obj)
+    }
+}
+
+/// The parts of an inline message, each copied into a new object.
+fn read_inline<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    bad: &dyn Fn() -> PyErr,
+) -> PyResult<Bound<'py, PyList>> {
+    let count =
+        u32::from_le_bytes(data.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+    let mut at = header_len(count);
+    if at > data.len() {
+        return Err(bad());
+    }
+    let out = PyList::empty(py);
+    for i in 0..count {
+        let h = 4 + i * 9;
+        let kind = data[h];
+        let n = u64::from_le_bytes(data[h + 1..h + 9].try_into().map_err(|_| bad())?) as usize;
+        let src = data.get(at..at.checked_add(n).ok_or_else(bad)?).ok_or_else(bad)?;
+        out.append(new_part(py, kind, n, |b| b.copy_from_slice(src))?)?;
+        at += n;
+    }
+    let _ = KIND_BYTES;
+    Ok(out)
+}
+
+/// A channel in a shared-memory segment (private: use ``Channel``, which moves there when it
+/// is first sent to another OS process).
+#[pyclass(frozen, module = "ferrocsp._native", name = "_ShmChannel")]
+#[derive(Debug)]
+pub struct PyShmChannel {
+    inner: ShmChannel,
+    name: String,
+}
+
+fn shm_err(py: Python<'_>, e: ShmError, op: OpName, name: &str) -> PyErr {
+    match e {
+        ShmError::Poisoned => to_pyerr(py, Error::Poisoned, op, name),
+        ShmError::Retired => to_pyerr(py, Error::Retired, op, name),
+        ShmError::Timeout => to_pyerr(py, Error::Timeout, op, name),
+        ShmError::WouldBlock => to_pyerr(py, Error::WouldBlock, op, name),
+        ShmError::Interrupted => {
+            PyErr::take(py).unwrap_or_else(|| pyo3::exceptions::PyKeyboardInterrupt::new_err(()))
+        }
+        ShmError::TooLarge { len, max } => PyValueError::new_err(format!(
+            "message of {len} bytes is larger than shared channel '{name}' can carry ({max} \
+             bytes; set FERROCSP_SHM_RING_BYTES)"
+        )),
+        ShmError::TooManyEnds => PyValueError::new_err(format!(
+            "shared channel '{name}' has had {} ends, the most it can count",
+            ferrocsp::shm::MAX_ENDS
+        )),
+        ShmError::Io(e) => PyOSError::new_err(format!("shared channel '{name}': {e}")),
+    }
+}
+
+/// Runs `f` with a `Wait` for this thread: GIL released; in the main thread, 50 ms slices
+/// with Python's signal handlers run between them (an exception they raise is left pending
+/// and reported as `Interrupted`).
+fn blocking<T: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    nowait: bool,
+    f: impl for<'w> FnOnce(&mut Wait<'w>) -> Result<T, ShmError> + Send,
+) -> PyResult<Result<T, ShmError>> {
+    let main = is_main_thread(py)?;
+    let mut pending: Option<PyErr> = None;
+    let r = py.detach(|| {
+        let mut check = || {
+            Python::attach(|py| match py.check_signals() {
+                Ok(()) => false,
+                Err(e) => {
+                    pending = Some(e);
+                    true
+                }
+            })
+        };
+        let mut w = Wait {
+            deadline,
+            nowait,
+            slice: Some(if main { SIGNAL_SLICE } else { OWNER_CHECK }),
+            interrupted: &mut check,
+        };
+        f(&mut w)
+    });
+    if let Some(e) = pending {
+        if matches!(r, Err(ShmError::Interrupted)) {
+            return Err(e);
+        }
+        // The operation completed although a handler raised: keep the result, and make the
+        // interrupt happen again at the next bytecode boundary (as `wait.rs` does).
+        if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+            // SAFETY: sets a flag only; async-signal-safe; SIGINT is a valid signal.
+            unsafe { pyo3::ffi::PyErr_SetInterruptEx(2) };
+        } else {
+            // Another handler's exception cannot be re-armed: report it after the fact.
+            e.restore(py);
+            // SAFETY: we hold the GIL; this writes the pending exception as "unraisable".
+            unsafe { pyo3::ffi::PyErr_WriteUnraisable(std::ptr::null_mut()) };
+        }
+    }
+    Ok(r)
+}
+
+struct Part {
+    buf: PyUntypedBuffer,
+    kind: u8,
+}
+
+fn header_len(n: usize) -> usize {
+    4 + n * 9
+}
+
+#[pymethods]
+impl PyShmChannel {
+    /// A new shared channel of `capacity` (0: rendezvous) with a ring of `ring_bytes`.
+    #[new]
+    #[pyo3(signature = (capacity, ring_bytes, name))]
+    fn new(capacity: usize, ring_bytes: usize, name: String) -> PyResult<Self> {
+        let inner = ShmChannel::create(capacity, ring_bytes)
+            .map_err(|e| PyOSError::new_err(format!("cannot create shared channel: {e}")))?;
+        Ok(PyShmChannel { inner, name })
+    }
+
+    /// Attaches to the channel `uuid` held by process `pid` as descriptor `fd`.
+    #[staticmethod]
+    fn attach(pid: u32, fd: i32, uuid: &[u8], name: String) -> PyResult<Self> {
+        let uuid: [u8; 16] =
+            uuid.try_into().map_err(|_| PyValueError::new_err("uuid must be 16 bytes"))?;
+        let inner = ShmChannel::attach(pid, fd, &uuid)
+            .map_err(|e| PyOSError::new_err(format!("cannot attach to channel '{name}': {e}")))?;
+        Ok(PyShmChannel { inner, name })
+    }
+
+    /// The segment's identifier (16 bytes).
+    #[getter]
+    fn uuid<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.uuid())
+    }
+
+    /// This process's descriptor of the segment.
+    #[getter]
+    fn fd(&self) -> i32 {
+        self.inner.fd()
+    }
+
+    /// The buffer size; 0 for rendezvous.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    /// Sends one message made of ``parts`` (bytes-like objects; ``kinds[i]`` 1 means it
+    /// arrives as a bytearray, 0 as bytes). ``nowait``: raise ``WouldBlock`` instead of waiting.
+    /// ``adopted``: a value already accepted before the channel moved here (buffered channels
+    /// only; ignores the capacity, never blocks).
+    #[pyo3(signature = (parts, kinds, timeout = None, nowait = false, adopted = false))]
+    fn write(
+        &self,
+        py: Python<'_>,
+        parts: &Bound<'_, PyList>,
+        kinds: Vec<u8>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        nowait: bool,
+        adopted: bool,
+    ) -> PyResult<()> {
+        let timeout = parse_timeout(timeout)?;
+        if kinds.len() != parts.len() {
+            return Err(PyValueError::new_err("parts and kinds differ in length"));
+        }
+        let mut bufs = Vec::with_capacity(parts.len());
+        for (p, kind) in parts.iter().zip(kinds) {
+            let buf = PyUntypedBuffer::get(&p)?;
+            if !buf.is_c_contiguous() {
+                return Err(PyTypeError::new_err("message parts must be C-contiguous buffers"));
+            }
+            bufs.push(Part { buf, kind });
+        }
+        let total = header_len(bufs.len()) + bufs.iter().map(|b| b.buf.len_bytes()).sum::<usize>();
+        let dl = deadline(timeout);
+        let bufs = &bufs;
+        let payload: usize = bufs.iter().map(|b| b.buf.len_bytes()).sum();
+        let remote = self.inner.capacity() == 0 && payload >= REMOTE_MIN && remote_enabled();
+        let r = blocking(py, dl, nowait, move |w| {
+            if remote {
+                // One copy: the reader reads the parts straight out of this process's memory
+                // (they stay exported, and we stay blocked, until it has taken them).
+                let mut slot = self.inner.begin_write(remote_len(bufs.len()), w)?;
+                let out = slot.buf();
+                out.fill(0);
+                out[..4].copy_from_slice(&REMOTE.to_le_bytes());
+                out[4..8].copy_from_slice(&std::process::id().to_le_bytes());
+                let count = u32::try_from(bufs.len()).unwrap_or(u32::MAX);
+                out[8..12].copy_from_slice(&count.to_le_bytes());
+                let mut at = REMOTE_HEADER;
+                for b in bufs {
+                    out[at] = b.kind;
+                    out[at + 1..at + 9].copy_from_slice(&(b.buf.len_bytes() as u64).to_le_bytes());
+                    out[at + 9..at + 17].copy_from_slice(&(b.buf.buf_ptr() as u64).to_le_bytes());
+                    at += REMOTE_PART;
+                }
+                let rejected = slot.commit_then(w, |m| m.get(REJECTED_AT) == Some(&1))?;
+                if !rejected {
+                    return Ok(());
+                }
+                // The reader may not read our memory (ptrace rules): send the bytes inline.
+            }
+            write_inline(&self.inner, bufs, total, adopted, w)
+        })?;
+        r.map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+    }
+
+    /// Receives one message: its parts, each a new ``bytes`` or ``bytearray``.
+    #[pyo3(signature = (timeout = None, nowait = false))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        nowait: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let timeout = parse_timeout(timeout)?;
+        let dl = deadline(timeout);
+        loop {
+            let mut slot = blocking(py, dl, nowait, |w| self.inner.begin_read(w))?
+                .map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
+            let data = slot.buf();
+            let bad =
+                || PyValueError::new_err(format!("corrupt message on channel '{}'", self.name));
+            let word = |at: usize| -> PyResult<u32> {
+                Ok(u32::from_le_bytes(
+                    data.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?,
+                ))
+            };
+            if word(0)? != REMOTE {
+                let out = read_inline(py, data, &bad)?;
+                slot.finish().map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
+                return Ok(out);
+            }
+            let pid = word(4)?;
+            let count = word(8)? as usize;
+            if remote_len(count) > data.len() {
+                return Err(bad());
+            }
+            let mut failed = !remote_enabled();
+            let out = PyList::empty(py);
+            for i in 0..count {
+                if failed {
+                    break;
+                }
+                let h = REMOTE_HEADER + i * REMOTE_PART;
+                let kind = data[h];
+                let n = u64::from_le_bytes(data[h + 1..h + 9].try_into().map_err(|_| bad())?);
+                let addr = u64::from_le_bytes(data[h + 9..h + 17].try_into().map_err(|_| bad())?);
+                let n = usize::try_from(n).map_err(|_| bad())?;
+                let part = new_part(py, kind, n, |b| {
+                    if vm_read(pid, addr, b).is_err() {
+                        failed = true;
+                    }
+                })?;
+                out.append(part)?;
+            }
+            if !failed {
+                slot.finish().map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
+                return Ok(out);
+            }
+            // Not allowed to read the writer's memory: tell it to send the bytes inline, and
+            // wait for them (the writer's rendezvous is not over until they are taken).
+            slot.buf_mut()[REJECTED_AT] = 1;
+            slot.finish().map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
+        }
+    }
+
+    /// Poisons the channel for every process.
+    fn poison(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.poison().map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+    }
+
+    /// The change counter (see ``_shm_wait_any``).
+    #[getter]
+    fn seq(&self) -> u32 {
+        self.inner.seq()
+    }
+
+    /// Whether the channel is poisoned.
+    #[getter]
+    fn poisoned(&self) -> bool {
+        self.inner.is_poisoned()
+    }
+
+    /// Counts a new end (``"reader"``/``"writer"``); returns its index. With ``adopted``, the
+    /// end was already counted by ``adopt_counts``.
+    #[pyo3(signature = (kind, adopted = false))]
+    fn new_end(&self, py: Python<'_>, kind: &str, adopted: bool) -> PyResult<u32> {
+        let k = end_kind(kind)?;
+        let r = if adopted { self.inner.adopt_end(k) } else { self.inner.new_end(k) };
+        r.map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+    }
+
+    /// Counts ends made before the channel moved to shared memory.
+    fn adopt_counts(&self, py: Python<'_>, kind: &str, made: u32, live: u32) -> PyResult<()> {
+        self.inner
+            .adopt_counts(end_kind(kind)?, made, live)
+            .map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+    }
+
+    /// Whether end ``index`` has retired (in any process).
+    fn end_retired(&self, index: u32) -> bool {
+        self.inner.end_retired(index)
+    }
+
+    /// Retires end ``index`` for every process (idempotent).
+    fn retire_end(&self, py: Python<'_>, index: u32) -> PyResult<()> {
+        self.inner.retire_end(index).map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+    }
+
+    /// ``(capacity, buffered, readers_waiting, writers_waiting, reader_ends, writer_ends,
+    /// poisoned, retired)``.
+    #[allow(clippy::type_complexity)]
+    fn stats(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<(usize, usize, usize, usize, usize, usize, bool, bool)> {
+        let s = self.inner.stats().map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
+        Ok((
+            s.capacity,
+            s.buffered,
+            s.readers_waiting,
+            s.writers_waiting,
+            s.reader_ends,
+            s.writer_ends,
+            s.poisoned,
+            s.retired,
+        ))
+    }
+
+    /// Takes the segment's lock and never releases it (tests of a process dying holding it).
+    fn _hold_lock_for_test(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.hold_lock_for_test().map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+    }
+}
+
+fn end_kind(kind: &str) -> PyResult<EndKind> {
+    match kind {
+        "reader" => Ok(EndKind::Reader),
+        "writer" => Ok(EndKind::Writer),
+        _ => Err(PyValueError::new_err(format!(
+            "end kind must be 'reader' or 'writer', not {kind:?}"
+        ))),
+    }
+}
+
+/// `Channel.reader()`/`writer()`: the new end, counted in shared memory too if the channel
+/// lives there.
+pub(crate) fn register_end<T: pyo3::PyClass + Into<pyo3::PyClassInitializer<T>>>(
+    chan: &Bound<'_, crate::channel::Channel>,
+    end: T,
+    id: u64,
+    kind: &str,
+) -> PyResult<Py<T>> {
+    let py = chan.py();
+    let obj = Py::new(py, end)?;
+    if let Some(s) = chan.get().shm.get() {
+        s.call_method1(py, "register_end", (id, kind))?;
+    }
+    Ok(obj)
+}
+
+/// `__next__` over a shared channel (`end`: the end's id, None for the channel itself):
+/// end-of-stream stops the iteration.
+pub(crate) fn next(
+    py: Python<'_>,
+    shm: &Py<PyAny>,
+    end: Option<(u64, bool)>,
+) -> PyResult<Option<Py<PyAny>>> {
+    let r = match end {
+        None => shm.call_method1(py, "read", (py.None(),)),
+        Some((id, retired)) => shm.call_method1(py, "end_read", (id, "reader", retired, py.None())),
+    };
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance(py, crate::errors::retired_type(py)?.as_any()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// asyncio operations on a channel in shared memory are not supported: say so clearly.
+pub(crate) fn no_async(chan: &crate::channel::Channel) -> PyResult<()> {
+    if chan.shm.get().is_some() {
+        return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
+            "channel '{}' is shared with OS processes: await-based operations (aread, awrite, \
+             async for) are not supported on it; use read/write via csp.io(...)",
+            chan.name
+        )));
+    }
+    Ok(())
+}
+
+/// ``_shm_wait_any(channels, seen, timeout)``: sleeps (GIL released) until one of the shared
+/// channels changed since its ``seq`` sample in ``seen``, or ``timeout`` seconds passed. In
+/// the main thread it wakes every 50 ms to run signal handlers (Ctrl-C raises here).
+#[pyfunction]
+#[pyo3(signature = (channels, seen, timeout = None))]
+pub(crate) fn _shm_wait_any(
+    py: Python<'_>,
+    channels: Vec<PyRef<'_, PyShmChannel>>,
+    seen: Vec<u32>,
+    timeout: Option<f64>,
+) -> PyResult<()> {
+    if channels.len() != seen.len() || channels.is_empty() || channels.len() > 128 {
+        return Err(PyValueError::new_err("need 1 to 128 channels, one seq each"));
+    }
+    let main = is_main_thread(py)?;
+    let mut t = timeout.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok());
+    let slice = if main { SIGNAL_SLICE } else { OWNER_CHECK };
+    t = Some(t.map_or(slice, |t| t.min(slice)));
+    let chans: Vec<&ShmChannel> = channels.iter().map(|c| &c.inner).collect();
+    py.detach(|| ShmChannel::wait_any(&chans, &seen, t));
+    if main {
+        py.check_signals()?;
+    }
+    Ok(())
+}
+
+/// An in-process operation's result `r`, unless it failed because its channel moved to shared
+/// memory meanwhile (the in-process side is poisoned by the move): then `Err(shared side)`,
+/// to retry there. Nothing was sent or taken by the failed attempt.
+pub(crate) fn moved<T>(
+    py: Python<'_>,
+    chan: &crate::channel::Channel,
+    r: PyResult<T>,
+) -> Result<PyResult<T>, Py<PyAny>> {
+    if let (Err(e), Some(s)) = (&r, chan.shm.get()) {
+        let poisoned = py
+            .import("ferrocsp._errors")
+            .and_then(|m| m.getattr("ChannelPoisoned"))
+            .is_ok_and(|t| e.is_instance(py, &t));
+        if poisoned {
+            return Err(s.clone_ref(py));
+        }
+    }
+    Ok(r)
+}

@@ -1,0 +1,988 @@
+//! A CSP channel in one shared-memory segment, usable by any number of OS processes.
+//!
+//! Layout (offsets from the start of the segment, never pointers, so every process may map it
+//! at a different address): a [`Header`] in the first page, the end table in the second page,
+//! then a byte ring of messages. Each message is an [`Entry`] header followed by its bytes,
+//! 64-byte aligned; a message never wraps (a `PAD` entry fills the tail end instead).
+//!
+//! Invariants:
+//! - Every field of `State`, the entries' states and the end table are read and written only
+//!   under the segment's robust process-shared mutex. `seq`, `sleepers` and `poisoned` are
+//!   atomics readable without it.
+//! - Whoever changes anything a waiter may wait for increments `seq` under the lock and wakes
+//!   every sleeper; a waiter reads `seq` under the lock before it unlocks and sleeps on it, so
+//!   no wake-up is lost (the futex returns at once when `seq` moved). The one exception is a
+//!   rendezvous writer waiting for its entry to be taken: it sleeps on its entry's own `wake`
+//!   word, with the same discipline, so other traffic on the channel never wakes it.
+//! - A writer reserves its entry under the lock, copies its bytes with the lock released, and
+//!   publishes the entry (`READY`) under the lock; a reader claims a `READY` entry (`READING`),
+//!   copies it out with the lock released, and releases it. The ring's head only moves over
+//!   entries nobody uses any more (`DONE`, `CANCELLED`, `PAD`).
+//! - Rendezvous (capacity 0): a write completes only when a reader has taken its entry
+//!   (`TAKEN`, then the writer marks it `DONE`); a write that times out or is interrupted while
+//!   its entry is still `READY` withdraws it (`CANCELLED`): nothing was sent.
+//! - A process that dies holding the mutex leaves it "owner died": the next locker makes it
+//!   consistent and poisons the channel, so its peers wake with `Poisoned` instead of hanging.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use super::sys::{self, Locked, Mapping};
+
+const MAGIC: u64 = 0x6665_7272_6f63_7370; // "ferrocsp"
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 4096;
+/// The most counted ends one shared channel can have over its life.
+pub const MAX_ENDS: usize = 4096;
+const DATA_OFF: usize = HEADER_BYTES + MAX_ENDS;
+const ALIGN: usize = 64;
+const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+
+// Entry states.
+const WRITING: u32 = 1;
+const READY: u32 = 2;
+const READING: u32 = 3;
+const TAKEN: u32 = 4;
+const DONE: u32 = 5;
+const CANCELLED: u32 = 6;
+const PAD: u32 = 7;
+
+// End-table states.
+const END_FREE: u8 = 0;
+const END_READER: u8 = 1;
+const END_WRITER: u8 = 2;
+const END_RETIRED: u8 = 3;
+
+/// Which kind of end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndKind {
+    /// A reading end.
+    Reader,
+    /// A writing end.
+    Writer,
+}
+
+/// Why a shared-channel operation did not happen.
+#[derive(Debug)]
+pub enum ShmError {
+    /// The channel is poisoned (or a process died holding its lock).
+    Poisoned,
+    /// The channel is retired (end-of-stream for readers; no readers left for writers).
+    Retired,
+    /// The deadline passed; nothing was sent or taken.
+    Timeout,
+    /// A `nowait` operation could not complete at once; nothing was sent or taken.
+    WouldBlock,
+    /// The caller's interrupt check fired while waiting; nothing was sent or taken.
+    Interrupted,
+    /// The message can never fit in the channel's ring.
+    TooLarge {
+        /// The message's size in bytes.
+        len: usize,
+        /// The largest message the channel can carry.
+        max: usize,
+    },
+    /// The end table is full.
+    TooManyEnds,
+    /// A system call failed.
+    Io(io::Error),
+}
+
+impl From<io::Error> for ShmError {
+    fn from(e: io::Error) -> Self {
+        ShmError::Io(e)
+    }
+}
+
+/// How a blocking operation waits: until `deadline` (None: forever), waking every `slice` to
+/// ask `interrupted` whether to give up (the Python main thread checks for Ctrl-C there).
+pub struct Wait<'a> {
+    /// When to give up with `Timeout` (None: never). `Some(now)` or earlier never sleeps.
+    pub deadline: Option<Instant>,
+    /// Do not block at all: `WouldBlock` instead.
+    pub nowait: bool,
+    /// The longest single sleep before `interrupted` is asked.
+    pub slice: Option<Duration>,
+    /// Returns true to abandon the wait with `Interrupted`.
+    pub interrupted: &'a mut dyn FnMut() -> bool,
+}
+
+impl std::fmt::Debug for Wait<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wait")
+            .field("deadline", &self.deadline)
+            .field("nowait", &self.nowait)
+            .field("slice", &self.slice)
+            .finish_non_exhaustive()
+    }
+}
+
+// `Box::leak` of a capture-less closure allocates nothing (it is zero-sized): these
+// constructors lend a `'static` "never interrupted" check without any cost.
+impl Wait<'static> {
+    /// Blocks until `deadline` (None: forever), never interrupted.
+    pub fn until(deadline: Option<Instant>) -> Self {
+        Wait { deadline, nowait: false, slice: None, interrupted: Box::leak(Box::new(|| false)) }
+    }
+
+    /// Does not block: `WouldBlock` when the operation cannot complete at once.
+    pub fn nowait() -> Self {
+        Wait {
+            deadline: None,
+            nowait: true,
+            slice: None,
+            interrupted: Box::leak(Box::new(|| false)),
+        }
+    }
+}
+
+/// A snapshot of a shared channel's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShmStats {
+    /// Buffer size; 0 for rendezvous.
+    pub capacity: usize,
+    /// Messages buffered (buffered channels only).
+    pub buffered: usize,
+    /// Readers blocked.
+    pub readers_waiting: usize,
+    /// Writers blocked (for rendezvous: with an offer not yet taken, or waiting for one).
+    pub writers_waiting: usize,
+    /// Live reader ends.
+    pub reader_ends: usize,
+    /// Live writer ends.
+    pub writer_ends: usize,
+    /// Poisoned.
+    pub poisoned: bool,
+    /// Every writer end or every reader end made has retired.
+    pub retired: bool,
+}
+
+#[repr(C)]
+struct State {
+    head: u64,
+    tail: u64,
+    /// Buffered messages reserved or ready (counted against the capacity).
+    buffered: u64,
+    /// Entries `READY` (offers or buffered messages nobody has claimed).
+    ready: u64,
+    /// Entries `WRITING`.
+    writing: u64,
+    /// Rendezvous entries `WRITING` or `READY`.
+    offers: u64,
+    readers_waiting: u32,
+    writers_waiting: u32,
+    reader_ends_made: u32,
+    writer_ends_made: u32,
+    reader_ends_live: u32,
+    writer_ends_live: u32,
+    ends_next: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+struct Header {
+    magic: u64,
+    version: u32,
+    _pad0: u32,
+    uuid: [u8; 16],
+    total_len: u64,
+    data_len: u64,
+    capacity: u64,
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+    poisoned: AtomicU32,
+    _pad1: u32,
+    mutex: libc::pthread_mutex_t,
+    st: State,
+}
+
+#[repr(C)]
+struct Entry {
+    /// Bytes this entry occupies in the ring (header, message, alignment).
+    size: u64,
+    /// The message's length.
+    len: u64,
+    state: u32,
+    rendezvous: u32,
+    /// A rendezvous writer waiting for its entry to be taken sleeps on this word (and only
+    /// it does): bumped when the entry is taken, and for everything that ends such a wait
+    /// early (poison, readers retired or leaving).
+    wake: AtomicU32,
+    _pad: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
+const _: () = assert!(ENTRY_BYTES <= ALIGN);
+
+/// A channel in a shared-memory segment (see the module docs for the protocol).
+#[derive(Debug)]
+pub struct ShmChannel {
+    map: Mapping,
+    fd: OwnedFd,
+}
+
+/// The mutex held; unlocks on drop.
+struct Guard<'a> {
+    ch: &'a ShmChannel,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a Guard exists only while this thread holds the mutex.
+        unsafe { sys::mutex_unlock(self.ch.mutex()) }
+    }
+}
+
+impl Guard<'_> {
+    #[allow(clippy::mut_from_ref)] // the mutex, held by this guard, makes the access exclusive
+    fn st(&self) -> &mut State {
+        // SAFETY: the state is only touched under the mutex, which this guard holds, and no
+        // other reference to it outlives a statement in this module.
+        unsafe { &mut (*self.ch.hdr()).st }
+    }
+}
+
+fn round_up(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+impl ShmChannel {
+    /// Creates a channel of `capacity` (0: rendezvous) whose ring holds `ring_bytes` bytes
+    /// (allocated lazily by the kernel as it is used).
+    pub fn create(capacity: usize, ring_bytes: usize) -> io::Result<Self> {
+        let data_len = round_up(ring_bytes.max(4 * ALIGN));
+        let total = DATA_OFF + data_len;
+        let uuid = sys::random_uuid()?;
+        let fd = sys::create(&uuid, total)?;
+        let map = sys::map(&fd, total)?;
+        let ch = ShmChannel { map, fd };
+        let h = ch.hdr();
+        // SAFETY: the segment is fresh (zeroed) and mapped; no other process knows it yet.
+        unsafe {
+            (*h).version = VERSION;
+            (*h).uuid = uuid;
+            (*h).total_len = total as u64;
+            (*h).data_len = data_len as u64;
+            (*h).capacity = capacity as u64;
+            sys::mutex_init(std::ptr::addr_of_mut!((*h).mutex))?;
+            std::sync::atomic::fence(Ordering::Release);
+            (*h).magic = MAGIC;
+        }
+        Ok(ch)
+    }
+
+    /// Attaches to the channel `uuid` that process `pid` holds as descriptor `fd`.
+    pub fn attach(pid: u32, fd: i32, uuid: &[u8; 16]) -> io::Result<Self> {
+        let fd = sys::open_from(pid, fd, uuid)?;
+        let total = sys::size(&fd)?;
+        if total < DATA_OFF + 4 * ALIGN {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "segment too small"));
+        }
+        let map = sys::map(&fd, total)?;
+        let ch = ShmChannel { map, fd };
+        let h = ch.hdr();
+        // SAFETY: the header lies in the mapping (checked size); these fields are written once
+        // before `magic` at creation and never change.
+        let ok = unsafe {
+            (*h).magic == MAGIC
+                && (*h).version == VERSION
+                && (*h).uuid == *uuid
+                && (*h).total_len == total as u64
+        };
+        if !ok {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a ferrocsp channel"));
+        }
+        Ok(ch)
+    }
+
+    fn hdr(&self) -> *mut Header {
+        self.map.ptr().cast()
+    }
+
+    fn mutex(&self) -> *mut libc::pthread_mutex_t {
+        // SAFETY: the header is in the mapping; addr_of_mut! makes no reference.
+        unsafe { std::ptr::addr_of_mut!((*self.hdr()).mutex) }
+    }
+
+    fn atomics(&self) -> (&AtomicU32, &AtomicU32, &AtomicU32) {
+        // SAFETY: atomics in the mapped header, valid as long as `self`.
+        unsafe {
+            let h = self.hdr();
+            (&(*h).seq, &(*h).sleepers, &(*h).poisoned)
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        // SAFETY: immutable after creation.
+        unsafe { (*self.hdr()).data_len as usize }
+    }
+
+    /// The segment's identifier.
+    pub fn uuid(&self) -> [u8; 16] {
+        // SAFETY: immutable after creation.
+        unsafe { (*self.hdr()).uuid }
+    }
+
+    /// This process's descriptor for the segment (another process attaches through it).
+    pub fn fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// The buffer size; 0 for rendezvous.
+    pub fn capacity(&self) -> usize {
+        // SAFETY: immutable after creation.
+        unsafe { (*self.hdr()).capacity as usize }
+    }
+
+    /// The largest message this channel can carry.
+    pub fn max_message(&self) -> usize {
+        self.data_len() - ENTRY_BYTES
+    }
+
+    /// Whether the channel is poisoned.
+    pub fn is_poisoned(&self) -> bool {
+        self.atomics().2.load(Ordering::Acquire) != 0
+    }
+
+    fn lock(&self) -> Result<Guard<'_>, ShmError> {
+        // SAFETY: the mutex was initialised at creation and lives as long as the mapping.
+        let how = unsafe { sys::mutex_lock(self.mutex()) }?;
+        let g = Guard { ch: self };
+        if how == Locked::OwnerDied {
+            // A process died inside a critical section: the state may be half-updated, so the
+            // channel is dead for everyone (its peers see poison instead of hanging).
+            self.atomics().2.store(1, Ordering::Release);
+            self.changed_all(&g);
+        }
+        Ok(g)
+    }
+
+    /// Announces a change to every sleeper; called with the lock held.
+    fn changed(&self, _g: &Guard<'_>) {
+        let (seq, sleepers, _) = self.atomics();
+        seq.fetch_add(1, Ordering::AcqRel);
+        if sleepers.load(Ordering::Acquire) > 0 {
+            sys::futex_wake_all(seq);
+        }
+    }
+
+    /// Releases the lock, sleeps until something changes (or the slice/deadline ends), and
+    /// takes the lock again. Returns the new guard and whether the wait was interrupted.
+    fn sleep<'a>(&'a self, g: Guard<'a>, w: &mut Wait<'_>) -> Result<(Guard<'a>, bool), ShmError> {
+        let (seq, sleepers, _) = self.atomics();
+        sleepers.fetch_add(1, Ordering::AcqRel);
+        let r = self.sleep_on(g, seq, w);
+        sleepers.fetch_sub(1, Ordering::AcqRel);
+        r
+    }
+
+    /// `sleep` on another futex word of the segment (an entry's `wake`).
+    fn sleep_on<'a>(
+        &'a self,
+        g: Guard<'a>,
+        word: &AtomicU32,
+        w: &mut Wait<'_>,
+    ) -> Result<(Guard<'a>, bool), ShmError> {
+        let seen = word.load(Ordering::Acquire);
+        drop(g);
+        // A short bounded spin first, as for in-process waits (`park.rs`): a counterpart in
+        // another process that answers within microseconds costs no system call at all.
+        if crate::spin_until(|| word.load(Ordering::Acquire) != seen, crate::spin_budget()) {
+            return Ok((self.lock()?, false));
+        }
+        let now = Instant::now();
+        let mut timeout = w.deadline.map(|d| d.saturating_duration_since(now));
+        if let Some(s) = w.slice {
+            timeout = Some(timeout.map_or(s, |t| t.min(s)));
+        }
+        sys::futex_wait(word, seen, timeout);
+        let interrupted = w.slice.is_some() && (w.interrupted)();
+        Ok((self.lock()?, interrupted))
+    }
+
+    /// Wakes the writer waiting on entry `e` (lock held).
+    fn wake_entry(&self, e: *mut Entry, _g: &Guard<'_>) {
+        // SAFETY: a live entry in the ring; `wake` is an atomic.
+        let word = unsafe { &(*e).wake };
+        word.fetch_add(1, Ordering::AcqRel);
+        sys::futex_wake_all(word);
+    }
+
+    /// Wakes every rendezvous writer waiting for its entry (poison, retirement, a reader
+    /// leaving): they re-check why they wait. Lock held.
+    fn wake_offers(&self, g: &Guard<'_>) {
+        let st = g.st();
+        let mut pos = st.head;
+        while pos < st.tail {
+            let e = self.entry(pos);
+            // SAFETY: as in `advance`.
+            let (state, size, rdv) = unsafe { ((*e).state, (*e).size, (*e).rendezvous) };
+            if rdv != 0 && matches!(state, READY | READING) {
+                self.wake_entry(e, g);
+            }
+            pos += size;
+        }
+    }
+
+    /// A change that may end any wait: `changed` plus every offer's writer.
+    fn changed_all(&self, g: &Guard<'_>) {
+        self.changed(g);
+        self.wake_offers(g);
+    }
+
+    fn entry(&self, pos: u64) -> *mut Entry {
+        let off = DATA_OFF + (pos as usize % self.data_len());
+        // SAFETY: off + ENTRY_BYTES lies inside the mapping (entries are aligned and the ring
+        // length is a multiple of ALIGN).
+        unsafe { self.map.ptr().add(off).cast() }
+    }
+
+    fn payload(&self, pos: u64) -> *mut u8 {
+        // SAFETY: the message follows its entry header inside the ring (it never wraps).
+        unsafe { self.entry(pos).cast::<u8>().add(ENTRY_BYTES) }
+    }
+
+    fn ends(&self) -> &[AtomicU8] {
+        // SAFETY: the end table is MAX_ENDS bytes right after the header page.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.ptr().add(HEADER_BYTES).cast::<AtomicU8>(),
+                MAX_ENDS,
+            )
+        }
+    }
+
+    fn writers_gone(st: &State) -> bool {
+        st.writer_ends_made > 0 && st.writer_ends_live == 0
+    }
+
+    fn readers_gone(st: &State) -> bool {
+        st.reader_ends_made > 0 && st.reader_ends_live == 0
+    }
+
+    /// Moves the head over entries nobody uses any more; rewinds an empty ring.
+    fn advance(&self, g: &Guard<'_>) {
+        let st = g.st();
+        while st.head < st.tail {
+            let e = self.entry(st.head);
+            // SAFETY: entries between head and tail are initialised; lock held.
+            let (state, size) = unsafe { ((*e).state, (*e).size) };
+            if !matches!(state, DONE | CANCELLED | PAD) {
+                break;
+            }
+            st.head += size;
+        }
+        if st.head == st.tail {
+            st.head = 0;
+            st.tail = 0;
+        }
+    }
+
+    /// The first `READY` entry, if any.
+    fn first_ready(&self, g: &Guard<'_>) -> Option<u64> {
+        let st = g.st();
+        if st.ready == 0 {
+            return None;
+        }
+        let mut pos = st.head;
+        while pos < st.tail {
+            let e = self.entry(pos);
+            // SAFETY: as in `advance`.
+            let (state, size) = unsafe { ((*e).state, (*e).size) };
+            if state == READY {
+                return Some(pos);
+            }
+            pos += size;
+        }
+        None
+    }
+
+    /// Reserves `size` bytes at the tail (padding to the ring's start if needed), if they fit.
+    fn reserve(&self, g: &Guard<'_>, size: usize) -> Option<u64> {
+        let st = g.st();
+        let len = self.data_len() as u64;
+        let used = st.tail - st.head;
+        let at = st.tail % len;
+        let room_to_end = len - at;
+        let pad = if room_to_end < size as u64 { room_to_end } else { 0 };
+        if used + pad + size as u64 > len {
+            return None;
+        }
+        if pad > 0 {
+            let e = self.entry(st.tail);
+            // SAFETY: the pad region is free ring space (checked above); lock held.
+            unsafe {
+                (*e).size = pad;
+                (*e).len = 0;
+                (*e).state = PAD;
+            }
+            st.tail += pad;
+        }
+        let pos = st.tail;
+        st.tail += size as u64;
+        Some(pos)
+    }
+
+    /// Starts writing a message of `len` bytes: waits for room (buffered) or, with `nowait`
+    /// on a rendezvous channel, checks that a reader is waiting. Fill `WriteSlot::buf`, then
+    /// `commit`; dropping the slot withdraws the message.
+    pub fn begin_write(&self, len: usize, w: &mut Wait<'_>) -> Result<WriteSlot<'_>, ShmError> {
+        self.reserve_message(len, w, false)
+    }
+
+    /// `begin_write` for a buffered channel that ignores the capacity (never blocks on it):
+    /// for values that were already accepted elsewhere (a channel moving here with its buffer
+    /// and the writers it had blocked).
+    pub fn begin_write_adopted(&self, len: usize) -> Result<WriteSlot<'_>, ShmError> {
+        self.reserve_message(len, &mut Wait::nowait(), true)
+    }
+
+    fn reserve_message(
+        &self,
+        len: usize,
+        w: &mut Wait<'_>,
+        adopted: bool,
+    ) -> Result<WriteSlot<'_>, ShmError> {
+        let size = round_up(ENTRY_BYTES + len);
+        if size > self.data_len() {
+            return Err(ShmError::TooLarge { len, max: self.max_message() });
+        }
+        let rendezvous = self.capacity() == 0;
+        let mut g = self.lock()?;
+        loop {
+            if self.is_poisoned() {
+                return Err(ShmError::Poisoned);
+            }
+            let st = g.st();
+            if Self::readers_gone(st) {
+                return Err(ShmError::Retired);
+            }
+            let slot_ok = if adopted {
+                !rendezvous
+            } else if rendezvous {
+                !w.nowait || u64::from(st.readers_waiting) > st.offers
+            } else {
+                st.buffered < self.capacity() as u64
+            };
+            if slot_ok {
+                if let Some(pos) = self.reserve(&g, size) {
+                    let st = g.st();
+                    let e = self.entry(pos);
+                    // SAFETY: freshly reserved ring space; lock held.
+                    unsafe {
+                        (*e).size = size as u64;
+                        (*e).len = len as u64;
+                        (*e).state = WRITING;
+                        (*e).rendezvous = u32::from(rendezvous);
+                    }
+                    st.writing += 1;
+                    if rendezvous {
+                        st.offers += 1;
+                    } else {
+                        st.buffered += 1;
+                    }
+                    return Ok(WriteSlot { ch: self, pos, len, rendezvous, committed: false });
+                }
+            }
+            if w.nowait {
+                return Err(ShmError::WouldBlock);
+            }
+            if w.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(ShmError::Timeout);
+            }
+            g.st().writers_waiting += 1;
+            let (g2, interrupted) = self.sleep(g, w)?;
+            g = g2;
+            g.st().writers_waiting -= 1;
+            if interrupted {
+                return Err(ShmError::Interrupted);
+            }
+        }
+    }
+
+    /// Waits for a message and claims it. Read `ReadSlot::buf`, then `finish`; dropping the
+    /// slot unread puts the message back.
+    pub fn begin_read(&self, w: &mut Wait<'_>) -> Result<ReadSlot<'_>, ShmError> {
+        let mut g = self.lock()?;
+        let mut waited = false;
+        loop {
+            if self.is_poisoned() {
+                return Err(ShmError::Poisoned);
+            }
+            if let Some(pos) = self.first_ready(&g) {
+                let e = self.entry(pos);
+                let st = g.st();
+                // SAFETY: a READY entry between head and tail; lock held.
+                let (len, rendezvous) = unsafe {
+                    (*e).state = READING;
+                    ((*e).len as usize, (*e).rendezvous != 0)
+                };
+                st.ready -= 1;
+                if rendezvous {
+                    // Its writer waits for TAKEN, not for this: no wake-up yet.
+                    st.offers -= 1;
+                } else {
+                    st.buffered -= 1;
+                    self.changed(&g); // room for a writer waiting on the capacity
+                }
+                return Ok(ReadSlot { ch: self, pos, len, rendezvous, finished: false });
+            }
+            let st = g.st();
+            let why = if Self::writers_gone(st) && st.writing == 0 {
+                Some(ShmError::Retired)
+            } else if w.nowait {
+                Some(ShmError::WouldBlock)
+            } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
+                Some(ShmError::Timeout)
+            } else {
+                None
+            };
+            if let Some(e) = why {
+                if waited {
+                    // Leaving for good: a nowait writer counting on us re-checks.
+                    self.wake_offers(&g);
+                }
+                return Err(e);
+            }
+            st.readers_waiting += 1;
+            // A reader arrives: an Alt offering an output here may now fire.
+            self.changed(&g);
+            let (g2, interrupted) = self.sleep(g, w)?;
+            g = g2;
+            waited = true;
+            g.st().readers_waiting -= 1;
+            if interrupted {
+                self.wake_offers(&g);
+                self.changed(&g);
+                return Err(ShmError::Interrupted);
+            }
+        }
+    }
+
+    /// Poisons the channel: every blocked and later operation fails with `Poisoned`.
+    pub fn poison(&self) -> Result<(), ShmError> {
+        let g = self.lock()?;
+        self.atomics().2.store(1, Ordering::Release);
+        self.changed_all(&g);
+        Ok(())
+    }
+
+    /// Records a new counted end; returns its index in the end table.
+    pub fn new_end(&self, kind: EndKind) -> Result<u32, ShmError> {
+        let g = self.lock()?;
+        let st = g.st();
+        let i = st.ends_next as usize;
+        if i >= MAX_ENDS {
+            return Err(ShmError::TooManyEnds);
+        }
+        st.ends_next += 1;
+        let (tag, made, live) = match kind {
+            EndKind::Reader => (END_READER, &mut st.reader_ends_made, &mut st.reader_ends_live),
+            EndKind::Writer => (END_WRITER, &mut st.writer_ends_made, &mut st.writer_ends_live),
+        };
+        *made += 1;
+        *live += 1;
+        self.ends()[i].store(tag, Ordering::Release);
+        Ok(i as u32)
+    }
+
+    /// Records `made` ends of `kind` made before the channel moved here, `live` of them not
+    /// retired; those that are still live get their table index later with `new_end`-like
+    /// `adopt_end` (so they are counted once).
+    pub fn adopt_counts(&self, kind: EndKind, made: u32, live: u32) -> Result<(), ShmError> {
+        let g = self.lock()?;
+        let st = g.st();
+        match kind {
+            EndKind::Reader => {
+                st.reader_ends_made += made;
+                st.reader_ends_live += live;
+            }
+            EndKind::Writer => {
+                st.writer_ends_made += made;
+                st.writer_ends_live += live;
+            }
+        }
+        Ok(())
+    }
+
+    /// A table index for a live end already counted by `adopt_counts`.
+    pub fn adopt_end(&self, kind: EndKind) -> Result<u32, ShmError> {
+        let g = self.lock()?;
+        let st = g.st();
+        let i = st.ends_next as usize;
+        if i >= MAX_ENDS {
+            return Err(ShmError::TooManyEnds);
+        }
+        st.ends_next += 1;
+        let tag = if kind == EndKind::Reader { END_READER } else { END_WRITER };
+        self.ends()[i].store(tag, Ordering::Release);
+        Ok(i as u32)
+    }
+
+    /// Whether end `i` has retired (an index never handed out counts as retired).
+    pub fn end_retired(&self, i: u32) -> bool {
+        let t = self.ends().get(i as usize).map_or(END_RETIRED, |e| e.load(Ordering::Acquire));
+        matches!(t, END_RETIRED | END_FREE)
+    }
+
+    /// Retires end `i` (idempotent: every copy of an end is that one end).
+    pub fn retire_end(&self, i: u32) -> Result<(), ShmError> {
+        let g = self.lock()?;
+        let Some(slot) = self.ends().get(i as usize) else {
+            return Ok(());
+        };
+        let st = g.st();
+        match slot.load(Ordering::Acquire) {
+            END_READER => st.reader_ends_live -= 1,
+            END_WRITER => st.writer_ends_live -= 1,
+            _ => return Ok(()),
+        }
+        slot.store(END_RETIRED, Ordering::Release);
+        self.changed_all(&g);
+        Ok(())
+    }
+
+    /// The change counter: sample it before trying operations, then `wait_any` with it.
+    pub fn seq(&self) -> u32 {
+        self.atomics().0.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until any of `chans` changed since its `seen` sample (`seq`), at most `timeout`
+    /// (a choice over several shared channels waits this way). Returns at once if one did.
+    pub fn wait_any(chans: &[&ShmChannel], seen: &[u32], timeout: Option<Duration>) {
+        for c in chans {
+            c.atomics().1.fetch_add(1, Ordering::SeqCst);
+        }
+        let words: Vec<&AtomicU32> = chans.iter().map(|c| c.atomics().0).collect();
+        sys::futex_wait_any(&words, seen, timeout);
+        for c in chans {
+            c.atomics().1.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes the lock and never releases it: only for tests of a process that dies holding it.
+    #[doc(hidden)]
+    pub fn hold_lock_for_test(&self) -> Result<(), ShmError> {
+        std::mem::forget(self.lock()?);
+        Ok(())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Result<ShmStats, ShmError> {
+        let g = self.lock()?;
+        let st = g.st();
+        let poisoned = self.is_poisoned();
+        Ok(ShmStats {
+            capacity: self.capacity(),
+            buffered: if poisoned { 0 } else { st.buffered as usize },
+            readers_waiting: st.readers_waiting as usize,
+            writers_waiting: st.writers_waiting as usize + st.offers as usize,
+            reader_ends: st.reader_ends_live as usize,
+            writer_ends: st.writer_ends_live as usize,
+            poisoned,
+            retired: Self::writers_gone(st) || Self::readers_gone(st),
+        })
+    }
+}
+
+/// A message being written (see [`ShmChannel::begin_write`]).
+#[derive(Debug)]
+pub struct WriteSlot<'a> {
+    ch: &'a ShmChannel,
+    pos: u64,
+    len: usize,
+    rendezvous: bool,
+    committed: bool,
+}
+
+impl WriteSlot<'_> {
+    /// The message's bytes, to fill (the lock is not held: copy freely).
+    pub fn buf(&mut self) -> &mut [u8] {
+        // SAFETY: the reserved entry is ours alone until committed or withdrawn.
+        unsafe { std::slice::from_raw_parts_mut(self.ch.payload(self.pos), self.len) }
+    }
+
+    fn set_state(&self, state: u32) {
+        // SAFETY: our entry; callers hold the lock.
+        unsafe { (*self.ch.entry(self.pos)).state = state }
+    }
+
+    fn state(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*self.ch.entry(self.pos)).state }
+    }
+
+    /// Withdraws a `WRITING` or `READY` entry; lock held.
+    fn withdraw(&self, g: &Guard<'_>, was_ready: bool) {
+        let st = g.st();
+        if was_ready {
+            st.ready -= 1;
+        } else {
+            st.writing -= 1;
+        }
+        if self.rendezvous {
+            st.offers -= 1;
+        } else {
+            st.buffered -= 1;
+        }
+        self.set_state(CANCELLED);
+        self.ch.advance(g);
+        self.ch.changed(g);
+    }
+
+    /// Publishes the message. A buffered write is then done; a rendezvous write waits (per
+    /// `w`) until a reader has taken it, and withdraws it on timeout, interrupt, poison or
+    /// retirement, in which case nothing was sent.
+    pub fn commit(self, w: &mut Wait<'_>) -> Result<(), ShmError> {
+        self.commit_then(w, |_| ())
+    }
+
+    /// `commit`, and for a rendezvous write, `taken(message)` once a reader has taken it
+    /// (under the lock, before the entry can be reused: a reader may have left a mark in the
+    /// message's bytes). A buffered write calls `taken(&[])` once published.
+    pub fn commit_then<T>(
+        mut self,
+        w: &mut Wait<'_>,
+        taken: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, ShmError> {
+        self.committed = true;
+        let ch = self.ch;
+        let mut g = ch.lock()?;
+        if ch.is_poisoned() {
+            self.withdraw(&g, false);
+            return Err(ShmError::Poisoned);
+        }
+        if ShmChannel::readers_gone(g.st()) {
+            self.withdraw(&g, false);
+            return Err(ShmError::Retired);
+        }
+        let st = g.st();
+        st.writing -= 1;
+        st.ready += 1;
+        self.set_state(READY);
+        ch.changed(&g);
+        if !self.rendezvous {
+            return Ok(taken(&[]));
+        }
+        loop {
+            match self.state() {
+                TAKEN => {
+                    // SAFETY: our entry, taken and not yet released: nobody else touches it.
+                    let msg = unsafe { std::slice::from_raw_parts(ch.payload(self.pos), self.len) };
+                    let out = taken(msg);
+                    self.set_state(DONE);
+                    ch.advance(&g);
+                    if g.st().writers_waiting > 0 {
+                        ch.changed(&g); // ring space for a writer waiting for it
+                    }
+                    return Ok(out);
+                }
+                READY => {
+                    let st = g.st();
+                    let why = if ch.is_poisoned() {
+                        Some(ShmError::Poisoned)
+                    } else if ShmChannel::readers_gone(st) {
+                        Some(ShmError::Retired)
+                    } else if w.nowait && st.readers_waiting == 0 {
+                        Some(ShmError::WouldBlock)
+                    } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
+                        Some(ShmError::Timeout)
+                    } else {
+                        None
+                    };
+                    if let Some(e) = why {
+                        self.withdraw(&g, true);
+                        return Err(e);
+                    }
+                }
+                _ => {} // READING: a reader is copying it; it will be TAKEN shortly.
+            }
+            // SAFETY: our entry stays in the ring until we mark it DONE or CANCELLED.
+            let word = unsafe { &(*ch.entry(self.pos)).wake };
+            let (g2, interrupted) = ch.sleep_on(g, word, w)?;
+            g = g2;
+            if interrupted && self.state() == READY {
+                self.withdraw(&g, true);
+                return Err(ShmError::Interrupted);
+            }
+        }
+    }
+}
+
+impl Drop for WriteSlot<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Ok(g) = self.ch.lock() {
+                self.withdraw(&g, false);
+            }
+        }
+    }
+}
+
+/// A message being read (see [`ShmChannel::begin_read`]).
+#[derive(Debug)]
+pub struct ReadSlot<'a> {
+    ch: &'a ShmChannel,
+    pos: u64,
+    len: usize,
+    rendezvous: bool,
+    finished: bool,
+}
+
+impl ReadSlot<'_> {
+    /// The message's bytes (the lock is not held: copy freely).
+    pub fn buf(&self) -> &[u8] {
+        // SAFETY: the claimed entry is ours alone until finished or put back.
+        unsafe { std::slice::from_raw_parts(self.ch.payload(self.pos), self.len) }
+    }
+
+    /// The message's bytes, writable: a reader may leave a mark for a rendezvous writer,
+    /// which sees it in `WriteSlot::commit_then`.
+    pub fn buf_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the claimed entry is ours alone until finished or put back.
+        unsafe { std::slice::from_raw_parts_mut(self.ch.payload(self.pos), self.len) }
+    }
+
+    /// Releases the message: taken (a rendezvous writer completes).
+    pub fn finish(mut self) -> Result<(), ShmError> {
+        self.finished = true;
+        let g = self.ch.lock()?;
+        let e = self.ch.entry(self.pos);
+        if self.rendezvous {
+            // SAFETY: our claimed entry; lock held.
+            unsafe { (*e).state = TAKEN };
+            self.ch.wake_entry(e, &g); // its writer, and only it
+        } else {
+            // SAFETY: as above.
+            unsafe { (*e).state = DONE };
+            self.ch.advance(&g);
+            if g.st().writers_waiting > 0 {
+                self.ch.changed(&g); // ring space
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ReadSlot<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Not read after all (e.g. the reader could not allocate): put it back.
+        if let Ok(g) = self.ch.lock() {
+            let st = g.st();
+            st.ready += 1;
+            if self.rendezvous {
+                st.offers += 1;
+            } else {
+                st.buffered += 1;
+            }
+            // SAFETY: our claimed entry; lock held.
+            unsafe { (*self.ch.entry(self.pos)).state = READY };
+            self.ch.changed(&g);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The Linux system interface of shared-memory channels: memfd segments, shared mappings,
+//! futexes and robust process-shared mutexes.
+//!
+//! Invariants:
+//! - A segment is an anonymous memfd (`memfd_create`, mode 0600): it has no name in any file
+//!   system, so nothing can be left behind in `/dev/shm`; the kernel frees it when the last
+//!   descriptor and the last mapping are gone, whichever way the processes ended.
+//! - Another process attaches by reopening `/proc/<pid>/fd/<fd>` of a process that holds it;
+//!   the link target (`/memfd:ferrocsp-<uuid> (deleted)`) is checked before the open, so an
+//!   unrelated file that reused the descriptor number is never opened.
+//! - Futex words live in `MAP_SHARED` memory and use the shared (not `_PRIVATE`) operations, so
+//!   a wake in one process reaches a waiter in another.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// A shared read-write mapping of a whole segment; unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; every access to it goes through atomics or the
+// segment's process-shared mutex (see `channel.rs`).
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly what mmap returned; nothing refers to the mapping once
+        // its owner (the channel) is dropped.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The memfd name of segment `uuid` (what `/proc/<pid>/fd/<fd>` links to, plus " (deleted)").
+pub(crate) fn memfd_name(uuid: &[u8; 16]) -> String {
+    let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+    format!("ferrocsp-{hex}")
+}
+
+/// Creates a segment of `len` bytes (zero-filled, pages allocated lazily), mode 0600.
+pub(crate) fn create(uuid: &[u8; 16], len: usize) -> io::Result<OwnedFd> {
+    let name = CString::new(memfd_name(uuid)).map_err(io::Error::other)?;
+    // SAFETY: name is a valid NUL-terminated string.
+    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain syscalls on a descriptor we own.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) })?;
+    let size = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: as above.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+    Ok(fd)
+}
+
+/// Opens the segment `uuid` held by process `pid` as descriptor `fd`.
+pub(crate) fn open_from(pid: u32, fd: i32, uuid: &[u8; 16]) -> io::Result<OwnedFd> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let target = std::fs::read_link(&path)?;
+    let want = format!("/memfd:{} (deleted)", memfd_name(uuid));
+    if target.as_os_str() != want.as_str() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{path} is no longer the channel's segment"),
+        ));
+    }
+    let cpath = CString::new(path).map_err(io::Error::other)?;
+    // SAFETY: cpath is a valid C string; the flags ask for a new descriptor we own.
+    let raw = check(unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: raw was just returned by open.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The size of the file behind `fd`.
+pub(crate) fn size(fd: &OwnedFd) -> io::Result<usize> {
+    // SAFETY: an all-zero stat is a valid out-parameter for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open; st is a valid pointer.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    usize::try_from(st.st_size).map_err(io::Error::other)
+}
+
+/// Maps all `len` bytes of `fd` shared and read-write.
+pub(crate) fn map(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+    // SAFETY: a fresh mapping chosen by the kernel; failure is reported as MAP_FAILED.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Mapping { ptr: ptr.cast(), len })
+}
+
+/// Sleeps while `*word == expected`, at most `timeout`; returns on a wake, a timeout, a
+/// signal or a changed word alike (callers re-check their condition).
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(d.subsec_nanos()),
+    });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: word is a valid, aligned u32 in a shared mapping; tsp is null or valid.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, tsp);
+    }
+}
+
+/// Wakes every process sleeping on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: word is a valid, aligned u32; FUTEX_WAKE only reads its address.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+/// Initialises a robust, process-shared mutex at `m` (fresh, zeroed shared memory).
+///
+/// # Safety
+/// `m` must point to writable memory of a `pthread_mutex_t` that no process uses yet.
+pub(crate) unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
+    // SAFETY: the attribute object lives on this stack frame and is destroyed below; `m` is
+    // valid per the caller's contract.
+    unsafe {
+        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+        err(libc::pthread_mutexattr_init(&mut attr))?;
+        let r = (|| {
+            err(libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED))?;
+            err(libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST))?;
+            err(libc::pthread_mutex_init(m, &attr))
+        })();
+        libc::pthread_mutexattr_destroy(&mut attr);
+        r
+    }
+}
+
+fn err(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// How taking the mutex went.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Locked {
+    /// Taken normally.
+    Clean,
+    /// Taken, but its previous owner died holding it: the protected state may be half-updated.
+    OwnerDied,
+}
+
+/// Locks the robust mutex at `m`, making it consistent again if its owner died.
+///
+/// # Safety
+/// `m` must point to a mutex initialised by `mutex_init` in a live shared mapping.
+pub(crate) unsafe fn mutex_lock(m: *mut libc::pthread_mutex_t) -> io::Result<Locked> {
+    // SAFETY: per the caller's contract.
+    let r = unsafe { libc::pthread_mutex_lock(m) };
+    match r {
+        0 => Ok(Locked::Clean),
+        libc::EOWNERDEAD => {
+            // SAFETY: we own the mutex now (EOWNERDEAD means the lock was acquired).
+            err(unsafe { libc::pthread_mutex_consistent(m) })?;
+            Ok(Locked::OwnerDied)
+        }
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Unlocks the mutex at `m`.
+///
+/// # Safety
+/// The calling thread must hold the mutex.
+pub(crate) unsafe fn mutex_unlock(m: *mut libc::pthread_mutex_t) {
+    // SAFETY: per the caller's contract.
+    unsafe {
+        libc::pthread_mutex_unlock(m);
+    }
+}
+
+/// A random 128-bit identifier for a new segment.
+pub(crate) fn random_uuid() -> io::Result<[u8; 16]> {
+    let mut buf = [0u8; 16];
+    // SAFETY: buf is a valid 16-byte out-buffer.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != 16 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(buf)
+}
+
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// Sleeps until any `words[i]` differs from `expected[i]` (or a wake on any of them), at most
+/// `timeout`. Uses `futex_waitv` (Linux 5.16+); on older kernels sleeps on the first word in
+/// slices of 1 ms, so a change of another word is noticed within that slice.
+pub(crate) fn futex_wait_any(words: &[&AtomicU32], expected: &[u32], timeout: Option<Duration>) {
+    let waiters: Vec<FutexWaitv> = words
+        .iter()
+        .zip(expected)
+        .map(|(w, &v)| FutexWaitv {
+            val: u64::from(v),
+            uaddr: w.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    let abs = timeout.map(|d| {
+        // SAFETY: an all-zero timespec is a valid out-parameter for clock_gettime.
+        let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: now is a valid timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let nanos = i128::from(now.tv_nsec) + i128::from(d.subsec_nanos());
+        let secs =
+            i128::from(now.tv_sec) + i128::from(d.as_secs().min(1 << 40)) + nanos / 1_000_000_000;
+        libc::timespec {
+            tv_sec: libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::try_from(nanos % 1_000_000_000).unwrap_or(0),
+        }
+    });
+    let tsp = abs.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: waiters is a valid array of futex_waitv; every uaddr is an aligned u32 in a
+    // shared mapping that outlives this call; tsp is null or a valid timespec.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0 as libc::c_uint,
+            tsp,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        if let (Some(w), Some(&v)) = (words.first(), expected.first()) {
+            let slice = Duration::from_millis(1);
+            futex_wait(w, v, Some(timeout.map_or(slice, |t| t.min(slice))));
+        }
+    }
+}

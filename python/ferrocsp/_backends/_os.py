@@ -1,0 +1,183 @@
+"""The OS-process backend: each process runs in a child OS process (real multi-core).
+
+Invariants:
+- The process (function by reference, arguments) is pickled by the parent, under
+  ``_shm.crossing``, whatever the start method: channels and ends among the arguments move to
+  shared memory and the child attaches to them. So ``fork``, ``spawn`` and ``forkserver``
+  behave alike (the default is ``forkserver``, Python 3.14's default: forking a parent that
+  runs threads is unsafe).
+- Every child ends with exactly one outcome: the result message it sent (value, or failure
+  with the shutdown rules already applied in the child), or, when it died without sending
+  one, ``ProcessCrashed`` naming it and the signal; the parent then poisons the channels it
+  was given, so its peers wake instead of hanging.
+- ``OsHost.wait`` returns True only after every child was reaped (no zombies); ``kill`` ends
+  the children still running (Ctrl-C after the grace period, interpreter exit).
+- A child never outlives its parent: a watchdog thread in the child exits it when the
+  parent's sentinel closes (the parent was killed, or exited without joining).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .. import _shm
+from .._errors import ProcessCrashed
+from .._native import _ignore_thread
+from .._process import Outcome, Process, execute
+from .._shutdown import poison_all
+from ._hosted import ThreadHost
+
+__all__ = ["START_METHODS", "OsHost", "start_method"]
+
+START_METHODS = ("forkserver", "spawn", "fork")
+_ENV = "FERROCSP_START_METHOD"
+
+
+def start_method() -> str:
+    """The multiprocessing start method for OS processes: ``$FERROCSP_START_METHOD`` or
+    ``"forkserver"``."""
+    m = os.environ.get(_ENV) or "forkserver"
+    if m not in START_METHODS:
+        raise ValueError(f"{_ENV}: unknown start method {m!r} (one of {', '.join(START_METHODS)})")
+    return m
+
+
+def _pickle_process(proc: Process[Any]) -> bytes:
+    try:
+        return _shm.dumps(proc)
+    except Exception as exc:
+        raise TypeError(
+            f"process {proc.name!r} cannot run on backend 'os': it must be picklable by "
+            f"reference (a module-level function) with picklable arguments ({exc})"
+        ) from exc
+
+
+def _exit_with_parent(sentinel: Any) -> None:
+    _ignore_thread()  # a watchdog, not a process: never keeps a deadlock from being reported
+    multiprocessing.connection.wait([sentinel])
+    # The parent is gone (killed, or exited without joining): nobody will collect this
+    # process's outcome or poison its channels, so it must not outlive it.
+    os._exit(70)
+
+
+def _child_main(payload: bytes, conn: Connection, name: str) -> None:
+    """The child's entry point: run the process, send back one outcome message."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        threading.Thread(
+            target=_exit_with_parent,
+            args=(parent.sentinel,),
+            name="ferrocsp-parent-watch",
+            daemon=True,
+        ).start()
+    try:
+        proc: Process[Any] = _shm.loads(payload)
+        out = execute(proc)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        exc.add_note(f"in process {name!r}")
+        out = Outcome(error=exc)
+    if out.error is not None:
+        tb = "".join(traceback.format_exception(out.error)).rstrip()
+        out.error.add_note(f"traceback in OS process {os.getpid()}:\n{tb}")
+    try:
+        data = _shm.dumps((out.value, out.error))
+    except Exception as exc:  # noqa: BLE001 - an unpicklable result or exception
+        what = "exception" if out.error is not None else "result"
+        err = TypeError(f"the {what} of process {name!r} cannot be pickled: {exc}")
+        err.add_note(f"in process {name!r}")
+        if out.error is not None:
+            err.add_note(f"it was: {out.error!r}")
+        data = pickle.dumps((None, err), protocol=5)
+    try:
+        conn.send_bytes(data)
+    finally:
+        conn.close()
+
+
+class OsHost(ThreadHost):
+    """Runs ``procs`` in child OS processes; a daemon thread collects their outcomes."""
+
+    what = "the OS-process backend"
+
+    __slots__ = ("_children", "_conns")
+
+    def __init__(self, procs: list[Process[Any]], name: str) -> None:
+        ctx: Any = multiprocessing.get_context(start_method())
+        payloads = [_pickle_process(p) for p in procs]  # errors before anything starts
+        self._children: list[Any] = []
+        self._conns: list[Connection] = []
+        try:
+            for proc, payload in zip(procs, payloads, strict=True):
+                r, w = ctx.Pipe(duplex=False)
+                child = ctx.Process(
+                    target=_child_main,
+                    args=(payload, w, proc.name),
+                    name=f"ferrocsp:{proc.name}",
+                )
+                child.start()
+                w.close()
+                self._children.append(child)
+                self._conns.append(r)
+        except BaseException:
+            self.kill()
+            raise
+        super().__init__(procs, f"{name}:os")
+
+    def _run(self) -> None:
+        waiting: dict[Any, int] = {}
+        for i, (child, conn) in enumerate(zip(self._children, self._conns, strict=True)):
+            waiting[conn] = i
+            waiting[child.sentinel] = i
+        while waiting:
+            for obj in multiprocessing.connection.wait(list(waiting)):
+                i = waiting.pop(obj)
+                if isinstance(obj, Connection):
+                    self._receive(i)
+                else:
+                    self._ended(i)
+
+    def _receive(self, i: int) -> None:
+        conn = self._conns[i]
+        try:
+            value, error = _shm.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return  # died without a result: the sentinel reports it
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
+            exc.add_note(f"in process {self._procs[i].name!r} (unpickling its result)")
+            value, error = None, exc
+        self.outcomes[i] = Outcome(value=value, error=error)
+
+    def _ended(self, i: int) -> None:
+        child = self._children[i]
+        child.join()
+        if self.outcomes[i] is None and self._conns[i].poll():
+            self._receive(i)  # the result arrived just before the exit
+        self._conns[i].close()
+        if self.outcomes[i] is not None:
+            return
+        proc = self._procs[i]
+        code = child.exitcode
+        if code is not None and code < 0:
+            err = ProcessCrashed(proc.name, -code)
+        else:
+            err = ProcessCrashed(
+                proc.name, None, f"process {proc.name!r} exited abruptly (exit code {code})"
+            )
+        err.add_note(f"in process {proc.name!r}")
+        poison_all(proc.endpoints())  # its peers must not hang
+        self.outcomes[i] = Outcome(error=err)
+
+    def kill(self) -> None:
+        """Kills the children still running (they are reaped by the collecting thread)."""
+        for child in self._children:
+            if child.exitcode is None:
+                with contextlib.suppress(OSError, ValueError):
+                    child.kill()

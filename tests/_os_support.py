@@ -1,0 +1,84 @@
+"""Support for the OS-process backend tests: the leak check every such test runs under.
+
+``no_leaks`` asserts that a test leaves no new entry in ``/dev/shm`` and no child process
+(alive or zombie) behind, apart from multiprocessing's long-lived helpers (the forkserver and
+the resource tracker), whose own children are checked too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import ferrocsp as csp
+
+START_METHODS = ["fork", "forkserver", "spawn"]
+
+
+def _helpers() -> set[int]:
+    pids: set[int] = set()
+    try:
+        from multiprocessing import forkserver, resource_tracker
+
+        fs = getattr(forkserver._forkserver, "_forkserver_pid", None)
+        rt = getattr(resource_tracker._resource_tracker, "_pid", None)
+        pids.update(p for p in (fs, rt) if p)
+    except (ImportError, AttributeError):
+        pass
+    return pids
+
+
+def _children_of(parents: set[int]) -> dict[int, str]:
+    """pid -> state of every process whose parent is in ``parents``."""
+    out: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) in parents:
+            out[int(d.name)] = fields[0]
+    return out
+
+
+def leftovers() -> tuple[set[str], dict[int, str]]:
+    """(entries of /dev/shm, children and grandchildren-via-helpers) right now."""
+    helpers = _helpers()
+    kids = {p: s for p, s in _children_of({os.getpid(), *helpers}).items() if p not in helpers}
+    return set(os.listdir("/dev/shm")), kids
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Fails the test if it leaves shared-memory segments or child processes behind."""
+    shm_before, kids_before = leftovers()
+    yield
+    # A child reaped by the forkserver may take a moment to disappear from /proc.
+    deadline = time.monotonic() + 5.0
+    while True:
+        shm_after, kids_after = leftovers()
+        new_kids = {p: s for p, s in kids_after.items() if p not in kids_before}
+        if not new_kids or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert shm_after - shm_before == set(), f"new /dev/shm entries: {shm_after - shm_before}"
+    assert new_kids == {}, f"child processes left behind (pid: state): {new_kids}"
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test under each multiprocessing start method."""
+    name: str = request.param
+    monkeypatch.setenv("FERROCSP_START_METHOD", name)
+    return name
+
+
+__all__ = ["START_METHODS", "csp", "leftovers", "no_leaks", "start_method"]
