@@ -7,6 +7,7 @@ backend (tests/_kit.py); the sentinel tests use plain threads, and the big 8x8x1
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 
@@ -119,11 +120,12 @@ def _poison_mid_stream(k: Kit, capacity: int, seed: int) -> None:
     one ends with ChannelPoisoned, and (rendezvous) a write returned iff its value was
     received."""
     ch = csp.Channel(capacity, name="poison-race")
-    per_writer = 10_000
     succeeded: list[list[int]] = [[] for _ in range(4)]
 
     async def writer(k: Kit, n: int) -> None:
-        for i in range(n * per_writer, (n + 1) * per_writer):
+        # Writes until poisoned (distinct values per writer): a bounded writer could finish
+        # before the main thread, starved of the GIL by a busy scheduler, gets to poison.
+        for i in itertools.count(n, 4):
             await k.write(ch, i)
             succeeded[n].append(i)
 
