@@ -10,6 +10,9 @@ __all__ = [
     "Reader",
     "Writer",
     "_AsyncOp",
+    "_NetChan",
+    "_NetConnection",
+    "_NetOp",
     "_Participant",
     "_Scheduler",
     "_aselect",
@@ -17,6 +20,7 @@ __all__ = [
     "_in_scheduler",
     "_io_wait",
     "_joining",
+    "_net_connect",
     "_participant_enter",
     "_participant_exit",
     "_participants",
@@ -131,3 +135,51 @@ def _joining(on: bool) -> None: ...
 def _io_wait(on: bool) -> None: ...
 def _ignore_thread() -> None: ...
 def _set_trace(sink: Callable[[str, str, str], object] | None) -> None: ...
+
+# --- networked channels (cargo feature "net"; see ferrocsp.net) ------------------------------
+@final
+class _NetConnection:
+    @property
+    def url(self) -> str: ...
+    def channel(self, name: str, capacity: int) -> _NetChan: ...
+    def close(self) -> None: ...
+
+@final
+class _NetChan:
+    @property
+    def name(self) -> str: ...
+    @property
+    def capacity(self) -> int: ...
+    def write(self, data: bytes, timeout: float | None = None) -> None: ...
+    def read(self, timeout: float | None = None) -> bytes: ...
+    def start_write(self, data: bytes, timeout: float | None = None) -> _NetOp: ...
+    def start_read(self, timeout: float | None = None) -> _NetOp: ...
+    def poison(self) -> None: ...
+    def count_end(self, reader: bool, made: bool, wait: bool = True) -> None: ...
+    def status(self) -> tuple[bool, bool, bool]: ...
+
+@final
+class _NetOp:
+    def done(self) -> bool: ...
+    def cancel(self) -> None: ...
+    def add_done_callback(self, callback: Callable[[], object]) -> None: ...
+    def result(self) -> Any: ...
+
+def _net_connect(
+    url: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    nkey_seed: str | None = None,
+    credentials: str | None = None,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_required: bool = False,
+    name: str | None = None,
+    connect_timeout: float = 5.0,
+    ack_timeout: float = 5.0,
+    reconnect_timeout: float = 30.0,
+    hold_acks: bool = False,
+) -> _NetConnection: ...
