@@ -49,7 +49,14 @@ pub(crate) async fn write(
     let mut status = chan.status.subscribe();
     let mut ready = chan.ready.subscribe();
     let mut backoff = Duration::from_millis(1);
+    let mut retry = false;
     loop {
+        if std::mem::replace(&mut retry, true) {
+            // Only after a full buffer (the slow path): read the shared state itself, so that
+            // a slot freed by purging (all readers retired, poison) is not mistaken for one a
+            // reader freed, even before the broadcast arrives.
+            let _ = chan.refresh().await;
+        }
         let s = *status.borrow_and_update();
         if s.poisoned {
             return Err(NetError::Poisoned);
@@ -159,6 +166,7 @@ pub(crate) async fn read(
         let got = tokio::select! {
             m = batch.next() => m,
             () = cancel.wait() => return Err(NetError::Cancelled),
+            e = crate::lost(conn) => return Err(e),
             () = Chan::wait_status(&mut status, |s| s.poisoned || (s.writers_retired && !retired_before)) => continue,
         };
         match got {

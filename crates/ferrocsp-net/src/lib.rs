@@ -47,6 +47,17 @@ pub(crate) async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
+/// Resolves once the connection gave up on its lost server (checked every 250 ms: a waiting
+/// read has no request of its own in flight that could fail).
+pub(crate) async fn lost(conn: &conn::Inner) -> NetError {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if let Some(e) = conn.gave_up() {
+            return e;
+        }
+    }
+}
+
 /// Operations on a channel; each runs on `conn`'s runtime.
 pub trait ChanOps {
     /// Writes `value`, completing when a reader took it (rendezvous) or the server stored it

@@ -154,6 +154,7 @@ pub(crate) async fn read(
         v = &mut rx => return v.map_err(|_| NetError::Closed),
         () = sleep_until_opt(deadline) => NetError::Timeout,
         () = cancel.wait() => NetError::Cancelled,
+        e = crate::lost(&chan.conn) => e,
         () = Chan::wait_status(&mut status, |s| s.poisoned || s.writers_retired) => {
             if status.borrow().poisoned { NetError::Poisoned } else { NetError::Retired }
         }

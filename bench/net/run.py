@@ -1,0 +1,188 @@
+"""bench/net: networked channels vs raw NATS, one run, ratios against baselines of the same run.
+
+Starts its own nats-server (scripts/nats.sh) with JetStream on 127.0.0.1, then measures:
+
+- rendezvous: ``ferrocsp.net`` write to a reader waiting in another thread (Python), time per
+  write; vs a raw ``async-nats`` request/reply round trip from Rust and the same by hand with
+  nats-py (target: <= 1.3x raw request/reply);
+- buffered: ``ferrocsp.net`` capacity-1000 channel, a writer thread and a reader, messages per
+  second; vs raw ``async-nats`` core publish/subscribe (no storage, no acks: an upper bound),
+  and JetStream done by hand with nats-py (target: >= 100k msg/s; faster than nats-py).
+
+Usage: ``python bench/net/run.py [--n N]`` (run ``bench/net/setup.sh`` once for nats-py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ferrocsp.net as net
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def json_lines(out: str) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            d = json.loads(line)
+            rows[d["name"]] = d
+    return rows
+
+
+def ferrocsp_rendezvous_us(url: str, n: int) -> float:
+    with net.connect(url) as a, net.connect(url) as b:
+        w, r = a.channel("benchpy"), b.channel("benchpy")
+
+        def reader() -> None:
+            for _ in range(n + 200):
+                r.read()
+
+        t = threading.Thread(target=reader)
+        t.start()
+        for _ in range(200):
+            w.write(b"x")
+        t0 = time.perf_counter()
+        for _ in range(n):
+            w.write(b"x")
+        us = (time.perf_counter() - t0) * 1e6 / n
+        t.join()
+        return us
+
+
+def ferrocsp_buffered_per_s(url: str, n: int) -> float:
+    with net.connect(url) as a, net.connect(url) as b:
+        w, r = a.channel("benchpybuf", 1000), b.channel("benchpybuf", 1000)
+
+        def writer() -> None:
+            for _ in range(n):
+                w.write(b"x")
+
+        t0 = time.perf_counter()
+        t = threading.Thread(target=writer)
+        t.start()
+        for _ in range(n):
+            r.read()
+        t.join()
+        return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000, help="operations per measurement")
+    args = ap.parse_args()
+    n = args.n
+    store = Path(tempfile.mkdtemp(prefix="ferrocsp-bench-net-"))
+    url = subprocess.run(
+        [str(ROOT / "scripts" / "nats.sh"), "start", str(store)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    try:
+        version = subprocess.run(["nats-server", "--version"], capture_output=True, text=True)
+        print(f"{version.stdout.strip()} at {url}, n={n}, {os.cpu_count()} CPUs")
+        raw = json_lines(
+            subprocess.run(
+                [
+                    "cargo",
+                    "run",
+                    "-q",
+                    "--release",
+                    "-p",
+                    "ferrocsp-net",
+                    "--example",
+                    "raw_nats",
+                    "--",
+                    url,
+                    str(n),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            ).stdout
+        )
+        peer_py = HERE / ".venv-natspy" / "bin" / "python"
+        natspy: dict[str, dict[str, Any]] = {}
+        if peer_py.exists():
+            natspy = json_lines(
+                subprocess.run(
+                    [str(peer_py), str(HERE / "natspy_peer.py"), url, str(n)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )
+        rv = ferrocsp_rendezvous_us(url, n)
+        buf = ferrocsp_buffered_per_s(url, min(n, 5000))
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "nats.sh"), "stop", str(store)], check=False)
+        shutil.rmtree(store, ignore_errors=True)
+
+    rr = raw["rr_us"]["median"]
+    rr_mean = raw["rr_us"]["mean"]
+    fr = raw["ferrocsp_net_rust"]
+    ps = raw["pubsub_per_s"]["value"]
+    rows = [
+        (
+            "raw async-nats request/reply (Rust), mean",
+            f"{rr_mean:.1f} µs (median {rr:.1f})",
+            "1.00",
+        ),
+        (
+            "ferrocsp-net rendezvous write (Rust API)",
+            f"{fr['rendezvous_us']:.1f} µs",
+            f"{fr['rendezvous_us'] / rr_mean:.2f}x raw",
+        ),
+        ("ferrocsp.net rendezvous write (Python)", f"{rv:.1f} µs", f"{rv / rr_mean:.2f}x raw"),
+    ]
+    if "natspy_rr_us" in natspy:
+        p = natspy["natspy_rr_us"]["mean"]
+        rows.append(
+            (
+                "nats-py request/reply by hand, mean",
+                f"{p:.1f} µs",
+                f"{p / rr_mean:.2f}x raw; ferrocsp.net {p / rv:.2f}x faster",
+            )
+        )
+    rows += [
+        ("raw async-nats core pub/sub (Rust, no storage)", f"{ps:,.0f} msg/s", "1.00"),
+        (
+            "ferrocsp-net buffered (Rust API, JetStream)",
+            f"{fr['buffered_per_s']:,.0f} msg/s",
+            f"{fr['buffered_per_s'] / ps:.3f}x raw",
+        ),
+        ("ferrocsp.net buffered (Python, JetStream)", f"{buf:,.0f} msg/s", f"{buf / ps:.3f}x raw"),
+    ]
+    if "natspy_js_per_s" in natspy:
+        j = natspy["natspy_js_per_s"]["value"]
+        rows.append(
+            (
+                "nats-py JetStream by hand",
+                f"{j:,.0f} msg/s",
+                f"{j / ps:.3f}x raw; ferrocsp.net {buf / j:.2f}x faster",
+            )
+        )
+    else:
+        rows.append(("nats-py", "not installed (run bench/net/setup.sh)", ""))
+    print()
+    print("| measurement | value | ratio |")
+    print("|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
