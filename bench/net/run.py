@@ -2,12 +2,13 @@
 
 Starts its own nats-server (scripts/nats.sh) with JetStream on 127.0.0.1, then measures:
 
-- rendezvous: ``ferrocsp.net`` write to a reader waiting in another thread (Python), time per
-  write; vs a raw ``async-nats`` request/reply round trip from Rust and the same by hand with
-  nats-py (target: <= 1.3x raw request/reply);
-- buffered: ``ferrocsp.net`` capacity-1000 channel, a writer thread and a reader, messages per
-  second; vs raw ``async-nats`` core publish/subscribe (no storage, no acks: an upper bound),
-  and JetStream done by hand with nats-py (target: >= 100k msg/s; faster than nats-py).
+- rendezvous: ``ferrocsp.net`` write to a reader waiting in another OS process (Python),
+  time per write; vs a raw ``async-nats`` request/reply round trip from Rust and the same
+  by hand with nats-py (target: <= 1.3x raw request/reply);
+- buffered: ``ferrocsp.net`` capacity-1000 channel, a writer here and a reader in another
+  OS process, messages per second; vs raw ``async-nats`` core publish/subscribe (no
+  storage, no acks: an upper bound), and JetStream done by hand with nats-py (target:
+  >= 100k msg/s; faster than nats-py).
 
 Usage: ``python bench/net/run.py [--n N]`` (run ``bench/net/setup.sh`` once for nats-py).
 """
@@ -21,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,40 +41,53 @@ def json_lines(out: str) -> dict[str, dict[str, Any]]:
     return rows
 
 
+READER = """
+import sys
+import ferrocsp.net as net
+url, name, cap, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+with net.connect(url) as c:
+    ch = c.channel(name, cap)
+    print("ready", flush=True)
+    for _ in range(n):
+        ch.read()
+"""
+
+
+def reader_process(url: str, name: str, capacity: int, n: int) -> subprocess.Popen[str]:
+    p = subprocess.Popen(
+        [sys.executable, "-c", READER, url, name, str(capacity), str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
 def ferrocsp_rendezvous_us(url: str, n: int) -> float:
-    with net.connect(url) as a, net.connect(url) as b:
-        w, r = a.channel("benchpy"), b.channel("benchpy")
-
-        def reader() -> None:
-            for _ in range(n + 200):
-                r.read()
-
-        t = threading.Thread(target=reader)
-        t.start()
+    """Writes from this process to a reader in another OS process (as between machines)."""
+    with net.connect(url) as a:
+        w = a.channel("benchpy")
+        p = reader_process(url, "benchpy", 0, n + 200)
         for _ in range(200):
             w.write(b"x")
         t0 = time.perf_counter()
         for _ in range(n):
             w.write(b"x")
         us = (time.perf_counter() - t0) * 1e6 / n
-        t.join()
+        p.communicate(timeout=60)
         return us
 
 
 def ferrocsp_buffered_per_s(url: str, n: int) -> float:
-    with net.connect(url) as a, net.connect(url) as b:
-        w, r = a.channel("benchpybuf", 1000), b.channel("benchpybuf", 1000)
-
-        def writer() -> None:
-            for _ in range(n):
-                w.write(b"x")
-
+    """Writes from this process, reads in another OS process; until the last value is read."""
+    with net.connect(url) as a:
+        w = a.channel("benchpybuf", 1000)
+        p = reader_process(url, "benchpybuf", 1000, n)
         t0 = time.perf_counter()
-        t = threading.Thread(target=writer)
-        t.start()
         for _ in range(n):
-            r.read()
-        t.join()
+            w.write(b"x")
+        p.communicate(timeout=120)
         return n / (time.perf_counter() - t0)
 
 

@@ -58,6 +58,9 @@ pub(crate) struct Reads {
     pub(crate) next: u64,
     /// Whether the queue subscription task is running.
     pub(crate) running: bool,
+    /// A writer was turned away (`-`) since the last "ready" notice: the next read to start
+    /// waiting must publish one (otherwise nobody is waiting for it, and it is skipped).
+    pub(crate) turned_away: bool,
 }
 
 /// Ids of values recently delivered here, so a re-sent value (its acknowledgement was lost) is

@@ -121,7 +121,7 @@ impl Connection {
     /// Connects (bounded by `opts.connect_timeout`) and checks that JetStream is enabled.
     pub fn connect(opts: Options) -> Result<Connection, NetError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("ferrocsp-net")
             .enable_all()
             .build()

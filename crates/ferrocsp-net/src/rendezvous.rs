@@ -11,7 +11,8 @@
 //!   the same value again with the same id.
 //! - A process subscribes to `ferrocsp.N.w` in queue group `r` only while it has reads
 //!   waiting (plus a short linger), so NATS gives each request to one process that wants a
-//!   value; when a process starts waiting it publishes `ferrocsp.N.ready`.
+//!   value; it publishes `ferrocsp.N.ready` when it subscribes, and when a read starts
+//!   waiting after it turned a writer away.
 //! - A request is handed to the oldest waiting read of the process, then answered `+`.
 //!   An id seen recently is answered `+` again without delivering (its first reply was lost).
 //!
@@ -143,7 +144,7 @@ pub(crate) async fn read(
         if !r.running {
             r.running = true;
             spawn_serve(Arc::clone(&chan));
-        } else if r.pending.len() == 1 {
+        } else if r.pending.len() == 1 && std::mem::take(&mut r.turned_away) {
             let c = chan.conn.client.clone();
             let subj = chan.subj_ready.clone();
             tokio::spawn(async move { c.publish(subj, Bytes::new()).await });
@@ -256,6 +257,7 @@ async fn handle(chan: &Arc<Chan>, m: Message) {
         }
     };
     if !delivered {
+        lock(&chan.reads).turned_away = true;
         let _ = client.publish(reply, Bytes::from_static(b"-")).await;
         return;
     }
