@@ -269,3 +269,85 @@ def test_garbage_and_forged_messages_are_rejected_and_the_channel_keeps_working(
             assert any("bad signature" in r.getMessage() for r in caplog.records)
         finally:
             keyed.close()
+
+
+# --- Alt across networked and local guards ---------------------------------------------------
+WRITE_LATER = """
+import sys
+import ferrocsp.net as net
+url, chan, cap, value = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+with net.connect(url) as c:
+    c.channel(chan, cap).write(value, timeout=30)
+    print("written", flush=True)
+"""
+
+
+@pytest.mark.parametrize("capacity", [0, 2])
+def test_alt_mixes_local_and_network_guards(nats: NatsServer, capacity: int) -> None:
+    n = name()
+    with net.connect(nats.url) as c:
+        remote = c.channel(n, capacity)
+        local = csp.Channel()
+        # Ends held for the whole test: a dropped end retires.
+        local_in, remote_in = local.reader(), remote.reader()
+        # Only the network guard becomes ready: written by another OS process.
+        p = spawn(WRITE_LATER, nats.url, n, str(capacity), "from-afar")
+        g, v = csp.Alt(local_in, remote_in, csp.Timeout(30)).select()
+        assert v == "from-afar"
+        assert g is remote_in
+        out, err = p.communicate(timeout=30)
+        assert out.strip() == "written", err
+        # Only the local guard becomes ready: the network value is not taken meanwhile.
+        t = threading.Thread(target=local.write, args=("near",))
+        t.start()
+        g, v = csp.Alt(remote, local_in).pri_select()
+        t.join()
+        assert (g, v) == (local_in, "near")
+        if capacity == 0:
+            with pytest.raises(TimeoutError):
+                remote.write("nobody reads", timeout=0.3)
+        # A Guard wrapper and a Timeout: nothing ready, the timeout fires.
+        g, v = csp.Alt(csp.Guard(remote_in), csp.Timeout(0.2)).select()
+        assert isinstance(g, csp.Timeout)
+
+
+def test_alt_on_a_poisoned_network_guard(nats: NatsServer) -> None:
+    n = name()
+    with net.connect(nats.url) as c, net.connect(nats.url) as other:
+        remote = c.channel(n)
+        local = csp.Channel()
+        done: list[BaseException] = []
+
+        def select() -> None:
+            try:
+                csp.Alt(local, remote).select()
+            except csp.ChannelPoisoned as e:
+                done.append(e)
+
+        t = threading.Thread(target=select)
+        t.start()
+        other.channel(n).poison()
+        t.join(timeout=30)
+        assert len(done) == 1
+
+
+def test_alt_exactly_once_with_many_writers(nats: NatsServer) -> None:
+    n = name()
+    with net.connect(nats.url) as c, net.connect(nats.url) as w:
+        remote, local = c.channel(n), csp.Channel()
+        wch = w.channel(n)
+        threads = [
+            threading.Thread(target=lambda k=k: [wch.write((k, i)) for i in range(20)])
+            for k in range(3)
+        ]
+        for t in threads:
+            t.start()
+        got = []
+        alt = csp.Alt(remote, local)
+        for _ in range(60):
+            g, v = alt.fair_select()
+            assert g is remote
+            got.append(tuple(v))
+        for t in threads:
+            t.join()
+        assert sorted(got) == sorted((k, i) for k in range(3) for i in range(20))

@@ -10,10 +10,11 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
-from ._native import Channel, Reader, Writer, _aselect, _select
+from ._native import Channel, Reader, Writer, _aselect, _io_wait, _select
 
 __all__ = ["Alt", "Guard", "Output", "Skip", "Timeout", "select"]
 
@@ -66,7 +67,18 @@ class Skip:
         return "Skip()"
 
 
-GuardLike: TypeAlias = "Channel | Reader | Output | Timeout | Skip | Guard"
+@runtime_checkable
+class _ForeignInput(Protocol):
+    """An input guard that is not an engine channel (a networked channel or reader end,
+    ``ferrocsp.net``): the Alt waits on the local channel it names, tells it while it waits
+    (so values are offered only to a waiting selection), and decodes what it delivers."""
+
+    def _csp_alt_input(self) -> Channel: ...
+    def _csp_alt_demand(self, up: bool) -> None: ...
+    def _csp_alt_decode(self, raw: Any) -> Any: ...
+
+
+GuardLike: TypeAlias = "Channel | Reader | Output | Timeout | Skip | Guard | _ForeignInput"
 
 
 class Guard:
@@ -79,7 +91,9 @@ class Guard:
     __slots__ = ("guard", "when")
 
     def __init__(
-        self, guard: Channel | Reader | Output | Timeout | Skip, when: bool = True
+        self,
+        guard: Channel | Reader | Output | Timeout | Skip | _ForeignInput,
+        when: bool = True,
     ) -> None:
         if isinstance(guard, Guard):
             raise TypeError("Guard cannot wrap another Guard")
@@ -92,6 +106,8 @@ class Guard:
 
 
 def _check_plain(g: object) -> None:
+    if isinstance(g, _ForeignInput):
+        return
     if isinstance(g, Writer):
         raise TypeError("a Writer is not an input guard: use Output(writer, value)")
     if not isinstance(g, Channel | Reader | Output | Timeout | Skip):
@@ -101,7 +117,9 @@ def _check_plain(g: object) -> None:
         )
 
 
-def _op(g: Channel | Reader | Output | Timeout | Skip) -> tuple[int, Any, Any]:
+def _op(g: Channel | Reader | Output | Timeout | Skip | _ForeignInput) -> tuple[int, Any, Any]:
+    if isinstance(g, _ForeignInput):
+        return (_READ, g._csp_alt_input(), None)
     if isinstance(g, Output):
         return (_WRITE, g.target, g.value)
     if isinstance(g, Timeout):
@@ -109,6 +127,19 @@ def _op(g: Channel | Reader | Output | Timeout | Skip) -> tuple[int, Any, Any]:
     if isinstance(g, Skip):
         return (_SKIP, None, None)
     return (_READ, g, None)
+
+
+def _decode(guard: Any, value: Any) -> tuple[bool, Any]:
+    """A foreign guard's value decoded; ``(False, None)`` if it was rejected (logged), and the
+    selection runs again, as a networked ``read`` keeps waiting after a rejected message."""
+    g = guard.guard if isinstance(guard, Guard) else guard
+    if not isinstance(g, _ForeignInput):
+        return True, value
+    try:
+        return True, g._csp_alt_decode(value)
+    except ValueError as e:
+        logging.getLogger("ferrocsp.net").warning("Alt guard %r: rejected a message: %s", g, e)
+        return False, None
 
 
 class Alt:
@@ -122,7 +153,7 @@ class Alt:
     no Timeout or Skip) it raises ``ChannelRetired``. Waiting is event driven (no polling).
     """
 
-    __slots__ = ("_last", "_static", "guards")
+    __slots__ = ("_foreign", "_last", "_static", "guards")
 
     def __init__(self, *guards: GuardLike) -> None:
         if not guards:
@@ -133,6 +164,11 @@ class Alt:
             _check_plain(g)
         self.guards: tuple[GuardLike, ...] = guards
         self._last: int | None = None
+        self._foreign = tuple(
+            f
+            for f in (g.guard if isinstance(g, Guard) else g for g in guards)
+            if isinstance(f, _ForeignInput)
+        )
         # Fast path: with no Guard wrapper (``when`` may change) and no Output (its ``value``
         # may change), the engine operations are the same for every selection; build them once.
         self._static: list[tuple[int, Any, Any]] | None = None
@@ -168,14 +204,46 @@ class Alt:
         return self.guards[guard_index]
 
     def _run(self, policy: int) -> tuple[Any, Any]:
-        ops, index, last = self._ops(policy)
-        chosen, value = _select(ops, policy, last)
-        return self._chosen(policy, index, chosen), value
+        while True:
+            ops, index, last = self._ops(policy)
+            if not self._foreign:
+                chosen, value = _select(ops, policy, last)
+                return self._chosen(policy, index, chosen), value
+            for f in self._foreign:
+                f._csp_alt_demand(True)
+            # A peer on another machine may answer: never a deadlock among local participants.
+            _io_wait(True)
+            try:
+                chosen, value = _select(ops, policy, last)
+            finally:
+                _io_wait(False)
+                for f in self._foreign:
+                    f._csp_alt_demand(False)
+            guard = self._chosen(policy, index, chosen)
+            done, value = _decode(guard, value)
+            if done:
+                return guard, value
 
     async def _arun(self, policy: int) -> tuple[Any, Any]:
-        ops, index, last = self._ops(policy)
-        chosen, value = await _aselect(ops, policy, last)
-        return self._chosen(policy, index, chosen), value
+        while True:
+            ops, index, last = self._ops(policy)
+            if not self._foreign:
+                chosen, value = await _aselect(ops, policy, last)
+                return self._chosen(policy, index, chosen), value
+            for f in self._foreign:
+                f._csp_alt_demand(True)
+            # A peer on another machine may answer: never a deadlock among local participants.
+            _io_wait(True)
+            try:
+                chosen, value = await _aselect(ops, policy, last)
+            finally:
+                _io_wait(False)
+                for f in self._foreign:
+                    f._csp_alt_demand(False)
+            guard = self._chosen(policy, index, chosen)
+            done, value = _decode(guard, value)
+            if done:
+                return guard, value
 
     def select(self) -> tuple[Any, Any]:
         """Fires one ready guard chosen uniformly at random (blocking until one is ready)."""

@@ -52,9 +52,8 @@ pub(crate) async fn write(
     let mut retry = false;
     loop {
         if std::mem::replace(&mut retry, true) {
-            // Only after a full buffer (the slow path): read the shared state itself, so that
-            // a slot freed by purging (all readers retired, poison) is not mistaken for one a
-            // reader freed, even before the broadcast arrives.
+            // Only after a full buffer (the slow path): read the shared state itself, so a
+            // poison or retire is seen even before its broadcast arrives.
             let _ = chan.refresh().await;
         }
         let s = *status.borrow_and_update();
@@ -197,4 +196,59 @@ async fn is_empty(chan: &Chan) -> Result<bool, NetError> {
     let Some(mut consumer) = chan.consumer.clone() else { return Ok(true) };
     let info = consumer.info().await.map_err(|e| chan.conn.transport("consumer info", e))?;
     Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+}
+
+/// An Alt of this process starts (`up`) or stops waiting with this channel as a guard.
+pub(crate) fn alt_demand(chan: &Arc<Chan>, up: bool) {
+    let mut r = crate::chan::lock(&chan.reads);
+    if !up {
+        r.alt_demand = r.alt_demand.saturating_sub(1);
+        return;
+    }
+    r.alt_demand += 1;
+    if !r.pump_running {
+        r.pump_running = true;
+        tokio::spawn(pump(Arc::clone(chan)));
+    }
+}
+
+/// Pulls values for waiting Alts of this process, one at a time, while any waits: a value is
+/// acknowledged only once an Alt took it (`Offer`), and handed back (NAK, at once available
+/// to every reader) when none did.
+async fn pump(chan: Arc<Chan>) {
+    let Some(consumer) = chan.consumer.clone() else { return };
+    loop {
+        {
+            let mut r = crate::chan::lock(&chan.reads);
+            if r.alt_demand == 0 {
+                r.pump_running = false;
+                return;
+            }
+        }
+        if chan.status().poisoned {
+            // The Alt sees the poison through its local guard's owner (see the bindings).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let batch =
+            consumer.batch().max_messages(1).expires(Duration::from_millis(200)).messages().await;
+        let Ok(mut batch) = batch else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Some(Ok(msg)) = batch.next().await else { continue };
+        match chan.offer(msg.message.payload.clone()) {
+            Ok(()) => {
+                if !chan.conn.opts.hold_acks {
+                    let _ = msg.double_ack().await;
+                    let _ = chan.conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
+                }
+            }
+            Err(_) => {
+                let _ = msg.ack_with(async_nats::jetstream::AckKind::Nak(None)).await;
+                // Nobody took it: the Alt chose something else or is between selections.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
 }

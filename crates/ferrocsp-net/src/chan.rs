@@ -58,6 +58,11 @@ pub(crate) struct Reads {
     pub(crate) next: u64,
     /// Whether the queue subscription task is running.
     pub(crate) running: bool,
+    /// Alt selections of this process currently waiting with this channel as an input guard
+    /// (values are then offered to them through `Chan::offer`).
+    pub(crate) alt_demand: usize,
+    /// Whether the buffered Alt pump task is running.
+    pub(crate) pump_running: bool,
     /// A writer was turned away (`-`) since the last "ready" notice: the next read to start
     /// waiting must publish one (otherwise nobody is waiting for it, and it is skipped).
     pub(crate) turned_away: bool,
@@ -89,6 +94,16 @@ impl Recent {
     }
 }
 
+/// Where a value goes when no plain read waits but an Alt does: the bindings hand it to a
+/// local engine channel on which the Alt waits as a reader (`try_write`: it succeeds only if
+/// the Alt is waiting and wins, so the Alt's one-CAS decision stays the only decision).
+pub trait Offer: Send + Sync {
+    /// Gives `v` to a waiting local selection, or hands it back if none takes it now.
+    fn offer(&self, v: Bytes) -> Result<(), Bytes>;
+    /// The channel's status changed (poisoned, all writers retired): mirror it locally.
+    fn status(&self, s: Status);
+}
+
 /// A networked channel in this connection.
 pub struct Chan {
     pub(crate) conn: Arc<Inner>,
@@ -100,13 +115,13 @@ pub struct Chan {
     pub(crate) subj_ready: String,
     pub(crate) subj_ctl: String,
     pub(crate) subj_b: String,
-    pub(crate) stream_name: String,
     pub(crate) status: watch::Sender<Status>,
     /// Bumped on every "a reader is waiting" / "a slot was freed" notice.
     pub(crate) ready: watch::Sender<u64>,
     pub(crate) reads: Mutex<Reads>,
     pub(crate) recent: Mutex<Recent>,
     pub(crate) consumer: Option<PullConsumer>,
+    pub(crate) offer: Mutex<Option<Arc<dyn Offer>>>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -166,7 +181,7 @@ impl Chan {
             .map_err(|e| conn.transport("subscribe", e))?;
         client.flush().await.map_err(|e| conn.transport("flush", e))?;
 
-        let (consumer, stream_name) = if capacity > 0 {
+        let consumer = if capacity > 0 {
             let stream_name = format!("FERROCSP_{name}");
             let cfg = jetstream::stream::Config {
                 name: stream_name.clone(),
@@ -194,9 +209,9 @@ impl Chan {
                 .get_or_create_consumer("readers", ccfg)
                 .await
                 .map_err(|e| conn.transport("create the channel's consumer", e))?;
-            (Some(consumer), stream_name)
+            Some(consumer)
         } else {
-            (None, String::new())
+            None
         };
 
         let (status, _) = watch::channel(Status::default());
@@ -209,12 +224,12 @@ impl Chan {
             subj_ready: format!("{base}.ready"),
             subj_ctl: format!("{base}.ctl"),
             subj_b: format!("{base}.b"),
-            stream_name,
             status,
             ready,
             reads: Mutex::new(Reads::default()),
             recent: Mutex::new(Recent { set: HashSet::new(), order: VecDeque::new() }),
             consumer,
+            offer: Mutex::new(None),
             tasks: Vec::new(),
         };
         chan.refresh().await?;
@@ -265,7 +280,7 @@ impl Chan {
             writers_retired: w.0 > 0 && w.1 == 0,
             readers_retired: r.0 > 0 && r.1 == 0,
         };
-        self.status.send_if_modified(|s| {
+        let changed = self.status.send_if_modified(|s| {
             // Only forward: never undo a state another refresh already saw.
             let merged = Status {
                 poisoned: s.poisoned || new.poisoned,
@@ -276,7 +291,17 @@ impl Chan {
             *s = merged;
             changed
         });
+        if changed {
+            self.status_to_offer();
+        }
         Ok(())
+    }
+
+    fn status_to_offer(&self) {
+        let o = lock(&self.offer).clone();
+        if let Some(o) = o {
+            o.status(self.status());
+        }
     }
 
     /// The channel's status as last seen.
@@ -292,29 +317,19 @@ impl Chan {
         c.flush().await.map_err(|e| self.conn.transport("flush", e))
     }
 
-    /// Poisons the channel for every participant. Buffered values are dropped.
+    /// Poisons the channel for every participant. Buffered values become unreachable.
     pub(crate) async fn poison_now(&self) -> Result<(), NetError> {
         let kv = self.conn.kv().await?;
         kv.put(format!("{}.poison", self.name), Bytes::from_static(b"1"))
             .await
             .map_err(|e| self.conn.transport("poison", e))?;
-        self.status.send_if_modified(|s| !std::mem::replace(&mut s.poisoned, true));
-        self.purge().await?;
-        self.notify_ctl("poison").await
-    }
-
-    async fn purge(&self) -> Result<(), NetError> {
-        if self.capacity == 0 {
-            return Ok(());
+        if self.status.send_if_modified(|s| !std::mem::replace(&mut s.poisoned, true)) {
+            self.status_to_offer();
         }
-        let stream = self
-            .conn
-            .js
-            .get_stream(&self.stream_name)
-            .await
-            .map_err(|e| self.conn.transport("open the channel's stream", e))?;
-        stream.purge().await.map_err(|e| self.conn.transport("purge", e))?;
-        Ok(())
+        // The buffered values stay in the stream, unreachable (every read fails from now on):
+        // purging would free slots that a writer blocked on a full buffer could fill before it
+        // learns of the poison, completing a write on a poisoned channel.
+        self.notify_ctl("poison").await
     }
 
     /// Counts an end made (`+1`) or retired (`-1`) on the server; when the last end of its
@@ -341,13 +356,21 @@ impl Chan {
             // Another participant changed the count meanwhile: read it again.
         };
         if now_zero {
-            if kind == EndKind::Reader {
-                self.purge().await?;
-            }
+            // All readers retired: the buffer is dropped in effect (writers fail from now on);
+            // it is not purged, for the reason given in `poison_now`.
             self.refresh().await?;
             self.notify_ctl("ends").await?;
         }
         Ok(())
+    }
+
+    /// Offers `v` to a waiting Alt of this process, if any.
+    pub(crate) fn offer(&self, v: Bytes) -> Result<(), Bytes> {
+        let o = lock(&self.offer).clone();
+        match o {
+            Some(o) => o.offer(v),
+            None => Err(v),
+        }
     }
 
     /// Waits until the status satisfies `pred` (or forever if it never does).
@@ -358,5 +381,28 @@ impl Chan {
         if rx.wait_for(|s| pred(s)).await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_parse_and_default_to_zero() {
+        assert_eq!(parse_counts(b"3 1"), (3, 1));
+        assert_eq!(parse_counts(b""), (0, 0));
+        assert_eq!(parse_counts(b"x y"), (0, 0));
+    }
+
+    #[test]
+    fn recent_ids_are_bounded() {
+        let mut r = Recent { set: HashSet::new(), order: VecDeque::new() };
+        for i in 0..RECENT + 10 {
+            r.insert(i.to_string());
+        }
+        assert!(!r.contains("0"));
+        assert!(r.contains(&(RECENT + 9).to_string()));
+        assert_eq!(r.set.len(), RECENT);
     }
 }

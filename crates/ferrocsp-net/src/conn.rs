@@ -262,6 +262,11 @@ impl Connection {
         Ok(chan)
     }
 
+    /// The runtime's handle (for entering it to spawn tasks).
+    pub(crate) fn runtime(&self) -> Result<tokio::runtime::Handle, NetError> {
+        self.handle()
+    }
+
     /// Runs `f` as an operation on this connection's runtime.
     pub(crate) fn spawn<T, F, Fut>(&self, make: F) -> Op<T>
     where
@@ -390,6 +395,29 @@ impl Inner {
             NetError::Unreachable(format!("{what}: {e} (server {} not connected)", self.opts.url))
         } else {
             protocol(what, e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_are_checked() {
+        assert!(check_name("jobs-1_A").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", &"x".repeat(65)] {
+            assert!(matches!(check_name(bad), Err(NetError::Invalid(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unreachable_server_is_a_clear_error() {
+        let mut o = Options::new("nats://127.0.0.1:1");
+        o.connect_timeout = Duration::from_millis(500);
+        match Connection::connect(o) {
+            Err(NetError::Unreachable(m)) => assert!(m.contains("127.0.0.1:1"), "{m}"),
+            other => panic!("expected Unreachable, got {other:?}"),
         }
     }
 }

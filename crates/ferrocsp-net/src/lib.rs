@@ -13,10 +13,10 @@
 //!   (`chan.rs`). The protocol is written down in the project's docs/design.md.
 //!
 //! ```no_run
-//! use ferrocsp_net::{Connection, Options};
+//! use ferrocsp_net::{ChanOps, Connection, Options};
 //! let conn = Connection::connect(Options::new("nats://127.0.0.1:4222")).unwrap();
 //! let ch = conn.channel("jobs", 0).unwrap();
-//! let w = ch.write(&conn, b"hello".to_vec().into(), None);
+//! let _w = ch.write(&conn, b"hello".to_vec().into(), None);
 //! let r = ch.read(&conn, None);
 //! r.wait(None);
 //! assert_eq!(&r.take().unwrap().unwrap()[..], b"hello");
@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use bytes::Bytes;
-pub use chan::{Chan, EndKind, Status};
+pub use chan::{Chan, EndKind, Offer, Status};
 pub use conn::{Connection, Options};
 pub use error::NetError;
 pub use op::Op;
@@ -69,6 +69,10 @@ pub trait ChanOps {
     fn poison(&self, conn: &Connection) -> Op<()>;
     /// Counts a new end of `kind` (`made`) or retires one, on the server.
     fn count_end(&self, conn: &Connection, kind: EndKind, made: bool) -> Op<()>;
+    /// Installs where values go for Alts of this process (see [`Offer`]).
+    fn set_offer(&self, offer: Arc<dyn Offer>);
+    /// An Alt of this process starts (`up`) or stops waiting with this channel as a guard.
+    fn alt_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError>;
 }
 
 impl ChanOps for Arc<Chan> {
@@ -98,5 +102,20 @@ impl ChanOps for Arc<Chan> {
     fn count_end(&self, conn: &Connection, kind: EndKind, made: bool) -> Op<()> {
         let chan = Arc::clone(self);
         conn.spawn(move |_| async move { chan.count_end_now(kind, made).await })
+    }
+
+    fn set_offer(&self, offer: Arc<dyn Offer>) {
+        *chan::lock(&self.offer) = Some(offer);
+    }
+
+    fn alt_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError> {
+        let rt = conn.runtime()?;
+        let _in_rt = rt.enter();
+        if self.capacity == 0 {
+            rendezvous::alt_demand(self, up);
+        } else {
+            buffered::alt_demand(self, up);
+        }
+        Ok(())
     }
 }

@@ -175,3 +175,66 @@ impl<T: Send + 'static> Op<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn result_and_callback_once() {
+        let rt = rt();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let op = Op::spawn(rt.handle(), |_| async { Ok::<_, NetError>(7) });
+        let t = tx.clone();
+        op.on_done(move || t.send(1).expect("send"));
+        assert!(op.wait(None));
+        assert_eq!(op.take(), Some(Ok(7)));
+        assert_eq!(op.take(), None);
+        // Installed after completion: called at once, in this thread.
+        op.on_done(move || tx.send(2).expect("send"));
+        let mut got = [
+            rx.recv_timeout(Duration::from_secs(5)).expect("first"),
+            rx.recv_timeout(Duration::from_secs(5)).expect("second"),
+        ];
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn cancel_is_seen_by_the_task_which_decides() {
+        let rt = rt();
+        let op: Op<()> = Op::spawn(rt.handle(), |mut c| async move {
+            c.wait().await;
+            Err(NetError::Cancelled)
+        });
+        assert!(!op.wait(Instant::now().checked_add(Duration::from_millis(20))));
+        op.cancel();
+        assert!(op.wait(None));
+        assert_eq!(op.take(), Some(Err(NetError::Cancelled)));
+        // A task that already finished keeps its result whatever cancel says.
+        let done = Op::spawn(rt.handle(), |_| async { Ok::<_, NetError>(1) });
+        assert!(done.wait(None));
+        done.cancel();
+        assert_eq!(done.take(), Some(Ok(1)));
+    }
+
+    #[test]
+    fn a_dropped_task_completes_with_closed() {
+        let rt = rt();
+        let op: Op<()> = Op::spawn(rt.handle(), |_| std::future::pending());
+        rt.shutdown_background();
+        assert!(op.wait(Instant::now().checked_add(Duration::from_secs(5))));
+        assert_eq!(op.take(), Some(Err(NetError::Closed)));
+    }
+}

@@ -13,7 +13,8 @@
 //!   waiting (plus a short linger), so NATS gives each request to one process that wants a
 //!   value; it publishes `ferrocsp.N.ready` when it subscribes, and when a read starts
 //!   waiting after it turned a writer away.
-//! - A request is handed to the oldest waiting read of the process, then answered `+`.
+//! - A request is handed to the oldest waiting read of the process, else offered to a
+//!   waiting Alt of the process (`Offer`), then answered `+`.
 //!   An id seen recently is answered `+` again without delivering (its first reply was lost).
 //!
 //! Invariants:
@@ -174,6 +175,24 @@ pub(crate) async fn read(
     }
 }
 
+/// An Alt of this process starts (`up`) or stops waiting with this channel as a guard.
+pub(crate) fn alt_demand(chan: &Arc<Chan>, up: bool) {
+    let mut r = lock(&chan.reads);
+    if !up {
+        r.alt_demand = r.alt_demand.saturating_sub(1);
+        return;
+    }
+    r.alt_demand += 1;
+    if !r.running {
+        r.running = true;
+        spawn_serve(Arc::clone(chan));
+    } else if r.alt_demand == 1 && r.pending.is_empty() && std::mem::take(&mut r.turned_away) {
+        let c = chan.conn.client.clone();
+        let subj = chan.subj_ready.clone();
+        tokio::spawn(async move { c.publish(subj, Bytes::new()).await });
+    }
+}
+
 fn spawn_serve(chan: Arc<Chan>) {
     // Boxed: `serve` spawns itself again, and a recursive future needs a known size.
     let fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
@@ -203,7 +222,7 @@ async fn serve(chan: Arc<Chan>) {
             },
             () = tokio::time::sleep(LINGER) => {
                 let mut r = lock(&chan.reads);
-                if r.pending.is_empty() {
+                if r.pending.is_empty() && r.alt_demand == 0 {
                     r.running = false;
                     break;
                 }
@@ -244,18 +263,29 @@ async fn handle(chan: &Arc<Chan>, m: Message) {
             return;
         }
     }
-    let mut value = m.payload;
-    let delivered = loop {
+    // Some(value) while nobody took it.
+    let mut left = Some(m.payload);
+    while let Some(value) = left.take() {
         let next = lock(&chan.reads).pending.pop_front();
         match next {
-            None => break false,
-            Some((_, tx)) => match tx.send(value) {
-                Ok(()) => break true,
-                // That read's task is gone (runtime shutting down): try the next one.
-                Err(v) => value = v,
-            },
+            None => {
+                left = Some(value);
+                break;
+            }
+            Some((_, tx)) => {
+                // Err: that read's task is gone (runtime shutting down): try the next one.
+                left = tx.send(value).err();
+            }
         }
-    };
+    }
+    if let Some(value) = left.take() {
+        if lock(&chan.reads).alt_demand > 0 {
+            left = chan.offer(value).err();
+        } else {
+            left = Some(value);
+        }
+    }
+    let delivered = left.is_none();
     if !delivered {
         lock(&chan.reads).turned_away = true;
         let _ = client.publish(reply, Bytes::from_static(b"-")).await;

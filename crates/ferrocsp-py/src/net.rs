@@ -9,14 +9,17 @@
 //! - An `_NetOp`'s completion callback is called once, with the GIL, from the network runtime's
 //!   thread (asyncio schedules its future through `call_soon_threadsafe`).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use ferrocsp_net::{Bytes, Chan, ChanOps, Connection, EndKind, NetError, Op, Options};
+use ferrocsp_net::{
+    Bytes, Chan, ChanOps, Connection, EndKind, NetError, Offer, Op, Options, Status,
+};
 use pyo3::exceptions::{PyConnectionError, PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::channel::Channel;
 use crate::errors::{parse_timeout, to_pyerr, OpName};
 use crate::wait::{deadline, is_main_thread};
 
@@ -140,7 +143,7 @@ impl NetConnection {
             NetError::Invalid(m) => PyValueError::new_err(m),
             e => net_err(py, e, OpName::Read, &name),
         })?;
-        Ok(NetChan { conn: Arc::clone(&self.conn), chan })
+        Ok(NetChan { conn: Arc::clone(&self.conn), chan, alt: OnceLock::new() })
     }
 
     /// Closes the connection (idempotent); operations in flight fail with ConnectionError.
@@ -159,6 +162,41 @@ impl NetConnection {
 pub(crate) struct NetChan {
     conn: Arc<Connection>,
     chan: Arc<Chan>,
+    /// The local rendezvous channel an Alt waits on for this networked channel (made on
+    /// first use; see `PyOffer`).
+    alt: OnceLock<Py<Channel>>,
+}
+
+/// Hands network values to an Alt of this process: `try_write` into the local channel the
+/// Alt waits on succeeds only if the Alt is waiting and wins its selection cell, so the Alt
+/// decides once, exactly as between local channels. Poison (and, for rendezvous, all writers
+/// retired) is mirrored onto the local channel so the Alt sees it.
+struct PyOffer {
+    local: ferrocsp::Channel<Py<PyAny>>,
+    writer: Mutex<Option<ferrocsp::Writer<Py<PyAny>>>>,
+    rendezvous: bool,
+}
+
+impl Offer for PyOffer {
+    fn offer(&self, v: Bytes) -> Result<(), Bytes> {
+        Python::attach(|py| {
+            let obj = PyBytes::new(py, &v).into_any().unbind();
+            self.local.try_write(obj).map_err(|_| v)
+        })
+    }
+
+    fn status(&self, s: Status) {
+        Python::attach(|_py| {
+            if s.poisoned {
+                self.local.poison();
+            } else if s.writers_retired && self.rendezvous {
+                let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(w) = w {
+                    w.retire();
+                }
+            }
+        });
+    }
 }
 
 enum AnyOp {
@@ -255,6 +293,36 @@ impl NetChan {
             return Ok(());
         }
         wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+    }
+
+    /// The local channel an Alt uses as this networked channel's input guard.
+    fn alt_channel(&self, py: Python<'_>) -> PyResult<Py<Channel>> {
+        if let Some(c) = self.alt.get() {
+            return Ok(c.clone_ref(py));
+        }
+        let local = Channel::make(0, Some(format!("net:{}", self.chan.name)));
+        let offer = PyOffer {
+            local: local.inner.clone(),
+            writer: Mutex::new(Some(local.inner.writer())),
+            rendezvous: self.chan.capacity == 0,
+        };
+        let made = Py::new(py, local)?;
+        if self.alt.set(made.clone_ref(py)).is_err() {
+            // Another thread made it first: use that one.
+            return Ok(self.alt.get().map_or(made, |c| c.clone_ref(py)));
+        }
+        let status = self.chan.status();
+        let offer = Arc::new(offer);
+        self.chan.set_offer(offer.clone());
+        offer.status(status);
+        Ok(made)
+    }
+
+    /// An Alt of this process starts (`up=True`) or stops waiting on this channel.
+    fn alt_demand(&self, py: Python<'_>, up: bool) -> PyResult<()> {
+        self.chan
+            .alt_demand(&self.conn, up)
+            .map_err(|e| net_err(py, e, OpName::Select, &self.chan.name))
     }
 
     /// `(poisoned, writers_retired, readers_retired)` as last seen.

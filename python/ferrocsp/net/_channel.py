@@ -198,6 +198,16 @@ class NetChannel:
         """A new writer end (retire them all to signal end-of-stream to every reader)."""
         return NetWriter(self)
 
+    # --- Alt (input guard) -----------------------------------------------------------------
+    def _csp_alt_input(self) -> Any:
+        return self._core.alt_channel()
+
+    def _csp_alt_demand(self, up: bool) -> None:
+        self._core.alt_demand(up)
+
+    def _csp_alt_decode(self, raw: bytes) -> Any:
+        return self._conn._decode(self, raw)
+
     # --- iteration -----------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -297,6 +307,16 @@ class NetReader(_End):
         """See ``NetChannel.aread``."""
         self._check()
         return await self._chan.aread(timeout=timeout)
+
+    def _csp_alt_input(self) -> Any:
+        self._check()
+        return self._chan._csp_alt_input()
+
+    def _csp_alt_demand(self, up: bool) -> None:
+        self._chan._csp_alt_demand(up)
+
+    def _csp_alt_decode(self, raw: bytes) -> Any:
+        return self._chan._csp_alt_decode(raw)
 
     def __iter__(self) -> Iterator[Any]:
         return self
