@@ -231,3 +231,40 @@ def test_iteration_until_writers_retire(nats: NatsServer) -> None:
         assert list(r) == [0, 1, 2]
         with pytest.raises(csp.ChannelRetired):
             w.write(9)
+
+
+# --- backends -------------------------------------------------------------------------------
+def test_greenlet_and_async_processes_use_network_channels(nats: NatsServer) -> None:
+    n, m = name(), name()
+
+    @csp.process
+    def relay(inp: net.NetReader, out: csp.Writer) -> None:
+        # Blocks on the network through csp.io: the scheduler's other greenlets keep running.
+        out.write(inp.read(timeout=30))
+
+    @csp.process
+    def sink(inp: csp.Reader) -> object:
+        return inp.read()
+
+    @csp.process
+    async def echo(inp: net.NetReader, out: net.NetWriter) -> None:
+        await out.awrite(await inp.aread(timeout=30))
+
+    with net.connect(nats.url) as c:
+        a, b = c.channel(n), c.channel(m)
+        local = csp.Channel()
+        feeder = threading.Thread(target=lambda: a.write("hop", timeout=30))
+        feeder.start()
+        results = csp.Par(
+            relay(a.reader(), local.writer()), sink(local.reader()), backend="greenlet"
+        ).run()
+        feeder.join()
+        assert results == [None, "hop"]
+        # A fresh channel: the relay's reader end, the only one of ``a``, retired with it.
+        a2 = c.channel(name())
+        feeder = threading.Thread(target=lambda: a2.write("async", timeout=30))
+        feeder.start()
+        h = csp.Spawn(echo(a2.reader(), b.writer()))
+        assert b.read(timeout=30) == "async"
+        h.join(timeout=30)
+        feeder.join()

@@ -45,7 +45,7 @@ def _blocking(fn: Callable[[], Any]) -> Any:
     if _native._in_scheduler():
         from .._io import io
 
-        return io(fn)
+        return io(fn)()  # io(fn) alone wraps fn; calling the wrapper runs it on a worker
     return fn()
 
 
