@@ -91,6 +91,15 @@ def ferrocsp_buffered_per_s(url: str, n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def run_raw(url: str, n: int) -> dict[str, dict[str, Any]]:
+    """The Rust baselines (crates/ferrocsp-net/examples/raw_nats.rs), built in release mode."""
+    cmd = ["cargo", "run", "-q", "--release", "-p", "ferrocsp-net", "--example", "raw_nats"]
+    out = subprocess.run(
+        [*cmd, "--", url, str(n)], check=True, capture_output=True, text=True, cwd=ROOT
+    )
+    return json_lines(out.stdout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="operations per measurement")
@@ -106,27 +115,7 @@ def main() -> None:
     try:
         version = subprocess.run(["nats-server", "--version"], capture_output=True, text=True)
         print(f"{version.stdout.strip()} at {url}, n={n}, {os.cpu_count()} CPUs")
-        raw = json_lines(
-            subprocess.run(
-                [
-                    "cargo",
-                    "run",
-                    "-q",
-                    "--release",
-                    "-p",
-                    "ferrocsp-net",
-                    "--example",
-                    "raw_nats",
-                    "--",
-                    url,
-                    str(n),
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-                cwd=ROOT,
-            ).stdout
-        )
+        raw = run_raw(url, n)
         peer_py = HERE / ".venv-natspy" / "bin" / "python"
         natspy: dict[str, dict[str, Any]] = {}
         if peer_py.exists():
@@ -140,6 +129,13 @@ def main() -> None:
             )
         rv = ferrocsp_rendezvous_us(url, n)
         buf = ferrocsp_buffered_per_s(url, min(n, 5000))
+        # The baseline again, after the others: the machine's load drifts (other jobs share
+        # it), so each raw figure is the better of the two runs.
+        again = run_raw(url, n)
+        for key, better in (("rr_us", min), ("pubsub_per_s", max)):
+            field = "mean" if key == "rr_us" else "value"
+            if better(again[key][field], raw[key][field]) == again[key][field]:
+                raw[key] = again[key]
     finally:
         subprocess.run([str(ROOT / "scripts" / "nats.sh"), "stop", str(store)], check=False)
         shutil.rmtree(store, ignore_errors=True)

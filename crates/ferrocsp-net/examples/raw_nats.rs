@@ -19,7 +19,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+// One thread for the requester, the responder and both connections: on a small (virtual)
+// machine, cross-thread wake-ups would dominate the baseline and flatter everything else.
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let url = args.next().ok_or("usage: raw_nats URL N")?;
