@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+import _support
 import ferrocsp as csp
 import ferrocsp.net as net
 from _nats import NatsServer, nats_fixture, spawn  # noqa: F401 - nats_fixture is the fixture 'nats'
@@ -268,3 +269,21 @@ def test_greenlet_and_async_processes_use_network_channels(nats: NatsServer) -> 
         assert b.read(timeout=30) == "async"
         h.join(timeout=30)
         feeder.join()
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["ch.read()", "ch.write(1)"])
+def test_ctrl_c_interrupts_a_blocked_network_operation(nats: NatsServer, op: str) -> None:
+    code = f"""
+import ferrocsp.net as net
+c = net.connect({nats.url!r})
+ch = c.channel({name()!r})
+print("ready", flush=True)
+try:
+    {op}
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+    rc, out, err = _support.interrupt_child(code)
+    assert rc == 0, err
+    assert out.split() == ["interrupted"]
