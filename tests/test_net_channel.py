@@ -278,8 +278,8 @@ def test_ctrl_c_interrupts_a_blocked_network_operation(nats: NatsServer, op: str
 import ferrocsp.net as net
 c = net.connect({nats.url!r})
 ch = c.channel({name()!r})
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: SIGINT may land before the call blocks
     {op}
 except KeyboardInterrupt:
     print("interrupted", flush=True)
