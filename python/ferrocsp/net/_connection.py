@@ -80,6 +80,11 @@ def connect(
             raise ValueError("pickle_key must be at least 16 bytes (use secrets.token_bytes(32))")
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("tls_cert and tls_key go together")
+    if not hasattr(_native, "_net_connect"):
+        raise RuntimeError(
+            "this ferrocsp was built without networked channels (cargo feature 'net' of "
+            "crates/ferrocsp-py, on by default)"
+        )
     native = _native._net_connect(
         url,
         user=user,
