@@ -119,6 +119,8 @@ pub struct Chan {
     /// Bumped on every "a reader is waiting" / "a slot was freed" notice.
     pub(crate) ready: watch::Sender<u64>,
     pub(crate) reads: Mutex<Reads>,
+    /// Signalled when a read starts waiting (ends a request's grace period early).
+    pub(crate) read_arrived: tokio::sync::Notify,
     pub(crate) recent: Mutex<Recent>,
     pub(crate) consumer: Option<PullConsumer>,
     pub(crate) offer: Mutex<Option<Arc<dyn Offer>>>,
@@ -227,6 +229,7 @@ impl Chan {
             status,
             ready,
             reads: Mutex::new(Reads::default()),
+            read_arrived: tokio::sync::Notify::new(),
             recent: Mutex::new(Recent { set: HashSet::new(), order: VecDeque::new() }),
             consumer,
             offer: Mutex::new(None),

@@ -13,7 +13,8 @@
 //!   waiting (plus a short linger), so NATS gives each request to one process that wants a
 //!   value; it publishes `ferrocsp.N.ready` when it subscribes, and when a read starts
 //!   waiting after it turned a writer away.
-//! - A request is handed to the oldest waiting read of the process, else offered to a
+//! - A request is handed to the oldest waiting read of the process (waiting up to `GRACE`
+//!   for one if none is there: a reader in a loop is about to ask again), else offered to a
 //!   waiting Alt of the process (`Offer`), then answered `+`.
 //!   An id seen recently is answered `+` again without delivering (its first reply was lost).
 //!
@@ -43,6 +44,7 @@ use crate::op::Cancel;
 use crate::sleep_until_opt;
 
 const LINGER: Duration = Duration::from_millis(200);
+const GRACE: Duration = Duration::from_millis(2);
 const BACKOFF_MAX: Duration = Duration::from_millis(100);
 pub(crate) const HDR_ID: &str = "Csp-Id";
 
@@ -142,6 +144,7 @@ pub(crate) async fn read(
         let me = r.next;
         r.next += 1;
         r.pending.push_back((me, tx));
+        chan.read_arrived.notify_waiters();
         if !r.running {
             r.running = true;
             spawn_serve(Arc::clone(&chan));
@@ -249,6 +252,21 @@ async fn serve(chan: Arc<Chan>) {
     }
 }
 
+/// Hands `value` to the oldest waiting read of this process; gives it back if none waits.
+fn to_read(chan: &Chan, mut value: Bytes) -> Option<Bytes> {
+    loop {
+        let next = lock(&chan.reads).pending.pop_front();
+        match next {
+            None => return Some(value),
+            Some((_, tx)) => match tx.send(value) {
+                Ok(()) => return None,
+                // That read's task is gone (runtime shutting down): try the next one.
+                Err(v) => value = v,
+            },
+        }
+    }
+}
+
 async fn handle(chan: &Arc<Chan>, m: Message) {
     let Some(reply) = m.reply.clone() else { return };
     let id = m.headers.as_ref().and_then(|h| h.get(HDR_ID)).map(|v| v.as_str().to_owned());
@@ -264,26 +282,28 @@ async fn handle(chan: &Arc<Chan>, m: Message) {
         }
     }
     // Some(value) while nobody took it.
-    let mut left = Some(m.payload);
-    while let Some(value) = left.take() {
-        let next = lock(&chan.reads).pending.pop_front();
-        match next {
-            None => {
-                left = Some(value);
-                break;
-            }
-            Some((_, tx)) => {
-                // Err: that read's task is gone (runtime shutting down): try the next one.
-                left = tx.send(value).err();
-            }
-        }
-    }
+    let mut left = to_read(chan, m.payload);
     if let Some(value) = left.take() {
-        if lock(&chan.reads).alt_demand > 0 {
-            left = chan.offer(value).err();
+        let alt = lock(&chan.reads).alt_demand > 0;
+        left = if alt {
+            chan.offer(value).err()
         } else {
-            left = Some(value);
-        }
+            // A reader looping over the channel (`for v in ch`) is about to wait again: give
+            // it a moment rather than turning the writer away (which costs the writer a
+            // ready notice and a re-send). Bounded, so a value never waits on a process that
+            // stopped reading. Registered before looking again, so a read arriving in between
+            // is not missed.
+            let arrived = chan.read_arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            match to_read(chan, value) {
+                None => None,
+                Some(v) => {
+                    let _ = tokio::time::timeout(GRACE, arrived).await;
+                    to_read(chan, v)
+                }
+            }
+        };
     }
     let delivered = left.is_none();
     if !delivered {
