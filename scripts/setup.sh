@@ -104,3 +104,9 @@ if ! command -v dot >/dev/null; then
   fi
 fi
 say "graphviz: $(dot -V 2>&1)"
+
+# --- nats-server ---------------------------------------------------------------------------
+# Networked channels (ferrocsp.net) are tested against a real nats-server with JetStream,
+# started by the test fixtures on 127.0.0.1 (tests/_nats.py). Debian 12 ships 2.9.10.
+"$root/scripts/nats.sh" install
+say "nats: $(nats-server --version 2>&1)"

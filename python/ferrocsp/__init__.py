@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from . import _dump as _dump_module
 from . import _trace as _trace_module
+from . import net as net  # networked channels: csp.net.connect(url)
 from ._alt import Alt as Alt
 from ._alt import Guard as Guard
 from ._alt import Output as Output

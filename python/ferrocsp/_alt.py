@@ -10,12 +10,13 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from . import _shm
 from ._errors import ChannelPoisoned
-from ._native import Channel, Reader, Writer, _aselect, _select
+from ._native import Channel, Reader, Writer, _aselect, _io_wait, _select
 
 __all__ = ["Alt", "Guard", "Output", "Skip", "Timeout", "select"]
 
@@ -68,7 +69,18 @@ class Skip:
         return "Skip()"
 
 
-GuardLike: TypeAlias = "Channel | Reader | Output | Timeout | Skip | Guard"
+@runtime_checkable
+class _ForeignInput(Protocol):
+    """An input guard that is not an engine channel (a networked channel or reader end,
+    ``ferrocsp.net``): the Alt waits on the local channel it names, tells it while it waits
+    (so values are offered only to a waiting selection), and decodes what it delivers."""
+
+    def _csp_alt_input(self) -> Channel: ...
+    def _csp_alt_demand(self, up: bool) -> None: ...
+    def _csp_alt_decode(self, raw: Any) -> Any: ...
+
+
+GuardLike: TypeAlias = "Channel | Reader | Output | Timeout | Skip | Guard | _ForeignInput"
 
 
 class Guard:
@@ -81,7 +93,9 @@ class Guard:
     __slots__ = ("guard", "when")
 
     def __init__(
-        self, guard: Channel | Reader | Output | Timeout | Skip, when: bool = True
+        self,
+        guard: Channel | Reader | Output | Timeout | Skip | _ForeignInput,
+        when: bool = True,
     ) -> None:
         if isinstance(guard, Guard):
             raise TypeError("Guard cannot wrap another Guard")
@@ -94,6 +108,8 @@ class Guard:
 
 
 def _check_plain(g: object) -> None:
+    if isinstance(g, _ForeignInput):
+        return
     if isinstance(g, Writer):
         raise TypeError("a Writer is not an input guard: use Output(writer, value)")
     if not isinstance(g, Channel | Reader | Output | Timeout | Skip):
@@ -103,7 +119,9 @@ def _check_plain(g: object) -> None:
         )
 
 
-def _op(g: Channel | Reader | Output | Timeout | Skip) -> tuple[int, Any, Any]:
+def _op(g: Channel | Reader | Output | Timeout | Skip | _ForeignInput) -> tuple[int, Any, Any]:
+    if isinstance(g, _ForeignInput):
+        return (_READ, g._csp_alt_input(), None)
     if isinstance(g, Output):
         return (_WRITE, g.target, g.value)
     if isinstance(g, Timeout):
@@ -111,6 +129,24 @@ def _op(g: Channel | Reader | Output | Timeout | Skip) -> tuple[int, Any, Any]:
     if isinstance(g, Skip):
         return (_SKIP, None, None)
     return (_READ, g, None)
+
+
+def _any_shared(ops: list[tuple[int, Any, Any]]) -> bool:
+    """Whether a guard's channel lives in shared memory (it was sent to an OS process)."""
+    return any(_shm.shared_of(op[1]) is not None for op in ops)
+
+
+def _decode(guard: Any, value: Any) -> tuple[bool, Any]:
+    """A foreign guard's value decoded; ``(False, None)`` if it was rejected (logged), and the
+    selection runs again, as a networked ``read`` keeps waiting after a rejected message."""
+    g = guard.guard if isinstance(guard, Guard) else guard
+    if not isinstance(g, _ForeignInput):
+        return True, value
+    try:
+        return True, g._csp_alt_decode(value)
+    except ValueError as e:
+        logging.getLogger("ferrocsp.net").warning("Alt guard %r: rejected a message: %s", g, e)
+        return False, None
 
 
 class Alt:
@@ -124,7 +160,7 @@ class Alt:
     no Timeout or Skip) it raises ``ChannelRetired``. Waiting is event driven (no polling).
     """
 
-    __slots__ = ("_last", "_static", "guards")
+    __slots__ = ("_foreign", "_last", "_static", "guards")
 
     def __init__(self, *guards: GuardLike) -> None:
         if not guards:
@@ -135,6 +171,11 @@ class Alt:
             _check_plain(g)
         self.guards: tuple[GuardLike, ...] = guards
         self._last: int | None = None
+        self._foreign = tuple(
+            f
+            for f in (g.guard if isinstance(g, Guard) else g for g in guards)
+            if isinstance(f, _ForeignInput)
+        )
         # Fast path: with no Guard wrapper (``when`` may change) and no Output (its ``value``
         # may change), the engine operations are the same for every selection; build them once.
         self._static: list[tuple[int, Any, Any]] | None = None
@@ -170,28 +211,58 @@ class Alt:
         return self.guards[guard_index]
 
     def _run(self, policy: int) -> tuple[Any, Any]:
-        ops, index, last = self._ops(policy)
-        if any(_shm.shared_of(op[1]) is not None for op in ops):
-            chosen, value = _shm.select(ops, policy, last)  # channels shared with OS processes
-            return self._chosen(policy, index, chosen), value
-        try:
-            chosen, value = _select(ops, policy, last)
-        except ChannelPoisoned:
-            # A channel may have moved to shared memory while we waited (its in-process side
-            # is poisoned by the move; nothing fired): choose again over the shared channels.
-            if not any(_shm.shared_of(op[1]) is not None for op in ops):
-                raise
-            chosen, value = _shm.select(ops, policy, last)
-        return self._chosen(policy, index, chosen), value
+        while True:
+            ops, index, last = self._ops(policy)
+            if _any_shared(ops):
+                chosen, value = _shm.select(ops, policy, last)  # channels shared with OS processes
+                return self._chosen(policy, index, chosen), value
+            self._demand(True)
+            try:
+                chosen, value = _select(ops, policy, last)
+            except ChannelPoisoned:
+                # A channel may have moved to shared memory while we waited (its in-process side
+                # is poisoned by the move; nothing fired): choose again over the shared channels.
+                if not _any_shared(ops):
+                    raise
+                continue
+            finally:
+                self._demand(False)
+            guard = self._chosen(policy, index, chosen)
+            done, value = _decode(guard, value)
+            if done:
+                return guard, value
 
     async def _arun(self, policy: int) -> tuple[Any, Any]:
-        ops, index, last = self._ops(policy)
-        if any(_shm.shared_of(op[1]) is not None for op in ops):
-            raise NotImplementedError(
-                "await-based selection over channels shared with OS processes is not supported"
-            )
-        chosen, value = await _aselect(ops, policy, last)
-        return self._chosen(policy, index, chosen), value
+        while True:
+            ops, index, last = self._ops(policy)
+            if _any_shared(ops):
+                raise NotImplementedError(
+                    "await-based selection over channels shared with OS processes is not supported"
+                )
+            self._demand(True)
+            try:
+                chosen, value = await _aselect(ops, policy, last)
+            finally:
+                self._demand(False)
+            guard = self._chosen(policy, index, chosen)
+            done, value = _decode(guard, value)
+            if done:
+                return guard, value
+
+    def _demand(self, up: bool) -> None:
+        """Tells networked input guards whether this selection is waiting (values are offered
+        only to a waiting selection), and marks the wait as one a remote peer may end."""
+        if not self._foreign:
+            return
+        if up:
+            for f in self._foreign:
+                f._csp_alt_demand(True)
+            # A peer on another machine may answer: never a deadlock among local participants.
+            _io_wait(True)
+        else:
+            _io_wait(False)
+            for f in self._foreign:
+                f._csp_alt_demand(False)
 
     def select(self) -> tuple[Any, Any]:
         """Fires one ready guard chosen uniformly at random (blocking until one is ready)."""

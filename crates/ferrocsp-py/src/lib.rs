@@ -9,6 +9,8 @@ mod channel;
 mod deadlock;
 mod ends;
 mod errors;
+#[cfg(feature = "net")]
+mod net;
 mod process;
 mod sched;
 mod select;
@@ -43,5 +45,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(deadlock::_io_wait, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_ignore_thread, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_stop_watchdog, m)?)?;
+    #[cfg(feature = "net")]
+    {
+        m.add_class::<net::NetConnection>()?;
+        m.add_class::<net::NetChan>()?;
+        m.add_class::<net::NetOp>()?;
+        m.add_function(wrap_pyfunction!(net::_net_connect, m)?)?;
+    }
     Ok(())
 }

@@ -1,0 +1,411 @@
+//! `Chan`: one networked channel as seen from one connection, and its shared state on the
+//! server (capacity, poison, end counts).
+//!
+//! Server-side state, in the KV bucket `FERROCSP` (history 1, file storage):
+//! - `<name>.cap`: the capacity, written once with `create` (first opener wins; every other
+//!   opener must agree).
+//! - `<name>.poison`: present once the channel is poisoned (never removed).
+//! - `<name>.w`, `<name>.r`: `"made alive"` counts of writer / reader ends, updated with
+//!   compare-and-set on the entry's revision. All ends of a kind retired = `made > 0 && alive == 0`.
+//!
+//! Broadcast subject `ferrocsp.<name>.ctl`: after changing any of those keys a participant
+//! publishes there; every `Chan` subscribes and re-reads the keys, so a poison or retire
+//! reaches blocked participants on every machine at once. The KV keys are the truth (a late
+//! joiner reads them at open); the subject is only the wake-up.
+//!
+//! Invariants:
+//! - `status` only moves forward (poisoned, writers retired and readers retired are never
+//!   undone), so a waiter that saw it set may fail without re-checking.
+//! - The control and ready subscriptions are registered (flushed) before the keys are first
+//!   read, so no change between the read and the subscription is missed.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{oneshot, watch};
+use tokio::task::AbortHandle;
+
+use crate::conn::{capacity_conflict, Inner};
+use crate::error::{protocol, NetError};
+
+/// What every participant agrees on about a channel's life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Poisoned by someone, anywhere.
+    pub poisoned: bool,
+    /// Every writer end made so far is retired (and at least one was made).
+    pub writers_retired: bool,
+    /// Every reader end made so far is retired (and at least one was made).
+    pub readers_retired: bool,
+}
+
+/// Which kind of end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndKind {
+    /// A reader end.
+    Reader,
+    /// A writer end.
+    Writer,
+}
+
+/// Reads waiting in this process for a rendezvous value (see `rendezvous.rs`).
+#[derive(Default)]
+pub(crate) struct Reads {
+    pub(crate) pending: VecDeque<(u64, oneshot::Sender<Bytes>)>,
+    pub(crate) next: u64,
+    /// Whether the queue subscription task is running.
+    pub(crate) running: bool,
+    /// Alt selections of this process currently waiting with this channel as an input guard
+    /// (values are then offered to them through `Chan::offer`).
+    pub(crate) alt_demand: usize,
+    /// Whether the buffered Alt pump task is running.
+    pub(crate) pump_running: bool,
+    /// A writer was turned away (`-`) since the last "ready" notice: the next read to start
+    /// waiting must publish one (otherwise nobody is waiting for it, and it is skipped).
+    pub(crate) turned_away: bool,
+}
+
+/// Ids of values recently delivered here, so a re-sent value (its acknowledgement was lost) is
+/// acknowledged again instead of delivered twice.
+pub(crate) struct Recent {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+const RECENT: usize = 4096;
+
+impl Recent {
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    pub(crate) fn insert(&mut self, id: String) {
+        if self.set.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > RECENT {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Where a value goes when no plain read waits but an Alt does: the bindings hand it to a
+/// local engine channel on which the Alt waits as a reader (`try_write`: it succeeds only if
+/// the Alt is waiting and wins, so the Alt's one-CAS decision stays the only decision).
+pub trait Offer: Send + Sync {
+    /// Gives `v` to a waiting local selection, or hands it back if none takes it now.
+    fn offer(&self, v: Bytes) -> Result<(), Bytes>;
+    /// The channel's status changed (poisoned, all writers retired): mirror it locally.
+    fn status(&self, s: Status);
+}
+
+/// A networked channel in this connection.
+pub struct Chan {
+    pub(crate) conn: Arc<Inner>,
+    /// The channel's name (shared by every participant).
+    pub name: String,
+    /// 0: rendezvous; otherwise the number of values buffered on the server.
+    pub capacity: usize,
+    pub(crate) subj_w: String,
+    pub(crate) subj_ready: String,
+    pub(crate) subj_ctl: String,
+    pub(crate) subj_b: String,
+    pub(crate) status: watch::Sender<Status>,
+    /// Bumped on every "a reader is waiting" / "a slot was freed" notice.
+    pub(crate) ready: watch::Sender<u64>,
+    pub(crate) reads: Mutex<Reads>,
+    /// Signalled when a read starts waiting (ends a request's grace period early).
+    pub(crate) read_arrived: tokio::sync::Notify,
+    pub(crate) recent: Mutex<Recent>,
+    pub(crate) consumer: Option<PullConsumer>,
+    pub(crate) offer: Mutex<Option<Arc<dyn Offer>>>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl std::fmt::Debug for Chan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chan").field("name", &self.name).field("capacity", &self.capacity).finish()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn parse_counts(v: &[u8]) -> (u64, u64) {
+    let s = std::str::from_utf8(v).unwrap_or("");
+    let mut it = s.split(' ').map(|x| x.parse::<u64>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+impl Drop for Chan {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Chan {
+    pub(crate) async fn open(
+        conn: Arc<Inner>,
+        rt: tokio::runtime::Handle,
+        name: String,
+        capacity: usize,
+    ) -> Result<Arc<Chan>, NetError> {
+        let kv = conn.kv().await?;
+        let cap_key = format!("{name}.cap");
+        if kv.create(&cap_key, Bytes::from(capacity.to_string())).await.is_err() {
+            let have = kv
+                .get(&cap_key)
+                .await
+                .map_err(|e| conn.transport("read channel capacity", e))?
+                .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse::<usize>().ok()))
+                .ok_or_else(|| protocol("read channel capacity", "missing or malformed"))?;
+            if have != capacity {
+                return Err(capacity_conflict(&name, have, capacity));
+            }
+        }
+        let base = format!("ferrocsp.{name}");
+        let client = conn.client.clone();
+        let mut ctl = client
+            .subscribe(format!("{base}.ctl"))
+            .await
+            .map_err(|e| conn.transport("subscribe", e))?;
+        let mut ready_sub = client
+            .subscribe(format!("{base}.ready"))
+            .await
+            .map_err(|e| conn.transport("subscribe", e))?;
+        client.flush().await.map_err(|e| conn.transport("flush", e))?;
+
+        let consumer = if capacity > 0 {
+            let stream_name = format!("FERROCSP_{name}");
+            let cfg = jetstream::stream::Config {
+                name: stream_name.clone(),
+                subjects: vec![format!("{base}.b")],
+                retention: jetstream::stream::RetentionPolicy::WorkQueue,
+                max_messages: i64::try_from(capacity).unwrap_or(i64::MAX),
+                discard: jetstream::stream::DiscardPolicy::New,
+                storage: jetstream::stream::StorageType::File,
+                duplicate_window: std::time::Duration::from_secs(120),
+                ..Default::default()
+            };
+            let stream = conn
+                .js
+                .get_or_create_stream(cfg)
+                .await
+                .map_err(|e| conn.transport("create the channel's stream", e))?;
+            let ccfg = jetstream::consumer::pull::Config {
+                durable_name: Some("readers".to_owned()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: conn.opts.ack_timeout,
+                max_ack_pending: -1,
+                ..Default::default()
+            };
+            let consumer: PullConsumer = stream
+                .get_or_create_consumer("readers", ccfg)
+                .await
+                .map_err(|e| conn.transport("create the channel's consumer", e))?;
+            Some(consumer)
+        } else {
+            None
+        };
+
+        let (status, _) = watch::channel(Status::default());
+        let (ready, _) = watch::channel(0u64);
+        let mut chan = Chan {
+            conn: Arc::clone(&conn),
+            name: name.clone(),
+            capacity,
+            subj_w: format!("{base}.w"),
+            subj_ready: format!("{base}.ready"),
+            subj_ctl: format!("{base}.ctl"),
+            subj_b: format!("{base}.b"),
+            status,
+            ready,
+            reads: Mutex::new(Reads::default()),
+            read_arrived: tokio::sync::Notify::new(),
+            recent: Mutex::new(Recent { set: HashSet::new(), order: VecDeque::new() }),
+            consumer,
+            offer: Mutex::new(None),
+            tasks: Vec::new(),
+        };
+        chan.refresh().await?;
+        let chan = Arc::new_cyclic(|weak: &std::sync::Weak<Chan>| {
+            let w = weak.clone();
+            let ctl_task = rt.spawn(async move {
+                while ctl.next().await.is_some() {
+                    let Some(c) = w.upgrade() else { return };
+                    // A failed refresh keeps the old status; the next notice or open retries.
+                    let _ = c.refresh().await;
+                }
+            });
+            let w = weak.clone();
+            let ready_task = rt.spawn(async move {
+                while ready_sub.next().await.is_some() {
+                    let Some(c) = w.upgrade() else { return };
+                    c.ready.send_modify(|g| *g = g.wrapping_add(1));
+                }
+            });
+            chan.tasks.push(ctl_task.abort_handle());
+            chan.tasks.push(ready_task.abort_handle());
+            chan
+        });
+        Ok(chan)
+    }
+
+    /// Re-reads the shared state from the KV bucket.
+    pub(crate) async fn refresh(&self) -> Result<(), NetError> {
+        let kv = self.conn.kv().await?;
+        let get = |k: String| {
+            let kv = kv.clone();
+            async move { kv.get(k).await }
+        };
+        let poisoned = get(format!("{}.poison", self.name))
+            .await
+            .map_err(|e| self.conn.transport("read channel state", e))?
+            .is_some();
+        let w = get(format!("{}.w", self.name))
+            .await
+            .map_err(|e| self.conn.transport("read channel state", e))?
+            .map_or((0, 0), |v| parse_counts(&v));
+        let r = get(format!("{}.r", self.name))
+            .await
+            .map_err(|e| self.conn.transport("read channel state", e))?
+            .map_or((0, 0), |v| parse_counts(&v));
+        let new = Status {
+            poisoned,
+            writers_retired: w.0 > 0 && w.1 == 0,
+            readers_retired: r.0 > 0 && r.1 == 0,
+        };
+        let changed = self.status.send_if_modified(|s| {
+            // Only forward: never undo a state another refresh already saw.
+            let merged = Status {
+                poisoned: s.poisoned || new.poisoned,
+                writers_retired: s.writers_retired || new.writers_retired,
+                readers_retired: s.readers_retired || new.readers_retired,
+            };
+            let changed = merged != *s;
+            *s = merged;
+            changed
+        });
+        if changed {
+            self.status_to_offer();
+        }
+        Ok(())
+    }
+
+    fn status_to_offer(&self) {
+        let o = lock(&self.offer).clone();
+        if let Some(o) = o {
+            o.status(self.status());
+        }
+    }
+
+    /// The channel's status as last seen.
+    pub fn status(&self) -> Status {
+        *self.status.borrow()
+    }
+
+    async fn notify_ctl(&self, what: &'static str) -> Result<(), NetError> {
+        let c = &self.conn.client;
+        c.publish(self.subj_ctl.clone(), Bytes::from_static(what.as_bytes()))
+            .await
+            .map_err(|e| self.conn.transport("publish", e))?;
+        c.flush().await.map_err(|e| self.conn.transport("flush", e))
+    }
+
+    /// Poisons the channel for every participant. Buffered values become unreachable.
+    pub(crate) async fn poison_now(&self) -> Result<(), NetError> {
+        let kv = self.conn.kv().await?;
+        kv.put(format!("{}.poison", self.name), Bytes::from_static(b"1"))
+            .await
+            .map_err(|e| self.conn.transport("poison", e))?;
+        if self.status.send_if_modified(|s| !std::mem::replace(&mut s.poisoned, true)) {
+            self.status_to_offer();
+        }
+        // The buffered values stay in the stream, unreachable (every read fails from now on):
+        // purging would free slots that a writer blocked on a full buffer could fill before it
+        // learns of the poison, completing a write on a poisoned channel.
+        self.notify_ctl("poison").await
+    }
+
+    /// Counts an end made (`+1`) or retired (`-1`) on the server; when the last end of its
+    /// kind retires, every participant is told.
+    pub(crate) async fn count_end_now(&self, kind: EndKind, made: bool) -> Result<(), NetError> {
+        let kv = self.conn.kv().await?;
+        let key = match kind {
+            EndKind::Reader => format!("{}.r", self.name),
+            EndKind::Writer => format!("{}.w", self.name),
+        };
+        let now_zero = loop {
+            let entry =
+                kv.entry(key.clone()).await.map_err(|e| self.conn.transport("count ends", e))?;
+            let (m, a) = entry.as_ref().map_or((0, 0), |e| parse_counts(&e.value));
+            let (m2, a2) = if made { (m + 1, a + 1) } else { (m, a.saturating_sub(1)) };
+            let v = Bytes::from(format!("{m2} {a2}"));
+            let ok = match &entry {
+                Some(e) => kv.update(&key, v, e.revision).await.is_ok(),
+                None => kv.create(&key, v).await.is_ok(),
+            };
+            if ok {
+                break m2 > 0 && a2 == 0;
+            }
+            // Another participant changed the count meanwhile: read it again.
+        };
+        if now_zero {
+            // All readers retired: the buffer is dropped in effect (writers fail from now on);
+            // it is not purged, for the reason given in `poison_now`.
+            self.refresh().await?;
+            self.notify_ctl("ends").await?;
+        }
+        Ok(())
+    }
+
+    /// Offers `v` to a waiting Alt of this process, if any.
+    pub(crate) fn offer(&self, v: Bytes) -> Result<(), Bytes> {
+        let o = lock(&self.offer).clone();
+        match o {
+            Some(o) => o.offer(v),
+            None => Err(v),
+        }
+    }
+
+    /// Waits until the status satisfies `pred` (or forever if it never does).
+    pub(crate) async fn wait_status(
+        rx: &mut watch::Receiver<Status>,
+        pred: impl Fn(&Status) -> bool,
+    ) {
+        if rx.wait_for(|s| pred(s)).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_parse_and_default_to_zero() {
+        assert_eq!(parse_counts(b"3 1"), (3, 1));
+        assert_eq!(parse_counts(b""), (0, 0));
+        assert_eq!(parse_counts(b"x y"), (0, 0));
+    }
+
+    #[test]
+    fn recent_ids_are_bounded() {
+        let mut r = Recent { set: HashSet::new(), order: VecDeque::new() };
+        for i in 0..RECENT + 10 {
+            r.insert(i.to_string());
+        }
+        assert!(!r.contains("0"));
+        assert!(r.contains(&(RECENT + 9).to_string()));
+        assert_eq!(r.set.len(), RECENT);
+    }
+}

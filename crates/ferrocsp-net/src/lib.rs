@@ -1,0 +1,121 @@
+//! Networked ferrocsp channels over NATS and JetStream.
+//!
+//! The same channel semantics as the in-process engine (rendezvous, buffered with a capacity,
+//! any-to-any with each value delivered once, poison, retire, timeouts), between processes and
+//! machines that share a NATS server. This crate is separate from the engine so that local
+//! channels pay nothing for it; values are opaque bytes here (the Python package encodes them).
+//!
+//! - [`Connection`] owns an `async-nats` client and a small tokio runtime on background
+//!   threads; every operation runs there as a task and the caller waits on an [`Op`].
+//! - [`Chan`]: one channel per name per connection (`conn.rs`, `chan.rs`); rendezvous
+//!   channels use request/reply (`rendezvous.rs`), buffered ones a JetStream work queue
+//!   (`buffered.rs`); poison and end counts live in a KV bucket with a broadcast subject
+//!   (`chan.rs`). The protocol is written down in the project's docs/design.md.
+//!
+//! ```no_run
+//! use ferrocsp_net::{ChanOps, Connection, Options};
+//! let conn = Connection::connect(Options::new("nats://127.0.0.1:4222")).unwrap();
+//! let ch = conn.channel("jobs", 0).unwrap();
+//! let _w = ch.write(&conn, b"hello".to_vec().into(), None);
+//! let r = ch.read(&conn, None);
+//! r.wait(None);
+//! assert_eq!(&r.take().unwrap().unwrap()[..], b"hello");
+//! ```
+
+#![warn(missing_docs)]
+
+mod buffered;
+mod chan;
+mod conn;
+mod error;
+mod op;
+mod rendezvous;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use bytes::Bytes;
+pub use chan::{Chan, EndKind, Offer, Status};
+pub use conn::{Connection, Options};
+pub use error::NetError;
+pub use op::Op;
+
+pub(crate) async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once the connection gave up on its lost server (checked every 250 ms: a waiting
+/// read has no request of its own in flight that could fail).
+pub(crate) async fn lost(conn: &conn::Inner) -> NetError {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if let Some(e) = conn.gave_up() {
+            return e;
+        }
+    }
+}
+
+/// Operations on a channel; each runs on `conn`'s runtime.
+pub trait ChanOps {
+    /// Writes `value`, completing when a reader took it (rendezvous) or the server stored it
+    /// (buffered), or failing by `deadline`.
+    fn write(&self, conn: &Connection, value: Bytes, deadline: Option<Instant>) -> Op<()>;
+    /// Reads one value, or fails by `deadline`.
+    fn read(&self, conn: &Connection, deadline: Option<Instant>) -> Op<Bytes>;
+    /// Poisons the channel for every participant.
+    fn poison(&self, conn: &Connection) -> Op<()>;
+    /// Counts a new end of `kind` (`made`) or retires one, on the server.
+    fn count_end(&self, conn: &Connection, kind: EndKind, made: bool) -> Op<()>;
+    /// Installs where values go for Alts of this process (see [`Offer`]).
+    fn set_offer(&self, offer: Arc<dyn Offer>);
+    /// An Alt of this process starts (`up`) or stops waiting with this channel as a guard.
+    fn alt_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError>;
+}
+
+impl ChanOps for Arc<Chan> {
+    fn write(&self, conn: &Connection, value: Bytes, deadline: Option<Instant>) -> Op<()> {
+        let chan = Arc::clone(self);
+        if chan.capacity == 0 {
+            conn.spawn(move |c| rendezvous::write(chan, value, deadline, c))
+        } else {
+            conn.spawn(move |c| buffered::write(chan, value, deadline, c))
+        }
+    }
+
+    fn read(&self, conn: &Connection, deadline: Option<Instant>) -> Op<Bytes> {
+        let chan = Arc::clone(self);
+        if chan.capacity == 0 {
+            conn.spawn(move |c| rendezvous::read(chan, deadline, c))
+        } else {
+            conn.spawn(move |c| buffered::read(chan, deadline, c))
+        }
+    }
+
+    fn poison(&self, conn: &Connection) -> Op<()> {
+        let chan = Arc::clone(self);
+        conn.spawn(move |_| async move { chan.poison_now().await })
+    }
+
+    fn count_end(&self, conn: &Connection, kind: EndKind, made: bool) -> Op<()> {
+        let chan = Arc::clone(self);
+        conn.spawn(move |_| async move { chan.count_end_now(kind, made).await })
+    }
+
+    fn set_offer(&self, offer: Arc<dyn Offer>) {
+        *chan::lock(&self.offer) = Some(offer);
+    }
+
+    fn alt_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError> {
+        let rt = conn.runtime()?;
+        let _in_rt = rt.enter();
+        if self.capacity == 0 {
+            rendezvous::alt_demand(self, up);
+        } else {
+            buffered::alt_demand(self, up);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,393 @@
+//! Bindings of the networked channels (`ferrocsp-net`): `ferrocsp.net` builds its Python API
+//! on these three classes. Values cross this boundary as `bytes`; encoding is Python's.
+//!
+//! Invariants:
+//! - Every wait releases the GIL. The main thread waits in `SIGNAL_SLICE`s and runs Python's
+//!   signal handlers between them; an interrupt withdraws the operation (`Op::cancel`) and
+//!   waits for its outcome: if it completed in the race, the result is kept and the interrupt
+//!   re-armed, so no value is lost to Ctrl-C.
+//! - An `_NetOp`'s completion callback is called once, with the GIL, from the network runtime's
+//!   thread (asyncio schedules its future through `call_soon_threadsafe`).
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use ferrocsp_net::{
+    Bytes, Chan, ChanOps, Connection, EndKind, NetError, Offer, Op, Options, Status,
+};
+use pyo3::exceptions::{PyConnectionError, PyKeyboardInterrupt, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::channel::Channel;
+use crate::errors::{parse_timeout, to_pyerr, OpName};
+use crate::wait::{deadline, is_main_thread};
+
+const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+
+fn net_err(py: Python<'_>, e: NetError, op: OpName, chan: &str) -> PyErr {
+    match e {
+        NetError::Poisoned => to_pyerr(py, ferrocsp::Error::Poisoned, op, chan),
+        NetError::Retired => to_pyerr(py, ferrocsp::Error::Retired, op, chan),
+        NetError::Timeout => to_pyerr(py, ferrocsp::Error::Timeout, op, chan),
+        NetError::Cancelled => match py.import("asyncio").and_then(|m| m.getattr("CancelledError"))
+        {
+            Ok(t) => PyErr::from_type(
+                t.cast_into().unwrap_or_else(|_| py.get_type::<PyRuntimeError>()),
+                "cancelled",
+            ),
+            Err(e) => e,
+        },
+        NetError::Unreachable(_) | NetError::Closed => PyConnectionError::new_err(e.to_string()),
+        NetError::Invalid(m) => PyValueError::new_err(m),
+        NetError::Protocol(_) => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+fn rearm(py: Python<'_>, interrupt: &PyErr) {
+    if interrupt.is_instance_of::<PyKeyboardInterrupt>(py) {
+        // SAFETY: only sets a flag; async-signal-safe, valid signal number.
+        unsafe {
+            pyo3::ffi::PyErr_SetInterruptEx(2);
+        }
+    } else {
+        interrupt.clone_ref(py).restore(py);
+        // SAFETY: we hold the GIL; reports the pending exception as unraisable.
+        unsafe { pyo3::ffi::PyErr_WriteUnraisable(std::ptr::null_mut()) };
+    }
+}
+
+/// Waits for `op` with the GIL released (see the module invariants).
+fn wait_op<T: Send + 'static>(py: Python<'_>, op: &Op<T>) -> PyResult<Result<T, NetError>> {
+    let main = is_main_thread(py)?;
+    loop {
+        let slice = if main { Instant::now().checked_add(SIGNAL_SLICE) } else { None };
+        if py.detach(|| op.wait(slice)) {
+            return Ok(op.take().unwrap_or(Err(NetError::Closed)));
+        }
+        if let Err(interrupt) = py.check_signals() {
+            op.cancel();
+            py.detach(|| op.wait(None));
+            return match op.take() {
+                Some(Ok(v)) => {
+                    rearm(py, &interrupt);
+                    Ok(Ok(v))
+                }
+                _ => Err(interrupt),
+            };
+        }
+    }
+}
+
+fn secs(name: &str, v: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(v).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+        PyValueError::new_err(format!("{name} must be a positive number of seconds, got {v}"))
+    })
+}
+
+/// A connection to a NATS server (use `ferrocsp.net.connect`).
+#[pyclass(frozen, name = "_NetConnection", module = "ferrocsp._native")]
+pub(crate) struct NetConnection {
+    conn: Arc<Connection>,
+}
+
+/// Connects to `url`; blocks (GIL released) at most `connect_timeout` seconds.
+#[pyfunction]
+#[pyo3(signature = (url, *, user=None, password=None, token=None, nkey_seed=None, credentials=None,
+    tls_ca=None, tls_cert=None, tls_key=None, tls_required=false, name=None, connect_timeout=5.0,
+    ack_timeout=5.0, reconnect_timeout=30.0, hold_acks=false))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn _net_connect(
+    py: Python<'_>,
+    url: String,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    nkey_seed: Option<String>,
+    credentials: Option<std::path::PathBuf>,
+    tls_ca: Option<std::path::PathBuf>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
+    tls_required: bool,
+    name: Option<String>,
+    connect_timeout: f64,
+    ack_timeout: f64,
+    reconnect_timeout: f64,
+    hold_acks: bool,
+) -> PyResult<NetConnection> {
+    let mut o = Options::new(url);
+    o.user = user;
+    o.password = password;
+    o.token = token;
+    o.nkey_seed = nkey_seed;
+    o.credentials_file = credentials;
+    o.tls_ca = tls_ca;
+    o.tls_cert = tls_cert;
+    o.tls_key = tls_key;
+    o.tls_required = tls_required;
+    o.name = name;
+    o.connect_timeout = secs("connect_timeout", connect_timeout)?;
+    o.ack_timeout = secs("ack_timeout", ack_timeout)?;
+    o.reconnect_timeout = secs("reconnect_timeout", reconnect_timeout)?;
+    o.hold_acks = hold_acks;
+    let conn =
+        py.detach(|| Connection::connect(o)).map_err(|e| net_err(py, e, OpName::Read, ""))?;
+    Ok(NetConnection { conn: Arc::new(conn) })
+}
+
+#[pymethods]
+impl NetConnection {
+    /// Opens the networked channel `name` (created on the server if new).
+    fn channel(&self, py: Python<'_>, name: String, capacity: usize) -> PyResult<NetChan> {
+        let chan = py.detach(|| self.conn.channel(&name, capacity)).map_err(|e| match e {
+            NetError::Invalid(m) => PyValueError::new_err(m),
+            e => net_err(py, e, OpName::Read, &name),
+        })?;
+        Ok(NetChan { conn: Arc::clone(&self.conn), chan, alt: OnceLock::new() })
+    }
+
+    /// Closes the connection (idempotent); operations in flight fail with ConnectionError.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.conn.close());
+    }
+
+    #[getter]
+    fn url(&self) -> String {
+        self.conn.url().to_owned()
+    }
+}
+
+/// One networked channel of a connection: bytes in, bytes out.
+#[pyclass(frozen, name = "_NetChan", module = "ferrocsp._native")]
+pub(crate) struct NetChan {
+    conn: Arc<Connection>,
+    chan: Arc<Chan>,
+    /// The local rendezvous channel an Alt waits on for this networked channel (made on
+    /// first use; see `PyOffer`).
+    alt: OnceLock<Py<Channel>>,
+}
+
+/// Hands network values to an Alt of this process: `try_write` into the local channel the
+/// Alt waits on succeeds only if the Alt is waiting and wins its selection cell, so the Alt
+/// decides once, exactly as between local channels. Poison (and, for rendezvous, all writers
+/// retired) is mirrored onto the local channel so the Alt sees it.
+struct PyOffer {
+    local: ferrocsp::Channel<Py<PyAny>>,
+    writer: Mutex<Option<ferrocsp::Writer<Py<PyAny>>>>,
+    rendezvous: bool,
+}
+
+impl Offer for PyOffer {
+    fn offer(&self, v: Bytes) -> Result<(), Bytes> {
+        Python::attach(|py| {
+            let obj = PyBytes::new(py, &v).into_any().unbind();
+            self.local.try_write(obj).map_err(|_| v)
+        })
+    }
+
+    fn status(&self, s: Status) {
+        Python::attach(|_py| {
+            if s.poisoned {
+                self.local.poison();
+            } else if s.writers_retired && self.rendezvous {
+                let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(w) = w {
+                    w.retire();
+                }
+            }
+        });
+    }
+}
+
+enum AnyOp {
+    Unit(Op<()>),
+    Bytes(Op<Bytes>),
+}
+
+/// An operation in flight, for asyncio.
+#[pyclass(frozen, name = "_NetOp", module = "ferrocsp._native")]
+pub(crate) struct NetOp {
+    op: AnyOp,
+    chan: String,
+    kind: OpName,
+    taken: Mutex<bool>,
+}
+
+#[pymethods]
+impl NetChan {
+    #[getter]
+    fn name(&self) -> String {
+        self.chan.name.clone()
+    }
+
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.chan.capacity
+    }
+
+    /// Writes `data`, blocking (GIL released) until taken/stored, or `timeout` passes.
+    #[pyo3(signature = (data, timeout=None))]
+    fn write(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let d = deadline(parse_timeout(timeout)?);
+        let op = self.chan.write(&self.conn, Bytes::copy_from_slice(data), d);
+        wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+    }
+
+    /// Reads one value's bytes, blocking (GIL released) until one comes or `timeout` passes.
+    #[pyo3(signature = (timeout=None))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let d = deadline(parse_timeout(timeout)?);
+        let op = self.chan.read(&self.conn, d);
+        let b = wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Read, &self.chan.name))?;
+        Ok(PyBytes::new(py, &b))
+    }
+
+    /// Starts a write and returns its handle (asyncio).
+    #[pyo3(signature = (data, timeout=None))]
+    fn start_write(&self, data: &[u8], timeout: Option<&Bound<'_, PyAny>>) -> PyResult<NetOp> {
+        let d = deadline(parse_timeout(timeout)?);
+        let op = self.chan.write(&self.conn, Bytes::copy_from_slice(data), d);
+        Ok(NetOp {
+            op: AnyOp::Unit(op),
+            chan: self.chan.name.clone(),
+            kind: OpName::Write,
+            taken: Mutex::new(false),
+        })
+    }
+
+    /// Starts a read and returns its handle (asyncio).
+    #[pyo3(signature = (timeout=None))]
+    fn start_read(&self, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<NetOp> {
+        let d = deadline(parse_timeout(timeout)?);
+        let op = self.chan.read(&self.conn, d);
+        Ok(NetOp {
+            op: AnyOp::Bytes(op),
+            chan: self.chan.name.clone(),
+            kind: OpName::Read,
+            taken: Mutex::new(false),
+        })
+    }
+
+    /// Poisons the channel for every participant (blocks until the server has it).
+    fn poison(&self, py: Python<'_>) -> PyResult<()> {
+        let op = self.chan.poison(&self.conn);
+        wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+    }
+
+    /// Counts an end made (`made=True`) or retired, of a reader (`reader=True`) or writer.
+    /// With `wait=False` the update is sent in the background (finalizers).
+    #[pyo3(signature = (reader, made, wait=true))]
+    fn count_end(&self, py: Python<'_>, reader: bool, made: bool, wait: bool) -> PyResult<()> {
+        let kind = if reader { EndKind::Reader } else { EndKind::Writer };
+        let op = self.chan.count_end(&self.conn, kind, made);
+        if !wait {
+            return Ok(());
+        }
+        wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+    }
+
+    /// The local channel an Alt uses as this networked channel's input guard.
+    fn alt_channel(&self, py: Python<'_>) -> PyResult<Py<Channel>> {
+        if let Some(c) = self.alt.get() {
+            return Ok(c.clone_ref(py));
+        }
+        let local = Channel::make(0, Some(format!("net:{}", self.chan.name)));
+        let offer = PyOffer {
+            local: local.inner.clone(),
+            writer: Mutex::new(Some(local.inner.writer())),
+            rendezvous: self.chan.capacity == 0,
+        };
+        let made = Py::new(py, local)?;
+        if self.alt.set(made.clone_ref(py)).is_err() {
+            // Another thread made it first: use that one.
+            return Ok(self.alt.get().map_or(made, |c| c.clone_ref(py)));
+        }
+        let status = self.chan.status();
+        let offer = Arc::new(offer);
+        self.chan.set_offer(offer.clone());
+        offer.status(status);
+        Ok(made)
+    }
+
+    /// An Alt of this process starts (`up=True`) or stops waiting on this channel.
+    fn alt_demand(&self, py: Python<'_>, up: bool) -> PyResult<()> {
+        self.chan
+            .alt_demand(&self.conn, up)
+            .map_err(|e| net_err(py, e, OpName::Select, &self.chan.name))
+    }
+
+    /// `(poisoned, writers_retired, readers_retired)` as last seen.
+    fn status(&self) -> (bool, bool, bool) {
+        let s = self.chan.status();
+        (s.poisoned, s.writers_retired, s.readers_retired)
+    }
+}
+
+#[pymethods]
+impl NetOp {
+    /// Whether the outcome is available.
+    fn done(&self) -> bool {
+        match &self.op {
+            AnyOp::Unit(o) => o.is_done(),
+            AnyOp::Bytes(o) => o.is_done(),
+        }
+    }
+
+    /// Asks the operation to withdraw; it still completes normally if it already happened.
+    fn cancel(&self) {
+        match &self.op {
+            AnyOp::Unit(o) => o.cancel(),
+            AnyOp::Bytes(o) => o.cancel(),
+        }
+    }
+
+    /// Calls `fn()` once the outcome is available (from the network thread, with the GIL).
+    fn add_done_callback(&self, callback: Py<PyAny>) {
+        let f = move || {
+            Python::attach(|py| {
+                if let Err(e) = callback.call0(py) {
+                    e.write_unraisable(py, None);
+                }
+            });
+        };
+        match &self.op {
+            AnyOp::Unit(o) => o.on_done(f),
+            AnyOp::Bytes(o) => o.on_done(f),
+        }
+    }
+
+    /// The outcome: `None` for a write, the bytes for a read; raises the operation's error
+    /// (`asyncio.CancelledError` if it was withdrawn). Only once done; only once.
+    fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        {
+            let mut t = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+            if *t {
+                return Err(PyRuntimeError::new_err("the result was already taken"));
+            }
+            if !self.done() {
+                return Err(PyRuntimeError::new_err("the operation is still running"));
+            }
+            *t = true;
+        }
+        let err = |e| net_err(py, e, self.kind, &self.chan);
+        match &self.op {
+            AnyOp::Unit(o) => {
+                o.take().unwrap_or(Err(NetError::Closed)).map_err(err)?;
+                Ok(py.None())
+            }
+            AnyOp::Bytes(o) => {
+                let b = o.take().unwrap_or(Err(NetError::Closed)).map_err(err)?;
+                Ok(PyBytes::new(py, &b).into_any().unbind())
+            }
+        }
+    }
+}

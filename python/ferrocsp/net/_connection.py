@@ -1,0 +1,201 @@
+"""``connect()`` and ``Connection``: a NATS connection and the channels opened through it.
+
+Invariants:
+- One ``NetChannel`` object per (connection, name) while it is referenced; the native side
+  shares one set of subscriptions per channel name per connection.
+- The codec is the connection's: a ``pickle_key`` set here signs what this connection sends
+  and is required to accept pickles it receives.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import Any
+
+from .. import _native
+from . import _codec
+from ._channel import NetChannel, NetReader, NetWriter, _End
+
+__all__ = ["Connection", "connect"]
+
+
+def _path(v: str | os.PathLike[str] | None, what: str) -> str | None:
+    if v is None:
+        return None
+    p = os.fspath(v)
+    if not os.path.exists(p):
+        raise ValueError(f"{what} file not found: {p}")
+    return p
+
+
+def _num(v: float, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+        raise ValueError(f"{what} must be a positive number of seconds, got {v!r}")
+    return float(v)
+
+
+def connect(
+    url: str = "nats://127.0.0.1:4222",
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    nkey_seed: str | None = None,
+    credentials: str | os.PathLike[str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_required: bool = False,
+    name: str | None = None,
+    connect_timeout: float = 5.0,
+    ack_timeout: float = 5.0,
+    reconnect_timeout: float = 30.0,
+    pickle_key: bytes | None = None,
+    _hold_acks: bool = False,
+) -> Connection:
+    """Connects to a NATS server with JetStream (``nats-server -js``).
+
+    ``url`` may list several servers of a cluster, comma separated. Authentication passes
+    through to the server: ``user``/``password``, ``token``, ``nkey_seed`` (an ``SU...``
+    seed), ``credentials`` (a ``.creds`` file); TLS with ``tls_ca`` (server CA),
+    ``tls_cert``/``tls_key`` (client certificate) and ``tls_required``.
+
+    ``connect_timeout``: an unreachable server raises ``ConnectionError`` after at most this
+    long (no hang). ``ack_timeout``: how long a writer waits for a reader's acknowledgement
+    before re-sending (a reader that died after receiving). ``reconnect_timeout``: how long
+    operations wait for a lost server to come back before raising ``ConnectionError``.
+    ``pickle_key``: a secret shared by all participants; values the safe codec cannot carry
+    are then pickled and signed with HMAC-SHA256, and signed pickles from peers are accepted.
+    Without it, pickles are refused both ways.
+    """
+    if not isinstance(url, str) or not url:
+        raise TypeError("url must be a non-empty string such as 'nats://127.0.0.1:4222'")
+    if (user is None) != (password is None):
+        raise ValueError("user and password go together")
+    if pickle_key is not None:
+        if not isinstance(pickle_key, bytes):
+            raise TypeError("pickle_key must be bytes")
+        if len(pickle_key) < 16:
+            raise ValueError("pickle_key must be at least 16 bytes (use secrets.token_bytes(32))")
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("tls_cert and tls_key go together")
+    if not hasattr(_native, "_net_connect"):
+        raise RuntimeError(
+            "this ferrocsp was built without networked channels (cargo feature 'net' of "
+            "crates/ferrocsp-py, on by default)"
+        )
+    native = _native._net_connect(
+        url,
+        user=user,
+        password=password,
+        token=token,
+        nkey_seed=nkey_seed,
+        credentials=_path(credentials, "credentials"),
+        tls_ca=_path(tls_ca, "tls_ca"),
+        tls_cert=_path(tls_cert, "tls_cert"),
+        tls_key=_path(tls_key, "tls_key"),
+        tls_required=bool(tls_required),
+        name=name,
+        connect_timeout=_num(connect_timeout, "connect_timeout"),
+        ack_timeout=_num(ack_timeout, "ack_timeout"),
+        reconnect_timeout=_num(reconnect_timeout, "reconnect_timeout"),
+        hold_acks=bool(_hold_acks),
+    )
+    return Connection(native, pickle_key)
+
+
+class Connection:
+    """A connection to a NATS server; ``channel(name, capacity)`` opens networked channels.
+
+    Use as a context manager, or call ``close()``: operations still waiting then fail with
+    ``ConnectionError``.
+    """
+
+    __slots__ = ("__weakref__", "_channels", "_key", "_native")
+
+    def __init__(self, native: Any, pickle_key: bytes | None) -> None:
+        self._native = native
+        self._key = pickle_key
+        self._channels: weakref.WeakValueDictionary[str, NetChannel] = weakref.WeakValueDictionary()
+
+    @property
+    def url(self) -> str:
+        """The server URL(s)."""
+        url: str = self._native.url
+        return url
+
+    def channel(self, name: str, capacity: int = 0) -> NetChannel:
+        """The networked channel ``name``, created on the server if new.
+
+        ``name``: 1-64 characters from ``A-Z a-z 0-9 _ -``; every participant naming it shares
+        it. ``capacity``: 0 for rendezvous, else the server-side buffer size; every participant
+        must use the same (``ValueError`` otherwise).
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"channel name must be a str, not {type(name).__name__}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        ch = self._channels.get(name)
+        if ch is not None:
+            if ch.capacity != capacity:
+                raise ValueError(
+                    f"networked channel '{name}' exists with capacity {ch.capacity}; "
+                    f"cannot open it with capacity {capacity}"
+                )
+            return ch
+        ch = NetChannel(self, self._native.channel(name, capacity))
+        self._channels[name] = ch
+        return ch
+
+    def close(self) -> None:
+        """Closes the connection (idempotent)."""
+        self._native.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Connection({self.url!r})"
+
+    # --- codec ---------------------------------------------------------------------------
+    def _encode(self, chan: NetChannel, value: Any) -> tuple[bytes, list[_End]]:
+        sent: list[_End] = []
+
+        def end(v: Any) -> tuple[bytes, int, str] | None:
+            if not isinstance(v, _End):
+                return None
+            if v.channel.connection is not self and v.channel.connection.url != self.url:
+                raise TypeError("a channel end can only be sent over a channel of the same server")
+            v._check()
+            # Counted now, on behalf of the receiver, so the count never drops to zero while
+            # the end travels.
+            v.channel._core.count_end(v._kind == b"r", True)
+            sent.append(v)
+            return v._kind, v.channel.capacity, v.channel.name
+
+        try:
+            data = _codec.encode(value, channel=chan.name, key=self._key, end=end)
+        except BaseException:
+            self._unsend_ends(sent)
+            raise
+        return data, sent
+
+    def _unsend_ends(self, ends: list[_End]) -> None:
+        for e in ends:
+            e.channel._core.count_end(e._kind == b"r", False, False)
+
+    def _decode(self, chan: NetChannel, data: bytes) -> Any:
+        def end(kind: bytes, capacity: int, name: str) -> _End:
+            try:
+                ch = self.channel(name, capacity)
+            except (TypeError, ValueError) as e:
+                raise _codec.CodecError(f"bad channel end: {e}") from None
+            return NetReader(ch, counted=True) if kind == b"r" else NetWriter(ch, counted=True)
+
+        return _codec.decode(data, channel=chan.name, key=self._key, end=end)
