@@ -28,9 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/_common.py
+from _common import reexec_in_venv, write_json
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYCSP_PYTHON = ROOT / "bench" / ".venv-pycsp" / "bin" / "python"
 
 
@@ -171,21 +173,9 @@ def main() -> None:
             "params": {"size": args.size, "rounds": rounds, "runs": args.runs},
             "rows": [asdict(r) for r in rows],
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
-
-
-def _reexec_in_venv() -> None:
-    """Run under the project's .venv when started by a Python that lacks ferrocsp."""
-    try:
-        import ferrocsp  # noqa: F401
-    except ImportError:
-        in_venv = Path(sys.prefix).resolve() == VENV_PYTHON.parents[1].resolve()
-        if VENV_PYTHON.exists() and not in_venv:
-            os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
+        write_json(args.json, doc)
 
 
 if __name__ == "__main__":
-    _reexec_in_venv()
+    reexec_in_venv(__file__)
     main()

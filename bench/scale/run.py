@@ -37,8 +37,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/_common.py
+from _common import reexec_in_venv, write_json
+
 ROOT = Path(__file__).resolve().parents[2]
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -184,21 +186,9 @@ def main() -> None:
             "rows": [asdict(r) for r in rows],
             "greenlet_bytes_beyond_raw_greenlet": beyond,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
-        print(f"wrote {args.json}")
-
-
-def _reexec_in_venv() -> None:
-    """Run under the project's .venv when started by a Python that lacks ferrocsp."""
-    try:
-        import ferrocsp  # noqa: F401
-    except ImportError:
-        in_venv = Path(sys.prefix).resolve() == VENV_PYTHON.parents[1].resolve()
-        if VENV_PYTHON.exists() and not in_venv:
-            os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
+        write_json(args.json, doc)
 
 
 if __name__ == "__main__":
-    _reexec_in_venv()
+    reexec_in_venv(__file__)
     main()
