@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Coroutine
 from typing import Any
@@ -44,11 +45,17 @@ class LoopHost(ThreadHost):
         pid = _participant_enter(self.thread.name, True)
         try:
             tasks = [asyncio.create_task(run_process(p), name=p.name) for p in self._procs]
-            await asyncio.gather(*tasks)
             for i, t in enumerate(tasks):
-                self.outcomes[i] = t.result()
+                # Each outcome is visible as soon as its process ends (dump(), handles), not
+                # only when the whole network has: a callback, not a wrapper coroutine.
+                t.add_done_callback(functools.partial(self._finished, i))
+            await asyncio.gather(*tasks)
         finally:
             _participant_exit(pid)
+
+    def _finished(self, i: int, task: asyncio.Task[Outcome]) -> None:
+        if not task.cancelled():
+            self.outcomes[i] = task.result()
 
     def _run(self) -> None:
         asyncio.run(self._all())
