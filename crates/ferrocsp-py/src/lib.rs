@@ -5,6 +5,7 @@
 //! thread waits (GIL released, signals checked in the main thread).
 
 mod aio;
+mod aio_op;
 mod channel;
 mod deadlock;
 mod ends;
@@ -23,7 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::Channel>()?;
     m.add_class::<ends::Reader>()?;
     m.add_class::<ends::Writer>()?;
-    m.add_class::<aio::AsyncOp>()?;
+    m.add("_AsyncOp", aio_op::op_type(m.py())?)?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_wake_future, m)?)?;
