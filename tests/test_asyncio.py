@@ -119,7 +119,8 @@ def test_ready_operations_complete_at_the_call() -> None:
         op = ch.aread()  # the hand-off happens here, before any await
         assert ch.stats().writers_waiting == 0
         await asyncio.sleep(0)
-        assert writer.done() and writer.result() is None
+        assert writer.done()
+        assert writer.result() is None
         assert await op == "v"
 
         reader = asyncio.create_task(ch.aread())
@@ -132,7 +133,8 @@ def test_ready_operations_complete_at_the_call() -> None:
         writer = asyncio.create_task(ch.awrite((1, 2)))  # a tuple is returned as it is
         await asyncio.sleep(0)
         guard, value = await csp.Alt(ch.reader()).aselect()  # ready: takes the value at once
-        assert value == (1, 2) and guard.channel is ch
+        assert value == (1, 2)
+        assert guard.channel is ch
         assert ch.stats().writers_waiting == 0
         await writer
 
@@ -190,7 +192,8 @@ def test_coroutine_protocol_of_a_completed_operation() -> None:
         for v in (1, 2, 3):
             ch.write_nowait(v)
         op = ch.aread()
-        assert op.__await__() is op and iter(op) is op
+        assert op.__await__() is op
+        assert iter(op) is op
         with pytest.raises(StopIteration) as info:
             op.send("ignored")
         assert info.value.value == 1
@@ -247,7 +250,8 @@ def test_cancelling_a_task_of_a_completed_operation_keeps_the_value() -> None:
         t.cancel()
         with pytest.raises(asyncio.CancelledError):
             await t
-        assert got == [] and ch.stats().writers_waiting == 1
+        assert got == []
+        assert ch.stats().writers_waiting == 1
         assert await ch.aread() == 7
         await writer
         assert ch.stats().readers_waiting == ch.stats().writers_waiting == 0

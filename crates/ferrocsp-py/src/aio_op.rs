@@ -134,9 +134,8 @@ fn as_iternext(py: Python<'_>, r: Step, method: bool) -> *mut ffi::PyObject {
 }
 
 /// Runs `f`, turning a Rust panic into a Python exception (never unwinding into CPython).
-fn guarded(py: Python<'_>, f: impl FnOnce() -> Step) -> Step {
+fn guarded(f: impl FnOnce() -> Step) -> Step {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        let _ = py;
         Err(pyo3::panic::PanicException::new_err("panic in a ferrocsp channel operation"))
     })
 }
@@ -151,7 +150,7 @@ unsafe extern "C" fn op_am_send(
     // once instead of being deferred to PyO3's pool).
     Python::attach(|py| {
         // SAFETY: a live `_AsyncOp`, GIL held (see above).
-        let (out, status) = match guarded(py, || unsafe { step(py, slf) }) {
+        let (out, status) = match guarded(|| unsafe { step(py, slf) }) {
             Ok(Out::Yield(fut)) => (fut.into_ptr(), ffi::PySendResult::PYGEN_NEXT),
             Ok(Out::Return(v)) => (v.into_ptr(), ffi::PySendResult::PYGEN_RETURN),
             Err(e) => {
@@ -167,7 +166,7 @@ unsafe extern "C" fn op_am_send(
 
 unsafe extern "C" fn op_iternext(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
     // SAFETY: a live `_AsyncOp`, GIL held (see `op_am_send`).
-    Python::attach(|py| as_iternext(py, guarded(py, || unsafe { step(py, slf) }), false))
+    Python::attach(|py| as_iternext(py, guarded(|| unsafe { step(py, slf) }), false))
 }
 
 unsafe extern "C" fn op_send(
@@ -175,7 +174,7 @@ unsafe extern "C" fn op_send(
     _arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: a live `_AsyncOp`, GIL held (see `op_am_send`).
-    Python::attach(|py| as_iternext(py, guarded(py, || unsafe { step(py, slf) }), true))
+    Python::attach(|py| as_iternext(py, guarded(|| unsafe { step(py, slf) }), true))
 }
 
 unsafe extern "C" fn op_self(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
@@ -190,7 +189,7 @@ unsafe extern "C" fn op_close(
 ) -> *mut ffi::PyObject {
     let o = slf.cast::<OpObject>();
     Python::attach(|py| {
-        let r = guarded(py, || {
+        let r = guarded(|| {
             // SAFETY: a live `_AsyncOp`, GIL held (see `op_am_send`); `op` stays valid while
             // `slf` is held, and a taken value is an owned reference, released here.
             unsafe {
@@ -225,7 +224,7 @@ unsafe extern "C" fn op_throw(
                 Bound::<PyAny>::from_borrowed_ptr(py, args),
             )
         };
-        as_iternext(py, guarded(py, || throw(py, &me, &args)), true)
+        as_iternext(py, guarded(|| throw(py, &me, &args)), true)
     })
 }
 
