@@ -175,11 +175,7 @@ pub(crate) fn read_op(
             crate::trace::event(py, "read", "", name); // trace hook
             crate::aio_op::done(py, v)
         }
-        Err(e) => {
-            let mut op = AsyncOp::read(chan, name, timeout, next);
-            op.would_block(e == Error::WouldBlock);
-            crate::aio_op::pending(py, op)
-        }
+        Err(_) => crate::aio_op::pending(py, AsyncOp::read(chan, name, timeout, next)),
     }
 }
 
@@ -196,11 +192,7 @@ pub(crate) fn write_op(
             crate::trace::event(py, "write", "", name); // trace hook
             crate::aio_op::done(py, py.None())
         }
-        Err(e) => {
-            let mut op = AsyncOp::write(chan, name, e.value, timeout);
-            op.would_block(e.error == Error::WouldBlock);
-            crate::aio_op::pending(py, op)
-        }
+        Err(e) => crate::aio_op::pending(py, AsyncOp::write(chan, name, e.value, timeout)),
     }
 }
 
@@ -240,9 +232,6 @@ struct Inner {
     timeout: Option<f64>,
     wait: Option<Wait>,
     done: bool,
-    /// The call found the channel not ready (a fresh "would block"): the first step
-    /// registers at once, since `Select::start` tries the operation first anyway.
-    would_block: bool,
 }
 
 /// A channel operation or Alt that waits when awaited: the state behind a pending
@@ -280,7 +269,6 @@ impl AsyncOp {
             timeout: None,
             wait: None,
             done: false,
-            would_block: false,
         }
     }
 
@@ -324,10 +312,6 @@ impl AsyncOp {
         i.policy = policy;
         i.timeout = timeout;
         Self::wrap(i)
-    }
-
-    fn would_block(&mut self, yes: bool) {
-        self.inner.get_mut().unwrap_or_else(|e| e.into_inner()).would_block = yes;
     }
 
     fn locked(&self) -> PyResult<MutexGuard<'_, Inner>> {
@@ -389,12 +373,6 @@ impl Inner {
             };
             let mut sel = PooledSelect::from_thread_pool();
             match self.kind {
-                Kind::Write if self.would_block => {
-                    sel.write(&chan, self.value.take().unwrap_or_else(|| py.None()));
-                }
-                Kind::Read | Kind::Next if self.would_block => {
-                    sel.read(&chan);
-                }
                 Kind::Write => {
                     let value = self.value.take().unwrap_or_else(|| py.None());
                     match chan.try_write(value) {
