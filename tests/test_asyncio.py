@@ -185,6 +185,31 @@ def test_awaiting_an_operation_twice_is_an_error(ready: bool) -> None:
     run(main())
 
 
+def test_one_waiting_operation_awaited_by_two_tasks() -> None:
+    """The second awaiter gets a clear error; the first still gets the value."""
+    ch = csp.Channel()
+
+    async def main() -> None:
+        op = ch.aread()
+
+        async def first() -> Any:
+            return await op
+
+        async def second() -> Any:
+            return await op
+
+        t1 = asyncio.create_task(first())
+        await asyncio.sleep(0)
+        assert ch.stats().readers_waiting == 1
+        with pytest.raises(RuntimeError, match="already being awaited"):
+            await second()
+        ch.write_nowait("v")
+        assert await t1 == "v"
+        assert ch.stats().readers_waiting == 0
+
+    run(main())
+
+
 def test_coroutine_protocol_of_a_completed_operation() -> None:
     ch = csp.Channel(4)
 

@@ -89,6 +89,11 @@ struct AsyncWake {
 }
 
 impl AsyncWake {
+    /// The future installed and not yet taken by a wake-up, if any.
+    fn installed(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        lock(&self.fut).as_ref().map(|f| f.clone_ref(py))
+    }
+
     fn install(&self, fut: Option<Py<PyAny>>) {
         // The previous future (if any) is dropped outside the lock; we hold the GIL here.
         let old = std::mem::replace(&mut *lock(&self.fut), fut);
@@ -447,6 +452,17 @@ impl Inner {
         let Some(wait) = self.wait.as_mut() else {
             return Err(PyRuntimeError::new_err("channel operation is not waiting"));
         };
+        // The task resumes the op only once the future it waits on is done (a wake-up takes
+        // the future out of the waker; a timer completes it in place). A resume while it is
+        // still pending comes from a second awaiter of the same op: refuse it without
+        // disturbing the first.
+        if let Some(fut) = wait.waker.installed(py) {
+            if !fut.call_method0(py, intern!(py, "done"))?.is_truthy(py)? {
+                return Err(PyRuntimeError::new_err(
+                    "this channel operation is already being awaited",
+                ));
+            }
+        }
         if let Some(t) = wait.timer.take() {
             t.call_method0(py, intern!(py, "cancel"))?;
         }
