@@ -7,6 +7,7 @@ import contextlib
 import random
 import threading
 import time
+import warnings
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -154,6 +155,25 @@ def test_operations_that_must_wait_act_only_when_awaited() -> None:
         assert ch.stats().readers_waiting == 1
         ch.write_nowait(2)
         assert await task == 2
+
+    run(main())
+
+
+def test_a_completed_operation_dropped_unawaited_warns() -> None:
+    """The hand-off happened at the call: dropping the op loses the value it read, so it says
+    so (as CPython does for a coroutine never awaited); an awaited one says nothing."""
+    ch = csp.Channel(2)
+
+    async def main() -> None:
+        ch.write_nowait("lost")
+        with pytest.warns(RuntimeWarning, match="never awaited"):
+            ch.aread()  # completes here, then is dropped
+        ch.write_nowait("kept")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert await ch.aread() == "kept"
+            pending = ch.aread()  # nothing to take: it has not acted, dropping it is harmless
+            del pending
 
     run(main())
 

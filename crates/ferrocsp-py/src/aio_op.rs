@@ -261,7 +261,11 @@ unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
     unsafe {
         let o = slf.cast::<OpObject>();
         let tp = ffi::Py_TYPE(slf);
-        ffi::Py_XDECREF(std::mem::replace(&mut (*o).value, ptr::null_mut()));
+        let value = std::mem::replace(&mut (*o).value, ptr::null_mut());
+        if !value.is_null() {
+            warn_never_awaited();
+            ffi::Py_DecRef(value);
+        }
         let op = std::mem::replace(&mut (*o).op, ptr::null_mut());
         if !op.is_null() {
             // Dropping releases references (attached, so at once) and may run Python code; a
@@ -278,6 +282,27 @@ unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
             free(slf.cast());
         }
         ffi::Py_DecRef(tp.cast());
+    }
+}
+
+/// A done op dropped before anything awaited it: the communication took place at the call, so
+/// a value it read is gone. Say so, as CPython does for a coroutine that was never awaited.
+///
+/// # Safety
+/// The GIL is held (called from `op_dealloc`).
+unsafe fn warn_never_awaited() {
+    // SAFETY: with the GIL held; the pending exception (dealloc may run while one is set) is
+    // saved and restored around the warning, and a warning turned into an error by a filter
+    // is reported as unraisable: a destructor has nobody to raise it to.
+    unsafe {
+        let (mut ty, mut val, mut tb) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        ffi::PyErr_Fetch(&mut ty, &mut val, &mut tb);
+        let msg = c"a ferrocsp channel operation (aread/awrite/aselect/__anext__) completed at \
+the call but was never awaited: a value it read is lost; always await it";
+        if ffi::PyErr_WarnEx(ffi::PyExc_RuntimeWarning, msg.as_ptr(), 1) < 0 {
+            ffi::PyErr_WriteUnraisable(ptr::null_mut());
+        }
+        ffi::PyErr_Restore(ty, val, tb);
     }
 }
 
