@@ -7,6 +7,7 @@ import contextlib
 import random
 import threading
 import time
+import warnings
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -107,6 +108,254 @@ def test_ready_operation_does_not_suspend() -> None:
             op.send(None)
 
     run(main())
+
+
+def test_ready_operations_complete_at_the_call() -> None:
+    """A counterpart already waiting: read, write and Alt hand off at the call itself."""
+    ch = csp.Channel()
+
+    async def main() -> None:
+        writer = asyncio.create_task(ch.awrite("v"))
+        await asyncio.sleep(0)  # the writer is registered now
+        op = ch.aread()  # the hand-off happens here, before any await
+        assert ch.stats().writers_waiting == 0
+        await asyncio.sleep(0)
+        assert writer.done()
+        assert writer.result() is None
+        assert await op == "v"
+
+        reader = asyncio.create_task(ch.aread())
+        await asyncio.sleep(0)
+        wop = ch.awrite(None)  # None is a value like any other
+        assert ch.stats().readers_waiting == 0
+        assert await wop is None
+        assert await reader is None
+
+        writer = asyncio.create_task(ch.awrite((1, 2)))  # a tuple is returned as it is
+        await asyncio.sleep(0)
+        guard, value = await csp.Alt(ch.reader()).aselect()  # ready: takes the value at once
+        assert value == (1, 2)
+        assert guard.channel is ch
+        assert ch.stats().writers_waiting == 0
+        await writer
+
+    run(main())
+
+
+def test_operations_that_must_wait_act_only_when_awaited() -> None:
+    ch = csp.Channel()
+
+    async def main() -> None:
+        op = ch.aread()
+        assert ch.stats().readers_waiting == 0  # not registered before it is awaited
+        with pytest.raises(csp.WouldBlock):
+            ch.write_nowait(1)
+        task = asyncio.create_task(op)
+        await asyncio.sleep(0)
+        assert ch.stats().readers_waiting == 1
+        ch.write_nowait(2)
+        assert await task == 2
+
+    run(main())
+
+
+def test_a_completed_operation_dropped_unawaited_warns() -> None:
+    """The hand-off happened at the call: dropping the op loses the value it read, so it says
+    so (as CPython does for a coroutine never awaited); an awaited one says nothing."""
+    ch = csp.Channel(2)
+
+    async def main() -> None:
+        ch.write_nowait("lost")
+        with pytest.warns(RuntimeWarning, match="never awaited"):
+            ch.aread()  # completes here, then is dropped
+        ch.write_nowait("kept")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert await ch.aread() == "kept"
+            pending = ch.aread()  # nothing to take: it has not acted, dropping it is harmless
+            del pending
+
+    run(main())
+
+
+@pytest.mark.parametrize("ready", [True, False])
+def test_awaiting_an_operation_twice_is_an_error(ready: bool) -> None:
+    ch = csp.Channel(1)
+
+    async def main() -> None:
+        if ready:
+            ch.write_nowait(1)
+            op = ch.aread()
+        else:
+            op = ch.aread()
+            ch.write_nowait(1)
+        assert await op == 1
+        with pytest.raises(RuntimeError, match="already awaited"):
+            await op
+        with pytest.raises(RuntimeError, match="already awaited"):
+            op.send(None)
+        with pytest.raises(RuntimeError, match="already awaited"):
+            next(op)
+        wop = ch.awrite(2)
+        await wop
+        with pytest.raises(RuntimeError, match="already awaited"):
+            await wop
+        assert ch.read_nowait() == 2
+
+    run(main())
+
+
+def test_one_waiting_operation_awaited_by_two_tasks() -> None:
+    """The second awaiter gets a clear error; the first still gets the value."""
+    ch = csp.Channel()
+
+    async def main() -> None:
+        op = ch.aread()
+
+        async def first() -> Any:
+            return await op
+
+        async def second() -> Any:
+            return await op
+
+        t1 = asyncio.create_task(first())
+        await asyncio.sleep(0)
+        assert ch.stats().readers_waiting == 1
+        with pytest.raises(RuntimeError, match="already being awaited"):
+            await second()
+        ch.write_nowait("v")
+        assert await t1 == "v"
+        assert ch.stats().readers_waiting == 0
+
+    run(main())
+
+
+def test_coroutine_protocol_of_a_completed_operation() -> None:
+    ch = csp.Channel(4)
+
+    async def main() -> None:
+        for v in (1, 2, 3):
+            ch.write_nowait(v)
+        op = ch.aread()
+        assert op.__await__() is op
+        assert iter(op) is op
+        with pytest.raises(StopIteration) as info:
+            op.send("ignored")
+        assert info.value.value == 1
+        # An exception other than a cancellation propagates (the value read is dropped,
+        # as when any coroutine is abandoned by an exception).
+        op = ch.aread()
+        with pytest.raises(ValueError, match="boom"):
+            op.throw(ValueError("boom"))
+        with pytest.raises(KeyError):
+            op.throw(KeyError)
+        op = ch.aread()
+        op.close()
+        with pytest.raises(RuntimeError, match="already awaited"):
+            await op
+        with pytest.raises(TypeError):
+            op.throw()
+        with pytest.raises(TypeError):
+            op.throw(ValueError, None, None, None)
+        with pytest.raises(TypeError):
+            type(op)()
+        wop = ch.awrite(9)
+        with pytest.raises(StopIteration) as info:
+            wop.send(None)
+        assert info.value.value is None
+        assert ch.read_nowait() == 9
+
+    run(main())
+
+
+def test_cancelling_a_task_of_a_completed_operation_keeps_the_value() -> None:
+    """The hand-off happened at the call: a cancellation before the task ran cannot undo
+    it, so the task (nothing but the op) finishes with the value instead."""
+    ch = csp.Channel()
+
+    async def main() -> None:
+        for i in range(50):
+            writer = asyncio.create_task(ch.awrite(i))
+            await asyncio.sleep(0)
+            task = asyncio.create_task(ch.aread())  # completed at the call
+            task.cancel()
+            assert await task == i
+            await writer
+
+        # `await ch.aread()` inside a task cancelled before its first step: the read is never
+        # made, so the writer still waits with its value.
+        got: list[int] = []
+
+        async def reader() -> None:
+            got.append(await ch.aread())
+
+        writer = asyncio.create_task(ch.awrite(7))
+        await asyncio.sleep(0)
+        t = asyncio.create_task(reader())
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        assert got == []
+        assert ch.stats().writers_waiting == 1
+        assert await ch.aread() == 7
+        await writer
+        assert ch.stats().readers_waiting == ch.stats().writers_waiting == 0
+
+    run(main())
+
+
+def test_mixed_ready_and_waiting_operations_keep_exact_counts() -> None:
+    """Many coroutines on a few channels, some ops ready at the call and some waiting, with
+    random cancellations: every value read exactly once, and only values written."""
+    chans = [csp.Channel(), csp.Channel(1)]
+    n_writers, per_writer = 4, 300
+
+    async def main() -> tuple[list[Any], int]:
+        rng = random.Random(11)
+        got: list[Any] = []
+        sent = 0
+
+        async def writer(w: int) -> int:
+            done = 0
+            for i in range(per_writer):
+                ch = chans[(w + i) % 2]
+                try:
+                    await ch.awrite((w, i))
+                    done += 1
+                except asyncio.CancelledError:
+                    return done
+            return done
+
+        async def reader() -> None:
+            while True:
+                ch = chans[rng.randrange(2)]
+                with contextlib.suppress(TimeoutError):
+                    got.append(await ch.aread(timeout=0.01))
+
+        writers = [asyncio.create_task(writer(w)) for w in range(n_writers)]
+        readers = [asyncio.create_task(reader()) for _ in range(3)]
+        for _ in range(40):
+            await asyncio.sleep(0)
+            victim = rng.choice(readers)
+            if not victim.done():
+                victim.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await victim
+                readers[readers.index(victim)] = asyncio.create_task(reader())
+        for w in writers:
+            sent += await w
+        for r in readers:
+            r.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await r
+        # Whatever is left in the buffer was written but not read.
+        for ch in chans:
+            with contextlib.suppress(csp.WouldBlock):
+                got.append(ch.read_nowait())
+        return got, sent
+
+    got, sent = run(main())
+    assert len(got) == len(set(got)) == sent == n_writers * per_writer
 
 
 def test_timeout_and_bad_timeout() -> None:

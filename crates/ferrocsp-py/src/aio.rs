@@ -1,15 +1,18 @@
 //! asyncio: how a coroutine waits for a selection (the asyncio side of the waker seam).
 //!
 //! `ch.aread()`, `ch.awrite(v)`, `reader.__anext__()` and `Alt.aselect()` return an
-//! [`AsyncOp`]: an awaitable that is its own coroutine (`send`/`throw`/`close`), so it can be
-//! awaited, passed to `asyncio.create_task`, `wait_for` or `gather`. Nothing happens until it
-//! is first resumed:
+//! `_AsyncOp` (the Python type is in `aio_op.rs`): an awaitable that is its own coroutine
+//! (`send`/`throw`/`close`), so it can be awaited, passed to `asyncio.create_task`, `wait_for`
+//! or `gather`.
 //!
-//! 1. **Fast path.** Try the operation without blocking; if it completes, the await finishes
-//!    at once, without an asyncio future, a loop call or an engine `Select` registration.
-//! 2. **Register.** Otherwise create a future on the running loop, install it in the
-//!    [`AsyncWake`] and `Select::start` with `Waker::Custom(that waker)`; yield the future to
-//!    the task. A selection deadline (timeout) also gets a `loop.call_later` handle.
+//! 1. **Ready at the call.** The call tries the operation without blocking ([`read_op`],
+//!    [`write_op`], the Alt's `_aselect`); if it completes, the op is returned done, holding
+//!    the result, and the await returns it without an asyncio future, a loop call or an
+//!    engine `Select` registration. Otherwise the call returns a pending op holding an
+//!    [`AsyncOp`], which does nothing until it is first resumed.
+//! 2. **Register.** The first resume creates a future on the running loop, installs it in the
+//!    [`AsyncWake`] and `Select::start`s with `Waker::Custom(that waker)`; it yields the future
+//!    to the task. A selection deadline (timeout) also gets a `loop.call_later` handle.
 //! 3. **Wake.** The counterpart that wins the selection cell calls [`AsyncWake::wake`] from any
 //!    thread: on the loop's thread it completes the future directly (the task runs on the next
 //!    loop iteration); from another thread through `loop.call_soon_threadsafe`.
@@ -22,18 +25,19 @@
 //! `Select::abort`. If nothing fired, the exception propagates and nothing was sent or taken.
 //! If the communication won the race, it happened: the op returns its result normally and
 //! re-requests the cancellation (`task.uncancel(); task.cancel()`), which takes effect at the
-//! task's next suspension. So a value is never lost nor duplicated by cancellation.
+//! task's next suspension ([`keep_result_on_cancel`]; a done op thrown into before its await
+//! follows the same rule). So a value is never lost nor duplicated by cancellation.
 
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::ThreadId;
 use std::time::Instant;
 
 use ferrocsp::{Error, Policy, Poll, Select, SelectError, Selected, Wake, Waker};
-use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyStopIteration};
+use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyTuple, PyType};
+use pyo3::types::PyType;
 
 use crate::deadlock::{Desc, Participant};
 use crate::errors::{to_pyerr, OpName};
@@ -67,6 +71,13 @@ fn wake_future_fn(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
         .map(|f| f.bind(py))
 }
 
+/// The calling thread's id (cached: `std::thread::current()` clones a handle each time).
+fn current_thread() -> ThreadId {
+    thread_local!(static ID: ThreadId = std::thread::current().id());
+    // Inside thread-local destruction the cache may be gone: ask the slow way.
+    ID.try_with(|id| *id).unwrap_or_else(|_| std::thread::current().id())
+}
+
 /// The waker of one awaiting op: completes the future currently installed, on its loop.
 ///
 /// Invariant: `fut` holds the future the task waits on (or will wait on) while the op is
@@ -78,6 +89,11 @@ struct AsyncWake {
 }
 
 impl AsyncWake {
+    /// The future installed and not yet taken by a wake-up, if any.
+    fn installed(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        lock(&self.fut).as_ref().map(|f| f.clone_ref(py))
+    }
+
     fn install(&self, fut: Option<Py<PyAny>>) {
         // The previous future (if any) is dropped outside the lock; we hold the GIL here.
         let old = std::mem::replace(&mut *lock(&self.fut), fut);
@@ -91,7 +107,7 @@ impl Wake for AsyncWake {
         // Called from any thread, with or without the GIL; never with a channel lock held.
         Python::attach(|py| {
             let r = wake_future_fn(py).and_then(|wake| {
-                if std::thread::current().id() == self.thread {
+                if current_thread() == self.thread {
                     // On the loop's thread (the same-loop fast path): complete the future
                     // directly, which only schedules the task; no thread-safe hand-off. A
                     // future cancelled meanwhile refuses the result, and its task is being
@@ -106,6 +122,82 @@ impl Wake for AsyncWake {
             // A closed loop has no task left to wake; nothing else can fail here.
             drop(r);
         });
+    }
+}
+
+/// The exception a coroutine's `throw(typ[, val[, tb]])` raises.
+pub(crate) fn exception_from_throw_args(
+    typ: &Bound<'_, PyAny>,
+    val: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyErr> {
+    Ok(match val {
+        Some(v) if !v.is_none() && v.is_instance_of::<pyo3::exceptions::PyBaseException>() => {
+            PyErr::from_value(v.clone())
+        }
+        Some(v) if !v.is_none() && typ.is_instance_of::<PyType>() => {
+            PyErr::from_value(typ.call1((v,))?)
+        }
+        _ if typ.is_instance_of::<PyType>() => PyErr::from_value(typ.call0()?),
+        _ => PyErr::from_value(typ.clone()),
+    })
+}
+
+/// `exc` was thrown into an op whose communication already happened. A cancellation is
+/// deferred: the op reports its result and the cancellation is re-requested, to take effect
+/// at the task's next suspension. Any other exception is returned, to propagate instead.
+pub(crate) fn keep_result_on_cancel(
+    py: Python<'_>,
+    op: &Bound<'_, PyAny>,
+    exc: &PyErr,
+) -> PyResult<()> {
+    if !exc.is_instance(py, CANCELLED.import(py, "asyncio", "CancelledError")?) {
+        return Err(exc.clone_ref(py));
+    }
+    let task = CURRENT_TASK.import(py, "asyncio", "current_task")?.call0()?;
+    if !task.is_none() {
+        task.call_method0("uncancel")?;
+        // A task that is nothing but this op just finishes with its result (a cancellation
+        // pending at its return would drop the result).
+        if !task.call_method0("get_coro")?.is(op) {
+            task.call_method0("cancel")?;
+        }
+    }
+    Ok(())
+}
+
+/// `ch.aread()` / `__anext__()`: the read if it can complete now (a `_Done`), else an
+/// [`AsyncOp`] that waits when awaited. Only a completed read happens at the call; a read
+/// that must wait, or fails, does so when awaited, as before.
+pub(crate) fn read_op(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &Arc<str>,
+    timeout: Option<f64>,
+    next: bool,
+) -> PyResult<Py<PyAny>> {
+    match chan.try_read() {
+        Ok(v) => {
+            crate::trace::event(py, "read", "", name); // trace hook
+            crate::aio_op::done(py, v)
+        }
+        Err(_) => crate::aio_op::pending(py, AsyncOp::read(chan, name, timeout, next)),
+    }
+}
+
+/// `ch.awrite(value)`: the write if it can complete now (a `_Done`), else an [`AsyncOp`].
+pub(crate) fn write_op(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &Arc<str>,
+    value: Value,
+    timeout: Option<f64>,
+) -> PyResult<Py<PyAny>> {
+    match chan.try_write(value) {
+        Ok(()) => {
+            crate::trace::event(py, "write", "", name); // trace hook
+            crate::aio_op::done(py, py.None())
+        }
+        Err(e) => crate::aio_op::pending(py, AsyncOp::write(chan, name, e.value, timeout)),
     }
 }
 
@@ -147,9 +239,8 @@ struct Inner {
     done: bool,
 }
 
-/// An awaitable channel operation or Alt (returned by ``aread``, ``awrite``, ``__anext__``
-/// and ``Alt.aselect``); await it once.
-#[pyclass(frozen, module = "ferrocsp._native", name = "_AsyncOp")]
+/// A channel operation or Alt that waits when awaited: the state behind a pending
+/// `_AsyncOp` object (see `aio_op.rs` for the Python type).
 pub struct AsyncOp {
     inner: Mutex<Inner>,
 }
@@ -161,10 +252,14 @@ impl std::fmt::Debug for AsyncOp {
 }
 
 /// What one step of the op produced: a future to yield, or the end of the await.
-type Step = PyResult<Py<PyAny>>;
+pub(crate) type Step = PyResult<Out>;
 
-fn stop(value: Value) -> PyErr {
-    PyStopIteration::new_err((value,))
+/// One step's outcome: suspend on a future, or end the await with a value.
+pub(crate) enum Out {
+    /// The future the task waits on (the coroutine protocol's yielded value).
+    Yield(Py<PyAny>),
+    /// The await's result.
+    Return(Py<PyAny>),
 }
 
 impl AsyncOp {
@@ -242,20 +337,15 @@ impl Inner {
         self.wait = None;
         self.sel = None;
         let err = match (&self.kind, r) {
-            (Kind::Alt(map), r) => {
-                let (i, v) = map.map(py, r)?;
-                let pair =
-                    PyTuple::new(py, [i.into_pyobject(py)?.into_any(), v.into_pyobject(py)?])?;
-                return Err(stop(pair.into_any().unbind()));
-            }
+            (Kind::Alt(map), r) => return Ok(Out::Return(map.map_pair(py, r)?)),
             (Kind::Read | Kind::Next, Ok(s)) => {
                 crate::trace::event(py, "read", "", &self.name); // trace hook
                 let v = s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, ""))?;
-                return Err(stop(v));
+                return Ok(Out::Return(v));
             }
             (Kind::Write, Ok(_)) => {
                 crate::trace::event(py, "write", "", &self.name); // trace hook
-                return Err(stop(py.None()));
+                return Ok(Out::Return(py.None()));
             }
             (_, Err(e)) => e.error(),
         };
@@ -329,7 +419,7 @@ impl Inner {
             })?;
         let waker = Arc::new(AsyncWake {
             event_loop: event_loop.clone().unbind(),
-            thread: std::thread::current().id(),
+            thread: current_thread(),
             fut: Mutex::new(None),
         });
         let fut = event_loop.call_method0(intern!(py, "create_future"))?;
@@ -362,6 +452,17 @@ impl Inner {
         let Some(wait) = self.wait.as_mut() else {
             return Err(PyRuntimeError::new_err("channel operation is not waiting"));
         };
+        // The task resumes the op only once the future it waits on is done (a wake-up takes
+        // the future out of the waker; a timer completes it in place). A resume while it is
+        // still pending comes from a second awaiter of the same op: refuse it without
+        // disturbing the first.
+        if let Some(fut) = wait.waker.installed(py) {
+            if !fut.call_method0(py, intern!(py, "done"))?.is_truthy(py)? {
+                return Err(PyRuntimeError::new_err(
+                    "this channel operation is already being awaited",
+                ));
+            }
+        }
         if let Some(t) = wait.timer.take() {
             t.call_method0(py, intern!(py, "cancel"))?;
         }
@@ -410,7 +511,7 @@ impl Inner {
         }
         // What `Future.__await__` does before yielding itself to the task.
         fut.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
-        Ok(fut.unbind())
+        Ok(Out::Yield(fut.unbind()))
     }
 
     /// An exception thrown in while waiting: withdraw, keeping a result that won the race.
@@ -428,17 +529,7 @@ impl Inner {
             Some(Ok(s))
                 if exc.is_instance(py, CANCELLED.import(py, "asyncio", "CancelledError")?) =>
             {
-                // The communication happened: report it, and let the cancellation take
-                // effect at the task's next suspension instead.
-                let task = CURRENT_TASK.import(py, "asyncio", "current_task")?.call0()?;
-                if !task.is_none() {
-                    task.call_method0("uncancel")?;
-                    // A task that is nothing but this op just finishes with its result (a
-                    // cancellation pending at its return would drop the result).
-                    if !task.call_method0("get_coro")?.is(self_obj) {
-                        task.call_method0("cancel")?;
-                    }
-                }
+                keep_result_on_cancel(py, self_obj, &exc)?;
                 self.finish(py, Ok(s))
             }
             _ => {
@@ -450,17 +541,9 @@ impl Inner {
     }
 }
 
-#[pymethods]
 impl AsyncOp {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> Step {
+    /// Resumes the operation (`__next__`/`send`/`am_send`; a value sent in is ignored).
+    pub(crate) fn step(&self, py: Python<'_>) -> Step {
         let mut inner = self.locked()?;
         if inner.done {
             return Err(PyRuntimeError::new_err(
@@ -474,37 +557,16 @@ impl AsyncOp {
         }
     }
 
-    /// Resumes the operation (coroutine protocol; the value sent is ignored).
-    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> Step {
-        self.__next__(py)
-    }
-
-    /// Throws an exception in (cancellation); see the module docs for the rule.
-    #[pyo3(signature = (typ, val = None, _tb = None))]
-    fn throw(
-        slf: &Bound<'_, Self>,
-        py: Python<'_>,
-        typ: &Bound<'_, PyAny>,
-        val: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) -> Step {
-        let exc = match val {
-            Some(v) if !v.is_none() && v.is_instance_of::<pyo3::exceptions::PyBaseException>() => {
-                PyErr::from_value(v.clone())
-            }
-            Some(v) if !v.is_none() && typ.is_instance_of::<PyType>() => {
-                PyErr::from_value(typ.call1((v,))?)
-            }
-            _ if typ.is_instance_of::<PyType>() => PyErr::from_value(typ.call0()?),
-            _ => PyErr::from_value(typ.clone()),
-        };
-        let mut inner = slf.get().locked()?;
-        inner.throw(py, slf.as_any(), exc)
+    /// Throws `exc` in (cancellation); see the module docs for the rule. `me` is the Python
+    /// object of this op (a task whose coroutine is the op itself is not re-cancelled).
+    pub(crate) fn throw(&self, py: Python<'_>, me: &Bound<'_, PyAny>, exc: PyErr) -> Step {
+        let mut inner = self.locked()?;
+        inner.throw(py, me, exc)
     }
 
     /// Abandons the operation: withdraws a registration (a value that arrived in the race is
     /// dropped, as when a generator is closed; cancel the awaiting task to keep it instead).
-    fn close(&self) -> PyResult<()> {
+    pub(crate) fn close(&self) -> PyResult<()> {
         let mut inner = self.locked()?;
         inner.done = true;
         inner.wait = None;

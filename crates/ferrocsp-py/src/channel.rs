@@ -16,7 +16,7 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyInt, PyType};
 
-use crate::aio::AsyncOp;
+use crate::aio;
 use crate::deadlock::Desc;
 use crate::ends::{Reader, Writer};
 use crate::errors::{parse_timeout, to_pyerr, OpName};
@@ -246,15 +246,21 @@ impl Channel {
 
     /// ``await ch.awrite(value)``: the asyncio twin of ``write`` (same errors and timeout).
     ///
-    /// If a reader is waiting (or there is buffer room) it completes without suspending.
+    /// If a reader is waiting (or there is buffer room) the value is handed over by the call
+    /// itself and the await returns at once (so await what this returns).
     /// Cancelled while waiting: if the value was taken in the race, the await returns normally
     /// and the cancellation is re-requested for the task's next suspension; otherwise
     /// ``CancelledError`` propagates and nothing was sent.
     #[pyo3(signature = (value, *, timeout = None))]
-    fn awrite(&self, value: Value, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
+    fn awrite(
+        &self,
+        py: Python<'_>,
+        value: Value,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         crate::shm::no_async(self)?;
         let timeout = parse_timeout(timeout)?;
-        Ok(AsyncOp::write(&self.inner, &self.name, value, timeout))
+        aio::write_op(py, &self.inner, &self.name, value, timeout)
     }
 
     /// ``await ch.aread()``: the asyncio twin of ``read`` (same errors and timeout).
@@ -263,10 +269,10 @@ impl Channel {
     /// cancellation is re-requested for the task's next suspension; otherwise
     /// ``CancelledError`` propagates and nothing was taken.
     #[pyo3(signature = (*, timeout = None))]
-    fn aread(&self, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
+    fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         crate::shm::no_async(self)?;
         let timeout = parse_timeout(timeout)?;
-        Ok(AsyncOp::read(&self.inner, &self.name, timeout, false))
+        aio::read_op(py, &self.inner, &self.name, timeout, false)
     }
 
     /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);
@@ -349,9 +355,9 @@ impl Channel {
         slf
     }
 
-    fn __anext__(&self) -> PyResult<AsyncOp> {
+    fn __anext__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         crate::shm::no_async(self)?;
-        Ok(AsyncOp::read(&self.inner, &self.name, None, true))
+        aio::read_op(py, &self.inner, &self.name, None, true)
     }
 
     /// The shared-memory side of a channel that moved there (``None`` while in-process).

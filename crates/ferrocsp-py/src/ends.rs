@@ -10,7 +10,7 @@
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 
-use crate::aio::AsyncOp;
+use crate::aio;
 use crate::channel::{
     mobility_reduce, next_value, read_value, try_read_value, try_write_value, write_value, Channel,
 };
@@ -196,11 +196,11 @@ end_class!(
 
         /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
         #[pyo3(signature = (*, timeout = None))]
-        fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<AsyncOp> {
+        fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
             crate::shm::no_async(c)?;
-            Ok(AsyncOp::read(&c.inner, &c.name, timeout, false))
+            aio::read_op(py, &c.inner, &c.name, timeout, false)
         }
 
         /// Reads a value if one is available now, else raises ``WouldBlock``.
@@ -236,10 +236,10 @@ end_class!(
             slf
         }
 
-        fn __anext__(&self, py: Python<'_>) -> PyResult<AsyncOp> {
+        fn __anext__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
             let c = self.checked(py)?;
             crate::shm::no_async(c)?;
-            Ok(AsyncOp::read(&c.inner, &c.name, None, true))
+            aio::read_op(py, &c.inner, &c.name, None, true)
         }
     }
 );
@@ -290,11 +290,11 @@ end_class!(
             py: Python<'_>,
             value: Value,
             timeout: Option<&Bound<'_, PyAny>>,
-        ) -> PyResult<AsyncOp> {
+        ) -> PyResult<Py<PyAny>> {
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
             crate::shm::no_async(c)?;
-            Ok(AsyncOp::write(&c.inner, &c.name, value, timeout))
+            aio::write_op(py, &c.inner, &c.name, value, timeout)
         }
 
         /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).

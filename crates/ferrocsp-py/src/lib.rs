@@ -5,6 +5,7 @@
 //! thread waits (GIL released, signals checked in the main thread).
 
 mod aio;
+mod aio_op;
 mod channel;
 mod deadlock;
 mod ends;
@@ -26,7 +27,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::Channel>()?;
     m.add_class::<ends::Reader>()?;
     m.add_class::<ends::Writer>()?;
-    m.add_class::<aio::AsyncOp>()?;
+    m.add("_AsyncOp", aio_op::op_type(m.py())?)?;
     m.add_class::<shm::PyShmChannel>()?;
     m.add_function(wrap_pyfunction!(shm::_shm_wait_any, m)?)?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;

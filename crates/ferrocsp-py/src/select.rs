@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use crate::aio::AsyncOp;
 use crate::channel::Channel;
@@ -68,6 +69,18 @@ impl AltMap {
             .map(|(n, &k)| (&**n, k == 1))
             .collect();
         Desc::alt(waits)
+    }
+
+    /// [`AltMap::map`] as the Python tuple `(op index, value)` an `aselect` await returns.
+    pub(crate) fn map_pair(
+        &self,
+        py: Python<'_>,
+        r: Result<Selected<Value>, SelectError>,
+    ) -> PyResult<Py<PyAny>> {
+        let (i, v) = self.map(py, r)?;
+        Ok(PyTuple::new(py, [i.into_pyobject(py)?.into_any(), v.into_pyobject(py)?])?
+            .into_any()
+            .unbind())
     }
 
     /// `(op index, value)` for a fired selection, or the exception it ended with.
@@ -212,8 +225,13 @@ pub(crate) fn _aselect(
     policy: u8,
     last: Option<usize>,
     timeout: Option<f64>,
-) -> PyResult<AsyncOp> {
+) -> PyResult<Py<PyAny>> {
     let policy = self::policy(policy)?;
-    let (sel, map) = prepare(py, ops, policy, last)?;
-    Ok(AsyncOp::alt(sel, map, policy, timeout))
+    let (mut sel, map) = prepare(py, ops, policy, last)?;
+    // A ready Alt completes at the call (a `_Done`); one that must wait, or fails, does so
+    // when awaited.
+    match sel.try_select(policy) {
+        r @ Ok(_) => crate::aio_op::done(py, map.map_pair(py, r)?),
+        Err(_) => crate::aio_op::pending(py, AsyncOp::alt(sel, map, policy, timeout)),
+    }
 }

@@ -1,0 +1,368 @@
+//! asyncio: the Python type of an awaitable channel operation (`_AsyncOp`).
+//!
+//! `aread()`/`awrite()`/`__anext__()`/`aselect()` return an `_AsyncOp` in one of two states:
+//!
+//! - **done**: the operation completed at the call (the counterpart was already waiting, the
+//!   common case between coroutines); the object holds the result;
+//! - **pending**: it holds an [`AsyncOp`] (aio.rs), which tries again, registers and waits when
+//!   awaited.
+//!
+//! It is a small native type built with `PyType_FromSpec` rather than a `#[pyclass]` because
+//! it needs the `am_send` slot, which PyO3 does not offer: `await` (the `SEND` opcode, through
+//! `PyIter_Send`) then gets the result as a plain return value, with no `StopIteration` object
+//! and no Python-level call. `__next__`/`send`/`throw`/`close` give the coroutine protocol
+//! (so the op can be passed to `asyncio.create_task`), ending with `StopIteration` as usual.
+//!
+//! Invariants:
+//! - `value` owns the result of a done op until the first resume takes it, then is null; `op`
+//!   owns the pending state (a leaked `Box`) until deallocation. At most one is non-null, and
+//!   both are null once a done op was consumed: the result is handed out at most once and a
+//!   second await is a `RuntimeError`, never a crash or a duplicated value.
+//! - Every entry point runs with the GIL held (CPython calls slots and methods so) on the
+//!   GIL-enabled stable ABI this module is built for; the fields need no other lock. The
+//!   pending state has its own lock, which also refuses re-entrant resumes.
+//! - A `throw` into a done op (before it was awaited) follows the rule of a communication
+//!   that won a race against a cancellation (aio.rs): a `CancelledError` yields the result
+//!   and re-requests the cancellation; any other exception propagates.
+//! - Not garbage-collected (like the former `#[pyclass]`): an op holds its references only
+//!   between the call and the end of its await; a cycle through an abandoned op is leaked.
+
+use std::ffi::{c_int, c_void};
+use std::ptr;
+
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+
+use crate::aio::{exception_from_throw_args, keep_result_on_cancel, AsyncOp, Out, Step};
+
+/// `Py_am_send` from CPython's `typeslots.h` (3.10+), which pyo3-ffi does not define.
+const PY_AM_SEND: c_int = 81;
+
+static OP_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+#[repr(C)]
+struct OpObject {
+    ob_base: ffi::PyObject,
+    /// A done op's result (owned), or null.
+    value: *mut ffi::PyObject,
+    /// A pending op's state (`Box::into_raw`), or null.
+    op: *mut AsyncOp,
+}
+
+/// The `_AsyncOp` type, created on first use (once per interpreter).
+pub(crate) fn op_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    OP_TYPE.get_or_try_init(py, || create_type(py)).map(|t| t.bind(py))
+}
+
+fn alloc(py: Python<'_>, value: Py<PyAny>, op: Option<Box<AsyncOp>>) -> PyResult<Py<PyAny>> {
+    let tp = op_type(py)?.as_type_ptr();
+    // SAFETY: `tp` is the live `_AsyncOp` type (held by OP_TYPE); PyType_GenericAlloc returns
+    // a new zeroed instance of its basicsize (that of OpObject) or null with an exception.
+    let obj = unsafe { ffi::PyType_GenericAlloc(tp, 0) };
+    if obj.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `obj` is a fresh OpObject not yet shared; the fields take ownership of the
+    // reference `into_ptr` releases and of the box.
+    unsafe {
+        let o = obj.cast::<OpObject>();
+        match op {
+            Some(op) => (*o).op = Box::into_raw(op),
+            None => (*o).value = value.into_ptr(),
+        }
+    }
+    // SAFETY: `obj` is a new, owned, non-null reference.
+    Ok(unsafe { Bound::from_owned_ptr(py, obj) }.unbind())
+}
+
+/// An op that completed at the call: awaiting it returns `value`.
+pub(crate) fn done(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    alloc(py, value, None)
+}
+
+/// An op that waits when awaited.
+pub(crate) fn pending(py: Python<'_>, op: AsyncOp) -> PyResult<Py<PyAny>> {
+    alloc(py, py.None(), Some(Box::new(op)))
+}
+
+/// Resumes the op: a done op hands out its result once, a pending one steps.
+///
+/// # Safety
+/// `slf` must point to a live `_AsyncOp`, and the caller must hold the GIL.
+unsafe fn step(py: Python<'_>, slf: *mut ffi::PyObject) -> Step {
+    let o = slf.cast::<OpObject>();
+    // SAFETY: per this function's contract; the GIL serialises access to the fields, and
+    // `op` stays valid until deallocation, which cannot run while the caller holds `slf`.
+    unsafe {
+        if let Some(op) = (*o).op.as_ref() {
+            return op.step(py);
+        }
+        let value = std::mem::replace(&mut (*o).value, ptr::null_mut());
+        if value.is_null() {
+            return Err(reused());
+        }
+        Ok(Out::Return(Bound::from_owned_ptr(py, value).unbind()))
+    }
+}
+
+fn reused() -> PyErr {
+    PyRuntimeError::new_err("cannot reuse an already awaited channel operation")
+}
+
+/// A step as the iterator protocol ends it: the yielded future, or null with
+/// `StopIteration(value)` set. `tp_iternext` may leave nothing set for `None` (read as
+/// `StopIteration(None)`); a method (`send`, `throw`) must set it.
+fn as_iternext(py: Python<'_>, r: Step, method: bool) -> *mut ffi::PyObject {
+    match r {
+        Ok(Out::Yield(fut)) => fut.into_ptr(),
+        Ok(Out::Return(v)) => {
+            if !v.is_none(py) {
+                PyStopIteration::new_err((v,)).restore(py);
+            } else if method {
+                PyStopIteration::new_err(()).restore(py);
+            }
+            ptr::null_mut()
+        }
+        Err(e) => {
+            e.restore(py);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Runs `f`, turning a Rust panic into a Python exception (never unwinding into CPython).
+fn guarded(f: impl FnOnce() -> Step) -> Step {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(pyo3::panic::PanicException::new_err("panic in a ferrocsp channel operation"))
+    })
+}
+
+unsafe extern "C" fn op_am_send(
+    slf: *mut ffi::PyObject,
+    _arg: *mut ffi::PyObject,
+    result: *mut *mut ffi::PyObject,
+) -> ffi::PySendResult {
+    // CPython calls every slot and method below with the GIL held, on a live `_AsyncOp`.
+    // `Python::attach` then only records that (so references dropped inside are released at
+    // once instead of being deferred to PyO3's pool).
+    Python::attach(|py| {
+        // SAFETY: a live `_AsyncOp`, GIL held (see above).
+        let (out, status) = match guarded(|| unsafe { step(py, slf) }) {
+            Ok(Out::Yield(fut)) => (fut.into_ptr(), ffi::PySendResult::PYGEN_NEXT),
+            Ok(Out::Return(v)) => (v.into_ptr(), ffi::PySendResult::PYGEN_RETURN),
+            Err(e) => {
+                e.restore(py);
+                (ptr::null_mut(), ffi::PySendResult::PYGEN_ERROR)
+            }
+        };
+        // SAFETY: `result` is the out-parameter CPython passes to am_send.
+        unsafe { *result = out };
+        status
+    })
+}
+
+unsafe extern "C" fn op_iternext(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: a live `_AsyncOp`, GIL held (see `op_am_send`).
+    Python::attach(|py| as_iternext(py, guarded(|| unsafe { step(py, slf) }), false))
+}
+
+unsafe extern "C" fn op_send(
+    slf: *mut ffi::PyObject,
+    _arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: a live `_AsyncOp`, GIL held (see `op_am_send`).
+    Python::attach(|py| as_iternext(py, guarded(|| unsafe { step(py, slf) }), true))
+}
+
+unsafe extern "C" fn op_self(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: `slf` is live (the caller holds a reference); the new reference is the result.
+    unsafe { ffi::Py_IncRef(slf) };
+    slf
+}
+
+unsafe extern "C" fn op_close(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let o = slf.cast::<OpObject>();
+    Python::attach(|py| {
+        let r = guarded(|| {
+            // SAFETY: a live `_AsyncOp`, GIL held (see `op_am_send`); `op` stays valid while
+            // `slf` is held, and a taken value is an owned reference, released here.
+            unsafe {
+                if let Some(op) = (*o).op.as_ref() {
+                    op.close()?;
+                } else {
+                    ffi::Py_XDECREF(std::mem::replace(&mut (*o).value, ptr::null_mut()));
+                }
+            }
+            Ok(Out::Return(py.None()))
+        });
+        match r {
+            Ok(_) => py.None().into_ptr(),
+            Err(e) => {
+                e.restore(py);
+                ptr::null_mut()
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn op_throw(
+    slf: *mut ffi::PyObject,
+    args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    Python::attach(|py| {
+        // SAFETY: a live `_AsyncOp` and its borrowed argument tuple, GIL held (see
+        // `op_am_send`).
+        let (me, args) = unsafe {
+            (
+                Bound::<PyAny>::from_borrowed_ptr(py, slf),
+                Bound::<PyAny>::from_borrowed_ptr(py, args),
+            )
+        };
+        as_iternext(py, guarded(|| throw(py, &me, &args)), true)
+    })
+}
+
+/// `throw(typ[, val[, tb]])`: see the module invariants and aio.rs's cancellation rule.
+fn throw(py: Python<'_>, me: &Bound<'_, PyAny>, args: &Bound<'_, PyAny>) -> Step {
+    let n = args.len()?;
+    if !(1..=3).contains(&n) {
+        return Err(PyTypeError::new_err(format!("throw expected 1 to 3 arguments, got {n}")));
+    }
+    let val = if n >= 2 { Some(args.get_item(1)?) } else { None };
+    let exc = exception_from_throw_args(&args.get_item(0)?, val.as_ref())?;
+    let o = me.as_ptr().cast::<OpObject>();
+    // SAFETY: `me` is a live `_AsyncOp` (this is its method) and we hold the GIL; `op` stays
+    // valid while `me` is held; a taken value is an owned reference.
+    unsafe {
+        if let Some(op) = (*o).op.as_ref() {
+            return op.throw(py, me, exc);
+        }
+        let value = std::mem::replace(&mut (*o).value, ptr::null_mut());
+        if value.is_null() {
+            return Err(exc);
+        }
+        let value = Bound::<PyAny>::from_owned_ptr(py, value).unbind();
+        keep_result_on_cancel(py, me, &exc)?;
+        Ok(Out::Return(value))
+    }
+}
+
+unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
+    // SAFETY: CPython deallocates an `_AsyncOp` whose reference count reached zero, with the
+    // GIL held: nothing else can reach its fields. The pending state is a box this object
+    // owns. The type is a heap type, so each instance owns a reference to it (taken by
+    // PyType_GenericAlloc), released after the memory is freed by the type's tp_free.
+    unsafe {
+        let o = slf.cast::<OpObject>();
+        let tp = ffi::Py_TYPE(slf);
+        let value = std::mem::replace(&mut (*o).value, ptr::null_mut());
+        if !value.is_null() {
+            warn_never_awaited();
+            ffi::Py_DecRef(value);
+        }
+        let op = std::mem::replace(&mut (*o).op, ptr::null_mut());
+        if !op.is_null() {
+            // Dropping releases references (attached, so at once) and may run Python code; a
+            // panic must not unwind into CPython, and there is nobody to report it to.
+            Python::attach(|_| {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    drop(Box::from_raw(op))
+                }));
+            });
+        }
+        let free = ffi::PyType_GetSlot(tp, ffi::Py_tp_free);
+        if !free.is_null() {
+            let free = std::mem::transmute::<*mut c_void, ffi::freefunc>(free);
+            free(slf.cast());
+        }
+        ffi::Py_DecRef(tp.cast());
+    }
+}
+
+/// A done op dropped before anything awaited it: the communication took place at the call, so
+/// a value it read is gone. Say so, as CPython does for a coroutine that was never awaited.
+///
+/// # Safety
+/// The GIL is held (called from `op_dealloc`).
+unsafe fn warn_never_awaited() {
+    // SAFETY: with the GIL held; the pending exception (dealloc may run while one is set) is
+    // saved and restored around the warning, and a warning turned into an error by a filter
+    // is reported as unraisable: a destructor has nobody to raise it to.
+    unsafe {
+        let (mut ty, mut val, mut tb) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        ffi::PyErr_Fetch(&mut ty, &mut val, &mut tb);
+        let msg = c"a ferrocsp channel operation (aread/awrite/aselect/__anext__) completed at \
+the call but was never awaited: a value it read is lost; always await it";
+        if ffi::PyErr_WarnEx(ffi::PyExc_RuntimeWarning, msg.as_ptr(), 1) < 0 {
+            ffi::PyErr_WriteUnraisable(ptr::null_mut());
+        }
+        ffi::PyErr_Restore(ty, val, tb);
+    }
+}
+
+fn create_type(py: Python<'_>) -> PyResult<Py<PyType>> {
+    let methods: &'static mut [ffi::PyMethodDef] = Box::leak(Box::new([
+        ffi::PyMethodDef {
+            ml_name: c"send".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer { PyCFunction: op_send },
+            ml_flags: ffi::METH_O,
+            ml_doc: c"send($self, value, /)\n--\n\nResumes the operation (the value is ignored)."
+                .as_ptr(),
+        },
+        ffi::PyMethodDef {
+            ml_name: c"throw".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer { PyCFunction: op_throw },
+            ml_flags: ffi::METH_VARARGS,
+            ml_doc: c"throw($self, typ, val=None, tb=None, /)\n--\n\nThrows an exception in \
+                (cancellation): a communication that already happened is kept."
+                .as_ptr(),
+        },
+        ffi::PyMethodDef {
+            ml_name: c"close".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer { PyCFunction: op_close },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: c"close($self, /)\n--\n\nAbandons the operation.".as_ptr(),
+        },
+        ffi::PyMethodDef::zeroed(),
+    ]));
+    let slots: &'static mut [ffi::PyType_Slot] = Box::leak(Box::new([
+        slot(ffi::Py_tp_dealloc, op_dealloc as *mut c_void),
+        slot(ffi::Py_am_await, op_self as *mut c_void),
+        slot(PY_AM_SEND, op_am_send as *mut c_void),
+        slot(ffi::Py_tp_iter, op_self as *mut c_void),
+        slot(ffi::Py_tp_iternext, op_iternext as *mut c_void),
+        slot(ffi::Py_tp_methods, methods.as_mut_ptr().cast()),
+        slot(
+            ffi::Py_tp_doc,
+            c"An awaitable channel operation or Alt (returned by ``aread``, ``awrite``, \
+              ``__anext__`` and ``Alt.aselect``); await it once."
+                .as_ptr() as *mut c_void,
+        ),
+        slot(0, ptr::null_mut()),
+    ]));
+    let spec: &'static mut ffi::PyType_Spec = Box::leak(Box::new(ffi::PyType_Spec {
+        name: c"ferrocsp._native._AsyncOp".as_ptr(),
+        basicsize: c_int::try_from(std::mem::size_of::<OpObject>())
+            .map_err(|_| PyRuntimeError::new_err("_AsyncOp layout too large"))?,
+        itemsize: 0,
+        flags: (ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION) as _,
+        slots: slots.as_mut_ptr(),
+    }));
+    // SAFETY: the spec, its name, slots and method table are leaked, so they outlive the type
+    // (CPython keeps pointers to the name and the method table); every slot function has the
+    // signature CPython expects for that slot.
+    let tp = unsafe { ffi::PyType_FromSpec(spec) };
+    // SAFETY: PyType_FromSpec returns a new reference to a type, or null with an exception.
+    let tp = unsafe { Bound::from_owned_ptr_or_err(py, tp) }?;
+    Ok(tp.cast_into::<PyType>()?.unbind())
+}
+
+fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
+    ffi::PyType_Slot { slot, pfunc }
+}
