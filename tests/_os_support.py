@@ -2,15 +2,18 @@
 
 ``no_leaks`` asserts that a test leaves no new entry in ``/dev/shm`` and no child process
 (alive or zombie) behind, apart from multiprocessing's long-lived helpers (the forkserver and
-the resource tracker), whose own children are checked too.
+the resource tracker), whose own children are checked too. ``backend_fixture`` makes the
+``backend`` fixture of a shared suite (every ``os`` test under ``no_leaks``) and
+``in_process_only`` skips a shared test that cannot hold on OS processes, saying why.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,4 +84,33 @@ def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     return name
 
 
-__all__ = ["START_METHODS", "csp", "leftovers", "no_leaks", "start_method"]
+def backend_fixture(names: Sequence[str]) -> Any:
+    """A ``backend`` fixture over ``names`` (bind it to ``backend`` in a module); an ``os``
+    test also runs under ``no_leaks``."""
+
+    @pytest.fixture(params=list(names), name="backend")
+    def backend(request: pytest.FixtureRequest) -> str:
+        """The backend of a shared test: it runs once under each (use ``k`` for bodies)."""
+        name: str = request.param
+        if name == "os":
+            request.getfixturevalue("no_leaks")
+        return name
+
+    return backend
+
+
+def in_process_only(backend: str, why: str) -> None:
+    """Skips a shared test that cannot hold on OS processes, saying why."""
+    if backend == "os":
+        pytest.skip(f"in-process only: {why}")
+
+
+__all__ = [
+    "START_METHODS",
+    "backend_fixture",
+    "csp",
+    "in_process_only",
+    "leftovers",
+    "no_leaks",
+    "start_method",
+]
