@@ -22,7 +22,12 @@ import pytest
 
 import ferrocsp as csp
 from _kit import SHARED_BACKENDS, Kit
-from _os_support import backend_fixture, in_process_only
+from _os_support import (
+    SHM_ALT_UNCOUNTED,
+    SHM_OUTPUT_TO_SELECTOR,
+    backend_fixture,
+    in_process_only,
+)
 from _support import Background, wait_until
 
 backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
@@ -65,16 +70,6 @@ def run_choose(k: Kit, alt: csp.Alt, method: str = "select") -> tuple[Any, Any]:
 def chosen(alt: csp.Alt, outcome: tuple[int, Any]) -> tuple[Any, Any]:
     """The (guard of ``alt``, value) of what ``choose`` returned."""
     return alt.guards[outcome[0]], outcome[1]
-
-
-SHM_ALT_UNCOUNTED = (
-    "an Alt over shared channels waits on their change counters, not as a waiting "
-    "reader/writer that stats() counts (docs/design.md, Alt over shared channels)"
-)
-SHM_OUTPUT_TO_SELECTOR = (
-    "an Output guard on a shared rendezvous channel fires only to a reader blocked in "
-    "read(), not to a selecting one (docs/design.md, Alt over shared channels)"
-)
 
 
 # --- exactly one guard fires ---------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 import ferrocsp as csp
 from _kit import SHARED_BACKENDS, Kit
-from _os_support import backend_fixture, in_process_only
+from _os_support import COPIES, backend_fixture, in_process_only
 from _support import Background, wait_until
 
 backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
@@ -316,7 +316,7 @@ def test_none_is_a_value(k: Kit) -> None:
 
 @pytest.mark.parametrize("capacity", [0, 2])
 def test_values_passed_by_reference(k: Kit, capacity: int) -> None:
-    in_process_only(k.backend, "values crossing OS processes are copies (DESIGN 2, Channels)")
+    in_process_only(k.backend, COPIES)
     ch = csp.Channel(capacity)
     obj = {"payload": [1, 2, 3]}
     received = k.spawn(read, ch)
@@ -328,7 +328,7 @@ def test_values_passed_by_reference(k: Kit, capacity: int) -> None:
 
 
 def test_unhashable_and_odd_values(k: Kit) -> None:
-    in_process_only(k.backend, "values crossing OS processes are copies (DESIGN 2, Channels)")
+    in_process_only(k.backend, COPIES)
     ch = csp.Channel(4)
     values = [[1], {"a": 1}, object(), ch]
 

@@ -11,8 +11,11 @@ import gc
 import pytest
 
 import ferrocsp as csp
-from _kit import Kit
+from _kit import SHARED_BACKENDS, Kit
+from _os_support import backend_fixture, in_process_only
 from _support import Background, wait_until
+
+backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
 
 
 def test_end_types_and_channel() -> None:
