@@ -596,7 +596,7 @@ def test_poison_wakes_a_blocked_alt(k: Kit) -> None:
     assert a.stats().readers_waiting == 0
 
 
-async def chooses_retired(  # noqa: PLR0913 - the guards of the test
+async def chooses_retired(
     k: Kit, a: csp.Channel, b: csp.Channel, r: csp.Reader, w: csp.Writer, skip: Any, t: Any
 ) -> None:
     with pytest.raises(csp.ChannelRetired):

@@ -25,7 +25,7 @@ import pytest
 
 import ferrocsp as csp
 from _kit import BACKENDS, Kit, current_backend
-from _os_support import SHM_ALT_UNCOUNTED, SHM_OUTPUT_TO_SELECTOR, in_process_only
+from _os_support import SHM_OUTPUT_TO_SELECTOR, in_process_only
 from _support import all_exceptions, notes
 
 pytestmark = pytest.mark.timeout(30)

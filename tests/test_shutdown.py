@@ -12,7 +12,7 @@ import pytest
 
 import ferrocsp as csp
 from _kit import SHARED_BACKENDS, Kit
-from _os_support import backend_fixture, in_process_only
+from _os_support import backend_fixture
 from _support import all_exceptions, notes, wait_until
 
 backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
@@ -145,7 +145,9 @@ def test_retire_spreads_through_pipeline_of_ends(k: Kit) -> None:
         b_w.write(0)
 
 
-async def fan(k: Kit, cin: csp.Reader, couts: list[csp.Writer], more: dict[str, csp.Writer]) -> None:
+async def fan(
+    k: Kit, cin: csp.Reader, couts: list[csp.Writer], more: dict[str, csp.Writer]
+) -> None:
     while True:
         v = await k.read(cin)
         for w in couts:

@@ -21,7 +21,7 @@ import pytest
 
 import ferrocsp as csp
 from _kit import SHARED_BACKENDS, Kit
-from _os_support import backend_fixture, in_process_only
+from _os_support import backend_fixture
 from _support import Background, wait_until
 
 backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
