@@ -59,6 +59,22 @@ def leftovers() -> tuple[set[str], dict[int, str]]:
     return set(os.listdir("/dev/shm")), kids
 
 
+def _mapped_elsewhere(names: set[str], ours: set[int]) -> set[str]:
+    """The /dev/shm entries among ``names`` that a process outside ``ours`` has mapped: another
+    test run's on this machine (/dev/shm is shared by every process of the machine)."""
+    paths = {f"/dev/shm/{n}": n for n in names}
+    found: set[str] = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) in ours:
+            continue
+        try:
+            maps = (d / "maps").read_text()
+        except OSError:
+            continue
+        found.update(n for p, n in paths.items() if p in maps)
+    return found
+
+
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
     """Fails the test if it leaves shared-memory segments or child processes behind."""
@@ -69,10 +85,14 @@ def no_leaks() -> Iterator[None]:
     while True:
         shm_after, kids_after = leftovers()
         new_kids = {p: s for p, s in kids_after.items() if p not in kids_before}
-        if not new_kids or time.monotonic() > deadline:
+        new_shm = shm_after - shm_before
+        if new_shm:
+            ours = {os.getpid(), *_helpers(), *kids_after}
+            new_shm -= _mapped_elsewhere(new_shm, ours)
+        if (not new_kids and not new_shm) or time.monotonic() > deadline:
             break
         time.sleep(0.01)
-    assert shm_after - shm_before == set(), f"new /dev/shm entries: {shm_after - shm_before}"
+    assert new_shm == set(), f"new /dev/shm entries: {new_shm}"
     assert new_kids == {}, f"child processes left behind (pid: state): {new_kids}"
 
 
