@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from ._errors import ChannelPoisoned, ChannelRetired, WouldBlock
+from ._errors import ChannelRetired, WouldBlock
 from ._io import io
 from ._native import Channel, Reader, Writer, _in_scheduler, _shm_wait_any, _ShmChannel
 from ._stats import ChannelStats
