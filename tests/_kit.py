@@ -1,4 +1,4 @@
-"""A process body written once, run under the thread, greenlet and asyncio backends.
+"""A process body written once, run under the thread, greenlet, asyncio and os backends.
 
 A shared test writes its process bodies as ``async def body(k, *args)`` and does every
 channel operation that may block through the kit ``k``:
@@ -20,6 +20,10 @@ How a body runs:
   parks the thread, or switches greenlets) when it is *called* and returns an awaitable that is
   already done, so the coroutine never suspends; a body that awaits anything else (e.g.
   ``asyncio.sleep``) fails with a clear ``RuntimeError``. Exceptions leave the body unchanged.
+- ``os``: the process is an ``_OsBody``, a module-level callable holding the body, pickled
+  into a child OS process (the body by reference, so it must be a module-level function, and
+  its arguments by value: channels move to shared memory). The child drives the coroutine as
+  thread/greenlet do. Its return value or exception comes back pickled (a copy).
 
 Invariants (what makes the shared tests test the real thing):
 - ``k.process(body)(*args)`` is a ``csp.Process`` whose name is the body's ``__name__`` (or
@@ -30,11 +34,15 @@ Invariants (what makes the shared tests test the real thing):
 - ``k.spawn(body, ...)`` runs a body as one process of the backend and keeps its raw outcome
   (value or exception, before the shutdown rules), like ``_support.Background`` does for a
   thread: tests that check which exception a blocked operation raised use it.
+- Only ``BACKENDS`` (in-process) is what suites parametrize by default; a suite opts in to
+  ``os`` with ``SHARED_BACKENDS`` (conftest's ``backend_fixture``), where every ``os`` test
+  runs under the ``no_leaks`` check (no /dev/shm entry, no child left behind).
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
 
@@ -43,6 +51,8 @@ from _support import WAIT
 from ferrocsp._native import _in_scheduler
 
 BACKENDS = ("thread", "greenlet", "asyncio")
+#: The in-process backends and the OS-process one.
+SHARED_BACKENDS = (*BACKENDS, "os")
 
 Body = Callable[..., Coroutine[Any, Any, Any]]
 
@@ -89,6 +99,31 @@ def drive(coro: Coroutine[Any, Any, Any]) -> Any:
         "a kit process body suspended outside asyncio: await only k.read/k.write/k.select/"
         "k.iter (and k.call) in shared bodies"
     )
+
+
+class _OsBody:
+    """A kit body as an ``os`` process: picklable (the body by reference, ``args`` by value).
+
+    Called in the child, it drives the body with an ``os`` kit; ``capture`` returns the raw
+    outcome as ``(ok, value)`` (``spawn``), ``args`` are bound first (``callable``).
+    """
+
+    def __init__(
+        self, body: Body, name: str, args: tuple[Any, ...] = (), *, capture: bool = False
+    ) -> None:
+        self.body = body
+        self.args = args
+        self.capture = capture
+        self.__name__ = self.__qualname__ = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        coro = self.body(Kit("os"), *self.args, *args, **kwargs)
+        if not self.capture:
+            return drive(coro)
+        try:
+            return True, drive(coro)
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test's process
+            return False, exc
 
 
 class Task:
@@ -146,7 +181,7 @@ class Kit:
     """The channel operations and process factories of one backend (see the module doc)."""
 
     def __init__(self, backend: str) -> None:
-        if backend not in BACKENDS:
+        if backend not in SHARED_BACKENDS:
             raise ValueError(f"unknown backend {backend!r}")
         self.backend = backend
         self.is_async = backend == "asyncio"
@@ -199,6 +234,7 @@ class Kit:
             return asyncio.to_thread(fn, *args)
         if self.backend == "greenlet":
             return _Done(csp.io(fn, *args))
+        # thread, and os (a child runs each body on a thread of its own).
         return _Done(fn(*args))
 
     # ------------------------------------------------------------------ processes
@@ -207,6 +243,8 @@ class Kit:
         """The body as what ``@csp.process`` would wrap: an ``async def`` for asyncio, a plain
         function otherwise; ``__name__`` is ``name`` or the body's name."""
         kit = self
+        if self.backend == "os":
+            return _OsBody(body, name or body.__name__)
         if self.is_async:
 
             async def run_async(*args: Any, **kwargs: Any) -> Any:
@@ -235,6 +273,8 @@ class Kit:
 
     def callable(self, body: Body, *args: Any, name: str | None = None) -> Callable[[], Any]:
         """A plain callable (no decorator) running the body with ``args``, for ``Par(f)``."""
+        if self.backend == "os":
+            return _OsBody(body, name or body.__name__, args)
         fn = self.function(body, name=name)
         if self.is_async:
 
@@ -273,7 +313,10 @@ class Kit:
         asyncio backends run them on one scheduler / one event loop)."""
 
         fn = self.function(body)
-        if self.is_async:
+        captured: Callable[..., Any]
+        if self.backend == "os":
+            captured = _OsBody(body, body.__name__, capture=True)
+        elif self.is_async:
 
             async def captured_async(*args: Any, **kw: Any) -> tuple[bool, Any]:
                 try:
@@ -281,7 +324,7 @@ class Kit:
                 except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
                     return False, exc
 
-            captured: Callable[..., Any] = captured_async
+            captured = captured_async
         else:
 
             def captured_sync(*args: Any, **kw: Any) -> tuple[bool, Any]:
@@ -301,8 +344,11 @@ class Kit:
 
 
 def current_backend() -> str:
-    """The backend the caller runs on, found from the runtime (not from the kit): a running
-    event loop means asyncio, a greenlet scheduler means greenlet, otherwise a thread."""
+    """The backend the caller runs on, found from the runtime (not from the kit): a child
+    process of multiprocessing means os, a running event loop asyncio, a greenlet scheduler
+    greenlet, otherwise a thread."""
+    if multiprocessing.parent_process() is not None:
+        return "os"
     try:
         asyncio.get_running_loop()
     except RuntimeError:

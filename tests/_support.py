@@ -84,8 +84,10 @@ def all_exceptions(exc: BaseException) -> list[BaseException]:
 
 
 def notes(exc: BaseException) -> str:
-    """All notes attached to ``exc``, joined by newlines."""
-    return "\n".join(getattr(exc, "__notes__", ()))
+    """The notes attached to ``exc``, joined by newlines, except the child's traceback that
+    an exception from an OS process carries as a note (docs/design.md, OS processes)."""
+    found = getattr(exc, "__notes__", ())
+    return "\n".join(n for n in found if not n.startswith("traceback in OS process "))
 
 
 def run_example(name: str, *args: str, quiet: bool = False) -> str:

@@ -1,5 +1,11 @@
 """Shared pytest configuration for the ferrocsp test suite.
 
+A shared suite runs each test under every backend of the ``backend`` fixture (thread, greenlet,
+asyncio); a module that also runs on OS processes rebinds it with
+``backend = backend_fixture(SHARED_BACKENDS)``, and each of its ``os`` tests runs under
+``no_leaks`` (no /dev/shm entry, no child process left behind). A test that cannot hold on OS
+processes says why with ``in_process_only(backend, why)`` (both in tests/_os_support.py).
+
 ``slow`` tests (long stress/soak runs) are skipped unless ``FERROCSP_SLOW=1`` is set or the
 marker is selected explicitly with ``-m slow``.
 """
@@ -15,7 +21,10 @@ import pytest
 # Make tests/_support.py importable whatever pytest's import mode is.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _kit import Kit
+from _kit import BACKENDS, Kit
+from _os_support import backend_fixture, no_leaks
+
+__all__ = ["no_leaks"]  # a fixture, registered for every module by importing it here
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -27,11 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(params=["thread", "greenlet", "asyncio"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """The backend of a shared test: it runs once under each (use ``k`` for process bodies)."""
-    name: str = request.param
-    return name
+backend = backend_fixture(BACKENDS)
 
 
 @pytest.fixture

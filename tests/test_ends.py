@@ -11,8 +11,11 @@ import gc
 import pytest
 
 import ferrocsp as csp
-from _kit import Kit
+from _kit import SHARED_BACKENDS, Kit
+from _os_support import backend_fixture, in_process_only
 from _support import Background, wait_until
+
+backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
 
 
 def test_end_types_and_channel() -> None:
@@ -105,30 +108,30 @@ def test_using_retired_reader_end_raises_even_if_other_readers_remain() -> None:
     assert r2.read() == "x"  # nothing was taken by the retired end
 
 
+async def retires_writers_then_drains(
+    k: Kit, ch: csp.Channel, r: csp.Reader, w1: csp.Writer, w2: csp.Writer
+) -> None:
+    await k.write(w1, "a")
+    await k.write(w2, "b")
+    w1.retire()
+    assert not ch.stats().retired
+    await k.write(w2, "c")
+    w2.retire()
+    assert ch.stats().retired
+    assert await k.read(r) == "a"
+    assert await k.read(ch) == "b"
+    assert await k.read(r) == "c"
+    with pytest.raises(csp.ChannelRetired):
+        await k.read(r)
+    with pytest.raises(csp.ChannelRetired):
+        await k.read(ch)
+    with pytest.raises(csp.ChannelRetired):
+        r.read_nowait()
+
+
 def test_last_writer_retire_gives_end_of_stream_after_drain(k: Kit) -> None:
     ch = csp.Channel(3)
-    r = ch.reader()
-    w1, w2 = ch.writer(), ch.writer()
-
-    async def body(k: Kit) -> None:
-        await k.write(w1, "a")
-        await k.write(w2, "b")
-        w1.retire()
-        assert not ch.stats().retired
-        await k.write(w2, "c")
-        w2.retire()
-        assert ch.stats().retired
-        assert await k.read(r) == "a"
-        assert await k.read(ch) == "b"
-        assert await k.read(r) == "c"
-        with pytest.raises(csp.ChannelRetired):
-            await k.read(r)
-        with pytest.raises(csp.ChannelRetired):
-            await k.read(ch)
-        with pytest.raises(csp.ChannelRetired):
-            r.read_nowait()
-
-    k.run(body)
+    k.run(retires_writers_then_drains, ch, ch.reader(), ch.writer(), ch.writer())
 
 
 def test_writes_raise_after_writer_side_retired() -> None:
@@ -142,24 +145,30 @@ def test_writes_raise_after_writer_side_retired() -> None:
     assert ch.stats().buffered == 0
 
 
+async def writes_and_reads_raise_retired(k: Kit, ch: csp.Channel, w: csp.Writer) -> None:
+    with pytest.raises(csp.ChannelRetired):
+        await k.write(w, 1)
+    with pytest.raises(csp.ChannelRetired):
+        w.write_nowait(1)
+    with pytest.raises(csp.ChannelRetired):
+        await k.write(ch, 1)
+    with pytest.raises(csp.ChannelRetired):
+        await k.read(ch)
+
+
 def test_last_reader_retire_makes_writes_raise(k: Kit) -> None:
+    in_process_only(
+        k.backend,
+        "known bug: a channel whose readers retired before it moved to shared memory, with a "
+        "writer end still live, blocks a read through the Channel instead of raising "
+        "ChannelRetired (shared reads end only when the writer side is gone)",
+    )
     ch = csp.Channel(3)
     r = ch.reader()
     w = ch.writer()
     r.retire()
     assert ch.stats().retired
-
-    async def body(k: Kit) -> None:
-        with pytest.raises(csp.ChannelRetired):
-            await k.write(w, 1)
-        with pytest.raises(csp.ChannelRetired):
-            w.write_nowait(1)
-        with pytest.raises(csp.ChannelRetired):
-            await k.write(ch, 1)
-        with pytest.raises(csp.ChannelRetired):
-            await k.read(ch)
-
-    k.run(body)
+    k.run(writes_and_reads_raise_retired, ch, w)
 
 
 def test_channel_without_ends_never_retires() -> None:
@@ -172,6 +181,10 @@ def test_channel_without_ends_never_retires() -> None:
     assert not ch.stats().retired
 
 
+async def collect(k: Kit, r: csp.Reader) -> list[int]:
+    return [v async for v in k.iter(r)]
+
+
 def test_reader_iteration_stops_at_end_of_stream(k: Kit) -> None:
     ch = csp.Channel()
     r = ch.reader()
@@ -182,11 +195,8 @@ def test_reader_iteration_stops_at_end_of_stream(k: Kit) -> None:
             for i in range(10):
                 w.write(i)
 
-    async def consume(k: Kit) -> list[int]:
-        return [v async for v in k.iter(r)]
-
     t = Background(produce)
-    assert k.run(consume) == list(range(10))
+    assert k.run(collect, r) == list(range(10))
     t.join()
 
 
@@ -270,6 +280,11 @@ async def read(k: Kit, r: csp.Reader) -> object:
 def test_dropping_end_wakes_blocked_reader(k: Kit) -> None:
     """The last writer end is garbage-collected in the test's thread: its retire (a Rust
     ``Drop``) wakes a reader blocked in a process of each backend."""
+    in_process_only(
+        k.backend,
+        "known bug: once its channel moved to shared memory, dropping an end that was never "
+        "sent to another process does not retire it (its Rust Drop retires the in-process side)",
+    )
     ch = csp.Channel()
     r = ch.reader()
     w = ch.writer()

@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
-from _kit import Kit, current_backend
+from _kit import SHARED_BACKENDS, Kit, current_backend
+from _os_support import backend_fixture
 from _support import all_exceptions, notes
 
 pytestmark = pytest.mark.timeout(30)
+
+backend = backend_fixture(SHARED_BACKENDS)  # the kit's os flavour too
 
 
 async def where(k: Kit) -> str:
@@ -26,10 +29,11 @@ def test_body_runs_on_its_backend(k: Kit) -> None:
     assert k.Spawn(k.process(where)()).join(timeout=10) == k.backend
 
 
-def test_process_name_and_arguments_are_the_bodys(k: Kit) -> None:
-    async def worker(k: Kit, a: csp.Channel, *, b: csp.Channel) -> None:
-        raise ValueError("x")
+async def worker(k: Kit, a: csp.Channel, *, b: csp.Channel) -> None:
+    raise ValueError("x")
 
+
+def test_process_name_and_arguments_are_the_bodys(k: Kit) -> None:
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
     p = k.process(worker)(a, b=b)
     assert p.name == "worker"
@@ -47,23 +51,25 @@ def test_process_name_and_arguments_are_the_bodys(k: Kit) -> None:
     assert b.stats().poisoned
 
 
+async def reads(k: Kit, c: csp.Channel) -> Any:
+    return await k.read(c)
+
+
 def test_spawned_body_keeps_its_raw_exception(k: Kit) -> None:
     ch = csp.Channel(name="raw")
     ch.poison()
-
-    async def reads(k: Kit, c: csp.Channel) -> Any:
-        return await k.read(c)
-
     exc = k.spawn(reads, ch).exception()
     assert isinstance(exc, csp.ChannelPoisoned)
     with pytest.raises(csp.ChannelPoisoned):
         k.run(reads, ch)
 
 
-@pytest.mark.parametrize("backend", ["thread", "greenlet"])
-def test_body_that_suspends_outside_asyncio_fails(k: Kit) -> None:
-    async def sleeps(k: Kit) -> None:
-        await asyncio.sleep(0)
+async def sleeps(k: Kit) -> None:
+    await asyncio.sleep(0)
 
+
+# Through the fixture (indirect), so the os case runs under no_leaks.
+@pytest.mark.parametrize("backend", ["thread", "greenlet", "os"], indirect=True)
+def test_body_that_suspends_outside_asyncio_fails(k: Kit) -> None:
     with pytest.raises(RuntimeError, match="suspended outside asyncio"):
         k.run(sleeps)

@@ -1,5 +1,6 @@
 """Cross-backend communication: every ordered pair (writer's backend, reader's backend) of
-thread, greenlet and asyncio, with one process body per role (tests/_kit.py).
+thread, greenlet and asyncio, and an OS process paired with thread, greenlet or another OS
+process (see OS_PAIRS), with one process body per role (tests/_kit.py).
 
 For each pair: rendezvous and buffered channels with both processes in one ``Par`` (one
 greenlet scheduler / one event loop per network) and in two separate networks (two schedulers,
@@ -17,12 +18,14 @@ import asyncio
 import contextlib
 import itertools
 import random
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import ferrocsp as csp
 from _kit import BACKENDS, Kit, current_backend
+from _os_support import SHM_OUTPUT_TO_SELECTOR, in_process_only
 from _support import all_exceptions, notes
 
 pytestmark = pytest.mark.timeout(30)
@@ -30,14 +33,40 @@ pytestmark = pytest.mark.timeout(30)
 N = 100
 JOIN = 20.0
 
-PAIRS = list(itertools.product(BACKENDS, BACKENDS))
+# An OS process on one side of each pair with thread and greenlet (and with another OS
+# process). Not with asyncio: async operations on channels shared with OS processes raise
+# NotImplementedError by design (docs/design.md, "Not supported on shared channels").
+OS_PAIRS = [("os", b) for b in ("thread", "greenlet", "os")] + [
+    (b, "os") for b in ("thread", "greenlet")
+]
+PAIRS = list(itertools.product(BACKENDS, BACKENDS)) + OS_PAIRS
 
 
 @pytest.fixture(params=PAIRS, ids=[f"{w}->{r}" for w, r in PAIRS])
 def pair(request: pytest.FixtureRequest) -> tuple[Kit, Kit]:
-    """(writer's kit, reader's kit)."""
+    """(writer's kit, reader's kit); a pair with an OS process runs under ``no_leaks``."""
     w, r = request.param
+    if "os" in (w, r):
+        request.getfixturevalue("no_leaks")
     return Kit(w), Kit(r)
+
+
+def in_process_pair_only(pair: tuple[Kit, Kit], why: str) -> None:
+    """``in_process_only`` for a pair: skips it, saying why, if either side is an OS process."""
+    for k in pair:
+        in_process_only(k.backend, why)
+
+
+ALT_MIX = (
+    "an Alt may not mix channels shared with OS processes and in-process channels, and the "
+    "in-process side's idle channel stays in-process (docs/design.md, Alt over shared channels)"
+)
+
+
+def alt_side_in_process_against_os(alt_side: Kit, other: Kit) -> None:
+    """Skips a pair whose in-process Alt would mix the shared data channel with its idle one."""
+    if alt_side.backend != "os":
+        in_process_only(other.backend, ALT_MIX)
 
 
 # --------------------------------------------------------------------------- bodies
@@ -137,18 +166,19 @@ def test_two_networks(pair: tuple[Kit, Kit], capacity: int) -> None:
     assert hr.join(timeout=JOIN) == list(range(N))
 
 
+async def produce_and_retire(k: Kit, out: csp.Writer, n: int) -> str:
+    with out:
+        for i in range(n):
+            await k.write(out, i)
+    return "retired"
+
+
 def test_ends_and_end_of_stream(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
     ch = csp.Channel()
     w, r = ch.writer(), ch.reader()
-
-    async def produce_and_retire(k: Kit, out: csp.Writer, n: int) -> None:
-        with out:
-            for i in range(n):
-                await k.write(out, i)
-
     res = csp.Par(kw.process(produce_and_retire)(w, N), kr.process(read_all)(r)).run()
-    assert res == [None, list(range(N))]
+    assert res == ["retired", list(range(N))]
     assert ch.stats().retired
 
 
@@ -157,6 +187,7 @@ def test_ends_and_end_of_stream(pair: tuple[Kit, Kit]) -> None:
 
 def test_reader_in_alt(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
+    alt_side_in_process_against_os(kr, kw)
     ch, idle = csp.Channel(name="data"), csp.Channel(name="idle")
     res = csp.Par(kw.process(produce)(ch, N), kr.process(alt_consume)(ch, idle, N)).run()
     assert res == ["produced", list(range(N))]
@@ -166,6 +197,7 @@ def test_reader_in_alt(pair: tuple[Kit, Kit]) -> None:
 
 def test_writer_in_alt(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
+    alt_side_in_process_against_os(kw, kr)
     ch, idle = csp.Channel(name="data"), csp.Channel(name="idle")
     res = csp.Par(kw.process(alt_produce)(ch, idle, N), kr.process(consume)(ch, N)).run()
     assert res == [N, list(range(N))]
@@ -173,6 +205,7 @@ def test_writer_in_alt(pair: tuple[Kit, Kit]) -> None:
 
 def test_both_sides_in_alts(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
+    in_process_pair_only(pair, SHM_OUTPUT_TO_SELECTOR)
     ch = csp.Channel(name="data")
     idle_w, idle_r = csp.Channel(name="idle-w"), csp.Channel(name="idle-r")
     res = csp.Par(
@@ -186,6 +219,7 @@ def test_both_sides_in_alts(pair: tuple[Kit, Kit]) -> None:
 
 def test_both_sides_in_alts_two_networks(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
+    in_process_pair_only(pair, SHM_OUTPUT_TO_SELECTOR)
     ch = csp.Channel(name="data")
     idle_w, idle_r = csp.Channel(name="idle-w"), csp.Channel(name="idle-r")
     hr = kr.Spawn(kr.process(alt_consume)(ch, idle_r, N))
@@ -197,26 +231,30 @@ def test_both_sides_in_alts_two_networks(pair: tuple[Kit, Kit]) -> None:
 # --------------------------------------------------------------------------- poison
 
 
+async def count_until_poisoned(
+    k: Kit, inp: csp.Channel, also: csp.Channel, report: SimpleNamespace
+) -> None:
+    n = 0
+    while True:
+        await k.read(inp)
+        n += 1
+        if n == N:
+            report.seen.write_nowait(n)
+
+
 def test_poison_from_writer_side(pair: tuple[Kit, Kit]) -> None:
     """The writer poisons after N values; the reader, blocked on its next read, ends cleanly
     (result None) and poisons its other channel."""
     kw, kr = pair
     ch, other = csp.Channel(name="data"), csp.Channel(name="other")
-
-    async def count_until_poisoned(k: Kit, inp: csp.Channel, also: csp.Channel) -> int:
-        n = 0
-        while True:
-            await k.read(inp)
-            n += 1
-            if n == N:
-                seen.append(n)
-
-    seen: list[int] = []
+    # Not an argument (it would be poisoned as the reader ends): wrapped.
+    report = SimpleNamespace(seen=csp.Channel(1, name="seen"))
     res = csp.Par(
-        kw.process(write_then_poison)(ch, N), kr.process(count_until_poisoned)(ch, other)
+        kw.process(write_then_poison)(ch, N),
+        kr.process(count_until_poisoned)(ch, other, report),
     ).run()
     assert res == ["poisoned", None]
-    assert seen == [N]
+    assert report.seen.read_nowait() == N
     assert other.stats().poisoned
 
 
@@ -230,15 +268,16 @@ def test_poison_from_reader_side(pair: tuple[Kit, Kit]) -> None:
     assert other.stats().poisoned
 
 
+async def alt_forever(k: Kit, inp: csp.Channel, idle: csp.Channel) -> None:
+    alt = csp.Alt(idle, inp)
+    while True:
+        await k.select(alt)
+
+
 def test_poison_reaches_a_reader_blocked_in_alt(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
+    alt_side_in_process_against_os(kr, kw)
     ch, idle = csp.Channel(name="data"), csp.Channel(name="idle")
-
-    async def alt_forever(k: Kit, inp: csp.Channel, idle: csp.Channel) -> None:
-        alt = csp.Alt(idle, inp)
-        while True:
-            await k.select(alt)
-
     res = csp.Par(kw.process(write_then_poison)(ch, N), kr.process(alt_forever)(ch, idle)).run()
     assert res == ["poisoned", None]
     assert idle.stats().poisoned  # the reader's other argument: poison spread through it
@@ -266,12 +305,6 @@ def test_retire_from_writer_side(pair: tuple[Kit, Kit]) -> None:
     a, b = csp.Channel(3, name="a"), csp.Channel(3, name="b")
     a_w, a_r, b_w, b_r = a.writer(), a.reader(), b.writer(), b.reader()
 
-    async def produce_and_retire(k: Kit, out: csp.Writer, n: int) -> str:
-        with out:
-            for i in range(n):
-                await k.write(out, i)
-        return "retired"
-
     h = csp.Par(kw.process(produce_and_retire)(a_w, N), kr.process(relay)(a_r, b_w)).start()
     got = list(b_r)  # ends when the relay, ended by retire, retired b_w
     assert h.join(timeout=JOIN) == ["retired", None]
@@ -280,22 +313,24 @@ def test_retire_from_writer_side(pair: tuple[Kit, Kit]) -> None:
     assert not b.stats().poisoned
 
 
+async def read_n_and_retire(k: Kit, inp: csp.Reader, n: int) -> list[int]:
+    with inp:
+        return [await k.read(inp) for _ in range(n)]
+
+
+async def write_counting(k: Kit, out: csp.Writer, also: csp.Writer) -> None:
+    i = 0
+    while True:
+        await k.write(out, i)
+        i += 1
+
+
 def test_retire_from_reader_side(pair: tuple[Kit, Kit]) -> None:
     """The only reader end retires after N values: the blocked writer raises ChannelRetired,
     ends cleanly, and retires its other ends (not poisons them)."""
     kw, kr = pair
     ch, other = csp.Channel(name="data"), csp.Channel(1, name="other")
     w, r, other_w = ch.writer(), ch.reader(), other.writer()
-
-    async def read_n_and_retire(k: Kit, inp: csp.Reader, n: int) -> list[int]:
-        with inp:
-            return [await k.read(inp) for _ in range(n)]
-
-    async def write_counting(k: Kit, out: csp.Writer, also: csp.Writer) -> None:
-        i = 0
-        while True:
-            await k.write(out, i)
-            i += 1
 
     res = csp.Par(kw.process(write_counting)(w, other_w), kr.process(read_n_and_retire)(r, N)).run()
     assert res == [None, list(range(N))]

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
-from _kit import Kit
+from _kit import SHARED_BACKENDS, Kit
+from _os_support import SHM_ALT_UNCOUNTED, backend_fixture, in_process_only
 from _support import wait_until
+
+backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -27,13 +30,41 @@ async def write(k: Kit, ch: csp.Channel | csp.Writer, value: Any) -> None:
     await k.write(ch, value)
 
 
-async def drain(k: Kit, ch: csp.Channel | csp.Reader, got: list[Any]) -> list[Any]:
-    async for v in k.iter(ch):
-        got.append(v)
-    return got
+async def drain(k: Kit, ch: csp.Channel | csp.Reader) -> list[Any]:
+    return [v async for v in k.iter(ch)]
+
+
+async def drain_until_poisoned(k: Kit, ch: csp.Channel | csp.Reader) -> tuple[list[Any], Any]:
+    """(the values read, the ChannelPoisoned that ended the iteration)."""
+    got: list[Any] = []
+    try:
+        async for v in k.iter(ch):
+            got.append(v)
+    except csp.ChannelPoisoned as exc:
+        return got, exc
+    return got, None
 
 
 # --------------------------------------------------------------------------- poison
+
+
+async def everything_raises_poisoned(k: Kit, ch: csp.Channel) -> None:
+    with pytest.raises(csp.ChannelPoisoned):
+        await k.read(ch)
+    with pytest.raises(csp.ChannelPoisoned):
+        await k.write(ch, 1)
+    with pytest.raises(csp.ChannelPoisoned):
+        ch.read_nowait()
+    with pytest.raises(csp.ChannelPoisoned):
+        ch.write_nowait(1)
+    with pytest.raises(csp.ChannelPoisoned):
+        await k.read(ch, timeout=0.01)
+    with pytest.raises(csp.ChannelPoisoned):
+        await k.write(ch, 1, timeout=0.01)
+    with pytest.raises(csp.ChannelPoisoned):
+        await k.select(csp.Alt(ch, csp.Timeout(0.01)))
+    with pytest.raises(csp.ChannelPoisoned):
+        [v async for v in k.iter(ch)]
 
 
 @pytest.mark.parametrize("capacity", [0, 3])
@@ -41,26 +72,7 @@ def test_poisoned_channel_rejects_everything(k: Kit, capacity: int) -> None:
     ch = csp.Channel(capacity)
     ch.poison()
     assert ch.stats().poisoned
-
-    async def body(k: Kit) -> None:
-        with pytest.raises(csp.ChannelPoisoned):
-            await k.read(ch)
-        with pytest.raises(csp.ChannelPoisoned):
-            await k.write(ch, 1)
-        with pytest.raises(csp.ChannelPoisoned):
-            ch.read_nowait()
-        with pytest.raises(csp.ChannelPoisoned):
-            ch.write_nowait(1)
-        with pytest.raises(csp.ChannelPoisoned):
-            await k.read(ch, timeout=0.01)
-        with pytest.raises(csp.ChannelPoisoned):
-            await k.write(ch, 1, timeout=0.01)
-        with pytest.raises(csp.ChannelPoisoned):
-            await k.select(csp.Alt(ch, csp.Timeout(0.01)))
-        with pytest.raises(csp.ChannelPoisoned):
-            [v async for v in k.iter(ch)]
-
-    k.run(body)
+    k.run(everything_raises_poisoned, ch)
 
 
 def test_poison_is_idempotent() -> None:
@@ -94,7 +106,7 @@ def test_poison_reaches_all_ends_and_copies(k: Kit) -> None:
     with pytest.raises(csp.ChannelPoisoned):
         k.run(write, w, 0)
     with pytest.raises(csp.ChannelPoisoned):
-        k.run(drain, r, [])
+        k.run(drain, r)
 
 
 @pytest.mark.parametrize("capacity", [0, 2])
@@ -154,13 +166,14 @@ def test_blocked_read_woken_by_poison_through_end(k: Kit) -> None:
     assert isinstance(reader.exception(), csp.ChannelPoisoned)
 
 
+async def chooser(k: Kit, alt: csp.Alt) -> Any:
+    return await k.select(alt)
+
+
 def test_blocked_alt_woken_by_poison(k: Kit) -> None:
+    in_process_only(k.backend, SHM_ALT_UNCOUNTED)
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
-
-    async def chooser(k: Kit) -> Any:
-        return await k.select(csp.Alt(a, csp.Output(b, 1)))
-
-    t = k.spawn(chooser)
+    t = k.spawn(chooser, csp.Alt(a, csp.Output(b, 1)))
     wait_until(
         lambda: a.stats().readers_waiting == 1 and b.stats().writers_waiting == 1,
         what="alt blocked on both guards",
@@ -175,13 +188,13 @@ def test_blocked_alt_woken_by_poison(k: Kit) -> None:
 def test_iteration_raises_on_poison(k: Kit) -> None:
     ch = csp.Channel()
     r = ch.reader()
-    got: list[int] = []
-    t = k.spawn(drain, r, got)
+    t = k.spawn(drain_until_poisoned, r)
     for i in range(3):
         ch.write(i)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="iterator blocked")
     ch.poison()
-    assert isinstance(t.exception(), csp.ChannelPoisoned)
+    got, exc = t.join()
+    assert isinstance(exc, csp.ChannelPoisoned)
     assert got == [0, 1, 2]
 
 
@@ -232,7 +245,7 @@ def test_blocked_write_woken_by_last_reader_retire(k: Kit, capacity: int) -> Non
 def test_blocked_iteration_ends_when_writer_retires(k: Kit) -> None:
     ch = csp.Channel()
     r, w = ch.reader(), ch.writer()
-    t = k.spawn(drain, r, [])
+    t = k.spawn(drain, r)
     w.write(1)
     w.write(2)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="iterator blocked")

@@ -16,8 +16,11 @@ import time
 import pytest
 
 import ferrocsp as csp
-from _kit import Kit
+from _kit import SHARED_BACKENDS, Kit
+from _os_support import COPIES, backend_fixture, in_process_only
 from _support import all_exceptions, wait_until
+
+backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -93,10 +96,11 @@ def test_process_thread_backend_option() -> None:
     assert csp.Par(on_thread()).run() == [7]
 
 
-def test_process_args_and_kwargs(k: Kit) -> None:
-    async def f(k: Kit, a: int, *, b: int = 0) -> tuple[int, int]:
-        return a, b
+async def f(k: Kit, a: int, *, b: int = 0) -> tuple[int, int]:
+    return a, b
 
+
+def test_process_args_and_kwargs(k: Kit) -> None:
     assert k.Par(k.process(f)(1, b=2), k.process(f)(3)).run() == [(1, 2), (3, 0)]
 
 
@@ -154,10 +158,11 @@ def test_par_with_plain_lambdas(plain_backend: str) -> None:
     ]
 
 
-def test_par_with_partial(k: Kit) -> None:
-    async def mul(k: Kit, a: int, b: int) -> int:
-        return a * b
+async def mul(k: Kit, a: int, b: int) -> int:
+    return a * b
 
+
+def test_par_with_partial(k: Kit) -> None:
     fn = k.function(mul)
     assert k.Par(functools.partial(fn, 3, 4), functools.partial(fn, 5, b=6)).run() == [12, 30]
 
@@ -167,6 +172,7 @@ def test_par_mixes_processes_and_callables(k: Kit) -> None:
 
 
 def test_par_values_by_reference(k: Kit) -> None:
+    in_process_only(k.backend, COPIES)
     ch = csp.Channel()
     obj = object()
     results = k.Par(k.callable(write_one, ch, obj), k.process(read_one)(ch)).run()
@@ -181,7 +187,7 @@ def test_nested_par_is_a_process(k: Kit) -> None:
 
 def test_par_many_processes(k: Kit) -> None:
     ch = csp.Channel()
-    n = 32
+    n = 8 if k.backend == "os" else 32  # an OS process costs a forkserver start
     results = k.Par(*[k.process(produce)(ch, 1) for _ in range(n)], k.process(consume)(ch, n)).run()
     assert results[:n] == ["produced"] * n
     assert sorted(results[n]) == [0] * n
@@ -286,10 +292,11 @@ def test_spawn_name_option() -> None:
     assert "custom-name" in h.name
 
 
-def test_spawn_failure_join_reraises(k: Kit) -> None:
-    async def fails(k: Kit) -> None:
-        raise KeyError("spawned failure")
+async def fails(k: Kit) -> None:
+    raise KeyError("spawned failure")
 
+
+def test_spawn_failure_join_reraises(k: Kit) -> None:
     h = k.Spawn(k.process(fails)())
     with pytest.raises((KeyError, ExceptionGroup)) as info:
         h.join(timeout=10)
@@ -300,10 +307,11 @@ def test_spawn_failure_join_reraises(k: Kit) -> None:
         _ = h.result
 
 
-def test_par_handle_failure_join_raises_group(k: Kit) -> None:
-    async def boom(k: Kit) -> None:
-        raise ValueError("handle boom")
+async def boom(k: Kit) -> None:
+    raise ValueError("handle boom")
 
+
+def test_par_handle_failure_join_raises_group(k: Kit) -> None:
     h = k.Par(k.process(add)(1, 1), k.callable(boom)).start()
     with pytest.raises(ExceptionGroup) as info:
         h.join(timeout=10)
@@ -349,12 +357,12 @@ def test_asyncio_cannot_be_the_default_backend(monkeypatch: pytest.MonkeyPatch) 
         csp.Par(lambda: None).run()
 
 
+async def interrupted(k: Kit, c: csp.Channel) -> None:
+    raise KeyboardInterrupt
+
+
 def test_keyboard_interrupt_in_seq_propagates_and_poisons(k: Kit) -> None:
     ch = csp.Channel()
-
-    async def interrupted(k: Kit, c: csp.Channel) -> None:
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         csp.Seq(k.process(interrupted)(ch)).run()
     assert ch.stats().poisoned
@@ -381,6 +389,6 @@ def test_arun_returns_results_and_leaves_no_thread_behind(k: Kit) -> None:
     async def main() -> list[object]:
         return await k.Par(k.process(produce)(ch, 20), k.process(consume)(ch, 20)).arun()
 
-    for _ in range(20):
+    for _ in range(4 if k.backend == "os" else 20):  # an OS process costs a forkserver start
         assert asyncio.run(main()) == ["produced", list(range(20))]
         assert set(threading.enumerate()) <= before

@@ -6,13 +6,16 @@ Every test runs under the thread, greenlet and asyncio backends with one process
 
 from __future__ import annotations
 
-import threading
+from types import SimpleNamespace
 
 import pytest
 
 import ferrocsp as csp
-from _kit import Kit
+from _kit import SHARED_BACKENDS, Kit
+from _os_support import backend_fixture
 from _support import all_exceptions, notes, wait_until
+
+backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -62,18 +65,19 @@ def test_poisoned_process_result_is_none_and_poison_spreads(k: Kit) -> None:
         assert ch.stats().poisoned, ch.name
 
 
+async def source(k: Kit, cout: csp.Channel) -> None:
+    for i in range(5):
+        await k.write(cout, i)
+    cout.poison()
+
+
+async def sink(k: Kit, cin: csp.Channel, report: csp.Channel) -> list[int]:
+    return [await k.read(cin) for _ in range(100)]
+
+
 def test_poison_from_the_source_spreads_downstream(k: Kit) -> None:
     c1, c2, c3 = csp.Channel(), csp.Channel(3), csp.Channel()
     done = csp.Channel()
-
-    async def source(k: Kit, cout: csp.Channel) -> None:
-        for i in range(5):
-            await k.write(cout, i)
-        cout.poison()
-
-    async def sink(k: Kit, cin: csp.Channel, report: csp.Channel) -> list[int]:
-        return [await k.read(cin) for _ in range(100)]
-
     ident = k.process(identity)
     results = k.Par(
         k.process(source)(c1), ident(c1, c2), ident(c2, c3), k.process(sink)(c3, done)
@@ -114,19 +118,21 @@ def test_ends_in_args_poisoned_on_poison(k: Kit) -> None:
     assert side.stats().poisoned
 
 
+async def producer(k: Kit, cout: csp.Writer, n: int) -> str:
+    with cout:
+        for i in range(n):
+            await k.write(cout, i)
+    return "done"
+
+
+async def consumer(k: Kit, cin: csp.Reader) -> list[int]:
+    return [v async for v in k.iter(cin)]
+
+
 def test_retire_spreads_through_pipeline_of_ends(k: Kit) -> None:
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
     a_w, a_r = a.writer(), a.reader()
     b_w, b_r = b.writer(), b.reader()
-
-    async def producer(k: Kit, cout: csp.Writer, n: int) -> str:
-        with cout:
-            for i in range(n):
-                await k.write(cout, i)
-        return "done"
-
-    async def consumer(k: Kit, cin: csp.Reader) -> list[int]:
-        return [v async for v in k.iter(cin)]
 
     # identity ends by ChannelRetired (a is retired): it must retire b_w, ending consumer
     results = k.Par(
@@ -139,20 +145,21 @@ def test_retire_spreads_through_pipeline_of_ends(k: Kit) -> None:
         b_w.write(0)
 
 
+async def fan(
+    k: Kit, cin: csp.Reader, couts: list[csp.Writer], more: dict[str, csp.Writer]
+) -> None:
+    while True:
+        v = await k.read(cin)
+        for w in couts:
+            await k.write(w, v)
+
+
 def test_retired_ends_in_containers_are_retired(k: Kit) -> None:
     a = csp.Channel(name="a")
     a_r, a_w = a.reader(), a.writer()
     outs = [csp.Channel(1, name=f"o{i}") for i in range(3)]
     out_ws = [o.writer() for o in outs]
     extra = csp.Channel(1, name="extra")
-
-    async def fan(
-        k: Kit, cin: csp.Reader, couts: list[csp.Writer], more: dict[str, csp.Writer]
-    ) -> None:
-        while True:
-            v = await k.read(cin)
-            for w in couts:
-                await k.write(w, v)
 
     h = k.Par(k.process(fan)(a_r, out_ws, more={"w": extra.writer()})).start()
     a_w.write(1)
@@ -190,12 +197,13 @@ def test_failure_raises_group_with_note_and_peers_stop(k: Kit) -> None:
     assert shared.stats().poisoned
 
 
+async def writes_forever(k: Kit, cout: csp.Channel) -> None:
+    while True:
+        await k.write(cout, 1)
+
+
 def test_failure_stops_peer_blocked_writing(k: Kit) -> None:
     shared = csp.Channel()
-
-    async def writes_forever(k: Kit, cout: csp.Channel) -> None:
-        while True:
-            await k.write(cout, 1)
 
     with pytest.raises(ExceptionGroup) as info:
         k.Par(k.process(writes_forever)(shared), worker(k)(shared, RuntimeError("crash"))).run()
@@ -216,14 +224,16 @@ def test_failure_poisons_peers_transitively(k: Kit) -> None:
         assert ch.stats().poisoned
 
 
+async def first(k: Kit, ch: csp.Channel) -> None:
+    raise ValueError("one")
+
+
+async def second(k: Kit, ch: csp.Channel) -> None:
+    raise TypeError("two")
+
+
 def test_several_failures_all_reported_with_their_names(k: Kit) -> None:
     shared = csp.Channel()
-
-    async def first(k: Kit, ch: csp.Channel) -> None:
-        raise ValueError("one")
-
-    async def second(k: Kit, ch: csp.Channel) -> None:
-        raise TypeError("two")
 
     with pytest.raises(ExceptionGroup) as info:
         k.Par(k.process(first)(shared), k.process(second)(shared)).run()
@@ -234,13 +244,15 @@ def test_several_failures_all_reported_with_their_names(k: Kit) -> None:
     assert notes(by_type[TypeError]) == "in process 'second'"
 
 
+async def plain_failure(k: Kit) -> None:
+    raise OSError("plain")
+
+
+async def one(k: Kit) -> int:
+    return 1
+
+
 def test_failure_of_plain_callable_names_it(k: Kit) -> None:
-    async def plain_failure(k: Kit) -> None:
-        raise OSError("plain")
-
-    async def one(k: Kit) -> int:
-        return 1
-
     with pytest.raises(ExceptionGroup) as info:
         k.Par(k.callable(plain_failure), k.callable(one)).run()
     (exc,) = info.value.exceptions
@@ -248,19 +260,20 @@ def test_failure_of_plain_callable_names_it(k: Kit) -> None:
     assert notes(exc) == "in process 'plain_failure'"
 
 
+async def cleans_up(k: Kit, cin: csp.Channel, report: SimpleNamespace) -> None:
+    try:
+        await k.read(cin)
+    finally:
+        report.finished.write_nowait("cleaned up")  # buffered: the test reads it after the Par
+
+
 def test_par_waits_for_every_process_before_raising(k: Kit) -> None:
-    finished = threading.Event()
+    # Wrapped: a channel argument would be poisoned (dropping the report) as the process ends.
+    report = SimpleNamespace(finished=csp.Channel(1))
     shared = csp.Channel()
-
-    async def slow_cleanup(k: Kit, cin: csp.Channel) -> None:
-        try:
-            await k.read(cin)
-        finally:
-            finished.set()
-
     with pytest.raises(ExceptionGroup):
-        k.Par(k.process(slow_cleanup)(shared), worker(k)(shared, ValueError("x"))).run()
-    assert finished.is_set()
+        k.Par(k.process(cleans_up)(shared, report), worker(k)(shared, ValueError("x"))).run()
+    assert report.finished.read_nowait() == "cleaned up"
 
 
 def test_poisoned_peer_is_not_reported_as_failure(k: Kit) -> None:
@@ -287,29 +300,34 @@ def test_failure_in_spawn_and_nested_par_groups(k: Kit) -> None:
     assert shared.stats().poisoned
 
 
+async def interrupted(k: Kit, c: csp.Channel) -> None:
+    raise KeyboardInterrupt
+
+
+async def feed(k: Kit, out: csp.Channel, finished: csp.Channel) -> None:
+    for i in range(3):
+        await k.write(out, i)
+    finished.write_nowait("fed")
+
+
+async def eat(k: Kit, inp: csp.Channel, finished: csp.Channel) -> None:
+    finished.write_nowait([await k.read(inp) for _ in range(3)])
+
+
 def test_keyboard_interrupt_raised_by_a_process_fails_only_that_process(k: Kit) -> None:
     """A process of a network that raises KeyboardInterrupt itself (Ctrl-C only reaches the
     main thread) is a failure like any other on every backend: its channels are poisoned, its
     siblings (on a greenlet backend: the same scheduler) run to their end, and the group holds
     the interrupt, noted with the process."""
     ch, other = csp.Channel(name="interrupted"), csp.Channel(name="other")
-
-    async def interrupted(k: Kit, c: csp.Channel) -> None:
-        raise KeyboardInterrupt
-
-    finished: list[object] = []
-
-    async def feed(k: Kit, out: csp.Channel) -> None:
-        for i in range(3):
-            await k.write(out, i)
-        finished.append("fed")
-
-    async def eat(k: Kit, inp: csp.Channel) -> None:
-        finished.append([await k.read(inp) for _ in range(3)])
-
+    finished = csp.Channel(2, name="finished")  # buffered: read after the Par
     with pytest.raises(BaseExceptionGroup) as info:
-        k.Par(k.process(interrupted)(ch), k.process(feed)(other), k.process(eat)(other)).run()
-    assert sorted(finished, key=str) == [[0, 1, 2], "fed"]
+        k.Par(
+            k.process(interrupted)(ch),
+            k.process(feed)(other, finished),
+            k.process(eat)(other, finished),
+        ).run()
+    assert sorted([finished.read_nowait(), finished.read_nowait()], key=str) == [[0, 1, 2], "fed"]
     (exc,) = info.value.exceptions
     assert isinstance(exc, KeyboardInterrupt)
     assert notes(exc) == "in process 'interrupted'"

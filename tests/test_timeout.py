@@ -14,13 +14,17 @@ import random
 import threading
 import time
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import ferrocsp as csp
-from _kit import Kit
+from _kit import SHARED_BACKENDS, Kit
+from _os_support import backend_fixture
 from _support import Background, wait_until
+
+backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -33,51 +37,49 @@ async def write(k: Kit, ch: csp.Channel, value: Any, timeout: float | None) -> N
     await k.write(ch, value, timeout=timeout)
 
 
+async def times_a_read_out(k: Kit, ch: csp.Channel) -> float:
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await k.read(ch, timeout=0.05)
+    return time.monotonic() - t0
+
+
 @pytest.mark.parametrize("capacity", [0, 2])
 def test_read_timeout_on_empty_channel(k: Kit, capacity: int) -> None:
     ch = csp.Channel(capacity)
-
-    async def body(k: Kit) -> float:
-        t0 = time.monotonic()
-        with pytest.raises(TimeoutError):
-            await k.read(ch, timeout=0.05)
-        return time.monotonic() - t0
-
-    assert 0.04 <= k.run(body) < 5
+    assert 0.04 <= k.run(times_a_read_out, ch) < 5
     st = ch.stats()
     assert (st.readers_waiting, st.writers_waiting, st.buffered) == (0, 0, 0)
 
 
+async def times_a_write_out(k: Kit, ch: csp.Channel) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await k.write(ch, "lost?", timeout=0.05)
+    assert time.monotonic() - t0 >= 0.04
+    assert ch.stats().writers_waiting == 0
+    with pytest.raises(csp.WouldBlock):
+        ch.read_nowait()
+    with pytest.raises(TimeoutError):
+        await k.read(ch, timeout=0.01)
+
+
 def test_rendezvous_write_timeout_sends_nothing(k: Kit) -> None:
-    ch = csp.Channel()
+    k.run(times_a_write_out, csp.Channel())
 
-    async def body(k: Kit) -> None:
-        t0 = time.monotonic()
-        with pytest.raises(TimeoutError):
-            await k.write(ch, "lost?", timeout=0.05)
-        assert time.monotonic() - t0 >= 0.04
-        assert ch.stats().writers_waiting == 0
-        with pytest.raises(csp.WouldBlock):
-            ch.read_nowait()
-        with pytest.raises(TimeoutError):
-            await k.read(ch, timeout=0.01)
 
-    k.run(body)
+async def times_out_on_a_full_buffer(k: Kit, ch: csp.Channel) -> None:
+    await k.write(ch, "first")
+    with pytest.raises(TimeoutError):
+        await k.write(ch, "second", timeout=0.03)
+    assert ch.stats().buffered == 1
+    assert await k.read(ch) == "first"
+    with pytest.raises(csp.WouldBlock):
+        ch.read_nowait()
 
 
 def test_buffered_write_timeout_when_full_sends_nothing(k: Kit) -> None:
-    ch = csp.Channel(1)
-
-    async def body(k: Kit) -> None:
-        await k.write(ch, "first")
-        with pytest.raises(TimeoutError):
-            await k.write(ch, "second", timeout=0.03)
-        assert ch.stats().buffered == 1
-        assert await k.read(ch) == "first"
-        with pytest.raises(csp.WouldBlock):
-            ch.read_nowait()
-
-    k.run(body)
+    k.run(times_out_on_a_full_buffer, csp.Channel(1))
 
 
 def test_timeout_not_a_csp_error(k: Kit) -> None:
@@ -86,31 +88,29 @@ def test_timeout_not_a_csp_error(k: Kit) -> None:
     assert not isinstance(info.value, csp.CSPError)
 
 
+async def times_out_on_ends(k: Kit, r: csp.Reader, w: csp.Writer) -> None:
+    with pytest.raises(TimeoutError):
+        await k.read(r, timeout=0.01)
+    with pytest.raises(TimeoutError):
+        await k.write(w, 1, timeout=0.01)
+
+
 def test_timeouts_on_ends(k: Kit) -> None:
     ch = csp.Channel()
-    r, w = ch.reader(), ch.writer()
+    k.run(times_out_on_ends, ch.reader(), ch.writer())
 
-    async def body(k: Kit) -> None:
-        with pytest.raises(TimeoutError):
-            await k.read(r, timeout=0.01)
-        with pytest.raises(TimeoutError):
-            await k.write(w, 1, timeout=0.01)
 
-    k.run(body)
+async def zero_and_integer_timeouts(k: Kit, ch: csp.Channel) -> None:
+    with pytest.raises(TimeoutError):
+        await k.read(ch, timeout=0)
+    await k.write(ch, 5, timeout=0)  # room in the buffer: succeeds at once
+    with pytest.raises(TimeoutError):
+        await k.write(ch, 6, timeout=0)
+    assert await k.read(ch, timeout=1) == 5
 
 
 def test_integer_and_zero_timeouts(k: Kit) -> None:
-    ch = csp.Channel(1)
-
-    async def body(k: Kit) -> None:
-        with pytest.raises(TimeoutError):
-            await k.read(ch, timeout=0)
-        await k.write(ch, 5, timeout=0)  # room in the buffer: succeeds at once
-        with pytest.raises(TimeoutError):
-            await k.write(ch, 6, timeout=0)
-        assert await k.read(ch, timeout=1) == 5
-
-    k.run(body)
+    k.run(zero_and_integer_timeouts, csp.Channel(1))
 
 
 def test_timeout_none_blocks_until_partner(k: Kit) -> None:
@@ -145,24 +145,29 @@ def test_poison_during_timed_wait_raises_poisoned(k: Kit) -> None:
     assert isinstance(reader.exception(), csp.ChannelPoisoned)
 
 
+async def waiter(k: Kit, ch: csp.Channel, delay: float, report: SimpleNamespace) -> float:
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await k.read(ch, timeout=delay)
+    report.expired.write_nowait(delay)
+    return time.monotonic() - t0
+
+
 def test_timed_waits_of_one_backend_fire_in_deadline_order(k: Kit) -> None:
     """Five processes of the backend wait with different timeouts on one channel (greenlet:
     one scheduler's timer heap; asyncio: one loop's call_later): each times out after its own
     delay, none early; the channel is left clean."""
     ch = csp.Channel()
     delays = [0.09, 0.01, 0.05, 0.03, 0.07]
-    order: list[float] = []
-
-    async def waiter(k: Kit, delay: float) -> float:
-        t0 = time.monotonic()
-        with pytest.raises(TimeoutError):
-            await k.read(ch, timeout=delay)
-        order.append(delay)
-        return time.monotonic() - t0
-
-    waited = [t.join() for t in k.spawn_many(waiter, [(d,) for d in delays])]
+    # Each waiter reports its delay on a buffered channel as it times out.
+    expired = csp.Channel(len(delays), name="expired")
+    tasks = k.spawn_many(waiter, [(ch, d, SimpleNamespace(expired=expired)) for d in delays])
+    waited = [t.join() for t in tasks]
     assert all(w >= d - 0.001 for w, d in zip(waited, delays, strict=True)), waited
-    if k.backend != "thread":  # one scheduler/loop: expiries are processed in deadline order
+    order = [expired.read_nowait() for _ in delays]
+    # One scheduler/loop: expiries are processed in deadline order (threads and OS
+    # processes each wait on their own).
+    if k.backend not in ("thread", "os"):
         assert order == sorted(delays)
     st = ch.stats()
     assert (st.readers_waiting, st.writers_waiting) == (0, 0)

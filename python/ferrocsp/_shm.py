@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from ._errors import ChannelPoisoned, ChannelRetired, WouldBlock
+from ._errors import ChannelRetired, WouldBlock
 from ._io import io
 from ._native import Channel, Reader, Writer, _in_scheduler, _shm_wait_any, _ShmChannel
 from ._stats import ChannelStats
@@ -230,18 +230,14 @@ def share(chan: Channel) -> SharedChannel:
         if shared is not None:
             return shared  # type: ignore[no-any-return]
         st = chan.stats()
-        writers_retired = False
-        if st.retired and st.buffered == 0:
-            try:  # which side retired? (readers see end-of-stream only if the writers did)
-                chan.read_nowait()
-            except ChannelRetired:
-                writers_retired = True
-            except (WouldBlock, ChannelPoisoned):
-                pass
+        # In process, retirement is one state of the whole channel, whichever side's ends
+        # retired: reads drain the buffer, then reads and writes raise ChannelRetired (and
+        # `read_nowait` cannot tell the sides apart). The shared channel gets both sides
+        # retired: its writers now (reads drain, then raise), its readers once the buffered
+        # values are adopted (adopted writes would fail on a retired reader side).
         native = _ShmChannel(chan.capacity, RING_BYTES, chan.name)
-        readers_retired = st.retired and st.reader_ends == 0 and not writers_retired
-        native.adopt_counts("reader", st.reader_ends + int(readers_retired), st.reader_ends)
-        native.adopt_counts("writer", st.writer_ends + int(writers_retired), st.writer_ends)
+        native.adopt_counts("reader", st.reader_ends, st.reader_ends)
+        native.adopt_counts("writer", st.writer_ends + int(st.retired), st.writer_ends)
         if st.poisoned:
             native.poison()
         shared = SharedChannel(native, chan.name, [])
@@ -256,6 +252,8 @@ def share(chan: Channel) -> SharedChannel:
             for v in values:
                 parts, kinds = encode(v, chan.name)
                 native.write(parts, kinds, None, True, True)
+            if st.retired:
+                native.adopt_counts("reader", 1, 0)
         finally:
             shared._moving = False
             shared._gate.set()
@@ -442,8 +440,10 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
         seen = [c.seq for c in natives]
         if policy == _PRIORITY:
             order = list(range(n))
-        elif policy == _FAIR and last is not None:
-            order = [(last + 1 + k) % n for k in range(n)]
+        elif policy == _FAIR:
+            # As in-process: after the guard chosen last; a fresh Alt starts at the first.
+            first = 0 if last is None else last + 1
+            order = [(first + k) % n for k in range(n)]
         else:
             order = random.sample(range(n), n)
         live = 0
@@ -467,7 +467,9 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
             except ChannelRetired:
                 pass
         if live == 0:
-            raise ChannelRetired("alt: every channel of the Alt is retired; no guard can fire")
+            # The in-process message: every channel of the Alt, by name, in guard order.
+            names = ", ".join(f"'{s.name}'" for s in chans.values())
+            raise ChannelRetired(f"alt on channel {names}: channel is retired")
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if _in_scheduler():
             io(_shm_wait_any, natives, seen, timeout)
