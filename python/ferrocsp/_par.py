@@ -37,7 +37,7 @@ from ._native import (
     _participant_exit,
     _stop_watchdog,
 )
-from ._process import Outcome, Process, as_process, run_sync
+from ._process import Outcome, Process, as_process, failure_group, run_sync
 from ._shutdown import Endpoint, poison_all
 
 __all__ = ["INTERRUPT_GRACE", "Handle", "Par", "Seq", "Spawn"]
@@ -95,10 +95,19 @@ atexit.register(_stop_watchdog)
 atexit.register(_shutdown_at_exit)
 
 
-def _failures(name: str, processes: list[Process[Any]], errors: list[BaseException]) -> None:
+def _failures(label: str, processes: list[Process[Any]], errors: list[BaseException]) -> None:
     if errors:
-        n, total = len(errors), len(processes)
-        raise BaseExceptionGroup(f"{name}: {n} of {total} processes failed", errors)
+        raise failure_group(label, len(processes), errors)
+
+
+def _label(kind: str, name: str | None, default: str) -> tuple[str, str]:
+    """(name, label) of a Par/Seq: a given name shows as ``Par 'name'``, the default name
+    ``Par(p, q)`` as itself."""
+    if name is None:
+        return default, default
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name must be a str, not {type(name).__name__}")
+    return name, f"{kind} {name!r}"
 
 
 class _Task(Protocol):
@@ -131,8 +140,10 @@ class Handle(Generic[T]):
         backend: str | None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        label: str | None = None,
     ) -> None:
         self.name = name
+        self._label = label if label is not None else name
         self._processes = processes
         self._single = False
         kinds = [_backend_of(p, backend) for p in processes]  # validates before starting
@@ -227,7 +238,7 @@ class Handle(Generic[T]):
             raise RuntimeError(f"{self.name} is still running")
         outcomes = [t.outcome for t in self._tasks]
         errors = [o.error for o in outcomes if o is not None and o.error is not None]
-        _failures(self.name, self._processes, errors)
+        _failures(self._label, self._processes, errors)
         values: list[Any] = [None if o is None else o.value for o in outcomes]
         result: Any = values[0] if self._single else values
         return result  # type: ignore[no-any-return]
@@ -305,16 +316,19 @@ class Par:
     process and raises an ``ExceptionGroup`` of the failures, each noting its process.
     """
 
-    def __init__(self, *processes: object, backend: str | None = None) -> None:
+    def __init__(
+        self, *processes: object, backend: str | None = None, name: str | None = None
+    ) -> None:
         self.processes = _processes(processes, "Par")
         self.backend = None if backend is None else _backends.check(backend)
         names = ", ".join(p.name for p in self.processes[:4])
         more = ", ..." if len(self.processes) > 4 else ""
-        self.name = f"Par({names}{more})"
+        #: ``name`` if given, else ``Par(p, q, ...)``; ``label`` is how notes show it.
+        self.name, self.label = _label("Par", name, f"Par({names}{more})")
 
     def start(self) -> Handle[list[Any]]:
         """Starts every process and returns at once with a handle."""
-        return Handle(self.name, self.processes, self.backend)
+        return Handle(self.name, self.processes, self.backend, label=self.label)
 
     def run(self) -> list[Any]:
         """Runs every process to the end; returns their results in order.
@@ -333,7 +347,11 @@ class Par:
         propagates.
         """
         h: Handle[list[Any]] = Handle(
-            self.name, self.processes, self.backend, loop=asyncio.get_running_loop()
+            self.name,
+            self.processes,
+            self.backend,
+            loop=asyncio.get_running_loop(),
+            label=self.label,
         )
         pid = _participant_enter(self.name, True)  # waits for its own processes
         try:
@@ -363,10 +381,12 @@ class Seq:
     A failing process stops the sequence: ``run()`` raises an ``ExceptionGroup`` holding it.
     """
 
-    def __init__(self, *processes: object) -> None:
+    def __init__(self, *processes: object, name: str | None = None) -> None:
         self.processes = _processes(processes, "Seq")
         names = ", ".join(p.name for p in self.processes[:4])
-        self.name = f"Seq({names}{', ...' if len(self.processes) > 4 else ''})"
+        default = f"Seq({names}{', ...' if len(self.processes) > 4 else ''})"
+        #: ``name`` if given, else ``Seq(p, q, ...)``; ``label`` is how notes show it.
+        self.name, self.label = _label("Seq", name, default)
 
     def run(self) -> list[Any]:
         """Runs the processes in order; returns their results."""
@@ -374,7 +394,7 @@ class Seq:
         for p in self.processes:
             out = run_sync(p)
             if out.error is not None:
-                _failures(self.name, self.processes, [out.error])
+                _failures(self.label, self.processes, [out.error])
             results.append(out.value)
         return results
 

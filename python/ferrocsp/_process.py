@@ -12,6 +12,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import inspect
@@ -27,7 +28,17 @@ from ._errors import ChannelPoisoned, ChannelRetired
 from ._native import _Participant, _participant_enter, _participant_exit, _set_process_name
 from ._shutdown import Endpoint, channel_args, poison_all, retire_ends
 
-__all__ = ["Outcome", "Process", "aexecute", "as_process", "execute", "process", "run_sync"]
+__all__ = [
+    "Outcome",
+    "Process",
+    "aexecute",
+    "as_process",
+    "execute",
+    "failure_group",
+    "note_process",
+    "process",
+    "run_sync",
+]
 
 #: The process running in the current asyncio task (many share one thread); read by the
 #: native module for error messages.
@@ -183,8 +194,55 @@ def _ended(proc: Process[Any], exc: BaseException) -> Outcome:
         return Outcome()
     # Anything else (cancellation included) is a failure: poison so the peers stop.
     poison_all(proc.endpoints())
-    exc.add_note(f"in process {proc.name!r}")
+    # A nested Par/Seq (its ``run`` is the function) names itself as such.
+    label = getattr(getattr(proc.fn, "__self__", None), "label", None)
+    note_process(exc, proc.name, label=label if isinstance(label, str) else None)
     return Outcome(error=exc)
+
+
+#: Attribute of an exception: ``[base note, enclosing networks outermost first, note now]``.
+_WHERE = "_ferrocsp_where"
+#: Attribute of an ExceptionGroup raised by a Par/Seq for its failed processes.
+_GROUP = "_ferrocsp_group"
+
+
+def note_process(exc: BaseException, name: str, suffix: str = "", label: str | None = None) -> None:
+    """Adds the note naming the process ``exc`` ended, ``in process 'worker'`` (``label``
+    replaces ``process 'worker'``); the networks it is nested in extend it (``extend_paths``)
+    to ``in process 'worker' (in Par 'outer' > Par 'inner')``."""
+    text = f"in {label or f'process {name!r}'}{suffix}"
+    exc.add_note(text)
+    # An exception type without attributes keeps the plain note.
+    with contextlib.suppress(AttributeError):
+        setattr(exc, _WHERE, [text, [], text])
+
+
+def failure_group(label: str, total: int, errors: list[BaseException]) -> BaseExceptionGroup[Any]:
+    """The group a network labelled ``label`` raises for the ``errors`` of its ``total``
+    processes: each failed process's note, and those of the processes of the networks nested
+    in it, gain ``label`` as the outermost level of their path."""
+    for exc in errors:
+        _extend(exc, label)
+    group = BaseExceptionGroup(f"{label}: {len(errors)} of {total} processes failed", errors)
+    setattr(group, _GROUP, True)
+    return group
+
+
+def _extend(exc: BaseException, label: str) -> None:
+    where = getattr(exc, _WHERE, None)
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(where, list) and len(where) == 3 and isinstance(notes, list):
+        base, path, now = where
+        path.insert(0, label)
+        text = f"{base} (in {' > '.join(path)})"
+        for i, note in enumerate(notes):
+            if note == now:
+                notes[i] = text
+                where[2] = text
+                break
+    if isinstance(exc, BaseExceptionGroup) and getattr(exc, _GROUP, False):
+        for inner in exc.exceptions:
+            _extend(inner, label)
 
 
 def execute(proc: Process[Any]) -> Outcome:
