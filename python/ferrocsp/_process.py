@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from . import _backends, _trace
+from . import _backends, _shm, _trace
 from ._errors import ChannelPoisoned, ChannelRetired
 from ._native import _Participant, _participant_enter, _participant_exit, _set_process_name
 from ._shutdown import Endpoint, channel_args, poison_all, retire_ends
@@ -109,10 +109,27 @@ class Process(Generic[R]):
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # A mobile process (DESIGN 2): its function by reference, through the @process
         # factory that a module-level decorated function is bound to under its name.
-        return (
-            _rebuild,
-            (_FnRef.of(self.fn), self.args, self.kwargs, self.name, self.backend, self._endpoints),
-        )
+        fn = _FnRef.of(self.fn)
+        if fn is self.fn and _shm.is_crossing():
+            _check_movable(self)
+        return (_rebuild, (fn, self.args, self.kwargs, self.name, self.backend, self._endpoints))
+
+
+def _check_movable(proc: Process[Any]) -> None:
+    """Raises a clear TypeError if ``proc``'s function cannot be pickled by reference (what
+    pickle itself says about a lambda or a closure does not name the process)."""
+    qualname = getattr(proc.fn, "__qualname__", "")
+    if "<lambda>" in qualname:
+        what = "a lambda"
+    elif "<locals>" in qualname:
+        what = "a closure (a function defined inside another function)"
+    else:
+        return
+    raise TypeError(
+        f"process {proc.name!r} cannot move to another OS process: its function {qualname} is "
+        f"{what}, and functions cross OS processes by reference only; define it at module "
+        "level (processes on backend='os' and processes sent over shared channels must)"
+    )
 
 
 class _FnRef:
