@@ -150,7 +150,7 @@ def test_failing_worker_names_its_path_and_stops_the_others() -> None:
     assert isinstance(leaf, ValueError)
     assert str(leaf) == "seven"
     assert "in process 'fail_on_7[" in notes(leaf)
-    assert "]' (in Par(feed, f, collect) > Par 'f' > Par 'f[" in notes(leaf)
+    assert "]' (in Par 'f' > Par 'f[" in notes(leaf)
 
 
 @pytest.mark.parametrize(

@@ -266,29 +266,41 @@ def test_failure_path_notes_and_nested_groups() -> None:
     assert "in process 'fail_after' (in Par 'outer' > Par 'middle' > Par 'inner')" in notes(leaf)
 
 
-def test_default_names_in_path_notes() -> None:
+def test_unnamed_networks_leave_plain_notes_and_mixed_paths_skip_them() -> None:
     a = csp.Channel()
     with pytest.raises(BaseExceptionGroup) as info:
         csp.Par(
             csp.Par(fail_after(a.reader(), 1), backend="greenlet"), produce(a.writer(), 5)
         ).run()
     (leaf,) = all_exceptions(info.value)
-    assert "in process 'fail_after' (in Par(Par(fail_after), produce) > Par(fail_after))" in (
-        notes(leaf)
-    )
+    assert notes(leaf) == "in process 'fail_after'"
+    # Only named networks are levels of the path: the unnamed middle one is left out.
+    b = csp.Channel()
+    with pytest.raises(BaseExceptionGroup) as info:
+        csp.Par(
+            csp.Par(
+                csp.Par(fail_after(b.reader(), 1), backend="greenlet", name="in"),
+                backend="thread",
+            ),
+            produce(b.writer(), 5),
+            name="out",
+        ).run()
+    (leaf,) = all_exceptions(info.value)
+    assert notes(leaf) == "in process 'fail_after' (in Par 'out' > Par 'in')"
 
 
 def test_crash_of_a_nested_os_process_poisons_the_others() -> None:
     a = csp.Channel()
     with pytest.raises(BaseExceptionGroup) as info:
         csp.Par(
-            csp.Par(die(a.reader(), 3), backend="os"),
+            csp.Par(die(a.reader(), 3), backend="os", name="children"),
             csp.Par(write_forever(a.writer()), backend="greenlet"),
             backend="thread",
+            name="top",
         ).run()
     (leaf,) = all_exceptions(info.value)
     assert isinstance(leaf, csp.ProcessCrashed)
-    assert "in process 'die' (in Par(Par(die), Par(write_forever)) > Par(die))" in notes(leaf)
+    assert "in process 'die' (in Par 'top' > Par 'children')" in notes(leaf)
 
 
 def test_par_name_is_validated() -> None:

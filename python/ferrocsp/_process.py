@@ -211,8 +211,8 @@ def _ended(proc: Process[Any], exc: BaseException) -> Outcome:
         return Outcome()
     # Anything else (cancellation included) is a failure: poison so the peers stop.
     poison_all(proc.endpoints())
-    # A nested Par/Seq (its ``run`` is the function) names itself as such.
-    label = getattr(getattr(proc.fn, "__self__", None), "label", None)
+    # A named nested Par/Seq (its ``run`` is the function) names itself as such.
+    label = getattr(getattr(proc.fn, "__self__", None), "path_label", None)
     note_process(exc, proc.name, label=label if isinstance(label, str) else None)
     return Outcome(error=exc)
 
@@ -234,12 +234,16 @@ def note_process(exc: BaseException, name: str, suffix: str = "", label: str | N
         setattr(exc, _WHERE, [text, [], text])
 
 
-def failure_group(label: str, total: int, errors: list[BaseException]) -> BaseExceptionGroup[Any]:
+def failure_group(
+    label: str, total: int, errors: list[BaseException], path: str | None = None
+) -> BaseExceptionGroup[Any]:
     """The group a network labelled ``label`` raises for the ``errors`` of its ``total``
-    processes: each failed process's note, and those of the processes of the networks nested
-    in it, gain ``label`` as the outermost level of their path."""
-    for exc in errors:
-        _extend(exc, label)
+    processes. A named network passes ``path`` (``Par 'name'``): each failed process's note,
+    and those of the processes of the networks nested in it, gain it as the outermost level
+    of their path; unnamed networks leave the notes as they are."""
+    if path is not None:
+        for exc in errors:
+            _extend(exc, path)
     group = BaseExceptionGroup(f"{label}: {len(errors)} of {total} processes failed", errors)
     setattr(group, _GROUP, True)
     return group
