@@ -37,6 +37,7 @@ from ._errors import CSPError as CSPError
 from ._errors import Deadlock as Deadlock
 from ._errors import ProcessCrashed as ProcessCrashed
 from ._errors import WouldBlock as WouldBlock
+from ._farm import farm as farm
 from ._graph import graph as graph
 from ._io import io as io
 from ._native import Channel as Channel
@@ -75,6 +76,7 @@ __all__ = [
     "WouldBlock",
     "Writer",
     "dump",
+    "farm",
     "graph",
     "io",
     "process",

@@ -37,7 +37,7 @@ from ._native import (
     _participant_exit,
     _stop_watchdog,
 )
-from ._process import Outcome, Process, as_process, run_sync
+from ._process import Outcome, Process, as_process, failure_group, run_sync
 from ._shutdown import Endpoint, poison_all
 
 __all__ = ["INTERRUPT_GRACE", "Handle", "Par", "Seq", "Spawn"]
@@ -95,10 +95,21 @@ atexit.register(_stop_watchdog)
 atexit.register(_shutdown_at_exit)
 
 
-def _failures(name: str, processes: list[Process[Any]], errors: list[BaseException]) -> None:
+def _failures(
+    label: str, processes: list[Process[Any]], errors: list[BaseException], path: str | None
+) -> None:
     if errors:
-        n, total = len(errors), len(processes)
-        raise BaseExceptionGroup(f"{name}: {n} of {total} processes failed", errors)
+        raise failure_group(label, len(processes), errors, path)
+
+
+def _label(kind: str, name: str | None, default: str) -> tuple[str, str, str | None]:
+    """(name, label, path label) of a Par/Seq: a given name shows as ``Par 'name'`` and is a
+    level of the path notes; the default name ``Par(p, q)`` shows as itself and is not."""
+    if name is None:
+        return default, default, None
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name must be a str, not {type(name).__name__}")
+    return name, f"{kind} {name!r}", f"{kind} {name!r}"
 
 
 class _Task(Protocol):
@@ -131,8 +142,12 @@ class Handle(Generic[T]):
         backend: str | None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        label: str | None = None,
+        path: str | None = None,
     ) -> None:
         self.name = name
+        self._label = label if label is not None else name
+        self._path = path
         self._processes = processes
         self._single = False
         kinds = [_backend_of(p, backend) for p in processes]  # validates before starting
@@ -227,7 +242,7 @@ class Handle(Generic[T]):
             raise RuntimeError(f"{self.name} is still running")
         outcomes = [t.outcome for t in self._tasks]
         errors = [o.error for o in outcomes if o is not None and o.error is not None]
-        _failures(self.name, self._processes, errors)
+        _failures(self._label, self._processes, errors, self._path)
         values: list[Any] = [None if o is None else o.value for o in outcomes]
         result: Any = values[0] if self._single else values
         return result  # type: ignore[no-any-return]
@@ -303,18 +318,31 @@ class Par:
 
     A process that fails poisons its channels so its peers stop; ``run()`` then waits for every
     process and raises an ``ExceptionGroup`` of the failures, each noting its process.
+
+    A ``Par`` is itself a process: nested in another ``Par``, it runs its processes on its own
+    backend wherever the outer one puts it (``Par(Par(p, q, backend="greenlet"), ...,
+    backend="os")`` multiplexes greenlets inside OS processes), and its result is its list of
+    results. ``name`` names it in messages and notes (``Par 'name'``; the default name is
+    ``Par(p, q, ...)``): the note of a failed process gives its path through the *named*
+    networks it is in, e.g. ``in process 'worker' (in Par 'outer' > Par 'inner')``.
     """
 
-    def __init__(self, *processes: object, backend: str | None = None) -> None:
+    def __init__(
+        self, *processes: object, backend: str | None = None, name: str | None = None
+    ) -> None:
         self.processes = _processes(processes, "Par")
         self.backend = None if backend is None else _backends.check(backend)
         names = ", ".join(p.name for p in self.processes[:4])
         more = ", ..." if len(self.processes) > 4 else ""
-        self.name = f"Par({names}{more})"
+        #: ``name`` if given, else ``Par(p, q, ...)``; ``label`` is how messages show it,
+        #: ``path_label`` how path notes do (None: unnamed, not in paths).
+        self.name, self.label, self.path_label = _label("Par", name, f"Par({names}{more})")
 
     def start(self) -> Handle[list[Any]]:
         """Starts every process and returns at once with a handle."""
-        return Handle(self.name, self.processes, self.backend)
+        return Handle(
+            self.name, self.processes, self.backend, label=self.label, path=self.path_label
+        )
 
     def run(self) -> list[Any]:
         """Runs every process to the end; returns their results in order.
@@ -333,7 +361,12 @@ class Par:
         propagates.
         """
         h: Handle[list[Any]] = Handle(
-            self.name, self.processes, self.backend, loop=asyncio.get_running_loop()
+            self.name,
+            self.processes,
+            self.backend,
+            loop=asyncio.get_running_loop(),
+            label=self.label,
+            path=self.path_label,
         )
         pid = _participant_enter(self.name, True)  # waits for its own processes
         try:
@@ -361,12 +394,15 @@ class Seq:
     """Runs processes one after another in the calling thread; ``run()`` returns the results.
 
     A failing process stops the sequence: ``run()`` raises an ``ExceptionGroup`` holding it.
+    A ``Seq`` is itself a process (it nests in a ``Par``); ``name`` as for ``Par``.
     """
 
-    def __init__(self, *processes: object) -> None:
+    def __init__(self, *processes: object, name: str | None = None) -> None:
         self.processes = _processes(processes, "Seq")
         names = ", ".join(p.name for p in self.processes[:4])
-        self.name = f"Seq({names}{', ...' if len(self.processes) > 4 else ''})"
+        default = f"Seq({names}{', ...' if len(self.processes) > 4 else ''})"
+        #: ``name`` if given, else ``Seq(p, q, ...)``; ``label``/``path_label`` as for Par.
+        self.name, self.label, self.path_label = _label("Seq", name, default)
 
     def run(self) -> list[Any]:
         """Runs the processes in order; returns their results."""
@@ -374,7 +410,7 @@ class Seq:
         for p in self.processes:
             out = run_sync(p)
             if out.error is not None:
-                _failures(self.name, self.processes, [out.error])
+                _failures(self.label, self.processes, [out.error], self.path_label)
             results.append(out.value)
         return results
 

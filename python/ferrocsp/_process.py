@@ -12,6 +12,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import inspect
@@ -22,12 +23,22 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from . import _backends, _trace
+from . import _backends, _shm, _trace
 from ._errors import ChannelPoisoned, ChannelRetired
 from ._native import _Participant, _participant_enter, _participant_exit, _set_process_name
 from ._shutdown import Endpoint, channel_args, poison_all, retire_ends
 
-__all__ = ["Outcome", "Process", "aexecute", "as_process", "execute", "process", "run_sync"]
+__all__ = [
+    "Outcome",
+    "Process",
+    "aexecute",
+    "as_process",
+    "execute",
+    "failure_group",
+    "note_process",
+    "process",
+    "run_sync",
+]
 
 #: The process running in the current asyncio task (many share one thread); read by the
 #: native module for error messages.
@@ -98,10 +109,27 @@ class Process(Generic[R]):
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # A mobile process (DESIGN 2): its function by reference, through the @process
         # factory that a module-level decorated function is bound to under its name.
-        return (
-            _rebuild,
-            (_FnRef.of(self.fn), self.args, self.kwargs, self.name, self.backend, self._endpoints),
-        )
+        fn = _FnRef.of(self.fn)
+        if fn is self.fn and _shm.is_crossing():
+            _check_movable(self)
+        return (_rebuild, (fn, self.args, self.kwargs, self.name, self.backend, self._endpoints))
+
+
+def _check_movable(proc: Process[Any]) -> None:
+    """Raises a clear TypeError if ``proc``'s function cannot be pickled by reference (what
+    pickle itself says about a lambda or a closure does not name the process)."""
+    qualname = getattr(proc.fn, "__qualname__", "")
+    if "<lambda>" in qualname:
+        what = "a lambda"
+    elif "<locals>" in qualname:
+        what = "a closure (a function defined inside another function)"
+    else:
+        return
+    raise TypeError(
+        f"process {proc.name!r} cannot move to another OS process: its function {qualname} is "
+        f"{what}, and functions cross OS processes by reference only; define it at module "
+        "level (processes on backend='os' and processes sent over shared channels must)"
+    )
 
 
 class _FnRef:
@@ -183,8 +211,59 @@ def _ended(proc: Process[Any], exc: BaseException) -> Outcome:
         return Outcome()
     # Anything else (cancellation included) is a failure: poison so the peers stop.
     poison_all(proc.endpoints())
-    exc.add_note(f"in process {proc.name!r}")
+    # A named nested Par/Seq (its ``run`` is the function) names itself as such.
+    label = getattr(getattr(proc.fn, "__self__", None), "path_label", None)
+    note_process(exc, proc.name, label=label if isinstance(label, str) else None)
     return Outcome(error=exc)
+
+
+#: Attribute of an exception: ``[base note, enclosing networks outermost first, note now]``.
+_WHERE = "_ferrocsp_where"
+#: Attribute of an ExceptionGroup raised by a Par/Seq for its failed processes.
+_GROUP = "_ferrocsp_group"
+
+
+def note_process(exc: BaseException, name: str, suffix: str = "", label: str | None = None) -> None:
+    """Adds the note naming the process ``exc`` ended, ``in process 'worker'`` (``label``
+    replaces ``process 'worker'``); the networks it is nested in extend it (``extend_paths``)
+    to ``in process 'worker' (in Par 'outer' > Par 'inner')``."""
+    text = f"in {label or f'process {name!r}'}{suffix}"
+    exc.add_note(text)
+    # An exception type without attributes keeps the plain note.
+    with contextlib.suppress(AttributeError):
+        setattr(exc, _WHERE, [text, [], text])
+
+
+def failure_group(
+    label: str, total: int, errors: list[BaseException], path: str | None = None
+) -> BaseExceptionGroup[Any]:
+    """The group a network labelled ``label`` raises for the ``errors`` of its ``total``
+    processes. A named network passes ``path`` (``Par 'name'``): each failed process's note,
+    and those of the processes of the networks nested in it, gain it as the outermost level
+    of their path; unnamed networks leave the notes as they are."""
+    if path is not None:
+        for exc in errors:
+            _extend(exc, path)
+    group = BaseExceptionGroup(f"{label}: {len(errors)} of {total} processes failed", errors)
+    setattr(group, _GROUP, True)
+    return group
+
+
+def _extend(exc: BaseException, label: str) -> None:
+    where = getattr(exc, _WHERE, None)
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(where, list) and len(where) == 3 and isinstance(notes, list):
+        base, path, now = where
+        path.insert(0, label)
+        text = f"{base} (in {' > '.join(path)})"
+        for i, note in enumerate(notes):
+            if note == now:
+                notes[i] = text
+                where[2] = text
+                break
+    if isinstance(exc, BaseExceptionGroup) and getattr(exc, _GROUP, False):
+        for inner in exc.exceptions:
+            _extend(inner, label)
 
 
 def execute(proc: Process[Any]) -> Outcome:

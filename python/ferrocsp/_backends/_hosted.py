@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._process import Outcome, Process
+from .._process import Outcome, Process, note_process
 
 __all__ = ["HostedTask", "ThreadHost"]
 
@@ -51,7 +51,7 @@ class ThreadHost:
             for i, out in enumerate(self.outcomes):
                 if out is None:
                     err = RuntimeError(f"{self.what} hosting the process failed: {exc!r}")
-                    err.add_note(f"in process {self._procs[i].name!r}")
+                    note_process(err, self._procs[i].name)
                     self.outcomes[i] = Outcome(error=err)
         finally:
             with self._lock:

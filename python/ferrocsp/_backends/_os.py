@@ -31,7 +31,7 @@ from typing import Any
 from .. import _shm
 from .._errors import ProcessCrashed
 from .._native import _ignore_thread
-from .._process import Outcome, Process, execute
+from .._process import Outcome, Process, execute, note_process
 from .._shutdown import poison_all
 from ._hosted import ThreadHost
 
@@ -82,7 +82,7 @@ def _child_main(payload: bytes, conn: Connection, name: str) -> None:
         proc: Process[Any] = _shm.loads(payload)
         out = execute(proc)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        exc.add_note(f"in process {name!r}")
+        note_process(exc, name)
         out = Outcome(error=exc)
     if out.error is not None:
         tb = "".join(traceback.format_exception(out.error)).rstrip()
@@ -171,7 +171,7 @@ class OsHost(ThreadHost):
             err = ProcessCrashed(
                 proc.name, None, f"process {proc.name!r} exited abruptly (exit code {code})"
             )
-        err.add_note(f"in process {proc.name!r}")
+        note_process(err, proc.name)
         poison_all(proc.endpoints())  # its peers must not hang
         self.outcomes[i] = Outcome(error=err)
 
