@@ -106,6 +106,36 @@ def run_example(name: str, *args: str, quiet: bool = False) -> str:
     return proc.stdout
 
 
+#: Source for a child interpreter (``interrupt_child``): ``announce_when_joining()`` prints
+#: "ready" once the main thread is inside a handle's join wait, so the SIGINT that follows lands
+#: there and not in the statements around it (which would test something else).
+ANNOUNCE_WHEN_JOINING = """
+import sys as _sys, threading as _threading, time as _time
+
+def announce_when_joining():
+    main = _threading.main_thread().ident
+
+    def joining():
+        frame = _sys._current_frames().get(main)
+        while frame is not None:
+            if frame.f_code.co_name == "_wait_until":
+                return True
+            frame = frame.f_back
+        return False
+
+    def watch():
+        deadline = _time.monotonic() + 20
+        while not joining():
+            if _time.monotonic() > deadline:
+                print("never joined", flush=True)
+                return
+            _time.sleep(0.005)
+        print("ready", flush=True)
+
+    _threading.Thread(target=watch, name="watcher", daemon=True).start()
+"""
+
+
 def interrupt_child(code: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Runs ``python -c code``, waits until it prints "ready" (it does so once blocked), sends
     SIGINT, and returns (returncode, stdout, stderr); fails if it does not exit within 10 s."""

@@ -10,6 +10,7 @@ Ctrl-C. Every test runs under ``no_leaks`` (OS processes are involved in most).
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 
@@ -36,10 +37,23 @@ def consume(inp: csp.Reader) -> int:
     return sum(inp)
 
 
+_thread_serial = itertools.count()
+_this_thread = threading.local()
+
+
+def thread_token() -> int:
+    """A number for the calling thread, never reused in this process (thread idents are
+    reused once a thread has ended, so two threads that did not overlap could share one)."""
+    token: int | None = getattr(_this_thread, "token", None)
+    if token is None:
+        token = _this_thread.token = next(_thread_serial)
+    return token
+
+
 @csp.process
 def where() -> tuple[int, int]:
     """The OS process and thread this process runs in."""
-    return os.getpid(), threading.get_ident()
+    return os.getpid(), thread_token()
 
 
 @csp.process
@@ -104,7 +118,7 @@ def test_greenlet_in_thread_is_m_to_n_and_results_nest() -> None:
     assert (s1, n1, s2, n2) == ("sent", 45, "sent", 190)
     assert pid1 == pid2 == os.getpid()
     assert t1 != t2  # two schedulers, two threads
-    assert threading.get_ident() not in (t1, t2)
+    assert thread_token() not in (t1, t2)
 
 
 def test_greenlet_in_thread_channel_crosses_schedulers() -> None:

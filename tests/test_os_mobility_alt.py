@@ -15,7 +15,7 @@ import pytest
 
 import ferrocsp as csp
 from _os_support import no_leaks
-from _support import all_exceptions, interrupt_child, wait_until
+from _support import ANNOUNCE_WHEN_JOINING, all_exceptions, interrupt_child, wait_until
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 __all__ = ["no_leaks"]
@@ -274,8 +274,8 @@ from test_os_mobility_alt import spin_forever
 
 h = csp.Par(spin_forever(csp.Channel().reader())).start()
 kid = h._os_host._children[0].pid
+announce_when_joining()
 try:
-    print("ready", flush=True)  # inside the try: the interrupt may come at once
     h.join()
 except KeyboardInterrupt:
     # Killed and joined; its parent (the forkserver) reaps it within moments.
@@ -284,14 +284,14 @@ except KeyboardInterrupt:
         time.sleep(0.01)
     print("INTERRUPTED", os.path.exists(f"/proc/{{kid}}"), flush=True)
 """
-    _, out, err = interrupt_child(code)
+    _, out, err = interrupt_child(ANNOUNCE_WHEN_JOINING + code)
     assert "INTERRUPTED False" in out, (out, err)
 
 
 def test_ctrl_c_ends_children_and_leaves_nothing() -> None:
     tests_dir = os.path.dirname(__file__)
     code = f"""
-import os, sys, threading, time
+import os, sys, time
 sys.path.insert(0, {tests_dir!r})
 import ferrocsp as csp
 from test_os_mobility_alt import os_collect, blocked_alt
@@ -299,14 +299,8 @@ from test_os_mobility_alt import os_collect, blocked_alt
 ch, a, b = csp.Channel(), csp.Channel(), csp.Channel()
 h = csp.Par(os_collect(ch.reader()), blocked_alt(a.reader(), b.reader())).start()
 kids = [c.pid for c in h._os_host._children]
-def ready():
-    # both children started and blocked (their channels moved to shared memory)
-    time.sleep(0)
-    return all(os.path.exists(f"/proc/{{k}}") for k in kids)
-while not ready():
-    time.sleep(0.01)
+announce_when_joining()
 try:
-    print("ready", flush=True)  # inside the try: the interrupt may come at once
     h.join()
 except KeyboardInterrupt:
     # Ended and joined; their parent (the forkserver) reaps them within moments.
@@ -316,7 +310,7 @@ except KeyboardInterrupt:
     alive = [k for k in kids if os.path.exists(f"/proc/{{k}}")]
     print("INTERRUPTED", alive, flush=True)
 """
-    _, out, err = interrupt_child(code)
+    _, out, err = interrupt_child(ANNOUNCE_WHEN_JOINING + code)
     assert "INTERRUPTED []" in out, (out, err)
 
 
