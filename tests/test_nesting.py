@@ -18,7 +18,7 @@ import pytest
 
 import ferrocsp as csp
 from _os_support import no_leaks
-from _support import all_exceptions, interrupt_child, notes
+from _support import ANNOUNCE_WHEN_JOINING, all_exceptions, interrupt_child, notes
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 __all__ = ["no_leaks"]
@@ -339,10 +339,8 @@ h = csp.Par(
     backend="os",
 ).start()
 kids = [c.pid for c in h._os_host._children]
-while not all(os.path.exists(f"/proc/{{k}}") for k in kids):
-    time.sleep(0.01)
+announce_when_joining()
 try:
-    print("ready", flush=True)
     h.join()
 except KeyboardInterrupt:
     deadline = time.monotonic() + 2
@@ -350,5 +348,5 @@ except KeyboardInterrupt:
         time.sleep(0.01)
     print("INTERRUPTED", [k for k in kids if os.path.exists(f"/proc/{{k}}")], flush=True)
 """
-    _, out, err = interrupt_child(code)
+    _, out, err = interrupt_child(ANNOUNCE_WHEN_JOINING + code)
     assert "INTERRUPTED []" in out, (out, err)
