@@ -198,12 +198,6 @@ def test_rendezvous_write_nowait_succeeds_with_waiting_reader(k: Kit) -> None:
 
 
 def test_rendezvous_read_nowait_succeeds_with_waiting_writer(k: Kit) -> None:
-    in_process_only(
-        k.backend,
-        "known bug: on a shared rendezvous channel stats().writers_waiting counts a writer "
-        "whose message is still being copied (entry WRITING, src/shm/channel.rs `offers`), "
-        "so read_nowait can still raise WouldBlock (flaky)",
-    )
     ch = csp.Channel()
     writer = k.spawn(write, ch, "y")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")

@@ -499,6 +499,28 @@ impl ShmChannel {
         None
     }
 
+    /// Rendezvous offers a reader could take now (`READY`). An offer still being copied in
+    /// (`WRITING`) is not one yet, and one being read has met its reader: `stats()` counts
+    /// neither as a waiting writer, as an in-process channel would not.
+    fn ready_offers(&self, g: &Guard<'_>) -> u64 {
+        let st = g.st();
+        if st.ready == 0 || st.offers == 0 {
+            return 0;
+        }
+        let mut n = 0;
+        let mut pos = st.head;
+        while pos < st.tail {
+            let e = self.entry(pos);
+            // SAFETY: as in `advance`.
+            let (state, size, rendezvous) = unsafe { ((*e).state, (*e).size, (*e).rendezvous) };
+            if state == READY && rendezvous != 0 {
+                n += 1;
+            }
+            pos += size;
+        }
+        n
+    }
+
     /// Reserves `size` bytes at the tail (padding to the ring's start if needed), if they fit.
     fn reserve(&self, g: &Guard<'_>, size: usize) -> Option<u64> {
         let st = g.st();
@@ -778,7 +800,7 @@ impl ShmChannel {
             capacity: self.capacity(),
             buffered: if poisoned { 0 } else { st.buffered as usize },
             readers_waiting: st.readers_waiting as usize,
-            writers_waiting: st.writers_waiting as usize + st.offers as usize,
+            writers_waiting: st.writers_waiting as usize + self.ready_offers(&g) as usize,
             reader_ends: st.reader_ends_live as usize,
             writer_ends: st.writer_ends_live as usize,
             poisoned,
