@@ -20,8 +20,8 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .. import _native
 from .._errors import ChannelRetired, WouldBlock
@@ -86,7 +86,37 @@ async def _await_op(op: Any) -> Any:
     return op.result()
 
 
-class NetChannel:
+class _Readable(Protocol):
+    def read(self) -> Any: ...
+    async def aread(self) -> Any: ...
+
+
+class _Iterates:
+    """Iteration over what ``read``/``aread`` return, ending at end-of-stream (retired) as a
+    local channel or reader does; shared by ``NetChannel`` and ``NetReader``."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self: _Readable) -> Any:
+        try:
+            return self.read()
+        except ChannelRetired:
+            raise StopIteration from None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self: _Readable) -> Any:
+        try:
+            return await self.aread()
+        except ChannelRetired:
+            raise StopAsyncIteration from None
+
+
+class NetChannel(_Iterates):
     """A channel shared through a NATS server (``Connection.channel(name, capacity)``).
 
     Same API as :class:`ferrocsp.Channel`: ``read``/``write`` (with ``timeout=``),
@@ -208,25 +238,6 @@ class NetChannel:
     def _csp_alt_decode(self, raw: bytes) -> Any:
         return self._conn._decode(self, raw)
 
-    # --- iteration -----------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            return self.read()
-        except ChannelRetired:
-            raise StopIteration from None
-
-    def __aiter__(self) -> NetChannel:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self.aread()
-        except ChannelRetired:
-            raise StopAsyncIteration from None
-
     def __reduce__(self) -> Any:
         raise TypeError(
             "a NetChannel does not pickle: send its ends over a networked channel, or open it "
@@ -287,7 +298,7 @@ class _End:
         )
 
 
-class NetReader(_End):
+class NetReader(_End, _Iterates):
     """The reading end of a networked channel."""
 
     __slots__ = ()
@@ -317,24 +328,6 @@ class NetReader(_End):
 
     def _csp_alt_decode(self, raw: bytes) -> Any:
         return self._chan._csp_alt_decode(raw)
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            return self.read()
-        except ChannelRetired:
-            raise StopIteration from None
-
-    def __aiter__(self) -> NetReader:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self.aread()
-        except ChannelRetired:
-            raise StopAsyncIteration from None
 
     def __enter__(self) -> NetReader:
         return self
