@@ -601,7 +601,8 @@ def test_cancelled_writes_race_thread_reader() -> None:
 
 
 def test_cancel_after_hand_off_on_one_loop_keeps_value() -> None:
-    """Hand-off and cancel in the same loop iteration: the completed read is never lost."""
+    """Hand-off and cancel in the same loop iteration: the completed read is never lost, and
+    a read cancelled first is withdrawn at once (no writer can complete with it after)."""
     ch = csp.Channel()
 
     async def main() -> tuple[list[int], list[int], int]:
@@ -626,9 +627,9 @@ def test_cancel_after_hand_off_on_one_loop_keeps_value() -> None:
                 sent.append(i)
                 t.cancel()
             elif case == 1:
-                t.cancel()  # only requested: the reader is still registered
-                ch.write_nowait(i)
-                sent.append(i)
+                t.cancel()  # withdraws the waiting read at once, before the task runs
+                with pytest.raises(csp.WouldBlock):
+                    ch.write_nowait(i)
             else:
                 t.cancel()
                 await asyncio.sleep(0)  # the reader withdraws
@@ -902,3 +903,108 @@ def test_same_loop_hand_offs_with_timeouts_and_alts_keep_every_value() -> None:
     timeouts, got = run(main())
     assert (timeouts, got) == (n // 100, list(range(n)))
     assert a.stats().readers_waiting == b.stats().writers_waiting == 0
+
+
+# --- how a waiting operation is resumed (the native waiter and the loop's run queue) ----------
+
+
+def test_channel_wake_ups_do_not_starve_other_callbacks() -> None:
+    """Wake-ups of tasks blocked on channels run in batches from one loop callback; other
+    callbacks and tasks still get their turn while a ring of channels never goes idle."""
+    chans = [csp.Channel(name=f"ring{i}") for i in range(4)]
+    hops = [0]
+
+    async def relay(i: int) -> None:
+        cin, cout = chans[i], chans[(i + 1) % 4]
+        while True:
+            v = await cin.aread()
+            hops[0] += 1
+            await cout.awrite(v)
+
+    async def main() -> int:
+        tasks = [asyncio.create_task(relay(i)) for i in range(4)]
+        await chans[0].awrite("token")
+        for _ in range(20):  # each sleep(0) needs the loop to run a plain callback
+            before = hops[0]
+            await asyncio.sleep(0)
+            assert hops[0] - before < 10_000, "the ring kept the loop to itself"
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return hops[0]
+
+    assert run(main()) > 0
+
+
+def test_a_waiting_operation_yields_a_future_compatible_object() -> None:
+    """What a blocked operation hands its task behaves as asyncio expects of a future:
+    ``isfuture``, the task's loop, and ``Task.cancel`` cancelling it."""
+    ch = csp.Channel()
+
+    async def main() -> None:
+        t = asyncio.create_task(ch.aread())
+        await asyncio.sleep(0)
+        waiter: Any = t._fut_waiter  # type: ignore[attr-defined]
+        assert asyncio.isfuture(waiter)
+        assert waiter.get_loop() is asyncio.get_running_loop()
+        assert not waiter.done()
+        with pytest.raises(asyncio.InvalidStateError):
+            waiter.result()
+        assert t.cancel()
+        assert waiter.cancelled()
+        assert waiter.done()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        assert not waiter.cancel()  # done already
+        with pytest.raises(csp.WouldBlock):
+            ch.write_nowait(1)  # the read was withdrawn
+
+    run(main())
+
+
+def test_a_failing_wake_up_callback_loses_no_other_wake_up() -> None:
+    """A done-callback that raises (added by user code to a waiter) is reported by the loop's
+    exception handler; the wake-ups queued after it still run."""
+    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+    errors: list[str] = []
+
+    def boom(_: Any) -> None:
+        raise ValueError("boom")
+
+    async def main() -> list[Any]:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, ctx: errors.append(repr(ctx.get("exception")))
+        )
+        ta = asyncio.create_task(a.aread())
+        tb = asyncio.create_task(b.aread())
+        await asyncio.sleep(0)
+        ta._fut_waiter.add_done_callback(boom)  # type: ignore[attr-defined]
+        a.write_nowait("a")  # queues ta's wake-up, then boom
+        b.write_nowait("b")  # queued behind boom
+        return list(await asyncio.gather(ta, tb))
+
+    assert run(main()) == ["a", "b"]
+    assert errors == ["ValueError('boom')"]
+
+
+def test_cancelling_every_process_of_a_busy_ring_ends_them() -> None:
+    """Cancelling a task withdraws its waiting operation at once. Otherwise, in a ring of
+    cancelled tasks, the token would always reach a read whose cancellation was pending: each
+    such read won its race, kept the value and re-requested the cancellation, forever."""
+    chans = [csp.Channel(name=f"ring{i}") for i in range(4)]
+
+    async def relay(i: int) -> None:
+        while True:
+            await chans[(i + 1) % 4].awrite(await chans[i].aread())
+
+    async def main() -> list[Any]:
+        tasks = [asyncio.create_task(relay(i)) for i in range(4)]
+        await chans[0].awrite("token")
+        await asyncio.sleep(0)
+        for t in tasks:
+            t.cancel()
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    ended = run(main())
+    assert all(isinstance(e, asyncio.CancelledError) for e in ended)
+    assert all(c.stats().readers_waiting == c.stats().writers_waiting == 0 for c in chans)

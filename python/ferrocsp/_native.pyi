@@ -1,5 +1,7 @@
 """Type stubs for ferrocsp._native (the PyO3 bindings). Checked by mypy.stubtest."""
 
+import asyncio
+import contextvars
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, final
 
@@ -14,8 +16,10 @@ __all__ = [
     "_NetConnection",
     "_NetOp",
     "_Participant",
+    "_RunQueue",
     "_Scheduler",
     "_ShmChannel",
+    "_Waiter",
     "_aselect",
     "_ignore_thread",
     "_in_scheduler",
@@ -45,6 +49,32 @@ class _AsyncOp:
 
 @final
 class _Participant: ...
+
+@final
+class _Waiter:
+    """What a waiting channel operation yields to its task (future-compatible)."""
+
+    _asyncio_future_blocking: bool
+    def get_loop(self) -> asyncio.AbstractEventLoop: ...
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def result(self) -> None: ...
+    def exception(self) -> None: ...
+    def add_done_callback(
+        self, func: Callable[[_Waiter], object], *, context: contextvars.Context | None = None
+    ) -> None: ...
+    def remove_done_callback(self, func: Callable[[_Waiter], object]) -> int: ...
+    def cancel(self, msg: Any = None) -> bool: ...
+    def _wake(self) -> None: ...
+    def __await__(self) -> _Waiter: ...
+    def __iter__(self) -> _Waiter: ...
+    def __next__(self) -> _Waiter | None: ...
+
+@final
+class _RunQueue:
+    """The channel wake-ups queued on one event loop; the loop calls it to run them."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None: ...
 
 @final
 class _Scheduler:

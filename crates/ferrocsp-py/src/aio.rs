@@ -28,7 +28,7 @@
 //! task's next suspension ([`keep_result_on_cancel`]; a done op thrown into before its await
 //! follows the same rule). So a value is never lost nor duplicated by cancellation.
 
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::thread::ThreadId;
 use std::time::Instant;
 
@@ -39,6 +39,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
+use crate::aio_waiter::{Waiter, Withdraw};
 use crate::deadlock::{Desc, Participant};
 use crate::errors::{to_pyerr, OpName};
 use crate::select::AltMap;
@@ -56,6 +57,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Completes `fut` with `None` unless it is already done (cancelled, or woken twice).
 #[pyfunction]
 pub(crate) fn _wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Ok(w) = fut.cast::<Waiter>() {
+        return Waiter::complete(w);
+    }
     let py = fut.py();
     if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
         fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
@@ -72,7 +76,7 @@ fn wake_future_fn(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 }
 
 /// The calling thread's id (cached: `std::thread::current()` clones a handle each time).
-fn current_thread() -> ThreadId {
+pub(crate) fn current_thread() -> ThreadId {
     thread_local!(static ID: ThreadId = std::thread::current().id());
     // Inside thread-local destruction the cache may be gone: ask the slow way.
     ID.try_with(|id| *id).unwrap_or_else(|_| std::thread::current().id())
@@ -85,16 +89,16 @@ fn current_thread() -> ThreadId {
 struct AsyncWake {
     event_loop: Py<PyAny>,
     thread: ThreadId,
-    fut: Mutex<Option<Py<PyAny>>>,
+    fut: Mutex<Option<Py<Waiter>>>,
 }
 
 impl AsyncWake {
     /// The future installed and not yet taken by a wake-up, if any.
-    fn installed(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    fn installed(&self, py: Python<'_>) -> Option<Py<Waiter>> {
         lock(&self.fut).as_ref().map(|f| f.clone_ref(py))
     }
 
-    fn install(&self, fut: Option<Py<PyAny>>) {
+    fn install(&self, fut: Option<Py<Waiter>>) {
         // The previous future (if any) is dropped outside the lock; we hold the GIL here.
         let old = std::mem::replace(&mut *lock(&self.fut), fut);
         drop(old);
@@ -108,11 +112,10 @@ impl Wake for AsyncWake {
         Python::attach(|py| {
             let r = wake_future_fn(py).and_then(|wake| {
                 if current_thread() == self.thread {
-                    // On the loop's thread (the same-loop fast path): complete the future
-                    // directly, which only schedules the task; no thread-safe hand-off. A
-                    // future cancelled meanwhile refuses the result, and its task is being
-                    // cancelled anyway: that error is dropped below.
-                    fut.bind(py).call_method1(intern!(py, "set_result"), (py.None(),)).map(drop)
+                    // On the loop's thread (the same-loop fast path): complete the waiter
+                    // directly, which only queues the task on the loop's run queue; no
+                    // thread-safe hand-off. A waiter cancelled meanwhile stays cancelled.
+                    Waiter::complete(fut.bind(py))
                 } else {
                     self.event_loop
                         .call_method1(py, intern!(py, "call_soon_threadsafe"), (wake, fut.bind(py)))
@@ -237,12 +240,16 @@ struct Inner {
     timeout: Option<f64>,
     wait: Option<Wait>,
     done: bool,
+    /// What an early withdrawal (`Withdraw`, from the waiter's `cancel`) found: `Some(fired)`.
+    withdrawn: Option<Option<Result<Selected<Value>, SelectError>>>,
+    /// This state, for the waiters it hands out (so `cancel` can withdraw the op at once).
+    me: Weak<Mutex<Inner>>,
 }
 
 /// A channel operation or Alt that waits when awaited: the state behind a pending
 /// `_AsyncOp` object (see `aio_op.rs` for the Python type).
 pub struct AsyncOp {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 impl std::fmt::Debug for AsyncOp {
@@ -274,11 +281,14 @@ impl AsyncOp {
             timeout: None,
             wait: None,
             done: false,
+            withdrawn: None,
+            me: Weak::new(),
         }
     }
 
     fn wrap(inner: Inner) -> Self {
-        AsyncOp { inner: Mutex::new(inner) }
+        let inner = Arc::new_cyclic(|me| Mutex::new(Inner { me: me.clone(), ..inner }));
+        AsyncOp { inner }
     }
 
     pub(crate) fn read(
@@ -422,7 +432,7 @@ impl Inner {
             thread: current_thread(),
             fut: Mutex::new(None),
         });
-        let fut = event_loop.call_method0(intern!(py, "create_future"))?;
+        let fut = Waiter::new(py, event_loop.clone().unbind(), self.withdrawer())?.into_bound(py);
         waker.install(Some(fut.clone().unbind()));
         let Some(sel) = self.sel.as_mut() else {
             return Err(PyRuntimeError::new_err("selection missing"));
@@ -447,6 +457,11 @@ impl Inner {
         }
     }
 
+    fn withdrawer(&self) -> Weak<dyn Withdraw> {
+        let me: Weak<dyn Withdraw> = self.me.clone();
+        me
+    }
+
     /// Later steps: the future completed (wake-up or timer); resume the selection.
     fn resume(&mut self, py: Python<'_>) -> Step {
         let Some(wait) = self.wait.as_mut() else {
@@ -457,7 +472,7 @@ impl Inner {
         // still pending comes from a second awaiter of the same op: refuse it without
         // disturbing the first.
         if let Some(fut) = wait.waker.installed(py) {
-            if !fut.call_method0(py, intern!(py, "done"))?.is_truthy(py)? {
+            if !fut.borrow(py).is_done() {
                 return Err(PyRuntimeError::new_err(
                     "this channel operation is already being awaited",
                 ));
@@ -468,6 +483,7 @@ impl Inner {
         }
         let (waker, event_loop) = (Arc::clone(&wait.waker), wait.event_loop.clone_ref(py));
         let part = wait.part.clone();
+        let withdrawer = self.withdrawer();
         let Some(sel) = self.sel.as_mut() else {
             return Err(PyRuntimeError::new_err("selection missing"));
         };
@@ -486,8 +502,8 @@ impl Inner {
                     // selection): install the next future, then look at the cell again. A
                     // completion after that look finds the future; one before it may have
                     // found no future, so resume again instead of sleeping.
-                    let fut =
-                        event_loop.call_method0(py, intern!(py, "create_future"))?.into_bound(py);
+                    let fut = Waiter::new(py, event_loop.clone_ref(py), withdrawer.clone())?
+                        .into_bound(py);
                     waker.install(Some(fut.clone().unbind()));
                     if sel.is_waiting() {
                         return self.suspend(py, fut);
@@ -498,7 +514,7 @@ impl Inner {
     }
 
     /// Arms the deadline timer (if any) and yields `fut` to the task.
-    fn suspend(&mut self, py: Python<'_>, fut: Bound<'_, PyAny>) -> Step {
+    fn suspend(&mut self, py: Python<'_>, fut: Bound<'_, Waiter>) -> Step {
         let at = self.sel.as_ref().and_then(|s| s.wake_deadline());
         if let (Some(at), Some(wait)) = (at, self.wait.as_mut()) {
             let delay = at.saturating_duration_since(Instant::now()).as_secs_f64();
@@ -510,8 +526,8 @@ impl Inner {
             wait.timer = Some(timer);
         }
         // What `Future.__await__` does before yielding itself to the task.
-        fut.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
-        Ok(Out::Yield(fut.unbind()))
+        fut.borrow_mut().blocking = true;
+        Ok(Out::Yield(fut.into_any().unbind()))
     }
 
     /// An exception thrown in while waiting: withdraw, keeping a result that won the race.
@@ -524,7 +540,10 @@ impl Inner {
             t.call_method0(py, intern!(py, "cancel"))?;
         }
         wait.waker.install(None);
-        let fired = self.sel.as_mut().and_then(|s| s.abort());
+        let fired = match self.withdrawn.take() {
+            Some(fired) => fired,
+            None => self.sel.as_mut().and_then(|s| s.abort()),
+        };
         match fired {
             Some(Ok(s))
                 if exc.is_instance(py, CANCELLED.import(py, "asyncio", "CancelledError")?) =>
@@ -574,5 +593,25 @@ impl AsyncOp {
             drop(sel.abort());
         }
         Ok(())
+    }
+}
+
+impl Withdraw for Mutex<Inner> {
+    /// The waiter was cancelled (`Task.cancel`): withdraw the registration now, so no
+    /// counterpart can complete with a task that is being cancelled; the `CancelledError`
+    /// then thrown in finds what this found (a communication that won the race before the
+    /// cancellation is kept, by the rule in the module docs).
+    fn withdraw(&self, py: Python<'_>) {
+        // Busy only while the op itself runs, when its task has no waiter to cancel.
+        let Ok(mut inner) = self.try_lock() else { return };
+        if inner.withdrawn.is_some() || inner.done {
+            return;
+        }
+        let Some(wait) = inner.wait.as_mut() else { return };
+        if let Some(t) = wait.timer.take() {
+            drop(t.call_method0(py, intern!(py, "cancel")));
+        }
+        let fired = inner.sel.as_mut().and_then(|s| s.abort());
+        inner.withdrawn = Some(fired);
     }
 }

@@ -6,6 +6,7 @@
 
 mod aio;
 mod aio_op;
+mod aio_waiter;
 mod channel;
 mod deadlock;
 mod ends;
@@ -34,6 +35,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_wake_future, m)?)?;
     m.add_class::<sched::Scheduler>()?;
+    m.add_class::<aio_waiter::Waiter>()?;
+    m.add_class::<aio_waiter::RunQueue>()?;
     m.add_function(wrap_pyfunction!(sched::_in_scheduler, m)?)?;
     m.add_function(wrap_pyfunction!(process::_set_process_name, m)?)?;
     m.add_function(wrap_pyfunction!(process::_process_name, m)?)?;
