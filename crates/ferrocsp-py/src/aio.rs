@@ -10,12 +10,15 @@
 //!    the result, and the await returns it without an asyncio future, a loop call or an
 //!    engine `Select` registration. Otherwise the call returns a pending op holding an
 //!    [`AsyncOp`], which does nothing until it is first resumed.
-//! 2. **Register.** The first resume creates a future on the running loop, installs it in the
-//!    [`AsyncWake`] and `Select::start`s with `Waker::Custom(that waker)`; it yields the future
-//!    to the task. A selection deadline (timeout) also gets a `loop.call_later` handle.
+//! 2. **Register.** The first resume makes a [`Waiter`] (a native future-compatible object,
+//!    `aio_waiter.rs`) for the running loop, installs it in the [`AsyncWake`] and
+//!    `Select::start`s with `Waker::Custom(that waker)`; it yields the waiter to the task. A
+//!    selection deadline (timeout) also gets a `loop.call_later` handle.
 //! 3. **Wake.** The counterpart that wins the selection cell calls [`AsyncWake::wake`] from any
-//!    thread: on the loop's thread it completes the future directly (the task runs on the next
-//!    loop iteration); from another thread through `loop.call_soon_threadsafe`.
+//!    thread: on the loop's thread it completes the waiter directly, which queues the task's
+//!    wake-up on the loop's run queue; from another thread through
+//!    `loop.call_soon_threadsafe`. `Task.cancel` cancels the waiter, which withdraws the
+//!    registration at once ([`Withdraw`]).
 //! 4. **Resume.** The task resumes the op, which calls `Select::resume`. `Pending` (a retired
 //!    guard restarted the selection, or an early timer) installs a fresh future and checks the
 //!    cell again before yielding it, so a wake-up that came while no future was installed is
@@ -54,17 +57,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Completes `fut` with `None` unless it is already done (cancelled, or woken twice).
+/// Completes `fut` unless it is already done (cancelled, or woken twice): the target of
+/// deadline timers and of wake-ups from other threads.
 #[pyfunction]
-pub(crate) fn _wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
-    if let Ok(w) = fut.cast::<Waiter>() {
-        return Waiter::complete(w);
-    }
-    let py = fut.py();
-    if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-        fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
-    }
-    Ok(())
+pub(crate) fn _wake_future(fut: &Bound<'_, Waiter>) -> PyResult<()> {
+    Waiter::complete(fut)
 }
 
 fn wake_future_fn(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
