@@ -19,7 +19,7 @@ VENV="$root/.venv"
 # Dev tools; keep in step with [project.optional-dependencies].dev in pyproject.toml, plus the
 # runtime dependencies of [project].dependencies (maturin develop installs those only when it
 # rebuilds, and the build below is skipped when the extension is up to date).
-TOOLS=("greenlet>=3.0" "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "mypy>=1.10" "ruff>=0.6")
+TOOLS=("greenlet>=3.0" "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "mypy>=1.10" "ruff>=0.6" "uvloop>=0.19")
 
 # --- Rust toolchain --------------------------------------------------------------------
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
@@ -44,7 +44,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(
 fi
 VPY="$VENV/bin/python"
 
-if ! "$VPY" -c 'import greenlet, pytest, pytest_timeout, hypothesis, mypy' 2>/dev/null \
+if ! "$VPY" -c 'import greenlet, pytest, pytest_timeout, hypothesis, mypy, uvloop' 2>/dev/null \
    || [ ! -x "$VENV/bin/maturin" ] || [ ! -x "$VENV/bin/ruff" ]; then
   say "pip install ${TOOLS[*]}"
   "$VPY" -m pip install --quiet --disable-pip-version-check "${TOOLS[@]}"

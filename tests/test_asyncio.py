@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -19,12 +19,32 @@ T = TypeVar("T")
 
 LIMIT = 20.0  # seconds any one test's coroutine may take
 
+#: The event loop ``run`` uses for the current test (see ``event_loop_kind``).
+_loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on asyncio's own event loop and on uvloop's (a dev dependency,
+    which scripts/setup.sh installs): nothing may depend on one loop's internals."""
+    global _loop_factory
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop not installed (scripts/setup.sh)")
+        _loop_factory = uvloop.new_event_loop
+    else:
+        _loop_factory = None
+    try:
+        yield request.param
+    finally:
+        _loop_factory = None
+
 
 def run(coro: Awaitable[T]) -> T:
     async def bounded() -> T:
         return await asyncio.wait_for(coro, LIMIT)
 
-    return asyncio.run(bounded())
+    with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        return runner.run(bounded())
 
 
 def in_thread(fn: Any, *args: Any) -> threading.Thread:
