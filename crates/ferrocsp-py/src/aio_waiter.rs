@@ -307,7 +307,8 @@ pub struct RunQueue {
 
 thread_local! {
     /// The run queue of the loop that last queued a wake-up on this thread (a thread runs one
-    /// loop at a time; another loop gets a queue of its own and replaces this one).
+    /// loop at a time; another loop gets a queue of its own and replaces this one). It keeps
+    /// that loop object alive, closed or not, until then or until the thread ends.
     static CURRENT: RefCell<Option<Py<RunQueue>>> = const { RefCell::new(None) };
 }
 
