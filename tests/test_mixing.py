@@ -199,6 +199,8 @@ def test_writer_in_alt(pair: tuple[Kit, Kit]) -> None:
 
 def test_both_sides_in_alts(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
+    alt_side_in_process_against_os(kw, kr)
+    alt_side_in_process_against_os(kr, kw)
     ch = csp.Channel(name="data")
     idle_w, idle_r = csp.Channel(name="idle-w"), csp.Channel(name="idle-r")
     res = csp.Par(
@@ -212,6 +214,8 @@ def test_both_sides_in_alts(pair: tuple[Kit, Kit]) -> None:
 
 def test_both_sides_in_alts_two_networks(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
+    alt_side_in_process_against_os(kw, kr)
+    alt_side_in_process_against_os(kr, kw)
     ch = csp.Channel(name="data")
     idle_w, idle_r = csp.Channel(name="idle-w"), csp.Channel(name="idle-r")
     hr = kr.Spawn(kr.process(alt_consume)(ch, idle_r, N))

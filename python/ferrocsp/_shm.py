@@ -16,6 +16,9 @@ Invariants:
 - A value that cannot be pickled raises ``TypeError`` in the writer and nothing is sent.
 - A greenlet process never blocks its scheduler on a shared channel: when the operation
   cannot complete at once it waits on an ``io`` worker thread.
+- An ``Alt`` over shared channels is one native ``_shm_select`` call (``select``): exactly one
+  guard fires, output guards on rendezvous channels as conditional offers that readers in any
+  process take by firing the selection's cell in shared memory (docs/design.md).
 """
 
 from __future__ import annotations

@@ -313,3 +313,40 @@ fn buffered_output_guard_fires_when_there_is_room() {
     assert!(matches!(select(&ops, &mut Wait::nowait()), Err(ShmError::WouldBlock)));
     assert_eq!(read(&ch, soon()).expect("read"), b"one");
 }
+
+#[test]
+fn nowait_output_guard_fires_to_a_reader_blocked_in_read() {
+    // `Alt(Output(ch, v), Skip())` with a reader waiting: the output fires, as in process.
+    let ch = ShmChannel::create(0, 1 << 20).expect("create");
+    std::thread::scope(|s| {
+        let t = s.spawn(|| read(&ch, soon()));
+        wait_for("the reader", || stats(&ch).readers_waiting == 1);
+        let fill = fill_with(b"now");
+        let ops = [SelOp::write(&ch, 3, &fill)];
+        assert_eq!(select(&ops, &mut Wait::nowait()).expect("fires").0, 0);
+        assert_eq!(t.join().expect("join").expect("read"), b"now");
+    });
+    // With nobody waiting, nothing fires and nothing is left behind.
+    let fill = fill_with(b"later");
+    let ops = [SelOp::write(&ch, 5, &fill)];
+    assert!(matches!(select(&ops, &mut Wait::nowait()), Err(ShmError::WouldBlock)));
+    assert_eq!(stats(&ch).writers_waiting, 0);
+}
+
+#[test]
+fn priority_output_to_a_waiting_reader_before_a_ready_input() {
+    // The output guard comes first and its reader waits: it fires although the input is
+    // ready too.
+    let out = ShmChannel::create(0, 1 << 20).expect("create");
+    let inp = ShmChannel::create(1, 1 << 20).expect("create");
+    write(&inp, b"ready", soon()).expect("buffered");
+    std::thread::scope(|s| {
+        let t = s.spawn(|| read(&out, soon()));
+        wait_for("the reader", || stats(&out).readers_waiting == 1);
+        let fill = fill_with(b"first");
+        let ops = [SelOp::write(&out, 5, &fill), SelOp::read(&inp)];
+        assert_eq!(select(&ops, &mut Wait::until(soon())).expect("fires").0, 0);
+        assert_eq!(t.join().expect("join").expect("read"), b"first");
+    });
+    assert_eq!(stats(&inp).buffered, 1);
+}

@@ -291,7 +291,9 @@ fn owner_alive(seg: &Seg, r: &CellRef) -> bool {
     let Some(m) = seg.mutex(r.slot) else { return false };
     // SAFETY: an initialised robust mutex in a live mapping.
     match unsafe { libc::pthread_mutex_trylock(m) } {
-        libc::EBUSY => true,
+        // EDEADLK: this very thread holds it (it never asks about its own selection, but a
+        // held mutex is a live owner whoever holds it).
+        libc::EBUSY | libc::EDEADLK => true,
         libc::EOWNERDEAD => {
             // SAFETY: EOWNERDEAD means we hold it now; make it usable again and let go.
             unsafe {

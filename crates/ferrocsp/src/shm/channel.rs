@@ -897,8 +897,10 @@ impl ShmChannel {
             };
             if let Some(e) = why {
                 if waited {
-                    // Leaving for good: a nowait writer counting on us re-checks.
+                    // Leaving for good: a nowait writer, or a selection whose output guard
+                    // counted on us, re-checks.
                     self.wake_offers(&g);
+                    self.changed(&g);
                 }
                 return Err(e);
             }

@@ -90,8 +90,11 @@ pub enum Selected<'a> {
 enum Step<'a> {
     Fired(usize, Selected<'a>),
     Buffered(usize, super::channel::WriteSlot<'a>),
-    /// Nothing fired; `deferred`: an output waits for a reader blocked in `read`.
+    /// Nothing fired.
     Wait,
+    /// Nothing fired yet, but an output guard has a reader blocked in a plain `read` to take
+    /// its offer: wait for that (even a `nowait` selection, as long as that reader waits).
+    Deferred,
 }
 
 struct Sel<'s, 'a> {
@@ -163,7 +166,9 @@ impl<'a> Sel<'_, 'a> {
                 self.withdraw(&guards, Some(i));
                 return Ok((i, Selected::Wrote));
             }
-            match self.scan(&guards) {
+            let step = self.scan(&guards);
+            let deferred = matches!(step, Step::Deferred);
+            match step {
                 Step::Fired(i, what) => {
                     self.finish(&guards);
                     return Ok((i, what));
@@ -180,10 +185,10 @@ impl<'a> Sel<'_, 'a> {
                         Err(e) => Err(e),
                     };
                 }
-                Step::Wait => {}
+                Step::Wait | Step::Deferred => {}
             }
             let live = self.dead.iter().any(|d| !d);
-            let why = if w.nowait {
+            let why = if w.nowait && !deferred {
                 Some(ShmError::WouldBlock)
             } else if !live && w.deadline.is_none() {
                 Some(ShmError::Retired)
@@ -245,11 +250,12 @@ impl<'a> Sel<'_, 'a> {
                             return Step::Buffered(i, slot);
                         }
                     } else {
+                        // Our own offers there (reserved or published) are not for that reader.
                         let own_here = (0..self.ops.len())
-                            .filter(|&j| self.at[j] == self.at[i] && self.published[j])
+                            .filter(|&j| self.at[j] == self.at[i] && self.offers[j].is_some())
                             .count() as u64;
                         if ch.idle_reader(g, own_here) {
-                            return Step::Wait;
+                            return Step::Deferred;
                         }
                     }
                 }
