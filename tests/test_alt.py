@@ -725,6 +725,41 @@ def test_output_alt_meets_input_alt_on_rendezvous(k: Kit) -> None:
         assert (st.readers_waiting, st.writers_waiting) == (0, 0)
 
 
+async def offers_with_timeouts(k: Kit, ch: csp.Channel, n: int) -> list[int]:
+    """Offers 0, 1, 2, ... each with a short Timeout, until ``n`` were taken."""
+    sent: list[int] = []
+    i = 0
+    while len(sent) < n:
+        at, _ = await choose(k, csp.Alt(csp.Output(ch, i), csp.Timeout(0.0005)))
+        if at == 0:
+            sent.append(i)
+        i += 1
+    return sent
+
+
+async def accepts_with_timeouts(k: Kit, ch: csp.Channel, n: int) -> list[int]:
+    """Selects ``ch`` with a short Timeout until it received ``n`` values."""
+    got: list[int] = []
+    while len(got) < n:
+        at, value = await choose(k, csp.Alt(ch, csp.Timeout(0.0005)))
+        if at == 0:
+            got.append(value)
+    return got
+
+
+def test_both_sides_selecting_with_timeouts_lose_and_duplicate_nothing(k: Kit) -> None:
+    """Both sides select with timeouts that race the rendezvous: every value reported sent
+    was received exactly once, in order, and a timed-out offer sent nothing."""
+    ch = csp.Channel(name="racy")
+    n = 200
+    sent, got = k.Par(
+        k.process(offers_with_timeouts)(ch, n), k.process(accepts_with_timeouts)(ch, n)
+    ).run()
+    assert sent == got
+    st = ch.stats()
+    assert (st.readers_waiting, st.writers_waiting) == (0, 0)
+
+
 def test_alt_over_reader_ends(k: Kit) -> None:
     a, b = csp.Channel(), csp.Channel(1)
     ra, rb = a.reader(), b.reader()
