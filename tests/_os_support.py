@@ -121,14 +121,6 @@ def backend_fixture(names: Sequence[str]) -> Any:
 
 #: Reasons a shared test cannot hold on OS processes (for ``in_process_only``).
 COPIES = "values crossing OS processes are copies (DESIGN 2, Channels)"
-SHM_ALT_UNCOUNTED = (
-    "an Alt over shared channels waits on their change counters, not as a waiting "
-    "reader/writer that stats() counts (docs/design.md, Alt over shared channels)"
-)
-SHM_OUTPUT_TO_SELECTOR = (
-    "an Output guard on a shared rendezvous channel fires only to a reader blocked in "
-    "read(), not to a selecting one (docs/design.md, Alt over shared channels)"
-)
 
 
 def in_process_only(backend: str, why: str) -> None:
@@ -139,8 +131,6 @@ def in_process_only(backend: str, why: str) -> None:
 
 __all__ = [
     "COPIES",
-    "SHM_ALT_UNCOUNTED",
-    "SHM_OUTPUT_TO_SELECTOR",
     "START_METHODS",
     "backend_fixture",
     "csp",

@@ -13,7 +13,6 @@ polling of ``stats()`` (``_support.wait_until``), never by sleeping.
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -22,12 +21,7 @@ import pytest
 
 import ferrocsp as csp
 from _kit import SHARED_BACKENDS, Kit
-from _os_support import (
-    SHM_ALT_UNCOUNTED,
-    SHM_OUTPUT_TO_SELECTOR,
-    backend_fixture,
-    in_process_only,
-)
+from _os_support import backend_fixture
 from _support import Background, wait_until
 
 backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
@@ -121,58 +115,60 @@ N_CONTENTION = 10_000
 N_WORKERS = 4
 
 
+async def contend(
+    k: Kit, chans: list[csp.Channel], i: int, quota: int
+) -> tuple[int, list[Any], list[Any]]:
+    """Worker ``i`` of the contention test: (selections made, values sent, values received).
+
+    After ``quota`` selections of its own it poisons every channel, which ends the others."""
+    n = len(chans)
+    outs = [chans[i], chans[(i + 1) % n]]
+    ins = [chans[(i + 1) % n], chans[(i + 2) % n]]
+    seq = 0
+    sent: list[Any] = []
+    received: list[Any] = []
+    try:
+        while True:
+            guards: list[Any] = []
+            for j, ch in enumerate(outs):
+                guards.append(csp.Output(ch, (i, seq, j)))
+            guards.extend(ins)
+            if seq % 2:
+                guards.reverse()
+            alt = csp.Alt(*guards)
+            at, value = await choose(k, alt, METHODS[seq % 3])
+            seq += 1
+            guard = alt.guards[at]
+            if isinstance(guard, csp.Output):
+                assert value is None
+                sent.append(guard.value)
+            else:
+                received.append(value)
+            if seq >= quota:
+                for ch in chans:
+                    ch.poison()
+    except csp.ChannelPoisoned:
+        return seq, sent, received
+
+
 @pytest.mark.timeout(120)
 def test_contention_output_delivered_iff_chosen(k: Kit) -> None:
-    """Processes Alt over shared rendezvous channels, mixing output and input guards.
+    """Processes Alt over rendezvous channels, mixing output and input guards.
 
     Process ``i`` offers unique values on channels ``i`` and ``i+1`` and accepts on ``i+1``
     and ``i+2`` (mod N), so every channel has two writers and two readers, all choosing, and
-    one Alt waits on both ends of a channel (it must never meet itself). After 10^4 selections
-    in all, the channels are poisoned; every value reported sent was received exactly once.
+    one Alt waits on both ends of a channel (it must never meet itself). The first process to
+    make its share of 10^4 selections poisons the channels; every value reported sent was
+    received exactly once.
     """
-    in_process_only(k.backend, SHM_OUTPUT_TO_SELECTOR)
     chans = [csp.Channel(name=f"c{i}") for i in range(N_WORKERS)]
-    lock = threading.Lock()
-    count = [0]
-    sent: list[list[Any]] = [[] for _ in range(N_WORKERS)]
-    received: list[list[Any]] = [[] for _ in range(N_WORKERS)]
-
-    async def worker(k: Kit, i: int) -> int:
-        outs = [chans[i], chans[(i + 1) % N_WORKERS]]
-        ins = [chans[(i + 1) % N_WORKERS], chans[(i + 2) % N_WORKERS]]
-        seq = 0
-        mine = 0
-        try:
-            while True:
-                guards: list[Any] = []
-                for j, ch in enumerate(outs):
-                    guards.append(csp.Output(ch, (i, seq, j)))
-                guards.extend(ins)
-                if seq % 2:
-                    guards.reverse()
-                guard, value = await k.choose(csp.Alt(*guards), METHODS[seq % 3])
-                seq += 1
-                mine += 1
-                if isinstance(guard, csp.Output):
-                    assert value is None
-                    sent[i].append(guard.value)
-                else:
-                    assert guard in ins
-                    received[i].append(value)
-                with lock:
-                    count[0] += 1
-                    done = count[0] >= N_CONTENTION
-                if done:
-                    for ch in chans:
-                        ch.poison()
-        except csp.ChannelPoisoned:
-            return mine
-
-    workers = k.spawn_many(worker, [(i,) for i in range(N_WORKERS)])
-    done_by = [w.join(timeout=100) for w in workers]
-    all_sent = [v for s in sent for v in s]
-    all_received = [v for r in received for v in r]
-    assert sum(done_by) >= N_CONTENTION
+    quota = N_CONTENTION // N_WORKERS
+    workers = k.spawn_many(contend, [(chans, i, quota) for i in range(N_WORKERS)])
+    outcomes = [w.join(timeout=100) for w in workers]
+    done_by = [o[0] for o in outcomes]
+    all_sent = [tuple(v) for o in outcomes for v in o[1]]
+    all_received = [tuple(v) for o in outcomes for v in o[2]]
+    assert max(done_by) >= quota
     assert len(all_sent) + len(all_received) == sum(done_by)
     assert len(set(all_sent)) == len(all_sent), "a value was sent twice"
     assert len(set(all_received)) == len(all_received), "a value was received twice"
@@ -180,8 +176,8 @@ def test_contention_output_delivered_iff_chosen(k: Kit) -> None:
     # The two selections of one rendezvous are both counted: half were sends.
     assert len(all_sent) == len(all_received)
     # A process never received its own value on the channel it waits on from both ends.
-    for i in range(N_WORKERS):
-        assert all(v[0] != i for v in received[i]), f"process {i} met itself"
+    for i, (_, _, received) in enumerate(outcomes):
+        assert all(v[0] != i for v in received), f"process {i} met itself"
     # Every process got to choose (nobody starved for the whole run).
     assert all(n > 0 for n in done_by)
 
@@ -586,7 +582,6 @@ def test_poisoned_channel_raises_when_chosen(k: Kit) -> None:
 
 
 def test_poison_wakes_a_blocked_alt(k: Kit) -> None:
-    in_process_only(k.backend, SHM_ALT_UNCOUNTED)
     a, b = csp.Channel(), csp.Channel()
     bg = k.spawn(choose, csp.Alt(a, csp.Output(b, 1)))
     blocked_readers(a)
@@ -650,7 +645,6 @@ def test_retired_channel_drains_buffer_first(k: Kit) -> None:
 
 
 def test_retire_wakes_a_blocked_alt(k: Kit) -> None:
-    in_process_only(k.backend, SHM_ALT_UNCOUNTED)
     a, b = csp.Channel(), csp.Channel()
     wa, wb = a.writer(), b.writer()
     bg = k.spawn(choose, csp.Alt(a, b))
@@ -665,7 +659,6 @@ def test_retire_wakes_a_blocked_alt(k: Kit) -> None:
 
 
 def test_retire_while_blocked_leaves_the_rest_live(k: Kit) -> None:
-    in_process_only(k.backend, SHM_ALT_UNCOUNTED)
     a, b = csp.Channel(), csp.Channel()
     wa = a.writer()
     alt = csp.Alt(a, b)
@@ -681,7 +674,6 @@ def test_retire_while_blocked_leaves_the_rest_live(k: Kit) -> None:
 
 
 def test_blocked_alt_woken_by_write_from_another_thread(k: Kit) -> None:
-    in_process_only(k.backend, SHM_ALT_UNCOUNTED)
     a, b = csp.Channel(), csp.Channel()
     alt = csp.Alt(a, b)
     bg = k.spawn(choose, alt)
@@ -695,7 +687,6 @@ def test_blocked_alt_woken_by_write_from_another_thread(k: Kit) -> None:
 
 
 def test_blocked_output_alt_woken_by_reader(k: Kit) -> None:
-    in_process_only(k.backend, SHM_ALT_UNCOUNTED)
     a, b = csp.Channel(), csp.Channel()
     oa, ob = csp.Output(a, "to-a"), csp.Output(b, "to-b")
     alt = csp.Alt(oa, ob)
@@ -710,25 +701,63 @@ def test_blocked_output_alt_woken_by_reader(k: Kit) -> None:
 
 
 @pytest.mark.timeout(60)
+async def offers_each(k: Kit, ch: csp.Channel, other_in: csp.Channel, n: int) -> None:
+    for i in range(n):
+        alt = csp.Alt(other_in, csp.Output(ch, i))
+        at, _ = await choose(k, alt)
+        assert at == 1
+
+
+async def accepts_each(k: Kit, ch: csp.Channel, other_out: csp.Channel, n: int) -> list[int]:
+    alt = csp.Alt(csp.Output(other_out, "never"), ch)
+    return [(await k.select(alt))[1] for _ in range(n)]
+
+
 def test_output_alt_meets_input_alt_on_rendezvous(k: Kit) -> None:
-    in_process_only(k.backend, SHM_OUTPUT_TO_SELECTOR)
     ch, other_in, other_out = csp.Channel(), csp.Channel(), csp.Channel()
     n = 1000
-
-    async def sender(k: Kit) -> None:
-        for i in range(n):
-            out = csp.Output(ch, i)
-            guard, _ = await k.select(csp.Alt(other_in, out))
-            assert guard is out
-
-    async def receiver(k: Kit) -> list[int]:
-        alt = csp.Alt(csp.Output(other_out, "never"), ch)
-        return [(await k.select(alt))[1] for _ in range(n)]
-
-    assert k.Par(k.process(sender)(), k.process(receiver)()).run() == [None, list(range(n))]
+    res = k.Par(
+        k.process(offers_each)(ch, other_in, n), k.process(accepts_each)(ch, other_out, n)
+    ).run()
+    assert res == [None, list(range(n))]
     for c in (ch, other_in, other_out):
         st = c.stats()
         assert (st.readers_waiting, st.writers_waiting) == (0, 0)
+
+
+async def offers_with_timeouts(k: Kit, ch: csp.Channel, n: int) -> list[int]:
+    """Offers 0, 1, 2, ... each with a short Timeout, until ``n`` were taken."""
+    sent: list[int] = []
+    i = 0
+    while len(sent) < n:
+        at, _ = await choose(k, csp.Alt(csp.Output(ch, i), csp.Timeout(0.0005)))
+        if at == 0:
+            sent.append(i)
+        i += 1
+    return sent
+
+
+async def accepts_with_timeouts(k: Kit, ch: csp.Channel, n: int) -> list[int]:
+    """Selects ``ch`` with a short Timeout until it received ``n`` values."""
+    got: list[int] = []
+    while len(got) < n:
+        at, value = await choose(k, csp.Alt(ch, csp.Timeout(0.0005)))
+        if at == 0:
+            got.append(value)
+    return got
+
+
+def test_both_sides_selecting_with_timeouts_lose_and_duplicate_nothing(k: Kit) -> None:
+    """Both sides select with timeouts that race the rendezvous: every value reported sent
+    was received exactly once, in order, and a timed-out offer sent nothing."""
+    ch = csp.Channel(name="racy")
+    n = 200
+    sent, got = k.Par(
+        k.process(offers_with_timeouts)(ch, n), k.process(accepts_with_timeouts)(ch, n)
+    ).run()
+    assert sent == got
+    st = ch.stats()
+    assert (st.readers_waiting, st.writers_waiting) == (0, 0)
 
 
 def test_alt_over_reader_ends(k: Kit) -> None:
@@ -738,11 +767,8 @@ def test_alt_over_reader_ends(k: Kit) -> None:
     alt = csp.Alt(ra, rb)
     assert run_choose(k, alt) == (rb, "buffered")
     bg = k.spawn(choose, alt)
-    if k.backend == "os":  # the Alt is not counted as a waiting reader there: see SHM_ALT_...
-        a.writer().write("rendezvous")  # blocks until the Alt takes it
-    else:
-        blocked_readers(a)
-        a.writer().write("rendezvous")
+    blocked_readers(a)
+    a.writer().write("rendezvous")
     assert chosen(alt, bg.join()) == (ra, "rendezvous")
 
 

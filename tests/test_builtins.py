@@ -781,12 +781,6 @@ def test_times_from_zip_and_map(backend: str) -> None:
 @pytest.mark.parametrize("parallel", [False, True])
 def test_fibonacci_network(backend: str, parallel: bool) -> None:
     """F = 0 : G, G = 1 : (F + G): Prefix, Delta and Plus in a feedback loop."""
-    if parallel:
-        in_process_only(
-            backend,
-            "on shared channels an Output guard meets only a reader blocked in read(), "
-            "not one selecting (docs/design.md, OS processes)",
-        )
     f, f1, g, g1, g2, s, out = (csp.Channel(name=n) for n in ("f", "f1", "g", "g1", "g2", "s", "o"))
     results = run(
         bi.Prefix(s.reader(), g.writer(), 1),

@@ -25,7 +25,7 @@ import pytest
 
 import ferrocsp as csp
 from _kit import BACKENDS, Kit, current_backend
-from _os_support import SHM_OUTPUT_TO_SELECTOR, in_process_only
+from _os_support import in_process_only
 from _support import all_exceptions, notes
 
 pytestmark = pytest.mark.timeout(30)
@@ -49,12 +49,6 @@ def pair(request: pytest.FixtureRequest) -> tuple[Kit, Kit]:
     if "os" in (w, r):
         request.getfixturevalue("no_leaks")
     return Kit(w), Kit(r)
-
-
-def in_process_pair_only(pair: tuple[Kit, Kit], why: str) -> None:
-    """``in_process_only`` for a pair: skips it, saying why, if either side is an OS process."""
-    for k in pair:
-        in_process_only(k.backend, why)
 
 
 ALT_MIX = (
@@ -205,7 +199,8 @@ def test_writer_in_alt(pair: tuple[Kit, Kit]) -> None:
 
 def test_both_sides_in_alts(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
-    in_process_pair_only(pair, SHM_OUTPUT_TO_SELECTOR)
+    alt_side_in_process_against_os(kw, kr)
+    alt_side_in_process_against_os(kr, kw)
     ch = csp.Channel(name="data")
     idle_w, idle_r = csp.Channel(name="idle-w"), csp.Channel(name="idle-r")
     res = csp.Par(
@@ -219,7 +214,8 @@ def test_both_sides_in_alts(pair: tuple[Kit, Kit]) -> None:
 
 def test_both_sides_in_alts_two_networks(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
-    in_process_pair_only(pair, SHM_OUTPUT_TO_SELECTOR)
+    alt_side_in_process_against_os(kw, kr)
+    alt_side_in_process_against_os(kr, kw)
     ch = csp.Channel(name="data")
     idle_w, idle_r = csp.Channel(name="idle-w"), csp.Channel(name="idle-r")
     hr = kr.Spawn(kr.process(alt_consume)(ch, idle_r, N))

@@ -76,6 +76,19 @@ def blocked_alt(a: csp.Reader, b: csp.Reader) -> str:
 
 
 @csp.process(backend="os")
+def offer_forever(pids: csp.Writer, box: csp.Reader, inp: csp.Reader) -> None:
+    out = box.read()  # received, not an argument: the parent does not poison it on a crash
+    pids.write(os.getpid())
+    csp.Alt(csp.Output(out, "from the dead"), inp).select()
+
+
+@csp.process
+def offer_once(out: csp.Writer) -> str:
+    g, _ = csp.Alt(csp.Output(out, "alive")).select()
+    return "output" if isinstance(g, csp.Output) else "?"
+
+
+@csp.process(backend="os")
 def echo_type(inp: csp.Reader, out: csp.Writer) -> None:
     v = inp.read()
     out.write(v)
@@ -167,6 +180,39 @@ def test_sigkill_mid_alt_crashes_and_wakes_peers() -> None:
     assert isinstance(exc, csp.ProcessCrashed)
     assert exc.process == "alt_forever"
     assert exc.signal == signal.SIGKILL
+
+
+def test_sigkill_of_a_selecting_peer_with_its_offer_registered() -> None:
+    """A selection killed while its conditional offer and its input guard are registered in
+    shared memory blocks nobody: its offer is never taken (nothing is delivered from the dead),
+    stats() stops counting it, and the channels (not poisoned: the child received them) work on
+    with live selections."""
+    pids, box = csp.Channel(name="pids"), csp.Channel(name="box")
+    data, inp = csp.Channel(name="data"), csp.Channel(name="inp")
+    handle = csp.Par(offer_forever(pids.writer(), box.reader(), inp.reader())).start()
+    box.write(data.writer(), timeout=20)
+    pid = pids.read(timeout=20)
+    wait_until(
+        lambda: data.stats().writers_waiting == 1 and inp.stats().readers_waiting == 1,
+        what="the child's offer and input guard registered",
+    )
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ExceptionGroup) as ei:
+        handle.join(timeout=20)
+    (exc,) = all_exceptions(ei.value)
+    assert isinstance(exc, csp.ProcessCrashed)
+    st = data.stats()
+    assert (st.poisoned, st.writers_waiting) == (False, 0)
+    assert inp.stats().readers_waiting == 0
+    # Neither a plain read nor a selecting reader takes the dead selection's value.
+    with pytest.raises(TimeoutError):
+        data.read(timeout=0.2)
+    t = csp.Timeout(0.2)
+    assert csp.Alt(data, t).select() == (t, None)
+    # A live selection's offer on the same channel reaches a selecting reader.
+    h = csp.Par(offer_once(data.writer())).start()
+    assert csp.Alt(data, csp.Timeout(20)).select() == (data, "alive")
+    assert h.join(timeout=20) == ["output"]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 
 import ferrocsp as csp
 from _kit import SHARED_BACKENDS, Kit
-from _os_support import SHM_ALT_UNCOUNTED, backend_fixture, in_process_only
+from _os_support import backend_fixture
 from _support import wait_until
 
 backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
@@ -171,7 +171,6 @@ async def chooser(k: Kit, alt: csp.Alt) -> Any:
 
 
 def test_blocked_alt_woken_by_poison(k: Kit) -> None:
-    in_process_only(k.backend, SHM_ALT_UNCOUNTED)
     a, b = csp.Channel(name="a"), csp.Channel(name="b")
     t = k.spawn(chooser, csp.Alt(a, csp.Output(b, 1)))
     wait_until(

@@ -33,7 +33,7 @@ __all__ = [
     "_select",
     "_set_process_name",
     "_set_trace",
-    "_shm_wait_any",
+    "_shm_select",
     "_stop_watchdog",
     "_wake_future",
 ]
@@ -184,9 +184,13 @@ class _ShmChannel:
     @property
     def seq(self) -> int: ...
 
-def _shm_wait_any(
-    channels: list[_ShmChannel], seen: list[int], timeout: float | None = None
-) -> None: ...
+def _shm_select(
+    channels: list[_ShmChannel],
+    ends: list[int | None],
+    messages: list[tuple[list[Any], list[int]] | None],
+    timeout: float | None = None,
+    nowait: bool = False,
+) -> tuple[int, list[Any] | None]: ...
 def _select(
     ops: list[tuple[int, Any, Any]],
     policy: int,

@@ -16,6 +16,9 @@ Invariants:
 - A value that cannot be pickled raises ``TypeError`` in the writer and nothing is sent.
 - A greenlet process never blocks its scheduler on a shared channel: when the operation
   cannot complete at once it waits on an ``io`` worker thread.
+- An ``Alt`` over shared channels is one native ``_shm_select`` call (``select``): exactly one
+  guard fires, output guards on rendezvous channels as conditional offers that readers in any
+  process take by firing the selection's cell in shared memory (docs/design.md).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 from ._errors import ChannelRetired, WouldBlock
 from ._io import io
-from ._native import Channel, Reader, Writer, _in_scheduler, _shm_wait_any, _ShmChannel
+from ._native import Channel, Reader, Writer, _in_scheduler, _shm_select, _ShmChannel
 from ._stats import ChannelStats
 
 __all__ = [
@@ -396,6 +399,8 @@ def decode(parts: list[Any]) -> Any:
 
 _READ, _WRITE, _SKIP, _TIMEOUT = 0, 1, 2, 3
 _RANDOM, _PRIORITY, _FAIR = 0, 1, 2
+# What ``_shm_select`` returns when no guard fired.
+_RETIRED, _TIMED_OUT, _WOULD_BLOCK = -1, -2, -3
 
 
 def shared_of(target: Any) -> SharedChannel | None:
@@ -410,19 +415,33 @@ def shared_of(target: Any) -> SharedChannel | None:
 def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tuple[int, Any]:
     """A choice over guards on shared channels: ``_native._select``'s twin for them.
 
-    Tries the guards in policy order without blocking (a read takes a value that is offered or
-    buffered; a write to a rendezvous channel goes through only to a reader blocked in
-    ``read``); if none can fire, sleeps on the change counters of all the channels at once
-    (``futex_waitv``) and tries again. Exactly one guard fires.
+    Orders the guards by the policy, encodes the output values, and makes one native
+    ``_shm_select`` call, which fires exactly one guard: inputs take a message or another
+    selection's conditional offer, outputs on rendezvous channels leave conditional offers that
+    a reader in any process (plain or selecting) takes by firing this selection's cell in
+    shared memory. A ``Skip``, or a ``Timeout`` already due, fires if no guard before it in the
+    order can (the call does not block then).
     """
     import random
-    import time
 
     n = len(ops)
-    chans: dict[bytes, SharedChannel] = {}
-    deadline: float | None = None
-    start = time.monotonic()
-    for kind, target, _ in ops:
+    if policy == _PRIORITY:
+        order = list(range(n))
+    elif policy == _FAIR:
+        # As in-process: after the guard chosen last; a fresh Alt starts at the first.
+        first = 0 if last is None else last + 1
+        order = [(first + k) % n for k in range(n)]
+    else:
+        order = random.sample(range(n), n)
+    names: dict[bytes, str] = {}
+    natives: list[_ShmChannel] = []
+    ends: list[int | None] = []
+    messages: list[tuple[list[Any], list[int]] | None] = []
+    index: list[int] = []
+    fallback: int | None = None  # the Skip or due Timeout that fires if nothing before it can
+    timeout: float | None = None
+    timeout_at: int | None = None
+    for kind, target, _ in ops:  # names in guard order, for the retired message
         if kind in (_READ, _WRITE):
             s = shared_of(target)
             if s is None:
@@ -431,47 +450,42 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
                     f"channels ({target!r} is in-process); send every channel of the Alt to "
                     "an OS process first, or use separate Alts"
                 )
-            chans[s.uuid] = s
-        elif kind == _TIMEOUT:
-            t = start + float(target)
-            deadline = t if deadline is None else min(deadline, t)
-    natives = [s._native for s in chans.values()]
-    while True:
-        seen = [c.seq for c in natives]
-        if policy == _PRIORITY:
-            order = list(range(n))
-        elif policy == _FAIR:
-            # As in-process: after the guard chosen last; a fresh Alt starts at the first.
-            first = 0 if last is None else last + 1
-            order = [(first + k) % n for k in range(n)]
-        else:
-            order = random.sample(range(n), n)
-        live = 0
-        now = time.monotonic()
-        for i in order:
-            kind, target, value = ops[i]
-            if kind == _SKIP:
-                return i, None
-            if kind == _TIMEOUT:
-                live += 1
-                if now >= start + float(target):
-                    return i, None
-                continue
-            try:
-                if kind == _READ:
-                    return i, target.read_nowait()
-                target.write_nowait(value)
-                return i, None
-            except WouldBlock:
-                live += 1
-            except ChannelRetired:
-                pass
-        if live == 0:
-            # The in-process message: every channel of the Alt, by name, in guard order.
-            names = ", ".join(f"'{s.name}'" for s in chans.values())
-            raise ChannelRetired(f"alt on channel {names}: channel is retired")
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if _in_scheduler():
-            io(_shm_wait_any, natives, seen, timeout)
-        else:
-            _shm_wait_any(natives, seen, timeout)
+            names[s.uuid] = s.name
+    for i in order:
+        kind, target, value = ops[i]
+        if kind == _SKIP or (kind == _TIMEOUT and float(target) <= 0.0):
+            fallback = i
+            break
+        if kind == _TIMEOUT:
+            if timeout is None or float(target) < timeout:
+                timeout, timeout_at = float(target), i
+            continue
+        s = shared_of(target)
+        assert s is not None
+        end: int | None = None
+        if isinstance(target, Reader | Writer):
+            if target.retired:
+                continue  # a retired end's guard can never fire
+            role = "reader" if isinstance(target, Reader) else "writer"
+            end = s.slot(target._end_id, role, False)
+        s._wait_moved()
+        natives.append(s._native)
+        ends.append(end)
+        messages.append(None if kind == _READ else encode(value, s.name))
+        index.append(i)
+    nowait = fallback is not None
+    if _in_scheduler() and not nowait:  # a greenlet: wait on a worker thread
+        chosen, parts = _shm_select(natives, ends, messages, timeout, True)
+        if chosen == _WOULD_BLOCK:
+            chosen, parts = io(_shm_select, natives, ends, messages, timeout)
+    else:
+        chosen, parts = _shm_select(natives, ends, messages, timeout, nowait)
+    if chosen >= 0:
+        return index[chosen], (None if parts is None else decode(parts))
+    if chosen == _WOULD_BLOCK and fallback is not None:
+        return fallback, None
+    if chosen == _TIMED_OUT and timeout_at is not None:
+        return timeout_at, None
+    # The in-process message: every channel of the Alt, by name, in guard order.
+    listed = ", ".join(f"'{name}'" for name in names.values())
+    raise ChannelRetired(f"alt on channel {listed}: channel is retired")

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrocsp::shm::{EndKind, ShmChannel, ShmError, Wait};
+use ferrocsp::shm::{select, EndKind, SelOp, Selected, ShmChannel, ShmError, Wait};
 use ferrocsp::Error;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
@@ -81,22 +81,7 @@ fn write_inline(
     w: &mut Wait<'_>,
 ) -> Result<(), ShmError> {
     let mut slot = if adopted { ch.begin_write_adopted(total)? } else { ch.begin_write(total, w)? };
-    let out = slot.buf();
-    let count = u32::try_from(bufs.len()).unwrap_or(u32::MAX);
-    out[..4].copy_from_slice(&count.to_le_bytes());
-    let mut at = 4;
-    for b in bufs {
-        out[at] = b.kind;
-        out[at + 1..at + 9].copy_from_slice(&(b.buf.len_bytes() as u64).to_le_bytes());
-        at += 9;
-    }
-    for b in bufs {
-        let n = b.buf.len_bytes();
-        // SAFETY: a C-contiguous buffer of n bytes, held (exported) for this call.
-        let src = unsafe { std::slice::from_raw_parts(b.buf.buf_ptr().cast::<u8>(), n) };
-        out[at..at + n].copy_from_slice(src);
-        at += n;
-    }
+    fill_inline(slot.buf(), bufs);
     slot.commit(w)
 }
 
@@ -357,52 +342,12 @@ impl PyShmChannel {
         let timeout = parse_timeout(timeout)?;
         let dl = deadline(timeout);
         loop {
-            let mut slot = blocking(py, dl, nowait, |w| self.inner.begin_read(w))?
+            let slot = blocking(py, dl, nowait, |w| self.inner.begin_read(w))?
                 .map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
-            let data = slot.buf();
-            let bad =
-                || PyValueError::new_err(format!("corrupt message on channel '{}'", self.name));
-            let word = |at: usize| -> PyResult<u32> {
-                Ok(u32::from_le_bytes(
-                    data.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?,
-                ))
-            };
-            if word(0)? != REMOTE {
-                let out = read_inline(py, data, &bad)?;
-                slot.finish().map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
+            if let Some(out) = take(py, slot, &self.name)? {
                 return Ok(out);
             }
-            let pid = word(4)?;
-            let count = word(8)? as usize;
-            if remote_len(count) > data.len() {
-                return Err(bad());
-            }
-            let mut failed = !remote_enabled();
-            let out = PyList::empty(py);
-            for i in 0..count {
-                if failed {
-                    break;
-                }
-                let h = REMOTE_HEADER + i * REMOTE_PART;
-                let kind = data[h];
-                let n = u64::from_le_bytes(data[h + 1..h + 9].try_into().map_err(|_| bad())?);
-                let addr = u64::from_le_bytes(data[h + 9..h + 17].try_into().map_err(|_| bad())?);
-                let n = usize::try_from(n).map_err(|_| bad())?;
-                let part = new_part(py, kind, n, |b| {
-                    if vm_read(pid, addr, b).is_err() {
-                        failed = true;
-                    }
-                })?;
-                out.append(part)?;
-            }
-            if !failed {
-                slot.finish().map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
-                return Ok(out);
-            }
-            // Not allowed to read the writer's memory: tell it to send the bytes inline, and
-            // wait for them (the writer's rendezvous is not over until they are taken).
-            slot.buf_mut()[REJECTED_AT] = 1;
-            slot.finish().map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
+            // The writer sends its message inline now: read that.
         }
     }
 
@@ -411,7 +356,7 @@ impl PyShmChannel {
         self.inner.poison().map_err(|e| shm_err(py, e, OpName::Write, &self.name))
     }
 
-    /// The change counter (see ``_shm_wait_any``).
+    /// The change counter (it moves whenever anything a waiter may wait for changes).
     #[getter]
     fn seq(&self) -> u32 {
         self.inner.seq()
@@ -531,30 +476,179 @@ pub(crate) fn no_async(chan: &crate::channel::Channel) -> PyResult<()> {
     Ok(())
 }
 
-/// ``_shm_wait_any(channels, seen, timeout)``: sleeps (GIL released) until one of the shared
-/// channels changed since its ``seq`` sample in ``seen``, or ``timeout`` seconds passed. In
-/// the main thread it wakes every 50 ms to run signal handlers (Ctrl-C raises here).
+/// Writes `bufs` as one inline message (`u32 count`, per part `u8 kind` + `u64 length`, then
+/// the parts' bytes) into `out`, which is exactly that long.
+fn fill_inline(out: &mut [u8], bufs: &[Part]) {
+    let count = u32::try_from(bufs.len()).unwrap_or(u32::MAX);
+    out[..4].copy_from_slice(&count.to_le_bytes());
+    let mut at = 4;
+    for b in bufs {
+        out[at] = b.kind;
+        out[at + 1..at + 9].copy_from_slice(&(b.buf.len_bytes() as u64).to_le_bytes());
+        at += 9;
+    }
+    for b in bufs {
+        let n = b.buf.len_bytes();
+        // SAFETY: a C-contiguous buffer of n bytes, held (exported) for this call.
+        let src = unsafe { std::slice::from_raw_parts(b.buf.buf_ptr().cast::<u8>(), n) };
+        out[at..at + n].copy_from_slice(src);
+        at += n;
+    }
+}
+
+/// The parts of a claimed message, each a new object, and the message released (taken).
+/// None: the parts are in the writer's memory and this process may not read it; the writer
+/// was told to send them inline, which the caller must now read from the same channel.
+fn take<'py>(
+    py: Python<'py>,
+    mut slot: ferrocsp::shm::ReadSlot<'_>,
+    name: &str,
+) -> PyResult<Option<Bound<'py, PyList>>> {
+    let data = slot.buf();
+    let bad = || PyValueError::new_err(format!("corrupt message on channel '{name}'"));
+    let word = |at: usize| -> PyResult<u32> {
+        Ok(u32::from_le_bytes(data.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?))
+    };
+    if word(0)? != REMOTE {
+        let out = read_inline(py, data, &bad)?;
+        slot.finish().map_err(|e| shm_err(py, e, OpName::Read, name))?;
+        return Ok(Some(out));
+    }
+    let pid = word(4)?;
+    let count = word(8)? as usize;
+    if remote_len(count) > data.len() {
+        return Err(bad());
+    }
+    let mut failed = !remote_enabled();
+    let out = PyList::empty(py);
+    for i in 0..count {
+        if failed {
+            break;
+        }
+        let h = REMOTE_HEADER + i * REMOTE_PART;
+        let kind = data[h];
+        let n = u64::from_le_bytes(data[h + 1..h + 9].try_into().map_err(|_| bad())?);
+        let addr = u64::from_le_bytes(data[h + 9..h + 17].try_into().map_err(|_| bad())?);
+        let n = usize::try_from(n).map_err(|_| bad())?;
+        let part = new_part(py, kind, n, |b| {
+            if vm_read(pid, addr, b).is_err() {
+                failed = true;
+            }
+        })?;
+        out.append(part)?;
+    }
+    if !failed {
+        slot.finish().map_err(|e| shm_err(py, e, OpName::Read, name))?;
+        return Ok(Some(out));
+    }
+    // Not allowed to read the writer's memory: tell it to send the bytes inline (the writer's
+    // rendezvous is not over until they are taken).
+    slot.buf_mut()[REJECTED_AT] = 1;
+    slot.finish().map_err(|e| shm_err(py, e, OpName::Read, name))?;
+    Ok(None)
+}
+
+/// What `_shm_select` returns when no guard fired: every guard is dead (and no deadline).
+const SELECT_RETIRED: isize = -1;
+/// ... the deadline passed.
+const SELECT_TIMEOUT: isize = -2;
+/// ... `nowait` and nothing could fire at once.
+const SELECT_WOULD_BLOCK: isize = -3;
+
+/// ``_shm_select(channels, ends, messages, timeout=None, nowait=False)``: fires exactly one
+/// guard of a choice over shared channels, tried in the order given: ``messages[i]`` is None
+/// for an input guard on ``channels[i]``, ``(parts, kinds)`` for an output guard (as
+/// ``write``); ``ends[i]`` the end's slot (None: the channel itself; a retired end is dead).
+/// Returns ``(i, parts)`` for an input, ``(i, None)`` for an output, or ``(-1, None)`` (every
+/// guard dead), ``(-2, None)`` (timeout), ``(-3, None)`` (``nowait``, nothing ready). A
+/// poisoned channel's guard raises ``ChannelPoisoned``. Waits with the GIL released.
 #[pyfunction]
-#[pyo3(signature = (channels, seen, timeout = None))]
-pub(crate) fn _shm_wait_any(
-    py: Python<'_>,
-    channels: Vec<PyRef<'_, PyShmChannel>>,
-    seen: Vec<u32>,
-    timeout: Option<f64>,
-) -> PyResult<()> {
-    if channels.len() != seen.len() || channels.is_empty() || channels.len() > 128 {
-        return Err(PyValueError::new_err("need 1 to 128 channels, one seq each"));
+#[pyo3(signature = (channels, ends, messages, timeout = None, nowait = false))]
+#[allow(clippy::type_complexity)]
+pub(crate) fn _shm_select<'py>(
+    py: Python<'py>,
+    channels: Vec<PyRef<'py, PyShmChannel>>,
+    ends: Vec<Option<u32>>,
+    messages: Vec<Option<(Bound<'py, PyList>, Vec<u8>)>>,
+    timeout: Option<&Bound<'py, PyAny>>,
+    nowait: bool,
+) -> PyResult<(isize, Option<Bound<'py, PyList>>)> {
+    if channels.len() != messages.len() || channels.len() != ends.len() {
+        return Err(PyValueError::new_err("need one end and one message (or None) per channel"));
     }
-    let main = is_main_thread(py)?;
-    let mut t = timeout.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok());
-    let slice = if main { SIGNAL_SLICE } else { OWNER_CHECK };
-    t = Some(t.map_or(slice, |t| t.min(slice)));
-    let chans: Vec<&ShmChannel> = channels.iter().map(|c| &c.inner).collect();
-    py.detach(|| ShmChannel::wait_any(&chans, &seen, t));
-    if main {
-        py.check_signals()?;
+    if channels.len() > 127 {
+        return Err(PyValueError::new_err("an Alt over shared channels has at most 127 channels"));
     }
-    Ok(())
+    let dl = deadline(parse_timeout(timeout)?);
+    let mut writes: Vec<Option<(Vec<Part>, usize)>> = Vec::with_capacity(messages.len());
+    for m in &messages {
+        writes.push(match m {
+            None => None,
+            Some((parts, kinds)) => {
+                if kinds.len() != parts.len() {
+                    return Err(PyValueError::new_err("parts and kinds differ in length"));
+                }
+                let mut bufs = Vec::with_capacity(parts.len());
+                for (p, &kind) in parts.iter().zip(kinds) {
+                    let buf = PyUntypedBuffer::get(&p)?;
+                    if !buf.is_c_contiguous() {
+                        return Err(PyTypeError::new_err(
+                            "message parts must be C-contiguous buffers",
+                        ));
+                    }
+                    bufs.push(Part { buf, kind });
+                }
+                let total =
+                    header_len(bufs.len()) + bufs.iter().map(|b| b.buf.len_bytes()).sum::<usize>();
+                Some((bufs, total))
+            }
+        });
+    }
+    // One closure type for every output guard: no boxes.
+    let fills: Vec<Option<_>> = writes
+        .iter()
+        .map(|w| w.as_ref().map(|(bufs, _)| move |out: &mut [u8]| fill_inline(out, bufs)))
+        .collect();
+    let ops: Vec<SelOp<'_>> = channels
+        .iter()
+        .zip(&ends)
+        .zip(writes.iter().zip(&fills))
+        .map(|((c, &end), (w, f))| SelOp {
+            ch: &c.inner,
+            end,
+            write: match (w, f) {
+                (Some((_, total)), Some(f)) => Some((*total, f as &ferrocsp::shm::Fill<'_>)),
+                _ => None,
+            },
+        })
+        .collect();
+    let ops = &ops;
+    let r = blocking(py, dl, nowait, move |w| select(ops, w))?;
+    let (i, what) = match r {
+        Ok(x) => x,
+        Err(ShmError::Retired) => return Ok((SELECT_RETIRED, None)),
+        Err(ShmError::Timeout) => return Ok((SELECT_TIMEOUT, None)),
+        Err(ShmError::WouldBlock) => return Ok((SELECT_WOULD_BLOCK, None)),
+        Err(e) => {
+            let name = channels.first().map_or("", |c| c.name.as_str());
+            return Err(shm_err(py, e, OpName::Read, name));
+        }
+    };
+    let ch = &channels[i];
+    let index = isize::try_from(i).map_err(|_| PyValueError::new_err("guard index"))?;
+    match what {
+        Selected::Wrote => Ok((index, None)),
+        Selected::Poisoned => {
+            let op = if messages[i].is_some() { OpName::Write } else { OpName::Read };
+            Err(shm_err(py, ShmError::Poisoned, op, &ch.name))
+        }
+        Selected::Read(slot) => match take(py, slot, &ch.name)? {
+            Some(parts) => Ok((index, Some(parts))),
+            // The input fired; its writer now sends the message inline: read it, whatever
+            // the deadline (the communication is committed on both sides).
+            None => Ok((index, Some(ch.read(py, None, false)?))),
+        },
+    }
 }
 
 /// An in-process operation's result `r`, unless it failed because its channel moved to shared

@@ -130,3 +130,223 @@ fn too_large_is_refused() {
     let r = ch.begin_write(1 << 20, &mut Wait::nowait());
     assert!(matches!(r, Err(ShmError::TooLarge { .. })));
 }
+
+// --- choice (Alt) over shared channels: conditional offers and selection cells -------------
+
+use ferrocsp::shm::{select, SelOp, Selected};
+
+fn fill_with(msg: &[u8]) -> impl Fn(&mut [u8]) + Sync + '_ {
+    move |out: &mut [u8]| out.copy_from_slice(msg)
+}
+
+fn stats(ch: &ShmChannel) -> ferrocsp::shm::ShmStats {
+    ch.stats().expect("stats")
+}
+
+/// Polls `cond` (a cross-process state seen through `stats`) for up to 10 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn output_guard_fires_to_a_plain_reader_in_another_process() {
+    let ch = ShmChannel::create(0, 1 << 20).expect("create");
+    let pid = fork(|| match read(&ch, soon()) {
+        Ok(v) if v == b"offered" => 0,
+        _ => 1,
+    });
+    let fill = fill_with(b"offered");
+    let ops = [SelOp::write(&ch, 7, &fill)];
+    let (i, what) = select(&ops, &mut Wait::until(soon())).expect("select");
+    assert_eq!(i, 0);
+    assert!(matches!(what, Selected::Wrote));
+    assert_eq!(wait(pid), 0);
+}
+
+#[test]
+fn selecting_writer_meets_selecting_reader_exactly_once() {
+    // Two selections, each offering on one channel and accepting on the other: every value
+    // offered and reported sent is received exactly once, none twice, none lost.
+    const N: u32 = 2000;
+    let x = ShmChannel::create(0, 1 << 20).expect("create");
+    let y = ShmChannel::create(0, 1 << 20).expect("create");
+    let run = |out: &ShmChannel, inp: &ShmChannel, tag: u32| {
+        let mut sent = Vec::new();
+        let mut got = Vec::new();
+        let mut seq = 0u32;
+        while sent.len() + got.len() < N as usize {
+            let msg = (tag << 24 | seq).to_le_bytes();
+            let fill = fill_with(&msg);
+            let ops = [SelOp::write(out, 4, &fill), SelOp::read(inp)];
+            match select(&ops, &mut Wait::until(soon())).expect("select") {
+                (0, Selected::Wrote) => {
+                    sent.push(u32::from_le_bytes(msg));
+                    seq += 1;
+                }
+                (1, Selected::Read(slot)) => {
+                    got.push(u32::from_le_bytes(slot.buf().try_into().expect("4 bytes")));
+                    slot.finish().expect("finish");
+                }
+                other => panic!("unexpected {other:?}"),
+            };
+        }
+        (sent, got)
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| run(&x, &y, 1));
+        let b = s.spawn(|| run(&y, &x, 2));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    // Every communication pairs one sent with one received, so the sets match exactly.
+    assert_eq!(a.0, b.1);
+    assert_eq!(b.0, a.1);
+    assert_eq!(a.0.len() + a.1.len(), N as usize);
+    for ch in [&x, &y] {
+        let s = stats(ch);
+        assert_eq!((s.readers_waiting, s.writers_waiting), (0, 0));
+    }
+}
+
+#[test]
+fn waiting_selection_is_counted_and_timeout_withdraws_it() {
+    let ch = ShmChannel::create(0, 1 << 20).expect("create");
+    let other = ShmChannel::create(0, 1 << 20).expect("create");
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            let fill = fill_with(b"never");
+            let ops = [SelOp::write(&ch, 5, &fill), SelOp::read(&other)];
+            let dl = Some(Instant::now() + Duration::from_millis(300));
+            select(&ops, &mut Wait::until(dl)).map(|(i, _)| i)
+        });
+        wait_for("the offer", || stats(&ch).writers_waiting == 1);
+        assert_eq!(stats(&other).readers_waiting, 1);
+        assert!(matches!(t.join().expect("join"), Err(ShmError::Timeout)));
+    });
+    // Nothing was sent: the offer is gone, and so is the waiting reader.
+    assert_eq!(stats(&ch).writers_waiting, 0);
+    assert_eq!(stats(&other).readers_waiting, 0);
+    assert!(matches!(read(&ch, Some(Instant::now())), Err(ShmError::Timeout)));
+}
+
+#[test]
+fn poison_wakes_a_waiting_selection() {
+    let a = ShmChannel::create(0, 1 << 20).expect("create");
+    let b = ShmChannel::create(0, 1 << 20).expect("create");
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            let fill = fill_with(b"x");
+            let ops = [SelOp::read(&a), SelOp::write(&b, 1, &fill)];
+            select(&ops, &mut Wait::until(soon()))
+                .map(|(i, w)| (i, matches!(w, Selected::Poisoned)))
+        });
+        wait_for("the selection", || stats(&b).writers_waiting == 1);
+        b.poison().expect("poison");
+        assert_eq!(t.join().expect("join").expect("select"), (1, true));
+    });
+    assert_eq!(stats(&a).readers_waiting, 0);
+}
+
+#[test]
+fn retired_guard_is_dropped_and_all_retired_is_retired() {
+    let a = ShmChannel::create(0, 1 << 20).expect("create");
+    let wa = a.new_end(EndKind::Writer).expect("end");
+    let ops = [SelOp::read(&a)];
+    a.retire_end(wa).expect("retire");
+    // With no deadline (no Timeout guard) a choice that can never fire is retired.
+    assert!(matches!(select(&ops, &mut Wait::until(None)), Err(ShmError::Retired)));
+}
+
+#[test]
+fn selector_killed_with_its_offer_registered_blocks_nobody() {
+    let ch = ShmChannel::create(0, 1 << 20).expect("create");
+    let inp = ShmChannel::create(0, 1 << 20).expect("create");
+    let pid = fork(|| {
+        let fill = fill_with(b"dead");
+        let ops = [SelOp::write(&ch, 4, &fill), SelOp::read(&inp)];
+        let _ = select(&ops, &mut Wait::until(None));
+        1
+    });
+    wait_for("the child's offer", || stats(&ch).writers_waiting == 1);
+    wait_for("the child's input guard", || stats(&inp).readers_waiting == 1);
+    // SAFETY: our child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let status = wait(pid);
+    assert!(libc::WIFSIGNALED(status));
+    // The dead selection's offer and record are stale: dropped, not counted, never taken.
+    assert_eq!(stats(&ch).writers_waiting, 0);
+    assert_eq!(stats(&inp).readers_waiting, 0);
+    assert!(matches!(
+        read(&ch, Some(Instant::now() + Duration::from_millis(50))),
+        Err(ShmError::Timeout)
+    ));
+    // The channel works on: a live selection's offer reaches a reader.
+    std::thread::scope(|s| {
+        let t = s.spawn(|| read(&ch, soon()));
+        let fill = fill_with(b"live");
+        let ops = [SelOp::write(&ch, 4, &fill)];
+        assert_eq!(select(&ops, &mut Wait::until(soon())).expect("select").0, 0);
+        assert_eq!(t.join().expect("join").expect("read"), b"live");
+    });
+}
+
+#[test]
+fn offers_of_a_selection_never_meet_each_other() {
+    // One selection offering on a channel and accepting from it must not take its own offer.
+    let ch = ShmChannel::create(0, 1 << 20).expect("create");
+    let fill = fill_with(b"self");
+    let ops = [SelOp::write(&ch, 4, &fill), SelOp::read(&ch)];
+    let dl = Some(Instant::now() + Duration::from_millis(100));
+    assert!(matches!(select(&ops, &mut Wait::until(dl)), Err(ShmError::Timeout)));
+    assert_eq!(stats(&ch).writers_waiting, 0);
+}
+
+#[test]
+fn buffered_output_guard_fires_when_there_is_room() {
+    let ch = ShmChannel::create(1, 1 << 20).expect("create");
+    let fill = fill_with(b"one");
+    let ops = [SelOp::write(&ch, 3, &fill)];
+    assert_eq!(select(&ops, &mut Wait::nowait()).expect("room").0, 0);
+    assert!(matches!(select(&ops, &mut Wait::nowait()), Err(ShmError::WouldBlock)));
+    assert_eq!(read(&ch, soon()).expect("read"), b"one");
+}
+
+#[test]
+fn nowait_output_guard_fires_to_a_reader_blocked_in_read() {
+    // `Alt(Output(ch, v), Skip())` with a reader waiting: the output fires, as in process.
+    let ch = ShmChannel::create(0, 1 << 20).expect("create");
+    std::thread::scope(|s| {
+        let t = s.spawn(|| read(&ch, soon()));
+        wait_for("the reader", || stats(&ch).readers_waiting == 1);
+        let fill = fill_with(b"now");
+        let ops = [SelOp::write(&ch, 3, &fill)];
+        assert_eq!(select(&ops, &mut Wait::nowait()).expect("fires").0, 0);
+        assert_eq!(t.join().expect("join").expect("read"), b"now");
+    });
+    // With nobody waiting, nothing fires and nothing is left behind.
+    let fill = fill_with(b"later");
+    let ops = [SelOp::write(&ch, 5, &fill)];
+    assert!(matches!(select(&ops, &mut Wait::nowait()), Err(ShmError::WouldBlock)));
+    assert_eq!(stats(&ch).writers_waiting, 0);
+}
+
+#[test]
+fn priority_output_to_a_waiting_reader_before_a_ready_input() {
+    // The output guard comes first and its reader waits: it fires although the input is
+    // ready too.
+    let out = ShmChannel::create(0, 1 << 20).expect("create");
+    let inp = ShmChannel::create(1, 1 << 20).expect("create");
+    write(&inp, b"ready", soon()).expect("buffered");
+    std::thread::scope(|s| {
+        let t = s.spawn(|| read(&out, soon()));
+        wait_for("the reader", || stats(&out).readers_waiting == 1);
+        let fill = fill_with(b"first");
+        let ops = [SelOp::write(&out, 5, &fill), SelOp::read(&inp)];
+        assert_eq!(select(&ops, &mut Wait::until(soon())).expect("fires").0, 0);
+        assert_eq!(t.join().expect("join").expect("read"), b"first");
+    });
+    assert_eq!(stats(&inp).buffered, 1);
+}

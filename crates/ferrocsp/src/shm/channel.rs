@@ -23,16 +23,23 @@
 //!   its entry is still `READY` withdraws it (`CANCELLED`): nothing was sent.
 //! - A process that dies holding the mutex leaves it "owner died": the next locker makes it
 //!   consistent and poisons the channel, so its peers wake with `Poisoned` instead of hanging.
+//! - Conditional offers (an `Alt`'s output guard, `select.rs`): an `OFFERED` entry carries a
+//!   [`CellRef`] before its message. A reader takes it only by firing that cell (`cells::fire`,
+//!   under this channel's lock); the reader then owns the entry and marks it `DONE` itself (the
+//!   offering selection never touches a fired offer again). An offer whose selection is gone
+//!   is withdrawn by whoever finds it. A waiting `Alt`'s input guard leaves an `AltRecord` in
+//!   the header (counted by `stats()` as a waiting reader; stale records are dropped there).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use super::cells::{self, CellRef, Fire};
 use super::sys::{self, Locked, Mapping};
 
 const MAGIC: u64 = 0x6665_7272_6f63_7370; // "ferrocsp"
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 4096;
 /// The most counted ends one shared channel can have over its life.
 pub const MAX_ENDS: usize = 4096;
@@ -48,6 +55,17 @@ const TAKEN: u32 = 4;
 const DONE: u32 = 5;
 const CANCELLED: u32 = 6;
 const PAD: u32 = 7;
+/// A conditional offer: readable only by firing the selection cell it names.
+const OFFERED: u32 = 8;
+
+// `Entry::rendezvous` values.
+const RDV_PLAIN: u32 = 1;
+/// An offer of a selection: its message starts after an `OFFER_PREFIX` holding its `CellRef`.
+const RDV_OFFER: u32 = 2;
+const OFFER_PREFIX: usize = 64;
+/// Input guards of waiting selections one channel counts (more still work, uncounted).
+const ALT_RECORDS: usize = 64;
+const _: () = assert!(std::mem::size_of::<CellRef>() <= OFFER_PREFIX);
 
 // End-table states.
 const END_FREE: u8 = 0;
@@ -173,12 +191,26 @@ struct State {
     offers: u64,
     readers_waiting: u32,
     writers_waiting: u32,
+    /// `AltRecord`s in use.
+    alt_readers: u32,
+    _pad1: u32,
+    /// Entries `OFFERED`.
+    offered: u64,
     reader_ends_made: u32,
     writer_ends_made: u32,
     reader_ends_live: u32,
     writer_ends_live: u32,
     ends_next: u32,
     _pad: u32,
+}
+
+/// A waiting selection's input guard on this channel.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AltRecord {
+    used: u32,
+    _pad: u32,
+    cell: CellRef,
 }
 
 #[repr(C)]
@@ -196,6 +228,7 @@ struct Header {
     _pad1: u32,
     mutex: libc::pthread_mutex_t,
     st: State,
+    alt: [AltRecord; ALT_RECORDS],
 }
 
 #[repr(C)]
@@ -224,7 +257,7 @@ pub struct ShmChannel {
 }
 
 /// The mutex held; unlocks on drop.
-struct Guard<'a> {
+pub(super) struct Guard<'a> {
     ch: &'a ShmChannel,
 }
 
@@ -306,7 +339,7 @@ impl ShmChannel {
         unsafe { std::ptr::addr_of_mut!((*self.hdr()).mutex) }
     }
 
-    fn atomics(&self) -> (&AtomicU32, &AtomicU32, &AtomicU32) {
+    pub(super) fn atomics(&self) -> (&AtomicU32, &AtomicU32, &AtomicU32) {
         // SAFETY: atomics in the mapped header, valid as long as `self`.
         unsafe {
             let h = self.hdr();
@@ -346,7 +379,7 @@ impl ShmChannel {
         self.atomics().2.load(Ordering::Acquire) != 0
     }
 
-    fn lock(&self) -> Result<Guard<'_>, ShmError> {
+    pub(super) fn lock(&self) -> Result<Guard<'_>, ShmError> {
         // SAFETY: the mutex was initialised at creation and lives as long as the mapping.
         let how = unsafe { sys::mutex_lock(self.mutex()) }?;
         let g = Guard { ch: self };
@@ -360,7 +393,7 @@ impl ShmChannel {
     }
 
     /// Announces a change to every sleeper; called with the lock held.
-    fn changed(&self, _g: &Guard<'_>) {
+    pub(super) fn changed(&self, _g: &Guard<'_>) {
         let (seq, sleepers, _) = self.atomics();
         seq.fetch_add(1, Ordering::AcqRel);
         if sleepers.load(Ordering::Acquire) > 0 {
@@ -419,7 +452,7 @@ impl ShmChannel {
             let e = self.entry(pos);
             // SAFETY: as in `advance`.
             let (state, size, rdv) = unsafe { ((*e).state, (*e).size, (*e).rendezvous) };
-            if rdv != 0 && matches!(state, READY | READING) {
+            if rdv == RDV_PLAIN && matches!(state, READY | READING) {
                 self.wake_entry(e, g);
             }
             pos += size;
@@ -480,23 +513,239 @@ impl ShmChannel {
         }
     }
 
-    /// The first `READY` entry, if any.
-    fn first_ready(&self, g: &Guard<'_>) -> Option<u64> {
+    /// Claims the first message a reader may take (`READING`): a `READY` entry, or an
+    /// `OFFERED` one whose selection this reader fires (skipping offers of `own`, the reader's
+    /// own selection, and withdrawing offers of selections that are gone). Lock held.
+    pub(super) fn claim(&self, g: &Guard<'_>, own: Option<&CellRef>) -> Option<ReadSlot<'_>> {
         let st = g.st();
-        if st.ready == 0 {
+        if st.ready == 0 && st.offered == 0 {
             return None;
         }
         let mut pos = st.head;
-        while pos < st.tail {
+        while pos < g.st().tail {
             let e = self.entry(pos);
             // SAFETY: as in `advance`.
-            let (state, size) = unsafe { ((*e).state, (*e).size) };
-            if state == READY {
-                return Some(pos);
+            let (state, size, kind, len) =
+                unsafe { ((*e).state, (*e).size, (*e).rendezvous, (*e).len as usize) };
+            let won = match state {
+                READY => true,
+                OFFERED => {
+                    let cell = self.offer_cell(pos);
+                    if own.is_some_and(|o| o.same_cell(&cell)) {
+                        false
+                    } else {
+                        match cells::fire(&cell) {
+                            Fire::Won => true,
+                            Fire::Lost => false,
+                            Fire::Dead => {
+                                self.withdraw_entry(g, pos);
+                                false
+                            }
+                        }
+                    }
+                }
+                _ => false,
+            };
+            if won {
+                let st = g.st();
+                if state == READY {
+                    st.ready -= 1;
+                } else {
+                    st.offered -= 1;
+                }
+                // SAFETY: as above.
+                unsafe { (*e).state = READING };
+                if kind != 0 {
+                    // A plain writer waits for TAKEN, not for this: no wake-up yet.
+                    st.offers -= 1;
+                } else {
+                    st.buffered -= 1;
+                    self.changed(g); // room for a writer waiting on the capacity
+                }
+                return Some(ReadSlot { ch: self, pos, len, kind, finished: false });
             }
             pos += size;
         }
         None
+    }
+
+    /// The cell named by offer entry `pos`.
+    fn offer_cell(&self, pos: u64) -> CellRef {
+        // SAFETY: an offer's payload starts with its CellRef (written before it was OFFERED).
+        unsafe { std::ptr::read_unaligned(self.payload(pos).cast::<CellRef>()) }
+    }
+
+    /// Withdraws entry `pos` (a message nobody took: `WRITING`, `READY` or `OFFERED`). Lock
+    /// held.
+    pub(super) fn withdraw_entry(&self, g: &Guard<'_>, pos: u64) {
+        let st = g.st();
+        let e = self.entry(pos);
+        // SAFETY: an entry between head and tail; lock held.
+        let (state, kind) = unsafe { ((*e).state, (*e).rendezvous) };
+        match state {
+            WRITING => st.writing -= 1,
+            READY => st.ready -= 1,
+            OFFERED => st.offered -= 1,
+            _ => return,
+        }
+        if kind != 0 {
+            st.offers -= 1;
+        } else {
+            st.buffered -= 1;
+        }
+        // SAFETY: as above.
+        unsafe { (*e).state = CANCELLED };
+        self.advance(g);
+        self.changed(g);
+    }
+
+    /// Reserves a conditional offer of a `len`-byte message for `cell` (`WRITING`: invisible
+    /// to readers until `publish_offer`); fill it with `offer_buf`. None: no ring space now.
+    pub(super) fn reserve_offer(
+        &self,
+        len: usize,
+        cell: &CellRef,
+    ) -> Result<Option<u64>, ShmError> {
+        let size = round_up(ENTRY_BYTES + OFFER_PREFIX + len);
+        if size > self.data_len() {
+            return Err(ShmError::TooLarge { len, max: self.max_message() - OFFER_PREFIX });
+        }
+        let g = self.lock()?;
+        let Some(pos) = self.reserve(&g, size) else { return Ok(None) };
+        let e = self.entry(pos);
+        // SAFETY: freshly reserved ring space; lock held.
+        unsafe {
+            (*e).size = size as u64;
+            (*e).len = len as u64;
+            (*e).state = WRITING;
+            (*e).rendezvous = RDV_OFFER;
+            std::ptr::write_unaligned(self.payload(pos).cast::<CellRef>(), *cell);
+        }
+        let st = g.st();
+        st.writing += 1;
+        st.offers += 1;
+        Ok(Some(pos))
+    }
+
+    /// The message bytes of offer `pos`, reserved by this caller and still `WRITING`.
+    #[allow(clippy::mut_from_ref)] // the entry is reserved for the caller alone
+    pub(super) fn offer_buf(&self, pos: u64) -> &mut [u8] {
+        // SAFETY: the entry is ours (WRITING) and its message follows the prefix.
+        unsafe {
+            let len = (*self.entry(pos)).len as usize;
+            std::slice::from_raw_parts_mut(self.payload(pos).add(OFFER_PREFIX), len)
+        }
+    }
+
+    /// Publishes reserved offer `pos` (`OFFERED`); lock held.
+    pub(super) fn publish_offer(&self, g: &Guard<'_>, pos: u64) {
+        let st = g.st();
+        st.writing -= 1;
+        st.offered += 1;
+        // SAFETY: our reserved entry; lock held.
+        unsafe { (*self.entry(pos)).state = OFFERED };
+    }
+
+    /// Reserves a buffered message of `len` bytes if the capacity and ring allow it now (a
+    /// fired output guard: fill it, then commit); lock held.
+    pub(super) fn reserve_buffered(&self, g: &Guard<'_>, len: usize) -> Option<WriteSlot<'_>> {
+        let size = round_up(ENTRY_BYTES + len);
+        if self.capacity() == 0 || g.st().buffered >= self.capacity() as u64 {
+            return None;
+        }
+        let pos = self.reserve(g, size)?;
+        let e = self.entry(pos);
+        // SAFETY: freshly reserved ring space; lock held.
+        unsafe {
+            (*e).size = size as u64;
+            (*e).len = len as u64;
+            (*e).state = WRITING;
+            (*e).rendezvous = 0;
+        }
+        let st = g.st();
+        st.writing += 1;
+        st.buffered += 1;
+        Some(WriteSlot { ch: self, pos, len, rendezvous: false, committed: false })
+    }
+
+    /// Whether nothing can ever be read here any more (no message, every writer retired).
+    pub(super) fn input_dead(&self, g: &Guard<'_>) -> bool {
+        let st = g.st();
+        Self::writers_gone(st) && st.writing == 0 && st.ready == 0 && st.offered == 0
+    }
+
+    /// Whether nothing can ever be written here any more (every reader retired).
+    pub(super) fn output_dead(&self, g: &Guard<'_>) -> bool {
+        Self::readers_gone(g.st())
+    }
+
+    /// Whether a reader blocked in a plain read waits with no message to take but one of
+    /// `own` offers: an output guard here is as good as ready. Lock held.
+    pub(super) fn idle_reader(&self, g: &Guard<'_>, own: u64) -> bool {
+        let st = g.st();
+        u64::from(st.readers_waiting) + own > st.offers
+    }
+
+    /// Records a waiting selection's input guard (counted as a waiting reader). None: the
+    /// record table is full (the selection still works, uncounted). Lock held.
+    pub(super) fn add_record(&self, g: &Guard<'_>, cell: &CellRef) -> Option<usize> {
+        // SAFETY: the record table is only touched under the lock, which `g` holds.
+        let recs = unsafe { &mut (*self.hdr()).alt };
+        let i = recs.iter().position(|r| r.used == 0)?;
+        recs[i] = AltRecord { used: 1, _pad: 0, cell: *cell };
+        g.st().alt_readers += 1;
+        self.changed(g); // an Alt offering an output here may now see a reader
+        Some(i)
+    }
+
+    /// Removes record `i`; lock held.
+    pub(super) fn remove_record(&self, g: &Guard<'_>, i: usize) {
+        // SAFETY: as in `add_record`.
+        let recs = unsafe { &mut (*self.hdr()).alt };
+        if let Some(r) = recs.get_mut(i) {
+            if r.used != 0 {
+                r.used = 0;
+                g.st().alt_readers -= 1;
+            }
+        }
+    }
+
+    /// (live records, live open offers), dropping records and offers of selections that are
+    /// gone; lock held.
+    fn alt_waiting(&self, g: &Guard<'_>) -> (usize, usize) {
+        let mut readers = 0;
+        if g.st().alt_readers > 0 {
+            for i in 0..ALT_RECORDS {
+                // SAFETY: as in `add_record`.
+                let r = unsafe { (*self.hdr()).alt[i] };
+                if r.used == 0 {
+                    continue;
+                }
+                match cells::status(&r.cell) {
+                    Some(true) => readers += 1,
+                    Some(false) => {}
+                    None => self.remove_record(g, i),
+                }
+            }
+        }
+        let mut writers = 0;
+        if g.st().offered > 0 {
+            let mut pos = g.st().head;
+            while pos < g.st().tail {
+                let e = self.entry(pos);
+                // SAFETY: as in `advance`.
+                let (state, size) = unsafe { ((*e).state, (*e).size) };
+                if state == OFFERED {
+                    match cells::status(&self.offer_cell(pos)) {
+                        Some(true) => writers += 1,
+                        Some(false) => {}
+                        None => self.withdraw_entry(g, pos),
+                    }
+                }
+                pos += size;
+            }
+        }
+        (readers, writers)
     }
 
     /// Rendezvous offers a reader could take now (`READY`). An offer still being copied in
@@ -597,7 +846,7 @@ impl ShmChannel {
                         (*e).size = size as u64;
                         (*e).len = len as u64;
                         (*e).state = WRITING;
-                        (*e).rendezvous = u32::from(rendezvous);
+                        (*e).rendezvous = if rendezvous { RDV_PLAIN } else { 0 };
                     }
                     st.writing += 1;
                     if rendezvous {
@@ -633,23 +882,8 @@ impl ShmChannel {
             if self.is_poisoned() {
                 return Err(ShmError::Poisoned);
             }
-            if let Some(pos) = self.first_ready(&g) {
-                let e = self.entry(pos);
-                let st = g.st();
-                // SAFETY: a READY entry between head and tail; lock held.
-                let (len, rendezvous) = unsafe {
-                    (*e).state = READING;
-                    ((*e).len as usize, (*e).rendezvous != 0)
-                };
-                st.ready -= 1;
-                if rendezvous {
-                    // Its writer waits for TAKEN, not for this: no wake-up yet.
-                    st.offers -= 1;
-                } else {
-                    st.buffered -= 1;
-                    self.changed(&g); // room for a writer waiting on the capacity
-                }
-                return Ok(ReadSlot { ch: self, pos, len, rendezvous, finished: false });
+            if let Some(slot) = self.claim(&g, None) {
+                return Ok(slot);
             }
             let st = g.st();
             let why = if Self::writers_gone(st) && st.writing == 0 {
@@ -663,8 +897,10 @@ impl ShmChannel {
             };
             if let Some(e) = why {
                 if waited {
-                    // Leaving for good: a nowait writer counting on us re-checks.
+                    // Leaving for good: a nowait writer, or a selection whose output guard
+                    // counted on us, re-checks.
                     self.wake_offers(&g);
+                    self.changed(&g);
                 }
                 return Err(e);
             }
@@ -766,22 +1002,9 @@ impl ShmChannel {
         Ok(())
     }
 
-    /// The change counter: sample it before trying operations, then `wait_any` with it.
+    /// The change counter: it moves whenever anything a waiter may wait for changes.
     pub fn seq(&self) -> u32 {
         self.atomics().0.load(Ordering::SeqCst)
-    }
-
-    /// Sleeps until any of `chans` changed since its `seen` sample (`seq`), at most `timeout`
-    /// (a choice over several shared channels waits this way). Returns at once if one did.
-    pub fn wait_any(chans: &[&ShmChannel], seen: &[u32], timeout: Option<Duration>) {
-        for c in chans {
-            c.atomics().1.fetch_add(1, Ordering::SeqCst);
-        }
-        let words: Vec<&AtomicU32> = chans.iter().map(|c| c.atomics().0).collect();
-        sys::futex_wait_any(&words, seen, timeout);
-        for c in chans {
-            c.atomics().1.fetch_sub(1, Ordering::SeqCst);
-        }
     }
 
     /// Takes the lock and never releases it: only for tests of a process that dies holding it.
@@ -794,13 +1017,16 @@ impl ShmChannel {
     /// A snapshot of the counters.
     pub fn stats(&self) -> Result<ShmStats, ShmError> {
         let g = self.lock()?;
+        let (alt_readers, alt_writers) = self.alt_waiting(&g);
         let st = g.st();
         let poisoned = self.is_poisoned();
         Ok(ShmStats {
             capacity: self.capacity(),
             buffered: if poisoned { 0 } else { st.buffered as usize },
-            readers_waiting: st.readers_waiting as usize,
-            writers_waiting: st.writers_waiting as usize + self.ready_offers(&g) as usize,
+            readers_waiting: st.readers_waiting as usize + alt_readers,
+            writers_waiting: st.writers_waiting as usize
+                + self.ready_offers(&g) as usize
+                + alt_writers,
             reader_ends: st.reader_ends_live as usize,
             writer_ends: st.writer_ends_live as usize,
             poisoned,
@@ -949,7 +1175,8 @@ pub struct ReadSlot<'a> {
     ch: &'a ShmChannel,
     pos: u64,
     len: usize,
-    rendezvous: bool,
+    /// The entry's `rendezvous` value (0, `RDV_PLAIN`, `RDV_OFFER`).
+    kind: u32,
     finished: bool,
 }
 
@@ -957,14 +1184,20 @@ impl ReadSlot<'_> {
     /// The message's bytes (the lock is not held: copy freely).
     pub fn buf(&self) -> &[u8] {
         // SAFETY: the claimed entry is ours alone until finished or put back.
-        unsafe { std::slice::from_raw_parts(self.ch.payload(self.pos), self.len) }
+        unsafe { std::slice::from_raw_parts(self.msg(), self.len) }
+    }
+
+    fn msg(&self) -> *mut u8 {
+        let skip = if self.kind == RDV_OFFER { OFFER_PREFIX } else { 0 };
+        // SAFETY: an offer's message follows its prefix inside the entry.
+        unsafe { self.ch.payload(self.pos).add(skip) }
     }
 
     /// The message's bytes, writable: a reader may leave a mark for a rendezvous writer,
     /// which sees it in `WriteSlot::commit_then`.
     pub fn buf_mut(&mut self) -> &mut [u8] {
         // SAFETY: the claimed entry is ours alone until finished or put back.
-        unsafe { std::slice::from_raw_parts_mut(self.ch.payload(self.pos), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.msg(), self.len) }
     }
 
     /// Releases the message: taken (a rendezvous writer completes).
@@ -972,7 +1205,7 @@ impl ReadSlot<'_> {
         self.finished = true;
         let g = self.ch.lock()?;
         let e = self.ch.entry(self.pos);
-        if self.rendezvous {
+        if self.kind == RDV_PLAIN {
             // SAFETY: our claimed entry; lock held.
             unsafe { (*e).state = TAKEN };
             self.ch.wake_entry(e, &g); // its writer, and only it
@@ -997,7 +1230,8 @@ impl Drop for ReadSlot<'_> {
         if let Ok(g) = self.ch.lock() {
             let st = g.st();
             st.ready += 1;
-            if self.rendezvous {
+            // A fired offer put back is a plain message now: its selection chose it.
+            if self.kind != 0 {
                 st.offers += 1;
             } else {
                 st.buffered += 1;

@@ -6,9 +6,15 @@
 //! segment, and the lock is a robust process-shared mutex, so a process that dies holding it
 //! poisons the channel instead of hanging its peers. No broker process, no helper thread.
 //!
-//! Choice (Alt) over shared channels is not part of the engine's [`crate::Select`] yet.
+//! Choice (`Alt`) over shared channels is [`select`]: conditional offers and selection cells in
+//! shared memory ([`cells`]), Go's `select` model across processes (not the engine's in-process
+//! [`crate::Select`], whose wakers cannot cross a process boundary).
 
+mod cells;
 mod channel;
+mod select;
 mod sys;
 
+pub use cells::MAX_GUARDS;
 pub use channel::{EndKind, ReadSlot, ShmChannel, ShmError, ShmStats, Wait, WriteSlot, MAX_ENDS};
+pub use select::{select, Fill, SelOp, Selected};

@@ -1,0 +1,346 @@
+//! Selection cells in shared memory: the one word that decides which guard of a waiting
+//! `Alt` over shared channels fired (Go's `select` model, across OS processes).
+//!
+//! Each process owns lazily created *cells segments* (memfds, mode 0600, attachable through
+//! `/proc/<pid>/fd/<fd>` like channel segments). A waiting selection takes one slot: it locks
+//! the slot's robust process-shared mutex for as long as the selection runs, and the slot's
+//! `state` word says `OPEN` (nothing fired yet), `FIRED(guard)` or `CLOSED`. The records a
+//! selection leaves in channel segments (conditional offers, waiting readers) name the slot
+//! by a [`CellRef`].
+//!
+//! Invariants:
+//! - A counterpart fires a cell only by a compare-and-swap `OPEN(gen) -> FIRED(guard, gen)`,
+//!   made while it holds the lock of the channel whose record it found. The selection withdraws
+//!   every record (under each channel's lock) before it releases the slot, so a record a
+//!   counterpart finds under the channel lock always names the live selection it was made by.
+//! - Liveness: the slot's mutex is held by the selecting thread. A counterpart's `trylock` that
+//!   does not fail with `EBUSY` (the owner died: `EOWNERDEAD`; or nobody holds it) means the
+//!   record is stale, and the counterpart withdraws it: a dead selector never blocks anyone.
+//!   `trylock` on a held mutex is a user-space check, no system call.
+//! - Segments are per process: a child made by `fork` never uses its parent's slots (the
+//!   process id is checked), and attached segments are cached per process by uuid.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::sys::{self, Mapping};
+
+const MAGIC: u64 = 0x6665_7272_6f63_656c; // "ferrocel"
+const HEADER: usize = 4096;
+const SLOT_BYTES: usize = 128;
+const SLOTS: usize = 512;
+const SEG_BYTES: usize = HEADER + SLOTS * SLOT_BYTES;
+
+/// The status bits of a cell's state word (the rest is the generation).
+const STATUS_BITS: u32 = 12;
+const STATUS_MASK: u32 = (1 << STATUS_BITS) - 1;
+const OPEN: u32 = 0;
+const CLOSED: u32 = STATUS_MASK;
+/// The most guards one selection can name (`FIRED(g)` is `g + 1`).
+pub const MAX_GUARDS: usize = (STATUS_MASK - 1) as usize;
+
+#[repr(C)]
+struct SegHeader {
+    magic: u64,
+    uuid: [u8; 16],
+    slots: u64,
+}
+
+#[repr(C)]
+struct Slot {
+    mutex: libc::pthread_mutex_t,
+    state: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() <= SLOT_BYTES);
+
+/// Where a selection's cell is, and which of its guards a record stands for (stored in
+/// channel segments, so plain data with a fixed layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CellRef {
+    /// The process that owns the cells segment.
+    pub pid: u32,
+    /// Its descriptor of the segment.
+    pub fd: i32,
+    /// The segment's identifier.
+    pub uuid: [u8; 16],
+    /// The slot in the segment.
+    pub slot: u32,
+    /// The slot's generation when the selection took it.
+    pub gen: u32,
+    /// The guard this record stands for.
+    pub guard: u32,
+    _pad: u32,
+}
+
+impl CellRef {
+    /// Whether `self` and `other` name the same selection.
+    pub fn same_cell(&self, other: &CellRef) -> bool {
+        self.uuid == other.uuid && self.slot == other.slot && self.gen == other.gen
+    }
+}
+
+/// A mapped cells segment (ours or another process's).
+#[derive(Debug)]
+struct Seg {
+    map: Mapping,
+    fd: OwnedFd,
+    uuid: [u8; 16],
+}
+
+impl Seg {
+    fn slot(&self, i: u32) -> Option<*mut Slot> {
+        if i as usize >= SLOTS {
+            return None;
+        }
+        // SAFETY: slot i lies inside the mapping (SEG_BYTES, checked at attach).
+        Some(unsafe { self.map.ptr().add(HEADER + i as usize * SLOT_BYTES).cast() })
+    }
+
+    fn state(&self, i: u32) -> Option<&AtomicU32> {
+        // SAFETY: an atomic inside the live mapping.
+        self.slot(i).map(|s| unsafe { &(*s).state })
+    }
+
+    fn mutex(&self, i: u32) -> Option<*mut libc::pthread_mutex_t> {
+        // SAFETY: addr_of_mut! makes no reference.
+        self.slot(i).map(|s| unsafe { std::ptr::addr_of_mut!((*s).mutex) })
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    pid: u32,
+    own: Vec<Arc<Seg>>,
+    free: Vec<(usize, u32)>,
+    attached: HashMap<[u8; 16], Arc<Seg>>,
+}
+
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn with_registry<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
+    let mut g = REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let pid = std::process::id();
+    if g.as_ref().is_none_or(|r| r.pid != pid) {
+        // First use, or a child made by fork: the parent's slots are the parent's. Forget
+        // them (without unmapping: another thread of the parent may have been using them).
+        if let Some(old) = g.take() {
+            std::mem::forget(old);
+        }
+        *g = Some(Registry { pid, ..Registry::default() });
+    }
+    f(g.as_mut().unwrap_or_else(|| unreachable!()))
+}
+
+fn new_segment() -> io::Result<Seg> {
+    let uuid = sys::random_uuid()?;
+    let fd = sys::create(&uuid, SEG_BYTES)?;
+    let map = sys::map(&fd, SEG_BYTES)?;
+    let seg = Seg { map, fd, uuid };
+    for i in 0..SLOTS as u32 {
+        if let Some(m) = seg.mutex(i) {
+            // SAFETY: fresh zeroed shared memory that nobody else knows yet.
+            unsafe { sys::mutex_init(m)? };
+        }
+    }
+    let h = seg.map.ptr().cast::<SegHeader>();
+    // SAFETY: the header page of our fresh mapping.
+    unsafe {
+        (*h).uuid = uuid;
+        (*h).slots = SLOTS as u64;
+        std::sync::atomic::fence(Ordering::Release);
+        (*h).magic = MAGIC;
+    }
+    Ok(seg)
+}
+
+fn attach(pid: u32, fd: i32, uuid: &[u8; 16]) -> io::Result<Seg> {
+    let fd = sys::open_from(pid, fd, uuid)?;
+    if sys::size(&fd)? != SEG_BYTES {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a cells segment"));
+    }
+    let map = sys::map(&fd, SEG_BYTES)?;
+    let h = map.ptr().cast::<SegHeader>();
+    // SAFETY: the header lies in the mapping; written once before `magic` at creation.
+    let ok = unsafe { (*h).magic == MAGIC && (*h).uuid == *uuid && (*h).slots == SLOTS as u64 };
+    if !ok {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a cells segment"));
+    }
+    Ok(Seg { map, fd, uuid: *uuid })
+}
+
+/// The segment a record names: ours, cached, or attached now. None: its process is gone.
+fn lookup(r: &CellRef) -> Option<Arc<Seg>> {
+    let found = with_registry(|reg| {
+        reg.own.iter().find(|s| s.uuid == r.uuid).or_else(|| reg.attached.get(&r.uuid)).cloned()
+    });
+    if found.is_some() {
+        return found;
+    }
+    let seg = Arc::new(attach(r.pid, r.fd, &r.uuid).ok()?);
+    with_registry(|reg| Some(reg.attached.entry(r.uuid).or_insert(seg).clone()))
+}
+
+/// This thread's cell for one selection: the slot's mutex is held until it is dropped (on the
+/// thread that took it), which closes the cell and frees the slot.
+#[derive(Debug)]
+pub struct OwnCell {
+    seg: Arc<Seg>,
+    index: usize,
+    slot: u32,
+    gen: u32,
+    /// The slot's mutex belongs to the thread that took it: the cell never moves thread.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl OwnCell {
+    /// Takes a free slot (a new segment if all are taken), opens it with a new generation.
+    pub fn acquire() -> io::Result<OwnCell> {
+        let (seg, index, slot) = with_registry(|reg| -> io::Result<(Arc<Seg>, usize, u32)> {
+            if reg.free.is_empty() {
+                let index = reg.own.len();
+                reg.own.push(Arc::new(new_segment()?));
+                reg.free.extend((0..SLOTS as u32).rev().map(|s| (index, s)));
+            }
+            let (index, slot) = reg.free.pop().ok_or_else(|| io::Error::other("no free cell"))?;
+            Ok((reg.own[index].clone(), index, slot))
+        })?;
+        let m = seg.mutex(slot).ok_or_else(|| io::Error::other("bad cell slot"))?;
+        // SAFETY: the slot's mutex was initialised with its segment; a free slot is unlocked
+        // (a thread of ours always unlocks before freeing it).
+        unsafe { sys::mutex_lock(m)? };
+        let word = seg.state(slot).ok_or_else(|| io::Error::other("bad cell slot"))?;
+        let gen = ((word.load(Ordering::Acquire) >> STATUS_BITS) + 1) & (u32::MAX >> STATUS_BITS);
+        word.store(gen << STATUS_BITS | OPEN, Ordering::Release);
+        Ok(OwnCell { seg, index, slot, gen, _thread: std::marker::PhantomData })
+    }
+
+    /// A record of this cell for guard `guard`.
+    pub fn cref(&self, guard: usize) -> CellRef {
+        CellRef {
+            pid: std::process::id(),
+            fd: self.seg.fd.as_raw_fd(),
+            uuid: self.seg.uuid,
+            slot: self.slot,
+            gen: self.gen,
+            guard: u32::try_from(guard).unwrap_or(u32::MAX),
+            _pad: 0,
+        }
+    }
+
+    /// The state word (to sleep on).
+    pub fn word(&self) -> &AtomicU32 {
+        self.seg.state(self.slot).unwrap_or_else(|| unreachable!("slot checked at acquire"))
+    }
+
+    /// The guard a counterpart fired, if one did.
+    pub fn fired(&self) -> Option<usize> {
+        let s = self.word().load(Ordering::Acquire) & STATUS_MASK;
+        (s != OPEN && s != CLOSED).then(|| (s - 1) as usize)
+    }
+
+    /// Closes the cell so no counterpart can fire it; `Err(guard)` if one already did.
+    pub fn close(&self) -> Result<(), usize> {
+        let open = self.gen << STATUS_BITS | OPEN;
+        match self.word().compare_exchange(
+            open,
+            self.gen << STATUS_BITS | CLOSED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(now) if now & STATUS_MASK == CLOSED => Ok(()),
+            Err(now) => Err(((now & STATUS_MASK) - 1) as usize),
+        }
+    }
+}
+
+impl Drop for OwnCell {
+    fn drop(&mut self) {
+        let _ = self.close();
+        if let Some(m) = self.seg.mutex(self.slot) {
+            // SAFETY: this thread locked it in `acquire`.
+            unsafe { sys::mutex_unlock(m) };
+        }
+        let (index, slot) = (self.index, self.slot);
+        with_registry(|reg| {
+            if reg.own.get(index).is_some_and(|s| Arc::ptr_eq(s, &self.seg)) {
+                reg.free.push((index, slot));
+            }
+        });
+    }
+}
+
+/// What trying to fire a cell did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fire {
+    /// We fired it: its selection chose the record's guard.
+    Won,
+    /// Its selection already chose something else (or is deciding): leave the record.
+    Lost,
+    /// Its selection is over or its process died: the record is stale, withdraw it.
+    Dead,
+}
+
+/// Whether the selection that owns the record's slot still runs (its thread holds the mutex).
+fn owner_alive(seg: &Seg, r: &CellRef) -> bool {
+    let Some(m) = seg.mutex(r.slot) else { return false };
+    // SAFETY: an initialised robust mutex in a live mapping.
+    match unsafe { libc::pthread_mutex_trylock(m) } {
+        // EDEADLK: this very thread holds it (it never asks about its own selection, but a
+        // held mutex is a live owner whoever holds it).
+        libc::EBUSY | libc::EDEADLK => true,
+        libc::EOWNERDEAD => {
+            // SAFETY: EOWNERDEAD means we hold it now; make it usable again and let go.
+            unsafe {
+                libc::pthread_mutex_consistent(m);
+                sys::mutex_unlock(m);
+            }
+            false
+        }
+        0 => {
+            // SAFETY: we just took it.
+            unsafe { sys::mutex_unlock(m) };
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Tries to fire the selection named by `r` for its guard. Call with the lock of the channel
+/// holding the record.
+pub fn fire(r: &CellRef) -> Fire {
+    let Some(seg) = lookup(r) else { return Fire::Dead };
+    if !owner_alive(&seg, r) {
+        return Fire::Dead;
+    }
+    let Some(word) = seg.state(r.slot) else { return Fire::Dead };
+    let open = r.gen << STATUS_BITS | OPEN;
+    let fired = r.gen << STATUS_BITS | (r.guard + 1).min(STATUS_MASK - 1);
+    match word.compare_exchange(open, fired, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            sys::futex_wake_all(word);
+            Fire::Won
+        }
+        Err(now) if now >> STATUS_BITS != r.gen => Fire::Dead,
+        Err(_) => Fire::Lost,
+    }
+}
+
+/// What a record's selection is doing: `Some(true)` waiting with nothing fired, `Some(false)`
+/// decided (fired or closing), None: gone (the record is stale).
+pub fn status(r: &CellRef) -> Option<bool> {
+    let seg = lookup(r)?;
+    if !owner_alive(&seg, r) {
+        return None;
+    }
+    let now = seg.state(r.slot)?.load(Ordering::Acquire);
+    if now >> STATUS_BITS != r.gen {
+        return None;
+    }
+    Some(now & STATUS_MASK == OPEN)
+}

@@ -1,0 +1,412 @@
+//! Choice (`Alt`) over shared channels: exactly one guard fires, with conditional offers that
+//! a reader in any process (blocked in `read`, or itself selecting) can take.
+//!
+//! A selection *steps* with the locks of all its channels held (taken in uuid order, so two
+//! selections never deadlock): it checks its own cell (fired by a counterpart while it
+//! slept?), then scans the guards in the caller's order. An input fires on a `READY` message
+//! or on another selection's open offer (by firing that selection's cell); an output on a
+//! buffered channel fires when there is room; a poisoned channel fires (and raises). An output
+//! on a rendezvous channel fires only when a reader takes its *offer*: an `OFFERED` entry in
+//! the ring naming this selection's cell ([`super::cells`]). If nothing fires, the selection
+//! publishes its offers and records its input guards (counted as waiting readers), unlocks,
+//! and sleeps on every channel's change counter and its own cell at once (`futex_waitv`).
+//!
+//! Invariants:
+//! - Nobody can fire our cell while we hold all our channel locks (a counterpart fires it only
+//!   with the lock of the channel where it found our record), so a step that finds the cell
+//!   open may fire another guard, withdrawing every offer and record before it unlocks: one
+//!   guard fires, never two.
+//! - Offer bytes are copied with only their channel's lock released (reserved `WRITING`,
+//!   invisible to readers), then published under all the locks in the next step.
+//! - Because a step scans and registers atomically over all its channels, of two selections
+//!   that could meet the second to step finds the first's offer or message: no livelock. An
+//!   output guard whose channel has a reader blocked in a plain `read` (and no message for it)
+//!   counts as ready: the step stops scanning lower guards and waits for that reader to take
+//!   the offer, so a priority order is honoured.
+//! - Every way out (fired, timeout, interrupt, poison, error) withdraws what is still
+//!   registered, except the offer a reader took (the reader owns that entry).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use super::cells::{OwnCell, MAX_GUARDS};
+use super::channel::{Guard, ReadSlot, ShmChannel, ShmError, Wait};
+
+/// Writes an output guard's message into the slot it is given (exactly its length).
+pub type Fill<'a> = dyn Fn(&mut [u8]) + Sync + 'a;
+
+/// One guard of a choice over shared channels.
+pub struct SelOp<'a> {
+    /// The guard's channel.
+    pub ch: &'a ShmChannel,
+    /// The end it uses, if an end (its slot in the end table): a retired end never fires.
+    pub end: Option<u32>,
+    /// None: an input guard. Some: an output guard of a message of `len` bytes that `fill`
+    /// writes into the slot it is given.
+    pub write: Option<(usize, &'a Fill<'a>)>,
+}
+
+impl std::fmt::Debug for SelOp<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelOp")
+            .field("ch", &self.ch.uuid())
+            .field("end", &self.end)
+            .field("write", &self.write.map(|w| w.0))
+            .finish()
+    }
+}
+
+impl<'a> SelOp<'a> {
+    /// An input guard on `ch`.
+    pub fn read(ch: &'a ShmChannel) -> Self {
+        SelOp { ch, end: None, write: None }
+    }
+
+    /// An output guard on `ch` of a `len`-byte message written by `fill`.
+    pub fn write(ch: &'a ShmChannel, len: usize, fill: &'a Fill<'a>) -> Self {
+        SelOp { ch, end: None, write: Some((len, fill)) }
+    }
+
+    fn channel(&self) -> &'a ShmChannel {
+        self.ch
+    }
+
+    fn is_rendezvous_write(&self) -> bool {
+        self.write.is_some() && self.ch.capacity() == 0
+    }
+}
+
+/// What fired.
+#[derive(Debug)]
+pub enum Selected<'a> {
+    /// An input guard: the message, claimed (read it, then `finish`).
+    Read(ReadSlot<'a>),
+    /// An output guard: the message was taken (rendezvous) or buffered.
+    Wrote,
+    /// The guard's channel is poisoned.
+    Poisoned,
+}
+
+enum Step<'a> {
+    Fired(usize, Selected<'a>),
+    Buffered(usize, super::channel::WriteSlot<'a>),
+    /// Nothing fired.
+    Wait,
+    /// Nothing fired yet, but an output guard has a reader blocked in a plain `read` to take
+    /// its offer: wait for that (even a `nowait` selection, as long as that reader waits).
+    Deferred,
+}
+
+struct Sel<'s, 'a> {
+    ops: &'s [SelOp<'a>],
+    chans: Vec<&'a ShmChannel>,
+    /// ops[i]'s channel in `chans`.
+    at: Vec<usize>,
+    cell: Option<OwnCell>,
+    /// Offer entry of a rendezvous output (reserved, then published).
+    offers: Vec<Option<u64>>,
+    published: Vec<bool>,
+    /// Record of an input guard.
+    records: Vec<Option<usize>>,
+    tried_record: Vec<bool>,
+    tried_offer: Vec<bool>,
+    dead: Vec<bool>,
+}
+
+/// Fires exactly one of `ops`, trying them in the order given (the caller applies the
+/// policy), waiting per `w`. `Err(Retired)`: every guard is dead and there is no deadline;
+/// `Err(Timeout)`/`Err(WouldBlock)`/`Err(Interrupted)`: nothing fired.
+pub fn select<'a>(ops: &[SelOp<'a>], w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), ShmError> {
+    if ops.len() > MAX_GUARDS {
+        return Err(ShmError::Io(std::io::Error::other("too many guards")));
+    }
+    for op in ops {
+        if let (Some((len, _)), c) = (op.write, op.ch) {
+            if c.capacity() == 0 && len + 64 > c.max_message() {
+                return Err(ShmError::TooLarge { len, max: c.max_message() - 64 });
+            }
+        }
+    }
+    let mut chans: Vec<&'a ShmChannel> = ops.iter().map(SelOp::channel).collect();
+    chans.sort_by_key(|c| c.uuid());
+    chans.dedup_by_key(|c| c.uuid());
+    let at = ops
+        .iter()
+        .map(|o| chans.binary_search_by_key(&o.channel().uuid(), |c| c.uuid()).unwrap_or(0))
+        .collect();
+    let n = ops.len();
+    let mut s = Sel {
+        ops,
+        chans,
+        at,
+        cell: None,
+        offers: vec![None; n],
+        published: vec![false; n],
+        records: vec![None; n],
+        tried_record: vec![false; n],
+        tried_offer: vec![false; n],
+        dead: vec![false; n],
+    };
+    let r = s.run(w);
+    if r.is_err() {
+        s.abandon();
+    }
+    r
+}
+
+impl<'a> Sel<'_, 'a> {
+    fn lock_all(&self) -> Result<Vec<Guard<'a>>, ShmError> {
+        self.chans.iter().map(|c| c.lock()).collect()
+    }
+
+    fn run(&mut self, w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), ShmError> {
+        loop {
+            let guards = self.lock_all()?;
+            if let Some(i) = self.cell.as_ref().and_then(OwnCell::fired) {
+                self.withdraw(&guards, Some(i));
+                return Ok((i, Selected::Wrote));
+            }
+            let step = self.scan(&guards);
+            let deferred = matches!(step, Step::Deferred);
+            match step {
+                Step::Fired(i, what) => {
+                    self.finish(&guards);
+                    return Ok((i, what));
+                }
+                Step::Buffered(i, mut slot) => {
+                    self.finish(&guards);
+                    drop(guards);
+                    if let Some((_, fill)) = self.ops[i].write {
+                        fill(slot.buf());
+                    }
+                    return match slot.commit(w) {
+                        Ok(()) => Ok((i, Selected::Wrote)),
+                        Err(ShmError::Poisoned) => Ok((i, Selected::Poisoned)),
+                        Err(e) => Err(e),
+                    };
+                }
+                Step::Wait | Step::Deferred => {}
+            }
+            let live = self.dead.iter().any(|d| !d);
+            let why = if w.nowait && !deferred {
+                Some(ShmError::WouldBlock)
+            } else if !live && w.deadline.is_none() {
+                Some(ShmError::Retired)
+            } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
+                Some(ShmError::Timeout)
+            } else {
+                None
+            };
+            if let Some(e) = why {
+                self.finish(&guards);
+                return Err(e);
+            }
+            if self.prepare_needed() {
+                drop(guards);
+                self.prepare()?;
+                continue; // step again with every offer reserved
+            }
+            self.publish(&guards);
+            let interrupted = self.sleep(guards, w);
+            if interrupted {
+                let guards = self.lock_all()?;
+                if let Some(i) = self.cell.as_ref().and_then(OwnCell::fired) {
+                    self.withdraw(&guards, Some(i));
+                    return Ok((i, Selected::Wrote));
+                }
+                self.finish(&guards);
+                return Err(ShmError::Interrupted);
+            }
+        }
+    }
+
+    /// The scan of one step (all locks held).
+    fn scan(&mut self, guards: &[Guard<'a>]) -> Step<'a> {
+        let own = self.cell.as_ref().map(|c| c.cref(0));
+        for (i, op) in self.ops.iter().enumerate() {
+            let g = &guards[self.at[i]];
+            let ch = op.channel();
+            if op.end.is_some_and(|e| ch.end_retired(e)) {
+                self.dead[i] = true;
+                continue;
+            }
+            if ch.is_poisoned() {
+                return Step::Fired(i, Selected::Poisoned);
+            }
+            match op.write {
+                None => {
+                    if let Some(slot) = ch.claim(g, own.as_ref()) {
+                        return Step::Fired(i, Selected::Read(slot));
+                    }
+                    self.dead[i] = ch.input_dead(g);
+                }
+                Some((len, _)) => {
+                    self.dead[i] = ch.output_dead(g);
+                    if self.dead[i] {
+                        continue;
+                    }
+                    if ch.capacity() > 0 {
+                        if let Some(slot) = ch.reserve_buffered(g, len) {
+                            return Step::Buffered(i, slot);
+                        }
+                    } else {
+                        // Our own offers there (reserved or published) are not for that reader.
+                        let own_here = (0..self.ops.len())
+                            .filter(|&j| self.at[j] == self.at[i] && self.offers[j].is_some())
+                            .count() as u64;
+                        if ch.idle_reader(g, own_here) {
+                            return Step::Deferred;
+                        }
+                    }
+                }
+            }
+        }
+        Step::Wait
+    }
+
+    /// Whether offers must be reserved (or a cell taken) before this selection can wait.
+    fn prepare_needed(&self) -> bool {
+        if self.cell.is_none() {
+            return true;
+        }
+        self.ops.iter().enumerate().any(|(i, op)| {
+            op.is_rendezvous_write()
+                && !self.dead[i]
+                && self.offers[i].is_none()
+                && !self.tried_offer[i]
+        })
+    }
+
+    /// Takes a cell and reserves and fills the offers (no locks held).
+    fn prepare(&mut self) -> Result<(), ShmError> {
+        if self.cell.is_none() {
+            self.cell = Some(OwnCell::acquire()?);
+        }
+        let Some(cell) = self.cell.as_ref() else { return Ok(()) };
+        for (i, op) in self.ops.iter().enumerate() {
+            let (c, Some((len, fill))) = (op.ch, op.write) else { continue };
+            if c.capacity() > 0 || self.dead[i] || self.offers[i].is_some() || self.tried_offer[i] {
+                continue;
+            }
+            self.tried_offer[i] = true;
+            // No ring space now: the guard waits, uncounted, until the next change.
+            if let Some(pos) = c.reserve_offer(len, &cell.cref(i))? {
+                self.offers[i] = Some(pos);
+                fill(c.offer_buf(pos));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes reserved offers and records input guards; drops those of dead guards. All
+    /// locks held.
+    fn publish(&mut self, guards: &[Guard<'a>]) {
+        let Some(cell) = self.cell.as_ref() else { return };
+        for (i, op) in self.ops.iter().enumerate() {
+            let g = &guards[self.at[i]];
+            let ch = op.channel();
+            if self.dead[i] {
+                if let Some(pos) = self.offers[i].take() {
+                    ch.withdraw_entry(g, pos);
+                }
+                if let Some(r) = self.records[i].take() {
+                    ch.remove_record(g, r);
+                }
+                continue;
+            }
+            match op.write {
+                Some(_) => {
+                    if let (Some(pos), false) = (self.offers[i], self.published[i]) {
+                        ch.publish_offer(g, pos);
+                        self.published[i] = true;
+                        ch.changed(g); // readers of this channel may take it
+                    }
+                }
+                None => {
+                    // One record per channel: the selection is one waiting reader there.
+                    let first =
+                        (0..i).all(|j| self.at[j] != self.at[i] || self.ops[j].write.is_some());
+                    if first && !self.tried_record[i] {
+                        self.tried_record[i] = true;
+                        self.records[i] = ch.add_record(g, &cell.cref(i));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps until a channel changes or the cell fires (or the slice/deadline ends); releases
+    /// the locks. Returns whether the caller's interrupt check fired.
+    fn sleep(&self, guards: Vec<Guard<'a>>, w: &mut Wait<'_>) -> bool {
+        let mut words: Vec<&AtomicU32> = Vec::with_capacity(self.chans.len() + 1);
+        for c in &self.chans {
+            let (seq, sleepers, _) = c.atomics();
+            sleepers.fetch_add(1, Ordering::AcqRel);
+            words.push(seq);
+        }
+        if let Some(c) = &self.cell {
+            words.push(c.word());
+        }
+        let seen: Vec<u32> = words.iter().map(|x| x.load(Ordering::Acquire)).collect();
+        drop(guards);
+        let changed = || words.iter().zip(&seen).any(|(x, &v)| x.load(Ordering::Acquire) != v);
+        if !crate::spin_until(changed, crate::spin_budget()) {
+            let now = Instant::now();
+            let mut timeout = w.deadline.map(|d| d.saturating_duration_since(now));
+            if let Some(s) = w.slice {
+                timeout = Some(timeout.map_or(s, |t| t.min(s)));
+            }
+            super::sys::futex_wait_any(&words, &seen, timeout);
+        }
+        for c in &self.chans {
+            c.atomics().1.fetch_sub(1, Ordering::AcqRel);
+        }
+        w.slice.is_some() && (w.interrupted)()
+    }
+
+    /// Something other than a fired offer was chosen: withdraw everything, close the cell.
+    fn finish(&mut self, guards: &[Guard<'a>]) {
+        self.withdraw(guards, None);
+        if let Some(c) = &self.cell {
+            // Cannot fail: nobody fires the cell while we hold every lock.
+            let _ = c.close();
+        }
+    }
+
+    /// Withdraws every offer and record except the offer of guard `fired` (taken by its
+    /// reader, who owns it now). All locks held.
+    fn withdraw(&mut self, guards: &[Guard<'a>], fired: Option<usize>) {
+        for (i, op) in self.ops.iter().enumerate() {
+            let g = &guards[self.at[i]];
+            if let Some(pos) = self.offers[i].take() {
+                if Some(i) != fired {
+                    op.channel().withdraw_entry(g, pos);
+                }
+            }
+            if let Some(r) = self.records[i].take() {
+                op.channel().remove_record(g, r);
+            }
+        }
+    }
+
+    /// Error path: withdraw what is still registered, locking channel by channel.
+    fn abandon(&mut self) {
+        let fired = self.cell.as_ref().and_then(|c| c.close().err());
+        for (i, op) in self.ops.iter().enumerate() {
+            let ch = op.channel();
+            let pos = self.offers[i].take().filter(|_| Some(i) != fired);
+            let rec = self.records[i].take();
+            if pos.is_none() && rec.is_none() {
+                continue;
+            }
+            if let Ok(g) = ch.lock() {
+                if let Some(pos) = pos {
+                    ch.withdraw_entry(&g, pos);
+                }
+                if let Some(r) = rec {
+                    ch.remove_record(&g, r);
+                }
+            }
+        }
+    }
+}
