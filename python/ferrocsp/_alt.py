@@ -236,9 +236,8 @@ class Alt:
         while True:
             ops, index, last = self._ops(policy)
             if _any_shared(ops):
-                raise NotImplementedError(
-                    "await-based selection over channels shared with OS processes is not supported"
-                )
+                chosen, value = await _shm.aselect(ops, policy, last)  # see `_run`
+                return self._chosen(policy, index, chosen), value
             self._demand(True)
             try:
                 chosen, value = await _aselect(ops, policy, last)

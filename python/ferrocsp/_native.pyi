@@ -15,6 +15,7 @@ __all__ = [
     "_NetOp",
     "_Participant",
     "_Scheduler",
+    "_ShmCancel",
     "_ShmChannel",
     "_aselect",
     "_ignore_thread",
@@ -29,6 +30,7 @@ __all__ = [
     "_select",
     "_set_process_name",
     "_set_trace",
+    "_shm_nudge",
     "_shm_wait_any",
     "_stop_watchdog",
     "_wake_future",
@@ -157,6 +159,15 @@ class _ShmChannel:
 def _shm_wait_any(
     channels: list[_ShmChannel], seen: list[int], timeout: float | None = None
 ) -> None: ...
+@final
+class _ShmCancel:
+    def __new__(cls) -> _ShmCancel: ...
+    def cancel(self) -> None: ...
+    @property
+    def cancelled(self) -> bool: ...
+    def call(self, f: Callable[..., Any], /, *args: Any) -> Any: ...
+
+def _shm_nudge(channel: _ShmChannel) -> None: ...
 def _select(
     ops: list[tuple[int, Any, Any]],
     policy: int,

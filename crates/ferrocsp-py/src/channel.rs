@@ -258,7 +258,10 @@ impl Channel {
         value: Value,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        crate::shm::no_async(self)?;
+        if let Some(s) = self.shm.get() {
+            parse_timeout(timeout)?;
+            return s.call_method1(py, "awrite", (value, timeout));
+        }
         let timeout = parse_timeout(timeout)?;
         aio::write_op(py, &self.inner, &self.name, value, timeout)
     }
@@ -270,7 +273,10 @@ impl Channel {
     /// ``CancelledError`` propagates and nothing was taken.
     #[pyo3(signature = (*, timeout = None))]
     fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        crate::shm::no_async(self)?;
+        if let Some(s) = self.shm.get() {
+            parse_timeout(timeout)?;
+            return s.call_method1(py, "aread", (timeout,));
+        }
         let timeout = parse_timeout(timeout)?;
         aio::read_op(py, &self.inner, &self.name, timeout, false)
     }
@@ -356,7 +362,9 @@ impl Channel {
     }
 
     fn __anext__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        crate::shm::no_async(self)?;
+        if let Some(s) = self.shm.get() {
+            return s.call_method0(py, "anext");
+        }
         aio::read_op(py, &self.inner, &self.name, None, true)
     }
 
