@@ -1,6 +1,6 @@
 """Cross-backend communication: every ordered pair (writer's backend, reader's backend) of
-thread, greenlet and asyncio, and an OS process paired with thread, greenlet or another OS
-process (see OS_PAIRS), with one process body per role (tests/_kit.py).
+thread, greenlet and asyncio, and an OS process paired with thread, greenlet, asyncio or another
+OS process (see OS_PAIRS), with one process body per role (tests/_kit.py).
 
 For each pair: rendezvous and buffered channels with both processes in one ``Par`` (one
 greenlet scheduler / one event loop per network) and in two separate networks (two schedulers,
@@ -8,7 +8,8 @@ two loops); the reader inside an Alt (input guard), the writer inside an Alt (Ou
 both sides in Alts; poison crossing the pair (from either side, and a failure's poison);
 retire crossing the pair (end-of-stream to the reader, readers-gone to the writer). Then one
 ``Par`` mixing all three backends in a pipeline, ended by retire and by poison, and asyncio
-cancellation races (10^3 trials) against a counterpart of each backend. Counts are exact;
+cancellation races (10^3 trials) against a counterpart of each backend, an OS process
+included (the raced channel then lives in shared memory). Counts are exact;
 every wait has a timeout.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
-from _kit import BACKENDS, Kit, current_backend
+from _kit import BACKENDS, SHARED_BACKENDS, Kit, current_backend
 from _os_support import SHM_OUTPUT_TO_SELECTOR, in_process_only
 from _support import all_exceptions, notes
 
@@ -33,12 +34,9 @@ pytestmark = pytest.mark.timeout(30)
 N = 100
 JOIN = 20.0
 
-# An OS process on one side of each pair with thread and greenlet (and with another OS
-# process). Not with asyncio: async operations on channels shared with OS processes raise
-# NotImplementedError by design (docs/design.md, "Not supported on shared channels").
-OS_PAIRS = [("os", b) for b in ("thread", "greenlet", "os")] + [
-    (b, "os") for b in ("thread", "greenlet")
-]
+# An OS process on one side of each pair with every backend (and with another OS process):
+# an asyncio side awaits on shared channels through waiter threads (docs/design.md).
+OS_PAIRS = [("os", b) for b in SHARED_BACKENDS] + [(b, "os") for b in BACKENDS]
 PAIRS = list(itertools.product(BACKENDS, BACKENDS)) + OS_PAIRS
 
 
@@ -56,6 +54,12 @@ def in_process_pair_only(pair: tuple[Kit, Kit], why: str) -> None:
     for k in pair:
         in_process_only(k.backend, why)
 
+
+ASYNC_MOVE = (
+    "an asyncio read blocked on an in-process channel when that channel moves to shared "
+    "memory (here: the OS writer's network starts after the reader blocked) fails with "
+    "ChannelPoisoned instead of following it (docs/design.md, asyncio on shared channels)"
+)
 
 ALT_MIX = (
     "an Alt may not mix channels shared with OS processes and in-process channels, and the "
@@ -159,6 +163,8 @@ def test_one_network(pair: tuple[Kit, Kit], capacity: int) -> None:
 def test_two_networks(pair: tuple[Kit, Kit], capacity: int) -> None:
     """Separate networks: separate threads, greenlet schedulers and event loops."""
     kw, kr = pair
+    if kw.backend == "os" and kr.is_async:
+        pytest.skip(f"known limitation: {ASYNC_MOVE}")
     ch = csp.Channel(capacity)
     hr = kr.Spawn(kr.process(consume)(ch, N))
     hw = kw.Spawn(kw.process(produce)(ch, N))
@@ -432,7 +438,16 @@ def _run_bounded(coro: Any) -> Any:
     return asyncio.run(bounded())
 
 
-@pytest.mark.parametrize("counterpart", BACKENDS)
+@pytest.fixture(params=SHARED_BACKENDS)
+def counterpart(request: pytest.FixtureRequest) -> str:
+    """The backend of the process on the other side of a cancellation race; an OS process
+    (the channel then lives in shared memory) runs under ``no_leaks``."""
+    name: str = request.param
+    if name == "os":
+        request.getfixturevalue("no_leaks")
+    return name
+
+
 def test_cancelled_async_reads_race_a_writer_of_each_backend(counterpart: str) -> None:
     """10^3 asyncio reads cancelled at random moments while a writer process (its own thread,
     greenlet scheduler or event loop) hands values over: each value arrives exactly once, in
@@ -469,7 +484,6 @@ def test_cancelled_async_reads_race_a_writer_of_each_backend(counterpart: str) -
     assert ch.stats().readers_waiting == 0
 
 
-@pytest.mark.parametrize("counterpart", BACKENDS)
 def test_cancelled_async_output_alts_race_a_reader_of_each_backend(counterpart: str) -> None:
     """10^3 asyncio Output-guard Alts cancelled at random moments against a reader process of
     each backend: a value is received iff its Alt reported the guard fired."""
