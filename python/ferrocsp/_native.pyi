@@ -159,6 +159,7 @@ class _ShmChannel:
 def _shm_wait_any(
     channels: list[_ShmChannel], seen: list[int], timeout: float | None = None
 ) -> None: ...
+
 @final
 class _ShmCancel:
     def __new__(cls) -> _ShmCancel: ...

@@ -575,7 +575,9 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
 # -- asyncio choice over shared channels (beside `select`, which it runs on a waiter thread) --
 
 
-async def aselect(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tuple[int, Any]:
+async def aselect(
+    ops: list[tuple[int, Any, Any]], policy: int, last: int | None
+) -> tuple[int, Any]:
     """``select`` from asyncio code: ``select`` runs on a waiter thread and is withdrawn if
     the task is cancelled (``_shm_aio``: a guard that fired in the race is kept, and the
     cancellation re-requested). ``select`` is not split into a try on the loop's thread and a
@@ -585,5 +587,7 @@ async def aselect(ops: list[tuple[int, Any, Any]], policy: int, last: int | None
         s = shared_of(target) if kind in (_READ, _WRITE) else None
         if s is not None:
             natives[s.uuid] = s._native
-    result: tuple[int, Any] = await off_loop(list(natives.values()), None, select, ops, policy, last)
+    result: tuple[int, Any] = await off_loop(
+        list(natives.values()), None, select, ops, policy, last
+    )
     return result

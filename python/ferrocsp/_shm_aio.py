@@ -29,6 +29,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -72,7 +73,7 @@ def _submit(job: _Wait) -> None:
 class _Wait:
     """One blocked operation: run on a waiter thread, its outcome handed to the loop."""
 
-    __slots__ = ("args", "fn", "fut", "loop", "outcome", "token")
+    __slots__ = ("args", "finished", "fn", "fut", "loop", "outcome", "token")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: tuple[Any, ...]
@@ -86,6 +87,8 @@ class _Wait:
         self.fut: asyncio.Future[None] = loop.create_future()
         #: (True, result) or (False, exception); set on the loop's thread only.
         self.outcome: tuple[bool, Any] | None = None
+        #: Whether the outcome arrived (it stays so once the task took ``outcome``).
+        self.finished = False
 
     def run(self) -> None:
         """On the waiter thread."""
@@ -94,27 +97,25 @@ class _Wait:
             outcome = (True, self.token.call(self.fn, *self.args))
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             outcome = (False, exc)
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: no task awaits this any more
             self.loop.call_soon_threadsafe(self._finish, outcome)
-        except RuntimeError:
-            pass  # the loop is closed: no task awaits this any more
         self.fn = self.args = None  # type: ignore[assignment]
 
     def _finish(self, outcome: tuple[bool, Any]) -> None:
         """On the loop's thread."""
         self.outcome = outcome
+        self.finished = True
         if not self.fut.done():
             self.fut.set_result(None)
 
     def nudge(self, natives: Sequence[_ShmChannel], delay: float) -> None:
         """Wakes the waiter's channels until its outcome is in (see the module doc)."""
-        if self.outcome is not None:
+        if self.finished:
             return
         for n in natives:
-            try:
+            # A failure here (a peer died holding the lock) is the waiter's to report.
+            with contextlib.suppress(Exception):
                 _shm_nudge(n)
-            except Exception:  # noqa: BLE001, S110 - the waiter sees the same failure itself
-                pass
         self.loop.call_later(delay, self.nudge, natives, min(delay * 2, _MAX_NUDGE))
 
 

@@ -44,13 +44,23 @@ pub struct Writer {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        crate::shm::end_dropped(self.chan.get(), self.inner.id(), "reader", self.inner.is_retired());
+        crate::shm::end_dropped(
+            self.chan.get(),
+            self.inner.id(),
+            "reader",
+            self.inner.is_retired(),
+        );
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        crate::shm::end_dropped(self.chan.get(), self.inner.id(), "writer", self.inner.is_retired());
+        crate::shm::end_dropped(
+            self.chan.get(),
+            self.inner.id(),
+            "writer",
+            self.inner.is_retired(),
+        );
     }
 }
 
