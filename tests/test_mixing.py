@@ -55,12 +55,6 @@ def in_process_pair_only(pair: tuple[Kit, Kit], why: str) -> None:
         in_process_only(k.backend, why)
 
 
-ASYNC_MOVE = (
-    "an asyncio read blocked on an in-process channel when that channel moves to shared "
-    "memory (here: the OS writer's network starts after the reader blocked) fails with "
-    "ChannelPoisoned instead of following it (docs/design.md, asyncio on shared channels)"
-)
-
 ALT_MIX = (
     "an Alt may not mix channels shared with OS processes and in-process channels, and the "
     "in-process side's idle channel stays in-process (docs/design.md, Alt over shared channels)"
@@ -161,10 +155,9 @@ def test_one_network(pair: tuple[Kit, Kit], capacity: int) -> None:
 
 @pytest.mark.parametrize("capacity", [0, 3])
 def test_two_networks(pair: tuple[Kit, Kit], capacity: int) -> None:
-    """Separate networks: separate threads, greenlet schedulers and event loops."""
+    """Separate networks: separate threads, greenlet schedulers and event loops. With an OS
+    writer, the reader is already waiting when the channel moves to shared memory."""
     kw, kr = pair
-    if kw.backend == "os" and kr.is_async:
-        pytest.skip(f"known limitation: {ASYNC_MOVE}")
     ch = csp.Channel(capacity)
     hr = kr.Spawn(kr.process(consume)(ch, N))
     hw = kw.Spawn(kw.process(produce)(ch, N))

@@ -169,3 +169,32 @@ def test_aselect_over_shared_channels() -> None:
     assert _run(main()) == {"a": list(range(30)), "b": list(range(30))}
     assert ha.join(timeout=JOIN) is None
     assert hb.join(timeout=JOIN) is None
+
+
+@pytest.mark.parametrize("how", ["aread", "reader_aread", "async_for", "aselect"])
+def test_async_read_waiting_when_its_channel_moves_follows_it(how: str) -> None:
+    """A read already waiting in process when its channel moves to shared memory (a child
+    gets the writer) goes on there: it gets the child's values, nothing is lost."""
+    ch = csp.Channel()
+    r = ch.reader()
+
+    async def main() -> list[int]:
+        async def read() -> list[int]:
+            if how == "aread":
+                return [await ch.aread(), await ch.aread()]
+            if how == "reader_aread":
+                return [await r.aread(), await r.aread()]
+            if how == "async_for":
+                return [v async for v in r]
+            return [(await csp.Alt(r).aselect())[1] for _ in range(2)]
+
+        reading = asyncio.create_task(read())
+        for _ in range(5):
+            await asyncio.sleep(0)  # let it start waiting in process (it moves either way)
+        assert not reading.done()
+        h = csp.Spawn(produce(ch.writer(), 2))
+        got = await reading
+        assert h.join(timeout=JOIN) is None
+        return got
+
+    assert _run(main()) == [0, 1]

@@ -241,6 +241,11 @@ class Alt:
             self._demand(True)
             try:
                 chosen, value = await _aselect(ops, policy, last)
+            except ChannelPoisoned:
+                # As in `_run`: a channel moved to shared memory while we waited.
+                if not _any_shared(ops):
+                    raise
+                continue
             finally:
                 self._demand(False)
             guard = self._chosen(policy, index, chosen)

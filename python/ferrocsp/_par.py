@@ -153,8 +153,7 @@ class Handle(Generic[T]):
         kinds = [_backend_of(p, backend) for p in processes]  # validates before starting
         tasks: list[_Task | None] = [None] * len(processes)
         # OS processes first: pickling them moves their channels to shared memory before any
-        # in-process process can block on one (an asyncio operation blocked in-process when
-        # its channel moves fails with ChannelPoisoned instead of following it; docs/design.md).
+        # in-process process can block on one (which would then have to follow the move).
         self._os_host: OsHost | None = None
         osp = [i for i, k in enumerate(kinds) if k == "os"]
         if osp:

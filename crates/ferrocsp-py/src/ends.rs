@@ -227,7 +227,7 @@ end_class!(
             }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
-            aio::read_op(py, &c.inner, &c.name, timeout, false)
+            aio::read_op(py, &self.chan, &c.inner, &c.name, timeout, false)
         }
 
         /// Reads a value if one is available now, else raises ``WouldBlock``.
@@ -269,7 +269,7 @@ end_class!(
                 return s.call_method1(py, "end_anext", args);
             }
             let c = self.checked(py)?;
-            aio::read_op(py, &c.inner, &c.name, None, true)
+            aio::read_op(py, &self.chan, &c.inner, &c.name, None, true)
         }
     }
 );
