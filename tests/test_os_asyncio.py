@@ -1,6 +1,8 @@
 """asyncio on channels shared with OS processes: an ``async def`` process in the parent talking
 to OS-process children, and asyncio inside a child. The event loop is never blocked by a
-shared operation, timeouts and poison reach awaiting tasks, choice works over shared channels.
+shared operation, timeouts and poison reach awaiting tasks, choice works over shared channels,
+a read waiting when its channel moves follows it, and ``csp.dump()`` shows processes blocked
+on shared channels.
 (Cancellation races with exact counts are in tests/test_mixing.py, "cancellation".)
 
 Every test runs under ``no_leaks``: no /dev/shm entry and no child process may be left behind.
@@ -9,12 +11,14 @@ Every test runs under ``no_leaks``: no /dev/shm entry and no child process may b
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any
 
 import pytest
 
 import ferrocsp as csp
 from _os_support import no_leaks
+from _support import wait_until
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 __all__ = ["no_leaks"]  # fixture, used by name
@@ -198,3 +202,39 @@ def test_async_read_waiting_when_its_channel_moves_follows_it(how: str) -> None:
         return got
 
     assert _run(main()) == [0, 1]
+
+
+# --------------------------------------------------------------------------- csp.dump()
+
+
+@csp.process
+def thread_reader(inp: csp.Channel) -> Any:
+    return inp.read()
+
+
+@csp.process
+async def async_reader(inp: csp.Channel) -> Any:
+    return await inp.aread()
+
+
+@pytest.mark.parametrize("reader", [thread_reader, async_reader], ids=["thread", "asyncio"])
+def test_dump_shows_a_process_blocked_on_a_shared_channel(reader: Any) -> None:
+    """A process blocked on a shared channel is listed as such by ``csp.dump()`` (deadlock
+    detection does not see that wait; the dump says so)."""
+    go, data = csp.Channel(name="go"), csp.Channel(name="shared-data")
+    gw = go.writer()
+    h_child = csp.Spawn(echo(go.reader(), data.writer()))  # moves both channels
+    h = csp.Spawn(reader(data))
+    wanted = "blocked on 'shared-data' read (shared with OS processes"
+
+    def dumped() -> str:
+        buf = io.StringIO()
+        csp.dump(buf)
+        return buf.getvalue()
+
+    wait_until(lambda: wanted in dumped(), what="the blocked read in the dump")
+    gw.write(5)
+    assert h.join(timeout=JOIN) == 10
+    assert wanted not in dumped()
+    gw.retire()
+    assert h_child.join(timeout=JOIN) is None

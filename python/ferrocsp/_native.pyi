@@ -30,6 +30,7 @@ __all__ = [
     "_select",
     "_set_process_name",
     "_set_trace",
+    "_shared_wait",
     "_shm_nudge",
     "_shm_wait_any",
     "_stop_watchdog",
@@ -166,9 +167,10 @@ class _ShmCancel:
     def cancel(self) -> None: ...
     @property
     def cancelled(self) -> bool: ...
-    def call(self, f: Callable[..., Any], /, *args: Any) -> Any: ...
+    def call(self, f: Callable[..., Any], *args: Any) -> Any: ...
 
 def _shm_nudge(channel: _ShmChannel) -> None: ...
+def _shared_wait(waits: list[tuple[str, str]] | None) -> None: ...
 def _select(
     ops: list[tuple[int, Any, Any]],
     policy: int,

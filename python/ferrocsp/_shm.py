@@ -37,7 +37,15 @@ from typing import Any
 
 from ._errors import ChannelRetired, WouldBlock
 from ._io import io
-from ._native import Channel, Reader, Writer, _in_scheduler, _shm_wait_any, _ShmChannel
+from ._native import (
+    Channel,
+    Reader,
+    Writer,
+    _in_scheduler,
+    _shared_wait,
+    _shm_wait_any,
+    _ShmChannel,
+)
 from ._shm_aio import off_loop
 from ._stats import ChannelStats
 
@@ -145,9 +153,18 @@ class SharedChannel:
             try:
                 self._native.write(parts, kinds, None, True)
             except WouldBlock:
-                io(self._native.write, parts, kinds, timeout)
+                _shared_wait([(self.name, "write")])
+                try:
+                    io(self._native.write, parts, kinds, timeout)
+                finally:
+                    _shared_wait(None)
             return
-        self._native.write(parts, kinds, timeout)
+        # Shown by csp.dump() while it waits (deadlock detection cannot see this wait).
+        _shared_wait([(self.name, "write")])
+        try:
+            self._native.write(parts, kinds, timeout)
+        finally:
+            _shared_wait(None)
 
     def read(self, timeout: Any = None) -> Any:
         self._wait_moved()
@@ -155,8 +172,18 @@ class SharedChannel:
             try:
                 return decode(self._native.read(None, True))
             except WouldBlock:
-                return decode(io(self._native.read, timeout))
-        return decode(self._native.read(timeout))
+                _shared_wait([(self.name, "read")])
+                try:
+                    parts = io(self._native.read, timeout)
+                finally:
+                    _shared_wait(None)
+                return decode(parts)
+        _shared_wait([(self.name, "read")])
+        try:
+            parts = self._native.read(timeout)
+        finally:
+            _shared_wait(None)
+        return decode(parts)
 
     def write_nowait(self, value: Any) -> None:
         parts, kinds = encode(value, self.name)
@@ -175,7 +202,12 @@ class SharedChannel:
                 return decode(self._native.read(None, True))
             except WouldBlock:
                 pass
-        return decode(await off_loop(self._natives, root, self._wait_then_read, timeout))
+        _shared_wait([(self.name, "read")])
+        try:
+            parts = await off_loop(self._natives, root, self._wait_then_read, timeout)
+        finally:
+            _shared_wait(None)
+        return decode(parts)
 
     def _wait_then_read(self, timeout: Any) -> list[Any]:
         self._wait_moved()
@@ -189,7 +221,11 @@ class SharedChannel:
                 return
             except WouldBlock:
                 pass
-        await off_loop(self._natives, root, self._wait_then_write, parts, kinds, timeout)
+        _shared_wait([(self.name, "write")])
+        try:
+            await off_loop(self._natives, root, self._wait_then_write, parts, kinds, timeout)
+        finally:
+            _shared_wait(None)
 
     def _wait_then_write(self, parts: list[Any], kinds: list[int], timeout: Any) -> None:
         self._wait_moved()
@@ -587,7 +623,21 @@ async def aselect(
         s = shared_of(target) if kind in (_READ, _WRITE) else None
         if s is not None:
             natives[s.uuid] = s._native
-    result: tuple[int, Any] = await off_loop(
-        list(natives.values()), None, select, ops, policy, last
-    )
+    _shared_wait(alt_waits(ops))
+    try:
+        result: tuple[int, Any] = await off_loop(
+            list(natives.values()), None, select, ops, policy, last
+        )
+    finally:
+        _shared_wait(None)
     return result
+
+
+def alt_waits(ops: list[tuple[int, Any, Any]]) -> list[tuple[str, str]]:
+    """What an Alt over shared channels waits on, for ``csp.dump()`` (``_shared_wait``)."""
+    out = []
+    for kind, target, _ in ops:
+        s = shared_of(target) if kind in (_READ, _WRITE) else None
+        if s is not None:
+            out.append((s.name, "read" if kind == _READ else "write"))
+    return out
