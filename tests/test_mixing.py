@@ -477,6 +477,40 @@ def test_cancelled_async_reads_race_a_writer_of_each_backend(counterpart: str) -
     assert ch.stats().readers_waiting == 0
 
 
+def test_cancelled_async_writes_race_a_reader_of_each_backend(counterpart: str) -> None:
+    """10^3 asyncio writes cancelled at random moments against a reader process of each
+    backend: a value is received iff its write returned (a write that raised
+    ``CancelledError`` sent nothing), in order."""
+    ch = csp.Channel(name="raced")
+    r, w = ch.reader(), ch.writer()
+    kr = Kit(counterpart)
+    reader = kr.Spawn(kr.process(read_all)(r))
+    sent: list[int] = []
+
+    async def main() -> int:
+        rng = random.Random(13)
+
+        async def writer(i: int) -> None:
+            await w.awrite(i)
+            sent.append(i)
+
+        cancelled = 0
+        for i in range(TRIALS):
+            t = asyncio.create_task(writer(i))
+            await _pause(rng)
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                cancelled += 1
+        w.retire()
+        return cancelled
+
+    cancelled = _run_bounded(main())
+    assert reader.join(timeout=JOIN) == sent
+    assert 0 < cancelled < TRIALS  # both outcomes of the race happened
+
+
 def test_cancelled_async_output_alts_race_a_reader_of_each_backend(counterpart: str) -> None:
     """10^3 asyncio Output-guard Alts cancelled at random moments against a reader process of
     each backend: a value is received iff its Alt reported the guard fired."""
