@@ -436,7 +436,7 @@ def counterpart(request: pytest.FixtureRequest) -> str:
     """The backend of the process on the other side of a cancellation race; an OS process
     (the channel then lives in shared memory) runs under ``no_leaks``."""
     name: str = request.param
-    if name == "os":
+    if name in ("os", "os-asyncio"):
         request.getfixturevalue("no_leaks")
     return name
 
