@@ -614,15 +614,23 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
 async def aselect(
     ops: list[tuple[int, Any, Any]], policy: int, last: int | None
 ) -> tuple[int, Any]:
-    """``select`` from asyncio code: ``select`` runs on a waiter thread and is withdrawn if
-    the task is cancelled (``_shm_aio``: a guard that fired in the race is kept, and the
-    cancellation re-requested). ``select`` is not split into a try on the loop's thread and a
-    wait: its policies decide over the guards in one pass."""
+    """``select`` from asyncio code. First one pass on the loop's thread that cannot wait:
+    ``select`` with a zero ``Timeout`` guard added after the others (a ready guard may fire,
+    as at any call; if the policy reaches the added guard first, nothing happened and the
+    wait below decides). Then ``select`` runs on a waiter thread and is withdrawn if the task
+    is cancelled (``_shm_aio``: a guard that fired in the race is kept, and the cancellation
+    re-requested)."""
     natives: dict[bytes, _ShmChannel] = {}
+    moving = False
     for kind, target, _ in ops:
         s = shared_of(target) if kind in (_READ, _WRITE) else None
         if s is not None:
             natives[s.uuid] = s._native
+            moving = moving or s._moving
+    if not moving:  # (a moving channel's gate could block the loop: leave it to the waiter)
+        chosen, value = select([*ops, (_TIMEOUT, 0.0, None)], policy, last)
+        if chosen < len(ops):
+            return chosen, value
     _shared_wait(alt_waits(ops))
     try:
         result: tuple[int, Any] = await off_loop(

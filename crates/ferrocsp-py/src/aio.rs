@@ -185,10 +185,7 @@ pub(crate) fn read_op(
             crate::aio_op::done(py, v)
         }
         Err(_) => {
-            let mut op = AsyncOp::read(chan, name, timeout, next);
-            if let Ok(i) = op.inner.get_mut() {
-                i.owner = Some(owner.clone_ref(py));
-            }
+            let op = AsyncOp::read(chan, name, timeout, next, owner.clone_ref(py));
             crate::aio_op::pending(py, op)
         }
     }
@@ -303,10 +300,12 @@ impl AsyncOp {
         name: &Arc<str>,
         timeout: Option<f64>,
         next: bool,
+        owner: Py<crate::channel::Channel>,
     ) -> Self {
         let mut i =
             Self::blank(if next { Kind::Next } else { Kind::Read }, Some(chan.clone()), name);
         i.timeout = timeout;
+        i.owner = Some(owner);
         Self::wrap(i)
     }
 
