@@ -24,6 +24,10 @@ How a body runs:
   into a child OS process (the body by reference, so it must be a module-level function, and
   its arguments by value: channels move to shared memory). The child drives the coroutine as
   thread/greenlet do. Its return value or exception comes back pickled (a copy).
+- ``os-asyncio``: the same, but the child runs the body with ``asyncio.run`` and an
+  asyncio-flavoured kit (``aread``/``awrite``/``aselect``/``async for`` on shared channels).
+  ``k.backend`` is ``"os"`` for it too (the body and the test see an OS process); only the
+  test id says which.
 
 Invariants (what makes the shared tests test the real thing):
 - ``k.process(body)(*args)`` is a ``csp.Process`` whose name is the body's ``__name__`` (or
@@ -51,8 +55,11 @@ from _support import WAIT
 from ferrocsp._native import _in_scheduler
 
 BACKENDS = ("thread", "greenlet", "asyncio")
-#: The in-process backends and the OS-process one.
-SHARED_BACKENDS = (*BACKENDS, "os")
+#: The in-process backends and the OS-process one, twice: ``os`` drives a body like a thread
+#: in the child, ``os-asyncio`` runs it as a coroutine on an event loop in the child (its
+#: operations are ``aread``/``awrite``/``aselect`` on shared channels). Both are ``os``
+#: for the body and the test (``k.backend``); only the id differs.
+SHARED_BACKENDS = (*BACKENDS, "os", "os-asyncio")
 
 Body = Callable[..., Coroutine[Any, Any, Any]]
 
@@ -104,24 +111,36 @@ def drive(coro: Coroutine[Any, Any, Any]) -> Any:
 class _OsBody:
     """A kit body as an ``os`` process: picklable (the body by reference, ``args`` by value).
 
-    Called in the child, it drives the body with an ``os`` kit; ``capture`` returns the raw
-    outcome as ``(ok, value)`` (``spawn``), ``args`` are bound first (``callable``).
+    Called in the child, it drives the body with an ``os`` kit (``aio``: runs it with
+    ``asyncio.run`` and an asyncio-flavoured one); ``capture`` returns the raw outcome as
+    ``(ok, value)`` (``spawn``), ``args`` are bound first (``callable``).
     """
 
     def __init__(
-        self, body: Body, name: str, args: tuple[Any, ...] = (), *, capture: bool = False
+        self,
+        body: Body,
+        name: str,
+        args: tuple[Any, ...] = (),
+        *,
+        capture: bool = False,
+        aio: bool = False,
     ) -> None:
         self.body = body
         self.args = args
         self.capture = capture
+        self.aio = aio
         self.__name__ = self.__qualname__ = name
 
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
+        if self.aio:
+            return asyncio.run(self.body(Kit("os-asyncio"), *self.args, *args, **kwargs))
+        return drive(self.body(Kit("os"), *self.args, *args, **kwargs))
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        coro = self.body(Kit("os"), *self.args, *args, **kwargs)
         if not self.capture:
-            return drive(coro)
+            return self._run(*args, **kwargs)
         try:
-            return True, drive(coro)
+            return True, self._run(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed back to the test's process
             return False, exc
 
@@ -183,13 +202,18 @@ class Kit:
     def __init__(self, backend: str) -> None:
         if backend not in SHARED_BACKENDS:
             raise ValueError(f"unknown backend {backend!r}")
-        self.backend = backend
-        self.is_async = backend == "asyncio"
+        #: ``os-asyncio`` is ``os`` whose bodies run on an event loop in the child.
+        self.child_async = backend == "os-asyncio"
+        self.backend = "os" if self.child_async else backend
+        #: Whether the operations are awaitables (in a child too, for ``os-asyncio``).
+        self.is_async = backend in ("asyncio", "os-asyncio")
         #: What ``Par(backend=...)`` gets: plain callables run on it (asyncio: the default).
-        self.par_backend: str | None = None if self.is_async else backend
+        self.par_backend: str | None = "os" if self.child_async else None
+        if not self.is_async:
+            self.par_backend = backend
 
     def __repr__(self) -> str:
-        return f"Kit({self.backend!r})"
+        return f"Kit({'os-asyncio' if self.child_async else self.backend!r})"
 
     # ------------------------------------------------------------------ operations
 
@@ -244,7 +268,7 @@ class Kit:
         function otherwise; ``__name__`` is ``name`` or the body's name."""
         kit = self
         if self.backend == "os":
-            return _OsBody(body, name or body.__name__)
+            return _OsBody(body, name or body.__name__, aio=self.child_async)
         if self.is_async:
 
             async def run_async(*args: Any, **kwargs: Any) -> Any:
@@ -263,7 +287,7 @@ class Kit:
     def process(self, body: Body, *, name: str | None = None) -> Callable[..., csp.Process[Any]]:
         """A process factory, as ``@csp.process(name=..., backend=...)`` on the body."""
         fn = self.function(body, name=name)
-        backend = None if self.is_async else self.backend
+        backend = self.par_backend
         pname = name or body.__name__
 
         def make(*args: Any, **kwargs: Any) -> csp.Process[Any]:
@@ -274,7 +298,7 @@ class Kit:
     def callable(self, body: Body, *args: Any, name: str | None = None) -> Callable[[], Any]:
         """A plain callable (no decorator) running the body with ``args``, for ``Par(f)``."""
         if self.backend == "os":
-            return _OsBody(body, name or body.__name__, args)
+            return _OsBody(body, name or body.__name__, args, aio=self.child_async)
         fn = self.function(body, name=name)
         if self.is_async:
 
@@ -315,7 +339,7 @@ class Kit:
         fn = self.function(body)
         captured: Callable[..., Any]
         if self.backend == "os":
-            captured = _OsBody(body, body.__name__, capture=True)
+            captured = _OsBody(body, body.__name__, capture=True, aio=self.child_async)
         elif self.is_async:
 
             async def captured_async(*args: Any, **kw: Any) -> tuple[bool, Any]:
@@ -334,7 +358,7 @@ class Kit:
                     return False, exc
 
             captured = captured_sync
-        backend = None if self.is_async else self.backend
+        backend = self.par_backend
         procs = [
             csp.Process(captured, args, kwargs or {}, name=body.__name__, backend=backend)
             for args in arg_lists

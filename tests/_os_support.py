@@ -112,7 +112,7 @@ def backend_fixture(names: Sequence[str]) -> Any:
     def backend(request: pytest.FixtureRequest) -> str:
         """The backend of a shared test: it runs once under each (use ``k`` for bodies)."""
         name: str = request.param
-        if name == "os":
+        if name in ("os", "os-asyncio"):
             request.getfixturevalue("no_leaks")
         return name
 
@@ -125,7 +125,7 @@ COPIES = "values crossing OS processes are copies (DESIGN 2, Channels)"
 
 def in_process_only(backend: str, why: str) -> None:
     """Skips a shared test that cannot hold on OS processes, saying why."""
-    if backend == "os":
+    if backend in ("os", "os-asyncio"):
         pytest.skip(f"in-process only: {why}")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import ferrocsp as csp
 from _kit import SHARED_BACKENDS, Kit
-from _os_support import backend_fixture, in_process_only
+from _os_support import backend_fixture
 from _support import Background, wait_until
 
 backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
@@ -157,12 +157,6 @@ async def writes_and_reads_raise_retired(k: Kit, ch: csp.Channel, w: csp.Writer)
 
 
 def test_last_reader_retire_makes_writes_raise(k: Kit) -> None:
-    in_process_only(
-        k.backend,
-        "known bug: a channel whose readers retired before it moved to shared memory, with a "
-        "writer end still live, blocks a read through the Channel instead of raising "
-        "ChannelRetired (shared reads end only when the writer side is gone)",
-    )
     ch = csp.Channel(3)
     r = ch.reader()
     w = ch.writer()
@@ -280,11 +274,6 @@ async def read(k: Kit, r: csp.Reader) -> object:
 def test_dropping_end_wakes_blocked_reader(k: Kit) -> None:
     """The last writer end is garbage-collected in the test's thread: its retire (a Rust
     ``Drop``) wakes a reader blocked in a process of each backend."""
-    in_process_only(
-        k.backend,
-        "known bug: once its channel moved to shared memory, dropping an end that was never "
-        "sent to another process does not retire it (its Rust Drop retires the in-process side)",
-    )
     ch = csp.Channel()
     r = ch.reader()
     w = ch.writer()

@@ -29,6 +29,21 @@ def test_body_runs_on_its_backend(k: Kit) -> None:
     assert k.Spawn(k.process(where)()).join(timeout=10) == k.backend
 
 
+async def on_a_loop(k: Kit) -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_async_flavours_run_bodies_on_an_event_loop(k: Kit) -> None:
+    """asyncio and os-asyncio bodies run as coroutines on a loop (in the child for
+    os-asyncio), the others are driven without one."""
+    assert k.run(on_a_loop) is k.is_async
+    assert k.Par(k.process(on_a_loop)()).run() == [k.is_async]
+
+
 async def worker(k: Kit, a: csp.Channel, *, b: csp.Channel) -> None:
     raise ValueError("x")
 

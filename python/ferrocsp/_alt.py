@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from . import _shm
 from ._errors import ChannelPoisoned
-from ._native import Channel, Reader, Writer, _aselect, _io_wait, _select
+from ._native import Channel, Reader, Writer, _aselect, _io_wait, _select, _shared_wait
 
 __all__ = ["Alt", "Guard", "Output", "Skip", "Timeout", "select"]
 
@@ -214,7 +214,12 @@ class Alt:
         while True:
             ops, index, last = self._ops(policy)
             if _any_shared(ops):
-                chosen, value = _shm.select(ops, policy, last)  # channels shared with OS processes
+                # Channels shared with OS processes; csp.dump() shows the wait.
+                _shared_wait(_shm.alt_waits(ops))
+                try:
+                    chosen, value = _shm.select(ops, policy, last)
+                finally:
+                    _shared_wait(None)
                 return self._chosen(policy, index, chosen), value
             self._demand(True)
             try:
@@ -236,12 +241,16 @@ class Alt:
         while True:
             ops, index, last = self._ops(policy)
             if _any_shared(ops):
-                raise NotImplementedError(
-                    "await-based selection over channels shared with OS processes is not supported"
-                )
+                chosen, value = await _shm.aselect(ops, policy, last)  # see `_run`
+                return self._chosen(policy, index, chosen), value
             self._demand(True)
             try:
                 chosen, value = await _aselect(ops, policy, last)
+            except ChannelPoisoned:
+                # As in `_run`: a channel moved to shared memory while we waited.
+                if not _any_shared(ops):
+                    raise
+                continue
             finally:
                 self._demand(False)
             guard = self._chosen(policy, index, chosen)

@@ -51,6 +51,11 @@ def _state(p: dict[str, Any] | None) -> str:
     state = p.get("state", "running")
     if state == "blocked":
         return f"blocked on {_waits(p)} for {since:.1f} s"
+    if state == "blocked (shared)":
+        return (
+            f"blocked on {_waits(p)} (shared with OS processes: not seen by deadlock "
+            f"detection) for {since:.1f} s"
+        )
     if state == "joining":
         return f"joining its processes for {since:.1f} s"
     return str(state)

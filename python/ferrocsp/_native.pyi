@@ -18,6 +18,7 @@ __all__ = [
     "_Participant",
     "_RunQueue",
     "_Scheduler",
+    "_ShmCancel",
     "_ShmChannel",
     "_Waiter",
     "_aselect",
@@ -33,6 +34,8 @@ __all__ = [
     "_select",
     "_set_process_name",
     "_set_trace",
+    "_shared_wait",
+    "_shm_nudge",
     "_shm_select",
     "_stop_watchdog",
     "_wake_future",
@@ -191,6 +194,16 @@ def _shm_select(
     timeout: float | None = None,
     nowait: bool = False,
 ) -> tuple[int, list[Any] | None]: ...
+@final
+class _ShmCancel:
+    def __new__(cls) -> _ShmCancel: ...
+    def cancel(self) -> None: ...
+    @property
+    def cancelled(self) -> bool: ...
+    def call(self, f: Callable[..., Any], *args: Any) -> Any: ...
+
+def _shm_nudge(channel: _ShmChannel) -> None: ...
+def _shared_wait(waits: list[tuple[str, str]] | None) -> None: ...
 def _select(
     ops: list[tuple[int, Any, Any]],
     policy: int,

@@ -152,6 +152,14 @@ class Handle(Generic[T]):
         self._single = False
         kinds = [_backend_of(p, backend) for p in processes]  # validates before starting
         tasks: list[_Task | None] = [None] * len(processes)
+        # OS processes first: pickling them moves their channels to shared memory before any
+        # in-process process can block on one (which would then have to follow the move).
+        self._os_host: OsHost | None = None
+        osp = [i for i, k in enumerate(kinds) if k == "os"]
+        if osp:
+            self._os_host = OsHost([processes[i] for i in osp], name)
+            for j, i in enumerate(osp):
+                tasks[i] = self._os_host.task(j)
         aio = [i for i, k in enumerate(kinds) if k == "asyncio"]
         if aio and loop is None:
             host = LoopHost([processes[i] for i in aio], name)
@@ -165,12 +173,6 @@ class Handle(Generic[T]):
             ghost = GreenletHost([processes[i] for i in green], name)
             for j, i in enumerate(green):
                 tasks[i] = ghost.task(j)
-        self._os_host: OsHost | None = None
-        osp = [i for i, k in enumerate(kinds) if k == "os"]
-        if osp:
-            self._os_host = OsHost([processes[i] for i in osp], name)
-            for j, i in enumerate(osp):
-                tasks[i] = self._os_host.task(j)
         for i, p in enumerate(processes):
             if tasks[i] is None:
                 tasks[i] = ThreadTask(p)

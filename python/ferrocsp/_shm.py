@@ -10,12 +10,17 @@ Invariants:
   object per interpreter (``_ends``), so identity survives any number of trips.
 - All copies of an end are one end: its state (live/retired) is the slot in the segment's end
   table, so retiring any copy, in any process, retires it.
+- Dropping an end object retires it, as in process, if it never crossed processes (never
+  pickled for another process, not unpickled from one); an end that crossed stays live when
+  one copy is dropped, since the others may still be in use (retire it explicitly).
 - Values are pickled with protocol 5; large buffers (``bytes``/``bytearray``/``memoryview``
   values, and out-of-band pickle buffers such as numpy arrays' of ``OOB_MIN`` bytes or more)
   travel as raw parts, copied once into the segment and once into an object the reader owns.
 - A value that cannot be pickled raises ``TypeError`` in the writer and nothing is sent.
 - A greenlet process never blocks its scheduler on a shared channel: when the operation
-  cannot complete at once it waits on an ``io`` worker thread.
+  cannot complete at once it waits on an ``io`` worker thread. An asyncio task never blocks
+  its event loop on one: it waits on a waiter thread, withdrawn if the task is cancelled
+  (``_shm_aio``).
 - An ``Alt`` over shared channels is one native ``_shm_select`` call (``select``): exactly one
   guard fires, output guards on rendezvous channels as conditional offers that readers in any
   process take by firing the selection's cell in shared memory (docs/design.md).
@@ -26,19 +31,31 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 from ._errors import ChannelRetired, WouldBlock
 from ._io import io
-from ._native import Channel, Reader, Writer, _in_scheduler, _shm_select, _ShmChannel
+from ._native import (
+    Channel,
+    Reader,
+    Writer,
+    _in_scheduler,
+    _shared_wait,
+    _shm_select,
+    _ShmChannel,
+)
+from ._shm_aio import off_loop
 from ._stats import ChannelStats
 
 __all__ = [
     "OOB_MIN",
     "SharedChannel",
+    "aselect",
     "crossing",
     "dumps",
     "is_crossing",
@@ -97,6 +114,7 @@ class SharedChannel:
     __slots__ = (
         "__weakref__",
         "_adopt",
+        "_crossed",
         "_gate",
         "_moving",
         "_native",
@@ -115,6 +133,9 @@ class SharedChannel:
         me = (os.getpid(), native.fd)
         self.holders = [me, *[h for h in holders if h[0] != me[0]]][:4]
         self._slots: dict[int, int] = {}
+        # Ends (by engine id) that were pickled for, or arrived from, another process: their
+        # copies elsewhere keep them live when the object here is dropped.
+        self._crossed: set[int] = set()
         self._adopt: int | None = None
         # While the channel is moving here, its operations wait until the values it held
         # in-process are in the shared buffer (so nothing overtakes them).
@@ -135,9 +156,18 @@ class SharedChannel:
             try:
                 self._native.write(parts, kinds, None, True)
             except WouldBlock:
-                io(self._native.write, parts, kinds, timeout)
+                _shared_wait([(self.name, "write")])
+                try:
+                    io(self._native.write, parts, kinds, timeout)
+                finally:
+                    _shared_wait(None)
             return
-        self._native.write(parts, kinds, timeout)
+        # Shown by csp.dump() while it waits (deadlock detection cannot see this wait).
+        _shared_wait([(self.name, "write")])
+        try:
+            self._native.write(parts, kinds, timeout)
+        finally:
+            _shared_wait(None)
 
     def read(self, timeout: Any = None) -> Any:
         self._wait_moved()
@@ -145,8 +175,18 @@ class SharedChannel:
             try:
                 return decode(self._native.read(None, True))
             except WouldBlock:
-                return decode(io(self._native.read, timeout))
-        return decode(self._native.read(timeout))
+                _shared_wait([(self.name, "read")])
+                try:
+                    parts = io(self._native.read, timeout)
+                finally:
+                    _shared_wait(None)
+                return decode(parts)
+        _shared_wait([(self.name, "read")])
+        try:
+            parts = self._native.read(timeout)
+        finally:
+            _shared_wait(None)
+        return decode(parts)
 
     def write_nowait(self, value: Any) -> None:
         parts, kinds = encode(value, self.name)
@@ -156,6 +196,82 @@ class SharedChannel:
     def read_nowait(self) -> Any:
         self._wait_moved()
         return decode(self._native.read(None, True))
+
+    # -- asyncio (the waiting is in `_shm_aio`; see its module doc) ----------------------
+
+    async def _aread(self, timeout: Any, root: FrameType | None) -> Any:
+        if not self._moving:
+            try:
+                return decode(self._native.read(None, True))
+            except WouldBlock:
+                pass
+        _shared_wait([(self.name, "read")])
+        try:
+            parts = await off_loop(self._natives, root, self._wait_then_read, timeout)
+        finally:
+            _shared_wait(None)
+        return decode(parts)
+
+    def _wait_then_read(self, timeout: Any) -> list[Any]:
+        self._wait_moved()
+        return self._native.read(timeout)
+
+    async def _awrite(self, value: Any, timeout: Any, root: FrameType | None) -> None:
+        parts, kinds = encode(value, self.name)
+        if not self._moving:
+            try:
+                self._native.write(parts, kinds, None, True)
+                return
+            except WouldBlock:
+                pass
+        _shared_wait([(self.name, "write")])
+        try:
+            await off_loop(self._natives, root, self._wait_then_write, parts, kinds, timeout)
+        finally:
+            _shared_wait(None)
+
+    def _wait_then_write(self, parts: list[Any], kinds: list[int], timeout: Any) -> None:
+        self._wait_moved()
+        self._native.write(parts, kinds, timeout)
+
+    @property
+    def _natives(self) -> list[_ShmChannel]:
+        return [self._native]
+
+    async def aread(self, timeout: Any = None) -> Any:
+        """``Channel.aread`` once moved here."""
+        return await self._aread(timeout, sys._getframe())
+
+    async def awrite(self, value: Any, timeout: Any = None) -> None:
+        """``Channel.awrite`` once moved here."""
+        await self._awrite(value, timeout, sys._getframe())
+
+    async def anext(self) -> Any:
+        """``Channel.__anext__`` once moved here: end-of-stream stops the iteration."""
+        try:
+            return await self._aread(None, sys._getframe())
+        except ChannelRetired:
+            raise StopAsyncIteration from None
+
+    async def end_aread(self, end_id: int, kind: str, retired_here: bool, timeout: Any) -> Any:
+        """``Reader.aread`` once moved here."""
+        self._live(end_id, kind, retired_here)
+        return await self._aread(timeout, sys._getframe())
+
+    async def end_awrite(
+        self, end_id: int, kind: str, retired_here: bool, value: Any, timeout: Any
+    ) -> None:
+        """``Writer.awrite`` once moved here."""
+        self._live(end_id, kind, retired_here)
+        await self._awrite(value, timeout, sys._getframe())
+
+    async def end_anext(self, end_id: int, kind: str, retired_here: bool) -> Any:
+        """``Reader.__anext__`` once moved here."""
+        try:
+            self._live(end_id, kind, retired_here)
+            return await self._aread(None, sys._getframe())
+        except ChannelRetired:
+            raise StopAsyncIteration from None
 
     def poison(self) -> None:
         self._native.poison()
@@ -213,6 +329,19 @@ class SharedChannel:
         slot = self.slot(end_id, kind, retired_here)
         if slot is not None:
             self._native.retire_end(slot)
+
+    def end_dropped(self, end_id: int, kind: str) -> None:
+        """A live end object here was dropped (its ``Drop``): it retires unless it crossed
+        processes (the documented rule for copies; see the module doc)."""
+        with _lock:
+            if end_id in self._crossed:
+                self._crossed.discard(end_id)
+                self._slots.pop(end_id, None)
+                return
+            slot = self._slots.pop(end_id, None)
+            if slot is None:  # made before the move and never used since: counted, no slot
+                slot = self._native.new_end(kind, True)
+        self._native.retire_end(slot)
 
     def end_retired(self, end_id: int, kind: str, retired_here: bool) -> bool:
         slot = self.slot(end_id, kind, retired_here)
@@ -279,6 +408,7 @@ def reduce_end(end: Reader | Writer) -> tuple[Any, tuple[Any, ...]]:
         slot = shared._native.new_end(kind)
         shared._native.retire_end(slot)
     _ends[(shared.uuid, slot)] = end
+    shared._crossed.add(_end_id(end))
     args = (shared.uuid, shared.holders, chan.name, chan.capacity, slot, kind)
     return (restore_end, args)
 
@@ -329,6 +459,7 @@ def restore_end(
             end = chan.reader() if kind == "reader" else chan.writer()
         finally:
             shared._adopt = None
+        shared._crossed.add(_end_id(end))
         _ends[(uuid, slot)] = end
         return end
 
@@ -489,3 +620,46 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
     # The in-process message: every channel of the Alt, by name, in guard order.
     listed = ", ".join(f"'{name}'" for name in names.values())
     raise ChannelRetired(f"alt on channel {listed}: channel is retired")
+
+
+# -- asyncio choice over shared channels (beside `select`, which it runs on a waiter thread) --
+
+
+async def aselect(
+    ops: list[tuple[int, Any, Any]], policy: int, last: int | None
+) -> tuple[int, Any]:
+    """``select`` from asyncio code. First one pass on the loop's thread that cannot wait:
+    ``select`` with a zero ``Timeout`` guard added after the others (a ready guard may fire,
+    as at any call; if the policy reaches the added guard first, nothing happened and the
+    wait below decides). Then ``select`` runs on a waiter thread and is withdrawn if the task
+    is cancelled (``_shm_aio``: a guard that fired in the race is kept, and the cancellation
+    re-requested)."""
+    natives: dict[bytes, _ShmChannel] = {}
+    moving = False
+    for kind, target, _ in ops:
+        s = shared_of(target) if kind in (_READ, _WRITE) else None
+        if s is not None:
+            natives[s.uuid] = s._native
+            moving = moving or s._moving
+    if not moving:  # (a moving channel's gate could block the loop: leave it to the waiter)
+        chosen, value = select([*ops, (_TIMEOUT, 0.0, None)], policy, last)
+        if chosen < len(ops):
+            return chosen, value
+    _shared_wait(alt_waits(ops))
+    try:
+        result: tuple[int, Any] = await off_loop(
+            list(natives.values()), None, select, ops, policy, last
+        )
+    finally:
+        _shared_wait(None)
+    return result
+
+
+def alt_waits(ops: list[tuple[int, Any, Any]]) -> list[tuple[str, str]]:
+    """What an Alt over shared channels waits on, for ``csp.dump()`` (``_shared_wait``)."""
+    out = []
+    for kind, target, _ in ops:
+        s = shared_of(target) if kind in (_READ, _WRITE) else None
+        if s is not None:
+            out.append((s.name, "read" if kind == _READ else "write"))
+    return out

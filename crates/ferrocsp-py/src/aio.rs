@@ -168,8 +168,12 @@ pub(crate) fn keep_result_on_cancel(
 /// `ch.aread()` / `__anext__()`: the read if it can complete now (a `_Done`), else an
 /// [`AsyncOp`] that waits when awaited. Only a completed read happens at the call; a read
 /// that must wait, or fails, does so when awaited, as before.
+///
+/// `owner` is the Python channel: a read still waiting when it moves to shared memory
+/// continues there (see [`Inner::follow_move`]).
 pub(crate) fn read_op(
     py: Python<'_>,
+    owner: &Py<crate::channel::Channel>,
     chan: &ferrocsp::Channel<Value>,
     name: &Arc<str>,
     timeout: Option<f64>,
@@ -180,7 +184,10 @@ pub(crate) fn read_op(
             crate::trace::event(py, "read", "", name); // trace hook
             crate::aio_op::done(py, v)
         }
-        Err(_) => crate::aio_op::pending(py, AsyncOp::read(chan, name, timeout, next)),
+        Err(_) => {
+            let op = AsyncOp::read(chan, name, timeout, next, owner.clone_ref(py));
+            crate::aio_op::pending(py, op)
+        }
     }
 }
 
@@ -237,6 +244,11 @@ struct Inner {
     timeout: Option<f64>,
     wait: Option<Wait>,
     done: bool,
+    /// A read's Python channel, to follow it to shared memory (None for writes and Alts).
+    owner: Option<Py<crate::channel::Channel>>,
+    /// Once the channel moved while this read waited: the shared side's coroutine doing the
+    /// read, which every later step and throw is passed on to (as `yield from` would).
+    delegate: Option<Py<PyAny>>,
     /// What an early withdrawal (`Withdraw`, from the waiter's `cancel`) found: `Some(fired)`.
     withdrawn: Option<Option<Result<Selected<Value>, SelectError>>>,
     /// This state, for the waiters it hands out (so `cancel` can withdraw the op at once).
@@ -278,6 +290,8 @@ impl AsyncOp {
             timeout: None,
             wait: None,
             done: false,
+            owner: None,
+            delegate: None,
             withdrawn: None,
             me: Weak::new(),
         }
@@ -293,10 +307,12 @@ impl AsyncOp {
         name: &Arc<str>,
         timeout: Option<f64>,
         next: bool,
+        owner: Py<crate::channel::Channel>,
     ) -> Self {
         let mut i =
             Self::blank(if next { Kind::Next } else { Kind::Read }, Some(chan.clone()), name);
         i.timeout = timeout;
+        i.owner = Some(owner);
         Self::wrap(i)
     }
 
@@ -356,7 +372,63 @@ impl Inner {
             }
             (_, Err(e)) => e.error(),
         };
-        Err(self.error(py, err))
+        self.fail(py, err)
+    }
+
+    /// Ends the await with error `e`, unless it is a read whose channel moved to shared memory
+    /// meanwhile (the move poisons the in-process side; nothing was taken): then the read goes
+    /// on there.
+    fn fail(&mut self, py: Python<'_>, e: Error) -> Step {
+        if e == Error::Poisoned {
+            if let Some(step) = self.follow_move(py)? {
+                return step;
+            }
+        }
+        self.done = true;
+        Err(self.error(py, e))
+    }
+
+    /// A read whose channel moved to shared memory: starts the shared side's `aread`/`anext`
+    /// coroutine and passes this step on to it. None: not a read, or the channel did not move.
+    fn follow_move(&mut self, py: Python<'_>) -> PyResult<Option<Step>> {
+        if !matches!(self.kind, Kind::Read | Kind::Next) {
+            return Ok(None);
+        }
+        let Some(shared) = self.owner.as_ref().and_then(|o| o.get().shm.get()) else {
+            return Ok(None);
+        };
+        let coro = match self.kind {
+            Kind::Next => shared.call_method0(py, intern!(py, "anext"))?,
+            _ => shared.call_method1(py, intern!(py, "aread"), (self.timeout,))?,
+        };
+        self.wait = None;
+        self.sel = None;
+        self.done = false;
+        self.delegate = Some(coro);
+        Ok(Some(self.drive(py, None)))
+    }
+
+    /// One step of the delegate coroutine: `send(None)`, or `throw(exc)`.
+    fn drive(&mut self, py: Python<'_>, exc: Option<PyErr>) -> Step {
+        let Some(coro) = self.delegate.as_ref().map(|c| c.clone_ref(py)) else {
+            return Err(PyRuntimeError::new_err("channel operation has no shared side"));
+        };
+        let r = match exc {
+            None => coro.call_method1(py, intern!(py, "send"), (py.None(),)),
+            Some(e) => coro.call_method1(py, intern!(py, "throw"), (e.into_value(py),)),
+        };
+        match r {
+            Ok(yielded) => Ok(Out::Yield(yielded)),
+            Err(e) => {
+                self.done = true;
+                self.delegate = None;
+                if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
+                    let v = e.value(py).getattr(intern!(py, "value"))?;
+                    return Ok(Out::Return(v.unbind()));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Trace hook: the op is about to wait.
@@ -403,10 +475,7 @@ impl Inner {
                     Err(Error::WouldBlock) => {
                         sel.read(&chan);
                     }
-                    Err(e) => {
-                        self.done = true;
-                        return Err(self.error(py, e));
-                    }
+                    Err(e) => return self.fail(py, e),
                 },
             }
             self.sel = Some(sel);
@@ -529,6 +598,9 @@ impl Inner {
 
     /// An exception thrown in while waiting: withdraw, keeping a result that won the race.
     fn throw(&mut self, py: Python<'_>, self_obj: &Bound<'_, PyAny>, exc: PyErr) -> Step {
+        if self.delegate.is_some() {
+            return self.drive(py, Some(exc));
+        }
         let Some(wait) = self.wait.take() else {
             self.done = true;
             return Err(exc);
@@ -561,6 +633,9 @@ impl AsyncOp {
     /// Resumes the operation (`__next__`/`send`/`am_send`; a value sent in is ignored).
     pub(crate) fn step(&self, py: Python<'_>) -> Step {
         let mut inner = self.locked()?;
+        if inner.delegate.is_some() {
+            return inner.drive(py, None);
+        }
         if inner.done {
             return Err(PyRuntimeError::new_err(
                 "cannot reuse an already awaited channel operation",
@@ -588,6 +663,9 @@ impl AsyncOp {
         inner.wait = None;
         if let Some(mut sel) = inner.sel.take() {
             drop(sel.abort());
+        }
+        if let Some(coro) = inner.delegate.take() {
+            Python::attach(|py| coro.call_method0(py, intern!(py, "close")).map(drop))?;
         }
         Ok(())
     }

@@ -258,7 +258,10 @@ impl Channel {
         value: Value,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        crate::shm::no_async(self)?;
+        if let Some(s) = self.shm.get() {
+            parse_timeout(timeout)?;
+            return s.call_method1(py, "awrite", (value, timeout));
+        }
         let timeout = parse_timeout(timeout)?;
         aio::write_op(py, &self.inner, &self.name, value, timeout)
     }
@@ -269,10 +272,14 @@ impl Channel {
     /// cancellation is re-requested for the task's next suspension; otherwise
     /// ``CancelledError`` propagates and nothing was taken.
     #[pyo3(signature = (*, timeout = None))]
-    fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        crate::shm::no_async(self)?;
+    fn aread(slf: &Bound<'_, Self>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        if let Some(s) = this.shm.get() {
+            parse_timeout(timeout)?;
+            return s.call_method1(py, "aread", (timeout,));
+        }
         let timeout = parse_timeout(timeout)?;
-        aio::read_op(py, &self.inner, &self.name, timeout, false)
+        aio::read_op(py, &slf.clone().unbind(), &this.inner, &this.name, timeout, false)
     }
 
     /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);
@@ -355,9 +362,12 @@ impl Channel {
         slf
     }
 
-    fn __anext__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        crate::shm::no_async(self)?;
-        aio::read_op(py, &self.inner, &self.name, None, true)
+    fn __anext__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        if let Some(s) = this.shm.get() {
+            return s.call_method0(py, "anext");
+        }
+        aio::read_op(py, &slf.clone().unbind(), &this.inner, &this.name, None, true)
     }
 
     /// The shared-memory side of a channel that moved there (``None`` while in-process).

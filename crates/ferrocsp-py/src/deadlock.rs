@@ -190,6 +190,9 @@ struct Inner {
     join_depth: u32,
     join_since: Option<Stamp>,
     io_depth: u32,
+    /// A wait on channels shared with OS processes (`_shared_wait`), and since when: shown by
+    /// `csp.dump()`, never counted as stuck (detection cannot see the other processes).
+    shared: Option<(Vec<WaitOn>, Stamp)>,
     /// Incremented on every change of the record (the watchdog's double collect compares it).
     gen: u64,
     /// Whether this participant counts as stuck in `NOT_STUCK` (kept in step by `update`).
@@ -642,6 +645,35 @@ pub(crate) fn _ignore_thread(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// Records that the caller (thread, greenlet or async process) waits on channels shared with
+/// OS processes: ``waits`` lists (channel name, ``"read"``/``"write"``); None ends the wait.
+/// Only `csp.dump()` shows it: deadlock detection cannot see the other processes, so such a
+/// participant never counts as stuck (docs/design.md).
+#[pyfunction]
+pub(crate) fn _shared_wait(py: Python<'_>, waits: Option<Vec<(String, String)>>) -> PyResult<()> {
+    let record = match waits {
+        None => None,
+        Some(w) => {
+            let mut out = Vec::with_capacity(w.len());
+            for (chan, op) in w {
+                let write = match op.as_str() {
+                    "read" => false,
+                    "write" => true,
+                    _ => {
+                        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                            "a shared wait is 'read' or 'write', not {op:?}"
+                        )))
+                    }
+                };
+                out.push((chan, write));
+            }
+            Some((out, Stamp::now()))
+        }
+    };
+    current(py)?.update(|i| i.shared = record);
+    Ok(())
+}
+
 /// Called at interpreter exit (`atexit`): waits, with the GIL released, until the watchdog is
 /// outside Python, and keeps it from running Python code again (see the module doc).
 #[pyfunction]
@@ -649,7 +681,8 @@ pub(crate) fn _stop_watchdog(py: Python<'_>) {
     py.detach(|| *lock(&IN_PYTHON) = false);
 }
 
-/// One dict per live participant: name, backend, state ("running", "blocked", "joining"),
+/// One dict per live participant: name, backend, state ("running", "blocked", "joining", or
+/// "blocked (shared)": waiting on channels shared with OS processes, see `_shared_wait`),
 /// waits (list of (channel name, "read" | "write")), alt, timeout, since (seconds blocked).
 #[pyfunction]
 pub(crate) fn _participants(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
@@ -673,6 +706,9 @@ pub(crate) fn _participants(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
                 let b = &i.blocked;
                 let since = b.since.secs_since(stamp);
                 (name, "blocked", b.waits.clone(), b.alt, b.timeout, since)
+            } else if let Some((waits, since)) = &i.shared {
+                let alt = waits.len() > 1;
+                (name, "blocked (shared)", waits.clone(), alt, false, since.secs_since(stamp))
             } else {
                 (name, "running", Vec::new(), false, false, 0.0)
             }

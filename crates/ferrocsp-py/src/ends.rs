@@ -5,7 +5,8 @@
 //!   resolve to the same object (`ferrocsp._mobility`), so every copy is the same end.
 //! - `end.channel` is the very `Channel` object the end was made from.
 //! - Dropping the last reference retires the end (the engine's `Drop`), as does `retire()`
-//!   or leaving a `with` block.
+//!   or leaving a `with` block; on a channel shared with OS processes, only an end that never
+//!   crossed processes (`shm::end_dropped`).
 
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
@@ -39,6 +40,28 @@ pub struct Reader {
 pub struct Writer {
     inner: ferrocsp::Writer<Value>,
     chan: Py<Channel>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        crate::shm::end_dropped(
+            self.chan.get(),
+            self.inner.id(),
+            "reader",
+            self.inner.is_retired(),
+        );
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        crate::shm::end_dropped(
+            self.chan.get(),
+            self.inner.id(),
+            "writer",
+            self.inner.is_retired(),
+        );
+    }
 }
 
 /// The half of `Reader` and `Writer` that is the same for both: construction, the
@@ -197,10 +220,14 @@ end_class!(
         /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
         #[pyo3(signature = (*, timeout = None))]
         fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+            if let Some(s) = self.shm() {
+                parse_timeout(timeout)?;
+                let args = (self.inner.id(), "reader", self.inner.is_retired(), timeout);
+                return s.call_method1(py, "end_aread", args);
+            }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
-            crate::shm::no_async(c)?;
-            aio::read_op(py, &c.inner, &c.name, timeout, false)
+            aio::read_op(py, &self.chan, &c.inner, &c.name, timeout, false)
         }
 
         /// Reads a value if one is available now, else raises ``WouldBlock``.
@@ -237,9 +264,12 @@ end_class!(
         }
 
         fn __anext__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            if let Some(s) = self.shm() {
+                let args = (self.inner.id(), "reader", self.inner.is_retired());
+                return s.call_method1(py, "end_anext", args);
+            }
             let c = self.checked(py)?;
-            crate::shm::no_async(c)?;
-            aio::read_op(py, &c.inner, &c.name, None, true)
+            aio::read_op(py, &self.chan, &c.inner, &c.name, None, true)
         }
     }
 );
@@ -291,9 +321,13 @@ end_class!(
             value: Value,
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Py<PyAny>> {
+            if let Some(s) = self.shm() {
+                parse_timeout(timeout)?;
+                let args = (self.inner.id(), "writer", self.inner.is_retired(), value, timeout);
+                return s.call_method1(py, "end_awrite", args);
+            }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
-            crate::shm::no_async(c)?;
             aio::write_op(py, &c.inner, &c.name, value, timeout)
         }
 

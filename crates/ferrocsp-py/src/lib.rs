@@ -31,6 +31,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_AsyncOp", aio_op::op_type(m.py())?)?;
     m.add_class::<shm::PyShmChannel>()?;
     m.add_function(wrap_pyfunction!(shm::_shm_select, m)?)?;
+    m.add_class::<shm::ShmCancel>()?;
+    m.add_function(wrap_pyfunction!(shm::_shm_nudge, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::_shared_wait, m)?)?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_wake_future, m)?)?;

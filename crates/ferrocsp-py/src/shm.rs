@@ -186,8 +186,15 @@ fn blocking<T: Send>(
 ) -> PyResult<Result<T, ShmError>> {
     let main = is_main_thread(py)?;
     let mut pending: Option<PyErr> = None;
+    let token = armed_token();
+    if token.as_ref().is_some_and(|t| t.fired()) {
+        return Err(withdrawn());
+    }
     let r = py.detach(|| {
         let mut check = || {
+            if token.as_ref().is_some_and(|t| t.fired()) {
+                return true;
+            }
             Python::attach(|py| match py.check_signals() {
                 Ok(()) => false,
                 Err(e) => {
@@ -204,6 +211,9 @@ fn blocking<T: Send>(
         };
         f(&mut w)
     });
+    if pending.is_none() && matches!(r, Err(ShmError::Interrupted)) && token.is_some() {
+        return Err(withdrawn());
+    }
     if let Some(e) = pending {
         if matches!(r, Err(ShmError::Interrupted)) {
             return Err(e);
@@ -464,18 +474,6 @@ pub(crate) fn next(
     }
 }
 
-/// asyncio operations on a channel in shared memory are not supported: say so clearly.
-pub(crate) fn no_async(chan: &crate::channel::Channel) -> PyResult<()> {
-    if chan.shm.get().is_some() {
-        return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
-            "channel '{}' is shared with OS processes: await-based operations (aread, awrite, \
-             async for) are not supported on it; use read/write via csp.io(...)",
-            chan.name
-        )));
-    }
-    Ok(())
-}
-
 /// Writes `bufs` as one inline message (`u32 count`, per part `u8 kind` + `u64 length`, then
 /// the parts' bytes) into `out`, which is exactly that long.
 fn fill_inline(out: &mut [u8], bufs: &[Part]) {
@@ -669,4 +667,113 @@ pub(crate) fn moved<T>(
         }
     }
     Ok(r)
+}
+
+// -- withdrawable waits (asyncio on shared channels) ----------------------------------------
+
+/// The cancellation flag of one waiter thread's operation: `fired` once its task was cancelled.
+#[derive(Debug, Default)]
+struct CancelFlag(std::sync::atomic::AtomicBool);
+
+impl CancelFlag {
+    fn fired(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+thread_local! {
+    /// The flag of the `_ShmCancel.call` running on this thread, if any.
+    static ARMED: std::cell::RefCell<Option<std::sync::Arc<CancelFlag>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn armed_token() -> Option<std::sync::Arc<CancelFlag>> {
+    ARMED.with(|a| a.borrow().clone())
+}
+
+/// What a withdrawn wait raises: `InterruptedError`, told apart by `_ShmCancel.withdrew`.
+fn withdrawn() -> PyErr {
+    pyo3::exceptions::PyInterruptedError::new_err(
+        "operation on a shared channel withdrawn: its task was cancelled",
+    )
+}
+
+/// A way to withdraw a shared-channel operation blocked on another thread (an asyncio task's
+/// waiter thread, `ferrocsp._shm_aio`).
+///
+/// `call(fn, *args)` runs `fn` with this token armed on the calling thread: every wait of a
+/// shared operation in it (`_ShmChannel.read`/`write`, `_shm_wait_any`) gives up with
+/// `InterruptedError` once `cancel()` was called and the channel nudged (`_shm_nudge`), but
+/// only where giving up leaves nothing sent or taken (the engine's interrupt rule): a
+/// communication already under way completes and `call` returns its result.
+#[pyclass(frozen, module = "ferrocsp._native", name = "_ShmCancel")]
+#[derive(Debug, Default)]
+pub struct ShmCancel {
+    flag: std::sync::Arc<CancelFlag>,
+}
+
+#[pymethods]
+impl ShmCancel {
+    #[new]
+    fn new() -> Self {
+        ShmCancel::default()
+    }
+
+    /// Asks the operation to give up (then nudge its channels so that a sleeping wait sees it).
+    fn cancel(&self) {
+        self.flag.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether `cancel` was called.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.flag.fired()
+    }
+
+    /// Calls `fn(*args)` with this token armed on this thread (not re-entrant).
+    #[pyo3(signature = (f, *args))]
+    fn call(
+        &self,
+        f: &Bound<'_, PyAny>,
+        args: &Bound<'_, pyo3::types::PyTuple>,
+    ) -> PyResult<Py<PyAny>> {
+        let previous = ARMED.with(|a| a.replace(Some(self.flag.clone())));
+        let r = f.call1(args.clone());
+        ARMED.with(|a| *a.borrow_mut() = previous);
+        r.map(Bound::unbind)
+    }
+}
+
+/// ``_shm_nudge(channel)``: wakes every sleeper on the shared channel (in every process)
+/// without changing anything; a wait whose `_ShmCancel` was cancelled gives up.
+#[pyfunction]
+pub(crate) fn _shm_nudge(py: Python<'_>, channel: PyRef<'_, PyShmChannel>) -> PyResult<()> {
+    let ch = &channel.inner;
+    py.detach(|| ch.nudge()).map_err(|e| shm_err(py, e, OpName::Write, &channel.name))
+}
+
+/// The `Drop` of a `Reader`/`Writer` object (`id`: its engine end): an end of a channel that
+/// moved to shared memory, never sent to another process and not retired, retires there too,
+/// as dropping an in-process end retires it (the engine end's own `Drop` retires only the
+/// in-process side). An end that crossed processes stays live: other copies of it may be in
+/// use elsewhere (`SharedChannel.end_dropped` tells them apart). Nothing is done while the
+/// interpreter shuts down.
+pub(crate) fn end_dropped(chan: &crate::channel::Channel, id: u64, kind: &str, retired: bool) {
+    let Some(s) = chan.shm.get() else { return };
+    if retired {
+        return;
+    }
+    Python::attach(|py| {
+        let finalizing = py
+            .import("sys")
+            .and_then(|m| m.call_method0("is_finalizing"))
+            .and_then(|f| f.is_truthy())
+            .unwrap_or(true);
+        if finalizing {
+            return;
+        }
+        if let Err(e) = s.call_method1(py, "end_dropped", (id, kind)) {
+            e.write_unraisable(py, None);
+        }
+    });
 }

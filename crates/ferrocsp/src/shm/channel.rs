@@ -886,7 +886,10 @@ impl ShmChannel {
                 return Ok(slot);
             }
             let st = g.st();
-            let why = if Self::writers_gone(st) && st.writing == 0 {
+            // Retirement is one state of the channel, whichever side's ends all retired (as
+            // in process): a read through the channel drains, then fails.
+            let gone = Self::writers_gone(st) || Self::readers_gone(st);
+            let why = if gone && st.writing == 0 {
                 Some(ShmError::Retired)
             } else if w.nowait {
                 Some(ShmError::WouldBlock)
@@ -1005,6 +1008,15 @@ impl ShmChannel {
     /// The change counter: it moves whenever anything a waiter may wait for changes.
     pub fn seq(&self) -> u32 {
         self.atomics().0.load(Ordering::SeqCst)
+    }
+
+    /// Wakes every sleeper on this channel, in every process, without changing anything: each
+    /// re-checks why it waits and sleeps again, except one whose `Wait::interrupted` now says
+    /// to give up (how a wait is withdrawn from another thread: set its flag, then nudge).
+    pub fn nudge(&self) -> Result<(), ShmError> {
+        let g = self.lock()?;
+        self.changed_all(&g);
+        Ok(())
     }
 
     /// Takes the lock and never releases it: only for tests of a process that dies holding it.
