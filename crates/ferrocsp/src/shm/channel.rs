@@ -908,8 +908,14 @@ impl ShmChannel {
                 return Err(e);
             }
             st.readers_waiting += 1;
-            // A reader arrives: an Alt offering an output here may now fire.
-            self.changed(&g);
+            if !waited {
+                // A reader arrives: an Alt offering an output here may now fire. Going back to
+                // sleep after a wake-up changes nothing others can see (the count went down
+                // and up under one lock hold), and announcing it would wake every other
+                // sleeper, which would announce in turn: two blocked readers kept each other
+                // busy that way.
+                self.changed(&g);
+            }
             let (g2, interrupted) = self.sleep(g, w)?;
             g = g2;
             waited = true;
