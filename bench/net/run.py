@@ -246,7 +246,7 @@ def main() -> None:
             "raw JetStream pull 1 + confirmed ack, reused inboxes (file)",
             raw["js_pull1_ack2_lean"]["value"],
         ),
-        buf_row("raw JetStream 1 sequential writer + 1 sequential reader, capacity 1000", pair),
+        buf_row("raw JetStream 1 sequential writer + 1 sequential reader (never full)", pair),
         buf_row(
             "raw JetStream publish, 256 acks in flight (pipelined)",
             raw["js_pub_pipelined"]["value"],

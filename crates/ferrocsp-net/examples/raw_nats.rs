@@ -339,11 +339,12 @@ async fn js_baselines(
     }
     out.push(("js_pull1_ack2_lean".to_owned(), per_s(m, t0)));
 
-    // A writer and a reader at once, each sequential, capacity 1000: a buffered channel's
-    // pair, done by hand (reader on its own connection).
+    // A writer and a reader at once, each sequential: a buffered channel's pair, done by hand
+    // (reader on its own connection). The stream never fills (a full one would measure the
+    // writer's wait for a slot instead of the round trips).
     let name = "RAWB_pair";
     let subj = format!("bench.{name}");
-    let mut c = wq_stream(&js, name, 1000, StorageType::File).await?;
+    let mut c = wq_stream(&js, name, m * 2, StorageType::File).await?;
     let t0 = Instant::now();
     let reader_client = other.clone();
     let mut lean = Lean::new(&reader_client, &mut c).await?;
