@@ -14,7 +14,9 @@
 //! - A read pulls one message (a pull request that expires with the read's deadline, at most
 //!   1 s per round), acknowledges it with a confirmed ack (the server answered), then returns
 //!   it and publishes the notice. A reader that dies before acknowledging leaves the message
-//!   pending; after `ack_wait` the server gives it to another reader.
+//!   pending; after `ack_wait` the server gives it to another reader. The pull is answered on
+//!   an inbox reused from read to read (`Pulls`) and the confirmed ack goes through the
+//!   client's shared reply inbox, so a read costs its two round trips and no subscriptions.
 //!
 //! Invariants:
 //! - The stream holds at most `k` values (server enforced); each value is delivered to readers
