@@ -6,11 +6,14 @@ Starts its own nats-server (scripts/nats.sh) with JetStream on 127.0.0.1, then m
   time per write; vs a raw ``async-nats`` request/reply round trip from Rust and the same
   by hand with nats-py (target: <= 1.3x raw request/reply);
 - buffered: ``ferrocsp.net`` capacity-1000 channel, a writer here and a reader in another
-  OS process, messages per second; vs raw ``async-nats`` core publish/subscribe (no
-  storage, no acks: an upper bound), and JetStream done by hand with nats-py (target:
-  >= 100k msg/s; faster than nats-py).
+  OS process, messages per second, with one writer and one reader, and with W asyncio
+  writers here and R asyncio readers there; vs raw ``async-nats`` core publish/subscribe
+  (no storage, no acks: an upper bound), raw JetStream by hand from Rust (one sequential
+  writer and reader: the baseline with the same per-value round trips; pipelined and batched
+  variants: what a buffered channel's rules forbid), and JetStream by hand with nats-py
+  (target: >= 100k msg/s; faster than nats-py).
 
-Usage: ``python bench/net/run.py [--n N]`` (run ``bench/net/setup.sh`` once for nats-py).
+Usage: ``python bench/net/run.py [--n N] [--conc K]`` (run ``bench/net/setup.sh`` once for nats-py).
 """
 
 from __future__ import annotations
@@ -53,9 +56,27 @@ with net.connect(url) as c:
 """
 
 
-def reader_process(url: str, name: str, capacity: int, n: int) -> subprocess.Popen[str]:
+READERS_ASYNC = """
+import asyncio, sys
+import ferrocsp.net as net
+url, name = sys.argv[1], sys.argv[2]
+cap, n, k = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+async def main():
+    with net.connect(url) as c:
+        ch = c.channel(name, cap)
+        print("ready", flush=True)
+        async def reader(m):
+            for _ in range(m):
+                await ch.aread()
+        await asyncio.gather(*(reader(n // k + (i < n % k)) for i in range(k)))
+asyncio.run(main())
+"""
+
+
+def reader_process(url: str, name: str, capacity: int, n: int, k: int = 0) -> subprocess.Popen[str]:
+    script, extra = (READERS_ASYNC, [str(k)]) if k else (READER, [])
     p = subprocess.Popen(
-        [sys.executable, "-c", READER, url, name, str(capacity), str(n)],
+        [sys.executable, "-c", script, url, name, str(capacity), str(n), *extra],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -91,6 +112,28 @@ def ferrocsp_buffered_per_s(url: str, n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def ferrocsp_buffered_conc_per_s(url: str, n: int, k: int) -> float:
+    """``k`` asyncio writers here and ``k`` asyncio readers in another OS process, one
+    connection each: every write still awaits its store, every read its confirmed ack."""
+    import asyncio
+
+    async def go() -> float:
+        with net.connect(url) as a:
+            w = a.channel("benchpybufk", 1000)
+            p = reader_process(url, "benchpybufk", 1000, n, k)
+            t0 = time.perf_counter()
+
+            async def writer(m: int) -> None:
+                for _ in range(m):
+                    await w.awrite(b"x")
+
+            await asyncio.gather(*(writer(n // k + (i < n % k)) for i in range(k)))
+            await asyncio.to_thread(p.communicate, timeout=120)
+            return n / (time.perf_counter() - t0)
+
+    return asyncio.run(go())
+
+
 def run_raw(url: str, n: int) -> dict[str, dict[str, Any]]:
     """The Rust baselines (crates/ferrocsp-net/examples/raw_nats.rs), built in release mode."""
     cmd = ["cargo", "run", "-q", "--release", "-p", "ferrocsp-net", "--example", "raw_nats"]
@@ -103,8 +146,9 @@ def run_raw(url: str, n: int) -> dict[str, dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="operations per measurement")
+    ap.add_argument("--conc", type=int, default=32, help="asyncio writers/readers (Python)")
     args = ap.parse_args()
-    n = args.n
+    n, k = args.n, args.conc
     store = Path(tempfile.mkdtemp(prefix="ferrocsp-bench-net-"))
     url = subprocess.run(
         [str(ROOT / "scripts" / "nats.sh"), "start", str(store)],
@@ -129,6 +173,7 @@ def main() -> None:
             )
         rv = ferrocsp_rendezvous_us(url, n)
         buf = ferrocsp_buffered_per_s(url, min(n, 5000))
+        bufk = ferrocsp_buffered_conc_per_s(url, min(4 * n, 20000), k)
         # The baseline again, after the others: the machine's load drifts (other jobs share
         # it), so each raw figure is the better of the two runs.
         again = run_raw(url, n)
@@ -155,7 +200,11 @@ def main() -> None:
             f"{fr['rendezvous_us']:.1f} µs",
             f"{fr['rendezvous_us'] / rr_mean:.2f}x raw",
         ),
-        ("ferrocsp.net rendezvous write (Python)", f"{rv:.1f} µs", f"{rv / rr_mean:.2f}x raw"),
+        (
+            "ferrocsp.net rendezvous write (Python, reader in another process)",
+            f"{rv:.1f} µs",
+            f"{rv / rr_mean:.2f}x raw",
+        ),
     ]
     if "natspy_rr_us" in natspy:
         p = natspy["natspy_rr_us"]["mean"]
@@ -166,22 +215,66 @@ def main() -> None:
                 f"{p / rr_mean:.2f}x raw; ferrocsp.net {p / rv:.2f}x faster",
             )
         )
+    # Buffered: ratios against raw JetStream with one sequential writer and one sequential
+    # reader (each value: publish + ack; pull + confirmed ack), the per-value round trips a
+    # buffered channel keeps.
+    pair = raw["js_pair_seq"]["value"]
+
+    def buf_row(label: str, v: float) -> tuple[str, str, str]:
+        return (label, f"{v:,.0f} msg/s", f"{v / pair:.2f}x")
+
     rows += [
-        ("raw async-nats core pub/sub (Rust, no storage)", f"{ps:,.0f} msg/s", "1.00"),
-        (
-            "ferrocsp-net buffered (Rust API, JetStream)",
-            f"{fr['buffered_per_s']:,.0f} msg/s",
-            f"{fr['buffered_per_s'] / ps:.3f}x raw",
+        ("**buffered** (msg/s; ratio vs raw JetStream sequential pair)", "", ""),
+        buf_row("raw async-nats core pub/sub (no storage, no acks: upper bound)", ps),
+        buf_row(
+            "raw JetStream publish, each ack awaited (file storage)",
+            raw["js_pub_each_file"]["value"],
         ),
-        ("ferrocsp.net buffered (Python, JetStream)", f"{buf:,.0f} msg/s", f"{buf / ps:.3f}x raw"),
+        buf_row(
+            "raw JetStream publish, each ack awaited (memory storage)",
+            raw["js_pub_each_mem"]["value"],
+        ),
+        buf_row(
+            "raw JetStream pull 1 + confirmed ack, async-nats batch/double_ack (file)",
+            raw["js_pull1_ack2_file"]["value"],
+        ),
+        buf_row(
+            "raw JetStream pull 1 + confirmed ack, async-nats batch/double_ack (memory)",
+            raw["js_pull1_ack2_mem"]["value"],
+        ),
+        buf_row(
+            "raw JetStream pull 1 + confirmed ack, reused inboxes (file)",
+            raw["js_pull1_ack2_lean"]["value"],
+        ),
+        buf_row("raw JetStream 1 sequential writer + 1 sequential reader (never full)", pair),
+        buf_row(
+            "raw JetStream publish, 256 acks in flight (pipelined)",
+            raw["js_pub_pipelined"]["value"],
+        ),
+        buf_row(
+            "raw JetStream fetch 256, ack each, confirm last (batched)",
+            raw["js_fetch_batched"]["value"],
+        ),
+        buf_row("ferrocsp-net buffered, 1 writer + 1 reader (Rust API)", fr["buffered_per_s"]),
+        buf_row(
+            f"ferrocsp-net buffered, {fr['window']} writes + {fr['window']} reads in flight"
+            " (Rust API, one process)",
+            fr["buffered_conc_per_s"],
+        ),
+        buf_row("ferrocsp.net buffered, 1 writer + 1 reader (Python, 2 processes)", buf),
+        buf_row(
+            f"ferrocsp.net buffered, {k} asyncio writers + {k} asyncio readers"
+            " (Python, 2 processes)",
+            bufk,
+        ),
     ]
     if "natspy_js_per_s" in natspy:
         j = natspy["natspy_js_per_s"]["value"]
         rows.append(
             (
-                "nats-py JetStream by hand",
+                "nats-py JetStream by hand (1 writer + 1 reader)",
                 f"{j:,.0f} msg/s",
-                f"{j / ps:.3f}x raw; ferrocsp.net {buf / j:.2f}x faster",
+                f"{j / pair:.2f}x; ferrocsp.net 1+1 {buf / j:.2f}x faster",
             )
         )
     else:

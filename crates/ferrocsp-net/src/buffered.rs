@@ -14,7 +14,9 @@
 //! - A read pulls one message (a pull request that expires with the read's deadline, at most
 //!   1 s per round), acknowledges it with a confirmed ack (the server answered), then returns
 //!   it and publishes the notice. A reader that dies before acknowledging leaves the message
-//!   pending; after `ack_wait` the server gives it to another reader.
+//!   pending; after `ack_wait` the server gives it to another reader. The pull is answered on
+//!   an inbox reused from read to read (`Pulls`) and the confirmed ack goes through the
+//!   client's shared reply inbox, so a read costs its two round trips and no subscriptions.
 //!
 //! Invariants:
 //! - The stream holds at most `k` values (server enforced); each value is delivered to readers
@@ -23,20 +25,22 @@
 //! - A read only pulls while it waits: no value is prefetched into a process that is not
 //!   reading (where it would sit while another process waits for it).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::{Request, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::chan::Chan;
+use crate::chan::{lock, Chan};
 use crate::error::NetError;
 use crate::op::Cancel;
 
 const BACKOFF_MAX: Duration = Duration::from_millis(100);
 const PULL_MAX: Duration = Duration::from_secs(1);
 const PULL_MIN: Duration = Duration::from_millis(20);
+const PULL_MARGIN: Duration = Duration::from_secs(5);
 
 pub(crate) async fn write(
     chan: Arc<Chan>,
@@ -124,9 +128,10 @@ pub(crate) async fn read(
     mut cancel: Cancel,
 ) -> Result<Bytes, NetError> {
     let conn = &chan.conn;
-    let Some(consumer) = chan.consumer.clone() else {
+    if chan.consumer.is_none() {
         return Err(NetError::Protocol("buffered read on a rendezvous channel".into()));
-    };
+    }
+    let pulls = pulls(&chan).await?;
     let mut status = chan.status.subscribe();
     loop {
         let s = *status.borrow_and_update();
@@ -143,18 +148,13 @@ pub(crate) async fn read(
         let now = Instant::now();
         let left = deadline.map(|d| d.saturating_duration_since(now));
         let wait = left.map_or(PULL_MAX, |l| l.min(PULL_MAX)).max(PULL_MIN);
-        let batch = if left.is_some_and(|l| l.is_zero()) {
-            consumer.fetch().max_messages(1).messages().await
-        } else {
-            consumer.batch().max_messages(1).expires(wait).messages().await
-        };
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
+        let no_wait = left.is_some_and(|l| l.is_zero());
+        let mut pull = match pulls.request(conn, no_wait, wait).await {
+            Ok(p) => p,
+            Err(_) => {
                 if let Some(err) = conn.gave_up() {
                     return Err(err);
                 }
-                let _ = e;
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}
                     () = cancel.wait() => return Err(NetError::Cancelled),
@@ -162,33 +162,172 @@ pub(crate) async fn read(
                 continue;
             }
         };
-        let got = tokio::select! {
-            m = batch.next() => m,
-            () = cancel.wait() => return Err(NetError::Cancelled),
-            e = crate::lost(conn) => return Err(e),
-            () = Chan::wait_status(&mut status, |s| s.poisoned || (s.writers_retired && !retired_before)) => continue,
+        // The server answers every pull (a message, or a status when it expires); the margin
+        // covers a request lost with the connection.
+        let answer_by = tokio::time::sleep(wait + PULL_MARGIN);
+        let why = tokio::select! {
+            m = pull.sub.next() => {
+                let v = match m {
+                    Some(m) => take(&chan, m, conn.opts.hold_acks).await,
+                    None => None,
+                };
+                pulls.put_back(pull);
+                match v {
+                    Some(v) => return Ok(v),
+                    None => None,
+                }
+            }
+            () = answer_by => None,
+            () = cancel.wait() => {
+                pulls.abandon(conn, pull, wait);
+                Some(NetError::Cancelled)
+            }
+            e = crate::lost(conn) => Some(e),
+            () = Chan::wait_status(&mut status, |s| s.poisoned || (s.writers_retired && !retired_before)) => {
+                pulls.abandon(conn, pull, wait);
+                None
+            }
         };
-        match got {
-            Some(Ok(msg)) => {
-                if conn.opts.hold_acks {
-                    return Ok(msg.message.payload.clone());
-                }
-                match msg.double_ack().await {
-                    Ok(()) => {
-                        let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
-                        return Ok(msg.message.payload.clone());
-                    }
-                    // Not confirmed: the server may give it to another reader; do not return it.
-                    Err(_) => continue,
-                }
-            }
-            Some(Err(_)) | None => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(NetError::Timeout);
-                }
-            }
+        if let Some(e) = why {
+            return Err(e);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(NetError::Timeout);
         }
     }
+}
+
+/// A value delivered by a pull: acknowledged (confirmed by the server) and returned, or
+/// `None` if it is a status (expired pull) or the ack was not confirmed (the server may then
+/// give the value to another reader: do not return it).
+async fn take(chan: &Chan, m: async_nats::Message, hold_acks: bool) -> Option<Bytes> {
+    if !is_value(&m) {
+        return None;
+    }
+    let conn = &chan.conn;
+    if hold_acks {
+        return Some(m.payload);
+    }
+    let ack = m.reply.clone()?;
+    // A confirmed ack ("AckAck") as a request on the client's shared reply inbox: no
+    // subscription of its own per ack.
+    let req =
+        Request::new().payload(Bytes::from_static(b"+ACK")).timeout(Some(conn.opts.ack_timeout));
+    match conn.client.send_request(ack, req).await {
+        Ok(_) => {
+            let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
+            Some(m.payload)
+        }
+        Err(_) => None,
+    }
+}
+
+fn is_value(m: &async_nats::Message) -> bool {
+    m.status.is_none_or(|s| s == StatusCode::OK) && m.reply.is_some()
+}
+
+async fn nak(conn: &crate::conn::Inner, m: &async_nats::Message) {
+    if let Some(r) = m.reply.clone() {
+        let _ = conn.client.publish(r, Bytes::from_static(b"-NAK")).await;
+    }
+}
+
+/// Reply inboxes for pull requests, each with its subscription, reused from read to read: a
+/// read costs a pull request and a confirmed ack, not also a subscription made and removed
+/// (async-nats's `batch` subscribes a fresh inbox per pull).
+///
+/// Invariants: an inbox serves one pull at a time; it goes back to the pool only once its
+/// pull was answered (a batch-1 pull has exactly one answer: a message or an expiry status),
+/// so the next pull on it gets its own answer. A read that gives up before the answer leaves
+/// its inbox to a task that waits for the answer and hands a value back at once (NAK), so no
+/// value stays with a process that is not reading; an inbox whose answer never came is
+/// dropped, not reused.
+pub(crate) struct Pulls {
+    next_subj: String,
+    free: Mutex<Vec<Pull>>,
+}
+
+/// One reply inbox and its subscription.
+struct Pull {
+    inbox: String,
+    sub: async_nats::Subscriber,
+}
+
+/// How many idle inboxes a channel keeps (more concurrent reads make more, then drop them).
+const POOL_MAX: usize = 256;
+
+impl Pulls {
+    /// Sends a pull for one message (expiring after `wait`, or answered at once with
+    /// `no_wait`) on a free inbox.
+    async fn request(
+        &self,
+        conn: &crate::conn::Inner,
+        no_wait: bool,
+        wait: Duration,
+    ) -> Result<Pull, NetError> {
+        let free = lock(&self.free).pop();
+        let pull = match free {
+            Some(p) => p,
+            None => {
+                let inbox = conn.client.new_inbox();
+                // Subscribed before the pull is sent: the client sends both in order on its
+                // one connection, so the server knows the inbox when it answers.
+                let sub = conn
+                    .client
+                    .subscribe(inbox.clone())
+                    .await
+                    .map_err(|e| conn.transport("subscribe", e))?;
+                Pull { inbox, sub }
+            }
+        };
+        let body = if no_wait {
+            r#"{"batch":1,"no_wait":true}"#.to_owned()
+        } else {
+            format!(r#"{{"batch":1,"expires":{}}}"#, wait.as_nanos())
+        };
+        conn.client
+            .publish_with_reply(self.next_subj.clone(), pull.inbox.clone(), body.into())
+            .await
+            .map_err(|e| conn.transport("pull", e))?;
+        Ok(pull)
+    }
+
+    fn put_back(&self, pull: Pull) {
+        let mut f = lock(&self.free);
+        if f.len() < POOL_MAX {
+            f.push(pull);
+        }
+    }
+
+    /// The read gave up while its pull is open: wait for the answer elsewhere, hand a value
+    /// back at once, then reuse the inbox.
+    fn abandon(self: &Arc<Self>, conn: &Arc<crate::conn::Inner>, mut pull: Pull, wait: Duration) {
+        let (me, conn) = (Arc::clone(self), Arc::clone(conn));
+        tokio::spawn(async move {
+            if let Ok(Some(m)) = tokio::time::timeout(wait + PULL_MARGIN, pull.sub.next()).await {
+                if is_value(&m) {
+                    nak(&conn, &m).await;
+                }
+                me.put_back(pull);
+            }
+        });
+    }
+}
+
+/// The channel's `Pulls`, made on first read.
+async fn pulls(chan: &Chan) -> Result<&Arc<Pulls>, NetError> {
+    chan.pulls
+        .get_or_try_init(|| async {
+            let Some(consumer) = chan.consumer.as_ref() else {
+                return Err(NetError::Protocol("buffered read on a rendezvous channel".into()));
+            };
+            let info = consumer.cached_info();
+            Ok(Arc::new(Pulls {
+                next_subj: format!("$JS.API.CONSUMER.MSG.NEXT.{}.{}", info.stream_name, info.name),
+                free: Mutex::new(Vec::new()),
+            }))
+        })
+        .await
 }
 
 /// Whether nothing is left for readers (no value waiting, none delivered and unacknowledged).

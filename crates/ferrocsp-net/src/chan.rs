@@ -123,6 +123,9 @@ pub struct Chan {
     pub(crate) read_arrived: tokio::sync::Notify,
     pub(crate) recent: Mutex<Recent>,
     pub(crate) consumer: Option<PullConsumer>,
+    /// Buffered reads' pull requests and their shared reply inbox (`buffered.rs`), made on
+    /// first read.
+    pub(crate) pulls: tokio::sync::OnceCell<Arc<crate::buffered::Pulls>>,
     pub(crate) offer: Mutex<Option<Arc<dyn Offer>>>,
     tasks: Vec<AbortHandle>,
 }
@@ -232,6 +235,7 @@ impl Chan {
             read_arrived: tokio::sync::Notify::new(),
             recent: Mutex::new(Recent { set: HashSet::new(), order: VecDeque::new() }),
             consumer,
+            pulls: tokio::sync::OnceCell::new(),
             offer: Mutex::new(None),
             tasks: Vec::new(),
         };
