@@ -89,6 +89,10 @@ pub(crate) struct Reads {
     pub(crate) out_demand: usize,
     /// Whether the output pump (claims for those Alts) is running.
     pub(crate) out_pump_running: bool,
+    /// Holds won for Output Alts of this process and not yet used: `(direct subject, hold)`.
+    /// Pushed before the pump tries to win an Alt, so a winner always finds one; holds are
+    /// interchangeable (each is one reserved reader), so a winner takes any.
+    pub(crate) won: VecDeque<(String, u64)>,
     /// Whether the queue subscription task is running.
     pub(crate) running: bool,
     /// Alt selections of this process currently waiting with this channel as an input guard
@@ -143,9 +147,9 @@ pub trait Offer: Send + Sync {
     fn hold(&self, _hold: u64) -> bool {
         false
     }
-    /// A reader elsewhere is held for us under `(subject, hold)`: wins a waiting Output Alt of
-    /// this process (its one CAS) and tells it where to send its value. False if none won.
-    fn take_output(&self, _subject: &str, _hold: u64) -> bool {
+    /// A reader elsewhere is held for us: wins a waiting Output Alt of this process (its one
+    /// CAS). False if none won.
+    fn take_output(&self) -> bool {
         false
     }
 }
@@ -435,9 +439,9 @@ impl Chan {
     }
 
     /// Wins a waiting Output Alt of this process for a reader held elsewhere.
-    pub(crate) fn take_output(&self, subject: &str, hold: u64) -> bool {
+    pub(crate) fn take_output(&self) -> bool {
         let o = lock(&self.offer).clone();
-        o.is_some_and(|o| o.take_output(subject, hold))
+        o.is_some_and(|o| o.take_output())
     }
 
     /// Waits until the status satisfies `pred` (or forever if it never does).

@@ -79,8 +79,9 @@ pub trait ChanOps {
     /// A selecting reader of this process that won hold `hold` takes its value (`None`: the
     /// writer released it; select again).
     fn alt_take(&self, conn: &Connection, hold: u64) -> Op<Option<Bytes>>;
-    /// Sends the value of a chosen Output guard to the reader held for it.
-    fn commit(&self, conn: &Connection, value: Bytes, subject: String, hold: u64) -> Op<()>;
+    /// Sends the value of a chosen Output guard to the reader held for it (call once per
+    /// Output guard of this process that fired).
+    fn commit(&self, conn: &Connection, value: Bytes) -> Op<()>;
 }
 
 impl ChanOps for Arc<Chan> {
@@ -145,8 +146,9 @@ impl ChanOps for Arc<Chan> {
         conn.spawn(move |c| rendezvous::alt_take(chan, hold, c))
     }
 
-    fn commit(&self, conn: &Connection, value: Bytes, subject: String, hold: u64) -> Op<()> {
+    fn commit(&self, conn: &Connection, value: Bytes) -> Op<()> {
         let chan = Arc::clone(self);
-        conn.spawn(move |c| rendezvous::commit(chan, value, subject, hold, c))
+        let won = rendezvous::take_won(&chan);
+        conn.spawn(move |c| rendezvous::commit(chan, value, won, c))
     }
 }

@@ -602,22 +602,29 @@ async fn out_pump(chan: Arc<Chan>) {
                     let subj = parts.next().unwrap_or("").to_owned();
                     let hold = parts.next().and_then(|h| h.parse::<u64>().ok());
                     if let Some(hold) = hold.filter(|_| !subj.is_empty()) {
+                        // Queued before the Alt can win, so the winner finds a hold when it
+                        // wakes (whatever thread runs it, whenever).
+                        lock(&chan.reads).won.push_back((subj, hold));
                         // The Alt announced itself just before registering: give it a moment.
-                        let mut won = chan.take_output(&subj, hold);
+                        let mut won = chan.take_output();
                         for _ in 0..3 {
                             if won {
                                 break;
                             }
                             tokio::time::sleep(Duration::from_millis(1)).await;
-                            won = chan.take_output(&subj, hold);
+                            won = chan.take_output();
                         }
-                        if !won {
+                        if won {
+                            backoff = Duration::from_millis(1);
+                            continue;
+                        }
+                        // No winner: give back one unused hold (this one, or an equivalent one
+                        // if an earlier winner took this one meanwhile).
+                        let back = lock(&chan.reads).won.pop_back();
+                        if let Some((subj, hold)) = back {
                             let mut h = HeaderMap::new();
                             h.insert(HDR_RELEASE, hold.to_string().as_str());
                             let _ = conn.client.publish_with_headers(subj, h, Bytes::new()).await;
-                        } else {
-                            backoff = Duration::from_millis(1);
-                            continue;
                         }
                     }
                 }
@@ -635,18 +642,26 @@ async fn out_pump(chan: Arc<Chan>) {
     }
 }
 
-/// Sends a chosen Output guard's value to the reader held for it (`subject`, `hold`). If that
-/// reader is gone (it died, or the hold expired), the value, already committed, is written as
-/// an ordinary rendezvous write with the same id.
+/// Takes a hold won for an Output Alt of this process (see `Reads::won`).
+pub(crate) fn take_won(chan: &Chan) -> Option<(String, u64)> {
+    lock(&chan.reads).won.pop_front()
+}
+
+/// Sends a chosen Output guard's value to the reader held for it (`won`: direct subject and
+/// hold). If that reader is gone (it died, or the hold expired), or there is no hold (cannot
+/// happen: the pump queues one before it lets an Alt win), the value, already committed, is
+/// written as an ordinary rendezvous write with the same id.
 pub(crate) async fn commit(
     chan: Arc<Chan>,
     payload: Bytes,
-    subject: String,
-    hold: u64,
+    won: Option<(String, u64)>,
     cancel: Cancel,
 ) -> Result<(), NetError> {
     let conn = &chan.conn;
     let id = conn.new_id();
+    let Some((subject, hold)) = won else {
+        return write_id(&chan, payload, None, cancel, id).await;
+    };
     let mut headers = HeaderMap::new();
     headers.insert(HDR_ID, id.as_str());
     headers.insert(HDR_RESV, hold.to_string().as_str());

@@ -196,18 +196,10 @@ impl Offer for PyOffer {
         })
     }
 
-    fn take_output(&self, subject: &str, hold: u64) -> bool {
-        // The GIL is held from the read to the stamp, so the Alt (which needs the GIL to see
-        // its result) always finds the hold on its token.
-        Python::attach(|py| match self.out_local.try_read() {
-            Ok(token) => {
-                if let Err(e) = token.bind(py).setattr("hold", (subject, hold)) {
-                    e.write_unraisable(py, None);
-                }
-                true
-            }
-            Err(_) => false,
-        })
+    fn take_output(&self) -> bool {
+        // The token (the value's bytes stay with the Alt, which sends them once it sees it
+        // fired); dropped with the GIL held.
+        Python::attach(|_py| self.out_local.try_read().is_ok())
     }
 
     fn status(&self, s: Status) {
@@ -401,20 +393,15 @@ impl NetChan {
     }
 
     /// Sends a chosen Output guard's value to the reader held for it (blocking, GIL released).
-    fn commit(&self, py: Python<'_>, data: &[u8], subject: String, hold: u64) -> PyResult<()> {
-        let op = self.chan.commit(&self.conn, Bytes::copy_from_slice(data), subject, hold);
+    fn commit(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let op = self.chan.commit(&self.conn, Bytes::copy_from_slice(data));
         wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
     }
 
     /// `commit` for asyncio: its handle.
-    fn start_commit(&self, data: &[u8], subject: String, hold: u64) -> NetOp {
+    fn start_commit(&self, data: &[u8]) -> NetOp {
         NetOp {
-            op: AnyOp::Unit(self.chan.commit(
-                &self.conn,
-                Bytes::copy_from_slice(data),
-                subject,
-                hold,
-            )),
+            op: AnyOp::Unit(self.chan.commit(&self.conn, Bytes::copy_from_slice(data))),
             chan: self.chan.name.clone(),
             kind: OpName::Write,
             taken: Mutex::new(false),

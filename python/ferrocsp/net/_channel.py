@@ -87,24 +87,14 @@ async def _await_op(op: Any) -> Any:
 
 
 class _OutToken:
-    """An Output guard's value for one selection: what the Alt hands to the local channel.
+    """An Output guard's value for one selection (the Alt writes the token to the local
+    channel; the network side only needs to win it; the guard that fired sends ``data``)."""
 
-    ``hold`` is set (``(subject, hold id)``, by the network thread, with the GIL held from
-    winning the Alt to the stamp) only on the token of the guard that fired.
-    """
-
-    __slots__ = ("data", "ends", "hold")
+    __slots__ = ("data", "ends")
 
     def __init__(self, data: bytes, ends: list[_End]) -> None:
         self.data = data
         self.ends = ends
-        self.hold: tuple[str, int] | None = None
-
-
-def _held(token: _OutToken, name: str) -> tuple[str, int]:
-    if token.hold is None:  # the protocol stamps it before the Alt can see its result
-        raise RuntimeError(f"Output guard on networked channel '{name}' fired without a reader")
-    return token.hold
 
 
 class _Readable(Protocol):
@@ -280,17 +270,16 @@ class NetChannel(_Iterates):
         self._core.alt_out_demand(up)
 
     def _csp_alt_commit(self, token: _OutToken) -> None:
-        subject, hold = _held(token, self.name)
+        # The native call takes the hold at once (before any wait), then sends.
         try:
-            _blocking(lambda: self._core.commit(token.data, subject, hold))
+            _blocking(lambda: self._core.commit(token.data))
         except BaseException:
             self._conn._unsend_ends(token.ends)
             raise
 
     async def _csp_alt_acommit(self, token: _OutToken) -> None:
-        subject, hold = _held(token, self.name)
         try:
-            await _await_op(self._core.start_commit(token.data, subject, hold))
+            await _await_op(self._core.start_commit(token.data))
         except BaseException:
             self._conn._unsend_ends(token.ends)
             raise
