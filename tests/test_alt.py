@@ -13,6 +13,7 @@ run on networked channels (tests/_chans.py), mixed with local ones where a test 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -90,10 +91,8 @@ def test_exactly_one_input_guard_fires(k: Kit, mk: Chans, method: str) -> None:
     # so ask with a timeout instead of *_nowait.)
     left = {}
     for ch in (a, b, c):
-        try:
+        with contextlib.suppress(csp.WouldBlock, TimeoutError):
             left[ch] = ch.read(timeout=0.5 if ch is guard else 5) if mk.is_net else ch.read_nowait()
-        except (csp.WouldBlock, TimeoutError):
-            pass
     assert left == {ch: v for ch, v in ((a, "a"), (b, "b"), (c, "c")) if ch is not guard}
 
 
@@ -403,9 +402,7 @@ async def timed_choose(k: Kit, alt: csp.Alt) -> tuple[tuple[int, Any], float]:
 
 
 @pytest.mark.parametrize("seconds", [0.02, 0.1])
-def test_timeout_fires_within_bound_when_nothing_ready(
-    k: Kit, mk: Chans, seconds: float
-) -> None:
+def test_timeout_fires_within_bound_when_nothing_ready(k: Kit, mk: Chans, seconds: float) -> None:
     ch = mk()
     t = csp.Timeout(seconds)
     alt = csp.Alt(ch, csp.Output(mk(), 1), t)

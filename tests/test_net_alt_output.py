@@ -227,9 +227,8 @@ def test_an_end_in_an_unchosen_output_is_not_counted(nats: NatsServer) -> None:
 
 
 def test_output_on_a_reader_end_is_a_type_error(nats: NatsServer) -> None:
-    with net.connect(nats.url) as c:
-        with pytest.raises(TypeError, match="NetReader"):
-            csp.Output(c.channel(name()).reader(), 1)
+    with net.connect(nats.url) as c, pytest.raises(TypeError, match="NetReader"):
+        csp.Output(c.channel(name()).reader(), 1)
 
 
 # --- every backend (the Alt's process) ---------------------------------------------------------
