@@ -4,6 +4,8 @@ with readers in threads (own connections), in another OS process, and selecting 
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import uuid
 from typing import Any
@@ -224,6 +226,41 @@ def test_an_end_in_an_unchosen_output_is_not_counted(nats: NatsServer) -> None:
         w.write("last")
         w.retire()  # the only writer end again: the stream ends after "last"
         assert list(r) == ["last"]
+
+
+# Reads one value without ever acknowledging it (the testing hook `_hold_acks` stops the reply
+# exactly where a crash would), reports it, then waits to be killed.
+HOLDER = """
+import sys, time
+import ferrocsp.net as net
+url, chan = sys.argv[1], sys.argv[2]
+c = net.connect(url, _hold_acks=True, ack_timeout=1.0)
+print(c.channel(chan).read(timeout=30), flush=True)
+time.sleep(60)
+"""
+
+
+def test_reader_killed_after_receiving_a_chosen_output_gets_it_redelivered(
+    nats: NatsServer,
+) -> None:
+    n = name()
+    with net.connect(nats.url, ack_timeout=1.0) as c:
+        ch = c.channel(n)
+        holder = spawn(HOLDER, nats.url, n)
+        out = csp.Output(ch, "precious")
+        sel = Background(lambda: csp.Alt(out, csp.Timeout(30)).select())
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "precious"
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.communicate(timeout=10)  # reaps it and closes its pipes
+        reader = spawn(READ_ONE, nats.url, n)
+        got, err = reader.communicate(timeout=60)
+        assert reader.returncode == 0, err
+        assert got.split() == ["ready", "'precious'"]
+        # The guard fired, and returned only once a living reader had the value.
+        assert sel.join() == (out, None)
+        with pytest.raises(TimeoutError):
+            ch.read(timeout=1.5)  # nothing left over
 
 
 def test_output_on_a_reader_end_is_a_type_error(nats: NatsServer) -> None:
