@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -226,6 +227,25 @@ def test_an_end_in_an_unchosen_output_is_not_counted(nats: NatsServer) -> None:
         w.write("last")
         w.retire()  # the only writer end again: the stream ends after "last"
         assert list(r) == ["last"]
+
+
+def test_a_timeout_counts_from_the_first_start_when_the_alt_selects_again(
+    nats: NatsServer,
+) -> None:
+    """A rejected message makes a waiting Alt select again; its Timeout keeps its deadline."""
+    n = name()
+    with net.connect(nats.url) as c, net.connect(nats.url) as w:
+        rin = c.channel(n).reader()
+        t = csp.Timeout(2.0)
+        sel = Background(lambda: (time.monotonic(), csp.Alt(rin, t).select(), time.monotonic()))
+        # Late in the Alt's window (a placement, not a synchronisation: the garbage write
+        # completes only once the waiting Alt took it, whenever that is).
+        time.sleep(1.2)
+        w.channel(n)._core.write(b"\x01garbage", 30)
+        t0, chosen, t1 = sel.join()
+        assert chosen == (t, None)
+        # From the first start, not from the second (which would end at >= 3.2 s).
+        assert t1 - t0 < 3.0
 
 
 # Reads one value without ever acknowledging it (the testing hook `_hold_acks` stops the reply

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from . import _shm
@@ -192,6 +193,15 @@ def _decode(g: _ForeignInput, raw: bytes | None) -> tuple[bool, Any]:
         return False, None
 
 
+def _since(ops: list[tuple[int, Any, Any]], t0: float | None) -> list[tuple[int, Any, Any]]:
+    """``ops`` for a selection that runs again (after a rejected message or a released hold):
+    Timeout guards count from the first start, not from this one."""
+    if t0 is None:
+        return ops
+    spent = time.monotonic() - t0
+    return [(k, max(0.0, v - spent), x) if k == _TIMEOUT else (k, v, x) for k, v, x in ops]
+
+
 def _settle(outs: list[_Out], chosen: int | None) -> tuple[Any, Any] | None:
     """Gives back the tokens of networked Output guards that did not fire; returns the
     ``(target, token)`` of the one that did (``chosen`` is the op index), if any."""
@@ -277,8 +287,11 @@ class Alt:
         return self.guards[guard_index]
 
     def _run(self, policy: int) -> tuple[Any, Any]:
+        t0: float | None = None
         while True:
             ops, index, last, outs = self._ops(policy)
+            ops = _since(ops, t0)
+            started = time.monotonic() if self._foreign else 0.0  # re-runs need foreign guards
             if _any_shared(ops):
                 try:  # channels shared with OS processes
                     chosen, value = _shm.select(ops, policy, last)
@@ -315,10 +328,14 @@ class Alt:
             done, value = _decode(g, value)
             if done:
                 return guard, value
+            t0 = t0 if t0 is not None else started
 
     async def _arun(self, policy: int) -> tuple[Any, Any]:
+        t0: float | None = None
         while True:
             ops, index, last, outs = self._ops(policy)
+            ops = _since(ops, t0)
+            started = time.monotonic() if self._foreign else 0.0  # re-runs need foreign guards
             if _any_shared(ops):
                 _settle(outs, None)
                 raise NotImplementedError(
@@ -345,6 +362,7 @@ class Alt:
             done, value = _decode(g, value)
             if done:
                 return guard, value
+            t0 = t0 if t0 is not None else started
 
     def _demand(self, up: bool, outs: list[_Out]) -> None:
         """Tells networked guards whether this selection is waiting (values are offered only
