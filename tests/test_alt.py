@@ -658,8 +658,8 @@ async def drains_then_retired(k: Kit, ch: csp.Channel) -> None:
         await k.select(csp.Alt(ch))
 
 
-def test_retired_channel_drains_buffer_first(k: Kit) -> None:
-    ch = csp.Channel(2)
+def test_retired_channel_drains_buffer_first(k: Kit, mk: Chans) -> None:
+    ch = mk(2)
     w = ch.writer()
     w.write(1)
     w.retire()

@@ -147,6 +147,9 @@ pub trait Offer: Send + Sync {
     fn hold(&self, _hold: u64) -> bool {
         false
     }
+    /// A buffered channel is at end-of-stream (all writers retired, nothing left): retire the
+    /// local input guard.
+    fn drained(&self) {}
     /// A reader elsewhere is held for us: wins a waiting Output Alt of this process (its one
     /// CAS). False if none won.
     fn take_output(&self) -> bool {
@@ -429,6 +432,14 @@ impl Chan {
         match o {
             Some(o) => o.offer(v),
             None => Err(v),
+        }
+    }
+
+    /// Tells the Alt side that this buffered channel reached end-of-stream.
+    pub(crate) fn offer_drained(&self) {
+        let o = lock(&self.offer).clone();
+        if let Some(o) = o {
+            o.drained();
         }
     }
 

@@ -196,6 +196,15 @@ impl Offer for PyOffer {
         })
     }
 
+    fn drained(&self) {
+        Python::attach(|_py| {
+            let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(w) = w {
+                w.retire();
+            }
+        });
+    }
+
     fn take_output(&self) -> bool {
         // The token (the value's bytes stay with the Alt, which sends them once it sees it
         // fired); dropped with the GIL held.
