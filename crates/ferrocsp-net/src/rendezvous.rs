@@ -17,6 +17,14 @@
 //!   for one if none is there: a reader in a loop is about to ask again), else offered to a
 //!   waiting Alt of the process (`Offer`), then answered `+`.
 //!   An id seen recently is answered `+` again without delivering (its first reply was lost).
+//! - Output guards (an Alt of this process offering a value): the *output pump* sends a
+//!   claim (`Csp-Claim`, no value) on `ferrocsp.N.w`; the reader process holds its oldest
+//!   waiting read, or commits a waiting input Alt with a hold marker (its one CAS), and answers
+//!   `R <its direct subject ferrocsp.N.d.<prefix>> <hold>` (or `-`). The pump queues the hold
+//!   in `reads.won`, then tries to win a waiting Output Alt (`Offer::take_output`, the writer's
+//!   one CAS); the winner takes a queued hold and sends its value there (`Csp-Hold`); with no
+//!   winner, one queued hold is released (`Csp-Release`). Holds expire after `ack_timeout`.
+//!   docs/design.md has the state machine.
 //!
 //! Invariants:
 //! - A value is taken by at most one read: the hand-off pops the read from `reads.pending`
@@ -27,8 +35,14 @@
 //!   stops between attempts), so it was not delivered, except when a reader died without
 //!   answering: then the value was taken by a process that no longer exists.
 //! - The queue subscription runs while `reads.running`; the task clears it under the lock
-//!   only when no read is pending, and drains the subscription so that no request routed to
-//!   it before the unsubscribe goes unanswered.
+//!   only when no read, input Alt or hold is pending, and drains the subscription so that no
+//!   request routed to it before the unsubscribe goes unanswered.
+//! - An Output guard's value leaves the process only after its Alt won, and only to a reader
+//!   held for it (or, if that reader is gone, as an ordinary write with the same id): a held
+//!   read or Alt gets exactly the committed value, or is given back (`Hand::Back`, or a
+//!   dropped sender) and waits or selects again.
+//! - `reads.won` holds at least one hold per Output Alt that won and has not committed yet
+//!   (queued before the win is tried), so a winner never lacks one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
