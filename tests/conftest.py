@@ -8,19 +8,25 @@ processes says why with ``in_process_only(backend, why)`` (both in tests/_os_sup
 
 ``slow`` tests (long stress/soak runs) are skipped unless ``FERROCSP_SLOW=1`` is set or the
 marker is selected explicitly with ``-m slow``.
+
+``mk`` is the channel dimension of the shared suites (tests/_chans.py): local channels, and
+networked ones on a nats-server started once per session when the first such test runs.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 # Make tests/_support.py importable whatever pytest's import mode is.
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _chans import OS_NET, Chans
 from _kit import BACKENDS, Kit
 from _os_support import backend_fixture, no_leaks
 
@@ -28,6 +34,13 @@ __all__ = ["no_leaks"]  # a fixture, registered for every module by importing it
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        # Networked channels under the cooperative backends: the representative subset by
+        # default is the thread backend (tests/_chans.py).
+        params = getattr(item, "callspec", None)
+        p = params.params if params is not None else {}
+        if p.get("mk") == "net" and p.get("backend") in ("greenlet", "asyncio"):
+            item.add_marker(pytest.mark.slow)
     if os.environ.get("FERROCSP_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
         return
     skip = pytest.mark.skip(reason="slow test: set FERROCSP_SLOW=1 or run with -m slow")
@@ -43,6 +56,33 @@ backend = backend_fixture(BACKENDS)
 def k(backend: str) -> Kit:
     """The test kit of ``backend``: process bodies written once (tests/_kit.py)."""
     return Kit(backend)
+
+
+@pytest.fixture(scope="session")
+def kit_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One nats-server for the networked side of the shared suites (started on first use)."""
+    from _nats import NatsServer
+
+    server = NatsServer(tmp_path_factory.mktemp("kit-nats"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "net"])
+def mk(request: pytest.FixtureRequest) -> Iterator[Chans]:
+    """Makes a shared test's channels: ``csp.Channel`` (local) or networked (tests/_chans.py)."""
+    if request.param == "local":
+        yield Chans("local")
+        return
+    if "backend" in request.fixturenames and request.getfixturevalue("backend") == "os":
+        pytest.skip(f"local channels only: {OS_NET}")
+    import ferrocsp.net as net
+
+    conn = net.connect(request.getfixturevalue("kit_nats").url)
+    try:
+        yield Chans("net", conn)
+    finally:
+        conn.close()
 
 
 @pytest.fixture(params=["thread", "greenlet"])

@@ -7,11 +7,13 @@ once: construction errors and reprs (raised before anything runs), the sync-only
 ``csp.select`` shortcut.
 
 Every test that involves another thread waits for it through channels, events or bounded
-polling of ``stats()`` (``_support.wait_until``), never by sleeping.
+polling of ``stats()`` (``_support.wait_until``), never by sleeping. Tests taking ``mk`` also
+run on networked channels (tests/_chans.py), mixed with local ones where a test has both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections import Counter
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
+from _chans import BUFFERED_OUTPUT, NAMES, STATS, Chans
 from _kit import SHARED_BACKENDS, Kit
 from _os_support import backend_fixture
 from _support import Background, wait_until
@@ -70,21 +73,27 @@ def chosen(alt: csp.Alt, outcome: tuple[int, Any]) -> tuple[Any, Any]:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_exactly_one_input_guard_fires(k: Kit, method: str) -> None:
-    a, b, c = csp.Channel(1), csp.Channel(1), csp.Channel(1)
+def test_exactly_one_input_guard_fires(k: Kit, mk: Chans, method: str) -> None:
+    a, b, c = mk(1), mk(1), mk(1)
     for ch, v in ((a, "a"), (b, "b"), (c, "c")):
         ch.write(v)
     guard, value = run_choose(k, csp.Alt(a, b, c), method)
     assert guard in (a, b, c)
     assert value == {a: "a", b: "b", c: "c"}[guard]
-    buffered = [ch.stats().buffered for ch in (a, b, c)]
-    assert sorted(buffered) == [0, 1, 1]
-    assert guard.stats().buffered == 0
+    # The other two still hold their values; the chosen one is empty. (Networked: a value an
+    # Alt's puller had in hand when the selection ended is back on the server a moment later,
+    # so ask with a timeout instead of *_nowait.)
+    left = {}
+    for ch in (a, b, c):
+        with contextlib.suppress(csp.WouldBlock, TimeoutError):
+            left[ch] = ch.read(timeout=0.5 if ch is guard else 5) if mk.is_net else ch.read_nowait()
+    assert left == {ch: v for ch, v in ((a, "a"), (b, "b"), (c, "c")) if ch is not guard}
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_exactly_one_output_guard_fires(k: Kit, method: str) -> None:
-    a, b, c = csp.Channel(1), csp.Channel(1), csp.Channel(1)
+def test_exactly_one_output_guard_fires(k: Kit, mk: Chans, method: str) -> None:
+    mk.local_only(BUFFERED_OUTPUT)
+    a, b, c = mk(1), mk(1), mk(1)
     outs = [csp.Output(a, "a"), csp.Output(b, "b"), csp.Output(c.writer(), "c")]
     guard, value = run_choose(k, csp.Alt(*outs), method)
     assert guard in outs
@@ -101,8 +110,9 @@ async def selects_ready_over_output(k: Kit, ready: csp.Channel, out: csp.Output)
         await k.write(ready, "in")
 
 
-def test_unchosen_output_sends_nothing(k: Kit) -> None:
-    ready, full = csp.Channel(1), csp.Channel(1)
+def test_unchosen_output_sends_nothing(k: Kit, mk: Chans) -> None:
+    mk.local_only(BUFFERED_OUTPUT)
+    ready, full = mk(1), mk(1)
     ready.write("in")
     full.write("old")
     k.run(selects_ready_over_output, ready, csp.Output(full, "never"))
@@ -152,7 +162,7 @@ async def contend(
 
 
 @pytest.mark.timeout(120)
-def test_contention_output_delivered_iff_chosen(k: Kit) -> None:
+def test_contention_output_delivered_iff_chosen(k: Kit, mk: Chans) -> None:
     """Processes Alt over rendezvous channels, mixing output and input guards.
 
     Process ``i`` offers unique values on channels ``i`` and ``i+1`` and accepts on ``i+1``
@@ -161,8 +171,10 @@ def test_contention_output_delivered_iff_chosen(k: Kit) -> None:
     make its share of 10^4 selections poisons the channels; every value reported sent was
     received exactly once.
     """
-    chans = [csp.Channel(name=f"c{i}") for i in range(N_WORKERS)]
-    quota = N_CONTENTION // N_WORKERS
+    chans = [mk(name=f"c{i}") for i in range(N_WORKERS)]
+    # Networked: every selection is a few round trips through the server.
+    total = 300 if mk.is_net else N_CONTENTION
+    quota = total // N_WORKERS
     workers = k.spawn_many(contend, [(chans, i, quota) for i in range(N_WORKERS)])
     outcomes = [w.join(timeout=100) for w in workers]
     done_by = [o[0] for o in outcomes]
@@ -386,17 +398,18 @@ async def timed_choose(k: Kit, alt: csp.Alt) -> tuple[tuple[int, Any], float]:
 
 
 @pytest.mark.parametrize("seconds", [0.02, 0.1])
-def test_timeout_fires_within_bound_when_nothing_ready(k: Kit, seconds: float) -> None:
-    ch = csp.Channel()
+def test_timeout_fires_within_bound_when_nothing_ready(k: Kit, mk: Chans, seconds: float) -> None:
+    ch = mk()
     t = csp.Timeout(seconds)
-    alt = csp.Alt(ch, csp.Output(csp.Channel(), 1), t)
+    alt = csp.Alt(ch, csp.Output(mk(), 1), t)
     outcome, elapsed = k.run(timed_choose, alt)
     guard, value = chosen(alt, outcome)
     assert guard is t
     assert value is None
     assert seconds <= elapsed < seconds + 2.0
-    st = ch.stats()
-    assert (st.readers_waiting, st.writers_waiting) == (0, 0)
+    if not mk.is_net:
+        st = ch.stats()
+        assert (st.readers_waiting, st.writers_waiting) == (0, 0)
 
 
 def test_timeout_zero_fires_at_once(k: Kit) -> None:
@@ -424,8 +437,8 @@ async def selects_n(k: Kit, alt: csp.Alt, n: int) -> list[Any]:
     return [await k.select(alt) for _ in range(n)]
 
 
-def test_timeout_never_fires_when_a_writer_is_waiting(k: Kit) -> None:
-    ch = csp.Channel()
+def test_timeout_never_fires_when_a_writer_is_waiting(k: Kit, mk: Chans) -> None:
+    ch = mk()
     w = Background(lambda: [ch.write(i) for i in range(50)])
     got = k.run(selects_n, csp.Alt(csp.Timeout(5), ch), 50)
     w.join()
@@ -440,8 +453,8 @@ async def times_out_5_times(k: Kit, t: csp.Timeout, never: csp.Channel) -> None:
         assert time.monotonic() - t0 >= 0.01
 
 
-def test_timeout_repeats_per_selection(k: Kit) -> None:
-    k.run(times_out_5_times, csp.Timeout(0.01), csp.Channel())
+def test_timeout_repeats_per_selection(k: Kit, mk: Chans) -> None:
+    k.run(times_out_5_times, csp.Timeout(0.01), mk())
 
 
 async def choose_each_way(k: Kit, alt: csp.Alt) -> list[tuple[int, Any]]:
@@ -574,15 +587,18 @@ async def chooses_poisoned(k: Kit, ch: csp.Channel, ok: csp.Channel) -> None:
     assert await k.pri_select(csp.Alt(ok, ch)) == (ok, "fine")
 
 
-def test_poisoned_channel_raises_when_chosen(k: Kit) -> None:
-    ch = csp.Channel(name="bad")
+def test_poisoned_channel_raises_when_chosen(k: Kit, mk: Chans) -> None:
+    ch = mk(name="bad")
     ch.poison()
     # Made here: an Alt may not mix channels shared with OS processes and in-process ones.
-    k.run(chooses_poisoned, ch, csp.Channel(1))
+    # Networked, the ready channel stays local: a value buffered on the server is ready for an
+    # Alt only once it arrived, so "ready before the poisoned one" needs a local one.
+    k.run(chooses_poisoned, ch, mk(1) if not mk.is_net else csp.Channel(1))
 
 
-def test_poison_wakes_a_blocked_alt(k: Kit) -> None:
-    a, b = csp.Channel(), csp.Channel()
+def test_poison_wakes_a_blocked_alt(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    a, b = mk(), mk()
     bg = k.spawn(choose, csp.Alt(a, csp.Output(b, 1)))
     blocked_readers(a)
     blocked_writers(b)
@@ -606,11 +622,11 @@ async def chooses_retired(
     assert await k.select(csp.Alt(a, t)) == (t, None)
 
 
-def test_alt_over_only_retired_channels_raises_retired(k: Kit) -> None:
-    a, b = csp.Channel(name="ra"), csp.Channel(name="rb")
+def test_alt_over_only_retired_channels_raises_retired(k: Kit, mk: Chans) -> None:
+    a, b = mk(name="ra"), mk(name="rb")
     a.writer().retire()  # readers of a see end-of-stream
     b.reader().retire()  # writers to b can never deliver
-    c = csp.Channel()
+    c = mk()
     r, w = c.reader(), c.writer()
     r.retire()
     w.retire()
@@ -619,8 +635,9 @@ def test_alt_over_only_retired_channels_raises_retired(k: Kit) -> None:
     k.run(chooses_retired, a, b, r, w, skip, t)
 
 
-def test_retired_message_names_every_channel(k: Kit) -> None:
-    a, b = csp.Channel(name="left"), csp.Channel(name="right")
+def test_retired_message_names_every_channel(k: Kit, mk: Chans) -> None:
+    mk.local_only(NAMES)
+    a, b = mk(name="left"), mk(name="right")
     a.writer().retire()
     r = b.reader()
     r.retire()
@@ -636,16 +653,17 @@ async def drains_then_retired(k: Kit, ch: csp.Channel) -> None:
         await k.select(csp.Alt(ch))
 
 
-def test_retired_channel_drains_buffer_first(k: Kit) -> None:
-    ch = csp.Channel(2)
+def test_retired_channel_drains_buffer_first(k: Kit, mk: Chans) -> None:
+    ch = mk(2)
     w = ch.writer()
     w.write(1)
     w.retire()
     k.run(drains_then_retired, ch)
 
 
-def test_retire_wakes_a_blocked_alt(k: Kit) -> None:
-    a, b = csp.Channel(), csp.Channel()
+def test_retire_wakes_a_blocked_alt(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    a, b = mk(), mk()
     wa, wb = a.writer(), b.writer()
     bg = k.spawn(choose, csp.Alt(a, b))
     blocked_readers(a)
@@ -658,8 +676,9 @@ def test_retire_wakes_a_blocked_alt(k: Kit) -> None:
     assert isinstance(bg.exception(), csp.ChannelRetired)
 
 
-def test_retire_while_blocked_leaves_the_rest_live(k: Kit) -> None:
-    a, b = csp.Channel(), csp.Channel()
+def test_retire_while_blocked_leaves_the_rest_live(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    a, b = mk(), mk()
     wa = a.writer()
     alt = csp.Alt(a, b)
     bg = k.spawn(choose, alt)
@@ -673,8 +692,9 @@ def test_retire_while_blocked_leaves_the_rest_live(k: Kit) -> None:
 # --- blocking and cross-thread --------------------------------------------------------------
 
 
-def test_blocked_alt_woken_by_write_from_another_thread(k: Kit) -> None:
-    a, b = csp.Channel(), csp.Channel()
+def test_blocked_alt_woken_by_write_from_another_thread(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    a, b = mk(), mk()
     alt = csp.Alt(a, b)
     bg = k.spawn(choose, alt)
     blocked_readers(a)
@@ -686,8 +706,9 @@ def test_blocked_alt_woken_by_write_from_another_thread(k: Kit) -> None:
     assert b.stats().readers_waiting == 0
 
 
-def test_blocked_output_alt_woken_by_reader(k: Kit) -> None:
-    a, b = csp.Channel(), csp.Channel()
+def test_blocked_output_alt_woken_by_reader(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    a, b = mk(), mk()
     oa, ob = csp.Output(a, "to-a"), csp.Output(b, "to-b")
     alt = csp.Alt(oa, ob)
     bg = k.spawn(choose, alt)
@@ -700,7 +721,6 @@ def test_blocked_output_alt_woken_by_reader(k: Kit) -> None:
         a.read_nowait()
 
 
-@pytest.mark.timeout(60)
 async def offers_each(k: Kit, ch: csp.Channel, other_in: csp.Channel, n: int) -> None:
     for i in range(n):
         alt = csp.Alt(other_in, csp.Output(ch, i))
@@ -713,14 +733,16 @@ async def accepts_each(k: Kit, ch: csp.Channel, other_out: csp.Channel, n: int) 
     return [(await k.select(alt))[1] for _ in range(n)]
 
 
-def test_output_alt_meets_input_alt_on_rendezvous(k: Kit) -> None:
-    ch, other_in, other_out = csp.Channel(), csp.Channel(), csp.Channel()
-    n = 1000
+@pytest.mark.timeout(60)
+def test_output_alt_meets_input_alt_on_rendezvous(k: Kit, mk: Chans) -> None:
+    # Networked: the rendezvous channel is, the other two stay local (mixed guards).
+    ch, other_in, other_out = mk(), csp.Channel(), csp.Channel()
+    n = 100 if mk.is_net else 1000
     res = k.Par(
         k.process(offers_each)(ch, other_in, n), k.process(accepts_each)(ch, other_out, n)
     ).run()
     assert res == [None, list(range(n))]
-    for c in (ch, other_in, other_out):
+    for c in (ch, other_in, other_out) if not mk.is_net else (other_in, other_out):
         st = c.stats()
         assert (st.readers_waiting, st.writers_waiting) == (0, 0)
 
@@ -760,20 +782,23 @@ def test_both_sides_selecting_with_timeouts_lose_and_duplicate_nothing(k: Kit) -
     assert (st.readers_waiting, st.writers_waiting) == (0, 0)
 
 
-def test_alt_over_reader_ends(k: Kit) -> None:
-    a, b = csp.Channel(), csp.Channel(1)
+def test_alt_over_reader_ends(k: Kit, mk: Chans) -> None:
+    a, b = mk(), mk(1)
     ra, rb = a.reader(), b.reader()
     b.write("buffered")
     alt = csp.Alt(ra, rb)
     assert run_choose(k, alt) == (rb, "buffered")
     bg = k.spawn(choose, alt)
-    blocked_readers(a)
-    a.writer().write("rendezvous")
+    if mk.is_net:  # a networked channel does not count the Alt as a waiting reader
+        a.writer().write("rendezvous")  # blocks until the Alt takes it
+    else:
+        blocked_readers(a)
+        a.writer().write("rendezvous")
     assert chosen(alt, bg.join()) == (ra, "rendezvous")
 
 
-def test_alt_with_output_on_writer_end(k: Kit) -> None:
-    ch = csp.Channel()
+def test_alt_with_output_on_writer_end(k: Kit, mk: Chans) -> None:
+    ch = mk()
     w = ch.writer()
     out = csp.Output(w, 7)
     alt = csp.Alt(out)
@@ -786,8 +811,8 @@ async def select_values(k: Kit, alt: csp.Alt, n: int) -> list[Any]:
     return [(await k.select(alt))[1] for _ in range(n)]
 
 
-def test_same_alt_object_from_several_processes(k: Kit) -> None:
-    ch = csp.Channel()
+def test_same_alt_object_from_several_processes(k: Kit, mk: Chans) -> None:
+    ch = mk()
     alt = csp.Alt(ch)
     readers = k.spawn_many(select_values, [(alt, 100)] * 3)
     for i in range(300):

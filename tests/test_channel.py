@@ -4,6 +4,7 @@ Tests taking ``k`` run under the thread, greenlet and asyncio backends (tests/_k
 operations that may block run in processes of the backend, against the test's thread or
 against each other. Construction, ``stats``, ``*_nowait``, identity and GC tests run once
 (the same calls under every backend), as does the threads-with-a-Barrier smoke test.
+Tests taking ``mk`` also run on networked channels (tests/_chans.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
+from _chans import STATS, Chans
 from _kit import SHARED_BACKENDS, Kit
 from _os_support import COPIES, backend_fixture, in_process_only
 from _support import Background, wait_until
@@ -138,8 +140,9 @@ async def write(k: Kit, ch: csp.Channel | csp.Writer, value: Any) -> None:
     await k.write(ch, value)
 
 
-def test_stats_counts_waiting_readers_and_writers(k: Kit) -> None:
-    ch = csp.Channel()
+def test_stats_counts_waiting_readers_and_writers(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    ch = mk()
     readers = k.spawn_many(read, [(ch,)] * 3)
     wait_until(lambda: ch.stats().readers_waiting == 3, what="3 readers waiting")
     assert ch.stats().writers_waiting == 0
@@ -171,8 +174,9 @@ def test_rendezvous_nowait_without_partner_would_block() -> None:
     assert (st.buffered, st.readers_waiting, st.writers_waiting) == (0, 0, 0)
 
 
-def test_rendezvous_write_completes_only_when_read(k: Kit) -> None:
-    ch = csp.Channel()
+def test_rendezvous_write_completes_only_when_read(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    ch = mk()
     writer = k.spawn(write, ch, "hello")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
     assert not writer.done.is_set()
@@ -180,8 +184,9 @@ def test_rendezvous_write_completes_only_when_read(k: Kit) -> None:
     assert writer.join() is None
 
 
-def test_rendezvous_read_blocks_until_written(k: Kit) -> None:
-    ch = csp.Channel()
+def test_rendezvous_read_blocks_until_written(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    ch = mk()
     reader = k.spawn(read, ch)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     assert not reader.done.is_set()
@@ -189,16 +194,18 @@ def test_rendezvous_read_blocks_until_written(k: Kit) -> None:
     assert reader.join() == 42
 
 
-def test_rendezvous_write_nowait_succeeds_with_waiting_reader(k: Kit) -> None:
-    ch = csp.Channel()
+def test_rendezvous_write_nowait_succeeds_with_waiting_reader(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    ch = mk()
     reader = k.spawn(read, ch)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     ch.write_nowait("x")
     assert reader.join() == "x"
 
 
-def test_rendezvous_read_nowait_succeeds_with_waiting_writer(k: Kit) -> None:
-    ch = csp.Channel()
+def test_rendezvous_read_nowait_succeeds_with_waiting_writer(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    ch = mk()
     writer = k.spawn(write, ch, "y")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
     assert ch.read_nowait() == "y"
@@ -215,9 +222,9 @@ async def consume_n(k: Kit, ch: csp.Channel | csp.Reader, n: int) -> list[int]:
 
 
 @pytest.mark.parametrize("capacity", [0, 2])
-def test_order_preserved_single_writer(k: Kit, capacity: int) -> None:
-    ch = csp.Channel(capacity)
-    n = 200
+def test_order_preserved_single_writer(k: Kit, mk: Chans, capacity: int) -> None:
+    ch = mk(capacity)
+    n = 200 if not mk.is_net else 40
 
     # both sides on the backend (one scheduler / loop), then each against a thread
     procs = k.process(produce_range)(ch, n), k.process(consume_n)(ch, n)
@@ -236,8 +243,8 @@ async def echo_plus_one(k: Kit, ping: csp.Channel, pong: csp.Channel) -> None:
         await k.write(pong, await k.read(ping) + 1)
 
 
-def test_ping_pong(k: Kit) -> None:
-    ping, pong = csp.Channel(name="ping"), csp.Channel(name="pong")
+def test_ping_pong(k: Kit, mk: Chans) -> None:
+    ping, pong = mk(name="ping"), mk(name="pong")
     t = k.spawn(echo_plus_one, ping, pong)
     v = 0
     for _ in range(200):
@@ -277,8 +284,9 @@ def test_buffered_nowait_fifo() -> None:
     assert ch.stats().buffered == 0
 
 
-def test_buffered_blocked_writer_resumes_when_space(k: Kit) -> None:
-    ch = csp.Channel(1)
+def test_buffered_blocked_writer_resumes_when_space(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    ch = mk(1)
     ch.write("a")
     writer = k.spawn(write, ch, "b")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked on full buffer")
@@ -289,8 +297,9 @@ def test_buffered_blocked_writer_resumes_when_space(k: Kit) -> None:
     assert ch.read() == "b"
 
 
-def test_buffered_blocked_reader_woken_by_write(k: Kit) -> None:
-    ch = csp.Channel(4)
+def test_buffered_blocked_reader_woken_by_write(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    ch = mk(4)
     reader = k.spawn(read, ch)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked on empty buffer")
     ch.write("v")
@@ -307,8 +316,8 @@ async def sends_none(k: Kit, ch: csp.Channel) -> None:
         ch.read_nowait()
 
 
-def test_none_is_a_value(k: Kit) -> None:
-    k.run(sends_none, csp.Channel(2))  # created here: on "os" it moves to shared memory
+def test_none_is_a_value(k: Kit, mk: Chans) -> None:
+    k.run(sends_none, mk(2))  # created here: on "os" it moves to shared memory
 
 
 # --------------------------------------------------------------------------- by reference
@@ -359,15 +368,15 @@ async def collect_twice(k: Kit, ch: csp.Channel) -> tuple[list[int], list[int]]:
 
 
 @pytest.mark.parametrize("capacity", [0, 3])
-def test_iterate_channel_until_writers_retire(k: Kit, capacity: int) -> None:
-    ch = csp.Channel(capacity)
+def test_iterate_channel_until_writers_retire(k: Kit, mk: Chans, capacity: int) -> None:
+    ch = mk(capacity)
     w = ch.writer()
     procs = k.process(produce_and_retire)(w, 20), k.process(collect)(ch)
     assert k.Par(*procs).run() == [None, list(range(20))]
 
 
-def test_iteration_drains_buffer_after_retire(k: Kit) -> None:
-    ch = csp.Channel(5)
+def test_iteration_drains_buffer_after_retire(k: Kit, mk: Chans) -> None:
+    ch = mk(5)
     w = ch.writer()
     for i in range(4):
         w.write(i)
@@ -414,8 +423,8 @@ def test_buffered_reference_cycle_is_collected() -> None:
     assert ref() is None, "channel <-> buffered value cycle was not collected"
 
 
-def test_many_readers_one_channel_smoke(k: Kit) -> None:
-    ch = csp.Channel()
+def test_many_readers_one_channel_smoke(k: Kit, mk: Chans) -> None:
+    ch = mk()
     readers = k.spawn_many(consume_n, [(ch, 50)] * 3)
     for i in range(150):
         ch.write(i)

@@ -1,7 +1,8 @@
 """Channel ends: Reader / Writer, counting, retire, context managers, GC, mobility.
 
 Tests taking ``k`` do their channel operations in a process of each backend (tests/_kit.py);
-the others are about the ends' own (non-blocking) API and run once.
+the others are about the ends' own (non-blocking) API and run once. Tests taking ``mk`` also
+run on networked channels (tests/_chans.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import gc
 import pytest
 
 import ferrocsp as csp
+from _chans import STATS, Chans
 from _kit import SHARED_BACKENDS, Kit
 from _os_support import backend_fixture
 from _support import Background, wait_until
@@ -38,8 +40,8 @@ def test_each_call_makes_a_new_counted_end() -> None:
 
 
 @pytest.mark.parametrize("capacity", [0, 2])
-def test_write_through_writer_read_through_reader(capacity: int) -> None:
-    ch = csp.Channel(capacity)
+def test_write_through_writer_read_through_reader(mk: Chans, capacity: int) -> None:
+    ch = mk(capacity)
     r, w = ch.reader(), ch.writer()
     t = Background(lambda: [r.read() for _ in range(10)])
     for i in range(10):
@@ -58,8 +60,8 @@ def test_nowait_on_ends() -> None:
     assert r.read_nowait() == "a"
 
 
-def test_ends_and_channel_interoperate() -> None:
-    ch = csp.Channel(4)
+def test_ends_and_channel_interoperate(mk: Chans) -> None:
+    ch = mk(4)
     r, w = ch.reader(), ch.writer()
     w.write(1)
     ch.write(2)
@@ -129,8 +131,9 @@ async def retires_writers_then_drains(
         r.read_nowait()
 
 
-def test_last_writer_retire_gives_end_of_stream_after_drain(k: Kit) -> None:
-    ch = csp.Channel(3)
+def test_last_writer_retire_gives_end_of_stream_after_drain(k: Kit, mk: Chans) -> None:
+    mk.local_only(STATS)
+    ch = mk(3)
     k.run(retires_writers_then_drains, ch, ch.reader(), ch.writer(), ch.writer())
 
 
@@ -179,8 +182,8 @@ async def collect(k: Kit, r: csp.Reader) -> list[int]:
     return [v async for v in k.iter(r)]
 
 
-def test_reader_iteration_stops_at_end_of_stream(k: Kit) -> None:
-    ch = csp.Channel()
+def test_reader_iteration_stops_at_end_of_stream(k: Kit, mk: Chans) -> None:
+    ch = mk()
     r = ch.reader()
     w = ch.writer()
 
@@ -194,8 +197,8 @@ def test_reader_iteration_stops_at_end_of_stream(k: Kit) -> None:
     t.join()
 
 
-def test_for_loop_over_reader_buffered() -> None:
-    ch = csp.Channel(10)
+def test_for_loop_over_reader_buffered(mk: Chans) -> None:
+    ch = mk(10)
     r, w = ch.reader(), ch.writer()
     for i in range(5):
         w.write(i * i)
@@ -309,21 +312,30 @@ def test_end_poison_poisons_channel() -> None:
 
 
 @pytest.mark.parametrize("capacity", [0, 1])
-def test_ends_are_valid_payloads(capacity: int) -> None:
-    """An end sent over a channel (same interpreter) is the same object and still works."""
-    data = csp.Channel(4)
-    carrier = csp.Channel(capacity)
+def test_ends_are_valid_payloads(mk: Chans, capacity: int) -> None:
+    """An end sent over a channel (same interpreter) is the same object and still works.
+
+    Networked: the receiver gets its own end of the same channel, counted from the moment it
+    was sent (docs/net.md), so the sender retires the end it kept."""
+    data = mk(4)
+    carrier = mk(capacity)
     w = data.writer()
     r = data.reader()
 
     def receive_and_use() -> None:
         got = carrier.read()
-        assert got is w
+        if mk.is_net:
+            assert type(got) is type(w)
+            assert got.channel.name == data.name
+        else:
+            assert got is w
         got.write("via mobile end")
         got.retire()
 
     t = Background(receive_and_use)
     carrier.write(w)
+    if mk.is_net:
+        w.retire()
     t.join()
     assert r.read() == "via mobile end"
     with pytest.raises(csp.ChannelRetired):

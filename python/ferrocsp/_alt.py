@@ -6,12 +6,18 @@ Invariants:
   fires exactly one guard (a write's value is sent iff its guard is chosen).
 - ``fair_select`` state (the guard chosen last) lives on the ``Alt`` object; an ``Alt`` may be
   used from several threads at once, each selection independent.
+- Networked guards (``ferrocsp.net``) take part through local engine channels, so the one
+  native selection stays the only decision: an input guard's value arrives only into a waiting
+  selection that wins it; an Output guard's value is encoded per selection and leaves the
+  process only after its guard won (then it is sent to the reader held for it, and the Alt
+  returns once that reader has it); the ends it carries are uncounted if it did not fire.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from . import _shm
@@ -25,17 +31,18 @@ _RANDOM, _PRIORITY, _FAIR = 0, 1, 2
 
 
 class Output:
-    """An output guard: ready when ``value`` can be written to ``target`` (Channel or Writer).
+    """An output guard: ready when ``value`` can be written to ``target`` (Channel or Writer,
+    local or networked).
 
     The value is sent if and only if this guard is chosen.
     """
 
     __slots__ = ("target", "value")
 
-    def __init__(self, target: Channel | Writer, value: Any) -> None:
+    def __init__(self, target: Channel | Writer | _ForeignOutput, value: Any) -> None:
         if isinstance(target, Reader):
             raise TypeError("Output needs a Channel or Writer, not a Reader")
-        if not isinstance(target, Channel | Writer):
+        if not isinstance(target, Channel | Writer | _ForeignOutput):
             raise TypeError(f"Output needs a Channel or Writer, not {type(target).__name__}")
         self.target = target
         self.value = value
@@ -73,11 +80,31 @@ class Skip:
 class _ForeignInput(Protocol):
     """An input guard that is not an engine channel (a networked channel or reader end,
     ``ferrocsp.net``): the Alt waits on the local channel it names, tells it while it waits
-    (so values are offered only to a waiting selection), and decodes what it delivers."""
+    (so values are offered only to a waiting selection), and decodes what it delivers. What
+    it delivers may be an ``int``: a hold (a selecting writer elsewhere reserved this Alt and
+    sends its value only once its own selection chose us); ``_csp_alt_take`` then waits for
+    that value, or returns None if the writer chose something else (the Alt selects again)."""
 
     def _csp_alt_input(self) -> Channel: ...
     def _csp_alt_demand(self, up: bool) -> None: ...
     def _csp_alt_decode(self, raw: Any) -> Any: ...
+    def _csp_alt_take(self, hold: int) -> bytes | None: ...
+    async def _csp_alt_atake(self, hold: int) -> bytes | None: ...
+
+
+@runtime_checkable
+class _ForeignOutput(Protocol):
+    """An Output target that is not an engine channel (a networked channel or writer end):
+    ``_csp_alt_output(value)`` encodes the value for one selection and names the local channel
+    the Alt writes a token to; only the guard's winning selection is told where to send it
+    (``_csp_alt_commit``); a token whose guard did not fire is given back (``_csp_alt_unsend``).
+    """
+
+    def _csp_alt_output(self, value: Any) -> tuple[Channel, Any]: ...
+    def _csp_alt_out_demand(self, up: bool) -> None: ...
+    def _csp_alt_commit(self, token: Any) -> None: ...
+    async def _csp_alt_acommit(self, token: Any) -> None: ...
+    def _csp_alt_unsend(self, token: Any) -> None: ...
 
 
 GuardLike: TypeAlias = "Channel | Reader | Output | Timeout | Skip | Guard | _ForeignInput"
@@ -119,11 +146,23 @@ def _check_plain(g: object) -> None:
         )
 
 
-def _op(g: Channel | Reader | Output | Timeout | Skip | _ForeignInput) -> tuple[int, Any, Any]:
+#: A networked Output guard of one selection: (op index, target, token).
+_Out: TypeAlias = tuple[int, Any, Any]
+
+
+def _op(
+    g: Channel | Reader | Output | Timeout | Skip | _ForeignInput, outs: list[_Out] | None = None
+) -> tuple[int, Any, Any]:
     if isinstance(g, _ForeignInput):
         return (_READ, g._csp_alt_input(), None)
     if isinstance(g, Output):
-        return (_WRITE, g.target, g.value)
+        t = g.target
+        if isinstance(t, _ForeignOutput) and not isinstance(t, Channel | Writer):
+            local, token = t._csp_alt_output(g.value)
+            if outs is not None:
+                outs.append((-1, t, token))
+            return (_WRITE, local, token)
+        return (_WRITE, t, g.value)
     if isinstance(g, Timeout):
         return (_TIMEOUT, g.seconds, None)
     if isinstance(g, Skip):
@@ -136,17 +175,43 @@ def _any_shared(ops: list[tuple[int, Any, Any]]) -> bool:
     return any(_shm.shared_of(op[1]) is not None for op in ops)
 
 
-def _decode(guard: Any, value: Any) -> tuple[bool, Any]:
-    """A foreign guard's value decoded; ``(False, None)`` if it was rejected (logged), and the
-    selection runs again, as a networked ``read`` keeps waiting after a rejected message."""
+def _foreign_in(guard: Any) -> _ForeignInput | None:
     g = guard.guard if isinstance(guard, Guard) else guard
-    if not isinstance(g, _ForeignInput):
-        return True, value
+    return g if isinstance(g, _ForeignInput) else None
+
+
+def _decode(g: _ForeignInput, raw: bytes | None) -> tuple[bool, Any]:
+    """A foreign guard's value decoded; ``(False, None)`` if it was rejected (logged) or a
+    hold was released, and the selection runs again, as a networked ``read`` keeps waiting
+    after a rejected message."""
+    if raw is None:
+        return False, None
     try:
-        return True, g._csp_alt_decode(value)
+        return True, g._csp_alt_decode(raw)
     except ValueError as e:
         logging.getLogger("ferrocsp.net").warning("Alt guard %r: rejected a message: %s", g, e)
         return False, None
+
+
+def _since(ops: list[tuple[int, Any, Any]], t0: float | None) -> list[tuple[int, Any, Any]]:
+    """``ops`` for a selection that runs again (after a rejected message or a released hold):
+    Timeout guards count from the first start, not from this one."""
+    if t0 is None:
+        return ops
+    spent = time.monotonic() - t0
+    return [(k, max(0.0, v - spent), x) if k == _TIMEOUT else (k, v, x) for k, v, x in ops]
+
+
+def _settle(outs: list[_Out], chosen: int | None) -> tuple[Any, Any] | None:
+    """Gives back the tokens of networked Output guards that did not fire; returns the
+    ``(target, token)`` of the one that did (``chosen`` is the op index), if any."""
+    fired = None
+    for i, target, token in outs:
+        if i == chosen:
+            fired = (target, token)
+        else:
+            target._csp_alt_unsend(token)
+    return fired
 
 
 class Alt:
@@ -182,27 +247,38 @@ class Alt:
         if not any(isinstance(g, Guard | Output) for g in guards):
             self._static = [_op(g) for g in guards]  # type: ignore[arg-type]
 
-    def _ops(self, policy: int) -> tuple[list[tuple[int, Any, Any]], list[int] | None, int | None]:
-        """The engine operations of the enabled guards, their guard indices, fair's ``last``."""
+    def _ops(
+        self, policy: int
+    ) -> tuple[list[tuple[int, Any, Any]], list[int] | None, int | None, list[_Out]]:
+        """The engine operations of the enabled guards, their guard indices, fair's ``last``,
+        and the networked Output guards among them (with this selection's tokens)."""
         if self._static is not None:
-            return self._static, None, self._last if policy == _FAIR else None
+            return self._static, None, self._last if policy == _FAIR else None, []
         ops: list[tuple[int, Any, Any]] = []
         index: list[int] = []
-        for i, g in enumerate(self.guards):
-            if isinstance(g, Guard):
-                if not g.when:
-                    continue
-                ops.append(_op(g.guard))
-            else:
-                ops.append(_op(g))
-            index.append(i)
+        outs: list[_Out] = []
+        try:
+            for i, g in enumerate(self.guards):
+                found = len(outs)
+                if isinstance(g, Guard):
+                    if not g.when:
+                        continue
+                    ops.append(_op(g.guard, outs))
+                else:
+                    ops.append(_op(g, outs))
+                if len(outs) > found:
+                    outs[-1] = (len(ops) - 1, outs[-1][1], outs[-1][2])
+                index.append(i)
+        except BaseException:
+            _settle(outs, None)
+            raise
         last = None
         if policy == _FAIR and self._last is not None and index:
             # Rotation starts after the guard chosen last; if it is disabled now, after the
             # nearest enabled guard before it (wrapping around).
             before = [k for k, i in enumerate(index) if i <= self._last]
             last = before[-1] if before else len(index) - 1
-        return ops, index, last
+        return ops, index, last, outs
 
     def _chosen(self, policy: int, index: list[int] | None, chosen: int) -> Any:
         guard_index = chosen if index is None else index[chosen]
@@ -211,67 +287,114 @@ class Alt:
         return self.guards[guard_index]
 
     def _run(self, policy: int) -> tuple[Any, Any]:
+        t0: float | None = None
         while True:
-            ops, index, last = self._ops(policy)
+            ops, index, last, outs = self._ops(policy)
+            ops = _since(ops, t0)
+            started = time.monotonic() if self._foreign else 0.0  # re-runs need foreign guards
             if _any_shared(ops):
                 # Channels shared with OS processes; csp.dump() shows the wait.
                 _shared_wait(_shm.alt_waits(ops))
                 try:
                     chosen, value = _shm.select(ops, policy, last)
+                except BaseException:
+                    _settle(outs, None)
+                    raise
                 finally:
                     _shared_wait(None)
-                return self._chosen(policy, index, chosen), value
-            self._demand(True)
-            try:
-                chosen, value = _select(ops, policy, last)
-            except ChannelPoisoned:
-                # A channel may have moved to shared memory while we waited (its in-process side
-                # is poisoned by the move; nothing fired): choose again over the shared channels.
-                if not _any_shared(ops):
+            else:
+                self._demand(True, outs)
+                try:
+                    chosen, value = _select(ops, policy, last)
+                except ChannelPoisoned:
+                    _settle(outs, None)
+                    # A channel may have moved to shared memory while we waited (its in-process
+                    # side is poisoned by the move; nothing fired): choose again over the shared
+                    # channels.
+                    if not _any_shared(ops):
+                        raise
+                    continue
+                except BaseException:
+                    _settle(outs, None)
                     raise
-                continue
-            finally:
-                self._demand(False)
+                finally:
+                    self._demand(False, outs)
             guard = self._chosen(policy, index, chosen)
-            done, value = _decode(guard, value)
+            fired = _settle(outs, chosen)
+            if fired is not None:
+                fired[0]._csp_alt_commit(fired[1])
+                return guard, None
+            g = _foreign_in(guard)
+            if g is None:
+                return guard, value
+            if isinstance(value, int):
+                value = g._csp_alt_take(value)
+            done, value = _decode(g, value)
             if done:
                 return guard, value
+            t0 = t0 if t0 is not None else started
 
     async def _arun(self, policy: int) -> tuple[Any, Any]:
+        t0: float | None = None
         while True:
-            ops, index, last = self._ops(policy)
+            ops, index, last, outs = self._ops(policy)
+            ops = _since(ops, t0)
+            started = time.monotonic() if self._foreign else 0.0  # re-runs need foreign guards
             if _any_shared(ops):
-                chosen, value = await _shm.aselect(ops, policy, last)  # see `_run`
+                try:
+                    chosen, value = await _shm.aselect(ops, policy, last)  # see `_run`
+                except BaseException:
+                    _settle(outs, None)
+                    raise
                 return self._chosen(policy, index, chosen), value
-            self._demand(True)
+            self._demand(True, outs)
             try:
                 chosen, value = await _aselect(ops, policy, last)
             except ChannelPoisoned:
+                _settle(outs, None)
                 # As in `_run`: a channel moved to shared memory while we waited.
                 if not _any_shared(ops):
                     raise
                 continue
+            except BaseException:
+                _settle(outs, None)
+                raise
             finally:
-                self._demand(False)
+                self._demand(False, outs)
             guard = self._chosen(policy, index, chosen)
-            done, value = _decode(guard, value)
+            fired = _settle(outs, chosen)
+            if fired is not None:
+                await fired[0]._csp_alt_acommit(fired[1])
+                return guard, None
+            g = _foreign_in(guard)
+            if g is None:
+                return guard, value
+            if isinstance(value, int):
+                value = await g._csp_alt_atake(value)
+            done, value = _decode(g, value)
             if done:
                 return guard, value
+            t0 = t0 if t0 is not None else started
 
-    def _demand(self, up: bool) -> None:
-        """Tells networked input guards whether this selection is waiting (values are offered
-        only to a waiting selection), and marks the wait as one a remote peer may end."""
-        if not self._foreign:
+    def _demand(self, up: bool, outs: list[_Out]) -> None:
+        """Tells networked guards whether this selection is waiting (values are offered only
+        to a waiting selection, readers are claimed only for one), and marks the wait as one a
+        remote peer may end."""
+        if not self._foreign and not outs:
             return
         if up:
             for f in self._foreign:
                 f._csp_alt_demand(True)
+            for _, t, _ in outs:
+                t._csp_alt_out_demand(True)
             # A peer on another machine may answer: never a deadlock among local participants.
             _io_wait(True)
         else:
             _io_wait(False)
             for f in self._foreign:
                 f._csp_alt_demand(False)
+            for _, t, _ in outs:
+                t._csp_alt_out_demand(False)
 
     def select(self) -> tuple[Any, Any]:
         """Fires one ready guard chosen uniformly at random (blocking until one is ready)."""

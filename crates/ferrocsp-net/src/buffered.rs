@@ -369,6 +369,12 @@ async fn pump(chan: Arc<Chan>) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
+        if chan.status().writers_retired && is_empty(&chan).await.unwrap_or(false) {
+            // End-of-stream (final: no writer is left to refill it): the Alt's guard retires.
+            chan.offer_drained();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
         let batch =
             consumer.batch().max_messages(1).expires(Duration::from_millis(200)).messages().await;
         let Ok(mut batch) = batch else {

@@ -19,7 +19,7 @@
 //! - The control and ready subscriptions are registered (flushed) before the keys are first
 //!   read, so no change between the read and the subscription is missed.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
@@ -51,11 +51,48 @@ pub enum EndKind {
     Writer,
 }
 
+/// What a waiting rendezvous read is handed (see `rendezvous.rs`).
+#[derive(Debug)]
+pub(crate) enum Hand {
+    /// The value: the read completes with it.
+    Value(Bytes),
+    /// The read was held for a selecting writer that did not commit: it waits again (or ends
+    /// with its own timeout/cancellation if that came meanwhile).
+    Back,
+}
+
+/// Who a hold (a reader reserved for one selecting writer) belongs to.
+pub(crate) enum Holder {
+    /// A plain read of this process, taken out of `pending`.
+    Read(oneshot::Sender<Hand>),
+    /// A selecting reader (Alt) of this process that already chose this channel: it waits for
+    /// the value on the receiver (taken by `alt_take`). The sender is gone once the value was
+    /// sent; the entry stays until `alt_take` took the receiver (so the value cannot be
+    /// dropped with it).
+    Alt(Option<oneshot::Sender<Bytes>>, Option<oneshot::Receiver<Bytes>>),
+}
+
+/// A reader reserved for one selecting writer until it commits (sends the value) or releases.
+pub(crate) struct Hold {
+    pub(crate) holder: Holder,
+    pub(crate) since: std::time::Instant,
+}
+
 /// Reads waiting in this process for a rendezvous value (see `rendezvous.rs`).
 #[derive(Default)]
 pub(crate) struct Reads {
-    pub(crate) pending: VecDeque<(u64, oneshot::Sender<Bytes>)>,
+    pub(crate) pending: VecDeque<(u64, oneshot::Sender<Hand>)>,
     pub(crate) next: u64,
+    /// Readers reserved for selecting writers, by hold id (answered in a claim's reply).
+    pub(crate) holds: HashMap<u64, Hold>,
+    /// Alt selections of this process waiting with an Output guard on this channel.
+    pub(crate) out_demand: usize,
+    /// Whether the output pump (claims for those Alts) is running.
+    pub(crate) out_pump_running: bool,
+    /// Holds won for Output Alts of this process and not yet used: `(direct subject, hold)`.
+    /// Pushed before the pump tries to win an Alt, so a winner always finds one; holds are
+    /// interchangeable (each is one reserved reader), so a winner takes any.
+    pub(crate) won: VecDeque<(String, u64)>,
     /// Whether the queue subscription task is running.
     pub(crate) running: bool,
     /// Alt selections of this process currently waiting with this channel as an input guard
@@ -97,11 +134,27 @@ impl Recent {
 /// Where a value goes when no plain read waits but an Alt does: the bindings hand it to a
 /// local engine channel on which the Alt waits as a reader (`try_write`: it succeeds only if
 /// the Alt is waiting and wins, so the Alt's one-CAS decision stays the only decision).
+/// Output guards work the same way from the other side: the Alt waits as a writer on a
+/// second local channel, and `take_output` (`try_read`) wins it.
 pub trait Offer: Send + Sync {
     /// Gives `v` to a waiting local selection, or hands it back if none takes it now.
     fn offer(&self, v: Bytes) -> Result<(), Bytes>;
     /// The channel's status changed (poisoned, all writers retired): mirror it locally.
     fn status(&self, s: Status);
+    /// A selecting writer elsewhere claims a reader: commits a waiting input Alt of this
+    /// process to this channel before the value exists (it then waits for hold `hold`'s value,
+    /// or selects again if the writer releases it). False if no Alt took it now.
+    fn hold(&self, _hold: u64) -> bool {
+        false
+    }
+    /// A buffered channel is at end-of-stream (all writers retired, nothing left): retire the
+    /// local input guard.
+    fn drained(&self) {}
+    /// A reader elsewhere is held for us: wins a waiting Output Alt of this process (its one
+    /// CAS). False if none won.
+    fn take_output(&self) -> bool {
+        false
+    }
 }
 
 /// A networked channel in this connection.
@@ -115,6 +168,10 @@ pub struct Chan {
     pub(crate) subj_ready: String,
     pub(crate) subj_ctl: String,
     pub(crate) subj_b: String,
+    /// This connection's own subject for commits/releases of holds (`ferrocsp.N.d.<prefix>`).
+    pub(crate) subj_direct: String,
+    /// Signalled when an Output Alt of this process starts waiting (wakes the output pump).
+    pub(crate) out_wake: tokio::sync::Notify,
     pub(crate) status: watch::Sender<Status>,
     /// Bumped on every "a reader is waiting" / "a slot was freed" notice.
     pub(crate) ready: watch::Sender<u64>,
@@ -229,6 +286,8 @@ impl Chan {
             subj_ready: format!("{base}.ready"),
             subj_ctl: format!("{base}.ctl"),
             subj_b: format!("{base}.b"),
+            subj_direct: format!("{base}.d.{}", conn.id_prefix),
+            out_wake: tokio::sync::Notify::new(),
             status,
             ready,
             reads: Mutex::new(Reads::default()),
@@ -378,6 +437,26 @@ impl Chan {
             Some(o) => o.offer(v),
             None => Err(v),
         }
+    }
+
+    /// Tells the Alt side that this buffered channel reached end-of-stream.
+    pub(crate) fn offer_drained(&self) {
+        let o = lock(&self.offer).clone();
+        if let Some(o) = o {
+            o.drained();
+        }
+    }
+
+    /// Commits a waiting input Alt of this process to hold `hold` (see [`Offer::hold`]).
+    pub(crate) fn offer_hold(&self, hold: u64) -> bool {
+        let o = lock(&self.offer).clone();
+        o.is_some_and(|o| o.hold(hold))
+    }
+
+    /// Wins a waiting Output Alt of this process for a reader held elsewhere.
+    pub(crate) fn take_output(&self) -> bool {
+        let o = lock(&self.offer).clone();
+        o.is_some_and(|o| o.take_output())
     }
 
     /// Waits until the status satisfies `pred` (or forever if it never does).

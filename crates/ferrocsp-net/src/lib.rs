@@ -73,6 +73,15 @@ pub trait ChanOps {
     fn set_offer(&self, offer: Arc<dyn Offer>);
     /// An Alt of this process starts (`up`) or stops waiting with this channel as a guard.
     fn alt_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError>;
+    /// An Alt of this process starts (`up`) or stops waiting with an Output guard on this
+    /// (rendezvous) channel.
+    fn alt_out_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError>;
+    /// A selecting reader of this process that won hold `hold` takes its value (`None`: the
+    /// writer released it; select again).
+    fn alt_take(&self, conn: &Connection, hold: u64) -> Op<Option<Bytes>>;
+    /// Sends the value of a chosen Output guard to the reader held for it (call once per
+    /// Output guard of this process that fired).
+    fn commit(&self, conn: &Connection, value: Bytes) -> Op<()>;
 }
 
 impl ChanOps for Arc<Chan> {
@@ -117,5 +126,29 @@ impl ChanOps for Arc<Chan> {
             buffered::alt_demand(self, up);
         }
         Ok(())
+    }
+
+    fn alt_out_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError> {
+        if self.capacity != 0 {
+            return Err(NetError::Invalid(format!(
+                "Output guards on buffered networked channels are not supported ('{}')",
+                self.name
+            )));
+        }
+        let rt = conn.runtime()?;
+        let _in_rt = rt.enter();
+        rendezvous::alt_out_demand(self, up);
+        Ok(())
+    }
+
+    fn alt_take(&self, conn: &Connection, hold: u64) -> Op<Option<Bytes>> {
+        let chan = Arc::clone(self);
+        conn.spawn(move |c| rendezvous::alt_take(chan, hold, c))
+    }
+
+    fn commit(&self, conn: &Connection, value: Bytes) -> Op<()> {
+        let chan = Arc::clone(self);
+        let won = rendezvous::take_won(&chan);
+        conn.spawn(move |c| rendezvous::commit(chan, value, won, c))
     }
 }

@@ -17,6 +17,14 @@
 //!   for one if none is there: a reader in a loop is about to ask again), else offered to a
 //!   waiting Alt of the process (`Offer`), then answered `+`.
 //!   An id seen recently is answered `+` again without delivering (its first reply was lost).
+//! - Output guards (an Alt of this process offering a value): the *output pump* sends a
+//!   claim (`Csp-Claim`, no value) on `ferrocsp.N.w`; the reader process holds its oldest
+//!   waiting read, or commits a waiting input Alt with a hold marker (its one CAS), and answers
+//!   `R <its direct subject ferrocsp.N.d.<prefix>> <hold>` (or `-`). The pump queues the hold
+//!   in `reads.won`, then tries to win a waiting Output Alt (`Offer::take_output`, the writer's
+//!   one CAS); the winner takes a queued hold and sends its value there (`Csp-Hold`); with no
+//!   winner, one queued hold is released (`Csp-Release`). Holds expire after `ack_timeout`.
+//!   docs/design.md has the state machine.
 //!
 //! Invariants:
 //! - A value is taken by at most one read: the hand-off pops the read from `reads.pending`
@@ -27,8 +35,14 @@
 //!   stops between attempts), so it was not delivered, except when a reader died without
 //!   answering: then the value was taken by a process that no longer exists.
 //! - The queue subscription runs while `reads.running`; the task clears it under the lock
-//!   only when no read is pending, and drains the subscription so that no request routed to
-//!   it before the unsubscribe goes unanswered.
+//!   only when no read, input Alt or hold is pending, and drains the subscription so that no
+//!   request routed to it before the unsubscribe goes unanswered.
+//! - An Output guard's value leaves the process only after its Alt won, and only to a reader
+//!   held for it (or, if that reader is gone, as an ordinary write with the same id): a held
+//!   read or Alt gets exactly the committed value, or is given back (`Hand::Back`, or a
+//!   dropped sender) and waits or selects again.
+//! - `reads.won` holds at least one hold per Output Alt that won and has not committed yet
+//!   (queued before the win is tried), so a winner never lacks one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +52,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::chan::{lock, Chan};
+use crate::chan::{lock, Chan, Hand, Hold, Holder};
 use crate::error::NetError;
 use crate::op::Cancel;
 use crate::sleep_until_opt;
@@ -47,15 +61,33 @@ const LINGER: Duration = Duration::from_millis(200);
 const GRACE: Duration = Duration::from_millis(2);
 const BACKOFF_MAX: Duration = Duration::from_millis(100);
 pub(crate) const HDR_ID: &str = "Csp-Id";
+/// A selecting writer's claim of a reader (no value).
+const HDR_CLAIM: &str = "Csp-Claim";
+/// The hold a committed value is for.
+const HDR_RESV: &str = "Csp-Hold";
+/// A hold given back by a writer whose Alt chose another guard.
+const HDR_RELEASE: &str = "Csp-Release";
 
 pub(crate) async fn write(
     chan: Arc<Chan>,
     payload: Bytes,
     deadline: Option<Instant>,
+    cancel: Cancel,
+) -> Result<(), NetError> {
+    let id = chan.conn.new_id();
+    write_id(&chan, payload, deadline, cancel, id).await
+}
+
+/// `write` with the value's id given (a committed Output guard's value keeps its id when it
+/// falls back to this loop, so a reader that already has it answers `+` again).
+async fn write_id(
+    chan: &Arc<Chan>,
+    payload: Bytes,
+    deadline: Option<Instant>,
     mut cancel: Cancel,
+    id: String,
 ) -> Result<(), NetError> {
     let conn = &chan.conn;
-    let id = conn.new_id();
     let mut headers = HeaderMap::new();
     headers.insert(HDR_ID, id.as_str());
     let mut status = chan.status.subscribe();
@@ -129,52 +161,68 @@ pub(crate) async fn read(
     mut cancel: Cancel,
 ) -> Result<Bytes, NetError> {
     let mut status = chan.status.subscribe();
-    {
-        let s = *status.borrow_and_update();
-        if s.poisoned {
-            return Err(NetError::Poisoned);
+    // A read handed back by a writer that held it and did not commit keeps its place.
+    let mut front = false;
+    loop {
+        {
+            let s = *status.borrow_and_update();
+            if s.poisoned {
+                return Err(NetError::Poisoned);
+            }
+            if s.writers_retired {
+                return Err(NetError::Retired);
+            }
         }
-        if s.writers_retired {
-            return Err(NetError::Retired);
+        let (tx, mut rx) = oneshot::channel();
+        let me = {
+            let mut r = lock(&chan.reads);
+            let me = r.next;
+            r.next += 1;
+            if std::mem::take(&mut front) {
+                r.pending.push_front((me, tx));
+            } else {
+                r.pending.push_back((me, tx));
+            }
+            chan.read_arrived.notify_waiters();
+            if !r.running {
+                r.running = true;
+                spawn_serve(Arc::clone(&chan));
+            } else if r.pending.len() == 1 && std::mem::take(&mut r.turned_away) {
+                let c = chan.conn.client.clone();
+                let subj = chan.subj_ready.clone();
+                tokio::spawn(async move { c.publish(subj, Bytes::new()).await });
+            }
+            me
+        };
+        let why = tokio::select! {
+            v = &mut rx => match v {
+                Ok(Hand::Value(b)) => return Ok(b),
+                Ok(Hand::Back) => { front = true; continue; }
+                Err(_) => return Err(NetError::Closed),
+            },
+            () = sleep_until_opt(deadline) => NetError::Timeout,
+            () = cancel.wait() => NetError::Cancelled,
+            e = crate::lost(&chan.conn) => e,
+            () = Chan::wait_status(&mut status, |s| s.poisoned || s.writers_retired) => {
+                if status.borrow().poisoned { NetError::Poisoned } else { NetError::Retired }
+            }
+        };
+        let removed = {
+            let mut r = lock(&chan.reads);
+            let before = r.pending.len();
+            r.pending.retain(|(id, _)| *id != me);
+            r.pending.len() != before
+        };
+        if removed {
+            return Err(why);
         }
-    }
-    let (tx, mut rx) = oneshot::channel();
-    let me = {
-        let mut r = lock(&chan.reads);
-        let me = r.next;
-        r.next += 1;
-        r.pending.push_back((me, tx));
-        chan.read_arrived.notify_waiters();
-        if !r.running {
-            r.running = true;
-            spawn_serve(Arc::clone(&chan));
-        } else if r.pending.len() == 1 && std::mem::take(&mut r.turned_away) {
-            let c = chan.conn.client.clone();
-            let subj = chan.subj_ready.clone();
-            tokio::spawn(async move { c.publish(subj, Bytes::new()).await });
-        }
-        me
-    };
-    let why = tokio::select! {
-        v = &mut rx => return v.map_err(|_| NetError::Closed),
-        () = sleep_until_opt(deadline) => NetError::Timeout,
-        () = cancel.wait() => NetError::Cancelled,
-        e = crate::lost(&chan.conn) => e,
-        () = Chan::wait_status(&mut status, |s| s.poisoned || s.writers_retired) => {
-            if status.borrow().poisoned { NetError::Poisoned } else { NetError::Retired }
-        }
-    };
-    let removed = {
-        let mut r = lock(&chan.reads);
-        let before = r.pending.len();
-        r.pending.retain(|(id, _)| *id != me);
-        r.pending.len() != before
-    };
-    if removed {
-        Err(why)
-    } else {
-        // Popped by the hand-off: the value is on its way; it is ours.
-        rx.await.map_err(|_| NetError::Closed)
+        // Popped by a hand-off (the value is on its way: it is ours) or held for a selecting
+        // writer (its commit or release comes within a round trip, or the hold expires).
+        return match rx.await {
+            Ok(Hand::Value(b)) => Ok(b),
+            Ok(Hand::Back) => Err(why),
+            Err(_) => Err(NetError::Closed),
+        };
     }
 }
 
@@ -203,10 +251,16 @@ fn spawn_serve(chan: Arc<Chan>) {
     tokio::spawn(fut);
 }
 
-/// The queue subscription of this process on `ferrocsp.N.w`, alive while reads wait.
+/// The queue subscription of this process on `ferrocsp.N.w` (plus its direct subject for
+/// commits and releases of holds), alive while reads, input Alts or holds wait.
 async fn serve(chan: Arc<Chan>) {
     let conn = &chan.conn;
-    let mut sub = match conn.client.queue_subscribe(chan.subj_w.clone(), "r".to_owned()).await {
+    let subs = async {
+        let q = conn.client.queue_subscribe(chan.subj_w.clone(), "r".to_owned()).await?;
+        let d = conn.client.subscribe(chan.subj_direct.clone()).await?;
+        Ok::<_, async_nats::SubscribeError>((q, d))
+    };
+    let (mut sub, mut direct) = match subs.await {
         Ok(s) => s,
         Err(_) => {
             // Cannot subscribe (connection lost): let the next read try again.
@@ -223,9 +277,14 @@ async fn serve(chan: Arc<Chan>) {
                 Some(m) => handle(&chan, m).await,
                 None => { closed = true; break; }
             },
+            m = direct.next() => match m {
+                Some(m) => handle(&chan, m).await,
+                None => { closed = true; break; }
+            },
             () = tokio::time::sleep(LINGER) => {
+                expire_holds(&chan);
                 let mut r = lock(&chan.reads);
-                if r.pending.is_empty() && r.alt_demand == 0 {
+                if r.pending.is_empty() && r.alt_demand == 0 && r.holds.is_empty() {
                     r.running = false;
                     break;
                 }
@@ -234,7 +293,9 @@ async fn serve(chan: Arc<Chan>) {
     }
     if closed {
         // The subscription ended under us (connection lost and closed): hand the waiting
-        // reads to a fresh subscription after a pause, or let the next read start one.
+        // reads to a fresh subscription after a pause, or let the next read start one. Holds
+        // are given back: their commits can no longer reach us.
+        release_all(&chan);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut r = lock(&chan.reads);
         r.running = !r.pending.is_empty();
@@ -245,6 +306,7 @@ async fn serve(chan: Arc<Chan>) {
     }
     // Requests routed here before the server saw the unsubscribe still get an answer (a read
     // that arrived meanwhile found `running` false and started its own subscription).
+    let _ = direct.unsubscribe().await;
     if sub.drain().await.is_ok() {
         while let Some(m) = sub.next().await {
             handle(&chan, m).await;
@@ -258,21 +320,172 @@ fn to_read(chan: &Chan, mut value: Bytes) -> Option<Bytes> {
         let next = lock(&chan.reads).pending.pop_front();
         match next {
             None => return Some(value),
-            Some((_, tx)) => match tx.send(value) {
+            Some((_, tx)) => match tx.send(Hand::Value(value)) {
                 Ok(()) => return None,
                 // That read's task is gone (runtime shutting down): try the next one.
-                Err(v) => value = v,
+                Err(Hand::Value(v)) => value = v,
+                Err(Hand::Back) => return None,
             },
         }
     }
 }
 
-async fn handle(chan: &Arc<Chan>, m: Message) {
-    let Some(reply) = m.reply.clone() else { return };
-    let id = m.headers.as_ref().and_then(|h| h.get(HDR_ID)).map(|v| v.as_str().to_owned());
+fn header<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
+    m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str())
+}
+
+/// Gives a held reader back: a plain read waits again, a held Alt selects again. A hold whose
+/// value was already sent stays (its Alt is about to take it).
+fn release(chan: &Chan, hold: u64) {
+    let h = {
+        let mut r = lock(&chan.reads);
+        match r.holds.get(&hold) {
+            Some(Hold { holder: Holder::Alt(None, _), .. }) | None => None,
+            Some(_) => r.holds.remove(&hold),
+        }
+    };
+    if let Some(Hold { holder: Holder::Read(tx), .. }) = h {
+        let _ = tx.send(Hand::Back);
+    }
+    // Holder::Alt: dropping its sender tells `alt_take` that nothing comes.
+}
+
+/// Delivers a committed value to hold `hold`; gives the value back if there is no such hold
+/// (it expired) or its holder is gone.
+fn to_hold(chan: &Chan, hold: u64, v: Bytes) -> Option<Bytes> {
+    let mut r = lock(&chan.reads);
+    let alt = match r.holds.get_mut(&hold) {
+        None => return Some(v),
+        Some(Hold { holder: Holder::Alt(tx, rx), .. }) => Some((tx.take(), rx.is_none())),
+        Some(_) => None,
+    };
+    match alt {
+        Some((tx, taken)) => {
+            if taken {
+                r.holds.remove(&hold);
+            }
+            drop(r);
+            match tx {
+                Some(tx) => tx.send(v).err(),
+                None => Some(v),
+            }
+        }
+        None => {
+            let Some(Hold { holder: Holder::Read(tx), .. }) = r.holds.remove(&hold) else {
+                return Some(v);
+            };
+            drop(r);
+            match tx.send(Hand::Value(v)) {
+                Ok(()) | Err(Hand::Back) => None,
+                Err(Hand::Value(v)) => Some(v),
+            }
+        }
+    }
+}
+
+fn release_all(chan: &Chan) {
+    let ids: Vec<u64> = lock(&chan.reads).holds.keys().copied().collect();
+    for id in ids {
+        release(chan, id);
+    }
+}
+
+/// Releases holds whose writer neither committed nor released within `ack_timeout` (it died,
+/// or lost the server). A value sent to a held Alt that never came for it (interrupted in
+/// between) is dropped after four times that.
+fn expire_holds(chan: &Chan) {
+    let limit = chan.conn.opts.ack_timeout;
+    let mut r = lock(&chan.reads);
+    r.holds.retain(|_, h| {
+        !(matches!(h.holder, Holder::Alt(None, _)) && h.since.elapsed() >= limit * 4)
+    });
+    let old: Vec<u64> =
+        r.holds.iter().filter(|(_, h)| h.since.elapsed() >= limit).map(|(id, _)| *id).collect();
+    drop(r);
+    for id in old {
+        release(chan, id);
+    }
+}
+
+/// Waits up to `GRACE` for a read to start waiting (a reader in a loop is about to ask
+/// again); true if one is there.
+async fn grace(chan: &Chan) -> bool {
+    let arrived = chan.read_arrived.notified();
+    tokio::pin!(arrived);
+    arrived.as_mut().enable();
+    if !lock(&chan.reads).pending.is_empty() {
+        return true;
+    }
+    let _ = tokio::time::timeout(GRACE, arrived).await;
+    !lock(&chan.reads).pending.is_empty()
+}
+
+/// A selecting writer claims a reader of this process: hold the oldest waiting read, else
+/// commit a waiting input Alt to this channel; answer `R <direct subject> <hold>` or `-`.
+async fn claim(chan: &Arc<Chan>, reply: async_nats::Subject) {
     let client = &chan.conn.client;
+    let mut held = None;
+    for attempt in 0..2 {
+        {
+            let mut r = lock(&chan.reads);
+            if let Some((_, tx)) = r.pending.pop_front() {
+                let id = r.next;
+                r.next += 1;
+                r.holds.insert(id, Hold { holder: Holder::Read(tx), since: Instant::now() });
+                held = Some(id);
+            } else if r.alt_demand > 0 {
+                let id = r.next;
+                r.next += 1;
+                let (tx, rx) = oneshot::channel();
+                // Registered before the Alt can wake and ask for it.
+                r.holds.insert(
+                    id,
+                    Hold { holder: Holder::Alt(Some(tx), Some(rx)), since: Instant::now() },
+                );
+                drop(r);
+                if chan.offer_hold(id) {
+                    held = Some(id);
+                } else {
+                    lock(&chan.reads).holds.remove(&id);
+                }
+            }
+        }
+        if held.is_some() || attempt == 1 || !grace(chan).await {
+            break;
+        }
+    }
+    let answer = match held {
+        Some(id) => Bytes::from(format!("R {} {id}", chan.subj_direct)),
+        None => {
+            lock(&chan.reads).turned_away = true;
+            Bytes::from_static(b"-")
+        }
+    };
+    if client.publish(reply, answer).await.is_err() {
+        if let Some(id) = held {
+            release(chan, id);
+        }
+    }
+}
+
+async fn handle(chan: &Arc<Chan>, m: Message) {
+    if let Some(hold) = header(&m, HDR_RELEASE).and_then(|v| v.parse::<u64>().ok()) {
+        release(chan, hold);
+        return;
+    }
+    let Some(reply) = m.reply.clone() else { return };
+    let id = header(&m, HDR_ID).map(str::to_owned);
+    let client = &chan.conn.client;
+    let resv = header(&m, HDR_RESV).and_then(|v| v.parse::<u64>().ok());
     if chan.status().poisoned {
+        if let Some(hold) = resv {
+            release(chan, hold);
+        }
         let _ = client.publish(reply, Bytes::from_static(b"P")).await;
+        return;
+    }
+    if header(&m, HDR_CLAIM).is_some() {
+        claim(chan, reply).await;
         return;
     }
     if let Some(id) = &id {
@@ -282,7 +495,15 @@ async fn handle(chan: &Arc<Chan>, m: Message) {
         }
     }
     // Some(value) while nobody took it.
-    let mut left = to_read(chan, m.payload);
+    let mut left = match resv {
+        // The commit of a selecting writer: to the reader held for it. No hold (it expired)
+        // or its holder gave up: an ordinary write from here on.
+        Some(hold) => to_hold(chan, hold, m.payload),
+        None => Some(m.payload),
+    };
+    if let Some(v) = left.take() {
+        left = to_read(chan, v);
+    }
     if let Some(value) = left.take() {
         let alt = lock(&chan.reads).alt_demand > 0;
         left = if alt {
@@ -291,15 +512,11 @@ async fn handle(chan: &Arc<Chan>, m: Message) {
             // A reader looping over the channel (`for v in ch`) is about to wait again: give
             // it a moment rather than turning the writer away (which costs the writer a
             // ready notice and a re-send). Bounded, so a value never waits on a process that
-            // stopped reading. Registered before looking again, so a read arriving in between
-            // is not missed.
-            let arrived = chan.read_arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
+            // stopped reading.
             match to_read(chan, value) {
                 None => None,
                 Some(v) => {
-                    let _ = tokio::time::timeout(GRACE, arrived).await;
+                    grace(chan).await;
                     to_read(chan, v)
                 }
             }
@@ -318,4 +535,170 @@ async fn handle(chan: &Arc<Chan>, m: Message) {
         return;
     }
     let _ = client.publish(reply, Bytes::from_static(b"+")).await;
+}
+
+/// A held input Alt of this process takes its value: `Some` once the writer commits, `None`
+/// if it released the hold (or it expired): the Alt then selects again.
+pub(crate) async fn alt_take(
+    chan: Arc<Chan>,
+    hold: u64,
+    mut cancel: Cancel,
+) -> Result<Option<Bytes>, NetError> {
+    let rx = {
+        let mut r = lock(&chan.reads);
+        let (rx, sent) = match r.holds.get_mut(&hold) {
+            Some(Hold { holder: Holder::Alt(tx, rx), .. }) => (rx.take(), tx.is_none()),
+            _ => (None, false),
+        };
+        if sent {
+            // The value is already in the receiver: the entry has done its work.
+            r.holds.remove(&hold);
+        }
+        rx
+    };
+    let Some(mut rx) = rx else { return Ok(None) };
+    tokio::select! {
+        v = &mut rx => Ok(v.ok()),
+        () = cancel.wait() => {
+            // A value sent before the close is ours; after it the writer's commit fails over
+            // to an ordinary write (nothing is lost).
+            rx.close();
+            match rx.try_recv() {
+                Ok(v) => Ok(Some(v)),
+                Err(_) => Err(NetError::Cancelled),
+            }
+        }
+    }
+}
+
+/// An Alt of this process starts (`up`) or stops waiting with an Output guard on this channel.
+pub(crate) fn alt_out_demand(chan: &Arc<Chan>, up: bool) {
+    let mut r = lock(&chan.reads);
+    if !up {
+        r.out_demand = r.out_demand.saturating_sub(1);
+        return;
+    }
+    r.out_demand += 1;
+    chan.out_wake.notify_one();
+    if !r.out_pump_running {
+        r.out_pump_running = true;
+        tokio::spawn(out_pump(Arc::clone(chan)));
+    }
+}
+
+/// Claims readers for the Output Alts of this process while any waits: a claim holds one
+/// reader somewhere; the pump then wins a waiting Alt (`take_output`, its one CAS) and tells it
+/// the hold, and the Alt sends its value there (`commit`); if no Alt wins, the hold is
+/// released at once. The value itself never leaves before its Alt chose it.
+async fn out_pump(chan: Arc<Chan>) {
+    let conn = &chan.conn;
+    let mut status = chan.status.subscribe();
+    let mut ready = chan.ready.subscribe();
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        {
+            let mut r = lock(&chan.reads);
+            if r.out_demand == 0 {
+                r.out_pump_running = false;
+                return;
+            }
+        }
+        let s = *status.borrow_and_update();
+        ready.borrow_and_update();
+        if !(s.poisoned || s.readers_retired) {
+            let mut headers = HeaderMap::new();
+            headers.insert(HDR_CLAIM, "1");
+            let req = Request::new().headers(headers).timeout(Some(conn.opts.ack_timeout));
+            match conn.client.send_request(chan.subj_w.clone(), req).await {
+                Ok(msg) if msg.payload.first() == Some(&b'R') => {
+                    let text = std::str::from_utf8(&msg.payload).unwrap_or("");
+                    let mut parts = text.split(' ').skip(1);
+                    let subj = parts.next().unwrap_or("").to_owned();
+                    let hold = parts.next().and_then(|h| h.parse::<u64>().ok());
+                    if let Some(hold) = hold.filter(|_| !subj.is_empty()) {
+                        // Queued before the Alt can win, so the winner finds a hold when it
+                        // wakes (whatever thread runs it, whenever).
+                        lock(&chan.reads).won.push_back((subj, hold));
+                        // The Alt announced itself just before registering: give it a moment.
+                        let mut won = chan.take_output();
+                        for _ in 0..3 {
+                            if won {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            won = chan.take_output();
+                        }
+                        if won {
+                            backoff = Duration::from_millis(1);
+                            continue;
+                        }
+                        // No winner: give back one unused hold (this one, or an equivalent one
+                        // if an earlier winner took this one meanwhile).
+                        let back = lock(&chan.reads).won.pop_back();
+                        if let Some((subj, hold)) = back {
+                            let mut h = HeaderMap::new();
+                            h.insert(HDR_RELEASE, hold.to_string().as_str());
+                            let _ = conn.client.publish_with_headers(subj, h, Bytes::new()).await;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == async_nats::client::RequestErrorKind::TimedOut => continue,
+                Err(_) => {}
+            }
+        }
+        tokio::select! {
+            _ = ready.changed() => { backoff = Duration::from_millis(1); }
+            _ = status.changed() => {}
+            () = chan.out_wake.notified() => {}
+            () = tokio::time::sleep(backoff) => { backoff = (backoff * 2).min(BACKOFF_MAX); }
+        }
+    }
+}
+
+/// Takes a hold won for an Output Alt of this process (see `Reads::won`).
+pub(crate) fn take_won(chan: &Chan) -> Option<(String, u64)> {
+    lock(&chan.reads).won.pop_front()
+}
+
+/// Sends a chosen Output guard's value to the reader held for it (`won`: direct subject and
+/// hold). If that reader is gone (it died, or the hold expired), or there is no hold (cannot
+/// happen: the pump queues one before it lets an Alt win), the value, already committed, is
+/// written as an ordinary rendezvous write with the same id.
+pub(crate) async fn commit(
+    chan: Arc<Chan>,
+    payload: Bytes,
+    won: Option<(String, u64)>,
+    cancel: Cancel,
+) -> Result<(), NetError> {
+    let conn = &chan.conn;
+    let id = conn.new_id();
+    let Some((subject, hold)) = won else {
+        return write_id(&chan, payload, None, cancel, id).await;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(HDR_ID, id.as_str());
+    headers.insert(HDR_RESV, hold.to_string().as_str());
+    loop {
+        let req = Request::new()
+            .payload(payload.clone())
+            .headers(headers.clone())
+            .timeout(Some(conn.opts.ack_timeout));
+        match conn.client.send_request(subject.clone(), req).await {
+            Ok(msg) => match msg.payload.first() {
+                Some(b'+') => return Ok(()),
+                Some(b'P') => return Err(NetError::Poisoned),
+                _ => break,
+            },
+            // No answer: the reader may have it (and died, or the reply was lost); ask again
+            // with the same id while its process is there to say so.
+            Err(e) if e.kind() == async_nats::client::RequestErrorKind::TimedOut => {
+                if let Some(err) = conn.gave_up() {
+                    return Err(err);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    write_id(&chan, payload, None, cancel, id).await
 }

@@ -162,18 +162,21 @@ impl NetConnection {
 pub(crate) struct NetChan {
     conn: Arc<Connection>,
     chan: Arc<Chan>,
-    /// The local rendezvous channel an Alt waits on for this networked channel (made on
-    /// first use; see `PyOffer`).
-    alt: OnceLock<Py<Channel>>,
+    /// The local rendezvous channels an Alt waits on for this networked channel: as a
+    /// reader (input guard) and as a writer (Output guard); made on first use (see `PyOffer`).
+    alt: OnceLock<(Py<Channel>, Py<Channel>)>,
 }
 
 /// Hands network values to an Alt of this process: `try_write` into the local channel the
 /// Alt waits on succeeds only if the Alt is waiting and wins its selection cell, so the Alt
-/// decides once, exactly as between local channels. Poison (and, for rendezvous, all writers
-/// retired) is mirrored onto the local channel so the Alt sees it.
+/// decides once, exactly as between local channels. Output guards mirror it: the Alt waits
+/// as a writer of `out_local` and `try_read` wins it. Poison (and, for rendezvous, all
+/// writers / all readers retired) is mirrored onto the local channels so the Alt sees it.
 struct PyOffer {
     local: ferrocsp::Channel<Py<PyAny>>,
     writer: Mutex<Option<ferrocsp::Writer<Py<PyAny>>>>,
+    out_local: ferrocsp::Channel<Py<PyAny>>,
+    out_reader: Mutex<Option<ferrocsp::Reader<Py<PyAny>>>>,
     rendezvous: bool,
 }
 
@@ -185,23 +188,84 @@ impl Offer for PyOffer {
         })
     }
 
+    fn hold(&self, hold: u64) -> bool {
+        // An int instead of bytes: the Alt's decoder then waits for the held value.
+        Python::attach(|py| {
+            let marker = hold.into_pyobject(py).map(|o| o.into_any().unbind());
+            marker.is_ok_and(|m| self.local.try_write(m).is_ok())
+        })
+    }
+
+    fn drained(&self) {
+        Python::attach(|_py| {
+            let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(w) = w {
+                w.retire();
+            }
+        });
+    }
+
+    fn take_output(&self) -> bool {
+        // The token (the value's bytes stay with the Alt, which sends them once it sees it
+        // fired); dropped with the GIL held.
+        Python::attach(|_py| self.out_local.try_read().is_ok())
+    }
+
     fn status(&self, s: Status) {
         Python::attach(|_py| {
             if s.poisoned {
                 self.local.poison();
-            } else if s.writers_retired && self.rendezvous {
+                self.out_local.poison();
+                return;
+            }
+            if s.writers_retired && self.rendezvous {
                 let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
                 if let Some(w) = w {
                     w.retire();
+                }
+            }
+            if s.readers_retired && self.rendezvous {
+                let r = self.out_reader.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(r) = r {
+                    r.retire();
                 }
             }
         });
     }
 }
 
+impl NetChan {
+    /// The two local channels of Alt guards on this networked channel, made on first use.
+    fn alt_pair(&self, py: Python<'_>) -> PyResult<&(Py<Channel>, Py<Channel>)> {
+        if let Some(p) = self.alt.get() {
+            return Ok(p);
+        }
+        let local = Channel::make(0, Some(format!("net:{}", self.chan.name)));
+        let out_local = Channel::make(0, Some(format!("net:{}", self.chan.name)));
+        let offer = PyOffer {
+            local: local.inner.clone(),
+            writer: Mutex::new(Some(local.inner.writer())),
+            out_local: out_local.inner.clone(),
+            out_reader: Mutex::new(Some(out_local.inner.reader())),
+            rendezvous: self.chan.capacity == 0,
+        };
+        let made = (Py::new(py, local)?, Py::new(py, out_local)?);
+        if self.alt.set(made).is_err() {
+            // Another thread made them first: use those.
+            return self.alt.get().ok_or_else(|| PyRuntimeError::new_err("alt channels"));
+        }
+        let status = self.chan.status();
+        let offer = Arc::new(offer);
+        self.chan.set_offer(offer.clone());
+        offer.status(status);
+        self.alt.get().ok_or_else(|| PyRuntimeError::new_err("alt channels"))
+    }
+}
+
 enum AnyOp {
     Unit(Op<()>),
     Bytes(Op<Bytes>),
+    MaybeBytes(Op<Option<Bytes>>),
 }
 
 /// An operation in flight, for asyncio.
@@ -297,25 +361,12 @@ impl NetChan {
 
     /// The local channel an Alt uses as this networked channel's input guard.
     fn alt_channel(&self, py: Python<'_>) -> PyResult<Py<Channel>> {
-        if let Some(c) = self.alt.get() {
-            return Ok(c.clone_ref(py));
-        }
-        let local = Channel::make(0, Some(format!("net:{}", self.chan.name)));
-        let offer = PyOffer {
-            local: local.inner.clone(),
-            writer: Mutex::new(Some(local.inner.writer())),
-            rendezvous: self.chan.capacity == 0,
-        };
-        let made = Py::new(py, local)?;
-        if self.alt.set(made.clone_ref(py)).is_err() {
-            // Another thread made it first: use that one.
-            return Ok(self.alt.get().map_or(made, |c| c.clone_ref(py)));
-        }
-        let status = self.chan.status();
-        let offer = Arc::new(offer);
-        self.chan.set_offer(offer.clone());
-        offer.status(status);
-        Ok(made)
+        Ok(self.alt_pair(py)?.0.clone_ref(py))
+    }
+
+    /// The local channel an Alt writes to for an Output guard on this networked channel.
+    fn alt_out_channel(&self, py: Python<'_>) -> PyResult<Py<Channel>> {
+        Ok(self.alt_pair(py)?.1.clone_ref(py))
     }
 
     /// An Alt of this process starts (`up=True`) or stops waiting on this channel.
@@ -323,6 +374,47 @@ impl NetChan {
         self.chan
             .alt_demand(&self.conn, up)
             .map_err(|e| net_err(py, e, OpName::Select, &self.chan.name))
+    }
+
+    /// An Alt of this process starts (`up=True`) or stops waiting with an Output guard here.
+    fn alt_out_demand(&self, py: Python<'_>, up: bool) -> PyResult<()> {
+        self.chan
+            .alt_out_demand(&self.conn, up)
+            .map_err(|e| net_err(py, e, OpName::Select, &self.chan.name))
+    }
+
+    /// A held input Alt takes its value (blocking, GIL released): bytes, or None if the
+    /// writer released the hold.
+    fn alt_take<'py>(&self, py: Python<'py>, hold: u64) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let op = self.chan.alt_take(&self.conn, hold);
+        let b = wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Select, &self.chan.name))?;
+        Ok(b.map(|b| PyBytes::new(py, &b)))
+    }
+
+    /// `alt_take` for asyncio: its handle.
+    fn start_alt_take(&self, hold: u64) -> NetOp {
+        NetOp {
+            op: AnyOp::MaybeBytes(self.chan.alt_take(&self.conn, hold)),
+            chan: self.chan.name.clone(),
+            kind: OpName::Select,
+            taken: Mutex::new(false),
+        }
+    }
+
+    /// Sends a chosen Output guard's value to the reader held for it (blocking, GIL released).
+    fn commit(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let op = self.chan.commit(&self.conn, Bytes::copy_from_slice(data));
+        wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+    }
+
+    /// `commit` for asyncio: its handle.
+    fn start_commit(&self, data: &[u8]) -> NetOp {
+        NetOp {
+            op: AnyOp::Unit(self.chan.commit(&self.conn, Bytes::copy_from_slice(data))),
+            chan: self.chan.name.clone(),
+            kind: OpName::Write,
+            taken: Mutex::new(false),
+        }
     }
 
     /// `(poisoned, writers_retired, readers_retired)` as last seen.
@@ -339,6 +431,7 @@ impl NetOp {
         match &self.op {
             AnyOp::Unit(o) => o.is_done(),
             AnyOp::Bytes(o) => o.is_done(),
+            AnyOp::MaybeBytes(o) => o.is_done(),
         }
     }
 
@@ -347,6 +440,7 @@ impl NetOp {
         match &self.op {
             AnyOp::Unit(o) => o.cancel(),
             AnyOp::Bytes(o) => o.cancel(),
+            AnyOp::MaybeBytes(o) => o.cancel(),
         }
     }
 
@@ -362,6 +456,7 @@ impl NetOp {
         match &self.op {
             AnyOp::Unit(o) => o.on_done(f),
             AnyOp::Bytes(o) => o.on_done(f),
+            AnyOp::MaybeBytes(o) => o.on_done(f),
         }
     }
 
@@ -387,6 +482,10 @@ impl NetOp {
             AnyOp::Bytes(o) => {
                 let b = o.take().unwrap_or(Err(NetError::Closed)).map_err(err)?;
                 Ok(PyBytes::new(py, &b).into_any().unbind())
+            }
+            AnyOp::MaybeBytes(o) => {
+                let b = o.take().unwrap_or(Err(NetError::Closed)).map_err(err)?;
+                Ok(b.map_or_else(|| py.None(), |b| PyBytes::new(py, &b).into_any().unbind()))
             }
         }
     }

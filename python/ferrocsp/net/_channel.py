@@ -86,6 +86,17 @@ async def _await_op(op: Any) -> Any:
     return op.result()
 
 
+class _OutToken:
+    """An Output guard's value for one selection (the Alt writes the token to the local
+    channel; the network side only needs to win it; the guard that fired sends ``data``)."""
+
+    __slots__ = ("data", "ends")
+
+    def __init__(self, data: bytes, ends: list[_End]) -> None:
+        self.data = data
+        self.ends = ends
+
+
 class _Readable(Protocol):
     def read(self) -> Any: ...
     async def aread(self) -> Any: ...
@@ -238,6 +249,44 @@ class NetChannel(_Iterates):
     def _csp_alt_decode(self, raw: bytes) -> Any:
         return self._conn._decode(self, raw)
 
+    def _csp_alt_take(self, hold: int) -> bytes | None:
+        raw: bytes | None = _blocking(lambda: self._core.alt_take(hold))
+        return raw
+
+    async def _csp_alt_atake(self, hold: int) -> bytes | None:
+        raw: bytes | None = await _await_op(self._core.start_alt_take(hold))
+        return raw
+
+    # --- Alt (Output guard) ----------------------------------------------------------------
+    def _csp_alt_output(self, value: Any) -> tuple[Any, _OutToken]:
+        if self.capacity != 0:
+            raise NotImplementedError(
+                f"Output guards on buffered networked channels are not supported ('{self.name}')"
+            )
+        data, ends = self._conn._encode(self, value)
+        return self._core.alt_out_channel(), _OutToken(data, ends)
+
+    def _csp_alt_out_demand(self, up: bool) -> None:
+        self._core.alt_out_demand(up)
+
+    def _csp_alt_commit(self, token: _OutToken) -> None:
+        # The native call takes the hold at once (before any wait), then sends.
+        try:
+            _blocking(lambda: self._core.commit(token.data))
+        except BaseException:
+            self._conn._unsend_ends(token.ends)
+            raise
+
+    async def _csp_alt_acommit(self, token: _OutToken) -> None:
+        try:
+            await _await_op(self._core.start_commit(token.data))
+        except BaseException:
+            self._conn._unsend_ends(token.ends)
+            raise
+
+    def _csp_alt_unsend(self, token: _OutToken) -> None:
+        self._conn._unsend_ends(token.ends)
+
     def __reduce__(self) -> Any:
         raise TypeError(
             "a NetChannel does not pickle: send its ends over a networked channel, or open it "
@@ -329,6 +378,12 @@ class NetReader(_End, _Iterates):
     def _csp_alt_decode(self, raw: bytes) -> Any:
         return self._chan._csp_alt_decode(raw)
 
+    def _csp_alt_take(self, hold: int) -> bytes | None:
+        return self._chan._csp_alt_take(hold)
+
+    async def _csp_alt_atake(self, hold: int) -> bytes | None:
+        return await self._chan._csp_alt_atake(hold)
+
     def __enter__(self) -> NetReader:
         return self
 
@@ -356,6 +411,23 @@ class NetWriter(_End):
         """See ``NetChannel.awrite``."""
         self._check()
         await self._chan.awrite(value, timeout=timeout)
+
+    # --- Alt (Output guard): see NetChannel ---------------------------------------------------
+    def _csp_alt_output(self, value: Any) -> tuple[Any, _OutToken]:
+        self._check()
+        return self._chan._csp_alt_output(value)
+
+    def _csp_alt_out_demand(self, up: bool) -> None:
+        self._chan._csp_alt_out_demand(up)
+
+    def _csp_alt_commit(self, token: _OutToken) -> None:
+        self._chan._csp_alt_commit(token)
+
+    async def _csp_alt_acommit(self, token: _OutToken) -> None:
+        await self._chan._csp_alt_acommit(token)
+
+    def _csp_alt_unsend(self, token: _OutToken) -> None:
+        self._chan._csp_alt_unsend(token)
 
     def __enter__(self) -> NetWriter:
         return self
