@@ -74,7 +74,10 @@ def mk(request: pytest.FixtureRequest) -> Iterator[Chans]:
     if request.param == "local":
         yield Chans("local")
         return
-    if "backend" in request.fixturenames and request.getfixturevalue("backend") == "os":
+    if "backend" in request.fixturenames and request.getfixturevalue("backend") in (
+        "os",
+        "os-asyncio",
+    ):
         pytest.skip(f"local channels only: {OS_NET}")
     import ferrocsp.net as net
 
