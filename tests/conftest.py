@@ -34,6 +34,19 @@ __all__ = ["no_leaks"]  # a fixture, registered for every module by importing it
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Networked channels with the OS-process flavours are not a test case at all: they do not
+    # pickle into a child (tests/_chans.py OS_NET; tests/test_net_*.py cover OS processes), so
+    # those combinations are deselected (pytest reports the count) rather than skipped one by
+    # one. The fixture still skips them if selected some other way.
+    impossible = [
+        item
+        for item in items
+        if (p := getattr(getattr(item, "callspec", None), "params", {})).get("mk") == "net"
+        and p.get("backend") in ("os", "os-asyncio")
+    ]
+    if impossible:
+        config.hook.pytest_deselected(items=impossible)
+        items[:] = [item for item in items if item not in impossible]
     for item in items:
         # Networked channels under the cooperative backends: the representative subset by
         # default is the thread backend (tests/_chans.py).
