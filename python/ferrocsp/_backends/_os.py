@@ -141,9 +141,9 @@ class OsHost(ThreadHost):
             waiting[child.sentinel] = i
         while waiting:
             for obj in multiprocessing.connection.wait(list(waiting)):
-                i = waiting.pop(obj, None)
-                if i is None:
+                if obj not in waiting:
                     continue  # a connection that _ended closed earlier in this round
+                i = waiting.pop(obj)
                 if isinstance(obj, Connection):
                     self._receive(i)
                 else:
