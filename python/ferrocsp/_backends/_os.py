@@ -12,6 +12,9 @@ Invariants:
   was given, so its peers wake instead of hanging.
 - ``OsHost.wait`` returns True only after every child was reaped (no zombies); ``kill`` ends
   the children still running (Ctrl-C after the grace period, interpreter exit).
+- The collecting thread waits on each child's connection and sentinel; a child's connection
+  leaves that wait set no later than it is closed (when the child is reaped), whichever of
+  the two the OS reports first.
 - A child never outlives its parent: a watchdog thread in the child exits it when the
   parent's sentinel closes (the parent was killed, or exited without joining).
 """
@@ -138,10 +141,18 @@ class OsHost(ThreadHost):
             waiting[child.sentinel] = i
         while waiting:
             for obj in multiprocessing.connection.wait(list(waiting)):
+                if obj not in waiting:
+                    continue  # a connection that _ended closed earlier in this round
                 i = waiting.pop(obj)
                 if isinstance(obj, Connection):
                     self._receive(i)
                 else:
+                    # A child killed mid-run makes its sentinel and its connection ready at
+                    # about the same time, and wait() may report the sentinel alone: _ended
+                    # closes the connection, so it must leave the wait set with it (waiting
+                    # on a closed connection raises OSError('handle is closed') and would
+                    # abandon the other children unreaped).
+                    waiting.pop(self._conns[i], None)
                     self._ended(i)
 
     def _receive(self, i: int) -> None:
