@@ -180,6 +180,60 @@ def test_codec_round_trip(value: object) -> None:
     assert type(back) is type(value)
 
 
+GARBAGE = [
+    b"",
+    b"\x07",
+    b"\x01",
+    b"\x01Z",
+    b"\x01s\x00\x00\x00\x09ab",
+    b"\x01l\xff\xff\xff\xff",
+    b"\x01d\x00\x00\x00\x01lN\x00\x00\x00\x00N",
+    b"\x01NN",
+    b"\x01s\x00\x00\x00\x01\xff",
+    b"\x01" + b"l\x00\x00\x00\x01" * 100 + b"N",
+    b"\x01Ex" + b"\x00" * 12,
+    b"\x01b\x00\x00\x00\x02x",
+    b"\x01i\x00",
+    b"\x01f" + b"\x00" * 9,
+    b"\x02b\x00\x00\x00\x01x",
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_codec_scalar_fast_path_matches_the_general_codec(value: object) -> None:
+    # The per-operation fast paths must give exactly the general codec's frames and values,
+    # and take every top-level scalar the safe codec carries (else they save nothing).
+    general = _codec.encode(value, channel="c", key=None, end=_no_end)
+    fast = _codec.encode_scalar(value)
+    scalar = type(value) in (bytes, str, float, bool, type(None)) or (
+        type(value) is int and -(2**63) <= value < 2**63
+    )
+    assert (fast is not None) == scalar
+    if fast is not None:
+        assert fast == general
+    back = _codec.decode_scalar(general)
+    assert (back is not _codec.NOT_SCALAR) == scalar
+    if scalar:
+        assert back == value
+        assert type(back) is type(value)
+
+
+def test_codec_scalar_fast_path_declines_what_it_does_not_carry() -> None:
+    class B(bytes):
+        pass
+
+    # Subclasses are the general codec's business (it refuses them, as before).
+    for v in (B(b"x"), bytearray(b"x"), 2**64, csp.Channel()):
+        assert _codec.encode_scalar(v) is None
+
+
+@pytest.mark.parametrize("data", GARBAGE)
+def test_codec_scalar_fast_path_leaves_garbage_to_the_general_codec(data: bytes) -> None:
+    assert _codec.decode_scalar(data) is _codec.NOT_SCALAR
+    with pytest.raises(_codec.CodecError):
+        _codec.decode(data, channel="c", key=None, end=_bad_end)
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -4,7 +4,10 @@ Starts its own nats-server (scripts/nats.sh) with JetStream on 127.0.0.1, then m
 
 - rendezvous: ``ferrocsp.net`` write to a reader waiting in another OS process (Python),
   time per write; vs a raw ``async-nats`` request/reply round trip from Rust and the same
-  by hand with nats-py (target: <= 1.3x raw request/reply);
+  by hand with nats-py (target: <= 1.3x raw request/reply). To tell apart what the Python
+  layer costs from what the topology costs, also: the raw round trip with the responder in
+  another OS process, the Rust API writing to a Rust reader in another process, and the
+  Python writer with a Rust reader in another process and with a Python reader thread here;
 - buffered: ``ferrocsp.net`` capacity-1000 channel, a writer here and a reader in another
   OS process, messages per second, with one writer and one reader, and with W asyncio
   writers here and R asyncio readers there; vs raw ``async-nats`` core publish/subscribe
@@ -25,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -85,18 +89,44 @@ def reader_process(url: str, name: str, capacity: int, n: int, k: int = 0) -> su
     return p
 
 
-def ferrocsp_rendezvous_us(url: str, n: int) -> float:
-    """Writes from this process to a reader in another OS process (as between machines)."""
+def ferrocsp_rendezvous_us(url: str, n: int, reader: str = "process") -> float:
+    """Writes from this process, time per write, to a reader that is: ``process`` a Python
+    reader in another OS process (as between machines), ``rust`` a ferrocsp-net Rust reader in
+    another OS process (``raw_nats read``: the same without Python on the reading side),
+    ``thread`` a Python reader thread of this process with its own connection (the topology
+    of the Rust API row)."""
+    name = f"benchpy{reader}"
     with net.connect(url) as a:
-        w = a.channel("benchpy")
-        p = reader_process(url, "benchpy", 0, n + 200)
+        w = a.channel(name)
+        p: subprocess.Popen[str] | None = None
+        t: threading.Thread | None = None
+        if reader == "thread":
+            b = net.connect(url)
+            rch = b.channel(name)
+            t = threading.Thread(target=lambda: [rch.read() for _ in range(n + 200)])
+            t.start()
+        elif reader == "rust":
+            p = subprocess.Popen(
+                [*RAW_CMD, "--", "read", url, name, str(n + 200)],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+            )
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        else:
+            p = reader_process(url, name, 0, n + 200)
         for _ in range(200):
             w.write(b"x")
         t0 = time.perf_counter()
         for _ in range(n):
             w.write(b"x")
         us = (time.perf_counter() - t0) * 1e6 / n
-        p.communicate(timeout=60)
+        if p is not None:
+            p.communicate(timeout=60)
+        if t is not None:
+            t.join(timeout=60)
+            b.close()
         return us
 
 
@@ -134,11 +164,13 @@ def ferrocsp_buffered_conc_per_s(url: str, n: int, k: int) -> float:
     return asyncio.run(go())
 
 
+RAW_CMD = ["cargo", "run", "-q", "--release", "-p", "ferrocsp-net", "--example", "raw_nats"]
+
+
 def run_raw(url: str, n: int) -> dict[str, dict[str, Any]]:
     """The Rust baselines (crates/ferrocsp-net/examples/raw_nats.rs), built in release mode."""
-    cmd = ["cargo", "run", "-q", "--release", "-p", "ferrocsp-net", "--example", "raw_nats"]
     out = subprocess.run(
-        [*cmd, "--", url, str(n)], check=True, capture_output=True, text=True, cwd=ROOT
+        [*RAW_CMD, "--", url, str(n)], check=True, capture_output=True, text=True, cwd=ROOT
     )
     return json_lines(out.stdout)
 
@@ -172,13 +204,15 @@ def main() -> None:
                 ).stdout
             )
         rv = ferrocsp_rendezvous_us(url, n)
+        rv_rust = ferrocsp_rendezvous_us(url, n, "rust")
+        rv_thread = ferrocsp_rendezvous_us(url, n, "thread")
         buf = ferrocsp_buffered_per_s(url, min(n, 5000))
         bufk = ferrocsp_buffered_conc_per_s(url, min(4 * n, 20000), k)
         # The baseline again, after the others: the machine's load drifts (other jobs share
         # it), so each raw figure is the better of the two runs.
         again = run_raw(url, n)
-        for key, better in (("rr_us", min), ("pubsub_per_s", max)):
-            field = "mean" if key == "rr_us" else "value"
+        for key, better in (("rr_us", min), ("rr_remote_us", min), ("pubsub_per_s", max)):
+            field = "value" if key == "pubsub_per_s" else "mean"
             if better(again[key][field], raw[key][field]) == again[key][field]:
                 raw[key] = again[key]
     finally:
@@ -187,8 +221,16 @@ def main() -> None:
 
     rr = raw["rr_us"]["median"]
     rr_mean = raw["rr_us"]["mean"]
+    rx_mean = raw["rr_remote_us"]["mean"]
     fr = raw["ferrocsp_net_rust"]
     ps = raw["pubsub_per_s"]["value"]
+
+    def rv_row(label: str, us: float, remote: bool) -> tuple[str, str, str]:
+        ratio = f"{us / rr_mean:.2f}x raw"
+        if remote:
+            ratio += f"; {us / rx_mean:.2f}x raw with the responder in another process"
+        return (label, f"{us:.1f} µs", ratio)
+
     rows = [
         (
             "raw async-nats request/reply (Rust), mean",
@@ -196,15 +238,29 @@ def main() -> None:
             "1.00",
         ),
         (
-            "ferrocsp-net rendezvous write (Rust API)",
-            f"{fr['rendezvous_us']:.1f} µs",
-            f"{fr['rendezvous_us'] / rr_mean:.2f}x raw",
+            "raw async-nats request/reply (Rust), responder in another process, mean",
+            f"{rx_mean:.1f} µs (median {raw['rr_remote_us']['median']:.1f})",
+            f"{rx_mean / rr_mean:.2f}x raw",
         ),
-        (
-            "ferrocsp.net rendezvous write (Python, reader in another process)",
-            f"{rv:.1f} µs",
-            f"{rv / rr_mean:.2f}x raw",
+        rv_row(
+            "ferrocsp-net rendezvous write (Rust API, reader in the same process)",
+            fr["rendezvous_us"],
+            False,
         ),
+        rv_row(
+            "ferrocsp-net rendezvous write (Rust API, Rust reader in another process)",
+            fr["rendezvous_remote_us"],
+            True,
+        ),
+        rv_row(
+            "ferrocsp.net rendezvous write (Python, reader thread in the same process)",
+            rv_thread,
+            False,
+        ),
+        rv_row(
+            "ferrocsp.net rendezvous write (Python, Rust reader in another process)", rv_rust, True
+        ),
+        rv_row("ferrocsp.net rendezvous write (Python, reader in another process)", rv, True),
     ]
     if "natspy_rr_us" in natspy:
         p = natspy["natspy_rr_us"]["mean"]

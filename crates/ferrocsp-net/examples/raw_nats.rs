@@ -8,9 +8,16 @@
 //! - `js_*`: raw JetStream by hand, messages per second (see `js_baselines`): what bounds a
 //!   buffered channel's one sequential writer and reader, and what pipelining would give.
 //!
+//! - `rr_remote_us`: the same with the responder in another OS process (this program run as
+//!   `raw_nats respond URL SUBJECT`): the raw counterpart of a reader on another machine.
+//!
 //! Also measures `ferrocsp-net` itself from Rust (rendezvous write with a reader waiting,
 //! buffered write + read by one writer and one reader, and with 64 writes and 64 reads in
 //! flight at once), so the Python layer's cost can be told apart.
+//!
+//! `raw_nats read URL NAME N` is a ferrocsp-net rendezvous reader of channel `NAME` in its own
+//! process (prints `ready`, then reads `N` values): `bench/net/run.py` writes to it from Python
+//! to tell the Python reader's cost from the writer's.
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +37,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 // machine, cross-thread wake-ups would dominate the baseline and flatter everything else.
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<(), BoxErr> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    match args.peek().map(String::as_str) {
+        Some("respond") => {
+            let (url, subj) = (args.nth(1).ok_or("URL")?, args.next().ok_or("SUBJECT")?);
+            return respond(&url, subj).await;
+        }
+        Some("read") => {
+            let url = args.nth(1).ok_or("URL")?;
+            let name = args.next().ok_or("NAME")?;
+            let n: usize = args.next().ok_or("N")?.parse()?;
+            return tokio::task::spawn_blocking(move || read_values(url, &name, n)).await?;
+        }
+        _ => {}
+    }
     let url = args.next().ok_or("usage: raw_nats URL N")?;
     let n: usize = args.next().ok_or("usage: raw_nats URL N")?.parse()?;
 
@@ -67,6 +87,37 @@ async fn main() -> Result<(), BoxErr> {
     let mean = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
     println!("{{\"name\": \"rr_us\", \"median\": {:.1}, \"mean\": {:.1}}}", median(lat), mean);
 
+    // The responder in another OS process (its own connection, runtime and socket).
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["respond", url.as_str(), "bench.rrx"])
+        .stdout(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    let out = child.stdout.take().ok_or("responder stdout")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
+    if line.trim() != "ready" {
+        return Err("the responder process did not start".into());
+    }
+    for _ in 0..200 {
+        client.request("bench.rrx", "x".into()).await?;
+    }
+    let mut lat = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        client.request("bench.rrx", "x".into()).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let mean = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
+    drop(child.stdin.take()); // the responder exits when its stdin closes
+    child.wait()?;
+    println!(
+        "{{\"name\": \"rr_remote_us\", \"median\": {:.1}, \"mean\": {:.1}}}",
+        median(lat),
+        mean
+    );
+
     let mut sub = server.subscribe("bench.ps").await?;
     server.flush().await?;
     let recv = tokio::spawn(async move {
@@ -98,80 +149,152 @@ async fn main() -> Result<(), BoxErr> {
 
     // ferrocsp-net from Rust: blocking API, so run it off the async threads.
     let url2 = url.clone();
-    let out = tokio::task::spawn_blocking(move || -> Result<(f64, f64, f64, usize), String> {
-        let conn = std::sync::Arc::new(
-            Connection::connect(Options::new(url2)).map_err(|e| e.to_string())?,
-        );
-        let ch = conn.channel("benchrust", 0).map_err(|e| e.to_string())?;
-        let m = n.min(5000);
-        let t0 = Instant::now();
-        for _ in 0..m {
-            let r = ch.read(&conn, None);
-            let w = ch.write(&conn, "x".into(), None);
-            w.wait(None);
-            r.wait(None);
-        }
-        let rv_us = t0.elapsed().as_secs_f64() * 1e6 / m as f64;
-        let b = conn.channel("benchrustbuf", 1000).map_err(|e| e.to_string())?;
-        let t0 = Instant::now();
-        let (c2, b2) = (std::sync::Arc::clone(&conn), b.clone());
-        let writer = std::thread::spawn(move || {
+    let out =
+        tokio::task::spawn_blocking(move || -> Result<(f64, f64, f64, f64, usize), String> {
+            let conn = std::sync::Arc::new(
+                Connection::connect(Options::new(url2.clone())).map_err(|e| e.to_string())?,
+            );
+            let ch = conn.channel("benchrust", 0).map_err(|e| e.to_string())?;
+            let m = n.min(5000);
+            let t0 = Instant::now();
             for _ in 0..m {
-                b2.write(&c2, "x".into(), None).wait(None);
+                let r = ch.read(&conn, None);
+                let w = ch.write(&conn, "x".into(), None);
+                w.wait(None);
+                r.wait(None);
             }
-        });
-        for _ in 0..m {
-            b.read(&conn, None).wait(None);
-        }
-        writer.join().map_err(|_| "writer panicked".to_owned())?;
-        let buf_per_s = m as f64 / t0.elapsed().as_secs_f64();
-        // Many writers and readers in this process at once, through the one connection:
-        // `window` writes and `window` reads in flight (each still one value, its ack awaited,
-        // each read pulling one value and confirming its ack).
-        let window = 64;
-        let b = conn.channel("benchrustbufk", 1000).map_err(|e| e.to_string())?;
-        let mk = (m * 4).max(window);
-        let t0 = Instant::now();
-        let (c2, b2) = (std::sync::Arc::clone(&conn), b.clone());
-        let writer = std::thread::spawn(move || {
-            let mut ops = std::collections::VecDeque::new();
-            for _ in 0..mk {
-                if ops.len() == window {
-                    let op: ferrocsp_net::Op<()> = ops.pop_front().expect("window");
+            let rv_us = t0.elapsed().as_secs_f64() * 1e6 / m as f64;
+            // The same writes to a reader in another OS process (this program, `read` mode).
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut child = std::process::Command::new(exe)
+                .args(["read", url2.as_str(), "benchrustx", &(m + 200).to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            let out = child.stdout.take().ok_or("reader stdout")?;
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+                .map_err(|e| e.to_string())?;
+            if line.trim() != "ready" {
+                return Err("the reader process did not start".to_owned());
+            }
+            let x = conn.channel("benchrustx", 0).map_err(|e| e.to_string())?;
+            let write = |x: &std::sync::Arc<ferrocsp_net::Chan>| -> Result<(), String> {
+                let w = x.write(&conn, "x".into(), None);
+                w.wait(None);
+                w.take().ok_or("no result")?.map_err(|e| e.to_string())
+            };
+            for _ in 0..200 {
+                write(&x)?;
+            }
+            let t0 = Instant::now();
+            for _ in 0..m {
+                write(&x)?;
+            }
+            let rv_remote_us = t0.elapsed().as_secs_f64() * 1e6 / m as f64;
+            child.wait().map_err(|e| e.to_string())?;
+            let b = conn.channel("benchrustbuf", 1000).map_err(|e| e.to_string())?;
+            let t0 = Instant::now();
+            let (c2, b2) = (std::sync::Arc::clone(&conn), b.clone());
+            let writer = std::thread::spawn(move || {
+                for _ in 0..m {
+                    b2.write(&c2, "x".into(), None).wait(None);
+                }
+            });
+            for _ in 0..m {
+                b.read(&conn, None).wait(None);
+            }
+            writer.join().map_err(|_| "writer panicked".to_owned())?;
+            let buf_per_s = m as f64 / t0.elapsed().as_secs_f64();
+            // Many writers and readers in this process at once, through the one connection:
+            // `window` writes and `window` reads in flight (each still one value, its ack awaited,
+            // each read pulling one value and confirming its ack).
+            let window = 64;
+            let b = conn.channel("benchrustbufk", 1000).map_err(|e| e.to_string())?;
+            let mk = (m * 4).max(window);
+            let t0 = Instant::now();
+            let (c2, b2) = (std::sync::Arc::clone(&conn), b.clone());
+            let writer = std::thread::spawn(move || {
+                let mut ops = std::collections::VecDeque::new();
+                for _ in 0..mk {
+                    if ops.len() == window {
+                        let op: ferrocsp_net::Op<()> = ops.pop_front().expect("window");
+                        op.wait(None);
+                    }
+                    ops.push_back(b2.write(&c2, "x".into(), None));
+                }
+                for op in ops {
                     op.wait(None);
                 }
-                ops.push_back(b2.write(&c2, "x".into(), None));
+            });
+            let mut ops = std::collections::VecDeque::new();
+            let mut got = 0;
+            for _ in 0..mk {
+                if ops.len() == window {
+                    let op: ferrocsp_net::Op<ferrocsp_net::Bytes> =
+                        ops.pop_front().expect("window");
+                    op.wait(None);
+                    got += usize::from(matches!(op.take(), Some(Ok(_))));
+                }
+                ops.push_back(b.read(&conn, None));
             }
             for op in ops {
                 op.wait(None);
-            }
-        });
-        let mut ops = std::collections::VecDeque::new();
-        let mut got = 0;
-        for _ in 0..mk {
-            if ops.len() == window {
-                let op: ferrocsp_net::Op<ferrocsp_net::Bytes> = ops.pop_front().expect("window");
-                op.wait(None);
                 got += usize::from(matches!(op.take(), Some(Ok(_))));
             }
-            ops.push_back(b.read(&conn, None));
-        }
-        for op in ops {
-            op.wait(None);
-            got += usize::from(matches!(op.take(), Some(Ok(_))));
-        }
-        writer.join().map_err(|_| "writer panicked".to_owned())?;
-        if got != mk {
-            return Err(format!("read {got} of {mk} values"));
-        }
-        let conc_per_s = mk as f64 / t0.elapsed().as_secs_f64();
-        Ok((rv_us, buf_per_s, conc_per_s, window))
-    })
-    .await??;
+            writer.join().map_err(|_| "writer panicked".to_owned())?;
+            if got != mk {
+                return Err(format!("read {got} of {mk} values"));
+            }
+            let conc_per_s = mk as f64 / t0.elapsed().as_secs_f64();
+            Ok((rv_us, rv_remote_us, buf_per_s, conc_per_s, window))
+        })
+        .await??;
     println!(
-        "{{\"name\": \"ferrocsp_net_rust\", \"rendezvous_us\": {:.1}, \"buffered_per_s\": {:.0}, \"buffered_conc_per_s\": {:.0}, \"window\": {}}}",
-        out.0, out.1, out.2, out.3
+        "{{\"name\": \"ferrocsp_net_rust\", \"rendezvous_us\": {:.1}, \"rendezvous_remote_us\": {:.1}, \"buffered_per_s\": {:.0}, \"buffered_conc_per_s\": {:.0}, \"window\": {}}}",
+        out.0, out.1, out.2, out.3, out.4
     );
+    Ok(())
+}
+
+/// Answers every request on `subj` with `+` until stdin closes (`raw_nats respond`); prints
+/// `ready` once the subscription is on the server.
+async fn respond(url: &str, subj: String) -> Result<(), BoxErr> {
+    let c = async_nats::connect(url).await?;
+    let mut sub = c.subscribe(subj).await?;
+    c.flush().await?;
+    println!("ready");
+    let eof = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut sink).unwrap_or(0) > 0
+        {
+            sink.clear();
+        }
+    });
+    tokio::pin!(eof);
+    loop {
+        tokio::select! {
+            m = sub.next() => match m {
+                Some(m) => if let Some(r) = m.reply {
+                    c.publish(r, "+".into()).await?;
+                },
+                None => return Ok(()),
+            },
+            _ = &mut eof => return Ok(()),
+        }
+    }
+}
+
+/// Reads `n` values from rendezvous channel `name` with the Rust API (`raw_nats read`).
+fn read_values(url: String, name: &str, n: usize) -> Result<(), BoxErr> {
+    let conn = Connection::connect(Options::new(url)).map_err(|e| e.to_string())?;
+    let ch = conn.channel(name, 0).map_err(|e| e.to_string())?;
+    println!("ready");
+    for _ in 0..n {
+        let op = ch.read(&conn, None);
+        op.wait(None);
+        op.take().ok_or("no result")?.map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

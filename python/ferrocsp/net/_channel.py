@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .. import _native
@@ -41,8 +41,11 @@ def _remaining(deadline: float | None) -> float | None:
     return max(0.0, deadline - time.monotonic())
 
 
+_in_scheduler = _native._in_scheduler
+
+
 def _blocking(fn: Callable[[], Any]) -> Any:
-    if _native._in_scheduler():
+    if _in_scheduler():
         from .._io import io
 
         return io(fn)()  # io(fn) alone wraps fn; calling the wrapper runs it on a worker
@@ -92,7 +95,7 @@ class _OutToken:
 
     __slots__ = ("data", "ends")
 
-    def __init__(self, data: bytes, ends: list[_End]) -> None:
+    def __init__(self, data: bytes, ends: Sequence[_End]) -> None:
         self.data = data
         self.ends = ends
 
@@ -173,7 +176,10 @@ class NetChannel(_Iterates):
         """
         data, ends = self._conn._encode(self, value)
         try:
-            _blocking(lambda: self._core.write(data, timeout))
+            if _in_scheduler():
+                _blocking(lambda: self._core.write(data, timeout))
+            else:  # the common case, without a closure per operation
+                self._core.write(data, timeout)
         except BaseException:
             self._conn._unsend_ends(ends)
             raise
@@ -181,6 +187,14 @@ class NetChannel(_Iterates):
     def read(self, *, timeout: float | None = None) -> Any:
         """Takes one value (waiting for a writer on any machine); ``TimeoutError``,
         ``ChannelPoisoned``, ``ChannelRetired`` (all writers retired, nothing left)."""
+        if timeout is None and not _in_scheduler():
+            # The common case: no deadline to carry over re-tries, no closure per operation.
+            while True:
+                raw = self._core.read(None)
+                try:
+                    return self._conn._decode(self, raw)
+                except CodecError as e:
+                    log.warning("networked channel %r: rejected a message: %s", self.name, e)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             raw = _blocking(functools.partial(self._core.read, _remaining(deadline)))

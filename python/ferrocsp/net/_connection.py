@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from .. import _native
@@ -164,7 +165,10 @@ class Connection:
         return f"Connection({self.url!r})"
 
     # --- codec ---------------------------------------------------------------------------
-    def _encode(self, chan: NetChannel, value: Any) -> tuple[bytes, list[_End]]:
+    def _encode(self, chan: NetChannel, value: Any) -> tuple[bytes, Sequence[_End]]:
+        frame = _codec.encode_scalar(value)
+        if frame is not None:  # a top-level scalar: no ends to count
+            return frame, ()
         sent: list[_End] = []
 
         def end(v: Any) -> tuple[bytes, int, str] | None:
@@ -186,11 +190,15 @@ class Connection:
             raise
         return data, sent
 
-    def _unsend_ends(self, ends: list[_End]) -> None:
+    def _unsend_ends(self, ends: Sequence[_End]) -> None:
         for e in ends:
             e.channel._core.count_end(e._kind == b"r", False, False)
 
     def _decode(self, chan: NetChannel, data: bytes) -> Any:
+        v = _codec.decode_scalar(data)
+        if v is not _codec.NOT_SCALAR:
+            return v
+
         def end(kind: bytes, capacity: int, name: str) -> _End:
             try:
                 ch = self.channel(name, capacity)
