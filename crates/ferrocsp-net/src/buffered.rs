@@ -36,8 +36,8 @@ use futures_util::StreamExt;
 use crate::chan::{lock, Chan};
 use crate::error::NetError;
 use crate::op::Cancel;
+use crate::turn::Turn;
 
-const BACKOFF_MAX: Duration = Duration::from_millis(100);
 const PULL_MAX: Duration = Duration::from_secs(1);
 const PULL_MIN: Duration = Duration::from_millis(20);
 const PULL_MARGIN: Duration = Duration::from_secs(5);
@@ -50,9 +50,7 @@ pub(crate) async fn write(
 ) -> Result<(), NetError> {
     let conn = &chan.conn;
     let id = conn.new_id();
-    let mut status = chan.status.subscribe();
-    let mut ready = chan.ready.subscribe();
-    let mut backoff = Duration::from_millis(1);
+    let mut turn = Turn::new(&chan);
     let mut retry = false;
     loop {
         if std::mem::replace(&mut retry, true) {
@@ -60,14 +58,14 @@ pub(crate) async fn write(
             // poison or retire is seen even before its broadcast arrives.
             let _ = chan.refresh().await;
         }
-        let s = *status.borrow_and_update();
+        let s = *turn.status.borrow_and_update();
         if s.poisoned {
             return Err(NetError::Poisoned);
         }
         if s.readers_retired {
             return Err(NetError::Retired);
         }
-        ready.borrow_and_update();
+        turn.ready.borrow_and_update();
         let publish = async_nats::jetstream::message::PublishMessage::build()
             .payload(payload.clone())
             .message_id(id.as_str());
@@ -106,19 +104,7 @@ pub(crate) async fn write(
                 }
             }
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(NetError::Timeout);
-        }
-        if cancel.is_set() {
-            return Err(NetError::Cancelled);
-        }
-        tokio::select! {
-            _ = ready.changed() => { backoff = Duration::from_millis(1); }
-            _ = status.changed() => {}
-            () = tokio::time::sleep(backoff) => { backoff = (backoff * 2).min(BACKOFF_MAX); }
-            () = crate::sleep_until_opt(deadline) => return Err(NetError::Timeout),
-            () = cancel.wait() => return Err(NetError::Cancelled),
-        }
+        turn.wait(deadline, &mut cancel).await?;
     }
 }
 

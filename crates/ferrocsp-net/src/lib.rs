@@ -30,6 +30,7 @@ mod conn;
 mod error;
 mod op;
 mod rendezvous;
+mod turn;
 
 use std::sync::Arc;
 use std::time::Instant;

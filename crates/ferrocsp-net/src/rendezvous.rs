@@ -56,10 +56,10 @@ use crate::chan::{lock, Chan, Hand, Hold, Holder};
 use crate::error::NetError;
 use crate::op::Cancel;
 use crate::sleep_until_opt;
+use crate::turn::Turn;
 
 const LINGER: Duration = Duration::from_millis(200);
 const GRACE: Duration = Duration::from_millis(2);
-const BACKOFF_MAX: Duration = Duration::from_millis(100);
 pub(crate) const HDR_ID: &str = "Csp-Id";
 /// A selecting writer's claim of a reader (no value).
 const HDR_CLAIM: &str = "Csp-Claim";
@@ -90,18 +90,16 @@ async fn write_id(
     let conn = &chan.conn;
     let mut headers = HeaderMap::new();
     headers.insert(HDR_ID, id.as_str());
-    let mut status = chan.status.subscribe();
-    let mut ready = chan.ready.subscribe();
-    let mut backoff = Duration::from_millis(1);
+    let mut turn = Turn::new(chan);
     loop {
-        let s = *status.borrow_and_update();
+        let s = *turn.status.borrow_and_update();
         if s.poisoned {
             return Err(NetError::Poisoned);
         }
         if s.readers_retired {
             return Err(NetError::Retired);
         }
-        ready.borrow_and_update();
+        turn.ready.borrow_and_update();
         let req = Request::new()
             .payload(payload.clone())
             .headers(headers.clone())
@@ -139,19 +137,7 @@ async fn write_id(
                 }
             },
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(NetError::Timeout);
-        }
-        if cancel.is_set() {
-            return Err(NetError::Cancelled);
-        }
-        tokio::select! {
-            _ = ready.changed() => { backoff = Duration::from_millis(1); }
-            _ = status.changed() => {}
-            () = tokio::time::sleep(backoff) => { backoff = (backoff * 2).min(BACKOFF_MAX); }
-            () = sleep_until_opt(deadline) => return Err(NetError::Timeout),
-            () = cancel.wait() => return Err(NetError::Cancelled),
-        }
+        turn.wait(deadline, &mut cancel).await?;
     }
 }
 
@@ -592,9 +578,7 @@ pub(crate) fn alt_out_demand(chan: &Arc<Chan>, up: bool) {
 /// released at once. The value itself never leaves before its Alt chose it.
 async fn out_pump(chan: Arc<Chan>) {
     let conn = &chan.conn;
-    let mut status = chan.status.subscribe();
-    let mut ready = chan.ready.subscribe();
-    let mut backoff = Duration::from_millis(1);
+    let mut turn = Turn::new(&chan);
     loop {
         {
             let mut r = lock(&chan.reads);
@@ -603,8 +587,8 @@ async fn out_pump(chan: Arc<Chan>) {
                 return;
             }
         }
-        let s = *status.borrow_and_update();
-        ready.borrow_and_update();
+        let s = *turn.status.borrow_and_update();
+        turn.ready.borrow_and_update();
         if !(s.poisoned || s.readers_retired) {
             let mut headers = HeaderMap::new();
             headers.insert(HDR_CLAIM, "1");
@@ -629,7 +613,7 @@ async fn out_pump(chan: Arc<Chan>) {
                             won = chan.take_output();
                         }
                         if won {
-                            backoff = Duration::from_millis(1);
+                            turn.reset();
                             continue;
                         }
                         // No winner: give back one unused hold (this one, or an equivalent one
@@ -648,10 +632,8 @@ async fn out_pump(chan: Arc<Chan>) {
             }
         }
         tokio::select! {
-            _ = ready.changed() => { backoff = Duration::from_millis(1); }
-            _ = status.changed() => {}
             () = chan.out_wake.notified() => {}
-            () = tokio::time::sleep(backoff) => { backoff = (backoff * 2).min(BACKOFF_MAX); }
+            () = turn.next() => {}
         }
     }
 }
