@@ -26,7 +26,7 @@ import pytest
 # Make tests/_support.py importable whatever pytest's import mode is.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _chans import OS_NET, Chans
+from _chans import Chans
 from _kit import BACKENDS, Kit
 from _os_support import backend_fixture, no_leaks
 
@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Networked channels with the OS-process flavours are not a test case at all: they do not
     # pickle into a child (tests/_chans.py OS_NET; tests/test_net_*.py cover OS processes), so
     # those combinations are deselected (pytest reports the count) rather than skipped one by
-    # one. The fixture still skips them if selected some other way.
+    # one.
     impossible = [
         item
         for item in items
@@ -87,11 +87,6 @@ def mk(request: pytest.FixtureRequest) -> Iterator[Chans]:
     if request.param == "local":
         yield Chans("local")
         return
-    if "backend" in request.fixturenames and request.getfixturevalue("backend") in (
-        "os",
-        "os-asyncio",
-    ):
-        pytest.skip(f"local channels only: {OS_NET}")
     import ferrocsp.net as net
 
     conn = net.connect(request.getfixturevalue("kit_nats").url)
