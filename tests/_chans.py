@@ -34,10 +34,6 @@ NOWAIT_RACE = (
     "write_nowait/read_nowait on a networked channel is one round trip with timeout 0; a "
     "partner waiting in another process may not have announced itself yet"
 )
-OS_NET = (
-    "networked channels do not pickle into an OS process (it opens them by name); "
-    "tests/test_net_*.py cover OS processes"
-)
 
 
 class Chans:

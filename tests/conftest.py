@@ -35,7 +35,7 @@ __all__ = ["no_leaks"]  # a fixture, registered for every module by importing it
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Networked channels with the OS-process flavours are not a test case at all: they do not
-    # pickle into a child (tests/_chans.py OS_NET; tests/test_net_*.py cover OS processes), so
+    # pickle into a child (an OS process opens them by name; tests/test_net_*.py cover that), so
     # those combinations are deselected (pytest reports the count) rather than skipped one by
     # one.
     impossible = [
