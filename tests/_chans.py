@@ -29,7 +29,6 @@ STATS = (
 )
 COPIES = "values crossing a networked channel are copies (DESIGN 2, Channels)"
 NAMES = "a networked channel's name is its identity on the server; local names are labels"
-BUFFERED_OUTPUT = "Output guards on buffered networked channels are not supported (docs/net.md)"
 NOWAIT_RACE = (
     "write_nowait/read_nowait on a networked channel is one round trip with timeout 0; a "
     "partner waiting in another process may not have announced itself yet"

@@ -126,3 +126,30 @@ def spawn(code: str, *args: str) -> subprocess.Popen[str]:
         env=env,
         cwd=ROOT,
     )
+
+
+def raw_request(url: str, subject: str, payload: bytes, timeout: float = START) -> bytes:
+    """One request/reply in the NATS text protocol on a plain socket: lets a test act on the
+    server (e.g. the JetStream API) the way a foreign client would, without ferrocsp."""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        f = s.makefile("rb")
+        f.readline()  # INFO
+        inbox = "_INBOX.ferrocsp-test"
+        s.sendall(
+            b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+            + f"SUB {inbox} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()
+            + payload
+            + b"\r\n"
+        )
+        while True:
+            line = f.readline()
+            if not line:
+                raise ConnectionError(f"{url} closed the connection before replying")
+            if line.startswith(b"PING"):
+                s.sendall(b"PONG\r\n")
+            elif line.startswith(b"MSG "):
+                size = int(line.split()[-1])
+                return f.read(size + 2)[:-2]
+            elif line.startswith(b"-ERR"):
+                raise ConnectionError(line.decode().strip())

@@ -284,4 +284,5 @@ def _net_connect(
     ack_timeout: float = 5.0,
     reconnect_timeout: float = 30.0,
     hold_acks: bool = False,
+    drop_commits: bool = False,
 ) -> _NetConnection: ...

@@ -46,10 +46,24 @@ pub(crate) async fn write(
     chan: Arc<Chan>,
     payload: Bytes,
     deadline: Option<Instant>,
+    cancel: Cancel,
+) -> Result<(), NetError> {
+    let id = chan.conn.new_id();
+    let subject = chan.value_subject(&id);
+    write_on(chan, payload, deadline, cancel, subject, id).await
+}
+
+/// Publishes `payload` on `subject` with message id `id` until the stream stored it: a fresh
+/// subject (a write), or a reserved one, where it replaces the placeholder (`reserve.rs`).
+pub(crate) async fn write_on(
+    chan: Arc<Chan>,
+    payload: Bytes,
+    deadline: Option<Instant>,
     mut cancel: Cancel,
+    subject: String,
+    id: String,
 ) -> Result<(), NetError> {
     let conn = &chan.conn;
-    let id = conn.new_id();
     let mut turn = Turn::new(&chan);
     let mut retry = false;
     loop {
@@ -69,7 +83,7 @@ pub(crate) async fn write(
         let publish = async_nats::jetstream::message::PublishMessage::build()
             .payload(payload.clone())
             .message_id(id.as_str());
-        let acked = match conn.js.send_publish(chan.subj_b.clone(), publish).await {
+        let acked = match conn.js.send_publish(subject.clone(), publish).await {
             Ok(fut) => fut.await,
             Err(e) => Err(e),
         };
@@ -184,13 +198,18 @@ pub(crate) async fn read(
 }
 
 /// A value delivered by a pull: acknowledged (confirmed by the server) and returned, or
-/// `None` if it is a status (expired pull) or the ack was not confirmed (the server may then
-/// give the value to another reader: do not return it).
+/// `None` if it is a status (expired pull), an Output guard's placeholder (passed over), or
+/// the ack was not confirmed (the server may then give the value to another reader: do not
+/// return it).
 async fn take(chan: &Chan, m: async_nats::Message, hold_acks: bool) -> Option<Bytes> {
     if !is_value(&m) {
         return None;
     }
     let conn = &chan.conn;
+    if crate::reserve::is_placeholder(&m) {
+        crate::reserve::pass_over(chan, &m).await;
+        return None;
+    }
     if hold_acks {
         return Some(m.payload);
     }
@@ -368,6 +387,10 @@ async fn pump(chan: Arc<Chan>) {
             continue;
         };
         let Some(Ok(msg)) = batch.next().await else { continue };
+        if crate::reserve::is_placeholder(&msg.message) {
+            crate::reserve::pass_over(&chan, &msg.message).await;
+            continue;
+        }
         match chan.offer(msg.message.payload.clone()) {
             Ok(()) => {
                 if !chan.conn.opts.hold_acks {

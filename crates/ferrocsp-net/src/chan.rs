@@ -167,6 +167,8 @@ pub struct Chan {
     pub(crate) subj_w: String,
     pub(crate) subj_ready: String,
     pub(crate) subj_ctl: String,
+    /// Prefix of the buffered channel's value subjects (`ferrocsp.N.b`; each value on
+    /// `ferrocsp.N.b.<id>`).
     pub(crate) subj_b: String,
     /// This connection's own subject for commits/releases of holds (`ferrocsp.N.d.<prefix>`).
     pub(crate) subj_direct: String,
@@ -180,6 +182,8 @@ pub struct Chan {
     pub(crate) read_arrived: tokio::sync::Notify,
     pub(crate) recent: Mutex<Recent>,
     pub(crate) consumer: Option<PullConsumer>,
+    /// The buffered channel's stream (deletes given-back placeholders, `reserve.rs`).
+    pub(crate) stream: Option<jetstream::stream::Stream>,
     /// Buffered reads' pull requests and their shared reply inbox (`buffered.rs`), made on
     /// first read.
     pub(crate) pulls: tokio::sync::OnceCell<Arc<crate::buffered::Pulls>>,
@@ -247,7 +251,10 @@ impl Chan {
             let stream_name = format!("FERROCSP_{name}");
             let cfg = jetstream::stream::Config {
                 name: stream_name.clone(),
-                subjects: vec![format!("{base}.b")],
+                // One subject per value (`.b.<id>`), one message per subject: an Output
+                // guard's placeholder is then replaced by its value in place (`reserve.rs`).
+                subjects: vec![format!("{base}.b.*")],
+                max_messages_per_subject: 1,
                 retention: jetstream::stream::RetentionPolicy::WorkQueue,
                 max_messages: i64::try_from(capacity).unwrap_or(i64::MAX),
                 discard: jetstream::stream::DiscardPolicy::New,
@@ -260,6 +267,16 @@ impl Chan {
                 .get_or_create_stream(cfg)
                 .await
                 .map_err(|e| conn.transport("create the channel's stream", e))?;
+            let have = &stream.cached_info().config;
+            if have.subjects != [format!("{base}.b.*")] || have.max_messages_per_subject != 1 {
+                return Err(protocol(
+                    "open the channel's stream",
+                    format!(
+                        "stream {stream_name} has another layout (made by an older ferrocsp?): \
+                         delete it to use channel '{name}'"
+                    ),
+                ));
+            }
             let ccfg = jetstream::consumer::pull::Config {
                 durable_name: Some("readers".to_owned()),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
@@ -271,10 +288,11 @@ impl Chan {
                 .get_or_create_consumer("readers", ccfg)
                 .await
                 .map_err(|e| conn.transport("create the channel's consumer", e))?;
-            Some(consumer)
+            Some((stream, consumer))
         } else {
             None
         };
+        let (stream, consumer) = consumer.unzip();
 
         let (status, _) = watch::channel(Status::default());
         let (ready, _) = watch::channel(0u64);
@@ -294,6 +312,7 @@ impl Chan {
             read_arrived: tokio::sync::Notify::new(),
             recent: Mutex::new(Recent { set: HashSet::new(), order: VecDeque::new() }),
             consumer,
+            stream,
             pulls: tokio::sync::OnceCell::new(),
             offer: Mutex::new(None),
             tasks: Vec::new(),
@@ -368,6 +387,11 @@ impl Chan {
         if let Some(o) = o {
             o.status(self.status());
         }
+    }
+
+    /// The subject of a buffered value (or Output placeholder) with id `id`.
+    pub(crate) fn value_subject(&self, id: &str) -> String {
+        format!("{}.{id}", self.subj_b)
     }
 
     /// The channel's status as last seen.
@@ -457,6 +481,41 @@ impl Chan {
     pub(crate) fn take_output(&self) -> bool {
         let o = lock(&self.offer).clone();
         o.is_some_and(|o| o.take_output())
+    }
+
+    /// Wins a waiting Output Alt of this process for a reader held (rendezvous) or a slot
+    /// reserved (buffered) for it, giving an Alt that announced itself just before registering
+    /// three more chances 1 ms apart.
+    pub(crate) async fn win_output(&self) -> bool {
+        for _ in 0..3 {
+            if self.take_output() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        self.take_output()
+    }
+
+    /// An Alt of this process starts (`up`) or stops waiting with an Output guard on this
+    /// channel; the channel's output pump (`rendezvous.rs`: claims readers; `reserve.rs`:
+    /// reserves slots) runs while any waits.
+    pub(crate) fn alt_out_demand(self: &Arc<Self>, up: bool) {
+        let mut r = lock(&self.reads);
+        if !up {
+            r.out_demand = r.out_demand.saturating_sub(1);
+            return;
+        }
+        r.out_demand += 1;
+        self.out_wake.notify_one();
+        if !r.out_pump_running {
+            r.out_pump_running = true;
+            let chan = Arc::clone(self);
+            if self.capacity == 0 {
+                tokio::spawn(crate::rendezvous::out_pump(chan));
+            } else {
+                tokio::spawn(crate::reserve::out_pump(chan));
+            }
+        }
     }
 
     /// Waits until the status satisfies `pred` (or forever if it never does).

@@ -59,6 +59,9 @@ pub struct Options {
     /// Testing hook: readers of this connection take values but never acknowledge them
     /// (simulates a process that dies between the two).
     pub hold_acks: bool,
+    /// Testing hook: an Output guard of this connection that fired sends nothing (simulates a
+    /// process that dies after its Alt chose the guard, before the value left).
+    pub drop_commits: bool,
 }
 
 impl Options {

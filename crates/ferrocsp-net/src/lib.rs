@@ -9,7 +9,7 @@
 //!   threads; every operation runs there as a task and the caller waits on an [`Op`].
 //! - [`Chan`]: one channel per name per connection (`conn.rs`, `chan.rs`); rendezvous
 //!   channels use request/reply (`rendezvous.rs`), buffered ones a JetStream work queue
-//!   (`buffered.rs`); poison and end counts live in a KV bucket with a broadcast subject
+//!   (`buffered.rs`, with slots reserved for Output guards in `reserve.rs`); poison and end counts live in a KV bucket with a broadcast subject
 //!   (`chan.rs`). The protocol is written down in the project's docs/design.md.
 //!
 //! ```no_run
@@ -30,6 +30,7 @@ mod conn;
 mod error;
 mod op;
 mod rendezvous;
+mod reserve;
 mod turn;
 
 use std::sync::Arc;
@@ -75,13 +76,14 @@ pub trait ChanOps {
     /// An Alt of this process starts (`up`) or stops waiting with this channel as a guard.
     fn alt_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError>;
     /// An Alt of this process starts (`up`) or stops waiting with an Output guard on this
-    /// (rendezvous) channel.
+    /// channel.
     fn alt_out_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError>;
     /// A selecting reader of this process that won hold `hold` takes its value (`None`: the
     /// writer released it; select again).
     fn alt_take(&self, conn: &Connection, hold: u64) -> Op<Option<Bytes>>;
-    /// Sends the value of a chosen Output guard to the reader held for it (call once per
-    /// Output guard of this process that fired).
+    /// Sends the value of a chosen Output guard to the reader held for it (rendezvous) or into
+    /// the slot reserved for it (buffered); call once per Output guard of this process that
+    /// fired.
     fn commit(&self, conn: &Connection, value: Bytes) -> Op<()>;
 }
 
@@ -130,15 +132,9 @@ impl ChanOps for Arc<Chan> {
     }
 
     fn alt_out_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError> {
-        if self.capacity != 0 {
-            return Err(NetError::Invalid(format!(
-                "Output guards on buffered networked channels are not supported ('{}')",
-                self.name
-            )));
-        }
         let rt = conn.runtime()?;
         let _in_rt = rt.enter();
-        rendezvous::alt_out_demand(self, up);
+        self.alt_out_demand(up);
         Ok(())
     }
 
@@ -150,6 +146,13 @@ impl ChanOps for Arc<Chan> {
     fn commit(&self, conn: &Connection, value: Bytes) -> Op<()> {
         let chan = Arc::clone(self);
         let won = rendezvous::take_won(&chan);
-        conn.spawn(move |c| rendezvous::commit(chan, value, won, c))
+        if chan.conn.opts.drop_commits {
+            return Op::ready(Ok(()));
+        }
+        if chan.capacity == 0 {
+            conn.spawn(move |c| rendezvous::commit(chan, value, won, c))
+        } else {
+            conn.spawn(move |c| reserve::commit(chan, value, won, c))
+        }
     }
 }

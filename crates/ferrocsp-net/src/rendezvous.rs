@@ -557,26 +557,11 @@ pub(crate) async fn alt_take(
     }
 }
 
-/// An Alt of this process starts (`up`) or stops waiting with an Output guard on this channel.
-pub(crate) fn alt_out_demand(chan: &Arc<Chan>, up: bool) {
-    let mut r = lock(&chan.reads);
-    if !up {
-        r.out_demand = r.out_demand.saturating_sub(1);
-        return;
-    }
-    r.out_demand += 1;
-    chan.out_wake.notify_one();
-    if !r.out_pump_running {
-        r.out_pump_running = true;
-        tokio::spawn(out_pump(Arc::clone(chan)));
-    }
-}
-
 /// Claims readers for the Output Alts of this process while any waits: a claim holds one
 /// reader somewhere; the pump then wins a waiting Alt (`take_output`, its one CAS) and tells it
 /// the hold, and the Alt sends its value there (`commit`); if no Alt wins, the hold is
 /// released at once. The value itself never leaves before its Alt chose it.
-async fn out_pump(chan: Arc<Chan>) {
+pub(crate) async fn out_pump(chan: Arc<Chan>) {
     let conn = &chan.conn;
     let mut turn = Turn::new(&chan);
     loop {
@@ -603,16 +588,7 @@ async fn out_pump(chan: Arc<Chan>) {
                         // Queued before the Alt can win, so the winner finds a hold when it
                         // wakes (whatever thread runs it, whenever).
                         lock(&chan.reads).won.push_back((subj, hold));
-                        // The Alt announced itself just before registering: give it a moment.
-                        let mut won = chan.take_output();
-                        for _ in 0..3 {
-                            if won {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                            won = chan.take_output();
-                        }
-                        if won {
+                        if chan.win_output().await {
                             turn.reset();
                             continue;
                         }

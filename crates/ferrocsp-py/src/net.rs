@@ -95,7 +95,7 @@ pub(crate) struct NetConnection {
 #[pyfunction]
 #[pyo3(signature = (url, *, user=None, password=None, token=None, nkey_seed=None, credentials=None,
     tls_ca=None, tls_cert=None, tls_key=None, tls_required=false, name=None, connect_timeout=5.0,
-    ack_timeout=5.0, reconnect_timeout=30.0, hold_acks=false))]
+    ack_timeout=5.0, reconnect_timeout=30.0, hold_acks=false, drop_commits=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn _net_connect(
     py: Python<'_>,
@@ -114,6 +114,7 @@ pub(crate) fn _net_connect(
     ack_timeout: f64,
     reconnect_timeout: f64,
     hold_acks: bool,
+    drop_commits: bool,
 ) -> PyResult<NetConnection> {
     let mut o = Options::new(url);
     o.user = user;
@@ -130,6 +131,7 @@ pub(crate) fn _net_connect(
     o.ack_timeout = secs("ack_timeout", ack_timeout)?;
     o.reconnect_timeout = secs("reconnect_timeout", reconnect_timeout)?;
     o.hold_acks = hold_acks;
+    o.drop_commits = drop_commits;
     let conn =
         py.detach(|| Connection::connect(o)).map_err(|e| net_err(py, e, OpName::Read, ""))?;
     Ok(NetConnection { conn: Arc::new(conn) })
@@ -170,8 +172,8 @@ pub(crate) struct NetChan {
 /// Hands network values to an Alt of this process: `try_write` into the local channel the
 /// Alt waits on succeeds only if the Alt is waiting and wins its selection cell, so the Alt
 /// decides once, exactly as between local channels. Output guards mirror it: the Alt waits
-/// as a writer of `out_local` and `try_read` wins it. Poison (and, for rendezvous, all
-/// writers / all readers retired) is mirrored onto the local channels so the Alt sees it.
+/// as a writer of `out_local` and `try_read` wins it. Poison, all readers retired and (for
+/// rendezvous) all writers retired are mirrored onto the local channels so the Alt sees it.
 struct PyOffer {
     local: ferrocsp::Channel<Py<PyAny>>,
     writer: Mutex<Option<ferrocsp::Writer<Py<PyAny>>>>,
@@ -224,7 +226,9 @@ impl Offer for PyOffer {
                     w.retire();
                 }
             }
-            if s.readers_retired && self.rendezvous {
+            // No reader left: an Output guard can never fire (a write would fail), whatever
+            // the capacity.
+            if s.readers_retired {
                 let r = self.out_reader.lock().unwrap_or_else(PoisonError::into_inner).take();
                 if let Some(r) = r {
                     r.retire();

@@ -273,10 +273,6 @@ class NetChannel(_Iterates):
 
     # --- Alt (Output guard) ----------------------------------------------------------------
     def _csp_alt_output(self, value: Any) -> tuple[Any, _OutToken]:
-        if self.capacity != 0:
-            raise NotImplementedError(
-                f"Output guards on buffered networked channels are not supported ('{self.name}')"
-            )
         data, ends = self._conn._encode(self, value)
         return self._core.alt_out_channel(), _OutToken(data, ends)
 

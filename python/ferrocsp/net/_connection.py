@@ -54,6 +54,7 @@ def connect(
     reconnect_timeout: float = 30.0,
     pickle_key: bytes | None = None,
     _hold_acks: bool = False,
+    _drop_commits: bool = False,
 ) -> Connection:
     """Connects to a NATS server with JetStream (``nats-server -js``).
 
@@ -102,6 +103,7 @@ def connect(
         ack_timeout=_num(ack_timeout, "ack_timeout"),
         reconnect_timeout=_num(reconnect_timeout, "reconnect_timeout"),
         hold_acks=bool(_hold_acks),
+        drop_commits=bool(_drop_commits),
     )
     return Connection(native, pickle_key)
 

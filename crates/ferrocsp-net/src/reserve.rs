@@ -1,0 +1,204 @@
+//! Output guards on buffered channels: a slot reserved with a placeholder, then filled with
+//! the value or given back.
+//!
+//! Every value of buffered channel `N` has a subject of its own, `ferrocsp.N.b.<id>`, and the
+//! stream keeps at most one message per subject (`max_msgs_per_subject = 1`). With
+//! discard-new, the server then stores a message on a subject that already holds one even when
+//! the stream is full: it replaces that message, and the count stays the same. A slot can
+//! therefore be held without its value:
+//!
+//! 1. While an Alt of this process waits with an Output guard on `N`, the *output pump*
+//!    publishes a **placeholder** (header `Csp-Slot`, no payload) on a fresh subject. The
+//!    server stores it only if there is room; "maximum messages exceeded" means full, and the
+//!    pump waits for a `ready` notice (or its backoff) as a writer does.
+//! 2. The pump queues the reservation `(subject, sequence)` in `reads.won`, then tries to win
+//!    a waiting Output Alt (`Chan::win_output`, the Alt's one CAS).
+//! 3. Won: the Alt publishes its value on the reservation's subject (**commit**), which
+//!    replaces the placeholder in its slot. Lost: the pump deletes the placeholder by its
+//!    sequence (**give back**) and publishes a `ready` notice for the slot it frees.
+//! 4. A read never returns a placeholder: it hands it back with a delay (NAK), so that by the
+//!    time it would come again it is gone (filled: the value is a new message; given back:
+//!    deleted). A placeholder older than `ack_timeout` (its writer died between 1 and 3) is
+//!    acknowledged by the reader that finds it, which frees its slot.
+//!
+//! Invariants:
+//! - A value leaves the process only after its Alt won; a placeholder carries none.
+//! - A placeholder holds one slot of the capacity while it exists and is never returned by a
+//!   read (readers skip it) nor counted as a value.
+//! - A committed value is stored exactly once (a re-sent commit keeps its `Nats-Msg-Id`): in
+//!   its reserved slot, replacing the placeholder, or, if a reader expired the placeholder
+//!   meanwhile, in any free slot; with none free, the commit waits for one like a write (the
+//!   Alt has already chosen: it cannot undo).
+//! - `reads.won` holds a reservation for every Output Alt that won and has not committed yet
+//!   (queued before the win is tried), so a winner never lacks one.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+
+use crate::chan::{lock, Chan};
+use crate::error::NetError;
+use crate::op::Cancel;
+use crate::turn::Turn;
+
+/// Marks a placeholder (a reserved slot without its value).
+pub(crate) const HDR_SLOT: &str = "Csp-Slot";
+
+/// How long a read hands a young placeholder back for: its Alt fills or gives it back within
+/// a round trip or two, so it is normally gone by then.
+const PASS_DELAY: Duration = Duration::from_millis(20);
+
+/// Tries of publishing a placeholder whose acknowledgement did not come (same id: stored once).
+const RESERVE_TRIES: usize = 3;
+
+/// Reserves slots for the Output Alts of this process while any waits (see the module doc).
+pub(crate) async fn out_pump(chan: Arc<Chan>) {
+    let mut turn = Turn::new(&chan);
+    loop {
+        {
+            let mut r = lock(&chan.reads);
+            if r.out_demand == 0 {
+                r.out_pump_running = false;
+                return;
+            }
+        }
+        let s = *turn.status.borrow_and_update();
+        turn.ready.borrow_and_update();
+        // Poisoned or no reader left: the Alt sees it through its token channel (the bindings
+        // mirror the status there); nothing to reserve.
+        if !(s.poisoned || s.readers_retired) {
+            if let Some(slot) = reserve(&chan).await {
+                // Queued before the Alt can win, so the winner finds a reservation.
+                lock(&chan.reads).won.push_back(slot);
+                if chan.win_output().await {
+                    turn.reset();
+                    continue;
+                }
+                // No winner: give one unused reservation back (this one, or an equivalent
+                // one if an earlier winner took this one meanwhile).
+                let back = lock(&chan.reads).won.pop_back();
+                if let Some((_, seq)) = back {
+                    give_back(&chan, seq).await;
+                }
+            }
+        }
+        tokio::select! {
+            () = chan.out_wake.notified() => {}
+            () = turn.next() => {}
+        }
+    }
+}
+
+/// Publishes a placeholder on a fresh subject: `(subject, stream sequence)`, or `None` if the
+/// buffer is full or the server did not answer.
+async fn reserve(chan: &Chan) -> Option<(String, u64)> {
+    let conn = &chan.conn;
+    let id = conn.new_id();
+    let subject = chan.value_subject(&id);
+    for _ in 0..RESERVE_TRIES {
+        let mut headers = HeaderMap::new();
+        headers.insert(HDR_SLOT, "1");
+        let publish = PublishMessage::build().headers(headers).message_id(id.as_str());
+        let acked = match conn.js.send_publish(subject.clone(), publish).await {
+            Ok(fut) => fut.await,
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(ack) => return Some((subject, ack.sequence)),
+            Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::TimedOut => {}
+            // Full, or no server: wait for the next notice or backoff.
+            Err(_) => return None,
+        }
+    }
+    // Unanswered three times: if it was stored after all, readers expire it (`pass_over`).
+    None
+}
+
+/// Deletes an unused placeholder and tells waiting writers a slot is free. A placeholder a
+/// reader already expired is simply not there any more.
+async fn give_back(chan: &Chan, seq: u64) {
+    if let Some(stream) = &chan.stream {
+        let _ = stream.delete_message(seq).await;
+    }
+    let _ = chan.conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
+}
+
+/// Sends a chosen Output guard's value into its reserved slot (`won`: the reservation's
+/// subject and sequence): a write on the reservation's subject, which replaces the
+/// placeholder (or, if it expired, takes a free slot, waiting for one if need be). Without a
+/// reservation (cannot happen: the pump queues one before it lets an Alt win) it is an
+/// ordinary write.
+pub(crate) async fn commit(
+    chan: Arc<Chan>,
+    payload: Bytes,
+    won: Option<(String, u64)>,
+    cancel: Cancel,
+) -> Result<(), NetError> {
+    let id = chan.conn.new_id();
+    let subject = match won {
+        Some((subject, _)) => subject,
+        None => chan.value_subject(&id),
+    };
+    crate::buffered::write_on(chan, payload, None, cancel, subject, id).await
+}
+
+/// Whether `m` is a placeholder (see the module doc).
+pub(crate) fn is_placeholder(m: &async_nats::Message) -> bool {
+    m.headers.as_ref().is_some_and(|h| h.get(HDR_SLOT).is_some())
+}
+
+/// A read found a placeholder: hands it back for `PASS_DELAY`, or frees its slot if its
+/// writer had `ack_timeout` to fill it and did not (it died).
+pub(crate) async fn pass_over(chan: &Chan, m: &async_nats::Message) {
+    let Some(reply) = m.reply.clone() else { return };
+    let expired = published_ns(&reply).is_some_and(|t| {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let age = u128::try_from(t).map_or(0, |t| now.saturating_sub(t));
+        age > chan.conn.opts.ack_timeout.as_nanos()
+    });
+    let client = &chan.conn.client;
+    if expired {
+        let _ = client.publish(reply, Bytes::from_static(b"+ACK")).await;
+        // A slot is free: a writer waiting on a full buffer need not wait for its backoff.
+        let _ = client.publish(chan.subj_ready.clone(), Bytes::new()).await;
+    } else {
+        let nak = format!("-NAK {{\"delay\":{}}}", PASS_DELAY.as_nanos());
+        let _ = client.publish(reply, Bytes::from(nak)).await;
+    }
+}
+
+/// When the server stored a delivered message (ns since the epoch), from its ack subject:
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`, or the newer form
+/// with a domain and an account hash before the stream (and possibly more tokens after).
+fn published_ns(reply: &str) -> Option<i128> {
+    let tokens: Vec<&str> = reply.strip_prefix("$JS.ACK.")?.split('.').collect();
+    let at = match tokens.len() {
+        7 => 5,
+        n if n >= 9 => 7,
+        _ => return None,
+    };
+    tokens.get(at)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::published_ns;
+
+    #[test]
+    fn the_store_time_is_read_from_both_ack_subject_forms() {
+        assert_eq!(
+            published_ns("$JS.ACK.S.C.1.42.7.1700000000000000000.3"),
+            Some(1_700_000_000_000_000_000)
+        );
+        assert_eq!(
+            published_ns("$JS.ACK._.HASH.S.C.2.42.7.1700000000000000001.0.tok"),
+            Some(1_700_000_000_000_000_001)
+        );
+        assert_eq!(published_ns("$JS.ACK.S.C.1.42"), None);
+        assert_eq!(published_ns("_INBOX.x"), None);
+        assert_eq!(published_ns("$JS.ACK.S.C.1.42.7.notanumber.3"), None);
+    }
+}
