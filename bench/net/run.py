@@ -14,7 +14,8 @@ Starts its own nats-server (scripts/nats.sh) with JetStream on 127.0.0.1, then m
   (no storage, no acks: an upper bound), raw JetStream by hand from Rust (one sequential
   writer and reader: the baseline with the same per-value round trips; pipelined and batched
   variants: what a buffered channel's rules forbid), and JetStream by hand with nats-py
-  (target: >= 100k msg/s; faster than nats-py).
+  (target: >= 100k msg/s; faster than nats-py); also values sent through an ``Output`` guard
+  of an Alt (reserve a slot, then fill it) against plain writes.
 
 Usage: ``python bench/net/run.py [--n N] [--conc K]`` (run ``bench/net/setup.sh`` once for nats-py).
 """
@@ -142,6 +143,22 @@ def ferrocsp_buffered_per_s(url: str, n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def ferrocsp_buffered_output_per_s(url: str, n: int) -> float:
+    """As ``ferrocsp_buffered_per_s``, but each value is sent by an Alt whose only ready guard
+    is an ``Output`` on the channel (reserve a slot, then send the value into it)."""
+    import ferrocsp as csp
+
+    with net.connect(url) as a:
+        w = a.channel("benchpybufout", 1000)
+        p = reader_process(url, "benchpybufout", 1000, n)
+        never = csp.Channel()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            csp.Alt(csp.Output(w, b"x"), never).select()
+        p.communicate(timeout=120)
+        return n / (time.perf_counter() - t0)
+
+
 def ferrocsp_buffered_conc_per_s(url: str, n: int, k: int) -> float:
     """``k`` asyncio writers here and ``k`` asyncio readers in another OS process, one
     connection each: every write still awaits its store, every read its confirmed ack."""
@@ -208,6 +225,7 @@ def main() -> None:
         rv_thread = ferrocsp_rendezvous_us(url, n, "thread")
         buf = ferrocsp_buffered_per_s(url, min(n, 5000))
         bufk = ferrocsp_buffered_conc_per_s(url, min(4 * n, 20000), k)
+        bufout = ferrocsp_buffered_output_per_s(url, min(n, 5000))
         # The baseline again, after the others: the machine's load drifts (other jobs share
         # it), so each raw figure is the better of the two runs.
         again = run_raw(url, n)
@@ -304,6 +322,11 @@ def main() -> None:
         ),
         buf_row("raw JetStream 1 sequential writer + 1 sequential reader (never full)", pair),
         buf_row(
+            "the same, one subject per value, one message per subject (a buffered channel's"
+            " layout)",
+            raw["js_pair_seq_per_value"]["value"],
+        ),
+        buf_row(
             "raw JetStream publish, 256 acks in flight (pipelined)",
             raw["js_pub_pipelined"]["value"],
         ),
@@ -318,6 +341,12 @@ def main() -> None:
             fr["buffered_conc_per_s"],
         ),
         buf_row("ferrocsp.net buffered, 1 writer + 1 reader (Python, 2 processes)", buf),
+        (
+            "ferrocsp.net buffered, 1 writer selecting an Output guard + 1 reader"
+            " (Python, 2 processes)",
+            f"{bufout:,.0f} msg/s",
+            f"{bufout / pair:.2f}x; {bufout / buf:.2f}x the plain writes",
+        ),
         buf_row(
             f"ferrocsp.net buffered, {k} asyncio writers + {k} asyncio readers"
             " (Python, 2 processes)",

@@ -299,18 +299,26 @@ fn read_values(url: String, name: &str, n: usize) -> Result<(), BoxErr> {
 }
 
 /// A work-queue stream like a buffered channel's (file storage, discard new, `max_msgs`), with
-/// a durable pull consumer with explicit acks; made fresh for each measurement.
-async fn wq_stream(
+/// a durable pull consumer with explicit acks; made fresh for each measurement. All values on
+/// `bench.<name>`; or, `per_value`, each on its own subject `bench.<name>.<id>` with one
+/// message per subject (a buffered channel's layout, which lets an Output guard reserve a slot).
+async fn wq_stream_layout(
     js: &jetstream::Context,
     name: &str,
     max_msgs: usize,
     storage: StorageType,
+    per_value: bool,
 ) -> Result<PullConsumer, BoxErr> {
     let _ = js.delete_stream(name).await;
     let stream = js
         .create_stream(stream::Config {
             name: name.to_owned(),
-            subjects: vec![format!("bench.{name}")],
+            subjects: vec![if per_value {
+                format!("bench.{name}.*")
+            } else {
+                format!("bench.{name}")
+            }],
+            max_messages_per_subject: if per_value { 1 } else { 0 },
             retention: stream::RetentionPolicy::WorkQueue,
             max_messages: i64::try_from(max_msgs)?,
             discard: stream::DiscardPolicy::New,
@@ -328,6 +336,15 @@ async fn wq_stream(
         })
         .await?;
     Ok(consumer)
+}
+
+async fn wq_stream(
+    js: &jetstream::Context,
+    name: &str,
+    max_msgs: usize,
+    storage: StorageType,
+) -> Result<PullConsumer, BoxErr> {
+    wq_stream_layout(js, name, max_msgs, storage, false).await
 }
 
 fn per_s(m: usize, t0: Instant) -> f64 {
@@ -426,6 +443,43 @@ impl Lean {
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
 
+/// One sequential writer and one sequential reader (on `other`) at once, by hand. The stream
+/// never fills (a full one would measure the writer's wait for a slot, not the round trips).
+async fn pair(
+    js: &jetstream::Context,
+    other: &async_nats::Client,
+    name: &str,
+    m: usize,
+    per_value: bool,
+) -> Result<f64, BoxErr> {
+    let mut c = wq_stream_layout(js, name, m * 2, StorageType::File, per_value).await?;
+    let t0 = Instant::now();
+    let mut lean = Lean::new(other, &mut c).await?;
+    let reader = tokio::spawn(async move {
+        for _ in 0..m {
+            lean.pull1().await?;
+        }
+        Ok::<(), BoxErr>(())
+    });
+    for i in 0..m {
+        let subj = if per_value { format!("bench.{name}.q{i}") } else { format!("bench.{name}") };
+        loop {
+            let msg = PublishMessage::build().payload("x".into()).message_id(format!("q{i}"));
+            match js.send_publish(subj.clone(), msg).await?.await {
+                Ok(_) => break,
+                Err(e) if e.to_string().contains("maximum messages") => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    reader.await??;
+    let per_s = per_s(m, t0);
+    let _ = js.delete_stream(name).await;
+    Ok(per_s)
+}
+
 /// Raw JetStream, by hand: the round trips that bound one sequential writer and reader of a
 /// buffered channel, and what pipelining and batching (which a buffered channel's rules
 /// forbid across the reader side) would give.
@@ -463,35 +517,9 @@ async fn js_baselines(
     out.push(("js_pull1_ack2_lean".to_owned(), per_s(m, t0)));
 
     // A writer and a reader at once, each sequential: a buffered channel's pair, done by hand
-    // (reader on its own connection). The stream never fills (a full one would measure the
-    // writer's wait for a slot instead of the round trips).
-    let name = "RAWB_pair";
-    let subj = format!("bench.{name}");
-    let mut c = wq_stream(&js, name, m * 2, StorageType::File).await?;
-    let t0 = Instant::now();
-    let reader_client = other.clone();
-    let mut lean = Lean::new(&reader_client, &mut c).await?;
-    let reader = tokio::spawn(async move {
-        for _ in 0..m {
-            lean.pull1().await?;
-        }
-        Ok::<(), BoxErr>(())
-    });
-    for i in 0..m {
-        loop {
-            let msg = PublishMessage::build().payload("x".into()).message_id(format!("q{i}"));
-            match js.send_publish(subj.clone(), msg).await?.await {
-                Ok(_) => break,
-                Err(e) if e.to_string().contains("maximum messages") => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    reader.await??;
-    out.push(("js_pair_seq".to_owned(), per_s(m, t0)));
-    let _ = js.delete_stream(name).await;
+    // (reader on its own connection), on one subject and with a subject per value.
+    out.push(("js_pair_seq".to_owned(), pair(&js, other, "RAWB_pair", m, false).await?));
+    out.push(("js_pair_seq_per_value".to_owned(), pair(&js, other, "RAWB_pairv", m, true).await?));
 
     // Pipelined publishing (256 acks outstanding) and batched consuming (pull 256, ack each,
     // confirm the last): the bound without per-value round trips.

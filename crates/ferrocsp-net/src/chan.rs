@@ -87,6 +87,11 @@ pub(crate) struct Reads {
     pub(crate) holds: HashMap<u64, Hold>,
     /// Alt selections of this process waiting with an Output guard on this channel.
     pub(crate) out_demand: usize,
+    /// Output Alts the pump won that have not withdrawn their demand yet (they are committing,
+    /// not waiting): the pump serves `out_demand - out_won` Alts. Lowered by every withdrawal,
+    /// so it never exceeds the winners still counted in `out_demand` and the pump never
+    /// under-serves a waiting Alt (it may at worst make one try too many).
+    pub(crate) out_won: usize,
     /// Whether the output pump (claims for those Alts) is running.
     pub(crate) out_pump_running: bool,
     /// Holds won for Output Alts of this process and not yet used: `(direct subject, hold)`.
@@ -487,13 +492,31 @@ impl Chan {
     /// reserved (buffered) for it, giving an Alt that announced itself just before registering
     /// three more chances 1 ms apart.
     pub(crate) async fn win_output(&self) -> bool {
-        for _ in 0..3 {
+        for i in 0..4 {
+            if i > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            // Counted before the CAS: a winner may withdraw its demand (and lower `out_won`)
+            // before `take_output` even returns here.
+            lock(&self.reads).out_won += 1;
             if self.take_output() {
                 return true;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            let mut r = lock(&self.reads);
+            r.out_won = r.out_won.saturating_sub(1);
         }
-        self.take_output()
+        false
+    }
+
+    /// Whether an Output Alt of this process waits for the pump; if none does, the pump stops
+    /// (under the same lock as `alt_out_demand`, which restarts it).
+    pub(crate) fn out_pump_goes_on(&self) -> bool {
+        let mut r = lock(&self.reads);
+        if r.out_demand > r.out_won {
+            return true;
+        }
+        r.out_pump_running = false;
+        false
     }
 
     /// An Alt of this process starts (`up`) or stops waiting with an Output guard on this
@@ -503,6 +526,7 @@ impl Chan {
         let mut r = lock(&self.reads);
         if !up {
             r.out_demand = r.out_demand.saturating_sub(1);
+            r.out_won = r.out_won.saturating_sub(1);
             return;
         }
         r.out_demand += 1;

@@ -565,12 +565,8 @@ pub(crate) async fn out_pump(chan: Arc<Chan>) {
     let conn = &chan.conn;
     let mut turn = Turn::new(&chan);
     loop {
-        {
-            let mut r = lock(&chan.reads);
-            if r.out_demand == 0 {
-                r.out_pump_running = false;
-                return;
-            }
+        if !chan.out_pump_goes_on() {
+            return;
         }
         let s = *turn.status.borrow_and_update();
         turn.ready.borrow_and_update();

@@ -58,12 +58,8 @@ const RESERVE_TRIES: usize = 3;
 pub(crate) async fn out_pump(chan: Arc<Chan>) {
     let mut turn = Turn::new(&chan);
     loop {
-        {
-            let mut r = lock(&chan.reads);
-            if r.out_demand == 0 {
-                r.out_pump_running = false;
-                return;
-            }
+        if !chan.out_pump_goes_on() {
+            return;
         }
         let s = *turn.status.borrow_and_update();
         turn.ready.borrow_and_update();
