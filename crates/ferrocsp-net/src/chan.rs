@@ -488,60 +488,6 @@ impl Chan {
         o.is_some_and(|o| o.take_output())
     }
 
-    /// Wins a waiting Output Alt of this process for a reader held (rendezvous) or a slot
-    /// reserved (buffered) for it, giving an Alt that announced itself just before registering
-    /// three more chances 1 ms apart.
-    pub(crate) async fn win_output(&self) -> bool {
-        for i in 0..4 {
-            if i > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-            // Counted before the CAS: a winner may withdraw its demand (and lower `out_won`)
-            // before `take_output` even returns here.
-            lock(&self.reads).out_won += 1;
-            if self.take_output() {
-                return true;
-            }
-            let mut r = lock(&self.reads);
-            r.out_won = r.out_won.saturating_sub(1);
-        }
-        false
-    }
-
-    /// Whether an Output Alt of this process waits for the pump; if none does, the pump stops
-    /// (under the same lock as `alt_out_demand`, which restarts it).
-    pub(crate) fn out_pump_goes_on(&self) -> bool {
-        let mut r = lock(&self.reads);
-        if r.out_demand > r.out_won {
-            return true;
-        }
-        r.out_pump_running = false;
-        false
-    }
-
-    /// An Alt of this process starts (`up`) or stops waiting with an Output guard on this
-    /// channel; the channel's output pump (`rendezvous.rs`: claims readers; `reserve.rs`:
-    /// reserves slots) runs while any waits.
-    pub(crate) fn alt_out_demand(self: &Arc<Self>, up: bool) {
-        let mut r = lock(&self.reads);
-        if !up {
-            r.out_demand = r.out_demand.saturating_sub(1);
-            r.out_won = r.out_won.saturating_sub(1);
-            return;
-        }
-        r.out_demand += 1;
-        self.out_wake.notify_one();
-        if !r.out_pump_running {
-            r.out_pump_running = true;
-            let chan = Arc::clone(self);
-            if self.capacity == 0 {
-                tokio::spawn(crate::rendezvous::out_pump(chan));
-            } else {
-                tokio::spawn(crate::reserve::out_pump(chan));
-            }
-        }
-    }
-
     /// Waits until the status satisfies `pred` (or forever if it never does).
     pub(crate) async fn wait_status(
         rx: &mut watch::Receiver<Status>,

@@ -29,6 +29,7 @@ mod chan;
 mod conn;
 mod error;
 mod op;
+mod out_pump;
 mod rendezvous;
 mod reserve;
 mod turn;
@@ -134,7 +135,7 @@ impl ChanOps for Arc<Chan> {
     fn alt_out_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError> {
         let rt = conn.runtime()?;
         let _in_rt = rt.enter();
-        self.alt_out_demand(up);
+        out_pump::alt_out_demand(self, up);
         Ok(())
     }
 
@@ -145,7 +146,7 @@ impl ChanOps for Arc<Chan> {
 
     fn commit(&self, conn: &Connection, value: Bytes) -> Op<()> {
         let chan = Arc::clone(self);
-        let won = rendezvous::take_won(&chan);
+        let won = out_pump::take_won(&chan);
         if chan.conn.opts.drop_commits {
             return Op::ready(Ok(()));
         }

@@ -17,8 +17,8 @@
 //!   for one if none is there: a reader in a loop is about to ask again), else offered to a
 //!   waiting Alt of the process (`Offer`), then answered `+`.
 //!   An id seen recently is answered `+` again without delivering (its first reply was lost).
-//! - Output guards (an Alt of this process offering a value): the *output pump* sends a
-//!   claim (`Csp-Claim`, no value) on `ferrocsp.N.w`; the reader process holds its oldest
+//! - Output guards (an Alt of this process offering a value): the *output pump*
+//!   (`out_pump.rs`) sends a claim (`Csp-Claim`, no value) on `ferrocsp.N.w`; the reader process holds its oldest
 //!   waiting read, or commits a waiting input Alt with a hold marker (its one CAS), and answers
 //!   `R <its direct subject ferrocsp.N.d.<prefix>> <hold>` (or `-`). The pump queues the hold
 //!   in `reads.won`, then tries to win a waiting Output Alt (`Offer::take_output`, the writer's
@@ -557,62 +557,44 @@ pub(crate) async fn alt_take(
     }
 }
 
-/// Claims readers for the Output Alts of this process while any waits: a claim holds one
-/// reader somewhere; the pump then wins a waiting Alt (`take_output`, its one CAS) and tells it
-/// the hold, and the Alt sends its value there (`commit`); if no Alt wins, the hold is
-/// released at once. The value itself never leaves before its Alt chose it.
-pub(crate) async fn out_pump(chan: Arc<Chan>) {
+/// What a claim got (see the module doc).
+pub(crate) enum Claimed {
+    /// A reader held for us: `(its direct subject, hold)`.
+    Hold((String, u64)),
+    /// No reader to hold now (`-`, no responders, or a reply without a hold): wait.
+    Wait,
+    /// The claim went unanswered for `ack_timeout`: claim again at once.
+    Again,
+}
+
+/// Sends a claim (no value) on `ferrocsp.N.w`: the reader process that gets it holds a
+/// waiting read or input Alt for us.
+pub(crate) async fn claim_reader(chan: &Chan) -> Claimed {
     let conn = &chan.conn;
-    let mut turn = Turn::new(&chan);
-    loop {
-        if !chan.out_pump_goes_on() {
-            return;
-        }
-        let s = *turn.status.borrow_and_update();
-        turn.ready.borrow_and_update();
-        if !(s.poisoned || s.readers_retired) {
-            let mut headers = HeaderMap::new();
-            headers.insert(HDR_CLAIM, "1");
-            let req = Request::new().headers(headers).timeout(Some(conn.opts.ack_timeout));
-            match conn.client.send_request(chan.subj_w.clone(), req).await {
-                Ok(msg) if msg.payload.first() == Some(&b'R') => {
-                    let text = std::str::from_utf8(&msg.payload).unwrap_or("");
-                    let mut parts = text.split(' ').skip(1);
-                    let subj = parts.next().unwrap_or("").to_owned();
-                    let hold = parts.next().and_then(|h| h.parse::<u64>().ok());
-                    if let Some(hold) = hold.filter(|_| !subj.is_empty()) {
-                        // Queued before the Alt can win, so the winner finds a hold when it
-                        // wakes (whatever thread runs it, whenever).
-                        lock(&chan.reads).won.push_back((subj, hold));
-                        if chan.win_output().await {
-                            turn.reset();
-                            continue;
-                        }
-                        // No winner: give back one unused hold (this one, or an equivalent one
-                        // if an earlier winner took this one meanwhile).
-                        let back = lock(&chan.reads).won.pop_back();
-                        if let Some((subj, hold)) = back {
-                            let mut h = HeaderMap::new();
-                            h.insert(HDR_RELEASE, hold.to_string().as_str());
-                            let _ = conn.client.publish_with_headers(subj, h, Bytes::new()).await;
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == async_nats::client::RequestErrorKind::TimedOut => continue,
-                Err(_) => {}
+    let mut headers = HeaderMap::new();
+    headers.insert(HDR_CLAIM, "1");
+    let req = Request::new().headers(headers).timeout(Some(conn.opts.ack_timeout));
+    match conn.client.send_request(chan.subj_w.clone(), req).await {
+        Ok(msg) if msg.payload.first() == Some(&b'R') => {
+            let text = std::str::from_utf8(&msg.payload).unwrap_or("");
+            let mut parts = text.split(' ').skip(1);
+            let subj = parts.next().unwrap_or("").to_owned();
+            let hold = parts.next().and_then(|h| h.parse::<u64>().ok());
+            match hold.filter(|_| !subj.is_empty()) {
+                Some(hold) => Claimed::Hold((subj, hold)),
+                None => Claimed::Wait,
             }
         }
-        tokio::select! {
-            () = chan.out_wake.notified() => {}
-            () = turn.next() => {}
-        }
+        Err(e) if e.kind() == async_nats::client::RequestErrorKind::TimedOut => Claimed::Again,
+        _ => Claimed::Wait,
     }
 }
 
-/// Takes a hold won for an Output Alt of this process (see `Reads::won`).
-pub(crate) fn take_won(chan: &Chan) -> Option<(String, u64)> {
-    lock(&chan.reads).won.pop_front()
+/// Gives an unused hold back (`Csp-Release` to the reader's direct subject).
+pub(crate) async fn release_claim(chan: &Chan, (subj, hold): (String, u64)) {
+    let mut h = HeaderMap::new();
+    h.insert(HDR_RELEASE, hold.to_string().as_str());
+    let _ = chan.conn.client.publish_with_headers(subj, h, Bytes::new()).await;
 }
 
 /// Sends a chosen Output guard's value to the reader held for it (`won`: direct subject and

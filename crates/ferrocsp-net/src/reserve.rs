@@ -8,11 +8,11 @@
 //! therefore be held without its value:
 //!
 //! 1. While an Alt of this process waits with an Output guard on `N`, the *output pump*
-//!    publishes a **placeholder** (header `Csp-Slot`, no payload) on a fresh subject. The
+//!    (`out_pump.rs`) publishes a **placeholder** (header `Csp-Slot`, no payload) on a fresh subject. The
 //!    server stores it only if there is room; "maximum messages exceeded" means full, and the
 //!    pump waits for a `ready` notice (or its backoff) as a writer does.
 //! 2. The pump queues the reservation `(subject, sequence)` in `reads.won`, then tries to win
-//!    a waiting Output Alt (`Chan::win_output`, the Alt's one CAS).
+//!    a waiting Output Alt (the Alt's one CAS).
 //! 3. Won: the Alt publishes its value on the reservation's subject (**commit**), which
 //!    replaces the placeholder in its slot. Lost: the pump deletes the placeholder by its
 //!    sequence (**give back**) and publishes a `ready` notice for the slot it frees.
@@ -39,10 +39,9 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use crate::chan::{lock, Chan};
+use crate::chan::Chan;
 use crate::error::NetError;
 use crate::op::Cancel;
-use crate::turn::Turn;
 
 /// Marks a placeholder (a reserved slot without its value).
 pub(crate) const HDR_SLOT: &str = "Csp-Slot";
@@ -54,43 +53,9 @@ const PASS_DELAY: Duration = Duration::from_millis(20);
 /// Tries of publishing a placeholder whose acknowledgement did not come (same id: stored once).
 const RESERVE_TRIES: usize = 3;
 
-/// Reserves slots for the Output Alts of this process while any waits (see the module doc).
-pub(crate) async fn out_pump(chan: Arc<Chan>) {
-    let mut turn = Turn::new(&chan);
-    loop {
-        if !chan.out_pump_goes_on() {
-            return;
-        }
-        let s = *turn.status.borrow_and_update();
-        turn.ready.borrow_and_update();
-        // Poisoned or no reader left: the Alt sees it through its token channel (the bindings
-        // mirror the status there); nothing to reserve.
-        if !(s.poisoned || s.readers_retired) {
-            if let Some(slot) = reserve(&chan).await {
-                // Queued before the Alt can win, so the winner finds a reservation.
-                lock(&chan.reads).won.push_back(slot);
-                if chan.win_output().await {
-                    turn.reset();
-                    continue;
-                }
-                // No winner: give one unused reservation back (this one, or an equivalent
-                // one if an earlier winner took this one meanwhile).
-                let back = lock(&chan.reads).won.pop_back();
-                if let Some((_, seq)) = back {
-                    give_back(&chan, seq).await;
-                }
-            }
-        }
-        tokio::select! {
-            () = chan.out_wake.notified() => {}
-            () = turn.next() => {}
-        }
-    }
-}
-
 /// Publishes a placeholder on a fresh subject: `(subject, stream sequence)`, or `None` if the
 /// buffer is full or the server did not answer.
-async fn reserve(chan: &Chan) -> Option<(String, u64)> {
+pub(crate) async fn reserve(chan: &Chan) -> Option<(String, u64)> {
     let conn = &chan.conn;
     let id = conn.new_id();
     let subject = chan.value_subject(&id);
@@ -115,7 +80,7 @@ async fn reserve(chan: &Chan) -> Option<(String, u64)> {
 
 /// Deletes an unused placeholder and tells waiting writers a slot is free. A placeholder a
 /// reader already expired is simply not there any more.
-async fn give_back(chan: &Chan, seq: u64) {
+pub(crate) async fn give_back(chan: &Chan, (_, seq): (String, u64)) {
     if let Some(stream) = &chan.stream {
         let _ = stream.delete_message(seq).await;
     }
