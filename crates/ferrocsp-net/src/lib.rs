@@ -9,8 +9,9 @@
 //!   threads; every operation runs there as a task and the caller waits on an [`Op`].
 //! - [`Chan`]: one channel per name per connection (`conn.rs`, `chan.rs`); rendezvous
 //!   channels use request/reply (`rendezvous.rs`), buffered ones a JetStream work queue
-//!   (`buffered.rs`, with slots reserved for Output guards in `reserve.rs`); poison and end counts live in a KV bucket with a broadcast subject
-//!   (`chan.rs`). The protocol is written down in the project's docs/design.md.
+//!   (`buffered.rs`, with slots reserved for Output guards in `reserve.rs`); Output guards of
+//!   both kinds are served by `out_pump.rs`; poison and end counts live in a KV bucket with a
+//!   broadcast subject (`chan.rs`). The protocol is written down in the project's docs/design.md.
 //!
 //! ```no_run
 //! use ferrocsp_net::{ChanOps, Connection, Options};

@@ -18,9 +18,9 @@
 //!   waiting Alt of the process (`Offer`), then answered `+`.
 //!   An id seen recently is answered `+` again without delivering (its first reply was lost).
 //! - Output guards (an Alt of this process offering a value): the *output pump*
-//!   (`out_pump.rs`) sends a claim (`Csp-Claim`, no value) on `ferrocsp.N.w`; the reader process holds its oldest
-//!   waiting read, or commits a waiting input Alt with a hold marker (its one CAS), and answers
-//!   `R <its direct subject ferrocsp.N.d.<prefix>> <hold>` (or `-`). The pump queues the hold
+//!   (`out_pump.rs`) sends a claim (`Csp-Claim`, no value) on `ferrocsp.N.w`; the reader
+//!   process holds its oldest waiting read, or commits a waiting input Alt with a hold marker
+//!   (its one CAS), and answers `R <its direct subject ferrocsp.N.d.<prefix>> <hold>` (or `-`). The pump queues the hold
 //!   in `reads.won`, then tries to win a waiting Output Alt (`Offer::take_output`, the writer's
 //!   one CAS); the winner takes a queued hold and sends its value there (`Csp-Hold`); with no
 //!   winner, one queued hold is released (`Csp-Release`). Holds expire after `ack_timeout`.

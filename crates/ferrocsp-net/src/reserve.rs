@@ -8,9 +8,9 @@
 //! therefore be held without its value:
 //!
 //! 1. While an Alt of this process waits with an Output guard on `N`, the *output pump*
-//!    (`out_pump.rs`) publishes a **placeholder** (header `Csp-Slot`, no payload) on a fresh subject. The
-//!    server stores it only if there is room; "maximum messages exceeded" means full, and the
-//!    pump waits for a `ready` notice (or its backoff) as a writer does.
+//!    (`out_pump.rs`) publishes a **placeholder** (header `Csp-Slot`, no payload) on a fresh
+//!    subject. The server stores it only if there is room; "maximum messages exceeded" means
+//!    full, and the pump waits for a `ready` notice (or its backoff) as a writer does.
 //! 2. The pump queues the reservation `(subject, sequence)` in `reads.won`, then tries to win
 //!    a waiting Output Alt (the Alt's one CAS).
 //! 3. Won: the Alt publishes its value on the reservation's subject (**commit**), which
