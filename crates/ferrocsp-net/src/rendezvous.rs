@@ -20,10 +20,10 @@
 //! - Output guards (an Alt of this process offering a value): the *output pump*
 //!   (`out_pump.rs`) sends a claim (`Csp-Claim`, no value) on `ferrocsp.N.w`; the reader
 //!   process holds its oldest waiting read, or commits a waiting input Alt with a hold marker
-//!   (its one CAS), and answers `R <its direct subject ferrocsp.N.d.<prefix>> <hold>` (or `-`). The pump queues the hold
-//!   in `reads.won`, then tries to win a waiting Output Alt (`Offer::take_output`, the writer's
-//!   one CAS); the winner takes a queued hold and sends its value there (`Csp-Hold`); with no
-//!   winner, one queued hold is released (`Csp-Release`). Holds expire after `ack_timeout`.
+//!   (its one CAS), and answers `R <its direct subject ferrocsp.N.d.<prefix>> <hold>` (or
+//!   `-`). The pump queues the hold in `reads.won`, then tries to win a waiting Output Alt
+//!   (`Offer::take_output`, the writer's one CAS); the winner takes a queued hold and sends its
+//!   value there (`Csp-Hold`); with no winner, one queued hold is released (`Csp-Release`). Holds expire after `ack_timeout`.
 //!   docs/design.md has the state machine.
 //!
 //! Invariants:
