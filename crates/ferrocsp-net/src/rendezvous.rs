@@ -23,8 +23,8 @@
 //!   (its one CAS), and answers `R <its direct subject ferrocsp.N.d.<prefix>> <hold>` (or
 //!   `-`). The pump queues the hold in `reads.won`, then tries to win a waiting Output Alt
 //!   (`Offer::take_output`, the writer's one CAS); the winner takes a queued hold and sends its
-//!   value there (`Csp-Hold`); with no winner, one queued hold is released (`Csp-Release`). Holds expire after `ack_timeout`.
-//!   docs/design.md has the state machine.
+//!   value there (`Csp-Hold`); with no winner, one queued hold is released (`Csp-Release`).
+//!   Holds expire after `ack_timeout`. docs/design.md has the state machine.
 //!
 //! Invariants:
 //! - A value is taken by at most one read: the hand-off pops the read from `reads.pending`
