@@ -298,11 +298,13 @@ async def selects_input(k: Kit, rin: Any) -> Any:
     return await k.select(csp.Alt(rin, csp.Timeout(30)))
 
 
-def test_output_guard_on_every_backend(k: Kit, nats: NatsServer) -> None:
+@pytest.mark.parametrize("capacity", [0, 1])
+def test_output_guard_on_every_backend(k: Kit, nats: NatsServer, capacity: int) -> None:
+    """Rendezvous, and buffered (test_net_alt_output_buffered.py has the rest of those)."""
     n = name()
     with net.connect(nats.url) as c, net.connect(nats.url) as r:
-        ch = c.channel(n)
-        rin, w = r.channel(n).reader(), ch.writer()  # held: a dropped end retires
+        ch = c.channel(n, capacity)
+        rin, w = r.channel(n, capacity).reader(), ch.writer()  # held: a dropped end retires
         reader = Background(rin.read, timeout=30)
         assert k.run(offers, csp.Output(w, [k.backend]), csp.Channel())
         assert reader.join() == [k.backend]

@@ -20,7 +20,6 @@ import pytest
 
 import ferrocsp as csp
 import ferrocsp.net as net
-from _kit import Kit
 from _nats import (  # noqa: F401 - nats_fixture is the fixture "nats"
     NatsServer,
     nats_fixture,
@@ -271,30 +270,6 @@ def test_a_slot_reserved_by_a_process_killed_after_choosing_is_freed(nats: NatsS
         assert ch.read(timeout=30) == "after"  # never the placeholder, never "lost"
         writer.join()
         assert drain(ch) == []
-
-
-# --- every backend (the Alt's process) ---------------------------------------------------------
-async def offers(k: Kit, out: csp.Output, never: csp.Channel) -> Any:
-    g, _ = await k.select(csp.Alt(never, out))
-    return g is out
-
-
-async def selects_input(k: Kit, rin: Any) -> Any:
-    return await k.select(csp.Alt(rin, csp.Timeout(30)))
-
-
-def test_output_guard_on_every_backend(k: Kit, nats: NatsServer) -> None:
-    n = name()
-    with net.connect(nats.url) as c, net.connect(nats.url) as r:
-        ch = c.channel(n, 1)
-        rin, w = r.channel(n, 1).reader(), ch.writer()  # held: a dropped end retires
-        assert k.run(offers, csp.Output(w, [k.backend]), csp.Channel())
-        assert rin.read(timeout=30) == [k.backend]
-        # The reader selecting on this backend, the writer selecting in a thread.
-        sel = k.spawn(selects_input, rin)
-        out = csp.Output(ch, "x")
-        assert csp.Alt(out, csp.Timeout(30)).select()[0] is out
-        assert sel.join() == (rin, "x")
 
 
 def test_a_stream_with_the_old_one_subject_layout_is_refused_by_name(nats: NatsServer) -> None:
