@@ -136,11 +136,17 @@ def announce_when_joining():
 """
 
 
+#: Puts SIGINT back to Python's default in a child: a runner started in the background (`cmd &`
+#: in a shell without job control, nohup) passes SIGINT on ignored, and Python then never
+#: raises KeyboardInterrupt; these tests are about what Ctrl-C does at a terminal.
+CTRL_C_AS_AT_A_TERMINAL = "import signal as _s; _s.signal(_s.SIGINT, _s.default_int_handler)\n"
+
+
 def interrupt_child(code: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Runs ``python -c code``, waits until it prints "ready" (it does so once blocked), sends
     SIGINT, and returns (returncode, stdout, stderr); fails if it does not exit within 10 s."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", CTRL_C_AS_AT_A_TERMINAL + code],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
