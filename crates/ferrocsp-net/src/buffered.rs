@@ -1,12 +1,15 @@
 //! Buffered channels (capacity > 0) over a JetStream work-queue stream.
 //!
-//! Channel `N` with capacity `k` is the stream `FERROCSP_N` on subject `ferrocsp.N.b`:
+//! Channel `N` with capacity `k` is the stream `FERROCSP_N` on subjects `ferrocsp.N.b.*`:
 //! work-queue retention, `max_msgs = k`, discard new (the server refuses a value beyond the
-//! capacity, for every writer on every machine), file storage (values survive a server
-//! restart), a 2-minute duplicate window. Readers share the durable pull consumer `readers`
-//! (explicit acks, `ack_wait = ack_timeout`, redelivery without limit).
+//! capacity, for every writer on every machine), one message per subject (each value has its
+//! own subject `ferrocsp.N.b.<id>`, which lets an Output guard reserve a slot: `reserve.rs`),
+//! file storage (values survive a server restart), a 2-minute duplicate window. Readers share
+//! the durable pull consumer `readers` (explicit acks, `ack_wait = ack_timeout`, redelivery
+//! without limit).
 //!
-//! - A write publishes with `Nats-Msg-Id` (unique per value, kept across re-sends) and waits
+//! - A write publishes on a fresh subject with `Nats-Msg-Id` (unique per value, kept across
+//!   re-sends) and waits
 //!   for the stream's acknowledgement. "Maximum messages exceeded" means full: it waits for a
 //!   notice on `ferrocsp.N.ready` (a reader freed a slot; 1 ms to 100 ms backoff as a safety
 //!   net) and publishes again. A lost acknowledgement is re-sent with the same id and
@@ -19,7 +22,8 @@
 //!   client's shared reply inbox, so a read costs its two round trips and no subscriptions.
 //!
 //! Invariants:
-//! - The stream holds at most `k` values (server enforced); each value is delivered to readers
+//! - The stream holds at most `k` values and Output placeholders together (server enforced);
+//!   a placeholder is never returned by a read. Each value is delivered to readers
 //!   until one acknowledges it, and a confirmed ack removes it, so it is returned by exactly
 //!   one read among the readers that survive.
 //! - A read only pulls while it waits: no value is prefetched into a process that is not
