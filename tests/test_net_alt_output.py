@@ -17,7 +17,7 @@ import ferrocsp as csp
 import ferrocsp.net as net
 from _kit import Kit
 from _nats import NatsServer, nats_fixture, spawn  # noqa: F401 - nats_fixture is the fixture 'nats'
-from _support import Background
+from _support import Background, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -182,12 +182,25 @@ def test_output_delivered_iff_chosen_under_contention_long(
     _contend(nats, selecting_reader, 1000)
 
 
-def test_poison_wakes_a_blocked_output_alt(nats: NatsServer) -> None:
+def fill(ch: Any) -> None:
+    """Keeps an Output guard on ``ch`` from firing: a rendezvous channel without a reader
+    already cannot; a buffered one is filled."""
+    if ch.capacity:
+        for _ in range(ch.capacity):
+            ch.write("fills it")
+
+
+CAPACITIES = pytest.mark.parametrize("capacity", [0, 1], ids=["rendezvous", "buffered"])
+
+
+@CAPACITIES
+def test_poison_wakes_a_blocked_output_alt(nats: NatsServer, capacity: int) -> None:
     n = name()
     with net.connect(nats.url) as c, net.connect(nats.url) as other:
-        ch = c.channel(n)
+        ch = c.channel(n, capacity)
+        fill(ch)
         sel = Background(lambda: csp.Alt(csp.Output(ch, 1), csp.Channel()).select())
-        other.channel(n).poison()
+        other.channel(n, capacity).poison()
         with pytest.raises(csp.ChannelPoisoned):
             sel.join()
         # Chosen at once when already poisoned, and never delivered.
@@ -195,11 +208,17 @@ def test_poison_wakes_a_blocked_output_alt(nats: NatsServer) -> None:
             csp.Alt(csp.Output(ch, 2), csp.Timeout(30)).select()
 
 
-def test_retired_readers_remove_the_output_guard(nats: NatsServer) -> None:
+@CAPACITIES
+def test_retired_readers_remove_the_output_guard(nats: NatsServer, capacity: int) -> None:
     n = name()
     with net.connect(nats.url) as c, net.connect(nats.url) as other:
-        ch = c.channel(n)
-        other.channel(n).reader().retire()
+        ch = c.channel(n, capacity)
+        other.channel(n, capacity).reader().retire()
+        if capacity:
+            # The retire reaches this connection by broadcast; a buffered write (or Output)
+            # made before it arrives still stores its value, as between local threads a write
+            # just before the retire would. (A rendezvous Output needs a reader anyway.)
+            wait_until(lambda: ch._core.status()[2], what="the readers' retire seen here")
         g, _ = csp.Alt(csp.Output(ch, 1), csp.Timeout(0.2)).select()
         assert isinstance(g, csp.Timeout)
         with pytest.raises(csp.ChannelRetired):
@@ -217,10 +236,12 @@ def test_retire_wakes_a_blocked_output_alt(nats: NatsServer) -> None:
             sel.join()
 
 
-def test_an_end_in_an_unchosen_output_is_not_counted(nats: NatsServer) -> None:
+@CAPACITIES
+def test_an_end_in_an_unchosen_output_is_not_counted(nats: NatsServer, capacity: int) -> None:
     n, data = name(), name()
     with net.connect(nats.url) as c:
-        ch, d = c.channel(n), c.channel(data, 1)
+        ch, d = c.channel(n, capacity), c.channel(data, 1)
+        fill(ch)
         r, w = d.reader(), d.writer()
         g, _ = csp.Alt(csp.Output(ch, {"end": w}), csp.Timeout(0.2)).select()
         assert isinstance(g, csp.Timeout)

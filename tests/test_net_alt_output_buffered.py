@@ -3,7 +3,8 @@ filled or given back: crates/ferrocsp-net/src/reserve.rs). An Output guard fires
 buffer has room for its value, its value is stored iff it fired, a reservation is never read
 as a value, and one left behind by a process that died after its Alt chose (before the value
 left) frees its slot after ``ack_timeout``. Against a real nats-server; readers in threads
-(own connections) and in other OS processes."""
+(own connections) and in other OS processes. Poison, retired readers and an end in an unchosen
+Output run for both capacities in test_net_alt_output.py."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from _nats import (  # noqa: F401 - nats_fixture is the fixture "nats"
     raw_request,
     spawn,
 )
-from _support import Background, wait_until
+from _support import Background
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -191,47 +192,6 @@ def test_both_sides_selecting(nats: NatsServer) -> None:
             g, _ = csp.Alt(csp.Timeout(30), out).select()
             assert g is out
             assert reader.join() == (rin, ("both", i))
-
-
-def test_poison_wakes_an_output_alt_waiting_on_a_full_buffer(nats: NatsServer) -> None:
-    n = name()
-    with net.connect(nats.url) as c, net.connect(nats.url) as other:
-        ch = c.channel(n, 1)
-        ch.write("fills it")
-        sel = Background(lambda: csp.Alt(csp.Output(ch, 1), csp.Channel()).select())
-        other.channel(n, 1).poison()
-        with pytest.raises(csp.ChannelPoisoned):
-            sel.join()
-        with pytest.raises(csp.ChannelPoisoned):
-            csp.Alt(csp.Output(ch, 2), csp.Timeout(30)).select()
-
-
-def test_retired_readers_remove_the_output_guard(nats: NatsServer) -> None:
-    n = name()
-    with net.connect(nats.url) as c, net.connect(nats.url) as other:
-        ch = c.channel(n, 2)
-        other.channel(n, 2).reader().retire()
-        # The retire reaches this connection by broadcast; a buffered write (or Output) made
-        # before it arrives still stores its value, as between local threads a write just
-        # before the retire would.
-        wait_until(lambda: ch._core.status()[2], what="the readers' retire seen here")
-        g, _ = csp.Alt(csp.Output(ch, 1), csp.Timeout(0.3)).select()
-        assert isinstance(g, csp.Timeout)
-        with pytest.raises(csp.ChannelRetired):
-            csp.Alt(csp.Output(ch, 1)).select()
-
-
-def test_an_end_in_an_unchosen_output_is_not_counted(nats: NatsServer) -> None:
-    n, data = name(), name()
-    with net.connect(nats.url) as c:
-        ch, d = c.channel(n, 1), c.channel(data, 1)
-        ch.write("fills it")
-        r, w = d.reader(), d.writer()
-        g, _ = csp.Alt(csp.Output(ch, {"end": w}), csp.Timeout(0.3)).select()
-        assert isinstance(g, csp.Timeout)
-        w.write("last")
-        w.retire()  # the only writer end again: the stream ends after "last"
-        assert list(r) == ["last"]
 
 
 # Chooses an Output guard on a buffered channel with room, but sends nothing (the testing
