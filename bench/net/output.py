@@ -11,13 +11,12 @@ Usage: ``python bench/net/output.py [--n N]``
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
+
+from _server import nats_server
 
 import ferrocsp as csp
 import ferrocsp.net as net
@@ -49,20 +48,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="values per measurement")
     n = ap.parse_args().n
-    store = Path(tempfile.mkdtemp(prefix="ferrocsp-bench-out-"))
-    url = subprocess.run(
-        [str(ROOT / "scripts" / "nats.sh"), "start", str(store)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    try:
+    with nats_server() as url:
         rows = [
             (label, *rates(url, cap, n)) for label, cap in (("rendezvous", 0), ("buffered", 1000))
         ]
-    finally:
-        subprocess.run([str(ROOT / "scripts" / "nats.sh"), "stop", str(store)], check=False)
-        shutil.rmtree(store, ignore_errors=True)
     print(f"n={n}")
     print("| channel | plain writes/s | Output selections/s | ratio |")
     print("|---|---:|---:|---:|")

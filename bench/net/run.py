@@ -25,14 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from _server import nats_server
 
 import ferrocsp.net as net
 
@@ -186,9 +186,9 @@ RAW_CMD = ["cargo", "run", "-q", "--release", "-p", "ferrocsp-net", "--example",
 
 def run_raw(url: str, n: int) -> dict[str, dict[str, Any]]:
     """The Rust baselines (crates/ferrocsp-net/examples/raw_nats.rs), built in release mode."""
-    out = subprocess.run(
-        [*RAW_CMD, "--", url, str(n)], check=True, capture_output=True, text=True, cwd=ROOT
-    )
+    out = subprocess.run([*RAW_CMD, "--", url, str(n)], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        sys.exit(f"raw_nats failed (exit {out.returncode}):\n{out.stderr}")
     return json_lines(out.stdout)
 
 
@@ -198,14 +198,7 @@ def main() -> None:
     ap.add_argument("--conc", type=int, default=32, help="asyncio writers/readers (Python)")
     args = ap.parse_args()
     n, k = args.n, args.conc
-    store = Path(tempfile.mkdtemp(prefix="ferrocsp-bench-net-"))
-    url = subprocess.run(
-        [str(ROOT / "scripts" / "nats.sh"), "start", str(store)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    try:
+    with nats_server() as url:
         version = subprocess.run(["nats-server", "--version"], capture_output=True, text=True)
         print(f"{version.stdout.strip()} at {url}, n={n}, {os.cpu_count()} CPUs")
         raw = run_raw(url, n)
@@ -233,9 +226,6 @@ def main() -> None:
             field = "value" if key == "pubsub_per_s" else "mean"
             if better(again[key][field], raw[key][field]) == again[key][field]:
                 raw[key] = again[key]
-    finally:
-        subprocess.run([str(ROOT / "scripts" / "nats.sh"), "stop", str(store)], check=False)
-        shutil.rmtree(store, ignore_errors=True)
 
     rr = raw["rr_us"]["median"]
     rr_mean = raw["rr_us"]["mean"]
