@@ -208,6 +208,7 @@ fn blocking<T: Send>(
             nowait,
             slice: Some(if main { SIGNAL_SLICE } else { OWNER_CHECK }),
             interrupted: &mut check,
+            sleeper: None,
         };
         f(&mut w)
     });

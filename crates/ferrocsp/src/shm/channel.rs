@@ -39,7 +39,7 @@ use super::cells::{self, CellRef, Fire};
 use super::sys::{self, Locked, Mapping};
 
 const MAGIC: u64 = 0x6665_7272_6f63_7370; // "ferrocsp"
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const HEADER_BYTES: usize = 4096;
 /// The most counted ends one shared channel can have over its life.
 pub const MAX_ENDS: usize = 4096;
@@ -125,6 +125,56 @@ pub struct Wait<'a> {
     pub slice: Option<Duration>,
     /// Returns true to abandon the wait with `Interrupted`.
     pub interrupted: &'a mut dyn FnMut() -> bool,
+    /// How to sleep. None: this thread sleeps on the futex words itself (after a short spin).
+    /// Some: a cooperative scheduler suspends the caller instead (see [`Sleeper`]); `slice`
+    /// and `interrupted` are then not used.
+    pub sleeper: Option<&'a mut dyn Sleeper>,
+}
+
+/// A cooperative way to sleep (a greenlet or an asyncio task that must not block its thread):
+/// typically registers the words with [`super::watch`] and switches away until woken.
+///
+/// The engine hands a cooperative sleeper only channels' change counters (`seq`), never an
+/// entry's or a selection cell's private word: while a cooperative sleeper waits on a channel
+/// (the header's `coop` count), every private wake-up on it also moves its `seq`. So a process
+/// needs one futex slot per channel it waits on, not one per waiting operation.
+pub trait Sleeper {
+    /// Suspends the caller until any `words[i]` differs from `seen[i]` (or a wake-up on one,
+    /// or `until` passes); spurious returns are allowed. Returns true to abandon the wait
+    /// (the operation then withdraws, as for `Wait::interrupted`).
+    fn sleep(&mut self, words: &[&AtomicU32], seen: &[u32], until: Option<Instant>) -> bool;
+}
+
+impl Wait<'_> {
+    /// Whether the caller sleeps cooperatively (watching change counters only).
+    pub(super) fn coarse(&self) -> bool {
+        self.sleeper.is_some()
+    }
+
+    /// The one place a shared-channel operation sleeps: until any `words[i]` moves from
+    /// `seen[i]`, the deadline, or (thread sleeps) the slice ends. Called with no lock held.
+    /// Returns whether to abandon the wait.
+    pub(super) fn block(&mut self, words: &[&AtomicU32], seen: &[u32]) -> bool {
+        let moved = || words.iter().zip(seen).any(|(x, &v)| x.load(Ordering::Acquire) != v);
+        // A short bounded spin first, as for in-process waits (`park.rs`): a counterpart in
+        // another process that answers within microseconds costs no system call at all.
+        if crate::spin_until(moved, crate::spin_budget()) {
+            return false;
+        }
+        if let Some(s) = self.sleeper.as_mut() {
+            return s.sleep(words, seen, self.deadline);
+        }
+        let now = Instant::now();
+        let mut timeout = self.deadline.map(|d| d.saturating_duration_since(now));
+        if let Some(s) = self.slice {
+            timeout = Some(timeout.map_or(s, |t| t.min(s)));
+        }
+        match (words, seen) {
+            ([w], [v]) => sys::futex_wait(w, *v, timeout),
+            _ => sys::futex_wait_any(words, seen, timeout),
+        }
+        self.slice.is_some() && (self.interrupted)()
+    }
 }
 
 impl std::fmt::Debug for Wait<'_> {
@@ -133,6 +183,7 @@ impl std::fmt::Debug for Wait<'_> {
             .field("deadline", &self.deadline)
             .field("nowait", &self.nowait)
             .field("slice", &self.slice)
+            .field("cooperative", &self.sleeper.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -142,7 +193,13 @@ impl std::fmt::Debug for Wait<'_> {
 impl Wait<'static> {
     /// Blocks until `deadline` (None: forever), never interrupted.
     pub fn until(deadline: Option<Instant>) -> Self {
-        Wait { deadline, nowait: false, slice: None, interrupted: Box::leak(Box::new(|| false)) }
+        Wait {
+            deadline,
+            nowait: false,
+            slice: None,
+            interrupted: Box::leak(Box::new(|| false)),
+            sleeper: None,
+        }
     }
 
     /// Does not block: `WouldBlock` when the operation cannot complete at once.
@@ -152,6 +209,7 @@ impl Wait<'static> {
             nowait: true,
             slice: None,
             interrupted: Box::leak(Box::new(|| false)),
+            sleeper: None,
         }
     }
 }
@@ -225,7 +283,9 @@ struct Header {
     seq: AtomicU32,
     sleepers: AtomicU32,
     poisoned: AtomicU32,
-    _pad1: u32,
+    /// Cooperative sleepers (`Wait::coarse`) waiting on this channel: while non-zero, every
+    /// private wake-up (an entry's `wake`, a selection cell fired here) also moves `seq`.
+    coop: AtomicU32,
     mutex: libc::pthread_mutex_t,
     st: State,
     alt: [AltRecord; ALT_RECORDS],
@@ -401,46 +461,63 @@ impl ShmChannel {
         }
     }
 
+    /// Cooperative sleepers waiting on this channel (see [`Sleeper`]).
+    pub(super) fn coop(&self) -> &AtomicU32 {
+        // SAFETY: an atomic in the mapped header, valid as long as `self`.
+        unsafe { &(*self.hdr()).coop }
+    }
+
     /// Releases the lock, sleeps until something changes (or the slice/deadline ends), and
     /// takes the lock again. Returns the new guard and whether the wait was interrupted.
     fn sleep<'a>(&'a self, g: Guard<'a>, w: &mut Wait<'_>) -> Result<(Guard<'a>, bool), ShmError> {
-        let (seq, sleepers, _) = self.atomics();
-        sleepers.fetch_add(1, Ordering::AcqRel);
-        let r = self.sleep_on(g, seq, w);
-        sleepers.fetch_sub(1, Ordering::AcqRel);
-        r
+        self.sleep_on(g, self.atomics().0, w)
     }
 
-    /// `sleep` on another futex word of the segment (an entry's `wake`).
+    /// `sleep` on another futex word of the segment (an entry's `wake`). A cooperative sleeper
+    /// watches `seq` instead, counted in `coop` so that the word's wake-ups move `seq` too.
     fn sleep_on<'a>(
         &'a self,
         g: Guard<'a>,
         word: &AtomicU32,
         w: &mut Wait<'_>,
     ) -> Result<(Guard<'a>, bool), ShmError> {
+        let (seq, sleepers, _) = self.atomics();
+        let coarse = w.coarse();
+        let word = if coarse { seq } else { word };
+        let on_seq = std::ptr::eq(word, seq);
+        if on_seq {
+            sleepers.fetch_add(1, Ordering::AcqRel);
+        }
+        if coarse {
+            self.coop().fetch_add(1, Ordering::AcqRel);
+        }
         let seen = word.load(Ordering::Acquire);
         drop(g);
-        // A short bounded spin first, as for in-process waits (`park.rs`): a counterpart in
-        // another process that answers within microseconds costs no system call at all.
-        if crate::spin_until(|| word.load(Ordering::Acquire) != seen, crate::spin_budget()) {
-            return Ok((self.lock()?, false));
+        let interrupted = w.block(&[word], &[seen]);
+        if coarse {
+            self.coop().fetch_sub(1, Ordering::AcqRel);
         }
-        let now = Instant::now();
-        let mut timeout = w.deadline.map(|d| d.saturating_duration_since(now));
-        if let Some(s) = w.slice {
-            timeout = Some(timeout.map_or(s, |t| t.min(s)));
+        if on_seq {
+            sleepers.fetch_sub(1, Ordering::AcqRel);
         }
-        sys::futex_wait(word, seen, timeout);
-        let interrupted = w.slice.is_some() && (w.interrupted)();
         Ok((self.lock()?, interrupted))
     }
 
     /// Wakes the writer waiting on entry `e` (lock held).
-    fn wake_entry(&self, e: *mut Entry, _g: &Guard<'_>) {
+    fn wake_entry(&self, e: *mut Entry, g: &Guard<'_>) {
         // SAFETY: a live entry in the ring; `wake` is an atomic.
         let word = unsafe { &(*e).wake };
         word.fetch_add(1, Ordering::AcqRel);
         sys::futex_wake_all(word);
+        self.changed_for_coop(g);
+    }
+
+    /// A private wake-up (an entry's word, a cell fired under this lock) also moves `seq`
+    /// while cooperative sleepers wait here: they watch nothing else. Lock held.
+    pub(super) fn changed_for_coop(&self, g: &Guard<'_>) {
+        if self.coop().load(Ordering::Acquire) > 0 {
+            self.changed(g);
+        }
     }
 
     /// Wakes every rendezvous writer waiting for its entry (poison, retirement, a reader
@@ -535,7 +612,10 @@ impl ShmChannel {
                         false
                     } else {
                         match cells::fire(&cell) {
-                            Fire::Won => true,
+                            Fire::Won => {
+                                self.changed_for_coop(g);
+                                true
+                            }
                             Fire::Lost => false,
                             Fire::Dead => {
                                 self.withdraw_entry(g, pos);

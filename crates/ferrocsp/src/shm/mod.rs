@@ -4,7 +4,9 @@
 //! visible in `/dev/shm`) that every process using the channel maps, at whatever address.
 //! Messages are byte strings (the Python layer pickles values); waiting uses futexes in the
 //! segment, and the lock is a robust process-shared mutex, so a process that dies holding it
-//! poisons the channel instead of hanging its peers. No broker process, no helper thread.
+//! poisons the channel instead of hanging its peers. No broker process, no helper thread per
+//! channel; cooperative waiters (greenlets, asyncio tasks) share a few futex watcher threads per
+//! process ([`watch`]).
 //!
 //! Choice (`Alt`) over shared channels is [`select`]: conditional offers and selection cells in
 //! shared memory ([`cells`]), Go's `select` model across processes (not the engine's in-process
@@ -14,7 +16,11 @@ mod cells;
 mod channel;
 mod select;
 mod sys;
+mod watch;
 
 pub use cells::MAX_GUARDS;
-pub use channel::{EndKind, ReadSlot, ShmChannel, ShmError, ShmStats, Wait, WriteSlot, MAX_ENDS};
+pub use channel::{
+    EndKind, ReadSlot, ShmChannel, ShmError, ShmStats, Sleeper, Wait, WriteSlot, MAX_ENDS,
+};
 pub use select::{select, Fill, SelOp, Selected};
+pub use watch::{watch, watcher_threads, Watch, PER_WATCHER};

@@ -336,32 +336,33 @@ impl<'a> Sel<'_, 'a> {
     }
 
     /// Sleeps until a channel changes or the cell fires (or the slice/deadline ends); releases
-    /// the locks. Returns whether the caller's interrupt check fired.
+    /// the locks. Returns whether the caller's interrupt check fired. A cooperative sleeper
+    /// watches the channels' change counters only (a fired cell moves its channel's `seq`
+    /// while `coop` counts us there).
     fn sleep(&self, guards: Vec<Guard<'a>>, w: &mut Wait<'_>) -> bool {
+        let coarse = w.coarse();
         let mut words: Vec<&AtomicU32> = Vec::with_capacity(self.chans.len() + 1);
         for c in &self.chans {
             let (seq, sleepers, _) = c.atomics();
             sleepers.fetch_add(1, Ordering::AcqRel);
+            if coarse {
+                c.coop().fetch_add(1, Ordering::AcqRel);
+            }
             words.push(seq);
         }
-        if let Some(c) = &self.cell {
+        if let (false, Some(c)) = (coarse, &self.cell) {
             words.push(c.word());
         }
         let seen: Vec<u32> = words.iter().map(|x| x.load(Ordering::Acquire)).collect();
         drop(guards);
-        let changed = || words.iter().zip(&seen).any(|(x, &v)| x.load(Ordering::Acquire) != v);
-        if !crate::spin_until(changed, crate::spin_budget()) {
-            let now = Instant::now();
-            let mut timeout = w.deadline.map(|d| d.saturating_duration_since(now));
-            if let Some(s) = w.slice {
-                timeout = Some(timeout.map_or(s, |t| t.min(s)));
-            }
-            super::sys::futex_wait_any(&words, &seen, timeout);
-        }
+        let interrupted = w.block(&words, &seen);
         for c in &self.chans {
+            if coarse {
+                c.coop().fetch_sub(1, Ordering::AcqRel);
+            }
             c.atomics().1.fetch_sub(1, Ordering::AcqRel);
         }
-        w.slice.is_some() && (w.interrupted)()
+        interrupted
     }
 
     /// Something other than a fired offer was chosen: withdraw everything, close the cell.

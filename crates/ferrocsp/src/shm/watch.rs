@@ -1,0 +1,236 @@
+//! Waiting on shared memory without a thread per waiter: a process's futex watchers.
+//!
+//! A thread waits for a shared channel by sleeping on futex words of its segment
+//! ([`super::Wait::block`]). A cooperative process (a greenlet, an asyncio task) cannot sleep
+//! its thread, since others run on it; it hands the words it waits on and its [`Waker`] to
+//! [`watch`] and switches away. One *watcher* thread sleeps on up to [`PER_WATCHER`] distinct
+//! words at once (`futex_waitv`) and wakes every registration whose word moved or whose
+//! deadline passed; more distinct words start another watcher. Cooperative waits only ever
+//! watch channels' change counters (`seq`; see `Wait::coarse` and the `coop` count in the
+//! channel header), so the number of watcher threads is bounded by the number of distinct
+//! channels being waited on, divided by `PER_WATCHER`, not by the number of waiters.
+//!
+//! Invariants:
+//! - A registration's words stay mapped while it is registered: its [`Watch`] handle borrows
+//!   the channels for as long as it lives (`Watch<'a>`), and dropping it unregisters under the
+//!   watcher's lock, after which that watcher never reads its words again.
+//! - A registration is woken at most once, by whoever removes it from the table (the watcher
+//!   finding it due, never the owner's drop), and never with the table's lock held.
+//! - A watcher sleeps only on words whose value every one of their registrations saw: a word
+//!   that already moved for some registration wakes that one at once instead.
+//! - The watcher's own `bell` word is bumped (and woken) by every registration, so a new word
+//!   or an earlier deadline is taken into account at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use crate::Waker;
+
+/// Distinct words one watcher thread sleeps on (`futex_waitv` takes 128; one is its bell).
+pub const PER_WATCHER: usize = 127;
+
+/// An address of a futex word in a mapping that outlives every registration naming it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Word(usize);
+
+impl Word {
+    fn get(self) -> &'static AtomicU32 {
+        // SAFETY: a `Word` is only dereferenced while a registration naming it is in the table
+        // (under the watcher's lock or from the sleeping thread, which only passes addresses
+        // to the kernel), and the registration's `Watch` keeps the mapping alive until it is
+        // removed (module invariants). The 'static lifetime never escapes this module.
+        unsafe { &*(self.0 as *const AtomicU32) }
+    }
+}
+
+struct Reg {
+    words: Vec<(Word, u32)>,
+    until: Option<Instant>,
+    waker: Waker,
+}
+
+struct Table {
+    regs: HashMap<u64, Reg>,
+    /// How many registrations name each word: the words the watcher sleeps on.
+    words: HashMap<Word, usize>,
+    next: u64,
+}
+
+impl Table {
+    fn insert(&mut self, id: u64, reg: Reg) {
+        for (x, _) in &reg.words {
+            *self.words.entry(*x).or_insert(0) += 1;
+        }
+        self.regs.insert(id, reg);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Reg> {
+        let reg = self.regs.remove(&id)?;
+        for (x, _) in &reg.words {
+            if let Some(n) = self.words.get_mut(x) {
+                *n -= 1;
+                if *n == 0 {
+                    self.words.remove(x);
+                }
+            }
+        }
+        Some(reg)
+    }
+}
+
+struct Watcher {
+    table: Mutex<Table>,
+    /// Bumped and woken whenever the table changes in a way the sleeping thread must see.
+    bell: AtomicU32,
+}
+
+fn lock(m: &Mutex<Table>) -> MutexGuard<'_, Table> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every watcher this process started (never stopped: an idle one sleeps on its bell).
+fn watchers() -> &'static Mutex<Vec<Arc<Watcher>>> {
+    static ALL: OnceLock<Mutex<Vec<Arc<Watcher>>>> = OnceLock::new();
+    ALL.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// A registration made by [`watch`]; dropping it unregisters (if not woken already).
+pub struct Watch<'a> {
+    watcher: Arc<Watcher>,
+    id: u64,
+    _words: std::marker::PhantomData<&'a AtomicU32>,
+}
+
+impl std::fmt::Debug for Watch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let removed = lock(&self.watcher.table).remove(self.id);
+        drop(removed); // its waker, outside the lock
+    }
+}
+
+/// Wakes `waker` once any `words[i]` differs from `seen[i]` (or after a futex wake-up on one
+/// of them), or once `until` has passed. Spurious wake-ups are possible: the woken party
+/// re-checks whatever it waits for. Fails only if no watcher thread can be started.
+pub fn watch<'a>(
+    words: &[&'a AtomicU32],
+    seen: &[u32],
+    until: Option<Instant>,
+    waker: Waker,
+) -> std::io::Result<Watch<'a>> {
+    let words: Vec<(Word, u32)> =
+        words.iter().zip(seen).map(|(w, &s)| (Word(std::ptr::from_ref(*w) as usize), s)).collect();
+    let watcher = pick(&words)?;
+    let id = {
+        let mut t = lock(&watcher.table);
+        let id = t.next;
+        t.next += 1;
+        t.insert(id, Reg { words, until, waker });
+        id
+    };
+    watcher.bell.fetch_add(1, Ordering::AcqRel);
+    super::sys::futex_wake_all(&watcher.bell);
+    Ok(Watch { watcher, id, _words: std::marker::PhantomData })
+}
+
+/// The watcher for a registration on `words`: one that already sleeps on one of them, else
+/// one with room for them, else a new one.
+fn pick(words: &[(Word, u32)]) -> std::io::Result<Arc<Watcher>> {
+    let mut all = watchers().lock().unwrap_or_else(|e| e.into_inner());
+    let mut roomy = None;
+    for w in all.iter() {
+        let t = lock(&w.table);
+        if words.iter().any(|x| t.words.contains_key(&x.0)) {
+            return Ok(Arc::clone(w));
+        }
+        if roomy.is_none() && t.words.len() + words.len() <= PER_WATCHER {
+            roomy = Some(Arc::clone(w));
+        }
+    }
+    if let Some(w) = roomy {
+        return Ok(w);
+    }
+    let w = Arc::new(Watcher {
+        table: Mutex::new(Table { regs: HashMap::new(), words: HashMap::new(), next: 0 }),
+        bell: AtomicU32::new(0),
+    });
+    let mine = Arc::clone(&w);
+    std::thread::Builder::new().name("ferrocsp-shm-watch".into()).spawn(move || run(&mine))?;
+    all.push(Arc::clone(&w));
+    Ok(w)
+}
+
+/// How many watcher threads this process has started.
+pub fn watcher_threads() -> usize {
+    watchers().lock().unwrap_or_else(|e| e.into_inner()).len()
+}
+
+/// The watcher thread: sleep on every registered word and the bell, wake what is due.
+fn run(w: &Watcher) {
+    loop {
+        let bell = w.bell.load(Ordering::Acquire);
+        let mut due = Vec::new();
+        let mut words: Vec<&AtomicU32> = Vec::new();
+        let mut seen: Vec<u32> = Vec::new();
+        let mut until: Option<Instant> = None;
+        {
+            let mut t = lock(&w.table);
+            let now = Instant::now();
+            let ids: Vec<u64> = t
+                .regs
+                .iter()
+                .filter(|(_, r)| {
+                    r.until.is_some_and(|u| now >= u)
+                        || r.words.iter().any(|(x, s)| x.get().load(Ordering::Acquire) != *s)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                due.extend(t.remove(id).map(|r| r.waker));
+            }
+            if due.is_empty() {
+                until = t.regs.values().filter_map(|r| r.until).min();
+                // Sleep on the values the registrations saw: a word that moved since makes
+                // the futex return at once, so no change is lost.
+                let mut from: HashMap<Word, u32> = HashMap::with_capacity(t.words.len());
+                for r in t.regs.values() {
+                    for &(x, s) in &r.words {
+                        from.entry(x).or_insert(s);
+                    }
+                }
+                for (x, s) in from {
+                    words.push(x.get());
+                    seen.push(s);
+                }
+            }
+        }
+        if !due.is_empty() {
+            for waker in due {
+                wake(waker);
+            }
+            continue; // the table may have changed meanwhile: look again before sleeping
+        }
+        words.push(&w.bell);
+        seen.push(bell);
+        let timeout = until.map(|u| u.saturating_duration_since(Instant::now()));
+        if words.len() == 1 {
+            super::sys::futex_wait(&w.bell, bell, timeout);
+        } else {
+            super::sys::futex_wait_any(&words, &seen, timeout);
+        }
+    }
+}
+
+fn wake(waker: Waker) {
+    match waker {
+        Waker::Thread(t) => t.unpark(),
+        Waker::Custom(c) => c.wake(),
+    }
+}
