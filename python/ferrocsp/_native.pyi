@@ -18,7 +18,6 @@ __all__ = [
     "_Participant",
     "_RunQueue",
     "_Scheduler",
-    "_ShmCancel",
     "_ShmChannel",
     "_Waiter",
     "_aselect",
@@ -35,7 +34,7 @@ __all__ = [
     "_set_process_name",
     "_set_trace",
     "_shared_wait",
-    "_shm_nudge",
+    "_shm_coop_call",
     "_shm_select",
     "_stop_watchdog",
     "_wake_future",
@@ -194,16 +193,7 @@ def _shm_select(
     timeout: float | None = None,
     nowait: bool = False,
 ) -> tuple[int, list[Any] | None]: ...
-
-@final
-class _ShmCancel:
-    def __new__(cls) -> _ShmCancel: ...
-    def cancel(self) -> None: ...
-    @property
-    def cancelled(self) -> bool: ...
-    def call(self, f: Callable[..., Any], *args: Any) -> Any: ...
-
-def _shm_nudge(channel: _ShmChannel) -> None: ...
+def _shm_coop_call(f: Callable[..., Any], *args: Any) -> Any: ...
 def _shared_wait(waits: list[tuple[str, str]] | None) -> None: ...
 def _select(
     ops: list[tuple[int, Any, Any]],

@@ -17,10 +17,9 @@ Invariants:
   values, and out-of-band pickle buffers such as numpy arrays' of ``OOB_MIN`` bytes or more)
   travel as raw parts, copied once into the segment and once into an object the reader owns.
 - A value that cannot be pickled raises ``TypeError`` in the writer and nothing is sent.
-- A greenlet process never blocks its scheduler on a shared channel: when the operation
-  cannot complete at once it waits on an ``io`` worker thread. An asyncio task never blocks
-  its event loop on one: it waits on a waiter thread, withdrawn if the task is cancelled
-  (``_shm_aio``).
+- A greenlet process never blocks its scheduler on a shared channel, nor an asyncio task its
+  event loop: their waits switch away and are woken by the process's futex watcher threads
+  (``shm_coop.rs``, ``_shm_aio``), never one thread per waiting operation.
 - An ``Alt`` over shared channels is one native ``_shm_select`` call (``select``): exactly one
   guard fires, output guards on rendezvous channels as conditional offers that readers in any
   process take by firing the selection's cell in shared memory (docs/design.md).
@@ -39,12 +38,10 @@ from types import FrameType
 from typing import Any
 
 from ._errors import ChannelRetired, WouldBlock
-from ._io import io
 from ._native import (
     Channel,
     Reader,
     Writer,
-    _in_scheduler,
     _shared_wait,
     _shm_select,
     _ShmChannel,
@@ -152,17 +149,8 @@ class SharedChannel:
     def write(self, value: Any, timeout: Any = None) -> None:
         parts, kinds = encode(value, self.name)
         self._wait_moved()
-        if _in_scheduler():  # a greenlet: wait on a worker thread, not on the scheduler's
-            try:
-                self._native.write(parts, kinds, None, True)
-            except WouldBlock:
-                _shared_wait([(self.name, "write")])
-                try:
-                    io(self._native.write, parts, kinds, timeout)
-                finally:
-                    _shared_wait(None)
-            return
-        # Shown by csp.dump() while it waits (deadlock detection cannot see this wait).
+        # Shown by csp.dump() while it waits (deadlock detection cannot see this wait). A
+        # greenlet's wait switches to other greenlets (`shm_coop.rs`).
         _shared_wait([(self.name, "write")])
         try:
             self._native.write(parts, kinds, timeout)
@@ -171,16 +159,6 @@ class SharedChannel:
 
     def read(self, timeout: Any = None) -> Any:
         self._wait_moved()
-        if _in_scheduler():
-            try:
-                return decode(self._native.read(None, True))
-            except WouldBlock:
-                _shared_wait([(self.name, "read")])
-                try:
-                    parts = io(self._native.read, timeout)
-                finally:
-                    _shared_wait(None)
-                return decode(parts)
         _shared_wait([(self.name, "read")])
         try:
             parts = self._native.read(timeout)
@@ -207,7 +185,7 @@ class SharedChannel:
                 pass
         _shared_wait([(self.name, "read")])
         try:
-            parts = await off_loop(self._natives, root, self._wait_then_read, timeout)
+            parts = await off_loop(root, self._wait_then_read, timeout)
         finally:
             _shared_wait(None)
         return decode(parts)
@@ -226,17 +204,13 @@ class SharedChannel:
                 pass
         _shared_wait([(self.name, "write")])
         try:
-            await off_loop(self._natives, root, self._wait_then_write, parts, kinds, timeout)
+            await off_loop(root, self._wait_then_write, parts, kinds, timeout)
         finally:
             _shared_wait(None)
 
     def _wait_then_write(self, parts: list[Any], kinds: list[int], timeout: Any) -> None:
         self._wait_moved()
         self._native.write(parts, kinds, timeout)
-
-    @property
-    def _natives(self) -> list[_ShmChannel]:
-        return [self._native]
 
     async def aread(self, timeout: Any = None) -> Any:
         """``Channel.aread`` once moved here."""
@@ -604,13 +578,7 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
         ends.append(end)
         messages.append(None if kind == _READ else encode(value, s.name))
         index.append(i)
-    nowait = fallback is not None
-    if _in_scheduler() and not nowait:  # a greenlet: wait on a worker thread
-        chosen, parts = _shm_select(natives, ends, messages, timeout, True)
-        if chosen == _WOULD_BLOCK:
-            chosen, parts = io(_shm_select, natives, ends, messages, timeout)
-    else:
-        chosen, parts = _shm_select(natives, ends, messages, timeout, nowait)
+    chosen, parts = _shm_select(natives, ends, messages, timeout, fallback is not None)
     if chosen >= 0:
         return index[chosen], (None if parts is None else decode(parts))
     if chosen == _WOULD_BLOCK and fallback is not None:
@@ -622,34 +590,18 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
     raise ChannelRetired(f"alt on channel {listed}: channel is retired")
 
 
-# -- asyncio choice over shared channels (beside `select`, which it runs on a waiter thread) --
+# -- asyncio choice over shared channels -----------------------------------------------------
 
 
 async def aselect(
     ops: list[tuple[int, Any, Any]], policy: int, last: int | None
 ) -> tuple[int, Any]:
-    """``select`` from asyncio code. First one pass on the loop's thread that cannot wait:
-    ``select`` with a zero ``Timeout`` guard added after the others (a ready guard may fire,
-    as at any call; if the policy reaches the added guard first, nothing happened and the
-    wait below decides). Then ``select`` runs on a waiter thread and is withdrawn if the task
-    is cancelled (``_shm_aio``: a guard that fired in the race is kept, and the cancellation
-    re-requested)."""
-    natives: dict[bytes, _ShmChannel] = {}
-    moving = False
-    for kind, target, _ in ops:
-        s = shared_of(target) if kind in (_READ, _WRITE) else None
-        if s is not None:
-            natives[s.uuid] = s._native
-            moving = moving or s._moving
-    if not moving:  # (a moving channel's gate could block the loop: leave it to the waiter)
-        chosen, value = select([*ops, (_TIMEOUT, 0.0, None)], policy, last)
-        if chosen < len(ops):
-            return chosen, value
+    """``select`` from asyncio code, on an operation greenlet whose waits switch back to the
+    task (``_shm_aio``): withdrawn if the task is cancelled (a guard that fired in the race is
+    kept, and the cancellation re-requested)."""
     _shared_wait(alt_waits(ops))
     try:
-        result: tuple[int, Any] = await off_loop(
-            list(natives.values()), None, select, ops, policy, last
-        )
+        result: tuple[int, Any] = await off_loop(None, select, ops, policy, last)
     finally:
         _shared_wait(None)
     return result

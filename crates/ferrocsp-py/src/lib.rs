@@ -17,6 +17,7 @@ mod process;
 mod sched;
 mod select;
 mod shm;
+mod shm_coop;
 mod trace;
 mod wait;
 
@@ -31,8 +32,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_AsyncOp", aio_op::op_type(m.py())?)?;
     m.add_class::<shm::PyShmChannel>()?;
     m.add_function(wrap_pyfunction!(shm::_shm_select, m)?)?;
-    m.add_class::<shm::ShmCancel>()?;
-    m.add_function(wrap_pyfunction!(shm::_shm_nudge, m)?)?;
+    m.add_function(wrap_pyfunction!(shm_coop::_shm_coop_call, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_shared_wait, m)?)?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;

@@ -360,7 +360,7 @@ impl Task {
 
     /// Starts a new wait generation. Only the scheduler's thread writes `wait_gen`, so a load
     /// and a store do (no read-modify-write, which costs a locked instruction per wait).
-    fn next_wait_gen(&self) -> u64 {
+    pub(crate) fn next_wait_gen(&self) -> u64 {
         let gen = self.wait_gen.load(Ordering::Relaxed).wrapping_add(1);
         self.wait_gen.store(gen, Ordering::Relaxed);
         gen
@@ -399,7 +399,7 @@ impl Task {
 
     /// Switches away from this (blocked) task until somebody resumes it: to the next runnable
     /// task if there is one and no timer is due, otherwise to the hub.
-    fn switch_out(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
+    pub(crate) fn switch_out(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
         let next = if self.shared.timer_due() { None } else { self.shared.pop() };
         let target = match next {
             Some(t) if Arc::ptr_eq(&t, self) => return Ok(()), // woken already

@@ -7,8 +7,10 @@
 //! object, both with the GIL released for the bulk copy where possible.
 //!
 //! Invariants:
-//! - Every wait releases the GIL; in the main thread it wakes every `SIGNAL_SLICE` to run
+//! - A thread's wait releases the GIL; in the main thread it wakes every `SIGNAL_SLICE` to run
 //!   Python's signal handlers, and an interrupt withdraws the operation (nothing sent/taken).
+//!   A greenlet's or an asyncio task's wait switches away instead (`shm_coop.rs`): no thread
+//!   of its own, whatever the number of waiting operations.
 //! - `Channel`, `Reader` and `Writer` dispatch to the Python `SharedChannel` stored by
 //!   `_set_shm` once a channel has moved to shared memory (see `shm_of`).
 
@@ -175,26 +177,38 @@ fn shm_err(py: Python<'_>, e: ShmError, op: OpName, name: &str) -> PyErr {
     }
 }
 
-/// Runs `f` with a `Wait` for this thread: GIL released; in the main thread, 50 ms slices
-/// with Python's signal handlers run between them (an exception they raise is left pending
-/// and reported as `Interrupted`).
+/// Runs `f` with a `Wait` for the caller. A greenlet task or an asyncio operation greenlet
+/// sleeps cooperatively (`shm_coop.rs`: GIL held, it switches away while it waits). A thread
+/// sleeps with the GIL released; in the main thread in 50 ms slices with Python's signal
+/// handlers run between them (an exception they raise is left pending and reported as
+/// `Interrupted`).
 fn blocking<T: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     nowait: bool,
     f: impl for<'w> FnOnce(&mut Wait<'w>) -> Result<T, ShmError> + Send,
 ) -> PyResult<Result<T, ShmError>> {
+    if !nowait {
+        if let Some(mut coop) = crate::shm_coop::sleeper(py) {
+            let mut never = || false;
+            let r = f(&mut Wait {
+                deadline,
+                nowait,
+                slice: None,
+                interrupted: &mut never,
+                sleeper: Some(&mut coop),
+            });
+            return match (coop.err.take(), r) {
+                (Some(e), Err(ShmError::Interrupted)) => Err(e),
+                // Completed although an exception was thrown in: the result stands.
+                (_, r) => Ok(r),
+            };
+        }
+    }
     let main = is_main_thread(py)?;
     let mut pending: Option<PyErr> = None;
-    let token = armed_token();
-    if token.as_ref().is_some_and(|t| t.fired()) {
-        return Err(withdrawn());
-    }
     let r = py.detach(|| {
         let mut check = || {
-            if token.as_ref().is_some_and(|t| t.fired()) {
-                return true;
-            }
             Python::attach(|py| match py.check_signals() {
                 Ok(()) => false,
                 Err(e) => {
@@ -212,9 +226,6 @@ fn blocking<T: Send>(
         };
         f(&mut w)
     });
-    if pending.is_none() && matches!(r, Err(ShmError::Interrupted)) && token.is_some() {
-        return Err(withdrawn());
-    }
     if let Some(e) = pending {
         if matches!(r, Err(ShmError::Interrupted)) {
             return Err(e);
@@ -668,89 +679,6 @@ pub(crate) fn moved<T>(
         }
     }
     Ok(r)
-}
-
-// -- withdrawable waits (asyncio on shared channels) ----------------------------------------
-
-/// The cancellation flag of one waiter thread's operation: `fired` once its task was cancelled.
-#[derive(Debug, Default)]
-struct CancelFlag(std::sync::atomic::AtomicBool);
-
-impl CancelFlag {
-    fn fired(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-thread_local! {
-    /// The flag of the `_ShmCancel.call` running on this thread, if any.
-    static ARMED: std::cell::RefCell<Option<std::sync::Arc<CancelFlag>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-fn armed_token() -> Option<std::sync::Arc<CancelFlag>> {
-    ARMED.with(|a| a.borrow().clone())
-}
-
-/// What a withdrawn wait raises: `InterruptedError`, told apart by `_ShmCancel.withdrew`.
-fn withdrawn() -> PyErr {
-    pyo3::exceptions::PyInterruptedError::new_err(
-        "operation on a shared channel withdrawn: its task was cancelled",
-    )
-}
-
-/// A way to withdraw a shared-channel operation blocked on another thread (an asyncio task's
-/// waiter thread, `ferrocsp._shm_aio`).
-///
-/// `call(fn, *args)` runs `fn` with this token armed on the calling thread: every wait of a
-/// shared operation in it (`_ShmChannel.read`/`write`, `_shm_wait_any`) gives up with
-/// `InterruptedError` once `cancel()` was called and the channel nudged (`_shm_nudge`), but
-/// only where giving up leaves nothing sent or taken (the engine's interrupt rule): a
-/// communication already under way completes and `call` returns its result.
-#[pyclass(frozen, module = "ferrocsp._native", name = "_ShmCancel")]
-#[derive(Debug, Default)]
-pub struct ShmCancel {
-    flag: std::sync::Arc<CancelFlag>,
-}
-
-#[pymethods]
-impl ShmCancel {
-    #[new]
-    fn new() -> Self {
-        ShmCancel::default()
-    }
-
-    /// Asks the operation to give up (then nudge its channels so that a sleeping wait sees it).
-    fn cancel(&self) {
-        self.flag.0.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Whether `cancel` was called.
-    #[getter]
-    fn cancelled(&self) -> bool {
-        self.flag.fired()
-    }
-
-    /// Calls `fn(*args)` with this token armed on this thread (not re-entrant).
-    #[pyo3(signature = (f, *args))]
-    fn call(
-        &self,
-        f: &Bound<'_, PyAny>,
-        args: &Bound<'_, pyo3::types::PyTuple>,
-    ) -> PyResult<Py<PyAny>> {
-        let previous = ARMED.with(|a| a.replace(Some(self.flag.clone())));
-        let r = f.call1(args.clone());
-        ARMED.with(|a| *a.borrow_mut() = previous);
-        r.map(Bound::unbind)
-    }
-}
-
-/// ``_shm_nudge(channel)``: wakes every sleeper on the shared channel (in every process)
-/// without changing anything; a wait whose `_ShmCancel` was cancelled gives up.
-#[pyfunction]
-pub(crate) fn _shm_nudge(py: Python<'_>, channel: PyRef<'_, PyShmChannel>) -> PyResult<()> {
-    let ch = &channel.inner;
-    py.detach(|| ch.nudge()).map_err(|e| shm_err(py, e, OpName::Write, &channel.name))
 }
 
 /// The `Drop` of a `Reader`/`Writer` object (`id`: its engine end): an end of a channel that

@@ -155,14 +155,15 @@ impl Wait<'_> {
     /// `seen[i]`, the deadline, or (thread sleeps) the slice ends. Called with no lock held.
     /// Returns whether to abandon the wait.
     pub(super) fn block(&mut self, words: &[&AtomicU32], seen: &[u32]) -> bool {
+        if let Some(s) = self.sleeper.as_mut() {
+            // No spin: the thread is shared with other runnable processes.
+            return s.sleep(words, seen, self.deadline);
+        }
         let moved = || words.iter().zip(seen).any(|(x, &v)| x.load(Ordering::Acquire) != v);
         // A short bounded spin first, as for in-process waits (`park.rs`): a counterpart in
         // another process that answers within microseconds costs no system call at all.
         if crate::spin_until(moved, crate::spin_budget()) {
             return false;
-        }
-        if let Some(s) = self.sleeper.as_mut() {
-            return s.sleep(words, seen, self.deadline);
         }
         let now = Instant::now();
         let mut timeout = self.deadline.map(|d| d.saturating_duration_since(now));

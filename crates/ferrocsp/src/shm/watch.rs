@@ -21,7 +21,7 @@
 //! - The watcher's own `bell` word is bumped (and woken) by every registration, so a new word
 //!   or an earlier deadline is taken into account at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -53,30 +53,71 @@ struct Reg {
 
 struct Table {
     regs: HashMap<u64, Reg>,
-    /// How many registrations name each word: the words the watcher sleeps on.
-    words: HashMap<Word, usize>,
+    /// The registrations naming each word, by the value they saw it with: the words the
+    /// watcher sleeps on. A word moved for every registration under another value than its
+    /// current one, so a change is found without looking at the waiters that it does not wake.
+    words: HashMap<Word, HashMap<u32, HashSet<u64>>>,
+    /// The registrations with a deadline, earliest first.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// The deadline the watcher sleeps until (None: none, or it is awake).
+    sleeping_until: Option<Instant>,
+    /// Whether the watcher is asleep (or about to be) on the words it last listed.
+    asleep: bool,
     next: u64,
 }
 
 impl Table {
-    fn insert(&mut self, id: u64, reg: Reg) {
-        for (x, _) in &reg.words {
-            *self.words.entry(*x).or_insert(0) += 1;
+    /// Adds a registration; returns whether the watcher must be told (a word it does not
+    /// sleep on, or a deadline earlier than the one it sleeps until).
+    fn insert(&mut self, id: u64, reg: Reg) -> bool {
+        let mut bell = !self.asleep;
+        for (x, seen) in &reg.words {
+            let by_value = self.words.entry(*x).or_default();
+            bell |= by_value.is_empty();
+            by_value.entry(*seen).or_default().insert(id);
+        }
+        if let Some(u) = reg.until {
+            self.deadlines.insert((u, id));
+            bell |= self.sleeping_until.is_none_or(|s| u < s);
         }
         self.regs.insert(id, reg);
+        bell
     }
 
     fn remove(&mut self, id: u64) -> Option<Reg> {
         let reg = self.regs.remove(&id)?;
-        for (x, _) in &reg.words {
-            if let Some(n) = self.words.get_mut(x) {
-                *n -= 1;
-                if *n == 0 {
+        for (x, seen) in &reg.words {
+            if let Some(by_value) = self.words.get_mut(x) {
+                if let Some(ids) = by_value.get_mut(seen) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        by_value.remove(seen);
+                    }
+                }
+                if by_value.is_empty() {
                     self.words.remove(x);
                 }
             }
         }
+        if let Some(u) = reg.until {
+            self.deadlines.remove(&(u, id));
+        }
         Some(reg)
+    }
+
+    /// The registrations due: past their deadline, or one of whose words moved.
+    fn due(&self, now: Instant) -> Vec<u64> {
+        let mut out: Vec<u64> =
+            self.deadlines.iter().take_while(|(u, _)| *u <= now).map(|(_, id)| *id).collect();
+        for (x, by_value) in &self.words {
+            let v = x.get().load(Ordering::Acquire);
+            for (_, ids) in by_value.iter().filter(|(s, _)| **s != v) {
+                out.extend(ids);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 }
 
@@ -128,15 +169,17 @@ pub fn watch<'a>(
     let words: Vec<(Word, u32)> =
         words.iter().zip(seen).map(|(w, &s)| (Word(std::ptr::from_ref(*w) as usize), s)).collect();
     let watcher = pick(&words)?;
-    let id = {
+    let (id, bell) = {
         let mut t = lock(&watcher.table);
         let id = t.next;
         t.next += 1;
-        t.insert(id, Reg { words, until, waker });
-        id
+        let bell = t.insert(id, Reg { words, until, waker });
+        (id, bell)
     };
-    watcher.bell.fetch_add(1, Ordering::AcqRel);
-    super::sys::futex_wake_all(&watcher.bell);
+    if bell {
+        watcher.bell.fetch_add(1, Ordering::AcqRel);
+        super::sys::futex_wake_all(&watcher.bell);
+    }
     Ok(Watch { watcher, id, _words: std::marker::PhantomData })
 }
 
@@ -158,7 +201,14 @@ fn pick(words: &[(Word, u32)]) -> std::io::Result<Arc<Watcher>> {
         return Ok(w);
     }
     let w = Arc::new(Watcher {
-        table: Mutex::new(Table { regs: HashMap::new(), words: HashMap::new(), next: 0 }),
+        table: Mutex::new(Table {
+            regs: HashMap::new(),
+            words: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            sleeping_until: None,
+            asleep: false,
+            next: 0,
+        }),
         bell: AtomicU32::new(0),
     });
     let mine = Arc::clone(&w);
@@ -182,33 +232,23 @@ fn run(w: &Watcher) {
         let mut until: Option<Instant> = None;
         {
             let mut t = lock(&w.table);
-            let now = Instant::now();
-            let ids: Vec<u64> = t
-                .regs
-                .iter()
-                .filter(|(_, r)| {
-                    r.until.is_some_and(|u| now >= u)
-                        || r.words.iter().any(|(x, s)| x.get().load(Ordering::Acquire) != *s)
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ids {
+            t.asleep = false;
+            for id in t.due(Instant::now()) {
                 due.extend(t.remove(id).map(|r| r.waker));
             }
             if due.is_empty() {
-                until = t.regs.values().filter_map(|r| r.until).min();
+                until = t.deadlines.first().map(|(u, _)| *u);
                 // Sleep on the values the registrations saw: a word that moved since makes
                 // the futex return at once, so no change is lost.
-                let mut from: HashMap<Word, u32> = HashMap::with_capacity(t.words.len());
-                for r in t.regs.values() {
-                    for &(x, s) in &r.words {
-                        from.entry(x).or_insert(s);
+                for (x, by_value) in &t.words {
+                    if let Some(s) = by_value.keys().next() {
+                        words.push(x.get());
+                        seen.push(*s);
                     }
                 }
-                for (x, s) in from {
-                    words.push(x.get());
-                    seen.push(s);
-                }
+                // From now on a registration rings the bell only for what we do not watch.
+                t.asleep = true;
+                t.sleeping_until = until;
             }
         }
         if !due.is_empty() {

@@ -1,0 +1,171 @@
+//! How a cooperative process sleeps on channels shared with OS processes: the greenlet and
+//! asyncio side of the engine's `shm::Sleeper` seam.
+//!
+//! A shared channel's waits are futex waits on words of a segment that other processes
+//! change. A thread sleeps on them itself (`shm.rs` `blocking`). A greenlet or an asyncio task
+//! must not block the thread it shares with others: it hands the words and its `Waker` to the
+//! process's futex watchers (`ferrocsp::shm::watch`, a few threads per process, not one per
+//! waiting operation) and switches away; the watcher wakes it when a word moves or its
+//! deadline passes, and the engine re-checks what it waits for.
+//!
+//! - A process greenlet of a ferrocsp scheduler (`sched.rs`) switches to other tasks or the
+//!   hub; its `Task` is the waker.
+//! - An asyncio task runs each shared operation that may wait on an *operation greenlet*
+//!   (`ferrocsp._shm_aio`; started through [`_shm_coop_call`]): the sleeper switches back to
+//!   the task's greenlet with an `asyncio.Future` that the watcher completes (thread-safely)
+//!   when the operation should look again; the task awaits it and switches back in.
+//!
+//! Invariants:
+//! - The operation runs with the GIL held (a greenlet switch needs it); the segment lock is
+//!   never held across a switch (the engine releases it before it sleeps), so another greenlet
+//!   of the same thread can use the channel meanwhile.
+//! - `IN_OP` is true exactly while code runs on an operation greenlet of this thread: set by
+//!   `_shm_coop_call` on entry, cleared by the sleeper before it switches out and set again
+//!   when it is switched back in.
+//! - An exception thrown into a sleeping greenlet (a task's cancellation, `GreenletExit`)
+//!   abandons the wait: the engine withdraws the operation if nothing was sent or taken yet
+//!   and the exception propagates; if the hand-off was already under way it completes and the
+//!   exception is dropped (the caller sees the result; asyncio re-requests the cancellation).
+
+use std::cell::Cell;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::Instant;
+
+use ferrocsp::shm::{watch, Sleeper};
+use ferrocsp::{Wake, Waker};
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyTuple;
+
+use crate::sched::Task;
+
+thread_local! {
+    /// Whether code on this thread runs on an asyncio operation greenlet (module invariants).
+    static IN_OP: Cell<bool> = const { Cell::new(false) };
+}
+
+static SETTLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static GETCURRENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The cooperative sleeper for the calling code, if it is a greenlet task or an asyncio
+/// operation greenlet (None: a plain thread, which sleeps on the futex itself).
+pub(crate) fn sleeper(py: Python<'_>) -> Option<Coop<'_>> {
+    if let Some(task) = crate::sched::current_task() {
+        return Some(Coop { py, how: How::Task(task), err: None });
+    }
+    IN_OP.with(Cell::get).then_some(Coop { py, how: How::Op, err: None })
+}
+
+enum How {
+    Task(Arc<Task>),
+    Op,
+}
+
+/// A cooperative sleeper; `err` keeps an exception thrown in while it slept.
+pub(crate) struct Coop<'py> {
+    py: Python<'py>,
+    how: How,
+    pub(crate) err: Option<PyErr>,
+}
+
+impl Sleeper for Coop<'_> {
+    fn sleep(&mut self, words: &[&AtomicU32], seen: &[u32], until: Option<Instant>) -> bool {
+        let r = match &self.how {
+            How::Task(task) => sleep_task(self.py, task, words, seen, until),
+            How::Op => sleep_op(self.py, words, seen, until),
+        };
+        match r {
+            Ok(()) => false,
+            Err(e) => {
+                self.err = Some(e);
+                true
+            }
+        }
+    }
+}
+
+fn watch_err(e: std::io::Error) -> PyErr {
+    PyOSError::new_err(format!("cannot start a shared-channel watcher thread: {e}"))
+}
+
+fn sleep_task(
+    py: Python<'_>,
+    task: &Arc<Task>,
+    words: &[&AtomicU32],
+    seen: &[u32],
+    until: Option<Instant>,
+) -> PyResult<()> {
+    let waker = Waker::Custom(Arc::clone(task) as Arc<dyn Wake>);
+    let registered = watch(words, seen, until, waker).map_err(watch_err)?;
+    // Timers of an earlier wait must not resume us: this wait's deadline is the watcher's.
+    task.next_wait_gen();
+    let r = task.switch_out(py);
+    drop(registered);
+    r
+}
+
+fn sleep_op(
+    py: Python<'_>,
+    words: &[&AtomicU32],
+    seen: &[u32],
+    until: Option<Instant>,
+) -> PyResult<()> {
+    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+    let fut = event_loop.call_method0("create_future")?;
+    let wake = FutureWake {
+        event_loop: event_loop.unbind(),
+        thread: crate::aio::current_thread(),
+        fut: Mutex::new(Some(fut.clone().unbind())),
+    };
+    let registered = watch(words, seen, until, Waker::Custom(Arc::new(wake))).map_err(watch_err)?;
+    let parent = GETCURRENT.import(py, "greenlet", "getcurrent")?.call0()?.getattr("parent")?;
+    IN_OP.with(|c| c.set(false));
+    let r = parent.call_method1("switch", (fut,));
+    IN_OP.with(|c| c.set(true));
+    drop(registered);
+    r.map(drop)
+}
+
+/// Completes an operation greenlet's future on its loop (from the watcher thread).
+struct FutureWake {
+    event_loop: Py<PyAny>,
+    thread: ThreadId,
+    fut: Mutex<Option<Py<PyAny>>>,
+}
+
+impl Wake for FutureWake {
+    fn wake(&self) {
+        let Some(fut) = self.fut.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        Python::attach(|py| {
+            let r = SETTLE.import(py, "ferrocsp._shm_aio", "_settle").and_then(|settle| {
+                if crate::aio::current_thread() == self.thread {
+                    settle.call1((fut,)).map(drop)
+                } else {
+                    self.event_loop
+                        .call_method1(py, "call_soon_threadsafe", (settle, fut))
+                        .map(drop)
+                }
+            });
+            // A closed loop has no task left to wake; nothing else can fail here.
+            drop(r);
+        });
+    }
+}
+
+/// ``_shm_coop_call(fn, *args)``: calls ``fn(*args)`` as an asyncio operation greenlet's body,
+/// so that the shared-channel waits inside it switch back to the task instead of blocking the
+/// event loop's thread (see the module docs). Call it as the greenlet's run function.
+#[pyfunction]
+#[pyo3(signature = (f, *args))]
+pub(crate) fn _shm_coop_call(
+    f: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+) -> PyResult<Py<PyAny>> {
+    let previous = IN_OP.with(|c| c.replace(true));
+    let r = f.call1(args.clone());
+    IN_OP.with(|c| c.set(previous));
+    r.map(Bound::unbind)
+}

@@ -1,0 +1,123 @@
+"""Cooperative processes waiting on channels shared with OS processes: no thread per wait.
+
+A greenlet or an asyncio task that waits on a shared channel switches away and is woken by
+the process's futex watcher threads (one per 127 channels being waited on), so ten thousand
+of them blocked at once cost a handful of OS threads, and every one of them still completes
+with exactly one value.
+
+Every test runs under ``no_leaks``: no /dev/shm entry and no child process may be left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+import ferrocsp as csp
+from _os_support import no_leaks
+from _support import Background, wait_until
+
+pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
+__all__ = ["no_leaks"]  # fixture, used by name
+
+N = 10_000
+#: Channels the waiters are spread over (fewer than one watcher's 127 words).
+K = 100
+#: OS threads the waiting may add to the parent, whatever N is: the greenlet scheduler's or
+#: the event loop's thread, the futex watcher, and the OS-process host's.
+THREADS_ADDED = 6
+
+
+@csp.process(backend="os")
+def feed(go: csp.Channel, outs: list[csp.Channel], n: int) -> None:
+    """Waits for the signal, then writes 0..n-1 round-robin over ``outs``."""
+    go.read()
+    for i in range(n):
+        outs[i % len(outs)].write(i)
+
+
+@csp.process
+def take(ch: csp.Channel, got: list[int]) -> None:
+    got.append(ch.read())
+
+
+def os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def waiting(chans: list[csp.Channel]) -> int:
+    return sum(c.stats().readers_waiting for c in chans)
+
+
+def _feed_when_all_wait(chans: list[csp.Channel], go: csp.Channel, baseline: int) -> int:
+    """Once all N readers wait on the shared channels, lets the child write; returns the
+    number of OS threads seen while they all waited."""
+    wait_until(lambda: waiting(chans) == N, 90.0, f"{N} readers blocked")
+    peak = os_threads()
+    go.write(None)
+    assert peak - baseline <= THREADS_ADDED, f"{peak - baseline} threads for {N} waits"
+    return peak
+
+
+def test_ten_thousand_greenlets_wait_on_shared_channels_with_few_threads() -> None:
+    chans = [csp.Channel(name=f"g{k}") for k in range(K)]
+    go = csp.Channel(name="go")
+    child = csp.Spawn(feed(go, chans, N))  # pickling for the child moves the channels
+    assert all(c._shm is not None for c in chans)
+    baseline = os_threads()
+    got: list[int] = []
+    readers = csp.Par(*[take(chans[i % K], got) for i in range(N)], backend="greenlet").start()
+    _feed_when_all_wait(chans, go, baseline)
+    readers.join(timeout=90)
+    child.join(timeout=30)
+    assert sorted(got) == list(range(N))
+
+
+def test_ten_thousand_asyncio_tasks_wait_on_shared_channels_with_few_threads() -> None:
+    chans = [csp.Channel(name=f"a{k}") for k in range(K)]
+    go = csp.Channel(name="go")
+    child = csp.Spawn(feed(go, chans, N))
+    baseline = os_threads()
+    got: list[int] = []
+
+    async def one(ch: csp.Channel) -> None:
+        got.append(await ch.aread())
+
+    async def main() -> None:
+        await asyncio.gather(*(one(chans[i % K]) for i in range(N)))
+
+    loop_thread = Background(asyncio.run, main())
+    _feed_when_all_wait(chans, go, baseline)
+    loop_thread.join(90)
+    child.join(timeout=30)
+    assert sorted(got) == list(range(N))
+
+
+def test_cancelled_task_waiting_on_a_shared_channel_takes_nothing() -> None:
+    """A cancelled waiter withdraws (nothing taken); the next value goes to a live one."""
+    ch = csp.Channel(name="c")
+    go = csp.Channel(name="go")
+    child = csp.Spawn(feed(go, [ch], 1))
+    got: list[int] = []
+    done = threading.Event()
+
+    async def main() -> None:
+        doomed = asyncio.create_task(ch.aread())
+        live = asyncio.create_task(ch.aread())
+        while ch.stats().readers_waiting < 2:
+            await asyncio.sleep(0.001)
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        await asyncio.to_thread(go.write, None)
+        got.append(await live)
+        done.set()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    child.join(timeout=30)
+    assert done.is_set()
+    assert got == [0]
+    assert ch.stats().readers_waiting == 0
