@@ -4,7 +4,7 @@
 //! like any other); this module imports them once and builds instances.
 
 use ferrocsp::Error;
-use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -66,6 +66,25 @@ pub(crate) fn to_pyerr(py: Python<'_>, e: Error, op: OpName, chan: &str) -> PyEr
         }
         Error::Timeout => {
             return PyTimeoutError::new_err(format!("{op} on channel '{chan}'{who} timed out"));
+        }
+        // A signal handler's exception (Ctrl-C) is pending: that is what interrupted us.
+        Error::Interrupted => {
+            return PyErr::take(py).unwrap_or_else(|| PyKeyboardInterrupt::new_err(()));
+        }
+        Error::TooLarge { len, max } => {
+            return PyValueError::new_err(format!(
+                "{op} on channel '{chan}'{who}: a message of {len} bytes is larger than the \
+                 channel can carry ({max} bytes; set FERROCSP_SHM_RING_BYTES)"
+            ));
+        }
+        Error::TooMany { what, max } => {
+            return PyValueError::new_err(format!(
+                "{op} on channel '{chan}'{who}: more than {max} {what}, the most a shared \
+                 channel can have"
+            ));
+        }
+        Error::Io { .. } => {
+            return PyOSError::new_err(format!("{op} on channel '{chan}'{who}: {e}"));
         }
     };
     match class(py, cell, cls) {

@@ -57,8 +57,13 @@ fn rearm(py: Python<'_>, interrupt: &PyErr) {
     }
 }
 
-/// Waits for `op` with the GIL released (see the module invariants).
+/// Waits for `op`: a thread with the GIL released (see the module invariants); a greenlet
+/// task switches to other greenlets and is woken by the operation's completion callback (no
+/// thread of its own).
 fn wait_op<T: Send + 'static>(py: Python<'_>, op: &Op<T>) -> PyResult<Result<T, NetError>> {
+    if let Some(task) = crate::sched::current_task() {
+        return wait_op_in_greenlet(py, &task, op);
+    }
     let main = is_main_thread(py)?;
     loop {
         let slice = if main { Instant::now().checked_add(SIGNAL_SLICE) } else { None };
@@ -77,6 +82,31 @@ fn wait_op<T: Send + 'static>(py: Python<'_>, op: &Op<T>) -> PyResult<Result<T, 
             };
         }
     }
+}
+
+fn wait_op_in_greenlet<T: Send + 'static>(
+    py: Python<'_>,
+    task: &Arc<crate::sched::Task>,
+    op: &Op<T>,
+) -> PyResult<Result<T, NetError>> {
+    let waker = Arc::clone(task);
+    op.on_done(move || ferrocsp::Wake::wake(&*waker));
+    while !op.is_done() {
+        task.next_wait_gen();
+        if let Err(interrupt) = task.switch_out(py) {
+            // Thrown in (the network is ending): withdraw; a result that won stands.
+            op.cancel();
+            while !op.is_done() && task.switch_out(py).is_ok() {}
+            if !op.is_done() {
+                py.detach(|| op.wait(None));
+            }
+            return match op.take() {
+                Some(Ok(v)) => Ok(Ok(v)),
+                _ => Err(interrupt),
+            };
+        }
+    }
+    Ok(op.take().unwrap_or(Err(NetError::Closed)))
 }
 
 fn secs(name: &str, v: f64) -> PyResult<Duration> {

@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrocsp::shm::{select, EndKind, SelOp, Selected, ShmChannel, ShmError, Wait};
+use ferrocsp::shm::{select, EndKind, SelOp, Selected, ShmChannel, Wait};
 use ferrocsp::Error;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
@@ -81,7 +81,7 @@ fn write_inline(
     total: usize,
     adopted: bool,
     w: &mut Wait<'_>,
-) -> Result<(), ShmError> {
+) -> Result<(), Error> {
     let mut slot = if adopted { ch.begin_write_adopted(total)? } else { ch.begin_write(total, w)? };
     fill_inline(slot.buf(), bufs);
     slot.commit(w)
@@ -156,27 +156,6 @@ pub struct PyShmChannel {
     name: String,
 }
 
-fn shm_err(py: Python<'_>, e: ShmError, op: OpName, name: &str) -> PyErr {
-    match e {
-        ShmError::Poisoned => to_pyerr(py, Error::Poisoned, op, name),
-        ShmError::Retired => to_pyerr(py, Error::Retired, op, name),
-        ShmError::Timeout => to_pyerr(py, Error::Timeout, op, name),
-        ShmError::WouldBlock => to_pyerr(py, Error::WouldBlock, op, name),
-        ShmError::Interrupted => {
-            PyErr::take(py).unwrap_or_else(|| pyo3::exceptions::PyKeyboardInterrupt::new_err(()))
-        }
-        ShmError::TooLarge { len, max } => PyValueError::new_err(format!(
-            "message of {len} bytes is larger than shared channel '{name}' can carry ({max} \
-             bytes; set FERROCSP_SHM_RING_BYTES)"
-        )),
-        ShmError::TooManyEnds => PyValueError::new_err(format!(
-            "shared channel '{name}' has had {} ends, the most it can count",
-            ferrocsp::shm::MAX_ENDS
-        )),
-        ShmError::Io(e) => PyOSError::new_err(format!("shared channel '{name}': {e}")),
-    }
-}
-
 /// Runs `f` with a `Wait` for the caller. A greenlet task or an asyncio operation greenlet
 /// sleeps cooperatively (`shm_coop.rs`: GIL held, it switches away while it waits). A thread
 /// sleeps with the GIL released; in the main thread in 50 ms slices with Python's signal
@@ -186,8 +165,8 @@ fn blocking<T: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     nowait: bool,
-    f: impl for<'w> FnOnce(&mut Wait<'w>) -> Result<T, ShmError> + Send,
-) -> PyResult<Result<T, ShmError>> {
+    f: impl for<'w> FnOnce(&mut Wait<'w>) -> Result<T, Error> + Send,
+) -> PyResult<Result<T, Error>> {
     if !nowait {
         if let Some(mut coop) = crate::shm_coop::sleeper(py) {
             let mut never = || false;
@@ -199,7 +178,7 @@ fn blocking<T: Send>(
                 sleeper: Some(&mut coop),
             });
             return match (coop.err.take(), r) {
-                (Some(e), Err(ShmError::Interrupted)) => Err(e),
+                (Some(e), Err(Error::Interrupted)) => Err(e),
                 // Completed although an exception was thrown in: the result stands.
                 (_, r) => Ok(r),
             };
@@ -227,7 +206,7 @@ fn blocking<T: Send>(
         f(&mut w)
     });
     if let Some(e) = pending {
-        if matches!(r, Err(ShmError::Interrupted)) {
+        if matches!(r, Err(Error::Interrupted)) {
             return Err(e);
         }
         // The operation completed although a handler raised: keep the result, and make the
@@ -350,7 +329,7 @@ impl PyShmChannel {
             }
             write_inline(&self.inner, bufs, total, adopted, w)
         })?;
-        r.map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+        r.map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
     }
 
     /// Receives one message: its parts, each a new ``bytes`` or ``bytearray``.
@@ -365,7 +344,7 @@ impl PyShmChannel {
         let dl = deadline(timeout);
         loop {
             let slot = blocking(py, dl, nowait, |w| self.inner.begin_read(w))?
-                .map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
+                .map_err(|e| to_pyerr(py, e, OpName::Read, &self.name))?;
             if let Some(out) = take(py, slot, &self.name)? {
                 return Ok(out);
             }
@@ -375,7 +354,7 @@ impl PyShmChannel {
 
     /// Poisons the channel for every process.
     fn poison(&self, py: Python<'_>) -> PyResult<()> {
-        self.inner.poison().map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+        self.inner.poison().map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
     }
 
     /// The change counter (it moves whenever anything a waiter may wait for changes).
@@ -396,14 +375,14 @@ impl PyShmChannel {
     fn new_end(&self, py: Python<'_>, kind: &str, adopted: bool) -> PyResult<u32> {
         let k = end_kind(kind)?;
         let r = if adopted { self.inner.adopt_end(k) } else { self.inner.new_end(k) };
-        r.map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+        r.map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
     }
 
     /// Counts ends made before the channel moved to shared memory.
     fn adopt_counts(&self, py: Python<'_>, kind: &str, made: u32, live: u32) -> PyResult<()> {
         self.inner
             .adopt_counts(end_kind(kind)?, made, live)
-            .map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+            .map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
     }
 
     /// Whether end ``index`` has retired (in any process).
@@ -413,7 +392,7 @@ impl PyShmChannel {
 
     /// Retires end ``index`` for every process (idempotent).
     fn retire_end(&self, py: Python<'_>, index: u32) -> PyResult<()> {
-        self.inner.retire_end(index).map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+        self.inner.retire_end(index).map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
     }
 
     /// ``(capacity, buffered, readers_waiting, writers_waiting, reader_ends, writer_ends,
@@ -423,7 +402,7 @@ impl PyShmChannel {
         &self,
         py: Python<'_>,
     ) -> PyResult<(usize, usize, usize, usize, usize, usize, bool, bool)> {
-        let s = self.inner.stats().map_err(|e| shm_err(py, e, OpName::Read, &self.name))?;
+        let s = self.inner.stats().map_err(|e| to_pyerr(py, e, OpName::Read, &self.name))?;
         Ok((
             s.capacity,
             s.buffered,
@@ -438,7 +417,7 @@ impl PyShmChannel {
 
     /// Takes the segment's lock and never releases it (tests of a process dying holding it).
     fn _hold_lock_for_test(&self, py: Python<'_>) -> PyResult<()> {
-        self.inner.hold_lock_for_test().map_err(|e| shm_err(py, e, OpName::Write, &self.name))
+        self.inner.hold_lock_for_test().map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
     }
 }
 
@@ -521,7 +500,7 @@ fn take<'py>(
     };
     if word(0)? != REMOTE {
         let out = read_inline(py, data, &bad)?;
-        slot.finish().map_err(|e| shm_err(py, e, OpName::Read, name))?;
+        slot.finish().map_err(|e| to_pyerr(py, e, OpName::Read, name))?;
         return Ok(Some(out));
     }
     let pid = word(4)?;
@@ -548,13 +527,13 @@ fn take<'py>(
         out.append(part)?;
     }
     if !failed {
-        slot.finish().map_err(|e| shm_err(py, e, OpName::Read, name))?;
+        slot.finish().map_err(|e| to_pyerr(py, e, OpName::Read, name))?;
         return Ok(Some(out));
     }
     // Not allowed to read the writer's memory: tell it to send the bytes inline (the writer's
     // rendezvous is not over until they are taken).
     slot.buf_mut()[REJECTED_AT] = 1;
-    slot.finish().map_err(|e| shm_err(py, e, OpName::Read, name))?;
+    slot.finish().map_err(|e| to_pyerr(py, e, OpName::Read, name))?;
     Ok(None)
 }
 
@@ -636,12 +615,12 @@ pub(crate) fn _shm_select<'py>(
     let r = blocking(py, dl, nowait, move |w| select(ops, w))?;
     let (i, what) = match r {
         Ok(x) => x,
-        Err(ShmError::Retired) => return Ok((SELECT_RETIRED, None)),
-        Err(ShmError::Timeout) => return Ok((SELECT_TIMEOUT, None)),
-        Err(ShmError::WouldBlock) => return Ok((SELECT_WOULD_BLOCK, None)),
+        Err(Error::Retired) => return Ok((SELECT_RETIRED, None)),
+        Err(Error::Timeout) => return Ok((SELECT_TIMEOUT, None)),
+        Err(Error::WouldBlock) => return Ok((SELECT_WOULD_BLOCK, None)),
         Err(e) => {
             let name = channels.first().map_or("", |c| c.name.as_str());
-            return Err(shm_err(py, e, OpName::Read, name));
+            return Err(to_pyerr(py, e, OpName::Read, name));
         }
     };
     let ch = &channels[i];
@@ -650,7 +629,7 @@ pub(crate) fn _shm_select<'py>(
         Selected::Wrote => Ok((index, None)),
         Selected::Poisoned => {
             let op = if messages[i].is_some() { OpName::Write } else { OpName::Read };
-            Err(shm_err(py, ShmError::Poisoned, op, &ch.name))
+            Err(to_pyerr(py, Error::Poisoned, op, &ch.name))
         }
         Selected::Read(slot) => match take(py, slot, &ch.name)? {
             Some(parts) => Ok((index, Some(parts))),

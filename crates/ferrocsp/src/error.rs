@@ -17,6 +17,35 @@ pub enum Error {
     Timeout,
     /// A non-blocking operation could not complete immediately.
     WouldBlock,
+    /// The caller gave the wait up (Ctrl-C, a cancelled task); nothing was sent or taken.
+    Interrupted,
+    /// The message can never fit in the channel (a shared channel's ring).
+    TooLarge {
+        /// The message's size in bytes.
+        len: usize,
+        /// The largest message the channel can carry.
+        max: usize,
+    },
+    /// A fixed-size table of the channel is full (`what`: "ends", "guards").
+    TooMany {
+        /// What ran out.
+        what: &'static str,
+        /// How many there may be.
+        max: usize,
+    },
+    /// A system call failed (shared memory): its kind and OS error code.
+    Io {
+        /// The error's kind.
+        kind: std::io::ErrorKind,
+        /// The OS error number, if the error came from the OS.
+        code: Option<i32>,
+    },
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io { kind: e.kind(), code: e.raw_os_error() }
+    }
 }
 
 impl fmt::Display for Error {
@@ -26,6 +55,15 @@ impl fmt::Display for Error {
             Error::Retired => "channel is retired",
             Error::Timeout => "timed out",
             Error::WouldBlock => "operation would block",
+            Error::Interrupted => "interrupted",
+            Error::TooLarge { len, max } => {
+                return write!(f, "message of {len} bytes is larger than the channel's {max}");
+            }
+            Error::TooMany { what, max } => return write!(f, "more than {max} {what}"),
+            Error::Io { code: Some(c), .. } => {
+                return fmt::Display::fmt(&std::io::Error::from_raw_os_error(*c), f);
+            }
+            Error::Io { kind, code: None } => return fmt::Display::fmt(kind, f),
         })
     }
 }

@@ -3,15 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use ferrocsp::shm::{EndKind, ShmChannel, ShmError, Wait};
+use ferrocsp::shm::{EndKind, ShmChannel, Wait};
+use ferrocsp::Error;
 
-fn write(ch: &ShmChannel, msg: &[u8], deadline: Option<Instant>) -> Result<(), ShmError> {
+fn write(ch: &ShmChannel, msg: &[u8], deadline: Option<Instant>) -> Result<(), Error> {
     let mut slot = ch.begin_write(msg.len(), &mut Wait::until(deadline))?;
     slot.buf().copy_from_slice(msg);
     slot.commit(&mut Wait::until(deadline))
 }
 
-fn read(ch: &ShmChannel, deadline: Option<Instant>) -> Result<Vec<u8>, ShmError> {
+fn read(ch: &ShmChannel, deadline: Option<Instant>) -> Result<Vec<u8>, Error> {
     let slot = ch.begin_read(&mut Wait::until(deadline))?;
     let v = slot.buf().to_vec();
     slot.finish()?;
@@ -83,9 +84,9 @@ fn attach_by_proc_fd_and_buffered_fifo() {
 fn rendezvous_timeout_sends_nothing() {
     let ch = ShmChannel::create(0, 1 << 16).expect("create");
     let r = write(&ch, b"x", Some(Instant::now() + Duration::from_millis(20)));
-    assert!(matches!(r, Err(ShmError::Timeout)));
+    assert!(matches!(r, Err(Error::Timeout)));
     let r = ch.begin_read(&mut Wait::nowait());
-    assert!(matches!(r, Err(ShmError::WouldBlock)));
+    assert!(matches!(r, Err(Error::WouldBlock)));
     assert_eq!(ch.stats().expect("stats").writers_waiting, 0);
 }
 
@@ -93,7 +94,7 @@ fn rendezvous_timeout_sends_nothing() {
 fn poison_wakes_blocked_reader_in_other_process() {
     let ch = ShmChannel::create(0, 1 << 16).expect("create");
     let pid = fork(|| match read(&ch, soon()) {
-        Err(ShmError::Poisoned) => 0,
+        Err(Error::Poisoned) => 0,
         _ => 1,
     });
     // The child may or may not be blocked yet: poison is sticky either way.
@@ -109,7 +110,7 @@ fn retire_last_writer_is_end_of_stream_after_drain() {
     ch.retire_end(w).expect("retire");
     ch.retire_end(w).expect("retire twice is a no-op");
     assert_eq!(read(&ch, soon()).expect("drain"), b"a");
-    assert!(matches!(read(&ch, soon()), Err(ShmError::Retired)));
+    assert!(matches!(read(&ch, soon()), Err(Error::Retired)));
     assert!(ch.stats().expect("stats").retired);
 }
 
@@ -121,14 +122,14 @@ fn owner_died_holding_the_lock_poisons() {
         0 // exits holding the lock
     });
     assert_eq!(wait(pid), 0);
-    assert!(matches!(read(&ch, soon()), Err(ShmError::Poisoned)));
+    assert!(matches!(read(&ch, soon()), Err(Error::Poisoned)));
 }
 
 #[test]
 fn too_large_is_refused() {
     let ch = ShmChannel::create(0, 4096).expect("create");
     let r = ch.begin_write(1 << 20, &mut Wait::nowait());
-    assert!(matches!(r, Err(ShmError::TooLarge { .. })));
+    assert!(matches!(r, Err(Error::TooLarge { .. })));
 }
 
 // --- choice (Alt) over shared channels: conditional offers and selection cells -------------
@@ -139,7 +140,7 @@ fn fill_with(msg: &[u8]) -> impl Fn(&mut [u8]) + Sync + '_ {
     move |out: &mut [u8]| out.copy_from_slice(msg)
 }
 
-fn stats(ch: &ShmChannel) -> ferrocsp::shm::ShmStats {
+fn stats(ch: &ShmChannel) -> ferrocsp::Stats {
     ch.stats().expect("stats")
 }
 
@@ -224,12 +225,12 @@ fn waiting_selection_is_counted_and_timeout_withdraws_it() {
         });
         wait_for("the offer", || stats(&ch).writers_waiting == 1);
         assert_eq!(stats(&other).readers_waiting, 1);
-        assert!(matches!(t.join().expect("join"), Err(ShmError::Timeout)));
+        assert!(matches!(t.join().expect("join"), Err(Error::Timeout)));
     });
     // Nothing was sent: the offer is gone, and so is the waiting reader.
     assert_eq!(stats(&ch).writers_waiting, 0);
     assert_eq!(stats(&other).readers_waiting, 0);
-    assert!(matches!(read(&ch, Some(Instant::now())), Err(ShmError::Timeout)));
+    assert!(matches!(read(&ch, Some(Instant::now())), Err(Error::Timeout)));
 }
 
 #[test]
@@ -257,7 +258,7 @@ fn retired_guard_is_dropped_and_all_retired_is_retired() {
     let ops = [SelOp::read(&a)];
     a.retire_end(wa).expect("retire");
     // With no deadline (no Timeout guard) a choice that can never fire is retired.
-    assert!(matches!(select(&ops, &mut Wait::until(None)), Err(ShmError::Retired)));
+    assert!(matches!(select(&ops, &mut Wait::until(None)), Err(Error::Retired)));
 }
 
 #[test]
@@ -281,7 +282,7 @@ fn selector_killed_with_its_offer_registered_blocks_nobody() {
     assert_eq!(stats(&inp).readers_waiting, 0);
     assert!(matches!(
         read(&ch, Some(Instant::now() + Duration::from_millis(50))),
-        Err(ShmError::Timeout)
+        Err(Error::Timeout)
     ));
     // The channel works on: a live selection's offer reaches a reader.
     std::thread::scope(|s| {
@@ -300,7 +301,7 @@ fn offers_of_a_selection_never_meet_each_other() {
     let fill = fill_with(b"self");
     let ops = [SelOp::write(&ch, 4, &fill), SelOp::read(&ch)];
     let dl = Some(Instant::now() + Duration::from_millis(100));
-    assert!(matches!(select(&ops, &mut Wait::until(dl)), Err(ShmError::Timeout)));
+    assert!(matches!(select(&ops, &mut Wait::until(dl)), Err(Error::Timeout)));
     assert_eq!(stats(&ch).writers_waiting, 0);
 }
 
@@ -310,7 +311,7 @@ fn buffered_output_guard_fires_when_there_is_room() {
     let fill = fill_with(b"one");
     let ops = [SelOp::write(&ch, 3, &fill)];
     assert_eq!(select(&ops, &mut Wait::nowait()).expect("room").0, 0);
-    assert!(matches!(select(&ops, &mut Wait::nowait()), Err(ShmError::WouldBlock)));
+    assert!(matches!(select(&ops, &mut Wait::nowait()), Err(Error::WouldBlock)));
     assert_eq!(read(&ch, soon()).expect("read"), b"one");
 }
 
@@ -329,7 +330,7 @@ fn nowait_output_guard_fires_to_a_reader_blocked_in_read() {
     // With nobody waiting, nothing fires and nothing is left behind.
     let fill = fill_with(b"later");
     let ops = [SelOp::write(&ch, 5, &fill)];
-    assert!(matches!(select(&ops, &mut Wait::nowait()), Err(ShmError::WouldBlock)));
+    assert!(matches!(select(&ops, &mut Wait::nowait()), Err(Error::WouldBlock)));
     assert_eq!(stats(&ch).writers_waiting, 0);
 }
 

@@ -7,10 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrocsp::shm::{
-    select, watch, watcher_threads, SelOp, Selected, ShmChannel, ShmError, Sleeper, Wait,
-};
-use ferrocsp::Waker;
+use ferrocsp::shm::{select, watch, watcher_threads, SelOp, Selected, ShmChannel, Sleeper, Wait};
+use ferrocsp::{Error, Waker};
 
 /// Parks the calling thread until the watcher wakes it (a stand-in for a scheduler switch):
 /// only the watcher's wake-up ends the sleep, so these tests fail if it never comes.
@@ -159,7 +157,7 @@ fn cooperative_read_times_out_at_its_deadline() {
     let t0 = Instant::now();
     let (r, _) =
         coop(|w| ch.begin_read(w).map(drop), Some(Instant::now() + Duration::from_millis(100)));
-    assert!(matches!(r, Err(ShmError::Timeout)), "{r:?}");
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(100), "{took:?}");
     assert_eq!(ch.stats().expect("stats").readers_waiting, 0);

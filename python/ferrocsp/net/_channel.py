@@ -1,8 +1,9 @@
 """Networked channels and their ends: the local channel API over ``_native._NetChan``.
 
 Invariants:
-- Every blocking call releases the GIL (in the native wait) and, in a greenlet scheduler,
-  runs through ``ferrocsp.io`` so the scheduler's other greenlets keep running.
+- Every blocking call releases the GIL (in the native wait) or, in a greenlet scheduler,
+  switches to the scheduler's other greenlets until the operation's completion callback
+  wakes it (no thread per waiting operation).
 - A message that fails to decode (garbage, unsigned or forged pickle) is logged on the
   ``ferrocsp.net`` logger and dropped; the read goes on waiting with what is left of its
   timeout, so the channel keeps working.
@@ -16,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from .. import _native
 from .._errors import ChannelRetired, WouldBlock
 from ._codec import CodecError
 
@@ -39,17 +38,6 @@ def _remaining(deadline: float | None) -> float | None:
     if deadline is None:
         return None
     return max(0.0, deadline - time.monotonic())
-
-
-_in_scheduler = _native._in_scheduler
-
-
-def _blocking(fn: Callable[[], Any]) -> Any:
-    if _in_scheduler():
-        from .._io import io
-
-        return io(fn)()  # io(fn) alone wraps fn; calling the wrapper runs it on a worker
-    return fn()
 
 
 class _Waiter:
@@ -176,10 +164,7 @@ class NetChannel(_Iterates):
         """
         data, ends = self._conn._encode(self, value)
         try:
-            if _in_scheduler():
-                _blocking(lambda: self._core.write(data, timeout))
-            else:  # the common case, without a closure per operation
-                self._core.write(data, timeout)
+            self._core.write(data, timeout)
         except BaseException:
             self._conn._unsend_ends(ends)
             raise
@@ -187,17 +172,9 @@ class NetChannel(_Iterates):
     def read(self, *, timeout: float | None = None) -> Any:
         """Takes one value (waiting for a writer on any machine); ``TimeoutError``,
         ``ChannelPoisoned``, ``ChannelRetired`` (all writers retired, nothing left)."""
-        if timeout is None and not _in_scheduler():
-            # The common case: no deadline to carry over re-tries, no closure per operation.
-            while True:
-                raw = self._core.read(None)
-                try:
-                    return self._conn._decode(self, raw)
-                except CodecError as e:
-                    log.warning("networked channel %r: rejected a message: %s", self.name, e)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            raw = _blocking(functools.partial(self._core.read, _remaining(deadline)))
+            raw = self._core.read(_remaining(deadline))
             try:
                 return self._conn._decode(self, raw)
             except CodecError as e:
@@ -241,7 +218,7 @@ class NetChannel(_Iterates):
     def poison(self) -> None:
         """Poisons the channel for every participant on every machine (buffered values are
         dropped); blocked and later operations raise ``ChannelPoisoned``."""
-        _blocking(self._core.poison)
+        self._core.poison()
 
     # --- ends ----------------------------------------------------------------------------
     def reader(self) -> NetReader:
@@ -264,7 +241,7 @@ class NetChannel(_Iterates):
         return self._conn._decode(self, raw)
 
     def _csp_alt_take(self, hold: int) -> bytes | None:
-        raw: bytes | None = _blocking(lambda: self._core.alt_take(hold))
+        raw: bytes | None = self._core.alt_take(hold)
         return raw
 
     async def _csp_alt_atake(self, hold: int) -> bytes | None:
@@ -282,7 +259,7 @@ class NetChannel(_Iterates):
     def _csp_alt_commit(self, token: _OutToken) -> None:
         # The native call takes the hold at once (before any wait), then sends.
         try:
-            _blocking(lambda: self._core.commit(token.data))
+            self._core.commit(token.data)
         except BaseException:
             self._conn._unsend_ends(token.ends)
             raise
@@ -314,7 +291,7 @@ class _End:
         self._retired = False
         reader = self._kind == b"r"
         if not counted:
-            _blocking(lambda: chan._core.count_end(reader, True))
+            chan._core.count_end(reader, True)
         # Garbage collection retires an end not retired explicitly (in the background).
         self._finalizer = weakref.finalize(self, chan._core.count_end, reader, False, False)
 
@@ -336,7 +313,7 @@ class _End:
         self._retired = True
         self._finalizer.detach()
         reader = self._kind == b"r"
-        _blocking(lambda: self._chan._core.count_end(reader, False))
+        self._chan._core.count_end(reader, False)
 
     def poison(self) -> None:
         """Poisons the channel (see ``NetChannel.poison``)."""

@@ -30,6 +30,7 @@
 //!   is withdrawn by whoever finds it. A waiting `Alt`'s input guard leaves an `AltRecord` in
 //!   the header (counted by `stats()` as a waiting reader; stale records are dropped there).
 
+use crate::Error;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -80,38 +81,6 @@ pub enum EndKind {
     Reader,
     /// A writing end.
     Writer,
-}
-
-/// Why a shared-channel operation did not happen.
-#[derive(Debug)]
-pub enum ShmError {
-    /// The channel is poisoned (or a process died holding its lock).
-    Poisoned,
-    /// The channel is retired (end-of-stream for readers; no readers left for writers).
-    Retired,
-    /// The deadline passed; nothing was sent or taken.
-    Timeout,
-    /// A `nowait` operation could not complete at once; nothing was sent or taken.
-    WouldBlock,
-    /// The caller's interrupt check fired while waiting; nothing was sent or taken.
-    Interrupted,
-    /// The message can never fit in the channel's ring.
-    TooLarge {
-        /// The message's size in bytes.
-        len: usize,
-        /// The largest message the channel can carry.
-        max: usize,
-    },
-    /// The end table is full.
-    TooManyEnds,
-    /// A system call failed.
-    Io(io::Error),
-}
-
-impl From<io::Error> for ShmError {
-    fn from(e: io::Error) -> Self {
-        ShmError::Io(e)
-    }
 }
 
 /// How a blocking operation waits: until `deadline` (None: forever), waking every `slice` to
@@ -213,27 +182,6 @@ impl Wait<'static> {
             sleeper: None,
         }
     }
-}
-
-/// A snapshot of a shared channel's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ShmStats {
-    /// Buffer size; 0 for rendezvous.
-    pub capacity: usize,
-    /// Messages buffered (buffered channels only).
-    pub buffered: usize,
-    /// Readers blocked.
-    pub readers_waiting: usize,
-    /// Writers blocked (for rendezvous: with an offer not yet taken, or waiting for one).
-    pub writers_waiting: usize,
-    /// Live reader ends.
-    pub reader_ends: usize,
-    /// Live writer ends.
-    pub writer_ends: usize,
-    /// Poisoned.
-    pub poisoned: bool,
-    /// Every writer end or every reader end made has retired.
-    pub retired: bool,
 }
 
 #[repr(C)]
@@ -440,7 +388,7 @@ impl ShmChannel {
         self.atomics().2.load(Ordering::Acquire) != 0
     }
 
-    pub(super) fn lock(&self) -> Result<Guard<'_>, ShmError> {
+    pub(super) fn lock(&self) -> Result<Guard<'_>, Error> {
         // SAFETY: the mutex was initialised at creation and lives as long as the mapping.
         let how = unsafe { sys::mutex_lock(self.mutex()) }?;
         let g = Guard { ch: self };
@@ -470,7 +418,7 @@ impl ShmChannel {
 
     /// Releases the lock, sleeps until something changes (or the slice/deadline ends), and
     /// takes the lock again. Returns the new guard and whether the wait was interrupted.
-    fn sleep<'a>(&'a self, g: Guard<'a>, w: &mut Wait<'_>) -> Result<(Guard<'a>, bool), ShmError> {
+    fn sleep<'a>(&'a self, g: Guard<'a>, w: &mut Wait<'_>) -> Result<(Guard<'a>, bool), Error> {
         self.sleep_on(g, self.atomics().0, w)
     }
 
@@ -481,7 +429,7 @@ impl ShmChannel {
         g: Guard<'a>,
         word: &AtomicU32,
         w: &mut Wait<'_>,
-    ) -> Result<(Guard<'a>, bool), ShmError> {
+    ) -> Result<(Guard<'a>, bool), Error> {
         let (seq, sleepers, _) = self.atomics();
         let coarse = w.coarse();
         let word = if coarse { seq } else { word };
@@ -682,14 +630,10 @@ impl ShmChannel {
 
     /// Reserves a conditional offer of a `len`-byte message for `cell` (`WRITING`: invisible
     /// to readers until `publish_offer`); fill it with `offer_buf`. None: no ring space now.
-    pub(super) fn reserve_offer(
-        &self,
-        len: usize,
-        cell: &CellRef,
-    ) -> Result<Option<u64>, ShmError> {
+    pub(super) fn reserve_offer(&self, len: usize, cell: &CellRef) -> Result<Option<u64>, Error> {
         let size = round_up(ENTRY_BYTES + OFFER_PREFIX + len);
         if size > self.data_len() {
-            return Err(ShmError::TooLarge { len, max: self.max_message() - OFFER_PREFIX });
+            return Err(Error::TooLarge { len, max: self.max_message() - OFFER_PREFIX });
         }
         let g = self.lock()?;
         let Some(pos) = self.reserve(&g, size) else { return Ok(None) };
@@ -880,14 +824,14 @@ impl ShmChannel {
     /// Starts writing a message of `len` bytes: waits for room (buffered) or, with `nowait`
     /// on a rendezvous channel, checks that a reader is waiting. Fill `WriteSlot::buf`, then
     /// `commit`; dropping the slot withdraws the message.
-    pub fn begin_write(&self, len: usize, w: &mut Wait<'_>) -> Result<WriteSlot<'_>, ShmError> {
+    pub fn begin_write(&self, len: usize, w: &mut Wait<'_>) -> Result<WriteSlot<'_>, Error> {
         self.reserve_message(len, w, false)
     }
 
     /// `begin_write` for a buffered channel that ignores the capacity (never blocks on it):
     /// for values that were already accepted elsewhere (a channel moving here with its buffer
     /// and the writers it had blocked).
-    pub fn begin_write_adopted(&self, len: usize) -> Result<WriteSlot<'_>, ShmError> {
+    pub fn begin_write_adopted(&self, len: usize) -> Result<WriteSlot<'_>, Error> {
         self.reserve_message(len, &mut Wait::nowait(), true)
     }
 
@@ -896,20 +840,20 @@ impl ShmChannel {
         len: usize,
         w: &mut Wait<'_>,
         adopted: bool,
-    ) -> Result<WriteSlot<'_>, ShmError> {
+    ) -> Result<WriteSlot<'_>, Error> {
         let size = round_up(ENTRY_BYTES + len);
         if size > self.data_len() {
-            return Err(ShmError::TooLarge { len, max: self.max_message() });
+            return Err(Error::TooLarge { len, max: self.max_message() });
         }
         let rendezvous = self.capacity() == 0;
         let mut g = self.lock()?;
         loop {
             if self.is_poisoned() {
-                return Err(ShmError::Poisoned);
+                return Err(Error::Poisoned);
             }
             let st = g.st();
             if Self::readers_gone(st) {
-                return Err(ShmError::Retired);
+                return Err(Error::Retired);
             }
             let slot_ok = if adopted {
                 !rendezvous
@@ -939,29 +883,29 @@ impl ShmChannel {
                 }
             }
             if w.nowait {
-                return Err(ShmError::WouldBlock);
+                return Err(Error::WouldBlock);
             }
             if w.deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(ShmError::Timeout);
+                return Err(Error::Timeout);
             }
             g.st().writers_waiting += 1;
             let (g2, interrupted) = self.sleep(g, w)?;
             g = g2;
             g.st().writers_waiting -= 1;
             if interrupted {
-                return Err(ShmError::Interrupted);
+                return Err(Error::Interrupted);
             }
         }
     }
 
     /// Waits for a message and claims it. Read `ReadSlot::buf`, then `finish`; dropping the
     /// slot unread puts the message back.
-    pub fn begin_read(&self, w: &mut Wait<'_>) -> Result<ReadSlot<'_>, ShmError> {
+    pub fn begin_read(&self, w: &mut Wait<'_>) -> Result<ReadSlot<'_>, Error> {
         let mut g = self.lock()?;
         let mut waited = false;
         loop {
             if self.is_poisoned() {
-                return Err(ShmError::Poisoned);
+                return Err(Error::Poisoned);
             }
             if let Some(slot) = self.claim(&g, None) {
                 return Ok(slot);
@@ -971,11 +915,11 @@ impl ShmChannel {
             // in process): a read through the channel drains, then fails.
             let gone = Self::writers_gone(st) || Self::readers_gone(st);
             let why = if gone && st.writing == 0 {
-                Some(ShmError::Retired)
+                Some(Error::Retired)
             } else if w.nowait {
-                Some(ShmError::WouldBlock)
+                Some(Error::WouldBlock)
             } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
-                Some(ShmError::Timeout)
+                Some(Error::Timeout)
             } else {
                 None
             };
@@ -1004,13 +948,13 @@ impl ShmChannel {
             if interrupted {
                 self.wake_offers(&g);
                 self.changed(&g);
-                return Err(ShmError::Interrupted);
+                return Err(Error::Interrupted);
             }
         }
     }
 
     /// Poisons the channel: every blocked and later operation fails with `Poisoned`.
-    pub fn poison(&self) -> Result<(), ShmError> {
+    pub fn poison(&self) -> Result<(), Error> {
         let g = self.lock()?;
         self.atomics().2.store(1, Ordering::Release);
         self.changed_all(&g);
@@ -1018,12 +962,12 @@ impl ShmChannel {
     }
 
     /// Records a new counted end; returns its index in the end table.
-    pub fn new_end(&self, kind: EndKind) -> Result<u32, ShmError> {
+    pub fn new_end(&self, kind: EndKind) -> Result<u32, Error> {
         let g = self.lock()?;
         let st = g.st();
         let i = st.ends_next as usize;
         if i >= MAX_ENDS {
-            return Err(ShmError::TooManyEnds);
+            return Err(Error::TooMany { what: "ends", max: MAX_ENDS });
         }
         st.ends_next += 1;
         let (tag, made, live) = match kind {
@@ -1039,7 +983,7 @@ impl ShmChannel {
     /// Records `made` ends of `kind` made before the channel moved here, `live` of them not
     /// retired; those that are still live get their table index later with `new_end`-like
     /// `adopt_end` (so they are counted once).
-    pub fn adopt_counts(&self, kind: EndKind, made: u32, live: u32) -> Result<(), ShmError> {
+    pub fn adopt_counts(&self, kind: EndKind, made: u32, live: u32) -> Result<(), Error> {
         let g = self.lock()?;
         let st = g.st();
         match kind {
@@ -1056,12 +1000,12 @@ impl ShmChannel {
     }
 
     /// A table index for a live end already counted by `adopt_counts`.
-    pub fn adopt_end(&self, kind: EndKind) -> Result<u32, ShmError> {
+    pub fn adopt_end(&self, kind: EndKind) -> Result<u32, Error> {
         let g = self.lock()?;
         let st = g.st();
         let i = st.ends_next as usize;
         if i >= MAX_ENDS {
-            return Err(ShmError::TooManyEnds);
+            return Err(Error::TooMany { what: "ends", max: MAX_ENDS });
         }
         st.ends_next += 1;
         let tag = if kind == EndKind::Reader { END_READER } else { END_WRITER };
@@ -1076,7 +1020,7 @@ impl ShmChannel {
     }
 
     /// Retires end `i` (idempotent: every copy of an end is that one end).
-    pub fn retire_end(&self, i: u32) -> Result<(), ShmError> {
+    pub fn retire_end(&self, i: u32) -> Result<(), Error> {
         let g = self.lock()?;
         let Some(slot) = self.ends().get(i as usize) else {
             return Ok(());
@@ -1100,7 +1044,7 @@ impl ShmChannel {
     /// Wakes every sleeper on this channel, in every process, without changing anything: each
     /// re-checks why it waits and sleeps again, except one whose `Wait::interrupted` now says
     /// to give up (how a wait is withdrawn from another thread: set its flag, then nudge).
-    pub fn nudge(&self) -> Result<(), ShmError> {
+    pub fn nudge(&self) -> Result<(), Error> {
         let g = self.lock()?;
         self.changed_all(&g);
         Ok(())
@@ -1108,18 +1052,18 @@ impl ShmChannel {
 
     /// Takes the lock and never releases it: only for tests of a process that dies holding it.
     #[doc(hidden)]
-    pub fn hold_lock_for_test(&self) -> Result<(), ShmError> {
+    pub fn hold_lock_for_test(&self) -> Result<(), Error> {
         std::mem::forget(self.lock()?);
         Ok(())
     }
 
     /// A snapshot of the counters.
-    pub fn stats(&self) -> Result<ShmStats, ShmError> {
+    pub fn stats(&self) -> Result<crate::Stats, Error> {
         let g = self.lock()?;
         let (alt_readers, alt_writers) = self.alt_waiting(&g);
         let st = g.st();
         let poisoned = self.is_poisoned();
-        Ok(ShmStats {
+        Ok(crate::Stats {
             capacity: self.capacity(),
             buffered: if poisoned { 0 } else { st.buffered as usize },
             readers_waiting: st.readers_waiting as usize + alt_readers,
@@ -1182,7 +1126,7 @@ impl WriteSlot<'_> {
     /// Publishes the message. A buffered write is then done; a rendezvous write waits (per
     /// `w`) until a reader has taken it, and withdraws it on timeout, interrupt, poison or
     /// retirement, in which case nothing was sent.
-    pub fn commit(self, w: &mut Wait<'_>) -> Result<(), ShmError> {
+    pub fn commit(self, w: &mut Wait<'_>) -> Result<(), Error> {
         self.commit_then(w, |_| ())
     }
 
@@ -1193,17 +1137,17 @@ impl WriteSlot<'_> {
         mut self,
         w: &mut Wait<'_>,
         taken: impl FnOnce(&[u8]) -> T,
-    ) -> Result<T, ShmError> {
+    ) -> Result<T, Error> {
         self.committed = true;
         let ch = self.ch;
         let mut g = ch.lock()?;
         if ch.is_poisoned() {
             self.withdraw(&g, false);
-            return Err(ShmError::Poisoned);
+            return Err(Error::Poisoned);
         }
         if ShmChannel::readers_gone(g.st()) {
             self.withdraw(&g, false);
-            return Err(ShmError::Retired);
+            return Err(Error::Retired);
         }
         let st = g.st();
         st.writing -= 1;
@@ -1229,13 +1173,13 @@ impl WriteSlot<'_> {
                 READY => {
                     let st = g.st();
                     let why = if ch.is_poisoned() {
-                        Some(ShmError::Poisoned)
+                        Some(Error::Poisoned)
                     } else if ShmChannel::readers_gone(st) {
-                        Some(ShmError::Retired)
+                        Some(Error::Retired)
                     } else if w.nowait && st.readers_waiting == 0 {
-                        Some(ShmError::WouldBlock)
+                        Some(Error::WouldBlock)
                     } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
-                        Some(ShmError::Timeout)
+                        Some(Error::Timeout)
                     } else {
                         None
                     };
@@ -1252,7 +1196,7 @@ impl WriteSlot<'_> {
             g = g2;
             if interrupted && self.state() == READY {
                 self.withdraw(&g, true);
-                return Err(ShmError::Interrupted);
+                return Err(Error::Interrupted);
             }
         }
     }
@@ -1300,7 +1244,7 @@ impl ReadSlot<'_> {
     }
 
     /// Releases the message: taken (a rendezvous writer completes).
-    pub fn finish(mut self) -> Result<(), ShmError> {
+    pub fn finish(mut self) -> Result<(), Error> {
         self.finished = true;
         let g = self.ch.lock()?;
         let e = self.ch.entry(self.pos);

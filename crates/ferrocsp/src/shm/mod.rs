@@ -19,8 +19,6 @@ mod sys;
 mod watch;
 
 pub use cells::MAX_GUARDS;
-pub use channel::{
-    EndKind, ReadSlot, ShmChannel, ShmError, ShmStats, Sleeper, Wait, WriteSlot, MAX_ENDS,
-};
+pub use channel::{EndKind, ReadSlot, ShmChannel, Sleeper, Wait, WriteSlot, MAX_ENDS};
 pub use select::{select, Fill, SelOp, Selected};
 pub use watch::{watch, watcher_threads, Watch, PER_WATCHER};

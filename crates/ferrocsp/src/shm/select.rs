@@ -26,11 +26,12 @@
 //! - Every way out (fired, timeout, interrupt, poison, error) withdraws what is still
 //!   registered, except the offer a reader took (the reader owns that entry).
 
+use crate::Error;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use super::cells::{OwnCell, MAX_GUARDS};
-use super::channel::{Guard, ReadSlot, ShmChannel, ShmError, Wait};
+use super::channel::{Guard, ReadSlot, ShmChannel, Wait};
 
 /// Writes an output guard's message into the slot it is given (exactly its length).
 pub type Fill<'a> = dyn Fn(&mut [u8]) + Sync + 'a;
@@ -116,14 +117,14 @@ struct Sel<'s, 'a> {
 /// Fires exactly one of `ops`, trying them in the order given (the caller applies the
 /// policy), waiting per `w`. `Err(Retired)`: every guard is dead and there is no deadline;
 /// `Err(Timeout)`/`Err(WouldBlock)`/`Err(Interrupted)`: nothing fired.
-pub fn select<'a>(ops: &[SelOp<'a>], w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), ShmError> {
+pub fn select<'a>(ops: &[SelOp<'a>], w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), Error> {
     if ops.len() > MAX_GUARDS {
-        return Err(ShmError::Io(std::io::Error::other("too many guards")));
+        return Err(Error::TooMany { what: "guards", max: MAX_GUARDS });
     }
     for op in ops {
         if let (Some((len, _)), c) = (op.write, op.ch) {
             if c.capacity() == 0 && len + 64 > c.max_message() {
-                return Err(ShmError::TooLarge { len, max: c.max_message() - 64 });
+                return Err(Error::TooLarge { len, max: c.max_message() - 64 });
             }
         }
     }
@@ -155,11 +156,11 @@ pub fn select<'a>(ops: &[SelOp<'a>], w: &mut Wait<'_>) -> Result<(usize, Selecte
 }
 
 impl<'a> Sel<'_, 'a> {
-    fn lock_all(&self) -> Result<Vec<Guard<'a>>, ShmError> {
+    fn lock_all(&self) -> Result<Vec<Guard<'a>>, Error> {
         self.chans.iter().map(|c| c.lock()).collect()
     }
 
-    fn run(&mut self, w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), ShmError> {
+    fn run(&mut self, w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), Error> {
         loop {
             let guards = self.lock_all()?;
             if let Some(i) = self.cell.as_ref().and_then(OwnCell::fired) {
@@ -181,7 +182,7 @@ impl<'a> Sel<'_, 'a> {
                     }
                     return match slot.commit(w) {
                         Ok(()) => Ok((i, Selected::Wrote)),
-                        Err(ShmError::Poisoned) => Ok((i, Selected::Poisoned)),
+                        Err(Error::Poisoned) => Ok((i, Selected::Poisoned)),
                         Err(e) => Err(e),
                     };
                 }
@@ -189,11 +190,11 @@ impl<'a> Sel<'_, 'a> {
             }
             let live = self.dead.iter().any(|d| !d);
             let why = if w.nowait && !deferred {
-                Some(ShmError::WouldBlock)
+                Some(Error::WouldBlock)
             } else if !live && w.deadline.is_none() {
-                Some(ShmError::Retired)
+                Some(Error::Retired)
             } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
-                Some(ShmError::Timeout)
+                Some(Error::Timeout)
             } else {
                 None
             };
@@ -215,7 +216,7 @@ impl<'a> Sel<'_, 'a> {
                     return Ok((i, Selected::Wrote));
                 }
                 self.finish(&guards);
-                return Err(ShmError::Interrupted);
+                return Err(Error::Interrupted);
             }
         }
     }
@@ -278,7 +279,7 @@ impl<'a> Sel<'_, 'a> {
     }
 
     /// Takes a cell and reserves and fills the offers (no locks held).
-    fn prepare(&mut self) -> Result<(), ShmError> {
+    fn prepare(&mut self) -> Result<(), Error> {
         if self.cell.is_none() {
             self.cell = Some(OwnCell::acquire()?);
         }
