@@ -1041,15 +1041,6 @@ impl ShmChannel {
         self.atomics().0.load(Ordering::SeqCst)
     }
 
-    /// Wakes every sleeper on this channel, in every process, without changing anything: each
-    /// re-checks why it waits and sleeps again, except one whose `Wait::interrupted` now says
-    /// to give up (how a wait is withdrawn from another thread: set its flag, then nudge).
-    pub fn nudge(&self) -> Result<(), Error> {
-        let g = self.lock()?;
-        self.changed_all(&g);
-        Ok(())
-    }
-
     /// Takes the lock and never releases it: only for tests of a process that dies holding it.
     #[doc(hidden)]
     pub fn hold_lock_for_test(&self) -> Result<(), Error> {
