@@ -14,7 +14,7 @@ alone different machines, say little about each other):
 
 Output (``--out``, default ``docs/performance/`` of the source tree): ``index.md`` (tables,
 machine, versions, date), ``results.json`` (everything measured) and, when matplotlib is
-installed (``pip install 'ferrocsp[bench]'``), ``commstime.png``, ``alt.png`` and
+installed (``pip install 'ferrocsp[plot]'``), ``commstime.png``, ``alt.png`` and
 ``spawn.png``. The benchmark scripts live in the source tree, not in the installed package:
 run from a checkout, or point ``--bench-dir`` at its ``bench/``.
 """
@@ -426,7 +426,7 @@ def render_markdown(data: dict[str, Any], plots: list[str]) -> str:
         "## Reproduce",
         "",
         "```sh",
-        "pip install 'ferrocsp[bench]'      # matplotlib, for the plots",
+        "pip install 'ferrocsp[plot]'      # matplotlib, for the plots",
         "bench/setup-peers.sh               # PyCSP 0.9.2 in bench/.venv-pycsp (optional)",
         "ferrocsp bench                     # full size, writes docs/performance/",
         "ferrocsp bench --quick --out /tmp/perf   # seconds; no Rust or PyCSP rows",
@@ -515,7 +515,7 @@ def _plots(data: dict[str, Any], out: Path) -> list[str]:
 
 
 def have_matplotlib() -> bool:
-    """Whether matplotlib can be imported (the ``ferrocsp[bench]`` extra)."""
+    """Whether matplotlib can be imported (the ``ferrocsp[plot]`` extra)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -531,7 +531,7 @@ def run(opts: BenchOptions) -> dict[str, Any]:
     if opts.plots and not plots_wanted:
         opts.log(
             "[bench] matplotlib is not installed: writing the tables without plots "
-            "(install it with: pip install 'ferrocsp[bench]')"
+            "(install it with: pip install 'ferrocsp[plot]')"
         )
     data: dict[str, Any] = {
         "size": "quick" if opts.quick else "full",

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run the benchmark suite in bench/ and write tables and plots",
         description="Runs bench/commstime and bench/alt (with their baselines) and a spawn "
         "benchmark, then writes index.md, results.json and PNG plots (matplotlib: "
-        "pip install 'ferrocsp[bench]') into --out.",
+        "pip install 'ferrocsp[plot]') into --out.",
     )
     bench.add_argument(
         "--quick",
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         help="plot a trace (FERROCSP_TRACE=trace.jsonl) as a per-process timeline",
         description="Draws one lane per process: alive from start to end, blocked "
         "intervals in red, reads and writes as ticks (matplotlib: pip install "
-        "'ferrocsp[bench]').",
+        "'ferrocsp[plot]').",
     )
     trace.add_argument("trace", type=Path, help="the trace file (JSON lines)")
     trace.add_argument(
