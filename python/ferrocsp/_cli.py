@@ -10,15 +10,28 @@ __all__ = ["main"]
 
 
 def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from ._bench import BenchOptions, default_bench_dir, run
+    import tempfile
+
+    from ._bench import BenchOptions, default_bench_dir, is_checkout, run
 
     bench_dir = args.bench_dir if args.bench_dir is not None else default_bench_dir()
     if bench_dir is None or not (bench_dir / "commstime" / "run.py").is_file():
+        where = "this installation" if args.bench_dir is None else str(args.bench_dir)
         parser.error(
-            "the benchmark scripts (bench/commstime/run.py, bench/alt/run.py) live in "
-            "ferrocsp's source tree: run from a checkout or pass --bench-dir PATH/bench"
+            f"no benchmark scripts (commstime/run.py, alt/run.py) in {where}: reinstall "
+            "ferrocsp, or pass --bench-dir PATH/bench of a source tree"
         )
-    out = args.out if args.out is not None else bench_dir.parent / "docs" / "performance"
+    for flag in ("rust", "pycsp"):
+        if getattr(args, flag) and not is_checkout(bench_dir):
+            parser.error(
+                f"--{flag} needs ferrocsp's source tree (the Rust benchmarks and PyCSP's "
+                "environment live there): run from a checkout or pass --bench-dir PATH/bench"
+            )
+    if args.out is not None:
+        out = args.out
+    else:
+        out = Path(tempfile.mkdtemp(prefix="ferrocsp-bench-"))
+        print(f"ferrocsp bench: writing to {out} (choose with --out DIR)", file=sys.stderr)
     opts = BenchOptions(
         out=out,
         bench_dir=bench_dir,
@@ -103,18 +116,28 @@ def _trace_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="ferrocsp", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"ferrocsp {_version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a small network on each backend and print what it did")
     demo.add_argument("--cycles", type=int, default=20_000, help="commstime cycles (20000)")
     bench = sub.add_parser(
         "bench",
         help="run the benchmark suite in bench/ and write tables and plots",
-        description="Runs bench/commstime and bench/alt (with their baselines) and a spawn "
-        "benchmark, then writes index.md, results.json and PNG plots (matplotlib: "
-        "pip install 'ferrocsp[plot]') into --out.",
+        description="Runs the commstime and Alt benchmarks (with their baselines) and a "
+        "spawn benchmark, then writes index.md, results.json and PNG plots (matplotlib: "
+        "pip install 'ferrocsp[plot]') into --out (default: a new temporary folder). "
+        "From a source tree it also runs the Rust and PyCSP rows unless --quick.",
     )
     bench.add_argument(
         "--quick",
@@ -122,20 +145,25 @@ def main(argv: list[str] | None = None) -> int:
         help="small sizes for CI (seconds); leaves out the Rust and PyCSP rows unless asked",
     )
     bench.add_argument(
-        "--out", type=Path, help="output directory (default: docs/performance of the checkout)"
+        "--out", type=Path, help="output directory (default: a new temporary folder)"
     )
-    bench.add_argument("--bench-dir", type=Path, help="the bench/ directory of a checkout")
+    bench.add_argument(
+        "--bench-dir",
+        type=Path,
+        help="the bench/ directory of a source tree (default: the checkout ferrocsp runs "
+        "from, else the scripts installed with it)",
+    )
     bench.add_argument(
         "--rust",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run the Rust baselines with cargo bench (default: yes, no with --quick)",
+        help="run the Rust baselines with cargo bench (default: from a source tree unless --quick)",
     )
     bench.add_argument(
         "--pycsp",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run PyCSP from bench/.venv-pycsp (default: yes, no with --quick)",
+        help="run PyCSP from bench/.venv-pycsp (default: from a source tree unless --quick)",
     )
     bench.add_argument("--no-plots", action="store_true", help="write the tables only")
     graph = sub.add_parser(

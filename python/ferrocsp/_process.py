@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import _backends, _shm, _trace
-from ._errors import ChannelPoisoned, ChannelRetired
 from ._backends import Backend
+from ._errors import ChannelPoisoned, ChannelRetired
 from ._native import _Participant, _participant_enter, _participant_exit, _set_process_name
 from ._shutdown import Endpoint, channel_args, poison_all, retire_ends
 
@@ -418,18 +418,14 @@ class _Decorator(Protocol):
     """``@process(name=..., backend=...)``: what it returns, typed like ``process`` itself."""
 
     @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]], /
-    ) -> _Factory[P, R]: ...
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> _Factory[P, R]: ...
     @overload
     def __call__(self, fn: Callable[P, R], /) -> _Factory[P, R]: ...
 
 
 # An async def's factory makes processes whose result is what the coroutine returns.
 @overload
-def process(
-    fn: Callable[P, Coroutine[Any, Any, R]], /
-) -> _Factory[P, R]: ...
+def process(fn: Callable[P, Coroutine[Any, Any, R]], /) -> _Factory[P, R]: ...
 @overload
 def process(fn: Callable[P, R], /) -> _Factory[P, R]: ...
 @overload
