@@ -107,6 +107,25 @@ def _graph(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _trace_plot(args: argparse.Namespace) -> int:
     from ._timeline import plot
 
+    if args.out.suffix == ".json":  # Chrome trace event format, for Perfetto
+        import json
+
+        from ._chrome import to_chrome
+        from ._timeline import load
+
+        try:
+            doc = to_chrome(load(args.trace))
+            args.out.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            print(f"ferrocsp trace: {exc}", file=sys.stderr)
+            return 1
+        n = sum(1 for e in doc["traceEvents"] if e["ph"] == "M")
+        print(
+            f"ferrocsp trace: {n} processes written to {args.out} (Chrome trace event "
+            "format: open it in ui.perfetto.dev or chrome://tracing)",
+            file=sys.stderr,
+        )
+        return 0
     try:
         lanes = plot(args.trace, args.out)
     except (OSError, ValueError) as exc:
@@ -187,11 +206,16 @@ def main(argv: list[str] | None = None) -> int:
         help="plot a trace (FERROCSP_TRACE=trace.jsonl) as a per-process timeline",
         description="Draws one lane per process: alive from start to end, blocked "
         "intervals in red, reads and writes as ticks (matplotlib: pip install "
-        "'ferrocsp[plot]').",
+        "'ferrocsp[plot]'). With -o FILE.json it writes the trace in the Chrome trace "
+        "event format instead, which ui.perfetto.dev and chrome://tracing open.",
     )
     trace.add_argument("trace", type=Path, help="the trace file (JSON lines)")
     trace.add_argument(
-        "-o", "--out", type=Path, default=Path("timeline.png"), help="the image (timeline.png)"
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("timeline.png"),
+        help="the image (timeline.png), or FILE.json for the Chrome trace event format",
     )
     argv = sys.argv[1:] if argv is None else list(argv)
     script_args: list[str] = []
