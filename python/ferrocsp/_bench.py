@@ -128,7 +128,7 @@ class Progress:
         self.done = 0
         self.what = ""
         self.tty = self.stream.isatty()
-        self._since = time.monotonic()
+        self._since = self._began = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -140,7 +140,10 @@ class Progress:
         filled = round(self.width * self.done / self.total)
         bar = "#" * filled + "." * (self.width - filled)
         pct = 100 * self.done // self.total
-        spent = time.monotonic() - self._since
+        now = time.monotonic()
+        # On a terminal the line is redrawn: the time spent on this step so far; in a log,
+        # each line is printed as its step starts: the time since the bar began.
+        spent = now - (self._since if self.tty else self._began)
         return f"[bench] [{bar}] {pct:3d}% {self.done}/{self.total} {self.what} ({spent:.0f} s)"
 
     def _draw(self) -> None:
@@ -217,16 +220,30 @@ def _script(
             else:
                 progress.log(line.rstrip("\n"))
 
-    relay_thread = threading.Thread(target=relay, daemon=True, name="bench-stderr")
-    relay_thread.start()
+    chunks: list[str] = []
+
+    def collect() -> None:
+        assert proc.stdout is not None
+        chunks.append(proc.stdout.read())
+
+    # Each pipe has its own reader (communicate() would read stderr too, and take the
+    # section markers away from the relay).
+    readers = [
+        threading.Thread(target=relay, daemon=True, name="bench-stderr"),
+        threading.Thread(target=collect, daemon=True, name="bench-stdout"),
+    ]
+    for t in readers:
+        t.start()
     try:
-        stdout, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        proc.wait()
         raise RuntimeError(f"{what} took more than {timeout:.0f} s") from None
     finally:
-        relay_thread.join()
+        for t in readers:
+            t.join()
+    stdout = "".join(chunks)
     if proc.returncode != 0:
         tail = "\n".join(stdout.strip().splitlines()[-10:])
         raise RuntimeError(f"{what} failed (exit status {proc.returncode}):\n{tail}")
