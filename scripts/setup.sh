@@ -129,24 +129,25 @@ say "docs: mkdocs $("$VPY" -c 'import mkdocs; print(mkdocs.__version__)'), matpl
 # started by the test fixtures on 127.0.0.1 (tests/_nats.py; Debian 12 ships 2.9.10).
 # As root on Debian (CI), install them with apt-get; otherwise say how and go on: the
 # features that need them say so when used, and their tests skip (but fail in CI).
-optional() {  # optional EXE PACKAGE WHAT
-  local exe=$1 pkg=$2 what=$3
-  command -v "$exe" >/dev/null && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+works() { "$@" >/dev/null 2>&1; }  # a program counts as there when it runs
+optional() {  # optional EXE PROBE-ARG PACKAGE WHAT
+  local exe=$1 probe=$2 pkg=$3 what=$4
+  works "$exe" "$probe" && return 0
+  if [ "$(id -u)" = 0 ] && works command -v apt-get; then
     say "apt-get install $pkg"
     export DEBIAN_FRONTEND=noninteractive
     if apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null 2>&1 \
        || { apt-get update -qq >/dev/null 2>&1 \
             && apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null 2>&1; }; then
-      command -v "$exe" >/dev/null && return 0
+      works "$exe" "$probe" && return 0
     fi
   fi
   in_ci && die "$exe not found and could not be installed (CI=true needs it: run as root on Debian)"
   say "note: $exe not found, left out: $what; to get it, apt-get install $pkg (as root)."
   say "      Its tests skip until then."
 }
-optional dot graphviz "ferrocsp graph draws SVG/PNG with it (--format dot works without)"
-command -v dot >/dev/null && say "graphviz: $(dot -V 2>&1)"
-optional nats-server nats-server "networked channels (ferrocsp.net) need a NATS server"
-command -v nats-server >/dev/null && say "nats: $(nats-server --version 2>&1)"
+optional dot -V graphviz "ferrocsp graph draws SVG/PNG with it (--format dot works without)"
+works dot -V && say "graphviz: $(dot -V 2>&1)"
+optional nats-server --version nats-server "networked channels (ferrocsp.net) need a NATS server"
+works nats-server --version && say "nats: $(nats-server --version 2>&1)"
 exit 0

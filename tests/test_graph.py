@@ -210,7 +210,7 @@ def test_cli_records_every_network_of_an_example(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_cli_draws_an_svg(tmp_path: Path) -> None:
-    need_tool("dot", "install Graphviz (apt-get install graphviz, brew install graphviz)")
+    need_tool("dot", "install Graphviz (apt-get install graphviz)", probe="-V")
     script = tmp_path / "net.py"
     script.write_text(
         "import sys\nimport ferrocsp as csp\n"
