@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Install everything ferrocsp needs for development, idempotently:
-#   - Rust components clippy and rustfmt (via rustup, only if missing);
-#   - a virtual environment .venv (python3 >= 3.11) with maturin and the dev tools;
-#   - the package itself, built in release mode and installed editable into .venv
-#     (rebuilt only when crates/*/src, a manifest or pyproject.toml changed;
-#     FERROCSP_REBUILD=1 forces it).
-# Safe to run again and again; prints one line per step.
+# Install what ferrocsp needs into the project, idempotently, without root rights:
+#   scripts/setup.sh --demo   what the demo needs (scripts/demo.sh): a virtual environment
+#                             .venv (python3 >= 3.11) with maturin and greenlet, and the
+#                             package built in release mode and installed editable into it;
+#   scripts/setup.sh [--dev]  the default, what scripts/test.sh needs: the above, plus the
+#                             Rust components clippy and rustfmt (via rustup), the dev tools
+#                             (pytest, mypy, ruff, hypothesis, uvloop), mkdocs and matplotlib,
+#                             and the system programs Graphviz (`ferrocsp graph`) and
+#                             nats-server (networked channels), from Debian's apt-get when
+#                             run as root. Without root they are left out with a note saying
+#                             how to get them (their tests then skip); in CI (CI=true) a
+#                             missing one is an error.
+# The package is rebuilt only when crates/*/src, a manifest or pyproject.toml changed
+# (FERROCSP_REBUILD=1 forces it). Safe to run again and again; prints one line per step.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,24 +21,42 @@ cd "$root"
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
+mode=dev
+case "${1:-}" in
+  --demo) mode=demo ;;
+  --dev | "") mode=dev ;;
+  *) die "usage: scripts/setup.sh [--demo | --dev]" ;;
+esac
+in_ci() { case "${CI:-}" in 1 | true | TRUE | True | yes) return 0 ;; *) return 1 ;; esac; }
+
 PYTHON=${PYTHON:-python3}
 VENV="$root/.venv"
 # Dev tools; keep in step with [project.optional-dependencies].dev in pyproject.toml, plus the
 # runtime dependencies of [project].dependencies (maturin develop installs those only when it
 # rebuilds, and the build below is skipped when the extension is up to date).
-TOOLS=("greenlet>=3.0" "maturin>=1.7,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "mypy>=1.10" "ruff>=0.6" "uvloop>=0.19")
+BUILD=("greenlet>=3.0" "maturin>=1.9.4,<2")
+TOOLS=("${BUILD[@]}" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "mypy>=1.10" "ruff>=0.6" "uvloop>=0.19")
 
 # --- Rust toolchain --------------------------------------------------------------------
-command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
-missing=()
-cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
-cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
-if [ "${#missing[@]}" -gt 0 ]; then
-  command -v rustup >/dev/null || die "cargo ${missing[*]} missing and rustup not found to add them"
-  say "rustup component add ${missing[*]}"
-  rustup component add "${missing[@]}"
+command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs, no root needed) first"
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+have=$(rustc --version | cut -d' ' -f2)
+if [ "$(printf '%s\n%s\n' "$msrv" "$have" | sort -V | head -n 1)" != "$msrv" ]; then
+  die "rustc $have is older than ferrocsp's minimum Rust $msrv: rustup update stable"
 fi
-say "rust: $(cargo --version | cut -d' ' -f1-2), $(cargo clippy --version | cut -d' ' -f1-2), $(cargo fmt --version | cut -d' ' -f1-2)"
+if [ "$mode" = dev ]; then
+  missing=()
+  cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+  cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    command -v rustup >/dev/null || die "cargo ${missing[*]} missing and rustup not found to add them"
+    say "rustup component add ${missing[*]}"
+    rustup component add "${missing[@]}"
+  fi
+  say "rust: $(cargo --version | cut -d' ' -f1-2), $(cargo clippy --version | cut -d' ' -f1-2), $(cargo fmt --version | cut -d' ' -f1-2)"
+else
+  say "rust: $(cargo --version | cut -d' ' -f1-2) (minimum $msrv)"
+fi
 
 # --- Python virtual environment ----------------------------------------------------------
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found (need CPython >= 3.11)"
@@ -44,12 +69,20 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(
 fi
 VPY="$VENV/bin/python"
 
-if ! "$VPY" -c 'import greenlet, pytest, pytest_timeout, hypothesis, mypy, uvloop' 2>/dev/null \
-   || [ ! -x "$VENV/bin/maturin" ] || [ ! -x "$VENV/bin/ruff" ]; then
-  say "pip install ${TOOLS[*]}"
-  "$VPY" -m pip install --quiet --disable-pip-version-check "${TOOLS[@]}"
+if [ "$mode" = demo ]; then
+  if ! "$VPY" -c 'import greenlet' 2>/dev/null || [ ! -x "$VENV/bin/maturin" ]; then
+    say "pip install ${BUILD[*]}"
+    "$VPY" -m pip install --quiet --disable-pip-version-check "${BUILD[@]}"
+  fi
+  say "python: $("$VPY" -V 2>&1), maturin $("$VENV/bin/maturin" --version | cut -d' ' -f2)"
+else
+  if ! "$VPY" -c 'import greenlet, pytest, pytest_timeout, hypothesis, mypy, uvloop' 2>/dev/null \
+     || [ ! -x "$VENV/bin/maturin" ] || [ ! -x "$VENV/bin/ruff" ]; then
+    say "pip install ${TOOLS[*]}"
+    "$VPY" -m pip install --quiet --disable-pip-version-check "${TOOLS[@]}"
+  fi
+  say "python: $("$VPY" -V 2>&1), maturin $("$VENV/bin/maturin" --version | cut -d' ' -f2), ruff $("$VENV/bin/ruff" --version | cut -d' ' -f2), mypy $("$VPY" -m mypy --version | cut -d' ' -f2)"
 fi
-say "python: $("$VPY" -V 2>&1), maturin $("$VENV/bin/maturin" --version | cut -d' ' -f2), ruff $("$VENV/bin/ruff" --version | cut -d' ' -f2), mypy $("$VPY" -m mypy --version | cut -d' ' -f2)"
 
 # --- Build and install ferrocsp (release) -----------------------------------------------
 # maturin develop installs the package editable: python/ferrocsp is used in place and the
@@ -77,10 +110,12 @@ else
   say "ferrocsp extension up to date ($so)"
 fi
 
+[ "$mode" = demo ] && exit 0
+
 # --- Docs and benchmark plots ------------------------------------------------------------
 # mkdocs with mkdocstrings builds the site (scripts/test.sh runs `mkdocs build --strict`);
 # matplotlib draws the plots of `ferrocsp bench`. Keep in step with the docs and bench extras
-# of [project.optional-dependencies] in pyproject.toml.
+# and plot extras of [project.optional-dependencies] in pyproject.toml.
 DOC_TOOLS=("mkdocs>=1.6,<2" "mkdocstrings[python]>=0.26" "matplotlib>=3.8")
 if ! "$VPY" -c 'import mkdocs, mkdocstrings_handlers.python, matplotlib' 2>/dev/null; then
   say "pip install ${DOC_TOOLS[*]}"
@@ -88,25 +123,31 @@ if ! "$VPY" -c 'import mkdocs, mkdocstrings_handlers.python, matplotlib' 2>/dev/
 fi
 say "docs: mkdocs $("$VPY" -c 'import mkdocs; print(mkdocs.__version__)'), matplotlib $("$VPY" -c 'import matplotlib; print(matplotlib.__version__)')"
 
-# --- Graphviz ------------------------------------------------------------------------------
-# `ferrocsp graph` renders networks with Graphviz's `dot` (tests/test_graph.py draws an SVG).
-# CI runs as root on Debian: install Debian's graphviz when `dot` is missing.
-if ! command -v dot >/dev/null; then
-  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    say "apt-get install graphviz"
+# --- System programs: Graphviz, nats-server ------------------------------------------------
+# `ferrocsp graph` renders networks with Graphviz's `dot` (tests/test_graph.py draws an SVG);
+# networked channels (ferrocsp.net) are tested against a real nats-server with JetStream,
+# started by the test fixtures on 127.0.0.1 (tests/_nats.py; Debian 12 ships 2.9.10).
+# As root on Debian (CI), install them with apt-get; otherwise say how and go on: the
+# features that need them say so when used, and their tests skip (but fail in CI).
+works() { "$@" >/dev/null 2>&1; }  # a program counts as there when it runs
+optional() {  # optional EXE PROBE-ARG PACKAGE WHAT
+  local exe=$1 probe=$2 pkg=$3 what=$4
+  works "$exe" "$probe" && return 0
+  if [ "$(id -u)" = 0 ] && works command -v apt-get; then
+    say "apt-get install $pkg"
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -qq --no-install-recommends graphviz >/dev/null 2>&1; then
-      apt-get update -qq >/dev/null
-      apt-get install -y -qq --no-install-recommends graphviz >/dev/null
+    if apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null 2>&1 \
+       || { apt-get update -qq >/dev/null 2>&1 \
+            && apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null 2>&1; }; then
+      works "$exe" "$probe" && return 0
     fi
-  else
-    die "Graphviz's dot not found: install graphviz (apt-get install graphviz)"
   fi
-fi
-say "graphviz: $(dot -V 2>&1)"
-
-# --- nats-server ---------------------------------------------------------------------------
-# Networked channels (ferrocsp.net) are tested against a real nats-server with JetStream,
-# started by the test fixtures on 127.0.0.1 (tests/_nats.py). Debian 12 ships 2.9.10.
-"$root/scripts/nats.sh" install
-say "nats: $(nats-server --version 2>&1)"
+  in_ci && die "$exe not found and could not be installed (CI=true needs it: run as root on Debian)"
+  say "note: $exe not found, left out: $what; to get it, apt-get install $pkg (as root)."
+  say "      Its tests skip until then."
+}
+optional dot -V graphviz "ferrocsp graph draws SVG/PNG with it (--format dot works without)"
+works dot -V && say "graphviz: $(dot -V 2>&1)"
+optional nats-server --version nats-server "networked channels (ferrocsp.net) need a NATS server"
+works nats-server --version && say "nats: $(nats-server --version 2>&1)"
+exit 0

@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-"$root/scripts/setup.sh"
+"$root/scripts/setup.sh" --dev
 
 VENV="$root/.venv"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -46,6 +46,11 @@ no_pyo3_in_engine() {
 # splitting this into `cargo test -p ferrocsp` + `cargo build -p ferrocsp-py`.
 
 step "cargo fmt --check" cargo fmt --all -- --check
+# rust-version against every locked dependency (clippy's incompatible_msrv lint, below,
+# checks our own code's std APIs against it).
+step "msrv (rust-version against Cargo.lock)" "$root/scripts/msrv.sh"
+# The engine crate packages for crates.io (README, licenses, metadata).
+step "cargo package -p ferrocsp" cargo package -p ferrocsp --locked --allow-dirty --quiet
 step "engine has no pyo3 dependency" no_pyo3_in_engine
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test" cargo test --workspace

@@ -10,7 +10,6 @@ module imports ``nats_fixture`` / ``nats_fresh_fixture`` to use them.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from _support import need_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,9 +46,12 @@ class NatsServer:
     """One nats-server process with JetStream on 127.0.0.1."""
 
     def __init__(self, store: Path) -> None:
-        exe = shutil.which("nats-server")
-        if exe is None:
-            pytest.fail("nats-server not installed: run scripts/setup.sh (scripts/nats.sh install)")
+        exe = need_tool(
+            "nats-server",
+            "apt-get install nats-server (Debian/Ubuntu), or a release from "
+            "https://github.com/nats-io/nats-server/releases; as root, scripts/nats.sh "
+            "install does it",
+        )
         self.exe = exe
         self.store = store
         self.port = _free_port()

@@ -19,6 +19,30 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 #: How long a helper waits for another thread before declaring the test failed.
 WAIT = 10.0
 
+#: CI runs scripts/test.sh as root, which installs every system package the tests use.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need_tool(exe: str, how: str, probe: str = "--version") -> str:
+    """The path of the system program ``exe`` that a test needs (Graphviz's ``dot``,
+    ``nats-server``); it counts as there when ``exe probe`` runs and succeeds. When it is
+    missing the test is skipped with ``how`` to install it, except in CI (``CI=true``),
+    where scripts/setup.sh installs it and its absence fails."""
+    import shutil
+
+    path = shutil.which(exe)
+    if path is not None:
+        try:
+            ok = subprocess.run([path, probe], capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        if ok:
+            return path
+    msg = f"{exe} not installed: {how}"
+    if IN_CI:
+        pytest.fail(f"{msg} (CI=true: scripts/setup.sh should have installed it)")
+    pytest.skip(msg)
+
 
 def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
     """Spin (with short sleeps) until ``predicate()`` is true; fail after ``timeout`` s.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import ferrocsp as csp
-from _support import wait_until
+from _support import need_tool, wait_until
 from ferrocsp._cli import main
 from ferrocsp._graph import record
 
@@ -211,7 +210,7 @@ def test_cli_records_every_network_of_an_example(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_cli_draws_an_svg(tmp_path: Path) -> None:
-    assert shutil.which("dot"), "Graphviz's dot: scripts/setup.sh installs it"
+    need_tool("dot", "install Graphviz (apt-get install graphviz)", probe="-V")
     script = tmp_path / "net.py"
     script.write_text(
         "import sys\nimport ferrocsp as csp\n"

@@ -173,3 +173,107 @@ def test_cli_rejects_what_is_not_a_trace(
     bad.write_text("not json\n", encoding="utf-8")
     assert main(["trace", str(bad), "-o", str(tmp_path / "x.png")]) == 1
     assert "bad.jsonl:1: not a JSON line" in capsys.readouterr().err
+
+
+def _check_chrome(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The structure Perfetto and chrome://tracing need; returns the events."""
+    assert set(doc) >= {"traceEvents"}
+    events = doc["traceEvents"]
+    assert isinstance(events, list)
+    assert events
+    tracks: dict[int, str] = {}
+    depth: Counter[int] = Counter()
+    last: dict[int, float] = {}
+    for e in events:
+        assert e["ph"] in ("M", "B", "E", "i"), e
+        assert isinstance(e["pid"], int)
+        assert isinstance(e["tid"], int)
+        assert isinstance(e["ts"], int | float)
+        if e["ph"] == "M":
+            assert e["name"] == "thread_name"
+            tracks[e["tid"]] = e["args"]["name"]
+            continue
+        assert e["tid"] in tracks  # every track is named before its first event
+        assert e["ts"] >= last.get(e["tid"], 0.0)  # in time order per track
+        last[e["tid"]] = e["ts"]
+        if e["ph"] == "B":
+            assert isinstance(e["name"], str)
+            depth[e["tid"]] += 1
+        elif e["ph"] == "E":
+            depth[e["tid"]] -= 1
+            assert depth[e["tid"]] >= 0, "an E without its B"
+        else:
+            assert e["s"] == "t"
+            assert isinstance(e["name"], str)
+    assert all(d == 0 for d in depth.values()), "a B without its E"
+    return events
+
+
+@pytest.mark.timeout(30)
+def test_chrome_trace_event_format(tmp_path: Path) -> None:
+    path = tmp_path / "trace.json"
+    a = csp.Channel(name="c-nums")
+    kit = Kit("thread")
+    with csp.trace(path, format="chrome") as tr:
+        assert tr.format == "chrome"
+        res = csp.Par(kit.process(numbers)(a.writer(), N), asum(a.reader())).run()
+        assert res == [None, sum(range(N))]
+    events = _check_chrome(json.loads(path.read_text(encoding="utf-8")))
+    names = {e["args"]["name"] for e in events if e["ph"] == "M"}
+    assert {"numbers", "asum"} <= names
+    lives = [e for e in events if e["ph"] == "B" and e.get("cat") == "process"]
+    assert {e["name"] for e in lives} >= {"numbers", "asum"}
+    assert next(e for e in lives if e["name"] == "asum")["args"]["backend"] == "asyncio"
+    reads = [e for e in events if e["ph"] == "i" and e["name"] == "read c-nums"]
+    writes = [e for e in events if e["ph"] == "i" and e["name"] == "write c-nums"]
+    assert len(reads) == len(writes) == N
+    blocked = [e for e in events if e["ph"] == "B" and e.get("cat") == "block"]
+    assert all(e["name"].startswith("blocked ") for e in blocked)
+
+
+def test_chrome_closes_what_the_trace_left_open() -> None:
+    from ferrocsp._chrome import to_chrome
+
+    events = [
+        {"ev": "start", "t": 0.0, "proc": "p", "tid": 1, "backend": "thread"},
+        {"ev": "block", "t": 0.5, "proc": "p", "tid": 1, "op": "read", "chan": "c"},
+    ]
+    doc = to_chrome(events, pid=42)
+    out = _check_chrome(doc)
+    assert [(e["ph"], e["ts"]) for e in out] == [
+        ("M", 0),
+        ("B", 0.0),
+        ("B", 500000.0),
+        ("E", 500000.0),
+        ("E", 500000.0),
+    ]
+    assert {e["pid"] for e in out} == {42}
+
+
+@pytest.mark.timeout(60)
+def test_env_var_and_cli_write_chrome_traces(tmp_path: Path) -> None:
+    code = (
+        "import ferrocsp as csp\n"
+        "from ferrocsp.builtins import Count, Sink\n"
+        "ch = csp.Channel(name='env-chan')\n"
+        "csp.Par(Count(ch.writer(), stop=10), Sink(ch.reader())).run()\n"
+    )
+    direct, lines = tmp_path / "direct.json", tmp_path / "lines.jsonl"
+    for path, fmt in ((direct, "chrome"), (lines, "")):
+        env = dict(os.environ, FERROCSP_TRACE=str(path), FERROCSP_TRACE_FORMAT=fmt)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert proc.returncode == 0, proc.stderr
+    converted = tmp_path / "converted.json"
+    assert main(["trace", str(lines), "-o", str(converted)]) == 0
+    for path in (direct, converted):
+        events = _check_chrome(json.loads(path.read_text(encoding="utf-8")))
+        assert sum(1 for e in events if e.get("name") == "write env-chan") == 10
+        assert sum(1 for e in events if e.get("name") == "read env-chan") == 10
+
+
+def test_unknown_trace_format(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown trace format 'perfetto'"):
+        csp.trace(tmp_path / "x.json", format="perfetto")  # type: ignore[arg-type]
+    assert _trace._active is None

@@ -12,11 +12,12 @@ alone different machines, say little about each other):
    that do nothing through ``Par``, on threads and as asyncio tasks, against bare
    ``threading.Thread`` and ``asyncio.gather``.
 
-Output (``--out``, default ``docs/performance/`` of the source tree): ``index.md`` (tables,
-machine, versions, date), ``results.json`` (everything measured) and, when matplotlib is
-installed (``pip install 'ferrocsp[bench]'``), ``commstime.png``, ``alt.png`` and
-``spawn.png``. The benchmark scripts live in the source tree, not in the installed package:
-run from a checkout, or point ``--bench-dir`` at its ``bench/``.
+Output (``--out``, default: a new temporary folder, never a source tree): ``index.md``
+(tables, machine, versions, date), ``results.json`` (everything measured) and, when
+matplotlib is installed (``pip install 'ferrocsp[plot]'``), ``commstime.png``, ``alt.png``
+and ``spawn.png``. The scripts come from ``bench/`` of the source tree when ferrocsp runs
+from one, else from the copies installed with the package (``_benchsuite``), which run the
+Python rows only (the Rust rows need the source tree and cargo, PyCSP its environment there).
 """
 
 from __future__ import annotations
@@ -34,29 +35,40 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["BenchOptions", "default_bench_dir", "run"]
 
 #: Where ``bench/`` is when ferrocsp runs from its source tree (editable install).
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
+#: The copies of the scripts an installed ferrocsp carries (links to bench/ in the source).
+PACKAGED = Path(__file__).resolve().parent / "_benchsuite"
 
 
 def default_bench_dir() -> Path | None:
-    """``bench/`` of the source tree (this package's checkout, else the working directory)."""
+    """``bench/`` of the source tree (this package's checkout, else the working directory),
+    else the scripts installed with the package."""
     for root in (_SOURCE_ROOT, Path.cwd()):
         if (root / "bench" / "commstime" / "run.py").is_file():
             return root / "bench"
+    if (PACKAGED / "commstime" / "run.py").is_file():
+        return PACKAGED
     return None
+
+
+def is_checkout(bench_dir: Path) -> bool:
+    """Whether ``bench_dir`` is the ``bench/`` of a source tree (which has the Rust
+    benchmarks and PyCSP's environment), not the scripts installed with the package."""
+    return (bench_dir.parent / "crates" / "ferrocsp").is_dir()
 
 
 @dataclass
 class BenchOptions:
-    """What ``ferrocsp bench`` runs; ``None`` for ``rust``/``pycsp`` means: not when quick."""
+    """What ``ferrocsp bench`` runs; ``None`` for ``rust``/``pycsp`` means: when not quick
+    and run from a source tree (the Rust benchmarks and PyCSP's environment live there)."""
 
     out: Path
     bench_dir: Path
@@ -65,14 +77,20 @@ class BenchOptions:
     pycsp: bool | None = None
     plots: bool = True
     log: Callable[[str], None] = field(default=lambda s: print(s, file=sys.stderr, flush=True))
+    #: Where the progress bar goes (None: stderr).
+    stream: TextIO | None = None
 
     @property
     def with_rust(self) -> bool:
-        return (not self.quick) if self.rust is None else self.rust
+        if self.rust is None:
+            return not self.quick and is_checkout(self.bench_dir)
+        return self.rust
 
     @property
     def with_pycsp(self) -> bool:
-        return (not self.quick) if self.pycsp is None else self.pycsp
+        if self.pycsp is None:
+            return not self.quick and is_checkout(self.bench_dir)
+        return self.pycsp
 
 
 # Sizes: quick is for CI (seconds), full for the committed report.
@@ -92,50 +110,153 @@ FULL: dict[str, Any] = {
 }
 
 
+# --- progress -----------------------------------------------------------------------------
+
+
+class Progress:
+    """A progress bar over the suite's steps, on stderr.
+
+    On a terminal one line is redrawn in place (bar, steps done, the step running, seconds
+    spent on it, refreshed ten times a second); elsewhere (a log, a CI job) each step that
+    starts prints one line with the bar, so the output stays readable.
+    """
+
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 24) -> None:
+        self.total = max(1, total)
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.done = 0
+        self.what = ""
+        self.tty = self.stream.isatty()
+        self._since = self._began = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if self.tty:
+            self._ticker = threading.Thread(target=self._tick, daemon=True, name="bench-progress")
+            self._ticker.start()
+
+    def _line(self) -> str:
+        filled = round(self.width * self.done / self.total)
+        bar = "#" * filled + "." * (self.width - filled)
+        pct = 100 * self.done // self.total
+        now = time.monotonic()
+        # On a terminal the line is redrawn: the time spent on this step so far; in a log,
+        # each line is printed as its step starts: the time since the bar began.
+        spent = now - (self._since if self.tty else self._began)
+        return f"[bench] [{bar}] {pct:3d}% {self.done}/{self.total} {self.what} ({spent:.0f} s)"
+
+    def _draw(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + self._line())
+        else:
+            self.stream.write(self._line() + "\n")
+        self.stream.flush()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.1):
+            with self._lock:
+                self._draw()
+
+    def step(self, what: str) -> None:
+        """Step ``what`` starts; the one before it is done."""
+        with self._lock:
+            if self.what:
+                self.done = min(self.total, self.done + 1)
+            self.what, self._since = what, time.monotonic()
+            self._draw()
+
+    def log(self, text: str) -> None:
+        """A message above the bar."""
+        with self._lock:
+            if self.tty:
+                self.stream.write("\r\033[K")
+            self.stream.write(text + "\n")
+            if self.tty:
+                self.stream.write(self._line())
+            self.stream.flush()
+
+    def close(self) -> None:
+        """All steps done: draws the full bar and ends its line."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            self.done, self.what = self.total, "done"
+            if self.tty:
+                self.stream.write("\r\033[K" + self._line() + "\n")
+            else:
+                self.stream.write(self._line() + "\n")
+            self.stream.flush()
+
+
 # --- running the scripts ----------------------------------------------------------------
 
-
-@contextmanager
-def _ticker(log: Callable[[str], None], what: str, every: float = 15.0) -> Iterator[None]:
-    """Logs ``what ... N s`` every ``every`` seconds until the block ends (progress)."""
-    done = threading.Event()
-    start = time.monotonic()
-
-    def tick() -> None:
-        while not done.wait(every):
-            log(f"[bench]   {what}: still running ({time.monotonic() - start:.0f} s)")
-
-    t = threading.Thread(target=tick, daemon=True, name="bench-ticker")
-    t.start()
-    try:
-        yield
-    finally:
-        done.set()
-        t.join()
-        log(f"[bench]   {what}: done in {time.monotonic() - start:.1f} s")
+#: The section markers ``bench/commstime/run.py`` prints on stderr as it goes.
+_SECTION = re.compile(r"^\[(rust|python|asyncio|greenlet|pycsp)\] ")
 
 
-def _script(opts: BenchOptions, cmd: list[str], what: str, timeout: float) -> str:
-    """Runs ``python <cmd>`` in the source tree; returns stdout; stderr passes through."""
+def _script(
+    opts: BenchOptions, cmd: list[str], what: str, timeout: float, progress: Progress
+) -> str:
+    """Runs ``python <cmd>``; returns its stdout. Section markers on its stderr advance the
+    progress bar; its other stderr lines are shown above the bar."""
     full = [sys.executable, *cmd]
-    opts.log(f"[bench] $ {' '.join(full)}")
-    with _ticker(opts.log, what):
-        proc = subprocess.run(
-            full,
-            cwd=opts.bench_dir.parent,
-            stdout=subprocess.PIPE,
-            stderr=None,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+    progress.log(f"[bench] $ {' '.join(full)}")
+    proc = subprocess.Popen(
+        full,
+        cwd=opts.bench_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def relay() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            m = _SECTION.match(line)
+            if m:
+                progress.step(f"{what}: {m[1]}")
+            else:
+                progress.log(line.rstrip("\n"))
+
+    chunks: list[str] = []
+
+    def collect() -> None:
+        assert proc.stdout is not None
+        chunks.append(proc.stdout.read())
+
+    # Each pipe has its own reader (communicate() would read stderr too, and take the
+    # section markers away from the relay).
+    readers = [
+        threading.Thread(target=relay, daemon=True, name="bench-stderr"),
+        threading.Thread(target=collect, daemon=True, name="bench-stdout"),
+    ]
+    for t in readers:
+        t.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{what} took more than {timeout:.0f} s") from None
+    finally:
+        for t in readers:
+            t.join()
+    stdout = "".join(chunks)
     if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.strip().splitlines()[-10:])
+        tail = "\n".join(stdout.strip().splitlines()[-10:])
         raise RuntimeError(f"{what} failed (exit status {proc.returncode}):\n{tail}")
-    return proc.stdout
+    return stdout
 
 
-def run_commstime(opts: BenchOptions, size: dict[str, Any]) -> dict[str, Any]:
+def _commstime_sections(opts: BenchOptions) -> list[str]:
+    out = ["rust"] if opts.with_rust else []
+    out += ["python", "asyncio", "greenlet"]
+    return out + (["pycsp"] if opts.with_pycsp else [])
+
+
+def run_commstime(opts: BenchOptions, size: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """``bench/commstime/run.py --json``; returns its JSON document."""
     script = opts.bench_dir / "commstime" / "run.py"
     with tempfile.TemporaryDirectory(prefix="ferrocsp-bench-") as tmp:
@@ -146,7 +267,7 @@ def run_commstime(opts: BenchOptions, size: dict[str, Any]) -> dict[str, Any]:
             cmd += ["--skip", "rust"]
         if not opts.with_pycsp:
             cmd += ["--skip", "pycsp"]
-        _script(opts, cmd, "commstime", timeout=3_600)
+        _script(opts, cmd, "commstime", timeout=3_600, progress=progress)
         doc: dict[str, Any] = json.loads(out.read_text())
     return doc
 
@@ -164,13 +285,14 @@ def parse_alt(text: str) -> dict[str, float]:
     return out
 
 
-def run_alt(opts: BenchOptions, size: dict[str, Any]) -> dict[str, Any]:
+def run_alt(opts: BenchOptions, size: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """``bench/alt/run.py``; returns {"params": ..., "python": {...}, "rust": {...}}."""
     script = opts.bench_dir / "alt" / "run.py"
     cmd = [str(script), "--n", str(size["alt_n"]), "--runs", str(size["alt_runs"])]
     if not opts.with_rust:
         cmd.append("--no-rust")
-    lines = parse_alt(_script(opts, cmd, "alt", timeout=3_600))
+    progress.step("alt: Alt against a plain read" + (", and in Rust" if opts.with_rust else ""))
+    lines = parse_alt(_script(opts, cmd, "alt", timeout=3_600, progress=progress))
     python = {k.removeprefix("python-"): v for k, v in lines.items() if k.startswith("python-")}
     rust = {k: v for k, v in lines.items() if not k.startswith("python-")}
     if not python:
@@ -219,8 +341,8 @@ def _bare_gather(n: int) -> None:
     asyncio.run(main())
 
 
-def run_spawn(opts: BenchOptions, size: dict[str, Any]) -> dict[str, Any]:
-    """µs per process to run N do-nothing processes to the end, per way of running them."""
+def _spawn_ways() -> dict[str, Callable[[int], object]]:
+    from . import _backends
     from ._par import Par
     from ._process import process
 
@@ -231,18 +353,22 @@ def run_spawn(opts: BenchOptions, size: dict[str, Any]) -> dict[str, Any]:
         "ferrocsp Par, asyncio (async def)": lambda n: Par(*(anoop() for _ in range(n))).run(),
         "asyncio.run(gather(...))": _bare_gather,
     }
-    from . import _backends
-
     if "greenlet" in _backends.AVAILABLE:
         ways["ferrocsp Par, greenlet backend"] = lambda n: Par(
             *(noop() for _ in range(n)), backend="greenlet"
         ).run()
+    return ways
+
+
+def run_spawn(opts: BenchOptions, size: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """µs per process to run N do-nothing processes to the end, per way of running them."""
+    ways = _spawn_ways()
     rows: dict[str, dict[str, float]] = {name: {} for name in ways}
-    with _ticker(opts.log, "spawn"):
-        for n in size["spawn"]:
-            reps = max(3, min(50, 2_000 // n))
-            for name, fn in ways.items():
-                rows[name][str(n)] = _time(lambda fn=fn, n=n: fn(n), n, reps)  # type: ignore[misc]
+    for n in size["spawn"]:
+        reps = max(3, min(50, 2_000 // n))
+        for name, fn in ways.items():
+            progress.step(f"spawn: {name}, N = {n}")
+            rows[name][str(n)] = _time(lambda fn=fn, n=n: fn(n), n, reps)  # type: ignore[misc]
     return {"ns": list(size["spawn"]), "us_per_process": rows}
 
 
@@ -418,18 +544,20 @@ def render_markdown(data: dict[str, Any], plots: list[str]) -> str:
     out += [
         "## Across OS processes",
         "",
-        "Not measured: throughput against message size across OS processes needs the "
-        "OS-process backend, which has not landed yet (pickling a channel into another "
-        "OS process raises a clear error today). This section will hold that plot when it "
-        "does.",
+        "Not part of `ferrocsp bench`: the OS-process backend is measured by "
+        "`bench/os/run.py` in the source tree (commstime on four OS processes against a "
+        "`multiprocessing.Pipe` rendezvous and python-csp; 1 and 64 MiB `bytes` against "
+        "`multiprocessing.Pipe`/`Queue`; a CPU-bound farm on 1 and 2 workers), whose "
+        "tables are in `bench/os/results.md`.",
         "",
         "## Reproduce",
         "",
         "```sh",
-        "pip install 'ferrocsp[bench]'      # matplotlib, for the plots",
+        "pip install 'ferrocsp[plot]'       # matplotlib, for the plots",
+        "ferrocsp bench --quick --out perf  # seconds; no Rust or PyCSP rows",
+        "# from a source tree, with the Rust and PyCSP rows:",
         "bench/setup-peers.sh               # PyCSP 0.9.2 in bench/.venv-pycsp (optional)",
-        "ferrocsp bench                     # full size, writes docs/performance/",
-        "ferrocsp bench --quick --out /tmp/perf   # seconds; no Rust or PyCSP rows",
+        "ferrocsp bench --out docs/performance   # full size; this page",
         "```",
         "",
         "Raw numbers: [results.json](results.json).",
@@ -515,7 +643,7 @@ def _plots(data: dict[str, Any], out: Path) -> list[str]:
 
 
 def have_matplotlib() -> bool:
-    """Whether matplotlib can be imported (the ``ferrocsp[bench]`` extra)."""
+    """Whether matplotlib can be imported (the ``ferrocsp[plot]`` extra)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -531,7 +659,7 @@ def run(opts: BenchOptions) -> dict[str, Any]:
     if opts.plots and not plots_wanted:
         opts.log(
             "[bench] matplotlib is not installed: writing the tables without plots "
-            "(install it with: pip install 'ferrocsp[bench]')"
+            "(install it with: pip install 'ferrocsp[plot]')"
         )
     data: dict[str, Any] = {
         "size": "quick" if opts.quick else "full",
@@ -539,12 +667,18 @@ def run(opts: BenchOptions) -> dict[str, Any]:
         "machine": machine_info(),
     }
     started = time.monotonic()
-    opts.log(f"[bench] (1/3) commstime ({data['size']} size)")
-    data["commstime"] = run_commstime(opts, size)
-    opts.log("[bench] (2/3) alt: the cost of choice")
-    data["alt"] = run_alt(opts, size)
-    opts.log(f"[bench] (3/3) spawn scaling, N = {', '.join(map(str, size['spawn']))}")
-    data["spawn"] = run_spawn(opts, size)
+    sections = _commstime_sections(opts)
+    steps = len(sections) + 1 + len(size["spawn"]) * len(_spawn_ways())
+    progress = Progress(steps, stream=opts.stream)
+    try:
+        progress.log(f"[bench] (1/3) commstime ({data['size']} size): {', '.join(sections)}")
+        data["commstime"] = run_commstime(opts, size, progress)
+        progress.log("[bench] (2/3) alt: the cost of choice")
+        data["alt"] = run_alt(opts, size, progress)
+        progress.log(f"[bench] (3/3) spawn scaling, N = {', '.join(map(str, size['spawn']))}")
+        data["spawn"] = run_spawn(opts, size, progress)
+    finally:
+        progress.close()
     plots = _plots(data, opts.out) if plots_wanted else []
     (opts.out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
     (opts.out / "index.md").write_text(render_markdown(data, plots))

@@ -10,15 +10,28 @@ __all__ = ["main"]
 
 
 def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from ._bench import BenchOptions, default_bench_dir, run
+    import tempfile
+
+    from ._bench import BenchOptions, default_bench_dir, is_checkout, run
 
     bench_dir = args.bench_dir if args.bench_dir is not None else default_bench_dir()
     if bench_dir is None or not (bench_dir / "commstime" / "run.py").is_file():
+        where = "this installation" if args.bench_dir is None else str(args.bench_dir)
         parser.error(
-            "the benchmark scripts (bench/commstime/run.py, bench/alt/run.py) live in "
-            "ferrocsp's source tree: run from a checkout or pass --bench-dir PATH/bench"
+            f"no benchmark scripts (commstime/run.py, alt/run.py) in {where}: reinstall "
+            "ferrocsp, or pass --bench-dir PATH/bench of a source tree"
         )
-    out = args.out if args.out is not None else bench_dir.parent / "docs" / "performance"
+    for flag in ("rust", "pycsp"):
+        if getattr(args, flag) and not is_checkout(bench_dir):
+            parser.error(
+                f"--{flag} needs ferrocsp's source tree (the Rust benchmarks and PyCSP's "
+                "environment live there): run from a checkout or pass --bench-dir PATH/bench"
+            )
+    if args.out is not None:
+        out = args.out
+    else:
+        out = Path(tempfile.mkdtemp(prefix="ferrocsp-bench-"))
+        print(f"ferrocsp bench: writing to {out} (choose with --out DIR)", file=sys.stderr)
     opts = BenchOptions(
         out=out,
         bench_dir=bench_dir,
@@ -94,6 +107,25 @@ def _graph(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _trace_plot(args: argparse.Namespace) -> int:
     from ._timeline import plot
 
+    if args.out.suffix == ".json":  # Chrome trace event format, for Perfetto
+        import json
+
+        from ._chrome import to_chrome
+        from ._timeline import load
+
+        try:
+            doc = to_chrome(load(args.trace))
+            args.out.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            print(f"ferrocsp trace: {exc}", file=sys.stderr)
+            return 1
+        n = sum(1 for e in doc["traceEvents"] if e["ph"] == "M")
+        print(
+            f"ferrocsp trace: {n} processes written to {args.out} (Chrome trace event "
+            "format: open it in ui.perfetto.dev or chrome://tracing)",
+            file=sys.stderr,
+        )
+        return 0
     try:
         lanes = plot(args.trace, args.out)
     except (OSError, ValueError) as exc:
@@ -103,18 +135,28 @@ def _trace_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="ferrocsp", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"ferrocsp {_version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a small network on each backend and print what it did")
     demo.add_argument("--cycles", type=int, default=20_000, help="commstime cycles (20000)")
     bench = sub.add_parser(
         "bench",
         help="run the benchmark suite in bench/ and write tables and plots",
-        description="Runs bench/commstime and bench/alt (with their baselines) and a spawn "
-        "benchmark, then writes index.md, results.json and PNG plots (matplotlib: "
-        "pip install 'ferrocsp[bench]') into --out.",
+        description="Runs the commstime and Alt benchmarks (with their baselines) and a "
+        "spawn benchmark, then writes index.md, results.json and PNG plots (matplotlib: "
+        "pip install 'ferrocsp[plot]') into --out (default: a new temporary folder). "
+        "From a source tree it also runs the Rust and PyCSP rows unless --quick.",
     )
     bench.add_argument(
         "--quick",
@@ -122,20 +164,25 @@ def main(argv: list[str] | None = None) -> int:
         help="small sizes for CI (seconds); leaves out the Rust and PyCSP rows unless asked",
     )
     bench.add_argument(
-        "--out", type=Path, help="output directory (default: docs/performance of the checkout)"
+        "--out", type=Path, help="output directory (default: a new temporary folder)"
     )
-    bench.add_argument("--bench-dir", type=Path, help="the bench/ directory of a checkout")
+    bench.add_argument(
+        "--bench-dir",
+        type=Path,
+        help="the bench/ directory of a source tree (default: the checkout ferrocsp runs "
+        "from, else the scripts installed with it)",
+    )
     bench.add_argument(
         "--rust",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run the Rust baselines with cargo bench (default: yes, no with --quick)",
+        help="run the Rust baselines with cargo bench (default: from a source tree unless --quick)",
     )
     bench.add_argument(
         "--pycsp",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run PyCSP from bench/.venv-pycsp (default: yes, no with --quick)",
+        help="run PyCSP from bench/.venv-pycsp (default: from a source tree unless --quick)",
     )
     bench.add_argument("--no-plots", action="store_true", help="write the tables only")
     graph = sub.add_parser(
@@ -159,11 +206,16 @@ def main(argv: list[str] | None = None) -> int:
         help="plot a trace (FERROCSP_TRACE=trace.jsonl) as a per-process timeline",
         description="Draws one lane per process: alive from start to end, blocked "
         "intervals in red, reads and writes as ticks (matplotlib: pip install "
-        "'ferrocsp[bench]').",
+        "'ferrocsp[plot]'). With -o FILE.json it writes the trace in the Chrome trace "
+        "event format instead, which ui.perfetto.dev and chrome://tracing open.",
     )
     trace.add_argument("trace", type=Path, help="the trace file (JSON lines)")
     trace.add_argument(
-        "-o", "--out", type=Path, default=Path("timeline.png"), help="the image (timeline.png)"
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("timeline.png"),
+        help="the image (timeline.png), or FILE.json for the Chrome trace event format",
     )
     argv = sys.argv[1:] if argv is None else list(argv)
     script_args: list[str] = []

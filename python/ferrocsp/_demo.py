@@ -56,7 +56,7 @@ def _consumer(inp: Reader, cycles: int) -> float:
     return elapsed
 
 
-def commstime(cycles: int = 20_000, backend: str | None = None) -> float:
+def commstime(cycles: int = 20_000, backend: _backends.Backend | None = None) -> float:
     """Runs commstime for ``cycles`` cycles with plain-function processes on ``backend``
     (default: the default backend); returns microseconds per communication."""
     a, b, c, d = (Channel(name=n) for n in ("a", "b", "c", "d"))
@@ -67,7 +67,8 @@ def commstime(cycles: int = 20_000, backend: str | None = None) -> float:
         _consumer(d.reader(), cycles),
         backend=backend,
     ).run()
-    elapsed: float = results[-1]
+    elapsed = results[-1]
+    assert elapsed is not None  # the consumer returns; it does not end by poison
     return elapsed / (4 * cycles) * 1e6
 
 
@@ -115,14 +116,15 @@ def acommstime(cycles: int = 20_000) -> float:
         _asucc(b.reader(), c.writer()),
         _aconsumer(d.reader(), cycles),
     ).run()
-    elapsed: float = results[-1]
+    elapsed = results[-1]
+    assert elapsed is not None  # the consumer returns; it does not end by poison
     return elapsed / (4 * cycles) * 1e6
 
 
-def sync_backends() -> list[str]:
+def sync_backends() -> list[_backends.Backend]:
     """The available backends that run plain functions in this interpreter (thread,
     greenlet); the OS-process backend is left out of the demo."""
-    return [b for b in ("thread", "greenlet") if b in _backends.AVAILABLE]
+    return [b for b in _backends.AVAILABLE if b in ("thread", "greenlet")]
 
 
 @process(name="generate")
@@ -162,7 +164,9 @@ def poison_pipeline(limit: int = 10_000) -> tuple[int, int]:
         _square(numbers.reader(), squares.writer()),
         _accumulate(squares.reader(), limit),
     ).run()
-    count, total = results[-1]
+    last = results[-1]
+    assert last is not None  # the accumulator returns; the others end by poison
+    count, total = last
     return count, total
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _backends
+from ._backends import Backend
 from ._native import Channel, Reader, Writer
 from ._par import Par
 from ._process import Process, _Factory
@@ -66,10 +67,10 @@ def farm(
     *,
     workers: int | None = None,
     per_worker: int = 1,
-    backend: str = "os",
+    backend: Backend = "os",
     name: str = "farm",
     args: tuple[Any, ...] = (),
-) -> Par:
+) -> Par[list[Any]]:
     """A farm of ``workers`` x ``per_worker`` workers reading ``jobs`` and writing ``results``.
 
     ``workers`` outer processes (default: one per core) on ``backend`` (``"os"``, or

@@ -37,12 +37,14 @@ from ._native import (
     _participant_exit,
     _stop_watchdog,
 )
-from ._process import Outcome, Process, as_process, failure_group, run_sync
+from ._process import Outcome, Process, ProcessLike, as_process, failure_group, run_sync
 from ._shutdown import Endpoint, poison_all
 
 __all__ = ["INTERRUPT_GRACE", "Handle", "Par", "Seq", "Spawn"]
 
 T = TypeVar("T")
+#: The result of one process of a Par/Seq/Spawn (None when it ended by poison or retire).
+R = TypeVar("R")
 
 #: Seconds a network gets to wind down after Ctrl-C or interpreter exit poisoned it.
 INTERRUPT_GRACE = 2.0
@@ -315,7 +317,7 @@ def _endpoints(processes: list[Process[Any]]) -> list[Endpoint]:
     return out
 
 
-class Par:
+class Par(Generic[R]):
     """Runs processes in parallel; ``run()`` returns their results in order.
 
     A process that fails poisons its channels so its peers stop; ``run()`` then waits for every
@@ -327,10 +329,17 @@ class Par:
     results. ``name`` names it in messages and notes (``Par 'name'``; the default name is
     ``Par(p, q, ...)``): the note of a failed process gives its path through the *named*
     networks it is in, e.g. ``in process 'worker' (in Par 'outer' > Par 'inner')``.
+
+    Typed: ``Par(p, q).run()`` is a ``list[R | None]`` where ``R`` is the processes' result
+    type (their common supertype when they differ); ``None`` stands for a process that
+    ended by poison or retire.
     """
 
     def __init__(
-        self, *processes: object, backend: str | None = None, name: str | None = None
+        self,
+        *processes: ProcessLike[R],
+        backend: _backends.Backend | None = None,
+        name: str | None = None,
     ) -> None:
         self.processes = _processes(processes, "Par")
         self.backend = None if backend is None else _backends.check(backend)
@@ -340,20 +349,20 @@ class Par:
         #: ``path_label`` how path notes do (None: unnamed, not in paths).
         self.name, self.label, self.path_label = _label("Par", name, f"Par({names}{more})")
 
-    def start(self) -> Handle[list[Any]]:
+    def start(self) -> Handle[list[R | None]]:
         """Starts every process and returns at once with a handle."""
         return Handle(
             self.name, self.processes, self.backend, label=self.label, path=self.path_label
         )
 
-    def run(self) -> list[Any]:
+    def run(self) -> list[R | None]:
         """Runs every process to the end; returns their results in order.
 
         ``async def`` processes run together on one event loop in a dedicated thread.
         """
         return self.start().join()
 
-    async def arun(self) -> list[Any]:
+    async def arun(self) -> list[R | None]:
         """``await Par(...).arun()``: runs every process to the end from asyncio code.
 
         ``async def`` processes run as tasks on the running loop, the others on threads;
@@ -362,7 +371,7 @@ class Par:
         its processes get up to ``INTERRUPT_GRACE`` seconds to end, and the cancellation
         propagates.
         """
-        h: Handle[list[Any]] = Handle(
+        h: Handle[list[R | None]] = Handle(
             self.name,
             self.processes,
             self.backend,
@@ -384,7 +393,7 @@ class Par:
             _participant_exit(pid)
         return h.result
 
-    def _as_process(self) -> Process[list[Any]]:
+    def _as_process(self) -> Process[list[R | None]]:
         # Nested in another Par/Seq: one process holding all its processes' channels.
         return Process(self.run, name=self.name, endpoints=_endpoints(self.processes))
 
@@ -392,23 +401,23 @@ class Par:
         return f"<{self.name}>"
 
 
-class Seq:
+class Seq(Generic[R]):
     """Runs processes one after another in the calling thread; ``run()`` returns the results.
 
     A failing process stops the sequence: ``run()`` raises an ``ExceptionGroup`` holding it.
     A ``Seq`` is itself a process (it nests in a ``Par``); ``name`` as for ``Par``.
     """
 
-    def __init__(self, *processes: object, name: str | None = None) -> None:
+    def __init__(self, *processes: ProcessLike[R], name: str | None = None) -> None:
         self.processes = _processes(processes, "Seq")
         names = ", ".join(p.name for p in self.processes[:4])
         default = f"Seq({names}{', ...' if len(self.processes) > 4 else ''})"
         #: ``name`` if given, else ``Seq(p, q, ...)``; ``label``/``path_label`` as for Par.
         self.name, self.label, self.path_label = _label("Seq", name, default)
 
-    def run(self) -> list[Any]:
+    def run(self) -> list[R | None]:
         """Runs the processes in order; returns their results."""
-        results: list[Any] = []
+        results: list[R | None] = []
         for p in self.processes:
             out = run_sync(p)
             if out.error is not None:
@@ -416,18 +425,21 @@ class Seq:
             results.append(out.value)
         return results
 
-    def _as_process(self) -> Process[list[Any]]:
+    def _as_process(self) -> Process[list[R | None]]:
         return Process(self.run, name=self.name, endpoints=_endpoints(self.processes))
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
 
 
-def Spawn(process: object, *, backend: str | None = None) -> Handle[Any]:  # noqa: N802 - CSP name
-    """Starts one process without waiting; returns its handle (``join()`` gives its value)."""
+def Spawn(  # noqa: N802 - CSP name
+    process: ProcessLike[R], *, backend: _backends.Backend | None = None
+) -> Handle[R | None]:
+    """Starts one process without waiting; returns its handle (``join()`` gives its value,
+    ``None`` if it ended by poison or retire)."""
     proc = as_process(process, "Spawn argument")
     if backend is not None:
         _backends.check(backend)
-    h: Handle[Any] = Handle(f"Spawn({proc.name})", [proc], backend)
+    h: Handle[R | None] = Handle(f"Spawn({proc.name})", [proc], backend)
     h._single = True
     return h

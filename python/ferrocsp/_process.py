@@ -18,19 +18,22 @@ import importlib
 import inspect
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import _backends, _shm, _trace
+from ._backends import Backend
 from ._errors import ChannelPoisoned, ChannelRetired
 from ._native import _Participant, _participant_enter, _participant_exit, _set_process_name
 from ._shutdown import Endpoint, channel_args, poison_all, retire_ends
 
 __all__ = [
+    "Composite",
     "Outcome",
     "Process",
+    "ProcessLike",
     "aexecute",
     "as_process",
     "execute",
@@ -48,9 +51,12 @@ _async_me: ContextVar[_Participant | None] = ContextVar("ferrocsp_participant", 
 
 P = ParamSpec("P")
 R = TypeVar("R")
+#: A Process only produces its result, so Process[int] is a Process[int | None] and a
+#: Par of processes with different results is typed with their common supertype.
+R_co = TypeVar("R_co", covariant=True)
 
 
-class Process(Generic[R]):
+class Process(Generic[R_co]):
     """An unstarted process: a function, its arguments, a name and a backend.
 
     Run it with ``Par``, ``Seq`` or ``Spawn``; ``proc.run()`` runs it in the calling thread.
@@ -60,7 +66,7 @@ class Process(Generic[R]):
 
     def __init__(
         self,
-        fn: Callable[..., R],
+        fn: Callable[..., R_co],
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         *,
@@ -91,7 +97,7 @@ class Process(Generic[R]):
         """Whether this is an ``async def`` process (backend ``"asyncio"``)."""
         return self.backend == "asyncio"
 
-    def run(self) -> R | None:
+    def run(self) -> R_co | None:
         """Runs the process in the calling thread, with the shutdown rules of ``Par``.
 
         An ``async def`` process runs on a new event loop (``asyncio.run``). Returns its result
@@ -100,7 +106,7 @@ class Process(Generic[R]):
         out = run_sync(self)
         if out.error is not None:
             raise out.error
-        value: R | None = out.value
+        value: R_co | None = out.value
         return value
 
     def __repr__(self) -> str:
@@ -339,9 +345,39 @@ def run_sync(proc: Process[Any]) -> Outcome:
 
 
 def as_process(obj: object, where: str) -> Process[Any]:
-    """``obj`` as a Process: a Process stays, a plain callable runs with no arguments."""
+    """``obj`` as a Process: a Process stays, a plain callable runs with no arguments.
+
+    Rejects, with a TypeError that says what to do, the slips that would otherwise run the
+    wrong thing silently or fail far away: a ``@process`` factory (calling it with no
+    arguments would only make a Process and return it, never running its body), a class
+    (``Par`` itself), a coroutine object (an ``async def`` function called, not passed) and
+    a list, tuple or generator of processes (``Par([p, q])`` instead of ``Par(p, q)``).
+    """
     if isinstance(obj, Process):
         return obj
+    if isinstance(obj, _Factory):
+        fname = getattr(obj._fn, "__name__", "f")
+        raise TypeError(
+            f"{where} is the @process factory {fname!r}, not a process: call it to make "
+            f"one, with the process's arguments: {fname}(...)"
+        )
+    if isinstance(obj, type):
+        raise TypeError(
+            f"{where} is the class {obj.__name__}, not a process: pass an instance "
+            f"(e.g. {obj.__name__}(...)) or a Process"
+        )
+    if inspect.iscoroutine(obj):
+        obj.close()  # never awaited: close it, or Python warns about it later
+        raise TypeError(
+            f"{where} is a coroutine object (an async def function that was called): pass "
+            "the function itself, or decorate it with @process and pass the Process its "
+            "factory returns"
+        )
+    if isinstance(obj, list | tuple | set | frozenset | Iterator):
+        raise TypeError(
+            f"{where} is a {type(obj).__name__}: pass processes as separate arguments, "
+            "e.g. Par(*processes)"
+        )
     nested = getattr(obj, "_as_process", None)
     if nested is not None:  # a Par or Seq is itself a process
         proc: Process[Any] = nested()
@@ -351,10 +387,21 @@ def as_process(obj: object, where: str) -> Process[Any]:
     raise TypeError(f"{where} must be a Process or a callable, not {type(obj).__name__}")
 
 
+class Composite(Protocol[R_co]):
+    """A network that is itself a process (``Par``, ``Seq``): its result is ``R_co``."""
+
+    def _as_process(self) -> Process[R_co]: ...
+
+
+#: What ``Par``, ``Seq`` and ``Spawn`` run: a Process, a nested Par/Seq, or a plain callable
+#: called with no arguments; each yields an ``R``.
+ProcessLike = Process[R] | Composite[R] | Callable[[], R]
+
+
 class _Factory(Generic[P, R]):
     """What ``@process`` returns: calling it makes an unstarted ``Process``."""
 
-    def __init__(self, fn: Callable[P, R], name: str | None, backend: str | None) -> None:
+    def __init__(self, fn: Callable[P, Any], name: str | None, backend: str | None) -> None:
         self._fn = fn
         self._name = name
         self._backend = backend
@@ -367,19 +414,29 @@ class _Factory(Generic[P, R]):
         return f"<process factory {self._fn.__qualname__}>"
 
 
+class _Decorator(Protocol):
+    """``@process(name=..., backend=...)``: what it returns, typed like ``process`` itself."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> _Factory[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> _Factory[P, R]: ...
+
+
+# An async def's factory makes processes whose result is what the coroutine returns.
+@overload
+def process(fn: Callable[P, Coroutine[Any, Any, R]], /) -> _Factory[P, R]: ...
 @overload
 def process(fn: Callable[P, R], /) -> _Factory[P, R]: ...
 @overload
+def process(*, name: str | None = None, backend: Backend | None = None) -> _Decorator: ...
 def process(
-    *, name: str | None = None, backend: str | None = None
-) -> Callable[[Callable[P, R]], _Factory[P, R]]: ...
-def process(
-    fn: Callable[P, R] | None = None,
+    fn: Callable[P, Any] | None = None,
     /,
     *,
     name: str | None = None,
-    backend: str | None = None,
-) -> _Factory[P, R] | Callable[[Callable[P, R]], _Factory[P, R]]:
+    backend: Backend | None = None,
+) -> _Factory[P, Any] | _Decorator:
     """Turns a function into a process factory: ``worker(a, b)`` returns an unstarted Process.
 
     Use as ``@process`` or ``@process(name="w", backend="thread")``. The default name is the
@@ -398,4 +455,4 @@ def process(
 
     if fn is not None:
         return wrap(fn)
-    return wrap
+    return cast("_Decorator", wrap)

@@ -92,7 +92,7 @@ def plot(path: Path, out: Path) -> int:
     try:
         import matplotlib
     except ImportError:
-        raise OSError("plotting needs matplotlib: pip install 'ferrocsp[bench]'") from None
+        raise OSError("plotting needs matplotlib: pip install 'ferrocsp[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

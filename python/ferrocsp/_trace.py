@@ -1,4 +1,5 @@
-"""Tracing: process starts and ends and channel events, as JSON lines (``ferrocsp.trace``).
+"""Tracing: process starts and ends and channel events, as JSON lines (``ferrocsp.trace``),
+or in the Chrome trace event format (``format="chrome"``, ``_chrome.py``).
 
 Invariants:
 - Off, the cost is one relaxed atomic load per channel operation (the native hooks,
@@ -17,11 +18,15 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from . import _native
 
-__all__ = ["ENABLED", "Trace", "from_env", "trace"]
+__all__ = ["ENABLED", "Trace", "TraceFormat", "from_env", "trace"]
+
+#: ``"jsonl"``: one JSON object per line, written as it happens (``ferrocsp trace`` plots
+#: it); ``"chrome"``: one Chrome trace event document, written when the trace stops.
+TraceFormat = Literal["jsonl", "chrome"]
 
 #: Whether a trace is being recorded (read by ``_process`` at each process start).
 ENABLED = False
@@ -50,17 +55,32 @@ class Trace:
     Channel events also carry ``proc`` (the process that did it, ``null`` outside processes)
     and ``thread`` (the Python thread's name and ident). The first line is a header:
     ``{"ev": "trace", "t": 0.0, "monotonic": ..., "pid": ...}``.
+
+    With ``format="chrome"`` the same events are kept in memory and written when the trace
+    stops, as a Chrome trace event document (``{"traceEvents": [...]}``) that Perfetto
+    (ui.perfetto.dev) and ``chrome://tracing`` open: one track per process, its life and
+    its blocked operations as slices, communications as instant events.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], format: TraceFormat = "jsonl") -> None:
+        if format not in ("jsonl", "chrome"):
+            raise ValueError(f"unknown trace format {format!r} (jsonl or chrome)")
         self.path = Path(path)
+        self.format: TraceFormat = format
         self._file: IO[str] | None = self.path.open("w", encoding="utf-8")
+        self._records: list[dict[str, Any]] = []  # format "chrome": written at stop()
         # Reentrant: a signal handler in the middle of a write may trace (poison) too.
         self._lock = threading.RLock()
         self._t0 = time.monotonic()
-        self._write({"ev": "trace", "t": 0.0, "monotonic": self._t0, "pid": os.getpid()})
+        self._pid = os.getpid()
+        self._write({"ev": "trace", "t": 0.0, "monotonic": self._t0, "pid": self._pid})
 
     def _write(self, rec: dict[str, Any]) -> None:
+        if self.format == "chrome":
+            with self._lock:
+                if self._file is not None and rec["ev"] != "trace":
+                    self._records.append(rec)
+            return
         line = json.dumps(rec, separators=(",", ":")) + "\n"
         with self._lock:
             if self._file is not None:
@@ -88,7 +108,12 @@ class Trace:
                 _active = None
         with self._lock:
             f, self._file = self._file, None
+            records, self._records = self._records, []
         if f is not None:
+            if self.format == "chrome":
+                from ._chrome import to_chrome
+
+                json.dump(to_chrome(records, self._pid), f, separators=(",", ":"))
             f.close()
 
     def __enter__(self) -> Trace:
@@ -118,13 +143,17 @@ def _sink(ev: str, op: str, chan: str) -> None:
     tr._event(rec)
 
 
-def trace(path: str | os.PathLike[str]) -> Trace:
+def trace(path: str | os.PathLike[str], *, format: TraceFormat = "jsonl") -> Trace:
     """Starts recording a trace to ``path`` (JSON lines, see ``Trace``); returns the ``Trace``.
 
     Use ``with ferrocsp.trace("trace.jsonl"): ...`` or call ``.stop()``. Setting the
     environment variable ``FERROCSP_TRACE=trace.jsonl`` records the whole program instead
     (started at import, stopped at exit). One trace at a time: ``RuntimeError`` if one is
     being recorded. ``ferrocsp trace trace.jsonl -o timeline.png`` plots it.
+
+    ``format="chrome"`` (or ``FERROCSP_TRACE_FORMAT=chrome``) writes the Chrome trace event
+    format instead, for Perfetto and ``chrome://tracing``; ``ferrocsp trace trace.jsonl -o
+    trace.json`` converts a JSON-lines trace to it.
 
     Off, tracing costs one relaxed atomic load per channel operation.
     """
@@ -135,7 +164,7 @@ def trace(path: str | os.PathLike[str]) -> Trace:
     with _active_lock:
         if _active is not None:
             raise RuntimeError(f"a trace is already being recorded to {str(_active.path)!r}")
-        tr = Trace(path)
+        tr = Trace(path, format)
         _active = tr
         ENABLED = True
         _native._set_trace(_sink)
@@ -183,8 +212,12 @@ def from_env() -> None:
         return
     import atexit
 
+    fmt = os.environ.get("FERROCSP_TRACE_FORMAT", "jsonl") or "jsonl"
+    if fmt not in ("jsonl", "chrome"):
+        print(f"ferrocsp: FERROCSP_TRACE_FORMAT={fmt}: jsonl or chrome", file=sys.stderr)
+        return
     try:
-        tr = trace(path)
+        tr = trace(path, format="chrome" if fmt == "chrome" else "jsonl")
     except OSError as exc:
         print(f"ferrocsp: FERROCSP_TRACE={path}: {exc}", file=sys.stderr)
         return

@@ -32,7 +32,12 @@ impl fmt::Display for NetError {
             NetError::Retired => write!(f, "channel is retired"),
             NetError::Timeout => write!(f, "timed out"),
             NetError::Cancelled => write!(f, "cancelled"),
-            NetError::Unreachable(m) => write!(f, "NATS server unreachable: {m}"),
+            NetError::Unreachable(m) => write!(
+                f,
+                "NATS server unreachable: {m} (networked channels need a nats-server with \
+                 JetStream: start one with `nats-server -js`; to install it: \
+                 apt-get install nats-server, or a release from https://nats.io)"
+            ),
             NetError::Closed => write!(f, "connection is closed"),
             NetError::Invalid(m) => write!(f, "{m}"),
             NetError::Protocol(m) => write!(f, "protocol error: {m}"),

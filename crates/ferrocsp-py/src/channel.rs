@@ -192,6 +192,15 @@ impl Channel {
         Ok(Channel::make(capacity.0, name))
     }
 
+    /// `Channel[int]` in annotations: a `types.GenericAlias` (the stub's `Channel[T]`).
+    #[classmethod]
+    fn __class_getitem__<'py>(
+        cls: &Bound<'py, PyType>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        generic_alias(cls, item)
+    }
+
     /// The channel's name (used in error messages, dumps and graphs).
     #[getter]
     fn name(&self) -> &str {
@@ -436,4 +445,13 @@ impl Channel {
     fn __clear__(&self) {
         drop(self.inner.drain_buffered());
     }
+}
+
+/// `types.GenericAlias(cls, item)`: what `__class_getitem__` of a generic class returns.
+pub(crate) fn generic_alias<'py>(
+    cls: &Bound<'py, PyType>,
+    item: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let alias = cls.py().import("types")?.getattr("GenericAlias")?;
+    alias.call1((cls, item))
 }

@@ -108,6 +108,15 @@ macro_rules! end_class {
         impl $ty {
             $($methods)*
 
+            /// `Reader[int]`/`Writer[int]` in annotations: a `types.GenericAlias`.
+            #[classmethod]
+            fn __class_getitem__<'py>(
+                cls: &Bound<'py, pyo3::types::PyType>,
+                item: &Bound<'py, PyAny>,
+            ) -> PyResult<Bound<'py, PyAny>> {
+                crate::channel::generic_alias(cls, item)
+            }
+
             #[doc = $retire_doc]
             fn retire(&self, py: Python<'_>) -> PyResult<()> {
                 self.traced(py, "retire");
@@ -158,9 +167,8 @@ macro_rules! end_class {
                 &self,
                 py: Python<'_>,
                 _exc: &Bound<'_, pyo3::types::PyTuple>,
-            ) -> PyResult<bool> {
-                self.retire(py)?;
-                Ok(false)
+            ) -> PyResult<()> {
+                self.retire(py) // None: never swallows the block's exception
             }
 
             fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {

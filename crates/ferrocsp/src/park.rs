@@ -41,7 +41,7 @@ pub fn spin_until(mut done: impl FnMut() -> bool, budget: Duration) -> bool {
     let mut round: u32 = 0;
     while !done() {
         round = round.wrapping_add(1);
-        if round % 32 == 0 {
+        if round.is_multiple_of(32) {
             if start.elapsed() >= budget {
                 return false;
             }

@@ -13,16 +13,19 @@ Precedence of the choice: ``@process(backend=)`` > ``Par(backend=)`` >
 from __future__ import annotations
 
 import os
+from typing import Literal, get_args
 
-__all__ = ["AVAILABLE", "check", "resolve", "set_default_backend"]
+__all__ = ["AVAILABLE", "Backend", "check", "resolve", "set_default_backend"]
 
-AVAILABLE = ("thread", "greenlet", "asyncio", "os")
+#: The names a ``backend=`` argument accepts (for type checkers; ``check`` at run time).
+Backend = Literal["thread", "greenlet", "asyncio", "os"]
+AVAILABLE: tuple[Backend, ...] = get_args(Backend)
 PLANNED: tuple[str, ...] = ()
 
 _default: str | None = None
 
 
-def check(name: object) -> str:
+def check(name: object) -> Backend:
     """Validates a backend name; returns it."""
     if not isinstance(name, str):
         raise TypeError(f"backend must be a str, not {type(name).__name__}")
@@ -36,7 +39,7 @@ def check(name: object) -> str:
     raise ValueError(f"unknown backend {name!r} (available: {', '.join(AVAILABLE)})")
 
 
-def _check_default(name: object) -> str:
+def _check_default(name: object) -> Backend:
     backend = check(name)
     if backend == "asyncio":
         raise ValueError(
@@ -46,7 +49,7 @@ def _check_default(name: object) -> str:
     return backend
 
 
-def set_default_backend(name: str | None) -> None:
+def set_default_backend(name: Backend | None) -> None:
     """Sets the backend used for plain-function processes when neither the process nor its
     Par names one (None: reset). ``async def`` processes always run on asyncio."""
     global _default

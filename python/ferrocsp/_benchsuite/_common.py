@@ -1,0 +1,1 @@
+../../../bench/_common.py

@@ -1,0 +1,1 @@
+../../../../bench/alt/run.py

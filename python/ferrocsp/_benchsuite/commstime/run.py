@@ -1,0 +1,1 @@
+../../../../bench/commstime/run.py
