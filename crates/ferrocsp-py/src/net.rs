@@ -15,15 +15,13 @@ use std::time::{Duration, Instant};
 use ferrocsp_net::{
     Bytes, Chan, ChanOps, Connection, EndKind, NetError, Offer, Op, Options, Status,
 };
-use pyo3::exceptions::{PyConnectionError, PyKeyboardInterrupt, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::channel::Channel;
 use crate::errors::{parse_timeout, to_pyerr, OpName};
-use crate::wait::{deadline, is_main_thread};
-
-const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+use crate::wait::{deadline, is_main_thread, rearm, SIGNAL_SLICE};
 
 fn net_err(py: Python<'_>, e: NetError, op: OpName, chan: &str) -> PyErr {
     match e {
@@ -41,19 +39,6 @@ fn net_err(py: Python<'_>, e: NetError, op: OpName, chan: &str) -> PyErr {
         NetError::Unreachable(_) | NetError::Closed => PyConnectionError::new_err(e.to_string()),
         NetError::Invalid(m) => PyValueError::new_err(m),
         NetError::Protocol(_) => PyRuntimeError::new_err(e.to_string()),
-    }
-}
-
-fn rearm(py: Python<'_>, interrupt: &PyErr) {
-    if interrupt.is_instance_of::<PyKeyboardInterrupt>(py) {
-        // SAFETY: only sets a flag; async-signal-safe, valid signal number.
-        unsafe {
-            pyo3::ffi::PyErr_SetInterruptEx(2);
-        }
-    } else {
-        interrupt.clone_ref(py).restore(py);
-        // SAFETY: we hold the GIL; reports the pending exception as unraisable.
-        unsafe { pyo3::ffi::PyErr_WriteUnraisable(std::ptr::null_mut()) };
     }
 }
 

@@ -35,7 +35,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ferrocsp::{Policy, Poll, Select, SelectError, Selected, Wake, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -45,9 +45,6 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::deadlock::{Desc, LocalWait, Participant};
 use crate::wait::Value;
-
-/// How long an idle hub in the main thread sleeps before running Python's signal handlers.
-const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 
 static GREENLET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SWITCH: std::sync::OnceLock<SwitchFn> = std::sync::OnceLock::new();
@@ -700,7 +697,8 @@ impl Scheduler {
             // Idle: the blocked tasks' waits now matter to deadlock detection. (A wake-up
             // meanwhile cleared `idle` and unparked us, so the park below returns at once.)
             self.publish_waits();
-            let slice = if main { Instant::now().checked_add(SIGNAL_SLICE) } else { None };
+            let slice =
+                if main { Instant::now().checked_add(crate::wait::SIGNAL_SLICE) } else { None };
             let until = match (next_deadline, slice) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

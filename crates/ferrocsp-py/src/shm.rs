@@ -24,9 +24,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::errors::{parse_timeout, to_pyerr, OpName};
-use crate::wait::{deadline, is_main_thread};
+use crate::wait::{deadline, is_main_thread, rearm, SIGNAL_SLICE};
 
-const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 /// Other threads also wake now and then: to take the segment's lock, which notices a peer
 /// that died holding it (robust mutex) even when no live process will ever wake them.
 const OWNER_CHECK: Duration = Duration::from_millis(500);
@@ -210,16 +209,8 @@ fn blocking<T: Send>(
             return Err(e);
         }
         // The operation completed although a handler raised: keep the result, and make the
-        // interrupt happen again at the next bytecode boundary (as `wait.rs` does).
-        if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
-            // SAFETY: sets a flag only; async-signal-safe; SIGINT is a valid signal.
-            unsafe { pyo3::ffi::PyErr_SetInterruptEx(2) };
-        } else {
-            // Another handler's exception cannot be re-armed: report it after the fact.
-            e.restore(py);
-            // SAFETY: we hold the GIL; this writes the pending exception as "unraisable".
-            unsafe { pyo3::ffi::PyErr_WriteUnraisable(std::ptr::null_mut()) };
-        }
+        // interrupt happen again at the next bytecode boundary.
+        rearm(py, &e);
     }
     Ok(r)
 }

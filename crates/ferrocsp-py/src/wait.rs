@@ -26,7 +26,9 @@ use crate::deadlock::Desc;
 
 pub(crate) type Value = Py<PyAny>;
 
-const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+/// How long the main thread waits before it runs Python's signal handlers (Ctrl-C), in every
+/// blocking wait of every transport and in an idle greenlet hub.
+pub(crate) const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 
 thread_local! {
     static IS_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
@@ -210,7 +212,7 @@ impl Drop for Unblock<'_> {
 
 /// The operation completed although a signal handler raised: keep the result, and make the
 /// interrupt happen again at the next bytecode boundary.
-fn rearm(py: Python<'_>, interrupt: &PyErr) {
+pub(crate) fn rearm(py: Python<'_>, interrupt: &PyErr) {
     if interrupt.is_instance_of::<PyKeyboardInterrupt>(py) {
         // SAFETY: PyErr_SetInterruptEx only sets a flag; it is async-signal-safe and may be
         // called with or without the GIL. SIGINT is a valid signal number.
