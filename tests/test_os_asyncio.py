@@ -204,6 +204,37 @@ def test_async_read_waiting_when_its_channel_moves_follows_it(how: str) -> None:
     assert _run(main()) == [0, 1]
 
 
+@csp.process(backend="os")
+def consume(inp: csp.Reader, n: int) -> list[Any]:
+    return [inp.read() for _ in range(n)]
+
+
+@pytest.mark.parametrize("capacity", [0, 1])
+@pytest.mark.parametrize("how", ["awrite", "writer_awrite"])
+def test_async_write_waiting_when_its_channel_moves_follows_it(how: str, capacity: int) -> None:
+    """A write already waiting in process when its channel moves to shared memory (a child
+    gets the reader) goes on there: the child reads every value, in order, once. (A blocked
+    rendezvous write used to fail with ChannelPoisoned here.)"""
+    ch = csp.Channel(capacity)
+    w = ch.writer()
+
+    async def main() -> list[Any]:
+        async def write() -> None:
+            for v in ("a", "b", "c"):
+                await (ch.awrite(v) if how == "awrite" else w.awrite(v))
+
+        writing = asyncio.create_task(write())
+        for _ in range(5):
+            await asyncio.sleep(0)  # let it start waiting in process
+        assert not writing.done()
+        h = csp.Spawn(consume(ch.reader(), 3))
+        await writing
+        got: list[Any] = await asyncio.to_thread(h.join, JOIN)
+        return got
+
+    assert _run(main()) == ["a", "b", "c"]
+
+
 # --------------------------------------------------------------------------- csp.dump()
 
 

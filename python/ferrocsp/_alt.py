@@ -21,8 +21,7 @@ import time
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from . import _shm
-from ._errors import ChannelPoisoned
-from ._native import Channel, Reader, Writer, _aselect, _io_wait, _select, _shared_wait
+from ._native import Channel, Reader, Writer, _aselect, _io_wait, _Moved, _select, _shared_wait
 
 __all__ = ["Alt", "Guard", "Output", "Skip", "Timeout", "select"]
 
@@ -306,13 +305,10 @@ class Alt:
                 self._demand(True, outs)
                 try:
                     chosen, value = _select(ops, policy, last)
-                except ChannelPoisoned:
+                except _Moved:
+                    # A channel moved to shared memory while we waited (nothing fired):
+                    # choose again over the shared channels.
                     _settle(outs, None)
-                    # A channel may have moved to shared memory while we waited (its in-process
-                    # side is poisoned by the move; nothing fired): choose again over the shared
-                    # channels.
-                    if not _any_shared(ops):
-                        raise
                     continue
                 except BaseException:
                     _settle(outs, None)
@@ -350,11 +346,8 @@ class Alt:
             self._demand(True, outs)
             try:
                 chosen, value = await _aselect(ops, policy, last)
-            except ChannelPoisoned:
-                _settle(outs, None)
-                # As in `_run`: a channel moved to shared memory while we waited.
-                if not _any_shared(ops):
-                    raise
+            except _Moved:
+                _settle(outs, None)  # as in `_run`: a channel moved to shared memory
                 continue
             except BaseException:
                 _settle(outs, None)

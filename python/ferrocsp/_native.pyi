@@ -18,6 +18,7 @@ __all__ = [
     "Reader",
     "Writer",
     "_AsyncOp",
+    "_Moved",
     "_NetChan",
     "_NetConnection",
     "_NetOp",
@@ -54,6 +55,9 @@ class _AsyncOp(Generic[_T]):
     def send(self, value: Any, /) -> Any: ...
     def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any: ...
     def close(self) -> None: ...
+
+class _Moved(Exception):
+    """Internal: a channel moved to shared memory under an operation (retried there)."""
 
 @final
 class _Participant: ...

@@ -192,8 +192,10 @@ pub(crate) fn read_op(
 }
 
 /// `ch.awrite(value)`: the write if it can complete now (a `_Done`), else an [`AsyncOp`].
+/// `owner` as for [`read_op`]: a write still waiting when its channel moves continues there.
 pub(crate) fn write_op(
     py: Python<'_>,
+    owner: &Py<crate::channel::Channel>,
     chan: &ferrocsp::Channel<Value>,
     name: &Arc<str>,
     value: Value,
@@ -204,7 +206,10 @@ pub(crate) fn write_op(
             crate::trace::event(py, "write", "", name); // trace hook
             crate::aio_op::done(py, py.None())
         }
-        Err(e) => crate::aio_op::pending(py, AsyncOp::write(chan, name, e.value, timeout)),
+        Err(e) => {
+            let op = AsyncOp::write(chan, name, e.value, timeout, owner.clone_ref(py));
+            crate::aio_op::pending(py, op)
+        }
     }
 }
 
@@ -244,10 +249,10 @@ struct Inner {
     timeout: Option<f64>,
     wait: Option<Wait>,
     done: bool,
-    /// A read's Python channel, to follow it to shared memory (None for writes and Alts).
+    /// The op's Python channel, to follow it to shared memory (None for Alts).
     owner: Option<Py<crate::channel::Channel>>,
-    /// Once the channel moved while this read waited: the shared side's coroutine doing the
-    /// read, which every later step and throw is passed on to (as `yield from` would).
+    /// Once the channel moved while this op waited: the shared side's coroutine doing it,
+    /// which every later step and throw is passed on to (as `yield from` would).
     delegate: Option<Py<PyAny>>,
     /// What an early withdrawal (`Withdraw`, from the waiter's `cancel`) found: `Some(fired)`.
     withdrawn: Option<Option<Result<Selected<Value>, SelectError>>>,
@@ -321,10 +326,12 @@ impl AsyncOp {
         name: &Arc<str>,
         value: Value,
         timeout: Option<f64>,
+        owner: Py<crate::channel::Channel>,
     ) -> Self {
         let mut i = Self::blank(Kind::Write, Some(chan.clone()), name);
         i.value = Some(value);
         i.timeout = timeout;
+        i.owner = Some(owner);
         Self::wrap(i)
     }
 
@@ -358,6 +365,10 @@ impl Inner {
     fn finish(&mut self, py: Python<'_>, r: Result<Selected<Value>, SelectError>) -> Step {
         self.done = true;
         self.wait = None;
+        if let (Kind::Write, Err(SelectError::Moved { .. })) = (&self.kind, &r) {
+            // The value was not sent: it goes on to the shared side (`follow_move`).
+            self.value = self.sel.as_mut().and_then(|s| s.take_value(0));
+        }
         self.sel = None;
         let err = match (&self.kind, r) {
             (Kind::Alt(map), r) => return Ok(Out::Return(map.map_pair(py, r)?)),
@@ -375,11 +386,10 @@ impl Inner {
         self.fail(py, err)
     }
 
-    /// Ends the await with error `e`, unless it is a read whose channel moved to shared memory
-    /// meanwhile (the move poisons the in-process side; nothing was taken): then the read goes
-    /// on there.
+    /// Ends the await with error `e`, unless its channel moved to shared memory meanwhile
+    /// (`Moved`; nothing was sent or taken): then the read or write goes on there.
     fn fail(&mut self, py: Python<'_>, e: Error) -> Step {
-        if e == Error::Poisoned {
+        if e == Error::Moved {
             if let Some(step) = self.follow_move(py)? {
                 return step;
             }
@@ -388,10 +398,11 @@ impl Inner {
         Err(self.error(py, e))
     }
 
-    /// A read whose channel moved to shared memory: starts the shared side's `aread`/`anext`
-    /// coroutine and passes this step on to it. None: not a read, or the channel did not move.
+    /// A read or write whose channel moved to shared memory: starts the shared side's
+    /// `aread`/`anext`/`awrite` coroutine and passes this step on to it. None: an Alt, or the
+    /// channel did not move.
     fn follow_move(&mut self, py: Python<'_>) -> PyResult<Option<Step>> {
-        if !matches!(self.kind, Kind::Read | Kind::Next) {
+        if matches!(self.kind, Kind::Alt(_)) {
             return Ok(None);
         }
         let Some(shared) = self.owner.as_ref().and_then(|o| o.get().shm.get()) else {
@@ -399,6 +410,10 @@ impl Inner {
         };
         let coro = match self.kind {
             Kind::Next => shared.call_method0(py, intern!(py, "anext"))?,
+            Kind::Write => {
+                let Some(value) = self.value.take() else { return Ok(None) };
+                shared.call_method1(py, intern!(py, "awrite"), (value, self.timeout))?
+            }
             _ => shared.call_method1(py, intern!(py, "aread"), (self.timeout,))?,
         };
         self.wait = None;

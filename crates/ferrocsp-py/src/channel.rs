@@ -262,17 +262,17 @@ impl Channel {
     /// ``CancelledError`` propagates and nothing was sent.
     #[pyo3(signature = (value, *, timeout = None))]
     fn awrite(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         value: Value,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        if let Some(s) = self.shm.get() {
+        let (py, this) = (slf.py(), slf.get());
+        if let Some(s) = this.shm.get() {
             parse_timeout(timeout)?;
             return s.call_method1(py, "awrite", (value, timeout));
         }
         let timeout = parse_timeout(timeout)?;
-        aio::write_op(py, &self.inner, &self.name, value, timeout)
+        aio::write_op(py, &slf.clone().unbind(), &this.inner, &this.name, value, timeout)
     }
 
     /// ``await ch.aread()``: the asyncio twin of ``read`` (same errors and timeout).
@@ -389,16 +389,15 @@ impl Channel {
     ///
     /// Returns the values the in-process side held (its buffer, then the values of writers
     /// blocked on it, whose writes thereby complete), for the caller to put in the shared
-    /// buffer; then poisons the in-process side only, so operations still blocked on it wake
-    /// and retry on the shared side (nothing was sent or taken by them).
+    /// buffer. The in-process side is closed under its own lock in the same step
+    /// (`ferrocsp::Channel::close_moved`): operations still blocked on it, and any that read
+    /// `shm` just before it was set, fail with `Moved` and retry on the shared side (nothing
+    /// was sent or taken by them). No reliance on the GIL: `shm` is set before the close.
     fn _set_shm(&self, shared: Py<PyAny>) -> PyResult<Vec<Value>> {
         self.shm.set(shared).map_err(|_| {
             PyValueError::new_err(format!("channel '{}' is already shared", self.name))
         })?;
-        let values =
-            if self.inner.capacity() > 0 { self.inner.drain_buffered() } else { Vec::new() };
-        self.inner.poison();
-        Ok(values)
+        Ok(self.inner.close_moved())
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {

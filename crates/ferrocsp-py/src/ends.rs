@@ -336,7 +336,7 @@ end_class!(
             }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
-            aio::write_op(py, &c.inner, &c.name, value, timeout)
+            aio::write_op(py, &self.chan, &c.inner, &c.name, value, timeout)
         }
 
         /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).

@@ -11,6 +11,14 @@ use pyo3::types::PyType;
 
 use crate::process::current_process_suffix;
 
+pyo3::create_exception!(
+    _native,
+    Moved,
+    pyo3::exceptions::PyException,
+    "Internal: the operation's channel moved to another transport (shared memory) and nothing \
+     was sent or taken; the caller retries there. Never reaches user code."
+);
+
 static POISONED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static RETIRED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static WOULD_BLOCK: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -68,6 +76,7 @@ pub(crate) fn to_pyerr(py: Python<'_>, e: Error, op: OpName, chan: &str) -> PyEr
             return PyTimeoutError::new_err(format!("{op} on channel '{chan}'{who} timed out"));
         }
         // A signal handler's exception (Ctrl-C) is pending: that is what interrupted us.
+        Error::Moved => return Moved::new_err(format!("{op} on channel '{chan}': channel moved")),
         Error::Interrupted => {
             return PyErr::take(py).unwrap_or_else(|| PyKeyboardInterrupt::new_err(()));
         }

@@ -27,6 +27,7 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::Channel>()?;
+    m.add("_Moved", m.py().get_type::<errors::Moved>())?;
     m.add_class::<ends::Reader>()?;
     m.add_class::<ends::Writer>()?;
     m.add("_AsyncOp", aio_op::op_type(m.py())?)?;

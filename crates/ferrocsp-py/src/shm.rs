@@ -632,7 +632,7 @@ pub(crate) fn _shm_select<'py>(
 }
 
 /// An in-process operation's result `r`, unless it failed because its channel moved to shared
-/// memory meanwhile (the in-process side is poisoned by the move): then `Err(shared side)`,
+/// memory meanwhile (`Error::Moved`, raised as the private `_Moved`): then `Err(shared side)`,
 /// to retry there. Nothing was sent or taken by the failed attempt.
 pub(crate) fn moved<T>(
     py: Python<'_>,
@@ -640,11 +640,7 @@ pub(crate) fn moved<T>(
     r: PyResult<T>,
 ) -> Result<PyResult<T>, Py<PyAny>> {
     if let (Err(e), Some(s)) = (&r, chan.shm.get()) {
-        let poisoned = py
-            .import("ferrocsp._errors")
-            .and_then(|m| m.getattr("ChannelPoisoned"))
-            .is_ok_and(|t| e.is_instance(py, &t));
-        if poisoned {
+        if e.is_instance_of::<crate::errors::Moved>(py) {
             return Err(s.clone_ref(py));
         }
     }

@@ -17,7 +17,7 @@
 //! 4. A live reader entry and a live writer entry belong to the same selection (an Alt waiting
 //!    on both ends of this channel) — otherwise whoever registered second would have completed
 //!    the first.
-//! 5. `poisoned` implies the buffer and both queues are empty.
+//! 5. `poisoned` or `moved` implies the buffer and both queues are empty.
 //! 6. Lock order: several channel locks are only ever taken together by `Select`, sorted by
 //!    address (Go's `selectgo` does the same), so no two threads deadlock on channel locks.
 //! 7. No user code runs under a channel lock: values are moved, never cloned or dropped, inside
@@ -119,6 +119,8 @@ pub(crate) struct State<T> {
     readers: VecDeque<Entry<T>>,
     writers: VecDeque<Entry<T>>,
     poisoned: bool,
+    /// The channel moved to another transport (`Channel::close_moved`).
+    moved: bool,
     reader_ends_made: usize,
     reader_ends: usize,
     writer_ends_made: usize,
@@ -164,6 +166,7 @@ impl<T> State<T> {
             readers: VecDeque::new(),
             writers: VecDeque::new(),
             poisoned: false,
+            moved: false,
             reader_ends_made: 0,
             reader_ends: 0,
             writer_ends_made: 0,
@@ -202,9 +205,20 @@ impl<T> State<T> {
         None
     }
 
-    pub(crate) fn try_read(&mut self, woken: &mut Woken) -> ReadAttempt<T> {
+    /// Why nothing can happen here any more, if so: poisoned, or moved to another transport.
+    fn closed(&self) -> Option<Error> {
         if self.poisoned {
-            return ReadAttempt::Failed(Error::Poisoned);
+            Some(Error::Poisoned)
+        } else if self.moved {
+            Some(Error::Moved)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn try_read(&mut self, woken: &mut Woken) -> ReadAttempt<T> {
+        if let Some(e) = self.closed() {
+            return ReadAttempt::Failed(e);
         }
         if self.readers_retired() {
             return ReadAttempt::Failed(Error::Retired);
@@ -226,8 +240,8 @@ impl<T> State<T> {
     }
 
     pub(crate) fn try_write(&mut self, value: T, woken: &mut Woken) -> WriteAttempt<T> {
-        if self.poisoned {
-            return WriteAttempt::Failed(Error::Poisoned, value);
+        if let Some(e) = self.closed() {
+            return WriteAttempt::Failed(e, value);
         }
         if self.is_retired() {
             return WriteAttempt::Failed(Error::Retired, value);
@@ -283,6 +297,23 @@ impl<T> State<T> {
         }
     }
 
+    /// Marks the channel moved: hands out the buffer and, up to the capacity, the values of
+    /// blocked writers (whose writes thereby complete), then fails every other waiter with
+    /// `Moved` (nothing sent or taken: they retry on the new transport).
+    fn close_moved(&mut self, woken: &mut Woken) -> Vec<T> {
+        let mut out: Vec<T> = self.buffer.drain(..).collect();
+        for _ in 0..self.capacity {
+            match self.take_from_writer(woken) {
+                Some(v) => out.push(v),
+                None => break,
+            }
+        }
+        self.moved = true;
+        Self::fail_waiters(&mut self.readers, Outcome::Moved, woken);
+        Self::fail_waiters(&mut self.writers, Outcome::Moved, woken);
+        out
+    }
+
     /// Poisons the channel; returns the dropped buffer, to be dropped after unlocking.
     pub(crate) fn poison(&mut self, woken: &mut Woken) -> VecDeque<T> {
         self.poisoned = true;
@@ -305,7 +336,7 @@ impl<T> State<T> {
     /// implies an empty buffer, invariant 2) learn it now; later readers drain the buffer first.
     pub(crate) fn retire_writer_end(&mut self, woken: &mut Woken) {
         self.writer_ends = self.writer_ends.saturating_sub(1);
-        if self.writers_retired() && !self.poisoned {
+        if self.writers_retired() && self.closed().is_none() {
             Self::fail_waiters(&mut self.readers, Outcome::Retired, woken);
         }
     }
@@ -314,7 +345,7 @@ impl<T> State<T> {
     /// and the buffer is returned to be dropped after unlocking.
     pub(crate) fn retire_reader_end(&mut self, woken: &mut Woken) -> VecDeque<T> {
         self.reader_ends = self.reader_ends.saturating_sub(1);
-        if self.readers_retired() && !self.poisoned {
+        if self.readers_retired() && self.closed().is_none() {
             Self::fail_waiters(&mut self.writers, Outcome::Retired, woken);
             Self::fail_waiters(&mut self.readers, Outcome::Retired, woken);
             return std::mem::take(&mut self.buffer);
@@ -352,7 +383,7 @@ impl<T> State<T> {
                     assert!(Arc::ptr_eq(&r.signal, &w.signal), "invariant 4");
                 }
             }
-            if self.poisoned {
+            if self.closed().is_some() {
                 assert!(self.buffer.is_empty(), "invariant 5");
                 assert!(self.readers.is_empty() && self.writers.is_empty(), "invariant 5");
             }
@@ -546,6 +577,23 @@ impl<T> Channel<T> {
         };
         wake_all(woken);
         drop(dropped);
+    }
+
+    /// Moves the channel out of process memory, atomically under its lock: returns the values
+    /// it held (its buffer, then up to `capacity` values of writers blocked on it, whose writes
+    /// thereby complete), in order, for the new transport to take over; every other blocked
+    /// and every later operation fails with [`Error::Moved`] (nothing sent or taken), so its
+    /// caller retries on the new transport. Idempotent (a second call returns nothing).
+    pub fn close_moved(&self) -> Vec<T> {
+        let mut woken = Woken::new();
+        let out = {
+            let mut st = lock(&self.inner.state);
+            let out = if st.moved { Vec::new() } else { st.close_moved(&mut woken) };
+            st.check();
+            out
+        };
+        wake_all(woken);
+        out
     }
 
     /// Whether the channel is poisoned.

@@ -17,6 +17,9 @@ pub enum Error {
     Timeout,
     /// A non-blocking operation could not complete immediately.
     WouldBlock,
+    /// The channel moved to another transport (shared memory, when it was first sent to
+    /// another OS process): nothing was sent or taken; retry on the transport it moved to.
+    Moved,
     /// The caller gave the wait up (Ctrl-C, a cancelled task); nothing was sent or taken.
     Interrupted,
     /// The message can never fit in the channel (a shared channel's ring).
@@ -55,6 +58,7 @@ impl fmt::Display for Error {
             Error::Retired => "channel is retired",
             Error::Timeout => "timed out",
             Error::WouldBlock => "operation would block",
+            Error::Moved => "channel moved to another transport",
             Error::Interrupted => "interrupted",
             Error::TooLarge { len, max } => {
                 return write!(f, "message of {len} bytes is larger than the channel's {max}");
@@ -113,6 +117,12 @@ pub enum SelectError {
     Timeout,
     /// [`crate::Select::try_select`] found nothing ready.
     WouldBlock,
+    /// Operation `index`'s channel moved to another transport ([`Error::Moved`]); nothing
+    /// fired.
+    Moved {
+        /// Index of the operation whose channel moved.
+        index: usize,
+    },
 }
 
 impl SelectError {
@@ -123,6 +133,7 @@ impl SelectError {
             SelectError::Retired => Error::Retired,
             SelectError::Timeout => Error::Timeout,
             SelectError::WouldBlock => Error::WouldBlock,
+            SelectError::Moved { .. } => Error::Moved,
         }
     }
 }

@@ -385,6 +385,10 @@ impl<T> Select<T> {
                 self.unregister_all();
                 Some(Err(SelectError::Poisoned { index: op }))
             }
+            State::Completed { op, outcome: Outcome::Moved } => {
+                self.unregister_all();
+                Some(Err(SelectError::Moved { index: op }))
+            }
             // A retirement is not a result: the caller is leaving anyway.
             _ => {
                 self.unregister_all();
@@ -527,6 +531,9 @@ impl<T> Select<T> {
                         ReadAttempt::Failed(Error::Poisoned) => {
                             result = Some(Err(SelectError::Poisoned { index: i }))
                         }
+                        ReadAttempt::Failed(Error::Moved) => {
+                            result = Some(Err(SelectError::Moved { index: i }))
+                        }
                         ReadAttempt::Failed(_) => {}
                     },
                     Kind::Write(slot) => {
@@ -543,6 +550,8 @@ impl<T> Select<T> {
                                 *slot = Some(v);
                                 if e == Error::Poisoned {
                                     result = Some(Err(SelectError::Poisoned { index: i }));
+                                } else if e == Error::Moved {
+                                    result = Some(Err(SelectError::Moved { index: i }));
                                 }
                             }
                         }
@@ -683,6 +692,7 @@ impl<T> Select<T> {
                 Poll::Ready(Ok(Selected { index: op, value }))
             }
             Outcome::Poisoned => Poll::Ready(Err(SelectError::Poisoned { index: op })),
+            Outcome::Moved => Poll::Ready(Err(SelectError::Moved { index: op })),
             Outcome::Retired => self.attempt(policy, waker),
         }
     }

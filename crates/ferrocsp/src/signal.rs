@@ -9,7 +9,7 @@
 //! State machine (one `AtomicUsize`):
 //!
 //! ```text
-//!   WAITING ──CAS by counterpart──▶ COMPLETED(op, Done | Poisoned | Retired)
+//!   WAITING ──CAS by counterpart──▶ COMPLETED(op, Done | Poisoned | Retired | Moved)
 //!      │
 //!      └────CAS by owner──────────▶ ABORTED            (timeout, cancel, Ctrl-C)
 //! ```
@@ -36,6 +36,9 @@ pub enum Outcome {
     Poisoned,
     /// The channel was retired while the operation waited.
     Retired,
+    /// The channel moved to another transport while the operation waited (nothing was sent
+    /// or taken): the caller retries there.
+    Moved,
 }
 
 /// A snapshot of a selection cell.
@@ -65,10 +68,11 @@ fn encode(op: usize, outcome: Outcome) -> usize {
         Outcome::Done => 1,
         Outcome::Poisoned => 2,
         Outcome::Retired => 3,
+        Outcome::Moved => 4,
     };
     // `Select` caps the number of operations at MAX_OPS, so the shift never loses bits and
     // never produces ABORTED (all ones) or WAITING (kind is never 0).
-    (op << 2) | kind
+    (op << 3) | kind
 }
 
 fn decode(word: usize) -> State {
@@ -76,11 +80,12 @@ fn decode(word: usize) -> State {
         WAITING => State::Waiting,
         ABORTED => State::Aborted,
         w => State::Completed {
-            op: w >> 2,
-            outcome: match w & 3 {
+            op: w >> 3,
+            outcome: match w & 7 {
                 1 => Outcome::Done,
                 2 => Outcome::Poisoned,
-                _ => Outcome::Retired,
+                3 => Outcome::Retired,
+                _ => Outcome::Moved,
             },
         },
     }
@@ -202,7 +207,7 @@ mod tests {
     #[test]
     fn encoding_round_trips() {
         for op in [0usize, 1, 7, 1 << 20] {
-            for outcome in [Outcome::Done, Outcome::Poisoned, Outcome::Retired] {
+            for outcome in [Outcome::Done, Outcome::Poisoned, Outcome::Retired, Outcome::Moved] {
                 assert_eq!(decode(encode(op, outcome)), State::Completed { op, outcome });
             }
         }

@@ -583,3 +583,34 @@ fn handles_compare_by_channel() {
     assert_ne!(a, b);
     assert_ne!(a.id(), b.id());
 }
+
+// ----- moving to another transport -----
+
+/// A buffered channel that moves hands out its buffer and, up to its capacity, the values of
+/// blocked writers, in order; every other blocked operation, and every later one, fails with
+/// `Moved` and keeps its value; nothing is poisoned.
+#[test]
+fn close_moved_hands_out_values_in_order_and_fails_the_rest() {
+    let ch = Channel::new(2);
+    ch.write(1u32).expect("buffered");
+    ch.write(2).expect("buffered");
+    let blocked: Vec<_> = [3u32, 4, 5]
+        .into_iter()
+        .map(|v| {
+            let tx = ch.clone();
+            let t = thread::spawn(move || {
+                tx.write_timeout(v, PATIENCE).map_err(|e| (e.error, e.value))
+            });
+            wait_until("the writer blocks", || ch.stats().writers_waiting == (v - 2) as usize);
+            t
+        })
+        .collect();
+    assert_eq!(ch.close_moved(), vec![1, 2, 3, 4]);
+    let outcomes: Vec<_> = blocked.into_iter().map(join).collect();
+    assert_eq!(outcomes, vec![Ok(()), Ok(()), Err((Error::Moved, 5))]);
+    assert_eq!(ch.try_read(), Err(Error::Moved));
+    assert_eq!(ch.try_write(6).map_err(|e| (e.error, e.value)), Err((Error::Moved, 6)));
+    assert!(ch.close_moved().is_empty(), "idempotent");
+    let s: Stats = ch.stats();
+    assert!(!s.poisoned && s.buffered == 0 && s.writers_waiting == 0, "{s:?}");
+}

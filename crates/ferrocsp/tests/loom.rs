@@ -181,6 +181,48 @@ fn poison_vs_blocked_writer() {
 }
 
 #[test]
+fn move_vs_blocked_writers_loses_and_duplicates_nothing() {
+    // A buffered channel moves to another transport while two writers race for its one slot:
+    // every value is either handed out by the move (its write succeeded) or handed back to its
+    // writer with `Moved` (it was not sent), never both, never neither.
+    model(|| {
+        let ch = Channel::new(1);
+        let writers: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|v| {
+                let tx = ch.clone();
+                thread::spawn(move || tx.write(v).map_err(|e| (e.error, e.value)))
+            })
+            .collect();
+        let mut seen = ch.close_moved();
+        for w in writers {
+            match w.join().expect("writer thread") {
+                Ok(()) => {}
+                Err((Error::Moved, v)) => seen.push(v),
+                Err(other) => panic!("a writer failed with {other:?}"),
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [1, 2]);
+        assert_eq!(ch.read(), Err(Error::Moved));
+        assert_idle(&ch);
+    });
+}
+
+#[test]
+fn move_vs_blocked_reader() {
+    model(|| {
+        let ch: Channel<u32> = Channel::new(0);
+        let rx = ch.clone();
+        let reader = thread::spawn(move || rx.read());
+        assert!(ch.close_moved().is_empty());
+        assert_eq!(reader.join().expect("reader thread"), Err(Error::Moved));
+        assert!(!ch.stats().poisoned, "a move is not poison");
+        assert_idle(&ch);
+    });
+}
+
+#[test]
 fn buffered_capacity_one_two_writers_one_reader() {
     model(|| {
         let ch = Channel::new(1);
