@@ -18,8 +18,10 @@
 //!   finding it due, never the owner's drop), and never with the table's lock held.
 //! - A watcher sleeps only on words whose value every one of their registrations saw: a word
 //!   that already moved for some registration wakes that one at once instead.
-//! - The watcher's own `bell` word is bumped (and woken) by every registration, so a new word
-//!   or an earlier deadline is taken into account at once.
+//! - The watcher's own `bell` word is bumped (and woken) by a registration that adds a word it
+//!   does not sleep on or an earlier deadline, so either is taken into account at once.
+//! - Before it sleeps, a watcher spins for the engine's spin budget (as a waiting thread
+//!   would): the waiters' own threads run other processes and never spin.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -259,6 +261,12 @@ fn run(w: &Watcher) {
         }
         words.push(&w.bell);
         seen.push(bell);
+        // The engine's short spin, here rather than in the waiters (whose thread runs other
+        // processes): a counterpart that answers within microseconds costs no system call.
+        let moved = || words.iter().zip(&seen).any(|(x, &v)| x.load(Ordering::Acquire) != v);
+        if crate::spin_until(moved, crate::spin_budget()) {
+            continue;
+        }
         let timeout = until.map(|u| u.saturating_duration_since(Instant::now()));
         if words.len() == 1 {
             super::sys::futex_wait(&w.bell, bell, timeout);
