@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
+import time
 
 import pytest
 
@@ -121,3 +123,47 @@ def test_cancelled_task_waiting_on_a_shared_channel_takes_nothing() -> None:
     assert done.is_set()
     assert got == [0]
     assert ch.stats().readers_waiting == 0
+
+
+@csp.process
+def read_with_timeout(ch: csp.Channel, out: list[str]) -> None:
+    try:
+        ch.read(timeout=0.05)
+        out.append("read")
+    except TimeoutError:
+        out.append("timeout")
+
+
+def _greenlet_read(ch: csp.Channel) -> list[str]:
+    out: list[str] = []
+    csp.Par(read_with_timeout(ch, out), backend="greenlet").run()
+    return out
+
+
+def test_a_forked_child_uses_watchers_of_its_own() -> None:
+    """A child made by ``fork`` inherits the parent's watcher registry but not its threads: a
+    greenlet waiting on a shared channel there must get a watcher of the child's own (it would
+    otherwise wait forever on a thread that does not exist in the child)."""
+    from ferrocsp import _shm
+
+    ch = csp.Channel(1, name="forked")
+    _shm.share(ch)
+    assert _greenlet_read(ch) == ["timeout"]  # the parent now has a watcher thread
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 1
+        try:
+            code = 0 if _greenlet_read(ch) == ["timeout"] else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's wait never ended")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0
