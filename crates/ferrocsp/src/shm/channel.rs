@@ -30,14 +30,16 @@
 //!   is withdrawn by whoever finds it. A waiting `Alt`'s input guard leaves an `AltRecord` in
 //!   the header (counted by `stats()` as a waiting reader; stale records are dropped there).
 
-use crate::Error;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::cells::{self, CellRef, Fire};
+use super::slot::{ReadSlot, WriteSlot};
 use super::sys::{self, Locked, Mapping};
+use super::wait::Wait;
+use crate::Error;
 
 const MAGIC: u64 = 0x6665_7272_6f63_7370; // "ferrocsp"
 const VERSION: u32 = 3;
@@ -46,182 +48,66 @@ const HEADER_BYTES: usize = 4096;
 pub const MAX_ENDS: usize = 4096;
 const DATA_OFF: usize = HEADER_BYTES + MAX_ENDS;
 const ALIGN: usize = 64;
-const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+pub(super) const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 
 // Entry states.
-const WRITING: u32 = 1;
-const READY: u32 = 2;
-const READING: u32 = 3;
-const TAKEN: u32 = 4;
-const DONE: u32 = 5;
-const CANCELLED: u32 = 6;
-const PAD: u32 = 7;
+pub(super) const WRITING: u32 = 1;
+pub(super) const READY: u32 = 2;
+pub(super) const READING: u32 = 3;
+pub(super) const TAKEN: u32 = 4;
+pub(super) const DONE: u32 = 5;
+pub(super) const CANCELLED: u32 = 6;
+pub(super) const PAD: u32 = 7;
 /// A conditional offer: readable only by firing the selection cell it names.
-const OFFERED: u32 = 8;
+pub(super) const OFFERED: u32 = 8;
 
 // `Entry::rendezvous` values.
-const RDV_PLAIN: u32 = 1;
+pub(super) const RDV_PLAIN: u32 = 1;
 /// An offer of a selection: its message starts after an `OFFER_PREFIX` holding its `CellRef`.
-const RDV_OFFER: u32 = 2;
-const OFFER_PREFIX: usize = 64;
+pub(super) const RDV_OFFER: u32 = 2;
+pub(super) const OFFER_PREFIX: usize = 64;
 /// Input guards of waiting selections one channel counts (more still work, uncounted).
-const ALT_RECORDS: usize = 64;
+pub(super) const ALT_RECORDS: usize = 64;
 const _: () = assert!(std::mem::size_of::<CellRef>() <= OFFER_PREFIX);
 
-// End-table states.
-const END_FREE: u8 = 0;
-const END_READER: u8 = 1;
-const END_WRITER: u8 = 2;
-const END_RETIRED: u8 = 3;
-
-/// Which kind of end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndKind {
-    /// A reading end.
-    Reader,
-    /// A writing end.
-    Writer,
-}
-
-/// How a blocking operation waits: until `deadline` (None: forever), waking every `slice` to
-/// ask `interrupted` whether to give up (the Python main thread checks for Ctrl-C there).
-pub struct Wait<'a> {
-    /// When to give up with `Timeout` (None: never). `Some(now)` or earlier never sleeps.
-    pub deadline: Option<Instant>,
-    /// Do not block at all: `WouldBlock` instead.
-    pub nowait: bool,
-    /// The longest single sleep before `interrupted` is asked.
-    pub slice: Option<Duration>,
-    /// Returns true to abandon the wait with `Interrupted`.
-    pub interrupted: &'a mut dyn FnMut() -> bool,
-    /// How to sleep. None: this thread sleeps on the futex words itself (after a short spin).
-    /// Some: a cooperative scheduler suspends the caller instead (see [`Sleeper`]); `slice`
-    /// and `interrupted` are then not used.
-    pub sleeper: Option<&'a mut dyn Sleeper>,
-}
-
-/// A cooperative way to sleep (a greenlet or an asyncio task that must not block its thread):
-/// typically registers the words with [`super::watch`] and switches away until woken.
-///
-/// The engine hands a cooperative sleeper only channels' change counters (`seq`), never an
-/// entry's or a selection cell's private word: while a cooperative sleeper waits on a channel
-/// (the header's `coop` count), every private wake-up on it also moves its `seq`. So a process
-/// needs one futex slot per channel it waits on, not one per waiting operation.
-pub trait Sleeper {
-    /// Suspends the caller until any `words[i]` differs from `seen[i]` (or a wake-up on one,
-    /// or `until` passes); spurious returns are allowed. Returns true to abandon the wait
-    /// (the operation then withdraws, as for `Wait::interrupted`).
-    fn sleep(&mut self, words: &[&AtomicU32], seen: &[u32], until: Option<Instant>) -> bool;
-}
-
-impl Wait<'_> {
-    /// Whether the caller sleeps cooperatively (watching change counters only).
-    pub(super) fn coarse(&self) -> bool {
-        self.sleeper.is_some()
-    }
-
-    /// The one place a shared-channel operation sleeps: until any `words[i]` moves from
-    /// `seen[i]`, the deadline, or (thread sleeps) the slice ends. Called with no lock held.
-    /// Returns whether to abandon the wait.
-    pub(super) fn block(&mut self, words: &[&AtomicU32], seen: &[u32]) -> bool {
-        if let Some(s) = self.sleeper.as_mut() {
-            // No spin: the thread is shared with other runnable processes.
-            return s.sleep(words, seen, self.deadline);
-        }
-        let moved = || words.iter().zip(seen).any(|(x, &v)| x.load(Ordering::Acquire) != v);
-        // A short bounded spin first, as for in-process waits (`park.rs`): a counterpart in
-        // another process that answers within microseconds costs no system call at all.
-        if crate::spin_until(moved, crate::spin_budget()) {
-            return false;
-        }
-        let now = Instant::now();
-        let mut timeout = self.deadline.map(|d| d.saturating_duration_since(now));
-        if let Some(s) = self.slice {
-            timeout = Some(timeout.map_or(s, |t| t.min(s)));
-        }
-        match (words, seen) {
-            ([w], [v]) => sys::futex_wait(w, *v, timeout),
-            _ => sys::futex_wait_any(words, seen, timeout),
-        }
-        self.slice.is_some() && (self.interrupted)()
-    }
-}
-
-impl std::fmt::Debug for Wait<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wait")
-            .field("deadline", &self.deadline)
-            .field("nowait", &self.nowait)
-            .field("slice", &self.slice)
-            .field("cooperative", &self.sleeper.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-// `Box::leak` of a capture-less closure allocates nothing (it is zero-sized): these
-// constructors lend a `'static` "never interrupted" check without any cost.
-impl Wait<'static> {
-    /// Blocks until `deadline` (None: forever), never interrupted.
-    pub fn until(deadline: Option<Instant>) -> Self {
-        Wait {
-            deadline,
-            nowait: false,
-            slice: None,
-            interrupted: Box::leak(Box::new(|| false)),
-            sleeper: None,
-        }
-    }
-
-    /// Does not block: `WouldBlock` when the operation cannot complete at once.
-    pub fn nowait() -> Self {
-        Wait {
-            deadline: None,
-            nowait: true,
-            slice: None,
-            interrupted: Box::leak(Box::new(|| false)),
-            sleeper: None,
-        }
-    }
-}
-
 #[repr(C)]
-struct State {
-    head: u64,
-    tail: u64,
+pub(super) struct State {
+    pub(super) head: u64,
+    pub(super) tail: u64,
     /// Buffered messages reserved or ready (counted against the capacity).
-    buffered: u64,
+    pub(super) buffered: u64,
     /// Entries `READY` (offers or buffered messages nobody has claimed).
-    ready: u64,
+    pub(super) ready: u64,
     /// Entries `WRITING`.
-    writing: u64,
+    pub(super) writing: u64,
     /// Rendezvous entries `WRITING` or `READY`.
-    offers: u64,
-    readers_waiting: u32,
-    writers_waiting: u32,
+    pub(super) offers: u64,
+    pub(super) readers_waiting: u32,
+    pub(super) writers_waiting: u32,
     /// `AltRecord`s in use.
-    alt_readers: u32,
-    _pad1: u32,
+    pub(super) alt_readers: u32,
+    pub(super) _pad1: u32,
     /// Entries `OFFERED`.
-    offered: u64,
-    reader_ends_made: u32,
-    writer_ends_made: u32,
-    reader_ends_live: u32,
-    writer_ends_live: u32,
-    ends_next: u32,
-    _pad: u32,
+    pub(super) offered: u64,
+    pub(super) reader_ends_made: u32,
+    pub(super) writer_ends_made: u32,
+    pub(super) reader_ends_live: u32,
+    pub(super) writer_ends_live: u32,
+    pub(super) ends_next: u32,
+    pub(super) _pad: u32,
 }
 
 /// A waiting selection's input guard on this channel.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct AltRecord {
-    used: u32,
-    _pad: u32,
-    cell: CellRef,
+pub(super) struct AltRecord {
+    pub(super) used: u32,
+    pub(super) _pad: u32,
+    pub(super) cell: CellRef,
 }
 
 #[repr(C)]
-struct Header {
+pub(super) struct Header {
     magic: u64,
     version: u32,
     _pad0: u32,
@@ -237,22 +123,22 @@ struct Header {
     coop: AtomicU32,
     mutex: libc::pthread_mutex_t,
     st: State,
-    alt: [AltRecord; ALT_RECORDS],
+    pub(super) alt: [AltRecord; ALT_RECORDS],
 }
 
 #[repr(C)]
-struct Entry {
+pub(super) struct Entry {
     /// Bytes this entry occupies in the ring (header, message, alignment).
-    size: u64,
+    pub(super) size: u64,
     /// The message's length.
-    len: u64,
-    state: u32,
-    rendezvous: u32,
+    pub(super) len: u64,
+    pub(super) state: u32,
+    pub(super) rendezvous: u32,
     /// A rendezvous writer waiting for its entry to be taken sleeps on this word (and only
     /// it does): bumped when the entry is taken, and for everything that ends such a wait
     /// early (poison, readers retired or leaving).
-    wake: AtomicU32,
-    _pad: u32,
+    pub(super) wake: AtomicU32,
+    pub(super) _pad: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
@@ -279,14 +165,14 @@ impl Drop for Guard<'_> {
 
 impl Guard<'_> {
     #[allow(clippy::mut_from_ref)] // the mutex, held by this guard, makes the access exclusive
-    fn st(&self) -> &mut State {
+    pub(super) fn st(&self) -> &mut State {
         // SAFETY: the state is only touched under the mutex, which this guard holds, and no
         // other reference to it outlives a statement in this module.
         unsafe { &mut (*self.ch.hdr()).st }
     }
 }
 
-fn round_up(n: usize) -> usize {
+pub(super) fn round_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
@@ -339,7 +225,7 @@ impl ShmChannel {
         Ok(ch)
     }
 
-    fn hdr(&self) -> *mut Header {
+    pub(super) fn hdr(&self) -> *mut Header {
         self.map.ptr().cast()
     }
 
@@ -356,7 +242,7 @@ impl ShmChannel {
         }
     }
 
-    fn data_len(&self) -> usize {
+    pub(super) fn data_len(&self) -> usize {
         // SAFETY: immutable after creation.
         unsafe { (*self.hdr()).data_len as usize }
     }
@@ -424,7 +310,7 @@ impl ShmChannel {
 
     /// `sleep` on another futex word of the segment (an entry's `wake`). A cooperative sleeper
     /// watches `seq` instead, counted in `coop` so that the word's wake-ups move `seq` too.
-    fn sleep_on<'a>(
+    pub(super) fn sleep_on<'a>(
         &'a self,
         g: Guard<'a>,
         word: &AtomicU32,
@@ -453,7 +339,7 @@ impl ShmChannel {
     }
 
     /// Wakes the writer waiting on entry `e` (lock held).
-    fn wake_entry(&self, e: *mut Entry, g: &Guard<'_>) {
+    pub(super) fn wake_entry(&self, e: *mut Entry, g: &Guard<'_>) {
         // SAFETY: a live entry in the ring; `wake` is an atomic.
         let word = unsafe { &(*e).wake };
         word.fetch_add(1, Ordering::AcqRel);
@@ -486,24 +372,24 @@ impl ShmChannel {
     }
 
     /// A change that may end any wait: `changed` plus every offer's writer.
-    fn changed_all(&self, g: &Guard<'_>) {
+    pub(super) fn changed_all(&self, g: &Guard<'_>) {
         self.changed(g);
         self.wake_offers(g);
     }
 
-    fn entry(&self, pos: u64) -> *mut Entry {
+    pub(super) fn entry(&self, pos: u64) -> *mut Entry {
         let off = DATA_OFF + (pos as usize % self.data_len());
         // SAFETY: off + ENTRY_BYTES lies inside the mapping (entries are aligned and the ring
         // length is a multiple of ALIGN).
         unsafe { self.map.ptr().add(off).cast() }
     }
 
-    fn payload(&self, pos: u64) -> *mut u8 {
+    pub(super) fn payload(&self, pos: u64) -> *mut u8 {
         // SAFETY: the message follows its entry header inside the ring (it never wraps).
         unsafe { self.entry(pos).cast::<u8>().add(ENTRY_BYTES) }
     }
 
-    fn ends(&self) -> &[AtomicU8] {
+    pub(super) fn ends(&self) -> &[AtomicU8] {
         // SAFETY: the end table is MAX_ENDS bytes right after the header page.
         unsafe {
             std::slice::from_raw_parts(
@@ -513,16 +399,16 @@ impl ShmChannel {
         }
     }
 
-    fn writers_gone(st: &State) -> bool {
+    pub(super) fn writers_gone(st: &State) -> bool {
         st.writer_ends_made > 0 && st.writer_ends_live == 0
     }
 
-    fn readers_gone(st: &State) -> bool {
+    pub(super) fn readers_gone(st: &State) -> bool {
         st.reader_ends_made > 0 && st.reader_ends_live == 0
     }
 
     /// Moves the head over entries nobody uses any more; rewinds an empty ring.
-    fn advance(&self, g: &Guard<'_>) {
+    pub(super) fn advance(&self, g: &Guard<'_>) {
         let st = g.st();
         while st.head < st.tail {
             let e = self.entry(st.head);
@@ -598,205 +484,8 @@ impl ShmChannel {
         None
     }
 
-    /// The cell named by offer entry `pos`.
-    fn offer_cell(&self, pos: u64) -> CellRef {
-        // SAFETY: an offer's payload starts with its CellRef (written before it was OFFERED).
-        unsafe { std::ptr::read_unaligned(self.payload(pos).cast::<CellRef>()) }
-    }
-
-    /// Withdraws entry `pos` (a message nobody took: `WRITING`, `READY` or `OFFERED`). Lock
-    /// held.
-    pub(super) fn withdraw_entry(&self, g: &Guard<'_>, pos: u64) {
-        let st = g.st();
-        let e = self.entry(pos);
-        // SAFETY: an entry between head and tail; lock held.
-        let (state, kind) = unsafe { ((*e).state, (*e).rendezvous) };
-        match state {
-            WRITING => st.writing -= 1,
-            READY => st.ready -= 1,
-            OFFERED => st.offered -= 1,
-            _ => return,
-        }
-        if kind != 0 {
-            st.offers -= 1;
-        } else {
-            st.buffered -= 1;
-        }
-        // SAFETY: as above.
-        unsafe { (*e).state = CANCELLED };
-        self.advance(g);
-        self.changed(g);
-    }
-
-    /// Reserves a conditional offer of a `len`-byte message for `cell` (`WRITING`: invisible
-    /// to readers until `publish_offer`); fill it with `offer_buf`. None: no ring space now.
-    pub(super) fn reserve_offer(&self, len: usize, cell: &CellRef) -> Result<Option<u64>, Error> {
-        let size = round_up(ENTRY_BYTES + OFFER_PREFIX + len);
-        if size > self.data_len() {
-            return Err(Error::TooLarge { len, max: self.max_message() - OFFER_PREFIX });
-        }
-        let g = self.lock()?;
-        let Some(pos) = self.reserve(&g, size) else { return Ok(None) };
-        let e = self.entry(pos);
-        // SAFETY: freshly reserved ring space; lock held.
-        unsafe {
-            (*e).size = size as u64;
-            (*e).len = len as u64;
-            (*e).state = WRITING;
-            (*e).rendezvous = RDV_OFFER;
-            std::ptr::write_unaligned(self.payload(pos).cast::<CellRef>(), *cell);
-        }
-        let st = g.st();
-        st.writing += 1;
-        st.offers += 1;
-        Ok(Some(pos))
-    }
-
-    /// The message bytes of offer `pos`, reserved by this caller and still `WRITING`.
-    #[allow(clippy::mut_from_ref)] // the entry is reserved for the caller alone
-    pub(super) fn offer_buf(&self, pos: u64) -> &mut [u8] {
-        // SAFETY: the entry is ours (WRITING) and its message follows the prefix.
-        unsafe {
-            let len = (*self.entry(pos)).len as usize;
-            std::slice::from_raw_parts_mut(self.payload(pos).add(OFFER_PREFIX), len)
-        }
-    }
-
-    /// Publishes reserved offer `pos` (`OFFERED`); lock held.
-    pub(super) fn publish_offer(&self, g: &Guard<'_>, pos: u64) {
-        let st = g.st();
-        st.writing -= 1;
-        st.offered += 1;
-        // SAFETY: our reserved entry; lock held.
-        unsafe { (*self.entry(pos)).state = OFFERED };
-    }
-
-    /// Reserves a buffered message of `len` bytes if the capacity and ring allow it now (a
-    /// fired output guard: fill it, then commit); lock held.
-    pub(super) fn reserve_buffered(&self, g: &Guard<'_>, len: usize) -> Option<WriteSlot<'_>> {
-        let size = round_up(ENTRY_BYTES + len);
-        if self.capacity() == 0 || g.st().buffered >= self.capacity() as u64 {
-            return None;
-        }
-        let pos = self.reserve(g, size)?;
-        let e = self.entry(pos);
-        // SAFETY: freshly reserved ring space; lock held.
-        unsafe {
-            (*e).size = size as u64;
-            (*e).len = len as u64;
-            (*e).state = WRITING;
-            (*e).rendezvous = 0;
-        }
-        let st = g.st();
-        st.writing += 1;
-        st.buffered += 1;
-        Some(WriteSlot { ch: self, pos, len, rendezvous: false, committed: false })
-    }
-
-    /// Whether nothing can ever be read here any more (no message, every writer retired).
-    pub(super) fn input_dead(&self, g: &Guard<'_>) -> bool {
-        let st = g.st();
-        Self::writers_gone(st) && st.writing == 0 && st.ready == 0 && st.offered == 0
-    }
-
-    /// Whether nothing can ever be written here any more (every reader retired).
-    pub(super) fn output_dead(&self, g: &Guard<'_>) -> bool {
-        Self::readers_gone(g.st())
-    }
-
-    /// Whether a reader blocked in a plain read waits with no message to take but one of
-    /// `own` offers: an output guard here is as good as ready. Lock held.
-    pub(super) fn idle_reader(&self, g: &Guard<'_>, own: u64) -> bool {
-        let st = g.st();
-        u64::from(st.readers_waiting) + own > st.offers
-    }
-
-    /// Records a waiting selection's input guard (counted as a waiting reader). None: the
-    /// record table is full (the selection still works, uncounted). Lock held.
-    pub(super) fn add_record(&self, g: &Guard<'_>, cell: &CellRef) -> Option<usize> {
-        // SAFETY: the record table is only touched under the lock, which `g` holds.
-        let recs = unsafe { &mut (*self.hdr()).alt };
-        let i = recs.iter().position(|r| r.used == 0)?;
-        recs[i] = AltRecord { used: 1, _pad: 0, cell: *cell };
-        g.st().alt_readers += 1;
-        self.changed(g); // an Alt offering an output here may now see a reader
-        Some(i)
-    }
-
-    /// Removes record `i`; lock held.
-    pub(super) fn remove_record(&self, g: &Guard<'_>, i: usize) {
-        // SAFETY: as in `add_record`.
-        let recs = unsafe { &mut (*self.hdr()).alt };
-        if let Some(r) = recs.get_mut(i) {
-            if r.used != 0 {
-                r.used = 0;
-                g.st().alt_readers -= 1;
-            }
-        }
-    }
-
-    /// (live records, live open offers), dropping records and offers of selections that are
-    /// gone; lock held.
-    fn alt_waiting(&self, g: &Guard<'_>) -> (usize, usize) {
-        let mut readers = 0;
-        if g.st().alt_readers > 0 {
-            for i in 0..ALT_RECORDS {
-                // SAFETY: as in `add_record`.
-                let r = unsafe { (*self.hdr()).alt[i] };
-                if r.used == 0 {
-                    continue;
-                }
-                match cells::status(&r.cell) {
-                    Some(true) => readers += 1,
-                    Some(false) => {}
-                    None => self.remove_record(g, i),
-                }
-            }
-        }
-        let mut writers = 0;
-        if g.st().offered > 0 {
-            let mut pos = g.st().head;
-            while pos < g.st().tail {
-                let e = self.entry(pos);
-                // SAFETY: as in `advance`.
-                let (state, size) = unsafe { ((*e).state, (*e).size) };
-                if state == OFFERED {
-                    match cells::status(&self.offer_cell(pos)) {
-                        Some(true) => writers += 1,
-                        Some(false) => {}
-                        None => self.withdraw_entry(g, pos),
-                    }
-                }
-                pos += size;
-            }
-        }
-        (readers, writers)
-    }
-
-    /// Rendezvous offers a reader could take now (`READY`). An offer still being copied in
-    /// (`WRITING`) is not one yet, and one being read has met its reader: `stats()` counts
-    /// neither as a waiting writer, as an in-process channel would not.
-    fn ready_offers(&self, g: &Guard<'_>) -> u64 {
-        let st = g.st();
-        if st.ready == 0 || st.offers == 0 {
-            return 0;
-        }
-        let mut n = 0;
-        let mut pos = st.head;
-        while pos < st.tail {
-            let e = self.entry(pos);
-            // SAFETY: as in `advance`.
-            let (state, size, rendezvous) = unsafe { ((*e).state, (*e).size, (*e).rendezvous) };
-            if state == READY && rendezvous != 0 {
-                n += 1;
-            }
-            pos += size;
-        }
-        n
-    }
-
     /// Reserves `size` bytes at the tail (padding to the ring's start if needed), if they fit.
-    fn reserve(&self, g: &Guard<'_>, size: usize) -> Option<u64> {
+    pub(super) fn reserve(&self, g: &Guard<'_>, size: usize) -> Option<u64> {
         let st = g.st();
         let len = self.data_len() as u64;
         let used = st.tail - st.head;
@@ -961,81 +650,6 @@ impl ShmChannel {
         Ok(())
     }
 
-    /// Records a new counted end; returns its index in the end table.
-    pub fn new_end(&self, kind: EndKind) -> Result<u32, Error> {
-        let g = self.lock()?;
-        let st = g.st();
-        let i = st.ends_next as usize;
-        if i >= MAX_ENDS {
-            return Err(Error::TooMany { what: "ends", max: MAX_ENDS });
-        }
-        st.ends_next += 1;
-        let (tag, made, live) = match kind {
-            EndKind::Reader => (END_READER, &mut st.reader_ends_made, &mut st.reader_ends_live),
-            EndKind::Writer => (END_WRITER, &mut st.writer_ends_made, &mut st.writer_ends_live),
-        };
-        *made += 1;
-        *live += 1;
-        self.ends()[i].store(tag, Ordering::Release);
-        Ok(i as u32)
-    }
-
-    /// Records `made` ends of `kind` made before the channel moved here, `live` of them not
-    /// retired; those that are still live get their table index later with `new_end`-like
-    /// `adopt_end` (so they are counted once).
-    pub fn adopt_counts(&self, kind: EndKind, made: u32, live: u32) -> Result<(), Error> {
-        let g = self.lock()?;
-        let st = g.st();
-        match kind {
-            EndKind::Reader => {
-                st.reader_ends_made += made;
-                st.reader_ends_live += live;
-            }
-            EndKind::Writer => {
-                st.writer_ends_made += made;
-                st.writer_ends_live += live;
-            }
-        }
-        Ok(())
-    }
-
-    /// A table index for a live end already counted by `adopt_counts`.
-    pub fn adopt_end(&self, kind: EndKind) -> Result<u32, Error> {
-        let g = self.lock()?;
-        let st = g.st();
-        let i = st.ends_next as usize;
-        if i >= MAX_ENDS {
-            return Err(Error::TooMany { what: "ends", max: MAX_ENDS });
-        }
-        st.ends_next += 1;
-        let tag = if kind == EndKind::Reader { END_READER } else { END_WRITER };
-        self.ends()[i].store(tag, Ordering::Release);
-        Ok(i as u32)
-    }
-
-    /// Whether end `i` has retired (an index never handed out counts as retired).
-    pub fn end_retired(&self, i: u32) -> bool {
-        let t = self.ends().get(i as usize).map_or(END_RETIRED, |e| e.load(Ordering::Acquire));
-        matches!(t, END_RETIRED | END_FREE)
-    }
-
-    /// Retires end `i` (idempotent: every copy of an end is that one end).
-    pub fn retire_end(&self, i: u32) -> Result<(), Error> {
-        let g = self.lock()?;
-        let Some(slot) = self.ends().get(i as usize) else {
-            return Ok(());
-        };
-        let st = g.st();
-        match slot.load(Ordering::Acquire) {
-            END_READER => st.reader_ends_live -= 1,
-            END_WRITER => st.writer_ends_live -= 1,
-            _ => return Ok(()),
-        }
-        slot.store(END_RETIRED, Ordering::Release);
-        self.changed_all(&g);
-        Ok(())
-    }
-
     /// The change counter: it moves whenever anything a waiter may wait for changes.
     pub fn seq(&self) -> u32 {
         self.atomics().0.load(Ordering::SeqCst)
@@ -1066,213 +680,5 @@ impl ShmChannel {
             poisoned,
             retired: Self::writers_gone(st) || Self::readers_gone(st),
         })
-    }
-}
-
-/// A message being written (see [`ShmChannel::begin_write`]).
-#[derive(Debug)]
-pub struct WriteSlot<'a> {
-    ch: &'a ShmChannel,
-    pos: u64,
-    len: usize,
-    rendezvous: bool,
-    committed: bool,
-}
-
-impl WriteSlot<'_> {
-    /// The message's bytes, to fill (the lock is not held: copy freely).
-    pub fn buf(&mut self) -> &mut [u8] {
-        // SAFETY: the reserved entry is ours alone until committed or withdrawn.
-        unsafe { std::slice::from_raw_parts_mut(self.ch.payload(self.pos), self.len) }
-    }
-
-    fn set_state(&self, state: u32) {
-        // SAFETY: our entry; callers hold the lock.
-        unsafe { (*self.ch.entry(self.pos)).state = state }
-    }
-
-    fn state(&self) -> u32 {
-        // SAFETY: as above.
-        unsafe { (*self.ch.entry(self.pos)).state }
-    }
-
-    /// Withdraws a `WRITING` or `READY` entry; lock held.
-    fn withdraw(&self, g: &Guard<'_>, was_ready: bool) {
-        let st = g.st();
-        if was_ready {
-            st.ready -= 1;
-        } else {
-            st.writing -= 1;
-        }
-        if self.rendezvous {
-            st.offers -= 1;
-        } else {
-            st.buffered -= 1;
-        }
-        self.set_state(CANCELLED);
-        self.ch.advance(g);
-        self.ch.changed(g);
-    }
-
-    /// Publishes the message. A buffered write is then done; a rendezvous write waits (per
-    /// `w`) until a reader has taken it, and withdraws it on timeout, interrupt, poison or
-    /// retirement, in which case nothing was sent.
-    pub fn commit(self, w: &mut Wait<'_>) -> Result<(), Error> {
-        self.commit_then(w, |_| ())
-    }
-
-    /// `commit`, and for a rendezvous write, `taken(message)` once a reader has taken it
-    /// (under the lock, before the entry can be reused: a reader may have left a mark in the
-    /// message's bytes). A buffered write calls `taken(&[])` once published.
-    pub fn commit_then<T>(
-        mut self,
-        w: &mut Wait<'_>,
-        taken: impl FnOnce(&[u8]) -> T,
-    ) -> Result<T, Error> {
-        self.committed = true;
-        let ch = self.ch;
-        let mut g = ch.lock()?;
-        if ch.is_poisoned() {
-            self.withdraw(&g, false);
-            return Err(Error::Poisoned);
-        }
-        if ShmChannel::readers_gone(g.st()) {
-            self.withdraw(&g, false);
-            return Err(Error::Retired);
-        }
-        let st = g.st();
-        st.writing -= 1;
-        st.ready += 1;
-        self.set_state(READY);
-        ch.changed(&g);
-        if !self.rendezvous {
-            return Ok(taken(&[]));
-        }
-        loop {
-            match self.state() {
-                TAKEN => {
-                    // SAFETY: our entry, taken and not yet released: nobody else touches it.
-                    let msg = unsafe { std::slice::from_raw_parts(ch.payload(self.pos), self.len) };
-                    let out = taken(msg);
-                    self.set_state(DONE);
-                    ch.advance(&g);
-                    if g.st().writers_waiting > 0 {
-                        ch.changed(&g); // ring space for a writer waiting for it
-                    }
-                    return Ok(out);
-                }
-                READY => {
-                    let st = g.st();
-                    let why = if ch.is_poisoned() {
-                        Some(Error::Poisoned)
-                    } else if ShmChannel::readers_gone(st) {
-                        Some(Error::Retired)
-                    } else if w.nowait && st.readers_waiting == 0 {
-                        Some(Error::WouldBlock)
-                    } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
-                        Some(Error::Timeout)
-                    } else {
-                        None
-                    };
-                    if let Some(e) = why {
-                        self.withdraw(&g, true);
-                        return Err(e);
-                    }
-                }
-                _ => {} // READING: a reader is copying it; it will be TAKEN shortly.
-            }
-            // SAFETY: our entry stays in the ring until we mark it DONE or CANCELLED.
-            let word = unsafe { &(*ch.entry(self.pos)).wake };
-            let (g2, interrupted) = ch.sleep_on(g, word, w)?;
-            g = g2;
-            if interrupted && self.state() == READY {
-                self.withdraw(&g, true);
-                return Err(Error::Interrupted);
-            }
-        }
-    }
-}
-
-impl Drop for WriteSlot<'_> {
-    fn drop(&mut self) {
-        if !self.committed {
-            if let Ok(g) = self.ch.lock() {
-                self.withdraw(&g, false);
-            }
-        }
-    }
-}
-
-/// A message being read (see [`ShmChannel::begin_read`]).
-#[derive(Debug)]
-pub struct ReadSlot<'a> {
-    ch: &'a ShmChannel,
-    pos: u64,
-    len: usize,
-    /// The entry's `rendezvous` value (0, `RDV_PLAIN`, `RDV_OFFER`).
-    kind: u32,
-    finished: bool,
-}
-
-impl ReadSlot<'_> {
-    /// The message's bytes (the lock is not held: copy freely).
-    pub fn buf(&self) -> &[u8] {
-        // SAFETY: the claimed entry is ours alone until finished or put back.
-        unsafe { std::slice::from_raw_parts(self.msg(), self.len) }
-    }
-
-    fn msg(&self) -> *mut u8 {
-        let skip = if self.kind == RDV_OFFER { OFFER_PREFIX } else { 0 };
-        // SAFETY: an offer's message follows its prefix inside the entry.
-        unsafe { self.ch.payload(self.pos).add(skip) }
-    }
-
-    /// The message's bytes, writable: a reader may leave a mark for a rendezvous writer,
-    /// which sees it in `WriteSlot::commit_then`.
-    pub fn buf_mut(&mut self) -> &mut [u8] {
-        // SAFETY: the claimed entry is ours alone until finished or put back.
-        unsafe { std::slice::from_raw_parts_mut(self.msg(), self.len) }
-    }
-
-    /// Releases the message: taken (a rendezvous writer completes).
-    pub fn finish(mut self) -> Result<(), Error> {
-        self.finished = true;
-        let g = self.ch.lock()?;
-        let e = self.ch.entry(self.pos);
-        if self.kind == RDV_PLAIN {
-            // SAFETY: our claimed entry; lock held.
-            unsafe { (*e).state = TAKEN };
-            self.ch.wake_entry(e, &g); // its writer, and only it
-        } else {
-            // SAFETY: as above.
-            unsafe { (*e).state = DONE };
-            self.ch.advance(&g);
-            if g.st().writers_waiting > 0 {
-                self.ch.changed(&g); // ring space
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ReadSlot<'_> {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        // Not read after all (e.g. the reader could not allocate): put it back.
-        if let Ok(g) = self.ch.lock() {
-            let st = g.st();
-            st.ready += 1;
-            // A fired offer put back is a plain message now: its selection chose it.
-            if self.kind != 0 {
-                st.offers += 1;
-            } else {
-                st.buffered += 1;
-            }
-            // SAFETY: our claimed entry; lock held.
-            unsafe { (*self.ch.entry(self.pos)).state = READY };
-            self.ch.changed(&g);
-        }
     }
 }

@@ -14,11 +14,18 @@
 
 mod cells;
 mod channel;
+mod end_table;
+mod offers;
 mod select;
+mod slot;
 mod sys;
+mod wait;
 mod watch;
 
 pub use cells::MAX_GUARDS;
-pub use channel::{EndKind, ReadSlot, ShmChannel, Sleeper, Wait, WriteSlot, MAX_ENDS};
+pub use channel::{ShmChannel, MAX_ENDS};
+pub use end_table::EndKind;
 pub use select::{select, Fill, SelOp, Selected};
+pub use slot::{ReadSlot, WriteSlot};
+pub use wait::{Sleeper, Wait};
 pub use watch::{watch, watcher_threads, Watch, PER_WATCHER};

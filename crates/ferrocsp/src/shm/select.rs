@@ -26,12 +26,14 @@
 //! - Every way out (fired, timeout, interrupt, poison, error) withdraws what is still
 //!   registered, except the offer a reader took (the reader owns that entry).
 
-use crate::Error;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use super::cells::{OwnCell, MAX_GUARDS};
-use super::channel::{Guard, ReadSlot, ShmChannel, Wait};
+use super::channel::{Guard, ShmChannel};
+use super::slot::{ReadSlot, WriteSlot};
+use super::wait::Wait;
+use crate::Error;
 
 /// Writes an output guard's message into the slot it is given (exactly its length).
 pub type Fill<'a> = dyn Fn(&mut [u8]) + Sync + 'a;
@@ -90,7 +92,7 @@ pub enum Selected<'a> {
 
 enum Step<'a> {
     Fired(usize, Selected<'a>),
-    Buffered(usize, super::channel::WriteSlot<'a>),
+    Buffered(usize, WriteSlot<'a>),
     /// Nothing fired.
     Wait,
     /// Nothing fired yet, but an output guard has a reader blocked in a plain `read` to take

@@ -1,0 +1,217 @@
+//! What a waiting selection leaves in a channel's segment: conditional offers (an `OFFERED`
+//! ring entry per output guard on a rendezvous channel, naming the selection's cell) and input
+//! records (an `AltRecord` per input guard, counted as a waiting reader), with the checks a
+//! selection's step makes (`select.rs`).
+//!
+//! Invariants (see `channel.rs` and `select.rs`):
+//! - Every function here runs with the channel's lock held (a `Guard`), except the copy into
+//!   a reserved offer (`offer_buf`), which only its selection touches while it is `WRITING`.
+//! - An offer or record whose selection is gone (its cell's owner died, or its segment can no
+//!   longer be attached) is withdrawn by whoever finds it; nothing is delivered from it.
+
+use super::cells::{self, CellRef};
+use super::channel::{
+    round_up, AltRecord, Guard, ShmChannel, ALT_RECORDS, CANCELLED, ENTRY_BYTES, OFFERED,
+    OFFER_PREFIX, RDV_OFFER, READY, WRITING,
+};
+use super::slot::WriteSlot;
+use crate::Error;
+
+impl ShmChannel {
+    /// The cell named by offer entry `pos`.
+    pub(super) fn offer_cell(&self, pos: u64) -> CellRef {
+        // SAFETY: an offer's payload starts with its CellRef (written before it was OFFERED).
+        unsafe { std::ptr::read_unaligned(self.payload(pos).cast::<CellRef>()) }
+    }
+
+    /// Withdraws entry `pos` (a message nobody took: `WRITING`, `READY` or `OFFERED`). Lock
+    /// held.
+    pub(super) fn withdraw_entry(&self, g: &Guard<'_>, pos: u64) {
+        let st = g.st();
+        let e = self.entry(pos);
+        // SAFETY: an entry between head and tail; lock held.
+        let (state, kind) = unsafe { ((*e).state, (*e).rendezvous) };
+        match state {
+            WRITING => st.writing -= 1,
+            READY => st.ready -= 1,
+            OFFERED => st.offered -= 1,
+            _ => return,
+        }
+        if kind != 0 {
+            st.offers -= 1;
+        } else {
+            st.buffered -= 1;
+        }
+        // SAFETY: as above.
+        unsafe { (*e).state = CANCELLED };
+        self.advance(g);
+        self.changed(g);
+    }
+
+    /// Reserves a conditional offer of a `len`-byte message for `cell` (`WRITING`: invisible
+    /// to readers until `publish_offer`); fill it with `offer_buf`. None: no ring space now.
+    pub(super) fn reserve_offer(&self, len: usize, cell: &CellRef) -> Result<Option<u64>, Error> {
+        let size = round_up(ENTRY_BYTES + OFFER_PREFIX + len);
+        if size > self.data_len() {
+            return Err(Error::TooLarge { len, max: self.max_message() - OFFER_PREFIX });
+        }
+        let g = self.lock()?;
+        let Some(pos) = self.reserve(&g, size) else { return Ok(None) };
+        let e = self.entry(pos);
+        // SAFETY: freshly reserved ring space; lock held.
+        unsafe {
+            (*e).size = size as u64;
+            (*e).len = len as u64;
+            (*e).state = WRITING;
+            (*e).rendezvous = RDV_OFFER;
+            std::ptr::write_unaligned(self.payload(pos).cast::<CellRef>(), *cell);
+        }
+        let st = g.st();
+        st.writing += 1;
+        st.offers += 1;
+        Ok(Some(pos))
+    }
+
+    /// The message bytes of offer `pos`, reserved by this caller and still `WRITING`.
+    #[allow(clippy::mut_from_ref)] // the entry is reserved for the caller alone
+    pub(super) fn offer_buf(&self, pos: u64) -> &mut [u8] {
+        // SAFETY: the entry is ours (WRITING) and its message follows the prefix.
+        unsafe {
+            let len = (*self.entry(pos)).len as usize;
+            std::slice::from_raw_parts_mut(self.payload(pos).add(OFFER_PREFIX), len)
+        }
+    }
+
+    /// Publishes reserved offer `pos` (`OFFERED`); lock held.
+    pub(super) fn publish_offer(&self, g: &Guard<'_>, pos: u64) {
+        let st = g.st();
+        st.writing -= 1;
+        st.offered += 1;
+        // SAFETY: our reserved entry; lock held.
+        unsafe { (*self.entry(pos)).state = OFFERED };
+    }
+
+    /// Reserves a buffered message of `len` bytes if the capacity and ring allow it now (a
+    /// fired output guard: fill it, then commit); lock held.
+    pub(super) fn reserve_buffered(&self, g: &Guard<'_>, len: usize) -> Option<WriteSlot<'_>> {
+        let size = round_up(ENTRY_BYTES + len);
+        if self.capacity() == 0 || g.st().buffered >= self.capacity() as u64 {
+            return None;
+        }
+        let pos = self.reserve(g, size)?;
+        let e = self.entry(pos);
+        // SAFETY: freshly reserved ring space; lock held.
+        unsafe {
+            (*e).size = size as u64;
+            (*e).len = len as u64;
+            (*e).state = WRITING;
+            (*e).rendezvous = 0;
+        }
+        let st = g.st();
+        st.writing += 1;
+        st.buffered += 1;
+        Some(WriteSlot { ch: self, pos, len, rendezvous: false, committed: false })
+    }
+
+    /// Whether nothing can ever be read here any more (no message, every writer retired).
+    pub(super) fn input_dead(&self, g: &Guard<'_>) -> bool {
+        let st = g.st();
+        Self::writers_gone(st) && st.writing == 0 && st.ready == 0 && st.offered == 0
+    }
+
+    /// Whether nothing can ever be written here any more (every reader retired).
+    pub(super) fn output_dead(&self, g: &Guard<'_>) -> bool {
+        Self::readers_gone(g.st())
+    }
+
+    /// Whether a reader blocked in a plain read waits with no message to take but one of
+    /// `own` offers: an output guard here is as good as ready. Lock held.
+    pub(super) fn idle_reader(&self, g: &Guard<'_>, own: u64) -> bool {
+        let st = g.st();
+        u64::from(st.readers_waiting) + own > st.offers
+    }
+
+    /// Records a waiting selection's input guard (counted as a waiting reader). None: the
+    /// record table is full (the selection still works, uncounted). Lock held.
+    pub(super) fn add_record(&self, g: &Guard<'_>, cell: &CellRef) -> Option<usize> {
+        // SAFETY: the record table is only touched under the lock, which `g` holds.
+        let recs = unsafe { &mut (*self.hdr()).alt };
+        let i = recs.iter().position(|r| r.used == 0)?;
+        recs[i] = AltRecord { used: 1, _pad: 0, cell: *cell };
+        g.st().alt_readers += 1;
+        self.changed(g); // an Alt offering an output here may now see a reader
+        Some(i)
+    }
+
+    /// Removes record `i`; lock held.
+    pub(super) fn remove_record(&self, g: &Guard<'_>, i: usize) {
+        // SAFETY: as in `add_record`.
+        let recs = unsafe { &mut (*self.hdr()).alt };
+        if let Some(r) = recs.get_mut(i) {
+            if r.used != 0 {
+                r.used = 0;
+                g.st().alt_readers -= 1;
+            }
+        }
+    }
+
+    /// (live records, live open offers), dropping records and offers of selections that are
+    /// gone; lock held.
+    pub(super) fn alt_waiting(&self, g: &Guard<'_>) -> (usize, usize) {
+        let mut readers = 0;
+        if g.st().alt_readers > 0 {
+            for i in 0..ALT_RECORDS {
+                // SAFETY: as in `add_record`.
+                let r = unsafe { (*self.hdr()).alt[i] };
+                if r.used == 0 {
+                    continue;
+                }
+                match cells::status(&r.cell) {
+                    Some(true) => readers += 1,
+                    Some(false) => {}
+                    None => self.remove_record(g, i),
+                }
+            }
+        }
+        let mut writers = 0;
+        if g.st().offered > 0 {
+            let mut pos = g.st().head;
+            while pos < g.st().tail {
+                let e = self.entry(pos);
+                // SAFETY: as in `advance`.
+                let (state, size) = unsafe { ((*e).state, (*e).size) };
+                if state == OFFERED {
+                    match cells::status(&self.offer_cell(pos)) {
+                        Some(true) => writers += 1,
+                        Some(false) => {}
+                        None => self.withdraw_entry(g, pos),
+                    }
+                }
+                pos += size;
+            }
+        }
+        (readers, writers)
+    }
+
+    /// Rendezvous offers a reader could take now (`READY`). An offer still being copied in
+    /// (`WRITING`) is not one yet, and one being read has met its reader: `stats()` counts
+    /// neither as a waiting writer, as an in-process channel would not.
+    pub(super) fn ready_offers(&self, g: &Guard<'_>) -> u64 {
+        let st = g.st();
+        if st.ready == 0 || st.offers == 0 {
+            return 0;
+        }
+        let mut n = 0;
+        let mut pos = st.head;
+        while pos < st.tail {
+            let e = self.entry(pos);
+            // SAFETY: as in `advance`.
+            let (state, size, rendezvous) = unsafe { ((*e).state, (*e).size, (*e).rendezvous) };
+            if state == READY && rendezvous != 0 {
+                n += 1;
+            }
+            pos += size;
+        }
+        n
+    }
+}

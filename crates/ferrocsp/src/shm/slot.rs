@@ -1,0 +1,226 @@
+//! A message in flight: the writer's reserved entry ([`WriteSlot`]) and the reader's claimed
+//! one ([`ReadSlot`]), each copied with the segment's lock released.
+//!
+//! Invariants (the entry states of `channel.rs`):
+//! - A `WriteSlot` owns a `WRITING` entry until `commit` publishes it (`READY`) or dropping it
+//!   withdraws it (`CANCELLED`); a rendezvous commit returns only once a reader `TAKEN` it (then
+//!   `DONE`), or withdraws a still `READY` entry on timeout, interrupt, poison or retirement.
+//! - A `ReadSlot` owns a `READING` entry until `finish` releases it (`TAKEN` for a rendezvous
+//!   writer to see, else `DONE`) or dropping it puts it back (`READY`).
+//! - Every state change happens under the segment's lock.
+
+use std::time::Instant;
+
+use super::channel::{
+    Guard, ShmChannel, CANCELLED, DONE, OFFER_PREFIX, RDV_OFFER, RDV_PLAIN, READY, TAKEN,
+};
+use super::wait::Wait;
+use crate::Error;
+
+/// A message being written (see [`ShmChannel::begin_write`]).
+#[derive(Debug)]
+pub struct WriteSlot<'a> {
+    pub(super) ch: &'a ShmChannel,
+    pub(super) pos: u64,
+    pub(super) len: usize,
+    pub(super) rendezvous: bool,
+    pub(super) committed: bool,
+}
+
+impl WriteSlot<'_> {
+    /// The message's bytes, to fill (the lock is not held: copy freely).
+    pub fn buf(&mut self) -> &mut [u8] {
+        // SAFETY: the reserved entry is ours alone until committed or withdrawn.
+        unsafe { std::slice::from_raw_parts_mut(self.ch.payload(self.pos), self.len) }
+    }
+
+    fn set_state(&self, state: u32) {
+        // SAFETY: our entry; callers hold the lock.
+        unsafe { (*self.ch.entry(self.pos)).state = state }
+    }
+
+    fn state(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*self.ch.entry(self.pos)).state }
+    }
+
+    /// Withdraws a `WRITING` or `READY` entry; lock held.
+    fn withdraw(&self, g: &Guard<'_>, was_ready: bool) {
+        let st = g.st();
+        if was_ready {
+            st.ready -= 1;
+        } else {
+            st.writing -= 1;
+        }
+        if self.rendezvous {
+            st.offers -= 1;
+        } else {
+            st.buffered -= 1;
+        }
+        self.set_state(CANCELLED);
+        self.ch.advance(g);
+        self.ch.changed(g);
+    }
+
+    /// Publishes the message. A buffered write is then done; a rendezvous write waits (per
+    /// `w`) until a reader has taken it, and withdraws it on timeout, interrupt, poison or
+    /// retirement, in which case nothing was sent.
+    pub fn commit(self, w: &mut Wait<'_>) -> Result<(), Error> {
+        self.commit_then(w, |_| ())
+    }
+
+    /// `commit`, and for a rendezvous write, `taken(message)` once a reader has taken it
+    /// (under the lock, before the entry can be reused: a reader may have left a mark in the
+    /// message's bytes). A buffered write calls `taken(&[])` once published.
+    pub fn commit_then<T>(
+        mut self,
+        w: &mut Wait<'_>,
+        taken: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, Error> {
+        self.committed = true;
+        let ch = self.ch;
+        let mut g = ch.lock()?;
+        if ch.is_poisoned() {
+            self.withdraw(&g, false);
+            return Err(Error::Poisoned);
+        }
+        if ShmChannel::readers_gone(g.st()) {
+            self.withdraw(&g, false);
+            return Err(Error::Retired);
+        }
+        let st = g.st();
+        st.writing -= 1;
+        st.ready += 1;
+        self.set_state(READY);
+        ch.changed(&g);
+        if !self.rendezvous {
+            return Ok(taken(&[]));
+        }
+        loop {
+            match self.state() {
+                TAKEN => {
+                    // SAFETY: our entry, taken and not yet released: nobody else touches it.
+                    let msg = unsafe { std::slice::from_raw_parts(ch.payload(self.pos), self.len) };
+                    let out = taken(msg);
+                    self.set_state(DONE);
+                    ch.advance(&g);
+                    if g.st().writers_waiting > 0 {
+                        ch.changed(&g); // ring space for a writer waiting for it
+                    }
+                    return Ok(out);
+                }
+                READY => {
+                    let st = g.st();
+                    let why = if ch.is_poisoned() {
+                        Some(Error::Poisoned)
+                    } else if ShmChannel::readers_gone(st) {
+                        Some(Error::Retired)
+                    } else if w.nowait && st.readers_waiting == 0 {
+                        Some(Error::WouldBlock)
+                    } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
+                        Some(Error::Timeout)
+                    } else {
+                        None
+                    };
+                    if let Some(e) = why {
+                        self.withdraw(&g, true);
+                        return Err(e);
+                    }
+                }
+                _ => {} // READING: a reader is copying it; it will be TAKEN shortly.
+            }
+            // SAFETY: our entry stays in the ring until we mark it DONE or CANCELLED.
+            let word = unsafe { &(*ch.entry(self.pos)).wake };
+            let (g2, interrupted) = ch.sleep_on(g, word, w)?;
+            g = g2;
+            if interrupted && self.state() == READY {
+                self.withdraw(&g, true);
+                return Err(Error::Interrupted);
+            }
+        }
+    }
+}
+
+impl Drop for WriteSlot<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Ok(g) = self.ch.lock() {
+                self.withdraw(&g, false);
+            }
+        }
+    }
+}
+
+/// A message being read (see [`ShmChannel::begin_read`]).
+#[derive(Debug)]
+pub struct ReadSlot<'a> {
+    pub(super) ch: &'a ShmChannel,
+    pub(super) pos: u64,
+    pub(super) len: usize,
+    /// The entry's `rendezvous` value (0, `RDV_PLAIN`, `RDV_OFFER`).
+    pub(super) kind: u32,
+    pub(super) finished: bool,
+}
+
+impl ReadSlot<'_> {
+    /// The message's bytes (the lock is not held: copy freely).
+    pub fn buf(&self) -> &[u8] {
+        // SAFETY: the claimed entry is ours alone until finished or put back.
+        unsafe { std::slice::from_raw_parts(self.msg(), self.len) }
+    }
+
+    fn msg(&self) -> *mut u8 {
+        let skip = if self.kind == RDV_OFFER { OFFER_PREFIX } else { 0 };
+        // SAFETY: an offer's message follows its prefix inside the entry.
+        unsafe { self.ch.payload(self.pos).add(skip) }
+    }
+
+    /// The message's bytes, writable: a reader may leave a mark for a rendezvous writer,
+    /// which sees it in `WriteSlot::commit_then`.
+    pub fn buf_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the claimed entry is ours alone until finished or put back.
+        unsafe { std::slice::from_raw_parts_mut(self.msg(), self.len) }
+    }
+
+    /// Releases the message: taken (a rendezvous writer completes).
+    pub fn finish(mut self) -> Result<(), Error> {
+        self.finished = true;
+        let g = self.ch.lock()?;
+        let e = self.ch.entry(self.pos);
+        if self.kind == RDV_PLAIN {
+            // SAFETY: our claimed entry; lock held.
+            unsafe { (*e).state = TAKEN };
+            self.ch.wake_entry(e, &g); // its writer, and only it
+        } else {
+            // SAFETY: as above.
+            unsafe { (*e).state = DONE };
+            self.ch.advance(&g);
+            if g.st().writers_waiting > 0 {
+                self.ch.changed(&g); // ring space
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ReadSlot<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Not read after all (e.g. the reader could not allocate): put it back.
+        if let Ok(g) = self.ch.lock() {
+            let st = g.st();
+            st.ready += 1;
+            // A fired offer put back is a plain message now: its selection chose it.
+            if self.kind != 0 {
+                st.offers += 1;
+            } else {
+                st.buffered += 1;
+            }
+            // SAFETY: our claimed entry; lock held.
+            unsafe { (*self.ch.entry(self.pos)).state = READY };
+            self.ch.changed(&g);
+        }
+    }
+}

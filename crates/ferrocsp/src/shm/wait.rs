@@ -1,0 +1,116 @@
+//! How a shared-channel operation waits: a thread sleeps on futex words of the segment
+//! itself (after a short spin); a cooperative process hands them to a [`Sleeper`].
+//!
+//! Invariants:
+//! - [`Wait::block`] is the one place a shared-channel operation sleeps, always with no
+//!   segment lock held; every caller re-checks what it waits for afterwards (a return may be
+//!   spurious).
+//! - A cooperative sleeper is only ever handed channels' change counters (`seq`), so a
+//!   process needs one futex slot per channel it waits on, not per waiting operation (the
+//!   header's `coop` count; `channel.rs`).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::sys;
+
+/// How a blocking operation waits: until `deadline` (None: forever), waking every `slice` to
+/// ask `interrupted` whether to give up (the Python main thread checks for Ctrl-C there).
+pub struct Wait<'a> {
+    /// When to give up with `Timeout` (None: never). `Some(now)` or earlier never sleeps.
+    pub deadline: Option<Instant>,
+    /// Do not block at all: `WouldBlock` instead.
+    pub nowait: bool,
+    /// The longest single sleep before `interrupted` is asked.
+    pub slice: Option<Duration>,
+    /// Returns true to abandon the wait with `Interrupted`.
+    pub interrupted: &'a mut dyn FnMut() -> bool,
+    /// How to sleep. None: this thread sleeps on the futex words itself (after a short spin).
+    /// Some: a cooperative scheduler suspends the caller instead (see [`Sleeper`]); `slice`
+    /// and `interrupted` are then not used.
+    pub sleeper: Option<&'a mut dyn Sleeper>,
+}
+
+/// A cooperative way to sleep (a greenlet or an asyncio task that must not block its thread):
+/// typically registers the words with [`super::watch`] and switches away until woken.
+///
+/// The engine hands a cooperative sleeper only channels' change counters (`seq`), never an
+/// entry's or a selection cell's private word: while a cooperative sleeper waits on a channel
+/// (the header's `coop` count), every private wake-up on it also moves its `seq`. So a process
+/// needs one futex slot per channel it waits on, not one per waiting operation.
+pub trait Sleeper {
+    /// Suspends the caller until any `words[i]` differs from `seen[i]` (or a wake-up on one,
+    /// or `until` passes); spurious returns are allowed. Returns true to abandon the wait
+    /// (the operation then withdraws, as for `Wait::interrupted`).
+    fn sleep(&mut self, words: &[&AtomicU32], seen: &[u32], until: Option<Instant>) -> bool;
+}
+
+impl Wait<'_> {
+    /// Whether the caller sleeps cooperatively (watching change counters only).
+    pub(super) fn coarse(&self) -> bool {
+        self.sleeper.is_some()
+    }
+
+    /// The one place a shared-channel operation sleeps: until any `words[i]` moves from
+    /// `seen[i]`, the deadline, or (thread sleeps) the slice ends. Called with no lock held.
+    /// Returns whether to abandon the wait.
+    pub(super) fn block(&mut self, words: &[&AtomicU32], seen: &[u32]) -> bool {
+        if let Some(s) = self.sleeper.as_mut() {
+            // No spin: the thread is shared with other runnable processes.
+            return s.sleep(words, seen, self.deadline);
+        }
+        let moved = || words.iter().zip(seen).any(|(x, &v)| x.load(Ordering::Acquire) != v);
+        // A short bounded spin first, as for in-process waits (`park.rs`): a counterpart in
+        // another process that answers within microseconds costs no system call at all.
+        if crate::spin_until(moved, crate::spin_budget()) {
+            return false;
+        }
+        let now = Instant::now();
+        let mut timeout = self.deadline.map(|d| d.saturating_duration_since(now));
+        if let Some(s) = self.slice {
+            timeout = Some(timeout.map_or(s, |t| t.min(s)));
+        }
+        match (words, seen) {
+            ([w], [v]) => sys::futex_wait(w, *v, timeout),
+            _ => sys::futex_wait_any(words, seen, timeout),
+        }
+        self.slice.is_some() && (self.interrupted)()
+    }
+}
+
+impl std::fmt::Debug for Wait<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wait")
+            .field("deadline", &self.deadline)
+            .field("nowait", &self.nowait)
+            .field("slice", &self.slice)
+            .field("cooperative", &self.sleeper.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+// `Box::leak` of a capture-less closure allocates nothing (it is zero-sized): these
+// constructors lend a `'static` "never interrupted" check without any cost.
+impl Wait<'static> {
+    /// Blocks until `deadline` (None: forever), never interrupted.
+    pub fn until(deadline: Option<Instant>) -> Self {
+        Wait {
+            deadline,
+            nowait: false,
+            slice: None,
+            interrupted: Box::leak(Box::new(|| false)),
+            sleeper: None,
+        }
+    }
+
+    /// Does not block: `WouldBlock` when the operation cannot complete at once.
+    pub fn nowait() -> Self {
+        Wait {
+            deadline: None,
+            nowait: true,
+            slice: None,
+            interrupted: Box::leak(Box::new(|| false)),
+            sleeper: None,
+        }
+    }
+}
