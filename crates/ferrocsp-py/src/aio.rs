@@ -45,8 +45,9 @@ use pyo3::types::PyType;
 use crate::aio_waiter::{Waiter, Withdraw};
 use crate::deadlock::{Desc, Participant};
 use crate::errors::{to_pyerr, OpName};
+use crate::pythread::{deadline, Value};
 use crate::select::AltMap;
-use crate::wait::{deadline, PooledSelect, Value};
+use crate::wait::PooledSelect;
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();

@@ -20,8 +20,9 @@ use crate::aio;
 use crate::deadlock::Desc;
 use crate::ends::{Reader, Writer};
 use crate::errors::{parse_timeout, to_pyerr, OpName};
+use crate::pythread::{deadline, Value};
 use crate::trace;
-use crate::wait::{deadline, pooled_select, select_pooled, Value};
+use crate::wait::{pooled_select, select_pooled};
 
 static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
 static STATS: PyOnceLock<Py<PyType>> = PyOnceLock::new();

@@ -65,7 +65,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use crate::wait::Value;
+use crate::pythread::Value;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -458,7 +458,13 @@ impl Participant {
         Some(deadlock_error(py, msg.unwrap_or_else(|| "Deadlock".to_owned())))
     }
 
-    fn joining(&self, on: bool) {
+    /// Records (Some) or clears (None) what the participant waits on among channels shared
+    /// with OS processes (channel name, write?): shown by `_participants`, never "stuck".
+    pub(crate) fn set_shared(&self, waits: Option<Vec<WaitOn>>) {
+        self.update(|i| i.shared = waits.map(|w| (w, Stamp::now())));
+    }
+
+    pub(crate) fn joining(&self, on: bool) {
         self.update(|i| {
             if on {
                 i.join_depth += 1;
@@ -474,7 +480,7 @@ impl Participant {
         });
     }
 
-    fn io(&self, on: bool) {
+    pub(crate) fn io(&self, on: bool) {
         self.update(|i| {
             if on {
                 i.io_depth += 1;
@@ -527,7 +533,7 @@ pub(crate) fn thread_participant(py: Python<'_>) -> PyResult<Arc<Participant>> {
     let ident = thread_ident(py)?;
     let threading = py.import("threading")?;
     let fallback: String = threading.call_method0("current_thread")?.getattr("name")?.extract()?;
-    let name = crate::process::thread_process_name();
+    let name = crate::thread_name::get();
     let p = Participant::register(Backend::Thread, ident, None, None, fallback, name);
     p.set_waker(Waker::current_thread());
     THREAD.with(|t| *t.borrow_mut() = Some(ThreadSlot(Arc::clone(&p))));
@@ -576,18 +582,6 @@ pub(crate) fn async_participant(py: Python<'_>) -> Option<Arc<Participant>> {
 #[derive(Debug)]
 pub(crate) struct ParticipantRef(Arc<Participant>);
 
-/// The participant of the calling code: greenlet task, else asyncio process task (when
-/// `asyncio` is true), else the thread.
-fn current(py: Python<'_>) -> PyResult<Arc<Participant>> {
-    if let Some(task) = crate::sched::current_task() {
-        return Ok(task.participant());
-    }
-    if let Some(p) = async_participant(py) {
-        return Ok(p);
-    }
-    thread_participant(py)
-}
-
 // ----- Python API -----
 
 /// Registers the running asyncio task as a participant (an `async def` process, or with
@@ -622,55 +616,12 @@ pub(crate) fn _participant_exit(p: &Bound<'_, ParticipantRef>) {
     p.get().0.remove();
 }
 
-/// Marks the caller as waiting for its own processes (`on`), or no longer.
-#[pyfunction]
-pub(crate) fn _joining(py: Python<'_>, on: bool) -> PyResult<()> {
-    current(py)?.joining(on);
-    Ok(())
-}
-
-/// Marks the caller as waiting for an `io()` call (not stuck: the call runs), or no longer.
-#[pyfunction]
-pub(crate) fn _io_wait(py: Python<'_>, on: bool) -> PyResult<()> {
-    current(py)?.io(on);
-    Ok(())
-}
-
 /// Marks the calling thread as an idle-when-blocked helper (an `io()` worker) that never keeps
 /// a deadlock from being reported.
 #[pyfunction]
 pub(crate) fn _ignore_thread(py: Python<'_>) -> PyResult<()> {
     let ident = thread_ident(py)?;
     lock(&IGNORED).get_or_insert_with(HashSet::new).insert(ident);
-    Ok(())
-}
-
-/// Records that the caller (thread, greenlet or async process) waits on channels shared with
-/// OS processes: ``waits`` lists (channel name, ``"read"``/``"write"``); None ends the wait.
-/// Only `csp.dump()` shows it: deadlock detection cannot see the other processes, so such a
-/// participant never counts as stuck (docs/design.md).
-#[pyfunction]
-pub(crate) fn _shared_wait(py: Python<'_>, waits: Option<Vec<(String, String)>>) -> PyResult<()> {
-    let record = match waits {
-        None => None,
-        Some(w) => {
-            let mut out = Vec::with_capacity(w.len());
-            for (chan, op) in w {
-                let write = match op.as_str() {
-                    "read" => false,
-                    "write" => true,
-                    _ => {
-                        return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                            "a shared wait is 'read' or 'write', not {op:?}"
-                        )))
-                    }
-                };
-                out.push((chan, write));
-            }
-            Some((out, Stamp::now()))
-        }
-    };
-    current(py)?.update(|i| i.shared = record);
     Ok(())
 }
 

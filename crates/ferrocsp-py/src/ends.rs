@@ -16,7 +16,7 @@ use crate::channel::{
     mobility_reduce, next_value, read_value, try_read_value, try_write_value, write_value, Channel,
 };
 use crate::errors::{parse_timeout, retired_end};
-use crate::wait::Value;
+use crate::pythread::Value;
 
 /// A counted reading end of a channel.
 ///

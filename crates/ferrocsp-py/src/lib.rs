@@ -14,10 +14,12 @@ mod errors;
 #[cfg(feature = "net")]
 mod net;
 mod process;
+mod pythread;
 mod sched;
 mod select;
 mod shm;
 mod shm_coop;
+mod thread_name;
 mod trace;
 mod wait;
 
@@ -34,7 +36,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<shm::PyShmChannel>()?;
     m.add_function(wrap_pyfunction!(shm::_shm_select, m)?)?;
     m.add_function(wrap_pyfunction!(shm_coop::_shm_coop_call, m)?)?;
-    m.add_function(wrap_pyfunction!(deadlock::_shared_wait, m)?)?;
+    m.add_function(wrap_pyfunction!(process::_shared_wait, m)?)?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;
     m.add_function(wrap_pyfunction!(aio::_wake_future, m)?)?;
@@ -49,8 +51,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(deadlock::_participants, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_participant_enter, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_participant_exit, m)?)?;
-    m.add_function(wrap_pyfunction!(deadlock::_joining, m)?)?;
-    m.add_function(wrap_pyfunction!(deadlock::_io_wait, m)?)?;
+    m.add_function(wrap_pyfunction!(process::_joining, m)?)?;
+    m.add_function(wrap_pyfunction!(process::_io_wait, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_ignore_thread, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_stop_watchdog, m)?)?;
     #[cfg(feature = "net")]

@@ -21,7 +21,7 @@ use pyo3::types::PyBytes;
 
 use crate::channel::Channel;
 use crate::errors::{parse_timeout, to_pyerr, OpName};
-use crate::wait::{deadline, is_main_thread, rearm, SIGNAL_SLICE};
+use crate::pythread::{deadline, is_main_thread, rearm, SIGNAL_SLICE};
 
 fn net_err(py: Python<'_>, e: NetError, op: OpName, chan: &str) -> PyErr {
     match e {

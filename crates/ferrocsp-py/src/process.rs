@@ -1,16 +1,16 @@
-//! The name of the process running on this OS thread (or in this greenlet), for error messages.
+//! The calling process, as the Python backends tell the bindings about it: its name (for error
+//! messages, reports and dumps) and what it is doing besides channel operations (waiting for
+//! its own processes, inside `io()`, waiting on channels shared with OS processes).
 //!
-//! The Python backends set it when a process starts and clear it when it ends; it is read only
-//! when an error message is built, so it costs nothing on the hot path.
+//! The caller is a greenlet task if one runs, else an asyncio process task, else the thread:
+//! each has its participant record (`deadlock.rs`), found here.
 
-use std::cell::RefCell;
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-thread_local! {
-    static NAME: RefCell<Option<String>> = const { RefCell::new(None) };
-}
+use crate::deadlock::Participant;
 
 /// Sets (or with `None`, clears) the current thread's process name; returns the previous one.
 ///
@@ -23,17 +23,12 @@ pub(crate) fn _set_process_name(py: Python<'_>, name: Option<String>) -> PyResul
     if let Some(task) = crate::sched::current_task() {
         return Ok(task.set_name(name));
     }
-    let previous = NAME.with(|n| std::mem::replace(&mut *n.borrow_mut(), name.clone()));
+    let previous = crate::thread_name::replace(name.clone());
     match name {
         Some(_) => crate::deadlock::thread_participant(py)?.set_name(name),
         None => crate::deadlock::leave_thread(),
     }
     Ok(previous)
-}
-
-/// The process name set on the calling OS thread (not a greenlet's), if any.
-pub(crate) fn thread_process_name() -> Option<String> {
-    NAME.with(|n| n.borrow().clone())
 }
 
 /// The current thread's process name, if it runs a ferrocsp process.
@@ -42,7 +37,7 @@ pub(crate) fn _process_name() -> Option<String> {
     if let Some(task) = crate::sched::current_task() {
         return task.name();
     }
-    NAME.with(|n| n.borrow().clone())
+    crate::thread_name::get()
 }
 
 static ASYNC_NAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -61,4 +56,59 @@ pub(crate) fn current_process_suffix(py: Python<'_>) -> String {
         Some(name) => format!(" in process '{name}'"),
         None => String::new(),
     }
+}
+
+/// The participant of the calling code: greenlet task, else asyncio process task (when
+/// `asyncio` is true), else the thread.
+fn current(py: Python<'_>) -> PyResult<Arc<Participant>> {
+    if let Some(task) = crate::sched::current_task() {
+        return Ok(task.participant());
+    }
+    if let Some(p) = crate::deadlock::async_participant(py) {
+        return Ok(p);
+    }
+    crate::deadlock::thread_participant(py)
+}
+
+/// Marks the caller as waiting for its own processes (`on`), or no longer.
+#[pyfunction]
+pub(crate) fn _joining(py: Python<'_>, on: bool) -> PyResult<()> {
+    current(py)?.joining(on);
+    Ok(())
+}
+
+/// Marks the caller as waiting for an `io()` call (not stuck: the call runs), or no longer.
+#[pyfunction]
+pub(crate) fn _io_wait(py: Python<'_>, on: bool) -> PyResult<()> {
+    current(py)?.io(on);
+    Ok(())
+}
+
+/// Records that the caller (thread, greenlet or async process) waits on channels shared with
+/// OS processes: ``waits`` lists (channel name, ``"read"``/``"write"``); None ends the wait.
+/// Only `csp.dump()` shows it: deadlock detection cannot see the other processes, so such a
+/// participant never counts as stuck (docs/design.md).
+#[pyfunction]
+pub(crate) fn _shared_wait(py: Python<'_>, waits: Option<Vec<(String, String)>>) -> PyResult<()> {
+    let record = match waits {
+        None => None,
+        Some(w) => {
+            let mut out = Vec::with_capacity(w.len());
+            for (chan, op) in w {
+                let write = match op.as_str() {
+                    "read" => false,
+                    "write" => true,
+                    _ => {
+                        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                            "a shared wait is 'read' or 'write', not {op:?}"
+                        )))
+                    }
+                };
+                out.push((chan, write));
+            }
+            Some(out)
+        }
+    };
+    current(py)?.set_shared(record);
+    Ok(())
 }

@@ -44,7 +44,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::deadlock::{Desc, LocalWait, Participant};
-use crate::wait::Value;
+use crate::pythread::Value;
 
 static GREENLET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SWITCH: std::sync::OnceLock<SwitchFn> = std::sync::OnceLock::new();
@@ -657,7 +657,7 @@ impl Scheduler {
 
     fn hub_loop(&self, py: Python<'_>) -> PyResult<()> {
         *lock(&self.shared.hub) = Some(getcurrent(py)?.unbind());
-        let main = crate::wait::is_main_thread(py)?;
+        let main = crate::pythread::is_main_thread(py)?;
         set_current(None);
         loop {
             let next_deadline = self.shared.fire_timers(Instant::now());
@@ -698,7 +698,7 @@ impl Scheduler {
             // meanwhile cleared `idle` and unparked us, so the park below returns at once.)
             self.publish_waits();
             let slice =
-                if main { Instant::now().checked_add(crate::wait::SIGNAL_SLICE) } else { None };
+                if main { Instant::now().checked_add(crate::pythread::SIGNAL_SLICE) } else { None };
             let until = match (next_deadline, slice) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

@@ -20,8 +20,9 @@ use crate::channel::Channel;
 use crate::deadlock::Desc;
 use crate::ends::{Reader, Writer};
 use crate::errors::{to_pyerr, OpName};
+use crate::pythread::Value;
 use crate::trace;
-use crate::wait::{select_blocking, Value};
+use crate::wait::select_blocking;
 
 /// Resolves a read/write target to (engine channel, channel name, retired end?).
 fn target(
@@ -204,7 +205,7 @@ pub(crate) fn _select(
 ) -> PyResult<(usize, Option<Value>)> {
     let policy = self::policy(policy)?;
     let (mut sel, map) = prepare(py, ops, policy, last)?;
-    let deadline = crate::wait::deadline(timeout);
+    let deadline = crate::pythread::deadline(timeout);
     if trace::on() {
         // Traced: try first, so a selection that must wait is reported as blocked.
         match sel.try_select(policy) {

@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::errors::{parse_timeout, to_pyerr, OpName};
-use crate::wait::{deadline, is_main_thread, rearm, SIGNAL_SLICE};
+use crate::pythread::{deadline, is_main_thread, rearm, SIGNAL_SLICE};
 
 /// Other threads also wake now and then: to take the segment's lock, which notices a peer
 /// that died holding it (robust mutex) even when no live process will ever wake them.

@@ -13,25 +13,18 @@
 //! operation completed in the race, its result is kept and the interrupt is re-armed, so a value
 //! is never lost to Ctrl-C.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ferrocsp::{Policy, Poll, Select, SelectError, Selected, Waker};
-use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 
 use crate::deadlock::Desc;
-
-pub(crate) type Value = Py<PyAny>;
-
-/// How long the main thread waits before it runs Python's signal handlers (Ctrl-C), in every
-/// blocking wait of every transport and in an idle greenlet hub.
-pub(crate) const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+use crate::pythread::{is_main_thread, rearm, Value, SIGNAL_SLICE};
 
 thread_local! {
-    static IS_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
     /// Cleared selections kept for this thread's next blocking operations (threads and
     /// asyncio operations; a greenlet task keeps its own, see `sched::Task`). A kept cell may
     /// still name its last waker (an asyncio one holds its loop): at most `POOL_MAX` such
@@ -128,25 +121,6 @@ impl Drop for PooledSelect {
     }
 }
 
-pub(crate) fn is_main_thread(py: Python<'_>) -> PyResult<bool> {
-    if let Some(m) = IS_MAIN.with(Cell::get) {
-        return Ok(m);
-    }
-    let threading = py.import("threading")?;
-    let main = threading.call_method0("main_thread")?;
-    let current = threading.call_method0("current_thread")?;
-    let m = main.is(&current);
-    IS_MAIN.with(|c| c.set(Some(m)));
-    Ok(m)
-}
-
-/// Converts a timeout in seconds to a deadline (an unrepresentable one means "never").
-pub(crate) fn deadline(timeout: Option<f64>) -> Option<Instant> {
-    let secs = timeout?;
-    let d = Duration::try_from_secs_f64(secs).ok()?;
-    Instant::now().checked_add(d)
-}
-
 /// Runs `sel` to completion on this thread, releasing the GIL while it waits.
 ///
 /// The outer `PyResult` carries interrupts (KeyboardInterrupt from a signal handler); the inner
@@ -207,22 +181,5 @@ pub(crate) struct Unblock<'a>(pub(crate) &'a crate::deadlock::Participant);
 impl Drop for Unblock<'_> {
     fn drop(&mut self) {
         self.0.unblock();
-    }
-}
-
-/// The operation completed although a signal handler raised: keep the result, and make the
-/// interrupt happen again at the next bytecode boundary.
-pub(crate) fn rearm(py: Python<'_>, interrupt: &PyErr) {
-    if interrupt.is_instance_of::<PyKeyboardInterrupt>(py) {
-        // SAFETY: PyErr_SetInterruptEx only sets a flag; it is async-signal-safe and may be
-        // called with or without the GIL. SIGINT is a valid signal number.
-        unsafe {
-            pyo3::ffi::PyErr_SetInterruptEx(2);
-        }
-    } else {
-        // Another handler's exception cannot be re-armed; report it after the fact.
-        interrupt.clone_ref(py).restore(py);
-        // SAFETY: we hold the GIL (py); this writes the pending exception as "unraisable".
-        unsafe { pyo3::ffi::PyErr_WriteUnraisable(std::ptr::null_mut()) };
     }
 }

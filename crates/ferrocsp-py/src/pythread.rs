@@ -1,0 +1,60 @@
+//! What every blocking wait needs to know about the calling Python thread: whether it is the
+//! main thread (the one that runs signal handlers), how long it may sleep before running them,
+//! how to re-arm an interrupt that lost a race with a completed operation; and the type of the
+//! values channels carry. The bottom of the bindings' modules: it depends on none of them.
+//!
+//! Invariant: a re-armed interrupt is raised again at the next bytecode boundary, so a value
+//! taken by an operation that Ctrl-C raced is never lost and the Ctrl-C is not lost either.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::prelude::*;
+
+/// What a channel carries from Python: a reference to the very object written.
+pub(crate) type Value = Py<PyAny>;
+
+/// How long the main thread waits before it runs Python's signal handlers (Ctrl-C), in every
+/// blocking wait of every transport and in an idle greenlet hub.
+pub(crate) const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+
+thread_local! {
+    static IS_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+pub(crate) fn is_main_thread(py: Python<'_>) -> PyResult<bool> {
+    if let Some(m) = IS_MAIN.with(Cell::get) {
+        return Ok(m);
+    }
+    let threading = py.import("threading")?;
+    let main = threading.call_method0("main_thread")?;
+    let current = threading.call_method0("current_thread")?;
+    let m = main.is(&current);
+    IS_MAIN.with(|c| c.set(Some(m)));
+    Ok(m)
+}
+
+/// Converts a timeout in seconds to a deadline (an unrepresentable one means "never").
+pub(crate) fn deadline(timeout: Option<f64>) -> Option<Instant> {
+    let secs = timeout?;
+    let d = Duration::try_from_secs_f64(secs).ok()?;
+    Instant::now().checked_add(d)
+}
+
+/// The operation completed although a signal handler raised: keep the result, and make the
+/// interrupt happen again at the next bytecode boundary.
+pub(crate) fn rearm(py: Python<'_>, interrupt: &PyErr) {
+    if interrupt.is_instance_of::<PyKeyboardInterrupt>(py) {
+        // SAFETY: PyErr_SetInterruptEx only sets a flag; it is async-signal-safe and may be
+        // called with or without the GIL. SIGINT is a valid signal number.
+        unsafe {
+            pyo3::ffi::PyErr_SetInterruptEx(2);
+        }
+    } else {
+        // Another handler's exception cannot be re-armed; report it after the fact.
+        interrupt.clone_ref(py).restore(py);
+        // SAFETY: we hold the GIL (py); this writes the pending exception as "unraisable".
+        unsafe { pyo3::ffi::PyErr_WriteUnraisable(std::ptr::null_mut()) };
+    }
+}
