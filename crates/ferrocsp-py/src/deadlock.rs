@@ -687,9 +687,23 @@ pub(crate) fn _participants(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
 /// woken has not run yet); a real deadlock stays.
 const GRACE: Duration = Duration::from_millis(20);
 
-/// Held by the watchdog for as long as it runs Python code (a check and the wake-ups it
-/// declares); `false` once `_stop_watchdog` ran, after which it never attaches again.
+/// Held by a background thread of ours (the watchdog, a shared-memory watcher waking an
+/// asyncio task) for as long as it runs Python code; `false` once `_stop_watchdog` ran, after
+/// which none of them attaches again.
 static IN_PYTHON: Mutex<bool> = Mutex::new(true);
+
+/// Runs `f` with the GIL from a background thread of ours, unless the interpreter is exiting
+/// (then None): taking the GIL once it is finalizing ends the thread by `pthread_exit`, whose
+/// forced unwind aborts the process when it meets Rust frames (see the module doc).
+pub(crate) fn attach_unless_exiting<R>(f: impl FnOnce(Python<'_>) -> R) -> Option<R> {
+    let allowed = lock(&IN_PYTHON);
+    if !*allowed {
+        return None;
+    }
+    let r = Python::try_attach(f);
+    drop(allowed);
+    r
+}
 
 fn watchdog() {
     // While every participant looks stuck but the check finds no deadlock (a foreign thread is

@@ -139,7 +139,8 @@ struct FutureWake {
 impl Wake for FutureWake {
     fn wake(&self) {
         let Some(fut) = self.fut.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
-        Python::attach(|py| {
+        // From a watcher thread: never once the interpreter is exiting (nobody awaits then).
+        crate::deadlock::attach_unless_exiting(|py| {
             let r = SETTLE.import(py, "ferrocsp._shm_aio", "_settle").and_then(|settle| {
                 if crate::aio::current_thread() == self.thread {
                     settle.call1((fut,)).map(drop)
