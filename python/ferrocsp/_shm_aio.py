@@ -2,7 +2,8 @@
 
 A shared channel's waits are futex waits in a segment that other processes change, so the
 event loop cannot be woken by them directly. An operation that may wait runs on its own
-*operation greenlet* on the loop's thread; when it must sleep, the native sleeper
+*operation greenlet* on the loop's thread (kept in a per-thread pool between operations);
+when it must sleep, the native sleeper
 (``crates/ferrocsp-py/src/shm_coop.rs``) registers the futex words with the process's watcher
 threads and switches back here with an ``asyncio.Future`` that the watcher completes when the
 operation should look again. The task awaits it and switches back in. No thread per waiting
@@ -23,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -44,6 +46,41 @@ def _settle(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+class _Done:
+    """One operation's outcome, handed by its operation greenlet to the awaiting task."""
+
+    __slots__ = ("ok", "value")
+
+    def __init__(self, ok: bool, value: Any) -> None:
+        self.ok = ok
+        self.value = value
+
+
+def _serve(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """An operation greenlet's body: runs one operation after another (kept in a per-thread
+    pool between them: starting a greenlet costs about 15 times a switch), each outcome handed
+    to the task that switched it in (its parent at the time)."""
+    while True:
+        try:
+            done = _Done(True, _shm_coop_call(fn, *args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            done = _Done(False, exc)
+        fn = args = None  # type: ignore[assignment]
+        fn, args = greenlet.getcurrent().parent.switch(done)
+
+
+_local = threading.local()
+#: Idle operation greenlets kept per thread.
+_POOL_MAX = 64
+
+
+def _pool() -> list[Any]:
+    pool: list[Any] | None = getattr(_local, "idle", None)
+    if pool is None:
+        pool = _local.idle = []
+    return pool
+
+
 def _thrower(g: Any) -> Callable[[], Any]:
     return lambda: g.throw(_Withdraw())
 
@@ -52,10 +89,12 @@ async def off_loop(root: FrameType | None, fn: Callable[..., Any], *args: Any) -
     """``fn(*args)`` (an operation on shared channels that may wait) on an operation
     greenlet, withdrawn if the task is cancelled (see the module doc). ``root``: the frame of
     the coroutine that is the operation (a task made of it alone keeps a late result)."""
-    g: Any = greenlet.greenlet(_shm_coop_call)
-    out: Any = g.switch(fn, *args)
+    pool = _pool()
+    g: Any = pool.pop() if pool else greenlet.greenlet(_serve)
+    g.parent = greenlet.getcurrent()
+    out: Any = g.switch(fn, args)
     cancel: asyncio.CancelledError | None = None
-    while not g.dead:
+    while not isinstance(out, _Done):
         try:
             await out
             resume = g.switch
@@ -65,14 +104,14 @@ async def off_loop(root: FrameType | None, fn: Callable[..., Any], *args: Any) -
                 resume = _thrower(g)
             else:
                 resume = g.switch  # cancelled again: the outcome is still to be collected
-        if cancel is None:
-            out = resume()
-            continue
-        try:
-            out = resume()
-        except Exception:  # noqa: BLE001 - any failure now means the cancellation stands
+        out = resume()
+    if len(pool) < _POOL_MAX:
+        pool.append(g)
+    if not out.ok:
+        if cancel is not None:
             # Withdrawn, or it failed (poison, retirement, timeout): nothing was sent or taken.
             raise cancel from None
+        raise out.value
     if cancel is not None:
         # The communication completed although the task was cancelled meanwhile.
         task = asyncio.current_task()
@@ -81,4 +120,4 @@ async def off_loop(root: FrameType | None, fn: Callable[..., Any], *args: Any) -
             coro = task.get_coro()
             if root is None or getattr(coro, "cr_frame", None) is not root:
                 task.cancel()
-    return out
+    return out.value
