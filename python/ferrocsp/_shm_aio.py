@@ -63,6 +63,8 @@ def _serve(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     while True:
         try:
             done = _Done(True, _shm_coop_call(fn, *args))
+        except greenlet.GreenletExit:
+            raise  # collected while suspended (its loop is gone): the operation withdrew; die
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             done = _Done(False, exc)
         fn = args = None  # type: ignore[assignment]
