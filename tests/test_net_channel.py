@@ -4,10 +4,12 @@ rendezvous, buffered capacity, any-to-any exactly once across OS processes, time
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 import time
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -290,3 +292,44 @@ except KeyboardInterrupt:
     rc, out, err = _support.interrupt_child(code)
     assert rc == 0, err
     assert out.split() == ["interrupted"]
+
+
+@csp.process
+def net_reader(ch: net.NetChannel) -> object:
+    return ch.read()
+
+
+@csp.process(backend="greenlet")
+def net_reader_greenlet(ch: net.NetChannel) -> object:
+    return ch.read()
+
+
+@csp.process
+async def net_reader_async(ch: net.NetChannel) -> object:
+    return await ch.aread()
+
+
+@pytest.mark.parametrize(
+    "reader",
+    [net_reader, net_reader_greenlet, net_reader_async],
+    ids=["thread", "greenlet", "asyncio"],
+)
+def test_dump_shows_a_process_blocked_on_a_networked_channel(nats: NatsServer, reader: Any) -> None:
+    """A process waiting on a networked channel is listed by ``csp.dump()`` (deadlock detection
+    does not see that wait; the dump says so)."""
+    with net.connect(nats.url) as a, net.connect(nats.url) as b:
+        n = name()
+        h = csp.Spawn(reader(a.channel(n)))
+        wanted = f"blocked on '{n}' read (networked: not seen by deadlock detection)"
+
+        def shown() -> bool:
+            out = io.StringIO()
+            csp.dump(out)
+            return wanted in out.getvalue()
+
+        _support.wait_until(shown, 10.0, wanted)
+        b.channel(n).write("done", timeout=10)
+        assert h.join(timeout=10) == "done"
+        out = io.StringIO()
+        csp.dump(out)
+        assert n not in out.getvalue()  # the record went with the wait

@@ -56,6 +56,10 @@ def _state(p: dict[str, Any] | None) -> str:
             f"blocked on {_waits(p)} (shared with OS processes: not seen by deadlock "
             f"detection) for {since:.1f} s"
         )
+    if state == "blocked (networked)":
+        return (
+            f"blocked on {_waits(p)} (networked: not seen by deadlock detection) for {since:.1f} s"
+        )
     if state == "joining":
         return f"joining its processes for {since:.1f} s"
     return str(state)

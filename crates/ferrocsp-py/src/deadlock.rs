@@ -190,9 +190,10 @@ struct Inner {
     join_depth: u32,
     join_since: Option<Stamp>,
     io_depth: u32,
-    /// A wait on channels shared with OS processes (`_shared_wait`), and since when: shown by
-    /// `csp.dump()`, never counted as stuck (detection cannot see the other processes).
-    shared: Option<(Vec<WaitOn>, Stamp)>,
+    /// A wait on channels shared with OS processes or networked (`_shared_wait`; the flag:
+    /// networked), and since when: shown by `csp.dump()`, never counted as stuck (detection
+    /// cannot see the other processes).
+    shared: Option<(Vec<WaitOn>, Stamp, bool)>,
     /// Incremented on every change of the record (the watchdog's double collect compares it).
     gen: u64,
     /// Whether this participant counts as stuck in `NOT_STUCK` (kept in step by `update`).
@@ -459,9 +460,10 @@ impl Participant {
     }
 
     /// Records (Some) or clears (None) what the participant waits on among channels shared
-    /// with OS processes (channel name, write?): shown by `_participants`, never "stuck".
-    pub(crate) fn set_shared(&self, waits: Option<Vec<WaitOn>>) {
-        self.update(|i| i.shared = waits.map(|w| (w, Stamp::now())));
+    /// with OS processes, or (`networked`) networked ones (channel name, write?): shown by
+    /// `_participants`, never "stuck".
+    pub(crate) fn set_shared(&self, waits: Option<Vec<WaitOn>>, networked: bool) {
+        self.update(|i| i.shared = waits.map(|w| (w, Stamp::now(), networked)));
     }
 
     pub(crate) fn joining(&self, on: bool) {
@@ -632,8 +634,9 @@ pub(crate) fn _stop_watchdog(py: Python<'_>) {
     py.detach(|| *lock(&IN_PYTHON) = false);
 }
 
-/// One dict per live participant: name, backend, state ("running", "blocked", "joining", or
-/// "blocked (shared)": waiting on channels shared with OS processes, see `_shared_wait`),
+/// One dict per live participant: name, backend, state ("running", "blocked", "joining",
+/// "blocked (shared)": waiting on channels shared with OS processes, or "blocked
+/// (networked)", see `_shared_wait`),
 /// waits (list of (channel name, "read" | "write")), alt, timeout, since (seconds blocked).
 #[pyfunction]
 pub(crate) fn _participants(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
@@ -657,9 +660,10 @@ pub(crate) fn _participants(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
                 let b = &i.blocked;
                 let since = b.since.secs_since(stamp);
                 (name, "blocked", b.waits.clone(), b.alt, b.timeout, since)
-            } else if let Some((waits, since)) = &i.shared {
+            } else if let Some((waits, since, networked)) = &i.shared {
                 let alt = waits.len() > 1;
-                (name, "blocked (shared)", waits.clone(), alt, false, since.secs_since(stamp))
+                let state = if *networked { "blocked (networked)" } else { "blocked (shared)" };
+                (name, state, waits.clone(), alt, false, since.secs_since(stamp))
             } else {
                 (name, "running", Vec::new(), false, false, 0.0)
             }

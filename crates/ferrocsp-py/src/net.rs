@@ -44,8 +44,19 @@ fn net_err(py: Python<'_>, e: NetError, op: OpName, chan: &str) -> PyErr {
 
 /// Waits for `op`: a thread with the GIL released (see the module invariants); a greenlet
 /// task switches to other greenlets and is woken by the operation's completion callback (no
-/// thread of its own).
-fn wait_op<T: Send + 'static>(py: Python<'_>, op: &Op<T>) -> PyResult<Result<T, NetError>> {
+/// thread of its own). `what` (channel, write?) is recorded for `csp.dump()` while it waits.
+fn wait_op<T: Send + 'static>(
+    py: Python<'_>,
+    op: &Op<T>,
+    what: Option<(&str, bool)>,
+) -> PyResult<Result<T, NetError>> {
+    if op.is_done() {
+        return Ok(op.take().unwrap_or(Err(NetError::Closed)));
+    }
+    let _shown = match what {
+        Some((chan, write)) => Some(Shown::new(py, chan, write)?),
+        None => None,
+    };
     if let Some(task) = crate::sched::current_task() {
         return wait_op_in_greenlet(py, &task, op);
     }
@@ -66,6 +77,24 @@ fn wait_op<T: Send + 'static>(py: Python<'_>, op: &Op<T>) -> PyResult<Result<T, 
                 _ => Err(interrupt),
             };
         }
+    }
+}
+
+/// A networked wait as `csp.dump()` shows it (the participant's record), for as long as the
+/// value lives.
+struct Shown(std::sync::Arc<crate::deadlock::Participant>);
+
+impl Shown {
+    fn new(py: Python<'_>, chan: &str, write: bool) -> PyResult<Self> {
+        let me = crate::process::current(py)?;
+        me.set_shared(Some(vec![(chan.to_owned(), write)]), true);
+        Ok(Shown(me))
+    }
+}
+
+impl Drop for Shown {
+    fn drop(&mut self) {
+        self.0.set_shared(None, true);
     }
 }
 
@@ -318,7 +347,7 @@ impl NetChan {
     ) -> PyResult<()> {
         let d = deadline(parse_timeout(timeout)?);
         let op = self.chan.write(&self.conn, Bytes::copy_from_slice(data), d);
-        wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+        wait_op(py, &op, Some((&self.chan.name, true)))?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
     }
 
     /// Reads one value's bytes, blocking (GIL released) until one comes or `timeout` passes.
@@ -330,7 +359,7 @@ impl NetChan {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let d = deadline(parse_timeout(timeout)?);
         let op = self.chan.read(&self.conn, d);
-        let b = wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Read, &self.chan.name))?;
+        let b = wait_op(py, &op, Some((&self.chan.name, false)))?.map_err(|e| net_err(py, e, OpName::Read, &self.chan.name))?;
         Ok(PyBytes::new(py, &b))
     }
 
@@ -363,7 +392,7 @@ impl NetChan {
     /// Poisons the channel for every participant (blocks until the server has it).
     fn poison(&self, py: Python<'_>) -> PyResult<()> {
         let op = self.chan.poison(&self.conn);
-        wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+        wait_op(py, &op, None)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
     }
 
     /// Counts an end made (`made=True`) or retired, of a reader (`reader=True`) or writer.
@@ -375,7 +404,7 @@ impl NetChan {
         if !wait {
             return Ok(());
         }
-        wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+        wait_op(py, &op, None)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
     }
 
     /// The local channel an Alt uses as this networked channel's input guard.
@@ -406,7 +435,7 @@ impl NetChan {
     /// writer released the hold.
     fn alt_take<'py>(&self, py: Python<'py>, hold: u64) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let op = self.chan.alt_take(&self.conn, hold);
-        let b = wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Select, &self.chan.name))?;
+        let b = wait_op(py, &op, Some((&self.chan.name, false)))?.map_err(|e| net_err(py, e, OpName::Select, &self.chan.name))?;
         Ok(b.map(|b| PyBytes::new(py, &b)))
     }
 
@@ -423,7 +452,7 @@ impl NetChan {
     /// Sends a chosen Output guard's value to the reader held for it (blocking, GIL released).
     fn commit(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
         let op = self.chan.commit(&self.conn, Bytes::copy_from_slice(data));
-        wait_op(py, &op)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+        wait_op(py, &op, Some((&self.chan.name, true)))?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
     }
 
     /// `commit` for asyncio: its handle.

@@ -60,7 +60,7 @@ pub(crate) fn current_process_suffix(py: Python<'_>) -> String {
 
 /// The participant of the calling code: greenlet task, else asyncio process task (when
 /// `asyncio` is true), else the thread.
-fn current(py: Python<'_>) -> PyResult<Arc<Participant>> {
+pub(crate) fn current(py: Python<'_>) -> PyResult<Arc<Participant>> {
     if let Some(task) = crate::sched::current_task() {
         return Ok(task.participant());
     }
@@ -85,11 +85,17 @@ pub(crate) fn _io_wait(py: Python<'_>, on: bool) -> PyResult<()> {
 }
 
 /// Records that the caller (thread, greenlet or async process) waits on channels shared with
-/// OS processes: ``waits`` lists (channel name, ``"read"``/``"write"``); None ends the wait.
-/// Only `csp.dump()` shows it: deadlock detection cannot see the other processes, so such a
-/// participant never counts as stuck (docs/design.md).
+/// OS processes, or (`networked`) on networked channels: ``waits`` lists (channel name,
+/// ``"read"``/``"write"``); None ends the wait. Only `csp.dump()` shows it: deadlock detection
+/// cannot see the other processes, so such a participant never counts as stuck
+/// (docs/design.md).
 #[pyfunction]
-pub(crate) fn _shared_wait(py: Python<'_>, waits: Option<Vec<(String, String)>>) -> PyResult<()> {
+#[pyo3(signature = (waits, networked = false))]
+pub(crate) fn _shared_wait(
+    py: Python<'_>,
+    waits: Option<Vec<(String, String)>>,
+    networked: bool,
+) -> PyResult<()> {
     let record = match waits {
         None => None,
         Some(w) => {
@@ -109,6 +115,6 @@ pub(crate) fn _shared_wait(py: Python<'_>, waits: Option<Vec<(String, String)>>)
             Some(out)
         }
     };
-    current(py)?.set_shared(record);
+    current(py)?.set_shared(record, networked);
     Ok(())
 }

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .._errors import ChannelRetired, WouldBlock
+from .._native import _shared_wait
 from ._codec import CodecError
 
 if TYPE_CHECKING:
@@ -59,10 +60,21 @@ class _Waiter:
             self.fut.set_result(None)
 
 
-async def _await_op(op: Any) -> Any:
-    """Awaits a native ``_NetOp``; on cancellation withdraws it, keeping a result that won."""
+async def _await_op(op: Any, chan: str, mode: str) -> Any:
+    """Awaits a native ``_NetOp``; on cancellation withdraws it, keeping a result that won.
+    ``csp.dump()`` shows the wait (``mode``: "read" or "write" on channel ``chan``)."""
     w = _Waiter(asyncio.get_running_loop())
     op.add_done_callback(w.done)
+    if op.done():
+        return op.result()
+    _shared_wait([(chan, mode)], True)
+    try:
+        return await _awaited(op, w)
+    finally:
+        _shared_wait(None, True)
+
+
+async def _awaited(op: Any, w: _Waiter) -> Any:
     try:
         await asyncio.shield(w.fut)
     except asyncio.CancelledError:
@@ -200,7 +212,7 @@ class NetChannel(_Iterates):
         re-requested)."""
         data, ends = self._conn._encode(self, value)
         try:
-            await _await_op(self._core.start_write(data, timeout))
+            await _await_op(self._core.start_write(data, timeout), self.name, "write")
         except BaseException:
             self._conn._unsend_ends(ends)
             raise
@@ -209,7 +221,7 @@ class NetChannel(_Iterates):
         """``await ch.aread()``: ``read`` from asyncio (cancellation as for ``awrite``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            raw = await _await_op(self._core.start_read(_remaining(deadline)))
+            raw = await _await_op(self._core.start_read(_remaining(deadline)), self.name, "read")
             try:
                 return self._conn._decode(self, raw)
             except CodecError as e:
@@ -245,7 +257,7 @@ class NetChannel(_Iterates):
         return raw
 
     async def _csp_alt_atake(self, hold: int) -> bytes | None:
-        raw: bytes | None = await _await_op(self._core.start_alt_take(hold))
+        raw: bytes | None = await _await_op(self._core.start_alt_take(hold), self.name, "read")
         return raw
 
     # --- Alt (Output guard) ----------------------------------------------------------------
@@ -266,7 +278,7 @@ class NetChannel(_Iterates):
 
     async def _csp_alt_acommit(self, token: _OutToken) -> None:
         try:
-            await _await_op(self._core.start_commit(token.data))
+            await _await_op(self._core.start_commit(token.data), self.name, "write")
         except BaseException:
             self._conn._unsend_ends(token.ends)
             raise
