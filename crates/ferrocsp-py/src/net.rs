@@ -347,7 +347,8 @@ impl NetChan {
     ) -> PyResult<()> {
         let d = deadline(parse_timeout(timeout)?);
         let op = self.chan.write(&self.conn, Bytes::copy_from_slice(data), d);
-        wait_op(py, &op, Some((&self.chan.name, true)))?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+        wait_op(py, &op, Some((&self.chan.name, true)))?
+            .map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
     }
 
     /// Reads one value's bytes, blocking (GIL released) until one comes or `timeout` passes.
@@ -359,7 +360,8 @@ impl NetChan {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let d = deadline(parse_timeout(timeout)?);
         let op = self.chan.read(&self.conn, d);
-        let b = wait_op(py, &op, Some((&self.chan.name, false)))?.map_err(|e| net_err(py, e, OpName::Read, &self.chan.name))?;
+        let b = wait_op(py, &op, Some((&self.chan.name, false)))?
+            .map_err(|e| net_err(py, e, OpName::Read, &self.chan.name))?;
         Ok(PyBytes::new(py, &b))
     }
 
@@ -435,7 +437,8 @@ impl NetChan {
     /// writer released the hold.
     fn alt_take<'py>(&self, py: Python<'py>, hold: u64) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let op = self.chan.alt_take(&self.conn, hold);
-        let b = wait_op(py, &op, Some((&self.chan.name, false)))?.map_err(|e| net_err(py, e, OpName::Select, &self.chan.name))?;
+        let b = wait_op(py, &op, Some((&self.chan.name, false)))?
+            .map_err(|e| net_err(py, e, OpName::Select, &self.chan.name))?;
         Ok(b.map(|b| PyBytes::new(py, &b)))
     }
 
@@ -452,7 +455,8 @@ impl NetChan {
     /// Sends a chosen Output guard's value to the reader held for it (blocking, GIL released).
     fn commit(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
         let op = self.chan.commit(&self.conn, Bytes::copy_from_slice(data));
-        wait_op(py, &op, Some((&self.chan.name, true)))?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+        wait_op(py, &op, Some((&self.chan.name, true)))?
+            .map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
     }
 
     /// `commit` for asyncio: its handle.
