@@ -23,7 +23,9 @@
 //! - The watcher's own `bell` word is bumped (and woken) by a registration that adds a word it
 //!   does not sleep on or an earlier deadline, so either is taken into account at once.
 //! - Before it sleeps, a watcher spins for the engine's spin budget (as a waiting thread
-//!   would): the waiters' own threads run other processes and never spin.
+//!   would): the waiters' own threads run other processes and never spin. It reads the words
+//!   only under the table's lock (a removed registration's mapping may be gone); the kernel
+//!   alone sees the addresses of its sleep, and copes with a stale one.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
@@ -107,6 +109,15 @@ impl Table {
             self.deadlines.remove(&(u, id));
         }
         Some(reg)
+    }
+
+    /// Whether any registration is due (see `due`), without collecting them.
+    fn any_moved(&self, now: Instant) -> bool {
+        self.deadlines.first().is_some_and(|(u, _)| *u <= now)
+            || self.words.iter().any(|(x, by_value)| {
+                let v = x.get().load(Ordering::Acquire);
+                by_value.keys().any(|s| *s != v)
+            })
     }
 
     /// The registrations due: past their deadline, or one of whose words moved.
@@ -290,7 +301,10 @@ fn run(w: &Watcher) {
         seen.push(bell);
         // The engine's short spin, here rather than in the waiters (whose thread runs other
         // processes): a counterpart that answers within microseconds costs no system call.
-        let moved = || words.iter().zip(&seen).any(|(x, &v)| x.load(Ordering::Acquire) != v);
+        // Words are read under the table's lock only: outside it a registration may be gone
+        // and its channel unmapped.
+        let moved =
+            || w.bell.load(Ordering::Acquire) != bell || lock(&w.table).any_moved(Instant::now());
         if crate::spin_until(moved, crate::spin_budget()) {
             continue;
         }
