@@ -19,6 +19,7 @@ mod sched;
 mod select;
 mod shm;
 mod shm_coop;
+mod shm_msg;
 mod thread_name;
 mod trace;
 mod wait;
