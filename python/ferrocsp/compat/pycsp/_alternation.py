@@ -132,10 +132,10 @@ class Alternation:
             st = end._end.channel.stats()
             if st.retired and not st.buffered and not st.poisoned:
                 raise ChannelRetireException(f"channel {end.channel.name!r} is retired")
-        for end in self._outs:
-            st = end._end.channel.stats()
+        for out in self._outs:
+            st = out._end.channel.stats()
             if st.retired and not st.poisoned:
-                raise ChannelRetireException(f"channel {end.channel.name!r} is retired")
+                raise ChannelRetireException(f"channel {out.channel.name!r} is retired")
         g, msg = self._alt.select() if how == _RANDOM else self._alt.pri_select()
         return self._index[id(g)], msg
 

@@ -13,12 +13,17 @@ Invariants:
 - Processes started with ``Spawn`` belong to the process that spawned them (or the main
   program): that process joins them before it ends, and ``shutdown()`` (or interpreter exit)
   joins those of the main program.
+- ``Parallel``/``Sequence``/``Spawn`` called by the top-level code of a script that an OS
+  process child re-imports (``__mp_main__``) do nothing: PyCSP forked its ``@multiprocess``
+  children, which never re-ran the script, so scripts without a ``__main__`` guard work.
 - ``n * p`` / ``p * n`` is ``[p]`` plus ``n - 1`` copies that get new ends of the same channels.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -28,7 +33,6 @@ from typing import Any, ClassVar
 import ferrocsp as csp
 
 from .._fnref import FnRef
-
 from ._channel import ChannelEndRead, ChannelEndWrite, is_method
 from ._errors import ChannelPoisonException, ChannelRetireException, InfoException, misuse
 
@@ -148,10 +152,8 @@ def _propagate(args: Any, how: str) -> None:
         else:
             m = is_method(arg, how)
             if m is not None:
-                try:
+                with contextlib.suppress(ChannelRetireException):
                     m()
-                except ChannelRetireException:
-                    pass
 
 
 def _run(proc: Process) -> Any:
@@ -190,10 +192,28 @@ def _flatten(api: str, plist: tuple[Any, ...]) -> list[Process]:
     return out
 
 
+def _importing_main_in_child() -> bool:
+    """Whether the caller is the top-level code of the main script, re-run by an OS process
+    child while it imports the script to find its process functions (``__mp_main__``).
+
+    PyCSP started ``@multiprocess`` children by fork, so scripts without an
+    ``if __name__ == "__main__":`` guard worked; ferrocsp starts them fresh, and the child
+    would run the script's network again. Composition called from there does nothing, which
+    is what a forked child would have seen."""
+    frame: Any = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def Parallel(*plist: Any, **kwargs: Any) -> list[Any]:  # noqa: N802 - PyCSP's name
     """Runs the processes (or lists of processes) in parallel and returns their return values
     in order, once all have ended."""
     procs = _flatten("Parallel", plist)
+    if _importing_main_in_child():
+        return [None] * len(procs)
     values: list[Any] = csp.Par(*(p.as_ferrocsp() for p in procs)).run()
     for p, v in zip(procs, values, strict=True):
         p.return_value = v
@@ -203,6 +223,8 @@ def Parallel(*plist: Any, **kwargs: Any) -> list[Any]:  # noqa: N802 - PyCSP's n
 def Sequence(*plist: Any, **kwargs: Any) -> list[Any]:  # noqa: N802 - PyCSP's name
     """Runs the processes one after another and returns their return values in order."""
     procs = _flatten("Sequence", plist)
+    if _importing_main_in_child():
+        return [None] * len(procs)
     values: list[Any] = csp.Seq(*(p.as_ferrocsp() for p in procs)).run()
     for p, v in zip(procs, values, strict=True):
         p.return_value = v
@@ -214,7 +236,7 @@ def Spawn(*plist: Any, **kwargs: Any) -> None:  # noqa: N802 - PyCSP's name
     main program) waits for them."""
     procs = _flatten("Spawn", plist)
     owner = _current.get()
-    if not procs:
+    if not procs or _importing_main_in_child():
         return
     # One network for the group: greenlet processes share one scheduler thread.
     handles: list[csp.Handle[Any]] = [csp.Par(*(p.as_ferrocsp() for p in procs)).start()]
@@ -306,4 +328,3 @@ def _rebuild(
     proc = cls(fn, *args, **kwargs)
     proc.id = pid
     return proc
-

@@ -10,8 +10,9 @@ Invariants:
 
 from __future__ import annotations
 
-from ._alternation import AltSelect as AltSelect
+from . import current as _current
 from ._alternation import Alternation as Alternation
+from ._alternation import AltSelect as AltSelect
 from ._alternation import FairSelect as FairSelect
 from ._alternation import PriSelect as PriSelect
 from ._alternation import choice as choice
@@ -48,64 +49,62 @@ from ._guard import Timeout as Timeout
 from ._guard import TimeoutGuard as TimeoutGuard
 from ._process import MultiProcess as MultiProcess
 from ._process import Parallel as Parallel
+from ._process import Process as Process
 from ._process import Sequence as Sequence
 from ._process import Spawn as Spawn
 from ._process import current_process_id as current_process_id
 from ._process import multiprocess as multiprocess
-from ._process import shutdown as shutdown
-from ._process import Process as Process
 from ._process import process as process
-
-from . import current as _current
+from ._process import shutdown as shutdown
 
 version = (0, 9, 2, "parallel")
 
 __all__ = [
+    "PYCSP_HOST",
+    "PYCSP_PORT",
+    "SOCKETS_BIND_RETRY_DELAY",
+    "SOCKETS_BIND_TIMEOUT",
+    "SOCKETS_CONNECT_RETRY_DELAY",
+    "SOCKETS_CONNECT_TIMEOUT",
+    "SOCKETS_STRICT_MODE",
+    "AltSelect",
+    "Alternation",
+    "Channel",
+    "ChannelBindException",
+    "ChannelConnectException",
+    "ChannelLostException",
+    "ChannelPoisonException",
+    "ChannelRetireException",
+    "ChannelSocketException",
+    "ClusterProcess",
+    "Configuration",
+    "FairSelect",
+    "FatalException",
+    "InfoException",
+    "InputGuard",
+    "Io",
+    "MultiProcess",
+    "OutputGuard",
+    "Parallel",
+    "PriSelect",
+    "Process",
+    "SSHProcess",
+    "Sequence",
     "Skip",
     "SkipGuard",
+    "Spawn",
     "Timeout",
     "TimeoutGuard",
-    "InputGuard",
-    "OutputGuard",
     "choice",
-    "Alternation",
-    "FairSelect",
-    "PriSelect",
-    "AltSelect",
-    "Channel",
-    "retire",
-    "poison",
-    "Process",
-    "process",
-    "MultiProcess",
-    "multiprocess",
-    "ClusterProcess",
     "clusterprocess",
-    "SSHProcess",
-    "sshprocess",
-    "Sequence",
-    "Parallel",
-    "Spawn",
     "current_process_id",
-    "shutdown",
-    "ChannelRetireException",
-    "ChannelPoisonException",
-    "ChannelSocketException",
-    "ChannelConnectException",
-    "ChannelBindException",
-    "ChannelLostException",
-    "InfoException",
-    "FatalException",
     "io",
-    "Io",
-    "Configuration",
-    "SOCKETS_CONNECT_TIMEOUT",
-    "SOCKETS_CONNECT_RETRY_DELAY",
-    "SOCKETS_BIND_TIMEOUT",
-    "SOCKETS_BIND_RETRY_DELAY",
-    "PYCSP_PORT",
-    "PYCSP_HOST",
-    "SOCKETS_STRICT_MODE",
+    "multiprocess",
+    "poison",
+    "process",
+    "retire",
+    "shutdown",
+    "sshprocess",
     "version",
 ]
 

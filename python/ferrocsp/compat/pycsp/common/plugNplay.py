@@ -11,6 +11,7 @@ Invariants:
   the first took it; ``Pairs`` is PyCSP's network of ``Delta2``, ``Plus`` and ``Tail``.
 """
 
+# ruff: noqa: N999 - PyCSP's module name
 from __future__ import annotations
 
 from typing import Any

@@ -91,16 +91,16 @@ def _execute(
         stderr=pipe if stderrChEnd else None,
         text=True,
     )
-    Channel, Spawn = current.__dict__["Channel"], current.__dict__["Spawn"]
+    new_channel, spawn = current.__dict__["Channel"], current.__dict__["Spawn"]
     guards: list[tuple[Any, Any]] = []
     if stdinChEnd:
         guards.append((stdinChEnd, _choice(_feed)(proc.stdin)))
     outputs: list[tuple[Any, Any]] = []
     for end, stream in ((stdoutChEnd, proc.stdout), (stderrChEnd, proc.stderr)):
         if end:
-            ch = Channel()
+            ch = new_channel()
             src = ch.reader()
-            Spawn(file_r(ch.writer(), stream))
+            spawn(file_r(ch.writer(), stream))
             guards.append((src, _choice(_forward)(end)))
             outputs.append((src, end))
     if not outputs:
