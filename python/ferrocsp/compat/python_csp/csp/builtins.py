@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import operator
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
@@ -128,7 +127,9 @@ def _generate(cout: Any) -> Iterator[None]:
     return _engine("Generate", cout)
 
 
-def _printer(cin: Any, out: TextIO = sys.stdout) -> Iterator[None]:
+def _printer(cin: Any, out: TextIO | None = None) -> Iterator[None]:
+    # None: sys.stdout of the process that prints (a stream object cannot move to another
+    # OS process; python-csp's default was its parent's sys.stdout).
     return _engine("Printer", cin, file=out)
 
 
@@ -222,24 +223,39 @@ def _binop(name: str, fn: Callable[[Any, Any], Any]) -> Any:
     return _forever(body)
 
 
-Id = _forever(_id)
-Succ = _forever(_succ)
+def _checked(name: str, body: Callable[..., Iterator[None]], nchans: int) -> Any:
+    """The ``@forever`` factory of ``body``, checking at the call that its first ``nchans``
+    arguments are channels (so misuse fails where it is written, naming the builtin)."""
+    factory = _forever(body)
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        for a in args[:nchans]:
+            _ch(name, a)
+        return factory(*args, **kwargs)
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = body.__doc__
+    return make
+
+
+Id = _checked("Id", _id, 2)
+Succ = _checked("Succ", _succ, 2)
 Pred = _forever(_pred)
-Prefix = _forever(_prefix)
-Splitter = _forever(_splitter)
+Prefix = _checked("Prefix", _prefix, 2)
+Splitter = _checked("Splitter", _splitter, 3)
 Delta2 = Splitter
 Mux2 = _forever(_mux2)
 Clock = _forever(_clock)
-Printer = _forever(_printer)
-Mult = _forever(_mult)
-Generate = _forever(_generate)
+Printer = _checked("Printer", _printer, 1)
+Mult = _checked("Mult", _mult, 2)
+Generate = _checked("Generate", _generate, 1)
 GenerateFloats = _forever(_generate_floats)
 Zeroes = _forever(_zeroes)
 FixedDelay = _forever(_fixed_delay)
 Fibonacci = _forever(_fibonacci)
-Blackhole = _forever(_blackhole)
+Blackhole = _checked("Blackhole", _blackhole, 1)
 Sign = _forever(_sign)
-Plus = _forever(_plus)
+Plus = _checked("Plus", _plus, 3)
 Sub = _binop("Sub", operator.sub)
 Mul = _binop("Mul", operator.mul)
 Div = _binop("Div", operator.truediv)
