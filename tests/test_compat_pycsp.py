@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import subprocess
+import sys
 import time
 from types import ModuleType
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 import ferrocsp
+import ferrocsp.compat
 import ferrocsp.compat.pycsp as pycsp_pkg
 from ferrocsp.compat.pycsp import current, parallel
 from ferrocsp.compat.pycsp.common import plugNplay, toolkit
@@ -425,3 +428,18 @@ def test_ends_pickle_as_the_same_end() -> None:
     w = pickle.loads(pickle.dumps(c.writer()))
     w(7)
     assert c.reader()() == 7
+
+
+def test_alias_makes_old_imports_resolve_to_the_compat_layer() -> None:
+    code = (
+        "import ferrocsp.compat as c; c.alias('pycsp'); c.alias('csp')\n"
+        "import pycsp, pycsp.greenlets, csp.csp, csp.builtins\n"
+        "import ferrocsp.compat.pycsp.greenlets as g, ferrocsp.compat.python_csp.csp.csp as m\n"
+        "print(pycsp.greenlets is g, csp.csp is m, pycsp.version[3])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout.split() == ["True", "True", "parallel"]
+    with pytest.raises(ValueError, match=r"ferrocsp\.compat\.alias: unknown name 'foo'"):
+        ferrocsp.compat.alias("foo")

@@ -6,8 +6,9 @@ real libraries and on ferrocsp's compat layers, and prints a table of outcomes.
 The sdists are fetched with pip into a cache outside the repository
 (``$FERROCSP_COMPAT_CACHE``, default ``~/.cache/ferrocsp-compat``) and never enter it. Each
 script runs as a subprocess, from a copy of its sdist folder whose parent holds either the
-real package (``original``) or a two-line shim package of the same name that aliases
-``ferrocsp.compat.pycsp`` / ``ferrocsp.compat.python_csp.csp`` (``compat``). The original runs
+real package (``original``) or a two-line shim package of the same name that calls
+``ferrocsp.compat.alias`` (``compat``), so ``pycsp``/``csp`` and their submodules are
+``ferrocsp.compat.pycsp`` / ``ferrocsp.compat.python_csp.csp``. The original runs
 in a throwaway venv (``<cache>/venv-orig``, with greenlet) and gets a ``sitecustomize.py``
 restoring ``collections.Callable``, which PyCSP 0.9.2 needs on Python 3.10+.
 
@@ -41,26 +42,11 @@ FAILURE = re.compile(
     re.MULTILINE,
 )
 
-ALIAS_FINDER = '''"""Shim: makes `{name}` and `{name}.*` the modules of `{target}`."""
-import importlib, importlib.abc, importlib.util, sys
+SHIM = """# Shim: `{name}` and `{name}.*` are the modules of ferrocsp's compat layer.
+import ferrocsp.compat
 
-
-class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname.startswith("{name}."):
-            return importlib.util.spec_from_loader(fullname, self)
-        return None
-
-    def create_module(self, spec):
-        return importlib.import_module("{target}" + spec.name[len("{name}"):])
-
-    def exec_module(self, module):
-        pass
-
-
-sys.meta_path.insert(0, _Alias())
-sys.modules[__name__] = importlib.import_module("{target}")
-'''
+ferrocsp.compat.alias("{name}")
+"""
 
 SITECUSTOMIZE = """import collections, collections.abc
 collections.Callable = collections.abc.Callable  # PyCSP 0.9.2 on Python 3.10+
@@ -266,7 +252,6 @@ def prepare(roots: dict[str, Path]) -> dict[tuple[str, str], Path]:
     runs: dict[tuple[str, str], Path] = {}
     for lib, root in roots.items():
         pkg = "pycsp" if lib == "pycsp" else "csp"
-        target = "ferrocsp.compat.pycsp" if lib == "pycsp" else "ferrocsp.compat.python_csp.csp"
         for variant in ("original", "compat"):
             run = CACHE / "run" / lib / variant
             if run.exists():
@@ -285,7 +270,7 @@ def prepare(roots: dict[str, Path]) -> dict[tuple[str, str], Path]:
                     (run / "sitecustomize.py").write_text(SITECUSTOMIZE)
             else:
                 (run / pkg).mkdir(exist_ok=True)
-                (run / pkg / "__init__.py").write_text(ALIAS_FINDER.format(name=pkg, target=target))
+                (run / pkg / "__init__.py").write_text(SHIM.format(name=pkg))
             runs[(lib, variant)] = run
     return runs
 
