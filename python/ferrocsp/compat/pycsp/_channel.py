@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Any
 
@@ -64,15 +65,11 @@ class Channel:
 
     def reader(self) -> ChannelEndRead:
         """A new reader end (joins the channel's readers until it retires)."""
-        end = ChannelEndRead(self, self._ch.reader())
-        self._ends.add(end)
-        return end
+        return ChannelEndRead(self, self._ch.reader())
 
     def writer(self) -> ChannelEndWrite:
         """A new writer end (joins the channel's writers until it retires)."""
-        end = ChannelEndWrite(self, self._ch.writer())
-        self._ends.add(end)
-        return end
+        return ChannelEndWrite(self, self._ch.writer())
 
     def __pos__(self) -> ChannelEndRead:
         return self.reader()
@@ -110,13 +107,15 @@ def _rebuild_channel(ch: csp.Channel, name: str, buffer: int) -> Channel:
 
 class ChannelEnd:
     """What ends share: ``retire()``, ``poison()``, ``isReader()``, ``isWriter()``,
-    ``channel``."""
-
-    __slots__ = ("__weakref__", "_end", "channel", "isretired")
+    ``channel``. The concrete ends are ``functools.partial`` objects over the ferrocsp end's
+    ``read``/``write``, so that calling an end (``cin()``, ``cout(x)``) goes straight to the
+    engine without a Python frame (commstime: ~60 ns less per operation than a method)."""
 
     _end: csp.Reader | csp.Writer
+    channel: Channel
+    isretired: bool
 
-    def __init__(self, channel: Channel, end: csp.Reader | csp.Writer) -> None:
+    def _setup(self, channel: Channel, end: csp.Reader | csp.Writer) -> None:
         self.channel = channel
         self._end = end
         self.isretired = False
@@ -154,49 +153,37 @@ class ChannelEnd:
 
 
 def _rebuild_end(
-    cls: type[ChannelEnd], channel: Channel, end: csp.Reader | csp.Writer, isretired: bool
+    cls: type[ChannelEndRead | ChannelEndWrite],
+    channel: Channel,
+    end: Any,
+    isretired: bool,
 ) -> ChannelEnd:
-    new = cls.__new__(cls)
-    ChannelEnd.__init__(new, channel, end)
-    if isinstance(new, ChannelEndRead | ChannelEndWrite):
-        new._bind()
+    new = cls(channel, end)
     new.isretired = isretired
-    if not isretired:
-        channel._ends.add(new)
+    if isretired:
+        channel._ends.discard(new)
     return new
 
 
-class ChannelEndRead(ChannelEnd):
+class ChannelEndRead(ChannelEnd, functools.partial[Any]):
     """A reader end: ``cin()`` reads one value (blocking); raises ``ChannelPoisonException``
     or ``ChannelRetireException`` when the channel is poisoned or retired."""
 
-    __slots__ = ("_read",)
-
-    def __init__(self, channel: Channel, end: csp.Reader) -> None:
-        super().__init__(channel, end)
-        self._bind()
-
-    def _bind(self) -> None:
-        self._read = self._end.read  # type: ignore[union-attr]
-
-    def __call__(self) -> Any:
-        return self._read()
+    def __new__(cls, channel: Channel, end: csp.Reader) -> ChannelEndRead:
+        self = super().__new__(cls, end.read)
+        self._setup(channel, end)
+        channel._ends.add(self)
+        return self
 
 
-class ChannelEndWrite(ChannelEnd):
+class ChannelEndWrite(ChannelEnd, functools.partial[Any]):
     """A writer end: ``cout(value)`` writes one value (blocking until taken, or buffered)."""
 
-    __slots__ = ("_write",)
-
-    def __init__(self, channel: Channel, end: csp.Writer) -> None:
-        super().__init__(channel, end)
-        self._bind()
-
-    def _bind(self) -> None:
-        self._write = self._end.write  # type: ignore[union-attr]
-
-    def __call__(self, msg: Any) -> None:
-        self._write(msg)
+    def __new__(cls, channel: Channel, end: csp.Writer) -> ChannelEndWrite:
+        self = super().__new__(cls, end.write)
+        self._setup(channel, end)
+        channel._ends.add(self)
+        return self
 
 
 def _ends_of(api: str, items: tuple[Any, ...]) -> list[ChannelEnd | Channel]:
