@@ -71,8 +71,19 @@ class Process:
         self.args = args
         self.kwargs = kwargs
         self.return_value: Any = None
-        self.id = f"{uuid.uuid4().hex}.{getattr(fn, '__name__', 'process')[:31]}"
+        self._id: str | None = None
         self.spawned: list[csp.Handle[Any]] = []
+
+    @property
+    def id(self) -> str:
+        """A unique id, ``"<uuid>.<function name>"`` (made when first asked for)."""
+        if self._id is None:
+            self._id = f"{uuid.uuid4().hex}.{getattr(self.fn, '__name__', 'process')[:31]}"
+        return self._id
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._id = value
 
     @property
     def name(self) -> str:
