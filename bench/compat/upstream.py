@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per script")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("-v", "--verbose", action="store_true", help="print failing output")
+    ap.add_argument("--write", action="store_true", help="write bench/compat/upstream.md")
     opts = ap.parse_args(argv)
 
     roots = fetch()
@@ -333,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     if opts.only:
         scripts = [s for s in scripts if any(o in f"{s.lib} {s.label}" for o in opts.only)]
     rows = []
-    print("| library | script | original | compat | note |")
-    print("|---|---|---|---|---|")
+    lines = ["| library | script | original | compat | note |", "|---|---|---|---|---|"]
+    print("\n".join(lines))
     for s in scripts:
         row = {"lib": s.lib, "script": s.label, "note": s.note}
         for v in ("original", "compat"):
@@ -351,9 +352,16 @@ def main(argv: list[str] | None = None) -> int:
                 if opts.verbose and outcome != "pass":
                     print(f"--- {v} {s.label}:\n{tail}", file=sys.stderr)
         rows.append(row)
-        print(
-            f"| {s.lib} | {s.label} | {row['original']} | {row['compat']} | {s.note} |",
-            flush=True,
+        lines.append(f"| {s.lib} | {s.label} | {row['original']} | {row['compat']} | {s.note} |")
+        print(lines[-1], flush=True)
+    if opts.write:
+        (Path(__file__).resolve().parent / "upstream.md").write_text(
+            "# PyCSP 0.9.2 and python-csp 0.1 scripts: original against compat\n\n"
+            "Each upstream test script and example, unchanged, on the real library (Python "
+            f"{sys.version.split()[0]}, a throwaway venv) and on ferrocsp's compat layer.\n\n"
+            f"- command: `python bench/compat/upstream.py --timeout {opts.timeout:g} --write`\n"
+            f"- date: {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; "
+            f"{os.cpu_count()} CPUs\n\n" + "\n".join(lines) + "\n"
         )
     if opts.json:
         opts.json.write_text(json.dumps(rows, indent=1))
