@@ -1,0 +1,341 @@
+"""PyCSP 0.9 processes and composition (``@process``, ``@multiprocess``, ``Parallel``,
+``Sequence``, ``Spawn``, ``shutdown``), run by ferrocsp's ``Par``/``Seq``/``Spawn``.
+
+``pycsp.parallel``'s processes run on ferrocsp's ``"thread"`` backend, ``pycsp.greenlets``'s on
+``"greenlet"``, ``@multiprocess`` on ``"os"`` (a separate OS process).
+
+Invariants:
+- A PyCSP process that ends by ``ChannelPoisonException`` poisons, and one that ends by
+  ``ChannelRetireException`` retires, everything among its arguments with a ``poison``
+  (resp. ``retire``) method, looking into lists, tuples and dicts (keys and values), as PyCSP
+  did; its return value is then ``None``. Any other exception poisons the same way, then
+  ferrocsp reports it (``Parallel`` raises an ``ExceptionGroup``), so peers never hang on it.
+- Processes started with ``Spawn`` belong to the process that spawned them (or the main
+  program): that process joins them before it ends, and ``shutdown()`` (or interpreter exit)
+  joins those of the main program.
+- ``Parallel``/``Sequence``/``Spawn`` called by the top-level code of a script that an OS
+  process child re-imports (``__mp_main__``) do nothing: PyCSP forked its ``@multiprocess``
+  children, which never re-ran the script, so scripts without a ``__main__`` guard work.
+- ``n * p`` / ``p * n`` is ``[p]`` plus ``n - 1`` copies that get new ends of the same channels.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, ClassVar
+
+import ferrocsp as csp
+
+from .._fnref import FnRef
+from ._channel import ChannelEndRead, ChannelEndWrite, is_method
+from ._errors import ChannelPoisonException, ChannelRetireException, InfoException, misuse
+
+__all__ = [
+    "GreenletProcess",
+    "MultiProcess",
+    "Parallel",
+    "Process",
+    "Sequence",
+    "Spawn",
+    "current_process_id",
+    "greenlet_process",
+    "multiprocess",
+    "process",
+    "shutdown",
+]
+
+_current: ContextVar[Process | None] = ContextVar("pycsp_process", default=None)
+_main_spawned: list[csp.Handle[Any]] = []
+_main_lock = threading.Lock()
+
+
+class Process:
+    """A PyCSP process: ``Process(fn, *args, **kwargs)``, usually made by ``@process``.
+
+    Attributes as in PyCSP: ``fn``, ``args``, ``kwargs``, ``id``, ``return_value``.
+    """
+
+    backend: ClassVar[str] = "thread"
+    api: ClassVar[str] = "process"
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if not callable(fn):
+            raise misuse(type(self).__name__, f"needs a function, got {fn!r}")
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.return_value: Any = None
+        self._id: str | None = None
+        self.spawned: list[csp.Handle[Any]] = []
+
+    @property
+    def id(self) -> str:
+        """A unique id, ``"<uuid>.<function name>"`` (made when first asked for)."""
+        if self._id is None:
+            self._id = f"{uuid.uuid4().hex}.{getattr(self.fn, '__name__', 'process')[:31]}"
+        return self._id
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._id = value
+
+    @property
+    def name(self) -> str:
+        """The function's name (ferrocsp names the process after it in errors and dumps)."""
+        return str(getattr(self.fn, "__name__", "process"))
+
+    def update(self, **kwargs: Any) -> Process:
+        """Accepted for PyCSP compatibility (it configured network processes)."""
+        return self
+
+    def as_ferrocsp(self) -> csp.Process[Any]:
+        """This process as a ferrocsp process on its backend."""
+        return csp.Process(_run, (self,), name=self.name, backend=self.backend)
+
+    def run(self) -> Any:
+        """Runs the body in the calling thread with PyCSP's end rules; returns its value."""
+        return _run(self)
+
+    def __mul__(self, multiplier: float) -> list[Process]:
+        # PyCSP took int(multiplier), so (P / 2) * proc() works with a float.
+        ok = isinstance(multiplier, int | float) and not isinstance(multiplier, bool)
+        if not ok or multiplier != int(multiplier) or multiplier < 1:
+            raise misuse(self.api, f"process * n needs a whole number n >= 1, got {multiplier!r}")
+        return [self] + [self._copy() for _ in range(int(multiplier) - 1)]
+
+    __rmul__ = __mul__
+
+    def _copy(self) -> Process:
+        args = tuple(_new_ends(a) for a in self.args)
+        kwargs = {k: _new_ends(v) for k, v in self.kwargs.items()}
+        return type(self)(self.fn, *args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_rebuild, (type(self), FnRef.of(self.fn), self.args, self.kwargs, self.id))
+
+    def __repr__(self) -> str:
+        return f"<pycsp {type(self).__name__} {self.name!r}>"
+
+
+class GreenletProcess(Process):
+    """A ``pycsp.greenlets`` process: runs as a greenlet (ferrocsp's ``"greenlet"`` backend)."""
+
+    backend: ClassVar[str] = "greenlet"
+
+
+class MultiProcess(Process):
+    """A ``@multiprocess`` process: runs in its own OS process (ferrocsp's ``"os"`` backend).
+
+    Its function must be defined at module level (it crosses by reference), as in PyCSP.
+    """
+
+    backend: ClassVar[str] = "os"
+    api: ClassVar[str] = "multiprocess"
+
+
+def _new_ends(arg: Any) -> Any:
+    """``arg`` with every channel end replaced by a new end of the same channel and kind."""
+    if isinstance(arg, ChannelEndRead):
+        return arg.channel.reader()
+    if isinstance(arg, ChannelEndWrite):
+        return arg.channel.writer()
+    if isinstance(arg, list | tuple):
+        return type(arg)(_new_ends(a) for a in arg)
+    if isinstance(arg, dict):
+        return {_new_ends(k): _new_ends(v) for k, v in arg.items()}
+    return arg
+
+
+def _propagate(args: Any, how: str) -> None:
+    """Calls ``how`` (``"poison"``/``"retire"``) on every argument that has it as a method."""
+    for arg in args:
+        if isinstance(arg, list | tuple):
+            _propagate(arg, how)
+        elif isinstance(arg, dict):
+            _propagate(list(arg.keys()), how)
+            _propagate(list(arg.values()), how)
+        else:
+            m = is_method(arg, how)
+            if m is not None:
+                with contextlib.suppress(ChannelRetireException):
+                    m()
+
+
+def _run(proc: Process) -> Any:
+    """The body of every PyCSP process under ferrocsp: PyCSP's end rules, then the joins."""
+    token = _current.set(proc)
+    try:
+        args = (*proc.args, *proc.kwargs.values())
+        try:
+            proc.return_value = proc.fn(*proc.args, **proc.kwargs)
+        except ChannelPoisonException:
+            _propagate(args, "poison")
+        except ChannelRetireException:
+            _propagate(args, "retire")
+        except BaseException:
+            _propagate(args, "poison")
+            raise
+        finally:
+            for handle in proc.spawned:
+                handle.join()
+        return proc.return_value
+    finally:
+        _current.reset(token)
+
+
+def _flatten(api: str, plist: tuple[Any, ...]) -> list[Process]:
+    out: list[Process] = []
+    for p in plist:
+        for q in p if isinstance(p, list) else [p]:
+            if not isinstance(q, Process):
+                raise misuse(
+                    api,
+                    f"expected processes made by @process (or lists of them), got {q!r}"
+                    + (" (did you forget the call: p() not p?)" if callable(q) else ""),
+                )
+            out.append(q)
+    return out
+
+
+def _importing_main_in_child() -> bool:
+    """Whether the caller is the top-level code of the main script, re-run by an OS process
+    child while it imports the script to find its process functions (``__mp_main__``).
+
+    PyCSP started ``@multiprocess`` children by fork, so scripts without an
+    ``if __name__ == "__main__":`` guard worked; ferrocsp starts them fresh, and the child
+    would run the script's network again. Composition called from there does nothing, which
+    is what a forked child would have seen."""
+    frame: Any = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def Parallel(*plist: Any, **kwargs: Any) -> list[Any]:  # noqa: N802 - PyCSP's name
+    """Runs the processes (or lists of processes) in parallel and returns their return values
+    in order, once all have ended."""
+    procs = _flatten("Parallel", plist)
+    if _importing_main_in_child():
+        return [None] * len(procs)
+    values: list[Any] = csp.Par(*(p.as_ferrocsp() for p in procs)).run()
+    for p, v in zip(procs, values, strict=True):
+        p.return_value = v
+    return values
+
+
+def Sequence(*plist: Any, **kwargs: Any) -> list[Any]:  # noqa: N802 - PyCSP's name
+    """Runs the processes one after another and returns their return values in order."""
+    procs = _flatten("Sequence", plist)
+    if _importing_main_in_child():
+        return [None] * len(procs)
+    values: list[Any] = csp.Seq(*(p.as_ferrocsp() for p in procs)).run()
+    for p, v in zip(procs, values, strict=True):
+        p.return_value = v
+    return values
+
+
+def Spawn(*plist: Any, **kwargs: Any) -> None:  # noqa: N802 - PyCSP's name
+    """Starts the processes without waiting; the spawning process (or ``shutdown()`` in the
+    main program) waits for them."""
+    procs = _flatten("Spawn", plist)
+    owner = _current.get()
+    if not procs or _importing_main_in_child():
+        return
+    # One network for the group: greenlet processes share one scheduler thread.
+    handles: list[csp.Handle[Any]] = [csp.Par(*(p.as_ferrocsp() for p in procs)).start()]
+    if owner is not None:
+        owner.spawned.extend(handles)
+    else:
+        with _main_lock:
+            _main_spawned.extend(handles)
+
+
+def current_process_id() -> str:
+    """The id of the running PyCSP process, ``"__main__"`` outside any."""
+    proc = _current.get()
+    return "__main__" if proc is None else proc.id
+
+
+def shutdown() -> None:
+    """Waits for the processes the main program spawned. PyCSP needed it to stop its socket
+    server; ferrocsp has none, so it only joins."""
+    if _current.get() is not None:
+        raise InfoException(
+            "pycsp.shutdown must not be called in PyCSP processes (they join what they spawned)"
+        )
+    _join_main()
+
+
+def _join_main() -> None:
+    while True:
+        with _main_lock:
+            if not _main_spawned:
+                return
+            handle = _main_spawned.pop(0)
+        handle.join()
+
+
+atexit.register(_join_main)
+
+
+def _decorator(cls: type[Process]) -> Callable[..., Any]:
+    def decorate(func: Callable[..., Any]) -> Callable[..., Process]:
+        if not callable(func):
+            raise misuse(cls.api, f"@{cls.api} needs a function, got {func!r}")
+        return _Factory(cls, func)
+
+    return decorate
+
+
+class _Factory:
+    """What ``@process`` returns: calling it makes an unstarted PyCSP process."""
+
+    __slots__ = ("__dict__", "_cls", "_fn")
+
+    def __init__(self, cls: type[Process], fn: Callable[..., Any]) -> None:
+        self._cls = cls
+        self._fn = fn
+        self.__dict__.update(getattr(fn, "__dict__", {}))
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            if hasattr(fn, attr):
+                self.__dict__[attr] = getattr(fn, attr)
+        self.__dict__["__wrapped__"] = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Process:
+        return self._cls(self._fn, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<pycsp {self._cls.api} factory {getattr(self._fn, '__qualname__', self._fn)}>"
+
+
+process = _decorator(Process)
+greenlet_process = _decorator(GreenletProcess)
+
+
+def multiprocess(
+    func: Callable[..., Any] | None = None, pycsp_host: str = "", pycsp_port: int | None = None
+) -> Any:
+    """``@multiprocess`` (or ``@multiprocess(pycsp_host=..., pycsp_port=...)``, whose network
+    settings are accepted and ignored): the process runs in its own OS process."""
+    decorate = _decorator(MultiProcess)
+    if func is None:
+        return decorate
+    return decorate(func)
+
+
+def _rebuild(
+    cls: type[Process], fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], pid: str
+) -> Process:
+    if isinstance(fn, FnRef):
+        fn = fn.resolve()
+    proc = cls(fn, *args, **kwargs)
+    proc.id = pid
+    return proc
