@@ -433,11 +433,7 @@ fn many_cooperative_rendezvous_writers_share_one_watched_word() {
         })
         .collect();
     // Let them all block before the reader comes.
-    let t0 = Instant::now();
-    while ch.stats().expect("stats").writers_waiting < N as usize {
-        assert!(t0.elapsed() < Duration::from_secs(20), "writers did not all block");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for("every writer's offer", || stats(&ch).writers_waiting == N as usize);
     let reader_ch = Arc::clone(&ch);
     let pid = fork(move || {
         let mut seen = vec![false; N as usize];
@@ -452,7 +448,8 @@ fn many_cooperative_rendezvous_writers_share_one_watched_word() {
     });
     let sleeps: usize = writers.into_iter().map(|t| t.join().expect("writer")).sum();
     assert_eq!(wait(pid), 0, "the reader saw every value exactly once");
-    assert!(sleeps >= N as usize, "every writer slept cooperatively at least once");
+    // (A writer whose entry was taken between publishing it and going to sleep never sleeps.)
+    assert!(sleeps >= 1, "the writers slept cooperatively");
     assert!(watcher_threads() <= 2, "{} watcher threads", watcher_threads());
 }
 
@@ -464,7 +461,14 @@ fn cooperative_selection_wakes_when_its_offer_is_taken() {
     let b = ShmChannel::create(0, 1 << 20).expect("create");
     let fill = |out: &mut [u8]| out.copy_from_slice(b"hi");
     let pid = fork(|| {
-        std::thread::sleep(Duration::from_millis(50));
+        // Read only once the selection's offer is published (it then sleeps, or is about to).
+        let t0 = Instant::now();
+        while b.stats().map_or(0, |s| s.writers_waiting) == 0 {
+            if t0.elapsed() > Duration::from_secs(10) {
+                return 3;
+            }
+            std::thread::yield_now();
+        }
         match b.begin_read(&mut Wait::until(soon())) {
             Ok(slot) if slot.buf() == b"hi" => i32::from(slot.finish().is_err()),
             _ => 1,
