@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -376,3 +379,22 @@ def test_spawn_and_default_backend_os() -> None:
     finally:
         csp.set_default_backend(None)
     assert pid != os.getpid()
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> None:
+    """DESIGN: starting "os" processes while a child re-imports the main module raises a
+    RuntimeError naming the fix, not multiprocessing's bootstrap traceback."""
+    script = tmp_path / "noguard.py"
+    script.write_text(
+        "import ferrocsp as csp\n"
+        "@csp.process(backend='os')\n"
+        "def hello():\n"
+        "    return 42\n"
+        "print(csp.Par(hello()).run())\n"
+    )
+    r = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode != 0
+    assert 'put the code that starts them under `if __name__ == "__main__":`' in r.stderr
+    assert "An attempt has been made to start a new process" not in r.stderr

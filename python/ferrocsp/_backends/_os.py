@@ -113,6 +113,15 @@ class OsHost(ThreadHost):
     __slots__ = ("_children", "_conns")
 
     def __init__(self, procs: list[Process[Any]], name: str) -> None:
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # We run in a child that is importing the parent's main module (spawn and
+            # forkserver re-run a script's top level): starting children from here would
+            # recurse; multiprocessing's own error says nothing of ferrocsp.
+            raise RuntimeError(
+                f"{name}: backend='os' processes were started while a child process imports "
+                "the main script; put the code that starts them under "
+                '`if __name__ == "__main__":` (each child re-runs the script\'s top level)'
+            )
         ctx: Any = multiprocessing.get_context(start_method())
         payloads = [_pickle_process(p) for p in procs]  # errors before anything starts
         self._children: list[Any] = []
