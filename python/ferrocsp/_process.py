@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import inspect
-import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextvars import ContextVar
@@ -26,6 +24,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 from . import _backends, _shm, _trace
 from ._backends import Backend
 from ._errors import ChannelPoisoned, ChannelRetired
+from ._fnref import FnRef
 from ._native import _Participant, _participant_enter, _participant_exit, _set_process_name
 from ._shutdown import Endpoint, channel_args, poison_all, retire_ends
 
@@ -115,7 +114,7 @@ class Process(Generic[R_co]):
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # A mobile process (DESIGN 2): its function by reference, through the @process
         # factory that a module-level decorated function is bound to under its name.
-        fn = _FnRef.of(self.fn)
+        fn = FnRef.of(self.fn)
         if fn is self.fn and _shm.is_crossing():
             _check_movable(self)
         return (_rebuild, (fn, self.args, self.kwargs, self.name, self.backend, self._endpoints))
@@ -138,35 +137,6 @@ def _check_movable(proc: Process[Any]) -> None:
     )
 
 
-class _FnRef:
-    """A ``@process`` function pickled as a reference to the factory bound to its name (pickle
-    by reference would find the factory there, not the function, and refuse)."""
-
-    __slots__ = ("module", "qualname")
-
-    def __init__(self, module: str, qualname: str) -> None:
-        self.module = module
-        self.qualname = qualname
-
-    @staticmethod
-    def of(fn: Any) -> Any:
-        """``fn`` itself, or a reference to it if it is a module-level ``@process`` function."""
-        module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
-        if module and qualname and "<" not in qualname:
-            obj: Any = sys.modules.get(module)
-            for part in qualname.split("."):
-                obj = getattr(obj, part, None)
-            if obj is not fn and getattr(obj, "_fn", None) is fn:
-                return _FnRef(module, qualname)
-        return fn
-
-    def resolve(self) -> Any:
-        obj: Any = importlib.import_module(self.module)
-        for part in self.qualname.split("."):
-            obj = getattr(obj, part)
-        return getattr(obj, "_fn", obj)
-
-
 def _rebuild(
     fn: Any,
     args: tuple[Any, ...],
@@ -175,7 +145,7 @@ def _rebuild(
     backend: str | None,
     endpoints: list[Endpoint] | None,
 ) -> Process[Any]:
-    if isinstance(fn, _FnRef):
+    if isinstance(fn, FnRef):
         fn = fn.resolve()
     return Process(fn, args, kwargs, name=name, backend=backend, endpoints=endpoints)
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import ferrocsp as csp
 
-from .._fnref import FnRef
+from ..._fnref import FnRef
 from ._channel import ChannelEndRead, ChannelEndWrite, is_method
 from ._errors import ChannelPoisonException, ChannelRetireException, InfoException, misuse
 

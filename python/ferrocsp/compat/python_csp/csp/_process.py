@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import ferrocsp as csp
 
-from ..._fnref import FnRef
+from ...._fnref import FnRef
 from ._channel import Channel, ChannelPoison, Guard, misuse
 
 __all__ = ["CSPProcess", "CSPServer", "Par", "Seq", "Skip", "forever_of", "process_of"]

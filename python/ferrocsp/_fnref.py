@@ -3,7 +3,8 @@
 ``@process def worker(...)`` binds ``worker`` to a factory, so pickle's by-name lookup finds
 the factory and refuses the function. ``FnRef.of(fn)`` stands for such a function with its
 module and qualified name; ``resolve()`` finds the factory again and returns the function it
-wraps (its ``_fn``). Used by both compat layers for processes that run in other OS processes.
+wraps (its ``_fn``). Used to pickle processes for other OS processes (``_process``) and by
+both compat layers.
 
 Invariants:
 - ``FnRef.of(fn)`` returns ``fn`` itself unless ``fn`` is wrapped by a factory bound to its own
