@@ -171,6 +171,34 @@ ONCE = {
         finally:
             leftover_threads(watcher)
     """,
+    "during-start": """
+        # SIGINT lands while Par is still starting: inside the greenlet host's Thread.start
+        # (which waits for the new thread), after the asyncio host is running and before the
+        # thread process is launched. The hosts already running must be wound down.
+        a, b, c = (csp.Channel(name=n) for n in "abc")
+        kits = {kit.backend: kit for kit in (Kit(b) for b in ("thread", "greenlet", "asyncio"))}
+        procs = [kits["greenlet"].process(read_all, name="g")(a) for _ in range(2)]
+        procs.append(kits["asyncio"].process(read_all, name="aio")(b))
+        procs.append(kits["thread"].process(read_all, name="t")(c))
+        start = threading.Thread.start
+
+        def interrupted_start(self):
+            global watcher
+            start(self)
+            if self.name.endswith("[greenlet]"):
+                watcher = announce_when(
+                    lambda: a.stats().readers_waiting == 2 and b.stats().readers_waiting == 1
+                )
+                while True:
+                    time.sleep(0.01)  # where the SIGINT lands
+
+        threading.Thread.start = interrupted_start
+        try:
+            csp.Par(*procs).run()
+        finally:
+            threading.Thread.start = start
+            leftover_threads(watcher)
+    """,
     "plain-read": """
         ch = csp.Channel(name="main-blocked")
         watcher = announce_when(lambda: ch.stats().readers_waiting == 1)

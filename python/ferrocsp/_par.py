@@ -26,7 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from . import _backends
 from ._backends._asyncio import LoopHost, LoopTask
 from ._backends._greenlet import GreenletHost
-from ._backends._hosted import HostedTask
+from ._backends._hosted import HostedTask, ThreadHost
 from ._backends._os import OsHost
 from ._backends._thread import ThreadTask
 from ._io import io
@@ -154,17 +154,20 @@ class Handle(Generic[T]):
         self._single = False
         kinds = [_backend_of(p, backend) for p in processes]  # validates before starting
         tasks: list[_Task | None] = [None] * len(processes)
+        hosts: list[ThreadHost] = []  # constructed here, started together below
         # OS processes first: pickling them moves their channels to shared memory before any
         # in-process process can block on one (which would then have to follow the move).
         self._os_host: OsHost | None = None
         osp = [i for i, k in enumerate(kinds) if k == "os"]
         if osp:
             self._os_host = OsHost([processes[i] for i in osp], name)
+            hosts.append(self._os_host)
             for j, i in enumerate(osp):
                 tasks[i] = self._os_host.task(j)
         aio = [i for i, k in enumerate(kinds) if k == "asyncio"]
         if aio and loop is None:
             host = LoopHost([processes[i] for i in aio], name)
+            hosts.append(host)
             for j, i in enumerate(aio):
                 tasks[i] = host.task(j)
         elif aio and loop is not None:
@@ -173,12 +176,28 @@ class Handle(Generic[T]):
         green = [i for i, k in enumerate(kinds) if k == "greenlet"]
         if green:
             ghost = GreenletHost([processes[i] for i in green], name)
+            hosts.append(ghost)
             for j, i in enumerate(green):
                 tasks[i] = ghost.task(j)
         for i, p in enumerate(processes):
             if tasks[i] is None:
-                tasks[i] = ThreadTask(p)
+                tasks[i] = thread_task = ThreadTask(p)
+                hosts.append(thread_task)
         self._tasks: list[_Task] = [t for t in tasks if t is not None]
+        try:
+            for h in hosts:
+                h.start()
+        except BaseException:
+            # Ctrl-C while a start waited for its thread (or a child failed to start): the
+            # hosts already launched run processes nobody will join. Wind them down as join
+            # does on Ctrl-C, so nothing is left behind (docs/design.md, "Ctrl-C").
+            self.poison()
+            deadline = time.monotonic() + INTERRUPT_GRACE
+            for h in hosts:
+                if h.launched:
+                    h.wait(max(0.0, deadline - time.monotonic()))
+            self._kill_os()
+            raise
         _register(self)
 
     @property
@@ -283,7 +302,7 @@ class Handle(Generic[T]):
     def _kill_os(self) -> None:
         # OS processes that outlived the grace period are killed and reaped: nothing is left
         # behind (a thread cannot be killed; an OS process can).
-        if self._os_host is not None:
+        if self._os_host is not None and self._os_host.launched:
             self._os_host.kill()
             self._os_host.wait(2 * INTERRUPT_GRACE)  # a killed child is reaped at once
 

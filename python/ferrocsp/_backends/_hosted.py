@@ -8,6 +8,9 @@ Invariants:
   (its event loop or scheduler breaks), each process without one gets that failure, noted with
   its name, so ``Par`` still reports every process.
 - Done-callbacks run exactly once, in the host's thread, or at once if it has already ended.
+- Constructing a host starts nothing; ``start`` does. So whoever starts several hosts holds
+  every one of them before the first runs, and can wind all of them down if a start is
+  interrupted (Ctrl-C while ``Thread.start`` waits for the new thread).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class ThreadHost:
     #: Names what hosts the processes, for the message when the host itself fails.
     what = "the thread"
 
-    __slots__ = ("_callbacks", "_done", "_lock", "_procs", "outcomes", "thread")
+    __slots__ = ("_callbacks", "_done", "_lock", "_procs", "launched", "outcomes", "thread")
 
     def __init__(self, procs: list[Process[Any]], thread_name: str) -> None:
         self._procs = procs
@@ -38,6 +41,13 @@ class ThreadHost:
         # Daemon: a process stuck in pure Python code must not keep the interpreter alive after
         # Ctrl-C; blocked channel operations are woken by poison instead.
         self.thread = threading.Thread(target=self._main, name=thread_name, daemon=True)
+        #: Whether its thread was asked to start: a start interrupted while it waits for the
+        #: new thread has still launched it, and only a launched host will ever end.
+        self.launched = False
+
+    def start(self) -> None:
+        """Starts the host's thread (and whatever else a subclass needs running)."""
+        self.launched = True
         self.thread.start()
 
     def _run(self) -> None:

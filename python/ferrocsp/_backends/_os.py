@@ -110,7 +110,7 @@ class OsHost(ThreadHost):
 
     what = "the OS-process backend"
 
-    __slots__ = ("_children", "_conns")
+    __slots__ = ("_children", "_conns", "_ctx", "_payloads")
 
     def __init__(self, procs: list[Process[Any]], name: str) -> None:
         if getattr(multiprocessing.current_process(), "_inheriting", False):
@@ -122,14 +122,18 @@ class OsHost(ThreadHost):
                 "the main script; put the code that starts them under "
                 '`if __name__ == "__main__":` (each child re-runs the script\'s top level)'
             )
-        ctx: Any = multiprocessing.get_context(start_method())
-        payloads = [_pickle_process(p) for p in procs]  # errors before anything starts
+        self._ctx: Any = multiprocessing.get_context(start_method())
+        self._payloads = [_pickle_process(p) for p in procs]  # errors before anything starts
         self._children: list[Any] = []
         self._conns: list[Connection] = []
+        super().__init__(procs, f"{name}:os")
+
+    def start(self) -> None:
+        """Starts the children, then the thread that collects their outcomes."""
         try:
-            for proc, payload in zip(procs, payloads, strict=True):
-                r, w = ctx.Pipe(duplex=False)
-                child = ctx.Process(
+            for proc, payload in zip(self._procs, self._payloads, strict=True):
+                r, w = self._ctx.Pipe(duplex=False)
+                child = self._ctx.Process(
                     target=_child_main,
                     args=(payload, w, proc.name),
                     name=f"ferrocsp:{proc.name}",
@@ -140,8 +144,11 @@ class OsHost(ThreadHost):
                 self._conns.append(r)
         except BaseException:
             self.kill()
+            for child in self._children:
+                child.join()  # no collecting thread runs yet to reap them
             raise
-        super().__init__(procs, f"{name}:os")
+        self._payloads = []
+        super().start()
 
     def _run(self) -> None:
         waiting: dict[Any, int] = {}
