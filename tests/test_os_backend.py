@@ -318,7 +318,7 @@ def test_retire_in_parent_is_end_of_stream_in_child() -> None:
 def test_segment_is_private_and_not_in_dev_shm() -> None:
     ch = csp.Channel()
     csp.Par(returns_channel(ch)).run()
-    fd = ch._shm._native.fd
+    fd = ch._shm.native.fd
     link = os.readlink(f"/proc/self/fd/{fd}")
     assert link.startswith("/memfd:ferrocsp-")
     assert link.endswith(" (deleted)")  # no name in any file system, /dev/shm included

@@ -4,8 +4,9 @@ pickling channels and ends for another process.
 Invariants:
 - A channel moves to shared memory (``share``) the first time it is pickled for another OS
   process, with its buffered values, poison and end counts; from then on the native
-  ``Channel`` hands every operation to its ``SharedChannel`` (``Channel._shm``). A channel
-  that never leaves its interpreter never pays for any of this.
+  ``Channel`` hands every operation to its shared side (``Channel._shm``, the Rust
+  ``_ShmSide``: ``crates/ferrocsp-py/src/shm_side.rs``), which calls ``encode``/``decode``
+  here. A channel that never leaves its interpreter never pays for any of this.
 - One segment is one channel object per interpreter (``_by_uuid``); one end slot is one end
   object per interpreter (``_ends``), so identity survives any number of trips.
 - All copies of an end are one end: its state (live/retired) is the slot in the segment's end
@@ -30,14 +31,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import sys
 import threading
 import weakref
 from collections.abc import Iterator
-from types import FrameType
 from typing import Any
 
-from ._errors import ChannelRetired, WouldBlock
+from ._errors import ChannelRetired
 from ._native import (
     Channel,
     Reader,
@@ -45,13 +44,12 @@ from ._native import (
     _shared_wait,
     _shm_select,
     _ShmChannel,
+    _ShmSide,
 )
 from ._shm_aio import off_loop
-from ._stats import ChannelStats
 
 __all__ = [
     "OOB_MIN",
-    "SharedChannel",
     "aselect",
     "crossing",
     "dumps",
@@ -105,290 +103,31 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-class SharedChannel:
-    """The shared-memory side of a ``Channel``: what its operations turn into once it moved."""
-
-    __slots__ = (
-        "__weakref__",
-        "_adopt",
-        "_crossed",
-        "_gate",
-        "_moving",
-        "_native",
-        "_slots",
-        "holders",
-        "name",
-        "uuid",
-    )
-
-    def __init__(self, native: _ShmChannel, name: str, holders: list[tuple[int, int]]) -> None:
-        self._native = native
-        self.name = name
-        self.uuid: bytes = native.uuid
-        # Processes known to hold the segment open: this one first, so a receiver reopens it
-        # from the process that sent it (alive while it writes) or from older holders.
-        me = (os.getpid(), native.fd)
-        self.holders = [me, *[h for h in holders if h[0] != me[0]]][:4]
-        self._slots: dict[int, int] = {}
-        # Ends (by engine id) that were pickled for, or arrived from, another process: their
-        # copies elsewhere keep them live when the object here is dropped.
-        self._crossed: set[int] = set()
-        self._adopt: int | None = None
-        # While the channel is moving here, its operations wait until the values it held
-        # in-process are in the shared buffer (so nothing overtakes them).
-        self._moving = False
-        self._gate = threading.Event()
-        self._gate.set()
-
-    def _wait_moved(self) -> None:
-        if self._moving:
-            self._gate.wait()
-
-    # -- values ---------------------------------------------------------------------------
-
-    def write(self, value: Any, timeout: Any = None) -> None:
-        parts, kinds = encode(value, self.name)
-        self._wait_moved()
-        # Shown by csp.dump() while it waits (deadlock detection cannot see this wait). A
-        # greenlet's wait switches to other greenlets (`shm_coop.rs`).
-        _shared_wait([(self.name, "write")])
-        try:
-            self._native.write(parts, kinds, timeout)
-        finally:
-            _shared_wait(None)
-
-    def read(self, timeout: Any = None) -> Any:
-        self._wait_moved()
-        _shared_wait([(self.name, "read")])
-        try:
-            parts = self._native.read(timeout)
-        finally:
-            _shared_wait(None)
-        return decode(parts)
-
-    def write_nowait(self, value: Any) -> None:
-        parts, kinds = encode(value, self.name)
-        self._wait_moved()
-        self._native.write(parts, kinds, None, True)
-
-    def read_nowait(self) -> Any:
-        self._wait_moved()
-        return decode(self._native.read(None, True))
-
-    # -- asyncio (the waiting is in `_shm_aio`; see its module doc) ----------------------
-
-    async def _aread(self, timeout: Any, root: FrameType | None) -> Any:
-        if not self._moving:
-            try:
-                return decode(self._native.read(None, True))
-            except WouldBlock:
-                pass
-        _shared_wait([(self.name, "read")])
-        try:
-            parts = await off_loop(root, self._wait_then_read, timeout)
-        finally:
-            _shared_wait(None)
-        return decode(parts)
-
-    def _wait_then_read(self, timeout: Any) -> list[Any]:
-        self._wait_moved()
-        return self._native.read(timeout)
-
-    async def _awrite(self, value: Any, timeout: Any, root: FrameType | None) -> None:
-        parts, kinds = encode(value, self.name)
-        if not self._moving:
-            try:
-                self._native.write(parts, kinds, None, True)
-                return
-            except WouldBlock:
-                pass
-        _shared_wait([(self.name, "write")])
-        try:
-            await off_loop(root, self._wait_then_write, parts, kinds, timeout)
-        finally:
-            _shared_wait(None)
-
-    def _wait_then_write(self, parts: list[Any], kinds: list[int], timeout: Any) -> None:
-        self._wait_moved()
-        self._native.write(parts, kinds, timeout)
-
-    async def aread(self, timeout: Any = None) -> Any:
-        """``Channel.aread`` once moved here."""
-        return await self._aread(timeout, sys._getframe())
-
-    async def awrite(self, value: Any, timeout: Any = None) -> None:
-        """``Channel.awrite`` once moved here."""
-        await self._awrite(value, timeout, sys._getframe())
-
-    async def anext(self) -> Any:
-        """``Channel.__anext__`` once moved here: end-of-stream stops the iteration."""
-        try:
-            return await self._aread(None, sys._getframe())
-        except ChannelRetired:
-            raise StopAsyncIteration from None
-
-    async def end_aread(self, end_id: int, kind: str, retired_here: bool, timeout: Any) -> Any:
-        """``Reader.aread`` once moved here."""
-        self._live(end_id, kind, retired_here)
-        return await self._aread(timeout, sys._getframe())
-
-    async def end_awrite(
-        self, end_id: int, kind: str, retired_here: bool, value: Any, timeout: Any
-    ) -> None:
-        """``Writer.awrite`` once moved here."""
-        self._live(end_id, kind, retired_here)
-        await self._awrite(value, timeout, sys._getframe())
-
-    async def end_anext(self, end_id: int, kind: str, retired_here: bool) -> Any:
-        """``Reader.__anext__`` once moved here."""
-        try:
-            self._live(end_id, kind, retired_here)
-            return await self._aread(None, sys._getframe())
-        except ChannelRetired:
-            raise StopAsyncIteration from None
-
-    def poison(self) -> None:
-        self._native.poison()
-
-    def stats(self) -> ChannelStats:
-        return ChannelStats(*self._native.stats())
-
-    # -- ends -----------------------------------------------------------------------------
-
-    def register_end(self, end_id: int, kind: str) -> None:
-        """A native end was just made: count it (or bind it to the slot being adopted)."""
-        with _lock:
-            slot = self._adopt
-            self._adopt = None
-            if slot is None:
-                slot = self._native.new_end(kind)
-            self._slots[end_id] = slot
-
-    def slot(self, end_id: int, kind: str, retired_here: bool) -> int | None:
-        """The end's slot; an end made before the move gets one now (already counted).
-        None: it had retired before the move."""
-        with _lock:
-            slot = self._slots.get(end_id)
-            if slot is None:
-                if retired_here:
-                    return None
-                slot = self._native.new_end(kind, True)
-                self._slots[end_id] = slot
-            return slot
-
-    def _live(self, end_id: int, kind: str, retired_here: bool) -> None:
-        slot = self.slot(end_id, kind, retired_here)
-        if slot is None or self._native.end_retired(slot):
-            raise ChannelRetired(f"{kind} end of channel '{self.name}' is retired")
-
-    def end_read(self, end_id: int, kind: str, retired_here: bool, timeout: Any) -> Any:
-        self._live(end_id, kind, retired_here)
-        return self.read(timeout)
-
-    def end_read_nowait(self, end_id: int, kind: str, retired_here: bool) -> Any:
-        self._live(end_id, kind, retired_here)
-        return self.read_nowait()
-
-    def end_write(
-        self, end_id: int, kind: str, retired_here: bool, value: Any, timeout: Any
-    ) -> None:
-        self._live(end_id, kind, retired_here)
-        self.write(value, timeout)
-
-    def end_write_nowait(self, end_id: int, kind: str, retired_here: bool, value: Any) -> None:
-        self._live(end_id, kind, retired_here)
-        self.write_nowait(value)
-
-    def end_retire(self, end_id: int, kind: str, retired_here: bool) -> None:
-        slot = self.slot(end_id, kind, retired_here)
-        if slot is not None:
-            self._native.retire_end(slot)
-
-    def end_dropped(self, end_id: int, kind: str) -> None:
-        """A live end object here was dropped (its ``Drop``): it retires unless it crossed
-        processes (the documented rule for copies; see the module doc)."""
-        with _lock:
-            if end_id in self._crossed:
-                self._crossed.discard(end_id)
-                self._slots.pop(end_id, None)
-                return
-            slot = self._slots.pop(end_id, None)
-            if slot is None:  # made before the move and never used since: counted, no slot
-                slot = self._native.new_end(kind, True)
-        self._native.retire_end(slot)
-
-    def end_retired(self, end_id: int, kind: str, retired_here: bool) -> bool:
-        slot = self.slot(end_id, kind, retired_here)
-        return slot is None or self._native.end_retired(slot)
-
-    def hold_lock_for_test(self) -> None:
-        """Takes the segment's lock forever (tests of a process dying while holding it)."""
-        self._native._hold_lock_for_test()
-
-
-# -- the move to shared memory -------------------------------------------------------------
-
-
-def share(chan: Channel) -> SharedChannel:
-    """Moves ``chan`` to shared memory (once); returns its shared side."""
+def share(chan: Channel) -> _ShmSide:
+    """Moves ``chan`` to shared memory (once, atomically: ``Channel._share``); returns its
+    shared side."""
+    side = chan._share(RING_BYTES)
     with _lock:
-        shared = chan._shm
-        if shared is not None:
-            return shared  # type: ignore[no-any-return]
-        st = chan.stats()
-        # In process, retirement is one state of the whole channel, whichever side's ends
-        # retired: reads drain the buffer, then reads and writes raise ChannelRetired (and
-        # `read_nowait` cannot tell the sides apart). The shared channel gets both sides
-        # retired: its writers now (reads drain, then raise), its readers once the buffered
-        # values are adopted (adopted writes would fail on a retired reader side).
-        native = _ShmChannel(chan.capacity, RING_BYTES, chan.name)
-        native.adopt_counts("reader", st.reader_ends, st.reader_ends)
-        native.adopt_counts("writer", st.writer_ends + int(st.retired), st.writer_ends)
-        if st.poisoned:
-            native.poison()
-        shared = SharedChannel(native, chan.name, [])
-        shared._moving = True
-        shared._gate.clear()
-        try:
-            # Atomic under the GIL: from here every operation goes to `shared`, and those
-            # blocked in-process wake and retry there; they wait at the gate until the values
-            # held in-process (in order) are in the shared buffer.
-            values = chan._set_shm(shared)
-            _by_uuid[shared.uuid] = chan
-            for v in values:
-                parts, kinds = encode(v, chan.name)
-                native.write(parts, kinds, None, True, True)
-            if st.retired:
-                native.adopt_counts("reader", 1, 0)
-        finally:
-            shared._moving = False
-            shared._gate.set()
-        return shared
+        _by_uuid[side.uuid] = chan  # one channel object per segment in this interpreter
+    return side
 
 
 def reduce_channel(chan: Channel) -> tuple[Any, tuple[Any, ...]]:
     """Pickles a shared (or now moving) channel as a reference to its segment."""
-    shared = share(chan)
-    return (restore_channel, (shared.uuid, shared.holders, chan.name, chan.capacity))
+    side = share(chan)
+    return (restore_channel, (side.uuid, side.holders, chan.name, chan.capacity))
 
 
 def reduce_end(end: Reader | Writer) -> tuple[Any, tuple[Any, ...]]:
     """Pickles an end of a shared (or now moving) channel as its slot in the end table."""
     chan = end.channel
-    shared = share(chan)
+    side = share(chan)
     kind = "reader" if isinstance(end, Reader) else "writer"
-    slot = shared.slot(_end_id(end), kind, end.retired)
-    if slot is None:  # retired before the move: a fresh slot that is retired at once
-        slot = shared._native.new_end(kind)
-        shared._native.retire_end(slot)
-    _ends[(shared.uuid, slot)] = end
-    shared._crossed.add(_end_id(end))
-    args = (shared.uuid, shared.holders, chan.name, chan.capacity, slot, kind)
+    slot = side.send_end(end._end_id, kind, end.retired)
+    with _lock:
+        _ends[(side.uuid, slot)] = end
+    args = (side.uuid, side.holders, chan.name, chan.capacity, slot, kind)
     return (restore_end, args)
-
-
-def _end_id(end: Reader | Writer) -> int:
-    return end._end_id
 
 
 def restore_channel(
@@ -399,21 +138,8 @@ def restore_channel(
         chan = _by_uuid.get(uuid)
         if chan is not None:
             return chan
-        errors: list[str] = []
-        native = None
-        for pid, fd in holders:
-            try:
-                native = _ShmChannel.attach(pid, fd, uuid, name)
-                break
-            except OSError as exc:
-                errors.append(str(exc))
-        if native is None:
-            raise ValueError(
-                f"cannot attach to channel {name!r}: no process that held it is reachable "
-                f"({'; '.join(errors)})"
-            )
         chan = Channel(capacity, name=name)
-        chan._set_shm(SharedChannel(native, name, holders))
+        chan._attach_shm(uuid, holders)
         _by_uuid[uuid] = chan
         return chan
 
@@ -427,13 +153,7 @@ def restore_end(
         if end is not None:
             return end
         chan = restore_channel(uuid, holders, name, capacity)
-        shared: SharedChannel = chan._shm
-        shared._adopt = slot
-        try:
-            end = chan.reader() if kind == "reader" else chan.writer()
-        finally:
-            shared._adopt = None
-        shared._crossed.add(_end_id(end))
+        end = chan._adopt_end(kind, slot)
         _ends[(uuid, slot)] = end
         return end
 
@@ -508,12 +228,12 @@ _RANDOM, _PRIORITY, _FAIR = 0, 1, 2
 _RETIRED, _TIMED_OUT, _WOULD_BLOCK = -1, -2, -3
 
 
-def shared_of(target: Any) -> SharedChannel | None:
+def shared_of(target: Any) -> _ShmSide | None:
     """The shared side of a guard's channel (None: an in-process channel, or no channel)."""
     if isinstance(target, Channel):
-        return target._shm  # type: ignore[no-any-return]
+        return target._shm
     if isinstance(target, Reader | Writer):
-        return target.channel._shm  # type: ignore[no-any-return]
+        return target.channel._shm
     return None
 
 
@@ -573,8 +293,8 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
                 continue  # a retired end's guard can never fire
             role = "reader" if isinstance(target, Reader) else "writer"
             end = s.slot(target._end_id, role, False)
-        s._wait_moved()
-        natives.append(s._native)
+        s.wait_moved()
+        natives.append(s.native)
         ends.append(end)
         messages.append(None if kind == _READ else encode(value, s.name))
         index.append(i)

@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -31,9 +32,10 @@ from typing import Any
 
 import greenlet  # type: ignore[import-untyped]  # greenlet ships no type stubs
 
-from ._native import _shm_coop_call
+from ._errors import ChannelRetired, WouldBlock
+from ._native import _shared_wait, _shm_coop_call, _ShmSide
 
-__all__ = ["off_loop"]
+__all__ = ["aread", "awrite", "off_loop"]
 
 
 class _Withdraw(Exception):
@@ -123,3 +125,49 @@ async def off_loop(root: FrameType | None, fn: Callable[..., Any], *args: Any) -
             if root is None or getattr(coro, "cr_frame", None) is not root:
                 task.cancel()
     return out.value
+
+
+async def aread(
+    side: _ShmSide,
+    end_id: int | None,
+    kind: str,
+    retired_here: bool,
+    timeout: Any,
+    anext: bool,
+) -> Any:
+    """``aread`` (``anext``: ``__anext__``) on a shared channel, or through its end
+    ``end_id``: tries at once, else waits on an operation greenlet. The native ``Channel``,
+    ``Reader`` return this coroutine."""
+    try:
+        side.live(end_id, kind, retired_here)
+        try:
+            return side.read(None, True)
+        except WouldBlock:
+            pass
+        _shared_wait([(side.name, "read")])
+        try:
+            return await off_loop(sys._getframe(), side.read, timeout)
+        finally:
+            _shared_wait(None)
+    except ChannelRetired:
+        if anext:
+            raise StopAsyncIteration from None
+        raise
+
+
+async def awrite(
+    side: _ShmSide, end_id: int | None, kind: str, retired_here: bool, value: Any, timeout: Any
+) -> None:
+    """``awrite`` on a shared channel, or through its end ``end_id`` (as ``aread``)."""
+    side.live(end_id, kind, retired_here)
+    parts, kinds = side.encode(value)
+    try:
+        side.write_parts(parts, kinds, None, True)
+        return
+    except WouldBlock:
+        pass
+    _shared_wait([(side.name, "write")])
+    try:
+        await off_loop(sys._getframe(), side.write_parts, parts, kinds, timeout)
+    finally:
+        _shared_wait(None)

@@ -43,6 +43,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
 use crate::aio_waiter::{Waiter, Withdraw};
+use crate::channel::shm_aio;
 use crate::deadlock::{Desc, Participant};
 use crate::errors::{to_pyerr, OpName};
 use crate::pythread::{deadline, Value};
@@ -409,13 +410,14 @@ impl Inner {
         let Some(shared) = self.owner.as_ref().and_then(|o| o.get().shm.get()) else {
             return Ok(None);
         };
+        let none = None::<u64>;
         let coro = match self.kind {
-            Kind::Next => shared.call_method0(py, intern!(py, "anext"))?,
+            Kind::Next => shm_aio(py, "aread", (shared, none, "reader", false, py.None(), true))?,
             Kind::Write => {
                 let Some(value) = self.value.take() else { return Ok(None) };
-                shared.call_method1(py, intern!(py, "awrite"), (value, self.timeout))?
+                shm_aio(py, "awrite", (shared, none, "writer", false, value, self.timeout))?
             }
-            _ => shared.call_method1(py, intern!(py, "aread"), (self.timeout,))?,
+            _ => shm_aio(py, "aread", (shared, none, "reader", false, self.timeout, false))?,
         };
         self.wait = None;
         self.sel = None;

@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use ferrocsp::shm::EndKind;
 use ferrocsp::{Error, Policy};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -20,7 +21,9 @@ use crate::aio;
 use crate::deadlock::Desc;
 use crate::ends::{Reader, Writer};
 use crate::errors::{parse_timeout, to_pyerr, OpName};
+use crate::move_lock::MoveLock;
 use crate::pythread::{deadline, Value};
+use crate::shm_side::{moved, ShmSide};
 use crate::trace;
 use crate::wait::{pooled_select, select_pooled};
 
@@ -160,9 +163,11 @@ pub struct Channel {
     pub(crate) inner: ferrocsp::Channel<Value>,
     /// Shared, not copied, by every asyncio operation on the channel.
     pub(crate) name: Arc<str>,
-    /// Set once the channel has moved to shared memory (see `shm.rs`): every operation then
-    /// goes to this `ferrocsp._shm.SharedChannel`.
-    pub(crate) shm: std::sync::OnceLock<Py<PyAny>>,
+    /// Set once the channel has moved to shared memory (`shm_side.rs`): every operation then
+    /// goes to its shared side.
+    pub(crate) shm: std::sync::OnceLock<Py<ShmSide>>,
+    /// Makes the move atomic with respect to the ends (`move_lock.rs`).
+    pub(crate) move_lock: MoveLock,
 }
 
 impl Channel {
@@ -173,6 +178,7 @@ impl Channel {
             inner: ferrocsp::Channel::new(capacity),
             name: name.into(),
             shm: std::sync::OnceLock::new(),
+            move_lock: MoveLock::default(),
         }
     }
 }
@@ -225,14 +231,14 @@ impl Channel {
         value: Value,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        if let Some(s) = self.shm.get() {
-            return s.call_method1(py, "write", (value, timeout)).map(drop);
-        }
         let t = parse_timeout(timeout)?;
+        if let Some(s) = self.shm.get() {
+            return s.get().write(py, value.bind(py), t, false);
+        }
         let keep = value.clone_ref(py);
         let r = write_value(py, &self.inner, &self.name, value, t);
-        match crate::shm::moved(py, self, r) {
-            Err(s) => s.call_method1(py, "write", (keep, timeout)).map(drop),
+        match moved(py, self, r) {
+            Err(s) => s.write(py, keep.bind(py), t, false),
             Ok(r) => r,
         }
     }
@@ -243,13 +249,13 @@ impl Channel {
     /// ``ChannelPoisoned``, or ``ChannelRetired`` at end-of-stream.
     #[pyo3(signature = (*, timeout = None))]
     fn read(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
-        if let Some(s) = self.shm.get() {
-            return s.call_method1(py, "read", (timeout,));
-        }
         let t = parse_timeout(timeout)?;
+        if let Some(s) = self.shm.get() {
+            return s.get().read(py, t, false);
+        }
         let r = read_value(py, &self.inner, &self.name, t);
-        match crate::shm::moved(py, self, r) {
-            Err(s) => s.call_method1(py, "read", (timeout,)),
+        match moved(py, self, r) {
+            Err(s) => s.read(py, t, false),
             Ok(r) => r,
         }
     }
@@ -270,7 +276,7 @@ impl Channel {
         let (py, this) = (slf.py(), slf.get());
         if let Some(s) = this.shm.get() {
             parse_timeout(timeout)?;
-            return s.call_method1(py, "awrite", (value, timeout));
+            return shm_aio(py, "awrite", (s, None::<u64>, "writer", false, value, timeout));
         }
         let timeout = parse_timeout(timeout)?;
         aio::write_op(py, &slf.clone().unbind(), &this.inner, &this.name, value, timeout)
@@ -286,7 +292,7 @@ impl Channel {
         let (py, this) = (slf.py(), slf.get());
         if let Some(s) = this.shm.get() {
             parse_timeout(timeout)?;
-            return s.call_method1(py, "aread", (timeout,));
+            return shm_aio(py, "aread", (s, None::<u64>, "reader", false, timeout, false));
         }
         let timeout = parse_timeout(timeout)?;
         aio::read_op(py, &slf.clone().unbind(), &this.inner, &this.name, timeout, false)
@@ -296,7 +302,7 @@ impl Channel {
     /// otherwise raises ``WouldBlock`` and sends nothing.
     fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
         if let Some(s) = self.shm.get() {
-            return s.call_method1(py, "write_nowait", (value,)).map(drop);
+            return s.get().write(py, value.bind(py), None, true);
         }
         try_write_value(py, &self.inner, &self.name, value)
     }
@@ -304,23 +310,21 @@ impl Channel {
     /// Reads a value if one is available right now; otherwise raises ``WouldBlock``.
     fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
         if let Some(s) = self.shm.get() {
-            return s.call_method1(py, "read_nowait", ());
+            return s.get().read(py, None, true);
         }
         try_read_value(py, &self.inner, &self.name)
     }
 
     /// A new counted reader end of this channel.
     fn reader(slf: &Bound<'_, Self>) -> PyResult<Py<Reader>> {
-        let end = Reader::make(slf);
-        let id = end.end_id();
-        crate::shm::register_end(slf, end, id, "reader")
+        let end = new_end(slf, Reader::make, Reader::end_id, EndKind::Reader)?;
+        Py::new(slf.py(), end)
     }
 
     /// A new counted writer end of this channel.
     fn writer(slf: &Bound<'_, Self>) -> PyResult<Py<Writer>> {
-        let end = Writer::make(slf);
-        let id = end.end_id();
-        crate::shm::register_end(slf, end, id, "writer")
+        let end = new_end(slf, Writer::make, Writer::end_id, EndKind::Writer)?;
+        Py::new(slf.py(), end)
     }
 
     /// Poisons the channel: every blocked and later operation raises ``ChannelPoisoned``;
@@ -329,17 +333,17 @@ impl Channel {
         trace::event(py, "poison", "", &self.name);
         self.inner.poison();
         if let Some(s) = self.shm.get() {
-            s.call_method0(py, "poison")?;
+            s.get().poison(py)?;
         }
         Ok(())
     }
 
     /// A snapshot of the channel's counters (``ChannelStats``).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(s) = self.shm.get() {
-            return s.bind(py).call_method0("stats");
-        }
-        let s = self.inner.stats();
+        let s = match self.shm.get() {
+            Some(side) => side.get().stats(py)?,
+            None => self.inner.stats(),
+        };
         let cls = STATS.import(py, "ferrocsp._stats", "ChannelStats")?;
         cls.call1((
             s.capacity,
@@ -359,11 +363,11 @@ impl Channel {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
         if let Some(s) = self.shm.get() {
-            return crate::shm::next(py, s, None);
+            return s.get().next(py, None);
         }
         let r = next_value(py, &self.inner, &self.name);
-        match crate::shm::moved(py, self, r) {
-            Err(s) => crate::shm::next(py, &s, None),
+        match moved(py, self, r) {
+            Err(s) => s.next(py, None),
             Ok(r) => r,
         }
     }
@@ -375,30 +379,57 @@ impl Channel {
     fn __anext__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
         if let Some(s) = this.shm.get() {
-            return s.call_method0(py, "anext");
+            return shm_aio(py, "aread", (s, None::<u64>, "reader", false, py.None(), true));
         }
         aio::read_op(py, &slf.clone().unbind(), &this.inner, &this.name, None, true)
     }
 
     /// The shared-memory side of a channel that moved there (``None`` while in-process).
     #[getter]
-    fn _shm(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    fn _shm(&self, py: Python<'_>) -> Option<Py<ShmSide>> {
         self.shm.get().map(|s| s.clone_ref(py))
     }
 
-    /// Moves the channel to shared memory: from now on every operation goes to ``shared``.
-    ///
-    /// Returns the values the in-process side held (its buffer, then the values of writers
-    /// blocked on it, whose writes thereby complete), for the caller to put in the shared
-    /// buffer. The in-process side is closed under its own lock in the same step
-    /// (`ferrocsp::Channel::close_moved`): operations still blocked on it, and any that read
-    /// `shm` just before it was set, fail with `Moved` and retry on the shared side (nothing
-    /// was sent or taken by them). No reliance on the GIL: `shm` is set before the close.
-    fn _set_shm(&self, shared: Py<PyAny>) -> PyResult<Vec<Value>> {
-        self.shm.set(shared).map_err(|_| {
-            PyValueError::new_err(format!("channel '{}' is already shared", self.name))
+    /// Moves the channel to shared memory (once; a ring of ``ring_bytes``) and returns its
+    /// shared side: from then on every operation goes there (`shm_side.rs`).
+    fn _share(slf: &Bound<'_, Self>, ring_bytes: usize) -> PyResult<Py<ShmSide>> {
+        crate::shm_side::share(slf, ring_bytes)
+    }
+
+    /// Makes this channel (new, never used) the one of segment ``uuid`` in this process,
+    /// opened from the first of ``holders`` (``(pid, fd)``) that is reachable.
+    fn _attach_shm(slf: &Bound<'_, Self>, uuid: &[u8], holders: Vec<(u32, i32)>) -> PyResult<()> {
+        crate::shm_side::attach(slf, uuid, &holders)
+    }
+
+    /// A new end object bound to slot ``slot`` of this shared channel's end table
+    /// (unpickling an end that crossed processes: it stays live when this copy is dropped).
+    fn _adopt_end(slf: &Bound<'_, Self>, kind: &str, slot: u32) -> PyResult<Py<PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        let side = this.shm.get().ok_or_else(|| {
+            PyValueError::new_err(format!("channel '{}' is not shared", this.name))
         })?;
-        Ok(self.inner.close_moved())
+        let _held = this.move_lock.hold(py);
+        crate::shm_side::adopting(side.get(), slot);
+        let (obj, id) = match kind {
+            "reader" => {
+                let end = new_end(slf, Reader::make, Reader::end_id, EndKind::Reader)?;
+                let id = end.end_id();
+                (Py::new(py, end)?.into_any(), id)
+            }
+            "writer" => {
+                let end = new_end(slf, Writer::make, Writer::end_id, EndKind::Writer)?;
+                let id = end.end_id();
+                (Py::new(py, end)?.into_any(), id)
+            }
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "end kind must be 'reader' or 'writer', not {kind:?}"
+                )))
+            }
+        };
+        crate::shm_side::crossed(side.get(), id);
+        Ok(obj)
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
@@ -454,4 +485,36 @@ pub(crate) fn generic_alias<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let alias = cls.py().import("types")?.getattr("GenericAlias")?;
     alias.call1((cls, item))
+}
+
+static SHM_AIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The coroutine of `ferrocsp._shm_aio.<func>(*args)`: an asyncio operation on a shared
+/// channel (its waits run on an operation greenlet; see that module).
+pub(crate) fn shm_aio<'py>(
+    py: Python<'py>,
+    func: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Py<PyAny>> {
+    let m = SHM_AIO
+        .get_or_try_init(py, || py.import("ferrocsp._shm_aio").map(|m| m.into_any().unbind()))?;
+    Ok(m.bind(py).call_method1(func, args)?.unbind())
+}
+
+/// A new end of `chan`, made under its `MoveLock`: counted in shared memory too if the channel
+/// lives there, else by the move's snapshot if it ever moves.
+fn new_end<E>(
+    chan: &Bound<'_, Channel>,
+    make: impl FnOnce(&Bound<'_, Channel>) -> E,
+    id: impl FnOnce(&E) -> u64,
+    kind: EndKind,
+) -> PyResult<E> {
+    let py = chan.py();
+    let this = chan.get();
+    let _held = this.move_lock.hold(py);
+    let end = make(chan);
+    if let Some(s) = this.shm.get() {
+        s.get().register_end(py, id(&end), kind)?;
+    }
+    Ok(end)
 }

@@ -6,17 +6,23 @@
 //! - `end.channel` is the very `Channel` object the end was made from.
 //! - Dropping the last reference retires the end (the engine's `Drop`), as does `retire()`
 //!   or leaving a `with` block; on a channel shared with OS processes, only an end that never
-//!   crossed processes (`shm::end_dropped`).
+//!   crossed processes (`ShmSide::end_dropped`).
+//! - Making, retiring and dropping an end hold the channel's `MoveLock`, so a concurrent move
+//!   to shared memory counts the end exactly once (`shm_side.rs`).
 
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 
 use crate::aio;
+use ferrocsp::shm::EndKind;
+
 use crate::channel::{
-    mobility_reduce, next_value, read_value, try_read_value, try_write_value, write_value, Channel,
+    mobility_reduce, next_value, read_value, shm_aio, try_read_value, try_write_value, write_value,
+    Channel,
 };
 use crate::errors::{parse_timeout, retired_end};
 use crate::pythread::Value;
+use crate::shm_side::{moved, ShmSide};
 
 /// A counted reading end of a channel.
 ///
@@ -44,31 +50,54 @@ pub struct Writer {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        crate::shm::end_dropped(
-            self.chan.get(),
-            self.inner.id(),
-            "reader",
-            self.inner.is_retired(),
-        );
+        let inner = &self.inner;
+        dropped(self.chan.get(), inner.id(), inner.is_retired(), EndKind::Reader, || {
+            inner.retire()
+        });
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        crate::shm::end_dropped(
-            self.chan.get(),
-            self.inner.id(),
-            "writer",
-            self.inner.is_retired(),
-        );
+        let inner = &self.inner;
+        dropped(self.chan.get(), inner.id(), inner.is_retired(), EndKind::Writer, || {
+            inner.retire()
+        });
     }
+}
+
+/// An end object's `Drop`: it retires, as `retire()` would, under the channel's `MoveLock`
+/// (the engine end's own `Drop` would retire it later, outside the lock). On a channel that
+/// moved to shared memory, an end that crossed processes stays live there: other copies of it
+/// may be in use elsewhere. Nothing is done on the shared side while the interpreter shuts
+/// down.
+fn dropped(chan: &Channel, id: u64, retired: bool, kind: EndKind, retire: impl FnOnce()) {
+    if retired {
+        return;
+    }
+    Python::attach(|py| {
+        let _held = chan.move_lock.hold(py);
+        if let Some(s) = chan.shm.get() {
+            let finalizing = py
+                .import("sys")
+                .and_then(|m| m.call_method0("is_finalizing"))
+                .and_then(|f| f.is_truthy())
+                .unwrap_or(true);
+            if !finalizing {
+                if let Err(e) = s.get().end_dropped(py, id, kind) {
+                    e.write_unraisable(py, None);
+                }
+            }
+        }
+        retire();
+    });
 }
 
 /// The half of `Reader` and `Writer` that is the same for both: construction, the
 /// retired-end check, retire/poison, identity (equality, hash, pickling), context manager.
 /// `$retire_doc` documents what retiring the last end of this kind does.
 macro_rules! end_class {
-    ($ty:ident, $kind:literal, $make:ident, $retire_doc:literal, { $($methods:tt)* }) => {
+    ($ty:ident, $kind:literal, $end_kind:expr, $make:ident, $retire_doc:literal, { $($methods:tt)* }) => {
         impl $ty {
             /// The engine end's identity (what the shared side keys this end by).
             pub(crate) fn end_id(&self) -> u64 {
@@ -91,8 +120,13 @@ macro_rules! end_class {
             }
 
             /// The shared side of the channel, if it moved to shared memory.
-            fn shm(&self) -> Option<&Py<PyAny>> {
-                self.chan.get().shm.get()
+            fn shm(&self) -> Option<&ShmSide> {
+                self.chan.get().shm.get().map(|s| s.get())
+            }
+
+            /// This end, as the shared side keys it: (engine id, retired in this process).
+            fn key(&self) -> Option<(u64, bool)> {
+                Some((self.inner.id(), self.inner.is_retired()))
             }
 
             fn checked<'a>(&'a self, py: Python<'_>) -> PyResult<&'a Channel> {
@@ -120,8 +154,10 @@ macro_rules! end_class {
             #[doc = $retire_doc]
             fn retire(&self, py: Python<'_>) -> PyResult<()> {
                 self.traced(py, "retire");
+                let chan = self.chan.get();
+                let _held = chan.move_lock.hold(py);
                 if let Some(s) = self.shm() {
-                    s.call_method1(py, "end_retire", (self.inner.id(), $kind, self.inner.is_retired()))?;
+                    s.end_retire(py, self.inner.id(), $end_kind, self.inner.is_retired())?;
                 }
                 self.inner.retire();
                 Ok(())
@@ -132,7 +168,7 @@ macro_rules! end_class {
                 crate::trace::event(py, "poison", "", &self.chan.get().name);
                 self.inner.poison();
                 if let Some(s) = self.shm() {
-                    s.call_method0(py, "poison")?;
+                    s.poison(py)?;
                 }
                 Ok(())
             }
@@ -141,7 +177,7 @@ macro_rules! end_class {
             #[getter]
             fn retired(&self, py: Python<'_>) -> PyResult<bool> {
                 if let Some(s) = self.shm() {
-                    return s.call_method1(py, "end_retired", (self.inner.id(), $kind, self.inner.is_retired()))?.extract(py);
+                    return s.end_retired(py, self.inner.id(), $end_kind, self.inner.is_retired());
                 }
                 Ok(self.inner.is_retired())
             }
@@ -201,26 +237,21 @@ macro_rules! end_class {
 end_class!(
     Reader,
     "reader",
+    EndKind::Reader,
     reader,
     "Retires this end (idempotent). After the last reader end, writes fail (retired).",
     {
         /// Reads a value (see ``Channel.read``).
         #[pyo3(signature = (*, timeout = None))]
         fn read(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
-            if let Some(s) = self.shm() {
-                return s.call_method1(
-                    py,
-                    "end_read",
-                    (self.inner.id(), "reader", self.inner.is_retired(), timeout),
-                );
-            }
             let t = parse_timeout(timeout)?;
+            if let Some(s) = self.shm() {
+                return s.end_read(py, self.key(), t, false);
+            }
             let c = self.checked(py)?;
             let r = read_value(py, &c.inner, &c.name, t);
-            match crate::shm::moved(py, c, r) {
-                Err(s) => {
-                    s.call_method1(py, "end_read", (self.inner.id(), "reader", false, timeout))
-                }
+            match moved(py, c, r) {
+                Err(s) => s.end_read(py, self.key(), t, false),
                 Ok(r) => r,
             }
         }
@@ -228,10 +259,10 @@ end_class!(
         /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
         #[pyo3(signature = (*, timeout = None))]
         fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-            if let Some(s) = self.shm() {
+            if let Some(s) = self.chan.get().shm.get() {
                 parse_timeout(timeout)?;
-                let args = (self.inner.id(), "reader", self.inner.is_retired(), timeout);
-                return s.call_method1(py, "end_aread", args);
+                let args = (s, self.inner.id(), "reader", self.inner.is_retired(), timeout, false);
+                return shm_aio(py, "aread", args);
             }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
@@ -241,11 +272,7 @@ end_class!(
         /// Reads a value if one is available now, else raises ``WouldBlock``.
         fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
             if let Some(s) = self.shm() {
-                return s.call_method1(
-                    py,
-                    "end_read_nowait",
-                    (self.inner.id(), "reader", self.inner.is_retired()),
-                );
+                return s.end_read(py, self.key(), None, true);
             }
             let c = self.checked(py)?;
             try_read_value(py, &c.inner, &c.name)
@@ -257,12 +284,12 @@ end_class!(
 
         fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
             if let Some(s) = self.shm() {
-                return crate::shm::next(py, s, Some((self.inner.id(), self.inner.is_retired())));
+                return s.next(py, self.key());
             }
             let c = self.checked(py)?;
             let r = next_value(py, &c.inner, &c.name);
-            match crate::shm::moved(py, c, r) {
-                Err(s) => crate::shm::next(py, &s, Some((self.inner.id(), false))),
+            match moved(py, c, r) {
+                Err(s) => s.next(py, self.key()),
                 Ok(r) => r,
             }
         }
@@ -272,9 +299,9 @@ end_class!(
         }
 
         fn __anext__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-            if let Some(s) = self.shm() {
-                let args = (self.inner.id(), "reader", self.inner.is_retired());
-                return s.call_method1(py, "end_anext", args);
+            if let Some(s) = self.chan.get().shm.get() {
+                let args = (s, self.inner.id(), "reader", self.inner.is_retired(), py.None(), true);
+                return shm_aio(py, "aread", args);
             }
             let c = self.checked(py)?;
             aio::read_op(py, &self.chan, &c.inner, &c.name, None, true)
@@ -285,6 +312,7 @@ end_class!(
 end_class!(
     Writer,
     "writer",
+    EndKind::Writer,
     writer,
     "Retires this end (idempotent). After the last writer end, readers see end-of-stream.",
     {
@@ -296,27 +324,15 @@ end_class!(
             value: Value,
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<()> {
-            if let Some(s) = self.shm() {
-                return s
-                    .call_method1(
-                        py,
-                        "end_write",
-                        (self.inner.id(), "writer", self.inner.is_retired(), value, timeout),
-                    )
-                    .map(drop);
-            }
             let t = parse_timeout(timeout)?;
+            if let Some(s) = self.shm() {
+                return s.end_write(py, self.key(), value.bind(py), t, false);
+            }
             let c = self.checked(py)?;
             let keep = value.clone_ref(py);
             let r = write_value(py, &c.inner, &c.name, value, t);
-            match crate::shm::moved(py, c, r) {
-                Err(s) => s
-                    .call_method1(
-                        py,
-                        "end_write",
-                        (self.inner.id(), "writer", false, keep, timeout),
-                    )
-                    .map(drop),
+            match moved(py, c, r) {
+                Err(s) => s.end_write(py, self.key(), keep.bind(py), t, false),
                 Ok(r) => r,
             }
         }
@@ -329,10 +345,10 @@ end_class!(
             value: Value,
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Py<PyAny>> {
-            if let Some(s) = self.shm() {
+            if let Some(s) = self.chan.get().shm.get() {
                 parse_timeout(timeout)?;
-                let args = (self.inner.id(), "writer", self.inner.is_retired(), value, timeout);
-                return s.call_method1(py, "end_awrite", args);
+                let args = (s, self.inner.id(), "writer", self.inner.is_retired(), value, timeout);
+                return shm_aio(py, "awrite", args);
             }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
@@ -342,13 +358,7 @@ end_class!(
         /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).
         fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
             if let Some(s) = self.shm() {
-                return s
-                    .call_method1(
-                        py,
-                        "end_write_nowait",
-                        (self.inner.id(), "writer", self.inner.is_retired(), value),
-                    )
-                    .map(drop);
+                return s.end_write(py, self.key(), value.bind(py), None, true);
             }
             let c = self.checked(py)?;
             try_write_value(py, &c.inner, &c.name, value)

@@ -11,6 +11,7 @@ mod channel;
 mod deadlock;
 mod ends;
 mod errors;
+mod move_lock;
 #[cfg(feature = "net")]
 mod net;
 mod process;
@@ -20,6 +21,7 @@ mod select;
 mod shm;
 mod shm_coop;
 mod shm_msg;
+mod shm_side;
 mod thread_name;
 mod trace;
 mod wait;
@@ -35,6 +37,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ends::Writer>()?;
     m.add("_AsyncOp", aio_op::op_type(m.py())?)?;
     m.add_class::<shm::PyShmChannel>()?;
+    m.add_class::<shm_side::ShmSide>()?;
     m.add_function(wrap_pyfunction!(shm::_shm_select, m)?)?;
     m.add_function(wrap_pyfunction!(shm_coop::_shm_coop_call, m)?)?;
     m.add_function(wrap_pyfunction!(process::_shared_wait, m)?)?;

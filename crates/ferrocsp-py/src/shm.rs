@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrocsp::shm::{select, EndKind, SelOp, Selected, ShmChannel, Wait};
+use ferrocsp::shm::{select, SelOp, Selected, ShmChannel, Wait};
 use ferrocsp::Error;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -96,61 +96,38 @@ fn blocking<T: Send>(
     Ok(r)
 }
 
-#[pymethods]
 impl PyShmChannel {
-    /// A new shared channel of `capacity` (0: rendezvous) with a ring of `ring_bytes`.
-    #[new]
-    #[pyo3(signature = (capacity, ring_bytes, name))]
-    fn new(capacity: usize, ring_bytes: usize, name: String) -> PyResult<Self> {
+    pub(crate) fn create(capacity: usize, ring_bytes: usize, name: &str) -> PyResult<Self> {
         let inner = ShmChannel::create(capacity, ring_bytes)
             .map_err(|e| PyOSError::new_err(format!("cannot create shared channel: {e}")))?;
-        Ok(PyShmChannel { inner, name })
+        Ok(PyShmChannel { inner, name: name.to_owned() })
     }
 
     /// Attaches to the channel `uuid` held by process `pid` as descriptor `fd`.
-    #[staticmethod]
-    fn attach(pid: u32, fd: i32, uuid: &[u8], name: String) -> PyResult<Self> {
+    pub(crate) fn attach_to(pid: u32, fd: i32, uuid: &[u8], name: &str) -> PyResult<Self> {
         let uuid: [u8; 16] =
             uuid.try_into().map_err(|_| PyValueError::new_err("uuid must be 16 bytes"))?;
         let inner = ShmChannel::attach(pid, fd, &uuid)
             .map_err(|e| PyOSError::new_err(format!("cannot attach to channel '{name}': {e}")))?;
-        Ok(PyShmChannel { inner, name })
+        Ok(PyShmChannel { inner, name: name.to_owned() })
     }
 
-    /// The segment's identifier (16 bytes).
-    #[getter]
-    fn uuid<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.inner.uuid())
+    /// The engine channel.
+    pub(crate) fn engine(&self) -> &ShmChannel {
+        &self.inner
     }
 
-    /// This process's descriptor of the segment.
-    #[getter]
-    fn fd(&self) -> i32 {
-        self.inner.fd()
-    }
-
-    /// The buffer size; 0 for rendezvous.
-    #[getter]
-    fn capacity(&self) -> usize {
-        self.inner.capacity()
-    }
-
-    /// Sends one message made of ``parts`` (bytes-like objects; ``kinds[i]`` 1 means it
-    /// arrives as a bytearray, 0 as bytes). ``nowait``: raise ``WouldBlock`` instead of waiting.
-    /// ``adopted``: a value already accepted before the channel moved here (buffered channels
-    /// only; ignores the capacity, never blocks).
-    #[pyo3(signature = (parts, kinds, timeout = None, nowait = false, adopted = false))]
-    fn write(
+    /// `write`, for Rust callers (`shm_side.rs`).
+    pub(crate) fn write_parts(
         &self,
         py: Python<'_>,
         parts: &Bound<'_, PyList>,
-        kinds: Vec<u8>,
-        timeout: Option<&Bound<'_, PyAny>>,
+        kinds: &[u8],
+        timeout: Option<f64>,
         nowait: bool,
         adopted: bool,
     ) -> PyResult<()> {
-        let timeout = parse_timeout(timeout)?;
-        let bufs = msg::parts(parts, &kinds)?;
+        let bufs = msg::parts(parts, kinds)?;
         let total = msg::inline_len(&bufs);
         let dl = deadline(timeout);
         let bufs = &bufs;
@@ -172,15 +149,13 @@ impl PyShmChannel {
         r.map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
     }
 
-    /// Receives one message: its parts, each a new ``bytes`` or ``bytearray``.
-    #[pyo3(signature = (timeout = None, nowait = false))]
-    fn read<'py>(
+    /// `read`, for Rust callers (`shm_side.rs`).
+    pub(crate) fn read_parts<'py>(
         &self,
         py: Python<'py>,
-        timeout: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
         nowait: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let timeout = parse_timeout(timeout)?;
         let dl = deadline(timeout);
         loop {
             let slot = blocking(py, dl, nowait, |w| self.inner.begin_read(w))?
@@ -191,117 +166,28 @@ impl PyShmChannel {
             // The writer sends its message inline now: read that.
         }
     }
+}
 
-    /// Poisons the channel for every process.
-    fn poison(&self, py: Python<'_>) -> PyResult<()> {
-        self.inner.poison().map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
-    }
-
-    /// The change counter (it moves whenever anything a waiter may wait for changes).
+/// What Python sees of a shared channel's engine (`_ShmSide.native`): identity, for tests and
+/// `_shm_select`; every operation goes through `shm_side.rs`.
+#[pymethods]
+impl PyShmChannel {
+    /// The segment's identifier (16 bytes).
     #[getter]
-    fn seq(&self) -> u32 {
-        self.inner.seq()
+    fn uuid<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.uuid())
     }
 
-    /// Whether the channel is poisoned.
+    /// This process's descriptor of the segment.
     #[getter]
-    fn poisoned(&self) -> bool {
-        self.inner.is_poisoned()
+    fn fd(&self) -> i32 {
+        self.inner.fd()
     }
 
-    /// Counts a new end (``"reader"``/``"writer"``); returns its index. With ``adopted``, the
-    /// end was already counted by ``adopt_counts``.
-    #[pyo3(signature = (kind, adopted = false))]
-    fn new_end(&self, py: Python<'_>, kind: &str, adopted: bool) -> PyResult<u32> {
-        let k = end_kind(kind)?;
-        let r = if adopted { self.inner.adopt_end(k) } else { self.inner.new_end(k) };
-        r.map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
-    }
-
-    /// Counts ends made before the channel moved to shared memory.
-    fn adopt_counts(&self, py: Python<'_>, kind: &str, made: u32, live: u32) -> PyResult<()> {
-        self.inner
-            .adopt_counts(end_kind(kind)?, made, live)
-            .map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
-    }
-
-    /// Whether end ``index`` has retired (in any process).
-    fn end_retired(&self, index: u32) -> bool {
-        self.inner.end_retired(index)
-    }
-
-    /// Retires end ``index`` for every process (idempotent).
-    fn retire_end(&self, py: Python<'_>, index: u32) -> PyResult<()> {
-        self.inner.retire_end(index).map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
-    }
-
-    /// ``(capacity, buffered, readers_waiting, writers_waiting, reader_ends, writer_ends,
-    /// poisoned, retired)``.
-    #[allow(clippy::type_complexity)]
-    fn stats(
-        &self,
-        py: Python<'_>,
-    ) -> PyResult<(usize, usize, usize, usize, usize, usize, bool, bool)> {
-        let s = self.inner.stats().map_err(|e| to_pyerr(py, e, OpName::Read, &self.name))?;
-        Ok((
-            s.capacity,
-            s.buffered,
-            s.readers_waiting,
-            s.writers_waiting,
-            s.reader_ends,
-            s.writer_ends,
-            s.poisoned,
-            s.retired,
-        ))
-    }
-
-    /// Takes the segment's lock and never releases it (tests of a process dying holding it).
-    fn _hold_lock_for_test(&self, py: Python<'_>) -> PyResult<()> {
-        self.inner.hold_lock_for_test().map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
-    }
-}
-
-fn end_kind(kind: &str) -> PyResult<EndKind> {
-    match kind {
-        "reader" => Ok(EndKind::Reader),
-        "writer" => Ok(EndKind::Writer),
-        _ => Err(PyValueError::new_err(format!(
-            "end kind must be 'reader' or 'writer', not {kind:?}"
-        ))),
-    }
-}
-
-/// `Channel.reader()`/`writer()`: the new end, counted in shared memory too if the channel
-/// lives there.
-pub(crate) fn register_end<T: pyo3::PyClass + Into<pyo3::PyClassInitializer<T>>>(
-    chan: &Bound<'_, crate::channel::Channel>,
-    end: T,
-    id: u64,
-    kind: &str,
-) -> PyResult<Py<T>> {
-    let py = chan.py();
-    let obj = Py::new(py, end)?;
-    if let Some(s) = chan.get().shm.get() {
-        s.call_method1(py, "register_end", (id, kind))?;
-    }
-    Ok(obj)
-}
-
-/// `__next__` over a shared channel (`end`: the end's id, None for the channel itself):
-/// end-of-stream stops the iteration.
-pub(crate) fn next(
-    py: Python<'_>,
-    shm: &Py<PyAny>,
-    end: Option<(u64, bool)>,
-) -> PyResult<Option<Py<PyAny>>> {
-    let r = match end {
-        None => shm.call_method1(py, "read", (py.None(),)),
-        Some((id, retired)) => shm.call_method1(py, "end_read", (id, "reader", retired, py.None())),
-    };
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_instance(py, crate::errors::retired_type(py)?.as_any()) => Ok(None),
-        Err(e) => Err(e),
+    /// The buffer size; 0 for rendezvous.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
     }
 }
 
@@ -390,49 +276,7 @@ pub(crate) fn _shm_select<'py>(
             Some(parts) => Ok((index, Some(parts))),
             // The input fired; its writer now sends the message inline: read it, whatever
             // the deadline (the communication is committed on both sides).
-            None => Ok((index, Some(ch.read(py, None, false)?))),
+            None => Ok((index, Some(ch.read_parts(py, None, false)?))),
         },
     }
-}
-
-/// An in-process operation's result `r`, unless it failed because its channel moved to shared
-/// memory meanwhile (`Error::Moved`, raised as the private `_Moved`): then `Err(shared side)`,
-/// to retry there. Nothing was sent or taken by the failed attempt.
-pub(crate) fn moved<T>(
-    py: Python<'_>,
-    chan: &crate::channel::Channel,
-    r: PyResult<T>,
-) -> Result<PyResult<T>, Py<PyAny>> {
-    if let (Err(e), Some(s)) = (&r, chan.shm.get()) {
-        if e.is_instance_of::<crate::errors::Moved>(py) {
-            return Err(s.clone_ref(py));
-        }
-    }
-    Ok(r)
-}
-
-/// The `Drop` of a `Reader`/`Writer` object (`id`: its engine end): an end of a channel that
-/// moved to shared memory, never sent to another process and not retired, retires there too,
-/// as dropping an in-process end retires it (the engine end's own `Drop` retires only the
-/// in-process side). An end that crossed processes stays live: other copies of it may be in
-/// use elsewhere (`SharedChannel.end_dropped` tells them apart). Nothing is done while the
-/// interpreter shuts down.
-pub(crate) fn end_dropped(chan: &crate::channel::Channel, id: u64, kind: &str, retired: bool) {
-    let Some(s) = chan.shm.get() else { return };
-    if retired {
-        return;
-    }
-    Python::attach(|py| {
-        let finalizing = py
-            .import("sys")
-            .and_then(|m| m.call_method0("is_finalizing"))
-            .and_then(|f| f.is_truthy())
-            .unwrap_or(true);
-        if finalizing {
-            return;
-        }
-        if let Err(e) = s.call_method1(py, "end_dropped", (id, kind)) {
-            e.write_unraisable(py, None);
-        }
-    });
 }

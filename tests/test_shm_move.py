@@ -1,0 +1,102 @@
+"""The move of a channel to shared memory is atomic with respect to everything else done to it.
+
+A channel moves the first time it is pickled for another OS process (``Channel._share``). Ends
+made, retired or dropped, values written and poison applied by other threads while it moves
+must each land exactly once, on one side or the other (docs/design.md, "Shared memory").
+The thread switch interval is made tiny so that the threads interleave inside the move.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import ferrocsp as csp
+from ferrocsp import _shm
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.skipif(sys.platform != "linux", reason="shm")]
+
+
+@pytest.fixture(autouse=True)
+def _interleave() -> Iterator[None]:
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+#: Ends each churning thread makes: the end table of a shared channel has room for 4096.
+CHURN = 300
+
+
+def _churn(ch: csp.Channel[int], kept: list[object], made: list[int], seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(CHURN):
+        end = ch.reader() if rng.random() < 0.5 else ch.writer()
+        what = rng.random()
+        if what < 0.4:
+            kept.append(end)  # stays live
+        elif what < 0.7:
+            end.retire()
+        # else dropped at once: retires, as in process
+        del end
+        made[0] += 1
+
+
+@pytest.mark.parametrize("trial", range(20))
+def test_ends_made_retired_and_dropped_during_the_move_are_counted_once(trial: int) -> None:
+    ch: csp.Channel[int] = csp.Channel(name=f"churn-{trial}")
+    kept: list[object] = []
+    made = [0]
+    threads = [
+        threading.Thread(target=_churn, args=(ch, kept, made, trial * 10 + i)) for i in range(3)
+    ]
+    for t in threads:
+        t.start()
+    while made[0] < 10 * trial and any(t.is_alive() for t in threads):
+        threading.Event().wait(0.0001)  # moves at a different point of the churn each trial
+    _shm.share(ch)
+    for t in threads:
+        t.join()
+    live_readers = sum(isinstance(e, csp.Reader) and not e.retired for e in kept)
+    live_writers = sum(isinstance(e, csp.Writer) and not e.retired for e in kept)
+    st = ch.stats()
+    assert (st.reader_ends, st.writer_ends) == (live_readers, live_writers)
+    # Retiring every kept end leaves none: no end was counted twice or lost.
+    for e in kept:
+        e.retire()  # type: ignore[attr-defined]
+    st = ch.stats()
+    assert (st.reader_ends, st.writer_ends) == (0, 0)
+
+
+@pytest.mark.parametrize("trial", range(20))
+def test_values_written_during_the_move_arrive_once_in_order(trial: int) -> None:
+    n = 200
+    ch: csp.Channel[int] = csp.Channel(n, name=f"values-{trial}")
+    w = threading.Thread(target=lambda: [ch.write(i) for i in range(n)])
+    w.start()
+    if trial % 2:
+        threading.Event().wait(0.0005 * trial)
+    _shm.share(ch)
+    w.join()
+    assert [ch.read_nowait() for _ in range(n)] == list(range(n))
+    with pytest.raises(csp.WouldBlock):
+        ch.read_nowait()
+
+
+@pytest.mark.parametrize("trial", range(20))
+def test_poison_during_the_move_is_not_lost(trial: int) -> None:
+    ch: csp.Channel[int] = csp.Channel(name=f"poison-{trial}")
+    t = threading.Thread(target=ch.poison)
+    t.start()
+    _shm.share(ch)
+    t.join()
+    assert ch.stats().poisoned
+    with pytest.raises(csp.ChannelPoisoned):
+        ch.read_nowait()
