@@ -52,8 +52,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::chan::{lock, Chan, Hand, Hold, Holder};
+use crate::chan::{Chan, Hand, Hold, Holder};
 use crate::error::NetError;
+use crate::lock::lock;
 use crate::op::Cancel;
 use crate::sleep_until_opt;
 use crate::turn::Turn;
