@@ -29,22 +29,24 @@
 //! - A read only pulls while it waits: no value is prefetched into a process that is not
 //!   reading (where it would sit while another process waits for it).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::{Request, StatusCode};
+use async_nats::Request;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::chan::{lock, Chan};
+use crate::chan::Chan;
 use crate::error::NetError;
+use crate::lock::lock;
 use crate::op::Cancel;
+use crate::placeholder::{is_placeholder, pass_over};
+use crate::pulls::{is_value, Pulls, PULL_MARGIN};
 use crate::turn::Turn;
 
 const PULL_MAX: Duration = Duration::from_secs(1);
 const PULL_MIN: Duration = Duration::from_millis(20);
-const PULL_MARGIN: Duration = Duration::from_secs(5);
 
 pub(crate) async fn write(
     chan: Arc<Chan>,
@@ -210,8 +212,8 @@ async fn take(chan: &Chan, m: async_nats::Message, hold_acks: bool) -> Option<By
         return None;
     }
     let conn = &chan.conn;
-    if crate::reserve::is_placeholder(&m) {
-        crate::reserve::pass_over(chan, &m).await;
+    if is_placeholder(&m) {
+        pass_over(chan, &m).await;
         return None;
     }
     if hold_acks {
@@ -231,98 +233,6 @@ async fn take(chan: &Chan, m: async_nats::Message, hold_acks: bool) -> Option<By
     }
 }
 
-fn is_value(m: &async_nats::Message) -> bool {
-    m.status.is_none_or(|s| s == StatusCode::OK) && m.reply.is_some()
-}
-
-async fn nak(conn: &crate::conn::Inner, m: &async_nats::Message) {
-    if let Some(r) = m.reply.clone() {
-        let _ = conn.client.publish(r, Bytes::from_static(b"-NAK")).await;
-    }
-}
-
-/// Reply inboxes for pull requests, each with its subscription, reused from read to read: a
-/// read costs a pull request and a confirmed ack, not also a subscription made and removed
-/// (async-nats's `batch` subscribes a fresh inbox per pull).
-///
-/// Invariants: an inbox serves one pull at a time; it goes back to the pool only once its
-/// pull was answered (a batch-1 pull has exactly one answer: a message or an expiry status),
-/// so the next pull on it gets its own answer. A read that gives up before the answer leaves
-/// its inbox to a task that waits for the answer and hands a value back at once (NAK), so no
-/// value stays with a process that is not reading; an inbox whose answer never came is
-/// dropped, not reused.
-pub(crate) struct Pulls {
-    next_subj: String,
-    free: Mutex<Vec<Pull>>,
-}
-
-/// One reply inbox and its subscription.
-struct Pull {
-    inbox: String,
-    sub: async_nats::Subscriber,
-}
-
-/// How many idle inboxes a channel keeps (more concurrent reads make more, then drop them).
-const POOL_MAX: usize = 256;
-
-impl Pulls {
-    /// Sends a pull for one message (expiring after `wait`, or answered at once with
-    /// `no_wait`) on a free inbox.
-    async fn request(
-        &self,
-        conn: &crate::conn::Inner,
-        no_wait: bool,
-        wait: Duration,
-    ) -> Result<Pull, NetError> {
-        let free = lock(&self.free).pop();
-        let pull = match free {
-            Some(p) => p,
-            None => {
-                let inbox = conn.client.new_inbox();
-                // Subscribed before the pull is sent: the client sends both in order on its
-                // one connection, so the server knows the inbox when it answers.
-                let sub = conn
-                    .client
-                    .subscribe(inbox.clone())
-                    .await
-                    .map_err(|e| conn.transport("subscribe", e))?;
-                Pull { inbox, sub }
-            }
-        };
-        let body = if no_wait {
-            r#"{"batch":1,"no_wait":true}"#.to_owned()
-        } else {
-            format!(r#"{{"batch":1,"expires":{}}}"#, wait.as_nanos())
-        };
-        conn.client
-            .publish_with_reply(self.next_subj.clone(), pull.inbox.clone(), body.into())
-            .await
-            .map_err(|e| conn.transport("pull", e))?;
-        Ok(pull)
-    }
-
-    fn put_back(&self, pull: Pull) {
-        let mut f = lock(&self.free);
-        if f.len() < POOL_MAX {
-            f.push(pull);
-        }
-    }
-
-    /// The read gave up while its pull is open: wait for the answer elsewhere, hand a value
-    /// back at once, then reuse the inbox.
-    fn abandon(self: &Arc<Self>, conn: &Arc<crate::conn::Inner>, mut pull: Pull, wait: Duration) {
-        let (me, conn) = (Arc::clone(self), Arc::clone(conn));
-        tokio::spawn(async move {
-            if let Ok(Some(m)) = tokio::time::timeout(wait + PULL_MARGIN, pull.sub.next()).await {
-                if is_value(&m) {
-                    nak(&conn, &m).await;
-                }
-                me.put_back(pull);
-            }
-        });
-    }
-}
-
 /// The channel's `Pulls`, made on first read.
 async fn pulls(chan: &Chan) -> Result<&Arc<Pulls>, NetError> {
     chan.pulls
@@ -331,10 +241,10 @@ async fn pulls(chan: &Chan) -> Result<&Arc<Pulls>, NetError> {
                 return Err(NetError::Protocol("buffered read on a rendezvous channel".into()));
             };
             let info = consumer.cached_info();
-            Ok(Arc::new(Pulls {
-                next_subj: format!("$JS.API.CONSUMER.MSG.NEXT.{}.{}", info.stream_name, info.name),
-                free: Mutex::new(Vec::new()),
-            }))
+            Ok(Arc::new(Pulls::new(format!(
+                "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+                info.stream_name, info.name
+            ))))
         })
         .await
 }
@@ -348,7 +258,7 @@ async fn is_empty(chan: &Chan) -> Result<bool, NetError> {
 
 /// An Alt of this process starts (`up`) or stops waiting with this channel as a guard.
 pub(crate) fn alt_demand(chan: &Arc<Chan>, up: bool) {
-    let mut r = crate::chan::lock(&chan.reads);
+    let mut r = lock(&chan.reads);
     if !up {
         r.alt_demand = r.alt_demand.saturating_sub(1);
         return;
@@ -367,7 +277,7 @@ async fn pump(chan: Arc<Chan>) {
     let Some(consumer) = chan.consumer.clone() else { return };
     loop {
         {
-            let mut r = crate::chan::lock(&chan.reads);
+            let mut r = lock(&chan.reads);
             if r.alt_demand == 0 {
                 r.pump_running = false;
                 return;
@@ -391,8 +301,8 @@ async fn pump(chan: Arc<Chan>) {
             continue;
         };
         let Some(Ok(msg)) = batch.next().await else { continue };
-        if crate::reserve::is_placeholder(&msg.message) {
-            crate::reserve::pass_over(&chan, &msg.message).await;
+        if is_placeholder(&msg.message) {
+            pass_over(&chan, &msg.message).await;
             continue;
         }
         match chan.offer(msg.message.payload.clone()) {

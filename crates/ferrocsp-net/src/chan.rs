@@ -20,7 +20,7 @@
 //!   read, so no change between the read and the subscription is missed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use bytes::Bytes;
@@ -28,8 +28,10 @@ use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
-use crate::conn::{capacity_conflict, Inner};
 use crate::error::{protocol, NetError};
+use crate::link::{capacity_conflict, Inner};
+use crate::lock::lock;
+use crate::pulls::Pulls;
 
 /// What every participant agrees on about a channel's life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -191,7 +193,7 @@ pub struct Chan {
     pub(crate) stream: Option<jetstream::stream::Stream>,
     /// Buffered reads' pull requests and their shared reply inbox (`buffered.rs`), made on
     /// first read.
-    pub(crate) pulls: tokio::sync::OnceCell<Arc<crate::buffered::Pulls>>,
+    pub(crate) pulls: tokio::sync::OnceCell<Arc<Pulls>>,
     pub(crate) offer: Mutex<Option<Arc<dyn Offer>>>,
     tasks: Vec<AbortHandle>,
 }
@@ -200,10 +202,6 @@ impl std::fmt::Debug for Chan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chan").field("name", &self.name).field("capacity", &self.capacity).finish()
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn parse_counts(v: &[u8]) -> (u64, u64) {

@@ -12,7 +12,6 @@
 //!   `Unreachable`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -22,102 +21,23 @@ use tokio::runtime::Runtime;
 
 use crate::chan::Chan;
 use crate::error::{protocol, NetError};
+use crate::link::{capacity_conflict, Inner};
 use crate::op::Op;
-
-/// How to reach and authenticate with the server; everything but `url` is optional.
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    /// One or more server URLs separated by commas (`nats://host:4222,nats://other:4222`).
-    pub url: String,
-    /// User and password authentication.
-    pub user: Option<String>,
-    /// Password for `user`.
-    pub password: Option<String>,
-    /// Token authentication.
-    pub token: Option<String>,
-    /// NKey seed (`SU...`) authentication.
-    pub nkey_seed: Option<String>,
-    /// A `.creds` file (JWT + NKey).
-    pub credentials_file: Option<PathBuf>,
-    /// CA certificate(s) to verify the server (PEM).
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate and key for mutual TLS (PEM).
-    pub tls_cert: Option<PathBuf>,
-    /// Key of `tls_cert`.
-    pub tls_key: Option<PathBuf>,
-    /// Refuse to talk to the server without TLS.
-    pub tls_required: bool,
-    /// Client name shown by the server's monitoring.
-    pub name: Option<String>,
-    /// How long connecting may take.
-    pub connect_timeout: Duration,
-    /// How long a writer waits for a reader's acknowledgement before it re-sends the value (a
-    /// reader that died between receiving and acknowledging); also JetStream's `ack_wait`.
-    pub ack_timeout: Duration,
-    /// How long an operation keeps waiting for a lost server before it fails.
-    pub reconnect_timeout: Duration,
-    /// Testing hook: readers of this connection take values but never acknowledge them
-    /// (simulates a process that dies between the two).
-    pub hold_acks: bool,
-    /// Testing hook: an Output guard of this connection that fired sends nothing (simulates a
-    /// process that dies after its Alt chose the guard, before the value left).
-    pub drop_commits: bool,
-}
-
-impl Options {
-    /// Options for `url` with the default timeouts.
-    pub fn new(url: impl Into<String>) -> Self {
-        Options {
-            url: url.into(),
-            connect_timeout: Duration::from_secs(5),
-            ack_timeout: Duration::from_secs(5),
-            reconnect_timeout: Duration::from_secs(30),
-            ..Options::default()
-        }
-    }
-}
-
-pub(crate) struct Inner {
-    pub(crate) client: async_nats::Client,
-    pub(crate) js: jetstream::Context,
-    pub(crate) opts: Options,
-    kv: tokio::sync::OnceCell<jetstream::kv::Store>,
-    chans: Mutex<HashMap<String, Weak<Chan>>>,
-    /// When the client lost its server (0: connected), in ms since `epoch`.
-    lost_since_ms: Arc<AtomicU64>,
-    epoch: Instant,
-    closed: AtomicBool,
-    next_id: AtomicU64,
-    /// A random prefix for message ids, unique per connection.
-    pub(crate) id_prefix: String,
-}
+use crate::options::Options;
 
 /// A connection to a NATS server with JetStream.
 pub struct Connection {
     pub(crate) inner: Arc<Inner>,
     rt: Mutex<Option<Runtime>>,
+    /// One `Chan` per name (see the module doc), as long as anyone holds it.
+    chans: Mutex<HashMap<String, Weak<Chan>>>,
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection").field("url", &self.inner.opts.url).finish()
     }
-}
-
-/// The KV bucket holding every channel's shared state (capacity, poison, end counts).
-pub(crate) const BUCKET: &str = "FERROCSP";
-
-fn random_prefix() -> String {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
 }
 
 impl Connection {
@@ -199,18 +119,7 @@ impl Connection {
             let _in_rt = rt.enter();
             jetstream::new(client.clone())
         };
-        let inner = Arc::new(Inner {
-            client,
-            js,
-            opts,
-            kv: tokio::sync::OnceCell::new(),
-            chans: Mutex::new(HashMap::new()),
-            lost_since_ms: lost,
-            epoch,
-            closed: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
-            id_prefix: random_prefix(),
-        });
+        let inner = Arc::new(Inner::new(client, js, opts, lost, epoch));
         // Fail now, clearly, if the server runs without JetStream (`nats-server -js`); this
         // also creates the state bucket every channel needs.
         let probe = Arc::clone(&inner);
@@ -227,12 +136,17 @@ impl Connection {
                 ))),
             }
         })?;
-        Ok(Connection { inner, rt: Mutex::new(Some(rt)) })
+        Ok(Connection {
+            inner,
+            rt: Mutex::new(Some(rt)),
+            chans: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        })
     }
 
     fn handle(&self) -> Result<tokio::runtime::Handle, NetError> {
         match &*self.rt.lock().unwrap_or_else(PoisonError::into_inner) {
-            Some(rt) if !self.inner.closed.load(Ordering::Acquire) => Ok(rt.handle().clone()),
+            Some(rt) if !self.closed.load(Ordering::Acquire) => Ok(rt.handle().clone()),
             _ => Err(NetError::Closed),
         }
     }
@@ -245,7 +159,7 @@ impl Connection {
         check_name(name)?;
         let rt = self.handle()?;
         {
-            let chans = self.inner.chans.lock().unwrap_or_else(PoisonError::into_inner);
+            let chans = self.chans.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(c) = chans.get(name).and_then(Weak::upgrade) {
                 if c.capacity != capacity {
                     return Err(capacity_conflict(name, c.capacity, capacity));
@@ -256,7 +170,7 @@ impl Connection {
         let inner = Arc::clone(&self.inner);
         let n = name.to_owned();
         let chan = rt.block_on(async move { Chan::open(inner, rt_handle(), n, capacity).await })?;
-        let mut chans = self.inner.chans.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut chans = self.chans.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = chans.get(name).and_then(Weak::upgrade) {
             // Opened by another thread meanwhile: keep one.
             return Ok(c);
@@ -286,7 +200,7 @@ impl Connection {
     /// Flushes pending messages and closes the connection; later operations fail with
     /// `Closed`. Idempotent.
     pub fn close(&self) {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         let rt = self.rt.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -315,12 +229,6 @@ fn rt_handle() -> tokio::runtime::Handle {
     tokio::runtime::Handle::current()
 }
 
-pub(crate) fn capacity_conflict(name: &str, have: usize, want: usize) -> NetError {
-    NetError::Invalid(format!(
-        "networked channel '{name}' exists with capacity {have}; cannot open it with capacity {want}"
-    ))
-}
-
 /// Channel names become parts of subjects, stream names and KV keys: keep them to a safe set.
 fn check_name(name: &str) -> Result<(), NetError> {
     let ok = !name.is_empty()
@@ -332,73 +240,6 @@ fn check_name(name: &str) -> Result<(), NetError> {
         Err(NetError::Invalid(format!(
             "invalid networked channel name {name:?}: use 1-64 characters from A-Z a-z 0-9 _ -"
         )))
-    }
-}
-
-impl Inner {
-    /// The shared KV bucket, created on first use.
-    pub(crate) async fn kv(&self) -> Result<jetstream::kv::Store, NetError> {
-        self.kv
-            .get_or_try_init(|| async {
-                if let Ok(s) = self.js.get_key_value(BUCKET).await {
-                    return Ok(s);
-                }
-                // The bucket's stream, made by hand with the KV conventions: async-nats's
-                // create_key_value first queries account info in a shape that nats-server 2.9
-                // does not send (reserved_memory/reserved_storage are 2.10+).
-                let cfg = jetstream::stream::Config {
-                    name: format!("KV_{BUCKET}"),
-                    subjects: vec![format!("$KV.{BUCKET}.>")],
-                    max_messages_per_subject: 1,
-                    discard: jetstream::stream::DiscardPolicy::New,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    num_replicas: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                };
-                // An error here may be another participant creating it at the same time: the
-                // second get decides.
-                let created = self.js.create_stream(cfg).await.err();
-                self.js.get_key_value(BUCKET).await.map_err(|e| match &created {
-                    Some(c) => self.transport("create the state bucket", c),
-                    None => self.transport("open the state bucket", e),
-                })
-            })
-            .await
-            .cloned()
-    }
-
-    /// A message id unique to this connection.
-    pub(crate) fn new_id(&self) -> String {
-        format!("{}-{}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Whether the server has been lost for longer than the reconnect timeout.
-    pub(crate) fn gave_up(&self) -> Option<NetError> {
-        let since = self.lost_since_ms.load(Ordering::Acquire);
-        if since == 0 {
-            return None;
-        }
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let lost_for = Duration::from_millis(now.saturating_sub(since));
-        (lost_for >= self.opts.reconnect_timeout).then(|| {
-            NetError::Unreachable(format!(
-                "lost the server {} and could not reconnect within {:.1} s",
-                self.opts.url,
-                self.opts.reconnect_timeout.as_secs_f64()
-            ))
-        })
-    }
-
-    /// A transport failure: `Unreachable` if the server is gone, else a protocol error.
-    pub(crate) fn transport(&self, what: &str, e: impl std::fmt::Display) -> NetError {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            NetError::Unreachable(format!("{what}: {e} (server {} not connected)", self.opts.url))
-        } else {
-            protocol(what, e)
-        }
     }
 }
 

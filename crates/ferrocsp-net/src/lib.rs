@@ -29,8 +29,13 @@ mod buffered;
 mod chan;
 mod conn;
 mod error;
+mod link;
+mod lock;
 mod op;
+mod options;
 mod out_pump;
+mod placeholder;
+mod pulls;
 mod rendezvous;
 mod reserve;
 mod turn;
@@ -40,9 +45,10 @@ use std::time::Instant;
 
 pub use bytes::Bytes;
 pub use chan::{Chan, EndKind, Offer, Status};
-pub use conn::{Connection, Options};
+pub use conn::Connection;
 pub use error::NetError;
 pub use op::Op;
+pub use options::Options;
 
 pub(crate) async fn sleep_until_opt(t: Option<Instant>) {
     match t {
@@ -53,7 +59,7 @@ pub(crate) async fn sleep_until_opt(t: Option<Instant>) {
 
 /// Resolves once the connection gave up on its lost server (checked every 250 ms: a waiting
 /// read has no request of its own in flight that could fail).
-pub(crate) async fn lost(conn: &conn::Inner) -> NetError {
+pub(crate) async fn lost(conn: &link::Inner) -> NetError {
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         if let Some(e) = conn.gave_up() {
@@ -119,7 +125,7 @@ impl ChanOps for Arc<Chan> {
     }
 
     fn set_offer(&self, offer: Arc<dyn Offer>) {
-        *chan::lock(&self.offer) = Some(offer);
+        *lock::lock(&self.offer) = Some(offer);
     }
 
     fn alt_demand(&self, conn: &Connection, up: bool) -> Result<(), NetError> {

@@ -20,7 +20,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chan::{lock, Chan};
+use crate::chan::Chan;
+use crate::lock::lock;
 use crate::rendezvous::Claimed;
 use crate::turn::Turn;
 

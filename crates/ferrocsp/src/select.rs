@@ -1,9 +1,9 @@
 //! Selection (Alt): wait for the first of several reads, writes, timeouts or a skip.
 //!
 //! Protocol (Go's `selectgo`, with crossbeam's one-CAS cell):
-//! 1. **Try.** Lock every channel involved, in address order (invariant 6 of `channel`), and
-//!    try the operations in the policy's order; the first that can complete does, and the
-//!    selection returns without blocking.
+//! 1. **Try.** Lock every channel involved, in address order (invariant 6 of
+//!    `channel::state`), and try the operations in the policy's order (`select/order.rs`); the
+//!    first that can complete does, and the selection returns without blocking.
 //! 2. **Register.** Still holding every lock, queue one entry per channel operation, all sharing
 //!    one fresh [`Signal`], then unlock. Because check and register happen under the same locks,
 //!    two selections meeting on one channel cannot both register without the second seeing the
@@ -15,6 +15,9 @@
 //!    with the rest. On timeout or cancel the owner CASes its own cell to `Aborted`; if that CAS
 //!    loses, the operation completed first and its result stands (nothing is lost).
 //!
+//! This file holds the operations list and the public API; the steps themselves are in
+//! `select/protocol.rs`.
+//!
 //! Invariants:
 //! - At most one operation of a selection fires; a write's value is consumed iff it fired.
 //! - A `Select` has at most one registration outstanding (`pending`); every entry it queued is
@@ -23,11 +26,13 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::channel::WriteAttempt;
-use crate::channel::{wake_all, Channel, Entry, ReadAttempt, Slot, State as ChanState, Woken};
-use crate::error::{Error, SelectError};
+use crate::channel::{Channel, Slot};
+use crate::error::SelectError;
 use crate::signal::{Outcome, Signal, State, Waker, MAX_OPS};
-use crate::sync::{lock, Arc, MutexGuard};
+use crate::sync::Arc;
+
+mod order;
+mod protocol;
 
 /// How a selection orders the operations that are ready at the same time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -134,18 +139,6 @@ impl<T> Default for Select<T> {
     }
 }
 
-fn seed() -> u64 {
-    // Distinct per selection without a global RNG: address entropy plus a counter.
-    let c = crate::channel::next_id();
-    let local = 0u8;
-    let a = &local as *const u8 as u64;
-    let mut x = c.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ a.rotate_left(17);
-    if x == 0 {
-        x = 0x2545_F491_4F6C_DD1D;
-    }
-    x
-}
-
 impl<T> Select<T> {
     /// An empty selection.
     pub fn new() -> Self {
@@ -156,7 +149,7 @@ impl<T> Select<T> {
             order: Vec::new(),
             waitable: Vec::new(),
             last: None,
-            rng: seed(),
+            rng: order::seed(),
             deadline: None,
             op_deadlines: Vec::new(),
             pending: None,
@@ -394,306 +387,6 @@ impl<T> Select<T> {
                 self.unregister_all();
                 None
             }
-        }
-    }
-
-    // ----- internals -----
-
-    fn begin(&mut self, policy: Policy, deadline: Option<Instant>) {
-        assert!(self.pending.is_none(), "a selection is already in progress on this Select");
-        let _ = policy;
-        self.deadline = deadline;
-        self.op_deadlines.clear();
-        // Read the clock only when there is a timeout op (most selections have none).
-        let mut now: Option<Instant> = None;
-        for (i, op) in self.ops.iter().enumerate() {
-            if let Kind::Timeout(d) = op.kind {
-                let now = *now.get_or_insert_with(Instant::now);
-                // An unrepresentable deadline is "never".
-                if let Some(at) = now.checked_add(d) {
-                    self.op_deadlines.push((i, at));
-                }
-            }
-        }
-        if self.locks_dirty {
-            self.rebuild_locks();
-        }
-    }
-
-    fn rebuild_locks(&mut self) {
-        if let [op] = self.ops.as_mut_slice() {
-            // One operation (every plain read or write): no sorting, no search.
-            self.locks.clear();
-            if let Some(c) = &op.chan {
-                self.locks.reserve_exact(1);
-                self.locks.push(c.clone());
-                op.lock = 0;
-            }
-            self.locks_dirty = false;
-            return;
-        }
-        let mut chans = std::mem::take(&mut self.locks);
-        chans.clear();
-        chans.extend(self.ops.iter().filter_map(|o| o.chan.clone()));
-        chans.sort_by_key(|c| c.addr());
-        chans.dedup_by_key(|c| c.addr());
-        for op in &mut self.ops {
-            if let Some(c) = &op.chan {
-                op.lock = chans.binary_search_by_key(&c.addr(), |x| x.addr()).unwrap_or(usize::MAX);
-            }
-        }
-        self.locks = chans;
-        self.locks_dirty = false;
-    }
-
-    fn next_random(&mut self) -> u64 {
-        // xorshift64*: plenty for choosing among ready guards.
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn fill_order(&mut self, policy: Policy) {
-        let n = self.ops.len();
-        self.order.clear();
-        self.order.reserve_exact(n);
-        match policy {
-            Policy::Priority => self.order.extend(0..n),
-            Policy::Fair => {
-                let start = self.last.map_or(0, |l| (l + 1) % n.max(1));
-                self.order.extend((start..n).chain(0..start));
-            }
-            Policy::Random => {
-                self.order.extend(0..n);
-                for i in (1..n).rev() {
-                    let j = (self.next_random() % (i as u64 + 1)) as usize;
-                    self.order.swap(i, j);
-                }
-            }
-        }
-    }
-
-    fn expired_timeout_op(&self, now: Instant) -> Option<usize> {
-        self.op_deadlines
-            .iter()
-            .filter(|&&(_, d)| d <= now)
-            .min_by_key(|&&(_, d)| d)
-            .map(|&(i, _)| i)
-    }
-
-    /// Steps 1 and 2. `waker == None` means try only.
-    fn attempt(&mut self, policy: Policy, waker: Option<Waker>) -> Poll<T> {
-        self.fill_order(policy);
-        self.waitable.clear();
-        self.waitable.reserve_exact(self.ops.len());
-        // Only timeout ops need the clock; most selections have none.
-        let now = if self.op_deadlines.is_empty() { None } else { Some(Instant::now()) };
-        let mut woken = Woken::new();
-        let Select { ops, locks, order, waitable, op_deadlines, spare, .. } = self;
-        // The locked section; its guards drop at the end of this block, before any wake-up.
-        let result = {
-            // One channel (every plain operation) needs no vector of guards.
-            let mut one: [MutexGuard<'_, ChanState<T>>; 1];
-            let mut many: Vec<MutexGuard<'_, ChanState<T>>>;
-            let guards: &mut [MutexGuard<'_, ChanState<T>>] = match locks.as_slice() {
-                [c] => {
-                    one = [lock(&c.inner.state)];
-                    &mut one
-                }
-                _ => {
-                    many = locks.iter().map(|c| lock(&c.inner.state)).collect();
-                    &mut many
-                }
-            };
-            let mut result: Option<Result<Selected<T>, SelectError>> = None;
-            let mut timeout_live = false;
-            for &i in order.iter() {
-                let op = &mut ops[i];
-                match &mut op.kind {
-                    Kind::Skip => {
-                        result = Some(Ok(Selected { index: i, value: None }));
-                    }
-                    Kind::Timeout(_) => match op_deadlines.iter().find(|&&(j, _)| j == i) {
-                        Some(&(_, at)) if now.is_some_and(|now| at <= now) => {
-                            result = Some(Ok(Selected { index: i, value: None }));
-                        }
-                        Some(_) => timeout_live = true,
-                        None => {}
-                    },
-                    Kind::Read => match guards[op.lock].try_read(&mut woken) {
-                        ReadAttempt::Value(v) => {
-                            result = Some(Ok(Selected { index: i, value: Some(v) }))
-                        }
-                        ReadAttempt::NotReady => waitable.push(i),
-                        ReadAttempt::Failed(Error::Poisoned) => {
-                            result = Some(Err(SelectError::Poisoned { index: i }))
-                        }
-                        ReadAttempt::Failed(Error::Moved) => {
-                            result = Some(Err(SelectError::Moved { index: i }))
-                        }
-                        ReadAttempt::Failed(_) => {}
-                    },
-                    Kind::Write(slot) => {
-                        let Some(v) = slot.take() else { continue };
-                        match guards[op.lock].try_write(v, &mut woken) {
-                            WriteAttempt::Sent => {
-                                result = Some(Ok(Selected { index: i, value: None }))
-                            }
-                            WriteAttempt::NotReady(v) => {
-                                *slot = Some(v);
-                                waitable.push(i);
-                            }
-                            WriteAttempt::Failed(e, v) => {
-                                *slot = Some(v);
-                                if e == Error::Poisoned {
-                                    result = Some(Err(SelectError::Poisoned { index: i }));
-                                } else if e == Error::Moved {
-                                    result = Some(Err(SelectError::Moved { index: i }));
-                                }
-                            }
-                        }
-                    }
-                }
-                if result.is_some() {
-                    break;
-                }
-            }
-            let result = match (result, waker) {
-                (Some(r), _) => Some(r),
-                // The selection deadline alone can fire nothing, so it does not keep us waiting.
-                (None, _) if waitable.is_empty() && !timeout_live => {
-                    Some(Err(SelectError::Retired))
-                }
-                (None, None) => Some(Err(SelectError::WouldBlock)),
-                (None, Some(waker)) => {
-                    // Recycle the last cell when nobody else holds it (no allocation).
-                    let signal = match spare.take() {
-                        Some(mut s) => match Arc::get_mut(&mut s) {
-                            Some(cell) => {
-                                cell.reset(waker);
-                                s
-                            }
-                            None => Arc::new(Signal::new(waker)),
-                        },
-                        None => Arc::new(Signal::new(waker)),
-                    };
-                    for &i in waitable.iter() {
-                        let op = &mut ops[i];
-                        let (value, is_read) = match &mut op.kind {
-                            Kind::Read => (None, true),
-                            Kind::Write(v) => (v.take(), false),
-                            _ => continue,
-                        };
-                        // A kept slot is empty (`unregister_all` empties it) and, when nobody
-                        // else holds it, ours to refill: no allocation, nothing dropped here.
-                        if op.slot.as_mut().is_none_or(|s| Arc::get_mut(s).is_none()) {
-                            op.slot = Some(Arc::new(Slot::new()));
-                        }
-                        let Some(slot) = op.slot.as_ref().map(Arc::clone) else { continue };
-                        // SAFETY: nobody else holds the slot (just checked, or new), and the
-                        // entry that will share it is not queued yet.
-                        let old = unsafe { slot.replace(value) };
-                        debug_assert!(old.is_none(), "a kept slot is empty");
-                        op.registered = true;
-                        let entry = Entry { signal: Arc::clone(&signal), op: i, slot };
-                        let g = &mut guards[op.lock];
-                        if is_read {
-                            g.register_reader(entry);
-                        } else {
-                            g.register_writer(entry);
-                        }
-                    }
-                    self.pending = Some(Pending { signal, policy });
-                    None
-                }
-            };
-            for g in guards.iter() {
-                g.check();
-            }
-            result
-        };
-        wake_all(woken);
-        match result {
-            Some(r) => {
-                if let Ok(s) = &r {
-                    self.last = Some(s.index);
-                }
-                Poll::Ready(r)
-            }
-            None => Poll::Pending,
-        }
-    }
-
-    /// CAS the own cell to Aborted; on success, remove all entries and recover write values.
-    fn withdraw(&mut self) -> bool {
-        let Some(p) = &self.pending else { return false };
-        if !p.signal.try_abort() {
-            return false;
-        }
-        self.unregister_all();
-        true
-    }
-
-    /// Removes every entry of the pending signal and takes back unsent write values.
-    fn unregister_all(&mut self) {
-        let Some(p) = self.pending.take() else { return };
-        for op in self.ops.iter() {
-            if op.registered {
-                if let Some(c) = &op.chan {
-                    lock(&c.inner.state).unregister(&p.signal);
-                }
-            }
-        }
-        // No entry is left, so nobody else touches the slots: empty them (a write gets its
-        // unsent value back; a read's value was taken by `finish`, or is dropped with an
-        // abandoned selection) and keep them, and the cell, for the next registration.
-        for op in self.ops.iter_mut() {
-            if !std::mem::take(&mut op.registered) {
-                continue;
-            }
-            let Some(slot) = &op.slot else { continue };
-            // SAFETY: every entry is gone, and taking each channel's lock to remove them
-            // ordered us after every counterpart that touched a slot (Slot's protocol).
-            let back = unsafe { slot.take() };
-            if let (Kind::Write(v), Some(back)) = (&mut op.kind, back) {
-                *v = Some(back);
-            }
-        }
-        self.spare = Some(p.signal);
-    }
-
-    fn finish(&mut self, op: usize, outcome: Outcome) -> Poll<T> {
-        let (policy, waker) = match &self.pending {
-            Some(p) if outcome == Outcome::Retired => (p.policy, Some(p.signal.waker().clone())),
-            Some(p) => (p.policy, None),
-            None => return Poll::Ready(Err(SelectError::WouldBlock)),
-        };
-        // The completed op's value (if read) is in its slot; take it before unregister_all
-        // recycles the slots. A completed write's slot is already empty (Done) or still holds
-        // the value (Poisoned/Retired), which unregister_all hands back.
-        let value = match (&self.ops[op].kind, outcome) {
-            // SAFETY: the writer stored the value before its CAS, which we observed (acquire)
-            // as `Completed(op, Done)`, and it touches the slot no more.
-            (Kind::Read, Outcome::Done) => {
-                self.ops[op].slot.as_ref().and_then(|s| unsafe { s.take() })
-            }
-            _ => None,
-        };
-        self.unregister_all();
-        match outcome {
-            Outcome::Done => {
-                self.last = Some(op);
-                if let Kind::Read = self.ops[op].kind {
-                    debug_assert!(value.is_some(), "a completed read always has its value");
-                }
-                Poll::Ready(Ok(Selected { index: op, value }))
-            }
-            Outcome::Poisoned => Poll::Ready(Err(SelectError::Poisoned { index: op })),
-            Outcome::Moved => Poll::Ready(Err(SelectError::Moved { index: op })),
-            Outcome::Retired => self.attempt(policy, waker),
         }
     }
 }

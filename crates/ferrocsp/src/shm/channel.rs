@@ -1,9 +1,8 @@
 //! A CSP channel in one shared-memory segment, usable by any number of OS processes.
 //!
-//! Layout (offsets from the start of the segment, never pointers, so every process may map it
-//! at a different address): a [`Header`] in the first page, the end table in the second page,
-//! then a byte ring of messages. Each message is an [`Entry`] header followed by its bytes,
-//! 64-byte aligned; a message never wraps (a `PAD` entry fills the tail end instead).
+//! The segment's layout (a header, the end table, a ring of messages) is in `layout.rs`; the
+//! reads and writes that claim and reserve its entries are in `transfer.rs`. This file is the
+//! segment itself: creating and attaching it, its lock, its sleeps and wake-ups, and the ring.
 //!
 //! Invariants:
 //! - Every field of `State`, the entries' states and the end table are read and written only
@@ -24,7 +23,7 @@
 //! - A process that dies holding the mutex leaves it "owner died": the next locker makes it
 //!   consistent and poisons the channel, so its peers wake with `Poisoned` instead of hanging.
 //! - Conditional offers (an `Alt`'s output guard, `select.rs`): an `OFFERED` entry carries a
-//!   [`CellRef`] before its message. A reader takes it only by firing that cell (`cells::fire`,
+//!   `CellRef` before its message. A reader takes it only by firing that cell (`cells::fire`,
 //!   under this channel's lock); the reader then owns the entry and marks it `DONE` itself (the
 //!   offering selection never touches a fired offer again). An offer whose selection is gone
 //!   is withdrawn by whoever finds it. A waiting `Alt`'s input guard leaves an `AltRecord` in
@@ -33,116 +32,19 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::time::Instant;
 
-use super::cells::{self, CellRef, Fire};
-use super::slot::{ReadSlot, WriteSlot};
+// Re-exported: the other shm modules import the segment and its layout from this one place.
+pub use super::layout::MAX_ENDS;
+pub(super) use super::layout::{
+    round_up, AltRecord, ALT_RECORDS, CANCELLED, DONE, ENTRY_BYTES, OFFERED, OFFER_PREFIX,
+    RDV_OFFER, RDV_PLAIN, READY, TAKEN, WRITING,
+};
+use super::layout::{
+    Entry, Header, State, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, PAD, READING, VERSION,
+};
 use super::sys::{self, Locked, Mapping};
 use super::wait::Wait;
 use crate::Error;
-
-const MAGIC: u64 = 0x6665_7272_6f63_7370; // "ferrocsp"
-const VERSION: u32 = 3;
-const HEADER_BYTES: usize = 4096;
-/// The most counted ends one shared channel can have over its life.
-pub const MAX_ENDS: usize = 4096;
-const DATA_OFF: usize = HEADER_BYTES + MAX_ENDS;
-const ALIGN: usize = 64;
-pub(super) const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
-
-// Entry states.
-pub(super) const WRITING: u32 = 1;
-pub(super) const READY: u32 = 2;
-pub(super) const READING: u32 = 3;
-pub(super) const TAKEN: u32 = 4;
-pub(super) const DONE: u32 = 5;
-pub(super) const CANCELLED: u32 = 6;
-pub(super) const PAD: u32 = 7;
-/// A conditional offer: readable only by firing the selection cell it names.
-pub(super) const OFFERED: u32 = 8;
-
-// `Entry::rendezvous` values.
-pub(super) const RDV_PLAIN: u32 = 1;
-/// An offer of a selection: its message starts after an `OFFER_PREFIX` holding its `CellRef`.
-pub(super) const RDV_OFFER: u32 = 2;
-pub(super) const OFFER_PREFIX: usize = 64;
-/// Input guards of waiting selections one channel counts (more still work, uncounted).
-pub(super) const ALT_RECORDS: usize = 64;
-const _: () = assert!(std::mem::size_of::<CellRef>() <= OFFER_PREFIX);
-
-#[repr(C)]
-pub(super) struct State {
-    pub(super) head: u64,
-    pub(super) tail: u64,
-    /// Buffered messages reserved or ready (counted against the capacity).
-    pub(super) buffered: u64,
-    /// Entries `READY` (offers or buffered messages nobody has claimed).
-    pub(super) ready: u64,
-    /// Entries `WRITING`.
-    pub(super) writing: u64,
-    /// Rendezvous entries `WRITING` or `READY`.
-    pub(super) offers: u64,
-    pub(super) readers_waiting: u32,
-    pub(super) writers_waiting: u32,
-    /// `AltRecord`s in use.
-    pub(super) alt_readers: u32,
-    pub(super) _pad1: u32,
-    /// Entries `OFFERED`.
-    pub(super) offered: u64,
-    pub(super) reader_ends_made: u32,
-    pub(super) writer_ends_made: u32,
-    pub(super) reader_ends_live: u32,
-    pub(super) writer_ends_live: u32,
-    pub(super) ends_next: u32,
-    pub(super) _pad: u32,
-}
-
-/// A waiting selection's input guard on this channel.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(super) struct AltRecord {
-    pub(super) used: u32,
-    pub(super) _pad: u32,
-    pub(super) cell: CellRef,
-}
-
-#[repr(C)]
-pub(super) struct Header {
-    magic: u64,
-    version: u32,
-    _pad0: u32,
-    uuid: [u8; 16],
-    total_len: u64,
-    data_len: u64,
-    capacity: u64,
-    seq: AtomicU32,
-    sleepers: AtomicU32,
-    poisoned: AtomicU32,
-    /// Cooperative sleepers (`Wait::coarse`) waiting on this channel: while non-zero, every
-    /// private wake-up (an entry's `wake`, a selection cell fired here) also moves `seq`.
-    coop: AtomicU32,
-    mutex: libc::pthread_mutex_t,
-    st: State,
-    pub(super) alt: [AltRecord; ALT_RECORDS],
-}
-
-#[repr(C)]
-pub(super) struct Entry {
-    /// Bytes this entry occupies in the ring (header, message, alignment).
-    pub(super) size: u64,
-    /// The message's length.
-    pub(super) len: u64,
-    pub(super) state: u32,
-    pub(super) rendezvous: u32,
-    /// A rendezvous writer waiting for its entry to be taken sleeps on this word (and only
-    /// it does): bumped when the entry is taken, and for everything that ends such a wait
-    /// early (poison, readers retired or leaving).
-    pub(super) wake: AtomicU32,
-    pub(super) _pad: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
-const _: () = assert!(ENTRY_BYTES <= ALIGN);
 
 /// A channel in a shared-memory segment (see the module docs for the protocol).
 #[derive(Debug)]
@@ -170,10 +72,6 @@ impl Guard<'_> {
         // other reference to it outlives a statement in this module.
         unsafe { &mut (*self.ch.hdr()).st }
     }
-}
-
-pub(super) fn round_up(n: usize) -> usize {
-    n.div_ceil(ALIGN) * ALIGN
 }
 
 impl ShmChannel {
@@ -304,7 +202,11 @@ impl ShmChannel {
 
     /// Releases the lock, sleeps until something changes (or the slice/deadline ends), and
     /// takes the lock again. Returns the new guard and whether the wait was interrupted.
-    fn sleep<'a>(&'a self, g: Guard<'a>, w: &mut Wait<'_>) -> Result<(Guard<'a>, bool), Error> {
+    pub(super) fn sleep<'a>(
+        &'a self,
+        g: Guard<'a>,
+        w: &mut Wait<'_>,
+    ) -> Result<(Guard<'a>, bool), Error> {
         self.sleep_on(g, self.atomics().0, w)
     }
 
@@ -357,7 +259,7 @@ impl ShmChannel {
 
     /// Wakes every rendezvous writer waiting for its entry (poison, retirement, a reader
     /// leaving): they re-check why they wait. Lock held.
-    fn wake_offers(&self, g: &Guard<'_>) {
+    pub(super) fn wake_offers(&self, g: &Guard<'_>) {
         let st = g.st();
         let mut pos = st.head;
         while pos < st.tail {
@@ -425,65 +327,6 @@ impl ShmChannel {
         }
     }
 
-    /// Claims the first message a reader may take (`READING`): a `READY` entry, or an
-    /// `OFFERED` one whose selection this reader fires (skipping offers of `own`, the reader's
-    /// own selection, and withdrawing offers of selections that are gone). Lock held.
-    pub(super) fn claim(&self, g: &Guard<'_>, own: Option<&CellRef>) -> Option<ReadSlot<'_>> {
-        let st = g.st();
-        if st.ready == 0 && st.offered == 0 {
-            return None;
-        }
-        let mut pos = st.head;
-        while pos < g.st().tail {
-            let e = self.entry(pos);
-            // SAFETY: as in `advance`.
-            let (state, size, kind, len) =
-                unsafe { ((*e).state, (*e).size, (*e).rendezvous, (*e).len as usize) };
-            let won = match state {
-                READY => true,
-                OFFERED => {
-                    let cell = self.offer_cell(pos);
-                    if own.is_some_and(|o| o.same_cell(&cell)) {
-                        false
-                    } else {
-                        match cells::fire(&cell) {
-                            Fire::Won => {
-                                self.changed_for_coop(g);
-                                true
-                            }
-                            Fire::Lost => false,
-                            Fire::Dead => {
-                                self.withdraw_entry(g, pos);
-                                false
-                            }
-                        }
-                    }
-                }
-                _ => false,
-            };
-            if won {
-                let st = g.st();
-                if state == READY {
-                    st.ready -= 1;
-                } else {
-                    st.offered -= 1;
-                }
-                // SAFETY: as above.
-                unsafe { (*e).state = READING };
-                if kind != 0 {
-                    // A plain writer waits for TAKEN, not for this: no wake-up yet.
-                    st.offers -= 1;
-                } else {
-                    st.buffered -= 1;
-                    self.changed(g); // room for a writer waiting on the capacity
-                }
-                return Some(ReadSlot { ch: self, pos, len, kind, finished: false });
-            }
-            pos += size;
-        }
-        None
-    }
-
     /// Reserves `size` bytes at the tail (padding to the ring's start if needed), if they fit.
     pub(super) fn reserve(&self, g: &Guard<'_>, size: usize) -> Option<u64> {
         let st = g.st();
@@ -508,138 +351,6 @@ impl ShmChannel {
         let pos = st.tail;
         st.tail += size as u64;
         Some(pos)
-    }
-
-    /// Starts writing a message of `len` bytes: waits for room (buffered) or, with `nowait`
-    /// on a rendezvous channel, checks that a reader is waiting. Fill `WriteSlot::buf`, then
-    /// `commit`; dropping the slot withdraws the message.
-    pub fn begin_write(&self, len: usize, w: &mut Wait<'_>) -> Result<WriteSlot<'_>, Error> {
-        self.reserve_message(len, w, false)
-    }
-
-    /// `begin_write` for a buffered channel that ignores the capacity (never blocks on it):
-    /// for values that were already accepted elsewhere (a channel moving here with its buffer
-    /// and the writers it had blocked).
-    pub fn begin_write_adopted(&self, len: usize) -> Result<WriteSlot<'_>, Error> {
-        self.reserve_message(len, &mut Wait::nowait(), true)
-    }
-
-    fn reserve_message(
-        &self,
-        len: usize,
-        w: &mut Wait<'_>,
-        adopted: bool,
-    ) -> Result<WriteSlot<'_>, Error> {
-        let size = round_up(ENTRY_BYTES + len);
-        if size > self.data_len() {
-            return Err(Error::TooLarge { len, max: self.max_message() });
-        }
-        let rendezvous = self.capacity() == 0;
-        let mut g = self.lock()?;
-        loop {
-            if self.is_poisoned() {
-                return Err(Error::Poisoned);
-            }
-            let st = g.st();
-            if Self::readers_gone(st) {
-                return Err(Error::Retired);
-            }
-            let slot_ok = if adopted {
-                !rendezvous
-            } else if rendezvous {
-                !w.nowait || u64::from(st.readers_waiting) > st.offers
-            } else {
-                st.buffered < self.capacity() as u64
-            };
-            if slot_ok {
-                if let Some(pos) = self.reserve(&g, size) {
-                    let st = g.st();
-                    let e = self.entry(pos);
-                    // SAFETY: freshly reserved ring space; lock held.
-                    unsafe {
-                        (*e).size = size as u64;
-                        (*e).len = len as u64;
-                        (*e).state = WRITING;
-                        (*e).rendezvous = if rendezvous { RDV_PLAIN } else { 0 };
-                    }
-                    st.writing += 1;
-                    if rendezvous {
-                        st.offers += 1;
-                    } else {
-                        st.buffered += 1;
-                    }
-                    return Ok(WriteSlot { ch: self, pos, len, rendezvous, committed: false });
-                }
-            }
-            if w.nowait {
-                return Err(Error::WouldBlock);
-            }
-            if w.deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout);
-            }
-            g.st().writers_waiting += 1;
-            let (g2, interrupted) = self.sleep(g, w)?;
-            g = g2;
-            g.st().writers_waiting -= 1;
-            if interrupted {
-                return Err(Error::Interrupted);
-            }
-        }
-    }
-
-    /// Waits for a message and claims it. Read `ReadSlot::buf`, then `finish`; dropping the
-    /// slot unread puts the message back.
-    pub fn begin_read(&self, w: &mut Wait<'_>) -> Result<ReadSlot<'_>, Error> {
-        let mut g = self.lock()?;
-        let mut waited = false;
-        loop {
-            if self.is_poisoned() {
-                return Err(Error::Poisoned);
-            }
-            if let Some(slot) = self.claim(&g, None) {
-                return Ok(slot);
-            }
-            let st = g.st();
-            // Retirement is one state of the channel, whichever side's ends all retired (as
-            // in process): a read through the channel drains, then fails.
-            let gone = Self::writers_gone(st) || Self::readers_gone(st);
-            let why = if gone && st.writing == 0 {
-                Some(Error::Retired)
-            } else if w.nowait {
-                Some(Error::WouldBlock)
-            } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
-                Some(Error::Timeout)
-            } else {
-                None
-            };
-            if let Some(e) = why {
-                if waited {
-                    // Leaving for good: a nowait writer, or a selection whose output guard
-                    // counted on us, re-checks.
-                    self.wake_offers(&g);
-                    self.changed(&g);
-                }
-                return Err(e);
-            }
-            st.readers_waiting += 1;
-            if !waited {
-                // A reader arrives: an Alt offering an output here may now fire. Going back to
-                // sleep after a wake-up changes nothing others can see (the count went down
-                // and up under one lock hold), and announcing it would wake every other
-                // sleeper, which would announce in turn: two blocked readers kept each other
-                // busy that way.
-                self.changed(&g);
-            }
-            let (g2, interrupted) = self.sleep(g, w)?;
-            g = g2;
-            waited = true;
-            g.st().readers_waiting -= 1;
-            if interrupted {
-                self.wake_offers(&g);
-                self.changed(&g);
-                return Err(Error::Interrupted);
-            }
-        }
     }
 
     /// Poisons the channel: every blocked and later operation fails with `Poisoned`.

@@ -15,10 +15,12 @@
 mod cells;
 mod channel;
 mod end_table;
+mod layout;
 mod offers;
 mod select;
 mod slot;
 mod sys;
+mod transfer;
 mod wait;
 mod watch;
 

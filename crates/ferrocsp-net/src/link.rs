@@ -1,0 +1,139 @@
+//! `Inner`: a connection's link to the server, shared by the connection and its channels:
+//! the NATS client, JetStream, the state bucket, message ids, and whether the server is lost.
+//!
+//! Invariants:
+//! - Message ids are unique per connection (a random prefix and a counter), so a re-sent value
+//!   keeps its id and is told apart from every other value.
+//! - The server counts as lost only after `reconnect_timeout` without it (`gave_up`); until
+//!   then operations wait for the client to reconnect by itself.
+//! - A failure is `Unreachable` when the client is not connected, a protocol error otherwise.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+
+use crate::error::{protocol, NetError};
+use crate::options::Options;
+
+pub(crate) struct Inner {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) opts: Options,
+    kv: tokio::sync::OnceCell<jetstream::kv::Store>,
+    /// When the client lost its server (0: connected), in ms since `epoch`.
+    lost_since_ms: Arc<AtomicU64>,
+    epoch: Instant,
+    next_id: AtomicU64,
+    /// A random prefix for message ids, unique per connection.
+    pub(crate) id_prefix: String,
+}
+
+/// The KV bucket holding every channel's shared state (capacity, poison, end counts).
+pub(crate) const BUCKET: &str = "FERROCSP";
+
+fn random_prefix() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+impl Inner {
+    pub(crate) fn new(
+        client: async_nats::Client,
+        js: jetstream::Context,
+        opts: Options,
+        lost_since_ms: Arc<AtomicU64>,
+        epoch: Instant,
+    ) -> Inner {
+        Inner {
+            client,
+            js,
+            opts,
+            kv: tokio::sync::OnceCell::new(),
+            lost_since_ms,
+            epoch,
+            next_id: AtomicU64::new(1),
+            id_prefix: random_prefix(),
+        }
+    }
+
+    /// The shared KV bucket, created on first use.
+    pub(crate) async fn kv(&self) -> Result<jetstream::kv::Store, NetError> {
+        self.kv
+            .get_or_try_init(|| async {
+                if let Ok(s) = self.js.get_key_value(BUCKET).await {
+                    return Ok(s);
+                }
+                // The bucket's stream, made by hand with the KV conventions: async-nats's
+                // create_key_value first queries account info in a shape that nats-server 2.9
+                // does not send (reserved_memory/reserved_storage are 2.10+).
+                let cfg = jetstream::stream::Config {
+                    name: format!("KV_{BUCKET}"),
+                    subjects: vec![format!("$KV.{BUCKET}.>")],
+                    max_messages_per_subject: 1,
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    num_replicas: 1,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                };
+                // An error here may be another participant creating it at the same time: the
+                // second get decides.
+                let created = self.js.create_stream(cfg).await.err();
+                self.js.get_key_value(BUCKET).await.map_err(|e| match &created {
+                    Some(c) => self.transport("create the state bucket", c),
+                    None => self.transport("open the state bucket", e),
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// A message id unique to this connection.
+    pub(crate) fn new_id(&self) -> String {
+        format!("{}-{}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Whether the server has been lost for longer than the reconnect timeout.
+    pub(crate) fn gave_up(&self) -> Option<NetError> {
+        let since = self.lost_since_ms.load(Ordering::Acquire);
+        if since == 0 {
+            return None;
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let lost_for = Duration::from_millis(now.saturating_sub(since));
+        (lost_for >= self.opts.reconnect_timeout).then(|| {
+            NetError::Unreachable(format!(
+                "lost the server {} and could not reconnect within {:.1} s",
+                self.opts.url,
+                self.opts.reconnect_timeout.as_secs_f64()
+            ))
+        })
+    }
+
+    /// A transport failure: `Unreachable` if the server is gone, else a protocol error.
+    pub(crate) fn transport(&self, what: &str, e: impl std::fmt::Display) -> NetError {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            NetError::Unreachable(format!("{what}: {e} (server {} not connected)", self.opts.url))
+        } else {
+            protocol(what, e)
+        }
+    }
+}
+
+pub(crate) fn capacity_conflict(name: &str, have: usize, want: usize) -> NetError {
+    NetError::Invalid(format!(
+        "networked channel '{name}' exists with capacity {have}; cannot open it with capacity {want}"
+    ))
+}

@@ -1,0 +1,318 @@
+//! The queue subscription of a reading process: it answers writers' requests, claims,
+//! commits and releases, handing values to the process's waiting reads and input Alts.
+//!
+//! Invariants:
+//! - It runs while `reads.running`; it clears that under the lock only when no read, input Alt
+//!   or hold is pending, and drains the subscription so that no request routed to it before
+//!   the unsubscribe goes unanswered.
+//! - A hand-off pops the read from `reads.pending` under its lock, so one value goes to one
+//!   read; a held read or Alt gets exactly the committed value, or is given back and waits or
+//!   selects again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::Message;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+
+use super::wire::{HDR_CLAIM, HDR_ID, HDR_RELEASE, HDR_RESV};
+use crate::chan::{Chan, Hand, Hold, Holder};
+use crate::lock::lock;
+
+const LINGER: Duration = Duration::from_millis(200);
+const GRACE: Duration = Duration::from_millis(2);
+
+pub(super) fn spawn_serve(chan: Arc<Chan>) {
+    // Boxed: `serve` spawns itself again, and a recursive future needs a known size.
+    let fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(serve(chan));
+    tokio::spawn(fut);
+}
+
+/// The queue subscription of this process on `ferrocsp.N.w` (plus its direct subject for
+/// commits and releases of holds), alive while reads, input Alts or holds wait.
+async fn serve(chan: Arc<Chan>) {
+    let conn = &chan.conn;
+    let subs = async {
+        let q = conn.client.queue_subscribe(chan.subj_w.clone(), "r".to_owned()).await?;
+        let d = conn.client.subscribe(chan.subj_direct.clone()).await?;
+        Ok::<_, async_nats::SubscribeError>((q, d))
+    };
+    let (mut sub, mut direct) = match subs.await {
+        Ok(s) => s,
+        Err(_) => {
+            // Cannot subscribe (connection lost): let the next read try again.
+            lock(&chan.reads).running = false;
+            return;
+        }
+    };
+    let _ = conn.client.flush().await;
+    let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
+    let mut closed = false;
+    loop {
+        tokio::select! {
+            m = sub.next() => match m {
+                Some(m) => handle(&chan, m).await,
+                None => { closed = true; break; }
+            },
+            m = direct.next() => match m {
+                Some(m) => handle(&chan, m).await,
+                None => { closed = true; break; }
+            },
+            () = tokio::time::sleep(LINGER) => {
+                expire_holds(&chan);
+                let mut r = lock(&chan.reads);
+                if r.pending.is_empty() && r.alt_demand == 0 && r.holds.is_empty() {
+                    r.running = false;
+                    break;
+                }
+            }
+        }
+    }
+    if closed {
+        // The subscription ended under us (connection lost and closed): hand the waiting
+        // reads to a fresh subscription after a pause, or let the next read start one. Holds
+        // are given back: their commits can no longer reach us.
+        release_all(&chan);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut r = lock(&chan.reads);
+        r.running = !r.pending.is_empty();
+        if r.running {
+            spawn_serve(Arc::clone(&chan));
+        }
+        return;
+    }
+    // Requests routed here before the server saw the unsubscribe still get an answer (a read
+    // that arrived meanwhile found `running` false and started its own subscription).
+    let _ = direct.unsubscribe().await;
+    if sub.drain().await.is_ok() {
+        while let Some(m) = sub.next().await {
+            handle(&chan, m).await;
+        }
+    }
+}
+
+/// Hands `value` to the oldest waiting read of this process; gives it back if none waits.
+fn to_read(chan: &Chan, mut value: Bytes) -> Option<Bytes> {
+    loop {
+        let next = lock(&chan.reads).pending.pop_front();
+        match next {
+            None => return Some(value),
+            Some((_, tx)) => match tx.send(Hand::Value(value)) {
+                Ok(()) => return None,
+                // That read's task is gone (runtime shutting down): try the next one.
+                Err(Hand::Value(v)) => value = v,
+                Err(Hand::Back) => return None,
+            },
+        }
+    }
+}
+
+fn header<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
+    m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str())
+}
+
+/// Gives a held reader back: a plain read waits again, a held Alt selects again. A hold whose
+/// value was already sent stays (its Alt is about to take it).
+fn release(chan: &Chan, hold: u64) {
+    let h = {
+        let mut r = lock(&chan.reads);
+        match r.holds.get(&hold) {
+            Some(Hold { holder: Holder::Alt(None, _), .. }) | None => None,
+            Some(_) => r.holds.remove(&hold),
+        }
+    };
+    if let Some(Hold { holder: Holder::Read(tx), .. }) = h {
+        let _ = tx.send(Hand::Back);
+    }
+    // Holder::Alt: dropping its sender tells `alt_take` that nothing comes.
+}
+
+/// Delivers a committed value to hold `hold`; gives the value back if there is no such hold
+/// (it expired) or its holder is gone.
+fn to_hold(chan: &Chan, hold: u64, v: Bytes) -> Option<Bytes> {
+    let mut r = lock(&chan.reads);
+    let alt = match r.holds.get_mut(&hold) {
+        None => return Some(v),
+        Some(Hold { holder: Holder::Alt(tx, rx), .. }) => Some((tx.take(), rx.is_none())),
+        Some(_) => None,
+    };
+    match alt {
+        Some((tx, taken)) => {
+            if taken {
+                r.holds.remove(&hold);
+            }
+            drop(r);
+            match tx {
+                Some(tx) => tx.send(v).err(),
+                None => Some(v),
+            }
+        }
+        None => {
+            let Some(Hold { holder: Holder::Read(tx), .. }) = r.holds.remove(&hold) else {
+                return Some(v);
+            };
+            drop(r);
+            match tx.send(Hand::Value(v)) {
+                Ok(()) | Err(Hand::Back) => None,
+                Err(Hand::Value(v)) => Some(v),
+            }
+        }
+    }
+}
+
+fn release_all(chan: &Chan) {
+    let ids: Vec<u64> = lock(&chan.reads).holds.keys().copied().collect();
+    for id in ids {
+        release(chan, id);
+    }
+}
+
+/// Releases holds whose writer neither committed nor released within `ack_timeout` (it died,
+/// or lost the server). A value sent to a held Alt that never came for it (interrupted in
+/// between) is dropped after four times that.
+fn expire_holds(chan: &Chan) {
+    let limit = chan.conn.opts.ack_timeout;
+    let mut r = lock(&chan.reads);
+    r.holds.retain(|_, h| {
+        !(matches!(h.holder, Holder::Alt(None, _)) && h.since.elapsed() >= limit * 4)
+    });
+    let old: Vec<u64> =
+        r.holds.iter().filter(|(_, h)| h.since.elapsed() >= limit).map(|(id, _)| *id).collect();
+    drop(r);
+    for id in old {
+        release(chan, id);
+    }
+}
+
+/// Waits up to `GRACE` for a read to start waiting (a reader in a loop is about to ask
+/// again); true if one is there.
+async fn grace(chan: &Chan) -> bool {
+    let arrived = chan.read_arrived.notified();
+    tokio::pin!(arrived);
+    arrived.as_mut().enable();
+    if !lock(&chan.reads).pending.is_empty() {
+        return true;
+    }
+    let _ = tokio::time::timeout(GRACE, arrived).await;
+    !lock(&chan.reads).pending.is_empty()
+}
+
+/// A selecting writer claims a reader of this process: hold the oldest waiting read, else
+/// commit a waiting input Alt to this channel; answer `R <direct subject> <hold>` or `-`.
+async fn claim(chan: &Arc<Chan>, reply: async_nats::Subject) {
+    let client = &chan.conn.client;
+    let mut held = None;
+    for attempt in 0..2 {
+        {
+            let mut r = lock(&chan.reads);
+            if let Some((_, tx)) = r.pending.pop_front() {
+                let id = r.next;
+                r.next += 1;
+                r.holds.insert(id, Hold { holder: Holder::Read(tx), since: Instant::now() });
+                held = Some(id);
+            } else if r.alt_demand > 0 {
+                let id = r.next;
+                r.next += 1;
+                let (tx, rx) = oneshot::channel();
+                // Registered before the Alt can wake and ask for it.
+                r.holds.insert(
+                    id,
+                    Hold { holder: Holder::Alt(Some(tx), Some(rx)), since: Instant::now() },
+                );
+                drop(r);
+                if chan.offer_hold(id) {
+                    held = Some(id);
+                } else {
+                    lock(&chan.reads).holds.remove(&id);
+                }
+            }
+        }
+        if held.is_some() || attempt == 1 || !grace(chan).await {
+            break;
+        }
+    }
+    let answer = match held {
+        Some(id) => Bytes::from(format!("R {} {id}", chan.subj_direct)),
+        None => {
+            lock(&chan.reads).turned_away = true;
+            Bytes::from_static(b"-")
+        }
+    };
+    if client.publish(reply, answer).await.is_err() {
+        if let Some(id) = held {
+            release(chan, id);
+        }
+    }
+}
+
+async fn handle(chan: &Arc<Chan>, m: Message) {
+    if let Some(hold) = header(&m, HDR_RELEASE).and_then(|v| v.parse::<u64>().ok()) {
+        release(chan, hold);
+        return;
+    }
+    let Some(reply) = m.reply.clone() else { return };
+    let id = header(&m, HDR_ID).map(str::to_owned);
+    let client = &chan.conn.client;
+    let resv = header(&m, HDR_RESV).and_then(|v| v.parse::<u64>().ok());
+    if chan.status().poisoned {
+        if let Some(hold) = resv {
+            release(chan, hold);
+        }
+        let _ = client.publish(reply, Bytes::from_static(b"P")).await;
+        return;
+    }
+    if header(&m, HDR_CLAIM).is_some() {
+        claim(chan, reply).await;
+        return;
+    }
+    if let Some(id) = &id {
+        if lock(&chan.recent).contains(id) {
+            let _ = client.publish(reply, Bytes::from_static(b"+")).await;
+            return;
+        }
+    }
+    // Some(value) while nobody took it.
+    let mut left = match resv {
+        // The commit of a selecting writer: to the reader held for it. No hold (it expired)
+        // or its holder gave up: an ordinary write from here on.
+        Some(hold) => to_hold(chan, hold, m.payload),
+        None => Some(m.payload),
+    };
+    if let Some(v) = left.take() {
+        left = to_read(chan, v);
+    }
+    if let Some(value) = left.take() {
+        let alt = lock(&chan.reads).alt_demand > 0;
+        left = if alt {
+            chan.offer(value).err()
+        } else {
+            // A reader looping over the channel (`for v in ch`) is about to wait again: give
+            // it a moment rather than turning the writer away (which costs the writer a
+            // ready notice and a re-send). Bounded, so a value never waits on a process that
+            // stopped reading.
+            match to_read(chan, value) {
+                None => None,
+                Some(v) => {
+                    grace(chan).await;
+                    to_read(chan, v)
+                }
+            }
+        };
+    }
+    let delivered = left.is_none();
+    if !delivered {
+        lock(&chan.reads).turned_away = true;
+        let _ = client.publish(reply, Bytes::from_static(b"-")).await;
+        return;
+    }
+    if let Some(id) = id {
+        lock(&chan.recent).insert(id);
+    }
+    if chan.conn.opts.hold_acks {
+        return;
+    }
+    let _ = client.publish(reply, Bytes::from_static(b"+")).await;
+}

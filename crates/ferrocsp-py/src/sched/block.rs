@@ -1,0 +1,77 @@
+//! Blocking a process greenlet in a channel operation: register the selection, switch away,
+//! resume when woken, and record the wait for deadlock detection meanwhile.
+//!
+//! Invariants:
+//! - A task blocks under a fresh wait generation each time, so a timer of an earlier wait
+//!   never wakes it.
+//! - Its recorded wait ends however the wait ends (`EndWait`); an exception thrown in while
+//!   it is switched out withdraws the selection, keeping a result that won the race.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrocsp::{Policy, Poll, Select, SelectError, Selected, Wake, Waker};
+use pyo3::prelude::*;
+
+use super::tasks::Task;
+use crate::deadlock::Desc;
+use crate::pythread::Value;
+
+/// Ends a greenlet task's recorded wait, however the wait ends.
+struct EndWait<'a>(&'a Task);
+
+impl Drop for EndWait<'_> {
+    fn drop(&mut self) {
+        self.0.wait.with(|w| w.clear(&self.0.part));
+    }
+}
+
+/// Runs `sel` to completion in the calling process greenlet: register, switch away, resume.
+///
+/// An exception thrown into the greenlet while it is switched out (e.g. `GreenletExit`)
+/// withdraws the selection; if the operation completed in the race, its result is kept.
+pub(crate) fn select_in_greenlet<'a>(
+    py: Python<'_>,
+    task: &Arc<Task>,
+    sel: &mut Select<Value>,
+    policy: Policy,
+    deadline: Option<Instant>,
+    desc: impl FnOnce() -> Desc<'a>,
+) -> PyResult<Result<Selected<Value>, SelectError>> {
+    let waker = Waker::Custom(Arc::clone(task) as Arc<dyn Wake>);
+    let mut poll = sel.start(policy, waker, deadline);
+    if let Poll::Ready(r) = poll {
+        return Ok(r);
+    }
+    // Recorded locally (no lock): the hub publishes it if the scheduler runs out of work.
+    let desc = desc();
+    let list = task.wait.with(|w| {
+        w.record(&desc, sel);
+        !std::mem::replace(&mut w.listed, true)
+    });
+    if list {
+        task.shared.unpublished.with(|l| l.push(Arc::clone(task)));
+    }
+    let _unblock = EndWait(task);
+    loop {
+        match poll {
+            Poll::Ready(r) => return Ok(r),
+            Poll::Pending => {}
+        }
+        let gen = task.next_wait_gen();
+        if let Some(at) = sel.wake_deadline() {
+            task.shared.add_timer(at, gen, Arc::clone(task));
+        }
+        if let Err(e) = task.switch_out(py) {
+            task.next_wait_gen();
+            return match sel.abort() {
+                None => Err(e),
+                Some(done) => Ok(done),
+            };
+        }
+        poll = sel.resume();
+        if let Some(deadlock) = task.part.deadlocked(py, sel, &poll) {
+            return Err(deadlock);
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Greenlet itself: its type, `getcurrent`, and `PyGreenlet_Switch` from its C API capsule
+//! (a switch without a bound method call or argument parsing).
+//!
+//! Invariant: a switch is made only with the GIL held, to a greenlet object, with a tuple of
+//! arguments; `load_switch` checks once that the C API has the entry before any switch.
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyTuple;
+
+static GREENLET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static SWITCH: std::sync::OnceLock<SwitchFn> = std::sync::OnceLock::new();
+
+/// `PyGreenlet_Switch(greenlet, args, kwargs)` from greenlet's C API capsule.
+type SwitchFn = unsafe extern "C" fn(
+    *mut pyo3::ffi::PyObject,
+    *mut pyo3::ffi::PyObject,
+    *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject;
+
+/// Index of `PyGreenlet_Switch` in the `greenlet._C_API` table (greenlet.h,
+/// `PyGreenlet_Switch_NUM`; stable since greenlet 0.4).
+const SWITCH_NUM: usize = 6;
+
+pub(super) fn load_switch(py: Python<'_>) -> PyResult<SwitchFn> {
+    if let Some(f) = SWITCH.get() {
+        return Ok(*f);
+    }
+    // SAFETY: we hold the GIL; PyCapsule_Import imports greenlet and returns the capsule's
+    // pointer: greenlet's table of C API entry points (void*), or NULL with an exception set.
+    let table = unsafe { pyo3::ffi::PyCapsule_Import(c"greenlet._C_API".as_ptr(), 0) };
+    if table.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: the table has at least SWITCH_NUM + 1 entries (greenlet.h) and entry
+    // SWITCH_NUM is `PyObject* PyGreenlet_Switch(PyGreenlet*, PyObject*, PyObject*)`.
+    let f: SwitchFn = unsafe {
+        let entry = *(table as *const *const std::ffi::c_void).add(SWITCH_NUM);
+        if entry.is_null() {
+            return Err(PyRuntimeError::new_err("greenlet's C API has no PyGreenlet_Switch"));
+        }
+        std::mem::transmute::<*const std::ffi::c_void, SwitchFn>(entry)
+    };
+    Ok(*SWITCH.get_or_init(|| f))
+}
+
+/// `g.switch()` through greenlet's C API (no bound method, no argument parsing).
+pub(super) fn switch_to(py: Python<'_>, g: &Py<PyAny>) -> PyResult<()> {
+    switch_to_with(py, g, None)
+}
+
+/// `g.switch(*args)` through greenlet's C API.
+pub(super) fn switch_to_with(
+    py: Python<'_>,
+    g: &Py<PyAny>,
+    args: Option<&Py<PyTuple>>,
+) -> PyResult<()> {
+    let f = load_switch(py)?;
+    let args = match args {
+        Some(a) => a.bind(py).clone(),
+        None => PyTuple::empty(py),
+    };
+    // SAFETY: `g` is a greenlet object (we made it, or it is the hub from getcurrent()),
+    // `args` a tuple, kwargs may be NULL; we hold the GIL. The result is a new reference or
+    // NULL with an exception set.
+    let r = unsafe { f(g.as_ptr(), args.as_ptr(), std::ptr::null_mut()) };
+    // SAFETY: as above, `r` is an owned reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, r) }.map(drop)
+}
+static GETCURRENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+pub(super) fn greenlet_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    GREENLET.import(py, "greenlet", "greenlet")
+}
+
+pub(super) fn getcurrent(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    GETCURRENT.import(py, "greenlet", "getcurrent")?.call0()
+}

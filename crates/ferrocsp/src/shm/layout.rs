@@ -1,0 +1,123 @@
+//! The layout of a shared channel's segment: what every process that maps it agrees on.
+//!
+//! Layout (offsets from the start of the segment, never pointers, so every process may map it
+//! at a different address): a [`Header`] in the first page, the end table in the second page,
+//! then a byte ring of messages. Each message is an [`Entry`] header followed by its bytes,
+//! 64-byte aligned; a message never wraps (a `PAD` entry fills the tail end instead).
+//!
+//! Invariants:
+//! - Everything is `#[repr(C)]` and addressed by offsets, so processes agree on it whatever
+//!   their mapping address; a change of layout changes `VERSION`, and `attach` refuses a
+//!   segment of another version.
+//! - The header fits its page and an entry header fits its alignment (checked at compile time).
+
+use std::sync::atomic::AtomicU32;
+
+use super::cells::CellRef;
+
+pub(super) const MAGIC: u64 = 0x6665_7272_6f63_7370; // "ferrocsp"
+pub(super) const VERSION: u32 = 3;
+pub(super) const HEADER_BYTES: usize = 4096;
+/// The most counted ends one shared channel can have over its life.
+pub const MAX_ENDS: usize = 4096;
+pub(super) const DATA_OFF: usize = HEADER_BYTES + MAX_ENDS;
+pub(super) const ALIGN: usize = 64;
+pub(super) const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+
+// Entry states.
+pub(super) const WRITING: u32 = 1;
+pub(super) const READY: u32 = 2;
+pub(super) const READING: u32 = 3;
+pub(super) const TAKEN: u32 = 4;
+pub(super) const DONE: u32 = 5;
+pub(super) const CANCELLED: u32 = 6;
+pub(super) const PAD: u32 = 7;
+/// A conditional offer: readable only by firing the selection cell it names.
+pub(super) const OFFERED: u32 = 8;
+
+// `Entry::rendezvous` values.
+pub(super) const RDV_PLAIN: u32 = 1;
+/// An offer of a selection: its message starts after an `OFFER_PREFIX` holding its `CellRef`.
+pub(super) const RDV_OFFER: u32 = 2;
+pub(super) const OFFER_PREFIX: usize = 64;
+/// Input guards of waiting selections one channel counts (more still work, uncounted).
+pub(super) const ALT_RECORDS: usize = 64;
+const _: () = assert!(std::mem::size_of::<CellRef>() <= OFFER_PREFIX);
+
+#[repr(C)]
+pub(super) struct State {
+    pub(super) head: u64,
+    pub(super) tail: u64,
+    /// Buffered messages reserved or ready (counted against the capacity).
+    pub(super) buffered: u64,
+    /// Entries `READY` (offers or buffered messages nobody has claimed).
+    pub(super) ready: u64,
+    /// Entries `WRITING`.
+    pub(super) writing: u64,
+    /// Rendezvous entries `WRITING` or `READY`.
+    pub(super) offers: u64,
+    pub(super) readers_waiting: u32,
+    pub(super) writers_waiting: u32,
+    /// `AltRecord`s in use.
+    pub(super) alt_readers: u32,
+    pub(super) _pad1: u32,
+    /// Entries `OFFERED`.
+    pub(super) offered: u64,
+    pub(super) reader_ends_made: u32,
+    pub(super) writer_ends_made: u32,
+    pub(super) reader_ends_live: u32,
+    pub(super) writer_ends_live: u32,
+    pub(super) ends_next: u32,
+    pub(super) _pad: u32,
+}
+
+/// A waiting selection's input guard on this channel.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct AltRecord {
+    pub(super) used: u32,
+    pub(super) _pad: u32,
+    pub(super) cell: CellRef,
+}
+
+#[repr(C)]
+pub(super) struct Header {
+    pub(super) magic: u64,
+    pub(super) version: u32,
+    pub(super) _pad0: u32,
+    pub(super) uuid: [u8; 16],
+    pub(super) total_len: u64,
+    pub(super) data_len: u64,
+    pub(super) capacity: u64,
+    pub(super) seq: AtomicU32,
+    pub(super) sleepers: AtomicU32,
+    pub(super) poisoned: AtomicU32,
+    /// Cooperative sleepers (`Wait::coarse`) waiting on this channel: while non-zero, every
+    /// private wake-up (an entry's `wake`, a selection cell fired here) also moves `seq`.
+    pub(super) coop: AtomicU32,
+    pub(super) mutex: libc::pthread_mutex_t,
+    pub(super) st: State,
+    pub(super) alt: [AltRecord; ALT_RECORDS],
+}
+
+#[repr(C)]
+pub(super) struct Entry {
+    /// Bytes this entry occupies in the ring (header, message, alignment).
+    pub(super) size: u64,
+    /// The message's length.
+    pub(super) len: u64,
+    pub(super) state: u32,
+    pub(super) rendezvous: u32,
+    /// A rendezvous writer waiting for its entry to be taken sleeps on this word (and only
+    /// it does): bumped when the entry is taken, and for everything that ends such a wait
+    /// early (poison, readers retired or leaving).
+    pub(super) wake: AtomicU32,
+    pub(super) _pad: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
+const _: () = assert!(ENTRY_BYTES <= ALIGN);
+
+pub(super) fn round_up(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
