@@ -393,13 +393,13 @@ impl Channel {
     /// Moves the channel to shared memory (once; a ring of ``ring_bytes``) and returns its
     /// shared side: from then on every operation goes there (`shm_side.rs`).
     fn _share(slf: &Bound<'_, Self>, ring_bytes: usize) -> PyResult<Py<ShmSide>> {
-        crate::shm_side::share(slf, ring_bytes)
+        crate::shm_move::share(slf, ring_bytes)
     }
 
     /// Makes this channel (new, never used) the one of segment ``uuid`` in this process,
     /// opened from the first of ``holders`` (``(pid, fd)``) that is reachable.
     fn _attach_shm(slf: &Bound<'_, Self>, uuid: &[u8], holders: Vec<(u32, i32)>) -> PyResult<()> {
-        crate::shm_side::attach(slf, uuid, &holders)
+        crate::shm_move::attach(slf, uuid, &holders)
     }
 
     /// A new end object bound to slot ``slot`` of this shared channel's end table

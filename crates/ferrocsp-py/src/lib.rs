@@ -20,6 +20,7 @@ mod sched;
 mod select;
 mod shm;
 mod shm_coop;
+mod shm_move;
 mod shm_msg;
 mod shm_side;
 mod thread_name;

@@ -1,15 +1,11 @@
-//! `ShmSide`: the shared-memory side of a `Channel` that moved there, and the move itself.
+//! `ShmSide`: the shared-memory side of a `Channel` that moved there (the move itself is
+//! `shm_move.rs`).
 //!
-//! A channel moves the first time it is pickled for another OS process (`Channel._share`);
-//! from then on `Channel`, `Reader` and `Writer` hand each operation to their side here, in
+//! A channel moves the first time it is pickled for another OS process; from then on `Channel`, `Reader` and `Writer` hand each operation to their side here, in
 //! Rust. The value codec (pickle protocol 5 with out-of-band buffers) is `ferrocsp._shm`'s
 //! `encode`/`decode`, called from here as mobility calls pickle.
 //!
 //! Invariants:
-//! - The move happens once, under the channel's `MoveLock`: the side is set, the in-process
-//!   side closed (`ferrocsp::Channel::close_moved`, under the engine channel's own lock: its
-//!   blocked operations fail with `Moved` and retry here) and its end counts read, in one
-//!   step. No reliance on the GIL.
 //! - Until the values the in-process side held are in the shared buffer, in order, operations
 //!   here wait at the gate, so nothing overtakes them.
 //! - One end object is one slot of the segment's end table. An end counted by the move's
@@ -35,7 +31,7 @@ use crate::shm::PyShmChannel;
 static ENCODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static DECODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Each critical section below leaves its map or flag consistent at every step.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -55,15 +51,15 @@ struct Ends {
 #[pyclass(frozen, module = "ferrocsp._native", name = "_ShmSide")]
 #[derive(Debug)]
 pub struct ShmSide {
-    native: Py<PyShmChannel>,
+    pub(crate) native: Py<PyShmChannel>,
     name: Arc<str>,
     /// Processes known to hold the segment open, this one first: a receiver reopens it from
     /// the process that sent it (alive while it writes), else from older holders.
     holders: Vec<(u32, i32)>,
     ends: Mutex<Ends>,
     /// True while the move carries the in-process values over (`gate` wakes the waiters).
-    moving: AtomicBool,
-    gate: Mutex<bool>,
+    pub(crate) moving: AtomicBool,
+    pub(crate) gate: Mutex<bool>,
     opened: Condvar,
 }
 
@@ -85,7 +81,7 @@ fn end_kind(kind: &str) -> PyResult<EndKind> {
 }
 
 impl ShmSide {
-    fn new(
+    pub(crate) fn new(
         py: Python<'_>,
         native: PyShmChannel,
         name: Arc<str>,
@@ -106,11 +102,11 @@ impl ShmSide {
         })
     }
 
-    fn engine(&self) -> &ferrocsp::shm::ShmChannel {
+    pub(crate) fn engine(&self) -> &ferrocsp::shm::ShmChannel {
         self.native.get().engine()
     }
 
-    fn err(&self, py: Python<'_>, e: ferrocsp::Error) -> PyErr {
+    pub(crate) fn err(&self, py: Python<'_>, e: ferrocsp::Error) -> PyErr {
         to_pyerr(py, e, OpName::Write, &self.name)
     }
 
@@ -127,14 +123,14 @@ impl ShmSide {
         });
     }
 
-    fn open_gate(&self) {
+    pub(crate) fn open_gate(&self) {
         *lock(&self.gate) = false;
         self.moving.store(false, Ordering::Release);
         self.opened.notify_all();
     }
 
     /// `value` as message parts and their arrival kinds (`ferrocsp._shm.encode`).
-    fn encode<'py>(
+    pub(crate) fn encode<'py>(
         &self,
         py: Python<'py>,
         value: &Bound<'py, PyAny>,
@@ -495,105 +491,6 @@ impl ShmSide {
     fn hold_lock_for_test(&self, py: Python<'_>) -> PyResult<()> {
         self.engine().hold_lock_for_test().map_err(|e| self.err(py, e))
     }
-}
-
-/// `Channel._share`: moves `chan` to shared memory (once) and returns its side.
-pub(crate) fn share(chan: &Bound<'_, Channel>, ring_bytes: usize) -> PyResult<Py<ShmSide>> {
-    let py = chan.py();
-    let this = chan.get();
-    if let Some(s) = this.shm.get() {
-        return Ok(s.clone_ref(py));
-    }
-    let native = PyShmChannel::create(this.inner.capacity(), ring_bytes, &this.name)?;
-    let side = Py::new(py, ShmSide::new(py, native, this.name.clone(), &[])?)?;
-    let s = side.get();
-    s.moving.store(true, Ordering::Release);
-    *lock(&s.gate) = true;
-    let moved = {
-        let _held = this.move_lock.hold(py);
-        if this.shm.get().is_some() {
-            None
-        } else {
-            // In process, retirement is one state of the whole channel, whichever side's ends
-            // retired: reads drain the buffer, then reads and writes raise ChannelRetired. The
-            // shared channel gets both sides retired: its writers now (reads drain, then
-            // raise), its readers once the buffered values are adopted (adopted writes would
-            // fail on a retired reader side).
-            let st = this.inner.stats();
-            let e = s.engine();
-            let made = count(st.writer_ends + usize::from(st.retired));
-            e.adopt_counts(EndKind::Reader, count(st.reader_ends), count(st.reader_ends))
-                .and_then(|()| e.adopt_counts(EndKind::Writer, made, count(st.writer_ends)))
-                .map_err(|err| s.err(py, err))?;
-            // From here every operation goes to the side; those blocked in-process wake with
-            // `Moved` and retry there, waiting at the gate until the values are over.
-            let _ = this.shm.set(side.clone_ref(py));
-            let values = this.inner.close_moved();
-            // A poison that did not see the side yet was made in process before the close.
-            if this.inner.is_poisoned() {
-                e.poison().map_err(|err| s.err(py, err))?;
-            }
-            Some((values, st.retired))
-        }
-    };
-    let Some((values, retired)) = moved else {
-        // Another thread moved it first: ours was never used.
-        return this.shm.get().map(|s| s.clone_ref(py)).ok_or_else(|| {
-            PyValueError::new_err(format!("channel '{}' lost its shared side", this.name))
-        });
-    };
-    let carried = (|| {
-        for v in values {
-            let (parts, kinds) = s.encode(py, v.bind(py))?;
-            s.native.get().write_parts(py, &parts, &kinds, None, true, true)?;
-        }
-        if retired {
-            s.engine().adopt_counts(EndKind::Reader, 1, 0).map_err(|e| s.err(py, e))?;
-        }
-        Ok(())
-    })();
-    s.open_gate();
-    carried.map(|()| side)
-}
-
-fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// Attaches `chan` (just made, never used) to segment `uuid`, opened from the first of
-/// `holders` that is reachable (unpickling a shared channel in this process).
-pub(crate) fn attach(
-    chan: &Bound<'_, Channel>,
-    uuid: &[u8],
-    holders: &[(u32, i32)],
-) -> PyResult<()> {
-    let py = chan.py();
-    let this = chan.get();
-    let mut errors = Vec::new();
-    let mut native = None;
-    for &(pid, fd) in holders {
-        match PyShmChannel::attach_to(pid, fd, uuid, &this.name) {
-            Ok(n) => {
-                native = Some(n);
-                break;
-            }
-            Err(e) => errors.push(e.value(py).to_string()),
-        }
-    }
-    let Some(native) = native else {
-        return Err(PyValueError::new_err(format!(
-            "cannot attach to channel '{}': no process that held it is reachable ({})",
-            this.name,
-            errors.join("; ")
-        )));
-    };
-    let side = Py::new(py, ShmSide::new(py, native, this.name.clone(), holders)?)?;
-    let _held = this.move_lock.hold(py);
-    this.shm
-        .set(side)
-        .map_err(|_| PyValueError::new_err(format!("channel '{}' is already shared", this.name)))?;
-    drop(this.inner.close_moved());
-    Ok(())
 }
 
 /// Binds the next end made of `side` to `slot` and marks it crossed (unpickling an end).

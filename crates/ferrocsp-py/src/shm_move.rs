@@ -1,0 +1,119 @@
+//! The move of a channel to shared memory (`Channel._share`), and a channel made in this
+//! process for a segment another process created (`Channel._attach_shm`).
+//!
+//! Invariants:
+//! - The move happens once, under the channel's `MoveLock`: the side is set, the in-process
+//!   side closed (`ferrocsp::Channel::close_moved`, under the engine channel's own lock: its
+//!   blocked operations fail with `Moved` and retry on the side) and its end counts read, in
+//!   one step. No reliance on the GIL.
+//! - The values the in-process side held are written to the shared buffer, in order, before
+//!   the side's gate opens; a poison made in process during the move is carried over.
+
+use std::sync::atomic::Ordering;
+
+use ferrocsp::shm::EndKind;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::channel::Channel;
+use crate::shm::PyShmChannel;
+use crate::shm_side::{lock, ShmSide};
+
+/// `Channel._share`: moves `chan` to shared memory (once) and returns its side.
+pub(crate) fn share(chan: &Bound<'_, Channel>, ring_bytes: usize) -> PyResult<Py<ShmSide>> {
+    let py = chan.py();
+    let this = chan.get();
+    if let Some(s) = this.shm.get() {
+        return Ok(s.clone_ref(py));
+    }
+    let native = PyShmChannel::create(this.inner.capacity(), ring_bytes, &this.name)?;
+    let side = Py::new(py, ShmSide::new(py, native, this.name.clone(), &[])?)?;
+    let s = side.get();
+    s.moving.store(true, Ordering::Release);
+    *lock(&s.gate) = true;
+    let moved = {
+        let _held = this.move_lock.hold(py);
+        if this.shm.get().is_some() {
+            None
+        } else {
+            // In process, retirement is one state of the whole channel, whichever side's ends
+            // retired: reads drain the buffer, then reads and writes raise ChannelRetired. The
+            // shared channel gets both sides retired: its writers now (reads drain, then
+            // raise), its readers once the buffered values are adopted (adopted writes would
+            // fail on a retired reader side).
+            let st = this.inner.stats();
+            let e = s.engine();
+            let made = count(st.writer_ends + usize::from(st.retired));
+            e.adopt_counts(EndKind::Reader, count(st.reader_ends), count(st.reader_ends))
+                .and_then(|()| e.adopt_counts(EndKind::Writer, made, count(st.writer_ends)))
+                .map_err(|err| s.err(py, err))?;
+            // From here every operation goes to the side; those blocked in-process wake with
+            // `Moved` and retry there, waiting at the gate until the values are over.
+            let _ = this.shm.set(side.clone_ref(py));
+            let values = this.inner.close_moved();
+            // A poison that did not see the side yet was made in process before the close.
+            if this.inner.is_poisoned() {
+                e.poison().map_err(|err| s.err(py, err))?;
+            }
+            Some((values, st.retired))
+        }
+    };
+    let Some((values, retired)) = moved else {
+        // Another thread moved it first: ours was never used.
+        return this.shm.get().map(|s| s.clone_ref(py)).ok_or_else(|| {
+            PyValueError::new_err(format!("channel '{}' lost its shared side", this.name))
+        });
+    };
+    let carried = (|| {
+        for v in values {
+            let (parts, kinds) = s.encode(py, v.bind(py))?;
+            s.native.get().write_parts(py, &parts, &kinds, None, true, true)?;
+        }
+        if retired {
+            s.engine().adopt_counts(EndKind::Reader, 1, 0).map_err(|e| s.err(py, e))?;
+        }
+        Ok(())
+    })();
+    s.open_gate();
+    carried.map(|()| side)
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Attaches `chan` (just made, never used) to segment `uuid`, opened from the first of
+/// `holders` that is reachable (unpickling a shared channel in this process).
+pub(crate) fn attach(
+    chan: &Bound<'_, Channel>,
+    uuid: &[u8],
+    holders: &[(u32, i32)],
+) -> PyResult<()> {
+    let py = chan.py();
+    let this = chan.get();
+    let mut errors = Vec::new();
+    let mut native = None;
+    for &(pid, fd) in holders {
+        match PyShmChannel::attach_to(pid, fd, uuid, &this.name) {
+            Ok(n) => {
+                native = Some(n);
+                break;
+            }
+            Err(e) => errors.push(e.value(py).to_string()),
+        }
+    }
+    let Some(native) = native else {
+        return Err(PyValueError::new_err(format!(
+            "cannot attach to channel '{}': no process that held it is reachable ({})",
+            this.name,
+            errors.join("; ")
+        )));
+    };
+    let side = Py::new(py, ShmSide::new(py, native, this.name.clone(), holders)?)?;
+    let _held = this.move_lock.hold(py);
+    this.shm
+        .set(side)
+        .map_err(|_| PyValueError::new_err(format!("channel '{}' is already shared", this.name)))?;
+    drop(this.inner.close_moved());
+    Ok(())
+}
