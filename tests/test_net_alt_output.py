@@ -218,7 +218,7 @@ def test_retired_readers_remove_the_output_guard(nats: NatsServer, capacity: int
             # The retire reaches this connection by broadcast; a buffered write (or Output)
             # made before it arrives still stores its value, as between local threads a write
             # just before the retire would. (A rendezvous Output needs a reader anyway.)
-            wait_until(lambda: ch._core.status()[2], what="the readers' retire seen here")
+            wait_until(lambda: ch._net_core.status()[2], what="the readers' retire seen here")
         g, _ = csp.Alt(csp.Output(ch, 1), csp.Timeout(0.2)).select()
         assert isinstance(g, csp.Timeout)
         with pytest.raises(csp.ChannelRetired):
@@ -262,7 +262,7 @@ def test_a_timeout_counts_from_the_first_start_when_the_alt_selects_again(
         # Late in the Alt's window (a placement, not a synchronisation: the garbage write
         # completes only once the waiting Alt took it, whenever that is).
         time.sleep(1.2)
-        w.channel(n)._core.write(b"\x01garbage", 30)
+        w.channel(n)._net_core.write(b"\x01garbage", 30)
         t0, chosen, t1 = sel.join()
         assert chosen == (t, None)
         # From the first start, not from the second (which would end at >= 3.2 s).
@@ -305,7 +305,7 @@ def test_reader_killed_after_receiving_a_chosen_output_gets_it_redelivered(
 
 
 def test_output_on_a_reader_end_is_a_type_error(nats: NatsServer) -> None:
-    with net.connect(nats.url) as c, pytest.raises(TypeError, match="NetReader"):
+    with net.connect(nats.url) as c, pytest.raises(TypeError, match="Reader"):
         csp.Output(c.channel(name()).reader(), 1)
 
 

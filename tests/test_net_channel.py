@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import pickle
 import threading
 import time
 import uuid
@@ -244,7 +245,7 @@ def test_greenlet_and_async_processes_use_network_channels(nats: NatsServer) -> 
     n, m = name(), name()
 
     @csp.process
-    def relay(inp: net.NetReader, out: csp.Writer) -> None:
+    def relay(inp: csp.Reader, out: csp.Writer) -> None:
         # Blocks on the network through csp.io: the scheduler's other greenlets keep running.
         out.write(inp.read(timeout=30))
 
@@ -253,7 +254,7 @@ def test_greenlet_and_async_processes_use_network_channels(nats: NatsServer) -> 
         return inp.read()
 
     @csp.process
-    async def echo(inp: net.NetReader, out: net.NetWriter) -> None:
+    async def echo(inp: csp.Reader, out: csp.Writer) -> None:
         await out.awrite(await inp.aread(timeout=30))
 
     with net.connect(nats.url) as c:
@@ -295,17 +296,17 @@ except KeyboardInterrupt:
 
 
 @csp.process
-def net_reader(ch: net.NetChannel) -> object:
+def net_reader(ch: csp.Channel) -> object:
     return ch.read()
 
 
 @csp.process(backend="greenlet")
-def net_reader_greenlet(ch: net.NetChannel) -> object:
+def net_reader_greenlet(ch: csp.Channel) -> object:
     return ch.read()
 
 
 @csp.process
-async def net_reader_async(ch: net.NetChannel) -> object:
+async def net_reader_async(ch: csp.Channel) -> object:
     return await ch.aread()
 
 
@@ -333,3 +334,47 @@ def test_dump_shows_a_process_blocked_on_a_networked_channel(nats: NatsServer, r
         out = io.StringIO()
         csp.dump(out)
         assert n not in out.getvalue()  # the record went with the wait
+
+
+# --- one channel type -----------------------------------------------------------------------
+def test_a_networked_channel_is_a_channel(nats: NatsServer) -> None:
+    """``Channel(name=..., net=conn)`` and ``conn.channel(name)`` are one object of the one
+    native type; its ends are the native ends; what it cannot do says why at the call."""
+    n = name()
+    with net.connect(nats.url) as c:
+        ch = csp.Channel(2, name=n, net=c)
+        assert type(ch) is csp.Channel
+        assert c.channel(n, 2) is ch
+        assert ch.connection is c
+        assert (ch.name, ch.capacity) == (n, 2)
+        assert "networked" in repr(ch)
+        r, w = ch.reader(), ch.writer()
+        assert (type(r), type(w)) == (csp.Reader, csp.Writer)
+        assert r.channel is ch
+        w.write("x")
+        assert r.read(timeout=10) == "x"
+        assert csp.Channel(name="local").connection is None
+        with pytest.raises(TypeError, match="needs a name"):
+            csp.Channel(net=c)
+        with pytest.raises(TypeError, match="Connection"):
+            csp.Channel(name=n, net=object())
+        with pytest.raises(ValueError, match="capacity 2"):
+            csp.Channel(3, name=n, net=c)
+        with pytest.raises(NotImplementedError, match="networked channel"):
+            ch.stats()
+        with pytest.raises(TypeError, match="does not pickle"):
+            pickle.dumps(ch)
+        with pytest.raises(TypeError, match="do not pickle"):
+            pickle.dumps(r)
+        w.retire()
+        assert w.retired
+        with pytest.raises(csp.ChannelRetired):
+            w.write(1)
+        assert list(r) == []  # every writer end retired: end-of-stream
+
+
+def test_a_local_end_cannot_travel_over_a_networked_channel(nats: NatsServer) -> None:
+    with net.connect(nats.url) as c:
+        ch = c.channel(name())
+        with pytest.raises(TypeError, match="only ends of networked channels travel"):
+            ch.write([csp.Channel().writer()], timeout=1)

@@ -33,7 +33,7 @@ def os_threads() -> int:
 
 
 def _wait_then_feed(
-    nats: NatsServer, start_waiters: Callable[[net.NetChannel, list[int]], Callable[[], None]]
+    nats: NatsServer, start_waiters: Callable[[csp.Channel, list[int]], Callable[[], None]]
 ) -> int:
     """Starts N waiters reading one networked channel (``start_waiters(channel, got)`` returns
     what to call, from this thread, to wait until all N wait and then for them to end);
@@ -56,7 +56,7 @@ def _wait_then_feed(
 def test_a_thousand_greenlets_wait_on_a_networked_channel_with_few_threads(
     nats: NatsServer,
 ) -> None:
-    def start(ch: net.NetChannel, got: list[int]) -> Callable[[], None]:
+    def start(ch: csp.Channel, got: list[int]) -> Callable[[], None]:
         started = [0]
 
         @csp.process
@@ -76,7 +76,7 @@ def test_a_thousand_greenlets_wait_on_a_networked_channel_with_few_threads(
 def test_a_thousand_asyncio_tasks_wait_on_a_networked_channel_with_few_threads(
     nats: NatsServer,
 ) -> None:
-    def start(ch: net.NetChannel, got: list[int]) -> Callable[[], None]:
+    def start(ch: csp.Channel, got: list[int]) -> Callable[[], None]:
         waiting = threading.Event()
 
         async def main() -> None:

@@ -125,7 +125,7 @@ def test_a_writer_end_sent_to_another_process(nats: NatsServer) -> None:
         assert list(r) == [0, 10, 20]
         out, err = p.communicate(timeout=30)
         assert p.returncode == 0, err
-        assert out.split() == ["NetWriter", data]
+        assert out.split() == ["Writer", data]
 
 
 def test_local_channels_do_not_cross(nats: NatsServer) -> None:
@@ -269,7 +269,7 @@ def test_garbage_and_forged_messages_are_rejected_and_the_channel_keeps_working(
     ):
         ch = reader_conn.channel(n, capacity)
         bad = [
-            lambda: good.channel(n, capacity)._core.write(b"\x01garbage", None),
+            lambda: good.channel(n, capacity)._net_core.write(b"\x01garbage", None),
             lambda: good.channel(n, capacity).write({1, 2}),  # signed, but the reader has no key
             lambda: forger.channel(n, capacity).write(frozenset()),
             lambda: good.channel(n, capacity).write("fine"),

@@ -149,17 +149,52 @@ def _check_plain(g: object) -> None:
 _Out: TypeAlias = tuple[int, Any, Any]
 
 
+def _net_in(g: Any) -> _ForeignInput | None:
+    """The networked-channel adapter of input guard ``g`` (None: not networked)."""
+    if isinstance(g, Channel):
+        networked = g._net_core is not None
+    elif isinstance(g, Reader):
+        networked = g.channel._net_core is not None
+    else:
+        return None
+    if not networked:
+        return None
+    from .net._alt import NetInput  # only programs with networked channels load ferrocsp.net
+
+    return NetInput(g)
+
+
+def _net_out(t: Any) -> _ForeignOutput | None:
+    """The networked-channel adapter of Output target ``t`` (None: not networked)."""
+    if isinstance(t, Channel):
+        networked = t._net_core is not None
+    elif isinstance(t, Writer):
+        networked = t.channel._net_core is not None
+    else:
+        return None
+    if not networked:
+        return None
+    from .net._alt import NetOutput
+
+    return NetOutput(t)
+
+
 def _op(
     g: Channel | Reader | Output | Timeout | Skip | _ForeignInput, outs: list[_Out] | None = None
 ) -> tuple[int, Any, Any]:
-    if isinstance(g, _ForeignInput):
-        return (_READ, g._csp_alt_input(), None)
+    f = g if isinstance(g, _ForeignInput) else _net_in(g)
+    if f is not None:
+        return (_READ, f._csp_alt_input(), None)
     if isinstance(g, Output):
         t = g.target
-        if isinstance(t, _ForeignOutput) and not isinstance(t, Channel | Writer):
-            local, token = t._csp_alt_output(g.value)
+        if not isinstance(t, Channel | Writer) and isinstance(t, _ForeignOutput):
+            fo: _ForeignOutput | None = t
+        else:
+            fo = _net_out(t)
+        if fo is not None:
+            local, token = fo._csp_alt_output(g.value)
             if outs is not None:
-                outs.append((-1, t, token))
+                outs.append((-1, fo, token))
             return (_WRITE, local, token)
         return (_WRITE, t, g.value)
     if isinstance(g, Timeout):
@@ -176,7 +211,7 @@ def _any_shared(ops: list[tuple[int, Any, Any]]) -> bool:
 
 def _foreign_in(guard: Any) -> _ForeignInput | None:
     g = guard.guard if isinstance(guard, Guard) else guard
-    return g if isinstance(g, _ForeignInput) else None
+    return g if isinstance(g, _ForeignInput) else _net_in(g)
 
 
 def _decode(g: _ForeignInput, raw: bytes | None) -> tuple[bool, Any]:
@@ -235,11 +270,7 @@ class Alt:
             _check_plain(g)
         self.guards: tuple[GuardLike, ...] = guards
         self._last: int | None = None
-        self._foreign = tuple(
-            f
-            for f in (g.guard if isinstance(g, Guard) else g for g in guards)
-            if isinstance(f, _ForeignInput)
-        )
+        self._foreign = tuple(f for f in map(_foreign_in, guards) if f is not None)
         # Fast path: with no Guard wrapper (``when`` may change) and no Output (its ``value``
         # may change), the engine operations are the same for every selection; build them once.
         self._static: list[tuple[int, Any, Any]] | None = None

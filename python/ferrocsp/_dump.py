@@ -79,6 +79,8 @@ def _proc_state(proc: ProcSnap, by_name: dict[str, list[dict[str, Any]]]) -> str
 
 
 def _stats(ch: Any) -> str:
+    if getattr(ch, "connection", None) is not None:
+        return "networked (its counts are spread over every connected process)"
     s = ch.stats()
     kind = f"buffered {s.buffered}/{s.capacity}" if s.capacity else "rendezvous"
     flags = "".join(f", {f}" for f in ("poisoned", "retired") if getattr(s, f))

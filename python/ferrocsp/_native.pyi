@@ -8,6 +8,7 @@ from typing import Any, Generic, final
 from typing_extensions import TypeVar
 
 from ._stats import ChannelStats
+from .net._connection import Connection
 
 # What a channel carries: `ch: Channel[int] = Channel()`; unparameterised `Channel` is
 # `Channel[Any]` (the default), so untyped code type-checks as before.
@@ -97,7 +98,16 @@ class _Scheduler:
 
 @final
 class Channel(Generic[_T]):
-    def __new__(cls, capacity: int = 0, *, name: str | None = None) -> Channel[_T]: ...
+    def __new__(
+        cls, capacity: int = 0, *, name: str | None = None, net: Connection | None = None
+    ) -> Channel[_T]: ...
+    @staticmethod
+    def _networked(core: _NetChan, conn: Connection) -> Channel[Any]: ...
+    @property
+    def connection(self) -> Connection | None: ...
+    @property
+    def _net_core(self) -> Any: ...
+    def _net_end(self, kind: str) -> Reader[_T] | Writer[_T]: ...
     @property
     def name(self) -> str: ...
     @property

@@ -4,10 +4,13 @@ Invariants:
 - The channels and ends of a process are exactly those among its arguments: positional and
   keyword arguments, and those directly inside list, tuple or dict arguments (dict values).
 - Poisoning and retiring are idempotent, so propagating twice (or from two processes) is safe.
+- Networked channels propagate like the others: a process that fails or ends by poison
+  poisons them for every participant on every machine, as it would a local peer.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -41,9 +44,12 @@ def channel_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Endpo
 
 
 def poison_all(endpoints: Iterable[Endpoint]) -> None:
-    """Poison every channel (through ends too)."""
+    """Poison every channel (through ends too). A networked channel whose connection is
+    closed or lost cannot be poisoned any more; nothing here can wait on it, so it is
+    skipped (the others are still poisoned)."""
     for e in endpoints:
-        e.poison()
+        with contextlib.suppress(ConnectionError):
+            e.poison()
 
 
 def retire_ends(endpoints: Iterable[Endpoint]) -> None:

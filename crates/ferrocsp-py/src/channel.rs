@@ -22,6 +22,7 @@ use crate::deadlock::Desc;
 use crate::ends::{Reader, Writer};
 use crate::errors::{parse_timeout, to_pyerr, OpName};
 use crate::move_lock::MoveLock;
+use crate::net_side::NetSide;
 use crate::pythread::{deadline, Value};
 use crate::shm_side::{moved, ShmSide};
 use crate::trace;
@@ -168,6 +169,8 @@ pub struct Channel {
     pub(crate) shm: std::sync::OnceLock<Py<ShmSide>>,
     /// Makes the move atomic with respect to the ends (`move_lock.rs`).
     pub(crate) move_lock: MoveLock,
+    /// Set at birth for a networked channel (`net_side.rs`): every operation goes there.
+    pub(crate) net: std::sync::OnceLock<NetSide>,
 }
 
 impl Channel {
@@ -179,6 +182,7 @@ impl Channel {
             name: name.into(),
             shm: std::sync::OnceLock::new(),
             move_lock: MoveLock::default(),
+            net: std::sync::OnceLock::new(),
         }
     }
 }
@@ -186,8 +190,13 @@ impl Channel {
 #[pymethods]
 impl Channel {
     #[new]
-    #[pyo3(signature = (capacity = Capacity(0), *, name = None), text_signature = "(capacity=0, *, name=None)")]
-    fn new(capacity: Capacity, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (capacity = Capacity(0), *, name = None, net = None), text_signature = "(capacity=0, *, name=None, net=None)")]
+    fn new(
+        py: Python<'_>,
+        capacity: Capacity,
+        name: Option<&Bound<'_, PyAny>>,
+        net: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Self>> {
         let name = match name {
             None => None,
             Some(n) if n.is_none() => None,
@@ -196,7 +205,64 @@ impl Channel {
                 PyTypeError::new_err(format!("name must be a str, not {ty}"))
             })?),
         };
-        Ok(Channel::make(capacity.0, name))
+        match net {
+            Some(conn) if !conn.is_none() => {
+                // The connection's channel of that name: one object per (connection, name).
+                let Some(name) = name else {
+                    return Err(PyTypeError::new_err(
+                        "a networked channel needs a name: Channel(name=..., net=conn)",
+                    ));
+                };
+                let ch = conn.call_method1("channel", (name, capacity.0)).map_err(|e| {
+                    if conn.hasattr("channel").unwrap_or(false) {
+                        e
+                    } else {
+                        let ty = conn.get_type().name().map(|s| s.to_string()).unwrap_or_default();
+                        PyTypeError::new_err(format!(
+                            "net must be a ferrocsp.net.Connection (from ferrocsp.net.connect), not {ty}"
+                        ))
+                    }
+                })?;
+                Ok(ch.cast_into::<Channel>()?.unbind())
+            }
+            _ => Py::new(py, Channel::make(capacity.0, name)),
+        }
+    }
+
+    /// A networked channel over transport ``core`` (a ``_NetChan``) of connection ``conn``
+    /// (``Connection.channel`` makes them; use that, or ``Channel(name=..., net=conn)``).
+    #[staticmethod]
+    fn _networked(core: &Bound<'_, PyAny>, conn: Py<PyAny>) -> PyResult<Self> {
+        let (side, name, capacity) = crate::net_side::make(core, conn)?;
+        let ch = Channel::make(capacity, Some(name));
+        drop(ch.inner.close_moved()); // never used: see net_side.rs
+        let _ = ch.net.set(side);
+        Ok(ch)
+    }
+
+    /// The ``ferrocsp.net.Connection`` of a networked channel (None for other channels).
+    #[getter]
+    fn connection(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.net.get().map(|n| n.conn(py).unbind())
+    }
+
+    /// A networked channel's transport (``_NetChan``; None for other channels).
+    #[getter]
+    fn _net_core(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.net.get().map(|n| n.core(py).unbind())
+    }
+
+    /// A new end of this networked channel that was already counted on the server (an end
+    /// that arrived in a message: its sender counted it on its behalf).
+    fn _net_end(slf: &Bound<'_, Self>, kind: &str) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        match kind {
+            "reader" => Ok(Py::new(py, Reader::make(slf))?.into_any()),
+            "writer" => Ok(Py::new(py, Writer::make(slf))?.into_any()),
+            _ => Err(PyValueError::new_err(format!(
+                "end kind must be 'reader' or 'writer', not {kind:?}"
+            ))),
+        }
     }
 
     /// `Channel[int]` in annotations: a `types.GenericAlias` (the stub's `Channel[T]`).
@@ -235,6 +301,9 @@ impl Channel {
         if let Some(s) = self.shm.get() {
             return s.get().write(py, value.bind(py), t, false);
         }
+        if let Some(n) = self.net.get() {
+            return n.write(py, &self.name, value.bind(py), t, false);
+        }
         let keep = value.clone_ref(py);
         let r = write_value(py, &self.inner, &self.name, value, t);
         match moved(py, self, r) {
@@ -252,6 +321,9 @@ impl Channel {
         let t = parse_timeout(timeout)?;
         if let Some(s) = self.shm.get() {
             return s.get().read(py, t, false);
+        }
+        if let Some(n) = self.net.get() {
+            return n.read(py, &self.name, t, false);
         }
         let r = read_value(py, &self.inner, &self.name, t);
         match moved(py, self, r) {
@@ -278,6 +350,10 @@ impl Channel {
             parse_timeout(timeout)?;
             return shm_aio(py, "awrite", (s, None::<u64>, "writer", false, value, timeout));
         }
+        if this.net.get().is_some() {
+            parse_timeout(timeout)?;
+            return net_aio(py, "awrite", (slf, value, timeout));
+        }
         let timeout = parse_timeout(timeout)?;
         aio::write_op(py, &slf.clone().unbind(), &this.inner, &this.name, value, timeout)
     }
@@ -294,6 +370,10 @@ impl Channel {
             parse_timeout(timeout)?;
             return shm_aio(py, "aread", (s, None::<u64>, "reader", false, timeout, false));
         }
+        if this.net.get().is_some() {
+            parse_timeout(timeout)?;
+            return net_aio(py, "aread", (slf, timeout, false));
+        }
         let timeout = parse_timeout(timeout)?;
         aio::read_op(py, &slf.clone().unbind(), &this.inner, &this.name, timeout, false)
     }
@@ -304,6 +384,9 @@ impl Channel {
         if let Some(s) = self.shm.get() {
             return s.get().write(py, value.bind(py), None, true);
         }
+        if let Some(n) = self.net.get() {
+            return n.write(py, &self.name, value.bind(py), None, true);
+        }
         try_write_value(py, &self.inner, &self.name, value)
     }
 
@@ -311,6 +394,9 @@ impl Channel {
     fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
         if let Some(s) = self.shm.get() {
             return s.get().read(py, None, true);
+        }
+        if let Some(n) = self.net.get() {
+            return n.read(py, &self.name, None, true);
         }
         try_read_value(py, &self.inner, &self.name)
     }
@@ -335,11 +421,21 @@ impl Channel {
         if let Some(s) = self.shm.get() {
             s.get().poison(py)?;
         }
+        if let Some(n) = self.net.get() {
+            n.poison(py)?;
+        }
         Ok(())
     }
 
     /// A snapshot of the channel's counters (``ChannelStats``).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if self.net.get().is_some() {
+            return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
+                "stats() of networked channel '{}': its readers, writers and values are spread \
+                 over every connected process, and no process sees a consistent count",
+                self.name
+            )));
+        }
         let s = match self.shm.get() {
             Some(side) => side.get().stats(py)?,
             None => self.inner.stats(),
@@ -365,6 +461,9 @@ impl Channel {
         if let Some(s) = self.shm.get() {
             return s.get().next(py, None);
         }
+        if let Some(n) = self.net.get() {
+            return end_of_stream(py, n.read(py, &self.name, None, false));
+        }
         let r = next_value(py, &self.inner, &self.name);
         match moved(py, self, r) {
             Err(s) => s.next(py, None),
@@ -380,6 +479,9 @@ impl Channel {
         let (py, this) = (slf.py(), slf.get());
         if let Some(s) = this.shm.get() {
             return shm_aio(py, "aread", (s, None::<u64>, "reader", false, py.None(), true));
+        }
+        if this.net.get().is_some() {
+            return net_aio(py, "aread", (slf, py.None(), true));
         }
         aio::read_op(py, &slf.clone().unbind(), &this.inner, &this.name, None, true)
     }
@@ -444,6 +546,10 @@ impl Channel {
     }
 
     fn __repr__(&self) -> String {
+        if self.net.get().is_some() {
+            let cap = self.inner.capacity();
+            return format!("<Channel '{}' capacity={cap} networked>", self.name);
+        }
         let s = self.inner.stats();
         let mut state = String::new();
         if s.poisoned {
@@ -458,6 +564,12 @@ impl Channel {
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        if slf.get().net.get().is_some() {
+            return Err(PyTypeError::new_err(
+                "a networked channel does not pickle: send its ends over a networked channel, \
+                 or open it by name with Channel(name=..., net=connect(url)) in the other process",
+            ));
+        }
         mobility_reduce(slf.py(), "reduce_channel", slf.as_any())
     }
 
@@ -501,6 +613,29 @@ pub(crate) fn shm_aio<'py>(
     Ok(m.bind(py).call_method1(func, args)?.unbind())
 }
 
+static NET_AIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The coroutine of `ferrocsp.net._aio.<func>(*args)`: an asyncio operation on a networked
+/// channel (it awaits the transport's operation handle; see that module).
+pub(crate) fn net_aio<'py>(
+    py: Python<'py>,
+    func: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Py<PyAny>> {
+    let m = NET_AIO
+        .get_or_try_init(py, || py.import("ferrocsp.net._aio").map(|m| m.into_any().unbind()))?;
+    Ok(m.bind(py).call_method1(func, args)?.unbind())
+}
+
+/// `__next__`'s view of a read: end-of-stream (retired) stops the iteration.
+pub(crate) fn end_of_stream(py: Python<'_>, r: PyResult<Value>) -> PyResult<Option<Value>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance(py, crate::errors::retired_type(py)?.as_any()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A new end of `chan`, made under its `MoveLock`: counted in shared memory too if the channel
 /// lives there, else by the move's snapshot if it ever moves.
 fn new_end<E>(
@@ -511,6 +646,11 @@ fn new_end<E>(
 ) -> PyResult<E> {
     let py = chan.py();
     let this = chan.get();
+    if let Some(n) = this.net.get() {
+        // Counted on the server before the end exists here, so every participant sees it.
+        n.count_end(py, kind == EndKind::Reader, true, true)?;
+        return Ok(make(chan));
+    }
     let _held = this.move_lock.hold(py);
     let end = make(chan);
     if let Some(s) = this.shm.get() {

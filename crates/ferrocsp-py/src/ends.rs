@@ -16,11 +16,13 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use crate::aio;
 use ferrocsp::shm::EndKind;
 
+use crate::channel::{end_of_stream, net_aio};
 use crate::channel::{
     mobility_reduce, next_value, read_value, shm_aio, try_read_value, try_write_value, write_value,
     Channel,
 };
 use crate::errors::{parse_timeout, retired_end};
+use crate::net_side::NetSide;
 use crate::pythread::Value;
 use crate::shm_side::{moved, ShmSide};
 
@@ -76,6 +78,14 @@ fn dropped(chan: &Channel, id: u64, retired: bool, kind: EndKind, retire: impl F
         return;
     }
     Python::attach(|py| {
+        if let Some(n) = chan.net.get() {
+            // Uncounted on the server in the background: a finalizer must not wait.
+            if let Err(e) = n.count_end(py, kind == EndKind::Reader, false, false) {
+                e.write_unraisable(py, None);
+            }
+            retire();
+            return;
+        }
         let _held = chan.move_lock.hold(py);
         if let Some(s) = chan.shm.get() {
             let finalizing = py
@@ -124,6 +134,11 @@ macro_rules! end_class {
                 self.chan.get().shm.get().map(|s| s.get())
             }
 
+            /// The networked side of the channel, if it is a networked channel.
+            fn net(&self) -> Option<&NetSide> {
+                self.chan.get().net.get()
+            }
+
             /// This end, as the shared side keys it: (engine id, retired in this process).
             fn key(&self) -> Option<(u64, bool)> {
                 Some((self.inner.id(), self.inner.is_retired()))
@@ -155,6 +170,13 @@ macro_rules! end_class {
             fn retire(&self, py: Python<'_>) -> PyResult<()> {
                 self.traced(py, "retire");
                 let chan = self.chan.get();
+                if let Some(n) = self.net() {
+                    if !self.inner.is_retired() {
+                        n.count_end(py, $end_kind == EndKind::Reader, false, true)?;
+                    }
+                    self.inner.retire();
+                    return Ok(());
+                }
                 let _held = chan.move_lock.hold(py);
                 if let Some(s) = self.shm() {
                     s.end_retire(py, self.inner.id(), $end_kind, self.inner.is_retired())?;
@@ -169,6 +191,9 @@ macro_rules! end_class {
                 self.inner.poison();
                 if let Some(s) = self.shm() {
                     s.poison(py)?;
+                }
+                if let Some(n) = self.net() {
+                    n.poison(py)?;
                 }
                 Ok(())
             }
@@ -224,6 +249,12 @@ macro_rules! end_class {
             }
 
             fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+                if slf.get().net().is_some() {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(
+                        "networked channel ends do not pickle: send them over a networked \
+                         channel (the safe codec carries them)",
+                    ));
+                }
                 mobility_reduce(slf.py(), "reduce_end", slf.as_any())
             }
 
@@ -249,6 +280,9 @@ end_class!(
                 return s.end_read(py, self.key(), t, false);
             }
             let c = self.checked(py)?;
+            if let Some(n) = self.net() {
+                return n.read(py, &c.name, t, false);
+            }
             let r = read_value(py, &c.inner, &c.name, t);
             match moved(py, c, r) {
                 Err(s) => s.end_read(py, self.key(), t, false),
@@ -266,6 +300,9 @@ end_class!(
             }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
+            if self.net().is_some() {
+                return net_aio(py, "aread", (&self.chan, timeout, false));
+            }
             aio::read_op(py, &self.chan, &c.inner, &c.name, timeout, false)
         }
 
@@ -275,6 +312,9 @@ end_class!(
                 return s.end_read(py, self.key(), None, true);
             }
             let c = self.checked(py)?;
+            if let Some(n) = self.net() {
+                return n.read(py, &c.name, None, true);
+            }
             try_read_value(py, &c.inner, &c.name)
         }
 
@@ -285,6 +325,10 @@ end_class!(
         fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
             if let Some(s) = self.shm() {
                 return s.next(py, self.key());
+            }
+            if let Some(n) = self.net() {
+                let r = self.checked(py).and_then(|c| n.read(py, &c.name, None, false));
+                return end_of_stream(py, r);
             }
             let c = self.checked(py)?;
             let r = next_value(py, &c.inner, &c.name);
@@ -304,6 +348,9 @@ end_class!(
                 return shm_aio(py, "aread", args);
             }
             let c = self.checked(py)?;
+            if self.net().is_some() {
+                return net_aio(py, "aread", (&self.chan, py.None(), true));
+            }
             aio::read_op(py, &self.chan, &c.inner, &c.name, None, true)
         }
     }
@@ -329,6 +376,9 @@ end_class!(
                 return s.end_write(py, self.key(), value.bind(py), t, false);
             }
             let c = self.checked(py)?;
+            if let Some(n) = self.net() {
+                return n.write(py, &c.name, value.bind(py), t, false);
+            }
             let keep = value.clone_ref(py);
             let r = write_value(py, &c.inner, &c.name, value, t);
             match moved(py, c, r) {
@@ -352,6 +402,9 @@ end_class!(
             }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
+            if self.net().is_some() {
+                return net_aio(py, "awrite", (&self.chan, value, timeout));
+            }
             aio::write_op(py, &self.chan, &c.inner, &c.name, value, timeout)
         }
 
@@ -361,6 +414,9 @@ end_class!(
                 return s.end_write(py, self.key(), value.bind(py), None, true);
             }
             let c = self.checked(py)?;
+            if let Some(n) = self.net() {
+                return n.write(py, &c.name, value.bind(py), None, true);
+            }
             try_write_value(py, &c.inner, &c.name, value)
         }
     }

@@ -14,6 +14,7 @@ mod errors;
 mod move_lock;
 #[cfg(feature = "net")]
 mod net;
+mod net_side;
 mod process;
 mod pythread;
 mod sched;

@@ -207,7 +207,7 @@ impl NetConnection {
 #[pyclass(frozen, name = "_NetChan", module = "ferrocsp._native")]
 pub(crate) struct NetChan {
     conn: Arc<Connection>,
-    chan: Arc<Chan>,
+    pub(crate) chan: Arc<Chan>,
     /// The local rendezvous channels an Alt waits on for this networked channel: as a
     /// reader (input guard) and as a writer (Output guard); made on first use (see `PyOffer`).
     alt: OnceLock<(Py<Channel>, Py<Channel>)>,
@@ -325,6 +325,54 @@ pub(crate) struct NetOp {
     taken: Mutex<bool>,
 }
 
+impl NetChan {
+    /// `write`, for Rust callers (`net_side.rs`).
+    pub(crate) fn write_data(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let op = self.chan.write(&self.conn, Bytes::copy_from_slice(data), deadline(timeout));
+        wait_op(py, &op, Some((&self.chan.name, true)))?
+            .map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+    }
+
+    /// `read`, for Rust callers (`net_side.rs`).
+    pub(crate) fn read_data<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let op = self.chan.read(&self.conn, deadline(timeout));
+        let b = wait_op(py, &op, Some((&self.chan.name, false)))?
+            .map_err(|e| net_err(py, e, OpName::Read, &self.chan.name))?;
+        Ok(PyBytes::new(py, &b))
+    }
+
+    /// `poison`, for Rust callers.
+    pub(crate) fn poison_now(&self, py: Python<'_>) -> PyResult<()> {
+        let op = self.chan.poison(&self.conn);
+        wait_op(py, &op, None)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+    }
+
+    /// `count_end`, for Rust callers.
+    pub(crate) fn count(
+        &self,
+        py: Python<'_>,
+        reader: bool,
+        made: bool,
+        wait: bool,
+    ) -> PyResult<()> {
+        let kind = if reader { EndKind::Reader } else { EndKind::Writer };
+        let op = self.chan.count_end(&self.conn, kind, made);
+        if !wait {
+            return Ok(());
+        }
+        wait_op(py, &op, None)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+    }
+}
+
 #[pymethods]
 impl NetChan {
     #[getter]
@@ -345,10 +393,7 @@ impl NetChan {
         data: &[u8],
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let d = deadline(parse_timeout(timeout)?);
-        let op = self.chan.write(&self.conn, Bytes::copy_from_slice(data), d);
-        wait_op(py, &op, Some((&self.chan.name, true)))?
-            .map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+        self.write_data(py, data, parse_timeout(timeout)?)
     }
 
     /// Reads one value's bytes, blocking (GIL released) until one comes or `timeout` passes.
@@ -358,11 +403,7 @@ impl NetChan {
         py: Python<'py>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let d = deadline(parse_timeout(timeout)?);
-        let op = self.chan.read(&self.conn, d);
-        let b = wait_op(py, &op, Some((&self.chan.name, false)))?
-            .map_err(|e| net_err(py, e, OpName::Read, &self.chan.name))?;
-        Ok(PyBytes::new(py, &b))
+        self.read_data(py, parse_timeout(timeout)?)
     }
 
     /// Starts a write and returns its handle (asyncio).
@@ -393,20 +434,14 @@ impl NetChan {
 
     /// Poisons the channel for every participant (blocks until the server has it).
     fn poison(&self, py: Python<'_>) -> PyResult<()> {
-        let op = self.chan.poison(&self.conn);
-        wait_op(py, &op, None)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+        self.poison_now(py)
     }
 
     /// Counts an end made (`made=True`) or retired, of a reader (`reader=True`) or writer.
     /// With `wait=False` the update is sent in the background (finalizers).
     #[pyo3(signature = (reader, made, wait=true))]
     fn count_end(&self, py: Python<'_>, reader: bool, made: bool, wait: bool) -> PyResult<()> {
-        let kind = if reader { EndKind::Reader } else { EndKind::Writer };
-        let op = self.chan.count_end(&self.conn, kind, made);
-        if !wait {
-            return Ok(());
-        }
-        wait_op(py, &op, None)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+        self.count(py, reader, made, wait)
     }
 
     /// The local channel an Alt uses as this networked channel's input guard.

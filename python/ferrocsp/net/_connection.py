@@ -1,8 +1,9 @@
 """``connect()`` and ``Connection``: a NATS connection and the channels opened through it.
 
 Invariants:
-- One ``NetChannel`` object per (connection, name) while it is referenced; the native side
-  shares one set of subscriptions per channel name per connection.
+- One ``Channel`` object per (connection, name) while it is referenced (a networked
+  ``ferrocsp.Channel``: the native type of every channel, with the networked flavor); the
+  native side shares one set of subscriptions per channel name per connection.
 - The codec is the connection's: a ``pickle_key`` set here signs what this connection sends
   and is required to accept pickles it receives.
 """
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _native
+from .._errors import ChannelRetired
+from .._native import Channel, Reader, Writer
 from . import _codec
-from ._channel import NetChannel, NetReader, NetWriter, _End
 
 __all__ = ["Connection", "connect"]
 
@@ -120,7 +122,9 @@ class Connection:
     def __init__(self, native: Any, pickle_key: bytes | None) -> None:
         self._native = native
         self._key = pickle_key
-        self._channels: weakref.WeakValueDictionary[str, NetChannel] = weakref.WeakValueDictionary()
+        self._channels: weakref.WeakValueDictionary[str, Channel[Any]] = (
+            weakref.WeakValueDictionary()
+        )
 
     @property
     def url(self) -> str:
@@ -128,8 +132,9 @@ class Connection:
         url: str = self._native.url
         return url
 
-    def channel(self, name: str, capacity: int = 0) -> NetChannel:
-        """The networked channel ``name``, created on the server if new.
+    def channel(self, name: str, capacity: int = 0) -> Channel[Any]:
+        """The networked channel ``name``, created on the server if new (the same object as
+        ``ferrocsp.Channel(capacity, name=name, net=self)``).
 
         ``name``: 1-64 characters from ``A-Z a-z 0-9 _ -``; every participant naming it shares
         it. ``capacity``: 0 for rendezvous, else the server-side buffer size; every participant
@@ -149,7 +154,7 @@ class Connection:
                     f"cannot open it with capacity {capacity}"
                 )
             return ch
-        ch = NetChannel(self, self._native.channel(name, capacity))
+        ch = Channel._networked(self._native.channel(name, capacity), self)
         self._channels[name] = ch
         return ch
 
@@ -167,45 +172,60 @@ class Connection:
         return f"Connection({self.url!r})"
 
     # --- codec ---------------------------------------------------------------------------
-    def _encode(self, chan: NetChannel, value: Any) -> tuple[bytes, Sequence[_End]]:
+    # Called by the native channel (``crates/ferrocsp-py/src/net_side.rs``) and ``_aio``.
+    def _encode(self, chan: str, value: Any) -> tuple[bytes, Sequence[Reader[Any] | Writer[Any]]]:
+        """``value`` as one message for channel ``chan``, and the ends it carries (counted
+        on the server now, on behalf of the receiver, so a count never drops to zero while
+        an end travels; ``_unsend_ends`` gives them back if the message is not sent)."""
         frame = _codec.encode_scalar(value)
         if frame is not None:  # a top-level scalar: no ends to count
             return frame, ()
-        sent: list[_End] = []
+        sent: list[Reader[Any] | Writer[Any]] = []
 
         def end(v: Any) -> tuple[bytes, int, str] | None:
-            if not isinstance(v, _End):
+            if not isinstance(v, Reader | Writer):
                 return None
-            if v.channel.connection is not self and v.channel.connection.url != self.url:
+            ch = v.channel
+            conn = ch.connection
+            if conn is None:
+                raise TypeError(
+                    f"an end of channel '{ch.name}' cannot be sent over a networked channel: "
+                    "only ends of networked channels travel (the channel is local to this "
+                    "process)"
+                )
+            if conn is not self and conn.url != self.url:
                 raise TypeError("a channel end can only be sent over a channel of the same server")
-            v._check()
-            # Counted now, on behalf of the receiver, so the count never drops to zero while
-            # the end travels.
-            v.channel._core.count_end(v._kind == b"r", True)
+            reader = isinstance(v, Reader)
+            if v.retired:
+                kind = "reader" if reader else "writer"
+                raise ChannelRetired(f"{kind} end of channel '{ch.name}' is retired")
+            ch._net_core.count_end(reader, True)
             sent.append(v)
-            return v._kind, v.channel.capacity, v.channel.name
+            return (b"r" if reader else b"w"), ch.capacity, ch.name
 
         try:
-            data = _codec.encode(value, channel=chan.name, key=self._key, end=end)
+            data = _codec.encode(value, channel=chan, key=self._key, end=end)
         except BaseException:
             self._unsend_ends(sent)
             raise
         return data, sent
 
-    def _unsend_ends(self, ends: Sequence[_End]) -> None:
+    def _unsend_ends(self, ends: Sequence[Reader[Any] | Writer[Any]]) -> None:
         for e in ends:
-            e.channel._core.count_end(e._kind == b"r", False, False)
+            e.channel._net_core.count_end(isinstance(e, Reader), False, False)
 
-    def _decode(self, chan: NetChannel, data: bytes) -> Any:
+    def _decode(self, chan: str, data: bytes) -> Any:
+        """The value of a message received on channel ``chan`` (``CodecError`` if rejected)."""
         v = _codec.decode_scalar(data)
         if v is not _codec.NOT_SCALAR:
             return v
 
-        def end(kind: bytes, capacity: int, name: str) -> _End:
+        def end(kind: bytes, capacity: int, name: str) -> Reader[Any] | Writer[Any]:
             try:
                 ch = self.channel(name, capacity)
             except (TypeError, ValueError) as e:
                 raise _codec.CodecError(f"bad channel end: {e}") from None
-            return NetReader(ch, counted=True) if kind == b"r" else NetWriter(ch, counted=True)
+            # Counted by its sender on our behalf.
+            return ch._net_end("reader" if kind == b"r" else "writer")
 
-        return _codec.decode(data, channel=chan.name, key=self._key, end=end)
+        return _codec.decode(data, channel=chan, key=self._key, end=end)

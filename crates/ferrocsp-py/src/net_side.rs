@@ -1,0 +1,200 @@
+//! `NetSide`: the networked flavor of `Channel` (`Channel(name=..., net=conn)`,
+//! `conn.channel(name, capacity)`): the same native `Channel`, `Reader` and `Writer` types as
+//! in-process and shared-memory channels, with every operation going to the NATS transport
+//! (`net.rs`, crate `ferrocsp-net`).
+//!
+//! Invariants:
+//! - A networked channel's in-process engine channel is closed from birth (`close_moved`):
+//!   nothing is ever sent through it; its engine ends only carry each end's local retired
+//!   flag.
+//! - Values go through the connection's safe codec (`ferrocsp.net.Connection._encode`/
+//!   `_decode`, Python), called from here as mobility calls pickle. A message the codec
+//!   rejects is logged on the `ferrocsp.net` logger and dropped; the read goes on waiting with
+//!   what is left of its timeout.
+//! - Ends are counted on the server: when made (`reader()`/`writer()`, or by the sender's
+//!   codec on behalf of a receiver) and once more when retired (explicitly, on `with` exit, or
+//!   when dropped, then in the background).
+//! - Without the cargo feature `net` the type is uninhabited: no channel has this flavor.
+
+#[cfg(not(feature = "net"))]
+use pyo3::prelude::*;
+
+#[cfg(feature = "net")]
+pub(crate) use with_net::{make, NetSide};
+
+/// Without networked channels in this build, no transport exists to make one over.
+#[cfg(not(feature = "net"))]
+pub(crate) fn make(_: &Bound<'_, PyAny>, _: Py<PyAny>) -> PyResult<(NetSide, String, usize)> {
+    Err(pyo3::exceptions::PyRuntimeError::new_err(
+        "this ferrocsp was built without networked channels (cargo feature 'net')",
+    ))
+}
+
+#[cfg(not(feature = "net"))]
+#[derive(Debug)]
+pub(crate) enum NetSide {}
+
+#[cfg(not(feature = "net"))]
+impl NetSide {
+    pub(crate) fn write(
+        &self,
+        _: Python<'_>,
+        _: &str,
+        _: &Bound<'_, PyAny>,
+        _: Option<f64>,
+        _: bool,
+    ) -> PyResult<()> {
+        match *self {}
+    }
+    pub(crate) fn read(
+        &self,
+        _: Python<'_>,
+        _: &str,
+        _: Option<f64>,
+        _: bool,
+    ) -> PyResult<Py<PyAny>> {
+        match *self {}
+    }
+    pub(crate) fn poison(&self, _: Python<'_>) -> PyResult<()> {
+        match *self {}
+    }
+    pub(crate) fn count_end(&self, _: Python<'_>, _: bool, _: bool, _: bool) -> PyResult<()> {
+        match *self {}
+    }
+    pub(crate) fn conn<'py>(&self, _: Python<'py>) -> Bound<'py, PyAny> {
+        match *self {}
+    }
+    pub(crate) fn core<'py>(&self, _: Python<'py>) -> Bound<'py, PyAny> {
+        match *self {}
+    }
+}
+
+#[cfg(feature = "net")]
+mod with_net {
+    use std::time::Instant;
+
+    use pyo3::exceptions::PyTimeoutError;
+    use pyo3::intern;
+    use pyo3::prelude::*;
+    use pyo3::sync::PyOnceLock;
+    use pyo3::types::{PyBytes, PyType};
+
+    use crate::errors::{to_pyerr, OpName};
+    use crate::net::NetChan;
+
+    static CODEC_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    static LOG: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+    /// The networked side of a channel: its transport and the connection whose codec it uses.
+    #[derive(Debug)]
+    pub(crate) struct NetSide {
+        core: Py<NetChan>,
+        /// The Python `ferrocsp.net.Connection` (codec, pickle key, the channel of each name).
+        conn: Py<PyAny>,
+    }
+
+    impl NetSide {
+        pub(crate) fn new(core: Py<NetChan>, conn: Py<PyAny>) -> Self {
+            NetSide { core, conn }
+        }
+
+        pub(crate) fn conn<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+            self.conn.bind(py).clone()
+        }
+
+        pub(crate) fn core<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+            self.core.bind(py).clone().into_any()
+        }
+
+        /// Sends `value` (`nowait`: only if that completes at once, else `WouldBlock`).
+        pub(crate) fn write(
+            &self,
+            py: Python<'_>,
+            name: &str,
+            value: &Bound<'_, PyAny>,
+            timeout: Option<f64>,
+            nowait: bool,
+        ) -> PyResult<()> {
+            let conn = self.conn.bind(py);
+            let (data, ends): (Bound<'_, PyBytes>, Bound<'_, PyAny>) =
+                conn.call_method1(intern!(py, "_encode"), (name, value))?.extract()?;
+            let timeout = if nowait { Some(0.0) } else { timeout };
+            let r = self.core.get().write_data(py, data.as_bytes(), timeout);
+            if r.is_err() {
+                // Nothing was sent: the ends it carried were counted for nobody.
+                conn.call_method1(intern!(py, "_unsend_ends"), (ends,))?;
+            }
+            r.map_err(|e| would_block(py, e, nowait, OpName::Write, name))
+        }
+
+        /// Takes one value (`nowait`: only if one is there at once, else `WouldBlock`).
+        pub(crate) fn read(
+            &self,
+            py: Python<'_>,
+            name: &str,
+            timeout: Option<f64>,
+            nowait: bool,
+        ) -> PyResult<Py<PyAny>> {
+            let timeout = if nowait { Some(0.0) } else { timeout };
+            let deadline = timeout.and_then(|t| {
+                Instant::now().checked_add(std::time::Duration::try_from_secs_f64(t).ok()?)
+            });
+            let codec_error = CODEC_ERROR.import(py, "ferrocsp.net._codec", "CodecError")?;
+            loop {
+                let left =
+                    deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64());
+                let raw = self
+                    .core
+                    .get()
+                    .read_data(py, left.or(timeout))
+                    .map_err(|e| would_block(py, e, nowait, OpName::Read, name))?;
+                match self.conn.bind(py).call_method1(intern!(py, "_decode"), (name, raw)) {
+                    Ok(v) => return Ok(v.unbind()),
+                    Err(e) if e.is_instance(py, codec_error.as_any()) => {
+                        let log = LOG.get_or_try_init(py, || {
+                            let logging = py.import("logging")?;
+                            logging.call_method1("getLogger", ("ferrocsp.net",)).map(Bound::unbind)
+                        })?;
+                        let msg = "networked channel %r: rejected a message: %s";
+                        log.bind(py).call_method1("warning", (msg, name, e.value(py)))?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+
+        pub(crate) fn poison(&self, py: Python<'_>) -> PyResult<()> {
+            self.core.get().poison_now(py)
+        }
+
+        /// Counts an end made (`made`) or retired on the server; `wait`: until it has it.
+        pub(crate) fn count_end(
+            &self,
+            py: Python<'_>,
+            reader: bool,
+            made: bool,
+            wait: bool,
+        ) -> PyResult<()> {
+            self.core.get().count(py, reader, made, wait)
+        }
+    }
+
+    /// The side over transport `core` (a `_NetChan`) of `conn`, with the channel's name and
+    /// capacity.
+    pub(crate) fn make(
+        core: &Bound<'_, PyAny>,
+        conn: Py<PyAny>,
+    ) -> PyResult<(NetSide, String, usize)> {
+        let core = core.cast::<NetChan>()?;
+        let (name, capacity) = (core.get().chan.name.clone(), core.get().chan.capacity);
+        Ok((NetSide::new(core.clone().unbind(), conn), name, capacity))
+    }
+
+    /// A `nowait` operation's timeout is `WouldBlock` (nothing was sent or taken).
+    fn would_block(py: Python<'_>, e: PyErr, nowait: bool, op: OpName, name: &str) -> PyErr {
+        if nowait && e.is_instance_of::<PyTimeoutError>(py) {
+            return to_pyerr(py, ferrocsp::Error::WouldBlock, op, name);
+        }
+        e
+    }
+}
