@@ -168,18 +168,7 @@ impl ShmSide {
         nowait: bool,
     ) -> PyResult<()> {
         let (parts, kinds) = self.encode(py, value)?;
-        self.write_parts(py, &parts, &kinds, timeout, nowait)
-    }
-
-    fn write_parts(
-        &self,
-        py: Python<'_>,
-        parts: &Bound<'_, PyList>,
-        kinds: &[u8],
-        timeout: Option<f64>,
-        nowait: bool,
-    ) -> PyResult<()> {
-        self.write_recorded(py, parts, kinds, timeout, nowait, !nowait)
+        self.write_recorded(py, &parts, &kinds, timeout, nowait, !nowait)
     }
 
     fn write_recorded(
