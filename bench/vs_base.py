@@ -79,7 +79,11 @@ def commstime(pkg: Path, cycles: int, runs: int) -> dict[str, float]:
             pkg,
         )
         doc = json.loads(out.read_text())
-    keys = {"py-ferrocsp": "thread", "asyncio-ferrocsp": "asyncio", "greenlet-ferrocsp": "greenlet"}
+    keys = {
+        "py-ferrocsp": "thread",
+        "py-asyncio-ferrocsp": "asyncio",
+        "py-greenlet-ferrocsp": "greenlet",
+    }
     return {
         f"commstime {keys[r['key']]}": r["us_per_comm"]
         for r in doc["results"]
