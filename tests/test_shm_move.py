@@ -102,3 +102,16 @@ def test_poison_during_the_move_is_not_lost(trial: int) -> None:
     assert ch.stats().poisoned
     with pytest.raises(csp.ChannelPoisoned):
         ch.read_nowait()
+
+
+def test_a_buffered_value_that_cannot_travel_stops_the_move() -> None:
+    """Moving would pickle the buffered values; one that cannot be pickled raises before
+    anything moves, and the channel keeps every value in process (none is lost)."""
+    ch: csp.Channel[object] = csp.Channel(2, name="unpicklable")
+    ch.write(1)
+    ch.write(lambda: None)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        _shm.share(ch)
+    assert ch._shm is None
+    assert ch.read_nowait() == 1
+    assert callable(ch.read_nowait())

@@ -8,6 +8,10 @@
 //!   one step. No reliance on the GIL.
 //! - The values the in-process side held are written to the shared buffer, in order, before
 //!   the side's gate opens; a poison made in process during the move is carried over.
+//! - No value is lost to the move: a buffered value that cannot travel (cannot be pickled)
+//!   stops the move before it starts (`TypeError`, the channel stays in process with all its
+//!   values); one that arrived during the move and cannot travel poisons the shared channel,
+//!   so its readers learn that a value went missing instead of never seeing it.
 
 use std::sync::atomic::Ordering;
 
@@ -26,6 +30,7 @@ pub(crate) fn share(chan: &Bound<'_, Channel>, ring_bytes: usize) -> PyResult<Py
     if let Some(s) = this.shm.get() {
         return Ok(s.clone_ref(py));
     }
+    check_buffered(chan)?;
     let native = PyShmChannel::create(this.inner.capacity(), ring_bytes, &this.name)?;
     let side = Py::new(py, ShmSide::new(py, native, this.name.clone(), &[])?)?;
     let s = side.get();
@@ -74,8 +79,33 @@ pub(crate) fn share(chan: &Bound<'_, Channel>, ring_bytes: usize) -> PyResult<Py
         }
         Ok(())
     })();
+    if carried.is_err() {
+        // A value that reached the channel during the move could not travel: the shared
+        // channel must not look complete without it (module invariants).
+        let _ = s.engine().poison(); // the TypeError below is what the caller must see
+    }
     s.open_gate();
     carried.map(|()| side)
+}
+
+/// Encodes (and drops) every value buffered in `chan`: the first that cannot travel raises
+/// its `TypeError` before anything moves.
+fn check_buffered(chan: &Bound<'_, Channel>) -> PyResult<()> {
+    let py = chan.py();
+    let this = chan.get();
+    let mut held: Vec<Py<PyAny>> = Vec::new();
+    // The engine lock's holders never wait for the GIL, so this ends; Python runs only after
+    // the visit, outside the lock.
+    while !this.inner.try_visit_buffered(|v| held.push(v.clone_ref(py))) {
+        held.clear();
+        std::thread::yield_now();
+    }
+    let name = chan.getattr("name")?;
+    let encode = py.import("ferrocsp._shm")?.getattr("encode")?;
+    for v in held {
+        encode.call1((v, &name))?;
+    }
+    Ok(())
 }
 
 fn count(n: usize) -> u32 {
