@@ -199,6 +199,29 @@ ONCE = {
             threading.Thread.start = start
             leftover_threads(watcher)
     """,
+    "during-join-bookkeeping": """
+        # SIGINT lands in join() before it waits (while it records the caller as joining):
+        # the network must still be wound down.
+        from ferrocsp import _par
+        a = csp.Channel(name="a")
+        procs = [k.process(read_all, name="r")(a) for _ in range(2)]
+        joining = _par._joining
+
+        def interrupted_joining(on):
+            global watcher
+            if on:
+                watcher = announce_when(lambda: a.stats().readers_waiting == 2)
+                while True:
+                    time.sleep(0.01)  # where the SIGINT lands
+            joining(on)
+
+        _par._joining = interrupted_joining
+        try:
+            csp.Par(*procs).run()
+        finally:
+            _par._joining = joining
+            leftover_threads(watcher)
+    """,
     "plain-read": """
         ch = csp.Channel(name="main-blocked")
         watcher = announce_when(lambda: ch.stats().readers_waiting == 1)

@@ -152,6 +152,7 @@ class Handle(Generic[T]):
         self._path = path
         self._processes = processes
         self._single = False
+        self._interrupted = False
         kinds = [_backend_of(p, backend) for p in processes]  # validates before starting
         tasks: list[_Task | None] = [None] * len(processes)
         hosts: list[ThreadHost] = []  # constructed here, started together below
@@ -227,15 +228,31 @@ class Handle(Generic[T]):
             if not timeout >= 0:
                 raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        if timeout is not None:
-            return self._join(deadline, timeout)
-        # Waiting for its own processes, with no timeout: a deadlock-detection participant
-        # that is stuck until they end (see docs/design.md, "Deadlock detection").
-        _joining(True)
         try:
-            return self._join(deadline, timeout)
-        finally:
-            _joining(False)
+            if timeout is not None:
+                return self._join(deadline, timeout)
+            # Waiting for its own processes, with no timeout: a deadlock-detection participant
+            # that is stuck until they end (see docs/design.md, "Deadlock detection").
+            _joining(True)
+            try:
+                return self._join(deadline, timeout)
+            finally:
+                _joining(False)
+        except KeyboardInterrupt:
+            # Wherever in here it landed (the wait, or the bookkeeping around it).
+            self._on_interrupt()
+            raise
+
+    def _on_interrupt(self) -> None:
+        """Ctrl-C while this network runs and its caller waits for it: poisons every running
+        network, waits up to ``INTERRUPT_GRACE`` seconds, kills OS children still running.
+        Once per handle (``run`` and ``join`` may both see the same interrupt)."""
+        if self._interrupted:
+            return
+        self._interrupted = True
+        _poison_running()
+        if not self._wait_until(time.monotonic() + INTERRUPT_GRACE):
+            self._kill_os()
 
     def _join(self, deadline: float | None, timeout: float | None) -> T:
         if _in_scheduler():
@@ -244,14 +261,8 @@ class Handle(Generic[T]):
             if not io(self._wait_until, deadline):
                 raise TimeoutError(f"{self.name} still running after {timeout} s")
             return self.result
-        try:
-            if not self._wait_until(deadline):
-                raise TimeoutError(f"{self.name} still running after {timeout} s")
-        except KeyboardInterrupt:
-            _poison_running()
-            if not self._wait_until(time.monotonic() + INTERRUPT_GRACE):
-                self._kill_os()
-            raise
+        if not self._wait_until(deadline):
+            raise TimeoutError(f"{self.name} still running after {timeout} s")
         return self.result
 
     @property
@@ -379,7 +390,13 @@ class Par(Generic[R]):
 
         ``async def`` processes run together on one event loop in a dedicated thread.
         """
-        return self.start().join()
+        handle = self.start()  # a Ctrl-C while it starts winds down what it started
+        try:
+            return handle.join()
+        except KeyboardInterrupt:
+            # Also one that landed between the start and the join's own handler.
+            handle._on_interrupt()
+            raise
 
     async def arun(self) -> list[R | None]:
         """``await Par(...).arun()``: runs every process to the end from asyncio code.

@@ -32,188 +32,25 @@
 //! follows the same rule). So a value is never lost nor duplicated by cancellation.
 
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
-use std::thread::ThreadId;
 use std::time::Instant;
 
-use ferrocsp::{Error, Policy, Poll, Select, SelectError, Selected, Wake, Waker};
+use ferrocsp::{Error, Policy, Poll, Select, SelectError, Selected, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
 
 use crate::aio_waiter::{Waiter, Withdraw};
-use crate::channel::shm_aio;
+use crate::aio_wake::{is_cancel, keep_result_on_cancel, wake_future_fn, AsyncWake};
+use crate::alt_map::AltMap;
 use crate::deadlock::{Desc, Participant};
 use crate::errors::{to_pyerr, OpName};
-use crate::pythread::{deadline, Value};
-use crate::select::AltMap;
+use crate::flavor::Flavors;
+use crate::pythread::{current_thread, deadline, Value};
+use crate::shm_side::shm_aio;
 use crate::wait::PooledSelect;
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static CANCELLED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-static WAKE_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Completes `fut` unless it is already done (cancelled, or woken twice): the target of
-/// deadline timers and of wake-ups from other threads.
-#[pyfunction]
-pub(crate) fn _wake_future(fut: &Bound<'_, Waiter>) -> PyResult<()> {
-    Waiter::complete(fut)
-}
-
-fn wake_future_fn(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    WAKE_FUTURE
-        .get_or_try_init(py, || {
-            py.import("ferrocsp._native").and_then(|m| m.getattr("_wake_future")).map(Bound::unbind)
-        })
-        .map(|f| f.bind(py))
-}
-
-/// The calling thread's id (cached: `std::thread::current()` clones a handle each time).
-pub(crate) fn current_thread() -> ThreadId {
-    thread_local!(static ID: ThreadId = std::thread::current().id());
-    // Inside thread-local destruction the cache may be gone: ask the slow way.
-    ID.try_with(|id| *id).unwrap_or_else(|_| std::thread::current().id())
-}
-
-/// The waker of one awaiting op: completes the future currently installed, on its loop.
-///
-/// Invariant: `fut` holds the future the task waits on (or will wait on) while the op is
-/// registered; `wake` takes it, so each future is completed at most once by a wake-up.
-struct AsyncWake {
-    event_loop: Py<PyAny>,
-    thread: ThreadId,
-    fut: Mutex<Option<Py<Waiter>>>,
-}
-
-impl AsyncWake {
-    /// The future installed and not yet taken by a wake-up, if any.
-    fn installed(&self, py: Python<'_>) -> Option<Py<Waiter>> {
-        lock(&self.fut).as_ref().map(|f| f.clone_ref(py))
-    }
-
-    fn install(&self, fut: Option<Py<Waiter>>) {
-        // The previous future (if any) is dropped outside the lock; we hold the GIL here.
-        let old = std::mem::replace(&mut *lock(&self.fut), fut);
-        drop(old);
-    }
-}
-
-impl Wake for AsyncWake {
-    fn wake(&self) {
-        let Some(fut) = lock(&self.fut).take() else { return };
-        // Called from any thread, with or without the GIL; never with a channel lock held.
-        Python::attach(|py| {
-            let r = wake_future_fn(py).and_then(|wake| {
-                if current_thread() == self.thread {
-                    // On the loop's thread (the same-loop fast path): complete the waiter
-                    // directly, which only queues the task on the loop's run queue; no
-                    // thread-safe hand-off. A waiter cancelled meanwhile stays cancelled.
-                    Waiter::complete(fut.bind(py))
-                } else {
-                    self.event_loop
-                        .call_method1(py, intern!(py, "call_soon_threadsafe"), (wake, fut.bind(py)))
-                        .map(drop)
-                }
-            });
-            // A closed loop has no task left to wake; nothing else can fail here.
-            drop(r);
-        });
-    }
-}
-
-/// The exception a coroutine's `throw(typ[, val[, tb]])` raises.
-pub(crate) fn exception_from_throw_args(
-    typ: &Bound<'_, PyAny>,
-    val: Option<&Bound<'_, PyAny>>,
-) -> PyResult<PyErr> {
-    Ok(match val {
-        Some(v) if !v.is_none() && v.is_instance_of::<pyo3::exceptions::PyBaseException>() => {
-            PyErr::from_value(v.clone())
-        }
-        Some(v) if !v.is_none() && typ.is_instance_of::<PyType>() => {
-            PyErr::from_value(typ.call1((v,))?)
-        }
-        _ if typ.is_instance_of::<PyType>() => PyErr::from_value(typ.call0()?),
-        _ => PyErr::from_value(typ.clone()),
-    })
-}
-
-/// `exc` was thrown into an op whose communication already happened. A cancellation is
-/// deferred: the op reports its result and the cancellation is re-requested, to take effect
-/// at the task's next suspension. Any other exception is returned, to propagate instead.
-pub(crate) fn keep_result_on_cancel(
-    py: Python<'_>,
-    op: &Bound<'_, PyAny>,
-    exc: &PyErr,
-) -> PyResult<()> {
-    if !exc.is_instance(py, CANCELLED.import(py, "asyncio", "CancelledError")?) {
-        return Err(exc.clone_ref(py));
-    }
-    let task = CURRENT_TASK.import(py, "asyncio", "current_task")?.call0()?;
-    if !task.is_none() {
-        task.call_method0("uncancel")?;
-        // A task that is nothing but this op just finishes with its result (a cancellation
-        // pending at its return would drop the result).
-        if !task.call_method0("get_coro")?.is(op) {
-            task.call_method0("cancel")?;
-        }
-    }
-    Ok(())
-}
-
-/// `ch.aread()` / `__anext__()`: the read if it can complete now (a `_Done`), else an
-/// [`AsyncOp`] that waits when awaited. Only a completed read happens at the call; a read
-/// that must wait, or fails, does so when awaited, as before.
-///
-/// `owner` is the Python channel: a read still waiting when it moves to shared memory
-/// continues there (see [`Inner::follow_move`]).
-pub(crate) fn read_op(
-    py: Python<'_>,
-    owner: &Py<crate::channel::Channel>,
-    chan: &ferrocsp::Channel<Value>,
-    name: &Arc<str>,
-    timeout: Option<f64>,
-    next: bool,
-) -> PyResult<Py<PyAny>> {
-    match chan.try_read() {
-        Ok(v) => {
-            crate::trace::event(py, "read", "", name); // trace hook
-            crate::aio_op::done(py, v)
-        }
-        Err(_) => {
-            let op = AsyncOp::read(chan, name, timeout, next, owner.clone_ref(py));
-            crate::aio_op::pending(py, op)
-        }
-    }
-}
-
-/// `ch.awrite(value)`: the write if it can complete now (a `_Done`), else an [`AsyncOp`].
-/// `owner` as for [`read_op`]: a write still waiting when its channel moves continues there.
-pub(crate) fn write_op(
-    py: Python<'_>,
-    owner: &Py<crate::channel::Channel>,
-    chan: &ferrocsp::Channel<Value>,
-    name: &Arc<str>,
-    value: Value,
-    timeout: Option<f64>,
-) -> PyResult<Py<PyAny>> {
-    match chan.try_write(value) {
-        Ok(()) => {
-            crate::trace::event(py, "write", "", name); // trace hook
-            crate::aio_op::done(py, py.None())
-        }
-        Err(e) => {
-            let op = AsyncOp::write(chan, name, e.value, timeout, owner.clone_ref(py));
-            crate::aio_op::pending(py, op)
-        }
-    }
-}
 
 /// What the op is, and so how its result becomes Python's.
 #[derive(Debug)]
@@ -252,7 +89,7 @@ struct Inner {
     wait: Option<Wait>,
     done: bool,
     /// The op's Python channel, to follow it to shared memory (None for Alts).
-    owner: Option<Py<crate::channel::Channel>>,
+    owner: Option<Arc<Flavors>>,
     /// Once the channel moved while this op waited: the shared side's coroutine doing it,
     /// which every later step and throw is passed on to (as `yield from` would).
     delegate: Option<Py<PyAny>>,
@@ -314,7 +151,7 @@ impl AsyncOp {
         name: &Arc<str>,
         timeout: Option<f64>,
         next: bool,
-        owner: Py<crate::channel::Channel>,
+        owner: Arc<Flavors>,
     ) -> Self {
         let mut i =
             Self::blank(if next { Kind::Next } else { Kind::Read }, Some(chan.clone()), name);
@@ -328,7 +165,7 @@ impl AsyncOp {
         name: &Arc<str>,
         value: Value,
         timeout: Option<f64>,
-        owner: Py<crate::channel::Channel>,
+        owner: Arc<Flavors>,
     ) -> Self {
         let mut i = Self::blank(Kind::Write, Some(chan.clone()), name);
         i.value = Some(value);
@@ -407,7 +244,7 @@ impl Inner {
         if matches!(self.kind, Kind::Alt(_)) {
             return Ok(None);
         }
-        let Some(shared) = self.owner.as_ref().and_then(|o| o.get().shm.get()) else {
+        let Some(shared) = self.owner.as_ref().and_then(|o| o.shm.get()) else {
             return Ok(None);
         };
         let none = None::<u64>;
@@ -632,9 +469,7 @@ impl Inner {
             None => self.sel.as_mut().and_then(|s| s.abort()),
         };
         match fired {
-            Some(Ok(s))
-                if exc.is_instance(py, CANCELLED.import(py, "asyncio", "CancelledError")?) =>
-            {
+            Some(Ok(s)) if is_cancel(py, &exc)? => {
                 keep_result_on_cancel(py, self_obj, &exc)?;
                 self.finish(py, Ok(s))
             }

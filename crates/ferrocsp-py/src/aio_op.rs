@@ -36,7 +36,12 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
-use crate::aio::{exception_from_throw_args, keep_result_on_cancel, AsyncOp, Out, Step};
+use std::sync::Arc;
+
+use crate::aio::{AsyncOp, Out, Step};
+use crate::aio_wake::{exception_from_throw_args, keep_result_on_cancel};
+use crate::flavor::Flavors;
+use crate::pythread::Value;
 
 /// `Py_am_send` from CPython's `typeslots.h` (3.10+), which pyo3-ffi does not define.
 const PY_AM_SEND: c_int = 81;
@@ -365,4 +370,52 @@ fn create_type(py: Python<'_>) -> PyResult<Py<PyType>> {
 
 fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
     ffi::PyType_Slot { slot, pfunc }
+}
+
+/// `ch.aread()` / `__anext__()`: the read if it can complete now (a `_Done`), else an
+/// [`AsyncOp`] that waits when awaited. Only a completed read happens at the call; a read
+/// that must wait, or fails, does so when awaited, as before.
+///
+/// `owner` is the channel's flavors: a read still waiting when the channel moves to shared
+/// memory continues there (`AsyncOp` follows the move).
+pub(crate) fn read_op(
+    py: Python<'_>,
+    owner: &Arc<Flavors>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &Arc<str>,
+    timeout: Option<f64>,
+    next: bool,
+) -> PyResult<Py<PyAny>> {
+    match chan.try_read() {
+        Ok(v) => {
+            crate::trace::event(py, "read", "", name); // trace hook
+            done(py, v)
+        }
+        Err(_) => {
+            let op = AsyncOp::read(chan, name, timeout, next, Arc::clone(owner));
+            pending(py, op)
+        }
+    }
+}
+
+/// `ch.awrite(value)`: the write if it can complete now (a `_Done`), else an [`AsyncOp`].
+/// `owner` as for [`read_op`]: a write still waiting when its channel moves continues there.
+pub(crate) fn write_op(
+    py: Python<'_>,
+    owner: &Arc<Flavors>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &Arc<str>,
+    value: Value,
+    timeout: Option<f64>,
+) -> PyResult<Py<PyAny>> {
+    match chan.try_write(value) {
+        Ok(()) => {
+            crate::trace::event(py, "write", "", name); // trace hook
+            done(py, py.None())
+        }
+        Err(e) => {
+            let op = AsyncOp::write(chan, name, e.value, timeout, Arc::clone(owner));
+            pending(py, op)
+        }
+    }
 }

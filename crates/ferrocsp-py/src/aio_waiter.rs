@@ -34,7 +34,7 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
-use crate::aio::current_thread;
+use crate::pythread::current_thread;
 
 /// Wake-ups run per `call_soon` of a loop's run queue before it yields to the loop.
 const BATCH: usize = 64;

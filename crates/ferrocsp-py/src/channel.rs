@@ -9,7 +9,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ferrocsp::shm::EndKind;
 use ferrocsp::{Error, Policy};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -17,14 +16,12 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyInt, PyType};
 
-use crate::aio;
+use crate::aio_op;
 use crate::deadlock::Desc;
-use crate::ends::{Reader, Writer};
 use crate::errors::{parse_timeout, to_pyerr, OpName};
-use crate::move_lock::MoveLock;
-use crate::net_side::NetSide;
+use crate::flavor::Flavors;
 use crate::pythread::{deadline, Value};
-use crate::shm_side::{moved, ShmSide};
+use crate::shm_side::ShmSide;
 use crate::trace;
 use crate::wait::{pooled_select, select_pooled};
 
@@ -164,25 +161,28 @@ pub struct Channel {
     pub(crate) inner: ferrocsp::Channel<Value>,
     /// Shared, not copied, by every asyncio operation on the channel.
     pub(crate) name: Arc<str>,
-    /// Set once the channel has moved to shared memory (`shm_side.rs`): every operation then
-    /// goes to its shared side.
-    pub(crate) shm: std::sync::OnceLock<Py<ShmSide>>,
-    /// Makes the move atomic with respect to the ends (`move_lock.rs`).
-    pub(crate) move_lock: MoveLock,
-    /// Set at birth for a networked channel (`net_side.rs`): every operation goes there.
-    pub(crate) net: std::sync::OnceLock<NetSide>,
+    /// Its shared-memory or networked side, if any (`flavor.rs`).
+    pub(crate) flavors: Arc<Flavors>,
 }
 
 impl Channel {
+    /// What the move to shared memory needs of it (`shm_move.rs`).
+    fn parts(&self) -> crate::shm_move::Parts<'_> {
+        crate::shm_move::Parts { inner: &self.inner, flavors: &self.flavors, name: &self.name }
+    }
+
+    /// A channel over an existing engine channel (a networked channel's Alt proxy).
+    fn with_engine(inner: ferrocsp::Channel<Value>, name: String) -> Self {
+        Channel { inner, name: name.into(), flavors: Arc::default() }
+    }
+
     pub(crate) fn make(capacity: usize, name: Option<String>) -> Self {
         let name =
             name.unwrap_or_else(|| format!("chan-{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)));
         Channel {
             inner: ferrocsp::Channel::new(capacity),
             name: name.into(),
-            shm: std::sync::OnceLock::new(),
-            move_lock: MoveLock::default(),
-            net: std::sync::OnceLock::new(),
+            flavors: Arc::default(),
         }
     }
 }
@@ -236,33 +236,35 @@ impl Channel {
         let (side, name, capacity) = crate::net_side::make(core, conn)?;
         let ch = Channel::make(capacity, Some(name));
         drop(ch.inner.close_moved()); // never used: see net_side.rs
-        let _ = ch.net.set(side);
+        let _ = ch.flavors.net.set(side);
         Ok(ch)
     }
 
     /// The ``ferrocsp.net.Connection`` of a networked channel (None for other channels).
     #[getter]
     fn connection(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.net.get().map(|n| n.conn(py).unbind())
+        self.flavors.net.get().map(|n| n.conn(py).unbind())
+    }
+
+    /// The local channel an Alt waits on for this networked channel: as a reader, or
+    /// (``output``) as a writer for an Output guard (``net/_alt.py``).
+    fn _net_alt(&self, py: Python<'_>, output: bool) -> PyResult<Py<PyAny>> {
+        let Some(n) = self.flavors.net.get() else {
+            return Err(PyValueError::new_err(format!(
+                "channel '{}' is not a networked channel",
+                self.name
+            )));
+        };
+        let name = format!("net:{}", self.name);
+        n.alt_channel(py, output, |engine| {
+            Ok(Py::new(py, Channel::with_engine(engine, name.clone()))?.into_any())
+        })
     }
 
     /// A networked channel's transport (``_NetChan``; None for other channels).
     #[getter]
     fn _net_core(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.net.get().map(|n| n.core(py).unbind())
-    }
-
-    /// A new end of this networked channel that was already counted on the server (an end
-    /// that arrived in a message: its sender counted it on its behalf).
-    fn _net_end(slf: &Bound<'_, Self>, kind: &str) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        match kind {
-            "reader" => Ok(Py::new(py, Reader::make(slf))?.into_any()),
-            "writer" => Ok(Py::new(py, Writer::make(slf))?.into_any()),
-            _ => Err(PyValueError::new_err(format!(
-                "end kind must be 'reader' or 'writer', not {kind:?}"
-            ))),
-        }
+        self.flavors.net.get().map(|n| n.core(py).unbind())
     }
 
     /// `Channel[int]` in annotations: a `types.GenericAlias` (the stub's `Channel[T]`).
@@ -298,10 +300,10 @@ impl Channel {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let t = parse_timeout(timeout)?;
-        if let Some(s) = self.shm.get() {
+        if let Some(s) = self.flavors.shm.get() {
             return s.get().write(py, value.bind(py), t, false);
         }
-        if let Some(n) = self.net.get() {
+        if let Some(n) = self.flavors.net.get() {
             return n.write(py, &self.name, value.bind(py), t, false);
         }
         let keep = value.clone_ref(py);
@@ -319,10 +321,10 @@ impl Channel {
     #[pyo3(signature = (*, timeout = None))]
     fn read(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
         let t = parse_timeout(timeout)?;
-        if let Some(s) = self.shm.get() {
+        if let Some(s) = self.flavors.shm.get() {
             return s.get().read(py, t, false);
         }
-        if let Some(n) = self.net.get() {
+        if let Some(n) = self.flavors.net.get() {
             return n.read(py, &self.name, t, false);
         }
         let r = read_value(py, &self.inner, &self.name, t);
@@ -346,16 +348,20 @@ impl Channel {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
-        if let Some(s) = this.shm.get() {
+        if let Some(s) = this.flavors.shm.get() {
             parse_timeout(timeout)?;
-            return shm_aio(py, "awrite", (s, None::<u64>, "writer", false, value, timeout));
+            return crate::shm_side::shm_aio(
+                py,
+                "awrite",
+                (s, None::<u64>, "writer", false, value, timeout),
+            );
         }
-        if this.net.get().is_some() {
+        if this.flavors.net.get().is_some() {
             parse_timeout(timeout)?;
-            return net_aio(py, "awrite", (slf, value, timeout));
+            return crate::net_side::net_aio(py, "awrite", (slf, value, timeout));
         }
         let timeout = parse_timeout(timeout)?;
-        aio::write_op(py, &slf.clone().unbind(), &this.inner, &this.name, value, timeout)
+        aio_op::write_op(py, &this.flavors, &this.inner, &this.name, value, timeout)
     }
 
     /// ``await ch.aread()``: the asyncio twin of ``read`` (same errors and timeout).
@@ -366,25 +372,29 @@ impl Channel {
     #[pyo3(signature = (*, timeout = None))]
     fn aread(slf: &Bound<'_, Self>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
-        if let Some(s) = this.shm.get() {
+        if let Some(s) = this.flavors.shm.get() {
             parse_timeout(timeout)?;
-            return shm_aio(py, "aread", (s, None::<u64>, "reader", false, timeout, false));
+            return crate::shm_side::shm_aio(
+                py,
+                "aread",
+                (s, None::<u64>, "reader", false, timeout, false),
+            );
         }
-        if this.net.get().is_some() {
+        if this.flavors.net.get().is_some() {
             parse_timeout(timeout)?;
-            return net_aio(py, "aread", (slf, timeout, false));
+            return crate::net_side::net_aio(py, "aread", (slf, timeout, false));
         }
         let timeout = parse_timeout(timeout)?;
-        aio::read_op(py, &slf.clone().unbind(), &this.inner, &this.name, timeout, false)
+        aio_op::read_op(py, &this.flavors, &this.inner, &this.name, timeout, false)
     }
 
     /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);
     /// otherwise raises ``WouldBlock`` and sends nothing.
     fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
-        if let Some(s) = self.shm.get() {
+        if let Some(s) = self.flavors.shm.get() {
             return s.get().write(py, value.bind(py), None, true);
         }
-        if let Some(n) = self.net.get() {
+        if let Some(n) = self.flavors.net.get() {
             return n.write(py, &self.name, value.bind(py), None, true);
         }
         try_write_value(py, &self.inner, &self.name, value)
@@ -392,25 +402,13 @@ impl Channel {
 
     /// Reads a value if one is available right now; otherwise raises ``WouldBlock``.
     fn read_nowait(&self, py: Python<'_>) -> PyResult<Value> {
-        if let Some(s) = self.shm.get() {
+        if let Some(s) = self.flavors.shm.get() {
             return s.get().read(py, None, true);
         }
-        if let Some(n) = self.net.get() {
+        if let Some(n) = self.flavors.net.get() {
             return n.read(py, &self.name, None, true);
         }
         try_read_value(py, &self.inner, &self.name)
-    }
-
-    /// A new counted reader end of this channel.
-    fn reader(slf: &Bound<'_, Self>) -> PyResult<Py<Reader>> {
-        let end = new_end(slf, Reader::make, Reader::end_id, EndKind::Reader)?;
-        Py::new(slf.py(), end)
-    }
-
-    /// A new counted writer end of this channel.
-    fn writer(slf: &Bound<'_, Self>) -> PyResult<Py<Writer>> {
-        let end = new_end(slf, Writer::make, Writer::end_id, EndKind::Writer)?;
-        Py::new(slf.py(), end)
     }
 
     /// Poisons the channel: every blocked and later operation raises ``ChannelPoisoned``;
@@ -418,10 +416,10 @@ impl Channel {
     fn poison(&self, py: Python<'_>) -> PyResult<()> {
         trace::event(py, "poison", "", &self.name);
         self.inner.poison();
-        if let Some(s) = self.shm.get() {
+        if let Some(s) = self.flavors.shm.get() {
             s.get().poison(py)?;
         }
-        if let Some(n) = self.net.get() {
+        if let Some(n) = self.flavors.net.get() {
             n.poison(py)?;
         }
         Ok(())
@@ -429,14 +427,14 @@ impl Channel {
 
     /// A snapshot of the channel's counters (``ChannelStats``).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        if self.net.get().is_some() {
+        if self.flavors.net.get().is_some() {
             return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
                 "stats() of networked channel '{}': its readers, writers and values are spread \
                  over every connected process, and no process sees a consistent count",
                 self.name
             )));
         }
-        let s = match self.shm.get() {
+        let s = match self.flavors.shm.get() {
             Some(side) => side.get().stats(py)?,
             None => self.inner.stats(),
         };
@@ -458,10 +456,10 @@ impl Channel {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Value>> {
-        if let Some(s) = self.shm.get() {
+        if let Some(s) = self.flavors.shm.get() {
             return s.get().next(py, None);
         }
-        if let Some(n) = self.net.get() {
+        if let Some(n) = self.flavors.net.get() {
             return end_of_stream(py, n.read(py, &self.name, None, false));
         }
         let r = next_value(py, &self.inner, &self.name);
@@ -477,61 +475,35 @@ impl Channel {
 
     fn __anext__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
-        if let Some(s) = this.shm.get() {
-            return shm_aio(py, "aread", (s, None::<u64>, "reader", false, py.None(), true));
+        if let Some(s) = this.flavors.shm.get() {
+            return crate::shm_side::shm_aio(
+                py,
+                "aread",
+                (s, None::<u64>, "reader", false, py.None(), true),
+            );
         }
-        if this.net.get().is_some() {
-            return net_aio(py, "aread", (slf, py.None(), true));
+        if this.flavors.net.get().is_some() {
+            return crate::net_side::net_aio(py, "aread", (slf, py.None(), true));
         }
-        aio::read_op(py, &slf.clone().unbind(), &this.inner, &this.name, None, true)
+        aio_op::read_op(py, &this.flavors, &this.inner, &this.name, None, true)
     }
 
     /// The shared-memory side of a channel that moved there (``None`` while in-process).
     #[getter]
     fn _shm(&self, py: Python<'_>) -> Option<Py<ShmSide>> {
-        self.shm.get().map(|s| s.clone_ref(py))
+        self.flavors.shm.get().map(|s| s.clone_ref(py))
     }
 
     /// Moves the channel to shared memory (once; a ring of ``ring_bytes``) and returns its
     /// shared side: from then on every operation goes there (`shm_side.rs`).
     fn _share(slf: &Bound<'_, Self>, ring_bytes: usize) -> PyResult<Py<ShmSide>> {
-        crate::shm_move::share(slf, ring_bytes)
+        crate::shm_move::share(slf.py(), slf.get().parts(), ring_bytes)
     }
 
     /// Makes this channel (new, never used) the one of segment ``uuid`` in this process,
     /// opened from the first of ``holders`` (``(pid, fd)``) that is reachable.
     fn _attach_shm(slf: &Bound<'_, Self>, uuid: &[u8], holders: Vec<(u32, i32)>) -> PyResult<()> {
-        crate::shm_move::attach(slf, uuid, &holders)
-    }
-
-    /// A new end object bound to slot ``slot`` of this shared channel's end table
-    /// (unpickling an end that crossed processes: it stays live when this copy is dropped).
-    fn _adopt_end(slf: &Bound<'_, Self>, kind: &str, slot: u32) -> PyResult<Py<PyAny>> {
-        let (py, this) = (slf.py(), slf.get());
-        let side = this.shm.get().ok_or_else(|| {
-            PyValueError::new_err(format!("channel '{}' is not shared", this.name))
-        })?;
-        let _held = this.move_lock.hold(py);
-        crate::shm_side::adopting(side.get(), slot);
-        let (obj, id) = match kind {
-            "reader" => {
-                let end = new_end(slf, Reader::make, Reader::end_id, EndKind::Reader)?;
-                let id = end.end_id();
-                (Py::new(py, end)?.into_any(), id)
-            }
-            "writer" => {
-                let end = new_end(slf, Writer::make, Writer::end_id, EndKind::Writer)?;
-                let id = end.end_id();
-                (Py::new(py, end)?.into_any(), id)
-            }
-            _ => {
-                return Err(PyValueError::new_err(format!(
-                    "end kind must be 'reader' or 'writer', not {kind:?}"
-                )))
-            }
-        };
-        crate::shm_side::crossed(side.get(), id);
-        Ok(obj)
+        crate::shm_move::attach(slf.py(), slf.get().parts(), uuid, &holders)
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
@@ -546,7 +518,7 @@ impl Channel {
     }
 
     fn __repr__(&self) -> String {
-        if self.net.get().is_some() {
+        if self.flavors.net.get().is_some() {
             let cap = self.inner.capacity();
             return format!("<Channel '{}' capacity={cap} networked>", self.name);
         }
@@ -564,7 +536,7 @@ impl Channel {
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        if slf.get().net.get().is_some() {
+        if slf.get().flavors.net.get().is_some() {
             return Err(PyTypeError::new_err(
                 "a networked channel does not pickle: send its ends over a networked channel, \
                  or open it by name with Channel(name=..., net=connect(url)) in the other process",
@@ -599,34 +571,6 @@ pub(crate) fn generic_alias<'py>(
     alias.call1((cls, item))
 }
 
-static SHM_AIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// The coroutine of `ferrocsp._shm_aio.<func>(*args)`: an asyncio operation on a shared
-/// channel (its waits run on an operation greenlet; see that module).
-pub(crate) fn shm_aio<'py>(
-    py: Python<'py>,
-    func: &str,
-    args: impl pyo3::call::PyCallArgs<'py>,
-) -> PyResult<Py<PyAny>> {
-    let m = SHM_AIO
-        .get_or_try_init(py, || py.import("ferrocsp._shm_aio").map(|m| m.into_any().unbind()))?;
-    Ok(m.bind(py).call_method1(func, args)?.unbind())
-}
-
-static NET_AIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// The coroutine of `ferrocsp.net._aio.<func>(*args)`: an asyncio operation on a networked
-/// channel (it awaits the transport's operation handle; see that module).
-pub(crate) fn net_aio<'py>(
-    py: Python<'py>,
-    func: &str,
-    args: impl pyo3::call::PyCallArgs<'py>,
-) -> PyResult<Py<PyAny>> {
-    let m = NET_AIO
-        .get_or_try_init(py, || py.import("ferrocsp.net._aio").map(|m| m.into_any().unbind()))?;
-    Ok(m.bind(py).call_method1(func, args)?.unbind())
-}
-
 /// `__next__`'s view of a read: end-of-stream (retired) stops the iteration.
 pub(crate) fn end_of_stream(py: Python<'_>, r: PyResult<Value>) -> PyResult<Option<Value>> {
     match r {
@@ -636,25 +580,18 @@ pub(crate) fn end_of_stream(py: Python<'_>, r: PyResult<Value>) -> PyResult<Opti
     }
 }
 
-/// A new end of `chan`, made under its `MoveLock`: counted in shared memory too if the channel
-/// lives there, else by the move's snapshot if it ever moves.
-fn new_end<E>(
-    chan: &Bound<'_, Channel>,
-    make: impl FnOnce(&Bound<'_, Channel>) -> E,
-    id: impl FnOnce(&E) -> u64,
-    kind: EndKind,
-) -> PyResult<E> {
-    let py = chan.py();
-    let this = chan.get();
-    if let Some(n) = this.net.get() {
-        // Counted on the server before the end exists here, so every participant sees it.
-        n.count_end(py, kind == EndKind::Reader, true, true)?;
-        return Ok(make(chan));
+/// An in-process operation's result `r`, unless it failed because its channel moved to shared
+/// memory meanwhile (`Error::Moved`, raised as the private `_Moved`): then `Err(side)`, to retry
+/// there. Nothing was sent or taken by the failed attempt.
+pub(crate) fn moved<'a, T>(
+    py: Python<'_>,
+    chan: &'a Channel,
+    r: PyResult<T>,
+) -> Result<PyResult<T>, &'a ShmSide> {
+    if let (Err(e), Some(s)) = (&r, chan.flavors.shm.get()) {
+        if e.is_instance_of::<crate::errors::Moved>(py) {
+            return Err(s.get());
+        }
     }
-    let _held = this.move_lock.hold(py);
-    let end = make(chan);
-    if let Some(s) = this.shm.get() {
-        s.get().register_end(py, id(&end), kind)?;
-    }
-    Ok(end)
+    Ok(r)
 }

@@ -10,21 +10,21 @@
 //! - Making, retiring and dropping an end hold the channel's `MoveLock`, so a concurrent move
 //!   to shared memory counts the end exactly once (`shm_side.rs`).
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 
-use crate::aio;
+use crate::aio_op;
 use ferrocsp::shm::EndKind;
 
-use crate::channel::{end_of_stream, net_aio};
 use crate::channel::{
-    mobility_reduce, next_value, read_value, shm_aio, try_read_value, try_write_value, write_value,
-    Channel,
+    end_of_stream, mobility_reduce, moved, next_value, read_value, try_read_value, try_write_value,
+    write_value, Channel,
 };
 use crate::errors::{parse_timeout, retired_end};
 use crate::net_side::NetSide;
 use crate::pythread::Value;
-use crate::shm_side::{moved, ShmSide};
+use crate::shm_side::ShmSide;
 
 /// A counted reading end of a channel.
 ///
@@ -78,7 +78,7 @@ fn dropped(chan: &Channel, id: u64, retired: bool, kind: EndKind, retire: impl F
         return;
     }
     Python::attach(|py| {
-        if let Some(n) = chan.net.get() {
+        if let Some(n) = chan.flavors.net.get() {
             // Uncounted on the server in the background: a finalizer must not wait.
             if let Err(e) = n.count_end(py, kind == EndKind::Reader, false, false) {
                 e.write_unraisable(py, None);
@@ -86,8 +86,8 @@ fn dropped(chan: &Channel, id: u64, retired: bool, kind: EndKind, retire: impl F
             retire();
             return;
         }
-        let _held = chan.move_lock.hold(py);
-        if let Some(s) = chan.shm.get() {
+        let _held = chan.flavors.move_lock.hold(py);
+        if let Some(s) = chan.flavors.shm.get() {
             let finalizing = py
                 .import("sys")
                 .and_then(|m| m.call_method0("is_finalizing"))
@@ -131,12 +131,12 @@ macro_rules! end_class {
 
             /// The shared side of the channel, if it moved to shared memory.
             fn shm(&self) -> Option<&ShmSide> {
-                self.chan.get().shm.get().map(|s| s.get())
+                self.chan.get().flavors.shm.get().map(|s| s.get())
             }
 
             /// The networked side of the channel, if it is a networked channel.
             fn net(&self) -> Option<&NetSide> {
-                self.chan.get().net.get()
+                self.chan.get().flavors.net.get()
             }
 
             /// This end, as the shared side keys it: (engine id, retired in this process).
@@ -177,7 +177,7 @@ macro_rules! end_class {
                     self.inner.retire();
                     return Ok(());
                 }
-                let _held = chan.move_lock.hold(py);
+                let _held = chan.flavors.move_lock.hold(py);
                 if let Some(s) = self.shm() {
                     s.end_retire(py, self.inner.id(), $end_kind, self.inner.is_retired())?;
                 }
@@ -293,17 +293,17 @@ end_class!(
         /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
         #[pyo3(signature = (*, timeout = None))]
         fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-            if let Some(s) = self.chan.get().shm.get() {
+            if let Some(s) = self.chan.get().flavors.shm.get() {
                 parse_timeout(timeout)?;
                 let args = (s, self.inner.id(), "reader", self.inner.is_retired(), timeout, false);
-                return shm_aio(py, "aread", args);
+                return crate::shm_side::shm_aio(py, "aread", args);
             }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
             if self.net().is_some() {
-                return net_aio(py, "aread", (&self.chan, timeout, false));
+                return crate::net_side::net_aio(py, "aread", (&self.chan, timeout, false));
             }
-            aio::read_op(py, &self.chan, &c.inner, &c.name, timeout, false)
+            aio_op::read_op(py, &c.flavors, &c.inner, &c.name, timeout, false)
         }
 
         /// Reads a value if one is available now, else raises ``WouldBlock``.
@@ -343,15 +343,15 @@ end_class!(
         }
 
         fn __anext__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-            if let Some(s) = self.chan.get().shm.get() {
+            if let Some(s) = self.chan.get().flavors.shm.get() {
                 let args = (s, self.inner.id(), "reader", self.inner.is_retired(), py.None(), true);
-                return shm_aio(py, "aread", args);
+                return crate::shm_side::shm_aio(py, "aread", args);
             }
             let c = self.checked(py)?;
             if self.net().is_some() {
-                return net_aio(py, "aread", (&self.chan, py.None(), true));
+                return crate::net_side::net_aio(py, "aread", (&self.chan, py.None(), true));
             }
-            aio::read_op(py, &self.chan, &c.inner, &c.name, None, true)
+            aio_op::read_op(py, &c.flavors, &c.inner, &c.name, None, true)
         }
     }
 );
@@ -395,17 +395,17 @@ end_class!(
             value: Value,
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Py<PyAny>> {
-            if let Some(s) = self.chan.get().shm.get() {
+            if let Some(s) = self.chan.get().flavors.shm.get() {
                 parse_timeout(timeout)?;
                 let args = (s, self.inner.id(), "writer", self.inner.is_retired(), value, timeout);
-                return shm_aio(py, "awrite", args);
+                return crate::shm_side::shm_aio(py, "awrite", args);
             }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
             if self.net().is_some() {
-                return net_aio(py, "awrite", (&self.chan, value, timeout));
+                return crate::net_side::net_aio(py, "awrite", (&self.chan, value, timeout));
             }
-            aio::write_op(py, &self.chan, &c.inner, &c.name, value, timeout)
+            aio_op::write_op(py, &c.flavors, &c.inner, &c.name, value, timeout)
         }
 
         /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).
@@ -421,3 +421,86 @@ end_class!(
         }
     }
 );
+
+/// The ends a `Channel` makes (its `#[pymethods]` that name `Reader`/`Writer` live here, so
+/// that the channel's own module does not depend on its ends).
+#[pymethods]
+impl Channel {
+    /// A new counted reader end of this channel.
+    fn reader(slf: &Bound<'_, Self>) -> PyResult<Py<Reader>> {
+        let end = new_end(slf, Reader::make, Reader::end_id, EndKind::Reader)?;
+        Py::new(slf.py(), end)
+    }
+
+    /// A new counted writer end of this channel.
+    fn writer(slf: &Bound<'_, Self>) -> PyResult<Py<Writer>> {
+        let end = new_end(slf, Writer::make, Writer::end_id, EndKind::Writer)?;
+        Py::new(slf.py(), end)
+    }
+
+    /// A new end object bound to slot ``slot`` of this shared channel's end table
+    /// (unpickling an end that crossed processes: it stays live when this copy is dropped).
+    fn _adopt_end(slf: &Bound<'_, Self>, kind: &str, slot: u32) -> PyResult<Py<PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        let side = this.flavors.shm.get().ok_or_else(|| {
+            PyValueError::new_err(format!("channel '{}' is not shared", this.name))
+        })?;
+        let _held = this.flavors.move_lock.hold(py);
+        crate::shm_side::adopting(side.get(), slot);
+        let (obj, id) = match kind {
+            "reader" => {
+                let end = new_end(slf, Reader::make, Reader::end_id, EndKind::Reader)?;
+                let id = end.end_id();
+                (Py::new(py, end)?.into_any(), id)
+            }
+            "writer" => {
+                let end = new_end(slf, Writer::make, Writer::end_id, EndKind::Writer)?;
+                let id = end.end_id();
+                (Py::new(py, end)?.into_any(), id)
+            }
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "end kind must be 'reader' or 'writer', not {kind:?}"
+                )))
+            }
+        };
+        crate::shm_side::crossed(side.get(), id);
+        Ok(obj)
+    }
+
+    /// A new end of this networked channel that was already counted on the server (an end
+    /// that arrived in a message: its sender counted it on its behalf).
+    fn _net_end(slf: &Bound<'_, Self>, kind: &str) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        match kind {
+            "reader" => Ok(Py::new(py, Reader::make(slf))?.into_any()),
+            "writer" => Ok(Py::new(py, Writer::make(slf))?.into_any()),
+            _ => Err(PyValueError::new_err(format!(
+                "end kind must be 'reader' or 'writer', not {kind:?}"
+            ))),
+        }
+    }
+}
+
+/// A new end of `chan`, made under its `MoveLock`: counted in shared memory too if the channel
+/// lives there, else by the move's snapshot if it ever moves.
+fn new_end<E>(
+    chan: &Bound<'_, Channel>,
+    make: impl FnOnce(&Bound<'_, Channel>) -> E,
+    id: impl FnOnce(&E) -> u64,
+    kind: EndKind,
+) -> PyResult<E> {
+    let py = chan.py();
+    let this = chan.get();
+    if let Some(n) = this.flavors.net.get() {
+        // Counted on the server before the end exists here, so every participant sees it.
+        n.count_end(py, kind == EndKind::Reader, true, true)?;
+        return Ok(make(chan));
+    }
+    let _held = this.flavors.move_lock.hold(py);
+    let end = make(chan);
+    if let Some(s) = this.flavors.shm.get() {
+        s.get().register_end(py, id(&end), kind)?;
+    }
+    Ok(end)
+}

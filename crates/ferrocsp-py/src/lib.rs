@@ -7,10 +7,13 @@
 mod aio;
 mod aio_op;
 mod aio_waiter;
+mod aio_wake;
+mod alt_map;
 mod channel;
 mod deadlock;
 mod ends;
 mod errors;
+mod flavor;
 mod move_lock;
 #[cfg(feature = "net")]
 mod net;
@@ -45,7 +48,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(process::_shared_wait, m)?)?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;
-    m.add_function(wrap_pyfunction!(aio::_wake_future, m)?)?;
+    m.add_function(wrap_pyfunction!(aio_wake::_wake_future, m)?)?;
     m.add_class::<sched::Scheduler>()?;
     m.add_class::<aio_waiter::Waiter>()?;
     m.add_class::<aio_waiter::RunQueue>()?;

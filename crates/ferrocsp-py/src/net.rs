@@ -19,9 +19,8 @@ use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::channel::Channel;
 use crate::errors::{parse_timeout, to_pyerr, OpName};
-use crate::pythread::{deadline, is_main_thread, rearm, SIGNAL_SLICE};
+use crate::pythread::{deadline, is_main_thread, rearm, Value, SIGNAL_SLICE};
 
 fn net_err(py: Python<'_>, e: NetError, op: OpName, chan: &str) -> PyErr {
     match e {
@@ -210,7 +209,7 @@ pub(crate) struct NetChan {
     pub(crate) chan: Arc<Chan>,
     /// The local rendezvous channels an Alt waits on for this networked channel: as a
     /// reader (input guard) and as a writer (Output guard); made on first use (see `PyOffer`).
-    alt: OnceLock<(Py<Channel>, Py<Channel>)>,
+    alt: OnceLock<(ferrocsp::Channel<Value>, ferrocsp::Channel<Value>)>,
 }
 
 /// Hands network values to an Alt of this process: `try_write` into the local channel the
@@ -284,21 +283,25 @@ impl Offer for PyOffer {
 
 impl NetChan {
     /// The two local channels of Alt guards on this networked channel, made on first use.
-    fn alt_pair(&self, py: Python<'_>) -> PyResult<&(Py<Channel>, Py<Channel>)> {
+    /// The local rendezvous engine channels an Alt of this process waits on for this
+    /// networked channel (as a reader, and as a writer for Output guards), fed by the
+    /// transport through `PyOffer`; made on first use.
+    pub(crate) fn alt_engines(
+        &self,
+    ) -> PyResult<&(ferrocsp::Channel<Value>, ferrocsp::Channel<Value>)> {
         if let Some(p) = self.alt.get() {
             return Ok(p);
         }
-        let local = Channel::make(0, Some(format!("net:{}", self.chan.name)));
-        let out_local = Channel::make(0, Some(format!("net:{}", self.chan.name)));
+        let local = ferrocsp::Channel::new(0);
+        let out_local = ferrocsp::Channel::new(0);
         let offer = PyOffer {
-            local: local.inner.clone(),
-            writer: Mutex::new(Some(local.inner.writer())),
-            out_local: out_local.inner.clone(),
-            out_reader: Mutex::new(Some(out_local.inner.reader())),
+            local: local.clone(),
+            writer: Mutex::new(Some(local.writer())),
+            out_local: out_local.clone(),
+            out_reader: Mutex::new(Some(out_local.reader())),
             rendezvous: self.chan.capacity == 0,
         };
-        let made = (Py::new(py, local)?, Py::new(py, out_local)?);
-        if self.alt.set(made).is_err() {
+        if self.alt.set((local, out_local)).is_err() {
             // Another thread made them first: use those.
             return self.alt.get().ok_or_else(|| PyRuntimeError::new_err("alt channels"));
         }
@@ -442,16 +445,6 @@ impl NetChan {
     #[pyo3(signature = (reader, made, wait=true))]
     fn count_end(&self, py: Python<'_>, reader: bool, made: bool, wait: bool) -> PyResult<()> {
         self.count(py, reader, made, wait)
-    }
-
-    /// The local channel an Alt uses as this networked channel's input guard.
-    fn alt_channel(&self, py: Python<'_>) -> PyResult<Py<Channel>> {
-        Ok(self.alt_pair(py)?.0.clone_ref(py))
-    }
-
-    /// The local channel an Alt writes to for an Output guard on this networked channel.
-    fn alt_out_channel(&self, py: Python<'_>) -> PyResult<Py<Channel>> {
-        Ok(self.alt_pair(py)?.1.clone_ref(py))
     }
 
     /// An Alt of this process starts (`up=True`) or stops waiting on this channel.

@@ -16,11 +16,25 @@
 //!   when dropped, then in the background).
 //! - Without the cargo feature `net` the type is uninhabited: no channel has this flavor.
 
-#[cfg(not(feature = "net"))]
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 #[cfg(feature = "net")]
 pub(crate) use with_net::{make, NetSide};
+
+static NET_AIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The coroutine of `ferrocsp.net._aio.<func>(*args)`: an asyncio operation on a networked
+/// channel (it awaits the transport's operation handle; see that module).
+pub(crate) fn net_aio<'py>(
+    py: Python<'py>,
+    func: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Py<PyAny>> {
+    let m = NET_AIO
+        .get_or_try_init(py, || py.import("ferrocsp.net._aio").map(|m| m.into_any().unbind()))?;
+    Ok(m.bind(py).call_method1(func, args)?.unbind())
+}
 
 /// Without networked channels in this build, no transport exists to make one over.
 #[cfg(not(feature = "net"))]
@@ -58,6 +72,14 @@ impl NetSide {
     pub(crate) fn poison(&self, _: Python<'_>) -> PyResult<()> {
         match *self {}
     }
+    pub(crate) fn alt_channel(
+        &self,
+        _: Python<'_>,
+        _: bool,
+        _: impl Fn(ferrocsp::Channel<crate::pythread::Value>) -> PyResult<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        match *self {}
+    }
     pub(crate) fn count_end(&self, _: Python<'_>, _: bool, _: bool, _: bool) -> PyResult<()> {
         match *self {}
     }
@@ -71,6 +93,7 @@ impl NetSide {
 
 #[cfg(feature = "net")]
 mod with_net {
+    use std::sync::OnceLock;
     use std::time::Instant;
 
     use pyo3::exceptions::PyTimeoutError;
@@ -91,11 +114,13 @@ mod with_net {
         core: Py<NetChan>,
         /// The Python `ferrocsp.net.Connection` (codec, pickle key, the channel of each name).
         conn: Py<PyAny>,
+        /// The Python channels over the transport's Alt engine channels (input, output).
+        alt: OnceLock<(Py<PyAny>, Py<PyAny>)>,
     }
 
     impl NetSide {
         pub(crate) fn new(core: Py<NetChan>, conn: Py<PyAny>) -> Self {
-            NetSide { core, conn }
+            NetSide { core, conn, alt: OnceLock::new() }
         }
 
         pub(crate) fn conn<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
@@ -165,6 +190,29 @@ mod with_net {
 
         pub(crate) fn poison(&self, py: Python<'_>) -> PyResult<()> {
             self.core.get().poison_now(py)
+        }
+
+        /// The local channel an Alt waits on for this channel: as a reader (input guard), or
+        /// (`output`) as a writer for an Output guard; `wrap` makes the Python channel of an
+        /// engine channel (`channel.rs`, above this module).
+        pub(crate) fn alt_channel(
+            &self,
+            py: Python<'_>,
+            output: bool,
+            wrap: impl Fn(ferrocsp::Channel<crate::pythread::Value>) -> PyResult<Py<PyAny>>,
+        ) -> PyResult<Py<PyAny>> {
+            let pair = match self.alt.get() {
+                Some(p) => p,
+                None => {
+                    let (i, o) = self.core.get().alt_engines()?;
+                    // A lost race leaves the first pair in place; both wrap the same engines.
+                    let _ = self.alt.set((wrap(i.clone())?, wrap(o.clone())?));
+                    self.alt
+                        .get()
+                        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("alt channels"))?
+                }
+            };
+            Ok(if output { pair.1.clone_ref(py) } else { pair.0.clone_ref(py) })
         }
 
         /// Counts an end made (`made`) or retired on the server; `wait`: until it has it.

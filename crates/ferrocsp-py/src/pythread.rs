@@ -58,3 +58,10 @@ pub(crate) fn rearm(py: Python<'_>, interrupt: &PyErr) {
         unsafe { pyo3::ffi::PyErr_WriteUnraisable(std::ptr::null_mut()) };
     }
 }
+
+/// The calling thread's id (cached: `std::thread::current()` clones a handle each time).
+pub(crate) fn current_thread() -> std::thread::ThreadId {
+    thread_local!(static ID: std::thread::ThreadId = std::thread::current().id());
+    // Inside thread-local destruction the cache may be gone: ask the slow way.
+    ID.try_with(|id| *id).unwrap_or_else(|_| std::thread::current().id())
+}

@@ -117,7 +117,7 @@ fn sleep_op(
     let fut = event_loop.call_method0("create_future")?;
     let wake = FutureWake {
         event_loop: event_loop.unbind(),
-        thread: crate::aio::current_thread(),
+        thread: crate::pythread::current_thread(),
         fut: Mutex::new(Some(fut.clone().unbind())),
     };
     let registered = watch(words, seen, until, Waker::Custom(Arc::new(wake))).map_err(watch_err)?;
@@ -142,7 +142,7 @@ impl Wake for FutureWake {
         // From a watcher thread: never once the interpreter is exiting (nobody awaits then).
         crate::deadlock::attach_unless_exiting(|py| {
             let r = SETTLE.import(py, "ferrocsp._shm_aio", "_settle").and_then(|settle| {
-                if crate::aio::current_thread() == self.thread {
+                if crate::pythread::current_thread() == self.thread {
                     settle.call1((fut,)).map(drop)
                 } else {
                     self.event_loop

@@ -14,31 +14,39 @@
 //!   so its readers learn that a value went missing instead of never seeing it.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use ferrocsp::shm::EndKind;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::channel::Channel;
+use crate::flavor::Flavors;
+use crate::pythread::Value;
 use crate::shm::PyShmChannel;
 use crate::shm_side::{lock, ShmSide};
 
+/// What the move needs of a `Channel`: its engine channel, flavors and name.
+#[derive(Clone, Copy)]
+pub(crate) struct Parts<'a> {
+    pub(crate) inner: &'a ferrocsp::Channel<Value>,
+    pub(crate) flavors: &'a Flavors,
+    pub(crate) name: &'a Arc<str>,
+}
+
 /// `Channel._share`: moves `chan` to shared memory (once) and returns its side.
-pub(crate) fn share(chan: &Bound<'_, Channel>, ring_bytes: usize) -> PyResult<Py<ShmSide>> {
-    let py = chan.py();
-    let this = chan.get();
-    if let Some(s) = this.shm.get() {
+pub(crate) fn share(py: Python<'_>, this: Parts<'_>, ring_bytes: usize) -> PyResult<Py<ShmSide>> {
+    if let Some(s) = this.flavors.shm.get() {
         return Ok(s.clone_ref(py));
     }
-    check_buffered(chan)?;
-    let native = PyShmChannel::create(this.inner.capacity(), ring_bytes, &this.name)?;
+    check_buffered(py, this)?;
+    let native = PyShmChannel::create(this.inner.capacity(), ring_bytes, this.name)?;
     let side = Py::new(py, ShmSide::new(py, native, this.name.clone(), &[])?)?;
     let s = side.get();
     s.moving.store(true, Ordering::Release);
     *lock(&s.gate) = true;
     let moved = {
-        let _held = this.move_lock.hold(py);
-        if this.shm.get().is_some() {
+        let _held = this.flavors.move_lock.hold(py);
+        if this.flavors.shm.get().is_some() {
             None
         } else {
             // In process, retirement is one state of the whole channel, whichever side's ends
@@ -54,7 +62,7 @@ pub(crate) fn share(chan: &Bound<'_, Channel>, ring_bytes: usize) -> PyResult<Py
                 .map_err(|err| s.err(py, err))?;
             // From here every operation goes to the side; those blocked in-process wake with
             // `Moved` and retry there, waiting at the gate until the values are over.
-            let _ = this.shm.set(side.clone_ref(py));
+            let _ = this.flavors.shm.set(side.clone_ref(py));
             let values = this.inner.close_moved();
             // A poison that did not see the side yet was made in process before the close.
             if this.inner.is_poisoned() {
@@ -65,7 +73,7 @@ pub(crate) fn share(chan: &Bound<'_, Channel>, ring_bytes: usize) -> PyResult<Py
     };
     let Some((values, retired)) = moved else {
         // Another thread moved it first: ours was never used.
-        return this.shm.get().map(|s| s.clone_ref(py)).ok_or_else(|| {
+        return this.flavors.shm.get().map(|s| s.clone_ref(py)).ok_or_else(|| {
             PyValueError::new_err(format!("channel '{}' lost its shared side", this.name))
         });
     };
@@ -90,9 +98,7 @@ pub(crate) fn share(chan: &Bound<'_, Channel>, ring_bytes: usize) -> PyResult<Py
 
 /// Encodes (and drops) every value buffered in `chan`: the first that cannot travel raises
 /// its `TypeError` before anything moves.
-fn check_buffered(chan: &Bound<'_, Channel>) -> PyResult<()> {
-    let py = chan.py();
-    let this = chan.get();
+fn check_buffered(py: Python<'_>, this: Parts<'_>) -> PyResult<()> {
     let mut held: Vec<Py<PyAny>> = Vec::new();
     // The engine lock's holders never wait for the GIL, so this ends; Python runs only after
     // the visit, outside the lock.
@@ -100,10 +106,10 @@ fn check_buffered(chan: &Bound<'_, Channel>) -> PyResult<()> {
         held.clear();
         std::thread::yield_now();
     }
-    let name = chan.getattr("name")?;
+    let name: &str = this.name;
     let encode = py.import("ferrocsp._shm")?.getattr("encode")?;
     for v in held {
-        encode.call1((v, &name))?;
+        encode.call1((v, name))?;
     }
     Ok(())
 }
@@ -115,16 +121,15 @@ fn count(n: usize) -> u32 {
 /// Attaches `chan` (just made, never used) to segment `uuid`, opened from the first of
 /// `holders` that is reachable (unpickling a shared channel in this process).
 pub(crate) fn attach(
-    chan: &Bound<'_, Channel>,
+    py: Python<'_>,
+    this: Parts<'_>,
     uuid: &[u8],
     holders: &[(u32, i32)],
 ) -> PyResult<()> {
-    let py = chan.py();
-    let this = chan.get();
     let mut errors = Vec::new();
     let mut native = None;
     for &(pid, fd) in holders {
-        match PyShmChannel::attach_to(pid, fd, uuid, &this.name) {
+        match PyShmChannel::attach_to(pid, fd, uuid, this.name) {
             Ok(n) => {
                 native = Some(n);
                 break;
@@ -140,8 +145,9 @@ pub(crate) fn attach(
         )));
     };
     let side = Py::new(py, ShmSide::new(py, native, this.name.clone(), holders)?)?;
-    let _held = this.move_lock.hold(py);
-    this.shm
+    let _held = this.flavors.move_lock.hold(py);
+    this.flavors
+        .shm
         .set(side)
         .map_err(|_| PyValueError::new_err(format!("channel '{}' is already shared", this.name)))?;
     drop(this.inner.close_moved());

@@ -23,7 +23,6 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::channel::Channel;
 use crate::errors::{parse_timeout, retired_end, to_pyerr, OpName};
 use crate::pythread::Value;
 use crate::shm::PyShmChannel;
@@ -491,18 +490,16 @@ pub(crate) fn crossed(side: &ShmSide, end_id: u64) {
     lock(&side.ends).crossed.insert(end_id);
 }
 
-/// An in-process operation's result `r`, unless it failed because its channel moved to shared
-/// memory meanwhile (`Error::Moved`, raised as the private `_Moved`): then `Err(side)`, to retry
-/// there. Nothing was sent or taken by the failed attempt.
-pub(crate) fn moved<'a, T>(
-    py: Python<'_>,
-    chan: &'a Channel,
-    r: PyResult<T>,
-) -> Result<PyResult<T>, &'a ShmSide> {
-    if let (Err(e), Some(s)) = (&r, chan.shm.get()) {
-        if e.is_instance_of::<crate::errors::Moved>(py) {
-            return Err(s.get());
-        }
-    }
-    Ok(r)
+static SHM_AIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The coroutine of `ferrocsp._shm_aio.<func>(*args)`: an asyncio operation on a shared
+/// channel (its waits run on an operation greenlet; see that module).
+pub(crate) fn shm_aio<'py>(
+    py: Python<'py>,
+    func: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Py<PyAny>> {
+    let m = SHM_AIO
+        .get_or_try_init(py, || py.import("ferrocsp._shm_aio").map(|m| m.into_any().unbind()))?;
+    Ok(m.bind(py).call_method1(func, args)?.unbind())
 }

@@ -2,10 +2,10 @@
 native ``Channel``/``Reader`` (input) or ``Channel``/``Writer`` (``Output`` target) whose
 channel is networked.
 
-The Alt waits on local engine channels that the transport feeds (``_NetChan.alt_channel``,
-``alt_out_channel``), so it decides once, exactly as between local channels; these adapters
-tell the transport while a selection waits, decode what arrives, and send an Output guard's
-value only once its selection chose it.
+The Alt waits on local engine channels that the transport feeds (``Channel._net_alt``), so
+it decides once, exactly as between local channels; these adapters tell the transport while a
+selection waits, decode what arrives, and send an Output guard's value only once its
+selection chose it.
 
 Invariants:
 - An adapter holds no state of its own: it can be made for each selection.
@@ -55,7 +55,7 @@ class NetInput:
 
     def _csp_alt_input(self) -> Any:
         _check(self.target)
-        return self._core.alt_channel()
+        return self._chan._net_alt(False)
 
     def _csp_alt_demand(self, up: bool) -> None:
         self._core.alt_demand(up)
@@ -89,7 +89,7 @@ class NetOutput:
     def _csp_alt_output(self, value: Any) -> tuple[Any, _OutToken]:
         _check(self.target)
         data, ends = self._conn._encode(self._chan.name, value)
-        return self._core.alt_out_channel(), _OutToken(data, ends)
+        return self._chan._net_alt(True), _OutToken(data, ends)
 
     def _csp_alt_out_demand(self, up: bool) -> None:
         self._core.alt_out_demand(up)
