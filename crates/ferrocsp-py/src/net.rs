@@ -10,7 +10,7 @@
 //!   thread (asyncio schedules its future through `call_soon_threadsafe`).
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrocsp_net::{
     Bytes, Chan, ChanOps, Connection, EndKind, NetError, Offer, Op, Options, Status,
@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::{parse_timeout, to_pyerr, OpName};
-use crate::pythread::{deadline, is_main_thread, rearm, Value, SIGNAL_SLICE};
+use crate::pythread::{deadline, wait_thread, Value};
 
 fn net_err(py: Python<'_>, e: NetError, op: OpName, chan: &str) -> PyErr {
     match e {
@@ -59,24 +59,21 @@ fn wait_op<T: Send + 'static>(
     if let Some(task) = crate::sched::current_task() {
         return wait_op_in_greenlet(py, &task, op);
     }
-    let main = is_main_thread(py)?;
-    loop {
-        let slice = if main { Instant::now().checked_add(SIGNAL_SLICE) } else { None };
-        if py.detach(|| op.wait(slice)) {
-            return Ok(op.take().unwrap_or(Err(NetError::Closed)));
-        }
-        if let Err(interrupt) = py.check_signals() {
+    let done = |op: &Op<T>| Some(op.take().unwrap_or(Err(NetError::Closed)));
+    wait_thread(
+        py,
+        |py, slice| Ok(if py.detach(|| op.wait(slice)) { done(op) } else { None }),
+        |py| {
             op.cancel();
             py.detach(|| op.wait(None));
-            return match op.take() {
-                Some(Ok(v)) => {
-                    rearm(py, &interrupt);
-                    Ok(Ok(v))
-                }
-                _ => Err(interrupt),
-            };
-        }
-    }
+            // Only a completed operation is kept; a withdrawn or failed one yields to the
+            // interrupt.
+            match op.take() {
+                Some(Ok(v)) => Some(Ok(v)),
+                _ => None,
+            }
+        },
+    )
 }
 
 /// A networked wait as `csp.dump()` shows it (the participant's record), for as long as the

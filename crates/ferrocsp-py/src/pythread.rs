@@ -3,8 +3,14 @@
 //! how to re-arm an interrupt that lost a race with a completed operation; and the type of the
 //! values channels carry. The bottom of the bindings' modules: it depends on none of them.
 //!
-//! Invariant: a re-armed interrupt is raised again at the next bytecode boundary, so a value
-//! taken by an operation that Ctrl-C raced is never lost and the Ctrl-C is not lost either.
+//! Invariants:
+//! - A re-armed interrupt is raised again at the next bytecode boundary, so a value taken by
+//!   an operation that Ctrl-C raced is never lost and the Ctrl-C is not lost either.
+//! - [`wait_thread`] is the one loop in which a Python thread waits for an in-process or a
+//!   networked operation: sleep (GIL released) in `SIGNAL_SLICE`s on the main thread, run the
+//!   signal handlers between slices, withdraw on an interrupt and keep a result that won the
+//!   race. A shared-memory wait runs the same policy inside the engine's `Wait::block`
+//!   (`shm.rs` `blocking` hands it the signal check), since the engine owns that loop.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -64,4 +70,35 @@ pub(crate) fn current_thread() -> std::thread::ThreadId {
     thread_local!(static ID: std::thread::ThreadId = std::thread::current().id());
     // Inside thread-local destruction the cache may be gone: ask the slow way.
     ID.try_with(|id| *id).unwrap_or_else(|_| std::thread::current().id())
+}
+
+/// Waits on the calling thread until `step` reports an outcome: `step(slice_end)` sleeps (with
+/// the GIL released) at most until `slice_end` (None: until woken) and returns the outcome if
+/// there is one. On the main thread the sleep is cut in `SIGNAL_SLICE`s and Python's signal
+/// handlers run between them; if one raises, `withdraw` gives up the operation and returns
+/// its outcome if it completed anyway (then the interrupt is re-armed and the outcome kept),
+/// else the interrupt is raised.
+pub(crate) fn wait_thread<T>(
+    py: Python<'_>,
+    mut step: impl FnMut(Python<'_>, Option<Instant>) -> PyResult<Option<T>>,
+    withdraw: impl FnOnce(Python<'_>) -> Option<T>,
+) -> PyResult<T> {
+    let main = is_main_thread(py)?;
+    loop {
+        let slice = if main { Instant::now().checked_add(SIGNAL_SLICE) } else { None };
+        if let Some(out) = step(py, slice)? {
+            return Ok(out);
+        }
+        if main {
+            if let Err(interrupt) = py.check_signals() {
+                return match withdraw(py) {
+                    None => Err(interrupt),
+                    Some(out) => {
+                        rearm(py, &interrupt);
+                        Ok(out)
+                    }
+                };
+            }
+        }
+    }
 }

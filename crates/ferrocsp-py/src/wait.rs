@@ -22,7 +22,7 @@ use ferrocsp::{Policy, Poll, Select, SelectError, Selected, Waker};
 use pyo3::prelude::*;
 
 use crate::deadlock::Desc;
-use crate::pythread::{is_main_thread, rearm, Value, SIGNAL_SLICE};
+use crate::pythread::{wait_thread, Value};
 
 thread_local! {
     /// Cleared selections kept for this thread's next blocking operations (threads and
@@ -139,40 +139,33 @@ pub(crate) fn select_blocking<'a>(
         // A process greenlet: switch to other greenlets instead of parking the thread.
         return crate::sched::select_in_greenlet(py, &task, sel, policy, deadline, desc);
     }
-    let mut poll = sel.start(policy, Waker::current_thread(), deadline);
+    let poll = sel.start(policy, Waker::current_thread(), deadline);
     if let Poll::Ready(r) = poll {
         return Ok(r);
     }
-    let main = is_main_thread(py)?;
     let me = crate::deadlock::thread_participant(py)?;
     me.block(desc(), sel, None);
     let _unblock = Unblock(&me);
-    loop {
-        match poll {
-            Poll::Ready(r) => return Ok(r),
-            Poll::Pending => {}
-        }
-        let slice = if main { Instant::now().checked_add(SIGNAL_SLICE) } else { None };
-        {
-            let sel_ref = &mut *sel;
-            py.detach(move || sel_ref.park(slice));
-        }
-        poll = sel.resume();
-        if let Some(deadlock) = me.deadlocked(py, sel, &poll) {
-            return Err(deadlock);
-        }
-        if main && matches!(poll, Poll::Pending) {
-            if let Err(interrupt) = py.check_signals() {
-                return match sel.abort() {
-                    None => Err(interrupt),
-                    Some(done) => {
-                        rearm(py, &interrupt);
-                        Ok(done)
-                    }
-                };
+    let sel = std::cell::RefCell::new(sel);
+    wait_thread(
+        py,
+        |py, slice| {
+            let mut sel = sel.borrow_mut();
+            {
+                let sel_ref = &mut **sel;
+                py.detach(move || sel_ref.park(slice));
             }
-        }
-    }
+            let poll = sel.resume();
+            if let Some(deadlock) = me.deadlocked(py, &mut sel, &poll) {
+                return Err(deadlock);
+            }
+            Ok(match poll {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            })
+        },
+        |_| sel.borrow_mut().abort(),
+    )
 }
 
 /// Clears a participant's blocked record when the wait ends, however it ends.
