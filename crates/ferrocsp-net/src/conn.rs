@@ -217,6 +217,26 @@ impl Connection {
     pub fn url(&self) -> &str {
         &self.inner.opts.url
     }
+
+    /// The capacity of channel `name` if it exists on the server, else `None`; creates
+    /// nothing (used to check an end received in a value before opening its channel).
+    pub fn capacity_of(&self, name: &str) -> Result<Option<usize>, NetError> {
+        check_name(name)?;
+        let rt = self.handle()?;
+        {
+            let chans = self.chans.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(c) = chans.get(name).and_then(Weak::upgrade) {
+                return Ok(Some(c.capacity));
+            }
+        }
+        let inner = Arc::clone(&self.inner);
+        let key = format!("{name}.cap");
+        rt.block_on(async move {
+            let kv = inner.kv().await?;
+            let v = kv.get(&key).await.map_err(|e| inner.transport("read channel capacity", e))?;
+            Ok(v.and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse::<usize>().ok())))
+        })
+    }
 }
 
 impl Drop for Connection {

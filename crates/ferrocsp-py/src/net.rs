@@ -192,6 +192,14 @@ impl NetConnection {
         Ok(NetChan { conn: Arc::clone(&self.conn), chan, alt: OnceLock::new() })
     }
 
+    /// The capacity of channel `name` if it exists on the server, else None (creates nothing).
+    fn capacity_of(&self, py: Python<'_>, name: String) -> PyResult<Option<usize>> {
+        py.detach(|| self.conn.capacity_of(&name)).map_err(|e| match e {
+            NetError::Invalid(m) => PyValueError::new_err(m),
+            e => net_err(py, e, OpName::Read, &name),
+        })
+    }
+
     /// Closes the connection (idempotent); operations in flight fail with ConnectionError.
     fn close(&self, py: Python<'_>) {
         py.detach(|| self.conn.close());

@@ -6,6 +6,10 @@ Invariants:
   native side shares one set of subscriptions per channel name per connection.
 - The codec is the connection's: a ``pickle_key`` set here signs what this connection sends
   and is required to accept pickles it receives.
+- Nothing from the wire acts before it is accepted: ``_decode`` parses the whole message
+  (pure, ``_codec.parse``), then checks every end it names against the server without creating
+  anything (the channel must exist with the stated capacity), and only then opens those
+  channels and makes the ends.
 """
 
 from __future__ import annotations
@@ -215,17 +219,45 @@ class Connection:
             e.channel._net_core.count_end(isinstance(e, Reader), False, False)
 
     def _decode(self, chan: str, data: bytes) -> Any:
-        """The value of a message received on channel ``chan`` (``CodecError`` if rejected)."""
+        """The value of a message received on channel ``chan`` (``CodecError`` if rejected).
+
+        Three steps, so that a rejected message leaves no trace (module invariants): parse
+        (pure), check the ends it names (reads only), make them."""
         v = _codec.decode_scalar(data)
         if v is not _codec.NOT_SCALAR:
             return v
+        value, refs = _codec.parse(data, channel=chan, key=self._key)
+        if not refs:
+            return value
+        checked: dict[str, int] = {}
+        for ref in refs:
+            if checked.get(ref.name) == ref.capacity:
+                continue
+            have = self._capacity_of(ref.name)
+            if have is None:
+                raise _codec.CodecError(
+                    f"bad channel end: channel {ref.name!r} does not exist on the server"
+                )
+            if have != ref.capacity:
+                raise _codec.CodecError(
+                    f"bad channel end: channel {ref.name!r} has capacity {have}, not {ref.capacity}"
+                )
+            checked[ref.name] = have
 
-        def end(kind: bytes, capacity: int, name: str) -> Reader[Any] | Writer[Any]:
-            try:
-                ch = self.channel(name, capacity)
-            except (TypeError, ValueError) as e:
-                raise _codec.CodecError(f"bad channel end: {e}") from None
+        def make(ref: _codec.EndRef) -> Reader[Any] | Writer[Any]:
             # Counted by its sender on our behalf.
-            return ch._net_end("reader" if kind == b"r" else "writer")
+            return self.channel(ref.name, ref.capacity)._net_end(ref.kind)
 
-        return _codec.decode(data, channel=chan, key=self._key, end=end)
+        return _codec.materialise(value, make)
+
+    def _capacity_of(self, name: str) -> int | None:
+        """The capacity of channel ``name`` (this connection's, else the server's), or None
+        if it does not exist; creates nothing."""
+        ch = self._channels.get(name)
+        if ch is not None:
+            return ch.capacity
+        try:
+            cap: int | None = self._native.capacity_of(name)
+        except ValueError as e:  # an invalid name
+            raise _codec.CodecError(f"bad channel end: {e}") from None
+        return cap
