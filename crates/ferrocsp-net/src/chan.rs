@@ -1,7 +1,8 @@
 //! `Chan`: one networked channel as seen from one connection, and its shared state on the
 //! server (capacity, poison, end counts).
 //!
-//! Server-side state, in the KV bucket `FERROCSP` (history 1, file storage):
+//! Server-side state, in the KV bucket `FERROCSP` (history 1, file storage; `FERROCSP-<ns>`
+//! in namespace `<ns>`, whose subjects start `ferrocsp-<ns>.` and streams `FERROCSP-<ns>_`):
 //! - `<name>.cap`: the capacity, written once with `create` (first opener wins; every other
 //!   opener must agree).
 //! - `<name>.poison`: present once the channel is poisoned (never removed).
@@ -238,7 +239,7 @@ impl Chan {
                 return Err(capacity_conflict(&name, have, capacity));
             }
         }
-        let base = format!("ferrocsp.{name}");
+        let base = format!("{}.{name}", conn.names.root);
         let client = conn.client.clone();
         let mut ctl = client
             .subscribe(format!("{base}.ctl"))
@@ -251,7 +252,7 @@ impl Chan {
         client.flush().await.map_err(|e| conn.transport("flush", e))?;
 
         let consumer = if capacity > 0 {
-            let stream_name = format!("FERROCSP_{name}");
+            let stream_name = format!("{}{name}", conn.names.stream_prefix);
             let cfg = jetstream::stream::Config {
                 name: stream_name.clone(),
                 // One subject per value (`.b.<id>`), one message per subject: an Output

@@ -138,8 +138,9 @@ pub(crate) struct NetConnection {
 /// Connects to `url`; blocks (GIL released) at most `connect_timeout` seconds.
 #[pyfunction]
 #[pyo3(signature = (url, *, user=None, password=None, token=None, nkey_seed=None, credentials=None,
-    tls_ca=None, tls_cert=None, tls_key=None, tls_required=false, name=None, connect_timeout=5.0,
-    ack_timeout=5.0, reconnect_timeout=30.0, hold_acks=false, drop_commits=false))]
+    tls_ca=None, tls_cert=None, tls_key=None, tls_required=false, name=None, namespace=String::new(),
+    connect_timeout=5.0, ack_timeout=5.0, reconnect_timeout=30.0, hold_acks=false,
+    drop_commits=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn _net_connect(
     py: Python<'_>,
@@ -154,6 +155,7 @@ pub(crate) fn _net_connect(
     tls_key: Option<std::path::PathBuf>,
     tls_required: bool,
     name: Option<String>,
+    namespace: String,
     connect_timeout: f64,
     ack_timeout: f64,
     reconnect_timeout: f64,
@@ -171,6 +173,7 @@ pub(crate) fn _net_connect(
     o.tls_key = tls_key;
     o.tls_required = tls_required;
     o.name = name;
+    o.namespace = namespace;
     o.connect_timeout = secs("connect_timeout", connect_timeout)?;
     o.ack_timeout = secs("ack_timeout", ack_timeout)?;
     o.reconnect_timeout = secs("reconnect_timeout", reconnect_timeout)?;

@@ -10,6 +10,9 @@ Invariants:
   (pure, ``_codec.parse``), then checks every end it names against the server without creating
   anything (the channel must exist with the stated capacity), and only then opens those
   channels and makes the ends.
+- No secret (password, token, nkey seed, credentials in the URL, pickle key) appears in a
+  ``repr``, a message or a log line: the URL is shown as the native side redacts it.
+- Test hooks are not part of ``connect()``: the tests use ``_connect`` with ``hooks=``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import _native
 from .._errors import ChannelRetired
@@ -59,8 +62,7 @@ def connect(
     ack_timeout: float = 5.0,
     reconnect_timeout: float = 30.0,
     pickle_key: bytes | None = None,
-    _hold_acks: bool = False,
-    _drop_commits: bool = False,
+    namespace: str | None = None,
 ) -> Connection:
     """Connects to a NATS server with JetStream (``nats-server -js``).
 
@@ -76,7 +78,63 @@ def connect(
     ``pickle_key``: a secret shared by all participants; values the safe codec cannot carry
     are then pickled and signed with HMAC-SHA256, and signed pickles from peers are accepted.
     Without it, pickles are refused both ways.
+    ``namespace``: keeps this application's channels apart from other applications' on the
+    same server (its own subjects ``ferrocsp-<namespace>.>``, streams and KV bucket); 1-32
+    characters from ``A-Z a-z 0-9 -``. Participants must use the same namespace to share a
+    channel. The default is the shared ``ferrocsp`` namespace.
     """
+    return _connect(
+        url,
+        user=user,
+        password=password,
+        token=token,
+        nkey_seed=nkey_seed,
+        credentials=credentials,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_required=tls_required,
+        name=name,
+        connect_timeout=connect_timeout,
+        ack_timeout=ack_timeout,
+        reconnect_timeout=reconnect_timeout,
+        pickle_key=pickle_key,
+        namespace=namespace,
+    )
+
+
+class Hooks(NamedTuple):
+    """Fault injection for the tests (never set outside them).
+
+    ``hold_acks``: readers of the connection take values but never acknowledge them (a
+    process that dies between the two). ``drop_commits``: an Output guard that fired sends
+    nothing (a process that dies after its Alt chose the guard, before the value left)."""
+
+    hold_acks: bool = False
+    drop_commits: bool = False
+
+
+def _connect(
+    url: str = "nats://127.0.0.1:4222",
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    nkey_seed: str | None = None,
+    credentials: str | os.PathLike[str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_required: bool = False,
+    name: str | None = None,
+    connect_timeout: float = 5.0,
+    ack_timeout: float = 5.0,
+    reconnect_timeout: float = 30.0,
+    pickle_key: bytes | None = None,
+    namespace: str | None = None,
+    hooks: Hooks = Hooks(),  # noqa: B008 - an immutable NamedTuple
+) -> Connection:
+    """``connect()`` (same arguments and defaults), with test ``hooks``."""
     if not isinstance(url, str) or not url:
         raise TypeError("url must be a non-empty string such as 'nats://127.0.0.1:4222'")
     if (user is None) != (password is None):
@@ -86,6 +144,10 @@ def connect(
             raise TypeError("pickle_key must be bytes")
         if len(pickle_key) < 16:
             raise ValueError("pickle_key must be at least 16 bytes (use secrets.token_bytes(32))")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, not {type(namespace).__name__}")
+    if namespace == "":
+        raise ValueError("namespace must not be empty (leave it out for the default)")
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("tls_cert and tls_key go together")
     if not hasattr(_native, "_net_connect"):
@@ -105,13 +167,14 @@ def connect(
         tls_key=_path(tls_key, "tls_key"),
         tls_required=bool(tls_required),
         name=name,
+        namespace=namespace or "",
         connect_timeout=_num(connect_timeout, "connect_timeout"),
         ack_timeout=_num(ack_timeout, "ack_timeout"),
         reconnect_timeout=_num(reconnect_timeout, "reconnect_timeout"),
-        hold_acks=bool(_hold_acks),
-        drop_commits=bool(_drop_commits),
+        hold_acks=bool(hooks.hold_acks),
+        drop_commits=bool(hooks.drop_commits),
     )
-    return Connection(native, pickle_key)
+    return Connection(native, pickle_key, namespace or "")
 
 
 class Connection:
@@ -121,18 +184,19 @@ class Connection:
     ``ConnectionError``.
     """
 
-    __slots__ = ("__weakref__", "_channels", "_key", "_native")
+    __slots__ = ("__weakref__", "_channels", "_key", "_namespace", "_native")
 
-    def __init__(self, native: Any, pickle_key: bytes | None) -> None:
+    def __init__(self, native: Any, pickle_key: bytes | None, namespace: str = "") -> None:
         self._native = native
         self._key = pickle_key
+        self._namespace = namespace
         self._channels: weakref.WeakValueDictionary[str, Channel[Any]] = (
             weakref.WeakValueDictionary()
         )
 
     @property
     def url(self) -> str:
-        """The server URL(s)."""
+        """The server URL(s), without credentials (``nats://***@host:4222``)."""
         url: str = self._native.url
         return url
 
@@ -172,8 +236,14 @@ class Connection:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    @property
+    def namespace(self) -> str | None:
+        """The namespace given to ``connect()`` (None: the default one)."""
+        return self._namespace or None
+
     def __repr__(self) -> str:
-        return f"Connection({self.url!r})"
+        ns = f", namespace={self._namespace!r}" if self._namespace else ""
+        return f"Connection({self.url!r}{ns})"
 
     # --- codec ---------------------------------------------------------------------------
     # Called by the native channel (``crates/ferrocsp-py/src/net_side.rs``) and ``_aio``.
@@ -197,8 +267,11 @@ class Connection:
                     "only ends of networked channels travel (the channel is local to this "
                     "process)"
                 )
-            if conn is not self and conn.url != self.url:
-                raise TypeError("a channel end can only be sent over a channel of the same server")
+            if conn is not self and (conn.url != self.url or conn.namespace != self.namespace):
+                # The receiver resolves the name on its own server, in its own namespace.
+                raise TypeError(
+                    "a channel end can only be sent over a channel of the same server and namespace"
+                )
             reader = isinstance(v, Reader)
             if v.retired:
                 kind = "reader" if reader else "writer"
