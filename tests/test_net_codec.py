@@ -34,8 +34,10 @@ def _enc(v: Any) -> bytes:
     return _codec.encode(v, channel="c", key=None, end=_no_end)
 
 
-def _end(kind: bytes, capacity: int, name: bytes) -> bytes:
-    return b"E" + kind + struct.pack(">qI", capacity, len(name)) + name
+def _end(kind: bytes, capacity: int, name: bytes, ticket: bytes = b"0f1e") -> bytes:
+    return (
+        b"E" + kind + struct.pack(">qI", capacity, len(name)) + name + bytes([len(ticket)]) + ticket
+    )
 
 
 def _list(*items: bytes) -> bytes:
@@ -134,6 +136,7 @@ _ends = st.builds(
     st.sampled_from([b"r", b"w", b"x"]),
     st.integers(-1, 3),
     st.sampled_from([b"a", b"chan-1", b"bad name", b"\xff"]),
+    st.sampled_from([b"ab-12", b"", b"a.b", b"x" * 65]),
 )
 
 
@@ -163,7 +166,10 @@ def test_ends_parse_into_inert_descriptions() -> None:
     frame = b"\x01" + _list(_end(b"w", 3, b"x"), _end(b"r", 0, b"y"))
     value, refs = _codec.parse(frame, channel="c", key=None)
     assert [type(v) for v in value] == [_codec.EndRef, _codec.EndRef]
-    assert [(r.kind, r.capacity, r.name) for r in refs] == [("writer", 3, "x"), ("reader", 0, "y")]
+    assert [(r.kind, r.capacity, r.name, r.ticket) for r in refs] == [
+        ("writer", 3, "x", "0f1e"),
+        ("reader", 0, "y", "0f1e"),
+    ]
     # Two ends of one channel stay two values (identity, not equality), also as dict keys.
     a, b = _codec.EndRef("writer", 0, "x"), _codec.EndRef("writer", 0, "x")
     assert a != b
@@ -184,6 +190,12 @@ def test_an_end_for_a_channel_that_does_not_exist_is_rejected_without_opening_it
     with pytest.raises(_codec.CodecError, match="does not exist"):
         Connection(native, None)._decode("c", frame)
     assert native.calls == ["capacity_of nowhere"]
+
+
+@pytest.mark.parametrize("ticket", [b"", b"a.b", b"a*", b"x" * 65])
+def test_an_end_with_a_malformed_ticket_is_rejected_by_the_parser(ticket: bytes) -> None:
+    with pytest.raises(_codec.CodecError, match="bad channel end"):
+        _codec.parse(b"\x01" + _list(_end(b"w", 0, b"x", ticket)), channel="c", key=None)
 
 
 def test_a_malformed_message_with_ends_is_rejected_before_any_server_call() -> None:

@@ -27,9 +27,11 @@ def name() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
-def _end(kind: bytes, capacity: int, chan: str) -> bytes:
+def _end(kind: bytes, capacity: int, chan: str, ticket: bytes = b"f0rged") -> bytes:
     raw = chan.encode()
-    return b"E" + kind + struct.pack(">qI", capacity, len(raw)) + raw
+    return (
+        b"E" + kind + struct.pack(">qI", capacity, len(raw)) + raw + bytes([len(ticket)]) + ticket
+    )
 
 
 def _list(*items: bytes) -> bytes:
@@ -115,13 +117,37 @@ def test_a_forged_end_in_a_rejected_message_changes_no_end_count(
         forged = [
             _list(_end(b"w", 0, other), b"Z"),  # a real channel's end, then garbage
             _list(_end(b"w", 1, other)),  # a real channel with the wrong capacity
+            _list(_end(b"w", 0, other)),  # all right, but no ticket was issued for it
         ]
         msgs = _read_after(ch, forged, forger.channel(n, 0), caplog)
-        assert len(msgs) == 2, msgs
+        assert len(msgs) == 3, msgs
         assert "capacity 0, not 1" in msgs[1]
-        assert other not in opened  # no end object was ever made for it
+        assert "no live ticket" in msgs[2]
+        # No end object was made for it (opened for the ticket only after the first two).
+        assert opened.count(other) <= 1
         assert target._net_core.status() == (False, False, False)
         w.retire()
+
+
+def test_a_copied_end_is_made_once(nats: NatsServer, caplog: pytest.LogCaptureFixture) -> None:
+    # A message carrying an end, received twice (a copy, or a replay): its ticket is taken by
+    # the first; the second makes no end (whose retirement would lower the real count).
+    n, other = name(), name()
+    with net.connect(nats.url) as a, net.connect(nats.url) as b:
+        target = a.channel(other, 0)
+        frame, _ = a._encode(n, [target.writer()])
+        ch = b.channel(n, 2)
+        msgs = _read_after(ch, [frame, frame], a.channel(n, 2), caplog, expect=(ANY_WRITER,))
+        assert len(msgs) == 1, msgs
+        assert "no live ticket" in msgs[0]
+
+
+class _AnyWriter:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, list) and [type(x) for x in other] == [csp.Writer]
+
+
+ANY_WRITER = _AnyWriter()
 
 
 def test_a_real_end_still_travels(nats: NatsServer) -> None:
@@ -281,6 +307,7 @@ PUBLISH = [
     "$JS.API.STREAM.INFO.KV_FERROCSP-app",
     "$JS.API.STREAM.CREATE.KV_FERROCSP-app",
     "$JS.API.DIRECT.GET.KV_FERROCSP-app.>",
+    "$JS.API.STREAM.PURGE.KV_FERROCSP-app",
     # Subject wildcards match whole tokens, and a stream name is one token: the buffered
     # channels' streams (FERROCSP-app_<name>) cannot be singled out by prefix.
     "$JS.API.STREAM.INFO.*",

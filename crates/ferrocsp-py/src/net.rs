@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use ferrocsp_net::{
-    Bytes, Chan, ChanOps, Connection, EndKind, NetError, Offer, Op, Options, Status,
+    Bytes, Chan, ChanOps, Connection, EndKind, NetError, Offer, Op, Options, Status, TicketOp,
 };
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -446,6 +446,35 @@ impl NetChan {
     /// Poisons the channel for every participant (blocks until the server has it).
     fn poison(&self, py: Python<'_>) -> PyResult<()> {
         self.poison_now(py)
+    }
+
+    /// Issues (`op="issue"`), claims (`"claim"`: whether it took a live ticket) or voids
+    /// (`"void"`) the ticket of a reader (`reader=True`) or writer end travelling in a message.
+    /// With `wait=False` it is sent in the background (and answers True).
+    #[pyo3(signature = (reader, ticket, op, wait=true))]
+    fn ticket(
+        &self,
+        py: Python<'_>,
+        reader: bool,
+        ticket: String,
+        op: &str,
+        wait: bool,
+    ) -> PyResult<bool> {
+        let op = match op {
+            "issue" => TicketOp::Issue,
+            "claim" => TicketOp::Claim,
+            "void" => TicketOp::Void,
+            _ => return Err(PyValueError::new_err(format!("unknown ticket operation {op:?}"))),
+        };
+        let kind = if reader { EndKind::Reader } else { EndKind::Writer };
+        let op = self.chan.ticket(&self.conn, kind, ticket, op);
+        if !wait {
+            return Ok(true);
+        }
+        wait_op(py, &op, None)?.map_err(|e| match e {
+            NetError::Invalid(m) => PyValueError::new_err(m),
+            e => net_err(py, e, OpName::Read, &self.chan.name),
+        })
     }
 
     /// Counts an end made (`made=True`) or retired, of a reader (`reader=True`) or writer.

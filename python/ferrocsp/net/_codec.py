@@ -7,7 +7,9 @@ Frame: one format byte, then the body; a frame is at most ``MAX_MESSAGE`` bytes.
   networked channel ends, nested at most ``MAX_DEPTH`` deep, with at most ``MAX_ITEMS``
   container elements and ``MAX_ENDS`` ends. Decoding builds only those types and never runs
   code, so any peer (or anyone able to publish on the subject) can at worst send a value of
-  those types.
+  those types. An end is its kind, its channel's capacity and name, and a *ticket* (random,
+  issued on the server by the sender, claimed once by the receiver: an end is made only for a
+  live ticket).
 - ``0x02`` *signed pickle*: 32 bytes of HMAC-SHA256, a 16-byte nonce (8 bytes of the
   sender's clock in ns, 8 random), the channel name it was sent on (one length byte, then the
   name), then the pickle. The MAC (key shared by the participants) covers a domain tag, the
@@ -42,6 +44,7 @@ import heapq
 import hmac
 import os
 import pickle
+import re
 import struct
 import sys
 import threading
@@ -78,6 +81,8 @@ MAX_ENDS = 256
 #: Most keys of one dict sharing one hash value: more can only be an attack on insertion
 #: (equal full hashes make each insertion compare with every earlier one).
 MAX_EQUAL_HASHES = 8
+# A ticket becomes one token of a KV key (the server checks it again).
+_TICKET = re.compile(r"[0-9A-Za-z-]{1,64}")
 # str and bytes hashes are keyed by a per-process secret (unless PYTHONHASHSEED fixes it): a
 # sender cannot choose such keys to collide, so their hashes need no counting.
 _SECRET_HASHES = (str, bytes) if sys.flags.hash_randomization else ()
@@ -107,8 +112,9 @@ class CodecError(ValueError):
     """A message on a networked channel could not be decoded or authenticated (rejected)."""
 
 
-#: Encodes a networked end: returns ``(kind, capacity, name)`` with kind ``b"r"``/``b"w"``.
-EndEncoder = Callable[[Any], tuple[bytes, int, str] | None]
+#: Encodes a networked end: returns ``(kind, capacity, name, ticket)`` with kind
+#: ``b"r"``/``b"w"``, or None for a value that is not an end.
+EndEncoder = Callable[[Any], tuple[bytes, int, str, str] | None]
 
 
 class EndRef:
@@ -117,15 +123,16 @@ class EndRef:
 
     Equality is identity: two ends of one channel sent as two dict keys stay two keys."""
 
-    __slots__ = ("capacity", "kind", "name")
+    __slots__ = ("capacity", "kind", "name", "ticket")
 
-    def __init__(self, kind: str, capacity: int, name: str) -> None:
+    def __init__(self, kind: str, capacity: int, name: str, ticket: str = "") -> None:
         self.kind = kind  # "reader" or "writer"
         self.capacity = capacity
         self.name = name
+        self.ticket = ticket
 
     def __repr__(self) -> str:
-        return f"EndRef({self.kind!r}, {self.capacity}, {self.name!r})"
+        return f"EndRef({self.kind!r}, {self.capacity}, {self.name!r}, {self.ticket!r})"
 
 
 def _mac(key: bytes, channel: bytes, nonce: bytes, body: bytes) -> bytes:
@@ -293,13 +300,15 @@ def _enc(v: Any, out: bytearray, end: EndEncoder, depth: int, count: list[int]) 
         if e is None:
             raise _Unsupported(f"a value of type {t.__name__}")
         _count(count, 1, 1, MAX_ENDS, "channel ends")
-        kind, capacity, name = e
+        kind, capacity, name, ticket = e
         raw = name.encode()
         out += b"E"
         out += kind
         out += _Q.pack(capacity)
         out += _I.pack(len(raw))
         out += raw
+        out += bytes([len(ticket)])
+        out += ticket.encode()
 
 
 def decode(data: bytes, *, channel: str, key: bytes | None) -> Any:
@@ -489,11 +498,17 @@ def _dec(buf: memoryview, pos: int, st: _State, depth: int) -> tuple[Any, int]:
         _need(buf, pos, n)
         name = str(buf[pos : pos + n], "ascii")
         pos += n
-        if kind not in (0x72, 0x77) or capacity < 0:  # r w
+        _need(buf, pos, 1)
+        n = buf[pos]
+        pos += 1
+        _need(buf, pos, n)
+        ticket = str(buf[pos : pos + n], "ascii")
+        pos += n
+        if kind not in (0x72, 0x77) or capacity < 0 or not _TICKET.fullmatch(ticket):  # r w
             raise CodecError("malformed message: bad channel end")
         if len(st.ends) >= MAX_ENDS:
             raise CodecError(f"message over the limit of {MAX_ENDS} channel ends")
-        ref = EndRef("reader" if kind == 0x72 else "writer", capacity, name)
+        ref = EndRef("reader" if kind == 0x72 else "writer", capacity, name, ticket)
         st.ends.append(ref)
         return ref, pos
     raise CodecError(f"malformed message: unknown tag {tag:#04x}")

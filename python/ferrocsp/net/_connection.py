@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+import secrets
 import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -28,6 +29,9 @@ from .._native import Channel, Reader, Writer
 from . import _codec
 
 __all__ = ["Connection", "connect"]
+
+#: An end carried by a message being sent, with its ticket.
+_Sent = tuple["Reader[Any] | Writer[Any]", str]
 
 
 def _path(v: str | os.PathLike[str] | None, what: str) -> str | None:
@@ -247,16 +251,17 @@ class Connection:
 
     # --- codec ---------------------------------------------------------------------------
     # Called by the native channel (``crates/ferrocsp-py/src/net_side.rs``) and ``_aio``.
-    def _encode(self, chan: str, value: Any) -> tuple[bytes, Sequence[Reader[Any] | Writer[Any]]]:
+    def _encode(self, chan: str, value: Any) -> tuple[bytes, Sequence[_Sent]]:
         """``value`` as one message for channel ``chan``, and the ends it carries (counted
         on the server now, on behalf of the receiver, so a count never drops to zero while
-        an end travels; ``_unsend_ends`` gives them back if the message is not sent)."""
+        an end travels, each with a ticket the receiver claims; ``_unsend_ends`` gives them
+        back if the message is not sent)."""
         frame = _codec.encode_scalar(value)
         if frame is not None:  # a top-level scalar: no ends to count
             return frame, ()
-        sent: list[Reader[Any] | Writer[Any]] = []
+        sent: list[_Sent] = []
 
-        def end(v: Any) -> tuple[bytes, int, str] | None:
+        def end(v: Any) -> tuple[bytes, int, str, str] | None:
             if not isinstance(v, Reader | Writer):
                 return None
             ch = v.channel
@@ -276,9 +281,15 @@ class Connection:
             if v.retired:
                 kind = "reader" if reader else "writer"
                 raise ChannelRetired(f"{kind} end of channel '{ch.name}' is retired")
+            ticket = secrets.token_hex(16)
             ch._net_core.count_end(reader, True)
-            sent.append(v)
-            return (b"r" if reader else b"w"), ch.capacity, ch.name
+            try:
+                ch._net_core.ticket(reader, ticket, "issue")
+            except BaseException:
+                ch._net_core.count_end(reader, False, False)
+                raise
+            sent.append((v, ticket))
+            return (b"r" if reader else b"w"), ch.capacity, ch.name, ticket
 
         try:
             data = _codec.encode(value, channel=chan, key=self._key, end=end)
@@ -287,9 +298,12 @@ class Connection:
             raise
         return data, sent
 
-    def _unsend_ends(self, ends: Sequence[Reader[Any] | Writer[Any]]) -> None:
-        for e in ends:
-            e.channel._net_core.count_end(isinstance(e, Reader), False, False)
+    def _unsend_ends(self, ends: Sequence[_Sent]) -> None:
+        # In the background (no wait): this runs on failure paths, also in an event loop.
+        for e, ticket in ends:
+            core, reader = e.channel._net_core, isinstance(e, Reader)
+            core.ticket(reader, ticket, "void", False)
+            core.count_end(reader, False, False)
 
     def _decode(self, chan: str, data: bytes) -> Any:
         """The value of a message received on channel ``chan`` (``CodecError`` if rejected).
@@ -316,12 +330,26 @@ class Connection:
                     f"bad channel end: channel {ref.name!r} has capacity {have}, not {ref.capacity}"
                 )
             checked[ref.name] = have
-
-        def make(ref: _codec.EndRef) -> Reader[Any] | Writer[Any]:
-            # Counted by its sender on our behalf.
-            return self.channel(ref.name, ref.capacity)._net_end(ref.kind)
-
-        return _codec.materialise(value, make)
+        # The value is accepted: take each end's ticket (once, on the server). An end whose
+        # ticket is not live (forged, or a copy of a message already received) is not made;
+        # the ends already taken for a rejected message are made and retired, as their
+        # sender counted them for us.
+        made: dict[_codec.EndRef, Reader[Any] | Writer[Any]] = {}
+        missing = None
+        for ref in refs:
+            ch = self.channel(ref.name, ref.capacity)
+            if ch._net_core.ticket(ref.kind == "reader", ref.ticket, "claim"):
+                made[ref] = ch._net_end(ref.kind)
+            elif missing is None:
+                missing = ref
+        if missing is not None:
+            for e in made.values():
+                e.retire()
+            raise _codec.CodecError(
+                f"bad channel end: no live ticket for a {missing.kind} end of channel "
+                f"{missing.name!r} (forged, or a copy of a message already received)"
+            )
+        return _codec.materialise(value, made.__getitem__)
 
     def _capacity_of(self, name: str) -> int | None:
         """The capacity of channel ``name`` (this connection's, else the server's), or None
