@@ -182,7 +182,7 @@ def test_a_replayed_or_copied_signed_pickle_is_rejected_and_logged(
 
 
 # --- secrets ----------------------------------------------------------------------------------
-SECRETS = ("pw-url-Qx7", "pw-arg-Zr4", "tok-arg-Wv2", "SUSEEDSECRET")
+SECRETS = ("pw-url-Qx7", "pw-arg-Zr4", "tok-arg-Wv2", "SUSEEDSECRET", "pickle-key-Ty8")
 
 
 def _shown(e: BaseException) -> list[str]:
@@ -247,7 +247,8 @@ def test_no_secret_in_errors_reprs_or_logs(
                 net.connect(**kw)
             shown += _shown(info.value)
         # Accepted: the connection and its errors show no password either.
-        with net.connect(auth_nats.url, user="alice", password="pw-url-Qx7") as c:
+        key = b"pickle-key-Ty8-0123456789"
+        with net.connect(auth_nats.url, user="alice", password="pw-url-Qx7", pickle_key=key) as c:
             shown += [repr(c), c.url, repr(c.channel(name()))]
             assert "127.0.0.1" in c.url
             with pytest.raises(ValueError, match="invalid networked channel name") as bad:
@@ -260,6 +261,14 @@ def test_no_secret_in_errors_reprs_or_logs(
     out, err = capfd.readouterr()
     shown += [out, err]
     _assert_clean(shown)
+
+
+def test_refused_credentials_say_so(auth_nats: NatsServer) -> None:
+    with pytest.raises(ConnectionError, match="refused the connection") as info:
+        net.connect(auth_nats.url, user="alice", password="wrong", connect_timeout=2)
+    assert "nats-server -js" not in str(info.value)  # not the hint for a missing server
+    with pytest.raises(ValueError, match="cannot connect"):
+        net.connect("nats://[::1", connect_timeout=1)
 
 
 def test_test_hooks_are_not_public() -> None:

@@ -110,10 +110,18 @@ impl Connection {
             {
                 Ok(Ok(c)) => Ok(c),
                 // The client's error may quote what it was given: it is shown redacted too.
-                Ok(Err(e)) => Err(NetError::Unreachable(format!(
-                    "cannot connect to {shown}: {}",
-                    redact_in(&e.to_string(), &url)
-                ))),
+                Ok(Err(e)) => {
+                    let m =
+                        format!("cannot connect to {shown}: {}", redact_in(&e.to_string(), &url));
+                    Err(match e.kind() {
+                        async_nats::ConnectErrorKind::Authentication
+                        | async_nats::ConnectErrorKind::AuthorizationViolation => {
+                            NetError::Refused(m)
+                        }
+                        async_nats::ConnectErrorKind::ServerParse => NetError::Invalid(m),
+                        _ => NetError::Unreachable(m),
+                    })
+                }
                 Err(_) => Err(NetError::Unreachable(format!(
                     "cannot connect to {shown}: no answer within {:.1} s",
                     limit.as_secs_f64()

@@ -36,7 +36,9 @@ fn net_err(py: Python<'_>, e: NetError, op: OpName, chan: &str) -> PyErr {
             ),
             Err(e) => e,
         },
-        NetError::Unreachable(_) | NetError::Closed => PyConnectionError::new_err(e.to_string()),
+        NetError::Unreachable(_) | NetError::Refused(_) | NetError::Closed => {
+            PyConnectionError::new_err(e.to_string())
+        }
         NetError::Invalid(m) => PyValueError::new_err(m),
         NetError::Protocol(_) => PyRuntimeError::new_err(e.to_string()),
     }

@@ -76,9 +76,11 @@ def connect(
     ``tls_cert``/``tls_key`` (client certificate) and ``tls_required``.
 
     ``connect_timeout``: an unreachable server raises ``ConnectionError`` after at most this
-    long (no hang). ``ack_timeout``: how long a writer waits for a reader's acknowledgement
-    before re-sending (a reader that died after receiving). ``reconnect_timeout``: how long
-    operations wait for a lost server to come back before raising ``ConnectionError``.
+    long (no hang); so does a server that refuses the credentials (the message says so); a
+    malformed URL raises ``ValueError``. ``ack_timeout``: how long a writer waits for a
+    reader's acknowledgement before re-sending (a reader that died after receiving).
+    ``reconnect_timeout``: how long operations wait for a lost server to come back before
+    raising ``ConnectionError``.
     ``pickle_key``: a secret shared by all participants; values the safe codec cannot carry
     are then pickled and signed with HMAC-SHA256, and signed pickles from peers are accepted.
     Without it, pickles are refused both ways.
