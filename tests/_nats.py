@@ -45,7 +45,8 @@ def _listening(port: int) -> bool:
 class NatsServer:
     """One nats-server process with JetStream on 127.0.0.1."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, extra: tuple[str, ...] = ()) -> None:
+        """``extra``: more command-line arguments (e.g. ``--user``/``--pass``)."""
         exe = need_tool(
             "nats-server",
             "apt-get install nats-server (Debian/Ubuntu), or a release from "
@@ -54,6 +55,7 @@ class NatsServer:
         )
         self.exe = exe
         self.store = store
+        self.extra = extra
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -74,6 +76,7 @@ class NatsServer:
                 str(self.port),
                 "-sd",
                 str(self.store / "js"),
+                *self.extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

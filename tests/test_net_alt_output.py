@@ -269,13 +269,13 @@ def test_a_timeout_counts_from_the_first_start_when_the_alt_selects_again(
         assert t1 - t0 < 3.0
 
 
-# Reads one value without ever acknowledging it (the testing hook `_hold_acks` stops the reply
-# exactly where a crash would), reports it, then waits to be killed.
+# Reads one value without ever acknowledging it (the testing hook `Hooks.hold_acks` stops the
+# reply exactly where a crash would), reports it, then waits to be killed.
 HOLDER = """
 import sys, time
-import ferrocsp.net as net
+from ferrocsp.net._connection import Hooks, _connect
 url, chan = sys.argv[1], sys.argv[2]
-c = net.connect(url, _hold_acks=True, ack_timeout=1.0)
+c = _connect(url, hooks=Hooks(hold_acks=True), ack_timeout=1.0)
 print(c.channel(chan).read(timeout=30), flush=True)
 time.sleep(60)
 """

@@ -195,14 +195,14 @@ def test_both_sides_selecting(nats: NatsServer) -> None:
 
 
 # Chooses an Output guard on a buffered channel with room, but sends nothing (the testing
-# hook `_drop_commits` stops the commit exactly where a crash would leave it: the slot is
+# hook `Hooks.drop_commits` stops the commit exactly where a crash would leave it: the slot is
 # reserved, the value never left), says so, then waits to be killed.
 CHOOSES_AND_DIES = """
 import sys, time
 import ferrocsp as csp
-import ferrocsp.net as net
+from ferrocsp.net._connection import Hooks, _connect
 url, chan = sys.argv[1], sys.argv[2]
-c = net.connect(url, _drop_commits=True, ack_timeout=1.0)
+c = _connect(url, hooks=Hooks(drop_commits=True), ack_timeout=1.0)
 out = csp.Output(c.channel(chan, 1), "lost")
 assert csp.Alt(out, csp.Timeout(30)).select()[0] is out
 print("chose", flush=True)

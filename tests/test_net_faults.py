@@ -18,13 +18,13 @@ from _nats import NatsServer, nats_fresh_fixture, spawn  # noqa: F401 - the fixt
 
 pytestmark = pytest.mark.timeout(90)
 
-# Reads one value without ever acknowledging it (the testing hook `_hold_acks` stops acks
+# Reads one value without ever acknowledging it (the testing hook `Hooks.hold_acks` stops acks
 # exactly where a crash would), reports it, then waits to be killed.
 HOLDER = """
 import sys, time
-import ferrocsp.net as net
+from ferrocsp.net._connection import Hooks, _connect
 url, chan, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
-c = net.connect(url, _hold_acks=True, ack_timeout=1.0)
+c = _connect(url, hooks=Hooks(hold_acks=True), ack_timeout=1.0)
 print(c.channel(chan, cap).read(timeout=30), flush=True)
 time.sleep(60)
 """

@@ -1,12 +1,19 @@
 //! `Chan`: one networked channel as seen from one connection, and its shared state on the
 //! server (capacity, poison, end counts).
 //!
-//! Server-side state, in the KV bucket `FERROCSP` (history 1, file storage):
+//! Server-side state, in the KV bucket `FERROCSP` (history 1, file storage; `FERROCSP-<ns>`
+//! in namespace `<ns>`, whose subjects start `ferrocsp-<ns>.` and streams `FERROCSP-<ns>_`):
 //! - `<name>.cap`: the capacity, written once with `create` (first opener wins; every other
 //!   opener must agree).
 //! - `<name>.poison`: present once the channel is poisoned (never removed).
 //! - `<name>.w`, `<name>.r`: `"made alive"` counts of writer / reader ends, updated with
 //!   compare-and-set on the entry's revision. All ends of a kind retired = `made > 0 && alive == 0`.
+//!
+//! - `<name>.t.<ticket>`: an end of kind `r`/`w` travelling in a message (`Chan::ticket_now`):
+//!   issued by the sender with the count it makes on the receiver's behalf, claimed once by
+//!   the receiver (compare-and-set, then purged), so a message that names an end without a
+//!   live ticket (forged, or a copy) makes none. A ticket's key is purged from the bucket's
+//!   stream, leaving no marker.
 //!
 //! Broadcast subject `ferrocsp.<name>.ctl`: after changing any of those keys a participant
 //! publishes there; every `Chan` subscribes and re-reads the keys, so a poison or retire
@@ -51,6 +58,28 @@ pub enum EndKind {
     Reader,
     /// A writer end.
     Writer,
+}
+
+/// What `Chan::ticket_now` does with a ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TicketOp {
+    /// The sender records it (before the message leaves).
+    Issue,
+    /// The receiver takes it (once; false if it is not live).
+    Claim,
+    /// The sender withdraws it (the message was not sent).
+    Void,
+}
+
+/// Tickets come from the wire: 1-64 of `0-9 a-z A-Z -`, so they stay one KV key token.
+fn check_ticket(t: &str) -> Result<(), NetError> {
+    let ok =
+        !t.is_empty() && t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(NetError::Invalid(format!("invalid end ticket {t:?}")))
+    }
 }
 
 /// What a waiting rendezvous read is handed (see `rendezvous.rs`).
@@ -238,7 +267,7 @@ impl Chan {
                 return Err(capacity_conflict(&name, have, capacity));
             }
         }
-        let base = format!("ferrocsp.{name}");
+        let base = format!("{}.{name}", conn.names.root);
         let client = conn.client.clone();
         let mut ctl = client
             .subscribe(format!("{base}.ctl"))
@@ -251,7 +280,7 @@ impl Chan {
         client.flush().await.map_err(|e| conn.transport("flush", e))?;
 
         let consumer = if capacity > 0 {
-            let stream_name = format!("FERROCSP_{name}");
+            let stream_name = format!("{}{name}", conn.names.stream_prefix);
             let cfg = jetstream::stream::Config {
                 name: stream_name.clone(),
                 // One subject per value (`.b.<id>`), one message per subject: an Output
@@ -457,6 +486,52 @@ impl Chan {
         Ok(())
     }
 
+    /// Issues, claims or voids ticket `ticket` for an end of `kind` travelling in a message
+    /// (see the module doc). Claim: true iff this call took a live ticket of that kind; a
+    /// ticket that is missing, of another kind or already claimed gives false.
+    pub(crate) async fn ticket_now(
+        &self,
+        kind: EndKind,
+        ticket: &str,
+        op: TicketOp,
+    ) -> Result<bool, NetError> {
+        check_ticket(ticket)?;
+        let kv = self.conn.kv().await?;
+        let key = format!("{}.t.{ticket}", self.name);
+        let k = Bytes::from_static(if kind == EndKind::Reader { b"r" } else { b"w" });
+        match op {
+            TicketOp::Issue => {
+                kv.create(&key, k).await.map_err(|e| self.conn.transport("issue a ticket", e))?;
+                Ok(true)
+            }
+            TicketOp::Claim => {
+                let entry =
+                    kv.entry(&key).await.map_err(|e| self.conn.transport("claim a ticket", e))?;
+                let Some(entry) = entry else { return Ok(false) };
+                if entry.operation != jetstream::kv::Operation::Put || entry.value != k {
+                    return Ok(false);
+                }
+                // Compare-and-set: of two claims of one ticket (a message and its copy) one wins.
+                if kv.update(&key, Bytes::from_static(b"-"), entry.revision).await.is_err() {
+                    return Ok(false);
+                }
+                self.purge_ticket(&kv, &key).await;
+                Ok(true)
+            }
+            TicketOp::Void => {
+                self.purge_ticket(&kv, &key).await;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Removes a ticket's key with no marker left (best effort: a ticket left claimed or
+    /// issued-and-unsent is a few bytes that no claim can take again, or was never sent).
+    async fn purge_ticket(&self, kv: &jetstream::kv::Store, key: &str) {
+        let subject = format!("$KV.{}.{key}", self.conn.names.bucket);
+        let _ = kv.stream.purge().filter(subject).await;
+    }
+
     /// Offers `v` to a waiting Alt of this process, if any.
     pub(crate) fn offer(&self, v: Bytes) -> Result<(), Bytes> {
         let o = lock(&self.offer).clone();
@@ -500,6 +575,14 @@ impl Chan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tickets_are_one_key_token() {
+        assert!(check_ticket("0123abcd-9").is_ok());
+        for bad in ["", "a.b", "a*", "a>", "a b", &"x".repeat(65)] {
+            assert!(check_ticket(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn counts_parse_and_default_to_zero() {

@@ -23,7 +23,7 @@ use crate::chan::Chan;
 use crate::error::{protocol, NetError};
 use crate::link::{capacity_conflict, Inner};
 use crate::op::Op;
-use crate::options::Options;
+use crate::options::{Names, Options};
 
 /// A connection to a NATS server with JetStream.
 pub struct Connection {
@@ -36,13 +36,14 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("url", &self.inner.opts.url).finish()
+        f.debug_struct("Connection").field("url", &self.inner.shown_url).finish()
     }
 }
 
 impl Connection {
     /// Connects (bounded by `opts.connect_timeout`) and checks that JetStream is enabled.
     pub fn connect(opts: Options) -> Result<Connection, NetError> {
+        let names = Names::new(&opts.namespace)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ferrocsp-net")
@@ -94,6 +95,7 @@ impl Connection {
         }
         let creds = opts.credentials_file.clone();
         let url = opts.url.clone();
+        let shown = opts.redacted_url();
         let limit = opts.connect_timeout;
         let client = rt.block_on(async move {
             let o = match creds {
@@ -107,9 +109,21 @@ impl Connection {
                 .await
             {
                 Ok(Ok(c)) => Ok(c),
-                Ok(Err(e)) => Err(NetError::Unreachable(format!("cannot connect to {url}: {e}"))),
+                // The client's error may quote what it was given: it is shown redacted too.
+                Ok(Err(e)) => {
+                    let m =
+                        format!("cannot connect to {shown}: {}", redact_in(&e.to_string(), &url));
+                    Err(match e.kind() {
+                        async_nats::ConnectErrorKind::Authentication
+                        | async_nats::ConnectErrorKind::AuthorizationViolation => {
+                            NetError::Refused(m)
+                        }
+                        async_nats::ConnectErrorKind::ServerParse => NetError::Invalid(m),
+                        _ => NetError::Unreachable(m),
+                    })
+                }
                 Err(_) => Err(NetError::Unreachable(format!(
-                    "cannot connect to {url}: no answer within {:.1} s",
+                    "cannot connect to {shown}: no answer within {:.1} s",
                     limit.as_secs_f64()
                 ))),
             }
@@ -119,12 +133,12 @@ impl Connection {
             let _in_rt = rt.enter();
             jetstream::new(client.clone())
         };
-        let inner = Arc::new(Inner::new(client, js, opts, lost, epoch));
+        let inner = Arc::new(Inner::new(client, js, opts, names, lost, epoch));
         // Fail now, clearly, if the server runs without JetStream (`nats-server -js`); this
         // also creates the state bucket every channel needs.
         let probe = Arc::clone(&inner);
         let limit = inner.opts.connect_timeout;
-        let url = inner.opts.url.clone();
+        let url = inner.shown_url.clone();
         rt.block_on(async move {
             match tokio::time::timeout(limit, probe.kv()).await {
                 Ok(Ok(_)) => Ok(()),
@@ -213,9 +227,29 @@ impl Connection {
         }
     }
 
-    /// The server URL(s) this connection was made with.
+    /// The server URL(s) this connection was made with, without credentials.
     pub fn url(&self) -> &str {
-        &self.inner.opts.url
+        &self.inner.shown_url
+    }
+
+    /// The capacity of channel `name` if it exists on the server, else `None`; creates
+    /// nothing (used to check an end received in a value before opening its channel).
+    pub fn capacity_of(&self, name: &str) -> Result<Option<usize>, NetError> {
+        check_name(name)?;
+        let rt = self.handle()?;
+        {
+            let chans = self.chans.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(c) = chans.get(name).and_then(Weak::upgrade) {
+                return Ok(Some(c.capacity));
+            }
+        }
+        let inner = Arc::clone(&self.inner);
+        let key = format!("{name}.cap");
+        rt.block_on(async move {
+            let kv = inner.kv().await?;
+            let v = kv.get(&key).await.map_err(|e| inner.transport("read channel capacity", e))?;
+            Ok(v.and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse::<usize>().ok())))
+        })
     }
 }
 
@@ -223,6 +257,28 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// `text` with every occurrence of the URL(s) `url` and of their secrets replaced by the
+/// redacted form.
+fn redact_in(text: &str, url: &str) -> String {
+    let mut t = text.replace(url, &crate::options::redact_url(url));
+    for u in url.split(',') {
+        t = t.replace(u, &crate::options::redact_url(u));
+        let rest = u.split_once("://").map_or(u, |(_, r)| r);
+        let host_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..host_end].rfind('@') {
+            // The user information alone, and its parts (`user:password`).
+            let info = &rest[..at];
+            if !info.is_empty() {
+                t = t.replace(info, "***");
+            }
+            for part in info.split(':').filter(|p| p.len() >= 4) {
+                t = t.replace(part, "***");
+            }
+        }
+    }
+    t
 }
 
 fn rt_handle() -> tokio::runtime::Handle {
@@ -253,6 +309,12 @@ mod tests {
         for bad in ["", "a.b", "a b", "a*", "a>", &"x".repeat(65)] {
             assert!(matches!(check_name(bad), Err(NetError::Invalid(_))), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn errors_quote_no_credentials() {
+        let t = redact_in("bad url nats://bob:hunter22@x:1 (hunter22)", "nats://bob:hunter22@x:1");
+        assert!(!t.contains("hunter22"), "{t}");
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum NetError {
     Cancelled,
     /// The server cannot be reached (at connect, or for longer than the reconnect timeout).
     Unreachable(String),
+    /// The server refused this client (bad or missing credentials, or not authorized).
+    Refused(String),
     /// The connection was closed by its owner.
     Closed,
     /// Bad input at the call (a name that is not a valid channel name, a capacity conflict).
@@ -37,6 +39,11 @@ impl fmt::Display for NetError {
                 "NATS server unreachable: {m} (networked channels need a nats-server with \
                  JetStream: start one with `nats-server -js`; to install it: \
                  apt-get install nats-server, or a release from https://nats.io)"
+            ),
+            NetError::Refused(m) => write!(
+                f,
+                "NATS server refused the connection: {m} (check user/password, token, \
+                 nkey_seed or credentials, and the user's permissions)"
             ),
             NetError::Closed => write!(f, "connection is closed"),
             NetError::Invalid(m) => write!(f, "{m}"),

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use bytes::Bytes;
-pub use chan::{Chan, EndKind, Offer, Status};
+pub use chan::{Chan, EndKind, Offer, Status, TicketOp};
 pub use conn::Connection;
 pub use error::NetError;
 pub use op::Op;
@@ -79,6 +79,9 @@ pub trait ChanOps {
     fn poison(&self, conn: &Connection) -> Op<()>;
     /// Counts a new end of `kind` (`made`) or retires one, on the server.
     fn count_end(&self, conn: &Connection, kind: EndKind, made: bool) -> Op<()>;
+    /// Issues, claims or voids the ticket of an end of `kind` travelling in a message
+    /// (`Chan`'s module doc); a claim resolves to whether it took a live ticket.
+    fn ticket(&self, conn: &Connection, kind: EndKind, ticket: String, op: TicketOp) -> Op<bool>;
     /// Installs where values go for Alts of this process (see [`Offer`]).
     fn set_offer(&self, offer: Arc<dyn Offer>);
     /// An Alt of this process starts (`up`) or stops waiting with this channel as a guard.
@@ -122,6 +125,11 @@ impl ChanOps for Arc<Chan> {
     fn count_end(&self, conn: &Connection, kind: EndKind, made: bool) -> Op<()> {
         let chan = Arc::clone(self);
         conn.spawn(move |_| async move { chan.count_end_now(kind, made).await })
+    }
+
+    fn ticket(&self, conn: &Connection, kind: EndKind, ticket: String, op: TicketOp) -> Op<bool> {
+        let chan = Arc::clone(self);
+        conn.spawn(move |_| async move { chan.ticket_now(kind, &ticket, op).await })
     }
 
     fn set_offer(&self, offer: Arc<dyn Offer>) {

@@ -7,6 +7,7 @@
 //! - The server counts as lost only after `reconnect_timeout` without it (`gave_up`); until
 //!   then operations wait for the client to reconnect by itself.
 //! - A failure is `Unreachable` when the client is not connected, a protocol error otherwise.
+//! - Messages name the server by `shown_url` only (credentials removed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,12 +16,16 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 
 use crate::error::{protocol, NetError};
-use crate::options::Options;
+use crate::options::{Names, Options};
 
 pub(crate) struct Inner {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) opts: Options,
+    /// The server-side names of this connection's namespace.
+    pub(crate) names: Names,
+    /// `opts.url` without credentials: the only form messages show.
+    pub(crate) shown_url: String,
     kv: tokio::sync::OnceCell<jetstream::kv::Store>,
     /// When the client lost its server (0: connected), in ms since `epoch`.
     lost_since_ms: Arc<AtomicU64>,
@@ -29,9 +34,6 @@ pub(crate) struct Inner {
     /// A random prefix for message ids, unique per connection.
     pub(crate) id_prefix: String,
 }
-
-/// The KV bucket holding every channel's shared state (capacity, poison, end counts).
-pub(crate) const BUCKET: &str = "FERROCSP";
 
 fn random_prefix() -> String {
     use std::collections::hash_map::RandomState;
@@ -51,13 +53,16 @@ impl Inner {
         client: async_nats::Client,
         js: jetstream::Context,
         opts: Options,
+        names: Names,
         lost_since_ms: Arc<AtomicU64>,
         epoch: Instant,
     ) -> Inner {
         Inner {
             client,
             js,
+            shown_url: opts.redacted_url(),
             opts,
+            names,
             kv: tokio::sync::OnceCell::new(),
             lost_since_ms,
             epoch,
@@ -66,19 +71,20 @@ impl Inner {
         }
     }
 
-    /// The shared KV bucket, created on first use.
+    /// The shared KV bucket (one per namespace, `names.bucket`), created on first use.
     pub(crate) async fn kv(&self) -> Result<jetstream::kv::Store, NetError> {
         self.kv
             .get_or_try_init(|| async {
-                if let Ok(s) = self.js.get_key_value(BUCKET).await {
+                let bucket = &self.names.bucket;
+                if let Ok(s) = self.js.get_key_value(bucket).await {
                     return Ok(s);
                 }
                 // The bucket's stream, made by hand with the KV conventions: async-nats's
                 // create_key_value first queries account info in a shape that nats-server 2.9
                 // does not send (reserved_memory/reserved_storage are 2.10+).
                 let cfg = jetstream::stream::Config {
-                    name: format!("KV_{BUCKET}"),
-                    subjects: vec![format!("$KV.{BUCKET}.>")],
+                    name: format!("KV_{bucket}"),
+                    subjects: vec![format!("$KV.{bucket}.>")],
                     max_messages_per_subject: 1,
                     discard: jetstream::stream::DiscardPolicy::New,
                     allow_rollup: true,
@@ -91,7 +97,7 @@ impl Inner {
                 // An error here may be another participant creating it at the same time: the
                 // second get decides.
                 let created = self.js.create_stream(cfg).await.err();
-                self.js.get_key_value(BUCKET).await.map_err(|e| match &created {
+                self.js.get_key_value(bucket).await.map_err(|e| match &created {
                     Some(c) => self.transport("create the state bucket", c),
                     None => self.transport("open the state bucket", e),
                 })
@@ -116,7 +122,7 @@ impl Inner {
         (lost_for >= self.opts.reconnect_timeout).then(|| {
             NetError::Unreachable(format!(
                 "lost the server {} and could not reconnect within {:.1} s",
-                self.opts.url,
+                self.shown_url,
                 self.opts.reconnect_timeout.as_secs_f64()
             ))
         })
@@ -125,7 +131,7 @@ impl Inner {
     /// A transport failure: `Unreachable` if the server is gone, else a protocol error.
     pub(crate) fn transport(&self, what: &str, e: impl std::fmt::Display) -> NetError {
         if self.client.connection_state() != async_nats::connection::State::Connected {
-            NetError::Unreachable(format!("{what}: {e} (server {} not connected)", self.opts.url))
+            NetError::Unreachable(format!("{what}: {e} (server {} not connected)", self.shown_url))
         } else {
             protocol(what, e)
         }

@@ -1,13 +1,19 @@
 //! `Options`: how to reach and authenticate with the server.
 //!
-//! Invariant: everything but `url` is optional; `Options::new` gives the default timeouts, so
-//! a caller never connects with a zero timeout by accident.
+//! Invariants:
+//! - Everything but `url` is optional; `Options::new` gives the default timeouts, so a caller
+//!   never connects with a zero timeout by accident.
+//! - Secrets never leave through formatting: `Debug` shows whether a password, token or nkey
+//!   seed is set, never its value, and shows the URL without its user information
+//!   (`redact_url`); every message that names the server uses `redacted_url` too.
+//! - `namespace` keeps one application's subjects, streams and KV bucket apart from another's
+//!   on the same server (`names`); the empty namespace gives the names of earlier versions.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// How to reach and authenticate with the server; everything but `url` is optional.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// One or more server URLs separated by commas (`nats://host:4222,nats://other:4222`).
     pub url: String,
@@ -31,6 +37,9 @@ pub struct Options {
     pub tls_required: bool,
     /// Client name shown by the server's monitoring.
     pub name: Option<String>,
+    /// The application's namespace: 1-32 characters from `A-Z a-z 0-9 -`, or empty for the
+    /// default (see [`Names`]).
+    pub namespace: String,
     /// How long connecting may take.
     pub connect_timeout: Duration,
     /// How long a writer waits for a reader's acknowledgement before it re-sends the value (a
@@ -46,7 +55,96 @@ pub struct Options {
     pub drop_commits: bool,
 }
 
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Field by field on purpose: a new field must be added here, deciding whether it is a
+        // secret (shown only as set / not set).
+        let set = |v: &Option<String>| v.as_ref().map(|_| "<set>");
+        f.debug_struct("Options")
+            .field("url", &redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &set(&self.password))
+            .field("token", &set(&self.token))
+            .field("nkey_seed", &set(&self.nkey_seed))
+            .field("credentials_file", &self.credentials_file)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_required", &self.tls_required)
+            .field("name", &self.name)
+            .field("namespace", &self.namespace)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("reconnect_timeout", &self.reconnect_timeout)
+            .field("hold_acks", &self.hold_acks)
+            .field("drop_commits", &self.drop_commits)
+            .finish()
+    }
+}
+
+/// `url` (one or more comma-separated server URLs) with the user information of each
+/// (`user:password@`, `token@`) replaced by `***@`: the form every message and `Debug` shows.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| {
+            let (scheme, rest) = match u.find("://") {
+                Some(i) => u.split_at(i + 3),
+                None => ("", u),
+            };
+            // The user information ends at the last `@` before the path (a password may hold
+            // `@` itself when written unescaped).
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..host_end].rfind('@') {
+                Some(at) => format!("{scheme}***{}", &rest[at..]),
+                None => u.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The server-side names of one namespace (see the module invariants).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Names {
+    /// First subject token of every channel subject: `ferrocsp` (default) or `ferrocsp-<ns>`.
+    pub(crate) root: String,
+    /// Prefix of buffered channels' stream names: `FERROCSP_` or `FERROCSP-<ns>_`.
+    pub(crate) stream_prefix: String,
+    /// The KV bucket of channel state: `FERROCSP` or `FERROCSP-<ns>`.
+    pub(crate) bucket: String,
+}
+
+impl Names {
+    /// The names of namespace `ns` (checked: no `_` and no `.`, so that a namespace and a
+    /// channel name never combine into another pair's names).
+    pub(crate) fn new(ns: &str) -> Result<Names, crate::NetError> {
+        if ns.is_empty() {
+            return Ok(Names {
+                root: "ferrocsp".to_owned(),
+                stream_prefix: "FERROCSP_".to_owned(),
+                bucket: "FERROCSP".to_owned(),
+            });
+        }
+        let ok = ns.len() <= 32 && ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return Err(crate::NetError::Invalid(format!(
+                "invalid namespace {ns:?}: use 1-32 characters from A-Z a-z 0-9 -"
+            )));
+        }
+        Ok(Names {
+            root: format!("ferrocsp-{ns}"),
+            stream_prefix: format!("FERROCSP-{ns}_"),
+            bucket: format!("FERROCSP-{ns}"),
+        })
+    }
+}
+
 impl Options {
+    /// `url` as messages show it (see [`redact_url`]).
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
     /// Options for `url` with the default timeouts.
     pub fn new(url: impl Into<String>) -> Self {
         Options {
@@ -55,6 +153,41 @@ impl Options {
             ack_timeout: Duration::from_secs(5),
             reconnect_timeout: Duration::from_secs(30),
             ..Options::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_user_information() {
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact_url("nats://u:p@h:1,tls://tok@g:2/x"), "nats://***@h:1,tls://***@g:2/x");
+        assert_eq!(redact_url("u:p@w@h:1"), "***@h:1");
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let mut o = Options::new("nats://alice:SECRET1@h:4222");
+        o.user = Some("alice".into());
+        o.password = Some("SECRET2".into());
+        o.token = Some("SECRET3".into());
+        o.nkey_seed = Some("SUSECRET4".into());
+        let d = format!("{o:?}");
+        assert!(!d.contains("SECRET"), "{d}");
+        assert!(d.contains("<set>") && d.contains("alice"), "{d}");
+    }
+
+    #[test]
+    fn namespaces_never_combine_into_each_other() {
+        assert_eq!(Names::new("").ok().map(|n| n.bucket).as_deref(), Some("FERROCSP"));
+        let app = Names::new("app-1").ok();
+        assert_eq!(app.as_ref().map(|n| n.root.as_str()), Some("ferrocsp-app-1"));
+        assert_eq!(app.as_ref().map(|n| n.stream_prefix.as_str()), Some("FERROCSP-app-1_"));
+        for bad in ["a_b", "a.b", "a b", "*", &"x".repeat(33)] {
+            assert!(Names::new(bad).is_err(), "{bad:?}");
         }
     }
 }

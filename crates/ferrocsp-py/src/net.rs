@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use ferrocsp_net::{
-    Bytes, Chan, ChanOps, Connection, EndKind, NetError, Offer, Op, Options, Status,
+    Bytes, Chan, ChanOps, Connection, EndKind, NetError, Offer, Op, Options, Status, TicketOp,
 };
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -35,7 +35,9 @@ fn net_err(py: Python<'_>, e: NetError, op: OpName, chan: &str) -> PyErr {
             ),
             Err(e) => e,
         },
-        NetError::Unreachable(_) | NetError::Closed => PyConnectionError::new_err(e.to_string()),
+        NetError::Unreachable(_) | NetError::Refused(_) | NetError::Closed => {
+            PyConnectionError::new_err(e.to_string())
+        }
         NetError::Invalid(m) => PyValueError::new_err(m),
         NetError::Protocol(_) => PyRuntimeError::new_err(e.to_string()),
     }
@@ -134,8 +136,9 @@ pub(crate) struct NetConnection {
 /// Connects to `url`; blocks (GIL released) at most `connect_timeout` seconds.
 #[pyfunction]
 #[pyo3(signature = (url, *, user=None, password=None, token=None, nkey_seed=None, credentials=None,
-    tls_ca=None, tls_cert=None, tls_key=None, tls_required=false, name=None, connect_timeout=5.0,
-    ack_timeout=5.0, reconnect_timeout=30.0, hold_acks=false, drop_commits=false))]
+    tls_ca=None, tls_cert=None, tls_key=None, tls_required=false, name=None, namespace=String::new(),
+    connect_timeout=5.0, ack_timeout=5.0, reconnect_timeout=30.0, hold_acks=false,
+    drop_commits=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn _net_connect(
     py: Python<'_>,
@@ -150,6 +153,7 @@ pub(crate) fn _net_connect(
     tls_key: Option<std::path::PathBuf>,
     tls_required: bool,
     name: Option<String>,
+    namespace: String,
     connect_timeout: f64,
     ack_timeout: f64,
     reconnect_timeout: f64,
@@ -167,6 +171,7 @@ pub(crate) fn _net_connect(
     o.tls_key = tls_key;
     o.tls_required = tls_required;
     o.name = name;
+    o.namespace = namespace;
     o.connect_timeout = secs("connect_timeout", connect_timeout)?;
     o.ack_timeout = secs("ack_timeout", ack_timeout)?;
     o.reconnect_timeout = secs("reconnect_timeout", reconnect_timeout)?;
@@ -186,6 +191,14 @@ impl NetConnection {
             e => net_err(py, e, OpName::Read, &name),
         })?;
         Ok(NetChan { conn: Arc::clone(&self.conn), chan, alt: OnceLock::new() })
+    }
+
+    /// The capacity of channel `name` if it exists on the server, else None (creates nothing).
+    fn capacity_of(&self, py: Python<'_>, name: String) -> PyResult<Option<usize>> {
+        py.detach(|| self.conn.capacity_of(&name)).map_err(|e| match e {
+            NetError::Invalid(m) => PyValueError::new_err(m),
+            e => net_err(py, e, OpName::Read, &name),
+        })
     }
 
     /// Closes the connection (idempotent); operations in flight fail with ConnectionError.
@@ -435,6 +448,35 @@ impl NetChan {
     /// Poisons the channel for every participant (blocks until the server has it).
     fn poison(&self, py: Python<'_>) -> PyResult<()> {
         self.poison_now(py)
+    }
+
+    /// Issues (`op="issue"`), claims (`"claim"`: whether it took a live ticket) or voids
+    /// (`"void"`) the ticket of a reader (`reader=True`) or writer end travelling in a message.
+    /// With `wait=False` it is sent in the background (and answers True).
+    #[pyo3(signature = (reader, ticket, op, wait=true))]
+    fn ticket(
+        &self,
+        py: Python<'_>,
+        reader: bool,
+        ticket: String,
+        op: &str,
+        wait: bool,
+    ) -> PyResult<bool> {
+        let op = match op {
+            "issue" => TicketOp::Issue,
+            "claim" => TicketOp::Claim,
+            "void" => TicketOp::Void,
+            _ => return Err(PyValueError::new_err(format!("unknown ticket operation {op:?}"))),
+        };
+        let kind = if reader { EndKind::Reader } else { EndKind::Writer };
+        let op = self.chan.ticket(&self.conn, kind, ticket, op);
+        if !wait {
+            return Ok(true);
+        }
+        wait_op(py, &op, None)?.map_err(|e| match e {
+            NetError::Invalid(m) => PyValueError::new_err(m),
+            e => net_err(py, e, OpName::Read, &self.chan.name),
+        })
     }
 
     /// Counts an end made (`made=True`) or retired, of a reader (`reader=True`) or writer.

@@ -6,14 +6,22 @@ Invariants:
   native side shares one set of subscriptions per channel name per connection.
 - The codec is the connection's: a ``pickle_key`` set here signs what this connection sends
   and is required to accept pickles it receives.
+- Nothing from the wire acts before it is accepted: ``_decode`` parses the whole message
+  (pure, ``_codec.parse``), then checks every end it names against the server without creating
+  anything (the channel must exist with the stated capacity), and only then opens those
+  channels and makes the ends.
+- No secret (password, token, nkey seed, credentials in the URL, pickle key) appears in a
+  ``repr``, a message or a log line: the URL is shown as the native side redacts it.
+- Test hooks are not part of ``connect()``: the tests use ``_connect`` with ``hooks=``.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import _native
 from .._errors import ChannelRetired
@@ -21,6 +29,9 @@ from .._native import Channel, Reader, Writer
 from . import _codec
 
 __all__ = ["Connection", "connect"]
+
+#: An end carried by a message being sent, with its ticket.
+_Sent = tuple["Reader[Any] | Writer[Any]", str]
 
 
 def _path(v: str | os.PathLike[str] | None, what: str) -> str | None:
@@ -55,8 +66,7 @@ def connect(
     ack_timeout: float = 5.0,
     reconnect_timeout: float = 30.0,
     pickle_key: bytes | None = None,
-    _hold_acks: bool = False,
-    _drop_commits: bool = False,
+    namespace: str | None = None,
 ) -> Connection:
     """Connects to a NATS server with JetStream (``nats-server -js``).
 
@@ -66,13 +76,71 @@ def connect(
     ``tls_cert``/``tls_key`` (client certificate) and ``tls_required``.
 
     ``connect_timeout``: an unreachable server raises ``ConnectionError`` after at most this
-    long (no hang). ``ack_timeout``: how long a writer waits for a reader's acknowledgement
-    before re-sending (a reader that died after receiving). ``reconnect_timeout``: how long
-    operations wait for a lost server to come back before raising ``ConnectionError``.
+    long (no hang); so does a server that refuses the credentials (the message says so); a
+    malformed URL raises ``ValueError``. ``ack_timeout``: how long a writer waits for a
+    reader's acknowledgement before re-sending (a reader that died after receiving).
+    ``reconnect_timeout``: how long operations wait for a lost server to come back before
+    raising ``ConnectionError``.
     ``pickle_key``: a secret shared by all participants; values the safe codec cannot carry
     are then pickled and signed with HMAC-SHA256, and signed pickles from peers are accepted.
     Without it, pickles are refused both ways.
+    ``namespace``: keeps this application's channels apart from other applications' on the
+    same server (its own subjects ``ferrocsp-<namespace>.>``, streams and KV bucket); 1-32
+    characters from ``A-Z a-z 0-9 -``. Participants must use the same namespace to share a
+    channel. The default is the shared ``ferrocsp`` namespace.
     """
+    return _connect(
+        url,
+        user=user,
+        password=password,
+        token=token,
+        nkey_seed=nkey_seed,
+        credentials=credentials,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_required=tls_required,
+        name=name,
+        connect_timeout=connect_timeout,
+        ack_timeout=ack_timeout,
+        reconnect_timeout=reconnect_timeout,
+        pickle_key=pickle_key,
+        namespace=namespace,
+    )
+
+
+class Hooks(NamedTuple):
+    """Fault injection for the tests (never set outside them).
+
+    ``hold_acks``: readers of the connection take values but never acknowledge them (a
+    process that dies between the two). ``drop_commits``: an Output guard that fired sends
+    nothing (a process that dies after its Alt chose the guard, before the value left)."""
+
+    hold_acks: bool = False
+    drop_commits: bool = False
+
+
+def _connect(
+    url: str = "nats://127.0.0.1:4222",
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    nkey_seed: str | None = None,
+    credentials: str | os.PathLike[str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_required: bool = False,
+    name: str | None = None,
+    connect_timeout: float = 5.0,
+    ack_timeout: float = 5.0,
+    reconnect_timeout: float = 30.0,
+    pickle_key: bytes | None = None,
+    namespace: str | None = None,
+    hooks: Hooks = Hooks(),  # noqa: B008 - an immutable NamedTuple
+) -> Connection:
+    """``connect()`` (same arguments and defaults), with test ``hooks``."""
     if not isinstance(url, str) or not url:
         raise TypeError("url must be a non-empty string such as 'nats://127.0.0.1:4222'")
     if (user is None) != (password is None):
@@ -82,6 +150,10 @@ def connect(
             raise TypeError("pickle_key must be bytes")
         if len(pickle_key) < 16:
             raise ValueError("pickle_key must be at least 16 bytes (use secrets.token_bytes(32))")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, not {type(namespace).__name__}")
+    if namespace == "":
+        raise ValueError("namespace must not be empty (leave it out for the default)")
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("tls_cert and tls_key go together")
     if not hasattr(_native, "_net_connect"):
@@ -101,13 +173,14 @@ def connect(
         tls_key=_path(tls_key, "tls_key"),
         tls_required=bool(tls_required),
         name=name,
+        namespace=namespace or "",
         connect_timeout=_num(connect_timeout, "connect_timeout"),
         ack_timeout=_num(ack_timeout, "ack_timeout"),
         reconnect_timeout=_num(reconnect_timeout, "reconnect_timeout"),
-        hold_acks=bool(_hold_acks),
-        drop_commits=bool(_drop_commits),
+        hold_acks=bool(hooks.hold_acks),
+        drop_commits=bool(hooks.drop_commits),
     )
-    return Connection(native, pickle_key)
+    return Connection(native, pickle_key, namespace or "")
 
 
 class Connection:
@@ -117,18 +190,19 @@ class Connection:
     ``ConnectionError``.
     """
 
-    __slots__ = ("__weakref__", "_channels", "_key", "_native")
+    __slots__ = ("__weakref__", "_channels", "_key", "_namespace", "_native")
 
-    def __init__(self, native: Any, pickle_key: bytes | None) -> None:
+    def __init__(self, native: Any, pickle_key: bytes | None, namespace: str = "") -> None:
         self._native = native
         self._key = pickle_key
+        self._namespace = namespace
         self._channels: weakref.WeakValueDictionary[str, Channel[Any]] = (
             weakref.WeakValueDictionary()
         )
 
     @property
     def url(self) -> str:
-        """The server URL(s)."""
+        """The server URL(s), without credentials (``nats://***@host:4222``)."""
         url: str = self._native.url
         return url
 
@@ -168,21 +242,28 @@ class Connection:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    @property
+    def namespace(self) -> str | None:
+        """The namespace given to ``connect()`` (None: the default one)."""
+        return self._namespace or None
+
     def __repr__(self) -> str:
-        return f"Connection({self.url!r})"
+        ns = f", namespace={self._namespace!r}" if self._namespace else ""
+        return f"Connection({self.url!r}{ns})"
 
     # --- codec ---------------------------------------------------------------------------
     # Called by the native channel (``crates/ferrocsp-py/src/net_side.rs``) and ``_aio``.
-    def _encode(self, chan: str, value: Any) -> tuple[bytes, Sequence[Reader[Any] | Writer[Any]]]:
+    def _encode(self, chan: str, value: Any) -> tuple[bytes, Sequence[_Sent]]:
         """``value`` as one message for channel ``chan``, and the ends it carries (counted
         on the server now, on behalf of the receiver, so a count never drops to zero while
-        an end travels; ``_unsend_ends`` gives them back if the message is not sent)."""
+        an end travels, each with a ticket the receiver claims; ``_unsend_ends`` gives them
+        back if the message is not sent)."""
         frame = _codec.encode_scalar(value)
         if frame is not None:  # a top-level scalar: no ends to count
             return frame, ()
-        sent: list[Reader[Any] | Writer[Any]] = []
+        sent: list[_Sent] = []
 
-        def end(v: Any) -> tuple[bytes, int, str] | None:
+        def end(v: Any) -> tuple[bytes, int, str, str] | None:
             if not isinstance(v, Reader | Writer):
                 return None
             ch = v.channel
@@ -193,15 +274,24 @@ class Connection:
                     "only ends of networked channels travel (the channel is local to this "
                     "process)"
                 )
-            if conn is not self and conn.url != self.url:
-                raise TypeError("a channel end can only be sent over a channel of the same server")
+            if conn is not self and (conn.url != self.url or conn.namespace != self.namespace):
+                # The receiver resolves the name on its own server, in its own namespace.
+                raise TypeError(
+                    "a channel end can only be sent over a channel of the same server and namespace"
+                )
             reader = isinstance(v, Reader)
             if v.retired:
                 kind = "reader" if reader else "writer"
                 raise ChannelRetired(f"{kind} end of channel '{ch.name}' is retired")
+            ticket = secrets.token_hex(16)
             ch._net_core.count_end(reader, True)
-            sent.append(v)
-            return (b"r" if reader else b"w"), ch.capacity, ch.name
+            try:
+                ch._net_core.ticket(reader, ticket, "issue")
+            except BaseException:
+                ch._net_core.count_end(reader, False, False)
+                raise
+            sent.append((v, ticket))
+            return (b"r" if reader else b"w"), ch.capacity, ch.name, ticket
 
         try:
             data = _codec.encode(value, channel=chan, key=self._key, end=end)
@@ -210,22 +300,67 @@ class Connection:
             raise
         return data, sent
 
-    def _unsend_ends(self, ends: Sequence[Reader[Any] | Writer[Any]]) -> None:
-        for e in ends:
-            e.channel._net_core.count_end(isinstance(e, Reader), False, False)
+    def _unsend_ends(self, ends: Sequence[_Sent]) -> None:
+        # In the background (no wait): this runs on failure paths, also in an event loop.
+        for e, ticket in ends:
+            core, reader = e.channel._net_core, isinstance(e, Reader)
+            core.ticket(reader, ticket, "void", False)
+            core.count_end(reader, False, False)
 
     def _decode(self, chan: str, data: bytes) -> Any:
-        """The value of a message received on channel ``chan`` (``CodecError`` if rejected)."""
+        """The value of a message received on channel ``chan`` (``CodecError`` if rejected).
+
+        Three steps, so that a rejected message leaves no trace (module invariants): parse
+        (pure), check the ends it names (reads only), make them."""
         v = _codec.decode_scalar(data)
         if v is not _codec.NOT_SCALAR:
             return v
+        value, refs = _codec.parse(data, channel=chan, key=self._key)
+        if not refs:
+            return value
+        checked: dict[str, int] = {}
+        for ref in refs:
+            if checked.get(ref.name) == ref.capacity:
+                continue
+            have = self._capacity_of(ref.name)
+            if have is None:
+                raise _codec.CodecError(
+                    f"bad channel end: channel {ref.name!r} does not exist on the server"
+                )
+            if have != ref.capacity:
+                raise _codec.CodecError(
+                    f"bad channel end: channel {ref.name!r} has capacity {have}, not {ref.capacity}"
+                )
+            checked[ref.name] = have
+        # The value is accepted: take each end's ticket (once, on the server). An end whose
+        # ticket is not live (forged, or a copy of a message already received) is not made;
+        # the ends already taken for a rejected message are made and retired, as their
+        # sender counted them for us.
+        made: dict[_codec.EndRef, Reader[Any] | Writer[Any]] = {}
+        missing = None
+        for ref in refs:
+            ch = self.channel(ref.name, ref.capacity)
+            if ch._net_core.ticket(ref.kind == "reader", ref.ticket, "claim"):
+                made[ref] = ch._net_end(ref.kind)
+            elif missing is None:
+                missing = ref
+        if missing is not None:
+            for e in made.values():
+                e.retire()
+            raise _codec.CodecError(
+                f"bad channel end: no live ticket for a {missing.kind} end of channel "
+                f"{missing.name!r} (forged, or a copy of a message already received)"
+            )
+        return _codec.materialise(value, made.__getitem__)
 
-        def end(kind: bytes, capacity: int, name: str) -> Reader[Any] | Writer[Any]:
-            try:
-                ch = self.channel(name, capacity)
-            except (TypeError, ValueError) as e:
-                raise _codec.CodecError(f"bad channel end: {e}") from None
-            # Counted by its sender on our behalf.
-            return ch._net_end("reader" if kind == b"r" else "writer")
-
-        return _codec.decode(data, channel=chan, key=self._key, end=end)
+    def _capacity_of(self, name: str) -> int | None:
+        """The capacity of channel ``name`` (this connection's, else the server's), or None
+        if it does not exist; creates nothing."""
+        ch = self._channels.get(name)
+        if ch is not None:
+            return ch.capacity
+        try:
+            cap: int | None = self._native.capacity_of(name)
+        except ValueError as e:  # an invalid name
+            raise _codec.CodecError(f"bad channel end: {e}") from None
+        return cap
