@@ -19,6 +19,7 @@ mod offers;
 mod select;
 mod slot;
 mod sys;
+mod table;
 mod wait;
 mod watch;
 
@@ -27,5 +28,6 @@ pub use channel::{ShmChannel, MAX_ENDS};
 pub use end_table::EndKind;
 pub use select::{select, Fill, SelOp, Selected};
 pub use slot::{ReadSlot, WriteSlot};
-pub use wait::{Sleeper, Wait};
+pub use table::{Proof, SlotView, Table, Verdict, MAX_PROCS};
+pub use wait::{slice_was_quiet, Sleeper, Wait};
 pub use watch::{watch, watcher_threads, Watch, PER_WATCHER};
