@@ -156,7 +156,8 @@ pub(crate) fn _stop_watchdog(py: Python<'_>) {
 }
 
 /// One dict per live participant: name, backend, state ("running", "blocked", "joining",
-/// "blocked (shared)": waiting on channels shared with OS processes, or "blocked
+/// "blocked (shared)": waiting on channels shared with OS processes, "blocked (shared,
+/// watched)": such a wait that detection across OS processes sees, or "blocked
 /// (networked)", see `_shared_wait`),
 /// waits (list of (channel name, "read" | "write")), alt, timeout, since (seconds blocked).
 #[pyfunction]
@@ -183,7 +184,13 @@ pub(crate) fn _participants(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
                 (name, "blocked", b.waits.clone(), b.alt, b.timeout, since)
             } else if let Some((waits, since, networked)) = &i.shared {
                 let alt = waits.len() > 1;
-                let state = if *networked { "blocked (networked)" } else { "blocked (shared)" };
+                let state = if *networked {
+                    "blocked (networked)"
+                } else if i.xwait.is_some_and(|x| x.confirmed) {
+                    "blocked (shared, watched)" // seen by detection across OS processes
+                } else {
+                    "blocked (shared)"
+                };
                 (name, state, waits.clone(), alt, false, since.secs_since(stamp))
             } else {
                 (name, "running", Vec::new(), false, false, 0.0)

@@ -66,6 +66,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 mod caller;
+pub(crate) mod cross;
 mod participant;
 mod record;
 mod watchdog;

@@ -101,7 +101,8 @@ impl Participant {
             inner: Mutex::new(Inner { name, ..Inner::default() }),
             fixed_waker: OnceLock::new(),
         });
-        NOT_STUCK.fetch_add(1, Ordering::AcqRel);
+        NOT_STUCK.fetch_add(1, Ordering::SeqCst);
+        super::cross::running();
         lock(&REGISTRY).get_or_insert_with(HashMap::new).insert(p.id, Arc::clone(&p));
         if enabled() {
             WATCHDOG.get_or_init(|| {
@@ -160,7 +161,10 @@ impl Participant {
             (r, delta)
         };
         if delta > 0 {
-            NOT_STUCK.fetch_add(1, Ordering::AcqRel);
+            // SeqCst, then the publication flag: pairs with `cross::publish`, which sets the
+            // flag, then looks at the counter (one of the two sees the other).
+            NOT_STUCK.fetch_add(1, Ordering::SeqCst);
+            super::cross::running();
         } else if delta < 0 && NOT_STUCK.fetch_sub(1, Ordering::AcqRel) == 1 {
             kick();
         }

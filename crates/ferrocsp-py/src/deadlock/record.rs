@@ -135,9 +135,14 @@ pub(super) struct Inner {
     pub(super) join_since: Option<Stamp>,
     pub(super) io_depth: u32,
     /// A wait on channels shared with OS processes or networked (`_shared_wait`; the flag:
-    /// networked), and since when: shown by `csp.dump()`, never counted as stuck (detection
-    /// cannot see the other processes).
+    /// networked), and since when: what `csp.dump()` and reports show. By itself never
+    /// stuck: only a confirmed `xwait` makes a shared wait count (`cross.rs`).
     pub(super) shared: Option<(Vec<WaitOn>, Stamp, bool)>,
+    /// A thread's wait on shared channels with no deadline, in a process of an OS-process
+    /// network (`cross::SharedSleep`).
+    pub(super) xwait: Option<XWait>,
+    /// Set when a network-wide verdict aborts the `xwait`: the report to raise.
+    pub(super) xabort: Option<String>,
     /// Incremented on every change of the record (the watchdog's double collect compares it).
     pub(super) gen: u64,
     /// Whether this participant counts as stuck in `NOT_STUCK` (kept in step by `update`).
@@ -149,8 +154,21 @@ pub(super) struct Inner {
 
 impl Inner {
     pub(super) fn is_stuck(&self) -> bool {
-        self.join_depth > 0 || (self.io_depth == 0 && self.blocked.on && !self.blocked.timeout)
+        self.join_depth > 0
+            || (self.io_depth == 0
+                && ((self.blocked.on && !self.blocked.timeout)
+                    || self.xwait.as_ref().is_some_and(|x| x.confirmed)))
     }
+}
+
+/// A shared wait as deadlock detection across OS processes sees it (`cross.rs`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct XWait {
+    /// Whether a sleep slice ended with the operation still waiting: only then is it stuck.
+    pub(super) confirmed: bool,
+    /// The table epoch read before the latest such slice began: the wait was still waiting
+    /// after the table stood at this epoch.
+    pub(super) at: u64,
 }
 
 /// A wait recorded by its owner without a lock or a shared atomic, published into the

@@ -56,6 +56,22 @@ pub(super) fn watchdog() {
         Some(b.map_or(Duration::from_millis(10), |d| d * 2).min(Duration::from_millis(500)))
     };
     loop {
+        if super::cross::published() {
+            // This process waits on the rest of its OS-process network (`cross.rs`).
+            std::thread::sleep(super::cross::POLL);
+            if let Some(msg) = super::cross::poll() {
+                let allowed = lock(&IN_PYTHON);
+                if !*allowed {
+                    return;
+                }
+                // With the GIL, as `check` wakes owners (an asyncio waker calls into Python).
+                if Python::try_attach(|_| super::cross::abort_all(&msg)).is_none() {
+                    return;
+                }
+            }
+            backoff = None;
+            continue;
+        }
         {
             let (m, cv) = &WATCH;
             let mut kicked = lock(m);
@@ -95,7 +111,7 @@ pub(super) fn watchdog() {
         }
         match Python::try_attach(check) {
             None => return, // the interpreter is gone
-            Some(Verdict::Declared) => backoff = None,
+            Some(Verdict::Declared | Verdict::Published) => backoff = None,
             Some(Verdict::NotNow) => backoff = next(backoff),
         }
         drop(allowed);
@@ -109,6 +125,8 @@ fn registry_empty() -> bool {
 enum Verdict {
     /// A deadlock was reported.
     Declared,
+    /// Every participant here waits forever; published for the OS-process network to decide.
+    Published,
     /// Not a deadlock now (or not provably one): look again later.
     NotNow,
 }
@@ -125,8 +143,11 @@ fn snapshot() -> Option<Vec<(Arc<Participant>, u64)>> {
             return None;
         }
         if i.join_depth == 0 {
-            let b = i.blocked.on.then_some(&i.blocked)?;
-            if !b.signal.as_ref().is_some_and(|s| s.is_waiting()) {
+            if i.blocked.on {
+                if !i.blocked.signal.as_ref().is_some_and(|s| s.is_waiting()) {
+                    return None;
+                }
+            } else if !i.xwait.is_some_and(|x| x.confirmed) {
                 return None;
             }
             blocked = true;
@@ -199,6 +220,7 @@ fn describe(p: &Participant, i: &Inner, stamp: Stamp, out: &mut String) {
 }
 
 fn check(py: Python<'_>) -> Verdict {
+    let busy = super::cross::busy_gen();
     let Some(first) = snapshot() else { return Verdict::NotNow };
     match covered(py, &first) {
         Ok(true) => {}
@@ -207,8 +229,27 @@ fn check(py: Python<'_>) -> Verdict {
     let Some(second) = snapshot() else { return Verdict::NotNow };
     let same = first.len() == second.len()
         && first.iter().zip(&second).all(|((a, ga), (b, gb))| a.id == b.id && ga == gb);
-    if !same {
+    if !same || super::cross::busy_gen() != busy {
         return Verdict::NotNow;
+    }
+    if super::cross::attached() {
+        // Part of an OS-process network: a peer process may still run. Publish, then check
+        // again now that the flag is visible (a participant that ran in between either saw
+        // the flag and withdrew it, or moved its record or the counter).
+        if !super::cross::publish() {
+            return Verdict::NotNow;
+        }
+        let third = snapshot();
+        let still = third.is_some_and(|t| {
+            t.len() == second.len()
+                && t.iter().zip(&second).all(|((a, ga), (b, gb))| a.id == b.id && ga == gb)
+        }) && NOT_STUCK.load(Ordering::SeqCst) == 0
+            && super::cross::busy_gen() == busy;
+        if !still {
+            super::cross::withdraw();
+            return Verdict::NotNow;
+        }
+        return Verdict::Published;
     }
     // Every participant is stuck and nothing else can run: a deadlock.
     let stamp = Stamp::now();

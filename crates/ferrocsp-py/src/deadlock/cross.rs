@@ -1,0 +1,560 @@
+//! Deadlock detection across the OS processes of a network (`backend="os"`), on the
+//! participant table in shared memory (`ferrocsp::shm::Table`).
+//!
+//! The top parent creates the table when it first starts OS processes (`_xtable_create`), and
+//! reserves each child's slot by pid before the child can run; a child attaches at its start
+//! (`_xtable_attach`). In such a process:
+//!
+//! - A thread's wait on shared channels with no deadline (`SharedSleep`, entered by the
+//!   shared-channel binding) is stuck only once *confirmed*: a sleep slice ended with none of
+//!   the operation's futex words moved (`shm::slice_was_quiet`), so it was still waiting after
+//!   the epoch read before that slice (`XWait::at`). Each later quiet slice re-confirms at a
+//!   newer epoch. Cooperative (greenlet, asyncio) and networked shared waits are never stuck:
+//!   no false report, no report either.
+//! - When the watchdog proves locally that every participant is stuck, it does not declare:
+//!   it *publishes* this process's slot (what each participant waits on, and the oldest epoch
+//!   at which its shared waits were confirmed), then polls the table every [`POLL`].
+//! - Any published process may prove a deadlock (`Table::check`): every slot published, every
+//!   shared wait confirmed at the current epoch, the epoch unchanged over the whole read. A
+//!   participant that completed a shared operation must have been running after the waits were
+//!   confirmed, and its process must have published after that, moving the epoch: so no wait
+//!   counted was completed, and none can be (every participant everywhere waits forever). It
+//!   then announces the verdict with one report naming every process (with its pid).
+//! - Every process still published at the verdict's epoch aborts its blocked operations with
+//!   the report: in-process ones as the local watchdog does, shared ones by setting `xabort`,
+//!   which their next sleep slice turns into `Deadlock` (the per-process wake-up is the slice,
+//!   at most [`XSLICE`]).
+//!
+//! Invariants:
+//! - This process's slot is published only while `NOT_STUCK` is zero: every rise of the
+//!   counter calls [`running`], which withdraws it (the counter is raised, then the flag read,
+//!   both SeqCst; `publish` sets the flag, then its caller re-reads the counter).
+//! - A slot's text changes only while it is not published (the table refuses otherwise).
+//! - Lock order: `XLOCK` -> `REGISTRY` -> one participant's `inner`; nothing here waits for
+//!   the GIL while holding `XLOCK`.
+//! - The OS-process host's collecting thread counts as a running thread except while it waits
+//!   for its children (`_xidle`), and it frees a child's slot only after it stored the child's
+//!   outcome: a child's end is never missed by a proof.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrocsp::shm::{Proof, Table};
+use ferrocsp::Waker;
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use super::lock;
+use super::participant::{Participant, IGNORED, REGISTRY};
+use super::record::{Inner, Stamp, XWait};
+
+/// How often a published process looks at the table (proof, verdict, confirmations).
+pub(super) const POLL: Duration = Duration::from_millis(50);
+/// The longest sleep slice of a thread's confirmable shared wait.
+const XSLICE: Duration = Duration::from_millis(200);
+
+struct Attached {
+    table: Table,
+    /// The process that attached (a forked child inherits the mapping, not the slot).
+    pid: u32,
+    slot: Option<usize>,
+}
+
+static STATE: Mutex<Option<Arc<Attached>>> = Mutex::new(None);
+static PUBLISHED: AtomicBool = AtomicBool::new(false);
+static XLOCK: Mutex<()> = Mutex::new(());
+/// The last verdict generation handled here.
+static SEEN: AtomicU32 = AtomicU32::new(0);
+/// Bumped when the host's collecting thread starts running (`_xidle(False)`): the watchdog's
+/// double collect compares it, as it compares the records.
+static BUSY_GEN: AtomicU64 = AtomicU64::new(0);
+
+fn current() -> Option<Arc<Attached>> {
+    let a = lock(&STATE).clone()?;
+    (a.pid == std::process::id()).then_some(a)
+}
+
+/// Whether this process belongs to an OS-process network with a participant table.
+pub(super) fn attached() -> bool {
+    current().is_some_and(|a| a.slot.is_some())
+}
+
+pub(super) fn busy_gen() -> u64 {
+    BUSY_GEN.load(Ordering::SeqCst)
+}
+
+pub(super) fn published() -> bool {
+    PUBLISHED.load(Ordering::SeqCst)
+}
+
+/// A participant of this process runs again: withdraw the publication, if any.
+pub(super) fn running() {
+    if PUBLISHED.load(Ordering::SeqCst) {
+        withdraw();
+    }
+}
+
+/// Withdraws this process's publication.
+pub(super) fn withdraw() {
+    let _g = lock(&XLOCK);
+    if PUBLISHED.swap(false, Ordering::SeqCst) {
+        if let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) {
+            a.table.withdraw(s);
+        }
+    }
+}
+
+// ----- describing participants in the table -----
+
+const FIELD: char = '\u{1f}';
+const ITEM: char = '\u{1e}';
+
+fn clean(s: &str) -> String {
+    s.chars().map(|c| if c == FIELD || c == ITEM || c == '\n' { '?' } else { c }).collect()
+}
+
+/// One line of a slot's text: kind (`B` blocked in a channel operation, `X` in a confirmed
+/// shared wait, `S` a shared wait not seen by detection, `J` joining, `T` blocked with a
+/// timeout, `R` running), name, pid, since (ms of the system's monotonic clock), alt, waits.
+fn line(p: &Participant, i: &Inner, pid: u32, out: &mut String) {
+    if i.removed {
+        return;
+    }
+    let name = clean(i.name.as_deref().unwrap_or(&p.fallback));
+    let (kind, since, alt, waits): (char, Option<Stamp>, bool, &[(String, bool)]) =
+        if i.join_depth > 0 {
+            ('J', i.join_since, false, &[])
+        } else if i.blocked.on && i.io_depth == 0 {
+            let b = &i.blocked;
+            (if b.timeout { 'T' } else { 'B' }, Some(b.since), b.alt, &b.waits)
+        } else if let Some((w, since, _)) = &i.shared {
+            let k = if i.xwait.is_some_and(|x| x.confirmed) && i.io_depth == 0 { 'X' } else { 'S' };
+            (k, Some(*since), w.len() > 1, w)
+        } else {
+            ('R', None, false, &[])
+        };
+    let ms = since.map_or(0, |s| s.0.as_millis());
+    let ws: Vec<String> =
+        waits.iter().map(|(c, w)| format!("{}{}", if *w { 'w' } else { 'r' }, clean(c))).collect();
+    let _ = writeln!(
+        out,
+        "{kind}{FIELD}{name}{FIELD}{pid}{FIELD}{ms}{FIELD}{}{FIELD}{}",
+        u8::from(alt),
+        ws.join(&ITEM.to_string())
+    );
+}
+
+/// One participant as read back from a slot's text.
+struct Line {
+    kind: char,
+    name: String,
+    pid: u32,
+    since_ms: u128,
+    alt: bool,
+    waits: Vec<(String, bool)>,
+}
+
+fn parse(text: &str) -> Vec<Line> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        // Another process wrote this: anything malformed is skipped, never trusted.
+        let f: Vec<&str> = l.split(FIELD).collect();
+        let [kind, name, pid, ms, alt, waits] = f[..] else { continue };
+        let Some(kind) = kind.chars().next() else { continue };
+        let waits = waits
+            .split(ITEM)
+            .filter_map(|w| {
+                let mut cs = w.chars();
+                match cs.next() {
+                    Some('w') => Some((cs.as_str().to_owned(), true)),
+                    Some('r') => Some((cs.as_str().to_owned(), false)),
+                    _ => None,
+                }
+            })
+            .collect();
+        out.push(Line {
+            kind,
+            name: name.to_owned(),
+            pid: pid.parse().unwrap_or(0),
+            since_ms: ms.parse().unwrap_or(0),
+            alt: alt == "1",
+            waits,
+        });
+    }
+    out
+}
+
+fn describe(l: &Line, now: u128, out: &mut String) {
+    let _ = write!(out, "'{}' (pid {})", l.name, l.pid);
+    if l.kind != 'J' {
+        let ops: Vec<String> = l
+            .waits
+            .iter()
+            .map(|(c, w)| format!("{} '{c}'", if *w { "writes" } else { "reads" }))
+            .collect();
+        if l.alt {
+            let _ = write!(out, " alts on {}", ops.join(", "));
+        } else {
+            let _ = write!(out, " {}", ops.join(", "));
+        }
+    }
+    if l.since_ms > 0 {
+        let secs = now.saturating_sub(l.since_ms) as f64 / 1000.0;
+        let _ = write!(out, " (for {secs:.1} s)");
+    }
+}
+
+/// The report every deadlocked operation of the network raises.
+fn report(proof: &Proof) -> String {
+    let now = Stamp::now().0.as_millis();
+    let (mut blocked, mut joining) = (Vec::new(), Vec::new());
+    for s in &proof.slots {
+        for l in parse(&s.text) {
+            let mut d = String::new();
+            describe(&l, now, &mut d);
+            match l.kind {
+                'J' => joining.push(d),
+                'B' | 'X' => blocked.push(d),
+                _ => {}
+            }
+        }
+    }
+    let n = blocked.len();
+    let k = proof.slots.len();
+    let mut msg = format!(
+        "Deadlock: {n} {} forever across {k} OS processes: {}",
+        if n == 1 { "process waits" } else { "processes wait" },
+        blocked.join(", ")
+    );
+    if !joining.is_empty() {
+        let _ = write!(msg, "; waiting for them: {}", joining.join(", "));
+    }
+    msg
+}
+
+/// This process's participants as a slot's text; whether one is blocked in a channel
+/// operation; the oldest confirmation epoch of its shared waits (None: one is unconfirmed).
+fn local_text() -> (String, bool, Option<u64>) {
+    let pid = std::process::id();
+    let mut parts: Vec<Arc<Participant>> =
+        lock(&REGISTRY).as_ref().map(|r| r.values().cloned().collect()).unwrap_or_default();
+    parts.sort_by_key(|p| p.id);
+    let (mut text, mut blocked, mut conf) = (String::new(), false, Some(u64::MAX));
+    for p in parts {
+        let i = lock(&p.inner);
+        line(&p, &i, pid, &mut text);
+        if i.join_depth == 0 && (i.blocked.on || i.xwait.is_some()) {
+            blocked = true;
+        }
+        if let Some(x) = i.xwait {
+            conf = match (conf, x.confirmed) {
+                (Some(c), true) => Some(c.min(x.at)),
+                _ => None,
+            };
+        }
+    }
+    (text, blocked, conf)
+}
+
+/// Writes this process's participants into its slot for other processes' dumps (only while
+/// not published; best effort).
+fn show() {
+    let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return };
+    let (text, _, _) = local_text();
+    let _g = lock(&XLOCK);
+    if !PUBLISHED.load(Ordering::SeqCst) {
+        a.table.set_text(s, &text);
+    }
+}
+
+/// Publishes that every participant of this process waits forever (the watchdog proved it
+/// locally); the caller then re-checks its proof and calls [`withdraw`] if it no longer holds.
+pub(super) fn publish() -> bool {
+    let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return false };
+    let (text, blocked, conf) = local_text();
+    let Some(conf) = conf else { return false };
+    let _g = lock(&XLOCK);
+    if PUBLISHED.load(Ordering::SeqCst) {
+        return true;
+    }
+    a.table.set_conf(s, conf);
+    a.table.publish(s, &text, blocked);
+    PUBLISHED.store(true, Ordering::SeqCst);
+    true
+}
+
+/// One look at the table by a published process: refresh the confirmations, prove and
+/// announce a deadlock if there is one, and return the report of a verdict that covers this
+/// process (the caller aborts its blocked operations with it).
+pub(super) fn poll() -> Option<String> {
+    let (a, s) = current().and_then(|a| a.slot.map(|s| (a, s)))?;
+    if let (_, _, Some(conf)) = local_text() {
+        a.table.set_conf(s, conf);
+    }
+    if let Some(proof) = a.table.check() {
+        a.table.declare(proof.epoch, &report(&proof));
+    }
+    let v = a.table.verdict(SEEN.load(Ordering::SeqCst))?;
+    SEEN.store(v.generation, Ordering::SeqCst);
+    let mine =
+        PUBLISHED.load(Ordering::SeqCst) && a.table.published(s).is_some_and(|e| e <= v.epoch);
+    mine.then_some(v.report)
+}
+
+/// Aborts every blocked operation of this process with `msg` (a verdict that covers it), as
+/// the local watchdog does for in-process waits; shared waits raise at their next slice.
+pub(super) fn abort_all(msg: &str) {
+    let mut wakers = Vec::new();
+    {
+        let _g = lock(&XLOCK);
+        if !PUBLISHED.load(Ordering::SeqCst) {
+            return; // something ran since: this process is no longer part of the verdict
+        }
+        let parts: Vec<Arc<Participant>> =
+            lock(&REGISTRY).as_ref().map(|r| r.values().cloned().collect()).unwrap_or_default();
+        for p in parts {
+            let mut i = lock(&p.inner);
+            if i.join_depth > 0 {
+                continue;
+            }
+            if i.xwait.is_some() {
+                i.xabort = Some(msg.to_owned());
+                continue;
+            }
+            if !i.blocked.on {
+                continue;
+            }
+            let waker = i.blocked.waker.clone().or_else(|| p.fixed_waker.get().cloned());
+            let signal = i.blocked.signal.clone();
+            i.deadlock = Some(msg.to_owned());
+            drop(i);
+            let (Some(signal), Some(waker)) = (signal, waker) else { continue };
+            if signal.try_abort() {
+                wakers.push(waker);
+            } else {
+                lock(&p.inner).deadlock = None;
+            }
+        }
+    }
+    for w in wakers {
+        match w {
+            Waker::Thread(t) => t.unpark(),
+            Waker::Custom(w) => w.wake(),
+        }
+    }
+}
+
+// ----- a thread's wait on shared channels -----
+
+/// A thread's blocking operation on shared channels, seen by detection across processes
+/// (see the module doc); a no-op outside an OS-process network, with a deadline, or for a
+/// cooperative wait. Ends the wait on drop.
+pub(crate) struct SharedSleep {
+    part: Option<Arc<Participant>>,
+    /// The epoch read before the current slice began.
+    prev: u64,
+    shown: bool,
+}
+
+impl SharedSleep {
+    /// Enters a thread's shared wait (`forever`: no deadline and not `nowait`).
+    pub(crate) fn enter(py: Python<'_>, forever: bool) -> Self {
+        let none = SharedSleep { part: None, prev: 0, shown: false };
+        if !forever || !super::participant::enabled() {
+            return none;
+        }
+        let Some(a) = current() else { return none };
+        if a.slot.is_none() {
+            return none;
+        }
+        let Ok(part) = crate::process::current(py) else { return none };
+        part.update(|i| {
+            i.xwait = Some(XWait::default());
+            i.xabort = None;
+        });
+        SharedSleep { part: Some(part), prev: a.table.epoch(), shown: false }
+    }
+
+    /// The sleep slice to use instead of `default`.
+    pub(crate) fn slice(&self, default: Duration) -> Duration {
+        if self.part.is_some() {
+            default.min(XSLICE)
+        } else {
+            default
+        }
+    }
+
+    /// At the end of each sleep slice (no GIL needed): the report to raise when a verdict
+    /// aborted this wait; else confirms the wait if the slice was quiet.
+    pub(crate) fn tick(&mut self) -> Option<String> {
+        let part = self.part.as_ref()?;
+        if let Some(msg) = lock(&part.inner).xabort.take() {
+            return Some(msg);
+        }
+        if ferrocsp::shm::slice_was_quiet() {
+            let prev = self.prev;
+            let first = lock(&part.inner).xwait.is_some_and(|x| !x.confirmed);
+            if first {
+                part.update(|i| i.xwait = Some(XWait { confirmed: true, at: prev }));
+                self.shown = true;
+                show();
+            } else if let Some(x) = lock(&part.inner).xwait.as_mut() {
+                // Not an update: the local double collect must not see a re-confirmation.
+                x.at = prev;
+            }
+        }
+        if let Some(a) = current() {
+            self.prev = a.table.epoch();
+        }
+        None
+    }
+}
+
+impl Drop for SharedSleep {
+    fn drop(&mut self) {
+        if let Some(part) = self.part.take() {
+            part.update(|i| {
+                i.xwait = None;
+                i.xabort = None;
+            });
+            if self.shown {
+                show();
+            }
+        }
+    }
+}
+
+// ----- Python API -----
+
+fn info(a: &Attached) -> (u32, i32, Vec<u8>) {
+    (std::process::id(), a.table.fd(), a.table.uuid().to_vec())
+}
+
+fn os_err(what: &str, e: std::io::Error) -> PyErr {
+    PyOSError::new_err(format!("{what}: {e}"))
+}
+
+/// The participant table of this process's OS-process network, created (with a slot for this
+/// process) if there is none: returns (pid, fd, uuid) for children to attach through.
+#[pyfunction]
+pub(crate) fn _xtable_create() -> PyResult<(u32, i32, Vec<u8>)> {
+    let mut st = lock(&STATE);
+    let me = std::process::id();
+    if let Some(a) = st.as_ref().filter(|a| a.pid == me) {
+        return Ok(info(a));
+    }
+    let table = Table::create().map_err(|e| os_err("cannot create the participant table", e))?;
+    let slot = table.reserve(me);
+    SEEN.store(table.generation(), Ordering::SeqCst);
+    PUBLISHED.store(false, Ordering::SeqCst);
+    let a = Arc::new(Attached { table, pid: me, slot });
+    let r = info(&a);
+    *st = Some(a);
+    Ok(r)
+}
+
+/// Attaches this process (an OS child) to its network's table, held by `pid` as `fd`.
+#[pyfunction]
+pub(crate) fn _xtable_attach(pid: u32, fd: i32, uuid: Vec<u8>) -> PyResult<()> {
+    let uuid: [u8; 16] =
+        uuid.try_into().map_err(|_| PyValueError::new_err("uuid must be 16 bytes"))?;
+    let table = Table::attach(pid, fd, &uuid)
+        .map_err(|e| os_err("cannot attach to the participant table", e))?;
+    let me = std::process::id();
+    let slot = table.reserve(me);
+    SEEN.store(table.generation(), Ordering::SeqCst);
+    PUBLISHED.store(false, Ordering::SeqCst);
+    *lock(&STATE) = Some(Arc::new(Attached { table, pid: me, slot }));
+    Ok(())
+}
+
+/// Reserves a slot for child `pid` (before it can run); returns whether there was room.
+#[pyfunction]
+pub(crate) fn _xtable_reserve(pid: u32) -> bool {
+    current().is_some_and(|a| a.table.reserve(pid).is_some())
+}
+
+/// Frees child `pid`'s slot (its outcome is known).
+#[pyfunction]
+pub(crate) fn _xtable_release(pid: u32) {
+    if let Some(a) = current() {
+        a.table.release(pid);
+    }
+}
+
+/// The calling thread (the OS-process host's collecting thread) is idle (`True`: it waits
+/// for its children, so it cannot wake anyone) or running again (`False`).
+#[pyfunction]
+pub(crate) fn _xidle(py: Python<'_>, idle: bool) -> PyResult<()> {
+    let ident = super::thread_ident(py)?;
+    let mut ignored = lock(&IGNORED);
+    let set = ignored.get_or_insert_with(Default::default);
+    if idle {
+        set.insert(ident);
+    } else {
+        set.remove(&ident);
+        drop(ignored);
+        BUSY_GEN.fetch_add(1, Ordering::SeqCst);
+        running();
+    }
+    Ok(())
+}
+
+/// The other processes of this network as its table shows them: one dict per process (pid,
+/// published: whether all its participants wait forever, participants: dicts as
+/// `_participants` gives them, with `pid`). Best effort; empty outside a network.
+#[pyfunction]
+pub(crate) fn _xtable_slots(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    let out = PyList::empty(py);
+    let Some(a) = current() else { return Ok(out) };
+    let me = std::process::id();
+    let now = Stamp::now().0.as_millis();
+    let mut by_pid: HashMap<u32, Vec<Line>> = HashMap::new();
+    let mut order = Vec::new();
+    for s in a.table.slots() {
+        if s.pid == me {
+            continue;
+        }
+        order.push((s.pid, s.stuck));
+        by_pid.insert(s.pid, parse(&s.text));
+    }
+    for (pid, stuck) in order {
+        let d = PyDict::new(py);
+        d.set_item("pid", pid)?;
+        d.set_item("published", stuck)?;
+        let parts = PyList::empty(py);
+        for l in by_pid.remove(&pid).unwrap_or_default() {
+            let p = PyDict::new(py);
+            let state = match l.kind {
+                'B' => "blocked",
+                'T' => "blocked",
+                'X' => "blocked (shared, watched)",
+                'S' => "blocked (shared)",
+                'J' => "joining",
+                _ => "running",
+            };
+            p.set_item("name", l.name)?;
+            p.set_item("pid", l.pid)?;
+            p.set_item("state", state)?;
+            let w = PyList::empty(py);
+            for (chan, write) in l.waits {
+                let op = if write { "write" } else { "read" };
+                w.append(PyTuple::new(py, [chan, op.to_owned()])?)?;
+            }
+            p.set_item("waits", w)?;
+            p.set_item("alt", l.alt)?;
+            p.set_item("timeout", l.kind == 'T')?;
+            let since =
+                if l.since_ms > 0 { now.saturating_sub(l.since_ms) as f64 / 1e3 } else { 0.0 };
+            p.set_item("since", since)?;
+            parts.append(p)?;
+        }
+        d.set_item("participants", parts)?;
+        out.append(d)?;
+    }
+    Ok(out)
+}
