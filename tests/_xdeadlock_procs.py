@@ -8,7 +8,14 @@ import time
 
 import ferrocsp as csp
 
-__all__ = ["busy_then_write", "left", "relay_os", "waiter_os"]
+__all__ = [
+    "busy_then_write",
+    "die_after_start",
+    "left",
+    "read_with_timeout_then_write",
+    "relay_os",
+    "waiter_os",
+]
 
 
 @csp.process
@@ -35,3 +42,22 @@ def busy_then_write(out: csp.Writer, seconds: float) -> int:
 @csp.process(backend="os")
 def waiter_os(inp: csp.Reader) -> object:
     return inp.read()
+
+
+@csp.process(backend="os")
+def read_with_timeout_then_write(inp: csp.Reader, out: csp.Writer, seconds: float) -> str:
+    # Blocked with a deadline: never stuck, so the parent waiting for `out` is not reported.
+    try:
+        inp.read(timeout=seconds)
+    except TimeoutError:
+        out.write("timed out")
+        return "timed out"
+    return "read"
+
+
+@csp.process(backend="os")
+def die_after_start(out: csp.Writer) -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -28,7 +28,7 @@ PRELUDE = """
 import os, sys, time
 sys.path.insert(0, TESTS)
 import ferrocsp as csp
-from _xdeadlock_procs import busy_then_write, left, relay_os, waiter_os
+from _xdeadlock_procs import *
 
 def report(exc):
     group = exc if isinstance(exc, BaseExceptionGroup) else None
@@ -91,6 +91,28 @@ def test_thread_process_and_os_process_reading_each_other() -> None:
         assert "'MainThread'" in m, m  # joining them
 
 
+def test_two_os_processes_reading_each_other() -> None:
+    # The parent only joins: the deadlock is between its two children.
+    out = run_program(
+        """
+        a, b = csp.Channel(name="a"), csp.Channel(name="b")
+        try:
+            csp.Par(relay_os(a, b), relay_os(b, a)).run()
+        except BaseException as exc:
+            report(exc)
+        """
+    )
+    assert "KINDS Deadlock\n" in out, out
+    msgs = [line[4:] for line in out.splitlines() if line.startswith("MSG ")]
+    assert len(msgs) == 2, out
+    parent = parent_pid(out)
+    for m in msgs:
+        assert "forever across 3 OS processes: " in m, m
+        pids = {int(p) for p in re.findall(r"'relay_os' \(pid (\d+)\) reads '[ab]'", m)}
+        assert len(pids) == 2 and parent not in pids, m
+        assert f"'MainThread' (pid {parent})" in m, m
+
+
 def test_child_computing_then_writing_is_not_a_deadlock() -> None:
     out = run_program(
         """
@@ -107,6 +129,42 @@ def test_child_computing_then_writing_is_not_a_deadlock() -> None:
     )
     assert "GOT True" in out, out
     assert "KINDS" not in out, out
+
+
+def test_child_waiting_with_a_deadline_is_not_a_deadlock() -> None:
+    out = run_program(
+        """
+        never, back = csp.Channel(name="never"), csp.Channel(name="back")
+        got = []
+
+        @csp.process
+        def take(inp):
+            got.append(inp.read())
+
+        csp.Par(take(back), read_with_timeout_then_write(never, back, 1.5)).run()
+        print("GOT", got)
+        """
+    )
+    assert "GOT ['timed out']" in out, out
+
+
+def test_killed_child_is_a_crash_not_a_deadlock() -> None:
+    # The parent waits forever on a channel of a child that dies: the parent's host poisons
+    # the child's channels (ProcessCrashed, ChannelPoisoned), and the dead child's slot never
+    # makes the parent look deadlocked.
+    out = run_program(
+        """
+        c = csp.Channel(name="c")
+        try:
+            csp.Par(left(c, csp.Channel(name="unused")), die_after_start(c)).run()
+        except BaseException as exc:
+            report(exc)
+        """
+    )
+    kinds = re.search(r"^KINDS (.*)$", out, re.M)
+    assert kinds, out
+    assert "ProcessCrashed" in kinds.group(1).split(","), out
+    assert "Deadlock" not in out, out
 
 
 def test_dump_in_parent_lists_the_childs_wait() -> None:

@@ -88,8 +88,7 @@ fn blocking<T: Send>(
             Wait { deadline, nowait, slice: Some(slice), interrupted: &mut check, sleeper: None };
         f(&mut w)
     });
-    drop(x);
-    if let (Some(msg), Err(Error::Interrupted)) = (dead, &r) {
+    if let Some(msg) = x.finish(r.is_err(), dead) {
         return Err(crate::deadlock::deadlock_error(py, msg));
     }
     if let Some(e) = pending {

@@ -300,9 +300,13 @@ pub(super) fn poll() -> Option<String> {
     }
     let v = a.table.verdict(SEEN.load(Ordering::SeqCst))?;
     SEEN.store(v.generation, Ordering::SeqCst);
-    let mine =
-        PUBLISHED.load(Ordering::SeqCst) && a.table.published(s).is_some_and(|e| e <= v.epoch);
-    mine.then_some(v.report)
+    covers(&a, s, &v).then_some(v.report)
+}
+
+/// Whether verdict `v` covers this process: it has been published since before the epoch the
+/// deadlock was proven at (so nothing here ran since).
+fn covers(a: &Attached, slot: usize, v: &ferrocsp::shm::Verdict) -> bool {
+    PUBLISHED.load(Ordering::SeqCst) && a.table.published(slot).is_some_and(|e| e <= v.epoch)
 }
 
 /// Aborts every blocked operation of this process with `msg` (a verdict that covers it), as
@@ -377,6 +381,27 @@ impl SharedSleep {
             i.xabort = None;
         });
         SharedSleep { part: Some(part), prev: a.table.epoch(), shown: false }
+    }
+
+    /// Ends the wait, after the operation gave an error (`failed`) or was abandoned at a
+    /// slice with `dead` (a verdict's report): returns the report to raise as `Deadlock`.
+    ///
+    /// A verdict that covers this process turns any failure into `Deadlock`: a peer process
+    /// that raised its own `Deadlock` first poisons its channels, which wakes this operation
+    /// with `ChannelPoisoned` before its slice sees the verdict; every deadlocked operation
+    /// must report the deadlock, as in process. The other blocked operations here are aborted
+    /// with it at once, before this one's failure can poison them.
+    pub(crate) fn finish(self, failed: bool, dead: Option<String>) -> Option<String> {
+        if self.part.is_none() || !failed {
+            return None;
+        }
+        let msg = dead.or_else(|| {
+            let (a, s) = current().and_then(|a| a.slot.map(|s| (a, s)))?;
+            let v = a.table.latest()?;
+            covers(&a, s, &v).then_some(v.report)
+        })?;
+        abort_all(&msg);
+        Some(msg)
     }
 
     /// The sleep slice to use instead of `default`.

@@ -414,6 +414,12 @@ impl Table {
         (h.decl.load(Ordering::SeqCst) == d).then_some(Verdict { generation: gen, epoch, report })
     }
 
+    /// The latest verdict, if any was announced (and none is being written now).
+    pub fn latest(&self) -> Option<Verdict> {
+        let v = self.verdict(0)?;
+        Some(v)
+    }
+
     /// The current verdict generation (what [`Table::verdict`] compares with).
     pub fn generation(&self) -> u32 {
         u32::try_from(self.hdr().decl.load(Ordering::SeqCst) & 0xffff_ffff).unwrap_or(0)
