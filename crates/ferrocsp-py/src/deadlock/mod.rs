@@ -51,7 +51,8 @@
 //!
 //! Modules: `record` (what a record holds), `participant` (the registry and its counter),
 //! `caller` (who the caller is; the Python API), `watchdog` (the in-process proof and
-//! declaration), `cross` (the participant table shared by an OS-process network).
+//! declaration), `cross` (the participant table shared by an OS-process network),
+//! `slot_text` (what a process writes in its slot, and the report made of them).
 //!
 //! At interpreter exit `_stop_watchdog` (an `atexit` hook) waits until the watchdog is outside
 //! Python and keeps it out: a thread that takes the GIL once the interpreter is finalizing is
@@ -69,6 +70,7 @@ mod caller;
 pub(crate) mod cross;
 mod participant;
 mod record;
+mod slot_text;
 mod watchdog;
 
 pub(crate) use caller::{
