@@ -9,8 +9,10 @@ import time
 import ferrocsp as csp
 
 __all__ = [
+    "alt_reader_os",
     "busy_then_write",
     "die_after_start",
+    "echo_with_pauses",
     "left",
     "read_with_timeout_then_write",
     "relay_os",
@@ -61,3 +63,24 @@ def die_after_start(out: csp.Writer) -> None:
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@csp.process(backend="os")
+def echo_with_pauses(inp: csp.Reader, out: csp.Writer, seed: int) -> int:
+    # Replies to each value after a pause of 0 to 60 ms now and then: while it sleeps it runs,
+    # while it waits for the next value it may be confirmed stuck; never both deadlocked.
+    import random
+
+    rng = random.Random(seed)
+    n = 0
+    for v in inp:
+        if rng.random() < 0.3:
+            time.sleep(rng.random() * 0.06)
+        out.write(v)
+        n += 1
+    return n
+
+
+@csp.process(backend="os")
+def alt_reader_os(a: csp.Reader, b: csp.Reader) -> object:
+    return csp.Alt(a, b).select()[1]

@@ -109,8 +109,52 @@ def test_two_os_processes_reading_each_other() -> None:
     for m in msgs:
         assert "forever across 3 OS processes: " in m, m
         pids = {int(p) for p in re.findall(r"'relay_os' \(pid (\d+)\) reads '[ab]'", m)}
-        assert len(pids) == 2 and parent not in pids, m
+        assert len(pids) == 2, m
+        assert parent not in pids, m
         assert f"'MainThread' (pid {parent})" in m, m
+
+
+def test_alt_in_a_child_and_a_read_in_the_parent() -> None:
+    out = run_program(
+        """
+        a, b, c = csp.Channel(name="a"), csp.Channel(name="b"), csp.Channel(name="c")
+        try:
+            csp.Par(left(c, csp.Channel(name="unused")), alt_reader_os(a, b)).run()
+        except BaseException as exc:
+            report(exc)
+        """
+    )
+    assert "KINDS Deadlock\n" in out, out
+    msgs = [line[4:] for line in out.splitlines() if line.startswith("MSG ")]
+    assert len(msgs) == 2, out
+    for m in msgs:
+        assert re.search(r"'alt_reader_os' \(pid \d+\) alts on reads 'a', reads 'b'", m), m
+        assert f"'left' (pid {parent_pid(out)}) reads 'c'" in m, m
+
+
+def test_busy_ping_pong_with_pauses_is_not_a_deadlock() -> None:
+    # Many short waits on both sides, some long enough to be confirmed, while the other side
+    # sleeps (runs): no moment at which every process waits forever.
+    out = run_program(
+        """
+        to, back = csp.Channel(name="to"), csp.Channel(name="back")
+        got = []
+
+        @csp.process
+        def ping(out, inp):
+            with out:
+                for i in range(200):
+                    out.write(i)
+                    got.append(inp.read())
+                    if i % 7 == 0:
+                        time.sleep(0.03)
+
+        csp.Par(ping(to.writer(), back), echo_with_pauses(to.reader(), back, 1)).run()
+        print("GOT", got == list(range(200)))
+        """
+    )
+    assert "GOT True" in out, out
+    assert "KINDS" not in out, out
 
 
 def test_child_computing_then_writing_is_not_a_deadlock() -> None:

@@ -69,9 +69,23 @@ static PUBLISHED: AtomicBool = AtomicBool::new(false);
 static XLOCK: Mutex<()> = Mutex::new(());
 /// The last verdict generation handled here.
 static SEEN: AtomicU32 = AtomicU32::new(0);
+/// This process's latest publication (see [`Pub`]).
+static LAST: Mutex<Option<Pub>> = Mutex::new(None);
 /// Bumped when the host's collecting thread starts running (`_xidle(False)`): the watchdog's
 /// double collect compares it, as it compares the records.
 static BUSY_GEN: AtomicU64 = AtomicU64::new(0);
+
+/// A publication of this process: the epoch it was made at, the epoch its withdrawal made
+/// (None while in place), and the participants it counted with their record generations. A
+/// verdict proven at an epoch in `[made, withdrawn)` covers it, even if this process has
+/// withdrawn since (its host's collecting thread woke to reap a peer that already raised, say):
+/// each counted participant whose record has not changed since still waits in the proven
+/// deadlock, and is aborted with it.
+struct Pub {
+    made: u64,
+    withdrawn: Option<u64>,
+    parts: Vec<(Arc<Participant>, u64)>,
+}
 
 fn current() -> Option<Arc<Attached>> {
     let a = lock(&STATE).clone()?;
@@ -103,7 +117,9 @@ pub(super) fn withdraw() {
     let _g = lock(&XLOCK);
     if PUBLISHED.swap(false, Ordering::SeqCst) {
         if let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) {
-            a.table.withdraw(s);
+            if let (Some(e), Some(p)) = (a.table.withdraw(s), lock(&LAST).as_mut()) {
+                p.withdrawn.get_or_insert(e);
+            }
         }
     }
 }
@@ -144,8 +160,9 @@ fn show() {
 }
 
 /// Publishes that every participant of this process waits forever (the watchdog proved it
-/// locally); the caller then re-checks its proof and calls [`withdraw`] if it no longer holds.
-pub(super) fn publish() -> bool {
+/// locally, `parts` with their generations); the caller then re-checks its proof and calls
+/// [`withdraw`] if it no longer holds.
+pub(super) fn publish(parts: &[(Arc<Participant>, u64)]) -> bool {
     let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return false };
     let (text, blocked, conf) = local_text();
     let Some(conf) = conf else { return false };
@@ -154,15 +171,16 @@ pub(super) fn publish() -> bool {
         return true;
     }
     a.table.set_conf(s, conf);
-    a.table.publish(s, &text, blocked);
+    let made = a.table.publish(s, &text, blocked);
+    *lock(&LAST) = Some(Pub { made, withdrawn: None, parts: parts.to_vec() });
     PUBLISHED.store(true, Ordering::SeqCst);
     true
 }
 
 /// One look at the table by a published process: refresh the confirmations, prove and
 /// announce a deadlock if there is one, and return the report of a verdict that covers this
-/// process (the caller aborts its blocked operations with it).
-pub(super) fn poll() -> Option<String> {
+/// process, with its epoch (the caller aborts the blocked operations with [`abort_all`]).
+pub(super) fn poll() -> Option<(u64, String)> {
     let (a, s) = current().and_then(|a| a.slot.map(|s| (a, s)))?;
     if let (_, _, Some(conf)) = local_text() {
         a.table.set_conf(s, conf);
@@ -172,30 +190,36 @@ pub(super) fn poll() -> Option<String> {
     }
     let v = a.table.verdict(SEEN.load(Ordering::SeqCst))?;
     SEEN.store(v.generation, Ordering::SeqCst);
-    covers(&a, s, &v).then_some(v.report)
+    covered(v.epoch, None).then_some((v.epoch, v.report))
 }
 
-/// Whether verdict `v` covers this process: it has been published since before the epoch the
-/// deadlock was proven at (so nothing here ran since).
-fn covers(a: &Attached, slot: usize, v: &ferrocsp::shm::Verdict) -> bool {
-    PUBLISHED.load(Ordering::SeqCst) && a.table.published(slot).is_some_and(|e| e <= v.epoch)
+/// Whether a verdict proven at `epoch` covers this process's latest publication (and, given
+/// `part`, that participant as counted then, its record unchanged since).
+fn covered(epoch: u64, part: Option<&Arc<Participant>>) -> bool {
+    let last = lock(&LAST);
+    let Some(p) = last.as_ref() else { return false };
+    if p.made > epoch || p.withdrawn.is_some_and(|w| w <= epoch) {
+        return false;
+    }
+    part.is_none_or(|me| {
+        p.parts.iter().any(|(q, gen)| Arc::ptr_eq(q, me) && lock(&q.inner).gen == *gen)
+    })
 }
 
-/// Aborts every blocked operation of this process with `msg` (a verdict that covers it), as
-/// the local watchdog does for in-process waits; shared waits raise at their next slice.
-pub(super) fn abort_all(msg: &str) {
+/// Aborts the blocked operations that the verdict proven at `epoch` covers with `msg`: in
+/// process ones as the local watchdog does, shared ones at their next slice (`xabort`).
+pub(super) fn abort_all(epoch: u64, msg: &str) {
     let mut wakers = Vec::new();
     {
         let _g = lock(&XLOCK);
-        if !PUBLISHED.load(Ordering::SeqCst) {
-            return; // something ran since: this process is no longer part of the verdict
+        if !covered(epoch, None) {
+            return;
         }
-        let parts: Vec<Arc<Participant>> =
-            lock(&REGISTRY).as_ref().map(|r| r.values().cloned().collect()).unwrap_or_default();
-        for p in parts {
+        let parts = lock(&LAST).as_ref().map(|p| p.parts.clone()).unwrap_or_default();
+        for (p, gen) in parts {
             let mut i = lock(&p.inner);
-            if i.join_depth > 0 {
-                continue;
+            if i.removed || i.gen != gen || i.join_depth > 0 {
+                continue; // changed since: not part of the proven deadlock
             }
             if i.xwait.is_some() {
                 i.xabort = Some(msg.to_owned());
@@ -234,12 +258,16 @@ pub(crate) struct SharedSleep {
     /// The epoch read before the current slice began.
     prev: u64,
     shown: bool,
+    /// The verdict generation last looked at.
+    seen: u32,
+    /// The epoch of the verdict that aborted this wait, found by this wait itself.
+    verdict: Option<u64>,
 }
 
 impl SharedSleep {
     /// Enters a thread's shared wait (`forever`: no deadline and not `nowait`).
     pub(crate) fn enter(py: Python<'_>, forever: bool) -> Self {
-        let none = SharedSleep { part: None, prev: 0, shown: false };
+        let none = SharedSleep { part: None, prev: 0, shown: false, seen: 0, verdict: None };
         if !forever || !super::participant::enabled() {
             return none;
         }
@@ -252,7 +280,8 @@ impl SharedSleep {
             i.xwait = Some(XWait::default());
             i.xabort = None;
         });
-        SharedSleep { part: Some(part), prev: a.table.epoch(), shown: false }
+        let (prev, seen) = (a.table.epoch(), a.table.generation());
+        SharedSleep { part: Some(part), prev, shown: false, seen, verdict: None }
     }
 
     /// Ends the wait, after the operation gave an error (`failed`) or was abandoned at a
@@ -264,16 +293,19 @@ impl SharedSleep {
     /// must report the deadlock, as in process. The other blocked operations here are aborted
     /// with it at once, before this one's failure can poison them.
     pub(crate) fn finish(self, failed: bool, dead: Option<String>) -> Option<String> {
-        if self.part.is_none() || !failed {
+        let part = self.part.as_ref().filter(|_| failed)?;
+        if let Some(msg) = dead {
+            if let Some(e) = self.verdict {
+                abort_all(e, &msg); // found by this wait's slice: the others are not told yet
+            }
+            return Some(msg);
+        }
+        let v = current()?.table.latest()?;
+        if !covered(v.epoch, Some(part)) {
             return None;
         }
-        let msg = dead.or_else(|| {
-            let (a, s) = current().and_then(|a| a.slot.map(|s| (a, s)))?;
-            let v = a.table.latest()?;
-            covers(&a, s, &v).then_some(v.report)
-        })?;
-        abort_all(&msg);
-        Some(msg)
+        abort_all(v.epoch, &v.report);
+        Some(v.report)
     }
 
     /// The sleep slice to use instead of `default`.
@@ -291,6 +323,18 @@ impl SharedSleep {
         let part = self.part.as_ref()?;
         if let Some(msg) = lock(&part.inner).xabort.take() {
             return Some(msg);
+        }
+        if let Some(a) = current() {
+            // A verdict this process's watchdog has not acted on yet (it may have withdrawn
+            // the publication meanwhile and stopped looking).
+            let g = a.table.generation();
+            if g != self.seen {
+                self.seen = g;
+                if let Some(v) = a.table.latest().filter(|v| covered(v.epoch, Some(part))) {
+                    self.verdict = Some(v.epoch);
+                    return Some(v.report);
+                }
+            }
         }
         if ferrocsp::shm::slice_was_quiet() {
             let prev = self.prev;

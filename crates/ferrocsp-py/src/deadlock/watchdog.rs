@@ -59,13 +59,13 @@ pub(super) fn watchdog() {
         if super::cross::published() {
             // This process waits on the rest of its OS-process network (`cross.rs`).
             std::thread::sleep(super::cross::POLL);
-            if let Some(msg) = super::cross::poll() {
+            if let Some((epoch, msg)) = super::cross::poll() {
                 let allowed = lock(&IN_PYTHON);
                 if !*allowed {
                     return;
                 }
                 // With the GIL, as `check` wakes owners (an asyncio waker calls into Python).
-                if Python::try_attach(|_| super::cross::abort_all(&msg)).is_none() {
+                if Python::try_attach(|_| super::cross::abort_all(epoch, &msg)).is_none() {
                     return;
                 }
             }
@@ -239,7 +239,7 @@ fn check(py: Python<'_>) -> Verdict {
         // Part of an OS-process network: a peer process may still run. Publish, then check
         // again now that the flag is visible (a participant that ran in between either saw
         // the flag and withdrew it, or moved its record or the counter).
-        if !super::cross::publish() {
+        if !super::cross::publish(&second) {
             return Verdict::NotNow;
         }
         let third = snapshot();

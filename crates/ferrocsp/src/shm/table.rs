@@ -277,7 +277,7 @@ impl Table {
     /// `text`; `blocked`: one of them is blocked in a channel operation. Returns the epoch.
     pub fn publish(&self, i: usize, text: &str, blocked: bool) -> u64 {
         let Some(s) = self.slot(i) else { return 0 };
-        self.withdraw(i);
+        let _ = self.withdraw(i);
         self.set_text(i, text);
         s.blocked.store(u32::from(blocked), Ordering::SeqCst);
         let e = self.bump();
@@ -286,12 +286,11 @@ impl Table {
         e
     }
 
-    /// Withdraws slot `i`'s publication (one of its participants runs again).
-    pub fn withdraw(&self, i: usize) {
-        let Some(s) = self.slot(i) else { return };
-        if s.state.swap(RUNNING, Ordering::SeqCst) == STUCK {
-            self.bump();
-        }
+    /// Withdraws slot `i`'s publication (one of its participants runs again); returns the
+    /// epoch the withdrawal made, if it was published.
+    pub fn withdraw(&self, i: usize) -> Option<u64> {
+        let s = self.slot(i)?;
+        (s.state.swap(RUNNING, Ordering::SeqCst) == STUCK).then(|| self.bump())
     }
 
     /// Sets the oldest epoch at which slot `i`'s shared waits were confirmed.
