@@ -14,6 +14,7 @@ __all__ = [
     "die_after_start",
     "echo_with_pauses",
     "left",
+    "nested_os",
     "read_with_timeout_then_write",
     "relay_os",
     "waiter_os",
@@ -84,3 +85,9 @@ def echo_with_pauses(inp: csp.Reader, out: csp.Writer, seed: int) -> int:
 @csp.process(backend="os")
 def alt_reader_os(a: csp.Reader, b: csp.Reader) -> object:
     return csp.Alt(a, b).select()[1]
+
+
+@csp.process(backend="os")
+def nested_os(a: csp.Reader, b: csp.Writer) -> object:
+    # An OS process that starts its own OS child: the grandchild attaches to the same table.
+    return csp.Par(relay_os(a, b)).run()

@@ -114,6 +114,24 @@ def test_two_os_processes_reading_each_other() -> None:
         assert f"'MainThread' (pid {parent})" in m, m
 
 
+def test_grandchild_started_by_an_os_process_is_in_the_same_network() -> None:
+    out = run_program(
+        """
+        a, b = csp.Channel(name="a"), csp.Channel(name="b")
+        try:
+            csp.Par(left(b, a), nested_os(a, b)).run()
+        except BaseException as exc:
+            report(exc)
+        """
+    )
+    assert "KINDS Deadlock,ExceptionGroup\n" in out, out  # the child's Par holds its Deadlock
+    m = next(line for line in out.splitlines() if line.startswith("MSG Deadlock"))
+    assert "forever across 3 OS processes: " in m, m
+    assert f"'left' (pid {parent_pid(out)}) reads 'b'" in m, m
+    assert re.search(r"'relay_os' \(pid \d+\) reads 'a'", m), m
+    assert re.search(r"waiting for them: .*'nested_os' \(pid \d+\)", m), m
+
+
 def test_alt_in_a_child_and_a_read_in_the_parent() -> None:
     out = run_program(
         """

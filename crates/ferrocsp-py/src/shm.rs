@@ -67,7 +67,7 @@ fn blocking<T: Send>(
     let main = is_main_thread(py)?;
     let mut pending: Option<PyErr> = None;
     // Deadlock detection across OS processes sees this wait (`deadlock/cross.rs`).
-    let mut x = crate::deadlock::cross::SharedSleep::enter(py, deadline.is_none() && !nowait);
+    let mut x = crate::deadlock::cross::SharedSleep::enter(deadline.is_none() && !nowait);
     let mut dead: Option<String> = None;
     let slice = if main { SIGNAL_SLICE } else { x.slice(OWNER_CHECK) };
     let r = py.detach(|| {

@@ -20,10 +20,11 @@
 //!   confirmed, and its process must have published after that, moving the epoch: so no wait
 //!   counted was completed, and none can be (every participant everywhere waits forever). It
 //!   then announces the verdict with one report naming every process (with its pid).
-//! - Every process still published at the verdict's epoch aborts its blocked operations with
-//!   the report: in-process ones as the local watchdog does, shared ones by setting `xabort`,
-//!   which their next sleep slice turns into `Deadlock` (the per-process wake-up is the slice,
-//!   at most [`XSLICE`]).
+//! - A verdict covers a process whose latest publication was in place at the proven epoch
+//!   ([`Pub`]); the participants that publication counted, records unchanged, are aborted with
+//!   the report: in-process operations as the local watchdog does, shared ones by setting
+//!   `xabort`, which their next sleep slice turns into `Deadlock` (the per-process wake-up is
+//!   the slice, at most [`XSLICE`]; a slice also looks for a covering verdict itself).
 //!
 //! Invariants:
 //! - This process's slot is published only while `NOT_STUCK` is zero: every rise of the
@@ -74,6 +75,9 @@ static LAST: Mutex<Option<Pub>> = Mutex::new(None);
 /// Bumped when the host's collecting thread starts running (`_xidle(False)`): the watchdog's
 /// double collect compares it, as it compares the records.
 static BUSY_GEN: AtomicU64 = AtomicU64::new(0);
+/// Whether this process ever attached to a table (the one check a shared operation makes
+/// before it sleeps).
+static ANY: AtomicBool = AtomicBool::new(false);
 
 /// A publication of this process: the epoch it was made at, the epoch its withdrawal made
 /// (None while in place), and the participants it counted with their record generations. A
@@ -252,11 +256,16 @@ pub(super) fn abort_all(epoch: u64, msg: &str) {
 
 /// A thread's blocking operation on shared channels, seen by detection across processes
 /// (see the module doc); a no-op outside an OS-process network, with a deadline, or for a
-/// cooperative wait. Ends the wait on drop.
+/// cooperative wait. Nothing is recorded until the operation has slept a whole slice: an
+/// operation that completes sooner (most, in a busy network) costs one atomic load.
 pub(crate) struct SharedSleep {
-    part: Option<Arc<Participant>>,
-    /// The epoch read before the current slice began.
-    prev: u64,
+    on: bool,
+    /// Resolved at the first slice: this process's table and the caller's participant.
+    at: Option<(Arc<Attached>, Arc<Participant>)>,
+    /// The epoch read before the current slice began (None before the first slice).
+    prev: Option<u64>,
+    /// Whether the participant's record holds this wait (`xwait`).
+    recorded: bool,
     shown: bool,
     /// The verdict generation last looked at.
     seen: u32,
@@ -266,22 +275,17 @@ pub(crate) struct SharedSleep {
 
 impl SharedSleep {
     /// Enters a thread's shared wait (`forever`: no deadline and not `nowait`).
-    pub(crate) fn enter(py: Python<'_>, forever: bool) -> Self {
-        let none = SharedSleep { part: None, prev: 0, shown: false, seen: 0, verdict: None };
-        if !forever || !super::participant::enabled() {
-            return none;
+    pub(crate) fn enter(forever: bool) -> Self {
+        let on = forever && ANY.load(Ordering::Relaxed) && super::participant::enabled();
+        SharedSleep {
+            on,
+            at: None,
+            prev: None,
+            recorded: false,
+            shown: false,
+            seen: 0,
+            verdict: None,
         }
-        let Some(a) = current() else { return none };
-        if a.slot.is_none() {
-            return none;
-        }
-        let Ok(part) = crate::process::current(py) else { return none };
-        part.update(|i| {
-            i.xwait = Some(XWait::default());
-            i.xabort = None;
-        });
-        let (prev, seen) = (a.table.epoch(), a.table.generation());
-        SharedSleep { part: Some(part), prev, shown: false, seen, verdict: None }
     }
 
     /// Ends the wait, after the operation gave an error (`failed`) or was abandoned at a
@@ -293,14 +297,17 @@ impl SharedSleep {
     /// must report the deadlock, as in process. The other blocked operations here are aborted
     /// with it at once, before this one's failure can poison them.
     pub(crate) fn finish(self, failed: bool, dead: Option<String>) -> Option<String> {
-        let part = self.part.as_ref().filter(|_| failed)?;
+        if !failed || !self.recorded {
+            return None;
+        }
+        let (a, part) = self.at.as_ref()?;
         if let Some(msg) = dead {
             if let Some(e) = self.verdict {
                 abort_all(e, &msg); // found by this wait's slice: the others are not told yet
             }
             return Some(msg);
         }
-        let v = current()?.table.latest()?;
+        let v = a.table.latest()?;
         if !covered(v.epoch, Some(part)) {
             return None;
         }
@@ -310,54 +317,75 @@ impl SharedSleep {
 
     /// The sleep slice to use instead of `default`.
     pub(crate) fn slice(&self, default: Duration) -> Duration {
-        if self.part.is_some() {
+        if self.on {
             default.min(XSLICE)
         } else {
             default
         }
     }
 
-    /// At the end of each sleep slice (no GIL needed): the report to raise when a verdict
+    /// At the end of each sleep slice (no GIL held): the report to raise when a verdict
     /// aborted this wait; else confirms the wait if the slice was quiet.
     pub(crate) fn tick(&mut self) -> Option<String> {
-        let part = self.part.as_ref()?;
+        if !self.on {
+            return None;
+        }
+        let quiet = ferrocsp::shm::slice_was_quiet();
+        let Some((a, part)) = self.at.as_ref() else {
+            // The first slice: find the table and the caller (a thread, or an async process
+            // blocking its loop's thread).
+            let a = current().filter(|a| a.slot.is_some());
+            let part = Python::attach(|py| crate::process::current(py).ok());
+            match (a, part) {
+                (Some(a), Some(part)) => {
+                    self.seen = a.table.generation();
+                    self.prev = Some(a.table.epoch());
+                    self.at = Some((a, part));
+                }
+                _ => self.on = false,
+            }
+            return None;
+        };
         if let Some(msg) = lock(&part.inner).xabort.take() {
             return Some(msg);
         }
-        if let Some(a) = current() {
-            // A verdict this process's watchdog has not acted on yet (it may have withdrawn
-            // the publication meanwhile and stopped looking).
-            let g = a.table.generation();
-            if g != self.seen {
-                self.seen = g;
-                if let Some(v) = a.table.latest().filter(|v| covered(v.epoch, Some(part))) {
-                    self.verdict = Some(v.epoch);
-                    return Some(v.report);
-                }
+        // A verdict this process's watchdog has not acted on yet (it may have withdrawn the
+        // publication meanwhile and stopped looking).
+        let g = a.table.generation();
+        if g != self.seen && self.recorded {
+            self.seen = g;
+            if let Some(v) = a.table.latest().filter(|v| covered(v.epoch, Some(part))) {
+                self.verdict = Some(v.epoch);
+                return Some(v.report);
             }
         }
-        if ferrocsp::shm::slice_was_quiet() {
-            let prev = self.prev;
-            let first = lock(&part.inner).xwait.is_some_and(|x| !x.confirmed);
-            if first {
-                part.update(|i| i.xwait = Some(XWait { confirmed: true, at: prev }));
+        if let (true, Some(prev)) = (quiet, self.prev) {
+            if self.recorded {
+                if let Some(x) = lock(&part.inner).xwait.as_mut() {
+                    // Not an update: the local double collect must not see a re-confirmation.
+                    x.at = prev;
+                }
+            } else {
+                part.update(|i| {
+                    i.xwait = Some(XWait { confirmed: true, at: prev });
+                    i.xabort = None;
+                });
+                self.recorded = true;
                 self.shown = true;
                 show();
-            } else if let Some(x) = lock(&part.inner).xwait.as_mut() {
-                // Not an update: the local double collect must not see a re-confirmation.
-                x.at = prev;
             }
         }
-        if let Some(a) = current() {
-            self.prev = a.table.epoch();
-        }
+        self.prev = Some(a.table.epoch());
         None
     }
 }
 
 impl Drop for SharedSleep {
     fn drop(&mut self) {
-        if let Some(part) = self.part.take() {
+        if !self.recorded {
+            return;
+        }
+        if let Some((_, part)) = self.at.take() {
             part.update(|i| {
                 i.xwait = None;
                 i.xabort = None;
@@ -395,6 +423,7 @@ pub(crate) fn _xtable_create() -> PyResult<(u32, i32, Vec<u8>)> {
     let a = Arc::new(Attached { table, pid: me, slot });
     let r = info(&a);
     *st = Some(a);
+    ANY.store(true, Ordering::Relaxed);
     Ok(r)
 }
 
@@ -410,6 +439,7 @@ pub(crate) fn _xtable_attach(pid: u32, fd: i32, uuid: Vec<u8>) -> PyResult<()> {
     SEEN.store(table.generation(), Ordering::SeqCst);
     PUBLISHED.store(false, Ordering::SeqCst);
     *lock(&STATE) = Some(Arc::new(Attached { table, pid: me, slot }));
+    ANY.store(true, Ordering::Relaxed);
     Ok(())
 }
 
