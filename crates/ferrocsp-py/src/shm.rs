@@ -88,7 +88,8 @@ fn blocking<T: Send>(
             Wait { deadline, nowait, slice: Some(slice), interrupted: &mut check, sleeper: None };
         f(&mut w)
     });
-    if let Some(msg) = x.finish(r.is_err(), dead) {
+    // A pending signal (Ctrl-C) wins over a verdict: it must not be lost.
+    if let Some(msg) = x.finish(r.is_err() && pending.is_none(), dead) {
         return Err(crate::deadlock::deadlock_error(py, msg));
     }
     if let Some(e) = pending {
