@@ -31,14 +31,15 @@
 //!   counter calls [`running`], which withdraws it (the counter is raised, then the flag read,
 //!   both SeqCst; `publish` sets the flag, then its caller re-reads the counter).
 //! - A slot's text changes only while it is not published (the table refuses otherwise).
-//! - Lock order: `XLOCK` -> `REGISTRY` -> one participant's `inner`; nothing here waits for
-//!   the GIL while holding `XLOCK`.
+//! - Lock order: `XLOCK` -> `LAST` -> `REGISTRY` -> one participant's `inner` (`STATE` is
+//!   lock-free); nothing here waits for the GIL while holding any of them, and
+//!   `Participant::update` calls [`running`] only after it released the record.
 //! - The OS-process host's collecting thread counts as a running thread except while it waits
 //!   for its children (`_xidle`), and it frees a child's slot only after it stored the child's
 //!   outcome: a child's end is never missed by a proof.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,7 +66,13 @@ struct Attached {
     slot: Option<usize>,
 }
 
-static STATE: Mutex<Option<Arc<Attached>>> = Mutex::new(None);
+/// This process's table. Lock-free on purpose: a child made by `fork` inherits every lock in
+/// whatever state another thread held it, and must be able to look here without blocking.
+/// An installed `Attached` is never freed (one per process that attaches).
+static STATE: AtomicPtr<Attached> = AtomicPtr::new(std::ptr::null_mut());
+/// Set in a child made by `fork` from a process that had a table: its inherited locks may be
+/// held by threads it does not have, so detection stays off in it (see docs/design.md).
+static FORKED: AtomicBool = AtomicBool::new(false);
 static PUBLISHED: AtomicBool = AtomicBool::new(false);
 static XLOCK: Mutex<()> = Mutex::new(());
 /// The last verdict generation handled here.
@@ -91,9 +98,44 @@ struct Pub {
     parts: Vec<(Arc<Participant>, u64)>,
 }
 
-fn current() -> Option<Arc<Attached>> {
-    let a = lock(&STATE).clone()?;
+fn current() -> Option<&'static Attached> {
+    let p = STATE.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer here came from `Box::into_raw` in `install` and is never
+    // freed, so it stays valid for the life of the process.
+    let a = unsafe { p.as_ref() }?;
     (a.pid == std::process::id()).then_some(a)
+}
+
+/// Whether this process was made by `fork` from one that had a table (then detection stays
+/// off: see `FORKED`); resets the inherited publication flag and marks it.
+fn forked_child() -> bool {
+    let p = STATE.load(Ordering::Acquire);
+    // SAFETY: as in `current`.
+    let stale = unsafe { p.as_ref() }.is_some_and(|a| a.pid != std::process::id());
+    if stale || FORKED.load(Ordering::SeqCst) {
+        FORKED.store(true, Ordering::SeqCst);
+        ANY.store(false, Ordering::SeqCst);
+        PUBLISHED.store(false, Ordering::SeqCst);
+        return true;
+    }
+    false
+}
+
+/// Makes `a` this process's table (the first one wins; returns the one in place).
+fn install(a: Attached) -> &'static Attached {
+    let new = Box::into_raw(Box::new(a));
+    match STATE.compare_exchange(std::ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            ANY.store(true, Ordering::SeqCst);
+            // SAFETY: just installed from `Box::into_raw`, never freed.
+            unsafe { &*new }
+        }
+        Err(cur) => {
+            // SAFETY: `new` was never shared; `cur` is installed, never freed.
+            drop(unsafe { Box::from_raw(new) });
+            unsafe { &*cur }
+        }
+    }
 }
 
 /// Whether this process belongs to an OS-process network with a participant table.
@@ -261,7 +303,7 @@ pub(super) fn abort_all(epoch: u64, msg: &str) {
 pub(crate) struct SharedSleep {
     on: bool,
     /// Resolved at the first slice: this process's table and the caller's participant.
-    at: Option<(Arc<Attached>, Arc<Participant>)>,
+    at: Option<(&'static Attached, Arc<Participant>)>,
     /// The epoch read before the current slice began (None before the first slice).
     prev: Option<u64>,
     /// Whether the participant's record holds this wait (`xwait`).
@@ -411,25 +453,26 @@ fn os_err(what: &str, e: std::io::Error) -> PyErr {
 /// process) if there is none: returns (pid, fd, uuid) for children to attach through.
 #[pyfunction]
 pub(crate) fn _xtable_create() -> PyResult<(u32, i32, Vec<u8>)> {
-    let mut st = lock(&STATE);
-    let me = std::process::id();
-    if let Some(a) = st.as_ref().filter(|a| a.pid == me) {
+    if forked_child() {
+        return Err(PyOSError::new_err("no deadlock detection across processes in a forked child"));
+    }
+    if let Some(a) = current() {
         return Ok(info(a));
     }
     let table = Table::create().map_err(|e| os_err("cannot create the participant table", e))?;
+    let me = std::process::id();
     let slot = table.reserve(me);
     SEEN.store(table.generation(), Ordering::SeqCst);
     PUBLISHED.store(false, Ordering::SeqCst);
-    let a = Arc::new(Attached { table, pid: me, slot });
-    let r = info(&a);
-    *st = Some(a);
-    ANY.store(true, Ordering::Relaxed);
-    Ok(r)
+    Ok(info(install(Attached { table, pid: me, slot })))
 }
 
 /// Attaches this process (an OS child) to its network's table, held by `pid` as `fd`.
 #[pyfunction]
 pub(crate) fn _xtable_attach(pid: u32, fd: i32, uuid: Vec<u8>) -> PyResult<()> {
+    if forked_child() {
+        return Err(PyOSError::new_err("no deadlock detection across processes in a forked child"));
+    }
     let uuid: [u8; 16] =
         uuid.try_into().map_err(|_| PyValueError::new_err("uuid must be 16 bytes"))?;
     let table = Table::attach(pid, fd, &uuid)
@@ -438,8 +481,7 @@ pub(crate) fn _xtable_attach(pid: u32, fd: i32, uuid: Vec<u8>) -> PyResult<()> {
     let slot = table.reserve(me);
     SEEN.store(table.generation(), Ordering::SeqCst);
     PUBLISHED.store(false, Ordering::SeqCst);
-    *lock(&STATE) = Some(Arc::new(Attached { table, pid: me, slot }));
-    ANY.store(true, Ordering::Relaxed);
+    install(Attached { table, pid: me, slot });
     Ok(())
 }
 
@@ -461,6 +503,9 @@ pub(crate) fn _xtable_release(pid: u32) {
 /// for its children, so it cannot wake anyone) or running again (`False`).
 #[pyfunction]
 pub(crate) fn _xidle(py: Python<'_>, idle: bool) -> PyResult<()> {
+    if current().is_none() {
+        return Ok(()); // no table (or a forked child): this thread keeps counting as running
+    }
     let ident = super::thread_ident(py)?;
     let mut ignored = lock(&IGNORED);
     let set = ignored.get_or_insert_with(Default::default);
