@@ -25,7 +25,7 @@ LIMIT = 40.0
 TESTS = str(Path(__file__).resolve().parent)
 
 PRELUDE = """
-import os, sys, time
+import io, os, sys, time
 sys.path.insert(0, TESTS)
 import ferrocsp as csp
 from _xdeadlock_procs import *
@@ -237,7 +237,9 @@ def test_dump_in_parent_lists_the_childs_wait() -> None:
         deadline = time.monotonic() + 30
         text = ""
         while time.monotonic() < deadline:
-            text = csp._dump.render()
+            buf = io.StringIO()
+            csp.dump(buf)
+            text = buf.getvalue()
             if "OS processes" in text and "'req' read" in text.split("OS processes", 1)[1]:
                 break
             time.sleep(0.05)  # polling the dump's text for the child's published wait
