@@ -39,6 +39,9 @@ pub(super) fn line(p: &Participant, i: &Inner, pid: u32, out: &mut String) {
         } else if let Some((w, since, _)) = &i.shared {
             let k = if i.xwait.is_some_and(|x| x.confirmed) && i.io_depth == 0 { 'X' } else { 'S' };
             (k, Some(*since), w.len() > 1, w)
+        } else if i.xwait.is_some_and(|x| x.confirmed) && i.io_depth == 0 {
+            // A confirmed shared wait whose caller did not describe it (`_shared_wait`).
+            ('X', None, false, &[])
         } else {
             ('R', None, false, &[])
         };
@@ -101,7 +104,9 @@ fn describe(l: &Line, now: u128, out: &mut String) {
             .iter()
             .map(|(c, w)| format!("{} '{c}'", if *w { "writes" } else { "reads" }))
             .collect();
-        if l.alt {
+        if ops.is_empty() {
+            out.push_str(" waits on a shared channel");
+        } else if l.alt {
             let _ = write!(out, " alts on {}", ops.join(", "));
         } else {
             let _ = write!(out, " {}", ops.join(", "));
