@@ -6,6 +6,10 @@ Invariants:
 - Process states come from the native participant registry (the one deadlock detection uses)
   when the extension has it; a process it does not list is running (or finished, once its
   outcome is known).
+- The other OS processes of the network (``backend="os"``) are listed from the participant
+  table in shared memory, as each last described itself there (a child writes its
+  participants when one of its shared waits has lasted a moment, and when it publishes that
+  all of them wait forever): best effort, never a reason for a dump to fail.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def _state(p: dict[str, Any] | None) -> str:
             f"blocked on {_waits(p)} (shared with OS processes: not seen by deadlock "
             f"detection) for {since:.1f} s"
         )
+    if state == "blocked (shared, watched)":
+        return f"blocked on {_waits(p)} (shared with OS processes) for {since:.1f} s"
     if state == "blocked (networked)":
         return (
             f"blocked on {_waits(p)} (networked: not seen by deadlock detection) for {since:.1f} s"
@@ -63,6 +69,29 @@ def _state(p: dict[str, Any] | None) -> str:
     if state == "joining":
         return f"joining its processes for {since:.1f} s"
     return str(state)
+
+
+def _os_processes() -> list[dict[str, Any]]:
+    get = getattr(_native, "_xtable_slots", None)
+    if get is None:
+        return []
+    try:
+        return list(get())
+    except Exception:  # noqa: BLE001 - a dump must never fail because of the table
+        return []
+
+
+def _os_lines() -> Iterator[str]:
+    slots = _os_processes()
+    if not slots:
+        return
+    yield "other OS processes of this network (participant table):"
+    for s in slots:
+        pid = s.get("pid")
+        what = "every participant waits forever" if s.get("published") else "not all waiting"
+        yield f"  pid {pid}: {what}"
+        for p in s.get("participants", []):
+            yield f"  pid {pid} {p.get('name')!r}  {_state(p)}"
 
 
 def _finished(task: Any) -> bool:
@@ -134,6 +163,7 @@ def render() -> str:
         for p in rest:
             backend = p.get("backend", "thread")
             lines.append(f"  {p.get('name')}  {backend}  {_state(p)}")
+    lines.extend(_os_lines())
     return "\n".join(lines) + "\n"
 
 

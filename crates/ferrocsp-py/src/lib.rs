@@ -64,6 +64,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(process::_io_wait, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_ignore_thread, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_stop_watchdog, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::cross::_xtable_create, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::cross::_xtable_attach, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::cross::_xtable_reserve, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::cross::_xtable_release, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::cross::_xtable_slots, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::cross::_xidle, m)?)?;
     #[cfg(feature = "net")]
     {
         m.add_class::<net::NetConnection>()?;

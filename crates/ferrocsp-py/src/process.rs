@@ -86,9 +86,10 @@ pub(crate) fn _io_wait(py: Python<'_>, on: bool) -> PyResult<()> {
 
 /// Records that the caller (thread, greenlet or async process) waits on channels shared with
 /// OS processes, or (`networked`) on networked channels: ``waits`` lists (channel name,
-/// ``"read"``/``"write"``); None ends the wait. Only `csp.dump()` shows it: deadlock detection
-/// cannot see the other processes, so such a participant never counts as stuck
-/// (docs/design.md).
+/// ``"read"``/``"write"``); None ends the wait. `csp.dump()` shows it, and deadlock reports
+/// name these channels; by itself the record never makes the participant stuck: a thread's
+/// wait with no deadline counts only once detection across OS processes confirmed it
+/// (`deadlock/cross.rs`), a cooperative or networked one never (docs/design.md).
 #[pyfunction]
 #[pyo3(signature = (waits, networked = false))]
 pub(crate) fn _shared_wait(

@@ -66,8 +66,16 @@ fn blocking<T: Send>(
     }
     let main = is_main_thread(py)?;
     let mut pending: Option<PyErr> = None;
+    // Deadlock detection across OS processes sees this wait (`deadlock/cross.rs`).
+    let mut x = crate::deadlock::cross::SharedSleep::enter(deadline.is_none() && !nowait);
+    let mut dead: Option<String> = None;
+    let slice = if main { SIGNAL_SLICE } else { x.slice(OWNER_CHECK) };
     let r = py.detach(|| {
         let mut check = || {
+            if let Some(msg) = x.tick() {
+                dead = Some(msg);
+                return true;
+            }
             Python::attach(|py| match py.check_signals() {
                 Ok(()) => false,
                 Err(e) => {
@@ -76,15 +84,14 @@ fn blocking<T: Send>(
                 }
             })
         };
-        let mut w = Wait {
-            deadline,
-            nowait,
-            slice: Some(if main { SIGNAL_SLICE } else { OWNER_CHECK }),
-            interrupted: &mut check,
-            sleeper: None,
-        };
+        let mut w =
+            Wait { deadline, nowait, slice: Some(slice), interrupted: &mut check, sleeper: None };
         f(&mut w)
     });
+    // A pending signal (Ctrl-C) wins over a verdict: it must not be lost.
+    if let Some(msg) = x.finish(r.is_err() && pending.is_none(), dead) {
+        return Err(crate::deadlock::deadlock_error(py, msg));
+    }
     if let Some(e) = pending {
         if matches!(r, Err(Error::Interrupted)) {
             return Err(e);

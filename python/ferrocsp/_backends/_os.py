@@ -17,6 +17,11 @@ Invariants:
   the two the OS reports first.
 - A child never outlives its parent: a watchdog thread in the child exits it when the
   parent's sentinel closes (the parent was killed, or exited without joining).
+- Deadlock detection spans the network (docs/design.md, "Deadlock detection across OS
+  processes"): the first host creates the participant table, each child's slot is reserved
+  (by pid) before the child runs anything that could wait, the child attaches at its start,
+  and the collecting thread frees a child's slot only once it stored the child's outcome; it
+  counts as a running thread except while it waits for its children (``_xidle``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,14 @@ from typing import Any
 
 from .. import _shm
 from .._errors import ProcessCrashed
-from .._native import _ignore_thread
+from .._native import (
+    _ignore_thread,
+    _xidle,
+    _xtable_attach,
+    _xtable_create,
+    _xtable_release,
+    _xtable_reserve,
+)
 from .._process import Outcome, Process, execute, note_process
 from .._shutdown import poison_all
 from ._hosted import ThreadHost
@@ -71,8 +83,15 @@ def _exit_with_parent(sentinel: Any) -> None:
     os._exit(70)
 
 
-def _child_main(payload: bytes, conn: Connection, name: str) -> None:
+def _child_main(
+    payload: bytes, conn: Connection, name: str, table: tuple[int, int, bytes] | None
+) -> None:
     """The child's entry point: run the process, send back one outcome message."""
+    if table is not None:
+        # Without the table this child is never seen as waiting, so its network is never
+        # reported deadlocked: a failure here costs detection, nothing else.
+        with contextlib.suppress(OSError, ValueError):
+            _xtable_attach(*table)
     parent = multiprocessing.parent_process()
     if parent is not None and parent.sentinel is not None:
         threading.Thread(
@@ -130,15 +149,20 @@ class OsHost(ThreadHost):
 
     def start(self) -> None:
         """Starts the children, then the thread that collects their outcomes."""
+        table: tuple[int, int, bytes] | None = None
+        with contextlib.suppress(OSError):
+            table = _xtable_create()  # no table: no detection across processes, nothing else
         try:
             for proc, payload in zip(self._procs, self._payloads, strict=True):
                 r, w = self._ctx.Pipe(duplex=False)
                 child = self._ctx.Process(
                     target=_child_main,
-                    args=(payload, w, proc.name),
+                    args=(payload, w, proc.name, table),
                     name=f"ferrocsp:{proc.name}",
                 )
                 child.start()
+                # Before this thread can wait: until the child attaches, its slot says running.
+                _xtable_reserve(child.pid)
                 w.close()
                 self._children.append(child)
                 self._conns.append(r)
@@ -156,7 +180,13 @@ class OsHost(ThreadHost):
             waiting[conn] = i
             waiting[child.sentinel] = i
         while waiting:
-            for obj in multiprocessing.connection.wait(list(waiting)):
+            # While it waits, this thread cannot wake anyone: a deadlock may be proven.
+            _xidle(True)
+            try:
+                ready = multiprocessing.connection.wait(list(waiting))
+            finally:
+                _xidle(False)
+            for obj in ready:
                 if obj not in waiting:
                     continue  # a connection that _ended closed earlier in this round
                 i = waiting.pop(obj)
@@ -183,6 +213,15 @@ class OsHost(ThreadHost):
         self.outcomes[i] = Outcome(value=value, error=error)
 
     def _ended(self, i: int) -> None:
+        child = self._children[i]
+        try:
+            self._reaped(i)
+        finally:
+            # After the outcome is stored (this thread is running meanwhile): a proof can
+            # never count the child gone while its joiner has not been told.
+            _xtable_release(child.pid)
+
+    def _reaped(self, i: int) -> None:
         child = self._children[i]
         child.join()
         if self.outcomes[i] is None and self._conns[i].poll():

@@ -14,6 +14,19 @@ use std::time::{Duration, Instant};
 
 use super::sys;
 
+thread_local! {
+    /// Whether the last sleep slice of a thread wait on this thread ended with none of its
+    /// words moved (see [`slice_was_quiet`]).
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called from a [`Wait::interrupted`] check: whether the slice that just ended saw none of
+/// the operation's futex words move, i.e. the operation was still waiting, not completed, when
+/// the slice ended (deadlock detection across processes confirms waits with it).
+pub fn slice_was_quiet() -> bool {
+    QUIET.with(std::cell::Cell::get)
+}
+
 /// How a blocking operation waits: until `deadline` (None: forever), waking every `slice` to
 /// ask `interrupted` whether to give up (the Python main thread checks for Ctrl-C there).
 pub struct Wait<'a> {
@@ -74,7 +87,11 @@ impl Wait<'_> {
             ([w], [v]) => sys::futex_wait(w, *v, timeout),
             _ => sys::futex_wait_any(words, seen, timeout),
         }
-        self.slice.is_some() && (self.interrupted)()
+        if self.slice.is_none() {
+            return false;
+        }
+        QUIET.with(|q| q.set(!moved()));
+        (self.interrupted)()
     }
 }
 

@@ -1,0 +1,93 @@
+"""Processes for tests/test_deadlock_os.py: module-level, so an OS child imports them by
+reference (the test programs run with ``python -c``, whose ``__main__`` a child cannot
+import)."""
+
+from __future__ import annotations
+
+import time
+
+import ferrocsp as csp
+
+__all__ = [
+    "alt_reader_os",
+    "busy_then_write",
+    "die_after_start",
+    "echo_with_pauses",
+    "left",
+    "nested_os",
+    "read_with_timeout_then_write",
+    "relay_os",
+    "waiter_os",
+]
+
+
+@csp.process
+def left(inp: csp.Reader, out: csp.Writer) -> None:
+    out.write(inp.read())
+
+
+@csp.process(backend="os")
+def relay_os(inp: csp.Reader, out: csp.Writer) -> None:
+    out.write(inp.read())
+
+
+@csp.process(backend="os")
+def busy_then_write(out: csp.Writer, seconds: float) -> int:
+    # Computing, not waiting: the parent blocked on `out` must not be reported meanwhile.
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    out.write(n)
+    return n
+
+
+@csp.process(backend="os")
+def waiter_os(inp: csp.Reader) -> object:
+    return inp.read()
+
+
+@csp.process(backend="os")
+def read_with_timeout_then_write(inp: csp.Reader, out: csp.Writer, seconds: float) -> str:
+    # Blocked with a deadline: never stuck, so the parent waiting for `out` is not reported.
+    try:
+        inp.read(timeout=seconds)
+    except TimeoutError:
+        out.write("timed out")
+        return "timed out"
+    return "read"
+
+
+@csp.process(backend="os")
+def die_after_start(out: csp.Writer) -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@csp.process(backend="os")
+def echo_with_pauses(inp: csp.Reader, out: csp.Writer, seed: int) -> int:
+    # Replies to each value after a pause of 0 to 60 ms now and then: while it sleeps it runs,
+    # while it waits for the next value it may be confirmed stuck; never both deadlocked.
+    import random
+
+    rng = random.Random(seed)
+    n = 0
+    for v in inp:
+        if rng.random() < 0.3:
+            time.sleep(rng.random() * 0.06)
+        out.write(v)
+        n += 1
+    return n
+
+
+@csp.process(backend="os")
+def alt_reader_os(a: csp.Reader, b: csp.Reader) -> object:
+    return csp.Alt(a, b).select()[1]
+
+
+@csp.process(backend="os")
+def nested_os(a: csp.Reader, b: csp.Writer) -> object:
+    # An OS process that starts its own OS child: the grandchild attaches to the same table.
+    return csp.Par(relay_os(a, b)).run()
