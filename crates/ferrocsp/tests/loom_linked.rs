@@ -197,3 +197,52 @@ fn retired_channel_nudges_without_deciding() {
         assert_eq!(ch.stats().readers_waiting, 0);
     });
 }
+
+#[test]
+fn writer_in_the_closed_window_is_found_by_the_next_step() {
+    // The owner's next step closes the word while its last registration is still queued; a
+    // blocking in-process writer that comes then cannot fire it, so it drops that entry and
+    // waits itself. The owner withdraws, reopens the word and tries again before registering:
+    // it finds the writer (or registers in time for it), and gets the value exactly once.
+    model(|| {
+        let ch: Channel<u32> = Channel::new(0);
+        let word = Word::new();
+        let shared_lock = Arc::new(Mutex::new(false));
+        let mut sel = Select::new();
+        sel.read(&ch);
+        assert_eq!(step(&mut sel, &word, &shared_lock), None);
+        let tx = ch.clone();
+        let writer = thread::spawn(move || tx.write(7).map_err(|e| e.error));
+        let mut got = {
+            let _g = shared_lock.lock().expect("shared lock");
+            match word.close() {
+                Err(Some(0)) => settle(&mut sel),
+                Ok(()) => {
+                    assert_eq!(sel.abort().map(|r| r.map(|s| s.index)), None);
+                    word.word.store(OPEN, Ordering::Release); // reopen, still locked
+                    match sel.start_linked(
+                        Policy::Priority,
+                        Waker::Custom(StdArc::new(NoPark)),
+                        word.clone(),
+                    ) {
+                        Poll::Ready(r) => {
+                            assert_eq!(word.close(), Ok(()));
+                            Some(r.expect("fired").value.expect("a value"))
+                        }
+                        Poll::Pending => None,
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(writer.join().expect("writer"), Ok(()));
+        if got.is_none() {
+            // Registered again in time: the writer fired the word for it.
+            assert_eq!(word.close(), Err(Some(0)));
+            got = settle(&mut sel);
+        }
+        assert_eq!(got, Some(7));
+        let s = ch.stats();
+        assert_eq!((s.readers_waiting, s.writers_waiting), (0, 0), "{s:?}");
+    });
+}

@@ -447,7 +447,8 @@ impl<'a> Sel<'_, 'a> {
     /// Sleeps until a channel changes or the cell fires (or the slice/deadline ends); releases
     /// the locks. Returns whether the caller's interrupt check fired. A cooperative sleeper
     /// watches the channels' change counters only (a fired cell moves its channel's `seq`
-    /// while `coop` counts us there).
+    /// while `coop` counts us there), except with local guards: their counterparts fire the
+    /// cell without any channel's `seq`, so every sleeper watches the cell word and bell.
     fn sleep(&self, guards: Vec<Guard<'a>>, w: &mut Wait<'_>, bell: Option<u32>) -> bool {
         let coarse = w.coarse();
         let mut words: Vec<&AtomicU32> = Vec::with_capacity(self.chans.len() + 2);
@@ -492,12 +493,18 @@ impl<'a> Sel<'_, 'a> {
         self.withdraw(guards, None);
         let closed = self.cell.as_ref().map_or(Ok(()), OwnCell::close);
         let (local, _) = self.local.as_mut()?;
-        if closed.is_ok() {
-            local.withdraw();
-            return None;
+        match closed {
+            Err(i) if i >= self.ops.len() => {
+                local.collect();
+                Some((self.ops.len(), Selected::Local))
+            }
+            // A shared guard cannot have fired (we hold every shared lock, and nothing since
+            // the step began found the cell open but a local counterpart).
+            _ => {
+                local.withdraw();
+                None
+            }
         }
-        local.collect();
-        Some((self.ops.len(), Selected::Local))
     }
 
     /// Withdraws every offer and record except the offer of guard `fired` (taken by its
