@@ -11,6 +11,10 @@ Invariants:
   selection that wins it; an Output guard's value is encoded per selection and leaves the
   process only after its guard won (then it is sent to the reader held for it, and the Alt
   returns once that reader has it); the ends it carries are uncounted if it did not fire.
+- A selection with any channel shared with OS processes runs in shared memory
+  (``_shm.select``), its in-process guards with it, linked to its cell: still one decision. A
+  ``_Moved`` (an in-process channel moved to shared memory while the selection waited, and
+  nothing fired) makes the selection run again.
 """
 
 from __future__ import annotations
