@@ -59,7 +59,7 @@ step "cargo test" cargo test --workspace
 # invariants (State::check) are asserted in every explored interleaving.
 step "loom models" env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$root/target/loom" \
   CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true \
-  cargo test -p ferrocsp --release --test loom
+  cargo test -p ferrocsp --release --test loom --test loom_linked
 step "ruff check" "$VENV/bin/ruff" check "${py_paths[@]}"
 step "ruff format --check" "$VENV/bin/ruff" format --check "${py_paths[@]}"
 step "mypy --strict" "$VENV/bin/python" -m mypy --strict python/ferrocsp

@@ -598,7 +598,6 @@ async def chooses_poisoned(k: Kit, ch: csp.Channel, ok: csp.Channel) -> None:
 def test_poisoned_channel_raises_when_chosen(k: Kit, mk: Chans) -> None:
     ch = mk(name="bad")
     ch.poison()
-    # Made here: an Alt may not mix channels shared with OS processes and in-process ones.
     # Networked, the ready channel stays local: a value buffered on the server is ready for an
     # Alt only once it arrived, so "ready before the poisoned one" needs a local one.
     k.run(chooses_poisoned, ch, mk(1) if not mk.is_net else csp.Channel(1))

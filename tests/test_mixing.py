@@ -26,7 +26,6 @@ import pytest
 
 import ferrocsp as csp
 from _kit import BACKENDS, SHARED_BACKENDS, Kit, current_backend
-from _os_support import in_process_only
 from _support import all_exceptions, notes
 
 pytestmark = pytest.mark.timeout(30)
@@ -47,18 +46,6 @@ def pair(request: pytest.FixtureRequest) -> tuple[Kit, Kit]:
     if "os" in (w, r):
         request.getfixturevalue("no_leaks")
     return Kit(w), Kit(r)
-
-
-ALT_MIX = (
-    "an Alt may not mix channels shared with OS processes and in-process channels, and the "
-    "in-process side's idle channel stays in-process (docs/design.md, Alt over shared channels)"
-)
-
-
-def alt_side_in_process_against_os(alt_side: Kit, other: Kit) -> None:
-    """Skips a pair whose in-process Alt would mix the shared data channel with its idle one."""
-    if alt_side.backend != "os":
-        in_process_only(other.backend, ALT_MIX)
 
 
 # --------------------------------------------------------------------------- bodies
@@ -180,7 +167,6 @@ def test_ends_and_end_of_stream(pair: tuple[Kit, Kit]) -> None:
 
 def test_reader_in_alt(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
-    alt_side_in_process_against_os(kr, kw)
     ch, idle = csp.Channel(name="data"), csp.Channel(name="idle")
     res = csp.Par(kw.process(produce)(ch, N), kr.process(alt_consume)(ch, idle, N)).run()
     assert res == ["produced", list(range(N))]
@@ -190,7 +176,6 @@ def test_reader_in_alt(pair: tuple[Kit, Kit]) -> None:
 
 def test_writer_in_alt(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
-    alt_side_in_process_against_os(kw, kr)
     ch, idle = csp.Channel(name="data"), csp.Channel(name="idle")
     res = csp.Par(kw.process(alt_produce)(ch, idle, N), kr.process(consume)(ch, N)).run()
     assert res == [N, list(range(N))]
@@ -198,8 +183,6 @@ def test_writer_in_alt(pair: tuple[Kit, Kit]) -> None:
 
 def test_both_sides_in_alts(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
-    alt_side_in_process_against_os(kw, kr)
-    alt_side_in_process_against_os(kr, kw)
     ch = csp.Channel(name="data")
     idle_w, idle_r = csp.Channel(name="idle-w"), csp.Channel(name="idle-r")
     res = csp.Par(
@@ -213,8 +196,6 @@ def test_both_sides_in_alts(pair: tuple[Kit, Kit]) -> None:
 
 def test_both_sides_in_alts_two_networks(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
-    alt_side_in_process_against_os(kw, kr)
-    alt_side_in_process_against_os(kr, kw)
     ch = csp.Channel(name="data")
     idle_w, idle_r = csp.Channel(name="idle-w"), csp.Channel(name="idle-r")
     hr = kr.Spawn(kr.process(alt_consume)(ch, idle_r, N))
@@ -271,7 +252,6 @@ async def alt_forever(k: Kit, inp: csp.Channel, idle: csp.Channel) -> None:
 
 def test_poison_reaches_a_reader_blocked_in_alt(pair: tuple[Kit, Kit]) -> None:
     kw, kr = pair
-    alt_side_in_process_against_os(kr, kw)
     ch, idle = csp.Channel(name="data"), csp.Channel(name="idle")
     res = csp.Par(kw.process(write_then_poison)(ch, N), kr.process(alt_forever)(ch, idle)).run()
     assert res == ["poisoned", None]

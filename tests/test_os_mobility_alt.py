@@ -164,11 +164,14 @@ def test_alt_in_parent_over_shared_channels() -> None:
     assert h.join(timeout=20) == [None, [7]]
 
 
-def test_alt_mixing_shared_and_in_process_channels_is_a_clear_error() -> None:
-    a, local = csp.Channel(), csp.Channel()
-    csp.Par(os_collect(a.reader())).start().poison()  # a is shared now
-    with pytest.raises(ValueError, match="cannot mix"):
-        csp.Alt(a, local).select()
+def test_alt_mixing_shared_and_in_process_channels() -> None:
+    # One Alt over both kinds (tests/test_alt_mixed.py has the rest).
+    a, local = csp.Channel(), csp.Channel(1)
+    h = csp.Par(os_collect(a.reader()))
+    handle = h.start()  # a is shared now
+    local.write(5)
+    assert csp.Alt(a, local).select() == (local, 5)
+    handle.poison()
 
 
 def test_sigkill_mid_alt_crashes_and_wakes_peers() -> None:

@@ -11,6 +11,10 @@ Invariants:
   selection that wins it; an Output guard's value is encoded per selection and leaves the
   process only after its guard won (then it is sent to the reader held for it, and the Alt
   returns once that reader has it); the ends it carries are uncounted if it did not fire.
+- A selection with any channel shared with OS processes runs in shared memory
+  (``_shm.select``), its in-process guards with it, linked to its cell: still one decision. A
+  ``_Moved`` (an in-process channel moved to shared memory while the selection waited, and
+  nothing fired) makes the selection run again.
 """
 
 from __future__ import annotations
@@ -322,30 +326,29 @@ class Alt:
             ops, index, last, outs = self._ops(policy)
             ops = _since(ops, t0)
             started = time.monotonic() if self._foreign else 0.0  # re-runs need foreign guards
-            if _any_shared(ops):
-                # Channels shared with OS processes; csp.dump() shows the wait.
+            # With a channel shared with OS processes, the shared-memory selection runs every
+            # guard (in-process ones linked to its cell); csp.dump() shows the wait.
+            shared = _any_shared(ops)
+            if shared:
                 _shared_wait(_shm.alt_waits(ops))
-                try:
+            self._demand(True, outs)
+            try:
+                if shared:
                     chosen, value = _shm.select(ops, policy, last)
-                except BaseException:
-                    _settle(outs, None)
-                    raise
-                finally:
-                    _shared_wait(None)
-            else:
-                self._demand(True, outs)
-                try:
+                else:
                     chosen, value = _select(ops, policy, last)
-                except _Moved:
-                    # A channel moved to shared memory while we waited (nothing fired):
-                    # choose again over the shared channels.
-                    _settle(outs, None)
-                    continue
-                except BaseException:
-                    _settle(outs, None)
-                    raise
-                finally:
-                    self._demand(False, outs)
+            except _Moved:
+                # A channel moved to shared memory while we waited (nothing fired):
+                # choose again, over it where it is now.
+                _settle(outs, None)
+                continue
+            except BaseException:
+                _settle(outs, None)
+                raise
+            finally:
+                self._demand(False, outs)
+                if shared:
+                    _shared_wait(None)
             guard = self._chosen(policy, index, chosen)
             fired = _settle(outs, chosen)
             if fired is not None:
@@ -367,16 +370,13 @@ class Alt:
             ops, index, last, outs = self._ops(policy)
             ops = _since(ops, t0)
             started = time.monotonic() if self._foreign else 0.0  # re-runs need foreign guards
-            if _any_shared(ops):
-                try:
-                    chosen, value = await _shm.aselect(ops, policy, last)  # see `_run`
-                except BaseException:
-                    _settle(outs, None)
-                    raise
-                return self._chosen(policy, index, chosen), value
+            shared = _any_shared(ops)  # see `_run`
             self._demand(True, outs)
             try:
-                chosen, value = await _aselect(ops, policy, last)
+                if shared:
+                    chosen, value = await _shm.aselect(ops, policy, last)
+                else:
+                    chosen, value = await _aselect(ops, policy, last)
             except _Moved:
                 _settle(outs, None)  # as in `_run`: a channel moved to shared memory
                 continue

@@ -237,14 +237,24 @@ def shared_of(target: Any) -> _ShmSide | None:
     return None
 
 
-def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tuple[int, Any]:
-    """A choice over guards on shared channels: ``_native._select``'s twin for them.
+def _name(target: Any) -> str:
+    """An in-process guard's channel name (for the retired message)."""
+    chan = target.channel if isinstance(target, Reader | Writer) else target
+    return str(getattr(chan, "name", repr(chan)))
 
-    Orders the guards by the policy, encodes the output values, and makes one native
-    ``_shm_select`` call, which fires exactly one guard: inputs take a message or another
-    selection's conditional offer, outputs on rendezvous channels leave conditional offers that
-    a reader in any process (plain or selecting) takes by firing this selection's cell in
-    shared memory. A ``Skip``, or a ``Timeout`` already due, fires if no guard before it in the
+
+def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tuple[int, Any]:
+    """A choice over guards on shared channels, and in-process ones: ``_native._select``'s
+    twin for an Alt with at least one shared channel.
+
+    Orders the guards by the policy, encodes the output values of shared channels, and makes
+    one native ``_shm_select`` call, which fires exactly one guard: inputs take a message or
+    another selection's conditional offer, outputs on rendezvous channels leave conditional
+    offers that a reader in any process (plain or selecting) takes by firing this selection's
+    cell in shared memory. In-process guards go with it as an engine selection linked to that
+    cell (``shm::select_mixed``): one word decides for every guard. They are tried as a group,
+    before the shared ones if an in-process guard comes first in the policy's order, else
+    after them. A ``Skip``, or a ``Timeout`` already due, fires if no guard before it in the
     order can (the call does not block then).
     """
     import random
@@ -258,24 +268,26 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
         order = [(first + k) % n for k in range(n)]
     else:
         order = random.sample(range(n), n)
-    names: dict[bytes, str] = {}
+    names: dict[Any, str] = {}
     natives: list[_ShmChannel] = []
     ends: list[int | None] = []
     messages: list[tuple[list[Any], list[int]] | None] = []
     index: list[int] = []
+    local: list[tuple[int, Any, Any]] = []
+    local_index: list[int] = []
+    local_first: bool | None = None  # whether an in-process guard comes first in the order
     fallback: int | None = None  # the Skip or due Timeout that fires if nothing before it can
     timeout: float | None = None
     timeout_at: int | None = None
     for kind, target, _ in ops:  # names in guard order, for the retired message
         if kind in (_READ, _WRITE):
             s = shared_of(target)
-            if s is None:
-                raise ValueError(
-                    f"an Alt cannot mix channels shared with OS processes and in-process "
-                    f"channels ({target!r} is in-process); send every channel of the Alt to "
-                    "an OS process first, or use separate Alts"
+            if s is not None:
+                names[s.uuid] = s.name
+            else:
+                names[id(target.channel if isinstance(target, Reader | Writer) else target)] = (
+                    _name(target)
                 )
-            names[s.uuid] = s.name
     for i in order:
         kind, target, value = ops[i]
         if kind == _SKIP or (kind == _TIMEOUT and float(target) <= 0.0):
@@ -286,7 +298,12 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
                 timeout, timeout_at = float(target), i
             continue
         s = shared_of(target)
-        assert s is not None
+        if local_first is None:
+            local_first = s is None
+        if s is None:
+            local.append((kind, target, value))
+            local_index.append(i)
+            continue
         end: int | None = None
         if isinstance(target, Reader | Writer):
             if target.retired:
@@ -298,7 +315,17 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
         ends.append(end)
         messages.append(None if kind == _READ else encode(value, s.name))
         index.append(i)
-    chosen, parts = _shm_select(natives, ends, messages, timeout, fallback is not None)
+    chosen, parts = _shm_select(
+        natives,
+        ends,
+        messages,
+        timeout,
+        fallback is not None,
+        local if local else None,
+        bool(local_first),
+    )
+    if chosen >= len(natives):
+        return local_index[chosen - len(natives)], parts
     if chosen >= 0:
         return index[chosen], (None if parts is None else decode(parts))
     if chosen == _WOULD_BLOCK and fallback is not None:

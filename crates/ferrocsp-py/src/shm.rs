@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrocsp::shm::{select, SelOp, Selected, ShmChannel, Wait};
+use ferrocsp::shm::{select_mixed, Local, LocalPart, SelOp, Selected, ShmChannel, Wait};
 use ferrocsp::Error;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -205,16 +205,22 @@ const SELECT_TIMEOUT: isize = -2;
 /// ... `nowait` and nothing could fire at once.
 const SELECT_WOULD_BLOCK: isize = -3;
 
-/// ``_shm_select(channels, ends, messages, timeout=None, nowait=False)``: fires exactly one
-/// guard of a choice over shared channels, tried in the order given: ``messages[i]`` is None
-/// for an input guard on ``channels[i]``, ``(parts, kinds)`` for an output guard (as
-/// ``write``); ``ends[i]`` the end's slot (None: the channel itself; a retired end is dead).
-/// Returns ``(i, parts)`` for an input, ``(i, None)`` for an output, or ``(-1, None)`` (every
-/// guard dead), ``(-2, None)`` (timeout), ``(-3, None)`` (``nowait``, nothing ready). A
-/// poisoned channel's guard raises ``ChannelPoisoned``. Waits with the GIL released.
+/// ``_shm_select(channels, ends, messages, timeout=None, nowait=False, local=None,
+/// local_first=False)``: fires exactly one guard of a choice over shared channels, tried in
+/// the order given: ``messages[i]`` is None for an input guard on ``channels[i]``,
+/// ``(parts, kinds)`` for an output guard (as ``write``); ``ends[i]`` the end's slot (None:
+/// the channel itself; a retired end is dead). ``local``: in-process read/write guards too,
+/// as ``_select``'s ``(kind, target, value)`` triples, tried in that order, before the shared
+/// ones if ``local_first`` (else after); one of all of them fires (``shm::select_mixed``).
+/// Returns ``(i, parts)`` for an input, ``(i, None)`` for an output, ``(len(channels) + j,
+/// value)`` for local guard ``j``, or ``(-1, None)`` (every guard dead), ``(-2, None)``
+/// (timeout), ``(-3, None)`` (``nowait``, nothing ready). A poisoned channel's guard raises
+/// ``ChannelPoisoned``; a local channel that moved to shared memory meanwhile raises
+/// ``_Moved`` (nothing fired). Waits with the GIL released.
 #[pyfunction]
-#[pyo3(signature = (channels, ends, messages, timeout = None, nowait = false))]
-#[allow(clippy::type_complexity)]
+#[pyo3(signature = (channels, ends, messages, timeout = None, nowait = false, local = None,
+    local_first = false))]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub(crate) fn _shm_select<'py>(
     py: Python<'py>,
     channels: Vec<PyRef<'py, PyShmChannel>>,
@@ -222,13 +228,23 @@ pub(crate) fn _shm_select<'py>(
     messages: Vec<Option<(Bound<'py, PyList>, Vec<u8>)>>,
     timeout: Option<&Bound<'py, PyAny>>,
     nowait: bool,
-) -> PyResult<(isize, Option<Bound<'py, PyList>>)> {
+    local: Option<Vec<(u8, Option<Bound<'py, PyAny>>, Option<crate::pythread::Value>)>>,
+    local_first: bool,
+) -> PyResult<(isize, Option<Bound<'py, PyAny>>)> {
     if channels.len() != messages.len() || channels.len() != ends.len() {
         return Err(PyValueError::new_err("need one end and one message (or None) per channel"));
     }
-    if channels.len() > 127 {
-        return Err(PyValueError::new_err("an Alt over shared channels has at most 127 channels"));
+    // One futex word per channel, plus the cell's (and its bell's, with local guards).
+    let max = if local.is_some() { 126 } else { 127 };
+    if channels.len() > max {
+        return Err(PyValueError::new_err(format!(
+            "an Alt over shared channels has at most {max} shared channels"
+        )));
     }
+    let mut local = match local {
+        Some(ops) => Some(crate::select::prepare(py, ops, ferrocsp::Policy::Priority, None)?),
+        None => None,
+    };
     let dl = deadline(parse_timeout(timeout)?);
     let mut writes: Vec<Option<(Vec<msg::Part>, usize)>> = Vec::with_capacity(messages.len());
     for m in &messages {
@@ -260,7 +276,13 @@ pub(crate) fn _shm_select<'py>(
         })
         .collect();
     let ops = &ops;
-    let r = blocking(py, dl, nowait, move |w| select(ops, w))?;
+    let mut part = local.as_mut().map(|(sel, _)| Local::new(sel, ferrocsp::Policy::Priority));
+    let part_ref = part.as_mut();
+    let r = blocking(py, dl, nowait, move |w| {
+        let local = part_ref.map(|p| (p as &mut dyn LocalPart, local_first));
+        select_mixed(ops, local, w)
+    })?;
+    let fired_local = part.and_then(|p| p.result);
     let (i, what) = match r {
         Ok(x) => x,
         Err(Error::Retired) => return Ok((SELECT_RETIRED, None)),
@@ -271,19 +293,28 @@ pub(crate) fn _shm_select<'py>(
             return Err(to_pyerr(py, e, OpName::Read, name));
         }
     };
+    if let Selected::Local = what {
+        let (Some(r), Some((_, map))) = (fired_local, local.as_ref()) else {
+            return Err(PyValueError::new_err("a local guard fired without its result"));
+        };
+        let (j, value) = map.map(py, r)?;
+        let index = isize::try_from(channels.len() + j)
+            .map_err(|_| PyValueError::new_err("guard index"))?;
+        return Ok((index, value.map(|v| v.into_bound(py))));
+    }
     let ch = &channels[i];
     let index = isize::try_from(i).map_err(|_| PyValueError::new_err("guard index"))?;
     match what {
-        Selected::Wrote => Ok((index, None)),
+        Selected::Wrote | Selected::Local => Ok((index, None)),
         Selected::Poisoned => {
             let op = if messages[i].is_some() { OpName::Write } else { OpName::Read };
             Err(to_pyerr(py, Error::Poisoned, op, &ch.name))
         }
         Selected::Read(slot) => match msg::take(py, slot, &ch.name)? {
-            Some(parts) => Ok((index, Some(parts))),
+            Some(parts) => Ok((index, Some(parts.into_any()))),
             // The input fired; its writer now sends the message inline: read it, whatever
             // the deadline (the communication is committed on both sides).
-            None => Ok((index, Some(ch.read_parts(py, None, false)?))),
+            None => Ok((index, Some(ch.read_parts(py, None, false)?.into_any()))),
         },
     }
 }

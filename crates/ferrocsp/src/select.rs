@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::channel::{Channel, Slot};
 use crate::error::SelectError;
-use crate::signal::{Outcome, Signal, State, Waker, MAX_OPS};
+use crate::signal::{Link, Outcome, Signal, State, Waker, MAX_OPS};
 use crate::sync::Arc;
 
 mod order;
@@ -122,6 +122,8 @@ pub struct Select<T> {
     spare: Option<Arc<Signal>>,
     /// Empty slots of cleared operations, reused by the next ones (see [`Select::clear`]).
     spare_slots: Vec<Arc<Slot<T>>>,
+    /// The shared word the next registrations' cells are linked to ([`Select::start_linked`]).
+    link: Option<std::sync::Arc<dyn Link>>,
 }
 
 impl<T> fmt::Debug for Select<T> {
@@ -155,6 +157,7 @@ impl<T> Select<T> {
             pending: None,
             spare: None,
             spare_slots: Vec::new(),
+            link: None,
         }
     }
 
@@ -175,6 +178,7 @@ impl<T> Select<T> {
         }
         self.locks.clear();
         self.locks_dirty = false;
+        self.link = None;
         self.last = None;
         self.deadline = None;
         self.op_deadlines.clear();
@@ -297,6 +301,23 @@ impl<T> Select<T> {
     /// protocol). `deadline` bounds the whole selection ([`SelectError::Timeout`]).
     pub fn start(&mut self, policy: Policy, waker: Waker, deadline: Option<Instant>) -> Poll<T> {
         self.begin(policy, deadline);
+        self.attempt(policy, Some(waker))
+    }
+
+    /// [`Select::start`] with the selection cell linked to `link`, a decision word shared with
+    /// operations outside this `Select` (an Alt that also waits on channels in shared memory;
+    /// see `signal.rs`). The owner must close that word before it looks at the outcome:
+    /// [`Select::abort`] does (through the cell), and reports an operation of this `Select`
+    /// that won the word. A retired channel does not complete a linked selection: the link is
+    /// nudged and the owner calls this again. The link stays set until [`Select::clear`].
+    pub fn start_linked(
+        &mut self,
+        policy: Policy,
+        waker: Waker,
+        link: std::sync::Arc<dyn Link>,
+    ) -> Poll<T> {
+        self.link = Some(link);
+        self.begin(policy, None);
         self.attempt(policy, Some(waker))
     }
 

@@ -8,14 +8,14 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 #[cfg(loom)]
-pub(crate) use loom::thread::{current as current_thread, Thread};
+pub(crate) use loom::thread::{current as current_thread, yield_now, Thread};
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(loom))]
-pub(crate) use std::thread::{current as current_thread, Thread};
+pub(crate) use std::thread::{current as current_thread, yield_now, Thread};
 
 /// Locks `m`, ignoring poisoning.
 ///

@@ -81,7 +81,7 @@ impl<T> Select<T> {
         // Only timeout ops need the clock; most selections have none.
         let now = if self.op_deadlines.is_empty() { None } else { Some(Instant::now()) };
         let mut woken = Woken::new();
-        let Select { ops, locks, order, waitable, op_deadlines, spare, .. } = self;
+        let Select { ops, locks, order, waitable, op_deadlines, spare, link, .. } = self;
         // The locked section; its guards drop at the end of this block, before any wake-up.
         let result = {
             // One channel (every plain operation) needs no vector of guards.
@@ -162,12 +162,12 @@ impl<T> Select<T> {
                     let signal = match spare.take() {
                         Some(mut s) => match Arc::get_mut(&mut s) {
                             Some(cell) => {
-                                cell.reset(waker);
+                                cell.reset(waker, link.clone());
                                 s
                             }
-                            None => Arc::new(Signal::new(waker)),
+                            None => Arc::new(Signal::linked(waker, link.clone())),
                         },
-                        None => Arc::new(Signal::new(waker)),
+                        None => Arc::new(Signal::linked(waker, link.clone())),
                     };
                     for &i in waitable.iter() {
                         let op = &mut ops[i];

@@ -19,6 +19,14 @@
 //!   `trylock` on a held mutex is a user-space check, no system call.
 //! - Segments are per process: a child made by `fork` never uses its parent's slots (the
 //!   process id is checked), and attached segments are cached per process by uuid.
+//! - An Alt that also waits on in-process channels links its engine cell to this one
+//!   ([`CellLink`], `signal.rs`): an in-process counterpart fires this word too (`OPEN ->
+//!   FIRED(guard)`, with the lock of its in-process channel), so one word decides for every
+//!   guard. Such an owner closes the word (`CLOSED`, same generation) only while it holds all
+//!   its shared channels' locks, or for good, and reopens it before it lets go of them: no
+//!   counterpart in another process ever finds a live selection's cell closed. Its slot's
+//!   `bell` word is bumped when an in-process channel retires under it (a nudge, nothing
+//!   decided).
 
 use std::collections::HashMap;
 use std::io;
@@ -53,6 +61,8 @@ struct SegHeader {
 struct Slot {
     mutex: libc::pthread_mutex_t,
     state: AtomicU32,
+    /// Bumped (and woken) to make the owner look again without deciding (`CellLink::nudge`).
+    bell: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<Slot>() <= SLOT_BYTES);
@@ -104,6 +114,11 @@ impl Seg {
     fn state(&self, i: u32) -> Option<&AtomicU32> {
         // SAFETY: an atomic inside the live mapping.
         self.slot(i).map(|s| unsafe { &(*s).state })
+    }
+
+    fn bell(&self, i: u32) -> Option<&AtomicU32> {
+        // SAFETY: an atomic inside the live mapping.
+        self.slot(i).map(|s| unsafe { &(*s).bell })
     }
 
     fn mutex(&self, i: u32) -> Option<*mut libc::pthread_mutex_t> {
@@ -237,6 +252,38 @@ impl OwnCell {
         self.seg.state(self.slot).unwrap_or_else(|| unreachable!("slot checked at acquire"))
     }
 
+    /// The slot's bell (to sleep on, with [`OwnCell::word`], when linked).
+    pub fn bell(&self) -> &AtomicU32 {
+        self.seg.bell(self.slot).unwrap_or_else(|| unreachable!("slot checked at acquire"))
+    }
+
+    /// The state word's value while open (what a sleeper expects it to be).
+    pub fn open_value(&self) -> u32 {
+        self.gen << STATUS_BITS | OPEN
+    }
+
+    /// Opens a cell the owner closed for a step (`CLOSED -> OPEN`, same generation).
+    pub fn reopen(&self) {
+        let _ = self.word().compare_exchange(
+            self.gen << STATUS_BITS | CLOSED,
+            self.open_value(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// The link of an engine selection cell to this one: its operation `op` is guard
+    /// `base + op` here. Lives as long as any in-process entry holding it (the segment stays
+    /// mapped); the generation keeps a late counterpart from firing a later selection.
+    pub fn link(&self, base: usize) -> CellLink {
+        CellLink {
+            seg: self.seg.clone(),
+            slot: self.slot,
+            gen: self.gen,
+            base: u32::try_from(base).unwrap_or(u32::MAX),
+        }
+    }
+
     /// The guard a counterpart fired, if one did.
     pub fn fired(&self) -> Option<usize> {
         let s = self.word().load(Ordering::Acquire) & STATUS_MASK;
@@ -272,6 +319,74 @@ impl Drop for OwnCell {
                 reg.free.push((index, slot));
             }
         });
+    }
+}
+
+/// An engine cell's link to an [`OwnCell`] (module doc; `crate::Link`).
+#[derive(Debug)]
+pub struct CellLink {
+    seg: Arc<Seg>,
+    slot: u32,
+    gen: u32,
+    base: u32,
+}
+
+impl CellLink {
+    fn word(&self) -> Option<&AtomicU32> {
+        self.seg.state(self.slot)
+    }
+}
+
+impl crate::Link for CellLink {
+    fn fire(&self, op: usize) -> bool {
+        let Some(word) = self.word() else { return false };
+        let guard = (self.base as usize).saturating_add(op);
+        if guard >= MAX_GUARDS {
+            return false; // `select` checks the count; never fire a wrong guard
+        }
+        let fired = self.gen << STATUS_BITS | (guard as u32 + 1);
+        word.compare_exchange(
+            self.gen << STATUS_BITS | OPEN,
+            fired,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+    }
+
+    fn close(&self) -> Result<(), Option<usize>> {
+        let Some(word) = self.word() else { return Ok(()) };
+        let open = self.gen << STATUS_BITS | OPEN;
+        match word.compare_exchange(
+            open,
+            self.gen << STATUS_BITS | CLOSED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            // Another generation: the selection is over (it closed its cell for good).
+            Err(now) if now >> STATUS_BITS != self.gen => Ok(()),
+            Err(now) if now & STATUS_MASK == CLOSED => Ok(()),
+            Err(now) => {
+                let guard = ((now & STATUS_MASK) - 1) as usize;
+                Err(guard.checked_sub(self.base as usize))
+            }
+        }
+    }
+
+    fn nudge(&self) {
+        if let Some(bell) = self.seg.bell(self.slot) {
+            bell.fetch_add(1, Ordering::AcqRel);
+            sys::futex_wake_all(bell);
+        }
+    }
+}
+
+impl crate::Wake for CellLink {
+    fn wake(&self) {
+        if let Some(word) = self.word() {
+            sys::futex_wake_all(word);
+        }
     }
 }
 

@@ -10,12 +10,15 @@
 //!
 //! Choice (`Alt`) over shared channels is [`select`]: conditional offers and selection cells in
 //! shared memory ([`cells`]), Go's `select` model across processes (not the engine's in-process
-//! [`crate::Select`], whose wakers cannot cross a process boundary).
+//! [`crate::Select`], whose wakers cannot cross a process boundary). An Alt over a mix of
+//! both kinds is [`select_mixed`]: the in-process guards run in an engine `Select` whose
+//! cell is linked to the shared cell ([`mixed`]), so one word decides.
 
 mod cells;
 mod channel;
 mod end_table;
 mod layout;
+mod mixed;
 mod offers;
 mod select;
 mod slot;
@@ -25,10 +28,11 @@ mod transfer;
 mod wait;
 mod watch;
 
-pub use cells::MAX_GUARDS;
+pub use cells::{CellLink, MAX_GUARDS};
 pub use channel::{ShmChannel, MAX_ENDS};
 pub use end_table::EndKind;
-pub use select::{select, Fill, SelOp, Selected};
+pub use mixed::{Local, LocalPart, LocalStep};
+pub use select::{select, select_mixed, Fill, SelOp, Selected};
 pub use slot::{ReadSlot, WriteSlot};
 pub use table::{Proof, SlotView, Table, Verdict, MAX_PROCS};
 pub use wait::{slice_was_quiet, Sleeper, Wait};

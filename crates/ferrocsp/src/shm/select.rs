@@ -25,12 +25,25 @@
 //!   the offer, so a priority order is honoured.
 //! - Every way out (fired, timeout, interrupt, poison, error) withdraws what is still
 //!   registered, except the offer a reader took (the reader owns that entry).
+//! - With in-process guards too ([`select_mixed`], `mixed.rs`), an in-process counterpart can
+//!   fire the cell without any of our locks. So each step first *closes* the cell (under all
+//!   the shared locks): a failed close means a guard fired (a shared one: take it; a local
+//!   one: collect it), a successful one means nothing can fire any more, and the local guards'
+//!   last registration is withdrawn. The step then tries the guards (local ones before or
+//!   after the shared ones, per the caller's order), and reopens the cell just before the
+//!   local guards register again, still under every shared lock: a shared counterpart never
+//!   finds a live selection's cell closed, and a local one never finds a registered entry's
+//!   cell closed. Lock order: shared channels (uuid order), then in-process ones (address
+//!   order); nothing else holds both kinds at once.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use super::cells::{OwnCell, MAX_GUARDS};
+use std::sync::Arc;
+
+use super::cells::{CellLink, OwnCell, MAX_GUARDS};
 use super::channel::{Guard, ShmChannel};
+use super::mixed::{LocalPart, LocalStep};
 use super::slot::{ReadSlot, WriteSlot};
 use super::wait::Wait;
 use crate::Error;
@@ -88,6 +101,8 @@ pub enum Selected<'a> {
     Wrote,
     /// The guard's channel is poisoned.
     Poisoned,
+    /// A local guard of [`select_mixed`] fired (or failed): its result is in the local part.
+    Local,
 }
 
 enum Step<'a> {
@@ -102,6 +117,10 @@ enum Step<'a> {
 
 struct Sel<'s, 'a> {
     ops: &'s [SelOp<'a>],
+    /// The in-process guards of a mixed Alt, and whether to try them first.
+    local: Option<(&'s mut (dyn LocalPart + 's), bool)>,
+    /// The local guards' link to `cell` (made with it).
+    link: Option<Arc<CellLink>>,
     chans: Vec<&'a ShmChannel>,
     /// ops[i]'s channel in `chans`.
     at: Vec<usize>,
@@ -120,7 +139,19 @@ struct Sel<'s, 'a> {
 /// policy), waiting per `w`. `Err(Retired)`: every guard is dead and there is no deadline;
 /// `Err(Timeout)`/`Err(WouldBlock)`/`Err(Interrupted)`: nothing fired.
 pub fn select<'a>(ops: &[SelOp<'a>], w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), Error> {
-    if ops.len() > MAX_GUARDS {
+    select_mixed(ops, None, w)
+}
+
+/// [`select`] over `ops` and in-process guards too (`local`, tried before the shared ones if
+/// its flag says so, else after): exactly one of all of them fires. A local guard that fired
+/// is reported as `(ops.len(), Selected::Local)`, its result kept by `local`.
+pub fn select_mixed<'s, 'a>(
+    ops: &'s [SelOp<'a>],
+    local: Option<(&'s mut (dyn LocalPart + 's), bool)>,
+    w: &mut Wait<'_>,
+) -> Result<(usize, Selected<'a>), Error> {
+    let n_local = local.as_ref().map_or(0, |(l, _)| l.len());
+    if ops.len() + n_local > MAX_GUARDS {
         return Err(Error::TooMany { what: "guards", max: MAX_GUARDS });
     }
     for op in ops {
@@ -140,6 +171,8 @@ pub fn select<'a>(ops: &[SelOp<'a>], w: &mut Wait<'_>) -> Result<(usize, Selecte
     let n = ops.len();
     let mut s = Sel {
         ops,
+        local,
+        link: None,
         chans,
         at,
         cell: None,
@@ -165,9 +198,13 @@ impl<'a> Sel<'_, 'a> {
     fn run(&mut self, w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), Error> {
         loop {
             let guards = self.lock_all()?;
-            if let Some(i) = self.cell.as_ref().and_then(OwnCell::fired) {
-                self.withdraw(&guards, Some(i));
-                return Ok((i, Selected::Wrote));
+            // Before anything can fire the cell again (a nudge after this is not missed).
+            let bell = self.cell.as_ref().map(|c| c.bell().load(Ordering::Acquire));
+            if let Some(done) = self.decided(&guards) {
+                return Ok(done);
+            }
+            if self.local_step(false, true) == Some(LocalStep::Fired) {
+                return Ok(self.local_fired(&guards));
             }
             let step = self.scan(&guards);
             let deferred = matches!(step, Step::Deferred);
@@ -190,18 +227,30 @@ impl<'a> Sel<'_, 'a> {
                 }
                 Step::Wait | Step::Deferred => {}
             }
-            let live = self.dead.iter().any(|d| !d);
+            let past = w.deadline.is_some_and(|d| Instant::now() >= d);
+            let wait = (!w.nowait || deferred) && !past;
+            let mut local_live = false;
+            if let Some(s) = self.local_step(wait, false) {
+                match s {
+                    LocalStep::Fired => return Ok(self.local_fired(&guards)),
+                    LocalStep::Waiting => local_live = true,
+                    LocalStep::Dead => {}
+                }
+            }
+            let live = local_live || self.dead.iter().any(|d| !d);
             let why = if w.nowait && !deferred {
                 Some(Error::WouldBlock)
             } else if !live && w.deadline.is_none() {
                 Some(Error::Retired)
-            } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
+            } else if past {
                 Some(Error::Timeout)
             } else {
                 None
             };
             if let Some(e) = why {
-                self.finish(&guards);
+                if let Some(done) = self.finish(&guards) {
+                    return Ok(done);
+                }
                 return Err(e);
             }
             if self.prepare_needed() {
@@ -210,17 +259,70 @@ impl<'a> Sel<'_, 'a> {
                 continue; // step again with every offer reserved
             }
             self.publish(&guards);
-            let interrupted = self.sleep(guards, w);
+            let interrupted = self.sleep(guards, w, bell);
             if interrupted {
                 let guards = self.lock_all()?;
-                if let Some(i) = self.cell.as_ref().and_then(OwnCell::fired) {
-                    self.withdraw(&guards, Some(i));
-                    return Ok((i, Selected::Wrote));
+                if let Some(done) = self.decided(&guards) {
+                    return Ok(done);
                 }
-                self.finish(&guards);
+                if let Some(done) = self.finish(&guards) {
+                    return Ok(done);
+                }
                 return Err(Error::Interrupted);
             }
         }
+    }
+
+    /// Start of a step (all shared locks held): whether a counterpart fired the cell while we
+    /// did not hold them. With local guards, closes the cell (module invariants) and withdraws
+    /// their registration, or collects the local guard that won.
+    fn decided(&mut self, guards: &[Guard<'a>]) -> Option<(usize, Selected<'a>)> {
+        let cell = self.cell.as_ref()?;
+        let Some((local, _)) = self.local.as_mut() else {
+            let i = cell.fired()?;
+            self.withdraw(guards, Some(i));
+            return Some((i, Selected::Wrote));
+        };
+        match cell.close() {
+            Ok(()) => {
+                local.withdraw();
+                None
+            }
+            Err(i) if i < self.ops.len() => {
+                local.withdraw();
+                self.withdraw(guards, Some(i));
+                Some((i, Selected::Wrote))
+            }
+            Err(_) => {
+                local.collect();
+                self.withdraw(guards, None);
+                Some((self.ops.len(), Selected::Local))
+            }
+        }
+    }
+
+    /// Tries the local guards (if any, and if `first` says it is their turn), registering
+    /// them if `wait` and the cell exists; reopens the cell first then (module invariants).
+    fn local_step(&mut self, wait: bool, first: bool) -> Option<LocalStep> {
+        let (local, local_first) = self.local.as_mut()?;
+        if first && !*local_first {
+            return None;
+        }
+        let wait = wait && self.cell.is_some();
+        if let (true, Some(c)) = (wait, &self.cell) {
+            c.reopen();
+        }
+        Some(local.step(self.link.as_ref(), wait))
+    }
+
+    /// A local guard fired in our own step: nothing registered is left to fire it, so the
+    /// cell closes without fail; withdraw the shared side.
+    fn local_fired(&mut self, guards: &[Guard<'a>]) -> (usize, Selected<'a>) {
+        self.withdraw(guards, None);
+        if let Some(c) = &self.cell {
+            let _ = c.close();
+        }
+        (self.ops.len(), Selected::Local)
     }
 
     /// The scan of one step (all locks held).
@@ -283,7 +385,11 @@ impl<'a> Sel<'_, 'a> {
     /// Takes a cell and reserves and fills the offers (no locks held).
     fn prepare(&mut self) -> Result<(), Error> {
         if self.cell.is_none() {
-            self.cell = Some(OwnCell::acquire()?);
+            let cell = OwnCell::acquire()?;
+            if self.local.is_some() {
+                self.link = Some(Arc::new(cell.link(self.ops.len())));
+            }
+            self.cell = Some(cell);
         }
         let Some(cell) = self.cell.as_ref() else { return Ok(()) };
         for (i, op) in self.ops.iter().enumerate() {
@@ -341,10 +447,11 @@ impl<'a> Sel<'_, 'a> {
     /// Sleeps until a channel changes or the cell fires (or the slice/deadline ends); releases
     /// the locks. Returns whether the caller's interrupt check fired. A cooperative sleeper
     /// watches the channels' change counters only (a fired cell moves its channel's `seq`
-    /// while `coop` counts us there).
-    fn sleep(&self, guards: Vec<Guard<'a>>, w: &mut Wait<'_>) -> bool {
+    /// while `coop` counts us there), except with local guards: their counterparts fire the
+    /// cell without any channel's `seq`, so every sleeper watches the cell word and bell.
+    fn sleep(&self, guards: Vec<Guard<'a>>, w: &mut Wait<'_>, bell: Option<u32>) -> bool {
         let coarse = w.coarse();
-        let mut words: Vec<&AtomicU32> = Vec::with_capacity(self.chans.len() + 1);
+        let mut words: Vec<&AtomicU32> = Vec::with_capacity(self.chans.len() + 2);
         for c in &self.chans {
             let (seq, sleepers, _) = c.atomics();
             sleepers.fetch_add(1, Ordering::AcqRel);
@@ -353,10 +460,21 @@ impl<'a> Sel<'_, 'a> {
             }
             words.push(seq);
         }
-        if let (false, Some(c)) = (coarse, &self.cell) {
+        if let (false, Some(c), None) = (coarse, &self.cell, &self.local) {
             words.push(c.word());
         }
-        let seen: Vec<u32> = words.iter().map(|x| x.load(Ordering::Acquire)).collect();
+        let mut seen: Vec<u32> = words.iter().map(|x| x.load(Ordering::Acquire)).collect();
+        if let (Some(c), Some(_)) = (&self.cell, &self.local) {
+            // An in-process counterpart fires the cell without our locks, so a cooperative
+            // sleeper watches it too, and expects it open: fired already, it does not sleep.
+            // The bell as it was when this step began: a nudge since then wakes us at once.
+            words.push(c.word());
+            seen.push(c.open_value());
+            if let Some(b) = bell {
+                words.push(c.bell());
+                seen.push(b);
+            }
+        }
         drop(guards);
         let interrupted = w.block(&words, &seen);
         for c in &self.chans {
@@ -369,11 +487,23 @@ impl<'a> Sel<'_, 'a> {
     }
 
     /// Something other than a fired offer was chosen: withdraw everything, close the cell.
-    fn finish(&mut self, guards: &[Guard<'a>]) {
+    /// Returns the local guard that won the cell first, if one did (only an in-process
+    /// counterpart can fire it while we hold every shared lock).
+    fn finish(&mut self, guards: &[Guard<'a>]) -> Option<(usize, Selected<'a>)> {
         self.withdraw(guards, None);
-        if let Some(c) = &self.cell {
-            // Cannot fail: nobody fires the cell while we hold every lock.
-            let _ = c.close();
+        let closed = self.cell.as_ref().map_or(Ok(()), OwnCell::close);
+        let (local, _) = self.local.as_mut()?;
+        match closed {
+            Err(i) if i >= self.ops.len() => {
+                local.collect();
+                Some((self.ops.len(), Selected::Local))
+            }
+            // A shared guard cannot have fired (we hold every shared lock, and nothing since
+            // the step began found the cell open but a local counterpart).
+            _ => {
+                local.withdraw();
+                None
+            }
         }
     }
 
@@ -396,6 +526,15 @@ impl<'a> Sel<'_, 'a> {
     /// Error path: withdraw what is still registered, locking channel by channel.
     fn abandon(&mut self) {
         let fired = self.cell.as_ref().and_then(|c| c.close().err());
+        if let Some((local, _)) = self.local.as_mut() {
+            // An error ends the selection: a local guard that won the cell in the race is
+            // finished (its result kept by the local part), the rest withdrawn.
+            if fired.is_some_and(|i| i >= self.ops.len()) {
+                local.collect();
+            } else {
+                local.withdraw();
+            }
+        }
         for (i, op) in self.ops.iter().enumerate() {
             let ch = op.channel();
             let pos = self.offers[i].take().filter(|_| Some(i) != fired);
