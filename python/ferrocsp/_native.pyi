@@ -312,7 +312,7 @@ def _net_connect(
     tls_key: str | None = None,
     tls_required: bool = False,
     name: str | None = None,
-    namespace: str = "",
+    namespace: str | None = None,
     connect_timeout: float = 5.0,
     ack_timeout: float = 5.0,
     reconnect_timeout: float = 30.0,

@@ -18,6 +18,8 @@ mod move_lock;
 #[cfg(feature = "net")]
 mod net;
 mod net_side;
+#[cfg(feature = "net")]
+mod net_wait;
 mod process;
 mod pythread;
 mod sched;
@@ -26,6 +28,7 @@ mod shm;
 mod shm_coop;
 mod shm_move;
 mod shm_msg;
+mod shm_select;
 mod shm_side;
 mod thread_name;
 mod trace;
@@ -43,7 +46,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_AsyncOp", aio_op::op_type(m.py())?)?;
     m.add_class::<shm::PyShmChannel>()?;
     m.add_class::<shm_side::ShmSide>()?;
-    m.add_function(wrap_pyfunction!(shm::_shm_select, m)?)?;
+    m.add_function(wrap_pyfunction!(shm_select::_shm_select, m)?)?;
     m.add_function(wrap_pyfunction!(shm_coop::_shm_coop_call, m)?)?;
     m.add_function(wrap_pyfunction!(process::_shared_wait, m)?)?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;

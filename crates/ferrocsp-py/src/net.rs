@@ -2,10 +2,7 @@
 //! on these three classes. Values cross this boundary as `bytes`; encoding is Python's.
 //!
 //! Invariants:
-//! - Every wait releases the GIL. The main thread waits in `SIGNAL_SLICE`s and runs Python's
-//!   signal handlers between them; an interrupt withdraws the operation (`Op::cancel`) and
-//!   waits for its outcome: if it completed in the race, the result is kept and the interrupt
-//!   re-armed, so no value is lost to Ctrl-C.
+//! - Every wait goes through `net_wait.rs` (GIL released; Ctrl-C never loses a value).
 //! - An `_NetOp`'s completion callback is called once, with the GIL, from the network runtime's
 //!   thread (asyncio schedules its future through `call_soon_threadsafe`).
 
@@ -15,111 +12,13 @@ use std::time::Duration;
 use ferrocsp_net::{
     Bytes, Chan, ChanOps, Connection, EndKind, NetError, Offer, Op, Options, Status, TicketOp,
 };
-use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::{parse_timeout, to_pyerr, OpName};
-use crate::pythread::{deadline, wait_thread, Value};
-
-fn net_err(py: Python<'_>, e: NetError, op: OpName, chan: &str) -> PyErr {
-    match e {
-        NetError::Poisoned => to_pyerr(py, ferrocsp::Error::Poisoned, op, chan),
-        NetError::Retired => to_pyerr(py, ferrocsp::Error::Retired, op, chan),
-        NetError::Timeout => to_pyerr(py, ferrocsp::Error::Timeout, op, chan),
-        NetError::Cancelled => match py.import("asyncio").and_then(|m| m.getattr("CancelledError"))
-        {
-            Ok(t) => PyErr::from_type(
-                t.cast_into().unwrap_or_else(|_| py.get_type::<PyRuntimeError>()),
-                "cancelled",
-            ),
-            Err(e) => e,
-        },
-        NetError::Unreachable(_) | NetError::Refused(_) | NetError::Closed => {
-            PyConnectionError::new_err(e.to_string())
-        }
-        NetError::Invalid(m) => PyValueError::new_err(m),
-        NetError::Protocol(_) => PyRuntimeError::new_err(e.to_string()),
-    }
-}
-
-/// Waits for `op`: a thread with the GIL released (see the module invariants); a greenlet
-/// task switches to other greenlets and is woken by the operation's completion callback (no
-/// thread of its own). `what` (channel, write?) is recorded for `csp.dump()` while it waits.
-fn wait_op<T: Send + 'static>(
-    py: Python<'_>,
-    op: &Op<T>,
-    what: Option<(&str, bool)>,
-) -> PyResult<Result<T, NetError>> {
-    if op.is_done() {
-        return Ok(op.take().unwrap_or(Err(NetError::Closed)));
-    }
-    let _shown = match what {
-        Some((chan, write)) => Some(Shown::new(py, chan, write)?),
-        None => None,
-    };
-    if let Some(task) = crate::sched::current_task() {
-        return wait_op_in_greenlet(py, &task, op);
-    }
-    let done = |op: &Op<T>| Some(op.take().unwrap_or(Err(NetError::Closed)));
-    wait_thread(
-        py,
-        |py, slice| Ok(if py.detach(|| op.wait(slice)) { done(op) } else { None }),
-        |py| {
-            op.cancel();
-            py.detach(|| op.wait(None));
-            // Only a completed operation is kept; a withdrawn or failed one yields to the
-            // interrupt.
-            match op.take() {
-                Some(Ok(v)) => Some(Ok(v)),
-                _ => None,
-            }
-        },
-    )
-}
-
-/// A networked wait as `csp.dump()` shows it (the participant's record), for as long as the
-/// value lives.
-struct Shown(std::sync::Arc<crate::deadlock::Participant>);
-
-impl Shown {
-    fn new(py: Python<'_>, chan: &str, write: bool) -> PyResult<Self> {
-        let me = crate::process::current(py)?;
-        me.set_shared(Some(vec![(chan.to_owned(), write)]), true);
-        Ok(Shown(me))
-    }
-}
-
-impl Drop for Shown {
-    fn drop(&mut self) {
-        self.0.set_shared(None, true);
-    }
-}
-
-fn wait_op_in_greenlet<T: Send + 'static>(
-    py: Python<'_>,
-    task: &Arc<crate::sched::Task>,
-    op: &Op<T>,
-) -> PyResult<Result<T, NetError>> {
-    let waker = Arc::clone(task);
-    op.on_done(move || ferrocsp::Wake::wake(&*waker));
-    while !op.is_done() {
-        task.next_wait_gen();
-        if let Err(interrupt) = task.switch_out(py) {
-            // Thrown in (the network is ending): withdraw; a result that won stands.
-            op.cancel();
-            while !op.is_done() && task.switch_out(py).is_ok() {}
-            if !op.is_done() {
-                py.detach(|| op.wait(None));
-            }
-            return match op.take() {
-                Some(Ok(v)) => Ok(Ok(v)),
-                _ => Err(interrupt),
-            };
-        }
-    }
-    Ok(op.take().unwrap_or(Err(NetError::Closed)))
-}
+use crate::errors::{parse_timeout, OpName};
+use crate::net_wait::{net_err, wait_op};
+use crate::pythread::{deadline, Value};
 
 fn secs(name: &str, v: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(v).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
@@ -136,7 +35,7 @@ pub(crate) struct NetConnection {
 /// Connects to `url`; blocks (GIL released) at most `connect_timeout` seconds.
 #[pyfunction]
 #[pyo3(signature = (url, *, user=None, password=None, token=None, nkey_seed=None, credentials=None,
-    tls_ca=None, tls_cert=None, tls_key=None, tls_required=false, name=None, namespace=String::new(),
+    tls_ca=None, tls_cert=None, tls_key=None, tls_required=false, name=None, namespace=None,
     connect_timeout=5.0, ack_timeout=5.0, reconnect_timeout=30.0, hold_acks=false,
     drop_commits=false))]
 #[allow(clippy::too_many_arguments)]
@@ -153,7 +52,7 @@ pub(crate) fn _net_connect(
     tls_key: Option<std::path::PathBuf>,
     tls_required: bool,
     name: Option<String>,
-    namespace: String,
+    namespace: Option<String>,
     connect_timeout: f64,
     ack_timeout: f64,
     reconnect_timeout: f64,
@@ -171,7 +70,7 @@ pub(crate) fn _net_connect(
     o.tls_key = tls_key;
     o.tls_required = tls_required;
     o.name = name;
-    o.namespace = namespace;
+    o.namespace = namespace.unwrap_or_default();
     o.connect_timeout = secs("connect_timeout", connect_timeout)?;
     o.ack_timeout = secs("ack_timeout", ack_timeout)?;
     o.reconnect_timeout = secs("reconnect_timeout", reconnect_timeout)?;

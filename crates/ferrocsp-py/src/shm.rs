@@ -1,26 +1,23 @@
 //! `ferrocsp._native._ShmChannel`: the engine's shared-memory channel for the Python layer
 //! (`ferrocsp._shm`), which pickles values into parts; how those parts travel as one message
-//! is `shm_msg.rs`. Also the choice over shared channels (`_shm_select`) and the hand-over from
-//! an in-process channel that moved here (`moved`, `end_dropped`).
+//! is `shm_msg.rs`; `blocking`, how a Python caller waits on it. The choice over shared
+//! channels is `shm_select.rs`; what a `Channel` that moved here does, `shm_side.rs`.
 //!
 //! Invariants:
 //! - A thread's wait releases the GIL; in the main thread it wakes every `SIGNAL_SLICE` to run
 //!   Python's signal handlers, and an interrupt withdraws the operation (nothing sent/taken).
 //!   A greenlet's or an asyncio task's wait switches away instead (`shm_coop.rs`): no thread
 //!   of its own, whatever the number of waiting operations.
-//! - `Channel`, `Reader` and `Writer` dispatch to the Python `SharedChannel` stored by
-//!   `_set_shm` once a channel has moved to shared memory (`Channel::shm`); an operation that
-//!   met the in-process side closed by the move (`Error::Moved`) retries there (`moved`).
 
 use std::time::{Duration, Instant};
 
-use ferrocsp::shm::{select_mixed, Local, LocalPart, SelOp, Selected, ShmChannel, Wait};
+use ferrocsp::shm::{ShmChannel, Wait};
 use ferrocsp::Error;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::errors::{parse_timeout, to_pyerr, OpName};
+use crate::errors::{to_pyerr, OpName};
 use crate::pythread::{deadline, is_main_thread, rearm, SIGNAL_SLICE};
 use crate::shm_msg as msg;
 
@@ -41,7 +38,7 @@ pub struct PyShmChannel {
 /// sleeps with the GIL released; in the main thread in 50 ms slices with Python's signal
 /// handlers run between them (an exception they raise is left pending and reported as
 /// `Interrupted`).
-fn blocking<T: Send>(
+pub(crate) fn blocking<T: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     nowait: bool,
@@ -124,6 +121,11 @@ impl PyShmChannel {
         &self.inner
     }
 
+    /// The channel's name (for messages).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// `write`, for Rust callers (`shm_side.rs`).
     pub(crate) fn write_parts(
         &self,
@@ -195,126 +197,5 @@ impl PyShmChannel {
     #[getter]
     fn capacity(&self) -> usize {
         self.inner.capacity()
-    }
-}
-
-/// What `_shm_select` returns when no guard fired: every guard is dead (and no deadline).
-const SELECT_RETIRED: isize = -1;
-/// ... the deadline passed.
-const SELECT_TIMEOUT: isize = -2;
-/// ... `nowait` and nothing could fire at once.
-const SELECT_WOULD_BLOCK: isize = -3;
-
-/// ``_shm_select(channels, ends, messages, timeout=None, nowait=False, local=None,
-/// local_first=False)``: fires exactly one guard of a choice over shared channels, tried in
-/// the order given: ``messages[i]`` is None for an input guard on ``channels[i]``,
-/// ``(parts, kinds)`` for an output guard (as ``write``); ``ends[i]`` the end's slot (None:
-/// the channel itself; a retired end is dead). ``local``: in-process read/write guards too,
-/// as ``_select``'s ``(kind, target, value)`` triples, tried in that order, before the shared
-/// ones if ``local_first`` (else after); one of all of them fires (``shm::select_mixed``).
-/// Returns ``(i, parts)`` for an input, ``(i, None)`` for an output, ``(len(channels) + j,
-/// value)`` for local guard ``j``, or ``(-1, None)`` (every guard dead), ``(-2, None)``
-/// (timeout), ``(-3, None)`` (``nowait``, nothing ready). A poisoned channel's guard raises
-/// ``ChannelPoisoned``; a local channel that moved to shared memory meanwhile raises
-/// ``_Moved`` (nothing fired). Waits with the GIL released.
-#[pyfunction]
-#[pyo3(signature = (channels, ends, messages, timeout = None, nowait = false, local = None,
-    local_first = false))]
-#[allow(clippy::type_complexity, clippy::too_many_arguments)]
-pub(crate) fn _shm_select<'py>(
-    py: Python<'py>,
-    channels: Vec<PyRef<'py, PyShmChannel>>,
-    ends: Vec<Option<u32>>,
-    messages: Vec<Option<(Bound<'py, PyList>, Vec<u8>)>>,
-    timeout: Option<&Bound<'py, PyAny>>,
-    nowait: bool,
-    local: Option<Vec<(u8, Option<Bound<'py, PyAny>>, Option<crate::pythread::Value>)>>,
-    local_first: bool,
-) -> PyResult<(isize, Option<Bound<'py, PyAny>>)> {
-    if channels.len() != messages.len() || channels.len() != ends.len() {
-        return Err(PyValueError::new_err("need one end and one message (or None) per channel"));
-    }
-    // One futex word per channel, plus the cell's (and its bell's, with local guards).
-    let max = if local.is_some() { 126 } else { 127 };
-    if channels.len() > max {
-        return Err(PyValueError::new_err(format!(
-            "an Alt over shared channels has at most {max} shared channels"
-        )));
-    }
-    let mut local = match local {
-        Some(ops) => Some(crate::select::prepare(py, ops, ferrocsp::Policy::Priority, None)?),
-        None => None,
-    };
-    let dl = deadline(parse_timeout(timeout)?);
-    let mut writes: Vec<Option<(Vec<msg::Part>, usize)>> = Vec::with_capacity(messages.len());
-    for m in &messages {
-        writes.push(match m {
-            None => None,
-            Some((parts, kinds)) => {
-                let bufs = msg::parts(parts, kinds)?;
-                let total = msg::inline_len(&bufs);
-                Some((bufs, total))
-            }
-        });
-    }
-    // One closure type for every output guard: no boxes.
-    let fills: Vec<Option<_>> = writes
-        .iter()
-        .map(|w| w.as_ref().map(|(bufs, _)| move |out: &mut [u8]| msg::fill_inline(out, bufs)))
-        .collect();
-    let ops: Vec<SelOp<'_>> = channels
-        .iter()
-        .zip(&ends)
-        .zip(writes.iter().zip(&fills))
-        .map(|((c, &end), (w, f))| SelOp {
-            ch: &c.inner,
-            end,
-            write: match (w, f) {
-                (Some((_, total)), Some(f)) => Some((*total, f as &ferrocsp::shm::Fill<'_>)),
-                _ => None,
-            },
-        })
-        .collect();
-    let ops = &ops;
-    let mut part = local.as_mut().map(|(sel, _)| Local::new(sel, ferrocsp::Policy::Priority));
-    let part_ref = part.as_mut();
-    let r = blocking(py, dl, nowait, move |w| {
-        let local = part_ref.map(|p| (p as &mut dyn LocalPart, local_first));
-        select_mixed(ops, local, w)
-    })?;
-    let fired_local = part.and_then(|p| p.result);
-    let (i, what) = match r {
-        Ok(x) => x,
-        Err(Error::Retired) => return Ok((SELECT_RETIRED, None)),
-        Err(Error::Timeout) => return Ok((SELECT_TIMEOUT, None)),
-        Err(Error::WouldBlock) => return Ok((SELECT_WOULD_BLOCK, None)),
-        Err(e) => {
-            let name = channels.first().map_or("", |c| c.name.as_str());
-            return Err(to_pyerr(py, e, OpName::Read, name));
-        }
-    };
-    if let Selected::Local = what {
-        let (Some(r), Some((_, map))) = (fired_local, local.as_ref()) else {
-            return Err(PyValueError::new_err("a local guard fired without its result"));
-        };
-        let (j, value) = map.map(py, r)?;
-        let index = isize::try_from(channels.len() + j)
-            .map_err(|_| PyValueError::new_err("guard index"))?;
-        return Ok((index, value.map(|v| v.into_bound(py))));
-    }
-    let ch = &channels[i];
-    let index = isize::try_from(i).map_err(|_| PyValueError::new_err("guard index"))?;
-    match what {
-        Selected::Wrote | Selected::Local => Ok((index, None)),
-        Selected::Poisoned => {
-            let op = if messages[i].is_some() { OpName::Write } else { OpName::Read };
-            Err(to_pyerr(py, Error::Poisoned, op, &ch.name))
-        }
-        Selected::Read(slot) => match msg::take(py, slot, &ch.name)? {
-            Some(parts) => Ok((index, Some(parts.into_any()))),
-            // The input fired; its writer now sends the message inline: read it, whatever
-            // the deadline (the communication is committed on both sides).
-            None => Ok((index, Some(ch.read_parts(py, None, false)?.into_any()))),
-        },
     }
 }

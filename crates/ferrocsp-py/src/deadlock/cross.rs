@@ -73,7 +73,10 @@ static STATE: AtomicPtr<Attached> = AtomicPtr::new(std::ptr::null_mut());
 /// Set in a child made by `fork` from a process that had a table: its inherited locks may be
 /// held by threads it does not have, so detection stays off in it (see docs/design.md).
 static FORKED: AtomicBool = AtomicBool::new(false);
-static PUBLISHED: AtomicBool = AtomicBool::new(false);
+/// The pid of this process while it is published (0: not published). A pid, not a flag: a
+/// child made by `fork` inherits the value of a published parent, and must not take it for its
+/// own (withdrawing would lock `XLOCK`, which a parent thread may have held at the fork).
+static PUBLISHER: AtomicU32 = AtomicU32::new(0);
 static XLOCK: Mutex<()> = Mutex::new(());
 /// The last verdict generation handled here.
 static SEEN: AtomicU32 = AtomicU32::new(0);
@@ -115,7 +118,7 @@ fn forked_child() -> bool {
     if stale || FORKED.load(Ordering::SeqCst) {
         FORKED.store(true, Ordering::SeqCst);
         ANY.store(false, Ordering::SeqCst);
-        PUBLISHED.store(false, Ordering::SeqCst);
+        PUBLISHER.store(0, Ordering::SeqCst);
         return true;
     }
     false
@@ -147,21 +150,28 @@ pub(super) fn busy_gen() -> u64 {
     BUSY_GEN.load(Ordering::SeqCst)
 }
 
+/// Whether this process is published (lock-free; the pid check is made only when some
+/// process's publication is recorded here, so the common case is one atomic load).
 pub(super) fn published() -> bool {
-    PUBLISHED.load(Ordering::SeqCst)
+    let p = PUBLISHER.load(Ordering::SeqCst);
+    p != 0 && p == std::process::id()
 }
 
 /// A participant of this process runs again: withdraw the publication, if any.
 pub(super) fn running() {
-    if PUBLISHED.load(Ordering::SeqCst) {
+    if published() {
         withdraw();
     }
 }
 
 /// Withdraws this process's publication.
 pub(super) fn withdraw() {
+    if !published() {
+        return; // never lock in a forked child (see `PUBLISHER`)
+    }
     let _g = lock(&XLOCK);
-    if PUBLISHED.swap(false, Ordering::SeqCst) {
+    let me = std::process::id();
+    if PUBLISHER.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
         if let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) {
             if let (Some(e), Some(p)) = (a.table.withdraw(s), lock(&LAST).as_mut()) {
                 p.withdrawn.get_or_insert(e);
@@ -200,7 +210,7 @@ fn show() {
     let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return };
     let (text, _, _) = local_text();
     let _g = lock(&XLOCK);
-    if !PUBLISHED.load(Ordering::SeqCst) {
+    if !published() {
         a.table.set_text(s, &text);
     }
 }
@@ -213,13 +223,13 @@ pub(super) fn publish(parts: &[(Arc<Participant>, u64)]) -> bool {
     let (text, blocked, conf) = local_text();
     let Some(conf) = conf else { return false };
     let _g = lock(&XLOCK);
-    if PUBLISHED.load(Ordering::SeqCst) {
+    if published() {
         return true;
     }
     a.table.set_conf(s, conf);
     let made = a.table.publish(s, &text, blocked);
     *lock(&LAST) = Some(Pub { made, withdrawn: None, parts: parts.to_vec() });
-    PUBLISHED.store(true, Ordering::SeqCst);
+    PUBLISHER.store(std::process::id(), Ordering::SeqCst);
     true
 }
 
@@ -463,7 +473,7 @@ pub(crate) fn _xtable_create() -> PyResult<(u32, i32, Vec<u8>)> {
     let me = std::process::id();
     let slot = table.reserve(me);
     SEEN.store(table.generation(), Ordering::SeqCst);
-    PUBLISHED.store(false, Ordering::SeqCst);
+    PUBLISHER.store(0, Ordering::SeqCst);
     Ok(info(install(Attached { table, pid: me, slot })))
 }
 
@@ -480,7 +490,7 @@ pub(crate) fn _xtable_attach(pid: u32, fd: i32, uuid: Vec<u8>) -> PyResult<()> {
     let me = std::process::id();
     let slot = table.reserve(me);
     SEEN.store(table.generation(), Ordering::SeqCst);
-    PUBLISHED.store(false, Ordering::SeqCst);
+    PUBLISHER.store(0, Ordering::SeqCst);
     install(Attached { table, pid: me, slot });
     Ok(())
 }
