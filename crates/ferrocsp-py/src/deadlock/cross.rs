@@ -78,17 +78,6 @@ static FORKED: AtomicBool = AtomicBool::new(false);
 /// own (withdrawing would lock `XLOCK`, which a parent thread may have held at the fork).
 static PUBLISHER: AtomicU32 = AtomicU32::new(0);
 static XLOCK: Mutex<()> = Mutex::new(());
-/// Held for the whole of each look at this process's participants from a thread other than
-/// the caller's (`poll`, `publish`, `show`: none of them waits for the GIL while holding it),
-/// and by a thread that forks (`_fork_prepare` .. `_fork_parent`/`_fork_child`): so a child
-/// made by `fork` never inherits a registry or participant lock that such a look held.
-static FORK_GATE: Mutex<()> = Mutex::new(());
-
-thread_local! {
-    /// The gate held by this thread across a `fork` (see [`FORK_GATE`]).
-    static FORKING: std::cell::RefCell<Option<std::sync::MutexGuard<'static, ()>>> =
-        const { std::cell::RefCell::new(None) };
-}
 /// The last verdict generation handled here.
 static SEEN: AtomicU32 = AtomicU32::new(0);
 /// This process's latest publication (see [`Pub`]).
@@ -218,7 +207,7 @@ fn local_text() -> (String, bool, Option<u64>) {
 /// Writes this process's participants into its slot for other processes' dumps (only while
 /// not published; best effort).
 fn show() {
-    let _gate = lock(&FORK_GATE);
+    let _gate = super::fork::gate();
     let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return };
     let (text, _, _) = local_text();
     let _g = lock(&XLOCK);
@@ -231,7 +220,7 @@ fn show() {
 /// locally, `parts` with their generations); the caller then re-checks its proof and calls
 /// [`withdraw`] if it no longer holds.
 pub(super) fn publish(parts: &[(Arc<Participant>, u64)]) -> bool {
-    let _gate = lock(&FORK_GATE);
+    let _gate = super::fork::gate();
     let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return false };
     let (text, blocked, conf) = local_text();
     let Some(conf) = conf else { return false };
@@ -250,7 +239,7 @@ pub(super) fn publish(parts: &[(Arc<Participant>, u64)]) -> bool {
 /// announce a deadlock if there is one, and return the report of a verdict that covers this
 /// process, with its epoch (the caller aborts the blocked operations with [`abort_all`]).
 pub(super) fn poll() -> Option<(u64, String)> {
-    let _gate = lock(&FORK_GATE);
+    let _gate = super::fork::gate();
     let (a, s) = current().and_then(|a| a.slot.map(|s| (a, s)))?;
     if let (_, _, Some(conf)) = local_text() {
         a.table.set_conf(s, conf);
@@ -464,21 +453,6 @@ impl Drop for SharedSleep {
 }
 
 // ----- Python API -----
-
-/// ``os.register_at_fork(before=...)``: waits until no look at the participants is under way
-/// and keeps new ones out until the fork is done (see [`FORK_GATE`]).
-#[pyfunction]
-pub(crate) fn _fork_prepare() {
-    // The gate's holders never wait for the GIL, so waiting for it with the GIL held ends.
-    let g = lock(&FORK_GATE);
-    FORKING.with(|f| *f.borrow_mut() = Some(g));
-}
-
-/// ``os.register_at_fork(after_in_parent=..., after_in_child=...)``: releases the gate.
-#[pyfunction]
-pub(crate) fn _fork_done() {
-    FORKING.with(|f| drop(f.borrow_mut().take()));
-}
 
 fn info(a: &Attached) -> (u32, i32, Vec<u8>) {
     (std::process::id(), a.table.fd(), a.table.uuid().to_vec())

@@ -68,6 +68,7 @@ use std::sync::{Mutex, MutexGuard};
 
 mod caller;
 pub(crate) mod cross;
+pub(crate) mod fork;
 mod participant;
 mod record;
 mod slot_text;
