@@ -241,12 +241,23 @@ pub(super) fn publish(parts: &[(Arc<Participant>, u64)]) -> bool {
 pub(super) fn poll() -> Option<(u64, String)> {
     let _gate = super::fork::gate();
     let (a, s) = current().and_then(|a| a.slot.map(|s| (a, s)))?;
+    // A verdict announced since the last look comes first: it may cover this process's
+    // earlier publication, and a proof made now (after a peer that raised it has gone) would
+    // name only what is left of the network.
+    if let Some(found) = pending_verdict(a) {
+        return Some(found);
+    }
     if let (_, _, Some(conf)) = local_text() {
         a.table.set_conf(s, conf);
     }
     if let Some(proof) = a.table.check() {
         a.table.declare(proof.epoch, &report(&proof));
     }
+    pending_verdict(a)
+}
+
+/// The verdict announced since the last look, if it covers this process (marks it seen).
+fn pending_verdict(a: &Attached) -> Option<(u64, String)> {
     let v = a.table.verdict(SEEN.load(Ordering::SeqCst))?;
     SEEN.store(v.generation, Ordering::SeqCst);
     covered(v.epoch, None).then_some((v.epoch, v.report))

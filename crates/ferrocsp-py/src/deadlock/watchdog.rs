@@ -59,9 +59,8 @@ pub(super) fn watchdog() {
         if super::cross::published() {
             // This process waits on the rest of its OS-process network (`cross.rs`).
             std::thread::sleep(super::cross::POLL);
-            if !super::cross::published() {
-                continue; // withdrawn meanwhile: look no more (the caller may fork right now)
-            }
+            // Even if this process withdrew meanwhile (its host thread woke to reap a peer
+            // that raised): a verdict on its earlier publication still covers it (`poll`).
             if let Some((epoch, msg)) = super::cross::poll() {
                 let allowed = lock(&IN_PYTHON);
                 if !*allowed {
