@@ -18,7 +18,7 @@ import pytest
 import ferrocsp as csp
 from ferrocsp import _shm
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.skipif(sys.platform != "linux", reason="shm")]
+pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(autouse=True)

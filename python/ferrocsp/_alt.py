@@ -153,15 +153,16 @@ def _check_plain(g: object) -> None:
 _Out: TypeAlias = tuple[int, Any, Any]
 
 
+def _networked(target: Any, end: type[Reader[Any]] | type[Writer[Any]]) -> bool:
+    """Whether ``target`` is a networked ``Channel`` or an ``end`` (type) of one."""
+    if isinstance(target, Channel):
+        return target._net_core is not None
+    return isinstance(target, end) and target.channel._net_core is not None
+
+
 def _net_in(g: Any) -> _ForeignInput | None:
     """The networked-channel adapter of input guard ``g`` (None: not networked)."""
-    if isinstance(g, Channel):
-        networked = g._net_core is not None
-    elif isinstance(g, Reader):
-        networked = g.channel._net_core is not None
-    else:
-        return None
-    if not networked:
+    if not _networked(g, Reader):
         return None
     from .net._alt import NetInput  # only programs with networked channels load ferrocsp.net
 
@@ -170,13 +171,7 @@ def _net_in(g: Any) -> _ForeignInput | None:
 
 def _net_out(t: Any) -> _ForeignOutput | None:
     """The networked-channel adapter of Output target ``t`` (None: not networked)."""
-    if isinstance(t, Channel):
-        networked = t._net_core is not None
-    elif isinstance(t, Writer):
-        networked = t.channel._net_core is not None
-    else:
-        return None
-    if not networked:
+    if not _networked(t, Writer):
         return None
     from .net._alt import NetOutput
 
