@@ -21,6 +21,7 @@ mod net_side;
 #[cfg(feature = "net")]
 mod net_wait;
 mod process;
+mod py_tls;
 mod pythread;
 mod sched;
 mod select;

@@ -409,6 +409,7 @@ impl ShmOp {
         record: Option<Arc<Participant>>,
     ) -> PyResult<Out> {
         let py = me.py();
+        crate::py_tls::reap(py);
         let mut w = Waiting { g: py.None(), cancel: None, anext, record };
         let g = idle_greenlet(py)?;
         g.setattr(intern!(py, "parent"), getcurrent(py)?)?;
