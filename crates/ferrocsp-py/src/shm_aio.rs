@@ -174,11 +174,12 @@ fn thread_pool(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
     }
     // SAFETY: non-null and borrowed from the thread state, alive while we hold the GIL.
     let dict = unsafe { Bound::from_borrowed_ptr(py, dict) }.cast_into::<PyDict>()?;
-    if let Some(pool) = dict.get_item(POOL_KEY)? {
+    let key = intern!(py, POOL_KEY);
+    if let Some(pool) = dict.get_item(key)? {
         return Ok(pool.cast_into::<PyList>()?);
     }
     let pool = PyList::empty(py);
-    dict.set_item(POOL_KEY, &pool)?;
+    dict.set_item(key, &pool)?;
     Ok(pool)
 }
 
