@@ -20,7 +20,7 @@ Invariants:
 - A value that cannot be pickled raises ``TypeError`` in the writer and nothing is sent.
 - A greenlet process never blocks its scheduler on a shared channel, nor an asyncio task its
   event loop: their waits switch away and are woken by the process's futex watcher threads
-  (``shm_coop.rs``, ``_shm_aio``), never one thread per waiting operation.
+  (``shm_coop.rs``, ``shm_aio.rs``), never one thread per waiting operation.
 - An ``Alt`` over shared channels is one native ``_shm_select`` call (``select``): exactly one
   guard fires, output guards on rendezvous channels as conditional offers that readers in any
   process take by firing the selection's cell in shared memory (docs/design.md).
@@ -42,11 +42,11 @@ from ._native import (
     Reader,
     Writer,
     _shared_wait,
+    _shm_await,
     _shm_select,
     _ShmChannel,
     _ShmSide,
 )
-from ._shm_aio import off_loop
 
 __all__ = [
     "OOB_MIN",
@@ -344,11 +344,11 @@ async def aselect(
     ops: list[tuple[int, Any, Any]], policy: int, last: int | None
 ) -> tuple[int, Any]:
     """``select`` from asyncio code, on an operation greenlet whose waits switch back to the
-    task (``_shm_aio``): withdrawn if the task is cancelled (a guard that fired in the race is
-    kept, and the cancellation re-requested)."""
+    task (``_shm_await``, ``shm_aio.rs``): withdrawn if the task is cancelled (a guard that
+    fired in the race is kept, and the cancellation re-requested)."""
     _shared_wait(alt_waits(ops))
     try:
-        result: tuple[int, Any] = await off_loop(None, select, ops, policy, last)
+        result: tuple[int, Any] = await _shm_await(select, ops, policy, last)
     finally:
         _shared_wait(None)
     return result

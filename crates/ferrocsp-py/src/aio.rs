@@ -34,6 +34,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::Instant;
 
+use ferrocsp::shm::EndKind;
 use ferrocsp::{Error, Policy, Poll, Select, SelectError, Selected, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
 use pyo3::intern;
@@ -47,7 +48,7 @@ use crate::deadlock::{Desc, Participant};
 use crate::errors::{to_pyerr, OpName};
 use crate::flavor::Flavors;
 use crate::pythread::{current_thread, deadline, Value};
-use crate::shm_side::shm_aio;
+use crate::shm_aio;
 use crate::wait::PooledSelect;
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -247,14 +248,13 @@ impl Inner {
         let Some(shared) = self.owner.as_ref().and_then(|o| o.shm.get()) else {
             return Ok(None);
         };
-        let none = None::<u64>;
         let coro = match self.kind {
-            Kind::Next => shm_aio(py, "aread", (shared, none, "reader", false, py.None(), true))?,
+            Kind::Next => shm_aio::aread(py, shared, None, EndKind::Reader, false, None, true)?,
             Kind::Write => {
                 let Some(value) = self.value.take() else { return Ok(None) };
-                shm_aio(py, "awrite", (shared, none, "writer", false, value, self.timeout))?
+                shm_aio::awrite(py, shared, None, EndKind::Writer, false, value, self.timeout)?
             }
-            _ => shm_aio(py, "aread", (shared, none, "reader", false, self.timeout, false))?,
+            _ => shm_aio::aread(py, shared, None, EndKind::Reader, false, self.timeout, false)?,
         };
         self.wait = None;
         self.sel = None;

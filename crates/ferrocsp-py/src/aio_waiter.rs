@@ -34,6 +34,7 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
+use crate::py_tls::Kept;
 use crate::pythread::current_thread;
 
 /// Wake-ups run per `call_soon` of a loop's run queue before it yields to the loop.
@@ -308,12 +309,14 @@ pub struct RunQueue {
 thread_local! {
     /// The run queue of the loop that last queued a wake-up on this thread (a thread runs one
     /// loop at a time; another loop gets a queue of its own and replaces this one). It keeps
-    /// that loop object alive, closed or not, until then or until the thread ends.
-    static CURRENT: RefCell<Option<Py<RunQueue>>> = const { RefCell::new(None) };
+    /// that loop object alive, closed or not, until then or until the thread ends (released
+    /// then as `py_tls.rs` says).
+    static CURRENT: Kept<RefCell<Option<Py<RunQueue>>>> = const { Kept::new(RefCell::new(None)) };
 }
 
 impl RunQueue {
     fn of<'py>(py: Python<'py>, event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, RunQueue>> {
+        crate::py_tls::reap(py);
         let cached = CURRENT.with(|c| {
             c.borrow()
                 .as_ref()

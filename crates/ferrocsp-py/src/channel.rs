@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use ferrocsp::shm::EndKind;
 use ferrocsp::{Error, Policy};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -349,12 +350,8 @@ impl Channel {
     ) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
         if let Some(s) = this.flavors.shm.get() {
-            parse_timeout(timeout)?;
-            return crate::shm_side::shm_aio(
-                py,
-                "awrite",
-                (s, None::<u64>, "writer", false, value, timeout),
-            );
+            let t = parse_timeout(timeout)?;
+            return crate::shm_aio::awrite(py, s, None, EndKind::Writer, false, value, t);
         }
         if this.flavors.net.get().is_some() {
             parse_timeout(timeout)?;
@@ -373,12 +370,8 @@ impl Channel {
     fn aread(slf: &Bound<'_, Self>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
         if let Some(s) = this.flavors.shm.get() {
-            parse_timeout(timeout)?;
-            return crate::shm_side::shm_aio(
-                py,
-                "aread",
-                (s, None::<u64>, "reader", false, timeout, false),
-            );
+            let t = parse_timeout(timeout)?;
+            return crate::shm_aio::aread(py, s, None, EndKind::Reader, false, t, false);
         }
         if this.flavors.net.get().is_some() {
             parse_timeout(timeout)?;
@@ -476,11 +469,7 @@ impl Channel {
     fn __anext__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
         if let Some(s) = this.flavors.shm.get() {
-            return crate::shm_side::shm_aio(
-                py,
-                "aread",
-                (s, None::<u64>, "reader", false, py.None(), true),
-            );
+            return crate::shm_aio::aread(py, s, None, EndKind::Reader, false, None, true);
         }
         if this.flavors.net.get().is_some() {
             return crate::net_side::net_aio(py, "aread", (slf, py.None(), true));

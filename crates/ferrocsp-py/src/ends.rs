@@ -294,9 +294,9 @@ end_class!(
         #[pyo3(signature = (*, timeout = None))]
         fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
             if let Some(s) = self.chan.get().flavors.shm.get() {
-                parse_timeout(timeout)?;
-                let args = (s, self.inner.id(), "reader", self.inner.is_retired(), timeout, false);
-                return crate::shm_side::shm_aio(py, "aread", args);
+                let t = parse_timeout(timeout)?;
+                let (id, retired) = (Some(self.inner.id()), self.inner.is_retired());
+                return crate::shm_aio::aread(py, s, id, EndKind::Reader, retired, t, false);
             }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;
@@ -344,8 +344,8 @@ end_class!(
 
         fn __anext__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
             if let Some(s) = self.chan.get().flavors.shm.get() {
-                let args = (s, self.inner.id(), "reader", self.inner.is_retired(), py.None(), true);
-                return crate::shm_side::shm_aio(py, "aread", args);
+                let (id, retired) = (Some(self.inner.id()), self.inner.is_retired());
+                return crate::shm_aio::aread(py, s, id, EndKind::Reader, retired, None, true);
             }
             let c = self.checked(py)?;
             if self.net().is_some() {
@@ -396,9 +396,9 @@ end_class!(
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Py<PyAny>> {
             if let Some(s) = self.chan.get().flavors.shm.get() {
-                parse_timeout(timeout)?;
-                let args = (s, self.inner.id(), "writer", self.inner.is_retired(), value, timeout);
-                return crate::shm_side::shm_aio(py, "awrite", args);
+                let t = parse_timeout(timeout)?;
+                let (id, retired) = (Some(self.inner.id()), self.inner.is_retired());
+                return crate::shm_aio::awrite(py, s, id, EndKind::Writer, retired, value, t);
             }
             let timeout = parse_timeout(timeout)?;
             let c = self.checked(py)?;

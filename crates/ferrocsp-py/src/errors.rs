@@ -36,6 +36,11 @@ pub(crate) fn retired_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
     class(py, &RETIRED, "ChannelRetired")
 }
 
+/// The `WouldBlock` class (a `nowait` attempt that must wait).
+pub(crate) fn would_block_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    class(py, &WOULD_BLOCK, "WouldBlock")
+}
+
 /// What the failed operation was, for the message.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum OpName {

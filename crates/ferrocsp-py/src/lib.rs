@@ -21,10 +21,12 @@ mod net_side;
 #[cfg(feature = "net")]
 mod net_wait;
 mod process;
+mod py_tls;
 mod pythread;
 mod sched;
 mod select;
 mod shm;
+mod shm_aio;
 mod shm_coop;
 mod shm_move;
 mod shm_msg;
@@ -46,8 +48,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_AsyncOp", aio_op::op_type(m.py())?)?;
     m.add_class::<shm::PyShmChannel>()?;
     m.add_class::<shm_side::ShmSide>()?;
+    m.add_class::<shm_aio::ShmOp>()?;
     m.add_function(wrap_pyfunction!(shm_select::_shm_select, m)?)?;
-    m.add_function(wrap_pyfunction!(shm_coop::_shm_coop_call, m)?)?;
+    m.add_function(wrap_pyfunction!(shm_aio::_shm_await, m)?)?;
     m.add_function(wrap_pyfunction!(process::_shared_wait, m)?)?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;

@@ -46,7 +46,7 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::deadlock::LocalWait;
 
 mod block;
-mod greenlet;
+pub(crate) mod greenlet;
 mod tasks;
 
 pub(crate) use block::select_in_greenlet;

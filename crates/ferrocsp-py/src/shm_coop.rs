@@ -11,17 +11,18 @@
 //! - A process greenlet of a ferrocsp scheduler (`sched.rs`) switches to other tasks or the
 //!   hub; its `Task` is the waker.
 //! - An asyncio task runs each shared operation that may wait on an *operation greenlet*
-//!   (`ferrocsp._shm_aio`; started through [`_shm_coop_call`]): the sleeper switches back to
-//!   the task's greenlet with an `asyncio.Future` that the watcher completes (thread-safely)
-//!   when the operation should look again; the task awaits it and switches back in.
+//!   (`shm_aio.rs`, whose greenlets run their jobs through [`run_as_op`]): the sleeper switches
+//!   back to the task's greenlet with a future-compatible `_Waiter` (`aio_waiter.rs`) that
+//!   the watcher completes (thread-safely) when the operation should look again; the task
+//!   awaits it and switches back in.
 //!
 //! Invariants:
 //! - The operation runs with the GIL held (a greenlet switch needs it); the segment lock is
 //!   never held across a switch (the engine releases it before it sleeps), so another greenlet
 //!   of the same thread can use the channel meanwhile.
 //! - `IN_OP` is true exactly while code runs on an operation greenlet of this thread: set by
-//!   `_shm_coop_call` on entry, cleared by the sleeper before it switches out and set again
-//!   when it is switched back in.
+//!   `run_as_op` on entry, cleared by the sleeper before it switches out and set again when
+//!   it is switched back in.
 //! - An exception thrown into a sleeping greenlet (a task's cancellation, `GreenletExit`)
 //!   abandons the wait: the engine withdraws the operation if nothing was sent or taken yet
 //!   and the exception propagates; if the hand-off was already under way it completes and the
@@ -29,17 +30,21 @@
 
 use std::cell::Cell;
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::ThreadId;
 use std::time::Instant;
 
 use ferrocsp::shm::{watch, Sleeper};
 use ferrocsp::{Wake, Waker};
 use pyo3::exceptions::PyOSError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 
+use crate::aio_waiter::{Waiter, Withdraw};
+use crate::aio_wake::wake_future_fn;
+use crate::sched::greenlet::{getcurrent, switch_returning};
 use crate::sched::Task;
 
 thread_local! {
@@ -47,8 +52,7 @@ thread_local! {
     static IN_OP: Cell<bool> = const { Cell::new(false) };
 }
 
-static SETTLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static GETCURRENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The cooperative sleeper for the calling code, if it is a greenlet task or an asyncio
 /// operation greenlet (None: a plain thread, which sleeps on the futex itself).
@@ -113,27 +117,37 @@ fn sleep_op(
     seen: &[u32],
     until: Option<Instant>,
 ) -> PyResult<()> {
-    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
-    let fut = event_loop.call_method0("create_future")?;
+    let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
+    // A cancellation reaches the operation as an exception thrown into this greenlet (the
+    // task's `throw`), so the waiter itself has nothing to withdraw.
+    let fut = Waiter::new(py, event_loop.clone().unbind(), Weak::<NoWithdraw>::new())?;
+    // What `Future.__await__` does before yielding itself to the task.
+    fut.borrow_mut(py).blocking = true;
     let wake = FutureWake {
         event_loop: event_loop.unbind(),
         thread: crate::pythread::current_thread(),
-        fut: Mutex::new(Some(fut.clone().unbind())),
+        fut: Mutex::new(Some(fut.clone_ref(py))),
     };
     let registered = watch(words, seen, until, Waker::Custom(Arc::new(wake))).map_err(watch_err)?;
-    let parent = GETCURRENT.import(py, "greenlet", "getcurrent")?.call0()?.getattr("parent")?;
+    let parent = getcurrent(py)?.getattr(intern!(py, "parent"))?;
     IN_OP.with(|c| c.set(false));
-    let r = parent.call_method1("switch", (fut,));
+    let r = switch_returning(py, &parent, &PyTuple::new(py, [fut])?);
     IN_OP.with(|c| c.set(true));
     drop(registered);
     r.map(drop)
 }
 
-/// Completes an operation greenlet's future on its loop (from the watcher thread).
+struct NoWithdraw;
+
+impl Withdraw for NoWithdraw {
+    fn withdraw(&self, _py: Python<'_>) {}
+}
+
+/// Completes an operation greenlet's waiter on its loop (from the watcher thread).
 struct FutureWake {
     event_loop: Py<PyAny>,
     thread: ThreadId,
-    fut: Mutex<Option<Py<PyAny>>>,
+    fut: Mutex<Option<Py<Waiter>>>,
 }
 
 impl Wake for FutureWake {
@@ -141,32 +155,27 @@ impl Wake for FutureWake {
         let Some(fut) = self.fut.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
         // From a watcher thread: never once the interpreter is exiting (nobody awaits then).
         crate::deadlock::attach_unless_exiting(|py| {
-            let r = SETTLE.import(py, "ferrocsp._shm_aio", "_settle").and_then(|settle| {
-                if crate::pythread::current_thread() == self.thread {
-                    settle.call1((fut,)).map(drop)
-                } else {
+            let r = if crate::pythread::current_thread() == self.thread {
+                Waiter::complete(fut.bind(py))
+            } else {
+                wake_future_fn(py).and_then(|wake| {
                     self.event_loop
-                        .call_method1(py, "call_soon_threadsafe", (settle, fut))
+                        .call_method1(py, intern!(py, "call_soon_threadsafe"), (wake, fut))
                         .map(drop)
-                }
-            });
+                })
+            };
             // A closed loop has no task left to wake; nothing else can fail here.
             drop(r);
         });
     }
 }
 
-/// ``_shm_coop_call(fn, *args)``: calls ``fn(*args)`` as an asyncio operation greenlet's body,
-/// so that the shared-channel waits inside it switch back to the task instead of blocking the
-/// event loop's thread (see the module docs). Call it as the greenlet's run function.
-#[pyfunction]
-#[pyo3(signature = (f, *args))]
-pub(crate) fn _shm_coop_call(
-    f: &Bound<'_, PyAny>,
-    args: &Bound<'_, PyTuple>,
-) -> PyResult<Py<PyAny>> {
+/// Runs `f` as the body of an asyncio operation greenlet (`shm_aio.rs`), so that the
+/// shared-channel waits inside it switch back to the task instead of blocking the event
+/// loop's thread (see the module docs).
+pub(crate) fn run_as_op<T>(f: impl FnOnce() -> T) -> T {
     let previous = IN_OP.with(|c| c.replace(true));
-    let r = f.call1(args.clone());
+    let r = f();
     IN_OP.with(|c| c.set(previous));
-    r.map(Bound::unbind)
+    r
 }

@@ -101,6 +101,10 @@ impl ShmSide {
         })
     }
 
+    pub(crate) fn chan_name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn engine(&self) -> &ferrocsp::shm::ShmChannel {
         self.native.get().engine()
     }
@@ -170,7 +174,7 @@ impl ShmSide {
         self.write_recorded(py, &parts, &kinds, timeout, nowait, !nowait)
     }
 
-    fn write_recorded(
+    pub(crate) fn write_recorded(
         &self,
         py: Python<'_>,
         parts: &Bound<'_, PyList>,
@@ -198,7 +202,7 @@ impl ShmSide {
         self.read_recorded(py, timeout, nowait, !nowait)
     }
 
-    fn read_recorded(
+    pub(crate) fn read_recorded(
         &self,
         py: Python<'_>,
         timeout: Option<f64>,
@@ -435,7 +439,7 @@ impl ShmSide {
     }
 
     /// Sends an encoded message (``nowait``: ``WouldBlock`` instead of waiting). Records no
-    /// wait: the caller (``_shm_aio``) does, in its task.
+    /// wait (as the asyncio path, ``shm_aio.rs``, which records in its task).
     #[pyo3(name = "write_parts", signature = (parts, kinds, timeout = None, nowait = false))]
     fn py_write_parts(
         &self,
@@ -488,18 +492,4 @@ pub(crate) fn adopting(side: &ShmSide, slot: u32) {
 
 pub(crate) fn crossed(side: &ShmSide, end_id: u64) {
     lock(&side.ends).crossed.insert(end_id);
-}
-
-static SHM_AIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// The coroutine of `ferrocsp._shm_aio.<func>(*args)`: an asyncio operation on a shared
-/// channel (its waits run on an operation greenlet; see that module).
-pub(crate) fn shm_aio<'py>(
-    py: Python<'py>,
-    func: &str,
-    args: impl pyo3::call::PyCallArgs<'py>,
-) -> PyResult<Py<PyAny>> {
-    let m = SHM_AIO
-        .get_or_try_init(py, || py.import("ferrocsp._shm_aio").map(|m| m.into_any().unbind()))?;
-    Ok(m.bind(py).call_method1(func, args)?.unbind())
 }

@@ -22,16 +22,19 @@ use ferrocsp::{Policy, Poll, Select, SelectError, Selected, Waker};
 use pyo3::prelude::*;
 
 use crate::deadlock::Desc;
+use crate::py_tls::Kept;
 use crate::pythread::{wait_thread, Value};
 
 thread_local! {
     /// Cleared selections kept for this thread's next blocking operations (threads and
     /// asyncio operations; a greenlet task keeps its own, see `sched::Task`). A kept cell may
     /// still name its last waker (an asyncio one holds its loop): at most `POOL_MAX` such
-    /// references stay alive until reused.
+    /// references stay alive until reused (or the thread ends: released then as `py_tls.rs`
+    /// says).
     // Boxed: a selection moves between the pool and a `PooledSelect` as one pointer.
     #[allow(clippy::vec_box)]
-    static POOL: RefCell<Vec<Box<Select<Value>>>> = const { RefCell::new(Vec::new()) };
+    static POOL: Kept<RefCell<Vec<Box<Select<Value>>>>> =
+        const { Kept::new(RefCell::new(Vec::new())) };
 }
 
 /// How many cleared selections a thread keeps (one per operation in progress is enough; more

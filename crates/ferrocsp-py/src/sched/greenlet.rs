@@ -68,12 +68,27 @@ pub(super) fn switch_to_with(
     // SAFETY: as above, `r` is an owned reference or NULL with an exception set.
     unsafe { Bound::from_owned_ptr_or_err(py, r) }.map(drop)
 }
+/// `g.switch(*args)` through greenlet's C API, returning what the switch returns here (what
+/// the next switch back to this greenlet passes). `g` must be a greenlet.
+pub(crate) fn switch_returning<'py>(
+    py: Python<'py>,
+    g: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let f = load_switch(py)?;
+    // SAFETY: `g` is a greenlet object (the caller's contract), `args` a tuple, kwargs NULL;
+    // we hold the GIL. The result is a new reference or NULL with an exception set.
+    let r = unsafe { f(g.as_ptr(), args.as_ptr(), std::ptr::null_mut()) };
+    // SAFETY: as above.
+    unsafe { Bound::from_owned_ptr_or_err(py, r) }
+}
+
 static GETCURRENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-pub(super) fn greenlet_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+pub(crate) fn greenlet_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     GREENLET.import(py, "greenlet", "greenlet")
 }
 
-pub(super) fn getcurrent(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn getcurrent(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     GETCURRENT.import(py, "greenlet", "getcurrent")?.call0()
 }
