@@ -256,3 +256,19 @@ def test_random_choice_is_uniform_over_the_merged_order() -> None:
             d.write("d")
     # Binomial(1000, 1/2): 6 standard deviations either side.
     assert 405 <= chose_a <= 595, chose_a
+
+
+def test_an_offer_to_a_blocked_reader_comes_before_a_later_local_guard() -> None:
+    # A shared rendezvous Output whose reader is blocked in read() counts as ready: a ready
+    # in-process guard after it does not fire.
+    shared, local = shared_channel(), csp.Channel(1, name="local")
+    local.write("l")
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.append(shared.read()), daemon=True)
+    reader.start()
+    wait_until(lambda: shared.stats().readers_waiting == 1, what="the reader waits")
+    out = csp.Output(shared, "offer")
+    assert csp.Alt(out, local).pri_select() == (out, None)
+    reader.join(timeout=20)
+    assert got == ["offer"]
+    assert local.read_nowait() == "l"
