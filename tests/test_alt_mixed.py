@@ -178,3 +178,97 @@ def test_in_process_channel_moving_under_a_waiting_mixed_alt() -> None:
     assert csp.Alt(shared, local).select() == (local, "moved")
     t.join()
     assert h[0].join(timeout=20) == [None]
+
+
+# -- the policy's order across the mix ---------------------------------------------------------
+# Each Alt below runs with its guards' readiness fixed before it starts (values buffered, room
+# or none), so which guard the policy must choose is known, whatever the timing.
+
+
+def drain(ch: csp.Channel) -> Any:
+    """What ``ch`` holds (None if nothing)."""
+    try:
+        return ch.read_nowait()
+    except csp.WouldBlock:
+        return None
+
+
+async def interleaved_choices(k: Kit, a: csp.Channel, c: csp.Channel) -> list[Any]:
+    """Priority and fair choices over guards whose transports alternate: ``a`` and ``c`` are
+    shared (capacity 1), ``b`` and ``d`` in-process channels this body makes (capacity 1).
+    Returns what each selection chose."""
+    b, d = csp.Channel(1, name="b"), csp.Channel(1, name="d")
+    got: list[Any] = []
+    # [local b, shared a, local d], a and d ready: a (a local guard comes first, yet a
+    # shared one of higher priority than the other local one is ready).
+    await k.write(a, "a")
+    d.write_nowait("d")
+    got.append((await k.pri_select(csp.Alt(b, a, d)))[1])
+    # [shared a, local b, shared c], b and c ready (d still holds "d"): b.
+    b.write_nowait("b")
+    await k.write(c, "c")
+    got.append((await k.pri_select(csp.Alt(a, b, c)))[1])
+    # Output guards too: [Output to full local d, Output to shared a (room), Output to local
+    # b (room)]: the shared one.
+    out_d, out_a, out_b = csp.Output(d, 1), csp.Output(a, 2), csp.Output(b, 3)
+    guard, _ = await k.pri_select(csp.Alt(out_d, out_a, out_b))
+    got.append("out a" if guard is out_a else "out b" if guard is out_b else "out d")
+    got.append(tuple(map(drain, (a, b, c, d))))
+    # Fair rotation over [shared a, local b, shared c, local d]: a first; then, with c and d
+    # ready, the rotation starts after a at b (not ready): c; then d.
+    fair = csp.Alt(a, b, c, d)
+    await k.write(a, "a")
+    got.append((await k.fair_select(fair))[1])
+    await k.write(c, "c")
+    d.write_nowait("d")
+    got.append((await k.fair_select(fair))[1])
+    got.append((await k.fair_select(fair))[1])
+    for ch in (a, b, c, d):
+        st = ch.stats()
+        got.append((st.readers_waiting, st.writers_waiting, st.buffered))
+    return got
+
+
+def test_policy_order_is_exact_across_interleaved_transports(k: Kit) -> None:
+    a, c = shared_channel(1, "a"), shared_channel(1, "c")
+    got = csp.Par(k.process(interleaved_choices)(a, c)).run()[0]
+    assert got[:7] == ["a", "b", "out a", (2, None, "c", "d"), "a", "c", "d"]
+    assert got[7:] == [(0, 0, 0)] * 4
+
+
+def test_random_choice_is_uniform_over_the_merged_order() -> None:
+    # [local b (never ready), shared a, local d], a and d ready: each is the first ready guard
+    # of half the random orders. (Trying the guards group by group chose a in 1/3 of them.)
+    a = shared_channel(1, "a")
+    b, d = csp.Channel(1, name="b"), csp.Channel(1, name="d")
+    alt = csp.Alt(b, a, d)
+    a.write("a")
+    d.write("d")
+    n = 1000
+    chose_a = 0
+    for _ in range(n):
+        guard, value = alt.select()
+        if guard is a:
+            chose_a += 1
+            a.write("a")
+        else:
+            assert (guard, value) == (d, "d")
+            d.write("d")
+    # Binomial(1000, 1/2): 6 standard deviations either side.
+    assert 405 <= chose_a <= 595, chose_a
+
+
+def test_an_offer_to_a_blocked_reader_comes_before_a_later_local_guard() -> None:
+    # A shared rendezvous Output whose reader is blocked in read() counts as ready: a ready
+    # in-process guard after it does not fire.
+    shared, local = shared_channel(), csp.Channel(1, name="local")
+    local.write("l")
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.append(shared.read()), daemon=True)
+    reader.start()
+    wait_until(lambda: shared.stats().readers_waiting == 1, what="the reader waits")
+    out = csp.Output(shared, "offer")
+    assert csp.Alt(out, local).pri_select() == (out, None)
+    reader.join(timeout=20)
+    assert got == ["offer"]
+    assert local.read_nowait() == "l"

@@ -252,10 +252,9 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
     another selection's conditional offer, outputs on rendezvous channels leave conditional
     offers that a reader in any process (plain or selecting) takes by firing this selection's
     cell in shared memory. In-process guards go with it as an engine selection linked to that
-    cell (``shm::select_mixed``): one word decides for every guard. They are tried as a group,
-    before the shared ones if an in-process guard comes first in the policy's order, else
-    after them. A ``Skip``, or a ``Timeout`` already due, fires if no guard before it in the
-    order can (the call does not block then).
+    cell (``shm::select_mixed``): one word decides for every guard. Every guard is tried in
+    the policy's order, whatever its transport. A ``Skip``, or a ``Timeout`` already due, fires
+    if no guard before it in the order can (the call does not block then).
     """
     import random
 
@@ -275,7 +274,8 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
     index: list[int] = []
     local: list[tuple[int, Any, Any]] = []
     local_index: list[int] = []
-    local_first: bool | None = None  # whether an in-process guard comes first in the order
+    # The policy's order over both kinds: (True, j) for local[j], (False, i) for natives[i].
+    merged: list[tuple[bool, int]] = []
     fallback: int | None = None  # the Skip or due Timeout that fires if nothing before it can
     timeout: float | None = None
     timeout_at: int | None = None
@@ -298,9 +298,8 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
                 timeout, timeout_at = float(target), i
             continue
         s = shared_of(target)
-        if local_first is None:
-            local_first = s is None
         if s is None:
+            merged.append((True, len(local)))
             local.append((kind, target, value))
             local_index.append(i)
             continue
@@ -311,6 +310,7 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
             role = "reader" if isinstance(target, Reader) else "writer"
             end = s.slot(target._end_id, role, False)
         s.wait_moved()
+        merged.append((False, len(natives)))
         natives.append(s.native)
         ends.append(end)
         messages.append(None if kind == _READ else encode(value, s.name))
@@ -322,7 +322,7 @@ def select(ops: list[tuple[int, Any, Any]], policy: int, last: int | None) -> tu
         timeout,
         fallback is not None,
         local if local else None,
-        bool(local_first),
+        [len(natives) + j if is_local else j for is_local, j in merged],
     )
     if chosen >= len(natives):
         return local_index[chosen - len(natives)], parts

@@ -6,11 +6,12 @@
 //! - It waits through `shm::blocking` (GIL released; a cooperative caller switches away).
 
 use ferrocsp::shm::{select_mixed, Local, LocalPart, SelOp, Selected};
-use ferrocsp::Error;
+use ferrocsp::{Error, Turn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use crate::alt_map::AltMap;
 use crate::errors::{parse_timeout, to_pyerr, OpName};
 use crate::pythread::deadline;
 use crate::shm::{blocking, PyShmChannel};
@@ -24,12 +25,14 @@ const SELECT_TIMEOUT: isize = -2;
 const SELECT_WOULD_BLOCK: isize = -3;
 
 /// ``_shm_select(channels, ends, messages, timeout=None, nowait=False, local=None,
-/// local_first=False)``: fires exactly one guard of a choice over shared channels, tried in
-/// the order given: ``messages[i]`` is None for an input guard on ``channels[i]``,
+/// order=None)``: fires exactly one guard of a choice over shared channels:
+/// ``messages[i]`` is None for an input guard on ``channels[i]``,
 /// ``(parts, kinds)`` for an output guard (as ``write``); ``ends[i]`` the end's slot (None:
 /// the channel itself; a retired end is dead). ``local``: in-process read/write guards too,
-/// as ``_select``'s ``(kind, target, value)`` triples, tried in that order, before the shared
-/// ones if ``local_first`` (else after); one of all of them fires (``shm::select_mixed``).
+/// as ``_select``'s ``(kind, target, value)`` triples; one of all of them fires
+/// (``shm::select_mixed``). ``order``: the order every guard is tried in, each once, shared
+/// guard ``i`` as ``i`` and local guard ``j`` as ``len(channels) + j`` (None: the shared ones,
+/// then the local ones, each in the order given).
 /// Returns ``(i, parts)`` for an input, ``(i, None)`` for an output, ``(len(channels) + j,
 /// value)`` for local guard ``j``, or ``(-1, None)`` (every guard dead), ``(-2, None)``
 /// (timeout), ``(-3, None)`` (``nowait``, nothing ready). A poisoned channel's guard raises
@@ -37,7 +40,7 @@ const SELECT_WOULD_BLOCK: isize = -3;
 /// ``_Moved`` (nothing fired). Waits with the GIL released.
 #[pyfunction]
 #[pyo3(signature = (channels, ends, messages, timeout = None, nowait = false, local = None,
-    local_first = false))]
+    order = None))]
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub(crate) fn _shm_select<'py>(
     py: Python<'py>,
@@ -47,7 +50,7 @@ pub(crate) fn _shm_select<'py>(
     timeout: Option<&Bound<'py, PyAny>>,
     nowait: bool,
     local: Option<Vec<(u8, Option<Bound<'py, PyAny>>, Option<crate::pythread::Value>)>>,
-    local_first: bool,
+    order: Option<Vec<usize>>,
 ) -> PyResult<(isize, Option<Bound<'py, PyAny>>)> {
     if channels.len() != messages.len() || channels.len() != ends.len() {
         return Err(PyValueError::new_err("need one end and one message (or None) per channel"));
@@ -59,10 +62,19 @@ pub(crate) fn _shm_select<'py>(
             "an Alt over shared channels has at most {max} shared channels"
         )));
     }
+    let n_local = local.as_ref().map_or(0, Vec::len);
+    let order = order.unwrap_or_else(|| (0..channels.len() + n_local).collect());
+    let mut seen = vec![false; channels.len() + n_local];
+    if order.len() != seen.len()
+        || !order.iter().all(|&k| k < seen.len() && !std::mem::replace(&mut seen[k], true))
+    {
+        return Err(PyValueError::new_err("order must name every guard exactly once"));
+    }
     let mut local = match local {
         Some(ops) => Some(crate::select::prepare(py, ops, ferrocsp::Policy::Priority, None)?),
         None => None,
     };
+    let turns = merged_order(&order, channels.len(), local.as_ref().map(|(_, m)| m));
     let dl = deadline(parse_timeout(timeout)?);
     let mut writes: Vec<Option<(Vec<msg::Part>, usize)>> = Vec::with_capacity(messages.len());
     for m in &messages {
@@ -96,8 +108,9 @@ pub(crate) fn _shm_select<'py>(
     let ops = &ops;
     let mut part = local.as_mut().map(|(sel, _)| Local::new(sel, ferrocsp::Policy::Priority));
     let part_ref = part.as_mut();
+    let turns = &turns;
     let r = blocking(py, dl, nowait, move |w| {
-        let local = part_ref.map(|p| (p as &mut dyn LocalPart, local_first));
+        let local = part_ref.map(|p| (p as &mut dyn LocalPart, turns.as_slice()));
         select_mixed(ops, local, w)
     })?;
     let fired_local = part.and_then(|p| p.result);
@@ -135,4 +148,23 @@ pub(crate) fn _shm_select<'py>(
             None => Ok((index, Some(ch.read_parts(py, None, false)?.into_any()))),
         },
     }
+}
+
+/// The engine's order of a mixed choice: `order`'s shared guards as they are, its local guards
+/// as their engine operations (`map`; a retired end has none, it can never fire).
+fn merged_order(order: &[usize], shared: usize, map: Option<&AltMap>) -> Vec<Turn> {
+    let Some(map) = map else { return (0..shared).map(Turn::Other).collect() };
+    let mut engine_op = vec![None; order.len().saturating_sub(shared)];
+    for (e, &j) in map.index_of.iter().enumerate() {
+        if let Some(slot) = engine_op.get_mut(j) {
+            *slot = Some(e);
+        }
+    }
+    order
+        .iter()
+        .filter_map(|&k| match k.checked_sub(shared) {
+            None => Some(Turn::Other(k)),
+            Some(j) => engine_op.get(j).copied().flatten().map(Turn::Op),
+        })
+        .collect()
 }

@@ -97,6 +97,6 @@ pub use channel::Channel;
 pub use ends::{Reader, Writer};
 pub use error::{Error, SelectError, WriteError};
 pub use park::{spin_budget, spin_until, DEFAULT_SPIN};
-pub use select::{Policy, Poll, Select, Selected};
+pub use select::{Policy, Poll, Select, Selected, Turn};
 pub use signal::{Link, Outcome, Signal, State, Wake, Waker, MAX_OPS};
 pub use stats::Stats;

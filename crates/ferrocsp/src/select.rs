@@ -31,8 +31,11 @@ use crate::error::SelectError;
 use crate::signal::{Link, Outcome, Signal, State, Waker, MAX_OPS};
 use crate::sync::Arc;
 
+mod merged;
 mod order;
 mod protocol;
+
+pub use merged::Turn;
 
 /// How a selection orders the operations that are ready at the same time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

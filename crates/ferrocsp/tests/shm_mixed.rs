@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use ferrocsp::shm::{select_mixed, Local, SelOp, Selected as Shm, ShmChannel, Wait};
-use ferrocsp::{Channel, Error, Policy, Select, SelectError, Selected};
+use ferrocsp::{Channel, Error, Policy, Select, SelectError, Selected, Turn};
 
 fn soon() -> Option<Instant> {
     Some(Instant::now() + Duration::from_secs(20))
@@ -34,9 +34,25 @@ enum Got {
     Local(Result<Selected<u32>, SelectError>),
 }
 
+/// The order that tries the shared guards, then the local ones (or the other way round).
+fn grouped(shared: usize, local: usize, local_first: bool) -> Vec<Turn> {
+    let s = (0..shared).map(Turn::Other);
+    let l = (0..local).map(Turn::Op);
+    if local_first {
+        l.chain(s).collect()
+    } else {
+        s.chain(l).collect()
+    }
+}
+
 fn mixed(ops: &[SelOp<'_>], sel: &mut Select<u32>, first: bool, w: &mut Wait<'_>) -> Got {
+    let order = grouped(ops.len(), sel.len(), first);
+    mixed_in(ops, sel, &order, w)
+}
+
+fn mixed_in(ops: &[SelOp<'_>], sel: &mut Select<u32>, order: &[Turn], w: &mut Wait<'_>) -> Got {
     let mut local = Local::new(sel, Policy::Priority);
-    let r = select_mixed(ops, Some((&mut local, first)), w);
+    let r = select_mixed(ops, Some((&mut local, order)), w);
     match r {
         Ok((_, Shm::Local)) => Got::Local(local.result.take().expect("a local result")),
         Ok((i, Shm::Read(slot))) => {
@@ -100,7 +116,8 @@ fn timeout_withdraws_both_sides_and_keeps_the_value() {
     let mut local = Local::new(&mut sel, Policy::Priority);
     let dl = Some(Instant::now() + Duration::from_millis(30));
     let ops = [SelOp::write(&x, 2, &fill)];
-    let r = select_mixed(&ops, Some((&mut local, false)), &mut Wait::until(dl));
+    let order = grouped(1, 1, false);
+    let r = select_mixed(&ops, Some((&mut local, &order)), &mut Wait::until(dl));
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
     assert!(local.result.is_none());
     assert_eq!(sel.take_value(0), Some(9), "an unsent value stays with the Alt");
@@ -194,4 +211,81 @@ fn outputs_race_every_value_is_sent_once() {
     let mut all: Vec<u32> = local_got.iter().chain(&shared_got).copied().collect();
     all.sort_unstable();
     assert_eq!(all, (0..N).collect::<Vec<_>>(), "each value once");
+}
+
+#[test]
+fn priority_is_exact_across_interleaved_transports() {
+    // Readiness fixed before each choice (buffered values), so the choice is known.
+    let (b, d): (Channel<u32>, Channel<u32>) = (Channel::new(1), Channel::new(1));
+    let a = ShmChannel::create(1, 1 << 16).expect("create");
+    let c = ShmChannel::create(1, 1 << 16).expect("create");
+    let ops = [SelOp::read(&a), SelOp::read(&c)];
+    let mut sel = Select::new();
+    sel.read(&b);
+    sel.read(&d);
+    // [local b, shared a, local d], a and d ready: a.
+    write(&a, b"a").expect("write a");
+    d.write(4).map_err(|e| e.error).expect("write d");
+    let order = [Turn::Op(0), Turn::Other(0), Turn::Op(1), Turn::Other(1)];
+    let got = mixed_in(&ops, &mut sel, &order, &mut Wait::until(soon()));
+    assert_eq!(got, Got::Shared(0, Some(b"a".to_vec())));
+    // [shared a, local b, shared c, local d], b, c and d ready: b.
+    b.write(2).map_err(|e| e.error).expect("write b");
+    write(&c, b"c").expect("write c");
+    let order = [Turn::Other(0), Turn::Op(0), Turn::Other(1), Turn::Op(1)];
+    let got = mixed_in(&ops, &mut sel, &order, &mut Wait::until(soon()));
+    assert_eq!(got, Got::Local(Ok(Selected { index: 0, value: Some(2) })));
+    // [local d, shared c, ...]: d, then c.
+    let order = [Turn::Op(1), Turn::Other(1), Turn::Op(0), Turn::Other(0)];
+    let got = mixed_in(&ops, &mut sel, &order, &mut Wait::until(soon()));
+    assert_eq!(got, Got::Local(Ok(Selected { index: 1, value: Some(4) })));
+    let got = mixed_in(&ops, &mut sel, &order, &mut Wait::until(soon()));
+    assert_eq!(got, Got::Shared(1, Some(b"c".to_vec())));
+    idle(&b);
+    idle(&d);
+    shared_idle(&a);
+    shared_idle(&c);
+}
+
+#[test]
+fn an_offer_to_an_idle_reader_stops_the_guards_after_it() {
+    // A shared rendezvous output whose reader is blocked in a plain read counts as ready: a
+    // ready local guard after it in the order does not fire, the offer is taken.
+    let b: Channel<u32> = Channel::new(1);
+    let x = ShmChannel::create(0, 1 << 16).expect("create");
+    b.write(7).map_err(|e| e.error).expect("write b");
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| read(&x));
+        while x.stats().expect("stats").readers_waiting == 0 {
+            std::thread::yield_now();
+        }
+        let fill = |out: &mut [u8]| out.copy_from_slice(b"offer");
+        let ops = [SelOp::write(&x, 5, &fill)];
+        let mut sel = Select::new();
+        sel.read(&b);
+        let got = mixed(&ops, &mut sel, false, &mut Wait::until(soon()));
+        assert_eq!(got, Got::Shared(0, None));
+        assert_eq!(reader.join().expect("reader"), Ok(b"offer".to_vec()));
+    });
+    assert_eq!(b.read(), Ok(7), "the local guard did not fire");
+    shared_idle(&x);
+}
+
+#[test]
+fn an_order_that_misses_or_repeats_a_guard_is_refused() {
+    let b: Channel<u32> = Channel::new(1);
+    let x = ShmChannel::create(1, 1 << 16).expect("create");
+    let ops = [SelOp::read(&x)];
+    let mut sel = Select::new();
+    sel.read(&b);
+    for order in
+        [&[Turn::Other(0)][..], &[Turn::Op(0), Turn::Op(0)], &[Turn::Other(1), Turn::Op(0)]]
+    {
+        let mut local = Local::new(&mut sel, Policy::Priority);
+        let r = select_mixed(&ops, Some((&mut local, order)), &mut Wait::until(soon()));
+        assert!(
+            matches!(r, Err(Error::Io { kind: std::io::ErrorKind::InvalidInput, .. })),
+            "{order:?}: {r:?}"
+        );
+    }
 }

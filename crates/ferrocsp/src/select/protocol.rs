@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use super::{Kind, Pending, Policy, Poll, Select, Selected};
+use super::{Kind, Op, Pending, Policy, Poll, Select, Selected};
 use crate::channel::WriteAttempt;
 use crate::channel::{wake_all, Entry, ReadAttempt, Slot, State as ChanState, Woken};
 use crate::error::{Error, SelectError};
@@ -100,52 +100,16 @@ impl<T> Select<T> {
             let mut result: Option<Result<Selected<T>, SelectError>> = None;
             let mut timeout_live = false;
             for &i in order.iter() {
-                let op = &mut ops[i];
-                match &mut op.kind {
-                    Kind::Skip => {
-                        result = Some(Ok(Selected { index: i, value: None }));
-                    }
-                    Kind::Timeout(_) => match op_deadlines.iter().find(|&&(j, _)| j == i) {
-                        Some(&(_, at)) if now.is_some_and(|now| at <= now) => {
-                            result = Some(Ok(Selected { index: i, value: None }));
-                        }
-                        Some(_) => timeout_live = true,
-                        None => {}
-                    },
-                    Kind::Read => match guards[op.lock].try_read(&mut woken) {
-                        ReadAttempt::Value(v) => {
-                            result = Some(Ok(Selected { index: i, value: Some(v) }))
-                        }
-                        ReadAttempt::NotReady => waitable.push(i),
-                        ReadAttempt::Failed(Error::Poisoned) => {
-                            result = Some(Err(SelectError::Poisoned { index: i }))
-                        }
-                        ReadAttempt::Failed(Error::Moved) => {
-                            result = Some(Err(SelectError::Moved { index: i }))
-                        }
-                        ReadAttempt::Failed(_) => {}
-                    },
-                    Kind::Write(slot) => {
-                        let Some(v) = slot.take() else { continue };
-                        match guards[op.lock].try_write(v, &mut woken) {
-                            WriteAttempt::Sent => {
-                                result = Some(Ok(Selected { index: i, value: None }))
-                            }
-                            WriteAttempt::NotReady(v) => {
-                                *slot = Some(v);
-                                waitable.push(i);
-                            }
-                            WriteAttempt::Failed(e, v) => {
-                                *slot = Some(v);
-                                if e == Error::Poisoned {
-                                    result = Some(Err(SelectError::Poisoned { index: i }));
-                                } else if e == Error::Moved {
-                                    result = Some(Err(SelectError::Moved { index: i }));
-                                }
-                            }
-                        }
-                    }
-                }
+                result = try_op(
+                    ops,
+                    i,
+                    guards,
+                    op_deadlines,
+                    now,
+                    &mut woken,
+                    waitable,
+                    &mut timeout_live,
+                );
                 if result.is_some() {
                     break;
                 }
@@ -283,6 +247,68 @@ impl<T> Select<T> {
             Outcome::Poisoned => Poll::Ready(Err(SelectError::Poisoned { index: op })),
             Outcome::Moved => Poll::Ready(Err(SelectError::Moved { index: op })),
             Outcome::Retired => self.attempt(policy, waker),
+        }
+    }
+}
+
+/// Tries operation `i` with every channel lock of its selection held (`guards`, indexed by
+/// `Op::lock`): `Some` if it fired (or failed: poisoned, moved), `None` if not; one that may
+/// fire later goes on `waitable` (a timeout op still to come sets `timeout_live`). Shared by
+/// the plain try ([`Select::attempt`]) and the merged one (`merged.rs`); inlined, so the
+/// plain path pays no call.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn try_op<T>(
+    ops: &mut [Op<T>],
+    i: usize,
+    guards: &mut [MutexGuard<'_, ChanState<T>>],
+    op_deadlines: &[(usize, Instant)],
+    now: Option<Instant>,
+    woken: &mut Woken,
+    waitable: &mut Vec<usize>,
+    timeout_live: &mut bool,
+) -> Option<Result<Selected<T>, SelectError>> {
+    let op = &mut ops[i];
+    match &mut op.kind {
+        Kind::Skip => Some(Ok(Selected { index: i, value: None })),
+        Kind::Timeout(_) => match op_deadlines.iter().find(|&&(j, _)| j == i) {
+            Some(&(_, at)) if now.is_some_and(|now| at <= now) => {
+                Some(Ok(Selected { index: i, value: None }))
+            }
+            Some(_) => {
+                *timeout_live = true;
+                None
+            }
+            None => None,
+        },
+        Kind::Read => match guards[op.lock].try_read(woken) {
+            ReadAttempt::Value(v) => Some(Ok(Selected { index: i, value: Some(v) })),
+            ReadAttempt::NotReady => {
+                waitable.push(i);
+                None
+            }
+            ReadAttempt::Failed(Error::Poisoned) => Some(Err(SelectError::Poisoned { index: i })),
+            ReadAttempt::Failed(Error::Moved) => Some(Err(SelectError::Moved { index: i })),
+            ReadAttempt::Failed(_) => None,
+        },
+        Kind::Write(slot) => {
+            let v = slot.take()?;
+            match guards[op.lock].try_write(v, woken) {
+                WriteAttempt::Sent => Some(Ok(Selected { index: i, value: None })),
+                WriteAttempt::NotReady(v) => {
+                    *slot = Some(v);
+                    waitable.push(i);
+                    None
+                }
+                WriteAttempt::Failed(e, v) => {
+                    *slot = Some(v);
+                    match e {
+                        Error::Poisoned => Some(Err(SelectError::Poisoned { index: i })),
+                        Error::Moved => Some(Err(SelectError::Moved { index: i })),
+                        _ => None,
+                    }
+                }
+            }
         }
     }
 }

@@ -6,6 +6,9 @@
 //! - Every step runs with all the shared channels' locks held and the shared cell closed, so
 //!   neither a shared counterpart nor an in-process one can fire anything while the local
 //!   guards are withdrawn and tried; the cell is reopened just before they register again.
+//! - A step tries every guard, shared or local, in the policy's one order ([`LocalPart::walk`]:
+//!   the engine's [`Select::try_merged`] calls back into the shared scan for each shared
+//!   guard, with the local channels locked after the shared ones).
 //! - The local guards are numbered after the shared ones in the shared cell (`base`), so the
 //!   cell's one word says which side fired.
 //! - At most one registration is outstanding; every way out withdraws it ([`LocalPart`]).
@@ -13,7 +16,7 @@
 use std::sync::Arc;
 
 use super::cells::CellLink;
-use crate::{Policy, Poll, Select, SelectError, Selected, Waker};
+use crate::{Policy, Poll, Select, SelectError, Selected, Turn, Waker};
 
 /// What a step of the local guards did.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,8 +39,14 @@ pub trait LocalPart {
     }
     /// Withdraws the last registration; the shared cell is closed, so nothing local fires.
     fn withdraw(&mut self);
-    /// Tries the local guards; if none fires and `wait`, registers them linked to `link`.
-    fn step(&mut self, link: Option<&Arc<CellLink>>, wait: bool) -> LocalStep;
+    /// Tries every guard in `order`: [`Turn::Op`] a local one (its index here),
+    /// [`Turn::Other`] a shared one, through `shared` (true: it fired or counts as ready, stop).
+    /// `Waiting` also when `shared` stopped the walk.
+    fn walk(&mut self, order: &[Turn], shared: &mut dyn FnMut(usize) -> bool) -> LocalStep;
+    /// Tries the local guards again (one that became ready since the walk fires; the shared
+    /// side has not changed, its locks are held) and, if none fires, registers them linked to
+    /// `link`.
+    fn register(&mut self, link: &Arc<CellLink>) -> LocalStep;
     /// A local guard won the shared cell: waits for its counterpart to complete it and keeps
     /// the result.
     fn collect(&mut self);
@@ -53,9 +62,23 @@ pub struct Local<'s, T> {
 }
 
 impl<'s, T> Local<'s, T> {
-    /// The local half over `sel`, trying its operations in `policy`'s order.
+    /// The local half over `sel`. A step tries them in the order it is given; `policy` orders
+    /// only the try just before they register (among local guards that became ready since).
     pub fn new(sel: &'s mut Select<T>, policy: Policy) -> Self {
         Local { sel, policy, result: None }
+    }
+}
+
+impl<T> Local<'_, T> {
+    fn outcome(&mut self, r: Result<Selected<T>, SelectError>) -> LocalStep {
+        match r {
+            Err(SelectError::Retired) => LocalStep::Dead,
+            Err(SelectError::WouldBlock) => LocalStep::Waiting,
+            r => {
+                self.result = Some(r);
+                LocalStep::Fired
+            }
+        }
     }
 }
 
@@ -72,24 +95,16 @@ impl<T> LocalPart for Local<'_, T> {
         }
     }
 
-    fn step(&mut self, link: Option<&Arc<CellLink>>, wait: bool) -> LocalStep {
-        let r = match (link, wait) {
-            (Some(link), true) => {
-                let waker = Waker::Custom(link.clone());
-                match self.sel.start_linked(self.policy, waker, link.clone()) {
-                    Poll::Ready(r) => r,
-                    Poll::Pending => return LocalStep::Waiting,
-                }
-            }
-            _ => self.sel.try_select(self.policy),
-        };
-        match r {
-            Err(SelectError::Retired) => LocalStep::Dead,
-            Err(SelectError::WouldBlock) => LocalStep::Waiting,
-            r => {
-                self.result = Some(r);
-                LocalStep::Fired
-            }
+    fn walk(&mut self, order: &[Turn], shared: &mut dyn FnMut(usize) -> bool) -> LocalStep {
+        let r = self.sel.try_merged(order, shared);
+        self.outcome(r)
+    }
+
+    fn register(&mut self, link: &Arc<CellLink>) -> LocalStep {
+        let waker = Waker::Custom(link.clone());
+        match self.sel.start_linked(self.policy, waker, link.clone()) {
+            Poll::Ready(r) => self.outcome(r),
+            Poll::Pending => LocalStep::Waiting,
         }
     }
 

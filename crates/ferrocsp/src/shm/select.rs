@@ -29,17 +29,19 @@
 //!   fire the cell without any of our locks. So each step first *closes* the cell (under all
 //!   the shared locks): a failed close means a guard fired (a shared one: take it; a local
 //!   one: collect it), a successful one means nothing can fire any more, and the local guards'
-//!   last registration is withdrawn. The step then tries the guards (local ones before or
-//!   after the shared ones, per the caller's order), and reopens the cell just before the
-//!   local guards register again, still under every shared lock: a shared counterpart never
-//!   finds a live selection's cell closed, and a local one never finds a registered entry's
-//!   cell closed. Lock order: shared channels (uuid order), then in-process ones (address
-//!   order); nothing else holds both kinds at once.
+//!   last registration is withdrawn. The step then tries every guard in the caller's one
+//!   order, whatever its transport (the engine walks it with the local channels locked and
+//!   calls back into the shared scan), and reopens the cell just before the local guards
+//!   register again, still under every shared lock: a shared counterpart never finds a live
+//!   selection's cell closed, and a local one never finds a registered entry's cell closed.
+//!   A step that waits for an idle reader to take an offer (`Deferred`) reopens the cell but
+//!   registers no local guard (it counts as ready, so no guard after it may fire). Lock order:
+//!   shared channels (uuid order), then in-process ones (address order); nothing else holds
+//!   both kinds at once.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
-
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::cells::{CellLink, OwnCell, MAX_GUARDS};
 use super::channel::{Guard, ShmChannel};
@@ -47,6 +49,7 @@ use super::mixed::{LocalPart, LocalStep};
 use super::slot::{ReadSlot, WriteSlot};
 use super::wait::Wait;
 use crate::Error;
+use crate::Turn;
 
 /// Writes an output guard's message into the slot it is given (exactly its length).
 pub type Fill<'a> = dyn Fn(&mut [u8]) + Sync + 'a;
@@ -113,12 +116,14 @@ enum Step<'a> {
     /// Nothing fired yet, but an output guard has a reader blocked in a plain `read` to take
     /// its offer: wait for that (even a `nowait` selection, as long as that reader waits).
     Deferred,
+    /// A local guard fired (or failed); the local part keeps its result.
+    Local,
 }
 
 struct Sel<'s, 'a> {
     ops: &'s [SelOp<'a>],
-    /// The in-process guards of a mixed Alt, and whether to try them first.
-    local: Option<(&'s mut (dyn LocalPart + 's), bool)>,
+    /// The in-process guards of a mixed Alt, and the order of all the guards.
+    local: Option<(&'s mut (dyn LocalPart + 's), &'s [Turn])>,
     /// The local guards' link to `cell` (made with it).
     link: Option<Arc<CellLink>>,
     chans: Vec<&'a ShmChannel>,
@@ -142,17 +147,24 @@ pub fn select<'a>(ops: &[SelOp<'a>], w: &mut Wait<'_>) -> Result<(usize, Selecte
     select_mixed(ops, None, w)
 }
 
-/// [`select`] over `ops` and in-process guards too (`local`, tried before the shared ones if
-/// its flag says so, else after): exactly one of all of them fires. A local guard that fired
-/// is reported as `(ops.len(), Selected::Local)`, its result kept by `local`.
+/// [`select`] over `ops` and in-process guards too (`local`): exactly one of all of them
+/// fires. Every step tries them in the order given with them, which lists each guard once:
+/// [`Turn::Other`]`(i)` is `ops[i]`, [`Turn::Op`]`(j)` the local part's guard `j` (else
+/// `Error::Io` with kind `InvalidInput`). A local guard that fired is reported as
+/// `(ops.len(), Selected::Local)`, its result kept by `local`.
 pub fn select_mixed<'s, 'a>(
     ops: &'s [SelOp<'a>],
-    local: Option<(&'s mut (dyn LocalPart + 's), bool)>,
+    local: Option<(&'s mut (dyn LocalPart + 's), &'s [Turn])>,
     w: &mut Wait<'_>,
 ) -> Result<(usize, Selected<'a>), Error> {
     let n_local = local.as_ref().map_or(0, |(l, _)| l.len());
     if ops.len() + n_local > MAX_GUARDS {
         return Err(Error::TooMany { what: "guards", max: MAX_GUARDS });
+    }
+    if let Some((_, order)) = &local {
+        if !lists_each_once(order, ops.len(), n_local) {
+            return Err(Error::Io { kind: std::io::ErrorKind::InvalidInput, code: None });
+        }
     }
     for op in ops {
         if let (Some((len, _)), c) = (op.write, op.ch) {
@@ -190,6 +202,20 @@ pub fn select_mixed<'s, 'a>(
     r
 }
 
+/// Whether `order` names each of `shared` shared guards and `local` local ones exactly once.
+fn lists_each_once(order: &[Turn], shared: usize, local: usize) -> bool {
+    let mut seen = vec![false; shared + local];
+    order.len() == shared + local
+        && order.iter().all(|t| {
+            let k = match *t {
+                Turn::Other(i) if i < shared => i,
+                Turn::Op(j) if j < local => shared + j,
+                _ => return false,
+            };
+            !std::mem::replace(&mut seen[k], true)
+        })
+}
+
 impl<'a> Sel<'_, 'a> {
     fn lock_all(&self) -> Result<Vec<Guard<'a>>, Error> {
         self.chans.iter().map(|c| c.lock()).collect()
@@ -203,12 +229,10 @@ impl<'a> Sel<'_, 'a> {
             if let Some(done) = self.decided(&guards) {
                 return Ok(done);
             }
-            if self.local_step(false, true) == Some(LocalStep::Fired) {
-                return Ok(self.local_fired(&guards));
-            }
-            let step = self.scan(&guards);
+            let (step, local_live) = self.walk(&guards);
             let deferred = matches!(step, Step::Deferred);
             match step {
+                Step::Local => return Ok(self.local_fired(&guards)),
                 Step::Fired(i, what) => {
                     self.finish(&guards);
                     return Ok((i, what));
@@ -228,19 +252,10 @@ impl<'a> Sel<'_, 'a> {
                 Step::Wait | Step::Deferred => {}
             }
             let past = w.deadline.is_some_and(|d| Instant::now() >= d);
-            let wait = (!w.nowait || deferred) && !past;
-            let mut local_live = false;
-            if let Some(s) = self.local_step(wait, false) {
-                match s {
-                    LocalStep::Fired => return Ok(self.local_fired(&guards)),
-                    LocalStep::Waiting => local_live = true,
-                    LocalStep::Dead => {}
-                }
-            }
-            let live = local_live || self.dead.iter().any(|d| !d);
+            let shared_live = self.dead.iter().any(|d| !d);
             let why = if w.nowait && !deferred {
                 Some(Error::WouldBlock)
-            } else if !live && w.deadline.is_none() {
+            } else if !local_live && !shared_live && w.deadline.is_none() {
                 Some(Error::Retired)
             } else if past {
                 Some(Error::Timeout)
@@ -257,6 +272,15 @@ impl<'a> Sel<'_, 'a> {
                 drop(guards);
                 self.prepare()?;
                 continue; // step again with every offer reserved
+            }
+            match self.register_local(deferred) {
+                Some(LocalStep::Fired) => return Ok(self.local_fired(&guards)),
+                // Every local channel retired since the walk: step again, which finds that.
+                Some(LocalStep::Dead) if !shared_live => {
+                    drop(guards);
+                    continue;
+                }
+                _ => {}
             }
             self.publish(&guards);
             let interrupted = self.sleep(guards, w, bell);
@@ -301,18 +325,35 @@ impl<'a> Sel<'_, 'a> {
         }
     }
 
-    /// Tries the local guards (if any, and if `first` says it is their turn), registering
-    /// them if `wait` and the cell exists; reopens the cell first then (module invariants).
-    fn local_step(&mut self, wait: bool, first: bool) -> Option<LocalStep> {
-        let (local, local_first) = self.local.as_mut()?;
-        if first && !*local_first {
+    /// Tries every guard in the caller's order (all shared locks held, the cell closed),
+    /// local ones through the engine's walk, which calls back into the shared scan. Returns
+    /// what the step found and whether a local guard may still fire.
+    fn walk(&mut self, guards: &[Guard<'a>]) -> (Step<'a>, bool) {
+        let Some((local, order)) = self.local.take() else { return (self.scan(guards), false) };
+        let mut found = None;
+        let r = local.walk(order, &mut |i| {
+            found = self.scan_one(i, guards);
+            found.is_some()
+        });
+        self.local = Some((local, order));
+        match (r, found) {
+            (LocalStep::Fired, _) => (Step::Local, true),
+            (_, Some(step)) => (step, true),
+            (r, None) => (Step::Wait, r == LocalStep::Waiting),
+        }
+    }
+
+    /// Reopens the cell and registers the local guards linked to it (module invariants),
+    /// all shared locks held; none are registered while an offer waits for an idle reader
+    /// (`deferred`). None without local guards.
+    fn register_local(&mut self, deferred: bool) -> Option<LocalStep> {
+        let (local, _) = self.local.as_mut()?;
+        let (cell, link) = (self.cell.as_ref()?, self.link.as_ref()?);
+        cell.reopen();
+        if deferred {
             return None;
         }
-        let wait = wait && self.cell.is_some();
-        if let (true, Some(c)) = (wait, &self.cell) {
-            c.reopen();
-        }
-        Some(local.step(self.link.as_ref(), wait))
+        Some(local.register(link))
     }
 
     /// A local guard fired in our own step: nothing registered is left to fire it, so the
@@ -325,48 +366,53 @@ impl<'a> Sel<'_, 'a> {
         (self.ops.len(), Selected::Local)
     }
 
-    /// The scan of one step (all locks held).
+    /// The scan of one step without local guards (all locks held).
     fn scan(&mut self, guards: &[Guard<'a>]) -> Step<'a> {
-        let own = self.cell.as_ref().map(|c| c.cref(0));
-        for (i, op) in self.ops.iter().enumerate() {
-            let g = &guards[self.at[i]];
-            let ch = op.channel();
-            if op.end.is_some_and(|e| ch.end_retired(e)) {
-                self.dead[i] = true;
-                continue;
-            }
-            if ch.is_poisoned() {
-                return Step::Fired(i, Selected::Poisoned);
-            }
-            match op.write {
-                None => {
-                    if let Some(slot) = ch.claim(g, own.as_ref()) {
-                        return Step::Fired(i, Selected::Read(slot));
-                    }
-                    self.dead[i] = ch.input_dead(g);
+        (0..self.ops.len()).find_map(|i| self.scan_one(i, guards)).unwrap_or(Step::Wait)
+    }
+
+    /// Tries guard `i` (all locks held): what ends the step (it fired, or `Deferred`), or
+    /// None to try the next guard.
+    fn scan_one(&mut self, i: usize, guards: &[Guard<'a>]) -> Option<Step<'a>> {
+        let op = &self.ops[i];
+        let g = &guards[self.at[i]];
+        let ch = op.channel();
+        if op.end.is_some_and(|e| ch.end_retired(e)) {
+            self.dead[i] = true;
+            return None;
+        }
+        if ch.is_poisoned() {
+            return Some(Step::Fired(i, Selected::Poisoned));
+        }
+        match op.write {
+            None => {
+                let own = self.cell.as_ref().map(|c| c.cref(0));
+                if let Some(slot) = ch.claim(g, own.as_ref()) {
+                    return Some(Step::Fired(i, Selected::Read(slot)));
                 }
-                Some((len, _)) => {
-                    self.dead[i] = ch.output_dead(g);
-                    if self.dead[i] {
-                        continue;
+                self.dead[i] = ch.input_dead(g);
+            }
+            Some((len, _)) => {
+                self.dead[i] = ch.output_dead(g);
+                if self.dead[i] {
+                    return None;
+                }
+                if ch.capacity() > 0 {
+                    if let Some(slot) = ch.reserve_buffered(g, len) {
+                        return Some(Step::Buffered(i, slot));
                     }
-                    if ch.capacity() > 0 {
-                        if let Some(slot) = ch.reserve_buffered(g, len) {
-                            return Step::Buffered(i, slot);
-                        }
-                    } else {
-                        // Our own offers there (reserved or published) are not for that reader.
-                        let own_here = (0..self.ops.len())
-                            .filter(|&j| self.at[j] == self.at[i] && self.offers[j].is_some())
-                            .count() as u64;
-                        if ch.idle_reader(g, own_here) {
-                            return Step::Deferred;
-                        }
+                } else {
+                    // Our own offers there (reserved or published) are not for that reader.
+                    let own_here = (0..self.ops.len())
+                        .filter(|&j| self.at[j] == self.at[i] && self.offers[j].is_some())
+                        .count() as u64;
+                    if ch.idle_reader(g, own_here) {
+                        return Some(Step::Deferred);
                     }
                 }
             }
         }
-        Step::Wait
+        None
     }
 
     /// Whether offers must be reserved (or a cell taken) before this selection can wait.
