@@ -121,3 +121,41 @@ const _: () = assert!(ENTRY_BYTES <= ALIGN);
 pub(super) fn round_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
+
+/// Where the fields a hostile peer might scribble over lie in a segment (byte offsets from
+/// its start; `entry_*` from an entry's start): only for tests that play that peer.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct TestLayout {
+    pub data_len: usize,
+    pub capacity: usize,
+    pub state: usize,
+    pub state_len: usize,
+    pub head: usize,
+    pub tail: usize,
+    pub buffered: usize,
+    pub ready: usize,
+    pub offered: usize,
+    pub data_off: usize,
+    pub entry_size: usize,
+    pub entry_len: usize,
+}
+
+pub(super) const TEST_LAYOUT: TestLayout = {
+    use std::mem::{offset_of, size_of};
+    let st = offset_of!(Header, st);
+    TestLayout {
+        data_len: offset_of!(Header, data_len),
+        capacity: offset_of!(Header, capacity),
+        state: st,
+        state_len: size_of::<State>(),
+        head: st + offset_of!(State, head),
+        tail: st + offset_of!(State, tail),
+        buffered: st + offset_of!(State, buffered),
+        ready: st + offset_of!(State, ready),
+        offered: st + offset_of!(State, offered),
+        data_off: DATA_OFF,
+        entry_size: offset_of!(Entry, size),
+        entry_len: offset_of!(Entry, len),
+    }
+};

@@ -340,8 +340,11 @@ impl<'a> Sel<'_, 'a> {
             }
             match op.write {
                 None => {
-                    if let Some(slot) = ch.claim(g, own.as_ref()) {
-                        return Step::Fired(i, Selected::Read(slot));
+                    match ch.claim(g, own.as_ref()) {
+                        Ok(Some(slot)) => return Step::Fired(i, Selected::Read(slot)),
+                        Ok(None) => {}
+                        // A corrupt segment: poisoned now.
+                        Err(_) => return Step::Fired(i, Selected::Poisoned),
                     }
                     self.dead[i] = ch.input_dead(g);
                 }
@@ -401,7 +404,7 @@ impl<'a> Sel<'_, 'a> {
             // No ring space now: the guard waits, uncounted, until the next change.
             if let Some(pos) = c.reserve_offer(len, &cell.cref(i))? {
                 self.offers[i] = Some(pos);
-                fill(c.offer_buf(pos));
+                fill(c.offer_buf(pos, len));
             }
         }
         Ok(())

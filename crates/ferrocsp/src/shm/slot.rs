@@ -46,16 +46,16 @@ impl WriteSlot<'_> {
 
     /// Withdraws a `WRITING` or `READY` entry; lock held.
     fn withdraw(&self, g: &Guard<'_>, was_ready: bool) {
-        let st = g.st();
+        let (st, ch) = (g.st(), self.ch);
         if was_ready {
-            st.ready -= 1;
+            ch.dec(g, &mut st.ready);
         } else {
-            st.writing -= 1;
+            ch.dec(g, &mut st.writing);
         }
         if self.rendezvous {
-            st.offers -= 1;
+            ch.dec(g, &mut st.offers);
         } else {
-            st.buffered -= 1;
+            ch.dec(g, &mut st.buffered);
         }
         self.set_state(CANCELLED);
         self.ch.advance(g);
@@ -89,7 +89,7 @@ impl WriteSlot<'_> {
             return Err(Error::Retired);
         }
         let st = g.st();
-        st.writing -= 1;
+        ch.dec(&g, &mut st.writing);
         st.ready += 1;
         self.set_state(READY);
         ch.changed(&g);

@@ -64,7 +64,9 @@ pub(crate) fn memfd_name(uuid: &[u8; 16]) -> String {
 pub(crate) fn create(uuid: &[u8; 16], len: usize) -> io::Result<OwnedFd> {
     let name = CString::new(memfd_name(uuid)).map_err(io::Error::other)?;
     // SAFETY: name is a valid NUL-terminated string.
-    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = check(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
     // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: plain syscalls on a descriptor we own.
@@ -73,6 +75,30 @@ pub(crate) fn create(uuid: &[u8; 16], len: usize) -> io::Result<OwnedFd> {
     // SAFETY: as above.
     check(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
     Ok(fd)
+}
+
+/// The seals every segment carries: its size is fixed for good, so no process can shrink it
+/// under the others' mappings (their next access would be SIGBUS).
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// Seals a freshly sized segment (see [`SEALS`]).
+pub(crate) fn seal(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: a plain fcntl on a descriptor we own.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) }).map(drop)
+}
+
+/// Refuses a segment that is not sealed as [`seal`] seals it (made by something else than a
+/// ferrocsp channel, or one that could still be resized under our mapping).
+pub(crate) fn check_sealed(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: a plain fcntl on an open descriptor.
+    let seals = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })?;
+    if seals & SEALS != SEALS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the channel's segment is not sealed against resizing",
+        ));
+    }
+    Ok(())
 }
 
 /// Opens the segment `uuid` held by process `pid` as descriptor `fd`.
