@@ -162,6 +162,9 @@ impl PyShmChannel {
     pub(crate) fn err(&self, py: Python<'_>, e: Error, op: OpName) -> PyErr {
         let why = match self.inner.poison_cause() {
             Some(PoisonCause::OwnerDied) => Some("a process died holding its lock"),
+            Some(PoisonCause::PeerDied) => {
+                Some("a process died while taking a value from it: the value is lost with it")
+            }
             Some(PoisonCause::Corrupt) => Some(
                 "its shared segment is corrupt: another process wrote to it outside the \
                  protocol, or died half-way through an update",

@@ -55,6 +55,9 @@ pub struct ShmChannel {
     /// a peer that scribbles over the header later cannot move entries outside the mapping.
     data_len: usize,
     capacity: usize,
+    /// When this process next looks for dead writers while it waits (`owner.rs`): one time
+    /// for all its waits on the channel, whatever their slices.
+    pub(super) next_look: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Why a shared channel is poisoned (the segment's `poisoned` word).
@@ -64,6 +67,9 @@ pub enum PoisonCause {
     Poisoned,
     /// A process died holding its lock: its state may be half-updated.
     OwnerDied,
+    /// A process died in the middle of a hand-off on it (while copying a value out): the
+    /// value is lost with that process, and its writer cannot know whether it arrived.
+    PeerDied,
     /// A process found its segment inconsistent (a length, position or count that the
     /// protocol cannot produce): another process wrote garbage over it, or died half-way
     /// through an update the lock does not cover.
@@ -73,6 +79,7 @@ pub enum PoisonCause {
 const POISONED: u32 = 1;
 const OWNER_DIED: u32 = 2;
 const CORRUPT: u32 = 3;
+const PEER_DIED: u32 = 4;
 
 /// The mutex held; unlocks on drop.
 pub(super) struct Guard<'a> {
@@ -105,7 +112,7 @@ impl ShmChannel {
         let fd = sys::create(&uuid, total)?;
         sys::seal(&fd)?;
         let map = sys::map(&fd, total)?;
-        let ch = ShmChannel { map, fd, data_len, capacity };
+        let ch = ShmChannel { map, fd, data_len, capacity, next_look: Default::default() };
         let h = ch.hdr();
         // SAFETY: the segment is fresh (zeroed) and mapped; no other process knows it yet.
         unsafe {
@@ -160,7 +167,7 @@ impl ShmChannel {
         let capacity = usize::try_from(capacity).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidData, "corrupt channel segment: capacity")
         })?;
-        Ok(ShmChannel { map, fd, data_len, capacity })
+        Ok(ShmChannel { map, fd, data_len, capacity, next_look: Default::default() })
     }
 
     /// The start of the mapping.
@@ -221,6 +228,7 @@ impl ShmChannel {
             0 => None,
             OWNER_DIED => Some(PoisonCause::OwnerDied),
             CORRUPT => Some(PoisonCause::Corrupt),
+            PEER_DIED => Some(PoisonCause::PeerDied),
             // `POISONED`, or a word another process scribbled: poisoned either way.
             _ => Some(PoisonCause::Poisoned),
         }
@@ -238,6 +246,12 @@ impl ShmChannel {
     pub(super) fn corrupt(&self, g: &Guard<'_>) -> Error {
         let _ = self.atomics().2.compare_exchange(0, CORRUPT, Ordering::AcqRel, Ordering::Acquire);
         self.changed_all(g);
+        Error::Poisoned
+    }
+
+    /// A process died holding an entry as its reader (`owner.rs`): poison. Lock held.
+    pub(super) fn peer_died(&self, g: &Guard<'_>) -> Error {
+        self.poison_with(g, PEER_DIED);
         Error::Poisoned
     }
 
@@ -277,14 +291,17 @@ impl ShmChannel {
         unsafe { &(*self.hdr()).coop }
     }
 
-    /// Releases the lock, sleeps until something changes (or the slice/deadline ends), and
-    /// takes the lock again. Returns the new guard and whether the wait was interrupted.
+    /// Releases the lock, sleeps until something changes (or the slice/deadline ends, or it is
+    /// time to look for a dead writer: `owner.rs`), and takes the lock again. Returns the new guard and whether the wait was interrupted.
     pub(super) fn sleep<'a>(
         &'a self,
         g: Guard<'a>,
         w: &mut Wait<'_>,
     ) -> Result<(Guard<'a>, bool), Error> {
-        self.sleep_on(g, self.atomics().0, w)
+        let cap = self.peer_check(&g);
+        let (g, interrupted) = self.sleep_on(g, self.atomics().0, w, cap)?;
+        self.look_for_dead_writers(&g);
+        Ok((g, interrupted))
     }
 
     /// `sleep` on another futex word of the segment (an entry's `wake`). A cooperative sleeper
@@ -294,6 +311,7 @@ impl ShmChannel {
         g: Guard<'a>,
         word: &AtomicU32,
         w: &mut Wait<'_>,
+        cap: Option<std::time::Instant>,
     ) -> Result<(Guard<'a>, bool), Error> {
         let (seq, sleepers, _) = self.atomics();
         let coarse = w.coarse();
@@ -307,7 +325,7 @@ impl ShmChannel {
         }
         let seen = word.load(Ordering::Acquire);
         drop(g);
-        let interrupted = w.block(&[word], &[seen]);
+        let interrupted = w.block(&[word], &[seen], cap);
         if coarse {
             self.coop().fetch_sub(1, Ordering::AcqRel);
         }

@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU32;
 use super::cells::CellRef;
 
 pub(super) const MAGIC: u64 = 0x6665_7272_6f63_7370; // "ferrocsp"
-pub(super) const VERSION: u32 = 3;
+pub(super) const VERSION: u32 = 4;
 pub(super) const HEADER_BYTES: usize = 4096;
 /// The most counted ends one shared channel can have over its life.
 pub const MAX_ENDS: usize = 4096;
@@ -112,7 +112,11 @@ pub(super) struct Entry {
     /// it does): bumped when the entry is taken, and for everything that ends such a wait
     /// early (poison, readers retired or leaving).
     pub(super) wake: AtomicU32,
-    pub(super) _pad: u32,
+    /// The process that holds the entry while it is `WRITING` (its writer) or `READING` (its
+    /// reader), so that a survivor can tell when that process died (`owner.rs`).
+    pub(super) owner_pid: u32,
+    /// That process's start time (so a reused pid is not taken for it).
+    pub(super) owner_start: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);

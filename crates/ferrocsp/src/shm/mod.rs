@@ -20,6 +20,7 @@ mod end_table;
 mod layout;
 mod mixed;
 mod offers;
+mod owner;
 mod ring;
 mod select;
 mod slot;

@@ -67,6 +67,7 @@ impl ShmChannel {
             (*e).rendezvous = RDV_OFFER;
             std::ptr::write_unaligned(self.payload(pos).cast::<CellRef>(), *cell);
         }
+        self.hold(e, &g);
         let st = g.st();
         st.writing += 1;
         st.offers += 1;
@@ -107,6 +108,7 @@ impl ShmChannel {
             (*e).state = WRITING;
             (*e).rendezvous = 0;
         }
+        self.hold(e, g);
         let st = g.st();
         st.writing += 1;
         st.buffered += 1;

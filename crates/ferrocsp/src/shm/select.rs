@@ -479,7 +479,7 @@ impl<'a> Sel<'_, 'a> {
             }
         }
         drop(guards);
-        let interrupted = w.block(&words, &seen);
+        let interrupted = w.block(&words, &seen, None);
         for c in &self.chans {
             if coarse {
                 c.coop().fetch_sub(1, Ordering::AcqRel);

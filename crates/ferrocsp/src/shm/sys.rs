@@ -303,3 +303,46 @@ pub(crate) fn futex_wait_any(words: &[&AtomicU32], expected: &[u32], timeout: Op
         }
     }
 }
+
+/// A process, told apart from a later one that reuses its pid by its start time (clock ticks
+/// after boot, field 22 of `/proc/<pid>/stat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcId {
+    pub(crate) pid: u32,
+    pub(crate) start: u64,
+}
+
+/// The start time of process `pid` and whether it is still running (not dead, not a zombie
+/// waiting to be reaped); None: no such process.
+fn proc_stat(pid: u32) -> Option<(u64, bool)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain anything: parse after it.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    // Fields 3.. follow; the start time is field 22, the 20th after the name.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((start, !matches!(state, "Z" | "X" | "x")))
+}
+
+/// The calling process (cached; a forked child finds its own pid differs and looks again).
+pub(crate) fn me() -> ProcId {
+    use std::sync::atomic::AtomicU64;
+    static CACHE_PID: AtomicU32 = AtomicU32::new(0);
+    static CACHE_START: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    if CACHE_PID.load(std::sync::atomic::Ordering::Acquire) == pid {
+        return ProcId { pid, start: CACHE_START.load(std::sync::atomic::Ordering::Acquire) };
+    }
+    // Our own stat cannot be missing; a start time of 0 would only make us look dead to a
+    // peer that could not read it either.
+    let start = proc_stat(pid).map_or(0, |(s, _)| s);
+    CACHE_START.store(start, std::sync::atomic::Ordering::Release);
+    CACHE_PID.store(pid, std::sync::atomic::Ordering::Release);
+    ProcId { pid, start }
+}
+
+/// Whether process `p` is still alive: the same process (start time), not a zombie.
+pub(crate) fn alive(p: ProcId) -> bool {
+    matches!(proc_stat(p.pid), Some((start, true)) if start == p.start)
+}

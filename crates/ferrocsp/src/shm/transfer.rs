@@ -79,6 +79,7 @@ impl ShmChannel {
         }
         // SAFETY: a checked entry of the ring (`walk`); lock held.
         unsafe { (*e).state = READING };
+        self.hold(e, g);
         if kind != 0 {
             // A plain writer waits for TAKEN, not for this: no wake-up yet.
             st.offers -= 1;
@@ -141,6 +142,7 @@ impl ShmChannel {
                         (*e).state = WRITING;
                         (*e).rendezvous = if rendezvous { RDV_PLAIN } else { 0 };
                     }
+                    self.hold(e, &g);
                     st.writing += 1;
                     if rendezvous {
                         st.offers += 1;
