@@ -61,13 +61,27 @@ impl OpName {
 
 /// A Python exception for engine error `e` raised by `op` on the channel named `chan`.
 pub(crate) fn to_pyerr(py: Python<'_>, e: Error, op: OpName, chan: &str) -> PyErr {
+    to_pyerr_why(py, e, op, chan, None)
+}
+
+/// `to_pyerr`, saying why the channel was poisoned when that is known (`why`).
+pub(crate) fn to_pyerr_why(
+    py: Python<'_>,
+    e: Error,
+    op: OpName,
+    chan: &str,
+    why: Option<&str>,
+) -> PyErr {
     let who = current_process_suffix(py);
     let op = op.as_str();
     let (cell, cls, msg) = match e {
         Error::Poisoned => (
             &POISONED,
             "ChannelPoisoned",
-            format!("{op} on channel '{chan}'{who}: channel is poisoned"),
+            match why {
+                None => format!("{op} on channel '{chan}'{who}: channel is poisoned"),
+                Some(why) => format!("{op} on channel '{chan}'{who}: channel is poisoned ({why})"),
+            },
         ),
         Error::Retired => (
             &RETIRED,

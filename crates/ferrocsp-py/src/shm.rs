@@ -11,13 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use ferrocsp::shm::{ShmChannel, Wait};
+use ferrocsp::shm::{PoisonCause, ShmChannel, Wait};
 use ferrocsp::Error;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::errors::{to_pyerr, OpName};
+use crate::errors::{to_pyerr_why, OpName};
 use crate::pythread::{deadline, is_main_thread, rearm, SIGNAL_SLICE};
 use crate::shm_msg as msg;
 
@@ -155,7 +155,23 @@ impl PyShmChannel {
             }
             msg::write_inline(&self.inner, bufs, total, adopted, w)
         })?;
-        r.map_err(|e| to_pyerr(py, e, OpName::Write, &self.name))
+        r.map_err(|e| self.err(py, e, OpName::Write))
+    }
+
+    /// The Python exception for `e` from `op` on this channel, saying why it is poisoned.
+    pub(crate) fn err(&self, py: Python<'_>, e: Error, op: OpName) -> PyErr {
+        let why = match self.inner.poison_cause() {
+            Some(PoisonCause::OwnerDied) => Some("a process died holding its lock"),
+            Some(PoisonCause::PeerDied) => {
+                Some("a process died while taking a value from it: the value is lost with it")
+            }
+            Some(PoisonCause::Corrupt) => Some(
+                "its shared segment is corrupt: another process wrote to it outside the \
+                 protocol, or died half-way through an update",
+            ),
+            Some(PoisonCause::Poisoned) | None => None,
+        };
+        to_pyerr_why(py, e, op, &self.name, why)
     }
 
     /// `read`, for Rust callers (`shm_side.rs`).
@@ -168,7 +184,7 @@ impl PyShmChannel {
         let dl = deadline(timeout);
         loop {
             let slot = blocking(py, dl, nowait, |w| self.inner.begin_read(w))?
-                .map_err(|e| to_pyerr(py, e, OpName::Read, &self.name))?;
+                .map_err(|e| self.err(py, e, OpName::Read))?;
             if let Some(out) = msg::take(py, slot, &self.name)? {
                 return Ok(out);
             }

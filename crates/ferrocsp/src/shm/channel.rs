@@ -1,8 +1,10 @@
 //! A CSP channel in one shared-memory segment, usable by any number of OS processes.
 //!
 //! The segment's layout (a header, the end table, a ring of messages) is in `layout.rs`; the
-//! reads and writes that claim and reserve its entries are in `transfer.rs`. This file is the
-//! segment itself: creating and attaching it, its lock, its sleeps and wake-ups, and the ring.
+//! ring's positions and its checked walk in `ring.rs`; the reads and writes that claim and
+//! reserve its entries in `transfer.rs`. This file is the segment itself: creating and
+//! attaching it (checked: a segment is untrusted), its lock, its poison and its cause, its
+//! sleeps and wake-ups.
 //!
 //! Invariants:
 //! - Every field of `State`, the entries' states and the end table are read and written only
@@ -39,9 +41,7 @@ pub(super) use super::layout::{
     round_up, AltRecord, ALT_RECORDS, CANCELLED, DONE, ENTRY_BYTES, OFFERED, OFFER_PREFIX,
     RDV_OFFER, RDV_PLAIN, READY, TAKEN, WRITING,
 };
-use super::layout::{
-    Entry, Header, State, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, PAD, READING, VERSION,
-};
+use super::layout::{Entry, Header, State, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, READING, VERSION};
 use super::sys::{self, Locked, Mapping};
 use super::wait::Wait;
 use crate::Error;
@@ -51,7 +51,35 @@ use crate::Error;
 pub struct ShmChannel {
     map: Mapping,
     fd: OwnedFd,
+    /// The ring's length and the capacity, read once (checked against the mapping at attach):
+    /// a peer that scribbles over the header later cannot move entries outside the mapping.
+    data_len: usize,
+    capacity: usize,
+    /// When this process next looks for dead writers while it waits (`owner.rs`): one time
+    /// for all its waits on the channel, whatever their slices.
+    pub(super) next_look: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// Why a shared channel is poisoned (the segment's `poisoned` word).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoisonCause {
+    /// Somebody poisoned it (`poison`), the usual way.
+    Poisoned,
+    /// A process died holding its lock: its state may be half-updated.
+    OwnerDied,
+    /// A process died in the middle of a hand-off on it (while copying a value out): the
+    /// value is lost with that process, and its writer cannot know whether it arrived.
+    PeerDied,
+    /// A process found its segment inconsistent (a length, position or count that the
+    /// protocol cannot produce): another process wrote garbage over it, or died half-way
+    /// through an update the lock does not cover.
+    Corrupt,
+}
+
+const POISONED: u32 = 1;
+const OWNER_DIED: u32 = 2;
+const CORRUPT: u32 = 3;
+const PEER_DIED: u32 = 4;
 
 /// The mutex held; unlocks on drop.
 pub(super) struct Guard<'a> {
@@ -82,8 +110,9 @@ impl ShmChannel {
         let total = DATA_OFF + data_len;
         let uuid = sys::random_uuid()?;
         let fd = sys::create(&uuid, total)?;
+        sys::seal(&fd)?;
         let map = sys::map(&fd, total)?;
-        let ch = ShmChannel { map, fd };
+        let ch = ShmChannel { map, fd, data_len, capacity, next_look: Default::default() };
         let h = ch.hdr();
         // SAFETY: the segment is fresh (zeroed) and mapped; no other process knows it yet.
         unsafe {
@@ -106,21 +135,44 @@ impl ShmChannel {
         if total < DATA_OFF + 4 * ALIGN {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "segment too small"));
         }
+        // A segment that could still change size could SIGBUS us on any access.
+        sys::check_sealed(&fd)?;
         let map = sys::map(&fd, total)?;
-        let ch = ShmChannel { map, fd };
-        let h = ch.hdr();
+        let h: *mut Header = map.ptr().cast();
         // SAFETY: the header lies in the mapping (checked size); these fields are written once
-        // before `magic` at creation and never change.
-        let ok = unsafe {
-            (*h).magic == MAGIC
-                && (*h).version == VERSION
-                && (*h).uuid == *uuid
-                && (*h).total_len == total as u64
+        // before `magic` at creation and never change, unless a hostile process rewrites them:
+        // so they are read once here and checked against the mapping.
+        let (ok, data_len, capacity) = unsafe {
+            (
+                (*h).magic == MAGIC
+                    && (*h).version == VERSION
+                    && (*h).uuid == *uuid
+                    && (*h).total_len == total as u64,
+                (*h).data_len,
+                (*h).capacity,
+            )
         };
         if !ok {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "not a ferrocsp channel"));
         }
-        Ok(ch)
+        let data_len = usize::try_from(data_len).unwrap_or(usize::MAX);
+        if data_len != total - DATA_OFF || !data_len.is_multiple_of(ALIGN) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "corrupt channel segment: a ring of {data_len} bytes in a segment of {total}"
+                ),
+            ));
+        }
+        let capacity = usize::try_from(capacity).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, "corrupt channel segment: capacity")
+        })?;
+        Ok(ShmChannel { map, fd, data_len, capacity, next_look: Default::default() })
+    }
+
+    /// The start of the mapping.
+    pub(super) fn base(&self) -> *mut u8 {
+        self.map.ptr()
     }
 
     pub(super) fn hdr(&self) -> *mut Header {
@@ -141,8 +193,7 @@ impl ShmChannel {
     }
 
     pub(super) fn data_len(&self) -> usize {
-        // SAFETY: immutable after creation.
-        unsafe { (*self.hdr()).data_len as usize }
+        self.data_len
     }
 
     /// The segment's identifier.
@@ -158,8 +209,7 @@ impl ShmChannel {
 
     /// The buffer size; 0 for rendezvous.
     pub fn capacity(&self) -> usize {
-        // SAFETY: immutable after creation.
-        unsafe { (*self.hdr()).capacity as usize }
+        self.capacity
     }
 
     /// The largest message this channel can carry.
@@ -172,6 +222,45 @@ impl ShmChannel {
         self.atomics().2.load(Ordering::Acquire) != 0
     }
 
+    /// Why the channel is poisoned (None: it is not).
+    pub fn poison_cause(&self) -> Option<PoisonCause> {
+        match self.atomics().2.load(Ordering::Acquire) {
+            0 => None,
+            OWNER_DIED => Some(PoisonCause::OwnerDied),
+            CORRUPT => Some(PoisonCause::Corrupt),
+            PEER_DIED => Some(PoisonCause::PeerDied),
+            // `POISONED`, or a word another process scribbled: poisoned either way.
+            _ => Some(PoisonCause::Poisoned),
+        }
+    }
+
+    /// Poisons the channel with `cause` (the first cause stays) and wakes everyone. Lock held.
+    fn poison_with(&self, g: &Guard<'_>, cause: u32) {
+        let _ = self.atomics().2.compare_exchange(0, cause, Ordering::AcqRel, Ordering::Acquire);
+        self.changed_all(g);
+    }
+
+    /// The segment is inconsistent (see [`PoisonCause::Corrupt`]): poison it and fail. Lock
+    /// held. Every walk of the ring stops at the first entry it cannot trust, so the wake-ups
+    /// this sends never walk into the garbage.
+    pub(super) fn corrupt(&self, g: &Guard<'_>) -> Error {
+        let _ = self.atomics().2.compare_exchange(0, CORRUPT, Ordering::AcqRel, Ordering::Acquire);
+        self.changed_all(g);
+        Error::Poisoned
+    }
+
+    /// A process died holding an entry as its reader (`owner.rs`): poison. Lock held.
+    pub(super) fn peer_died(&self, g: &Guard<'_>) -> Error {
+        self.poison_with(g, PEER_DIED);
+        Error::Poisoned
+    }
+
+    /// The layout of a segment, for tests that play a hostile peer.
+    #[doc(hidden)]
+    pub fn layout_for_tests() -> super::layout::TestLayout {
+        super::layout::TEST_LAYOUT
+    }
+
     pub(super) fn lock(&self) -> Result<Guard<'_>, Error> {
         // SAFETY: the mutex was initialised at creation and lives as long as the mapping.
         let how = unsafe { sys::mutex_lock(self.mutex()) }?;
@@ -179,8 +268,10 @@ impl ShmChannel {
         if how == Locked::OwnerDied {
             // A process died inside a critical section: the state may be half-updated, so the
             // channel is dead for everyone (its peers see poison instead of hanging).
-            self.atomics().2.store(1, Ordering::Release);
-            self.changed_all(&g);
+            self.poison_with(&g, OWNER_DIED);
+        }
+        if !self.ring_ok(&g) {
+            return Err(self.corrupt(&g));
         }
         Ok(g)
     }
@@ -200,14 +291,17 @@ impl ShmChannel {
         unsafe { &(*self.hdr()).coop }
     }
 
-    /// Releases the lock, sleeps until something changes (or the slice/deadline ends), and
-    /// takes the lock again. Returns the new guard and whether the wait was interrupted.
+    /// Releases the lock, sleeps until something changes (or the slice/deadline ends, or it is
+    /// time to look for a dead writer: `owner.rs`), and takes the lock again. Returns the new guard and whether the wait was interrupted.
     pub(super) fn sleep<'a>(
         &'a self,
         g: Guard<'a>,
         w: &mut Wait<'_>,
     ) -> Result<(Guard<'a>, bool), Error> {
-        self.sleep_on(g, self.atomics().0, w)
+        let cap = self.peer_check(&g);
+        let (g, interrupted) = self.sleep_on(g, self.atomics().0, w, cap)?;
+        self.look_for_dead_writers(&g);
+        Ok((g, interrupted))
     }
 
     /// `sleep` on another futex word of the segment (an entry's `wake`). A cooperative sleeper
@@ -217,6 +311,7 @@ impl ShmChannel {
         g: Guard<'a>,
         word: &AtomicU32,
         w: &mut Wait<'_>,
+        cap: Option<std::time::Instant>,
     ) -> Result<(Guard<'a>, bool), Error> {
         let (seq, sleepers, _) = self.atomics();
         let coarse = w.coarse();
@@ -230,7 +325,7 @@ impl ShmChannel {
         }
         let seen = word.load(Ordering::Acquire);
         drop(g);
-        let interrupted = w.block(&[word], &[seen]);
+        let interrupted = w.block(&[word], &[seen], cap);
         if coarse {
             self.coop().fetch_sub(1, Ordering::AcqRel);
         }
@@ -260,35 +355,20 @@ impl ShmChannel {
     /// Wakes every rendezvous writer waiting for its entry (poison, retirement, a reader
     /// leaving): they re-check why they wait. Lock held.
     pub(super) fn wake_offers(&self, g: &Guard<'_>) {
-        let st = g.st();
-        let mut pos = st.head;
-        while pos < st.tail {
-            let e = self.entry(pos);
-            // SAFETY: as in `advance`.
-            let (state, size, rdv) = unsafe { ((*e).state, (*e).size, (*e).rendezvous) };
-            if rdv == RDV_PLAIN && matches!(state, READY | READING) {
-                self.wake_entry(e, g);
+        // On a corrupt ring, the writers of the entries before the damage are woken; `corrupt`
+        // (which calls this) has moved `seq`, and a thread's sleep ends within its slice.
+        let _ = self.scan(g, |_, e| {
+            if e.rendezvous == RDV_PLAIN && matches!(e.state, READY | READING) {
+                self.wake_entry(e.ptr, g);
             }
-            pos += size;
-        }
+            None::<()>
+        });
     }
 
     /// A change that may end any wait: `changed` plus every offer's writer.
     pub(super) fn changed_all(&self, g: &Guard<'_>) {
         self.changed(g);
         self.wake_offers(g);
-    }
-
-    pub(super) fn entry(&self, pos: u64) -> *mut Entry {
-        let off = DATA_OFF + (pos as usize % self.data_len());
-        // SAFETY: off + ENTRY_BYTES lies inside the mapping (entries are aligned and the ring
-        // length is a multiple of ALIGN).
-        unsafe { self.map.ptr().add(off).cast() }
-    }
-
-    pub(super) fn payload(&self, pos: u64) -> *mut u8 {
-        // SAFETY: the message follows its entry header inside the ring (it never wraps).
-        unsafe { self.entry(pos).cast::<u8>().add(ENTRY_BYTES) }
     }
 
     pub(super) fn ends(&self) -> &[AtomicU8] {
@@ -309,55 +389,14 @@ impl ShmChannel {
         st.reader_ends_made > 0 && st.reader_ends_live == 0
     }
 
-    /// Moves the head over entries nobody uses any more; rewinds an empty ring.
-    pub(super) fn advance(&self, g: &Guard<'_>) {
-        let st = g.st();
-        while st.head < st.tail {
-            let e = self.entry(st.head);
-            // SAFETY: entries between head and tail are initialised; lock held.
-            let (state, size) = unsafe { ((*e).state, (*e).size) };
-            if !matches!(state, DONE | CANCELLED | PAD) {
-                break;
-            }
-            st.head += size;
-        }
-        if st.head == st.tail {
-            st.head = 0;
-            st.tail = 0;
-        }
-    }
-
-    /// Reserves `size` bytes at the tail (padding to the ring's start if needed), if they fit.
-    pub(super) fn reserve(&self, g: &Guard<'_>, size: usize) -> Option<u64> {
-        let st = g.st();
-        let len = self.data_len() as u64;
-        let used = st.tail - st.head;
-        let at = st.tail % len;
-        let room_to_end = len - at;
-        let pad = if room_to_end < size as u64 { room_to_end } else { 0 };
-        if used + pad + size as u64 > len {
-            return None;
-        }
-        if pad > 0 {
-            let e = self.entry(st.tail);
-            // SAFETY: the pad region is free ring space (checked above); lock held.
-            unsafe {
-                (*e).size = pad;
-                (*e).len = 0;
-                (*e).state = PAD;
-            }
-            st.tail += pad;
-        }
-        let pos = st.tail;
-        st.tail += size as u64;
-        Some(pos)
-    }
-
     /// Poisons the channel: every blocked and later operation fails with `Poisoned`.
     pub fn poison(&self) -> Result<(), Error> {
-        let g = self.lock()?;
-        self.atomics().2.store(1, Ordering::Release);
-        self.changed_all(&g);
+        match self.lock() {
+            Ok(g) => self.poison_with(&g, POISONED),
+            // Poisoned already, for a corrupt segment: nothing more to do.
+            Err(Error::Poisoned) => {}
+            Err(e) => return Err(e),
+        }
         Ok(())
     }
 

@@ -95,8 +95,8 @@ impl ShmChannel {
         };
         let st = g.st();
         match slot.load(Ordering::Acquire) {
-            END_READER => st.reader_ends_live -= 1,
-            END_WRITER => st.writer_ends_live -= 1,
+            END_READER => self.dec(&g, &mut st.reader_ends_live),
+            END_WRITER => self.dec(&g, &mut st.writer_ends_live),
             _ => return Ok(()),
         }
         slot.store(END_RETIRED, Ordering::Release);

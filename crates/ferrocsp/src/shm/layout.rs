@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU32;
 use super::cells::CellRef;
 
 pub(super) const MAGIC: u64 = 0x6665_7272_6f63_7370; // "ferrocsp"
-pub(super) const VERSION: u32 = 3;
+pub(super) const VERSION: u32 = 4;
 pub(super) const HEADER_BYTES: usize = 4096;
 /// The most counted ends one shared channel can have over its life.
 pub const MAX_ENDS: usize = 4096;
@@ -112,7 +112,11 @@ pub(super) struct Entry {
     /// it does): bumped when the entry is taken, and for everything that ends such a wait
     /// early (poison, readers retired or leaving).
     pub(super) wake: AtomicU32,
-    pub(super) _pad: u32,
+    /// The process that holds the entry while it is `WRITING` (its writer) or `READING` (its
+    /// reader), so that a survivor can tell when that process died (`owner.rs`).
+    pub(super) owner_pid: u32,
+    /// That process's start time (so a reused pid is not taken for it).
+    pub(super) owner_start: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
@@ -121,3 +125,41 @@ const _: () = assert!(ENTRY_BYTES <= ALIGN);
 pub(super) fn round_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
+
+/// Where the fields a hostile peer might scribble over lie in a segment (byte offsets from
+/// its start; `entry_*` from an entry's start): only for tests that play that peer.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct TestLayout {
+    pub data_len: usize,
+    pub capacity: usize,
+    pub state: usize,
+    pub state_len: usize,
+    pub head: usize,
+    pub tail: usize,
+    pub buffered: usize,
+    pub ready: usize,
+    pub offered: usize,
+    pub data_off: usize,
+    pub entry_size: usize,
+    pub entry_len: usize,
+}
+
+pub(super) const TEST_LAYOUT: TestLayout = {
+    use std::mem::{offset_of, size_of};
+    let st = offset_of!(Header, st);
+    TestLayout {
+        data_len: offset_of!(Header, data_len),
+        capacity: offset_of!(Header, capacity),
+        state: st,
+        state_len: size_of::<State>(),
+        head: st + offset_of!(State, head),
+        tail: st + offset_of!(State, tail),
+        buffered: st + offset_of!(State, buffered),
+        ready: st + offset_of!(State, ready),
+        offered: st + offset_of!(State, offered),
+        data_off: DATA_OFF,
+        entry_size: offset_of!(Entry, size),
+        entry_len: offset_of!(Entry, len),
+    }
+};

@@ -20,6 +20,8 @@ mod end_table;
 mod layout;
 mod mixed;
 mod offers;
+mod owner;
+mod ring;
 mod select;
 mod slot;
 mod sys;
@@ -29,8 +31,10 @@ mod wait;
 mod watch;
 
 pub use cells::{CellLink, MAX_GUARDS};
-pub use channel::{ShmChannel, MAX_ENDS};
+pub use channel::{PoisonCause, ShmChannel, MAX_ENDS};
 pub use end_table::EndKind;
+#[doc(hidden)]
+pub use layout::TestLayout;
 pub use mixed::{Local, LocalPart, LocalStep};
 pub use select::{select, select_mixed, Fill, SelOp, Selected};
 pub use slot::{ReadSlot, WriteSlot};

@@ -29,18 +29,19 @@ impl ShmChannel {
     pub(super) fn withdraw_entry(&self, g: &Guard<'_>, pos: u64) {
         let st = g.st();
         let e = self.entry(pos);
-        // SAFETY: an entry between head and tail; lock held.
+        // SAFETY: an entry between head and tail (`entry` keeps any position in the ring);
+        // lock held.
         let (state, kind) = unsafe { ((*e).state, (*e).rendezvous) };
         match state {
-            WRITING => st.writing -= 1,
-            READY => st.ready -= 1,
-            OFFERED => st.offered -= 1,
+            WRITING => self.dec(g, &mut st.writing),
+            READY => self.dec(g, &mut st.ready),
+            OFFERED => self.dec(g, &mut st.offered),
             _ => return,
         }
         if kind != 0 {
-            st.offers -= 1;
+            self.dec(g, &mut st.offers);
         } else {
-            st.buffered -= 1;
+            self.dec(g, &mut st.buffered);
         }
         // SAFETY: as above.
         unsafe { (*e).state = CANCELLED };
@@ -66,26 +67,26 @@ impl ShmChannel {
             (*e).rendezvous = RDV_OFFER;
             std::ptr::write_unaligned(self.payload(pos).cast::<CellRef>(), *cell);
         }
+        self.hold(e, &g);
         let st = g.st();
         st.writing += 1;
         st.offers += 1;
         Ok(Some(pos))
     }
 
-    /// The message bytes of offer `pos`, reserved by this caller and still `WRITING`.
+    /// The `len` message bytes of offer `pos`, reserved by this caller (`reserve_offer(len,
+    /// ..)`) and still `WRITING`. The length is the caller's, never read back from the segment.
     #[allow(clippy::mut_from_ref)] // the entry is reserved for the caller alone
-    pub(super) fn offer_buf(&self, pos: u64) -> &mut [u8] {
-        // SAFETY: the entry is ours (WRITING) and its message follows the prefix.
-        unsafe {
-            let len = (*self.entry(pos)).len as usize;
-            std::slice::from_raw_parts_mut(self.payload(pos).add(OFFER_PREFIX), len)
-        }
+    pub(super) fn offer_buf(&self, pos: u64, len: usize) -> &mut [u8] {
+        // SAFETY: the entry is ours (WRITING), reserved with room for the prefix and `len`
+        // bytes, inside the ring.
+        unsafe { std::slice::from_raw_parts_mut(self.payload(pos).add(OFFER_PREFIX), len) }
     }
 
     /// Publishes reserved offer `pos` (`OFFERED`); lock held.
     pub(super) fn publish_offer(&self, g: &Guard<'_>, pos: u64) {
         let st = g.st();
-        st.writing -= 1;
+        self.dec(g, &mut st.writing);
         st.offered += 1;
         // SAFETY: our reserved entry; lock held.
         unsafe { (*self.entry(pos)).state = OFFERED };
@@ -107,6 +108,7 @@ impl ShmChannel {
             (*e).state = WRITING;
             (*e).rendezvous = 0;
         }
+        self.hold(e, g);
         let st = g.st();
         st.writing += 1;
         st.buffered += 1;
@@ -150,7 +152,7 @@ impl ShmChannel {
         if let Some(r) = recs.get_mut(i) {
             if r.used != 0 {
                 r.used = 0;
-                g.st().alt_readers -= 1;
+                self.dec(g, &mut g.st().alt_readers);
             }
         }
     }
@@ -175,20 +177,17 @@ impl ShmChannel {
         }
         let mut writers = 0;
         if g.st().offered > 0 {
-            let mut pos = g.st().head;
-            while pos < g.st().tail {
-                let e = self.entry(pos);
-                // SAFETY: as in `advance`.
-                let (state, size) = unsafe { ((*e).state, (*e).size) };
-                if state == OFFERED {
+            // A corrupt ring poisons the channel; what was counted so far stands.
+            let _ = self.walk(g, |pos, e| {
+                if e.state == OFFERED {
                     match cells::status(&self.offer_cell(pos)) {
                         Some(true) => writers += 1,
                         Some(false) => {}
                         None => self.withdraw_entry(g, pos),
                     }
                 }
-                pos += size;
-            }
+                None::<()>
+            });
         }
         (readers, writers)
     }
@@ -202,16 +201,12 @@ impl ShmChannel {
             return 0;
         }
         let mut n = 0;
-        let mut pos = st.head;
-        while pos < st.tail {
-            let e = self.entry(pos);
-            // SAFETY: as in `advance`.
-            let (state, size, rendezvous) = unsafe { ((*e).state, (*e).size, (*e).rendezvous) };
-            if state == READY && rendezvous != 0 {
+        let _ = self.walk(g, |_, e| {
+            if e.state == READY && e.rendezvous != 0 {
                 n += 1;
             }
-            pos += size;
-        }
+            None::<()>
+        });
         n
     }
 }

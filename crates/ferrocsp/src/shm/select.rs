@@ -387,8 +387,11 @@ impl<'a> Sel<'_, 'a> {
         match op.write {
             None => {
                 let own = self.cell.as_ref().map(|c| c.cref(0));
-                if let Some(slot) = ch.claim(g, own.as_ref()) {
-                    return Some(Step::Fired(i, Selected::Read(slot)));
+                match ch.claim(g, own.as_ref()) {
+                    Ok(Some(slot)) => return Some(Step::Fired(i, Selected::Read(slot))),
+                    Ok(None) => {}
+                    // A corrupt segment: poisoned now.
+                    Err(_) => return Some(Step::Fired(i, Selected::Poisoned)),
                 }
                 self.dead[i] = ch.input_dead(g);
             }
@@ -447,7 +450,7 @@ impl<'a> Sel<'_, 'a> {
             // No ring space now: the guard waits, uncounted, until the next change.
             if let Some(pos) = c.reserve_offer(len, &cell.cref(i))? {
                 self.offers[i] = Some(pos);
-                fill(c.offer_buf(pos));
+                fill(c.offer_buf(pos, len));
             }
         }
         Ok(())
@@ -522,7 +525,7 @@ impl<'a> Sel<'_, 'a> {
             }
         }
         drop(guards);
-        let interrupted = w.block(&words, &seen);
+        let interrupted = w.block(&words, &seen, None);
         for c in &self.chans {
             if coarse {
                 c.coop().fetch_sub(1, Ordering::AcqRel);

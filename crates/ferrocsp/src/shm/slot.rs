@@ -14,6 +14,8 @@ use std::time::Instant;
 use super::channel::{
     Guard, ShmChannel, CANCELLED, DONE, OFFER_PREFIX, RDV_OFFER, RDV_PLAIN, READY, TAKEN,
 };
+use super::layout::READING;
+use super::owner::{PEER_CHECK, PEER_IDLE};
 use super::wait::Wait;
 use crate::Error;
 
@@ -46,16 +48,16 @@ impl WriteSlot<'_> {
 
     /// Withdraws a `WRITING` or `READY` entry; lock held.
     fn withdraw(&self, g: &Guard<'_>, was_ready: bool) {
-        let st = g.st();
+        let (st, ch) = (g.st(), self.ch);
         if was_ready {
-            st.ready -= 1;
+            ch.dec(g, &mut st.ready);
         } else {
-            st.writing -= 1;
+            ch.dec(g, &mut st.writing);
         }
         if self.rendezvous {
-            st.offers -= 1;
+            ch.dec(g, &mut st.offers);
         } else {
-            st.buffered -= 1;
+            ch.dec(g, &mut st.buffered);
         }
         self.set_state(CANCELLED);
         self.ch.advance(g);
@@ -89,7 +91,7 @@ impl WriteSlot<'_> {
             return Err(Error::Retired);
         }
         let st = g.st();
-        st.writing -= 1;
+        ch.dec(&g, &mut st.writing);
         st.ready += 1;
         self.set_state(READY);
         ch.changed(&g);
@@ -127,11 +129,24 @@ impl WriteSlot<'_> {
                         return Err(e);
                     }
                 }
-                _ => {} // READING: a reader is copying it; it will be TAKEN shortly.
+                // READING: a reader is copying it; it will be TAKEN shortly, unless the reader
+                // died doing so (`owner.rs`): then the value is lost with it, and the channel
+                // poisoned, the one outcome that tells this writer the truth.
+                _ => {
+                    if !ch.holder_alive(ch.entry(self.pos), &g) {
+                        // The entry stays READING: the poisoned channel is never read again.
+                        return Err(ch.peer_died(&g));
+                    }
+                }
             }
+            // A reader claims the entry without waking us (that would cost every rendezvous a
+            // system call), so even before it is READING this wait looks again now and then;
+            // while a reader copies the value, every `PEER_CHECK`.
+            let every = if self.state() == READING { PEER_CHECK } else { PEER_IDLE };
+            let cap = Some(Instant::now() + every);
             // SAFETY: our entry stays in the ring until we mark it DONE or CANCELLED.
             let word = unsafe { &(*ch.entry(self.pos)).wake };
-            let (g2, interrupted) = ch.sleep_on(g, word, w)?;
+            let (g2, interrupted) = ch.sleep_on(g, word, w, cap)?;
             g = g2;
             if interrupted && self.state() == READY {
                 self.withdraw(&g, true);

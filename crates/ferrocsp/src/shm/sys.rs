@@ -64,7 +64,9 @@ pub(crate) fn memfd_name(uuid: &[u8; 16]) -> String {
 pub(crate) fn create(uuid: &[u8; 16], len: usize) -> io::Result<OwnedFd> {
     let name = CString::new(memfd_name(uuid)).map_err(io::Error::other)?;
     // SAFETY: name is a valid NUL-terminated string.
-    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = check(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
     // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: plain syscalls on a descriptor we own.
@@ -73,6 +75,30 @@ pub(crate) fn create(uuid: &[u8; 16], len: usize) -> io::Result<OwnedFd> {
     // SAFETY: as above.
     check(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
     Ok(fd)
+}
+
+/// The seals every segment carries: its size is fixed for good, so no process can shrink it
+/// under the others' mappings (their next access would be SIGBUS).
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// Seals a freshly sized segment (see [`SEALS`]).
+pub(crate) fn seal(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: a plain fcntl on a descriptor we own.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) }).map(drop)
+}
+
+/// Refuses a segment that is not sealed as [`seal`] seals it (made by something else than a
+/// ferrocsp channel, or one that could still be resized under our mapping).
+pub(crate) fn check_sealed(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: a plain fcntl on an open descriptor.
+    let seals = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })?;
+    if seals & SEALS != SEALS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the channel's segment is not sealed against resizing",
+        ));
+    }
+    Ok(())
 }
 
 /// Opens the segment `uuid` held by process `pid` as descriptor `fd`.
@@ -276,4 +302,47 @@ pub(crate) fn futex_wait_any(words: &[&AtomicU32], expected: &[u32], timeout: Op
             futex_wait(w, v, Some(timeout.map_or(slice, |t| t.min(slice))));
         }
     }
+}
+
+/// A process, told apart from a later one that reuses its pid by its start time (clock ticks
+/// after boot, field 22 of `/proc/<pid>/stat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcId {
+    pub(crate) pid: u32,
+    pub(crate) start: u64,
+}
+
+/// The start time of process `pid` and whether it is still running (not dead, not a zombie
+/// waiting to be reaped); None: no such process.
+fn proc_stat(pid: u32) -> Option<(u64, bool)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain anything: parse after it.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    // Fields 3.. follow; the start time is field 22, the 20th after the name.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((start, !matches!(state, "Z" | "X" | "x")))
+}
+
+/// The calling process (cached; a forked child finds its own pid differs and looks again).
+pub(crate) fn me() -> ProcId {
+    use std::sync::atomic::AtomicU64;
+    static CACHE_PID: AtomicU32 = AtomicU32::new(0);
+    static CACHE_START: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    if CACHE_PID.load(std::sync::atomic::Ordering::Acquire) == pid {
+        return ProcId { pid, start: CACHE_START.load(std::sync::atomic::Ordering::Acquire) };
+    }
+    // Our own stat cannot be missing; a start time of 0 would only make us look dead to a
+    // peer that could not read it either.
+    let start = proc_stat(pid).map_or(0, |(s, _)| s);
+    CACHE_START.store(start, std::sync::atomic::Ordering::Release);
+    CACHE_PID.store(pid, std::sync::atomic::Ordering::Release);
+    ProcId { pid, start }
+}
+
+/// Whether process `p` is still alive: the same process (start time), not a zombie.
+pub(crate) fn alive(p: ProcId) -> bool {
+    matches!(proc_stat(p.pid), Some((start, true)) if start == p.start)
 }

@@ -22,20 +22,30 @@ impl ShmChannel {
     /// Claims the first message a reader may take (`READING`): a `READY` entry, or an
     /// `OFFERED` one whose selection this reader fires (skipping offers of `own`, the reader's
     /// own selection, and withdrawing offers of selections that are gone). Lock held.
-    pub(super) fn claim(&self, g: &Guard<'_>, own: Option<&CellRef>) -> Option<ReadSlot<'_>> {
+    pub(super) fn claim(
+        &self,
+        g: &Guard<'_>,
+        own: Option<&CellRef>,
+    ) -> Result<Option<ReadSlot<'_>>, Error> {
         let st = g.st();
         if st.ready == 0 && st.offered == 0 {
-            return None;
+            return Ok(None);
         }
-        let mut pos = st.head;
-        while pos < g.st().tail {
-            let e = self.entry(pos);
-            // SAFETY: as in `advance`.
-            let (state, size, kind, len) =
-                unsafe { ((*e).state, (*e).size, (*e).rendezvous, (*e).len as usize) };
-            let won = match state {
+        let found = self.walk(g, |pos, e| {
+            let st = g.st();
+            // The counts this claim takes from must hold the entry: checked before an offer's
+            // cell is fired, so a corrupt count never leaves a selection chosen for nothing.
+            let (from, to) = match e.state {
+                READY => (st.ready, if e.rendezvous != 0 { st.offers } else { st.buffered }),
+                OFFERED => (st.offered, st.offers),
+                _ => return None,
+            };
+            if from == 0 || to == 0 {
+                return Some(Err(()));
+            }
+            let won = match e.state {
                 READY => true,
-                OFFERED => {
+                _ => {
                     let cell = self.offer_cell(pos);
                     if own.is_some_and(|o| o.same_cell(&cell)) {
                         false
@@ -53,29 +63,31 @@ impl ShmChannel {
                         }
                     }
                 }
-                _ => false,
             };
-            if won {
-                let st = g.st();
-                if state == READY {
-                    st.ready -= 1;
-                } else {
-                    st.offered -= 1;
-                }
-                // SAFETY: as above.
-                unsafe { (*e).state = READING };
-                if kind != 0 {
-                    // A plain writer waits for TAKEN, not for this: no wake-up yet.
-                    st.offers -= 1;
-                } else {
-                    st.buffered -= 1;
-                    self.changed(g); // room for a writer waiting on the capacity
-                }
-                return Some(ReadSlot { ch: self, pos, len, kind, finished: false });
-            }
-            pos += size;
+            won.then_some(Ok((pos, e.state, e.rendezvous, e.len as usize, e.ptr)))
+        })?;
+        let (pos, state, kind, len, e) = match found {
+            None => return Ok(None),
+            Some(Err(())) => return Err(self.corrupt(g)),
+            Some(Ok(found)) => found,
+        };
+        let st = g.st();
+        if state == READY {
+            st.ready -= 1;
+        } else {
+            st.offered -= 1;
         }
-        None
+        // SAFETY: a checked entry of the ring (`walk`); lock held.
+        unsafe { (*e).state = READING };
+        self.hold(e, g);
+        if kind != 0 {
+            // A plain writer waits for TAKEN, not for this: no wake-up yet.
+            st.offers -= 1;
+        } else {
+            st.buffered -= 1;
+            self.changed(g); // room for a writer waiting on the capacity
+        }
+        Ok(Some(ReadSlot { ch: self, pos, len, kind, finished: false }))
     }
 
     /// Starts writing a message of `len` bytes: waits for room (buffered) or, with `nowait`
@@ -130,6 +142,7 @@ impl ShmChannel {
                         (*e).state = WRITING;
                         (*e).rendezvous = if rendezvous { RDV_PLAIN } else { 0 };
                     }
+                    self.hold(e, &g);
                     st.writing += 1;
                     if rendezvous {
                         st.offers += 1;
@@ -148,7 +161,7 @@ impl ShmChannel {
             g.st().writers_waiting += 1;
             let (g2, interrupted) = self.sleep(g, w)?;
             g = g2;
-            g.st().writers_waiting -= 1;
+            self.dec(&g, &mut g.st().writers_waiting);
             if interrupted {
                 return Err(Error::Interrupted);
             }
@@ -164,7 +177,7 @@ impl ShmChannel {
             if self.is_poisoned() {
                 return Err(Error::Poisoned);
             }
-            if let Some(slot) = self.claim(&g, None) {
+            if let Some(slot) = self.claim(&g, None)? {
                 return Ok(slot);
             }
             let st = g.st();
@@ -201,7 +214,7 @@ impl ShmChannel {
             let (g2, interrupted) = self.sleep(g, w)?;
             g = g2;
             waited = true;
-            g.st().readers_waiting -= 1;
+            self.dec(&g, &mut g.st().readers_waiting);
             if interrupted {
                 self.wake_offers(&g);
                 self.changed(&g);

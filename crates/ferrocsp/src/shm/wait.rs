@@ -65,12 +65,22 @@ impl Wait<'_> {
     }
 
     /// The one place a shared-channel operation sleeps: until any `words[i]` moves from
-    /// `seen[i]`, the deadline, or (thread sleeps) the slice ends. Called with no lock held.
-    /// Returns whether to abandon the wait.
-    pub(super) fn block(&mut self, words: &[&AtomicU32], seen: &[u32]) -> bool {
+    /// `seen[i]`, the deadline, `cap` (a wait that must look at its peers then: `owner.rs`),
+    /// or (thread sleeps) the slice ends. Called with no lock held. Returns whether to abandon
+    /// the wait.
+    pub(super) fn block(
+        &mut self,
+        words: &[&AtomicU32],
+        seen: &[u32],
+        cap: Option<Instant>,
+    ) -> bool {
+        let until = match (self.deadline, cap) {
+            (Some(d), Some(c)) => Some(d.min(c)),
+            (d, c) => d.or(c),
+        };
         if let Some(s) = self.sleeper.as_mut() {
             // No spin: the thread is shared with other runnable processes.
-            return s.sleep(words, seen, self.deadline);
+            return s.sleep(words, seen, until);
         }
         let moved = || words.iter().zip(seen).any(|(x, &v)| x.load(Ordering::Acquire) != v);
         // A short bounded spin first, as for in-process waits (`park.rs`): a counterpart in
@@ -79,7 +89,7 @@ impl Wait<'_> {
             return false;
         }
         let now = Instant::now();
-        let mut timeout = self.deadline.map(|d| d.saturating_duration_since(now));
+        let mut timeout = until.map(|d| d.saturating_duration_since(now));
         if let Some(s) = self.slice {
             timeout = Some(timeout.map_or(s, |t| t.min(s)));
         }

@@ -1,0 +1,93 @@
+//! Who holds an entry of the ring, and what a survivor does when that process died.
+//!
+//! A writer holds its entry while it copies its value in (`WRITING`), a reader while it copies
+//! it out (`READING`); both copies run with the segment's lock released, so a process can die
+//! in the middle of one (SIGKILL, the OOM killer) and leave the entry held forever. Each entry
+//! records its holder ([`ProcId`]: pid and start time, so a reused pid is not taken for it).
+//!
+//! Invariants:
+//! - The holder is recorded under the lock when the entry becomes `WRITING` or `READING`, by
+//!   the process that will hold it.
+//! - A wait that a dead holder could make endless (a rendezvous writer waiting for its reader
+//!   to finish; anyone waiting while an entry is `WRITING`) sleeps at most [`PEER_CHECK`] at a
+//!   time and then looks at the holder, so it ends within about that long after the death; a
+//!   rendezvous writer whose value is not claimed yet looks every [`PEER_IDLE`].
+//! - A dead writer's `WRITING` entry is withdrawn: its value was never published, so nothing
+//!   was sent and the channel goes on. A dead reader's `READING` entry may or may not have
+//!   reached its process: the value is lost with that process, and the channel is poisoned
+//!   (`PoisonCause::PeerDied`), which ends the writer's wait.
+
+use std::time::{Duration, Instant};
+
+use super::channel::{Guard, ShmChannel, WRITING};
+use super::layout::Entry;
+use super::sys::{self, ProcId};
+
+/// How long a wait that a dead peer could make endless sleeps before it looks again.
+pub(super) const PEER_CHECK: Duration = Duration::from_millis(100);
+/// How long a rendezvous writer whose value nobody has claimed yet sleeps before it looks
+/// whether a reader claimed it meanwhile (claiming does not wake it) and died.
+pub(super) const PEER_IDLE: Duration = Duration::from_millis(500);
+
+impl ShmChannel {
+    /// Records the calling process as the holder of entry `e`. Lock held.
+    pub(super) fn hold(&self, e: *mut Entry, _g: &Guard<'_>) {
+        let me = sys::me();
+        // SAFETY: an entry of the ring (reserved or claimed by the caller); lock held.
+        unsafe {
+            (*e).owner_pid = me.pid;
+            (*e).owner_start = me.start;
+        }
+    }
+
+    /// Whether the process holding entry `e` is alive. Lock held.
+    pub(super) fn holder_alive(&self, e: *mut Entry, _g: &Guard<'_>) -> bool {
+        // SAFETY: as in `hold`.
+        let p = unsafe { ProcId { pid: (*e).owner_pid, start: (*e).owner_start } };
+        p == sys::me() || sys::alive(p)
+    }
+
+    /// Withdraws every `WRITING` entry whose writer died (nothing was sent); returns whether
+    /// there was one. Lock held.
+    pub(super) fn drop_dead_writers(&self, g: &Guard<'_>) -> bool {
+        if g.st().writing == 0 {
+            return false;
+        }
+        let mut dead = Vec::new();
+        let _ = self.walk(g, |pos, e| {
+            if e.state == WRITING && !self.holder_alive(e.ptr, g) {
+                dead.push(pos);
+            }
+            None::<()>
+        });
+        for &pos in &dead {
+            self.withdraw_entry(g, pos);
+        }
+        !dead.is_empty()
+    }
+
+    /// When a wait must wake to look at its peers (None: no peer's death could make it
+    /// endless): the time this process next looks for dead writers on this channel. Lock held.
+    pub(super) fn peer_check(&self, g: &Guard<'_>) -> Option<Instant> {
+        if g.st().writing == 0 {
+            return None;
+        }
+        let mut next = self.next_look.lock().unwrap_or_else(|e| e.into_inner());
+        Some(*next.get_or_insert_with(|| Instant::now() + PEER_CHECK))
+    }
+
+    /// After a wait woke: if it is time (`peer_check`), withdraws the entries of dead writers.
+    /// Waking for anything else costs nothing more: a look reads `/proc` once per entry
+    /// being written. Lock held.
+    pub(super) fn look_for_dead_writers(&self, g: &Guard<'_>) {
+        let now = Instant::now();
+        {
+            let mut next = self.next_look.lock().unwrap_or_else(|e| e.into_inner());
+            match *next {
+                Some(t) if now >= t => *next = None,
+                _ => return,
+            }
+        }
+        self.drop_dead_writers(g);
+    }
+}

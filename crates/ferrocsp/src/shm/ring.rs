@@ -1,0 +1,167 @@
+//! The ring of a shared channel's segment: where its entries are, reserving space at the
+//! tail, moving the head, and walking the entries in between.
+//!
+//! Invariants:
+//! - Head and tail are positions that only grow (until an empty ring rewinds to 0); an entry
+//!   lies at `pos % data_len`, aligned, and never wraps (a `PAD` entry fills the tail end).
+//! - Everything here runs with the segment's lock held.
+//! - The segment is untrusted (any process mapping it can write anything): head and tail are
+//!   checked at every lock (`ring_ok`), and a walk reads them once and checks each entry before
+//!   it uses it, so a walk ends within one ring's worth of steps and never leaves the mapping.
+//!   What does not fit poisons the channel as corrupt (`ShmChannel::corrupt`).
+
+use super::channel::{Guard, ShmChannel, DONE, ENTRY_BYTES, OFFER_PREFIX, RDV_OFFER};
+use super::layout::{Entry, ALIGN, CANCELLED, DATA_OFF, PAD};
+use crate::Error;
+
+/// An entry of the ring as read back from the segment: `walk` checked that it fits.
+pub(super) struct Seen {
+    pub(super) ptr: *mut Entry,
+    pub(super) state: u32,
+    pub(super) size: u64,
+    pub(super) len: u64,
+    pub(super) rendezvous: u32,
+}
+
+impl ShmChannel {
+    pub(super) fn entry(&self, pos: u64) -> *mut Entry {
+        let off = DATA_OFF + (pos as usize % self.data_len());
+        // SAFETY: off + ENTRY_BYTES lies inside the mapping (entries are aligned and the ring
+        // length is a multiple of ALIGN).
+        unsafe { self.base().add(off).cast() }
+    }
+
+    pub(super) fn payload(&self, pos: u64) -> *mut u8 {
+        // SAFETY: the message follows its entry header inside the ring (it never wraps).
+        unsafe { self.entry(pos).cast::<u8>().add(ENTRY_BYTES) }
+    }
+
+    /// Moves the head over entries nobody uses any more; rewinds an empty ring.
+    pub(super) fn advance(&self, g: &Guard<'_>) {
+        let skip =
+            self.walk(g, |pos, e| (!matches!(e.state, DONE | CANCELLED | PAD)).then_some(pos));
+        let st = g.st();
+        match skip {
+            Ok(Some(pos)) => st.head = pos,
+            Ok(None) => {
+                st.head = 0;
+                st.tail = 0;
+            }
+            Err(_) => {} // poisoned: the ring stays as it was found
+        }
+    }
+
+    /// Whether the ring's head and tail are ones the protocol can produce: aligned, in
+    /// order, at most a ring apart. Lock held.
+    pub(super) fn ring_ok(&self, g: &Guard<'_>) -> bool {
+        let st = g.st();
+        let a = ALIGN as u64;
+        st.head <= st.tail
+            && st.tail - st.head <= self.data_len() as u64
+            && st.head.is_multiple_of(a)
+            && st.tail.is_multiple_of(a)
+    }
+
+    /// Calls `f` on every entry from the head to the tail until it returns `Some`. Head and
+    /// tail are read once, and each entry is checked before it is used ([`Seen`]): a ring a
+    /// peer wrote garbage over poisons the channel (`Err(Poisoned)`) instead of sending the
+    /// walk outside the mapping or round in circles under the lock. Lock held.
+    pub(super) fn walk<T>(
+        &self,
+        g: &Guard<'_>,
+        f: impl FnMut(u64, &Seen) -> Option<T>,
+    ) -> Result<Option<T>, Error> {
+        self.scan(g, f).map_err(|()| self.corrupt(g))
+    }
+
+    /// `walk` without poisoning: `Err(())` at the first thing that does not fit.
+    pub(super) fn scan<T>(
+        &self,
+        g: &Guard<'_>,
+        mut f: impl FnMut(u64, &Seen) -> Option<T>,
+    ) -> Result<Option<T>, ()> {
+        if !self.ring_ok(g) {
+            return Err(());
+        }
+        let (mut pos, tail) = (g.st().head, g.st().tail);
+        while pos < tail {
+            let e = self.entry(pos);
+            // SAFETY: `pos` is aligned and reduced into the ring (`entry`), so the entry
+            // header lies in the mapping; the lock is held. Its fields are checked below
+            // before anything relies on them.
+            let seen = unsafe {
+                Seen {
+                    ptr: e,
+                    state: (*e).state,
+                    size: (*e).size,
+                    len: (*e).len,
+                    rendezvous: (*e).rendezvous,
+                }
+            };
+            if !self.entry_ok(pos, tail, &seen) {
+                return Err(());
+            }
+            if let Some(t) = f(pos, &seen) {
+                return Ok(Some(t));
+            }
+            pos += seen.size;
+        }
+        Ok(None)
+    }
+
+    /// Whether entry `e` at `pos` fits the ring: a whole number of alignment units, inside
+    /// the ring without wrapping, before `tail`, and its message inside the entry.
+    fn entry_ok(&self, pos: u64, tail: u64, e: &Seen) -> bool {
+        let a = ALIGN as u64;
+        let at = pos % self.data_len() as u64;
+        let prefix = match e.rendezvous {
+            RDV_OFFER => (ENTRY_BYTES + OFFER_PREFIX) as u64,
+            _ => ENTRY_BYTES as u64,
+        };
+        e.size >= a
+            && e.size.is_multiple_of(a)
+            && e.size <= self.data_len() as u64 - at
+            && e.size <= tail - pos
+            && (e.state == PAD || e.len <= e.size - prefix)
+    }
+
+    /// Takes one from a counter of the segment's state. A counter that is already zero
+    /// cannot be (its entry or waiter exists): the segment is corrupt, and is poisoned (the
+    /// counter stays zero; the caller goes on, and the next look at the channel fails).
+    pub(super) fn dec<N>(&self, g: &Guard<'_>, n: &mut N)
+    where
+        N: Copy + PartialEq + From<u8> + std::ops::SubAssign,
+    {
+        if *n == N::from(0) {
+            let _ = self.corrupt(g);
+        } else {
+            *n -= N::from(1);
+        }
+    }
+
+    /// Reserves `size` bytes at the tail (padding to the ring's start if needed), if they fit.
+    pub(super) fn reserve(&self, g: &Guard<'_>, size: usize) -> Option<u64> {
+        let st = g.st();
+        let len = self.data_len() as u64;
+        let used = st.tail - st.head;
+        let at = st.tail % len;
+        let room_to_end = len - at;
+        let pad = if room_to_end < size as u64 { room_to_end } else { 0 };
+        if used + pad + size as u64 > len {
+            return None;
+        }
+        if pad > 0 {
+            let e = self.entry(st.tail);
+            // SAFETY: the pad region is free ring space (checked above); lock held.
+            unsafe {
+                (*e).size = pad;
+                (*e).len = 0;
+                (*e).state = PAD;
+            }
+            st.tail += pad;
+        }
+        let pos = st.tail;
+        st.tail += size as u64;
+        Some(pos)
+    }
+}

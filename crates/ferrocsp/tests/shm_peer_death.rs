@@ -1,0 +1,166 @@
+//! A peer that dies at any instant of the protocol never hangs the survivors (issue #16).
+//! Each test kills a real forked process (SIGKILL, as the OOM killer would) in one state of
+//! the protocol and checks what the survivor gets, and how soon.
+#![cfg(target_os = "linux")]
+
+use std::time::{Duration, Instant};
+
+use ferrocsp::shm::{PoisonCause, ShmChannel, Wait};
+use ferrocsp::Error;
+
+/// A survivor must have its outcome this soon after the death (issue #16: within 1 s).
+const SOON_AFTER_DEATH: Duration = Duration::from_secs(1);
+
+fn fork(f: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the test harness thread forks; the child only runs `f`, then is killed or exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        f();
+        // SAFETY: leave the child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+/// Kills the calling process at once: no destructor, no unlock, no goodbye.
+fn die() -> ! {
+    // SAFETY: plain syscalls on our own process.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+        libc::_exit(9)
+    }
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: pid is our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+/// Waits (polling, with a deadline) until `cond` holds.
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn write(ch: &ShmChannel, msg: &[u8], w: &mut Wait<'_>) -> Result<(), Error> {
+    let mut slot = ch.begin_write(msg.len(), w)?;
+    slot.buf().copy_from_slice(msg);
+    slot.commit(w)
+}
+
+/// Whether process `pid` is a zombie (dead, not yet reaped).
+fn zombie(pid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|t| t.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Runs `f` on a thread; its result, or a failure if it takes longer than `limit`.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).expect("the survivor hung after its peer died")
+}
+
+/// A rendezvous writer whose reader dies while copying the value out (the `READING` state:
+/// claimed, not yet taken) used to wait forever, deaf to its deadline and to poison. The
+/// reader is killed while its dead process is still a zombie (its parent has not reaped it:
+/// its pid still exists) and once reaped.
+#[test]
+fn a_reader_killed_mid_copy_poisons_instead_of_hanging_its_writer() {
+    for reap_first in [false, true] {
+        let ch = std::sync::Arc::new(ShmChannel::create(0, 1 << 20).expect("create"));
+        // The reader first (a child forked before this process starts any thread of its own):
+        // it claims the value, then dies in the middle of copying it out.
+        let reader = fork(|| {
+            let slot = ch.begin_read(&mut Wait::until(None)).expect("claim");
+            let _ = slot.buf().first();
+            die();
+        });
+        let c = ch.clone();
+        let writer = std::thread::spawn(move || {
+            // No deadline: only the death can end this wait.
+            write(&c, &[7u8; 4096], &mut Wait::until(None))
+        });
+        if reap_first {
+            reap(reader);
+        } else {
+            until("the reader died", || zombie(reader));
+        }
+        let t0 = Instant::now();
+        let out = within(Duration::from_secs(10), move || writer.join().expect("writer"));
+        assert_eq!(out, Err(Error::Poisoned), "reaped first: {reap_first}");
+        assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} after the death", t0.elapsed());
+        assert_eq!(ch.poison_cause(), Some(PoisonCause::PeerDied));
+        if !reap_first {
+            reap(reader);
+        }
+    }
+}
+
+/// A buffered writer that dies between reserving its entry and publishing it (`WRITING`)
+/// used to hold a slot of the capacity (and the ring's head) forever. Its value was never
+/// sent: the entry is withdrawn, and the channel goes on without it.
+#[test]
+fn a_writer_killed_mid_copy_gives_its_slot_back() {
+    // Also with sleeps cut in slices shorter than the look's interval, as the Python main
+    // thread's are: the look is timed per channel, not per sleep.
+    for slice in [None, Some(Duration::from_millis(20))] {
+        let ch = std::sync::Arc::new(ShmChannel::create(1, 1 << 20).expect("create"));
+        let writer = fork(|| {
+            let mut slot = ch.begin_write(4096, &mut Wait::until(None)).expect("reserve");
+            slot.buf()[0] = 1;
+            die();
+        });
+        reap(writer);
+        let t0 = Instant::now();
+        let c = ch.clone();
+        // The capacity (1) is taken by the dead writer's entry: this write waits for it.
+        let out = within(Duration::from_secs(10), move || {
+            let mut never = || false;
+            let mut w = Wait {
+                deadline: Some(Instant::now() + Duration::from_secs(5)),
+                nowait: false,
+                slice,
+                interrupted: &mut never,
+                sleeper: None,
+            };
+            write(&c, b"mine", &mut w)
+        });
+        assert_eq!(out, Ok(()), "slice {slice:?}");
+        assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} after the death", t0.elapsed());
+        let slot = ch.begin_read(&mut Wait::nowait()).expect("the live writer's value");
+        assert_eq!(slot.buf(), b"mine");
+        slot.finish().expect("finish");
+        assert!(!ch.is_poisoned(), "a value that was never sent spoils nothing");
+        assert_eq!(ch.stats().expect("stats").buffered, 0);
+    }
+}
+
+/// A reader waiting on a channel whose only message is being written by a process that
+/// dies: the dead writer's entry is withdrawn, and the reader's deadline still holds.
+#[test]
+fn a_reader_waiting_behind_a_dead_writer_keeps_its_deadline() {
+    let ch = std::sync::Arc::new(ShmChannel::create(2, 1 << 20).expect("create"));
+    let writer = fork(|| {
+        let _slot = ch.begin_write(64, &mut Wait::until(None)).expect("reserve");
+        die();
+    });
+    reap(writer);
+    let c = ch.clone();
+    let t0 = Instant::now();
+    let out = within(Duration::from_secs(10), move || {
+        c.begin_read(&mut Wait::until(Some(Instant::now() + Duration::from_millis(300))))
+            .map(|s| s.buf().to_vec())
+    });
+    assert_eq!(out, Err(Error::Timeout));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(ch.stats().expect("stats").buffered, 0, "the dead writer's slot is free");
+}
