@@ -2,15 +2,21 @@
 networked ones (``ferrocsp.net``, against a nats-server the fixtures start).
 
 A shared test takes the ``mk`` fixture and makes its channels with ``mk(capacity, name=...)``
-instead of ``csp.Channel(...)``. ``mk`` is parametrized ``local`` / ``net``: ``local`` gives
-``csp.Channel``; ``net`` gives ``conn.channel(<unique name>, capacity)`` on one connection per
-test (names are unique per test: networked channel state is durable on the server). A test
+instead of ``csp.Channel(...)``. ``mk`` is parametrized ``local`` / ``shm`` / ``net``:
+``local`` gives ``csp.Channel``; ``shm`` gives a ``csp.Channel`` already moved to shared
+memory (as if it had been sent to another OS process: the same type, its shared-memory
+transport, whatever backend runs the test); ``net`` gives ``conn.channel(<unique name>,
+capacity)`` on one connection per test (names are unique per test: networked channel state
+is durable on the server). A test
 that cannot hold on networked channels says why with ``mk.local_only(REASON)`` (a skip with
 that reason, never silent). Networked channels do not pickle (an OS process opens them by
 name), so ``net`` with the ``os`` backend is skipped, saying so.
 
 By default ``net`` runs with the thread backend; with greenlet and asyncio it is marked
 ``slow`` (``FERROCSP_SLOW=1``), to keep the default suite fast (conftest's collection hook).
+``shm`` runs with thread, greenlet and asyncio by default; with the OS-process backends it is
+marked ``slow``, since there ``local`` channels move to shared memory anyway when the test
+hands them to its processes.
 """
 
 from __future__ import annotations
@@ -42,12 +48,18 @@ class Chans:
         self.kind = kind
         self.conn = conn
         self.is_net = kind == "net"
+        self.is_shm = kind == "shm"
         self._tag = uuid.uuid4().hex[:10]
         self._n = 0
 
     def __call__(self, capacity: int = 0, *, name: str | None = None) -> Any:
         if not self.is_net:
-            return csp.Channel(capacity, name=name)
+            ch = csp.Channel(capacity, name=name)
+            if self.is_shm:
+                from ferrocsp import _shm
+
+                _shm.share(ch)
+            return ch
         self._n += 1
         return self.conn.channel(f"k{self._tag}-{name or 'c'}-{self._n}", capacity)
 

@@ -54,6 +54,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         p = params.params if params is not None else {}
         if p.get("mk") == "net" and p.get("backend") in ("greenlet", "asyncio"):
             item.add_marker(pytest.mark.slow)
+        # Shared-memory channels under the OS-process backends: local channels move there
+        # anyway when a test hands them to its processes (tests/_chans.py).
+        if p.get("mk") == "shm" and p.get("backend") in ("os", "os-asyncio"):
+            item.add_marker(pytest.mark.slow)
     if os.environ.get("FERROCSP_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
         return
     skip = pytest.mark.skip(reason="slow test: set FERROCSP_SLOW=1 or run with -m slow")
@@ -81,11 +85,12 @@ def kit_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server.stop()
 
 
-@pytest.fixture(params=["local", "net"])
+@pytest.fixture(params=["local", "shm", "net"])
 def mk(request: pytest.FixtureRequest) -> Iterator[Chans]:
-    """Makes a shared test's channels: ``csp.Channel`` (local) or networked (tests/_chans.py)."""
-    if request.param == "local":
-        yield Chans("local")
+    """Makes a shared test's channels: ``csp.Channel`` (local), one moved to shared memory
+    (shm), or networked (tests/_chans.py)."""
+    if request.param in ("local", "shm"):
+        yield Chans(request.param)
         return
     import ferrocsp.net as net
 

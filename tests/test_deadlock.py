@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
+from _chans import Chans
 from _kit import BACKENDS, Kit
 from ferrocsp import _native
 
@@ -86,6 +88,11 @@ left = Kit({lb!r}).process(relay, name="left")
 right = Kit({rb!r}).process(relay, name="right")
 
 a, b = csp.Channel(name="a"), csp.Channel(name="b")
+if {shm!r}:
+    from ferrocsp import _shm
+
+    _shm.share(a)
+    _shm.share(b)
 try:
     csp.Par(left(a, b), right(b, a)).run()
 except BaseException as exc:
@@ -93,14 +100,21 @@ except BaseException as exc:
 """
 
 
+@pytest.mark.parametrize("chans", ["local", "shm"])
 @pytest.mark.parametrize(("lb", "rb"), list(itertools.combinations_with_replacement(BACKENDS, 2)))
-def test_two_processes_reading_each_other(lb: str, rb: str) -> None:
-    msgs = deadlock_messages(run_program(CROSS.format(lb=lb, rb=rb)))
+def test_two_processes_reading_each_other(lb: str, rb: str, chans: str) -> None:
+    # Over in-process channels, and over channels moved to shared memory (the same type, its
+    # shared-memory transport; networked waits are never proven stuck: another machine may
+    # complete them, DESIGN 7).
+    msgs = deadlock_messages(run_program(CROSS.format(lb=lb, rb=rb, shm=chans == "shm")))
     assert len(msgs) == 2  # every blocked operation raised Deadlock
+    # Waits on shared channels are proven by the detection across OS processes, whose report
+    # names each process's OS process id.
+    pid = r" \(pid \d+\)" if chans == "shm" else ""
     for m in msgs:
-        assert m.startswith("Deadlock: 2 processes wait forever: "), m
-        assert "'left' reads 'a'" in m, m
-        assert "'right' reads 'b'" in m, m
+        assert m.startswith("Deadlock: 2 processes wait forever"), m
+        assert re.search(f"'left'{pid} reads 'a'", m), m
+        assert re.search(f"'right'{pid} reads 'b'", m), m
         assert "'MainThread'" in m, m  # joining them
 
 
@@ -253,13 +267,13 @@ async def computer(k: Kit, out: csp.Channel) -> None:
 
 
 @pytest.mark.parametrize("starter", [sleeper, computer])
-def test_sleeping_or_computing_process_is_not_a_deadlock(k: Kit, starter: Any) -> None:
-    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+def test_sleeping_or_computing_process_is_not_a_deadlock(k: Kit, mk: Chans, starter: Any) -> None:
+    a, b = mk(name="a"), mk(name="b")
     res = k.Par(k.process(relay_once)(a, b), k.process(last)(b), k.process(starter)(a)).run()
     assert res[:2] in (["late", "late"], ["computed", "computed"])
 
 
-def test_pending_timeout_is_not_a_deadlock(k: Kit) -> None:
+def test_pending_timeout_is_not_a_deadlock(k: Kit, mk: Chans) -> None:
     async def patient(k: Kit, a: csp.Channel, b: csp.Channel) -> str:
         await k.select(csp.Alt(a, csp.Timeout(0.3)))
         await k.write(b, "timed out")
@@ -272,7 +286,7 @@ def test_pending_timeout_is_not_a_deadlock(k: Kit) -> None:
             await k.write(d, "timed out")
         return "read"
 
-    a, b, c, d = (csp.Channel(name=n) for n in "abcd")
+    a, b, c, d = (mk(name=n) for n in "abcd")
     lst = k.process(last)
     res = k.Par(k.process(patient)(a, b), lst(b), k.process(patient_read)(c, d), lst(d)).run()
     assert res == ["alt", "timed out", "read", "timed out"]
@@ -302,18 +316,21 @@ def test_greenlet_io_call_is_not_a_deadlock() -> None:
     ]
 
 
-def test_participants_describe_blocked_processes(k: Kit) -> None:
-    a = csp.Channel(name="part-a")
+def test_participants_describe_blocked_processes(k: Kit, mk: Chans) -> None:
+    name = f"part-a-{k.backend}-{mk.kind}"
+    a = mk(name=name)
     h = k.Spawn(k.process(last)(a))
     deadline = time.monotonic() + 10
     while True:
-        mine = [p for p in _native._participants() if p["waits"] == [("part-a", "read")]]
+        mine = [p for p in _native._participants() if p["waits"] == [(a.name, "read")]]
         if mine or time.monotonic() > deadline:
             break
         time.sleep(0.01)
     assert mine, _native._participants()
     p = mine[0]
-    assert (p["name"], p["backend"], p["state"]) == ("last", k.backend, "blocked")
+    # The state says which transport the wait is on (csp.dump() shows it).
+    state = {"local": "blocked", "shm": "blocked (shared)", "net": "blocked (networked)"}
+    assert (p["name"], p["backend"], p["state"]) == ("last", k.backend, state[mk.kind])
     assert (p["alt"], p["timeout"]) == (False, False)
     assert p["since"] >= 0.0
     a.write(1)

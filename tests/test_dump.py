@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import ferrocsp as csp
+from _chans import Chans
 from _kit import Kit
 from _support import wait_until
 from ferrocsp import _native
@@ -34,9 +35,11 @@ async def idle(k: Kit, ch: csp.Channel) -> None:
     await k.read(ch)
 
 
-def _blocked_network(k: Kit) -> tuple[csp.Handle[list[object]], csp.Channel, csp.Channel]:
-    jobs = csp.Channel(name=f"dump-jobs-{k.backend}")
-    spare = csp.Channel(2, name=f"dump-spare-{k.backend}")
+def _blocked_network(
+    k: Kit, mk: Chans
+) -> tuple[csp.Handle[list[object]], csp.Channel, csp.Channel]:
+    jobs = mk(name=f"dump-jobs-{k.backend}")
+    spare = mk(2, name=f"dump-spare-{k.backend}")
     h = k.Par(
         k.process(producer)(jobs.writer(), 3),
         k.process(consumer)(jobs.reader(), 3),
@@ -56,9 +59,9 @@ def _section(text: str, channel: str) -> list[str]:
 
 
 @pytest.mark.timeout(30)
-def test_dump_lists_processes_states_and_channels(k: Kit) -> None:
+def test_dump_lists_processes_states_and_channels(k: Kit, mk: Chans) -> None:
     backend = k.backend
-    h, jobs, spare = _blocked_network(k)
+    h, jobs, spare = _blocked_network(k, mk)
     try:
         wait_until(lambda: not h._tasks[1].alive or h._tasks[1].outcome is not None)
         buf = io.StringIO()
@@ -69,8 +72,10 @@ def test_dump_lists_processes_states_and_channels(k: Kit) -> None:
         assert set(procs) == {"producer", "consumer", "idle"}
         assert all(f"  {backend} " in ln for ln in procs.values())
         if HAVE_STATES:
-            assert f"blocked on '{jobs.name}' write for " in procs["producer"]
-            assert f"blocked on '{spare.name}' read for " in procs["idle"]
+            # A shared or networked wait says so after the channel (its detection differs).
+            after = {"local": " for ", "shm": " (shared with OS processes", "net": " (networked"}
+            assert f"blocked on '{jobs.name}' write{after[mk.kind]}" in procs["producer"]
+            assert f"blocked on '{spare.name}' read{after[mk.kind]}" in procs["idle"]
         else:
             assert procs["producer"].endswith("running")
         assert procs["consumer"].endswith("finished")

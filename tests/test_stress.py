@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 
 import ferrocsp as csp
+from _chans import Chans
 from _kit import Kit
 from _support import Background
 
@@ -66,10 +67,12 @@ def _threads_with_sentinels(capacity: int, per_writer: int) -> None:
     assert (st.buffered, st.readers_waiting, st.writers_waiting) == (0, 0, 0)
 
 
-def _par_with_retire(capacity: int, per_writer: int, k: Kit | None = None) -> None:
+def _par_with_retire(
+    capacity: int, per_writer: int, k: Kit | None = None, mk: Chans | None = None
+) -> None:
     """Processes in a Par on counted ends; readers stop when the last writer end retires."""
     k = k or Kit("thread")
-    ch = csp.Channel(capacity, name="stress-ends")
+    ch = (mk or csp.Channel)(capacity, name="stress-ends")
     total = WRITERS * per_writer
 
     async def writer(k: Kit, out: csp.Writer, n: int) -> int:
@@ -98,8 +101,10 @@ def test_8x8_threads_exact_multiset(capacity: int) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("capacity", [0, 16], ids=["rendezvous", "buffered"])
-def test_8x8_par_ends_exact_multiset(k: Kit, capacity: int) -> None:
-    _par_with_retire(capacity, per_writer=10_000 // WRITERS, k=k)
+def test_8x8_par_ends_exact_multiset(k: Kit, mk: Chans, capacity: int) -> None:
+    # 10^4 values on local and shared channels; a tenth on networked ones (a round trip each).
+    n = 10_000 if not mk.is_net else 1_000
+    _par_with_retire(capacity, per_writer=n // WRITERS, k=k, mk=mk)
 
 
 @pytest.mark.timeout(60)
@@ -115,11 +120,11 @@ def test_8x8_big_exact_multiset(capacity: int) -> None:
     _par_with_retire(capacity, per_writer=10_000)
 
 
-def _poison_mid_stream(k: Kit, capacity: int, seed: int) -> None:
+def _poison_mid_stream(k: Kit, mk: Chans, capacity: int, seed: int) -> None:
     """Poison while 4 writers and 4 readers (processes of ``k``'s backend) are busy: every
     one ends with ChannelPoisoned, and (rendezvous) a write returned iff its value was
     received."""
-    ch = csp.Channel(capacity, name="poison-race")
+    ch = mk(capacity, name="poison-race")
     succeeded: list[list[int]] = [[] for _ in range(4)]
 
     async def writer(k: Kit, n: int) -> None:
@@ -156,6 +161,6 @@ def _poison_mid_stream(k: Kit, capacity: int, seed: int) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("capacity", [0, 8], ids=["rendezvous", "buffered"])
-def test_poison_mid_stream_many_to_many(k: Kit, capacity: int) -> None:
+def test_poison_mid_stream_many_to_many(k: Kit, mk: Chans, capacity: int) -> None:
     for seed in range(5):
-        _poison_mid_stream(k, capacity, seed)
+        _poison_mid_stream(k, mk, capacity, seed)

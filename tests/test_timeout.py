@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
+from _chans import Chans
 from _kit import SHARED_BACKENDS, Kit
 from _os_support import backend_fixture
 from _support import Background, wait_until
@@ -45,8 +46,8 @@ async def times_a_read_out(k: Kit, ch: csp.Channel) -> float:
 
 
 @pytest.mark.parametrize("capacity", [0, 2])
-def test_read_timeout_on_empty_channel(k: Kit, capacity: int) -> None:
-    ch = csp.Channel(capacity)
+def test_read_timeout_on_empty_channel(k: Kit, mk: Chans, capacity: int) -> None:
+    ch = mk(capacity)
     assert 0.04 <= k.run(times_a_read_out, ch) < 5
     st = ch.stats()
     assert (st.readers_waiting, st.writers_waiting, st.buffered) == (0, 0, 0)
@@ -64,8 +65,8 @@ async def times_a_write_out(k: Kit, ch: csp.Channel) -> None:
         await k.read(ch, timeout=0.01)
 
 
-def test_rendezvous_write_timeout_sends_nothing(k: Kit) -> None:
-    k.run(times_a_write_out, csp.Channel())
+def test_rendezvous_write_timeout_sends_nothing(k: Kit, mk: Chans) -> None:
+    k.run(times_a_write_out, mk())
 
 
 async def times_out_on_a_full_buffer(k: Kit, ch: csp.Channel) -> None:
@@ -78,13 +79,13 @@ async def times_out_on_a_full_buffer(k: Kit, ch: csp.Channel) -> None:
         ch.read_nowait()
 
 
-def test_buffered_write_timeout_when_full_sends_nothing(k: Kit) -> None:
-    k.run(times_out_on_a_full_buffer, csp.Channel(1))
+def test_buffered_write_timeout_when_full_sends_nothing(k: Kit, mk: Chans) -> None:
+    k.run(times_out_on_a_full_buffer, mk(1))
 
 
-def test_timeout_not_a_csp_error(k: Kit) -> None:
+def test_timeout_not_a_csp_error(k: Kit, mk: Chans) -> None:
     with pytest.raises(TimeoutError) as info:
-        k.run(read, csp.Channel(), 0.001)
+        k.run(read, mk(), 0.001)
     assert not isinstance(info.value, csp.CSPError)
 
 
@@ -95,8 +96,8 @@ async def times_out_on_ends(k: Kit, r: csp.Reader, w: csp.Writer) -> None:
         await k.write(w, 1, timeout=0.01)
 
 
-def test_timeouts_on_ends(k: Kit) -> None:
-    ch = csp.Channel()
+def test_timeouts_on_ends(k: Kit, mk: Chans) -> None:
+    ch = mk()
     k.run(times_out_on_ends, ch.reader(), ch.writer())
 
 
@@ -109,36 +110,36 @@ async def zero_and_integer_timeouts(k: Kit, ch: csp.Channel) -> None:
     assert await k.read(ch, timeout=1) == 5
 
 
-def test_integer_and_zero_timeouts(k: Kit) -> None:
-    k.run(zero_and_integer_timeouts, csp.Channel(1))
+def test_integer_and_zero_timeouts(k: Kit, mk: Chans) -> None:
+    k.run(zero_and_integer_timeouts, mk(1))
 
 
-def test_timeout_none_blocks_until_partner(k: Kit) -> None:
-    ch = csp.Channel()
+def test_timeout_none_blocks_until_partner(k: Kit, mk: Chans) -> None:
+    ch = mk()
     reader = k.spawn(read, ch, None)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     ch.write("v", timeout=None)
     assert reader.join() == "v"
 
 
-def test_read_with_timeout_succeeds_when_writer_arrives(k: Kit) -> None:
-    ch = csp.Channel()
+def test_read_with_timeout_succeeds_when_writer_arrives(k: Kit, mk: Chans) -> None:
+    ch = mk()
     reader = k.spawn(read, ch, 10)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     ch.write("in time")
     assert reader.join() == "in time"
 
 
-def test_write_with_timeout_succeeds_when_reader_arrives(k: Kit) -> None:
-    ch = csp.Channel()
+def test_write_with_timeout_succeeds_when_reader_arrives(k: Kit, mk: Chans) -> None:
+    ch = mk()
     writer = k.spawn(write, ch, "in time", 10)
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
     assert ch.read() == "in time"
     writer.join()
 
 
-def test_poison_during_timed_wait_raises_poisoned(k: Kit) -> None:
-    ch = csp.Channel()
+def test_poison_during_timed_wait_raises_poisoned(k: Kit, mk: Chans) -> None:
+    ch = mk()
     reader = k.spawn(read, ch, 10)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     ch.poison()
@@ -153,14 +154,14 @@ async def waiter(k: Kit, ch: csp.Channel, delay: float, report: SimpleNamespace)
     return time.monotonic() - t0
 
 
-def test_timed_waits_of_one_backend_fire_in_deadline_order(k: Kit) -> None:
+def test_timed_waits_of_one_backend_fire_in_deadline_order(k: Kit, mk: Chans) -> None:
     """Five processes of the backend wait with different timeouts on one channel (greenlet:
     one scheduler's timer heap; asyncio: one loop's call_later): each times out after its own
     delay, none early; the channel is left clean."""
-    ch = csp.Channel()
+    ch = mk()
     delays = [0.09, 0.01, 0.05, 0.03, 0.07]
     # Each waiter reports its delay on a buffered channel as it times out.
-    expired = csp.Channel(len(delays), name="expired")
+    expired = mk(len(delays), name="expired")
     tasks = k.spawn_many(waiter, [(ch, d, SimpleNamespace(expired=expired)) for d in delays])
     waited = [t.join() for t in tasks]
     assert all(w >= d - 0.001 for w, d in zip(waited, delays, strict=True)), waited

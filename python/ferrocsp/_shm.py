@@ -46,6 +46,7 @@ from ._native import (
     _shm_select,
     _ShmChannel,
     _ShmSide,
+    _xtable_create,
 )
 
 __all__ = [
@@ -109,6 +110,11 @@ def share(chan: Channel) -> _ShmSide:
     side = chan._share(RING_BYTES)
     with _lock:
         _by_uuid[side.uuid] = chan  # one channel object per segment in this interpreter
+    # Every process that holds a shared channel is in a participant table (the OS backend
+    # reserves its children's slots before they start), so waits on it are seen by deadlock
+    # detection even before, or after, any OS child runs. Idempotent; none in a forked child.
+    with contextlib.suppress(OSError):
+        _xtable_create()
     return side
 
 
