@@ -167,3 +167,41 @@ def test_a_forked_child_uses_watchers_of_its_own() -> None:
             pytest.fail("the forked child's wait never ended")
         time.sleep(0.01)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@csp.process
+def _take(c: csp.Channel) -> object:
+    return c.read()
+
+
+@csp.process
+def _offer_nowait(c: csp.Channel) -> str:
+    wait_until(lambda: c.stats().readers_waiting == 1, what="the reader waits")
+    c.write_nowait("x")
+    return "sent"
+
+
+@csp.process
+async def _atake(c: csp.Channel) -> object:
+    return await c.aread()
+
+
+@csp.process
+async def _aoffer(c: csp.Channel) -> str:
+    while c.stats().readers_waiting == 0:
+        await asyncio.sleep(0.001)
+    await c.awrite("x")
+    return "sent"
+
+
+@pytest.mark.timeout(20)
+def test_a_rendezvous_hand_off_to_a_reader_of_the_same_scheduler() -> None:
+    # A rendezvous write that finds the reader waiting waits for it to take the value; the
+    # reader is another greenlet / task of this very thread, so the write must switch away,
+    # not sleep the thread (which hung both, `write_nowait` and `awrite` alike).
+    from ferrocsp import _shm
+
+    for backend, procs in (("greenlet", (_take, _offer_nowait)), ("asyncio", (_atake, _aoffer))):
+        ch = csp.Channel(name=f"same-{backend}")
+        _shm.share(ch)
+        assert csp.Par(*(p(ch) for p in procs), backend=backend).run() == ["x", "sent"]

@@ -44,22 +44,23 @@ pub(crate) fn blocking<T: Send>(
     nowait: bool,
     f: impl for<'w> FnOnce(&mut Wait<'w>) -> Result<T, Error> + Send,
 ) -> PyResult<Result<T, Error>> {
-    if !nowait {
-        if let Some(mut coop) = crate::shm_coop::sleeper(py) {
-            let mut never = || false;
-            let r = f(&mut Wait {
-                deadline,
-                nowait,
-                slice: None,
-                interrupted: &mut never,
-                sleeper: Some(&mut coop),
-            });
-            return match (coop.err.take(), r) {
-                (Some(e), Err(Error::Interrupted)) => Err(e),
-                // Completed although an exception was thrown in: the result stands.
-                (_, r) => Ok(r),
-            };
-        }
+    // Even a `nowait` operation may wait: a rendezvous write that found a reader waiting
+    // waits for it to take the value, and that reader may be another greenlet or task of
+    // this very thread, which a thread sleep would never let run.
+    if let Some(mut coop) = crate::shm_coop::sleeper(py) {
+        let mut never = || false;
+        let r = f(&mut Wait {
+            deadline,
+            nowait,
+            slice: None,
+            interrupted: &mut never,
+            sleeper: Some(&mut coop),
+        });
+        return match (coop.err.take(), r) {
+            (Some(e), Err(Error::Interrupted)) => Err(e),
+            // Completed although an exception was thrown in: the result stands.
+            (_, r) => Ok(r),
+        };
     }
     let main = is_main_thread(py)?;
     let mut pending: Option<PyErr> = None;

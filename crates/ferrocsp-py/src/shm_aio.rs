@@ -389,10 +389,15 @@ impl ShmOp {
                 }
                 // Encoded once, before any wait.
                 let (parts, kinds) = s.encode(py, value.bind(py))?;
-                match s.write_recorded(py, &parts, &kinds, None, true, false) {
-                    Ok(()) => return Ok(Out::Return(py.None())),
-                    Err(e) if would_block(py, &e) => {}
-                    Err(e) => return Err(e),
+                // Without waiting only on a buffered channel: a rendezvous write that finds a
+                // reader waits for it to take the value, and that reader may be another task
+                // of this loop, so it runs on the operation greenlet, which can switch back.
+                if s.engine().capacity() > 0 {
+                    match s.write_recorded(py, &parts, &kinds, None, true, false) {
+                        Ok(()) => return Ok(Out::Return(py.None())),
+                        Err(e) if would_block(py, &e) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 let record = record_wait(py, s, true)?;
                 let job = Job::Write { side, parts: parts.unbind(), kinds, timeout };
