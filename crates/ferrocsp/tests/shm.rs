@@ -495,3 +495,65 @@ fn cooperative_read_times_out_at_its_deadline() {
     assert!(took >= Duration::from_millis(100), "{took:?}");
     assert_eq!(ch.stats().expect("stats").readers_waiting, 0);
 }
+
+/// A reader that cannot attach the offering selection's cells (here: out of file
+/// descriptors) used to take that for the selection's death and withdraw its offer, losing it
+/// from under a live selection. Now the read fails with the OS error and the offer stays.
+#[test]
+fn a_reader_that_cannot_attach_an_offer_leaves_it_alone() {
+    let ch = ShmChannel::create(0, 1 << 20).expect("create");
+    std::thread::scope(|s| {
+        let offer = s.spawn(|| {
+            let fill = fill_with(b"offered");
+            let ops = [SelOp::write(&ch, 7, &fill)];
+            select(&ops, &mut Wait::until(soon())).map(|(i, w)| (i, matches!(w, Selected::Wrote)))
+        });
+        wait_for("the offer", || stats(&ch).writers_waiting == 1);
+        let pid = fork(|| {
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: plain getrlimit/setrlimit on this (child) process.
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+            let low = libc::rlimit { rlim_cur: 3, rlim_max: lim.rlim_max };
+            // SAFETY: as above; every descriptor number above 2 is now out of reach.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) };
+            let first = ch.begin_read(&mut Wait::nowait()).map(|_| ());
+            // SAFETY: as above.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+            if !matches!(first, Err(Error::Io { code: Some(libc::EMFILE), .. })) {
+                return 2;
+            }
+            match read(&ch, soon()) {
+                Ok(v) if v == b"offered" => 0,
+                _ => 1,
+            }
+        });
+        assert_eq!(wait(pid) >> 8, 0, "child: 2 = the first read did not fail with EMFILE");
+        assert_eq!(offer.join().expect("selector"), Ok((0, true)));
+    });
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
+
+/// The cells segments of other processes that readers attach are cached, but the cache is
+/// bounded (a descriptor and a mapping each) and drops those of dead processes first.
+#[test]
+fn the_cache_of_other_processes_cells_is_bounded() {
+    let before = open_fds();
+    for round in 0..80 {
+        let ch = ShmChannel::create(0, 1 << 16).expect("create");
+        let pid = fork(|| {
+            let fill = fill_with(b"x");
+            let ops = [SelOp::write(&ch, 1, &fill)];
+            let wrote = matches!(select(&ops, &mut Wait::until(soon())), Ok((0, Selected::Wrote)));
+            i32::from(!wrote)
+        });
+        // Reading the child's offer attaches its cells segment here.
+        // Reading the child's offer attaches its cells segment here.
+        assert_eq!(read(&ch, soon()).map_err(|e| (round, e)), Ok(b"x".to_vec()));
+        assert_eq!(wait(pid) >> 8, 0);
+    }
+    let grown = open_fds().saturating_sub(before);
+    assert!(grown <= 64 + 4, "{grown} more descriptors after 80 peers");
+}

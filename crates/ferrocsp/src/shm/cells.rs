@@ -18,7 +18,11 @@
 //!   record is stale, and the counterpart withdraws it: a dead selector never blocks anyone.
 //!   `trylock` on a held mutex is a user-space check, no system call.
 //! - Segments are per process: a child made by `fork` never uses its parent's slots (the
-//!   process id is checked), and attached segments are cached per process by uuid.
+//!   process id is checked), and attached segments are cached per process by uuid, at most
+//!   [`MAX_ATTACHED`] (those of dead processes dropped first).
+//! - Only a proven death makes a record stale: its process's descriptor gone from `/proc`, or
+//!   its slot's mutex not held. A segment that cannot be attached for another reason (out of
+//!   descriptors, permissions) leaves the record alone and fails the caller's operation.
 //! - An Alt that also waits on in-process channels links its engine cell to this one
 //!   ([`CellLink`], `signal.rs`): an in-process counterpart fires this word too (`OPEN ->
 //!   FIRED(guard)`, with the lock of its in-process channel), so one word decides for every
@@ -100,6 +104,8 @@ struct Seg {
     map: Mapping,
     fd: OwnedFd,
     uuid: [u8; 16],
+    /// The process that owns it.
+    pid: u32,
 }
 
 impl Seg {
@@ -155,7 +161,7 @@ fn new_segment() -> io::Result<Seg> {
     let uuid = sys::random_uuid()?;
     let fd = sys::create(&uuid, SEG_BYTES)?;
     let map = sys::map(&fd, SEG_BYTES)?;
-    let seg = Seg { map, fd, uuid };
+    let seg = Seg { map, fd, uuid, pid: std::process::id() };
     for i in 0..SLOTS as u32 {
         if let Some(m) = seg.mutex(i) {
             // SAFETY: fresh zeroed shared memory that nobody else knows yet.
@@ -173,31 +179,59 @@ fn new_segment() -> io::Result<Seg> {
     Ok(seg)
 }
 
-fn attach(pid: u32, fd: i32, uuid: &[u8; 16]) -> io::Result<Seg> {
-    let fd = sys::open_from(pid, fd, uuid)?;
-    if sys::size(&fd)? != SEG_BYTES {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a cells segment"));
+/// Why a record's cells segment could not be used.
+enum Unusable {
+    /// Its process is gone (or the record names no cells segment): the record is stale.
+    Gone,
+    /// It could not be attached now (too many open files, permissions, memory): says nothing
+    /// about the selection, which may well be alive.
+    Failed(io::Error),
+}
+
+fn attach(pid: u32, fd: i32, uuid: &[u8; 16]) -> Result<Seg, Unusable> {
+    // The owner keeps its cells segments open for its whole life: no descriptor there (or
+    // another file under that number) means the process is gone.
+    let fd = sys::open_from(pid, fd, uuid).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Unusable::Gone,
+        _ => Unusable::Failed(e),
+    })?;
+    if sys::size(&fd).map_err(Unusable::Failed)? != SEG_BYTES {
+        return Err(Unusable::Gone);
     }
-    let map = sys::map(&fd, SEG_BYTES)?;
+    let map = sys::map(&fd, SEG_BYTES).map_err(Unusable::Failed)?;
     let h = map.ptr().cast::<SegHeader>();
     // SAFETY: the header lies in the mapping; written once before `magic` at creation.
     let ok = unsafe { (*h).magic == MAGIC && (*h).uuid == *uuid && (*h).slots == SLOTS as u64 };
     if !ok {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a cells segment"));
+        return Err(Unusable::Gone);
     }
-    Ok(Seg { map, fd, uuid: *uuid })
+    Ok(Seg { map, fd, uuid: *uuid, pid })
 }
 
-/// The segment a record names: ours, cached, or attached now. None: its process is gone.
-fn lookup(r: &CellRef) -> Option<Arc<Seg>> {
+/// Other processes' segments kept attached, at most (beyond it, those of dead processes are
+/// dropped first, then any: a dropped one is attached again when next needed).
+const MAX_ATTACHED: usize = 64;
+
+/// The segment a record names: ours, cached, or attached now.
+fn lookup(r: &CellRef) -> Result<Arc<Seg>, Unusable> {
     let found = with_registry(|reg| {
         reg.own.iter().find(|s| s.uuid == r.uuid).or_else(|| reg.attached.get(&r.uuid)).cloned()
     });
-    if found.is_some() {
-        return found;
+    if let Some(seg) = found {
+        return Ok(seg);
     }
-    let seg = Arc::new(attach(r.pid, r.fd, &r.uuid).ok()?);
-    with_registry(|reg| Some(reg.attached.entry(r.uuid).or_insert(seg).clone()))
+    let seg = Arc::new(attach(r.pid, r.fd, &r.uuid)?);
+    Ok(with_registry(|reg| {
+        if reg.attached.len() >= MAX_ATTACHED {
+            // The registry's reference only: a selection still using one keeps its own.
+            reg.attached.retain(|_, s| !sys::pid_gone(s.pid));
+            while reg.attached.len() >= MAX_ATTACHED {
+                let Some(k) = reg.attached.keys().next().copied() else { break };
+                reg.attached.remove(&k);
+            }
+        }
+        reg.attached.entry(r.uuid).or_insert(seg).clone()
+    }))
 }
 
 /// This thread's cell for one selection: the slot's mutex is held until it is dropped (on the
@@ -399,6 +433,9 @@ pub enum Fire {
     Lost,
     /// Its selection is over or its process died: the record is stale, withdraw it.
     Dead,
+    /// Its process's cells could not be attached now (`EMFILE`, `EACCES`, ...): nothing is
+    /// known of the selection, so the record stays; the caller fails with this error.
+    Failed(crate::Error),
 }
 
 /// Whether the selection that owns the record's slot still runs (its thread holds the mutex).
@@ -429,7 +466,11 @@ fn owner_alive(seg: &Seg, r: &CellRef) -> bool {
 /// Tries to fire the selection named by `r` for its guard. Call with the lock of the channel
 /// holding the record.
 pub fn fire(r: &CellRef) -> Fire {
-    let Some(seg) = lookup(r) else { return Fire::Dead };
+    let seg = match lookup(r) {
+        Ok(seg) => seg,
+        Err(Unusable::Gone) => return Fire::Dead,
+        Err(Unusable::Failed(e)) => return Fire::Failed(e.into()),
+    };
     if !owner_alive(&seg, r) {
         return Fire::Dead;
     }
@@ -447,9 +488,14 @@ pub fn fire(r: &CellRef) -> Fire {
 }
 
 /// What a record's selection is doing: `Some(true)` waiting with nothing fired, `Some(false)`
-/// decided (fired or closing), None: gone (the record is stale).
+/// decided (fired or closing), None: gone (the record is stale). A segment that cannot be
+/// attached now counts as waiting: only a proven death withdraws a record.
 pub fn status(r: &CellRef) -> Option<bool> {
-    let seg = lookup(r)?;
+    let seg = match lookup(r) {
+        Ok(seg) => seg,
+        Err(Unusable::Gone) => return None,
+        Err(Unusable::Failed(_)) => return Some(true),
+    };
     if !owner_alive(&seg, r) {
         return None;
     }

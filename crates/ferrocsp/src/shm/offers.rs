@@ -49,6 +49,27 @@ impl ShmChannel {
         self.changed(g);
     }
 
+    /// Withdraws the offer its selection (`cell`) made at `pos`, if it is still there: a
+    /// counterpart may have withdrawn it already (its selection looked dead to it), and the
+    /// ring may since have put another writer's entry at `pos`, which must not be touched.
+    /// Lock held.
+    pub(super) fn withdraw_own_offer(&self, g: &Guard<'_>, pos: u64, cell: &CellRef) {
+        let st = g.st();
+        if pos < st.head || pos >= st.tail {
+            return;
+        }
+        let e = self.entry(pos);
+        // SAFETY: a position between head and tail that this selection reserved (aligned);
+        // lock held. Only compared, never trusted beyond that.
+        let (state, kind) = unsafe { ((*e).state, (*e).rendezvous) };
+        if kind == RDV_OFFER
+            && matches!(state, WRITING | OFFERED)
+            && self.offer_cell(pos).same_cell(cell)
+        {
+            self.withdraw_entry(g, pos);
+        }
+    }
+
     /// Reserves a conditional offer of a `len`-byte message for `cell` (`WRITING`: invisible
     /// to readers until `publish_offer`); fill it with `offer_buf`. None: no ring space now.
     pub(super) fn reserve_offer(&self, len: usize, cell: &CellRef) -> Result<Option<u64>, Error> {
@@ -154,6 +175,17 @@ impl ShmChannel {
                 r.used = 0;
                 self.dec(g, &mut g.st().alt_readers);
             }
+        }
+    }
+
+    /// Removes record `i` that selection `cell` made, if it is still that selection's: a
+    /// counterpart may have removed it (the selection looked dead to it) and another
+    /// selection taken the slot since. Lock held.
+    pub(super) fn remove_own_record(&self, g: &Guard<'_>, i: usize, cell: &CellRef) {
+        // SAFETY: as in `add_record`.
+        let recs = unsafe { &(*self.hdr()).alt };
+        if recs.get(i).is_some_and(|r| r.used != 0 && r.cell.same_cell(cell)) {
+            self.remove_record(g, i);
         }
     }
 

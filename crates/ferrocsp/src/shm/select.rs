@@ -464,11 +464,12 @@ impl<'a> Sel<'_, 'a> {
             let g = &guards[self.at[i]];
             let ch = op.channel();
             if self.dead[i] {
+                let me = cell.cref(i);
                 if let Some(pos) = self.offers[i].take() {
-                    ch.withdraw_entry(g, pos);
+                    ch.withdraw_own_offer(g, pos, &me);
                 }
                 if let Some(r) = self.records[i].take() {
-                    ch.remove_record(g, r);
+                    ch.remove_own_record(g, r, &me);
                 }
                 continue;
             }
@@ -561,13 +562,14 @@ impl<'a> Sel<'_, 'a> {
     fn withdraw(&mut self, guards: &[Guard<'a>], fired: Option<usize>) {
         for (i, op) in self.ops.iter().enumerate() {
             let g = &guards[self.at[i]];
+            let Some(me) = self.cell.as_ref().map(|c| c.cref(i)) else { continue };
             if let Some(pos) = self.offers[i].take() {
                 if Some(i) != fired {
-                    op.channel().withdraw_entry(g, pos);
+                    op.channel().withdraw_own_offer(g, pos, &me);
                 }
             }
             if let Some(r) = self.records[i].take() {
-                op.channel().remove_record(g, r);
+                op.channel().remove_own_record(g, r, &me);
             }
         }
     }
@@ -591,12 +593,13 @@ impl<'a> Sel<'_, 'a> {
             if pos.is_none() && rec.is_none() {
                 continue;
             }
+            let Some(me) = self.cell.as_ref().map(|c| c.cref(i)) else { continue };
             if let Ok(g) = ch.lock() {
                 if let Some(pos) = pos {
-                    ch.withdraw_entry(&g, pos);
+                    ch.withdraw_own_offer(&g, pos, &me);
                 }
                 if let Some(r) = rec {
-                    ch.remove_record(&g, r);
+                    ch.remove_own_record(&g, r, &me);
                 }
             }
         }

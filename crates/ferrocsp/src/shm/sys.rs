@@ -346,3 +346,8 @@ pub(crate) fn me() -> ProcId {
 pub(crate) fn alive(p: ProcId) -> bool {
     matches!(proc_stat(p.pid), Some((start, true)) if start == p.start)
 }
+
+/// Whether process `pid` is gone: no such process, or dead and waiting to be reaped.
+pub(crate) fn pid_gone(pid: u32) -> bool {
+    proc_stat(pid).is_none_or(|(_, running)| !running)
+}

@@ -41,7 +41,7 @@ impl ShmChannel {
                 _ => return None,
             };
             if from == 0 || to == 0 {
-                return Some(Err(()));
+                return Some(Err(None));
             }
             let won = match e.state {
                 READY => true,
@@ -60,6 +60,8 @@ impl ShmChannel {
                                 self.withdraw_entry(g, pos);
                                 false
                             }
+                            // Its writer may be alive: leave the offer, fail this read.
+                            Fire::Failed(err) => return Some(Err(Some(err))),
                         }
                     }
                 }
@@ -68,7 +70,8 @@ impl ShmChannel {
         })?;
         let (pos, state, kind, len, e) = match found {
             None => return Ok(None),
-            Some(Err(())) => return Err(self.corrupt(g)),
+            Some(Err(None)) => return Err(self.corrupt(g)),
+            Some(Err(Some(err))) => return Err(err),
             Some(Ok(found)) => found,
         };
         let st = g.st();
