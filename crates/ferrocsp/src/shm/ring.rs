@@ -12,7 +12,12 @@
 
 use super::channel::{Guard, ShmChannel, DONE, ENTRY_BYTES, OFFER_PREFIX, RDV_OFFER};
 use super::layout::{Entry, ALIGN, CANCELLED, DATA_OFF, PAD};
+use super::sys;
 use crate::Error;
+
+/// Dead ring memory is given back in pieces of this size (whole pages; one system call per
+/// piece the head moves past, so a few per megabytes of traffic).
+const RELEASE_CHUNK: usize = 1 << 21;
 
 /// An entry of the ring as read back from the segment: `walk` checked that it fits.
 pub(super) struct Seen {
@@ -41,13 +46,57 @@ impl ShmChannel {
         let skip =
             self.walk(g, |pos, e| (!matches!(e.state, DONE | CANCELLED | PAD)).then_some(pos));
         let st = g.st();
-        match skip {
-            Ok(Some(pos)) => st.head = pos,
+        let (from, to) = match skip {
+            Ok(Some(pos)) => (std::mem::replace(&mut st.head, pos), pos),
             Ok(None) => {
+                let dead = (st.head, st.tail);
                 st.head = 0;
                 st.tail = 0;
+                dead
             }
-            Err(_) => {} // poisoned: the ring stays as it was found
+            Err(_) => return, // poisoned: the ring stays as it was found
+        };
+        self.release(g, from, to);
+    }
+
+    /// Gives back to the system the memory of the [`RELEASE_CHUNK`]s of the ring that the
+    /// head just left (positions `from..to` died) and that hold no live entry: a channel with a
+    /// standing backlog never rewinds, so without this it would touch, and keep, its whole ring
+    /// whatever it buffers. A chunk is given back once per lap (while the head is inside it, it
+    /// still holds live entries); its pages come back, zeroed, when a writer reaches them again.
+    /// Lock held (nobody uses a position outside head..tail).
+    fn release(&self, g: &Guard<'_>, from: u64, to: u64) {
+        let len = self.data_len() as u64;
+        let chunk = RELEASE_CHUNK as u64;
+        let (head, tail) = (g.st().head, g.st().tail);
+        let mut p = from;
+        let end = to.min(from.saturating_add(len));
+        while p < end {
+            let off = p % len;
+            let start = off / chunk * chunk;
+            let stop = (start + chunk).min(len);
+            if !Self::live_within(head, tail, len, start, stop) {
+                // A failure (no hole punching for this memory) only keeps the pages.
+                let _ = sys::punch_hole(self.fd(), (DATA_OFF as u64) + start, stop - start);
+            }
+            p += stop - off;
+        }
+    }
+
+    /// Whether ring offsets `start..stop` hold any position of `head..tail`.
+    fn live_within(head: u64, tail: u64, len: u64, start: u64, stop: u64) -> bool {
+        if tail == head {
+            return false;
+        }
+        if tail - head >= len {
+            return true;
+        }
+        let (a, b) = (head % len, tail % len);
+        let overlaps = |lo: u64, hi: u64| lo < stop && start < hi;
+        if a < b {
+            overlaps(a, b)
+        } else {
+            overlaps(a, len) || overlaps(0, b)
         }
     }
 

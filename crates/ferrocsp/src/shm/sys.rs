@@ -351,3 +351,16 @@ pub(crate) fn alive(p: ProcId) -> bool {
 pub(crate) fn pid_gone(pid: u32) -> bool {
     proc_stat(pid).is_none_or(|(_, running)| !running)
 }
+
+/// Frees the memory of bytes `off..off + len` of segment `fd` (they read as zeros again).
+pub(crate) fn punch_hole(fd: i32, off: u64, len: u64) -> io::Result<()> {
+    let (off, len) = (
+        libc::off_t::try_from(off).map_err(io::Error::other)?,
+        libc::off_t::try_from(len).map_err(io::Error::other)?,
+    );
+    // SAFETY: a plain fallocate on an open descriptor; KEEP_SIZE: the size (sealed) stays.
+    check(unsafe {
+        libc::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len)
+    })
+    .map(drop)
+}
