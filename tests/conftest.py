@@ -90,9 +90,11 @@ def mk(request: pytest.FixtureRequest) -> Iterator[Chans]:
     import ferrocsp.net as net
 
     conn = net.connect(request.getfixturevalue("kit_nats").url)
+    chans = Chans("net", conn)
     try:
-        yield Chans("net", conn)
+        yield chans
     finally:
+        chans.close()
         conn.close()
 
 

@@ -72,6 +72,9 @@ impl NetSide {
     pub(crate) fn poison(&self, _: Python<'_>) -> PyResult<()> {
         match *self {}
     }
+    pub(crate) fn stats(&self, _: Python<'_>) -> PyResult<ferrocsp::Stats> {
+        match *self {}
+    }
     pub(crate) fn alt_channel(
         &self,
         _: Python<'_>,
@@ -190,6 +193,11 @@ mod with_net {
 
         pub(crate) fn poison(&self, py: Python<'_>) -> PyResult<()> {
             self.core.get().poison_now(py)
+        }
+
+        /// The whole channel's stats: the server's state and a survey of its participants.
+        pub(crate) fn stats(&self, py: Python<'_>) -> PyResult<ferrocsp::Stats> {
+            self.core.get().stats_now(py)
         }
 
         /// The local channel an Alt waits on for this channel: as a reader (input guard), or
