@@ -9,11 +9,12 @@ that cannot hold on networked channels says why with ``mk.local_only(REASON)`` (
 that reason, never silent). ``stats()`` works on both (networked: the server's state and a
 survey of the connections, docs/net.md), so tests wait on its counts with a deadline either
 way. ``mk.again(ch)`` is another channel of ``ch``'s name, for tests of what a name means.
-Networked channels do not pickle yet (an OS process opens them by name), so ``net`` with the
-``os`` backends is deselected (conftest; docs/design.md, "Not built yet").
+Networked channels and ends cross into ``backend="os"`` processes like local ones (the child
+reconnects; tests/test_net_os.py).
 
-By default ``net`` runs with the thread backend; with greenlet and asyncio it is marked
-``slow`` (``FERROCSP_SLOW=1``), to keep the default suite fast (conftest's collection hook).
+By default ``net`` runs with the thread backend; with greenlet, asyncio and the OS-process
+backends it is marked ``slow`` (``FERROCSP_SLOW=1``), to keep the default suite fast
+(conftest's collection hook).
 """
 
 from __future__ import annotations

@@ -34,25 +34,12 @@ __all__ = ["no_leaks"]  # a fixture, registered for every module by importing it
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Networked channels with the OS-process flavours are not a test case at all: they do not
-    # pickle into a child (an OS process opens them by name; tests/test_net_*.py cover that), so
-    # those combinations are deselected (pytest reports the count) rather than skipped one by
-    # one.
-    impossible = [
-        item
-        for item in items
-        if (p := getattr(getattr(item, "callspec", None), "params", {})).get("mk") == "net"
-        and p.get("backend") in ("os", "os-asyncio")
-    ]
-    if impossible:
-        config.hook.pytest_deselected(items=impossible)
-        items[:] = [item for item in items if item not in impossible]
     for item in items:
-        # Networked channels under the cooperative backends: the representative subset by
-        # default is the thread backend (tests/_chans.py).
+        # Networked channels under the other backends (cooperative, OS processes): the
+        # representative subset by default is the thread backend (tests/_chans.py).
         params = getattr(item, "callspec", None)
         p = params.params if params is not None else {}
-        if p.get("mk") == "net" and p.get("backend") in ("greenlet", "asyncio"):
+        if p.get("mk") == "net" and p.get("backend") in ("greenlet", "asyncio", "os", "os-asyncio"):
             item.add_marker(pytest.mark.slow)
     if os.environ.get("FERROCSP_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
         return

@@ -363,7 +363,7 @@ def test_a_networked_channel_is_a_channel(nats: NatsServer) -> None:
         assert ch.stats() == csp.ChannelStats(2, 0, 0, 0, 1, 1, False, False)  # test_net_stats
         with pytest.raises(TypeError, match="does not pickle"):
             pickle.dumps(ch)
-        with pytest.raises(TypeError, match="do not pickle"):
+        with pytest.raises(TypeError, match="does not pickle"):
             pickle.dumps(r)
         w.retire()
         assert w.retired

@@ -533,10 +533,7 @@ impl Channel {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         if slf.get().flavors.net.get().is_some() {
-            return Err(PyTypeError::new_err(
-                "a networked channel does not pickle: send its ends over a networked channel, \
-                 or open it by name with Channel(name=..., net=connect(url)) in the other process",
-            ));
+            return mobility_reduce(slf.py(), "reduce_net", slf.as_any());
         }
         mobility_reduce(slf.py(), "reduce_channel", slf.as_any())
     }

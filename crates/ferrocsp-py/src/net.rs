@@ -372,7 +372,7 @@ impl NetChan {
     /// (`"void"`) the ticket of a reader (`reader=True`) or writer end travelling in a message.
     /// With `wait=False` it is sent in the background (and answers True).
     #[pyo3(signature = (reader, ticket, op, wait=true))]
-    fn ticket(
+    pub(crate) fn ticket(
         &self,
         py: Python<'_>,
         reader: bool,
