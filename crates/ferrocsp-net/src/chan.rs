@@ -27,7 +27,7 @@
 //! - The control and ready subscriptions are registered (flushed) before the keys are first
 //!   read, so no change between the read and the subscription is missed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
@@ -40,6 +40,7 @@ use crate::error::{protocol, NetError};
 use crate::link::{capacity_conflict, Inner};
 use crate::lock::lock;
 use crate::pulls::Pulls;
+use crate::recent::Recent;
 use crate::stats::{local_answer, Busy, STATS_ASK};
 
 /// What every participant agrees on about a channel's life.
@@ -143,32 +144,6 @@ pub(crate) struct Reads {
     /// A writer was turned away (`-`) since the last "ready" notice: the next read to start
     /// waiting must publish one (otherwise nobody is waiting for it, and it is skipped).
     pub(crate) turned_away: bool,
-}
-
-/// Ids of values recently delivered here, so a re-sent value (its acknowledgement was lost) is
-/// acknowledged again instead of delivered twice.
-pub(crate) struct Recent {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-const RECENT: usize = 4096;
-
-impl Recent {
-    pub(crate) fn contains(&self, id: &str) -> bool {
-        self.set.contains(id)
-    }
-
-    pub(crate) fn insert(&mut self, id: String) {
-        if self.set.insert(id.clone()) {
-            self.order.push_back(id);
-            if self.order.len() > RECENT {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
 }
 
 /// Where a value goes when no plain read waits but an Alt does: the bindings hand it to a
@@ -348,7 +323,7 @@ impl Chan {
             ready,
             reads: Mutex::new(Reads::default()),
             read_arrived: tokio::sync::Notify::new(),
-            recent: Mutex::new(Recent { set: HashSet::new(), order: VecDeque::new() }),
+            recent: Mutex::new(Recent::default()),
             consumer,
             stream,
             pulls: tokio::sync::OnceCell::new(),
@@ -598,16 +573,5 @@ mod tests {
         assert_eq!(parse_counts(b"3 1"), (3, 1));
         assert_eq!(parse_counts(b""), (0, 0));
         assert_eq!(parse_counts(b"x y"), (0, 0));
-    }
-
-    #[test]
-    fn recent_ids_are_bounded() {
-        let mut r = Recent { set: HashSet::new(), order: VecDeque::new() };
-        for i in 0..RECENT + 10 {
-            r.insert(i.to_string());
-        }
-        assert!(!r.contains("0"));
-        assert!(r.contains(&(RECENT + 9).to_string()));
-        assert_eq!(r.set.len(), RECENT);
     }
 }

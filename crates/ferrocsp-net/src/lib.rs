@@ -11,7 +11,9 @@
 //!   channels use request/reply (`rendezvous.rs`), buffered ones a JetStream work queue
 //!   (`buffered.rs`, with slots reserved for Output guards in `reserve.rs`); Output guards of
 //!   both kinds are served by `out_pump.rs`; poison and end counts live in a KV bucket with a
-//!   broadcast subject (`chan.rs`). The protocol is written down in the project's docs/design.md.
+//!   broadcast subject (`chan.rs`); `stats()` adds the server's state to a survey of every
+//!   participant over that subject (`stats.rs`). The protocol is written down in the project's
+//!   docs/design.md.
 //!
 //! ```no_run
 //! use ferrocsp_net::{ChanOps, Connection, Options};
@@ -36,6 +38,7 @@ mod options;
 mod out_pump;
 mod placeholder;
 mod pulls;
+mod recent;
 mod rendezvous;
 mod reserve;
 mod stats;

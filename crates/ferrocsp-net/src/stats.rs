@@ -116,7 +116,7 @@ impl Busy {
 /// values may drain after the writers retired.
 pub(crate) fn local_answer(chan: &Chan) -> Bytes {
     let s = chan.status();
-    let in_live = !s.poisoned && !(s.writers_retired && chan.capacity == 0);
+    let in_live = !(s.poisoned || (s.writers_retired && chan.capacity == 0));
     let out_live = !s.poisoned && !s.readers_retired;
     let (alt_in, alt_out, reachable) = {
         let r = lock(&chan.reads);

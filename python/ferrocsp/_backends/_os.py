@@ -120,10 +120,11 @@ def _child_main(
             name="ferrocsp-parent-watch",
             daemon=True,
         ).start()
-    cross = None
+    cross: Any = None
     if nets:
-        from ..net import _cross as cross
+        from ..net import _cross
 
+        cross = _cross
         cross.install(nets)
     try:
         proc: Process[Any] = _shm.loads(payload)
