@@ -15,6 +15,10 @@ Invariants:
 - The collecting thread waits on each child's connection and sentinel; a child's connection
   leaves that wait set no later than it is closed (when the child is reaped), whichever of
   the two the OS reports first.
+- Networked channels among the arguments pickle as a connection key only; the options of
+  those connections (URL, credentials, pickle key) go to the child as an argument of its
+  entry point, beside the pickle, and the child closes the connections it opened from them
+  once it sent its outcome (``ferrocsp.net._cross``).
 - A child never outlives its parent: a watchdog thread in the child exits it when the
   parent's sentinel closes (the parent was killed, or exited without joining).
 - Deadlock detection spans the network (docs/design.md, "Deadlock detection across OS
