@@ -255,12 +255,20 @@ mod with_net {
             reader: bool,
             dropped: bool,
         ) -> PyResult<()> {
-            let ticket = self.crossed.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            let crossed = || self.crossed.lock().unwrap_or_else(PoisonError::into_inner);
+            let ticket = crossed().get(&id).cloned();
             match ticket {
                 None => self.count_end(py, reader, false, !dropped),
-                Some(_) if dropped => Ok(()),
+                Some(_) if dropped => {
+                    crossed().remove(&id);
+                    Ok(())
+                }
                 Some(t) => {
-                    if self.core.get().ticket(py, reader, t, "claim", true)? {
+                    // Forgotten only once the claim was answered: a retire that failed (the
+                    // server unreachable) leaves this copy crossed, to be retired again.
+                    let won = self.core.get().ticket(py, reader, t, "claim", true)?;
+                    crossed().remove(&id);
+                    if won {
                         self.count_end(py, reader, false, true)?;
                     }
                     Ok(())
