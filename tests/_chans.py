@@ -1,5 +1,6 @@
-"""The channel dimension of the shared suites: the same test bodies on local channels and on
-networked ones (``ferrocsp.net``, against a nats-server the fixtures start).
+"""The channel dimension of the shared suites: the same test bodies on local channels, on
+channels moved to shared memory, and on networked ones (``ferrocsp.net``, against a
+nats-server the fixtures start).
 
 A shared test takes the ``mk`` fixture and makes its channels with ``mk(capacity, name=...)``
 instead of ``csp.Channel(...)``. ``mk`` is parametrized ``local`` / ``shm`` / ``net``:
@@ -9,14 +10,17 @@ transport, whatever backend runs the test); ``net`` gives ``conn.channel(<unique
 capacity)`` on one connection per test (names are unique per test: networked channel state
 is durable on the server). A test
 that cannot hold on networked channels says why with ``mk.local_only(REASON)`` (a skip with
-that reason, never silent). Networked channels do not pickle (an OS process opens them by
-name), so ``net`` with the ``os`` backend is skipped, saying so.
+that reason, never silent). ``stats()`` works on both (networked: the server's state and a
+survey of the connections, docs/net.md), so tests wait on its counts with a deadline either
+way. ``mk.again(ch)`` is another channel of ``ch``'s name, for tests of what a name means.
+Networked channels and ends cross into ``backend="os"`` processes like local ones (the child
+reconnects; tests/test_net_os.py).
 
-By default ``net`` runs with the thread backend; with greenlet and asyncio it is marked
-``slow`` (``FERROCSP_SLOW=1``), to keep the default suite fast (conftest's collection hook).
-``shm`` runs with thread, greenlet and asyncio by default; with the OS-process backends it is
-marked ``slow``, since there ``local`` channels move to shared memory anyway when the test
-hands them to its processes.
+By default ``net`` runs with the thread backend; with greenlet, asyncio and the OS-process
+backends it is marked ``slow`` (``FERROCSP_SLOW=1``), to keep the default suite fast
+(conftest's collection hook). ``shm`` runs with thread, greenlet and asyncio by default; with
+the OS-process backends it is marked ``slow``, since there ``local`` channels move to shared
+memory anyway when the test hands them to its processes.
 """
 
 from __future__ import annotations
@@ -29,12 +33,12 @@ import pytest
 import ferrocsp as csp
 
 #: Reasons a shared test cannot hold on networked channels (for ``mk.local_only``).
-STATS = (
-    "stats() (waiting readers/writers, buffered count) is the state of one process; a "
-    "networked channel has no such global count to wait on (docs/net.md)"
-)
 COPIES = "values crossing a networked channel are copies (DESIGN 2, Channels)"
-NAMES = "a networked channel's name is its identity on the server; local names are labels"
+WRITER_KEEPS_VALUE = (
+    "a waiting rendezvous writer's value stays in its own process until a reader's "
+    "subscription reaches it (a round trip and a re-send); read_nowait gives up at once "
+    "(docs/net.md)"
+)
 NOWAIT_RACE = (
     "write_nowait/read_nowait on a networked channel is one round trip with timeout 0; a "
     "partner waiting in another process may not have announced itself yet"
@@ -51,6 +55,7 @@ class Chans:
         self.is_shm = kind == "shm"
         self._tag = uuid.uuid4().hex[:10]
         self._n = 0
+        self._others: list[Any] = []
 
     def __call__(self, capacity: int = 0, *, name: str | None = None) -> Any:
         if not self.is_net:
@@ -62,6 +67,23 @@ class Chans:
             return ch
         self._n += 1
         return self.conn.channel(f"k{self._tag}-{name or 'c'}-{self._n}", capacity)
+
+    def again(self, ch: Any) -> Any:
+        """Another channel with ``ch``'s name and capacity: a local name is a label (a new,
+        separate channel); a networked name is the channel's identity (opened here on a second
+        connection, as another process would: the same channel)."""
+        if not self.is_net:
+            return csp.Channel(ch.capacity, name=ch.name)
+        import ferrocsp.net as net
+
+        other = net.connect(self.conn.url)
+        self._others.append(other)
+        return other.channel(ch.name, ch.capacity)
+
+    def close(self) -> None:
+        """Closes the connections ``again`` opened."""
+        for c in self._others:
+            c.close()
 
     def local_only(self, why: str) -> None:
         """Skips this test on networked channels, saying why."""

@@ -42,6 +42,11 @@ def _listening(port: int) -> bool:
         return False
 
 
+#: The pids of the servers started here: test fixtures, not processes the code under test
+#: left behind (``no_leaks`` in tests/_os_support.py does not count them).
+SERVER_PIDS: set[int] = set()
+
+
 class NatsServer:
     """One nats-server process with JetStream on 127.0.0.1."""
 
@@ -81,6 +86,7 @@ class NatsServer:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        SERVER_PIDS.add(self.proc.pid)
         log.close()
         deadline = time.monotonic() + START
         while not _listening(self.port):

@@ -10,6 +10,7 @@ the resource tracker), whose own children are checked too. ``backend_fixture`` m
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,6 +33,10 @@ def _helpers() -> set[int]:
         pids.update(p for p in (fs, rt) if p)
     except (ImportError, AttributeError):
         pass
+    # A nats-server a fixture started during the test (the networked channels' `mk`).
+    nats = sys.modules.get("_nats")
+    if nats is not None:
+        pids.update(nats.SERVER_PIDS)
     return pids
 
 

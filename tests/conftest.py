@@ -9,8 +9,9 @@ processes says why with ``in_process_only(backend, why)`` (both in tests/_os_sup
 ``slow`` tests (long stress/soak runs) are skipped unless ``FERROCSP_SLOW=1`` is set or the
 marker is selected explicitly with ``-m slow``.
 
-``mk`` is the channel dimension of the shared suites (tests/_chans.py): local channels, and
-networked ones on a nats-server started once per session when the first such test runs.
+``mk`` is the channel dimension of the shared suites (tests/_chans.py): local channels, local
+channels moved to shared memory, and networked ones on a nats-server started once per session
+when the first such test runs.
 """
 
 from __future__ import annotations
@@ -34,25 +35,12 @@ __all__ = ["no_leaks"]  # a fixture, registered for every module by importing it
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Networked channels with the OS-process flavours are not a test case at all: they do not
-    # pickle into a child (an OS process opens them by name; tests/test_net_*.py cover that), so
-    # those combinations are deselected (pytest reports the count) rather than skipped one by
-    # one.
-    impossible = [
-        item
-        for item in items
-        if (p := getattr(getattr(item, "callspec", None), "params", {})).get("mk") == "net"
-        and p.get("backend") in ("os", "os-asyncio")
-    ]
-    if impossible:
-        config.hook.pytest_deselected(items=impossible)
-        items[:] = [item for item in items if item not in impossible]
     for item in items:
-        # Networked channels under the cooperative backends: the representative subset by
-        # default is the thread backend (tests/_chans.py).
+        # Networked channels under the other backends (cooperative, OS processes): the
+        # representative subset by default is the thread backend (tests/_chans.py).
         params = getattr(item, "callspec", None)
         p = params.params if params is not None else {}
-        if p.get("mk") == "net" and p.get("backend") in ("greenlet", "asyncio"):
+        if p.get("mk") == "net" and p.get("backend") in ("greenlet", "asyncio", "os", "os-asyncio"):
             item.add_marker(pytest.mark.slow)
         # Shared-memory channels under the OS-process backends: local channels move there
         # anyway when a test hands them to its processes (tests/_chans.py).
@@ -95,9 +83,11 @@ def mk(request: pytest.FixtureRequest) -> Iterator[Chans]:
     import ferrocsp.net as net
 
     conn = net.connect(request.getfixturevalue("kit_nats").url)
+    chans = Chans("net", conn)
     try:
-        yield Chans("net", conn)
+        yield chans
     finally:
+        chans.close()
         conn.close()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
-from _chans import STATS, Chans
+from _chans import WRITER_KEEPS_VALUE, Chans
 from _kit import SHARED_BACKENDS, Kit
 from _os_support import COPIES, backend_fixture, in_process_only
 from _support import Background, wait_until
@@ -141,7 +141,6 @@ async def write(k: Kit, ch: csp.Channel | csp.Writer, value: Any) -> None:
 
 
 def test_stats_counts_waiting_readers_and_writers(k: Kit, mk: Chans) -> None:
-    mk.local_only(STATS)
     ch = mk()
     readers = k.spawn_many(read, [(ch,)] * 3)
     wait_until(lambda: ch.stats().readers_waiting == 3, what="3 readers waiting")
@@ -175,7 +174,6 @@ def test_rendezvous_nowait_without_partner_would_block() -> None:
 
 
 def test_rendezvous_write_completes_only_when_read(k: Kit, mk: Chans) -> None:
-    mk.local_only(STATS)
     ch = mk()
     writer = k.spawn(write, ch, "hello")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
@@ -185,7 +183,6 @@ def test_rendezvous_write_completes_only_when_read(k: Kit, mk: Chans) -> None:
 
 
 def test_rendezvous_read_blocks_until_written(k: Kit, mk: Chans) -> None:
-    mk.local_only(STATS)
     ch = mk()
     reader = k.spawn(read, ch)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
@@ -195,7 +192,6 @@ def test_rendezvous_read_blocks_until_written(k: Kit, mk: Chans) -> None:
 
 
 def test_rendezvous_write_nowait_succeeds_with_waiting_reader(k: Kit, mk: Chans) -> None:
-    mk.local_only(STATS)
     ch = mk()
     reader = k.spawn(read, ch)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
@@ -204,7 +200,7 @@ def test_rendezvous_write_nowait_succeeds_with_waiting_reader(k: Kit, mk: Chans)
 
 
 def test_rendezvous_read_nowait_succeeds_with_waiting_writer(k: Kit, mk: Chans) -> None:
-    mk.local_only(STATS)
+    mk.local_only(WRITER_KEEPS_VALUE)
     ch = mk()
     writer = k.spawn(write, ch, "y")
     wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
@@ -285,7 +281,6 @@ def test_buffered_nowait_fifo() -> None:
 
 
 def test_buffered_blocked_writer_resumes_when_space(k: Kit, mk: Chans) -> None:
-    mk.local_only(STATS)
     ch = mk(1)
     ch.write("a")
     writer = k.spawn(write, ch, "b")
@@ -298,7 +293,6 @@ def test_buffered_blocked_writer_resumes_when_space(k: Kit, mk: Chans) -> None:
 
 
 def test_buffered_blocked_reader_woken_by_write(k: Kit, mk: Chans) -> None:
-    mk.local_only(STATS)
     ch = mk(4)
     reader = k.spawn(read, ch)
     wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked on empty buffer")

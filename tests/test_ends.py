@@ -12,7 +12,7 @@ import gc
 import pytest
 
 import ferrocsp as csp
-from _chans import STATS, Chans
+from _chans import Chans
 from _kit import SHARED_BACKENDS, Kit
 from _os_support import backend_fixture
 from _support import Background, wait_until
@@ -132,7 +132,6 @@ async def retires_writers_then_drains(
 
 
 def test_last_writer_retire_gives_end_of_stream_after_drain(k: Kit, mk: Chans) -> None:
-    mk.local_only(STATS)
     ch = mk(3)
     k.run(retires_writers_then_drains, ch, ch.reader(), ch.writer(), ch.writer())
 

@@ -19,6 +19,7 @@ import pytest
 import ferrocsp as csp
 import ferrocsp.net as net
 from _nats import NatsServer, nats_fixture, raw_request  # noqa: F401 - nats_fixture is 'nats'
+from _support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -354,6 +355,13 @@ def test_a_participant_needs_only_the_documented_permissions(perm_nats: NatsServ
             w, r = ca.writer(), cb.reader()
             t = threading.Thread(target=lambda w=w: w.write("plain", timeout=30))
             t.start()
+            # stats(): the survey of both connections (a rendezvous writer waits for the
+            # reader), the stream's state (a buffered write completes alone).
+            if cap == 0:
+                wait_until(lambda cb=cb: cb.stats().writers_waiting == 1, what="the writer")
+            else:
+                t.join()
+                assert cb.stats().buffered == 1
             assert r.read(timeout=30) == "plain"
             t.join()
             # An Output guard (a hold, or a reserved slot given back or filled).

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
-from _chans import NAMES, STATS, Chans
+from _chans import Chans
 from _kit import SHARED_BACKENDS, Kit
 from _os_support import backend_fixture
 from _support import wait_until
@@ -22,14 +22,6 @@ from _support import wait_until
 backend = backend_fixture(SHARED_BACKENDS)  # these tests run on OS processes too
 
 pytestmark = pytest.mark.timeout(20)
-
-
-def blocked(mk: Chans, pred: Any, what: str) -> None:
-    """Waits until ``pred()`` (a ``stats()`` condition) on local channels. Networked channels
-    have no global count of waiting parties (see tests/_chans.py STATS): there the test
-    checks the outcome, which is the same whether the operation had blocked yet or not."""
-    if not mk.is_net:
-        wait_until(pred, what=what)
 
 
 async def read(k: Kit, ch: csp.Channel | csp.Reader) -> Any:
@@ -81,8 +73,7 @@ async def everything_raises_poisoned(k: Kit, ch: csp.Channel) -> None:
 def test_poisoned_channel_rejects_everything(k: Kit, mk: Chans, capacity: int) -> None:
     ch = mk(capacity)
     ch.poison()
-    if not mk.is_net:
-        assert ch.stats().poisoned
+    assert ch.stats().poisoned
     k.run(everything_raises_poisoned, ch)
 
 
@@ -101,10 +92,9 @@ def test_poison_drops_buffered_values(k: Kit, mk: Chans) -> None:
     for i in range(3):
         ch.write(i)
     ch.poison()
-    if not mk.is_net:
-        st = ch.stats()
-        assert st.poisoned
-        assert st.buffered == 0
+    st = ch.stats()
+    assert st.poisoned
+    assert st.buffered == 0
     with pytest.raises(csp.ChannelPoisoned):
         k.run(read, ch)
 
@@ -125,32 +115,30 @@ def test_poison_reaches_all_ends_and_copies(k: Kit, mk: Chans) -> None:
 def test_blocked_read_woken_by_poison(k: Kit, mk: Chans, capacity: int) -> None:
     ch = mk(capacity, name="poisoned-while-reading")
     reader = k.spawn(read, ch)
-    blocked(mk, lambda: ch.stats().readers_waiting == 1, what="reader blocked")
+    wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     ch.poison()
     exc = reader.exception()
     assert isinstance(exc, csp.ChannelPoisoned)
     assert "poisoned-while-reading" in str(exc)
-    if not mk.is_net:
-        assert ch.stats().readers_waiting == 0
+    assert ch.stats().readers_waiting == 0
 
 
 def test_blocked_rendezvous_write_woken_by_poison(k: Kit, mk: Chans) -> None:
     ch = mk(name="poisoned-while-writing")
     writer = k.spawn(write, ch, "never delivered")
-    blocked(mk, lambda: ch.stats().writers_waiting == 1, what="writer blocked")
+    wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
     ch.poison()
     exc = writer.exception()
     assert isinstance(exc, csp.ChannelPoisoned)
     assert "poisoned-while-writing" in str(exc)
-    if not mk.is_net:
-        assert ch.stats().writers_waiting == 0
+    assert ch.stats().writers_waiting == 0
 
 
 def test_blocked_buffered_write_woken_by_poison(k: Kit, mk: Chans) -> None:
     ch = mk(1)
     ch.write("fills the buffer")
     writer = k.spawn(write, ch, "blocked")
-    blocked(mk, lambda: ch.stats().writers_waiting == 1, what="writer blocked on full buffer")
+    wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked on full buffer")
     ch.poison()
     assert isinstance(writer.exception(), csp.ChannelPoisoned)
 
@@ -158,14 +146,14 @@ def test_blocked_buffered_write_woken_by_poison(k: Kit, mk: Chans) -> None:
 def test_poison_wakes_every_blocked_party(k: Kit, mk: Chans) -> None:
     ch = mk()
     readers = k.spawn_many(read, [(ch,)] * 4)
-    blocked(mk, lambda: ch.stats().readers_waiting == 4, what="4 readers blocked")
+    wait_until(lambda: ch.stats().readers_waiting == 4, what="4 readers blocked")
     ch.poison()
     for r in readers:
         assert isinstance(r.exception(), csp.ChannelPoisoned)
 
     ch2 = mk()
     writers = k.spawn_many(write, [(ch2, i) for i in range(4)])
-    blocked(mk, lambda: ch2.stats().writers_waiting == 4, what="4 writers blocked")
+    wait_until(lambda: ch2.stats().writers_waiting == 4, what="4 writers blocked")
     ch2.poison()
     for w in writers:
         assert isinstance(w.exception(), csp.ChannelPoisoned)
@@ -175,7 +163,7 @@ def test_blocked_read_woken_by_poison_through_end(k: Kit, mk: Chans) -> None:
     ch = mk()
     r, w = ch.reader(), ch.writer()
     reader = k.spawn(read, r)
-    blocked(mk, lambda: ch.stats().readers_waiting == 1, what="reader blocked")
+    wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     w.poison()
     assert isinstance(reader.exception(), csp.ChannelPoisoned)
 
@@ -185,7 +173,6 @@ async def chooser(k: Kit, alt: csp.Alt) -> Any:
 
 
 def test_blocked_alt_woken_by_poison(k: Kit, mk: Chans) -> None:
-    mk.local_only(STATS)
     a, b = mk(name="a"), mk(name="b")
     t = k.spawn(chooser, csp.Alt(a, csp.Output(b, 1)))
     wait_until(
@@ -195,7 +182,7 @@ def test_blocked_alt_woken_by_poison(k: Kit, mk: Chans) -> None:
     b.poison()
     exc = t.exception()
     assert isinstance(exc, csp.ChannelPoisoned)
-    assert "'b'" in str(exc)
+    assert f"'{b.name}'" in str(exc)
     assert a.stats().readers_waiting == 0
 
 
@@ -205,7 +192,7 @@ def test_iteration_raises_on_poison(k: Kit, mk: Chans) -> None:
     t = k.spawn(drain_until_poisoned, r)
     for i in range(3):
         ch.write(i)
-    blocked(mk, lambda: ch.stats().readers_waiting == 1, what="iterator blocked")
+    wait_until(lambda: ch.stats().readers_waiting == 1, what="iterator blocked")
     ch.poison()
     got, exc = t.join()
     assert isinstance(exc, csp.ChannelPoisoned)
@@ -213,15 +200,17 @@ def test_iteration_raises_on_poison(k: Kit, mk: Chans) -> None:
 
 
 def test_poison_message_names_channel_and_process(k: Kit, mk: Chans) -> None:
-    mk.local_only(NAMES)
     ch = mk(name="named-poison")
     ch.poison()
     with pytest.raises(csp.ChannelPoisoned, match="named-poison") as info:
         k.run(read, ch)
-    expected = "read on channel 'named-poison' in process 'read': channel is poisoned"
+    expected = f"read on channel '{ch.name}' in process 'read': channel is poisoned"
     assert str(info.value) == expected
     with pytest.raises(csp.ChannelPoisoned, match="named-poison"):
         ch.write_nowait(1)
+    # What the name is: a local name is a label (another channel of that name is not
+    # poisoned); a networked name is the channel (opened again elsewhere, it is poisoned).
+    assert mk.again(ch).stats().poisoned == mk.is_net
 
 
 # --------------------------------------------------------------------------- retire
@@ -233,7 +222,7 @@ def test_blocked_read_woken_by_last_writer_retire(k: Kit, mk: Chans, capacity: i
     r = ch.reader()
     w1, w2 = ch.writer(), ch.writer()
     reader = k.spawn(read, r)
-    blocked(mk, lambda: ch.stats().readers_waiting == 1, what="reader blocked")
+    wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
     w1.retire()
     assert not reader.done.wait(0.05)  # one writer end is still there
     w2.retire()
@@ -250,7 +239,7 @@ def test_blocked_write_woken_by_last_reader_retire(k: Kit, mk: Chans, capacity: 
     for i in range(capacity):
         w.write(i)
     writer = k.spawn(write, w, "blocked")
-    blocked(mk, lambda: ch.stats().writers_waiting == 1, what="writer blocked")
+    wait_until(lambda: ch.stats().writers_waiting == 1, what="writer blocked")
     r.retire()
     exc = writer.exception()
     assert isinstance(exc, csp.ChannelRetired)
@@ -263,7 +252,7 @@ def test_blocked_iteration_ends_when_writer_retires(k: Kit, mk: Chans) -> None:
     t = k.spawn(drain, r)
     w.write(1)
     w.write(2)
-    blocked(mk, lambda: ch.stats().readers_waiting == 1, what="iterator blocked")
+    wait_until(lambda: ch.stats().readers_waiting == 1, what="iterator blocked")
     w.retire()
     assert t.join() == [1, 2]
 

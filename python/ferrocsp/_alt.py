@@ -276,6 +276,11 @@ class Alt:
         if not any(isinstance(g, Guard | Output) for g in guards):
             self._static = [_op(g) for g in guards]  # type: ignore[arg-type]
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # By its guards alone (an Alt sent to an OS process): what a selection derives from
+        # them (networked guards' adapters and local channels) belongs to the selecting process.
+        return (Alt, self.guards)
+
     def _ops(
         self, policy: int
     ) -> tuple[list[tuple[int, Any, Any]], list[int] | None, int | None, list[_Out]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import _shm
 
-__all__ = ["reduce_channel", "reduce_end", "restore"]
+__all__ = ["reduce_channel", "reduce_end", "reduce_net", "restore"]
 
 _BOOT = secrets.token_hex(8)
 _objects: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
@@ -50,6 +50,13 @@ def reduce_end(obj: Any) -> tuple[Any, tuple[Any, ...]]:
     if _shm.is_crossing() or obj.channel._shm is not None:
         return _shm.reduce_end(obj)
     return _reduce(obj)
+
+
+def reduce_net(obj: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``__reduce__`` of a networked channel or end (``ferrocsp.net._cross``)."""
+    from .net._cross import reduce_net as reduce
+
+    return reduce(obj)
 
 
 def _reduce(obj: Any) -> tuple[Any, tuple[Any, ...]]:

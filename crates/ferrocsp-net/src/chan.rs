@@ -18,7 +18,8 @@
 //! Broadcast subject `ferrocsp.<name>.ctl`: after changing any of those keys a participant
 //! publishes there; every `Chan` subscribes and re-reads the keys, so a poison or retire
 //! reaches blocked participants on every machine at once. The KV keys are the truth (a late
-//! joiner reads them at open); the subject is only the wake-up.
+//! joiner reads them at open); the subject is only the wake-up. A message there with a reply
+//! inbox is a `stats()` survey instead (`stats.rs`): every `Chan` answers with its own counts.
 //!
 //! Invariants:
 //! - `status` only moves forward (poisoned, writers retired and readers retired are never
@@ -26,7 +27,7 @@
 //! - The control and ready subscriptions are registered (flushed) before the keys are first
 //!   read, so no change between the read and the subscription is missed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
@@ -39,6 +40,8 @@ use crate::error::{protocol, NetError};
 use crate::link::{capacity_conflict, Inner};
 use crate::lock::lock;
 use crate::pulls::Pulls;
+use crate::recent::Recent;
+use crate::stats::{local_answer, Busy, STATS_ASK};
 
 /// What every participant agrees on about a channel's life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -131,6 +134,8 @@ pub(crate) struct Reads {
     pub(crate) won: VecDeque<(String, u64)>,
     /// Whether the queue subscription task is running.
     pub(crate) running: bool,
+    /// Whether its subscription is registered with the server (requests reach this process).
+    pub(crate) subscribed: bool,
     /// Alt selections of this process currently waiting with this channel as an input guard
     /// (values are then offered to them through `Chan::offer`).
     pub(crate) alt_demand: usize,
@@ -139,32 +144,6 @@ pub(crate) struct Reads {
     /// A writer was turned away (`-`) since the last "ready" notice: the next read to start
     /// waiting must publish one (otherwise nobody is waiting for it, and it is skipped).
     pub(crate) turned_away: bool,
-}
-
-/// Ids of values recently delivered here, so a re-sent value (its acknowledgement was lost) is
-/// acknowledged again instead of delivered twice.
-pub(crate) struct Recent {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-const RECENT: usize = 4096;
-
-impl Recent {
-    pub(crate) fn contains(&self, id: &str) -> bool {
-        self.set.contains(id)
-    }
-
-    pub(crate) fn insert(&mut self, id: String) {
-        if self.set.insert(id.clone()) {
-            self.order.push_back(id);
-            if self.order.len() > RECENT {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
 }
 
 /// Where a value goes when no plain read waits but an Alt does: the bindings hand it to a
@@ -224,6 +203,8 @@ pub struct Chan {
     /// first read.
     pub(crate) pulls: tokio::sync::OnceCell<Arc<Pulls>>,
     pub(crate) offer: Mutex<Option<Arc<dyn Offer>>>,
+    /// Reads and writes of this process in progress (`stats()`'s survey, `stats.rs`).
+    pub(crate) busy: Busy,
     tasks: Vec<AbortHandle>,
 }
 
@@ -342,19 +323,25 @@ impl Chan {
             ready,
             reads: Mutex::new(Reads::default()),
             read_arrived: tokio::sync::Notify::new(),
-            recent: Mutex::new(Recent { set: HashSet::new(), order: VecDeque::new() }),
+            recent: Mutex::new(Recent::default()),
             consumer,
             stream,
             pulls: tokio::sync::OnceCell::new(),
             offer: Mutex::new(None),
+            busy: Busy::default(),
             tasks: Vec::new(),
         };
         chan.refresh().await?;
         let chan = Arc::new_cyclic(|weak: &std::sync::Weak<Chan>| {
             let w = weak.clone();
             let ctl_task = rt.spawn(async move {
-                while ctl.next().await.is_some() {
+                while let Some(msg) = ctl.next().await {
                     let Some(c) = w.upgrade() else { return };
+                    if let (Some(reply), true) = (msg.reply, &msg.payload[..] == STATS_ASK) {
+                        // A `stats()` survey (`stats.rs`): answer with this process's counts.
+                        let _ = c.conn.client.publish(reply, local_answer(&c)).await;
+                        continue;
+                    }
                     // A failed refresh keeps the old status; the next notice or open retries.
                     let _ = c.refresh().await;
                 }
@@ -373,25 +360,22 @@ impl Chan {
         Ok(chan)
     }
 
-    /// Re-reads the shared state from the KV bucket.
-    pub(crate) async fn refresh(&self) -> Result<(), NetError> {
+    /// The shared state in the KV bucket: (poisoned, writers' and readers' `(made, alive)`).
+    pub(crate) async fn read_state(&self) -> Result<(bool, (u64, u64), (u64, u64)), NetError> {
         let kv = self.conn.kv().await?;
         let get = |k: String| {
             let kv = kv.clone();
-            async move { kv.get(k).await }
+            async move { kv.get(k).await.map_err(|e| self.conn.transport("read channel state", e)) }
         };
-        let poisoned = get(format!("{}.poison", self.name))
-            .await
-            .map_err(|e| self.conn.transport("read channel state", e))?
-            .is_some();
-        let w = get(format!("{}.w", self.name))
-            .await
-            .map_err(|e| self.conn.transport("read channel state", e))?
-            .map_or((0, 0), |v| parse_counts(&v));
-        let r = get(format!("{}.r", self.name))
-            .await
-            .map_err(|e| self.conn.transport("read channel state", e))?
-            .map_or((0, 0), |v| parse_counts(&v));
+        let poisoned = get(format!("{}.poison", self.name)).await?.is_some();
+        let w = get(format!("{}.w", self.name)).await?.map_or((0, 0), |v| parse_counts(&v));
+        let r = get(format!("{}.r", self.name)).await?.map_or((0, 0), |v| parse_counts(&v));
+        Ok((poisoned, w, r))
+    }
+
+    /// Re-reads the shared state from the KV bucket.
+    pub(crate) async fn refresh(&self) -> Result<(), NetError> {
+        let (poisoned, w, r) = self.read_state().await?;
         let new = Status {
             poisoned,
             writers_retired: w.0 > 0 && w.1 == 0,
@@ -589,16 +573,5 @@ mod tests {
         assert_eq!(parse_counts(b"3 1"), (3, 1));
         assert_eq!(parse_counts(b""), (0, 0));
         assert_eq!(parse_counts(b"x y"), (0, 0));
-    }
-
-    #[test]
-    fn recent_ids_are_bounded() {
-        let mut r = Recent { set: HashSet::new(), order: VecDeque::new() };
-        for i in 0..RECENT + 10 {
-            r.insert(i.to_string());
-        }
-        assert!(!r.contains("0"));
-        assert!(r.contains(&(RECENT + 9).to_string()));
-        assert_eq!(r.set.len(), RECENT);
     }
 }

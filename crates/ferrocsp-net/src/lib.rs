@@ -11,7 +11,9 @@
 //!   channels use request/reply (`rendezvous.rs`), buffered ones a JetStream work queue
 //!   (`buffered.rs`, with slots reserved for Output guards in `reserve.rs`); Output guards of
 //!   both kinds are served by `out_pump.rs`; poison and end counts live in a KV bucket with a
-//!   broadcast subject (`chan.rs`). The protocol is written down in the project's docs/design.md.
+//!   broadcast subject (`chan.rs`); `stats()` adds the server's state to a survey of every
+//!   participant over that subject (`stats.rs`). The protocol is written down in the project's
+//!   docs/design.md.
 //!
 //! ```no_run
 //! use ferrocsp_net::{ChanOps, Connection, Options};
@@ -36,8 +38,10 @@ mod options;
 mod out_pump;
 mod placeholder;
 mod pulls;
+mod recent;
 mod rendezvous;
 mod reserve;
+mod stats;
 mod turn;
 
 use std::sync::Arc;
@@ -49,6 +53,9 @@ pub use conn::Connection;
 pub use error::NetError;
 pub use op::Op;
 pub use options::Options;
+pub use stats::Stats;
+
+use stats::BusyGuard;
 
 pub(crate) async fn sleep_until_opt(t: Option<Instant>) {
     match t {
@@ -77,6 +84,8 @@ pub trait ChanOps {
     fn read(&self, conn: &Connection, deadline: Option<Instant>) -> Op<Bytes>;
     /// Poisons the channel for every participant.
     fn poison(&self, conn: &Connection) -> Op<()>;
+    /// The channel's stats, from the server and a survey of every participant (`stats.rs`).
+    fn stats(&self, conn: &Connection) -> Op<Stats>;
     /// Counts a new end of `kind` (`made`) or retires one, on the server.
     fn count_end(&self, conn: &Connection, kind: EndKind, made: bool) -> Op<()>;
     /// Issues, claims or voids the ticket of an end of `kind` travelling in a message
@@ -101,25 +110,32 @@ pub trait ChanOps {
 impl ChanOps for Arc<Chan> {
     fn write(&self, conn: &Connection, value: Bytes, deadline: Option<Instant>) -> Op<()> {
         let chan = Arc::clone(self);
+        let busy = BusyGuard::new(self, false);
         if chan.capacity == 0 {
-            conn.spawn(move |c| rendezvous::write(chan, value, deadline, c))
+            conn.spawn(move |c| busy.during(rendezvous::write(chan, value, deadline, c)))
         } else {
-            conn.spawn(move |c| buffered::write(chan, value, deadline, c))
+            conn.spawn(move |c| busy.during(buffered::write(chan, value, deadline, c)))
         }
     }
 
     fn read(&self, conn: &Connection, deadline: Option<Instant>) -> Op<Bytes> {
         let chan = Arc::clone(self);
+        let busy = BusyGuard::new(self, true);
         if chan.capacity == 0 {
-            conn.spawn(move |c| rendezvous::read(chan, deadline, c))
+            conn.spawn(move |c| busy.during(rendezvous::read(chan, deadline, c)))
         } else {
-            conn.spawn(move |c| buffered::read(chan, deadline, c))
+            conn.spawn(move |c| busy.during(buffered::read(chan, deadline, c)))
         }
     }
 
     fn poison(&self, conn: &Connection) -> Op<()> {
         let chan = Arc::clone(self);
         conn.spawn(move |_| async move { chan.poison_now().await })
+    }
+
+    fn stats(&self, conn: &Connection) -> Op<Stats> {
+        let chan = Arc::clone(self);
+        conn.spawn(move |_| stats::stats(chan))
     }
 
     fn count_end(&self, conn: &Connection, kind: EndKind, made: bool) -> Op<()> {
@@ -156,7 +172,8 @@ impl ChanOps for Arc<Chan> {
 
     fn alt_take(&self, conn: &Connection, hold: u64) -> Op<Option<Bytes>> {
         let chan = Arc::clone(self);
-        conn.spawn(move |c| rendezvous::alt_take(chan, hold, c))
+        let busy = BusyGuard::new(self, true);
+        conn.spawn(move |c| busy.during(rendezvous::alt_take(chan, hold, c)))
     }
 
     fn commit(&self, conn: &Connection, value: Bytes) -> Op<()> {
@@ -165,10 +182,11 @@ impl ChanOps for Arc<Chan> {
         if chan.conn.opts.drop_commits {
             return Op::ready(Ok(()));
         }
+        let busy = BusyGuard::new(self, false);
         if chan.capacity == 0 {
-            conn.spawn(move |c| rendezvous::commit(chan, value, won, c))
+            conn.spawn(move |c| busy.during(rendezvous::commit(chan, value, won, c)))
         } else {
-            conn.spawn(move |c| reserve::commit(chan, value, won, c))
+            conn.spawn(move |c| busy.during(reserve::commit(chan, value, won, c)))
         }
     }
 }

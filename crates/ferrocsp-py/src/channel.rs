@@ -256,7 +256,9 @@ impl Channel {
                 self.name
             )));
         };
-        let name = format!("net:{}", self.name);
+        // Named as the networked channel: an Alt's error names the channel the user gave it,
+        // as a plain operation's does.
+        let name = self.name.to_string();
         n.alt_channel(py, output, |engine| {
             Ok(Py::new(py, Channel::with_engine(engine, name.clone()))?.into_any())
         })
@@ -420,16 +422,10 @@ impl Channel {
 
     /// A snapshot of the channel's counters (``ChannelStats``).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        if self.flavors.net.get().is_some() {
-            return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
-                "stats() of networked channel '{}': its readers, writers and values are spread \
-                 over every connected process, and no process sees a consistent count",
-                self.name
-            )));
-        }
-        let s = match self.flavors.shm.get() {
-            Some(side) => side.get().stats(py)?,
-            None => self.inner.stats(),
+        let s = match (self.flavors.shm.get(), self.flavors.net.get()) {
+            (Some(side), _) => side.get().stats(py)?,
+            (None, Some(n)) => n.stats(py)?,
+            (None, None) => self.inner.stats(),
         };
         let cls = STATS.import(py, "ferrocsp._stats", "ChannelStats")?;
         cls.call1((
@@ -526,10 +522,7 @@ impl Channel {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         if slf.get().flavors.net.get().is_some() {
-            return Err(PyTypeError::new_err(
-                "a networked channel does not pickle: send its ends over a networked channel, \
-                 or open it by name with Channel(name=..., net=connect(url)) in the other process",
-            ));
+            return mobility_reduce(slf.py(), "reduce_net", slf.as_any());
         }
         mobility_reduce(slf.py(), "reduce_channel", slf.as_any())
     }

@@ -80,7 +80,7 @@ fn dropped(chan: &Channel, id: u64, retired: bool, kind: EndKind, retire: impl F
     Python::attach(|py| {
         if let Some(n) = chan.flavors.net.get() {
             // Uncounted on the server in the background: a finalizer must not wait.
-            if let Err(e) = n.count_end(py, kind == EndKind::Reader, false, false) {
+            if let Err(e) = n.end_retired(py, id, kind == EndKind::Reader, true) {
                 e.write_unraisable(py, None);
             }
             retire();
@@ -172,7 +172,7 @@ macro_rules! end_class {
                 let chan = self.chan.get();
                 if let Some(n) = self.net() {
                     if !self.inner.is_retired() {
-                        n.count_end(py, $end_kind == EndKind::Reader, false, true)?;
+                        n.end_retired(py, self.inner.id(), $end_kind == EndKind::Reader, false)?;
                     }
                     self.inner.retire();
                     return Ok(());
@@ -250,10 +250,7 @@ macro_rules! end_class {
 
             fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
                 if slf.get().net().is_some() {
-                    return Err(pyo3::exceptions::PyTypeError::new_err(
-                        "networked channel ends do not pickle: send them over a networked \
-                         channel (the safe codec carries them)",
-                    ));
+                    return mobility_reduce(slf.py(), "reduce_net", slf.as_any());
                 }
                 mobility_reduce(slf.py(), "reduce_end", slf.as_any())
             }
@@ -469,16 +466,59 @@ impl Channel {
     }
 
     /// A new end of this networked channel that was already counted on the server (an end
-    /// that arrived in a message: its sender counted it on its behalf).
-    fn _net_end(slf: &Bound<'_, Self>, kind: &str) -> PyResult<Py<PyAny>> {
+    /// that arrived in a message: its sender counted it on its behalf). With `crossed`, a copy
+    /// of an end that crossed OS processes with that ticket (`net_side.rs`); `retired`: a
+    /// copy of a retired end (retired here only, nothing is uncounted).
+    #[pyo3(signature = (kind, crossed=None, retired=false))]
+    fn _net_end(
+        slf: &Bound<'_, Self>,
+        kind: &str,
+        crossed: Option<String>,
+        retired: bool,
+    ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        match kind {
-            "reader" => Ok(Py::new(py, Reader::make(slf))?.into_any()),
-            "writer" => Ok(Py::new(py, Writer::make(slf))?.into_any()),
-            _ => Err(PyValueError::new_err(format!(
-                "end kind must be 'reader' or 'writer', not {kind:?}"
-            ))),
+        let (obj, id) = match kind {
+            "reader" => {
+                let e = Reader::make(slf);
+                if retired {
+                    e.inner.retire();
+                }
+                let id = e.end_id();
+                (Py::new(py, e)?.into_any(), id)
+            }
+            "writer" => {
+                let e = Writer::make(slf);
+                if retired {
+                    e.inner.retire();
+                }
+                let id = e.end_id();
+                (Py::new(py, e)?.into_any(), id)
+            }
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "end kind must be 'reader' or 'writer', not {kind:?}"
+                )))
+            }
+        };
+        if let (Some(t), Some(n)) = (crossed, slf.get().flavors.net.get()) {
+            n.adopt(id, t);
         }
+        Ok(obj)
+    }
+
+    /// The ticket of end `end_id` of this networked channel crossing into another OS
+    /// process (`fresh` is issued the first time; `net_side.rs`).
+    fn _net_cross_ticket(
+        &self,
+        py: Python<'_>,
+        end_id: u64,
+        reader: bool,
+        fresh: String,
+    ) -> PyResult<String> {
+        let n = self.flavors.net.get().ok_or_else(|| {
+            PyValueError::new_err(format!("channel '{}' is not networked", self.name))
+        })?;
+        n.cross_ticket(py, end_id, reader, fresh)
     }
 }
 

@@ -268,6 +268,25 @@ impl NetChan {
         wait_op(py, &op, None)?.map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
     }
 
+    /// `stats()` of the channel (the engine's snapshot type; see `ferrocsp_net`'s `stats.rs`
+    /// for which fields are exact). Waits like an operation (GIL released, greenlets switch).
+    pub(crate) fn stats_now(&self, py: Python<'_>) -> PyResult<ferrocsp::Stats> {
+        let op = self.chan.stats(&self.conn);
+        let s =
+            wait_op(py, &op, None)?.map_err(|e| net_err(py, e, OpName::Read, &self.chan.name))?;
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Ok(ferrocsp::Stats {
+            capacity: s.capacity,
+            buffered: n(s.buffered),
+            readers_waiting: n(s.readers_waiting),
+            writers_waiting: n(s.writers_waiting),
+            reader_ends: n(s.reader_ends),
+            writer_ends: n(s.writer_ends),
+            poisoned: s.poisoned,
+            retired: s.retired,
+        })
+    }
+
     /// `count_end`, for Rust callers.
     pub(crate) fn count(
         &self,
@@ -353,7 +372,7 @@ impl NetChan {
     /// (`"void"`) the ticket of a reader (`reader=True`) or writer end travelling in a message.
     /// With `wait=False` it is sent in the background (and answers True).
     #[pyo3(signature = (reader, ticket, op, wait=true))]
-    fn ticket(
+    pub(crate) fn ticket(
         &self,
         py: Python<'_>,
         reader: bool,

@@ -14,6 +14,10 @@
 //! - Ends are counted on the server: when made (`reader()`/`writer()`, or by the sender's
 //!   codec on behalf of a receiver) and once more when retired (explicitly, on `with` exit, or
 //!   when dropped, then in the background).
+//! - An end that crossed into another OS process (`crossed`: pickled for a `backend="os"`
+//!   child, or unpickled there) is one end in every process: its copies share a ticket on the
+//!   server, and a retire uncounts it only if it claimed that ticket (once, whichever copy);
+//!   dropping a crossed copy retires nothing (another copy may be in use).
 //! - Without the cargo feature `net` the type is uninhabited: no channel has this flavor.
 
 use pyo3::prelude::*;
@@ -72,6 +76,9 @@ impl NetSide {
     pub(crate) fn poison(&self, _: Python<'_>) -> PyResult<()> {
         match *self {}
     }
+    pub(crate) fn stats(&self, _: Python<'_>) -> PyResult<ferrocsp::Stats> {
+        match *self {}
+    }
     pub(crate) fn alt_channel(
         &self,
         _: Python<'_>,
@@ -86,6 +93,21 @@ impl NetSide {
     pub(crate) fn conn<'py>(&self, _: Python<'py>) -> Bound<'py, PyAny> {
         match *self {}
     }
+    pub(crate) fn end_retired(&self, _: Python<'_>, _: u64, _: bool, _: bool) -> PyResult<()> {
+        match *self {}
+    }
+    pub(crate) fn cross_ticket(
+        &self,
+        _: Python<'_>,
+        _: u64,
+        _: bool,
+        _: String,
+    ) -> PyResult<String> {
+        match *self {}
+    }
+    pub(crate) fn adopt(&self, _: u64, _: String) {
+        match *self {}
+    }
     pub(crate) fn core<'py>(&self, _: Python<'py>) -> Bound<'py, PyAny> {
         match *self {}
     }
@@ -93,7 +115,8 @@ impl NetSide {
 
 #[cfg(feature = "net")]
 mod with_net {
-    use std::sync::OnceLock;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, PoisonError};
     use std::time::Instant;
 
     use pyo3::exceptions::PyTimeoutError;
@@ -116,11 +139,13 @@ mod with_net {
         conn: Py<PyAny>,
         /// The Python channels over the transport's Alt engine channels (input, output).
         alt: OnceLock<(Py<PyAny>, Py<PyAny>)>,
+        /// This process's copies of ends that crossed OS processes: engine end id -> ticket.
+        crossed: Mutex<HashMap<u64, String>>,
     }
 
     impl NetSide {
         pub(crate) fn new(core: Py<NetChan>, conn: Py<PyAny>) -> Self {
-            NetSide { core, conn, alt: OnceLock::new() }
+            NetSide { core, conn, alt: OnceLock::new(), crossed: Mutex::default() }
         }
 
         pub(crate) fn conn<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
@@ -192,6 +217,11 @@ mod with_net {
             self.core.get().poison_now(py)
         }
 
+        /// The whole channel's stats: the server's state and a survey of its participants.
+        pub(crate) fn stats(&self, py: Python<'_>) -> PyResult<ferrocsp::Stats> {
+            self.core.get().stats_now(py)
+        }
+
         /// The local channel an Alt waits on for this channel: as a reader (input guard), or
         /// (`output`) as a writer for an Output guard; `wrap` makes the Python channel of an
         /// engine channel (`channel.rs`, above this module).
@@ -213,6 +243,65 @@ mod with_net {
                 }
             };
             Ok(if output { pair.1.clone_ref(py) } else { pair.0.clone_ref(py) })
+        }
+
+        /// End `id` (of a reader or writer) retires (`wait`: until the server has it; a
+        /// finalizer does not wait). A crossed end is uncounted only by the copy that claims
+        /// its ticket; a dropped crossed copy (`dropped`) leaves it to the others.
+        pub(crate) fn end_retired(
+            &self,
+            py: Python<'_>,
+            id: u64,
+            reader: bool,
+            dropped: bool,
+        ) -> PyResult<()> {
+            let crossed = || self.crossed.lock().unwrap_or_else(PoisonError::into_inner);
+            let ticket = crossed().get(&id).cloned();
+            match ticket {
+                None => self.count_end(py, reader, false, !dropped),
+                Some(_) if dropped => {
+                    crossed().remove(&id);
+                    Ok(())
+                }
+                Some(t) => {
+                    // Forgotten only once the claim was answered: a retire that failed (the
+                    // server unreachable) leaves this copy crossed, to be retired again.
+                    let won = self.core.get().ticket(py, reader, t, "claim", true)?;
+                    crossed().remove(&id);
+                    if won {
+                        self.count_end(py, reader, false, true)?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+
+        /// The ticket of end `id` crossing into another OS process: `fresh` (random, from the
+        /// caller) issued on the server the first time this copy crosses; the same ticket for
+        /// every later crossing.
+        pub(crate) fn cross_ticket(
+            &self,
+            py: Python<'_>,
+            id: u64,
+            reader: bool,
+            fresh: String,
+        ) -> PyResult<String> {
+            let have =
+                self.crossed.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned();
+            if let Some(t) = have {
+                return Ok(t);
+            }
+            let t = fresh;
+            self.core.get().ticket(py, reader, t.clone(), "issue", true)?;
+            // Another thread pickling the same end meanwhile: the first ticket stays (the
+            // second is a few bytes on the server that nothing claims).
+            let mut m = self.crossed.lock().unwrap_or_else(PoisonError::into_inner);
+            Ok(m.entry(id).or_insert(t).clone())
+        }
+
+        /// End `id` is a copy of a crossed end with ticket `ticket` (made by unpickling).
+        pub(crate) fn adopt(&self, id: u64, ticket: String) {
+            self.crossed.lock().unwrap_or_else(PoisonError::into_inner).insert(id, ticket);
         }
 
         /// Counts an end made (`made`) or retired on the server; `wait`: until it has it.

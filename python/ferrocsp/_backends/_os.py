@@ -15,6 +15,10 @@ Invariants:
 - The collecting thread waits on each child's connection and sentinel; a child's connection
   leaves that wait set no later than it is closed (when the child is reaped), whichever of
   the two the OS reports first.
+- Networked channels among the arguments pickle as a connection key only; the options of
+  those connections (URL, credentials, pickle key) go to the child as an argument of its
+  entry point, beside the pickle, and the child closes the connections it opened from them
+  once it sent its outcome (``ferrocsp.net._cross``).
 - A child never outlives its parent: a watchdog thread in the child exits it when the
   parent's sentinel closes (the parent was killed, or exited without joining).
 - Deadlock detection spans the network (docs/design.md, "Deadlock detection across OS
@@ -31,6 +35,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import sys
 import threading
 import traceback
 from multiprocessing.connection import Connection
@@ -72,9 +77,16 @@ def start_method() -> str:
     return m
 
 
-def _pickle_process(proc: Process[Any]) -> bytes:
+def _pickle_process(proc: Process[Any]) -> tuple[bytes, dict[str, Any]]:
+    """The process pickled for a child, and the options of the network connections its
+    networked channels need (carried to the child beside the pickle, never in it)."""
+    # Loaded with ferrocsp.net, so only a program with networked channels has it.
+    cross = sys.modules.get("ferrocsp.net._cross")
     try:
-        return _shm.dumps(proc)
+        if cross is None:
+            return _shm.dumps(proc), {}
+        with cross.collecting() as nets:
+            return _shm.dumps(proc), nets
     except Exception as exc:
         raise TypeError(
             f"process {proc.name!r} cannot run on backend 'os': it must be picklable by "
@@ -91,9 +103,14 @@ def _exit_with_parent(sentinel: Any) -> None:
 
 
 def _child_main(
-    payload: bytes, conn: Connection, name: str, table: tuple[int, int, bytes] | None
+    payload: bytes,
+    conn: Connection,
+    name: str,
+    table: tuple[int, int, bytes] | None,
+    nets: dict[str, Any] | None = None,
 ) -> None:
-    """The child's entry point: run the process, send back one outcome message."""
+    """The child's entry point: run the process, send back one outcome message. ``nets``:
+    the options of the network connections of the networked channels in ``payload``."""
     if table is not None:
         # Without the table this child is never seen as waiting, so its network is never
         # reported deadlocked: a failure here costs detection, nothing else.
@@ -107,6 +124,12 @@ def _child_main(
             name="ferrocsp-parent-watch",
             daemon=True,
         ).start()
+    cross: Any = None
+    if nets:
+        from ..net import _cross
+
+        cross = _cross
+        cross.install(nets)
     try:
         proc: Process[Any] = _shm.loads(payload)
         out = execute(proc)
@@ -129,6 +152,8 @@ def _child_main(
         conn.send_bytes(data)
     finally:
         conn.close()
+        if cross is not None:
+            cross.close_all()  # flushes what the connections still send (end counts)
 
 
 class OsHost(ThreadHost):
@@ -149,7 +174,8 @@ class OsHost(ThreadHost):
                 '`if __name__ == "__main__":` (each child re-runs the script\'s top level)'
             )
         self._ctx: Any = multiprocessing.get_context(start_method())
-        self._payloads = [_pickle_process(p) for p in procs]  # errors before anything starts
+        # Errors before anything starts.
+        self._payloads: list[tuple[bytes, dict[str, Any]]] = [_pickle_process(p) for p in procs]
         self._children: list[Any] = []
         self._conns: list[Connection] = []
         super().__init__(procs, f"{name}:os")
@@ -160,11 +186,11 @@ class OsHost(ThreadHost):
         with contextlib.suppress(OSError):
             table = _xtable_create()  # no table: no detection across processes, nothing else
         try:
-            for proc, payload in zip(self._procs, self._payloads, strict=True):
+            for proc, (payload, nets) in zip(self._procs, self._payloads, strict=True):
                 r, w = self._ctx.Pipe(duplex=False)
                 child = self._ctx.Process(
                     target=_child_main,
-                    args=(payload, w, proc.name, table),
+                    args=(payload, w, proc.name, table, nets),
                     name=f"ferrocsp:{proc.name}",
                 )
                 child.start()

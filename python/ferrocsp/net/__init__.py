@@ -23,6 +23,8 @@ networked channel ends); pickle only with a shared ``pickle_key`` (HMAC-signed).
 
 from __future__ import annotations
 
+# Loaded with ferrocsp.net: the OS backend looks for it to carry connections to children.
+from . import _cross as _cross
 from ._codec import CodecError as CodecError
 from ._connection import Connection as Connection
 from ._connection import connect as connect

@@ -8,9 +8,13 @@ selection waits, decode what arrives, and send an Output guard's value only once
 selection chose it.
 
 Invariants:
-- An adapter holds no state of its own: it can be made for each selection.
-- A retired end's guard raises ``ChannelRetired`` when the selection starts, as a local
-  retired end does.
+- An adapter holds no state but whether its own selection raised the transport's demand
+  (``_up``), so every demand raised is withdrawn exactly once; it can be made for each
+  selection.
+- A retired end's guard is a retired guard, as a local retired end's is: the selection drops
+  it, and raises ``ChannelRetired`` naming it only when nothing else can fire. It waits on a
+  local stand-in retired on the end's side (the networked channel itself may be live for its
+  other ends) and raises no demand: nobody is told that it waits.
 """
 
 from __future__ import annotations
@@ -18,17 +22,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .._errors import ChannelRetired
 from .._native import Channel, Reader, Writer
 from ._aio import await_op, connection_of
 
 __all__ = ["NetInput", "NetOutput"]
 
 
-def _check(end: Any) -> None:
-    if isinstance(end, Reader | Writer) and end.retired:
-        kind = "reader" if isinstance(end, Reader) else "writer"
-        raise ChannelRetired(f"{kind} end of channel '{end.channel.name}' is retired")
+def _retired(end: Any) -> bool:
+    return isinstance(end, Reader | Writer) and end.retired
+
+
+def _stand_in(end: Reader[Any] | Writer[Any]) -> Channel[Any]:
+    """A local channel named as ``end``'s channel whose other side is retired: a selection
+    drops a guard on it (a reader sees end-of-stream, a writer is refused), as it drops a
+    retired local end's guard."""
+    local: Channel[Any] = Channel(name=end.channel.name)
+    (local.writer() if isinstance(end, Reader) else local.reader()).retire()
+    return local
 
 
 class _OutToken:
@@ -45,20 +55,26 @@ class _OutToken:
 class NetInput:
     """A networked ``Channel`` or ``Reader`` as an input guard."""
 
-    __slots__ = ("_chan", "_conn", "_core", "target")
+    __slots__ = ("_chan", "_conn", "_core", "_up", "target")
 
     def __init__(self, target: Channel[Any] | Reader[Any]) -> None:
         self.target = target
         self._chan: Channel[Any] = target if isinstance(target, Channel) else target.channel
         self._core = self._chan._net_core
         self._conn = connection_of(self._chan)
+        self._up = False
 
     def _csp_alt_input(self) -> Any:
-        _check(self.target)
+        if _retired(self.target):
+            return _stand_in(self.target)  # type: ignore[arg-type]
         return self._chan._net_alt(False)
 
     def _csp_alt_demand(self, up: bool) -> None:
-        self._core.alt_demand(up)
+        if up and _retired(self.target):
+            return
+        if up or self._up:
+            self._core.alt_demand(up)
+        self._up = up
 
     def _csp_alt_decode(self, raw: bytes) -> Any:
         return self._conn._decode(self._chan.name, raw)
@@ -78,21 +94,27 @@ class NetInput:
 class NetOutput:
     """A networked ``Channel`` or ``Writer`` as the target of an ``Output`` guard."""
 
-    __slots__ = ("_chan", "_conn", "_core", "target")
+    __slots__ = ("_chan", "_conn", "_core", "_up", "target")
 
     def __init__(self, target: Channel[Any] | Writer[Any]) -> None:
         self.target = target
         self._chan: Channel[Any] = target if isinstance(target, Channel) else target.channel
         self._core = self._chan._net_core
         self._conn = connection_of(self._chan)
+        self._up = False
 
     def _csp_alt_output(self, value: Any) -> tuple[Any, _OutToken]:
-        _check(self.target)
+        if _retired(self.target):
+            return _stand_in(self.target), _OutToken(b"", ())  # type: ignore[arg-type]
         data, ends = self._conn._encode(self._chan.name, value)
         return self._chan._net_alt(True), _OutToken(data, ends)
 
     def _csp_alt_out_demand(self, up: bool) -> None:
-        self._core.alt_out_demand(up)
+        if up and _retired(self.target):
+            return
+        if up or self._up:
+            self._core.alt_out_demand(up)
+        self._up = up
 
     def _csp_alt_commit(self, token: _OutToken) -> None:
         # The native call takes the hold at once (before any wait), then sends.

@@ -161,6 +161,27 @@ def _connect(
             "this ferrocsp was built without networked channels (cargo feature 'net' of "
             "crates/ferrocsp-py, on by default)"
         )
+    # What a backend='os' child needs to open the same connection (net/_cross.py): kept in
+    # memory, handed to the child by the OS backend's bootstrap, never pickled with a value.
+    options = {
+        "url": url,
+        "user": user,
+        "password": password,
+        "token": token,
+        "nkey_seed": nkey_seed,
+        "credentials": credentials,
+        "tls_ca": tls_ca,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls_required": tls_required,
+        "name": name,
+        "connect_timeout": connect_timeout,
+        "ack_timeout": ack_timeout,
+        "reconnect_timeout": reconnect_timeout,
+        "pickle_key": pickle_key,
+        "namespace": namespace,
+        "hooks": hooks,
+    }
     native = _native._net_connect(
         url,
         user=user,
@@ -180,7 +201,9 @@ def _connect(
         hold_acks=bool(hooks.hold_acks),
         drop_commits=bool(hooks.drop_commits),
     )
-    return Connection(native, pickle_key, namespace or "")
+    conn = Connection(native, pickle_key, namespace or "")
+    conn._options = options
+    return conn
 
 
 class Connection:
@@ -190,12 +213,24 @@ class Connection:
     ``ConnectionError``.
     """
 
-    __slots__ = ("__weakref__", "_channels", "_key", "_namespace", "_native")
+    __slots__ = (
+        "__weakref__",
+        "_channels",
+        "_cross_key",
+        "_key",
+        "_namespace",
+        "_native",
+        "_options",
+    )
 
     def __init__(self, native: Any, pickle_key: bytes | None, namespace: str = "") -> None:
         self._native = native
         self._key = pickle_key
         self._namespace = namespace
+        #: ``_connect``'s arguments, for backend='os' children (net/_cross.py).
+        self._options: dict[str, Any] = {}
+        #: This connection's key when its channels cross OS processes (net/_cross.py).
+        self._cross_key: str | None = None
         self._channels: weakref.WeakValueDictionary[str, Channel[Any]] = (
             weakref.WeakValueDictionary()
         )

@@ -49,6 +49,8 @@ async fn serve(chan: Arc<Chan>) {
         }
     };
     let _ = conn.client.flush().await;
+    // From now on a request reaches this process (`stats.rs` counts its reads only now).
+    lock(&chan.reads).subscribed = true;
     let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
     let mut closed = false;
     loop {
@@ -66,6 +68,7 @@ async fn serve(chan: Arc<Chan>) {
                 let mut r = lock(&chan.reads);
                 if r.pending.is_empty() && r.alt_demand == 0 && r.holds.is_empty() {
                     r.running = false;
+                    r.subscribed = false;
                     break;
                 }
             }
@@ -75,6 +78,7 @@ async fn serve(chan: Arc<Chan>) {
         // The subscription ended under us (connection lost and closed): hand the waiting
         // reads to a fresh subscription after a pause, or let the next read start one. Holds
         // are given back: their commits can no longer reach us.
+        lock(&chan.reads).subscribed = false;
         release_all(&chan);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut r = lock(&chan.reads);
