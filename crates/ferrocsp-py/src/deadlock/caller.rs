@@ -13,16 +13,31 @@ use std::sync::Arc;
 
 use ferrocsp::Waker;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::lock;
 use super::participant::{
-    Participant, ASYNC_ME_GET, CURRENT_TASK, GET_RUNNING_LOOP, IGNORED, REGISTRY,
+    thread_ident, Participant, ASYNC_ME_GET, CURRENT_TASK, GET_RUNNING_LOOP, IGNORED, REGISTRY,
 };
 use super::record::{Backend, Stamp};
 use super::watchdog::IN_PYTHON;
 
 // ----- who is the caller -----
+
+/// Registers a participant (`Participant::register`) and makes sure the watchdog runs.
+fn register(
+    backend: Backend,
+    thread: u64,
+    task: Option<usize>,
+    event_loop: Option<Py<PyAny>>,
+    fallback: String,
+    name: Option<String>,
+) -> Arc<Participant> {
+    let p = Participant::register(backend, thread, task, event_loop, fallback, name);
+    super::watchdog::start();
+    p
+}
 
 /// The calling thread's participant record; dropped (removed) when the thread ends.
 struct ThreadSlot(Arc<Participant>);
@@ -35,17 +50,6 @@ impl Drop for ThreadSlot {
 
 thread_local! {
     static THREAD: RefCell<Option<ThreadSlot>> = const { RefCell::new(None) };
-    static IDENT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
-}
-
-/// `threading.get_ident()` of the calling thread (cached).
-pub(crate) fn thread_ident(py: Python<'_>) -> PyResult<u64> {
-    if let Some(i) = IDENT.with(std::cell::Cell::get) {
-        return Ok(i);
-    }
-    let i: u64 = py.import("threading")?.call_method0("get_ident")?.extract()?;
-    IDENT.with(|c| c.set(Some(i)));
-    Ok(i)
 }
 
 /// The participant of the calling OS thread, registered on first use.
@@ -57,7 +61,7 @@ pub(crate) fn thread_participant(py: Python<'_>) -> PyResult<Arc<Participant>> {
     let threading = py.import("threading")?;
     let fallback: String = threading.call_method0("current_thread")?.getattr("name")?.extract()?;
     let name = crate::thread_name::get();
-    let p = Participant::register(Backend::Thread, ident, None, None, fallback, name);
+    let p = register(Backend::Thread, ident, None, None, fallback, name);
     p.set_waker(Waker::current_thread());
     THREAD.with(|t| *t.borrow_mut() = Some(ThreadSlot(Arc::clone(&p))));
     Ok(p)
@@ -72,7 +76,7 @@ pub(crate) fn leave_thread() {
 
 /// Registers a greenlet task of the scheduler running on thread `ident`.
 pub(crate) fn greenlet_participant(ident: u64) -> Arc<Participant> {
-    Participant::register(Backend::Greenlet, ident, None, None, "greenlet".into(), None)
+    register(Backend::Greenlet, ident, None, None, "greenlet".into(), None)
 }
 
 fn current_task_id(py: Python<'_>) -> Option<usize> {
@@ -100,6 +104,19 @@ pub(crate) fn async_participant(py: Python<'_>) -> Option<Arc<Participant>> {
     Some(Arc::clone(&value.cast::<ParticipantRef>().ok()?.get().0))
 }
 
+static ASYNC_ME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The asyncio participant recorded in `ctx`, a `contextvars.Context` (an asyncio operation
+/// greenlet runs in a context of its own: its task's is the one its parent greenlet holds).
+pub(crate) fn async_participant_in(
+    py: Python<'_>,
+    ctx: &Bound<'_, PyAny>,
+) -> Option<Arc<Participant>> {
+    let var = ASYNC_ME.import(py, "ferrocsp._process", "_async_me").ok()?;
+    let value = ctx.call_method1("get", (var,)).ok()?;
+    Some(Arc::clone(&value.cast::<ParticipantRef>().ok()?.get().0))
+}
+
 /// A participant as a Python object (what `_participant_enter` returns).
 #[pyclass(frozen, module = "ferrocsp._native", name = "_Participant")]
 #[derive(Debug)]
@@ -119,7 +136,7 @@ pub(crate) fn _participant_enter(
     let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
     let task = current_task_id(py);
     let ident = thread_ident(py)?;
-    let p = Participant::register(
+    let p = register(
         Backend::Asyncio,
         ident,
         task,

@@ -5,12 +5,11 @@
 //! reserves each child's slot by pid before the child can run; a child attaches at its start
 //! (`_xtable_attach`). In such a process:
 //!
-//! - A thread's wait on shared channels with no deadline (`SharedSleep`, entered by the
-//!   shared-channel binding) is stuck only once *confirmed*: a sleep slice ended with none of
-//!   the operation's futex words moved (`shm::slice_was_quiet`), so it was still waiting after
-//!   the epoch read before that slice (`XWait::at`). Each later quiet slice re-confirms at a
-//!   newer epoch. Cooperative (greenlet, asyncio) and networked shared waits are never stuck:
-//!   no false report, no report either.
+//! - A wait on shared channels with no deadline is stuck only once *confirmed* (`xwait.rs`):
+//!   a quiet period ended with none of the operation's futex words moved, so it was still
+//!   waiting after the epoch read before that period (`XWait::at`). A thread's period is its
+//!   own sleep slice; a greenlet's or an asyncio task's, a look of the futex watcher that
+//!   would wake it. Networked waits are never stuck: no false report, no report either.
 //! - When the watchdog proves locally that every participant is stuck, it does not declare:
 //!   it *publishes* this process's slot (what each participant waits on, and the oldest epoch
 //!   at which its shared waits were confirmed), then polls the table every [`POLL`].
@@ -23,8 +22,8 @@
 //! - A verdict covers a process whose latest publication was in place at the proven epoch
 //!   ([`Pub`]); the participants that publication counted, records unchanged, are aborted with
 //!   the report: in-process operations as the local watchdog does, shared ones by setting
-//!   `xabort`, which their next sleep slice turns into `Deadlock` (the per-process wake-up is
-//!   the slice, at most [`XSLICE`]; a slice also looks for a covering verdict itself).
+//!   `xabort`, which their next quiet period turns into `Deadlock` (the per-process wake-up is
+//!   that period, at most `xwait::XSLICE`; a period also looks for a covering verdict itself).
 //!
 //! Invariants:
 //! - This process's slot is published only while `NOT_STUCK` is zero: every rise of the
@@ -50,20 +49,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::lock;
-use super::participant::{Participant, IGNORED, REGISTRY};
-use super::record::{Stamp, XWait};
+use super::participant::{thread_ident, Participant, IGNORED, REGISTRY};
+use super::record::Stamp;
 use super::slot_text::{line, parse, report, Line};
 
 /// How often a published process looks at the table (proof, verdict, confirmations).
 pub(super) const POLL: Duration = Duration::from_millis(50);
-/// The longest sleep slice of a thread's confirmable shared wait.
-const XSLICE: Duration = Duration::from_millis(200);
 
-struct Attached {
-    table: Table,
+pub(super) struct Attached {
+    pub(super) table: Table,
     /// The process that attached (a forked child inherits the mapping, not the slot).
     pid: u32,
-    slot: Option<usize>,
+    pub(super) slot: Option<usize>,
 }
 
 /// This process's table. Lock-free on purpose: a child made by `fork` inherits every lock in
@@ -87,7 +84,7 @@ static LAST: Mutex<Option<Pub>> = Mutex::new(None);
 static BUSY_GEN: AtomicU64 = AtomicU64::new(0);
 /// Whether this process ever attached to a table (the one check a shared operation makes
 /// before it sleeps).
-static ANY: AtomicBool = AtomicBool::new(false);
+pub(super) static ANY: AtomicBool = AtomicBool::new(false);
 
 /// A publication of this process: the epoch it was made at, the epoch its withdrawal made
 /// (None while in place), and the participants it counted with their record generations. A
@@ -101,7 +98,7 @@ struct Pub {
     parts: Vec<(Arc<Participant>, u64)>,
 }
 
-fn current() -> Option<&'static Attached> {
+pub(super) fn current() -> Option<&'static Attached> {
     let p = STATE.load(Ordering::Acquire);
     // SAFETY: a non-null pointer here came from `Box::into_raw` in `install` and is never
     // freed, so it stays valid for the life of the process.
@@ -126,6 +123,8 @@ fn forked_child() -> bool {
 
 /// Makes `a` this process's table (the first one wins; returns the one in place).
 fn install(a: Attached) -> &'static Attached {
+    // Before the table is visible, so before this process can publish (`participant.rs`).
+    super::participant::on_running(running);
     let new = Box::into_raw(Box::new(a));
     match STATE.compare_exchange(std::ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
@@ -206,7 +205,7 @@ fn local_text() -> (String, bool, Option<u64>) {
 
 /// Writes this process's participants into its slot for other processes' dumps (only while
 /// not published; best effort).
-fn show() {
+pub(super) fn show() {
     let _gate = super::fork::gate();
     let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return };
     let (text, _, _) = local_text();
@@ -265,7 +264,7 @@ fn pending_verdict(a: &Attached) -> Option<(u64, String)> {
 
 /// Whether a verdict proven at `epoch` covers this process's latest publication (and, given
 /// `part`, that participant as counted then, its record unchanged since).
-fn covered(epoch: u64, part: Option<&Arc<Participant>>) -> bool {
+pub(super) fn covered(epoch: u64, part: Option<&Arc<Participant>>) -> bool {
     let last = lock(&LAST);
     let Some(p) = last.as_ref() else { return false };
     if p.made > epoch || p.withdrawn.is_some_and(|w| w <= epoch) {
@@ -314,151 +313,6 @@ pub(super) fn abort_all(epoch: u64, msg: &str) {
         match w {
             Waker::Thread(t) => t.unpark(),
             Waker::Custom(w) => w.wake(),
-        }
-    }
-}
-
-// ----- a thread's wait on shared channels -----
-
-/// A thread's blocking operation on shared channels, seen by detection across processes
-/// (see the module doc); a no-op outside an OS-process network, with a deadline, or for a
-/// cooperative wait. Nothing is recorded until the operation has slept a whole slice: an
-/// operation that completes sooner (most, in a busy network) costs one atomic load.
-pub(crate) struct SharedSleep {
-    on: bool,
-    /// Resolved at the first slice: this process's table and the caller's participant.
-    at: Option<(&'static Attached, Arc<Participant>)>,
-    /// The epoch read before the current slice began (None before the first slice).
-    prev: Option<u64>,
-    /// Whether the participant's record holds this wait (`xwait`).
-    recorded: bool,
-    shown: bool,
-    /// The verdict generation last looked at.
-    seen: u32,
-    /// The epoch of the verdict that aborted this wait, found by this wait itself.
-    verdict: Option<u64>,
-}
-
-impl SharedSleep {
-    /// Enters a thread's shared wait (`forever`: no deadline and not `nowait`).
-    pub(crate) fn enter(forever: bool) -> Self {
-        let on = forever && ANY.load(Ordering::Relaxed) && super::participant::enabled();
-        SharedSleep {
-            on,
-            at: None,
-            prev: None,
-            recorded: false,
-            shown: false,
-            seen: 0,
-            verdict: None,
-        }
-    }
-
-    /// Ends the wait, after the operation gave an error (`failed`) or was abandoned at a
-    /// slice with `dead` (a verdict's report): returns the report to raise as `Deadlock`.
-    ///
-    /// A verdict that covers this process turns any failure into `Deadlock`: a peer process
-    /// that raised its own `Deadlock` first poisons its channels, which wakes this operation
-    /// with `ChannelPoisoned` before its slice sees the verdict; every deadlocked operation
-    /// must report the deadlock, as in process. The other blocked operations here are aborted
-    /// with it at once, before this one's failure can poison them.
-    pub(crate) fn finish(self, failed: bool, dead: Option<String>) -> Option<String> {
-        if !failed || !self.recorded {
-            return None;
-        }
-        let (a, part) = self.at.as_ref()?;
-        if let Some(msg) = dead {
-            if let Some(e) = self.verdict {
-                abort_all(e, &msg); // found by this wait's slice: the others are not told yet
-            }
-            return Some(msg);
-        }
-        let v = a.table.latest()?;
-        if !covered(v.epoch, Some(part)) {
-            return None;
-        }
-        abort_all(v.epoch, &v.report);
-        Some(v.report)
-    }
-
-    /// The sleep slice to use instead of `default`.
-    pub(crate) fn slice(&self, default: Duration) -> Duration {
-        if self.on {
-            default.min(XSLICE)
-        } else {
-            default
-        }
-    }
-
-    /// At the end of each sleep slice (no GIL held): the report to raise when a verdict
-    /// aborted this wait; else confirms the wait if the slice was quiet.
-    pub(crate) fn tick(&mut self) -> Option<String> {
-        if !self.on {
-            return None;
-        }
-        let quiet = ferrocsp::shm::slice_was_quiet();
-        let Some((a, part)) = self.at.as_ref() else {
-            // The first slice: find the table and the caller (a thread, or an async process
-            // blocking its loop's thread).
-            let a = current().filter(|a| a.slot.is_some());
-            let part = Python::attach(|py| crate::process::current(py).ok());
-            match (a, part) {
-                (Some(a), Some(part)) => {
-                    self.seen = a.table.generation();
-                    self.prev = Some(a.table.epoch());
-                    self.at = Some((a, part));
-                }
-                _ => self.on = false,
-            }
-            return None;
-        };
-        if let Some(msg) = lock(&part.inner).xabort.take() {
-            return Some(msg);
-        }
-        // A verdict this process's watchdog has not acted on yet (it may have withdrawn the
-        // publication meanwhile and stopped looking).
-        let g = a.table.generation();
-        if g != self.seen && self.recorded {
-            self.seen = g;
-            if let Some(v) = a.table.latest().filter(|v| covered(v.epoch, Some(part))) {
-                self.verdict = Some(v.epoch);
-                return Some(v.report);
-            }
-        }
-        if let (true, Some(prev)) = (quiet, self.prev) {
-            if self.recorded {
-                if let Some(x) = lock(&part.inner).xwait.as_mut() {
-                    // Not an update: the local double collect must not see a re-confirmation.
-                    x.at = prev;
-                }
-            } else {
-                part.update(|i| {
-                    i.xwait = Some(XWait { confirmed: true, at: prev });
-                    i.xabort = None;
-                });
-                self.recorded = true;
-                self.shown = true;
-                show();
-            }
-        }
-        self.prev = Some(a.table.epoch());
-        None
-    }
-}
-
-impl Drop for SharedSleep {
-    fn drop(&mut self) {
-        if !self.recorded {
-            return;
-        }
-        if let Some((_, part)) = self.at.take() {
-            part.update(|i| {
-                i.xwait = None;
-                i.xabort = None;
-            });
-            if self.shown {
-                show();
-            }
         }
     }
 }
@@ -530,7 +384,7 @@ pub(crate) fn _xidle(py: Python<'_>, idle: bool) -> PyResult<()> {
     if current().is_none() {
         return Ok(()); // no table (or a forked child): this thread keeps counting as running
     }
-    let ident = super::thread_ident(py)?;
+    let ident = thread_ident(py)?;
     let mut ignored = lock(&IGNORED);
     let set = ignored.get_or_insert_with(Default::default);
     if idle {

@@ -6,7 +6,9 @@
 //! - `NOT_STUCK` is the number of registered participants whose record is not stuck; only
 //!   `update`, `register` and `remove` change it. When it drops to zero the watchdog is
 //!   kicked; when it rises, this process's publication in the participant table (if any) is
-//!   withdrawn at once (`cross::running`).
+//!   withdrawn at once: the hook `cross.rs` sets when the process attaches to a table
+//!   ([`on_running`]; a function pointer, so this module names none of the modules above it,
+//!   which all build on it). The watchdog thread is started by whoever registers (`caller.rs`).
 //! - Lock order: `REGISTRY` -> one participant's `inner`.
 
 use std::collections::{HashMap, HashSet};
@@ -18,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 use super::lock;
-use super::record::{Backend, Desc, Inner, Stamp, WaitOn};
+use super::record::{Backend, Desc, Inner, LocalWait, Stamp, WaitOn};
 use crate::pythread::Value;
 
 /// One participant: a process, or a thread that used a channel.
@@ -54,13 +56,26 @@ pub(super) static IGNORED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
 pub(super) static WATCH: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 /// Whether the watchdog waits for a kick (cleared by the kick that wakes it).
 pub(super) static ARMED: AtomicBool = AtomicBool::new(false);
-pub(super) static WATCHDOG: OnceLock<()> = OnceLock::new();
 static ENABLED: OnceLock<bool> = OnceLock::new();
 
 static DEADLOCK: PyOnceLock<Py<pyo3::types::PyType>> = PyOnceLock::new();
 pub(super) static ASYNC_ME_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 pub(super) static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 pub(super) static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+thread_local! {
+    static IDENT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// `threading.get_ident()` of the calling thread (cached).
+pub(crate) fn thread_ident(py: Python<'_>) -> PyResult<u64> {
+    if let Some(i) = IDENT.with(std::cell::Cell::get) {
+        return Ok(i);
+    }
+    let i: u64 = py.import("threading")?.call_method0("get_ident")?.extract()?;
+    IDENT.with(|c| c.set(Some(i)));
+    Ok(i)
+}
 
 /// Whether detection is on (`FERROCSP_DEADLOCK=off` turns it off; read once).
 pub(super) fn enabled() -> bool {
@@ -70,6 +85,28 @@ pub(super) fn enabled() -> bool {
             Ok(v) if v == "off" || v == "0" || v == "false" || v == "no"
         )
     })
+}
+
+/// What a rise of `NOT_STUCK` does beyond the count (see the module invariants), and whether
+/// it is set: `ON_RUNNING` is set before `HOOKED`, both before this process can publish, and a
+/// rise reads `HOOKED` SeqCst after raising the counter (SeqCst), so a publication that missed
+/// the rise is seen by the rise.
+static ON_RUNNING: OnceLock<fn()> = OnceLock::new();
+static HOOKED: AtomicBool = AtomicBool::new(false);
+
+/// Sets what a rise of the not-stuck counter calls (`cross.rs`: withdraw the publication).
+pub(super) fn on_running(f: fn()) {
+    let _ = ON_RUNNING.set(f); // one function, set at every attach: the first one stands
+    HOOKED.store(true, Ordering::SeqCst);
+}
+
+/// A participant runs again (called after raising `NOT_STUCK`).
+fn running() {
+    if HOOKED.load(Ordering::SeqCst) {
+        if let Some(f) = ON_RUNNING.get() {
+            f();
+        }
+    }
 }
 
 /// Wakes the watchdog if it waits (at most once per wait: kicks are on the blocking path).
@@ -102,18 +139,8 @@ impl Participant {
             fixed_waker: OnceLock::new(),
         });
         NOT_STUCK.fetch_add(1, Ordering::SeqCst);
-        super::cross::running();
+        running();
         lock(&REGISTRY).get_or_insert_with(HashMap::new).insert(p.id, Arc::clone(&p));
-        if enabled() {
-            WATCHDOG.get_or_init(|| {
-                // A failed spawn only means no detection.
-                drop(
-                    std::thread::Builder::new()
-                        .name("ferrocsp-deadlock".into())
-                        .spawn(super::watchdog::watchdog),
-                );
-            });
-        }
         p
     }
 
@@ -164,7 +191,7 @@ impl Participant {
             // SeqCst, then the publication flag: pairs with `cross::publish`, which sets the
             // flag, then looks at the counter (one of the two sees the other).
             NOT_STUCK.fetch_add(1, Ordering::SeqCst);
-            super::cross::running();
+            running();
         } else if delta < 0 && NOT_STUCK.fetch_sub(1, Ordering::AcqRel) == 1 {
             kick();
         }
@@ -254,6 +281,36 @@ impl Participant {
             } else {
                 i.io_depth = i.io_depth.saturating_sub(1);
             }
+        });
+    }
+}
+
+/// A greenlet task's lock-free wait record (`record.rs`) meets its participant here.
+impl LocalWait {
+    /// Ends the wait, withdrawing it from `part` if it was published.
+    pub(crate) fn clear(&mut self, part: &Participant) {
+        self.on = false;
+        self.signal = None;
+        if std::mem::take(&mut self.published) {
+            part.unblock();
+        }
+    }
+
+    /// Publishes a wait still in progress into `part`.
+    pub(crate) fn publish(&mut self, part: &Participant) {
+        if !self.on || self.published {
+            return;
+        }
+        self.published = true;
+        part.update(|i| {
+            let b = &mut i.blocked;
+            b.waits.clone_from(&self.waits);
+            b.alt = self.alt;
+            b.timeout = self.timeout;
+            b.signal = self.signal.clone();
+            b.waker = None;
+            b.since = self.since;
+            b.on = true;
         });
     }
 }

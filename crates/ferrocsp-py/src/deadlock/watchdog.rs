@@ -48,7 +48,18 @@ pub(crate) fn attach_unless_exiting<R>(f: impl FnOnce(Python<'_>) -> R) -> Optio
     r
 }
 
-pub(super) fn watchdog() {
+/// Starts the watchdog thread unless it runs (or detection is off): called by whoever
+/// registers a participant (`caller.rs`). A failed spawn only means no detection.
+pub(super) fn start() {
+    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if super::participant::enabled() {
+        STARTED.get_or_init(|| {
+            drop(std::thread::Builder::new().name("ferrocsp-deadlock".into()).spawn(watchdog));
+        });
+    }
+}
+
+fn watchdog() {
     // While every participant looks stuck but the check finds no deadlock (a foreign thread is
     // alive, a woken participant has not run yet), look again after `backoff` (growing).
     let mut backoff: Option<Duration> = None;
