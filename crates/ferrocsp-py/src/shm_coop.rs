@@ -14,6 +14,9 @@
 //!   (`ferrocsp._shm_aio`; started through [`_shm_coop_call`]): the sleeper switches back to
 //!   the task's greenlet with an `asyncio.Future` that the watcher completes (thread-safely)
 //!   when the operation should look again; the task awaits it and switches back in.
+//! - In an OS-process network, deadlock detection sees the wait through the watcher's quiet
+//!   looks (`Coop::x`, `deadlock/xwait.rs`); a look that finds a verdict wakes the sleeper,
+//!   which gives up the operation.
 //!
 //! Invariants:
 //! - The operation runs with the GIL held (a greenlet switch needs it); the segment lock is
