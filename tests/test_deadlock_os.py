@@ -4,7 +4,9 @@ participant of every process waits forever raises ``Deadlock`` in each process.
 
 As in tests/test_deadlock.py, each program runs in a fresh interpreter (a missed detection
 fails by the subprocess timeout, and no thread of another test can hide or fake a deadlock).
-The processes live in tests/_xdeadlock_procs.py so an OS child can import them.
+The processes live in tests/_xdeadlock_procs.py so an OS child can import them. Every test
+runs under the default start method (forkserver) and under ``fork`` (a forked child inherits
+its parent's detection state, which it must not use: deadlock/fork.rs).
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(autouse=True, params=["forkserver", "fork"])
+def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The start method of the OS children (the programs inherit this environment)."""
+    method: str = request.param
+    monkeypatch.setenv("FERROCSP_START_METHOD", method)
+    return method
 
 #: The subprocess limit: a detection that never comes fails the test by this timeout.
 LIMIT = 40.0

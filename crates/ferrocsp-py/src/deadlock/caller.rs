@@ -55,7 +55,12 @@ thread_local! {
 /// The participant of the calling OS thread, registered on first use.
 pub(crate) fn thread_participant(py: Python<'_>) -> PyResult<Arc<Participant>> {
     if let Some(p) = THREAD.with(|t| t.borrow().as_ref().map(|s| Arc::clone(&s.0))) {
-        return Ok(p);
+        if p.here() {
+            return Ok(p);
+        }
+        // This thread forked this process (`fork`): the participant is its parent's, and must
+        // not be removed from this process's registry (it is not in it) nor locked.
+        std::mem::forget(THREAD.with(|t| t.borrow_mut().take()));
     }
     let ident = thread_ident(py)?;
     let threading = py.import("threading")?;
@@ -101,7 +106,8 @@ pub(crate) fn async_participant(py: Python<'_>) -> Option<Arc<Participant>> {
         })
         .ok()?;
     let value = get.call0(py).ok()?.into_bound(py);
-    Some(Arc::clone(&value.cast::<ParticipantRef>().ok()?.get().0))
+    let p = &value.cast::<ParticipantRef>().ok()?.get().0;
+    p.here().then(|| Arc::clone(p)) // not the parent's, in a child made by `fork`
 }
 
 static ASYNC_ME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -114,7 +120,8 @@ pub(crate) fn async_participant_in(
 ) -> Option<Arc<Participant>> {
     let var = ASYNC_ME.import(py, "ferrocsp._process", "_async_me").ok()?;
     let value = ctx.call_method1("get", (var,)).ok()?;
-    Some(Arc::clone(&value.cast::<ParticipantRef>().ok()?.get().0))
+    let p = &value.cast::<ParticipantRef>().ok()?.get().0;
+    p.here().then(|| Arc::clone(p))
 }
 
 /// A participant as a Python object (what `_participant_enter` returns).

@@ -48,6 +48,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use super::fork::PerProcess;
 use super::lock;
 use super::participant::{thread_ident, Participant, IGNORED, REGISTRY};
 use super::record::Stamp;
@@ -63,22 +64,19 @@ pub(super) struct Attached {
     pub(super) slot: Option<usize>,
 }
 
-/// This process's table. Lock-free on purpose: a child made by `fork` inherits every lock in
-/// whatever state another thread held it, and must be able to look here without blocking.
-/// An installed `Attached` is never freed (one per process that attaches).
+/// This process's table (lock-free; an `Attached` names its pid, so a child made by `fork`
+/// does not take its parent's for its own). An installed `Attached` is never freed (one per
+/// process that attaches).
 static STATE: AtomicPtr<Attached> = AtomicPtr::new(std::ptr::null_mut());
-/// Set in a child made by `fork` from a process that had a table: its inherited locks may be
-/// held by threads it does not have, so detection stays off in it (see docs/design.md).
-static FORKED: AtomicBool = AtomicBool::new(false);
 /// The pid of this process while it is published (0: not published). A pid, not a flag: a
 /// child made by `fork` inherits the value of a published parent, and must not take it for its
 /// own (withdrawing would lock `XLOCK`, which a parent thread may have held at the fork).
 static PUBLISHER: AtomicU32 = AtomicU32::new(0);
-static XLOCK: Mutex<()> = Mutex::new(());
+static XLOCK: PerProcess<Mutex<()>> = PerProcess::new(|| Mutex::new(()));
 /// The last verdict generation handled here.
 static SEEN: AtomicU32 = AtomicU32::new(0);
 /// This process's latest publication (see [`Pub`]).
-static LAST: Mutex<Option<Pub>> = Mutex::new(None);
+static LAST: PerProcess<Mutex<Option<Pub>>> = PerProcess::new(|| Mutex::new(None));
 /// Bumped when the host's collecting thread starts running (`_xidle(False)`): the watchdog's
 /// double collect compares it, as it compares the records.
 static BUSY_GEN: AtomicU64 = AtomicU64::new(0);
@@ -106,36 +104,28 @@ pub(super) fn current() -> Option<&'static Attached> {
     (a.pid == std::process::id()).then_some(a)
 }
 
-/// Whether this process was made by `fork` from one that had a table (then detection stays
-/// off: see `FORKED`); resets the inherited publication flag and marks it.
-fn forked_child() -> bool {
-    let p = STATE.load(Ordering::Acquire);
-    // SAFETY: as in `current`.
-    let stale = unsafe { p.as_ref() }.is_some_and(|a| a.pid != std::process::id());
-    if stale || FORKED.load(Ordering::SeqCst) {
-        FORKED.store(true, Ordering::SeqCst);
-        ANY.store(false, Ordering::SeqCst);
-        PUBLISHER.store(0, Ordering::SeqCst);
-        return true;
-    }
-    false
-}
-
-/// Makes `a` this process's table (the first one wins; returns the one in place).
+/// Makes `a` this process's table (the first one wins; returns the one in place). A table
+/// inherited through `fork` (another pid) is replaced, and left mapped.
 fn install(a: Attached) -> &'static Attached {
     // Before the table is visible, so before this process can publish (`participant.rs`).
     super::participant::on_running(running);
+    let me = a.pid;
     let new = Box::into_raw(Box::new(a));
-    match STATE.compare_exchange(std::ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
-            ANY.store(true, Ordering::SeqCst);
-            // SAFETY: just installed from `Box::into_raw`, never freed.
-            unsafe { &*new }
-        }
-        Err(cur) => {
-            // SAFETY: `new` was never shared; `cur` is installed, never freed.
+    let mut seen = STATE.load(Ordering::Acquire);
+    loop {
+        // SAFETY: a non-null pointer came from `Box::into_raw` here and is never freed.
+        if let Some(cur) = unsafe { seen.as_ref() }.filter(|c| c.pid == me) {
+            // SAFETY: `new` was never shared.
             drop(unsafe { Box::from_raw(new) });
-            unsafe { &*cur }
+            return cur;
+        }
+        match STATE.compare_exchange(seen, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                ANY.store(true, Ordering::SeqCst);
+                // SAFETY: just installed from `Box::into_raw`, never freed.
+                return unsafe { &*new };
+            }
+            Err(cur) => seen = cur,
         }
     }
 }
@@ -206,7 +196,6 @@ fn local_text() -> (String, bool, Option<u64>) {
 /// Writes this process's participants into its slot for other processes' dumps (only while
 /// not published; best effort).
 pub(super) fn show() {
-    let _gate = super::fork::gate();
     let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return };
     let (text, _, _) = local_text();
     let _g = lock(&XLOCK);
@@ -219,7 +208,6 @@ pub(super) fn show() {
 /// locally, `parts` with their generations); the caller then re-checks its proof and calls
 /// [`withdraw`] if it no longer holds.
 pub(super) fn publish(parts: &[(Arc<Participant>, u64)]) -> bool {
-    let _gate = super::fork::gate();
     let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return false };
     let (text, blocked, conf) = local_text();
     let Some(conf) = conf else { return false };
@@ -238,7 +226,6 @@ pub(super) fn publish(parts: &[(Arc<Participant>, u64)]) -> bool {
 /// announce a deadlock if there is one, and return the report of a verdict that covers this
 /// process, with its epoch (the caller aborts the blocked operations with [`abort_all`]).
 pub(super) fn poll() -> Option<(u64, String)> {
-    let _gate = super::fork::gate();
     let (a, s) = current().and_then(|a| a.slot.map(|s| (a, s)))?;
     // A verdict announced since the last look comes first: it may cover this process's
     // earlier publication, and a proof made now (after a peer that raised it has gone) would
@@ -331,9 +318,6 @@ fn os_err(what: &str, e: std::io::Error) -> PyErr {
 /// process) if there is none: returns (pid, fd, uuid) for children to attach through.
 #[pyfunction]
 pub(crate) fn _xtable_create() -> PyResult<(u32, i32, Vec<u8>)> {
-    if forked_child() {
-        return Err(PyOSError::new_err("no deadlock detection across processes in a forked child"));
-    }
     if let Some(a) = current() {
         return Ok(info(a));
     }
@@ -348,9 +332,6 @@ pub(crate) fn _xtable_create() -> PyResult<(u32, i32, Vec<u8>)> {
 /// Attaches this process (an OS child) to its network's table, held by `pid` as `fd`.
 #[pyfunction]
 pub(crate) fn _xtable_attach(pid: u32, fd: i32, uuid: Vec<u8>) -> PyResult<()> {
-    if forked_child() {
-        return Err(PyOSError::new_err("no deadlock detection across processes in a forked child"));
-    }
     let uuid: [u8; 16] =
         uuid.try_into().map_err(|_| PyValueError::new_err("uuid must be 16 bytes"))?;
     let table = Table::attach(pid, fd, &uuid)

@@ -53,9 +53,10 @@
 //! `caller` (who the caller is; the Python API), `watchdog` (the in-process proof and
 //! declaration), `cross` (the participant table shared by an OS-process network),
 //! `xwait` (confirming waits on shared channels for it), `slot_text` (what a process writes
-//! in its slot, and the report made of them), `fork` (forking while detection runs).
-//! Imports point one way, down this list: `caller` -> `watchdog` -> `xwait` -> `cross` ->
-//! `slot_text`, `fork` -> `participant` -> `record` (a module names only modules after it;
+//! in its slot, and the report made of them), `fork` (per-process state, so a child made by
+//! `fork` starts clean). Imports point one way, down this list: `caller` -> `watchdog` ->
+//! `xwait` -> `cross` -> `slot_text` -> `participant` -> `record`, `fork` (a module names only
+//! modules after it;
 //! `mod.rs` holds `lock` and the re-exports). Where a lower module must reach a higher one it
 //! calls a function pointer the higher one set (`participant::on_running`, set by `cross`
 //! when the process attaches to a table), and the watchdog thread is started by `caller`,
@@ -75,7 +76,7 @@ use std::sync::{Mutex, MutexGuard};
 
 mod caller;
 pub(crate) mod cross;
-pub(crate) mod fork;
+mod fork;
 mod participant;
 mod record;
 mod slot_text;

@@ -19,6 +19,7 @@ use ferrocsp::{Poll, Select, SelectError, Waker};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
+use super::fork::{generation, PerProcess};
 use super::lock;
 use super::record::{Backend, Desc, Inner, LocalWait, Stamp, WaitOn};
 use crate::pythread::Value;
@@ -36,6 +37,9 @@ pub(crate) struct Participant {
     /// The name shown when no process name is set (the thread's name).
     pub(super) fallback: String,
     pub(super) inner: Mutex<Inner>,
+    /// The fork generation it was registered in: a participant of the parent, in a child made
+    /// by `fork`, is never touched (its lock may be held) nor counted (`fork.rs`).
+    fork_gen: u32,
     /// How to wake it when its waits always use the same waker (thread, greenlet task), so a
     /// wait need not store one.
     pub(super) fixed_waker: OnceLock<Waker>,
@@ -48,14 +52,19 @@ impl std::fmt::Debug for Participant {
 }
 
 pub(super) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-pub(super) static REGISTRY: Mutex<Option<HashMap<u64, Arc<Participant>>>> = Mutex::new(None);
+// Per process (`fork.rs`): a child made by `fork` starts with none of its parent's
+// participants, counts or locks.
+pub(super) static REGISTRY: PerProcess<Mutex<Option<HashMap<u64, Arc<Participant>>>>> =
+    PerProcess::new(|| Mutex::new(None));
 /// Participants that are not stuck. Zero (with participants registered) kicks the watchdog.
-pub(super) static NOT_STUCK: AtomicIsize = AtomicIsize::new(0);
+pub(super) static NOT_STUCK: PerProcess<AtomicIsize> = PerProcess::new(|| AtomicIsize::new(0));
 /// Threads that never count against a deadlock (idle `io()` workers).
-pub(super) static IGNORED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
-pub(super) static WATCH: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+pub(super) static IGNORED: PerProcess<Mutex<Option<HashSet<u64>>>> =
+    PerProcess::new(|| Mutex::new(None));
+pub(super) static WATCH: PerProcess<(Mutex<bool>, Condvar)> =
+    PerProcess::new(|| (Mutex::new(false), Condvar::new()));
 /// Whether the watchdog waits for a kick (cleared by the kick that wakes it).
-pub(super) static ARMED: AtomicBool = AtomicBool::new(false);
+pub(super) static ARMED: PerProcess<AtomicBool> = PerProcess::new(|| AtomicBool::new(false));
 static ENABLED: OnceLock<bool> = OnceLock::new();
 
 static DEADLOCK: PyOnceLock<Py<pyo3::types::PyType>> = PyOnceLock::new();
@@ -112,7 +121,7 @@ fn running() {
 /// Wakes the watchdog if it waits (at most once per wait: kicks are on the blocking path).
 pub(super) fn kick() {
     if ARMED.load(Ordering::Relaxed) && ARMED.swap(false, Ordering::SeqCst) {
-        let (m, cv) = &WATCH;
+        let (m, cv) = &*WATCH;
         *lock(m) = true;
         cv.notify_one();
     }
@@ -137,6 +146,7 @@ impl Participant {
             fallback,
             inner: Mutex::new(Inner { name, ..Inner::default() }),
             fixed_waker: OnceLock::new(),
+            fork_gen: generation(),
         });
         NOT_STUCK.fetch_add(1, Ordering::SeqCst);
         running();
@@ -144,8 +154,16 @@ impl Participant {
         p
     }
 
+    /// Whether it belongs to this process (not to the parent of a child made by `fork`).
+    pub(super) fn here(&self) -> bool {
+        self.fork_gen == generation()
+    }
+
     /// Removes the participant (its thread, task or process ended).
     pub(crate) fn remove(&self) {
+        if !self.here() {
+            return;
+        }
         let was_stuck = {
             let mut i = lock(&self.inner);
             if i.removed {
@@ -171,6 +189,10 @@ impl Participant {
 
     /// Applies `f` to the record, then keeps `NOT_STUCK` in step; returns what `f` returned.
     pub(super) fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        if !self.here() {
+            // The parent's, in a child made by `fork`: its record is not ours to lock.
+            return f(&mut Inner::default());
+        }
         let (r, delta) = {
             let mut i = lock(&self.inner);
             let r = f(&mut i);
@@ -199,7 +221,9 @@ impl Participant {
     }
 
     pub(crate) fn set_name(&self, name: Option<String>) {
-        lock(&self.inner).name = name;
+        if self.here() {
+            lock(&self.inner).name = name;
+        }
     }
 
     /// Sets the waker of every wait of this participant (see `fixed_waker`).
