@@ -54,8 +54,9 @@ impl std::fmt::Debug for Participant {
 pub(super) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 // Per process (`fork.rs`): a child made by `fork` starts with none of its parent's
 // participants, counts or locks.
-pub(super) static REGISTRY: PerProcess<Mutex<Option<HashMap<u64, Arc<Participant>>>>> =
-    PerProcess::new(|| Mutex::new(None));
+/// Every participant of this process, by id (None until the first registers).
+pub(super) type Registry = Mutex<Option<HashMap<u64, Arc<Participant>>>>;
+pub(super) static REGISTRY: PerProcess<Registry> = PerProcess::new(|| Mutex::new(None));
 /// Participants that are not stuck. Zero (with participants registered) kicks the watchdog.
 pub(super) static NOT_STUCK: PerProcess<AtomicIsize> = PerProcess::new(|| AtomicIsize::new(0));
 /// Threads that never count against a deadlock (idle `io()` workers).
