@@ -30,6 +30,7 @@ def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("FERROCSP_START_METHOD", method)
     return method
 
+
 #: The subprocess limit: a detection that never comes fails the test by this timeout.
 LIMIT = 40.0
 TESTS = str(Path(__file__).resolve().parent)
