@@ -177,7 +177,7 @@ impl SharedSleep {
             // The first slice: find the table and the caller (a thread, or an async process
             // blocking its loop's thread).
             let a = current().filter(|a| a.slot.is_some());
-            let part = Python::attach(|py| crate::process::current(py).ok());
+            let part = Python::attach(|py| crate::process::current(py).ok()).filter(|p| p.here()); // not a parent's, in a child made by `fork`
             match (a, part) {
                 (Some(a), Some(part)) => self.c = Some(Confirm::new(a, part)),
                 _ => self.on = false,
@@ -260,7 +260,9 @@ impl CoopWait {
                 Arc::clone(s)
             }
             None => {
-                let found = current().filter(|a| a.slot.is_some()).and_then(|a| Some((a, part()?)));
+                let found = current()
+                    .filter(|a| a.slot.is_some())
+                    .and_then(|a| Some((a, part().filter(|p| p.here())?)));
                 let Some((a, part)) = found else {
                     self.off = true;
                     return None;
