@@ -9,10 +9,14 @@ import time
 import ferrocsp as csp
 
 __all__ = [
+    "aio_echo_os",
+    "aio_relay_os",
     "alt_reader_os",
     "busy_then_write",
     "die_after_start",
     "echo_with_pauses",
+    "greenlet_echo_os",
+    "greenlet_relay_os",
     "left",
     "nested_os",
     "read_with_timeout_then_write",
@@ -91,3 +95,64 @@ def alt_reader_os(a: csp.Reader, b: csp.Reader) -> object:
 def nested_os(a: csp.Reader, b: csp.Writer) -> object:
     # An OS process that starts its own OS child: the grandchild attaches to the same table.
     return csp.Par(relay_os(a, b)).run()
+
+
+# Cooperative processes in an OS child, on the shared channels of the parent's network: their
+# waits are confirmed by the child's futex watchers (deadlock/xwait.rs), not by sleep slices.
+
+
+@csp.process
+def relay_co(inp: csp.Reader, out: csp.Writer) -> None:
+    out.write(inp.read())
+
+
+@csp.process
+async def relay_aio(inp: csp.Reader, out: csp.Writer) -> None:
+    await out.awrite(await inp.aread())
+
+
+@csp.process(backend="os")
+def greenlet_relay_os(inp: csp.Reader, out: csp.Writer) -> object:
+    # The greenlet process reads `inp` forever; a greenlet bystander reads a channel of its own
+    # (also forever), so the child's only thread hosts nothing but waiting greenlets.
+    idle = csp.Channel(name="idle")
+    return csp.Par(relay_co(inp, out), relay_co(idle, idle), backend="greenlet").run()
+
+
+@csp.process(backend="os")
+def aio_relay_os(inp: csp.Reader, out: csp.Writer) -> object:
+    # As greenlet_relay_os, with asyncio processes (an async Par runs on an event loop).
+    idle = csp.Channel(name="idle")
+    return csp.Par(relay_aio(inp, out), relay_aio(idle, idle)).run()
+
+
+@csp.process
+def echo_co(inp: csp.Reader, out: csp.Writer, pause: float) -> int:
+    n = 0
+    for v in inp:
+        if n % 3 == 0:
+            time.sleep(pause)  # a greenlet that computes holds its thread: it runs
+        out.write(v)
+        n += 1
+    return n
+
+
+@csp.process
+async def echo_aio(inp: csp.Reader, out: csp.Writer, pause: float) -> int:
+    n = 0
+    async for v in inp:
+        if n % 3 == 0:
+            time.sleep(pause)  # computing on the loop's thread: it runs
+        await out.awrite(v)
+        n += 1
+    return n
+
+
+@csp.process(backend="os")
+def greenlet_echo_os(inp: csp.Reader, out: csp.Writer, pause: float) -> object:
+    return csp.Par(echo_co(inp, out, pause), backend="greenlet").run()
+
+
+@csp.process(backend="os")
+def aio_echo_os(inp: csp.Reader, out: csp.Writer, pause: float) -> object:
+    return csp.Par(echo_aio(inp, out, pause)).run()

@@ -76,8 +76,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(deadlock::cross::_xtable_release, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::cross::_xtable_slots, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::cross::_xidle, m)?)?;
-    m.add_function(wrap_pyfunction!(deadlock::fork::_fork_prepare, m)?)?;
-    m.add_function(wrap_pyfunction!(deadlock::fork::_fork_done, m)?)?;
     #[cfg(feature = "net")]
     {
         m.add_class::<net::NetConnection>()?;

@@ -56,6 +56,11 @@ pub(crate) fn blocking<T: Send>(
             interrupted: &mut never,
             sleeper: Some(&mut coop),
         });
+        // Deadlock detection across OS processes (`deadlock/xwait.rs`); an exception thrown
+        // in (a cancellation) wins over a verdict, as a signal does for a thread.
+        if let Some(msg) = coop.x.finish(r.is_err() && coop.err.is_none()) {
+            return Err(crate::deadlock::deadlock_error(py, msg));
+        }
         return match (coop.err.take(), r) {
             (Some(e), Err(Error::Interrupted)) => Err(e),
             // Completed although an exception was thrown in: the result stands.
@@ -64,8 +69,8 @@ pub(crate) fn blocking<T: Send>(
     }
     let main = is_main_thread(py)?;
     let mut pending: Option<PyErr> = None;
-    // Deadlock detection across OS processes sees this wait (`deadlock/cross.rs`).
-    let mut x = crate::deadlock::cross::SharedSleep::enter(deadline.is_none() && !nowait);
+    // Deadlock detection across OS processes sees this wait (`deadlock/xwait.rs`).
+    let mut x = crate::deadlock::SharedSleep::enter(deadline.is_none() && !nowait);
     let mut dead: Option<String> = None;
     let slice = if main { SIGNAL_SLICE } else { x.slice(OWNER_CHECK) };
     let r = py.detach(|| {

@@ -15,6 +15,9 @@
 //!   back to the task's greenlet with a future-compatible `_Waiter` (`aio_waiter.rs`) that
 //!   the watcher completes (thread-safely) when the operation should look again; the task
 //!   awaits it and switches back in.
+//! - In an OS-process network, deadlock detection sees the wait through the watcher's quiet
+//!   looks (`Coop::x`, `deadlock/xwait.rs`); a look that finds a verdict wakes the sleeper,
+//!   which gives up the operation.
 //!
 //! Invariants:
 //! - The operation runs with the GIL held (a greenlet switch needs it); the segment lock is
@@ -32,9 +35,9 @@ use std::cell::Cell;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::ThreadId;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ferrocsp::shm::{watch, Sleeper};
+use ferrocsp::shm::{watch_quiet, Quiet, Sleeper};
 use ferrocsp::{Wake, Waker};
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
@@ -44,6 +47,7 @@ use pyo3::types::PyTuple;
 
 use crate::aio_waiter::{Waiter, Withdraw};
 use crate::aio_wake::wake_future_fn;
+use crate::deadlock::{CoopWait, Participant};
 use crate::sched::greenlet::{getcurrent, switch_returning};
 use crate::sched::Task;
 
@@ -58,9 +62,9 @@ static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// operation greenlet (None: a plain thread, which sleeps on the futex itself).
 pub(crate) fn sleeper(py: Python<'_>) -> Option<Coop<'_>> {
     if let Some(task) = crate::sched::current_task() {
-        return Some(Coop { py, how: How::Task(task), err: None });
+        return Some(Coop { py, how: How::Task(task), err: None, x: CoopWait::default() });
     }
-    IN_OP.with(Cell::get).then_some(Coop { py, how: How::Op, err: None })
+    IN_OP.with(Cell::get).then(|| Coop { py, how: How::Op, err: None, x: CoopWait::default() })
 }
 
 enum How {
@@ -68,21 +72,39 @@ enum How {
     Op,
 }
 
-/// A cooperative sleeper; `err` keeps an exception thrown in while it slept.
+/// A cooperative sleeper; `err` keeps an exception thrown in while it slept; `x`, what
+/// deadlock detection across OS processes sees of the operation's wait.
 pub(crate) struct Coop<'py> {
     py: Python<'py>,
     how: How,
     pub(crate) err: Option<PyErr>,
+    pub(crate) x: CoopWait,
+}
+
+/// The participant a cooperative sleeper waits for: its greenlet task's, or the asyncio
+/// process's whose task switched to this operation greenlet (the greenlet's parent, suspended
+/// in that task's context; the operation greenlet has a context of its own).
+fn participant(py: Python<'_>, how: &How) -> Option<Arc<Participant>> {
+    match how {
+        How::Task(task) => Some(task.participant()),
+        How::Op => {
+            let me = getcurrent(py).ok()?;
+            let ctx = me.getattr("parent").ok()?.getattr("gr_context").ok()?;
+            crate::deadlock::async_participant_in(py, &ctx)
+        }
+    }
 }
 
 impl Sleeper for Coop<'_> {
     fn sleep(&mut self, words: &[&AtomicU32], seen: &[u32], until: Option<Instant>) -> bool {
-        let r = match &self.how {
-            How::Task(task) => sleep_task(self.py, task, words, seen, until),
-            How::Op => sleep_op(self.py, words, seen, until),
+        let (py, how) = (self.py, &self.how);
+        let quiet = self.x.hook(until, || participant(py, how));
+        let r = match how {
+            How::Task(task) => sleep_task(py, task, words, seen, until, quiet),
+            How::Op => sleep_op(py, words, seen, until, quiet),
         };
         match r {
-            Ok(()) => false,
+            Ok(()) => self.x.aborted(),
             Err(e) => {
                 self.err = Some(e);
                 true
@@ -101,9 +123,10 @@ fn sleep_task(
     words: &[&AtomicU32],
     seen: &[u32],
     until: Option<Instant>,
+    quiet: Option<(Arc<dyn Quiet>, Duration)>,
 ) -> PyResult<()> {
     let waker = Waker::Custom(Arc::clone(task) as Arc<dyn Wake>);
-    let registered = watch(words, seen, until, waker).map_err(watch_err)?;
+    let registered = watch_quiet(words, seen, until, waker, quiet).map_err(watch_err)?;
     // Timers of an earlier wait must not resume us: this wait's deadline is the watcher's.
     task.next_wait_gen();
     let r = task.switch_out(py);
@@ -116,6 +139,7 @@ fn sleep_op(
     words: &[&AtomicU32],
     seen: &[u32],
     until: Option<Instant>,
+    quiet: Option<(Arc<dyn Quiet>, Duration)>,
 ) -> PyResult<()> {
     let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
     // A cancellation reaches the operation as an exception thrown into this greenlet (the
@@ -128,7 +152,8 @@ fn sleep_op(
         thread: crate::pythread::current_thread(),
         fut: Mutex::new(Some(fut.clone_ref(py))),
     };
-    let registered = watch(words, seen, until, Waker::Custom(Arc::new(wake))).map_err(watch_err)?;
+    let registered =
+        watch_quiet(words, seen, until, Waker::Custom(Arc::new(wake)), quiet).map_err(watch_err)?;
     let parent = getcurrent(py)?.getattr(intern!(py, "parent"))?;
     IN_OP.with(|c| c.set(false));
     let r = switch_returning(py, &parent, &PyTuple::new(py, [fut])?);

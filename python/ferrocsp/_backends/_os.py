@@ -44,8 +44,6 @@ from typing import Any
 from .. import _shm
 from .._errors import ProcessCrashed
 from .._native import (
-    _fork_done,
-    _fork_prepare,
     _ignore_thread,
     _xidle,
     _xtable_attach,
@@ -61,11 +59,6 @@ __all__ = ["START_METHODS", "OsHost", "start_method"]
 
 START_METHODS = ("forkserver", "spawn", "fork")
 _ENV = "FERROCSP_START_METHOD"
-
-
-# A child made by `fork` must not inherit a deadlock-detection lock that another thread held
-# at that instant (docs/design.md, "Deadlock detection across OS processes").
-os.register_at_fork(before=_fork_prepare, after_in_parent=_fork_done, after_in_child=_fork_done)
 
 
 def start_method() -> str:

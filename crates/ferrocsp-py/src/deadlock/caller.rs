@@ -13,16 +13,31 @@ use std::sync::Arc;
 
 use ferrocsp::Waker;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::lock;
 use super::participant::{
-    Participant, ASYNC_ME_GET, CURRENT_TASK, GET_RUNNING_LOOP, IGNORED, REGISTRY,
+    thread_ident, Participant, ASYNC_ME_GET, CURRENT_TASK, GET_RUNNING_LOOP, IGNORED, REGISTRY,
 };
 use super::record::{Backend, Stamp};
 use super::watchdog::IN_PYTHON;
 
 // ----- who is the caller -----
+
+/// Registers a participant (`Participant::register`) and makes sure the watchdog runs.
+fn register(
+    backend: Backend,
+    thread: u64,
+    task: Option<usize>,
+    event_loop: Option<Py<PyAny>>,
+    fallback: String,
+    name: Option<String>,
+) -> Arc<Participant> {
+    let p = Participant::register(backend, thread, task, event_loop, fallback, name);
+    super::watchdog::start();
+    p
+}
 
 /// The calling thread's participant record; dropped (removed) when the thread ends.
 struct ThreadSlot(Arc<Participant>);
@@ -35,29 +50,23 @@ impl Drop for ThreadSlot {
 
 thread_local! {
     static THREAD: RefCell<Option<ThreadSlot>> = const { RefCell::new(None) };
-    static IDENT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
-}
-
-/// `threading.get_ident()` of the calling thread (cached).
-pub(crate) fn thread_ident(py: Python<'_>) -> PyResult<u64> {
-    if let Some(i) = IDENT.with(std::cell::Cell::get) {
-        return Ok(i);
-    }
-    let i: u64 = py.import("threading")?.call_method0("get_ident")?.extract()?;
-    IDENT.with(|c| c.set(Some(i)));
-    Ok(i)
 }
 
 /// The participant of the calling OS thread, registered on first use.
 pub(crate) fn thread_participant(py: Python<'_>) -> PyResult<Arc<Participant>> {
     if let Some(p) = THREAD.with(|t| t.borrow().as_ref().map(|s| Arc::clone(&s.0))) {
-        return Ok(p);
+        if p.here() {
+            return Ok(p);
+        }
+        // This thread forked this process (`fork`): the participant is its parent's, and must
+        // not be removed from this process's registry (it is not in it) nor locked.
+        std::mem::forget(THREAD.with(|t| t.borrow_mut().take()));
     }
     let ident = thread_ident(py)?;
     let threading = py.import("threading")?;
     let fallback: String = threading.call_method0("current_thread")?.getattr("name")?.extract()?;
     let name = crate::thread_name::get();
-    let p = Participant::register(Backend::Thread, ident, None, None, fallback, name);
+    let p = register(Backend::Thread, ident, None, None, fallback, name);
     p.set_waker(Waker::current_thread());
     THREAD.with(|t| *t.borrow_mut() = Some(ThreadSlot(Arc::clone(&p))));
     Ok(p)
@@ -72,7 +81,7 @@ pub(crate) fn leave_thread() {
 
 /// Registers a greenlet task of the scheduler running on thread `ident`.
 pub(crate) fn greenlet_participant(ident: u64) -> Arc<Participant> {
-    Participant::register(Backend::Greenlet, ident, None, None, "greenlet".into(), None)
+    register(Backend::Greenlet, ident, None, None, "greenlet".into(), None)
 }
 
 fn current_task_id(py: Python<'_>) -> Option<usize> {
@@ -97,7 +106,22 @@ pub(crate) fn async_participant(py: Python<'_>) -> Option<Arc<Participant>> {
         })
         .ok()?;
     let value = get.call0(py).ok()?.into_bound(py);
-    Some(Arc::clone(&value.cast::<ParticipantRef>().ok()?.get().0))
+    let p = &value.cast::<ParticipantRef>().ok()?.get().0;
+    p.here().then(|| Arc::clone(p)) // not the parent's, in a child made by `fork`
+}
+
+static ASYNC_ME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The asyncio participant recorded in `ctx`, a `contextvars.Context` (an asyncio operation
+/// greenlet runs in a context of its own: its task's is the one its parent greenlet holds).
+pub(crate) fn async_participant_in(
+    py: Python<'_>,
+    ctx: &Bound<'_, PyAny>,
+) -> Option<Arc<Participant>> {
+    let var = ASYNC_ME.import(py, "ferrocsp._process", "_async_me").ok()?;
+    let value = ctx.call_method1("get", (var,)).ok()?;
+    let p = &value.cast::<ParticipantRef>().ok()?.get().0;
+    p.here().then(|| Arc::clone(p))
 }
 
 /// A participant as a Python object (what `_participant_enter` returns).
@@ -119,7 +143,7 @@ pub(crate) fn _participant_enter(
     let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
     let task = current_task_id(py);
     let ident = thread_ident(py)?;
-    let p = Participant::register(
+    let p = register(
         Backend::Asyncio,
         ident,
         task,

@@ -5,12 +5,11 @@
 //! reserves each child's slot by pid before the child can run; a child attaches at its start
 //! (`_xtable_attach`). In such a process:
 //!
-//! - A thread's wait on shared channels with no deadline (`SharedSleep`, entered by the
-//!   shared-channel binding) is stuck only once *confirmed*: a sleep slice ended with none of
-//!   the operation's futex words moved (`shm::slice_was_quiet`), so it was still waiting after
-//!   the epoch read before that slice (`XWait::at`). Each later quiet slice re-confirms at a
-//!   newer epoch. Cooperative (greenlet, asyncio) and networked shared waits are never stuck:
-//!   no false report, no report either.
+//! - A wait on shared channels with no deadline is stuck only once *confirmed* (`xwait.rs`):
+//!   a quiet period ended with none of the operation's futex words moved, so it was still
+//!   waiting after the epoch read before that period (`XWait::at`). A thread's period is its
+//!   own sleep slice; a greenlet's or an asyncio task's, a look of the futex watcher that
+//!   would wake it. Networked waits are never stuck: no false report, no report either.
 //! - When the watchdog proves locally that every participant is stuck, it does not declare:
 //!   it *publishes* this process's slot (what each participant waits on, and the oldest epoch
 //!   at which its shared waits were confirmed), then polls the table every [`POLL`].
@@ -23,8 +22,8 @@
 //! - A verdict covers a process whose latest publication was in place at the proven epoch
 //!   ([`Pub`]); the participants that publication counted, records unchanged, are aborted with
 //!   the report: in-process operations as the local watchdog does, shared ones by setting
-//!   `xabort`, which their next sleep slice turns into `Deadlock` (the per-process wake-up is
-//!   the slice, at most [`XSLICE`]; a slice also looks for a covering verdict itself).
+//!   `xabort`, which their next quiet period turns into `Deadlock` (the per-process wake-up is
+//!   that period, at most `xwait::XSLICE`; a period also looks for a covering verdict itself).
 //!
 //! Invariants:
 //! - This process's slot is published only while `NOT_STUCK` is zero: every rise of the
@@ -49,45 +48,41 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use super::fork::PerProcess;
 use super::lock;
-use super::participant::{Participant, IGNORED, REGISTRY};
-use super::record::{Stamp, XWait};
+use super::participant::{thread_ident, Participant, IGNORED, REGISTRY};
+use super::record::Stamp;
 use super::slot_text::{line, parse, report, Line};
 
 /// How often a published process looks at the table (proof, verdict, confirmations).
 pub(super) const POLL: Duration = Duration::from_millis(50);
-/// The longest sleep slice of a thread's confirmable shared wait.
-const XSLICE: Duration = Duration::from_millis(200);
 
-struct Attached {
-    table: Table,
+pub(super) struct Attached {
+    pub(super) table: Table,
     /// The process that attached (a forked child inherits the mapping, not the slot).
     pid: u32,
-    slot: Option<usize>,
+    pub(super) slot: Option<usize>,
 }
 
-/// This process's table. Lock-free on purpose: a child made by `fork` inherits every lock in
-/// whatever state another thread held it, and must be able to look here without blocking.
-/// An installed `Attached` is never freed (one per process that attaches).
+/// This process's table (lock-free; an `Attached` names its pid, so a child made by `fork`
+/// does not take its parent's for its own). An installed `Attached` is never freed (one per
+/// process that attaches).
 static STATE: AtomicPtr<Attached> = AtomicPtr::new(std::ptr::null_mut());
-/// Set in a child made by `fork` from a process that had a table: its inherited locks may be
-/// held by threads it does not have, so detection stays off in it (see docs/design.md).
-static FORKED: AtomicBool = AtomicBool::new(false);
 /// The pid of this process while it is published (0: not published). A pid, not a flag: a
 /// child made by `fork` inherits the value of a published parent, and must not take it for its
 /// own (withdrawing would lock `XLOCK`, which a parent thread may have held at the fork).
 static PUBLISHER: AtomicU32 = AtomicU32::new(0);
-static XLOCK: Mutex<()> = Mutex::new(());
+static XLOCK: PerProcess<Mutex<()>> = PerProcess::new(|| Mutex::new(()));
 /// The last verdict generation handled here.
 static SEEN: AtomicU32 = AtomicU32::new(0);
 /// This process's latest publication (see [`Pub`]).
-static LAST: Mutex<Option<Pub>> = Mutex::new(None);
+static LAST: PerProcess<Mutex<Option<Pub>>> = PerProcess::new(|| Mutex::new(None));
 /// Bumped when the host's collecting thread starts running (`_xidle(False)`): the watchdog's
 /// double collect compares it, as it compares the records.
 static BUSY_GEN: AtomicU64 = AtomicU64::new(0);
 /// Whether this process ever attached to a table (the one check a shared operation makes
 /// before it sleeps).
-static ANY: AtomicBool = AtomicBool::new(false);
+pub(super) static ANY: AtomicBool = AtomicBool::new(false);
 
 /// A publication of this process: the epoch it was made at, the epoch its withdrawal made
 /// (None while in place), and the participants it counted with their record generations. A
@@ -101,7 +96,7 @@ struct Pub {
     parts: Vec<(Arc<Participant>, u64)>,
 }
 
-fn current() -> Option<&'static Attached> {
+pub(super) fn current() -> Option<&'static Attached> {
     let p = STATE.load(Ordering::Acquire);
     // SAFETY: a non-null pointer here came from `Box::into_raw` in `install` and is never
     // freed, so it stays valid for the life of the process.
@@ -109,34 +104,28 @@ fn current() -> Option<&'static Attached> {
     (a.pid == std::process::id()).then_some(a)
 }
 
-/// Whether this process was made by `fork` from one that had a table (then detection stays
-/// off: see `FORKED`); resets the inherited publication flag and marks it.
-fn forked_child() -> bool {
-    let p = STATE.load(Ordering::Acquire);
-    // SAFETY: as in `current`.
-    let stale = unsafe { p.as_ref() }.is_some_and(|a| a.pid != std::process::id());
-    if stale || FORKED.load(Ordering::SeqCst) {
-        FORKED.store(true, Ordering::SeqCst);
-        ANY.store(false, Ordering::SeqCst);
-        PUBLISHER.store(0, Ordering::SeqCst);
-        return true;
-    }
-    false
-}
-
-/// Makes `a` this process's table (the first one wins; returns the one in place).
+/// Makes `a` this process's table (the first one wins; returns the one in place). A table
+/// inherited through `fork` (another pid) is replaced, and left mapped.
 fn install(a: Attached) -> &'static Attached {
+    // Before the table is visible, so before this process can publish (`participant.rs`).
+    super::participant::on_running(running);
+    let me = a.pid;
     let new = Box::into_raw(Box::new(a));
-    match STATE.compare_exchange(std::ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
-            ANY.store(true, Ordering::SeqCst);
-            // SAFETY: just installed from `Box::into_raw`, never freed.
-            unsafe { &*new }
-        }
-        Err(cur) => {
-            // SAFETY: `new` was never shared; `cur` is installed, never freed.
+    let mut seen = STATE.load(Ordering::Acquire);
+    loop {
+        // SAFETY: a non-null pointer came from `Box::into_raw` here and is never freed.
+        if let Some(cur) = unsafe { seen.as_ref() }.filter(|c| c.pid == me) {
+            // SAFETY: `new` was never shared.
             drop(unsafe { Box::from_raw(new) });
-            unsafe { &*cur }
+            return cur;
+        }
+        match STATE.compare_exchange(seen, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                ANY.store(true, Ordering::SeqCst);
+                // SAFETY: just installed from `Box::into_raw`, never freed.
+                return unsafe { &*new };
+            }
+            Err(cur) => seen = cur,
         }
     }
 }
@@ -206,8 +195,7 @@ fn local_text() -> (String, bool, Option<u64>) {
 
 /// Writes this process's participants into its slot for other processes' dumps (only while
 /// not published; best effort).
-fn show() {
-    let _gate = super::fork::gate();
+pub(super) fn show() {
     let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return };
     let (text, _, _) = local_text();
     let _g = lock(&XLOCK);
@@ -220,7 +208,6 @@ fn show() {
 /// locally, `parts` with their generations); the caller then re-checks its proof and calls
 /// [`withdraw`] if it no longer holds.
 pub(super) fn publish(parts: &[(Arc<Participant>, u64)]) -> bool {
-    let _gate = super::fork::gate();
     let Some((a, s)) = current().and_then(|a| a.slot.map(|s| (a, s))) else { return false };
     let (text, blocked, conf) = local_text();
     let Some(conf) = conf else { return false };
@@ -239,7 +226,6 @@ pub(super) fn publish(parts: &[(Arc<Participant>, u64)]) -> bool {
 /// announce a deadlock if there is one, and return the report of a verdict that covers this
 /// process, with its epoch (the caller aborts the blocked operations with [`abort_all`]).
 pub(super) fn poll() -> Option<(u64, String)> {
-    let _gate = super::fork::gate();
     let (a, s) = current().and_then(|a| a.slot.map(|s| (a, s)))?;
     // A verdict announced since the last look comes first: it may cover this process's
     // earlier publication, and a proof made now (after a peer that raised it has gone) would
@@ -265,7 +251,7 @@ fn pending_verdict(a: &Attached) -> Option<(u64, String)> {
 
 /// Whether a verdict proven at `epoch` covers this process's latest publication (and, given
 /// `part`, that participant as counted then, its record unchanged since).
-fn covered(epoch: u64, part: Option<&Arc<Participant>>) -> bool {
+pub(super) fn covered(epoch: u64, part: Option<&Arc<Participant>>) -> bool {
     let last = lock(&LAST);
     let Some(p) = last.as_ref() else { return false };
     if p.made > epoch || p.withdrawn.is_some_and(|w| w <= epoch) {
@@ -318,151 +304,6 @@ pub(super) fn abort_all(epoch: u64, msg: &str) {
     }
 }
 
-// ----- a thread's wait on shared channels -----
-
-/// A thread's blocking operation on shared channels, seen by detection across processes
-/// (see the module doc); a no-op outside an OS-process network, with a deadline, or for a
-/// cooperative wait. Nothing is recorded until the operation has slept a whole slice: an
-/// operation that completes sooner (most, in a busy network) costs one atomic load.
-pub(crate) struct SharedSleep {
-    on: bool,
-    /// Resolved at the first slice: this process's table and the caller's participant.
-    at: Option<(&'static Attached, Arc<Participant>)>,
-    /// The epoch read before the current slice began (None before the first slice).
-    prev: Option<u64>,
-    /// Whether the participant's record holds this wait (`xwait`).
-    recorded: bool,
-    shown: bool,
-    /// The verdict generation last looked at.
-    seen: u32,
-    /// The epoch of the verdict that aborted this wait, found by this wait itself.
-    verdict: Option<u64>,
-}
-
-impl SharedSleep {
-    /// Enters a thread's shared wait (`forever`: no deadline and not `nowait`).
-    pub(crate) fn enter(forever: bool) -> Self {
-        let on = forever && ANY.load(Ordering::Relaxed) && super::participant::enabled();
-        SharedSleep {
-            on,
-            at: None,
-            prev: None,
-            recorded: false,
-            shown: false,
-            seen: 0,
-            verdict: None,
-        }
-    }
-
-    /// Ends the wait, after the operation gave an error (`failed`) or was abandoned at a
-    /// slice with `dead` (a verdict's report): returns the report to raise as `Deadlock`.
-    ///
-    /// A verdict that covers this process turns any failure into `Deadlock`: a peer process
-    /// that raised its own `Deadlock` first poisons its channels, which wakes this operation
-    /// with `ChannelPoisoned` before its slice sees the verdict; every deadlocked operation
-    /// must report the deadlock, as in process. The other blocked operations here are aborted
-    /// with it at once, before this one's failure can poison them.
-    pub(crate) fn finish(self, failed: bool, dead: Option<String>) -> Option<String> {
-        if !failed || !self.recorded {
-            return None;
-        }
-        let (a, part) = self.at.as_ref()?;
-        if let Some(msg) = dead {
-            if let Some(e) = self.verdict {
-                abort_all(e, &msg); // found by this wait's slice: the others are not told yet
-            }
-            return Some(msg);
-        }
-        let v = a.table.latest()?;
-        if !covered(v.epoch, Some(part)) {
-            return None;
-        }
-        abort_all(v.epoch, &v.report);
-        Some(v.report)
-    }
-
-    /// The sleep slice to use instead of `default`.
-    pub(crate) fn slice(&self, default: Duration) -> Duration {
-        if self.on {
-            default.min(XSLICE)
-        } else {
-            default
-        }
-    }
-
-    /// At the end of each sleep slice (no GIL held): the report to raise when a verdict
-    /// aborted this wait; else confirms the wait if the slice was quiet.
-    pub(crate) fn tick(&mut self) -> Option<String> {
-        if !self.on {
-            return None;
-        }
-        let quiet = ferrocsp::shm::slice_was_quiet();
-        let Some((a, part)) = self.at.as_ref() else {
-            // The first slice: find the table and the caller (a thread, or an async process
-            // blocking its loop's thread).
-            let a = current().filter(|a| a.slot.is_some());
-            let part = Python::attach(|py| crate::process::current(py).ok());
-            match (a, part) {
-                (Some(a), Some(part)) => {
-                    self.seen = a.table.generation();
-                    self.prev = Some(a.table.epoch());
-                    self.at = Some((a, part));
-                }
-                _ => self.on = false,
-            }
-            return None;
-        };
-        if let Some(msg) = lock(&part.inner).xabort.take() {
-            return Some(msg);
-        }
-        // A verdict this process's watchdog has not acted on yet (it may have withdrawn the
-        // publication meanwhile and stopped looking).
-        let g = a.table.generation();
-        if g != self.seen && self.recorded {
-            self.seen = g;
-            if let Some(v) = a.table.latest().filter(|v| covered(v.epoch, Some(part))) {
-                self.verdict = Some(v.epoch);
-                return Some(v.report);
-            }
-        }
-        if let (true, Some(prev)) = (quiet, self.prev) {
-            if self.recorded {
-                if let Some(x) = lock(&part.inner).xwait.as_mut() {
-                    // Not an update: the local double collect must not see a re-confirmation.
-                    x.at = prev;
-                }
-            } else {
-                part.update(|i| {
-                    i.xwait = Some(XWait { confirmed: true, at: prev });
-                    i.xabort = None;
-                });
-                self.recorded = true;
-                self.shown = true;
-                show();
-            }
-        }
-        self.prev = Some(a.table.epoch());
-        None
-    }
-}
-
-impl Drop for SharedSleep {
-    fn drop(&mut self) {
-        if !self.recorded {
-            return;
-        }
-        if let Some((_, part)) = self.at.take() {
-            part.update(|i| {
-                i.xwait = None;
-                i.xabort = None;
-            });
-            if self.shown {
-                show();
-            }
-        }
-    }
-}
-
 // ----- Python API -----
 
 fn info(a: &Attached) -> (u32, i32, Vec<u8>) {
@@ -477,9 +318,6 @@ fn os_err(what: &str, e: std::io::Error) -> PyErr {
 /// process) if there is none: returns (pid, fd, uuid) for children to attach through.
 #[pyfunction]
 pub(crate) fn _xtable_create() -> PyResult<(u32, i32, Vec<u8>)> {
-    if forked_child() {
-        return Err(PyOSError::new_err("no deadlock detection across processes in a forked child"));
-    }
     if let Some(a) = current() {
         return Ok(info(a));
     }
@@ -494,9 +332,6 @@ pub(crate) fn _xtable_create() -> PyResult<(u32, i32, Vec<u8>)> {
 /// Attaches this process (an OS child) to its network's table, held by `pid` as `fd`.
 #[pyfunction]
 pub(crate) fn _xtable_attach(pid: u32, fd: i32, uuid: Vec<u8>) -> PyResult<()> {
-    if forked_child() {
-        return Err(PyOSError::new_err("no deadlock detection across processes in a forked child"));
-    }
     let uuid: [u8; 16] =
         uuid.try_into().map_err(|_| PyValueError::new_err("uuid must be 16 bytes"))?;
     let table = Table::attach(pid, fd, &uuid)
@@ -530,7 +365,7 @@ pub(crate) fn _xidle(py: Python<'_>, idle: bool) -> PyResult<()> {
     if current().is_none() {
         return Ok(()); // no table (or a forked child): this thread keeps counting as running
     }
-    let ident = super::thread_ident(py)?;
+    let ident = thread_ident(py)?;
     let mut ignored = lock(&IGNORED);
     let set = ignored.get_or_insert_with(Default::default);
     if idle {

@@ -52,7 +52,15 @@
 //! Modules: `record` (what a record holds), `participant` (the registry and its counter),
 //! `caller` (who the caller is; the Python API), `watchdog` (the in-process proof and
 //! declaration), `cross` (the participant table shared by an OS-process network),
-//! `slot_text` (what a process writes in its slot, and the report made of them).
+//! `xwait` (confirming waits on shared channels for it), `slot_text` (what a process writes
+//! in its slot, and the report made of them), `fork` (per-process state, so a child made by
+//! `fork` starts clean). Imports point one way, down this list: `caller` -> `watchdog` ->
+//! `xwait` -> `cross` -> `slot_text` -> `participant` -> `record`, `fork` (a module names only
+//! modules after it;
+//! `mod.rs` holds `lock` and the re-exports). Where a lower module must reach a higher one it
+//! calls a function pointer the higher one set (`participant::on_running`, set by `cross`
+//! when the process attaches to a table), and the watchdog thread is started by `caller`,
+//! which registers participants.
 //!
 //! At interpreter exit `_stop_watchdog` (an `atexit` hook) waits until the watchdog is outside
 //! Python and keeps it out: a thread that takes the GIL once the interpreter is finalizing is
@@ -68,20 +76,22 @@ use std::sync::{Mutex, MutexGuard};
 
 mod caller;
 pub(crate) mod cross;
-pub(crate) mod fork;
+mod fork;
 mod participant;
 mod record;
 mod slot_text;
 mod watchdog;
+mod xwait;
 
 pub(crate) use caller::{
     _ignore_thread, _participant_enter, _participant_exit, _participants, _stop_watchdog,
-    async_participant, greenlet_participant, leave_thread, thread_ident, thread_participant,
-    ParticipantRef,
+    async_participant, async_participant_in, greenlet_participant, leave_thread,
+    thread_participant, ParticipantRef,
 };
-pub(crate) use participant::{deadlock_error, Participant};
+pub(crate) use participant::{deadlock_error, thread_ident, Participant};
 pub(crate) use record::{Desc, LocalWait};
 pub(crate) use watchdog::attach_unless_exiting;
+pub(crate) use xwait::{CoopWait, SharedSleep};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

@@ -6,7 +6,9 @@
 //! - `NOT_STUCK` is the number of registered participants whose record is not stuck; only
 //!   `update`, `register` and `remove` change it. When it drops to zero the watchdog is
 //!   kicked; when it rises, this process's publication in the participant table (if any) is
-//!   withdrawn at once (`cross::running`).
+//!   withdrawn at once: the hook `cross.rs` sets when the process attaches to a table
+//!   ([`on_running`]; a function pointer, so this module names none of the modules above it,
+//!   which all build on it). The watchdog thread is started by whoever registers (`caller.rs`).
 //! - Lock order: `REGISTRY` -> one participant's `inner`.
 
 use std::collections::{HashMap, HashSet};
@@ -17,8 +19,9 @@ use ferrocsp::{Poll, Select, SelectError, Waker};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
+use super::fork::{generation, PerProcess};
 use super::lock;
-use super::record::{Backend, Desc, Inner, Stamp, WaitOn};
+use super::record::{Backend, Desc, Inner, LocalWait, Stamp, WaitOn};
 use crate::pythread::Value;
 
 /// One participant: a process, or a thread that used a channel.
@@ -34,6 +37,9 @@ pub(crate) struct Participant {
     /// The name shown when no process name is set (the thread's name).
     pub(super) fallback: String,
     pub(super) inner: Mutex<Inner>,
+    /// The fork generation it was registered in: a participant of the parent, in a child made
+    /// by `fork`, is never touched (its lock may be held) nor counted (`fork.rs`).
+    fork_gen: u32,
     /// How to wake it when its waits always use the same waker (thread, greenlet task), so a
     /// wait need not store one.
     pub(super) fixed_waker: OnceLock<Waker>,
@@ -46,21 +52,40 @@ impl std::fmt::Debug for Participant {
 }
 
 pub(super) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-pub(super) static REGISTRY: Mutex<Option<HashMap<u64, Arc<Participant>>>> = Mutex::new(None);
+// Per process (`fork.rs`): a child made by `fork` starts with none of its parent's
+// participants, counts or locks.
+/// Every participant of this process, by id (None until the first registers).
+pub(super) type Registry = Mutex<Option<HashMap<u64, Arc<Participant>>>>;
+pub(super) static REGISTRY: PerProcess<Registry> = PerProcess::new(|| Mutex::new(None));
 /// Participants that are not stuck. Zero (with participants registered) kicks the watchdog.
-pub(super) static NOT_STUCK: AtomicIsize = AtomicIsize::new(0);
+pub(super) static NOT_STUCK: PerProcess<AtomicIsize> = PerProcess::new(|| AtomicIsize::new(0));
 /// Threads that never count against a deadlock (idle `io()` workers).
-pub(super) static IGNORED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
-pub(super) static WATCH: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+pub(super) static IGNORED: PerProcess<Mutex<Option<HashSet<u64>>>> =
+    PerProcess::new(|| Mutex::new(None));
+pub(super) static WATCH: PerProcess<(Mutex<bool>, Condvar)> =
+    PerProcess::new(|| (Mutex::new(false), Condvar::new()));
 /// Whether the watchdog waits for a kick (cleared by the kick that wakes it).
-pub(super) static ARMED: AtomicBool = AtomicBool::new(false);
-pub(super) static WATCHDOG: OnceLock<()> = OnceLock::new();
+pub(super) static ARMED: PerProcess<AtomicBool> = PerProcess::new(|| AtomicBool::new(false));
 static ENABLED: OnceLock<bool> = OnceLock::new();
 
 static DEADLOCK: PyOnceLock<Py<pyo3::types::PyType>> = PyOnceLock::new();
 pub(super) static ASYNC_ME_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 pub(super) static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 pub(super) static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+thread_local! {
+    static IDENT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// `threading.get_ident()` of the calling thread (cached).
+pub(crate) fn thread_ident(py: Python<'_>) -> PyResult<u64> {
+    if let Some(i) = IDENT.with(std::cell::Cell::get) {
+        return Ok(i);
+    }
+    let i: u64 = py.import("threading")?.call_method0("get_ident")?.extract()?;
+    IDENT.with(|c| c.set(Some(i)));
+    Ok(i)
+}
 
 /// Whether detection is on (`FERROCSP_DEADLOCK=off` turns it off; read once).
 pub(super) fn enabled() -> bool {
@@ -72,10 +97,32 @@ pub(super) fn enabled() -> bool {
     })
 }
 
+/// What a rise of `NOT_STUCK` does beyond the count (see the module invariants), and whether
+/// it is set: `ON_RUNNING` is set before `HOOKED`, both before this process can publish, and a
+/// rise reads `HOOKED` SeqCst after raising the counter (SeqCst), so a publication that missed
+/// the rise is seen by the rise.
+static ON_RUNNING: OnceLock<fn()> = OnceLock::new();
+static HOOKED: AtomicBool = AtomicBool::new(false);
+
+/// Sets what a rise of the not-stuck counter calls (`cross.rs`: withdraw the publication).
+pub(super) fn on_running(f: fn()) {
+    let _ = ON_RUNNING.set(f); // one function, set at every attach: the first one stands
+    HOOKED.store(true, Ordering::SeqCst);
+}
+
+/// A participant runs again (called after raising `NOT_STUCK`).
+fn running() {
+    if HOOKED.load(Ordering::SeqCst) {
+        if let Some(f) = ON_RUNNING.get() {
+            f();
+        }
+    }
+}
+
 /// Wakes the watchdog if it waits (at most once per wait: kicks are on the blocking path).
 pub(super) fn kick() {
     if ARMED.load(Ordering::Relaxed) && ARMED.swap(false, Ordering::SeqCst) {
-        let (m, cv) = &WATCH;
+        let (m, cv) = &*WATCH;
         *lock(m) = true;
         cv.notify_one();
     }
@@ -100,25 +147,24 @@ impl Participant {
             fallback,
             inner: Mutex::new(Inner { name, ..Inner::default() }),
             fixed_waker: OnceLock::new(),
+            fork_gen: generation(),
         });
         NOT_STUCK.fetch_add(1, Ordering::SeqCst);
-        super::cross::running();
+        running();
         lock(&REGISTRY).get_or_insert_with(HashMap::new).insert(p.id, Arc::clone(&p));
-        if enabled() {
-            WATCHDOG.get_or_init(|| {
-                // A failed spawn only means no detection.
-                drop(
-                    std::thread::Builder::new()
-                        .name("ferrocsp-deadlock".into())
-                        .spawn(super::watchdog::watchdog),
-                );
-            });
-        }
         p
+    }
+
+    /// Whether it belongs to this process (not to the parent of a child made by `fork`).
+    pub(super) fn here(&self) -> bool {
+        self.fork_gen == generation()
     }
 
     /// Removes the participant (its thread, task or process ended).
     pub(crate) fn remove(&self) {
+        if !self.here() {
+            return;
+        }
         let was_stuck = {
             let mut i = lock(&self.inner);
             if i.removed {
@@ -144,6 +190,10 @@ impl Participant {
 
     /// Applies `f` to the record, then keeps `NOT_STUCK` in step; returns what `f` returned.
     pub(super) fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        if !self.here() {
+            // The parent's, in a child made by `fork`: its record is not ours to lock.
+            return f(&mut Inner::default());
+        }
         let (r, delta) = {
             let mut i = lock(&self.inner);
             let r = f(&mut i);
@@ -164,7 +214,7 @@ impl Participant {
             // SeqCst, then the publication flag: pairs with `cross::publish`, which sets the
             // flag, then looks at the counter (one of the two sees the other).
             NOT_STUCK.fetch_add(1, Ordering::SeqCst);
-            super::cross::running();
+            running();
         } else if delta < 0 && NOT_STUCK.fetch_sub(1, Ordering::AcqRel) == 1 {
             kick();
         }
@@ -172,7 +222,9 @@ impl Participant {
     }
 
     pub(crate) fn set_name(&self, name: Option<String>) {
-        lock(&self.inner).name = name;
+        if self.here() {
+            lock(&self.inner).name = name;
+        }
     }
 
     /// Sets the waker of every wait of this participant (see `fixed_waker`).
@@ -254,6 +306,36 @@ impl Participant {
             } else {
                 i.io_depth = i.io_depth.saturating_sub(1);
             }
+        });
+    }
+}
+
+/// A greenlet task's lock-free wait record (`record.rs`) meets its participant here.
+impl LocalWait {
+    /// Ends the wait, withdrawing it from `part` if it was published.
+    pub(crate) fn clear(&mut self, part: &Participant) {
+        self.on = false;
+        self.signal = None;
+        if std::mem::take(&mut self.published) {
+            part.unblock();
+        }
+    }
+
+    /// Publishes a wait still in progress into `part`.
+    pub(crate) fn publish(&mut self, part: &Participant) {
+        if !self.on || self.published {
+            return;
+        }
+        self.published = true;
+        part.update(|i| {
+            let b = &mut i.blocked;
+            b.waits.clone_from(&self.waits);
+            b.alt = self.alt;
+            b.timeout = self.timeout;
+            b.signal = self.signal.clone();
+            b.waker = None;
+            b.since = self.since;
+            b.on = true;
         });
     }
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use ferrocsp::{Select, Signal, Waker};
 
-use super::participant::Participant;
 use crate::pythread::Value;
 
 /// How a participant runs.
@@ -174,7 +173,8 @@ pub(super) struct XWait {
 /// A wait recorded by its owner without a lock or a shared atomic, published into the
 /// participant's record later: greenlet tasks record here, and their scheduler's hub publishes
 /// the waits when it runs out of work (only then can they matter: while the hub runs a task,
-/// that task is a running participant). Lives on one thread (see `sched::SchedCell`).
+/// that task is a running participant). Lives on one thread (see `sched::SchedCell`). Its
+/// `clear` and `publish`, which touch the participant, are in `participant.rs`.
 #[derive(Default)]
 pub(crate) struct LocalWait {
     pub(super) on: bool,
@@ -196,32 +196,5 @@ impl LocalWait {
         self.signal = sel.signal();
         self.since = Stamp::now();
         self.on = true;
-    }
-
-    /// Ends the wait, withdrawing it from `part` if it was published.
-    pub(crate) fn clear(&mut self, part: &Participant) {
-        self.on = false;
-        self.signal = None;
-        if std::mem::take(&mut self.published) {
-            part.unblock();
-        }
-    }
-
-    /// Publishes a wait still in progress into `part`.
-    pub(crate) fn publish(&mut self, part: &Participant) {
-        if !self.on || self.published {
-            return;
-        }
-        self.published = true;
-        part.update(|i| {
-            let b = &mut i.blocked;
-            b.waits.clone_from(&self.waits);
-            b.alt = self.alt;
-            b.timeout = self.timeout;
-            b.signal = self.signal.clone();
-            b.waker = None;
-            b.since = self.since;
-            b.on = true;
-        });
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use ferrocsp::Waker;
 use pyo3::prelude::*;
 
+use super::fork::PerProcess;
 use super::lock;
 use super::participant::{Participant, ARMED, IGNORED, NOT_STUCK, REGISTRY, WATCH};
 use super::record::{Inner, Stamp};
@@ -33,7 +34,7 @@ const GRACE: Duration = Duration::from_millis(20);
 /// Held by a background thread of ours (the watchdog, a shared-memory watcher waking an
 /// asyncio task) for as long as it runs Python code; `false` once `_stop_watchdog` ran, after
 /// which none of them attaches again.
-pub(super) static IN_PYTHON: Mutex<bool> = Mutex::new(true);
+pub(super) static IN_PYTHON: PerProcess<Mutex<bool>> = PerProcess::new(|| Mutex::new(true));
 
 /// Runs `f` with the GIL from a background thread of ours, unless the interpreter is exiting
 /// (then None): taking the GIL once it is finalizing ends the thread by `pthread_exit`, whose
@@ -48,7 +49,19 @@ pub(crate) fn attach_unless_exiting<R>(f: impl FnOnce(Python<'_>) -> R) -> Optio
     r
 }
 
-pub(super) fn watchdog() {
+/// Starts the watchdog thread unless it runs (or detection is off): called by whoever
+/// registers a participant (`caller.rs`). A failed spawn only means no detection.
+pub(super) fn start() {
+    // Per process: a child made by `fork` has no watchdog thread (`fork.rs`).
+    static STARTED: PerProcess<std::sync::OnceLock<()>> = PerProcess::new(std::sync::OnceLock::new);
+    if super::participant::enabled() {
+        STARTED.get_or_init(|| {
+            drop(std::thread::Builder::new().name("ferrocsp-deadlock".into()).spawn(watchdog));
+        });
+    }
+}
+
+fn watchdog() {
     // While every participant looks stuck but the check finds no deadlock (a foreign thread is
     // alive, a woken participant has not run yet), look again after `backoff` (growing).
     let mut backoff: Option<Duration> = None;
@@ -75,7 +88,7 @@ pub(super) fn watchdog() {
             continue;
         }
         {
-            let (m, cv) = &WATCH;
+            let (m, cv) = &*WATCH;
             let mut kicked = lock(m);
             ARMED.store(true, Ordering::SeqCst);
             while !*kicked {

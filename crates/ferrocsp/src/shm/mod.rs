@@ -40,4 +40,4 @@ pub use select::{select, select_mixed, Fill, SelOp, Selected};
 pub use slot::{ReadSlot, WriteSlot};
 pub use table::{Proof, SlotView, Table, Verdict, MAX_PROCS};
 pub use wait::{slice_was_quiet, Sleeper, Wait};
-pub use watch::{watch, watcher_threads, Watch, PER_WATCHER};
+pub use watch::{watch, watch_quiet, watcher_threads, Quiet, Watch, PER_WATCHER};

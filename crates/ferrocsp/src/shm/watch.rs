@@ -22,6 +22,10 @@
 //!   that already moved for some registration wakes that one at once instead.
 //! - The watcher's own `bell` word is bumped (and woken) by a registration that adds a word it
 //!   does not sleep on or an earlier deadline, so either is taken into account at once.
+//! - A registration made with a [`Quiet`] hook (`watch_quiet`) is looked at every period while
+//!   none of its words moved: the watcher checks its words under the table's lock, then calls
+//!   the hook with no lock held. The hook never runs again for a registration removed before
+//!   that check (it may run once more just after the owner removed it: it must cope).
 //! - Before it sleeps, a watcher spins for the engine's spin budget (as a waiting thread
 //!   would): the waiters' own threads run other processes and never spin. It reads the words
 //!   only under the table's lock (a removed registration's mapping may be gone); the kernel
@@ -30,7 +34,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::Waker;
 
@@ -55,6 +59,20 @@ struct Reg {
     words: Vec<(Word, u32)>,
     until: Option<Instant>,
     waker: Waker,
+    /// The quiet hook, its period and when it is next due.
+    quiet: Option<(Arc<dyn Quiet>, Duration, Instant)>,
+}
+
+/// A look at a registration whose words have not moved (see [`watch_quiet`]). Deadlock
+/// detection across processes confirms a cooperative wait with it, as a thread's quiet sleep
+/// slice confirms the thread's wait (`slice_was_quiet`), without waking the waiter.
+pub trait Quiet: Send + Sync {
+    /// Called by the watcher thread, with no lock of the watcher held, once per period during
+    /// which the registration stayed registered: its words were all found unchanged from the
+    /// values the registration saw, after the previous call returned (or after it was
+    /// registered). May be called once more after the owner removed the registration. Returns
+    /// true to wake the registration now, as if a word had moved.
+    fn quiet(&self) -> bool;
 }
 
 struct Table {
@@ -65,6 +83,8 @@ struct Table {
     words: HashMap<Word, HashMap<u32, HashSet<u64>>>,
     /// The registrations with a deadline, earliest first.
     deadlines: BTreeSet<(Instant, u64)>,
+    /// The registrations with a quiet hook, by when it is next due.
+    quiet: BTreeSet<(Instant, u64)>,
     /// The deadline the watcher sleeps until (None: none, or it is awake).
     sleeping_until: Option<Instant>,
     /// Whether the watcher is asleep (or about to be) on the words it last listed.
@@ -85,6 +105,10 @@ impl Table {
         if let Some(u) = reg.until {
             self.deadlines.insert((u, id));
             bell |= self.sleeping_until.is_none_or(|s| u < s);
+        }
+        if let Some((_, _, next)) = &reg.quiet {
+            self.quiet.insert((*next, id));
+            bell |= self.sleeping_until.is_none_or(|s| *next < s);
         }
         self.regs.insert(id, reg);
         bell
@@ -107,6 +131,9 @@ impl Table {
         }
         if let Some(u) = reg.until {
             self.deadlines.remove(&(u, id));
+        }
+        if let Some((_, _, next)) = &reg.quiet {
+            self.quiet.remove(&(*next, id));
         }
         Some(reg)
     }
@@ -133,6 +160,35 @@ impl Table {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// The quiet hooks due at `now` (call right after removing what `due` found: the others'
+    /// words are unchanged), each rescheduled one period on.
+    fn quiet_due(&mut self, now: Instant) -> Vec<(u64, Arc<dyn Quiet>)> {
+        let ids: Vec<u64> =
+            self.quiet.iter().take_while(|(at, _)| *at <= now).map(|(_, id)| *id).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some((hook, period, next)) = self.regs.get_mut(&id).and_then(|r| r.quiet.as_mut())
+            else {
+                continue;
+            };
+            self.quiet.remove(&(*next, id));
+            *next = now + *period;
+            self.quiet.insert((*next, id));
+            out.push((id, Arc::clone(hook)));
+        }
+        out
+    }
+
+    /// When the watcher must look next without a word moving: the earliest deadline or hook.
+    fn next_look(&self) -> Option<Instant> {
+        let d = self.deadlines.first().map(|(u, _)| *u);
+        let q = self.quiet.first().map(|(u, _)| *u);
+        match (d, q) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -206,6 +262,19 @@ pub fn watch<'a>(
     until: Option<Instant>,
     waker: Waker,
 ) -> std::io::Result<Watch<'a>> {
+    watch_quiet(words, seen, until, waker, None)
+}
+
+/// [`watch`], and (given `quiet`: a hook and its period) calls the hook every period while the
+/// registration stays registered with none of its words moved (see [`Quiet`]).
+pub fn watch_quiet<'a>(
+    words: &[&'a AtomicU32],
+    seen: &[u32],
+    until: Option<Instant>,
+    waker: Waker,
+    quiet: Option<(Arc<dyn Quiet>, Duration)>,
+) -> std::io::Result<Watch<'a>> {
+    let quiet = quiet.map(|(hook, period)| (hook, period, Instant::now() + period));
     let words: Vec<(Word, u32)> =
         words.iter().zip(seen).map(|(w, &s)| (Word(std::ptr::from_ref(*w) as usize), s)).collect();
     let watcher = pick(&words)?;
@@ -213,7 +282,7 @@ pub fn watch<'a>(
         let mut t = lock(&watcher.table);
         let id = t.next;
         t.next += 1;
-        let bell = t.insert(id, Reg { words, until, waker });
+        let bell = t.insert(id, Reg { words, until, waker, quiet });
         (id, bell)
     };
     if bell {
@@ -245,6 +314,7 @@ fn pick(words: &[(Word, u32)]) -> std::io::Result<Arc<Watcher>> {
             regs: HashMap::new(),
             words: HashMap::new(),
             deadlines: BTreeSet::new(),
+            quiet: BTreeSet::new(),
             sleeping_until: None,
             asleep: false,
             next: 0,
@@ -267,17 +337,22 @@ fn run(w: &Watcher) {
     loop {
         let bell = w.bell.load(Ordering::Acquire);
         let mut due = Vec::new();
+        let mut hooks = Vec::new();
         let mut words: Vec<&AtomicU32> = Vec::new();
         let mut seen: Vec<u32> = Vec::new();
         let mut until: Option<Instant> = None;
         {
             let mut t = lock(&w.table);
             t.asleep = false;
-            for id in t.due(Instant::now()) {
+            let now = Instant::now();
+            for id in t.due(now) {
                 due.extend(t.remove(id).map(|r| r.waker));
             }
             if due.is_empty() {
-                until = t.deadlines.first().map(|(u, _)| *u);
+                hooks = t.quiet_due(now);
+            }
+            if due.is_empty() && hooks.is_empty() {
+                until = t.next_look();
                 // Sleep on the values the registrations saw: a word that moved since makes
                 // the futex return at once, so no change is lost.
                 for (x, by_value) in &t.words {
@@ -296,6 +371,17 @@ fn run(w: &Watcher) {
                 wake(waker);
             }
             continue; // the table may have changed meanwhile: look again before sleeping
+        }
+        if !hooks.is_empty() {
+            for (id, hook) in hooks {
+                if hook.quiet() {
+                    let removed = lock(&w.table).remove(id);
+                    if let Some(r) = removed {
+                        wake(r.waker);
+                    }
+                }
+            }
+            continue;
         }
         words.push(&w.bell);
         seen.push(bell);
