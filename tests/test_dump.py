@@ -64,6 +64,8 @@ def test_dump_lists_processes_states_and_channels(k: Kit, mk: Chans) -> None:
     h, jobs, spare = _blocked_network(k, mk)
     try:
         wait_until(lambda: not h._tasks[1].alive or h._tasks[1].outcome is not None)
+        # The producer's last write ("never read") blocks after the consumer has finished.
+        wait_until(lambda: jobs.stats().writers_waiting == 1, what="producer blocked again")
         buf = io.StringIO()
         csp.dump(buf)
         lines = _section(buf.getvalue(), jobs.name)
@@ -83,11 +85,12 @@ def test_dump_lists_processes_states_and_channels(k: Kit, mk: Chans) -> None:
         assert f"channel '{jobs.name}': producer writes, consumer reads" in text
         assert f"channel '{spare.name}': idle uses" in text
         i = lines.index(f"  channel '{jobs.name}': producer writes, consumer reads")
+        net = "networked, " if mk.is_net else ""
         assert lines[i + 1].strip() == (
-            "rendezvous, readers waiting 0, writers waiting 1, reader ends 1, writer ends 1"
+            f"{net}rendezvous, readers waiting 0, writers waiting 1, reader ends 1, writer ends 1"
         )
         j = lines.index(f"  channel '{spare.name}': idle uses")
-        assert lines[j + 1].strip().startswith("buffered 0/2, readers waiting 1,")
+        assert lines[j + 1].strip().startswith(f"{net}buffered 0/2, readers waiting 1,")
     finally:
         h.poison()
         h.join(10)  # every process ends cleanly by poison

@@ -108,10 +108,14 @@ def _proc_state(proc: ProcSnap, by_name: dict[str, list[dict[str, Any]]]) -> str
 
 
 def _stats(ch: Any) -> str:
-    if getattr(ch, "connection", None) is not None:
-        return "networked (its counts are spread over every connected process)"
-    s = ch.stats()
-    kind = f"buffered {s.buffered}/{s.capacity}" if s.capacity else "rendezvous"
+    # A networked channel's counts come from its server and a survey of its connections
+    # (docs/net.md): a dump waits for them, and says so if they cannot be had.
+    net = "networked, " if getattr(ch, "connection", None) is not None else ""
+    try:
+        s = ch.stats()
+    except Exception as exc:  # noqa: BLE001 - a dump must never fail because of one channel
+        return f"{net}counts unavailable ({type(exc).__name__}: {exc})"
+    kind = net + (f"buffered {s.buffered}/{s.capacity}" if s.capacity else "rendezvous")
     flags = "".join(f", {f}" for f in ("poisoned", "retired") if getattr(s, f))
     return (
         f"{kind}, readers waiting {s.readers_waiting}, writers waiting {s.writers_waiting}, "
