@@ -6,11 +6,12 @@
 //! Invariants:
 //! - A re-armed interrupt is raised again at the next bytecode boundary, so a value taken by
 //!   an operation that Ctrl-C raced is never lost and the Ctrl-C is not lost either.
-//! - [`wait_thread`] is the one loop in which a Python thread waits for an in-process or a
-//!   networked operation: sleep (GIL released) in `SIGNAL_SLICE`s on the main thread, run the
-//!   signal handlers between slices, withdraw on an interrupt and keep a result that won the
-//!   race. A shared-memory wait runs the same policy inside the engine's `Wait::block`
-//!   (`shm.rs` `blocking` hands it the signal check), since the engine owns that loop.
+//! - [`Interrupts`] is the one signal policy of every wait on a Python thread, whatever the
+//!   transport: sleep (GIL released) in `SIGNAL_SLICE`s on the main thread, run the signal
+//!   handlers between slices, withdraw on an interrupt and keep a result that won the race.
+//!   [`wait_thread`] is the one loop in which a thread waits for an in-process or a networked
+//!   operation; a shared-memory wait is the engine's loop (`Wait::block`), to which
+//!   `shm.rs` `blocking` hands the same `Interrupts` as its check between sleeps.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -72,32 +73,89 @@ pub(crate) fn current_thread() -> std::thread::ThreadId {
     ID.try_with(|id| *id).unwrap_or_else(|_| std::thread::current().id())
 }
 
+/// The signal side of one wait on a Python thread, the same for every transport: how long
+/// the thread may sleep before Python's signal handlers must run (a `SIGNAL_SLICE` on the main
+/// thread, which runs them), running them, and what an exception they raise does to the wait:
+/// raised if the operation gave up because of it, else re-armed (`rearm`) so that neither the
+/// operation's result nor the interrupt is lost. [`wait_thread`] uses it around a step that
+/// sleeps; the shared-memory binding (`shm.rs` `blocking`) between the engine's sleeps, since
+/// the engine owns that loop.
+pub(crate) struct Interrupts {
+    main: bool,
+    pending: Option<PyErr>,
+}
+
+impl Interrupts {
+    pub(crate) fn new(py: Python<'_>) -> PyResult<Self> {
+        Ok(Interrupts { main: is_main_thread(py)?, pending: None })
+    }
+
+    /// The longest sleep: a signal slice on the main thread, `other` elsewhere.
+    pub(crate) fn slice(&self, other: Option<Duration>) -> Option<Duration> {
+        if self.main {
+            Some(SIGNAL_SLICE)
+        } else {
+            other
+        }
+    }
+
+    /// Runs Python's signal handlers (main thread only); true if one raised, which is kept
+    /// for [`Interrupts::finish`].
+    pub(crate) fn check(&mut self, py: Python<'_>) -> bool {
+        if !self.main || self.pending.is_some() {
+            return self.pending.is_some();
+        }
+        match py.check_signals() {
+            Ok(()) => false,
+            Err(e) => {
+                self.pending = Some(e);
+                true
+            }
+        }
+    }
+
+    /// Whether a handler raised during this wait.
+    pub(crate) fn raised(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Ends the wait: the handler's exception if the operation `gave_up` because of it; if the
+    /// operation completed anyway, the exception is re-armed and the result stands.
+    pub(crate) fn finish(&mut self, py: Python<'_>, gave_up: bool) -> PyResult<()> {
+        match self.pending.take() {
+            None => Ok(()),
+            Some(e) if gave_up => Err(e),
+            Some(e) => {
+                rearm(py, &e);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Waits on the calling thread until `step` reports an outcome: `step(slice_end)` sleeps (with
 /// the GIL released) at most until `slice_end` (None: until woken) and returns the outcome if
-/// there is one. On the main thread the sleep is cut in `SIGNAL_SLICE`s and Python's signal
-/// handlers run between them; if one raises, `withdraw` gives up the operation and returns
-/// its outcome if it completed anyway (then the interrupt is re-armed and the outcome kept),
-/// else the interrupt is raised.
+/// there is one. Between slices the signal handlers run ([`Interrupts`]); if one raises,
+/// `withdraw` gives up the operation and returns its outcome if it completed anyway (then the
+/// interrupt is re-armed and the outcome kept), else the interrupt is raised.
 pub(crate) fn wait_thread<T>(
     py: Python<'_>,
     mut step: impl FnMut(Python<'_>, Option<Instant>) -> PyResult<Option<T>>,
     withdraw: impl FnOnce(Python<'_>) -> Option<T>,
 ) -> PyResult<T> {
-    let main = is_main_thread(py)?;
+    let mut withdraw = Some(withdraw);
+    let mut interrupts = Interrupts::new(py)?;
     loop {
-        let slice = if main { Instant::now().checked_add(SIGNAL_SLICE) } else { None };
+        let slice = interrupts.slice(None).and_then(|s| Instant::now().checked_add(s));
         if let Some(out) = step(py, slice)? {
             return Ok(out);
         }
-        if main {
-            if let Err(interrupt) = py.check_signals() {
-                return match withdraw(py) {
-                    None => Err(interrupt),
-                    Some(out) => {
-                        rearm(py, &interrupt);
-                        Ok(out)
-                    }
-                };
+        if interrupts.check(py) {
+            let out = withdraw.take().and_then(|w| w(py));
+            // Raises the interrupt unless the operation completed anyway.
+            interrupts.finish(py, out.is_none())?;
+            if let Some(out) = out {
+                return Ok(out);
             }
         }
     }

@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::errors::{to_pyerr_why, OpName};
-use crate::pythread::{deadline, is_main_thread, rearm, SIGNAL_SLICE};
+use crate::pythread::{deadline, Interrupts};
 use crate::shm_msg as msg;
 
 /// Other threads also wake now and then: to take the segment's lock, which notices a peer
@@ -67,42 +67,27 @@ pub(crate) fn blocking<T: Send>(
             (_, r) => Ok(r),
         };
     }
-    let main = is_main_thread(py)?;
-    let mut pending: Option<PyErr> = None;
+    let mut interrupts = Interrupts::new(py)?;
     // Deadlock detection across OS processes sees this wait (`deadlock/xwait.rs`).
     let mut x = crate::deadlock::SharedSleep::enter(deadline.is_none() && !nowait);
     let mut dead: Option<String> = None;
-    let slice = if main { SIGNAL_SLICE } else { x.slice(OWNER_CHECK) };
+    let slice = interrupts.slice(Some(x.slice(OWNER_CHECK)));
     let r = py.detach(|| {
         let mut check = || {
             if let Some(msg) = x.tick() {
                 dead = Some(msg);
                 return true;
             }
-            Python::attach(|py| match py.check_signals() {
-                Ok(()) => false,
-                Err(e) => {
-                    pending = Some(e);
-                    true
-                }
-            })
+            Python::attach(|py| interrupts.check(py))
         };
-        let mut w =
-            Wait { deadline, nowait, slice: Some(slice), interrupted: &mut check, sleeper: None };
+        let mut w = Wait { deadline, nowait, slice, interrupted: &mut check, sleeper: None };
         f(&mut w)
     });
     // A pending signal (Ctrl-C) wins over a verdict: it must not be lost.
-    if let Some(msg) = x.finish(r.is_err() && pending.is_none(), dead) {
+    if let Some(msg) = x.finish(r.is_err() && !interrupts.raised(), dead) {
         return Err(crate::deadlock::deadlock_error(py, msg));
     }
-    if let Some(e) = pending {
-        if matches!(r, Err(Error::Interrupted)) {
-            return Err(e);
-        }
-        // The operation completed although a handler raised: keep the result, and make the
-        // interrupt happen again at the next bytecode boundary.
-        rearm(py, &e);
-    }
+    interrupts.finish(py, matches!(r, Err(Error::Interrupted)))?;
     Ok(r)
 }
 
