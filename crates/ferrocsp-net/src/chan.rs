@@ -36,12 +36,12 @@ use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
+use crate::busy::{Busy, STATS_ASK};
 use crate::error::{protocol, NetError};
 use crate::link::{capacity_conflict, Inner};
 use crate::lock::lock;
 use crate::pulls::Pulls;
 use crate::recent::Recent;
-use crate::stats::{local_answer, Busy, STATS_ASK};
 
 /// What every participant agrees on about a channel's life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -229,6 +229,31 @@ impl Drop for Chan {
 }
 
 impl Chan {
+    /// This process's answer to a survey: `"<readers> <writers>"` waiting here. A rendezvous
+    /// reader counts only once the process's subscription is registered with the server, so a
+    /// writer that starts after `stats()` counted it reaches it (`write_nowait` included): the
+    /// subscription went to the server before this answer, on the same connection.
+    ///
+    /// A selection's demand stops counting once its guard can no longer fire (poisoned, or the
+    /// other side all retired: the local engine withdrew the guard, although the selection still
+    /// waits on its other guards); a buffered input guard still counts until poison, since its
+    /// values may drain after the writers retired.
+    pub(crate) fn survey_answer(&self) -> Bytes {
+        let s = self.status();
+        let in_live = !(s.poisoned || (s.writers_retired && self.capacity == 0));
+        let out_live = !s.poisoned && !s.readers_retired;
+        let (alt_in, alt_out, reachable) = {
+            let r = lock(&self.reads);
+            let alt_in = if in_live { r.alt_demand } else { 0 };
+            let alt_out = if out_live { r.out_demand } else { 0 };
+            (alt_in, alt_out, self.capacity > 0 || r.subscribed)
+        };
+        let (reads, writes) = self.busy.now();
+        let readers = if reachable { reads + alt_in } else { 0 };
+        let writers = writes + alt_out;
+        Bytes::from(format!("{readers} {writers}"))
+    }
+
     pub(crate) async fn open(
         conn: Arc<Inner>,
         rt: tokio::runtime::Handle,
@@ -339,7 +364,7 @@ impl Chan {
                     let Some(c) = w.upgrade() else { return };
                     if let (Some(reply), true) = (msg.reply, &msg.payload[..] == STATS_ASK) {
                         // A `stats()` survey (`stats.rs`): answer with this process's counts.
-                        let _ = c.conn.client.publish(reply, local_answer(&c)).await;
+                        let _ = c.conn.client.publish(reply, c.survey_answer()).await;
                         continue;
                     }
                     // A failed refresh keeps the old status; the next notice or open retries.

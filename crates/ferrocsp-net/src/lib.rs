@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod buffered;
+mod busy;
 mod chan;
 mod conn;
 mod error;

@@ -22,19 +22,15 @@
 //! - The caller's own process answers through the server like any other (its `Chan` is
 //!   subscribed from `open`), so every answer is the state after the survey was sent.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::busy::STATS_ASK;
 use crate::chan::Chan;
 use crate::error::NetError;
-use crate::lock::lock;
-
-/// The survey's payload on the control subject (other control messages have no reply inbox).
-pub(crate) const STATS_ASK: &[u8] = b"stats?";
 
 /// The answers are taken as complete once none arrived for this long after the previous
 /// one, and at least `QUIET_RTT` times the first answer's round trip.
@@ -62,13 +58,6 @@ pub struct Stats {
     pub retired: bool,
 }
 
-/// Reads and writes of this process in progress on one channel (see the module doc).
-#[derive(Debug, Default)]
-pub(crate) struct Busy {
-    readers: AtomicUsize,
-    writers: AtomicUsize,
-}
-
 /// One operation counted in `Busy` while it lives.
 pub(crate) struct BusyGuard {
     chan: Arc<Chan>,
@@ -77,7 +66,7 @@ pub(crate) struct BusyGuard {
 
 impl BusyGuard {
     pub(crate) fn new(chan: &Arc<Chan>, reader: bool) -> BusyGuard {
-        chan.busy.counter(reader).fetch_add(1, Ordering::AcqRel);
+        chan.busy.add(reader);
         BusyGuard { chan: Arc::clone(chan), reader }
     }
 
@@ -91,42 +80,8 @@ impl BusyGuard {
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.chan.busy.counter(self.reader).fetch_sub(1, Ordering::AcqRel);
+        self.chan.busy.sub(self.reader);
     }
-}
-
-impl Busy {
-    fn counter(&self, reader: bool) -> &AtomicUsize {
-        if reader {
-            &self.readers
-        } else {
-            &self.writers
-        }
-    }
-}
-
-/// This process's answer to a survey: `"<readers> <writers>"` waiting here. A rendezvous
-/// reader counts only once the process's subscription is registered with the server, so a
-/// writer that starts after `stats()` counted it reaches it (`write_nowait` included): the
-/// subscription went to the server before this answer, on the same connection.
-///
-/// A selection's demand stops counting once its guard can no longer fire (poisoned, or the
-/// other side all retired: the local engine withdrew the guard, although the selection still
-/// waits on its other guards); a buffered input guard still counts until poison, since its
-/// values may drain after the writers retired.
-pub(crate) fn local_answer(chan: &Chan) -> Bytes {
-    let s = chan.status();
-    let in_live = !(s.poisoned || (s.writers_retired && chan.capacity == 0));
-    let out_live = !s.poisoned && !s.readers_retired;
-    let (alt_in, alt_out, reachable) = {
-        let r = lock(&chan.reads);
-        let alt_in = if in_live { r.alt_demand } else { 0 };
-        let alt_out = if out_live { r.out_demand } else { 0 };
-        (alt_in, alt_out, chan.capacity > 0 || r.subscribed)
-    };
-    let readers = if reachable { chan.busy.readers.load(Ordering::Acquire) + alt_in } else { 0 };
-    let writers = chan.busy.writers.load(Ordering::Acquire) + alt_out;
-    Bytes::from(format!("{readers} {writers}"))
 }
 
 fn parse_answer(v: &[u8]) -> Option<(u64, u64)> {
