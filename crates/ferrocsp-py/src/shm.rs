@@ -42,12 +42,16 @@ pub(crate) fn blocking<T: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     nowait: bool,
+    coop_nowait: bool,
     f: impl for<'w> FnOnce(&mut Wait<'w>) -> Result<T, Error> + Send,
 ) -> PyResult<Result<T, Error>> {
     // Even a `nowait` operation may wait: a rendezvous write that found a reader waiting
-    // waits for it to take the value, and that reader may be another greenlet or task of
-    // this very thread, which a thread sleep would never let run.
-    if let Some(mut coop) = crate::shm_coop::sleeper(py) {
+    // waits for it to take the value. If that reader may be another greenlet or task of this
+    // very thread (`coop_nowait`), a thread sleep would never let it run: sleep cooperatively.
+    // Otherwise the take comes within microseconds, and a thread sleep (a spin first) is the
+    // fast way.
+    let coop = if nowait && !coop_nowait { None } else { crate::shm_coop::sleeper(py) };
+    if let Some(mut coop) = coop {
         let mut never = || false;
         let r = f(&mut Wait {
             deadline,
@@ -132,7 +136,9 @@ impl PyShmChannel {
         let dl = deadline(timeout);
         let bufs = &bufs;
         let remote = self.inner.capacity() == 0 && msg::goes_remote(bufs);
-        let r = blocking(py, dl, nowait, move |w| {
+        // A cooperative reader anywhere may be one of this thread's (see `blocking`).
+        let coop_nowait = self.inner.coop_waiting();
+        let r = blocking(py, dl, nowait, coop_nowait, move |w| {
             if remote {
                 // One copy: the reader reads the parts straight out of this process's memory
                 // (they stay exported, and we stay blocked, until it has taken them).
@@ -174,7 +180,8 @@ impl PyShmChannel {
     ) -> PyResult<Bound<'py, PyList>> {
         let dl = deadline(timeout);
         loop {
-            let slot = blocking(py, dl, nowait, |w| self.inner.begin_read(w))?
+            // A `nowait` read never waits.
+            let slot = blocking(py, dl, nowait, false, |w| self.inner.begin_read(w))?
                 .map_err(|e| self.err(py, e, OpName::Read))?;
             if let Some(out) = msg::take(py, slot, &self.name)? {
                 return Ok(out);

@@ -389,10 +389,12 @@ impl ShmOp {
                 }
                 // Encoded once, before any wait.
                 let (parts, kinds) = s.encode(py, value.bind(py))?;
-                // Without waiting only on a buffered channel: a rendezvous write that finds a
-                // reader waits for it to take the value, and that reader may be another task
-                // of this loop, so it runs on the operation greenlet, which can switch back.
-                if s.engine().capacity() > 0 {
+                // At once, unless a rendezvous write would wait for a reader that may be
+                // another task of this loop (a cooperative waiter on the channel): that runs on
+                // the operation greenlet, which can switch back. A thread reader takes the
+                // value within microseconds, and the write waits for it here (`blocking`).
+                let e = s.engine();
+                if e.capacity() > 0 || !e.coop_waiting() {
                     match s.write_recorded(py, &parts, &kinds, None, true, false) {
                         Ok(()) => return Ok(Out::Return(py.None())),
                         Err(e) if would_block(py, &e) => {}

@@ -109,7 +109,8 @@ pub(crate) fn _shm_select<'py>(
     let mut part = local.as_mut().map(|(sel, _)| Local::new(sel, ferrocsp::Policy::Priority));
     let part_ref = part.as_mut();
     let turns = &turns;
-    let r = blocking(py, dl, nowait, move |w| {
+    // A fired output guard waits for its reader, who may be one of this thread's.
+    let r = blocking(py, dl, nowait, true, move |w| {
         let local = part_ref.map(|p| (p as &mut dyn LocalPart, turns.as_slice()));
         select_mixed(ops, local, w)
     })?;

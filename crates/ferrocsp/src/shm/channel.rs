@@ -285,6 +285,14 @@ impl ShmChannel {
         }
     }
 
+    /// Whether a cooperative process (a greenlet, an asyncio task: [`Sleeper`]) waits on this
+    /// channel now, in any process. When none does, every waiting counterpart is a thread,
+    /// which completes a hand-off without the caller's thread: a `nowait` rendezvous write may
+    /// then wait for its take by sleeping that thread (the fast way).
+    pub fn coop_waiting(&self) -> bool {
+        self.coop().load(Ordering::Acquire) > 0
+    }
+
     /// Cooperative sleepers waiting on this channel (see [`Sleeper`]).
     pub(super) fn coop(&self) -> &AtomicU32 {
         // SAFETY: an atomic in the mapped header, valid as long as `self`.
@@ -298,7 +306,7 @@ impl ShmChannel {
         g: Guard<'a>,
         w: &mut Wait<'_>,
     ) -> Result<(Guard<'a>, bool), Error> {
-        let cap = self.peer_check(&g);
+        let cap = self.peer_check(&g, w.coarse());
         let (g, interrupted) = self.sleep_on(g, self.atomics().0, w, cap)?;
         self.look_for_dead_writers(&g);
         Ok((g, interrupted))

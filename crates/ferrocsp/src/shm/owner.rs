@@ -11,7 +11,11 @@
 //! - A wait that a dead holder could make endless (a rendezvous writer waiting for its reader
 //!   to finish; anyone waiting while an entry is `WRITING`) sleeps at most [`PEER_CHECK`] at a
 //!   time and then looks at the holder, so it ends within about that long after the death; a
-//!   rendezvous writer whose value is not claimed yet looks every [`PEER_IDLE`].
+//!   rendezvous writer whose value is not claimed yet looks every [`PEER_IDLE`]. A cooperative
+//!   sleeper (greenlet, asyncio: `Wait::coarse`) looks only once a reader copies its value:
+//!   a deadline costs it a wake-up of the process's watcher thread on every sleep, so it
+//!   relies otherwise on the parent of a crashed process poisoning its channels
+//!   (`backend="os"`), which wakes every waiter.
 //! - A dead writer's `WRITING` entry is withdrawn: its value was never published, so nothing
 //!   was sent and the channel goes on. A dead reader's `READING` entry may or may not have
 //!   reached its process: the value is lost with that process, and the channel is poisoned
@@ -68,8 +72,10 @@ impl ShmChannel {
 
     /// When a wait must wake to look at its peers (None: no peer's death could make it
     /// endless): the time this process next looks for dead writers on this channel. Lock held.
-    pub(super) fn peer_check(&self, g: &Guard<'_>) -> Option<Instant> {
-        if g.st().writing == 0 {
+    pub(super) fn peer_check(&self, g: &Guard<'_>, coarse: bool) -> Option<Instant> {
+        // A cooperative sleeper's deadline wakes the watcher thread on every sleep: it does not
+        // look (see the module doc).
+        if coarse || g.st().writing == 0 {
             return None;
         }
         let mut next = self.next_look.lock().unwrap_or_else(|e| e.into_inner());

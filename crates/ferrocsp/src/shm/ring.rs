@@ -69,13 +69,16 @@ impl ShmChannel {
         let len = self.data_len() as u64;
         let chunk = RELEASE_CHUNK as u64;
         let (head, tail) = (g.st().head, g.st().tail);
+        // The piece the head is in now is kept (after a rewind, the one at offset 0): the next
+        // entries go there, and giving it back would cost every message a page fault.
+        let keep = (head % len) / chunk;
         let mut p = from;
         let end = to.min(from.saturating_add(len));
         while p < end {
             let off = p % len;
             let start = off / chunk * chunk;
             let stop = (start + chunk).min(len);
-            if !Self::live_within(head, tail, len, start, stop) {
+            if start / chunk != keep && !Self::live_within(head, tail, len, start, stop) {
                 // A failure (no hole punching for this memory) only keeps the pages.
                 let _ = sys::punch_hole(self.fd(), (DATA_OFF as u64) + start, stop - start);
             }

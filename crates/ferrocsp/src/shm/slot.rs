@@ -98,6 +98,7 @@ impl WriteSlot<'_> {
         if !self.rendezvous {
             return Ok(taken(&[]));
         }
+        let mut reading_since: Option<Instant> = None;
         loop {
             match self.state() {
                 TAKEN => {
@@ -133,7 +134,10 @@ impl WriteSlot<'_> {
                 // died doing so (`owner.rs`): then the value is lost with it, and the channel
                 // poisoned, the one outcome that tells this writer the truth.
                 _ => {
-                    if !ch.holder_alive(ch.entry(self.pos), &g) {
+                    // Only a copy that takes long is looked into: a look reads `/proc`, and a
+                    // live reader is usually done long before `PEER_CHECK`.
+                    let since = *reading_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= PEER_CHECK && !ch.holder_alive(ch.entry(self.pos), &g) {
                         // The entry stays READING: the poisoned channel is never read again.
                         return Err(ch.peer_died(&g));
                     }
@@ -142,8 +146,16 @@ impl WriteSlot<'_> {
             // A reader claims the entry without waking us (that would cost every rendezvous a
             // system call), so even before it is READING this wait looks again now and then;
             // while a reader copies the value, every `PEER_CHECK`.
-            let every = if self.state() == READING { PEER_CHECK } else { PEER_IDLE };
-            let cap = Some(Instant::now() + every);
+            // A cooperative sleeper looks only while a reader copies (a deadline costs it a
+            // wake-up of the watcher thread on every write); before that, a crashed reader's
+            // channel is poisoned by its parent (`backend="os"`), which wakes it.
+            let cap = if self.state() == READING {
+                Some(Instant::now() + PEER_CHECK)
+            } else if w.coarse() {
+                None
+            } else {
+                Some(Instant::now() + PEER_IDLE)
+            };
             // SAFETY: our entry stays in the ring until we mark it DONE or CANCELLED.
             let word = unsafe { &(*ch.entry(self.pos)).wake };
             let (g2, interrupted) = ch.sleep_on(g, word, w, cap)?;

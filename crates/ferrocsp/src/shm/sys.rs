@@ -325,20 +325,34 @@ fn proc_stat(pid: u32) -> Option<(u64, bool)> {
     Some((start, !matches!(state, "Z" | "X" | "x")))
 }
 
-/// The calling process (cached; a forked child finds its own pid differs and looks again).
+/// The calling process, cached: it is asked on every reservation and claim, and `getpid` is a
+/// system call. A child made by `fork` forgets the cache (an atfork handler, registered with
+/// the first use) and looks again.
 pub(crate) fn me() -> ProcId {
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicU64, Ordering};
     static CACHE_PID: AtomicU32 = AtomicU32::new(0);
     static CACHE_START: AtomicU64 = AtomicU64::new(0);
-    let pid = std::process::id();
-    if CACHE_PID.load(std::sync::atomic::Ordering::Acquire) == pid {
-        return ProcId { pid, start: CACHE_START.load(std::sync::atomic::Ordering::Acquire) };
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        CACHE_PID.store(0, Ordering::Release);
     }
+    let cached = CACHE_PID.load(Ordering::Acquire);
+    if cached != 0 {
+        return ProcId { pid: cached, start: CACHE_START.load(Ordering::Acquire) };
+    }
+    // SAFETY: registers a plain function that only stores to an atomic (async-signal-safe),
+    // once per process image. It fails only out of memory; a forked child would then name its
+    // parent as the holder of its entries: its own death would go unnoticed, never a live
+    // process be taken for dead.
+    ATFORK.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(forget));
+    });
+    let pid = std::process::id();
     // Our own stat cannot be missing; a start time of 0 would only make us look dead to a
     // peer that could not read it either.
     let start = proc_stat(pid).map_or(0, |(s, _)| s);
-    CACHE_START.store(start, std::sync::atomic::Ordering::Release);
-    CACHE_PID.store(pid, std::sync::atomic::Ordering::Release);
+    CACHE_START.store(start, Ordering::Release);
+    CACHE_PID.store(pid, Ordering::Release);
     ProcId { pid, start }
 }
 
