@@ -82,9 +82,10 @@ impl Job {
     }
 }
 
-/// A job as a greenlet switch carries it (switches carry Python objects only).
+/// A job as a greenlet switch carries it (switches carry Python objects only), with the
+/// participant it waits for (deadlock detection; None: found by the sleeper).
 #[pyclass(frozen)]
-struct JobBox(Job);
+struct JobBox(Job, Option<Arc<Participant>>);
 
 /// One operation's outcome, handed by its operation greenlet to the awaiting op: a result,
 /// or (`ok` false) the exception it raised.
@@ -105,7 +106,7 @@ fn serve(py: Python<'_>, job: Bound<'_, PyAny>) -> PyResult<()> {
     loop {
         let r = {
             let b = job.cast::<JobBox>()?;
-            run_as_op(|| b.get().0.run(py))
+            run_as_op(b.get().1.clone(), || b.get().0.run(py))
         };
         drop(job);
         let out = match r {
@@ -422,7 +423,7 @@ impl ShmOp {
         let g = idle_greenlet(py)?;
         g.setattr(intern!(py, "parent"), getcurrent(py)?)?;
         w.g = g.clone().unbind();
-        let job = Bound::new(py, JobBox(job))?;
+        let job = Bound::new(py, JobBox(job, w.record.clone()))?;
         let out = switch_returning(py, &g, &PyTuple::new(py, [job])?);
         Self::settle(me, w, out)
     }

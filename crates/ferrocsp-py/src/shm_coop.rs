@@ -52,6 +52,10 @@ use crate::sched::greenlet::{getcurrent, switch_returning};
 use crate::sched::Task;
 
 thread_local! {
+    /// The participant of the asyncio operation running on this thread's operation greenlet
+    /// (`run_as_op`; kept aside while that greenlet sleeps), if it said.
+    static OP_PART: std::cell::RefCell<Option<Arc<Participant>>> =
+        const { std::cell::RefCell::new(None) };
     /// Whether code on this thread runs on an asyncio operation greenlet (module invariants).
     static IN_OP: Cell<bool> = const { Cell::new(false) };
 }
@@ -88,6 +92,11 @@ fn participant(py: Python<'_>, how: &How) -> Option<Arc<Participant>> {
     match how {
         How::Task(task) => Some(task.participant()),
         How::Op => {
+            // The op that runs here said whose it is (a read or a write records its
+            // participant before it starts): no lookup through Python.
+            if let Some(p) = OP_PART.with(|c| c.borrow().clone()) {
+                return Some(p); // `hook` keeps it only if it is of this process
+            }
             let me = getcurrent(py).ok()?;
             let ctx = me.getattr("parent").ok()?.getattr("gr_context").ok()?;
             crate::deadlock::async_participant_in(py, &ctx)
@@ -156,7 +165,10 @@ fn sleep_op(
         watch_quiet(words, seen, until, Waker::Custom(Arc::new(wake)), quiet).map_err(watch_err)?;
     let parent = getcurrent(py)?.getattr(intern!(py, "parent"))?;
     IN_OP.with(|c| c.set(false));
+    // Other operation greenlets run meanwhile: this one's participant comes back with it.
+    let mine = OP_PART.with(|c| c.borrow_mut().take());
     let r = switch_returning(py, &parent, &PyTuple::new(py, [fut])?);
+    OP_PART.with(|c| *c.borrow_mut() = mine);
     IN_OP.with(|c| c.set(true));
     drop(registered);
     r.map(drop)
@@ -198,9 +210,11 @@ impl Wake for FutureWake {
 /// Runs `f` as the body of an asyncio operation greenlet (`shm_aio.rs`), so that the
 /// shared-channel waits inside it switch back to the task instead of blocking the event
 /// loop's thread (see the module docs).
-pub(crate) fn run_as_op<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn run_as_op<T>(part: Option<Arc<Participant>>, f: impl FnOnce() -> T) -> T {
     let previous = IN_OP.with(|c| c.replace(true));
+    let previous_part = OP_PART.with(|c| c.replace(part));
     let r = f();
+    OP_PART.with(|c| *c.borrow_mut() = previous_part);
     IN_OP.with(|c| c.set(previous));
     r
 }
