@@ -23,7 +23,8 @@
 //! - The watcher's own `bell` word is bumped (and woken) by a registration that adds a word it
 //!   does not sleep on or an earlier deadline, so either is taken into account at once.
 //! - A registration made with a [`Quiet`] hook (`watch_quiet`) is looked at every period while
-//!   none of its words moved: the watcher checks its words under the table's lock, then calls
+//!   none of its words moved (first within its period plus [`QUIET_NAP`]: its timer rings no
+//!   bell, and a watcher that ever had a hook sleeps at most that long): the watcher checks its words under the table's lock, then calls
 //!   the hook with no lock held. The hook never runs again for a registration removed before
 //!   that check (it may run once more just after the owner removed it: it must cope).
 //! - Before it sleeps, a watcher spins for the engine's spin budget (as a waiting thread
@@ -89,6 +90,8 @@ struct Table {
     sleeping_until: Option<Instant>,
     /// Whether the watcher is asleep (or about to be) on the words it last listed.
     asleep: bool,
+    /// Whether a quiet hook was ever registered here (then the watcher naps: `QUIET_NAP`).
+    quiet_used: bool,
     next: u64,
 }
 
@@ -107,8 +110,11 @@ impl Table {
             bell |= self.sleeping_until.is_none_or(|s| u < s);
         }
         if let Some((_, _, next)) = &reg.quiet {
+            // No bell for a look's time: a watcher that has quiet hooks never sleeps longer
+            // than `QUIET_NAP` (see `run`), and ringing on every cooperative sleep cost each
+            // one a wake-up of this thread.
             self.quiet.insert((*next, id));
-            bell |= self.sleeping_until.is_none_or(|s| *next < s);
+            self.quiet_used = true;
         }
         self.regs.insert(id, reg);
         bell
@@ -191,6 +197,10 @@ impl Table {
         }
     }
 }
+
+/// The longest a watcher that has had quiet hooks sleeps: a hook's timer rings no bell, so a
+/// look due meanwhile waits at most this long.
+pub const QUIET_NAP: Duration = Duration::from_millis(250);
 
 struct Watcher {
     table: Mutex<Table>,
@@ -317,6 +327,7 @@ fn pick(words: &[(Word, u32)]) -> std::io::Result<Arc<Watcher>> {
             quiet: BTreeSet::new(),
             sleeping_until: None,
             asleep: false,
+            quiet_used: false,
             next: 0,
         }),
         bell: AtomicU32::new(0),
@@ -353,6 +364,11 @@ fn run(w: &Watcher) {
             }
             if due.is_empty() && hooks.is_empty() {
                 until = t.next_look();
+                if t.quiet_used {
+                    // A quiet hook registered while this thread sleeps rings no bell: nap.
+                    let nap = now + QUIET_NAP;
+                    until = Some(until.map_or(nap, |u| u.min(nap)));
+                }
                 // Sleep on the values the registrations saw: a word that moved since makes
                 // the futex return at once, so no change is lost.
                 for (x, by_value) in &t.words {
