@@ -6,38 +6,9 @@ use std::time::{Duration, Instant};
 use ferrocsp::shm::{EndKind, ShmChannel, Wait};
 use ferrocsp::Error;
 
-fn write(ch: &ShmChannel, msg: &[u8], deadline: Option<Instant>) -> Result<(), Error> {
-    let mut slot = ch.begin_write(msg.len(), &mut Wait::until(deadline))?;
-    slot.buf().copy_from_slice(msg);
-    slot.commit(&mut Wait::until(deadline))
-}
+mod shm_support;
 
-fn read(ch: &ShmChannel, deadline: Option<Instant>) -> Result<Vec<u8>, Error> {
-    let slot = ch.begin_read(&mut Wait::until(deadline))?;
-    let v = slot.buf().to_vec();
-    slot.finish()?;
-    Ok(v)
-}
-
-/// Runs `f` in a forked child, which exits with the code `f` returns.
-fn fork(f: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: the test harness thread forks; the child only runs `f` and _exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let code = f();
-        // SAFETY: leave the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    pid
-}
-
-fn wait(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: pid is our child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    status
-}
+use shm_support::{fork, read_by as read, reap as wait, write_by as write};
 
 fn soon() -> Option<Instant> {
     Some(Instant::now() + Duration::from_secs(10))

@@ -3,9 +3,12 @@
 //! and keep, the whole ring (1 GiB by default) however little it held.
 #![cfg(target_os = "linux")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferrocsp::shm::{ShmChannel, Wait};
+use ferrocsp::shm::ShmChannel;
+
+mod shm_support;
+use shm_support::{after, read_by, write_by};
 
 /// Bytes of memory the segment behind `fd` holds (shared memory is counted per file).
 fn held(fd: i32) -> u64 {
@@ -16,21 +19,12 @@ fn held(fd: i32) -> u64 {
     st.st_blocks as u64 * 512
 }
 
-fn soon() -> Option<Instant> {
-    Some(Instant::now() + Duration::from_secs(10))
-}
-
 fn write(ch: &ShmChannel, msg: &[u8]) {
-    let mut slot = ch.begin_write(msg.len(), &mut Wait::until(soon())).expect("write");
-    slot.buf().copy_from_slice(msg);
-    slot.commit(&mut Wait::until(soon())).expect("commit");
+    write_by(ch, msg, after(Duration::from_secs(10))).expect("write");
 }
 
 fn read(ch: &ShmChannel) -> u8 {
-    let slot = ch.begin_read(&mut Wait::until(soon())).expect("read");
-    let first = slot.buf()[0];
-    slot.finish().expect("finish");
-    first
+    read_by(ch, after(Duration::from_secs(10))).expect("read")[0]
 }
 
 #[test]

@@ -9,21 +9,19 @@ use std::time::{Duration, Instant};
 use ferrocsp::shm::{select_mixed, Local, SelOp, Selected as Shm, ShmChannel, Wait};
 use ferrocsp::{Channel, Error, Policy, Select, SelectError, Selected, Turn};
 
+mod shm_support;
+use shm_support::{read_by, write_by};
+
 fn soon() -> Option<Instant> {
     Some(Instant::now() + Duration::from_secs(20))
 }
 
 fn write(ch: &ShmChannel, msg: &[u8]) -> Result<(), Error> {
-    let mut slot = ch.begin_write(msg.len(), &mut Wait::until(soon()))?;
-    slot.buf().copy_from_slice(msg);
-    slot.commit(&mut Wait::until(soon()))
+    write_by(ch, msg, soon())
 }
 
 fn read(ch: &ShmChannel) -> Result<Vec<u8>, Error> {
-    let slot = ch.begin_read(&mut Wait::until(soon()))?;
-    let v = slot.buf().to_vec();
-    slot.finish()?;
-    Ok(v)
+    read_by(ch, soon())
 }
 
 /// What one mixed selection did: the shared guard's index and bytes read, or the local

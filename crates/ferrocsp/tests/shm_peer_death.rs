@@ -8,20 +8,11 @@ use std::time::{Duration, Instant};
 use ferrocsp::shm::{PoisonCause, ShmChannel, Wait};
 use ferrocsp::Error;
 
+mod shm_support;
+use shm_support::{fork, reap, within};
+
 /// A survivor must have its outcome this soon after the death (issue #16: within 1 s).
 const SOON_AFTER_DEATH: Duration = Duration::from_secs(1);
-
-fn fork(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the test harness thread forks; the child only runs `f`, then is killed or exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        f();
-        // SAFETY: leave the child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
-    pid
-}
 
 /// Kills the calling process at once: no destructor, no unlock, no goodbye.
 fn die() -> ! {
@@ -30,12 +21,6 @@ fn die() -> ! {
         libc::kill(libc::getpid(), libc::SIGKILL);
         libc::_exit(9)
     }
-}
-
-fn reap(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: pid is our child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
 }
 
 /// Waits (polling, with a deadline) until `cond` holds.
@@ -60,15 +45,6 @@ fn zombie(pid: libc::pid_t) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `f` on a thread; its result, or a failure if it takes longer than `limit`.
-fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit).expect("the survivor hung after its peer died")
-}
-
 /// A rendezvous writer whose reader dies while copying the value out (the `READING` state:
 /// claimed, not yet taken) used to wait forever, deaf to its deadline and to poison. The
 /// reader is killed while its dead process is still a zombie (its parent has not reaped it:
@@ -79,7 +55,7 @@ fn a_reader_killed_mid_copy_poisons_instead_of_hanging_its_writer() {
         let ch = std::sync::Arc::new(ShmChannel::create(0, 1 << 20).expect("create"));
         // The reader first (a child forked before this process starts any thread of its own):
         // it claims the value, then dies in the middle of copying it out.
-        let reader = fork(|| {
+        let reader = fork(|| -> i32 {
             let slot = ch.begin_read(&mut Wait::until(None)).expect("claim");
             let _ = slot.buf().first();
             die();
@@ -90,7 +66,7 @@ fn a_reader_killed_mid_copy_poisons_instead_of_hanging_its_writer() {
             write(&c, &[7u8; 4096], &mut Wait::until(None))
         });
         if reap_first {
-            reap(reader);
+            let _ = reap(reader);
         } else {
             until("the reader died", || zombie(reader));
         }
@@ -100,7 +76,7 @@ fn a_reader_killed_mid_copy_poisons_instead_of_hanging_its_writer() {
         assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} after the death", t0.elapsed());
         assert_eq!(ch.poison_cause(), Some(PoisonCause::PeerDied));
         if !reap_first {
-            reap(reader);
+            let _ = reap(reader);
         }
     }
 }
@@ -114,12 +90,12 @@ fn a_writer_killed_mid_copy_gives_its_slot_back() {
     // thread's are: the look is timed per channel, not per sleep.
     for slice in [None, Some(Duration::from_millis(20))] {
         let ch = std::sync::Arc::new(ShmChannel::create(1, 1 << 20).expect("create"));
-        let writer = fork(|| {
+        let writer = fork(|| -> i32 {
             let mut slot = ch.begin_write(4096, &mut Wait::until(None)).expect("reserve");
             slot.buf()[0] = 1;
             die();
         });
-        reap(writer);
+        let _ = reap(writer);
         let t0 = Instant::now();
         let c = ch.clone();
         // The capacity (1) is taken by the dead writer's entry: this write waits for it.
@@ -149,11 +125,11 @@ fn a_writer_killed_mid_copy_gives_its_slot_back() {
 #[test]
 fn a_reader_waiting_behind_a_dead_writer_keeps_its_deadline() {
     let ch = std::sync::Arc::new(ShmChannel::create(2, 1 << 20).expect("create"));
-    let writer = fork(|| {
+    let writer = fork(|| -> i32 {
         let _slot = ch.begin_write(64, &mut Wait::until(None)).expect("reserve");
         die();
     });
-    reap(writer);
+    let _ = reap(writer);
     let c = ch.clone();
     let t0 = Instant::now();
     let out = within(Duration::from_secs(10), move || {

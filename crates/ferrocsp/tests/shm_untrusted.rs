@@ -8,30 +8,27 @@
 //! `ShmChannel::layout_for_tests`, never hard-coded.
 #![cfg(target_os = "linux")]
 
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ferrocsp::shm::{PoisonCause, ShmChannel, TestLayout, Wait};
+use ferrocsp::shm::{PoisonCause, ShmChannel, TestLayout};
 use ferrocsp::Error;
+
+mod shm_support;
+use shm_support::{after, read_by, within, write_by};
 
 /// The longest an operation on a scribbled segment may take before the test calls it a hang.
 const HANG: Duration = Duration::from_secs(5);
 
 fn soon() -> Option<Instant> {
-    Some(Instant::now() + Duration::from_millis(50))
+    after(Duration::from_millis(50))
 }
 
 fn write(ch: &ShmChannel, msg: &[u8]) -> Result<(), Error> {
-    let mut slot = ch.begin_write(msg.len(), &mut Wait::until(soon()))?;
-    slot.buf().copy_from_slice(msg);
-    slot.commit(&mut Wait::until(soon()))
+    write_by(ch, msg, soon())
 }
 
 fn read(ch: &ShmChannel) -> Result<Vec<u8>, Error> {
-    let slot = ch.begin_read(&mut Wait::until(soon()))?;
-    let v = slot.buf().to_vec();
-    slot.finish()?;
-    Ok(v)
+    read_by(ch, soon())
 }
 
 /// A second, independent mapping of a channel's segment: the hostile peer's view.
@@ -94,11 +91,7 @@ impl Drop for Peer {
 /// Runs `f` on another thread and fails the test if it does not return within `HANG` (an
 /// endless loop under the segment's lock is one of the defects covered here).
 fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG).expect("the operation hung on a scribbled segment")
+    within(HANG, f)
 }
 
 fn layout() -> TestLayout {
