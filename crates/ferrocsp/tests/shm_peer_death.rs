@@ -23,26 +23,22 @@ fn die() -> ! {
     }
 }
 
-/// Waits (polling, with a deadline) until `cond` holds.
-fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < end, "{what}: not within 10 s");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn write(ch: &ShmChannel, msg: &[u8], w: &mut Wait<'_>) -> Result<(), Error> {
     let mut slot = ch.begin_write(msg.len(), w)?;
     slot.buf().copy_from_slice(msg);
     slot.commit(w)
 }
 
-/// Whether process `pid` is a zombie (dead, not yet reaped).
-fn zombie(pid: libc::pid_t) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|t| t.trim_start().starts_with('Z')))
-        .unwrap_or(false)
+/// Waits until child `pid` has died, without reaping it: it stays a zombie (its pid still
+/// exists), the case a survivor must not take for a live process.
+fn await_death_unreaped(pid: libc::pid_t) {
+    // SAFETY: an all-zero siginfo_t is a valid out-parameter; pid is our child; WNOWAIT
+    // leaves it waitable (a zombie).
+    let r = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+    };
+    assert_eq!(r, 0, "waitid: {}", std::io::Error::last_os_error());
 }
 
 /// A rendezvous writer whose reader dies while copying the value out (the `READING` state:
@@ -68,7 +64,7 @@ fn a_reader_killed_mid_copy_poisons_instead_of_hanging_its_writer() {
         if reap_first {
             let _ = reap(reader);
         } else {
-            until("the reader died", || zombie(reader));
+            await_death_unreaped(reader);
         }
         let t0 = Instant::now();
         let out = within(Duration::from_secs(10), move || writer.join().expect("writer"));
