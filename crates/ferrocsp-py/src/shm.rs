@@ -135,7 +135,7 @@ impl PyShmChannel {
         let total = msg::inline_len(&bufs);
         let dl = deadline(timeout);
         let bufs = &bufs;
-        let remote = self.inner.capacity() == 0 && msg::goes_remote(bufs);
+        let remote = msg::goes_remote(&self.inner, bufs);
         // A cooperative reader anywhere may be one of this thread's (see `blocking`).
         let coop_nowait = self.inner.coop_waiting();
         let r = blocking(py, dl, nowait, coop_nowait, move |w| {
@@ -183,7 +183,7 @@ impl PyShmChannel {
             // A `nowait` read never waits.
             let slot = blocking(py, dl, nowait, false, |w| self.inner.begin_read(w))?
                 .map_err(|e| self.err(py, e, OpName::Read))?;
-            if let Some(out) = msg::take(py, slot, &self.name)? {
+            if let Some(out) = msg::take(py, slot, self)? {
                 return Ok(out);
             }
             // The writer sends its message inline now: read that.

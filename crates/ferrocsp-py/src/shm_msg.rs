@@ -12,18 +12,29 @@
 //!
 //! Invariants:
 //! - Every length, count and offset read back from a message is checked against the message
-//!   before use (a bad one is a `ValueError` naming the channel, never an out-of-bounds read).
-//! - A part object is created uninitialised and filled completely before anyone else sees it.
+//!   before use; a bad one poisons the channel as corrupt (`ReadSlot::corrupt`), never an
+//!   out-of-bounds read.
+//! - A remote message is read only from its entry's recorded writer (the engine's
+//!   `ReadSlot::copy_from_writer`), never from the pid it states (which must match), and its
+//!   parts' lengths with their inline header fit the channel's largest message, as they must
+//!   for the writer to send it remotely (`goes_remote`): a forged one is a corrupt channel,
+//!   never a read of another process's memory nor a huge allocation.
+//! - A part object is created uninitialised and filled completely before anyone else sees it;
+//!   one whose copy failed is dropped unseen.
 
-use ferrocsp::shm::{ShmChannel, Wait};
+use std::io::ErrorKind;
+
+use ferrocsp::shm::{ReadSlot, ShmChannel, Wait};
 use ferrocsp::Error;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::errors::{to_pyerr, OpName};
+use crate::errors::OpName;
+use crate::shm::PyShmChannel;
 
+#[allow(dead_code)] // what writers send for `bytes`; a reader makes any kind but this one's sibling a `bytes`
 const KIND_BYTES: u8 = 0;
 const KIND_BYTEARRAY: u8 = 1;
 /// First word of a message whose parts stay in the writer's memory (rendezvous, large).
@@ -44,28 +55,6 @@ pub(crate) fn remote_len(parts: usize) -> usize {
 pub(crate) fn remote_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("FERROCSP_SHM_VM_READV").map_or(true, |v| v.trim() != "0"))
-}
-
-/// Copies `dst.len()` bytes at `addr` in process `pid` into `dst` (one copy, by the kernel).
-fn vm_read(pid: u32, addr: u64, dst: &mut [u8]) -> std::io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
-    let mut done = 0usize;
-    while done < dst.len() {
-        let rest = &mut dst[done..];
-        let local = libc::iovec { iov_base: rest.as_mut_ptr().cast(), iov_len: rest.len() };
-        let remote = libc::iovec {
-            iov_base: (addr as usize).wrapping_add(done) as *mut libc::c_void,
-            iov_len: rest.len(),
-        };
-        // SAFETY: `local` covers memory we own exclusively; the kernel checks `remote`
-        // against the other process's address space and our permission to read it.
-        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-        if n <= 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        done += n as usize;
-    }
-    Ok(())
 }
 
 /// Writes `bufs` into the segment as one inline message of `total` bytes.
@@ -116,31 +105,6 @@ pub(crate) fn new_part<'py>(
     }
 }
 
-/// The parts of an inline message, each copied into a new object.
-pub(crate) fn read_inline<'py>(
-    py: Python<'py>,
-    data: &[u8],
-    bad: &dyn Fn() -> PyErr,
-) -> PyResult<Bound<'py, PyList>> {
-    let count =
-        u32::from_le_bytes(data.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
-    let mut at = header_len(count);
-    if at > data.len() {
-        return Err(bad());
-    }
-    let out = PyList::empty(py);
-    for i in 0..count {
-        let h = 4 + i * 9;
-        let kind = data[h];
-        let n = u64::from_le_bytes(data[h + 1..h + 9].try_into().map_err(|_| bad())?) as usize;
-        let src = data.get(at..at.checked_add(n).ok_or_else(bad)?).ok_or_else(bad)?;
-        out.append(new_part(py, kind, n, |b| b.copy_from_slice(src))?)?;
-        at += n;
-    }
-    let _ = KIND_BYTES;
-    Ok(out)
-}
-
 pub(crate) struct Part {
     buf: PyUntypedBuffer,
     kind: u8,
@@ -170,56 +134,126 @@ pub(crate) fn fill_inline(out: &mut [u8], bufs: &[Part]) {
     }
 }
 
+/// Where one part of a message lies: `at` is an offset in an inline message, an address in
+/// the writer's memory for a remote one.
+struct PartAt {
+    kind: u8,
+    len: usize,
+    at: u64,
+}
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(data.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+fn u64_at(data: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(data.get(at..at.checked_add(8)?)?.try_into().ok()?))
+}
+
+/// The parts of an inline message, each checked to lie inside it; None: it is not one a
+/// writer can have made.
+fn parse_inline(data: &[u8]) -> Option<Vec<PartAt>> {
+    let count = u32_at(data, 0)? as usize;
+    let mut at = header_len(count);
+    if at > data.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let h = 4 + i * 9;
+        let len = usize::try_from(u64_at(data, h + 1)?).ok()?;
+        let end = at.checked_add(len).filter(|&e| e <= data.len())?;
+        out.push(PartAt { kind: *data.get(h)?, len, at: at as u64 });
+        at = end;
+    }
+    Some(out)
+}
+
+/// The writer's pid as the message states it and the parts of a remote message; None: it is
+/// not one a writer can have made. The parts' bytes together with their inline header must
+/// fit in `max` (the channel's largest message), the rule a writer obeys to send remotely
+/// at all (`fits_remote`), so a message can never make the reader allocate more than the
+/// same value sent inline would have taken.
+fn parse_remote(data: &[u8], max: usize) -> Option<(u32, Vec<PartAt>)> {
+    let pid = u32_at(data, 4)?;
+    let count = u32_at(data, 8)? as usize;
+    if count > data.len().saturating_sub(REMOTE_HEADER) / REMOTE_PART {
+        return None;
+    }
+    let mut total = header_len(count);
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let h = REMOTE_HEADER + i * REMOTE_PART;
+        let len = usize::try_from(u64_at(data, h + 1)?).ok()?;
+        total = total.checked_add(len).filter(|&t| t <= max)?;
+        out.push(PartAt { kind: *data.get(h)?, len, at: u64_at(data, h + 9)? });
+    }
+    (total <= max).then_some((pid, out))
+}
+
+/// The error of a message that breaks the channel's rules: the channel is poisoned as
+/// corrupt (as for a corrupt ring), so its writer and every other party stop.
+fn corrupt(py: Python<'_>, slot: ReadSlot<'_>, ch: &PyShmChannel) -> PyErr {
+    let e = slot.corrupt();
+    ch.err(py, e, OpName::Read)
+}
+
 /// The parts of a claimed message, each a new object, and the message released (taken).
 /// None: the parts are in the writer's memory and this process may not read it; the writer
 /// was told to send them inline, which the caller must now read from the same channel.
 pub(crate) fn take<'py>(
     py: Python<'py>,
-    mut slot: ferrocsp::shm::ReadSlot<'_>,
-    name: &str,
+    mut slot: ReadSlot<'_>,
+    ch: &PyShmChannel,
 ) -> PyResult<Option<Bound<'py, PyList>>> {
     let data = slot.buf();
-    let bad = || PyValueError::new_err(format!("corrupt message on channel '{name}'"));
-    let word = |at: usize| -> PyResult<u32> {
-        Ok(u32::from_le_bytes(data.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?))
-    };
-    if word(0)? != REMOTE {
-        let out = read_inline(py, data, &bad)?;
-        slot.finish().map_err(|e| to_pyerr(py, e, OpName::Read, name))?;
+    let done = |slot: ReadSlot<'_>| slot.finish().map_err(|e| ch.err(py, e, OpName::Read));
+    if u32_at(data, 0) != Some(REMOTE) {
+        let Some(parts) = parse_inline(data) else { return Err(corrupt(py, slot, ch)) };
+        let out = PyList::empty(py);
+        for p in parts {
+            let src = &data[p.at as usize..p.at as usize + p.len];
+            out.append(new_part(py, p.kind, p.len, |b| b.copy_from_slice(src))?)?;
+        }
+        done(slot)?;
         return Ok(Some(out));
     }
-    let pid = word(4)?;
-    let count = word(8)? as usize;
-    if remote_len(count) > data.len() {
-        return Err(bad());
-    }
-    let mut failed = !remote_enabled();
+    let max = slot.channel().max_message();
+    // The pid in the message is only compared: the bytes are read from the entry's recorded
+    // writer, and a message that names another process was not made by it.
+    let parts = match parse_remote(data, max) {
+        Some((pid, parts)) if pid == slot.writer_pid() => parts,
+        _ => return Err(corrupt(py, slot, ch)),
+    };
     let out = PyList::empty(py);
-    for i in 0..count {
-        if failed {
+    let mut failed = (!remote_enabled()).then_some(ErrorKind::PermissionDenied);
+    for p in parts {
+        if failed.is_some() {
             break;
         }
-        let h = REMOTE_HEADER + i * REMOTE_PART;
-        let kind = data[h];
-        let n = u64::from_le_bytes(data[h + 1..h + 9].try_into().map_err(|_| bad())?);
-        let addr = u64::from_le_bytes(data[h + 9..h + 17].try_into().map_err(|_| bad())?);
-        let n = usize::try_from(n).map_err(|_| bad())?;
-        let part = new_part(py, kind, n, |b| {
-            if vm_read(pid, addr, b).is_err() {
-                failed = true;
+        let part = new_part(py, p.kind, p.len, |b| {
+            if let Err(e) = slot.copy_from_writer(p.at, b) {
+                failed = Some(e.kind());
             }
         })?;
-        out.append(part)?;
+        if failed.is_none() {
+            out.append(part)?;
+        }
     }
-    if !failed {
-        slot.finish().map_err(|e| to_pyerr(py, e, OpName::Read, name))?;
-        return Ok(Some(out));
+    match failed {
+        None => {
+            done(slot)?;
+            Ok(Some(out))
+        }
+        Some(ErrorKind::InvalidData) => Err(corrupt(py, slot, ch)),
+        Some(_) => {
+            // Not allowed to read the writer's memory (or it is gone): tell it to send the
+            // bytes inline (the writer's rendezvous is not over until they are taken).
+            slot.buf_mut()[REJECTED_AT] = 1;
+            done(slot)?;
+            Ok(None)
+        }
     }
-    // Not allowed to read the writer's memory: tell it to send the bytes inline (the writer's
-    // rendezvous is not over until they are taken).
-    slot.buf_mut()[REJECTED_AT] = 1;
-    slot.finish().map_err(|e| to_pyerr(py, e, OpName::Read, name))?;
-    Ok(None)
 }
 
 /// The parts of a message to write: `parts[i]` a C-contiguous buffer that arrives as `kinds[i]`
@@ -244,9 +278,15 @@ pub(crate) fn inline_len(bufs: &[Part]) -> usize {
     header_len(bufs.len()) + bufs.iter().map(|b| b.buf.len_bytes()).sum::<usize>()
 }
 
-/// Whether a rendezvous write of `bufs` leaves its parts in this process's memory.
-pub(crate) fn goes_remote(bufs: &[Part]) -> bool {
-    bufs.iter().map(|b| b.buf.len_bytes()).sum::<usize>() >= REMOTE_MIN && remote_enabled()
+/// Whether a rendezvous write of `bufs` on `ch` leaves its parts in this process's memory:
+/// large, and small enough to be sent inline on `ch` too (a reader may refuse to read our
+/// memory, and then gets it inline; a reader refuses a remote message larger than that).
+pub(crate) fn goes_remote(ch: &ShmChannel, bufs: &[Part]) -> bool {
+    let payload = bufs.iter().map(|b| b.buf.len_bytes()).sum::<usize>();
+    ch.capacity() == 0
+        && payload >= REMOTE_MIN
+        && inline_len(bufs) <= ch.max_message()
+        && remote_enabled()
 }
 
 /// Writes the remote message for `bufs` (they stay exported while the writer waits) into

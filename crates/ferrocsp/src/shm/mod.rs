@@ -21,6 +21,7 @@ mod layout;
 mod mixed;
 mod offers;
 mod owner;
+mod remote;
 mod ring;
 mod select;
 mod slot;

@@ -7,7 +7,9 @@
 //!
 //! Invariants:
 //! - The holder is recorded under the lock when the entry becomes `WRITING` or `READING`, by
-//!   the process that will hold it.
+//!   the process that will hold it. A `READY` or `OFFERED` entry names its writer: a reader
+//!   that claims it keeps that name (`ReadSlot::writer`) before recording itself, and puts it
+//!   back with the entry if it does not take the message.
 //! - A wait that a dead holder could make endless (a rendezvous writer waiting for its reader
 //!   to finish; anyone waiting while an entry is `WRITING`) sleeps at most [`PEER_CHECK`] at a
 //!   time and then looks at the holder, so it ends within about that long after the death; a
@@ -44,10 +46,25 @@ impl ShmChannel {
         }
     }
 
-    /// Whether the process holding entry `e` is alive. Lock held.
-    pub(super) fn holder_alive(&self, e: *mut Entry, _g: &Guard<'_>) -> bool {
+    /// The process recorded as holding entry `e`. Lock held.
+    pub(super) fn holder(&self, e: *mut Entry, _g: &Guard<'_>) -> ProcId {
         // SAFETY: as in `hold`.
-        let p = unsafe { ProcId { pid: (*e).owner_pid, start: (*e).owner_start } };
+        unsafe { ProcId { pid: (*e).owner_pid, start: (*e).owner_start } }
+    }
+
+    /// Records `p` as the holder of entry `e` again (a message put back: its writer). Lock
+    /// held.
+    pub(super) fn hold_for(&self, e: *mut Entry, p: ProcId, _g: &Guard<'_>) {
+        // SAFETY: as in `hold`.
+        unsafe {
+            (*e).owner_pid = p.pid;
+            (*e).owner_start = p.start;
+        }
+    }
+
+    /// Whether the process holding entry `e` is alive. Lock held.
+    pub(super) fn holder_alive(&self, e: *mut Entry, g: &Guard<'_>) -> bool {
+        let p = self.holder(e, g);
         p == sys::me() || sys::alive(p)
     }
 

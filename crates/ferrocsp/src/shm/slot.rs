@@ -16,6 +16,7 @@ use super::channel::{
 };
 use super::layout::READING;
 use super::owner::{PEER_CHECK, PEER_IDLE};
+use super::sys::ProcId;
 use super::wait::Wait;
 use crate::Error;
 
@@ -186,6 +187,8 @@ pub struct ReadSlot<'a> {
     pub(super) len: usize,
     /// The entry's `rendezvous` value (0, `RDV_PLAIN`, `RDV_OFFER`).
     pub(super) kind: u32,
+    /// The entry's holder when it was claimed: its writer (`owner.rs`).
+    pub(super) writer: ProcId,
     pub(super) finished: bool,
 }
 
@@ -230,6 +233,40 @@ impl ReadSlot<'_> {
     }
 }
 
+impl ReadSlot<'_> {
+    /// Puts the unread message back (`READY`, held by its writer again). Lock held.
+    fn put_back(&self, g: &Guard<'_>) {
+        let st = g.st();
+        st.ready += 1;
+        // A fired offer put back is a plain message now: its selection chose it.
+        if self.kind != 0 {
+            st.offers += 1;
+        } else {
+            st.buffered += 1;
+        }
+        let e = self.ch.entry(self.pos);
+        // SAFETY: our claimed entry; lock held.
+        unsafe { (*e).state = READY };
+        self.ch.hold_for(e, self.writer, g);
+        self.ch.changed(g);
+    }
+
+    /// The message breaks the channel's rules (a length, count or origin its writer cannot
+    /// have produced): puts it back unread and poisons the channel as corrupt
+    /// ([`super::PoisonCause::Corrupt`]), so a rendezvous writer waiting for it withdraws it
+    /// and nobody reads it again. Returns the error for the caller.
+    pub fn corrupt(mut self) -> Error {
+        self.finished = true;
+        match self.ch.lock() {
+            Ok(g) => {
+                self.put_back(&g);
+                self.ch.corrupt(&g)
+            }
+            Err(e) => e,
+        }
+    }
+}
+
 impl Drop for ReadSlot<'_> {
     fn drop(&mut self) {
         if self.finished {
@@ -237,17 +274,7 @@ impl Drop for ReadSlot<'_> {
         }
         // Not read after all (e.g. the reader could not allocate): put it back.
         if let Ok(g) = self.ch.lock() {
-            let st = g.st();
-            st.ready += 1;
-            // A fired offer put back is a plain message now: its selection chose it.
-            if self.kind != 0 {
-                st.offers += 1;
-            } else {
-                st.buffered += 1;
-            }
-            // SAFETY: our claimed entry; lock held.
-            unsafe { (*self.ch.entry(self.pos)).state = READY };
-            self.ch.changed(&g);
+            self.put_back(&g);
         }
     }
 }

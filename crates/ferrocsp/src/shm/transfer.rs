@@ -82,6 +82,9 @@ impl ShmChannel {
         }
         // SAFETY: a checked entry of the ring (`walk`); lock held.
         unsafe { (*e).state = READING };
+        // Its writer, recorded when it reserved the entry: the one process whose memory a
+        // remote message may be read from (`remote.rs`).
+        let writer = self.holder(e, g);
         self.hold(e, g);
         if kind != 0 {
             // A plain writer waits for TAKEN, not for this: no wake-up yet.
@@ -90,7 +93,7 @@ impl ShmChannel {
             st.buffered -= 1;
             self.changed(g); // room for a writer waiting on the capacity
         }
-        Ok(Some(ReadSlot { ch: self, pos, len, kind, finished: false }))
+        Ok(Some(ReadSlot { ch: self, pos, len, kind, writer, finished: false }))
     }
 
     /// Starts writing a message of `len` bytes: waits for room (buffered) or, with `nowait`
