@@ -32,6 +32,7 @@ mod shm_move;
 mod shm_msg;
 mod shm_select;
 mod shm_side;
+mod test_hooks;
 mod thread_name;
 mod trace;
 mod wait;
@@ -76,6 +77,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(deadlock::cross::_xtable_release, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::cross::_xtable_slots, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::cross::_xidle, m)?)?;
+    m.add_function(wrap_pyfunction!(test_hooks::_hold_lock_for_test, m)?)?;
     #[cfg(feature = "net")]
     {
         m.add_class::<net::NetConnection>()?;

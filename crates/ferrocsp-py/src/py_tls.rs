@@ -12,18 +12,24 @@
 //! - The value in a [`Kept`] is never released by the thread-local's destructor: it is parked
 //!   and released by the next [`reap`] (a caller holding the GIL), or leaked once the
 //!   interpreter is finalized (nobody can use it then).
+//! - The parking lot is per process: a child made by `fork` never waits for a lock that a
+//!   thread of its parent held at the fork.
 
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use ferrocsp::shm::PerProcess;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
 type Parked = Vec<Box<dyn Send>>;
 
-static PARKED: Mutex<Parked> = Mutex::new(Vec::new());
+/// A thread may park its values at any instant (its thread-locals are destroyed without the
+/// GIL), so a child made by `fork` starts with a lock of its own (`PerProcess`); the values
+/// parked in the parent are leaked there.
+static PARKED: PerProcess<Mutex<Parked>> = PerProcess::new(|| Mutex::new(Vec::new()));
 static ANY_PARKED: AtomicBool = AtomicBool::new(false);
 
 /// A thread-local's value that holds Python references (see the module docs).
@@ -68,4 +74,18 @@ pub(crate) fn reap(_py: Python<'_>) {
         std::mem::take(&mut *p)
     };
     drop(parked);
+}
+
+/// Holds the parking lot's lock for `seconds` on a new thread, as a thread parking its values
+/// does (the next `reap` will look), and returns once it is held: only for tests of a process
+/// forked while another thread holds it (`test_hooks.rs`).
+pub(crate) fn hold_for_test(seconds: f64) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _g = PARKED.lock();
+        ANY_PARKED.store(true, Ordering::Release);
+        let _ = tx.send(());
+        std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
+    });
+    let _ = rx.recv();
 }

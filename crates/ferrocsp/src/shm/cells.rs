@@ -17,8 +17,8 @@
 //!   does not fail with `EBUSY` (the owner died: `EOWNERDEAD`; or nobody holds it) means the
 //!   record is stale, and the counterpart withdraws it: a dead selector never blocks anyone.
 //!   `trylock` on a held mutex is a user-space check, no system call.
-//! - Segments are per process: a child made by `fork` never uses its parent's slots (the
-//!   process id is checked), and attached segments are cached per process by uuid, at most
+//! - Segments are per process: a child made by `fork` never uses its parent's slots nor its
+//!   registry's lock (a fresh registry per fork generation, `fork.rs`), and attached segments are cached per process by uuid, at most
 //!   [`MAX_ATTACHED`] (those of dead processes dropped first).
 //! - Only a proven death makes a record stale: its process's descriptor gone from `/proc`, or
 //!   its slot's mutex not held. A segment that cannot be attached for another reason (out of
@@ -38,6 +38,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::fork::PerProcess;
 use super::sys::{self, Mapping};
 
 const MAGIC: u64 = 0x6665_7272_6f63_656c; // "ferrocel"
@@ -135,26 +136,32 @@ impl Seg {
 
 #[derive(Default)]
 struct Registry {
-    pid: u32,
     own: Vec<Arc<Seg>>,
     free: Vec<(usize, u32)>,
     attached: HashMap<[u8; 16], Arc<Seg>>,
 }
 
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+/// This process's cells. A child made by `fork` starts with none (`fork.rs`): the parent's
+/// slots are the parent's, and the lock may have been held by one of its other threads. The
+/// parent's registry is leaked, never unmapped (another thread of the parent may have been
+/// using it).
+static REGISTRY: PerProcess<Mutex<Registry>> = PerProcess::new(|| Mutex::new(Registry::default()));
 
 fn with_registry<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
-    let mut g = REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let pid = std::process::id();
-    if g.as_ref().is_none_or(|r| r.pid != pid) {
-        // First use, or a child made by fork: the parent's slots are the parent's. Forget
-        // them (without unmapping: another thread of the parent may have been using them).
-        if let Some(old) = g.take() {
-            std::mem::forget(old);
-        }
-        *g = Some(Registry { pid, ..Registry::default() });
-    }
-    f(g.as_mut().unwrap_or_else(|| unreachable!()))
+    f(&mut REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Holds this process's cells registry's lock for `d` on a new thread, and returns once it
+/// is held: only for tests of a process forked while another thread holds it.
+#[doc(hidden)]
+pub fn hold_registry_for_test(d: std::time::Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _g = REGISTRY.lock();
+        let _ = tx.send(());
+        std::thread::sleep(d);
+    });
+    let _ = rx.recv();
 }
 
 fn new_segment() -> io::Result<Seg> {

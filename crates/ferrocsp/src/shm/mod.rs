@@ -17,6 +17,7 @@
 mod cells;
 mod channel;
 mod end_table;
+mod fork;
 mod layout;
 mod mixed;
 mod offers;
@@ -31,9 +32,12 @@ mod transfer;
 mod wait;
 mod watch;
 
+#[doc(hidden)]
+pub use cells::hold_registry_for_test as hold_cells_for_test;
 pub use cells::{CellLink, MAX_GUARDS};
 pub use channel::{PoisonCause, ShmChannel, MAX_ENDS};
 pub use end_table::EndKind;
+pub use fork::{fork_generation, PerProcess};
 #[doc(hidden)]
 pub use layout::TestLayout;
 pub use mixed::{Local, LocalPart, LocalStep};

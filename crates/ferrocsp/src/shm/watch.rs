@@ -16,8 +16,9 @@
 //!   watcher's lock, after which that watcher never reads its words again.
 //! - A registration is woken at most once, by whoever removes it from the table (the watcher
 //!   finding it due, never the owner's drop), and never with the table's lock held.
-//! - The watchers are this process's (`watchers` checks the pid): a child made by `fork`
-//!   starts its own instead of registering with threads it did not inherit.
+//! - The watchers are this process's (`fork.rs`): a child made by `fork` starts its own
+//!   instead of registering with threads it did not inherit, under a lock no thread of its
+//!   parent can hold.
 //! - A watcher sleeps only on words whose value every one of their registrations saw: a word
 //!   that already moved for some registration wakes that one at once instead.
 //! - The watcher's own `bell` word is bumped (and woken) by a registration that adds a word it
@@ -33,10 +34,11 @@
 //!   alone sees the addresses of its sleep, and copes with a stale one.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::fork::PerProcess;
 use crate::Waker;
 
 /// Distinct words one watcher thread sleeps on (`futex_waitv` takes 128; one is its bell).
@@ -212,35 +214,16 @@ fn lock(m: &Mutex<Table>) -> MutexGuard<'_, Table> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The watchers of one process.
-struct Registry {
-    pid: u32,
-    all: Mutex<Vec<Arc<Watcher>>>,
-}
-
 /// Every watcher this process started (never stopped: an idle one sleeps on its bell).
 ///
 /// A child made by `fork` inherits its parent's registry but none of its threads (and maybe a
-/// lock another thread held): it must not use them. So the registry names its process, and a
-/// process that finds another's installs a fresh one (the inherited one is left alone, leaked:
-/// a few words per `fork`).
+/// lock another thread held): it must not use them. So the registry is per process
+/// (`fork.rs`): a child starts with none and starts its own watchers; the inherited one is
+/// left alone, leaked.
+static WATCHERS: PerProcess<Mutex<Vec<Arc<Watcher>>>> = PerProcess::new(|| Mutex::new(Vec::new()));
+
 fn watchers() -> &'static Mutex<Vec<Arc<Watcher>>> {
-    static CURRENT: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
-    let pid = std::process::id();
-    loop {
-        let now = CURRENT.load(Ordering::Acquire);
-        // SAFETY: a registry, once installed, is never freed (only replaced and leaked).
-        if let Some(r) = unsafe { now.as_ref() } {
-            if r.pid == pid {
-                return &r.all;
-            }
-        }
-        let fresh = Box::into_raw(Box::new(Registry { pid, all: Mutex::new(Vec::new()) }));
-        if CURRENT.compare_exchange(now, fresh, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            // SAFETY: ours, never published.
-            drop(unsafe { Box::from_raw(fresh) });
-        }
-    }
+    &WATCHERS
 }
 
 /// A registration made by [`watch`]; dropping it unregisters (if not woken already).
