@@ -18,7 +18,7 @@ import signal
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -70,7 +70,7 @@ def _in_child(work: Callable[[], None]) -> None:
 
 
 @pytest.fixture
-def busy_parent() -> Iterator[csp.Channel[object]]:
+def busy_parent() -> csp.Channel[object]:
     """A shared channel in a parent that has taken selection cells and started a futex
     watcher thread on it."""
     ch = _shared("busy")
@@ -83,7 +83,7 @@ def busy_parent() -> Iterator[csp.Channel[object]]:
             ch.read(timeout=0.01)  # a cooperative wait: a watcher thread
 
     csp.Par(cooperative()).run()
-    yield ch
+    return ch
 
 
 def _child_uses_shared_channels(ch: csp.Channel[object]) -> None:

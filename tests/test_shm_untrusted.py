@@ -39,12 +39,12 @@ SECRET = b"the secret of another process"
 
 #: Holds b"B" + SECRET in its memory (a bytes value's two parts: its tag, its bytes) and
 #: prints where, then waits for its stdin to close.
-HOLDER = """
+HOLDER = f"""
 import ctypes, sys
-secret = ctypes.create_string_buffer(%r, %d)
+secret = ctypes.create_string_buffer({b"B" + SECRET!r}, {1 + len(SECRET)})
 print(ctypes.addressof(secret), flush=True)
 sys.stdin.read()
-""" % (b"B" + SECRET, 1 + len(SECRET))
+"""
 
 
 @pytest.fixture
@@ -117,8 +117,10 @@ def _short(x: object) -> str:
 
 def _assert_corrupt(got: object, wrote: list[object]) -> None:
     assert isinstance(got, csp.ChannelPoisoned), f"the read gave {_short(got)}"
-    assert "'forged'" in str(got) and "corrupt" in str(got)
-    assert len(wrote) == 1 and isinstance(wrote[0], csp.ChannelPoisoned), [_short(w) for w in wrote]
+    assert "'forged'" in str(got)
+    assert "corrupt" in str(got)
+    assert len(wrote) == 1, [_short(w) for w in wrote]
+    assert isinstance(wrote[0], csp.ChannelPoisoned), _short(wrote[0])
 
 
 def test_a_message_naming_another_process_is_not_read_from_it(holder: tuple[int, int]) -> None:
