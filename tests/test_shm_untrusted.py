@@ -149,7 +149,37 @@ def test_a_forged_part_count_poisons_the_channel() -> None:
     _assert_corrupt(got, wrote)
 
 
+def test_a_forged_part_kind_poisons_the_channel() -> None:
+    def edit(m: mmap.mmap, at: int) -> None:
+        m[at + PART_RECORDS + PART_RECORD] = 7  # part 1's kind: neither bytes nor bytearray
+
+    got, wrote = _forged(edit)
+    _assert_corrupt(got, wrote)
+
+
 def test_the_writers_own_message_still_arrives_whole() -> None:
     got, wrote = _forged(lambda m, at: None)
     assert got == LARGE, _short(got)
     assert wrote == [None], [_short(w) for w in wrote]
+
+
+def test_a_value_larger_than_the_ring_is_refused_by_the_writer() -> None:
+    # The rule a reader enforces is the writer's: a remote message carries no more than the
+    # same value sent inline could (a reader the kernel refuses gets it inline).
+    ch: csp.Channel[bytes] = csp.Channel(name="small")
+    ch._share(1 << 20)
+    got: list[object] = []
+
+    def read() -> None:
+        try:
+            got.append(ch.read(timeout=3))
+        except TimeoutError as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=read)
+    t.start()
+    with pytest.raises(ValueError, match="larger than the channel can carry"):
+        ch.write(b"x" * (2 << 20), timeout=10)
+    t.join(30)
+    assert len(got) == 1
+    assert isinstance(got[0], TimeoutError), _short(got[0])

@@ -34,7 +34,6 @@ use pyo3::types::PyList;
 use crate::errors::OpName;
 use crate::shm::PyShmChannel;
 
-#[allow(dead_code)] // what writers send for `bytes`; a reader makes any kind but this one's sibling a `bytes`
 const KIND_BYTES: u8 = 0;
 const KIND_BYTEARRAY: u8 = 1;
 /// First word of a message whose parts stay in the writer's memory (rendezvous, large).
@@ -150,6 +149,11 @@ fn u64_at(data: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(data.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
+/// A part's kind, one a writer can send (`parts` refuses any other).
+fn kind_at(data: &[u8], at: usize) -> Option<u8> {
+    data.get(at).copied().filter(|&k| k == KIND_BYTES || k == KIND_BYTEARRAY)
+}
+
 /// The parts of an inline message, each checked to lie inside it; None: it is not one a
 /// writer can have made.
 fn parse_inline(data: &[u8]) -> Option<Vec<PartAt>> {
@@ -163,7 +167,7 @@ fn parse_inline(data: &[u8]) -> Option<Vec<PartAt>> {
         let h = 4 + i * 9;
         let len = usize::try_from(u64_at(data, h + 1)?).ok()?;
         let end = at.checked_add(len).filter(|&e| e <= data.len())?;
-        out.push(PartAt { kind: *data.get(h)?, len, at: at as u64 });
+        out.push(PartAt { kind: kind_at(data, h)?, len, at: at as u64 });
         at = end;
     }
     Some(out)
@@ -186,7 +190,7 @@ fn parse_remote(data: &[u8], max: usize) -> Option<(u32, Vec<PartAt>)> {
         let h = REMOTE_HEADER + i * REMOTE_PART;
         let len = usize::try_from(u64_at(data, h + 1)?).ok()?;
         total = total.checked_add(len).filter(|&t| t <= max)?;
-        out.push(PartAt { kind: *data.get(h)?, len, at: u64_at(data, h + 9)? });
+        out.push(PartAt { kind: kind_at(data, h)?, len, at: u64_at(data, h + 9)? });
     }
     (total <= max).then_some((pid, out))
 }
@@ -261,6 +265,9 @@ pub(crate) fn take<'py>(
 pub(crate) fn parts(parts: &Bound<'_, PyList>, kinds: &[u8]) -> PyResult<Vec<Part>> {
     if kinds.len() != parts.len() {
         return Err(PyValueError::new_err("parts and kinds differ in length"));
+    }
+    if kinds.iter().any(|&k| k != KIND_BYTES && k != KIND_BYTEARRAY) {
+        return Err(PyValueError::new_err("a part's kind is 0 (bytes) or 1 (bytearray)"));
     }
     let mut bufs = Vec::with_capacity(parts.len());
     for (p, &kind) in parts.iter().zip(kinds) {
