@@ -256,10 +256,18 @@ struct FutexWaitv {
 
 const FUTEX2_SIZE_U32: u32 = 0x02;
 
+/// The most words one `futex_waitv` sleeps on (the kernel's `FUTEX_WAITV_MAX`): it fails at
+/// once with `EINVAL` on more, so a caller that looped on it would spin.
+pub(crate) const FUTEX_WAITV_MAX: usize = 128;
+
 /// Sleeps until any `words[i]` differs from `expected[i]` (or a wake on any of them), at most
 /// `timeout`. Uses `futex_waitv` (Linux 5.16+); on older kernels sleeps on the first word in
 /// slices of 1 ms, so a change of another word is noticed within that slice.
+///
+/// At most [`FUTEX_WAITV_MAX`] words: a longer wait goes through the futex watchers
+/// (`Wait::block`), whose threads never hold more.
 pub(crate) fn futex_wait_any(words: &[&AtomicU32], expected: &[u32], timeout: Option<Duration>) {
+    debug_assert!(words.len() <= FUTEX_WAITV_MAX, "{} futex words", words.len());
     let waiters: Vec<FutexWaitv> = words
         .iter()
         .zip(expected)

@@ -8,11 +8,19 @@
 //! - A cooperative sleeper is only ever handed channels' change counters (`seq`), so a
 //!   process needs one futex slot per channel it waits on, not per waiting operation (the
 //!   header's `coop` count; `channel.rs`).
+//! - A thread never asks one `futex_waitv` for more words than it takes
+//!   ([`sys::FUTEX_WAITV_MAX`]: it would fail at once and the wait would spin). A longer list
+//!   (a choice over more than 127 channels) is handed to the process's futex watchers, which
+//!   split it over as many threads as it needs, and the thread parks until one of them wakes
+//!   it: one more hop per wake-up, only for such waits; every shorter wait sleeps on the words
+//!   itself as before.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::sys;
+use crate::Waker;
 
 thread_local! {
     /// Whether the last sleep slice of a thread wait on this thread ended with none of its
@@ -88,6 +96,9 @@ impl Wait<'_> {
         if crate::spin_until(moved, crate::spin_budget()) {
             return false;
         }
+        if words.len() > sys::FUTEX_WAITV_MAX {
+            return self.block_watched(words, seen, until);
+        }
         let now = Instant::now();
         let mut timeout = until.map(|d| d.saturating_duration_since(now));
         if let Some(s) = self.slice {
@@ -102,6 +113,90 @@ impl Wait<'_> {
         }
         QUIET.with(|q| q.set(!moved()));
         (self.interrupted)()
+    }
+}
+
+/// The wake-up of a thread parked in [`Wait::block_watched`].
+struct Woken {
+    set: AtomicBool,
+    thread: std::thread::Thread,
+}
+
+impl crate::Wake for Woken {
+    fn wake(&self) {
+        self.set.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+impl Wait<'_> {
+    /// [`Wait::block`] on more words than one `futex_waitv` takes (module invariants): the
+    /// futex watchers sleep on them and unpark this thread. The registration stays across
+    /// interrupt slices: a slice that ends with nothing moved asks `interrupted` and sleeps
+    /// on, rather than making the caller look again at every channel (a choice over 1,000
+    /// channels locks and scans them all in each step).
+    fn block_watched(
+        &mut self,
+        words: &[&AtomicU32],
+        seen: &[u32],
+        until: Option<Instant>,
+    ) -> bool {
+        let moved = || words.iter().zip(seen).any(|(x, &v)| x.load(Ordering::Acquire) != v);
+        let woken = Arc::new(Woken { set: AtomicBool::new(false), thread: std::thread::current() });
+        let Ok(_reg) = super::watch::watch(words, seen, until, Waker::Custom(woken.clone())) else {
+            // No watcher thread could be started: sleep on as many words as one call takes,
+            // a short while at a time, so a change of any other is still seen soon (a
+            // degraded wait, never a spin).
+            let n = sys::FUTEX_WAITV_MAX;
+            let mut nap = Duration::from_millis(10);
+            for cap in [self.slice, until.map(|u| u.saturating_duration_since(Instant::now()))] {
+                nap = cap.map_or(nap, |c| c.min(nap));
+            }
+            sys::futex_wait_any(&words[..n], &seen[..n], Some(nap));
+            if self.slice.is_none() {
+                return false;
+            }
+            QUIET.with(|q| q.set(!moved()));
+            return (self.interrupted)();
+        };
+        loop {
+            let end = match (until, self.slice) {
+                (Some(u), Some(s)) => Some(u.min(Instant::now() + s)),
+                (u, s) => u.or(s.map(|s| Instant::now() + s)),
+            };
+            park_until(&woken.set, end);
+            let done =
+                woken.set.load(Ordering::Acquire) || until.is_some_and(|u| Instant::now() >= u);
+            if self.slice.is_none() {
+                if done {
+                    return false;
+                }
+                continue;
+            }
+            QUIET.with(|q| q.set(!moved()));
+            if (self.interrupted)() {
+                return true;
+            }
+            if done || moved() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Parks until `set` or `end` (None: no end). A stray unpark only makes it look again.
+fn park_until(set: &AtomicBool, end: Option<Instant>) {
+    while !set.load(Ordering::Acquire) {
+        match end {
+            Some(e) => {
+                let left = e.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return;
+                }
+                std::thread::park_timeout(left);
+            }
+            None => std::thread::park(),
+        }
     }
 }
 

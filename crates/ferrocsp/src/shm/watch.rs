@@ -10,7 +10,15 @@
 //! channel header), so the number of watcher threads is bounded by the number of distinct
 //! channels being waited on, divided by `PER_WATCHER`, not by the number of waiters.
 //!
+//! A registration of more words than fit one watcher (a choice over hundreds of channels, or
+//! a thread's choice over more than `futex_waitv` takes: `Wait::block`) is split into *parts*,
+//! one per watcher it needs; the parts share one [`Once`] waker, the deadline and the quiet
+//! hook ride on the first part only, and the hook looks at the other parts' words first.
+//!
 //! Invariants:
+//! - A watcher never holds more than [`PER_WATCHER`] distinct words (with its bell, what one
+//!   `futex_waitv` takes): words are only added by [`watch_quiet`], which counts them under the
+//!   registry's lock, held until every part is inserted (removals only make room meanwhile).
 //! - A registration's words stay mapped while it is registered: its [`Watch`] handle borrows
 //!   the channels for as long as it lives (`Watch<'a>`), and dropping it unregisters under the
 //!   watcher's lock, after which that watcher never reads its words again.
@@ -42,7 +50,7 @@ use super::fork::PerProcess;
 use crate::Waker;
 
 /// Distinct words one watcher thread sleeps on (`futex_waitv` takes 128; one is its bell).
-pub const PER_WATCHER: usize = 127;
+pub const PER_WATCHER: usize = super::sys::FUTEX_WAITV_MAX - 1;
 
 /// An address of a futex word in a mapping that outlives every registration naming it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -228,21 +236,58 @@ fn watchers() -> &'static Mutex<Vec<Arc<Watcher>>> {
 
 /// A registration made by [`watch`]; dropping it unregisters (if not woken already).
 pub struct Watch<'a> {
-    watcher: Arc<Watcher>,
-    id: u64,
+    /// Its parts: each watcher it is registered with, and its id there.
+    parts: Vec<(Arc<Watcher>, u64)>,
     _words: std::marker::PhantomData<&'a AtomicU32>,
 }
 
 impl std::fmt::Debug for Watch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watch").field("id", &self.id).finish_non_exhaustive()
+        let ids: Vec<u64> = self.parts.iter().map(|(_, id)| *id).collect();
+        f.debug_struct("Watch").field("ids", &ids).finish_non_exhaustive()
     }
 }
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
-        let removed = lock(&self.watcher.table).remove(self.id);
-        drop(removed); // its waker, outside the lock
+        for (watcher, id) in &self.parts {
+            let removed = lock(&watcher.table).remove(*id);
+            drop(removed); // its waker, outside the lock
+        }
+    }
+}
+
+/// The one waker of a registration split into parts: whichever part is due first wakes the
+/// owner, the others find nothing left to wake (module invariants: woken at most once).
+struct Once(Mutex<Option<Waker>>);
+
+impl crate::Wake for Once {
+    fn wake(&self) {
+        let w = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = w {
+            wake(w);
+        }
+    }
+}
+
+/// The quiet hook of a split registration, on its first part: the watcher found that part's
+/// words unchanged; the other parts' are looked at here (each under its watcher's lock, while
+/// it is still registered, so their mappings are alive) before the owner's hook is asked.
+struct AllQuiet {
+    hook: Arc<dyn Quiet>,
+    others: Vec<(Arc<Watcher>, u64)>,
+}
+
+impl Quiet for AllQuiet {
+    fn quiet(&self) -> bool {
+        let unmoved = self.others.iter().all(|(w, id)| {
+            let t = lock(&w.table);
+            t.regs
+                .get(id)
+                .is_some_and(|r| r.words.iter().all(|(x, s)| x.get().load(Ordering::Acquire) == *s))
+        });
+        // A part that moved (or was woken) wakes the owner itself: no look for this period.
+        unmoved && self.hook.quiet()
     }
 }
 
@@ -267,41 +312,124 @@ pub fn watch_quiet<'a>(
     waker: Waker,
     quiet: Option<(Arc<dyn Quiet>, Duration)>,
 ) -> std::io::Result<Watch<'a>> {
-    let quiet = quiet.map(|(hook, period)| (hook, period, Instant::now() + period));
     let words: Vec<(Word, u32)> =
         words.iter().zip(seen).map(|(w, &s)| (Word(std::ptr::from_ref(*w) as usize), s)).collect();
-    let watcher = pick(&words)?;
+    // Held until every part is inserted: nothing else adds words meanwhile (module invariants).
+    let mut all = watchers().lock().unwrap_or_else(|e| e.into_inner());
+    let mut groups = split(&all, words);
+    // New watchers are numbered from `all.len()` on, in order: start them.
+    while groups.last().is_some_and(|(at, _)| *at >= all.len()) {
+        all.push(start()?);
+    }
+    let waker = if groups.len() > 1 {
+        Waker::Custom(Arc::new(Once(Mutex::new(Some(waker)))))
+    } else {
+        waker
+    };
+    // The first part carries the deadline and the hook; it goes in last, as its hook names
+    // the others.
+    let mut parts = Vec::with_capacity(groups.len());
+    for (at, words) in groups.drain(1..) {
+        let w = Arc::clone(&all[at]);
+        let waker = match &waker {
+            Waker::Custom(c) => Waker::Custom(Arc::clone(c)),
+            Waker::Thread(t) => Waker::Thread(t.clone()),
+        };
+        let id = insert(&w, Reg { words, until: None, waker, quiet: None });
+        parts.push((w, id));
+    }
+    let quiet = quiet.map(|(hook, period)| {
+        let hook: Arc<dyn Quiet> = if parts.is_empty() {
+            hook
+        } else {
+            let others = parts.iter().map(|(w, id)| (Arc::clone(w), *id)).collect();
+            Arc::new(AllQuiet { hook, others })
+        };
+        (hook, period, Instant::now() + period)
+    });
+    let (at, words) = groups.pop().unwrap_or((0, Vec::new()));
+    let w = match all.get(at) {
+        Some(w) => Arc::clone(w),
+        None => {
+            // No words at all (a wait on its deadline only): any watcher keeps the time.
+            let w = start()?;
+            all.push(Arc::clone(&w));
+            w
+        }
+    };
+    let id = insert(&w, Reg { words, until, waker, quiet });
+    parts.insert(0, (w, id));
+    Ok(Watch { parts, _words: std::marker::PhantomData })
+}
+
+/// Adds a registration to watcher `w`'s table, ringing its bell if it must look; its id.
+fn insert(w: &Watcher, reg: Reg) -> u64 {
     let (id, bell) = {
-        let mut t = lock(&watcher.table);
+        let mut t = lock(&w.table);
         let id = t.next;
         t.next += 1;
-        let bell = t.insert(id, Reg { words, until, waker, quiet });
+        let bell = t.insert(id, reg);
         (id, bell)
     };
     if bell {
-        watcher.bell.fetch_add(1, Ordering::AcqRel);
-        super::sys::futex_wake_all(&watcher.bell);
+        w.bell.fetch_add(1, Ordering::AcqRel);
+        super::sys::futex_wake_all(&w.bell);
     }
-    Ok(Watch { watcher, id, _words: std::marker::PhantomData })
+    id
 }
 
-/// The watcher for a registration on `words`: one that already sleeps on one of them, else
-/// one with room for them, else a new one.
-fn pick(words: &[(Word, u32)]) -> std::io::Result<Arc<Watcher>> {
-    let mut all = watchers().lock().unwrap_or_else(|e| e.into_inner());
-    let mut roomy = None;
-    for w in all.iter() {
+/// Splits a registration's words over the watchers `all` (the registry's lock held), as
+/// (watcher index, its words), by index: a word some watcher already sleeps on goes to that
+/// one; a new word to a watcher with room, one this registration uses already first; the rest
+/// to new watchers, numbered from `all.len()` on, [`PER_WATCHER`] each. A few words that fit
+/// make one group (the common case).
+fn split(all: &[Arc<Watcher>], words: Vec<(Word, u32)>) -> Vec<(usize, Vec<(Word, u32)>)> {
+    let mut room: Vec<usize> = Vec::with_capacity(all.len());
+    let mut at: HashMap<Word, usize> = HashMap::with_capacity(words.len());
+    for (i, w) in all.iter().enumerate() {
         let t = lock(&w.table);
-        if words.iter().any(|x| t.words.contains_key(&x.0)) {
-            return Ok(Arc::clone(w));
-        }
-        if roomy.is_none() && t.words.len() + words.len() <= PER_WATCHER {
-            roomy = Some(Arc::clone(w));
+        room.push(PER_WATCHER.saturating_sub(t.words.len()));
+        for (x, _) in &words {
+            if t.words.contains_key(x) {
+                at.entry(*x).or_insert(i);
+            }
         }
     }
-    if let Some(w) = roomy {
-        return Ok(w);
+    let mut used: Vec<usize> = at.values().copied().collect();
+    used.sort_unstable();
+    used.dedup();
+    let mut fresh = 0usize; // words given to new watchers so far
+    let mut groups: std::collections::BTreeMap<usize, Vec<(Word, u32)>> = Default::default();
+    for (x, seen) in words {
+        let i = match at.get(&x) {
+            Some(&i) => i,
+            None => {
+                let i = used.iter().copied().find(|&i| room[i] > 0).or_else(|| {
+                    let i = (0..room.len()).find(|&i| room[i] > 0)?;
+                    used.push(i);
+                    Some(i)
+                });
+                let i = match i {
+                    Some(i) => {
+                        room[i] -= 1;
+                        i
+                    }
+                    None => {
+                        fresh += 1;
+                        all.len() + (fresh - 1) / PER_WATCHER
+                    }
+                };
+                at.insert(x, i); // a word named twice goes where it went first
+                i
+            }
+        };
+        groups.entry(i).or_default().push((x, seen));
     }
+    groups.into_iter().collect()
+}
+
+/// Starts a new, empty watcher thread.
+fn start() -> std::io::Result<Arc<Watcher>> {
     let w = Arc::new(Watcher {
         table: Mutex::new(Table {
             regs: HashMap::new(),
@@ -317,7 +445,6 @@ fn pick(words: &[(Word, u32)]) -> std::io::Result<Arc<Watcher>> {
     });
     let mine = Arc::clone(&w);
     std::thread::Builder::new().name("ferrocsp-shm-watch".into()).spawn(move || run(&mine))?;
-    all.push(Arc::clone(&w));
     Ok(w)
 }
 
