@@ -421,3 +421,99 @@ fn futex_wake(w: &AtomicU32) {
         libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
     }
 }
+
+// --- a registration split over several watchers -------------------------------------------
+
+#[derive(Default)]
+struct Count(std::sync::atomic::AtomicUsize);
+
+impl ferrocsp::Wake for Count {
+    fn wake(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// 300 words: three watchers' worth.
+fn many_words() -> Vec<AtomicU32> {
+    (0..300).map(|_| AtomicU32::new(0)).collect()
+}
+
+fn bump(w: &AtomicU32) {
+    w.fetch_add(1, Ordering::AcqRel);
+    futex_wake(w);
+}
+
+/// Whichever of its parts move (here all three), the owner is woken once.
+#[test]
+fn a_split_registration_is_woken_once() {
+    let _one = serial();
+    let words = many_words();
+    let refs: Vec<&AtomicU32> = words.iter().collect();
+    let count = Arc::new(Count::default());
+    let w = watch(&refs, &[0; 300], None, Waker::Custom(count.clone())).expect("watch");
+    for i in [0, 150, 299] {
+        bump(&words[i]);
+    }
+    wait_for("the wake-up", || count.0.load(Ordering::SeqCst) >= 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once");
+    drop(w);
+}
+
+/// A split registration's deadline wakes it once, on time.
+#[test]
+fn a_split_registration_wakes_at_its_deadline() {
+    let _one = serial();
+    let words = many_words();
+    let refs: Vec<&AtomicU32> = words.iter().collect();
+    let count = Arc::new(Count::default());
+    let t0 = Instant::now();
+    let until = Some(t0 + Duration::from_millis(200));
+    let w = watch(&refs, &[0; 300], until, Waker::Custom(count.clone())).expect("watch");
+    wait_for("the deadline", || count.0.load(Ordering::SeqCst) >= 1);
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(200) && took < PROMPT, "{took:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once");
+    drop(w);
+}
+
+struct Looks(std::sync::atomic::AtomicUsize);
+
+impl ferrocsp::shm::Quiet for Looks {
+    fn quiet(&self) -> bool {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        false
+    }
+}
+
+/// The quiet hook of a split registration is asked every period while no part moved, and no
+/// more once a word of another part than its own moved (that part wakes the owner).
+#[test]
+fn a_split_quiet_registration_is_looked_at_until_any_part_moves() {
+    let _one = serial();
+    let words = many_words();
+    let refs: Vec<&AtomicU32> = words.iter().collect();
+    let count = Arc::new(Count::default());
+    let looks = Arc::new(Looks(std::sync::atomic::AtomicUsize::new(0)));
+    let hook: Arc<dyn ferrocsp::shm::Quiet> = looks.clone();
+    let period = Duration::from_millis(10);
+    let w = ferrocsp::shm::watch_quiet(
+        &refs,
+        &[0; 300],
+        None,
+        Waker::Custom(count.clone()),
+        Some((hook, period)),
+    )
+    .expect("watch");
+    wait_for("three looks", || looks.0.load(Ordering::SeqCst) >= 3);
+    assert_eq!(count.0.load(Ordering::SeqCst), 0, "a look does not wake the owner");
+    bump(&words[299]);
+    wait_for("the wake-up", || count.0.load(Ordering::SeqCst) >= 1);
+    let seen = looks.0.load(Ordering::SeqCst);
+    // The hook's own part is still registered (the owner has not dropped it yet).
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(looks.0.load(Ordering::SeqCst) <= seen + 1, "looked at after a part moved");
+    assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    drop(w);
+}
