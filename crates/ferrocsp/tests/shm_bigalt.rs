@@ -136,21 +136,36 @@ fn registered(chs: &[ShmChannel], output: bool) {
     });
 }
 
-/// Lets the registered selection sleep for [`QUIET_WAIT`], then runs `event` and returns the
-/// selection's outcome, checking it slept and ended within [`PROMPT`] of the event.
+/// Lets the registered selection settle into its sleep, measures its thread's CPU time over
+/// [`QUIET_WAIT`] of sleeping (its steps before are work, not waiting), then runs `event` and
+/// returns the selection's outcome, checking it ended within [`PROMPT`] of the event.
 fn sleep_then(
     t: std::thread::JoinHandle<Outcome>,
-    started: Instant,
     event: impl FnOnce(),
 ) -> Result<(usize, String), Error> {
+    std::thread::sleep(SETTLE);
+    let clock = thread_clock(&t);
+    let (c0, t0) = (cpu(clock), Instant::now());
     std::thread::sleep(QUIET_WAIT);
+    assert_slept("the selecting thread", cpu(clock) - c0, t0.elapsed());
     let at = Instant::now();
     event();
     let out = within(LIMIT, move || t.join().expect("selection thread"));
     let late = out.done.saturating_duration_since(at);
     assert!(late < PROMPT, "the selection ended {late:?} after the event");
-    assert_slept("the selecting thread", out.cpu, at - started);
     out.fired
+}
+
+/// Time for a selection that registered to go to sleep (generous: a loaded machine).
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// The CPU-time clock of thread `t` (still running: it waits for an event of the test).
+fn thread_clock<T>(t: &std::thread::JoinHandle<T>) -> libc::clockid_t {
+    use std::os::unix::thread::JoinHandleExt;
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: the thread is alive (it waits for the test's event); clock is a valid out-param.
+    assert_eq!(unsafe { libc::pthread_getcpuclockid(t.as_pthread_t(), &mut clock) }, 0);
+    clock
 }
 
 /// A choice over `n` channels with nothing ready sleeps until its deadline.
@@ -194,11 +209,10 @@ fn a_write_on_any_of_1000_channels_wakes_the_choice() {
     let _one = serial();
     let chs = channels(1000, 0);
     for k in [999, 0, 500] {
-        let started = Instant::now();
         let t = select_on_thread(&chs, false, None, || Wait::until(None));
         registered(&chs, false);
         let w = Arc::clone(&chs);
-        let fired = sleep_then(t, started, move || {
+        let fired = sleep_then(t, move || {
             std::thread::spawn(move || {
                 write_by(&w[k], format!("to {k}").as_bytes(), Some(Instant::now() + LIMIT))
             });
@@ -213,11 +227,10 @@ fn a_write_on_any_of_1000_channels_wakes_the_choice() {
 fn a_write_by_another_process_wakes_the_choice() {
     let _one = serial();
     let chs = channels(1000, 0);
-    let started = Instant::now();
     let t = select_on_thread(&chs, false, None, || Wait::until(None));
     registered(&chs, false);
     let mut pid = 0;
-    let fired = sleep_then(t, started, || {
+    let fired = sleep_then(t, || {
         pid = fork(|| {
             let r = write_by(&chs[999], b"forked", Some(Instant::now() + LIMIT));
             i32::from(r.is_err())
@@ -232,17 +245,17 @@ fn a_write_by_another_process_wakes_the_choice() {
 fn a_reader_takes_one_of_1000_offers() {
     let _one = serial();
     let chs = channels(1000, 0);
-    let started = Instant::now();
     let t = select_on_thread(&chs, true, None, || Wait::until(None));
     registered(&chs, true);
-    let r = Arc::clone(&chs);
-    let reader = std::thread::spawn(move || {
-        // Only once the selection has slept a while (`sleep_then`).
-        std::thread::sleep(QUIET_WAIT);
-        shm_support::read_by(&r[500], Some(Instant::now() + LIMIT))
+    let mut reader = None;
+    let fired = sleep_then(t, || {
+        let r = Arc::clone(&chs);
+        reader = Some(std::thread::spawn(move || {
+            shm_support::read_by(&r[500], Some(Instant::now() + LIMIT))
+        }));
     });
-    let fired = sleep_then(t, started, || {});
     assert_eq!(fired.expect("select"), (500, "wrote".into()));
+    let reader = reader.expect("the reader was started");
     assert_eq!(reader.join().expect("reader").expect("read"), b"out");
     assert!(chs.iter().all(|c| stats(c).writers_waiting == 0), "every other offer withdrawn");
 }
@@ -255,9 +268,8 @@ fn room_on_one_of_1000_full_buffers_fires_the_choice() {
     for c in chs.iter() {
         write_by(c, b"old", Some(Instant::now())).expect("fill the buffer");
     }
-    let started = Instant::now();
     let t = select_on_thread(&chs, true, None, || Wait::until(None));
-    let fired = sleep_then(t, started, || {
+    let fired = sleep_then(t, || {
         let v = shm_support::read_by(&chs[999], Some(Instant::now() + LIMIT)).expect("read");
         assert_eq!(v, b"old");
     });
@@ -272,10 +284,9 @@ fn poison_of_one_of_1000_channels_ends_the_choice() {
     let _one = serial();
     for (k, output) in [(0, false), (999, true)] {
         let chs = channels(1000, 0);
-        let started = Instant::now();
         let t = select_on_thread(&chs, output, None, || Wait::until(None));
         registered(&chs, output);
-        let fired = sleep_then(t, started, || chs[k].poison().expect("poison"));
+        let fired = sleep_then(t, || chs[k].poison().expect("poison"));
         assert_eq!(fired.expect("select"), (k, "poisoned".into()));
     }
 }
@@ -294,10 +305,9 @@ fn the_last_of_1000_guards_retiring_ends_the_choice() {
         for (c, &e) in chs.iter().zip(&theirs).take(999) {
             c.retire_end(e).expect("retire");
         }
-        let started = Instant::now();
         let t = select_on_thread(&chs, output, Some(mine), || Wait::until(None));
         registered(&chs[999..], output);
-        let fired = sleep_then(t, started, || chs[999].retire_end(theirs[999]).expect("retire"));
+        let fired = sleep_then(t, || chs[999].retire_end(theirs[999]).expect("retire"));
         assert!(matches!(fired, Err(Error::Retired)), "{fired:?}");
     }
 }
@@ -309,7 +319,6 @@ fn an_interrupt_ends_a_choice_over_1000_channels() {
     let chs = channels(1000, 0);
     let stop = Arc::new(AtomicBool::new(false));
     let asked = Arc::clone(&stop);
-    let started = Instant::now();
     let t = select_on_thread(&chs, false, None, move || Wait {
         deadline: None,
         nowait: false,
@@ -318,7 +327,7 @@ fn an_interrupt_ends_a_choice_over_1000_channels() {
         sleeper: None,
     });
     registered(&chs, false);
-    let fired = sleep_then(t, started, || stop.store(true, Ordering::Release));
+    let fired = sleep_then(t, || stop.store(true, Ordering::Release));
     assert!(matches!(fired, Err(Error::Interrupted)), "{fired:?}");
     assert!(chs.iter().all(|c| stats(c).readers_waiting == 0));
 }
@@ -361,7 +370,6 @@ fn a_cooperative_choice_over_1000_channels_sleeps_and_wakes() {
     let chs = channels(1000, 0);
     for k in [999, 0, 500] {
         let c = Arc::clone(&chs);
-        let (cpu0, started) = (process_cpu(), Instant::now());
         let t = std::thread::spawn(move || {
             let ops: Vec<SelOp<'_>> = c.iter().map(SelOp::read).collect();
             let mut never = || false;
@@ -377,6 +385,8 @@ fn a_cooperative_choice_over_1000_channels_sleeps_and_wakes() {
             Outcome { fired, cpu: Duration::ZERO, done: Instant::now() }
         });
         registered(&chs, false);
+        std::thread::sleep(SETTLE);
+        let (cpu0, started) = (process_cpu(), Instant::now());
         std::thread::sleep(QUIET_WAIT);
         let at = Instant::now();
         assert_slept("the process (its watchers)", process_cpu() - cpu0, at - started);
