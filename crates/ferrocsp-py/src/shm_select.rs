@@ -55,13 +55,8 @@ pub(crate) fn _shm_select<'py>(
     if channels.len() != messages.len() || channels.len() != ends.len() {
         return Err(PyValueError::new_err("need one end and one message (or None) per channel"));
     }
-    // One futex word per channel, plus the cell's (and its bell's, with local guards).
-    let max = if local.is_some() { 126 } else { 127 };
-    if channels.len() > max {
-        return Err(PyValueError::new_err(format!(
-            "an Alt over shared channels has at most {max} shared channels"
-        )));
-    }
+    // Any number of channels (up to the engine's `MAX_GUARDS`): a wait on more futex words
+    // than one `futex_waitv` takes goes through the futex watchers (`shm::Wait::block`).
     let n_local = local.as_ref().map_or(0, Vec::len);
     let order = order.unwrap_or_else(|| (0..channels.len() + n_local).collect());
     let mut seen = vec![false; channels.len() + n_local];
