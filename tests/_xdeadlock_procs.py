@@ -12,9 +12,11 @@ __all__ = [
     "aio_echo_os",
     "aio_relay_os",
     "alt_reader_os",
+    "big_alt_os",
     "busy_then_write",
     "die_after_start",
     "echo_with_pauses",
+    "greenlet_big_alt_os",
     "greenlet_echo_os",
     "greenlet_relay_os",
     "left",
@@ -89,6 +91,25 @@ def echo_with_pauses(inp: csp.Reader, out: csp.Writer, seed: int) -> int:
 @csp.process(backend="os")
 def alt_reader_os(a: csp.Reader, b: csp.Reader) -> object:
     return csp.Alt(a, b).select()[1]
+
+
+@csp.process(backend="os")
+def big_alt_os(chans: list[csp.Channel]) -> object:
+    # More channels than one futex_waitv takes: the thread's wait goes through the futex
+    # watchers, and its quiet slices must still confirm it.
+    return csp.Alt(*chans).select()[1]
+
+
+@csp.process
+def big_alt_co(chans: list[csp.Channel]) -> object:
+    return csp.Alt(*chans).select()[1]
+
+
+@csp.process(backend="os")
+def greenlet_big_alt_os(chans: list[csp.Channel]) -> object:
+    # The same choice by a greenlet: a registration split over two watchers, whose quiet
+    # hook (on one part) looks at the other part too.
+    return csp.Par(big_alt_co(chans), backend="greenlet").run()
 
 
 @csp.process(backend="os")

@@ -161,6 +161,27 @@ def test_alt_in_a_child_and_a_read_in_the_parent() -> None:
         assert f"'left' (pid {parent_pid(out)}) reads 'c'" in m, m
 
 
+@pytest.mark.parametrize("child", ["big_alt_os", "greenlet_big_alt_os"])
+def test_alt_over_200_shared_channels_in_a_child_and_a_read_in_the_parent(child: str) -> None:
+    out = run_program(
+        """
+        chans = [csp.Channel(name=f"x{k}") for k in range(200)]
+        try:
+            csp.Par(left(csp.Channel(name="c"), csp.Channel(name="unused")), CHILD(chans)).run()
+        except BaseException as exc:
+            report(exc)
+        """.replace("CHILD", child)
+    )
+    kinds = re.search(r"^KINDS (.*)$", out, re.M)
+    assert kinds, out
+    assert "Deadlock" in kinds.group(1).split(","), out  # a greenlet's in its Par's group
+    msgs = [line[4:] for line in out.splitlines() if line.startswith("MSG Deadlock")]
+    assert msgs, out
+    for m in msgs:
+        assert f"'left' (pid {parent_pid(out)}) reads 'c'" in m, m
+        assert re.search(r"'big_alt_(os|co)' \(pid \d+\) alts on reads 'x0', ", m), m
+
+
 def test_busy_ping_pong_with_pauses_is_not_a_deadlock() -> None:
     # Many short waits on both sides, some long enough to be confirmed, while the other side
     # sleeps (runs): no moment at which every process waits forever.
