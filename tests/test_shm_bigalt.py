@@ -125,3 +125,32 @@ def test_an_asyncio_alt_over_1000_shared_channels_sleeps_and_wakes() -> None:
         at = wake_after_quiet(chans, k, time.process_time)
         assert t.join(timeout=60) == (chans[k], f"to {k}")
         assert time.monotonic() - at < PROMPT
+
+
+@pytest.mark.parametrize("how", ["thread", "greenlet"])
+def test_a_local_guard_beside_1000_shared_ones_wakes_the_alt(how: str) -> None:
+    # An in-process counterpart fires the selection's cell without any shared channel moving:
+    # the cell's word and bell are among the words the watchers hold for it.
+    chans = shared_channels()
+    local = csp.Channel(name="local")
+    got: list[Any] = []
+
+    @csp.process
+    def choose() -> None:
+        got.append(csp.Alt(*chans, local).select())
+
+    if how == "thread":
+        running: Any = Background(lambda: got.append(csp.Alt(*chans, local).select()))
+    else:
+        running = csp.Par(choose(), backend="greenlet").start()
+    wait_until(lambda: all_waiting(chans), 60.0, "the Alt registered on every channel")
+    wait_until(lambda: local.stats().readers_waiting == 1, 60.0, "the local guard registered")
+    c0, t0 = time.process_time(), time.monotonic()
+    time.sleep(QUIET)
+    assert_slept("the process", time.process_time() - c0, time.monotonic() - t0)
+    at = time.monotonic()
+    local.write("local")
+    running.join(timeout=60)
+    assert time.monotonic() - at < PROMPT
+    assert got == [(local, "local")]
+    assert not any(c.stats().readers_waiting for c in chans)
