@@ -148,6 +148,27 @@ fn sleep_then(
     let (c0, t0) = (cpu(clock), Instant::now());
     std::thread::sleep(QUIET_WAIT);
     assert_slept("the selecting thread", cpu(clock) - c0, t0.elapsed());
+    end_with(t, event)
+}
+
+/// As [`sleep_then`] for a cooperative selection: its sleeping is done by the futex watcher
+/// threads, so the whole process's CPU time is measured.
+fn coop_sleep_then(
+    t: std::thread::JoinHandle<Outcome>,
+    event: impl FnOnce(),
+) -> Result<(usize, String), Error> {
+    std::thread::sleep(SETTLE);
+    let (c0, t0) = (process_cpu(), Instant::now());
+    std::thread::sleep(QUIET_WAIT);
+    assert_slept("the process (its watchers)", process_cpu() - c0, t0.elapsed());
+    end_with(t, event)
+}
+
+/// Runs `event`; the selection's outcome, checked to come within [`PROMPT`] of it.
+fn end_with(
+    t: std::thread::JoinHandle<Outcome>,
+    event: impl FnOnce(),
+) -> Result<(usize, String), Error> {
     let at = Instant::now();
     event();
     let out = within(LIMIT, move || t.join().expect("selection thread"));
@@ -362,39 +383,61 @@ impl Sleeper for Parker {
     }
 }
 
+/// A cooperative wait (no interrupt check: the scheduler's own).
+fn coop_wait() -> Wait<'static> {
+    Wait {
+        deadline: None,
+        nowait: false,
+        slice: None,
+        interrupted: Box::leak(Box::new(|| false)),
+        sleeper: Some(Box::leak(Box::new(Parker))),
+    }
+}
+
 /// A cooperative choice over 1,000 channels: the watcher threads sleep on all their change
-/// counters (more than one `futex_waitv` takes), and a write on any one wakes the choice.
+/// counters (more than one `futex_waitv` takes), and each kind of event on one channel wakes
+/// the choice: a write (channels #999, #0, #500), a reader taking an offer, poison, the last
+/// live guard retiring.
 #[test]
 fn a_cooperative_choice_over_1000_channels_sleeps_and_wakes() {
     let _one = serial();
-    let chs = channels(1000, 0);
     for k in [999, 0, 500] {
-        let c = Arc::clone(&chs);
-        let t = std::thread::spawn(move || {
-            let ops: Vec<SelOp<'_>> = c.iter().map(SelOp::read).collect();
-            let mut never = || false;
-            let mut p = Parker;
-            let mut w = Wait {
-                deadline: None,
-                nowait: false,
-                slice: None,
-                interrupted: &mut never,
-                sleeper: Some(&mut p),
-            };
-            let fired = describe(select(&ops, &mut w));
-            Outcome { fired, cpu: Duration::ZERO, done: Instant::now() }
-        });
+        let chs = channels(1000, 0);
+        let t = select_on_thread(&chs, false, None, coop_wait);
         registered(&chs, false);
-        std::thread::sleep(SETTLE);
-        let (cpu0, started) = (process_cpu(), Instant::now());
-        std::thread::sleep(QUIET_WAIT);
-        let at = Instant::now();
-        assert_slept("the process (its watchers)", process_cpu() - cpu0, at - started);
-        write_by(&chs[k], b"coop", Some(at + LIMIT)).expect("write");
-        let out = within(LIMIT, move || t.join().expect("selection thread"));
-        assert!(out.done - at < PROMPT, "woken {:?} after the write", out.done - at);
-        assert_eq!(out.fired.expect("select"), (k, "coop".into()));
+        let fired = coop_sleep_then(t, || {
+            write_by(&chs[k], b"coop", Some(Instant::now() + LIMIT)).expect("write");
+        });
+        assert_eq!(fired.expect("select"), (k, "coop".into()));
     }
+    let chs = channels(1000, 0);
+    let t = select_on_thread(&chs, true, None, coop_wait);
+    registered(&chs, true);
+    let mut reader = None;
+    let fired = coop_sleep_then(t, || {
+        let r = Arc::clone(&chs);
+        reader = Some(std::thread::spawn(move || {
+            shm_support::read_by(&r[700], Some(Instant::now() + LIMIT))
+        }));
+    });
+    assert_eq!(fired.expect("select"), (700, "wrote".into()));
+    let reader = reader.expect("the reader was started");
+    assert_eq!(reader.join().expect("reader").expect("read"), b"out");
+    let chs = channels(1000, 0);
+    let t = select_on_thread(&chs, false, None, coop_wait);
+    registered(&chs, false);
+    let fired = coop_sleep_then(t, || chs[300].poison().expect("poison"));
+    assert_eq!(fired.expect("select"), (300, "poisoned".into()));
+    let chs = channels(1000, 0);
+    let theirs: Vec<u32> = chs.iter().map(|c| c.new_end(EndKind::Writer).expect("end")).collect();
+    let mine: Vec<u32> = chs.iter().map(|c| c.new_end(EndKind::Reader).expect("end")).collect();
+    for (c, &e) in chs.iter().zip(&theirs).skip(1) {
+        c.retire_end(e).expect("retire");
+    }
+    let t = select_on_thread(&chs, false, Some(mine), coop_wait);
+    registered(&chs[..1], false);
+    let fired = coop_sleep_then(t, || chs[0].retire_end(theirs[0]).expect("retire"));
+    assert!(matches!(fired, Err(Error::Retired)), "{fired:?}");
 }
 
 /// A registration naming one word a full watcher already sleeps on, and a new one: the
