@@ -381,9 +381,12 @@ fn insert(w: &Watcher, reg: Reg) -> u64 {
 /// Splits a registration's words over the watchers `all` (the registry's lock held), as
 /// (watcher index, its words), by index: a word some watcher already sleeps on goes to that
 /// one; a new word to a watcher with room, one this registration uses already first; the rest
-/// to new watchers, numbered from `all.len()` on, [`PER_WATCHER`] each. A few words that fit
-/// make one group (the common case).
+/// to new watchers, numbered from `all.len()` on, [`PER_WATCHER`] each. Words that fit one
+/// watcher go there whole ([`fits_one`]).
 fn split(all: &[Arc<Watcher>], words: Vec<(Word, u32)>) -> Vec<(usize, Vec<(Word, u32)>)> {
+    if let Some(i) = fits_one(all, &words) {
+        return vec![(i, words)];
+    }
     let mut room: Vec<usize> = Vec::with_capacity(all.len());
     let mut at: HashMap<Word, usize> = HashMap::with_capacity(words.len());
     for (i, w) in all.iter().enumerate() {
@@ -426,6 +429,28 @@ fn split(all: &[Arc<Watcher>], words: Vec<(Word, u32)>) -> Vec<(usize, Vec<(Word
         groups.entry(i).or_default().push((x, seen));
     }
     groups.into_iter().collect()
+}
+
+/// The common case, as cheap as before registrations were split: the one watcher that can
+/// take all of `words` (a few channels' counters), preferring one that already sleeps on
+/// some of them. None: a new watcher or several are needed ([`split`]).
+fn fits_one(all: &[Arc<Watcher>], words: &[(Word, u32)]) -> Option<usize> {
+    if words.len() > PER_WATCHER {
+        return None;
+    }
+    let mut roomy = None;
+    for (i, w) in all.iter().enumerate() {
+        let t = lock(&w.table);
+        let missing = words.iter().filter(|(x, _)| !t.words.contains_key(x)).count();
+        if t.words.len() + missing > PER_WATCHER {
+            continue;
+        }
+        if missing < words.len() {
+            return Some(i);
+        }
+        roomy = roomy.or(Some(i));
+    }
+    roomy
 }
 
 /// Starts a new, empty watcher thread.
