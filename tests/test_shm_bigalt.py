@@ -10,6 +10,7 @@ of it) and a write on any one of the channels must end it with that channel's gu
 from __future__ import annotations
 
 import asyncio
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,11 @@ PROMPT = 2.0
 
 
 def shared_channels(n: int = N) -> list[csp.Channel]:
+    # A shared channel holds a descriptor: a soft limit of 1,024 (a common default) is too few.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4 * n if hard == resource.RLIM_INFINITY else min(hard, 4 * n)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     chans = [csp.Channel(name=f"c{k}") for k in range(n)]
     for c in chans:
         _shm.share(c)

@@ -56,7 +56,21 @@ fn assert_slept(what: &str, used: Duration, wall: Duration) {
 }
 
 fn channels(n: usize, capacity: usize) -> Arc<Vec<ShmChannel>> {
+    enough_fds();
     Arc::new((0..n).map(|_| ShmChannel::create(capacity, 1 << 16).expect("create")).collect())
+}
+
+/// Raises this process's soft limit on open files to its hard limit: a channel holds a
+/// descriptor, and a soft limit of 1,024 (a common default) is too few for 1,000 of them.
+fn enough_fds() {
+    // SAFETY: an all-zero rlimit is a valid out-parameter; both calls only read/write it.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
 }
 
 /// Waits (bounded) until `cond` holds.
