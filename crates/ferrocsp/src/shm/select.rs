@@ -9,7 +9,9 @@
 //! on a rendezvous channel fires only when a reader takes its *offer*: an `OFFERED` entry in
 //! the ring naming this selection's cell ([`super::cells`]). If nothing fires, the selection
 //! publishes its offers and records its input guards (counted as waiting readers), unlocks,
-//! and sleeps on every channel's change counter and its own cell at once (`futex_waitv`).
+//! and sleeps on every channel's change counter and its own cell at once (`futex_waitv`; on
+//! more words than that takes, a choice over 128 channels or more, through the process's
+//! futex watchers: `Wait::block`).
 //!
 //! Invariants:
 //! - Nobody can fire our cell while we hold all our channel locks (a counterpart fires it only
