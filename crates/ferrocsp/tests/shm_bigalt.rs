@@ -584,3 +584,63 @@ fn a_split_quiet_registration_is_looked_at_until_any_part_moves() {
     assert_eq!(count.0.load(Ordering::SeqCst), 1);
     drop(w);
 }
+
+// --- no lost wake-up under load -------------------------------------------------------------
+
+/// One selection after another over 200 channels (more words than one `futex_waitv` takes),
+/// while two writers put 200 values each on channels picked at random: every value arrives
+/// exactly once, and no selection waits for good on a write it slept through. As a thread
+/// (its wait goes through the watchers) and cooperatively.
+#[test]
+fn selections_over_200_channels_miss_no_wake_up() {
+    let _one = serial();
+    const PER_WRITER: u32 = 200;
+    for coop in [false, true] {
+        let chs = channels(200, 0);
+        let writers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let chs = Arc::clone(&chs);
+                std::thread::spawn(move || {
+                    let mut x = 0x9e37_79b9u32.wrapping_mul(w + 1);
+                    for i in 0..PER_WRITER {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        let v = (w * PER_WRITER + i).to_le_bytes();
+                        let k = x as usize % chs.len();
+                        if i % 8 == 0 {
+                            // Now and then the selection runs dry and goes to sleep.
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        write_by(&chs[k], &v, Some(Instant::now() + LIMIT)).expect("write");
+                    }
+                })
+            })
+            .collect();
+        let c = Arc::clone(&chs);
+        let got = within(LIMIT, move || {
+            let ops: Vec<SelOp<'_>> = c.iter().map(SelOp::read).collect();
+            let mut got = Vec::new();
+            for _ in 0..2 * PER_WRITER {
+                let mut w = if coop { coop_wait() } else { Wait::until(None) };
+                // A deadline far off: a missed wake-up fails by it, not by a hang.
+                w.deadline = Some(Instant::now() + Duration::from_secs(20));
+                match select(&ops, &mut w).expect("select") {
+                    (_, Selected::Read(slot)) => {
+                        got.push(u32::from_le_bytes(slot.buf().try_into().expect("4 bytes")));
+                        slot.finish().expect("finish");
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            got
+        });
+        for w in writers {
+            w.join().expect("writer");
+        }
+        let mut got = got;
+        got.sort_unstable();
+        assert_eq!(got, (0..2 * PER_WRITER).collect::<Vec<_>>(), "coop: {coop}");
+        assert!(chs.iter().all(|c| stats(c).readers_waiting == 0));
+    }
+}
