@@ -147,7 +147,7 @@ impl Wait<'_> {
             // No watcher thread could be started: sleep on as many words as one call takes,
             // a short while at a time, so a change of any other is still seen soon (a
             // degraded wait, never a spin).
-            let n = sys::FUTEX_WAITV_MAX;
+            let n = sys::FUTEX_WAITV_MAX.min(words.len()).min(seen.len());
             let mut nap = Duration::from_millis(10);
             for cap in [self.slice, until.map(|u| u.saturating_duration_since(Instant::now()))] {
                 nap = cap.map_or(nap, |c| c.min(nap));
