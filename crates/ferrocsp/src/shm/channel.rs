@@ -452,15 +452,15 @@ impl ShmChannel {
     pub fn stats(&self) -> Result<crate::Stats, Error> {
         let g = self.lock()?;
         let (alt_readers, alt_writers) = self.alt_waiting(&g);
+        // Before `st`: it takes its own reference to the state (one at a time, for Miri).
+        let offers = self.ready_offers(&g) as usize;
         let st = g.st();
         let poisoned = self.is_poisoned();
         Ok(crate::Stats {
             capacity: self.capacity(),
             buffered: if poisoned { 0 } else { st.buffered as usize },
             readers_waiting: st.readers_waiting as usize + alt_readers,
-            writers_waiting: st.writers_waiting as usize
-                + self.ready_offers(&g) as usize
-                + alt_writers,
+            writers_waiting: st.writers_waiting as usize + offers + alt_writers,
             reader_ends: st.reader_ends_live as usize,
             writer_ends: st.writer_ends_live as usize,
             poisoned,

@@ -258,3 +258,84 @@ pub fn seeds() -> Result<Vec<Vec<u8>>, Box<dyn std::error::Error>> {
     out.push(snapshot(&ch, &[0x0b, 0x01, 0x08, 0x00, 0x11, 0x07, 0x39, 0x00]));
     Ok(out)
 }
+
+/// The segment's checks over heap images, small enough for Miri (`scripts/sanitizers.sh`):
+/// attach's refusals, the walk's, and the seeds with a few mutations through every operation.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::channel::PoisonCause;
+    use crate::shm::layout::TEST_LAYOUT as L;
+
+    fn put(input: &mut [u8], at: usize, v: u64) {
+        input[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn empty() -> Vec<u8> {
+        seeds().expect("seeds").swap_remove(0)
+    }
+
+    #[test]
+    fn seeds_attach_and_run() {
+        for s in seeds().expect("seeds") {
+            assert!(segment(&s));
+        }
+    }
+
+    #[test]
+    fn attach_refuses_what_is_not_a_channel() {
+        assert!(attach_image(&[]).is_none(), "all zeros");
+        let mut raw = empty();
+        raw[0] &= !STAMP;
+        assert!(attach_image(&raw).is_some(), "a snapshot carries its own identity");
+        put(&mut raw, HDR_AT + L.data_len, 1 << 40);
+        assert!(attach_image(&raw).is_none(), "a ring larger than the segment");
+        put(&mut raw, HDR_AT + L.data_len, (RING_AT as u64) + 1);
+        assert!(attach_image(&raw).is_none(), "a ring of another length");
+        let mut cap = empty();
+        put(&mut cap, HDR_AT + L.capacity, u64::MAX);
+        let ch = attach_image(&cap).expect("any capacity is a capacity");
+        assert_eq!(ch.capacity(), usize::MAX);
+    }
+
+    /// An entry of size 0 (what a writer dying between moving the tail and writing its entry
+    /// leaves) or positions the protocol cannot produce poison the channel, never loop.
+    #[test]
+    fn a_ring_that_does_not_fit_poisons() {
+        let bad: [&[(usize, u64)]; 4] = [
+            &[(L.tail, 64), (L.ready, 1), (L.buffered, 1)],
+            &[(L.head, 128), (L.tail, 64)],
+            &[(L.tail, 65)],
+            &[(L.head, u64::MAX - 63), (L.tail, u64::MAX - 63)],
+        ];
+        for fields in bad {
+            let mut input = empty();
+            for &(f, v) in fields {
+                put(&mut input, HDR_AT + f, v);
+            }
+            let ch = attach_image(&input).expect("attached");
+            run(&ch, 0x01);
+            assert_eq!(ch.poison_cause(), Some(PoisonCause::Corrupt), "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn mutations_run_clean() {
+        let seeds = seeds().expect("seeds");
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for i in 0..64 {
+            let mut input = seeds[i % seeds.len()].clone();
+            for _ in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = HDR_AT + L.state + (x as usize % (L.state_len / 8)) * 8;
+                let v = [0, 64, u64::MAX, x >> 3][(x >> 60) as usize % 4];
+                put(&mut input, at, v);
+                let e = RING_AT + 64 * ((x >> 20) as usize % 4);
+                input[e + (x >> 30) as usize % 24] ^= (x >> 40) as u8;
+            }
+            segment(&input);
+        }
+    }
+}

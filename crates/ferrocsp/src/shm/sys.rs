@@ -371,7 +371,9 @@ pub(crate) fn me() -> ProcId {
     use std::sync::atomic::{AtomicU64, Ordering};
     static CACHE_PID: AtomicU32 = AtomicU32::new(0);
     static CACHE_START: AtomicU64 = AtomicU64::new(0);
+    #[cfg_attr(miri, allow(dead_code))]
     static ATFORK: std::sync::Once = std::sync::Once::new();
+    #[cfg_attr(miri, allow(dead_code))]
     extern "C" fn forget() {
         CACHE_PID.store(0, Ordering::Release);
     }
