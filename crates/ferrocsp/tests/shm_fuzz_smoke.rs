@@ -153,12 +153,14 @@ fn a_count_past_the_ring_poisons_as_corrupt() {
 /// Found by the smoke run's mutations: an offer's entry smaller than its own header and
 /// prefix made the walk's length check subtract past zero (a panic in a debug build; in a
 /// release one a wrapped room that let any length through, so the read that followed copied
-/// from beyond the entry and the mapping). Now such an entry poisons the channel as corrupt.
+/// from beyond the entry and the mapping: AddressSanitizer reports a heap-buffer-overflow
+/// for `fuzz/regressions/segment/offer-smaller-than-prefix` with the old check in a
+/// `cargo fuzz run -O` build). Now such an entry poisons the channel as corrupt.
 #[test]
 fn an_offer_smaller_than_its_prefix_poisons_as_corrupt() {
     let l = ShmChannel::layout_for_tests();
     let mut input = with_field(l.tail, 64);
-    for (field, v) in [(l.ready, 1), (l.buffered, 1)] {
+    for (field, v) in [(l.ready, 1), (l.buffered, 1), (l.offers, 1)] {
         put(&mut input, HDR_AT + field, v);
     }
     put(&mut input, RING_AT + l.entry_size, 64);
