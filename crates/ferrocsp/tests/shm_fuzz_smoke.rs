@@ -76,7 +76,7 @@ fn put(input: &mut [u8], at: usize, v: u64) {
 
 /// One mutation: a value chosen to sit on a boundary, written over a state field or an
 /// entry's header; a flipped byte anywhere; new operations; the identity left raw.
-fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
+fn mutate(rng: &mut Rng, input: &mut [u8]) {
     let l = ShmChannel::layout_for_tests();
     let ring = input.len().saturating_sub(RING_AT) as u64;
     let values = [0, 1, 8, 63, 64, 128, ring - 64, ring, ring + 64, u64::MAX, u64::MAX - 63];
