@@ -79,7 +79,8 @@ fn put(input: &mut [u8], at: usize, v: u64) {
 fn mutate(rng: &mut Rng, input: &mut [u8]) {
     let l = ShmChannel::layout_for_tests();
     let ring = input.len().saturating_sub(RING_AT) as u64;
-    let values = [0, 1, 8, 63, 64, 128, ring - 64, ring, ring + 64, u64::MAX, u64::MAX - 63];
+    let values =
+        [0, 1, 8, 63, 64, 128, ring.saturating_sub(64), ring, ring + 64, u64::MAX, u64::MAX - 63];
     let v = if rng.below(4) == 0 { rng.next() } else { values[rng.below(values.len())] };
     match rng.below(6) {
         0 | 1 => put(input, HDR_AT + l.state + 8 * rng.below(l.state_len / 8), v),

@@ -11,7 +11,7 @@
 //!
 //! Invariants:
 //! - Only the engine's own code runs on the image: `ShmChannel::over` (attach's checks), the
-//!   checked ring walk, claim, reserve, advance, offers, ends, stats. Nothing is re-implemented
+//!   checked ring walk, claim, reserve, advance, offers, ends, stats, an Alt's step. Nothing is re-implemented
 //!   here, so what passes here is what a process attaching a scribbled segment does.
 //! - Every input ends with attach refused or the operations returning (`Ok`, or an error such
 //!   as the channel poisoned as corrupt); never a panic, an access outside the image (the image
@@ -30,6 +30,7 @@ use super::end_table::EndKind;
 use super::layout::{
     round_up, AltRecord, Header, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, MAX_ENDS, VERSION,
 };
+use super::select::{select, SelOp, Selected};
 use super::sys::{self, Mapping};
 use super::wait::Wait;
 
@@ -171,8 +172,29 @@ pub fn run(ch: &ShmChannel, op: u8) {
                 }
             }
         }
+        // Miri has no memfd for the selection's cell: there the Alt is not run.
+        13 if !cfg!(miri) => alt(ch, len, arg),
         _ => {
             std::hint::black_box((ch.poison_cause(), ch.max_message(), ch.coop_waiting()));
+        }
+    }
+}
+
+/// An Alt over the channel (`select.rs`), one input and one output guard, in the order `arg`
+/// says; it may leave its offer and record in the segment for as long as its one step runs.
+fn alt(ch: &ShmChannel, len: usize, arg: u8) {
+    let fill = |b: &mut [u8]| b.fill(arg);
+    let (r, w) = (SelOp::read(ch), SelOp::write(ch, len, &fill));
+    let ops = if arg & 1 != 0 { [r, w] } else { [w, r] };
+    // Never `nowait` alone: a nowait Alt whose output guard sees a reader waiting (a count
+    // in the segment) waits for that reader to take its offer, with no deadline.
+    let mut wait = no_wait();
+    wait.nowait = arg & 2 != 0;
+    let chosen = select(&ops, &mut wait);
+    if let Ok((_, Selected::Read(slot))) = chosen {
+        std::hint::black_box(slot.buf().first());
+        if arg & 4 != 0 {
+            let _ = slot.finish();
         }
     }
 }
