@@ -42,6 +42,25 @@ fn committed_seeds_attach_and_run() {
     });
 }
 
+/// The committed seeds are the states `fuzz::seeds` makes now: a change of the layout or of
+/// the seeds shows here. `FERROCSP_WRITE_SEEDS=1 cargo test -p ferrocsp --test
+/// shm_fuzz_smoke` rewrites them.
+#[test]
+fn committed_seeds_are_current() {
+    let seeds = fuzz::seeds().expect("seeds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/segment");
+    if std::env::var_os("FERROCSP_WRITE_SEEDS").is_some() {
+        for (i, s) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), s).expect("seed written");
+        }
+    }
+    let committed: Vec<Vec<u8>> = committed("seeds").into_iter().map(|(_, b)| b).collect();
+    assert!(
+        committed == seeds,
+        "fuzz/seeds/segment differs from fuzz::seeds(): rewrite it with FERROCSP_WRITE_SEEDS=1"
+    );
+}
+
 #[test]
 fn committed_crashes_run_cleanly() {
     within(LIMIT, || {

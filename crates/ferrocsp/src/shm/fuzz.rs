@@ -28,7 +28,7 @@ use super::cells::CellRef;
 use super::channel::ShmChannel;
 use super::end_table::EndKind;
 use super::layout::{
-    round_up, AltRecord, Header, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, MAX_ENDS, VERSION,
+    round_up, AltRecord, Entry, Header, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, MAX_ENDS, VERSION,
 };
 use super::select::{select, SelOp, Selected};
 use super::sys::{self, Mapping};
@@ -232,6 +232,24 @@ pub fn snapshot(ch: &ShmChannel, ops: &[u8]) -> Vec<u8> {
     out.extend(take(0, HDR_BYTES + REC_BYTES));
     out.extend(take(HEADER_BYTES, END_BYTES));
     out.extend(take(DATA_OFF, ch.data_len().min(RING_MAX)));
+    // What differs from run to run goes: the mutex (replaced by every replay anyway) and the
+    // holders of entries (this process; in a replay a process long gone, as 0 is), so the
+    // same states make the same seeds (`tests/shm_fuzz_smoke.rs` checks the committed ones).
+    let mutex = HDR_AT + offset_of!(Header, mutex);
+    out[mutex..mutex + size_of::<libc::pthread_mutex_t>()].fill(0);
+    let mut held = Vec::new();
+    if let Ok(g) = ch.lock() {
+        let _ = ch.scan(&g, |pos, _| {
+            held.push(pos as usize % ch.data_len());
+            None::<()>
+        });
+    }
+    let owner = offset_of!(Entry, owner_pid)..offset_of!(Entry, owner_start) + size_of::<u64>();
+    for at in held {
+        if let Some(b) = out.get_mut(RING_AT + at + owner.start..RING_AT + at + owner.end) {
+            b.fill(0);
+        }
+    }
     out
 }
 
