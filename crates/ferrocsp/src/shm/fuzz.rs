@@ -11,12 +11,15 @@
 //!
 //! Invariants:
 //! - Only the engine's own code runs on the image: `ShmChannel::over` (attach's checks), the
-//!   checked ring walk, claim, reserve, advance, offers, ends, stats, an Alt's step. Nothing is re-implemented
-//!   here, so what passes here is what a process attaching a scribbled segment does.
+//!   checked ring walk, claim, reserve, advance, offers, ends, stats, an Alt's step. Nothing
+//!   is re-implemented here, so what passes here is what a process attaching a scribbled
+//!   segment does.
 //! - Every input ends with attach refused or the operations returning (`Ok`, or an error such
 //!   as the channel poisoned as corrupt); never a panic, an access outside the image (the image
 //!   is a heap allocation of exactly the segment's size, which AddressSanitizer and Miri
-//!   bound), or an endless loop (no operation here waits: every wait has a deadline of now).
+//!   bound), or an endless loop (no operation here waits: every wait has a deadline of now,
+//!   `nowait` ones too, since a `nowait` Alt or rendezvous write that sees a reader counted
+//!   as waiting waits for it to take the value).
 //! - The segment's mutex is the one thing the input does not set: a mutex written over is a
 //!   peer holding the lock for ever, a denial of service that no check can tell from a slow
 //!   peer, and the mutex is the C library's, not this code's.
@@ -101,9 +104,11 @@ pub fn attach_image(data: &[u8]) -> Option<ShmChannel> {
     ShmChannel::over(map, None, total, &uuid).ok()
 }
 
-/// A wait that never sleeps: its deadline has passed.
-fn no_wait() -> Wait<'static> {
-    Wait::until(Some(Instant::now()))
+/// A wait that never sleeps: its deadline has passed (`nowait` or not).
+fn no_wait(nowait: bool) -> Wait<'static> {
+    let mut w = Wait::until(Some(Instant::now()));
+    w.nowait = nowait;
+    w
 }
 
 /// One operation: the low nibble of `op` says which, the high one is its argument.
@@ -113,7 +118,7 @@ pub fn run(ch: &ShmChannel, op: u8) {
     match op & 0x0f {
         0 => drop(ch.stats()),
         1 => {
-            if let Ok(slot) = ch.begin_read(&mut Wait::nowait()) {
+            if let Ok(slot) = ch.begin_read(&mut no_wait(true)) {
                 let sum = slot.buf().iter().fold(0u8, |a, &b| a.wrapping_add(b));
                 std::hint::black_box(sum);
                 if arg & 1 != 0 {
@@ -123,14 +128,14 @@ pub fn run(ch: &ShmChannel, op: u8) {
         }
         2 | 3 => {
             let slot = if op & 0x0f == 2 {
-                ch.begin_write(len, &mut no_wait())
+                ch.begin_write(len, &mut no_wait(arg & 2 != 0))
             } else {
                 ch.begin_write_adopted(len)
             };
             if let Ok(mut slot) = slot {
                 slot.buf().fill(arg);
                 if arg & 1 != 0 {
-                    let _ = slot.commit(&mut no_wait());
+                    let _ = slot.commit(&mut no_wait(arg & 2 != 0));
                 }
             }
         }
@@ -186,10 +191,7 @@ fn alt(ch: &ShmChannel, len: usize, arg: u8) {
     let fill = |b: &mut [u8]| b.fill(arg);
     let (r, w) = (SelOp::read(ch), SelOp::write(ch, len, &fill));
     let ops = if arg & 1 != 0 { [r, w] } else { [w, r] };
-    // Never `nowait` alone: a nowait Alt whose output guard sees a reader waiting (a count
-    // in the segment) waits for that reader to take its offer, with no deadline.
-    let mut wait = no_wait();
-    wait.nowait = arg & 2 != 0;
+    let mut wait = no_wait(arg & 2 != 0);
     let chosen = select(&ops, &mut wait);
     if let Ok((_, Selected::Read(slot))) = chosen {
         std::hint::black_box(slot.buf().first());
@@ -274,9 +276,9 @@ pub fn seeds() -> Result<Vec<Vec<u8>>, Box<dyn std::error::Error>> {
     let _ = ch.new_end(EndKind::Writer)?;
     let _ = ch.new_end(EndKind::Reader)?;
     for n in [100, 10, 150, 3] {
-        let mut s = ch.begin_write(n, &mut no_wait())?;
+        let mut s = ch.begin_write(n, &mut no_wait(false))?;
         s.buf().fill(n as u8);
-        s.commit(&mut no_wait())?;
+        s.commit(&mut no_wait(false))?;
         if n == 10 {
             ch.begin_read(&mut Wait::nowait())?.finish()?;
             ch.begin_read(&mut Wait::nowait())?.finish()?;
@@ -284,7 +286,7 @@ pub fn seeds() -> Result<Vec<Vec<u8>>, Box<dyn std::error::Error>> {
     }
     out.push(snapshot(&ch, &OPS));
     // A message being written and one being read (their holders are this process).
-    let w = ch.begin_write(20, &mut no_wait())?;
+    let w = ch.begin_write(20, &mut no_wait(false))?;
     let r = ch.begin_read(&mut Wait::nowait())?;
     out.push(snapshot(&ch, &[0x08, 0x11, 0x12, 0x07, 0x00, 0x05, 0x06, 0x14]));
     drop((w, r));
