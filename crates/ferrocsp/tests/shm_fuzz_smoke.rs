@@ -207,3 +207,28 @@ fn an_end_count_at_its_limit_poisons_as_corrupt() {
         assert_eq!(ch.poison_cause(), Some(PoisonCause::Corrupt), "op {op:#x}");
     }
 }
+
+/// Found by the fuzzer (`regressions/segment/offered-entry-not-an-offer`): an `OFFERED` entry
+/// whose kind says it is no offer was checked as a plain entry (no room for the selection's
+/// cell reference), and then its cell reference read anyway: for an entry of 64 bytes at the
+/// end of the ring, 16 bytes past the segment (AddressSanitizer: heap-buffer-overflow, and
+/// the channel went on as if nothing were wrong). Now such an entry poisons it as corrupt.
+#[test]
+fn an_offered_entry_that_is_no_offer_poisons_as_corrupt() {
+    let l = ShmChannel::layout_for_tests();
+    for op in [0x0b, 0x01] {
+        // op 0x0b: count the Alts waiting (stats); op 0x01: read.
+        let mut input = with_field(l.head, 1024 - 64);
+        for (field, v) in [(l.tail, 1024), (l.offered, 1), (l.offers, 1)] {
+            put(&mut input, HDR_AT + field, v);
+        }
+        let at = RING_AT + 1024 - 64;
+        put(&mut input, at + l.entry_size, 64);
+        put(&mut input, at + l.entry_len, 0);
+        // state OFFERED (8), rendezvous RDV_PLAIN (1).
+        put(&mut input, at + 16, 8 | (1 << 32));
+        let ch = fuzz::attach_image(&input).expect("attached");
+        fuzz::run(&ch, op);
+        assert_eq!(ch.poison_cause(), Some(PoisonCause::Corrupt), "op {op:#x}");
+    }
+}

@@ -10,7 +10,7 @@
 //!   it uses it, so a walk ends within one ring's worth of steps and never leaves the mapping.
 //!   What does not fit poisons the channel as corrupt (`ShmChannel::corrupt`).
 
-use super::channel::{Guard, ShmChannel, DONE, ENTRY_BYTES, OFFER_PREFIX, RDV_OFFER};
+use super::channel::{Guard, ShmChannel, DONE, ENTRY_BYTES, OFFERED, OFFER_PREFIX, RDV_OFFER};
 use super::layout::{Entry, ALIGN, ALT_RECORDS, CANCELLED, DATA_OFF, PAD};
 use super::sys;
 use crate::Error;
@@ -182,7 +182,9 @@ impl ShmChannel {
     }
 
     /// Whether entry `e` at `pos` fits the ring: a whole number of alignment units, inside
-    /// the ring without wrapping, before `tail`, and its message inside the entry.
+    /// the ring without wrapping, before `tail`, and its message inside the entry (after the
+    /// cell reference of an offer: an `OFFERED` entry must be one, since whoever finds it
+    /// reads that reference).
     fn entry_ok(&self, pos: u64, tail: u64, e: &Seen) -> bool {
         let a = ALIGN as u64;
         let at = pos % self.data_len() as u64;
@@ -195,6 +197,7 @@ impl ShmChannel {
             && e.size <= self.data_len() as u64 - at
             && e.size <= tail - pos
             && (e.state == PAD || e.size.checked_sub(prefix).is_some_and(|room| e.len <= room))
+            && (e.state != OFFERED || e.rendezvous == RDV_OFFER)
     }
 
     /// Takes one from a counter of the segment's state. A counter that is already zero
