@@ -192,7 +192,8 @@ fn an_offer_smaller_than_its_prefix_poisons_as_corrupt() {
     assert_eq!(ch.poison_cause(), Some(PoisonCause::Corrupt));
 }
 
-/// Found by the fuzzer's operations on end counts: a made-ends count at its limit overflowed
+/// Seen while writing the harness's end operations (not by the fuzzer, which never got the
+/// chance: fixed first, this test failed before): a made-ends count at its limit overflowed
 /// when ends were added (a panic in a debug build, a wrapped count in a release one, which
 /// could make the channel look retired). Now the addition is checked and poisons as corrupt.
 #[test]
