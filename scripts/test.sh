@@ -60,6 +60,35 @@ step "cargo test" cargo test --workspace
 step "loom models" env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$root/target/loom" \
   CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true \
   cargo test -p ferrocsp --release --test loom --test loom_linked
+# The fuzzer's smoke run on stable is tests/shm_fuzz_smoke.rs (in `cargo test` above). Where
+# a nightly toolchain has the tools, also ~30 s of real fuzzing and the Miri subset
+# (docs/design.md, "Fuzzing and sanitizers"); their absence is said, never a failure.
+nightly_has() {
+  case $1 in
+    fuzz) cargo +nightly fuzz --version >/dev/null 2>&1 ;;
+    miri) cargo +nightly miri --version >/dev/null 2>&1 &&
+      [ -d "$(rustc +nightly --print sysroot 2>/dev/null)/lib/rustlib/src/rust/library" ] ;;
+  esac
+}
+fuzz_smoke() {
+  # New inputs go to a scratch corpus, never into the committed seeds.
+  local scratch rc=0
+  scratch=$(mktemp -d)
+  cargo +nightly fuzz run segment "$scratch" fuzz/seeds/segment fuzz/regressions/segment \
+    -- -max_total_time=30 -max_len=20000 -timeout=10 -print_final_stats=1 || rc=$?
+  rm -rf "$scratch"
+  return $rc
+}
+if nightly_has fuzz; then
+  step "fuzz smoke run (cargo +nightly fuzz, 30 s)" fuzz_smoke
+else
+  echo "[test] skipped: fuzz smoke run (needs cargo +nightly and cargo-fuzz)"
+fi
+if nightly_has miri; then
+  step "miri (shm segment checks)" "$root/scripts/sanitizers.sh" miri
+else
+  echo "[test] skipped: miri (needs cargo +nightly with the miri and rust-src components)"
+fi
 step "ruff check" "$VENV/bin/ruff" check "${py_paths[@]}"
 step "ruff format --check" "$VENV/bin/ruff" format --check "${py_paths[@]}"
 step "mypy --strict" "$VENV/bin/python" -m mypy --strict python/ferrocsp

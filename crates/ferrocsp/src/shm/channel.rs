@@ -50,7 +50,8 @@ use crate::Error;
 #[derive(Debug)]
 pub struct ShmChannel {
     map: Mapping,
-    fd: OwnedFd,
+    /// None only for a heap image of a segment (`fuzz.rs`).
+    fd: Option<OwnedFd>,
     /// The ring's length and the capacity, read once (checked against the mapping at attach):
     /// a peer that scribbles over the header later cannot move entries outside the mapping.
     data_len: usize,
@@ -112,6 +113,18 @@ impl ShmChannel {
         let fd = sys::create(&uuid, total)?;
         sys::seal(&fd)?;
         let map = sys::map(&fd, total)?;
+        Self::init(map, Some(fd), uuid, data_len, capacity)
+    }
+
+    /// Makes fresh zeroed memory of `DATA_OFF + data_len` bytes a new channel.
+    pub(super) fn init(
+        map: Mapping,
+        fd: Option<OwnedFd>,
+        uuid: [u8; 16],
+        data_len: usize,
+        capacity: usize,
+    ) -> io::Result<Self> {
+        let total = DATA_OFF + data_len;
         let ch = ShmChannel { map, fd, data_len, capacity, next_look: Default::default() };
         let h = ch.hdr();
         // SAFETY: the segment is fresh (zeroed) and mapped; no other process knows it yet.
@@ -138,6 +151,21 @@ impl ShmChannel {
         // A segment that could still change size could SIGBUS us on any access.
         sys::check_sealed(&fd)?;
         let map = sys::map(&fd, total)?;
+        Self::over(map, Some(fd), total, uuid)
+    }
+
+    /// The checks of `attach` on a mapped segment of `total` bytes (at least a header, the end
+    /// table and a minimal ring) that should be channel `uuid`: what every later access
+    /// relies on is read once here and checked against the mapping.
+    pub(super) fn over(
+        map: Mapping,
+        fd: Option<OwnedFd>,
+        total: usize,
+        uuid: &[u8; 16],
+    ) -> io::Result<Self> {
+        if total < DATA_OFF + 4 * ALIGN {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "segment too small"));
+        }
         let h: *mut Header = map.ptr().cast();
         // SAFETY: the header lies in the mapping (checked size); these fields are written once
         // before `magic` at creation and never change, unless a hostile process rewrites them:
@@ -204,7 +232,7 @@ impl ShmChannel {
 
     /// This process's descriptor for the segment (another process attaches through it).
     pub fn fd(&self) -> i32 {
-        self.fd.as_raw_fd()
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 
     /// The buffer size; 0 for rendezvous.
@@ -424,15 +452,15 @@ impl ShmChannel {
     pub fn stats(&self) -> Result<crate::Stats, Error> {
         let g = self.lock()?;
         let (alt_readers, alt_writers) = self.alt_waiting(&g);
+        // Before `st`: it takes its own reference to the state (one at a time, for Miri).
+        let offers = self.ready_offers(&g) as usize;
         let st = g.st();
         let poisoned = self.is_poisoned();
         Ok(crate::Stats {
             capacity: self.capacity(),
             buffered: if poisoned { 0 } else { st.buffered as usize },
             readers_waiting: st.readers_waiting as usize + alt_readers,
-            writers_waiting: st.writers_waiting as usize
-                + self.ready_offers(&g) as usize
-                + alt_writers,
+            writers_waiting: st.writers_waiting as usize + offers + alt_writers,
             reader_ends: st.reader_ends_live as usize,
             writer_ends: st.writer_ends_live as usize,
             poisoned,

@@ -37,13 +37,15 @@ impl ShmChannel {
         if i >= MAX_ENDS {
             return Err(Error::TooMany { what: "ends", max: MAX_ENDS });
         }
-        st.ends_next += 1;
         let (tag, made, live) = match kind {
             EndKind::Reader => (END_READER, &mut st.reader_ends_made, &mut st.reader_ends_live),
             EndKind::Writer => (END_WRITER, &mut st.writer_ends_made, &mut st.writer_ends_live),
         };
-        *made += 1;
-        *live += 1;
+        let (Some(m), Some(l)) = (made.checked_add(1), live.checked_add(1)) else {
+            return Err(self.corrupt(&g));
+        };
+        (*made, *live) = (m, l);
+        st.ends_next += 1;
         self.ends()[i].store(tag, Ordering::Release);
         Ok(i as u32)
     }
@@ -54,16 +56,15 @@ impl ShmChannel {
     pub fn adopt_counts(&self, kind: EndKind, made: u32, live: u32) -> Result<(), Error> {
         let g = self.lock()?;
         let st = g.st();
-        match kind {
-            EndKind::Reader => {
-                st.reader_ends_made += made;
-                st.reader_ends_live += live;
-            }
-            EndKind::Writer => {
-                st.writer_ends_made += made;
-                st.writer_ends_live += live;
-            }
-        }
+        let (m, l) = match kind {
+            EndKind::Reader => (&mut st.reader_ends_made, &mut st.reader_ends_live),
+            EndKind::Writer => (&mut st.writer_ends_made, &mut st.writer_ends_live),
+        };
+        // The counts are the segment's (anything), the additions the caller's.
+        let (Some(m2), Some(l2)) = (m.checked_add(made), l.checked_add(live)) else {
+            return Err(self.corrupt(&g));
+        };
+        (*m, *l) = (m2, l2);
         Ok(())
     }
 

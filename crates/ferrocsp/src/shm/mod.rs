@@ -18,6 +18,8 @@ mod cells;
 mod channel;
 mod end_table;
 mod fork;
+#[doc(hidden)]
+pub mod fuzz;
 mod layout;
 mod mixed;
 mod offers;

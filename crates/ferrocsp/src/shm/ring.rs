@@ -5,19 +5,28 @@
 //! - Head and tail are positions that only grow (until an empty ring rewinds to 0); an entry
 //!   lies at `pos % data_len`, aligned, and never wraps (a `PAD` entry fills the tail end).
 //! - Everything here runs with the segment's lock held.
-//! - The segment is untrusted (any process mapping it can write anything): head and tail are
-//!   checked at every lock (`ring_ok`), and a walk reads them once and checks each entry before
+//! - The segment is untrusted (any process mapping it can write anything): head, tail and the
+//!   counts are checked at every lock (`ring_ok`), and a walk reads them once and checks each entry before
 //!   it uses it, so a walk ends within one ring's worth of steps and never leaves the mapping.
 //!   What does not fit poisons the channel as corrupt (`ShmChannel::corrupt`).
 
-use super::channel::{Guard, ShmChannel, DONE, ENTRY_BYTES, OFFER_PREFIX, RDV_OFFER};
-use super::layout::{Entry, ALIGN, CANCELLED, DATA_OFF, PAD};
+use super::channel::{Guard, ShmChannel, DONE, ENTRY_BYTES, OFFERED, OFFER_PREFIX, RDV_OFFER};
+use super::layout::{Entry, ALIGN, ALT_RECORDS, CANCELLED, DATA_OFF, PAD};
 use super::sys;
 use crate::Error;
 
 /// Dead ring memory is given back in pieces of this size (whole pages; one system call per
 /// piece the head moves past, so a few per megabytes of traffic).
 const RELEASE_CHUNK: usize = 1 << 21;
+
+/// The furthest a ring position can be: positions only grow by the bytes ever sent through
+/// the channel (centuries of traffic to reach this), so one past it is garbage, and every sum
+/// of positions and sizes stays far from overflowing.
+const POS_MAX: u64 = u64::MAX / 4;
+
+/// The most waiters a count can hold (each is a thread or a task with its stack): a count past
+/// it is garbage, and keeps every increment far from overflowing.
+const WAITERS_MAX: u32 = u32::MAX / 4;
 
 /// An entry of the ring as read back from the segment: `walk` checked that it fits.
 pub(super) struct Seen {
@@ -103,15 +112,26 @@ impl ShmChannel {
         }
     }
 
-    /// Whether the ring's head and tail are ones the protocol can produce: aligned, in
-    /// order, at most a ring apart. Lock held.
+    /// Whether the ring's head and tail and the state's counts are ones the protocol can
+    /// produce: head and tail aligned, in order, at most a ring apart and far from overflowing;
+    /// no more entries of any kind counted than the ring can hold; waiters and records within
+    /// their bounds. A lock hold adds at most a ring's worth to any of them, so no count can
+    /// overflow under a lock taken after this check. Lock held.
     pub(super) fn ring_ok(&self, g: &Guard<'_>) -> bool {
         let st = g.st();
         let a = ALIGN as u64;
+        let entries = self.data_len() as u64 / a;
         st.head <= st.tail
+            && st.tail <= POS_MAX
             && st.tail - st.head <= self.data_len() as u64
             && st.head.is_multiple_of(a)
             && st.tail.is_multiple_of(a)
+            && [st.buffered, st.ready, st.writing, st.offers, st.offered]
+                .iter()
+                .all(|&n| n <= entries)
+            && st.readers_waiting <= WAITERS_MAX
+            && st.writers_waiting <= WAITERS_MAX
+            && st.alt_readers as usize <= ALT_RECORDS
     }
 
     /// Calls `f` on every entry from the head to the tail until it returns `Some`. Head and
@@ -162,7 +182,9 @@ impl ShmChannel {
     }
 
     /// Whether entry `e` at `pos` fits the ring: a whole number of alignment units, inside
-    /// the ring without wrapping, before `tail`, and its message inside the entry.
+    /// the ring without wrapping, before `tail`, and its message inside the entry (after the
+    /// cell reference of an offer: an `OFFERED` entry must be one, since whoever finds it
+    /// reads that reference).
     fn entry_ok(&self, pos: u64, tail: u64, e: &Seen) -> bool {
         let a = ALIGN as u64;
         let at = pos % self.data_len() as u64;
@@ -174,7 +196,8 @@ impl ShmChannel {
             && e.size.is_multiple_of(a)
             && e.size <= self.data_len() as u64 - at
             && e.size <= tail - pos
-            && (e.state == PAD || e.len <= e.size - prefix)
+            && (e.state == PAD || e.size.checked_sub(prefix).is_some_and(|room| e.len <= room))
+            && (e.state != OFFERED || e.rendezvous == RDV_OFFER)
     }
 
     /// Takes one from a counter of the segment's state. A counter that is already zero

@@ -10,6 +10,10 @@
 //!   unrelated file that reused the descriptor number is never opened.
 //! - Futex words live in `MAP_SHARED` memory and use the shared (not `_PRIVATE`) operations, so
 //!   a wake in one process reaches a waiter in another.
+//! - Under Miri (`cfg(miri)`, which runs the segment checks over heap images: `fuzz.rs`) the
+//!   calls Miri cannot make are replaced, each marked where it is: the mutex is a plain one
+//!   (Miri has no process-shared or robust mutexes), and `/proc`, `pthread_atfork` and hole
+//!   punching fail or do nothing, as they would for a peer that is not there.
 
 use std::ffi::CString;
 use std::io;
@@ -17,12 +21,19 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-/// A shared read-write mapping of a whole segment; unmapped on drop.
+/// A shared read-write mapping of a whole segment; unmapped on drop. Or, for code that checks
+/// how segments are read against arbitrary bytes (`fuzz.rs`, Miri, which has no `mmap` of a
+/// file), an image of one in this process's heap: the same bytes, page-aligned.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     ptr: *mut u8,
     len: usize,
+    /// Whether `ptr` is a heap image (freed with `IMAGE_ALIGN`) rather than an `mmap`.
+    image: bool,
 }
+
+/// The alignment of a heap image: a page, as `mmap` gives.
+const IMAGE_ALIGN: usize = 4096;
 
 // SAFETY: the mapping is plain shared memory; every access to it goes through atomics or the
 // segment's process-shared mutex (see `channel.rs`).
@@ -34,10 +45,30 @@ impl Mapping {
     pub(crate) fn ptr(&self) -> *mut u8 {
         self.ptr
     }
+
+    /// A zeroed, page-aligned heap image of `len` bytes (not shared with any process).
+    pub(crate) fn image(len: usize) -> io::Result<Mapping> {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), IMAGE_ALIGN)
+            .map_err(io::Error::other)?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        Ok(Mapping { ptr, len, image: true })
+    }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.image {
+            let layout = std::alloc::Layout::from_size_align(self.len.max(1), IMAGE_ALIGN);
+            if let Ok(layout) = layout {
+                // SAFETY: allocated by `image` with this very layout; its owner is gone.
+                unsafe { std::alloc::dealloc(self.ptr, layout) }
+            }
+            return;
+        }
         // SAFETY: ptr/len are exactly what mmap returned; nothing refers to the mapping once
         // its owner (the channel) is dropped.
         unsafe {
@@ -103,6 +134,9 @@ pub(crate) fn check_sealed(fd: &OwnedFd) -> io::Result<()> {
 
 /// Opens the segment `uuid` held by process `pid` as descriptor `fd`.
 pub(crate) fn open_from(pid: u32, fd: i32, uuid: &[u8; 16]) -> io::Result<OwnedFd> {
+    if cfg!(miri) {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no /proc under Miri"));
+    }
     let path = format!("/proc/{pid}/fd/{fd}");
     let target = std::fs::read_link(&path)?;
     let want = format!("/memfd:{} (deleted)", memfd_name(uuid));
@@ -144,7 +178,7 @@ pub(crate) fn map(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    Ok(Mapping { ptr: ptr.cast(), len })
+    Ok(Mapping { ptr: ptr.cast(), len, image: false })
 }
 
 /// Sleeps while `*word == expected`, at most `timeout`; returns on a wake, a timeout, a
@@ -180,7 +214,9 @@ pub(crate) unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> io::Result<()>
         let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
         err(libc::pthread_mutexattr_init(&mut attr))?;
         let r = (|| {
+            #[cfg(not(miri))]
             err(libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED))?;
+            #[cfg(not(miri))]
             err(libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST))?;
             err(libc::pthread_mutex_init(m, &attr))
         })();
@@ -323,6 +359,9 @@ pub(crate) struct ProcId {
 /// The start time of process `pid` and whether it is still running (not dead, not a zombie
 /// waiting to be reaped); None: no such process.
 fn proc_stat(pid: u32) -> Option<(u64, bool)> {
+    if cfg!(miri) {
+        return None;
+    }
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain anything: parse after it.
     let rest = &text[text.rfind(')')? + 1..];
@@ -340,7 +379,9 @@ pub(crate) fn me() -> ProcId {
     use std::sync::atomic::{AtomicU64, Ordering};
     static CACHE_PID: AtomicU32 = AtomicU32::new(0);
     static CACHE_START: AtomicU64 = AtomicU64::new(0);
+    #[cfg_attr(miri, allow(dead_code))]
     static ATFORK: std::sync::Once = std::sync::Once::new();
+    #[cfg_attr(miri, allow(dead_code))]
     extern "C" fn forget() {
         CACHE_PID.store(0, Ordering::Release);
     }
@@ -352,6 +393,7 @@ pub(crate) fn me() -> ProcId {
     // once per process image. It fails only out of memory; a forked child would then name its
     // parent as the holder of its entries: its own death would go unnoticed, never a live
     // process be taken for dead.
+    #[cfg(not(miri))]
     ATFORK.call_once(|| unsafe {
         libc::pthread_atfork(None, None, Some(forget));
     });
@@ -376,6 +418,9 @@ pub(crate) fn pid_gone(pid: u32) -> bool {
 
 /// Frees the memory of bytes `off..off + len` of segment `fd` (they read as zeros again).
 pub(crate) fn punch_hole(fd: i32, off: u64, len: u64) -> io::Result<()> {
+    if cfg!(miri) {
+        return Err(io::Error::from(io::ErrorKind::Unsupported));
+    }
     let (off, len) = (
         libc::off_t::try_from(off).map_err(io::Error::other)?,
         libc::off_t::try_from(len).map_err(io::Error::other)?,
