@@ -136,3 +136,102 @@ fn a_reader_waiting_behind_a_dead_writer_keeps_its_deadline() {
     assert!(t0.elapsed() < Duration::from_secs(2));
     assert_eq!(ch.stats().expect("stats").buffered, 0, "the dead writer's slot is free");
 }
+
+/// Polls `cond` for up to 10 s (a state another process reaches, seen through `stats`).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Kills child `pid` (SIGKILL) and reaps it.
+fn kill(pid: libc::pid_t) {
+    // SAFETY: pid is our child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = reap(pid);
+}
+
+fn stats(ch: &ShmChannel) -> ferrocsp::Stats {
+    ch.stats().expect("stats")
+}
+
+/// A reader killed while it sleeps in `read` stayed counted as a waiting reader forever: a
+/// rendezvous `write_nowait` then reserved an entry for it and waited for it to come (a
+/// `nowait` write that never returned), `stats()` showed a phantom reader, and an `Alt`'s
+/// output guard waited for that reader too, even a `nowait` one. Each waiting count now has
+/// an owner (`waiters.rs`).
+#[test]
+fn a_reader_killed_asleep_is_no_waiting_reader() {
+    let ch = std::sync::Arc::new(ShmChannel::create(0, 1 << 20).expect("create"));
+    let reader = fork(|| -> i32 {
+        let _ = ch.begin_read(&mut Wait::until(None));
+        1
+    });
+    wait_for("the reader to sleep", || stats(&ch).readers_waiting == 1);
+    kill(reader);
+    let c = ch.clone();
+    let t0 = Instant::now();
+    let out = within(Duration::from_secs(10), move || write(&c, b"v", &mut Wait::nowait()));
+    assert_eq!(out, Err(Error::WouldBlock));
+    assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} for a nowait write", t0.elapsed());
+    let s = stats(&ch);
+    assert_eq!((s.readers_waiting, s.writers_waiting), (0, 0), "{s:?}");
+    assert!(!ch.is_poisoned(), "a reader that took nothing spoils nothing");
+}
+
+/// The same dead reader seen first by an `Alt` with an output guard (it waits for an idle
+/// reader to take its offer): a `nowait` selection must not wait for a dead one.
+#[test]
+fn an_alt_output_does_not_wait_for_a_reader_killed_asleep() {
+    use ferrocsp::shm::{select, SelOp};
+    let ch = std::sync::Arc::new(ShmChannel::create(0, 1 << 20).expect("create"));
+    let reader = fork(|| -> i32 {
+        let _ = ch.begin_read(&mut Wait::until(None));
+        1
+    });
+    wait_for("the reader to sleep", || stats(&ch).readers_waiting == 1);
+    kill(reader);
+    let c = ch.clone();
+    let t0 = Instant::now();
+    let out = within(Duration::from_secs(10), move || {
+        let fill = |out: &mut [u8]| out.copy_from_slice(b"offered");
+        let ops = [SelOp::write(&c, 7, &fill)];
+        select(&ops, &mut Wait::nowait()).map(|(i, _)| i)
+    });
+    assert_eq!(out, Err(Error::WouldBlock));
+    assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} for a nowait selection", t0.elapsed());
+    assert_eq!(stats(&ch).readers_waiting, 0);
+}
+
+/// A writer killed while it sleeps for room in a full buffered channel stayed counted as a
+/// waiting writer; and an `Alt` killed while its input guard waits leaves a record that must
+/// not count as a waiting reader.
+#[test]
+fn writers_and_alts_killed_asleep_are_not_counted_as_waiting() {
+    use ferrocsp::shm::{select, SelOp};
+    let ch = std::sync::Arc::new(ShmChannel::create(1, 1 << 20).expect("create"));
+    write(&ch, b"fills it", &mut Wait::nowait()).expect("the buffer's one slot");
+    let writer = fork(|| -> i32 {
+        let _ = write(&ch, b"waits", &mut Wait::until(None));
+        1
+    });
+    wait_for("the writer to sleep", || stats(&ch).writers_waiting == 1);
+    kill(writer);
+    let s = stats(&ch);
+    assert_eq!((s.writers_waiting, s.buffered), (0, 1), "{s:?}");
+
+    let other = std::sync::Arc::new(ShmChannel::create(0, 1 << 20).expect("create"));
+    let alt = fork(|| -> i32 {
+        let ops = [SelOp::read(&other)];
+        let _ = select(&ops, &mut Wait::until(None));
+        1
+    });
+    wait_for("the Alt to wait", || stats(&other).readers_waiting == 1);
+    kill(alt);
+    assert_eq!(stats(&other).readers_waiting, 0);
+    let o = other.clone();
+    let out = within(Duration::from_secs(10), move || write(&o, b"v", &mut Wait::nowait()));
+    assert_eq!(out, Err(Error::WouldBlock));
+}

@@ -11,12 +11,12 @@
 //!   segment of another version.
 //! - The header fits its page and an entry header fits its alignment (checked at compile time).
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::cells::CellRef;
 
 pub(super) const MAGIC: u64 = 0x6665_7272_6f63_7370; // "ferrocsp"
-pub(super) const VERSION: u32 = 4;
+pub(super) const VERSION: u32 = 5;
 pub(super) const HEADER_BYTES: usize = 4096;
 /// The most counted ends one shared channel can have over its life.
 pub const MAX_ENDS: usize = 4096;
@@ -71,6 +71,23 @@ pub(super) struct State {
     pub(super) _pad: u32,
 }
 
+/// Processes with threads waiting on one channel at once that the waiting counts attribute
+/// (`waiters.rs`); beyond that, a waiter is counted in the totals only.
+pub(super) const WAIT_RECORDS: usize = 32;
+
+/// The waiters of one process on this channel (`waiters.rs`): its share of
+/// `State::readers_waiting` and `State::writers_waiting`. Free when `pid` is 0.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct WaitRecord {
+    pub(super) pid: u32,
+    pub(super) readers: u32,
+    /// The process's start time (`owner.rs`), so that a reused pid is not taken for it.
+    pub(super) start: u64,
+    pub(super) writers: u32,
+    pub(super) _pad: u32,
+}
+
 /// A waiting selection's input guard on this channel.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -95,9 +112,11 @@ pub(super) struct Header {
     /// Cooperative sleepers (`Wait::coarse`) waiting on this channel: while non-zero, every
     /// private wake-up (an entry's `wake`, a selection cell fired here) also moves `seq`.
     pub(super) coop: AtomicU32,
-    pub(super) mutex: libc::pthread_mutex_t,
+    /// The segment's lock (`lock.rs`): 0 when free, else the word that names its holder.
+    pub(super) lock: AtomicU64,
     pub(super) st: State,
     pub(super) alt: [AltRecord; ALT_RECORDS],
+    pub(super) waits: [WaitRecord; WAIT_RECORDS],
 }
 
 #[repr(C)]
@@ -143,6 +162,17 @@ pub struct TestLayout {
     pub data_off: usize,
     pub entry_size: usize,
     pub entry_len: usize,
+    /// The lock word (8 bytes).
+    pub lock: usize,
+    /// The whole header, the alt records and the wait records (offset, length).
+    pub header: (usize, usize),
+    pub alt: (usize, usize),
+    pub waits: (usize, usize),
+    /// The end table (offset, length).
+    pub ends: (usize, usize),
+    /// `readers_waiting`, `writers_waiting` (u32 each).
+    pub readers_waiting: usize,
+    pub writers_waiting: usize,
 }
 
 pub(super) const TEST_LAYOUT: TestLayout = {
@@ -161,5 +191,12 @@ pub(super) const TEST_LAYOUT: TestLayout = {
         data_off: DATA_OFF,
         entry_size: offset_of!(Entry, size),
         entry_len: offset_of!(Entry, len),
+        lock: offset_of!(Header, lock),
+        header: (0, size_of::<Header>()),
+        alt: (offset_of!(Header, alt), size_of::<[AltRecord; ALT_RECORDS]>()),
+        waits: (offset_of!(Header, waits), size_of::<[WaitRecord; WAIT_RECORDS]>()),
+        ends: (HEADER_BYTES, MAX_ENDS),
+        readers_waiting: st + offset_of!(State, readers_waiting),
+        writers_waiting: st + offset_of!(State, writers_waiting),
     }
 };

@@ -149,9 +149,15 @@ impl ShmChannel {
 
     /// Whether a reader blocked in a plain read waits with no message to take but one of
     /// `own` offers: an output guard here is as good as ready. Lock held.
+    /// A reader that died asleep is not one: the counts are checked against their owners
+    /// (`waiters.rs`) when they would make the output wait, at most once per `PEER_CHECK`.
     pub(super) fn idle_reader(&self, g: &Guard<'_>, own: u64) -> bool {
-        let st = g.st();
-        u64::from(st.readers_waiting) + own > st.offers
+        let idle = |st: &super::layout::State| u64::from(st.readers_waiting) + own > st.offers;
+        if !idle(g.st()) {
+            return false;
+        }
+        self.look_for_dead_waiters(g);
+        idle(g.st())
     }
 
     /// Records a waiting selection's input guard (counted as a waiting reader). None: the

@@ -283,7 +283,10 @@ impl<'a> Sel<'_, 'a> {
                 _ => {}
             }
             self.publish(&guards);
-            let interrupted = self.sleep(guards, w, bell);
+            // Waiting for an idle reader: it may have died asleep, which only a look finds
+            // (`waiters.rs`, through `idle_reader` at the next step).
+            let cap = deferred.then(|| Instant::now() + super::owner::PEER_CHECK);
+            let interrupted = self.sleep(guards, w, bell, cap);
             if interrupted {
                 let guards = self.lock_all()?;
                 if let Some(done) = self.decided(&guards) {
@@ -499,7 +502,13 @@ impl<'a> Sel<'_, 'a> {
     /// watches the channels' change counters only (a fired cell moves its channel's `seq`
     /// while `coop` counts us there), except with local guards: their counterparts fire the
     /// cell without any channel's `seq`, so every sleeper watches the cell word and bell.
-    fn sleep(&self, guards: Vec<Guard<'a>>, w: &mut Wait<'_>, bell: Option<u32>) -> bool {
+    fn sleep(
+        &self,
+        guards: Vec<Guard<'a>>,
+        w: &mut Wait<'_>,
+        bell: Option<u32>,
+        cap: Option<Instant>,
+    ) -> bool {
         let coarse = w.coarse();
         let mut words: Vec<&AtomicU32> = Vec::with_capacity(self.chans.len() + 2);
         for c in &self.chans {
@@ -526,7 +535,7 @@ impl<'a> Sel<'_, 'a> {
             }
         }
         drop(guards);
-        let interrupted = w.block(&words, &seen, None);
+        let interrupted = w.block(&words, &seen, cap);
         for c in &self.chans {
             if coarse {
                 c.coop().fetch_sub(1, Ordering::AcqRel);

@@ -161,6 +161,28 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     }
 }
 
+/// `futex_wait` on a 32-bit word given by address: half of a 64-bit atomic (`lock.rs`),
+/// which Rust code only ever accesses whole; the kernel reads the half.
+pub(crate) fn futex_wait_raw(word: *const u32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(d.subsec_nanos()),
+    });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: word is an aligned u32 inside a live shared mapping; tsp is null or valid.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAIT, expected, tsp);
+    }
+}
+
+/// Wakes up to `n` processes sleeping on the 32-bit word at `word` (see `futex_wait_raw`).
+pub(crate) fn futex_wake_raw(word: *const u32, n: i32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, n);
+    }
+}
+
 /// Wakes every process sleeping on `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: word is a valid, aligned u32; FUTEX_WAKE only reads its address.
@@ -359,6 +381,20 @@ pub(crate) fn me() -> ProcId {
 /// Whether process `p` is still alive: the same process (start time), not a zombie.
 pub(crate) fn alive(p: ProcId) -> bool {
     matches!(proc_stat(p.pid), Some((start, true)) if start == p.start)
+}
+
+/// The start time of thread `tid` (any thread of any process: `/proc/<tid>` exists for
+/// every thread, listed or not); None if it cannot be read.
+pub(crate) fn thread_start(tid: u32) -> Option<u64> {
+    proc_stat(tid).map(|(start, _)| start)
+}
+
+/// The start time of thread `tid` if it still runs (not gone, not a zombie).
+pub(crate) fn thread_running(tid: u32) -> Option<u64> {
+    match proc_stat(tid) {
+        Some((start, true)) => Some(start),
+        _ => None,
+    }
 }
 
 /// Whether process `pid` is gone: no such process, or dead and waiting to be reaped.

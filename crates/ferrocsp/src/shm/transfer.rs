@@ -8,6 +8,8 @@
 //!   under this channel's lock, and never its own selection's offer.
 //! - A wait re-checks poison, retirement and its deadline each time it wakes, so it ends with
 //!   the channel's state, never on a stale one.
+//! - A waiter is counted (`readers_waiting`, `writers_waiting`) with its process as owner
+//!   (`waiters.rs`) from just before it sleeps until it holds the lock again.
 
 use std::time::Instant;
 
@@ -16,6 +18,7 @@ use super::channel::{Guard, ShmChannel};
 use super::layout::{round_up, ENTRY_BYTES, OFFERED, RDV_PLAIN, READING, READY, WRITING};
 use super::slot::{ReadSlot, WriteSlot};
 use super::wait::Wait;
+use super::waiters::Side;
 use crate::Error;
 
 impl ShmChannel {
@@ -164,10 +167,10 @@ impl ShmChannel {
             if w.deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);
             }
-            g.st().writers_waiting += 1;
+            let ticket = self.wait_begin(&g, Side::Writer);
             let (g2, interrupted) = self.sleep(g, w)?;
             g = g2;
-            self.dec(&g, &mut g.st().writers_waiting);
+            self.wait_end(&g, ticket);
             if interrupted {
                 return Err(Error::Interrupted);
             }
@@ -208,7 +211,7 @@ impl ShmChannel {
                 }
                 return Err(e);
             }
-            st.readers_waiting += 1;
+            let ticket = self.wait_begin(&g, Side::Reader);
             if !waited {
                 // A reader arrives: an Alt offering an output here may now fire. Going back to
                 // sleep after a wake-up changes nothing others can see (the count went down
@@ -220,7 +223,7 @@ impl ShmChannel {
             let (g2, interrupted) = self.sleep(g, w)?;
             g = g2;
             waited = true;
-            self.dec(&g, &mut g.st().readers_waiting);
+            self.wait_end(&g, ticket);
             if interrupted {
                 self.wake_offers(&g);
                 self.changed(&g);
