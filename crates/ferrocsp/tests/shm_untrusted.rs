@@ -465,3 +465,44 @@ fn random_scribbles_over_header_ends_and_records() {
     assert!(seeds.len() < 20 || detected > 0, "no scribble was ever detected");
     eprintln!("{detected} of {} trials found the damage", seeds.len());
 }
+
+/// A selection's offer whose cell record a peer rewrote to name another guard of it: a reader
+/// that takes the offer fires that guard. The selection reported the forged guard as sent
+/// (an index beyond its guards when the number was out of range, clamped to the largest
+/// guard number when it was beyond any selection's). Now a forged number is refused by the
+/// reader, and a fire that no claim of the selection's own offer made is found by the
+/// selection: either way the channel is poisoned as corrupt and nothing reports a guard
+/// that does not exist.
+#[test]
+fn a_forged_guard_in_an_offer_never_fires_a_guard_that_was_not_taken() {
+    use ferrocsp::shm::{select, SelOp, Selected, Wait};
+    let l = layout();
+    for forged in [5u32, 1 << 20] {
+        let ch = std::sync::Arc::new(ShmChannel::create(0, 1 << 16).expect("create"));
+        let peer = Peer::of(&ch);
+        let c = ch.clone();
+        let alt = std::thread::spawn(move || {
+            let fill = |out: &mut [u8]| out.copy_from_slice(b"offered");
+            let ops = [SelOp::write(&c, 7, &fill)];
+            let out = match select(&ops, &mut Wait::until(after(Duration::from_secs(3)))) {
+                Ok((i, Selected::Wrote)) => Ok((i, "wrote")),
+                Ok((i, Selected::Poisoned)) => Ok((i, "poisoned")),
+                Ok((i, _)) => Ok((i, "other")),
+                Err(e) => Err(e),
+            };
+            out
+        });
+        let end = Instant::now() + HANG;
+        while ch.stats().expect("stats").writers_waiting == 0 {
+            assert!(Instant::now() < end, "the offer was never published");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let head = peer.get_u64(l.head) as usize;
+        peer.put(l.data_off + head + l.offer_guard, &forged.to_ne_bytes());
+        let c = ch.clone();
+        let _ = bounded(move || read(&c));
+        let out = bounded(move || alt.join().expect("alt"));
+        assert_eq!(out, Ok((0, "poisoned")), "guard forged as {forged}");
+        assert_eq!(ch.poison_cause(), Some(PoisonCause::Corrupt), "guard forged as {forged}");
+    }
+}

@@ -97,6 +97,18 @@ impl CellRef {
     pub fn same_cell(&self, other: &CellRef) -> bool {
         self.uuid == other.uuid && self.slot == other.slot && self.gen == other.gen
     }
+
+    /// Whether a record read back from a segment can have been made by [`OwnCell::cref`]: a
+    /// slot, generation and guard in range, a process and a descriptor. Anything else is a
+    /// scribble, and the segment holding it is corrupt (never fired, never attached).
+    pub(super) fn plausible(&self) -> bool {
+        (self.slot as usize) < SLOTS
+            && self.gen <= u32::MAX >> STATUS_BITS
+            && (self.guard as usize) < MAX_GUARDS
+            && self.pid != 0
+            && self.fd >= 0
+            && self._pad == 0
+    }
 }
 
 /// A mapped cells segment (ours or another process's).
@@ -473,6 +485,10 @@ fn owner_alive(seg: &Seg, r: &CellRef) -> bool {
 /// Tries to fire the selection named by `r` for its guard. Call with the lock of the channel
 /// holding the record.
 pub fn fire(r: &CellRef) -> Fire {
+    if !r.plausible() {
+        // Callers check first (a corrupt record poisons its channel); never fire a wrong guard.
+        return Fire::Lost;
+    }
     let seg = match lookup(r) {
         Ok(seg) => seg,
         Err(Unusable::Gone) => return Fire::Dead,
@@ -483,7 +499,7 @@ pub fn fire(r: &CellRef) -> Fire {
     }
     let Some(word) = seg.state(r.slot) else { return Fire::Dead };
     let open = r.gen << STATUS_BITS | OPEN;
-    let fired = r.gen << STATUS_BITS | (r.guard + 1).min(STATUS_MASK - 1);
+    let fired = r.gen << STATUS_BITS | (r.guard + 1);
     match word.compare_exchange(open, fired, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
             sys::futex_wake_all(word);

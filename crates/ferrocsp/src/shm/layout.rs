@@ -170,6 +170,8 @@ pub struct TestLayout {
     pub waits: (usize, usize),
     /// The end table (offset, length).
     pub ends: (usize, usize),
+    /// The guard number in an offer entry's cell record (from the entry's start).
+    pub offer_guard: usize,
     /// `readers_waiting`, `writers_waiting` (u32 each).
     pub readers_waiting: usize,
     pub writers_waiting: usize,
@@ -196,6 +198,7 @@ pub(super) const TEST_LAYOUT: TestLayout = {
         alt: (offset_of!(Header, alt), size_of::<[AltRecord; ALT_RECORDS]>()),
         waits: (offset_of!(Header, waits), size_of::<[WaitRecord; WAIT_RECORDS]>()),
         ends: (HEADER_BYTES, MAX_ENDS),
+        offer_guard: ENTRY_BYTES + offset_of!(CellRef, guard),
         readers_waiting: st + offset_of!(State, readers_waiting),
         writers_waiting: st + offset_of!(State, writers_waiting),
     }

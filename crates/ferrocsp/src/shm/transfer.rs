@@ -50,6 +50,9 @@ impl ShmChannel {
                 READY => true,
                 _ => {
                     let cell = self.offer_cell(pos);
+                    if !cell.plausible() {
+                        return Some(Err(None));
+                    }
                     if own.is_some_and(|o| o.same_cell(&cell)) {
                         false
                     } else {
