@@ -39,7 +39,12 @@ struct Peer {
 
 impl Peer {
     fn of(ch: &ShmChannel) -> Peer {
-        let path = std::ffi::CString::new(format!("/proc/self/fd/{}", ch.fd())).expect("path");
+        Peer::of_fd(ch.fd())
+    }
+
+    /// A mapping of the segment this process holds as descriptor `fd`.
+    fn of_fd(fd: i32) -> Peer {
+        let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("path");
         // SAFETY: plain syscalls; the descriptor is closed once mapped.
         unsafe {
             let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
@@ -504,5 +509,63 @@ fn a_forged_guard_in_an_offer_never_fires_a_guard_that_was_not_taken() {
         let out = bounded(move || alt.join().expect("alt"));
         assert_eq!(out, Ok((0, "poisoned")), "guard forged as {forged}");
         assert_eq!(ch.poison_cause(), Some(PoisonCause::Corrupt), "guard forged as {forged}");
+    }
+}
+
+/// A scribble over a waiting selection's cell (its slot in its process's cells segment, which
+/// any process that attaches it can write): the slot used to hold a robust pthread mutex,
+/// which glibc links into the owning thread's robust list through pointers kept in the mutex
+/// itself, so pointers written over it sent the owner's unlock through the peer's addresses
+/// (a crash of the whole test binary on main, with the list pointers of the held mutex set
+/// to 0x4141...). Now nothing in the slot is followed: the selection, and a reader that meets
+/// its offer, end with a value or a clean error.
+#[test]
+fn scribbles_over_a_waiting_selections_cell_never_crash_or_hang() {
+    use ferrocsp::shm::{select, SelOp, Selected, Wait};
+    let l = layout();
+    // (offset in the slot, bytes): the whole slot, the words a mutex's robust list used, the
+    // first words, then random ones.
+    let mut cases: Vec<(usize, Vec<u8>)> =
+        vec![(0, vec![0x41; l.cells_slot]), (16, vec![0x41; 32]), (0, vec![0xff; 16])];
+    let mut rnd = Rng(0x2545_f491_4f6c_dd1d);
+    for _ in 0..60 {
+        let n = 1 + rnd.below(16);
+        let off = rnd.below(l.cells_slot - n + 1);
+        cases.push((off, (0..n).map(|_| rnd.next() as u8).collect()));
+    }
+    for (k, (off, bytes)) in cases.into_iter().enumerate() {
+        let ch = std::sync::Arc::new(ShmChannel::create(0, 1 << 16).expect("create"));
+        let peer = Peer::of(&ch);
+        let c = ch.clone();
+        let alt = std::thread::spawn(move || {
+            let fill = |out: &mut [u8]| out.copy_from_slice(b"offered");
+            let ops = [SelOp::write(&c, 7, &fill)];
+            let out = match select(&ops, &mut Wait::until(after(Duration::from_millis(300)))) {
+                Ok((i, Selected::Wrote)) => Ok((i, true)),
+                Ok((i, _)) => Ok((i, false)),
+                Err(e) => Err(e),
+            };
+            out
+        });
+        let end = Instant::now() + HANG;
+        while ch.stats().expect("stats").writers_waiting == 0 {
+            assert!(Instant::now() < end, "case {k}: the offer was never published");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let head = peer.get_u64(l.head) as usize;
+        let at = |f: usize| {
+            let v = peer.get_u64(l.data_off + head + f);
+            (v & 0xffff_ffff) as i32
+        };
+        let (fd, slot) = (at(l.offer_fd), at(l.offer_slot) as usize);
+        let cells = Peer::of_fd(fd);
+        cells.put(l.cells_header + slot * l.cells_slot + off, &bytes);
+        let c = ch.clone();
+        let read = bounded(move || read_by(&c, after(Duration::from_millis(50))));
+        let out = bounded(move || alt.join().expect("the selection"));
+        // Whatever happened, both ended, and a value was never both taken and withdrawn.
+        if read.is_ok() {
+            assert!(matches!(out, Ok((0, true)) | Ok((0, false))), "case {k}: {out:?}");
+        }
     }
 }

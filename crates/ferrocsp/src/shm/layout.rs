@@ -172,6 +172,12 @@ pub struct TestLayout {
     pub ends: (usize, usize),
     /// The guard number in an offer entry's cell record (from the entry's start).
     pub offer_guard: usize,
+    /// The cell record in an offer entry (from the entry's start): its descriptor and slot.
+    pub offer_fd: usize,
+    pub offer_slot: usize,
+    /// A cells segment (`cells.rs`): its header's length and each slot's.
+    pub cells_header: usize,
+    pub cells_slot: usize,
     /// `readers_waiting`, `writers_waiting` (u32 each).
     pub readers_waiting: usize,
     pub writers_waiting: usize,
@@ -199,6 +205,10 @@ pub(super) const TEST_LAYOUT: TestLayout = {
         waits: (offset_of!(Header, waits), size_of::<[WaitRecord; WAIT_RECORDS]>()),
         ends: (HEADER_BYTES, MAX_ENDS),
         offer_guard: ENTRY_BYTES + offset_of!(CellRef, guard),
+        offer_fd: ENTRY_BYTES + offset_of!(CellRef, fd),
+        offer_slot: ENTRY_BYTES + offset_of!(CellRef, slot),
+        cells_header: super::cells::HEADER,
+        cells_slot: super::cells::SLOT_BYTES,
         readers_waiting: st + offset_of!(State, readers_waiting),
         writers_waiting: st + offset_of!(State, writers_waiting),
     }

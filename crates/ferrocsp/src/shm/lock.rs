@@ -61,6 +61,12 @@ thread_local! {
     static ME: Cell<(u32, u64)> = const { Cell::new((u32::MAX, 0)) };
 }
 
+/// The calling thread's value of the word (never 0, never with `WAITERS`); also what a
+/// selection cell's slot records as its owner (`cells.rs`).
+pub(super) fn thread_value() -> u64 {
+    me()
+}
+
 /// The calling thread's value of the word (never 0, never with `WAITERS`).
 fn me() -> u64 {
     static ATFORK: std::sync::Once = std::sync::Once::new();

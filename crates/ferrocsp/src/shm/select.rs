@@ -321,6 +321,11 @@ impl<'a> Sel<'_, 'a> {
                 local.withdraw();
                 None
             }
+            Err(i) if i >= self.ops.len() + local.len() => {
+                // No guard has that number: the cell was written over.
+                local.withdraw();
+                Some(self.tampered(guards, i))
+            }
             Err(i) if i < self.ops.len() => {
                 local.withdraw();
                 if !self.fire_genuine(guards, i) {
@@ -605,8 +610,9 @@ impl<'a> Sel<'_, 'a> {
         self.withdraw(guards, None);
         let closed = self.cell.as_ref().map_or(Ok(()), OwnCell::close);
         let (local, _) = self.local.as_mut()?;
+        let n_local = local.len();
         match closed {
-            Err(i) if i >= self.ops.len() => {
+            Err(i) if i >= self.ops.len() && i < self.ops.len() + n_local => {
                 local.collect();
                 Some((self.ops.len(), Selected::Local))
             }
@@ -642,7 +648,8 @@ impl<'a> Sel<'_, 'a> {
         if let Some((local, _)) = self.local.as_mut() {
             // An error ends the selection: a local guard that won the cell in the race is
             // finished (its result kept by the local part), the rest withdrawn.
-            if fired.is_some_and(|i| i >= self.ops.len()) {
+            // (A number past every guard was written over the cell: no local guard won.)
+            if fired.is_some_and(|i| i >= self.ops.len() && i < self.ops.len() + local.len()) {
                 local.collect();
             } else {
                 local.withdraw();

@@ -1,5 +1,5 @@
 //! The Linux system interface of shared-memory channels: memfd segments, shared mappings,
-//! futexes and robust process-shared mutexes.
+//! futexes, pidfds and `/proc`.
 //!
 //! Invariants:
 //! - A segment is an anonymous memfd (`memfd_create`, mode 0600): it has no name in any file
@@ -191,70 +191,29 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
-/// Initialises a robust, process-shared mutex at `m` (fresh, zeroed shared memory).
-///
-/// # Safety
-/// `m` must point to writable memory of a `pthread_mutex_t` that no process uses yet.
-pub(crate) unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
-    // SAFETY: the attribute object lives on this stack frame and is destroyed below; `m` is
-    // valid per the caller's contract.
-    unsafe {
-        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-        err(libc::pthread_mutexattr_init(&mut attr))?;
-        let r = (|| {
-            err(libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED))?;
-            err(libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST))?;
-            err(libc::pthread_mutex_init(m, &attr))
-        })();
-        libc::pthread_mutexattr_destroy(&mut attr);
-        r
-    }
-}
-
-fn err(r: libc::c_int) -> io::Result<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(r))
-    }
-}
-
-/// How taking the mutex went.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Locked {
-    /// Taken normally.
-    Clean,
-    /// Taken, but its previous owner died holding it: the protected state may be half-updated.
-    OwnerDied,
-}
-
-/// Locks the robust mutex at `m`, making it consistent again if its owner died.
-///
-/// # Safety
-/// `m` must point to a mutex initialised by `mutex_init` in a live shared mapping.
-pub(crate) unsafe fn mutex_lock(m: *mut libc::pthread_mutex_t) -> io::Result<Locked> {
-    // SAFETY: per the caller's contract.
-    let r = unsafe { libc::pthread_mutex_lock(m) };
-    match r {
-        0 => Ok(Locked::Clean),
-        libc::EOWNERDEAD => {
-            // SAFETY: we own the mutex now (EOWNERDEAD means the lock was acquired).
-            err(unsafe { libc::pthread_mutex_consistent(m) })?;
-            Ok(Locked::OwnerDied)
+/// A pidfd of process `pid` (`pidfd_open`, Linux 5.3+).
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: a plain syscall; the result is a new descriptor we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        // No pidfds here: liveness falls back to `/proc`.
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            return Ok(None);
         }
-        e => Err(io::Error::from_raw_os_error(e)),
+        return Err(e);
     }
+    // SAFETY: r is a descriptor just returned to us.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) }))
 }
 
-/// Unlocks the mutex at `m`.
-///
-/// # Safety
-/// The calling thread must hold the mutex.
-pub(crate) unsafe fn mutex_unlock(m: *mut libc::pthread_mutex_t) {
-    // SAFETY: per the caller's contract.
-    unsafe {
-        libc::pthread_mutex_unlock(m);
-    }
+/// Whether the process of pidfd `fd` has exited (a zombie included): the pidfd polls
+/// readable then.
+pub(crate) fn pidfd_exited(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents != 0
 }
 
 /// A random 128-bit identifier for a new segment.
