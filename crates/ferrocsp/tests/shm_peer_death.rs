@@ -235,3 +235,74 @@ fn writers_and_alts_killed_asleep_are_not_counted_as_waiting() {
     let out = within(Duration::from_secs(10), move || write(&o, b"v", &mut Wait::nowait()));
     assert_eq!(out, Err(Error::WouldBlock));
 }
+
+/// A live peer that holds the lock and does not let go (stopped, or stuck): a lock wait used
+/// to be deaf to everything (`pthread_mutex_lock`). It now ends at the operation's deadline,
+/// at once for `nowait` (after a look at the holder), and for every waiter once the channel is
+/// poisoned; and poisoning needs no lock to begin with.
+#[test]
+fn a_live_peer_stuck_holding_the_lock_leaves_deadlines_and_poison_working() {
+    /// Kills the child when the test ends, passed or failed: a child left holding the lock
+    /// (and the test's output pipe) would keep the test run from ending.
+    struct KillOnDrop(libc::pid_t);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            kill(self.0);
+        }
+    }
+    let ch = std::sync::Arc::new(ShmChannel::create(2, 1 << 20).expect("create"));
+    // A reader asleep before the lock is taken: when its deadline comes, the lock is not to
+    // be had, and it leaves counted as waiting until this process next holds the lock.
+    let c = ch.clone();
+    let asleep = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let deadline = Some(Instant::now() + Duration::from_millis(1500));
+        (c.begin_read(&mut Wait::until(deadline)).map(|_| ()), t0.elapsed())
+    });
+    wait_for("the reader to sleep", || stats(&ch).readers_waiting == 1);
+    let holder = KillOnDrop(fork(|| -> i32 {
+        if ch.hold_lock_for_test().is_err() {
+            return 1;
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }));
+    // Until the child holds it, the lock is free: a read with a short deadline times out
+    // either way; the one that counts is a read that meets the held lock.
+    fn held(c: &ShmChannel) -> (Result<(), Error>, Duration) {
+        let t0 = Instant::now();
+        let r = c.begin_read(&mut Wait::until(Some(Instant::now() + Duration::from_millis(50))));
+        (r.map(|_| ()), t0.elapsed())
+    }
+    let c = ch.clone();
+    within(Duration::from_secs(20), move || {
+        wait_for("the child to hold the lock", || held(&c).1 >= Duration::from_millis(90))
+    });
+    let c = ch.clone();
+    let (r, took) = within(Duration::from_secs(10), move || held(&c));
+    assert_eq!(r, Err(Error::Timeout));
+    assert!(took < SOON_AFTER_DEATH, "{took:?} for a 50 ms deadline");
+    let c = ch.clone();
+    let r = within(Duration::from_secs(10), move || write(&c, b"v", &mut Wait::nowait()));
+    assert_eq!(r, Err(Error::WouldBlock));
+    // A reader with no deadline: only the poison can end its wait for the lock.
+    let c = ch.clone();
+    let reader = std::thread::spawn(move || c.begin_read(&mut Wait::until(None)).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(50));
+    let c = ch.clone();
+    within(Duration::from_secs(10), move || c.poison()).expect("poison");
+    let t0 = Instant::now();
+    let r = within(Duration::from_secs(10), move || reader.join().expect("reader"));
+    assert_eq!(r, Err(Error::Poisoned));
+    assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} after the poison", t0.elapsed());
+    assert_eq!(ch.poison_cause(), Some(PoisonCause::Poisoned));
+    let (r, took) = within(Duration::from_secs(10), move || asleep.join().expect("asleep"));
+    assert!(matches!(r, Err(Error::Timeout | Error::Poisoned)), "{r:?}");
+    assert!(took < Duration::from_millis(1500) + SOON_AFTER_DEATH, "{took:?}");
+    // Once the holder is gone, the next lock here takes the reader that left off the count.
+    drop(holder);
+    let c = ch.clone();
+    let s = within(Duration::from_secs(10), move || c.stats().expect("stats"));
+    assert_eq!(s.readers_waiting, 0, "{s:?}");
+}

@@ -48,6 +48,7 @@ use super::layout::{Entry, Header, State, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, 
 use super::lock::{SegLock, Taken};
 use super::sys::{self, Mapping};
 use super::wait::Wait;
+use super::waiters::Ticket;
 use crate::Error;
 
 /// A channel in a shared-memory segment (see the module docs for the protocol).
@@ -64,6 +65,11 @@ pub struct ShmChannel {
     pub(super) next_look: std::sync::Mutex<Option<Instant>>,
     /// When this process next looks for dead waiters counted on the channel (`waiters.rs`).
     pub(super) next_waiters_look: std::sync::Mutex<Option<Instant>>,
+    /// Waiters of this process that left while the lock was not theirs to take (`sleep`):
+    /// still in the counts until the next lock holder here takes them off (`owing` says
+    /// whether there are any: one load per lock).
+    owed: std::sync::Mutex<Vec<Ticket>>,
+    owing: std::sync::atomic::AtomicBool,
 }
 
 /// Why a shared channel is poisoned (the segment's `poisoned` word).
@@ -133,6 +139,8 @@ impl ShmChannel {
             capacity,
             next_look: Default::default(),
             next_waiters_look: Default::default(),
+            owed: Default::default(),
+            owing: Default::default(),
         };
         let h = ch.hdr();
         // SAFETY: the segment is fresh (zeroed: the lock is free) and mapped; no other process
@@ -195,6 +203,8 @@ impl ShmChannel {
             capacity,
             next_look: Default::default(),
             next_waiters_look: Default::default(),
+            owed: Default::default(),
+            owing: Default::default(),
         })
     }
 
@@ -292,7 +302,36 @@ impl ShmChannel {
     /// Takes the segment's lock. `Err(Poisoned)` also when the channel was poisoned while
     /// this waited for a holder that does not let go (`lock.rs`).
     pub(super) fn lock(&self) -> Result<Guard<'_>, Error> {
-        let how = self.seg_lock().lock(|| self.is_poisoned()).ok_or(Error::Poisoned)?;
+        self.lock_or(|| None)
+    }
+
+    /// `lock` at the start of an operation that waits per `w`: a wait for a holder that does
+    /// not let go (a live process stopped while it holds the lock, say) also ends at the
+    /// deadline, when interrupted, or at once for `nowait`. Nothing is registered yet, so the
+    /// operation fails cleanly.
+    pub(super) fn lock_waiting(&self, w: &mut Wait<'_>) -> Result<Guard<'_>, Error> {
+        self.lock_or(|| {
+            if w.nowait {
+                Some(Error::WouldBlock)
+            } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
+                Some(Error::Timeout)
+            } else if w.slice.is_some() && w.sleeper.is_none() && (w.interrupted)() {
+                Some(Error::Interrupted)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Takes the lock; a wait for a holder that does not let go ends with `Poisoned` once
+    /// the channel is poisoned, or with what `why` says (asked once per `PEER_CHECK`).
+    fn lock_or(&self, mut why: impl FnMut() -> Option<Error>) -> Result<Guard<'_>, Error> {
+        let mut gave_up = None;
+        let how = self.seg_lock().lock(|| {
+            gave_up = if self.is_poisoned() { Some(Error::Poisoned) } else { why() };
+            gave_up.is_some()
+        });
+        let how = how.ok_or_else(|| gave_up.unwrap_or(Error::Poisoned))?;
         let g = Guard { ch: self };
         match how {
             Taken::Clean => {}
@@ -303,10 +342,26 @@ impl ShmChannel {
                 let _ = self.corrupt(&g);
             }
         }
+        if self.owing.load(Ordering::Acquire) {
+            self.settle(&g);
+        }
         if !self.ring_ok(&g) {
             return Err(self.corrupt(&g));
         }
         Ok(g)
+    }
+
+    /// Takes the waiters that left without the lock off the counts (`sleep`). Lock held.
+    #[cold]
+    fn settle(&self, g: &Guard<'_>) {
+        let owed = {
+            let mut o = self.owed.lock().unwrap_or_else(|e| e.into_inner());
+            self.owing.store(false, Ordering::Release);
+            std::mem::take(&mut *o)
+        };
+        for t in owed {
+            self.wait_end(g, t);
+        }
     }
 
     /// Announces a change to every sleeper; called with the lock held.
@@ -332,15 +387,31 @@ impl ShmChannel {
         unsafe { &(*self.hdr()).coop }
     }
 
-    /// Releases the lock, sleeps until something changes (or the slice/deadline ends, or it is
-    /// time to look for a dead writer: `owner.rs`), and takes the lock again. Returns the new guard and whether the wait was interrupted.
+    /// Releases the lock, sleeps as the waiter counted by `ticket` until something changes
+    /// (or the slice/deadline ends, or it is time to look for a dead writer: `owner.rs`),
+    /// takes the lock again and takes the waiter off the counts. Returns the new guard and
+    /// whether the wait was interrupted.
+    ///
+    /// Taking the lock again honours the deadline and interrupts (a holder that does not let
+    /// go): the waiter is then taken off the counts by whoever in this process next holds the
+    /// lock (`owed`), since that needs the lock.
     pub(super) fn sleep<'a>(
         &'a self,
         g: Guard<'a>,
         w: &mut Wait<'_>,
+        ticket: Ticket,
     ) -> Result<(Guard<'a>, bool), Error> {
         let cap = self.peer_check(&g, w.coarse());
-        let (g, interrupted) = self.sleep_on(g, self.atomics().0, w, cap)?;
+        let interrupted = self.sleep_unlocked(g, self.atomics().0, w, cap);
+        let g = match self.lock_waiting(w) {
+            Ok(g) => g,
+            Err(e) => {
+                self.owed.lock().unwrap_or_else(|e| e.into_inner()).push(ticket);
+                self.owing.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
+        self.wait_end(&g, ticket);
         self.look_for_dead_writers(&g);
         Ok((g, interrupted))
     }
@@ -352,8 +423,20 @@ impl ShmChannel {
         g: Guard<'a>,
         word: &AtomicU32,
         w: &mut Wait<'_>,
-        cap: Option<std::time::Instant>,
+        cap: Option<Instant>,
     ) -> Result<(Guard<'a>, bool), Error> {
+        let interrupted = self.sleep_unlocked(g, word, w, cap);
+        Ok((self.lock()?, interrupted))
+    }
+
+    /// The sleep of `sleep_on`, which returns with the lock released (whether interrupted).
+    fn sleep_unlocked(
+        &self,
+        g: Guard<'_>,
+        word: &AtomicU32,
+        w: &mut Wait<'_>,
+        cap: Option<Instant>,
+    ) -> bool {
         let (seq, sleepers, _) = self.atomics();
         let coarse = w.coarse();
         let word = if coarse { seq } else { word };
@@ -373,7 +456,7 @@ impl ShmChannel {
         if on_seq {
             sleepers.fetch_sub(1, Ordering::AcqRel);
         }
-        Ok((self.lock()?, interrupted))
+        interrupted
     }
 
     /// Wakes the writer waiting on entry `e` (lock held).

@@ -9,7 +9,7 @@
 //! - A wait re-checks poison, retirement and its deadline each time it wakes, so it ends with
 //!   the channel's state, never on a stale one.
 //! - A waiter is counted (`readers_waiting`, `writers_waiting`) with its process as owner
-//!   (`waiters.rs`) from just before it sleeps until it holds the lock again.
+//!   (`waiters.rs`) from just before it sleeps until it holds the lock again (`sleep`).
 
 use std::time::Instant;
 
@@ -127,7 +127,7 @@ impl ShmChannel {
             return Err(Error::TooLarge { len, max: self.max_message() });
         }
         let rendezvous = self.capacity() == 0;
-        let mut g = self.lock()?;
+        let mut g = self.lock_waiting(w)?;
         loop {
             if self.is_poisoned() {
                 return Err(Error::Poisoned);
@@ -171,9 +171,8 @@ impl ShmChannel {
                 return Err(Error::Timeout);
             }
             let ticket = self.wait_begin(&g, Side::Writer);
-            let (g2, interrupted) = self.sleep(g, w)?;
+            let (g2, interrupted) = self.sleep(g, w, ticket)?;
             g = g2;
-            self.wait_end(&g, ticket);
             if interrupted {
                 return Err(Error::Interrupted);
             }
@@ -183,7 +182,7 @@ impl ShmChannel {
     /// Waits for a message and claims it. Read `ReadSlot::buf`, then `finish`; dropping the
     /// slot unread puts the message back.
     pub fn begin_read(&self, w: &mut Wait<'_>) -> Result<ReadSlot<'_>, Error> {
-        let mut g = self.lock()?;
+        let mut g = self.lock_waiting(w)?;
         let mut waited = false;
         loop {
             if self.is_poisoned() {
@@ -223,10 +222,9 @@ impl ShmChannel {
                 // busy that way.
                 self.changed(&g);
             }
-            let (g2, interrupted) = self.sleep(g, w)?;
+            let (g2, interrupted) = self.sleep(g, w, ticket)?;
             g = g2;
             waited = true;
-            self.wait_end(&g, ticket);
             if interrupted {
                 self.wake_offers(&g);
                 self.changed(&g);
