@@ -51,6 +51,8 @@ use super::wait::Wait;
 use crate::Error;
 use crate::Turn;
 
+mod tamper;
+
 /// Writes an output guard's message into the slot it is given (exactly its length).
 pub type Fill<'a> = dyn Fn(&mut [u8]) + Sync + 'a;
 
@@ -340,50 +342,6 @@ impl<'a> Sel<'_, 'a> {
                 Some((self.ops.len(), Selected::Local))
             }
         }
-    }
-
-    /// Whether guard `i` firing our cell can be a counterpart's doing: only a reader that
-    /// claimed our published offer on a rendezvous channel fires it (under that channel's
-    /// lock, in the same hold as it claims the entry). Anything else wrote the cell, or the
-    /// record that named it, outside the protocol. All locks held.
-    fn fire_genuine(&self, guards: &[Guard<'a>], i: usize) -> bool {
-        let (Some(cell), Some(op)) = (self.cell.as_ref(), self.ops.get(i)) else { return false };
-        op.is_rendezvous_write()
-            && self.published[i]
-            && self.offers[i]
-                .is_some_and(|pos| !op.ch.still_offered(&guards[self.at[i]], pos, &cell.cref(i)))
-    }
-
-    /// A published offer of ours that is no longer there though our cell did not fire: only a
-    /// counterpart that took a live selection for dead, or a scribble, removes one, and
-    /// neither may pass unnoticed (the guard would wait forever). All locks held.
-    fn offer_gone(&self, guards: &[Guard<'a>]) -> Option<usize> {
-        let cell = self.cell.as_ref()?;
-        (0..self.ops.len()).find(|&i| {
-            self.published[i]
-                && self.offers[i].is_some_and(|pos| {
-                    !self.ops[i].ch.still_offered(&guards[self.at[i]], pos, &cell.cref(i))
-                })
-        })
-    }
-
-    /// Our cell or our records were tampered with (`fire_genuine`, `offer_gone`): the channel
-    /// of guard `i` (every channel, if `i` names none) is poisoned as corrupt, and the
-    /// selection ends with what is still registered withdrawn. All locks held.
-    fn tampered(&mut self, guards: &[Guard<'a>], i: usize) -> (usize, Selected<'a>) {
-        match self.ops.get(i) {
-            Some(op) => drop(op.ch.corrupt(&guards[self.at[i]])),
-            None => {
-                for (c, g) in self.chans.iter().zip(guards) {
-                    let _ = c.corrupt(g);
-                }
-            }
-        }
-        // Nothing of ours was taken: withdraw every offer (the cell is closed by `finish`).
-        if let Some(done) = self.finish(guards) {
-            return done;
-        }
-        (i.min(self.ops.len().saturating_sub(1)), Selected::Poisoned)
     }
 
     /// Tries every guard in the caller's order (all shared locks held, the cell closed),
