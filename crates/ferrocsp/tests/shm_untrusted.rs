@@ -359,6 +359,26 @@ fn scribbled_wait_records_poison_instead_of_wrapping() {
     assert_corrupt(&ch);
 }
 
+/// A waiting count a peer raised with nobody waiting: a rendezvous `write_nowait` counted on
+/// that reader and waited for it forever (a hang on main). The counts are checked against
+/// their owners when a `nowait` write would wait on them: the segment is corrupt.
+#[test]
+fn a_scribbled_waiting_count_does_not_hold_a_nowait_write() {
+    use ferrocsp::shm::Wait;
+    let l = layout();
+    let ch = std::sync::Arc::new(ShmChannel::create(0, 1 << 16).expect("create"));
+    let peer = Peer::of(&ch);
+    peer.put(l.readers_waiting, &5u32.to_ne_bytes());
+    let c = ch.clone();
+    let r = bounded(move || {
+        let mut slot = c.begin_write(1, &mut Wait::nowait())?;
+        slot.buf()[0] = 1;
+        slot.commit(&mut Wait::nowait())
+    });
+    assert_eq!(r, Err(Error::Poisoned));
+    assert_corrupt(&ch);
+}
+
 /// Deterministic xorshift.
 struct Rng(u64);
 

@@ -60,7 +60,8 @@ pub(super) struct State {
     pub(super) writers_waiting: u32,
     /// `AltRecord`s in use.
     pub(super) alt_readers: u32,
-    pub(super) _pad1: u32,
+    /// Waiting readers counted with no wait record (the table was full: `waiters.rs`).
+    pub(super) unowned_readers: u32,
     /// Entries `OFFERED`.
     pub(super) offered: u64,
     pub(super) reader_ends_made: u32,
@@ -68,7 +69,8 @@ pub(super) struct State {
     pub(super) reader_ends_live: u32,
     pub(super) writer_ends_live: u32,
     pub(super) ends_next: u32,
-    pub(super) _pad: u32,
+    /// Waiting writers counted with no wait record.
+    pub(super) unowned_writers: u32,
 }
 
 /// Processes with threads waiting on one channel at once that the waiting counts attribute

@@ -8,9 +8,11 @@
 //! off the totals.
 //!
 //! Invariants:
-//! - Under the lock, for each side, the sum of the records is at most the total (the rest are
-//!   waiters of processes that found the table full: `WAIT_RECORDS` processes waiting on one
-//!   channel at once, a documented limit). A record is free (pid 0) when both its counts are 0.
+//! - Under the lock, for each side, the total is the sum of the records plus the waiters
+//!   counted with no record (`unowned_*`: their process found the table full, with
+//!   `WAIT_RECORDS` processes waiting on one channel at once, a documented limit: those are
+//!   not taken off when their process dies). A record is free (pid 0) when both its counts
+//!   are 0. A total that disagrees (scribbled) is found by the looks below and poisons.
 //! - A waiter adds itself to the total and to its process's record in one lock hold, and
 //!   takes itself off both in one lock hold ([`Ticket`] says where it was counted).
 //! - A record's counts are changed only by its own process, except that a survivor clears the
@@ -64,13 +66,22 @@ impl ShmChannel {
                 Some(i)
             });
         let st = g.st();
-        let (total, mine) = match (side, record) {
-            (Side::Reader, i) => (&mut st.readers_waiting, i.map(|i| &mut recs[i].readers)),
-            (Side::Writer, i) => (&mut st.writers_waiting, i.map(|i| &mut recs[i].writers)),
+        let (total, unowned, mine) = match side {
+            Side::Reader => (
+                &mut st.readers_waiting,
+                &mut st.unowned_readers,
+                record.map(|i| &mut recs[i].readers),
+            ),
+            Side::Writer => (
+                &mut st.writers_waiting,
+                &mut st.unowned_writers,
+                record.map(|i| &mut recs[i].writers),
+            ),
         };
         *total = total.saturating_add(1);
-        if let Some(n) = mine {
-            *n = n.saturating_add(1);
+        match mine {
+            Some(n) => *n = n.saturating_add(1),
+            None => *unowned = unowned.saturating_add(1),
         }
         Ticket { side, record }
     }
@@ -78,12 +89,15 @@ impl ShmChannel {
     /// Takes a waiter counted by `wait_begin` off the counts again. Lock held.
     pub(super) fn wait_end(&self, g: &Guard<'_>, t: Ticket) {
         let st = g.st();
-        let total = match t.side {
-            Side::Reader => &mut st.readers_waiting,
-            Side::Writer => &mut st.writers_waiting,
+        let (total, unowned) = match t.side {
+            Side::Reader => (&mut st.readers_waiting, &mut st.unowned_readers),
+            Side::Writer => (&mut st.writers_waiting, &mut st.unowned_writers),
         };
         self.dec(g, total);
-        let Some(i) = t.record else { return };
+        let Some(i) = t.record else {
+            self.dec(g, unowned);
+            return;
+        };
         let me = sys::me();
         let r = &mut self.records(g)[i];
         if r.pid != me.pid || r.start != me.start {
@@ -101,21 +115,23 @@ impl ShmChannel {
         }
     }
 
-    /// Takes the waiters of processes that died off the counts (their records freed); returns
-    /// whether there were any. Lock held. Reads `/proc` once per other process waiting here.
+    /// Takes the waiters of processes that died off the counts (their records freed), and
+    /// checks that the totals are what the records say; returns whether any were dead. Lock
+    /// held. Reads `/proc` once per other process waiting here.
     pub(super) fn drop_dead_waiters(&self, g: &Guard<'_>) -> bool {
-        let st = g.st();
-        if st.readers_waiting == 0 && st.writers_waiting == 0 {
-            return false;
-        }
         let me = sys::me();
         let mut any = false;
+        let (mut readers, mut writers) = (0u64, 0u64);
         for i in 0..WAIT_RECORDS {
             let r = self.records(g)[i];
-            if r.pid == 0 || (r.pid == me.pid && r.start == me.start) {
+            if r.pid == 0 {
                 continue;
             }
-            if sys::alive(ProcId { pid: r.pid, start: r.start }) {
+            if (r.pid == me.pid && r.start == me.start)
+                || sys::alive(ProcId { pid: r.pid, start: r.start })
+            {
+                readers += u64::from(r.readers);
+                writers += u64::from(r.writers);
                 continue;
             }
             let st = g.st();
@@ -127,6 +143,15 @@ impl ShmChannel {
             st.writers_waiting -= r.writers;
             self.records(g)[i] = WaitRecord { pid: 0, readers: 0, start: 0, writers: 0, _pad: 0 };
             any = true;
+        }
+        let st = g.st();
+        if u64::from(st.readers_waiting) != readers + u64::from(st.unowned_readers)
+            || u64::from(st.writers_waiting) != writers + u64::from(st.unowned_writers)
+        {
+            // A count that nobody waits for would be waited for forever (a `nowait` write
+            // counting on a reader that is not there).
+            let _ = self.corrupt(g);
+            return any;
         }
         if any {
             // A nowait writer or a selection waiting for those readers re-checks.
