@@ -74,8 +74,10 @@ fn me() -> u64 {
         FORKS.fetch_add(1, Ordering::Relaxed);
     }
     let gen = FORKS.load(Ordering::Relaxed);
-    let (at, v) = ME.with(Cell::get);
-    if at == gen {
+    // `try_with`: a guard dropped while this thread's locals are being destroyed still
+    // unlocks (its value is then worked out again, uncached).
+    let (at, v) = ME.try_with(Cell::get).unwrap_or((u32::MAX, 0));
+    if at == gen && v != 0 {
         return v;
     }
     // SAFETY: registers a function that only adds to an atomic (async-signal-safe), once.
@@ -89,7 +91,7 @@ fn me() -> u64 {
     // peer's few stray bytes over a free word are garbage, never a plausible holder.
     let tag = sys::thread_start(tid as u32).map_or(0, |s| s as u32) | 1;
     let v = u64::from(tag) << 32 | tid;
-    ME.with(|m| m.set((gen, v)));
+    let _ = ME.try_with(|m| m.set((gen, v)));
     v
 }
 
