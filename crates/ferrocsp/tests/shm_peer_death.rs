@@ -306,3 +306,36 @@ fn a_live_peer_stuck_holding_the_lock_leaves_deadlines_and_poison_working() {
     let s = within(Duration::from_secs(10), move || c.stats().expect("stats"));
     assert_eq!(s.readers_waiting, 0, "{s:?}");
 }
+
+/// A process killed while it holds the lock (in the middle of a critical section): a waiter
+/// with no deadline finds the holder gone and takes the lock over, within a second of the
+/// death, whether the dead process was reaped yet or is still a zombie; the channel is
+/// poisoned with the cause that says so.
+#[test]
+fn a_process_killed_holding_the_lock_poisons_within_a_second() {
+    for reap_first in [true, false] {
+        let ch = std::sync::Arc::new(ShmChannel::create(1, 1 << 20).expect("create"));
+        let holder = fork(|| -> i32 {
+            if ch.hold_lock_for_test().is_err() {
+                return 1;
+            }
+            die();
+        });
+        if reap_first {
+            assert!(libc::WIFSIGNALED(reap(holder)));
+        } else {
+            await_death_unreaped(holder);
+        }
+        let c = ch.clone();
+        let t0 = Instant::now();
+        let r = within(Duration::from_secs(10), move || {
+            c.begin_read(&mut Wait::until(None)).map(|_| ())
+        });
+        assert_eq!(r, Err(Error::Poisoned), "reaped first: {reap_first}");
+        assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} after the death", t0.elapsed());
+        assert_eq!(ch.poison_cause(), Some(PoisonCause::OwnerDied));
+        if !reap_first {
+            let _ = reap(holder);
+        }
+    }
+}
