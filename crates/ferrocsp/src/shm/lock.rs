@@ -28,9 +28,10 @@
 //!   reports it, and the channel is poisoned as corrupt.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::fork::fork_generation;
 use super::owner::PEER_CHECK;
 use super::sys;
 
@@ -53,11 +54,9 @@ pub(super) enum Taken {
     Garbage,
 }
 
-static FORKS: AtomicU32 = AtomicU32::new(0);
-
 thread_local! {
     /// This thread's word value, with the fork generation it was computed in (a child made by
-    /// `fork` runs the forking thread under a new tid).
+    /// `fork` runs the forking thread under a new tid: `fork.rs`).
     static ME: Cell<(u32, u64)> = const { Cell::new((u32::MAX, 0)) };
 }
 
@@ -69,22 +68,13 @@ pub(super) fn thread_value() -> u64 {
 
 /// The calling thread's value of the word (never 0, never with `WAITERS`).
 fn me() -> u64 {
-    static ATFORK: std::sync::Once = std::sync::Once::new();
-    extern "C" fn forked() {
-        FORKS.fetch_add(1, Ordering::Relaxed);
-    }
-    let gen = FORKS.load(Ordering::Relaxed);
+    let gen = fork_generation();
     // `try_with`: a guard dropped while this thread's locals are being destroyed still
     // unlocks (its value is then worked out again, uncached).
     let (at, v) = ME.try_with(Cell::get).unwrap_or((u32::MAX, 0));
     if at == gen && v != 0 {
         return v;
     }
-    // SAFETY: registers a function that only adds to an atomic (async-signal-safe), once.
-    ATFORK.call_once(|| unsafe {
-        libc::pthread_atfork(None, None, Some(forked));
-    });
-    let gen = FORKS.load(Ordering::Relaxed);
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u64 & TID_MASK;
     // Never 0 (the low bit set), so that no value with a zero upper half is a holder's: a

@@ -307,33 +307,29 @@ fn proc_stat(pid: u32) -> Option<(u64, bool)> {
 }
 
 /// The calling process, cached: it is asked on every reservation and claim, and `getpid` is a
-/// system call. A child made by `fork` forgets the cache (an atfork handler, registered with
-/// the first use) and looks again.
+/// system call. The cache is per fork generation (`fork.rs`), so a child made by `fork` looks
+/// again. (It used its own atfork handler behind a `std::sync::Once`: a child forked while
+/// another thread registered it inherited the `Once` running for ever, and hung on it.)
 pub(crate) fn me() -> ProcId {
     use std::sync::atomic::{AtomicU64, Ordering};
+    static CACHE_GEN: AtomicU32 = AtomicU32::new(u32::MAX);
     static CACHE_PID: AtomicU32 = AtomicU32::new(0);
     static CACHE_START: AtomicU64 = AtomicU64::new(0);
-    static ATFORK: std::sync::Once = std::sync::Once::new();
-    extern "C" fn forget() {
-        CACHE_PID.store(0, Ordering::Release);
+    let gen = super::fork::fork_generation();
+    if CACHE_GEN.load(Ordering::Acquire) == gen {
+        let pid = CACHE_PID.load(Ordering::Acquire);
+        if pid != 0 {
+            return ProcId { pid, start: CACHE_START.load(Ordering::Acquire) };
+        }
     }
-    let cached = CACHE_PID.load(Ordering::Acquire);
-    if cached != 0 {
-        return ProcId { pid: cached, start: CACHE_START.load(Ordering::Acquire) };
-    }
-    // SAFETY: registers a plain function that only stores to an atomic (async-signal-safe),
-    // once per process image. It fails only out of memory; a forked child would then name its
-    // parent as the holder of its entries: its own death would go unnoticed, never a live
-    // process be taken for dead.
-    ATFORK.call_once(|| unsafe {
-        libc::pthread_atfork(None, None, Some(forget));
-    });
     let pid = std::process::id();
     // Our own stat cannot be missing; a start time of 0 would only make us look dead to a
     // peer that could not read it either.
     let start = proc_stat(pid).map_or(0, |(s, _)| s);
-    CACHE_START.store(start, Ordering::Release);
+    // Threads that race here store the same values; the generation goes last.
     CACHE_PID.store(pid, Ordering::Release);
+    CACHE_START.store(start, Ordering::Release);
+    CACHE_GEN.store(gen, Ordering::Release);
     ProcId { pid, start }
 }
 
