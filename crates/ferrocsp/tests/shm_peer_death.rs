@@ -153,6 +153,20 @@ fn kill(pid: libc::pid_t) {
     let _ = reap(pid);
 }
 
+/// Kills the child when the test ends, passed or failed: a child left running (holding the
+/// lock, or stuck) keeps the test's output pipe open, and the test run from ending.
+struct KillOnDrop(libc::pid_t);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: our child; one already reaped makes both calls fail at once (ESRCH, ECHILD).
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
 fn stats(ch: &ShmChannel) -> ferrocsp::Stats {
     ch.stats().expect("stats")
 }
@@ -242,14 +256,6 @@ fn writers_and_alts_killed_asleep_are_not_counted_as_waiting() {
 /// poisoned; and poisoning needs no lock to begin with.
 #[test]
 fn a_live_peer_stuck_holding_the_lock_leaves_deadlines_and_poison_working() {
-    /// Kills the child when the test ends, passed or failed: a child left holding the lock
-    /// (and the test's output pipe) would keep the test run from ending.
-    struct KillOnDrop(libc::pid_t);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            kill(self.0);
-        }
-    }
     let ch = std::sync::Arc::new(ShmChannel::create(2, 1 << 20).expect("create"));
     // A reader asleep before the lock is taken: when its deadline comes, the lock is not to
     // be had, and it leaves counted as waiting until this process next holds the lock.
@@ -321,10 +327,12 @@ fn a_process_killed_holding_the_lock_poisons_within_a_second() {
             }
             die();
         });
+        let _guard = KillOnDrop(holder);
         if reap_first {
-            assert!(libc::WIFSIGNALED(reap(holder)));
+            let status = within(Duration::from_secs(10), move || reap(holder));
+            assert!(libc::WIFSIGNALED(status));
         } else {
-            await_death_unreaped(holder);
+            within(Duration::from_secs(10), move || await_death_unreaped(holder));
         }
         let c = ch.clone();
         let t0 = Instant::now();
