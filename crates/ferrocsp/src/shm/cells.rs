@@ -2,8 +2,8 @@
 //! `Alt` over shared channels fired (Go's `select` model, across OS processes).
 //!
 //! Each process owns lazily created *cells segments* (memfds, mode 0600, attachable through
-//! `/proc/<pid>/fd/<fd>` like channel segments). A waiting selection takes one slot: it locks
-//! the slot's robust process-shared mutex for as long as the selection runs, and the slot's
+//! `/proc/<pid>/fd/<fd>` like channel segments). A waiting selection takes one slot: its
+//! `owner` word names the selecting thread for as long as the selection runs, and the slot's
 //! `state` word says `OPEN` (nothing fired yet), `FIRED(guard)` or `CLOSED`. The records a
 //! selection leaves in channel segments (conditional offers, waiting readers) name the slot
 //! by a [`CellRef`].
@@ -13,15 +13,20 @@
 //!   made while it holds the lock of the channel whose record it found. The selection withdraws
 //!   every record (under each channel's lock) before it releases the slot, so a record a
 //!   counterpart finds under the channel lock always names the live selection it was made by.
-//! - Liveness: the slot's mutex is held by the selecting thread. A counterpart's `trylock` that
-//!   does not fail with `EBUSY` (the owner died: `EOWNERDEAD`; or nobody holds it) means the
-//!   record is stale, and the counterpart withdraws it: a dead selector never blocks anyone.
-//!   `trylock` on a held mutex is a user-space check, no system call.
+//! - Liveness: the slot's `owner` word is non-zero while a selection holds the slot, and the
+//!   segment's process is alive (a pidfd taken before the segment was verified, polled: one
+//!   system call; our own segments need none). A free slot or a dead process means the record
+//!   is stale, and the counterpart withdraws it: a dead selector never blocks anyone.
+//!   (The slots used to hold robust pthread mutexes: glibc links a held one into its thread's
+//!   robust list through pointers stored in the mutex, in memory any peer can write, so a
+//!   scribble could send the owner's next unlock through addresses of the peer's choosing.
+//!   Nothing read from a slot is followed now, only compared.)
 //! - Segments are per process: a child made by `fork` never uses its parent's slots nor its
-//!   registry's lock (a fresh registry per fork generation, `fork.rs`), and attached segments are cached per process by uuid, at most
+//!   registry's lock (a fresh registry per fork generation, `fork.rs`), and attached
+//!   segments are cached per process by uuid, at most
 //!   [`MAX_ATTACHED`] (those of dead processes dropped first).
 //! - Only a proven death makes a record stale: its process's descriptor gone from `/proc`, or
-//!   its slot's mutex not held. A segment that cannot be attached for another reason (out of
+//!   its slot free. A segment that cannot be attached for another reason (out of
 //!   descriptors, permissions) leaves the record alone and fails the caller's operation.
 //! - An Alt that also waits on in-process channels links its engine cell to this one
 //!   ([`CellLink`], `signal.rs`): an in-process counterpart fires this word too (`OPEN ->
@@ -35,15 +40,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::fork::PerProcess;
 use super::sys::{self, Mapping};
 
-const MAGIC: u64 = 0x6665_7272_6f63_656c; // "ferrocel"
-const HEADER: usize = 4096;
-const SLOT_BYTES: usize = 128;
+const MAGIC: u64 = 0x6665_7272_6f63_6532; // "ferroce2": slots with an owner word
+pub(super) const HEADER: usize = 4096;
+pub(super) const SLOT_BYTES: usize = 128;
 const SLOTS: usize = 512;
 const SEG_BYTES: usize = HEADER + SLOTS * SLOT_BYTES;
 
@@ -54,6 +59,9 @@ const OPEN: u32 = 0;
 const CLOSED: u32 = STATUS_MASK;
 /// The most guards one selection can name (`FIRED(g)` is `g + 1`).
 pub const MAX_GUARDS: usize = (STATUS_MASK - 1) as usize;
+/// What [`OwnCell::fired`] and [`OwnCell::close`] report for a word that no counterpart can
+/// have written (a scribble): no guard has this number.
+pub(super) const TAMPERED: usize = usize::MAX;
 
 #[repr(C)]
 struct SegHeader {
@@ -64,7 +72,8 @@ struct SegHeader {
 
 #[repr(C)]
 struct Slot {
-    mutex: libc::pthread_mutex_t,
+    /// Non-zero (the selecting thread's `lock.rs` value) while a selection holds the slot.
+    owner: AtomicU64,
     state: AtomicU32,
     /// Bumped (and woken) to make the owner look again without deciding (`CellLink::nudge`).
     bell: AtomicU32,
@@ -97,13 +106,29 @@ impl CellRef {
     pub fn same_cell(&self, other: &CellRef) -> bool {
         self.uuid == other.uuid && self.slot == other.slot && self.gen == other.gen
     }
+
+    /// Whether a record read back from a segment can have been made by [`OwnCell::cref`]: a
+    /// slot, generation and guard in range, a process and a descriptor. Anything else is a
+    /// scribble, and the segment holding it is corrupt (never fired, never attached).
+    pub(super) fn plausible(&self) -> bool {
+        (self.slot as usize) < SLOTS
+            && self.gen <= u32::MAX >> STATUS_BITS
+            && (self.guard as usize) < MAX_GUARDS
+            && self.pid != 0
+            && self.fd >= 0
+            && self._pad == 0
+    }
 }
 
 /// A mapped cells segment (ours or another process's).
 #[derive(Debug)]
 struct Seg {
     map: Mapping,
+    /// Our own segment: its memfd (others attach through it). Another process's: a pidfd of
+    /// that process (the mapping needs no descriptor, so the cache holds one per segment), or
+    /// without pidfd support the segment's descriptor (`/proc` then tells liveness).
     fd: OwnedFd,
+    is_pidfd: bool,
     uuid: [u8; 16],
     /// The process that owns it.
     pid: u32,
@@ -128,9 +153,21 @@ impl Seg {
         self.slot(i).map(|s| unsafe { &(*s).bell })
     }
 
-    fn mutex(&self, i: u32) -> Option<*mut libc::pthread_mutex_t> {
-        // SAFETY: addr_of_mut! makes no reference.
-        self.slot(i).map(|s| unsafe { std::ptr::addr_of_mut!((*s).mutex) })
+    fn owner(&self, i: u32) -> Option<&AtomicU64> {
+        // SAFETY: an atomic inside the live mapping.
+        self.slot(i).map(|s| unsafe { &(*s).owner })
+    }
+
+    /// Whether the process that owns the segment is still alive (not exited, not a zombie).
+    fn process_alive(&self) -> bool {
+        if self.pid == std::process::id() {
+            return true;
+        }
+        if self.is_pidfd {
+            !sys::pidfd_exited(&self.fd)
+        } else {
+            !sys::pid_gone(self.pid)
+        }
     }
 }
 
@@ -168,13 +205,8 @@ fn new_segment() -> io::Result<Seg> {
     let uuid = sys::random_uuid()?;
     let fd = sys::create(&uuid, SEG_BYTES)?;
     let map = sys::map(&fd, SEG_BYTES)?;
-    let seg = Seg { map, fd, uuid, pid: std::process::id() };
-    for i in 0..SLOTS as u32 {
-        if let Some(m) = seg.mutex(i) {
-            // SAFETY: fresh zeroed shared memory that nobody else knows yet.
-            unsafe { sys::mutex_init(m)? };
-        }
-    }
+    // Fresh zeroed memory: every slot free (owner 0).
+    let seg = Seg { map, fd, is_pidfd: false, uuid, pid: std::process::id() };
     let h = seg.map.ptr().cast::<SegHeader>();
     // SAFETY: the header page of our fresh mapping.
     unsafe {
@@ -196,6 +228,13 @@ enum Unusable {
 }
 
 fn attach(pid: u32, fd: i32, uuid: &[u8; 16]) -> Result<Seg, Unusable> {
+    // The pidfd first: if the segment is then found open in process `pid`, the pidfd is that
+    // process's, not a later one's under a reused pid.
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(p) => p,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(Unusable::Gone),
+        Err(e) => return Err(Unusable::Failed(e)),
+    };
     // The owner keeps its cells segments open for its whole life: no descriptor there (or
     // another file under that number) means the process is gone.
     let fd = sys::open_from(pid, fd, uuid).map_err(|e| match e.kind() {
@@ -212,7 +251,11 @@ fn attach(pid: u32, fd: i32, uuid: &[u8; 16]) -> Result<Seg, Unusable> {
     if !ok {
         return Err(Unusable::Gone);
     }
-    Ok(Seg { map, fd, uuid: *uuid, pid })
+    let (fd, is_pidfd) = match pidfd {
+        Some(p) => (p, true),
+        None => (fd, false),
+    };
+    Ok(Seg { map, fd, is_pidfd, uuid: *uuid, pid })
 }
 
 /// Other processes' segments kept attached, at most (beyond it, those of dead processes are
@@ -241,15 +284,15 @@ fn lookup(r: &CellRef) -> Result<Arc<Seg>, Unusable> {
     }))
 }
 
-/// This thread's cell for one selection: the slot's mutex is held until it is dropped (on the
-/// thread that took it), which closes the cell and frees the slot.
+/// This thread's cell for one selection: the slot's owner word names this thread until it is
+/// dropped (on the thread that took it), which closes the cell and frees the slot.
 #[derive(Debug)]
 pub struct OwnCell {
     seg: Arc<Seg>,
     index: usize,
     slot: u32,
     gen: u32,
-    /// The slot's mutex belongs to the thread that took it: the cell never moves thread.
+    /// The slot belongs to the thread that took it: the cell never moves thread.
     _thread: std::marker::PhantomData<*const ()>,
 }
 
@@ -265,10 +308,9 @@ impl OwnCell {
             let (index, slot) = reg.free.pop().ok_or_else(|| io::Error::other("no free cell"))?;
             Ok((reg.own[index].clone(), index, slot))
         })?;
-        let m = seg.mutex(slot).ok_or_else(|| io::Error::other("bad cell slot"))?;
-        // SAFETY: the slot's mutex was initialised with its segment; a free slot is unlocked
-        // (a thread of ours always unlocks before freeing it).
-        unsafe { sys::mutex_lock(m)? };
+        let owner = seg.owner(slot).ok_or_else(|| io::Error::other("bad cell slot"))?;
+        // The registry handed the slot to us alone: a plain store marks it held.
+        owner.store(super::lock::thread_value(), Ordering::Release);
         let word = seg.state(slot).ok_or_else(|| io::Error::other("bad cell slot"))?;
         let gen = ((word.load(Ordering::Acquire) >> STATUS_BITS) + 1) & (u32::MAX >> STATUS_BITS);
         word.store(gen << STATUS_BITS | OPEN, Ordering::Release);
@@ -325,9 +367,14 @@ impl OwnCell {
         }
     }
 
-    /// The guard a counterpart fired, if one did.
+    /// The guard a counterpart fired, if one did ([`TAMPERED`]: the word holds another
+    /// generation, which only a scribble writes: nobody else writes our generation's word).
     pub fn fired(&self) -> Option<usize> {
-        let s = self.word().load(Ordering::Acquire) & STATUS_MASK;
+        let now = self.word().load(Ordering::Acquire);
+        if now >> STATUS_BITS != self.gen {
+            return Some(TAMPERED);
+        }
+        let s = now & STATUS_MASK;
         (s != OPEN && s != CLOSED).then(|| (s - 1) as usize)
     }
 
@@ -341,6 +388,10 @@ impl OwnCell {
             Ordering::Acquire,
         ) {
             Ok(_) => Ok(()),
+            // Not our generation, or open when we expected it open: written over.
+            Err(now) if now >> STATUS_BITS != self.gen || now & STATUS_MASK == OPEN => {
+                Err(TAMPERED)
+            }
             Err(now) if now & STATUS_MASK == CLOSED => Ok(()),
             Err(now) => Err(((now & STATUS_MASK) - 1) as usize),
         }
@@ -350,9 +401,8 @@ impl OwnCell {
 impl Drop for OwnCell {
     fn drop(&mut self) {
         let _ = self.close();
-        if let Some(m) = self.seg.mutex(self.slot) {
-            // SAFETY: this thread locked it in `acquire`.
-            unsafe { sys::mutex_unlock(m) };
+        if let Some(owner) = self.seg.owner(self.slot) {
+            owner.store(0, Ordering::Release);
         }
         let (index, slot) = (self.index, self.slot);
         with_registry(|reg| {
@@ -445,34 +495,19 @@ pub enum Fire {
     Failed(crate::Error),
 }
 
-/// Whether the selection that owns the record's slot still runs (its thread holds the mutex).
+/// Whether the selection that owns the record's slot still runs: the slot is held and its
+/// process alive.
 fn owner_alive(seg: &Seg, r: &CellRef) -> bool {
-    let Some(m) = seg.mutex(r.slot) else { return false };
-    // SAFETY: an initialised robust mutex in a live mapping.
-    match unsafe { libc::pthread_mutex_trylock(m) } {
-        // EDEADLK: this very thread holds it (it never asks about its own selection, but a
-        // held mutex is a live owner whoever holds it).
-        libc::EBUSY | libc::EDEADLK => true,
-        libc::EOWNERDEAD => {
-            // SAFETY: EOWNERDEAD means we hold it now; make it usable again and let go.
-            unsafe {
-                libc::pthread_mutex_consistent(m);
-                sys::mutex_unlock(m);
-            }
-            false
-        }
-        0 => {
-            // SAFETY: we just took it.
-            unsafe { sys::mutex_unlock(m) };
-            false
-        }
-        _ => false,
-    }
+    seg.owner(r.slot).is_some_and(|o| o.load(Ordering::Acquire) != 0) && seg.process_alive()
 }
 
 /// Tries to fire the selection named by `r` for its guard. Call with the lock of the channel
 /// holding the record.
 pub fn fire(r: &CellRef) -> Fire {
+    if !r.plausible() {
+        // Callers check first (a corrupt record poisons its channel); never fire a wrong guard.
+        return Fire::Lost;
+    }
     let seg = match lookup(r) {
         Ok(seg) => seg,
         Err(Unusable::Gone) => return Fire::Dead,
@@ -483,7 +518,7 @@ pub fn fire(r: &CellRef) -> Fire {
     }
     let Some(word) = seg.state(r.slot) else { return Fire::Dead };
     let open = r.gen << STATUS_BITS | OPEN;
-    let fired = r.gen << STATUS_BITS | (r.guard + 1).min(STATUS_MASK - 1);
+    let fired = r.gen << STATUS_BITS | (r.guard + 1);
     match word.compare_exchange(open, fired, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
             sys::futex_wake_all(word);

@@ -7,8 +7,8 @@
 //! sleeps and wake-ups.
 //!
 //! Invariants:
-//! - Every field of `State`, the entries' states and the end table are read and written only
-//!   under the segment's robust process-shared mutex. `seq`, `sleepers` and `poisoned` are
+//! - Every field of `State`, the entries' states, the end table and the alt and wait records
+//!   are read and written only under the segment's lock (`lock.rs`). `seq`, `sleepers` and `poisoned` are
 //!   atomics readable without it.
 //! - Whoever changes anything a waiter may wait for increments `seq` under the lock and wakes
 //!   every sleeper; a waiter reads `seq` under the lock before it unlocks and sleeps on it, so
@@ -22,8 +22,10 @@
 //! - Rendezvous (capacity 0): a write completes only when a reader has taken its entry
 //!   (`TAKEN`, then the writer marks it `DONE`); a write that times out or is interrupted while
 //!   its entry is still `READY` withdraws it (`CANCELLED`): nothing was sent.
-//! - A process that dies holding the mutex leaves it "owner died": the next locker makes it
-//!   consistent and poisons the channel, so its peers wake with `Poisoned` instead of hanging.
+//! - A thread that dies holding the lock, or a lock word that names no thread (a scribble), is
+//!   found by a waiter within about `PEER_CHECK` (`lock.rs`): it takes the lock over and
+//!   poisons the channel (`OwnerDied`, `Corrupt`), so its peers wake with `Poisoned` instead of
+//!   hanging. A lock wait also ends once the channel is poisoned.
 //! - Conditional offers (an `Alt`'s output guard, `select.rs`): an `OFFERED` entry carries a
 //!   `CellRef` before its message. A reader takes it only by firing that cell (`cells::fire`,
 //!   under this channel's lock); the reader then owns the entry and marks it `DONE` itself (the
@@ -34,6 +36,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::time::Instant;
 
 // Re-exported: the other shm modules import the segment and its layout from this one place.
 pub use super::layout::MAX_ENDS;
@@ -42,8 +45,10 @@ pub(super) use super::layout::{
     RDV_OFFER, RDV_PLAIN, READY, TAKEN, WRITING,
 };
 use super::layout::{Entry, Header, State, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, READING, VERSION};
-use super::sys::{self, Locked, Mapping};
+use super::lock::{SegLock, Taken};
+use super::sys::{self, Mapping};
 use super::wait::Wait;
+use super::waiters::Ticket;
 use crate::Error;
 
 /// A channel in a shared-memory segment (see the module docs for the protocol).
@@ -58,7 +63,14 @@ pub struct ShmChannel {
     capacity: usize,
     /// When this process next looks for dead writers while it waits (`owner.rs`): one time
     /// for all its waits on the channel, whatever their slices.
-    pub(super) next_look: std::sync::Mutex<Option<std::time::Instant>>,
+    pub(super) next_look: std::sync::Mutex<Option<Instant>>,
+    /// When this process next looks for dead waiters counted on the channel (`waiters.rs`).
+    pub(super) next_waiters_look: std::sync::Mutex<Option<Instant>>,
+    /// Waiters of this process that left while the lock was not theirs to take (`sleep`):
+    /// still in the counts until the next lock holder here takes them off (`owing` says
+    /// whether there are any: one load per lock).
+    owed: std::sync::Mutex<Vec<Ticket>>,
+    owing: std::sync::atomic::AtomicBool,
 }
 
 /// Why a shared channel is poisoned (the segment's `poisoned` word).
@@ -82,22 +94,30 @@ const OWNER_DIED: u32 = 2;
 const CORRUPT: u32 = 3;
 const PEER_DIED: u32 = 4;
 
-/// The mutex held; unlocks on drop.
+/// The segment's lock held; unlocks on drop.
 pub(super) struct Guard<'a> {
     ch: &'a ShmChannel,
 }
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        // SAFETY: a Guard exists only while this thread holds the mutex.
-        unsafe { sys::mutex_unlock(self.ch.mutex()) }
+        let l = self.ch.seg_lock();
+        if !l.unlock() {
+            // Someone wrote over the word while we held it: nobody can trust the lock any
+            // more. Poisoned without it (an atomic), and every sleeper is woken to see that.
+            let (seq, _, poisoned) = self.ch.atomics();
+            let _ = poisoned.compare_exchange(0, CORRUPT, Ordering::AcqRel, Ordering::Acquire);
+            seq.fetch_add(1, Ordering::AcqRel);
+            sys::futex_wake_all(seq);
+            l.wake_all();
+        }
     }
 }
 
 impl Guard<'_> {
-    #[allow(clippy::mut_from_ref)] // the mutex, held by this guard, makes the access exclusive
+    #[allow(clippy::mut_from_ref)] // the lock, held by this guard, makes the access exclusive
     pub(super) fn st(&self) -> &mut State {
-        // SAFETY: the state is only touched under the mutex, which this guard holds, and no
+        // SAFETY: the state is only touched under the lock, which this guard holds, and no
         // other reference to it outlives a statement in this module.
         unsafe { &mut (*self.ch.hdr()).st }
     }
@@ -125,16 +145,25 @@ impl ShmChannel {
         capacity: usize,
     ) -> io::Result<Self> {
         let total = DATA_OFF + data_len;
-        let ch = ShmChannel { map, fd, data_len, capacity, next_look: Default::default() };
+        let ch = ShmChannel {
+            map,
+            fd,
+            data_len,
+            capacity,
+            next_look: Default::default(),
+            next_waiters_look: Default::default(),
+            owed: Default::default(),
+            owing: Default::default(),
+        };
         let h = ch.hdr();
-        // SAFETY: the segment is fresh (zeroed) and mapped; no other process knows it yet.
+        // SAFETY: the segment is fresh (zeroed: the lock is free) and mapped; no other process
+        // knows it yet.
         unsafe {
             (*h).version = VERSION;
             (*h).uuid = uuid;
             (*h).total_len = total as u64;
             (*h).data_len = data_len as u64;
             (*h).capacity = capacity as u64;
-            sys::mutex_init(std::ptr::addr_of_mut!((*h).mutex))?;
             std::sync::atomic::fence(Ordering::Release);
             (*h).magic = MAGIC;
         }
@@ -195,7 +224,16 @@ impl ShmChannel {
         let capacity = usize::try_from(capacity).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidData, "corrupt channel segment: capacity")
         })?;
-        Ok(ShmChannel { map, fd, data_len, capacity, next_look: Default::default() })
+        Ok(ShmChannel {
+            map,
+            fd,
+            data_len,
+            capacity,
+            next_look: Default::default(),
+            next_waiters_look: Default::default(),
+            owed: Default::default(),
+            owing: Default::default(),
+        })
     }
 
     /// The start of the mapping.
@@ -207,9 +245,9 @@ impl ShmChannel {
         self.map.ptr().cast()
     }
 
-    fn mutex(&self) -> *mut libc::pthread_mutex_t {
-        // SAFETY: the header is in the mapping; addr_of_mut! makes no reference.
-        unsafe { std::ptr::addr_of_mut!((*self.hdr()).mutex) }
+    fn seg_lock(&self) -> SegLock<'_> {
+        // SAFETY: an atomic in the mapped header, valid as long as `self`.
+        SegLock::new(unsafe { &(*self.hdr()).lock })
     }
 
     pub(super) fn atomics(&self) -> (&AtomicU32, &AtomicU32, &AtomicU32) {
@@ -289,19 +327,69 @@ impl ShmChannel {
         super::layout::TEST_LAYOUT
     }
 
+    /// Takes the segment's lock. `Err(Poisoned)` also when the channel was poisoned while
+    /// this waited for a holder that does not let go (`lock.rs`).
     pub(super) fn lock(&self) -> Result<Guard<'_>, Error> {
-        // SAFETY: the mutex was initialised at creation and lives as long as the mapping.
-        let how = unsafe { sys::mutex_lock(self.mutex()) }?;
+        self.lock_or(|| None)
+    }
+
+    /// `lock` at the start of an operation that waits per `w`: a wait for a holder that does
+    /// not let go (a live process stopped while it holds the lock, say) also ends at the
+    /// deadline, when interrupted, or at once for `nowait`. Nothing is registered yet, so the
+    /// operation fails cleanly.
+    pub(super) fn lock_waiting(&self, w: &mut Wait<'_>) -> Result<Guard<'_>, Error> {
+        self.lock_or(|| {
+            if w.nowait {
+                Some(Error::WouldBlock)
+            } else if w.deadline.is_some_and(|d| Instant::now() >= d) {
+                Some(Error::Timeout)
+            } else if w.slice.is_some() && w.sleeper.is_none() && (w.interrupted)() {
+                Some(Error::Interrupted)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Takes the lock; a wait for a holder that does not let go ends with `Poisoned` once
+    /// the channel is poisoned, or with what `why` says (asked once per `PEER_CHECK`).
+    fn lock_or(&self, mut why: impl FnMut() -> Option<Error>) -> Result<Guard<'_>, Error> {
+        let mut gave_up = None;
+        let how = self.seg_lock().lock(|| {
+            gave_up = if self.is_poisoned() { Some(Error::Poisoned) } else { why() };
+            gave_up.is_some()
+        });
+        let how = how.ok_or_else(|| gave_up.unwrap_or(Error::Poisoned))?;
         let g = Guard { ch: self };
-        if how == Locked::OwnerDied {
-            // A process died inside a critical section: the state may be half-updated, so the
+        match how {
+            Taken::Clean => {}
+            // A thread died inside a critical section: the state may be half-updated, so the
             // channel is dead for everyone (its peers see poison instead of hanging).
-            self.poison_with(&g, OWNER_DIED);
+            Taken::OwnerDied => self.poison_with(&g, OWNER_DIED),
+            Taken::Garbage => {
+                let _ = self.corrupt(&g);
+            }
+        }
+        if self.owing.load(Ordering::Acquire) {
+            self.settle(&g);
         }
         if !self.ring_ok(&g) {
             return Err(self.corrupt(&g));
         }
         Ok(g)
+    }
+
+    /// Takes the waiters that left without the lock off the counts (`sleep`). Lock held.
+    #[cold]
+    fn settle(&self, g: &Guard<'_>) {
+        let owed = {
+            let mut o = self.owed.lock().unwrap_or_else(|e| e.into_inner());
+            self.owing.store(false, Ordering::Release);
+            std::mem::take(&mut *o)
+        };
+        for t in owed {
+            self.wait_end(g, t);
+        }
     }
 
     /// Announces a change to every sleeper; called with the lock held.
@@ -327,15 +415,31 @@ impl ShmChannel {
         unsafe { &(*self.hdr()).coop }
     }
 
-    /// Releases the lock, sleeps until something changes (or the slice/deadline ends, or it is
-    /// time to look for a dead writer: `owner.rs`), and takes the lock again. Returns the new guard and whether the wait was interrupted.
+    /// Releases the lock, sleeps as the waiter counted by `ticket` until something changes
+    /// (or the slice/deadline ends, or it is time to look for a dead writer: `owner.rs`),
+    /// takes the lock again and takes the waiter off the counts. Returns the new guard and
+    /// whether the wait was interrupted.
+    ///
+    /// Taking the lock again honours the deadline and interrupts (a holder that does not let
+    /// go): the waiter is then taken off the counts by whoever in this process next holds the
+    /// lock (`owed`), since that needs the lock.
     pub(super) fn sleep<'a>(
         &'a self,
         g: Guard<'a>,
         w: &mut Wait<'_>,
+        ticket: Ticket,
     ) -> Result<(Guard<'a>, bool), Error> {
         let cap = self.peer_check(&g, w.coarse());
-        let (g, interrupted) = self.sleep_on(g, self.atomics().0, w, cap)?;
+        let interrupted = self.sleep_unlocked(g, self.atomics().0, w, cap);
+        let g = match self.lock_waiting(w) {
+            Ok(g) => g,
+            Err(e) => {
+                self.owed.lock().unwrap_or_else(|e| e.into_inner()).push(ticket);
+                self.owing.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
+        self.wait_end(&g, ticket);
         self.look_for_dead_writers(&g);
         Ok((g, interrupted))
     }
@@ -347,8 +451,20 @@ impl ShmChannel {
         g: Guard<'a>,
         word: &AtomicU32,
         w: &mut Wait<'_>,
-        cap: Option<std::time::Instant>,
+        cap: Option<Instant>,
     ) -> Result<(Guard<'a>, bool), Error> {
+        let interrupted = self.sleep_unlocked(g, word, w, cap);
+        Ok((self.lock()?, interrupted))
+    }
+
+    /// The sleep of `sleep_on`, which returns with the lock released (whether interrupted).
+    fn sleep_unlocked(
+        &self,
+        g: Guard<'_>,
+        word: &AtomicU32,
+        w: &mut Wait<'_>,
+        cap: Option<Instant>,
+    ) -> bool {
         let (seq, sleepers, _) = self.atomics();
         let coarse = w.coarse();
         let word = if coarse { seq } else { word };
@@ -368,7 +484,7 @@ impl ShmChannel {
         if on_seq {
             sleepers.fetch_sub(1, Ordering::AcqRel);
         }
-        Ok((self.lock()?, interrupted))
+        interrupted
     }
 
     /// Wakes the writer waiting on entry `e` (lock held).
@@ -426,11 +542,20 @@ impl ShmChannel {
     }
 
     /// Poisons the channel: every blocked and later operation fails with `Poisoned`.
+    ///
+    /// The poison word is set first, without the lock: a lock whose holder does not let go
+    /// (`lock.rs`) must not keep poison from ending its waiters' waits. The wake-ups then
+    /// happen under the lock (a waiter samples `seq` under it, so none is missed), or without
+    /// it if the lock wait was given up for the poison.
     pub fn poison(&self) -> Result<(), Error> {
+        let (seq, _, poisoned) = self.atomics();
+        let _ = poisoned.compare_exchange(0, POISONED, Ordering::AcqRel, Ordering::Acquire);
         match self.lock() {
-            Ok(g) => self.poison_with(&g, POISONED),
-            // Poisoned already, for a corrupt segment: nothing more to do.
-            Err(Error::Poisoned) => {}
+            Ok(g) => self.changed_all(&g),
+            Err(Error::Poisoned) => {
+                seq.fetch_add(1, Ordering::AcqRel);
+                sys::futex_wake_all(seq);
+            }
             Err(e) => return Err(e),
         }
         Ok(())
@@ -451,6 +576,8 @@ impl ShmChannel {
     /// A snapshot of the counters.
     pub fn stats(&self) -> Result<crate::Stats, Error> {
         let g = self.lock()?;
+        // A process that died waiting is not waiting any more.
+        self.drop_dead_waiters(&g);
         let (alt_readers, alt_writers) = self.alt_waiting(&g);
         // Before `st`: it takes its own reference to the state (one at a time, for Miri).
         let offers = self.ready_offers(&g) as usize;

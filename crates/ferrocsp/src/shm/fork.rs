@@ -18,7 +18,6 @@
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
-use std::sync::Once;
 
 /// Bumped in every child made by `fork` (see the module doc).
 static FORK_GEN: AtomicU32 = AtomicU32::new(0);
@@ -27,17 +26,49 @@ extern "C" fn forked_child() {
     FORK_GEN.fetch_add(1, Ordering::SeqCst);
 }
 
+/// Whether the child handler is registered: `DONE`, or 0 (not yet), or the pid of the
+/// process whose thread is registering it.
+static HANDLER: AtomicU32 = AtomicU32::new(0);
+const DONE: u32 = u32::MAX;
+
 /// This process's fork generation (0 in a process not made by `fork` from one that asked);
 /// registers the child handler on first use.
+///
+/// Not a `std::sync::Once`: a child forked while another thread of its parent ran the
+/// registration inherits a `Once` that stays "running" for ever (that thread is not in the
+/// child), and every later use in the child waited on it (a forked test child hung there).
+/// A registration marked with another process's pid is such an orphan: the child registers
+/// again itself (a second handler only moves the generation twice per fork).
 pub fn fork_generation() -> u32 {
-    static HANDLER: Once = Once::new();
-    HANDLER.call_once(|| {
-        // SAFETY: registers a child handler that only does an atomic add (allowed between
-        // `fork` and `exec`). It fails only out of memory: a child would then use its
-        // parent's values, as before this module existed.
-        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
-    });
+    if HANDLER.load(Ordering::Acquire) != DONE {
+        register();
+    }
     FORK_GEN.load(Ordering::Acquire)
+}
+
+#[cold]
+fn register() {
+    let me = std::process::id();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match HANDLER.load(Ordering::Acquire) {
+            DONE => return,
+            // Another thread of this process is registering: a few microseconds. (Past a
+            // bound, an ancestor's orphan that happens to carry our pid: take it over.)
+            who if who == me && tries < 10_000 => std::thread::yield_now(),
+            who => {
+                if HANDLER.compare_exchange(who, me, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    // SAFETY: registers a child handler that only does an atomic add (allowed
+                    // between `fork` and `exec`). It fails only out of memory: a child would
+                    // then use its parent's values, as before this module existed.
+                    unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+                    HANDLER.store(DONE, Ordering::Release);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 struct Cell<T> {

@@ -4,7 +4,7 @@
 //! (`tests/shm_fuzz_smoke.rs`) and the unit tests that run under Miri (`scripts/sanitizers.sh`).
 //!
 //! An input is `[flags][ops; N_OPS][header up to its AltRecords][RECORDS AltRecords]
-//! [END_BYTES of the end table][ring]`; what is missing reads as zeros, and the ring is the
+//! [WAITS WaitRecords][END_BYTES of the end table][ring]`; what is missing reads as zeros, and the ring is the
 //! rest rounded up to whole entries (at least 4, at most [`RING_MAX`] bytes). Flag
 //! [`STAMP`] writes a valid identity (magic, version, lengths) over the header, so that most
 //! inputs get past `attach` to the ring; without it the identity is the input's too.
@@ -20,9 +20,9 @@
 //!   bound), or an endless loop (no operation here waits: every wait has a deadline of now,
 //!   `nowait` ones too, since a `nowait` Alt or rendezvous write that sees a reader counted
 //!   as waiting waits for it to take the value).
-//! - The segment's mutex is the one thing the input does not set: a mutex written over is a
-//!   peer holding the lock for ever, a denial of service that no check can tell from a slow
-//!   peer, and the mutex is the C library's, not this code's.
+//! - The segment's lock word is the one thing the input does not set (it is freed): a word
+//!   naming a holder costs a look at that holder after a slice (`lock.rs`), 100 ms per input;
+//!   `tests/shm_untrusted.rs` scribbles over it instead.
 
 use std::mem::{offset_of, size_of};
 use std::time::Instant;
@@ -31,10 +31,11 @@ use super::cells::CellRef;
 use super::channel::ShmChannel;
 use super::end_table::EndKind;
 use super::layout::{
-    round_up, AltRecord, Entry, Header, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, MAX_ENDS, VERSION,
+    round_up, AltRecord, Entry, Header, WaitRecord, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, MAX_ENDS,
+    VERSION,
 };
 use super::select::{select, SelOp, Selected};
-use super::sys::{self, Mapping};
+use super::sys::Mapping;
 use super::wait::Wait;
 
 /// Flag: write a valid identity over the header.
@@ -50,10 +51,14 @@ const HDR_BYTES: usize = offset_of!(Header, alt);
 /// `AltRecord`s an input sets (the others stay unused: they are read the same way).
 const RECORDS: usize = 4;
 const REC_BYTES: usize = RECORDS * size_of::<AltRecord>();
+/// `WaitRecord`s an input sets (the others stay free).
+const WAITS: usize = 4;
+const WAIT_BYTES: usize = WAITS * size_of::<WaitRecord>();
+const WAITS_OFF: usize = offset_of!(Header, waits);
 /// Bytes of the end table an input sets.
 const END_BYTES: usize = 64;
 /// Where the ring starts in an input.
-pub const RING_AT: usize = HDR_AT + HDR_BYTES + REC_BYTES + END_BYTES;
+pub const RING_AT: usize = HDR_AT + HDR_BYTES + REC_BYTES + WAIT_BYTES + END_BYTES;
 const _: () = assert!(END_BYTES <= MAX_ENDS);
 
 /// Runs one input (see the module docs). Returns whether attach accepted the segment.
@@ -85,14 +90,15 @@ pub fn attach_image(data: &[u8]) -> Option<ShmChannel> {
     };
     put(0, at(HDR_AT, HDR_BYTES), HDR_BYTES);
     put(HDR_BYTES, at(HDR_AT + HDR_BYTES, REC_BYTES), REC_BYTES);
-    put(HEADER_BYTES, at(HDR_AT + HDR_BYTES + REC_BYTES, END_BYTES), END_BYTES);
+    put(WAITS_OFF, at(HDR_AT + HDR_BYTES + REC_BYTES, WAIT_BYTES), WAIT_BYTES);
+    put(HEADER_BYTES, at(HDR_AT + HDR_BYTES + REC_BYTES + WAIT_BYTES, END_BYTES), END_BYTES);
     put(DATA_OFF, at(RING_AT, data_len), data_len);
     let h: *mut Header = base.cast();
     // SAFETY: the header lies at the start of the image, which nothing else uses yet.
     let uuid = unsafe {
-        let m = std::ptr::addr_of_mut!((*h).mutex);
-        std::ptr::write_bytes(m, 0, 1);
-        sys::mutex_init(m).ok()?;
+        // Free: a lock word naming a holder is a wait of a slice per input (`lock.rs` looks
+        // at its holder after one), which `shm_untrusted.rs` covers instead.
+        std::ptr::addr_of_mut!((*h).lock).write(std::sync::atomic::AtomicU64::new(0));
         if flags & STAMP != 0 {
             (*h).magic = MAGIC;
             (*h).version = VERSION;
@@ -232,13 +238,17 @@ pub fn snapshot(ch: &ShmChannel, ops: &[u8]) -> Vec<u8> {
         unsafe { std::slice::from_raw_parts(base.add(off), len) }.to_vec()
     };
     out.extend(take(0, HDR_BYTES + REC_BYTES));
+    out.extend(take(WAITS_OFF, WAIT_BYTES));
     out.extend(take(HEADER_BYTES, END_BYTES));
     out.extend(take(DATA_OFF, ch.data_len().min(RING_MAX)));
-    // What differs from run to run goes: the mutex (replaced by every replay anyway) and the
-    // holders of entries (this process; in a replay a process long gone, as 0 is), so the
-    // same states make the same seeds (`tests/shm_fuzz_smoke.rs` checks the committed ones).
-    let mutex = HDR_AT + offset_of!(Header, mutex);
-    out[mutex..mutex + size_of::<libc::pthread_mutex_t>()].fill(0);
+    // What differs from run to run goes: the lock word (freed by every replay anyway), the
+    // wait records (this process) and the holders of entries (this process; in a replay a
+    // process long gone, as 0 is), so the same states make the same seeds
+    // (`tests/shm_fuzz_smoke.rs` checks the committed ones).
+    let lock = HDR_AT + offset_of!(Header, lock);
+    out[lock..lock + size_of::<u64>()].fill(0);
+    let waits = HDR_AT + HDR_BYTES + REC_BYTES;
+    out[waits..waits + WAIT_BYTES].fill(0);
     let mut held = Vec::new();
     if let Ok(g) = ch.lock() {
         let _ = ch.scan(&g, |pos, _| {

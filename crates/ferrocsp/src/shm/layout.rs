@@ -11,12 +11,12 @@
 //!   segment of another version.
 //! - The header fits its page and an entry header fits its alignment (checked at compile time).
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::cells::CellRef;
 
 pub(super) const MAGIC: u64 = 0x6665_7272_6f63_7370; // "ferrocsp"
-pub(super) const VERSION: u32 = 4;
+pub(super) const VERSION: u32 = 5;
 pub(super) const HEADER_BYTES: usize = 4096;
 /// The most counted ends one shared channel can have over its life.
 pub const MAX_ENDS: usize = 4096;
@@ -60,7 +60,8 @@ pub(super) struct State {
     pub(super) writers_waiting: u32,
     /// `AltRecord`s in use.
     pub(super) alt_readers: u32,
-    pub(super) _pad1: u32,
+    /// Waiting readers counted with no wait record (the table was full: `waiters.rs`).
+    pub(super) unowned_readers: u32,
     /// Entries `OFFERED`.
     pub(super) offered: u64,
     pub(super) reader_ends_made: u32,
@@ -68,6 +69,24 @@ pub(super) struct State {
     pub(super) reader_ends_live: u32,
     pub(super) writer_ends_live: u32,
     pub(super) ends_next: u32,
+    /// Waiting writers counted with no wait record.
+    pub(super) unowned_writers: u32,
+}
+
+/// Processes with threads waiting on one channel at once that the waiting counts attribute
+/// (`waiters.rs`); beyond that, a waiter is counted in the totals only.
+pub(super) const WAIT_RECORDS: usize = 32;
+
+/// The waiters of one process on this channel (`waiters.rs`): its share of
+/// `State::readers_waiting` and `State::writers_waiting`. Free when `pid` is 0.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct WaitRecord {
+    pub(super) pid: u32,
+    pub(super) readers: u32,
+    /// The process's start time (`owner.rs`), so that a reused pid is not taken for it.
+    pub(super) start: u64,
+    pub(super) writers: u32,
     pub(super) _pad: u32,
 }
 
@@ -95,9 +114,11 @@ pub(super) struct Header {
     /// Cooperative sleepers (`Wait::coarse`) waiting on this channel: while non-zero, every
     /// private wake-up (an entry's `wake`, a selection cell fired here) also moves `seq`.
     pub(super) coop: AtomicU32,
-    pub(super) mutex: libc::pthread_mutex_t,
+    /// The segment's lock (`lock.rs`): 0 when free, else the word that names its holder.
+    pub(super) lock: AtomicU64,
     pub(super) st: State,
     pub(super) alt: [AltRecord; ALT_RECORDS],
+    pub(super) waits: [WaitRecord; WAIT_RECORDS],
 }
 
 #[repr(C)]
@@ -147,6 +168,24 @@ pub struct TestLayout {
     pub data_off: usize,
     pub entry_size: usize,
     pub entry_len: usize,
+    /// The lock word (8 bytes).
+    pub lock: usize,
+    /// The whole header, the alt records and the wait records (offset, length).
+    pub header: (usize, usize),
+    pub alt: (usize, usize),
+    pub waits: (usize, usize),
+    /// The end table (offset, length).
+    pub ends: (usize, usize),
+    /// The guard number in an offer entry's cell record (from the entry's start).
+    pub offer_guard: usize,
+    /// The cell record in an offer entry (from the entry's start): its descriptor and slot.
+    pub offer_fd: usize,
+    pub offer_slot: usize,
+    /// A cells segment (`cells.rs`): its header's length and each slot's.
+    pub cells_header: usize,
+    pub cells_slot: usize,
+    /// `writers_waiting` (u32; `readers_waiting` above).
+    pub writers_waiting: usize,
 }
 
 pub(super) const TEST_LAYOUT: TestLayout = {
@@ -169,5 +208,16 @@ pub(super) const TEST_LAYOUT: TestLayout = {
         data_off: DATA_OFF,
         entry_size: offset_of!(Entry, size),
         entry_len: offset_of!(Entry, len),
+        lock: offset_of!(Header, lock),
+        header: (0, size_of::<Header>()),
+        alt: (offset_of!(Header, alt), size_of::<[AltRecord; ALT_RECORDS]>()),
+        waits: (offset_of!(Header, waits), size_of::<[WaitRecord; WAIT_RECORDS]>()),
+        ends: (HEADER_BYTES, MAX_ENDS),
+        offer_guard: ENTRY_BYTES + offset_of!(CellRef, guard),
+        offer_fd: ENTRY_BYTES + offset_of!(CellRef, fd),
+        offer_slot: ENTRY_BYTES + offset_of!(CellRef, slot),
+        cells_header: super::cells::HEADER,
+        cells_slot: super::cells::SLOT_BYTES,
+        writers_waiting: st + offset_of!(State, writers_waiting),
     }
 };

@@ -3,8 +3,9 @@
 //! A [`ShmChannel`] lives in one anonymous shared-memory segment (a memfd, mode 0600, never
 //! visible in `/dev/shm`) that every process using the channel maps, at whatever address.
 //! Messages are byte strings (the Python layer pickles values); waiting uses futexes in the
-//! segment, and the lock is a robust process-shared mutex, so a process that dies holding it
-//! poisons the channel instead of hanging its peers. No broker process, no helper thread per
+//! segment, and the lock is a word that names its holder (`lock.rs`), so a process that dies
+//! holding it, or a peer that scribbles over it, poisons the channel instead of hanging its
+//! peers. No broker process, no helper thread per
 //! channel; cooperative waiters (greenlets, asyncio tasks) share a few futex watcher threads per
 //! process ([`watch`]).
 //!
@@ -21,6 +22,7 @@ mod fork;
 #[doc(hidden)]
 pub mod fuzz;
 mod layout;
+mod lock;
 mod mixed;
 mod offers;
 mod owner;
@@ -32,6 +34,7 @@ mod sys;
 mod table;
 mod transfer;
 mod wait;
+mod waiters;
 mod watch;
 
 #[doc(hidden)]

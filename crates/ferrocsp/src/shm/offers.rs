@@ -70,6 +70,20 @@ impl ShmChannel {
         }
     }
 
+    /// Whether our selection's (`cell`) published offer at `pos` is still `OFFERED` there, as
+    /// nobody took it. Lock held.
+    pub(super) fn still_offered(&self, g: &Guard<'_>, pos: u64, cell: &CellRef) -> bool {
+        let st = g.st();
+        if pos < st.head || pos >= st.tail {
+            return false;
+        }
+        let e = self.entry(pos);
+        // SAFETY: a position between head and tail that this selection reserved (aligned);
+        // lock held. Only compared.
+        let (state, kind) = unsafe { ((*e).state, (*e).rendezvous) };
+        kind == RDV_OFFER && state == OFFERED && self.offer_cell(pos).same_cell(cell)
+    }
+
     /// Reserves a conditional offer of a `len`-byte message for `cell` (`WRITING`: invisible
     /// to readers until `publish_offer`); fill it with `offer_buf`. None: no ring space now.
     pub(super) fn reserve_offer(&self, len: usize, cell: &CellRef) -> Result<Option<u64>, Error> {
@@ -149,9 +163,15 @@ impl ShmChannel {
 
     /// Whether a reader blocked in a plain read waits with no message to take but one of
     /// `own` offers: an output guard here is as good as ready. Lock held.
+    /// A reader that died asleep is not one: the counts are checked against their owners
+    /// (`waiters.rs`) when they would make the output wait, at most once per `PEER_CHECK`.
     pub(super) fn idle_reader(&self, g: &Guard<'_>, own: u64) -> bool {
-        let st = g.st();
-        u64::from(st.readers_waiting) + own > st.offers
+        let idle = |st: &super::layout::State| u64::from(st.readers_waiting) + own > st.offers;
+        if !idle(g.st()) {
+            return false;
+        }
+        self.look_for_dead_waiters(g);
+        idle(g.st())
     }
 
     /// Records a waiting selection's input guard (counted as a waiting reader). None: the
@@ -200,6 +220,11 @@ impl ShmChannel {
                 if r.used == 0 {
                     continue;
                 }
+                if r.used != 1 || !r.cell.plausible() {
+                    // Not a record `add_record` made: the header is corrupt.
+                    let _ = self.corrupt(g);
+                    return (readers, 0);
+                }
                 match cells::status(&r.cell) {
                     Some(true) => readers += 1,
                     Some(false) => {}
@@ -212,7 +237,12 @@ impl ShmChannel {
             // A corrupt ring poisons the channel; what was counted so far stands.
             let _ = self.walk(g, |pos, e| {
                 if e.state == OFFERED {
-                    match cells::status(&self.offer_cell(pos)) {
+                    let cell = self.offer_cell(pos);
+                    if !cell.plausible() {
+                        let _ = self.corrupt(g);
+                        return Some(());
+                    }
+                    match cells::status(&cell) {
                         Some(true) => writers += 1,
                         Some(false) => {}
                         None => self.withdraw_entry(g, pos),

@@ -53,6 +53,8 @@ use super::wait::Wait;
 use crate::Error;
 use crate::Turn;
 
+mod tamper;
+
 /// Writes an output guard's message into the slot it is given (exactly its length).
 pub type Fill<'a> = dyn Fn(&mut [u8]) + Sync + 'a;
 
@@ -231,6 +233,9 @@ impl<'a> Sel<'_, 'a> {
             if let Some(done) = self.decided(&guards) {
                 return Ok(done);
             }
+            if let Some(i) = self.offer_gone(&guards) {
+                return Ok(self.tampered(&guards, i));
+            }
             let (step, local_live) = self.walk(&guards);
             let deferred = matches!(step, Step::Deferred);
             match step {
@@ -285,7 +290,10 @@ impl<'a> Sel<'_, 'a> {
                 _ => {}
             }
             self.publish(&guards);
-            let interrupted = self.sleep(guards, w, bell);
+            // Waiting for an idle reader: it may have died asleep, which only a look finds
+            // (`waiters.rs`, through `idle_reader` at the next step).
+            let cap = deferred.then(|| Instant::now() + super::owner::PEER_CHECK);
+            let interrupted = self.sleep(guards, w, bell, cap);
             if interrupted {
                 let guards = self.lock_all()?;
                 if let Some(done) = self.decided(&guards) {
@@ -306,6 +314,9 @@ impl<'a> Sel<'_, 'a> {
         let cell = self.cell.as_ref()?;
         let Some((local, _)) = self.local.as_mut() else {
             let i = cell.fired()?;
+            if !self.fire_genuine(guards, i) {
+                return Some(self.tampered(guards, i));
+            }
             self.withdraw(guards, Some(i));
             return Some((i, Selected::Wrote));
         };
@@ -314,8 +325,16 @@ impl<'a> Sel<'_, 'a> {
                 local.withdraw();
                 None
             }
+            Err(i) if i >= self.ops.len() + local.len() => {
+                // No guard has that number: the cell was written over.
+                local.withdraw();
+                Some(self.tampered(guards, i))
+            }
             Err(i) if i < self.ops.len() => {
                 local.withdraw();
+                if !self.fire_genuine(guards, i) {
+                    return Some(self.tampered(guards, i));
+                }
                 self.withdraw(guards, Some(i));
                 Some((i, Selected::Wrote))
             }
@@ -501,7 +520,13 @@ impl<'a> Sel<'_, 'a> {
     /// watches the channels' change counters only (a fired cell moves its channel's `seq`
     /// while `coop` counts us there), except with local guards: their counterparts fire the
     /// cell without any channel's `seq`, so every sleeper watches the cell word and bell.
-    fn sleep(&self, guards: Vec<Guard<'a>>, w: &mut Wait<'_>, bell: Option<u32>) -> bool {
+    fn sleep(
+        &self,
+        guards: Vec<Guard<'a>>,
+        w: &mut Wait<'_>,
+        bell: Option<u32>,
+        cap: Option<Instant>,
+    ) -> bool {
         let coarse = w.coarse();
         let mut words: Vec<&AtomicU32> = Vec::with_capacity(self.chans.len() + 2);
         for c in &self.chans {
@@ -528,7 +553,7 @@ impl<'a> Sel<'_, 'a> {
             }
         }
         drop(guards);
-        let interrupted = w.block(&words, &seen, None);
+        let interrupted = w.block(&words, &seen, cap);
         for c in &self.chans {
             if coarse {
                 c.coop().fetch_sub(1, Ordering::AcqRel);
@@ -545,8 +570,9 @@ impl<'a> Sel<'_, 'a> {
         self.withdraw(guards, None);
         let closed = self.cell.as_ref().map_or(Ok(()), OwnCell::close);
         let (local, _) = self.local.as_mut()?;
+        let n_local = local.len();
         match closed {
-            Err(i) if i >= self.ops.len() => {
+            Err(i) if i >= self.ops.len() && i < self.ops.len() + n_local => {
                 local.collect();
                 Some((self.ops.len(), Selected::Local))
             }
@@ -582,7 +608,8 @@ impl<'a> Sel<'_, 'a> {
         if let Some((local, _)) = self.local.as_mut() {
             // An error ends the selection: a local guard that won the cell in the race is
             // finished (its result kept by the local part), the rest withdrawn.
-            if fired.is_some_and(|i| i >= self.ops.len()) {
+            // (A number past every guard was written over the cell: no local guard won.)
+            if fired.is_some_and(|i| i >= self.ops.len() && i < self.ops.len() + local.len()) {
                 local.collect();
             } else {
                 local.withdraw();

@@ -114,6 +114,10 @@ impl WriteSlot<'_> {
                     return Ok(out);
                 }
                 READY => {
+                    if w.nowait {
+                        // The reader we count on may have died asleep (`waiters.rs`).
+                        ch.look_for_dead_waiters(&g);
+                    }
                     let st = g.st();
                     let why = if ch.is_poisoned() {
                         Some(Error::Poisoned)
@@ -150,7 +154,7 @@ impl WriteSlot<'_> {
             // A cooperative sleeper looks only while a reader copies (a deadline costs it a
             // wake-up of the watcher thread on every write); before that, a crashed reader's
             // channel is poisoned by its parent (`backend="os"`), which wakes it.
-            let cap = if self.state() == READING {
+            let cap = if self.state() == READING || w.nowait {
                 Some(Instant::now() + PEER_CHECK)
             } else if w.coarse() {
                 None

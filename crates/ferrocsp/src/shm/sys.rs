@@ -1,5 +1,5 @@
 //! The Linux system interface of shared-memory channels: memfd segments, shared mappings,
-//! futexes and robust process-shared mutexes.
+//! futexes, pidfds and `/proc`.
 //!
 //! Invariants:
 //! - A segment is an anonymous memfd (`memfd_create`, mode 0600): it has no name in any file
@@ -195,6 +195,28 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     }
 }
 
+/// `futex_wait` on a 32-bit word given by address: half of a 64-bit atomic (`lock.rs`),
+/// which Rust code only ever accesses whole; the kernel reads the half.
+pub(crate) fn futex_wait_raw(word: *const u32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(d.subsec_nanos()),
+    });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: word is an aligned u32 inside a live shared mapping; tsp is null or valid.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAIT, expected, tsp);
+    }
+}
+
+/// Wakes up to `n` processes sleeping on the 32-bit word at `word` (see `futex_wait_raw`).
+pub(crate) fn futex_wake_raw(word: *const u32, n: i32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, n);
+    }
+}
+
 /// Wakes every process sleeping on `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: word is a valid, aligned u32; FUTEX_WAKE only reads its address.
@@ -203,72 +225,29 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
-/// Initialises a robust, process-shared mutex at `m` (fresh, zeroed shared memory).
-///
-/// # Safety
-/// `m` must point to writable memory of a `pthread_mutex_t` that no process uses yet.
-pub(crate) unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
-    // SAFETY: the attribute object lives on this stack frame and is destroyed below; `m` is
-    // valid per the caller's contract.
-    unsafe {
-        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-        err(libc::pthread_mutexattr_init(&mut attr))?;
-        let r = (|| {
-            #[cfg(not(miri))]
-            err(libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED))?;
-            #[cfg(not(miri))]
-            err(libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST))?;
-            err(libc::pthread_mutex_init(m, &attr))
-        })();
-        libc::pthread_mutexattr_destroy(&mut attr);
-        r
-    }
-}
-
-fn err(r: libc::c_int) -> io::Result<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(r))
-    }
-}
-
-/// How taking the mutex went.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Locked {
-    /// Taken normally.
-    Clean,
-    /// Taken, but its previous owner died holding it: the protected state may be half-updated.
-    OwnerDied,
-}
-
-/// Locks the robust mutex at `m`, making it consistent again if its owner died.
-///
-/// # Safety
-/// `m` must point to a mutex initialised by `mutex_init` in a live shared mapping.
-pub(crate) unsafe fn mutex_lock(m: *mut libc::pthread_mutex_t) -> io::Result<Locked> {
-    // SAFETY: per the caller's contract.
-    let r = unsafe { libc::pthread_mutex_lock(m) };
-    match r {
-        0 => Ok(Locked::Clean),
-        libc::EOWNERDEAD => {
-            // SAFETY: we own the mutex now (EOWNERDEAD means the lock was acquired).
-            err(unsafe { libc::pthread_mutex_consistent(m) })?;
-            Ok(Locked::OwnerDied)
+/// A pidfd of process `pid` (`pidfd_open`, Linux 5.3+).
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: a plain syscall; the result is a new descriptor we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        // No pidfds here: liveness falls back to `/proc`.
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            return Ok(None);
         }
-        e => Err(io::Error::from_raw_os_error(e)),
+        return Err(e);
     }
+    // SAFETY: r is a descriptor just returned to us.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) }))
 }
 
-/// Unlocks the mutex at `m`.
-///
-/// # Safety
-/// The calling thread must hold the mutex.
-pub(crate) unsafe fn mutex_unlock(m: *mut libc::pthread_mutex_t) {
-    // SAFETY: per the caller's contract.
-    unsafe {
-        libc::pthread_mutex_unlock(m);
-    }
+/// Whether the process of pidfd `fd` has exited (a zombie included): the pidfd polls
+/// readable then.
+pub(crate) fn pidfd_exited(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents != 0
 }
 
 /// A random 128-bit identifier for a new segment.
@@ -373,42 +352,49 @@ fn proc_stat(pid: u32) -> Option<(u64, bool)> {
 }
 
 /// The calling process, cached: it is asked on every reservation and claim, and `getpid` is a
-/// system call. A child made by `fork` forgets the cache (an atfork handler, registered with
-/// the first use) and looks again.
+/// system call. The cache is per fork generation (`fork.rs`), so a child made by `fork` looks
+/// again. (It used its own atfork handler behind a `std::sync::Once`: a child forked while
+/// another thread registered it inherited the `Once` running for ever, and hung on it.)
 pub(crate) fn me() -> ProcId {
     use std::sync::atomic::{AtomicU64, Ordering};
+    static CACHE_GEN: AtomicU32 = AtomicU32::new(u32::MAX);
     static CACHE_PID: AtomicU32 = AtomicU32::new(0);
     static CACHE_START: AtomicU64 = AtomicU64::new(0);
-    #[cfg_attr(miri, allow(dead_code))]
-    static ATFORK: std::sync::Once = std::sync::Once::new();
-    #[cfg_attr(miri, allow(dead_code))]
-    extern "C" fn forget() {
-        CACHE_PID.store(0, Ordering::Release);
+    let gen = super::fork::fork_generation();
+    if CACHE_GEN.load(Ordering::Acquire) == gen {
+        let pid = CACHE_PID.load(Ordering::Acquire);
+        if pid != 0 {
+            return ProcId { pid, start: CACHE_START.load(Ordering::Acquire) };
+        }
     }
-    let cached = CACHE_PID.load(Ordering::Acquire);
-    if cached != 0 {
-        return ProcId { pid: cached, start: CACHE_START.load(Ordering::Acquire) };
-    }
-    // SAFETY: registers a plain function that only stores to an atomic (async-signal-safe),
-    // once per process image. It fails only out of memory; a forked child would then name its
-    // parent as the holder of its entries: its own death would go unnoticed, never a live
-    // process be taken for dead.
-    #[cfg(not(miri))]
-    ATFORK.call_once(|| unsafe {
-        libc::pthread_atfork(None, None, Some(forget));
-    });
     let pid = std::process::id();
     // Our own stat cannot be missing; a start time of 0 would only make us look dead to a
     // peer that could not read it either.
     let start = proc_stat(pid).map_or(0, |(s, _)| s);
-    CACHE_START.store(start, Ordering::Release);
+    // Threads that race here store the same values; the generation goes last.
     CACHE_PID.store(pid, Ordering::Release);
+    CACHE_START.store(start, Ordering::Release);
+    CACHE_GEN.store(gen, Ordering::Release);
     ProcId { pid, start }
 }
 
 /// Whether process `p` is still alive: the same process (start time), not a zombie.
 pub(crate) fn alive(p: ProcId) -> bool {
     matches!(proc_stat(p.pid), Some((start, true)) if start == p.start)
+}
+
+/// The start time of thread `tid` (any thread of any process: `/proc/<tid>` exists for
+/// every thread, listed or not); None if it cannot be read.
+pub(crate) fn thread_start(tid: u32) -> Option<u64> {
+    proc_stat(tid).map(|(start, _)| start)
+}
+
+/// The start time of thread `tid` if it still runs (not gone, not a zombie).
+pub(crate) fn thread_running(tid: u32) -> Option<u64> {
+    match proc_stat(tid) {
+        Some((start, true)) => Some(start),
+        _ => None,
+    }
 }
 
 /// Whether process `pid` is gone: no such process, or dead and waiting to be reaped.

@@ -8,6 +8,8 @@
 //!   under this channel's lock, and never its own selection's offer.
 //! - A wait re-checks poison, retirement and its deadline each time it wakes, so it ends with
 //!   the channel's state, never on a stale one.
+//! - A waiter is counted (`readers_waiting`, `writers_waiting`) with its process as owner
+//!   (`waiters.rs`) from just before it sleeps until it holds the lock again (`sleep`).
 
 use std::time::Instant;
 
@@ -16,6 +18,7 @@ use super::channel::{Guard, ShmChannel};
 use super::layout::{round_up, ENTRY_BYTES, OFFERED, RDV_PLAIN, READING, READY, WRITING};
 use super::slot::{ReadSlot, WriteSlot};
 use super::wait::Wait;
+use super::waiters::Side;
 use crate::Error;
 
 impl ShmChannel {
@@ -47,6 +50,9 @@ impl ShmChannel {
                 READY => true,
                 _ => {
                     let cell = self.offer_cell(pos);
+                    if !cell.plausible() {
+                        return Some(Err(None));
+                    }
                     if own.is_some_and(|o| o.same_cell(&cell)) {
                         false
                     } else {
@@ -121,7 +127,7 @@ impl ShmChannel {
             return Err(Error::TooLarge { len, max: self.max_message() });
         }
         let rendezvous = self.capacity() == 0;
-        let mut g = self.lock()?;
+        let mut g = self.lock_waiting(w)?;
         loop {
             if self.is_poisoned() {
                 return Err(Error::Poisoned);
@@ -164,10 +170,9 @@ impl ShmChannel {
             if w.deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);
             }
-            g.st().writers_waiting += 1;
-            let (g2, interrupted) = self.sleep(g, w)?;
+            let ticket = self.wait_begin(&g, Side::Writer);
+            let (g2, interrupted) = self.sleep(g, w, ticket)?;
             g = g2;
-            self.dec(&g, &mut g.st().writers_waiting);
             if interrupted {
                 return Err(Error::Interrupted);
             }
@@ -177,7 +182,7 @@ impl ShmChannel {
     /// Waits for a message and claims it. Read `ReadSlot::buf`, then `finish`; dropping the
     /// slot unread puts the message back.
     pub fn begin_read(&self, w: &mut Wait<'_>) -> Result<ReadSlot<'_>, Error> {
-        let mut g = self.lock()?;
+        let mut g = self.lock_waiting(w)?;
         let mut waited = false;
         loop {
             if self.is_poisoned() {
@@ -208,7 +213,7 @@ impl ShmChannel {
                 }
                 return Err(e);
             }
-            st.readers_waiting += 1;
+            let ticket = self.wait_begin(&g, Side::Reader);
             if !waited {
                 // A reader arrives: an Alt offering an output here may now fire. Going back to
                 // sleep after a wake-up changes nothing others can see (the count went down
@@ -217,10 +222,9 @@ impl ShmChannel {
                 // busy that way.
                 self.changed(&g);
             }
-            let (g2, interrupted) = self.sleep(g, w)?;
+            let (g2, interrupted) = self.sleep(g, w, ticket)?;
             g = g2;
             waited = true;
-            self.dec(&g, &mut g.st().readers_waiting);
             if interrupted {
                 self.wake_offers(&g);
                 self.changed(&g);
