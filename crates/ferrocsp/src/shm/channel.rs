@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Instant;
 
 // Re-exported: the other shm modules import the segment and its layout from this one place.
+use super::fork::PerProcess;
 pub use super::layout::MAX_ENDS;
 pub(super) use super::layout::{
     round_up, AltRecord, ALT_RECORDS, CANCELLED, DONE, ENTRY_BYTES, OFFERED, OFFER_PREFIX,
@@ -61,15 +62,19 @@ pub struct ShmChannel {
     /// a peer that scribbles over the header later cannot move entries outside the mapping.
     data_len: usize,
     capacity: usize,
+    // This process's own bookkeeping of the channel. Each is a `PerProcess` value (`fork.rs`):
+    // a child made by `fork` while another thread held one of these locks would wait on it for
+    // ever, and the tickets owed are its parent's waiters, not its own.
     /// When this process next looks for dead writers while it waits (`owner.rs`): one time
     /// for all its waits on the channel, whatever their slices.
-    pub(super) next_look: std::sync::Mutex<Option<Instant>>,
+    pub(super) next_look: PerProcess<std::sync::Mutex<Option<Instant>>>,
     /// When this process next looks for dead waiters counted on the channel (`waiters.rs`).
-    pub(super) next_waiters_look: std::sync::Mutex<Option<Instant>>,
+    pub(super) next_waiters_look: PerProcess<std::sync::Mutex<Option<Instant>>>,
     /// Waiters of this process that left while the lock was not theirs to take (`sleep`):
     /// still in the counts until the next lock holder here takes them off (`owing` says
-    /// whether there are any: one load per lock).
-    owed: std::sync::Mutex<Vec<Ticket>>,
+    /// whether there are any: one load per lock; in a forked child, a stale `true` costs one
+    /// look at an empty list).
+    owed: PerProcess<std::sync::Mutex<Vec<Ticket>>>,
     owing: std::sync::atomic::AtomicBool,
 }
 
@@ -150,9 +155,9 @@ impl ShmChannel {
             fd,
             data_len,
             capacity,
-            next_look: Default::default(),
-            next_waiters_look: Default::default(),
-            owed: Default::default(),
+            next_look: PerProcess::new(Default::default),
+            next_waiters_look: PerProcess::new(Default::default),
+            owed: PerProcess::new(Default::default),
             owing: Default::default(),
         };
         let h = ch.hdr();
@@ -229,9 +234,9 @@ impl ShmChannel {
             fd,
             data_len,
             capacity,
-            next_look: Default::default(),
-            next_waiters_look: Default::default(),
-            owed: Default::default(),
+            next_look: PerProcess::new(Default::default),
+            next_waiters_look: PerProcess::new(Default::default),
+            owed: PerProcess::new(Default::default),
             owing: Default::default(),
         })
     }

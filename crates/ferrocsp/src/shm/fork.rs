@@ -13,7 +13,11 @@
 //! Invariants:
 //! - `FORK_GEN` changes only in the child handler (an atomic add: async-signal-safe), which is
 //!   registered before the first `PerProcess` value is made, so before any can be inherited.
-//! - A `PerProcess` value is never freed: references to it live as long as the process.
+//! - A `PerProcess` value lives as long as its owner: a static's forever, a field's until its
+//!   struct drops, which frees the value of the process that drops it (a parent's, inherited
+//!   by a child that never used it, is the child's own copy to free). A value replaced in a
+//!   child is leaked, never freed: a reference from before the fork may still be in use by
+//!   the forking thread.
 //! - Generations along a line of forks never repeat (unlike pids, which a grandchild may reuse).
 
 use std::marker::PhantomData;
@@ -112,6 +116,17 @@ impl<T> PerProcess<T> {
     }
 }
 
+impl<T> Drop for PerProcess<T> {
+    fn drop(&mut self) {
+        let p = *self.ptr.get_mut();
+        if !p.is_null() {
+            // SAFETY: from `Box::into_raw` in `fresh`; `&mut self` proves no reference to it
+            // is left (each borrows `self`).
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
 impl<T> std::fmt::Debug for PerProcess<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PerProcess").finish_non_exhaustive()
@@ -129,5 +144,86 @@ impl<T> std::ops::Deref for PerProcess<T> {
             Some(c) if c.gen == gen => &c.value,
             _ => self.fresh(p, gen),
         }
+    }
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::PerProcess;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    use std::time::Duration;
+
+    /// A struct's `PerProcess` lock held by another thread at `fork` is free in the child
+    /// (as a plain field, the child waited for ever: the holder is not in it).
+    #[test]
+    fn a_field_locked_by_another_thread_at_fork_is_free_in_the_child() {
+        struct Chan {
+            local: PerProcess<Mutex<u32>>,
+        }
+        let ch = Arc::new(Chan { local: PerProcess::new(Default::default) });
+        *ch.local.lock().unwrap() = 7;
+        let (held, release) = (mpsc::channel(), mpsc::channel::<()>());
+        let holder = {
+            let ch = Arc::clone(&ch);
+            std::thread::spawn(move || {
+                let g = ch.local.lock().unwrap();
+                held.0.send(()).unwrap();
+                let _ = release.1.recv();
+                drop(g);
+            })
+        };
+        held.1.recv().unwrap();
+        // SAFETY: the child only locks a std mutex, reads it and calls _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // Bounded by the parent's wait below: a child stuck here is killed and fails it.
+            let fresh = *ch.local.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: ends the child without running the parent's atexit handlers or tests.
+            unsafe { libc::_exit(if fresh == 0 { 0 } else { 2 }) };
+        }
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let done = loop {
+            // SAFETY: waits for our own child without blocking.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break true;
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        release.0.send(()).unwrap();
+        holder.join().unwrap();
+        assert!(done, "the child waited for a lock its parent's thread held at the fork");
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status}");
+        assert_eq!(*ch.local.lock().unwrap(), 7, "the parent keeps its own value");
+    }
+
+    /// A field's value is freed with its struct.
+    #[test]
+    fn a_fields_value_is_dropped_with_it() {
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        struct Count;
+        impl Drop for Count {
+            fn drop(&mut self) {
+                DROPS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let unused: PerProcess<Count> = PerProcess::new(|| Count);
+        drop(unused);
+        assert_eq!(DROPS.load(Ordering::SeqCst), 0, "a value never made is not dropped");
+        let used: PerProcess<Count> = PerProcess::new(|| Count);
+        let _ = &*used;
+        drop(used);
+        assert_eq!(DROPS.load(Ordering::SeqCst), 1);
     }
 }
