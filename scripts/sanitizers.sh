@@ -23,10 +23,10 @@ run_miri() {
 run_asan() {
   # Only the engine's own code is instrumented (--target keeps build scripts and the
   # standard library plain); a separate target dir keeps the normal build's artifacts.
-  # One test at a time: a test that forks while another test's thread holds the cells
-  # registry's lock leaves its child blocked on it for ever (issue #16, locks inherited at
-  # fork; ASan's slower allocations made it 1 run in 3 of `shm`), and this run looks for
-  # memory errors, not for that.
+  # One test at a time: this run looks for memory errors, and the tests' bounds on forked
+  # peers were sized for uninstrumented builds. (It first ran them in parallel, and found a
+  # child forked while another test's thread held the cells registry's lock blocked on it for
+  # ever: fixed since, `shm/fork.rs`.)
   local target
   target=$(rustc +nightly -vV | sed -n 's/^host: //p')
   echo "[sanitizers] asan: shm tests on $target"
