@@ -38,6 +38,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::fault::fault_point;
 use super::sys::{self, Mapping};
 
 const MAGIC: u64 = 0x6665_7272_6f63_656c; // "ferrocel"
@@ -265,6 +266,7 @@ impl OwnCell {
         let word = seg.state(slot).ok_or_else(|| io::Error::other("bad cell slot"))?;
         let gen = ((word.load(Ordering::Acquire) >> STATUS_BITS) + 1) & (u32::MAX >> STATUS_BITS);
         word.store(gen << STATUS_BITS | OPEN, Ordering::Release);
+        fault_point!("cell.acquired");
         Ok(OwnCell { seg, index, slot, gen, _thread: std::marker::PhantomData })
     }
 
@@ -479,6 +481,7 @@ pub fn fire(r: &CellRef) -> Fire {
     let fired = r.gen << STATUS_BITS | (r.guard + 1).min(STATUS_MASK - 1);
     match word.compare_exchange(open, fired, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
+            fault_point!("cell.fired");
             sys::futex_wake_all(word);
             Fire::Won
         }

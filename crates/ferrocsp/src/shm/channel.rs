@@ -36,6 +36,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 // Re-exported: the other shm modules import the segment and its layout from this one place.
+use super::fault::fault_point;
 pub use super::layout::MAX_ENDS;
 pub(super) use super::layout::{
     round_up, AltRecord, ALT_RECORDS, CANCELLED, DONE, ENTRY_BYTES, OFFERED, OFFER_PREFIX,
@@ -273,6 +274,7 @@ impl ShmChannel {
         if !self.ring_ok(&g) {
             return Err(self.corrupt(&g));
         }
+        fault_point!("lock.taken");
         Ok(g)
     }
 
@@ -333,6 +335,7 @@ impl ShmChannel {
         }
         let seen = word.load(Ordering::Acquire);
         drop(g);
+        fault_point!("wait.sleep");
         let interrupted = w.block(&[word], &[seen], cap);
         if coarse {
             self.coop().fetch_sub(1, Ordering::AcqRel);

@@ -143,6 +143,18 @@ pub struct TestLayout {
     pub data_off: usize,
     pub entry_size: usize,
     pub entry_len: usize,
+    pub entry_state: usize,
+    pub entry_owner_pid: usize,
+    pub entry_rendezvous: usize,
+    pub entry_bytes: usize,
+    /// Entry states, as stored in `entry_state`.
+    pub entry_ready: u32,
+    pub entry_reading: u32,
+    pub entry_taken: u32,
+    /// `entry_rendezvous` of an Alt's conditional offer.
+    pub rdv_offer: u32,
+    /// An offer's message starts this many bytes after its entry header.
+    pub offer_prefix: usize,
 }
 
 pub(super) const TEST_LAYOUT: TestLayout = {
@@ -161,5 +173,14 @@ pub(super) const TEST_LAYOUT: TestLayout = {
         data_off: DATA_OFF,
         entry_size: offset_of!(Entry, size),
         entry_len: offset_of!(Entry, len),
+        entry_state: offset_of!(Entry, state),
+        entry_owner_pid: offset_of!(Entry, owner_pid),
+        entry_rendezvous: offset_of!(Entry, rendezvous),
+        entry_bytes: ENTRY_BYTES,
+        entry_ready: READY,
+        entry_reading: READING,
+        entry_taken: TAKEN,
+        rdv_offer: RDV_OFFER,
+        offer_prefix: OFFER_PREFIX,
     }
 };

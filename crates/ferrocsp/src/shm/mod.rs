@@ -17,6 +17,8 @@
 mod cells;
 mod channel;
 mod end_table;
+#[doc(hidden)]
+pub mod fault;
 mod layout;
 mod mixed;
 mod offers;

@@ -14,6 +14,7 @@ use super::channel::{
     round_up, AltRecord, Guard, ShmChannel, ALT_RECORDS, CANCELLED, ENTRY_BYTES, OFFERED,
     OFFER_PREFIX, RDV_OFFER, READY, WRITING,
 };
+use super::fault::fault_point;
 use super::slot::WriteSlot;
 use crate::Error;
 
@@ -162,6 +163,7 @@ impl ShmChannel {
         let i = recs.iter().position(|r| r.used == 0)?;
         recs[i] = AltRecord { used: 1, _pad: 0, cell: *cell };
         g.st().alt_readers += 1;
+        fault_point!("alt.record");
         self.changed(g); // an Alt offering an output here may now see a reader
         Some(i)
     }

@@ -45,6 +45,7 @@ use std::time::Instant;
 
 use super::cells::{CellLink, OwnCell, MAX_GUARDS};
 use super::channel::{Guard, ShmChannel};
+use super::fault::fault_point;
 use super::mixed::{LocalPart, LocalStep};
 use super::slot::{ReadSlot, WriteSlot};
 use super::wait::Wait;
@@ -304,6 +305,7 @@ impl<'a> Sel<'_, 'a> {
         let cell = self.cell.as_ref()?;
         let Some((local, _)) = self.local.as_mut() else {
             let i = cell.fired()?;
+            fault_point!("alt.fired");
             self.withdraw(guards, Some(i));
             return Some((i, Selected::Wrote));
         };
@@ -451,6 +453,7 @@ impl<'a> Sel<'_, 'a> {
             if let Some(pos) = c.reserve_offer(len, &cell.cref(i))? {
                 self.offers[i] = Some(pos);
                 fill(c.offer_buf(pos, len));
+                fault_point!("alt.reserved");
             }
         }
         Ok(())
@@ -479,6 +482,7 @@ impl<'a> Sel<'_, 'a> {
                         ch.publish_offer(g, pos);
                         self.published[i] = true;
                         ch.changed(g); // readers of this channel may take it
+                        fault_point!("alt.published");
                     }
                 }
                 None => {
@@ -488,6 +492,7 @@ impl<'a> Sel<'_, 'a> {
                     if first && !self.tried_record[i] {
                         self.tried_record[i] = true;
                         self.records[i] = ch.add_record(g, &cell.cref(i));
+                        fault_point!("alt.published");
                     }
                 }
             }
@@ -526,6 +531,7 @@ impl<'a> Sel<'_, 'a> {
             }
         }
         drop(guards);
+        fault_point!("alt.waiting");
         let interrupted = w.block(&words, &seen, None);
         for c in &self.chans {
             if coarse {

@@ -14,6 +14,7 @@ use std::time::Instant;
 use super::channel::{
     Guard, ShmChannel, CANCELLED, DONE, OFFER_PREFIX, RDV_OFFER, RDV_PLAIN, READY, TAKEN,
 };
+use super::fault::fault_point;
 use super::layout::READING;
 use super::owner::{PEER_CHECK, PEER_IDLE};
 use super::wait::Wait;
@@ -32,6 +33,7 @@ pub struct WriteSlot<'a> {
 impl WriteSlot<'_> {
     /// The message's bytes, to fill (the lock is not held: copy freely).
     pub fn buf(&mut self) -> &mut [u8] {
+        fault_point!("write.buf");
         // SAFETY: the reserved entry is ours alone until committed or withdrawn.
         unsafe { std::slice::from_raw_parts_mut(self.ch.payload(self.pos), self.len) }
     }
@@ -82,6 +84,7 @@ impl WriteSlot<'_> {
         self.committed = true;
         let ch = self.ch;
         let mut g = ch.lock()?;
+        fault_point!("write.commit");
         if ch.is_poisoned() {
             self.withdraw(&g, false);
             return Err(Error::Poisoned);
@@ -95,6 +98,7 @@ impl WriteSlot<'_> {
         st.ready += 1;
         self.set_state(READY);
         ch.changed(&g);
+        fault_point!("write.ready");
         if !self.rendezvous {
             return Ok(taken(&[]));
         }
@@ -102,6 +106,7 @@ impl WriteSlot<'_> {
         loop {
             match self.state() {
                 TAKEN => {
+                    fault_point!("write.taken");
                     // SAFETY: our entry, taken and not yet released: nobody else touches it.
                     let msg = unsafe { std::slice::from_raw_parts(ch.payload(self.pos), self.len) };
                     let out = taken(msg);
@@ -192,6 +197,7 @@ pub struct ReadSlot<'a> {
 impl ReadSlot<'_> {
     /// The message's bytes (the lock is not held: copy freely).
     pub fn buf(&self) -> &[u8] {
+        fault_point!("read.buf");
         // SAFETY: the claimed entry is ours alone until finished or put back.
         unsafe { std::slice::from_raw_parts(self.msg(), self.len) }
     }
@@ -213,14 +219,17 @@ impl ReadSlot<'_> {
     pub fn finish(mut self) -> Result<(), Error> {
         self.finished = true;
         let g = self.ch.lock()?;
+        fault_point!("read.finish");
         let e = self.ch.entry(self.pos);
         if self.kind == RDV_PLAIN {
             // SAFETY: our claimed entry; lock held.
             unsafe { (*e).state = TAKEN };
+            fault_point!("read.released");
             self.ch.wake_entry(e, &g); // its writer, and only it
         } else {
             // SAFETY: as above.
             unsafe { (*e).state = DONE };
+            fault_point!("read.released");
             self.ch.advance(&g);
             if g.st().writers_waiting > 0 {
                 self.ch.changed(&g); // ring space

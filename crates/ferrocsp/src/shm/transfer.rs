@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::cells::{self, CellRef, Fire};
 use super::channel::{Guard, ShmChannel};
+use super::fault::fault_point;
 use super::layout::{round_up, ENTRY_BYTES, OFFERED, RDV_PLAIN, READING, READY, WRITING};
 use super::slot::{ReadSlot, WriteSlot};
 use super::wait::Wait;
@@ -83,6 +84,7 @@ impl ShmChannel {
         // SAFETY: a checked entry of the ring (`walk`); lock held.
         unsafe { (*e).state = READING };
         self.hold(e, g);
+        fault_point!("read.claimed");
         if kind != 0 {
             // A plain writer waits for TAKEN, not for this: no wake-up yet.
             st.offers -= 1;

@@ -1,0 +1,337 @@
+//! The scenarios (who plays what, on which channels) and one trial of a scenario: start the
+//! participants, stop and kill the victim, wait for the survivors, account for every value,
+//! check the outcome the death must have caused and that nothing leaked.
+
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use ferrocsp::shm::{fault, select, EndKind, PoisonCause, SelOp, ShmChannel, Wait};
+
+use crate::account::{self, Facts, Tally};
+use crate::inspect::{self, Outcome};
+use crate::log::{fail, now_ns, Ev, Log};
+use crate::peers::{play, Role, HANG};
+use crate::shm_support::fork;
+
+/// Where a participant runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    Forked,
+    /// A thread of the test process (its leaks are the test process's).
+    Thread,
+}
+
+pub struct Scenario {
+    pub name: &'static str,
+    pub capacity: usize,
+    pub chans: usize,
+    pub ring: usize,
+    pub len: usize,
+    /// The victim is `parts[0]`, always forked.
+    pub parts: Vec<(Role, At)>,
+    /// Random kills land within this many microseconds of the start.
+    pub random_window_us: u64,
+}
+
+/// How the victim dies.
+#[derive(Clone, Copy, Debug)]
+pub enum Kill {
+    /// It stops itself at the `nth` pass of this point.
+    At(&'static str, u64),
+    /// The harness stops it this long after it was forked.
+    After(Duration),
+}
+
+/// What a trial found.
+#[derive(Debug)]
+pub struct Report {
+    pub killed: bool,
+    pub tally: Tally,
+    /// Each poisoned channel's cause.
+    pub causes: Vec<String>,
+    /// How long after the death the last survivor was done (0 without a death).
+    pub latency: Duration,
+}
+
+/// Points where the victim holds at least one channel's lock: its death must poison that
+/// channel with `OwnerDied`.
+const LOCK_HELD: &[&str] = &[
+    "lock.taken",
+    "ring.reserved",
+    "ring.rewound",
+    "ring.advanced",
+    "ring.punch",
+    "write.commit",
+    "write.ready",
+    "write.taken",
+    "read.claimed",
+    "read.finish",
+    "read.released",
+    "alt.record",
+    "alt.published",
+    "alt.fired",
+    "cell.fired",
+];
+
+const N: u64 = 24;
+
+fn w(ch: usize, k: u64) -> Role {
+    Role::Writer { ch, ids: k * 1000..k * 1000 + N }
+}
+
+pub fn all() -> Vec<Scenario> {
+    use At::{Forked, Thread};
+    let r = |ch| Role::Reader { ch };
+    let plain = |name, capacity, victim: Role, rest: Vec<(Role, At)>| Scenario {
+        name,
+        capacity,
+        chans: 1,
+        ring: 1 << 20,
+        len: 512,
+        parts: std::iter::once((victim, Forked)).chain(rest).collect(),
+        random_window_us: 4000,
+    };
+    let two = |name, capacity, victim: Role, rest: Vec<(Role, At)>| Scenario {
+        chans: 2,
+        ..plain(name, capacity, victim, rest)
+    };
+    let ar = || Role::AltReader { chs: vec![0, 1] };
+    let aw = |k: u64| Role::AltWriter { chs: vec![0, 1], ids: k * 1000..k * 1000 + N };
+    vec![
+        plain("rdv_writer", 0, w(0, 1), vec![(w(0, 2), Forked), (r(0), Forked), (r(0), Thread)]),
+        plain("buf_writer", 4, w(0, 1), vec![(w(0, 2), Forked), (r(0), Forked), (r(0), Thread)]),
+        plain("rdv_reader", 0, r(0), vec![(w(0, 1), Forked), (w(0, 2), Forked), (r(0), Thread)]),
+        plain("buf_reader", 4, r(0), vec![(w(0, 1), Forked), (w(0, 2), Forked), (r(0), Thread)]),
+        two(
+            "rdv_alt_reader",
+            0,
+            ar(),
+            vec![(w(0, 1), Forked), (w(1, 2), Forked), (ar(), Forked), (r(0), Thread)],
+        ),
+        two(
+            "buf_alt_reader",
+            2,
+            ar(),
+            vec![(w(0, 1), Forked), (w(1, 2), Forked), (ar(), Forked), (r(0), Thread)],
+        ),
+        two(
+            "rdv_alt_writer",
+            0,
+            aw(1),
+            vec![(w(0, 2), Forked), (ar(), Forked), (r(0), Forked), (r(1), Thread)],
+        ),
+        two(
+            "buf_alt_writer",
+            2,
+            aw(1),
+            vec![(w(0, 2), Forked), (ar(), Forked), (r(0), Forked), (r(1), Thread)],
+        ),
+        // A standing backlog of large messages: the head leaves 2 MiB pieces of the ring
+        // (given back: `ring.punch`) without the ring ever emptying.
+        Scenario {
+            ring: 4 << 20,
+            len: 200 << 10,
+            ..plain("buf_backlog", 6, r(0), vec![(w(0, 1), Forked), (w(0, 2), Forked)])
+        },
+    ]
+}
+
+/// Makes this process's first selection cell, so the leak checks compare like with like.
+pub fn warm_up() {
+    let ch = ShmChannel::create(0, 1 << 16).expect("warm-up channel");
+    let ops = [SelOp::read(&ch)];
+    let r = select(&ops, &mut Wait::until(Some(Instant::now() + Duration::from_millis(1))));
+    assert!(r.is_err(), "nothing to read");
+}
+
+/// Runs one trial of `sc`.
+pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
+    let base = inspect::held();
+    let chans: Arc<Vec<ShmChannel>> = Arc::new(
+        (0..sc.chans).map(|_| ShmChannel::create(sc.capacity, sc.ring).expect("create")).collect(),
+    );
+    let ends: Vec<Vec<(usize, u32)>> = sc
+        .parts
+        .iter()
+        .map(|(role, _)| {
+            let (writes, reads) = role.uses();
+            let mk = |c: usize, k| (c, chans[c].new_end(k).expect("end"));
+            let mut e: Vec<_> = writes.into_iter().map(|c| mk(c, EndKind::Writer)).collect();
+            e.extend(reads.into_iter().map(|c| mk(c, EndKind::Reader)));
+            e
+        })
+        .collect();
+    let log = Arc::new(Log::new());
+    let kill = *kill;
+    let participant = |row: usize, victim: bool| {
+        let (role, chans, log, ends, len) =
+            (sc.parts[row].0.clone(), chans.clone(), log.clone(), ends[row].clone(), sc.len);
+        move || {
+            let base = (!victim).then(inspect::held);
+            if let (true, Kill::At(p, nth)) = (victim, kill) {
+                fault::arm(p, nth).expect("arm");
+            }
+            let mut bits = play(&role, row, &chans, &log, len);
+            log.push(row, Ev::Done, now_ns());
+            for &(c, e) in &ends {
+                let _ = chans[c].retire_end(e);
+            }
+            if base.is_some_and(|b| b != inspect::held()) {
+                bits |= fail::LEAK;
+            }
+            log.push(row, Ev::End, bits);
+        }
+    };
+    let mut pids = Vec::new();
+    let mut threads = Vec::new();
+    let (tx, rx) = mpsc::channel();
+    for (row, (_, at)) in sc.parts.iter().enumerate() {
+        let body = participant(row, row == 0);
+        match at {
+            At::Forked => pids.push((
+                row,
+                fork(move || {
+                    warm_up();
+                    body();
+                    0
+                }),
+            )),
+            At::Thread => {
+                let tx = tx.clone();
+                threads.push(std::thread::spawn(move || {
+                    body();
+                    let _ = tx.send(row);
+                }));
+            }
+        }
+    }
+    drop(tx);
+    let victim = pids[0].1;
+    if let Kill::After(d) = kill {
+        std::thread::sleep(d);
+        inspect::signal(victim, libc::SIGSTOP);
+    }
+    let seen = inspect::stopped_or_ended(victim, HANG + Duration::from_secs(2));
+    let (mut at_stop, mut dead, mut death_ns) = (Vec::new(), None, None);
+    match seen {
+        Some(Outcome::Stopped) => {
+            at_stop = chans.iter().map(inspect::snapshot).collect();
+            inspect::signal(victim, libc::SIGKILL);
+            inspect::reap_by(victim, Instant::now() + HANG).ok_or("the killed victim lingers")?;
+            death_ns = Some(now_ns());
+            dead = Some((0, victim as u32));
+            // What its host does for a crashed process (here: retire, so that the survivors'
+            // accounting stays exact; the Python host poisons).
+            for &(c, e) in &ends[0] {
+                let _ = chans[c].retire_end(e);
+            }
+        }
+        Some(Outcome::Exited(_)) => {
+            inspect::reap_by(victim, Instant::now() + HANG).ok_or("reap the victim")?;
+        }
+        None => return Err("the victim neither stopped nor ended (a hang?)".into()),
+    }
+    let until = Instant::now() + HANG + Duration::from_secs(2);
+    let mut problems = Vec::new();
+    for &(row, pid) in &pids[1..] {
+        match inspect::reap_by(pid, until) {
+            Some(0) => {}
+            Some(s) => problems.push(format!("row {row} (forked) ended with status {s:#x}")),
+            None => {
+                let rings: Vec<_> = chans.iter().map(inspect::snapshot).collect();
+                let stats: Vec<_> = chans.iter().map(|c| c.stats()).collect();
+                problems.push(format!(
+                    "while row {row} hung: rings {rings:?}, stats {stats:?}, at stop {at_stop:?}"
+                ));
+                inspect::signal(pid, libc::SIGKILL);
+                let _ = inspect::reap_by(pid, Instant::now() + HANG);
+                problems.push(format!("row {row} (forked) hung"));
+            }
+        }
+    }
+    for _ in &threads {
+        if rx.recv_timeout(until.saturating_duration_since(Instant::now())).is_err() {
+            panic!("a participant thread hung (problems so far: {problems:?})");
+        }
+    }
+    for t in threads {
+        t.join().map_err(|_| "a participant thread panicked")?;
+    }
+    // Every process is gone: the rings hold what is left.
+    let at_end: Vec<_> = chans.iter().map(inspect::snapshot).collect();
+    let mut latency = Duration::ZERO;
+    for row in 1..sc.parts.len() {
+        let ev = log.events(row);
+        match ev.iter().find(|e| e.0 == Ev::End) {
+            Some(&(_, 0)) => {}
+            Some(&(_, bits)) => problems.push(format!("row {row} failed: bits {bits:#x}")),
+            None => problems.push(format!("row {row} never ended")),
+        }
+        if let (Some(d), Some(&(_, done))) = (death_ns, ev.iter().find(|e| e.0 == Ev::Done)) {
+            latency = latency.max(Duration::from_nanos(done.saturating_sub(d)));
+        }
+    }
+    let causes: Vec<Option<PoisonCause>> = chans.iter().map(ShmChannel::poison_cause).collect();
+    let facts =
+        Facts { rows: sc.parts.len(), dead, at_stop: &at_stop, at_end: &at_end, chans: &chans };
+    let tally = account::check(&log, &facts);
+    expect_outcome(&kill, dead.is_some(), &causes, &at_stop, victim as u32)
+        .unwrap_or_else(|e| problems.push(e));
+    let tally = tally.map_err(|e| format!("accounting: {e}; {problems:?}"))?;
+    drop(chans);
+    drop(log);
+    if !inspect::no_children() {
+        problems.push("a child left unreaped".into());
+    }
+    let now = inspect::held();
+    if now != base {
+        problems.push(format!("the test process held {base:?} before, {now:?} after"));
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(Report {
+        killed: dead.is_some(),
+        tally,
+        causes: causes.iter().flatten().map(|c| format!("{c:?}")).collect(),
+        latency,
+    })
+}
+
+/// The poison a death must (and must not) cause.
+fn expect_outcome(
+    kill: &Kill,
+    died: bool,
+    causes: &[Option<PoisonCause>],
+    at_stop: &[Vec<inspect::Seen>],
+    pid: u32,
+) -> Result<(), String> {
+    let l = ShmChannel::layout_for_tests();
+    if !died {
+        return match causes.iter().flatten().next() {
+            Some(c) => Err(format!("poisoned ({c:?}) though nobody died")),
+            None => Ok(()),
+        };
+    }
+    for (i, c) in causes.iter().enumerate() {
+        match c {
+            Some(c) if !account::death_cause(*c) => {
+                return Err(format!("channel {i} poisoned {c:?} by a death"))
+            }
+            Some(PoisonCause::PeerDied) => {
+                let held = at_stop[i].iter().any(|s| s.owner == pid && s.state == l.entry_reading);
+                if !held {
+                    return Err(format!("channel {i}: PeerDied, but the dead held no entry"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Kill::At(p, _) = kill {
+        let owner_died = causes.contains(&Some(PoisonCause::OwnerDied));
+        if LOCK_HELD.contains(p) != owner_died {
+            return Err(format!("died at {p}: poison causes {causes:?}"));
+        }
+    }
+    Ok(())
+}
