@@ -136,3 +136,39 @@ fn a_reader_waiting_behind_a_dead_writer_keeps_its_deadline() {
     assert!(t0.elapsed() < Duration::from_secs(2));
     assert_eq!(ch.stats().expect("stats").buffered, 0, "the dead writer's slot is free");
 }
+
+/// A reader killed while copying a *buffered* message out (`READING`) left its entry held
+/// forever: the ring's head cannot pass it, so once the writers came round the ring to it
+/// they waited for room that never came (found by `tests/shm_faults`: `buf_backlog`, random
+/// kills). Its value is lost with it (its writer was done long ago); the channel goes on.
+#[test]
+fn a_buffered_reader_killed_mid_copy_gives_its_entry_back() {
+    // Room for about four messages: the writers reach the dead reader's entry at once.
+    let ch = std::sync::Arc::new(ShmChannel::create(2, 4 * 1024).expect("create"));
+    let c = ch.clone();
+    let first =
+        within(Duration::from_secs(10), move || write(&c, &[1u8; 900], &mut Wait::until(None)));
+    assert_eq!(first, Ok(()));
+    let reader = fork(|| -> i32 {
+        let slot = ch.begin_read(&mut Wait::until(None)).expect("claim");
+        let _ = slot.buf().first();
+        die();
+    });
+    let _ = reap(reader);
+    let t0 = Instant::now();
+    let c = ch.clone();
+    // A writer and a reader that go on: each message goes round the ring.
+    let out = within(Duration::from_secs(20), move || -> Result<(), Error> {
+        for i in 0..20u8 {
+            let soon = Some(Instant::now() + Duration::from_secs(5));
+            write(&c, &[i; 900], &mut Wait::until(soon))?;
+            let slot = c.begin_read(&mut Wait::until(soon))?;
+            assert_eq!(slot.buf(), &[i; 900][..]);
+            slot.finish()?;
+        }
+        Ok(())
+    });
+    assert_eq!(out, Ok(()));
+    assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} after the death", t0.elapsed());
+    assert!(!ch.is_poisoned(), "a buffered value lost with its reader spoils nothing else");
+}

@@ -310,7 +310,7 @@ impl ShmChannel {
     ) -> Result<(Guard<'a>, bool), Error> {
         let cap = self.peer_check(&g, w.coarse());
         let (g, interrupted) = self.sleep_on(g, self.atomics().0, w, cap)?;
-        self.look_for_dead_writers(&g);
+        self.look_for_dead_holders(&g);
         Ok((g, interrupted))
     }
 

@@ -32,7 +32,7 @@ mod transfer;
 mod wait;
 mod watch;
 
-pub use cells::{CellLink, MAX_GUARDS};
+pub use cells::{drop_dead_peers, CellLink, MAX_GUARDS};
 pub use channel::{PoisonCause, ShmChannel, MAX_ENDS};
 pub use end_table::EndKind;
 #[doc(hidden)]

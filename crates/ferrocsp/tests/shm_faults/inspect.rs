@@ -65,7 +65,9 @@ pub fn snapshot(ch: &ShmChannel) -> Vec<Seen> {
     out
 }
 
-/// Descriptors, memfd mappings (ours: `ferrocsp-`) and threads of the calling process.
+/// Descriptors, memfd mappings (ours: `ferrocsp-`) and threads of the calling process, not
+/// counting the cached cells segments of live peers (a bounded cache, `drop_dead_peers`),
+/// whose processes may outlive the check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Held {
     pub fds: usize,
@@ -74,11 +76,16 @@ pub struct Held {
 }
 
 pub fn held() -> Held {
+    let cached = ferrocsp::shm::drop_dead_peers();
     let count = |dir: &str| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(usize::MAX);
     let maps = std::fs::read_to_string("/proc/self/maps")
         .map(|m| m.lines().filter(|l| l.contains("/memfd:ferrocsp-")).count())
         .unwrap_or(usize::MAX);
-    Held { fds: count("/proc/self/fd"), maps, threads: count("/proc/self/task") }
+    Held {
+        fds: count("/proc/self/fd") - cached,
+        maps: maps - cached,
+        threads: count("/proc/self/task"),
+    }
 }
 
 /// How a watched child ended up.

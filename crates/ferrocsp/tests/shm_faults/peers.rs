@@ -63,6 +63,11 @@ fn failure(e: Error) -> u64 {
     }
 }
 
+/// How an error ends a role: (by poison, failure bits).
+fn end(e: Error) -> (bool, u64) {
+    (e == Error::Poisoned, failure(e))
+}
+
 fn deadline() -> Option<Instant> {
     Some(Instant::now() + HANG)
 }
@@ -85,7 +90,26 @@ fn no_deadline(check: &mut dyn FnMut() -> bool) -> Wait<'_> {
 }
 
 /// Plays `role` as log row `row` on `chans`; returns its failure bits (0: it ended well).
+/// A role that ends by poison poisons every channel it uses, as a process that ends by
+/// `ChannelPoisoned` does (DESIGN), so the poison a death causes spreads to the network.
 pub fn play(role: &Role, row: usize, chans: &[ShmChannel], log: &Log, len: usize) -> u64 {
+    let (poisoned, bits) = play_until_end(role, row, chans, log, len);
+    if poisoned {
+        let (writes, reads) = role.uses();
+        for c in writes.into_iter().chain(reads) {
+            let _ = chans[c].poison();
+        }
+    }
+    bits
+}
+
+fn play_until_end(
+    role: &Role,
+    row: usize,
+    chans: &[ShmChannel],
+    log: &Log,
+    len: usize,
+) -> (bool, u64) {
     match role {
         Role::Writer { ch, ids } => {
             for id in ids.clone() {
@@ -94,34 +118,34 @@ pub fn play(role: &Role, row: usize, chans: &[ShmChannel], log: &Log, len: usize
                     Ok(()) => log.push(row, Ev::Wrote, id),
                     Err(e) => {
                         log.push(row, Ev::WriteFailed, id);
-                        return failure(e);
+                        return end(e);
                     }
                 }
             }
-            0
+            (false, 0)
         }
         Role::Reader { ch } => loop {
             let ch = &chans[*ch];
             match ch.begin_read(&mut Wait::until(deadline())) {
                 Ok(slot) => {
-                    if let Err(bits) = take(slot, row, log) {
-                        return bits;
+                    if let Err(e) = take(slot, row, log) {
+                        return e;
                     }
                 }
-                Err(e) => return failure(e),
+                Err(e) => return end(e),
             }
         },
         Role::AltReader { chs } => loop {
             let ops: Vec<SelOp<'_>> = chs.iter().map(|&c| SelOp::read(&chans[c])).collect();
             match select(&ops, &mut no_deadline(&mut hang_check())) {
                 Ok((_, Selected::Read(slot))) => {
-                    if let Err(bits) = take(slot, row, log) {
-                        return bits;
+                    if let Err(e) = take(slot, row, log) {
+                        return e;
                     }
                 }
-                Ok((_, Selected::Poisoned)) => return 0,
-                Ok(_) => return fail::UNEXPECTED,
-                Err(e) => return failure(e),
+                Ok((_, Selected::Poisoned)) => return (true, 0),
+                Ok(_) => return (false, fail::UNEXPECTED),
+                Err(e) => return end(e),
             }
         },
         Role::AltWriter { chs, ids } => {
@@ -131,22 +155,22 @@ pub fn play(role: &Role, row: usize, chans: &[ShmChannel], log: &Log, len: usize
                     Ok(true) => log.push(row, Ev::Wrote, id),
                     Ok(false) => {
                         log.push(row, Ev::WriteFailed, id);
-                        return 0;
+                        return (true, 0);
                     }
-                    Err(bits) => {
+                    Err(e) => {
                         log.push(row, Ev::WriteFailed, id);
-                        return bits;
+                        return e;
                     }
                 }
             }
-            0
+            (false, 0)
         }
     }
 }
 
 /// One Alt over output guards on `chs`, all offering `msg`: Ok(true) written, Ok(false) a
 /// poisoned guard chosen, Err(failure bits).
-fn alt_write(chans: &[ShmChannel], chs: &[usize], msg: &[u8]) -> Result<bool, u64> {
+fn alt_write(chans: &[ShmChannel], chs: &[usize], msg: &[u8]) -> Result<bool, (bool, u64)> {
     let fill = |b: &mut [u8]| b.copy_from_slice(msg);
     let ops: Vec<SelOp<'_>> =
         chs.iter().map(|&c| SelOp::write(&chans[c], msg.len(), &fill)).collect();
@@ -154,8 +178,8 @@ fn alt_write(chans: &[ShmChannel], chs: &[usize], msg: &[u8]) -> Result<bool, u6
     match chosen {
         Ok((_, Selected::Wrote)) => Ok(true),
         Ok((_, Selected::Poisoned)) => Ok(false),
-        Ok(_) => Err(fail::UNEXPECTED),
-        Err(e) => Err(failure(e)),
+        Ok(_) => Err((false, fail::UNEXPECTED)),
+        Err(e) => Err(end(e)),
     }
 }
 
@@ -168,13 +192,13 @@ fn write(ch: &ShmChannel, msg: &[u8]) -> Result<(), Error> {
 }
 
 /// Copies a claimed message out (in two halves), logs it, releases it.
-fn take(slot: ferrocsp::shm::ReadSlot<'_>, row: usize, log: &Log) -> Result<(), u64> {
+fn take(slot: ferrocsp::shm::ReadSlot<'_>, row: usize, log: &Log) -> Result<(), (bool, u64)> {
     let first = slot.buf();
     let (len, half) = (first.len(), first.len() / 2);
     let mut m = vec![0u8; len];
     m[..half].copy_from_slice(&first[..half]);
     m[half..].copy_from_slice(&slot.buf()[half..]);
-    let Some(id) = parse(&m) else { return Err(fail::GARBLED) };
+    let Some(id) = parse(&m) else { return Err((false, fail::GARBLED)) };
     log.push(row, Ev::Copied, id);
     match slot.finish() {
         Ok(()) => {
@@ -183,7 +207,7 @@ fn take(slot: ferrocsp::shm::ReadSlot<'_>, row: usize, log: &Log) -> Result<(), 
         }
         Err(e) => {
             log.push(row, Ev::ReadFailed, id);
-            Err(failure(e))
+            Err(end(e))
         }
     }
 }
