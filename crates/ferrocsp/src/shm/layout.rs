@@ -151,6 +151,7 @@ pub struct TestLayout {
     pub entry_ready: u32,
     pub entry_reading: u32,
     pub entry_taken: u32,
+    pub entry_offered: u32,
     /// `entry_rendezvous` of an Alt's conditional offer.
     pub rdv_offer: u32,
     /// An offer's message starts this many bytes after its entry header.
@@ -180,6 +181,7 @@ pub(super) const TEST_LAYOUT: TestLayout = {
         entry_ready: READY,
         entry_reading: READING,
         entry_taken: TAKEN,
+        entry_offered: OFFERED,
         rdv_offer: RDV_OFFER,
         offer_prefix: OFFER_PREFIX,
     }

@@ -4,9 +4,11 @@
 //! delivered when its write raised.
 //!
 //! "Provably lost with the dead process": the dead process is the only one that can hold a
-//! value nobody else read, and it holds at most one: the entry it held `READING` (or had just
-//! released `TAKEN`) in the snapshot taken while it was stopped, or a value its log shows
-//! copied out and not yet returned.
+//! value nobody else read, and it holds at most one: the entry it held `READING` in the
+//! snapshot taken while it was stopped, or a value its log shows copied out and not yet
+//! returned, or an Alt's offer it fired and died before claiming (both happen under the
+//! channel's lock: the entry is left `OFFERED`, its Alt was told it wrote, and the channel
+//! is poisoned `OwnerDied`).
 
 use std::collections::HashMap;
 
@@ -75,6 +77,12 @@ pub fn check(log: &Log, f: &Facts<'_>) -> Result<Tally, String> {
             if s.owner == pid && s.state == l.entry_reading {
                 held.extend(s.id);
             }
+        }
+    }
+    for (ring, ch) in f.at_end.iter().zip(f.chans) {
+        if f.dead.is_some() && ch.poison_cause() == Some(PoisonCause::OwnerDied) {
+            let fired = ring.iter().filter(|s| s.state == l.entry_offered).filter_map(|s| s.id);
+            held.extend(fired.filter(|id| wrote.contains(id)));
         }
     }
     held.sort_unstable();

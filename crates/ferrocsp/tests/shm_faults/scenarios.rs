@@ -120,6 +120,13 @@ pub fn all() -> Vec<Scenario> {
             aw(1),
             vec![(w(0, 2), Forked), (ar(), Forked), (r(0), Forked), (r(1), Thread)],
         ),
+        // A reader dies while an Alt offers to it: it fires the Alt's cell (`cell.fired`).
+        two(
+            "rdv_alt_offered",
+            0,
+            r(0),
+            vec![(aw(1), Forked), (w(1, 2), Forked), (ar(), Forked), (r(0), Thread)],
+        ),
         two(
             "buf_alt_writer",
             2,
