@@ -60,10 +60,12 @@ pub fn check(log: &Log, f: &Facts<'_>) -> Result<Tally, String> {
                 Ev::Wrote => wrote.push(id),
                 Ev::WriteFailed => failed.push(id),
                 Ev::Read => reads.entry(id).or_default().push(r),
-                Ev::Copied if f.dead.is_some_and(|d| d.0 == r) => {
-                    if !ev.contains(&(Ev::Read, id)) && !ev.contains(&(Ev::ReadFailed, id)) {
-                        copied_by_dead.push(id);
-                    }
+                Ev::Copied
+                    if f.dead.is_some_and(|d| d.0 == r)
+                        && !ev.contains(&(Ev::Read, id))
+                        && !ev.contains(&(Ev::ReadFailed, id)) =>
+                {
+                    copied_by_dead.push(id);
                 }
                 _ => {}
             }

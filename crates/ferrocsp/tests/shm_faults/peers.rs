@@ -184,11 +184,13 @@ fn alt_write(chans: &[ShmChannel], chs: &[usize], msg: &[u8]) -> Result<bool, (b
 }
 
 fn write(ch: &ShmChannel, msg: &[u8]) -> Result<(), Error> {
-    let mut slot = ch.begin_write(msg.len(), &mut Wait::until(deadline()))?;
+    // One deadline for the whole write: a hang shows within `HANG`.
+    let until = deadline();
+    let mut slot = ch.begin_write(msg.len(), &mut Wait::until(until))?;
     let half = msg.len() / 2;
     slot.buf()[..half].copy_from_slice(&msg[..half]);
     slot.buf()[half..].copy_from_slice(&msg[half..]);
-    slot.commit(&mut Wait::until(deadline()))
+    slot.commit(&mut Wait::until(until))
 }
 
 /// Copies a claimed message out (in two halves), logs it, releases it.

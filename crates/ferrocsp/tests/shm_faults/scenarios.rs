@@ -302,13 +302,9 @@ pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
     }
     let now = inspect::held();
     if now != base {
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-        let fds: Vec<_> = std::fs::read_dir("/proc/self/fd")
-            .map(|d| d.flatten().map(|e| std::fs::read_link(e.path())).collect())
-            .unwrap_or_default();
         problems.push(format!(
-            "the test process held {base:?} before, {now:?} after: {:?} {fds:?}",
-            maps.lines().filter(|l| l.contains("memfd")).collect::<Vec<_>>()
+            "the test process held {base:?} before, {now:?} after: {}",
+            inspect::listing()
         ));
     }
     if !problems.is_empty() {
