@@ -61,6 +61,7 @@ impl Rng {
 struct Row {
     trials: usize,
     killed: usize,
+    blocked: usize,
     tally: account::Tally,
     causes: BTreeMap<String, usize>,
     max_latency: Duration,
@@ -90,6 +91,9 @@ fn peers_killed_at_every_point_and_at_random_instants() {
         row.trials += 1;
         if r.killed {
             row.killed += 1;
+        }
+        if r.blocked {
+            row.blocked += 1;
         }
         row.tally.delivered += r.tally.delivered;
         row.tally.lost_with_dead += r.tally.lost_with_dead;
@@ -148,11 +152,12 @@ fn peers_killed_at_every_point_and_at_random_instants() {
     }
     eprintln!("shm_faults: {total} trials");
     eprintln!(
-        "{:<14} {:<14} {:>6} {:>6} {:>9} {:>5} {:>7} {:>6} {:>9}  causes",
+        "{:<15} {:<14} {:>6} {:>6} {:>7} {:>9} {:>5} {:>7} {:>6} {:>9}  causes",
         "scenario",
         "point",
         "trials",
         "killed",
+        "blocked",
         "delivered",
         "lost",
         "dropped",
@@ -161,9 +166,10 @@ fn peers_killed_at_every_point_and_at_random_instants() {
     );
     for ((sc, what), r) in &table {
         eprintln!(
-            "{sc:<14} {what:<14} {:>6} {:>6} {:>9} {:>5} {:>7} {:>6} {:>7}ms  {:?}",
+            "{sc:<15} {what:<14} {:>6} {:>6} {:>7} {:>9} {:>5} {:>7} {:>6} {:>7}ms  {:?}",
             r.trials,
             r.killed,
+            r.blocked,
             r.tally.delivered,
             r.tally.lost_with_dead,
             r.tally.dropped_by_poison,
