@@ -172,3 +172,38 @@ fn a_buffered_reader_killed_mid_copy_gives_its_entry_back() {
     assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} after the death", t0.elapsed());
     assert!(!ch.is_poisoned(), "a buffered value lost with its reader spoils nothing else");
 }
+
+/// An Alt whose input's only writer died copying its value in (`WRITING`) never looked at
+/// that writer: the entry stayed, so the channel never ended for it (end-of-stream needs no
+/// entry being written) and it waited forever (found by `tests/shm_faults`:
+/// `rdv_alt_behind`, `buf_alt_behind`). Plain reads looked already.
+#[test]
+fn an_alt_behind_a_dead_writer_sees_the_stream_end() {
+    for capacity in [0, 2] {
+        let ch = std::sync::Arc::new(ShmChannel::create(capacity, 1 << 20).expect("create"));
+        let end = ch.new_end(ferrocsp::shm::EndKind::Writer).expect("end");
+        let writer = fork(|| -> i32 {
+            let mut slot = ch.begin_write(64, &mut Wait::until(None)).expect("reserve");
+            slot.buf()[0] = 1;
+            die();
+        });
+        let _ = reap(writer);
+        ch.retire_end(end).expect("retire, as the dead writer's host does");
+        let c = ch.clone();
+        let t0 = Instant::now();
+        let out = within(Duration::from_secs(20), move || {
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut give_up = || Instant::now() >= until;
+            let mut w = Wait {
+                deadline: None,
+                nowait: false,
+                slice: Some(Duration::from_millis(50)),
+                interrupted: &mut give_up,
+                sleeper: None,
+            };
+            ferrocsp::shm::select(&[ferrocsp::shm::SelOp::read(&c)], &mut w).map(|(i, _)| i)
+        });
+        assert_eq!(out, Err(Error::Retired), "capacity {capacity}");
+        assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} after the death", t0.elapsed());
+    }
+}

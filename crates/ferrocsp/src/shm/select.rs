@@ -25,6 +25,8 @@
 //!   the offer, so a priority order is honoured.
 //! - Every way out (fired, timeout, interrupt, poison, error) withdraws what is still
 //!   registered, except the offer a reader took (the reader owns that entry).
+//! - A selection waits behind a dead peer's entry no longer than a plain operation does: it
+//!   wakes when its channels' `peer_check` says so and looks (`owner.rs`) at every step.
 //! - With in-process guards too ([`select_mixed`], `mixed.rs`), an in-process counterpart can
 //!   fire the cell without any of our locks. So each step first *closes* the cell (under all
 //!   the shared locks): a failed close means a guard fired (a shared one: take it; a local
@@ -225,6 +227,11 @@ impl<'a> Sel<'_, 'a> {
     fn run(&mut self, w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), Error> {
         loop {
             let guards = self.lock_all()?;
+            // A dead peer's entry that this selection waited behind (`owner.rs`): withdrawn
+            // or released before the step, which then sees the channel as it really is.
+            for (c, g) in self.chans.iter().zip(&guards) {
+                c.look_for_dead_holders(g);
+            }
             // Before anything can fire the cell again (a nudge after this is not missed).
             let bell = self.cell.as_ref().map(|c| c.bell().load(Ordering::Acquire));
             if let Some(done) = self.decided(&guards) {
@@ -519,6 +526,9 @@ impl<'a> Sel<'_, 'a> {
             words.push(c.word());
         }
         let mut seen: Vec<u32> = words.iter().map(|x| x.load(Ordering::Acquire)).collect();
+        // As a plain wait does (`owner.rs`): wake to look when a dead peer could hold an entry
+        // this selection waits behind.
+        let cap = self.chans.iter().zip(&guards).filter_map(|(c, g)| c.peer_check(g, coarse)).min();
         if let (Some(c), Some(_)) = (&self.cell, &self.local) {
             // An in-process counterpart fires the cell without our locks, so a cooperative
             // sleeper watches it too, and expects it open: fired already, it does not sleep.
@@ -532,7 +542,7 @@ impl<'a> Sel<'_, 'a> {
         }
         drop(guards);
         fault_point!("alt.waiting");
-        let interrupted = w.block(&words, &seen, None);
+        let interrupted = w.block(&words, &seen, cap);
         for c in &self.chans {
             if coarse {
                 c.coop().fetch_sub(1, Ordering::AcqRel);

@@ -65,6 +65,27 @@ pub fn snapshot(ch: &ShmChannel) -> Vec<Seen> {
     out
 }
 
+/// The rings while a process is stopped: two snapshots a little apart, keeping the entries
+/// both saw alike. A lockless snapshot may catch a live process between two stores of one
+/// update (a claim writes `READING`, then its owner): such an entry differs in the second
+/// look, while what the stopped process holds cannot change.
+pub fn stable_snapshot(chans: &[ShmChannel]) -> Vec<Vec<Seen>> {
+    let first: Vec<_> = chans.iter().map(snapshot).collect();
+    std::thread::sleep(Duration::from_millis(5));
+    let second: Vec<_> = chans.iter().map(snapshot).collect();
+    first
+        .into_iter()
+        .zip(second)
+        .map(|(a, b)| {
+            a.into_iter()
+                .filter(|s| {
+                    b.iter().any(|t| t.id == s.id && t.state == s.state && t.owner == s.owner)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Descriptors, memfd mappings (ours: `ferrocsp-`) and threads of the calling process, not
 /// counting the cached cells segments of live peers (a bounded cache, `drop_dead_peers`),
 /// whose processes may outlive the check.

@@ -194,7 +194,7 @@ fn write(ch: &ShmChannel, msg: &[u8]) -> Result<(), Error> {
 }
 
 /// Copies a claimed message out (in two halves), logs it, releases it.
-fn take(slot: ferrocsp::shm::ReadSlot<'_>, row: usize, log: &Log) -> Result<(), (bool, u64)> {
+pub fn take(slot: ferrocsp::shm::ReadSlot<'_>, row: usize, log: &Log) -> Result<(), (bool, u64)> {
     let first = slot.buf();
     let (len, half) = (first.len(), first.len() / 2);
     let mut m = vec![0u8; len];

@@ -10,7 +10,7 @@ use ferrocsp::shm::{fault, select, EndKind, PoisonCause, SelOp, ShmChannel, Wait
 use crate::account::{self, Facts, Tally};
 use crate::inspect::{self, Outcome};
 use crate::log::{fail, now_ns, Ev, Log};
-use crate::peers::{play, Role, HANG};
+use crate::peers::{play, take, Role, HANG};
 use crate::shm_support::fork;
 
 /// Where a participant runs.
@@ -123,6 +123,10 @@ pub fn all() -> Vec<Scenario> {
             aw(1),
             vec![(w(0, 2), Forked), (ar(), Forked), (r(0), Forked), (r(1), Thread)],
         ),
+        // A writer dies, and the one reader of its channel is an Alt: only that Alt can find
+        // the dead writer's entry (and end, once the stream is over).
+        two("rdv_alt_behind", 0, w(0, 1), vec![(w(1, 2), Forked), (ar(), Forked)]),
+        two("buf_alt_behind", 2, w(0, 1), vec![(w(1, 2), Forked), (ar(), Forked)]),
         // A reader dies while an Alt offers to it: it fires the Alt's cell (`cell.fired`).
         two(
             "rdv_alt_offered",
@@ -195,7 +199,7 @@ pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
             if let Some(b) = base {
                 let now = inspect::held();
                 if b != now {
-                    eprintln!("row {row} held {b:?} before, {now:?} after");
+                    eprintln!("row {row} held {b:?} before, {now:?} after: {}", inspect::listing());
                     bits |= fail::LEAK;
                 }
             }
@@ -237,8 +241,8 @@ pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
     let mut blocked = Vec::new();
     match seen {
         Some(Outcome::Stopped) => {
-            at_stop = chans.iter().map(inspect::snapshot).collect();
-            let probes = probe(&chans);
+            at_stop = inspect::stable_snapshot(&chans);
+            let probes = probe(&chans, &log, sc.parts.len());
             inspect::signal(victim, libc::SIGKILL);
             inspect::reap_by(victim, Instant::now() + HANG).ok_or("the killed victim lingers")?;
             death_ns = Some(now_ns());
@@ -302,7 +306,7 @@ pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
     }
     let causes: Vec<Option<PoisonCause>> = chans.iter().map(ShmChannel::poison_cause).collect();
     let facts =
-        Facts { rows: sc.parts.len(), dead, at_stop: &at_stop, at_end: &at_end, chans: &chans };
+        Facts { rows: sc.parts.len() + 1, dead, at_stop: &at_stop, at_end: &at_end, chans: &chans };
     let tally = account::check(&log, &facts);
     expect_outcome(&kill, dead.is_some(), &causes, &at_stop, victim as u32)
         .unwrap_or_else(|e| problems.push(e));
@@ -347,16 +351,23 @@ const PROBE_BOUND: Duration = Duration::from_millis(500);
 /// While the victim is stopped (alive, holding whatever it holds at its point), a read with
 /// a deadline on each channel must keep it ("timeouts are honoured in every wait state"):
 /// returns each probe's thread (it may still be blocked: join it after the kill) and whether
-/// it came back within `PROBE_BOUND`. A message a probe claims is put back (its slot
-/// dropped), so the accounting does not see it.
-fn probe(chans: &Arc<Vec<ShmChannel>>) -> Vec<(std::thread::JoinHandle<()>, bool)> {
+/// it came back within `PROBE_BOUND`. A probe that gets a message reads it as a participant
+/// would (log row `row`), so the accounting sees it. (Putting it back instead would turn a
+/// fired Alt offer into a plain message that a poison may then drop, its Alt told it wrote.)
+fn probe(
+    chans: &Arc<Vec<ShmChannel>>,
+    log: &Arc<Log>,
+    row: usize,
+) -> Vec<(std::thread::JoinHandle<()>, bool)> {
     let (tx, rx) = mpsc::channel();
     let threads: Vec<_> = (0..chans.len())
         .map(|i| {
-            let (chans, tx) = (chans.clone(), tx.clone());
+            let (chans, log, tx) = (chans.clone(), log.clone(), tx.clone());
             std::thread::spawn(move || {
                 let until = Some(Instant::now() + PROBE_DEADLINE);
-                drop(chans[i].begin_read(&mut Wait::until(until)));
+                if let Ok(slot) = chans[i].begin_read(&mut Wait::until(until)) {
+                    let _ = take(slot, row, &log);
+                }
                 let _ = tx.send(i);
             })
         })
