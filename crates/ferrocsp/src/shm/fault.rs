@@ -1,6 +1,6 @@
 //! Fault injection: named points of the shared-memory protocol where a test build can stop
 //! its own process, so that a harness can kill it (SIGKILL) at exactly the instant that
-//! matters instead of hoping a sleep lands there (`tests/shm_faults.rs`).
+//! matters instead of hoping a sleep lands there (`tests/shm_faults/`).
 //!
 //! A point is `fault_point!("name")` in the protocol's code. Without the cargo feature
 //! `fault-injection` the macro expands to nothing at all: no load, no branch, no symbol. With
@@ -13,7 +13,7 @@
 //!
 //! Invariants:
 //! - Every name passed to `fault_point!` is in [`POINTS`] (checked in debug builds at the
-//!   point; `tests/shm_faults.rs` checks that each is reached): the list is the contract a
+//!   point; `tests/shm_faults/` checks that each is reached): the list is the contract a
 //!   harness relies on, so names are stable.
 //! - A point never changes what the protocol does: it only counts, and perhaps stops the
 //!   process where it stands (whatever locks and entries it holds stay held, as after a kill).

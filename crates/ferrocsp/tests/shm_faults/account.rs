@@ -7,8 +7,8 @@
 //! value nobody else read, and it holds at most one: the entry it held `READING` in the
 //! snapshot taken while it was stopped, or a value its log shows copied out and not yet
 //! returned, or an Alt's offer it fired and died before claiming (both happen under the
-//! channel's lock: the entry is left `OFFERED`, its Alt was told it wrote, and the channel
-//! is poisoned `OwnerDied`).
+//! channel's lock: the entry was `OFFERED` when it stopped, its Alt was told it wrote, and
+//! the channel is poisoned `OwnerDied`).
 
 use std::collections::HashMap;
 
@@ -81,10 +81,16 @@ pub fn check(log: &Log, f: &Facts<'_>) -> Result<Tally, String> {
             }
         }
     }
-    for (ring, ch) in f.at_end.iter().zip(f.chans) {
-        if f.dead.is_some() && ch.poison_cause() == Some(PoisonCause::OwnerDied) {
-            let fired = ring.iter().filter(|s| s.state == l.entry_offered).filter_map(|s| s.id);
-            held.extend(fired.filter(|id| wrote.contains(id)));
+    // An offer still `OFFERED` when the victim stopped holding its channel's lock (the
+    // channel ends `OwnerDied`), which its Alt was told it wrote and nobody read: only the
+    // victim can have fired it (a live reader claims and reads what it fires, and nobody
+    // else could fire it under that lock). The entry itself may be withdrawn after the death
+    // (a later look finds its cell fired for a selection that is over), so the stop's ring
+    // is the proof.
+    for (ring, ch) in f.at_stop.iter().zip(f.chans) {
+        if ch.poison_cause() == Some(PoisonCause::OwnerDied) {
+            let offered = ring.iter().filter(|s| s.state == l.entry_offered).filter_map(|s| s.id);
+            held.extend(offered.filter(|id| wrote.contains(id) && !reads.contains_key(id)));
         }
     }
     held.sort_unstable();

@@ -62,9 +62,27 @@ struct Row {
     trials: usize,
     killed: usize,
     blocked: usize,
+    stale: usize,
     tally: account::Tally,
     causes: BTreeMap<String, usize>,
     max_latency: Duration,
+}
+
+/// `FERROCSP_FAULT=name:nth` arms a process that was not armed by `fault::arm` (a child the
+/// test does not fork itself, a Python one): here a forked child that sets it before it
+/// passes its first point stops at its first lock.
+fn env_arms_a_child() {
+    use ferrocsp::shm::ShmChannel;
+    let pid = shm_support::fork(|| {
+        std::env::set_var("FERROCSP_FAULT", "lock.taken:1");
+        let ch = ShmChannel::create(0, 1 << 16).expect("create");
+        let _ = ch.stats();
+        0 // not stopped: the harness sees it exit
+    });
+    let seen = inspect::stopped_or_ended(pid, Duration::from_secs(10));
+    inspect::signal(pid, libc::SIGKILL);
+    let _ = inspect::reap_by(pid, std::time::Instant::now() + Duration::from_secs(10));
+    assert_eq!(seen, Some(inspect::Outcome::Stopped), "FERROCSP_FAULT did not arm the child");
 }
 
 #[test]
@@ -76,6 +94,8 @@ fn peers_killed_at_every_point_and_at_random_instants() {
         .unwrap_or_else(|| log::now_ns() | 1);
     eprintln!("shm_faults: seed {seed} (FERROCSP_FAULT_SEED={seed} replays it), slow: {slow}");
     let mut rng = Rng(seed);
+    // First, before this process passes any point (the environment is read at the first).
+    env_arms_a_child();
     scenarios::warm_up();
     // FERROCSP_FAULT_ONLY=name[,name...]: only those scenarios (to chase one finding).
     let only = std::env::var("FERROCSP_FAULT_ONLY").ok();
@@ -95,6 +115,7 @@ fn peers_killed_at_every_point_and_at_random_instants() {
         if r.blocked {
             row.blocked += 1;
         }
+        row.stale += r.stale;
         row.tally.delivered += r.tally.delivered;
         row.tally.lost_with_dead += r.tally.lost_with_dead;
         row.tally.dropped_by_poison += r.tally.dropped_by_poison;
@@ -152,12 +173,13 @@ fn peers_killed_at_every_point_and_at_random_instants() {
     }
     eprintln!("shm_faults: {total} trials");
     eprintln!(
-        "{:<15} {:<14} {:>6} {:>6} {:>7} {:>9} {:>5} {:>7} {:>6} {:>9}  causes",
+        "{:<15} {:<14} {:>6} {:>6} {:>7} {:>5} {:>9} {:>5} {:>7} {:>6} {:>9}  causes",
         "scenario",
         "point",
         "trials",
         "killed",
         "blocked",
+        "stale",
         "delivered",
         "lost",
         "dropped",
@@ -166,10 +188,11 @@ fn peers_killed_at_every_point_and_at_random_instants() {
     );
     for ((sc, what), r) in &table {
         eprintln!(
-            "{sc:<15} {what:<14} {:>6} {:>6} {:>7} {:>9} {:>5} {:>7} {:>6} {:>7}ms  {:?}",
+            "{sc:<15} {what:<14} {:>6} {:>6} {:>7} {:>5} {:>9} {:>5} {:>7} {:>6} {:>7}ms  {:?}",
             r.trials,
             r.killed,
             r.blocked,
+            r.stale,
             r.tally.delivered,
             r.tally.lost_with_dead,
             r.tally.dropped_by_poison,

@@ -49,6 +49,9 @@ pub struct Report {
     /// A read with a deadline, tried while the victim was stopped, missed it (known: the
     /// victim held that channel's lock).
     pub blocked: bool,
+    /// Readers still counted as waiting once every process was gone (known: a dead
+    /// reader's count).
+    pub stale: usize,
     pub tally: Tally,
     /// Each poisoned channel's cause.
     pub causes: Vec<String>,
@@ -156,11 +159,20 @@ pub fn all() -> Vec<Scenario> {
 }
 
 /// Makes this process's first selection cell, so the leak checks compare like with like.
+/// (A selection takes a cell only once it must wait: with a short deadline a slow start
+/// could skip that, so it waits with none and gives up after its first sleep.)
 pub fn warm_up() {
     let ch = ShmChannel::create(0, 1 << 16).expect("warm-up channel");
     let ops = [SelOp::read(&ch)];
-    let r = select(&ops, &mut Wait::until(Some(Instant::now() + Duration::from_millis(1))));
-    assert!(r.is_err(), "nothing to read");
+    let mut once = || true;
+    let mut w = Wait {
+        deadline: None,
+        nowait: false,
+        slice: Some(Duration::from_millis(1)),
+        interrupted: &mut once,
+        sleeper: None,
+    };
+    assert_eq!(select(&ops, &mut w).map(|(i, _)| i), Err(ferrocsp::Error::Interrupted));
 }
 
 /// Runs one trial of `sc`.
@@ -305,6 +317,13 @@ pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
         }
     }
     let causes: Vec<Option<PoisonCause>> = chans.iter().map(ShmChannel::poison_cause).collect();
+    // KNOWN (not this suite's to fix: the waiting counts have no owner yet): a process that
+    // dies counted as a waiting reader stays counted. Nobody waits any more, so a count left
+    // is that, and is tolerated only after a death.
+    let stale = chans.iter().map(|c| c.stats().map_or(0, |s| s.readers_waiting)).sum::<usize>();
+    if stale > 0 && dead.is_none() {
+        problems.push(format!("{stale} readers counted as waiting, none alive"));
+    }
     let facts =
         Facts { rows: sc.parts.len() + 1, dead, at_stop: &at_stop, at_end: &at_end, chans: &chans };
     let tally = account::check(&log, &facts);
@@ -336,6 +355,7 @@ pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
         return Err(problems.join("; "));
     }
     Ok(Report {
+        stale,
         blocked: !blocked.is_empty(),
         killed: dead.is_some(),
         tally,
