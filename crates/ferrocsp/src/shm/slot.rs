@@ -6,7 +6,9 @@
 //!   withdraws it (`CANCELLED`); a rendezvous commit returns only once a reader `TAKEN` it (then
 //!   `DONE`), or withdraws a still `READY` entry on timeout, interrupt, poison or retirement.
 //! - A `ReadSlot` owns a `READING` entry until `finish` releases it (`TAKEN` for a rendezvous
-//!   writer to see, else `DONE`) or dropping it puts it back (`READY`).
+//!   writer to see, else `DONE`) or dropping it puts it back (`READY`). Only a plain
+//!   rendezvous writer waits for that release: any other message is the reader's once claimed,
+//!   whatever `finish` then finds.
 //! - Every state change happens under the segment's lock.
 
 use std::time::Instant;
@@ -215,10 +217,17 @@ impl ReadSlot<'_> {
         unsafe { std::slice::from_raw_parts_mut(self.msg(), self.len) }
     }
 
-    /// Releases the message: taken (a rendezvous writer completes).
+    /// Releases the message: taken (a rendezvous writer completes). A message nobody waits
+    /// for (buffered, or an Alt's fired offer: its writer was told it was sent) is the
+    /// reader's once claimed: a channel that can no longer be locked (found inconsistent,
+    /// hence poisoned) does not take it back.
     pub fn finish(mut self) -> Result<(), Error> {
         self.finished = true;
-        let g = self.ch.lock()?;
+        let g = match self.ch.lock() {
+            Ok(g) => g,
+            Err(_) if self.kind != RDV_PLAIN => return Ok(()),
+            Err(e) => return Err(e),
+        };
         fault_point!("read.finish");
         let e = self.ch.entry(self.pos);
         if self.kind == RDV_PLAIN {

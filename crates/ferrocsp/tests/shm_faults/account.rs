@@ -125,15 +125,25 @@ pub fn check(log: &Log, f: &Facts<'_>) -> Result<Tally, String> {
         let buffered = f.at_end.iter().zip(f.chans).any(|(ring, ch)| {
             ch.capacity() > 0
                 && ch.is_poisoned()
-                && ring.iter().any(|s| {
-                    s.id == Some(*id) && (s.state == l.entry_ready || s.state == l.entry_reading)
-                })
+                && ring.iter().any(|s| s.id == Some(*id) && s.state == l.entry_ready)
         });
         if buffered {
             t.dropped_by_poison += 1;
             continue;
         }
-        return Err(format!("id {id}: its write returned Ok, and it was never delivered"));
+        let seen: Vec<_> = (0..f.rows)
+            .flat_map(|r| log.events(r).into_iter().filter(|e| e.1 == *id).map(move |e| (r, e.0)))
+            .collect();
+        let rings = |at: &[Vec<Seen>]| -> Vec<Vec<Seen>> {
+            at.iter().map(|r| r.iter().filter(|s| s.id == Some(*id)).copied().collect()).collect()
+        };
+        return Err(format!(
+            "id {id}: its write returned Ok, and it was never delivered (events {seen:?}, \
+             at stop {:?}, at end {:?}, causes {:?})",
+            rings(f.at_stop),
+            rings(f.at_end),
+            f.chans.iter().map(ShmChannel::poison_cause).collect::<Vec<_>>()
+        ));
     }
     // Every live writer's write ended one way or the other.
     for (id, r) in &tried {

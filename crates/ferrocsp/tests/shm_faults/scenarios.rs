@@ -131,11 +131,17 @@ pub fn all() -> Vec<Scenario> {
         two("rdv_alt_behind", 0, w(0, 1), vec![(w(1, 2), Forked), (ar(), Forked)]),
         two("buf_alt_behind", 2, w(0, 1), vec![(w(1, 2), Forked), (ar(), Forked)]),
         // A reader dies while an Alt offers to it: it fires the Alt's cell (`cell.fired`).
+        // It is channel 0's only reader, so it is the one that fires.
         two(
             "rdv_alt_offered",
             0,
             r(0),
-            vec![(aw(1), Forked), (w(1, 2), Forked), (ar(), Forked), (r(0), Thread)],
+            vec![
+                (aw(1), Forked),
+                (w(1, 2), Forked),
+                (Role::AltReader { chs: vec![1] }, Forked),
+                (r(1), Thread),
+            ],
         ),
         two(
             "buf_alt_writer",
@@ -255,6 +261,7 @@ pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
         Some(Outcome::Stopped) => {
             at_stop = inspect::stable_snapshot(&chans);
             let probes = probe(&chans, &log, sc.parts.len());
+            let killed_at = Instant::now();
             inspect::signal(victim, libc::SIGKILL);
             inspect::reap_by(victim, Instant::now() + HANG).ok_or("the killed victim lingers")?;
             death_ns = Some(now_ns());
@@ -264,10 +271,11 @@ pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
             for &(c, e) in &ends[0] {
                 let _ = chans[c].retire_end(e);
             }
-            for (i, (t, in_time)) in probes.into_iter().enumerate() {
-                t.join().map_err(|_| "a probe panicked")?;
-                if !in_time {
-                    blocked.push(i);
+            for (i, (t, started)) in probes.into_iter().enumerate() {
+                let back = t.join().map_err(|_| "a probe panicked")?;
+                // Blocked: it could only come back once the victim was dead.
+                if back > killed_at {
+                    blocked.push((i, back - started, back - killed_at));
                 }
             }
         }
@@ -336,7 +344,10 @@ pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
     // `OwnerDied` (the victim held its lock).
     let held_a_lock = causes.contains(&Some(PoisonCause::OwnerDied));
     if !blocked.is_empty() && !held_a_lock {
-        problems.push(format!("channels {blocked:?}: a read missed its deadline, no lock held"));
+        problems.push(format!(
+            "(channel, took, back after the kill) {blocked:?}: a read with a deadline of \
+             {PROBE_DEADLINE:?} missed it, no lock held"
+        ));
     }
     let tally = tally.map_err(|e| format!("accounting: {e}; {problems:?}"))?;
     drop(chans);
@@ -370,16 +381,17 @@ const PROBE_BOUND: Duration = Duration::from_millis(500);
 
 /// While the victim is stopped (alive, holding whatever it holds at its point), a read with
 /// a deadline on each channel must keep it ("timeouts are honoured in every wait state"):
-/// returns each probe's thread (it may still be blocked: join it after the kill) and whether
-/// it came back within `PROBE_BOUND`. A probe that gets a message reads it as a participant
+/// returns each probe's thread (it may still be blocked: join it after the kill; it returns
+/// when it came back) and when it started, having waited `PROBE_BOUND` at most for them. A probe that gets a message reads it as a participant
 /// would (log row `row`), so the accounting sees it. (Putting it back instead would turn a
 /// fired Alt offer into a plain message that a poison may then drop, its Alt told it wrote.)
 fn probe(
     chans: &Arc<Vec<ShmChannel>>,
     log: &Arc<Log>,
     row: usize,
-) -> Vec<(std::thread::JoinHandle<()>, bool)> {
+) -> Vec<(std::thread::JoinHandle<Instant>, Instant)> {
     let (tx, rx) = mpsc::channel();
+    let started = Instant::now();
     let threads: Vec<_> = (0..chans.len())
         .map(|i| {
             let (chans, log, tx) = (chans.clone(), log.clone(), tx.clone());
@@ -388,19 +400,19 @@ fn probe(
                 if let Ok(slot) = chans[i].begin_read(&mut Wait::until(until)) {
                     let _ = take(slot, row, &log);
                 }
-                let _ = tx.send(i);
+                let back = Instant::now();
+                let _ = tx.send(());
+                back
             })
         })
         .collect();
-    let until = Instant::now() + PROBE_BOUND;
-    let mut back = vec![false; chans.len()];
+    let until = started + PROBE_BOUND;
     for _ in 0..chans.len() {
-        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-            Ok(i) => back[i] = true,
-            Err(_) => break,
+        if rx.recv_timeout(until.saturating_duration_since(Instant::now())).is_err() {
+            break;
         }
     }
-    threads.into_iter().zip(back).collect()
+    threads.into_iter().map(|t| (t, started)).collect()
 }
 
 /// The poison a death must (and must not) cause.
