@@ -141,6 +141,8 @@ pub struct TestLayout {
     pub ready: usize,
     pub offered: usize,
     pub data_off: usize,
+    /// The robust mutex (a test reads who holds it: its first word is the owner's thread id).
+    pub mutex: usize,
     pub entry_size: usize,
     pub entry_len: usize,
     pub entry_state: usize,
@@ -172,6 +174,7 @@ pub(super) const TEST_LAYOUT: TestLayout = {
         ready: st + offset_of!(State, ready),
         offered: st + offset_of!(State, offered),
         data_off: DATA_OFF,
+        mutex: offset_of!(Header, mutex),
         entry_size: offset_of!(Entry, size),
         entry_len: offset_of!(Entry, len),
         entry_state: offset_of!(Entry, state),

@@ -65,6 +65,26 @@ pub fn snapshot(ch: &ShmChannel) -> Vec<Seen> {
     out
 }
 
+/// Whether thread `tid` holds `ch`'s lock now: a robust mutex's first word is its owner's
+/// thread id (with the futex flag bits above `FUTEX_TID_MASK`). Read without the lock: only
+/// trusted for a stopped owner, whose hold cannot change.
+pub fn lock_held_by(ch: &ShmChannel, tid: u32) -> bool {
+    let l = ShmChannel::layout_for_tests();
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", ch.fd())).expect("path");
+    // SAFETY: a read-only mapping of the header page, unmapped before returning; the mutex
+    // lies inside it (a header fits its page).
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        assert!(fd >= 0, "open the segment");
+        let p = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
+        libc::close(fd);
+        assert_ne!(p, libc::MAP_FAILED);
+        let word = std::ptr::read_volatile(p.cast::<u8>().add(l.mutex).cast::<u32>());
+        libc::munmap(p, 4096);
+        word & libc::FUTEX_TID_MASK as u32 == tid
+    }
+}
+
 /// The rings while a process is stopped: two snapshots a little apart, keeping the entries
 /// both saw alike. A lockless snapshot may catch a live process between two stores of one
 /// update (a claim writes `READING`, then its owner): such an entry differs in the second
