@@ -81,7 +81,7 @@ pub fn lock_held_by(ch: &ShmChannel, tid: u32) -> bool {
         assert_ne!(p, libc::MAP_FAILED);
         let word = std::ptr::read_volatile(p.cast::<u8>().add(l.mutex).cast::<u32>());
         libc::munmap(p, 4096);
-        word & libc::FUTEX_TID_MASK as u32 == tid
+        word & libc::FUTEX_TID_MASK == tid
     }
 }
 
