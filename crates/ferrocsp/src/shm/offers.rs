@@ -81,6 +81,7 @@ impl ShmChannel {
         let g = self.lock()?;
         let Some(pos) = self.reserve(&g, size) else { return Ok(None) };
         let e = self.entry(pos);
+        self.hold(e, &g);
         // SAFETY: freshly reserved ring space; lock held.
         unsafe {
             (*e).size = size as u64;
@@ -89,7 +90,6 @@ impl ShmChannel {
             (*e).rendezvous = RDV_OFFER;
             std::ptr::write_unaligned(self.payload(pos).cast::<CellRef>(), *cell);
         }
-        self.hold(e, &g);
         let st = g.st();
         st.writing += 1;
         st.offers += 1;
@@ -123,6 +123,7 @@ impl ShmChannel {
         }
         let pos = self.reserve(g, size)?;
         let e = self.entry(pos);
+        self.hold(e, g);
         // SAFETY: freshly reserved ring space; lock held.
         unsafe {
             (*e).size = size as u64;
@@ -130,7 +131,6 @@ impl ShmChannel {
             (*e).state = WRITING;
             (*e).rendezvous = 0;
         }
-        self.hold(e, g);
         let st = g.st();
         st.writing += 1;
         st.buffered += 1;

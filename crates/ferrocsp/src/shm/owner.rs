@@ -6,8 +6,10 @@
 //! records its holder ([`ProcId`]: pid and start time, so a reused pid is not taken for it).
 //!
 //! Invariants:
-//! - The holder is recorded under the lock when the entry becomes `WRITING` or `READING`, by
-//!   the process that will hold it.
+//! - The holder is recorded under the lock by the process that will hold the entry, *before*
+//!   the entry becomes `WRITING` or `READING`: a process that dies between the two stores
+//!   (under the lock: the channel is poisoned `OwnerDied`) never leaves a state that names
+//!   another process (the entry's previous holder) as its holder.
 //! - A wait that a dead holder could make endless (a rendezvous writer waiting for its reader
 //!   to finish; anyone waiting while an entry is `WRITING`) sleeps at most [`PEER_CHECK`] at a
 //!   time and then looks at the holder, so it ends within about that long after the death; a

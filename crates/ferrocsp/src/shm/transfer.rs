@@ -81,9 +81,10 @@ impl ShmChannel {
         } else {
             st.offered -= 1;
         }
+        // Its reader first, then the state that names it (see `owner.rs`).
+        self.hold(e, g);
         // SAFETY: a checked entry of the ring (`walk`); lock held.
         unsafe { (*e).state = READING };
-        self.hold(e, g);
         fault_point!("read.claimed");
         if kind != 0 {
             // A plain writer waits for TAKEN, not for this: no wake-up yet.
@@ -140,6 +141,7 @@ impl ShmChannel {
                 if let Some(pos) = self.reserve(&g, size) {
                     let st = g.st();
                     let e = self.entry(pos);
+                    self.hold(e, &g);
                     // SAFETY: freshly reserved ring space; lock held.
                     unsafe {
                         (*e).size = size as u64;
@@ -147,7 +149,6 @@ impl ShmChannel {
                         (*e).state = WRITING;
                         (*e).rendezvous = if rendezvous { RDV_PLAIN } else { 0 };
                     }
-                    self.hold(e, &g);
                     st.writing += 1;
                     if rendezvous {
                         st.offers += 1;

@@ -362,7 +362,13 @@ pub fn run(sc: &Scenario, kill: &Kill) -> Result<Report, String> {
              {PROBE_DEADLINE:?} missed it, no lock held"
         ));
     }
-    let tally = tally.map_err(|e| format!("accounting: {e}; {problems:?}"))?;
+    let tally = tally.map_err(|e| {
+        let pids: Vec<_> = pids.iter().map(|p| p.1).collect();
+        format!(
+            "accounting: {e}; {problems:?} (pids by forked row {pids:?}, test {})",
+            std::process::id()
+        )
+    })?;
     drop(chans);
     drop(log);
     if !inspect::no_children() {
