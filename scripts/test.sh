@@ -54,6 +54,12 @@ step "cargo package -p ferrocsp" cargo package -p ferrocsp --locked --allow-dirt
 step "engine has no pyo3 dependency" no_pyo3_in_engine
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test" cargo test --workspace
+# Peers SIGKILLed at each named point of the shared-memory protocol and at random instants,
+# with exact accounting (the quick run; FERROCSP_SLOW=1 for the 10^3-trial one). The points
+# exist only in this feature's build, so it is linted here too.
+step "shm fault injection (clippy)" \
+  cargo clippy -p ferrocsp --all-targets --features fault-injection -- -D warnings
+step "shm fault injection" cargo test -p ferrocsp --features fault-injection --test shm_faults
 # loom needs --cfg loom for every crate; a separate target dir keeps it from invalidating
 # the normal build artifacts. Release speed, but with debug assertions on, so the channel
 # invariants (State::check) are asserted in every explored interleaving.

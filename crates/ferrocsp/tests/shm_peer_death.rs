@@ -347,3 +347,74 @@ fn a_process_killed_holding_the_lock_poisons_within_a_second() {
         }
     }
 }
+
+/// A reader killed while copying a *buffered* message out (`READING`) left its entry held
+/// forever: the ring's head cannot pass it, so once the writers came round the ring to it
+/// they waited for room that never came (found by `tests/shm_faults`: `buf_backlog`, random
+/// kills). Its value is lost with it (its writer was done long ago); the channel goes on.
+#[test]
+fn a_buffered_reader_killed_mid_copy_gives_its_entry_back() {
+    // Room for about four messages: the writers reach the dead reader's entry at once.
+    let ch = std::sync::Arc::new(ShmChannel::create(2, 4 * 1024).expect("create"));
+    let c = ch.clone();
+    let first =
+        within(Duration::from_secs(10), move || write(&c, &[1u8; 900], &mut Wait::until(None)));
+    assert_eq!(first, Ok(()));
+    let reader = fork(|| -> i32 {
+        let slot = ch.begin_read(&mut Wait::until(None)).expect("claim");
+        let _ = slot.buf().first();
+        die();
+    });
+    let _ = reap(reader);
+    let t0 = Instant::now();
+    let c = ch.clone();
+    // A writer and a reader that go on: each message goes round the ring.
+    let out = within(Duration::from_secs(20), move || -> Result<(), Error> {
+        for i in 0..20u8 {
+            let soon = Some(Instant::now() + Duration::from_secs(5));
+            write(&c, &[i; 900], &mut Wait::until(soon))?;
+            let slot = c.begin_read(&mut Wait::until(soon))?;
+            assert_eq!(slot.buf(), &[i; 900][..]);
+            slot.finish()?;
+        }
+        Ok(())
+    });
+    assert_eq!(out, Ok(()));
+    assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} after the death", t0.elapsed());
+    assert!(!ch.is_poisoned(), "a buffered value lost with its reader spoils nothing else");
+}
+
+/// An Alt whose input's only writer died copying its value in (`WRITING`) never looked at
+/// that writer: the entry stayed, so the channel never ended for it (end-of-stream needs no
+/// entry being written) and it waited forever (found by `tests/shm_faults`:
+/// `rdv_alt_behind`, `buf_alt_behind`). Plain reads looked already.
+#[test]
+fn an_alt_behind_a_dead_writer_sees_the_stream_end() {
+    for capacity in [0, 2] {
+        let ch = std::sync::Arc::new(ShmChannel::create(capacity, 1 << 20).expect("create"));
+        let end = ch.new_end(ferrocsp::shm::EndKind::Writer).expect("end");
+        let writer = fork(|| -> i32 {
+            let mut slot = ch.begin_write(64, &mut Wait::until(None)).expect("reserve");
+            slot.buf()[0] = 1;
+            die();
+        });
+        let _ = reap(writer);
+        ch.retire_end(end).expect("retire, as the dead writer's host does");
+        let c = ch.clone();
+        let t0 = Instant::now();
+        let out = within(Duration::from_secs(20), move || {
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut give_up = || Instant::now() >= until;
+            let mut w = Wait {
+                deadline: None,
+                nowait: false,
+                slice: Some(Duration::from_millis(50)),
+                interrupted: &mut give_up,
+                sleeper: None,
+            };
+            ferrocsp::shm::select(&[ferrocsp::shm::SelOp::read(&c)], &mut w).map(|(i, _)| i)
+        });
+        assert_eq!(out, Err(Error::Retired), "capacity {capacity}");
+        assert!(t0.elapsed() < SOON_AFTER_DEATH, "{:?} after the death", t0.elapsed());
+    }
+}

@@ -23,8 +23,8 @@
 //!   Nothing read from a slot is followed now, only compared.)
 //! - Segments are per process: a child made by `fork` never uses its parent's slots nor its
 //!   registry's lock (a fresh registry per fork generation, `fork.rs`), and attached
-//!   segments are cached per process by uuid, at most
-//!   [`MAX_ATTACHED`] (those of dead processes dropped first).
+//!   segments are cached per process by uuid, at most [`MAX_ATTACHED`]; those of dead
+//!   processes are dropped at every attach.
 //! - Only a proven death makes a record stale: its process's descriptor gone from `/proc`, or
 //!   its slot free. A segment that cannot be attached for another reason (out of
 //!   descriptors, permissions) leaves the record alone and fails the caller's operation.
@@ -43,6 +43,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::fault::fault_point;
 use super::fork::PerProcess;
 use super::sys::{self, Mapping};
 
@@ -272,9 +273,9 @@ fn lookup(r: &CellRef) -> Result<Arc<Seg>, Unusable> {
     }
     let seg = Arc::new(attach(r.pid, r.fd, &r.uuid)?);
     Ok(with_registry(|reg| {
+        // The registry's reference only: a selection still using one keeps its own.
+        reg.attached.retain(|_, s| !sys::pid_gone(s.pid));
         if reg.attached.len() >= MAX_ATTACHED {
-            // The registry's reference only: a selection still using one keeps its own.
-            reg.attached.retain(|_, s| !sys::pid_gone(s.pid));
             while reg.attached.len() >= MAX_ATTACHED {
                 let Some(k) = reg.attached.keys().next().copied() else { break };
                 reg.attached.remove(&k);
@@ -282,6 +283,17 @@ fn lookup(r: &CellRef) -> Result<Arc<Seg>, Unusable> {
         }
         reg.attached.entry(r.uuid).or_insert(seg).clone()
     }))
+}
+
+/// Drops the cached segments of other processes that are gone (as every attach does first);
+/// returns how many stay cached (each one descriptor and one mapping, at most
+/// `MAX_ATTACHED`). For leak checks: what a process holds besides these must not grow.
+#[doc(hidden)]
+pub fn drop_dead_peers() -> usize {
+    with_registry(|reg| {
+        reg.attached.retain(|_, s| !sys::pid_gone(s.pid));
+        reg.attached.len()
+    })
 }
 
 /// This thread's cell for one selection: the slot's owner word names this thread until it is
@@ -314,6 +326,7 @@ impl OwnCell {
         let word = seg.state(slot).ok_or_else(|| io::Error::other("bad cell slot"))?;
         let gen = ((word.load(Ordering::Acquire) >> STATUS_BITS) + 1) & (u32::MAX >> STATUS_BITS);
         word.store(gen << STATUS_BITS | OPEN, Ordering::Release);
+        fault_point!("cell.acquired");
         Ok(OwnCell { seg, index, slot, gen, _thread: std::marker::PhantomData })
     }
 
@@ -521,6 +534,7 @@ pub fn fire(r: &CellRef) -> Fire {
     let fired = r.gen << STATUS_BITS | (r.guard + 1);
     match word.compare_exchange(open, fired, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
+            fault_point!("cell.fired");
             sys::futex_wake_all(word);
             Fire::Won
         }

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Instant;
 
 // Re-exported: the other shm modules import the segment and its layout from this one place.
+use super::fault::fault_point;
 use super::fork::PerProcess;
 pub use super::layout::MAX_ENDS;
 pub(super) use super::layout::{
@@ -381,6 +382,7 @@ impl ShmChannel {
         if !self.ring_ok(&g) {
             return Err(self.corrupt(&g));
         }
+        fault_point!("lock.taken");
         Ok(g)
     }
 
@@ -445,7 +447,7 @@ impl ShmChannel {
             }
         };
         self.wait_end(&g, ticket);
-        self.look_for_dead_writers(&g);
+        self.look_for_dead_holders(&g);
         Ok((g, interrupted))
     }
 
@@ -482,6 +484,7 @@ impl ShmChannel {
         }
         let seen = word.load(Ordering::Acquire);
         drop(g);
+        fault_point!("wait.sleep");
         let interrupted = w.block(&[word], &[seen], cap);
         if coarse {
             self.coop().fetch_sub(1, Ordering::AcqRel);

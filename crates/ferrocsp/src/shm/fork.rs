@@ -162,18 +162,18 @@ mod tests {
             local: PerProcess<Mutex<u32>>,
         }
         let ch = Arc::new(Chan { local: PerProcess::new(Default::default) });
-        *ch.local.lock().unwrap() = 7;
+        *ch.local.lock().expect("lock") = 7;
         let (held, release) = (mpsc::channel(), mpsc::channel::<()>());
         let holder = {
             let ch = Arc::clone(&ch);
             std::thread::spawn(move || {
-                let g = ch.local.lock().unwrap();
-                held.0.send(()).unwrap();
+                let g = ch.local.lock().expect("lock");
+                held.0.send(()).expect("send");
                 let _ = release.1.recv();
                 drop(g);
             })
         };
-        held.1.recv().unwrap();
+        held.1.recv().expect("held");
         // SAFETY: the child only locks a std mutex, reads it and calls _exit.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
@@ -201,11 +201,11 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        release.0.send(()).unwrap();
-        holder.join().unwrap();
+        release.0.send(()).expect("release");
+        holder.join().expect("holder");
         assert!(done, "the child waited for a lock its parent's thread held at the fork");
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status}");
-        assert_eq!(*ch.local.lock().unwrap(), 7, "the parent keeps its own value");
+        assert_eq!(*ch.local.lock().expect("lock"), 7, "the parent keeps its own value");
     }
 
     /// A field's value is freed with its struct.

@@ -164,7 +164,7 @@ pub fn run(ch: &ShmChannel, op: u8) {
         }
         8 => {
             if let Ok(g) = ch.lock() {
-                ch.drop_dead_writers(&g);
+                ch.drop_dead_holders(&g);
                 ch.wake_offers(&g);
             }
         }

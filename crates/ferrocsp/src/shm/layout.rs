@@ -186,6 +186,19 @@ pub struct TestLayout {
     pub cells_slot: usize,
     /// `writers_waiting` (u32; `readers_waiting` above).
     pub writers_waiting: usize,
+    pub entry_state: usize,
+    pub entry_owner_pid: usize,
+    pub entry_rendezvous: usize,
+    pub entry_bytes: usize,
+    /// Entry states, as stored in `entry_state`.
+    pub entry_ready: u32,
+    pub entry_reading: u32,
+    pub entry_taken: u32,
+    pub entry_offered: u32,
+    /// `entry_rendezvous` of an Alt's conditional offer.
+    pub rdv_offer: u32,
+    /// An offer's message starts this many bytes after its entry header.
+    pub offer_prefix: usize,
 }
 
 pub(super) const TEST_LAYOUT: TestLayout = {
@@ -219,5 +232,15 @@ pub(super) const TEST_LAYOUT: TestLayout = {
         cells_header: super::cells::HEADER,
         cells_slot: super::cells::SLOT_BYTES,
         writers_waiting: st + offset_of!(State, writers_waiting),
+        entry_state: offset_of!(Entry, state),
+        entry_owner_pid: offset_of!(Entry, owner_pid),
+        entry_rendezvous: offset_of!(Entry, rendezvous),
+        entry_bytes: ENTRY_BYTES,
+        entry_ready: READY,
+        entry_reading: READING,
+        entry_taken: TAKEN,
+        entry_offered: OFFERED,
+        rdv_offer: RDV_OFFER,
+        offer_prefix: OFFER_PREFIX,
     }
 };

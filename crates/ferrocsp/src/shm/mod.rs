@@ -18,6 +18,8 @@
 mod cells;
 mod channel;
 mod end_table;
+#[doc(hidden)]
+pub mod fault;
 mod fork;
 #[doc(hidden)]
 pub mod fuzz;
@@ -39,7 +41,7 @@ mod watch;
 
 #[doc(hidden)]
 pub use cells::hold_registry_for_test as hold_cells_for_test;
-pub use cells::{CellLink, MAX_GUARDS};
+pub use cells::{drop_dead_peers, CellLink, MAX_GUARDS};
 pub use channel::{PoisonCause, ShmChannel, MAX_ENDS};
 pub use end_table::EndKind;
 pub use fork::{fork_generation, PerProcess};

@@ -14,6 +14,7 @@ use super::channel::{
     round_up, AltRecord, Guard, ShmChannel, ALT_RECORDS, CANCELLED, ENTRY_BYTES, OFFERED,
     OFFER_PREFIX, RDV_OFFER, READY, WRITING,
 };
+use super::fault::fault_point;
 use super::slot::WriteSlot;
 use crate::Error;
 
@@ -94,6 +95,7 @@ impl ShmChannel {
         let g = self.lock()?;
         let Some(pos) = self.reserve(&g, size) else { return Ok(None) };
         let e = self.entry(pos);
+        self.hold(e, &g);
         // SAFETY: freshly reserved ring space; lock held.
         unsafe {
             (*e).size = size as u64;
@@ -102,7 +104,6 @@ impl ShmChannel {
             (*e).rendezvous = RDV_OFFER;
             std::ptr::write_unaligned(self.payload(pos).cast::<CellRef>(), *cell);
         }
-        self.hold(e, &g);
         let st = g.st();
         st.writing += 1;
         st.offers += 1;
@@ -136,6 +137,7 @@ impl ShmChannel {
         }
         let pos = self.reserve(g, size)?;
         let e = self.entry(pos);
+        self.hold(e, g);
         // SAFETY: freshly reserved ring space; lock held.
         unsafe {
             (*e).size = size as u64;
@@ -143,7 +145,6 @@ impl ShmChannel {
             (*e).state = WRITING;
             (*e).rendezvous = 0;
         }
-        self.hold(e, g);
         let st = g.st();
         st.writing += 1;
         st.buffered += 1;
@@ -182,6 +183,7 @@ impl ShmChannel {
         let i = recs.iter().position(|r| r.used == 0)?;
         recs[i] = AltRecord { used: 1, _pad: 0, cell: *cell };
         g.st().alt_readers += 1;
+        fault_point!("alt.record");
         self.changed(g); // an Alt offering an output here may now see a reader
         Some(i)
     }

@@ -6,10 +6,12 @@
 //! records its holder ([`ProcId`]: pid and start time, so a reused pid is not taken for it).
 //!
 //! Invariants:
-//! - The holder is recorded under the lock when the entry becomes `WRITING` or `READING`, by
-//!   the process that will hold it. A `READY` or `OFFERED` entry names its writer: a reader
-//!   that claims it keeps that name (`ReadSlot::writer`) before recording itself, and puts it
-//!   back with the entry if it does not take the message.
+//! - The holder is recorded under the lock by the process that will hold the entry, *before*
+//!   the entry becomes `WRITING` or `READING`: a process that dies between the two stores
+//!   (under the lock: the channel is poisoned `OwnerDied`) never leaves a state that names
+//!   another process (the entry's previous holder) as its holder. A `READY` or `OFFERED`
+//!   entry names its writer: a reader that claims it keeps that name (`ReadSlot::writer`)
+//!   before recording itself, and puts it back with the entry if it does not take the message.
 //! - A wait that a dead holder could make endless (a rendezvous writer waiting for its reader
 //!   to finish; anyone waiting while an entry is `WRITING`) sleeps at most [`PEER_CHECK`] at a
 //!   time and then looks at the holder, so it ends within about that long after the death; a
@@ -20,13 +22,17 @@
 //!   (`backend="os"`), which wakes every waiter.
 //! - A dead writer's `WRITING` entry is withdrawn: its value was never published, so nothing
 //!   was sent and the channel goes on. A dead reader's `READING` entry may or may not have
-//!   reached its process: the value is lost with that process, and the channel is poisoned
-//!   (`PoisonCause::PeerDied`), which ends the writer's wait.
+//!   reached its process: the value is lost with that process. A plain rendezvous writer
+//!   waits for that entry: it poisons the channel (`PoisonCause::PeerDied`), which ends its
+//!   wait. Nobody waits for any other entry a reader holds (a buffered message, an Alt's
+//!   fired offer: their writers are done), but the ring's head cannot pass it: when it is at
+//!   the head, waiters look at its reader as at a writer, and a dead reader's entry is
+//!   released (`DONE`) and the channel goes on.
 
 use std::time::{Duration, Instant};
 
-use super::channel::{Guard, ShmChannel, WRITING};
-use super::layout::Entry;
+use super::channel::{Guard, ShmChannel, DONE, RDV_PLAIN, WRITING};
+use super::layout::{Entry, READING};
 use super::sys::{self, ProcId};
 
 /// How long a wait that a dead peer could make endless sleeps before it looks again.
@@ -68,41 +74,62 @@ impl ShmChannel {
         p == sys::me() || sys::alive(p)
     }
 
-    /// Withdraws every `WRITING` entry whose writer died (nothing was sent); returns whether
-    /// there was one. Lock held.
-    pub(super) fn drop_dead_writers(&self, g: &Guard<'_>) -> bool {
-        if g.st().writing == 0 {
+    /// Whether the ring's head entry is held by a reader that nobody waits for (a buffered
+    /// message or a fired offer being copied out): if that reader died, nothing else would
+    /// ever let the head pass it. Lock held.
+    fn head_held(&self, g: &Guard<'_>) -> bool {
+        let head = self.scan(g, |_, e| Some(e.state == READING && e.rendezvous != RDV_PLAIN));
+        matches!(head, Ok(Some(true)))
+    }
+
+    /// Withdraws every `WRITING` entry whose writer died (nothing was sent), and releases a
+    /// reader-held entry at the head whose reader died (its value is lost with it); returns
+    /// whether there was one. Lock held.
+    pub(super) fn drop_dead_holders(&self, g: &Guard<'_>) -> bool {
+        if g.st().writing == 0 && !self.head_held(g) {
             return false;
         }
-        let mut dead = Vec::new();
+        let (mut dead, mut lost) = (Vec::new(), Vec::new());
         let _ = self.walk(g, |pos, e| {
             if e.state == WRITING && !self.holder_alive(e.ptr, g) {
                 dead.push(pos);
+            }
+            if e.state == READING && e.rendezvous != RDV_PLAIN && !self.holder_alive(e.ptr, g) {
+                lost.push(e.ptr);
             }
             None::<()>
         });
         for &pos in &dead {
             self.withdraw_entry(g, pos);
         }
-        !dead.is_empty()
+        for &e in &lost {
+            // SAFETY: an entry `walk` checked, still between head and tail (withdrawing only
+            // moves the head over entries nobody holds); lock held.
+            unsafe { (*e).state = DONE };
+        }
+        if !lost.is_empty() {
+            self.advance(g);
+            self.changed(g); // ring space
+        }
+        !dead.is_empty() || !lost.is_empty()
     }
 
     /// When a wait must wake to look at its peers (None: no peer's death could make it
-    /// endless): the time this process next looks for dead writers on this channel. Lock held.
+    /// endless): the time this process next looks for dead holders on this channel. Lock held.
     pub(super) fn peer_check(&self, g: &Guard<'_>, coarse: bool) -> Option<Instant> {
         // A cooperative sleeper's deadline wakes the watcher thread on every sleep: it does not
         // look (see the module doc).
-        if coarse || g.st().writing == 0 {
+        if coarse || (g.st().writing == 0 && !self.head_held(g)) {
             return None;
         }
         let mut next = self.next_look.lock().unwrap_or_else(|e| e.into_inner());
         Some(*next.get_or_insert_with(|| Instant::now() + PEER_CHECK))
     }
 
-    /// After a wait woke: if it is time (`peer_check`), withdraws the entries of dead writers.
-    /// Waking for anything else costs nothing more: a look reads `/proc` once per entry
-    /// being written. Lock held.
-    pub(super) fn look_for_dead_writers(&self, g: &Guard<'_>) {
+    /// After a wait woke: if it is time (`peer_check`), withdraws or releases the entries of
+    /// dead holders. Waking for anything else costs nothing more: a look reads `/proc` once
+    /// per entry being written or held at the head. Lock held.
+    pub(super) fn look_for_dead_holders(&self, g: &Guard<'_>) {
         let now = Instant::now();
         {
             let mut next = self.next_look.lock().unwrap_or_else(|e| e.into_inner());
@@ -111,6 +138,6 @@ impl ShmChannel {
                 _ => return,
             }
         }
-        self.drop_dead_writers(g);
+        self.drop_dead_holders(g);
     }
 }

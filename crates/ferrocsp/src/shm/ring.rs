@@ -11,6 +11,7 @@
 //!   What does not fit poisons the channel as corrupt (`ShmChannel::corrupt`).
 
 use super::channel::{Guard, ShmChannel, DONE, ENTRY_BYTES, OFFERED, OFFER_PREFIX, RDV_OFFER};
+use super::fault::fault_point;
 use super::layout::{Entry, ALIGN, ALT_RECORDS, CANCELLED, DATA_OFF, PAD};
 use super::sys;
 use crate::Error;
@@ -60,11 +61,13 @@ impl ShmChannel {
             Ok(None) => {
                 let dead = (st.head, st.tail);
                 st.head = 0;
+                fault_point!("ring.rewound");
                 st.tail = 0;
                 dead
             }
             Err(_) => return, // poisoned: the ring stays as it was found
         };
+        fault_point!("ring.advanced");
         self.release(g, from, to);
     }
 
@@ -88,6 +91,7 @@ impl ShmChannel {
             let start = off / chunk * chunk;
             let stop = (start + chunk).min(len);
             if start / chunk != keep && !Self::live_within(head, tail, len, start, stop) {
+                fault_point!("ring.punch");
                 // A failure (no hole punching for this memory) only keeps the pages.
                 let _ = sys::punch_hole(self.fd(), (DATA_OFF as u64) + start, stop - start);
             }
@@ -237,6 +241,7 @@ impl ShmChannel {
         }
         let pos = st.tail;
         st.tail += size as u64;
+        fault_point!("ring.reserved");
         Some(pos)
     }
 }

@@ -27,6 +27,8 @@
 //!   the offer, so a priority order is honoured.
 //! - Every way out (fired, timeout, interrupt, poison, error) withdraws what is still
 //!   registered, except the offer a reader took (the reader owns that entry).
+//! - A selection waits behind a dead peer's entry no longer than a plain operation does: it
+//!   wakes when its channels' `peer_check` says so and looks (`owner.rs`) at every step.
 //! - With in-process guards too ([`select_mixed`], `mixed.rs`), an in-process counterpart can
 //!   fire the cell without any of our locks. So each step first *closes* the cell (under all
 //!   the shared locks): a failed close means a guard fired (a shared one: take it; a local
@@ -47,6 +49,7 @@ use std::time::Instant;
 
 use super::cells::{CellLink, OwnCell, MAX_GUARDS};
 use super::channel::{Guard, ShmChannel};
+use super::fault::fault_point;
 use super::mixed::{LocalPart, LocalStep};
 use super::slot::{ReadSlot, WriteSlot};
 use super::wait::Wait;
@@ -228,6 +231,11 @@ impl<'a> Sel<'_, 'a> {
     fn run(&mut self, w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), Error> {
         loop {
             let guards = self.lock_all()?;
+            // A dead peer's entry that this selection waited behind (`owner.rs`): withdrawn
+            // or released before the step, which then sees the channel as it really is.
+            for (c, g) in self.chans.iter().zip(&guards) {
+                c.look_for_dead_holders(g);
+            }
             // Before anything can fire the cell again (a nudge after this is not missed).
             let bell = self.cell.as_ref().map(|c| c.bell().load(Ordering::Acquire));
             if let Some(done) = self.decided(&guards) {
@@ -317,6 +325,7 @@ impl<'a> Sel<'_, 'a> {
             if !self.fire_genuine(guards, i) {
                 return Some(self.tampered(guards, i));
             }
+            fault_point!("alt.fired");
             self.withdraw(guards, Some(i));
             return Some((i, Selected::Wrote));
         };
@@ -472,6 +481,7 @@ impl<'a> Sel<'_, 'a> {
             if let Some(pos) = c.reserve_offer(len, &cell.cref(i))? {
                 self.offers[i] = Some(pos);
                 fill(c.offer_buf(pos, len));
+                fault_point!("alt.reserved");
             }
         }
         Ok(())
@@ -500,6 +510,7 @@ impl<'a> Sel<'_, 'a> {
                         ch.publish_offer(g, pos);
                         self.published[i] = true;
                         ch.changed(g); // readers of this channel may take it
+                        fault_point!("alt.published");
                     }
                 }
                 None => {
@@ -509,6 +520,7 @@ impl<'a> Sel<'_, 'a> {
                     if first && !self.tried_record[i] {
                         self.tried_record[i] = true;
                         self.records[i] = ch.add_record(g, &cell.cref(i));
+                        fault_point!("alt.published");
                     }
                 }
             }
@@ -541,6 +553,14 @@ impl<'a> Sel<'_, 'a> {
             words.push(c.word());
         }
         let mut seen: Vec<u32> = words.iter().map(|x| x.load(Ordering::Acquire)).collect();
+        // As a plain wait does (`owner.rs`): wake to look when a dead peer could hold an entry
+        // this selection waits behind.
+        let looks =
+            self.chans.iter().zip(&guards).filter_map(|(c, g)| c.peer_check(g, coarse)).min();
+        let cap = match (cap, looks) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let (Some(c), Some(_)) = (&self.cell, &self.local) {
             // An in-process counterpart fires the cell without our locks, so a cooperative
             // sleeper watches it too, and expects it open: fired already, it does not sleep.
@@ -553,6 +573,7 @@ impl<'a> Sel<'_, 'a> {
             }
         }
         drop(guards);
+        fault_point!("alt.waiting");
         let interrupted = w.block(&words, &seen, cap);
         for c in &self.chans {
             if coarse {

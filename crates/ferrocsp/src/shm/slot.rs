@@ -6,7 +6,9 @@
 //!   withdraws it (`CANCELLED`); a rendezvous commit returns only once a reader `TAKEN` it (then
 //!   `DONE`), or withdraws a still `READY` entry on timeout, interrupt, poison or retirement.
 //! - A `ReadSlot` owns a `READING` entry until `finish` releases it (`TAKEN` for a rendezvous
-//!   writer to see, else `DONE`) or dropping it puts it back (`READY`).
+//!   writer to see, else `DONE`) or dropping it puts it back (`READY`). Only a plain
+//!   rendezvous writer waits for that release: any other message is the reader's once claimed,
+//!   whatever `finish` then finds.
 //! - Every state change happens under the segment's lock.
 
 use std::time::Instant;
@@ -14,6 +16,7 @@ use std::time::Instant;
 use super::channel::{
     Guard, ShmChannel, CANCELLED, DONE, OFFER_PREFIX, RDV_OFFER, RDV_PLAIN, READY, TAKEN,
 };
+use super::fault::fault_point;
 use super::layout::READING;
 use super::owner::{PEER_CHECK, PEER_IDLE};
 use super::sys::ProcId;
@@ -33,6 +36,7 @@ pub struct WriteSlot<'a> {
 impl WriteSlot<'_> {
     /// The message's bytes, to fill (the lock is not held: copy freely).
     pub fn buf(&mut self) -> &mut [u8] {
+        fault_point!("write.buf");
         // SAFETY: the reserved entry is ours alone until committed or withdrawn.
         unsafe { std::slice::from_raw_parts_mut(self.ch.payload(self.pos), self.len) }
     }
@@ -83,6 +87,7 @@ impl WriteSlot<'_> {
         self.committed = true;
         let ch = self.ch;
         let mut g = ch.lock()?;
+        fault_point!("write.commit");
         if ch.is_poisoned() {
             self.withdraw(&g, false);
             return Err(Error::Poisoned);
@@ -96,6 +101,7 @@ impl WriteSlot<'_> {
         st.ready += 1;
         self.set_state(READY);
         ch.changed(&g);
+        fault_point!("write.ready");
         if !self.rendezvous {
             return Ok(taken(&[]));
         }
@@ -103,6 +109,7 @@ impl WriteSlot<'_> {
         loop {
             match self.state() {
                 TAKEN => {
+                    fault_point!("write.taken");
                     // SAFETY: our entry, taken and not yet released: nobody else touches it.
                     let msg = unsafe { std::slice::from_raw_parts(ch.payload(self.pos), self.len) };
                     let out = taken(msg);
@@ -199,6 +206,7 @@ pub struct ReadSlot<'a> {
 impl ReadSlot<'_> {
     /// The message's bytes (the lock is not held: copy freely).
     pub fn buf(&self) -> &[u8] {
+        fault_point!("read.buf");
         // SAFETY: the claimed entry is ours alone until finished or put back.
         unsafe { std::slice::from_raw_parts(self.msg(), self.len) }
     }
@@ -216,18 +224,28 @@ impl ReadSlot<'_> {
         unsafe { std::slice::from_raw_parts_mut(self.msg(), self.len) }
     }
 
-    /// Releases the message: taken (a rendezvous writer completes).
+    /// Releases the message: taken (a rendezvous writer completes). A message nobody waits
+    /// for (buffered, or an Alt's fired offer: its writer was told it was sent) is the
+    /// reader's once claimed: a channel that can no longer be locked (found inconsistent,
+    /// hence poisoned) does not take it back.
     pub fn finish(mut self) -> Result<(), Error> {
         self.finished = true;
-        let g = self.ch.lock()?;
+        let g = match self.ch.lock() {
+            Ok(g) => g,
+            Err(_) if self.kind != RDV_PLAIN => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        fault_point!("read.finish");
         let e = self.ch.entry(self.pos);
         if self.kind == RDV_PLAIN {
             // SAFETY: our claimed entry; lock held.
             unsafe { (*e).state = TAKEN };
+            fault_point!("read.released");
             self.ch.wake_entry(e, &g); // its writer, and only it
         } else {
             // SAFETY: as above.
             unsafe { (*e).state = DONE };
+            fault_point!("read.released");
             self.ch.advance(&g);
             if g.st().writers_waiting > 0 {
                 self.ch.changed(&g); // ring space

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::cells::{self, CellRef, Fire};
 use super::channel::{Guard, ShmChannel};
+use super::fault::fault_point;
 use super::layout::{round_up, ENTRY_BYTES, OFFERED, RDV_PLAIN, READING, READY, WRITING};
 use super::slot::{ReadSlot, WriteSlot};
 use super::wait::Wait;
@@ -86,12 +87,14 @@ impl ShmChannel {
         } else {
             st.offered -= 1;
         }
-        // SAFETY: a checked entry of the ring (`walk`); lock held.
-        unsafe { (*e).state = READING };
         // Its writer, recorded when it reserved the entry: the one process whose memory a
         // remote message may be read from (`remote.rs`).
         let writer = self.holder(e, g);
+        // Its reader first, then the state that names it (see `owner.rs`).
         self.hold(e, g);
+        // SAFETY: a checked entry of the ring (`walk`); lock held.
+        unsafe { (*e).state = READING };
+        fault_point!("read.claimed");
         if kind != 0 {
             // A plain writer waits for TAKEN, not for this: no wake-up yet.
             st.offers -= 1;
@@ -147,6 +150,7 @@ impl ShmChannel {
                 if let Some(pos) = self.reserve(&g, size) {
                     let st = g.st();
                     let e = self.entry(pos);
+                    self.hold(e, &g);
                     // SAFETY: freshly reserved ring space; lock held.
                     unsafe {
                         (*e).size = size as u64;
@@ -154,7 +158,6 @@ impl ShmChannel {
                         (*e).state = WRITING;
                         (*e).rendezvous = if rendezvous { RDV_PLAIN } else { 0 };
                     }
-                    self.hold(e, &g);
                     st.writing += 1;
                     if rendezvous {
                         st.offers += 1;
