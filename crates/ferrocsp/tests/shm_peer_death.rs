@@ -292,6 +292,22 @@ fn a_live_peer_stuck_holding_the_lock_leaves_deadlines_and_poison_working() {
     let c = ch.clone();
     let r = within(Duration::from_secs(10), move || write(&c, b"v", &mut Wait::nowait()));
     assert_eq!(r, Err(Error::WouldBlock));
+    // An Alt meets the held lock at its first step, before it registers anything: its
+    // deadline and `nowait` hold too.
+    use ferrocsp::shm::{select, SelOp};
+    let c = ch.clone();
+    let (r, took) = within(Duration::from_secs(10), move || {
+        let t0 = Instant::now();
+        let mut w = Wait::until(Some(Instant::now() + Duration::from_millis(50)));
+        (select(&[SelOp::read(&c)], &mut w).map(|(i, _)| i), t0.elapsed())
+    });
+    assert_eq!(r, Err(Error::Timeout));
+    assert!(took < SOON_AFTER_DEATH, "{took:?} for an Alt's 50 ms deadline");
+    let c = ch.clone();
+    let r = within(Duration::from_secs(10), move || {
+        select(&[SelOp::read(&c)], &mut Wait::nowait()).map(|(i, _)| i)
+    });
+    assert_eq!(r, Err(Error::WouldBlock));
     // A reader with no deadline: only the poison can end its wait for the lock.
     let c = ch.clone();
     let reader = std::thread::spawn(move || c.begin_read(&mut Wait::until(None)).map(|_| ()));

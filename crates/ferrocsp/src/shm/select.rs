@@ -224,13 +224,23 @@ fn lists_each_once(order: &[Turn], shared: usize, local: usize) -> bool {
 }
 
 impl<'a> Sel<'_, 'a> {
-    fn lock_all(&self) -> Result<Vec<Guard<'a>>, Error> {
-        self.chans.iter().map(|c| c.lock()).collect()
+    /// Every channel's lock, in order. The first step's honour the wait (deadline, interrupt,
+    /// `nowait`) as a plain operation's do (`lock_waiting`): nothing is registered yet. Later
+    /// steps have offers and records to withdraw, which takes the locks, so they wait for a
+    /// holder that does not let go (a live process stopped holding it) until the channel is
+    /// poisoned; a holder that dies is taken over within `PEER_CHECK` (`lock.rs`).
+    fn lock_all(&self, first: Option<&mut Wait<'_>>) -> Result<Vec<Guard<'a>>, Error> {
+        match first {
+            Some(w) => self.chans.iter().map(|c| c.lock_waiting(w)).collect(),
+            None => self.chans.iter().map(|c| c.lock()).collect(),
+        }
     }
 
     fn run(&mut self, w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), Error> {
+        let mut first = true;
         loop {
-            let guards = self.lock_all()?;
+            let guards = self.lock_all(first.then_some(&mut *w))?;
+            first = false;
             // A dead peer's entry that this selection waited behind (`owner.rs`): withdrawn
             // or released before the step, which then sees the channel as it really is.
             for (c, g) in self.chans.iter().zip(&guards) {
@@ -303,7 +313,7 @@ impl<'a> Sel<'_, 'a> {
             let cap = deferred.then(|| Instant::now() + super::owner::PEER_CHECK);
             let interrupted = self.sleep(guards, w, bell, cap);
             if interrupted {
-                let guards = self.lock_all()?;
+                let guards = self.lock_all(None)?;
                 if let Some(done) = self.decided(&guards) {
                     return Ok(done);
                 }
