@@ -607,3 +607,34 @@ fn scribbles_over_a_waiting_selections_cell_never_crash_or_hang() {
         }
     }
 }
+
+/// An Alt writer whose offer a reader took, and which then cannot take another of its
+/// channels' locks (that segment found corrupt; in `tests/shm_faults`, the channel whose lock
+/// a dead peer held mid-update, poisoned by a survivor meanwhile): the value was delivered, so
+/// the Alt reports that guard written. It used to fail with `Poisoned`: a value read whose
+/// write raised.
+#[test]
+fn an_alt_whose_offer_was_taken_says_so_when_another_channel_fails() {
+    use ferrocsp::shm::{select, SelOp, Selected, Wait};
+    let x = std::sync::Arc::new(ShmChannel::create(0, 1 << 16).expect("create"));
+    let y = std::sync::Arc::new(ShmChannel::create(0, 1 << 16).expect("create"));
+    let (xa, ya) = (x.clone(), y.clone());
+    let alt = std::thread::spawn(move || {
+        let fill_x = |b: &mut [u8]| b.copy_from_slice(b"x!");
+        let fill_y = |b: &mut [u8]| b.copy_from_slice(b"y!");
+        let ops = [SelOp::write(&xa, 2, &fill_x), SelOp::write(&ya, 2, &fill_y)];
+        let out = select(&ops, &mut Wait::until(after(Duration::from_secs(5))));
+        out.map(|(i, s)| (i, matches!(s, Selected::Wrote)))
+    });
+    let end = Instant::now() + HANG;
+    while x.stats().expect("stats").writers_waiting == 0 {
+        assert!(Instant::now() < end, "the Alt never offered");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (peer, l) = (Peer::of(&y), layout());
+    peer.put_u64(l.head, peer.get_u64(l.tail) + 64);
+    let c = x.clone();
+    assert_eq!(bounded(move || read(&c)), Ok(b"x!".to_vec()));
+    let out = bounded(move || alt.join().expect("alt"));
+    assert_eq!(out, Ok((0, true)), "the value was read: its guard was written");
+}

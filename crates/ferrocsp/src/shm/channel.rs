@@ -339,6 +339,19 @@ impl ShmChannel {
         self.lock_or(|| None)
     }
 
+    /// Takes the segment's lock, whatever happens meanwhile but a holder's death (taken over
+    /// within `PEER_CHECK`): for a caller that has something under way which only the lock
+    /// can settle (a rendezvous writer whose value a reader may have taken; an Alt whose
+    /// offer may have been taken, with offers to withdraw). Giving up when the channel is
+    /// poisoned would report a value that was delivered as not sent (found by
+    /// `tests/shm_faults`: an Alt writer got `Poisoned` for a value its reader had, when a
+    /// survivor poisoned the channel whose lock a dead peer held). A holder that is alive and
+    /// never lets go (a stopped process) holds such a caller as long.
+    pub(super) fn lock_patient(&self) -> Result<Guard<'_>, Error> {
+        let how = self.seg_lock().lock(|| false).ok_or(Error::Poisoned)?;
+        self.locked(how)
+    }
+
     /// `lock` at the start of an operation that waits per `w`: a wait for a holder that does
     /// not let go (a live process stopped while it holds the lock, say) also ends at the
     /// deadline, when interrupted, or at once for `nowait`. Nothing is registered yet, so the
@@ -366,6 +379,12 @@ impl ShmChannel {
             gave_up.is_some()
         });
         let how = how.ok_or_else(|| gave_up.unwrap_or(Error::Poisoned))?;
+        self.locked(how)
+    }
+
+    /// The lock just taken (`how`): poisons for a dead holder or a scribbled word, settles
+    /// what this process owes, and checks the ring.
+    fn locked(&self, how: Taken) -> Result<Guard<'_>, Error> {
         let g = Guard { ch: self };
         match how {
             Taken::Clean => {}
@@ -461,7 +480,8 @@ impl ShmChannel {
         cap: Option<Instant>,
     ) -> Result<(Guard<'a>, bool), Error> {
         let interrupted = self.sleep_unlocked(g, word, w, cap);
-        Ok((self.lock()?, interrupted))
+        // Its callers have a hand-off under way (a rendezvous writer waiting for its take).
+        Ok((self.lock_patient()?, interrupted))
     }
 
     /// The sleep of `sleep_on`, which returns with the lock released (whether interrupted).

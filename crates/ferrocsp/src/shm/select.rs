@@ -226,20 +226,39 @@ fn lists_each_once(order: &[Turn], shared: usize, local: usize) -> bool {
 impl<'a> Sel<'_, 'a> {
     /// Every channel's lock, in order. The first step's honour the wait (deadline, interrupt,
     /// `nowait`) as a plain operation's do (`lock_waiting`): nothing is registered yet. Later
-    /// steps have offers and records to withdraw, which takes the locks, so they wait for a
-    /// holder that does not let go (a live process stopped holding it) until the channel is
-    /// poisoned; a holder that dies is taken over within `PEER_CHECK` (`lock.rs`).
+    /// steps have offers and records to withdraw, which takes the locks, and an offer that
+    /// may have been taken, so they wait for a holder that does not let go (a live process
+    /// stopped holding it), poisoned or not (`lock_patient`); a holder that dies is taken over
+    /// within `PEER_CHECK` (`lock.rs`).
     fn lock_all(&self, first: Option<&mut Wait<'_>>) -> Result<Vec<Guard<'a>>, Error> {
         match first {
             Some(w) => self.chans.iter().map(|c| c.lock_waiting(w)).collect(),
-            None => self.chans.iter().map(|c| c.lock()).collect(),
+            None => self.chans.iter().map(|c| c.lock_patient()).collect(),
         }
+    }
+
+    /// A step could not take every lock (a channel found corrupt, or the one a dead process
+    /// held when it died mid-update): if a reader took one of this selection's offers, that
+    /// is its outcome, or the value it delivered would be reported as not sent. The offers
+    /// left elsewhere stay conditional on the fired cell: counterparts find them stale once
+    /// the cell is dropped (its slot free) and withdraw them. Without the locks the offer's
+    /// claim cannot be checked (`fire_genuine`): the cell's word is trusted, as one of this
+    /// process's own slots.
+    fn taken_without_locks(&self) -> Option<(usize, Selected<'a>)> {
+        if self.local.is_some() {
+            return None;
+        }
+        let i = self.cell.as_ref()?.fired()?;
+        (i < self.ops.len() && self.ops[i].write.is_some()).then_some((i, Selected::Wrote))
     }
 
     fn run(&mut self, w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), Error> {
         let mut first = true;
         loop {
-            let guards = self.lock_all(first.then_some(&mut *w))?;
+            let guards = match self.lock_all(first.then_some(&mut *w)) {
+                Ok(guards) => guards,
+                Err(e) => return self.taken_without_locks().ok_or(e),
+            };
             first = false;
             // A dead peer's entry that this selection waited behind (`owner.rs`): withdrawn
             // or released before the step, which then sees the channel as it really is.
@@ -295,7 +314,9 @@ impl<'a> Sel<'_, 'a> {
             }
             if self.prepare_needed() {
                 drop(guards);
-                self.prepare()?;
+                if let Err(e) = self.prepare() {
+                    return self.taken_without_locks().ok_or(e);
+                }
                 continue; // step again with every offer reserved
             }
             match self.register_local(deferred) {
