@@ -183,7 +183,7 @@ impl PyShmChannel {
             // A `nowait` read never waits.
             let slot = blocking(py, dl, nowait, false, |w| self.inner.begin_read(w))?
                 .map_err(|e| self.err(py, e, OpName::Read))?;
-            if let Some(out) = msg::take(py, slot, self)? {
+            if let Some(out) = msg::take(py, slot, &|e| self.err(py, e, OpName::Read))? {
                 return Ok(out);
             }
             // The writer sends its message inline now: read that.

@@ -31,9 +31,6 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::errors::OpName;
-use crate::shm::PyShmChannel;
-
 const KIND_BYTES: u8 = 0;
 const KIND_BYTEARRAY: u8 = 1;
 /// First word of a message whose parts stay in the writer's memory (rendezvous, large).
@@ -197,23 +194,23 @@ fn parse_remote(data: &[u8], max: usize) -> Option<(u32, Vec<PartAt>)> {
 
 /// The error of a message that breaks the channel's rules: the channel is poisoned as
 /// corrupt (as for a corrupt ring), so its writer and every other party stop.
-fn corrupt(py: Python<'_>, slot: ReadSlot<'_>, ch: &PyShmChannel) -> PyErr {
-    let e = slot.corrupt();
-    ch.err(py, e, OpName::Read)
+fn corrupt(slot: ReadSlot<'_>, err: &dyn Fn(Error) -> PyErr) -> PyErr {
+    err(slot.corrupt())
 }
 
 /// The parts of a claimed message, each a new object, and the message released (taken).
 /// None: the parts are in the writer's memory and this process may not read it; the writer
 /// was told to send them inline, which the caller must now read from the same channel.
+/// `err` turns the engine's errors into the read's exception (naming its channel).
 pub(crate) fn take<'py>(
     py: Python<'py>,
     mut slot: ReadSlot<'_>,
-    ch: &PyShmChannel,
+    err: &dyn Fn(Error) -> PyErr,
 ) -> PyResult<Option<Bound<'py, PyList>>> {
     let data = slot.buf();
-    let done = |slot: ReadSlot<'_>| slot.finish().map_err(|e| ch.err(py, e, OpName::Read));
+    let done = |slot: ReadSlot<'_>| slot.finish().map_err(err);
     if u32_at(data, 0) != Some(REMOTE) {
-        let Some(parts) = parse_inline(data) else { return Err(corrupt(py, slot, ch)) };
+        let Some(parts) = parse_inline(data) else { return Err(corrupt(slot, err)) };
         let out = PyList::empty(py);
         for p in parts {
             let src = &data[p.at as usize..p.at as usize + p.len];
@@ -227,7 +224,7 @@ pub(crate) fn take<'py>(
     // writer, and a message that names another process was not made by it.
     let parts = match parse_remote(data, max) {
         Some((pid, parts)) if pid == slot.writer_pid() => parts,
-        _ => return Err(corrupt(py, slot, ch)),
+        _ => return Err(corrupt(slot, err)),
     };
     let out = PyList::empty(py);
     let mut failed = (!remote_enabled()).then_some(ErrorKind::PermissionDenied);
@@ -249,7 +246,7 @@ pub(crate) fn take<'py>(
             done(slot)?;
             Ok(Some(out))
         }
-        Some(ErrorKind::InvalidData) => Err(corrupt(py, slot, ch)),
+        Some(ErrorKind::InvalidData) => Err(corrupt(slot, err)),
         Some(_) => {
             // Not allowed to read the writer's memory (or it is gone): tell it to send the
             // bytes inline (the writer's rendezvous is not over until they are taken).

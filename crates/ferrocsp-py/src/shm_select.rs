@@ -137,7 +137,7 @@ pub(crate) fn _shm_select<'py>(
             let op = if messages[i].is_some() { OpName::Write } else { OpName::Read };
             Err(to_pyerr(py, Error::Poisoned, op, ch.name()))
         }
-        Selected::Read(slot) => match msg::take(py, slot, ch)? {
+        Selected::Read(slot) => match msg::take(py, slot, &|e| ch.err(py, e, OpName::Read))? {
             Some(parts) => Ok((index, Some(parts.into_any()))),
             // The input fired; its writer now sends the message inline: read it, whatever
             // the deadline (the communication is committed on both sides).

@@ -49,8 +49,8 @@ pub(super) use super::layout::{
 use super::layout::{Entry, Header, State, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, READING, VERSION};
 use super::lock::{SegLock, Taken};
 use super::sys::{self, Mapping};
+use super::ticket::Ticket;
 use super::wait::Wait;
-use super::waiters::Ticket;
 use crate::Error;
 
 /// A channel in a shared-memory segment (see the module docs for the protocol).

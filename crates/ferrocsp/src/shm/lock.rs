@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::fork::fork_generation;
-use super::owner::PEER_CHECK;
 use super::sys;
+use super::wait::PEER_CHECK;
 
 /// Someone may sleep on the word: a release wakes one.
 const WAITERS: u64 = 1 << 31;

@@ -34,6 +34,7 @@ mod select;
 mod slot;
 mod sys;
 mod table;
+mod ticket;
 mod transfer;
 mod wait;
 mod waiters;

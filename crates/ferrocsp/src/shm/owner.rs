@@ -29,17 +29,12 @@
 //!   the head, waiters look at its reader as at a writer, and a dead reader's entry is
 //!   released (`DONE`) and the channel goes on.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::channel::{Guard, ShmChannel, DONE, RDV_PLAIN, WRITING};
 use super::layout::{Entry, READING};
 use super::sys::{self, ProcId};
-
-/// How long a wait that a dead peer could make endless sleeps before it looks again.
-pub(super) const PEER_CHECK: Duration = Duration::from_millis(100);
-/// How long a rendezvous writer whose value nobody has claimed yet sleeps before it looks
-/// whether a reader claimed it meanwhile (claiming does not wake it) and died.
-pub(super) const PEER_IDLE: Duration = Duration::from_millis(500);
+use super::wait::PEER_CHECK;
 
 impl ShmChannel {
     /// Records the calling process as the holder of entry `e`. Lock held.

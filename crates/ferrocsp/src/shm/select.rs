@@ -331,7 +331,7 @@ impl<'a> Sel<'_, 'a> {
             self.publish(&guards);
             // Waiting for an idle reader: it may have died asleep, which only a look finds
             // (`waiters.rs`, through `idle_reader` at the next step).
-            let cap = deferred.then(|| Instant::now() + super::owner::PEER_CHECK);
+            let cap = deferred.then(|| Instant::now() + super::wait::PEER_CHECK);
             let interrupted = self.sleep(guards, w, bell, cap);
             if interrupted {
                 let guards = self.lock_all(None)?;

@@ -18,9 +18,9 @@ use super::channel::{
 };
 use super::fault::fault_point;
 use super::layout::READING;
-use super::owner::{PEER_CHECK, PEER_IDLE};
 use super::sys::ProcId;
 use super::wait::Wait;
+use super::wait::{PEER_CHECK, PEER_IDLE};
 use crate::Error;
 
 /// A message being written (see [`ShmChannel::begin_write`]).

@@ -18,8 +18,8 @@ use super::channel::{Guard, ShmChannel};
 use super::fault::fault_point;
 use super::layout::{round_up, ENTRY_BYTES, OFFERED, RDV_PLAIN, READING, READY, WRITING};
 use super::slot::{ReadSlot, WriteSlot};
+use super::ticket::Side;
 use super::wait::Wait;
-use super::waiters::Side;
 use crate::Error;
 
 impl ShmChannel {

@@ -20,6 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::sys;
+
+/// How long a wait that a dead peer could make endless sleeps before it looks again (at an
+/// entry's holder, `owner.rs`; at the lock's, `lock.rs`; at the waiting counts' owners,
+/// `waiters.rs`).
+pub(super) const PEER_CHECK: Duration = Duration::from_millis(100);
+/// How long a rendezvous writer whose value nobody has claimed yet sleeps before it looks
+/// whether a reader claimed it meanwhile (claiming does not wake it) and died.
+pub(super) const PEER_IDLE: Duration = Duration::from_millis(500);
 use crate::Waker;
 
 thread_local! {

@@ -29,23 +29,9 @@ use std::time::Instant;
 
 use super::channel::{Guard, ShmChannel};
 use super::layout::{WaitRecord, WAIT_RECORDS};
-use super::owner::PEER_CHECK;
 use super::sys::{self, ProcId};
-
-/// Which count a waiter is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Side {
-    Reader,
-    Writer,
-}
-
-/// Where a waiter was counted: its process's record (None: the table was full; in the total
-/// only).
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Ticket {
-    side: Side,
-    record: Option<usize>,
-}
+use super::ticket::{Side, Ticket};
+use super::wait::PEER_CHECK;
 
 impl ShmChannel {
     #[allow(clippy::mut_from_ref)] // the lock, held by the guard, makes the access exclusive
