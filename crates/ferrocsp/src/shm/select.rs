@@ -56,6 +56,7 @@ use super::wait::Wait;
 use crate::Error;
 use crate::Turn;
 
+mod register;
 mod tamper;
 
 /// Writes an output guard's message into the slot it is given (exactly its length).
@@ -240,16 +241,19 @@ impl<'a> Sel<'_, 'a> {
     /// A step could not take every lock (a channel found corrupt, or the one a dead process
     /// held when it died mid-update): if a reader took one of this selection's offers, that
     /// is its outcome, or the value it delivered would be reported as not sent. The offers
-    /// left elsewhere stay conditional on the fired cell: counterparts find them stale once
-    /// the cell is dropped (its slot free) and withdraw them. Without the locks the offer's
+    /// left elsewhere are withdrawn where their channel can still be locked (`abandon`), and
+    /// stay conditional on the fired cell elsewhere: counterparts find them stale once the
+    /// cell is dropped (its slot free) and withdraw them. Without the locks the offer's
     /// claim cannot be checked (`fire_genuine`): the cell's word is trusted, as one of this
     /// process's own slots.
-    fn taken_without_locks(&self) -> Option<(usize, Selected<'a>)> {
-        if self.local.is_some() {
-            return None;
-        }
-        let i = self.cell.as_ref()?.fired()?;
-        (i < self.ops.len() && self.ops[i].write.is_some()).then_some((i, Selected::Wrote))
+    fn failed(&mut self, e: Error) -> Result<(usize, Selected<'a>), Error> {
+        let i = match (&self.local, self.cell.as_ref().and_then(OwnCell::fired)) {
+            (None, Some(i)) if i < self.ops.len() && self.ops[i].write.is_some() => i,
+            _ => return Err(e),
+        };
+        // What can still be withdrawn is (channel by channel); the taken offer is the reader's.
+        self.abandon();
+        Ok((i, Selected::Wrote))
     }
 
     fn run(&mut self, w: &mut Wait<'_>) -> Result<(usize, Selected<'a>), Error> {
@@ -257,7 +261,7 @@ impl<'a> Sel<'_, 'a> {
         loop {
             let guards = match self.lock_all(first.then_some(&mut *w)) {
                 Ok(guards) => guards,
-                Err(e) => return self.taken_without_locks().ok_or(e),
+                Err(e) => return self.failed(e),
             };
             first = false;
             // A dead peer's entry that this selection waited behind (`owner.rs`): withdrawn
@@ -315,7 +319,7 @@ impl<'a> Sel<'_, 'a> {
             if self.prepare_needed() {
                 drop(guards);
                 if let Err(e) = self.prepare() {
-                    return self.taken_without_locks().ok_or(e);
+                    return self.failed(e);
                 }
                 continue; // step again with every offer reserved
             }
@@ -479,85 +483,6 @@ impl<'a> Sel<'_, 'a> {
         None
     }
 
-    /// Whether offers must be reserved (or a cell taken) before this selection can wait.
-    fn prepare_needed(&self) -> bool {
-        if self.cell.is_none() {
-            return true;
-        }
-        self.ops.iter().enumerate().any(|(i, op)| {
-            op.is_rendezvous_write()
-                && !self.dead[i]
-                && self.offers[i].is_none()
-                && !self.tried_offer[i]
-        })
-    }
-
-    /// Takes a cell and reserves and fills the offers (no locks held).
-    fn prepare(&mut self) -> Result<(), Error> {
-        if self.cell.is_none() {
-            let cell = OwnCell::acquire()?;
-            if self.local.is_some() {
-                self.link = Some(Arc::new(cell.link(self.ops.len())));
-            }
-            self.cell = Some(cell);
-        }
-        let Some(cell) = self.cell.as_ref() else { return Ok(()) };
-        for (i, op) in self.ops.iter().enumerate() {
-            let (c, Some((len, fill))) = (op.ch, op.write) else { continue };
-            if c.capacity() > 0 || self.dead[i] || self.offers[i].is_some() || self.tried_offer[i] {
-                continue;
-            }
-            self.tried_offer[i] = true;
-            // No ring space now: the guard waits, uncounted, until the next change.
-            if let Some(pos) = c.reserve_offer(len, &cell.cref(i))? {
-                self.offers[i] = Some(pos);
-                fill(c.offer_buf(pos, len));
-                fault_point!("alt.reserved");
-            }
-        }
-        Ok(())
-    }
-
-    /// Publishes reserved offers and records input guards; drops those of dead guards. All
-    /// locks held.
-    fn publish(&mut self, guards: &[Guard<'a>]) {
-        let Some(cell) = self.cell.as_ref() else { return };
-        for (i, op) in self.ops.iter().enumerate() {
-            let g = &guards[self.at[i]];
-            let ch = op.channel();
-            if self.dead[i] {
-                let me = cell.cref(i);
-                if let Some(pos) = self.offers[i].take() {
-                    ch.withdraw_own_offer(g, pos, &me);
-                }
-                if let Some(r) = self.records[i].take() {
-                    ch.remove_own_record(g, r, &me);
-                }
-                continue;
-            }
-            match op.write {
-                Some(_) => {
-                    if let (Some(pos), false) = (self.offers[i], self.published[i]) {
-                        ch.publish_offer(g, pos);
-                        self.published[i] = true;
-                        ch.changed(g); // readers of this channel may take it
-                        fault_point!("alt.published");
-                    }
-                }
-                None => {
-                    // One record per channel: the selection is one waiting reader there.
-                    let first =
-                        (0..i).all(|j| self.at[j] != self.at[i] || self.ops[j].write.is_some());
-                    if first && !self.tried_record[i] {
-                        self.tried_record[i] = true;
-                        self.records[i] = ch.add_record(g, &cell.cref(i));
-                        fault_point!("alt.published");
-                    }
-                }
-            }
-        }
-    }
-
     /// Sleeps until a channel changes or the cell fires (or the slice/deadline ends); releases
     /// the locks. Returns whether the caller's interrupt check fired. A cooperative sleeper
     /// watches the channels' change counters only (a fired cell moves its channel's `seq`
@@ -633,55 +558,6 @@ impl<'a> Sel<'_, 'a> {
             _ => {
                 local.withdraw();
                 None
-            }
-        }
-    }
-
-    /// Withdraws every offer and record except the offer of guard `fired` (taken by its
-    /// reader, who owns it now). All locks held.
-    fn withdraw(&mut self, guards: &[Guard<'a>], fired: Option<usize>) {
-        for (i, op) in self.ops.iter().enumerate() {
-            let g = &guards[self.at[i]];
-            let Some(me) = self.cell.as_ref().map(|c| c.cref(i)) else { continue };
-            if let Some(pos) = self.offers[i].take() {
-                if Some(i) != fired {
-                    op.channel().withdraw_own_offer(g, pos, &me);
-                }
-            }
-            if let Some(r) = self.records[i].take() {
-                op.channel().remove_own_record(g, r, &me);
-            }
-        }
-    }
-
-    /// Error path: withdraw what is still registered, locking channel by channel.
-    fn abandon(&mut self) {
-        let fired = self.cell.as_ref().and_then(|c| c.close().err());
-        if let Some((local, _)) = self.local.as_mut() {
-            // An error ends the selection: a local guard that won the cell in the race is
-            // finished (its result kept by the local part), the rest withdrawn.
-            // (A number past every guard was written over the cell: no local guard won.)
-            if fired.is_some_and(|i| i >= self.ops.len() && i < self.ops.len() + local.len()) {
-                local.collect();
-            } else {
-                local.withdraw();
-            }
-        }
-        for (i, op) in self.ops.iter().enumerate() {
-            let ch = op.channel();
-            let pos = self.offers[i].take().filter(|_| Some(i) != fired);
-            let rec = self.records[i].take();
-            if pos.is_none() && rec.is_none() {
-                continue;
-            }
-            let Some(me) = self.cell.as_ref().map(|c| c.cref(i)) else { continue };
-            if let Ok(g) = ch.lock() {
-                if let Some(pos) = pos {
-                    ch.withdraw_own_offer(&g, pos, &me);
-                }
-                if let Some(r) = rec {
-                    ch.remove_own_record(&g, r, &me);
-                }
             }
         }
     }

@@ -149,8 +149,16 @@ fn peers_killed_at_every_point_and_at_random_instants() {
         };
         for nth in hits {
             let mut done = false;
-            // A point that depends on who wins a race may be missed by one pass.
-            let rounds = if slow { 1 } else { 3 };
+            // A point that depends on who wins a race may be missed by one pass (a rare one
+            // missed all three passes 1 quick run in 6 on a loaded machine, `cell.fired`):
+            // more passes cost time only while it is missed.
+            let rounds = if slow {
+                1
+            } else if RARE.contains(&point) {
+                12
+            } else {
+                3
+            };
             for sc in all.iter().cycle().take(all.len() * rounds) {
                 if !slow && done {
                     break;
