@@ -142,6 +142,21 @@ impl ShmChannel {
         Self::init(map, Some(fd), uuid, data_len, capacity)
     }
 
+    /// The channel object over a mapping whose ring length and capacity are known good (made
+    /// here, or checked by attach): this process's bookkeeping starts empty.
+    fn over_mapping(map: Mapping, fd: Option<OwnedFd>, data_len: usize, capacity: usize) -> Self {
+        ShmChannel {
+            map,
+            fd,
+            data_len,
+            capacity,
+            next_look: PerProcess::new(Default::default),
+            next_waiters_look: PerProcess::new(Default::default),
+            owed: PerProcess::new(Default::default),
+            owing: Default::default(),
+        }
+    }
+
     /// Makes fresh zeroed memory of `DATA_OFF + data_len` bytes a new channel.
     pub(super) fn init(
         map: Mapping,
@@ -151,16 +166,7 @@ impl ShmChannel {
         capacity: usize,
     ) -> io::Result<Self> {
         let total = DATA_OFF + data_len;
-        let ch = ShmChannel {
-            map,
-            fd,
-            data_len,
-            capacity,
-            next_look: PerProcess::new(Default::default),
-            next_waiters_look: PerProcess::new(Default::default),
-            owed: PerProcess::new(Default::default),
-            owing: Default::default(),
-        };
+        let ch = Self::over_mapping(map, fd, data_len, capacity);
         let h = ch.hdr();
         // SAFETY: the segment is fresh (zeroed: the lock is free) and mapped; no other process
         // knows it yet.
@@ -230,16 +236,7 @@ impl ShmChannel {
         let capacity = usize::try_from(capacity).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidData, "corrupt channel segment: capacity")
         })?;
-        Ok(ShmChannel {
-            map,
-            fd,
-            data_len,
-            capacity,
-            next_look: PerProcess::new(Default::default),
-            next_waiters_look: PerProcess::new(Default::default),
-            owed: PerProcess::new(Default::default),
-            owing: Default::default(),
-        })
+        Ok(Self::over_mapping(map, fd, data_len, capacity))
     }
 
     /// The start of the mapping.
