@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ferrocsp::shm::fuzz::{self, HDR_AT, RING_AT, STAMP};
 use ferrocsp::shm::{PoisonCause, ShmChannel};
-use shm_support::within;
+use shm_support::{within, Rng};
 
 /// A generous bound for a loaded 2-core machine: the whole run takes about a second.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -68,22 +68,6 @@ fn committed_crashes_run_cleanly() {
             fuzz::segment(&input);
         }
     });
-}
-
-/// xorshift64*: a fixed sequence, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Writes `v` at byte `at` of an input (when it fits).

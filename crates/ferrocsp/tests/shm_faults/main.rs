@@ -32,6 +32,7 @@ use std::time::Duration;
 use ferrocsp::shm::fault;
 
 use scenarios::{run, Kill, Report, Scenario};
+use shm_support::Rng;
 
 const RANDOM_QUICK: usize = 50;
 /// Points a process passes only a few times in a trial: the quick run stops at the first.
@@ -40,22 +41,6 @@ const RANDOM_SLOW: usize = 400;
 /// A survivor must be done this soon after the death (issue #16 asks 1 s for the outcome;
 /// the rest is margin for this loaded 2-core machine and for the traffic still to flow).
 const DONE_AFTER_DEATH: Duration = Duration::from_secs(3);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 #[derive(Default)]
 struct Row {
@@ -139,7 +124,7 @@ fn peers_killed_at_every_point_and_at_random_instants() {
     let mut total = 0;
     for &point in fault::points() {
         let hits: Vec<u64> = if slow {
-            vec![1, 2, 3, 4, 7, 1 + rng.below(40)]
+            vec![1, 2, 3, 4, 7, 1 + rng.below(40) as u64]
         } else if point.ends_with(".buf") {
             vec![3, 4] // before the 2nd value's copy, and in the middle of it
         } else if RARE.contains(&point) {
@@ -175,7 +160,7 @@ fn peers_killed_at_every_point_and_at_random_instants() {
     let random = if slow { RANDOM_SLOW.max(1000usize.saturating_sub(total)) } else { RANDOM_QUICK };
     for i in 0..random {
         let sc = &all[i % all.len()];
-        let delay = Duration::from_micros(rng.below(sc.random_window_us));
+        let delay = Duration::from_micros(rng.below(sc.random_window_us as usize) as u64);
         record(sc, "random".into(), trial(sc, Kill::After(delay)));
         total += 1;
     }

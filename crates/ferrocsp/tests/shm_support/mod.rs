@@ -1,5 +1,6 @@
 //! Helpers shared by the shared-memory integration tests: a whole write or read with a
-//! deadline, a forked peer, and a bound that turns a hang into a failure.
+//! deadline, a forked peer, a bound that turns a hang into a failure, and a seeded random
+//! sequence.
 #![allow(dead_code)] // each test crate uses a different subset
 
 use std::time::{Duration, Instant};
@@ -56,4 +57,21 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
         let _ = tx.send(f());
     });
     rx.recv_timeout(limit).expect("the operation did not return in time (a hang)")
+}
+
+/// A fixed pseudo-random sequence (xorshift64*), so a failure reproduces from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 for `n` 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
 }
