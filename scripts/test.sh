@@ -66,9 +66,11 @@ step "shm fault injection" cargo test -p ferrocsp --features fault-injection --t
 step "loom models" env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$root/target/loom" \
   CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true \
   cargo test -p ferrocsp --release --test loom --test loom_linked
-# The fuzzer's smoke run on stable is tests/shm_fuzz_smoke.rs (in `cargo test` above). Where
-# a nightly toolchain has the tools, also ~30 s of real fuzzing and the Miri subset
-# (docs/design.md, "Fuzzing and sanitizers"); their absence is said, never a failure.
+# The fuzzers' smoke runs on stable are crates/ferrocsp/tests/shm_fuzz_smoke.rs and
+# crates/ferrocsp-net/tests/wire_fuzz_smoke.rs (in `cargo test` above). Where a nightly
+# toolchain has the tools, also real fuzzing (30 s of the segment, 15 s of the net wire
+# parsers) and the Miri subset (docs/design.md, "Fuzzing and sanitizers"); their absence is
+# said, never a failure.
 nightly_has() {
   case $1 in
     fuzz) cargo +nightly fuzz --version >/dev/null 2>&1 ;;
@@ -76,17 +78,18 @@ nightly_has() {
       [ -d "$(rustc +nightly --print sysroot 2>/dev/null)/lib/rustlib/src/rust/library" ] ;;
   esac
 }
-fuzz_smoke() {
+fuzz_smoke() {  # fuzz_smoke TARGET SECONDS MAX_LEN
   # New inputs go to a scratch corpus, never into the committed seeds.
   local scratch rc=0
   scratch=$(mktemp -d)
-  cargo +nightly fuzz run segment "$scratch" fuzz/seeds/segment fuzz/regressions/segment \
-    -- -max_total_time=30 -max_len=20000 -timeout=10 -print_final_stats=1 || rc=$?
+  cargo +nightly fuzz run "$1" "$scratch" "fuzz/seeds/$1" "fuzz/regressions/$1" \
+    -- -max_total_time="$2" -max_len="$3" -timeout=10 -print_final_stats=1 || rc=$?
   rm -rf "$scratch"
   return $rc
 }
 if nightly_has fuzz; then
-  step "fuzz smoke run (cargo +nightly fuzz, 30 s)" fuzz_smoke
+  step "fuzz smoke run (cargo +nightly fuzz segment, 30 s)" fuzz_smoke segment 30 20000
+  step "fuzz smoke run (cargo +nightly fuzz net_wire, 15 s)" fuzz_smoke net_wire 15 512
 else
   echo "[test] skipped: fuzz smoke run (needs cargo +nightly and cargo-fuzz)"
 fi

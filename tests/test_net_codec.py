@@ -359,3 +359,62 @@ def test_replay_memory_is_bounded_and_refuses_what_it_forgot() -> None:
     assert len(r.heap) == 4
     assert not any(r.first_time(n) for n in nonces)  # remembered, or older than the floor
     assert r.first_time((11).to_bytes(8, "big") + b"r" * 8)
+
+
+# --- arbitrary bytes: the fast path, and no side effect -------------------------------------
+@FUZZ
+@given(st.binary(max_size=64))
+def test_the_scalar_fast_path_never_raises_and_agrees_with_decode(data: bytes) -> None:
+    # Short frames of the scalar tags, so most inputs are near-valid scalars.
+    for frame in (data, b"\x01" + data, b"\x01" + data[:1] + struct.pack(">I", len(data)) + data):
+        v = _codec.decode_scalar(frame)
+        if v is _codec.NOT_SCALAR:
+            continue
+        assert _same(_codec.decode(frame, channel="c", key=None), v), frame
+
+
+#: Calls of ``_loaded``: a pickle in a message must never get to call it.
+_LOADED: list[str] = []
+
+
+def _loaded(tag: str) -> str:
+    _LOADED.append(tag)
+    return tag
+
+
+class _Payload:
+    """Unpickles by calling ``_loaded`` (a stand-in for code an attacker wants run)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_loaded, ("ran",))
+
+
+def _pickle_frame(mac: bytes, nonce: bytes, channel: bytes, body: bytes) -> bytes:
+    return b"\x02" + mac + nonce + bytes([len(channel)]) + channel + body
+
+
+@FUZZ
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=16, max_size=16), st.binary())
+def test_an_unsigned_or_forged_pickle_is_never_loaded(
+    mac: bytes, nonce: bytes, junk: bytes
+) -> None:
+    import pickle
+
+    body = pickle.dumps(_Payload())
+    replays = (set(_codec._REPLAYS.seen), _codec._REPLAYS.floor)
+    good = _codec._mac(KEY, b"c", nonce, body)
+    frames = [
+        _pickle_frame(mac, nonce, b"c", body),  # a guessed MAC
+        _pickle_frame(mac, nonce, b"c", body + junk),
+        _pickle_frame(good, nonce, b"c", body + junk) if junk else b"\x02",  # body changed
+    ]
+    for frame in frames:
+        for key in (KEY, None, b"another key, 32 bytes long......"):
+            with pytest.raises(_codec.CodecError):
+                _codec.decode(frame, channel="c", key=key)
+    # Signed right, but for another channel than it arrived on (a copy): refused too.
+    with pytest.raises(_codec.CodecError, match="a copy"):
+        _codec.decode(_pickle_frame(good, nonce, b"c", body), channel="d", key=KEY)
+    assert _LOADED == []
+    # Nothing rejected touched the replay memory (the one state a decode may change).
+    assert (set(_codec._REPLAYS.seen), _codec._REPLAYS.floor) == replays

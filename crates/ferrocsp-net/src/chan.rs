@@ -42,6 +42,7 @@ use crate::link::{capacity_conflict, Inner};
 use crate::lock::lock;
 use crate::pulls::Pulls;
 use crate::recent::Recent;
+use crate::wire::{check_ticket, parse_capacity, parse_counts, EndCounts};
 
 /// What every participant agrees on about a channel's life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,17 +73,6 @@ pub enum TicketOp {
     Claim,
     /// The sender withdraws it (the message was not sent).
     Void,
-}
-
-/// Tickets come from the wire: 1-64 of `0-9 a-z A-Z -`, so they stay one KV key token.
-fn check_ticket(t: &str) -> Result<(), NetError> {
-    let ok =
-        !t.is_empty() && t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(NetError::Invalid(format!("invalid end ticket {t:?}")))
-    }
 }
 
 /// What a waiting rendezvous read is handed (see `rendezvous.rs`).
@@ -214,12 +204,6 @@ impl std::fmt::Debug for Chan {
     }
 }
 
-fn parse_counts(v: &[u8]) -> (u64, u64) {
-    let s = std::str::from_utf8(v).unwrap_or("");
-    let mut it = s.split(' ').map(|x| x.parse::<u64>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
-}
-
 impl Drop for Chan {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -267,8 +251,8 @@ impl Chan {
                 .get(&cap_key)
                 .await
                 .map_err(|e| conn.transport("read channel capacity", e))?
-                .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse::<usize>().ok()))
-                .ok_or_else(|| protocol("read channel capacity", "missing or malformed"))?;
+                .ok_or_else(|| protocol("read channel capacity", "missing"))
+                .and_then(|v| Ok(parse_capacity(&v)?))?;
             if have != capacity {
                 return Err(capacity_conflict(&name, have, capacity));
             }
@@ -393,8 +377,11 @@ impl Chan {
             async move { kv.get(k).await.map_err(|e| self.conn.transport("read channel state", e)) }
         };
         let poisoned = get(format!("{}.poison", self.name)).await?.is_some();
-        let w = get(format!("{}.w", self.name)).await?.map_or((0, 0), |v| parse_counts(&v));
-        let r = get(format!("{}.r", self.name)).await?.map_or((0, 0), |v| parse_counts(&v));
+        let counts = |v: Option<Bytes>| {
+            v.map_or(Ok((0, 0)), |v| parse_counts(&v).map(|c| (c.made, c.alive)))
+        };
+        let w = counts(get(format!("{}.w", self.name)).await?)?;
+        let r = counts(get(format!("{}.r", self.name)).await?)?;
         Ok((poisoned, w, r))
     }
 
@@ -474,15 +461,16 @@ impl Chan {
         let now_zero = loop {
             let entry =
                 kv.entry(key.clone()).await.map_err(|e| self.conn.transport("count ends", e))?;
-            let (m, a) = entry.as_ref().map_or((0, 0), |e| parse_counts(&e.value));
-            let (m2, a2) = if made { (m + 1, a + 1) } else { (m, a.saturating_sub(1)) };
-            let v = Bytes::from(format!("{m2} {a2}"));
+            let now =
+                entry.as_ref().map_or(Ok(EndCounts::default()), |e| parse_counts(&e.value))?;
+            let next = now.after(made).ok_or_else(|| protocol("count ends", "count overflow"))?;
+            let v = Bytes::from(next.format());
             let ok = match &entry {
                 Some(e) => kv.update(&key, v, e.revision).await.is_ok(),
                 None => kv.create(&key, v).await.is_ok(),
             };
             if ok {
-                break m2 > 0 && a2 == 0;
+                break next.all_retired();
             }
             // Another participant changed the count meanwhile: read it again.
         };
@@ -504,7 +492,7 @@ impl Chan {
         ticket: &str,
         op: TicketOp,
     ) -> Result<bool, NetError> {
-        check_ticket(ticket)?;
+        check_ticket(ticket).map_err(|e| NetError::Invalid(e.to_string()))?;
         let kv = self.conn.kv().await?;
         let key = format!("{}.t.{ticket}", self.name);
         let k = Bytes::from_static(if kind == EndKind::Reader { b"r" } else { b"w" });
@@ -578,25 +566,5 @@ impl Chan {
         if rx.wait_for(|s| pred(s)).await.is_err() {
             std::future::pending::<()>().await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tickets_are_one_key_token() {
-        assert!(check_ticket("0123abcd-9").is_ok());
-        for bad in ["", "a.b", "a*", "a>", "a b", &"x".repeat(65)] {
-            assert!(check_ticket(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn counts_parse_and_default_to_zero() {
-        assert_eq!(parse_counts(b"3 1"), (3, 1));
-        assert_eq!(parse_counts(b""), (0, 0));
-        assert_eq!(parse_counts(b"x y"), (0, 0));
     }
 }

@@ -248,7 +248,7 @@ impl Connection {
         rt.block_on(async move {
             let kv = inner.kv().await?;
             let v = kv.get(&key).await.map_err(|e| inner.transport("read channel capacity", e))?;
-            Ok(v.and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse::<usize>().ok())))
+            Ok(v.map(|v| crate::wire::parse_capacity(&v)).transpose()?)
         })
     }
 }

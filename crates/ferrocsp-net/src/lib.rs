@@ -13,7 +13,8 @@
 //!   both kinds are served by `out_pump.rs`; poison and end counts live in a KV bucket with a
 //!   broadcast subject (`chan.rs`); `stats()` adds the server's state to a survey of every
 //!   participant over that subject (`stats.rs`). The protocol is written down in the project's
-//!   docs/design.md.
+//!   docs/wire.md (every subject, header, key and payload) and docs/design.md; [`wire`] parses
+//!   everything this crate reads from the wire.
 //!
 //! ```no_run
 //! use ferrocsp_net::{ChanOps, Connection, Options};
@@ -44,6 +45,7 @@ mod rendezvous;
 mod reserve;
 mod stats;
 mod turn;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::chan::Chan;
+use crate::wire::parse_ack_subject;
 
 /// Marks a placeholder (a reserved slot without its value).
 pub(crate) const HDR_SLOT: &str = "Csp-Slot";
@@ -28,9 +29,9 @@ pub(crate) fn is_placeholder(m: &async_nats::Message) -> bool {
 /// writer had `ack_timeout` to fill it and did not (it died).
 pub(crate) async fn pass_over(chan: &Chan, m: &async_nats::Message) {
     let Some(reply) = m.reply.clone() else { return };
-    let expired = published_ns(&reply).is_some_and(|t| {
+    let expired = parse_ack_subject(&reply).is_ok_and(|a| {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let age = u128::try_from(t).map_or(0, |t| now.saturating_sub(t));
+        let age = now.saturating_sub(u128::from(a.stored_ns));
         age > chan.conn.opts.ack_timeout.as_nanos()
     });
     let client = &chan.conn.client;
@@ -41,38 +42,5 @@ pub(crate) async fn pass_over(chan: &Chan, m: &async_nats::Message) {
     } else {
         let nak = format!("-NAK {{\"delay\":{}}}", PASS_DELAY.as_nanos());
         let _ = client.publish(reply, Bytes::from(nak)).await;
-    }
-}
-
-/// When the server stored a delivered message (ns since the epoch), from its ack subject:
-/// `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`, or the newer form
-/// with a domain and an account hash before the stream (and possibly more tokens after).
-fn published_ns(reply: &str) -> Option<i128> {
-    let tokens: Vec<&str> = reply.strip_prefix("$JS.ACK.")?.split('.').collect();
-    let at = match tokens.len() {
-        7 => 5,
-        n if n >= 9 => 7,
-        _ => return None,
-    };
-    tokens.get(at)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::published_ns;
-
-    #[test]
-    fn the_store_time_is_read_from_both_ack_subject_forms() {
-        assert_eq!(
-            published_ns("$JS.ACK.S.C.1.42.7.1700000000000000000.3"),
-            Some(1_700_000_000_000_000_000)
-        );
-        assert_eq!(
-            published_ns("$JS.ACK._.HASH.S.C.2.42.7.1700000000000000001.0.tok"),
-            Some(1_700_000_000_000_000_001)
-        );
-        assert_eq!(published_ns("$JS.ACK.S.C.1.42"), None);
-        assert_eq!(published_ns("_INBOX.x"), None);
-        assert_eq!(published_ns("$JS.ACK.S.C.1.42.7.notanumber.3"), None);
     }
 }

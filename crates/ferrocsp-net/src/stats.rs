@@ -31,6 +31,7 @@ use futures_util::StreamExt;
 use crate::busy::STATS_ASK;
 use crate::chan::Chan;
 use crate::error::NetError;
+use crate::wire::parse_survey_answer;
 
 /// The answers are taken as complete once none arrived for this long after the previous
 /// one, and at least `QUIET_RTT` times the first answer's round trip.
@@ -84,12 +85,6 @@ impl Drop for BusyGuard {
     }
 }
 
-fn parse_answer(v: &[u8]) -> Option<(u64, u64)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (r, w) = s.split_once(' ')?;
-    Some((r.parse().ok()?, w.parse().ok()?))
-}
-
 /// The channel's stats (see the module doc); at most about `ack_timeout` long.
 pub(crate) async fn stats(chan: Arc<Chan>) -> Result<Stats, NetError> {
     let conn = &chan.conn;
@@ -134,7 +129,7 @@ pub(crate) async fn stats(chan: Arc<Chan>) -> Result<Stats, NetError> {
             quiet = Some(QUIET_MIN.max((last - sent) * QUIET_RTT));
         }
         // A malformed answer (someone else publishing on the inbox) counts for nothing.
-        if let Some((r, w)) = parse_answer(&msg.payload) {
+        if let Ok((r, w)) = parse_survey_answer(&msg.payload) {
             readers = readers.saturating_add(r);
             writers = writers.saturating_add(w);
         }
@@ -149,17 +144,4 @@ pub(crate) async fn stats(chan: Arc<Chan>) -> Result<Stats, NetError> {
         poisoned,
         retired: (w.0 > 0 && w.1 == 0) || (r.0 > 0 && r.1 == 0),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_answer;
-
-    #[test]
-    fn answers_parse_or_count_for_nothing() {
-        assert_eq!(parse_answer(b"3 1"), Some((3, 1)));
-        for bad in [&b""[..], b"3", b"x 1", b"1 -1", b"\xff 1"] {
-            assert_eq!(parse_answer(bad), None, "{bad:?}");
-        }
-    }
 }

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use super::wire::{HDR_CLAIM, HDR_ID, HDR_RELEASE, HDR_RESV};
 use crate::chan::{Chan, Hand, Hold, Holder};
 use crate::lock::lock;
+use crate::wire::{check_id, parse_hold};
 
 const LINGER: Duration = Duration::from_millis(200);
 const GRACE: Duration = Duration::from_millis(2);
@@ -253,14 +254,25 @@ async fn claim(chan: &Arc<Chan>, reply: async_nats::Subject) {
 }
 
 async fn handle(chan: &Arc<Chan>, m: Message) {
-    if let Some(hold) = header(&m, HDR_RELEASE).and_then(|v| v.parse::<u64>().ok()) {
-        release(chan, hold);
+    if let Some(v) = header(&m, HDR_RELEASE) {
+        if let Ok(hold) = parse_hold(v) {
+            release(chan, hold);
+        }
         return;
     }
     let Some(reply) = m.reply.clone() else { return };
+    // A malformed id or hold is dropped unanswered (docs/wire.md): no conforming writer sends
+    // one, and an id is remembered (`Recent`) only once it is known to be a short token.
     let id = header(&m, HDR_ID).map(str::to_owned);
+    if id.as_deref().is_some_and(|id| check_id(id).is_err()) {
+        return;
+    }
+    let resv = match header(&m, HDR_RESV).map(parse_hold) {
+        None => None,
+        Some(Ok(hold)) => Some(hold),
+        Some(Err(_)) => return,
+    };
     let client = &chan.conn.client;
-    let resv = header(&m, HDR_RESV).and_then(|v| v.parse::<u64>().ok());
     if chan.status().poisoned {
         if let Some(hold) = resv {
             release(chan, hold);

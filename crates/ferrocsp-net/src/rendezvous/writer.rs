@@ -18,6 +18,7 @@ use crate::chan::Chan;
 use crate::error::NetError;
 use crate::op::Cancel;
 use crate::turn::Turn;
+use crate::wire::{parse_claim_reply, parse_write_reply, ClaimReply, WriteReply};
 
 pub(crate) async fn write(
     chan: Arc<Chan>,
@@ -56,13 +57,11 @@ async fn write_id(
             .headers(headers.clone())
             .timeout(Some(conn.opts.ack_timeout));
         match conn.client.send_request(chan.subj_w.clone(), req).await {
-            Ok(msg) => match msg.payload.first() {
-                Some(b'+') => return Ok(()),
-                Some(b'P') => return Err(NetError::Poisoned),
-                Some(b'-') => {}
-                _ => {
-                    return Err(NetError::Protocol(format!("unexpected reply on '{}'", chan.name)))
-                }
+            Ok(msg) => match parse_write_reply(&msg.payload) {
+                Ok(WriteReply::Taken) => return Ok(()),
+                Ok(WriteReply::Poisoned) => return Err(NetError::Poisoned),
+                Ok(WriteReply::Refused) => {}
+                Err(e) => return Err(NetError::Protocol(format!("on '{}': {e}", chan.name))),
             },
             Err(e) => match e.kind() {
                 async_nats::client::RequestErrorKind::NoResponders => {}
@@ -110,14 +109,12 @@ pub(crate) async fn claim_reader(chan: &Chan) -> Claimed {
     headers.insert(HDR_CLAIM, "1");
     let req = Request::new().headers(headers).timeout(Some(conn.opts.ack_timeout));
     match conn.client.send_request(chan.subj_w.clone(), req).await {
-        Ok(msg) if msg.payload.first() == Some(&b'R') => {
-            let text = std::str::from_utf8(&msg.payload).unwrap_or("");
-            let mut parts = text.split(' ').skip(1);
-            let subj = parts.next().unwrap_or("").to_owned();
-            let hold = parts.next().and_then(|h| h.parse::<u64>().ok());
-            match hold.filter(|_| !subj.is_empty()) {
-                Some(hold) => Claimed::Hold((subj, hold)),
-                None => Claimed::Wait,
+        Ok(msg) => {
+            // Only a subject of this channel's direct form is taken (the value goes there).
+            let direct = chan.subj_direct.rsplit_once('.').map_or("", |(p, _)| p);
+            match parse_claim_reply(&msg.payload, direct) {
+                Ok(ClaimReply::Held { subject, hold }) => Claimed::Hold((subject, hold)),
+                _ => Claimed::Wait,
             }
         }
         Err(e) if e.kind() == async_nats::client::RequestErrorKind::TimedOut => Claimed::Again,
@@ -156,9 +153,9 @@ pub(crate) async fn commit(
             .headers(headers.clone())
             .timeout(Some(conn.opts.ack_timeout));
         match conn.client.send_request(subject.clone(), req).await {
-            Ok(msg) => match msg.payload.first() {
-                Some(b'+') => return Ok(()),
-                Some(b'P') => return Err(NetError::Poisoned),
+            Ok(msg) => match parse_write_reply(&msg.payload) {
+                Ok(WriteReply::Taken) => return Ok(()),
+                Ok(WriteReply::Poisoned) => return Err(NetError::Poisoned),
                 _ => break,
             },
             // No answer: the reader may have it (and died, or the reply was lost); ask again
