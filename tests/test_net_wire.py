@@ -106,8 +106,8 @@ def reader_exe_fixture() -> str:
 
 
 class Reader:
-    """The example as a child process; its stdout lines arrive on a queue (no blocking read
-    without a timeout)."""
+    """The example as a child process (a context manager: killed if still running, its pipes
+    closed); its stdout lines arrive on a queue, so no read blocks without a timeout."""
 
     def __init__(self, exe: str, *args: str) -> None:
         self.proc = subprocess.Popen(
@@ -119,7 +119,8 @@ class Reader:
             encoding="utf-8",
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -127,21 +128,31 @@ class Reader:
             self.lines.put(line.rstrip("\n"))
         self.lines.put(None)
 
+    def _stderr(self) -> str:
+        self.proc.wait(timeout=30)
+        return self.proc.stderr.read() if self.proc.stderr else ""
+
     def line(self, timeout: float = 30) -> str:
         got = self.lines.get(timeout=timeout)
         if got is None:
-            self.proc.wait(timeout=10)
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"the reader ended early ({self.proc.returncode}): {err}")
+            raise AssertionError(f"the reader ended early: {self._stderr()}")
         return got
 
     def finish(self) -> None:
-        assert self.proc.wait(timeout=30) == 0, self.proc.stderr.read() if self.proc.stderr else ""
+        """Waits for the reader to exit by itself, successfully."""
+        assert self.proc.wait(timeout=30) == 0, self._stderr()
 
-    def kill(self) -> None:
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.proc.wait(timeout=10)
+        self.pump.join(timeout=10)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def name() -> str:
@@ -166,8 +177,7 @@ def test_a_rust_reader_takes_python_writes_on_a_rendezvous_channel(
     with net.connect(nats.url) as conn:
         ch = conn.channel(n, 0)
         end = conn.channel(other, 0).reader()
-        reader = Reader(reader_exe, nats.url, n, str(len(VALUES) + 1))
-        try:
+        with Reader(reader_exe, nats.url, n, str(len(VALUES) + 1)) as reader:
             assert reader.line() == "ready"
             # Each write returns only once the Rust reader answered `+`.
             for v in VALUES:
@@ -175,8 +185,6 @@ def test_a_rust_reader_takes_python_writes_on_a_rendezvous_channel(
             ch.write([end], timeout=20)
             lines = [reader.line() for _ in range(len(VALUES) + 1)]
             reader.finish()
-        finally:
-            reader.kill()
     lines[-1] = lines[-1].removeprefix("[").removesuffix("]")
     check(lines, VALUES, other)
 
@@ -193,13 +201,10 @@ def test_a_rust_reader_drains_a_buffered_channel_in_a_namespace(
             ch.write(v, timeout=20)
         ch.write({"e": end}, timeout=20)
         ch.write({1, 2}, timeout=20)  # no safe encoding: a signed pickle
-        reader = Reader(reader_exe, nats.url, n, str(len(VALUES) + 2), "wire-t")
-        try:
+        with Reader(reader_exe, nats.url, n, str(len(VALUES) + 2), "wire-t") as reader:
             assert reader.line() == "ready"
             lines = [reader.line() for _ in range(len(VALUES) + 2)]
             reader.finish()
-        finally:
-            reader.kill()
         assert ch.stats().buffered == 0  # every value was taken (acknowledged) by the reader
     assert lines[-1] == "! a signed pickle (format 2): only Python can load it"
     end_line = lines[-2]

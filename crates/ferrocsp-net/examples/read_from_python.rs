@@ -71,7 +71,8 @@ async fn rendezvous(client: &async_nats::Client, base: &str, count: usize) -> Re
         // A release (`Csp-Release`) has no reply subject and is for holds this reader never
         // makes.
         let Some(reply) = m.reply.clone() else { continue };
-        let header = |n: &str| m.headers.as_ref().and_then(|h| h.get(n)).map(|v| v.as_str().to_owned());
+        let header =
+            |n: &str| m.headers.as_ref().and_then(|h| h.get(n)).map(|v| v.as_str().to_owned());
         if header("Csp-Claim").is_some() {
             client.publish(reply, Bytes::from_static(b"-")).await?;
             continue;

@@ -461,8 +461,11 @@ impl Chan {
         let now_zero = loop {
             let entry =
                 kv.entry(key.clone()).await.map_err(|e| self.conn.transport("count ends", e))?;
-            let now =
-                entry.as_ref().map_or(Ok(EndCounts::default()), |e| parse_counts(&e.value))?;
+            // A deleted key (a marker, not a count) counts from zero, as `kv.get` reads it.
+            let now = match &entry {
+                Some(e) if e.operation == jetstream::kv::Operation::Put => parse_counts(&e.value)?,
+                _ => EndCounts::default(),
+            };
             let next = now.after(made).ok_or_else(|| protocol("count ends", "count overflow"))?;
             let v = Bytes::from(next.format());
             let ok = match &entry {

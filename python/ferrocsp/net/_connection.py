@@ -396,6 +396,6 @@ class Connection:
             return ch.capacity
         try:
             cap: int | None = self._native.capacity_of(name)
-        except ValueError as e:  # an invalid name
+        except (ValueError, RuntimeError) as e:  # an invalid name; a malformed capacity key
             raise _codec.CodecError(f"bad channel end: {e}") from None
         return cap
