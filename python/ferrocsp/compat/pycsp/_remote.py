@@ -168,7 +168,9 @@ class _Server:
                 raise
         except (OSError, OverflowError, TypeError) as exc:
             raise ChannelBindException(
-                addr, f"pycsp channel server: cannot bind {addr[0]}:{addr[1]}: {exc}"
+                addr,
+                f"pycsp channel server (pycsp_host/pycsp_port, PYCSP_HOST/PYCSP_PORT): cannot "
+                f"bind {addr[0]}:{addr[1]}: {exc}",
             ) from None
         self.sock = sock
         self.address: tuple[str, int] = (addr[0], sock.getsockname()[1])
