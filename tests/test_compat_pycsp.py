@@ -461,3 +461,19 @@ def test_ends_are_called_through_partials_vectorcall(pycsp: ModuleType) -> None:
     assert (cin(), cin(), cin.isReader(), cout.isWriter()) == (1, 2, True, True)
     with pytest.raises(TypeError):
         cin(1, 2, 3)
+
+
+def test_calling_an_end_wrongly_in_a_process_says_how_pycsp_ends_are_called(
+    pycsp: ModuleType,
+) -> None:
+    c = pycsp.Channel()
+
+    @pycsp.process
+    def confused(cin: Any) -> None:
+        cin(5)  # meant to write
+
+    with pytest.raises(ExceptionGroup) as info:
+        pycsp.Parallel(confused(+c))
+    (exc,) = info.value.exceptions
+    assert isinstance(exc, TypeError)
+    assert any("value = cin()" in n for n in getattr(exc, "__notes__", []))

@@ -227,6 +227,14 @@ def _propagate(args: Any, how: str) -> None:
                     m()
 
 
+#: How the engine words a wrong call of an end (the compat ends call its read/write directly).
+_END_CALLS = ("Reader.read()", "Writer.write()")
+_END_CALL_NOTE = (
+    "pycsp channel ends: a reader end is called with no arguments (value = cin()), a writer "
+    "end with the value to send (cout(value))"
+)
+
+
 def _run(proc: Process, ready: csp.Writer | None = None) -> Any:
     """The body of every PyCSP process under ferrocsp: PyCSP's end rules, then the joins.
     ``ready`` (a serving ``MultiProcess``): told once the child's channel server is bound."""
@@ -245,8 +253,10 @@ def _run(proc: Process, ready: csp.Writer | None = None) -> Any:
             _propagate(args, "poison")
         except ChannelRetireException:
             _propagate(args, "retire")
-        except BaseException:
+        except BaseException as exc:
             _propagate(args, "poison")
+            if isinstance(exc, TypeError) and str(exc).startswith(_END_CALLS):
+                exc.add_note(_END_CALL_NOTE)
             raise
         finally:
             for handle in proc.spawned:
