@@ -254,3 +254,17 @@ def test_spawn_returns_once_the_childs_server_is_bound() -> None:
         pycsp.Parallel(second)
     assert pycsp.Channel("A", connect=addr).reader()() == 0
     pycsp.shutdown()
+
+
+@pytest.mark.usefixtures("quick_connect")
+def test_a_configured_pycsp_port_serves_channels_from_their_creation() -> None:
+    conf = pycsp.Configuration()
+    port = free_port()
+    conf.set(pycsp.PYCSP_PORT, port)
+    try:
+        chan = pycsp.Channel("configured", buffer=1)  # starts the server on PYCSP_PORT
+        assert chan.address[1] == port
+        chan.writer()("here")
+        assert pycsp.Channel("configured", connect=("127.0.0.1", port)).reader()() == "here"
+    finally:
+        conf.set(pycsp.PYCSP_PORT, 0)
