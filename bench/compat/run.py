@@ -76,7 +76,7 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="write bench/compat/results.md")
     opts = ap.parse_args()
     roots = upstream.fetch()
-    runs = upstream.prepare(roots)
+    runs = upstream.prepare(roots, upstream.CACHE / "run-bench")
     orig_py = upstream.original_python()
     orig_path = [runs[("pycsp", "original")]]  # holds pycsp/ and sitecustomize.py
     compat_path = [runs[("pycsp", "compat")], upstream.REPO_PYTHON]

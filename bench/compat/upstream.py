@@ -244,13 +244,15 @@ def original_python() -> Path:
     return py
 
 
-def prepare(roots: dict[str, Path]) -> dict[tuple[str, str], Path]:
-    """Run folders: a copy of each sdist's scripts with the real package or the shim."""
+def prepare(roots: dict[str, Path], base: Path = CACHE / "run") -> dict[tuple[str, str], Path]:
+    """Run folders under ``base``: a copy of each sdist's scripts with the real package or the
+    shim. Each tool has its own ``base`` (they are recreated: a run must not pull the folders
+    from under another's running scripts)."""
     runs: dict[tuple[str, str], Path] = {}
     for lib, root in roots.items():
         pkg = "pycsp" if lib == "pycsp" else "csp"
         for variant in ("original", "compat"):
-            run = CACHE / "run" / lib / variant
+            run = base / lib / variant
             if run.exists():
                 shutil.rmtree(run)
             run.mkdir(parents=True)
