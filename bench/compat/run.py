@@ -30,15 +30,18 @@ NOTES = """
 ## Reading these numbers
 
 - The machine is small and shared (2 cores, other jobs running): thread numbers move by 2-5x
-  from one minute to the next, for PyCSP and ferrocsp alike. Each mode's two runs follow each
-  other, so the ratio is more stable than either number.
+  from one minute to the next, for PyCSP and ferrocsp alike, and under heavy load (load
+  average far above 2) greenlet numbers too. Each mode's two runs follow each other, so the
+  ratio is more stable than either number; still, read one run's ratio with its load.
 - `pycsp.greenlets`: PyCSP's greenlet scheduler is pure Python and already fast (about
-  1.4-2 µs); the compat layer adds nothing measurable to ferrocsp's greenlet backend (its ends
-  are `functools.partial` objects over the engine's `read`/`write`), and that backend is within
-  10% of a hand-written bare-greenlet scheduler (docs/performance: 0.52 against 0.48 µs). So
-  the speed-up here is bounded by the greenlet switch itself: about 2.5x in this run, short
-  of the 3x goal; against the 1.98 µs docs/performance measured for PyCSP's greenlets it
-  would be 3.2x.
+  1.4-2 µs unloaded). The compat ends are `functools.partial` objects over the engine's
+  `read`/`write`, called through partial's vectorcall (`compat/pycsp/_fastcall.py`; on
+  CPython 3.11 a subclass lost it, which cost about 0.05 µs per communication), so the compat
+  layer runs at the speed of ferrocsp's greenlet backend itself. Where that goes (perf, one
+  scheduler, steady state): about 40% in the engine and bindings (the locked hand-off, the
+  selection cell, and mostly the atomic operations of its mutex and `Arc`s), 15% greenlet's
+  stack copies (memmove, malloc, free at every switch), 10% greenlet's switch itself, the rest
+  the Python loop. One switch per communication is the least a rendezvous needs.
 """
 
 
@@ -73,10 +76,11 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="write bench/compat/results.md")
     opts = ap.parse_args()
     roots = upstream.fetch()
-    runs = upstream.prepare(roots)
+    runs = upstream.prepare(roots, upstream.CACHE / "run-bench")
     orig_py = upstream.original_python()
     orig_path = [runs[("pycsp", "original")]]  # holds pycsp/ and sitecustomize.py
     compat_path = [runs[("pycsp", "compat")], upstream.REPO_PYTHON]
+    load_before = os.getloadavg()[0]
     rows = []
     for module in ("parallel", "greenlets"):
         o = run(orig_py, orig_path, module, opts.cycles, opts.runs)
@@ -89,7 +93,9 @@ def main() -> int:
     ]
     lines += [f"| pycsp.{m} | {o:.2f} | {c:.2f} | {r:.1f}x |" for m, o, c, r in rows]
     table = "\n".join(lines)
+    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     print(table)
+    print(f"load average (1 min): {load}")
     if opts.write:
         cmd = f"python bench/compat/run.py --cycles {opts.cycles} --runs {opts.runs} --write"
         machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
@@ -100,7 +106,8 @@ def main() -> int:
             "per channel communication (lower is better).\n\n"
             f"- command: `{cmd}`\n"
             f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n"
-            f"- machine: {machine}; Python {platform.python_version()}\n\n"
+            f"- machine: {machine}; Python {platform.python_version()}\n"
+            f"- load average (1 min): {load}\n\n"
             f"{table}\n"
             f"{NOTES}"
         )

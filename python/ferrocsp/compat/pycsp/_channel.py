@@ -25,7 +25,9 @@ from typing import Any
 
 import ferrocsp as csp
 
+from . import _remote
 from ._errors import misuse
+from ._fastcall import seal
 
 __all__ = [
     "Channel",
@@ -42,26 +44,47 @@ class Channel:
 
     ``+c``/``c.reader()`` and ``-c``/``c.writer()`` make ends; ``c * n`` (or ``n * c``) is
     ``[c]`` plus ``n - 1`` new channels with the same buffer size.
+
+    ``Channel(name, connect=(host, port))`` is the channel ``name`` of the interpreter whose
+    channel server listens on ``(host, port)`` (on this machine), and ``c.address`` the
+    ``(host, port)`` where a channel can be found (``_remote``).
     """
 
-    __slots__ = ("__weakref__", "_ch", "_ends", "buffer", "name")
+    __slots__ = ("__weakref__", "_ch", "_connect", "_ends", "buffer", "name")
 
     def __init__(self, name: Any = None, buffer: int = 0, connect: Any = None) -> None:
         if isinstance(buffer, bool) or not isinstance(buffer, int):
             raise misuse("Channel", f"buffer must be a non-negative int, got {buffer!r}")
         if buffer < 0:
             raise misuse("Channel", f"buffer must be a non-negative int, got {buffer}", ValueError)
-        if connect is not None:
-            raise misuse(
-                "Channel",
-                "connect= (a channel hosted by another PyCSP interpreter) is not supported; "
-                "pass ends to @multiprocess processes instead, or use ferrocsp.net",
-                ValueError,
-            )
-        self._ch = csp.Channel(buffer, name=None if name is None else str(name))
-        self.name: str = self._ch.name if name is None else str(name)
-        self.buffer = buffer
         self._ends: set[ChannelEnd] = set()
+        self._connect: tuple[str, int] | None = None
+        if connect is not None:
+            if name is None:
+                raise misuse("Channel", "connect= needs the name of the hosted channel", ValueError)
+            if buffer != 0:
+                raise misuse(
+                    "Channel",
+                    "do not give buffer= when connecting to a hosted channel (its host chose it)",
+                    ValueError,
+                )
+            self._ch = _remote.connect(str(name), connect)
+            self._connect = (connect[0], connect[1])
+            self.name: str = str(name)
+            self.buffer = self._ch.capacity
+            return
+        self._ch = csp.Channel(buffer, name=None if name is None else str(name))
+        self.name = self._ch.name if name is None else str(name)
+        self.buffer = buffer
+        _remote.register(self)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` of the channel server where other interpreters find this channel
+        (``Channel(name, connect=address)``); asking starts this interpreter's server."""
+        if self._connect is not None:
+            return self._connect
+        return _remote.address()
 
     def reader(self) -> ChannelEndRead:
         """A new reader end (joins the channel's readers until it retires)."""
@@ -101,7 +124,8 @@ class Channel:
 
 def _rebuild_channel(ch: csp.Channel, name: str, buffer: int) -> Channel:
     new = Channel.__new__(Channel)
-    new._ch, new.name, new.buffer, new._ends = ch, name, buffer, set()
+    new._ch, new.name, new.buffer, new._ends, new._connect = ch, name, buffer, set(), None
+    _remote.register(new)  # findable from this interpreter too, as PyCSP's mobile channels
     return new
 
 
@@ -109,7 +133,8 @@ class ChannelEnd:
     """What ends share: ``retire()``, ``poison()``, ``isReader()``, ``isWriter()``,
     ``channel``. The concrete ends are ``functools.partial`` objects over the ferrocsp end's
     ``read``/``write``, so that calling an end (``cin()``, ``cout(x)``) goes straight to the
-    engine without a Python frame (commstime: ~60 ns less per operation than a method)."""
+    engine without a Python frame (commstime: ~60 ns less per operation than a method), and
+    with partial's vectorcall (``_fastcall.seal``)."""
 
     _end: csp.Reader | csp.Writer
     channel: Channel
@@ -184,6 +209,11 @@ class ChannelEndWrite(ChannelEnd, functools.partial[Any]):
         self._setup(channel, end)
         channel._ends.add(self)
         return self
+
+
+# Calling an end is the hot path of every PyCSP program: give the ends partial's own call.
+seal(ChannelEndRead)
+seal(ChannelEndWrite)
 
 
 def _ends_of(api: str, items: tuple[Any, ...]) -> list[ChannelEnd | Channel]:

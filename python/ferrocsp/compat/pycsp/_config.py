@@ -1,7 +1,9 @@
-"""What PyCSP 0.9 exported for its socket transport and remote processes, kept importable.
+"""What PyCSP 0.9 exported for its socket transport and remote processes.
 
-``Configuration`` and the ``SOCKETS_*``/``PYCSP_*`` keys store values as PyCSP's did, and have
-no effect (ferrocsp has no PyCSP socket transport). ``sshprocess`` and ``clusterprocess``
+``Configuration`` and the ``SOCKETS_*``/``PYCSP_*`` keys store values as PyCSP's did. The
+channel server (``_remote``) reads ``PYCSP_HOST``/``PYCSP_PORT`` (where it listens) and
+``SOCKETS_CONNECT_TIMEOUT``/``SOCKETS_CONNECT_RETRY_DELAY`` (how long ``Channel(name,
+connect=...)`` retries); the other keys have no effect. ``sshprocess`` and ``clusterprocess``
 (processes started over ssh or on a PBS cluster) are not provided: using them raises
 ``InfoException`` naming the compat API. ``io``/``Io`` run blocking calls without stopping
 other greenlets (``ferrocsp.io``).
@@ -44,7 +46,8 @@ PYCSP_PORT, PYCSP_HOST, SOCKETS_STRICT_MODE = 4, 5, 6
 class Configuration:
     """PyCSP's settings singleton: ``Configuration().set(KEY, value)`` / ``.get(KEY)``.
 
-    Values are stored and returned; ferrocsp does not use them.
+    Values are stored and returned; the channel server uses ``PYCSP_HOST``, ``PYCSP_PORT``
+    and ``SOCKETS_CONNECT_*`` (see the module docs).
     """
 
     _instance: ClassVar[Configuration | None] = None
@@ -70,7 +73,7 @@ class Configuration:
         return self._values[conf_id]
 
     def set(self, conf_id: int, value: Any) -> None:
-        """Stores ``value`` for ``conf_id`` (no effect on ferrocsp)."""
+        """Stores ``value`` for ``conf_id``."""
         self._values[conf_id] = value
 
 

@@ -5,8 +5,10 @@ Invariants:
   *is* ``ferrocsp.ChannelRetired`` (aliases, not subclasses): what the engine raises is caught by
   PyCSP's ``except`` clauses, and what a PyCSP program raises ends its process cleanly under
   ferrocsp's own rules too.
-- The socket exceptions exist so that programs importing them keep importing; ferrocsp's
-  compat layer never raises them (it has no PyCSP socket transport).
+- The socket exceptions take PyCSP's ``(addr, msg)`` and keep both as attributes; the compat
+  layer raises ``ChannelConnectException`` and ``ChannelBindException`` where PyCSP did (its
+  channel server, ``_remote``), and never ``ChannelLostException`` (a connected channel is a
+  shared-memory channel: a host that dies poisons it instead).
 - ``misuse(api, text, kind)`` builds the TypeError/ValueError every misuse raises; its message
   starts with the PyCSP name the caller used.
 """
@@ -32,19 +34,29 @@ ChannelRetireException = csp.ChannelRetired
 
 
 class ChannelSocketException(Exception):
-    """PyCSP's socket-level failure (never raised by the compat layer)."""
+    """PyCSP's socket-level failure: ``ChannelSocketException(addr, msg)``."""
+
+    def __init__(self, addr: object, msg: str) -> None:
+        super().__init__(addr, msg)
+        self.addr = addr
+        self.msg = msg
+
+    def __str__(self) -> str:
+        return self.msg
 
 
 class ChannelConnectException(ChannelSocketException):
-    """PyCSP could not connect to a remote channel (never raised by the compat layer)."""
+    """``Channel(name, connect=addr)`` found no channel server at ``addr``, or the server
+    did not hand the channel out (``e.addr``; the message says why)."""
 
 
 class ChannelBindException(ChannelSocketException):
-    """PyCSP could not bind a channel's server socket (never raised by the compat layer)."""
+    """A channel server could not bind its address (``@multiprocess(pycsp_port=...)`` on a
+    port in use, a bad ``PYCSP_HOST``/``PYCSP_PORT``)."""
 
 
 class ChannelLostException(ChannelSocketException):
-    """PyCSP lost a remote channel (never raised by the compat layer)."""
+    """PyCSP lost the connection to a remote channel (never raised by the compat layer)."""
 
 
 class FatalException(Exception):

@@ -33,8 +33,15 @@ from typing import Any, ClassVar
 import ferrocsp as csp
 
 from ..._fnref import FnRef
+from . import _remote
 from ._channel import ChannelEndRead, ChannelEndWrite, is_method
-from ._errors import ChannelPoisonException, ChannelRetireException, InfoException, misuse
+from ._errors import (
+    ChannelBindException,
+    ChannelPoisonException,
+    ChannelRetireException,
+    InfoException,
+    misuse,
+)
 
 __all__ = [
     "GreenletProcess",
@@ -133,10 +140,63 @@ class MultiProcess(Process):
     """A ``@multiprocess`` process: runs in its own OS process (ferrocsp's ``"os"`` backend).
 
     Its function must be defined at module level (it crosses by reference), as in PyCSP.
+    The keyword arguments ``pycsp_host``/``pycsp_port`` are not passed to it: they start the
+    child's channel server on that address before the function runs (a port in use raises
+    ``ChannelBindException`` from ``Parallel``/``Sequence``, as in PyCSP).
     """
 
     backend: ClassVar[str] = "os"
     api: ClassVar[str] = "multiprocess"
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.pycsp_host: str = kwargs.pop("pycsp_host", "") or ""
+        self.pycsp_port: int | None = kwargs.pop("pycsp_port", None)
+        self._ready: csp.Reader | None = None
+        super().__init__(fn, *args, **kwargs)
+
+    def update(self, **kwargs: Any) -> Process:
+        """Sets ``pycsp_host``/``pycsp_port`` (PyCSP's only settings for a multiprocess)."""
+        unknown = set(kwargs) - {"pycsp_host", "pycsp_port"}
+        if unknown:
+            raise InfoException(
+                f"pycsp.MultiProcess.update: parameters {sorted(unknown)} are not valid for "
+                "MultiProcess (only pycsp_host and pycsp_port)"
+            )
+        self.pycsp_host = kwargs.get("pycsp_host", self.pycsp_host) or ""
+        self.pycsp_port = kwargs.get("pycsp_port", self.pycsp_port)
+        return self
+
+    def _copy(self) -> Process:
+        new = super()._copy()
+        return new.update(pycsp_host=self.pycsp_host, pycsp_port=self.pycsp_port)
+
+    @property
+    def serves(self) -> bool:
+        """Whether its child runs a channel server on ``pycsp_host``/``pycsp_port``."""
+        return bool(self.pycsp_host) or self.pycsp_port is not None
+
+    def as_ferrocsp(self) -> csp.Process[Any]:
+        if not self.serves:
+            return super().as_ferrocsp()
+        # The child says when its server is bound (or fails to bind, which poisons `ready`):
+        # `Parallel`/`Spawn` wait for that, so that a process started next sees the port
+        # taken, as it did when PyCSP forked its children.
+        ready = csp.Channel(1, name=f"{self.name}: channel server bound")
+        self._ready = ready.reader()
+        return csp.Process(_run, (self, ready.writer()), name=self.name, backend=self.backend)
+
+    def wait_bound(self) -> None:
+        """Returns once the child's server is bound or the child failed (see ``as_ferrocsp``)."""
+        ready = self._ready
+        if ready is not None:
+            self._ready = None
+            with contextlib.suppress(csp.ChannelPoisoned, csp.ChannelRetired):
+                ready.read()
+            ready.retire()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        kwargs = {**self.kwargs, "pycsp_host": self.pycsp_host, "pycsp_port": self.pycsp_port}
+        return (_rebuild, (type(self), FnRef.of(self.fn), self.args, kwargs, self.id))
 
 
 def _new_ends(arg: Any) -> Any:
@@ -167,10 +227,25 @@ def _propagate(args: Any, how: str) -> None:
                     m()
 
 
-def _run(proc: Process) -> Any:
-    """The body of every PyCSP process under ferrocsp: PyCSP's end rules, then the joins."""
+#: How the engine words a wrong call of an end (the compat ends call its read/write directly).
+_END_CALLS = ("Reader.read()", "Writer.write()")
+_END_CALL_NOTE = (
+    "pycsp channel ends: a reader end is called with no arguments (value = cin()), a writer "
+    "end with the value to send (cout(value))"
+)
+
+
+def _run(proc: Process, ready: csp.Writer | None = None) -> Any:
+    """The body of every PyCSP process under ferrocsp: PyCSP's end rules, then the joins.
+    ``ready`` (a serving ``MultiProcess``): told once the child's channel server is bound."""
     token = _current.set(proc)
+    serving = ready is not None
     try:
+        if ready is not None:  # in the child: bind before the function runs, as PyCSP did
+            assert isinstance(proc, MultiProcess)
+            _remote.serve(proc.pycsp_host, proc.pycsp_port)
+            ready.write(True)
+            ready.retire()
         args = (*proc.args, *proc.kwargs.values())
         try:
             proc.return_value = proc.fn(*proc.args, **proc.kwargs)
@@ -178,12 +253,16 @@ def _run(proc: Process) -> Any:
             _propagate(args, "poison")
         except ChannelRetireException:
             _propagate(args, "retire")
-        except BaseException:
+        except BaseException as exc:
             _propagate(args, "poison")
+            if isinstance(exc, TypeError) and str(exc).startswith(_END_CALLS):
+                exc.add_note(_END_CALL_NOTE)
             raise
         finally:
             for handle in proc.spawned:
                 handle.join()
+            if serving:
+                _remote.stop()  # the hand-outs under way end before this OS process does
         return proc.return_value
     finally:
         _current.reset(token)
@@ -219,13 +298,43 @@ def _importing_main_in_child() -> bool:
     return False
 
 
+def _bind_failure_as_pycsp(run: Callable[[], list[Any]]) -> list[Any]:
+    """``run()``, except that a failure made only of ``ChannelBindException`` (a
+    ``@multiprocess`` whose ``pycsp_port`` was taken) raises that exception itself, as
+    PyCSP's ``Parallel`` did, instead of ferrocsp's ``ExceptionGroup``."""
+    try:
+        return run()
+    except ExceptionGroup as group:
+        rest = group.split(ChannelBindException)[1]
+        if rest is not None:
+            raise
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from group
+
+
+def _started(procs: list[Process], net: csp.Par[Any]) -> csp.Handle[list[Any]]:
+    """``net`` started, once the channel servers of its serving ``MultiProcess``es are bound."""
+    handle = net.start()
+    try:
+        for p in procs:
+            if isinstance(p, MultiProcess):
+                p.wait_bound()
+    except KeyboardInterrupt:
+        handle.poison()
+        raise
+    return handle
+
+
 def Parallel(*plist: Any, **kwargs: Any) -> list[Any]:  # noqa: N802 - PyCSP's name
     """Runs the processes (or lists of processes) in parallel and returns their return values
     in order, once all have ended."""
     procs = _flatten("Parallel", plist)
     if _importing_main_in_child():
         return [None] * len(procs)
-    values: list[Any] = csp.Par(*(p.as_ferrocsp() for p in procs)).run()
+    net = csp.Par(*(p.as_ferrocsp() for p in procs))
+    values: list[Any] = _bind_failure_as_pycsp(lambda: _started(procs, net).join())
     for p, v in zip(procs, values, strict=True):
         p.return_value = v
     return values
@@ -236,7 +345,7 @@ def Sequence(*plist: Any, **kwargs: Any) -> list[Any]:  # noqa: N802 - PyCSP's n
     procs = _flatten("Sequence", plist)
     if _importing_main_in_child():
         return [None] * len(procs)
-    values: list[Any] = csp.Seq(*(p.as_ferrocsp() for p in procs)).run()
+    values: list[Any] = _bind_failure_as_pycsp(csp.Seq(*(p.as_ferrocsp() for p in procs)).run)
     for p, v in zip(procs, values, strict=True):
         p.return_value = v
     return values
@@ -250,7 +359,7 @@ def Spawn(*plist: Any, **kwargs: Any) -> None:  # noqa: N802 - PyCSP's name
     if not procs or _importing_main_in_child():
         return
     # One network for the group: greenlet processes share one scheduler thread.
-    handles: list[csp.Handle[Any]] = [csp.Par(*(p.as_ferrocsp() for p in procs)).start()]
+    handles: list[csp.Handle[Any]] = [_started(procs, csp.Par(*(p.as_ferrocsp() for p in procs)))]
     if owner is not None:
         owner.spawned.extend(handles)
     else:
@@ -265,13 +374,15 @@ def current_process_id() -> str:
 
 
 def shutdown() -> None:
-    """Waits for the processes the main program spawned. PyCSP needed it to stop its socket
-    server; ferrocsp has none, so it only joins."""
+    """Waits for the processes the main program spawned, then stops this interpreter's
+    channel server (if one was started: ``Channel.address``, ``PYCSP_PORT``), after the
+    channel hand-outs under way have ended."""
     if _current.get() is not None:
         raise InfoException(
             "pycsp.shutdown must not be called in PyCSP processes (they join what they spawned)"
         )
     _join_main()
+    _remote.stop()
 
 
 def _join_main() -> None:
@@ -283,6 +394,7 @@ def _join_main() -> None:
         handle.join()
 
 
+atexit.register(_remote.stop)  # atexit runs in reverse: this one after the joins below
 atexit.register(_join_main)
 
 
@@ -298,11 +410,16 @@ def _decorator(cls: type[Process]) -> Callable[..., Any]:
 class _Factory:
     """What ``@process`` returns: calling it makes an unstarted PyCSP process."""
 
-    __slots__ = ("__dict__", "_cls", "_fn")
+    __slots__ = ("__dict__", "_cls", "_fn", "_settings")
 
-    def __init__(self, cls: type[Process], fn: Callable[..., Any]) -> None:
+    def __init__(
+        self, cls: type[Process], fn: Callable[..., Any], settings: dict[str, Any] | None = None
+    ) -> None:
+        if not callable(fn):
+            raise misuse(cls.api, f"@{cls.api} needs a function, got {fn!r}")
         self._cls = cls
         self._fn = fn
+        self._settings = settings or {}
         self.__dict__.update(getattr(fn, "__dict__", {}))
         for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
             if hasattr(fn, attr):
@@ -310,7 +427,7 @@ class _Factory:
         self.__dict__["__wrapped__"] = fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Process:
-        return self._cls(self._fn, *args, **kwargs)
+        return self._cls(self._fn, *args, **{**self._settings, **kwargs})
 
     def __repr__(self) -> str:
         return f"<pycsp {self._cls.api} factory {getattr(self._fn, '__qualname__', self._fn)}>"
@@ -323,9 +440,16 @@ greenlet_process = _decorator(GreenletProcess)
 def multiprocess(
     func: Callable[..., Any] | None = None, pycsp_host: str = "", pycsp_port: int | None = None
 ) -> Any:
-    """``@multiprocess`` (or ``@multiprocess(pycsp_host=..., pycsp_port=...)``, whose network
-    settings are accepted and ignored): the process runs in its own OS process."""
+    """``@multiprocess`` (or ``@multiprocess(pycsp_host=..., pycsp_port=...)``: the child's
+    channel server listens there): the process runs in its own OS process."""
     decorate = _decorator(MultiProcess)
+    if pycsp_host or pycsp_port is not None:
+        settings = {"pycsp_host": pycsp_host, "pycsp_port": pycsp_port}
+
+        def decorate_with(fn: Callable[..., Any]) -> Any:
+            return _Factory(MultiProcess, fn, settings)
+
+        return decorate_with if func is None else decorate_with(func)
     if func is None:
         return decorate
     return decorate(func)
