@@ -445,24 +445,6 @@ def test_alias_makes_old_imports_resolve_to_the_compat_layer() -> None:
         ferrocsp.compat.alias("foo")
 
 
-def test_ends_are_called_through_partials_vectorcall(pycsp: ModuleType) -> None:
-    # CPython 3.11 does not give a class-statement subclass its base's vectorcall; without
-    # it every cin()/cout(x) pays a tuple and a second dispatch (bench/compat).
-    from ferrocsp.compat.pycsp import _channel
-
-    for cls in (_channel.ChannelEndRead, _channel.ChannelEndWrite):
-        assert cls.__flags__ & (1 << 11), f"{cls.__name__} has no vectorcall"
-        with pytest.raises(TypeError):
-            cls.extra = 1  # type: ignore[attr-defined] # sealed: the call cannot change
-    c = pycsp.Channel("vc", buffer=2)
-    cout, cin = -c, +c
-    cout(1)
-    cout(value=2)
-    assert (cin(), cin(), cin.isReader(), cout.isWriter()) == (1, 2, True, True)
-    with pytest.raises(TypeError):
-        cin(1, 2, 3)
-
-
 def test_calling_an_end_wrongly_in_a_process_says_how_pycsp_ends_are_called(
     pycsp: ModuleType,
 ) -> None:

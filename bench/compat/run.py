@@ -35,9 +35,9 @@ NOTES = """
   ratio is more stable than either number; still, read one run's ratio with its load.
 - `pycsp.greenlets`: PyCSP's greenlet scheduler is pure Python and already fast (about
   1.4-2 µs unloaded). The compat ends are `functools.partial` objects over the engine's
-  `read`/`write`, called through partial's vectorcall (`compat/pycsp/_fastcall.py`; on
-  CPython 3.11 a subclass lost it, which cost about 0.05 µs per communication), so the compat
-  layer runs at the speed of ferrocsp's greenlet backend itself. Where that goes (perf, one
+  `read`/`write` (on CPython 3.11 a partial subclass calls through `tp_call`, about 0.05 µs
+  per communication more than partial itself), so the compat layer runs within a few percent
+  of ferrocsp's greenlet backend itself. Where that goes (perf, one
   scheduler, steady state): about 40% in the engine and bindings (the locked hand-off, the
   selection cell, and mostly the atomic operations of its mutex and `Arc`s), 15% greenlet's
   stack copies (memmove, malloc, free at every switch), 10% greenlet's switch itself, the rest

@@ -27,7 +27,6 @@ import ferrocsp as csp
 
 from . import _remote
 from ._errors import misuse
-from ._fastcall import seal
 
 __all__ = [
     "Channel",
@@ -133,8 +132,7 @@ class ChannelEnd:
     """What ends share: ``retire()``, ``poison()``, ``isReader()``, ``isWriter()``,
     ``channel``. The concrete ends are ``functools.partial`` objects over the ferrocsp end's
     ``read``/``write``, so that calling an end (``cin()``, ``cout(x)``) goes straight to the
-    engine without a Python frame (commstime: ~60 ns less per operation than a method), and
-    with partial's vectorcall (``_fastcall.seal``)."""
+    engine without a Python frame (commstime: ~60 ns less per operation than a method)."""
 
     _end: csp.Reader | csp.Writer
     channel: Channel
@@ -209,11 +207,6 @@ class ChannelEndWrite(ChannelEnd, functools.partial[Any]):
         self._setup(channel, end)
         channel._ends.add(self)
         return self
-
-
-# Calling an end is the hot path of every PyCSP program: give the ends partial's own call.
-seal(ChannelEndRead)
-seal(ChannelEndWrite)
 
 
 def _ends_of(api: str, items: tuple[Any, ...]) -> list[ChannelEnd | Channel]:
