@@ -1,55 +1,64 @@
 //! Batches on buffered channels: `write_many` and `read_many` move many values per round trip
 //! and keep the rules of single operations (capacity exact, each value read once, in order).
 //!
-//! Write of values `v0..vm` (in rounds of at most `WINDOW`, and at most the capacity):
-//! 1. **Reserve**: publish `r` placeholders (`reserve.rs`: header `Csp-Slot`, a fresh subject
-//!    and message id each) without waiting between them, then await their acknowledgements
-//!    together. Each one the server stored holds one slot of the capacity (discard-new refuses
-//!    the rest: "maximum messages exceeded"), so however many writers race, the stream never
-//!    holds more than `k` messages. The order in which placeholders land does not matter:
-//!    they carry no value.
-//! 2. **Fill**: publish `v_i` on the subject of the `i`-th slot won, one after another on the
-//!    connection without waiting, then await the acknowledgements together. A fill replaces
-//!    its placeholder in place (one message per subject), so it never needs a free slot, and
-//!    the server gives the values stream sequences in the order they were published: readers
-//!    get them in order. A fill whose acknowledgement did not come is sent again with the same
-//!    message id (stored once) by `buffered::write_on`, which also covers a placeholder that a
-//!    reader expired meanwhile (it then waits for a free slot, as an Output guard's commit
-//!    does; only in that case, a placeholder left unfilled for `ack_timeout`, can a later
-//!    value of the batch land before it).
-//! 3. No slot won: wait as a single write does (`Turn`: a `ready` notice, a status change, or
-//!    the backoff), until the deadline or a cancellation.
+//! Write of values `v0..vm`, in rounds of at most `WINDOW` (and at most the capacity):
+//! 1. Publish the round's values on fresh subjects `ferrocsp.N.b.<id>` (one `Nats-Msg-Id` per
+//!    value, kept across rounds) one after another without waiting, every value but the
+//!    round's first with `Nats-Expected-Last-Msg-Id` naming the value before it, then await
+//!    the acknowledgements together. The server stores the publishes of one connection in
+//!    order and refuses one whose expected last id is not the stream's last: so if a value is
+//!    refused (the buffer is full: discard-new, "maximum messages exceeded"), every later one of
+//!    the round is refused too, and no value can land before one written ahead of it (without
+//!    the chain, value `i` refused as full and value `i+1` stored after a reader freed a slot
+//!    in between would be read out of order). The values stored are therefore a prefix of the
+//!    round, up to the last one acknowledged.
+//! 2. After the prefix: full → wait as a single write does (`Turn`: a `ready` notice, a status
+//!    change or the backoff) until the deadline or a cancellation; refused because another
+//!    writer's message came in between ("wrong last msg ID") → a new round at once; no
+//!    acknowledgement (lost) → that value is sent again with its id by `buffered::write_on`
+//!    (stored once) before the next round.
+//!
+//! Capacity stays exact for every writer on every machine (server enforced, as for `write`).
+//! With other writers active at the same time, chains break more often and rounds get
+//! shorter; the order and the count stay exact.
 //!
 //! Read of up to `n` values:
-//! 1. One pull of `n` with `no_wait` on a fresh inbox: the server sends what is there now (up
-//!    to `n`) and ends the pull with a status when it runs out before `n`.
+//! 1. One pull of `n` on a fresh inbox with `no_wait` and `expires` (at most 1 s, or what is left
+//!    of the deadline): nats-server then waits up to `expires` for a first message only, sends
+//!    what is there (up to `n`) and ends the pull with a status. So the read waits for one value
+//!    and takes the others that are there, never waiting for a second. (A bare `no_wait` pull
+//!    is not enough: the server may count a message that is gone (an Output guard's replaced
+//!    placeholder) as pending and keep such a pull open until the next message arrives.)
 //! 2. Placeholders are passed over (`placeholder.rs`); every value gets a confirmed ack
 //!    (AckAck), all of them in flight together; only values whose ack the server confirmed are
 //!    returned (an unconfirmed one may go to another reader), then one `ready` notice.
-//! 3. Nothing there: a single read (`buffered::read`: it waits, with the deadline, poison,
-//!    end-of-stream and cancellation of a read), then step 1 again for up to `n - 1` more
-//!    without waiting.
+//! 3. Nothing (expired, or only placeholders): check poison, end-of-stream (writers retired,
+//!    nothing pending or unacknowledged), cancellation and the deadline, as a single read
+//!    does, and pull again. A poison, a retire or a cancellation that comes while the pull
+//!    waits ends the wait; the open pull's inbox is left to a task that NAKs whatever still
+//!    comes for it, so no value waits in a process that stopped reading.
 //!
 //! Invariants:
-//! - The stream holds at most `k` messages (values and placeholders): server enforced.
-//! - A batch never waits after its first slot was won: once reserved, a round is filled
-//!   whatever the deadline or a cancellation says, so a write that fails with `Timeout` or
+//! - The stream holds at most `k` messages (values and Output placeholders): server enforced.
+//! - A write waits (and so can time out or be cancelled) only between rounds, when every value
+//!   sent so far is known stored or known refused: a write that fails with `Timeout` or
 //!   `Cancelled` stored exactly the first `written` values and no other.
 //! - `written` only grows, and counts a prefix of the values: value `i` is counted once it and
 //!   every value before it were stored.
+//! - Values of one write are stored in the order given (the expected-last-id chain).
 //! - A read returns only values whose ack was confirmed, and every such value is returned
 //!   (never dropped by a later failure of the same batch): each is returned by exactly one
 //!   read among the readers that survive, as for single reads.
-//! - A read only pulls while it is reading: a pull is `no_wait`, or the single read's pull.
+//! - A read only pulls while it is reading, and a delivered value it does not return is handed
+//!   back (NAK) or, if its ack was not confirmed, left to the server to deliver again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::publish::PublishAck;
-use async_nats::{HeaderMap, Request};
+use async_nats::Request;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
@@ -57,21 +66,21 @@ use futures_util::StreamExt;
 use crate::chan::Chan;
 use crate::error::NetError;
 use crate::op::Cancel;
-use crate::placeholder::{is_placeholder, pass_over, HDR_SLOT};
+use crate::placeholder::{is_placeholder, pass_over};
 use crate::pulls::{is_value, PULL_MARGIN};
 use crate::turn::Turn;
 
-/// The most values one round of a write reserves and fills.
+/// The most values one round of a write has in flight.
 pub(crate) const WINDOW: usize = 256;
 
 /// The most values one read of a batch returns.
 pub(crate) const READ_MAX: usize = 1024;
 
-/// How long the server may keep a read's `no_wait` pull open (see `take_now`).
-const TAKE_EXPIRES: Duration = Duration::from_millis(5);
+/// The longest one pull of a read waits for a first message (then it pulls again, having
+/// checked for poison and end-of-stream), and the shortest (a read with `timeout=0`).
+const PULL_MAX: Duration = Duration::from_secs(1);
+const PULL_MIN: Duration = Duration::from_millis(5);
 
-/// Tries of publishing a placeholder whose acknowledgement did not come (same id: stored once).
-const RESERVE_TRIES: usize = 3;
 
 /// Writes `values` in order; `written` counts those stored (a prefix). See the module doc.
 pub(crate) async fn write_many(
@@ -81,6 +90,10 @@ pub(crate) async fn write_many(
     mut cancel: Cancel,
     written: Arc<AtomicUsize>,
 ) -> Result<(), NetError> {
+    let conn = &chan.conn;
+    // One id per value, kept across rounds: a value whose acknowledgement was lost may have
+    // been stored, and is then recognised by the server when sent again.
+    let ids: Vec<String> = values.iter().map(|_| conn.new_id()).collect();
     let mut turn = Turn::new(&chan);
     let mut full = false;
     let mut next = 0;
@@ -98,57 +111,42 @@ pub(crate) async fn write_many(
             return Err(NetError::Retired);
         }
         turn.ready.borrow_and_update();
-        let want = (values.len() - next).min(WINDOW).min(chan.capacity.max(1));
-        let slots = reserve_many(&chan, want).await?;
-        if slots.is_empty() {
-            full = true;
-            turn.wait(deadline, &mut cancel).await?;
+        let end = next + (values.len() - next).min(WINDOW).min(chan.capacity.max(1));
+        let results = chain(&chan, &values[next..end], &ids[next..end]).await;
+        // A stored value proves the one before it was the stream's last message, so every
+        // value up to the last one stored was stored: a prefix, whatever failed after it.
+        let stored = results.iter().rposition(Result::is_ok).map_or(0, |i| i + 1);
+        if stored > 0 {
+            written.fetch_add(stored, Ordering::Release);
+            next += stored;
+            turn.reset();
+        }
+        let Some(Err(e)) = results.get(stored) else {
             continue;
-        }
+        };
         full = false;
-        turn.reset();
-        let round = slots.len();
-        fill(&chan, &values[next..next + round], slots, &written).await?;
-        next += round;
-    }
-    Ok(())
-}
-
-/// Publishes up to `want` placeholders at once: the slots the server stored, as
-/// `(subject, sequence)`. Empty when the buffer is full; an error only when the connection
-/// gave up or the stream is gone.
-async fn reserve_many(chan: &Chan, want: usize) -> Result<Vec<(String, u64)>, NetError> {
-    let conn = &chan.conn;
-    let mut sent = Vec::with_capacity(want);
-    for _ in 0..want {
-        let id = conn.new_id();
-        let subject = chan.value_subject(&id);
-        let fut = conn.js.send_publish(subject.clone(), placeholder(&id)).await;
-        sent.push((subject, id, fut));
-    }
-    let acked = join_all(sent.into_iter().map(|(subject, id, fut)| async move {
-        let r = match fut {
-            Ok(f) => f.await,
-            Err(e) => Err(e),
-        };
-        (subject, id, r)
-    }))
-    .await;
-    let mut slots = Vec::with_capacity(want);
-    let mut other = None;
-    for (subject, id, r) in acked {
-        let r = match r {
-            Err(e) if e.kind() == PublishErrorKind::TimedOut => retry_placeholder(chan, &subject, &id).await,
-            r => r,
-        };
-        match r {
-            Ok(ack) => slots.push((subject, ack.sequence)),
-            Err(e) if is_full(&e) => {}
-            Err(e) => other = Some(e),
-        }
-    }
-    if slots.is_empty() {
-        if let Some(e) = other {
+        if is_full(e) {
+            full = true;
+        } else if e.kind() == PublishErrorKind::TimedOut {
+            // Unknown whether it was stored: send it again with its id until the server
+            // answers (stored once). Not cancellable: the batch's count must be exact.
+            let subject = chan.value_subject(&ids[next]);
+            crate::buffered::write_on(
+                Arc::clone(&chan),
+                values[next].clone(),
+                None,
+                Cancel::never(),
+                subject,
+                ids[next].clone(),
+            )
+            .await?;
+            written.fetch_add(1, Ordering::Release);
+            next += 1;
+            continue;
+        } else if is_wrong_last(e) {
+            // Another writer's message came between two of ours: a new chain from here.
+            continue;
+        } else {
             if let Some(err) = conn.gave_up() {
                 return Err(err);
             }
@@ -161,78 +159,40 @@ async fn reserve_many(chan: &Chan, want: usize) -> Result<Vec<(String, u64)>, Ne
                 )));
             }
         }
+        turn.wait(deadline, &mut cancel).await?;
     }
-    Ok(slots)
+    Ok(())
 }
 
-fn placeholder(id: &str) -> PublishMessage {
-    let mut headers = HeaderMap::new();
-    headers.insert(HDR_SLOT, "1");
-    PublishMessage::build().headers(headers).message_id(id)
+/// Publishes `values` (ids `ids`) without waiting between them, each but the first with
+/// `Nats-Expected-Last-Msg-Id` naming the one before, then awaits every acknowledgement.
+async fn chain(chan: &Chan, values: &[Bytes], ids: &[String]) -> Vec<Result<(), PublishError>> {
+    let conn = &chan.conn;
+    let mut sent = Vec::with_capacity(values.len());
+    // Sent one after another from this task: the client writes them to its one connection in
+    // this order, and the server stores them in the same order.
+    for (i, (v, id)) in values.iter().zip(ids).enumerate() {
+        let mut publish = PublishMessage::build().payload(v.clone()).message_id(id.as_str());
+        if let Some(prev) = i.checked_sub(1).and_then(|p| ids.get(p)) {
+            publish = publish.expected_last_message_id(prev.as_str());
+        }
+        sent.push(conn.js.send_publish(chan.value_subject(id), publish).await);
+    }
+    join_all(sent.into_iter().map(|fut| async move {
+        match fut {
+            Ok(f) => f.await.map(|_| ()),
+            Err(e) => Err(e),
+        }
+    }))
+    .await
 }
 
 fn is_full(e: &PublishError) -> bool {
     e.to_string().contains("maximum messages")
 }
 
-/// A placeholder whose acknowledgement was lost: sent again with its id (stored at most once).
-/// Still unanswered: not a slot of this batch (if it was stored, readers expire it).
-async fn retry_placeholder(
-    chan: &Chan,
-    subject: &str,
-    id: &str,
-) -> Result<PublishAck, PublishError> {
-    let mut last = PublishError::new(PublishErrorKind::TimedOut);
-    for _ in 1..RESERVE_TRIES {
-        let r = match chan.conn.js.send_publish(subject.to_owned(), placeholder(id)).await {
-            Ok(f) => f.await,
-            Err(e) => Err(e),
-        };
-        match r {
-            Err(e) if e.kind() == PublishErrorKind::TimedOut => last = e,
-            r => return r,
-        }
-    }
-    Err(last)
-}
-
-/// Publishes `values[i]` on the subject of `slots[i]`, all in flight together; counts each
-/// in `written` once it and those before it are stored.
-async fn fill(
-    chan: &Arc<Chan>,
-    values: &[Bytes],
-    slots: Vec<(String, u64)>,
-    written: &AtomicUsize,
-) -> Result<(), NetError> {
-    let conn = &chan.conn;
-    let mut sent: Vec<(String, String, Result<PublishAckFuture, PublishError>)> =
-        Vec::with_capacity(values.len());
-    // Sent one after another from this task: the client writes them to its one connection in
-    // this order, and the server gives them stream sequences in the same order.
-    for (v, (subject, _)) in values.iter().zip(slots) {
-        let id = conn.new_id();
-        let publish = PublishMessage::build().payload(v.clone()).message_id(id.as_str());
-        let fut = conn.js.send_publish(subject.clone(), publish).await;
-        sent.push((subject, id, fut));
-    }
-    let acked = join_all(sent.into_iter().map(|(subject, id, fut)| async move {
-        let ok = match fut {
-            Ok(f) => f.await.is_ok(),
-            Err(_) => false,
-        };
-        (subject, id, ok)
-    }))
-    .await;
-    for ((subject, id, ok), v) in acked.into_iter().zip(values) {
-        if !ok {
-            // Unconfirmed: again with the same id (stored once), on its slot or, if a reader
-            // expired the placeholder, in a free one. Not cancellable: the slot was won.
-            crate::buffered::write_on(Arc::clone(chan), v.clone(), None, Cancel::never(), subject, id)
-                .await?;
-        }
-        written.fetch_add(1, Ordering::Release);
-    }
-    Ok(())
+fn is_wrong_last(e: &PublishError) -> bool {
+    e.to_string().to_ascii_lowercase().contains("wrong last msg")
 }
 
 /// Reads between 1 and `max` values (at most `READ_MAX`). See the module doc.
@@ -240,66 +200,107 @@ pub(crate) async fn read_many(
     chan: Arc<Chan>,
     max: usize,
     deadline: Option<Instant>,
-    cancel: Cancel,
+    mut cancel: Cancel,
 ) -> Result<Vec<Bytes>, NetError> {
     let max = max.clamp(1, READ_MAX);
-    if chan.status().poisoned {
-        return Err(NetError::Poisoned);
-    }
-    let mut got = take_now(&chan, max).await.unwrap_or_default();
-    if got.is_empty() {
-        got.push(crate::buffered::read(Arc::clone(&chan), deadline, cancel).await?);
-        if max > 1 {
-            // The value in hand is never dropped: a failure here only ends the batch.
-            got.extend(take_now(&chan, max - 1).await.unwrap_or_default());
-        }
-    }
-    Ok(got)
-}
-
-/// Takes what is there now, up to `n` values, with confirmed acks (no waiting for more).
-async fn take_now(chan: &Arc<Chan>, n: usize) -> Result<Vec<Bytes>, NetError> {
-    let conn = &chan.conn;
-    let Some(consumer) = chan.consumer.as_ref() else {
+    let Some(consumer) = chan.consumer.clone() else {
         return Err(NetError::Protocol("buffered read on a rendezvous channel".into()));
     };
     let info = consumer.cached_info();
     let next_subj = format!("$JS.API.CONSUMER.MSG.NEXT.{}.{}", info.stream_name, info.name);
+    let mut status = chan.status.subscribe();
+    loop {
+        let s = *status.borrow_and_update();
+        if s.poisoned {
+            return Err(NetError::Poisoned);
+        }
+        if s.writers_retired && is_empty(&chan).await? {
+            return Err(NetError::Retired);
+        }
+        if cancel.is_set() {
+            return Err(NetError::Cancelled);
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let wait = left.map_or(PULL_MAX, |l| l.min(PULL_MAX)).max(PULL_MIN);
+        match take(&chan, &next_subj, max, wait, &mut cancel, &mut status, s).await {
+            Ok(got) if !got.is_empty() => return Ok(got),
+            Ok(_) => {}
+            Err(NetError::Cancelled) => return Err(NetError::Cancelled),
+            Err(_) => {
+                if let Some(err) = chan.conn.gave_up() {
+                    return Err(err);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    () = cancel.wait() => return Err(NetError::Cancelled),
+                }
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(NetError::Timeout);
+        }
+    }
+}
+
+/// Whether nothing is left for readers (no value waiting, none delivered and unacknowledged).
+async fn is_empty(chan: &Chan) -> Result<bool, NetError> {
+    let Some(mut consumer) = chan.consumer.clone() else { return Ok(true) };
+    let info = consumer.info().await.map_err(|e| chan.conn.transport("consumer info", e))?;
+    Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+}
+
+/// One pull of up to `n` that the server answers as soon as it has sent what there is (`no_wait`
+/// with `expires = wait`: it waits up to `wait` for the first message only), then confirmed
+/// acks. Empty when nothing came, or only placeholders, or a poison / retire / lost answer
+/// ended the wait; `Cancelled` only if nothing was delivered (a delivered value is kept).
+async fn take(
+    chan: &Arc<Chan>,
+    next_subj: &str,
+    n: usize,
+    wait: Duration,
+    cancel: &mut Cancel,
+    status: &mut tokio::sync::watch::Receiver<crate::chan::Status>,
+    seen: crate::chan::Status,
+) -> Result<Vec<Bytes>, NetError> {
+    let conn = &chan.conn;
     let inbox = conn.client.new_inbox();
     // Subscribed before the pull is sent (one connection, in order): the server knows the
     // inbox when it answers.
     let mut sub =
         conn.client.subscribe(inbox.clone()).await.map_err(|e| conn.transport("subscribe", e))?;
-    // `expires` as well as `no_wait`: the server may count as pending a message that is no
-    // longer deliverable (a placeholder replaced by its value), and would then keep a bare
-    // `no_wait` pull open until the next message arrives; with `expires` it ends the pull by
-    // then at the latest (nats-server 2.9).
-    let body =
-        format!(r#"{{"batch":{n},"no_wait":true,"expires":{}}}"#, TAKE_EXPIRES.as_nanos());
+    let body = format!(r#"{{"batch":{n},"no_wait":true,"expires":{}}}"#, wait.as_nanos());
     conn.client
-        .publish_with_reply(next_subj, inbox, body.into())
+        .publish_with_reply(next_subj.to_owned(), inbox, body.into())
         .await
         .map_err(|e| conn.transport("pull", e))?;
-    let mut msgs = Vec::with_capacity(n);
-    let answer_by = tokio::time::sleep(PULL_MARGIN);
+    let mut msgs = Vec::with_capacity(n.min(WINDOW));
+    // The server answers every pull (messages, then a status); the margin covers a request
+    // lost with the connection.
+    let answer_by = tokio::time::sleep(wait + PULL_MARGIN);
     tokio::pin!(answer_by);
     let mut over = false;
+    let mut cancelled = false;
     while msgs.len() < n {
         tokio::select! {
             m = sub.next() => match m {
                 Some(m) if is_value(&m) => msgs.push(m),
-                // A status (no more messages, request timeout): the pull is over.
+                // A status (no more messages, expired): the pull is over.
                 _ => { over = true; break; }
             },
             () = &mut answer_by => break,
+            () = cancel.wait(), if msgs.is_empty() => { cancelled = true; break; }
+            () = Chan::wait_status(status, |s| {
+                s.poisoned || (s.writers_retired && !seen.writers_retired)
+            }), if msgs.is_empty() => break,
         }
     }
     if !over && msgs.len() < n {
-        // Unanswered (a request lost with the connection): whatever still comes is handed
+        // The read stops waiting with its pull open: whatever still comes for it is handed
         // back at once, so no value waits in a process that stopped reading.
         let conn = Arc::clone(&chan.conn);
+        let until = wait + PULL_MARGIN;
         tokio::spawn(async move {
-            while let Ok(Some(m)) = tokio::time::timeout(PULL_MARGIN, sub.next()).await {
+            while let Ok(Some(m)) = tokio::time::timeout(until, sub.next()).await {
                 if !is_value(&m) {
                     break;
                 }
@@ -308,6 +309,9 @@ async fn take_now(chan: &Arc<Chan>, n: usize) -> Result<Vec<Bytes>, NetError> {
                 }
             }
         });
+    }
+    if cancelled {
+        return Err(NetError::Cancelled);
     }
     let hold_acks = conn.opts.hold_acks;
     let taken = join_all(msgs.into_iter().map(|m| async move {
