@@ -81,7 +81,6 @@ pub(crate) const READ_MAX: usize = 1024;
 const PULL_MAX: Duration = Duration::from_secs(1);
 const PULL_MIN: Duration = Duration::from_millis(5);
 
-
 /// Writes `values` in order; `written` counts those stored (a prefix). See the module doc.
 pub(crate) async fn write_many(
     chan: Arc<Chan>,
@@ -111,13 +110,13 @@ pub(crate) async fn write_many(
             return Err(NetError::Retired);
         }
         turn.ready.borrow_and_update();
-        let end = next + (values.len() - next).min(WINDOW).min(chan.capacity.max(1));
-        let results = chain(&chan, &values[next..end], &ids[next..end]).await;
+        let window = WINDOW.min(chan.capacity.max(1));
+        let results = chain(&chan, &values[next..], &ids[next..], window, &written).await;
         // A stored value proves the one before it was the stream's last message, so every
-        // value up to the last one stored was stored: a prefix, whatever failed after it.
+        // value up to the last one stored was stored: a prefix, whatever failed after it
+        // (`chain` counted them already).
         let stored = results.iter().rposition(Result::is_ok).map_or(0, |i| i + 1);
         if stored > 0 {
-            written.fetch_add(stored, Ordering::Release);
             next += stored;
             turn.reset();
         }
@@ -164,27 +163,58 @@ pub(crate) async fn write_many(
     Ok(())
 }
 
-/// Publishes `values` (ids `ids`) without waiting between them, each but the first with
-/// `Nats-Expected-Last-Msg-Id` naming the one before, then awaits every acknowledgement.
-async fn chain(chan: &Chan, values: &[Bytes], ids: &[String]) -> Vec<Result<(), PublishError>> {
+/// Publishes `values` (ids `ids`) in order with up to `window` acknowledgements outstanding,
+/// each value but the first with `Nats-Expected-Last-Msg-Id` naming the one before, until all
+/// are stored or one is not: the outcome of each value sent (from the first; values after the
+/// first failure that were never sent are left out). Counts in `written` the values stored
+/// while everything before them was.
+async fn chain(
+    chan: &Chan,
+    values: &[Bytes],
+    ids: &[String],
+    window: usize,
+    written: &AtomicUsize,
+) -> Vec<Result<(), PublishError>> {
     let conn = &chan.conn;
-    let mut sent = Vec::with_capacity(values.len());
-    // Sent one after another from this task: the client writes them to its one connection in
-    // this order, and the server stores them in the same order.
-    for (i, (v, id)) in values.iter().zip(ids).enumerate() {
-        let mut publish = PublishMessage::build().payload(v.clone()).message_id(id.as_str());
-        if let Some(prev) = i.checked_sub(1).and_then(|p| ids.get(p)) {
-            publish = publish.expected_last_message_id(prev.as_str());
+    let mut inflight = std::collections::VecDeque::with_capacity(window);
+    let mut results = Vec::with_capacity(values.len().min(window));
+    let mut sent = 0;
+    let mut failed = false;
+    loop {
+        // Sent one after another from this task: the client writes them to its one
+        // connection in this order, and the server stores them in the same order.
+        while !failed && inflight.len() < window && sent < values.len() {
+            let id = &ids[sent];
+            let mut publish =
+                PublishMessage::build().payload(values[sent].clone()).message_id(id.as_str());
+            if let Some(prev) = sent.checked_sub(1).and_then(|p| ids.get(p)) {
+                publish = publish.expected_last_message_id(prev.as_str());
+            }
+            inflight.push_back(conn.js.send_publish(chan.value_subject(id), publish).await);
+            sent += 1;
         }
-        sent.push(conn.js.send_publish(chan.value_subject(id), publish).await);
-    }
-    join_all(sent.into_iter().map(|fut| async move {
-        match fut {
+        let Some(fut) = inflight.pop_front() else { break };
+        let r = match fut {
             Ok(f) => f.await.map(|_| ()),
             Err(e) => Err(e),
+        };
+        if r.is_err() {
+            // Every later value of the chain is refused too (or, if this one's answer was
+            // lost but it was stored, they may be stored): stop sending, collect the rest.
+            failed = true;
+        } else if !failed {
+            written.fetch_add(1, Ordering::Release);
         }
-    }))
-    .await
+        results.push(r);
+    }
+    if failed {
+        // Values stored after an unanswered one: stored, and so was it (see the caller).
+        if let Some(last) = results.iter().rposition(Result::is_ok) {
+            let counted = results.iter().take_while(|r| r.is_ok()).count();
+            written.fetch_add(last + 1 - counted, Ordering::Release);
+        }
+    }
+    results
 }
 
 fn is_full(e: &PublishError) -> bool {

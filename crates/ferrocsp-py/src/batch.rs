@@ -78,13 +78,12 @@ pub(crate) fn write_many(
         return n.write_many(py, name, &it, deadline(t));
     }
     let until = deadline(t);
-    let mut n = 0usize;
-    for v in it {
+    // `n`: how many values were written before this one.
+    for (n, v) in it.enumerate() {
         let v = v.map_err(|e| with_written(py, e, n))?;
         let kw = PyDict::new(py);
         kw.set_item("timeout", left(until))?;
         target.call_method("write", (v,), Some(&kw)).map_err(|e| with_written(py, e, n))?;
-        n += 1;
     }
     Ok(())
 }

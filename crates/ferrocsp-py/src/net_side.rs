@@ -271,8 +271,11 @@ mod with_net {
                         Some(v) => v,
                     };
                     let enc = v.and_then(|v| {
-                        conn.call_method1(intern!(py, "_encode"), (name, v))?
-                            .extract::<(Bound<'_, PyBytes>, Bound<'_, PyAny>)>()
+                        conn.call_method1(intern!(py, "_encode"), (name, v))?.extract::<(
+                            Bound<'_, PyBytes>,
+                            Bound<'_, PyAny>,
+                        )>(
+                        )
                     });
                     match enc {
                         Ok((d, e)) => {
@@ -328,7 +331,9 @@ mod with_net {
                 for raw in raws {
                     match self.conn.bind(py).call_method1(intern!(py, "_decode"), (name, raw)) {
                         Ok(v) => out.append(v)?,
-                        Err(e) if e.is_instance(py, codec_error.as_any()) => log_rejected(py, name, &e)?,
+                        Err(e) if e.is_instance(py, codec_error.as_any()) => {
+                            log_rejected(py, name, &e)?
+                        }
                         Err(e) => {
                             failed.get_or_insert(e);
                         }
