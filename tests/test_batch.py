@@ -231,3 +231,29 @@ def test_bad_arguments_raise_before_anything_happens(
     with pytest.raises(exc, match=words):
         call(ch.writer() if "write" in repr(call.__code__.co_names) else ch.reader())
     assert ch.stats().buffered == 0
+
+
+def test_batch_writers_on_two_connections_keep_their_order(mk: Chans) -> None:
+    if not mk.is_net:
+        pytest.skip("two connections to one channel name exist only for networked channels")
+    ch = mk(5)
+    other = mk.again(ch)
+    per = 200
+    errors: list[BaseException] = []
+
+    def write(c: Any, tag: str) -> None:
+        try:
+            c.write_many(((tag, j) for j in range(per)), timeout=WAIT)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=write, args=(c, t)) for c, t in ((ch, "a"), (other, "b"))]
+    for t in ts:
+        t.start()
+    got = [tuple(v) for v in read_all(ch, 2 * per, max_n=9)]
+    for t in ts:
+        t.join(WAIT)
+    assert not errors
+    assert sorted(got) == sorted([("a", j) for j in range(per)] + [("b", j) for j in range(per)])
+    for tag in "ab":
+        assert [j for (w, j) in got if w == tag] == list(range(per))
