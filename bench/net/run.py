@@ -15,14 +15,19 @@ Starts its own nats-server (scripts/nats.sh) with JetStream on 127.0.0.1, then m
   writer and reader: the baseline with the same per-value round trips; pipelined and batched
   variants: what a buffered channel's rules forbid), and JetStream by hand with nats-py
   (target: >= 100k msg/s; faster than nats-py); also values sent through an ``Output`` guard
-  of an Alt (reserve a slot, then fill it) against plain writes.
+  of an Alt (reserve a slot, then fill it) against plain writes;
+- buffered batches: the same channel and topology, the writer calling ``write_many`` once
+  with every value (up to 256 publishes in flight) and the reader ``read_many(B)``; ratio
+  against the one writer + one reader row of the same run (target: >= 10x).
 
-Usage: ``python bench/net/run.py [--n N] [--conc K]`` (run ``bench/net/setup.sh`` once for nats-py).
+Usage: ``python bench/net/run.py [--n N] [--conc K] [--batch B]`` (run ``bench/net/setup.sh``
+once for nats-py).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -78,8 +83,26 @@ asyncio.run(main())
 """
 
 
-def reader_process(url: str, name: str, capacity: int, n: int, k: int = 0) -> subprocess.Popen[str]:
+READER_MANY = """
+import sys
+import ferrocsp.net as net
+url, name = sys.argv[1], sys.argv[2]
+cap, n, b = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+with net.connect(url) as c:
+    ch = c.channel(name, cap)
+    print("ready", flush=True)
+    got = 0
+    while got < n:
+        got += len(ch.read_many(min(b, n - got)))
+"""
+
+
+def reader_process(
+    url: str, name: str, capacity: int, n: int, k: int = 0, batch: int = 0
+) -> subprocess.Popen[str]:
     script, extra = (READERS_ASYNC, [str(k)]) if k else (READER, [])
+    if batch:
+        script, extra = READER_MANY, [str(batch)]
     p = subprocess.Popen(
         [sys.executable, "-c", script, url, name, str(capacity), str(n), *extra],
         stdout=subprocess.PIPE,
@@ -143,6 +166,18 @@ def ferrocsp_buffered_per_s(url: str, n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def ferrocsp_buffered_batch_per_s(url: str, n: int, b: int) -> float:
+    """As ``ferrocsp_buffered_per_s``, in batches: one ``write_many`` of all ``n`` values here
+    (``b`` publishes in flight), ``read_many(b)`` there; until the last value is read."""
+    with net.connect(url) as a:
+        w = a.channel("benchpybatch", 1000)
+        p = reader_process(url, "benchpybatch", 1000, n, batch=b)
+        t0 = time.perf_counter()
+        w.write_many(itertools.repeat(b"x", n))
+        p.communicate(timeout=120)
+        return n / (time.perf_counter() - t0)
+
+
 def ferrocsp_buffered_output_per_s(url: str, n: int) -> float:
     """As ``ferrocsp_buffered_per_s``, but each value is sent by an Alt whose only ready guard
     is an ``Output`` on the channel (reserve a slot, then send the value into it)."""
@@ -196,8 +231,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="operations per measurement")
     ap.add_argument("--conc", type=int, default=32, help="asyncio writers/readers (Python)")
+    ap.add_argument("--batch", type=int, default=256, help="values per write_many/read_many")
     args = ap.parse_args()
-    n, k = args.n, args.conc
+    n, k, b = args.n, args.conc, args.batch
     with nats_server() as url:
         version = subprocess.run(["nats-server", "--version"], capture_output=True, text=True)
         print(f"{version.stdout.strip()} at {url}, n={n}, {os.cpu_count()} CPUs")
@@ -217,6 +253,7 @@ def main() -> None:
         rv_rust = ferrocsp_rendezvous_us(url, n, "rust")
         rv_thread = ferrocsp_rendezvous_us(url, n, "thread")
         buf = ferrocsp_buffered_per_s(url, min(n, 5000))
+        bufb = ferrocsp_buffered_batch_per_s(url, max(20 * min(n, 5000), 10 * b), b)
         bufk = ferrocsp_buffered_conc_per_s(url, min(4 * n, 20000), k)
         bufout = ferrocsp_buffered_output_per_s(url, min(n, 5000))
         # The baseline again, after the others: the machine's load drifts (other jobs share
@@ -331,6 +368,12 @@ def main() -> None:
             fr["buffered_conc_per_s"],
         ),
         buf_row("ferrocsp.net buffered, 1 writer + 1 reader (Python, 2 processes)", buf),
+        (
+            f"ferrocsp.net buffered, 1 writer `write_many` + 1 reader `read_many({b})`"
+            " (Python, 2 processes)",
+            f"{bufb:,.0f} msg/s",
+            f"{bufb / pair:.2f}x; **{bufb / buf:.1f}x the 1 writer + 1 reader row**",
+        ),
         (
             "ferrocsp.net buffered, 1 writer selecting an Output guard + 1 reader"
             " (Python, 2 processes)",

@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod buffered;
 mod busy;
 mod chan;
@@ -47,6 +48,7 @@ mod stats;
 mod turn;
 pub mod wire;
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -85,6 +87,22 @@ pub trait ChanOps {
     fn write(&self, conn: &Connection, value: Bytes, deadline: Option<Instant>) -> Op<()>;
     /// Reads one value, or fails by `deadline`.
     fn read(&self, conn: &Connection, deadline: Option<Instant>) -> Op<Bytes>;
+    /// Writes `values` in order, many per round trip on a buffered channel (`batch.rs`: slots
+    /// reserved together, then filled together; one by one on a rendezvous channel). `written`
+    /// counts the values stored so far, always the first ones; on `Timeout` or `Cancelled`
+    /// exactly those were sent. Fails by `deadline` only while no slot is free.
+    fn write_many(
+        &self,
+        conn: &Connection,
+        values: Vec<Bytes>,
+        deadline: Option<Instant>,
+        written: Arc<AtomicUsize>,
+    ) -> Op<()>;
+    /// Reads between 1 and `max` values (at most 1024): what is there at once, or, if nothing
+    /// is, waits for one as `read` does and takes what came with it (a rendezvous channel
+    /// reads one).
+    fn read_many(&self, conn: &Connection, max: usize, deadline: Option<Instant>)
+        -> Op<Vec<Bytes>>;
     /// Poisons the channel for every participant.
     fn poison(&self, conn: &Connection) -> Op<()>;
     /// The channel's stats, from the server and a survey of every participant (`stats.rs`).
@@ -129,6 +147,47 @@ impl ChanOps for Arc<Chan> {
         } else {
             conn.spawn(move |c| busy.during(buffered::read(chan, deadline, c)))
         }
+    }
+
+    fn write_many(
+        &self,
+        conn: &Connection,
+        values: Vec<Bytes>,
+        deadline: Option<Instant>,
+        written: Arc<AtomicUsize>,
+    ) -> Op<()> {
+        let chan = Arc::clone(self);
+        let busy = BusyGuard::new(self, false);
+        if chan.capacity > 0 {
+            return conn.spawn(move |c| {
+                busy.during(batch::write_many(chan, values, deadline, c, written))
+            });
+        }
+        conn.spawn(move |c| {
+            busy.during(async move {
+                for v in values {
+                    rendezvous::write(Arc::clone(&chan), v, deadline, c.clone()).await?;
+                    written.fetch_add(1, std::sync::atomic::Ordering::Release);
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn read_many(
+        &self,
+        conn: &Connection,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> Op<Vec<Bytes>> {
+        let chan = Arc::clone(self);
+        let busy = BusyGuard::new(self, true);
+        if chan.capacity > 0 {
+            return conn.spawn(move |c| busy.during(batch::read_many(chan, max, deadline, c)));
+        }
+        conn.spawn(move |c| {
+            busy.during(async move { Ok(vec![rendezvous::read(chan, deadline, c).await?]) })
+        })
     }
 
     fn poison(&self, conn: &Connection) -> Op<()> {

@@ -77,6 +77,12 @@ impl Cancel {
         *self.0.borrow()
     }
 
+    /// A cancellation nobody can ask for: for work that must finish once started (a batch's
+    /// reserved slots are filled whatever its caller does).
+    pub(crate) fn never() -> Cancel {
+        Cancel(watch::channel(false).1)
+    }
+
     /// Resolves once the owner asked to withdraw.
     pub(crate) async fn wait(&mut self) {
         // The sender lives in the Op's Inner; if it is gone nobody can cancel any more.

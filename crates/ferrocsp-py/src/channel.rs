@@ -337,6 +337,39 @@ impl Channel {
         }
     }
 
+    /// Writes every value of ``values`` in order, as ``write`` would one by one; on a
+    /// buffered networked channel many values go per round trip.
+    ///
+    /// One ``timeout`` bounds the whole call. Every exception it raises (``TimeoutError``,
+    /// ``ChannelPoisoned``, ``ChannelRetired``, one raised by the iterable) has an attribute
+    /// ``written``: how many values, from the start, were written; none after them was.
+    #[pyo3(signature = (values, *, timeout = None))]
+    fn write_many(
+        slf: &Bound<'_, Self>,
+        values: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        let net = this.flavors.net.get();
+        crate::batch::write_many(slf.py(), slf.as_any(), net, &this.name, values, timeout)
+    }
+
+    /// Reads between 1 and ``max_n`` values: waits (up to ``timeout``) for the first, as
+    /// ``read`` does, then takes those that are there at once, in order.
+    ///
+    /// Raises as ``read`` does when not even one value comes; poison or end-of-stream after
+    /// the first value ends the batch (the next read raises it).
+    #[pyo3(signature = (max_n, *, timeout = None))]
+    fn read_many<'py>(
+        slf: &Bound<'py, Self>,
+        max_n: &Bound<'py, PyAny>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+        let this = slf.get();
+        let net = this.flavors.net.get();
+        crate::batch::read_many(slf.py(), slf.as_any(), net, &this.name, max_n, timeout)
+    }
+
     /// ``await ch.awrite(value)``: the asyncio twin of ``write`` (same errors and timeout).
     ///
     /// If a reader is waiting (or there is buffer room) the value is handed over by the call

@@ -287,6 +287,22 @@ end_class!(
             }
         }
 
+        /// Reads between 1 and ``max_n`` values (see ``Channel.read_many``).
+        #[pyo3(signature = (max_n, *, timeout = None))]
+        fn read_many<'py>(
+            slf: &Bound<'py, Self>,
+            max_n: &Bound<'py, PyAny>,
+            timeout: Option<&Bound<'py, PyAny>>,
+        ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+            let (py, this) = (slf.py(), slf.get());
+            let net = match this.net() {
+                Some(n) => Some((n, this.checked(py)?)),
+                None => None,
+            };
+            let name = &this.chan.get().name;
+            crate::batch::read_many(py, slf.as_any(), net.map(|n| n.0), name, max_n, timeout)
+        }
+
         /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
         #[pyo3(signature = (*, timeout = None))]
         fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
@@ -382,6 +398,24 @@ end_class!(
                 Err(s) => s.end_write(py, self.key(), keep.bind(py), t, false),
                 Ok(r) => r,
             }
+        }
+
+        /// Writes every value of ``values`` in order (see ``Channel.write_many``).
+        #[pyo3(signature = (values, *, timeout = None))]
+        fn write_many(
+            slf: &Bound<'_, Self>,
+            values: &Bound<'_, PyAny>,
+            timeout: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<()> {
+            let (py, this) = (slf.py(), slf.get());
+            let net = match this.net() {
+                Some(n) => {
+                    Some((n, this.checked(py).map_err(|e| crate::batch::with_written(py, e, 0))?))
+                }
+                None => None,
+            };
+            let name = &this.chan.get().name;
+            crate::batch::write_many(py, slf.as_any(), net.map(|n| n.0), name, values, timeout)
         }
 
         /// ``await writer.awrite(value)``: the asyncio twin of ``write`` (see ``Channel.awrite``).

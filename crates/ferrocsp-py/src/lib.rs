@@ -9,6 +9,7 @@ mod aio_op;
 mod aio_waiter;
 mod aio_wake;
 mod alt_map;
+mod batch;
 mod channel;
 mod deadlock;
 mod ends;

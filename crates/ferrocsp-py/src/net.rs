@@ -262,6 +262,33 @@ impl NetChan {
         Ok(PyBytes::new(py, &b))
     }
 
+    /// `write_many` of encoded values, for Rust callers (`net_side.rs`): `written` counts the
+    /// values stored (the first ones), whatever the outcome.
+    pub(crate) fn write_many_data(
+        &self,
+        py: Python<'_>,
+        data: Vec<Bytes>,
+        until: Option<std::time::Instant>,
+        written: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> PyResult<()> {
+        let op = self.chan.write_many(&self.conn, data, until, written);
+        wait_op(py, &op, Some((&self.chan.name, true)))?
+            .map_err(|e| net_err(py, e, OpName::Write, &self.chan.name))
+    }
+
+    /// `read_many` of up to `max` values' bytes, for Rust callers (`net_side.rs`).
+    pub(crate) fn read_many_data<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        until: Option<std::time::Instant>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let op = self.chan.read_many(&self.conn, max, until);
+        let v = wait_op(py, &op, Some((&self.chan.name, false)))?
+            .map_err(|e| net_err(py, e, OpName::Read, &self.chan.name))?;
+        Ok(v.iter().map(|b| PyBytes::new(py, b)).collect())
+    }
+
     /// `poison`, for Rust callers.
     pub(crate) fn poison_now(&self, py: Python<'_>) -> PyResult<()> {
         let op = self.chan.poison(&self.conn);

@@ -76,6 +76,27 @@ impl NetSide {
     pub(crate) fn poison(&self, _: Python<'_>) -> PyResult<()> {
         match *self {}
     }
+    pub(crate) fn buffered(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn write_many(
+        &self,
+        _: Python<'_>,
+        _: &str,
+        _: &Bound<'_, pyo3::types::PyIterator>,
+        _: Option<std::time::Instant>,
+    ) -> PyResult<()> {
+        match *self {}
+    }
+    pub(crate) fn read_many<'py>(
+        &self,
+        _: Python<'py>,
+        _: &str,
+        _: usize,
+        _: Option<std::time::Instant>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+        match *self {}
+    }
     pub(crate) fn stats(&self, _: Python<'_>) -> PyResult<ferrocsp::Stats> {
         match *self {}
     }
@@ -116,17 +137,24 @@ impl NetSide {
 #[cfg(feature = "net")]
 mod with_net {
     use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock, PoisonError};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
     use std::time::Instant;
+
+    use ferrocsp_net::Bytes;
 
     use pyo3::exceptions::PyTimeoutError;
     use pyo3::intern;
     use pyo3::prelude::*;
     use pyo3::sync::PyOnceLock;
-    use pyo3::types::{PyBytes, PyType};
+    use pyo3::types::{PyBytes, PyIterator, PyList, PyType};
 
+    use crate::batch::with_written;
     use crate::errors::{to_pyerr, OpName};
     use crate::net::NetChan;
+
+    /// How many values `write_many` encodes before it hands them to the transport as one batch.
+    const CHUNK: usize = 1024;
 
     static CODEC_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     static LOG: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -201,12 +229,7 @@ mod with_net {
                 match self.conn.bind(py).call_method1(intern!(py, "_decode"), (name, raw)) {
                     Ok(v) => return Ok(v.unbind()),
                     Err(e) if e.is_instance(py, codec_error.as_any()) => {
-                        let log = LOG.get_or_try_init(py, || {
-                            let logging = py.import("logging")?;
-                            logging.call_method1("getLogger", ("ferrocsp.net",)).map(Bound::unbind)
-                        })?;
-                        let msg = "networked channel %r: rejected a message: %s";
-                        log.bind(py).call_method1("warning", (msg, name, e.value(py)))?;
+                        log_rejected(py, name, &e)?;
                     }
                     Err(e) => return Err(e),
                 }
@@ -215,6 +238,115 @@ mod with_net {
 
         pub(crate) fn poison(&self, py: Python<'_>) -> PyResult<()> {
             self.core.get().poison_now(py)
+        }
+
+        /// Whether the channel has a buffer (and so a native batch: `batch.rs`).
+        pub(crate) fn buffered(&self) -> bool {
+            self.core.get().chan.capacity > 0
+        }
+
+        /// `write_many` on a buffered channel: values encoded in chunks of `CHUNK`, each
+        /// chunk one transport batch (many values per round trip). Every error carries
+        /// `written`; the ends carried by values not written are uncounted.
+        pub(crate) fn write_many(
+            &self,
+            py: Python<'_>,
+            name: &str,
+            it: &Bound<'_, PyIterator>,
+            until: Option<Instant>,
+        ) -> PyResult<()> {
+            let conn = self.conn.bind(py);
+            let mut done = 0usize;
+            loop {
+                let mut data = Vec::new();
+                let mut ends = Vec::new();
+                let mut stop = None;
+                let mut exhausted = false;
+                while data.len() < CHUNK {
+                    let v = match it.clone().next() {
+                        None => {
+                            exhausted = true;
+                            break;
+                        }
+                        Some(v) => v,
+                    };
+                    let enc = v.and_then(|v| {
+                        conn.call_method1(intern!(py, "_encode"), (name, v))?.extract::<(
+                            Bound<'_, PyBytes>,
+                            Bound<'_, PyAny>,
+                        )>(
+                        )
+                    });
+                    match enc {
+                        Ok((d, e)) => {
+                            data.push(Bytes::copy_from_slice(d.as_bytes()));
+                            ends.push(e);
+                        }
+                        Err(e) => {
+                            stop = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if !data.is_empty() {
+                    let written = Arc::new(AtomicUsize::new(0));
+                    let r = self.core.get().write_many_data(py, data, until, Arc::clone(&written));
+                    let k = written.load(Ordering::Acquire);
+                    if let Err(e) = r {
+                        // Not sent: the ends those values carried were counted for nobody.
+                        for e in ends.iter().skip(k) {
+                            if let Err(u) = conn.call_method1(intern!(py, "_unsend_ends"), (e,)) {
+                                return Err(with_written(py, u, done + k));
+                            }
+                        }
+                        return Err(with_written(py, e, done + k));
+                    }
+                    done += k;
+                }
+                if let Some(e) = stop {
+                    return Err(with_written(py, e, done));
+                }
+                if exhausted {
+                    return Ok(());
+                }
+            }
+        }
+
+        /// `read_many` on a buffered channel: one transport batch, decoded. A message the
+        /// codec rejects is logged and dropped as in `read`; if that leaves nothing, the read
+        /// goes on with what is left of its timeout. Any other decoding error is raised with
+        /// every value that did decode as its `values`.
+        pub(crate) fn read_many<'py>(
+            &self,
+            py: Python<'py>,
+            name: &str,
+            max: usize,
+            until: Option<Instant>,
+        ) -> PyResult<Bound<'py, PyList>> {
+            let codec_error = CODEC_ERROR.import(py, "ferrocsp.net._codec", "CodecError")?;
+            loop {
+                let raws = self.core.get().read_many_data(py, max, until)?;
+                let out = PyList::empty(py);
+                let mut failed = None;
+                for raw in raws {
+                    match self.conn.bind(py).call_method1(intern!(py, "_decode"), (name, raw)) {
+                        Ok(v) => out.append(v)?,
+                        Err(e) if e.is_instance(py, codec_error.as_any()) => {
+                            log_rejected(py, name, &e)?
+                        }
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    let _ = e.value(py).setattr("values", &out);
+                    return Err(e);
+                }
+                if !out.is_empty() {
+                    return Ok(out);
+                }
+            }
         }
 
         /// The whole channel's stats: the server's state and a survey of its participants.
@@ -325,6 +457,17 @@ mod with_net {
         let core = core.cast::<NetChan>()?;
         let (name, capacity) = (core.get().chan.name.clone(), core.get().chan.capacity);
         Ok((NetSide::new(core.clone().unbind(), conn), name, capacity))
+    }
+
+    /// Logs a message the codec rejected (it is dropped) on the `ferrocsp.net` logger.
+    fn log_rejected(py: Python<'_>, name: &str, e: &PyErr) -> PyResult<()> {
+        let log = LOG.get_or_try_init(py, || {
+            let logging = py.import("logging")?;
+            logging.call_method1("getLogger", ("ferrocsp.net",)).map(Bound::unbind)
+        })?;
+        let msg = "networked channel %r: rejected a message: %s";
+        log.bind(py).call_method1("warning", (msg, name, e.value(py)))?;
+        Ok(())
     }
 
     /// A `nowait` operation's timeout is `WouldBlock` (nothing was sent or taken).
