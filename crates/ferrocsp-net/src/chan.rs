@@ -6,8 +6,12 @@
 //! - `<name>.cap`: the capacity, written once with `create` (first opener wins; every other
 //!   opener must agree).
 //! - `<name>.poison`: present once the channel is poisoned (never removed).
-//! - `<name>.w`, `<name>.r`: `"made alive"` counts of writer / reader ends, updated with
-//!   compare-and-set on the entry's revision. All ends of a kind retired = `made > 0 && alive == 0`.
+//! - `<name>.w`, `<name>.r`: the counts of writer / reader ends: how many were made, how many
+//!   travel, and how many each live connection holds (`counts.rs`), updated with
+//!   compare-and-set on the entry's revision. All ends of a kind retired =
+//!   `made > 0 && alive == 0`.
+//! - `<name>.l.<holder>`: the lease of connection `<holder>` on the ends it holds; a holder
+//!   whose lease stops being refreshed is dead and its ends are dropped (`lease.rs`).
 //!
 //! - `<name>.t.<ticket>`: an end of kind `r`/`w` travelling in a message (`Chan::ticket_now`):
 //!   issued by the sender with the count it makes on the receiver's behalf, claimed once by
@@ -37,7 +41,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::busy::{Busy, STATS_ASK};
+use crate::counts::{Counts, EndCount};
 use crate::error::{protocol, NetError};
+use crate::lease::Lease;
 use crate::link::{capacity_conflict, Inner};
 use crate::lock::lock;
 use crate::pulls::Pulls;
@@ -205,6 +211,8 @@ pub struct Chan {
     pub(crate) offer: Mutex<Option<Arc<dyn Offer>>>,
     /// Reads and writes of this process in progress (`stats()`'s survey, `stats.rs`).
     pub(crate) busy: Busy,
+    /// This connection's lease on its ends of the channel, and the reaper's view of others'.
+    pub(crate) lease: Lease,
     tasks: Vec<AbortHandle>,
 }
 
@@ -212,12 +220,6 @@ impl std::fmt::Debug for Chan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chan").field("name", &self.name).field("capacity", &self.capacity).finish()
     }
-}
-
-fn parse_counts(v: &[u8]) -> (u64, u64) {
-    let s = std::str::from_utf8(v).unwrap_or("");
-    let mut it = s.split(' ').map(|x| x.parse::<u64>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
 impl Drop for Chan {
@@ -354,6 +356,7 @@ impl Chan {
             pulls: tokio::sync::OnceCell::new(),
             offer: Mutex::new(None),
             busy: Busy::default(),
+            lease: Lease::default(),
             tasks: Vec::new(),
         };
         chan.refresh().await?;
@@ -380,12 +383,15 @@ impl Chan {
             });
             chan.tasks.push(ctl_task.abort_handle());
             chan.tasks.push(ready_task.abort_handle());
+            let ttl = chan.conn.opts.lease_ttl;
+            chan.tasks.push(crate::lease::spawn_reaper(&rt, weak.clone(), ttl));
             chan
         });
         Ok(chan)
     }
 
-    /// The shared state in the KV bucket: (poisoned, writers' and readers' `(made, alive)`).
+    /// The shared state in the KV bucket: (poisoned, writers' and readers' `(made, alive)`;
+    /// alive: in transit or held by a connection whose lease was not found dead yet).
     pub(crate) async fn read_state(&self) -> Result<(bool, (u64, u64), (u64, u64)), NetError> {
         let kv = self.conn.kv().await?;
         let get = |k: String| {
@@ -393,8 +399,14 @@ impl Chan {
             async move { kv.get(k).await.map_err(|e| self.conn.transport("read channel state", e)) }
         };
         let poisoned = get(format!("{}.poison", self.name)).await?.is_some();
-        let w = get(format!("{}.w", self.name)).await?.map_or((0, 0), |v| parse_counts(&v));
-        let r = get(format!("{}.r", self.name)).await?.map_or((0, 0), |v| parse_counts(&v));
+        let counts = |v: Option<Bytes>| {
+            v.map_or((0, 0), |v| {
+                let c = Counts::parse(&v);
+                (c.made, c.alive())
+            })
+        };
+        let w = counts(get(format!("{}.w", self.name)).await?);
+        let r = counts(get(format!("{}.r", self.name)).await?);
         Ok((poisoned, w, r))
     }
 
@@ -440,7 +452,7 @@ impl Chan {
         *self.status.borrow()
     }
 
-    async fn notify_ctl(&self, what: &'static str) -> Result<(), NetError> {
+    pub(crate) async fn notify_ctl(&self, what: &'static str) -> Result<(), NetError> {
         let c = &self.conn.client;
         c.publish(self.subj_ctl.clone(), Bytes::from_static(what.as_bytes()))
             .await
@@ -463,9 +475,13 @@ impl Chan {
         self.notify_ctl("poison").await
     }
 
-    /// Counts an end made (`+1`) or retired (`-1`) on the server; when the last end of its
-    /// kind retires, every participant is told.
-    pub(crate) async fn count_end_now(&self, kind: EndKind, made: bool) -> Result<(), NetError> {
+    /// Counts what happens to an end (`counts.rs`) on the server; when the last end of its
+    /// kind is gone, every participant is told. An end this connection is to hold is leased
+    /// first (`lease.rs`).
+    pub(crate) async fn count_end_now(&self, kind: EndKind, how: EndCount) -> Result<(), NetError> {
+        if matches!(how, EndCount::Made | EndCount::Received) {
+            self.lease.hold(self).await?;
+        }
         let kv = self.conn.kv().await?;
         let key = match kind {
             EndKind::Reader => format!("{}.r", self.name),
@@ -474,15 +490,15 @@ impl Chan {
         let now_zero = loop {
             let entry =
                 kv.entry(key.clone()).await.map_err(|e| self.conn.transport("count ends", e))?;
-            let (m, a) = entry.as_ref().map_or((0, 0), |e| parse_counts(&e.value));
-            let (m2, a2) = if made { (m + 1, a + 1) } else { (m, a.saturating_sub(1)) };
-            let v = Bytes::from(format!("{m2} {a2}"));
+            let mut c = entry.as_ref().map_or_else(Counts::default, |e| Counts::parse(&e.value));
+            c.apply(how, &self.conn.id_prefix);
+            let v = c.encode();
             let ok = match &entry {
                 Some(e) => kv.update(&key, v, e.revision).await.is_ok(),
                 None => kv.create(&key, v).await.is_ok(),
             };
             if ok {
-                break m2 > 0 && a2 == 0;
+                break c.all_retired();
             }
             // Another participant changed the count meanwhile: read it again.
         };
@@ -524,19 +540,20 @@ impl Chan {
                 if kv.update(&key, Bytes::from_static(b"-"), entry.revision).await.is_err() {
                     return Ok(false);
                 }
-                self.purge_ticket(&kv, &key).await;
+                self.purge_key(&kv, &key).await;
                 Ok(true)
             }
             TicketOp::Void => {
-                self.purge_ticket(&kv, &key).await;
+                self.purge_key(&kv, &key).await;
                 Ok(true)
             }
         }
     }
 
-    /// Removes a ticket's key with no marker left (best effort: a ticket left claimed or
-    /// issued-and-unsent is a few bytes that no claim can take again, or was never sent).
-    async fn purge_ticket(&self, kv: &jetstream::kv::Store, key: &str) {
+    /// Removes a ticket's or a dead lease's key with no marker left (best effort: a ticket left
+    /// claimed or issued-and-unsent is a few bytes that no claim can take again, or was never
+    /// sent; a lease left over names a holder that no count names any more).
+    pub(crate) async fn purge_key(&self, kv: &jetstream::kv::Store, key: &str) {
         let subject = format!("$KV.{}.{key}", self.conn.names.bucket);
         let _ = kv.stream.purge().filter(subject).await;
     }
@@ -591,12 +608,5 @@ mod tests {
         for bad in ["", "a.b", "a*", "a>", "a b", &"x".repeat(65)] {
             assert!(check_ticket(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn counts_parse_and_default_to_zero() {
-        assert_eq!(parse_counts(b"3 1"), (3, 1));
-        assert_eq!(parse_counts(b""), (0, 0));
-        assert_eq!(parse_counts(b"x y"), (0, 0));
     }
 }
