@@ -62,7 +62,8 @@ pub(crate) fn valid_holder(h: &str) -> bool {
 
 impl Counts {
     pub(crate) fn parse(v: &[u8]) -> Counts {
-        let s = std::str::from_utf8(v).unwrap_or("");
+        // Token by token: a bad byte spoils only the token it is in.
+        let s = String::from_utf8_lossy(v);
         let mut it = s.split(' ');
         let mut num = || it.next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
         let (made, transit) = (num(), num());
