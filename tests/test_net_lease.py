@@ -152,7 +152,7 @@ def test_one_of_several_writers_killed_the_stream_goes_on(
                 break
             assert time.monotonic() < deadline, ch.stats()
         with pytest.raises(TimeoutError):
-            r.read(timeout=3 * TTL)
+            r.read(timeout=2 * TTL)
         threading.Thread(target=lambda: live.write("late")).start()
         assert r.read(timeout=WAIT) == "late"
         live.retire()
