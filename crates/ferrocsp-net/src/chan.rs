@@ -11,7 +11,8 @@
 //!   compare-and-set on the entry's revision. All ends of a kind retired =
 //!   `made > 0 && alive == 0`.
 //! - `<name>.l.<holder>`: the lease of connection `<holder>` on the ends it holds; a holder
-//!   whose lease stops being refreshed is dead and its ends are dropped (`lease.rs`).
+//!   whose lease stops being refreshed is dead and its ends are dropped (`lease.rs`,
+//!   `reaper.rs`).
 //!
 //! - `<name>.t.<ticket>`: an end of kind `r`/`w` travelling in a message (`Chan::ticket_now`):
 //!   issued by the sender with the count it makes on the receiver's behalf, claimed once by
@@ -383,8 +384,6 @@ impl Chan {
             });
             chan.tasks.push(ctl_task.abort_handle());
             chan.tasks.push(ready_task.abort_handle());
-            let ttl = chan.conn.opts.lease_ttl;
-            chan.tasks.push(crate::lease::spawn_reaper(&rt, weak.clone(), ttl));
             chan
         });
         Ok(chan)
@@ -480,7 +479,7 @@ impl Chan {
     /// first (`lease.rs`).
     pub(crate) async fn count_end_now(&self, kind: EndKind, how: EndCount) -> Result<(), NetError> {
         if matches!(how, EndCount::Made | EndCount::Received) {
-            self.lease.hold(self).await?;
+            self.lease.hold(&self.conn, &self.name).await?;
         }
         let kv = self.conn.kv().await?;
         let key = match kind {
@@ -540,22 +539,14 @@ impl Chan {
                 if kv.update(&key, Bytes::from_static(b"-"), entry.revision).await.is_err() {
                     return Ok(false);
                 }
-                self.purge_key(&kv, &key).await;
+                self.conn.purge_key(&kv, &key).await;
                 Ok(true)
             }
             TicketOp::Void => {
-                self.purge_key(&kv, &key).await;
+                self.conn.purge_key(&kv, &key).await;
                 Ok(true)
             }
         }
-    }
-
-    /// Removes a ticket's or a dead lease's key with no marker left (best effort: a ticket left
-    /// claimed or issued-and-unsent is a few bytes that no claim can take again, or was never
-    /// sent; a lease left over names a holder that no count names any more).
-    pub(crate) async fn purge_key(&self, kv: &jetstream::kv::Store, key: &str) {
-        let subject = format!("$KV.{}.{key}", self.conn.names.bucket);
-        let _ = kv.stream.purge().filter(subject).await;
     }
 
     /// Offers `v` to a waiting Alt of this process, if any.

@@ -186,7 +186,11 @@ impl Connection {
         }
         let inner = Arc::clone(&self.inner);
         let n = name.to_owned();
-        let chan = rt.block_on(async move { Chan::open(inner, rt_handle(), n, capacity).await })?;
+        let chan = rt.block_on(async move {
+            let chan = Chan::open(inner, rt_handle(), n, capacity).await?;
+            crate::reaper::spawn(&chan);
+            Ok::<_, NetError>(chan)
+        })?;
         let mut chans = self.chans.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = chans.get(name).and_then(Weak::upgrade) {
             // Opened by another thread meanwhile: keep one.
@@ -234,7 +238,7 @@ impl Connection {
                 tokio::time::timeout(Duration::from_secs(2), async move {
                     // Ends still held here are the dead's from now on (`lease.rs`).
                     for c in &chans {
-                        c.lease.release(c).await;
+                        c.lease.release(&c.conn, &c.name).await;
                     }
                     client.flush().await
                 })

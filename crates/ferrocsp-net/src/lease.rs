@@ -1,6 +1,7 @@
 //! Leases on ends: a connection's live ends of a channel count only while the connection is
 //! alive, so ends held by a process that was killed (SIGKILL, power loss) go away by
-//! themselves, for the participants waiting now and for later runs.
+//! themselves, for the participants waiting now and for later runs. This module is the
+//! holder's side and the lease's format; `reaper.rs` is the side that finds dead holders.
 //!
 //! Protocol, channel `N`, connection with id `H` (its random id prefix) and lease `ttl`
 //! (`Options::lease_ttl`):
@@ -9,7 +10,8 @@
 //!   task re-puts it every `ttl / 3` (`beat` counts up) until the channel is dropped here.
 //!   Closing the connection purges it.
 //! - Every `ttl / 4` while this process waits on `N` (a read, a write, a selection), the
-//!   *reaper* reads `N.w` and `N.r` and the lease of every other holder named there. A holder
+//!   *reaper* (`reaper.rs`) reads `N.w` and `N.r` and the lease of every other holder named
+//!   there. A holder
 //!   whose lease's revision (0 if the key is missing) did not change for longer than that
 //!   lease's own ttl (this connection's if missing or malformed), as timed by this process's
 //!   clock, is dead: its counts are removed from both keys (compare-and-set on the revision
@@ -32,16 +34,13 @@
 //!   lease it was just putting.
 //! - A holder never reaps itself.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv::Operation;
 use bytes::Bytes;
 use tokio::task::AbortHandle;
 
-use crate::chan::Chan;
-use crate::counts::{valid_holder, Counts};
 use crate::error::NetError;
 use crate::link::Inner;
 use crate::lock::lock;
@@ -58,14 +57,18 @@ pub(crate) struct Lease {
     /// Set once this connection's lease key for the channel is on the server.
     started: tokio::sync::OnceCell<()>,
     refresher: Mutex<Option<AbortHandle>>,
+    /// The channel's reaper task (`reaper.rs`).
+    pub(crate) reaper: Mutex<Option<AbortHandle>>,
     /// Other holders as the reaper last saw them: lease revision, and since when (here).
-    seen: Mutex<HashMap<String, (u64, Instant)>>,
+    pub(crate) seen: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(t) = lock(&self.refresher).take() {
-            t.abort();
+        for t in [&self.refresher, &self.reaper] {
+            if let Some(t) = lock(t).take() {
+                t.abort();
+            }
         }
     }
 }
@@ -80,7 +83,7 @@ fn lease_value(ttl: Duration, beat: u64) -> Bytes {
 }
 
 /// The ttl a lease states, clamped; `None` if malformed.
-fn stated_ttl(v: &[u8]) -> Option<Duration> {
+pub(crate) fn stated_ttl(v: &[u8]) -> Option<Duration> {
     let ms = std::str::from_utf8(v).ok()?.split(' ').next()?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ms).clamp(TTL_MIN, TTL_MAX))
 }
@@ -100,13 +103,12 @@ pub(crate) fn check_ttl(ttl: Duration) -> Result<(), NetError> {
 }
 
 impl Lease {
-    /// Puts this connection's lease on `chan` (once) and starts refreshing it: call before
-    /// counting an end as this connection's.
-    pub(crate) async fn hold(&self, chan: &Chan) -> Result<(), NetError> {
+    /// Puts connection `conn`'s lease on channel `name` (once) and starts refreshing it: call
+    /// before counting an end as this connection's.
+    pub(crate) async fn hold(&self, conn: &Arc<Inner>, name: &str) -> Result<(), NetError> {
         self.started
             .get_or_try_init(|| async {
-                let conn = &chan.conn;
-                let key = lease_key(&chan.name, &conn.id_prefix);
+                let key = lease_key(name, &conn.id_prefix);
                 let kv = conn.kv().await?;
                 kv.put(&key, lease_value(conn.opts.lease_ttl, 0))
                     .await
@@ -119,15 +121,15 @@ impl Lease {
             .map(|_| ())
     }
 
-    /// Stops refreshing this connection's lease on `chan` and purges it (the connection
-    /// closes): ends it still holds are dropped by the next reaper that looks.
-    pub(crate) async fn release(&self, chan: &Chan) {
+    /// Stops refreshing connection `conn`'s lease on channel `name` and purges it (the
+    /// connection closes): ends it still holds are dropped by the next reaper that looks.
+    pub(crate) async fn release(&self, conn: &Inner, name: &str) {
         if let Some(t) = lock(&self.refresher).take() {
             t.abort();
         }
         if self.started.initialized() {
-            if let Ok(kv) = chan.conn.kv().await {
-                chan.purge_key(&kv, &lease_key(&chan.name, &chan.conn.id_prefix)).await;
+            if let Ok(kv) = conn.kv().await {
+                conn.purge_key(&kv, &lease_key(name, &conn.id_prefix)).await;
             }
         }
     }
@@ -147,103 +149,6 @@ async fn refresh(conn: Arc<Inner>, key: String) {
         };
         wait = if put { ttl / 3 } else { RETRY };
     }
-}
-
-/// Runs the reaper of `chan` (see the module doc), every `ttl / 4`, until the channel is
-/// dropped. Spawned while the channel is being made: it looks at it only after a tick.
-pub(crate) fn spawn_reaper(
-    rt: &tokio::runtime::Handle,
-    chan: Weak<Chan>,
-    ttl: Duration,
-) -> AbortHandle {
-    let tick = (ttl / 4).max(Duration::from_millis(50));
-    rt.spawn(async move {
-        loop {
-            tokio::time::sleep(tick).await;
-            let Some(c) = chan.upgrade() else { return };
-            if waiting(&c) {
-                // A failed pass (server unreachable) changes nothing; the next one retries.
-                let _ = reap(&c).await;
-            }
-        }
-    })
-    .abort_handle()
-}
-
-/// Whether this process waits on the channel (only a waiter needs to learn of a death).
-fn waiting(chan: &Chan) -> bool {
-    if chan.status().poisoned {
-        return false;
-    }
-    let (reads, writes) = chan.busy.now();
-    let r = lock(&chan.reads);
-    reads + writes + r.alt_demand + r.out_demand > 0
-}
-
-/// One reaper pass: drops the ends of holders whose lease expired; true if it dropped any.
-pub(crate) async fn reap(chan: &Chan) -> Result<bool, NetError> {
-    let conn = &chan.conn;
-    let kv = conn.kv().await?;
-    let me = conn.id_prefix.as_str();
-    let mut keys = Vec::with_capacity(2);
-    for k in ["w", "r"] {
-        let key = format!("{}.{k}", chan.name);
-        let entry = kv.entry(&key).await.map_err(|e| conn.transport("read end counts", e))?;
-        if let Some(e) = entry.filter(|e| e.operation == Operation::Put) {
-            keys.push((key, e.revision, Counts::parse(&e.value)));
-        }
-    }
-    let holders: BTreeSet<String> = keys
-        .iter()
-        .flat_map(|(_, _, c)| c.held.keys())
-        .filter(|h| h.as_str() != me && valid_holder(h))
-        .cloned()
-        .collect();
-    let mut dead = Vec::new();
-    for h in &holders {
-        let entry = kv
-            .entry(lease_key(&chan.name, h))
-            .await
-            .map_err(|e| conn.transport("read a lease", e))?;
-        let (rev, ttl) = match entry.filter(|e| e.operation == Operation::Put) {
-            Some(e) => (e.revision, stated_ttl(&e.value).unwrap_or(conn.opts.lease_ttl)),
-            None => (0, conn.opts.lease_ttl),
-        };
-        let now = Instant::now();
-        let mut seen = lock(&chan.lease.seen);
-        let s = seen.entry(h.clone()).or_insert((rev, now));
-        if s.0 != rev {
-            *s = (rev, now);
-        } else if now.duration_since(s.1) > ttl {
-            dead.push(h.clone());
-        }
-    }
-    lock(&chan.lease.seen).retain(|h, _| holders.contains(h));
-    if dead.is_empty() {
-        return Ok(false);
-    }
-    let (mut changed, mut all) = (false, true);
-    for (key, rev, mut counts) in keys {
-        if counts.drop_holders(dead.iter().map(String::as_str)) {
-            if kv.update(&key, counts.encode(), rev).await.is_ok() {
-                changed = true;
-            } else {
-                // Changed meanwhile: the next pass reads it again (the dead stay dead).
-                all = false;
-            }
-        }
-    }
-    if all {
-        for h in &dead {
-            chan.purge_key(&kv, &lease_key(&chan.name, h)).await;
-            lock(&chan.lease.seen).remove(h);
-        }
-    }
-    if changed {
-        chan.refresh().await?;
-        chan.notify_ctl("ends").await?;
-    }
-    Ok(changed)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //!   (`buffered.rs`, with slots reserved for Output guards in `reserve.rs`); Output guards of
 //!   both kinds are served by `out_pump.rs`; poison and end counts live in a KV bucket with a
 //!   broadcast subject (`chan.rs`, counts in `counts.rs`), ends are leased so that a dead
-//!   process's ends go away (`lease.rs`); `stats()` adds the server's state to a survey of every
+//!   process's ends go away (`lease.rs`, `reaper.rs`); `stats()` adds the server's state to a survey of every
 //!   participant over that subject (`stats.rs`). The protocol is written down in the project's
 //!   docs/design.md.
 //!
@@ -42,6 +42,7 @@ mod options;
 mod out_pump;
 mod placeholder;
 mod pulls;
+mod reaper;
 mod recent;
 mod rendezvous;
 mod reserve;
