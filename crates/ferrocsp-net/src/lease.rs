@@ -11,12 +11,12 @@
 //!   Closing the connection purges it.
 //! - Every `ttl / 4` while this process waits on `N` (a read, a write, a selection), the
 //!   *reaper* (`reaper.rs`) reads `N.w` and `N.r` and the lease of every other holder named
-//!   there. A holder
-//!   whose lease's revision (0 if the key is missing) did not change for longer than that
-//!   lease's own ttl (this connection's if missing or malformed), as timed by this process's
-//!   clock, is dead: its counts are removed from both keys (compare-and-set on the revision
-//!   read, so a holder that changed its count meanwhile is looked at again next time), its
-//!   lease key is purged, the status is re-read and the change broadcast on `N.ctl`.
+//!   there. A holder whose lease's revision (0 if the key is missing) did not change for
+//!   longer than that lease's own ttl (this connection's if missing or malformed), as timed
+//!   by this process's clock, is dead: its counts are removed from both keys (compare-and-set
+//!   on the revision read, so a holder that changed its count meanwhile is looked at again
+//!   next time), its lease key is purged, the status is re-read and the change broadcast on
+//!   `N.ctl`.
 //! - So after a holder dies, a participant waiting on `N` sees its ends gone within
 //!   `ttl + 2 * tick` (tick = the waiter's `ttl / 4`) plus a few round trips: `1.5 * ttl` with
 //!   the same ttl everywhere; a participant that starts waiting later, within that long of
