@@ -6,8 +6,13 @@
 //! - `<name>.cap`: the capacity, written once with `create` (first opener wins; every other
 //!   opener must agree).
 //! - `<name>.poison`: present once the channel is poisoned (never removed).
-//! - `<name>.w`, `<name>.r`: `"made alive"` counts of writer / reader ends, updated with
-//!   compare-and-set on the entry's revision. All ends of a kind retired = `made > 0 && alive == 0`.
+//! - `<name>.w`, `<name>.r`: the counts of writer / reader ends: how many were made, how many
+//!   travel, and how many each live connection holds (`counts.rs`), updated with
+//!   compare-and-set on the entry's revision. All ends of a kind retired =
+//!   `made > 0 && alive == 0`.
+//! - `<name>.l.<holder>`: the lease of connection `<holder>` on the ends it holds; a holder
+//!   whose lease stops being refreshed is dead and its ends are dropped (`lease.rs`,
+//!   `reaper.rs`).
 //!
 //! - `<name>.t.<ticket>`: an end of kind `r`/`w` travelling in a message (`Chan::ticket_now`):
 //!   issued by the sender with the count it makes on the receiver's behalf, claimed once by
@@ -37,12 +42,14 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::busy::{Busy, STATS_ASK};
+use crate::counts::{Counts, EndCount};
 use crate::error::{protocol, NetError};
+use crate::lease::Lease;
 use crate::link::{capacity_conflict, Inner};
 use crate::lock::lock;
 use crate::pulls::Pulls;
 use crate::recent::Recent;
-use crate::wire::{check_ticket, parse_capacity, parse_counts, EndCounts};
+use crate::wire::{check_ticket, parse_capacity};
 
 /// What every participant agrees on about a channel's life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -195,6 +202,8 @@ pub struct Chan {
     pub(crate) offer: Mutex<Option<Arc<dyn Offer>>>,
     /// Reads and writes of this process in progress (`stats()`'s survey, `stats.rs`).
     pub(crate) busy: Busy,
+    /// This connection's lease on its ends of the channel, and the reaper's view of others'.
+    pub(crate) lease: Lease,
     tasks: Vec<AbortHandle>,
 }
 
@@ -338,6 +347,7 @@ impl Chan {
             pulls: tokio::sync::OnceCell::new(),
             offer: Mutex::new(None),
             busy: Busy::default(),
+            lease: Lease::default(),
             tasks: Vec::new(),
         };
         chan.refresh().await?;
@@ -369,7 +379,8 @@ impl Chan {
         Ok(chan)
     }
 
-    /// The shared state in the KV bucket: (poisoned, writers' and readers' `(made, alive)`).
+    /// The shared state in the KV bucket: (poisoned, writers' and readers' `(made, alive)`;
+    /// alive: in transit or held by a connection whose lease was not found dead yet).
     pub(crate) async fn read_state(&self) -> Result<(bool, (u64, u64), (u64, u64)), NetError> {
         let kv = self.conn.kv().await?;
         let get = |k: String| {
@@ -378,10 +389,13 @@ impl Chan {
         };
         let poisoned = get(format!("{}.poison", self.name)).await?.is_some();
         let counts = |v: Option<Bytes>| {
-            v.map_or(Ok((0, 0)), |v| parse_counts(&v).map(|c| (c.made, c.alive)))
+            v.map_or((0, 0), |v| {
+                let c = Counts::parse(&v);
+                (c.made, c.alive())
+            })
         };
-        let w = counts(get(format!("{}.w", self.name)).await?)?;
-        let r = counts(get(format!("{}.r", self.name)).await?)?;
+        let w = counts(get(format!("{}.w", self.name)).await?);
+        let r = counts(get(format!("{}.r", self.name)).await?);
         Ok((poisoned, w, r))
     }
 
@@ -427,7 +441,7 @@ impl Chan {
         *self.status.borrow()
     }
 
-    async fn notify_ctl(&self, what: &'static str) -> Result<(), NetError> {
+    pub(crate) async fn notify_ctl(&self, what: &'static str) -> Result<(), NetError> {
         let c = &self.conn.client;
         c.publish(self.subj_ctl.clone(), Bytes::from_static(what.as_bytes()))
             .await
@@ -450,9 +464,13 @@ impl Chan {
         self.notify_ctl("poison").await
     }
 
-    /// Counts an end made (`+1`) or retired (`-1`) on the server; when the last end of its
-    /// kind retires, every participant is told.
-    pub(crate) async fn count_end_now(&self, kind: EndKind, made: bool) -> Result<(), NetError> {
+    /// Counts what happens to an end (`counts.rs`) on the server; when the last end of its
+    /// kind is gone, every participant is told. An end this connection is to hold is leased
+    /// first (`lease.rs`).
+    pub(crate) async fn count_end_now(&self, kind: EndKind, how: EndCount) -> Result<(), NetError> {
+        if matches!(how, EndCount::Made | EndCount::Received) {
+            self.lease.hold(&self.conn, &self.name).await?;
+        }
         let kv = self.conn.kv().await?;
         let key = match kind {
             EndKind::Reader => format!("{}.r", self.name),
@@ -462,18 +480,18 @@ impl Chan {
             let entry =
                 kv.entry(key.clone()).await.map_err(|e| self.conn.transport("count ends", e))?;
             // A deleted key (a marker, not a count) counts from zero, as `kv.get` reads it.
-            let now = match &entry {
-                Some(e) if e.operation == jetstream::kv::Operation::Put => parse_counts(&e.value)?,
-                _ => EndCounts::default(),
+            let mut c = match &entry {
+                Some(e) if e.operation == jetstream::kv::Operation::Put => Counts::parse(&e.value),
+                _ => Counts::default(),
             };
-            let next = now.after(made).ok_or_else(|| protocol("count ends", "count overflow"))?;
-            let v = Bytes::from(next.format());
+            c.apply(how, &self.conn.id_prefix);
+            let v = c.encode();
             let ok = match &entry {
                 Some(e) => kv.update(&key, v, e.revision).await.is_ok(),
                 None => kv.create(&key, v).await.is_ok(),
             };
             if ok {
-                break next.all_retired();
+                break c.all_retired();
             }
             // Another participant changed the count meanwhile: read it again.
         };
@@ -515,21 +533,14 @@ impl Chan {
                 if kv.update(&key, Bytes::from_static(b"-"), entry.revision).await.is_err() {
                     return Ok(false);
                 }
-                self.purge_ticket(&kv, &key).await;
+                self.conn.purge_key(&kv, &key).await;
                 Ok(true)
             }
             TicketOp::Void => {
-                self.purge_ticket(&kv, &key).await;
+                self.conn.purge_key(&kv, &key).await;
                 Ok(true)
             }
         }
-    }
-
-    /// Removes a ticket's key with no marker left (best effort: a ticket left claimed or
-    /// issued-and-unsent is a few bytes that no claim can take again, or was never sent).
-    async fn purge_ticket(&self, kv: &jetstream::kv::Store, key: &str) {
-        let subject = format!("$KV.{}.{key}", self.conn.names.bucket);
-        let _ = kv.stream.purge().filter(subject).await;
     }
 
     /// Offers `v` to a waiting Alt of this process, if any.

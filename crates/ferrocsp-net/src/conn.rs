@@ -10,6 +10,8 @@
 //!   `Unreachable`, never a hang); after a loss of connection the client reconnects by
 //!   itself, and operations that cannot make progress for `reconnect_timeout` fail with
 //!   `Unreachable`.
+//! - Closing gives up this connection's leases on ends (`lease.rs`): ends it still holds are
+//!   the dead's from then on, dropped by the next waiter that looks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +46,7 @@ impl Connection {
     /// Connects (bounded by `opts.connect_timeout`) and checks that JetStream is enabled.
     pub fn connect(opts: Options) -> Result<Connection, NetError> {
         let names = Names::new(&opts.namespace)?;
+        crate::lease::check_ttl(opts.lease_ttl)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ferrocsp-net")
@@ -183,7 +186,11 @@ impl Connection {
         }
         let inner = Arc::clone(&self.inner);
         let n = name.to_owned();
-        let chan = rt.block_on(async move { Chan::open(inner, rt_handle(), n, capacity).await })?;
+        let chan = rt.block_on(async move {
+            let chan = Chan::open(inner, rt_handle(), n, capacity).await?;
+            crate::reaper::spawn(&chan);
+            Ok::<_, NetError>(chan)
+        })?;
         let mut chans = self.chans.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = chans.get(name).and_then(Weak::upgrade) {
             // Opened by another thread meanwhile: keep one.
@@ -220,8 +227,22 @@ impl Connection {
         let rt = self.rt.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(rt) = rt {
             let client = self.inner.client.clone();
+            let chans: Vec<Arc<Chan>> = self
+                .chans
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .filter_map(Weak::upgrade)
+                .collect();
             let _ = rt.block_on(async move {
-                tokio::time::timeout(Duration::from_secs(2), client.flush()).await
+                tokio::time::timeout(Duration::from_secs(2), async move {
+                    // Ends still held here are the dead's from now on (`lease.rs`).
+                    for c in &chans {
+                        c.lease.release(&c.conn, &c.name).await;
+                    }
+                    client.flush().await
+                })
+                .await
             });
             rt.shutdown_background();
         }
@@ -315,6 +336,18 @@ mod tests {
     fn errors_quote_no_credentials() {
         let t = redact_in("bad url nats://bob:hunter22@x:1 (hunter22)", "nats://bob:hunter22@x:1");
         assert!(!t.contains("hunter22"), "{t}");
+    }
+
+    #[test]
+    fn lease_ttl_is_checked_before_connecting() {
+        for bad in [Duration::ZERO, Duration::from_millis(100), Duration::from_secs(7200)] {
+            let mut o = Options::new("nats://127.0.0.1:1");
+            o.lease_ttl = bad;
+            match Connection::connect(o) {
+                Err(NetError::Invalid(m)) => assert!(m.contains("lease_ttl"), "{m}"),
+                other => panic!("expected Invalid, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!   channels use request/reply (`rendezvous.rs`), buffered ones a JetStream work queue
 //!   (`buffered.rs`, with slots reserved for Output guards in `reserve.rs`); Output guards of
 //!   both kinds are served by `out_pump.rs`; poison and end counts live in a KV bucket with a
-//!   broadcast subject (`chan.rs`); `stats()` adds the server's state to a survey of every
+//!   broadcast subject (`chan.rs`, counts in `counts.rs`), ends are leased so that a dead
+//!   process's ends go away (`lease.rs`, `reaper.rs`); `stats()` adds the server's state to a survey of every
 //!   participant over that subject (`stats.rs`). The protocol is written down in the project's
 //!   docs/wire.md (every subject, header, key and payload) and docs/design.md; [`wire`] parses
 //!   everything this crate reads from the wire.
@@ -33,7 +34,9 @@ mod buffered;
 mod busy;
 mod chan;
 mod conn;
+mod counts;
 mod error;
+mod lease;
 mod link;
 mod lock;
 mod op;
@@ -41,6 +44,7 @@ mod options;
 mod out_pump;
 mod placeholder;
 mod pulls;
+mod reaper;
 mod recent;
 mod rendezvous;
 mod reserve;
@@ -55,6 +59,7 @@ use std::time::Instant;
 pub use bytes::Bytes;
 pub use chan::{Chan, EndKind, Offer, Status, TicketOp};
 pub use conn::Connection;
+pub use counts::EndCount;
 pub use error::NetError;
 pub use op::Op;
 pub use options::Options;
@@ -107,8 +112,8 @@ pub trait ChanOps {
     fn poison(&self, conn: &Connection) -> Op<()>;
     /// The channel's stats, from the server and a survey of every participant (`stats.rs`).
     fn stats(&self, conn: &Connection) -> Op<Stats>;
-    /// Counts a new end of `kind` (`made`) or retires one, on the server.
-    fn count_end(&self, conn: &Connection, kind: EndKind, made: bool) -> Op<()>;
+    /// Counts, on the server, what happens to an end of `kind` (made, retired, sent, ...).
+    fn count_end(&self, conn: &Connection, kind: EndKind, how: EndCount) -> Op<()>;
     /// Issues, claims or voids the ticket of an end of `kind` travelling in a message
     /// (`Chan`'s module doc); a claim resolves to whether it took a live ticket.
     fn ticket(&self, conn: &Connection, kind: EndKind, ticket: String, op: TicketOp) -> Op<bool>;
@@ -200,9 +205,9 @@ impl ChanOps for Arc<Chan> {
         conn.spawn(move |_| stats::stats(chan))
     }
 
-    fn count_end(&self, conn: &Connection, kind: EndKind, made: bool) -> Op<()> {
+    fn count_end(&self, conn: &Connection, kind: EndKind, how: EndCount) -> Op<()> {
         let chan = Arc::clone(self);
-        conn.spawn(move |_| async move { chan.count_end_now(kind, made).await })
+        conn.spawn(move |_| async move { chan.count_end_now(kind, how).await })
     }
 
     fn ticket(&self, conn: &Connection, kind: EndKind, ticket: String, op: TicketOp) -> Op<bool> {

@@ -106,6 +106,14 @@ impl Inner {
             .cloned()
     }
 
+    /// Removes `key` from the state bucket with no marker left (best effort: a ticket left
+    /// claimed or issued-and-unsent is a few bytes that no claim can take again, or was never
+    /// sent; a lease left over names a holder that no count names any more).
+    pub(crate) async fn purge_key(&self, kv: &jetstream::kv::Store, key: &str) {
+        let subject = format!("$KV.{}.{key}", self.names.bucket);
+        let _ = kv.stream.purge().filter(subject).await;
+    }
+
     /// A message id unique to this connection.
     pub(crate) fn new_id(&self) -> String {
         format!("{}-{}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))

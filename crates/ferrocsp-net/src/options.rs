@@ -47,6 +47,10 @@ pub struct Options {
     pub ack_timeout: Duration,
     /// How long an operation keeps waiting for a lost server before it fails.
     pub reconnect_timeout: Duration,
+    /// The lease on this connection's ends: refreshed every third of it; if no refresh reaches
+    /// the server for this long (the process died), others drop the ends (`lease.rs`).
+    /// 0.5 s to 1 hour.
+    pub lease_ttl: Duration,
     /// Testing hook: readers of this connection take values but never acknowledge them
     /// (simulates a process that dies between the two).
     pub hold_acks: bool,
@@ -76,6 +80,7 @@ impl std::fmt::Debug for Options {
             .field("connect_timeout", &self.connect_timeout)
             .field("ack_timeout", &self.ack_timeout)
             .field("reconnect_timeout", &self.reconnect_timeout)
+            .field("lease_ttl", &self.lease_ttl)
             .field("hold_acks", &self.hold_acks)
             .field("drop_commits", &self.drop_commits)
             .finish()
@@ -152,6 +157,7 @@ impl Options {
             connect_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(5),
             reconnect_timeout: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(10),
             ..Options::default()
         }
     }

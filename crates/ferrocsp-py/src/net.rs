@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use ferrocsp_net::{
-    Bytes, Chan, ChanOps, Connection, EndKind, NetError, Offer, Op, Options, Status, TicketOp,
+    Bytes, Chan, ChanOps, Connection, EndCount, EndKind, NetError, Offer, Op, Options, Status,
+    TicketOp,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -26,6 +27,19 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
     })
 }
 
+/// The `EndCount` named `how` (see `NetChan::count_end`).
+pub(crate) fn end_count(how: &str) -> PyResult<EndCount> {
+    Ok(match how {
+        "make" => EndCount::Made,
+        "retire" => EndCount::Retired,
+        "send" => EndCount::Sent,
+        "unsend" => EndCount::Unsent,
+        "receive" => EndCount::Received,
+        "cross" => EndCount::Crossed,
+        _ => return Err(PyValueError::new_err(format!("unknown end count {how:?}"))),
+    })
+}
+
 /// A connection to a NATS server (use `ferrocsp.net.connect`).
 #[pyclass(frozen, name = "_NetConnection", module = "ferrocsp._native")]
 pub(crate) struct NetConnection {
@@ -36,8 +50,8 @@ pub(crate) struct NetConnection {
 #[pyfunction]
 #[pyo3(signature = (url, *, user=None, password=None, token=None, nkey_seed=None, credentials=None,
     tls_ca=None, tls_cert=None, tls_key=None, tls_required=false, name=None, namespace=None,
-    connect_timeout=5.0, ack_timeout=5.0, reconnect_timeout=30.0, hold_acks=false,
-    drop_commits=false))]
+    connect_timeout=5.0, ack_timeout=5.0, reconnect_timeout=30.0, lease_ttl=10.0,
+    hold_acks=false, drop_commits=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn _net_connect(
     py: Python<'_>,
@@ -56,6 +70,7 @@ pub(crate) fn _net_connect(
     connect_timeout: f64,
     ack_timeout: f64,
     reconnect_timeout: f64,
+    lease_ttl: f64,
     hold_acks: bool,
     drop_commits: bool,
 ) -> PyResult<NetConnection> {
@@ -74,6 +89,7 @@ pub(crate) fn _net_connect(
     o.connect_timeout = secs("connect_timeout", connect_timeout)?;
     o.ack_timeout = secs("ack_timeout", ack_timeout)?;
     o.reconnect_timeout = secs("reconnect_timeout", reconnect_timeout)?;
+    o.lease_ttl = secs("lease_ttl", lease_ttl)?;
     o.hold_acks = hold_acks;
     o.drop_commits = drop_commits;
     let conn =
@@ -319,11 +335,11 @@ impl NetChan {
         &self,
         py: Python<'_>,
         reader: bool,
-        made: bool,
+        how: EndCount,
         wait: bool,
     ) -> PyResult<()> {
         let kind = if reader { EndKind::Reader } else { EndKind::Writer };
-        let op = self.chan.count_end(&self.conn, kind, made);
+        let op = self.chan.count_end(&self.conn, kind, how);
         if !wait {
             return Ok(());
         }
@@ -424,11 +440,13 @@ impl NetChan {
         })
     }
 
-    /// Counts an end made (`made=True`) or retired, of a reader (`reader=True`) or writer.
+    /// Counts what happens to an end of a reader (`reader=True`) or writer: `how` is
+    /// `"make"`, `"retire"`, `"send"` (made for a receiver, in transit), `"unsend"` (an end in
+    /// transit is gone), `"receive"` or `"cross"` (now shared with another OS process).
     /// With `wait=False` the update is sent in the background (finalizers).
-    #[pyo3(signature = (reader, made, wait=true))]
-    fn count_end(&self, py: Python<'_>, reader: bool, made: bool, wait: bool) -> PyResult<()> {
-        self.count(py, reader, made, wait)
+    #[pyo3(signature = (reader, how, wait=true))]
+    fn count_end(&self, py: Python<'_>, reader: bool, how: &str, wait: bool) -> PyResult<()> {
+        self.count(py, reader, end_count(how)?, wait)
     }
 
     /// An Alt of this process starts (`up=True`) or stops waiting on this channel.

@@ -149,6 +149,8 @@ mod with_net {
     use pyo3::sync::PyOnceLock;
     use pyo3::types::{PyBytes, PyIterator, PyList, PyType};
 
+    use ferrocsp_net::EndCount;
+
     use crate::batch::with_written;
     use crate::errors::{to_pyerr, OpName};
     use crate::net::NetChan;
@@ -401,7 +403,8 @@ mod with_net {
                     let won = self.core.get().ticket(py, reader, t, "claim", true)?;
                     crossed().remove(&id);
                     if won {
-                        self.count_end(py, reader, false, true)?;
+                        // Counted in transit since it crossed (no process's lease holds it).
+                        self.core.get().count(py, reader, EndCount::Unsent, true)?;
                     }
                     Ok(())
                 }
@@ -427,8 +430,17 @@ mod with_net {
             self.core.get().ticket(py, reader, t.clone(), "issue", true)?;
             // Another thread pickling the same end meanwhile: the first ticket stays (the
             // second is a few bytes on the server that nothing claims).
-            let mut m = self.crossed.lock().unwrap_or_else(PoisonError::into_inner);
-            Ok(m.entry(id).or_insert(t).clone())
+            let (t, first) = {
+                let mut m = self.crossed.lock().unwrap_or_else(PoisonError::into_inner);
+                let first = !m.contains_key(&id);
+                (m.entry(id).or_insert(t).clone(), first)
+            };
+            if first {
+                // From now on copies in several processes share it: it is counted in transit,
+                // not under this process's lease (which ends with this process).
+                self.core.get().count(py, reader, EndCount::Crossed, true)?;
+            }
+            Ok(t)
         }
 
         /// End `id` is a copy of a crossed end with ticket `ticket` (made by unpickling).
@@ -444,7 +456,8 @@ mod with_net {
             made: bool,
             wait: bool,
         ) -> PyResult<()> {
-            self.core.get().count(py, reader, made, wait)
+            let how = if made { EndCount::Made } else { EndCount::Retired };
+            self.core.get().count(py, reader, how, wait)
         }
     }
 

@@ -65,6 +65,7 @@ def connect(
     connect_timeout: float = 5.0,
     ack_timeout: float = 5.0,
     reconnect_timeout: float = 30.0,
+    lease_ttl: float = 10.0,
     pickle_key: bytes | None = None,
     namespace: str | None = None,
 ) -> Connection:
@@ -81,6 +82,11 @@ def connect(
     reader's acknowledgement before re-sending (a reader that died after receiving).
     ``reconnect_timeout``: how long operations wait for a lost server to come back before
     raising ``ConnectionError``.
+    ``lease_ttl``: the lease on this process's channel ends (0.5 s to 1 hour, default 10 s):
+    refreshed in the background every third of it; once a process is dead (killed, its
+    machine lost) for this long, its ends go away, so that its readers see end-of-stream (or
+    its writers ``ChannelRetired``) within about 1.5 times the lease (docs/net.md, "Dead
+    participants"). Every participant should use the same.
     ``pickle_key``: a secret shared by all participants; values the safe codec cannot carry
     are then pickled and signed with HMAC-SHA256, and signed pickles from peers are accepted.
     Without it, pickles are refused both ways.
@@ -104,6 +110,7 @@ def connect(
         connect_timeout=connect_timeout,
         ack_timeout=ack_timeout,
         reconnect_timeout=reconnect_timeout,
+        lease_ttl=lease_ttl,
         pickle_key=pickle_key,
         namespace=namespace,
     )
@@ -136,6 +143,7 @@ def _connect(
     connect_timeout: float = 5.0,
     ack_timeout: float = 5.0,
     reconnect_timeout: float = 30.0,
+    lease_ttl: float = 10.0,
     pickle_key: bytes | None = None,
     namespace: str | None = None,
     hooks: Hooks = Hooks(),  # noqa: B008 - an immutable NamedTuple
@@ -178,6 +186,7 @@ def _connect(
         "connect_timeout": connect_timeout,
         "ack_timeout": ack_timeout,
         "reconnect_timeout": reconnect_timeout,
+        "lease_ttl": lease_ttl,
         "pickle_key": pickle_key,
         "namespace": namespace,
         "hooks": hooks,
@@ -198,6 +207,7 @@ def _connect(
         connect_timeout=_num(connect_timeout, "connect_timeout"),
         ack_timeout=_num(ack_timeout, "ack_timeout"),
         reconnect_timeout=_num(reconnect_timeout, "reconnect_timeout"),
+        lease_ttl=_num(lease_ttl, "lease_ttl"),
         hold_acks=bool(hooks.hold_acks),
         drop_commits=bool(hooks.drop_commits),
     )
@@ -319,11 +329,11 @@ class Connection:
                 kind = "reader" if reader else "writer"
                 raise ChannelRetired(f"{kind} end of channel '{ch.name}' is retired")
             ticket = secrets.token_hex(16)
-            ch._net_core.count_end(reader, True)
+            ch._net_core.count_end(reader, "send")
             try:
                 ch._net_core.ticket(reader, ticket, "issue")
             except BaseException:
-                ch._net_core.count_end(reader, False, False)
+                ch._net_core.count_end(reader, "unsend", False)
                 raise
             sent.append((v, ticket))
             return (b"r" if reader else b"w"), ch.capacity, ch.name, ticket
@@ -340,7 +350,7 @@ class Connection:
         for e, ticket in ends:
             core, reader = e.channel._net_core, isinstance(e, Reader)
             core.ticket(reader, ticket, "void", False)
-            core.count_end(reader, False, False)
+            core.count_end(reader, "unsend", False)
 
     def _decode(self, chan: str, data: bytes) -> Any:
         """The value of a message received on channel ``chan`` (``CodecError`` if rejected).
@@ -375,7 +385,10 @@ class Connection:
         missing = None
         for ref in refs:
             ch = self.channel(ref.name, ref.capacity)
-            if ch._net_core.ticket(ref.kind == "reader", ref.ticket, "claim"):
+            reader = ref.kind == "reader"
+            if ch._net_core.ticket(reader, ref.ticket, "claim"):
+                # Ours from now on: held under this connection's lease, not in transit.
+                ch._net_core.count_end(reader, "receive")
                 made[ref] = ch._net_end(ref.kind)
             elif missing is None:
                 missing = ref
