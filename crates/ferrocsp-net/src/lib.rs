@@ -10,7 +10,8 @@
 //! - [`Chan`]: one channel per name per connection (`conn.rs`, `chan.rs`); rendezvous
 //!   channels use request/reply (`rendezvous.rs`), buffered ones a JetStream work queue
 //!   (`buffered.rs`, with slots reserved for Output guards in `reserve.rs`); Output guards of
-//!   both kinds are served by `out_pump.rs`; poison and end counts live in a KV bucket with a
+//!   both kinds are served by `out_pump.rs`; a reader claims each value's id on the server
+//!   before it takes it, so a value that reaches two readers is taken once (`claim.rs`); poison and end counts live in a KV bucket with a
 //!   broadcast subject (`chan.rs`); `stats()` adds the server's state to a survey of every
 //!   participant over that subject (`stats.rs`). The protocol is written down in the project's
 //!   docs/design.md.
@@ -30,6 +31,7 @@
 mod buffered;
 mod busy;
 mod chan;
+mod claim;
 mod conn;
 mod error;
 mod link;
