@@ -7,8 +7,11 @@ OS process) move distinct values over a rendezvous channel, a buffered one, and 
 accounting is exact: every value whose write succeeded is read exactly once, a value whose
 write raised is read at most once, nothing is read twice and nothing unknown is read.
 
-The default run moves ``N`` values per suite (a few seconds each); ``FERROCSP_SLOW=1`` moves
-10,000 per suite and prints the numbers (values, faults injected by kind, outcomes).
+The default run moves ``N`` values per plain suite and ``N_ALT`` per Alt suite (seconds
+each: every lost message stalls someone for ``ack_timeout``); ``FERROCSP_SLOW=1`` moves
+10,000 per suite with more writers and readers. Each suite prints its numbers (values,
+outcomes, faults injected by kind; ``pytest -s`` shows them). ``FERROCSP_FAULT_SEED`` picks
+another random sequence.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from _netproxy import FaultProxy, RandomFaults, value_traffic
 
 SLOW = os.environ.get("FERROCSP_SLOW") == "1"
 N = 10_000 if SLOW else 40
+#: An Output guard's value takes more messages (claims or reservations, releases, commits),
+#: so more of them meet a fault: the default run moves fewer values through Alt.
+N_ALT = 10_000 if SLOW else 24
 # More of each in the slow run: a lost message stalls one participant for about ack_timeout,
 # and the others go on meanwhile.
 WRITERS = 6 if SLOW else 3
@@ -111,6 +117,7 @@ def run(
     write: Write,
     read: Read,
     os_reader: bool,
+    n: int = N,
 ) -> None:
     name = "x" + uuid.uuid4().hex[:12]
     conns = [
@@ -132,7 +139,7 @@ def run(
 
         def writer(w: int) -> None:
             ch = chans[w]
-            for i in range(w, N, WRITERS):
+            for i in range(w, n, WRITERS):
                 v = f"{w}-{i}"
                 try:
                     while not write(ch, v):
@@ -160,7 +167,7 @@ def run(
             while not writers_done.wait(30):
                 with lock:
                     print(
-                        f"[exactly-once] {suite}: {len(ok) + len(raised)}/{N} written", flush=True
+                        f"[exactly-once] {suite}: {len(ok) + len(raised)}/{n} written", flush=True
                     )
 
         if SLOW:
@@ -186,12 +193,12 @@ def run(
         lost = sorted(v for v in ok if counts[v] == 0)
         unknown = sorted(v for v in counts if v not in written)
         print(
-            f"\n[exactly-once] {suite}: values={N} written_ok={len(ok)} raised={len(raised)} "
+            f"\n[exactly-once] {suite}: values={n} written_ok={len(ok)} raised={len(raised)} "
             f"read={len(read_all)} (os reader {len(read_all) - sum(map(len, got))}) "
             f"raised_and_read={sum(1 for v in raised if counts[v])} "
             f"faults={dict(sorted(proxy.counts.items()))} seed={SEED + capacity}"
         )
-        assert len(written) == N
+        assert len(written) == n
         assert not twice, f"read twice: {twice[:10]}"
         assert not lost, f"written, never read: {lost[:10]}"
         assert not unknown, f"read, never written: {unknown[:10]}"
@@ -216,4 +223,13 @@ def test_buffered_exactly_once_under_faults(nats: NatsServer, proxy: FaultProxy)
 def test_alt_output_exactly_once_under_faults(
     nats: NatsServer, proxy: FaultProxy, capacity: int
 ) -> None:
-    run(nats, proxy, f"alt/output cap={capacity}", capacity, alt_write, alt_read, os_reader=False)
+    run(
+        nats,
+        proxy,
+        f"alt/output cap={capacity}",
+        capacity,
+        alt_write,
+        alt_read,
+        os_reader=False,
+        n=N_ALT,
+    )
