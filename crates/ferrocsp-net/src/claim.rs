@@ -26,7 +26,8 @@
 //!   one is handed on; a claim lost means someone else won it, so the value is not lost.
 //! - A claim is kept `KEEP` (2 minutes, JetStream's own default de-duplication window, which
 //!   the buffered writes' de-duplication also relies on): a copy of a value delayed in the
-//!   network for longer than that is outside the guarantee.
+//!   network for longer than that is outside the guarantee, and so is a redelivery after an
+//!   `ack_timeout` (JetStream's `ack_wait`) of that order: keep `ack_timeout` well under it.
 //! - Claims are only made where a value is about to be handed on: a read or an Alt is reserved
 //!   first (a hold), so a won claim always has a receiver (unless its process is being torn
 //!   down: then the value goes with it, as with a crash after a read returned).
