@@ -98,8 +98,7 @@ class RandomFaults:
 class _Link:
     """One client connection and its server connection."""
 
-    def __init__(self, proxy: FaultProxy, client: socket.socket, server: socket.socket) -> None:
-        self.proxy = proxy
+    def __init__(self, client: socket.socket, server: socket.socket) -> None:
         self.socks = {"up": server, "down": client}
         self.locks = {"up": threading.Lock(), "down": threading.Lock()}
         self.closed = False
@@ -156,11 +155,11 @@ class FaultProxy:
     def cut_all(self) -> None:
         """Cuts every open connection (the clients reconnect)."""
         with self._lock:
-            links, self._links = self._links, []
+            links = [x for x in self._links if not x.closed]
+            self._links = []
+            self.counts["cut"] += len(links)
         for link in links:
             link.close()
-        with self._lock:
-            self.counts["cut"] += len(links)
 
     def stop(self) -> None:
         self._stopped = True
@@ -189,8 +188,9 @@ class FaultProxy:
                 continue
             for s in (client, server):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            link = _Link(self, client, server)
+            link = _Link(client, server)
             with self._lock:
+                self._links = [x for x in self._links if not x.closed]
                 self._links.append(link)
             for way, src in (("up", client), ("down", server)):
                 threading.Thread(
