@@ -317,7 +317,8 @@ async fn handle(chan: &Arc<Chan>, m: Message) {
         return;
     }
     if !lock(&chan.recent).begin(&id) {
-        // Another copy of this request is being settled here; it answers the same inbox.
+        // Another copy is being settled here: a duplicated frame's twin answers the same
+        // inbox; a re-send (a new inbox) goes unanswered and comes again, to find it settled.
         return;
     }
     // The receiver first (a commit's own hold if it is still there), then the claim: a won
