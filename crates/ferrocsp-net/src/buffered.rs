@@ -15,8 +15,11 @@
 //!   net) and publishes again. A lost acknowledgement is re-sent with the same id and
 //!   de-duplicated by the server, so a value is stored once.
 //! - A read pulls one message (a pull request that expires with the read's deadline, at most
-//!   1 s per round), acknowledges it with a confirmed ack (the server answered), then returns
-//!   it and publishes the notice. A reader that dies before acknowledging leaves the message
+//!   1 s per round), claims its id (`claim.rs`) and acknowledges it with a confirmed ack at
+//!   the same time, then returns it iff it won the claim, and publishes the notice. A value
+//!   delivered again (its ack, or the ack's reply, was lost, or came after `ack_wait`) finds
+//!   the claim and is dropped by whoever gets it; the Alt pump commits an Alt (a hold) before
+//!   it claims for it. A reader that dies before acknowledging leaves the message
 //!   pending; after `ack_wait` the server gives it to another reader. The pull is answered on
 //!   an inbox reused from read to read (`Pulls`) and the confirmed ack goes through the
 //!   client's shared reply inbox, so a read costs its two round trips and no subscriptions.
@@ -24,8 +27,8 @@
 //! Invariants:
 //! - The stream holds at most `k` values and Output placeholders together (server enforced);
 //!   a placeholder is never returned by a read. Each value is delivered to readers
-//!   until one acknowledges it, and a confirmed ack removes it, so it is returned by exactly
-//!   one read among the readers that survive.
+//!   until one acknowledges it, and only the reader that won its claim returns it, so it is
+//!   returned by exactly one read among the readers that survive.
 //! - A read only pulls while it waits: no value is prefetched into a process that is not
 //!   reading (where it would sit while another process waits for it).
 
@@ -220,17 +223,28 @@ async fn take(chan: &Chan, m: async_nats::Message, hold_acks: bool) -> Option<By
         return Some(m.payload);
     }
     let ack = m.reply.clone()?;
-    // A confirmed ack ("AckAck") as a request on the client's shared reply inbox: no
-    // subscription of its own per ack.
-    let req =
-        Request::new().payload(Bytes::from_static(b"+ACK")).timeout(Some(conn.opts.ack_timeout));
-    match conn.client.send_request(ack, req).await {
-        Ok(_) => {
+    // The claim decides whether the value is ours (`claim.rs`): an acknowledgement whose reply
+    // was lost, or that came after `ack_wait`, can no longer lose or duplicate it. The ack
+    // goes out at the same time (one round trip for both) and its outcome does not matter: a
+    // value delivered again finds the claim and is dropped by whoever gets it.
+    let id = crate::claim::value_id(&m)?;
+    let (claimed, ()) = tokio::join!(crate::claim::claim(chan, &id), ack_confirmed(conn, ack));
+    match claimed {
+        Ok(crate::claim::Claim::Won) => {
             let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
             Some(m.payload)
         }
-        Err(_) => None,
+        // Another reader took it (this was a redelivery), or no server to ask.
+        Ok(crate::claim::Claim::Lost) | Err(_) => None,
     }
+}
+
+/// Acknowledges a delivered message with a confirmed ack ("AckAck", a request on the client's
+/// shared reply inbox: no subscription of its own per ack), waiting at most `ack_timeout`.
+async fn ack_confirmed(conn: &crate::link::Inner, ack: async_nats::Subject) {
+    let req =
+        Request::new().payload(Bytes::from_static(b"+ACK")).timeout(Some(conn.opts.ack_timeout));
+    let _ = conn.client.send_request(ack, req).await;
 }
 
 /// The channel's `Pulls`, made on first read.
@@ -240,6 +254,8 @@ async fn pulls(chan: &Chan) -> Result<&Arc<Pulls>, NetError> {
             let Some(consumer) = chan.consumer.as_ref() else {
                 return Err(NetError::Protocol("buffered read on a rendezvous channel".into()));
             };
+            // A claims stream that cannot be made fails the first read, not every value.
+            crate::claim::ensure_now(&chan.conn).await?;
             let info = consumer.cached_info();
             Ok(Arc::new(Pulls::new(format!(
                 "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
@@ -305,18 +321,38 @@ async fn pump(chan: Arc<Chan>) {
             pass_over(&chan, &msg.message).await;
             continue;
         }
-        match chan.offer(msg.message.payload.clone()) {
-            Ok(()) => {
-                if !chan.conn.opts.hold_acks {
-                    let _ = msg.double_ack().await;
-                    let _ = chan.conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
-                }
-            }
-            Err(_) => {
+        if chan.conn.opts.hold_acks {
+            // Testing hook: handed on without a claim or an ack (a reader that dies first).
+            if chan.offer(msg.message.payload.clone()).is_err() {
                 let _ = msg.ack_with(async_nats::jetstream::AckKind::Nak(None)).await;
-                // Nobody took it: the Alt chose something else or is between selections.
-                tokio::time::sleep(Duration::from_millis(2)).await;
             }
+            continue;
+        }
+        // An Alt is committed first (a hold: its one CAS), then the value claimed for it
+        // (`claim.rs`), so a won claim always has a receiver and an unacknowledged value
+        // delivered again is never handed on twice.
+        let Some(hold) = crate::rendezvous::hold_alt(&chan, true) else {
+            let _ = msg.ack_with(async_nats::jetstream::AckKind::Nak(None)).await;
+            // Nobody took it: the Alt chose something else or is between selections.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        };
+        let message = msg.message;
+        let (Some(id), Some(ack)) = (crate::claim::value_id(&message), message.reply.clone())
+        else {
+            crate::rendezvous::give_back(&chan, hold, true);
+            continue;
+        };
+        let conn = &chan.conn;
+        let (claimed, ()) = tokio::join!(crate::claim::claim(&chan, &id), ack_confirmed(conn, ack));
+        if claimed == Ok(crate::claim::Claim::Won) {
+            if let Some(v) = crate::rendezvous::to_hold(&chan, hold, message.payload) {
+                // The Alt's task was torn down meanwhile: the value goes with its process.
+                drop(v);
+            }
+            let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
+        } else {
+            crate::rendezvous::give_back(&chan, hold, true);
         }
     }
 }

@@ -107,6 +107,9 @@ pub(crate) enum Holder {
 pub(crate) struct Hold {
     pub(crate) holder: Holder,
     pub(crate) since: std::time::Instant,
+    /// Reserved for a value whose claim is in flight (`claim.rs`): it neither expires nor is
+    /// released by anyone but the claim's outcome.
+    pub(crate) claiming: bool,
 }
 
 /// Reads waiting in this process for a rendezvous value (see `rendezvous.rs`).

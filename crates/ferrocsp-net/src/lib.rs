@@ -10,9 +10,11 @@
 //! - [`Chan`]: one channel per name per connection (`conn.rs`, `chan.rs`); rendezvous
 //!   channels use request/reply (`rendezvous.rs`), buffered ones a JetStream work queue
 //!   (`buffered.rs`, with slots reserved for Output guards in `reserve.rs`); Output guards of
-//!   both kinds are served by `out_pump.rs`; poison and end counts live in a KV bucket with a
-//!   broadcast subject (`chan.rs`, counts in `counts.rs`), ends are leased so that a dead
-//!   process's ends go away (`lease.rs`, `reaper.rs`); `stats()` adds the server's state to a survey of every
+//!   both kinds are served by `out_pump.rs`; a reader claims each value's id on the server
+//!   before it takes it, so a value that reaches two readers is taken once (`claim.rs`);
+//!   poison and end counts live in a KV bucket with a broadcast subject (`chan.rs`, counts in
+//!   `counts.rs`), and ends are leased so that a dead process's ends go away (`lease.rs`,
+//!   `reaper.rs`); `stats()` adds the server's state to a survey of every
 //!   participant over that subject (`stats.rs`). The protocol is written down in the project's
 //!   docs/wire.md (every subject, header, key and payload) and docs/design.md; [`wire`] parses
 //!   everything this crate reads from the wire.
@@ -33,6 +35,7 @@ mod batch;
 mod buffered;
 mod busy;
 mod chan;
+mod claim;
 mod conn;
 mod counts;
 mod error;

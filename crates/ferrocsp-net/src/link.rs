@@ -27,6 +27,8 @@ pub(crate) struct Inner {
     /// `opts.url` without credentials: the only form messages show.
     pub(crate) shown_url: String,
     kv: tokio::sync::OnceCell<jetstream::kv::Store>,
+    /// Set once the namespace's claims stream exists (`claim.rs`).
+    pub(crate) claims: tokio::sync::OnceCell<()>,
     /// When the client lost its server (0: connected), in ms since `epoch`.
     lost_since_ms: Arc<AtomicU64>,
     epoch: Instant,
@@ -64,6 +66,7 @@ impl Inner {
             opts,
             names,
             kv: tokio::sync::OnceCell::new(),
+            claims: tokio::sync::OnceCell::new(),
             lost_since_ms,
             epoch,
             next_id: AtomicU64::new(1),

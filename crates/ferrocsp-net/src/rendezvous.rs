@@ -15,8 +15,11 @@
 //!   waiting after it turned a writer away.
 //! - A request is handed to the oldest waiting read of the process (waiting up to `GRACE`
 //!   for one if none is there: a reader in a loop is about to ask again), else offered to a
-//!   waiting Alt of the process (`Offer`), then answered `+`.
-//!   An id seen recently is answered `+` again without delivering (its first reply was lost).
+//!   waiting Alt of the process (`Offer::hold`: the Alt is committed first), then the value's
+//!   id is claimed on the server (`claim.rs`): won, it is handed on and answered `+`; lost
+//!   (another process took this id: a re-send whose first reply was lost), the reserved
+//!   reader is given back and the writer answered `+` all the same. An id this process handed
+//!   on recently is answered `+` at once (`recent.rs`, a cache in front of the claims).
 //! - Output guards (an Alt of this process offering a value): the *output pump*
 //!   (`out_pump.rs`) sends a claim (`Csp-Claim`, no value) on `ferrocsp.N.w`; the reader
 //!   process holds its oldest waiting read, or commits a waiting input Alt with a hold marker
@@ -27,8 +30,9 @@
 //!   Holds expire after `ack_timeout`. docs/design.md has the state machine.
 //!
 //! Invariants:
-//! - A value is taken by at most one read: the hand-off pops the read from `reads.pending`
-//!   under its lock, and a read that times out or is cancelled removes itself under the same
+//! - A value is taken by at most one read in the whole channel: only after its reader won the
+//!   claim of its id. In a process, the hand-off pops the read from `reads.pending` under its
+//!   lock, and a read that times out or is cancelled removes itself under the same
 //!   lock; if it is no longer there, a value is on its way and it takes it (no loss).
 //! - A write completes only after a reader took the value (the `+` reply follows the
 //!   hand-off). A write withdrawn by timeout or cancellation has no request in flight (it only
@@ -50,4 +54,5 @@ mod wire;
 mod writer;
 
 pub(crate) use reader::{alt_demand, alt_take, read};
+pub(crate) use serve::{give_back, hold_alt, to_hold};
 pub(crate) use writer::{claim_reader, commit, release_claim, write, Claimed};

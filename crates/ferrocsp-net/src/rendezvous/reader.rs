@@ -23,6 +23,8 @@ pub(crate) async fn read(
     deadline: Option<Instant>,
     mut cancel: Cancel,
 ) -> Result<Bytes, NetError> {
+    // A claims stream that cannot be made fails the read, not every value it would get.
+    crate::claim::ensure_now(&chan.conn).await?;
     let mut status = chan.status.subscribe();
     // A read handed back by a writer that held it and did not commit keeps its place.
     let mut front = false;

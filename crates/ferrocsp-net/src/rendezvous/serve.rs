@@ -5,8 +5,10 @@
 //! - It runs while `reads.running`; it clears that under the lock only when no read, input Alt
 //!   or hold is pending, and drains the subscription so that no request routed to it before
 //!   the unsubscribe goes unanswered.
-//! - A hand-off pops the read from `reads.pending` under its lock, so one value goes to one
-//!   read; a held read or Alt gets exactly the committed value, or is given back and waits or
+//! - A hand-off pops the read from `reads.pending` under its lock (or commits an Alt to a hold)
+//!   and hands the value on only after it won the value's claim (`claim.rs`), so one value
+//!   goes to one read in the whole channel; a hold reserved for a claim (`Hold::claiming`)
+//!   is given its value or back only by the claim's outcome; a held read or Alt gets exactly the committed value, or is given back and waits or
 //!   selects again.
 
 use std::sync::Arc;
@@ -120,12 +122,19 @@ fn header<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
 }
 
 /// Gives a held reader back: a plain read waits again, a held Alt selects again. A hold whose
-/// value was already sent stays (its Alt is about to take it).
+/// value was already sent stays (its Alt is about to take it), and so does one whose value's
+/// claim is in flight (`Hold::claiming`: `settle` gives it its value or back).
 fn release(chan: &Chan, hold: u64) {
+    give_back(chan, hold, false);
+}
+
+/// `release`, also of a hold whose claim is in flight when `claimed` (the claim's own outcome).
+pub(crate) fn give_back(chan: &Chan, hold: u64, claimed: bool) {
     let h = {
         let mut r = lock(&chan.reads);
         match r.holds.get(&hold) {
             Some(Hold { holder: Holder::Alt(None, _), .. }) | None => None,
+            Some(h) if h.claiming && !claimed => None,
             Some(_) => r.holds.remove(&hold),
         }
     };
@@ -137,7 +146,7 @@ fn release(chan: &Chan, hold: u64) {
 
 /// Delivers a committed value to hold `hold`; gives the value back if there is no such hold
 /// (it expired) or its holder is gone.
-fn to_hold(chan: &Chan, hold: u64, v: Bytes) -> Option<Bytes> {
+pub(crate) fn to_hold(chan: &Chan, hold: u64, v: Bytes) -> Option<Bytes> {
     let mut r = lock(&chan.reads);
     let alt = match r.holds.get_mut(&hold) {
         None => return Some(v),
@@ -184,8 +193,12 @@ fn expire_holds(chan: &Chan) {
     r.holds.retain(|_, h| {
         !(matches!(h.holder, Holder::Alt(None, _)) && h.since.elapsed() >= limit * 4)
     });
-    let old: Vec<u64> =
-        r.holds.iter().filter(|(_, h)| h.since.elapsed() >= limit).map(|(id, _)| *id).collect();
+    let old: Vec<u64> = r
+        .holds
+        .iter()
+        .filter(|(_, h)| !h.claiming && h.since.elapsed() >= limit)
+        .map(|(id, _)| *id)
+        .collect();
     drop(r);
     for id in old {
         release(chan, id);
@@ -205,40 +218,62 @@ async fn grace(chan: &Chan) -> bool {
     !lock(&chan.reads).pending.is_empty()
 }
 
-/// A selecting writer claims a reader of this process: hold the oldest waiting read, else
-/// commit a waiting input Alt to this channel; answer `R <direct subject> <hold>` or `-`.
-async fn claim(chan: &Arc<Chan>, reply: async_nats::Subject) {
-    let client = &chan.conn.client;
-    let mut held = None;
+/// Reserves a receiver of this process for one value: holds the oldest waiting read (taken
+/// out of the queue, so no other value reaches it), else commits a waiting input Alt to this
+/// channel (its one CAS: it then waits for the hold's value), waiting up to `GRACE` for a read
+/// if neither is there. `claiming`: the hold is for a value whose claim is about to be made
+/// (it does not expire, and only `settle` gives it back).
+async fn hold_reader(chan: &Arc<Chan>, claiming: bool) -> Option<u64> {
     for attempt in 0..2 {
         {
             let mut r = lock(&chan.reads);
             if let Some((_, tx)) = r.pending.pop_front() {
                 let id = r.next;
                 r.next += 1;
-                r.holds.insert(id, Hold { holder: Holder::Read(tx), since: Instant::now() });
-                held = Some(id);
-            } else if r.alt_demand > 0 {
-                let id = r.next;
-                r.next += 1;
-                let (tx, rx) = oneshot::channel();
-                // Registered before the Alt can wake and ask for it.
-                r.holds.insert(
-                    id,
-                    Hold { holder: Holder::Alt(Some(tx), Some(rx)), since: Instant::now() },
-                );
+                let since = Instant::now();
+                r.holds.insert(id, Hold { holder: Holder::Read(tx), since, claiming });
+                return Some(id);
+            }
+            if r.alt_demand > 0 {
                 drop(r);
-                if chan.offer_hold(id) {
-                    held = Some(id);
-                } else {
-                    lock(&chan.reads).holds.remove(&id);
+                if let Some(id) = hold_alt(chan, claiming) {
+                    return Some(id);
                 }
             }
         }
-        if held.is_some() || attempt == 1 || !grace(chan).await {
+        if attempt == 1 || !grace(chan).await {
             break;
         }
     }
+    None
+}
+
+/// Commits a waiting input Alt of this process to a new hold (see `hold_reader`): the hold,
+/// or `None` if no Alt took it now.
+pub(crate) fn hold_alt(chan: &Chan, claiming: bool) -> Option<u64> {
+    let id = {
+        let mut r = lock(&chan.reads);
+        let id = r.next;
+        r.next += 1;
+        let (tx, rx) = oneshot::channel();
+        // Registered before the Alt can wake and ask for it.
+        let since = Instant::now();
+        r.holds.insert(id, Hold { holder: Holder::Alt(Some(tx), Some(rx)), since, claiming });
+        id
+    };
+    if chan.offer_hold(id) {
+        Some(id)
+    } else {
+        lock(&chan.reads).holds.remove(&id);
+        None
+    }
+}
+
+/// A selecting writer claims a reader of this process: hold the oldest waiting read, else
+/// commit a waiting input Alt to this channel; answer `R <direct subject> <hold>` or `-`.
+async fn claim(chan: &Arc<Chan>, reply: async_nats::Subject) {
+    let client = &chan.conn.client;
+    let held = hold_reader(chan, false).await;
     let answer = match held {
         Some(id) => Bytes::from(format!("R {} {id}", chan.subj_direct)),
         None => {
@@ -284,51 +319,79 @@ async fn handle(chan: &Arc<Chan>, m: Message) {
         claim(chan, reply).await;
         return;
     }
-    if let Some(id) = &id {
-        if lock(&chan.recent).contains(id) {
-            let _ = client.publish(reply, Bytes::from_static(b"+")).await;
-            return;
-        }
-    }
-    // Some(value) while nobody took it.
-    let mut left = match resv {
-        // The commit of a selecting writer: to the reader held for it. No hold (it expired)
-        // or its holder gave up: an ordinary write from here on.
-        Some(hold) => to_hold(chan, hold, m.payload),
-        None => Some(m.payload),
+    let Some(id) = id.filter(|id| crate::claim::valid_id(id)) else {
+        // Every value carries a valid id (wire invariant): a message without one is not ours.
+        return;
     };
-    if let Some(v) = left.take() {
-        left = to_read(chan, v);
+    if lock(&chan.recent).contains(&id) {
+        // Delivered here already (its reply was lost, or the frame came twice).
+        let _ = client.publish(reply, Bytes::from_static(b"+")).await;
+        return;
     }
-    if let Some(value) = left.take() {
-        let alt = lock(&chan.reads).alt_demand > 0;
-        left = if alt {
-            chan.offer(value).err()
-        } else {
-            // A reader looping over the channel (`for v in ch`) is about to wait again: give
-            // it a moment rather than turning the writer away (which costs the writer a
-            // ready notice and a re-send). Bounded, so a value never waits on a process that
-            // stopped reading.
-            match to_read(chan, value) {
-                None => None,
-                Some(v) => {
-                    grace(chan).await;
-                    to_read(chan, v)
-                }
+    if !lock(&chan.recent).begin(&id) {
+        // Another copy is being settled here: a duplicated frame's twin answers the same
+        // inbox; a re-send (a new inbox) goes unanswered and comes again, to find it settled.
+        return;
+    }
+    // The receiver first (a commit's own hold if it is still there), then the claim: a won
+    // claim always has someone to hand the value to.
+    let own = resv.filter(|h| {
+        let mut r = lock(&chan.reads);
+        match r.holds.get_mut(h) {
+            Some(hold) if !hold.claiming && !matches!(hold.holder, Holder::Alt(None, _)) => {
+                hold.claiming = true;
+                true
             }
-        };
-    }
-    let delivered = left.is_none();
-    if !delivered {
+            _ => false,
+        }
+    });
+    let hold = match own {
+        Some(h) => Some(h),
+        None => hold_reader(chan, true).await,
+    };
+    let Some(hold) = hold else {
+        lock(&chan.recent).end(&id);
         lock(&chan.reads).turned_away = true;
         let _ = client.publish(reply, Bytes::from_static(b"-")).await;
         return;
-    }
-    if let Some(id) = id {
-        lock(&chan.recent).insert(id);
-    }
+    };
     if chan.conn.opts.hold_acks {
+        // Testing hook: taken without a claim or an answer, exactly where a reader that dies
+        // before its commit point leaves things (the writer re-sends; another reader wins).
+        let _ = to_hold(chan, hold, m.payload);
+        lock(&chan.recent).end(&id);
         return;
     }
-    let _ = client.publish(reply, Bytes::from_static(b"+")).await;
+    // Settled in a task of its own: the claim is a round trip, and this subscription serves
+    // every writer of the channel.
+    let chan = Arc::clone(chan);
+    tokio::spawn(async move { settle(&chan, hold, id, m.payload, reply).await });
+}
+
+/// Claims value `id` (`claim.rs`) for the reserved receiver `hold`, then hands it on and
+/// answers `+` (won), or gives the receiver back and answers `+` (another reader took it), or
+/// gives it back without an answer (no server: the writer re-sends).
+async fn settle(chan: &Arc<Chan>, hold: u64, id: String, value: Bytes, reply: async_nats::Subject) {
+    let outcome = crate::claim::claim(chan, &id).await;
+    match outcome {
+        Ok(crate::claim::Claim::Won) => {
+            if let Some(v) = to_hold(chan, hold, value) {
+                // The receiver vanished (its task was torn down): another read of this
+                // process, if any, else the value goes with the closing process.
+                let _ = to_read(chan, v);
+            }
+            lock(&chan.recent).insert(id.clone());
+        }
+        Ok(crate::claim::Claim::Lost) => {
+            give_back(chan, hold, true);
+            lock(&chan.recent).insert(id.clone());
+        }
+        Err(_) => {
+            give_back(chan, hold, true);
+            lock(&chan.recent).end(&id);
+            return;
+        }
+    }
+    lock(&chan.recent).end(&id);
+    let _ = chan.conn.client.publish(reply, Bytes::from_static(b"+")).await;
 }

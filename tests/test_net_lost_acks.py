@@ -1,0 +1,147 @@
+"""Exactly once when acknowledgements go missing (issue #17), each case made to happen on
+purpose with the fault-injecting proxy (tests/_netproxy.py) between one participant and the
+server:
+
+- a buffered read whose confirmed ack the server applied but whose reply was lost (the value
+  was dropped: nobody ever read it);
+- the buffered Alt pump's ack lost on its way to the server, so the server delivers the value
+  again after ``ack_wait`` (a second reader read it again);
+- a rendezvous reply lost, so the writer re-sends after ``ack_timeout`` and the queue group
+  routes the re-send to a reader in another OS process (which delivered it again: the
+  de-duplication set was per process).
+
+The claims (crates/ferrocsp-net/src/claim.rs) settle all three: the server decides which
+reader takes a value, by its id.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import ferrocsp as csp
+import ferrocsp.net as net
+from _nats import NatsServer, nats_fixture, spawn  # noqa: F401 - nats_fixture is the fixture 'nats'
+from _netproxy import FaultProxy, Frame
+
+pytestmark = pytest.mark.timeout(60)
+
+ACK = 1.0  # ack_timeout of every connection here (also JetStream's ack_wait)
+
+
+def name() -> str:
+    return "l" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(name="proxy")
+def proxy_fixture(nats: NatsServer) -> Iterator[FaultProxy]:
+    with FaultProxy(nats.port) as p:
+        yield p
+
+
+def test_a_buffered_read_whose_ack_reply_is_lost_keeps_the_value(
+    nats: NatsServer, proxy: FaultProxy
+) -> None:
+    # The server applies the ack (the value leaves the stream); only its reply is lost.
+    lost = proxy.rule(lambda f: f.way == "down" and f.about.startswith("$JS.ACK."), "drop")
+    n = name()
+    with (
+        net.connect(proxy.url, ack_timeout=ACK) as c,
+        net.connect(nats.url, ack_timeout=ACK) as d,
+    ):
+        d.channel(n, 4).write("precious")
+        assert c.channel(n, 4).read(timeout=10) == "precious"
+        assert lost.hits == 1
+        with pytest.raises(TimeoutError):
+            d.channel(n, 4).read(timeout=3 * ACK)  # and not delivered again
+
+
+def _drop_first_ack(f: Frame) -> bool:
+    return f.way == "up" and f.subject.startswith("$JS.ACK.") and f.payload == b"+ACK"
+
+
+def test_a_lost_ack_of_the_buffered_alt_pump_delivers_no_duplicate(
+    nats: NatsServer, proxy: FaultProxy
+) -> None:
+    # The pump's ack never reaches the server: after ack_wait the server delivers the value
+    # again, here to a plain read of another connection.
+    lost = proxy.rule(_drop_first_ack, "drop")
+    n = name()
+    with (
+        net.connect(proxy.url, ack_timeout=ACK) as c,
+        net.connect(nats.url, ack_timeout=ACK) as d,
+    ):
+        ch = c.channel(n, 4)
+        got: list[object] = []
+        t = threading.Thread(target=lambda: got.append(csp.Alt(ch).select()[1]))
+        t.start()
+        d.channel(n, 4).write("once")
+        t.join(10)
+        assert got == ["once"]
+        assert lost.hits == 1
+        with pytest.raises(TimeoutError):
+            d.channel(n, 4).read(timeout=4 * ACK)
+
+
+# A reader in another OS process: it prints what it reads, one value a line, until nothing came
+# for `quiet` seconds.
+OTHER_READER = """
+import sys
+import ferrocsp.net as net
+url, chan, quiet = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with net.connect(url, ack_timeout=1.0) as c:
+    ch = c.channel(chan, 0)
+    print("ready", flush=True)
+    while True:
+        try:
+            print(ch.read(timeout=quiet), flush=True)
+        except TimeoutError:
+            break
+"""
+
+
+def test_a_rendezvous_resend_reaching_another_process_is_not_delivered_again(
+    nats: NatsServer, proxy: FaultProxy
+) -> None:
+    # This process's reader answers the writer "+" through the proxy: that answer is lost, so
+    # the writer re-sends after ack_timeout, and by then only the other process reads (this
+    # one has what it wanted and left the queue group).
+    n = name()
+    lost = proxy.rule(
+        lambda f: f.way == "up" and f.subject.startswith("_INBOX.") and f.payload == b"+", "drop"
+    )
+    with (
+        net.connect(proxy.url, ack_timeout=ACK) as c,
+        net.connect(nats.url, ack_timeout=ACK) as w,
+    ):
+        got: list[object] = []
+        t = threading.Thread(target=lambda: got.append(c.channel(n, 0).read(timeout=10)))
+        t.start()
+        writer = w.channel(n, 0)
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                writer.write("v1", timeout=30)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+            done.set()
+
+        wt = threading.Thread(target=write)
+        wt.start()
+        t.join(10)
+        assert got == ["v1"]
+        other = spawn(OTHER_READER, nats.url, n, str(3 * ACK))
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "ready"
+        assert done.wait(30)
+        wt.join()
+        assert not errors
+        assert lost.hits == 1
+        out, err = other.communicate(timeout=30)
+        assert other.returncode == 0, err
+        assert out.split() == [], "the re-sent value was delivered twice"
