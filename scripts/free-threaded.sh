@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Run ferrocsp's Python suite on free-threaded CPython 3.14 (3.14t) with the GIL disabled:
+#   scripts/free-threaded.sh [pytest args...]   build what is missing, then run the suite
+#   scripts/free-threaded.sh --build-only       stop after building 3.14t and ferrocsp
+#   scripts/free-threaded.sh --bench            also run bench/freethreaded (3.14t vs 3.11)
+#
+# 1. CPython 3.14 from Debian's python3.14 source package, configured with --disable-gil and
+#    installed under $FERROCSP_CACHE (default ~/.cache/ferrocsp)/cpython-3.14t. The package is
+#    in a newer Debian suite than the machine's: apt reads a throwaway sources list and a
+#    throwaway package-lists directory given with -o options, so the system's apt setup is
+#    never changed. The upstream source (the .orig tarball) is built without Debian's patches,
+#    which target Debian's /usr layout. The build is cached: a second run reuses it.
+# 2. .venv-3.14t (git-ignored) with greenlet, pytest, pytest-timeout, hypothesis and maturin.
+# 3. ferrocsp built for 3.14t: a version-specific (cp314t, not abi3) extension, built into
+#    target/ft314 so it never touches the abi3 build of .venv (scripts/setup.sh).
+# 4. The whole suite with PYTHON_GIL=0; tests/conftest.py fails the session if the GIL is on
+#    (an extension declaring gil_used would have re-enabled it). pytest's summary line is last.
+# Needs root on Debian for apt-get (build dependencies); without root they must be there.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+say() { printf '[free-threaded] %s\n' "$*"; }
+die() { printf '[free-threaded] error: %s\n' "$*" >&2; exit 1; }
+
+build_only=0
+bench=0
+args=()
+for a in "$@"; do
+  case $a in
+    --build-only) build_only=1 ;;
+    --bench) bench=1 ;;
+    *) args+=("$a") ;;
+  esac
+done
+
+CACHE=${FERROCSP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferrocsp}
+VENV="$root/.venv-ft"
+JOBS=${JOBS:-$(nproc)}
+
+# --- 1. CPython 3.14t ------------------------------------------------------------------------
+# Debian's build dependencies of python3.14 that matter for the modules the suite uses
+# (ssl, ctypes, sqlite3, lzma, bz2, zlib, zstd, readline, uuid, dbm); tk and bluetooth left out.
+BUILD_DEPS=(build-essential pkg-config dpkg-dev xz-utils libssl-dev zlib1g-dev libbz2-dev
+  liblzma-dev libzstd-dev libffi-dev libsqlite3-dev libreadline-dev libncurses-dev libgdbm-dev
+  uuid-dev libexpat1-dev)
+SUITES=(trixie forky sid)
+# 3.14 is what the suite targets. 3.13 (trixie's, also free-threading capable) is the fallback
+# only where the archive this machine reaches has no 3.14 source files to hand out; the run
+# then says so loudly (FERROCSP_FT_STRICT=1 makes that an error instead).
+MINORS=(3.14 3.13)
+
+prefix_of() { echo "$CACHE/cpython-${1}t"; }
+python_of() { echo "$(prefix_of "$1")/bin/python${1}t"; }
+have_python() {  # a cached free-threaded build with the modules the suite needs
+  local py
+  py=$(python_of "$1")
+  [ -x "$py" ] && "$py" -c 'import sys, ssl, ctypes, sqlite3, lzma, bz2, zlib; sys.exit(sys._is_gil_enabled())' 2>/dev/null
+}
+
+install_build_deps() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    local missing=()
+    for p in "${BUILD_DEPS[@]}"; do
+      dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+      say "apt-get install ${missing[*]}"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 \
+             && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } \
+        || die "apt-get install ${missing[*]} failed"
+    fi
+  else
+    say "not root: assuming the build dependencies are installed (${BUILD_DEPS[*]})"
+  fi
+  command -v apt-get >/dev/null || die "apt-get not found: this script fetches Debian's python3.x source"
+}
+
+APT="$CACHE/src/apt"
+# Every path apt writes or reads for these sources is private to $APT; nothing under /etc
+# changes, and the system's own package lists are left as they were.
+AOPTS=(-o "Dir::Etc::SourceList=$APT/sources.list" -o "Dir::Etc::SourceParts=$APT/none"
+  -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache::Archives=$APT/archives"
+  -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
+apt_lists_ready=0
+apt_lists() {
+  [ "$apt_lists_ready" = 1 ] && return 0
+  mkdir -p "$APT/lists/partial" "$APT/archives/partial"
+  : >"$APT/sources.list"
+  for s in "${SUITES[@]}"; do
+    echo "deb-src http://deb.debian.org/debian $s main" >>"$APT/sources.list"
+  done
+  say "apt-get update (deb-src of ${SUITES[*]}, private lists in $APT)" >&2
+  apt-get "${AOPTS[@]}" update -qq >/dev/null || die "apt-get update of the deb-src lists failed"
+  apt_lists_ready=1
+}
+
+# fetch_source MINOR: the newest python$MINOR source package that downloads; prints the
+# upstream tarball's path, or fails.
+fetch_source() {
+  local minor=$1 work="$CACHE/src" ver
+  for ver in $(apt-cache "${AOPTS[@]}" showsrc "python$minor" 2>/dev/null | sed -n 's/^Version: //p' | sort -Vr -u); do
+    local orig="$work/python${minor}_${ver%-*}.orig.tar.xz"
+    if [ -s "$orig" ]; then echo "$orig"; return 0; fi
+    say "apt-get source --download-only python$minor=$ver" >&2
+    if (cd "$work" && apt-get "${AOPTS[@]}" source -qq --download-only "python$minor=$ver" >/dev/null 2>&1) \
+       && [ -s "$orig" ]; then
+      echo "$orig"
+      return 0
+    fi
+    say "  python$minor=$ver: the archive does not hand out its files" >&2
+  done
+  return 1
+}
+
+build_python() {  # build_python MINOR ORIG
+  local minor=$1 orig=$2 work="$CACHE/src" prefix
+  prefix=$(prefix_of "$minor")
+  local upver
+  upver=$(basename "$orig" | sed 's/^python[0-9.]*_\(.*\)\.orig\.tar\..*/\1/')
+  local srcdir="$work/cpython-$upver"
+  rm -rf "$srcdir" "$work/build"
+  mkdir -p "$srcdir" "$work/build"
+  tar -xf "$orig" -C "$srcdir" --strip-components=1
+  say "configure --disable-gil --prefix=$prefix (CPython $upver; log in $work/build.log)"
+  (cd "$work/build" && "$srcdir/configure" --disable-gil --prefix="$prefix" --with-ensurepip=install \
+     >"$work/build.log" 2>&1) || { tail -n 40 "$work/build.log" >&2; die "configure failed"; }
+  say "make -j$JOBS && make install (takes a while; cached afterwards)"
+  (cd "$work/build" && nice make -j"$JOBS" >>"$work/build.log" 2>&1 \
+     && nice make install >>"$work/build.log" 2>&1) \
+    || { tail -n 40 "$work/build.log" >&2; die "building CPython failed (log: $work/build.log)"; }
+  have_python "$minor" || die "built, but $(python_of "$minor") does not run free-threaded with ssl/ctypes/sqlite3"
+  rm -rf "$srcdir" "$work/build"
+}
+
+MINOR=
+for m in "${MINORS[@]}"; do
+  if have_python "$m"; then
+    MINOR=$m
+    say "cached: $("$(python_of "$m")" -VV 2>&1 | head -n 1)"
+    break
+  fi
+  mkdir -p "$CACHE/src"
+  install_build_deps
+  apt_lists
+  if orig=$(fetch_source "$m"); then
+    build_python "$m" "$orig"
+    MINOR=$m
+    say "built: $("$(python_of "$m")" -VV 2>&1 | head -n 1)"
+    break
+  fi
+  say "no python$m source could be downloaded from Debian's archive (${SUITES[*]})"
+  [ "${FERROCSP_FT_STRICT:-0}" = 1 ] && die "FERROCSP_FT_STRICT=1: python$m is required"
+done
+[ -n "$MINOR" ] || die "no free-threaded CPython could be built"
+[ "$MINOR" = 3.14 ] || say "WARNING: running on free-threaded CPython $MINOR, not 3.14 (see above)"
+PYT=$(python_of "$MINOR")
