@@ -158,3 +158,74 @@ done
 [ -n "$MINOR" ] || die "no free-threaded CPython could be built"
 [ "$MINOR" = 3.14 ] || say "WARNING: running on free-threaded CPython $MINOR, not 3.14 (see above)"
 PYT=$(python_of "$MINOR")
+
+# --- 2. The virtual environment ----------------------------------------------------------------
+# What the suite needs (pyproject's dev extras less ruff; mypy for tests/test_typing.py). pip
+# takes the free-threaded (cp3XXt) wheel where one exists and builds the rest from source.
+# uvloop is optional: where it publishes no build for this interpreter, tests/test_asyncio.py
+# skips its uvloop cases and says why.
+TOOLS=("greenlet>=3.0" "maturin>=1.9.4,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "mypy>=1.10")
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(sys._is_gil_enabled())' 2>/dev/null \
+   || [ "$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$MINOR" ]; then
+  say "creating $(basename "$VENV") with $("$PYT" -V 2>&1) (free-threaded)"
+  rm -rf "$VENV"
+  "$PYT" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+if ! "$VPY" -c 'import greenlet, pytest, pytest_timeout, hypothesis, mypy' 2>/dev/null || [ ! -x "$VENV/bin/maturin" ]; then
+  say "pip install ${TOOLS[*]}"
+  "$VPY" -m pip install --quiet --disable-pip-version-check "${TOOLS[@]}"
+fi
+if ! "$VPY" -c 'import uvloop' 2>/dev/null; then
+  if "$VPY" -m pip install --quiet --disable-pip-version-check --only-binary :all: "uvloop>=0.19" >/dev/null 2>&1; then
+    say "uvloop: $("$VPY" -c 'import uvloop; print(uvloop.__version__)')"
+  else
+    say "uvloop: no build for free-threaded $MINOR on PyPI; its asyncio cases skip"
+  fi
+fi
+say "python: $("$VPY" -VV 2>&1 | head -n 1); greenlet $("$VPY" -c 'import greenlet; print(greenlet.__version__)')"
+
+# --- 3. ferrocsp for this interpreter -----------------------------------------------------------
+# pyo3 never builds abi3 for a free-threaded interpreter (the limited API does not exist
+# there), even with the workspace's abi3-py311 feature: maturin makes a cp3XXt extension,
+# _native.cpython-3XXt-<platform>.so, which sits next to .venv's _native.abi3.so in
+# python/ferrocsp (each interpreter loads only the file with its own suffix). A target
+# directory of its own keeps both builds' artifacts cached.
+export CARGO_TARGET_DIR="$root/target/free-threaded"
+suffix=$("$VPY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+so="python/ferrocsp/_native$suffix"
+if [ ! -f "$so" ] || [ "${FERROCSP_REBUILD:-0}" = 1 ] \
+   || [ -n "$(find crates/*/src crates/*/Cargo.toml crates/*/build.rs Cargo.toml Cargo.lock pyproject.toml \
+              -newer "$so" -type f 2>/dev/null | head -n 1)" ]; then
+  say "maturin develop --release for $MINOR""t (target/free-threaded; log in target/free-threaded/maturin.log)"
+  mkdir -p "$CARGO_TARGET_DIR"
+  if ! VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" nice "$VENV/bin/maturin" develop --release \
+       >"$CARGO_TARGET_DIR/maturin.log" 2>&1; then
+    tail -n 60 "$CARGO_TARGET_DIR/maturin.log" >&2
+    die "maturin develop failed for free-threaded $MINOR"
+  fi
+fi
+(cd /tmp && PYTHON_GIL=0 "$VPY" -W error -c '
+import sys, ferrocsp, ferrocsp._native as n
+assert n.__file__.endswith(sys.argv[1]), n.__file__
+assert not sys._is_gil_enabled(), "importing ferrocsp re-enabled the GIL"
+' "$suffix") || die "ferrocsp does not import on free-threaded $MINOR with the GIL off"
+say "ferrocsp: $so (imports with the GIL disabled)"
+
+if [ "$bench" = 1 ]; then
+  say "bench/freethreaded: free-threaded $MINOR against .venv's $("$root/.venv/bin/python" -V 2>&1)"
+  "$VPY" bench/freethreaded/run.py --ft "$VPY" --base "$root/.venv/bin/python"
+fi
+[ "$build_only" = 1 ] && exit 0
+
+# --- 4. The suite with the GIL disabled ---------------------------------------------------------
+say "pytest with PYTHON_GIL=0 (free-threaded $MINOR)"
+set +e
+PYTHON_GIL=0 FERROCSP_EXPECT_NO_GIL=1 "$VPY" -m pytest -q -p no:cacheprovider "${args[@]}" \
+  >"$CARGO_TARGET_DIR/pytest.log" 2>&1
+rc=$?
+set -e
+[ "$MINOR" = 3.14 ] || say "WARNING: this ran on free-threaded CPython $MINOR, not 3.14 (no 3.14 source reachable)"
+# The failures and the short summary, then pytest's summary line last (full log kept).
+grep -vE '^[.sxXFE]+ *(\[ *[0-9]+%\])?$' "$CARGO_TARGET_DIR/pytest.log" | tail -n 80
+exit "$rc"

@@ -85,6 +85,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit("FERROCSP_EXPECT_NO_GIL=1 but the GIL is enabled (sys._is_gil_enabled())", 3)
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _expect_no_gil():
+        terminalreporter.write_line(f"ferrocsp: GIL enabled at the end: {_gil_enabled()}")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _expect_no_gil() and _gil_enabled():
         print("\nFERROCSP_EXPECT_NO_GIL=1: an extension re-enabled the GIL during the run")
