@@ -190,8 +190,9 @@ say "python: $("$VPY" -VV 2>&1 | head -n 1); greenlet $("$VPY" -c 'import greenl
 # there), even with the workspace's abi3-py311 feature: maturin makes a cp3XXt extension,
 # _native.cpython-3XXt-<platform>.so, which sits next to .venv's _native.abi3.so in
 # python/ferrocsp (each interpreter loads only the file with its own suffix). A target
-# directory of its own keeps both builds' artifacts cached.
-export CARGO_TARGET_DIR="$root/target/free-threaded"
+# directory of its own keeps both builds' artifacts cached (FERROCSP_FT_TARGET=target shares
+# the abi3 build's: less to compile once, but pyo3 and the bindings rebuild at each switch).
+export CARGO_TARGET_DIR=${FERROCSP_FT_TARGET:-$root/target/free-threaded}
 suffix=$("$VPY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 so="python/ferrocsp/_native$suffix"
 if [ ! -f "$so" ] || [ "${FERROCSP_REBUILD:-0}" = 1 ] \

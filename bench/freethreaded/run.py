@@ -83,8 +83,10 @@ def pipeline(items: int, work: int) -> dict[str, float]:
 
 
 def commstime_threads(cycles: int, runs: int) -> list[float]:
-    spec = importlib.util.spec_from_file_location("bench_commstime", HERE.parent / "commstime" / "run.py")
-    assert spec is not None and spec.loader is not None
+    path = HERE.parent / "commstime" / "run.py"
+    spec = importlib.util.spec_from_file_location("bench_commstime", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["bench_commstime"] = mod
     spec.loader.exec_module(mod)
@@ -136,7 +138,8 @@ def crossbeam(cycles: int, runs: int) -> list[float]:
         m = RUST_LINE.match(line)
         if m:
             return [float(x) for x in m.group(2).split(",")]
-    print(f"[freethreaded] cargo bench gave no crossbeam line: {proc.stderr[-500:]}", file=sys.stderr)
+    tail = proc.stderr[-500:]
+    print(f"[freethreaded] cargo bench gave no crossbeam line: {tail}", file=sys.stderr)
     return []
 
 
@@ -175,7 +178,8 @@ def main() -> None:
             f"{med([r['cores_used'] for r in p]):7.2f}{med([r['serial_wall_s'] for r in p]):10.3f}"
             f"{med([r['parallel_speedup'] for r in p]):15.2f}"
         )
-    speedup = med([r["wall_s"] for r in base["pipeline"]]) / med([r["wall_s"] for r in ft["pipeline"]])
+    base_wall = med([r["wall_s"] for r in base["pipeline"]])
+    speedup = base_wall / med([r["wall_s"] for r in ft["pipeline"]])
     print(f"pipeline speed-up, {ft['python']} against {base['python']}: {speedup:.2f}x")
     print(f"\ncommstime on threads, us per communication (median of {args.runs}):")
     rows = [(f"ferrocsp, CPython {d['python']}", med(d["commstime_us"])) for d in (base, ft)]
@@ -185,7 +189,12 @@ def main() -> None:
         ratio = f"  ({us / med(rust):.1f}x crossbeam)" if rust else ""
         print(f"  {label:32}{us:8.3f}{ratio}")
     if args.json:
-        doc = {"args": vars(args) | {"json": str(args.json)}, "base": base, "ft": ft, "crossbeam_us": rust}
+        doc = {
+            "args": vars(args) | {"json": str(args.json)},
+            "base": base,
+            "ft": ft,
+            "crossbeam_us": rust,
+        }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 

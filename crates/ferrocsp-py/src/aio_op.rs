@@ -309,6 +309,9 @@ unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
 ///
 /// # Safety
 /// The thread is attached (called from `op_dealloc`).
+// PyErr_Fetch/Restore are deprecated from 3.12 (a version-specific build, such as the
+// free-threaded one, sees that); the stable ABI from 3.11 that the wheel targets has only them.
+#[allow(deprecated)]
 unsafe fn warn_never_awaited() {
     // SAFETY: attached; the pending exception (dealloc may run while one is set) is
     // saved and restored around the warning, and a warning turned into an error by a filter
