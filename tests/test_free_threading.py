@@ -189,22 +189,23 @@ def _cpu(n: int) -> int:
 def test_two_cpu_bound_thread_processes_talking_over_channels_account_exactly() -> None:
     n, work = 400, 200
     a, b = csp.Channel(4), csp.Channel(4)
+    a_out, a_in, b_out, b_in = a.writer(), a.reader(), b.writer(), b.reader()
     out: list[int] = []
 
     def producer() -> None:
-        for i in range(n):
-            a.write((i, _cpu(work)))
-        a.retire()
+        with a_out:
+            for i in range(n):
+                a_out.write((i, _cpu(work)))
 
     def relay() -> None:
-        for i, c in a:
-            if _cpu(work) != c:
-                raise AssertionError(f"item {i} arrived changed")
-            b.write(i)
-        b.retire()
+        with b_out:
+            for i, c in a_in:
+                if _cpu(work) != c:
+                    raise AssertionError(f"item {i} arrived changed")
+                b_out.write(i)
 
     def consumer() -> None:
-        out.extend(b)
+        out.extend(b_in)
 
     csp.Par(producer, relay, consumer, backend="thread").run()
     assert out == list(range(n))
