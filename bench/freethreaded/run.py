@@ -51,16 +51,17 @@ def pipeline(items: int, work: int) -> dict[str, float]:
     import ferrocsp as csp
 
     ch: csp.Channel[int] = csp.Channel(4)
+    out, inp = ch.writer(), ch.reader()
     total: list[int] = []
 
     def producer() -> None:
-        for i in range(items):
-            ch.write(cpu(work, i))
-        ch.retire()
+        with out:
+            for i in range(items):
+                out.write(cpu(work, i))
 
     def consumer() -> None:
         s = 0
-        for v in ch:
+        for v in inp:
             s += cpu(work, v)
         total.append(s)
 
