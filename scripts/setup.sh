@@ -86,9 +86,10 @@ fi
 
 # --- Build and install ferrocsp (release) -----------------------------------------------
 # maturin develop installs the package editable: python/ferrocsp is used in place and the
-# extension lands as python/ferrocsp/_native.*.so. Skip the build when that .so is newer
+# extension lands as python/ferrocsp/_native.abi3.so (scripts/free-threaded.sh puts a free-threaded
+# build, _native.cpython-3XXt-*.so, beside it). Skip the build when that .so is newer
 # than every crate source (benches and tests aside) and manifest, and the venv imports it.
-so=$(find python/ferrocsp -maxdepth 1 -name "_native.*.so" 2>/dev/null | head -n 1 || true)
+so=$(find python/ferrocsp -maxdepth 1 -name "_native.abi3.so" 2>/dev/null | head -n 1 || true)
 stale=1
 if [ -n "$so" ] && [ "${FERROCSP_REBUILD:-0}" != 1 ] \
    && [ -z "$(find crates/*/src crates/*/Cargo.toml crates/*/build.rs Cargo.toml Cargo.lock pyproject.toml \

@@ -9,6 +9,11 @@ processes says why with ``in_process_only(backend, why)`` (both in tests/_os_sup
 ``slow`` tests (long stress/soak runs) are skipped unless ``FERROCSP_SLOW=1`` is set or the
 marker is selected explicitly with ``-m slow``.
 
+With ``FERROCSP_EXPECT_NO_GIL=1`` (``scripts/free-threaded.sh`` sets it, with ``PYTHON_GIL=0``
+on a free-threaded CPython) the session fails unless the GIL is disabled at its start and still
+disabled at its end: an extension module that declares it needs the GIL re-enables it on import
+(with only a warning), which would make the run prove nothing.
+
 ``mk`` is the channel dimension of the shared suites (tests/_chans.py): local channels, local
 channels moved to shared memory, and networked ones on a nats-server started once per session
 when the first such test runs.
@@ -55,6 +60,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 backend = backend_fixture(BACKENDS)
+
+
+def _gil_enabled() -> bool:
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def _expect_no_gil() -> bool:
+    return os.environ.get("FERROCSP_EXPECT_NO_GIL") == "1"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"ferrocsp: GIL enabled: {_gil_enabled()} (sys._is_gil_enabled)"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not _expect_no_gil():
+        return
+    import ferrocsp  # the extension and greenlet are imported now: either could re-enable it
+
+    del ferrocsp
+    if _gil_enabled():
+        pytest.exit("FERROCSP_EXPECT_NO_GIL=1 but the GIL is enabled (sys._is_gil_enabled())", 3)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _expect_no_gil():
+        terminalreporter.write_line(f"ferrocsp: GIL enabled at the end: {_gil_enabled()}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _expect_no_gil() and _gil_enabled():
+        print("\nFERROCSP_EXPECT_NO_GIL=1: an extension re-enabled the GIL during the run")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sys
+import sysconfig
 import threading
 import time
 import warnings
@@ -29,7 +31,11 @@ def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
     which scripts/setup.sh installs): nothing may depend on one loop's internals."""
     global _loop_factory
     if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop", reason="uvloop not installed (scripts/setup.sh)")
+        why = "uvloop not installed (scripts/setup.sh)"
+        if sysconfig.get_config_var("Py_GIL_DISABLED"):
+            v = sys.version_info
+            why = f"uvloop publishes no build for free-threaded CPython {v.major}.{v.minor}t"
+        uvloop = pytest.importorskip("uvloop", reason=why)
         _loop_factory = uvloop.new_event_loop
     else:
         _loop_factory = None

@@ -393,7 +393,7 @@ impl Inner {
         // still pending comes from a second awaiter of the same op: refuse it without
         // disturbing the first.
         if let Some(fut) = wait.waker.installed(py) {
-            if !fut.borrow(py).is_done() {
+            if !fut.get().is_done() {
                 return Err(PyRuntimeError::new_err(
                     "this channel operation is already being awaited",
                 ));
@@ -447,7 +447,7 @@ impl Inner {
             wait.timer = Some(timer);
         }
         // What `Future.__await__` does before yielding itself to the task.
-        fut.borrow_mut().blocking = true;
+        fut.get().set_blocking(true);
         Ok(Out::Yield(fut.into_any().unbind()))
     }
 

@@ -18,9 +18,11 @@
 //!   owns the pending state (a leaked `Box`) until deallocation. At most one is non-null, and
 //!   both are null once a done op was consumed: the result is handed out at most once and a
 //!   second await is a `RuntimeError`, never a crash or a duplicated value.
-//! - Every entry point runs with the GIL held (CPython calls slots and methods so) on the
-//!   GIL-enabled stable ABI this module is built for; the fields need no other lock. The
-//!   pending state has its own lock, which also refuses re-entrant resumes.
+//! - Entry points may run on several threads at once (free-threaded CPython has no GIL to
+//!   serialise them): `value` is taken with one atomic swap, so exactly one resume, `throw`,
+//!   `close` or the deallocation gets a done op's result. `op` is written once before the
+//!   object is shared and read-only until deallocation. The pending state has its own lock,
+//!   which also refuses concurrent and re-entrant resumes.
 //! - A `throw` into a done op (before it was awaited) follows the rule of a communication
 //!   that won a race against a cancellation (aio.rs): a `CancelledError` yields the result
 //!   and re-requests the cancellation; any other exception propagates.
@@ -29,6 +31,7 @@
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::ffi;
@@ -51,8 +54,8 @@ static OP_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 #[repr(C)]
 struct OpObject {
     ob_base: ffi::PyObject,
-    /// A done op's result (owned), or null.
-    value: *mut ffi::PyObject,
+    /// A done op's result (owned), or null; taken with [`take_value`].
+    value: AtomicPtr<ffi::PyObject>,
     /// A pending op's state (`Box::into_raw`), or null.
     op: *mut AsyncOp,
 }
@@ -76,7 +79,7 @@ fn alloc(py: Python<'_>, value: Py<PyAny>, op: Option<Box<AsyncOp>>) -> PyResult
         let o = obj.cast::<OpObject>();
         match op {
             Some(op) => (*o).op = Box::into_raw(op),
-            None => (*o).value = value.into_ptr(),
+            None => ptr::addr_of_mut!((*o).value).write(AtomicPtr::new(value.into_ptr())),
         }
     }
     // SAFETY: `obj` is a new, owned, non-null reference.
@@ -93,19 +96,30 @@ pub(crate) fn pending(py: Python<'_>, op: AsyncOp) -> PyResult<Py<PyAny>> {
     alloc(py, py.None(), Some(Box::new(op)))
 }
 
+/// Takes a done op's result (an owned reference), or null if there is none (a pending op, or
+/// one already consumed): one atomic swap, so two threads never both get it.
+///
+/// # Safety
+/// `o` must point to a live `_AsyncOp`.
+unsafe fn take_value(o: *mut OpObject) -> *mut ffi::PyObject {
+    // SAFETY: per this function's contract; `value` is only ever accessed atomically.
+    unsafe { (*o).value.swap(ptr::null_mut(), Ordering::AcqRel) }
+}
+
 /// Resumes the op: a done op hands out its result once, a pending one steps.
 ///
 /// # Safety
-/// `slf` must point to a live `_AsyncOp`, and the caller must hold the GIL.
+/// `slf` must point to a live `_AsyncOp`, and the calling thread must be attached to the interpreter.
 unsafe fn step(py: Python<'_>, slf: *mut ffi::PyObject) -> Step {
     let o = slf.cast::<OpObject>();
-    // SAFETY: per this function's contract; the GIL serialises access to the fields, and
-    // `op` stays valid until deallocation, which cannot run while the caller holds `slf`.
+    // SAFETY: per this function's contract; `op` is never written after the object is
+    // shared and stays valid until deallocation, which cannot run while the caller holds
+    // `slf`; `value` is taken atomically.
     unsafe {
         if let Some(op) = (*o).op.as_ref() {
             return op.step(py);
         }
-        let value = std::mem::replace(&mut (*o).value, ptr::null_mut());
+        let value = take_value(o);
         if value.is_null() {
             return Err(reused());
         }
@@ -150,11 +164,11 @@ unsafe extern "C" fn op_am_send(
     _arg: *mut ffi::PyObject,
     result: *mut *mut ffi::PyObject,
 ) -> ffi::PySendResult {
-    // CPython calls every slot and method below with the GIL held, on a live `_AsyncOp`.
+    // CPython calls every slot and method below from an attached thread (holding the GIL where there is one), on a live `_AsyncOp`.
     // `Python::attach` then only records that (so references dropped inside are released at
     // once instead of being deferred to PyO3's pool).
     Python::attach(|py| {
-        // SAFETY: a live `_AsyncOp`, GIL held (see above).
+        // SAFETY: a live `_AsyncOp`, attached thread (see above).
         let (out, status) = match guarded(|| unsafe { step(py, slf) }) {
             Ok(Out::Yield(fut)) => (fut.into_ptr(), ffi::PySendResult::PYGEN_NEXT),
             Ok(Out::Return(v)) => (v.into_ptr(), ffi::PySendResult::PYGEN_RETURN),
@@ -170,7 +184,7 @@ unsafe extern "C" fn op_am_send(
 }
 
 unsafe extern "C" fn op_iternext(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    // SAFETY: a live `_AsyncOp`, GIL held (see `op_am_send`).
+    // SAFETY: a live `_AsyncOp`, attached thread (see `op_am_send`).
     Python::attach(|py| as_iternext(py, guarded(|| unsafe { step(py, slf) }), false))
 }
 
@@ -178,7 +192,7 @@ unsafe extern "C" fn op_send(
     slf: *mut ffi::PyObject,
     _arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // SAFETY: a live `_AsyncOp`, GIL held (see `op_am_send`).
+    // SAFETY: a live `_AsyncOp`, attached thread (see `op_am_send`).
     Python::attach(|py| as_iternext(py, guarded(|| unsafe { step(py, slf) }), true))
 }
 
@@ -195,13 +209,13 @@ unsafe extern "C" fn op_close(
     let o = slf.cast::<OpObject>();
     Python::attach(|py| {
         let r = guarded(|| {
-            // SAFETY: a live `_AsyncOp`, GIL held (see `op_am_send`); `op` stays valid while
+            // SAFETY: a live `_AsyncOp`, attached thread (see `op_am_send`); `op` stays valid while
             // `slf` is held, and a taken value is an owned reference, released here.
             unsafe {
                 if let Some(op) = (*o).op.as_ref() {
                     op.close()?;
                 } else {
-                    ffi::Py_XDECREF(std::mem::replace(&mut (*o).value, ptr::null_mut()));
+                    ffi::Py_XDECREF(take_value(o));
                 }
             }
             Ok(Out::Return(py.None()))
@@ -221,7 +235,7 @@ unsafe extern "C" fn op_throw(
     args: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     Python::attach(|py| {
-        // SAFETY: a live `_AsyncOp` and its borrowed argument tuple, GIL held (see
+        // SAFETY: a live `_AsyncOp` and its borrowed argument tuple, attached thread (see
         // `op_am_send`).
         let (me, args) = unsafe {
             (
@@ -242,13 +256,13 @@ fn throw(py: Python<'_>, me: &Bound<'_, PyAny>, args: &Bound<'_, PyAny>) -> Step
     let val = if n >= 2 { Some(args.get_item(1)?) } else { None };
     let exc = exception_from_throw_args(&args.get_item(0)?, val.as_ref())?;
     let o = me.as_ptr().cast::<OpObject>();
-    // SAFETY: `me` is a live `_AsyncOp` (this is its method) and we hold the GIL; `op` stays
+    // SAFETY: `me` is a live `_AsyncOp` (this is its method) and this thread is attached; `op` stays
     // valid while `me` is held; a taken value is an owned reference.
     unsafe {
         if let Some(op) = (*o).op.as_ref() {
             return op.throw(py, me, exc);
         }
-        let value = std::mem::replace(&mut (*o).value, ptr::null_mut());
+        let value = take_value(o);
         if value.is_null() {
             return Err(exc);
         }
@@ -259,14 +273,14 @@ fn throw(py: Python<'_>, me: &Bound<'_, PyAny>, args: &Bound<'_, PyAny>) -> Step
 }
 
 unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
-    // SAFETY: CPython deallocates an `_AsyncOp` whose reference count reached zero, with the
-    // GIL held: nothing else can reach its fields. The pending state is a box this object
+    // SAFETY: CPython deallocates an `_AsyncOp` whose reference count reached zero, from an
+    // attached thread: nothing else can reach its fields. The pending state is a box this object
     // owns. The type is a heap type, so each instance owns a reference to it (taken by
     // PyType_GenericAlloc), released after the memory is freed by the type's tp_free.
     unsafe {
         let o = slf.cast::<OpObject>();
         let tp = ffi::Py_TYPE(slf);
-        let value = std::mem::replace(&mut (*o).value, ptr::null_mut());
+        let value = take_value(o);
         if !value.is_null() {
             warn_never_awaited();
             ffi::Py_DecRef(value);
@@ -294,9 +308,12 @@ unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
 /// a value it read is gone. Say so, as CPython does for a coroutine that was never awaited.
 ///
 /// # Safety
-/// The GIL is held (called from `op_dealloc`).
+/// The thread is attached (called from `op_dealloc`).
+// PyErr_Fetch/Restore are deprecated from 3.12 (a version-specific build, such as the
+// free-threaded one, sees that); the stable ABI from 3.11 that the wheel targets has only them.
+#[allow(deprecated)]
 unsafe fn warn_never_awaited() {
-    // SAFETY: with the GIL held; the pending exception (dealloc may run while one is set) is
+    // SAFETY: attached; the pending exception (dealloc may run while one is set) is
     // saved and restored around the warning, and a warning turned into an error by a filter
     // is reported as unraisable: a destructor has nobody to raise it to.
     unsafe {

@@ -21,10 +21,17 @@
 //!   waits for at most `BATCH` task steps.
 //! - A callback that raises stops the run: the queue re-queues itself first if callbacks
 //!   remain, so none is lost, and the exception reaches the loop as a failed callback's would.
+//! - Both types are frozen and keep their mutable state behind a `Mutex` (the flag in an
+//!   atomic): correct from any thread without the GIL (free-threaded CPython), where two threads
+//!   may call into one waiter at once. Nothing runs Python code or drops a Python reference
+//!   while holding one of those locks (a finalizer could need the lock, or a stop-the-world
+//!   pause of the interpreter could wait for a thread blocked on it): state is taken out under
+//!   the lock and acted on after it is released.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::ThreadId;
 
 use pyo3::exceptions::PyRuntimeError;
@@ -57,18 +64,29 @@ enum State {
     Cancelled(Option<Py<PyAny>>),
 }
 
+/// What a waiter's lock guards: its state and the callbacks added while it is pending.
+struct Inner {
+    state: State,
+    callbacks: Vec<Callback>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent at each step (a push, a take, a
+    // replace of the state), so a panic in one leaves nothing half-updated.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A future-compatible object a waiting channel operation yields to its task (see the module
 /// docs). Only the operation completes it; `cancel` (from `Task.cancel`) cancels it.
-#[pyclass(module = "ferrocsp._native", name = "_Waiter")]
+#[pyclass(frozen, module = "ferrocsp._native", name = "_Waiter")]
 pub struct Waiter {
     event_loop: Py<PyAny>,
     thread: ThreadId,
-    state: State,
-    callbacks: Vec<Callback>,
+    inner: Mutex<Inner>,
     op: Weak<dyn Withdraw>,
-    /// asyncio's protocol flag: true while a task is yielding this object.
-    #[pyo3(get, set, name = "_asyncio_future_blocking")]
-    pub(crate) blocking: bool,
+    /// asyncio's protocol flag (`_asyncio_future_blocking`): true while a task is yielding
+    /// this object.
+    blocking: AtomicBool,
 }
 
 impl Waiter {
@@ -82,10 +100,9 @@ impl Waiter {
             Waiter {
                 event_loop,
                 thread: current_thread(),
-                state: State::Pending,
-                callbacks: Vec::new(),
+                inner: Mutex::new(Inner { state: State::Pending, callbacks: Vec::new() }),
                 op,
-                blocking: false,
+                blocking: AtomicBool::new(false),
             },
         )
     }
@@ -93,7 +110,7 @@ impl Waiter {
     /// Completes the waiter with `None` unless it is already done; queues its callbacks.
     pub(crate) fn complete(me: &Bound<'_, Waiter>) -> PyResult<()> {
         let callbacks = {
-            let mut w = me.borrow_mut();
+            let mut w = lock(&me.get().inner);
             if !matches!(w.state, State::Pending) {
                 return Ok(());
             }
@@ -104,19 +121,18 @@ impl Waiter {
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        !matches!(self.state, State::Pending)
+        !matches!(lock(&self.inner).state, State::Pending)
+    }
+
+    /// Sets asyncio's protocol flag (a task is about to yield this waiter).
+    pub(crate) fn set_blocking(&self, on: bool) {
+        self.blocking.store(on, Ordering::Release);
     }
 
     fn schedule_all(me: &Bound<'_, Waiter>, callbacks: Vec<Callback>) -> PyResult<()> {
-        if callbacks.is_empty() {
-            return Ok(());
-        }
-        let (event_loop, thread) = {
-            let w = me.borrow();
-            (w.event_loop.clone_ref(me.py()), w.thread)
-        };
+        let w = me.get();
         for (func, context) in callbacks {
-            schedule(me.py(), event_loop.bind(me.py()), thread, func, me.as_any(), context)?;
+            schedule(me.py(), w.event_loop.bind(me.py()), w.thread, func, me.as_any(), context)?;
         }
         Ok(())
     }
@@ -136,20 +152,36 @@ impl Waiter {
         self.event_loop.clone_ref(py)
     }
 
+    #[getter(_asyncio_future_blocking)]
+    fn get_blocking(&self) -> bool {
+        self.blocking.load(Ordering::Acquire)
+    }
+
+    #[setter(_asyncio_future_blocking)]
+    fn set_blocking_attr(&self, on: bool) {
+        self.set_blocking(on);
+    }
+
     fn done(&self) -> bool {
         self.is_done()
     }
 
     fn cancelled(&self) -> bool {
-        matches!(self.state, State::Cancelled(_))
+        matches!(lock(&self.inner).state, State::Cancelled(_))
     }
 
     /// `None` once completed; raises `CancelledError` if cancelled, `InvalidStateError` before.
     fn result(&self, py: Python<'_>) -> PyResult<()> {
-        match &self.state {
-            State::Done => Ok(()),
-            State::Cancelled(msg) => Err(Self::cancelled_error(py, msg)?),
-            State::Pending => Err(PyErr::from_value(
+        // The message is copied out: the exception is built (Python code) after the lock.
+        let state = match &lock(&self.inner).state {
+            State::Done => None,
+            State::Cancelled(msg) => Some(Some(msg.as_ref().map(|m| m.clone_ref(py)))),
+            State::Pending => Some(None),
+        };
+        match state {
+            None => Ok(()),
+            Some(Some(msg)) => Err(Self::cancelled_error(py, &msg)?),
+            Some(None) => Err(PyErr::from_value(
                 INVALID_STATE
                     .import(py, "asyncio", "InvalidStateError")?
                     .call1(("Result is not set.",))?,
@@ -168,34 +200,62 @@ impl Waiter {
         func: Py<PyAny>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<()> {
-        if slf.borrow().is_done() {
-            return Self::schedule_all(slf, vec![(func, context)]);
+        // Checked and pushed in one critical section: a completion from another thread either
+        // comes after the push (and queues this callback) or before the check (and this call
+        // queues it), never between.
+        let late = {
+            let mut w = lock(&slf.get().inner);
+            if matches!(w.state, State::Pending) {
+                w.callbacks.push((func, context));
+                None
+            } else {
+                Some((func, context))
+            }
+        };
+        match late {
+            Some(cb) => Self::schedule_all(slf, vec![cb]),
+            None => Ok(()),
         }
-        slf.borrow_mut().callbacks.push((func, context));
-        Ok(())
     }
 
-    fn remove_done_callback(&mut self, py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let before = self.callbacks.len();
-        let mut kept = Vec::with_capacity(before);
-        for cb in std::mem::take(&mut self.callbacks) {
-            if !cb.0.bind(py).eq(func)? {
-                kept.push(cb);
+    fn remove_done_callback(slf: &Bound<'_, Self>, func: &Bound<'_, PyAny>) -> PyResult<usize> {
+        // `==` may run Python code, so it runs on a snapshot taken under the lock; then the
+        // matching callbacks (by identity, as the snapshot holds them) are removed under the
+        // lock again, leaving any added meanwhile. A done waiter has no callbacks left.
+        let py = slf.py();
+        let snapshot: Vec<Py<PyAny>> =
+            lock(&slf.get().inner).callbacks.iter().map(|cb| cb.0.clone_ref(py)).collect();
+        let mut drop_ptrs = Vec::new();
+        for f in &snapshot {
+            if f.bind(py).eq(func)? {
+                drop_ptrs.push(f.as_ptr());
             }
         }
-        self.callbacks = kept;
-        Ok(before - self.callbacks.len())
+        if drop_ptrs.is_empty() {
+            return Ok(0);
+        }
+        let removed: Vec<Callback> = {
+            let mut w = lock(&slf.get().inner);
+            let all = std::mem::take(&mut w.callbacks);
+            let (gone, kept) = all.into_iter().partition(|cb| drop_ptrs.contains(&cb.0.as_ptr()));
+            w.callbacks = kept;
+            gone
+        };
+        let n = removed.len();
+        drop(removed);
+        Ok(n)
     }
 
     #[pyo3(signature = (msg = None))]
     fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
         let (callbacks, op) = {
-            let mut w = slf.borrow_mut();
-            if w.is_done() {
+            let mut w = lock(&slf.get().inner);
+            if !matches!(w.state, State::Pending) {
+                drop(w);
                 return Ok(false);
             }
             w.state = State::Cancelled(msg);
-            (std::mem::take(&mut w.callbacks), w.op.upgrade())
+            (std::mem::take(&mut w.callbacks), slf.get().op.upgrade())
         };
         if let Some(op) = op {
             op.withdraw(slf.py());
@@ -219,16 +279,17 @@ impl Waiter {
 
     /// `yield self` until done, then return the result (what `Future.__await__` does).
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<Self>>> {
-        if !slf.borrow().is_done() {
-            slf.borrow_mut().blocking = true;
+        let w = slf.get();
+        if !w.is_done() {
+            w.set_blocking(true);
             return Ok(Some(slf.clone().unbind()));
         }
-        slf.borrow().result(slf.py())?;
+        w.result(slf.py())?;
         Ok(None)
     }
 
     fn __repr__(&self) -> &'static str {
-        match self.state {
+        match lock(&self.inner).state {
             State::Pending => "<_Waiter pending>",
             State::Done => "<_Waiter finished>",
             State::Cancelled(_) => "<_Waiter cancelled>",
@@ -237,20 +298,25 @@ impl Waiter {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.event_loop)?;
-        for (f, c) in &self.callbacks {
-            visit.call(f)?;
-            if let Some(c) = c {
-                visit.call(c)?;
+        // The collector must not block: a waiter whose lock is held right now (by a thread
+        // between two of its own steps) is visited without its callbacks this time.
+        if let Ok(w) = self.inner.try_lock() {
+            for (f, c) in &w.callbacks {
+                visit.call(f)?;
+                if let Some(c) = c {
+                    visit.call(c)?;
+                }
             }
-        }
-        if let State::Cancelled(Some(m)) = &self.state {
-            visit.call(m)?;
+            if let State::Cancelled(Some(m)) = &w.state {
+                visit.call(m)?;
+            }
         }
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.callbacks.clear();
+    fn __clear__(&self) {
+        let callbacks = std::mem::take(&mut lock(&self.inner).callbacks);
+        drop(callbacks);
     }
 }
 
@@ -278,13 +344,13 @@ fn schedule(
     }
     let queue = RunQueue::of(py, event_loop)?;
     let start = {
-        let mut q = queue.borrow_mut();
+        let mut q = lock(&queue.get().inner);
         q.entries.push_back(Entry { func, waiter: waiter.clone().unbind(), context });
         !std::mem::replace(&mut q.scheduled, true)
     };
     if start {
         if let Err(e) = event_loop.call_method1(intern!(py, "call_soon"), (queue.clone(),)) {
-            queue.borrow_mut().scheduled = false;
+            lock(&queue.get().inner).scheduled = false;
             return Err(e);
         }
     }
@@ -298,9 +364,13 @@ struct Entry {
 }
 
 /// The wake-ups queued on one loop (see the module docs). Called by the loop to run them.
-#[pyclass(module = "ferrocsp._native", name = "_RunQueue")]
+#[pyclass(frozen, module = "ferrocsp._native", name = "_RunQueue")]
 pub struct RunQueue {
     event_loop: Py<PyAny>,
+    inner: Mutex<QueueInner>,
+}
+
+struct QueueInner {
     entries: VecDeque<Entry>,
     /// A `call_soon` of this queue is pending (or it is running).
     scheduled: bool,
@@ -320,7 +390,7 @@ impl RunQueue {
         let cached = CURRENT.with(|c| {
             c.borrow()
                 .as_ref()
-                .filter(|q| q.borrow(py).event_loop.bind(py).is(event_loop))
+                .filter(|q| q.get().event_loop.bind(py).is(event_loop))
                 .map(|q| q.clone_ref(py))
         });
         if let Some(q) = cached {
@@ -330,8 +400,7 @@ impl RunQueue {
             py,
             RunQueue {
                 event_loop: event_loop.clone().unbind(),
-                entries: VecDeque::new(),
-                scheduled: false,
+                inner: Mutex::new(QueueInner { entries: VecDeque::new(), scheduled: false }),
             },
         )?;
         let old = CURRENT.with(|c| c.borrow_mut().replace(q.clone_ref(py)));
@@ -344,60 +413,82 @@ impl RunQueue {
 impl RunQueue {
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
+        let q = slf.get();
         for _ in 0..BATCH {
-            let Some(e) = slf.borrow_mut().entries.pop_front() else {
-                slf.borrow_mut().scheduled = false;
-                return Ok(());
+            let next = {
+                let mut inner = lock(&q.inner);
+                let e = inner.entries.pop_front();
+                if e.is_none() {
+                    inner.scheduled = false;
+                }
+                e
             };
+            let Some(e) = next else { return Ok(()) };
             let r = match &e.context {
                 Some(c) => c.bind(py).call_method1(intern!(py, "run"), (e.func, e.waiter)),
                 None => e.func.bind(py).call1(PyTuple::new(py, [e.waiter])?),
             };
             if let Err(err) = r {
-                let more = !slf.borrow().entries.is_empty();
+                let more = {
+                    let mut inner = lock(&q.inner);
+                    let more = !inner.entries.is_empty();
+                    if !more {
+                        inner.scheduled = false;
+                    }
+                    more
+                };
                 if more {
                     Self::requeue(slf)?;
-                } else {
-                    slf.borrow_mut().scheduled = false;
                 }
                 return Err(err);
             }
         }
-        if slf.borrow().entries.is_empty() {
-            slf.borrow_mut().scheduled = false;
-            Ok(())
-        } else {
+        let more = {
+            let mut inner = lock(&q.inner);
+            let more = !inner.entries.is_empty();
+            if !more {
+                inner.scheduled = false;
+            }
+            more
+        };
+        if more {
             Self::requeue(slf)
+        } else {
+            Ok(())
         }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.event_loop)?;
-        for e in &self.entries {
-            visit.call(&e.func)?;
-            visit.call(&e.waiter)?;
-            if let Some(c) = &e.context {
-                visit.call(c)?;
+        // Never block the collector (see `Waiter::__traverse__`).
+        if let Ok(inner) = self.inner.try_lock() {
+            for e in &inner.entries {
+                visit.call(&e.func)?;
+                visit.call(&e.waiter)?;
+                if let Some(c) = &e.context {
+                    visit.call(c)?;
+                }
             }
         }
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.entries.clear();
+    fn __clear__(&self) {
+        let entries = std::mem::take(&mut lock(&self.inner).entries);
+        drop(entries);
     }
 }
 
 impl RunQueue {
     fn requeue(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let event_loop = slf.borrow().event_loop.clone_ref(py);
-        event_loop
+        slf.get()
+            .event_loop
             .bind(py)
             .call_method1(intern!(py, "call_soon"), (slf.clone(),))
             .map(drop)
             .map_err(|e| {
-                slf.borrow_mut().scheduled = false;
+                lock(&slf.get().inner).scheduled = false;
                 PyRuntimeError::new_err(format!("could not re-queue channel wake-ups: {e}"))
             })
     }
@@ -411,6 +502,7 @@ impl std::fmt::Debug for Waiter {
 
 impl std::fmt::Debug for RunQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RunQueue({} queued, scheduled: {})", self.entries.len(), self.scheduled)
+        let inner = lock(&self.inner);
+        write!(f, "RunQueue({} queued, scheduled: {})", inner.entries.len(), inner.scheduled)
     }
 }

@@ -261,13 +261,34 @@ enum Out {
 
 /// An asyncio operation on channels shared with OS processes (returned by ``aread``,
 /// ``awrite`` and ``__anext__`` of a shared channel); await it once.
-#[pyclass(module = "ferrocsp._native", name = "_ShmOp")]
+///
+/// Frozen, its state behind a `Mutex` held only to take it out or put it back (never while
+/// Python code runs or a reference is dropped): steps from two threads at once (free-threaded
+/// CPython) are the re-entrant case of the module invariants, not a borrow error.
+#[pyclass(frozen, module = "ferrocsp._native", name = "_ShmOp")]
 pub(crate) struct ShmOp {
-    state: State,
+    state: std::sync::Mutex<State>,
 }
 
 fn new_op(py: Python<'_>, start: Start) -> PyResult<Py<PyAny>> {
-    Ok(Py::new(py, ShmOp { state: State::Start(start) })?.into_any())
+    Ok(Py::new(py, ShmOp { state: std::sync::Mutex::new(State::Start(start)) })?.into_any())
+}
+
+impl ShmOp {
+    /// Takes the state out, leaving `Done` (a concurrent or re-entrant step then fails).
+    fn take_state(&self) -> State {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *st, State::Done)
+    }
+
+    /// Puts a waiting state back; what it replaces (`Done`) holds no references.
+    fn put_state(&self, state: State) {
+        let old = {
+            let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::replace(&mut *st, state)
+        };
+        drop(old);
+    }
 }
 
 /// ``aread()`` (``anext``: ``__anext__``) on a shared channel, or through its end `end`.
@@ -331,7 +352,7 @@ impl ShmOp {
     /// One step: `exc` is what the task throws in (None: resume).
     fn step(me: &Bound<'_, ShmOp>, exc: Option<PyErr>) -> PyResult<Out> {
         let py = me.py();
-        let state = std::mem::replace(&mut me.borrow_mut().state, State::Done);
+        let state = me.get().take_state();
         match (state, exc) {
             (State::Start(start), None) => Self::start(me, start),
             // Thrown in before it started (or after it ended): nothing happened.
@@ -438,7 +459,7 @@ impl ShmOp {
             Err(e) => return Err(end_of_stream(py, e, w.anext)),
         };
         let Ok(done) = out.cast::<Outcome>() else {
-            me.borrow_mut().state = State::Waiting(w);
+            me.get().put_state(State::Waiting(w));
             return Ok(Out::Yield(out.unbind()));
         };
         let done = done.get();
@@ -525,7 +546,7 @@ impl ShmOp {
 
     /// Abandons the operation (withdrawn unless a hand-off was under way).
     fn close(slf: &Bound<'_, Self>) {
-        let state = std::mem::replace(&mut slf.borrow_mut().state, State::Done);
+        let state = slf.get().take_state();
         if let State::Waiting(w) = state {
             abandon(slf.py(), w);
         }

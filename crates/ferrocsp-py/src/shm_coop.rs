@@ -155,7 +155,7 @@ fn sleep_op(
     // task's `throw`), so the waiter itself has nothing to withdraw.
     let fut = Waiter::new(py, event_loop.clone().unbind(), Weak::<NoWithdraw>::new())?;
     // What `Future.__await__` does before yielding itself to the task.
-    fut.borrow_mut(py).blocking = true;
+    fut.get().set_blocking(true);
     let wake = FutureWake {
         event_loop: event_loop.unbind(),
         thread: crate::pythread::current_thread(),
