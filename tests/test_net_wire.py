@@ -2,11 +2,13 @@
 (crates/ferrocsp-net/examples/read_from_python.rs: raw async-nats, its own decoder of the value
 codec) reads what Python writes, on a rendezvous and on a buffered channel, in the default
 namespace and in another one, and prints each value as a Python literal that reads back equal
-(types included)."""
+(types included). The reader claims each value before it takes it (docs/wire.md, "Claims of
+values"), and leaves a value whose claim another reader holds."""
 
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import queue
 import re
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 
 import ferrocsp.net as net
-from _nats import NatsServer, nats_fixture  # noqa: F401 - nats_fixture is the fixture 'nats'
+from _nats import NatsServer, nats_fixture, raw_request  # noqa: F401 - nats_fixture is 'nats'
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,6 +161,21 @@ def name() -> str:
     return "w" + uuid.uuid4().hex[:12]
 
 
+def js_api(url: str, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A JetStream API request as a foreign client makes it; an error reply fails the test."""
+    reply: dict[str, Any] = json.loads(raw_request(url, subject, json.dumps(body).encode()))
+    assert "error" not in reply, reply
+    return reply
+
+
+def claimed(url: str, stream: str, root: str, channel: str) -> int:
+    """How many values of `channel` have a claim in the claims stream `stream`."""
+    info = js_api(
+        url, f"$JS.API.STREAM.INFO.{stream}", {"subjects_filter": f"{root}.{channel}.c.*"}
+    )
+    return len(info["state"].get("subjects") or {})
+
+
 def check(lines: list[str], expected: list[Any], other: str) -> None:
     """Each printed line reads back as the value written (the end as its description)."""
     assert len(lines) == len(expected) + 1, lines
@@ -185,6 +202,8 @@ def test_a_rust_reader_takes_python_writes_on_a_rendezvous_channel(
             ch.write([end], timeout=20)
             lines = [reader.line() for _ in range(len(VALUES) + 1)]
             reader.finish()
+        # Each value was claimed (by its Csp-Id) before the reader took it.
+        assert claimed(nats.url, "CLAIMS_FERROCSP", "ferrocsp", n) == len(VALUES) + 1
     lines[-1] = lines[-1].removeprefix("[").removesuffix("]")
     check(lines, VALUES, other)
 
@@ -211,3 +230,46 @@ def test_a_rust_reader_drains_a_buffered_channel_in_a_namespace(
     assert end_line.startswith("{'e': ")
     assert end_line.endswith("}")
     check([*lines[:-2], end_line[len("{'e': ") : -1]], VALUES, other)
+
+
+def test_a_rust_reader_leaves_a_value_another_reader_claimed(
+    nats: NatsServer, reader_exe: str
+) -> None:
+    """A value whose id is claimed already (as after a redelivery: another reader has it) is
+    acknowledged and dropped, and the next value is read."""
+    n, ns = name(), "wire-c"
+    root, bucket = f"ferrocsp-{ns}", f"FERROCSP-{ns}"
+    claims = f"CLAIMS_{bucket}"
+    with net.connect(nats.url, namespace=ns) as conn:
+        ch = conn.channel(n, 4)
+        ch.write("taken elsewhere", timeout=20)
+        ch.write("mine", timeout=20)
+        # The claims stream as docs/wire.md configures it (nobody of this namespace read yet).
+        js_api(
+            nats.url,
+            f"$JS.API.STREAM.CREATE.{claims}",
+            {
+                "name": claims,
+                "subjects": [f"{root}.*.c.*"],
+                "max_msgs_per_subject": 1,
+                "max_age": 120 * 10**9,
+                "duplicate_window": 120 * 10**9,
+                "retention": "limits",
+                "discard": "old",
+                "storage": "file",
+                "num_replicas": 1,
+            },
+        )
+        # The first value's id is its Nats-Msg-Id; claim it as another reader would.
+        first = js_api(nats.url, f"$JS.API.STREAM.MSG.GET.FERROCSP-{ns}_{n}", {"seq": 1})
+        headers = base64.b64decode(first["message"]["hdrs"]).decode()
+        found = re.search(r"^Nats-Msg-Id: *(\S+)\r$", headers, re.MULTILINE)
+        assert found is not None, headers
+        ack = json.loads(raw_request(nats.url, f"{root}.{n}.c.{found.group(1)}", b""))
+        assert ack.get("stream") == claims, ack
+        with Reader(reader_exe, nats.url, n, "1", ns) as reader:
+            assert reader.line() == "ready"
+            assert reader.line() == "'mine'"
+            reader.finish()
+        assert ch.stats().buffered == 0  # the claimed-away value was acknowledged too
+        assert claimed(nats.url, claims, root, n) == 2

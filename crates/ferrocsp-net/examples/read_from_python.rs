@@ -4,20 +4,24 @@
 //!
 //! `read_from_python URL NAME COUNT [NAMESPACE]` looks the channel up in the state bucket
 //! (its capacity), reads `COUNT` values (rendezvous: as a reader in queue group `r`;
-//! buffered: from the work-queue stream's `readers` consumer), printing `ready` once it
-//! listens and then each value on a line of its own as a Python literal (a networked end as
-//! a dict describing it), then exits. `tests/test_net_wire.py` runs it against Python
-//! writers.
+//! buffered: from the work-queue stream's `readers` consumer), claiming each value's id before
+//! it takes the value (so that it takes part in exactly-once delivery with other readers),
+//! printing `ready` once it listens and then each value on a line of its own as a Python
+//! literal (a networked end as a dict describing it), then exits. `tests/test_net_wire.py`
+//! runs it against Python writers.
 //!
 //! What it leaves out (wire.md says each is optional for a reader): it counts no reader end
-//! (so writers never see the channel's readers all retired), holds no read for a selecting
-//! writer (it answers claims `-`), and does not claim the tickets of ends it is sent (it
-//! prints them). A signed pickle is refused: only Python can load one.
+//! and so needs no lease (writers never see the channel's readers all retired), reaps no
+//! one, holds no read for a selecting writer (it answers claims of a reader `-`), and does
+//! not claim the tickets of ends it is sent (it prints them). A signed pickle is refused: only
+//! Python can load one.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -47,8 +51,9 @@ async fn main() -> Result<(), BoxErr> {
         let cap = kv.get(format!("{name}.cap")).await?.ok_or("no such channel")?;
         let cap: u64 = std::str::from_utf8(&cap)?.parse()?;
         let base = format!("{root}.{name}");
+        claims_stream(&js, &root, &bucket).await?;
         if cap == 0 {
-            rendezvous(&client, &base, count).await
+            rendezvous(&js, &client, &base, count).await
         } else {
             buffered(&js, &client, &base, &format!("{streams}{name}"), count).await
         }
@@ -56,15 +61,65 @@ async fn main() -> Result<(), BoxErr> {
     tokio::time::timeout(LIMIT, run).await.map_err(|_| "timed out")?
 }
 
+/// wire.md, "Claims of values": the namespace's claims stream, made by the first reader.
+async fn claims_stream(js: &jetstream::Context, root: &str, bucket: &str) -> Result<(), BoxErr> {
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("CLAIMS_{bucket}"),
+        subjects: vec![format!("{root}.*.c.*")],
+        max_messages_per_subject: 1,
+        max_age: Duration::from_secs(120),
+        duplicate_window: Duration::from_secs(120),
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+/// wire.md, "Claims of values": whether this reader won value `id` of channel `base`. The
+/// server stores the first claim of an id only; a claim re-sent after its acknowledgement was
+/// lost keeps its token and is answered "duplicate", which is a win too.
+async fn claim(js: &jetstream::Context, base: &str, id: &str) -> Result<bool, BoxErr> {
+    // A token unique to this claim: the client's inbox names are.
+    let token = js.client().new_inbox();
+    loop {
+        let publish =
+            PublishMessage::build().message_id(token.as_str()).expected_last_subject_sequence(0);
+        let acked = match js.send_publish(format!("{base}.c.{id}"), publish).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(false),
+            // No answer: the same claim again.
+            Err(e) if e.kind() == PublishErrorKind::TimedOut => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// wire.md, "Headers": a value id is one subject token, 1-64 of `A-Z a-z 0-9 _ -`.
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// wire.md, "Rendezvous": a reader subscribes to `<base>.w` in queue group `r`, announces
-/// itself on `<base>.ready`, and answers each write request `+` once it took the value (a
-/// request whose `Csp-Id` it already took is answered `+` again, not taken twice).
-async fn rendezvous(client: &async_nats::Client, base: &str, count: usize) -> Result<(), BoxErr> {
+/// itself on `<base>.ready`, claims each value's `Csp-Id` and answers `+` once the claim is
+/// decided, taking the value only if it won (a request whose `Csp-Id` it already settled is
+/// answered `+` again, not claimed twice).
+async fn rendezvous(
+    js: &jetstream::Context,
+    client: &async_nats::Client,
+    base: &str,
+    count: usize,
+) -> Result<(), BoxErr> {
     let mut sub = client.queue_subscribe(format!("{base}.w"), "r".to_owned()).await?;
     client.flush().await?;
     client.publish(format!("{base}.ready"), Bytes::new()).await?;
     println!("ready");
-    let mut taken: HashSet<String> = HashSet::new();
+    let mut settled: HashSet<String> = HashSet::new();
     let mut got = 0;
     while got < count {
         let m = sub.next().await.ok_or("subscription closed")?;
@@ -77,15 +132,18 @@ async fn rendezvous(client: &async_nats::Client, base: &str, count: usize) -> Re
             client.publish(reply, Bytes::from_static(b"-")).await?;
             continue;
         }
-        if let Some(id) = header("Csp-Id") {
-            if !taken.insert(id) {
-                client.publish(reply, Bytes::from_static(b"+")).await?;
-                continue;
+        // Every value has an id; a request without a valid one is dropped unanswered.
+        let Some(id) = header("Csp-Id").filter(|id| valid_id(id)) else { continue };
+        if !settled.contains(&id) {
+            // Lost: another reader took this value (a re-send after its `+` was lost); it is
+            // answered `+` all the same.
+            if claim(js, base, &id).await? {
+                show(&m.payload);
+                got += 1;
             }
+            settled.insert(id);
         }
-        show(&m.payload);
         client.publish(reply, Bytes::from_static(b"+")).await?;
-        got += 1;
     }
     client.flush().await?;
     Ok(())
@@ -93,8 +151,8 @@ async fn rendezvous(client: &async_nats::Client, base: &str, count: usize) -> Re
 
 /// wire.md, "Buffered": a reader pulls one message at a time from the durable consumer
 /// `readers` of stream `FERROCSP_<name>`, passes over placeholders (header `Csp-Slot`: a
-/// delayed NAK), takes a value with a confirmed ack, then announces the freed slot on
-/// `<base>.ready`.
+/// delayed NAK), claims a value's id and acknowledges it, takes it only if it won the claim,
+/// then announces the freed slot on `<base>.ready`.
 async fn buffered(
     js: &jetstream::Context,
     client: &async_nats::Client,
@@ -114,10 +172,21 @@ async fn buffered(
             msg.ack_with(AckKind::Nak(Some(Duration::from_millis(20)))).await?;
             continue;
         }
-        msg.double_ack().await?;
-        show(&msg.payload);
-        client.publish(format!("{base}.ready"), Bytes::new()).await?;
-        got += 1;
+        // The id: its `Nats-Msg-Id`, else `s<stream sequence>`.
+        let own = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str());
+        let id = match own.filter(|id| valid_id(id)) {
+            Some(id) => id.to_owned(),
+            None => format!("s{}", msg.info()?.stream_sequence),
+        };
+        let won = claim(js, base, &id).await?;
+        // Acknowledged either way (a lost claim: another reader has the value); the ack's
+        // confirmation changes nothing, the claim decided.
+        let _ = msg.double_ack().await;
+        if won {
+            show(&msg.payload);
+            client.publish(format!("{base}.ready"), Bytes::new()).await?;
+            got += 1;
+        }
     }
     Ok(())
 }
