@@ -23,9 +23,11 @@
 //!
 //! Invariants:
 //! - `Task::scheduled` is true iff the task is in a run queue (local or remote) (set by `wake` before the
-//!   push, cleared by whoever pops it before switching to it). So a wake-up that happens after
-//!   a task last started running always leaves it queued: none is lost, none duplicated.
-//! - `Queue::idle` is set (under the queue lock) only by the hub, just before it parks with
+//!   push, cleared by whoever pops it before switching to it, by a swap). So a wake-up that
+//!   happens after a task last started running always leaves it queued: none is lost, none
+//!   duplicated. The cross-thread part (remote queue, idle flag, scheduled flag) is
+//!   `ferrocsp::runq`, model-checked there (`tests/loom_runq.rs`).
+//! - `RunQueue`'s idle flag is set (under the queue lock) only by the hub, just before it parks with
 //!   both queues empty; whoever pushes onto an idle queue clears it and unparks the hub.
 //! - Resuming a task is always allowed to be spurious: a blocked task calls `Select::resume`
 //!   after every switch back and blocks again while it is `Pending`.
