@@ -101,20 +101,23 @@ impl<T> RunQueue<T> {
     }
 
     /// On the hub's thread: the next task to run, its flag (`flag(task)`) cleared, skipping
-    /// those `finished` says are over. Remote wake-ups join the back of `local` first, so
-    /// tasks switching among themselves cannot starve them.
+    /// those `finished` says are over. The local queue is the caller's: `append` moves the
+    /// remote wake-ups to its back first (so tasks switching among themselves cannot starve
+    /// them), `pop_front` takes its next task. Each is called on its own, so a task dropped
+    /// here is dropped outside both.
     pub fn pop(
         &self,
-        local: &mut VecDeque<T>,
+        append: impl FnOnce(&mut VecDeque<T>),
+        mut pop_front: impl FnMut() -> Option<T>,
         flag: impl Fn(&T) -> &Scheduled,
         finished: impl Fn(&T) -> bool,
     ) -> Option<T> {
         if self.remote.load(Ordering::Acquire) {
             let mut q = lock(&self.queue);
             self.remote.store(false, Ordering::Release);
-            local.extend(q.tasks.drain(..));
+            append(&mut q.tasks);
         }
-        while let Some(t) = local.pop_front() {
+        while let Some(t) = pop_front() {
             flag(&t).clear();
             if !finished(&t) {
                 return Some(t);

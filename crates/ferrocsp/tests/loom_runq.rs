@@ -13,6 +13,7 @@
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ferrocsp --release --test loom_runq`
 #![cfg(loom)]
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
@@ -60,10 +61,12 @@ fn fire(q: &Queue, t: &Arc<Task>) {
 
 /// The hub: runs tasks until each of `tasks` has seen its event, parking when idle.
 fn hub(q: &Queue, tasks: &[Arc<Task>]) {
-    let mut local = VecDeque::new();
+    let local = RefCell::new(VecDeque::new());
     let mut seen = vec![false; tasks.len()];
     while seen.contains(&false) {
-        if let Some(t) = q.pop(&mut local, |t| &t.scheduled, |_| false) {
+        let append = |remote: &mut VecDeque<_>| local.borrow_mut().append(remote);
+        let pop_front = || local.borrow_mut().pop_front();
+        if let Some(t) = q.pop(append, pop_front, |t| &t.scheduled, |_| false) {
             // Running the task: it looks at its event, and blocks again if it is not there.
             if t.fired.load(Ordering::Acquire) {
                 let i = tasks.iter().position(|x| Arc::ptr_eq(x, &t)).expect("a known task");

@@ -138,7 +138,13 @@ impl Shared {
     /// the scheduler's running thread. Remote wake-ups join the back of the local queue first,
     /// so tasks switching among themselves cannot starve them.
     pub(super) fn pop(&self) -> Option<Arc<Task>> {
-        self.local.with(|l| self.queue.pop(l, |t| &t.scheduled, |t| t.done.load(Ordering::Acquire)))
+        // One `with` per step: a finished task dropped here is dropped outside them all.
+        self.queue.pop(
+            |remote| self.local.with(|l| l.append(remote)),
+            || self.local.with(VecDeque::pop_front),
+            |t| &t.scheduled,
+            |t| t.done.load(Ordering::Acquire),
+        )
     }
 
     /// Wakes the tasks whose deadline passed; returns the earliest deadline still pending.
