@@ -76,8 +76,11 @@ impl<W: Word> Seq<'_, W> {
 
     /// The waiter, lock held, having found nothing to do: counts itself, samples the word it
     /// sleeps on (`word`, or `seq` for a cooperative sleeper), calls `unlock`, and
-    /// `sleep(word, sample)` unless the channel was poisoned meanwhile (then None: the
-    /// caller re-checks, as after any wake-up); then uncounts itself.
+    /// `sleep(word, sample)` unless it sleeps on `seq` and the channel was poisoned meanwhile
+    /// (then None: the caller re-checks, as after any wake-up); then uncounts itself. (A
+    /// private word is not moved by a poison without the lock: its sleeper, a rendezvous
+    /// writer, sleeps with a cap, as before, and may wait on a poisoned channel for a reader
+    /// that is copying its value.)
     #[inline]
     pub fn wait<R>(
         &self,
@@ -88,7 +91,8 @@ impl<W: Word> Seq<'_, W> {
     ) -> Option<R> {
         let (word, seen) = self.enter(word, coarse);
         unlock();
-        let r = (self.poisoned.load(Ordering::Acquire) == 0).then(|| sleep(word, seen));
+        let missed = std::ptr::eq(word, self.seq) && self.poisoned.load(Ordering::Acquire) != 0;
+        let r = (!missed).then(|| sleep(word, seen));
         self.leave(word, coarse);
         r
     }
