@@ -99,7 +99,8 @@ else
   echo "[test] skipped: fuzz smoke run (needs cargo +nightly and cargo-fuzz)"
 fi
 if nightly_has miri; then
-  step "miri (the engine's tests that Miri can run)" "$root/scripts/sanitizers.sh" miri
+  # The unit tests only; `scripts/sanitizers.sh miri` runs every engine test Miri can run.
+  step "miri (the engine's unit tests)" "$root/scripts/sanitizers.sh" miri-lib
 else
   echo "[test] skipped: miri (needs cargo +nightly with the miri and rust-src components)"
 fi
