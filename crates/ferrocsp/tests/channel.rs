@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ferrocsp::{Channel, Error, Stats};
 
 mod common;
-use common::{join, reps, wait_until, PATIENCE};
+use common::{join, reps, reps_usize, wait_until, PATIENCE};
 
 // ----- ping-pong and many-to-many -----
 
@@ -95,12 +95,12 @@ fn many_to_many(capacity: usize, writers: usize, readers: usize, per_writer: usi
 
 #[test]
 fn many_to_many_rendezvous() {
-    many_to_many(0, 8, 8, 10_000 / 8);
+    many_to_many(0, 8, 8, reps_usize(10_000) / 8);
 }
 
 #[test]
 fn many_to_many_buffered() {
-    many_to_many(16, 8, 8, 10_000);
+    many_to_many(16, 8, 8, reps_usize(10_000));
 }
 
 #[test]

@@ -17,6 +17,11 @@ pub fn reps(n: u64) -> u64 {
     }
 }
 
+/// [`reps`] as a count of values.
+pub fn reps_usize(n: u64) -> usize {
+    usize::try_from(reps(n)).expect("a test's repetition count fits a usize")
+}
+
 /// Polls `cond` until it holds; panics after [`PATIENCE`].
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
