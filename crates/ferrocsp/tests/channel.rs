@@ -105,7 +105,7 @@ fn many_to_many_buffered() {
 
 #[test]
 fn many_to_many_buffered_capacity_one() {
-    many_to_many(1, 8, 8, 10_000 / 8);
+    many_to_many(1, 8, 8, reps_usize(10_000) / 8);
 }
 
 // ----- poison -----
