@@ -62,10 +62,18 @@ step "shm fault injection (clippy)" \
 step "shm fault injection" cargo test -p ferrocsp --features fault-injection --test shm_faults
 # loom needs --cfg loom for every crate; a separate target dir keeps it from invalidating
 # the normal build artifacts. Release speed, but with debug assertions on, so the channel
-# invariants (State::check) are asserted in every explored interleaving.
+# invariants (State::check) are asserted in every explored interleaving. The models: the
+# in-process engine (loom, loom_linked), the shared-memory protocol's cell word and change
+# counter handshake over model futex words (loom_shm), the greenlet hub's cross-thread run
+# queue (loom_runq), the watchdog's abort and asyncio's cancel against a completion
+# (loom_abort). Each model's preemption bound is 3 (seconds in all); FERROCSP_SLOW=1 raises
+# it to 5 (docs/design.md, "How it is checked", has the times of both).
+loom_bound=${LOOM_MAX_PREEMPTIONS:-}
+[ -z "$loom_bound" ] && [ "${FERROCSP_SLOW:-0}" = 1 ] && loom_bound=5
 step "loom models" env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$root/target/loom" \
-  CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true \
-  cargo test -p ferrocsp --release --test loom --test loom_linked
+  CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true ${loom_bound:+LOOM_MAX_PREEMPTIONS=$loom_bound} \
+  cargo test -p ferrocsp --release --test loom --test loom_linked --test loom_shm \
+  --test loom_runq --test loom_abort
 # The fuzzers' smoke runs on stable are crates/ferrocsp/tests/shm_fuzz_smoke.rs and
 # crates/ferrocsp-net/tests/wire_fuzz_smoke.rs (in `cargo test` above). Where a nightly
 # toolchain has the tools, also real fuzzing (30 s of the segment, 15 s of the net wire
@@ -94,7 +102,8 @@ else
   echo "[test] skipped: fuzz smoke run (needs cargo +nightly and cargo-fuzz)"
 fi
 if nightly_has miri; then
-  step "miri (shm segment checks)" "$root/scripts/sanitizers.sh" miri
+  # The unit tests only; `scripts/sanitizers.sh miri` runs every engine test Miri can run.
+  step "miri (the engine's unit tests)" "$root/scripts/sanitizers.sh" miri-lib
 else
   echo "[test] skipped: miri (needs cargo +nightly with the miri and rust-src components)"
 fi

@@ -23,9 +23,11 @@
 //!
 //! Invariants:
 //! - `Task::scheduled` is true iff the task is in a run queue (local or remote) (set by `wake` before the
-//!   push, cleared by whoever pops it before switching to it). So a wake-up that happens after
-//!   a task last started running always leaves it queued: none is lost, none duplicated.
-//! - `Queue::idle` is set (under the queue lock) only by the hub, just before it parks with
+//!   push, cleared by whoever pops it before switching to it, by a swap). So a wake-up that
+//!   happens after a task last started running always leaves it queued: none is lost, none
+//!   duplicated. The cross-thread part (remote queue, idle flag, scheduled flag) is
+//!   `ferrocsp::runq`, model-checked there (`tests/loom_runq.rs`).
+//! - `RunQueue`'s idle flag is set (under the queue lock) only by the hub, just before it parks with
 //!   both queues empty; whoever pushes onto an idle queue clears it and unparks the hub.
 //! - Resuming a task is always allowed to be spurious: a blocked task calls `Select::resume`
 //!   after every switch back and blocks again while it is `Pending`.
@@ -38,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use ferrocsp::runq::{RunQueue, Scheduled};
 use ferrocsp::{Wake, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
@@ -52,7 +55,7 @@ mod tasks;
 pub(crate) use block::select_in_greenlet;
 use greenlet::{getcurrent, greenlet_type, load_switch, switch_to_with};
 pub(crate) use tasks::{current_task, Task};
-use tasks::{lock, set_current, Queue, SchedCell, Shared, WeakTask, CURRENT, RUNNING};
+use tasks::{lock, set_current, SchedCell, Shared, WeakTask, CURRENT, RUNNING};
 
 /// A scheduler of process greenlets for the calling OS thread (the greenlet backend).
 ///
@@ -80,9 +83,7 @@ impl Scheduler {
         Ok(Scheduler {
             shared: Arc::new(Shared {
                 local: SchedCell::new(VecDeque::new()),
-                queue: Mutex::new(Queue { tasks: VecDeque::new(), idle: false }),
-                remote: AtomicBool::new(false),
-                thread: std::thread::current(),
+                queue: RunQueue::new(std::thread::current()),
                 timers: Mutex::new(BinaryHeap::new()),
                 has_timers: AtomicBool::new(false),
                 live: AtomicUsize::new(0),
@@ -106,7 +107,7 @@ impl Scheduler {
         if !fn_.is_callable() {
             return Err(PyTypeError::new_err("spawn needs a callable"));
         }
-        if std::thread::current().id() != self.shared.thread.id() {
+        if std::thread::current().id() != self.shared.queue.hub().id() {
             return Err(PyRuntimeError::new_err(
                 "a greenlet scheduler is used from the thread that made it",
             ));
@@ -115,7 +116,7 @@ impl Scheduler {
             me: me.clone(),
             shared: Arc::clone(&self.shared),
             greenlet: SchedCell::new(None),
-            scheduled: AtomicBool::new(false),
+            scheduled: Scheduled::new(),
             started: AtomicBool::new(false),
             start_args: Mutex::new(None),
             done: AtomicBool::new(false),
@@ -154,7 +155,7 @@ impl Scheduler {
         if self.running.swap(true, Ordering::AcqRel) {
             return Err(PyRuntimeError::new_err("this greenlet scheduler is already running"));
         }
-        if std::thread::current().id() != self.shared.thread.id() {
+        if std::thread::current().id() != self.shared.queue.hub().id() {
             self.running.store(false, Ordering::Release);
             return Err(PyRuntimeError::new_err(
                 "a greenlet scheduler runs in the thread that made it",
@@ -172,7 +173,7 @@ impl Scheduler {
         }
         lock(&self.shared.timers).clear();
         drop(self.shared.unpublished.with(std::mem::take));
-        let q = std::mem::take(&mut lock(&self.shared.queue).tasks);
+        let q = self.shared.queue.take_all();
         drop(q);
         drop(self.shared.local.with(std::mem::take));
         *lock(&self.shared.hub) = None;
@@ -227,11 +228,9 @@ impl Scheduler {
             // the check under the same lock.
             {
                 // `pop` found the local queue empty, and only this thread pushes onto it.
-                let mut q = lock(&self.shared.queue);
-                if !q.tasks.is_empty() {
+                if !self.shared.queue.go_idle() {
                     continue;
                 }
-                q.idle = true;
             }
             // Idle: the blocked tasks' waits now matter to deadlock detection. (A wake-up
             // meanwhile cleared `idle` and unparked us, so the park below returns at once.)
@@ -251,7 +250,7 @@ impl Scheduler {
                     }
                 }
             });
-            lock(&self.shared.queue).idle = false;
+            self.shared.queue.busy();
             if main {
                 py.check_signals()?;
             }

@@ -86,6 +86,8 @@ mod channel;
 mod ends;
 mod error;
 mod park;
+#[doc(hidden)]
+pub mod runq;
 mod select;
 #[cfg(target_os = "linux")]
 pub mod shm;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ferrocsp::{Channel, Error, Stats};
 
 mod common;
-use common::{join, wait_until, PATIENCE};
+use common::{join, reps, reps_usize, wait_until, PATIENCE};
 
 // ----- ping-pong and many-to-many -----
 
@@ -29,11 +29,11 @@ fn ping_pong() {
         }
     });
     let mut n = 0u64;
-    for _ in 0..2_000 {
+    for _ in 0..reps(2_000) {
         assert!(ping.write_timeout(n, PATIENCE).is_ok());
         n = pong.read_timeout(PATIENCE).expect("echo answers");
     }
-    assert_eq!(n, 2_000);
+    assert_eq!(n, reps(2_000));
     ping.poison();
     join(echo);
 }
@@ -95,17 +95,17 @@ fn many_to_many(capacity: usize, writers: usize, readers: usize, per_writer: usi
 
 #[test]
 fn many_to_many_rendezvous() {
-    many_to_many(0, 8, 8, 10_000 / 8);
+    many_to_many(0, 8, 8, reps_usize(10_000) / 8);
 }
 
 #[test]
 fn many_to_many_buffered() {
-    many_to_many(16, 8, 8, 10_000);
+    many_to_many(16, 8, 8, reps_usize(10_000));
 }
 
 #[test]
 fn many_to_many_buffered_capacity_one() {
-    many_to_many(1, 8, 8, 10_000 / 8);
+    many_to_many(1, 8, 8, reps_usize(10_000) / 8);
 }
 
 // ----- poison -----
@@ -316,11 +316,11 @@ fn buffered_fifo_order_across_threads() {
         let ch = Channel::new(capacity);
         let tx = ch.clone();
         let writer = thread::spawn(move || {
-            for i in 0..10_000 {
+            for i in 0..reps(10_000) {
                 assert!(tx.write_timeout(i, PATIENCE).is_ok());
             }
         });
-        for i in 0..10_000 {
+        for i in 0..reps(10_000) {
             assert_eq!(ch.read_timeout(PATIENCE), Ok(i));
         }
         join(writer);

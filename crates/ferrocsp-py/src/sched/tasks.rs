@@ -14,9 +14,9 @@ use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::thread::Thread;
 use std::time::Instant;
 
+use ferrocsp::runq::{RunQueue, Scheduled};
 use ferrocsp::{Select, Wake};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -66,11 +66,6 @@ pub(crate) fn current_task() -> Option<Arc<Task>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-pub(super) struct Queue {
-    pub(super) tasks: VecDeque<Arc<Task>>,
-    pub(super) idle: bool,
-}
-
 pub(super) struct Timer {
     at: Instant,
     gen: u64,
@@ -100,12 +95,9 @@ pub(super) struct Shared {
     /// Tasks woken on the scheduler's own thread (by its tasks, its hub, its timers): no lock,
     /// no atomic. Drained ahead of nothing: remote wake-ups are moved to its back at each pop.
     pub(super) local: SchedCell<VecDeque<Arc<Task>>>,
-    /// Tasks woken from other threads.
-    pub(super) queue: Mutex<Queue>,
-    /// Whether `queue.tasks` may be non-empty (set and cleared under its lock).
-    pub(super) remote: AtomicBool,
-    /// The scheduler's OS thread, unparked when an idle hub gets work.
-    pub(super) thread: Thread,
+    /// Tasks woken from other threads, and the scheduler's OS thread, unparked when an idle
+    /// hub gets work (`ferrocsp::runq`: the cross-thread protocol, loom-checked there).
+    pub(super) queue: RunQueue<Arc<Task>>,
     /// Deadlines of blocked tasks; touched only on the scheduler's thread.
     pub(super) timers: Mutex<BinaryHeap<Timer>>,
     /// Whether `timers` is non-empty (lets switching tasks skip the lock when there are none).
@@ -134,15 +126,7 @@ impl Shared {
             self.local.with(|q| q.push_back(task));
             return;
         }
-        let wake_hub = {
-            let mut q = lock(&self.queue);
-            q.tasks.push_back(task);
-            self.remote.store(true, Ordering::Release);
-            std::mem::replace(&mut q.idle, false)
-        };
-        if wake_hub {
-            self.thread.unpark();
-        }
+        self.queue.push(task);
     }
 
     /// Whether the calling thread runs this scheduler now (its hub loop is on the stack).
@@ -154,18 +138,13 @@ impl Shared {
     /// the scheduler's running thread. Remote wake-ups join the back of the local queue first,
     /// so tasks switching among themselves cannot starve them.
     pub(super) fn pop(&self) -> Option<Arc<Task>> {
-        if self.remote.load(Ordering::Acquire) {
-            let mut q = lock(&self.queue);
-            self.remote.store(false, Ordering::Release);
-            self.local.with(|l| l.extend(q.tasks.drain(..)));
-        }
-        while let Some(t) = self.local.with(VecDeque::pop_front) {
-            t.scheduled.store(false, Ordering::Release);
-            if !t.done.load(Ordering::Acquire) {
-                return Some(t);
-            }
-        }
-        None
+        // One `with` per step: a finished task dropped here is dropped outside them all.
+        self.queue.pop(
+            |remote| self.local.with(|l| l.append(remote)),
+            || self.local.with(VecDeque::pop_front),
+            |t| &t.scheduled,
+            |t| t.done.load(Ordering::Acquire),
+        )
     }
 
     /// Wakes the tasks whose deadline passed; returns the earliest deadline still pending.
@@ -231,7 +210,7 @@ pub(crate) struct Task {
     /// Its greenlet until it ends (scheduler thread only, like everything switching).
     pub(super) greenlet: SchedCell<Option<Py<PyAny>>>,
     /// In the run queue (see the module invariants).
-    pub(super) scheduled: AtomicBool,
+    pub(super) scheduled: Scheduled,
     /// Its greenlet has started running (only the hub switches to a greenlet that has not).
     pub(super) started: AtomicBool,
     /// The arguments of its first switch (the process function's), until it starts.
@@ -258,7 +237,7 @@ impl std::fmt::Debug for Task {
 
 impl Wake for Task {
     fn wake(&self) {
-        if self.scheduled.swap(true, Ordering::AcqRel) {
+        if !self.scheduled.mark() {
             return;
         }
         if let Some(me) = self.me.upgrade() {
@@ -328,7 +307,7 @@ impl Task {
                 // here, it would nest on this task's stack: every saved stack would grow with
                 // the number of processes started this way, and so would Python's recursion
                 // depth. The hub, at the bottom of the stack, starts it instead.
-                if !t.scheduled.swap(true, Ordering::AcqRel) {
+                if t.scheduled.mark() {
                     self.shared.local.with(|q| q.push_front(t));
                 }
                 set_current(None);

@@ -43,6 +43,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::cell_word::{CellWord, Fired, GEN_MAX};
 use super::fault::fault_point;
 use super::fork::PerProcess;
 use super::sys::{self, Mapping};
@@ -53,16 +54,7 @@ pub(super) const SLOT_BYTES: usize = 128;
 const SLOTS: usize = 512;
 const SEG_BYTES: usize = HEADER + SLOTS * SLOT_BYTES;
 
-/// The status bits of a cell's state word (the rest is the generation).
-const STATUS_BITS: u32 = 12;
-const STATUS_MASK: u32 = (1 << STATUS_BITS) - 1;
-const OPEN: u32 = 0;
-const CLOSED: u32 = STATUS_MASK;
-/// The most guards one selection can name (`FIRED(g)` is `g + 1`).
-pub const MAX_GUARDS: usize = (STATUS_MASK - 1) as usize;
-/// What [`OwnCell::fired`] and [`OwnCell::close`] report for a word that no counterpart can
-/// have written (a scribble): no guard has this number.
-pub(super) const TAMPERED: usize = usize::MAX;
+pub use super::cell_word::MAX_GUARDS;
 
 #[repr(C)]
 struct SegHeader {
@@ -113,7 +105,7 @@ impl CellRef {
     /// scribble, and the segment holding it is corrupt (never fired, never attached).
     pub(super) fn plausible(&self) -> bool {
         (self.slot as usize) < SLOTS
-            && self.gen <= u32::MAX >> STATUS_BITS
+            && self.gen <= GEN_MAX
             && (self.guard as usize) < MAX_GUARDS
             && self.pid != 0
             && self.fd >= 0
@@ -324,8 +316,7 @@ impl OwnCell {
         // The registry handed the slot to us alone: a plain store marks it held.
         owner.store(super::lock::thread_value(), Ordering::Release);
         let word = seg.state(slot).ok_or_else(|| io::Error::other("bad cell slot"))?;
-        let gen = ((word.load(Ordering::Acquire) >> STATUS_BITS) + 1) & (u32::MAX >> STATUS_BITS);
-        word.store(gen << STATUS_BITS | OPEN, Ordering::Release);
+        let gen = CellWord::new(word).open_next();
         fault_point!("cell.acquired");
         Ok(OwnCell { seg, index, slot, gen, _thread: std::marker::PhantomData })
     }
@@ -355,17 +346,12 @@ impl OwnCell {
 
     /// The state word's value while open (what a sleeper expects it to be).
     pub fn open_value(&self) -> u32 {
-        self.gen << STATUS_BITS | OPEN
+        CellWord::<AtomicU32>::open_value(self.gen)
     }
 
     /// Opens a cell the owner closed for a step (`CLOSED -> OPEN`, same generation).
     pub fn reopen(&self) {
-        let _ = self.word().compare_exchange(
-            self.gen << STATUS_BITS | CLOSED,
-            self.open_value(),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        CellWord::new(self.word()).reopen(self.gen);
     }
 
     /// The link of an engine selection cell to this one: its operation `op` is guard
@@ -380,34 +366,15 @@ impl OwnCell {
         }
     }
 
-    /// The guard a counterpart fired, if one did ([`TAMPERED`]: the word holds another
+    /// The guard a counterpart fired, if one did (`TAMPERED`, `cell_word.rs`: the word holds another
     /// generation, which only a scribble writes: nobody else writes our generation's word).
     pub fn fired(&self) -> Option<usize> {
-        let now = self.word().load(Ordering::Acquire);
-        if now >> STATUS_BITS != self.gen {
-            return Some(TAMPERED);
-        }
-        let s = now & STATUS_MASK;
-        (s != OPEN && s != CLOSED).then(|| (s - 1) as usize)
+        CellWord::new(self.word()).fired(self.gen)
     }
 
     /// Closes the cell so no counterpart can fire it; `Err(guard)` if one already did.
     pub fn close(&self) -> Result<(), usize> {
-        let open = self.gen << STATUS_BITS | OPEN;
-        match self.word().compare_exchange(
-            open,
-            self.gen << STATUS_BITS | CLOSED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => Ok(()),
-            // Not our generation, or open when we expected it open: written over.
-            Err(now) if now >> STATUS_BITS != self.gen || now & STATUS_MASK == OPEN => {
-                Err(TAMPERED)
-            }
-            Err(now) if now & STATUS_MASK == CLOSED => Ok(()),
-            Err(now) => Err(((now & STATUS_MASK) - 1) as usize),
-        }
+        CellWord::new(self.word()).close(self.gen)
     }
 }
 
@@ -448,34 +415,16 @@ impl crate::Link for CellLink {
         if guard >= MAX_GUARDS {
             return false; // `select` checks the count; never fire a wrong guard
         }
-        let fired = self.gen << STATUS_BITS | (guard as u32 + 1);
-        word.compare_exchange(
-            self.gen << STATUS_BITS | OPEN,
-            fired,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        )
-        .is_ok()
+        // An in-process counterpart: the engine wakes the owner through its own waker.
+        CellWord::new(word).fire(self.gen, guard as u32) == Fired::Won
     }
 
     fn close(&self) -> Result<(), Option<usize>> {
         let Some(word) = self.word() else { return Ok(()) };
-        let open = self.gen << STATUS_BITS | OPEN;
-        match word.compare_exchange(
-            open,
-            self.gen << STATUS_BITS | CLOSED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => Ok(()),
-            // Another generation: the selection is over (it closed its cell for good).
-            Err(now) if now >> STATUS_BITS != self.gen => Ok(()),
-            Err(now) if now & STATUS_MASK == CLOSED => Ok(()),
-            Err(now) => {
-                let guard = ((now & STATUS_MASK) - 1) as usize;
-                Err(guard.checked_sub(self.base as usize))
-            }
-        }
+        // Another generation is Ok: the selection is over (it closed its cell for good).
+        CellWord::new(word)
+            .close_linked(self.gen)
+            .map_err(|guard| guard.checked_sub(self.base as usize))
     }
 
     fn nudge(&self) {
@@ -530,16 +479,15 @@ pub fn fire(r: &CellRef) -> Fire {
         return Fire::Dead;
     }
     let Some(word) = seg.state(r.slot) else { return Fire::Dead };
-    let open = r.gen << STATUS_BITS | OPEN;
-    let fired = r.gen << STATUS_BITS | (r.guard + 1);
-    match word.compare_exchange(open, fired, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
+    let cell = CellWord::new(word);
+    match cell.fire(r.gen, r.guard) {
+        Fired::Won => {
             fault_point!("cell.fired");
-            sys::futex_wake_all(word);
+            cell.wake();
             Fire::Won
         }
-        Err(now) if now >> STATUS_BITS != r.gen => Fire::Dead,
-        Err(_) => Fire::Lost,
+        Fired::Over => Fire::Dead,
+        Fired::Lost => Fire::Lost,
     }
 }
 
@@ -555,9 +503,5 @@ pub fn status(r: &CellRef) -> Option<bool> {
     if !owner_alive(&seg, r) {
         return None;
     }
-    let now = seg.state(r.slot)?.load(Ordering::Acquire);
-    if now >> STATUS_BITS != r.gen {
-        return None;
-    }
-    Some(now & STATUS_MASK == OPEN)
+    CellWord::new(seg.state(r.slot)?).status(r.gen)
 }

@@ -48,6 +48,7 @@ pub(super) use super::layout::{
 };
 use super::layout::{Entry, Header, State, ALIGN, DATA_OFF, HEADER_BYTES, MAGIC, READING, VERSION};
 use super::lock::{SegLock, Taken};
+use super::seq::Seq;
 use super::sys::{self, Mapping};
 use super::ticket::Ticket;
 use super::wait::Wait;
@@ -111,10 +112,9 @@ impl Drop for Guard<'_> {
         if !l.unlock() {
             // Someone wrote over the word while we held it: nobody can trust the lock any
             // more. Poisoned without it (an atomic), and every sleeper is woken to see that.
-            let (seq, _, poisoned) = self.ch.atomics();
+            let (_, _, poisoned) = self.ch.atomics();
             let _ = poisoned.compare_exchange(0, CORRUPT, Ordering::AcqRel, Ordering::Acquire);
-            seq.fetch_add(1, Ordering::AcqRel);
-            sys::futex_wake_all(seq);
+            self.ch.handshake().bump_unlocked();
             l.wake_all();
         }
     }
@@ -417,11 +417,13 @@ impl ShmChannel {
 
     /// Announces a change to every sleeper; called with the lock held.
     pub(super) fn changed(&self, _g: &Guard<'_>) {
-        let (seq, sleepers, _) = self.atomics();
-        seq.fetch_add(1, Ordering::AcqRel);
-        if sleepers.load(Ordering::Acquire) > 0 {
-            sys::futex_wake_all(seq);
-        }
+        self.handshake().changed();
+    }
+
+    /// The change counter handshake's words (`seq.rs`).
+    fn handshake(&self) -> Seq<'_> {
+        let (seq, sleepers, poisoned) = self.atomics();
+        Seq { seq, sleepers, coop: self.coop(), poisoned }
     }
 
     /// Whether a cooperative process (a greenlet, an asyncio task: [`Sleeper`]) waits on this
@@ -489,44 +491,26 @@ impl ShmChannel {
         w: &mut Wait<'_>,
         cap: Option<Instant>,
     ) -> bool {
-        let (seq, sleepers, _) = self.atomics();
         let coarse = w.coarse();
-        let word = if coarse { seq } else { word };
-        let on_seq = std::ptr::eq(word, seq);
-        if on_seq {
-            sleepers.fetch_add(1, Ordering::AcqRel);
-        }
-        if coarse {
-            self.coop().fetch_add(1, Ordering::AcqRel);
-        }
-        let seen = word.load(Ordering::Acquire);
-        drop(g);
-        fault_point!("wait.sleep");
-        let interrupted = w.block(&[word], &[seen], cap);
-        if coarse {
-            self.coop().fetch_sub(1, Ordering::AcqRel);
-        }
-        if on_seq {
-            sleepers.fetch_sub(1, Ordering::AcqRel);
-        }
-        interrupted
+        let sleep = |word: &AtomicU32, seen| {
+            fault_point!("wait.sleep");
+            w.block(&[word], &[seen], cap)
+        };
+        // Not slept (None): poisoned meanwhile; the caller re-checks.
+        self.handshake().wait(word, coarse, || drop(g), sleep).unwrap_or(false)
     }
 
     /// Wakes the writer waiting on entry `e` (lock held).
-    pub(super) fn wake_entry(&self, e: *mut Entry, g: &Guard<'_>) {
+    pub(super) fn wake_entry(&self, e: *mut Entry, _g: &Guard<'_>) {
         // SAFETY: a live entry in the ring; `wake` is an atomic.
         let word = unsafe { &(*e).wake };
-        word.fetch_add(1, Ordering::AcqRel);
-        sys::futex_wake_all(word);
-        self.changed_for_coop(g);
+        self.handshake().wake_private(word);
     }
 
     /// A private wake-up (an entry's word, a cell fired under this lock) also moves `seq`
     /// while cooperative sleepers wait here: they watch nothing else. Lock held.
-    pub(super) fn changed_for_coop(&self, g: &Guard<'_>) {
-        if self.coop().load(Ordering::Acquire) > 0 {
-            self.changed(g);
-        }
+    pub(super) fn changed_for_coop(&self, _g: &Guard<'_>) {
+        self.handshake().changed_for_coop();
     }
 
     /// Wakes every rendezvous writer waiting for its entry (poison, retirement, a reader
@@ -573,14 +557,11 @@ impl ShmChannel {
     /// happen under the lock (a waiter samples `seq` under it, so none is missed), or without
     /// it if the lock wait was given up for the poison.
     pub fn poison(&self) -> Result<(), Error> {
-        let (seq, _, poisoned) = self.atomics();
+        let (_, _, poisoned) = self.atomics();
         let _ = poisoned.compare_exchange(0, POISONED, Ordering::AcqRel, Ordering::Acquire);
         match self.lock() {
             Ok(g) => self.changed_all(&g),
-            Err(Error::Poisoned) => {
-                seq.fetch_add(1, Ordering::AcqRel);
-                sys::futex_wake_all(seq);
-            }
+            Err(Error::Poisoned) => self.handshake().bump_unlocked(),
             Err(e) => return Err(e),
         }
         Ok(())

@@ -15,6 +15,7 @@
 //! both kinds is [`select_mixed`]: the in-process guards run in an engine `Select` whose
 //! cell is linked to the shared cell ([`mixed`]), so one word decides.
 
+mod cell_word;
 mod cells;
 mod channel;
 mod end_table;
@@ -31,6 +32,7 @@ mod owner;
 mod remote;
 mod ring;
 mod select;
+mod seq;
 mod slot;
 mod sys;
 mod table;
@@ -39,6 +41,18 @@ mod transfer;
 mod wait;
 mod waiters;
 mod watch;
+mod word;
+
+/// The protocol's pure parts (the selection cell's word, the change counter handshake) over
+/// any [`proto::Word`]: what the loom models (`tests/loom_shm.rs`) run on model words.
+#[doc(hidden)]
+pub mod proto {
+    pub use super::cell_word::{CellWord, Fired, MAX_GUARDS, TAMPERED};
+    pub use super::seq::Seq;
+    #[cfg(loom)]
+    pub use super::word::ModelWord;
+    pub use super::word::Word;
+}
 
 #[doc(hidden)]
 pub use cells::hold_registry_for_test as hold_cells_for_test;

@@ -530,7 +530,11 @@ impl<'a> Sel<'_, 'a> {
         }
         drop(guards);
         fault_point!("alt.waiting");
-        let interrupted = w.block(&words, &seen, cap);
+        // As `Seq::wait` (`seq.rs`): a poison made without a channel's lock may have moved
+        // its `seq` before our sample, and would never move it again. A poisoned channel's
+        // guard fires, so the next step ends the selection.
+        let poisoned = self.chans.iter().any(|c| c.is_poisoned());
+        let interrupted = !poisoned && w.block(&words, &seen, cap);
         for c in &self.chans {
             if coarse {
                 c.coop().fetch_sub(1, Ordering::AcqRel);
