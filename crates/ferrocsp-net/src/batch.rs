@@ -58,7 +58,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::Request;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
@@ -238,6 +237,8 @@ pub(crate) async fn read_many(
     };
     let info = consumer.cached_info();
     let next_subj = format!("$JS.API.CONSUMER.MSG.NEXT.{}.{}", info.stream_name, info.name);
+    // A claims stream that cannot be made fails the read, not every value (as a single read).
+    crate::claim::ensure_now(&chan.conn).await?;
     let mut status = chan.status.subscribe();
     loop {
         let s = *status.borrow_and_update();
@@ -352,14 +353,12 @@ async fn take(
         if hold_acks {
             return Some(m.payload);
         }
-        let ack = m.reply.clone()?;
-        let req = Request::new()
-            .payload(Bytes::from_static(b"+ACK"))
-            .timeout(Some(chan.conn.opts.ack_timeout));
-        // Confirmed ("AckAck"): only a value the server let go of is returned.
-        match chan.conn.client.send_request(ack, req).await {
-            Ok(_) => Some(m.payload),
-            Err(_) => None,
+        // Claimed and acknowledged (`buffered::claim_and_ack`), every value of the batch at
+        // once: only a value whose claim this reader won is returned; one another reader won
+        // (a redelivery, a duplicated delivery) is acknowledged and dropped.
+        match crate::buffered::claim_and_ack(chan, &m).await {
+            Ok(crate::claim::Claim::Won) => Some(m.payload),
+            Ok(crate::claim::Claim::Lost) | Err(_) => None,
         }
     }))
     .await;
