@@ -345,6 +345,7 @@ async fn take(
         return Err(NetError::Cancelled);
     }
     let hold_acks = conn.opts.hold_acks;
+    let last_ack = msgs.iter().rev().find(|m| !is_placeholder(m)).and_then(|m| m.reply.clone());
     let taken = join_all(msgs.into_iter().map(|m| async move {
         if is_placeholder(&m) {
             pass_over(chan, &m).await;
@@ -353,15 +354,22 @@ async fn take(
         if hold_acks {
             return Some(m.payload);
         }
-        // Claimed and acknowledged (`buffered::claim_and_ack`), every value of the batch at
-        // once: only a value whose claim this reader won is returned; one another reader won
-        // (a redelivery, a duplicated delivery) is acknowledged and dropped.
-        match crate::buffered::claim_and_ack(chan, &m).await {
+        // Claimed and acknowledged (`buffered::claim_and_ack`, plain acks), every value of the
+        // batch at once: only a value whose claim this reader won is returned; one another
+        // reader won (a redelivery, a duplicated delivery) is acknowledged and dropped.
+        match crate::buffered::claim_and_ack(chan, &m, false).await {
             Ok(crate::claim::Claim::Won) => Some(m.payload),
             Ok(crate::claim::Claim::Lost) | Err(_) => None,
         }
     }))
     .await;
+    if let Some(ack) = last_ack.filter(|_| !hold_acks) {
+        // The last value's ack again, confirmed: the server applies one consumer's acks in the
+        // order they came, so once it answers every slot of the batch is free (unless an ack
+        // was lost: then that value comes again and its claim drops it), and the `ready`
+        // notice below finds room for the writers it wakes.
+        crate::buffered::ack_confirmed(conn, ack).await;
+    }
     let got: Vec<Bytes> = taken.into_iter().flatten().collect();
     if !got.is_empty() && !hold_acks {
         let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
