@@ -3,9 +3,12 @@ server through the fault-injecting proxy (tests/_netproxy.py), which drops, dela
 duplicates the frames that carry values and acknowledgements and now and then cuts a
 connection, with a seeded random sequence. Several writers and readers (one reader in another
 OS process) move distinct values over a rendezvous channel, a buffered one, and both through
-``Alt`` (``Output`` guards on the writing side, input guards on the reading side). The
-accounting is exact: every value whose write succeeded is read exactly once, a value whose
-write raised is read at most once, nothing is read twice and nothing unknown is read.
+``Alt`` (``Output`` guards on the writing side, input guards on the reading side), and in
+batches (``write_many`` / ``read_many`` on a buffered channel). The accounting is exact: every
+value whose write succeeded (for a batch: one of the first ``written`` of its call) is read
+exactly once, a value whose write raised is read at most once (never, when it raised
+``TimeoutError``: such a value was not stored), nothing is read twice and nothing unknown is
+read.
 
 The default run moves ``N`` values per plain suite and ``N_ALT`` per Alt suite (seconds
 each: every lost message stalls someone for ``ack_timeout``); ``FERROCSP_SLOW=1`` moves
@@ -35,6 +38,8 @@ N = 10_000 if SLOW else 40
 #: An Output guard's value takes more messages (claims or reservations, releases, commits),
 #: so more of them meet a fault: the default run moves fewer values through Alt.
 N_ALT = 10_000 if SLOW else 24
+#: A batch suite moves more: its values share round trips.
+N_BATCH = 10_000 if SLOW else 200
 # More of each in the slow run: a lost message stalls one participant for about ack_timeout,
 # and the others go on meanwhile.
 WRITERS = 6 if SLOW else 3
@@ -64,12 +69,16 @@ def faults(seed: int) -> RandomFaults:
     )
 
 
+#: Values per ``write_many`` call, and the most one ``read_many`` takes, in the batch suite.
+BATCH = 16
+
 # Reads what comes, one value a line, until nothing came for `quiet` seconds after the parent
-# said the writers are done (a line on stdin).
+# said the writers are done (a line on stdin); in batches of up to `batch` if it is > 0.
 OS_READER = """
 import sys, threading
 import ferrocsp.net as net
 url, chan, cap, quiet = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+batch = int(sys.argv[5])
 done = threading.Event()
 threading.Thread(target=lambda: (sys.stdin.readline(), done.set()), daemon=True).start()
 with net.connect(url, ack_timeout=0.5, reconnect_timeout=60) as c:
@@ -77,36 +86,50 @@ with net.connect(url, ack_timeout=0.5, reconnect_timeout=60) as c:
     print("ready", flush=True)
     while True:
         try:
-            print(ch.read(timeout=quiet), flush=True)
+            for v in ch.read_many(batch, timeout=quiet) if batch else [ch.read(timeout=quiet)]:
+                print(v, flush=True)
         except TimeoutError:
             if done.is_set():
                 break
 """
 
-Write = Callable[[Any, str], bool]
-Read = Callable[[Any], tuple[bool, Any]]
+#: Writes its values in order; raises if not all were written (with ``written``, the number
+#: of them written, for a batch).
+Write = Callable[[Any, list[str]], None]
+#: Reads one or more values; ``TimeoutError`` after ``QUIET`` seconds without one.
+Read = Callable[[Any], list[Any]]
 
 
-def plain_write(ch: Any, v: str) -> bool:
-    ch.write(v, timeout=120)
-    return True
+def plain_write(ch: Any, vs: list[str]) -> None:
+    for v in vs:
+        ch.write(v, timeout=120)
 
 
-def plain_read(ch: Any) -> tuple[bool, Any]:
-    return True, ch.read(timeout=QUIET)
+def plain_read(ch: Any) -> list[Any]:
+    return [ch.read(timeout=QUIET)]
 
 
-def alt_write(ch: Any, v: str) -> bool:
-    out = csp.Output(ch, v)
-    g, _ = csp.Alt(out, csp.Timeout(0.05)).select()
-    return g is out
+def alt_write(ch: Any, vs: list[str]) -> None:
+    for v in vs:
+        out = csp.Output(ch, v)
+        # The Alt's Timeout fired: nothing was sent; offer it again.
+        while csp.Alt(out, csp.Timeout(0.05)).select()[0] is not out:
+            pass
 
 
-def alt_read(ch: Any) -> tuple[bool, Any]:
+def alt_read(ch: Any) -> list[Any]:
     g, v = csp.Alt(ch, csp.Timeout(QUIET)).select()
     if g is ch:
-        return True, v
+        return [v]
     raise TimeoutError
+
+
+def batch_write(ch: Any, vs: list[str]) -> None:
+    ch.write_many(vs, timeout=120)
+
+
+def batch_read(ch: Any) -> list[Any]:
+    return list(ch.read_many(BATCH, timeout=QUIET))
 
 
 def run(
@@ -118,7 +141,9 @@ def run(
     read: Read,
     os_reader: bool,
     n: int = N,
+    per_call: int = 1,
 ) -> None:
+    """Moves ``n`` values, each writer's in calls of ``write`` with ``per_call`` values."""
     name = "x" + uuid.uuid4().hex[:12]
     conns = [
         net.connect(proxy.url, ack_timeout=ACK, reconnect_timeout=60)
@@ -126,7 +151,18 @@ def run(
     ]
     try:
         chans = [c.channel(name, capacity) for c in conns]
-        other = spawn(OS_READER, proxy.url, name, str(capacity), str(QUIET)) if os_reader else None
+        other = (
+            spawn(
+                OS_READER,
+                proxy.url,
+                name,
+                str(capacity),
+                str(QUIET),
+                str(BATCH if read is batch_read else 0),
+            )
+            if os_reader
+            else None
+        )
         if other is not None:
             assert other.stdout is not None
             assert other.stdout.readline().strip() == "ready"
@@ -139,28 +175,31 @@ def run(
 
         def writer(w: int) -> None:
             ch = chans[w]
-            for i in range(w, n, WRITERS):
-                v = f"{w}-{i}"
+            mine = [f"{w}-{i}" for i in range(w, n, WRITERS)]
+            for at in range(0, len(mine), per_call):
+                vs = mine[at : at + per_call]
                 try:
-                    while not write(ch, v):
-                        pass  # the Alt's Timeout fired: nothing was sent; offer it again
+                    write(ch, vs)
                 except Exception as e:  # noqa: BLE001 - accounted below
+                    # A batch stored exactly its first `written` values.
+                    k = getattr(e, "written", 0) if per_call > 1 else 0
                     with lock:
-                        raised[v] = e
+                        ok.update(vs[:k])
+                        raised.update((v, e) for v in vs[k:])
                 else:
                     with lock:
-                        ok.add(v)
+                        ok.update(vs)
 
         def reader(r: int) -> None:
             ch = chans[WRITERS + r]
             while True:
                 try:
-                    _, v = read(ch)
+                    vs = read(ch)
                 except TimeoutError:
                     if writers_done.is_set():
                         return
                     continue
-                got[r].append(v)
+                got[r].extend(vs)
 
         def progress() -> None:
             # The slow run takes a while: say how far it got, twice a minute.
@@ -202,6 +241,11 @@ def run(
         assert not twice, f"read twice: {twice[:10]}"
         assert not lost, f"written, never read: {lost[:10]}"
         assert not unknown, f"read, never written: {unknown[:10]}"
+        # A value whose write timed out was not stored (for a batch: one after `written`).
+        stored_late = sorted(
+            v for v, e in raised.items() if isinstance(e, TimeoutError) and counts[v]
+        )
+        assert not stored_late, f"reported unwritten, read: {stored_late[:10]}"
         assert not raised or all(
             isinstance(e, ConnectionError | TimeoutError) for e in raised.values()
         )
@@ -233,3 +277,25 @@ def test_alt_output_exactly_once_under_faults(
         os_reader=False,
         n=N_ALT,
     )
+
+
+def test_batches_exactly_once_under_faults(nats: NatsServer, proxy: FaultProxy) -> None:
+    # write_many by every writer, read_many by every reader (the other process's too).
+    run(
+        nats,
+        proxy,
+        "batches",
+        BATCH,
+        batch_write,
+        batch_read,
+        os_reader=True,
+        n=N_BATCH,
+        per_call=BATCH // 2,
+    )
+
+
+def test_batches_meet_single_operations_exactly_once_under_faults(
+    nats: NatsServer, proxy: FaultProxy
+) -> None:
+    # Batch readers against single writes: every value its own call, claimed by a batch.
+    run(nats, proxy, "single writes, batch reads", 8, plain_write, batch_read, os_reader=False)

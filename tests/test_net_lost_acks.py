@@ -145,3 +145,70 @@ def test_a_rendezvous_resend_reaching_another_process_is_not_delivered_again(
         out, err = other.communicate(timeout=30)
         assert other.returncode == 0, err
         assert out.split() == [], "the re-sent value was delivered twice"
+
+
+# --- batches (read_many): the same claims, one per value, all of a batch's in flight at once ---
+
+
+def _delivery(f: Frame) -> bool:
+    return f.way == "down" and f.reply.startswith("$JS.ACK.") and f.op in ("MSG", "HMSG")
+
+
+def test_a_duplicated_delivery_is_returned_once_by_read_many(
+    nats: NatsServer, proxy: FaultProxy
+) -> None:
+    # The frame that delivers the value reaches the batch reader twice: both copies carry the
+    # same ack subject, and the server confirms both acks.
+    dup = proxy.rule(_delivery, "dup")
+    n = name()
+    with (
+        net.connect(proxy.url, ack_timeout=ACK) as c,
+        net.connect(nats.url, ack_timeout=ACK) as d,
+    ):
+        d.channel(n, 4).write_many(["only"])
+        got = c.channel(n, 4).read_many(8, timeout=10)
+        assert dup.hits == 1
+        assert got == ["only"], "a duplicated delivery was returned twice"
+        with pytest.raises(TimeoutError):
+            c.channel(n, 4).read_many(8, timeout=2 * ACK)
+
+
+def test_read_many_whose_ack_reply_is_lost_keeps_the_value(
+    nats: NatsServer, proxy: FaultProxy
+) -> None:
+    # The server applies the batch reader's ack (the value leaves the stream); only its reply
+    # is lost: the value must still be returned, by this read and by no other.
+    lost = proxy.rule(lambda f: f.way == "down" and f.about.startswith("$JS.ACK."), "drop")
+    n = name()
+    with (
+        net.connect(proxy.url, ack_timeout=ACK) as c,
+        net.connect(nats.url, ack_timeout=ACK) as d,
+    ):
+        d.channel(n, 4).write_many(["precious", "second"])
+        got: list[object] = []
+        while len(got) < 2:
+            got += c.channel(n, 4).read_many(8, timeout=10)
+        assert lost.hits == 1
+        assert got == ["precious", "second"]
+        with pytest.raises(TimeoutError):
+            d.channel(n, 4).read_many(8, timeout=3 * ACK)
+
+
+def test_a_value_redelivered_after_a_lost_ack_is_not_returned_twice_by_read_many(
+    nats: NatsServer, proxy: FaultProxy
+) -> None:
+    # The batch reader's ack never reaches the server, and its reply is lost with it; after
+    # ack_wait the server delivers the value again, to a batch read of another connection.
+    lost = proxy.rule(_drop_first_ack, "drop")
+    n = name()
+    with (
+        net.connect(proxy.url, ack_timeout=ACK) as c,
+        net.connect(nats.url, ack_timeout=ACK) as d,
+    ):
+        d.channel(n, 4).write_many(["once"])
+        first = c.channel(n, 4).read_many(8, timeout=10)
+        assert lost.hits == 1
+        assert first == ["once"]
+        # The server delivers it again after ack_wait: the claim drops it.
+        with pytest.raises(TimeoutError):
+            d.channel(n, 4).read_many(8, timeout=4 * ACK)

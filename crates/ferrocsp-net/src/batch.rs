@@ -29,9 +29,12 @@
 //!    and takes the others that are there, never waiting for a second. (A bare `no_wait` pull
 //!    is not enough: the server may count a message that is gone (an Output guard's replaced
 //!    placeholder) as pending and keep such a pull open until the next message arrives.)
-//! 2. Placeholders are passed over (`placeholder.rs`); every value gets a confirmed ack
-//!    (AckAck), all of them in flight together; only values whose ack the server confirmed are
-//!    returned (an unconfirmed one may go to another reader), then one `ready` notice.
+//! 2. Placeholders are passed over (`placeholder.rs`); every value is claimed (`claim.rs`) and
+//!    acknowledged with a plain ack (`buffered::claim_and_ack`), all of the batch's claims and
+//!    acks in flight together; only values whose claim this reader won are returned (a lost
+//!    claim: another delivery of the value was taken, this one is dropped; no answer: not
+//!    returned). Then the last value's ack again, confirmed (the server applies a consumer's
+//!    acks in order: the batch's slots are free), and one `ready` notice.
 //! 3. Nothing (expired, or only placeholders): check poison, end-of-stream (writers retired,
 //!    nothing pending or unacknowledged), cancellation and the deadline, as a single read
 //!    does, and pull again. A poison, a retire or a cancellation that comes while the pull
@@ -46,9 +49,10 @@
 //! - `written` only grows, and counts a prefix of the values: value `i` is counted once it and
 //!   every value before it were stored.
 //! - Values of one write are stored in the order given (the expected-last-id chain).
-//! - A read returns only values whose ack was confirmed, and every such value is returned
-//!   (never dropped by a later failure of the same batch): each is returned by exactly one
-//!   read among the readers that survive, as for single reads.
+//! - A read returns only values whose claim it won, and every such value is returned (never
+//!   dropped by a later failure of the same batch): of every delivery of one value (redelivery,
+//!   duplicated frame, any reader) at most one is returned, and each value by exactly one read
+//!   among the readers that survive, as for single reads.
 //! - A read only pulls while it is reading, and a delivered value it does not return is handed
 //!   back (NAK) or, if its ack was not confirmed, left to the server to deliver again.
 
@@ -58,7 +62,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::Request;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
@@ -238,6 +241,8 @@ pub(crate) async fn read_many(
     };
     let info = consumer.cached_info();
     let next_subj = format!("$JS.API.CONSUMER.MSG.NEXT.{}.{}", info.stream_name, info.name);
+    // A claims stream that cannot be made fails the read, not every value (as a single read).
+    crate::claim::ensure_now(&chan.conn).await?;
     let mut status = chan.status.subscribe();
     loop {
         let s = *status.borrow_and_update();
@@ -344,6 +349,7 @@ async fn take(
         return Err(NetError::Cancelled);
     }
     let hold_acks = conn.opts.hold_acks;
+    let last_ack = msgs.iter().rev().find(|m| !is_placeholder(m)).and_then(|m| m.reply.clone());
     let taken = join_all(msgs.into_iter().map(|m| async move {
         if is_placeholder(&m) {
             pass_over(chan, &m).await;
@@ -352,17 +358,22 @@ async fn take(
         if hold_acks {
             return Some(m.payload);
         }
-        let ack = m.reply.clone()?;
-        let req = Request::new()
-            .payload(Bytes::from_static(b"+ACK"))
-            .timeout(Some(chan.conn.opts.ack_timeout));
-        // Confirmed ("AckAck"): only a value the server let go of is returned.
-        match chan.conn.client.send_request(ack, req).await {
-            Ok(_) => Some(m.payload),
-            Err(_) => None,
+        // Claimed and acknowledged (`buffered::claim_and_ack`, plain acks), every value of the
+        // batch at once: only a value whose claim this reader won is returned; one another
+        // reader won (a redelivery, a duplicated delivery) is acknowledged and dropped.
+        match crate::buffered::claim_and_ack(chan, &m, false).await {
+            Ok(crate::claim::Claim::Won) => Some(m.payload),
+            Ok(crate::claim::Claim::Lost) | Err(_) => None,
         }
     }))
     .await;
+    if let Some(ack) = last_ack.filter(|_| !hold_acks) {
+        // The last value's ack again, confirmed: the server applies one consumer's acks in the
+        // order they came, so once it answers every slot of the batch is free (unless an ack
+        // was lost: then that value comes again and its claim drops it), and the `ready`
+        // notice below finds room for the writers it wakes.
+        crate::buffered::ack_confirmed(conn, ack).await;
+    }
     let got: Vec<Bytes> = taken.into_iter().flatten().collect();
     if !got.is_empty() && !hold_acks {
         let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;

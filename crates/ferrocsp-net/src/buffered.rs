@@ -222,14 +222,7 @@ async fn take(chan: &Chan, m: async_nats::Message, hold_acks: bool) -> Option<By
     if hold_acks {
         return Some(m.payload);
     }
-    let ack = m.reply.clone()?;
-    // The claim decides whether the value is ours (`claim.rs`): an acknowledgement whose reply
-    // was lost, or that came after `ack_wait`, can no longer lose or duplicate it. The ack
-    // goes out at the same time (one round trip for both) and its outcome does not matter: a
-    // value delivered again finds the claim and is dropped by whoever gets it.
-    let id = crate::claim::value_id(&m)?;
-    let (claimed, ()) = tokio::join!(crate::claim::claim(chan, &id), ack_confirmed(conn, ack));
-    match claimed {
+    match claim_and_ack(chan, &m, true).await {
         Ok(crate::claim::Claim::Won) => {
             let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
             Some(m.payload)
@@ -239,9 +232,38 @@ async fn take(chan: &Chan, m: async_nats::Message, hold_acks: bool) -> Option<By
     }
 }
 
+/// Claims delivered value `m` (`claim.rs`) and acknowledges it at the same time: one round
+/// trip for both. The claim decides whether the value is ours: an acknowledgement whose reply
+/// was lost, or that came after `ack_wait`, can no longer lose or duplicate it, so the ack's
+/// outcome does not matter (a value delivered again finds the claim and is dropped, and
+/// acknowledged, by whoever gets it). With `confirmed` the ack is a confirmed one ("AckAck":
+/// when it returns, the slot is free unless the ack was lost), else a plain publish (a batch
+/// confirms its last ack only: `batch.rs`). `Err` when the outcome is unknown (no server to
+/// ask) or the delivery has no id or ack subject (then nothing is sent): hand the value to
+/// nobody. Used by single reads, the Alt pump and batch reads alike.
+pub(crate) async fn claim_and_ack(
+    chan: &Chan,
+    m: &async_nats::Message,
+    confirmed: bool,
+) -> Result<crate::claim::Claim, NetError> {
+    let (Some(id), Some(ack)) = (crate::claim::value_id(m), m.reply.clone()) else {
+        return Err(NetError::Protocol(format!("a delivery without an id on '{}'", chan.name)));
+    };
+    let conn = &chan.conn;
+    let ack = async {
+        if confirmed {
+            ack_confirmed(conn, ack).await;
+        } else {
+            let _ = conn.client.publish(ack, Bytes::from_static(b"+ACK")).await;
+        }
+    };
+    let (claimed, ()) = tokio::join!(crate::claim::claim(chan, &id), ack);
+    claimed
+}
+
 /// Acknowledges a delivered message with a confirmed ack ("AckAck", a request on the client's
 /// shared reply inbox: no subscription of its own per ack), waiting at most `ack_timeout`.
-async fn ack_confirmed(conn: &crate::link::Inner, ack: async_nats::Subject) {
+pub(crate) async fn ack_confirmed(conn: &crate::link::Inner, ack: async_nats::Subject) {
     let req =
         Request::new().payload(Bytes::from_static(b"+ACK")).timeout(Some(conn.opts.ack_timeout));
     let _ = conn.client.send_request(ack, req).await;
@@ -338,14 +360,8 @@ async fn pump(chan: Arc<Chan>) {
             continue;
         };
         let message = msg.message;
-        let (Some(id), Some(ack)) = (crate::claim::value_id(&message), message.reply.clone())
-        else {
-            crate::rendezvous::give_back(&chan, hold, true);
-            continue;
-        };
         let conn = &chan.conn;
-        let (claimed, ()) = tokio::join!(crate::claim::claim(&chan, &id), ack_confirmed(conn, ack));
-        if claimed == Ok(crate::claim::Claim::Won) {
+        if claim_and_ack(&chan, &message, true).await == Ok(crate::claim::Claim::Won) {
             if let Some(v) = crate::rendezvous::to_hold(&chan, hold, message.payload) {
                 // The Alt's task was torn down meanwhile: the value goes with its process.
                 drop(v);
