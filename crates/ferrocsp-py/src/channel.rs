@@ -2,7 +2,8 @@
 //!
 //! Invariants:
 //! - A value written is the very object read (a reference moves; nothing is copied or pickled).
-//! - Every operation that may block goes through `wait::select_blocking`, which releases the GIL.
+//! - Every operation that may block goes through `wait::select_blocking`, which releases the GIL
+//!   (in a process greenlet: `sched::single_in_greenlet`, which switches to other greenlets).
 //! - The non-blocking attempt runs with the GIL held: it never waits for anything but a channel
 //!   lock, and no channel lock holder ever waits for the GIL.
 
@@ -22,6 +23,7 @@ use crate::deadlock::Desc;
 use crate::errors::{parse_timeout, to_pyerr, OpName};
 use crate::flavor::Flavors;
 use crate::pythread::{deadline, Value};
+use crate::sched;
 use crate::shm_side::ShmSide;
 use crate::trace;
 use crate::wait::{pooled_select, select_pooled};
@@ -30,6 +32,16 @@ static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
 static STATS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static MOBILITY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+/// The calling process greenlet's task, when its plain reads and writes may take the greenlet
+/// backend's one-critical-section path (`sched::single_in_greenlet`): not while tracing,
+/// whose `block` event must come between the try and the registration.
+fn greenlet_task() -> Option<Arc<sched::Task>> {
+    if trace::on() {
+        return None;
+    }
+    sched::current_task()
+}
+
 /// Reads one value, blocking (GIL released) until it arrives, `timeout` passes, or an error.
 pub(crate) fn read_value(
     py: Python<'_>,
@@ -37,6 +49,15 @@ pub(crate) fn read_value(
     name: &str,
     timeout: Option<f64>,
 ) -> PyResult<Value> {
+    if let Some(task) = greenlet_task() {
+        let r = sched::single_in_greenlet(py, &task, chan, None, deadline(timeout), || {
+            Desc::read(name)
+        })?;
+        return match r {
+            Ok(s) => s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, name)),
+            Err(e) => Err(to_pyerr(py, e.error(), OpName::Read, name)),
+        };
+    }
     match chan.try_read() {
         Err(Error::WouldBlock) => {}
         Ok(v) => {
@@ -65,6 +86,12 @@ pub(crate) fn write_value(
     value: Value,
     timeout: Option<f64>,
 ) -> PyResult<()> {
+    if let Some(task) = greenlet_task() {
+        let r = sched::single_in_greenlet(py, &task, chan, Some(value), deadline(timeout), || {
+            Desc::write(name)
+        })?;
+        return r.map(drop).map_err(|e| to_pyerr(py, e.error(), OpName::Write, name));
+    }
     let value = match chan.try_write(value) {
         Ok(()) => {
             trace::event(py, "write", "", name);

@@ -52,10 +52,10 @@ mod block;
 pub(crate) mod greenlet;
 mod tasks;
 
-pub(crate) use block::select_in_greenlet;
+pub(crate) use block::{select_in_greenlet, single_in_greenlet};
 use greenlet::{getcurrent, greenlet_type, load_switch, switch_to_with};
 pub(crate) use tasks::{current_task, Task};
-use tasks::{lock, set_current, SchedCell, Shared, WeakTask, CURRENT, RUNNING};
+use tasks::{lock, set_current, SchedCell, Shared, TaskWake, WeakTask, CURRENT, RUNNING};
 
 /// A scheduler of process greenlets for the calling OS thread (the greenlet backend).
 ///
@@ -125,6 +125,10 @@ impl Scheduler {
             part: crate::deadlock::greenlet_participant(self.shared.ident),
             wait: SchedCell::new(LocalWait::default()),
             sel: SchedCell::new(None),
+            waker: Waker::Custom(Arc::new(TaskWake {
+                task: me.clone(),
+                shared: Arc::clone(&self.shared),
+            })),
         });
         // Weak: the record must not keep its task alive (the task holds the record).
         let weak: Arc<dyn Wake> = Arc::new(WeakTask(Arc::downgrade(&task)));

@@ -16,7 +16,8 @@
 //!    loses, the operation completed first and its result stands (nothing is lost).
 //!
 //! This file holds the operations list and the public API; the steps themselves are in
-//! `select/protocol.rs`.
+//! `select/protocol.rs`, and a plain read or write's try-and-register in one critical section
+//! in `select/single.rs`.
 //!
 //! Invariants:
 //! - At most one operation of a selection fires; a write's value is consumed iff it fired.
@@ -34,6 +35,7 @@ use crate::sync::Arc;
 mod merged;
 mod order;
 mod protocol;
+mod single;
 
 pub use merged::Turn;
 
@@ -303,6 +305,18 @@ impl<T> Select<T> {
     /// Starts a selection that wakes `waker` when it may have finished (step 1 and 2 of the
     /// protocol). `deadline` bounds the whole selection ([`SelectError::Timeout`]).
     pub fn start(&mut self, policy: Policy, waker: Waker, deadline: Option<Instant>) -> Poll<T> {
+        self.start_with(policy, &waker, deadline)
+    }
+
+    /// [`Select::start`] with a borrowed waker, cloned only if the selection's recycled cell
+    /// does not already hold it (a backend that keeps one waker per process then pays no
+    /// reference count per wait).
+    pub fn start_with(
+        &mut self,
+        policy: Policy,
+        waker: &Waker,
+        deadline: Option<Instant>,
+    ) -> Poll<T> {
         self.begin(policy, deadline);
         self.attempt(policy, Some(waker))
     }
@@ -321,7 +335,7 @@ impl<T> Select<T> {
     ) -> Poll<T> {
         self.link = Some(link);
         self.begin(policy, None);
-        self.attempt(policy, Some(waker))
+        self.attempt(policy, Some(&waker))
     }
 
     /// When the selection must be resumed even if nobody wakes it (a timeout op or deadline).

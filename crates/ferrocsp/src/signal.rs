@@ -184,19 +184,20 @@ impl Signal {
     /// Callable only through `Arc::get_mut`, i.e. when nobody else holds the cell: no channel
     /// entry, no counterpart about to wake it, no deadlock record. Nobody can then observe the
     /// reset, so a recycled cell behaves exactly like a fresh one (and costs no allocation).
-    pub(crate) fn reset(&mut self, waker: Waker, link: Option<std::sync::Arc<dyn Link>>) {
+    pub(crate) fn reset(&mut self, waker: &Waker, link: Option<std::sync::Arc<dyn Link>>) {
         self.state = AtomicUsize::new(WAITING);
         self.link = link;
         // The same owner usually waits with the same waker: keep it (no reference count
-        // traffic) when it is the same backend object.
-        let same = match (&self.waker, &waker) {
+        // traffic) when it is the same backend object or the same thread.
+        let same = match (&self.waker, waker) {
             (Waker::Custom(a), Waker::Custom(b)) => {
                 std::ptr::addr_eq(std::sync::Arc::as_ptr(a), std::sync::Arc::as_ptr(b))
             }
+            (Waker::Thread(a), Waker::Thread(b)) => a.id() == b.id(),
             _ => false,
         };
         if !same {
-            self.waker = waker;
+            self.waker = waker.clone();
         }
     }
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferrocsp::{Policy, Poll, Select, SelectError, Selected, Wake, Waker};
+use ferrocsp::{Channel, Policy, Poll, Select, SelectError, Selected};
 use pyo3::prelude::*;
 
 use super::tasks::Task;
@@ -38,11 +38,48 @@ pub(crate) fn select_in_greenlet<'a>(
     deadline: Option<Instant>,
     desc: impl FnOnce() -> Desc<'a>,
 ) -> PyResult<Result<Selected<Value>, SelectError>> {
-    let waker = Waker::Custom(Arc::clone(task) as Arc<dyn Wake>);
-    let mut poll = sel.start(policy, waker, deadline);
-    if let Poll::Ready(r) = poll {
-        return Ok(r);
+    match sel.start_with(policy, &task.waker, deadline) {
+        Poll::Ready(r) => Ok(r),
+        Poll::Pending => wait_in_greenlet(py, task, sel, desc),
     }
+}
+
+/// A plain read (`value` None) or write of `chan` in the calling process greenlet, on the
+/// task's kept selection: tried and, if it must wait, registered in one critical section
+/// (`Select::start_read`), then waited for as [`select_in_greenlet`] does.
+pub(crate) fn single_in_greenlet<'a>(
+    py: Python<'_>,
+    task: &Arc<Task>,
+    chan: &Channel<Value>,
+    value: Option<Value>,
+    deadline: Option<Instant>,
+    desc: impl FnOnce() -> Desc<'a>,
+) -> PyResult<Result<Selected<Value>, SelectError>> {
+    let mut sel = task.take_select().unwrap_or_default();
+    let poll = match value {
+        None => sel.start_read(chan, &task.waker, deadline),
+        Some(v) => sel.start_write(chan, v, &task.waker, deadline),
+    };
+    let r = match poll {
+        Poll::Ready(r) => Ok(r),
+        Poll::Pending => wait_in_greenlet(py, task, &mut sel, desc),
+    };
+    // A selection still pending here (an error withdrew nothing) withdraws when dropped.
+    if !sel.is_pending() {
+        sel.clear();
+        task.put_select(sel);
+    }
+    r
+}
+
+/// Waits in the calling process greenlet for `sel`, started with the task's waker and
+/// pending: records the wait, switches away, resumes when woken.
+fn wait_in_greenlet<'a>(
+    py: Python<'_>,
+    task: &Arc<Task>,
+    sel: &mut Select<Value>,
+    desc: impl FnOnce() -> Desc<'a>,
+) -> PyResult<Result<Selected<Value>, SelectError>> {
     // Recorded locally (no lock): the hub publishes it if the scheduler runs out of work.
     let desc = desc();
     let list = task.wait.with(|w| {
@@ -53,6 +90,7 @@ pub(crate) fn select_in_greenlet<'a>(
         task.shared.unpublished.with(|l| l.push(Arc::clone(task)));
     }
     let _unblock = EndWait(task);
+    let mut poll = Poll::Pending;
     loop {
         match poll {
             Poll::Ready(r) => return Ok(r),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
 use ferrocsp::runq::{RunQueue, Scheduled};
-use ferrocsp::{Select, Wake};
+use ferrocsp::{Select, Wake, Waker};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -224,9 +224,13 @@ pub(crate) struct Task {
     pub(super) part: Arc<Participant>,
     /// Its current wait, published to `part` when the hub runs out of work.
     pub(super) wait: SchedCell<LocalWait>,
-    /// A cleared selection kept between its blocking operations (`wait::PooledSelect`). Its
-    /// recycled cell holds this task as waker: the cycle is broken when the process ends.
+    /// A cleared selection kept between its blocking operations (`wait::PooledSelect`,
+    /// `block::single_in_greenlet`). Its recycled cell may hold this task as waker: the cycle
+    /// is broken when the process ends.
     pub(super) sel: SchedCell<Option<Box<Select<Value>>>>,
+    /// What wakes this task (a [`TaskWake`]), made once: a selection's recycled cell keeps
+    /// it from one wait to the next, so a blocking operation clones no waker.
+    pub(crate) waker: Waker,
 }
 
 impl std::fmt::Debug for Task {
@@ -336,6 +340,24 @@ impl Task {
             set_current(Some(Arc::clone(self)));
         }
         r
+    }
+}
+
+/// A task's own waker ([`Task::waker`]): weak, so the task's record of it makes no cycle, and
+/// holding the scheduler, so a wake-up pushes the upgraded task itself (one reference count
+/// operation, as [`Task::wake`]'s).
+pub(super) struct TaskWake {
+    pub(super) task: Weak<Task>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Wake for TaskWake {
+    fn wake(&self) {
+        if let Some(t) = self.task.upgrade() {
+            if t.scheduled.mark() {
+                self.shared.push(t);
+            }
+        }
     }
 }
 

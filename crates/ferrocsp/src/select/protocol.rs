@@ -14,7 +14,7 @@ use super::{Kind, Op, Pending, Policy, Poll, Select, Selected};
 use crate::channel::WriteAttempt;
 use crate::channel::{wake_all, Entry, ReadAttempt, Slot, State as ChanState, Woken};
 use crate::error::{Error, SelectError};
-use crate::signal::{Outcome, Signal, Waker};
+use crate::signal::{Link, Outcome, Signal, Waker};
 use crate::sync::{lock, Arc, MutexGuard};
 
 impl<T> Select<T> {
@@ -74,7 +74,7 @@ impl<T> Select<T> {
     }
 
     /// Steps 1 and 2. `waker == None` means try only.
-    pub(super) fn attempt(&mut self, policy: Policy, waker: Option<Waker>) -> Poll<T> {
+    pub(super) fn attempt(&mut self, policy: Policy, waker: Option<&Waker>) -> Poll<T> {
         self.fill_order(policy);
         self.waitable.clear();
         self.waitable.reserve_exact(self.ops.len());
@@ -123,16 +123,7 @@ impl<T> Select<T> {
                 (None, None) => Some(Err(SelectError::WouldBlock)),
                 (None, Some(waker)) => {
                     // Recycle the last cell when nobody else holds it (no allocation).
-                    let signal = match spare.take() {
-                        Some(mut s) => match Arc::get_mut(&mut s) {
-                            Some(cell) => {
-                                cell.reset(waker, link.clone());
-                                s
-                            }
-                            None => Arc::new(Signal::linked(waker, link.clone())),
-                        },
-                        None => Arc::new(Signal::linked(waker, link.clone())),
-                    };
+                    let signal = recycle_cell(spare, waker, link);
                     for &i in waitable.iter() {
                         let op = &mut ops[i];
                         let (value, is_read) = match &mut op.kind {
@@ -193,11 +184,21 @@ impl<T> Select<T> {
     /// Removes every entry of the pending signal and takes back unsent write values.
     pub(super) fn unregister_all(&mut self) {
         let Some(p) = self.pending.take() else { return };
-        for op in self.ops.iter() {
-            if op.registered {
-                if let Some(c) = &op.chan {
-                    lock(&c.inner.state).unregister(&p.signal);
-                }
+        for op in self.ops.iter_mut() {
+            if !op.registered {
+                continue;
+            }
+            // Every entry of an operation holds its slot. A slot we hold alone has no entry
+            // left to remove (the counterpart that completed the operation, or poisoned,
+            // retired or moved its channel, popped it under the lock), and no counterpart
+            // still touching it: it dropped its handle after its last access, and `get_mut`
+            // (acquire) orders us after that drop (release). So no lock is needed: a plain
+            // read or write that was completed finishes without locking its channel again.
+            if op.slot.as_mut().is_some_and(|s| Arc::get_mut(s).is_some()) {
+                continue;
+            }
+            if let Some(c) = &op.chan {
+                lock(&c.inner.state).unregister(&p.signal);
             }
         }
         // No entry is left, so nobody else touches the slots: empty them (a write gets its
@@ -208,8 +209,9 @@ impl<T> Select<T> {
                 continue;
             }
             let Some(slot) = &op.slot else { continue };
-            // SAFETY: every entry is gone, and taking each channel's lock to remove them
-            // ordered us after every counterpart that touched a slot (Slot's protocol).
+            // SAFETY: every entry is gone, and taking each channel's lock to remove them, or
+            // finding the slot ours alone, ordered us after every counterpart that touched a
+            // slot (Slot's protocol).
             let back = unsafe { slot.take() };
             if let (Kind::Write(v), Some(back)) = (&mut op.kind, back) {
                 *v = Some(back);
@@ -246,7 +248,13 @@ impl<T> Select<T> {
             }
             Outcome::Poisoned => Poll::Ready(Err(SelectError::Poisoned { index: op })),
             Outcome::Moved => Poll::Ready(Err(SelectError::Moved { index: op })),
-            Outcome::Retired => self.attempt(policy, waker),
+            Outcome::Retired => {
+                // A selection started by `start_read`/`start_write` has no lock list yet.
+                if self.locks_dirty {
+                    self.rebuild_locks();
+                }
+                self.attempt(policy, waker.as_ref())
+            }
         }
     }
 }
@@ -310,5 +318,24 @@ pub(super) fn try_op<T>(
                 }
             }
         }
+    }
+}
+
+/// A `Waiting` cell woken by `waker` and linked to `link`: the last one (`spare`) recycled
+/// when nobody else holds it, so a process that blocks again and again allocates no cell.
+pub(super) fn recycle_cell(
+    spare: &mut Option<Arc<Signal>>,
+    waker: &Waker,
+    link: &Option<std::sync::Arc<dyn Link>>,
+) -> Arc<Signal> {
+    match spare.take() {
+        Some(mut s) => match Arc::get_mut(&mut s) {
+            Some(cell) => {
+                cell.reset(waker, link.clone());
+                s
+            }
+            None => Arc::new(Signal::linked(waker.clone(), link.clone())),
+        },
+        None => Arc::new(Signal::linked(waker.clone(), link.clone())),
     }
 }
