@@ -27,6 +27,9 @@ pub(crate) struct AltMap {
     pub(crate) all_names: Vec<Arc<str>>,
     /// Operation kind per engine op (0 read, 1 write, 2 skip, 3 timeout), for the trace.
     pub(crate) kinds: Vec<u8>,
+    /// For a native Alt's selection (`alt.rs`; `index_of` then gives guard indices): the Alt,
+    /// and whether the selection is fair. `map_pair` then gives `(guard, value)`.
+    pub(crate) owner: Option<(Py<crate::alt::NativeAlt>, bool)>,
 }
 
 impl AltMap {
@@ -42,13 +45,17 @@ impl AltMap {
         Desc::alt(waits)
     }
 
-    /// [`AltMap::map`] as the Python tuple `(op index, value)` an `aselect` await returns.
+    /// [`AltMap::map`] as the Python tuple `(op index, value)` an `aselect` await returns, or
+    /// `(guard, value)` for a native Alt's (`owner`).
     pub(crate) fn map_pair(
         &self,
         py: Python<'_>,
         r: Result<Selected<Value>, SelectError>,
     ) -> PyResult<Py<PyAny>> {
         let (i, v) = self.map(py, r)?;
+        if let Some((alt, fair)) = &self.owner {
+            return alt.get().chosen(py, i, *fair, v);
+        }
         Ok(PyTuple::new(py, [i.into_pyobject(py)?.into_any(), v.into_pyobject(py)?])?
             .into_any()
             .unbind())
