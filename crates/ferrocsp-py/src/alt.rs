@@ -31,7 +31,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::PyTuple;
 
-use crate::alt_map::AltMap;
+use crate::alt_map::{AltMap, Chosen};
 use crate::channel::Channel;
 use crate::ends::{Reader, Writer};
 use crate::pythread::Value;
@@ -297,7 +297,9 @@ impl NativeAlt {
                 None => Ok(None),
             },
             Err(_) => {
-                map.owner = Some((slf.clone().unbind(), policy == Policy::Fair));
+                let (alt, fair) = (slf.clone().unbind(), policy == Policy::Fair);
+                map.owner =
+                    Some(Chosen(Box::new(move |py, i, v| alt.get().chosen(py, i, fair, v))));
                 let op = crate::aio::AsyncOp::alt(sel, map, policy, None);
                 crate::aio_op::pending(py, op).map(Some)
             }
