@@ -107,6 +107,9 @@ struct Entry {
     end: Option<End>,
 }
 
+/// One guard as `_alt.py` describes it: (guard, plain, kind, target); see `NativeAlt::new`.
+type Spec<'py> = (Py<PyAny>, Py<PyAny>, u8, Option<Bound<'py, PyAny>>);
+
 /// The native half of one `ferrocsp.Alt` (module docs). Internal: made by `Alt.__init__`.
 #[pyclass(frozen, module = "ferrocsp._native", name = "_NativeAlt")]
 #[derive(Debug)]
@@ -241,7 +244,7 @@ impl NativeAlt {
     /// when not wrapped), the kind (0 read, 1 write, 2 skip, 3 timeout) and the read's channel
     /// or end, or the Output's target (None for skip and timeout).
     #[new]
-    fn new(guards: Vec<(Py<PyAny>, Py<PyAny>, u8, Option<Bound<'_, PyAny>>)>) -> PyResult<Self> {
+    fn new(guards: Vec<Spec<'_>>) -> PyResult<Self> {
         if guards.is_empty() {
             return Err(PyValueError::new_err("Alt needs at least one guard"));
         }
