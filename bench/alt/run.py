@@ -24,7 +24,8 @@ Python runs here, with ``ferrocsp`` as installed in this interpreter; Rust runs 
 ``alt impl=engine-select-random us_per_op=1.23 ...`` this script parses. Python lines are
 ``alt impl=python-WORKLOAD`` for threads and ``alt impl=python-BACKEND-WORKLOAD`` for the
 others. The tables give each backend's selection/plain-read ratios (target: at most 1.5x)
-and the Rust/Python ratio.
+and the Rust/Python ratio, by wall clock and by the CPU time of the process (steadier on a
+loaded machine, where waiting for a CPU inflates wall-clock times unevenly).
 
 Usage: ``python bench/alt/run.py [--n N] [--runs K] [--rust-n N] [--no-rust]
 [--backends thread,greenlet,asyncio]``.
@@ -61,6 +62,21 @@ RUST_NAMES = {
 
 # --- Python -------------------------------------------------------------------------------
 
+#: One run's cost per operation: (wall-clock µs, CPU µs of the whole process).
+Cost = tuple[float, float]
+
+
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _per_op(start: tuple[float, float], n: int) -> Cost:
+    """µs per op since ``start``: wall clock, and CPU time of the process (every thread). On
+    a loaded machine the CPU time is the steadier one: a process that waits for a CPU is not
+    charged for it (on greenlet and asyncio, one thread does all the work)."""
+    wall, cpu = _now()
+    return (wall - start[0]) * 1e6 / n, (cpu - start[1]) * 1e6 / n
+
 
 def _writer(ch: csp.Channel, value: int) -> None:
     try:
@@ -72,7 +88,7 @@ def _writer(ch: csp.Channel, value: int) -> None:
 
 def _with_writers(
     k: int, consume: Callable[[list[csp.Channel], int], None], n: int, *, shared: bool = False
-) -> float:
+) -> Cost:
     """Starts ``k`` always-ready writers (on ``k`` channels, or all on one if ``shared``),
     times ``consume(chans, n)``; returns µs per op."""
     chans = [csp.Channel(name=f"w{i}") for i in range(1 if shared else k)]
@@ -83,9 +99,9 @@ def _with_writers(
     for t in threads:
         t.start()
     try:
-        start = time.perf_counter()
+        start = _now()
         consume(chans, n)
-        elapsed = time.perf_counter() - start
+        cost = _per_op(start, n)
     finally:
         for ch in chans:
             ch.poison()
@@ -93,7 +109,7 @@ def _with_writers(
             t.join(30)
     if any(t.is_alive() for t in threads):
         raise RuntimeError("a writer thread did not stop after poison")
-    return elapsed * 1e6 / n
+    return cost
 
 
 def _select(chans: list[csp.Channel], n: int) -> None:
@@ -123,7 +139,7 @@ def _read(chans: list[csp.Channel], n: int) -> None:
         read()
 
 
-THREAD: dict[str, Callable[[int], float]] = {
+THREAD: dict[str, Callable[[int], Cost]] = {
     "select": lambda n: _with_writers(2, _select, n),
     "pri": lambda n: _with_writers(2, _pri, n),
     "fair": lambda n: _with_writers(2, _fair, n),
@@ -153,20 +169,20 @@ def _g_writer(ch: csp.Channel, value: int) -> None:
         pass
 
 
-def _g_consumer(chans: list[csp.Channel], how: str, n: int) -> float:
+def _g_consumer(chans: list[csp.Channel], how: str, n: int) -> Cost:
     """Times ``n`` operations; returns µs per op, then poisons the writers' channels."""
     try:
         if how == "read":
             read = chans[0].read
-            start = time.perf_counter()
+            start = _now()
             for _ in range(n):
                 read()
         else:
             choose = getattr(csp.Alt(*chans), how)
-            start = time.perf_counter()
+            start = _now()
             for _ in range(n):
                 choose()
-        return (time.perf_counter() - start) * 1e6 / n
+        return _per_op(start, n)
     finally:
         for ch in chans:
             ch.poison()
@@ -180,26 +196,26 @@ async def _a_writer(ch: csp.Channel, value: int) -> None:
         pass
 
 
-async def _a_consumer(chans: list[csp.Channel], how: str, n: int) -> float:
+async def _a_consumer(chans: list[csp.Channel], how: str, n: int) -> Cost:
     """``_g_consumer`` with awaits."""
     try:
         if how == "read":
             aread = chans[0].aread
-            start = time.perf_counter()
+            start = _now()
             for _ in range(n):
                 await aread()
         else:
             choose = getattr(csp.Alt(*chans), "a" + how)
-            start = time.perf_counter()
+            start = _now()
             for _ in range(n):
                 await choose()
-        return (time.perf_counter() - start) * 1e6 / n
+        return _per_op(start, n)
     finally:
         for ch in chans:
             ch.poison()
 
 
-def _in_par(backend: str, workload: str, n: int) -> float:
+def _in_par(backend: str, workload: str, n: int) -> Cost:
     k, shared, how = SHAPES[workload]
     chans = [csp.Channel(name=f"w{i}") for i in range(1 if shared else k)]
     writer, consumer = (
@@ -207,15 +223,15 @@ def _in_par(backend: str, workload: str, n: int) -> float:
     )
     procs = [csp.process(writer)(chans[0 if shared else i], i) for i in range(k)]
     out = csp.Par(csp.process(consumer)(chans, how, n), *procs, backend=backend).run()
-    us = out[0]
-    if not isinstance(us, float):
-        raise RuntimeError(f"{backend} {workload}: the consumer returned {us!r}")
-    return us
+    cost = out[0]
+    if not isinstance(cost, tuple):
+        raise RuntimeError(f"{backend} {workload}: the consumer returned {cost!r}")
+    return cost
 
 
-def _python_workloads(backends: list[str]) -> dict[str, Callable[[int], float]]:
+def _python_workloads(backends: list[str]) -> dict[str, Callable[[int], Cost]]:
     """Each backend's workloads, keyed ``WORKLOAD`` (threads) or ``BACKEND-WORKLOAD``."""
-    out: dict[str, Callable[[int], float]] = {}
+    out: dict[str, Callable[[int], Cost]] = {}
     for b in backends:
         for w in WORKLOADS:
             if b == "thread":
@@ -225,25 +241,30 @@ def _python_workloads(backends: list[str]) -> dict[str, Callable[[int], float]]:
     return out
 
 
-def python_results(n: int, runs: int, backends: list[str]) -> dict[str, float]:
-    """Median µs per op of each workload. Runs are interleaved (one run of every workload per
-    round) so that a change in machine load affects all workloads alike, not one of them."""
+def python_results(
+    n: int, runs: int, backends: list[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median µs per op of each workload, wall clock and CPU time. Runs are interleaved (one
+    run of every workload per round) so that a change in machine load affects all workloads
+    alike, not one of them."""
     workloads = _python_workloads(backends)
     for fn in workloads.values():
         fn(min(n, 500))  # warm-up
-    samples: dict[str, list[float]] = {name: [] for name in workloads}
+    samples: dict[str, list[Cost]] = {name: [] for name in workloads}
     for _ in range(runs):
         for name, fn in workloads.items():
             samples[name].append(fn(n))
-    out = {}
+    wall, cpu = {}, {}
     for name, xs in samples.items():
-        out[name] = statistics.median(xs)
+        walls, cpus = [x[0] for x in xs], [x[1] for x in xs]
+        wall[name], cpu[name] = statistics.median(walls), statistics.median(cpus)
         print(
-            f"alt impl=python-{name} us_per_op={out[name]:.4f} n={n} runs={runs} "
-            f"min={min(xs):.4f} max={max(xs):.4f}",
+            f"alt impl=python-{name} us_per_op={wall[name]:.4f} n={n} runs={runs} "
+            f"min={min(walls):.4f} max={max(walls):.4f} cpu_us_per_op={cpu[name]:.4f} "
+            f"cpu_min={min(cpus):.4f} cpu_max={max(cpus):.4f}",
             flush=True,
         )
-    return out
+    return wall, cpu
 
 
 # --- Rust ---------------------------------------------------------------------------------
@@ -379,10 +400,12 @@ def main() -> int:
         f"machine: {platform.machine()} {os.cpu_count()} cpus, {platform.system()} "
         f"{platform.release()}; python {platform.python_version()}; ferrocsp {csp.__version__}"
     )
-    python = python_results(args.n, args.runs, backends)
+    python, cpu = python_results(args.n, args.runs, backends)
     rust = {} if args.no_rust else rust_results(rust_n, args.runs)
-    print()
+    print("\nWall clock, µs per operation (median):")
     print(table(python, rust))
+    print("\nCPU time of the process, µs per operation (median):")
+    print(table(cpu, {}))
     return 0
 
 

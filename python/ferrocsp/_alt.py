@@ -459,17 +459,6 @@ class Alt:
                 return guard, value
             t0 = t0 if t0 is not None else started
 
-    async def _aselect(self, policy: int) -> tuple[Any, Any]:
-        native = self._native
-        if native is not None:
-            op = native.aselect(policy)
-            if op is not None:
-                try:
-                    return await op
-                except _Moved:
-                    pass  # nothing fired: the general path chooses where the channel is now
-        return await self._arun(policy)
-
     def _demand(self, up: bool, outs: list[_Out]) -> None:
         """Tells networked guards whether this selection is waiting (values are offered only
         to a waiting selection, readers are claimed only for one), and marks the wait as one a
@@ -525,15 +514,39 @@ class Alt:
         cancellation is re-requested for the task's next suspension; otherwise
         ``CancelledError`` propagates and no guard fired (no output value was sent).
         """
-        return await self._aselect(_RANDOM)
+        native = self._native
+        if native is not None:
+            op = native.aselect(_RANDOM)
+            if op is not None:
+                try:
+                    return await op
+                except _Moved:
+                    pass  # nothing fired: the general path chooses where the channel is now
+        return await self._arun(_RANDOM)
 
     async def apri_select(self) -> tuple[Any, Any]:
         """``pri_select`` from asyncio code (cancellation as in ``aselect``)."""
-        return await self._aselect(_PRIORITY)
+        native = self._native
+        if native is not None:
+            op = native.aselect(_PRIORITY)
+            if op is not None:
+                try:
+                    return await op
+                except _Moved:
+                    pass  # nothing fired: the general path chooses where the channel is now
+        return await self._arun(_PRIORITY)
 
     async def afair_select(self) -> tuple[Any, Any]:
         """``fair_select`` from asyncio code (cancellation as in ``aselect``)."""
-        return await self._aselect(_FAIR)
+        native = self._native
+        if native is not None:
+            op = native.aselect(_FAIR)
+            if op is not None:
+                try:
+                    return await op
+                except _Moved:
+                    pass  # nothing fired: the general path chooses where the channel is now
+        return await self._arun(_FAIR)
 
     def __repr__(self) -> str:
         return f"Alt{self.guards!r}"

@@ -18,10 +18,12 @@
 //!   `Output.target` was set to another object since the Alt was built.
 //! - Fair state is one atomic (the index of the guard chosen last, `NONE` before any), so
 //!   selections of one Alt from several threads need neither a lock nor the GIL; each is
-//!   independent and the last to finish sets it, as with the general path.
+//!   independent and the last to finish sets it, as with the general path. The only lock,
+//!   the spare `AltMap`'s, is only ever `try_lock`ed: a selection that finds it taken makes
+//!   its own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ferrocsp::{Policy, Select, SelectError, Selected};
@@ -117,6 +119,8 @@ pub struct NativeAlt {
     entries: Vec<Entry>,
     /// Index of the guard `fair_select` chose last (`NONE`: none yet).
     last: AtomicUsize,
+    /// The `AltMap` of the last blocking selection, emptied, for the next (no allocation).
+    spare: Mutex<Option<AltMap>>,
 }
 
 impl NativeAlt {
@@ -128,15 +132,8 @@ impl NativeAlt {
         py: Python<'_>,
         sel: &mut Select<Value>,
         policy: Policy,
-    ) -> PyResult<Option<AltMap>> {
-        let n = self.entries.len();
-        let mut map = AltMap {
-            index_of: Vec::with_capacity(n),
-            names: Vec::with_capacity(n),
-            all_names: Vec::new(),
-            kinds: Vec::with_capacity(n),
-            owner: None,
-        };
+        map: &mut AltMap,
+    ) -> PyResult<bool> {
         let last = self.last.load(Ordering::Relaxed);
         // Fair rotation starts after the guard chosen last or, if it is disabled now, after the
         // nearest enabled guard before it (wrapping around), as `_alt.py` does.
@@ -148,7 +145,7 @@ impl NativeAlt {
                     continue;
                 }
                 if !w.getattr(intern!(py, "guard"))?.is(&e.plain) {
-                    return Ok(None);
+                    return Ok(false);
                 }
             }
             if i <= last {
@@ -163,7 +160,7 @@ impl NativeAlt {
                     };
                     let (chan, retired) = end.parts();
                     if chan.flavors.shm.get().is_some() || chan.flavors.net.get().is_some() {
-                        return Ok(None);
+                        return Ok(false);
                     }
                     if !map.all_names.contains(&chan.name) {
                         map.all_names.push(chan.name.clone());
@@ -176,7 +173,7 @@ impl NativeAlt {
                     } else {
                         let out = e.plain.bind(py);
                         if !out.getattr(intern!(py, "target"))?.is(end.obj()) {
-                            return Ok(None);
+                            return Ok(false);
                         }
                         sel.write(&chan.inner, out.getattr(intern!(py, "value"))?.unbind());
                     }
@@ -201,7 +198,57 @@ impl NativeAlt {
             let after = before.or(latest);
             sel.set_last_selected(after.and_then(|g| map.index_of.iter().position(|&i| i == g)));
         }
-        Ok(Some(map))
+        Ok(true)
+    }
+
+    /// An empty `AltMap`: the one kept from this Alt's last selection (its vectors keep their
+    /// room), or a new one when another thread is using it.
+    fn take_map(&self) -> AltMap {
+        let kept = self.spare.try_lock().ok().and_then(|mut m| m.take());
+        kept.unwrap_or_else(|| {
+            let n = self.entries.len();
+            AltMap {
+                index_of: Vec::with_capacity(n),
+                names: Vec::with_capacity(n),
+                all_names: Vec::with_capacity(n),
+                kinds: Vec::with_capacity(n),
+                owner: None,
+            }
+        })
+    }
+
+    /// Empties `map` and keeps it for the next selection.
+    fn keep_map(&self, mut map: AltMap) {
+        map.index_of.clear();
+        map.names.clear();
+        map.all_names.clear();
+        map.kinds.clear();
+        map.owner = None;
+        if let Ok(mut spare) = self.spare.try_lock() {
+            *spare = Some(map);
+        }
+    }
+
+    /// `select` with `map` (empty) to fill.
+    fn select_with(
+        &self,
+        py: Python<'_>,
+        policy: Policy,
+        map: &mut AltMap,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let mut sel = pooled_select();
+        if !self.prepare(py, &mut sel, policy, map)? {
+            return Ok(None);
+        }
+        if trace::on() {
+            // Traced: try first, so a selection that must wait is reported as blocked.
+            match sel.try_select(policy) {
+                Err(SelectError::WouldBlock) => map.trace_block(py),
+                r => return self.finish(py, map, policy, r),
+            }
+        }
+        let r = select_pooled(py, &mut sel, policy, None, || map.desc())?;
+        self.finish(py, map, policy, r)
     }
 
     /// `(guard, value)` of a fired selection (`map` gives the guard index), or its error;
@@ -263,24 +310,17 @@ impl NativeAlt {
             let wrapped = !guard.is(&plain);
             entries.push(Entry { guard, plain, wrapped, kind, end });
         }
-        Ok(NativeAlt { entries, last: AtomicUsize::new(NONE) })
+        Ok(NativeAlt { entries, last: AtomicUsize::new(NONE), spare: Mutex::new(None) })
     }
 
     /// One selection (`policy`: 0 random, 1 priority, 2 fair), blocking until a guard fires:
     /// ``(guard, value)``, or None when the general path must run it (module docs).
     fn select(&self, py: Python<'_>, policy: u8) -> PyResult<Option<Py<PyAny>>> {
         let policy = crate::select::policy(policy)?;
-        let mut sel = pooled_select();
-        let Some(map) = self.prepare(py, &mut sel, policy)? else { return Ok(None) };
-        if trace::on() {
-            // Traced: try first, so a selection that must wait is reported as blocked.
-            match sel.try_select(policy) {
-                Err(SelectError::WouldBlock) => map.trace_block(py),
-                r => return self.finish(py, &map, policy, r),
-            }
-        }
-        let r = select_pooled(py, &mut sel, policy, None, || map.desc())?;
-        self.finish(py, &map, policy, r)
+        let mut map = self.take_map();
+        let r = self.select_with(py, policy, &mut map);
+        self.keep_map(map);
+        r
     }
 
     /// `select`'s asyncio twin: an awaitable giving ``(guard, value)`` (done at once if a guard
@@ -290,15 +330,26 @@ impl NativeAlt {
         let (py, this) = (slf.py(), slf.get());
         let policy = crate::select::policy(policy)?;
         let mut sel = PooledSelect::from_thread_pool();
-        let Some(mut map) = this.prepare(py, &mut sel, policy)? else { return Ok(None) };
+        let mut map = this.take_map();
+        if !this.prepare(py, &mut sel, policy, &mut map)? {
+            this.keep_map(map);
+            return Ok(None);
+        }
         // A ready Alt completes at the call; one that must wait, or fails, does so when
         // awaited (as `_aselect`).
         match sel.try_select(policy) {
-            Err(SelectError::Moved { .. }) => Ok(None),
-            r @ Ok(_) => match this.finish(py, &map, policy, r)? {
-                Some(pair) => crate::aio_op::done(py, pair).map(Some),
-                None => Ok(None),
-            },
+            Err(SelectError::Moved { .. }) => {
+                this.keep_map(map);
+                Ok(None)
+            }
+            r @ Ok(_) => {
+                let pair = this.finish(py, &map, policy, r);
+                this.keep_map(map);
+                match pair? {
+                    Some(pair) => crate::aio_op::done(py, pair).map(Some),
+                    None => Ok(None),
+                }
+            }
             Err(_) => {
                 let (alt, fair) = (slf.clone().unbind(), policy == Policy::Fair);
                 map.owner =
