@@ -11,6 +11,13 @@ Invariants:
   selection that wins it; an Output guard's value is encoded per selection and leaves the
   process only after its guard won (then it is sent to the reader held for it, and the Alt
   returns once that reader has it); the ends it carries are uncounted if it did not fire.
+- An ``Alt`` whose guards are all in-process (channels, their ends, Output guards on them,
+  Timeout, Skip, in ``Guard`` wrappers or not) also keeps a native ``_NativeAlt`` of them,
+  built once: a selection is then one native call that reads what may change (``when``, an
+  Output's ``value``, a Timeout's ``seconds``), chooses, waits and returns ``(guard, value)``,
+  with the fair state kept natively. It returns None when it cannot run the selection as
+  built (a channel moved to shared memory, a wrapper's ``guard`` or an Output's ``target``
+  reassigned), having sent nothing, and the general path below runs it instead.
 - A selection with any channel shared with OS processes runs in shared memory
   (``_shm.select``), its in-process guards with it, linked to its cell: still one decision. A
   ``_Moved`` (an in-process channel moved to shared memory while the selection waited, and
@@ -22,10 +29,20 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, TypeGuard, runtime_checkable
 
 from . import _shm
-from ._native import Channel, Reader, Writer, _aselect, _io_wait, _Moved, _select, _shared_wait
+from ._native import (
+    Channel,
+    Reader,
+    Writer,
+    _aselect,
+    _io_wait,
+    _Moved,
+    _NativeAlt,
+    _select,
+    _shared_wait,
+)
 
 __all__ = ["Alt", "Guard", "Output", "Skip", "Timeout", "select"]
 
@@ -112,6 +129,9 @@ class _ForeignOutput(Protocol):
 
 GuardLike: TypeAlias = "Channel | Reader | Output | Timeout | Skip | Guard | _ForeignInput"
 
+#: Guard types that are never foreign (see ``_is_foreign``).
+_PLAIN = (Channel, Reader, Writer, Output, Timeout, Skip)
+
 
 class Guard:
     """Wraps a guard with a boolean precondition (occam's ``cond & guard``).
@@ -137,8 +157,15 @@ class Guard:
         return f"Guard({self.guard!r}, when={self.when})"
 
 
+def _is_foreign(g: object) -> TypeGuard[_ForeignInput]:
+    """Whether ``g`` is a foreign input guard. The guard types of this module and the native
+    channel types never are, and are ruled out first: ``isinstance`` against a runtime
+    protocol looks up every protocol attribute (tens of microseconds on Python 3.11)."""
+    return not isinstance(g, _PLAIN) and isinstance(g, _ForeignInput)
+
+
 def _check_plain(g: object) -> None:
-    if isinstance(g, _ForeignInput):
+    if _is_foreign(g):
         return
     if isinstance(g, Writer):
         raise TypeError("a Writer is not an input guard: use Output(writer, value)")
@@ -181,7 +208,7 @@ def _net_out(t: Any) -> _ForeignOutput | None:
 def _op(
     g: Channel | Reader | Output | Timeout | Skip | _ForeignInput, outs: list[_Out] | None = None
 ) -> tuple[int, Any, Any]:
-    f = g if isinstance(g, _ForeignInput) else _net_in(g)
+    f = g if _is_foreign(g) else _net_in(g)
     if f is not None:
         return (_READ, f._csp_alt_input(), None)
     if isinstance(g, Output):
@@ -210,7 +237,7 @@ def _any_shared(ops: list[tuple[int, Any, Any]]) -> bool:
 
 def _foreign_in(guard: Any) -> _ForeignInput | None:
     g = guard.guard if isinstance(guard, Guard) else guard
-    return g if isinstance(g, _ForeignInput) else _net_in(g)
+    return g if _is_foreign(g) else _net_in(g)
 
 
 def _decode(g: _ForeignInput, raw: bytes | None) -> tuple[bool, Any]:
@@ -233,6 +260,28 @@ def _since(ops: list[tuple[int, Any, Any]], t0: float | None) -> list[tuple[int,
         return ops
     spent = time.monotonic() - t0
     return [(k, max(0.0, v - spent), x) if k == _TIMEOUT else (k, v, x) for k, v, x in ops]
+
+
+def _native_alt(guards: tuple[GuardLike, ...]) -> _NativeAlt | None:
+    """The native selection of ``guards`` (validated), or None if a guard is networked or
+    foreign: those take the general path (``Alt._run``)."""
+    specs: list[tuple[Any, Any, int, Any]] = []
+    for g in guards:
+        plain = g.guard if isinstance(g, Guard) else g
+        if isinstance(plain, Output):
+            t = plain.target
+            if not isinstance(t, Channel | Writer) or _networked(t, Writer):
+                return None
+            specs.append((g, plain, _WRITE, t))
+        elif isinstance(plain, Timeout):
+            specs.append((g, plain, _TIMEOUT, None))
+        elif isinstance(plain, Skip):
+            specs.append((g, plain, _SKIP, None))
+        elif isinstance(plain, Channel | Reader) and not _networked(plain, Reader):
+            specs.append((g, plain, _READ, plain))
+        else:
+            return None
+    return _NativeAlt(specs)
 
 
 def _settle(outs: list[_Out], chosen: int | None) -> tuple[Any, Any] | None:
@@ -258,7 +307,7 @@ class Alt:
     no Timeout or Skip) it raises ``ChannelRetired``. Waiting is event driven (no polling).
     """
 
-    __slots__ = ("_foreign", "_last", "_static", "guards")
+    __slots__ = ("_foreign", "_last", "_native", "_static", "guards")
 
     def __init__(self, *guards: GuardLike) -> None:
         if not guards:
@@ -270,6 +319,9 @@ class Alt:
         self.guards: tuple[GuardLike, ...] = guards
         self._last: int | None = None
         self._foreign = tuple(f for f in map(_foreign_in, guards) if f is not None)
+        # Fast path: the whole selection in one native call (module docs); then the fair
+        # state lives there, shared with the general path (`_fair_last`).
+        self._native = None if self._foreign else _native_alt(guards)
         # Fast path: with no Guard wrapper (``when`` may change) and no Output (its ``value``
         # may change), the engine operations are the same for every selection; build them once.
         self._static: list[tuple[int, Any, Any]] | None = None
@@ -281,13 +333,16 @@ class Alt:
         # them (networked guards' adapters and local channels) belongs to the selecting process.
         return (Alt, self.guards)
 
+    def _fair_last(self) -> int | None:
+        return self._last if self._native is None else self._native.last
+
     def _ops(
         self, policy: int
     ) -> tuple[list[tuple[int, Any, Any]], list[int] | None, int | None, list[_Out]]:
         """The engine operations of the enabled guards, their guard indices, fair's ``last``,
         and the networked Output guards among them (with this selection's tokens)."""
         if self._static is not None:
-            return self._static, None, self._last if policy == _FAIR else None, []
+            return self._static, None, self._fair_last() if policy == _FAIR else None, []
         ops: list[tuple[int, Any, Any]] = []
         index: list[int] = []
         outs: list[_Out] = []
@@ -307,17 +362,21 @@ class Alt:
             _settle(outs, None)
             raise
         last = None
-        if policy == _FAIR and self._last is not None and index:
+        fair_last = self._fair_last() if policy == _FAIR else None
+        if fair_last is not None and index:
             # Rotation starts after the guard chosen last; if it is disabled now, after the
             # nearest enabled guard before it (wrapping around).
-            before = [k for k, i in enumerate(index) if i <= self._last]
+            before = [k for k, i in enumerate(index) if i <= fair_last]
             last = before[-1] if before else len(index) - 1
         return ops, index, last, outs
 
     def _chosen(self, policy: int, index: list[int] | None, chosen: int) -> Any:
         guard_index = chosen if index is None else index[chosen]
         if policy == _FAIR:
-            self._last = guard_index
+            if self._native is None:
+                self._last = guard_index
+            else:
+                self._native.last = guard_index
         return self.guards[guard_index]
 
     def _run(self, policy: int) -> tuple[Any, Any]:
@@ -422,15 +481,30 @@ class Alt:
 
     def select(self) -> tuple[Any, Any]:
         """Fires one ready guard chosen uniformly at random (blocking until one is ready)."""
+        native = self._native
+        if native is not None:
+            r = native.select(_RANDOM)
+            if r is not None:
+                return r
         return self._run(_RANDOM)
 
     def pri_select(self) -> tuple[Any, Any]:
         """Fires the first ready guard in the order given."""
+        native = self._native
+        if native is not None:
+            r = native.select(_PRIORITY)
+            if r is not None:
+                return r
         return self._run(_PRIORITY)
 
     def fair_select(self) -> tuple[Any, Any]:
         """Fires a ready guard, giving lowest priority to the one chosen last time (no
         starvation)."""
+        native = self._native
+        if native is not None:
+            r = native.select(_FAIR)
+            if r is not None:
+                return r
         return self._run(_FAIR)
 
     async def aselect(self) -> tuple[Any, Any]:
@@ -440,14 +514,38 @@ class Alt:
         cancellation is re-requested for the task's next suspension; otherwise
         ``CancelledError`` propagates and no guard fired (no output value was sent).
         """
+        native = self._native
+        if native is not None:
+            op = native.aselect(_RANDOM)
+            if op is not None:
+                try:
+                    return await op
+                except _Moved:
+                    pass  # nothing fired: the general path chooses where the channel is now
         return await self._arun(_RANDOM)
 
     async def apri_select(self) -> tuple[Any, Any]:
         """``pri_select`` from asyncio code (cancellation as in ``aselect``)."""
+        native = self._native
+        if native is not None:
+            op = native.aselect(_PRIORITY)
+            if op is not None:
+                try:
+                    return await op
+                except _Moved:
+                    pass  # nothing fired: the general path chooses where the channel is now
         return await self._arun(_PRIORITY)
 
     async def afair_select(self) -> tuple[Any, Any]:
         """``fair_select`` from asyncio code (cancellation as in ``aselect``)."""
+        native = self._native
+        if native is not None:
+            op = native.aselect(_FAIR)
+            if op is not None:
+                try:
+                    return await op
+                except _Moved:
+                    pass  # nothing fired: the general path chooses where the channel is now
         return await self._arun(_FAIR)
 
     def __repr__(self) -> str:

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::Instant;
 
 use ferrocsp::shm::EndKind;
-use ferrocsp::{Error, Policy, Poll, Select, SelectError, Selected, Waker};
+use ferrocsp::{Error, Policy, Poll, SelectError, Selected, Waker};
 use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -176,14 +176,14 @@ impl AsyncOp {
     }
 
     pub(crate) fn alt(
-        sel: Select<Value>,
+        sel: PooledSelect,
         map: AltMap,
         policy: Policy,
         timeout: Option<f64>,
     ) -> Self {
         static NO_NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
         let mut i = Self::blank(Kind::Alt(map), None, NO_NAME.get_or_init(|| Arc::from("")));
-        i.sel = Some(PooledSelect::adopt(sel));
+        i.sel = Some(sel);
         i.policy = policy;
         i.timeout = timeout;
         Self::wrap(i)

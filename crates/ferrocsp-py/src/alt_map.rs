@@ -1,6 +1,7 @@
 //! `AltMap`: how a prepared selection's engine result becomes Python's (the chosen guard's
 //! index and value, or the exception), and what it waits on for deadlock detection and the
-//! trace. Shared by the blocking Alt (`select.rs`) and the asyncio one (`aio.rs`).
+//! trace. Shared by the blocking Alt (`select.rs`), the native one (`alt.rs`) and the asyncio
+//! one (`aio.rs`).
 //!
 //! Invariant: one entry per engine operation, in engine order; retired ends are not engine
 //! operations (they can never fire) but are named in the retired message.
@@ -27,6 +28,21 @@ pub(crate) struct AltMap {
     pub(crate) all_names: Vec<Arc<str>>,
     /// Operation kind per engine op (0 read, 1 write, 2 skip, 3 timeout), for the trace.
     pub(crate) kinds: Vec<u8>,
+    /// For a native Alt's selection (`alt.rs`; `index_of` then gives guard indices): what
+    /// `map_pair` returns instead of `(op index, value)`.
+    pub(crate) owner: Option<Chosen>,
+}
+
+/// A native Alt's result: `(guard index, value)` to the `(guard, value)` tuple (and its fair
+/// state updated). A closure, so that this module need not name the Alt (`alt.rs` uses it).
+pub(crate) struct Chosen(pub(crate) Box<ChooseFn>);
+
+type ChooseFn = dyn Fn(Python<'_>, usize, Option<Value>) -> PyResult<Py<PyAny>> + Send + Sync;
+
+impl std::fmt::Debug for Chosen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Chosen")
+    }
 }
 
 impl AltMap {
@@ -42,13 +58,17 @@ impl AltMap {
         Desc::alt(waits)
     }
 
-    /// [`AltMap::map`] as the Python tuple `(op index, value)` an `aselect` await returns.
+    /// [`AltMap::map`] as the Python tuple `(op index, value)` an `aselect` await returns, or
+    /// `(guard, value)` for a native Alt's (`owner`).
     pub(crate) fn map_pair(
         &self,
         py: Python<'_>,
         r: Result<Selected<Value>, SelectError>,
     ) -> PyResult<Py<PyAny>> {
         let (i, v) = self.map(py, r)?;
+        if let Some(chosen) = &self.owner {
+            return (chosen.0)(py, i, v);
+        }
         Ok(PyTuple::new(py, [i.into_pyobject(py)?.into_any(), v.into_pyobject(py)?])?
             .into_any()
             .unbind())

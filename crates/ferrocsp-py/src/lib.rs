@@ -8,6 +8,7 @@ mod aio;
 mod aio_op;
 mod aio_waiter;
 mod aio_wake;
+mod alt;
 mod alt_map;
 mod batch;
 mod channel;
@@ -56,6 +57,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(process::_shared_wait, m)?)?;
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;
+    m.add_class::<alt::NativeAlt>()?;
     m.add_function(wrap_pyfunction!(aio_wake::_wake_future, m)?)?;
     m.add_class::<sched::Scheduler>()?;
     m.add_class::<aio_waiter::Waiter>()?;

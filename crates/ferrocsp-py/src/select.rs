@@ -20,7 +20,7 @@ use crate::channel::Channel;
 use crate::ends::{Reader, Writer};
 use crate::pythread::Value;
 use crate::trace;
-use crate::wait::select_blocking;
+use crate::wait::{select_blocking, PooledSelect};
 
 /// Resolves a read/write target to (engine channel, channel name, retired end?).
 fn target(
@@ -108,7 +108,7 @@ pub(crate) fn prepare(
     if policy == Policy::Fair {
         sel.set_last_selected(last.and_then(|l| index_of.iter().position(|&i| i == l)));
     }
-    Ok((sel, AltMap { index_of, names, all_names, kinds }))
+    Ok((sel, AltMap { index_of, names, all_names, kinds, owner: None }))
 }
 
 /// Runs one selection. `policy`: 0 random, 1 priority, 2 fair (starting after `last`).
@@ -152,6 +152,9 @@ pub(crate) fn _aselect(
     // when awaited.
     match sel.try_select(policy) {
         r @ Ok(_) => crate::aio_op::done(py, map.map_pair(py, r)?),
-        Err(_) => crate::aio_op::pending(py, AsyncOp::alt(sel, map, policy, timeout)),
+        Err(_) => {
+            let sel = PooledSelect::adopt(sel);
+            crate::aio_op::pending(py, AsyncOp::alt(sel, map, policy, timeout))
+        }
     }
 }
