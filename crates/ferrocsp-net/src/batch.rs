@@ -114,6 +114,8 @@ pub(crate) async fn write_many(
         }
         turn.ready.borrow_and_update();
         let window = WINDOW.min(chan.capacity.max(1));
+        // Every send of this round is after it (a bound for `write_on`'s re-sends below).
+        let round_start = Instant::now();
         let results = chain(&chan, &values[next..], &ids[next..], window, &written).await;
         // A stored value proves the one before it was the stream's last message, so every
         // value up to the last one stored was stored: a prefix, whatever failed after it
@@ -131,7 +133,8 @@ pub(crate) async fn write_many(
             full = true;
         } else if e.kind() == PublishErrorKind::TimedOut {
             // Unknown whether it was stored: send it again with its id until the server
-            // answers (stored once). Not cancellable: the batch's count must be exact.
+            // answers (stored once; `write_on` stops re-sending before the duplicate window
+            // closes). Not cancellable: the batch's count must be exact.
             let subject = chan.value_subject(&ids[next]);
             crate::buffered::write_on(
                 Arc::clone(&chan),
@@ -140,6 +143,7 @@ pub(crate) async fn write_many(
                 Cancel::never(),
                 subject,
                 ids[next].clone(),
+                Some(round_start),
             )
             .await?;
             written.fetch_add(1, Ordering::Release);
@@ -298,6 +302,9 @@ async fn take(
     seen: crate::chan::Status,
 ) -> Result<Vec<Bytes>, NetError> {
     let conn = &chan.conn;
+    // Before the pull leaves: the server delivers (and starts each value's `ack_wait`) after
+    // this moment, which is what lets a value confirmed soon enough skip its claim (`fresh.rs`).
+    let pulled_at = Instant::now();
     let inbox = conn.client.new_inbox();
     // Subscribed before the pull is sent (one connection, in order): the server knows the
     // inbox when it answers.
@@ -348,33 +355,45 @@ async fn take(
     if cancelled {
         return Err(NetError::Cancelled);
     }
+    // Copies of one delivery (a frame the network duplicated) are one value: only the first
+    // is looked at (a second one would pass the fast path too).
+    let mut seqs = std::collections::HashSet::with_capacity(msgs.len());
+    msgs.retain(|m| crate::fresh::stream_seq(m).is_none_or(|s| seqs.insert(s)));
     let hold_acks = conn.opts.hold_acks;
+    let bound = crate::fresh::fast_bound(chan);
     let last_ack = msgs.iter().rev().find(|m| !is_placeholder(m)).and_then(|m| m.reply.clone());
     let taken = join_all(msgs.into_iter().map(|m| async move {
         if is_placeholder(&m) {
             pass_over(chan, &m).await;
-            return None;
+            return (None, false);
         }
         if hold_acks {
-            return Some(m.payload);
+            return (Some(m.payload), false);
         }
-        // Claimed and acknowledged (`buffered::claim_and_ack`, plain acks), every value of the
-        // batch at once: only a value whose claim this reader won is returned; one another
-        // reader won (a redelivery, a duplicated delivery) is acknowledged and dropped.
+        // A first delivery whose confirmed ack came back soon enough cannot have another copy
+        // anywhere (`fresh.rs`): no claim. Every value of the batch at once.
+        if crate::fresh::acked_in_time(chan, &m, pulled_at, bound).await {
+            return (Some(m.payload), false);
+        }
+        // Claimed and acknowledged (`buffered::claim_and_ack`, plain acks): only a value whose
+        // claim this reader won is returned; one another reader won (a redelivery, a
+        // duplicated delivery) is acknowledged and dropped.
         match crate::buffered::claim_and_ack(chan, &m, false).await {
-            Ok(crate::claim::Claim::Won) => Some(m.payload),
-            Ok(crate::claim::Claim::Lost) | Err(_) => None,
+            Ok(crate::claim::Claim::Won) => (Some(m.payload), true),
+            Ok(crate::claim::Claim::Lost) | Err(_) => (None, true),
         }
     }))
     .await;
-    if let Some(ack) = last_ack.filter(|_| !hold_acks) {
-        // The last value's ack again, confirmed: the server applies one consumer's acks in the
-        // order they came, so once it answers every slot of the batch is free (unless an ack
-        // was lost: then that value comes again and its claim drops it), and the `ready`
-        // notice below finds room for the writers it wakes.
+    let plain_acks = taken.iter().any(|(_, claimed)| *claimed);
+    if let Some(ack) = last_ack.filter(|_| !hold_acks && plain_acks) {
+        // Some values went by their claims, with plain acks: the last value's ack again,
+        // confirmed. The server applies one consumer's acks in the order they came, so once
+        // it answers every slot of the batch is free (unless an ack was lost: then that value
+        // comes again and its claim drops it), and the `ready` notice below finds room for
+        // the writers it wakes.
         crate::buffered::ack_confirmed(conn, ack).await;
     }
-    let got: Vec<Bytes> = taken.into_iter().flatten().collect();
+    let got: Vec<Bytes> = taken.into_iter().filter_map(|(v, _)| v).collect();
     if !got.is_empty() && !hold_acks {
         let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
     }

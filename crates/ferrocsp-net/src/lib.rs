@@ -39,6 +39,7 @@ mod claim;
 mod conn;
 mod counts;
 mod error;
+mod fresh;
 mod lease;
 mod link;
 mod lock;
