@@ -29,12 +29,15 @@
 //!    and takes the others that are there, never waiting for a second. (A bare `no_wait` pull
 //!    is not enough: the server may count a message that is gone (an Output guard's replaced
 //!    placeholder) as pending and keep such a pull open until the next message arrives.)
-//! 2. Placeholders are passed over (`placeholder.rs`); every value is claimed (`claim.rs`) and
-//!    acknowledged with a plain ack (`buffered::claim_and_ack`), all of the batch's claims and
-//!    acks in flight together; only values whose claim this reader won are returned (a lost
-//!    claim: another delivery of the value was taken, this one is dropped; no answer: not
-//!    returned). Then the last value's ack again, confirmed (the server applies a consumer's
-//!    acks in order: the batch's slots are free), and one `ready` notice.
+//! 2. Copies of one delivery (same stream sequence) count once. Placeholders are passed over
+//!    (`placeholder.rs`); a first delivery whose confirmed ack the server answered in time is
+//!    returned without a claim (`fresh.rs`: no other copy of it can exist); every other value
+//!    is claimed (`claim.rs`) and acknowledged with a plain ack (`buffered::claim_and_ack`),
+//!    and returned only if this reader won the claim (a lost claim: another delivery of the
+//!    value was taken, this one is dropped; no answer: not returned). All of the batch's acks
+//!    and claims are in flight together. If any value went by its claim, the last value's ack
+//!    again, confirmed (the server applies a consumer's acks in order: the batch's slots are
+//!    free); then one `ready` notice.
 //! 3. Nothing (expired, or only placeholders): check poison, end-of-stream (writers retired,
 //!    nothing pending or unacknowledged), cancellation and the deadline, as a single read
 //!    does, and pull again. A poison, a retire or a cancellation that comes while the pull
@@ -49,10 +52,11 @@
 //! - `written` only grows, and counts a prefix of the values: value `i` is counted once it and
 //!   every value before it were stored.
 //! - Values of one write are stored in the order given (the expected-last-id chain).
-//! - A read returns only values whose claim it won, and every such value is returned (never
-//!   dropped by a later failure of the same batch): of every delivery of one value (redelivery,
-//!   duplicated frame, any reader) at most one is returned, and each value by exactly one read
-//!   among the readers that survive, as for single reads.
+//! - A read returns only values whose claim it won or that `fresh.rs` proves have no other
+//!   copy, and every such value is returned (never dropped by a later failure of the same
+//!   batch): of every delivery of one value (redelivery, duplicated frame, any reader) at most
+//!   one is returned, and each value by exactly one read among the readers that survive, as
+//!   for single reads.
 //! - A read only pulls while it is reading, and a delivered value it does not return is handed
 //!   back (NAK) or, if its ack was not confirmed, left to the server to deliver again.
 
