@@ -13,7 +13,8 @@
 //!    in between would be read out of order). The values stored are therefore a prefix of the
 //!    round, up to the last one acknowledged.
 //! 2. After the prefix: full → wait as a single write does (`Turn`: a `ready` notice, a status
-//!    change or the backoff) until the deadline or a cancellation; refused because another
+//!    change or the backoff) until the deadline or a cancellation, then a round no longer than
+//!    the room the stream reports (flow control: a longer one would mostly be refused); refused because another
 //!    writer's message came in between ("wrong last msg ID") → a new round at once; no
 //!    acknowledgement (lost) → that value is sent again with its id by `buffered::write_on`
 //!    (stored once) before the next round.
@@ -104,10 +105,17 @@ pub(crate) async fn write_many(
     let mut full = false;
     let mut next = 0;
     while next < values.len() {
+        let mut window = WINDOW.min(chan.capacity.max(1));
         if full {
             // Only after a full buffer: read the shared state itself, so a poison or retire
-            // is seen even before its broadcast arrives (as `buffered::write_on`).
-            let _ = chan.refresh().await;
+            // is seen even before its broadcast arrives (as `buffered::write_on`); and the
+            // room there is now, so that the round is not mostly refused (a refused publish
+            // costs the server about as much as a stored one). Flow control only: any window
+            // keeps the chain's rules.
+            let (_, room) = tokio::join!(chan.refresh(), room(&chan));
+            if let Some(room) = room {
+                window = window.min(room.max(1));
+            }
         }
         let s = *turn.status.borrow_and_update();
         if s.poisoned {
@@ -117,7 +125,6 @@ pub(crate) async fn write_many(
             return Err(NetError::Retired);
         }
         turn.ready.borrow_and_update();
-        let window = WINDOW.min(chan.capacity.max(1));
         // Every send of this round is after it (a bound for `write_on`'s re-sends below).
         let round_start = Instant::now();
         let results = chain(&chan, &values[next..], &ids[next..], window, &written).await;
@@ -226,6 +233,15 @@ async fn chain(
         }
     }
     results
+}
+
+/// Free slots of the channel's stream now (capacity minus the messages it holds), if the
+/// server answers.
+async fn room(chan: &Chan) -> Option<usize> {
+    let mut stream = chan.stream.clone()?;
+    let info = stream.info().await.ok()?;
+    let held = usize::try_from(info.state.messages).unwrap_or(usize::MAX);
+    Some(chan.capacity.saturating_sub(held))
 }
 
 fn is_full(e: &PublishError) -> bool {
