@@ -6,7 +6,7 @@ a control line (``INFO``, ``CONNECT``, ``PING``, ``PONG``, ``+OK``, ``-ERR``, ``
 ``UNSUB``), or a message with its payload (``PUB``/``HPUB`` from a client, ``MSG``/``HMSG``
 from the server, sized by the lengths on their line). Each frame can be passed, **dropped**,
 **delayed** (sent later, after frames that follow it), **duplicated**, or the connection
-**cut** (both sockets closed: the client reconnects through the proxy).
+**cut** (both sockets closed: the client reconnects through the proxy), or passed and counted.
 
 What happens to a frame is decided by, in order: the one-shot or counted ``rule``s a test
 adds (a predicate on the ``Frame``), then the seeded ``RandomFaults`` if set. A reply frame
@@ -144,9 +144,9 @@ class FaultProxy:
     def rule(
         self, match: Callable[[Frame], bool], action: str, times: int = 1, delay: float = 0.0
     ) -> Rule:
-        """Applies ``action`` (``drop``, ``delay``, ``dup``, ``cut``) to the next ``times``
-        frames that ``match``."""
-        assert action in ("drop", "delay", "dup", "cut"), action
+        """Applies ``action`` (``drop``, ``delay``, ``dup``, ``cut``, or ``pass``: only
+        counted in the rule's ``hits``) to the next ``times`` frames that ``match``."""
+        assert action in ("pass", "drop", "delay", "dup", "cut"), action
         r = Rule(match, action, times, delay)
         with self._lock:
             self.rules.append(r)

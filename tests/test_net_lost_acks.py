@@ -16,9 +16,11 @@ reader takes a value, by its id.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -26,6 +28,7 @@ import ferrocsp as csp
 import ferrocsp.net as net
 from _nats import NatsServer, nats_fixture, spawn  # noqa: F401 - nats_fixture is the fixture 'nats'
 from _netproxy import FaultProxy, Frame
+from ferrocsp.net._connection import Hooks, _connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -210,5 +213,99 @@ def test_a_value_redelivered_after_a_lost_ack_is_not_returned_twice_by_read_many
         assert lost.hits == 1
         assert first == ["once"]
         # The server delivers it again after ack_wait: the claim drops it.
+        with pytest.raises(TimeoutError):
+            d.channel(n, 4).read_many(8, timeout=4 * ACK)
+
+
+# --- batches: the claim skipped for a first delivery confirmed in time (fresh.rs) ---
+#
+# A batch read returns a value without claiming it when the delivery is the message's first
+# and its confirmed ack came back within half of the consumer's ack_wait, timed from before
+# the pull was sent: the server cannot have delivered it again. Everything else claims.
+
+
+def _claims(n: str) -> Callable[[Frame], bool]:
+    prefix = f"ferrocsp.{n}.c."
+    return lambda f: f.way == "up" and f.subject.startswith(prefix)
+
+
+def _ack_sent(f: Frame) -> bool:
+    return f.way == "up" and f.subject.startswith("$JS.ACK.") and f.payload == b"+ACK"
+
+
+def test_read_many_claims_nothing_when_every_ack_is_confirmed_in_time(
+    nats: NatsServer, proxy: FaultProxy
+) -> None:
+    # No fault, and an ack_wait long enough that even a loaded machine confirms in time.
+    n = name()
+    claims = proxy.rule(_claims(n), "pass", times=10_000)
+    values = [f"v{i}" for i in range(50)]
+    with (
+        net.connect(nats.url, ack_timeout=20.0) as d,
+        net.connect(proxy.url, ack_timeout=20.0) as c,
+    ):
+        d.channel(n, 64).write_many(values)
+        got: list[object] = []
+        while len(got) < len(values):
+            got += c.channel(n, 64).read_many(64, timeout=10)
+        assert got == values
+        assert claims.hits == 0, "a first delivery confirmed in time was claimed"
+        with pytest.raises(TimeoutError):
+            d.channel(n, 64).read_many(8, timeout=0.5)
+
+
+@pytest.mark.parametrize("bound", [True, False], ids=["timing-bound", "bound-removed"])
+def test_a_late_confirmed_ack_makes_read_many_claim(
+    nats: NatsServer, proxy: FaultProxy, bound: bool
+) -> None:
+    # The consumer's ack_wait is ACK (its channel made by `d`); the batch reader `c` has a
+    # longer ack_timeout of its own, so its confirmed ack is still answered after the server
+    # delivered the value again (to `d`, as its second delivery). With the timing bound, `c`
+    # gives up waiting at ACK / 2 and claims: exactly one of them returns the value. With the
+    # bound removed (testing hook `fresh_any_time`), `c` takes the late confirmation as proof
+    # and returns it unclaimed while `d` claims and returns it too: the duplicate the bound
+    # exists to prevent (this case shows the test tells the two apart).
+    late = proxy.rule(_ack_sent, "delay", delay=2 * ACK)
+    n = name()
+    with (
+        net.connect(nats.url, ack_timeout=ACK) as d,
+        _connect(proxy.url, ack_timeout=10 * ACK, hooks=Hooks(fresh_any_time=not bound)) as c,
+    ):
+        dch = d.channel(n, 4)
+        dch.write_many(["once"])
+        got_c: list[object] = []
+        t = threading.Thread(target=lambda: got_c.extend(c.channel(n, 4).read_many(8, timeout=20)))
+        t.start()
+        for _ in range(1000):
+            if late.hits:
+                break
+            time.sleep(0.01)
+        assert late.hits == 1, "the batch reader's ack was not seen"
+        got_d: list[object] = []
+        with contextlib.suppress(TimeoutError):
+            got_d += dch.read_many(8, timeout=4 * ACK)
+        t.join(30)
+        assert not t.is_alive()
+        if bound:
+            assert got_c + got_d == ["once"], (got_c, got_d)
+        else:
+            assert (got_c, got_d) == (["once"], ["once"]), "the late ack went unnoticed"
+
+
+def test_a_redelivered_value_is_claimed_by_read_many_even_when_confirmed_at_once(
+    nats: NatsServer, proxy: FaultProxy
+) -> None:
+    # `c`'s acks never reach the server (its claim does: it returns the value); after ack_wait
+    # the server delivers the value again to `d`, whose confirmed ack comes back at once but
+    # on a second delivery: `d` claims, loses, and returns nothing.
+    lost = proxy.rule(_ack_sent, "drop", times=10)
+    n = name()
+    with (
+        net.connect(nats.url, ack_timeout=ACK) as d,
+        net.connect(proxy.url, ack_timeout=ACK) as c,
+    ):
+        d.channel(n, 4).write_many(["once"])
+        assert c.channel(n, 4).read_many(8, timeout=10) == ["once"]
+        assert lost.hits >= 1
         with pytest.raises(TimeoutError):
             d.channel(n, 4).read_many(8, timeout=4 * ACK)

@@ -359,4 +359,5 @@ def _net_connect(
     lease_ttl: float = 10.0,
     hold_acks: bool = False,
     drop_commits: bool = False,
+    fresh_any_time: bool = False,
 ) -> _NetConnection: ...

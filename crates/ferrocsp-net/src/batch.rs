@@ -13,7 +13,8 @@
 //!    in between would be read out of order). The values stored are therefore a prefix of the
 //!    round, up to the last one acknowledged.
 //! 2. After the prefix: full → wait as a single write does (`Turn`: a `ready` notice, a status
-//!    change or the backoff) until the deadline or a cancellation; refused because another
+//!    change or the backoff) until the deadline or a cancellation, then a round no longer than
+//!    the room the stream reports (flow control: a longer one would mostly be refused); refused because another
 //!    writer's message came in between ("wrong last msg ID") → a new round at once; no
 //!    acknowledgement (lost) → that value is sent again with its id by `buffered::write_on`
 //!    (stored once) before the next round.
@@ -29,12 +30,15 @@
 //!    and takes the others that are there, never waiting for a second. (A bare `no_wait` pull
 //!    is not enough: the server may count a message that is gone (an Output guard's replaced
 //!    placeholder) as pending and keep such a pull open until the next message arrives.)
-//! 2. Placeholders are passed over (`placeholder.rs`); every value is claimed (`claim.rs`) and
-//!    acknowledged with a plain ack (`buffered::claim_and_ack`), all of the batch's claims and
-//!    acks in flight together; only values whose claim this reader won are returned (a lost
-//!    claim: another delivery of the value was taken, this one is dropped; no answer: not
-//!    returned). Then the last value's ack again, confirmed (the server applies a consumer's
-//!    acks in order: the batch's slots are free), and one `ready` notice.
+//! 2. Copies of one delivery (same stream sequence) count once. Placeholders are passed over
+//!    (`placeholder.rs`); a first delivery whose confirmed ack the server answered in time is
+//!    returned without a claim (`fresh.rs`: no other copy of it can exist); every other value
+//!    is claimed (`claim.rs`) and acknowledged with a plain ack (`buffered::claim_and_ack`),
+//!    and returned only if this reader won the claim (a lost claim: another delivery of the
+//!    value was taken, this one is dropped; no answer: not returned). All of the batch's acks
+//!    and claims are in flight together. If any value went by its claim, the last value's ack
+//!    again, confirmed (the server applies a consumer's acks in order: the batch's slots are
+//!    free); then one `ready` notice.
 //! 3. Nothing (expired, or only placeholders): check poison, end-of-stream (writers retired,
 //!    nothing pending or unacknowledged), cancellation and the deadline, as a single read
 //!    does, and pull again. A poison, a retire or a cancellation that comes while the pull
@@ -49,10 +53,11 @@
 //! - `written` only grows, and counts a prefix of the values: value `i` is counted once it and
 //!   every value before it were stored.
 //! - Values of one write are stored in the order given (the expected-last-id chain).
-//! - A read returns only values whose claim it won, and every such value is returned (never
-//!   dropped by a later failure of the same batch): of every delivery of one value (redelivery,
-//!   duplicated frame, any reader) at most one is returned, and each value by exactly one read
-//!   among the readers that survive, as for single reads.
+//! - A read returns only values whose claim it won or that `fresh.rs` proves have no other
+//!   copy, and every such value is returned (never dropped by a later failure of the same
+//!   batch): of every delivery of one value (redelivery, duplicated frame, any reader) at most
+//!   one is returned, and each value by exactly one read among the readers that survive, as
+//!   for single reads.
 //! - A read only pulls while it is reading, and a delivered value it does not return is handed
 //!   back (NAK) or, if its ack was not confirmed, left to the server to deliver again.
 
@@ -100,10 +105,17 @@ pub(crate) async fn write_many(
     let mut full = false;
     let mut next = 0;
     while next < values.len() {
+        let mut window = WINDOW.min(chan.capacity.max(1));
         if full {
             // Only after a full buffer: read the shared state itself, so a poison or retire
-            // is seen even before its broadcast arrives (as `buffered::write_on`).
-            let _ = chan.refresh().await;
+            // is seen even before its broadcast arrives (as `buffered::write_on`); and the
+            // room there is now, so that the round is not mostly refused (a refused publish
+            // costs the server about as much as a stored one). Flow control only: any window
+            // keeps the chain's rules.
+            let (_, room) = tokio::join!(chan.refresh(), room(&chan));
+            if let Some(room) = room {
+                window = window.min(room.max(1));
+            }
         }
         let s = *turn.status.borrow_and_update();
         if s.poisoned {
@@ -113,7 +125,8 @@ pub(crate) async fn write_many(
             return Err(NetError::Retired);
         }
         turn.ready.borrow_and_update();
-        let window = WINDOW.min(chan.capacity.max(1));
+        // Every send of this round is after it (a bound for `write_on`'s re-sends below).
+        let round_start = Instant::now();
         let results = chain(&chan, &values[next..], &ids[next..], window, &written).await;
         // A stored value proves the one before it was the stream's last message, so every
         // value up to the last one stored was stored: a prefix, whatever failed after it
@@ -131,7 +144,8 @@ pub(crate) async fn write_many(
             full = true;
         } else if e.kind() == PublishErrorKind::TimedOut {
             // Unknown whether it was stored: send it again with its id until the server
-            // answers (stored once). Not cancellable: the batch's count must be exact.
+            // answers (stored once; `write_on` stops re-sending before the duplicate window
+            // closes). Not cancellable: the batch's count must be exact.
             let subject = chan.value_subject(&ids[next]);
             crate::buffered::write_on(
                 Arc::clone(&chan),
@@ -140,6 +154,7 @@ pub(crate) async fn write_many(
                 Cancel::never(),
                 subject,
                 ids[next].clone(),
+                Some(round_start),
             )
             .await?;
             written.fetch_add(1, Ordering::Release);
@@ -220,6 +235,15 @@ async fn chain(
     results
 }
 
+/// Free slots of the channel's stream now (capacity minus the messages it holds), if the
+/// server answers.
+async fn room(chan: &Chan) -> Option<usize> {
+    let mut stream = chan.stream.clone()?;
+    let info = stream.info().await.ok()?;
+    let held = usize::try_from(info.state.messages).unwrap_or(usize::MAX);
+    Some(chan.capacity.saturating_sub(held))
+}
+
 fn is_full(e: &PublishError) -> bool {
     e.to_string().contains("maximum messages")
 }
@@ -298,6 +322,9 @@ async fn take(
     seen: crate::chan::Status,
 ) -> Result<Vec<Bytes>, NetError> {
     let conn = &chan.conn;
+    // Before the pull leaves: the server delivers (and starts each value's `ack_wait`) after
+    // this moment, which is what lets a value confirmed soon enough skip its claim (`fresh.rs`).
+    let pulled_at = Instant::now();
     let inbox = conn.client.new_inbox();
     // Subscribed before the pull is sent (one connection, in order): the server knows the
     // inbox when it answers.
@@ -348,33 +375,45 @@ async fn take(
     if cancelled {
         return Err(NetError::Cancelled);
     }
+    // Copies of one delivery (a frame the network duplicated) are one value: only the first
+    // is looked at (a second one would pass the fast path too).
+    let mut seqs = std::collections::HashSet::with_capacity(msgs.len());
+    msgs.retain(|m| crate::fresh::stream_seq(m).is_none_or(|s| seqs.insert(s)));
     let hold_acks = conn.opts.hold_acks;
+    let bound = crate::fresh::fast_bound(chan);
     let last_ack = msgs.iter().rev().find(|m| !is_placeholder(m)).and_then(|m| m.reply.clone());
     let taken = join_all(msgs.into_iter().map(|m| async move {
         if is_placeholder(&m) {
             pass_over(chan, &m).await;
-            return None;
+            return (None, false);
         }
         if hold_acks {
-            return Some(m.payload);
+            return (Some(m.payload), false);
         }
-        // Claimed and acknowledged (`buffered::claim_and_ack`, plain acks), every value of the
-        // batch at once: only a value whose claim this reader won is returned; one another
-        // reader won (a redelivery, a duplicated delivery) is acknowledged and dropped.
+        // A first delivery whose confirmed ack came back soon enough cannot have another copy
+        // anywhere (`fresh.rs`): no claim. Every value of the batch at once.
+        if crate::fresh::acked_in_time(chan, &m, pulled_at, bound).await {
+            return (Some(m.payload), false);
+        }
+        // Claimed and acknowledged (`buffered::claim_and_ack`, plain acks): only a value whose
+        // claim this reader won is returned; one another reader won (a redelivery, a
+        // duplicated delivery) is acknowledged and dropped.
         match crate::buffered::claim_and_ack(chan, &m, false).await {
-            Ok(crate::claim::Claim::Won) => Some(m.payload),
-            Ok(crate::claim::Claim::Lost) | Err(_) => None,
+            Ok(crate::claim::Claim::Won) => (Some(m.payload), true),
+            Ok(crate::claim::Claim::Lost) | Err(_) => (None, true),
         }
     }))
     .await;
-    if let Some(ack) = last_ack.filter(|_| !hold_acks) {
-        // The last value's ack again, confirmed: the server applies one consumer's acks in the
-        // order they came, so once it answers every slot of the batch is free (unless an ack
-        // was lost: then that value comes again and its claim drops it), and the `ready`
-        // notice below finds room for the writers it wakes.
+    let plain_acks = taken.iter().any(|(_, claimed)| *claimed);
+    if let Some(ack) = last_ack.filter(|_| !hold_acks && plain_acks) {
+        // Some values went by their claims, with plain acks: the last value's ack again,
+        // confirmed. The server applies one consumer's acks in the order they came, so once
+        // it answers every slot of the batch is free (unless an ack was lost: then that value
+        // comes again and its claim drops it), and the `ready` notice below finds room for
+        // the writers it wakes.
         crate::buffered::ack_confirmed(conn, ack).await;
     }
-    let got: Vec<Bytes> = taken.into_iter().flatten().collect();
+    let got: Vec<Bytes> = taken.into_iter().filter_map(|(v, _)| v).collect();
     if !got.is_empty() && !hold_acks {
         let _ = conn.client.publish(chan.subj_ready.clone(), Bytes::new()).await;
     }

@@ -51,6 +51,12 @@ use crate::turn::Turn;
 const PULL_MAX: Duration = Duration::from_secs(1);
 const PULL_MIN: Duration = Duration::from_millis(20);
 
+/// How long after its first unanswered publish a write keeps sending a value again: well
+/// inside the stream's 2-minute duplicate window, so that a re-send is never stored as a
+/// second copy (batch reads return a first delivery confirmed in time without a claim,
+/// `fresh.rs`, and the claims themselves are kept only as long).
+pub(crate) const RESEND_FOR: Duration = Duration::from_secs(90);
+
 pub(crate) async fn write(
     chan: Arc<Chan>,
     payload: Bytes,
@@ -59,11 +65,13 @@ pub(crate) async fn write(
 ) -> Result<(), NetError> {
     let id = chan.conn.new_id();
     let subject = chan.value_subject(&id);
-    write_on(chan, payload, deadline, cancel, subject, id).await
+    write_on(chan, payload, deadline, cancel, subject, id, None).await
 }
 
 /// Publishes `payload` on `subject` with message id `id` until the stream stored it: a fresh
 /// subject (a write), or a reserved one, where it replaces the placeholder (`reserve.rs`).
+/// `unsure_since`: no later than a send of this value whose answer never came, if the caller
+/// made one (re-sends stop `RESEND_FOR` after it).
 pub(crate) async fn write_on(
     chan: Arc<Chan>,
     payload: Bytes,
@@ -71,11 +79,21 @@ pub(crate) async fn write_on(
     mut cancel: Cancel,
     subject: String,
     id: String,
+    mut unsure_since: Option<Instant>,
 ) -> Result<(), NetError> {
     let conn = &chan.conn;
     let mut turn = Turn::new(&chan);
     let mut retry = false;
     loop {
+        if unsure_since.is_some_and(|t| t.elapsed() >= RESEND_FOR) {
+            return Err(NetError::Unreachable(format!(
+                "no answer from the server to a write on channel '{}' for {} s: the value may \
+                 have been written once, and is not sent again (the server's duplicate window \
+                 would soon let a copy through)",
+                chan.name,
+                RESEND_FOR.as_secs()
+            )));
+        }
         if std::mem::replace(&mut retry, true) {
             // Only after a full buffer (the slow path): read the shared state itself, so a
             // poison or retire is seen even before its broadcast arrives.
@@ -92,6 +110,7 @@ pub(crate) async fn write_on(
         let publish = async_nats::jetstream::message::PublishMessage::build()
             .payload(payload.clone())
             .message_id(id.as_str());
+        let sent_at = Instant::now();
         let acked = match conn.js.send_publish(subject.clone(), publish).await {
             Ok(fut) => fut.await,
             Err(e) => Err(e),
@@ -101,6 +120,7 @@ pub(crate) async fn write_on(
             Err(e) => {
                 let full = e.to_string().contains("maximum messages");
                 if !full {
+                    unsure_since.get_or_insert(sent_at);
                     if let Some(err) = conn.gave_up() {
                         return Err(err);
                     }

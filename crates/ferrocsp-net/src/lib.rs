@@ -11,7 +11,8 @@
 //!   channels use request/reply (`rendezvous.rs`), buffered ones a JetStream work queue
 //!   (`buffered.rs`, with slots reserved for Output guards in `reserve.rs`); Output guards of
 //!   both kinds are served by `out_pump.rs`; a reader claims each value's id on the server
-//!   before it takes it, so a value that reaches two readers is taken once (`claim.rs`);
+//!   before it takes it, so a value that reaches two readers is taken once (`claim.rs`;
+//!   batch reads skip it for a delivery that provably has no copy, `fresh.rs`);
 //!   poison and end counts live in a KV bucket with a broadcast subject (`chan.rs`, counts in
 //!   `counts.rs`), and ends are leased so that a dead process's ends go away (`lease.rs`,
 //!   `reaper.rs`); `stats()` adds the server's state to a survey of every
@@ -39,6 +40,7 @@ mod claim;
 mod conn;
 mod counts;
 mod error;
+mod fresh;
 mod lease;
 mod link;
 mod lock;

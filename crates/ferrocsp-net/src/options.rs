@@ -57,6 +57,10 @@ pub struct Options {
     /// Testing hook: an Output guard of this connection that fired sends nothing (simulates a
     /// process that dies after its Alt chose the guard, before the value left).
     pub drop_commits: bool,
+    /// Testing hook: batch reads of this connection skip the claim of a first delivery
+    /// whenever its confirmed ack is answered within `ack_timeout`, however late (the timing
+    /// bound of `fresh.rs` removed: shows what the bound is for).
+    pub fresh_any_time: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -83,6 +87,7 @@ impl std::fmt::Debug for Options {
             .field("lease_ttl", &self.lease_ttl)
             .field("hold_acks", &self.hold_acks)
             .field("drop_commits", &self.drop_commits)
+            .field("fresh_any_time", &self.fresh_any_time)
             .finish()
     }
 }

@@ -96,5 +96,5 @@ pub(crate) async fn commit(
         Some((subject, _)) => subject,
         None => chan.value_subject(&id),
     };
-    crate::buffered::write_on(chan, payload, None, cancel, subject, id).await
+    crate::buffered::write_on(chan, payload, None, cancel, subject, id, None).await
 }

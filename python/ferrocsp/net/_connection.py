@@ -121,10 +121,14 @@ class Hooks(NamedTuple):
 
     ``hold_acks``: readers of the connection take values but never acknowledge them (a
     process that dies between the two). ``drop_commits``: an Output guard that fired sends
-    nothing (a process that dies after its Alt chose the guard, before the value left)."""
+    nothing (a process that dies after its Alt chose the guard, before the value left).
+    ``fresh_any_time``: batch reads skip the claim of a first delivery whose confirmed ack is
+    answered at all, however late (the timing bound of ``fresh.rs`` removed, to show what it
+    is for)."""
 
     hold_acks: bool = False
     drop_commits: bool = False
+    fresh_any_time: bool = False
 
 
 def _connect(
@@ -210,6 +214,7 @@ def _connect(
         lease_ttl=_num(lease_ttl, "lease_ttl"),
         hold_acks=bool(hooks.hold_acks),
         drop_commits=bool(hooks.drop_commits),
+        fresh_any_time=bool(hooks.fresh_any_time),
     )
     conn = Connection(native, pickle_key, namespace or "")
     conn._options = options
