@@ -16,7 +16,9 @@ The parent runs rounds (``soak_work.Round``) one after another until the time is
   killed while it writes (its reader must see end-of-stream within the lease bound) or while
   it reads beside a reader of ours (the values it held go to ours).
 
-After every round its logs are checked (``soak_check.account``: every value read exactly
+Before the first sample, warm-up rounds use each backend on each transport once (what an
+interpreter makes once, such as the forkserver or the NATS connection's threads, is not a
+leak). After every round its logs are checked (``soak_check.account``: every value read exactly
 once or attributable to a kill); between rounds the parent samples its own resource counts,
 and those of its forkserver; a long-lived *lane* (a second interpreter running regular
 rounds, never killed) samples its own. At the end every curve must be flat
@@ -58,9 +60,12 @@ import soak_work  # noqa: E402
 
 import ferrocsp as csp  # noqa: E402
 
-#: NATS options of every participant: short, so that a killed peer's ends and held values
-#: come back within seconds (docs/net.md, "Dead participants").
-LEASE_TTL = 3.0
+#: NATS options of every participant (docs/net.md, "Dead participants"). The lease is the
+#: default: a live participant loses its ends if none of its refreshes reaches the server for
+#: a whole lease, and a soak shares its machine (a load of 25 on 2 cores was seen); a short
+#: ack timeout makes values held by a killed reader come back (and be re-sent to slow live
+#: readers, whose claims must then keep them read once) within a second.
+LEASE_TTL = 10.0
 ACK_TIMEOUT = 1.0
 #: How long a dead peer's ends may take to go away: 1.5 leases (docs/net.md) plus room for a
 #: loaded machine's scheduling and round trips.
@@ -463,6 +468,35 @@ class Soak:
 
     # -- the loop --
 
+    def warm_up(self, rounds_dir: Path) -> None:
+        """One round of each backend on each transport (and, in the parent, a lease round)
+        before the first sample: what is made once per interpreter (the forkserver, the NATS
+        connection's threads, each backend's first use) is not a leak, so the curves start
+        after it."""
+        shapes = [("local", b, b) for b in ("thread", "greenlet", "asyncio")]
+        shapes += [("shm", "os", "thread"), ("shm", "greenlet", "os")]
+        if self.url:
+            shapes += [("net", "os", "asyncio"), ("net", "thread", "os")]
+        for transport, wb, rb in shapes:
+            folder = rounds_dir / f"warm-{self.rounds}"
+            folder.mkdir()
+            r = soak_work.Round(self.rounds, transport, 1)
+            r.workers = [
+                soak_work.Worker("w", wb, "plain", str(folder / "w0.log"), n=10),
+                soak_work.Worker(
+                    "r", rb, "alt" if rb != "thread" else "plain", str(folder / "r1.log")
+                ),
+            ]
+            self.regular(r)
+            shutil.rmtree(folder)
+            self.rounds += 1
+        if self.url and self.role == "parent":
+            folder = rounds_dir / f"warm-{self.rounds}"
+            folder.mkdir()
+            self.lease(self.rounds, folder)
+            shutil.rmtree(folder)
+            self.rounds += 1
+
     def run(self) -> None:
         if self.url:
             self.conn = connect(self.url)
@@ -470,6 +504,8 @@ class Soak:
         rounds_dir.mkdir(exist_ok=True)
         parent = self.role == "parent"
         try:
+            self.warm_up(rounds_dir)
+            self.sample(force=True)
             while time.monotonic() < self.deadline:
                 number = self.rounds
                 folder = rounds_dir / str(number)
@@ -609,7 +645,6 @@ def parent_main(args: argparse.Namespace) -> int:
     failure: BaseException | None = None
     started = time.monotonic()
     try:
-        soak.sample(force=True)
         soak.run()
     except (SoakFailure, soak_check.AccountingError) as e:
         failure = e
@@ -689,7 +724,6 @@ def parent_main(args: argparse.Namespace) -> int:
 
 def lane_main(args: argparse.Namespace) -> int:
     soak = Soak(args, "lane")
-    soak.sample(force=True)
     try:
         soak.run()
     except (SoakFailure, soak_check.AccountingError) as e:
