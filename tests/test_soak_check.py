@@ -110,3 +110,11 @@ def test_relative_tolerance_for_memory() -> None:
     rss = [100_000.0] * 50 + [105_000.0] * 50  # +5 %, allowed 8 MiB + 10 %
     assert flat(TIMES, rss, soak_check.TOLERANCES["rss_kb"]) is None
     assert flat(TIMES, [100_000.0] * 50 + [130_000.0] * 50, soak_check.TOLERANCES["rss_kb"])
+
+
+def test_too_few_samples_fail() -> None:
+    why = flat(TIMES[:7], [1.0] * 7, Tolerance(3))  # 6 after the warm-up: enough
+    assert why is None
+    why = flat(TIMES[:5], [1.0] * 5, Tolerance(3))
+    assert why is not None
+    assert "too few" in why

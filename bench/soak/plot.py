@@ -67,6 +67,22 @@ def main() -> None:
     args.svg.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.svg, format="svg", metadata={"Date": None})
     print(f"wrote {args.svg}")
+    if summary.exists():
+        print_table(json.loads(summary.read_text()))
+
+
+def print_table(s: dict[str, object]) -> None:
+    """The curves' values after the warm-up and at the end, as a Markdown table (docs/soak.md)."""
+    curves = s["curves"]
+    assert isinstance(curves, dict)
+    print("\n| process | resource | after warm-up | last | max | flat |")
+    print("|---|---|---:|---:|---:|---|")
+    for key, c in curves.items():
+        proc, field = key.rsplit(".", 1)
+        print(
+            f"| {proc} | {field} | {c['after_warmup']:g} | {c['last']:g} | {c['max']:g} "
+            f"| {'yes' if c['flat'] else 'NO'} |"
+        )
 
 
 if __name__ == "__main__":

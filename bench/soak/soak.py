@@ -186,10 +186,12 @@ def round_logs(r: soak_work.Round) -> tuple[list[soak_check.Events], list[soak_c
 
 
 def reads_so_far(paths: list[str]) -> int:
+    """The ``R`` lines among the first 64 KiB of each log (enough to wait for a few reads,
+    and bounded: a Ctrl-C run's endless writers fill their logs fast)."""
     n = 0
     for p in paths:
-        with contextlib.suppress(FileNotFoundError):
-            n += Path(p).read_text().count("\nR ")
+        with contextlib.suppress(FileNotFoundError), open(p) as f:
+            n += f.read(65536).count("\nR ")
     return n
 
 
@@ -244,7 +246,8 @@ class Soak:
                         if pid is not None and alive(pid):
                             cands.append((i, pid))
                 if cands:
-                    i, pid = self.rng.choice(cands)
+                    # Its own generator: the plan of rounds must not depend on this thread.
+                    i, pid = random.Random(r.number).choice(cands)
                     os.kill(pid, signal.SIGKILL)
                     killed.append(i)
                     return
@@ -469,10 +472,11 @@ class Soak:
     # -- the loop --
 
     def warm_up(self, rounds_dir: Path) -> None:
-        """One round of each backend on each transport (and, in the parent, a lease round)
-        before the first sample: what is made once per interpreter (the forkserver, the NATS
-        connection's threads, each backend's first use) is not a leak, so the curves start
-        after it."""
+        """One round of each backend on each transport before the first sample: what is made
+        once per interpreter (the forkserver, the NATS connection's threads, each backend's
+        first use) is not a leak, so the curves start after it. In the parent, one of them
+        gets a SIGKILL, and a Ctrl-C round and a lease round follow, so that even a short
+        soak has each kind of fault."""
         shapes = [("local", b, b) for b in ("thread", "greenlet", "asyncio")]
         shapes += [("shm", "os", "thread"), ("shm", "greenlet", "os")]
         if self.url:
@@ -487,10 +491,20 @@ class Soak:
                     "r", rb, "alt" if rb != "thread" else "plain", str(folder / "r1.log")
                 ),
             ]
+            if self.role == "parent" and (transport, wb) == ("shm", "os"):
+                r.workers[0].n = 10**6  # killed at 0.3 s, long before it could finish
+                r.kill_after = 0.3
             self.regular(r)
             shutil.rmtree(folder)
             self.rounds += 1
-        if self.url and self.role == "parent":
+        if self.role != "parent":
+            return
+        folder = rounds_dir / f"warm-{self.rounds}"
+        folder.mkdir()
+        self.ctrlc(self.rounds, folder)
+        shutil.rmtree(folder)
+        self.rounds += 1
+        if self.url:
             folder = rounds_dir / f"warm-{self.rounds}"
             folder.mkdir()
             self.lease(self.rounds, folder)
@@ -505,6 +519,7 @@ class Soak:
         parent = self.role == "parent"
         try:
             self.warm_up(rounds_dir)
+            self.deadline = time.monotonic() + self.args.duration  # traffic after the warm-up
             self.sample(force=True)
             while time.monotonic() < self.deadline:
                 number = self.rounds

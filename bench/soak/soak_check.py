@@ -38,6 +38,10 @@ from pathlib import Path
 WARMUP = 0.2
 
 
+#: A curve with fewer samples after the warm-up says nothing: it fails.
+MIN_SAMPLES = 6
+
+
 class AccountingError(AssertionError):
     """A round's values do not add up (the message names the ids)."""
 
@@ -172,8 +176,8 @@ def flat(times: list[float], values: list[float], tol: Tolerance) -> str | None:
     """``None`` when the series is flat, else why not (see the module's rule)."""
     start = int(len(values) * WARMUP)
     t, v = times[start:], values[start:]
-    if len(v) < 6:
-        return None  # too short to judge: the caller reports the sample count
+    if len(v) < MIN_SAMPLES:
+        return f"only {len(v)} samples after the warm-up: too few to judge (need {MIN_SAMPLES})"
     third = len(v) // 3
     first, last = statistics.median(v[:third]), statistics.median(v[-third:])
     allowed = tol.allowed(first)
