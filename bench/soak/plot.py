@@ -49,7 +49,8 @@ def main() -> None:
             s = series[proc]
             ax.plot(s["t"], s[field], label=proc, linewidth=1, drawstyle="steps-post")
         ax.set_ylabel(label, fontsize=8)
-        ax.set_ylim(bottom=0)
+        top = max((max(series[p][field]) for p in series), default=0.0)
+        ax.set_ylim(0, max(1.0, top * 1.15))  # from zero: a leak shows as a slope
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=4, loc="lower right")
     axes[-1].set_xlabel("minutes")
