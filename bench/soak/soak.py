@@ -665,8 +665,10 @@ def parent_main(args: argparse.Namespace) -> int:
         failure = e
     finally:
         for lane in lanes:
+            if failure is not None:
+                lane.terminate()  # it stops, keeping its samples (lane_main)
             try:
-                lane.wait(timeout=args.duration + 300 if failure is None else 5)
+                lane.wait(timeout=args.duration + 300 if failure is None else 30)
             except subprocess.TimeoutExpired:
                 lane.kill()
                 lane.wait()
@@ -737,7 +739,13 @@ def parent_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def lane_main(args: argparse.Namespace) -> int:
+    # The parent stops a lane with SIGTERM when it failed: its samples are written on the way.
+    signal.signal(signal.SIGTERM, _terminated)
     soak = Soak(args, "lane")
     try:
         soak.run()
