@@ -117,5 +117,10 @@ step "stubtest ferrocsp._native" "$VENV/bin/python" -m mypy.stubtest ferrocsp._n
 # The documentation site: warnings (a broken link, an unknown API name) are errors.
 step "mkdocs build --strict" "$VENV/bin/mkdocs" build --strict --quiet --site-dir "$root/site"
 
+# The soak's short run (docs/soak.md): 60 s of mixed traffic on every backend and transport,
+# with SIGKILLs and Ctrl-Cs, every value accounted for, resource curves flat; a fixed seed
+# keeps the plan of rounds the same from run to run. `scripts/soak.sh SECONDS` is the full one.
+step "soak (short, 60 s)" env SOAK_OUT="$root/target/soak-ci" "$root/scripts/soak.sh" 60 --seed 21
+
 printf '[test] pytest\n'
 exec "$VENV/bin/python" -m pytest tests "$@"

@@ -11,17 +11,26 @@ Invariants:
 - Constructing a host starts nothing; ``start`` does. So whoever starts several hosts holds
   every one of them before the first runs, and can wind all of them down if a start is
   interrupted (Ctrl-C while ``Thread.start`` waits for the new thread).
+- The main thread never sleeps in ``wait`` for longer than ``SIGNAL_SLICE``: a SIGINT that
+  the kernel handed to another thread only sets Python's flag, which the main thread sees
+  between two sleeps, not in one (Ctrl-C must always reach ``join``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from .._process import Outcome, Process, note_process
 
-__all__ = ["HostedTask", "ThreadHost"]
+__all__ = ["SIGNAL_SLICE", "HostedTask", "ThreadHost"]
+
+#: The longest sleep of the main thread in ``wait`` before Python's signal handlers run: a
+#: process-directed SIGINT may go to any thread (one running at that instant, say), and then
+#: nothing wakes a main thread asleep in a lock wait. The native waits use the same slice.
+SIGNAL_SLICE = 0.05
 
 
 class ThreadHost:
@@ -80,8 +89,19 @@ class ThreadHost:
 
     def wait(self, timeout: float | None) -> bool:
         """Waits for the host to end (interruptible by Ctrl-C in the main thread)."""
-        if not self._done.wait(timeout):
-            return False
+        if threading.current_thread() is not threading.main_thread():
+            if not self._done.wait(timeout):
+                return False
+        else:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            # Back in Python between slices, where a pending signal's handler runs.
+            while not self._done.wait(
+                SIGNAL_SLICE
+                if deadline is None
+                else max(0.0, min(SIGNAL_SLICE, deadline - time.monotonic()))
+            ):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
         self.thread.join()
         return True
 
