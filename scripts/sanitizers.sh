@@ -11,7 +11,7 @@
 #             between processes, fork, /proc, pidfds: foreign calls Miri does not emulate),
 #             and tests/loom*.rs (built only with --cfg loom). Miri is about a thousand times
 #             slower: tens of minutes on 2 cores.
-#   miri-lib  only the unit tests (about a minute).
+#   miri-lib  only the unit tests (about 2 minutes of CPU time).
 #   tsan      ThreadSanitizer: (1) the Rust tests of the engine (crates/ferrocsp: unit tests
 #             and every integration test) and of crates/ferrocsp-net (unit tests, the wire
 #             fuzzer's smoke run); (2) the extension (crates/ferrocsp-py) built with it and a
