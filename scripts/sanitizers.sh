@@ -192,7 +192,11 @@ run_py() {  # run_py SAN
   dir=$(san_dir "$san")
   [ -x "$venv_py" ] || die ".venv is missing: scripts/setup.sh --dev first"
   say "$name-py: building the extension (crates/ferrocsp-py) into $dir"
-  PYO3_PYTHON="$venv_py" san_cargo "$san" build -p ferrocsp-py --lib
+  # FERROCSP_SAN_PY_CARGO: more cargo arguments for that build (e.g. --no-default-features,
+  # without ferrocsp.net, whose async-nats/tokio stack is most of the build).
+  local more=()
+  [ -n "${FERROCSP_SAN_PY_CARGO:-}" ] && read -r -a more <<<"$FERROCSP_SAN_PY_CARGO"
+  PYO3_PYTHON="$venv_py" san_cargo "$san" build -p ferrocsp-py --lib "${more[@]}"
   local so
   so="$dir/$(host)/sanitize/lib_native.so"
   [ -f "$so" ] || die "no $so after the build"
@@ -206,21 +210,40 @@ run_py() {  # run_py SAN
     ln -s "$root/$f" "$stage/ferrocsp/"
   done
   cp "$so" "$stage/ferrocsp/_native.abi3.so"
-  local rt missing
+  local rt missing preload
   rt=$(runtime_of "$san")
+  preload=$rt
   # Every symbol the instrumentation calls must be in this runtime (gcc's can be older than
   # rustc's LLVM); a missing one would fail at import with a less helpful message.
   missing=$(comm -23 <(nm -u "$so" | awk '/__(tsan|asan)_/ {print $2}' | sort -u) \
     <(nm -D --defined-only "$rt" | awk '{print $3}' | sort -u))
+  # gcc 12's libtsan predates LLVM's calls to __tsan_memcpy/memmove/memset (the copies the
+  # compiler makes itself). They mean the plain functions, which the runtime intercepts and
+  # checks as accesses, so a small preloaded shim forwards them there.
+  local mem="__tsan_memcpy __tsan_memmove __tsan_memset" m
+  if [ -n "$missing" ] && [ -z "$(comm -23 <(tr ' ' '\n' <<<"$missing" | sort -u) \
+    <(tr ' ' '\n' <<<"$mem" | sort -u))" ]; then
+    printf '%s\n' '#include <string.h>' \
+      'void *__tsan_memcpy(void *d, const void *s, size_t n) { return memcpy(d, s, n); }' \
+      'void *__tsan_memmove(void *d, const void *s, size_t n) { return memmove(d, s, n); }' \
+      'void *__tsan_memset(void *d, int c, size_t n) { return memset(d, c, n); }' \
+      >"$dir/tsan_mem_shim.c"
+    cc -shared -fPIC -O1 -fno-builtin -o "$dir/tsan_mem_shim.so" "$dir/tsan_mem_shim.c"
+    preload="$rt $dir/tsan_mem_shim.so"
+    for m in $missing; do
+      nm -D --defined-only "$dir/tsan_mem_shim.so" | grep -q " $m\$" || die "shim lacks $m"
+    done
+    missing=
+  fi
   [ -z "$missing" ] || die "$rt lacks what rustc's instrumentation calls: $missing"
   local args=("${PY_TESTS[@]}")
   [ -n "${FERROCSP_SAN_PYTEST:-}" ] && read -r -a args <<<"$FERROCSP_SAN_PYTEST"
   local extra=()
   [ "$san" = address ] && extra=(detect_leaks=0)
-  say "$name-py: LD_PRELOAD=$rt python -m pytest ${args[*]}"
+  say "$name-py: LD_PRELOAD=\"$preload\" python -m pytest ${args[*]}"
   local logs="$dir/py-logs" t0=$SECONDS rc=0
   san_options "$san" "$logs" "${extra[@]}"
-  LD_PRELOAD="$rt" PYTHONMALLOC=malloc PYTHONPATH="$stage:$root/scripts" \
+  LD_PRELOAD="$preload" PYTHONMALLOC=malloc PYTHONPATH="$stage:$root/scripts" \
     "$venv_py" -m pytest -q -p no:cacheprovider -p sanitizer_select --timeout 300 "${args[@]}" ||
     rc=$?
   unset TSAN_OPTIONS ASAN_OPTIONS
