@@ -82,8 +82,6 @@ step "loom models" env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$root/target/loo
 nightly_has() {
   case $1 in
     fuzz) cargo +nightly fuzz --version >/dev/null 2>&1 ;;
-    miri) cargo +nightly miri --version >/dev/null 2>&1 &&
-      [ -d "$(rustc +nightly --print sysroot 2>/dev/null)/lib/rustlib/src/rust/library" ] ;;
   esac
 }
 fuzz_smoke() {  # fuzz_smoke TARGET SECONDS MAX_LEN
@@ -101,12 +99,11 @@ if nightly_has fuzz; then
 else
   echo "[test] skipped: fuzz smoke run (needs cargo +nightly and cargo-fuzz)"
 fi
-if nightly_has miri; then
-  # The unit tests only; `scripts/sanitizers.sh miri` runs every engine test Miri can run.
-  step "miri (the engine's unit tests)" "$root/scripts/sanitizers.sh" miri-lib
-else
-  echo "[test] skipped: miri (needs cargo +nightly with the miri and rust-src components)"
-fi
+# The sanitizers' short run: Miri over the engine's unit tests, and the engine's in-process
+# suites under ThreadSanitizer (a few minutes); it says why it skips without nightly.
+# `scripts/sanitizers.sh` (full) runs everything: Miri, TSan and ASan over the Rust tests and
+# over a subset of this suite with the extension built with them.
+step "sanitizers (short: Miri unit tests, TSan engine suites)" "$root/scripts/sanitizers.sh" short
 step "ruff check" "$VENV/bin/ruff" check "${py_paths[@]}"
 step "ruff format --check" "$VENV/bin/ruff" format --check "${py_paths[@]}"
 step "mypy --strict" "$VENV/bin/python" -m mypy --strict python/ferrocsp
