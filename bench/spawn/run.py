@@ -10,8 +10,9 @@ every row once) so load changes on a shared machine hit every row alike:
   backend against N ``threading.Thread`` started and then joined (the table of
   ``ferrocsp bench``'s spawn section at its largest N).
 - the first ``Par(p).run()`` of a fresh interpreter per backend (its own process, this
-  script with ``--first BACKEND``): what a program pays once, when its kept host thread,
-  event loop or scheduler starts.
+  script with ``--first BACKEND``, median of 5 interpreters): what a program pays once, when
+  its kept host thread, event loop or scheduler starts; beside the first bare
+  ``threading.Thread`` start+join and the first ``asyncio.run`` of such an interpreter.
 
 The verdicts are ratios measured in this one run: asyncio ``Par`` / ``asyncio.run``,
 thread ``Par`` per process / ``Thread`` per process at N; greenlet and asyncio ``Par`` in µs.
@@ -104,12 +105,20 @@ def _per_process(name: str, n: int) -> bool:
 
 
 def first_run(backend: str) -> float:
-    """µs of the first ``Par(p).run()`` in this (fresh) interpreter."""
+    """µs of the first ``Par(p).run()`` in this (fresh) interpreter, or (``Thread``,
+    ``asyncio.run``) of the first bare thread or event loop, with ferrocsp imported alike."""
     import ferrocsp as csp
 
     p = csp.process(_anoop)() if backend == "asyncio" else csp.process(_noop)()
     start = time.perf_counter()
-    csp.Par(p, backend=None if backend == "asyncio" else backend).run()
+    if backend == "Thread":
+        t = threading.Thread(target=_noop)
+        t.start()
+        t.join()
+    elif backend == "asyncio.run":
+        asyncio.run(_anoop())
+    else:
+        csp.Par(p, backend=None if backend == "asyncio" else backend).run()
     return (time.perf_counter() - start) * 1e6
 
 
@@ -124,7 +133,7 @@ def main() -> None:
         print(f"{first_run(args.first):.1f}")
         return
     firsts: dict[str, float] = {}
-    for b in ("thread", "greenlet", "asyncio"):
+    for b in ("thread", "greenlet", "asyncio", "Thread", "asyncio.run"):
         runs = [
             float(
                 subprocess.run(
@@ -146,7 +155,8 @@ def main() -> None:
         suffix = " per process" if _per_process(name, n) else ""
         print(f"{name + suffix:<40} {us:>10.1f}")
     for b, us in firsts.items():
-        print(f"{'first Par(p).run(), ' + b + ' (median of 5)':<40} {us:>10.1f}")
+        what = f"first {b}" if b[0].isupper() or "." in b else f"first Par(p).run(), {b}"
+        print(f"{what + ' (median of 5)':<40} {us:>10.1f}")
     ratios = {
         "asyncio Par(p) / asyncio.run": rows["Par(p).run(), asyncio"]
         / rows["asyncio.run(coroutine)"],
