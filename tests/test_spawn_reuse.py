@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
+from _support import wait_until
 from ferrocsp._backends import _pool
 
 BACKENDS = ("thread", "greenlet", "asyncio")
@@ -41,13 +42,16 @@ def _one(backend: str, fn: Callable[[], Any], afn: Callable[[], Any]) -> csp.Par
     return csp.Par(csp.process(fn)(), backend=backend)
 
 
-def _wait_idle(n: int = 1, timeout: float = 10.0) -> None:
+def _wait_idle(n: int = 1) -> None:
     """Waits until at least ``n`` workers are parked idle (a worker parks just after the run
     it served has been reported done)."""
-    deadline = time.monotonic() + timeout
-    while len(_pool.idle_threads()) < n:
-        assert time.monotonic() < deadline, "no worker went idle"
-        time.sleep(0.001)
+    wait_until(lambda: len(_pool.idle_threads()) >= n, what=f"{n} workers idle")
+
+
+def _wait_parked(ident: int) -> None:
+    """Waits until the worker whose thread is ``ident`` is parked idle (it parks just after
+    the run it served was reported done), so the next run is handed to it."""
+    wait_until(lambda: any(t.ident == ident for t in _pool.idle_threads()), what="worker parked")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -56,7 +60,7 @@ def test_sequential_runs_reuse_one_thread(backend: str) -> None:
     for _ in range(30):
         (ident,) = _one(backend, _ident, _aident).run()
         idents.add(ident)
-        _wait_idle()
+        _wait_parked(ident)
     # The warmest idle worker is handed the next run: one thread serves them all.
     assert len(idents) == 1
     assert threading.get_ident() not in idents
@@ -134,21 +138,26 @@ async def _seven() -> int:
 _var: contextvars.ContextVar[str] = contextvars.ContextVar("spawn_reuse_var", default="fresh")
 
 
-def _set_var() -> str:
+def _set_var() -> tuple[str, int]:
     seen = _var.get()
     _var.set("dirty")
-    return seen
+    return seen, threading.get_ident()
 
 
-async def _aset_var() -> str:
+async def _aset_var() -> tuple[str, int]:
     return _set_var()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_context_variables_do_not_leak_into_the_next_run(backend: str) -> None:
+    """Each run on a kept thread starts with a fresh context, as on a new thread."""
+    idents = set()
     for _ in range(3):
-        assert _one(backend, _set_var, _aset_var).run() == ["fresh"]
-        _wait_idle()
+        [(seen, ident)] = _one(backend, _set_var, _aset_var).run()
+        assert seen == "fresh"
+        idents.add(ident)
+        _wait_parked(ident)
+    assert len(idents) == 1  # the same thread each time: the context did not come with it
 
 
 def test_asyncio_tasks_left_over_are_cancelled_at_the_end_of_the_run() -> None:
@@ -237,9 +246,9 @@ def test_deadlock_is_reported_with_idle_workers_alive(
 
 def test_idle_worker_exits_after_the_idle_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_pool, "IDLE_TIMEOUT", 0.05)
-    _wait_idle_drained()
-    assert csp.Par(lambda: threading.current_thread()).run()[0] is not None
-    (worker,) = _wait_for(lambda: _pool.idle_threads())
+    _wait_idle_drained()  # so that the run below starts a worker parked with the short timeout
+    [worker] = csp.Par(threading.current_thread).run()
+    assert isinstance(worker, threading.Thread)
     worker.join(10)
     assert not worker.is_alive()
     assert worker not in _pool.idle_threads()
@@ -254,14 +263,6 @@ def _wait_idle_drained() -> None:
         w.hand(None, _pool.IDLE_NAME)
     for w in idle:
         w.thread.join(10)
-
-
-def _wait_for(get: Callable[[], list[threading.Thread]]) -> list[threading.Thread]:
-    deadline = time.monotonic() + 10
-    while not (got := get()):
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-    return got
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
