@@ -317,9 +317,9 @@ class Handle(Generic[T]):
                 return False
         for t in self._tasks:
             if isinstance(t, ThreadTask | HostedTask):
-                # Its done-callback ran in its thread's last moments: join the thread, so that
-                # a finished ``arun`` leaves no thread behind (brief: the thread has ended its
-                # work, as ``ThreadHost.wait`` promises for ``join``).
+                # Its done-callback ran in its job's last moments: wait for the job's end, so
+                # that a finished ``arun`` leaves nothing running behind (its thread is idle,
+                # as ``ThreadHost.wait`` promises for ``join``).
                 t.wait(None)
         with _running_lock:
             _running.discard(self)
