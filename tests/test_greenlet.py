@@ -704,8 +704,17 @@ CTRL_C = textwrap.dedent(
     try:
         csp.Par(reader(a), reader(a), writer(b), reader(b)).run()
     finally:
-        others = [t.name for t in threading.enumerate()
-                  if t is not threading.main_thread() and t.name != "Thread-1 (watch)"]
+        # The network's hub thread is kept for the next run: it must be parked idle (it parks
+        # just after the run it served was reported done, hence the bounded wait).
+        from ferrocsp._backends import _pool
+        deadline = time.monotonic() + 5
+        while True:
+            others = [t.name for t in threading.enumerate()
+                      if t is not threading.main_thread() and t.name != "Thread-1 (watch)"
+                      and t not in _pool.idle_threads()]
+            if not others or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         print("LEFTOVER", others, flush=True)
     """
 )

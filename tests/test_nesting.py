@@ -107,11 +107,30 @@ def alt_merge(a: csp.Reader, b: csp.Reader, n: int) -> list[int]:
     return sorted(got)
 
 
+@csp.process
+def where_together(barrier: threading.Barrier) -> tuple[int, int]:
+    """``where()``, once the other network's ``where_together`` runs too: so the two
+    networks overlap (a kept thread may serve two networks one after the other)."""
+    barrier.wait()
+    return os.getpid(), thread_token()
+
+
 def test_greenlet_in_thread_is_m_to_n_and_results_nest() -> None:
     a, b = csp.Channel(), csp.Channel()
+    together = threading.Barrier(2, timeout=30)
     res = csp.Par(
-        csp.Par(produce(a.writer(), 10), consume(a.reader()), where(), backend="greenlet"),
-        csp.Par(produce(b.writer(), 20), consume(b.reader()), where(), backend="greenlet"),
+        csp.Par(
+            produce(a.writer(), 10),
+            consume(a.reader()),
+            where_together(together),
+            backend="greenlet",
+        ),
+        csp.Par(
+            produce(b.writer(), 20),
+            consume(b.reader()),
+            where_together(together),
+            backend="greenlet",
+        ),
         backend="thread",
     ).run()
     (s1, n1, (pid1, t1)), (s2, n2, (pid2, t2)) = res

@@ -79,18 +79,22 @@ PRELUDE = textwrap.dedent(
 
     def leftover_threads(watcher):
         # Every thread but the main one must have ended, except csp.io's pooled workers (a
-        # nested greenlet Par joins through io()), which must all be idle: the pool's idle
-        # count is updated just after a worker hands its result back, hence the bounded wait.
+        # nested greenlet Par joins through io()) and the kept host threads, which must all
+        # be idle: each pool counts a worker idle just after it handed its result back, hence
+        # the bounded wait.
         from ferrocsp import _io
+        from ferrocsp._backends import _pool
         watcher.join(5)
         deadline = time.monotonic() + 5
         while True:
             others = [t for t in threading.enumerate() if t is not threading.main_thread()]
             io_workers = [t for t in others if t.name == "ferrocsp-io"]
-            if len(io_workers) == _io._idle or time.monotonic() > deadline:
+            kept = set(_pool.idle_threads())
+            rest = [t for t in others if t not in io_workers and t not in kept]
+            if (len(io_workers) == _io._idle and not rest) or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
-        print("LEFTOVER", [t.name for t in others if t not in io_workers], flush=True)
+        print("LEFTOVER", [t.name for t in rest], flush=True)
         print("BUSY-IO", len(io_workers) - _io._idle, flush=True)
     """
 )

@@ -7,11 +7,14 @@ Invariants:
   failed process's exception, each with a note naming its process.
 - Every running network is registered in ``_running`` until it ends, so Ctrl-C and interpreter
   exit can poison all of them.
-- Greenlet processes of one network run on one greenlet scheduler in a dedicated thread
+- Greenlet processes of one network run on one greenlet scheduler in one thread of their own
   (``run``, ``start`` and ``Spawn`` alike).
 - ``async def`` processes run on the asyncio backend: from ``run``/``start`` on one event loop
-  in a dedicated thread, from ``await arun()`` as tasks on the running loop; thread processes
-  run on threads either way, and the rules above hold for the mix.
+  in one thread of their own, from ``await arun()`` as tasks on the running loop; thread
+  processes run on threads either way, and the rules above hold for the mix.
+- Those threads (and the event loop) are kept host threads (``_backends/_pool.py``): started
+  by the first network that needs one, reused by the later ones, each serving one network at
+  a time; a joined network leaves them idle, never running anything of its own.
 """
 
 from __future__ import annotations
@@ -122,16 +125,28 @@ class _Task(Protocol):
     def wait(self, timeout: float | None) -> bool: ...
 
 
-def _backend_of(proc: Process[Any], par_backend: str | None) -> str:
-    if proc.is_async:
-        return "asyncio"  # the only backend of an async def process
-    backend = _backends.resolve(proc.backend, par_backend)
-    if backend == "asyncio":
-        raise ValueError(
-            f"backend 'asyncio' runs async def processes; process {proc.name!r} is a plain "
-            "function (use 'thread')"
-        )
-    return backend
+def _backends_of(processes: list[Process[Any]], par_backend: str | None) -> list[str]:
+    """The backend of each process (validated before anything starts)."""
+    fallback: str | None = None  # the default, resolved once per network, not per process
+    kinds = []
+    for proc in processes:
+        backend = proc.backend
+        if backend is None:
+            backend = par_backend
+            if backend is None:
+                if fallback is None:
+                    fallback = _backends.resolve()
+                backend = fallback
+        elif backend == "asyncio":
+            kinds.append("asyncio")  # an async def process (its only backend)
+            continue
+        if backend == "asyncio":
+            raise ValueError(
+                f"backend 'asyncio' runs async def processes; process {proc.name!r} is a plain "
+                "function (use 'thread')"
+            )
+        kinds.append(backend)
+    return kinds
 
 
 class Handle(Generic[T]):
@@ -153,7 +168,7 @@ class Handle(Generic[T]):
         self._processes = processes
         self._single = False
         self._interrupted = False
-        kinds = [_backend_of(p, backend) for p in processes]  # validates before starting
+        kinds = _backends_of(processes, backend)  # validates before starting
         tasks: list[_Task | None] = [None] * len(processes)
         hosts: list[ThreadHost] = []  # constructed here, started together below
         # OS processes first: pickling them moves their channels to shared memory before any
@@ -302,9 +317,9 @@ class Handle(Generic[T]):
                 return False
         for t in self._tasks:
             if isinstance(t, ThreadTask | HostedTask):
-                # Its done-callback ran in its thread's last moments: join the thread, so that
-                # a finished ``arun`` leaves no thread behind (brief: the thread has ended its
-                # work, as ``ThreadHost.wait`` promises for ``join``).
+                # Its done-callback ran in its job's last moments: wait for the job's end, so
+                # that a finished ``arun`` leaves nothing running behind (its thread is idle,
+                # as ``ThreadHost.wait`` promises for ``join``).
                 t.wait(None)
         with _running_lock:
             _running.discard(self)

@@ -72,6 +72,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(deadlock::_participant_exit, m)?)?;
     m.add_function(wrap_pyfunction!(process::_joining, m)?)?;
     m.add_function(wrap_pyfunction!(process::_io_wait, m)?)?;
+    m.add_function(wrap_pyfunction!(deadlock::_idle_thread, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_ignore_thread, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::_stop_watchdog, m)?)?;
     m.add_function(wrap_pyfunction!(deadlock::cross::_xtable_create, m)?)?;

@@ -2,8 +2,15 @@
 
 Invariants:
 - From synchronous code (``Par.run``/``start``, ``Spawn``) the async processes of one network
-  run as tasks on one new event loop in one dedicated daemon thread (``LoopHost``); ``wait``
-  returns True only after that thread has ended, so a joined network leaves nothing behind.
+  run as tasks on one event loop in one daemon thread (``LoopHost``), used by that network
+  alone while it runs; ``wait`` returns True only after the run has ended, so a joined network
+  leaves nothing running behind.
+- The loop is the one its kept host thread (``_pool.py``) keeps between runs, made on the
+  first. Each run ends as ``asyncio.run`` ends: tasks left over are cancelled and awaited. A
+  run that leaves the loop unlike a fresh one (it used the default executor, has async
+  generators to finalize, changed its exception handler, task factory or debug flag, or the
+  event loop policy changed) ends it entirely, as ``asyncio.run`` would (async generators and
+  executor shut down, loop closed), and the next run makes a new one.
 - Inside a running loop (``await Par(...).arun()``) each async process is a task on that loop
   (``LoopTask``).
 - Every process runs through ``_process.aexecute`` (or, with tracing off, the ``_aexecute``
@@ -25,6 +32,7 @@ from typing import Any
 from .. import _trace
 from .._native import _participant_enter, _participant_exit
 from .._process import Outcome, Process, _aexecute, aexecute
+from . import _pool
 from ._hosted import HostedTask, ThreadHost
 
 __all__ = ["HostedTask", "LoopHost", "LoopTask"]
@@ -42,7 +50,7 @@ class LoopHost(ThreadHost):
     async def _all(self) -> None:
         # The loop's main task waits for its processes: a joining participant, so a network
         # whose async processes all block is reported as deadlocked (docs/design.md).
-        pid = _participant_enter(self.thread.name, True)
+        pid = _participant_enter(self.name, True)
         try:
             tasks = [asyncio.create_task(run_process(p), name=p.name) for p in self._procs]
             for i, t in enumerate(tasks):
@@ -58,7 +66,71 @@ class LoopHost(ThreadHost):
             self.outcomes[i] = task.result()
 
     def _run(self) -> None:
-        asyncio.run(self._all())
+        worker = _pool.current()
+        if worker is None:  # not on a kept thread (never, as hosts start): as before
+            asyncio.run(self._all())
+            return
+        loop = worker.loop
+        policy = asyncio.get_event_loop_policy()
+        if loop is None or worker.loop_policy is not policy:
+            worker.close_loop()
+            loop = worker.loop = policy.new_event_loop()
+            worker.loop_policy, worker.loop_debug = policy, loop.get_debug()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._all())
+        finally:
+            try:
+                _cancel_leftovers(loop)
+            finally:
+                try:
+                    if not _as_new(loop, worker.loop_debug):
+                        worker.loop = None
+                        _end_loop(loop)
+                finally:
+                    asyncio.set_event_loop(None)
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancels the tasks a run left on ``loop`` and runs them to their end (as asyncio.run)."""
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return
+    for t in tasks:
+        t.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    for t in tasks:
+        if not t.cancelled() and t.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception in a task left running by a process",
+                    "exception": t.exception(),
+                    "task": t,
+                }
+            )
+
+
+def _as_new(loop: asyncio.AbstractEventLoop, debug: bool) -> bool:
+    """Whether ``loop`` is as a new one would be, so that the next run can reuse it."""
+    return (
+        getattr(loop, "_default_executor", True) is None
+        and not getattr(loop, "_asyncgens", True)
+        and loop.get_exception_handler() is None
+        and loop.get_task_factory() is None
+        and loop.get_debug() == debug
+        and not loop.is_closed()
+    )
+
+
+def _end_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Ends ``loop`` as ``asyncio.run`` ends its own."""
+    if loop.is_closed():
+        return
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
 
 
 def run_process(proc: Process[Any]) -> Coroutine[Any, Any, Outcome]:

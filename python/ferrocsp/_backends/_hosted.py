@@ -1,16 +1,18 @@
-"""Processes run on a dedicated daemon thread: alone (threads) or several on one scheduler
-(an event loop, a greenlet hub).
+"""Processes run on a daemon thread of their own: alone (threads) or several on one scheduler
+(an event loop, a greenlet hub). The thread is a kept one (``_pool.py``): started by the
+first run that needs it, reused by the next ones.
 
 Invariants:
-- ``ThreadHost.wait`` returns True only after the host's thread has ended, so a joined network
-  leaves no thread behind.
+- ``ThreadHost.wait`` returns True only after the host's job has ended on its thread (its
+  done-callbacks included), so a joined network leaves nothing running behind: its threads
+  have ended or are parked idle in the pool.
 - Every process of a host has an outcome once the host has ended: if the host itself fails
   (its event loop or scheduler breaks), each process without one gets that failure, noted with
   its name, so ``Par`` still reports every process.
 - Done-callbacks run exactly once, in the host's thread, or at once if it has already ended.
 - Constructing a host starts nothing; ``start`` does. So whoever starts several hosts holds
   every one of them before the first runs, and can wind all of them down if a start is
-  interrupted (Ctrl-C while ``Thread.start`` waits for the new thread).
+  interrupted (Ctrl-C while ``Thread.start`` waits for a new thread).
 - The main thread never sleeps in ``wait`` for longer than ``SIGNAL_SLICE``: a SIGINT that
   the kernel handed to another thread only sets Python's flag, which the main thread sees
   between two sleeps, not in one (Ctrl-C must always reach ``join``).
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._process import Outcome, Process, note_process
+from . import _pool
 
 __all__ = ["SIGNAL_SLICE", "HostedTask", "ThreadHost"]
 
@@ -32,6 +35,9 @@ __all__ = ["SIGNAL_SLICE", "HostedTask", "ThreadHost"]
 #: nothing wakes a main thread asleep in a lock wait. The native waits use the same slice.
 SIGNAL_SLICE = 0.05
 
+#: Guards every host's done-callbacks (rare: ``arun`` only), so a host needs no lock of its own.
+_callbacks_lock = threading.Lock()
+
 
 class ThreadHost:
     """Runs ``procs`` on one daemon thread; subclasses say how (``_run``)."""
@@ -39,25 +45,42 @@ class ThreadHost:
     #: Names what hosts the processes, for the message when the host itself fails.
     what = "the thread"
 
-    __slots__ = ("_callbacks", "_done", "_lock", "_procs", "launched", "outcomes", "thread")
+    __slots__ = (
+        "_callbacks",
+        "_callbacks_taken",
+        "_done",
+        "_procs",
+        "finished",
+        "launched",
+        "name",
+        "outcomes",
+    )
 
     def __init__(self, procs: list[Process[Any]], thread_name: str) -> None:
         self._procs = procs
         self.outcomes: list[Outcome | None] = [None] * len(procs)
-        self._done = threading.Event()
-        self._lock = threading.Lock()
+        # A latch, not an Event: one lock per host, and every waiter passes it on (``wait``).
+        # Held from here until the job has ended, done-callbacks included.
+        self._done = threading.Lock()
+        self._done.acquire()
+        #: True once the job has ended, done-callbacks included (before ``_done`` opens).
+        self.finished = False
+        self._callbacks_taken = False  # under _callbacks_lock: the callbacks have been taken
         self._callbacks: list[Callable[[], None]] = []
-        # Daemon: a process stuck in pure Python code must not keep the interpreter alive after
-        # Ctrl-C; blocked channel operations are woken by poison instead.
-        self.thread = threading.Thread(target=self._main, name=thread_name, daemon=True)
+        #: The name its thread has while it runs this host.
+        self.name = thread_name
         #: Whether its thread was asked to start: a start interrupted while it waits for the
         #: new thread has still launched it, and only a launched host will ever end.
         self.launched = False
 
     def start(self) -> None:
-        """Starts the host's thread (and whatever else a subclass needs running)."""
+        """Starts the host's job on a kept thread (and whatever else a subclass needs).
+
+        The thread is a daemon: a process stuck in pure Python code must not keep the
+        interpreter alive after Ctrl-C; blocked channel operations are woken by poison.
+        """
         self.launched = True
-        self.thread.start()
+        _pool.submit(self._main, self.name)
 
     def _run(self) -> None:
         """Runs every process, storing its outcome in ``self.outcomes``."""
@@ -73,41 +96,47 @@ class ThreadHost:
                     note_process(err, self._procs[i].name)
                     self.outcomes[i] = Outcome(error=err)
         finally:
-            with self._lock:
-                self._done.set()
+            with _callbacks_lock:
+                self._callbacks_taken = True
                 callbacks, self._callbacks = self._callbacks, []
-            for cb in callbacks:
-                cb()
+            try:
+                for cb in callbacks:
+                    cb()
+            finally:
+                self.finished = True
+                self._done.release()
 
     def add_done_callback(self, fn: Callable[[], None]) -> None:
         """Calls ``fn()`` (in the host's thread) when it ends; at once if it has ended."""
-        with self._lock:
-            if not self._done.is_set():
+        with _callbacks_lock:
+            if not self._callbacks_taken:
                 self._callbacks.append(fn)
                 return
         fn()
 
     def wait(self, timeout: float | None) -> bool:
         """Waits for the host to end (interruptible by Ctrl-C in the main thread)."""
+        if self.finished:
+            return True
         if threading.current_thread() is not threading.main_thread():
-            if not self._done.wait(timeout):
+            if not self._done.acquire(timeout=-1 if timeout is None else timeout):
                 return False
         else:
             deadline = None if timeout is None else time.monotonic() + timeout
             # Back in Python between slices, where a pending signal's handler runs.
-            while not self._done.wait(
-                SIGNAL_SLICE
+            while not self._done.acquire(
+                timeout=SIGNAL_SLICE
                 if deadline is None
                 else max(0.0, min(SIGNAL_SLICE, deadline - time.monotonic()))
             ):
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
-        self.thread.join()
+        self._done.release()  # for the next waiter
         return True
 
     @property
     def alive(self) -> bool:
-        return not self._done.is_set()
+        return not self.finished
 
     def task(self, i: int) -> HostedTask:
         """The view of process ``i`` that ``Handle`` keeps."""

@@ -172,6 +172,21 @@ pub(crate) fn _ignore_thread(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// Marks thread `ident`, a kept host thread (`_backends/_pool.py`), as idle (`True`: ignored by
+/// detection, as `_ignore_thread`'s threads are) or busy again (`False`). The thread marks
+/// itself idle after its job has ended; whoever hands it the next job marks it busy before
+/// the hand-off, while that caller itself still runs: so a proof, which needs the caller
+/// stuck, always finds the worker counted, from before it can run anything until it is idle.
+#[pyfunction]
+pub(crate) fn _idle_thread(ident: u64, idle: bool) {
+    let mut ignored = lock(&IGNORED);
+    if idle {
+        ignored.get_or_insert_with(HashSet::new).insert(ident);
+    } else if let Some(set) = ignored.as_mut() {
+        set.remove(&ident);
+    }
+}
+
 /// Called at interpreter exit (`atexit`): waits, with the GIL released, until the watchdog is
 /// outside Python, and keeps it from running Python code again (see the module doc).
 #[pyfunction]
