@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 
+import ferrocsp as csp
 from _nats import NatsServer, nats_fixture
 from _programs import ChanPlan, Program, programs, run, to_history
 from _refmodel import OK, Op, check
@@ -195,3 +196,49 @@ def test_regression_net_write_after_the_writers_retired(net_conn: Any, capacity:
     run_and_check(
         _one_chan(capacity, "net", ("p0", "thread", ops)), net_conn, events=False, known_gaps=False
     )
+
+
+def test_regression_a_move_completes_no_blocked_write() -> None:
+    """Found by test_programs_in_process: a buffered channel that moved to shared memory (one
+    of its ends was written to a shared channel) while a writer waited for room completed
+    that write with nobody reading: the move handed out the blocked writers' values with the
+    buffer, so the channel then held twice its capacity. A blocked write now retries on the
+    shared channel, where it waits (here: until its timeout)."""
+    program = Program(
+        (
+            ChanPlan("c0", 1, "local", ("c0r0",), ()),
+            ChanPlan("c1", 1, "shm", (), ()),
+            ChanPlan("c2", 0, "local", (), ()),
+        ),
+        (
+            ("p0", "thread", (("write", "c0", None, "nowait", 1), ("write", "c0", None, 0.2, 2))),
+            # The read of c2 times out: a pause, so that the move finds p0 waiting.
+            (
+                "p1",
+                "thread",
+                (("read", "c2", None, 0.05), ("write", "c1", None, 0, ("end", "c0r0"))),
+            ),
+        ),
+    )
+    run_and_check(program, events=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="known bug: moving a channel to shared memory first checks that its buffered "
+    "values pickle, and pickling one of its own ends moves the same channel again "
+    "(crates/ferrocsp-py/src/shm_move.rs check_buffered -> _shm.encode -> share), until "
+    "RecursionError, reported as TypeError 'cannot be pickled'",
+)
+def test_regression_a_channel_holding_its_own_end_moves() -> None:
+    """Found by test_programs_in_process: a local channel whose buffer holds one of its own
+    ends cannot move to shared memory. (The generated programs send an end over another
+    channel than its own since, so that the runs go on looking for other divergences.)"""
+    from ferrocsp import _shm
+
+    ch = csp.Channel(1, name="c0")
+    r = ch.reader()
+    ch.write_nowait(r)
+    _shm.share(ch)
+    assert ch.read_nowait() is r

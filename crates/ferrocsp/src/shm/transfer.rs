@@ -115,8 +115,8 @@ impl ShmChannel {
     }
 
     /// `begin_write` for a buffered channel that ignores the capacity (never blocks on it):
-    /// for values that were already accepted elsewhere (a channel moving here with its buffer
-    /// and the writers it had blocked).
+    /// for values that were already accepted elsewhere (a channel moving here with its
+    /// buffer).
     pub fn begin_write_adopted(&self, len: usize) -> Result<WriteSlot<'_>, Error> {
         self.reserve_message(len, &mut Wait::nowait(), true)
     }
