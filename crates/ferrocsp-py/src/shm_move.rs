@@ -50,10 +50,11 @@ pub(crate) fn share(py: Python<'_>, this: Parts<'_>, ring_bytes: usize) -> PyRes
             None
         } else {
             // In process, retirement is one state of the whole channel, whichever side's ends
-            // retired: reads drain the buffer, then reads and writes raise ChannelRetired. The
-            // shared channel gets both sides retired: its writers now (reads drain, then
-            // raise), its readers once the buffered values are adopted (adopted writes would
-            // fail on a retired reader side).
+            // retired. The shared channel gets its writers retired now (reads drain, then
+            // raise; writes raise), and its readers too, once the buffered values are adopted
+            // (adopted writes would fail on a retired reader side), only if it was the readers
+            // that retired (writer ends still live): reads there take nothing any more, and
+            // the in-process buffer was dropped when they retired.
             let st = this.inner.stats();
             let e = s.engine();
             let made = count(st.writer_ends + usize::from(st.retired));
@@ -68,10 +69,10 @@ pub(crate) fn share(py: Python<'_>, this: Parts<'_>, ring_bytes: usize) -> PyRes
             if this.inner.is_poisoned() {
                 e.poison().map_err(|err| s.err(py, err))?;
             }
-            Some((values, st.retired))
+            Some((values, st.retired && st.writer_ends > 0))
         }
     };
-    let Some((values, retired)) = moved else {
+    let Some((values, readers_retired)) = moved else {
         // Another thread moved it first: ours was never used.
         return this.flavors.shm.get().map(|s| s.clone_ref(py)).ok_or_else(|| {
             PyValueError::new_err(format!("channel '{}' lost its shared side", this.name))
@@ -82,7 +83,7 @@ pub(crate) fn share(py: Python<'_>, this: Parts<'_>, ring_bytes: usize) -> PyRes
             let (parts, kinds) = s.encode(py, v.bind(py))?;
             s.native.get().write_parts(py, &parts, &kinds, None, true, true)?;
         }
-        if retired {
+        if readers_retired {
             s.engine().adopt_counts(EndKind::Reader, 1, 0).map_err(|e| s.err(py, e))?;
         }
         Ok(())

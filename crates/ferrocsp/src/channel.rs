@@ -217,10 +217,11 @@ impl<T> Channel<T> {
     }
 
     /// Moves the channel out of process memory, atomically under its lock: returns the values
-    /// it held (its buffer, then up to `capacity` values of writers blocked on it, whose writes
-    /// thereby complete), in order, for the new transport to take over; every other blocked
-    /// and every later operation fails with [`Error::Moved`] (nothing sent or taken), so its
-    /// caller retries on the new transport. Idempotent (a second call returns nothing).
+    /// it held (its buffer), in order, for the new transport to take over; every blocked and
+    /// every later operation fails with [`Error::Moved`] (nothing sent or taken), so its
+    /// caller retries on the new transport (a blocked writer's write does not complete by the
+    /// move: the channel would then hold more than its capacity). Idempotent (a second call
+    /// returns nothing).
     pub fn close_moved(&self) -> Vec<T> {
         let mut woken = Woken::new();
         let out = {

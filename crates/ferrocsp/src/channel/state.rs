@@ -225,17 +225,12 @@ impl<T> State<T> {
         }
     }
 
-    /// Marks the channel moved: hands out the buffer and, up to the capacity, the values of
-    /// blocked writers (whose writes thereby complete), then fails every other waiter with
-    /// `Moved` (nothing sent or taken: they retry on the new transport).
+    /// Marks the channel moved: hands out the buffer, then fails every waiter with `Moved`
+    /// (nothing sent or taken: they retry on the new transport). A blocked writer's value is
+    /// not handed out with the buffer: its write completing then would put more than
+    /// `capacity` values in the channel with nobody reading (found by the hypothesis models).
     pub(super) fn close_moved(&mut self, woken: &mut Woken) -> Vec<T> {
-        let mut out: Vec<T> = self.buffer.drain(..).collect();
-        for _ in 0..self.capacity {
-            match self.take_from_writer(woken) {
-                Some(v) => out.push(v),
-                None => break,
-            }
-        }
+        let out: Vec<T> = self.buffer.drain(..).collect();
         self.moved = true;
         Self::fail_waiters(&mut self.readers, Outcome::Moved, woken);
         Self::fail_waiters(&mut self.writers, Outcome::Moved, woken);

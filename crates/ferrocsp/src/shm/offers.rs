@@ -151,15 +151,19 @@ impl ShmChannel {
         Some(WriteSlot { ch: self, pos, len, rendezvous: false, committed: false })
     }
 
-    /// Whether nothing can ever be read here any more (no message, every writer retired).
+    /// Whether nothing can ever be read here any more: no message and every writer retired,
+    /// or every reader retired (`claim` takes nothing then).
     pub(super) fn input_dead(&self, g: &Guard<'_>) -> bool {
         let st = g.st();
-        Self::writers_gone(st) && st.writing == 0 && st.ready == 0 && st.offered == 0
+        Self::readers_gone(st)
+            || Self::writers_gone(st) && st.writing == 0 && st.ready == 0 && st.offered == 0
     }
 
-    /// Whether nothing can ever be written here any more (every reader retired).
+    /// Whether nothing can ever be written here any more: every reader retired, or every
+    /// writer (a retired stream takes no more values, as in process).
     pub(super) fn output_dead(&self, g: &Guard<'_>) -> bool {
-        Self::readers_gone(g.st())
+        let st = g.st();
+        Self::readers_gone(st) || Self::writers_gone(st)
     }
 
     /// Whether a reader blocked in a plain read waits with no message to take but one of

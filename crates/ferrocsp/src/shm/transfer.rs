@@ -32,7 +32,9 @@ impl ShmChannel {
         own: Option<&CellRef>,
     ) -> Result<Option<ReadSlot<'_>>, Error> {
         let st = g.st();
-        if st.ready == 0 && st.offered == 0 {
+        // After every reader end retired nothing is read any more (as in process, where the
+        // buffer is dropped): what is left waits for the segment to go.
+        if (st.ready == 0 && st.offered == 0) || Self::readers_gone(st) {
             return Ok(None);
         }
         let found = self.walk(g, |pos, e| {
@@ -113,8 +115,8 @@ impl ShmChannel {
     }
 
     /// `begin_write` for a buffered channel that ignores the capacity (never blocks on it):
-    /// for values that were already accepted elsewhere (a channel moving here with its buffer
-    /// and the writers it had blocked).
+    /// for values that were already accepted elsewhere (a channel moving here with its
+    /// buffer).
     pub fn begin_write_adopted(&self, len: usize) -> Result<WriteSlot<'_>, Error> {
         self.reserve_message(len, &mut Wait::nowait(), true)
     }
@@ -131,14 +133,19 @@ impl ShmChannel {
         }
         let rendezvous = self.capacity() == 0;
         let mut g = self.lock_waiting(w)?;
+        let mut first = true;
         loop {
             if self.is_poisoned() {
                 return Err(Error::Poisoned);
             }
             let st = g.st();
-            if Self::readers_gone(st) {
+            // After every writer end retired the stream takes no more values (as in process:
+            // looked at when the write starts, so one already waiting still completes).
+            let ended = first && !adopted && Self::writers_gone(st);
+            if ended || Self::readers_gone(st) {
                 return Err(Error::Retired);
             }
+            first = false;
             let slot_ok = if adopted {
                 !rendezvous
             } else if rendezvous {
