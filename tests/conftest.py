@@ -47,9 +47,29 @@ from _os_support import backend_fixture, no_leaks
 __all__ = ["no_leaks"]  # a fixture, registered for every module by importing it here
 
 
-#: Modules whose every test runs greenlets, beyond those a parameter or a name says.
+#: Where greenlets run beyond what a test's parameters or name say: whole modules, and tests
+#: (with their parameters' ids) that mix in greenlet processes or run scripts that do.
 GREENLET_MODULES = frozenset(
-    {"test_greenlet", "test_nesting", "test_farm", "test_mobile", "test_net_coop", "test_shm_coop"}
+    {
+        "test_greenlet",
+        "test_nesting",
+        "test_farm",
+        "test_mobile",
+        "test_net_coop",
+        "test_shm_coop",
+        "test_shm_fork",
+    }
+)
+GREENLET_TESTS = frozenset(
+    {
+        "test_pipeline_mixing_all_three_ends_by_retire",
+        "test_pipeline_mixing_all_three_with_alt_merge_ends_by_poison",
+        "test_failures_on_every_backend_in_one_par",
+        "test_ctrl_c_once[mixed-par]",
+        "test_ctrl_c_once[during-start]",
+        "test_bench_quick",
+        "test_demo",
+    }
 )
 
 
@@ -59,7 +79,9 @@ def _runs_greenlets(item: pytest.Item) -> bool:
     if any(isinstance(v, str) and "greenlet" in v for v in p.values()):
         return True
     module = item.module.__name__ if isinstance(item, pytest.Function) else ""
-    return "greenlet" in item.name or module.rsplit(".", 1)[-1] in GREENLET_MODULES
+    if "greenlet" in item.name or item.name in GREENLET_TESTS:
+        return True
+    return module.rsplit(".", 1)[-1] in GREENLET_MODULES
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
