@@ -79,6 +79,9 @@ def _runs_greenlets(item: pytest.Item) -> bool:
     if any(isinstance(v, str) and "greenlet" in v for v in p.values()):
         return True
     module = item.module.__name__ if isinstance(item, pytest.Function) else ""
+    # asyncio on a shared-memory channel waits on an operation greenlet (shm_aio.rs).
+    if p.get("backend") in ("asyncio", "os-asyncio") and "shm" in p.values():
+        return True
     if "greenlet" in item.name or item.name in GREENLET_TESTS:
         return True
     return module.rsplit(".", 1)[-1] in GREENLET_MODULES
