@@ -6,18 +6,25 @@
 #
 # 1. CPython 3.14 from Debian's python3.14 source package, configured with --disable-gil and
 #    installed under $FERROCSP_CACHE (default ~/.cache/ferrocsp)/cpython-3.14t. The package is
-#    in a newer Debian suite than the machine's: apt reads a throwaway sources list and a
-#    throwaway package-lists directory given with -o options, so the system's apt setup is
-#    never changed. The upstream source (the .orig tarball) is built without Debian's patches,
-#    which target Debian's /usr layout. The build is cached: a second run reuses it.
-# 2. .venv-3.14t (git-ignored) with greenlet, pytest, pytest-timeout, hypothesis and maturin.
-# 3. ferrocsp built for 3.14t: a version-specific (cp314t, not abi3) extension, built into
-#    target/ft314 so it never touches the abi3 build of .venv (scripts/setup.sh).
+#    in newer Debian suites than the machine's: apt reads a throwaway sources list (deb-src of
+#    trixie, forky, sid and experimental on the machine's own Debian mirror) and a throwaway
+#    package-lists directory given with -o options, so the system's apt setup is never changed.
+#    Each version the signed indices list is tried, newest first: its .dsc and upstream
+#    tarball come straight from the pool, the .dsc checked against the index's SHA-256 and the
+#    tarball against the .dsc's (a mirror may lack a version the index names, or carry only the
+#    binary packages). The tarball is built without Debian's patches, which target Debian's
+#    /usr layout. The build is cached: a second run reuses it.
+# 2. .venv-ft (git-ignored) with greenlet, pytest, pytest-timeout, hypothesis and maturin.
+# 3. ferrocsp built for it: a version-specific (cp314t, not abi3) extension, built into
+#    target/free-threaded so it never touches the abi3 build of .venv (scripts/setup.sh).
 # 4. The whole suite with PYTHON_GIL=0; tests/conftest.py fails the session if the GIL is on
 #    (an extension declaring gil_used would have re-enabled it). pytest's summary line is last.
 # Needs root on Debian for apt-get (build dependencies); without root they must be there.
-# On the 3.13 fallback the suite does not pass: greenlet's last cp313t build (3.2.2) aborts the
-# interpreter at a switch with the GIL off, which ends the run at the first greenlet test.
+# Where no python3.14 source can be fetched, it falls back to python3.13 (3.13t) and says so.
+# greenlet supports free-threaded builds from 3.3 on, for 3.14t only: on 3.13t the last wheel,
+# 3.2.2, crashes the interpreter at a switch made while a critical section is held, and later
+# releases do not compile there, so tests/conftest.py skips the suite's greenlet-based tests
+# on a free-threaded build whose greenlet is older than 3.3, naming that reason.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,7 +54,8 @@ JOBS=${JOBS:-$(nproc)}
 BUILD_DEPS=(build-essential pkg-config dpkg-dev xz-utils libssl-dev zlib1g-dev libbz2-dev
   liblzma-dev libzstd-dev libffi-dev libsqlite3-dev libreadline-dev libncurses-dev libgdbm-dev
   uuid-dev libexpat1-dev)
-SUITES=(trixie forky sid)
+# Every suite that may carry python3.14's source; each is tried, newest version first.
+SUITES=(trixie forky sid experimental)
 # 3.14 is what the suite targets. 3.13 (trixie's, also free-threading capable) is the fallback
 # only where the archive this machine reaches has no 3.14 source files to hand out; the run
 # then says so loudly (FERROCSP_FT_STRICT=1 makes that an error instead).
@@ -81,6 +89,15 @@ install_build_deps() {
   command -v apt-get >/dev/null || die "apt-get not found: this script fetches Debian's python3.x source"
 }
 
+# The machine's own Debian mirror (its apt sources), deb.debian.org where none is named there.
+debian_mirror() {
+  local u
+  u=$(grep -hsoE '^(URIs:[[:space:]]*|deb(-src)?[[:space:]]+(\[[^]]*\][[:space:]]+)?)[a-z]+://[^[:space:]]+/debian/?([[:space:]]|$)' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
+      | grep -oE '[a-z]+://[^[:space:]]+' | head -n 1)
+  echo "${u:-http://deb.debian.org/debian}" | sed 's:/*$::'
+}
+MIRROR=${FERROCSP_DEBIAN_MIRROR:-$(debian_mirror)}
 APT="$CACHE/src/apt"
 # Every path apt writes or reads for these sources is private to $APT; nothing under /etc
 # changes, and the system's own package lists are left as they were.
@@ -93,28 +110,88 @@ apt_lists() {
   mkdir -p "$APT/lists/partial" "$APT/archives/partial"
   : >"$APT/sources.list"
   for s in "${SUITES[@]}"; do
-    echo "deb-src http://deb.debian.org/debian $s main" >>"$APT/sources.list"
+    echo "deb-src $MIRROR $s main" >>"$APT/sources.list"
   done
-  say "apt-get update (deb-src of ${SUITES[*]}, private lists in $APT)" >&2
+  say "apt-get update (deb-src of ${SUITES[*]} from $MIRROR, private lists in $APT)" >&2
   apt-get "${AOPTS[@]}" update -qq >/dev/null || die "apt-get update of the deb-src lists failed"
   apt_lists_ready=1
 }
 
-# fetch_source MINOR: the newest python$MINOR source package that downloads; prints the
-# upstream tarball's path, or fails.
+# Source records of python$MINOR in the private Sources indices, newest first, one a line:
+# "VERSION DIRECTORY DSC DSC_SHA256 SUITES" (apt has checked the indices' signatures).
+source_records() {
+  local minor=$1
+  apt-cache "${AOPTS[@]}" showsrc "python$minor" 2>/dev/null | awk '
+    /^Version: / { v = $2 }
+    /^Directory: / { d = $2 }
+    /^Checksums-Sha256:/ { cs = 1; next }
+    /^[^ ]/ { cs = 0 }
+    cs && $3 ~ /\.dsc$/ { h = $1; f = $3 }
+    /^$/ { if (v != "") print v, d, f, h; v = d = f = h = ""; cs = 0 }
+    END { if (v != "") print v, d, f, h }' | sort -u | sort -k1,1Vr
+}
+
+suites_of() {  # suites_of MINOR VERSION: the suites whose index lists it
+  apt-cache "${AOPTS[@]}" madison "python$1" 2>/dev/null \
+    | awk -F'|' -v v="$2" '$3 ~ /Sources/ { gsub(/ /, "", $2); if ($2 == v) { split($3, a, " "); sub(/\/.*/, "", a[2]); s = s (s ? "," : "") a[2] } } END { print s }'
+}
+
+# sha256_ok FILE HEX
+sha256_ok() { [ -s "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+# fetch_verified URL FILE SHA256: download with apt's own downloader, which checks the hash;
+# on failure FETCH_ERR says why (apt's message: "404  Not Found", "Hash Sum mismatch", ...).
+FETCH_ERR=
+fetch_verified() {
+  sha256_ok "$2" "$3" && return 0
+  rm -f "$2"
+  local out
+  if out=$(/usr/lib/apt/apt-helper -o "APT::Sandbox::User=root" download-file "$1" "$2" "SHA256:$3" \
+             </dev/null 2>&1) && sha256_ok "$2" "$3"; then
+    return 0
+  fi
+  FETCH_ERR=$(printf '%s\n' "$out" | sed -n 's/^E: Failed to fetch [^ ]* *//p; /Hash Sum mismatch/p' | head -n 1)
+  FETCH_ERR=${FETCH_ERR:-$(printf '%s\n' "$out" | grep -m 1 '^E:' || echo "SHA-256 differs")}
+  rm -f "$2"
+  return 1
+}
+
+# fetch_source MINOR: the upstream tarball of the newest python$MINOR source package whose files
+# the mirror hands out, its SHA-256 checked against the .dsc, whose own SHA-256 is checked
+# against the signed Sources index. Prints the tarball's path, or fails saying why per version.
+# Only the .dsc and the .orig tarball are fetched (Debian's patches are not applied, see above),
+# straight from the pool: `apt-get source` would also need the .debian.tar, and fails on any
+# one missing file. A version the index names may be gone from the mirror, or a mirror may
+# carry only the binary packages: each version of each suite is tried in turn.
 fetch_source() {
-  local minor=$1 work="$CACHE/src" ver
-  for ver in $(apt-cache "${AOPTS[@]}" showsrc "python$minor" 2>/dev/null | sed -n 's/^Version: //p' | sort -Vr -u); do
-    local orig="$work/python${minor}_${ver%-*}.orig.tar.xz"
-    if [ -s "$orig" ]; then echo "$orig"; return 0; fi
-    say "apt-get source --download-only python$minor=$ver" >&2
-    if (cd "$work" && apt-get "${AOPTS[@]}" source -qq --download-only "python$minor=$ver" >/dev/null 2>&1) \
-       && [ -s "$orig" ]; then
-      echo "$orig"
+  local minor=$1 work="$CACHE/src" ver dir dsc dsc_sha suites orig orig_sha
+  local records
+  records=$(source_records "$minor")
+  if [ -z "$records" ]; then
+    say "  python$minor: in none of the Sources indices of ${SUITES[*]}" >&2
+    return 1
+  fi
+  while read -r ver dir dsc dsc_sha; do
+    suites=$(suites_of "$minor" "$ver")
+    if ! fetch_verified "$MIRROR/$dir/$dsc" "$work/$dsc" "$dsc_sha"; then
+      say "  python$minor $ver ($suites): $MIRROR/$dir/$dsc: $FETCH_ERR" >&2
+      continue
+    fi
+    # The .dsc's Checksums-Sha256 entry for the upstream tarball (.orig.tar.xz or .gz).
+    read -r orig_sha orig < <(awk '/^Checksums-Sha256:/ { cs = 1; next } /^[^ ]/ { cs = 0 }
+        cs && $3 ~ /\.orig\.tar\.(xz|gz|bz2)$/ { print $1, $3; exit }' "$work/$dsc") || true
+    if [ -z "${orig:-}" ] || [[ $orig == */* ]]; then
+      say "  python$minor $ver: $dsc names no upstream tarball" >&2
+      continue
+    fi
+    say "python$minor $ver ($suites): fetching $orig" >&2
+    if fetch_verified "$MIRROR/$dir/$orig" "$work/$orig" "$orig_sha"; then
+      say "  $orig: SHA-256 matches $dsc" >&2
+      echo "$work/$orig"
       return 0
     fi
-    say "  python$minor=$ver: the archive does not hand out its files" >&2
-  done
+    say "  python$minor $ver ($suites): $MIRROR/$dir/$orig: $FETCH_ERR" >&2
+  done <<<"$records"
   return 1
 }
 
@@ -164,12 +241,15 @@ PYT=$(python_of "$MINOR")
 # --- 2. The virtual environment ----------------------------------------------------------------
 # What the suite needs (pyproject's dev extras less ruff and mypy: mypy's compiled dependencies
 # do not build for 3.13t, and tests/test_typing.py, a check of the stubs, skips without it). pip
-# takes the free-threaded (cp3XXt) wheel where one exists and builds the rest from source;
-# --prefer-binary because greenlet's newest source release no longer builds for 3.13t (its last
-# cp313t wheel is 3.2.2; 3.14t has current ones).
+# takes the free-threaded (cp3XXt) wheel where one exists and builds the rest from source.
+# greenlet: on 3.14t at least 3.5.4, whose changelog fixes crashes of free-threaded builds
+# (critical sections held across a switch, the collector running while a greenlet is
+# suspended); on 3.13t whatever has a wheel (3.2.2, without free-threading support:
+# --prefer-binary, since 3.3 and later do not compile there; see the top of this file).
 # uvloop is optional: where it publishes no build for this interpreter, tests/test_asyncio.py
 # skips its uvloop cases and says why.
-TOOLS=("greenlet>=3.0" "maturin>=1.9.4,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100")
+if [ "$MINOR" = 3.13 ]; then GREENLET="greenlet>=3.0"; else GREENLET="greenlet>=3.5.4"; fi
+TOOLS=("$GREENLET" "maturin>=1.9.4,<2" "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100")
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(sys._is_gil_enabled())' 2>/dev/null \
    || [ "$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$MINOR" ]; then
   say "creating $(basename "$VENV") with $("$PYT" -V 2>&1) (free-threaded)"
@@ -177,7 +257,13 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(
   "$PYT" -m venv "$VENV"
 fi
 VPY="$VENV/bin/python"
-if ! "$VPY" -c 'import greenlet, pytest, pytest_timeout, hypothesis' 2>/dev/null || [ ! -x "$VENV/bin/maturin" ]; then
+tools_ok() {  # everything importable, and on 3.14t a greenlet with the fixes named above
+  PYTHON_GIL=0 "$VPY" -c '
+import sys, greenlet, pytest, pytest_timeout, hypothesis
+v = tuple(int(x) for x in greenlet.__version__.split(".")[:3])
+sys.exit(0 if sys.version_info < (3, 14) or v >= (3, 5, 4) else 1)' 2>/dev/null && [ -x "$VENV/bin/maturin" ]
+}
+if ! tools_ok; then
   say "pip install ${TOOLS[*]}"
   "$VPY" -m pip install --quiet --disable-pip-version-check --prefer-binary "${TOOLS[@]}"
 fi

@@ -10,12 +10,17 @@ still interleave the threads at every release of the GIL. Each checks exact outc
   thread's write completes it: every callback not removed in time runs exactly once, and no
   call fails with a borrow error (it was a mutable ``#[pyclass]`` relying on the GIL; its
   ``_RunQueue`` runs the callbacks queued on the loop's thread);
-- two CPU-bound thread-backend processes talking over channels, with exact accounting.
+- two CPU-bound thread-backend processes talking over channels, with exact accounting;
+- the premise of tests/conftest.py's greenlet skip: two greenlets that switch away from
+  inside ``list.sort`` (which holds the list's critical section on a free-threaded build) and
+  end in the other order crash a free-threaded interpreter whose greenlet predates
+  free-threading support, and run cleanly everywhere else (3.14t with greenlet >= 3.3 too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import threading
 from typing import Any
@@ -23,6 +28,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
+from _greenlet_ft import greenlet_unusable
 
 THREADS = 4
 
@@ -209,3 +215,43 @@ def test_two_cpu_bound_thread_processes_talking_over_channels_account_exactly() 
 
     csp.Par(producer, relay, consumer, backend="thread").run()
     assert out == list(range(n))
+
+
+# Greenlet only, no ferrocsp: each greenlet holds a critical section (list.sort's, on its list)
+# when it switches away, and they end theirs in the other order than they began them.
+_INTERLEAVED_CRITICAL_SECTIONS = """
+import greenlet
+
+main = greenlet.getcurrent()
+
+
+def sorter(name):
+    data = [3, 2, 1]
+    data.sort(key=lambda x: main.switch(name))
+    return name
+
+
+a, b = greenlet.greenlet(sorter), greenlet.greenlet(sorter)
+a.switch("a")
+b.switch("b")
+while not a.dead:
+    a.switch(0)
+while not b.dead:
+    b.switch(0)
+print("ended")
+"""
+
+
+# The name leaves "greenlet" out: tests/conftest.py skips such names where this must run most.
+@pytest.mark.timeout(60)
+def test_critical_sections_ended_out_of_order_across_switches() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", _INTERLEAVED_CRITICAL_SECTIONS],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    if greenlet_unusable() is None:
+        assert (run.returncode, run.stdout) == (0, "ended\n"), run.stderr
+    else:  # what makes tests/conftest.py skip the greenlet tests here
+        assert run.returncode < 0, (run.returncode, run.stdout, run.stderr)
