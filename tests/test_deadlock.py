@@ -366,6 +366,30 @@ def test_asyncio_wait_for_in_a_process_is_not_a_deadlock() -> None:
     assert csp.Par(patient(a, b), waiting(b)).run() == ["patient", "timed out"]
 
 
+@pytest.mark.parametrize("how", ["timeout", "wait_for"])
+def test_asyncio_timeout_on_the_waiting_task_is_not_a_deadlock(how: str) -> None:
+    # ``asyncio.timeout`` (and ``wait_for`` since 3.12) arms a timer that cancels the very task
+    # that waits: no other task shows the network can move, only the loop's pending timer.
+    @csp.process
+    async def patient(a: csp.Channel, b: csp.Channel) -> str:
+        try:
+            if how == "timeout":
+                async with asyncio.timeout(0.3):
+                    await a.aread()
+            else:
+                await asyncio.wait_for(a.aread(), 0.3)
+        except TimeoutError:
+            await b.awrite("timed out")
+        return "patient"
+
+    @csp.process
+    async def waiting(b: csp.Channel) -> Any:
+        return await b.aread()
+
+    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+    assert csp.Par(patient(a, b), waiting(b)).run() == ["patient", "timed out"]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_declared_deadlock_with_asyncio_exits_cleanly_every_time() -> None:

@@ -207,8 +207,29 @@ fn covered(py: Python<'_>, parts: &[(Arc<Participant>, u64)]) -> PyResult<bool> 
                 return Ok(false);
             }
         }
+        if has_pending_timer(l.bind(py))? {
+            return Ok(false);
+        }
     }
     Ok(true)
+}
+
+/// Whether an event loop holds a timer that has not been cancelled: it may wake a blocked task
+/// (`asyncio.timeout`, and `asyncio.wait_for` since Python 3.12, cancel the very task that
+/// waits, so no other task shows that the network can still move). Read from the pure-Python
+/// loop's `_scheduled` heap; a loop without it (uvloop) keeps the task rule alone.
+fn has_pending_timer(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let Ok(scheduled) = event_loop.getattr("_scheduled") else {
+        return Ok(false);
+    };
+    // A copy: the loop's thread may push or pop while we look.
+    let handles = event_loop.py().import("builtins")?.getattr("list")?.call1((scheduled,))?;
+    for h in handles.try_iter()? {
+        if !h?.call_method0("cancelled")?.is_truthy()? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn describe(p: &Participant, i: &Inner, stamp: Stamp, out: &mut String) {
