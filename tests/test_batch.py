@@ -91,6 +91,40 @@ def test_a_batch_waits_for_room_and_the_buffer_never_exceeds_the_capacity(mk: Ch
     assert max(seen) <= 3
 
 
+def test_a_batch_into_a_partly_full_buffer_stores_the_room_exactly(mk: Chans) -> None:
+    # A round is sized to the room the stream reports (2 here, not the capacity): the batch
+    # stores exactly that, then waits with the buffer full.
+    ch = mk(4)
+    ch.write("a")
+    ch.write("b")
+    wait_buffered(ch, 2)
+    with pytest.raises(TimeoutError) as e:
+        ch.write_many(range(10), timeout=0.5)
+    assert e.value.written == 2  # type: ignore[attr-defined]
+    wait_buffered(ch, 4)
+    assert read_all(ch, 4) == ["a", "b", 0, 1]
+
+
+def test_a_batch_whose_room_another_writer_takes_keeps_count_and_order(mk: Chans) -> None:
+    # Single writes land between the batch's rounds and take the room a round was sized to:
+    # the server refuses the round's tail as full, and the batch goes on from there.
+    ch = mk(3)
+    n, m = 90, 30
+    singles = threading.Thread(target=lambda: [ch.write(f"s{i}", timeout=WAIT) for i in range(m)])
+    batch = threading.Thread(target=lambda: ch.write_many(range(n), timeout=WAIT))
+    singles.start()
+    batch.start()
+    try:
+        got = read_all(ch, n + m, max_n=5)
+    finally:
+        singles.join(WAIT)
+        batch.join(WAIT)
+    assert [v for v in got if isinstance(v, int)] == list(range(n))
+    assert [v for v in got if isinstance(v, str)] == [f"s{i}" for i in range(m)]
+    with pytest.raises(TimeoutError):
+        ch.read(timeout=0.2)
+
+
 def test_an_iterable_that_raises_partway_says_how_many_were_written(mk: Chans) -> None:
     ch = mk(8)
 

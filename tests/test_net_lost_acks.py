@@ -309,3 +309,42 @@ def test_a_redelivered_value_is_claimed_by_read_many_even_when_confirmed_at_once
         assert lost.hits >= 1
         with pytest.raises(TimeoutError):
             d.channel(n, 4).read_many(8, timeout=4 * ACK)
+
+
+def _nth_pub_ack(n: str, k: int) -> Callable[[Frame], bool]:
+    """Matches the server's answer to the ``k``-th (from 1) value publish of channel ``n``."""
+    prefix = f"ferrocsp.{n}.b."
+    seen = [0]
+
+    def match(f: Frame) -> bool:
+        if f.way != "down" or not f.about.startswith(prefix):
+            return False
+        seen[0] += 1
+        return seen[0] == k
+
+    return match
+
+
+@pytest.mark.parametrize("k", [3, 10], ids=["mid-round", "last-of-round"])
+def test_a_lost_pub_ack_in_a_batch_write_stores_each_value_once_in_order(
+    nats: NatsServer, proxy: FaultProxy, k: int
+) -> None:
+    # The server stores value k of a 10-value round (room for all of them) but its answer is
+    # lost. Mid-round, the values after it are stored behind it (each names the one before),
+    # which proves it stored; last of the round, it is sent again with its id and the server
+    # drops the copy. Either way: written once, in order, and the batch reports success.
+    n = name()
+    lost = proxy.rule(_nth_pub_ack(n, k), "drop")
+    values = [f"v{i}" for i in range(10)]
+    with (
+        net.connect(proxy.url, ack_timeout=ACK) as c,
+        net.connect(nats.url, ack_timeout=ACK) as d,
+    ):
+        c.channel(n, 16).write_many(values, timeout=30)
+        assert lost.hits == 1, "the publish answer was not dropped"
+        got: list[object] = []
+        while len(got) < len(values):
+            got += d.channel(n, 16).read_many(16, timeout=10)
+        assert got == values
+        with pytest.raises(TimeoutError):
+            d.channel(n, 16).read_many(8, timeout=0.5)

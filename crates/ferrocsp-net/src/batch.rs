@@ -1,23 +1,25 @@
 //! Batches on buffered channels: `write_many` and `read_many` move many values per round trip
 //! and keep the rules of single operations (capacity exact, each value read once, in order).
 //!
-//! Write of values `v0..vm`, in rounds of at most `WINDOW` (and at most the capacity):
+//! Write of values `v0..vm`, in rounds: each round is at most as long as the room the stream
+//! reports when it starts (one stream-info request; flow control only, a longer round would
+//! run into the full buffer and have its tail refused), with up to `WINDOW` publishes in flight.
 //! 1. Publish the round's values on fresh subjects `ferrocsp.N.b.<id>` (one `Nats-Msg-Id` per
-//!    value, kept across rounds) one after another without waiting, every value but the
-//!    round's first with `Nats-Expected-Last-Msg-Id` naming the value before it, then await
-//!    the acknowledgements together. The server stores the publishes of one connection in
-//!    order and refuses one whose expected last id is not the stream's last: so if a value is
-//!    refused (the buffer is full: discard-new, "maximum messages exceeded"), every later one of
-//!    the round is refused too, and no value can land before one written ahead of it (without
-//!    the chain, value `i` refused as full and value `i+1` stored after a reader freed a slot
-//!    in between would be read out of order). The values stored are therefore a prefix of the
-//!    round, up to the last one acknowledged.
-//! 2. After the prefix: full → wait as a single write does (`Turn`: a `ready` notice, a status
-//!    change or the backoff) until the deadline or a cancellation, then a round no longer than
-//!    the room the stream reports (flow control: a longer one would mostly be refused); refused because another
-//!    writer's message came in between ("wrong last msg ID") → a new round at once; no
-//!    acknowledgement (lost) → that value is sent again with its id by `buffered::write_on`
-//!    (stored once) before the next round.
+//!    value, kept across rounds) one after another, a sliding window of `WINDOW`
+//!    acknowledgements outstanding, every value but the round's first with
+//!    `Nats-Expected-Last-Msg-Id` naming the value before it. The server stores the publishes
+//!    of one connection in order and refuses one whose expected last id is not the stream's
+//!    last: so if a value is refused (the buffer is full: discard-new, "maximum messages
+//!    exceeded"), every later one of the round is refused too, and no value can land before
+//!    one written ahead of it (without the chain, value `i` refused as full and value `i+1`
+//!    stored after a reader freed a slot in between would be read out of order). The values
+//!    stored are therefore a prefix of the round, up to the last one acknowledged.
+//! 2. After the prefix: all stored → the next round at once; full (another writer took the
+//!    room, or there was none) → wait as a single write does (`Turn`: a `ready` notice, a
+//!    status change or the backoff) until the deadline or a cancellation, then a new round;
+//!    refused because another writer's message came in between ("wrong last msg ID") → a new
+//!    round at once; no acknowledgement (lost) → that value is sent again with its id by
+//!    `buffered::write_on` (stored once) before the next round.
 //!
 //! Capacity stays exact for every writer on every machine (server enforced, as for `write`).
 //! With other writers active at the same time, chains break more often and rounds get
@@ -105,18 +107,22 @@ pub(crate) async fn write_many(
     let mut full = false;
     let mut next = 0;
     while next < values.len() {
-        let mut window = WINDOW.min(chan.capacity.max(1));
-        if full {
-            // Only after a full buffer: read the shared state itself, so a poison or retire
-            // is seen even before its broadcast arrives (as `buffered::write_on`); and the
-            // room there is now, so that the round is not mostly refused (a refused publish
-            // costs the server about as much as a stored one). Flow control only: any window
-            // keeps the chain's rules.
-            let (_, room) = tokio::join!(chan.refresh(), room(&chan));
-            if let Some(room) = room {
-                window = window.min(room.max(1));
-            }
-        }
+        // Each round sends no more values than the stream has room for now (one stream-info
+        // request): a longer round would run into the full buffer and have every value after
+        // the first refused one refused too, each costing the server about as much as a
+        // stored one, and the writer a wait. Flow control only: the server enforces the
+        // capacity whatever the estimate (another writer may take the room first), and any
+        // round keeps the chain's rules. No room: one value, which the server refuses as full
+        // (then the wait below) or stores if a reader freed a slot since.
+        let room = if full {
+            // After a full buffer: read the shared state itself too, so a poison or retire
+            // is seen even before its broadcast arrives (as `buffered::write_on`).
+            tokio::join!(chan.refresh(), room(&chan)).1
+        } else {
+            room(&chan).await
+        };
+        let budget = room.map_or(values.len() - next, |r| r.max(1)).min(values.len() - next);
+        let window = WINDOW.min(chan.capacity.max(1)).min(budget);
         let s = *turn.status.borrow_and_update();
         if s.poisoned {
             return Err(NetError::Poisoned);
@@ -127,7 +133,8 @@ pub(crate) async fn write_many(
         turn.ready.borrow_and_update();
         // Every send of this round is after it (a bound for `write_on`'s re-sends below).
         let round_start = Instant::now();
-        let results = chain(&chan, &values[next..], &ids[next..], window, &written).await;
+        let end = next + budget;
+        let results = chain(&chan, &values[next..end], &ids[next..end], window, &written).await;
         // A stored value proves the one before it was the stream's last message, so every
         // value up to the last one stored was stored: a prefix, whatever failed after it
         // (`chain` counted them already).
@@ -137,6 +144,8 @@ pub(crate) async fn write_many(
             turn.reset();
         }
         let Some(Err(e)) = results.get(stored) else {
+            // The whole round stored: the next one at once, sized to the room then.
+            full = false;
             continue;
         };
         full = false;
