@@ -302,6 +302,30 @@ async def _five() -> int:
     return 5
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_leaves_the_parents_kept_loop_wakeable() -> None:
+    """A child made by ``fork`` shares the epoll instance of every event loop kept in the
+    parent; closing its copies of those loops unregistered their self-pipes, and the parent's
+    kept loop then slept through every wake-up from another thread (a lost read)."""
+    ran_on = csp.Par(csp.process(_aident)()).run()[0]
+    _wait_parked(ran_on)
+    pid = os.fork()
+    if pid == 0:  # the child: nothing but the fork hooks, never back into pytest
+        os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+    ch = csp.Channel(name="after-fork")
+
+    async def reader() -> tuple[int, Any]:
+        return threading.get_ident(), await ch.aread()
+
+    handle = csp.Par(csp.process(reader)()).start()
+    wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
+    ch.write("woken", timeout=10)  # completes only if the loop's thread wakes the reader
+    assert handle.join(timeout=10) == [(ran_on, "woken")]
+
+
 def test_interpreter_exit_with_kept_workers_does_not_hang() -> None:
     """A program whose last networks left kept workers (a thread, a greenlet hub, an event
     loop) exits at once and cleanly: no hang, no warning about an unclosed loop."""

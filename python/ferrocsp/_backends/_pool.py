@@ -19,8 +19,8 @@ Invariants:
 - At most ``MAX_IDLE`` workers are kept idle; more exit at once.
 - Interpreter exit (``atexit``, after the running networks were wound down) and the idle
   timeout end idle workers, each closing the event loop it kept; a child made by ``fork``
-  starts with no workers (its parent's threads do not exist there) and closes the loops it
-  inherited.
+  starts with no workers (its parent's threads do not exist there) and never closes the loops
+  it inherited (that would unregister the parent's self-pipes from the shared epoll instance).
 """
 
 from __future__ import annotations
@@ -154,12 +154,23 @@ def _close() -> None:
         w.thread.join(max(0.0, deadline - time.monotonic()))
 
 
+#: The event loops a child made by ``fork`` inherited from its parent's kept workers. Never
+#: closed here, and kept referenced so that garbage collection does not close them either:
+#: closing a selector loop unregisters its self-pipe from its epoll instance, which the child
+#: shares with the parent (fork copies the descriptor, not the instance), and the parent's
+#: loop would then never again be woken from another thread. The child's copies of their
+#: descriptors are a few per kept loop, freed when the child exits or execs.
+_inherited_loops: list[asyncio.AbstractEventLoop] = []
+
+
 def _after_fork_in_child() -> None:
     global _lock, _idle
     _lock = threading.Lock()
     inherited, _idle = _idle, []
     for w in inherited:
-        w.close_loop()  # the child's copies of its descriptors; the parent keeps its own
+        loop, w.loop = w.loop, None
+        if loop is not None:
+            _inherited_loops.append(loop)
 
 
 # Registered at import, before ``_par`` registers its exit handler: atexit runs handlers last
