@@ -13,11 +13,13 @@ Every test runs under ``no_leaks``: no /dev/shm entry and no child process may b
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +241,43 @@ def test_operation_greenlets_left_waiting_by_a_closed_loop_do_not_crash_at_exit(
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "exiting" in proc.stdout
     assert "Fatal Python error" not in proc.stderr, proc.stderr
+
+
+class Payload:
+    """A value whose lifetime the test watches (module level: picklable by reference)."""
+
+
+def test_an_idle_operation_greenlet_keeps_nothing_of_its_last_operation() -> None:
+    """Once an operation on a shared channel has returned, its pooled operation greenlet holds
+    none of it: not the job's arguments (an Alt's output value), not its outcome (the
+    exception, whose traceback holds the caller's frame). They held user objects, and with
+    them channels and their shared segments, until the thread ended: the soak saw a lane's
+    memfds climb with every operation greenlet that joined the pool (up to 64 per thread)."""
+    ch = csp.Channel(name="kept")
+    go = csp.Channel()
+    holder = csp.Spawn(hold(go, ch))
+    r = ch.reader()
+
+    async def offered() -> weakref.ref[Payload]:
+        p = Payload()
+        g, _ = await csp.Alt(csp.Output(ch, p), csp.Timeout(0.01)).aselect()
+        assert isinstance(g, csp.Timeout)  # nobody reads: the offer is withdrawn
+        return weakref.ref(p)
+
+    async def failed() -> weakref.ref[Payload]:
+        p = Payload()
+        asyncio.get_running_loop().call_later(0.05, ch.poison)  # while the read waits
+        with pytest.raises(csp.ChannelPoisoned):
+            await r.aread()
+        return weakref.ref(p)
+
+    try:
+        sent = asyncio.run(asyncio.wait_for(offered(), JOIN))
+        gc.collect()
+        assert sent() is None, "the operation greenlet kept the Alt's arguments"
+        held = asyncio.run(asyncio.wait_for(failed(), JOIN))
+        gc.collect()
+        assert held() is None, "the operation greenlet kept the failed read's exception"
+    finally:
+        go.write(None)
+        holder.join(timeout=JOIN)

@@ -35,7 +35,7 @@
 //!   dropped, as a closed generator's), and the wait recorded for `csp.dump()` is cleared.
 
 use std::ptr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ferrocsp::shm::EndKind;
 use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyStopIteration};
@@ -83,16 +83,43 @@ impl Job {
 }
 
 /// A job as a greenlet switch carries it (switches carry Python objects only), with the
-/// participant it waits for (deadlock detection; None: found by the sleeper).
+/// participant it waits for (deadlock detection; None: found by the sleeper). Taken out
+/// once: the box outlives the job where nobody can drop it (a greenlet's first switch is its
+/// run function's argument, held until the greenlet dies), and an idle pooled greenlet must
+/// not keep the job's channels and values alive.
 #[pyclass(frozen)]
-struct JobBox(Job, Option<Arc<Participant>>);
+struct JobBox(Mutex<Option<(Job, Option<Arc<Participant>>)>>);
+
+impl JobBox {
+    fn new(job: Job, record: Option<Arc<Participant>>) -> Self {
+        JobBox(Mutex::new(Some((job, record))))
+    }
+
+    fn take(&self) -> Option<(Job, Option<Arc<Participant>>)> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
 
 /// One operation's outcome, handed by its operation greenlet to the awaiting op: a result,
-/// or (`ok` false) the exception it raised.
+/// or (`ok` false) the exception it raised. The op takes the value out: the greenlet's
+/// switch keeps the outcome's tuple on its stack while it idles in the pool, and the value
+/// (an exception's traceback holds the awaiting task's frames) must not live on there.
 #[pyclass(frozen)]
 struct Outcome {
     ok: bool,
-    value: Py<PyAny>,
+    value: Mutex<Option<Py<PyAny>>>,
+}
+
+impl Outcome {
+    fn new(ok: bool, value: Py<PyAny>) -> Self {
+        Outcome { ok, value: Mutex::new(Some(value)) }
+    }
+
+    /// The value, once (None afterwards: a second settle cannot happen, see `ShmOp::settle`).
+    fn take(&self, py: Python<'_>) -> Py<PyAny> {
+        let v = self.value.lock().unwrap_or_else(PoisonError::into_inner).take();
+        v.unwrap_or_else(|| py.None())
+    }
 }
 
 fn greenlet_exit(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
@@ -104,16 +131,17 @@ fn greenlet_exit(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 fn serve(py: Python<'_>, job: Bound<'_, PyAny>) -> PyResult<()> {
     let mut job = job;
     loop {
-        let r = {
-            let b = job.cast::<JobBox>()?;
-            run_as_op(b.get().1.clone(), || b.get().0.run(py))
+        let Some((work, record)) = job.cast::<JobBox>()?.get().take() else {
+            return Err(PyRuntimeError::new_err("ferrocsp: an operation greenlet's job ran twice"));
         };
         drop(job);
+        let r = run_as_op(record, || work.run(py));
+        drop(work);
         let out = match r {
-            Ok(value) => Outcome { ok: true, value },
+            Ok(value) => Outcome::new(true, value),
             // Killed while it slept (its op was abandoned or collected) and withdrawn: die.
             Err(e) if e.is_instance(py, greenlet_exit(py)?) => return Err(e),
-            Err(e) => Outcome { ok: false, value: e.into_value(py).into_any() },
+            Err(e) => Outcome::new(false, e.into_value(py).into_any()),
         };
         let out = PyTuple::new(py, [Bound::new(py, out)?])?;
         let parent = getcurrent(py)?.getattr(intern!(py, "parent"))?;
@@ -444,7 +472,7 @@ impl ShmOp {
         let g = idle_greenlet(py)?;
         g.setattr(intern!(py, "parent"), getcurrent(py)?)?;
         w.g = g.clone().unbind();
-        let job = Bound::new(py, JobBox(job, w.record.clone()))?;
+        let job = Bound::new(py, JobBox::new(job, w.record.clone()))?;
         let out = switch_returning(py, &g, &PyTuple::new(py, [job])?);
         Self::settle(me, w, out)
     }
@@ -463,20 +491,21 @@ impl ShmOp {
             return Ok(Out::Yield(out.unbind()));
         };
         let done = done.get();
+        let value = done.take(py);
         pool(py, &w.g);
         if !done.ok {
             if let Some(cancel) = &w.cancel {
                 // Withdrawn, or it failed (poison, retirement, timeout): nothing sent or taken.
                 return Err(cancel.clone_ref(py));
             }
-            let e = PyErr::from_value(done.value.bind(py).clone());
+            let e = PyErr::from_value(value.into_bound(py));
             return Err(end_of_stream(py, e, w.anext));
         }
         if let Some(cancel) = &w.cancel {
             // The communication completed although the task was cancelled meanwhile.
             keep_result_on_cancel(py, me.as_any(), cancel)?;
         }
-        Ok(Out::Return(done.value.clone_ref(py)))
+        Ok(Out::Return(value))
     }
 }
 
@@ -486,7 +515,8 @@ impl ShmOp {
 /// when it is collected).
 fn abandon(py: Python<'_>, w: Waiting) {
     if let Ok(out) = w.g.bind(py).call_method0(intern!(py, "throw")) {
-        if out.cast::<Outcome>().is_ok() {
+        if let Ok(done) = out.cast::<Outcome>() {
+            drop(done.get().take(py)); // a result of a hand-off under way: dropped, not kept
             pool(py, &w.g);
         }
     }
