@@ -311,6 +311,43 @@ def test_a_redelivered_value_is_claimed_by_read_many_even_when_confirmed_at_once
             d.channel(n, 4).read_many(8, timeout=4 * ACK)
 
 
+def _plain_ack_sent(f: Frame) -> bool:
+    return _ack_sent(f) and not f.reply
+
+
+@pytest.mark.parametrize("floor", [True, False], ids=["ack-floor", "floor-skipped"])
+def test_an_earlier_ack_lost_in_a_batch_makes_read_many_claim(
+    nats: NatsServer, proxy: FaultProxy, floor: bool
+) -> None:
+    # `c` takes three first deliveries in one pull and acks them: the first two plainly, the
+    # last confirmed. The first ack is lost on the way (as with a reconnect, or a route
+    # between servers, in between); the last one's answer comes at once, and proves nothing
+    # about the first: the consumer's ack floor stays below it, so `c` claims all three (and
+    # wins). The server delivers the first again after ack_wait, to `d`, whose claim loses.
+    # With the floor not asked for (testing hook `fresh_no_floor`), `c` returns all three
+    # unclaimed and `d` claims the redelivered first value and returns it too: the duplicate
+    # the floor exists to prevent (this case shows the test tells the two apart).
+    wait = 2 * ACK
+    lost = proxy.rule(_plain_ack_sent, "drop")
+    n = name()
+    with (
+        net.connect(nats.url, ack_timeout=wait) as d,
+        _connect(proxy.url, ack_timeout=wait, hooks=Hooks(fresh_no_floor=not floor)) as c,
+    ):
+        dch = d.channel(n, 4)
+        dch.write_many(["a", "b", "c"])
+        got_c = c.channel(n, 4).read_many(8, timeout=10)
+        assert lost.hits == 1, "the first plain ack was not seen"
+        got_d: list[object] = []
+        with contextlib.suppress(TimeoutError):
+            got_d += dch.read_many(8, timeout=3 * wait)
+        assert got_c == ["a", "b", "c"]
+        if floor:
+            assert got_d == [], "a value whose ack was lost was returned twice"
+        else:
+            assert got_d == ["a"], "the lost ack went unnoticed"
+
+
 def _nth_pub_ack(n: str, k: int) -> Callable[[Frame], bool]:
     """Matches the server's answer to the ``k``-th (from 1) value publish of channel ``n``."""
     prefix = f"ferrocsp.{n}.b."

@@ -362,4 +362,5 @@ def _net_connect(
     hold_acks: bool = False,
     drop_commits: bool = False,
     fresh_any_time: bool = False,
+    fresh_no_floor: bool = False,
 ) -> _NetConnection: ...

@@ -33,8 +33,9 @@
 //!    is not enough: the server may count a message that is gone (an Output guard's replaced
 //!    placeholder) as pending and keep such a pull open until the next message arrives.)
 //! 2. Copies of one delivery (same stream sequence) count once. Placeholders are passed over
-//!    (`placeholder.rs`); a first delivery whose confirmed ack the server answered in time is
-//!    returned without a claim (`fresh.rs`: no other copy of it can exist); every other value
+//!    (`placeholder.rs`); first deliveries whose acks the server confirmed applied in time are
+//!    returned without a claim (`fresh.rs`: no other copy of them can exist; the proof is one
+//!    confirmed ack and, for several, the consumer's ack floor); every other value
 //!    is claimed (`claim.rs`) and acknowledged with a plain ack (`buffered::claim_and_ack`),
 //!    and returned only if this reader won the claim (a lost claim: another delivery of the
 //!    value was taken, this one is dropped; no answer: not returned). All of the batch's acks
@@ -310,6 +311,16 @@ pub(crate) async fn read_many(
     }
 }
 
+/// A delivered value by its claim (`buffered::claim_and_ack`, with a plain ack): returned only
+/// if this reader won the claim; one another reader won (a redelivery, a duplicated delivery)
+/// is acknowledged and dropped. The flag: a plain ack went out.
+async fn claim(chan: &Chan, m: &async_nats::Message) -> (Option<Bytes>, bool) {
+    match crate::buffered::claim_and_ack(chan, m, false).await {
+        Ok(crate::claim::Claim::Won) => (Some(m.payload.clone()), true),
+        Ok(crate::claim::Claim::Lost) | Err(_) => (None, true),
+    }
+}
+
 /// Whether nothing is left for readers (no value waiting, none delivered and unacknowledged).
 async fn is_empty(chan: &Chan) -> Result<bool, NetError> {
     let Some(mut consumer) = chan.consumer.clone() else { return Ok(true) };
@@ -391,28 +402,52 @@ async fn take(
     let hold_acks = conn.opts.hold_acks;
     let bound = crate::fresh::fast_bound(chan);
     let last_ack = msgs.iter().rev().find(|m| !is_placeholder(m)).and_then(|m| m.reply.clone());
-    let taken = join_all(msgs.into_iter().map(|m| async move {
-        if is_placeholder(&m) {
-            pass_over(chan, &m).await;
-            return (None, false);
+    // First deliveries may skip their claims (`fresh.rs`): their acks, all of the batch's at
+    // once, and one proof that the server applied them in time.
+    let fresh: Vec<Option<(async_nats::Subject, u64)>> = msgs
+        .iter()
+        .map(|m| {
+            if hold_acks || bound.is_zero() || is_placeholder(m) {
+                return None;
+            }
+            Some((m.reply.clone()?, crate::fresh::first_delivery(m)?))
+        })
+        .collect();
+    let fresh_acks: Vec<(async_nats::Subject, u64)> = fresh.iter().flatten().cloned().collect();
+    let (fresh_ok, mut taken) = tokio::join!(
+        crate::fresh::acked_in_time(chan, &fresh_acks, pulled_at, bound),
+        join_all(msgs.iter().zip(&fresh).map(|(m, f)| async move {
+            if f.is_some() {
+                return (None, false); // decided with the others below
+            }
+            if is_placeholder(m) {
+                pass_over(chan, m).await;
+                return (None, false);
+            }
+            if hold_acks {
+                return (Some(m.payload.clone()), false);
+            }
+            claim(chan, m).await
+        }))
+    );
+    if fresh_ok {
+        for ((slot, m), f) in taken.iter_mut().zip(&msgs).zip(&fresh) {
+            if f.is_some() {
+                *slot = (Some(m.payload.clone()), false);
+            }
         }
-        if hold_acks {
-            return (Some(m.payload), false);
+    } else if !fresh_acks.is_empty() {
+        // Not proven in time: these go by their claims too (their acks may have been
+        // applied or not; a claim decides either way).
+        let late = join_all(
+            msgs.iter().zip(&fresh).filter(|(_, f)| f.is_some()).map(|(m, _)| claim(chan, m)),
+        )
+        .await;
+        let slots = taken.iter_mut().zip(&fresh).filter(|(_, f)| f.is_some());
+        for ((slot, _), got) in slots.zip(late) {
+            *slot = got;
         }
-        // A first delivery whose confirmed ack came back soon enough cannot have another copy
-        // anywhere (`fresh.rs`): no claim. Every value of the batch at once.
-        if crate::fresh::acked_in_time(chan, &m, pulled_at, bound).await {
-            return (Some(m.payload), false);
-        }
-        // Claimed and acknowledged (`buffered::claim_and_ack`, plain acks): only a value whose
-        // claim this reader won is returned; one another reader won (a redelivery, a
-        // duplicated delivery) is acknowledged and dropped.
-        match crate::buffered::claim_and_ack(chan, &m, false).await {
-            Ok(crate::claim::Claim::Won) => (Some(m.payload), true),
-            Ok(crate::claim::Claim::Lost) | Err(_) => (None, true),
-        }
-    }))
-    .await;
+    }
     let plain_acks = taken.iter().any(|(_, claimed)| *claimed);
     if let Some(ack) = last_ack.filter(|_| !hold_acks && plain_acks) {
         // Some values went by their claims, with plain acks: the last value's ack again,

@@ -10,8 +10,12 @@
 //!
 //! 1. its ack subject says it is the message's first delivery (`delivered == 1`), so no copy
 //!    went out before it; and
-//! 2. its confirmed ack ("AckAck") was answered by the server, so the ack was applied, and the
-//!    answer came back within `bound` of the moment just before the pull request was sent.
+//! 2. the server confirmed that its ack was applied, and the confirmation came back within
+//!    `bound` of the moment just before the pull request was sent. For one value the
+//!    confirmation is its confirmed ack's answer ("AckAck"); for several values of one pull,
+//!    the consumer's ack floor at or above the highest of their consumer sequences, asked
+//!    for after the last ack's confirmed answer (`acked_in_time`): one request per pull
+//!    instead of one per value.
 //!
 //! The server timed the message's `ack_wait` from its delivery, which came after it received
 //! the pull request, so after that moment; it applied the ack before it answered, so before
@@ -34,12 +38,13 @@
 //! Invariants:
 //! - `fast_bound` is at most half of every first-redelivery delay known for the consumer, and
 //!   zero (no fast path) when none is known.
-//! - `acked_in_time` is true only for a first delivery whose confirmed ack was answered
-//!   without a status before `bound` passed since `pulled_at`.
+//! - `acked_in_time` is true only for first deliveries whose acks the server confirmed (the
+//!   answer to a confirmed ack, without a status, and for several the ack floor at or above
+//!   each one's consumer sequence) before `bound` passed since `pulled_at`.
 
 use std::time::{Duration, Instant};
 
-use async_nats::Request;
+use async_nats::{Request, Subject};
 use bytes::Bytes;
 
 use crate::chan::Chan;
@@ -62,32 +67,66 @@ pub(crate) fn stream_seq(m: &async_nats::Message) -> Option<u64> {
     parse_ack_subject(m.reply.as_ref()?.as_str()).ok().map(|a| a.stream_seq)
 }
 
-/// Sends the confirmed ack of delivered message `m` if it is a first delivery, and says
-/// whether the server confirmed it within `bound` of `pulled_at` (see the module doc). False:
-/// the value must be claimed (the ack may or may not have been applied).
+/// The consumer sequence of delivered message `m` if this is the message's first delivery
+/// (condition 1 of the module doc), else None.
+pub(crate) fn first_delivery(m: &async_nats::Message) -> Option<u64> {
+    let a = parse_ack_subject(m.reply.as_ref()?.as_str()).ok()?;
+    (a.delivered == 1).then_some(a.consumer_seq)
+}
+
+/// Acknowledges the first deliveries `acks` (each one's ack subject and consumer sequence,
+/// from one pull, in delivery order) and says whether the server applied every one of those
+/// acks within `bound` of `pulled_at` (see the module doc). False: each of them must be
+/// claimed (any of the acks may or may not have been applied).
+///
+/// One ack is sent confirmed and its answer is the proof. Of several, all but the last go as
+/// plain acks and the last confirmed, and then the consumer's ack floor is asked for: every
+/// delivery at or below the floor is acknowledged, and none of these was delivered again
+/// before the answer (the bound), so each of them at or below the floor had its own ack
+/// applied. The confirmed last ack is only there to let the floor be current when asked (the
+/// server applies one consumer's acks in order); the floor, not that order, is the proof, so
+/// an ack lost on the way (a reconnect, a route between servers) only costs the claims.
 pub(crate) async fn acked_in_time(
     chan: &Chan,
-    m: &async_nats::Message,
+    acks: &[(Subject, u64)],
     pulled_at: Instant,
     bound: Duration,
 ) -> bool {
-    let Some(reply) = m.reply.clone() else { return false };
-    let first = parse_ack_subject(reply.as_str()).is_ok_and(|a| a.delivered == 1);
-    if !first || bound.is_zero() {
+    let Some(((last, _), rest)) = acks.split_last() else { return true };
+    if bound.is_zero() {
         return false;
     }
     let conn = &chan.conn;
     let any_time = conn.opts.fresh_any_time;
-    // Waits no longer than the bound: an answer after it would send the value to its claim
-    // anyway.
-    let wait =
-        if any_time { conn.opts.ack_timeout } else { bound.saturating_sub(pulled_at.elapsed()) };
+    // Waits no longer than the bound: an answer after it would send the values to their
+    // claims anyway.
+    let left =
+        || if any_time { conn.opts.ack_timeout } else { bound.saturating_sub(pulled_at.elapsed()) };
+    for (reply, _) in rest {
+        if conn.client.publish(reply.clone(), Bytes::from_static(b"+ACK")).await.is_err() {
+            return false;
+        }
+    }
+    let wait = left();
     if wait.is_zero() {
         return false;
     }
     let req = Request::new().payload(Bytes::from_static(b"+ACK")).timeout(Some(wait));
-    let answered =
-        matches!(conn.client.send_request(reply, req).await, Ok(r) if r.status.is_none());
-    // Timed after the answer arrived: later than the server applied the ack.
-    answered && (any_time || pulled_at.elapsed() < bound)
+    if !matches!(conn.client.send_request(last.clone(), req).await, Ok(r) if r.status.is_none()) {
+        return false;
+    }
+    if !rest.is_empty() && !conn.opts.fresh_no_floor {
+        let Some(consumer) = chan.consumer.as_ref() else { return false };
+        let highest = acks.iter().map(|(_, seq)| *seq).max().unwrap_or(u64::MAX);
+        let wait = left();
+        let floor = match tokio::time::timeout(wait, consumer.get_info()).await {
+            Ok(Ok(info)) => info.ack_floor.consumer_sequence,
+            _ => return false,
+        };
+        if floor < highest {
+            return false;
+        }
+    }
+    // Timed after the last answer arrived: later than the server applied the acks.
+    any_time || pulled_at.elapsed() < bound
 }

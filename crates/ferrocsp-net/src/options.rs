@@ -61,6 +61,10 @@ pub struct Options {
     /// whenever its confirmed ack is answered within `ack_timeout`, however late (the timing
     /// bound of `fresh.rs` removed: shows what the bound is for).
     pub fresh_any_time: bool,
+    /// Testing hook: batch reads of this connection take the answer to a batch's last
+    /// confirmed ack as proof for all of its first deliveries, without asking for the ack floor
+    /// (`fresh.rs`: shows what the floor is for, when an earlier ack is lost).
+    pub fresh_no_floor: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -88,6 +92,7 @@ impl std::fmt::Debug for Options {
             .field("hold_acks", &self.hold_acks)
             .field("drop_commits", &self.drop_commits)
             .field("fresh_any_time", &self.fresh_any_time)
+            .field("fresh_no_floor", &self.fresh_no_floor)
             .finish()
     }
 }

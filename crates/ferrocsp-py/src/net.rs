@@ -51,7 +51,7 @@ pub(crate) struct NetConnection {
 #[pyo3(signature = (url, *, user=None, password=None, token=None, nkey_seed=None, credentials=None,
     tls_ca=None, tls_cert=None, tls_key=None, tls_required=false, name=None, namespace=None,
     connect_timeout=5.0, ack_timeout=5.0, reconnect_timeout=30.0, lease_ttl=10.0,
-    hold_acks=false, drop_commits=false, fresh_any_time=false))]
+    hold_acks=false, drop_commits=false, fresh_any_time=false, fresh_no_floor=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn _net_connect(
     py: Python<'_>,
@@ -74,6 +74,7 @@ pub(crate) fn _net_connect(
     hold_acks: bool,
     drop_commits: bool,
     fresh_any_time: bool,
+    fresh_no_floor: bool,
 ) -> PyResult<NetConnection> {
     let mut o = Options::new(url);
     o.user = user;
@@ -94,6 +95,7 @@ pub(crate) fn _net_connect(
     o.hold_acks = hold_acks;
     o.drop_commits = drop_commits;
     o.fresh_any_time = fresh_any_time;
+    o.fresh_no_floor = fresh_no_floor;
     let conn =
         py.detach(|| Connection::connect(o)).map_err(|e| net_err(py, e, OpName::Read, ""))?;
     Ok(NetConnection { conn: Arc::new(conn) })

@@ -124,11 +124,14 @@ class Hooks(NamedTuple):
     nothing (a process that dies after its Alt chose the guard, before the value left).
     ``fresh_any_time``: batch reads skip the claim of a first delivery whose confirmed ack is
     answered at all, however late (the timing bound of ``fresh.rs`` removed, to show what it
-    is for)."""
+    is for). ``fresh_no_floor``: a batch read takes the answer to its last confirmed ack as
+    proof that all of its first deliveries' acks were applied, without asking for the ack
+    floor (to show what the floor is for, when an earlier ack is lost)."""
 
     hold_acks: bool = False
     drop_commits: bool = False
     fresh_any_time: bool = False
+    fresh_no_floor: bool = False
 
 
 def _connect(
@@ -215,6 +218,7 @@ def _connect(
         hold_acks=bool(hooks.hold_acks),
         drop_commits=bool(hooks.drop_commits),
         fresh_any_time=bool(hooks.fresh_any_time),
+        fresh_no_floor=bool(hooks.fresh_no_floor),
     )
     conn = Connection(native, pickle_key, namespace or "")
     conn._options = options
