@@ -278,13 +278,27 @@ def test_idle_worker_exits_after_the_idle_timeout(monkeypatch: pytest.MonkeyPatc
 
 def _wait_idle_drained() -> None:
     """Hands every idle worker (kept with the default timeout) an exit."""
-    with _pool._lock:
-        idle = list(_pool._idle)
-        _pool._idle.clear()
-    for w in idle:
-        w.hand(None, _pool.IDLE_NAME)
-    for w in idle:
-        w.thread.join(10)
+    _pool.release_idle(10.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_release_idle_ends_the_kept_workers_and_their_loops(backend: str) -> None:
+    """What the soak relies on before it counts threads and descriptors: every idle worker
+    ends, closing the event loop it kept, and the next run starts afresh."""
+    _one(backend, _ident, _aident).run()
+    _wait_idle()
+    kept = _pool.idle_threads()
+    loops = [w.loop for w in list(_pool._idle) if w.loop is not None]
+    assert _pool.release_idle(10.0) == len(kept)
+    assert _pool.idle_threads() == []
+    assert not any(t.is_alive() for t in kept)
+    assert all(loop.is_closed() for loop in loops)
+    if backend == "asyncio":
+        assert loops, "an asyncio run keeps its loop on its worker"
+    # The next run gets a worker of its own (the released ones are gone, not reused).
+    assert len(_one(backend, _ident, _aident).run()) == 1
+    _wait_idle()
+    assert not set(_pool.idle_threads()) & set(kept)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -59,6 +59,7 @@ import soak_probe  # noqa: E402
 import soak_work  # noqa: E402
 
 import ferrocsp as csp  # noqa: E402
+from ferrocsp._backends import _pool  # noqa: E402
 
 #: NATS options of every participant (docs/net.md, "Dead participants"). The lease is the
 #: default: a live participant loses its ends if none of its refreshes reaches the server for
@@ -256,16 +257,21 @@ class Soak:
         t = threading.Thread(target=killer, name="killer", daemon=True)
         if r.kill_after is not None:
             t.start()
+        failed: ExceptionGroup[Exception] | None = None
         try:
             csp.Par(*procs).run()
         except ExceptionGroup as eg:
-            _, rest = eg.split(csp.ProcessCrashed)
-            if rest is not None or not killed:
-                raise SoakFailure(f"round {r.describe()}: unexpected failure") from eg
+            failed = eg
         finally:
+            # Before `killed` is looked at: the Par can see the crash before the killer
+            # thread, between its kill and its record of it, runs again.
             stop.set()
             if t.is_alive() or r.kill_after is not None:
                 t.join()
+        if failed is not None:
+            _, rest = failed.split(csp.ProcessCrashed)
+            if rest is not None or not killed:
+                raise SoakFailure(f"round {r.describe()}: unexpected failure") from failed
         self.kills += len(killed)
         ws, rs = round_logs(r)
         # Poisoned by a stopping reader (it logs so first), or by the Par for a killed
@@ -454,7 +460,10 @@ class Soak:
             return
         self.last_sample = now
         # Quiescent counts: what the finished rounds left is garbage only once collected
-        # (a traceback's frames hold channels in a cycle until then).
+        # (a traceback's frames hold channels in a cycle until then), and the kept idle
+        # workers (a cache bounded by count and idle time: threads, and the event loops'
+        # descriptors) are let go, so the counts do not move with how many happen to be kept.
+        _pool.release_idle(10.0)
         gc.collect()
         procs = [(self.role, os.getpid(), self.skip | helper_pids())]
         fs = forkserver_pid()

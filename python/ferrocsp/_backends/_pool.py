@@ -36,7 +36,15 @@ from collections.abc import Callable
 
 from .._native import _idle_thread
 
-__all__ = ["IDLE_TIMEOUT", "MAX_IDLE", "Worker", "current", "idle_threads", "submit"]
+__all__ = [
+    "IDLE_TIMEOUT",
+    "MAX_IDLE",
+    "Worker",
+    "current",
+    "idle_threads",
+    "release_idle",
+    "submit",
+]
 
 #: Seconds an idle worker waits for a job before it exits.
 IDLE_TIMEOUT = 10.0
@@ -140,18 +148,28 @@ def idle_threads() -> list[threading.Thread]:
         return [w.thread for w in _idle]
 
 
+def release_idle(timeout: float = 1.0) -> int:
+    """Ends every worker idle now and waits up to ``timeout`` seconds for their threads to
+    end, each closing the event loop it kept; returns how many there were. Interpreter exit
+    does this; so does the soak before it counts threads and descriptors, which must not
+    move with how many workers happen to be kept (a bounded cache, not a leak)."""
+    with _lock:
+        idle = list(_idle)
+        _idle.clear()
+    for w in idle:
+        w.hand(None, IDLE_NAME)
+    deadline = time.monotonic() + timeout
+    for w in idle:
+        w.thread.join(max(0.0, deadline - time.monotonic()))
+    return len(idle)
+
+
 def _close() -> None:
     """Ends every idle worker and waits (briefly) until they have: interpreter exit."""
     global _closed
     with _lock:
         _closed = True
-        idle = list(_idle)
-        _idle.clear()
-    for w in idle:
-        w.hand(None, IDLE_NAME)
-    deadline = time.monotonic() + 1.0
-    for w in idle:
-        w.thread.join(max(0.0, deadline - time.monotonic()))
+    release_idle()
 
 
 #: The event loops a child made by ``fork`` inherited from its parent's kept workers. Never
