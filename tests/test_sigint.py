@@ -269,3 +269,50 @@ def test_ctrl_c_exits_promptly(backend: str, scenario: str) -> None:
 def test_ctrl_c_once(scenario: str) -> None:
     """A network mixing all three backends, and the main thread's own blocked operations."""
     _interrupt(ONCE[scenario], "thread")
+
+
+STUBBORN = """
+import sys
+import ferrocsp as csp
+
+# Not an argument of the process: the Ctrl-C's poison of the network cannot reach it, so the
+# process goes on with timed reads, in and out of the bindings, while the interpreter exits.
+ch = csp.Channel(name="never-poisoned")
+announced = []
+
+def announce():
+    if not announced:
+        announced.append(True)
+        print("ready", flush=True)
+
+if {backend!r} == "asyncio":
+    @csp.process
+    async def stubborn():
+        while True:
+            try:
+                await ch.aread(timeout=0.005)
+            except TimeoutError:
+                announce()
+else:
+    @csp.process
+    def stubborn():
+        while True:
+            try:
+                ch.read(timeout=0.005)
+            except TimeoutError:
+                announce()
+
+csp.Par(stubborn(), backend={backend!r}).run()
+"""
+
+
+def test_ctrl_c_exits_cleanly_while_a_process_keeps_operating(backend: str) -> None:
+    """A process the poison cannot reach is still going in and out of the bindings while the
+    interpreter finalizes: the exit is by SIGINT, never an abort. (CPython ends a daemon
+    thread that takes the GIL back during finalization by a forced unwind, which through the
+    bindings' frames aborted the process: "FATAL: exception not rethrown", exit -6.)"""
+    code = STUBBORN.format(backend=backend)
+    returncode, out, err = interrupt_child(code, {"FERROCSP_DEADLOCK": "off"})
+    assert returncode == -signal.SIGINT, f"exit {returncode}\nstdout: {out}\nstderr: {err}"
+    assert "KeyboardInterrupt" in err, err
+    assert "FATAL" not in err, err

@@ -13,6 +13,7 @@ mod alt_map;
 mod batch;
 mod channel;
 mod deadlock;
+mod detach;
 mod ends;
 mod errors;
 mod flavor;
@@ -44,6 +45,7 @@ use pyo3::prelude::*;
 /// The native core of ferrocsp (use the `ferrocsp` package, not this module).
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    detach::init();
     m.add_class::<channel::Channel>()?;
     m.add("_Moved", m.py().get_type::<errors::Moved>())?;
     m.add_class::<ends::Reader>()?;

@@ -35,7 +35,7 @@ impl MoveLock {
         if self.try_take(me) {
             return MoveGuard(self);
         }
-        py.detach(|| {
+        crate::detach::detach(py, || {
             let mut owner = lock(&self.owner);
             loop {
                 match *owner {

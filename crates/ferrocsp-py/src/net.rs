@@ -96,8 +96,8 @@ pub(crate) fn _net_connect(
     o.drop_commits = drop_commits;
     o.fresh_any_time = fresh_any_time;
     o.fresh_no_floor = fresh_no_floor;
-    let conn =
-        py.detach(|| Connection::connect(o)).map_err(|e| net_err(py, e, OpName::Read, ""))?;
+    let conn = crate::detach::detach(py, || Connection::connect(o))
+        .map_err(|e| net_err(py, e, OpName::Read, ""))?;
     Ok(NetConnection { conn: Arc::new(conn) })
 }
 
@@ -105,16 +105,18 @@ pub(crate) fn _net_connect(
 impl NetConnection {
     /// Opens the networked channel `name` (created on the server if new).
     fn channel(&self, py: Python<'_>, name: String, capacity: usize) -> PyResult<NetChan> {
-        let chan = py.detach(|| self.conn.channel(&name, capacity)).map_err(|e| match e {
-            NetError::Invalid(m) => PyValueError::new_err(m),
-            e => net_err(py, e, OpName::Read, &name),
-        })?;
+        let chan = crate::detach::detach(py, || self.conn.channel(&name, capacity)).map_err(
+            |e| match e {
+                NetError::Invalid(m) => PyValueError::new_err(m),
+                e => net_err(py, e, OpName::Read, &name),
+            },
+        )?;
         Ok(NetChan { conn: Arc::clone(&self.conn), chan, alt: OnceLock::new() })
     }
 
     /// The capacity of channel `name` if it exists on the server, else None (creates nothing).
     fn capacity_of(&self, py: Python<'_>, name: String) -> PyResult<Option<usize>> {
-        py.detach(|| self.conn.capacity_of(&name)).map_err(|e| match e {
+        crate::detach::detach(py, || self.conn.capacity_of(&name)).map_err(|e| match e {
             NetError::Invalid(m) => PyValueError::new_err(m),
             e => net_err(py, e, OpName::Read, &name),
         })
@@ -122,7 +124,7 @@ impl NetConnection {
 
     /// Closes the connection (idempotent); operations in flight fail with ConnectionError.
     fn close(&self, py: Python<'_>) {
-        py.detach(|| self.conn.close());
+        crate::detach::detach(py, || self.conn.close());
     }
 
     #[getter]

@@ -61,10 +61,10 @@ pub(crate) fn wait_op<T: Send + 'static>(
     let done = |op: &Op<T>| Some(op.take().unwrap_or(Err(NetError::Closed)));
     wait_thread(
         py,
-        |py, slice| Ok(if py.detach(|| op.wait(slice)) { done(op) } else { None }),
+        |py, slice| Ok(if crate::detach::detach(py, || op.wait(slice)) { done(op) } else { None }),
         |py| {
             op.cancel();
-            py.detach(|| op.wait(None));
+            crate::detach::detach(py, || op.wait(None));
             // Only a completed operation is kept; a withdrawn or failed one yields to the
             // interrupt.
             match op.take() {
@@ -107,7 +107,7 @@ fn wait_op_in_greenlet<T: Send + 'static>(
             op.cancel();
             while !op.is_done() && task.switch_out(py).is_ok() {}
             if !op.is_done() {
-                py.detach(|| op.wait(None));
+                crate::detach::detach(py, || op.wait(None));
             }
             return match op.take() {
                 Some(Ok(v)) => Ok(Ok(v)),

@@ -245,7 +245,7 @@ impl Scheduler {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            py.detach(|| match until {
+            crate::detach::detach(py, || match until {
                 None => std::thread::park(),
                 Some(t) => {
                     let now = Instant::now();

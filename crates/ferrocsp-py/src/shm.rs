@@ -76,12 +76,15 @@ pub(crate) fn blocking<T: Send>(
     let mut x = crate::deadlock::SharedSleep::enter(deadline.is_none() && !nowait);
     let mut dead: Option<String> = None;
     let slice = interrupts.slice(Some(x.slice(OWNER_CHECK)));
-    let r = py.detach(|| {
+    let r = crate::detach::detach(py, || {
         let mut check = || {
             if let Some(msg) = x.tick() {
                 dead = Some(msg);
                 return true;
             }
+            // Taking the GIL back during finalization would end this thread by an unwind
+            // through these frames (`detach.rs`).
+            crate::detach::park_if_finalizing();
             Python::attach(|py| interrupts.check(py))
         };
         let mut w = Wait { deadline, nowait, slice, interrupted: &mut check, sleeper: None };

@@ -118,7 +118,7 @@ impl ShmSide {
         if !self.moving.load(Ordering::Acquire) {
             return;
         }
-        py.detach(|| {
+        crate::detach::detach(py, || {
             let mut moving = lock(&self.gate);
             while *moving {
                 moving = self.opened.wait(moving).unwrap_or_else(PoisonError::into_inner);

@@ -19,10 +19,10 @@ pub(crate) fn _hold_lock_for_test(py: Python<'_>, what: &str, seconds: f64) -> P
         return Err(PyValueError::new_err("seconds must be a finite number >= 0"));
     }
     match what {
-        "cells" => {
-            py.detach(|| ferrocsp::shm::hold_cells_for_test(Duration::from_secs_f64(seconds)))
-        }
-        "parked" => py.detach(|| crate::py_tls::hold_for_test(seconds)),
+        "cells" => crate::detach::detach(py, || {
+            ferrocsp::shm::hold_cells_for_test(Duration::from_secs_f64(seconds))
+        }),
+        "parked" => crate::detach::detach(py, || crate::py_tls::hold_for_test(seconds)),
         _ => return Err(PyValueError::new_err(format!("no such lock: {what:?}"))),
     }
     Ok(())

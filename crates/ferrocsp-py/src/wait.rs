@@ -156,7 +156,7 @@ pub(crate) fn select_blocking<'a>(
             let mut sel = sel.borrow_mut();
             {
                 let sel_ref = &mut **sel;
-                py.detach(move || sel_ref.park(slice));
+                crate::detach::detach(py, move || sel_ref.park(slice));
             }
             let poll = sel.resume();
             if let Some(deadlock) = me.deadlocked(py, &mut sel, &poll) {

@@ -191,7 +191,7 @@ pub(crate) fn _idle_thread(ident: u64, idle: bool) {
 /// outside Python, and keeps it from running Python code again (see the module doc).
 #[pyfunction]
 pub(crate) fn _stop_watchdog(py: Python<'_>) {
-    py.detach(|| *lock(&IN_PYTHON) = false);
+    crate::detach::detach(py, || *lock(&IN_PYTHON) = false);
 }
 
 /// One dict per live participant: name, backend, state ("running", "blocked", "joining",
