@@ -249,9 +249,13 @@ class Soak:
                 if cands:
                     # Its own generator: the plan of rounds must not depend on this thread.
                     i, pid = random.Random(r.number).choice(cands)
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(i)
-                    return
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass  # it ended between the look and the kill: look again
+                    else:
+                        killed.append(i)
+                        return
                 stop.wait(0.02)
 
         t = threading.Thread(target=killer, name="killer", daemon=True)
