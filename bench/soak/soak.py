@@ -467,6 +467,10 @@ class Soak:
         # (a traceback's frames hold channels in a cycle until then), and the kept idle
         # workers (a cache bounded by count and idle time: threads, and the event loops'
         # descriptors) are let go, so the counts do not move with how many happen to be kept.
+        # Shared segments are counted before that: a kept worker must hold none (its pooled
+        # operation greenlets once kept their last channels: CHANGELOG).
+        gc.collect()
+        before = soak_probe.sample(os.getpid(), set())
         _pool.release_idle(10.0)
         gc.collect()
         procs = [(self.role, os.getpid(), self.skip | helper_pids())]
@@ -480,6 +484,8 @@ class Soak:
             row: dict[str, Any] = {"t": round(now, 2), "proc": name, "round": self.rounds}
             row.update(values=self.tally.committed, kills=self.kills, ctrlc=self.ctrlcs)
             row.update(counts)
+            if pid == os.getpid() and before is not None:
+                row.update(memfd_fds=before["memfd_fds"], shm_maps=before["shm_maps"])
             self.rows.append(row)
 
     # -- the loop --
