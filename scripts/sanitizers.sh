@@ -236,6 +236,16 @@ run_py() {  # run_py SAN
     missing=
   fi
   [ -z "$missing" ] || die "$rt lacks what rustc's instrumentation calls: $missing"
+  if [ "$san" = address ]; then
+    # ASan finds the real __cxa_throw when it starts; CPython does not load libstdc++, and
+    # greenlet (C++, loaded later) throws inside its switches (the shared-memory asyncio
+    # path's operation greenlets): without libstdc++ preloaded as well, the first throw
+    # stops the run ("real___cxa_throw != 0" CHECK failed).
+    local cxx
+    cxx=$(cc -print-file-name=libstdc++.so.6)
+    [ -f "$cxx" ] || die "no libstdc++.so.6 to preload for ASan"
+    preload="$preload $cxx"
+  fi
   local args=("${PY_TESTS[@]}")
   [ -n "${FERROCSP_SAN_PYTEST:-}" ] && read -r -a args <<<"$FERROCSP_SAN_PYTEST"
   local extra=()
