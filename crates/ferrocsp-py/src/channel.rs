@@ -35,11 +35,12 @@ static MOBILITY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// The calling process greenlet's task, when its plain reads and writes may take the greenlet
 /// backend's one-critical-section path (`sched::single_in_greenlet`): not while tracing,
 /// whose `block` event must come between the try and the registration.
-fn greenlet_task() -> Option<Arc<sched::Task>> {
+/// Borrowed (`sched::current_task_ptr`): see `sched::single_in_greenlet` for how long it may be.
+fn greenlet_task() -> Option<std::ptr::NonNull<sched::Task>> {
     if trace::on() {
         return None;
     }
-    sched::current_task()
+    sched::current_task_ptr()
 }
 
 /// Reads one value, blocking (GIL released) until it arrives, `timeout` passes, or an error.
@@ -50,7 +51,11 @@ pub(crate) fn read_value(
     timeout: Option<f64>,
 ) -> PyResult<Value> {
     if let Some(task) = greenlet_task() {
-        let r = sched::single_in_greenlet(py, &task, chan, None, deadline(timeout), || {
+        // SAFETY: `CURRENT` (and the scheduler's task list) hold the task while its greenlet
+        // runs; only a greenlet switch lets them go, and `single_in_greenlet` takes its own
+        // reference before it may switch (see there).
+        let task = unsafe { task.as_ref() };
+        let r = sched::single_in_greenlet(py, task, chan, None, deadline(timeout), || {
             Desc::read(name)
         })?;
         return match r {
@@ -58,6 +63,18 @@ pub(crate) fn read_value(
             Err(e) => Err(to_pyerr(py, e.error(), OpName::Read, name)),
         };
     }
+    read_value_thread(py, chan, name, timeout)
+}
+
+/// [`read_value`] outside a process greenlet (or while tracing). Out of line: its locals
+/// would otherwise widen `read_value`'s frame, which a blocked greenlet saves at every switch.
+#[inline(never)]
+fn read_value_thread(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &str,
+    timeout: Option<f64>,
+) -> PyResult<Value> {
     match chan.try_read() {
         Err(Error::WouldBlock) => {}
         Ok(v) => {
@@ -87,11 +104,28 @@ pub(crate) fn write_value(
     timeout: Option<f64>,
 ) -> PyResult<()> {
     if let Some(task) = greenlet_task() {
-        let r = sched::single_in_greenlet(py, &task, chan, Some(value), deadline(timeout), || {
+        // SAFETY: `CURRENT` (and the scheduler's task list) hold the task while its greenlet
+        // runs; only a greenlet switch lets them go, and `single_in_greenlet` takes its own
+        // reference before it may switch (see there).
+        let task = unsafe { task.as_ref() };
+        let r = sched::single_in_greenlet(py, task, chan, Some(value), deadline(timeout), || {
             Desc::write(name)
         })?;
         return r.map(drop).map_err(|e| to_pyerr(py, e.error(), OpName::Write, name));
     }
+    write_value_thread(py, chan, name, value, timeout)
+}
+
+/// [`write_value`] outside a process greenlet (or while tracing); out of line as
+/// [`read_value_thread`] is.
+#[inline(never)]
+fn write_value_thread(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &str,
+    value: Value,
+    timeout: Option<f64>,
+) -> PyResult<()> {
     let value = match chan.try_write(value) {
         Ok(()) => {
             trace::event(py, "write", "", name);

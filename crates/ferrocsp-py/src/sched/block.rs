@@ -47,9 +47,16 @@ pub(crate) fn select_in_greenlet<'a>(
 /// A plain read (`value` None) or write of `chan` in the calling process greenlet, on the
 /// task's kept selection: tried and, if it must wait, registered in one critical section
 /// (`Select::start_read`), then waited for as [`select_in_greenlet`] does.
+///
+/// `task` is the caller's, borrowed from `CURRENT` (`tasks::current_task_ptr`) without a
+/// reference count operation: `CURRENT` and the scheduler's task list hold it until a switch
+/// away from this greenlet. An operation that completes at once makes no switch (the only
+/// Python code it may run is an asyncio counterpart's waker, which schedules and returns);
+/// before anything else (a wait, a failed write's value dropped, which may run arbitrary
+/// Python code) this takes its own reference.
 pub(crate) fn single_in_greenlet<'a>(
     py: Python<'_>,
-    task: &Arc<Task>,
+    task: &Task,
     chan: &Channel<Value>,
     value: Option<Value>,
     deadline: Option<Instant>,
@@ -60,6 +67,16 @@ pub(crate) fn single_in_greenlet<'a>(
         None => sel.start_read(chan, &task.waker, deadline),
         Some(v) => sel.start_write(chan, v, &task.waker, deadline),
     };
+    if let Poll::Ready(Ok(done)) = poll {
+        // Completed: nothing was added to the selection, so clearing it drops nothing.
+        sel.clear();
+        task.put_select(sel);
+        return Ok(Ok(done));
+    }
+    let Some(task) = task.me.upgrade() else {
+        unreachable!("CURRENT holds the running greenlet's task");
+    };
+    let task = &task;
     let r = match poll {
         Poll::Ready(r) => Ok(r),
         Poll::Pending => wait_in_greenlet(py, task, &mut sel, desc),
@@ -73,7 +90,10 @@ pub(crate) fn single_in_greenlet<'a>(
 }
 
 /// Waits in the calling process greenlet for `sel`, started with the task's waker and
-/// pending: records the wait, switches away, resumes when woken.
+/// pending: records the wait, switches away, resumes when woken. Out of line, with its rare
+/// paths out of line too: every byte of the frames between the greenlet's start and the
+/// switch is copied out and back at each switch, so the path that blocks keeps them small.
+#[inline(never)]
 fn wait_in_greenlet<'a>(
     py: Python<'_>,
     task: &Arc<Task>,
@@ -101,15 +121,27 @@ fn wait_in_greenlet<'a>(
             task.shared.add_timer(at, gen, Arc::clone(task));
         }
         if let Err(e) = task.switch_out(py) {
-            task.next_wait_gen();
-            return match sel.abort() {
-                None => Err(e),
-                Some(done) => Ok(done),
-            };
+            return thrown_in(task, sel, e);
         }
         poll = sel.resume();
         if let Some(deadlock) = task.part.deadlocked(py, sel, &poll) {
             return Err(deadlock);
         }
+    }
+}
+
+/// An exception thrown into the waiting task: ends the wait and withdraws the selection,
+/// keeping a result that won the race.
+#[cold]
+#[inline(never)]
+fn thrown_in(
+    task: &Task,
+    sel: &mut Select<Value>,
+    e: PyErr,
+) -> PyResult<Result<Selected<Value>, SelectError>> {
+    task.next_wait_gen();
+    match sel.abort() {
+        None => Err(e),
+        Some(done) => Ok(done),
     }
 }

@@ -66,6 +66,14 @@ pub(crate) fn current_task() -> Option<Arc<Task>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// [`current_task`] without its reference count operations (two locked instructions per
+/// channel operation): valid while `CURRENT` keeps holding the task, that is until the
+/// calling greenlet switches or runs Python code (which might switch). The one user,
+/// `block::single_in_greenlet`, takes its own reference before either.
+pub(crate) fn current_task_ptr() -> Option<std::ptr::NonNull<Task>> {
+    CURRENT.with(|c| c.borrow().as_deref().map(std::ptr::NonNull::from))
+}
+
 pub(super) struct Timer {
     at: Instant,
     gen: u64,
@@ -183,6 +191,7 @@ impl Shared {
         timers.peek().is_some_and(|t| t.at <= Instant::now())
     }
 
+    #[inline(never)] // off the switch path's frames (see `block::wait_in_greenlet`)
     pub(super) fn add_timer(&self, at: Instant, gen: u64, task: Arc<Task>) {
         let mut timers = lock(&self.timers);
         // Stale entries pile up when waits with long timeouts end early: sweep them now and
@@ -195,6 +204,7 @@ impl Shared {
         self.has_timers.store(true, Ordering::Relaxed);
     }
 
+    #[inline(never)] // off the switch path's frames (see `block::wait_in_greenlet`)
     pub(super) fn hub(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         lock(&self.hub)
             .as_ref()
