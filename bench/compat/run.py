@@ -40,8 +40,8 @@ NOTES = """
   per call than a bound method), but as one C call where the `functools.partial` subclasses
   they were made three (4 ns less per call, `write`+`read` 122 ns against 130 ns in a
   single-thread loop). A plain operation in a greenlet locks its channel once (try and
-  register in one critical section, `Select::start_read`/`start_write`), clones no waker,
-  and, when it completes at once, takes no reference to its task. Where the time goes now
+  register in one critical section, `Select::start_read`/`start_write`) and clones no
+  waker. Where the time goes now
   (perf on a profiling build, one scheduler; whole process, start-up included): about 36%
   in the engine and bindings, most of it the locked instructions of the channel lock and
   of the reference counts of the hand-off (an entry's signal and slot, the task's queue

@@ -35,12 +35,11 @@ static MOBILITY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// The calling process greenlet's task, when its plain reads and writes may take the greenlet
 /// backend's one-critical-section path (`sched::single_in_greenlet`): not while tracing,
 /// whose `block` event must come between the try and the registration.
-/// Borrowed (`sched::current_task_ptr`): see `sched::single_in_greenlet` for how long it may be.
-fn greenlet_task() -> Option<std::ptr::NonNull<sched::Task>> {
+fn greenlet_task() -> Option<Arc<sched::Task>> {
     if trace::on() {
         return None;
     }
-    sched::current_task_ptr()
+    sched::current_task()
 }
 
 /// Reads one value, blocking (GIL released) until it arrives, `timeout` passes, or an error.
@@ -51,11 +50,7 @@ pub(crate) fn read_value(
     timeout: Option<f64>,
 ) -> PyResult<Value> {
     if let Some(task) = greenlet_task() {
-        // SAFETY: `CURRENT` (and the scheduler's task list) hold the task while its greenlet
-        // runs; only a greenlet switch lets them go, and `single_in_greenlet` takes its own
-        // reference before it may switch (see there).
-        let task = unsafe { task.as_ref() };
-        let r = sched::single_in_greenlet(py, task, chan, None, deadline(timeout), || {
+        let r = sched::single_in_greenlet(py, &task, chan, None, deadline(timeout), || {
             Desc::read(name)
         })?;
         return match r {
@@ -104,11 +99,7 @@ pub(crate) fn write_value(
     timeout: Option<f64>,
 ) -> PyResult<()> {
     if let Some(task) = greenlet_task() {
-        // SAFETY: `CURRENT` (and the scheduler's task list) hold the task while its greenlet
-        // runs; only a greenlet switch lets them go, and `single_in_greenlet` takes its own
-        // reference before it may switch (see there).
-        let task = unsafe { task.as_ref() };
-        let r = sched::single_in_greenlet(py, task, chan, Some(value), deadline(timeout), || {
+        let r = sched::single_in_greenlet(py, &task, chan, Some(value), deadline(timeout), || {
             Desc::write(name)
         })?;
         return r.map(drop).map_err(|e| to_pyerr(py, e.error(), OpName::Write, name));

@@ -54,7 +54,7 @@ mod tasks;
 
 pub(crate) use block::{select_in_greenlet, single_in_greenlet};
 use greenlet::{getcurrent, greenlet_type, load_switch, switch_to_with};
-pub(crate) use tasks::{current_task, current_task_ptr, Task};
+pub(crate) use tasks::{current_task, Task};
 use tasks::{lock, set_current, SchedCell, Shared, TaskWake, WeakTask, CURRENT, RUNNING};
 
 /// A scheduler of process greenlets for the calling OS thread (the greenlet backend).

@@ -47,16 +47,9 @@ pub(crate) fn select_in_greenlet<'a>(
 /// A plain read (`value` None) or write of `chan` in the calling process greenlet, on the
 /// task's kept selection: tried and, if it must wait, registered in one critical section
 /// (`Select::start_read`), then waited for as [`select_in_greenlet`] does.
-///
-/// `task` is the caller's, borrowed from `CURRENT` (`tasks::current_task_ptr`) without a
-/// reference count operation: `CURRENT` and the scheduler's task list hold it until a switch
-/// away from this greenlet. An operation that completes at once makes no switch (the only
-/// Python code it may run is an asyncio counterpart's waker, which schedules and returns);
-/// before anything else (a wait, a failed write's value dropped, which may run arbitrary
-/// Python code) this takes its own reference.
 pub(crate) fn single_in_greenlet<'a>(
     py: Python<'_>,
-    task: &Task,
+    task: &Arc<Task>,
     chan: &Channel<Value>,
     value: Option<Value>,
     deadline: Option<Instant>,
@@ -67,16 +60,6 @@ pub(crate) fn single_in_greenlet<'a>(
         None => sel.start_read(chan, &task.waker, deadline),
         Some(v) => sel.start_write(chan, v, &task.waker, deadline),
     };
-    if let Poll::Ready(Ok(done)) = poll {
-        // Completed: nothing was added to the selection, so clearing it drops nothing.
-        sel.clear();
-        task.put_select(sel);
-        return Ok(Ok(done));
-    }
-    let Some(task) = task.me.upgrade() else {
-        unreachable!("CURRENT holds the running greenlet's task");
-    };
-    let task = &task;
     let r = match poll {
         Poll::Ready(r) => Ok(r),
         Poll::Pending => wait_in_greenlet(py, task, &mut sel, desc),

@@ -66,14 +66,6 @@ pub(crate) fn current_task() -> Option<Arc<Task>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-/// [`current_task`] without its reference count operations (two locked instructions per
-/// channel operation): valid while `CURRENT` keeps holding the task, that is until the
-/// calling greenlet switches or runs Python code (which might switch). The one user,
-/// `block::single_in_greenlet`, takes its own reference before either.
-pub(crate) fn current_task_ptr() -> Option<std::ptr::NonNull<Task>> {
-    CURRENT.with(|c| c.borrow().as_deref().map(std::ptr::NonNull::from))
-}
-
 pub(super) struct Timer {
     at: Instant,
     gen: u64,
