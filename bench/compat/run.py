@@ -41,11 +41,10 @@ NOTES = """
   they were made three (4 ns less per call, `write`+`read` 122 ns against 130 ns in a
   single-thread loop). A plain operation in a greenlet locks its channel once (try and
   register in one critical section, `Select::start_read`/`start_write`) and clones no
-  waker. Where the time goes now
-  (perf on a profiling build, one scheduler; whole process, start-up included): about 36%
-  in the engine and bindings, most of it the locked instructions of the channel lock and
-  of the reference counts of the hand-off (an entry's signal and slot, the task's queue
-  entry); 13% greenlet's stack copies (memmove, malloc, free at every switch); 12%
+  waker. Where the time goes now (perf on a profiling build, one scheduler; whole process,
+  start-up included): about 36% in the engine and bindings, most of it the locked
+  instructions of the channel lock and of the reference counts of the hand-off (an entry's
+  signal and slot, the task's queue entry); 13% greenlet's stack copies (memmove, malloc, free at every switch); 12%
   greenlet's switch itself (its argument and thread-state checks included); the rest the
   Python loop. One switch per communication is the least a rendezvous needs.
 - The saved stack of a blocked process was 3.3 KB; the process wrappers now call the body
