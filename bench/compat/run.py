@@ -44,9 +44,9 @@ NOTES = """
   waker. Where the time goes now (perf on a profiling build, one scheduler; whole process,
   start-up included): about 36% in the engine and bindings, most of it the locked
   instructions of the channel lock and of the reference counts of the hand-off (an entry's
-  signal and slot, the task's queue entry); 13% greenlet's stack copies (memmove, malloc, free at every switch); 12%
-  greenlet's switch itself (its argument and thread-state checks included); the rest the
-  Python loop. One switch per communication is the least a rendezvous needs.
+  signal and slot, the task's queue entry); 13% greenlet's stack copies (memmove, malloc,
+  free at every switch); 12% greenlet's switch itself (its argument and thread-state checks
+  included); the rest the Python loop. One switch per communication is the least a rendezvous needs.
 - The saved stack of a blocked process was 3.3 KB; the process wrappers now call the body
   with a fixed-arity call (`ferrocsp._flatcall`), which CPython 3.11 runs without a C-level
   interpreter frame, and it is 2.5 KB with the partial ends, 2.9 KB with `_CallEnd` (pyo3's
