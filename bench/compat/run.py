@@ -34,17 +34,25 @@ NOTES = """
   average far above 2) greenlet numbers too. Each mode's two runs follow each other, so the
   ratio is more stable than either number; still, read one run's ratio with its load.
 - `pycsp.greenlets`: PyCSP's greenlet scheduler is pure Python and already fast (about
-  1.4-2 µs unloaded). The compat ends are `functools.partial` objects over the engine's
-  `read`/`write` (on CPython 3.11 a partial subclass calls through `tp_call`, about 0.05 µs
-  per communication more than partial itself), so the compat layer runs within a few percent
-  of ferrocsp's greenlet backend itself. A plain operation in a greenlet locks its channel
-  once (try and register in one critical section, `Select::start_read`/`start_write`; the
-  finish skips the lock when nobody else holds the value slot) and clones no waker; before,
-  a blocking one locked it three times. Where the time goes now (perf, one scheduler,
-  steady state): about 36% in the engine and bindings (was 40%), 15% greenlet's stack copies
-  (memmove, malloc, free at every switch; about 3.9 KB saved and restored per switch, a
-  third of it the Python frames of the process wrappers), 12% greenlet's switch itself, the
-  rest the Python loop. One switch per communication is the least a rendezvous needs.
+  1.4-2 µs unloaded). The compat ends subclass `_native._CallEnd`, whose `tp_call` goes
+  straight to the ferrocsp end's Rust `read`/`write`; a Python subclass is still called
+  through `tp_call` on CPython 3.11 (an argument tuple and pyo3's wrapper, about 20 ns more
+  per call than a bound method), but as one C call where the `functools.partial` subclasses
+  they were made three (4 ns less per call, `write`+`read` 122 ns against 130 ns in a
+  single-thread loop). A plain operation in a greenlet locks its channel once (try and
+  register in one critical section, `Select::start_read`/`start_write`) and clones no
+  waker. Where the time goes now (perf on a profiling build, one scheduler; whole process,
+  start-up included): about 36% in the engine and bindings, most of it the locked
+  instructions of the channel lock and of the reference counts of the hand-off (an entry's
+  signal and slot, the task's queue entry); 13% greenlet's stack copies (memmove, malloc,
+  free at every switch); 12% greenlet's switch itself (its argument and thread-state checks
+  included); the rest the Python loop. One switch per communication is the least a rendezvous needs.
+- The saved stack of a blocked process was 3.3 KB; the process wrappers now call the body
+  with a fixed-arity call (`ferrocsp._flatcall`), which CPython 3.11 runs without a C-level
+  interpreter frame, and it is 2.5 KB with the partial ends, 2.9 KB with `_CallEnd` (pyo3's
+  `tp_call` wrapper frames are wider than its fastcall ones). Shrinking it by 0.8 KB changed
+  the time by about 1%: a stack copy costs mostly per switch (a malloc and a free of a
+  buffer above glibc's tcache sizes, and the calls), not per byte.
 - Under heavy load the wall-clock numbers of a greenlet run vary by up to 3x between runs
   of the same build, since they include the time the process waits for a core: ferrocsp's
   own greenlet commstime used 0.4-0.7 µs of CPU per communication (getrusage) in runs whose
@@ -93,12 +101,18 @@ def main() -> int:
         o = run(orig_py, orig_path, module, opts.cycles, opts.runs)
         c = run(Path(sys.executable), compat_path, module, opts.cycles, opts.runs)
         om, cm = statistics.median(o["us_per_comm"]), statistics.median(c["us_per_comm"])
-        rows.append((module, om, cm, om / cm))
+        ocpu = statistics.median(o["cpu_us_per_comm"])
+        ccpu = statistics.median(c["cpu_us_per_comm"])
+        rows.append((module, om, cm, om / cm, ocpu, ccpu, ocpu / ccpu))
     lines = [
-        "| mode | PyCSP 0.9.2 (µs/comm) | ferrocsp.compat.pycsp (µs/comm) | speed-up |",
-        "|---|---|---|---|",
+        "| mode | PyCSP 0.9.2 (µs/comm) | ferrocsp.compat.pycsp (µs/comm) | speed-up "
+        "| CPU: PyCSP | CPU: compat | CPU speed-up |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| pycsp.{m} | {o:.2f} | {c:.2f} | {r:.1f}x |" for m, o, c, r in rows]
+    lines += [
+        f"| pycsp.{m} | {o:.2f} | {c:.2f} | {r:.1f}x | {oc:.2f} | {cc:.2f} | {rc:.1f}x |"
+        for m, o, c, r, oc, cc, rc in rows
+    ]
     table = "\n".join(lines)
     load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     print(table)
@@ -110,7 +124,9 @@ def main() -> int:
             "# Commstime: PyCSP 0.9.2 vs ferrocsp.compat.pycsp\n\n"
             "The same program (`bench/compat/commstime_pycsp.py`, written against PyCSP's API) "
             "on the real library and on the compat layer; median of the runs, microseconds "
-            "per channel communication (lower is better).\n\n"
+            "per channel communication (lower is better): wall clock, and CPU time of the "
+            "whole process (`time.process_time`, every thread), which a loaded machine "
+            "disturbs less.\n\n"
             f"- command: `{cmd}`\n"
             f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n"
             f"- machine: {machine}; Python {platform.python_version()}\n"

@@ -3,9 +3,9 @@
 import asyncio
 import contextvars
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import Any, Generic, final
+from typing import Any, Generic, Self, final
 
-from typing_extensions import TypeVar
+from typing_extensions import TypeVar, disjoint_base
 
 from ._stats import ChannelStats
 from .net._connection import Connection
@@ -19,6 +19,7 @@ __all__ = [
     "Reader",
     "Writer",
     "_AsyncOp",
+    "_CallEnd",
     "_Moved",
     "_NativeAlt",
     "_NetChan",
@@ -111,6 +112,11 @@ class _RunQueue:
     """The channel wake-ups queued on one event loop; the loop calls it to run them."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> None: ...
+
+@disjoint_base
+class _CallEnd:
+    def __new__(cls, end: Reader[Any] | Writer[Any]) -> Self: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
 @final
 class _Scheduler:

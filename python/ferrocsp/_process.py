@@ -24,6 +24,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 from . import _backends, _shm, _trace
 from ._backends import Backend
 from ._errors import ChannelPoisoned, ChannelRetired
+from ._flatcall import call
 from ._fnref import FnRef
 from ._native import _Participant, _participant_enter, _participant_exit, _set_process_name
 from ._shutdown import Endpoint, channel_args, poison_all, retire_ends
@@ -252,7 +253,7 @@ def execute(proc: Process[Any]) -> Outcome:
 def _execute(proc: Process[Any]) -> Outcome:
     previous = _set_process_name(proc.name)
     try:
-        return Outcome(value=proc.fn(*proc.args, **proc.kwargs))
+        return Outcome(value=call(proc.fn, proc.args, proc.kwargs))  # see _flatcall
     except KeyboardInterrupt as exc:
         if threading.current_thread() is not threading.main_thread():
             # Raised by the process itself on a thread of a network (Ctrl-C only reaches the

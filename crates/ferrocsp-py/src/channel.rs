@@ -58,6 +58,18 @@ pub(crate) fn read_value(
             Err(e) => Err(to_pyerr(py, e.error(), OpName::Read, name)),
         };
     }
+    read_value_thread(py, chan, name, timeout)
+}
+
+/// [`read_value`] outside a process greenlet (or while tracing). Out of line: its locals
+/// would otherwise widen `read_value`'s frame, which a blocked greenlet saves at every switch.
+#[inline(never)]
+fn read_value_thread(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &str,
+    timeout: Option<f64>,
+) -> PyResult<Value> {
     match chan.try_read() {
         Err(Error::WouldBlock) => {}
         Ok(v) => {
@@ -92,6 +104,19 @@ pub(crate) fn write_value(
         })?;
         return r.map(drop).map_err(|e| to_pyerr(py, e.error(), OpName::Write, name));
     }
+    write_value_thread(py, chan, name, value, timeout)
+}
+
+/// [`write_value`] outside a process greenlet (or while tracing); out of line as
+/// [`read_value_thread`] is.
+#[inline(never)]
+fn write_value_thread(
+    py: Python<'_>,
+    chan: &ferrocsp::Channel<Value>,
+    name: &str,
+    value: Value,
+    timeout: Option<f64>,
+) -> PyResult<()> {
     let value = match chan.try_write(value) {
         Ok(()) => {
             trace::event(py, "write", "", name);

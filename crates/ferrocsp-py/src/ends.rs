@@ -271,7 +271,11 @@ end_class!(
     {
         /// Reads a value (see ``Channel.read``).
         #[pyo3(signature = (*, timeout = None))]
-        fn read(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
+        pub(crate) fn read(
+            &self,
+            py: Python<'_>,
+            timeout: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<Value> {
             let t = parse_timeout(timeout)?;
             if let Some(s) = self.shm() {
                 return s.end_read(py, self.key(), t, false);
@@ -378,7 +382,7 @@ end_class!(
     {
         /// Writes ``value`` (see ``Channel.write``).
         #[pyo3(signature = (value, *, timeout = None))]
-        fn write(
+        pub(crate) fn write(
             &self,
             py: Python<'_>,
             value: Value,

@@ -60,6 +60,9 @@ impl OpName {
 }
 
 /// A Python exception for engine error `e` raised by `op` on the channel named `chan`.
+/// Out of line: inlined, it widens the frames of the blocking path (see `sched::block`).
+#[cold]
+#[inline(never)]
 pub(crate) fn to_pyerr(py: Python<'_>, e: Error, op: OpName, chan: &str) -> PyErr {
     to_pyerr_why(py, e, op, chan, None)
 }

@@ -11,6 +11,7 @@ mod aio_wake;
 mod alt;
 mod alt_map;
 mod batch;
+mod call_end;
 mod channel;
 mod deadlock;
 mod detach;
@@ -50,6 +51,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_Moved", m.py().get_type::<errors::Moved>())?;
     m.add_class::<ends::Reader>()?;
     m.add_class::<ends::Writer>()?;
+    m.add_class::<call_end::CallEnd>()?;
     m.add("_AsyncOp", aio_op::op_type(m.py())?)?;
     m.add_class::<shm::PyShmChannel>()?;
     m.add_class::<shm_side::ShmSide>()?;

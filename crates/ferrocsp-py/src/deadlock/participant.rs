@@ -271,9 +271,17 @@ impl Participant {
         if !(matches!(r, Poll::Ready(Err(SelectError::WouldBlock))) && sel.is_pending()) {
             return None;
         }
+        Some(self.deadlock_error(py, sel))
+    }
+
+    /// The deadlock error of `deadlocked`; out of line, so that the check inlined into the
+    /// greenlet's wait loop adds nothing to its frame.
+    #[cold]
+    #[inline(never)]
+    fn deadlock_error(&self, py: Python<'_>, sel: &mut Select<Value>) -> PyErr {
         drop(sel.abort()); // removes its entries; nothing can have fired
         let msg = lock(&self.inner).deadlock.take();
-        Some(deadlock_error(py, msg.unwrap_or_else(|| "Deadlock".to_owned())))
+        deadlock_error(py, msg.unwrap_or_else(|| "Deadlock".to_owned()))
     }
 
     /// Records (Some) or clears (None) what the participant waits on among channels shared

@@ -73,7 +73,10 @@ pub(crate) fn single_in_greenlet<'a>(
 }
 
 /// Waits in the calling process greenlet for `sel`, started with the task's waker and
-/// pending: records the wait, switches away, resumes when woken.
+/// pending: records the wait, switches away, resumes when woken. Out of line, with its rare
+/// paths out of line too: every byte of the frames between the greenlet's start and the
+/// switch is copied out and back at each switch, so the path that blocks keeps them small.
+#[inline(never)]
 fn wait_in_greenlet<'a>(
     py: Python<'_>,
     task: &Arc<Task>,
@@ -101,15 +104,27 @@ fn wait_in_greenlet<'a>(
             task.shared.add_timer(at, gen, Arc::clone(task));
         }
         if let Err(e) = task.switch_out(py) {
-            task.next_wait_gen();
-            return match sel.abort() {
-                None => Err(e),
-                Some(done) => Ok(done),
-            };
+            return thrown_in(task, sel, e);
         }
         poll = sel.resume();
         if let Some(deadlock) = task.part.deadlocked(py, sel, &poll) {
             return Err(deadlock);
         }
+    }
+}
+
+/// An exception thrown into the waiting task: ends the wait and withdraws the selection,
+/// keeping a result that won the race.
+#[cold]
+#[inline(never)]
+fn thrown_in(
+    task: &Task,
+    sel: &mut Select<Value>,
+    e: PyErr,
+) -> PyResult<Result<Selected<Value>, SelectError>> {
+    task.next_wait_gen();
+    match sel.abort() {
+        None => Err(e),
+        Some(done) => Ok(done),
     }
 }

@@ -24,9 +24,17 @@ type SwitchFn = unsafe extern "C" fn(
 const SWITCH_NUM: usize = 6;
 
 pub(super) fn load_switch(py: Python<'_>) -> PyResult<SwitchFn> {
-    if let Some(f) = SWITCH.get() {
-        return Ok(*f);
+    match SWITCH.get() {
+        Some(f) => Ok(*f),
+        None => import_switch(py),
     }
+}
+
+/// The first `load_switch`: kept out of line, so that the switch path's frames stay small
+/// (every byte of them is saved and restored at each switch of a blocked task).
+#[cold]
+#[inline(never)]
+fn import_switch(py: Python<'_>) -> PyResult<SwitchFn> {
     // SAFETY: we hold the GIL; PyCapsule_Import imports greenlet and returns the capsule's
     // pointer: greenlet's table of C API entry points (void*), or NULL with an exception set.
     let table = unsafe { pyo3::ffi::PyCapsule_Import(c"greenlet._C_API".as_ptr(), 0) };
@@ -65,8 +73,20 @@ pub(super) fn switch_to_with(
     // `args` a tuple, kwargs may be NULL; we hold the GIL. The result is a new reference or
     // NULL with an exception set.
     let r = unsafe { f(g.as_ptr(), args.as_ptr(), std::ptr::null_mut()) };
-    // SAFETY: as above, `r` is an owned reference or NULL with an exception set.
-    unsafe { Bound::from_owned_ptr_or_err(py, r) }.map(drop)
+    if r.is_null() {
+        return Err(switch_error(py));
+    }
+    // SAFETY: `r` is an owned reference (not NULL), which we drop; we hold the GIL.
+    unsafe { pyo3::ffi::Py_DECREF(r) };
+    Ok(())
+}
+
+/// The exception a switch raised here (thrown into this greenlet): out of line, as
+/// `import_switch` is.
+#[cold]
+#[inline(never)]
+fn switch_error(py: Python<'_>) -> PyErr {
+    PyErr::fetch(py)
 }
 /// `g.switch(*args)` through greenlet's C API, returning what the switch returns here (what
 /// the next switch back to this greenlet passes). `g` must be a greenlet.

@@ -183,6 +183,7 @@ impl Shared {
         timers.peek().is_some_and(|t| t.at <= Instant::now())
     }
 
+    #[inline(never)] // off the switch path's frames (see `block::wait_in_greenlet`)
     pub(super) fn add_timer(&self, at: Instant, gen: u64, task: Arc<Task>) {
         let mut timers = lock(&self.timers);
         // Stale entries pile up when waits with long timeouts end early: sweep them now and
@@ -195,6 +196,7 @@ impl Shared {
         self.has_timers.store(true, Ordering::Relaxed);
     }
 
+    #[inline(never)] // off the switch path's frames (see `block::wait_in_greenlet`)
     pub(super) fn hub(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         lock(&self.hub)
             .as_ref()

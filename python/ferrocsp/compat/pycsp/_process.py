@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 import ferrocsp as csp
 
+from ..._flatcall import call
 from ..._fnref import FnRef
 from . import _remote
 from ._channel import ChannelEndRead, ChannelEndWrite, is_method
@@ -248,7 +249,7 @@ def _run(proc: Process, ready: csp.Writer | None = None) -> Any:
             ready.retire()
         args = (*proc.args, *proc.kwargs.values())
         try:
-            proc.return_value = proc.fn(*proc.args, **proc.kwargs)
+            proc.return_value = call(proc.fn, proc.args, proc.kwargs)  # see _flatcall
         except ChannelPoisonException:
             _propagate(args, "poison")
         except ChannelRetireException:

@@ -1,0 +1,90 @@
+"""The compat layer's callable ends (``_native._CallEnd``): calling an end is calling its
+ferrocsp end's ``read``/``write`` with the same arguments, on threads and greenlets alike."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import ferrocsp
+from ferrocsp._native import _CallEnd
+
+
+@pytest.fixture(params=["parallel", "greenlets"])
+def pycsp(request: pytest.FixtureRequest) -> ModuleType:
+    return importlib.import_module(f"ferrocsp.compat.pycsp.{request.param}")
+
+
+def _message(fn: Any, *args: Any, **kwargs: Any) -> str:
+    with pytest.raises(TypeError) as info:
+        fn(*args, **kwargs)
+    return str(info.value)
+
+
+def test_ends_read_and_write_by_call_in_both_modes(pycsp: ModuleType) -> None:
+    got: list[Any] = []
+
+    @pycsp.process
+    def source(cout: Any) -> None:
+        for v in [1, "two", None, (3,)]:
+            cout(v)
+        pycsp.retire(cout)
+
+    @pycsp.process
+    def sink(cin: Any) -> None:
+        while True:
+            got.append(cin())
+
+    ch = pycsp.Channel()
+    pycsp.Parallel(source(-ch), sink(+ch))
+    assert got == [1, "two", None, (3,)]
+
+
+def test_other_call_shapes_behave_as_the_engine_methods() -> None:
+    from ferrocsp.compat.pycsp import Channel
+
+    ch = Channel(buffer=1)
+    cin, cout = +ch, -ch
+    raw = ferrocsp.Channel(1)
+    r, w = raw.reader(), raw.writer()
+    # Wrong shapes: the very TypeError (and message) of the engine's read/write.
+    assert _message(cin, 1) == _message(r.read, 1)
+    assert _message(cout) == _message(w.write)
+    assert _message(cout, 1, 2) == _message(w.write, 1, 2)
+    assert _message(cin, bogus=1) == _message(r.read, bogus=1)
+    # Keywords go through: a timeout on an empty channel, then a timed write and read.
+    with pytest.raises(TimeoutError):
+        cin(timeout=0.01)
+    cout(value=5, timeout=1.0)
+    with pytest.raises(TimeoutError):
+        cout(6, timeout=0.01)  # the buffer is full
+    assert cin(timeout=1.0) == 5
+    cout(7)
+    assert cin() == 7
+
+
+def test_a_wrong_call_in_a_process_gets_the_pycsp_note(pycsp: ModuleType) -> None:
+    @pycsp.process
+    def wrong(cin: Any) -> None:
+        cin(1)  # a reader end takes no argument
+
+    ch = pycsp.Channel()
+    with pytest.raises(ExceptionGroup) as info:
+        pycsp.Parallel(wrong(+ch))
+    leaf: BaseException = info.value
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, TypeError)
+    assert any("a reader end is called with no arguments" in n for n in leaf.__notes__)
+
+
+def test_call_end_takes_only_engine_ends() -> None:
+    with pytest.raises(TypeError, match="needs a ferrocsp Reader or Writer, got int"):
+        _CallEnd(3)  # type: ignore[arg-type]
+    raw = ferrocsp.Channel(1)
+    w, r = _CallEnd(raw.writer()), _CallEnd(raw.reader())
+    w("x")
+    assert r() == "x"
