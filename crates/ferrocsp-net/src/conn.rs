@@ -6,6 +6,9 @@
 //!   a blocked Python thread never runs async code (and holds no GIL while it waits).
 //! - One `Chan` per channel name per connection: every end and operation of a channel in this
 //!   process shares its subscriptions, its status and its pending reads.
+//! - Entries are kept for open channels only: a dropped channel's entry goes at the next open
+//!   (a weak entry keeps the channel's whole allocation), so a long-lived process that opens a
+//!   fresh name per task stays bounded by the channels it holds, not by the names it opened.
 //! - Connecting is bounded by `connect_timeout` (a refused or silent server is a clear
 //!   `Unreachable`, never a hang); after a loss of connection the client reconnects by
 //!   itself, and operations that cannot make progress for `reconnect_timeout` fail with
@@ -196,6 +199,11 @@ impl Connection {
             // Opened by another thread meanwhile: keep one.
             return Ok(c);
         }
+        // Entries of dropped channels go here: a weak entry keeps its channel's whole
+        // allocation, so a process opening a fresh name per task would otherwise grow with
+        // every name it ever opened (the soak's lane did). One pass over the open ones, beside
+        // the server round trips of an open.
+        chans.retain(|_, w| w.strong_count() > 0);
         chans.insert(name.to_owned(), Arc::downgrade(&chan));
         Ok(chan)
     }
@@ -246,6 +254,14 @@ impl Connection {
             });
             rt.shutdown_background();
         }
+    }
+
+    /// How many channel names this connection keeps an entry for, and how many of those
+    /// channels are still open here (held by someone): the first may not outgrow the second
+    /// by more than the names dropped since the last open (see `channel`).
+    pub fn chan_entries(&self) -> (usize, usize) {
+        let chans = self.chans.lock().unwrap_or_else(PoisonError::into_inner);
+        (chans.len(), chans.values().filter(|w| w.strong_count() > 0).count())
     }
 
     /// The server URL(s) this connection was made with, without credentials.

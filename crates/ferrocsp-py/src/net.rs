@@ -127,6 +127,11 @@ impl NetConnection {
         crate::detach::detach(py, || self.conn.close());
     }
 
+    /// (names with an entry, channels still open): for tests that the entries stay bounded.
+    fn _chan_entries(&self) -> (usize, usize) {
+        self.conn.chan_entries()
+    }
+
     #[getter]
     fn url(&self) -> String {
         self.conn.url().to_owned()
