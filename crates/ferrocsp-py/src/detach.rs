@@ -22,14 +22,23 @@
 //! - Only threads that run Python code (whose blocking call this is) park here. A thread of
 //!   Rust's own (the network runtime's) that takes the GIL for a callback is not covered:
 //!   parking it could hang a teardown that waits for it.
+//! - Greenlet schedulers (`sched.rs`) are frozen at the very end of exit (`_freeze_hubs`, the
+//!   last `atexit` handler, after the networks were wound down): a hub then never resumes a
+//!   greenlet again and parks for good, idle hubs being woken to see it. A process greenlet's plain Python code could
+//!   otherwise take the GIL back during finalization outside any blocking call, and the
+//!   unwind through greenlet's own frames aborts just the same. `_freeze_hubs` waits, boundedly,
+//!   until every hub parked for good or ended; a greenlet that never yields (pure Python forever)
+//!   is beyond it.
 //! - The check and the GIL's retaking are two steps: finalization that starts between them
 //!   still ends the thread as before. The window is the few instructions between the two,
 //!   against the whole blocking call before.
 
 use std::ffi::{c_int, c_void, CStr};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
-use pyo3::Python;
+use pyo3::prelude::*;
 
 type IsFinalizing = unsafe extern "C" fn() -> c_int;
 
@@ -79,5 +88,83 @@ where
         let r = f();
         park_if_finalizing();
         r
+    })
+}
+
+/// Set once, at the end of exit: hubs stop resuming greenlets (see the module doc).
+static FROZEN: AtomicBool = AtomicBool::new(false);
+/// Hubs alive and not parked for good.
+static HUBS_ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// The threads of the live hubs, so that freezing can wake the idle ones.
+static HUB_THREADS: Mutex<Vec<std::thread::Thread>> = Mutex::new(Vec::new());
+
+fn hub_threads() -> std::sync::MutexGuard<'static, Vec<std::thread::Thread>> {
+    HUB_THREADS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Parks the calling hub for good (it never runs Python code again), off the active count.
+fn retire_frozen_hub() -> ! {
+    HUBS_ACTIVE.fetch_sub(1, Ordering::AcqRel);
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A live greenlet hub (`sched.rs`), counted until it ends or parks for good once frozen.
+pub(crate) struct Hub(());
+
+impl Hub {
+    pub(crate) fn enter() -> Self {
+        HUBS_ACTIVE.fetch_add(1, Ordering::AcqRel);
+        hub_threads().push(std::thread::current());
+        Hub(())
+    }
+
+    /// At the top of a hub's loop: once frozen, the hub parks for good (GIL released).
+    pub(crate) fn stop_if_frozen(&self, py: Python<'_>) {
+        if FROZEN.load(Ordering::Acquire) {
+            py.detach(|| retire_frozen_hub());
+        }
+    }
+
+    /// `detach` for a hub's idle park; woken once frozen, it parks for good instead of
+    /// taking the GIL back.
+    pub(crate) fn park<F: Send + FnOnce()>(&self, py: Python<'_>, f: F) {
+        detach(py, || {
+            f();
+            if FROZEN.load(Ordering::Acquire) {
+                retire_frozen_hub();
+            }
+        });
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let me = std::thread::current().id();
+        hub_threads().retain(|t| t.id() != me);
+        HUBS_ACTIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// ``_freeze_hubs(timeout)``: the last exit handler (``_backends/_pool.py``). Greenlet hubs
+/// resume no greenlet any more (idle ones are woken to see it); waits (GIL released) up to
+/// ``timeout`` seconds until every hub parked for good or ended; returns whether all did.
+#[pyfunction]
+pub(crate) fn _freeze_hubs(py: Python<'_>, timeout: f64) -> bool {
+    FROZEN.store(true, Ordering::Release);
+    for t in hub_threads().iter() {
+        t.unpark();
+    }
+    let limit = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::ZERO);
+    let deadline = Instant::now() + limit;
+    py.detach(|| loop {
+        if HUBS_ACTIVE.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1)); // a bounded poll, at exit only
     })
 }

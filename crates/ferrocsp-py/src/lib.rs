@@ -67,6 +67,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<aio_waiter::Waiter>()?;
     m.add_class::<aio_waiter::RunQueue>()?;
     m.add_function(wrap_pyfunction!(sched::_in_scheduler, m)?)?;
+    m.add_function(wrap_pyfunction!(detach::_freeze_hubs, m)?)?;
     m.add_function(wrap_pyfunction!(process::_set_process_name, m)?)?;
     m.add_function(wrap_pyfunction!(process::_process_name, m)?)?;
     m.add_function(wrap_pyfunction!(trace::_set_trace, m)?)?;

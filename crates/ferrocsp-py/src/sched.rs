@@ -203,7 +203,9 @@ impl Scheduler {
         *lock(&self.shared.hub) = Some(getcurrent(py)?.unbind());
         let main = crate::pythread::is_main_thread(py)?;
         set_current(None);
+        let running = crate::detach::Hub::enter();
         loop {
+            running.stop_if_frozen(py);
             let next_deadline = self.shared.fire_timers(Instant::now());
             if let Some(t) = self.shared.pop() {
                 if let Some(g) = t.greenlet(py) {
@@ -245,7 +247,7 @@ impl Scheduler {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            crate::detach::detach(py, || match until {
+            running.park(py, || match until {
                 None => std::thread::park(),
                 Some(t) => {
                     let now = Instant::now();

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .._native import _idle_thread
+from .._native import _freeze_hubs, _idle_thread
 
 __all__ = [
     "IDLE_TIMEOUT",
@@ -192,7 +192,10 @@ def _after_fork_in_child() -> None:
 
 
 # Registered at import, before ``_par`` registers its exit handler: atexit runs handlers last
-# in, first out, so the idle workers end after the running networks were wound down.
+# in, first out, so the idle workers end after the running networks were wound down, and
+# the greenlet hubs are frozen after everything else (``detach.rs``: a greenlet still running
+# when the interpreter finalizes would abort the process).
+atexit.register(_freeze_hubs, 1.0)
 atexit.register(_close)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
