@@ -34,7 +34,7 @@
 //!   against the whole blocking call before.
 
 use std::ffi::{c_int, c_void, CStr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,14 @@ static FROZEN: AtomicBool = AtomicBool::new(false);
 static HUBS_ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// The threads of the live hubs, so that freezing can wake the idle ones.
 static HUB_THREADS: Mutex<Vec<std::thread::Thread>> = Mutex::new(Vec::new());
+/// The process whose hubs `HUBS_ACTIVE` and `HUB_THREADS` count: a child made by `fork`
+/// inherits its parent's counts, of threads it does not have, and starts afresh.
+static HUBS_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the hub counts are this process's (not inherited through `fork`).
+fn counts_are_mine() -> bool {
+    HUBS_PID.load(Ordering::Acquire) == std::process::id()
+}
 
 fn hub_threads() -> std::sync::MutexGuard<'static, Vec<std::thread::Thread>> {
     HUB_THREADS.lock().unwrap_or_else(PoisonError::into_inner)
@@ -115,8 +123,16 @@ pub(crate) struct Hub(());
 
 impl Hub {
     pub(crate) fn enter() -> Self {
+        let mut threads = hub_threads();
+        if !counts_are_mine() {
+            // The first hub of this process (or of a child made by `fork`): the counts
+            // inherited are of another process's threads.
+            threads.clear();
+            HUBS_ACTIVE.store(0, Ordering::Release);
+            HUBS_PID.store(std::process::id(), Ordering::Release);
+        }
         HUBS_ACTIVE.fetch_add(1, Ordering::AcqRel);
-        hub_threads().push(std::thread::current());
+        threads.push(std::thread::current());
         Hub(())
     }
 
@@ -153,8 +169,14 @@ impl Drop for Hub {
 #[pyfunction]
 pub(crate) fn _freeze_hubs(py: Python<'_>, timeout: f64) -> bool {
     FROZEN.store(true, Ordering::Release);
-    for t in hub_threads().iter() {
-        t.unpark();
+    {
+        let threads = hub_threads();
+        if !counts_are_mine() {
+            return true; // no hub ever ran in this process: the counts are a parent's
+        }
+        for t in threads.iter() {
+            t.unpark();
+        }
     }
     let limit = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::ZERO);
     let deadline = Instant::now() + limit;
