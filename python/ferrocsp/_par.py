@@ -11,7 +11,9 @@ Invariants:
   (``run``, ``start`` and ``Spawn`` alike).
 - ``async def`` processes run on the asyncio backend: from ``run``/``start`` on one event loop
   in one thread of their own, from ``await arun()`` as tasks on the running loop; thread
-  processes run on threads either way, and the rules above hold for the mix.
+  processes run on threads either way, and the rules above hold for the mix. Those on the
+  native coroutine backend run on one coroutine scheduler in one thread of their own, from
+  ``arun`` too.
 - Those threads (and the event loop) are kept host threads (``_backends/_pool.py``): started
   by the first network that needs one, reused by the later ones, each serving one network at
   a time; a joined network leaves them idle, never running anything of its own.
@@ -28,6 +30,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from . import _backends
 from ._backends._asyncio import LoopHost, LoopTask
+from ._backends._coroutine import CoroutineHost
 from ._backends._greenlet import GreenletHost
 from ._backends._hosted import HostedTask, ThreadHost
 from ._backends._os import OsHost
@@ -130,20 +133,20 @@ def _backends_of(processes: list[Process[Any]], par_backend: str | None) -> list
     fallback: str | None = None  # the default, resolved once per network, not per process
     kinds = []
     for proc in processes:
-        backend = proc.backend
+        backend = proc.in_network(par_backend)
         if backend is None:
             backend = par_backend
             if backend is None:
                 if fallback is None:
                     fallback = _backends.resolve()
                 backend = fallback
-        elif backend == "asyncio":
-            kinds.append("asyncio")  # an async def process (its only backend)
+        elif proc.is_async:
+            kinds.append(backend)  # an async def process: asyncio or coroutine
             continue
-        if backend == "asyncio":
+        if backend in ("asyncio", "coroutine"):
             raise ValueError(
-                f"backend 'asyncio' runs async def processes; process {proc.name!r} is a plain "
-                "function (use 'thread')"
+                f"backend {backend!r} runs async def processes; process {proc.name!r} is a "
+                "plain function (use 'thread')"
             )
         kinds.append(backend)
     return kinds
@@ -189,6 +192,12 @@ class Handle(Generic[T]):
         elif aio and loop is not None:
             for i in aio:
                 tasks[i] = LoopTask(processes[i], loop)
+        coros = [i for i, k in enumerate(kinds) if k == "coroutine"]
+        if coros:
+            chost = CoroutineHost([processes[i] for i in coros], name)
+            hosts.append(chost)
+            for j, i in enumerate(coros):
+                tasks[i] = chost.task(j)
         green = [i for i, k in enumerate(kinds) if k == "greenlet"]
         if green:
             ghost = GreenletHost([processes[i] for i in green], name)

@@ -6,7 +6,8 @@ Invariants:
 - ``_ended`` is the one place that turns how a process ended into an ``Outcome`` and applies
   DESIGN's shutdown rules (clean end on poison/retire, poison on failure), whatever the backend;
   ``execute`` (plain functions) and ``aexecute`` (``async def``) both go through it.
-- An ``async def`` process has backend ``"asyncio"``, and only it has.
+- An ``async def`` process has backend ``"asyncio"`` (the default) or ``"coroutine"``, and only
+  it has one of those.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Process(Generic[R_co]):
     Run it with ``Par``, ``Seq`` or ``Spawn``; ``proc.run()`` runs it in the calling thread.
     """
 
-    __slots__ = ("_endpoints", "args", "backend", "fn", "kwargs", "name")
+    __slots__ = ("_endpoints", "_given", "args", "backend", "fn", "kwargs", "name")
 
     def __init__(
         self,
@@ -83,6 +84,8 @@ class Process(Generic[R_co]):
         self.kwargs = kwargs if kwargs is not None else {}
         self.name: str = name if name is not None else getattr(fn, "__name__", repr(fn))
         self.backend = _check_backend(fn, backend)
+        #: The backend asked for (None: the one the network or the defaults choose).
+        self._given = backend
         self._endpoints = endpoints
 
     def endpoints(self) -> list[Endpoint]:
@@ -94,8 +97,16 @@ class Process(Generic[R_co]):
 
     @property
     def is_async(self) -> bool:
-        """Whether this is an ``async def`` process (backend ``"asyncio"``)."""
-        return self.backend == "asyncio"
+        """Whether this is an ``async def`` process (backend ``"asyncio"`` or ``"coroutine"``)."""
+        return self.backend in ("asyncio", "coroutine")
+
+    def in_network(self, par_backend: str | None) -> str | None:
+        """The backend this process runs on in a network whose ``Par`` names ``par_backend``:
+        its own if it asked for one; an ``async def`` process goes to ``"coroutine"`` when
+        the network asks for it and stays on ``"asyncio"`` otherwise."""
+        if self._given is None and self.backend == "asyncio" and par_backend == "coroutine":
+            return "coroutine"
+        return self.backend
 
     def run(self) -> R_co | None:
         """Runs the process in the calling thread, with the shutdown rules of ``Par``.
@@ -118,7 +129,7 @@ class Process(Generic[R_co]):
         fn = FnRef.of(self.fn)
         if fn is self.fn and _shm.is_crossing():
             _check_movable(self)
-        return (_rebuild, (fn, self.args, self.kwargs, self.name, self.backend, self._endpoints))
+        return (_rebuild, (fn, self.args, self.kwargs, self.name, self._given, self._endpoints))
 
 
 def _check_movable(proc: Process[Any]) -> None:
@@ -160,19 +171,20 @@ class Outcome:
 
 
 def _check_backend(fn: Callable[..., Any], backend: str | None) -> str | None:
-    """The backend of a process made from ``fn``: ``"asyncio"`` for an ``async def``."""
+    """The backend of a process made from ``fn``: ``"asyncio"`` for an ``async def`` unless
+    it asks for ``"coroutine"``."""
     if backend is not None:
         _backends.check(backend)
     if inspect.iscoroutinefunction(fn):
-        if backend not in (None, "asyncio"):
+        if backend not in (None, "asyncio", "coroutine"):
             raise ValueError(
                 f"{getattr(fn, '__name__', fn)!r} is an async def function: it runs on the "
-                f"'asyncio' backend, not {backend!r}"
+                f"'asyncio' or 'coroutine' backend, not {backend!r}"
             )
-        return "asyncio"
-    if backend == "asyncio":
+        return backend or "asyncio"
+    if backend in ("asyncio", "coroutine"):
         raise ValueError(
-            f"backend 'asyncio' runs async def functions; {getattr(fn, '__name__', fn)!r} is "
+            f"backend {backend!r} runs async def functions; {getattr(fn, '__name__', fn)!r} is "
             "a plain function (use 'thread')"
         )
     return backend
@@ -291,6 +303,23 @@ async def _aexecute(proc: Process[Any]) -> Outcome:
         _async_name.reset(token)
 
 
+def cexecute(proc: Process[Any]) -> Coroutine[Any, Any, Outcome]:
+    """The coroutine running ``async def`` process ``proc`` on the native coroutine backend."""
+    if _trace.ENABLED:
+        return _trace.arun_traced(proc, _cexecute)  # type: ignore[no-any-return]
+    return _cexecute(proc)
+
+
+async def _cexecute(proc: Process[Any]) -> Outcome:
+    # The task itself carries the name and the deadlock record (native, one per coroutine
+    # task): context variables would be shared by every coroutine of the scheduler's thread.
+    _set_process_name(proc.name)
+    try:
+        return Outcome(value=await proc.fn(*proc.args, **proc.kwargs))
+    except BaseException as exc:  # noqa: BLE001 - a failing process must never hang its peers
+        return _ended(proc, exc)
+
+
 async def _amain(proc: Process[Any]) -> Outcome:
     """The main task of ``run_sync`` for an async process."""
     out = await aexecute(proc)
@@ -305,6 +334,10 @@ async def _amain(proc: Process[Any]) -> Outcome:
 
 def run_sync(proc: Process[Any]) -> Outcome:
     """Runs ``proc`` to its end in the calling thread (an async one on a new event loop)."""
+    if proc.backend == "coroutine":
+        from ._backends._coroutine import run_inline
+
+        return run_inline(proc)
     if proc.is_async:
         out = asyncio.run(_amain(proc))
         if isinstance(out.error, KeyboardInterrupt):
@@ -412,7 +445,9 @@ def process(
 
     Use as ``@process`` or ``@process(name="w", backend="thread")``. The default name is the
     function's ``__name__``. An ``async def`` function makes processes on the ``"asyncio"``
-    backend (its only backend); ``backend="asyncio"`` on a plain function is a ValueError.
+    backend, or with ``backend="coroutine"`` on the native coroutine backend (a Rust
+    scheduler, no event loop); ``"asyncio"`` or ``"coroutine"`` on a plain function is a
+    ValueError.
     """
     if backend is not None:
         _backends.check(backend)
@@ -422,7 +457,8 @@ def process(
     def wrap(f: Callable[P, R]) -> _Factory[P, R]:
         if not callable(f):
             raise TypeError(f"@process needs a function, not {type(f).__name__}")
-        return _Factory(f, name, _check_backend(f, backend))
+        _check_backend(f, backend)  # fails here, at the decoration, not at the first call
+        return _Factory(f, name, backend)
 
     if fn is not None:
         return wrap(fn)

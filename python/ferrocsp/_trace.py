@@ -198,10 +198,10 @@ async def arun_traced(proc: Any, run: Callable[[Any], Awaitable[Any]]) -> Any:
     """The ``async def`` twin of ``run_traced``."""
     tr = _active
     if tr is not None:
-        tr._event({"ev": "start", "proc": proc.name, "backend": "asyncio"})
+        tr._event({"ev": "start", "proc": proc.name, "backend": proc.backend})
     out = await run(proc)
     if tr is not None:
-        _end(tr, proc.name, "asyncio", out.error)
+        _end(tr, proc.name, proc.backend, out.error)
     return out
 
 

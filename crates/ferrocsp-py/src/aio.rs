@@ -88,6 +88,9 @@ struct Inner {
     policy: Policy,
     timeout: Option<f64>,
     wait: Option<Wait>,
+    /// The wait of an op awaited by a task of the native coroutine backend (`sched/coro.rs`),
+    /// which waits without an event loop.
+    coro: Option<crate::sched::CoroWait>,
     done: bool,
     /// The op's Python channel, to follow it to shared memory (None for Alts).
     owner: Option<Arc<Flavors>>,
@@ -134,6 +137,7 @@ impl AsyncOp {
             policy: Policy::Priority,
             timeout: None,
             wait: None,
+            coro: None,
             done: false,
             owner: None,
             delegate: None,
@@ -205,6 +209,7 @@ impl Inner {
     fn finish(&mut self, py: Python<'_>, r: Result<Selected<Value>, SelectError>) -> Step {
         self.done = true;
         self.wait = None;
+        self.coro = None;
         if let (Kind::Write, Err(SelectError::Moved { .. })) = (&self.kind, &r) {
             // The value was not sent: it goes on to the shared side (`follow_move`).
             self.value = self.sel.as_mut().and_then(|s| s.take_value(0));
@@ -342,6 +347,9 @@ impl Inner {
             }
         }
         self.trace_block(py); // trace hook
+        if let Some(task) = crate::sched::current_coro() {
+            return self.start_coro(py, task);
+        }
         let event_loop =
             GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0().map_err(|_| {
                 PyRuntimeError::new_err(
@@ -374,6 +382,63 @@ impl Inner {
                 self.wait =
                     Some(Wait { waker, event_loop: event_loop.unbind(), timer: None, part });
                 self.suspend(py, fut)
+            }
+        }
+    }
+
+    /// The first step's registration in a task of the native coroutine backend: the task's
+    /// waker instead of a future, the marker yielded to its hub.
+    fn start_coro(&mut self, py: Python<'_>, task: Arc<crate::sched::Task>) -> Step {
+        let Some(sel) = self.sel.as_mut() else {
+            return Err(PyRuntimeError::new_err("selection missing"));
+        };
+        let (kind, name) = (&self.kind, &self.name);
+        let desc = || match kind {
+            Kind::Alt(map) => map.desc(),
+            Kind::Write => Desc::write(name),
+            Kind::Read | Kind::Next => Desc::read(name),
+        };
+        match crate::sched::CoroWait::start(task, sel, self.policy, deadline(self.timeout), desc) {
+            Ok(r) => self.finish(py, r),
+            Err(wait) => {
+                self.coro = Some(wait);
+                Ok(Out::Yield(crate::sched::blocked_marker(py)?.clone_ref(py)))
+            }
+        }
+    }
+
+    /// Later steps in a coroutine task: resume the selection; yield the marker while pending.
+    fn resume_coro(&mut self, py: Python<'_>) -> Step {
+        let (Some(wait), Some(sel)) = (self.coro.as_ref(), self.sel.as_mut()) else {
+            return Err(PyRuntimeError::new_err("channel operation is not waiting"));
+        };
+        match wait.resume(py, sel) {
+            Ok(Poll::Ready(r)) => self.finish(py, r),
+            Ok(Poll::Pending) => Ok(Out::Yield(crate::sched::blocked_marker(py)?.clone_ref(py))),
+            Err(deadlock) => {
+                self.done = true;
+                self.coro = None;
+                self.sel = None;
+                Err(deadlock)
+            }
+        }
+    }
+
+    /// An exception thrown into an op waiting in a coroutine task: withdraw; a communication
+    /// that won the race is kept (the op returns it and the exception is not raised: nothing
+    /// of the coroutine backend throws in while an op waits, besides `close`).
+    fn throw_coro(&mut self, py: Python<'_>, exc: PyErr) -> Step {
+        if let Some(wait) = self.coro.as_ref() {
+            wait.end();
+        }
+        let fired = self.sel.as_mut().and_then(|s| s.abort());
+        self.coro = None;
+        match fired {
+            Some(Ok(s)) => self.finish(py, Ok(s)),
+            _ => {
+                self.done = true;
+                self.sel = None;
+                Err(exc)
             }
         }
     }
@@ -456,6 +521,9 @@ impl Inner {
         if self.delegate.is_some() {
             return self.drive(py, Some(exc));
         }
+        if self.coro.is_some() {
+            return self.throw_coro(py, exc);
+        }
         let Some(wait) = self.wait.take() else {
             self.done = true;
             return Err(exc);
@@ -494,7 +562,9 @@ impl AsyncOp {
                 "cannot reuse an already awaited channel operation",
             ));
         }
-        if inner.wait.is_none() {
+        if inner.coro.is_some() {
+            inner.resume_coro(py)
+        } else if inner.wait.is_none() {
             inner.start(py)
         } else {
             inner.resume(py)
@@ -514,6 +584,9 @@ impl AsyncOp {
         let mut inner = self.locked()?;
         inner.done = true;
         inner.wait = None;
+        if let Some(wait) = inner.coro.take() {
+            wait.end();
+        }
         if let Some(mut sel) = inner.sel.take() {
             drop(sel.abort());
         }

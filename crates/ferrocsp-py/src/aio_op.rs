@@ -42,6 +42,7 @@ use pyo3::types::PyType;
 use std::sync::Arc;
 
 use crate::aio::{AsyncOp, Out, Step};
+use crate::coro_op::{in_coro_task, CoroKind, CoroOp};
 use crate::aio_wake::{exception_from_throw_args, keep_result_on_cancel};
 use crate::flavor::Flavors;
 use crate::pythread::Value;
@@ -57,7 +58,37 @@ struct OpObject {
     /// A done op's result (owned), or null; taken with [`take_value`].
     value: AtomicPtr<ffi::PyObject>,
     /// A pending op's state (`Box::into_raw`), or null.
-    op: *mut AsyncOp,
+    op: *mut Pending,
+}
+
+/// A pending op's state: waiting through an event loop (`aio.rs`), or in a task of the native
+/// coroutine backend (`coro_op.rs`).
+pub(crate) enum Pending {
+    Loop(AsyncOp),
+    Coro(CoroOp),
+}
+
+impl Pending {
+    fn step(&self, py: Python<'_>) -> Step {
+        match self {
+            Pending::Loop(op) => op.step(py),
+            Pending::Coro(op) => op.step(py),
+        }
+    }
+
+    fn throw(&self, py: Python<'_>, me: &Bound<'_, PyAny>, exc: PyErr) -> Step {
+        match self {
+            Pending::Loop(op) => op.throw(py, me, exc),
+            Pending::Coro(op) => op.throw(py, exc),
+        }
+    }
+
+    fn close(&self) -> PyResult<()> {
+        match self {
+            Pending::Loop(op) => op.close(),
+            Pending::Coro(op) => op.close(),
+        }
+    }
 }
 
 /// The `_AsyncOp` type, created on first use (once per interpreter).
@@ -65,7 +96,7 @@ pub(crate) fn op_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     OP_TYPE.get_or_try_init(py, || create_type(py)).map(|t| t.bind(py))
 }
 
-fn alloc(py: Python<'_>, value: Py<PyAny>, op: Option<Box<AsyncOp>>) -> PyResult<Py<PyAny>> {
+fn alloc(py: Python<'_>, value: Py<PyAny>, op: Option<Box<Pending>>) -> PyResult<Py<PyAny>> {
     let tp = op_type(py)?.as_type_ptr();
     // SAFETY: `tp` is the live `_AsyncOp` type (held by OP_TYPE); PyType_GenericAlloc returns
     // a new zeroed instance of its basicsize (that of OpObject) or null with an exception.
@@ -93,7 +124,12 @@ pub(crate) fn done(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
 
 /// An op that waits when awaited.
 pub(crate) fn pending(py: Python<'_>, op: AsyncOp) -> PyResult<Py<PyAny>> {
-    alloc(py, py.None(), Some(Box::new(op)))
+    alloc(py, py.None(), Some(Box::new(Pending::Loop(op))))
+}
+
+/// An op of a coroutine task that waits when awaited (`coro_op.rs`).
+fn coro_pending(py: Python<'_>, op: CoroOp) -> PyResult<Py<PyAny>> {
+    alloc(py, py.None(), Some(Box::new(Pending::Coro(op))))
 }
 
 /// Takes a done op's result (an owned reference), or null if there is none (a pending op, or
@@ -409,6 +445,10 @@ pub(crate) fn read_op(
             done(py, v)
         }
         Err(_) => {
+            if in_coro_task() && !crate::trace::on() {
+                let kind = if next { CoroKind::Next } else { CoroKind::Read };
+                return coro_pending(py, CoroOp::new(kind, chan, name, None, timeout));
+            }
             let op = AsyncOp::read(chan, name, timeout, next, Arc::clone(owner));
             pending(py, op)
         }
@@ -431,6 +471,10 @@ pub(crate) fn write_op(
             done(py, py.None())
         }
         Err(e) => {
+            if in_coro_task() && !crate::trace::on() {
+                let op = CoroOp::new(CoroKind::Write, chan, name, Some(e.value), timeout);
+                return coro_pending(py, op);
+            }
             let op = AsyncOp::write(chan, name, e.value, timeout, Arc::clone(owner));
             pending(py, op)
         }

@@ -20,7 +20,7 @@ use crate::deadlock::Participant;
 #[pyfunction]
 #[pyo3(signature = (name))]
 pub(crate) fn _set_process_name(py: Python<'_>, name: Option<String>) -> PyResult<Option<String>> {
-    if let Some(task) = crate::sched::current_task() {
+    if let Some(task) = crate::sched::current_task().or_else(crate::sched::current_coro) {
         return Ok(task.set_name(name));
     }
     let previous = crate::thread_name::replace(name.clone());
@@ -34,7 +34,7 @@ pub(crate) fn _set_process_name(py: Python<'_>, name: Option<String>) -> PyResul
 /// The current thread's process name, if it runs a ferrocsp process.
 #[pyfunction]
 pub(crate) fn _process_name() -> Option<String> {
-    if let Some(task) = crate::sched::current_task() {
+    if let Some(task) = crate::sched::current_task().or_else(crate::sched::current_coro) {
         return task.name();
     }
     crate::thread_name::get()
@@ -61,7 +61,7 @@ pub(crate) fn current_process_suffix(py: Python<'_>) -> String {
 /// The participant of the calling code: greenlet task, else asyncio process task (when
 /// `asyncio` is true), else the thread.
 pub(crate) fn current(py: Python<'_>) -> PyResult<Arc<Participant>> {
-    if let Some(task) = crate::sched::current_task() {
+    if let Some(task) = crate::sched::current_task().or_else(crate::sched::current_coro) {
         return Ok(task.participant());
     }
     if let Some(p) = crate::deadlock::async_participant(py) {

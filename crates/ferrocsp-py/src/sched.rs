@@ -49,12 +49,14 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::deadlock::LocalWait;
 
 mod block;
+mod coro;
 pub(crate) mod greenlet;
 mod tasks;
 
 pub(crate) use block::{select_in_greenlet, single_in_greenlet};
+pub(crate) use coro::{blocked_marker, CoroWait};
 use greenlet::{getcurrent, greenlet_type, load_switch, switch_to_with};
-pub(crate) use tasks::{current_task, Task};
+pub(crate) use tasks::{current_coro, current_task, with_coro, Task};
 use tasks::{lock, set_current, SchedCell, Shared, TaskWake, WeakTask, CURRENT, RUNNING};
 
 /// A scheduler of process greenlets for the calling OS thread (the greenlet backend).
@@ -112,27 +114,7 @@ impl Scheduler {
                 "a greenlet scheduler is used from the thread that made it",
             ));
         }
-        let task = Arc::new_cyclic(|me| Task {
-            me: me.clone(),
-            shared: Arc::clone(&self.shared),
-            greenlet: SchedCell::new(None),
-            scheduled: Scheduled::new(),
-            started: AtomicBool::new(false),
-            start_args: Mutex::new(None),
-            done: AtomicBool::new(false),
-            wait_gen: AtomicU64::new(0),
-            name: Mutex::new(None),
-            part: crate::deadlock::greenlet_participant(self.shared.ident),
-            wait: SchedCell::new(LocalWait::default()),
-            sel: SchedCell::new(None),
-            waker: Waker::Custom(Arc::new(TaskWake {
-                task: me.clone(),
-                shared: Arc::clone(&self.shared),
-            })),
-        });
-        // Weak: the record must not keep its task alive (the task holds the record).
-        let weak: Arc<dyn Wake> = Arc::new(WeakTask(Arc::downgrade(&task)));
-        task.part.set_waker(Waker::Custom(weak));
+        let task = self.new_task(false);
         *lock(&task.start_args) = Some(args.clone().unbind());
         let kwargs = PyDict::new(py);
         // The greenlet runs `fn_` itself: no wrapper frame between the greenlet's start and
@@ -147,6 +129,39 @@ impl Scheduler {
         let g = greenlet_type(py)?.call((), Some(&kwargs))?;
         let g = g.unbind();
         task.greenlet.with(|slot| *slot = Some(g));
+        self.shared.live.fetch_add(1, Ordering::AcqRel);
+        lock(&self.tasks).push(Arc::clone(&task));
+        task.wake();
+        Ok(())
+    }
+
+    /// Adds a coroutine task stepping ``coro`` (the native coroutine backend, ``sched/coro.rs``),
+    /// named ``name``; ``done(value, None)`` is called when it returns, ``done(None, exc)`` when
+    /// it raises. Call from the scheduler's thread.
+    #[pyo3(signature = (coro, done = None, name = None))]
+    fn spawn_coro(
+        &self,
+        coro: Bound<'_, PyAny>,
+        done: Option<Bound<'_, PyAny>>,
+        name: Option<String>,
+    ) -> PyResult<()> {
+        if !coro.hasattr(pyo3::intern!(coro.py(), "send"))? {
+            return Err(PyTypeError::new_err(format!(
+                "spawn_coro needs a coroutine, not {}",
+                coro.get_type().name()?
+            )));
+        }
+        if std::thread::current().id() != self.shared.queue.hub().id() {
+            return Err(PyRuntimeError::new_err(
+                "a coroutine scheduler is used from the thread that made it",
+            ));
+        }
+        let task = self.new_task(true);
+        if name.is_some() {
+            task.set_name(name);
+        }
+        let c = coro::Coro::new(coro.unbind(), done.map(Bound::unbind));
+        task.coro.with(|slot| *slot = Some(c));
         self.shared.live.fetch_add(1, Ordering::AcqRel);
         lock(&self.tasks).push(Arc::clone(&task));
         task.wake();
@@ -173,6 +188,8 @@ impl Scheduler {
             t.part.remove();
             let g = t.greenlet.with(Option::take);
             drop(g);
+            let c = t.coro.with(Option::take);
+            drop(c);
             drop(t.take_select());
         }
         lock(&self.shared.timers).clear();
@@ -188,6 +205,38 @@ impl Scheduler {
 }
 
 impl Scheduler {
+    /// A new task of this scheduler, with its deadlock-detection record.
+    fn new_task(&self, coroutine: bool) -> Arc<Task> {
+        let part = if coroutine {
+            crate::deadlock::coroutine_participant(self.shared.ident)
+        } else {
+            crate::deadlock::greenlet_participant(self.shared.ident)
+        };
+        let task = Arc::new_cyclic(|me| Task {
+            me: me.clone(),
+            shared: Arc::clone(&self.shared),
+            greenlet: SchedCell::new(None),
+            coro: SchedCell::new(None),
+            scheduled: Scheduled::new(),
+            started: AtomicBool::new(false),
+            start_args: Mutex::new(None),
+            done: AtomicBool::new(false),
+            wait_gen: AtomicU64::new(0),
+            name: Mutex::new(None),
+            part,
+            wait: SchedCell::new(LocalWait::default()),
+            sel: SchedCell::new(None),
+            waker: Waker::Custom(Arc::new(TaskWake {
+                task: me.clone(),
+                shared: Arc::clone(&self.shared),
+            })),
+        });
+        // Weak: the record must not keep its task alive (the task holds the record).
+        let weak: Arc<dyn Wake> = Arc::new(WeakTask(Arc::downgrade(&task)));
+        task.part.set_waker(Waker::Custom(weak));
+        task
+    }
+
     /// Publishes the waits of the tasks blocked since the hub last ran out of work.
     fn publish_waits(&self) {
         let tasks = self.shared.unpublished.with(std::mem::take);
@@ -206,7 +255,7 @@ impl Scheduler {
         let running = crate::detach::Hub::enter();
         loop {
             running.stop_if_frozen(py);
-            let next_deadline = self.shared.fire_timers(Instant::now());
+            let next_deadline = self.shared.fire_timers(Instant::now);
             if let Some(t) = self.shared.pop() {
                 if let Some(g) = t.greenlet(py) {
                     let args = if t.started.swap(true, Ordering::Relaxed) {
@@ -223,6 +272,8 @@ impl Scheduler {
                         ended.finish();
                     }
                     r?;
+                } else {
+                    coro::step(py, &t)?;
                 }
                 continue;
             }

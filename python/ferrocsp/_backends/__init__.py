@@ -3,8 +3,9 @@
 Invariant: a backend only decides *where* ``_process.execute`` runs; channel semantics and
 shutdown rules are the same under every backend. This version has the thread backend, the
 greenlet backend (many processes multiplexed on one OS thread, ``_greenlet.py``) and the
-asyncio backend (the default and only backend of ``async def`` processes; the others run
-plain functions) and the OS-process backend (each process in a child OS process, ``_os.py``;
+asyncio backend (the default backend of ``async def`` processes; the others run plain
+functions), the native coroutine backend (``async def`` processes on a Rust scheduler, no
+event loop: ``_coroutine.py``) and the OS-process backend (each process in a child OS process, ``_os.py``;
 channels it is given move to shared memory).
 Precedence of the choice: ``@process(backend=)`` > ``Par(backend=)`` >
 ``set_default_backend()`` > the ``FERROCSP_BACKEND`` environment variable > ``"thread"``.
@@ -18,7 +19,7 @@ from typing import Literal, get_args
 __all__ = ["AVAILABLE", "Backend", "check", "resolve", "set_default_backend"]
 
 #: The names a ``backend=`` argument accepts (for type checkers; ``check`` at run time).
-Backend = Literal["thread", "greenlet", "asyncio", "os"]
+Backend = Literal["thread", "greenlet", "asyncio", "coroutine", "os"]
 AVAILABLE: tuple[Backend, ...] = get_args(Backend)
 PLANNED: tuple[str, ...] = ()
 
@@ -41,17 +42,19 @@ def check(name: object) -> Backend:
 
 def _check_default(name: object) -> Backend:
     backend = check(name)
-    if backend == "asyncio":
+    if backend in ("asyncio", "coroutine"):
         raise ValueError(
-            "'asyncio' cannot be the default backend: it is the backend of async def processes "
-            "(always used for them), while the default applies to plain functions"
+            f"{backend!r} cannot be the default backend: it runs async def processes, while the "
+            "default applies to plain functions (choose it with @process(backend=) or "
+            "Par(backend=))"
         )
     return backend
 
 
 def set_default_backend(name: Backend | None) -> None:
     """Sets the backend used for plain-function processes when neither the process nor its
-    Par names one (None: reset). ``async def`` processes always run on asyncio."""
+    Par names one (None: reset). ``async def`` processes run on asyncio unless they or their
+    Par name ``"coroutine"``."""
     global _default
     _default = None if name is None else _check_default(name)
 

@@ -84,6 +84,11 @@ pub(crate) fn greenlet_participant(ident: u64) -> Arc<Participant> {
     register(Backend::Greenlet, ident, None, None, "greenlet".into(), None)
 }
 
+/// Registers a coroutine task of the native coroutine scheduler running on thread `ident`.
+pub(crate) fn coroutine_participant(ident: u64) -> Arc<Participant> {
+    register(Backend::Coroutine, ident, None, None, "coroutine".into(), None)
+}
+
 fn current_task_id(py: Python<'_>) -> Option<usize> {
     let task = CURRENT_TASK.import(py, "asyncio", "current_task").ok()?.call0().ok()?;
     if task.is_none() {

@@ -20,6 +20,7 @@ pub(crate) enum Backend {
     Thread,
     Greenlet,
     Asyncio,
+    Coroutine,
 }
 
 impl Backend {
@@ -28,6 +29,7 @@ impl Backend {
             Backend::Thread => "thread",
             Backend::Greenlet => "greenlet",
             Backend::Asyncio => "asyncio",
+            Backend::Coroutine => "coroutine",
         }
     }
 }

@@ -55,6 +55,9 @@ thread_local! {
     /// The scheduler whose hub loop runs on this thread (null when none): lets a wake-up on
     /// that thread use the lock-free local queue.
     pub(super) static RUNNING: std::cell::Cell<*const Shared> = const { std::cell::Cell::new(std::ptr::null()) };
+    /// The coroutine task the hub is stepping now on this thread (null when none): set by
+    /// `coro::step` around the coroutine's `send`, while the hub holds the task alive.
+    pub(super) static CORO: std::cell::Cell<*const Arc<Task>> = const { std::cell::Cell::new(std::ptr::null()) };
 }
 
 pub(super) fn set_current(task: Option<Arc<Task>>) {
@@ -64,6 +67,21 @@ pub(super) fn set_current(task: Option<Arc<Task>>) {
 /// The task of the calling greenlet, if the calling code runs in a ferrocsp scheduler.
 pub(crate) fn current_task() -> Option<Arc<Task>> {
     CURRENT.with(|c| c.borrow().clone())
+}
+
+/// The coroutine task whose coroutine runs now (native coroutine backend), if any.
+pub(crate) fn current_coro() -> Option<Arc<Task>> {
+    with_coro(|t| t.map(Arc::clone))
+}
+
+/// Calls `f` with the coroutine task whose coroutine runs now (borrowed: no reference count
+/// operation), if any.
+pub(crate) fn with_coro<R>(f: impl FnOnce(Option<&Arc<Task>>) -> R) -> R {
+    let p = CORO.with(std::cell::Cell::get);
+    // SAFETY: `coro::step` points CORO at an `Arc` its caller (the hub) holds on its stack for
+    // the whole step, and restores the previous value before that `Arc` can go; a non-null
+    // value is read only by code running inside that step, on this thread.
+    f(unsafe { p.as_ref() })
 }
 
 pub(super) struct Timer {
@@ -148,7 +166,12 @@ impl Shared {
     }
 
     /// Wakes the tasks whose deadline passed; returns the earliest deadline still pending.
-    pub(super) fn fire_timers(&self, now: Instant) -> Option<Instant> {
+    pub(super) fn fire_timers(&self, now: impl FnOnce() -> Instant) -> Option<Instant> {
+        // Tasks that step without timers (the common case) pay neither the clock nor the lock.
+        if !self.has_timers.load(Ordering::Relaxed) {
+            return None;
+        }
+        let now = now();
         let mut due = Vec::new();
         let next = {
             let mut timers = lock(&self.timers);
@@ -211,6 +234,9 @@ pub(crate) struct Task {
     pub(super) shared: Arc<Shared>,
     /// Its greenlet until it ends (scheduler thread only, like everything switching).
     pub(super) greenlet: SchedCell<Option<Py<PyAny>>>,
+    /// A coroutine task's coroutine until it ends, and what to call with its result
+    /// (`sched/coro.rs`); None for greenlet tasks.
+    pub(super) coro: SchedCell<Option<super::coro::Coro>>,
     /// In the run queue (see the module invariants).
     pub(super) scheduled: Scheduled,
     /// Its greenlet has started running (only the hub switches to a greenlet that has not).
@@ -300,6 +326,13 @@ impl Task {
         drop(self.take_select());
         let g = self.greenlet.with(Option::take);
         drop(g);
+        let c = self.coro.with(Option::take);
+        drop(c);
+    }
+
+    /// Whether this is a coroutine task (stepped by the hub, never switched to).
+    pub(super) fn is_coro(&self) -> bool {
+        self.coro.with(|c| c.is_some())
     }
 
     /// Switches away from this (blocked) task until somebody resumes it: to the next runnable
@@ -308,11 +341,12 @@ impl Task {
         let next = if self.shared.timer_due() { None } else { self.shared.pop() };
         let target = match next {
             Some(t) if Arc::ptr_eq(&t, self) => return Ok(()), // woken already
-            Some(t) if !t.started.load(Ordering::Relaxed) => {
+            Some(t) if !t.started.load(Ordering::Relaxed) || t.is_coro() => {
                 // A greenlet starts on top of the stack that switches to it. Started from
                 // here, it would nest on this task's stack: every saved stack would grow with
                 // the number of processes started this way, and so would Python's recursion
-                // depth. The hub, at the bottom of the stack, starts it instead.
+                // depth. The hub, at the bottom of the stack, starts it instead; and only the
+                // hub steps coroutine tasks.
                 if t.scheduled.mark() {
                     self.shared.local.with(|q| q.push_front(t));
                 }

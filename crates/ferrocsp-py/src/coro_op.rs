@@ -1,0 +1,219 @@
+//! A plain read or write awaited by a task of the native coroutine backend: the light twin
+//! of `aio.rs`'s `AsyncOp`, behind the same `_AsyncOp` Python type (`aio_op.rs`).
+//!
+//! `aread()`/`awrite()`/`__anext__()` called in a coroutine task (`sched::with_coro`) whose
+//! operation cannot complete at the call return an `_AsyncOp` holding a [`CoroOp`]. Its first
+//! step tries again and, if it must wait, registers in the same critical section on the
+//! task's kept selection with the task's waker (`Select::start_read`/`start_write`, as a
+//! greenlet's blocking read does, `sched/block.rs`), records the wait and yields the
+//! scheduler's marker; each later step resumes the selection. No event loop, future, lock or
+//! second allocation is involved.
+//!
+//! Invariants:
+//! - Like every `_AsyncOp`, it does nothing until first resumed: creating one and dropping it
+//!   unawaited neither sends nor takes anything.
+//! - It is stepped only inside a step of the coroutine task that awaits it (`with_coro`);
+//!   anywhere else a step is a `RuntimeError` and changes nothing.
+//! - A selection it registered is the task's kept one; it goes back to the task, cleared,
+//!   once the operation completes, and withdraws itself if the op is dropped while waiting.
+//! - An exception thrown in while waiting withdraws the registration; a communication that
+//!   won the race is kept and returned (never lost, never duplicated).
+
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+
+use ferrocsp::{Error, Poll, SelectError, Selected, Select};
+use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
+use pyo3::prelude::*;
+
+use crate::aio::{Out, Step};
+use crate::deadlock::Desc;
+use crate::errors::{to_pyerr, OpName};
+use crate::pythread::{deadline, Value};
+use crate::sched::{blocked_marker, with_coro, CoroWait};
+
+/// Which operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CoroKind {
+    Read,
+    /// `__anext__`: end-of-stream raises `StopAsyncIteration`.
+    Next,
+    Write,
+}
+
+struct State {
+    value: Option<Value>,
+    /// The selection while the op waits, with its wait.
+    waiting: Option<(Box<Select<Value>>, CoroWait)>,
+    done: bool,
+}
+
+/// A read or write of a coroutine task that waits when awaited.
+pub(crate) struct CoroOp {
+    kind: CoroKind,
+    chan: ferrocsp::Channel<Value>,
+    name: Arc<str>,
+    timeout: Option<f64>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for CoroOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoroOp").field("kind", &self.kind).finish()
+    }
+}
+
+/// Whether the calling code runs in a coroutine task (so a pending op may be a [`CoroOp`]).
+pub(crate) fn in_coro_task() -> bool {
+    with_coro(|t| t.is_some())
+}
+
+impl CoroOp {
+    pub(crate) fn new(
+        kind: CoroKind,
+        chan: &ferrocsp::Channel<Value>,
+        name: &Arc<str>,
+        value: Option<Value>,
+        timeout: Option<f64>,
+    ) -> Self {
+        CoroOp {
+            kind,
+            chan: chan.clone(),
+            name: Arc::clone(name),
+            timeout,
+            state: Mutex::new(State { value, waiting: None, done: false }),
+        }
+    }
+
+    fn locked(&self) -> PyResult<MutexGuard<'_, State>> {
+        match self.state.try_lock() {
+            Ok(g) => Ok(g),
+            Err(TryLockError::Poisoned(e)) => Ok(e.into_inner()),
+            Err(TryLockError::WouldBlock) => {
+                Err(PyRuntimeError::new_err("this channel operation is already being awaited"))
+            }
+        }
+    }
+
+    fn desc(&self) -> Desc<'_> {
+        match self.kind {
+            CoroKind::Write => Desc::write(&self.name),
+            CoroKind::Read | CoroKind::Next => Desc::read(&self.name),
+        }
+    }
+
+    /// Resumes the operation (`__next__`/`send`/`am_send`).
+    pub(crate) fn step(&self, py: Python<'_>) -> Step {
+        let mut st = self.locked()?;
+        if st.done {
+            return Err(PyRuntimeError::new_err(
+                "cannot reuse an already awaited channel operation",
+            ));
+        }
+        if let Some((sel, wait)) = st.waiting.as_mut() {
+            return match wait.resume(py, sel)? {
+                Poll::Ready(r) => self.finish(py, &mut st, r),
+                Poll::Pending => Ok(Out::Yield(blocked_marker(py)?.clone_ref(py))),
+            };
+        }
+        with_coro(|task| {
+            let Some(task) = task else {
+                return Err(PyRuntimeError::new_err(
+                    "a channel operation begun in a process of the 'coroutine' backend is \
+                     awaited outside it",
+                ));
+            };
+            let mut sel = task.take_select().unwrap_or_default();
+            let at = deadline(self.timeout);
+            let poll = match self.kind {
+                CoroKind::Write => {
+                    let v = st.value.take().unwrap_or_else(|| py.None());
+                    sel.start_write(&self.chan, v, &task.waker, at)
+                }
+                CoroKind::Read | CoroKind::Next => sel.start_read(&self.chan, &task.waker, at),
+            };
+            match poll {
+                Poll::Ready(r) => {
+                    sel.clear();
+                    task.put_select(sel);
+                    self.finish(py, &mut st, r)
+                }
+                Poll::Pending => {
+                    let wait = CoroWait::begin(Arc::clone(task), &sel, &self.desc());
+                    st.waiting = Some((sel, wait));
+                    Ok(Out::Yield(blocked_marker(py)?.clone_ref(py)))
+                }
+            }
+        })
+    }
+
+    /// Ends the await with the selection's result; a completed selection goes back to the
+    /// waiting task.
+    fn finish(
+        &self,
+        py: Python<'_>,
+        st: &mut State,
+        r: Result<Selected<Value>, SelectError>,
+    ) -> Step {
+        st.done = true;
+        if let Some((mut sel, wait)) = st.waiting.take() {
+            if !sel.is_pending() {
+                sel.clear();
+                wait.task().put_select(sel);
+            }
+        }
+        match (self.kind, r) {
+            (CoroKind::Write, Ok(_)) => Ok(Out::Return(py.None())),
+            (_, Ok(s)) => s
+                .value
+                .map(Out::Return)
+                .ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, "")),
+            (_, Err(e)) => Err(self.error(py, e.error())),
+        }
+    }
+
+    fn error(&self, py: Python<'_>, e: Error) -> PyErr {
+        match (self.kind, e) {
+            (CoroKind::Next, Error::Retired) => PyStopAsyncIteration::new_err(()),
+            (CoroKind::Write, Error::Moved) | (_, Error::Moved) => PyRuntimeError::new_err(format!(
+                "channel '{}' moved to shared memory while a process of the 'coroutine' backend \
+                 waited on it; nothing was sent or taken (channels shared with OS processes \
+                 need the 'asyncio' backend for async def processes)",
+                self.name
+            )),
+            (CoroKind::Write, e) => to_pyerr(py, e, OpName::Write, &self.name),
+            (_, e) => to_pyerr(py, e, OpName::Read, &self.name),
+        }
+    }
+
+    /// An exception thrown in: withdraw; a communication that won the race is returned.
+    pub(crate) fn throw(&self, py: Python<'_>, exc: PyErr) -> Step {
+        let mut st = self.locked()?;
+        let Some((mut sel, wait)) = st.waiting.take() else {
+            st.done = true;
+            return Err(exc);
+        };
+        wait.end();
+        match sel.abort() {
+            Some(Ok(s)) => {
+                st.waiting = Some((sel, wait));
+                self.finish(py, &mut st, Ok(s))
+            }
+            _ => {
+                st.done = true;
+                Err(exc)
+            }
+        }
+    }
+
+    /// Abandons the operation: withdraws a registration (a value that arrived in the race is
+    /// dropped, as when a generator is closed).
+    pub(crate) fn close(&self) -> PyResult<()> {
+        let mut st = self.locked()?;
+        st.done = true;
+        if let Some((mut sel, wait)) = st.waiting.take() {
+            wait.end();
+            drop(sel.abort());
+        }
+        Ok(())
+    }
+}
