@@ -15,6 +15,8 @@ How a body runs:
 - ``asyncio``: the body is the ``async def`` process itself; ``k.read`` returns
   ``ch.aread()`` (the real awaitable), ``k.select`` returns ``alt.aselect()``, ``k.iter``
   is ``reader.__aiter__()``.
+- ``coroutine``: the same ``async def`` process on the native coroutine backend (no event
+  loop; ``k.call`` is ``csp.aio``).
 - ``thread`` and ``greenlet``: the process is a plain function that drives the body's
   coroutine to its end with one ``send(None)``. Each kit call makes the blocking call (which
   parks the thread, or switches greenlets) when it is *called* and returns an awaitable that is
@@ -52,9 +54,9 @@ from typing import Any
 
 import ferrocsp as csp
 from _support import WAIT
-from ferrocsp._native import _in_scheduler
+from ferrocsp._native import _in_coroutine, _in_scheduler
 
-BACKENDS = ("thread", "greenlet", "asyncio")
+BACKENDS = ("thread", "greenlet", "asyncio", "coroutine")
 #: The in-process backends and the OS-process one, twice: ``os`` drives a body like a thread
 #: in the child, ``os-asyncio`` runs it as a coroutine on an event loop in the child (its
 #: operations are ``aread``/``awrite``/``aselect`` on shared channels). Both are ``os``
@@ -206,10 +208,10 @@ class Kit:
         self.child_async = backend == "os-asyncio"
         self.backend = "os" if self.child_async else backend
         #: Whether the operations are awaitables (in a child too, for ``os-asyncio``).
-        self.is_async = backend in ("asyncio", "os-asyncio")
+        self.is_async = backend in ("asyncio", "coroutine", "os-asyncio")
         #: What ``Par(backend=...)`` gets: plain callables run on it (asyncio: the default).
         self.par_backend: str | None = "os" if self.child_async else None
-        if not self.is_async:
+        if not self.is_async or backend == "coroutine":
             self.par_backend = backend
 
     def __repr__(self) -> str:
@@ -254,6 +256,8 @@ class Kit:
     def call(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         """A blocking call that is not a channel operation (``time.sleep``, joining a thread),
         made without stopping the other processes of a cooperative scheduler."""
+        if self.backend == "coroutine":
+            return csp.aio(fn, *args)
         if self.is_async:
             return asyncio.to_thread(fn, *args)
         if self.backend == "greenlet":
@@ -369,10 +373,12 @@ class Kit:
 
 def current_backend() -> str:
     """The backend the caller runs on, found from the runtime (not from the kit): a child
-    process of multiprocessing means os, a running event loop asyncio, a greenlet scheduler
-    greenlet, otherwise a thread."""
+    process of multiprocessing means os, a running event loop asyncio, a coroutine task of the
+    native scheduler coroutine, a greenlet scheduler greenlet, otherwise a thread."""
     if multiprocessing.parent_process() is not None:
         return "os"
+    if _in_coroutine():
+        return "coroutine"
     try:
         asyncio.get_running_loop()
     except RuntimeError:

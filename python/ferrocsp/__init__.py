@@ -39,6 +39,7 @@ from ._errors import ProcessCrashed as ProcessCrashed
 from ._errors import WouldBlock as WouldBlock
 from ._farm import farm as farm
 from ._graph import graph as graph
+from ._io import aio as aio
 from ._io import io as io
 from ._native import Channel as Channel
 from ._native import Reader as Reader
@@ -75,6 +76,7 @@ __all__ = [
     "Trace",
     "WouldBlock",
     "Writer",
+    "aio",
     "dump",
     "farm",
     "graph",

@@ -32,11 +32,13 @@ import time
 from typing import Any, Protocol, TypeAlias, TypeGuard, runtime_checkable
 
 from . import _shm
+from ._io import _offload
 from ._native import (
     Channel,
     Reader,
     Writer,
     _aselect,
+    _in_coroutine,
     _io_wait,
     _Moved,
     _NativeAlt,
@@ -424,6 +426,11 @@ class Alt:
             t0 = t0 if t0 is not None else started
 
     async def _arun(self, policy: int) -> tuple[Any, Any]:
+        if _in_coroutine():
+            # A process of the coroutine backend on the general path (shared or networked
+            # guards wait through an event loop, which it has not): the blocking selection
+            # runs on a worker thread (``aio``) while the process waits for it.
+            return await _offload(self._run, policy)
         t0: float | None = None
         while True:
             ops, index, last, outs = self._ops(policy)

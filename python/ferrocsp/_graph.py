@@ -89,6 +89,7 @@ def _composite(p: Process[Any]) -> Any:
 
 def _backend_name(task: Any) -> str:
     from ._backends._asyncio import LoopHost, LoopTask
+    from ._backends._coroutine import CoroutineHost
     from ._backends._greenlet import GreenletHost
     from ._backends._hosted import HostedTask
 
@@ -100,6 +101,8 @@ def _backend_name(task: Any) -> str:
             return "greenlet"
         if isinstance(host, LoopHost):
             return "asyncio"
+        if isinstance(host, CoroutineHost):
+            return "coroutine"
     return "thread"
 
 

@@ -1,10 +1,15 @@
-"""``io(fn, *args)``: a blocking call that is not a channel operation, made from a greenlet.
+"""``io(fn, *args)``: a blocking call that is not a channel operation, made from a greenlet;
+``await aio(fn, *args)``: the same from an ``async def`` process.
 
 A greenlet process shares its OS thread with every greenlet of its scheduler, so a call that
 blocks the thread (``time.sleep``, file or socket I/O, ``subprocess.run``, a lock, joining a
 thread) stops all of them. ``io`` runs such a call on a worker thread and parks only the
 calling greenlet (it waits on a private channel, so the scheduler runs the others meanwhile
 and wakes it when the call returns). Outside a greenlet scheduler it simply calls ``fn``.
+``aio`` does the same for a coroutine: it awaits the private channel, so it suits the native
+coroutine backend (which has no event loop for ``asyncio.to_thread``) and asyncio alike. A
+coroutine process also reaches channels shared with OS processes or networked this way
+(``_offload_*``): their waits need an event loop, so the blocking operation runs on a worker.
 
 Invariants:
 - ``io(fn, ...)`` returns what ``fn`` returned or raises what it raised, in the caller.
@@ -21,9 +26,18 @@ import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._native import Channel, _ignore_thread, _in_scheduler, _io_wait
+from ._errors import ChannelRetired
+from ._native import (
+    Channel,
+    _ignore_thread,
+    _in_scheduler,
+    _io_wait,
+    _joining,
+    _process_name,
+    _set_process_name,
+)
 
-__all__ = ["io"]
+__all__ = ["aio", "io"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -104,3 +118,74 @@ def io(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Any:
         return _call(fn, *a, **kw)
 
     return wrapper
+
+
+async def aio(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+    """Runs a blocking call on a worker thread and awaits its result, from ``async def`` code.
+
+    ``await csp.aio(fn, *args, **kwargs)`` is ``io`` for coroutines: ``fn`` runs on a worker
+    thread while the calling coroutine waits (the other processes of its scheduler or event
+    loop keep running); it returns ``fn``'s result or raises its exception. Use it in
+    processes of the ``"coroutine"`` backend for ``time.sleep``, file and socket I/O and
+    other blocking calls (that backend has no event loop, so ``asyncio.to_thread`` and
+    ``asyncio.sleep`` are not available there); it works on asyncio too.
+    """
+    if not callable(fn):
+        raise TypeError(f"aio needs a callable, not {type(fn).__name__}")
+    done = Channel(1, name=f"io({getattr(fn, '__name__', 'fn')})")
+    _submit(functools.partial(fn, *args, **kwargs), done)
+    _io_wait(True)  # the caller waits for running code, not for a peer: never deadlocked
+    try:
+        ok, value = await done.aread()
+    finally:
+        _io_wait(False)
+    if not ok:
+        raise value
+    result: R = value
+    return result
+
+
+async def _offload(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+    """Runs channel operation ``fn`` of a coroutine process on a worker thread (see the module
+    doc). The worker takes the process's name, so errors and deadlock reports name the
+    process; the process itself waits as one joining its own processes, so a deadlock that the
+    worker's operation is part of is still found."""
+    name = _process_name()
+    done = Channel(1, name=f"io({getattr(fn, '__name__', 'fn')})")
+    _submit(functools.partial(_as_process, name, fn, args, kwargs), done)
+    _joining(True)
+    try:
+        ok, value = await done.aread()
+    finally:
+        _joining(False)
+    if not ok:
+        raise value
+    result: R = value
+    return result
+
+
+def _as_process(name: str | None, fn: Callable[..., R], args: Any, kwargs: Any) -> R:
+    previous = _set_process_name(name)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _set_process_name(previous)
+        _ignore_thread()  # idle again: never keeps a deadlock from being reported
+
+
+async def _offload_read(end: Any, timeout: float | None) -> Any:
+    """``aread`` of a shared or networked channel in a coroutine process (see the module doc)."""
+    return await _offload(end.read, timeout=timeout)
+
+
+async def _offload_next(end: Any) -> Any:
+    """``__anext__`` of a shared or networked channel in a coroutine process."""
+    try:
+        return await _offload(end.read)
+    except ChannelRetired:
+        raise StopAsyncIteration from None
+
+
+async def _offload_write(end: Any, value: Any, timeout: float | None) -> None:
+    """``awrite`` of a shared or networked channel in a coroutine process."""
+    await _offload(end.write, value, timeout=timeout)

@@ -2,7 +2,7 @@
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from typing import Any, Generic, Self, final
 
 from typing_extensions import TypeVar, disjoint_base
@@ -37,6 +37,7 @@ __all__ = [
     "_hold_lock_for_test",
     "_idle_thread",
     "_ignore_thread",
+    "_in_coroutine",
     "_in_scheduler",
     "_io_wait",
     "_joining",
@@ -123,6 +124,12 @@ class _CallEnd:
 class _Scheduler:
     def __new__(cls) -> _Scheduler: ...
     def spawn(self, fn_: Callable[..., object], *args: object) -> None: ...
+    def spawn_coro(
+        self,
+        coro: Coroutine[Any, Any, object],
+        done: Callable[[Any, BaseException | None], object] | None = None,
+        name: str | None = None,
+    ) -> None: ...
     def run(self) -> None: ...
 
 @final
@@ -293,6 +300,7 @@ class _NativeAlt:
 def _wake_future(fut: _Waiter) -> None: ...
 def _set_process_name(name: str | None) -> str | None: ...
 def _process_name() -> str | None: ...
+def _in_coroutine() -> bool: ...
 def _in_scheduler() -> bool: ...
 def _freeze_hubs(timeout: float) -> bool: ...
 def _participants() -> list[dict[str, Any]]: ...

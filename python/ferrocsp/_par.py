@@ -135,7 +135,9 @@ def _backends_of(processes: list[Process[Any]], par_backend: str | None) -> list
     for proc in processes:
         backend = proc.in_network(par_backend)
         if backend is None:
-            backend = par_backend
+            # ``coroutine`` chooses the backend of the async def processes; plain functions
+            # beside them run on the default one.
+            backend = None if par_backend == "coroutine" else par_backend
             if backend is None:
                 if fallback is None:
                     fallback = _backends.resolve()

@@ -334,12 +334,13 @@ async def _amain(proc: Process[Any]) -> Outcome:
 
 def run_sync(proc: Process[Any]) -> Outcome:
     """Runs ``proc`` to its end in the calling thread (an async one on a new event loop)."""
-    if proc.backend == "coroutine":
-        from ._backends._coroutine import run_inline
-
-        return run_inline(proc)
     if proc.is_async:
-        out = asyncio.run(_amain(proc))
+        if proc.backend == "coroutine":
+            from ._backends._coroutine import run_inline
+
+            out = run_inline(proc)
+        else:
+            out = asyncio.run(_amain(proc))
         if isinstance(out.error, KeyboardInterrupt):
             # As ``_execute`` does in the calling thread: the peers are poisoned (``_ended``),
             # and the interrupt propagates as itself rather than as a process failure.

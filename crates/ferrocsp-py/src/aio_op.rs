@@ -42,8 +42,8 @@ use pyo3::types::PyType;
 use std::sync::Arc;
 
 use crate::aio::{AsyncOp, Out, Step};
-use crate::coro_op::{in_coro_task, CoroKind, CoroOp};
 use crate::aio_wake::{exception_from_throw_args, keep_result_on_cancel};
+use crate::coro_op::{in_coro_task, CoroKind, CoroOp};
 use crate::flavor::Flavors;
 use crate::pythread::Value;
 

@@ -436,6 +436,10 @@ impl Channel {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
+        if this.flavors.is_remote() && crate::coro_op::in_coro_task() {
+            let t = parse_timeout(timeout)?;
+            return crate::coro_op::offload(py, "_offload_write", (slf, value, t));
+        }
         if let Some(s) = this.flavors.shm.get() {
             let t = parse_timeout(timeout)?;
             return crate::shm_aio::awrite(py, s, None, EndKind::Writer, false, value, t);
@@ -456,6 +460,10 @@ impl Channel {
     #[pyo3(signature = (*, timeout = None))]
     fn aread(slf: &Bound<'_, Self>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
+        if this.flavors.is_remote() && crate::coro_op::in_coro_task() {
+            let t = parse_timeout(timeout)?;
+            return crate::coro_op::offload(py, "_offload_read", (slf, t));
+        }
         if let Some(s) = this.flavors.shm.get() {
             let t = parse_timeout(timeout)?;
             return crate::shm_aio::aread(py, s, None, EndKind::Reader, false, t, false);
@@ -549,6 +557,9 @@ impl Channel {
 
     fn __anext__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
+        if this.flavors.is_remote() && crate::coro_op::in_coro_task() {
+            return crate::coro_op::offload(py, "_offload_next", (slf,));
+        }
         if let Some(s) = this.flavors.shm.get() {
             return crate::shm_aio::aread(py, s, None, EndKind::Reader, false, None, true);
         }

@@ -21,7 +21,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
-use ferrocsp::{Error, Poll, SelectError, Selected, Select};
+use ferrocsp::{Error, Poll, Select, SelectError, Selected};
 use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
 use pyo3::prelude::*;
 
@@ -65,6 +65,25 @@ impl std::fmt::Debug for CoroOp {
 /// Whether the calling code runs in a coroutine task (so a pending op may be a [`CoroOp`]).
 pub(crate) fn in_coro_task() -> bool {
     with_coro(|t| t.is_some())
+}
+
+/// Whether the calling code runs in a process of the native coroutine backend.
+#[pyfunction]
+pub(crate) fn _in_coroutine() -> bool {
+    in_coro_task()
+}
+
+/// An operation on a channel shared with OS processes or networked, awaited in a coroutine
+/// task: those transports wait through an event loop (`shm_aio.rs`, `net_side.rs`), which a
+/// coroutine task has not, so the blocking operation runs on an `io()` worker thread and the
+/// task awaits its outcome on a private in-process channel (`ferrocsp._io._offload_*`).
+pub(crate) fn offload<'py>(
+    py: Python<'py>,
+    helper: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Py<PyAny>> {
+    let f = py.import(pyo3::intern!(py, "ferrocsp._io"))?.getattr(helper)?;
+    Ok(f.call1(args)?.unbind())
 }
 
 impl CoroOp {
@@ -174,12 +193,14 @@ impl CoroOp {
     fn error(&self, py: Python<'_>, e: Error) -> PyErr {
         match (self.kind, e) {
             (CoroKind::Next, Error::Retired) => PyStopAsyncIteration::new_err(()),
-            (CoroKind::Write, Error::Moved) | (_, Error::Moved) => PyRuntimeError::new_err(format!(
+            (CoroKind::Write, Error::Moved) | (_, Error::Moved) => {
+                PyRuntimeError::new_err(format!(
                 "channel '{}' moved to shared memory while a process of the 'coroutine' backend \
                  waited on it; nothing was sent or taken (channels shared with OS processes \
                  need the 'asyncio' backend for async def processes)",
                 self.name
-            )),
+            ))
+            }
             (CoroKind::Write, e) => to_pyerr(py, e, OpName::Write, &self.name),
             (_, e) => to_pyerr(py, e, OpName::Read, &self.name),
         }

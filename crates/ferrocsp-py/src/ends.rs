@@ -309,16 +309,21 @@ end_class!(
 
         /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
         #[pyo3(signature = (*, timeout = None))]
-        fn aread(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-            if let Some(s) = self.chan.get().flavors.shm.get() {
+        fn aread(slf: &Bound<'_, Self>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+            let (py, this) = (slf.py(), slf.get());
+            if this.chan.get().flavors.is_remote() && crate::coro_op::in_coro_task() {
                 let t = parse_timeout(timeout)?;
-                let (id, retired) = (Some(self.inner.id()), self.inner.is_retired());
+                return crate::coro_op::offload(py, "_offload_read", (slf, t));
+            }
+            if let Some(s) = this.chan.get().flavors.shm.get() {
+                let t = parse_timeout(timeout)?;
+                let (id, retired) = (Some(this.inner.id()), this.inner.is_retired());
                 return crate::shm_aio::aread(py, s, id, EndKind::Reader, retired, t, false);
             }
             let timeout = parse_timeout(timeout)?;
-            let c = self.checked(py)?;
-            if self.net().is_some() {
-                return crate::net_side::net_aio(py, "aread", (&self.chan, timeout, false));
+            let c = this.checked(py)?;
+            if this.net().is_some() {
+                return crate::net_side::net_aio(py, "aread", (&this.chan, timeout, false));
             }
             aio_op::read_op(py, &c.flavors, &c.inner, &c.name, timeout, false)
         }
@@ -359,14 +364,18 @@ end_class!(
             slf
         }
 
-        fn __anext__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-            if let Some(s) = self.chan.get().flavors.shm.get() {
-                let (id, retired) = (Some(self.inner.id()), self.inner.is_retired());
+        fn __anext__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+            let (py, this) = (slf.py(), slf.get());
+            if this.chan.get().flavors.is_remote() && crate::coro_op::in_coro_task() {
+                return crate::coro_op::offload(py, "_offload_next", (slf,));
+            }
+            if let Some(s) = this.chan.get().flavors.shm.get() {
+                let (id, retired) = (Some(this.inner.id()), this.inner.is_retired());
                 return crate::shm_aio::aread(py, s, id, EndKind::Reader, retired, None, true);
             }
-            let c = self.checked(py)?;
-            if self.net().is_some() {
-                return crate::net_side::net_aio(py, "aread", (&self.chan, py.None(), true));
+            let c = this.checked(py)?;
+            if this.net().is_some() {
+                return crate::net_side::net_aio(py, "aread", (&this.chan, py.None(), true));
             }
             aio_op::read_op(py, &c.flavors, &c.inner, &c.name, None, true)
         }
@@ -425,20 +434,24 @@ end_class!(
         /// ``await writer.awrite(value)``: the asyncio twin of ``write`` (see ``Channel.awrite``).
         #[pyo3(signature = (value, *, timeout = None))]
         fn awrite(
-            &self,
-            py: Python<'_>,
+            slf: &Bound<'_, Self>,
             value: Value,
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Py<PyAny>> {
-            if let Some(s) = self.chan.get().flavors.shm.get() {
+            let (py, this) = (slf.py(), slf.get());
+            if this.chan.get().flavors.is_remote() && crate::coro_op::in_coro_task() {
                 let t = parse_timeout(timeout)?;
-                let (id, retired) = (Some(self.inner.id()), self.inner.is_retired());
+                return crate::coro_op::offload(py, "_offload_write", (slf, value, t));
+            }
+            if let Some(s) = this.chan.get().flavors.shm.get() {
+                let t = parse_timeout(timeout)?;
+                let (id, retired) = (Some(this.inner.id()), this.inner.is_retired());
                 return crate::shm_aio::awrite(py, s, id, EndKind::Writer, retired, value, t);
             }
             let timeout = parse_timeout(timeout)?;
-            let c = self.checked(py)?;
-            if self.net().is_some() {
-                return crate::net_side::net_aio(py, "awrite", (&self.chan, value, timeout));
+            let c = this.checked(py)?;
+            if this.net().is_some() {
+                return crate::net_side::net_aio(py, "awrite", (&this.chan, value, timeout));
             }
             aio_op::write_op(py, &c.flavors, &c.inner, &c.name, value, timeout)
         }

@@ -25,3 +25,10 @@ pub(crate) struct Flavors {
     /// Makes the move atomic with respect to the ends (`move_lock.rs`).
     pub(crate) move_lock: MoveLock,
 }
+
+impl Flavors {
+    /// Whether operations go to another transport (shared memory or the network).
+    pub(crate) fn is_remote(&self) -> bool {
+        self.shm.get().is_some() || self.net.get().is_some()
+    }
+}

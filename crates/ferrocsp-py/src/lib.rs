@@ -68,6 +68,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<aio_waiter::Waiter>()?;
     m.add_class::<aio_waiter::RunQueue>()?;
     m.add_function(wrap_pyfunction!(sched::_in_scheduler, m)?)?;
+    m.add_function(wrap_pyfunction!(coro_op::_in_coroutine, m)?)?;
     m.add_function(wrap_pyfunction!(detach::_freeze_hubs, m)?)?;
     m.add_function(wrap_pyfunction!(process::_set_process_name, m)?)?;
     m.add_function(wrap_pyfunction!(process::_process_name, m)?)?;

@@ -85,8 +85,8 @@ mod xwait;
 
 pub(crate) use caller::{
     _idle_thread, _ignore_thread, _participant_enter, _participant_exit, _participants,
-    _stop_watchdog, async_participant, async_participant_in, coroutine_participant, greenlet_participant, leave_thread,
-    thread_participant, ParticipantRef,
+    _stop_watchdog, async_participant, async_participant_in, coroutine_participant,
+    greenlet_participant, leave_thread, thread_participant, ParticipantRef,
 };
 pub(crate) use participant::{deadlock_error, thread_ident, Participant};
 pub(crate) use record::{Desc, LocalWait};

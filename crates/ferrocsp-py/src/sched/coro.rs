@@ -240,11 +240,7 @@ impl CoroWait {
 
     /// Resumes the selection after a step: its result, `Pending` (re-armed: yield the marker
     /// again), or the deadlock this wait is part of.
-    pub(crate) fn resume(
-        &self,
-        py: Python<'_>,
-        sel: &mut Select<Value>,
-    ) -> PyResult<Poll<Value>> {
+    pub(crate) fn resume(&self, py: Python<'_>, sel: &mut Select<Value>) -> PyResult<Poll<Value>> {
         let poll = sel.resume();
         if let Some(deadlock) = self.task.part.deadlocked(py, sel, &poll) {
             return Err(deadlock);
