@@ -75,7 +75,10 @@ GREENLET_TESTS = frozenset(
 
 #: Tests that check how a blocked process is reported (backend, state, what it waits on).
 REPORTS_OF_WAITS = frozenset(
-    {"test_participants_describe_blocked_processes", "test_dump_lists_processes_states_and_channels"}
+    {
+        "test_participants_describe_blocked_processes",
+        "test_dump_lists_processes_states_and_channels",
+    }
 )
 OFFLOADED_REPORT = (
     "known limitation: a coroutine process's wait on a shared or networked channel runs on a "

@@ -1,0 +1,321 @@
+"""The native coroutine backend (``backend="coroutine"``): what the shared suites do not show.
+
+The shared suites (tests/_kit.py) run every body on it too; these tests cover what is its
+own: how it is chosen, what a coroutine may await there, running inline, mixing, nesting in
+OS processes, many processes, timers, ``aio`` and the errors of misuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import ferrocsp as csp
+from ferrocsp._native import _in_coroutine
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def echo(inp: csp.Reader, out: csp.Writer, n: int) -> int:
+    for _ in range(n):
+        await out.awrite(await inp.aread())
+    return n
+
+
+async def produce(out: csp.Writer, n: int) -> str:
+    for i in range(n):
+        await out.awrite(i)
+    out.retire()
+    return "produced"
+
+
+async def collect(inp: csp.Reader) -> list[int]:
+    return [v async for v in inp]
+
+
+async def take(inp: csp.Reader, n: int) -> list[int]:
+    return [await inp.aread() for _ in range(n)]
+
+
+async def where() -> tuple[bool, bool]:
+    """(runs on the coroutine scheduler, has an event loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        loop = False
+    else:
+        loop = True
+    return _in_coroutine(), loop
+
+
+def test_backend_is_chosen_by_the_process_or_its_par() -> None:
+    on = csp.process(where, backend="coroutine")
+    assert csp.Par(on()).run() == [(True, False)]
+    default = csp.process(where)
+    assert csp.Par(default()).run() == [(False, True)]  # async def defaults to asyncio
+    assert csp.Par(default(), backend="coroutine").run() == [(True, False)]
+    # A process that asked for asyncio keeps it inside a coroutine Par.
+    asked = csp.process(where, backend="asyncio")
+    assert csp.Par(asked(), backend="coroutine").run() == [(False, True)]
+
+
+def test_plain_functions_beside_coroutines_run_on_the_default_backend() -> None:
+    ch = csp.Channel()
+
+    def plain_consumer(inp: csp.Reader) -> list[int]:
+        return list(inp)
+
+    got = csp.Par(
+        csp.process(produce)(ch.writer(), 50), csp.Process(plain_consumer, (ch.reader(),))
+    ).run()
+    assert got == ["produced", list(range(50))]
+    got = csp.Par(
+        csp.process(produce)(ch.writer(), 5),
+        csp.Process(plain_consumer, (ch.reader(),)),
+        backend="coroutine",
+    ).run()
+    assert got == ["produced", list(range(5))]
+
+
+def test_misuse_names_the_backend() -> None:
+    def plain() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="'coroutine' runs async def functions"):
+        csp.process(plain, backend="coroutine")
+    with pytest.raises(ValueError, match="'coroutine' cannot be the default backend"):
+        csp.set_default_backend("coroutine")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'coroutine' runs async def functions"):
+        csp.Process(plain, backend="coroutine")
+
+
+def test_process_run_steps_it_in_the_calling_thread() -> None:
+    assert csp.process(where, backend="coroutine")().run() == (True, False)
+    assert not _in_coroutine()
+
+
+def test_awaiting_an_asyncio_future_is_a_clear_error() -> None:
+    loop = asyncio.new_event_loop()
+
+    async def sleeper() -> None:
+        await loop.create_future()  # needs its loop to run: not there
+
+    with pytest.raises(ExceptionGroup) as info:
+        csp.Par(csp.process(sleeper, backend="coroutine")()).run()
+    loop.close()
+    (exc,) = info.value.exceptions
+    assert isinstance(exc, RuntimeError)
+    assert "'coroutine' backend awaited <Future" in str(exc) and "asyncio" in str(exc)
+
+
+def test_a_bare_yield_gives_the_others_a_turn() -> None:
+    order: list[str] = []
+
+    async def polite(tag: str) -> None:
+        for i in range(3):
+            order.append(f"{tag}{i}")
+            await asyncio.sleep(0)  # a bare yield: no event loop needed
+
+    csp.Par(*(csp.process(polite, backend="coroutine")(t) for t in "ab")).run()
+    assert order == ["a0", "b0", "a1", "b1", "a2", "b2"]
+
+
+def test_mixes_with_every_other_backend_in_one_network() -> None:
+    a, b, c, d = csp.Channel(), csp.Channel(), csp.Channel(), csp.Channel()
+
+    def thread_echo(inp: csp.Reader, out: csp.Writer, n: int) -> int:
+        for _ in range(n):
+            out.write(inp.read())
+        return n
+
+    async def asyncio_echo(inp: csp.Reader, out: csp.Writer, n: int) -> int:
+        for _ in range(n):
+            await out.awrite(await inp.aread())
+        return n
+
+    n = 200
+    results = csp.Par(
+        csp.process(produce, backend="coroutine")(a.writer(), n),
+        csp.Process(thread_echo, (a.reader(), b.writer(), n), backend="thread"),
+        csp.Process(thread_echo, (b.reader(), c.writer(), n), backend="greenlet"),
+        csp.process(asyncio_echo)(c.reader(), d.writer(), n),
+        csp.process(take, backend="coroutine")(d.reader(), n),
+    ).run()
+    assert results[-1] == list(range(n))
+
+
+def test_timeouts_and_timeout_guards_fire() -> None:
+    ch = csp.Channel()
+
+    async def waits() -> tuple[str, float]:
+        t = time.monotonic()
+        try:
+            await ch.aread(timeout=0.05)
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("read returned")
+        guard, _ = await csp.Alt(ch, csp.Timeout(0.05)).aselect()
+        return type(guard).__name__, time.monotonic() - t
+
+    kind, took = csp.Par(csp.process(waits, backend="coroutine")()).run()[0]
+    assert kind == "Timeout"
+    assert took >= 0.1
+
+
+def test_alt_selects_among_ready_and_waiting_guards() -> None:
+    a, b = csp.Channel(), csp.Channel()
+
+    async def chooser(n: int) -> list[int]:
+        got = []
+        alt = csp.Alt(a, b)
+        for _ in range(n):
+            _, v = await alt.afair_select()
+            got.append(v)
+        return got
+
+    got = csp.Par(
+        csp.process(produce, backend="coroutine")(a.writer(), 100),
+        csp.process(produce, backend="coroutine")(b.writer(), 100),
+        csp.process(chooser, backend="coroutine")(200),
+    ).run()[2]
+    assert sorted(got) == sorted([*range(100), *range(100)])
+
+
+def test_aio_runs_a_blocking_call_while_the_others_run() -> None:
+    ticks: list[int] = []
+
+    async def blocking() -> str:
+        return await csp.aio(time.sleep, 0.2) or "slept"
+
+    async def ticker() -> None:
+        for i in range(5):
+            ticks.append(i)
+            await asyncio.sleep(0)
+
+    async def fails() -> None:
+        await csp.aio(int, "not a number")
+
+    results = csp.Par(
+        csp.process(blocking, backend="coroutine")(),
+        csp.process(ticker, backend="coroutine")(),
+    ).run()
+    assert results[0] == "slept" and ticks == list(range(5))
+    with pytest.raises(ExceptionGroup) as info:
+        csp.Par(csp.process(fails, backend="coroutine")()).run()
+    assert isinstance(info.value.exceptions[0], ValueError)
+
+
+def test_a_deadlock_among_coroutines_is_reported_with_their_names() -> None:
+    a, b = csp.Channel(name="a"), csp.Channel(name="b")
+
+    async def first() -> None:
+        await a.aread()
+
+    async def second() -> None:
+        await b.aread()
+
+    with pytest.raises(ExceptionGroup) as info:
+        csp.Par(
+            csp.process(first, backend="coroutine")(),
+            csp.process(second, backend="coroutine")(),
+        ).run()
+    text = " ".join(str(e) for e in info.value.exceptions)
+    assert all(isinstance(e, csp.Deadlock) for e in info.value.exceptions)
+    assert "'first' reads 'a'" in text and "'second' reads 'b'" in text
+
+
+def test_failure_poisons_the_peers_and_is_noted() -> None:
+    ch = csp.Channel()
+
+    async def bad(out: csp.Writer) -> None:
+        await out.awrite(1)
+        raise KeyError("boom")
+
+    with pytest.raises(ExceptionGroup) as info:
+        csp.Par(
+            csp.process(bad, backend="coroutine")(ch.writer()),
+            csp.process(collect, backend="coroutine")(ch.reader()),
+        ).run()
+    (exc,) = info.value.exceptions
+    assert isinstance(exc, KeyError)
+    assert "in process 'bad'" in exc.__notes__[0]
+    assert ch.stats().poisoned
+
+
+def test_wrong_arguments_fail_the_process_not_the_scheduler() -> None:
+    with pytest.raises(ExceptionGroup) as info:
+        csp.Par(
+            csp.process(produce, backend="coroutine")(),  # missing arguments
+            csp.process(where, backend="coroutine")(),
+        ).run()
+    (exc,) = info.value.exceptions
+    assert isinstance(exc, TypeError)
+
+
+def test_many_processes_on_one_scheduler() -> None:
+    n = 2000
+    chans = [csp.Channel() for _ in range(n + 1)]
+
+    async def head(out: csp.Writer) -> None:
+        await out.awrite(0)
+
+    async def hop(inp: csp.Reader, out: csp.Writer) -> None:
+        await out.awrite(await inp.aread() + 1)
+
+    async def tail(inp: csp.Reader) -> int:
+        return await inp.aread()
+
+    procs = [csp.process(head, backend="coroutine")(chans[0].writer())]
+    procs += [
+        csp.process(hop, backend="coroutine")(chans[i].reader(), chans[i + 1].writer())
+        for i in range(n)
+    ]
+    procs.append(csp.process(tail, backend="coroutine")(chans[n].reader()))
+    assert csp.Par(*procs).run()[-1] == n
+
+
+def test_runs_in_os_processes_and_threads_by_nesting() -> None:
+    n = 30
+    nested = csp.Par(
+        csp.Par(_ring_network(n), backend="os"),
+        csp.Par(_ring_network(n), backend="thread"),
+    )
+    assert nested.run() == [[["produced", list(range(n))]], [["produced", list(range(n))]]]
+
+
+def _ring_network(n: int) -> csp.Par:
+    ch = csp.Channel()
+    return csp.Par(
+        csp.process(produce, backend="coroutine")(ch.writer(), n),
+        csp.process(collect, backend="coroutine")(ch.reader()),
+    )
+
+
+def test_shared_channel_with_an_os_process() -> None:
+    ch = csp.Channel()
+    got = csp.Par(
+        csp.Process(_os_producer, (ch.writer(), 20), backend="os"),
+        csp.process(collect, backend="coroutine")(ch.reader()),
+    ).run()
+    assert got == [None, list(range(20))]
+
+
+def _os_producer(out: csp.Writer, n: int) -> None:
+    for i in range(n):
+        out.write(i)
+    out.retire()
+
+
+def test_spawn_and_join_from_another_thread() -> None:
+    ch = csp.Channel()
+    h = csp.Spawn(csp.process(produce, backend="coroutine")(ch.writer(), 3))
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.extend(ch.reader()))
+    t.start()
+    assert h.join(timeout=10) == "produced"
+    t.join(10)
+    assert got == [0, 1, 2]
