@@ -108,7 +108,8 @@ def test_awaiting_an_asyncio_future_is_a_clear_error() -> None:
     loop.close()
     (exc,) = info.value.exceptions
     assert isinstance(exc, RuntimeError)
-    assert "'coroutine' backend awaited <Future" in str(exc) and "asyncio" in str(exc)
+    assert "'coroutine' backend awaited <Future" in str(exc)
+    assert "asyncio" in str(exc)
 
 
 def test_a_bare_yield_gives_the_others_a_turn() -> None:
@@ -203,7 +204,8 @@ def test_aio_runs_a_blocking_call_while_the_others_run() -> None:
         csp.process(blocking, backend="coroutine")(),
         csp.process(ticker, backend="coroutine")(),
     ).run()
-    assert results[0] == "slept" and ticks == list(range(5))
+    assert results[0] == "slept"
+    assert ticks == list(range(5))
     with pytest.raises(ExceptionGroup) as info:
         csp.Par(csp.process(fails, backend="coroutine")()).run()
     assert isinstance(info.value.exceptions[0], ValueError)
@@ -225,7 +227,8 @@ def test_a_deadlock_among_coroutines_is_reported_with_their_names() -> None:
         ).run()
     text = " ".join(str(e) for e in info.value.exceptions)
     assert all(isinstance(e, csp.Deadlock) for e in info.value.exceptions)
-    assert "'first' reads 'a'" in text and "'second' reads 'b'" in text
+    assert "'first' reads 'a'" in text
+    assert "'second' reads 'b'" in text
 
 
 def test_failure_poisons_the_peers_and_is_noted() -> None:

@@ -306,7 +306,7 @@ async def _aexecute(proc: Process[Any]) -> Outcome:
 def cexecute(proc: Process[Any]) -> Coroutine[Any, Any, Outcome]:
     """The coroutine running ``async def`` process ``proc`` on the native coroutine backend."""
     if _trace.ENABLED:
-        return _trace.arun_traced(proc, _cexecute)  # type: ignore[no-any-return]
+        return _trace.arun_traced(proc, _cexecute)
     return _cexecute(proc)
 
 

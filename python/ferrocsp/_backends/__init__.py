@@ -5,8 +5,8 @@ shutdown rules are the same under every backend. This version has the thread bac
 greenlet backend (many processes multiplexed on one OS thread, ``_greenlet.py``) and the
 asyncio backend (the default backend of ``async def`` processes; the others run plain
 functions), the native coroutine backend (``async def`` processes on a Rust scheduler, no
-event loop: ``_coroutine.py``) and the OS-process backend (each process in a child OS process, ``_os.py``;
-channels it is given move to shared memory).
+event loop: ``_coroutine.py``) and the OS-process backend (each process in a child OS
+process, ``_os.py``; channels it is given move to shared memory).
 Precedence of the choice: ``@process(backend=)`` > ``Par(backend=)`` >
 ``set_default_backend()`` > the ``FERROCSP_BACKEND`` environment variable > ``"thread"``.
 """

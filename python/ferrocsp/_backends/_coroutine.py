@@ -20,13 +20,13 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Coroutine
+from typing import Any
 
 from .. import _trace
 from .._native import _Scheduler
-from .._process import Outcome, Process, _ended, cexecute, poison_all
+from .._process import Outcome, Process, _ended, cexecute
+from .._shutdown import poison_all
 from ._hosted import ThreadHost
 
 __all__ = ["CoroutineHost", "run_inline"]
