@@ -28,6 +28,9 @@
 //!   and re-requests the cancellation; any other exception propagates.
 //! - Not garbage-collected (like the former `#[pyclass]`): an op holds its references only
 //!   between the call and the end of its await; a cycle through an abandoned op is leaked.
+//! - With a GIL, one done op (`SPARE`) is kept and handed out again whenever nobody else
+//!   holds it (reference count 1): it is then consumed (`value` null) or was dropped
+//!   unawaited, which is warned about when it is reused, as `op_dealloc` would.
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
@@ -117,8 +120,53 @@ fn alloc(py: Python<'_>, value: Py<PyAny>, op: Option<Box<Pending>>) -> PyResult
     Ok(unsafe { Bound::from_owned_ptr(py, obj) }.unbind())
 }
 
+/// A done op kept for reuse (with a GIL): the common `await ch.awrite(v)` makes an op,
+/// awaits it and drops it at once, so the next one can be the same object, which saves an
+/// allocation and a deallocation per operation. Only done ops are kept (their `op` is null).
+static SPARE: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+
+/// Whether the interpreter runs with a GIL (`sys._is_gil_enabled`, true before 3.13): the
+/// spare op relies on it to serialise its users.
+fn gil_enabled(py: Python<'_>) -> bool {
+    static GIL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GIL.get_or_init(|| {
+        let check = py.import(pyo3::intern!(py, "sys")).and_then(|m| m.getattr("_is_gil_enabled"));
+        match check {
+            Ok(f) => f.call0().and_then(|r| r.extract::<bool>()).unwrap_or(false),
+            Err(_) => true,
+        }
+    })
+}
+
 /// An op that completed at the call: awaiting it returns `value`.
 pub(crate) fn done(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    if gil_enabled(py) {
+        // The GIL serialises every use of SPARE: relaxed loads and stores suffice.
+        let spare = SPARE.load(Ordering::Relaxed);
+        // SAFETY: SPARE holds a reference to a live `_AsyncOp` (never released); a reference
+        // count of 1 means nobody else has it, so its fields are ours until we hand it out.
+        unsafe {
+            if !spare.is_null() && ffi::Py_REFCNT(spare) == 1 {
+                let o = spare.cast::<OpObject>();
+                let old = (*o).value.swap(value.into_ptr(), Ordering::AcqRel);
+                ffi::Py_IncRef(spare);
+                let op = Bound::from_owned_ptr(py, spare).unbind();
+                if !old.is_null() {
+                    // The last one was dropped without being awaited (see `op_dealloc`).
+                    warn_never_awaited();
+                    ffi::Py_DecRef(old);
+                }
+                return Ok(op);
+            }
+        }
+        let op = alloc(py, value, None)?;
+        if spare.is_null() {
+            // SAFETY: `op` is live; SPARE keeps the reference taken here for good.
+            unsafe { ffi::Py_IncRef(op.as_ptr()) };
+            SPARE.store(op.as_ptr(), Ordering::Relaxed);
+        }
+        return Ok(op);
+    }
     alloc(py, value, None)
 }
 
