@@ -343,6 +343,12 @@ impl Channel {
         self.inner.capacity()
     }
 
+    /// A writable buffer of ``nbytes`` bytes to fill and then ``write``: the reader gets it
+    /// without a copy, as a read-only ``LoanBuffer`` (see ``Loan``). Never blocks.
+    fn loan(&self, nbytes: &Bound<'_, PyAny>) -> PyResult<crate::loan::Loan> {
+        crate::loan::Loan::make(nbytes)
+    }
+
     /// Writes ``value``, blocking until a reader takes it (or, buffered, until there is room).
     ///
     /// Raises ``TimeoutError`` if ``timeout`` seconds pass first (nothing was sent),
@@ -355,6 +361,7 @@ impl Channel {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let t = parse_timeout(timeout)?;
+        let value = crate::loan::lend(py, value)?;
         if let Some(s) = self.flavors.shm.get() {
             return s.get().write(py, value.bind(py), t, false);
         }
@@ -436,6 +443,7 @@ impl Channel {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
+        let value = crate::loan::lend(py, value)?;
         if let Some(s) = this.flavors.shm.get() {
             let t = parse_timeout(timeout)?;
             return crate::shm_aio::awrite(py, s, None, EndKind::Writer, false, value, t);
@@ -471,6 +479,7 @@ impl Channel {
     /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);
     /// otherwise raises ``WouldBlock`` and sends nothing.
     fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
+        let value = crate::loan::lend(py, value)?;
         if let Some(s) = self.flavors.shm.get() {
             return s.get().write(py, value.bind(py), None, true);
         }

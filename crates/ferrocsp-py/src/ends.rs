@@ -389,6 +389,7 @@ end_class!(
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<()> {
             let t = parse_timeout(timeout)?;
+            let value = crate::loan::lend(py, value)?;
             if let Some(s) = self.shm() {
                 return s.end_write(py, self.key(), value.bind(py), t, false);
             }
@@ -430,6 +431,7 @@ end_class!(
             value: Value,
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Py<PyAny>> {
+            let value = crate::loan::lend(py, value)?;
             if let Some(s) = self.chan.get().flavors.shm.get() {
                 let t = parse_timeout(timeout)?;
                 let (id, retired) = (Some(self.inner.id()), self.inner.is_retired());
@@ -443,8 +445,16 @@ end_class!(
             aio_op::write_op(py, &c.flavors, &c.inner, &c.name, value, timeout)
         }
 
+        /// A writable buffer of ``nbytes`` bytes to fill and then ``write`` (see
+        /// ``Channel.loan``). Never blocks.
+        fn loan(&self, py: Python<'_>, nbytes: &Bound<'_, PyAny>) -> PyResult<crate::loan::Loan> {
+            self.checked(py)?;
+            crate::loan::Loan::make(nbytes)
+        }
+
         /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).
         fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
+            let value = crate::loan::lend(py, value)?;
             if let Some(s) = self.shm() {
                 return s.end_write(py, self.key(), value.bind(py), None, true);
             }
