@@ -344,6 +344,34 @@ def test_a_buffered_shared_channel_copies_the_loan() -> None:
     assert len(got) == MIB
 
 
+def os_digest(r: csp.Reader) -> tuple[str, int, bytes]:
+    """In a child: what arrived (type, length, first bytes)."""
+    v = r.read()
+    return type(v).__name__, len(v), bytes(memoryview(v)[:4])
+
+
+def test_a_reader_that_may_not_open_the_writers_loan_gets_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ptrace rules may forbid reopening another process's descriptors: the reader marks the
+    # message rejected and the writer sends the bytes through the ring. Here the child is told
+    # so by its environment (spawned, it gets this one).
+    ch: csp.Channel[Any] = csp.Channel(name="rejected")
+    h = csp.Spawn(csp.process(backend="os")(os_digest)(ch.reader()))
+    loan = ch.loan(2 * MIB)
+    memoryview(loan)[:4] = b"zero"
+    ch.write(loan, timeout=JOIN)  # the parent decides, once, to use loans
+    assert h.join(JOIN) == ("LoanBuffer", 2 * MIB, b"zero")
+    monkeypatch.setenv("FERROCSP_START_METHOD", "spawn")
+    monkeypatch.setenv("FERROCSP_SHM_VM_READV", "0")
+    ch2: csp.Channel[Any] = csp.Channel(name="rejected2")
+    h = csp.Spawn(csp.process(backend="os")(os_digest)(ch2.reader()))
+    loan = ch2.loan(2 * MIB)
+    memoryview(loan)[:4] = b"copy"
+    ch2.write(loan, timeout=JOIN)
+    assert h.join(JOIN) == ("bytes", 2 * MIB, b"copy")
+
+
 # -- forged loan messages ---------------------------------------------------------------------
 
 

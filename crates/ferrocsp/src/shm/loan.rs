@@ -190,9 +190,11 @@ fn unmap(addr: usize, len: usize) {
     }
 }
 
+/// Where the unmapper thread takes mappings (address, length) to unmap.
+type Queue = Mutex<Option<Sender<(usize, usize)>>>;
+
 /// The unmapper thread's queue, per process (a child made by `fork` has no such thread).
-static UNMAPPER: PerProcess<Mutex<Option<Sender<(usize, usize)>>>> =
-    PerProcess::new(|| Mutex::new(None));
+static UNMAPPER: PerProcess<Queue> = PerProcess::new(|| Mutex::new(None));
 
 /// Unmaps `addr..addr + len` on the unmapper thread (now, if it cannot be started).
 fn unmap_later(addr: usize, len: usize) {
@@ -240,6 +242,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot make a memfd nor map a file")]
     fn a_loan_maps_read_only_in_a_reader_and_checks_what_it_opens() {
         let w = LoanMem::create(3 * 4096).expect("create");
         // SAFETY: the writer's mapping is writable and `len` long.
@@ -265,6 +268,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot make a memfd nor map a file")]
     fn an_empty_loan_maps_nothing() {
         let w = LoanMem::create(0).expect("create");
         assert!(w.is_empty());
