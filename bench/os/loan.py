@@ -15,7 +15,12 @@ clock starts, releasing it after the reader sent its time back. Four ways:
   clock starts, its name sent over a ``multiprocessing.Pipe``, the reader attaches
   (``SharedMemory(name)``) and takes a ``memoryview`` of it;
 - ``memcpy``: in one process, copying ``n`` bytes into a buffer touched beforehand (what any
-  copy of the data costs at least).
+  copy of the data costs at least);
+- ``ping``: the floor of any crossing on this machine: a loan of ``n`` bytes made and filled
+  exactly as for ``loan``, then released, and a small ``int`` written on the same channel.
+  On the development VM a bare wake-up across processes grows with the size of the memory
+  work done just before it (a ``Pipe`` ping after filling and unmapping 4 KiB: 30-50 us,
+  after 256 MiB: 240-330 us), whatever carries the data; this row shows that part.
 
 Before each hand-over the writer waits 2 ms, so that the reader is asleep in its wait, as a
 reader waiting for big data is: every way pays one wake-up. Medians over repeats. The reader
@@ -44,18 +49,19 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+# A 1 GiB value must fit the copying path's ring (its largest message); pages are allocated
+# only when used. Set before ferrocsp is first imported (reexec_in_venv imports it).
+os.environ.setdefault("FERROCSP_SHM_RING_BYTES", str(2 << 30))
+
 from _common import reexec_in_venv, write_json  # noqa: E402
 
 reexec_in_venv(__file__)
 
-# A 1 GiB value must fit the copying path's ring (its largest message); pages are allocated
-# only when used.
-os.environ.setdefault("FERROCSP_SHM_RING_BYTES", str(2 << 30))
 
 import ferrocsp as csp  # noqa: E402
 
 KIB, MIB = 1 << 10, 1 << 20
-WAYS = ("loan", "copy", "shm+pipe", "memcpy")
+WAYS = ("loan", "copy", "shm+pipe", "memcpy", "ping")
 #: The writer waits this long before each hand-over, so that the reader is asleep (past
 #: ferrocsp's 50 us spin) whatever the size: otherwise small sizes, quick to fill, would find
 #: it still spinning and the time would measure the fill, not the size.
@@ -74,9 +80,9 @@ def sizes(max_mib: int) -> list[int]:
 
 def repeats_for(n: int, base: int) -> int:
     if n >= 512 * MIB:
-        return max(3, base // 6)
+        return max(5, base // 4)
     if n >= 64 * MIB:
-        return max(5, base // 3)
+        return max(9, base // 2)
     return base
 
 
@@ -97,34 +103,39 @@ def run_ferrocsp(plan: list[tuple[int, int]]) -> dict[str, dict[int, list[float]
     times: csp.Channel[int] = csp.Channel(name="times")
     w = data.writer()
     h = csp.Spawn(reader(data.reader(), times.writer()))
-    out: dict[str, dict[int, list[float]]] = {"loan": {}, "copy": {}, "loan()": {}}
+    out: dict[str, dict[int, list[float]]] = {"loan": {}, "copy": {}, "ping": {}, "loan()": {}}
     try:
         for n, reps in plan:
             src = b"\xa5" * n
-            for way in ("loan", "copy"):
-                got = []
-                made = []
-                for _ in range(reps + 1):  # the first is a warm-up
-                    if way == "loan":
+            got: dict[str, list[float]] = {"loan": [], "copy": [], "ping": [], "loan()": []}
+            # The ways take turns, repeat by repeat, so that the load of the moment (this
+            # machine is shared) falls on all of them alike; the first round is a warm-up.
+            for _ in range(reps + 1):
+                for way in ("loan", "copy", "ping"):
+                    if way != "copy":
                         t = time.perf_counter_ns()
                         value: Any = w.loan(n)
-                        made.append((time.perf_counter_ns() - t) / 1e3)
+                        if way == "loan":
+                            got["loan()"].append((time.perf_counter_ns() - t) / 1e3)
                         memoryview(value)[:] = src
-                    else:
+                    if way == "copy":
                         value = src
+                    elif way == "ping":
+                        value.release()
+                        value = 0
                     time.sleep(ASLEEP)
                     t0 = time.perf_counter_ns()
                     w.write(value)
                     t1 = times.read()
-                    got.append((t1 - t0) / 1e3)
+                    got[way].append((t1 - t0) / 1e3)
                     del value
-                out[way][n] = got[1:]
-                if way == "loan":
-                    out["loan()"][n] = made[1:]
+            for way, v in got.items():
+                out[way][n] = v[1:]
             del src
             print(
                 f"  {n // KIB:>8} KiB  loan {statistics.median(out['loan'][n]):9.1f} us"
-                f"  copy {statistics.median(out['copy'][n]):9.1f} us",
+                f"  copy {statistics.median(out['copy'][n]):9.1f} us"
+                f"  ping {statistics.median(out['ping'][n]):9.1f} us",
                 flush=True,
             )
     finally:
@@ -213,11 +224,13 @@ def label(n: int) -> str:
 
 def table(med: dict[str, dict[int, float]], ns: list[int]) -> str:
     rows = [
-        "| size | loan (us) | copy (us) | shm+pipe (us) | memcpy (us) | loan() call (us) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| size | loan (us) | copy (us) | shm+pipe (us) | memcpy (us) | ping (us) "
+        "| loan - ping (us) | loan() call (us) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in ns:
-        cells = [f"{med[w][n]:.1f}" for w in (*WAYS, "loan()")]
+        cells = [f"{med[w][n]:.1f}" for w in WAYS]
+        cells += [f"{med['loan'][n] - med['ping'][n]:.1f}", f"{med['loan()'][n]:.1f}"]
         rows.append(f"| {label(n)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -266,11 +279,13 @@ def main() -> None:
     sp = run_shm_pipe(plan)
     mc = run_memcpy(plan)
     raw = {"loan": fc["loan"], "copy": fc["copy"], "shm+pipe": sp, "memcpy": mc}
+    raw["ping"] = fc["ping"]
     raw["loan()"] = fc["loan()"]
     med = {w: {n: statistics.median(v) for n, v in d.items()} for w, d in raw.items()}
 
     loans = [med["loan"][n] for n in ns]
     flat = max(loans) / min(loans)
+    over = [med["loan"][n] - med["ping"][n] for n in ns]
     at64 = med["loan"].get(64 * MIB)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = os.getloadavg()
@@ -286,7 +301,9 @@ def main() -> None:
     )
     summary = (
         f"\n\nLoan, {label(ns[0])} to {label(ns[-1])}: max/min of the medians "
-        f"{flat:.2f}x" + (f"; 64 MiB: {at64:.1f} us" if at64 is not None else "") + ".\n"
+        f"{flat:.2f}x" + (f"; 64 MiB: {at64:.1f} us" if at64 is not None else "") + ". "
+        f"Loan minus ping (what the loan adds to a bare rendezvous after the same memory work): "
+        f"{min(over):.1f} to {max(over):.1f} us.\n"
     )
     text = head + table(med, ns) + summary
     print("\n" + text)

@@ -7,7 +7,8 @@
 //! write (so the descriptor is still open), reopens `/proc/<writer>/fd/<fd>` and maps the file
 //! read-only: a constant number of system calls whatever the size, no page touched. The
 //! writer then drops its descriptor, and its own mapping is unmapped by a background thread
-//! (`munmap` of a populated mapping costs per page: it stays off the hand-over's path). The
+//! a millisecond later (`munmap` of a populated mapping costs per page: it stays off the
+//! hand-over's path, and out of the reader's way while it returns from its `read`). The
 //! kernel frees the memory with the last mapping, whichever process ends how.
 //!
 //! Invariants:
@@ -29,6 +30,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::fork::PerProcess;
 use super::sys;
@@ -190,8 +192,14 @@ fn unmap(addr: usize, len: usize) {
     }
 }
 
-/// Where the unmapper thread takes mappings (address, length) to unmap.
-type Queue = Mutex<Option<Sender<(usize, usize)>>>;
+/// Where the unmapper thread takes mappings (address, length, when queued) to unmap.
+type Queue = Mutex<Option<Sender<(usize, usize, Instant)>>>;
+
+/// How long a handed-over mapping waits before it is unmapped: the reader, woken by the
+/// hand-over, is still returning from its `read` for some tens of microseconds, and on a
+/// machine with few cores the unmapping (milliseconds for a big loan) would take the CPU it
+/// needs (measured on the 2-core VM: 40-80 us more per hand-over of 16 MiB to 1 GiB).
+const UNMAP_AFTER: Duration = Duration::from_millis(1);
 
 /// The unmapper thread's queue, per process (a child made by `fork` has no such thread).
 static UNMAPPER: PerProcess<Queue> = PerProcess::new(|| Mutex::new(None));
@@ -200,11 +208,16 @@ static UNMAPPER: PerProcess<Queue> = PerProcess::new(|| Mutex::new(None));
 fn unmap_later(addr: usize, len: usize) {
     let mut q = UNMAPPER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if q.is_none() {
-        let (tx, rx) = channel::<(usize, usize)>();
+        let (tx, rx) = channel::<(usize, usize, Instant)>();
         let started = std::thread::Builder::new()
             .name("ferrocsp-unmap".into())
             .spawn(move || {
-                while let Ok((a, n)) = rx.recv() {
+                while let Ok((a, n, queued)) = rx.recv() {
+                    let due = queued + UNMAP_AFTER;
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
                     unmap(a, n);
                 }
             })
@@ -215,7 +228,7 @@ fn unmap_later(addr: usize, len: usize) {
     }
     match q.as_ref() {
         Some(tx) => {
-            if let Err(e) = tx.send((addr, len)) {
+            if let Err(e) = tx.send((addr, len, Instant::now())) {
                 unmap(e.0 .0, e.0 .1);
             }
         }
