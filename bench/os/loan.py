@@ -19,14 +19,13 @@ clock starts, releasing it after the reader sent its time back. Four ways:
 - ``ping``: the floor of any crossing on this machine: a loan of ``n`` bytes made and filled
   exactly as for ``loan``, then released, and a small ``int`` written on the same channel.
   On the development VM a bare wake-up across processes grows with the size of the memory
-  work done just before it (a ``Pipe`` ping after filling and unmapping 4 KiB: 30-50 us,
-  after 256 MiB: 240-330 us), whatever carries the data; this row shows that part.
+  work done just before it, whatever carries the data; this row shows that part.
 
 Before each hand-over the writer waits 2 ms, so that the reader is asleep in its wait, as a
 reader waiting for big data is: every way pays one wake-up. Medians over repeats. The reader
-never touches the data (a reader that does pays the page
-faults of its mapping, any way it got it). Writes a markdown table (``--md``, appended to
-bench/os/results.md by default) and an SVG plot (matplotlib, the ``plot`` extra) next to it.
+never touches the data (a reader that does pays the page faults of its mapping, any way it
+got it). Adds a markdown table to ``--md`` (bench/os/results.md by default, newest run
+first) and writes an SVG plot (matplotlib, the ``plot`` extra) next to it.
 
 Usage: ``python bench/os/loan.py [--max-mib N] [--repeats N] [--no-plot] [--json PATH]``.
 """
@@ -265,7 +264,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-mib", type=int, default=1024, help="largest size (MiB), default 1024")
     ap.add_argument("--repeats", type=int, default=30, help="repeats per size (fewer when big)")
-    ap.add_argument("--md", type=Path, default=HERE / "results.md", help="results to append to")
+    ap.add_argument(
+        "--md", type=Path, default=HERE / "results.md", help="results file to add the run to"
+    )
     ap.add_argument("--svg", type=Path, default=HERE / "loan.svg")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--json", type=Path)
@@ -310,9 +311,12 @@ def main() -> None:
     if not args.no_plot and plot(med, ns, args.svg):
         text += f"\nPlot: [{args.svg.name}]({args.svg.name}).\n"
     if args.md and args.md.name:
-        with args.md.open("a") as f:
-            f.write("\n" + text)
-        print(f"appended to {args.md}")
+        # Newest run first, as the file keeps them: before its first section.
+        old = args.md.read_text() if args.md.exists() else ""
+        at = old.find("\n## ")
+        doc = old[: at + 1] + text + "\n" + old[at + 1 :] if at >= 0 else old + "\n" + text
+        args.md.write_text(doc)
+        print(f"added to {args.md}")
     if args.json:
         write_json(
             args.json,
