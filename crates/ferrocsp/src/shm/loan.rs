@@ -198,7 +198,8 @@ type Queue = Mutex<Option<Sender<(usize, usize, Instant)>>>;
 /// How long a handed-over mapping waits before it is unmapped: the reader, woken by the
 /// hand-over, is still returning from its `read` for some tens of microseconds, and on a
 /// machine with few cores the unmapping (milliseconds for a big loan) would take the CPU it
-/// needs (measured on the 2-core VM: 40-80 us more per hand-over of 16 MiB to 1 GiB).
+/// needs. A precaution: on the loaded 2-core VM the difference was within the noise
+/// (docs/design.md, "Zero-copy loans").
 const UNMAP_AFTER: Duration = Duration::from_millis(1);
 
 /// The unmapper thread's queue, per process (a child made by `fork` has no such thread).
