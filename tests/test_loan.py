@@ -305,9 +305,11 @@ def test_the_writer_lets_go_once_a_reader_in_another_process_has_it() -> None:
     assert h.join(JOIN) is True
 
 
-def test_poison_frees_a_loan_in_flight() -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "shared"])
+def test_poison_frees_a_loan_in_flight(shared: bool) -> None:
     ch: csp.Channel[Any] = csp.Channel(name="poisoned")
-    _shm.share(ch)
+    if shared:
+        _shm.share(ch)
     loan = ch.loan(MIB)
     memoryview(loan)[:] = b"p" * MIB
     threading.Timer(0.2, ch.poison).start()
@@ -317,9 +319,11 @@ def test_poison_frees_a_loan_in_flight() -> None:
     assert (loan_maps(), loan_fds()) == (0, 0)
 
 
-def test_a_write_that_times_out_frees_its_loan() -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "shared"])
+def test_a_write_that_times_out_frees_its_loan(shared: bool) -> None:
     ch: csp.Channel[Any] = csp.Channel(name="late")
-    _shm.share(ch)
+    if shared:
+        _shm.share(ch)
     loan = ch.loan(MIB)
     with pytest.raises(TimeoutError):
         ch.write(loan, timeout=0.1)
