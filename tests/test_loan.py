@@ -136,13 +136,26 @@ def test_a_loan_never_written_frees_its_memory() -> None:
     assert loan_maps() == 0
 
 
-def test_the_readers_memory_lives_until_its_last_view_goes() -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "shared"])
+def test_the_readers_memory_lives_until_its_last_view_goes(shared: bool) -> None:
     np = pytest.importorskip("numpy")
-    ch: csp.Channel[Any] = csp.Channel(1)
+    ch: csp.Channel[Any] = csp.Channel(0 if shared else 1, name="views")
+    if shared:
+        _shm.share(ch)  # the reader maps the loan itself, as another process would
     loan = ch.loan(8 * 1000)
     np.frombuffer(loan, dtype=np.int64)[:] = np.arange(1000)  # a writable numpy view
-    ch.write(loan)
-    got = ch.read()
+    got: Any = None
+    if shared:
+        box: list[object] = []
+        t = threading.Thread(target=lambda: box.append(ch.read(timeout=JOIN)))
+        t.start()
+        ch.write(loan, timeout=JOIN)
+        t.join(JOIN)
+        got = box.pop()
+        assert settle(loan_maps, 1) == 1  # the writer's own mapping is gone
+    else:
+        ch.write(loan)
+        got = ch.read()
     arr = np.frombuffer(got, dtype=np.int64)
     assert not arr.flags.writeable
     assert int(arr.sum()) == sum(range(1000))
