@@ -176,6 +176,8 @@ def test_bad_sizes_are_refused_at_the_call() -> None:
         ch.loan(1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not a bool"):
         ch.loan(True)
+    with pytest.raises(ValueError, match="too large"):
+        ch.loan(1 << 200)
     empty = ch.loan(0)
     assert len(memoryview(empty)) == 0
 
@@ -333,17 +335,45 @@ def test_poison_frees_a_loan_in_flight(shared: bool) -> None:
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["in-process", "shared"])
-def test_a_write_that_times_out_frees_its_loan(shared: bool) -> None:
+def test_a_write_that_sent_nothing_gives_the_loan_back(shared: bool) -> None:
+    # TimeoutError and WouldBlock: nothing was sent, so the loan is still the writer's.
     ch: csp.Channel[Any] = csp.Channel(name="late")
     if shared:
         _shm.share(ch)
     loan = ch.loan(MIB)
+    memoryview(loan)[:4] = b"back"
     with pytest.raises(TimeoutError):
         ch.write(loan, timeout=0.1)
-    assert loan.spent
-    assert (loan_maps(), loan_fds()) == (0, 0)
+    assert not loan.spent
+    w = ch.writer()
+    with pytest.raises(csp.WouldBlock):
+        w.write_nowait(loan)
+    assert not loan.spent
+    assert bytes(memoryview(loan)[:4]) == b"back"
     with pytest.raises(csp.WouldBlock):
         ch.read_nowait()
+    box: list[object] = []
+    t = threading.Thread(target=lambda: box.append(ch.read(timeout=JOIN)))
+    t.start()
+    w.write(loan, timeout=JOIN)
+    t.join(JOIN)
+    assert loan.spent
+    got = box.pop()
+    assert isinstance(got, csp.LoanBuffer)
+    assert bytes(memoryview(got)[:4]) == b"back"
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "shared"])
+def test_a_write_to_a_retired_channel_frees_its_loan(shared: bool) -> None:
+    ch: csp.Channel[Any] = csp.Channel(name="gone")
+    if shared:
+        _shm.share(ch)
+    ch.reader().retire()
+    loan = ch.loan(MIB)
+    with pytest.raises(csp.ChannelRetired):
+        ch.write(loan, timeout=JOIN)
+    assert loan.spent
+    assert (loan_maps(), loan_fds()) == (0, 0)
 
 
 def test_a_buffered_shared_channel_copies_the_loan() -> None:

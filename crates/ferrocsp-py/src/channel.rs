@@ -361,19 +361,20 @@ impl Channel {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let t = parse_timeout(timeout)?;
-        let value = crate::loan::lend(py, value)?;
-        if let Some(s) = self.flavors.shm.get() {
-            return s.get().write(py, value.bind(py), t, false);
-        }
-        if let Some(n) = self.flavors.net.get() {
-            return n.write(py, &self.name, value.bind(py), t, false);
-        }
-        let keep = value.clone_ref(py);
-        let r = write_value(py, &self.inner, &self.name, value, t);
-        match moved(py, self, r) {
-            Err(s) => s.write(py, keep.bind(py), t, false),
-            Ok(r) => r,
-        }
+        crate::loan::lending(py, value, |value| {
+            if let Some(s) = self.flavors.shm.get() {
+                return s.get().write(py, value.bind(py), t, false);
+            }
+            if let Some(n) = self.flavors.net.get() {
+                return n.write(py, &self.name, value.bind(py), t, false);
+            }
+            let keep = value.clone_ref(py);
+            let r = write_value(py, &self.inner, &self.name, value, t);
+            match moved(py, self, r) {
+                Err(s) => s.write(py, keep.bind(py), t, false),
+                Ok(r) => r,
+            }
+        })
     }
 
     /// Reads a value, blocking until one arrives.
@@ -479,14 +480,15 @@ impl Channel {
     /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);
     /// otherwise raises ``WouldBlock`` and sends nothing.
     fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
-        let value = crate::loan::lend(py, value)?;
-        if let Some(s) = self.flavors.shm.get() {
-            return s.get().write(py, value.bind(py), None, true);
-        }
-        if let Some(n) = self.flavors.net.get() {
-            return n.write(py, &self.name, value.bind(py), None, true);
-        }
-        try_write_value(py, &self.inner, &self.name, value)
+        crate::loan::lending(py, value, |value| {
+            if let Some(s) = self.flavors.shm.get() {
+                return s.get().write(py, value.bind(py), None, true);
+            }
+            if let Some(n) = self.flavors.net.get() {
+                return n.write(py, &self.name, value.bind(py), None, true);
+            }
+            try_write_value(py, &self.inner, &self.name, value)
+        })
     }
 
     /// Reads a value if one is available right now; otherwise raises ``WouldBlock``.

@@ -389,20 +389,21 @@ end_class!(
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<()> {
             let t = parse_timeout(timeout)?;
-            let value = crate::loan::lend(py, value)?;
-            if let Some(s) = self.shm() {
-                return s.end_write(py, self.key(), value.bind(py), t, false);
-            }
-            let c = self.checked(py)?;
-            if let Some(n) = self.net() {
-                return n.write(py, &c.name, value.bind(py), t, false);
-            }
-            let keep = value.clone_ref(py);
-            let r = write_value(py, &c.inner, &c.name, value, t);
-            match moved(py, c, r) {
-                Err(s) => s.end_write(py, self.key(), keep.bind(py), t, false),
-                Ok(r) => r,
-            }
+            crate::loan::lending(py, value, |value| {
+                if let Some(s) = self.shm() {
+                    return s.end_write(py, self.key(), value.bind(py), t, false);
+                }
+                let c = self.checked(py)?;
+                if let Some(n) = self.net() {
+                    return n.write(py, &c.name, value.bind(py), t, false);
+                }
+                let keep = value.clone_ref(py);
+                let r = write_value(py, &c.inner, &c.name, value, t);
+                match moved(py, c, r) {
+                    Err(s) => s.end_write(py, self.key(), keep.bind(py), t, false),
+                    Ok(r) => r,
+                }
+            })
         }
 
         /// Writes every value of ``values`` in order (see ``Channel.write_many``).
@@ -454,15 +455,16 @@ end_class!(
 
         /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).
         fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
-            let value = crate::loan::lend(py, value)?;
-            if let Some(s) = self.shm() {
-                return s.end_write(py, self.key(), value.bind(py), None, true);
-            }
-            let c = self.checked(py)?;
-            if let Some(n) = self.net() {
-                return n.write(py, &c.name, value.bind(py), None, true);
-            }
-            try_write_value(py, &c.inner, &c.name, value)
+            crate::loan::lending(py, value, |value| {
+                if let Some(s) = self.shm() {
+                    return s.end_write(py, self.key(), value.bind(py), None, true);
+                }
+                let c = self.checked(py)?;
+                if let Some(n) = self.net() {
+                    return n.write(py, &c.name, value.bind(py), None, true);
+                }
+                try_write_value(py, &c.inner, &c.name, value)
+            })
         }
     }
 );

@@ -13,14 +13,16 @@
 //! - A `LoanBuffer`'s exports are read-only; its memory lives while the object does, and a
 //!   buffer export keeps the object alive (`view.obj`), so the last reference dropped frees
 //!   the memory; `release()` with an export alive is a `BufferError`.
-//! - Writing a loan consumes it whatever the outcome: a write that fails (timeout, poison,
-//!   retirement) frees the memory with the `LoanBuffer` nobody received.
+//! - A `write`/`write_nowait` that sent nothing because of its timeout or because it could not
+//!   go now (`TimeoutError`, `WouldBlock`) gives the memory back to the `Loan`; any other
+//!   failure (poison, retirement; any failure of `awrite`) frees it with the `LoanBuffer`
+//!   nobody received.
 
 use std::os::raw::c_int;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ferrocsp::shm::LoanMem;
-use pyo3::exceptions::{PyBufferError, PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyBufferError, PyOSError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -74,7 +76,9 @@ unsafe fn fill(
 /// memory, without a copy (across OS processes too, on a rendezvous channel).
 ///
 /// After ``write`` the loan is spent: using it raises ``ValueError``. Writing it while a view
-/// of it is alive raises ``BufferError`` and sends nothing. A loan never written frees its
+/// of it is alive raises ``BufferError`` and sends nothing. A ``write`` or ``write_nowait``
+/// that raises ``TimeoutError`` or ``WouldBlock`` (nothing sent) gives the loan back; poison
+/// or retirement frees it, as does any failure of ``awrite``. A loan never written frees its
 /// memory when dropped (or at ``release()``).
 #[pyclass(frozen, module = "ferrocsp._native", name = "Loan")]
 #[derive(Debug)]
@@ -88,10 +92,15 @@ impl Loan {
         if nbytes.is_instance_of::<pyo3::types::PyBool>() {
             return Err(PyTypeError::new_err("loan() takes a number of bytes, not a bool"));
         }
-        let n: i128 = nbytes.extract().map_err(|_| {
+        if !nbytes.is_instance_of::<pyo3::types::PyInt>() {
             let ty = nbytes.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
-            PyTypeError::new_err(format!("loan() takes a number of bytes (int), not {ty}"))
-        })?;
+            return Err(PyTypeError::new_err(format!(
+                "loan() takes a number of bytes (int), not {ty}"
+            )));
+        }
+        let n: i128 = nbytes
+            .extract()
+            .map_err(|_| PyValueError::new_err(format!("loan() of {nbytes} bytes: too large")))?;
         let n = usize::try_from(n)
             .ok()
             .filter(|&n| isize::try_from(n).is_ok())
@@ -124,11 +133,47 @@ fn spent() -> PyErr {
 }
 
 /// `value` as a write sends it: a `Loan` becomes its `LoanBuffer` (the loan is spent); any
-/// other value is itself. Called by every `write`, `write_nowait` and `awrite`.
+/// other value is itself. What `awrite` calls (its failure comes later: the loan stays spent).
 pub(crate) fn lend(py: Python<'_>, value: Value) -> PyResult<Value> {
     let Ok(loan) = value.bind(py).cast::<Loan>() else { return Ok(value) };
     let buf = loan.get().spend()?;
     Ok(Py::new(py, buf)?.into_any())
+}
+
+/// Runs `write` with `value` as a write sends it (see [`lend`]); if the write sent nothing
+/// because of its timeout or because it could not go now (`TimeoutError`, `WouldBlock`), a
+/// loan goes back to its writer, usable again. Poison and retirement free it (DESIGN: poison
+/// frees loans in flight). What `write` and `write_nowait` call.
+pub(crate) fn lending(
+    py: Python<'_>,
+    value: Value,
+    write: impl FnOnce(Value) -> PyResult<()>,
+) -> PyResult<()> {
+    let Ok(loan) = value.bind(py).cast::<Loan>().map(|l| l.clone().unbind()) else {
+        return write(value);
+    };
+    drop(value);
+    let buf = Py::new(py, loan.get().spend()?)?;
+    let r = write(buf.clone_ref(py).into_any());
+    if let Err(e) = &r {
+        let nothing_sent = e.is_instance_of::<PyTimeoutError>(py)
+            || crate::errors::would_block_type(py).is_ok_and(|t| e.is_instance(py, &t));
+        // Only if nobody else holds the buffer (the write let go of every reference).
+        if nothing_sent && buf.get_refcnt(py) == 1 {
+            let mem = {
+                let mut h = lock(&buf.get().held);
+                if h.exports == 0 {
+                    h.mem.take()
+                } else {
+                    None
+                }
+            };
+            if let Some(mem) = mem {
+                lock(&loan.get().held).mem = Some(mem);
+            }
+        }
+    }
+    r
 }
 
 #[pymethods]
