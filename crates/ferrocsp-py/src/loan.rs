@@ -135,7 +135,8 @@ fn spent() -> PyErr {
 /// `value` as a write sends it: a `Loan` becomes its `LoanBuffer` (the loan is spent); any
 /// other value is itself. What `awrite` calls (its failure comes later: the loan stays spent).
 pub(crate) fn lend(py: Python<'_>, value: Value) -> PyResult<Value> {
-    let Ok(loan) = value.bind(py).cast::<Loan>() else { return Ok(value) };
+    // Exact: `Loan` cannot be subclassed, and every write pays this check.
+    let Ok(loan) = value.bind(py).cast_exact::<Loan>() else { return Ok(value) };
     let buf = loan.get().spend()?;
     Ok(Py::new(py, buf)?.into_any())
 }
@@ -149,7 +150,7 @@ pub(crate) fn lending(
     value: Value,
     write: impl FnOnce(Value) -> PyResult<()>,
 ) -> PyResult<()> {
-    let Ok(loan) = value.bind(py).cast::<Loan>().map(|l| l.clone().unbind()) else {
+    let Ok(loan) = value.bind(py).cast_exact::<Loan>().map(|l| l.clone().unbind()) else {
         return write(value);
     };
     drop(value);
