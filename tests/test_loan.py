@@ -321,6 +321,25 @@ def test_the_writer_lets_go_once_a_reader_in_another_process_has_it() -> None:
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["in-process", "shared"])
+def test_an_alt_input_guard_takes_a_loan(shared: bool) -> None:
+    ch: csp.Channel[Any] = csp.Channel(name="alt-in")
+    other: csp.Channel[Any] = csp.Channel(name="alt-other")
+    if shared:
+        _shm.share(ch)
+    box: list[Any] = []
+    t = threading.Thread(target=lambda: box.append(csp.Alt(other, ch).select()))
+    t.start()
+    loan = ch.loan(MIB)
+    fill(loan, 21)
+    ch.write(loan, timeout=JOIN)
+    t.join(JOIN)
+    guard, got = box.pop()
+    assert guard is ch
+    check(got, MIB, 21)
+    del got
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "shared"])
 def test_poison_frees_a_loan_in_flight(shared: bool) -> None:
     ch: csp.Channel[Any] = csp.Channel(name="poisoned")
     if shared:
