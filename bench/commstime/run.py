@@ -37,6 +37,13 @@ And on one asyncio event loop (four coroutines, one thread):
            used through ``aread``/``awrite``); a hand-written rendezvous on asyncio futures
            (correct for one reader and one writer), the cheapest baseline asyncio offers.
 
+On ferrocsp's native coroutine scheduler (four ``async def`` processes, one thread, no event
+loop): the same processes as the asyncio row, in a ``Par(..., backend="coroutine")``.
+
+And Go: goroutines on unbuffered channels (bench/commstime/go/commstime.go, built with
+Debian's ``golang`` by ``go run``), with Go's default GOMAXPROCS (every core) and with
+GOMAXPROCS=1 (one thread, like the cooperative rows).
+
 Usage: ``python bench/commstime/run.py [--cycles N] [--runs K] [--json PATH]``
 (or ``make bench``, which installs everything first).
 """
@@ -352,7 +359,11 @@ async def acommstime(make: Callable[[], AChan], cycles: int) -> float:
             raise RuntimeError(f"values lost or reordered: expected {first + cycles}, got {last}")
 
     procs = (prefix, delta, succ, consumer)
-    if make is AioRendezvous:
+    if make is _CoroutineBackend:
+        import ferrocsp
+
+        ferrocsp.Par(*(ferrocsp.process(p)() for p in procs), backend="coroutine").run()
+    elif make is AioRendezvous:
         await asyncio.wait_for(asyncio.gather(*(p() for p in procs)), 120 + cycles * 0.01)
     else:
         import ferrocsp
@@ -361,6 +372,32 @@ async def acommstime(make: Callable[[], AChan], cycles: int) -> float:
         net = ferrocsp.Par(*(ferrocsp.process(p)() for p in procs))
         await asyncio.wait_for(net.arun(), 120 + cycles * 0.01)
     return elapsed[0] * 1e6 / (4 * cycles)
+
+
+class _CoroutineBackend:
+    """Marks the coroutine-backend rows: ferrocsp channels, processes on the native scheduler."""
+
+    def __new__(cls) -> Any:
+        import ferrocsp
+
+        return ferrocsp.Channel()
+
+
+def cmeasure(cycles: int, runs: int) -> list[float]:
+    """Commstime on the native coroutine backend (each run its own ``Par.run``)."""
+
+    def one(n: int) -> float:
+        coro = acommstime(_CoroutineBackend, n)
+        try:
+            coro.send(None)  # runs the whole Par inside (no await suspends)
+        except StopIteration as stop:
+            result: float = stop.value
+            return result
+        coro.close()
+        raise RuntimeError("the coroutine-backend commstime suspended outside its scheduler")
+
+    one(min(cycles, 200))  # warm-up
+    return [one(cycles) for _ in range(runs)]
 
 
 def ameasure(make: Callable[[], AChan], cycles: int, runs: int) -> list[float]:
@@ -494,6 +531,47 @@ def run_asyncio(args: argparse.Namespace) -> list[Result]:
     for r in out:
         if r.samples:
             r.cycles = args.cycles
+    return out
+
+
+def run_coroutine(args: argparse.Namespace) -> list[Result]:
+    fc = Result("py-coroutine-ferrocsp", "coroutine: ferrocsp coroutine backend, 4 coroutines")
+    try:
+        fc.samples = cmeasure(args.cycles, args.runs)
+        fc.cycles = args.cycles
+    except Exception as exc:  # noqa: BLE001 (reported in the table)
+        fc.note = f"failed: {type(exc).__name__}: {exc}"
+    return [fc]
+
+
+def run_go(args: argparse.Namespace) -> list[Result]:
+    out = []
+    for key, procs, label in (
+        ("go", None, "go: goroutines, unbuffered channels, GOMAXPROCS=all"),
+        ("go-1", "1", "go: goroutines, unbuffered channels, GOMAXPROCS=1"),
+    ):
+        r = Result(key, label)
+        out.append(r)
+        if shutil.which("go") is None:
+            r.note = "go not found (Debian: apt-get install golang-go; bench/setup-peers.sh)"
+            continue
+        env = dict(os.environ)
+        env.setdefault("GOCACHE", str(ROOT / "target" / "gocache"))
+        env.setdefault("GOPATH", str(ROOT / "target" / "gopath"))
+        if procs is not None:
+            env["GOMAXPROCS"] = procs
+        cycles = args.go_cycles or max(args.cycles, 100_000)
+        cmd = ["go", "run", "commstime.go", "-cycles", str(cycles), "-runs", str(args.runs)]
+        proc = subprocess.run(
+            cmd, cwd=HERE / "go", env=env, capture_output=True, text=True, timeout=600
+        )
+        if proc.returncode != 0:
+            r.note = f"go run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}"
+            continue
+        data = json.loads(proc.stdout.strip().splitlines()[-1])
+        r.samples = data["samples_us_per_comm"]
+        r.cycles = cycles
+        r.label = f"{label} ({data['version']}, {data['gomaxprocs']} procs)"
     return out
 
 
@@ -650,6 +728,11 @@ RATIOS = [
     ("asyncio-futures / greenlet", "py-asyncio-futures", "py-greenlet-ferrocsp"),
     ("greenlet / python-thread", "py-greenlet-ferrocsp", "py-ferrocsp"),
     ("greenlet / ferrocsp-asyncio", "py-greenlet-ferrocsp", "py-asyncio-ferrocsp"),
+    ("pycsp-greenlets / coroutine", "pycsp-greenlets", "py-coroutine-ferrocsp"),
+    ("greenlet / coroutine", "py-greenlet-ferrocsp", "py-coroutine-ferrocsp"),
+    ("ferrocsp-asyncio / coroutine", "py-asyncio-ferrocsp", "py-coroutine-ferrocsp"),
+    ("coroutine / go", "py-coroutine-ferrocsp", "go"),
+    ("coroutine / go GOMAXPROCS=1", "py-coroutine-ferrocsp", "go-1"),
 ]
 
 
@@ -666,8 +749,9 @@ def main() -> None:
         "--skip",
         action="append",
         default=[],
-        choices=["rust", "python", "asyncio", "greenlet", "pycsp"],
+        choices=["rust", "python", "asyncio", "coroutine", "greenlet", "pycsp", "go"],
     )
+    parser.add_argument("--go-cycles", type=int, help="cycles for Go (max(--cycles, 100000))")
     args = parser.parse_args()
     if args.cycles < 1 or args.runs < 1:
         parser.error("--cycles and --runs must be at least 1")
@@ -682,9 +766,15 @@ def main() -> None:
     if "asyncio" not in args.skip:
         print("[asyncio] ferrocsp asyncio backend, asyncio futures", file=sys.stderr, flush=True)
         results += run_asyncio(args)
+    if "coroutine" not in args.skip:
+        print("[coroutine] ferrocsp coroutine backend", file=sys.stderr, flush=True)
+        results += run_coroutine(args)
     if "greenlet" not in args.skip:
         print("[greenlet] ferrocsp greenlet backend, PyCSP greenlets", file=sys.stderr, flush=True)
         results += run_greenlet(args)
+    if "go" not in args.skip:
+        print("[go] go run bench/commstime/go/commstime.go", file=sys.stderr, flush=True)
+        results += run_go(args)
     if "pycsp" not in args.skip:
         print("[pycsp] bench/.venv-pycsp", file=sys.stderr, flush=True)
         results.append(run_pycsp(args))

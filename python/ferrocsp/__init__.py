@@ -42,6 +42,8 @@ from ._graph import graph as graph
 from ._io import aio as aio
 from ._io import io as io
 from ._native import Channel as Channel
+from ._native import Loan as Loan
+from ._native import LoanBuffer as LoanBuffer
 from ._native import Reader as Reader
 from ._native import Writer as Writer
 from ._par import Handle as Handle
@@ -64,6 +66,8 @@ __all__ = [
     "Deadlock",
     "Guard",
     "Handle",
+    "Loan",
+    "LoanBuffer",
     "Output",
     "Par",
     "Process",

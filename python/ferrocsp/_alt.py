@@ -35,6 +35,7 @@ from . import _shm
 from ._io import _offload
 from ._native import (
     Channel,
+    Loan,
     Reader,
     Writer,
     _aselect,
@@ -66,6 +67,13 @@ class Output:
             raise TypeError("Output needs a Channel or Writer, not a Reader")
         if not isinstance(target, Channel | Writer | _ForeignOutput):
             raise TypeError(f"Output needs a Channel or Writer, not {type(target).__name__}")
+        if isinstance(value, Loan):
+            # A guard's value is sent only if chosen, but writing spends a loan: an Alt would
+            # have to give it back when another guard fires.
+            raise TypeError(
+                "an Output guard cannot offer a Loan (writing spends it): write it with "
+                "write()/awrite(), or offer bytes"
+            )
         self.target = target
         self.value = value
 

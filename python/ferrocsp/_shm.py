@@ -17,6 +17,9 @@ Invariants:
 - Values are pickled with protocol 5; large buffers (``bytes``/``bytearray``/``memoryview``
   values, and out-of-band pickle buffers such as numpy arrays' of ``OOB_MIN`` bytes or more)
   travel as raw parts, copied once into the segment and once into an object the reader owns.
+- A written loan (a ``LoanBuffer`` as the value itself) travels as ``[b"L", loan]`` with the
+  part kind ``_LOAN``: on a rendezvous channel only its identity crosses and the reader maps
+  the same memory (``shm_msg.rs``); otherwise its bytes are copied and arrive as ``bytes``.
 - A value that cannot be pickled raises ``TypeError`` in the writer and nothing is sent.
 - A greenlet process never blocks its scheduler on a shared channel, nor an asyncio task its
   event loop: their waits switch away and are woken by the process's futex watcher threads
@@ -39,6 +42,7 @@ from typing import Any
 from ._errors import ChannelRetired
 from ._native import (
     Channel,
+    LoanBuffer,
     Reader,
     Writer,
     _shared_wait,
@@ -67,7 +71,7 @@ OOB_MIN = 64 * 1024
 #: they are used, so the default costs address space, not memory.
 RING_BYTES = int(os.environ.get("FERROCSP_SHM_RING_BYTES", str(1 << 30)))
 
-_BYTES, _BYTEARRAY = 0, 1
+_BYTES, _BYTEARRAY, _LOAN = 0, 1, 2
 _lock = threading.RLock()
 _by_uuid: weakref.WeakValueDictionary[bytes, Channel] = weakref.WeakValueDictionary()
 _ends: weakref.WeakValueDictionary[tuple[bytes, int], Reader | Writer] = (
@@ -180,6 +184,8 @@ def encode(value: Any, name: str) -> tuple[list[Any], list[int]]:
         return [b"B", value], [_BYTES, _BYTES]
     if t is bytearray:
         return [b"A", value], [_BYTES, _BYTEARRAY]
+    if t is LoanBuffer:
+        return [b"L", value], [_BYTES, _LOAN]
     if t is memoryview:
         mv: memoryview = value if value.c_contiguous else memoryview(value.tobytes())
         meta = pickle.dumps((mv.format, mv.shape, mv.readonly), protocol=5)
@@ -214,7 +220,7 @@ def encode(value: Any, name: str) -> tuple[list[Any], list[int]]:
 def decode(parts: list[Any]) -> Any:
     """The value of a message made by ``encode``."""
     tag = parts[0]
-    if tag in (b"B", b"A"):
+    if tag in (b"B", b"A", b"L"):
         return parts[1]
     if tag[:1] == b"M":
         fmt, shape, _readonly = pickle.loads(tag[1:])

@@ -343,6 +343,12 @@ impl Channel {
         self.inner.capacity()
     }
 
+    /// A writable buffer of ``nbytes`` bytes to fill and then ``write``: the reader gets it
+    /// without a copy, as a read-only ``LoanBuffer`` (see ``Loan``). Never blocks.
+    fn loan(&self, nbytes: &Bound<'_, PyAny>) -> PyResult<crate::loan::Loan> {
+        crate::loan::Loan::make(nbytes)
+    }
+
     /// Writes ``value``, blocking until a reader takes it (or, buffered, until there is room).
     ///
     /// Raises ``TimeoutError`` if ``timeout`` seconds pass first (nothing was sent),
@@ -355,18 +361,20 @@ impl Channel {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let t = parse_timeout(timeout)?;
-        if let Some(s) = self.flavors.shm.get() {
-            return s.get().write(py, value.bind(py), t, false);
-        }
-        if let Some(n) = self.flavors.net.get() {
-            return n.write(py, &self.name, value.bind(py), t, false);
-        }
-        let keep = value.clone_ref(py);
-        let r = write_value(py, &self.inner, &self.name, value, t);
-        match moved(py, self, r) {
-            Err(s) => s.write(py, keep.bind(py), t, false),
-            Ok(r) => r,
-        }
+        crate::loan::lending(py, value, |value| {
+            if let Some(s) = self.flavors.shm.get() {
+                return s.get().write(py, value.bind(py), t, false);
+            }
+            if let Some(n) = self.flavors.net.get() {
+                return n.write(py, &self.name, value.bind(py), t, false);
+            }
+            let keep = value.clone_ref(py);
+            let r = write_value(py, &self.inner, &self.name, value, t);
+            match moved(py, self, r) {
+                Err(s) => s.write(py, keep.bind(py), t, false),
+                Ok(r) => r,
+            }
+        })
     }
 
     /// Reads a value, blocking until one arrives.
@@ -440,6 +448,7 @@ impl Channel {
             let t = parse_timeout(timeout)?;
             return crate::coro_op::offload(py, "_offload_write", (slf, value, t));
         }
+        let value = crate::loan::lend(py, value)?;
         if let Some(s) = this.flavors.shm.get() {
             let t = parse_timeout(timeout)?;
             return crate::shm_aio::awrite(py, s, None, EndKind::Writer, false, value, t);
@@ -479,13 +488,15 @@ impl Channel {
     /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);
     /// otherwise raises ``WouldBlock`` and sends nothing.
     fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
-        if let Some(s) = self.flavors.shm.get() {
-            return s.get().write(py, value.bind(py), None, true);
-        }
-        if let Some(n) = self.flavors.net.get() {
-            return n.write(py, &self.name, value.bind(py), None, true);
-        }
-        try_write_value(py, &self.inner, &self.name, value)
+        crate::loan::lending(py, value, |value| {
+            if let Some(s) = self.flavors.shm.get() {
+                return s.get().write(py, value.bind(py), None, true);
+            }
+            if let Some(n) = self.flavors.net.get() {
+                return n.write(py, &self.name, value.bind(py), None, true);
+            }
+            try_write_value(py, &self.inner, &self.name, value)
+        })
     }
 
     /// Reads a value if one is available right now; otherwise raises ``WouldBlock``.

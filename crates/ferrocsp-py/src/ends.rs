@@ -398,19 +398,21 @@ end_class!(
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<()> {
             let t = parse_timeout(timeout)?;
-            if let Some(s) = self.shm() {
-                return s.end_write(py, self.key(), value.bind(py), t, false);
-            }
-            let c = self.checked(py)?;
-            if let Some(n) = self.net() {
-                return n.write(py, &c.name, value.bind(py), t, false);
-            }
-            let keep = value.clone_ref(py);
-            let r = write_value(py, &c.inner, &c.name, value, t);
-            match moved(py, c, r) {
-                Err(s) => s.end_write(py, self.key(), keep.bind(py), t, false),
-                Ok(r) => r,
-            }
+            crate::loan::lending(py, value, |value| {
+                if let Some(s) = self.shm() {
+                    return s.end_write(py, self.key(), value.bind(py), t, false);
+                }
+                let c = self.checked(py)?;
+                if let Some(n) = self.net() {
+                    return n.write(py, &c.name, value.bind(py), t, false);
+                }
+                let keep = value.clone_ref(py);
+                let r = write_value(py, &c.inner, &c.name, value, t);
+                match moved(py, c, r) {
+                    Err(s) => s.end_write(py, self.key(), keep.bind(py), t, false),
+                    Ok(r) => r,
+                }
+            })
         }
 
         /// Writes every value of ``values`` in order (see ``Channel.write_many``).
@@ -443,6 +445,7 @@ end_class!(
                 let t = parse_timeout(timeout)?;
                 return crate::coro_op::offload(py, "_offload_write", (slf, value, t));
             }
+            let value = crate::loan::lend(py, value)?;
             if let Some(s) = this.chan.get().flavors.shm.get() {
                 let t = parse_timeout(timeout)?;
                 let (id, retired) = (Some(this.inner.id()), this.inner.is_retired());
@@ -456,16 +459,25 @@ end_class!(
             aio_op::write_op(py, &c.flavors, &c.inner, &c.name, value, timeout)
         }
 
+        /// A writable buffer of ``nbytes`` bytes to fill and then ``write`` (see
+        /// ``Channel.loan``). Never blocks.
+        fn loan(&self, py: Python<'_>, nbytes: &Bound<'_, PyAny>) -> PyResult<crate::loan::Loan> {
+            self.checked(py)?;
+            crate::loan::Loan::make(nbytes)
+        }
+
         /// Writes ``value`` if possible now, else raises ``WouldBlock`` (nothing sent).
         fn write_nowait(&self, py: Python<'_>, value: Value) -> PyResult<()> {
-            if let Some(s) = self.shm() {
-                return s.end_write(py, self.key(), value.bind(py), None, true);
-            }
-            let c = self.checked(py)?;
-            if let Some(n) = self.net() {
-                return n.write(py, &c.name, value.bind(py), None, true);
-            }
-            try_write_value(py, &c.inner, &c.name, value)
+            crate::loan::lending(py, value, |value| {
+                if let Some(s) = self.shm() {
+                    return s.end_write(py, self.key(), value.bind(py), None, true);
+                }
+                let c = self.checked(py)?;
+                if let Some(n) = self.net() {
+                    return n.write(py, &c.name, value.bind(py), None, true);
+                }
+                try_write_value(py, &c.inner, &c.name, value)
+            })
         }
     }
 );

@@ -19,6 +19,7 @@ mod detach;
 mod ends;
 mod errors;
 mod flavor;
+mod loan;
 mod move_lock;
 #[cfg(feature = "net")]
 mod net;
@@ -53,6 +54,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ends::Reader>()?;
     m.add_class::<ends::Writer>()?;
     m.add_class::<call_end::CallEnd>()?;
+    m.add_class::<loan::Loan>()?;
+    m.add_class::<loan::LoanBuffer>()?;
     m.add("_AsyncOp", aio_op::op_type(m.py())?)?;
     m.add_class::<shm::PyShmChannel>()?;
     m.add_class::<shm_side::ShmSide>()?;

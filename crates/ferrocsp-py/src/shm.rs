@@ -134,28 +134,50 @@ impl PyShmChannel {
         nowait: bool,
         adopted: bool,
     ) -> PyResult<()> {
-        let bufs = msg::parts(parts, kinds)?;
-        let total = msg::inline_len(&bufs);
+        let bufs_owned = msg::parts(parts, kinds)?;
+        let total = msg::inline_len(&bufs_owned);
         let dl = deadline(timeout);
-        let bufs = &bufs;
+        let bufs = &bufs_owned;
         let remote = msg::goes_remote(&self.inner, bufs);
+        let loan = msg::loan_of(&self.inner, bufs)
+            .filter(|_| !adopted)
+            .and_then(|l| Some((l, l.get().identity()?)));
+        let loan_id = loan.as_ref().map(|l| l.1);
         // A cooperative reader anywhere may be one of this thread's (see `blocking`).
         let coop_nowait = self.inner.coop_waiting();
         let r = blocking(py, dl, nowait, coop_nowait, move |w| {
-            if remote {
+            if let Some((fd, uuid, len)) = loan_id {
+                // No copy: the reader maps the loan itself while we stay blocked (our
+                // descriptor stays open until it has taken the message).
+                let mut slot = self.inner.begin_write(msg::loan_len(), w)?;
+                msg::fill_loan(slot.buf(), fd, &uuid, len);
+                let rejected = slot.commit_then(w, msg::rejected)?;
+                if !rejected {
+                    return Ok(true);
+                }
+                // The reader may not open our descriptors (ptrace rules): send the bytes.
+            } else if remote {
                 // One copy: the reader reads the parts straight out of this process's memory
                 // (they stay exported, and we stay blocked, until it has taken them).
                 let mut slot = self.inner.begin_write(msg::remote_len(bufs.len()), w)?;
                 msg::fill_remote(slot.buf(), bufs);
                 let rejected = slot.commit_then(w, msg::rejected)?;
                 if !rejected {
-                    return Ok(());
+                    return Ok(false);
                 }
                 // The reader may not read our memory (ptrace rules): send the bytes inline.
             }
-            msg::write_inline(&self.inner, bufs, total, adopted, w)
+            msg::write_inline(&self.inner, bufs, total, adopted, w).map(|()| false)
         })?;
-        r.map_err(|e| self.err(py, e, OpName::Write))
+        let handed = r.map_err(|e| self.err(py, e, OpName::Write))?;
+        if let Some((l, _)) = loan.filter(|_| handed) {
+            let l = l.clone_ref(py);
+            // The reader has mapped the loan: let go of ours (no export of it is left once
+            // the parts are dropped).
+            drop(bufs_owned);
+            l.get().handed_over();
+        }
+        Ok(())
     }
 
     /// The Python exception for `e` from `op` on this channel, saying why it is poisoned.

@@ -9,6 +9,12 @@
 //! count, then per part its kind, length and address in the writer's memory; the reader copies
 //! the parts straight out of it with `process_vm_readv` (one copy) while the writer stays
 //! blocked, or marks the message rejected (ptrace rules) and the writer sends it inline.
+//! *Loan* (a rendezvous write of a written `Loan`, `loan.rs`): the marker `LOAN`, the writer's
+//! pid, its descriptor of the loan, the rejected flag, the length and the loan's uuid (40
+//! bytes whatever the size); the reader maps the loan itself (`LoanMem`, through
+//! `ReadSlot::attach_loan`) while the writer stays blocked, and gets `[b"L", LoanBuffer]`; or
+//! it marks the message rejected and the writer sends the bytes inline (a copy, read as
+//! `bytes`).
 //!
 //! Invariants:
 //! - Every length, count and offset read back from a message is checked against the message
@@ -19,6 +25,10 @@
 //!   parts' lengths with their inline header fit the channel's largest message, as they must
 //!   for the writer to send it remotely (`goes_remote`): a forged one is a corrupt channel,
 //!   never a read of another process's memory nor a huge allocation.
+//! - A loan message is mapped only from the entry's recorded writer, and only a file that is
+//!   that very loan (`LoanMem::attach` checks name, seals and length on its own descriptor):
+//!   a forged one is a corrupt channel, never a mapping of another file; mapping costs the
+//!   reader address space, not memory.
 //! - A part object is created uninitialised and filled completely before anyone else sees it;
 //!   one whose copy failed is dropped unseen.
 
@@ -29,10 +39,17 @@ use ferrocsp::Error;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::loan::LoanBuffer;
 
 const KIND_BYTES: u8 = 0;
 const KIND_BYTEARRAY: u8 = 1;
+/// A part that is a written loan (`LoanBuffer`): inline it travels as `KIND_BYTES`.
+const KIND_LOAN: u8 = 2;
+/// First word of a message that names a loan (rendezvous, any size).
+const LOAN: u32 = 0xFFFF_FFFD;
+const LOAN_LEN: usize = 40;
 /// First word of a message whose parts stay in the writer's memory (rendezvous, large).
 const REMOTE: u32 = 0xFFFF_FFFE;
 /// Payloads at least this large go by `process_vm_readv` on a rendezvous channel.
@@ -104,6 +121,8 @@ pub(crate) fn new_part<'py>(
 pub(crate) struct Part {
     buf: PyUntypedBuffer,
     kind: u8,
+    /// The loan this part is (`KIND_LOAN`), whose bytes `buf` exports.
+    loan: Option<Py<LoanBuffer>>,
 }
 
 pub(crate) fn header_len(n: usize) -> usize {
@@ -117,7 +136,7 @@ pub(crate) fn fill_inline(out: &mut [u8], bufs: &[Part]) {
     out[..4].copy_from_slice(&count.to_le_bytes());
     let mut at = 4;
     for b in bufs {
-        out[at] = b.kind;
+        out[at] = if b.kind == KIND_LOAN { KIND_BYTES } else { b.kind };
         out[at + 1..at + 9].copy_from_slice(&(b.buf.len_bytes() as u64).to_le_bytes());
         at += 9;
     }
@@ -209,6 +228,9 @@ pub(crate) fn take<'py>(
 ) -> PyResult<Option<Bound<'py, PyList>>> {
     let data = slot.buf();
     let done = |slot: ReadSlot<'_>| slot.finish().map_err(err);
+    if u32_at(data, 0) == Some(LOAN) {
+        return take_loan(py, slot, err);
+    }
     if u32_at(data, 0) != Some(REMOTE) {
         let Some(parts) = parse_inline(data) else { return Err(corrupt(slot, err)) };
         let out = PyList::empty(py);
@@ -257,22 +279,70 @@ pub(crate) fn take<'py>(
     }
 }
 
+/// `take` for a loan message: `[b"L", LoanBuffer]` mapped from the writer's loan, or None
+/// (rejected: the writer sends the bytes inline).
+fn take_loan<'py>(
+    py: Python<'py>,
+    mut slot: ReadSlot<'_>,
+    err: &dyn Fn(Error) -> PyErr,
+) -> PyResult<Option<Bound<'py, PyList>>> {
+    let data = slot.buf();
+    // The pid is only compared, as for a remote message: the loan is opened in the entry's
+    // recorded writer.
+    let parsed = (|| {
+        let pid = u32_at(data, 4)?;
+        let fd = i32::from_le_bytes(u32_at(data, 8)?.to_le_bytes());
+        let len = usize::try_from(u64_at(data, 16)?).ok()?;
+        let uuid: [u8; 16] = data.get(24..40)?.try_into().ok()?;
+        (data.len() == LOAN_LEN && pid == slot.writer_pid()).then_some((fd, len, uuid))
+    })();
+    let Some((fd, len, uuid)) = parsed else { return Err(corrupt(slot, err)) };
+    let mapped = if remote_enabled() {
+        slot.attach_loan(fd, &uuid, len)
+    } else {
+        Err(std::io::Error::from(ErrorKind::PermissionDenied))
+    };
+    match mapped {
+        Ok(mem) => {
+            let buf = Py::new(py, LoanBuffer::received(mem))?;
+            slot.finish().map_err(err)?;
+            let out = PyList::empty(py);
+            out.append(PyBytes::new(py, b"L"))?;
+            out.append(buf)?;
+            Ok(Some(out))
+        }
+        Err(e) if e.kind() == ErrorKind::InvalidData => Err(corrupt(slot, err)),
+        Err(_) => {
+            slot.buf_mut()[REJECTED_AT] = 1;
+            slot.finish().map_err(err)?;
+            Ok(None)
+        }
+    }
+}
+
 /// The parts of a message to write: `parts[i]` a C-contiguous buffer that arrives as `kinds[i]`
 /// (`KIND_BYTES` or `KIND_BYTEARRAY`).
 pub(crate) fn parts(parts: &Bound<'_, PyList>, kinds: &[u8]) -> PyResult<Vec<Part>> {
     if kinds.len() != parts.len() {
         return Err(PyValueError::new_err("parts and kinds differ in length"));
     }
-    if kinds.iter().any(|&k| k != KIND_BYTES && k != KIND_BYTEARRAY) {
-        return Err(PyValueError::new_err("a part's kind is 0 (bytes) or 1 (bytearray)"));
+    if kinds.iter().any(|&k| k != KIND_BYTES && k != KIND_BYTEARRAY && k != KIND_LOAN) {
+        return Err(PyValueError::new_err(
+            "a part's kind is 0 (bytes), 1 (bytearray) or 2 (a written loan)",
+        ));
     }
     let mut bufs = Vec::with_capacity(parts.len());
     for (p, &kind) in parts.iter().zip(kinds) {
+        let loan = if kind == KIND_LOAN {
+            Some(p.cast::<LoanBuffer>().map_err(PyErr::from)?.clone().unbind())
+        } else {
+            None
+        };
         let buf = PyUntypedBuffer::get(&p)?;
         if !buf.is_c_contiguous() {
             return Err(PyTypeError::new_err("message parts must be C-contiguous buffers"));
         }
-        bufs.push(Part { buf, kind });
+        bufs.push(Part { buf, kind, loan });
     }
     Ok(bufs)
 }
@@ -291,6 +361,31 @@ pub(crate) fn goes_remote(ch: &ShmChannel, bufs: &[Part]) -> bool {
         && payload >= REMOTE_MIN
         && inline_len(bufs) <= ch.max_message()
         && remote_enabled()
+}
+
+/// The loan a rendezvous write of `bufs` on `ch` hands over by its identity: the message is
+/// exactly a tag and one written loan that this process still holds (`encode`'s `b"L"`).
+pub(crate) fn loan_of<'a>(ch: &ShmChannel, bufs: &'a [Part]) -> Option<&'a Py<LoanBuffer>> {
+    match bufs {
+        [_, Part { loan: Some(l), .. }] if ch.capacity() == 0 && remote_enabled() => Some(l),
+        _ => None,
+    }
+}
+
+/// The loan message for the loan `(fd, uuid, len)` of this process into `out`
+/// (`LOAN_LEN` bytes).
+pub(crate) fn fill_loan(out: &mut [u8], fd: i32, uuid: &[u8; 16], len: usize) {
+    out.fill(0);
+    out[..4].copy_from_slice(&LOAN.to_le_bytes());
+    out[4..8].copy_from_slice(&std::process::id().to_le_bytes());
+    out[8..12].copy_from_slice(&fd.to_le_bytes());
+    out[16..24].copy_from_slice(&(len as u64).to_le_bytes());
+    out[24..40].copy_from_slice(uuid);
+}
+
+/// The length of a loan message.
+pub(crate) const fn loan_len() -> usize {
+    LOAN_LEN
 }
 
 /// Writes the remote message for `bufs` (they stay exported while the writer waits) into

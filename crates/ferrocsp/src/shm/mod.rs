@@ -25,6 +25,7 @@ mod fork;
 #[doc(hidden)]
 pub mod fuzz;
 mod layout;
+mod loan;
 mod lock;
 mod mixed;
 mod offers;
@@ -62,6 +63,7 @@ pub use end_table::EndKind;
 pub use fork::{fork_generation, PerProcess};
 #[doc(hidden)]
 pub use layout::TestLayout;
+pub use loan::LoanMem;
 pub use mixed::{Local, LocalPart, LocalStep};
 pub use select::{select, select_mixed, Fill, SelOp, Selected};
 pub use slot::{ReadSlot, WriteSlot};

@@ -20,6 +20,7 @@
 use std::io;
 
 use super::layout::RDV_PLAIN;
+use super::loan::LoanMem;
 use super::slot::ReadSlot;
 use super::sys;
 use crate::shm::ShmChannel;
@@ -55,5 +56,26 @@ impl<'a> ReadSlot<'a> {
             return Err(gone());
         }
         Ok(())
+    }
+
+    /// Maps, read-only, the loan `uuid` of `len` bytes that this message's writer holds as
+    /// descriptor `fd` (`loan.rs`). Fails as [`Self::copy_from_writer`] does, and with
+    /// `InvalidData` when the descriptor is not that loan.
+    pub fn attach_loan(&self, fd: i32, uuid: &[u8; 16], len: usize) -> io::Result<LoanMem> {
+        if self.kind != RDV_PLAIN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a loan message outside a rendezvous write",
+            ));
+        }
+        let gone = || io::Error::new(io::ErrorKind::NotFound, "the writer is gone");
+        if self.writer.pid == 0 {
+            return Err(gone());
+        }
+        let mem = LoanMem::attach(self.writer.pid, fd, uuid, len)?;
+        if self.writer != sys::me() && !sys::alive(self.writer) {
+            return Err(gone());
+        }
+        Ok(mem)
     }
 }
