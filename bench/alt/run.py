@@ -5,8 +5,9 @@ Workloads, one consumer timed over ``n`` operations (after an untimed warm-up), 
 wake-up latency on a shared machine is bimodal, and ratios need like conditions). Every
 writer is blocked writing to a rendezvous channel (an *always-ready* writer) until the
 consumer poisons its channel. On the thread backend the consumer is the main thread and the
-writers OS threads; on the greenlet and asyncio backends the consumer and its writers are
-processes of one ``Par`` of that backend (one scheduler, one event loop):
+writers OS threads; on the greenlet, asyncio and coroutine backends the consumer and its
+writers are processes of one ``Par`` of that backend (one scheduler, one event loop; the
+coroutine rows run the asyncio rows' ``async def`` processes on the native scheduler):
 
 - ``select`` / ``pri`` / ``fair``: an Alt over two channels with an always-ready writer each
   (``Alt.select()`` / ``Alt.pri_select()`` / ``Alt.fair_select()``, ``aselect`` etc. on
@@ -28,7 +29,7 @@ and the Rust/Python ratio, by wall clock and by the CPU time of the process (ste
 loaded machine, where waiting for a CPU inflates wall-clock times unevenly).
 
 Usage: ``python bench/alt/run.py [--n N] [--runs K] [--rust-n N] [--no-rust]
-[--backends thread,greenlet,asyncio]``.
+[--backends thread,greenlet,asyncio,coroutine]``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import ferrocsp as csp
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_RATIO = 1.5
 WORKLOADS = ("select", "pri", "fair", "read", "read2", "mux8")
-BACKENDS = ("thread", "greenlet", "asyncio")
+BACKENDS = ("thread", "greenlet", "asyncio", "coroutine")
 RUST_NAMES = {
     "engine-select-random": "select",
     "engine-select-fair": "fair",

@@ -7,7 +7,7 @@ the median of ``runs`` runs after one short warm-up. Unlike commstime, only one 
 runnable at any time and the run queue cycles through all of them, so this measures a
 hand-off plus a switch to a process that has been asleep for a whole lap.
 
-Rows, all in one run: ferrocsp's greenlet, asyncio and thread backends, and PyCSP 0.9.2
+Rows, all in one run: ferrocsp's greenlet, asyncio, coroutine and thread backends, and PyCSP 0.9.2
 ``pycsp.greenlets`` from ``bench/.venv-pycsp`` (``bench/setup-peers.sh``) when it exists.
 Ratios are against the greenlet backend.
 
@@ -51,7 +51,7 @@ def ring(backend: str, size: int, rounds: int) -> float:
     import ferrocsp
 
     chans = [ferrocsp.Channel() for _ in range(size)]
-    if backend == "asyncio":
+    if backend in ("asyncio", "coroutine"):
 
         async def afirst(cin: Any, cout: Any) -> tuple[float, int]:
             start = time.perf_counter()
@@ -65,7 +65,8 @@ def ring(backend: str, size: int, rounds: int) -> float:
             for _ in range(rounds):
                 await cout.awrite(await cin.aread() + 1)
 
-        first, member = ferrocsp.process(afirst), ferrocsp.process(amember)
+        first = ferrocsp.process(afirst, backend=backend)
+        member = ferrocsp.process(amember, backend=backend)
     else:
 
         def sfirst(cin: Any, cout: Any) -> tuple[float, int]:
@@ -144,7 +145,7 @@ def main() -> None:
     thread_rounds = max(2, -(-(args.thread_hops or args.hops // 10) // args.size))
 
     rows: list[Row] = []
-    for backend in ("greenlet", "asyncio"):
+    for backend in ("greenlet", "asyncio", "coroutine"):
         print(f"[ring] ferrocsp {backend}", file=sys.stderr, flush=True)
         rows.append(run_ferrocsp(backend, args.size, rounds, args.runs))
     if "thread" not in args.skip:

@@ -8,8 +8,12 @@ divided by ``n``. Then the channel is poisoned and the network joined (not timed
 
 Rows:
 
-- greenlet, thread, asyncio: ferrocsp's backends (thread rows use fewer processes: each is an
-  OS thread);
+- greenlet, thread, asyncio, coroutine: ferrocsp's backends (thread rows use fewer processes:
+  each is an OS thread);
+- ``floor: raw coroutines``: the same number of bare coroutine objects, no library, each
+  suspended in one ``await`` of an object that yields once: a coroutine's own frame and
+  object, what any ``async def`` process costs on this Python; the coroutine row minus this
+  floor is what ferrocsp adds per process (its task, selection, operation, process record);
 - ``floor: raw greenlets``: the same number of bare greenlets, no library, each blocked by a
   switch to its parent from inside three nested Python calls (the depth of a ferrocsp process
   body: host, ``execute``, the user function). Its RSS per greenlet is what any greenlet
@@ -73,12 +77,12 @@ def measure_ferrocsp(backend: str, n: int) -> tuple[float, float]:
     import ferrocsp
 
     gate = ferrocsp.Channel(name="gate")
-    if backend == "asyncio":
+    if backend in ("asyncio", "coroutine"):
 
         async def await_gate() -> None:
             await gate.aread()
 
-        body: Callable[[], Any] = ferrocsp.process(await_gate)
+        body: Callable[[], Any] = ferrocsp.process(await_gate, backend=backend)
     else:
 
         def read_gate() -> None:
@@ -131,8 +135,43 @@ def measure_raw_greenlets(n: int) -> tuple[float, float]:
     return elapsed * 1e6 / n, grown / n
 
 
+class _Suspend:
+    """Awaiting it suspends a bare coroutine once (what a blocked process's await does)."""
+
+    def __await__(self) -> Any:
+        yield
+
+
+def measure_raw_coroutines(n: int) -> tuple[float, float]:
+    """The floor: ``n`` bare coroutines, each suspended in one await."""
+
+    async def blocked() -> None:
+        await _Suspend()
+
+    gc.collect()
+    gc.disable()
+    try:
+        base, t0 = rss(), time.perf_counter()
+        coros = [blocked() for _ in range(n)]
+        for c in coros:
+            c.send(None)
+        elapsed, grown = time.perf_counter() - t0, rss() - base
+    finally:
+        gc.enable()
+    for c in coros:
+        try:
+            c.send(None)
+        except StopIteration:
+            pass
+        else:
+            raise RuntimeError("a raw coroutine did not finish")
+    return elapsed * 1e6 / n, grown / n
+
+
 ROWS: dict[str, Callable[[int], tuple[float, float]]] = {
     "floor-greenlet": measure_raw_greenlets,
+    "floor-coroutine": measure_raw_coroutines,
+    "coroutine": lambda n: measure_ferrocsp("coroutine", n),
     "greenlet": lambda n: measure_ferrocsp("greenlet", n),
     "asyncio": lambda n: measure_ferrocsp("asyncio", n),
     "thread": lambda n: measure_ferrocsp("thread", n),
@@ -146,11 +185,12 @@ def main() -> None:
     parser.add_argument("--greenlets", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=1_000)
     parser.add_argument("--asyncio", type=int, default=100_000)
+    parser.add_argument("--coroutines", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path, metavar="PATH")
     parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one row, print JSON
     parser.add_argument("-n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if min(args.greenlets, args.threads, args.asyncio) < 1:
+    if min(args.greenlets, args.threads, args.asyncio, args.coroutines) < 1:
         parser.error("process counts must be at least 1")
     if args.row:
         us, per = ROWS[args.row](args.n)
@@ -162,6 +202,8 @@ def main() -> None:
         ("floor-greenlet", "floor: raw greenlets (no library)", args.greenlets),
         ("greenlet", "ferrocsp greenlet backend", args.greenlets),
         ("asyncio", "ferrocsp asyncio backend", args.asyncio),
+        ("floor-coroutine", "floor: raw coroutines (no library)", args.coroutines),
+        ("coroutine", "ferrocsp coroutine backend", args.coroutines),
         ("thread", "ferrocsp thread backend", args.threads),
     ]
     for key, label, n in plan:
@@ -180,11 +222,14 @@ def main() -> None:
     beyond = by["greenlet"].bytes_per_blocked - by["floor-greenlet"].bytes_per_blocked
     print()
     print(f"greenlet backend beyond a raw greenlet (its Python frames): {beyond:.0f} bytes")
+    cbeyond = by["coroutine"].bytes_per_blocked - by["floor-coroutine"].bytes_per_blocked
+    print(f"coroutine backend beyond a raw coroutine (its own frame): {cbeyond:.0f} bytes")
     if args.json:
         doc = {
             "benchmark": "scale",
             "rows": [asdict(r) for r in rows],
             "greenlet_bytes_beyond_raw_greenlet": beyond,
+            "coroutine_bytes_beyond_raw_coroutine": cbeyond,
         }
         write_json(args.json, doc)
 

@@ -3,7 +3,8 @@
 Rows, each the median over ``--reps`` rounds; the rounds interleave the rows (round r runs
 every row once) so load changes on a shared machine hit every row alike:
 
-- ``Par(p).run()`` of one do-nothing process on each backend (thread, greenlet, asyncio), and
+- ``Par(p).run()`` of one do-nothing process on each backend (thread, greenlet, asyncio,
+  coroutine), and
   its baselines: ``threading.Thread`` start+join of one do-nothing function, a bare greenlet
   spawned and switched to (no thread), and ``asyncio.run`` of one do-nothing coroutine;
 - per process at ``N`` (default 1000): ``Par`` of N do-nothing processes on the thread
@@ -72,6 +73,7 @@ def _ways(n: int) -> dict[str, Callable[[], object]]:
         "Par(p).run(), thread": lambda: csp.Par(noop()).run(),
         "Par(p).run(), greenlet": lambda: csp.Par(noop(), backend="greenlet").run(),
         "Par(p).run(), asyncio": lambda: csp.Par(anoop()).run(),
+        "Par(p).run(), coroutine": lambda: csp.Par(anoop(), backend="coroutine").run(),
         "threading.Thread start+join": bare_thread,
         "greenlet spawn+switch": bare_greenlet,
         "asyncio.run(coroutine)": lambda: asyncio.run(_anoop()),
@@ -109,7 +111,8 @@ def first_run(backend: str) -> float:
     ``asyncio.run``) of the first bare thread or event loop, with ferrocsp imported alike."""
     import ferrocsp as csp
 
-    p = csp.process(_anoop)() if backend == "asyncio" else csp.process(_noop)()
+    asyn = backend in ("asyncio", "coroutine")
+    p = csp.process(_anoop)() if asyn else csp.process(_noop)()
     start = time.perf_counter()
     if backend == "Thread":
         t = threading.Thread(target=_noop)
@@ -133,7 +136,7 @@ def main() -> None:
         print(f"{first_run(args.first):.1f}")
         return
     firsts: dict[str, float] = {}
-    for b in ("thread", "greenlet", "asyncio", "Thread", "asyncio.run"):
+    for b in ("thread", "greenlet", "asyncio", "coroutine", "Thread", "asyncio.run"):
         runs = [
             float(
                 subprocess.run(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from typing import Any, Protocol, TypeAlias, TypeGuard, runtime_checkable
 
 from . import _shm
@@ -522,7 +523,7 @@ class Alt:
                 return r
         return self._run(_FAIR)
 
-    async def aselect(self) -> tuple[Any, Any]:
+    def aselect(self) -> Awaitable[tuple[Any, Any]]:
         """``await alt.aselect()``: ``select`` from asyncio code.
 
         Cancelled while waiting: if a guard fired in the race, the await returns it and the
@@ -531,37 +532,34 @@ class Alt:
         """
         native = self._native
         if native is not None:
-            op = native.aselect(_RANDOM)
+            # The native op itself (no wrapper coroutine per selection); it goes on with
+            # ``_arun`` if a channel moves to shared memory while it waits.
+            op = native.aselect(_RANDOM, self)
             if op is not None:
-                try:
-                    return await op
-                except _Moved:
-                    pass  # nothing fired: the general path chooses where the channel is now
-        return await self._arun(_RANDOM)
+                return op
+        return self._arun(_RANDOM)
 
-    async def apri_select(self) -> tuple[Any, Any]:
+    def apri_select(self) -> Awaitable[tuple[Any, Any]]:
         """``pri_select`` from asyncio code (cancellation as in ``aselect``)."""
         native = self._native
         if native is not None:
-            op = native.aselect(_PRIORITY)
+            # The native op itself (no wrapper coroutine per selection); it goes on with
+            # ``_arun`` if a channel moves to shared memory while it waits.
+            op = native.aselect(_PRIORITY, self)
             if op is not None:
-                try:
-                    return await op
-                except _Moved:
-                    pass  # nothing fired: the general path chooses where the channel is now
-        return await self._arun(_PRIORITY)
+                return op
+        return self._arun(_PRIORITY)
 
-    async def afair_select(self) -> tuple[Any, Any]:
+    def afair_select(self) -> Awaitable[tuple[Any, Any]]:
         """``fair_select`` from asyncio code (cancellation as in ``aselect``)."""
         native = self._native
         if native is not None:
-            op = native.aselect(_FAIR)
+            # The native op itself (no wrapper coroutine per selection); it goes on with
+            # ``_arun`` if a channel moves to shared memory while it waits.
+            op = native.aselect(_FAIR, self)
             if op is not None:
-                try:
-                    return await op
-                except _Moved:
-                    pass  # nothing fired: the general path chooses where the channel is now
-        return await self._arun(_FAIR)
+                return op
+        return self._arun(_FAIR)
 
     def __repr__(self) -> str:
         return f"Alt{self.guards!r}"

@@ -97,6 +97,10 @@ struct Inner {
     /// Once the channel moved while this op waited: the shared side's coroutine doing it,
     /// which every later step and throw is passed on to (as `yield from` would).
     delegate: Option<Py<PyAny>>,
+    /// An Alt's general path (`Alt._arun` and the policy to call it with), which a native Alt
+    /// whose channel moved to shared memory while it waited goes on with (nothing fired), as
+    /// `delegate`.
+    fallback: Option<(Py<PyAny>, u8)>,
     /// What an early withdrawal (`Withdraw`, from the waiter's `cancel`) found: `Some(fired)`.
     withdrawn: Option<Option<Result<Selected<Value>, SelectError>>>,
     /// This state, for the waiters it hands out (so `cancel` can withdraw the op at once).
@@ -141,6 +145,7 @@ impl AsyncOp {
             done: false,
             owner: None,
             delegate: None,
+            fallback: None,
             withdrawn: None,
             me: Weak::new(),
         }
@@ -179,14 +184,18 @@ impl AsyncOp {
         Self::wrap(i)
     }
 
+    /// An Alt's selection; `fallback` (a coroutine function and its policy argument) takes
+    /// over if a channel moves to shared memory while it waits.
     pub(crate) fn alt(
         sel: PooledSelect,
         map: AltMap,
         policy: Policy,
         timeout: Option<f64>,
+        fallback: Option<(Py<PyAny>, u8)>,
     ) -> Self {
         static NO_NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
         let mut i = Self::blank(Kind::Alt(map), None, NO_NAME.get_or_init(|| Arc::from("")));
+        i.fallback = fallback;
         i.sel = Some(sel);
         i.policy = policy;
         i.timeout = timeout;
@@ -215,6 +224,14 @@ impl Inner {
             self.value = self.sel.as_mut().and_then(|s| s.take_value(0));
         }
         self.sel = None;
+        if let (Kind::Alt(_), Err(SelectError::Moved { .. })) = (&self.kind, &r) {
+            if let Some((general, policy)) = self.fallback.take() {
+                // Nothing fired: the general path chooses where the channel is now.
+                self.done = false;
+                self.delegate = Some(general.call1(py, (policy,))?);
+                return self.drive(py, None);
+            }
+        }
         let err = match (&self.kind, r) {
             (Kind::Alt(map), r) => return Ok(Out::Return(map.map_pair(py, r)?)),
             (Kind::Read | Kind::Next, Ok(s)) => {

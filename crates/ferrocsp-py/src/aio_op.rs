@@ -28,9 +28,11 @@
 //!   and re-requests the cancellation; any other exception propagates.
 //! - Not garbage-collected (like the former `#[pyclass]`): an op holds its references only
 //!   between the call and the end of its await; a cycle through an abandoned op is leaked.
-//! - With a GIL, one done op (`SPARE`) is kept and handed out again whenever nobody else
-//!   holds it (reference count 1): it is then consumed (`value` null) or was dropped
-//!   unawaited, which is warned about when it is reused, as `op_dealloc` would.
+//! - With a GIL, the memory of one deallocated op (`FREE`) is kept and reused by the next
+//!   allocation; deallocation itself (the warning, the drop of the pending state) is
+//!   unchanged, and the kept block holds no reference. And the last consumed done op
+//!   (`SPARE`, one reference) is handed out again as the next done op while nobody else
+//!   holds it; an op dropped before it was consumed is never kept.
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
@@ -101,32 +103,52 @@ pub(crate) fn op_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 
 fn alloc(py: Python<'_>, value: Py<PyAny>, op: Option<Box<Pending>>) -> PyResult<Py<PyAny>> {
     let tp = op_type(py)?.as_type_ptr();
-    // SAFETY: `tp` is the live `_AsyncOp` type (held by OP_TYPE); PyType_GenericAlloc returns
-    // a new zeroed instance of its basicsize (that of OpObject) or null with an exception.
-    let obj = unsafe { ffi::PyType_GenericAlloc(tp, 0) };
+    let kept = if gil_enabled(py) {
+        FREE.swap(ptr::null_mut(), Ordering::Relaxed)
+    } else {
+        ptr::null_mut()
+    };
+    let obj = if kept.is_null() {
+        // SAFETY: `tp` is the live `_AsyncOp` type (held by OP_TYPE); PyType_GenericAlloc
+        // returns a new zeroed instance of its basicsize or null with an exception.
+        unsafe { ffi::PyType_GenericAlloc(tp, 0) }
+    } else {
+        // SAFETY: `kept` is the memory of a deallocated `_AsyncOp` (same basic size, from
+        // the same allocator), owned by nobody: PyObject_Init makes it a new instance of
+        // `tp` (type, reference count 1, a reference to the heap type), as GenericAlloc does.
+        unsafe { ffi::PyObject_Init(kept, tp) }
+    };
     if obj.is_null() {
         return Err(PyErr::fetch(py));
     }
-    // SAFETY: `obj` is a fresh OpObject not yet shared; the fields take ownership of the
-    // reference `into_ptr` releases and of the box.
+    // SAFETY: `obj` is a new OpObject not yet shared (a kept block's fields are stale, so
+    // both are written); the fields take ownership of the reference `into_ptr` releases and
+    // of the box.
     unsafe {
         let o = obj.cast::<OpObject>();
         match op {
-            Some(op) => (*o).op = Box::into_raw(op),
-            None => ptr::addr_of_mut!((*o).value).write(AtomicPtr::new(value.into_ptr())),
+            Some(op) => {
+                ptr::addr_of_mut!((*o).value).write(AtomicPtr::new(ptr::null_mut()));
+                ptr::addr_of_mut!((*o).op).write(Box::into_raw(op));
+            }
+            None => {
+                ptr::addr_of_mut!((*o).value).write(AtomicPtr::new(value.into_ptr()));
+                ptr::addr_of_mut!((*o).op).write(ptr::null_mut());
+            }
         }
     }
     // SAFETY: `obj` is a new, owned, non-null reference.
     Ok(unsafe { Bound::from_owned_ptr(py, obj) }.unbind())
 }
 
-/// A done op kept for reuse (with a GIL): the common `await ch.awrite(v)` makes an op,
-/// awaits it and drops it at once, so the next one can be the same object, which saves an
-/// allocation and a deallocation per operation. Only done ops are kept (their `op` is null).
-static SPARE: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+/// The memory of one deallocated op, kept for the next (with a GIL): the common
+/// `await ch.awrite(v)` makes an op, awaits it and drops it at once, so the next op reuses
+/// the block instead of a `PyObject_Malloc` and a free. Holds no reference, only memory of
+/// the type's basic size.
+static FREE: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 
 /// Whether the interpreter runs with a GIL (`sys._is_gil_enabled`, true before 3.13): the
-/// spare op relies on it to serialise its users.
+/// kept block relies on it to serialise its users.
 fn gil_enabled(py: Python<'_>) -> bool {
     static GIL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *GIL.get_or_init(|| {
@@ -138,36 +160,55 @@ fn gil_enabled(py: Python<'_>) -> bool {
     })
 }
 
+/// The last done op whose result an await took (with a GIL; one reference held here): the
+/// next done op is that object again when nobody else holds it (reference count 1), which
+/// saves an allocation and a deallocation per `await ch.awrite(v)`. Only a consumed op is
+/// kept, so one dropped unawaited is deallocated (and warned about) at once as before.
+static SPARE: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+
 /// An op that completed at the call: awaiting it returns `value`.
 pub(crate) fn done(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
     if gil_enabled(py) {
         // The GIL serialises every use of SPARE: relaxed loads and stores suffice.
         let spare = SPARE.load(Ordering::Relaxed);
-        // SAFETY: SPARE holds a reference to a live `_AsyncOp` (never released); a reference
-        // count of 1 means nobody else has it, so its fields are ours until we hand it out.
+        // SAFETY: SPARE holds a reference to a live `_AsyncOp`; with a reference count of 1
+        // nobody else has it, its result was taken (`keep_spare`) and `op` is null (a done
+        // op), so filling `value` again makes it a fresh done op.
         unsafe {
             if !spare.is_null() && ffi::Py_REFCNT(spare) == 1 {
                 let o = spare.cast::<OpObject>();
-                let old = (*o).value.swap(value.into_ptr(), Ordering::AcqRel);
-                ffi::Py_IncRef(spare);
-                let op = Bound::from_owned_ptr(py, spare).unbind();
-                if !old.is_null() {
-                    // The last one was dropped without being awaited (see `op_dealloc`).
-                    warn_never_awaited();
-                    ffi::Py_DecRef(old);
+                if (*o).value.load(Ordering::Relaxed).is_null() && (*o).op.is_null() {
+                    // Handed out with SPARE's own reference: dropped unawaited, it is
+                    // deallocated (and warned about) like any other op.
+                    SPARE.store(ptr::null_mut(), Ordering::Relaxed);
+                    (*o).value.store(value.into_ptr(), Ordering::Release);
+                    return Ok(Bound::from_owned_ptr(py, spare).unbind());
                 }
-                return Ok(op);
             }
         }
-        let op = alloc(py, value, None)?;
-        if spare.is_null() {
-            // SAFETY: `op` is live; SPARE keeps the reference taken here for good.
-            unsafe { ffi::Py_IncRef(op.as_ptr()) };
-            SPARE.store(op.as_ptr(), Ordering::Relaxed);
-        }
-        return Ok(op);
     }
     alloc(py, value, None)
+}
+
+/// A done op whose result was just taken by its await: kept as SPARE (see there).
+///
+/// # Safety
+/// `slf` is a live done `_AsyncOp` and the thread is attached.
+unsafe fn keep_spare(py: Python<'_>, slf: *mut ffi::PyObject) {
+    if !gil_enabled(py) {
+        return;
+    }
+    // SAFETY: per the contract; the reference taken here is SPARE's, the one released is
+    // the previous SPARE's (which may deallocate it: it is no longer reachable from here).
+    unsafe {
+        let old = SPARE.swap(slf, Ordering::Relaxed);
+        if old != slf {
+            ffi::Py_IncRef(slf);
+            if !old.is_null() {
+                ffi::Py_DecRef(old);
+            }
+        }
+    }
 }
 
 /// An op that waits when awaited.
@@ -207,6 +248,7 @@ unsafe fn step(py: Python<'_>, slf: *mut ffi::PyObject) -> Step {
         if value.is_null() {
             return Err(reused());
         }
+        keep_spare(py, slf);
         Ok(Out::Return(Bound::from_owned_ptr(py, value).unbind()))
     }
 }
@@ -378,6 +420,12 @@ unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
                     drop(Box::from_raw(op))
                 }));
             });
+        }
+        if Python::attach(gil_enabled) && FREE.load(Ordering::Relaxed).is_null() {
+            // Kept for the next op (see FREE): its fields are dead, the memory is reused.
+            FREE.store(slf, Ordering::Relaxed);
+            ffi::Py_DecRef(tp.cast());
+            return;
         }
         let free = ffi::PyType_GetSlot(tp, ffi::Py_tp_free);
         if !free.is_null() {

@@ -324,9 +324,16 @@ impl NativeAlt {
     }
 
     /// `select`'s asyncio twin: an awaitable giving ``(guard, value)`` (done at once if a guard
-    /// is ready), or None when the general path must run it. Awaiting it raises ``_Moved`` if
-    /// a channel moved to shared memory while it waited (nothing fired).
-    fn aselect(slf: &Bound<'_, Self>, policy: u8) -> PyResult<Option<Py<PyAny>>> {
+    /// is ready), or None when the general path must run it. If a channel moves to shared
+    /// memory while it waits (nothing fired), awaiting it goes on with ``owner._arun(policy)``
+    /// (the Python ``Alt``'s general path), or without an owner raises ``_Moved``.
+    #[pyo3(signature = (policy, owner = None))]
+    fn aselect(
+        slf: &Bound<'_, Self>,
+        policy: u8,
+        owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let policy_arg = policy;
         let (py, this) = (slf.py(), slf.get());
         let policy = crate::select::policy(policy)?;
         let mut sel = PooledSelect::from_thread_pool();
@@ -354,7 +361,11 @@ impl NativeAlt {
                 let (alt, fair) = (slf.clone().unbind(), policy == Policy::Fair);
                 map.owner =
                     Some(Chosen(Box::new(move |py, i, v| alt.get().chosen(py, i, fair, v))));
-                let op = crate::aio::AsyncOp::alt(sel, map, policy, None);
+                let general = match owner {
+                    Some(o) => Some((o.getattr(pyo3::intern!(py, "_arun"))?.unbind(), policy_arg)),
+                    None => None,
+                };
+                let op = crate::aio::AsyncOp::alt(sel, map, policy, None, general);
                 crate::aio_op::pending(py, op).map(Some)
             }
         }

@@ -154,7 +154,7 @@ pub(crate) fn _aselect(
         r @ Ok(_) => crate::aio_op::done(py, map.map_pair(py, r)?),
         Err(_) => {
             let sel = PooledSelect::adopt(sel);
-            crate::aio_op::pending(py, AsyncOp::alt(sel, map, policy, timeout))
+            crate::aio_op::pending(py, AsyncOp::alt(sel, map, policy, timeout, None))
         }
     }
 }
