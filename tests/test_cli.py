@@ -50,7 +50,7 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "(3/3)" in proc.stderr  # progress: the three parts, and a bar over every step
     assert "[bench] [########################] 100% " in proc.stderr
-    for section in ("python", "asyncio", "greenlet"):  # the script's markers reach the bar
+    for section in ("python", "asyncio", "coroutine", "greenlet"):  # markers reach the bar
         assert re.search(rf"\] +\d+% \d+/\d+ commstime: {section} \(", proc.stderr), section
     assert len(re.findall(r"\d+/\d+ spawn: ", proc.stderr)) == 3 * len(_bench._spawn_ways())
     assert "still running" not in proc.stderr

@@ -92,6 +92,11 @@ class BenchOptions:
             return not self.quick and is_checkout(self.bench_dir)
         return self.pycsp
 
+    @property
+    def with_go(self) -> bool:
+        """The Go rows (full size from a source tree: they build with ``go run``)."""
+        return not self.quick and is_checkout(self.bench_dir)
+
 
 # Sizes: quick is for CI (seconds), full for the committed report.
 QUICK: dict[str, Any] = {
@@ -193,7 +198,7 @@ class Progress:
 # --- running the scripts ----------------------------------------------------------------
 
 #: The section markers ``bench/commstime/run.py`` prints on stderr as it goes.
-_SECTION = re.compile(r"^\[(rust|python|asyncio|greenlet|pycsp)\] ")
+_SECTION = re.compile(r"^\[(rust|python|asyncio|coroutine|greenlet|go|pycsp)\] ")
 
 
 def _script(
@@ -252,7 +257,8 @@ def _script(
 
 def _commstime_sections(opts: BenchOptions) -> list[str]:
     out = ["rust"] if opts.with_rust else []
-    out += ["python", "asyncio", "greenlet"]
+    out += ["python", "asyncio", "coroutine", "greenlet"]
+    out += ["go"] if opts.with_go else []
     return out + (["pycsp"] if opts.with_pycsp else [])
 
 
@@ -267,6 +273,8 @@ def run_commstime(opts: BenchOptions, size: dict[str, Any], progress: Progress) 
             cmd += ["--skip", "rust"]
         if not opts.with_pycsp:
             cmd += ["--skip", "pycsp"]
+        if not opts.with_go:
+            cmd += ["--skip", "go"]
         _script(opts, cmd, "commstime", timeout=3_600, progress=progress)
         doc: dict[str, Any] = json.loads(out.read_text())
     return doc
@@ -352,6 +360,9 @@ def _spawn_ways() -> dict[str, Callable[[int], object]]:
         "threading.Thread start+join": _bare_threads,
         "ferrocsp Par, asyncio (async def)": lambda n: Par(*(anoop() for _ in range(n))).run(),
         "asyncio.run(gather(...))": _bare_gather,
+        "ferrocsp Par, coroutine backend (async def)": lambda n: Par(
+            *(anoop() for _ in range(n)), backend="coroutine"
+        ).run(),
     }
     if "greenlet" in _backends.AVAILABLE:
         ways["ferrocsp Par, greenlet backend"] = lambda n: Par(
@@ -433,7 +444,22 @@ def _commstime_table(doc: dict[str, Any]) -> list[str]:
         rel = _f(us / ref) if us and ref else "n/a"
         note = (r.get("note") or "").replace("|", "/")
         lines.append(f"| {r['label']} | {_f(us)} | {rel} | {r.get('cycles') or ''} | {note} |")
+    shown = [(k, v) for k, v in doc.get("ratios", {}).items() if k in _KEY_RATIOS and v]
+    if shown:
+        lines.append("")
+        lines += [f"- {k}: **{v:.2f}x**" for k, v in shown]
     return lines
+
+
+#: The ratios of bench/commstime/run.py that this page lists under its table.
+_KEY_RATIOS = (
+    "pycsp-greenlets / coroutine",
+    "greenlet / coroutine",
+    "coroutine / go",
+    "coroutine / go GOMAXPROCS=1",
+    "pycsp-greenlets / greenlet",
+    "ferrocsp-asyncio / asyncio-futures",
+)
 
 
 _ALT_ROWS = (
@@ -464,6 +490,15 @@ def _alt_table(alt: dict[str, Any]) -> list[str]:
         ):
             r = rs[f"engine-select-{'random' if key == 'select' else 'fair'}"] / rs["engine-read"]
             lines.append(f"- Rust engine `{key}` / `read`: **{r:.2f}x**")
+    for backend in ("greenlet", "asyncio", "coroutine"):
+        read = py.get(f"{backend}-read")
+        for key in ("select", "fair"):
+            sel = py.get(f"{backend}-{key}")
+            if sel and read:
+                lines.append(
+                    f"- Python on the {backend} backend `{key}` / `read`: **{sel / read:.2f}x** "
+                    f"({sel:.2f} / {read:.2f} µs)"
+                )
     return lines
 
 
@@ -504,7 +539,8 @@ def render_markdown(data: dict[str, Any], plots: list[str]) -> str:
         "",
         "The classic CSP benchmark: a ring Prefix → Delta → Succ → Prefix, Delta also feeding "
         "a consumer; four rendezvous communications per cycle, one OS thread per process "
-        "(asyncio and greenlet rows: four coroutines or greenlets sharing one thread). Median of "
+        "(asyncio, coroutine and greenlet rows: four coroutines or greenlets sharing one "
+        "thread; Go rows: goroutines, built with `go run`). Median of "
         f"{data['commstime']['params']['runs']} run(s) of "
         f"{data['commstime']['params']['cycles']} cycles. `queue.Queue(maxsize=1)` is a "
         "one-slot buffer, not a rendezvous: a writer does not wait for its reader.",
@@ -533,8 +569,8 @@ def render_markdown(data: dict[str, Any], plots: list[str]) -> str:
         "",
         "Microseconds per process to run N processes that return at once, start to end, "
         "through `Par(...).run()`, against the bare mechanism underneath. An asyncio `Par` "
-        "starts one event loop (in its own thread) per run, and a greenlet `Par` one "
-        "scheduler thread, which the small N pay for.",
+        "runs on a kept host thread and its event loop, a greenlet or coroutine `Par` on a "
+        "native scheduler in a kept host thread.",
         "",
         *_spawn_table(data["spawn"]),
         "",
@@ -547,8 +583,10 @@ def render_markdown(data: dict[str, Any], plots: list[str]) -> str:
         "Not part of `ferrocsp bench`: the OS-process backend is measured by "
         "`bench/os/run.py` in the source tree (commstime on four OS processes against a "
         "`multiprocessing.Pipe` rendezvous and python-csp; 1 and 64 MiB `bytes` against "
-        "`multiprocessing.Pipe`/`Queue`; a CPU-bound farm on 1 and 2 workers), whose "
-        "tables are in `bench/os/results.md`.",
+        "`multiprocessing.Pipe`/`Queue`; a CPU-bound farm on 1 and 2 workers), and "
+        "`bench/os/loan.py` the zero-copy loans from 4 KiB to 1 GiB against the copying "
+        "path, `multiprocessing.shared_memory` + `Pipe` and a memcpy; their tables are in "
+        "`bench/os/results.md`.",
         "",
         "## Reproduce",
         "",
