@@ -15,6 +15,7 @@ import time
 import pytest
 
 import ferrocsp as csp
+from _support import wait_until
 from ferrocsp._native import _in_coroutine
 
 pytestmark = pytest.mark.timeout(60)
@@ -324,3 +325,38 @@ def test_spawn_and_join_from_another_thread() -> None:
     assert h.join(timeout=10) == "produced"
     t.join(10)
     assert got == [0, 1, 2]
+
+
+def _os_write(ch: csp.Channel, value: int) -> None:
+    ch.write(value)
+
+
+def _os_read(ch: csp.Channel) -> int:
+    value: int = ch.read()
+    return value
+
+
+def test_a_wait_goes_on_when_its_channel_moves_to_shared_memory() -> None:
+    """A coroutine blocked on an in-process channel that then moves to shared memory (an
+    ``os`` process got it) goes on there: nothing lost, nothing sent twice."""
+    ch = csp.Channel(name="moving")
+
+    async def reader() -> int:
+        value: int = await ch.aread()
+        return value
+
+    h = csp.Spawn(csp.process(reader, backend="coroutine")())
+    wait_until(lambda: ch.stats().readers_waiting == 1, what="reader blocked")
+    csp.Par(csp.Process(_os_write, (ch, 42), backend="os")).run()
+    assert h.join(timeout=20) == 42
+
+    out = csp.Channel(name="moving-out")
+
+    async def writer() -> str:
+        await out.awrite(7)
+        return "sent"
+
+    h = csp.Spawn(csp.process(writer, backend="coroutine")())
+    wait_until(lambda: out.stats().writers_waiting == 1, what="writer blocked")
+    assert csp.Par(csp.Process(_os_read, (out,), backend="os")).run() == [7]
+    assert h.join(timeout=20) == "sent"

@@ -347,8 +347,8 @@ def test_pipeline_mixing_all_three_ends_by_retire() -> None:
 
 
 def test_pipeline_mixing_all_three_with_alt_merge_ends_by_poison() -> None:
-    """Three sources (one per backend, writing forever) feed a fair-Alt merge on each backend
-    in turn; the sink poisons after 3N values, and the poison reaches every process. (Fairness
+    """Sources (one per backend, writing forever) feed a fair-Alt merge on each backend in
+    turn; the sink poisons after 3N values, and the poison reaches every process. (Fairness
     is among *ready* guards, so how many values each source got in is not fixed: each source's
     values arrive in order with none lost or repeated.)"""
     for merge_backend in BACKENDS:
@@ -378,8 +378,9 @@ def test_pipeline_mixing_all_three_with_alt_merge_ends_by_poison() -> None:
             Kit(merge_backend).process(merge)(ins, out),
             Kit("greenlet").process(sink)(out, 3 * N),
         ).run()
-        assert res[:4] == [None] * 4, merge_backend
-        got = res[4]
+        n_src = len(BACKENDS)
+        assert res[: n_src + 1] == [None] * (n_src + 1), merge_backend  # sources and merge
+        got = res[n_src + 1]
         assert len(got) == 3 * N
         for b in BACKENDS:
             mine = [i for tag, i in got if tag == b]

@@ -43,7 +43,7 @@ FULL = os.environ.get("FERROCSP_SLOW") == "1"
 #: FERROCSP_MODEL_EXAMPLES overrides the number of examples of each full-mode test.
 FULL_EXAMPLES = int(os.environ.get("FERROCSP_MODEL_EXAMPLES", "2000"))
 
-IN_PROCESS = ("thread", "greenlet", "asyncio")
+IN_PROCESS = ("thread", "greenlet", "asyncio", "coroutine")
 #: The per-test limit: a full run lasts as long as its examples need.
 LIMIT = pytest.mark.timeout(24 * 3600 if FULL else 600)
 

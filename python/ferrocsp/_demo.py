@@ -107,14 +107,16 @@ async def _aconsumer(inp: Reader, cycles: int) -> float:
     return elapsed
 
 
-def acommstime(cycles: int = 20_000) -> float:
-    """Commstime with ``async def`` processes (asyncio backend); µs per communication."""
+def acommstime(cycles: int = 20_000, backend: _backends.Backend = "asyncio") -> float:
+    """Commstime with ``async def`` processes (asyncio or coroutine backend); µs per
+    communication."""
     a, b, c, d = (Channel(name=n) for n in ("a", "b", "c", "d"))
     results = Par(
         _aprefix(c.reader(), a.writer(), 0),
         _adelta(a.reader(), b.writer(), d.writer()),
         _asucc(b.reader(), c.writer()),
         _aconsumer(d.reader(), cycles),
+        backend=backend,
     ).run()
     elapsed = results[-1]
     assert elapsed is not None  # the consumer returns; it does not end by poison
@@ -174,6 +176,7 @@ _WHERE = {
     "thread": "plain functions, one OS thread each",
     "greenlet": "plain functions, greenlets on one scheduler",
     "asyncio": "async def processes, tasks on one event loop",
+    "coroutine": "async def processes on the native scheduler",
 }
 
 
@@ -184,11 +187,12 @@ def main(out: Callable[[str], None] = print, cycles: int = 20_000) -> None:
     for backend in sync_backends():
         us = commstime(cycles, backend)
         out(f"   {backend:<9} {us:7.2f} us per communication   ({_WHERE[backend]})")
-    if "asyncio" in _backends.AVAILABLE:
-        out(
-            f"   {'asyncio':<9} {acommstime(cycles):7.2f} us per communication   "
-            f"({_WHERE['asyncio']})"
-        )
+    for backend in ("asyncio", "coroutine"):
+        if backend in _backends.AVAILABLE:
+            out(
+                f"   {backend:<9} {acommstime(cycles, backend):7.2f} us per communication   "
+                f"({_WHERE[backend]})"
+            )
     count, total = poison_pipeline()
     out("2. generate -> square -> accumulate, stopped by poison when the sum passed 10000:")
     out(f"   {count} squares summed to {total}; every process ended cleanly")

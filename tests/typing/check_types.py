@@ -101,4 +101,5 @@ csp.process(backend="threads")  # type: ignore[call-overload]
 csp.set_default_backend("greenlet")
 csp.set_default_backend("fibers")  # type: ignore[arg-type]
 good: Backend = "asyncio"
-bad: Backend = "coroutine"  # type: ignore[assignment]
+good_too: Backend = "coroutine"
+bad: Backend = "fibers"  # type: ignore[assignment]

@@ -147,10 +147,11 @@ fn alloc(py: Python<'_>, value: Py<PyAny>, op: Option<Box<Pending>>) -> PyResult
 /// the type's basic size.
 static FREE: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 
+static GIL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 /// Whether the interpreter runs with a GIL (`sys._is_gil_enabled`, true before 3.13): the
 /// kept block relies on it to serialise its users.
 fn gil_enabled(py: Python<'_>) -> bool {
-    static GIL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *GIL.get_or_init(|| {
         let check = py.import(pyo3::intern!(py, "sys")).and_then(|m| m.getattr("_is_gil_enabled"));
         match check {
@@ -421,7 +422,9 @@ unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
                 }));
             });
         }
-        if Python::attach(gil_enabled) && FREE.load(Ordering::Relaxed).is_null() {
+        // (Known once any op was allocated; read without `Python::attach`, which PyO3
+        // refuses while the interpreter finalizes.)
+        if GIL.get().copied().unwrap_or(false) && FREE.load(Ordering::Relaxed).is_null() {
             // Kept for the next op (see FREE): its fields are dead, the memory is reused.
             FREE.store(slf, Ordering::Relaxed);
             ffi::Py_DecRef(tp.cast());
@@ -529,6 +532,7 @@ fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
 /// memory continues there (`AsyncOp` follows the move).
 pub(crate) fn read_op(
     py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
     owner: &Arc<Flavors>,
     chan: &ferrocsp::Channel<Value>,
     name: &Arc<str>,
@@ -543,7 +547,8 @@ pub(crate) fn read_op(
         Err(_) => {
             if in_coro_task() && !crate::trace::on() {
                 let kind = if next { CoroKind::Next } else { CoroKind::Read };
-                return coro_pending(py, CoroOp::new(kind, chan, name, None, timeout));
+                let op = CoroOp::new(kind, obj, chan, name, None, timeout);
+                return coro_pending(py, op);
             }
             let op = AsyncOp::read(chan, name, timeout, next, Arc::clone(owner));
             pending(py, op)
@@ -555,6 +560,7 @@ pub(crate) fn read_op(
 /// `owner` as for [`read_op`]: a write still waiting when its channel moves continues there.
 pub(crate) fn write_op(
     py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
     owner: &Arc<Flavors>,
     chan: &ferrocsp::Channel<Value>,
     name: &Arc<str>,
@@ -568,7 +574,7 @@ pub(crate) fn write_op(
         }
         Err(e) => {
             if in_coro_task() && !crate::trace::on() {
-                let op = CoroOp::new(CoroKind::Write, chan, name, Some(e.value), timeout);
+                let op = CoroOp::new(CoroKind::Write, obj, chan, name, Some(e.value), timeout);
                 return coro_pending(py, op);
             }
             let op = AsyncOp::write(chan, name, e.value, timeout, Arc::clone(owner));

@@ -458,7 +458,7 @@ impl Channel {
             return crate::net_side::net_aio(py, "awrite", (slf, value, timeout));
         }
         let timeout = parse_timeout(timeout)?;
-        aio_op::write_op(py, &this.flavors, &this.inner, &this.name, value, timeout)
+        aio_op::write_op(py, slf.as_any(), &this.flavors, &this.inner, &this.name, value, timeout)
     }
 
     /// ``await ch.aread()``: the asyncio twin of ``read`` (same errors and timeout).
@@ -482,7 +482,7 @@ impl Channel {
             return crate::net_side::net_aio(py, "aread", (slf, timeout, false));
         }
         let timeout = parse_timeout(timeout)?;
-        aio_op::read_op(py, &this.flavors, &this.inner, &this.name, timeout, false)
+        aio_op::read_op(py, slf.as_any(), &this.flavors, &this.inner, &this.name, timeout, false)
     }
 
     /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);
@@ -577,7 +577,7 @@ impl Channel {
         if this.flavors.net.get().is_some() {
             return crate::net_side::net_aio(py, "aread", (slf, py.None(), true));
         }
-        aio_op::read_op(py, &this.flavors, &this.inner, &this.name, None, true)
+        aio_op::read_op(py, slf.as_any(), &this.flavors, &this.inner, &this.name, None, true)
     }
 
     /// The shared-memory side of a channel that moved there (``None`` while in-process).

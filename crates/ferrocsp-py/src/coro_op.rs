@@ -18,6 +18,9 @@
 //!   once the operation completes, and withdraws itself if the op is dropped while waiting.
 //! - An exception thrown in while waiting withdraws the registration; a communication that
 //!   won the race is kept and returned (never lost, never duplicated).
+//! - A channel that moves to shared memory while the op waits ends the selection with
+//!   `Moved` (nothing sent or taken); the op then goes on there through `_io._offload_*`
+//!   (with its value, for a write), to which every later step and throw is passed.
 
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
@@ -42,6 +45,9 @@ pub(crate) enum CoroKind {
 
 struct State {
     value: Option<Value>,
+    /// Once the channel moved to shared memory while the op waited (nothing was sent or
+    /// taken): the `_io._offload_*` coroutine doing it there, which every later step goes to.
+    delegate: Option<Py<PyAny>>,
     /// The selection while the op waits, with its wait.
     waiting: Option<(Box<Select<Value>>, CoroWait)>,
     done: bool,
@@ -50,6 +56,8 @@ struct State {
 /// A read or write of a coroutine task that waits when awaited.
 pub(crate) struct CoroOp {
     kind: CoroKind,
+    /// The Python channel or end, to go on with if the channel moves to shared memory.
+    obj: Py<PyAny>,
     chan: ferrocsp::Channel<Value>,
     name: Arc<str>,
     timeout: Option<f64>,
@@ -89,6 +97,7 @@ pub(crate) fn offload<'py>(
 impl CoroOp {
     pub(crate) fn new(
         kind: CoroKind,
+        obj: &Bound<'_, PyAny>,
         chan: &ferrocsp::Channel<Value>,
         name: &Arc<str>,
         value: Option<Value>,
@@ -96,10 +105,11 @@ impl CoroOp {
     ) -> Self {
         CoroOp {
             kind,
+            obj: obj.clone().unbind(),
             chan: chan.clone(),
             name: Arc::clone(name),
             timeout,
-            state: Mutex::new(State { value, waiting: None, done: false }),
+            state: Mutex::new(State { value, delegate: None, waiting: None, done: false }),
         }
     }
 
@@ -123,6 +133,9 @@ impl CoroOp {
     /// Resumes the operation (`__next__`/`send`/`am_send`).
     pub(crate) fn step(&self, py: Python<'_>) -> Step {
         let mut st = self.locked()?;
+        if st.delegate.is_some() {
+            return drive(py, &mut st, None);
+        }
         if st.done {
             return Err(PyRuntimeError::new_err(
                 "cannot reuse an already awaited channel operation",
@@ -175,10 +188,16 @@ impl CoroOp {
     ) -> Step {
         st.done = true;
         if let Some((mut sel, wait)) = st.waiting.take() {
+            if let (CoroKind::Write, Err(SelectError::Moved { .. })) = (self.kind, &r) {
+                st.value = sel.take_value(0); // not sent: it goes on to the shared side
+            }
             if !sel.is_pending() {
                 sel.clear();
                 wait.task().put_select(sel);
             }
+        }
+        if let Err(SelectError::Moved { .. }) = r {
+            return self.follow_move(py, st);
         }
         match (self.kind, r) {
             (CoroKind::Write, Ok(_)) => Ok(Out::Return(py.None())),
@@ -190,17 +209,27 @@ impl CoroOp {
         }
     }
 
+    /// The channel moved to shared memory while the op waited (nothing was sent or taken):
+    /// the operation goes on there, on a worker (`_io._offload_*`, as a coroutine task's
+    /// operations on shared channels always do), and this step is passed on to it.
+    fn follow_move(&self, py: Python<'_>, st: &mut State) -> Step {
+        let obj = self.obj.bind(py);
+        let coro = match self.kind {
+            CoroKind::Read => offload(py, "_offload_read", (obj, self.timeout))?,
+            CoroKind::Next => offload(py, "_offload_next", (obj,))?,
+            CoroKind::Write => {
+                let v = st.value.take().unwrap_or_else(|| py.None());
+                offload(py, "_offload_write", (obj, v, self.timeout))?
+            }
+        };
+        st.done = false;
+        st.delegate = Some(coro);
+        drive(py, st, None)
+    }
+
     fn error(&self, py: Python<'_>, e: Error) -> PyErr {
         match (self.kind, e) {
             (CoroKind::Next, Error::Retired) => PyStopAsyncIteration::new_err(()),
-            (CoroKind::Write, Error::Moved) | (_, Error::Moved) => {
-                PyRuntimeError::new_err(format!(
-                "channel '{}' moved to shared memory while a process of the 'coroutine' backend \
-                 waited on it; nothing was sent or taken (channels shared with OS processes \
-                 need the 'asyncio' backend for async def processes)",
-                self.name
-            ))
-            }
             (CoroKind::Write, e) => to_pyerr(py, e, OpName::Write, &self.name),
             (_, e) => to_pyerr(py, e, OpName::Read, &self.name),
         }
@@ -209,6 +238,9 @@ impl CoroOp {
     /// An exception thrown in: withdraw; a communication that won the race is returned.
     pub(crate) fn throw(&self, py: Python<'_>, exc: PyErr) -> Step {
         let mut st = self.locked()?;
+        if st.delegate.is_some() {
+            return drive(py, &mut st, Some(exc));
+        }
         let Some((mut sel, wait)) = st.waiting.take() else {
             st.done = true;
             return Err(exc);
@@ -231,10 +263,36 @@ impl CoroOp {
     pub(crate) fn close(&self) -> PyResult<()> {
         let mut st = self.locked()?;
         st.done = true;
+        if let Some(coro) = st.delegate.take() {
+            Python::attach(|py| coro.call_method0(py, pyo3::intern!(py, "close")).map(drop))?;
+        }
         if let Some((mut sel, wait)) = st.waiting.take() {
             wait.end();
             drop(sel.abort());
         }
         Ok(())
+    }
+}
+
+/// One step of a moved op's delegate coroutine: `send(None)`, or `throw(exc)`.
+fn drive(py: Python<'_>, st: &mut State, exc: Option<PyErr>) -> Step {
+    let Some(coro) = st.delegate.as_ref().map(|c| c.clone_ref(py)) else {
+        return Err(PyRuntimeError::new_err("channel operation has no shared side"));
+    };
+    let r = match exc {
+        None => coro.call_method1(py, pyo3::intern!(py, "send"), (py.None(),)),
+        Some(e) => coro.call_method1(py, pyo3::intern!(py, "throw"), (e.into_value(py),)),
+    };
+    match r {
+        Ok(yielded) => Ok(Out::Yield(yielded)),
+        Err(e) => {
+            st.done = true;
+            st.delegate = None;
+            if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
+                let v = e.value(py).getattr(pyo3::intern!(py, "value"))?;
+                return Ok(Out::Return(v.unbind()));
+            }
+            Err(e)
+        }
     }
 }

@@ -325,7 +325,7 @@ end_class!(
             if this.net().is_some() {
                 return crate::net_side::net_aio(py, "aread", (&this.chan, timeout, false));
             }
-            aio_op::read_op(py, &c.flavors, &c.inner, &c.name, timeout, false)
+            aio_op::read_op(py, slf.as_any(), &c.flavors, &c.inner, &c.name, timeout, false)
         }
 
         /// Reads a value if one is available now, else raises ``WouldBlock``.
@@ -377,7 +377,7 @@ end_class!(
             if this.net().is_some() {
                 return crate::net_side::net_aio(py, "aread", (&this.chan, py.None(), true));
             }
-            aio_op::read_op(py, &c.flavors, &c.inner, &c.name, None, true)
+            aio_op::read_op(py, slf.as_any(), &c.flavors, &c.inner, &c.name, None, true)
         }
     }
 );
@@ -456,7 +456,7 @@ end_class!(
             if this.net().is_some() {
                 return crate::net_side::net_aio(py, "awrite", (&this.chan, value, timeout));
             }
-            aio_op::write_op(py, &c.flavors, &c.inner, &c.name, value, timeout)
+            aio_op::write_op(py, slf.as_any(), &c.flavors, &c.inner, &c.name, value, timeout)
         }
 
         /// A writable buffer of ``nbytes`` bytes to fill and then ``write`` (see
