@@ -147,24 +147,46 @@ unsafe extern "C" fn call_end_vectorcall(
                     return r;
                 }
             }
-            // SAFETY: `args` holds `nargs` positional then `nkw` keyword values, borrowed.
-            let all = unsafe { std::slice::from_raw_parts(args, nargs + nkw) };
-            let all: Vec<Bound<'_, PyAny>> =
-                all.iter().map(|&a| unsafe { Bound::from_borrowed_ptr(py, a) }).collect();
-            let positional = PyTuple::new(py, &all[..nargs])?;
-            let kwargs = match &kw {
-                Some(names) if nkw > 0 => {
-                    let d = PyDict::new(py);
-                    for (name, value) in names.iter().zip(&all[nargs..]) {
-                        d.set_item(name, value)?;
-                    }
-                    Some(d)
-                }
-                _ => None,
-            };
-            slow(end, &positional, kwargs.as_ref())
+            // SAFETY: the vectorcall protocol's arguments, as received.
+            unsafe { vectorcall_slow(end, args, nargs, kw.as_ref()) }
         })
     })
+}
+
+/// A vectorcall of another shape (keywords, a wrong count): the engine end's Python method.
+/// Out of line, so that the usual call's frame (saved at every switch of a greenlet that
+/// blocks in it) holds none of this.
+///
+/// # Safety
+/// `args` holds `nargs` positional then `kw.len()` keyword values (borrowed references), the
+/// vectorcall protocol's layout, and the calling thread is attached.
+#[cold]
+#[inline(never)]
+unsafe fn vectorcall_slow(
+    end: &End,
+    args: *const *mut ffi::PyObject,
+    nargs: usize,
+    kw: Option<&Bound<'_, PyTuple>>,
+) -> PyResult<Py<PyAny>> {
+    // SAFETY: attached (the contract).
+    let py = unsafe { Python::assume_attached() };
+    let nkw = kw.map_or(0, |k| k.len());
+    let all: Vec<Bound<'_, PyAny>> = (0..nargs + nkw)
+        // SAFETY: `args` holds `nargs + nkw` borrowed references (the contract).
+        .map(|i| unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) })
+        .collect();
+    let positional = PyTuple::new(py, &all[..nargs])?;
+    let kwargs = match kw {
+        Some(names) if nkw > 0 => {
+            let d = PyDict::new(py);
+            for (name, value) in names.iter().zip(&all[nargs..]) {
+                d.set_item(name, value)?;
+            }
+            Some(d)
+        }
+        _ => None,
+    };
+    slow(end, &positional, kwargs.as_ref())
 }
 
 unsafe extern "C" fn call_end_call(
