@@ -157,3 +157,63 @@ def test_a_cycle_through_a_call_end_is_collected() -> None:
     del end, ch
     gc.collect()
     assert ref() is None
+
+
+NESTED_AT_EXIT = """
+from ferrocsp.compat.pycsp.greenlets import Channel, Parallel, poison, process, shutdown
+
+@process
+def prefix(cin, cout, first):
+    t = first
+    while True:
+        cout(t)
+        t = cin()
+
+@process
+def delta2(cin, cout1, cout2):
+    while True:
+        t = cin()
+        cout1(t)
+        cout2(t)
+
+@process
+def successor(cin, cout):
+    while True:
+        cout(cin() + 1)
+
+@process
+def consumer(cin):
+    for _ in range(200):
+        cin()
+    poison(cin)
+
+@process
+def network():
+    a, b, c, d = Channel("a"), Channel("b"), Channel("c"), Channel("d")
+    Parallel(prefix(+c, -a, 0), delta2(+a, -b, -d), successor(+b, -c), consumer(+d))
+
+for _ in range(3):
+    Parallel(network())
+shutdown()
+print("done")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ends_freed_while_the_interpreter_finalizes() -> None:
+    """PyCSP's examples/Commstime.py (greenlets): ends of a nested network are still freed,
+    by a thread, once the interpreter finalizes, when PyO3 refuses to attach; freeing (and
+    calling) an end then must not panic (a panic there aborts the process)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", NESTED_AT_EXIT],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("done")
+    assert "panicked" not in proc.stderr

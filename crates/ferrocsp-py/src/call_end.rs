@@ -67,6 +67,27 @@ pub(crate) fn call_end_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     CALL_END_TYPE.get_or_try_init(py, || create_type(py)).map(|t| t.bind(py))
 }
 
+/// Runs a slot's body with the Python token. CPython calls our slots from an attached
+/// thread; `Python::attach` then only records that (references dropped inside are released
+/// at once instead of being deferred to PyO3's pool). Once the interpreter finalizes, PyO3
+/// refuses to attach (`Py_IsInitialized` is 0 then, and it would panic, aborting the process),
+/// yet objects are still called and freed: then the token is assumed, as PyO3's own slot
+/// trampolines do, and a reference dropped inside waits in PyO3's pool.
+fn in_slot<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+    let mut f = Some(f);
+    match Python::try_attach(|py| f.take().map(|f| f(py))).flatten() {
+        Some(r) => r,
+        None => {
+            // SAFETY: the caller is a slot CPython called, so the thread is attached.
+            let py = unsafe { Python::assume_attached() };
+            match f.take() {
+                Some(f) => f(py),
+                None => unreachable!("try_attach returned without running the slot"),
+            }
+        }
+    }
+}
+
 /// Runs `f`, turning a Rust panic into a Python exception (never unwinding into CPython),
 /// and an error into the pending exception and a null result.
 fn guarded(py: Python<'_>, f: impl FnOnce() -> PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
@@ -126,7 +147,7 @@ unsafe extern "C" fn call_end_vectorcall(
     // CPython calls the slots below from an attached thread on a live `_CallEnd`;
     // `Python::attach` then only records that (references dropped inside are released at
     // once instead of being deferred to PyO3's pool).
-    Python::attach(|py| {
+    in_slot(|py| {
         guarded(py, || {
             // SAFETY: a live `_CallEnd` (see above).
             let end = unsafe { end_of(slf) }?;
@@ -195,7 +216,7 @@ unsafe extern "C" fn call_end_call(
     kwargs: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: as `call_end_vectorcall`; `args` is a tuple, `kwargs` null or a dict (tp_call).
-    Python::attach(|py| {
+    in_slot(|py| {
         guarded(py, || {
             let end = unsafe { end_of(slf) }?;
             let args =
@@ -252,7 +273,7 @@ unsafe extern "C" fn call_end_new(
     args: *mut ffi::PyObject,
     kwargs: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    Python::attach(|py| {
+    in_slot(|py| {
         guarded(py, || {
             // SAFETY: tp_new gets a tuple and a dict or null, borrowed.
             let args =
@@ -309,10 +330,17 @@ unsafe extern "C" fn call_end_traverse(
 }
 
 unsafe extern "C" fn call_end_clear(slf: *mut ffi::PyObject) -> c_int {
-    // SAFETY: a live instance; the end is taken out before its reference is released (which
-    // may run Python code that reaches this object again).
-    let end = unsafe { (*slf.cast::<CallEndObject>()).end.take() };
-    Python::attach(|_| drop(end));
+    // SAFETY: a live instance, from an attached thread (also while the interpreter
+    // finalizes, when PyO3 will not attach: hence the plain decref). The end is taken out
+    // before its reference is released (which may run Python code that reaches this object).
+    unsafe {
+        let end = match (*slf.cast::<CallEndObject>()).end.take() {
+            Some(End::Reader(r)) => r.into_ptr(),
+            Some(End::Writer(w)) => w.into_ptr(),
+            None => return 0,
+        };
+        ffi::Py_DecRef(end);
+    }
     0
 }
 
