@@ -27,6 +27,9 @@
 //!   crashes. `vectorcall` is written once, before the object is shared.
 //! - [`_vectorcall`] sets the flag only on a subclass of `_CallEnd` whose `tp_call` is
 //!   `_CallEnd`'s (one that defines `__call__` keeps its own), so the two entries agree.
+//! - No slot asks PyO3 to attach once the interpreter finalizes (PyO3 panics there, which
+//!   aborts the process, and ends are still called and freed then, by other threads too):
+//!   see `in_slot`; `tp_clear` and `tp_dealloc` release the end with a plain decref.
 
 use std::ffi::{c_int, c_ulong, c_void};
 use std::mem::offset_of;
