@@ -111,8 +111,10 @@ fn guarded(py: Python<'_>, f: impl FnOnce() -> PyResult<Py<PyAny>>) -> *mut ffi:
 /// # Safety
 /// `slf` must point to a live `_CallEnd` (or subclass) instance.
 unsafe fn end_of<'a>(slf: *mut ffi::PyObject) -> PyResult<&'a End> {
-    // SAFETY: per the contract; `end` is written before the object is shared and only the
-    // collector's clear (which runs when nothing else uses the object) takes it.
+    // SAFETY: per the contract; `end` is written before the object is shared and only
+    // `tp_clear` takes it, which the collector runs on unreachable objects only (never during
+    // a call: the caller holds a reference); a finalizer that calls a cleared end gets the
+    // error.
     unsafe { (*slf.cast::<CallEndObject>()).end.as_ref() }
         .ok_or_else(|| PyRuntimeError::new_err("this channel end was cleared"))
 }
@@ -147,9 +149,8 @@ unsafe extern "C" fn call_end_vectorcall(
     nargsf: usize,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // CPython calls the slots below from an attached thread on a live `_CallEnd`;
-    // `Python::attach` then only records that (references dropped inside are released at
-    // once instead of being deferred to PyO3's pool).
+    // CPython calls the slots below from an attached thread on a live `_CallEnd` (`in_slot`
+    // says how the token is had).
     in_slot(|py| {
         guarded(py, || {
             // SAFETY: a live `_CallEnd` (see above).
