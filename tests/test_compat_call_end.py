@@ -88,3 +88,132 @@ def test_call_end_takes_only_engine_ends() -> None:
     w, r = _CallEnd(raw.writer()), _CallEnd(raw.reader())
     w("x")
     assert r() == "x"
+
+
+HAVE_VECTORCALL = 1 << 11  # Py_TPFLAGS_HAVE_VECTORCALL
+
+
+def test_compat_ends_are_called_by_vectorcall() -> None:
+    """Calling an end is the hot path of PyCSP programs: the compat ends are called by
+    vectorcall (no argument tuple, no argument parsing), on CPython 3.11 too, where a class
+    statement's subclass does not inherit it from ``_CallEnd`` by itself."""
+    from ferrocsp._native import _vectorcall
+    from ferrocsp.compat.pycsp._channel import ChannelEndRead, ChannelEndWrite
+
+    for cls in (_CallEnd, ChannelEndRead, ChannelEndWrite):
+        assert cls.__flags__ & HAVE_VECTORCALL, cls
+        assert cls is _CallEnd or _vectorcall(cls)
+
+    class Own(_CallEnd):
+        """Defines its own ``__call__``: it must keep it."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return "own"
+
+    assert not _vectorcall(Own)
+    assert not Own.__flags__ & HAVE_VECTORCALL
+    assert Own(ferrocsp.Channel(1).reader())() == "own"
+    with pytest.raises(TypeError, match="needs a subclass of _CallEnd, got int"):
+        _vectorcall(int)  # type: ignore[arg-type]
+
+
+def test_tp_call_behaves_as_the_vectorcall() -> None:
+    """``tp_call`` (what C code such as ``type.__call__`` or ``PyObject_Call`` uses) and the
+    vectorcall entry give the same results and the same errors."""
+    raw = ferrocsp.Channel(1)
+    r, w = raw.reader(), raw.writer()
+    cin, cout = _CallEnd(r), _CallEnd(w)
+    call = _CallEnd.__call__  # a slot wrapper: calls tp_call with a tuple and a dict
+    call(cout, "a")
+    assert call(cin) == "a"
+    call(cout, value="b", timeout=1.0)
+    assert call(cin, timeout=1.0) == "b"
+    assert _message(call, cin, 1) == _message(r.read, 1)
+    assert _message(call, cout) == _message(w.write)
+    assert _message(call, cout, 1, 2) == _message(w.write, 1, 2)
+    assert _message(call, cin, bogus=1) == _message(r.read, bogus=1)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'end'"):
+        _CallEnd()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="takes 1 positional arguments but 2 were given"):
+        _CallEnd(r, w)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        _CallEnd(r, bogus=1)  # type: ignore[call-arg]
+    cout("c")
+    assert _CallEnd(end=r)() == "c"
+
+
+def test_a_cycle_through_a_call_end_is_collected() -> None:
+    """The end is visible to the collector: an end buffered in its own channel is freed."""
+    import gc
+    import weakref
+
+    class End(_CallEnd):
+        pass
+
+    ch = ferrocsp.Channel(1)
+    end = End(ch.writer())
+    end(end)  # the channel's buffer now holds the end, which holds the channel
+    ref = weakref.ref(end)
+    del end, ch
+    gc.collect()
+    assert ref() is None
+
+
+NESTED_AT_EXIT = """
+from ferrocsp.compat.pycsp.greenlets import Channel, Parallel, poison, process, shutdown
+
+@process
+def prefix(cin, cout, first):
+    t = first
+    while True:
+        cout(t)
+        t = cin()
+
+@process
+def delta2(cin, cout1, cout2):
+    while True:
+        t = cin()
+        cout1(t)
+        cout2(t)
+
+@process
+def successor(cin, cout):
+    while True:
+        cout(cin() + 1)
+
+@process
+def consumer(cin):
+    for _ in range(200):
+        cin()
+    poison(cin)
+
+@process
+def network():
+    a, b, c, d = Channel("a"), Channel("b"), Channel("c"), Channel("d")
+    Parallel(prefix(+c, -a, 0), delta2(+a, -b, -d), successor(+b, -c), consumer(+d))
+
+for _ in range(3):
+    Parallel(network())
+shutdown()
+print("done")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ends_freed_while_the_interpreter_finalizes() -> None:
+    """PyCSP's examples/Commstime.py (greenlets): ends of a nested network are still freed,
+    by a thread, once the interpreter finalizes, when PyO3 refuses to attach; freeing (and
+    calling) an end then must not panic (a panic there aborts the process)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", NESTED_AT_EXIT],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("done")
+    assert "panicked" not in proc.stderr

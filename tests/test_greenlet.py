@@ -8,6 +8,7 @@ thread for all, mixing with threads and asyncio, Alt, timeouts, ``io()``, scale,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import textwrap
 import threading
@@ -726,3 +727,48 @@ def test_ctrl_c_poisons_and_joins_greenlet_par() -> None:
     assert returncode != 0, f"stdout: {out}\nstderr: {err}"
     assert "KeyboardInterrupt" in err, err
     assert "LEFTOVER []" in out, f"threads left behind: {out}\nstderr: {err}"
+
+
+def test_the_current_process_survives_blocking_reads_and_writes() -> None:
+    """After each plain read or write in a greenlet, completed at once or after switches, the
+    process is still the scheduler's current one (its name is known), and an error raised
+    after a switch names it."""
+    from ferrocsp._native import _process_name
+
+    seen: list[str | None] = []
+    errors: list[str] = []
+
+    @csp.process(backend="greenlet", name="ping")
+    def ping(out: csp.Writer, back: csp.Reader) -> None:
+        for i in range(3):
+            out.write(i)
+            seen.append(_process_name())
+            assert back.read() == i
+            seen.append(_process_name())
+
+    @csp.process(backend="greenlet", name="pong")
+    def pong(inp: csp.Reader, back: csp.Writer, stop: csp.Channel) -> None:
+        for _ in range(3):
+            back.write(inp.read())
+            seen.append(_process_name())
+        try:
+            stop.read()  # blocks until poisoned, after a switch away
+        except csp.ChannelPoisoned as e:
+            seen.append(_process_name())
+            errors.append(str(e))
+
+    @csp.process(backend="greenlet", name="poisoner")
+    def poisoner(stop: csp.Channel) -> None:
+        idle = csp.Channel()
+        while stop.stats().readers_waiting == 0:
+            with contextlib.suppress(TimeoutError):
+                idle.read(timeout=0.001)  # lets the others run
+            seen.append(_process_name())
+        stop.poison()
+
+    a, b, stop = csp.Channel(), csp.Channel(), csp.Channel(name="stop-here")
+    csp.Par(ping(a.writer(), b.reader()), pong(a.reader(), b.writer(), stop), poisoner(stop)).run()
+    assert set(seen) == {"ping", "pong", "poisoner"}
+    assert seen.count("ping") == 6
+    assert seen.count("pong") == 4
+    assert errors == ["read on channel 'stop-here' in process 'pong': channel is poisoned"]

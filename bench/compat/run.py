@@ -34,25 +34,27 @@ NOTES = """
   average far above 2) greenlet numbers too. Each mode's two runs follow each other, so the
   ratio is more stable than either number; still, read one run's ratio with its load.
 - `pycsp.greenlets`: PyCSP's greenlet scheduler is pure Python and already fast (about
-  1.4-2 µs unloaded). The compat ends subclass `_native._CallEnd`, whose `tp_call` goes
-  straight to the ferrocsp end's Rust `read`/`write`; a Python subclass is still called
-  through `tp_call` on CPython 3.11 (an argument tuple and pyo3's wrapper, about 20 ns more
-  per call than a bound method), but as one C call where the `functools.partial` subclasses
-  they were made three (4 ns less per call, `write`+`read` 122 ns against 130 ns in a
-  single-thread loop). A plain operation in a greenlet locks its channel once (try and
-  register in one critical section, `Select::start_read`/`start_write`) and clones no
-  waker. Where the time goes now (perf on a profiling build, one scheduler; whole process,
-  start-up included): about 36% in the engine and bindings, most of it the locked
-  instructions of the channel lock and of the reference counts of the hand-off (an entry's
-  signal and slot, the task's queue entry); 13% greenlet's stack copies (memmove, malloc,
-  free at every switch); 12% greenlet's switch itself (its argument and thread-state checks
-  included); the rest the Python loop. One switch per communication is the least a rendezvous needs.
-- The saved stack of a blocked process was 3.3 KB; the process wrappers now call the body
-  with a fixed-arity call (`ferrocsp._flatcall`), which CPython 3.11 runs without a C-level
-  interpreter frame, and it is 2.5 KB with the partial ends, 2.9 KB with `_CallEnd` (pyo3's
-  `tp_call` wrapper frames are wider than its fastcall ones). Shrinking it by 0.8 KB changed
-  the time by about 1%: a stack copy costs mostly per switch (a malloc and a free of a
-  buffer above glibc's tcache sizes, and the calls), not per byte.
+  1.4-2 µs unloaded). The compat ends subclass `_native._CallEnd`, which is called by
+  vectorcall (on CPython 3.11 too, where the compat layer sets the flag on its two end
+  classes: see `crates/ferrocsp-py/src/call_end.rs`) and goes straight to the ferrocsp end's
+  Rust `read`/`write`: no argument tuple, no argument parsing. Served through `tp_call`, as
+  a `#[pyclass]` `__call__` is, it cost 35-40 ns more per write-and-read and 0.7 KB more of
+  saved C stack per switch; by vectorcall PyCSP's commstime took 0.45 µs of CPU per
+  communication instead of 0.50 (interleaved runs at load 3-5). A plain operation in a
+  greenlet locks its channel once (try and register in one critical section,
+  `Select::start_read`/`start_write`) and clones no waker. Where the time went before that
+  change (perf on a profiling build, one scheduler, steady state): 46% in the engine and
+  bindings, most of it the locked instructions of the channel lock and of the reference
+  counts of the hand-off (an entry's signal and slot, the task's queue entry) and the
+  `tp_call` path; 18% greenlet's stack copies (memmove, malloc, free at every switch); 14%
+  greenlet's switch itself (its argument and thread-state checks included); the rest the
+  Python loop. One switch per communication is the least a rendezvous needs.
+- The saved stack of a blocked process was 3.3 KB with `functools.partial` ends; the process
+  wrappers call the body with a fixed-arity call (`ferrocsp._flatcall`), which CPython 3.11
+  runs without a C-level interpreter frame, and the vectorcall ends and their out-of-line
+  rare paths leave 2.5 KB (measured with gdb: the distance from the switch to the
+  greenlet's first frame). A stack copy costs per switch (a malloc and a free of a buffer
+  above glibc's tcache sizes, and the calls) more than per byte.
 - Under heavy load the wall-clock numbers of a greenlet run vary by up to 3x between runs
   of the same build, since they include the time the process waits for a core: ferrocsp's
   own greenlet commstime used 0.4-0.7 µs of CPU per communication (getrusage) in runs whose

@@ -53,7 +53,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_Moved", m.py().get_type::<errors::Moved>())?;
     m.add_class::<ends::Reader>()?;
     m.add_class::<ends::Writer>()?;
-    m.add_class::<call_end::CallEnd>()?;
+    m.add("_CallEnd", call_end::call_end_type(m.py())?)?;
+    m.add_function(wrap_pyfunction!(call_end::_vectorcall, m)?)?;
     m.add_class::<loan::Loan>()?;
     m.add_class::<loan::LoanBuffer>()?;
     m.add("_AsyncOp", aio_op::op_type(m.py())?)?;

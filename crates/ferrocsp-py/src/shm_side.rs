@@ -219,7 +219,9 @@ impl ShmSide {
         Self::decode(py, parts)
     }
 
-    /// Reads through end `id` (or the channel itself).
+    /// Reads through end `id` (or the channel itself). Out of line: the in-process ends'
+    /// `read` branches here, and its frame is saved at every switch of a blocked greenlet.
+    #[inline(never)]
     pub(crate) fn end_read(
         &self,
         py: Python<'_>,
@@ -233,7 +235,8 @@ impl ShmSide {
         self.read(py, timeout, nowait)
     }
 
-    /// Writes through end `id` (or the channel itself).
+    /// Writes through end `id` (or the channel itself); out of line as [`Self::end_read`].
+    #[inline(never)]
     pub(crate) fn end_write(
         &self,
         py: Python<'_>,

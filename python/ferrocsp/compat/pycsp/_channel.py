@@ -24,7 +24,7 @@ from typing import Any
 
 import ferrocsp as csp
 
-from ..._native import _CallEnd
+from ..._native import _CallEnd, _vectorcall
 from . import _remote
 from ._errors import misuse
 
@@ -208,6 +208,12 @@ class ChannelEndWrite(ChannelEnd, _CallEnd):
         self._setup(channel, end)
         channel._ends.add(self)
         return self
+
+
+# Calls of the ends by vectorcall, as on CPython 3.12+ (3.11 does not pass it on to a class
+# statement's subclass: see `_CallEnd`). Never assign `__call__` on these classes.
+_vectorcall(ChannelEndRead)
+_vectorcall(ChannelEndWrite)
 
 
 def _ends_of(api: str, items: tuple[Any, ...]) -> list[ChannelEnd | Channel]:
