@@ -132,17 +132,25 @@ async def aio(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
     """
     if not callable(fn):
         raise TypeError(f"aio needs a callable, not {type(fn).__name__}")
-    done = Channel(1, name=f"io({getattr(fn, '__name__', 'fn')})")
-    _submit(functools.partial(fn, *args, **kwargs), done)
-    _io_wait(True)  # the caller waits for running code, not for a peer: never deadlocked
+    # Waits for running code, not for a peer: never deadlocked.
+    job = functools.partial(fn, *args, **kwargs)
+    result: R = await _on_worker(job, getattr(fn, "__name__", "fn"), _io_wait)
+    return result
+
+
+async def _on_worker(job: Callable[[], Any], label: str, waiting: Callable[[bool], None]) -> Any:
+    """Runs ``job`` on a worker thread and awaits its outcome on a private channel, marked
+    ``waiting`` meanwhile (``_io_wait``: never deadlocked; ``_joining``: waits on the worker)."""
+    done = Channel(1, name=f"io({label})")
+    _submit(job, done)
+    waiting(True)
     try:
         ok, value = await done.aread()
     finally:
-        _io_wait(False)
+        waiting(False)
     if not ok:
         raise value
-    result: R = value
-    return result
+    return value
 
 
 async def _offload(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
@@ -150,17 +158,8 @@ async def _offload(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
     doc). The worker takes the process's name, so errors and deadlock reports name the
     process; the process itself waits as one joining its own processes, so a deadlock that the
     worker's operation is part of is still found."""
-    name = _process_name()
-    done = Channel(1, name=f"io({getattr(fn, '__name__', 'fn')})")
-    _submit(functools.partial(_as_process, name, fn, args, kwargs), done)
-    _joining(True)
-    try:
-        ok, value = await done.aread()
-    finally:
-        _joining(False)
-    if not ok:
-        raise value
-    result: R = value
+    job = functools.partial(_as_process, _process_name(), fn, args, kwargs)
+    result: R = await _on_worker(job, getattr(fn, "__name__", "fn"), _joining)
     return result
 
 
