@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import ferrocsp as csp
+from _support import wait_until
 from ferrocsp import _shm
 
 pytestmark = pytest.mark.timeout(60)
@@ -462,10 +463,7 @@ def _forged(edit: Callable[[mmap.mmap, int], None], n: int = MIB) -> tuple[objec
     t.start()
     fd = side.native.fd
     with mmap.mmap(fd, os.fstat(fd).st_size) as m:
-        deadline = time.monotonic() + 10
-        while ch.stats().writers_waiting == 0:
-            assert time.monotonic() < deadline, "the writer never published its message"
-            time.sleep(0.005)
+        wait_until(lambda: ch.stats().writers_waiting > 0, what="the writer's published message")
         at = m.find(struct.pack("<II", LOAN, os.getpid()), RING_AT, RING_AT + 4096)
         assert at >= 0, "no loan message in the ring"
         edit(m, at)

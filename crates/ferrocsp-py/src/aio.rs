@@ -203,12 +203,18 @@ impl AsyncOp {
     }
 
     fn locked(&self) -> PyResult<MutexGuard<'_, Inner>> {
-        match self.inner.try_lock() {
-            Ok(g) => Ok(g),
-            Err(TryLockError::Poisoned(e)) => Ok(e.into_inner()),
-            Err(TryLockError::WouldBlock) => {
-                Err(PyRuntimeError::new_err("this channel operation is already being awaited"))
-            }
+        lock_op(&self.inner)
+    }
+}
+
+/// Locks a pending operation's state for one step; a step already in progress (a second
+/// awaiter, or re-entrance) is refused rather than waited for.
+pub(crate) fn lock_op<T>(m: &Mutex<T>) -> PyResult<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Ok(g),
+        Err(TryLockError::Poisoned(e)) => Ok(e.into_inner()),
+        Err(TryLockError::WouldBlock) => {
+            Err(PyRuntimeError::new_err("this channel operation is already being awaited"))
         }
     }
 }

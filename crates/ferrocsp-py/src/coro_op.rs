@@ -22,7 +22,7 @@
 //!   `Moved` (nothing sent or taken); the op then goes on there through `_io._offload_*`
 //!   (with its value, for a write), to which every later step and throw is passed.
 
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrocsp::{Error, Poll, Select, SelectError, Selected};
 use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
@@ -114,13 +114,7 @@ impl CoroOp {
     }
 
     fn locked(&self) -> PyResult<MutexGuard<'_, State>> {
-        match self.state.try_lock() {
-            Ok(g) => Ok(g),
-            Err(TryLockError::Poisoned(e)) => Ok(e.into_inner()),
-            Err(TryLockError::WouldBlock) => {
-                Err(PyRuntimeError::new_err("this channel operation is already being awaited"))
-            }
-        }
+        crate::aio::lock_op(&self.state)
     }
 
     fn desc(&self) -> Desc<'_> {

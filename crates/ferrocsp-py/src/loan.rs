@@ -35,6 +35,20 @@ struct Held {
     exports: usize,
 }
 
+impl Held {
+    /// Frees the memory now (idempotent); ``BufferError`` naming `what` while a view of it
+    /// is alive.
+    fn release(&mut self, what: &str) -> PyResult<()> {
+        if self.exports > 0 {
+            return Err(PyBufferError::new_err(format!(
+                "cannot release {what} while a view of it is alive"
+            )));
+        }
+        drop(self.mem.take());
+        Ok(())
+    }
+}
+
 fn lock(m: &Mutex<Held>) -> MutexGuard<'_, Held> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -198,14 +212,7 @@ impl Loan {
     /// Frees the memory now instead of when the loan is dropped (idempotent); the loan is
     /// spent. ``BufferError`` while a view of it is alive.
     fn release(&self) -> PyResult<()> {
-        let mut h = lock(&self.held);
-        if h.exports > 0 {
-            return Err(PyBufferError::new_err(
-                "cannot release a loan while a view of it is alive",
-            ));
-        }
-        drop(h.mem.take());
-        Ok(())
+        lock(&self.held).release("a loan")
     }
 
     fn __repr__(&self) -> String {
@@ -305,14 +312,7 @@ impl LoanBuffer {
 
     /// Frees the memory now (idempotent). ``BufferError`` while a view of it is alive.
     fn release(&self) -> PyResult<()> {
-        let mut h = lock(&self.held);
-        if h.exports > 0 {
-            return Err(PyBufferError::new_err(
-                "cannot release a LoanBuffer while a view of it is alive",
-            ));
-        }
-        drop(h.mem.take());
-        Ok(())
+        lock(&self.held).release("a LoanBuffer")
     }
 
     fn __repr__(&self) -> String {
