@@ -217,16 +217,18 @@ def test_fair_state_carries_between_native_and_general_paths() -> None:
     for ch, v in ((a, "a"), (b, "b"), (c, "c")):
         ch.write(v)
     assert alt.fair_select() == (a, "a")  # native
-    native, alt._native = alt._native, None  # the general path from here
-    alt._last = native.last  # type: ignore[union-attr]
+    native = alt._native
+    assert native is not None
+    alt._native_on = False  # the general path from here
+    alt._last = native.last
     a.write("a")
     assert alt.fair_select() == (b, "b")
-    alt._native = native
-    native.last = alt._last  # type: ignore[union-attr]
+    alt._native_on = True
+    native.last = alt._last
     b.write("b")
     assert alt.fair_select() == (c, "c")  # native, after b
     with pytest.raises(ValueError, match="no guard 3"):
-        native.last = 3  # type: ignore[union-attr]
+        native.last = 3
 
 
 # --- poison, retire, blocking ----------------------------------------------------------------
@@ -366,6 +368,38 @@ def test_native_alt_is_collected_in_a_cycle() -> None:
     assert ref() is None
 
 
+class _Value:
+    """A value a weak reference can follow."""
+
+
+async def outputs_unsent(k: Kit, alt: csp.Alt, rounds: int) -> list[str]:
+    return [type((await k.pri_select(alt))[0]).__name__ for _ in range(rounds)]
+
+
+def test_a_kept_selection_holds_no_unsent_value(k: Kit) -> None:
+    # Every guard enabled: the native Alt keeps its last selection whole for the next one,
+    # but not the Output values that were not sent (the Output still has its own).
+    out = csp.Output(csp.Channel(), _Value())  # no reader: never fires
+    alt = csp.Alt(out, csp.Skip())
+    assert k.run(outputs_unsent, alt, 3) == ["Skip"] * 3
+    ref = weakref.ref(out.value)
+    out.value = None
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_kept_selection_reads_a_bad_timeout() -> None:
+    t = csp.Timeout(0)
+    alt = csp.Alt(csp.Channel(), t)
+    assert alt.select() == (t, None)
+    assert alt.select() == (t, None)  # the kept selection, refreshed
+    t.seconds = -1
+    with pytest.raises(ValueError, match="timeout must be >= 0 seconds, got -1"):
+        alt.select()
+    t.seconds = 0
+    assert alt.select() == (t, None)
+
+
 def test_bad_native_specs_are_rejected() -> None:
     from ferrocsp._native import _NativeAlt
 
@@ -379,5 +413,7 @@ def test_bad_native_specs_are_rejected() -> None:
         _NativeAlt([(r, r, 1, r)])
     with pytest.raises(TypeError, match="without a channel"):
         _NativeAlt([(s, s, 0, None)])
-    with pytest.raises(ValueError, match="unknown selection policy"):
-        _NativeAlt([(s, s, 2, None)]).select(7)
+    off = _NativeAlt(None)  # an Alt whose selections all take the general path
+    assert off._native_on is False
+    with pytest.raises(ValueError, match="has no native selection"):
+        off._native_on = True

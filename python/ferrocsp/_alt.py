@@ -11,13 +11,15 @@ Invariants:
   selection that wins it; an Output guard's value is encoded per selection and leaves the
   process only after its guard won (then it is sent to the reader held for it, and the Alt
   returns once that reader has it); the ends it carries are uncounted if it did not fire.
-- An ``Alt`` whose guards are all in-process (channels, their ends, Output guards on them,
-  Timeout, Skip, in ``Guard`` wrappers or not) also keeps a native ``_NativeAlt`` of them,
-  built once: a selection is then one native call that reads what may change (``when``, an
-  Output's ``value``, a Timeout's ``seconds``), chooses, waits and returns ``(guard, value)``,
-  with the fair state kept natively. It returns None when it cannot run the selection as
-  built (a channel moved to shared memory, a wrapper's ``guard`` or an Output's ``target``
-  reassigned), having sent nothing, and the general path below runs it instead.
+- ``Alt`` subclasses the native ``_NativeAlt``, whose methods are the selections. When every
+  guard is in-process (channels, their ends, Output guards on them, Timeout, Skip, in
+  ``Guard`` wrappers or not) it holds them, built once: a selection is then one native call
+  that reads what may change (``when``, an Output's ``value``, a Timeout's ``seconds``),
+  chooses, waits and returns ``(guard, value)``, with the fair state kept natively (it keeps
+  the last selection of every guard whole and only refreshes it). When it cannot run the
+  selection as built (a networked or foreign guard, a channel moved to shared memory, a
+  wrapper's ``guard`` or an Output's ``target`` reassigned) it has sent nothing and calls the
+  general path below (``_run``/``_arun``) instead.
 - A selection with any channel shared with OS processes runs in shared memory
   (``_shm.select``), its in-process guards with it, linked to its cell: still one decision. A
   ``_Moved`` (an in-process channel moved to shared memory while the selection waited, and
@@ -29,7 +31,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable
 from typing import Any, Protocol, TypeAlias, TypeGuard, runtime_checkable
 
 from . import _shm
@@ -273,9 +274,9 @@ def _since(ops: list[tuple[int, Any, Any]], t0: float | None) -> list[tuple[int,
     return [(k, max(0.0, v - spent), x) if k == _TIMEOUT else (k, v, x) for k, v, x in ops]
 
 
-def _native_alt(guards: tuple[GuardLike, ...]) -> _NativeAlt | None:
-    """The native selection of ``guards`` (validated), or None if a guard is networked or
-    foreign: those take the general path (``Alt._run``)."""
+def _native_specs(guards: tuple[GuardLike, ...]) -> list[tuple[Any, Any, int, Any]] | None:
+    """What the native selection of ``guards`` (validated) is built from, or None if a guard
+    is networked or foreign: those take the general path (``Alt._run``)."""
     specs: list[tuple[Any, Any, int, Any]] = []
     for g in guards:
         plain = g.guard if isinstance(g, Guard) else g
@@ -292,7 +293,7 @@ def _native_alt(guards: tuple[GuardLike, ...]) -> _NativeAlt | None:
             specs.append((g, plain, _READ, plain))
         else:
             return None
-    return _NativeAlt(specs)
+    return specs
 
 
 def _settle(outs: list[_Out], chosen: int | None) -> tuple[Any, Any] | None:
@@ -307,7 +308,7 @@ def _settle(outs: list[_Out], chosen: int | None) -> tuple[Any, Any] | None:
     return fired
 
 
-class Alt:
+class Alt(_NativeAlt):
     """A choice between guards; each selection fires exactly one.
 
     Guards: a ``Channel`` or ``Reader`` (input), ``Output(writer_or_channel, value)``,
@@ -318,26 +319,40 @@ class Alt:
     no Timeout or Skip) it raises ``ChannelRetired``. Waiting is event driven (no polling).
     """
 
-    __slots__ = ("_foreign", "_last", "_native", "_static", "guards")
+    # The selections (``select``, ``pri_select``, ``fair_select`` and their ``a`` twins) are
+    # methods of the native base class: one native call with no Python frame, which runs the
+    # general path below (``_run``/``_arun``) when the native one cannot (module docs).
+    __slots__ = ("_foreign", "_last", "_static", "guards")
+    guards: tuple[GuardLike, ...]
+    _last: int | None
+    _foreign: tuple[_ForeignInput, ...]
+    _static: list[tuple[int, Any, Any]] | None
 
-    def __init__(self, *guards: GuardLike) -> None:
+    def __new__(cls, *guards: GuardLike) -> Alt:
         if not guards:
             raise ValueError("Alt needs at least one guard")
         for g in guards:
             if isinstance(g, Guard):
                 continue
             _check_plain(g)
-        self.guards: tuple[GuardLike, ...] = guards
-        self._last: int | None = None
-        self._foreign = tuple(f for f in map(_foreign_in, guards) if f is not None)
+        foreign = tuple(f for f in map(_foreign_in, guards) if f is not None)
         # Fast path: the whole selection in one native call (module docs); then the fair
         # state lives there, shared with the general path (`_fair_last`).
-        self._native = None if self._foreign else _native_alt(guards)
+        self = super().__new__(cls, None if foreign else _native_specs(guards))
+        self.guards = guards
+        self._last = None
+        self._foreign = foreign
         # Fast path: with no Guard wrapper (``when`` may change) and no Output (its ``value``
         # may change), the engine operations are the same for every selection; build them once.
-        self._static: list[tuple[int, Any, Any]] | None = None
+        self._static = None
         if not any(isinstance(g, Guard | Output) for g in guards):
             self._static = [_op(g) for g in guards]  # type: ignore[arg-type]
+        return self
+
+    @property
+    def _native(self) -> _NativeAlt | None:
+        """The native selection's state (its fair ``last``), when selections take it."""
+        return self if self._native_on else None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # By its guards alone (an Alt sent to an OS process): what a selection derives from
@@ -494,72 +509,6 @@ class Alt:
                 f._csp_alt_demand(False)
             for _, t, _ in outs:
                 t._csp_alt_out_demand(False)
-
-    def select(self) -> tuple[Any, Any]:
-        """Fires one ready guard chosen uniformly at random (blocking until one is ready)."""
-        native = self._native
-        if native is not None:
-            r = native.select(_RANDOM)
-            if r is not None:
-                return r
-        return self._run(_RANDOM)
-
-    def pri_select(self) -> tuple[Any, Any]:
-        """Fires the first ready guard in the order given."""
-        native = self._native
-        if native is not None:
-            r = native.select(_PRIORITY)
-            if r is not None:
-                return r
-        return self._run(_PRIORITY)
-
-    def fair_select(self) -> tuple[Any, Any]:
-        """Fires a ready guard, giving lowest priority to the one chosen last time (no
-        starvation)."""
-        native = self._native
-        if native is not None:
-            r = native.select(_FAIR)
-            if r is not None:
-                return r
-        return self._run(_FAIR)
-
-    def aselect(self) -> Awaitable[tuple[Any, Any]]:
-        """``await alt.aselect()``: ``select`` from asyncio code.
-
-        Cancelled while waiting: if a guard fired in the race, the await returns it and the
-        cancellation is re-requested for the task's next suspension; otherwise
-        ``CancelledError`` propagates and no guard fired (no output value was sent).
-        """
-        native = self._native
-        if native is not None:
-            # The native op itself (no wrapper coroutine per selection); it goes on with
-            # ``_arun`` if a channel moves to shared memory while it waits.
-            op = native.aselect(_RANDOM, self)
-            if op is not None:
-                return op
-        return self._arun(_RANDOM)
-
-    def apri_select(self) -> Awaitable[tuple[Any, Any]]:
-        """``pri_select`` from asyncio code (cancellation as in ``aselect``)."""
-        native = self._native
-        if native is not None:
-            # The native op itself (no wrapper coroutine per selection); it goes on with
-            # ``_arun`` if a channel moves to shared memory while it waits.
-            op = native.aselect(_PRIORITY, self)
-            if op is not None:
-                return op
-        return self._arun(_PRIORITY)
-
-    def afair_select(self) -> Awaitable[tuple[Any, Any]]:
-        """``fair_select`` from asyncio code (cancellation as in ``aselect``)."""
-        native = self._native
-        if native is not None:
-            # The native op itself (no wrapper coroutine per selection); it goes on with
-            # ``_arun`` if a channel moves to shared memory while it waits.
-            op = native.aselect(_FAIR, self)
-            if op is not None:
-                return op
-        return self._arun(_FAIR)
 
     def __repr__(self) -> str:
         return f"Alt{self.guards!r}"

@@ -97,9 +97,9 @@ struct Inner {
     /// Once the channel moved while this op waited: the shared side's coroutine doing it,
     /// which every later step and throw is passed on to (as `yield from` would).
     delegate: Option<Py<PyAny>>,
-    /// An Alt's general path (`Alt._arun` and the policy to call it with), which a native Alt
-    /// whose channel moved to shared memory while it waited goes on with (nothing fired), as
-    /// `delegate`.
+    /// An Alt's general path (the Python `Alt`, whose `_arun` is called with the policy, looked
+    /// up only then), which a native Alt whose channel moved to shared memory while it waited
+    /// goes on with (nothing fired), as `delegate`.
     fallback: Option<(Py<PyAny>, u8)>,
     /// What an early withdrawal (`Withdraw`, from the waiter's `cancel`) found: `Some(fired)`.
     withdrawn: Option<Option<Result<Selected<Value>, SelectError>>>,
@@ -184,8 +184,8 @@ impl AsyncOp {
         Self::wrap(i)
     }
 
-    /// An Alt's selection; `fallback` (a coroutine function and its policy argument) takes
-    /// over if a channel moves to shared memory while it waits.
+    /// An Alt's selection; `fallback` (the Python `Alt` and its policy argument for `_arun`)
+    /// takes over if a channel moves to shared memory while it waits.
     pub(crate) fn alt(
         sel: PooledSelect,
         map: AltMap,
@@ -229,17 +229,27 @@ impl Inner {
             // The value was not sent: it goes on to the shared side (`follow_move`).
             self.value = self.sel.as_mut().and_then(|s| s.take_value(0));
         }
-        self.sel = None;
+        let sel = self.sel.take();
         if let (Kind::Alt(_), Err(SelectError::Moved { .. })) = (&self.kind, &r) {
             if let Some((general, policy)) = self.fallback.take() {
                 // Nothing fired: the general path chooses where the channel is now.
                 self.done = false;
-                self.delegate = Some(general.call1(py, (policy,))?);
+                let arun = general.bind(py).getattr(intern!(py, "_arun"))?;
+                self.delegate = Some(arun.call1((policy,))?.unbind());
                 return self.drive(py, None);
             }
         }
+        if let Kind::Alt(map) = &mut self.kind {
+            let pair = map.map_pair(py, r);
+            // The selection and its map go back to their native Alt, to be kept for its next
+            // selection (nothing here uses them again).
+            if let (Some(sel), Some(alt)) = (sel, map.owner.as_ref().map(|c| c.alt.clone_ref(py))) {
+                alt.get().end(sel, std::mem::take(map));
+            }
+            return Ok(Out::Return(pair?));
+        }
         let err = match (&self.kind, r) {
-            (Kind::Alt(map), r) => return Ok(Out::Return(map.map_pair(py, r)?)),
+            (Kind::Alt(_), _) => unreachable!("an Alt's result is returned above"),
             (Kind::Read | Kind::Next, Ok(s)) => {
                 crate::trace::event(py, "read", "", &self.name); // trace hook
                 let v = s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, ""))?;
@@ -334,6 +344,7 @@ impl Inner {
     /// The first step: the fast path, else register and yield a future.
     fn start(&mut self, py: Python<'_>) -> Step {
         let timeout = self.timeout;
+        let coro = crate::sched::current_coro();
         if self.sel.is_none() {
             let Some(chan) = self.chan.clone() else {
                 return Err(PyRuntimeError::new_err("channel operation without a channel"));
@@ -362,15 +373,20 @@ impl Inner {
                 },
             }
             self.sel = Some(sel);
-        } else if let Some(sel) = self.sel.as_mut() {
-            // An Alt: try it without registering first, so a ready Alt needs no future.
+        } else if let (Some(sel), true) = (self.sel.as_mut(), coro.is_none() || crate::trace::on())
+        {
+            // An Alt: try it without registering first, so a ready Alt needs no future (a
+            // traced one: nor a "block" event). A coroutine task's registration tries first
+            // in the same critical section, so it skips this.
             match sel.try_select(self.policy) {
                 Err(SelectError::WouldBlock) => {}
                 r => return self.finish(py, r),
             }
         }
-        self.trace_block(py); // trace hook
-        if let Some(task) = crate::sched::current_coro() {
+        if crate::trace::on() {
+            self.trace_block(py);
+        }
+        if let Some(task) = coro {
             return self.start_coro(py, task);
         }
         let event_loop =

@@ -22,7 +22,7 @@
 //!   the spare `AltMap`'s, is only ever `try_lock`ed: a selection that finds it taken makes
 //!   its own.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -112,15 +112,31 @@ struct Entry {
 /// One guard as `_alt.py` describes it: (guard, plain, kind, target); see `NativeAlt::new`.
 type Spec<'py> = (Py<PyAny>, Py<PyAny>, u8, Option<Bound<'py, PyAny>>);
 
-/// The native half of one `ferrocsp.Alt` (module docs). Internal: made by `Alt.__init__`.
-#[pyclass(frozen, module = "ferrocsp._native", name = "_NativeAlt")]
+/// The native half of one `ferrocsp.Alt` (module docs): its base class, so that a selection
+/// is a native method call with no Python frame. Internal: made by `Alt.__new__`.
+#[pyclass(frozen, subclass, module = "ferrocsp._native", name = "_NativeAlt")]
 #[derive(Debug)]
 pub struct NativeAlt {
+    /// Whether selections take this path (false: the Alt has guards it does not cover, and
+    /// `entries` is empty; tests may switch it off to exercise the general path).
+    on: AtomicBool,
     entries: Vec<Entry>,
     /// Index of the guard `fair_select` chose last (`NONE`: none yet).
     last: AtomicUsize,
     /// The `AltMap` of the last blocking selection, emptied, for the next (no allocation).
     spare: Mutex<Option<AltMap>>,
+    /// The last finished selection that had every guard enabled, with its map, uncleared: the
+    /// next such selection refreshes it instead of building one (`begin`).
+    kept: Mutex<Option<Kept>>,
+}
+
+/// A finished selection of every guard (engine operation `i` is guard `i`), kept whole: its
+/// operations, lock order, recycled cell and slots, and its map. It holds no Python object
+/// (write values are taken out when it is kept), so it needs no GC traversal.
+#[derive(Debug)]
+struct Kept {
+    sel: Box<Select<Value>>,
+    map: AltMap,
 }
 
 impl NativeAlt {
@@ -183,11 +199,7 @@ impl NativeAlt {
                     sel.skip();
                 }
                 _ => {
-                    let secs: f64 = e.plain.bind(py).getattr(intern!(py, "seconds"))?.extract()?;
-                    let d = Duration::try_from_secs_f64(secs).map_err(|_| {
-                        PyValueError::new_err(format!("timeout must be >= 0 seconds, got {secs}"))
-                    })?;
-                    sel.timeout(d);
+                    sel.timeout(self.timeout(py, e)?);
                 }
             }
             map.index_of.push(i);
@@ -199,6 +211,104 @@ impl NativeAlt {
             sel.set_last_selected(after.and_then(|g| map.index_of.iter().position(|&i| i == g)));
         }
         Ok(true)
+    }
+
+    /// The kept selection refreshed for a selection now (what may have changed since the last
+    /// one read again, as `prepare` reads it): false if not every guard can be an engine
+    /// operation now (a guard disabled or retired, a channel moved, a `Guard` or `Output`
+    /// re-pointed); then `prepare` decides.
+    fn refresh(&self, py: Python<'_>, sel: &mut Select<Value>, policy: Policy) -> PyResult<bool> {
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.wrapped {
+                let w = e.guard.bind(py);
+                if !w.getattr(intern!(py, "when"))?.is_truthy()?
+                    || !w.getattr(intern!(py, "guard"))?.is(&e.plain)
+                {
+                    return Ok(false);
+                }
+            }
+            match (e.kind, &e.end) {
+                (READ | WRITE, Some(end)) => {
+                    let (chan, retired) = end.parts();
+                    if retired
+                        || chan.flavors.shm.get().is_some()
+                        || chan.flavors.net.get().is_some()
+                    {
+                        return Ok(false);
+                    }
+                    if e.kind == WRITE {
+                        let out = e.plain.bind(py);
+                        if !out.getattr(intern!(py, "target"))?.is(end.obj()) {
+                            return Ok(false);
+                        }
+                        sel.set_value(i, out.getattr(intern!(py, "value"))?.unbind());
+                    }
+                }
+                (TIMEOUT, _) => sel.set_timeout(i, self.timeout(py, e)?),
+                (SKIP, _) => {}
+                _ => return Ok(false),
+            }
+        }
+        if policy == Policy::Fair {
+            let last = self.last.load(Ordering::Relaxed);
+            sel.set_last_selected((last != NONE).then_some(last));
+        }
+        Ok(true)
+    }
+
+    /// A `Timeout` guard's delay, read now.
+    fn timeout(&self, py: Python<'_>, e: &Entry) -> PyResult<Duration> {
+        let secs: f64 = e.plain.bind(py).getattr(intern!(py, "seconds"))?.extract()?;
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| PyValueError::new_err(format!("timeout must be >= 0 seconds, got {secs}")))
+    }
+
+    /// The selection of the guards enabled now, with its map: the kept one refreshed when
+    /// every guard is enabled, else one built in a pooled `Select` (`in_task`: the greenlet
+    /// task's, as a blocking selection takes; else the thread's). None: the general path must
+    /// run it; nothing was registered.
+    fn begin(
+        &self,
+        py: Python<'_>,
+        policy: Policy,
+        in_task: bool,
+    ) -> PyResult<Option<(PooledSelect, AltMap)>> {
+        let kept = self.kept.try_lock().ok().and_then(|mut k| k.take());
+        if let Some(Kept { sel, map }) = kept {
+            let mut sel = PooledSelect::kept(sel, in_task);
+            if self.refresh(py, &mut sel, policy)? {
+                return Ok(Some((sel, map)));
+            }
+            self.end(sel, map); // still the full selection, for later
+        }
+        let mut sel = if in_task { pooled_select() } else { PooledSelect::from_thread_pool() };
+        let mut map = self.take_map();
+        if !self.prepare(py, &mut sel, policy, &mut map)? {
+            self.keep_map(map);
+            return Ok(None);
+        }
+        Ok(Some((sel, map)))
+    }
+
+    /// After a selection (or a refresh that found it could not be used): a finished
+    /// selection of every guard is kept whole for the next; any other goes back to its pool.
+    /// An awaited selection that waited comes back here when its op finishes (`aio.rs`).
+    pub(crate) fn end(&self, sel: PooledSelect, mut map: AltMap) {
+        if map.index_of.len() == self.entries.len() {
+            if let (Some(mut sel), Ok(mut kept)) = (sel.into_kept(), self.kept.try_lock()) {
+                if kept.is_none() {
+                    for (i, e) in self.entries.iter().enumerate() {
+                        if e.kind == WRITE {
+                            drop(sel.take_value(i)); // unsent: the Output still has it
+                        }
+                    }
+                    map.owner = None;
+                    *kept = Some(Kept { sel, map });
+                }
+            }
+            return;
+        }
+        self.keep_map(map);
     }
 
     /// An empty `AltMap`: the one kept from this Alt's last selection (its vectors keep their
@@ -229,17 +339,81 @@ impl NativeAlt {
         }
     }
 
-    /// `select` with `map` (empty) to fill.
+    /// The Python policy number of `policy` (`_alt.py`'s `_RANDOM`, `_PRIORITY`, `_FAIR`),
+    /// for the general path.
+    fn policy_arg(policy: Policy) -> u8 {
+        match policy {
+            Policy::Random => 0,
+            Policy::Priority => 1,
+            Policy::Fair => 2,
+        }
+    }
+
+    /// A blocking selection: natively, or by the subclass's general path (`_run`).
+    fn run(slf: &Bound<'_, Self>, policy: Policy) -> PyResult<Py<PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        if this.on.load(Ordering::Relaxed) {
+            let Some((mut sel, map)) = this.begin(py, policy, true)? else {
+                return Self::general(slf, "_run", policy);
+            };
+            let r = this.select_with(py, policy, &mut sel, &map);
+            this.end(sel, map);
+            if let Some(pair) = r? {
+                return Ok(pair);
+            }
+        }
+        Self::general(slf, "_run", policy)
+    }
+
+    /// The general path's `_run` or `_arun` (the Python `Alt`'s) for `policy`.
+    fn general(slf: &Bound<'_, Self>, method: &str, policy: Policy) -> PyResult<Py<PyAny>> {
+        Ok(slf.call_method1(method, (Self::policy_arg(policy),))?.unbind())
+    }
+
+    /// An awaitable selection: a native op (done at once if a guard is ready) or the
+    /// general path's `_arun` coroutine. If a channel moves to shared memory while the op
+    /// waits (nothing fired), awaiting it goes on with `_arun`.
+    fn arun(slf: &Bound<'_, Self>, policy: Policy) -> PyResult<Py<PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        if !this.on.load(Ordering::Relaxed) {
+            return Self::general(slf, "_arun", policy);
+        }
+        let Some((mut sel, mut map)) = this.begin(py, policy, false)? else {
+            return Self::general(slf, "_arun", policy);
+        };
+        // A ready Alt completes at the call; one that must wait, or fails, does so when
+        // awaited (as `_aselect`).
+        match sel.try_select(policy) {
+            Err(SelectError::Moved { .. }) => {
+                this.end(sel, map);
+                Self::general(slf, "_arun", policy)
+            }
+            r @ Ok(_) => {
+                let pair = this.finish(py, &map, policy, r);
+                this.end(sel, map);
+                match pair? {
+                    Some(pair) => crate::aio_op::done(py, pair),
+                    None => Self::general(slf, "_arun", policy),
+                }
+            }
+            Err(_) => {
+                map.owner =
+                    Some(Chosen { alt: slf.clone().unbind(), fair: policy == Policy::Fair });
+                let general = Some((slf.clone().into_any().unbind(), Self::policy_arg(policy)));
+                let op = crate::aio::AsyncOp::alt(sel, map, policy, None, general);
+                crate::aio_op::pending(py, op)
+            }
+        }
+    }
+
+    /// `select` with a prepared selection.
     fn select_with(
         &self,
         py: Python<'_>,
         policy: Policy,
-        map: &mut AltMap,
+        sel: &mut PooledSelect,
+        map: &AltMap,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let mut sel = pooled_select();
-        if !self.prepare(py, &mut sel, policy, map)? {
-            return Ok(None);
-        }
         if trace::on() {
             // Traced: try first, so a selection that must wait is reported as blocked.
             match sel.try_select(policy) {
@@ -247,7 +421,7 @@ impl NativeAlt {
                 r => return self.finish(py, map, policy, r),
             }
         }
-        let r = select_pooled(py, &mut sel, policy, None, || map.desc())?;
+        let r = select_pooled(py, sel, policy, None, || map.desc())?;
         self.finish(py, map, policy, r)
     }
 
@@ -289,10 +463,14 @@ impl NativeAlt {
     /// ``_NativeAlt([(guard, plain, kind, target), ...])``: one tuple per guard, in order:
     /// the guard as passed to ``Alt``, the guard inside its ``Guard`` wrapper (the guard itself
     /// when not wrapped), the kind (0 read, 1 write, 2 skip, 3 timeout) and the read's channel
-    /// or end, or the Output's target (None for skip and timeout).
+    /// or end, or the Output's target (None for skip and timeout). ``None``: every selection
+    /// takes the general path (``_run``/``_arun``, which a subclass defines).
     #[new]
-    fn new(guards: Vec<Spec<'_>>) -> PyResult<Self> {
-        if guards.is_empty() {
+    #[pyo3(signature = (guards = None))]
+    fn new(guards: Option<Vec<Spec<'_>>>) -> PyResult<Self> {
+        let on = guards.is_some();
+        let guards = guards.unwrap_or_default();
+        if on && guards.is_empty() {
             return Err(PyValueError::new_err("Alt needs at least one guard"));
         }
         let mut entries = Vec::with_capacity(guards.len());
@@ -310,65 +488,63 @@ impl NativeAlt {
             let wrapped = !guard.is(&plain);
             entries.push(Entry { guard, plain, wrapped, kind, end });
         }
-        Ok(NativeAlt { entries, last: AtomicUsize::new(NONE), spare: Mutex::new(None) })
+        Ok(NativeAlt {
+            on: AtomicBool::new(on),
+            entries,
+            last: AtomicUsize::new(NONE),
+            spare: Mutex::new(None),
+            kept: Mutex::new(None),
+        })
     }
 
-    /// One selection (`policy`: 0 random, 1 priority, 2 fair), blocking until a guard fires:
-    /// ``(guard, value)``, or None when the general path must run it (module docs).
-    fn select(&self, py: Python<'_>, policy: u8) -> PyResult<Option<Py<PyAny>>> {
-        let policy = crate::select::policy(policy)?;
-        let mut map = self.take_map();
-        let r = self.select_with(py, policy, &mut map);
-        self.keep_map(map);
-        r
+    /// Fires one ready guard chosen uniformly at random (blocking until one is ready).
+    fn select(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::run(slf, Policy::Random)
     }
 
-    /// `select`'s asyncio twin: an awaitable giving ``(guard, value)`` (done at once if a guard
-    /// is ready), or None when the general path must run it. If a channel moves to shared
-    /// memory while it waits (nothing fired), awaiting it goes on with ``owner._arun(policy)``
-    /// (the Python ``Alt``'s general path), or without an owner raises ``_Moved``.
-    #[pyo3(signature = (policy, owner = None))]
-    fn aselect(
-        slf: &Bound<'_, Self>,
-        policy: u8,
-        owner: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Option<Py<PyAny>>> {
-        let policy_arg = policy;
-        let (py, this) = (slf.py(), slf.get());
-        let policy = crate::select::policy(policy)?;
-        let mut sel = PooledSelect::from_thread_pool();
-        let mut map = this.take_map();
-        if !this.prepare(py, &mut sel, policy, &mut map)? {
-            this.keep_map(map);
-            return Ok(None);
+    /// Fires the first ready guard in the order given.
+    fn pri_select(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::run(slf, Policy::Priority)
+    }
+
+    /// Fires a ready guard, giving lowest priority to the one chosen last time (no
+    /// starvation).
+    fn fair_select(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::run(slf, Policy::Fair)
+    }
+
+    /// ``await alt.aselect()``: ``select`` from asyncio code.
+    ///
+    /// Cancelled while waiting: if a guard fired in the race, the await returns it and the
+    /// cancellation is re-requested for the task's next suspension; otherwise
+    /// ``CancelledError`` propagates and no guard fired (no output value was sent).
+    fn aselect(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::arun(slf, Policy::Random)
+    }
+
+    /// ``pri_select`` from asyncio code (cancellation as in ``aselect``).
+    fn apri_select(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::arun(slf, Policy::Priority)
+    }
+
+    /// ``fair_select`` from asyncio code (cancellation as in ``aselect``).
+    fn afair_select(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::arun(slf, Policy::Fair)
+    }
+
+    /// Whether selections take the native path (module docs).
+    #[getter(_native_on)]
+    fn native_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    #[setter(_native_on)]
+    fn set_native_on(&self, on: bool) -> PyResult<()> {
+        if on && self.entries.is_empty() {
+            return Err(PyValueError::new_err("this Alt has no native selection"));
         }
-        // A ready Alt completes at the call; one that must wait, or fails, does so when
-        // awaited (as `_aselect`).
-        match sel.try_select(policy) {
-            Err(SelectError::Moved { .. }) => {
-                this.keep_map(map);
-                Ok(None)
-            }
-            r @ Ok(_) => {
-                let pair = this.finish(py, &map, policy, r);
-                this.keep_map(map);
-                match pair? {
-                    Some(pair) => crate::aio_op::done(py, pair).map(Some),
-                    None => Ok(None),
-                }
-            }
-            Err(_) => {
-                let (alt, fair) = (slf.clone().unbind(), policy == Policy::Fair);
-                map.owner =
-                    Some(Chosen(Box::new(move |py, i, v| alt.get().chosen(py, i, fair, v))));
-                let general = match owner {
-                    Some(o) => Some((o.getattr(pyo3::intern!(py, "_arun"))?.unbind(), policy_arg)),
-                    None => None,
-                };
-                let op = crate::aio::AsyncOp::alt(sel, map, policy, None, general);
-                crate::aio_op::pending(py, op).map(Some)
-            }
-        }
+        self.on.store(on, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The index of the guard ``fair_select`` chose last (None before any), shared with the

@@ -18,7 +18,7 @@ use crate::pythread::Value;
 use crate::trace;
 
 /// What a prepared selection needs to turn its engine result into Python's.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct AltMap {
     /// Engine index -> op index (retired ends are left out: they can never fire).
     pub(crate) index_of: Vec<usize>,
@@ -33,16 +33,13 @@ pub(crate) struct AltMap {
     pub(crate) owner: Option<Chosen>,
 }
 
-/// A native Alt's result: `(guard index, value)` to the `(guard, value)` tuple (and its fair
-/// state updated). A closure, so that this module need not name the Alt (`alt.rs` uses it).
-pub(crate) struct Chosen(pub(crate) Box<ChooseFn>);
-
-type ChooseFn = dyn Fn(Python<'_>, usize, Option<Value>) -> PyResult<Py<PyAny>> + Send + Sync;
-
-impl std::fmt::Debug for Chosen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Chosen")
-    }
+/// The native Alt whose selection this is (`alt.rs`): it turns `(guard index, value)` into
+/// the `(guard, value)` tuple (updating its fair state when `fair`), and takes the finished
+/// selection back to keep.
+#[derive(Debug)]
+pub(crate) struct Chosen {
+    pub(crate) alt: Py<crate::alt::NativeAlt>,
+    pub(crate) fair: bool,
 }
 
 impl AltMap {
@@ -66,8 +63,8 @@ impl AltMap {
         r: Result<Selected<Value>, SelectError>,
     ) -> PyResult<Py<PyAny>> {
         let (i, v) = self.map(py, r)?;
-        if let Some(chosen) = &self.owner {
-            return (chosen.0)(py, i, v);
+        if let Some(c) = &self.owner {
+            return c.alt.get().chosen(py, i, c.fair, v);
         }
         Ok(PyTuple::new(py, [i.into_pyobject(py)?.into_any(), v.into_pyobject(py)?])?
             .into_any()

@@ -71,6 +71,27 @@ impl PooledSelect {
     pub(crate) fn adopt(sel: Select<Value>) -> Self {
         PooledSelect { sel: Some(Box::new(sel)), task: None }
     }
+
+    /// Wraps a prepared selection kept by its owner (a native Alt), for the calling thread or
+    /// greenlet task as [`pooled_select`] (`in_task`) or [`PooledSelect::from_thread_pool`]
+    /// would give one. Taken back with [`PooledSelect::into_kept`]; dropped instead, it goes
+    /// to a pool, cleared.
+    pub(crate) fn kept(sel: Box<Select<Value>>, in_task: bool) -> Self {
+        let task = if in_task { crate::sched::current_task() } else { None };
+        PooledSelect { sel: Some(sel), task }
+    }
+
+    /// The selection itself, uncleared, for its owner to keep (None while it is in progress:
+    /// dropping it then withdraws the registration).
+    pub(crate) fn into_kept(mut self) -> Option<Box<Select<Value>>> {
+        match self.sel.take() {
+            Some(sel) if !sel.is_pending() => Some(sel),
+            other => {
+                self.sel = other;
+                None
+            }
+        }
+    }
 }
 
 /// Like [`select_blocking`] for a pooled selection, which already knows whether the caller is

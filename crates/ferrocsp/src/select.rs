@@ -243,6 +243,16 @@ impl<T> Select<T> {
         }
     }
 
+    /// Sets the delay of timeout operation `index`, e.g. to run the selection again with a new
+    /// one (the delay counts from the start of each selection).
+    pub fn set_timeout(&mut self, index: usize, after: Duration) {
+        assert!(self.pending.is_none(), "cannot change a selection in progress");
+        match self.ops.get_mut(index).map(|o| &mut o.kind) {
+            Some(Kind::Timeout(d)) => *d = after,
+            _ => panic!("operation {index} is not a timeout"),
+        }
+    }
+
     /// Takes the value of write operation `index` back (None if it was sent or taken).
     pub fn take_value(&mut self, index: usize) -> Option<T> {
         match self.ops.get_mut(index).map(|o| &mut o.kind) {

@@ -252,6 +252,39 @@ fn timeout_op_fires_when_nothing_is_ready() {
 }
 
 #[test]
+fn a_selection_runs_again_with_a_new_timeout() {
+    // One `Select` kept and run many times (as a native Alt does): each run's timeout counts
+    // from its own start, with the delay set for it.
+    let a: Channel<u8> = Channel::new(0);
+    let mut sel = Select::new();
+    let ia = sel.read(&a);
+    let it = sel.timeout(Duration::from_secs(3600));
+    assert_eq!(sel.try_select(Policy::Priority), Err(SelectError::WouldBlock));
+    sel.set_timeout(it, Duration::ZERO);
+    assert_eq!(fired(sel.select_timeout(Policy::Priority, PATIENCE)), (it, None));
+    sel.set_timeout(it, Duration::from_millis(20));
+    let start = Instant::now();
+    assert_eq!(fired(sel.select_timeout(Policy::Fair, PATIENCE)), (it, None));
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    assert_eq!(a.stats().readers_waiting, 0, "the read was withdrawn each time");
+    // The read is still part of it.
+    let tx = a.clone();
+    let writer = thread::spawn(move || tx.write_timeout(7, PATIENCE).map_err(|e| e.error));
+    sel.set_timeout(it, Duration::from_secs(3600));
+    assert_eq!(fired(sel.select_timeout(Policy::Priority, PATIENCE)), (ia, Some(7)));
+    assert_eq!(join(writer), Ok(()));
+}
+
+#[test]
+#[should_panic(expected = "is not a timeout")]
+fn set_timeout_on_another_operation_panics() {
+    let a: Channel<u8> = Channel::new(0);
+    let mut sel = Select::new();
+    let ia = sel.read(&a);
+    sel.set_timeout(ia, Duration::ZERO);
+}
+
+#[test]
 fn timeout_op_never_fires_when_something_is_ready() {
     let a = Channel::new(1);
     for policy in [Policy::Random, Policy::Priority, Policy::Fair] {
