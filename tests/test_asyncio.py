@@ -1034,3 +1034,32 @@ def test_cancelling_every_process_of_a_busy_ring_ends_them() -> None:
     ended = run(main())
     assert all(isinstance(e, asyncio.CancelledError) for e in ended)
     assert all(c.stats().readers_waiting == c.stats().writers_waiting == 0 for c in chans)
+
+
+# Module globals of a script, freed while the interpreter finalizes (when PyO3 refuses to
+# attach): pending operations of every kind, one that completed at the call, a started one.
+OPS_AT_EXIT = """
+import warnings
+import ferrocsp as csp
+warnings.simplefilter("ignore")  # the done op is never awaited
+ch, buf = csp.Channel(), csp.Channel(1)
+buf.write("x")
+alt = csp.Alt(ch, csp.Channel())
+pending = [ch.aread(), ch.awrite(1), alt.aselect(), ch.__aiter__().__anext__()]
+done = buf.aread()
+print("done")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ops_freed_while_the_interpreter_finalizes() -> None:
+    """Freeing (or closing) an `_AsyncOp` while the interpreter finalizes must not panic: a
+    panic in a C slot aborts the process (it did, with PyO3's 'not initialized' assertion)."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", OPS_AT_EXIT], capture_output=True, text=True, timeout=100
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "done"
+    assert "panicked" not in proc.stderr

@@ -619,7 +619,7 @@ impl AsyncOp {
 
     /// Abandons the operation: withdraws a registration (a value that arrived in the race is
     /// dropped, as when a generator is closed; cancel the awaiting task to keep it instead).
-    pub(crate) fn close(&self) -> PyResult<()> {
+    pub(crate) fn close(&self, py: Python<'_>) -> PyResult<()> {
         let mut inner = self.locked()?;
         inner.done = true;
         inner.wait = None;
@@ -630,7 +630,7 @@ impl AsyncOp {
             drop(sel.abort());
         }
         if let Some(coro) = inner.delegate.take() {
-            Python::attach(|py| coro.call_method0(py, intern!(py, "close")).map(drop))?;
+            coro.call_method0(py, intern!(py, "close")).map(drop)?;
         }
         Ok(())
     }

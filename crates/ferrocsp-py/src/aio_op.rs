@@ -28,6 +28,8 @@
 //!   and re-requests the cancellation; any other exception propagates.
 //! - Not garbage-collected (like the former `#[pyclass]`): an op holds its references only
 //!   between the call and the end of its await; a cycle through an abandoned op is leaked.
+//! - No slot asks PyO3 to attach once the interpreter finalizes (`slot.rs`): an op may be
+//!   freed, closed or stepped then (a module global), and PyO3's refusal would abort.
 //! - With a GIL, the memory of one deallocated op (`FREE`) is kept and reused by the next
 //!   allocation; deallocation itself (the warning, the drop of the pending state) is
 //!   unchanged, and the kept block holds no reference. And the last consumed done op
@@ -51,6 +53,7 @@ use crate::aio_wake::{exception_from_throw_args, keep_result_on_cancel};
 use crate::coro_op::{in_coro_task, CoroKind, CoroOp};
 use crate::flavor::Flavors;
 use crate::pythread::Value;
+use crate::slot::in_slot;
 
 /// `Py_am_send` from CPython's `typeslots.h` (3.10+), which pyo3-ffi does not define.
 const PY_AM_SEND: c_int = 81;
@@ -88,10 +91,10 @@ impl Pending {
         }
     }
 
-    fn close(&self) -> PyResult<()> {
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
         match self {
-            Pending::Loop(op) => op.close(),
-            Pending::Coro(op) => op.close(),
+            Pending::Loop(op) => op.close(py),
+            Pending::Coro(op) => op.close(py),
         }
     }
 }
@@ -291,10 +294,9 @@ unsafe extern "C" fn op_am_send(
     _arg: *mut ffi::PyObject,
     result: *mut *mut ffi::PyObject,
 ) -> ffi::PySendResult {
-    // CPython calls every slot and method below from an attached thread (holding the GIL where there is one), on a live `_AsyncOp`.
-    // `Python::attach` then only records that (so references dropped inside are released at
-    // once instead of being deferred to PyO3's pool).
-    Python::attach(|py| {
+    // CPython calls every slot and method below from an attached thread (holding the GIL where
+    // there is one), on a live `_AsyncOp`, also while the interpreter finalizes (`slot.rs`).
+    in_slot(|py| {
         // SAFETY: a live `_AsyncOp`, attached thread (see above).
         let (out, status) = match guarded(|| unsafe { step(py, slf) }) {
             Ok(Out::Yield(fut)) => (fut.into_ptr(), ffi::PySendResult::PYGEN_NEXT),
@@ -312,7 +314,7 @@ unsafe extern "C" fn op_am_send(
 
 unsafe extern "C" fn op_iternext(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
     // SAFETY: a live `_AsyncOp`, attached thread (see `op_am_send`).
-    Python::attach(|py| as_iternext(py, guarded(|| unsafe { step(py, slf) }), false))
+    in_slot(|py| as_iternext(py, guarded(|| unsafe { step(py, slf) }), false))
 }
 
 unsafe extern "C" fn op_send(
@@ -320,7 +322,7 @@ unsafe extern "C" fn op_send(
     _arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: a live `_AsyncOp`, attached thread (see `op_am_send`).
-    Python::attach(|py| as_iternext(py, guarded(|| unsafe { step(py, slf) }), true))
+    in_slot(|py| as_iternext(py, guarded(|| unsafe { step(py, slf) }), true))
 }
 
 unsafe extern "C" fn op_self(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
@@ -334,13 +336,13 @@ unsafe extern "C" fn op_close(
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     let o = slf.cast::<OpObject>();
-    Python::attach(|py| {
+    in_slot(|py| {
         let r = guarded(|| {
             // SAFETY: a live `_AsyncOp`, attached thread (see `op_am_send`); `op` stays valid while
             // `slf` is held, and a taken value is an owned reference, released here.
             unsafe {
                 if let Some(op) = (*o).op.as_ref() {
-                    op.close()?;
+                    op.close(py)?;
                 } else {
                     ffi::Py_XDECREF(take_value(o));
                 }
@@ -361,7 +363,7 @@ unsafe extern "C" fn op_throw(
     slf: *mut ffi::PyObject,
     args: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    Python::attach(|py| {
+    in_slot(|py| {
         // SAFETY: a live `_AsyncOp` and its borrowed argument tuple, attached thread (see
         // `op_am_send`).
         let (me, args) = unsafe {
@@ -416,7 +418,7 @@ unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
         if !op.is_null() {
             // Dropping releases references (attached, so at once) and may run Python code; a
             // panic must not unwind into CPython, and there is nobody to report it to.
-            Python::attach(|_| {
+            in_slot(|_| {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     drop(Box::from_raw(op))
                 }));

@@ -254,11 +254,11 @@ impl CoroOp {
 
     /// Abandons the operation: withdraws a registration (a value that arrived in the race is
     /// dropped, as when a generator is closed).
-    pub(crate) fn close(&self) -> PyResult<()> {
+    pub(crate) fn close(&self, py: Python<'_>) -> PyResult<()> {
         let mut st = self.locked()?;
         st.done = true;
         if let Some(coro) = st.delegate.take() {
-            Python::attach(|py| coro.call_method0(py, pyo3::intern!(py, "close")).map(drop))?;
+            coro.call_method0(py, pyo3::intern!(py, "close")).map(drop)?;
         }
         if let Some((mut sel, wait)) = st.waiting.take() {
             wait.end();

@@ -38,6 +38,7 @@ mod shm_move;
 mod shm_msg;
 mod shm_select;
 mod shm_side;
+mod slot;
 mod test_hooks;
 mod thread_name;
 mod trace;
