@@ -251,18 +251,14 @@ def test_regression_a_channel_holding_its_own_end_moves() -> None:
     assert ch.read_nowait() is r
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="known bug: on a channel in shared memory, a rendezvous write_nowait that finds a "
-    "reader waiting then waits for that reader to take the value; when the reader is a "
-    "coroutine of the same event loop it never runs (greenlets were seen to work), "
-    "and its own timeout cannot fire either",
-)
 def test_regression_write_nowait_to_a_waiting_coroutine_on_a_shared_channel() -> None:
     """Found by test_programs_in_process (a hang: the run's join timed out): two asyncio
     processes, one waiting in ``aread(timeout=...)`` on a shared rendezvous channel, the
-    other calling ``write_nowait`` there. In process the hand-off is immediate."""
+    other calling ``write_nowait`` there. In process the hand-off is immediate. In shared
+    memory a rendezvous write that found a reader waiting waits for the take; here the
+    reader is a coroutine of the writer's own event loop, which cannot run during the call,
+    so the write waits only briefly and then withdraws (``WouldBlock``, nothing sent)
+    instead of waiting for ever (``shm.rs``'s ``NOWAIT_TAKE``)."""
     import asyncio
 
     from ferrocsp import _shm

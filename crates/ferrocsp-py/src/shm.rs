@@ -24,6 +24,12 @@ use crate::shm_msg as msg;
 /// Other threads also wake now and then: to take the segment's lock, which notices a peer
 /// that died holding it (robust mutex) even when no live process will ever wake them.
 const OWNER_CHECK: Duration = Duration::from_millis(500);
+/// How long a `nowait` rendezvous write (or Output guard) that found a reader waiting waits
+/// for that reader to take the value when it is called from a thread running an asyncio loop,
+/// with no cooperative sleeper, while cooperative readers wait on the channel: the reader may
+/// be a coroutine of that loop, which cannot run until the call returns (see `blocking`). A
+/// reader elsewhere takes it within microseconds.
+const NOWAIT_TAKE: Duration = Duration::from_millis(10);
 /// A channel in a shared-memory segment (private: use ``Channel``, which moves there when it
 /// is first sent to another OS process).
 #[pyclass(frozen, module = "ferrocsp._native", name = "_ShmChannel")]
@@ -71,6 +77,16 @@ pub(crate) fn blocking<T: Send>(
             (_, r) => Ok(r),
         };
     }
+    // No cooperative sleeper here, yet this thread runs an asyncio event loop (an asyncio
+    // task's plain `write_nowait`, say) whose coroutine may be the reader, which cannot run
+    // until we return: wait for the take only briefly, then withdraw the value (nothing was
+    // sent) and answer `WouldBlock`, rather than wait for ever.
+    let own_loop = nowait && coop_nowait && running_loop(py);
+    let (deadline, bounded) = match (own_loop, deadline) {
+        (false, d) => (d, false),
+        (true, Some(d)) if d <= Instant::now() + NOWAIT_TAKE => (Some(d), false),
+        (true, _) => (Some(Instant::now() + NOWAIT_TAKE), true),
+    };
     let mut interrupts = Interrupts::new(py)?;
     // Deadlock detection across OS processes sees this wait (`deadlock/xwait.rs`).
     let mut x = crate::deadlock::SharedSleep::enter(deadline.is_none() && !nowait);
@@ -95,7 +111,18 @@ pub(crate) fn blocking<T: Send>(
         return Err(crate::deadlock::deadlock_error(py, msg));
     }
     interrupts.finish(py, matches!(r, Err(Error::Interrupted)))?;
-    Ok(r)
+    Ok(match r {
+        Err(Error::Timeout) if bounded => Err(Error::WouldBlock),
+        r => r,
+    })
+}
+
+/// Whether this thread runs an asyncio event loop now (`asyncio._get_running_loop`).
+fn running_loop(py: Python<'_>) -> bool {
+    static GET: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    GET.import(py, "asyncio", "_get_running_loop")
+        .and_then(|f| f.call0())
+        .is_ok_and(|l| !l.is_none())
 }
 
 impl PyShmChannel {
