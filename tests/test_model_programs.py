@@ -230,18 +230,11 @@ def test_regression_a_move_completes_no_blocked_write() -> None:
     run_and_check(program, events=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="known bug: moving a channel to shared memory first checks that its buffered "
-    "values pickle, and pickling one of its own ends moves the same channel again "
-    "(crates/ferrocsp-py/src/shm_move.rs check_buffered -> _shm.encode -> share), until "
-    "RecursionError, reported as TypeError 'cannot be pickled'",
-)
 def test_regression_a_channel_holding_its_own_end_moves() -> None:
-    """Found by test_programs_in_process: a local channel whose buffer holds one of its own
-    ends cannot move to shared memory. (The generated programs send an end over another
-    channel than its own since, so that the runs go on looking for other divergences.)"""
+    """Found by test_programs_in_process: a local channel whose buffer held one of its own
+    ends could not move to shared memory (checking that the buffered values pickle pickled
+    the end, which moved the same channel again, until RecursionError, reported as
+    TypeError). The check now passes over the channel and its ends (``_shm.check_travels``)."""
     from ferrocsp import _shm
 
     ch = csp.Channel(1, name="c0")

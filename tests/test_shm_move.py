@@ -115,3 +115,30 @@ def test_a_buffered_value_that_cannot_travel_stops_the_move() -> None:
     assert ch._shm is None
     assert ch.read_nowait() == 1
     assert callable(ch.read_nowait())
+
+
+def test_a_buffered_value_holding_its_own_channel_moves_with_it() -> None:
+    """The channel and its ends inside its own buffered values travel with it (checking them
+    would move the channel again, from inside its own move)."""
+    ch: csp.Channel[object] = csp.Channel(3, name="self-holding")
+    r, w = ch.reader(), ch.writer()
+    ch.write({"me": ch})
+    ch.write([r, w, 7])
+    ch.write(r)
+    _shm.share(ch)
+    assert ch._shm is not None
+    assert ch.read_nowait()["me"] == ch  # type: ignore[index]
+    got = ch.read_nowait()
+    assert got[0] is r  # type: ignore[index]
+    assert got[1] is w  # type: ignore[index]
+    assert got[2] == 7  # type: ignore[index]
+    assert ch.read_nowait() is r
+
+
+def test_an_unpicklable_value_beside_its_own_end_still_stops_the_move() -> None:
+    ch: csp.Channel[object] = csp.Channel(1, name="self-and-lambda")
+    ch.write([ch.reader(), lambda: None])
+    with pytest.raises(TypeError, match=r"over channel 'self-and-lambda'.*cannot be pickled"):
+        _shm.share(ch)
+    assert ch._shm is None
+    assert callable(ch.read_nowait()[1])  # type: ignore[index]

@@ -32,6 +32,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import threading
@@ -173,6 +174,35 @@ def restore_end(
 
 _SCALARS = frozenset({int, float, str, bool, type(None), complex})
 _TWO_BYTES = [_BYTES, _BYTES]
+
+
+def check_travels(value: Any, chan: Channel[Any]) -> None:
+    """Raises the ``TypeError`` ``encode`` would for ``value``, a value buffered in ``chan``
+    that is about to move with it to shared memory. ``chan`` itself and its ends, wherever
+    they are inside ``value``, are passed over: they travel once ``chan`` has moved, and
+    pickling one now would move ``chan`` again, from inside its own move."""
+    if type(value) in _SCALARS or isinstance(value, bytes | bytearray | LoanBuffer | memoryview):
+        return
+
+    class _Check(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            if isinstance(obj, Channel):
+                return 0 if obj == chan else None
+            if isinstance(obj, Reader | Writer):
+                return 0 if obj.channel == chan else None
+            return None
+
+    depth = getattr(_local, "crossing", 0)
+    _local.crossing = depth + 1
+    try:
+        _Check(io.BytesIO(), protocol=5, buffer_callback=lambda _: False).dump(value)
+    except Exception as exc:
+        raise TypeError(
+            f"cannot send a {type(value).__name__} over channel {chan.name!r} to another OS "
+            f"process: it cannot be pickled ({exc})"
+        ) from exc
+    finally:
+        _local.crossing = depth
 
 
 def encode(value: Any, name: str) -> tuple[list[Any], list[int]]:

@@ -589,7 +589,7 @@ impl Channel {
     /// Moves the channel to shared memory (once; a ring of ``ring_bytes``) and returns its
     /// shared side: from then on every operation goes there (`shm_side.rs`).
     fn _share(slf: &Bound<'_, Self>, ring_bytes: usize) -> PyResult<Py<ShmSide>> {
-        crate::shm_move::share(slf.py(), slf.get().parts(), ring_bytes)
+        crate::shm_move::share(slf.py(), slf.as_any(), slf.get().parts(), ring_bytes)
     }
 
     /// Makes this channel (new, never used) the one of segment ``uuid`` in this process,

@@ -33,12 +33,18 @@ pub(crate) struct Parts<'a> {
     pub(crate) name: &'a Arc<str>,
 }
 
-/// `Channel._share`: moves `chan` to shared memory (once) and returns its side.
-pub(crate) fn share(py: Python<'_>, this: Parts<'_>, ring_bytes: usize) -> PyResult<Py<ShmSide>> {
+/// `Channel._share`: moves `chan` (the Python channel `obj`) to shared memory (once) and
+/// returns its side.
+pub(crate) fn share(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    this: Parts<'_>,
+    ring_bytes: usize,
+) -> PyResult<Py<ShmSide>> {
     if let Some(s) = this.flavors.shm.get() {
         return Ok(s.clone_ref(py));
     }
-    check_buffered(py, this)?;
+    check_buffered(py, obj, this)?;
     let native = PyShmChannel::create(this.inner.capacity(), ring_bytes, this.name)?;
     let side = Py::new(py, ShmSide::new(py, native, this.name.clone(), &[])?)?;
     let s = side.get();
@@ -97,9 +103,11 @@ pub(crate) fn share(py: Python<'_>, this: Parts<'_>, ring_bytes: usize) -> PyRes
     carried.map(|()| side)
 }
 
-/// Encodes (and drops) every value buffered in `chan`: the first that cannot travel raises
-/// its `TypeError` before anything moves.
-fn check_buffered(py: Python<'_>, this: Parts<'_>) -> PyResult<()> {
+/// Checks that every value buffered in `chan` (`obj`) can travel (`_shm.check_travels`, which
+/// pickles it as `encode` would, but passes over `chan` and its ends inside it: pickling those
+/// would move `chan` again, from inside this move): the first that cannot raises its
+/// `TypeError` before anything moves.
+fn check_buffered(py: Python<'_>, obj: &Bound<'_, PyAny>, this: Parts<'_>) -> PyResult<()> {
     let mut held: Vec<Py<PyAny>> = Vec::new();
     // The engine lock's holders never wait for the GIL, so this ends; Python runs only after
     // the visit, outside the lock.
@@ -107,10 +115,9 @@ fn check_buffered(py: Python<'_>, this: Parts<'_>) -> PyResult<()> {
         held.clear();
         std::thread::yield_now();
     }
-    let name: &str = this.name;
-    let encode = py.import("ferrocsp._shm")?.getattr("encode")?;
+    let check = py.import("ferrocsp._shm")?.getattr("check_travels")?;
     for v in held {
-        encode.call1((v, name))?;
+        check.call1((v, obj))?;
     }
     Ok(())
 }
