@@ -73,19 +73,6 @@ GREENLET_TESTS = frozenset(
 )
 
 
-#: Tests that check how a blocked process is reported (backend, state, what it waits on).
-REPORTS_OF_WAITS = frozenset(
-    {
-        "test_participants_describe_blocked_processes",
-        "test_dump_lists_processes_states_and_channels",
-    }
-)
-OFFLOADED_REPORT = (
-    "known limitation: a coroutine process's wait on a shared or networked channel runs on a "
-    "worker thread, reported as that thread's wait (the process shows as joining it)"
-)
-
-
 def _runs_greenlets(item: pytest.Item) -> bool:
     params = getattr(item, "callspec", None)
     p = params.params if params is not None else {}
@@ -118,16 +105,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # anyway when a test hands them to its processes (tests/_chans.py).
         if p.get("mk") == "shm" and p.get("backend") in ("os", "os-asyncio"):
             item.add_marker(pytest.mark.slow)
-        # A coroutine process waits on shared and networked channels through a worker
-        # thread (``_io._offload``): deadlocks are found and errors name the process, but
-        # reports list the worker's wait as a thread's (docs/design.md, coroutine backend).
-        if (
-            p.get("backend") == "coroutine"
-            and p.get("mk") in ("shm", "net")
-            and isinstance(item, pytest.Function)
-            and item.originalname in REPORTS_OF_WAITS
-        ):
-            item.add_marker(pytest.mark.xfail(reason=OFFLOADED_REPORT, strict=True))
     if os.environ.get("FERROCSP_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
         return
     skip = pytest.mark.skip(reason="slow test: set FERROCSP_SLOW=1 or run with -m slow")

@@ -104,7 +104,13 @@ def _proc_state(proc: ProcSnap, by_name: dict[str, list[dict[str, Any]]]) -> str
         failed = out is not None and out.error is not None
         return f"finished (failed: {type(out.error).__name__})" if failed else "finished"
     matches = by_name.get(proc.name)
-    return _state(matches.pop(0) if matches else None)
+    if not matches:
+        return _state(None)
+    # A coroutine process's operation on a shared or networked channel runs on a task or
+    # worker of its own that carries its name (``_io._offload``) while it shows as joining:
+    # the blocked one says what the process waits for.
+    i = next((i for i, p in enumerate(matches) if str(p.get("state")).startswith("blocked")), 0)
+    return _state(matches.pop(i))
 
 
 def _stats(ch: Any) -> str:

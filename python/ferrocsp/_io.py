@@ -9,7 +9,10 @@ and wakes it when the call returns). Outside a greenlet scheduler it simply call
 ``aio`` does the same for a coroutine: it awaits the private channel, so it suits the native
 coroutine backend (which has no event loop for ``asyncio.to_thread``) and asyncio alike. A
 coroutine process also reaches channels shared with OS processes or networked this way
-(``_offload_*``): their waits need an event loop, so the blocking operation runs on a worker.
+(``_offload_*``): their waits need an event loop or a greenlet, so the blocking operation
+runs on a greenlet task of the process's own scheduler (``spawn``: it sleeps cooperatively
+there, as a greenlet process does, and carries the process's name), or on a worker thread
+when the coroutine runs on no native scheduler.
 
 Invariants:
 - ``io(fn, ...)`` returns what ``fn`` returned or raises what it raised, in the caller.
@@ -43,6 +46,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _jobs: queue.SimpleQueue[tuple[Callable[[], Any], Channel]] = queue.SimpleQueue()
+#: ``scheduler``: the native scheduler running in this thread (``_backends._coroutine``).
+_hub = threading.local()
 _idle = 0
 _lock = threading.Lock()
 
@@ -154,13 +159,38 @@ async def _on_worker(job: Callable[[], Any], label: str, waiting: Callable[[bool
 
 
 async def _offload(fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-    """Runs channel operation ``fn`` of a coroutine process on a worker thread (see the module
-    doc). The worker takes the process's name, so errors and deadlock reports name the
-    process; the process itself waits as one joining its own processes, so a deadlock that the
-    worker's operation is part of is still found."""
-    job = functools.partial(_as_process, _process_name(), fn, args, kwargs)
-    result: R = await _on_worker(job, getattr(fn, "__name__", "fn"), _joining)
-    return result
+    """Runs channel operation ``fn`` of a coroutine process on a greenlet task of its
+    scheduler, or else a worker thread (see the module doc). The task or worker takes the
+    process's name, so errors and deadlock reports name the process; the process itself waits
+    as one joining its own processes, so a deadlock that the operation is part of is still
+    found."""
+    name = _process_name()
+    sched = getattr(_hub, "scheduler", None)
+    if sched is None:
+        job = functools.partial(_as_process, name, fn, args, kwargs)
+        result: R = await _on_worker(job, getattr(fn, "__name__", "fn"), _joining)
+        return result
+    done = Channel(1, name=f"io({getattr(fn, '__name__', 'fn')})")
+    sched.spawn(_as_task, name, functools.partial(fn, *args, **kwargs), done, coroutine=True)
+    _joining(True)
+    try:
+        ok, value = await done.aread()
+    finally:
+        _joining(False)
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def _as_task(name: str | None, job: Callable[[], Any], done: Channel) -> None:
+    """The greenlet task of ``_offload``: runs ``job`` as process ``name``, and writes its
+    outcome to ``done`` (buffered: never blocks)."""
+    _set_process_name(name)
+    try:
+        outcome: tuple[bool, Any] = (True, job())
+    except BaseException as exc:  # noqa: BLE001 - re-raised in the awaiting coroutine
+        outcome = (False, exc)
+    done.write_nowait(outcome)
 
 
 def _as_process(name: str | None, fn: Callable[..., R], args: Any, kwargs: Any) -> R:

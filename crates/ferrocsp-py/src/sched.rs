@@ -99,12 +99,15 @@ impl Scheduler {
     }
 
     /// Adds a process greenlet that will call ``fn(*args)``; call from the scheduler's thread.
-    #[pyo3(signature = (fn_, *args))]
+    /// ``coroutine``: it runs an operation for a coroutine process (``_io._offload``), and
+    /// deadlock reports and ``dump()`` show it as that backend's.
+    #[pyo3(signature = (fn_, *args, coroutine = false))]
     fn spawn(
         &self,
         py: Python<'_>,
         fn_: Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
+        coroutine: bool,
     ) -> PyResult<()> {
         if !fn_.is_callable() {
             return Err(PyTypeError::new_err("spawn needs a callable"));
@@ -114,7 +117,7 @@ impl Scheduler {
                 "a greenlet scheduler is used from the thread that made it",
             ));
         }
-        let task = self.new_task(false);
+        let task = self.new_task(coroutine);
         *lock(&task.start_args) = Some(args.clone().unbind());
         let kwargs = PyDict::new(py);
         // The greenlet runs `fn_` itself: no wrapper frame between the greenlet's start and
@@ -205,7 +208,8 @@ impl Scheduler {
 }
 
 impl Scheduler {
-    /// A new task of this scheduler, with its deadlock-detection record.
+    /// A new task of this scheduler, with its deadlock-detection record (`coroutine`: reported
+    /// as the coroutine backend's).
     fn new_task(&self, coroutine: bool) -> Arc<Task> {
         let part = if coroutine {
             crate::deadlock::coroutine_participant(self.shared.ident)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from .. import _trace
+from .. import _io, _trace
 from .._native import _Scheduler
 from .._process import Outcome, Process, _ended, cexecute
 from .._shutdown import poison_all
@@ -46,7 +46,18 @@ class CoroutineHost(ThreadHost):
         sched = _Scheduler()
         for i, p in enumerate(self._procs):
             _spawn(sched, p, _Done(p, self.outcomes, i))
+        _run(sched)
+
+
+def _run(sched: _Scheduler) -> None:
+    """Runs ``sched`` in this thread, known to ``_io._offload`` meanwhile (a coroutine's
+    operation on a shared or networked channel runs on a greenlet task of it)."""
+    outer = getattr(_io._hub, "scheduler", None)
+    _io._hub.scheduler = sched
+    try:
         sched.run()
+    finally:
+        _io._hub.scheduler = outer
 
 
 class _Done:
@@ -91,7 +102,7 @@ def run_inline(proc: Process[Any]) -> Outcome:
     sched = _Scheduler()
     _spawn(sched, proc, _Done(proc, box, 0))
     try:
-        sched.run()
+        _run(sched)
     except KeyboardInterrupt:
         # Ctrl-C in the calling (main) thread: as ``_execute`` does, stop the peers and let
         # the interrupt propagate as itself.
