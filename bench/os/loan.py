@@ -37,7 +37,12 @@ never touches the data (a reader that does pays the page faults of its mapping, 
 got it). Adds a markdown table to ``--md`` (bench/os/results.md by default, newest run
 first) and writes an SVG plot (matplotlib, the ``plot`` extra) next to it.
 
-Usage: ``python bench/os/loan.py [--max-mib N] [--repeats N] [--no-plot] [--json PATH]``.
+``--last-drop`` measures something else instead, and records nothing: how long a reader's
+``del`` of a received loan takes when its mapping is the loan's last one (the writer's was
+unmapped meanwhile), the case that frees every page of it.
+
+Usage: ``python bench/os/loan.py [--max-mib N] [--repeats N] [--no-plot] [--json PATH]
+[--last-drop]``.
 """
 
 from __future__ import annotations
@@ -160,6 +165,43 @@ def run_ferrocsp(plan: list[tuple[int, int]]) -> dict[str, dict[int, list[float]
         w.retire()
         h.join(60)
     return out
+
+
+# -- the reader's last drop ------------------------------------------------------------------
+
+
+@csp.process(backend="os")
+def last_dropper(data: csp.Reader, times: csp.Writer) -> None:
+    """Holds each loan until the writer's mapping is surely gone, then times its ``del``."""
+    for v in data:
+        time.sleep(0.05)  # the writer unmaps 1 ms after the hand-over: this is the last one
+        t = time.perf_counter_ns()
+        del v
+        times.write(time.perf_counter_ns() - t)
+
+
+def run_last_drop(plan: list[tuple[int, int]]) -> None:
+    data: csp.Channel[Any] = csp.Channel(name="data")
+    times: csp.Channel[int] = csp.Channel(name="times")
+    w = data.writer()
+    h = csp.Spawn(last_dropper(data.reader(), times.writer()))
+    try:
+        for n, reps in plan:
+            src = b"\xa5" * n
+            got = []
+            for _ in range(reps + 1):
+                loan = w.loan(n)
+                memoryview(loan)[:] = src
+                w.write(loan)
+                got.append(times.read() / 1e3)
+            print(
+                f"  {label(n):>8}  reader's del of the last mapping: median "
+                f"{statistics.median(got[1:]):9.1f} us",
+                flush=True,
+            )
+    finally:
+        w.retire()
+        h.join(60)
 
 
 # -- multiprocessing.shared_memory + Pipe -----------------------------------------------------
@@ -293,10 +335,15 @@ def main() -> None:
     ap.add_argument("--svg", type=Path, default=HERE / "loan.svg")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--last-drop", action="store_true", help="time a reader's last drop only")
     args = ap.parse_args()
 
     ns = sizes(args.max_mib)
     plan = [(n, repeats_for(n, args.repeats)) for n in ns]
+    if args.last_drop:
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        run_last_drop(plan)
+        return
     print("ferrocsp loan / copy:")
     fc = run_ferrocsp(plan)
     print("multiprocessing.shared_memory + Pipe:")
