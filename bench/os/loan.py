@@ -1,25 +1,35 @@
 """Zero-copy loans across OS processes (issue #20): one-way crossing time against size.
 
 What is timed, for each size from 4 KiB to 1 GiB, is the hand-over of data the writer has
-already produced: from just before the writer's hand-over call to just after the reader in
-another OS process holds a buffer of it (the reader's clock, read after its call returns, and
-the writer's, read before its call, are both ``time.perf_counter_ns``: CLOCK_MONOTONIC, one
-clock for every process of the machine). Making and filling the data happens before the
-clock starts, releasing it after the reader sent its time back. Four ways:
+already produced, the same interval for every way: from just before the writer's hand-over
+call (``t0``) to just after the reader in another OS process holds a usable buffer of it
+(``t1``: the reader's clock, read right after its call returns; both are
+``time.perf_counter_ns``, CLOCK_MONOTONIC, one clock for every process of the machine).
+Before ``t0`` every way does the same work: it makes ``n`` bytes of fresh memory (new pages)
+and fills them from one source ``bytes``, then sleeps ``ASLEEP``. Releasing the memory happens
+after ``t1`` (the writer learns ``t1`` from the reader over a second channel). The ways:
 
 - ``loan``: ``w.loan(n)`` filled in place, then ``w.write(loan)`` on a rendezvous channel;
   the reader's ``read()`` returns a ``LoanBuffer`` mapping the same memory;
-- ``copy``: ``w.write(data)`` of a ``bytes`` on the same channel (ferrocsp's copying path:
-  ``process_vm_readv`` into a new ``bytes`` of the reader, one copy);
-- ``shm+pipe``: ``multiprocessing.shared_memory``: a block created and filled before the
-  clock starts, its name sent over a ``multiprocessing.Pipe``, the reader attaches
-  (``SharedMemory(name)``) and takes a ``memoryview`` of it;
+- ``copy``: a fresh ``bytearray(n)`` filled the same way, then ``w.write(data)`` on the same
+  channel (ferrocsp's copying path: ``process_vm_readv`` into a new ``bytearray`` of the
+  reader, one copy);
+- ``shm+pipe``: ``multiprocessing.shared_memory``: a block created and filled, its name sent
+  over a ``multiprocessing.Pipe``, the reader attaches (``SharedMemory(name)``) and takes a
+  ``memoryview`` of it;
 - ``memcpy``: in one process, copying ``n`` bytes into a buffer touched beforehand (what any
-  copy of the data costs at least);
-- ``ping``: the floor of any crossing on this machine: a loan of ``n`` bytes made and filled
-  exactly as for ``loan``, then released, and a small ``int`` written on the same channel.
-  On the development VM a bare wake-up across processes grows with the size of the memory
-  work done just before it, whatever carries the data; this row shows that part.
+  copy of the data costs at least; no hand-over);
+- ``ping``: a loan of ``n`` bytes made and filled exactly as for ``loan``, then released, and
+  a small ``int`` written on the same channel: the rendezvous alone, after the same work;
+- ``4k loan``: the same work (a loan of ``n`` bytes made, filled, released), then a loan of
+  4 KiB made, filled and written: a hand-over of a loan whose size does not change, after
+  the same memory work. ``loan / 4k loan`` is then what the loan's own size costs.
+
+Why the last two: on the development VM any code that runs after ``n`` bytes of memory work
+runs slower, more so the larger ``n`` up to a few tens of MiB (the caches, and the VM's page
+tables, hold the filled memory instead of the code's), whatever it is; a hand-over's time
+mixes that with its own. The loan's system calls are the same whatever the size (see
+bench/os/results.md, "Where the time goes").
 
 Before each hand-over the writer waits 2 ms, so that the reader is asleep in its wait, as a
 reader waiting for big data is: every way pays one wake-up. Medians over repeats. The reader
@@ -27,7 +37,12 @@ never touches the data (a reader that does pays the page faults of its mapping, 
 got it). Adds a markdown table to ``--md`` (bench/os/results.md by default, newest run
 first) and writes an SVG plot (matplotlib, the ``plot`` extra) next to it.
 
-Usage: ``python bench/os/loan.py [--max-mib N] [--repeats N] [--no-plot] [--json PATH]``.
+``--last-drop`` measures something else instead, and records nothing: how long a reader's
+``del`` of a received loan takes when its mapping is the loan's last one (the writer's was
+unmapped meanwhile), the case that frees every page of it.
+
+Usage: ``python bench/os/loan.py [--max-mib N] [--repeats N] [--no-plot] [--json PATH]
+[--last-drop]``.
 """
 
 from __future__ import annotations
@@ -39,7 +54,6 @@ import platform
 import statistics
 import sys
 import time
-from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -60,7 +74,9 @@ reexec_in_venv(__file__)
 import ferrocsp as csp  # noqa: E402
 
 KIB, MIB = 1 << 10, 1 << 20
-WAYS = ("loan", "copy", "shm+pipe", "memcpy", "ping")
+WAYS = ("loan", "copy", "shm+pipe", "memcpy", "ping", "4k loan")
+#: The writer's own ways, in the order they take turns.
+FC_WAYS = ("loan", "copy", "ping", "4k loan")
 #: The writer waits this long before each hand-over, so that the reader is asleep (past
 #: ferrocsp's 50 us spin) whatever the size: otherwise small sizes, quick to fill, would find
 #: it still spinning and the time would measure the fill, not the size.
@@ -102,26 +118,33 @@ def run_ferrocsp(plan: list[tuple[int, int]]) -> dict[str, dict[int, list[float]
     times: csp.Channel[int] = csp.Channel(name="times")
     w = data.writer()
     h = csp.Spawn(reader(data.reader(), times.writer()))
-    out: dict[str, dict[int, list[float]]] = {"loan": {}, "copy": {}, "ping": {}, "loan()": {}}
+    out: dict[str, dict[int, list[float]]] = {w: {} for w in (*FC_WAYS, "loan()")}
     try:
         for n, reps in plan:
             src = b"\xa5" * n
-            got: dict[str, list[float]] = {"loan": [], "copy": [], "ping": [], "loan()": []}
+            src4k = src[: 4 * KIB] if n >= 4 * KIB else b"\xa5" * (4 * KIB)
+            got: dict[str, list[float]] = {w: [] for w in (*FC_WAYS, "loan()")}
             # The ways take turns, repeat by repeat, so that the load of the moment (this
             # machine is shared) falls on all of them alike; the first round is a warm-up.
             for _ in range(reps + 1):
-                for way in ("loan", "copy", "ping"):
-                    if way != "copy":
+                for way in FC_WAYS:
+                    value: Any
+                    if way == "copy":
+                        value = bytearray(n)
+                        value[:] = src
+                    else:
                         t = time.perf_counter_ns()
-                        value: Any = w.loan(n)
+                        value = w.loan(n)
                         if way == "loan":
                             got["loan()"].append((time.perf_counter_ns() - t) / 1e3)
                         memoryview(value)[:] = src
-                    if way == "copy":
-                        value = src
-                    elif way == "ping":
+                    if way == "ping":
                         value.release()
                         value = 0
+                    elif way == "4k loan":
+                        value.release()
+                        value = w.loan(4 * KIB)
+                        memoryview(value)[:] = src4k
                     time.sleep(ASLEEP)
                     t0 = time.perf_counter_ns()
                     w.write(value)
@@ -134,13 +157,51 @@ def run_ferrocsp(plan: list[tuple[int, int]]) -> dict[str, dict[int, list[float]
             print(
                 f"  {n // KIB:>8} KiB  loan {statistics.median(out['loan'][n]):9.1f} us"
                 f"  copy {statistics.median(out['copy'][n]):9.1f} us"
-                f"  ping {statistics.median(out['ping'][n]):9.1f} us",
+                f"  ping {statistics.median(out['ping'][n]):9.1f} us"
+                f"  4k loan {statistics.median(out['4k loan'][n]):9.1f} us",
                 flush=True,
             )
     finally:
         w.retire()
         h.join(60)
     return out
+
+
+# -- the reader's last drop ------------------------------------------------------------------
+
+
+@csp.process(backend="os")
+def last_dropper(data: csp.Reader, times: csp.Writer) -> None:
+    """Holds each loan until the writer's mapping is surely gone, then times its ``del``."""
+    for v in data:
+        time.sleep(0.05)  # the writer unmaps 1 ms after the hand-over: this is the last one
+        t = time.perf_counter_ns()
+        del v
+        times.write(time.perf_counter_ns() - t)
+
+
+def run_last_drop(plan: list[tuple[int, int]]) -> None:
+    data: csp.Channel[Any] = csp.Channel(name="data")
+    times: csp.Channel[int] = csp.Channel(name="times")
+    w = data.writer()
+    h = csp.Spawn(last_dropper(data.reader(), times.writer()))
+    try:
+        for n, reps in plan:
+            src = b"\xa5" * n
+            got = []
+            for _ in range(reps + 1):
+                loan = w.loan(n)
+                memoryview(loan)[:] = src
+                w.write(loan)
+                got.append(times.read() / 1e3)
+            print(
+                f"  {label(n):>8}  reader's del of the last mapping: median "
+                f"{statistics.median(got[1:]):9.1f} us",
+                flush=True,
+            )
+    finally:
+        w.retire()
+        h.join(60)
 
 
 # -- multiprocessing.shared_memory + Pipe -----------------------------------------------------
@@ -155,9 +216,9 @@ def shm_reader(conn: Connection) -> None:
         shm = SharedMemory(name=name)
         view = shm.buf
         t = time.perf_counter_ns()
-        # Attaching registers the block with this process's resource tracker (Python < 3.13),
-        # which would unlink it at exit: the writer owns it.
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+        # Attaching registers the block with the resource tracker (Python < 3.13), which this
+        # process shares with the writer (forkserver children inherit it): the writer's
+        # unlink unregisters it once. Unregistering here too made the tracker print a KeyError.
         del view
         shm.close()
         conn.send(t)
@@ -224,12 +285,16 @@ def label(n: int) -> str:
 def table(med: dict[str, dict[int, float]], ns: list[int]) -> str:
     rows = [
         "| size | loan (us) | copy (us) | shm+pipe (us) | memcpy (us) | ping (us) "
-        "| loan - ping (us) | loan() call (us) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| 4k loan (us) | loan - ping (us) | loan / 4k loan | loan() call (us) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in ns:
         cells = [f"{med[w][n]:.1f}" for w in WAYS]
-        cells += [f"{med['loan'][n] - med['ping'][n]:.1f}", f"{med['loan()'][n]:.1f}"]
+        cells += [
+            f"{med['loan'][n] - med['ping'][n]:.1f}",
+            f"{med['loan'][n] / med['4k loan'][n]:.2f}",
+            f"{med['loan()'][n]:.1f}",
+        ]
         rows.append(f"| {label(n)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -270,10 +335,15 @@ def main() -> None:
     ap.add_argument("--svg", type=Path, default=HERE / "loan.svg")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--last-drop", action="store_true", help="time a reader's last drop only")
     args = ap.parse_args()
 
     ns = sizes(args.max_mib)
     plan = [(n, repeats_for(n, args.repeats)) for n in ns]
+    if args.last_drop:
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        run_last_drop(plan)
+        return
     print("ferrocsp loan / copy:")
     fc = run_ferrocsp(plan)
     print("multiprocessing.shared_memory + Pipe:")
@@ -281,12 +351,14 @@ def main() -> None:
     mc = run_memcpy(plan)
     raw = {"loan": fc["loan"], "copy": fc["copy"], "shm+pipe": sp, "memcpy": mc}
     raw["ping"] = fc["ping"]
+    raw["4k loan"] = fc["4k loan"]
     raw["loan()"] = fc["loan()"]
     med = {w: {n: statistics.median(v) for n, v in d.items()} for w, d in raw.items()}
 
     loans = [med["loan"][n] for n in ns]
     flat = max(loans) / min(loans)
     over = [med["loan"][n] - med["ping"][n] for n in ns]
+    own = [med["loan"][n] / med["4k loan"][n] for n in ns]
     at64 = med["loan"].get(64 * MIB)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = os.getloadavg()
@@ -304,7 +376,10 @@ def main() -> None:
         f"\n\nLoan, {label(ns[0])} to {label(ns[-1])}: max/min of the medians "
         f"{flat:.2f}x" + (f"; 64 MiB: {at64:.1f} us" if at64 is not None else "") + ". "
         f"Loan minus ping (what the loan adds to a bare rendezvous after the same memory work): "
-        f"{min(over):.1f} to {max(over):.1f} us.\n"
+        f"{min(over):.1f} to {max(over):.1f} us. "
+        f"Loan over a 4 KiB loan after the same memory work: {min(own):.2f}x to {max(own):.2f}x; "
+        f"the 4 KiB loan itself, max/min over the sizes: "
+        f"{max(med['4k loan'].values()) / min(med['4k loan'].values()):.2f}x.\n"
     )
     text = head + table(med, ns) + summary
     print("\n" + text)
