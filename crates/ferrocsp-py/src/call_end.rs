@@ -122,10 +122,8 @@ unsafe fn end_of<'a>(slf: *mut ffi::PyObject) -> PyResult<&'a End> {
 /// The usual call shapes: a reader with no argument, a writer with one positional.
 fn fast(py: Python<'_>, end: &End, arg: Option<&Bound<'_, PyAny>>) -> Option<PyResult<Py<PyAny>>> {
     match (end, arg) {
-        (End::Reader(r), None) => Some(r.get().read(py, None)),
-        (End::Writer(w), Some(v)) => {
-            Some(w.get().write(py, v.clone().unbind(), None).map(|()| py.None()))
-        }
+        (End::Reader(r), None) => Some(r.get().call_read(py)),
+        (End::Writer(w), Some(v)) => Some(w.get().call_write(py, v).map(|()| py.None())),
         _ => None,
     }
 }

@@ -4,6 +4,8 @@
 //! Invariants:
 //! - A task blocks under a fresh wait generation each time, so a timer of an earlier wait
 //!   never wakes it.
+//! - [`plain_op`] borrows the running task from `CURRENT` (no reference count operation) only
+//!   while it cannot switch; a wait holds a strong reference across its switches.
 //! - Its recorded wait ends however the wait ends (`EndWait`); an exception thrown in while
 //!   it is switched out withdraws the selection, keeping a result that won the race.
 
@@ -13,7 +15,7 @@ use std::time::Instant;
 use ferrocsp::{Channel, Policy, Poll, Select, SelectError, Selected};
 use pyo3::prelude::*;
 
-use super::tasks::Task;
+use super::tasks::{Task, CURRENT};
 use crate::deadlock::Desc;
 use crate::pythread::Value;
 
@@ -72,12 +74,85 @@ pub(crate) fn single_in_greenlet<'a>(
     r
 }
 
+/// A plain read (`value` None) or write of `chan`, without a timeout, by the calling code: in a
+/// process greenlet, [`single_in_greenlet`]'s one-critical-section operation, on the task
+/// borrowed from `CURRENT` rather than cloned (an operation that completes at once, half of
+/// them, touches no reference count); elsewhere `Err(value)`, untouched, for the caller's
+/// general path.
+///
+/// What a compat end's call takes (`Reader::call_read`, `Writer::call_write`): its frame is
+/// one of those a blocked greenlet saves at every switch, so it holds little.
+pub(crate) fn plain_op(
+    py: Python<'_>,
+    chan: &Channel<Value>,
+    value: Option<Value>,
+    desc: Desc<'_>,
+) -> Result<PyResult<Result<Selected<Value>, SelectError>>, Option<Value>> {
+    let Some(task) = CURRENT.with(|c| c.borrow().as_ref().map(Arc::as_ptr)) else {
+        return Err(value);
+    };
+    // SAFETY: `CURRENT` holds a strong reference to the running task, and so does its
+    // scheduler's task list while its greenlet can run. Only a switch replaces `CURRENT`, and
+    // this borrow is used only until this greenlet switches: a wait (`wait_owned`) takes its own
+    // strong reference first, and code run meanwhile that blocks (a finalizer) holds its own.
+    let task = unsafe { &*task };
+    let mut sel = task.take_select().unwrap_or_default();
+    let poll = match value {
+        None => sel.start_read(chan, &task.waker, None),
+        Some(v) => sel.start_write(chan, v, &task.waker, None),
+    };
+    let r = match poll {
+        Poll::Ready(r) => Ok(r),
+        Poll::Pending => wait_owned(py, task, &mut sel, desc),
+    };
+    // A selection still pending here (an error withdrew nothing) withdraws when dropped.
+    if !sel.is_pending() {
+        sel.clear();
+        task.put_select(sel);
+    }
+    Ok(r)
+}
+
+/// [`wait_in_greenlet`] for a borrowed task: takes the strong reference that a wait holds
+/// across its switches.
+#[inline(never)]
+fn wait_owned(
+    py: Python<'_>,
+    task: &Task,
+    sel: &mut Select<Value>,
+    desc: Desc<'_>,
+) -> PyResult<Result<Selected<Value>, SelectError>> {
+    match task.me.upgrade() {
+        Some(task) => wait_loop(py, &task, sel, || desc),
+        None => Err(gone()),
+    }
+}
+
+/// A task whose last strong reference went while its greenlet runs: cannot happen (see
+/// `plain_op`); an error rather than a hang if it ever did.
+#[cold]
+#[inline(never)]
+fn gone() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err("the greenlet scheduler's task is gone")
+}
+
 /// Waits in the calling process greenlet for `sel`, started with the task's waker and
 /// pending: records the wait, switches away, resumes when woken. Out of line, with its rare
 /// paths out of line too: every byte of the frames between the greenlet's start and the
 /// switch is copied out and back at each switch, so the path that blocks keeps them small.
 #[inline(never)]
 fn wait_in_greenlet<'a>(
+    py: Python<'_>,
+    task: &Arc<Task>,
+    sel: &mut Select<Value>,
+    desc: impl FnOnce() -> Desc<'a>,
+) -> PyResult<Result<Selected<Value>, SelectError>> {
+    wait_loop(py, task, sel, desc)
+}
+
+/// The body of [`wait_in_greenlet`] and [`wait_owned`], inlined into each (one frame).
+#[inline(always)]
+fn wait_loop<'a>(
     py: Python<'_>,
     task: &Arc<Task>,
     sel: &mut Select<Value>,
