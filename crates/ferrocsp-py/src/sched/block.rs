@@ -113,8 +113,11 @@ pub(crate) fn plain_op(
     Ok(r)
 }
 
-/// [`wait_in_greenlet`] for a borrowed task: takes the strong reference that a wait holds
-/// across its switches.
+/// [`wait_in_greenlet`] for a borrowed task: holds a strong reference across its switches,
+/// the one `CURRENT` held, moved here (no reference count operation). The switch would
+/// otherwise drop `CURRENT`'s when it makes the next task current, and whoever resumes this
+/// task makes it current again with a reference of its own (the run queue's), so the wait
+/// then drops one reference where an upgrade of `me` would add and drop one more.
 #[inline(never)]
 fn wait_owned(
     py: Python<'_>,
@@ -122,10 +125,30 @@ fn wait_owned(
     sel: &mut Select<Value>,
     desc: Desc<'_>,
 ) -> PyResult<Result<Selected<Value>, SelectError>> {
-    match task.me.upgrade() {
-        Some(task) => wait_loop(py, &task, sel, || desc),
-        None => Err(gone()),
-    }
+    let held = CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.as_ref() {
+            Some(t) if std::ptr::eq(Arc::as_ptr(t), task) => c.take(),
+            _ => None,
+        }
+    });
+    let Some(me) = held.or_else(|| task.me.upgrade()) else {
+        return Err(gone());
+    };
+    let r = wait_loop(py, &me, sel, || desc);
+    // Resumed by a switch, this task is current again; a wait that ended without one (woken
+    // before it switched) gets its reference back into `CURRENT`.
+    let spare = CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(me);
+            None
+        } else {
+            Some(me)
+        }
+    });
+    drop(spare); // outside the borrow: never the last reference (`CURRENT` holds one)
+    r
 }
 
 /// A task whose last strong reference went while its greenlet runs: cannot happen (see
