@@ -108,7 +108,7 @@ fn dropped(chan: &Channel, id: u64, retired: bool, kind: EndKind, retire: impl F
 impl Reader {
     /// What calling a compat end does (`_CallEnd`, ``end()``): ``read()`` with no timeout. A
     /// plain in-process channel read by a process greenlet goes straight to its scheduler
-    /// (`sched::plain_op`), past the checks that cannot apply there (timeout, shared memory,
+    /// (`sched::plain_read`), past the checks that cannot apply there (timeout, shared memory,
     /// network, trace); any other case is `read`'s.
     #[inline(always)] // into `_CallEnd`'s frame: one frame less saved at each switch
     pub(crate) fn call_read(&self, py: Python<'_>) -> PyResult<Value> {
@@ -116,14 +116,14 @@ impl Reader {
         if !self.plain() {
             return self.read(py, None);
         }
-        match crate::sched::plain_op(py, &chan.inner, None, Desc::read(&chan.name)) {
-            Ok(Ok(Ok(s))) => match s.value {
+        match crate::sched::plain_read(py, &chan.inner, None, Desc::read(&chan.name)) {
+            Some(Ok(Ok(s))) => match s.value {
                 Some(v) => Ok(v),
                 None => self.read_failed(py, SelectError::WouldBlock),
             },
-            Ok(Ok(Err(e))) => self.read_failed(py, e),
-            Ok(Err(e)) => Err(e),
-            Err(_) => self.read(py, None),
+            Some(Ok(Err(e))) => self.read_failed(py, e),
+            Some(Err(e)) => Err(e),
+            None => self.read(py, None),
         }
     }
 
@@ -150,16 +150,17 @@ impl Writer {
         if !self.plain() || value.is_exact_instance_of::<crate::loan::Loan>() {
             return self.write(py, value.clone().unbind(), None);
         }
-        match crate::sched::plain_op(
+        match crate::sched::plain_write(
             py,
             &chan.inner,
-            Some(value.clone().unbind()),
+            value.clone().unbind(),
+            None,
             Desc::write(&chan.name),
         ) {
             Ok(Ok(Ok(_))) => Ok(()),
             Ok(Ok(Err(e))) => self.write_failed(py, e, value),
             Ok(Err(e)) => Err(e),
-            Err(v) => self.write(py, v.unwrap_or_else(|| value.clone().unbind()), None),
+            Err(v) => self.write(py, v, None),
         }
     }
 

@@ -4,7 +4,7 @@
 //! Invariants:
 //! - A task blocks under a fresh wait generation each time, so a timer of an earlier wait
 //!   never wakes it.
-//! - [`plain_op`] borrows the running task from `CURRENT` (no reference count operation) only
+//! - [`plain_read`]/[`plain_write`] borrow the running task from `CURRENT` (no reference count operation) only
 //!   while it cannot switch; a wait holds a strong reference across its switches.
 //! - Its recorded wait ends however the wait ends (`EndWait`); an exception thrown in while
 //!   it is switched out withdraws the selection, keeping a result that won the race.
@@ -46,62 +46,68 @@ pub(crate) fn select_in_greenlet<'a>(
     }
 }
 
-/// A plain read (`value` None) or write of `chan` in the calling process greenlet, on the
-/// task's kept selection: tried and, if it must wait, registered in one critical section
-/// (`Select::start_read`), then waited for as [`select_in_greenlet`] does.
-pub(crate) fn single_in_greenlet<'a>(
+/// A plain read of `chan` by the calling code: in a process greenlet, tried and, if it must
+/// wait, registered in one critical section (`Select::start_read`), then waited for as
+/// [`select_in_greenlet`] does, on the task's kept selection; elsewhere `None`, for the
+/// caller's thread path.
+///
+/// What a compat end's call (`Reader::call_read`) and a channel's `read` take: inlined into
+/// the caller (one frame less among those a blocked greenlet saves at every switch).
+#[inline(always)]
+pub(crate) fn plain_read(
     py: Python<'_>,
-    task: &Arc<Task>,
+    chan: &Channel<Value>,
+    deadline: Option<Instant>,
+    desc: Desc<'_>,
+) -> Option<PyResult<Result<Selected<Value>, SelectError>>> {
+    let task = running()?;
+    Some(plain_op(py, task, chan, None, deadline, desc))
+}
+
+/// A plain write of `value` to `chan`, as [`plain_read`] reads; outside a process greenlet
+/// `Err(value)`, untouched.
+#[inline(always)]
+pub(crate) fn plain_write(
+    py: Python<'_>,
+    chan: &Channel<Value>,
+    value: Value,
+    deadline: Option<Instant>,
+    desc: Desc<'_>,
+) -> Result<PyResult<Result<Selected<Value>, SelectError>>, Value> {
+    match running() {
+        Some(task) => Ok(plain_op(py, task, chan, Some(value), deadline, desc)),
+        None => Err(value),
+    }
+}
+
+/// The running task, if the calling code runs in a process greenlet: borrowed from `CURRENT`
+/// rather than cloned, so that an operation that completes at once (half of a rendezvous)
+/// touches no reference count.
+#[inline(always)]
+fn running() -> Option<*const Task> {
+    CURRENT.with(|c| c.borrow().as_ref().map(Arc::as_ptr))
+}
+
+/// [`plain_read`] (`value` None) or [`plain_write`] in the running task `task`.
+#[inline(always)]
+fn plain_op(
+    py: Python<'_>,
+    task: *const Task,
     chan: &Channel<Value>,
     value: Option<Value>,
     deadline: Option<Instant>,
-    desc: impl FnOnce() -> Desc<'a>,
+    desc: Desc<'_>,
 ) -> PyResult<Result<Selected<Value>, SelectError>> {
+    // SAFETY: `task` came from `CURRENT` (`running`), which holds a strong reference to the
+    // running task, as does its scheduler's task list while its greenlet can run. Only a
+    // switch replaces `CURRENT`, and this borrow is used only until this greenlet switches: a
+    // wait (`wait_owned`) moves `CURRENT`'s reference into its frame first and puts one back
+    // when it ends, and code run meanwhile that blocks (a finalizer) holds its own.
+    let task = unsafe { &*task };
     let mut sel = task.take_select().unwrap_or_default();
     let poll = match value {
         None => sel.start_read(chan, &task.waker, deadline),
         Some(v) => sel.start_write(chan, v, &task.waker, deadline),
-    };
-    let r = match poll {
-        Poll::Ready(r) => Ok(r),
-        Poll::Pending => wait_in_greenlet(py, task, &mut sel, desc),
-    };
-    // A selection still pending here (an error withdrew nothing) withdraws when dropped.
-    if !sel.is_pending() {
-        sel.clear();
-        task.put_select(sel);
-    }
-    r
-}
-
-/// A plain read (`value` None) or write of `chan`, without a timeout, by the calling code: in a
-/// process greenlet, [`single_in_greenlet`]'s one-critical-section operation, on the task
-/// borrowed from `CURRENT` rather than cloned (an operation that completes at once, half of
-/// them, touches no reference count); elsewhere `Err(value)`, untouched, for the caller's
-/// general path.
-///
-/// What a compat end's call takes (`Reader::call_read`, `Writer::call_write`): its frame is
-/// one of those a blocked greenlet saves at every switch, so it holds little, and is inlined
-/// into its caller's (one frame less).
-#[inline(always)]
-pub(crate) fn plain_op(
-    py: Python<'_>,
-    chan: &Channel<Value>,
-    value: Option<Value>,
-    desc: Desc<'_>,
-) -> Result<PyResult<Result<Selected<Value>, SelectError>>, Option<Value>> {
-    let Some(task) = CURRENT.with(|c| c.borrow().as_ref().map(Arc::as_ptr)) else {
-        return Err(value);
-    };
-    // SAFETY: `CURRENT` holds a strong reference to the running task, and so does its
-    // scheduler's task list while its greenlet can run. Only a switch replaces `CURRENT`, and
-    // this borrow is used only until this greenlet switches: a wait (`wait_owned`) takes its own
-    // strong reference first, and code run meanwhile that blocks (a finalizer) holds its own.
-    let task = unsafe { &*task };
-    let mut sel = task.take_select().unwrap_or_default();
-    let poll = match value {
-        None => sel.start_read(chan, &task.waker, None),
-        Some(v) => sel.start_write(chan, v, &task.waker, None),
     };
     let r = match poll {
         Poll::Ready(r) => Ok(r),
@@ -112,7 +118,7 @@ pub(crate) fn plain_op(
         sel.clear();
         task.put_select(sel);
     }
-    Ok(r)
+    r
 }
 
 /// [`wait_in_greenlet`] for a borrowed task: holds a strong reference across its switches,

@@ -253,7 +253,7 @@ pub(crate) struct Task {
     /// Its current wait, published to `part` when the hub runs out of work.
     pub(super) wait: SchedCell<LocalWait>,
     /// A cleared selection kept between its blocking operations (`wait::PooledSelect`,
-    /// `block::single_in_greenlet`). Its recycled cell may hold this task as waker: the cycle
+    /// `block::plain_read`). Its recycled cell may hold this task as waker: the cycle
     /// is broken when the process ends.
     pub(super) sel: SchedCell<Option<Box<Select<Value>>>>,
     /// What wakes this task (a [`TaskWake`]), made once: a selection's recycled cell keeps
