@@ -19,7 +19,7 @@ pub(crate) use std::thread::{current as current_thread, yield_now, Thread};
 
 /// Whether `a` is the only reference to its value, ordered after every other reference's
 /// drop (acquire), as `Arc::get_mut(a).is_some()` says, for a value of which no `Weak` is
-/// ever made (the engine makes none of a slot or a cell).
+/// ever made (a slot: the engine makes none, and never hands one out).
 ///
 /// `get_mut` locks the weak count with a compare-and-swap (a locked instruction) to rule out
 /// a concurrent `Weak::upgrade`; with no `Weak`, the strong count alone decides: nobody can

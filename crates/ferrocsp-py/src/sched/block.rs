@@ -4,8 +4,10 @@
 //! Invariants:
 //! - A task blocks under a fresh wait generation each time, so a timer of an earlier wait
 //!   never wakes it.
-//! - [`plain_read`]/[`plain_write`] borrow the running task from `CURRENT` (no reference count operation) only
-//!   while it cannot switch; a wait holds a strong reference across its switches.
+//! - `CURRENT` holds a strong reference to the running task whenever its greenlet's code
+//!   runs, so [`plain_read`]/[`plain_write`] borrow the task from it (no reference count
+//!   operation); a wait moves that reference onto its own frame across its switches and
+//!   leaves one in `CURRENT` when it ends.
 //! - Its recorded wait ends however the wait ends (`EndWait`); an exception thrown in while
 //!   it is switched out withdraws the selection, keeping a result that won the race.
 
@@ -99,10 +101,12 @@ fn plain_op(
     desc: Desc<'_>,
 ) -> PyResult<Result<Selected<Value>, SelectError>> {
     // SAFETY: `task` came from `CURRENT` (`running`), which holds a strong reference to the
-    // running task, as does its scheduler's task list while its greenlet can run. Only a
-    // switch replaces `CURRENT`, and this borrow is used only until this greenlet switches: a
-    // wait (`wait_owned`) moves `CURRENT`'s reference into its frame first and puts one back
-    // when it ends, and code run meanwhile that blocks (a finalizer) holds its own.
+    // running task whenever its greenlet's code runs: whoever switches to the greenlet sets it
+    // first, and a switch that returns here by an exception thrown in restores it
+    // (`Task::switch_out`). So the task outlives every stretch of this code, including code
+    // that runs Python meanwhile (a waker, a finalizer) and switches away and back; and a
+    // wait (`wait_owned`) moves `CURRENT`'s reference into its frame before it switches, and
+    // leaves one there when it ends.
     let task = unsafe { &*task };
     let mut sel = task.take_select().unwrap_or_default();
     let poll = match value {

@@ -336,7 +336,9 @@ impl Task {
     }
 
     /// Switches away from this (blocked) task until somebody resumes it: to the next runnable
-    /// task if there is one and no timer is due, otherwise to the hub.
+    /// task if there is one and no timer is due, otherwise to the hub. Inlined: its frame and
+    /// its caller's are among those a blocked greenlet saves at every switch, one is less.
+    #[inline(always)]
     pub(crate) fn switch_out(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
         let next = if self.shared.timer_due() { None } else { self.shared.pop() };
         let target = match next {
