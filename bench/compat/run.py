@@ -47,7 +47,7 @@ NOTES = """
   must wait moves that slot's reference onto its frame for the switch (the switch would
   drop it, the resumer sets its own), so a communication makes four fewer reference count
   operations, and a slot's sole ownership is read from its count (no compare-and-swap).
-  That round (interleaved CPU time, load 2-5): 0.50-0.53 to 0.40-0.44 µs per
+  That round (interleaved CPU time, load 2-5): 0.50-0.57 to 0.42-0.46 µs per
   communication; callgrind 5,310 to 4,700 instructions per communication. Where the time
   goes now (perf, profiling build): about a sixth in greenlet's stack copies (memmove,
   malloc, free), a sixth in greenlet's switch, a third in the engine and bindings (mostly
