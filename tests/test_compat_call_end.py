@@ -142,6 +142,88 @@ def test_tp_call_behaves_as_the_vectorcall() -> None:
     assert _CallEnd(end=r)() == "c"
 
 
+def test_calls_in_greenlets_behave_as_the_engine_methods(tmp_path: Any) -> None:
+    """In a process greenlet, a call takes the scheduler's short path (`plain_op`); what it
+    does must still be what ``read``/``write`` do: values, poison and retirement seen while
+    blocked or before, a retired end, a loan, a traced run, a buffered channel."""
+    green = ferrocsp.process(backend="greenlet")
+    got: list[Any] = []
+
+    @green
+    def writer(w: ferrocsp.Writer, values: list[Any]) -> None:
+        cout = _CallEnd(w)
+        for v in values:
+            cout(v)
+
+    @green
+    def reader(r: ferrocsp.Reader, n: int) -> None:
+        cin = _CallEnd(r)
+        got.extend(cin() for _ in range(n))
+
+    for capacity in (0, 2):
+        got.clear()
+        ch = ferrocsp.Channel(capacity)
+        values = [*range(50), "x", None]
+        ferrocsp.Par(writer(ch.writer(), values), reader(ch.reader(), len(values))).run()
+        assert got == values
+
+    # Poisoned while a reader is blocked in a call, and before a writer's call.
+    ch = ferrocsp.Channel()
+    errors: list[type[BaseException]] = []
+
+    @green
+    def blocked_reader(r: ferrocsp.Reader) -> None:
+        try:
+            _CallEnd(r)()
+        except ferrocsp.ChannelPoisoned as e:
+            errors.append(type(e))
+
+    @green
+    def poisoner() -> None:
+        ch.poison()
+        try:
+            _CallEnd(ch.writer())(1)
+        except ferrocsp.ChannelPoisoned as e:
+            errors.append(type(e))
+
+    ferrocsp.Par(blocked_reader(ch.reader()), poisoner()).run()
+    assert errors == [ferrocsp.ChannelPoisoned, ferrocsp.ChannelPoisoned]
+
+    # A retired end, and the last writer retiring under a blocked reader.
+    ch = ferrocsp.Channel()
+    w = ch.writer()
+
+    @green
+    def retired_calls(r: ferrocsp.Reader) -> None:
+        dead = ch.writer()
+        dead.retire()
+        with pytest.raises(ferrocsp.ChannelRetired):
+            _CallEnd(dead)(1)
+        with pytest.raises(ferrocsp.ChannelRetired):
+            _CallEnd(r)()  # blocks until the last writer end retires
+
+    @green
+    def retirer() -> None:
+        w.retire()
+
+    ferrocsp.Par(retired_calls(ch.reader()), retirer()).run()
+
+    # A loan written by a call arrives as its buffer; a traced run records the calls.
+    ch = ferrocsp.Channel()
+    lw = ch.writer()
+    loan = lw.loan(64)
+    memoryview(loan)[:3] = b"abc"
+    got.clear()
+    with ferrocsp.trace(tmp_path / "t.jsonl"):
+        ferrocsp.Par(writer(lw, [loan, 5]), reader(ch.reader(), 2)).run()
+    assert isinstance(got[0], ferrocsp.LoanBuffer)
+    assert bytes(memoryview(got[0])[:3]) == b"abc"
+    assert got[1] == 5
+    events = (tmp_path / "t.jsonl").read_text()
+    assert events.count('"ev":"read"') >= 2
+    assert events.count('"ev":"write"') >= 2
+
+
 def test_a_cycle_through_a_call_end_is_collected() -> None:
     """The end is visible to the collector: an end buffered in its own channel is freed."""
     import gc

@@ -40,21 +40,30 @@ NOTES = """
   Rust `read`/`write`: no argument tuple, no argument parsing. Served through `tp_call`, as
   a `#[pyclass]` `__call__` is, it cost 35-40 ns more per write-and-read and 0.7 KB more of
   saved C stack per switch; by vectorcall PyCSP's commstime took 0.45 µs of CPU per
-  communication instead of 0.50 (interleaved runs at load 3-5). A plain operation in a
-  greenlet locks its channel once (try and register in one critical section,
-  `Select::start_read`/`start_write`) and clones no waker. Where the time went before that
-  change (perf on a profiling build, one scheduler, steady state): 46% in the engine and
-  bindings, most of it the locked instructions of the channel lock and of the reference
-  counts of the hand-off (an entry's signal and slot, the task's queue entry) and the
-  `tp_call` path; 18% greenlet's stack copies (memmove, malloc, free at every switch); 14%
-  greenlet's switch itself (its argument and thread-state checks included); the rest the
-  Python loop. One switch per communication is the least a rendezvous needs.
+  communication instead of 0.50 (interleaved runs at load 3-5). In a process greenlet a
+  call of the usual shape then goes, by a tail call, to one frame holding the end's checks
+  and the scheduler's try-and-register (`sched::plain_read`/`plain_write`: one channel lock,
+  the running task borrowed from the thread's current-task slot, not cloned); a call that
+  must wait moves that slot's reference onto its frame for the switch (the switch would
+  drop it, the resumer sets its own), so a communication makes four fewer reference count
+  operations, and a slot's sole ownership is read from its count (no compare-and-swap).
+  That round (interleaved CPU time, load 2-5): 0.50-0.57 to 0.42-0.46 µs per
+  communication; callgrind 5,310 to 4,700 instructions per communication. Where the time
+  goes now (perf, profiling build): about a sixth in greenlet's stack copies (memmove,
+  malloc, free), a sixth in greenlet's switch, a third in the engine and bindings (mostly
+  the locked instructions of the channel lock and of the hand-off's reference counts: an
+  entry's signal and slot, the channel handle of a registered operation, the task's queue
+  entry, the deadlock record's signal), the rest the Python loop. One switch per
+  communication is the least a rendezvous needs.
 - The saved stack of a blocked process was 3.3 KB with `functools.partial` ends; the process
   wrappers call the body with a fixed-arity call (`ferrocsp._flatcall`), which CPython 3.11
-  runs without a C-level interpreter frame, and the vectorcall ends and their out-of-line
-  rare paths leave 2.5 KB (measured with gdb: the distance from the switch to the
-  greenlet's first frame). A stack copy costs per switch (a malloc and a free of a buffer
-  above glibc's tcache sizes, and the calls) more than per byte.
+  runs without a C-level interpreter frame; the greenlet starts a plain function (no bound
+  method's C frame); the native frames from the end's call to the switch are four (the
+  vectorcall entry and the wait's, with the operation, the switch and the rare paths out of
+  line or folded in): 2.1 KB (measured with `greenlet._stack_saved` and gdb), of which
+  greenlet's own switch frames are 0.46 KB and the interpreter's and greenlet's start 0.86
+  KB. A stack copy costs per switch (a malloc and a free of a buffer above glibc's tcache
+  sizes, and the calls) more than per byte.
 - Under heavy load the wall-clock numbers of a greenlet run vary by up to 3x between runs
   of the same build, since they include the time the process waits for a core: ferrocsp's
   own greenlet commstime used 0.4-0.7 µs of CPU per communication (getrusage) in runs whose

@@ -122,10 +122,8 @@ unsafe fn end_of<'a>(slf: *mut ffi::PyObject) -> PyResult<&'a End> {
 /// The usual call shapes: a reader with no argument, a writer with one positional.
 fn fast(py: Python<'_>, end: &End, arg: Option<&Bound<'_, PyAny>>) -> Option<PyResult<Py<PyAny>>> {
     match (end, arg) {
-        (End::Reader(r), None) => Some(r.get().read(py, None)),
-        (End::Writer(w), Some(v)) => {
-            Some(w.get().write(py, v.clone().unbind(), None).map(|()| py.None()))
-        }
+        (End::Reader(r), None) => Some(r.get().call_read(py)),
+        (End::Writer(w), Some(v)) => Some(w.get().call_write(py, v).map(|()| py.None())),
         _ => None,
     }
 }
@@ -149,8 +147,69 @@ unsafe extern "C" fn call_end_vectorcall(
     nargsf: usize,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // CPython calls the slots below from an attached thread on a live `_CallEnd` (`in_slot`
-    // says how the token is had).
+    // The usual shapes go to a function of their own, called last (a tail call, so this frame
+    // is not among those a blocked greenlet saves at every switch); the rest out of line.
+    // SAFETY: CPython calls this on a live `_CallEnd` from an attached thread; reading which
+    // end it holds runs no Python code (a cleared end takes the general path, which raises).
+    let nargs = nargsf & !ARGUMENTS_OFFSET;
+    if kwnames.is_null() {
+        match (unsafe { &(*slf.cast::<CallEndObject>()).end }, nargs) {
+            // SAFETY: as above.
+            (Some(End::Reader(_)), 0) => return unsafe { call_read(slf) },
+            // SAFETY: as above; `args` holds one borrowed reference (the vectorcall protocol).
+            (Some(End::Writer(_)), 1) => return unsafe { call_write(slf, *args) },
+            _ => {}
+        }
+    }
+    // SAFETY: the vectorcall protocol's arguments, as received.
+    unsafe { vectorcall_general(slf, args, nargsf, kwnames) }
+}
+
+/// ``reader()`` by vectorcall.
+///
+/// # Safety
+/// `slf` is a live `_CallEnd` holding a reader; the calling thread is attached.
+#[inline(never)]
+unsafe fn call_read(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    in_slot(|py| {
+        guarded(py, || match unsafe { end_of(slf) }? {
+            End::Reader(r) => r.get().call_read(py),
+            End::Writer(_) => Err(PyRuntimeError::new_err("_CallEnd: not a reader")),
+        })
+    })
+}
+
+/// ``writer(value)`` by vectorcall.
+///
+/// # Safety
+/// `slf` is a live `_CallEnd` holding a writer, `arg` a borrowed reference; the calling
+/// thread is attached.
+#[inline(never)]
+unsafe fn call_write(slf: *mut ffi::PyObject, arg: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    in_slot(|py| {
+        guarded(py, || match unsafe { end_of(slf) }? {
+            End::Writer(w) => {
+                // SAFETY: a borrowed reference the caller holds for the whole call.
+                let v = unsafe { Bound::from_borrowed_ptr(py, arg) };
+                w.get().call_write(py, &v).map(|()| py.None())
+            }
+            End::Reader(_) => Err(PyRuntimeError::new_err("_CallEnd: not a writer")),
+        })
+    })
+}
+
+/// Any vectorcall but the usual shapes (and a cleared end): as `tp_call` would.
+///
+/// # Safety
+/// The vectorcall protocol's arguments; the calling thread is attached.
+#[cold]
+#[inline(never)]
+unsafe fn vectorcall_general(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
     in_slot(|py| {
         guarded(py, || {
             // SAFETY: a live `_CallEnd` (see above).

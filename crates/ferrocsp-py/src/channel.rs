@@ -3,7 +3,8 @@
 //! Invariants:
 //! - A value written is the very object read (a reference moves; nothing is copied or pickled).
 //! - Every operation that may block goes through `wait::select_blocking`, which releases the GIL
-//!   (in a process greenlet: `sched::single_in_greenlet`, which switches to other greenlets).
+//!   (in a process greenlet: `sched::plain_read`/`plain_write`, which switch to other
+//!   greenlets).
 //! - The non-blocking attempt runs with the GIL held: it never waits for anything but a channel
 //!   lock, and no channel lock holder ever waits for the GIL.
 
@@ -32,16 +33,6 @@ static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
 static STATS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static MOBILITY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// The calling process greenlet's task, when its plain reads and writes may take the greenlet
-/// backend's one-critical-section path (`sched::single_in_greenlet`): not while tracing,
-/// whose `block` event must come between the try and the registration.
-fn greenlet_task() -> Option<Arc<sched::Task>> {
-    if trace::on() {
-        return None;
-    }
-    sched::current_task()
-}
-
 /// Reads one value, blocking (GIL released) until it arrives, `timeout` passes, or an error.
 pub(crate) fn read_value(
     py: Python<'_>,
@@ -49,14 +40,14 @@ pub(crate) fn read_value(
     name: &str,
     timeout: Option<f64>,
 ) -> PyResult<Value> {
-    if let Some(task) = greenlet_task() {
-        let r = sched::single_in_greenlet(py, &task, chan, None, deadline(timeout), || {
-            Desc::read(name)
-        })?;
-        return match r {
-            Ok(s) => s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, name)),
-            Err(e) => Err(to_pyerr(py, e.error(), OpName::Read, name)),
-        };
+    // Not while tracing, whose `block` event must come between the try and the registration.
+    if !trace::on() {
+        if let Some(r) = sched::plain_read(py, chan, deadline(timeout), Desc::read(name)) {
+            return match r? {
+                Ok(s) => s.value.ok_or_else(|| to_pyerr(py, Error::WouldBlock, OpName::Read, name)),
+                Err(e) => Err(to_pyerr(py, e.error(), OpName::Read, name)),
+            };
+        }
     }
     read_value_thread(py, chan, name, timeout)
 }
@@ -98,12 +89,14 @@ pub(crate) fn write_value(
     value: Value,
     timeout: Option<f64>,
 ) -> PyResult<()> {
-    if let Some(task) = greenlet_task() {
-        let r = sched::single_in_greenlet(py, &task, chan, Some(value), deadline(timeout), || {
-            Desc::write(name)
-        })?;
-        return r.map(drop).map_err(|e| to_pyerr(py, e.error(), OpName::Write, name));
-    }
+    let value = if trace::on() {
+        value // as `read_value`
+    } else {
+        match sched::plain_write(py, chan, value, deadline(timeout), Desc::write(name)) {
+            Ok(r) => return r?.map(drop).map_err(|e| to_pyerr(py, e.error(), OpName::Write, name)),
+            Err(value) => value,
+        }
+    };
     write_value_thread(py, chan, name, value, timeout)
 }
 

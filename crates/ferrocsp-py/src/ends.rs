@@ -16,12 +16,14 @@ use pyo3::pyclass::{PyTraverseError, PyVisit};
 
 use crate::aio_op;
 use ferrocsp::shm::EndKind;
+use ferrocsp::SelectError;
 
 use crate::channel::{
     end_of_stream, mobility_reduce, moved, next_value, read_value, try_read_value, try_write_value,
     write_value, Channel,
 };
-use crate::errors::{parse_timeout, retired_end};
+use crate::deadlock::Desc;
+use crate::errors::{parse_timeout, retired_end, to_pyerr, OpName};
 use crate::net_side::NetSide;
 use crate::pythread::Value;
 use crate::shm_side::ShmSide;
@@ -103,6 +105,84 @@ fn dropped(chan: &Channel, id: u64, retired: bool, kind: EndKind, retire: impl F
     });
 }
 
+impl Reader {
+    /// What calling a compat end does (`_CallEnd`, ``end()``): ``read()`` with no timeout. A
+    /// plain in-process channel read by a process greenlet goes straight to its scheduler
+    /// (`sched::plain_read`), past the checks that cannot apply there (timeout, shared memory,
+    /// network, trace); any other case is `read`'s.
+    #[inline(always)] // into `_CallEnd`'s frame: one frame less saved at each switch
+    pub(crate) fn call_read(&self, py: Python<'_>) -> PyResult<Value> {
+        let chan = self.chan.get();
+        if !self.plain() {
+            return self.read(py, None);
+        }
+        match crate::sched::plain_read(py, &chan.inner, None, Desc::read(&chan.name)) {
+            Some(Ok(Ok(s))) => match s.value {
+                Some(v) => Ok(v),
+                None => self.read_failed(py, SelectError::WouldBlock),
+            },
+            Some(Ok(Err(e))) => self.read_failed(py, e),
+            Some(Err(e)) => Err(e),
+            None => self.read(py, None),
+        }
+    }
+
+    /// A failed `call_read`: `read`'s error, or `read` where the channel moved to shared memory
+    /// meanwhile (nothing was read here).
+    #[cold]
+    #[inline(never)]
+    fn read_failed(&self, py: Python<'_>, e: SelectError) -> PyResult<Value> {
+        let c = self.chan.get();
+        let r = Err(to_pyerr(py, e.error(), OpName::Read, &c.name));
+        match moved(py, c, r) {
+            Err(s) => s.end_read(py, self.key(), None, false),
+            Ok(r) => r,
+        }
+    }
+}
+
+impl Writer {
+    /// What calling a compat end does (`_CallEnd`, ``end(value)``): ``write(value)`` with no
+    /// timeout, as `Reader::call_read` does a read; a loan goes through `write`.
+    #[inline(always)] // as `call_read`
+    pub(crate) fn call_write(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let chan = self.chan.get();
+        if !self.plain() || value.is_exact_instance_of::<crate::loan::Loan>() {
+            return self.write(py, value.clone().unbind(), None);
+        }
+        match crate::sched::plain_write(
+            py,
+            &chan.inner,
+            value.clone().unbind(),
+            None,
+            Desc::write(&chan.name),
+        ) {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(e))) => self.write_failed(py, e, value),
+            Ok(Err(e)) => Err(e),
+            Err(v) => self.write(py, v, None),
+        }
+    }
+
+    /// A failed `call_write`: `write`'s error, or its write where the channel moved to shared
+    /// memory meanwhile (nothing was sent: `value` goes there).
+    #[cold]
+    #[inline(never)]
+    fn write_failed(
+        &self,
+        py: Python<'_>,
+        e: SelectError,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let c = self.chan.get();
+        let r: PyResult<()> = Err(to_pyerr(py, e.error(), OpName::Write, &c.name));
+        match moved(py, c, r) {
+            Err(s) => s.end_write(py, self.key(), value, None, false),
+            Ok(r) => r,
+        }
+    }
+}
+
 /// The half of `Reader` and `Writer` that is the same for both: construction, the
 /// retired-end check, retire/poison, identity (equality, hash, pickling), context manager.
 /// `$retire_doc` documents what retiring the last end of this kind does.
@@ -132,6 +212,16 @@ macro_rules! end_class {
             /// The shared side of the channel, if it moved to shared memory.
             fn shm(&self) -> Option<&ShmSide> {
                 self.chan.get().flavors.shm.get().map(|s| s.get())
+            }
+
+            /// Whether an operation on this end may take the greenlet fast path of a compat
+            /// end's call: a live end of a channel in this process only, not traced.
+            fn plain(&self) -> bool {
+                let f = &self.chan.get().flavors;
+                f.shm.get().is_none()
+                    && f.net.get().is_none()
+                    && !self.inner.is_retired()
+                    && !crate::trace::on()
             }
 
             /// The networked side of the channel, if it is a networked channel.

@@ -53,7 +53,7 @@ mod coro;
 pub(crate) mod greenlet;
 mod tasks;
 
-pub(crate) use block::{select_in_greenlet, single_in_greenlet};
+pub(crate) use block::{plain_read, plain_write, select_in_greenlet};
 pub(crate) use coro::{blocked_marker, CoroWait};
 use greenlet::{getcurrent, greenlet_type, load_switch, switch_to_with};
 pub(crate) use tasks::{current_coro, current_task, with_coro, Task};

@@ -17,6 +17,31 @@ pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub(crate) use std::thread::{current as current_thread, yield_now, Thread};
 
+/// Whether `a` is the only reference to its value, ordered after every other reference's
+/// drop (acquire), as `Arc::get_mut(a).is_some()` says, for a value of which no `Weak` is
+/// ever made (a slot: the engine makes none, and never hands one out).
+///
+/// `get_mut` locks the weak count with a compare-and-swap (a locked instruction) to rule out
+/// a concurrent `Weak::upgrade`; with no `Weak`, the strong count alone decides: nobody can
+/// make a new reference from ours while we hold it, and the acquire fence after reading 1
+/// orders us after the release decrement of the last other holder. Under loom it is
+/// `get_mut` itself, which the models check.
+#[cfg(not(loom))]
+pub(crate) fn held_alone<T>(a: &mut Arc<T>) -> bool {
+    debug_assert_eq!(Arc::weak_count(a), 0, "held_alone needs a value without Weak references");
+    if Arc::strong_count(a) != 1 {
+        return false;
+    }
+    std::sync::atomic::fence(Ordering::Acquire);
+    true
+}
+
+/// See the non-loom version.
+#[cfg(loom)]
+pub(crate) fn held_alone<T>(a: &mut Arc<T>) -> bool {
+    Arc::get_mut(a).is_some()
+}
+
 /// Locks `m`, ignoring poisoning.
 ///
 /// The engine never panics while holding a channel lock (no user code runs under it: values

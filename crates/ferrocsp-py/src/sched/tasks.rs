@@ -253,7 +253,7 @@ pub(crate) struct Task {
     /// Its current wait, published to `part` when the hub runs out of work.
     pub(super) wait: SchedCell<LocalWait>,
     /// A cleared selection kept between its blocking operations (`wait::PooledSelect`,
-    /// `block::single_in_greenlet`). Its recycled cell may hold this task as waker: the cycle
+    /// `block::plain_read`). Its recycled cell may hold this task as waker: the cycle
     /// is broken when the process ends.
     pub(super) sel: SchedCell<Option<Box<Select<Value>>>>,
     /// What wakes this task (a [`TaskWake`]), made once: a selection's recycled cell keeps
@@ -336,7 +336,9 @@ impl Task {
     }
 
     /// Switches away from this (blocked) task until somebody resumes it: to the next runnable
-    /// task if there is one and no timer is due, otherwise to the hub.
+    /// task if there is one and no timer is due, otherwise to the hub. Inlined: its frame and
+    /// its caller's are among those a blocked greenlet saves at every switch, one is less.
+    #[inline(always)]
     pub(crate) fn switch_out(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
         let next = if self.shared.timer_due() { None } else { self.shared.pop() };
         let target = match next {

@@ -15,7 +15,7 @@ use crate::channel::{wake_all, Entry, ReadAttempt, Slot, State as ChanState, Wok
 use crate::channel::{Channel, WriteAttempt};
 use crate::error::{Error, SelectError};
 use crate::signal::{Link, Outcome, Signal, Waker};
-use crate::sync::{lock, Arc, MutexGuard};
+use crate::sync::{held_alone, lock, Arc, MutexGuard};
 
 /// Locks the first `N` channels of `locks` in order (the caller checked there are `N`).
 fn lock_all<T, const N: usize>(locks: &[Channel<T>]) -> [MutexGuard<'_, ChanState<T>>; N] {
@@ -156,7 +156,7 @@ impl<T> Select<T> {
                         };
                         // A kept slot is empty (`unregister_all` empties it) and, when nobody
                         // else holds it, ours to refill: no allocation, nothing dropped here.
-                        if op.slot.as_mut().is_none_or(|s| Arc::get_mut(s).is_none()) {
+                        if op.slot.as_mut().is_none_or(|s| !held_alone(s)) {
                             op.slot = Some(Arc::new(Slot::new()));
                         }
                         let Some(slot) = op.slot.as_ref().map(Arc::clone) else { continue };
@@ -214,10 +214,10 @@ impl<T> Select<T> {
             // Every entry of an operation holds its slot. A slot we hold alone has no entry
             // left to remove (the counterpart that completed the operation, or poisoned,
             // retired or moved its channel, popped it under the lock), and no counterpart
-            // still touching it: it dropped its handle after its last access, and `get_mut`
+            // still touching it: it dropped its handle after its last access, and `held_alone`
             // (acquire) orders us after that drop (release). So no lock is needed: a plain
             // read or write that was completed finishes without locking its channel again.
-            if op.slot.as_mut().is_some_and(|s| Arc::get_mut(s).is_some()) {
+            if op.slot.as_mut().is_some_and(held_alone) {
                 continue;
             }
             if let Some(c) = &op.chan {

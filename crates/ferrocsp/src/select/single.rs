@@ -20,7 +20,7 @@ use super::{Kind, Op, Pending, Policy, Poll, Select, Selected};
 use crate::channel::{wake_all, Channel, Entry, ReadAttempt, Slot, Woken, WriteAttempt};
 use crate::error::{Error, SelectError};
 use crate::signal::Waker;
-use crate::sync::{lock, Arc};
+use crate::sync::{held_alone, lock, Arc};
 
 impl<T> Select<T> {
     /// Starts a plain read of `chan` on this empty selection: reads at once if a value is
@@ -111,7 +111,7 @@ impl<T> Select<T> {
         let signal = recycle_cell(&mut self.spare, waker, &self.link);
         let op = &mut self.ops[0];
         // A kept slot is empty and, when nobody else holds it, ours to refill (as `attempt`).
-        if op.slot.as_mut().is_none_or(|s| Arc::get_mut(s).is_none()) {
+        if op.slot.as_mut().is_none_or(|s| !held_alone(s)) {
             op.slot = Some(Arc::new(Slot::new()));
         }
         if let Some(slot) = op.slot.as_ref().map(Arc::clone) {
