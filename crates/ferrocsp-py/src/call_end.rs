@@ -29,7 +29,7 @@
 //!   `_CallEnd`'s (one that defines `__call__` keeps its own), so the two entries agree.
 //! - No slot asks PyO3 to attach once the interpreter finalizes (PyO3 panics there, which
 //!   aborts the process, and ends are still called and freed then, by other threads too):
-//!   see `in_slot`; `tp_clear` and `tp_dealloc` release the end with a plain decref.
+//!   see `slot.rs`; `tp_clear` and `tp_dealloc` release the end with a plain decref.
 
 use std::ffi::{c_int, c_ulong, c_void};
 use std::mem::offset_of;
@@ -42,6 +42,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::ends::{Reader, Writer};
+use crate::slot::in_slot;
 
 /// `Py_TPFLAGS_HAVE_VECTORCALL` (1 << 11 since CPython 3.8; in the limited API from 3.12).
 const HAVE_VECTORCALL: c_ulong = 1 << 11;
@@ -68,27 +69,6 @@ static CALL_END_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 /// The `_CallEnd` type, created on first use (once per interpreter).
 pub(crate) fn call_end_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     CALL_END_TYPE.get_or_try_init(py, || create_type(py)).map(|t| t.bind(py))
-}
-
-/// Runs a slot's body with the Python token. CPython calls our slots from an attached
-/// thread; `Python::attach` then only records that (references dropped inside are released
-/// at once instead of being deferred to PyO3's pool). Once the interpreter finalizes, PyO3
-/// refuses to attach (`Py_IsInitialized` is 0 then, and it would panic, aborting the process),
-/// yet objects are still called and freed: then the token is assumed, as PyO3's own slot
-/// trampolines do, and a reference dropped inside waits in PyO3's pool.
-fn in_slot<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
-    let mut f = Some(f);
-    match Python::try_attach(|py| f.take().map(|f| f(py))).flatten() {
-        Some(r) => r,
-        None => {
-            // SAFETY: the caller is a slot CPython called, so the thread is attached.
-            let py = unsafe { Python::assume_attached() };
-            match f.take() {
-                Some(f) => f(py),
-                None => unreachable!("try_attach returned without running the slot"),
-            }
-        }
-    }
 }
 
 /// Runs `f`, turning a Rust panic into a Python exception (never unwinding into CPython),
