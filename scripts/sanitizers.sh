@@ -103,7 +103,10 @@ san_cargo() {
   local san=$1 cmd=$2
   shift 2
   need_components rust-src || die "cannot add rust-src (-Zbuild-std) to nightly"
-  RUSTFLAGS="-Zsanitizer=$san" RUSTDOCFLAGS="-Zsanitizer=$san" \
+  # `ferrocsp_sanitize`: the acquire fence of `sync::held_alone`, which TSan
+  # cannot see, becomes the equivalent `Arc::get_mut` it can.
+  RUSTFLAGS="-Zsanitizer=$san --cfg ferrocsp_sanitize" \
+    RUSTDOCFLAGS="-Zsanitizer=$san --cfg ferrocsp_sanitize" \
     CARGO_TARGET_DIR="$(san_dir "$san")" \
     cargo +nightly "$cmd" -Zbuild-std --target "$(host)" \
     --config 'profile.sanitize.inherits="release"' \
