@@ -78,7 +78,7 @@ use crate::chan::Chan;
 use crate::error::NetError;
 use crate::op::Cancel;
 use crate::placeholder::{is_placeholder, pass_over};
-use crate::pulls::{is_value, PULL_MARGIN};
+use crate::pulls::{is_value, LATE_ANSWER, PULL_MARGIN};
 use crate::turn::Turn;
 
 /// The most values one round of a write has in flight.
@@ -356,8 +356,8 @@ async fn take(
         .await
         .map_err(|e| conn.transport("pull", e))?;
     let mut msgs = Vec::with_capacity(n.min(WINDOW));
-    // The server answers every pull (messages, then a status); the margin covers a request
-    // lost with the connection.
+    // The server answers every pull (messages, then a status), nearly always: past the
+    // margin (`PULL_MARGIN`) the read gives up on this one and pulls again.
     let answer_by = tokio::time::sleep(wait + PULL_MARGIN);
     tokio::pin!(answer_by);
     let mut over = false;
@@ -380,7 +380,7 @@ async fn take(
         // The read stops waiting with its pull open: whatever still comes for it is handed
         // back at once, so no value waits in a process that stopped reading.
         let conn = Arc::clone(&chan.conn);
-        let until = wait + PULL_MARGIN;
+        let until = wait + LATE_ANSWER;
         tokio::spawn(async move {
             while let Ok(Some(m)) = tokio::time::timeout(until, sub.next()).await {
                 if !is_value(&m) {

@@ -191,8 +191,8 @@ pub(crate) async fn read(
                 continue;
             }
         };
-        // The server answers every pull (a message, or a status when it expires); the margin
-        // covers a request lost with the connection.
+        // The server answers every pull (a message, or a status when it expires), nearly
+        // always: past the margin (`PULL_MARGIN`) the read pulls again.
         let answer_by = tokio::time::sleep(wait + PULL_MARGIN);
         let why = tokio::select! {
             m = pull.sub.next() => {
@@ -206,7 +206,10 @@ pub(crate) async fn read(
                     None => None,
                 }
             }
-            () = answer_by => None,
+            () = answer_by => {
+                pulls.abandon(conn, pull, wait);
+                None
+            }
             () = cancel.wait() => {
                 pulls.abandon(conn, pull, wait);
                 Some(NetError::Cancelled)

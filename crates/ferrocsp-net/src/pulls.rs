@@ -16,9 +16,16 @@ use crate::error::NetError;
 use crate::link::Inner;
 use crate::lock::lock;
 
-/// How long past its expiry a pull's answer may take (covers a request lost with the
-/// connection).
-pub(crate) const PULL_MARGIN: Duration = Duration::from_secs(5);
+/// How long past its expiry a read waits for its pull's answer before it pulls again. The
+/// server answers every pull (values, then a status) as a rule, but a request is lost with its
+/// connection, and nats-server 2.9 was seen to end a pull without any answer when a
+/// redelivery fell due just as the pull expired (the value then waits for the next pull; see
+/// `test_a_pull_the_server_never_answers_is_sent_again`). So the margin is short: a late
+/// answer is not lost, it goes to the task that `abandon` starts, which hands a value back.
+pub(crate) const PULL_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long after a read gave up on its pull the inbox still waits for the answer (`abandon`).
+pub(crate) const LATE_ANSWER: Duration = Duration::from_secs(5);
 
 /// Reply inboxes for pull requests, each with its subscription, reused from read to read: a
 /// read costs a pull request and a confirmed ack, not also a subscription made and removed
@@ -97,7 +104,7 @@ impl Pulls {
     pub(crate) fn abandon(self: &Arc<Self>, conn: &Arc<Inner>, mut pull: Pull, wait: Duration) {
         let (me, conn) = (Arc::clone(self), Arc::clone(conn));
         tokio::spawn(async move {
-            if let Ok(Some(m)) = tokio::time::timeout(wait + PULL_MARGIN, pull.sub.next()).await {
+            if let Ok(Some(m)) = tokio::time::timeout(wait + LATE_ANSWER, pull.sub.next()).await {
                 if is_value(&m) {
                     nak(&conn, &m).await;
                 }
