@@ -21,18 +21,24 @@
 //! - A channel that moves to shared memory while the op waits ends the selection with
 //!   `Moved` (nothing sent or taken); the op then goes on there through `_io._offload_*`
 //!   (with its value, for a write), to which every later step and throw is passed.
+//! - The engine channel and name it uses are borrowed from the `Channel` its `obj` is or
+//!   holds (fields of frozen `#[pyclass]`es), which `obj` keeps alive as long as the op.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ptr::NonNull;
+use std::sync::Arc;
 
 use ferrocsp::{Error, Poll, Select, SelectError, Selected};
-use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration};
+use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyTypeError};
 use pyo3::prelude::*;
 
 use crate::aio::{Out, Step};
+use crate::channel::Channel;
 use crate::deadlock::Desc;
+use crate::ends::{Reader, Writer};
 use crate::errors::{to_pyerr, OpName};
 use crate::pythread::{deadline, Value};
 use crate::sched::{blocked_marker, with_coro, CoroWait};
+use crate::step_lock::{StepGuard, StepLock};
 
 /// Which operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +64,16 @@ pub(crate) struct CoroOp {
     kind: CoroKind,
     /// The Python channel or end, to go on with if the channel moves to shared memory.
     obj: Py<PyAny>,
-    chan: ferrocsp::Channel<Value>,
-    name: Arc<str>,
+    /// The engine channel and its name, borrowed, not cloned: both are fields of the frozen
+    /// `Channel` that `obj` is or holds (`new` takes them from `obj`; a `Reader`/`Writer`
+    /// holds its `Channel` in a frozen field too), written once when it was made and never
+    /// moved or replaced, and `obj` keeps that `Channel` alive as long as this op lives. So the op takes no reference counts of
+    /// its own: four atomic read-modify-writes fewer per waiting op, a measurable part of a
+    /// coroutine hand-off (each costs about 4 ns on the development VM).
+    chan: NonNull<ferrocsp::Channel<Value>>,
+    name: NonNull<Arc<str>>,
     timeout: Option<f64>,
-    state: Mutex<State>,
+    state: StepLock<State>,
 }
 
 impl std::fmt::Debug for CoroOp {
@@ -95,32 +107,53 @@ pub(crate) fn offload<'py>(
 }
 
 impl CoroOp {
+    /// An op of `obj`, a `Channel` or one of its ends (else `TypeError`).
     pub(crate) fn new(
         kind: CoroKind,
         obj: &Bound<'_, PyAny>,
-        chan: &ferrocsp::Channel<Value>,
-        name: &Arc<str>,
         value: Option<Value>,
         timeout: Option<f64>,
-    ) -> Self {
-        CoroOp {
+    ) -> PyResult<Self> {
+        let chan: &Channel = if let Ok(c) = obj.cast::<Channel>() {
+            c.get()
+        } else if let Ok(r) = obj.cast::<Reader>() {
+            r.get().chan()
+        } else if let Ok(w) = obj.cast::<Writer>() {
+            w.get().chan()
+        } else {
+            return Err(PyTypeError::new_err("a channel operation needs a channel or an end"));
+        };
+        Ok(CoroOp {
             kind,
             obj: obj.clone().unbind(),
-            chan: chan.clone(),
-            name: Arc::clone(name),
+            chan: NonNull::from(&chan.inner),
+            name: NonNull::from(&chan.name),
             timeout,
-            state: Mutex::new(State { value, delegate: None, waiting: None, done: false }),
-        }
+            state: StepLock::new(State { value, delegate: None, waiting: None, done: false }),
+        })
     }
 
-    fn locked(&self) -> PyResult<MutexGuard<'_, State>> {
-        crate::aio::lock_op(&self.state)
+    fn chan(&self) -> &ferrocsp::Channel<Value> {
+        // SAFETY: the field's comment: the pointee is a field of a frozen `Channel` kept
+        // alive by `self.obj`.
+        unsafe { self.chan.as_ref() }
+    }
+
+    fn name(&self) -> &str {
+        // SAFETY: as for `chan`.
+        unsafe { self.name.as_ref() }
+    }
+
+    fn locked(&self) -> PyResult<StepGuard<'_, State>> {
+        self.state.lock(crate::aio_op::gil_known()).ok_or_else(|| {
+            PyRuntimeError::new_err("this channel operation is already being awaited")
+        })
     }
 
     fn desc(&self) -> Desc<'_> {
         match self.kind {
-            CoroKind::Write => Desc::write(&self.name),
-            CoroKind::Read | CoroKind::Next => Desc::read(&self.name),
+            CoroKind::Write => Desc::write(self.name()),
+            CoroKind::Read | CoroKind::Next => Desc::read(self.name()),
         }
     }
 
@@ -153,9 +186,9 @@ impl CoroOp {
             let poll = match self.kind {
                 CoroKind::Write => {
                     let v = st.value.take().unwrap_or_else(|| py.None());
-                    sel.start_write(&self.chan, v, &task.waker, at)
+                    sel.start_write(self.chan(), v, &task.waker, at)
                 }
-                CoroKind::Read | CoroKind::Next => sel.start_read(&self.chan, &task.waker, at),
+                CoroKind::Read | CoroKind::Next => sel.start_read(self.chan(), &task.waker, at),
             };
             match poll {
                 Poll::Ready(r) => {
@@ -224,8 +257,8 @@ impl CoroOp {
     fn error(&self, py: Python<'_>, e: Error) -> PyErr {
         match (self.kind, e) {
             (CoroKind::Next, Error::Retired) => PyStopAsyncIteration::new_err(()),
-            (CoroKind::Write, e) => to_pyerr(py, e, OpName::Write, &self.name),
-            (_, e) => to_pyerr(py, e, OpName::Read, &self.name),
+            (CoroKind::Write, e) => to_pyerr(py, e, OpName::Write, self.name()),
+            (_, e) => to_pyerr(py, e, OpName::Read, self.name()),
         }
     }
 

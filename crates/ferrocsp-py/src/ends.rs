@@ -209,6 +209,11 @@ macro_rules! end_class {
                 }
             }
 
+            /// The channel of this end (a field written once, at `make`).
+            pub(crate) fn chan(&self) -> &Channel {
+                self.chan.get()
+            }
+
             /// The shared side of the channel, if it moved to shared memory.
             fn shm(&self) -> Option<&ShmSide> {
                 self.chan.get().flavors.shm.get().map(|s| s.get())

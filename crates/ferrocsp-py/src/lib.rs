@@ -39,6 +39,7 @@ mod shm_msg;
 mod shm_select;
 mod shm_side;
 mod slot;
+mod step_lock;
 mod test_hooks;
 mod thread_name;
 mod trace;
