@@ -23,7 +23,7 @@
 //!   its own.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ferrocsp::{Policy, Select, SelectError, Selected};
@@ -33,10 +33,12 @@ use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::PyTuple;
 
+use crate::aio_op::gil_known;
 use crate::alt_map::{AltMap, Chosen};
 use crate::channel::Channel;
 use crate::ends::{Reader, Writer};
 use crate::pythread::Value;
+use crate::step_lock::StepLock;
 use crate::trace;
 use crate::wait::{pooled_select, select_pooled, PooledSelect};
 
@@ -124,10 +126,10 @@ pub struct NativeAlt {
     /// Index of the guard `fair_select` chose last (`NONE`: none yet).
     last: AtomicUsize,
     /// The `AltMap` of the last blocking selection, emptied, for the next (no allocation).
-    spare: Mutex<Option<AltMap>>,
+    spare: StepLock<Option<AltMap>>,
     /// The last finished selection that had every guard enabled, with its map, uncleared: the
     /// next such selection refreshes it instead of building one (`begin`).
-    kept: Mutex<Option<Kept>>,
+    kept: StepLock<Option<Kept>>,
 }
 
 /// A finished selection of every guard (engine operation `i` is guard `i`), kept whole: its
@@ -273,7 +275,7 @@ impl NativeAlt {
         policy: Policy,
         in_task: bool,
     ) -> PyResult<Option<(PooledSelect, AltMap)>> {
-        let kept = self.kept.try_lock().ok().and_then(|mut k| k.take());
+        let kept = self.kept.lock(gil_known()).and_then(|mut k| k.take());
         if let Some(Kept { sel, map }) = kept {
             let mut sel = PooledSelect::kept(sel, in_task);
             if self.refresh(py, &mut sel, policy)? {
@@ -295,7 +297,8 @@ impl NativeAlt {
     /// An awaited selection that waited comes back here when its op finishes (`aio.rs`).
     pub(crate) fn end(&self, sel: PooledSelect, mut map: AltMap) {
         if map.index_of.len() == self.entries.len() {
-            if let (Some(mut sel), Ok(mut kept)) = (sel.into_kept(), self.kept.try_lock()) {
+            if let (Some(mut sel), Some(mut kept)) = (sel.into_kept(), self.kept.lock(gil_known()))
+            {
                 if kept.is_none() {
                     for (i, e) in self.entries.iter().enumerate() {
                         if e.kind == WRITE {
@@ -314,7 +317,7 @@ impl NativeAlt {
     /// An empty `AltMap`: the one kept from this Alt's last selection (its vectors keep their
     /// room), or a new one when another thread is using it.
     fn take_map(&self) -> AltMap {
-        let kept = self.spare.try_lock().ok().and_then(|mut m| m.take());
+        let kept = self.spare.lock(gil_known()).and_then(|mut m| m.take());
         kept.unwrap_or_else(|| {
             let n = self.entries.len();
             AltMap {
@@ -334,7 +337,7 @@ impl NativeAlt {
         map.all_names.clear();
         map.kinds.clear();
         map.owner = None;
-        if let Ok(mut spare) = self.spare.try_lock() {
+        if let Some(mut spare) = self.spare.lock(gil_known()) {
             *spare = Some(map);
         }
     }
@@ -492,8 +495,8 @@ impl NativeAlt {
             on: AtomicBool::new(on),
             entries,
             last: AtomicUsize::new(NONE),
-            spare: Mutex::new(None),
-            kept: Mutex::new(None),
+            spare: StepLock::new(None),
+            kept: StepLock::new(None),
         })
     }
 

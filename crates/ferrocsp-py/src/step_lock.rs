@@ -1,5 +1,7 @@
-//! `StepLock`: the state of an awaited operation, held by one step at a time; a second step
-//! meanwhile (another awaiter, or re-entrance) is refused, never waited for.
+//! `StepLock`: a value held by one user at a time, where a second user meanwhile is refused,
+//! never made to wait: the state of an awaited operation (one step at a time; another
+//! awaiter or a re-entrant step is refused), and a native Alt's kept selection and map (a
+//! second concurrent selection builds its own).
 //!
 //! Why not a `Mutex` with `try_lock`: a step takes the lock once and a coroutine hand-off steps
 //! its waiting op twice, and each `Mutex` round costs two atomic read-modify-writes (the
@@ -12,7 +14,8 @@
 //! - `busy` is true exactly while a [`StepGuard`] exists; only the guard's holder touches
 //!   `value` (the acquire of the load or compare-exchange pairs with the release of the
 //!   previous holder's store, so each holder sees the last one's writes). Callers pass
-//!   `serialised` true only while holding the GIL of an interpreter that has one.
+//!   `serialised` true only from an attached thread of an interpreter that has a GIL, and
+//!   every user of one lock is such a caller.
 //! - A panic inside a step releases the lock as the guard unwinds; the state stays as the
 //!   step left it (as `lock_op` did with a poisoned `Mutex`).
 
@@ -30,6 +33,13 @@ pub(crate) struct StepLock<T> {
 // (the compare-exchange in `lock`, or the GIL), so sharing the lock shares no unsynchronised access; the
 // value moves between threads with it, hence `T: Send`.
 unsafe impl<T: Send> Sync for StepLock<T> {}
+
+impl<T> std::fmt::Debug for StepLock<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The value is the holder's alone: only whether it is held.
+        f.debug_struct("StepLock").field("busy", &self.busy.load(Ordering::Relaxed)).finish()
+    }
+}
 
 impl<T> StepLock<T> {
     pub(crate) fn new(value: T) -> Self {
