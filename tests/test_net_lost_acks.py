@@ -27,7 +27,7 @@ import pytest
 import ferrocsp as csp
 import ferrocsp.net as net
 from _nats import NatsServer, nats_fixture, spawn  # noqa: F401 - nats_fixture is the fixture 'nats'
-from _netproxy import FaultProxy, Frame
+from _netproxy import FaultProxy, Frame, Rule
 from ferrocsp.net._connection import Hooks, _connect
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,6 +37,15 @@ ACK = 1.0  # ack_timeout of every connection here (also JetStream's ack_wait)
 
 def name() -> str:
     return "l" + uuid.uuid4().hex[:12]
+
+
+def _hit_once(rule: Rule) -> bool:
+    """Waits up to 10 s for ``rule`` to act; whether it acted exactly once."""
+    for _ in range(1000):
+        if rule.hits:
+            break
+        time.sleep(0.01)
+    return rule.hits == 1
 
 
 @pytest.fixture(name="proxy")
@@ -187,11 +196,7 @@ def test_a_pull_the_server_never_answers_is_sent_again(
 
         t = threading.Thread(target=read)
         t.start()
-        for _ in range(1000):
-            if lost.hits:
-                break
-            time.sleep(0.01)
-        assert lost.hits == 1, "the reader's first pull did not end"
+        assert _hit_once(lost), "the reader's first pull did not end"
         dch.write("late")
         t.join(30)
         assert not errors, errors
@@ -324,11 +329,7 @@ def test_a_late_confirmed_ack_makes_read_many_claim(
         got_c: list[object] = []
         t = threading.Thread(target=lambda: got_c.extend(c.channel(n, 4).read_many(8, timeout=20)))
         t.start()
-        for _ in range(1000):
-            if late.hits:
-                break
-            time.sleep(0.01)
-        assert late.hits == 1, "the batch reader's ack was not seen"
+        assert _hit_once(late), "the batch reader's ack was not seen"
         got_d: list[object] = []
         with contextlib.suppress(TimeoutError):
             got_d += dch.read_many(8, timeout=4 * ACK)
