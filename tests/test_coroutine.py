@@ -11,6 +11,7 @@ import asyncio
 import re
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -360,3 +361,33 @@ def test_a_wait_goes_on_when_its_channel_moves_to_shared_memory() -> None:
     wait_until(lambda: out.stats().writers_waiting == 1, what="writer blocked")
     assert csp.Par(csp.Process(_os_read, (out,), backend="os")).run() == [7]
     assert h.join(timeout=20) == "sent"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("make", ["read", "alt"])
+def test_one_waiting_operation_awaited_by_two_processes(make: str) -> None:
+    # As on asyncio: the second awaiter gets a clear error and the first still gets the value
+    # (it hung: the second process's step yielded the scheduler's marker with no wake-up of its
+    # own registered, so nothing ever stepped it again).
+    ch = csp.Channel()
+    ops: list[Any] = []
+
+    async def first() -> object:
+        ops.append(ch.aread() if make == "read" else csp.Alt(ch).aselect())
+        return await ops[0]
+
+    async def second() -> str:
+        try:
+            await ops[0]
+        except RuntimeError as e:
+            return str(e)
+        return "no error"
+
+    async def writer() -> None:
+        await ch.awrite("v")
+
+    got = csp.Par(
+        csp.process(first)(), csp.process(second)(), csp.process(writer)(), backend="coroutine"
+    ).run()
+    assert got[0] == ("v" if make == "read" else (ch, "v"))
+    assert "already being awaited" in str(got[1])

@@ -451,6 +451,7 @@ impl Inner {
         let (Some(wait), Some(sel)) = (self.coro.as_ref(), self.sel.as_mut()) else {
             return Err(PyRuntimeError::new_err("channel operation is not waiting"));
         };
+        wait.check_stepper()?;
         match wait.resume(py, sel) {
             Ok(Poll::Ready(r)) => self.finish(py, r),
             Ok(Poll::Pending) => Ok(Out::Yield(crate::sched::blocked_marker(py)?.clone_ref(py))),

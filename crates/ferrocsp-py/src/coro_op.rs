@@ -13,7 +13,10 @@
 //! - Like every `_AsyncOp`, it does nothing until first resumed: creating one and dropping it
 //!   unawaited neither sends nor takes anything.
 //! - It is stepped only inside a step of the coroutine task that awaits it (`with_coro`);
-//!   anywhere else a step is a `RuntimeError` and changes nothing.
+//!   anywhere else a step is a `RuntimeError` and changes nothing. Once it waits, that is the
+//!   task it registered for (`CoroWait::check_stepper`): a second process awaiting the same
+//!   op gets "already being awaited", as on asyncio, instead of waiting for a wake-up that
+//!   goes to the first.
 //! - A selection it registered is the task's kept one; it goes back to the task, cleared,
 //!   once the operation completes, and withdraws itself if the op is dropped while waiting.
 //! - An exception thrown in while waiting withdraws the registration; a communication that
@@ -169,6 +172,7 @@ impl CoroOp {
             ));
         }
         if let Some((sel, wait)) = st.waiting.as_mut() {
+            wait.check_stepper()?;
             return match wait.resume(py, sel)? {
                 Poll::Ready(r) => self.finish(py, &mut st, r),
                 Poll::Pending => Ok(Out::Yield(blocked_marker(py)?.clone_ref(py))),

@@ -230,6 +230,16 @@ impl CoroWait {
         &self.task
     }
 
+    /// Refuses a step from anywhere but the waiting task: another process awaiting the same
+    /// operation (whose step would yield the marker with no wake-up of its own registered, so
+    /// it would never be stepped again), or code outside the coroutine backend.
+    pub(crate) fn check_stepper(&self) -> PyResult<()> {
+        if super::with_coro(|t| t.is_some_and(|t| Arc::ptr_eq(t, &self.task))) {
+            return Ok(());
+        }
+        Err(PyRuntimeError::new_err("this channel operation is already being awaited"))
+    }
+
     /// A fresh wait generation, and the selection's deadline as a timer of it.
     pub(crate) fn arm(&self, sel: &Select<Value>) {
         let gen = self.task.next_wait_gen();
