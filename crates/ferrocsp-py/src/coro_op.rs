@@ -70,9 +70,10 @@ pub(crate) struct CoroOp {
     /// The engine channel and its name, borrowed, not cloned: both are fields of the frozen
     /// `Channel` that `obj` is or holds (`new` takes them from `obj`; a `Reader`/`Writer`
     /// holds its `Channel` in a frozen field too), written once when it was made and never
-    /// moved or replaced, and `obj` keeps that `Channel` alive as long as this op lives. So the op takes no reference counts of
-    /// its own: four atomic read-modify-writes fewer per waiting op, a measurable part of a
-    /// coroutine hand-off (each costs about 4 ns on the development VM).
+    /// moved or replaced, and `obj` keeps that `Channel` alive as long as this op lives. So
+    /// the op takes no reference counts of its own: four atomic read-modify-writes fewer per
+    /// waiting op, a measurable part of a coroutine hand-off (each costs about 4 ns on the
+    /// development VM).
     chan: NonNull<ferrocsp::Channel<Value>>,
     name: NonNull<Arc<str>>,
     timeout: Option<f64>,

@@ -30,8 +30,8 @@ pub(crate) struct StepLock<T> {
 }
 
 // SAFETY: `value` is reached only through a `StepGuard`, of which at most one exists at a time
-// (the compare-exchange in `lock`, or the GIL), so sharing the lock shares no unsynchronised access; the
-// value moves between threads with it, hence `T: Send`.
+// (the compare-exchange in `lock`, or the GIL), so sharing the lock shares no unsynchronised
+// access; the value moves between threads with it, hence `T: Send`.
 unsafe impl<T: Send> Sync for StepLock<T> {}
 
 impl<T> std::fmt::Debug for StepLock<T> {
