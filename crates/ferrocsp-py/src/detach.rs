@@ -29,12 +29,21 @@
 //!   unwind through greenlet's own frames aborts just the same. `_freeze_hubs` waits, boundedly,
 //!   until every hub parked for good or ended; a greenlet that never yields (pure Python forever)
 //!   is beyond it.
-//! - The check and the GIL's retaking are two steps: finalization that starts between them
-//!   still ends the thread as before. The window is the few instructions between the two,
-//!   against the whole blocking call before.
+//! - The check and the GIL's retaking are two steps, and the retaking waits for the GIL (for a
+//!   switch interval or more when threads contend for it): finalization that begins in
+//!   between still ends the thread by the abort above. So the last exit handler
+//!   (`_freeze_hubs`) also closes that window for good: it marks the exit (`EXITING`), then
+//!   waits (GIL released, bounded) until no thread is between a blocking call's end and the
+//!   GIL (`RETAKING`). Every thread counts itself in before it checks the mark (both
+//!   sequentially consistent: either the handler sees the count, or the thread sees the
+//!   mark), and a thread that sees the mark, other than the exiting one, does not take the GIL
+//!   back: it waits for finalization and parks for good once it begins. Only if finalization
+//!   has not begun within `SIT_OUT` does it go on (an exit handler that ran before ferrocsp
+//!   registered its own runs after it, and may join a thread that is doing channel operations:
+//!   that join is delayed by `SIT_OUT`, never hung).
 
 use std::ffi::{c_int, c_void, CStr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, Ordering::SeqCst};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -62,14 +71,28 @@ pub(crate) fn finalizing() -> bool {
     IS_FINALIZING.get_or_init(lookup).is_some_and(|f| unsafe { f() } != 0)
 }
 
-/// Looks the finalizing test up now, at module import, rather than on a first blocking call.
+/// At module import: looks the finalizing test up now rather than on a first blocking call,
+/// and makes a child made by `fork` start with no thread retaking the GIL (those counted are
+/// its parent's threads, which it does not have).
 pub(crate) fn init() {
     IS_FINALIZING.get_or_init(lookup);
+    static FORK_HANDLER: std::sync::Once = std::sync::Once::new();
+    FORK_HANDLER.call_once(|| {
+        // SAFETY: registers a child handler that only stores two atomics (allowed between
+        // `fork` and `exec`). It fails only out of memory: a child's exit handler would then
+        // wait its bound for threads it does not have.
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+    });
+}
+
+extern "C" fn forked_child() {
+    RETAKING.store(0, SeqCst);
+    EXITING.store(false, SeqCst);
 }
 
 /// Parks the calling thread for good if the interpreter is finalizing: for a Python thread
 /// about to take the GIL back from inside a blocking call (see the module doc).
-pub(crate) fn park_if_finalizing() {
+fn park_if_finalizing() {
     if finalizing() {
         loop {
             std::thread::park();
@@ -77,18 +100,69 @@ pub(crate) fn park_if_finalizing() {
     }
 }
 
-/// `py.detach(f)` (whose `Ungil` bound is `Send` outside nightly builds), except that a thread returning from `f` while the interpreter is
-/// finalizing parks for good instead of taking the GIL back (see the module doc).
+/// `py.detach(f)` (whose `Ungil` bound is `Send` outside nightly builds), except that a thread
+/// returning from `f` while the interpreter exits does not take the GIL back (see the module
+/// doc).
 pub(crate) fn detach<T, F>(py: Python<'_>, f: F) -> T
 where
     F: Send + FnOnce() -> T,
     T: Send,
 {
-    py.detach(|| {
+    let r = py.detach(|| {
         let r = f();
-        park_if_finalizing();
+        retake_begin();
         r
+    });
+    retake_end();
+    r
+}
+
+/// `Python::attach(f)` from inside `detach`'s `f` (a periodic check during a long wait), by
+/// the same rule as `detach`'s return.
+pub(crate) fn attach<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
+    retake_begin();
+    Python::attach(|py| {
+        retake_end();
+        f(py)
     })
+}
+
+/// Set by the last exit handler (`_freeze_hubs`): only the exiting thread takes the GIL back
+/// from a blocking call now (see the module doc).
+static EXITING: AtomicBool = AtomicBool::new(false);
+/// The thread that set `EXITING` (a `pthread_t`), which runs the rest of the exit.
+static EXITER: AtomicUsize = AtomicUsize::new(0);
+/// Threads between a blocking call's end and holding the GIL again.
+static RETAKING: AtomicUsize = AtomicUsize::new(0);
+/// How long a thread that saw `EXITING` waits for finalization before it takes the GIL back
+/// after all (an exit handler after ours may be waiting for it).
+const SIT_OUT: Duration = Duration::from_secs(1);
+
+fn on_exiting_thread() -> bool {
+    // SAFETY: `pthread_self` has no preconditions.
+    EXITER.load(Ordering::Relaxed) == unsafe { libc::pthread_self() } as usize
+}
+
+/// Before a thread without the GIL takes it back: counts it in `RETAKING` (until
+/// `retake_end`, with the GIL held), unless the interpreter exits: then it parks for good.
+fn retake_begin() {
+    park_if_finalizing();
+    RETAKING.fetch_add(1, SeqCst);
+    if EXITING.load(SeqCst) && !on_exiting_thread() {
+        // Not counted while it waits: the exit handler must not wait for it.
+        RETAKING.fetch_sub(1, SeqCst);
+        let until = Instant::now() + SIT_OUT;
+        while Instant::now() < until {
+            park_if_finalizing();
+            std::thread::park_timeout(Duration::from_millis(1)); // at exit only
+        }
+        RETAKING.fetch_add(1, SeqCst);
+    }
+}
+
+/// After `retake_begin`, once the GIL is held again.
+fn retake_end() {
+    RETAKING.fetch_sub(1, SeqCst);
 }
 
 /// Set once, at the end of exit: hubs stop resuming greenlets (see the module doc).
@@ -164,24 +238,30 @@ impl Drop for Hub {
 }
 
 /// ``_freeze_hubs(timeout)``: the last exit handler (``_backends/_pool.py``). Greenlet hubs
-/// resume no greenlet any more (idle ones are woken to see it); waits (GIL released) up to
-/// ``timeout`` seconds until every hub parked for good or ended; returns whether all did.
+/// resume no greenlet any more (idle ones are woken to see it), and threads other than this
+/// one no longer take the GIL back from blocking calls; waits (GIL released) up to
+/// ``timeout`` seconds until every hub parked for good or ended and no thread is on its way
+/// back to the GIL; returns whether that happened.
 #[pyfunction]
 pub(crate) fn _freeze_hubs(py: Python<'_>, timeout: f64) -> bool {
+    // SAFETY: `pthread_self` has no preconditions.
+    EXITER.store(unsafe { libc::pthread_self() } as usize, Ordering::Relaxed);
+    EXITING.store(true, SeqCst);
     FROZEN.store(true, Ordering::Release);
-    {
+    let hubs_mine = {
         let threads = hub_threads();
-        if !counts_are_mine() {
-            return true; // no hub ever ran in this process: the counts are a parent's
-        }
-        for t in threads.iter() {
+        // No hub ever ran in this process if the counts are a parent's.
+        let mine = counts_are_mine();
+        for t in threads.iter().filter(|_| mine) {
             t.unpark();
         }
-    }
+        mine
+    };
     let limit = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::ZERO);
     let deadline = Instant::now() + limit;
     py.detach(|| loop {
-        if HUBS_ACTIVE.load(Ordering::Acquire) == 0 {
+        let hubs_done = !hubs_mine || HUBS_ACTIVE.load(Ordering::Acquire) == 0;
+        if hubs_done && RETAKING.load(SeqCst) == 0 {
             return true;
         }
         if Instant::now() >= deadline {

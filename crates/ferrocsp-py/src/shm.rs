@@ -98,10 +98,9 @@ pub(crate) fn blocking<T: Send>(
                 dead = Some(msg);
                 return true;
             }
-            // Taking the GIL back during finalization would end this thread by an unwind
-            // through these frames (`detach.rs`).
-            crate::detach::park_if_finalizing();
-            Python::attach(|py| interrupts.check(py))
+            // Not `Python::attach`: taking the GIL back at exit would end this thread by an
+            // unwind through these frames (`detach.rs`).
+            crate::detach::attach(|py| interrupts.check(py))
         };
         let mut w = Wait { deadline, nowait, slice, interrupted: &mut check, sleeper: None };
         f(&mut w)

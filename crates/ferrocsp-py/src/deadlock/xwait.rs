@@ -29,7 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrocsp::shm::Quiet;
-use pyo3::prelude::*;
 
 use super::cross::{abort_all, covered, current, show, Attached, ANY};
 use super::lock;
@@ -177,7 +176,8 @@ impl SharedSleep {
             // The first slice: find the table and the caller (a thread, or an async process
             // blocking its loop's thread).
             let a = current().filter(|a| a.slot.is_some());
-            let part = Python::attach(|py| crate::process::current(py).ok()).filter(|p| p.here()); // not a parent's, in a child made by `fork`
+            let part =
+                crate::detach::attach(|py| crate::process::current(py).ok()).filter(|p| p.here()); // not a parent's, in a child made by `fork`
             match (a, part) {
                 (Some(a), Some(part)) => self.c = Some(Confirm::new(a, part)),
                 _ => self.on = false,
