@@ -127,6 +127,12 @@ pub struct Select<T> {
     spare: Option<Arc<Signal>>,
     /// Empty slots of cleared operations, reused by the next ones (see [`Select::clear`]).
     spare_slots: Vec<Arc<Slot<T>>>,
+    /// The handle of a cleared operation's rendezvous channel, reused by the next operation
+    /// on that channel: a process that waits on the same channel again and again (a ring, a
+    /// pipeline stage) clones and drops no handle (two locked instructions). Only a
+    /// rendezvous channel's: it owns no values, so keeping it alive keeps nothing of the
+    /// caller's alive.
+    spare_chan: Option<Channel<T>>,
     /// The shared word the next registrations' cells are linked to ([`Select::start_linked`]).
     link: Option<std::sync::Arc<dyn Link>>,
 }
@@ -162,6 +168,7 @@ impl<T> Select<T> {
             pending: None,
             spare: None,
             spare_slots: Vec::new(),
+            spare_chan: None,
             link: None,
         }
     }
@@ -170,7 +177,8 @@ impl<T> Select<T> {
     /// allocations (operation list, lock list, selection cell, value slots) for the next use.
     ///
     /// A backend that keeps one `Select` per waiting process and clears it between operations
-    /// blocks and wakes without allocating. Values of unsent writes are dropped here.
+    /// blocks and wakes without allocating. Values of unsent writes are dropped here. The
+    /// handle of the last rendezvous channel is kept too, for the next operation on it.
     ///
     /// # Panics
     /// If a selection is in progress.
@@ -179,6 +187,9 @@ impl<T> Select<T> {
         for op in self.ops.drain(..) {
             if let Some(slot) = op.slot {
                 self.spare_slots.push(slot);
+            }
+            if let Some(chan) = op.chan.filter(|c| c.capacity() == 0) {
+                self.spare_chan = Some(chan);
             }
         }
         self.locks.clear();
@@ -199,8 +210,17 @@ impl<T> Select<T> {
         // Most selections hold one operation, and a blocked process keeps its selection:
         // grow one at a time rather than by Vec's default of four.
         self.ops.reserve_exact(1);
-        self.ops.push(Op { chan: chan.cloned(), kind, slot, registered: false, lock: usize::MAX });
+        let chan = chan.map(|c| self.handle(c));
+        self.ops.push(Op { chan, kind, slot, registered: false, lock: usize::MAX });
         self.ops.len() - 1
+    }
+
+    /// A handle of `chan` for a new operation: the kept one if it is `chan`'s, else a clone.
+    fn handle(&mut self, chan: &Channel<T>) -> Channel<T> {
+        match self.spare_chan.take_if(|c| c == chan) {
+            Some(c) => c,
+            None => chan.clone(),
+        }
     }
 
     /// Adds a read from `chan`; returns its index.
@@ -488,5 +508,47 @@ mod tests {
         }
         peer.join().expect("peer thread");
         assert!(sel.spare.is_some(), "the cell is kept for reuse");
+    }
+
+    /// A cleared selection keeps the handle of its last rendezvous channel and gives it to
+    /// the next operation on that channel (no clone); a buffered channel's handle is not
+    /// kept, so the values buffered in a channel its owner dropped go with it.
+    #[test]
+    fn cleared_selection_keeps_only_a_rendezvous_handle() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let waker = Waker::current_thread();
+        let handles = |c: &Channel<u32>| Arc::strong_count(&c.inner);
+        let ch: Channel<u32> = Channel::new(0);
+        let mut sel = Select::new();
+        for _ in 0..3 {
+            assert!(matches!(sel.start_read(&ch, &waker, None), Poll::Pending));
+            assert_eq!(handles(&ch), 2, "ours and the operation's");
+            assert_eq!(sel.abort(), None);
+            sel.clear();
+            assert_eq!(handles(&ch), 2, "the kept one");
+        }
+        sel.clear();
+        let other: Channel<u32> = Channel::new(0);
+        sel.read(&other);
+        assert_eq!((handles(&ch), handles(&other)), (2, 2), "a clone for another channel");
+        sel.clear();
+        assert_eq!((handles(&ch), handles(&other)), (1, 2), "the newer one is kept");
+
+        struct Dropped(Arc<AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let gone = Arc::new(AtomicBool::new(false));
+        let buffered = Channel::new(1);
+        let mut sel = Select::new();
+        assert!(matches!(sel.start_read(&buffered, &waker, None), Poll::Pending));
+        assert!(sel.abort().is_none());
+        sel.clear();
+        assert_eq!(Arc::strong_count(&buffered.inner), 1, "no buffered handle is kept");
+        buffered.write(Dropped(Arc::clone(&gone))).map_err(|e| e.error).expect("write");
+        drop(buffered);
+        assert!(gone.load(Ordering::SeqCst), "the buffered value went with its channel");
     }
 }

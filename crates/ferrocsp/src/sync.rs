@@ -45,6 +45,33 @@ pub(crate) fn held_alone<T>(a: &mut Arc<T>) -> bool {
     Arc::get_mut(a).is_some()
 }
 
+/// `Arc::get_mut(a)` without its locked instruction, for a value of which a `Weak` is
+/// seldom made (a selection cell: the engine makes none, but hands out strong references
+/// that a caller could downgrade). With no `Weak` (`weak_count` 0) and a strong count of 1,
+/// [`held_alone`]'s reasoning holds; a `Weak` cannot appear meanwhile, since only a strong
+/// reference makes one and ours is the only one. With a `Weak`, it is `get_mut`.
+#[cfg(not(any(loom, ferrocsp_sanitize)))]
+pub(crate) fn get_mut_alone<T>(a: &mut Arc<T>) -> Option<&mut T> {
+    if Arc::weak_count(a) != 0 {
+        return Arc::get_mut(a);
+    }
+    if Arc::strong_count(a) != 1 {
+        return None;
+    }
+    std::sync::atomic::fence(Ordering::Acquire);
+    // SAFETY: `a` is the only reference to the value and no `Weak` exists to make another
+    // (see above); the fence orders us after every other holder's release decrement.
+    // `as_ptr` keeps the `Arc`'s write permission (it is derived from its mutable pointer,
+    // as `get_mut`'s reference is).
+    Some(unsafe { &mut *Arc::as_ptr(a).cast_mut() })
+}
+
+/// See the other version.
+#[cfg(any(loom, ferrocsp_sanitize))]
+pub(crate) fn get_mut_alone<T>(a: &mut Arc<T>) -> Option<&mut T> {
+    Arc::get_mut(a)
+}
+
 /// Locks `m`, ignoring poisoning.
 ///
 /// The engine never panics while holding a channel lock (no user code runs under it: values

@@ -15,7 +15,7 @@ use crate::channel::{wake_all, Entry, ReadAttempt, Slot, State as ChanState, Wok
 use crate::channel::{Channel, WriteAttempt};
 use crate::error::{Error, SelectError};
 use crate::signal::{Link, Outcome, Signal, Waker};
-use crate::sync::{held_alone, lock, Arc, MutexGuard};
+use crate::sync::{get_mut_alone, held_alone, lock, Arc, MutexGuard};
 
 /// Locks the first `N` channels of `locks` in order (the caller checked there are `N`).
 fn lock_all<T, const N: usize>(locks: &[Channel<T>]) -> [MutexGuard<'_, ChanState<T>>; N] {
@@ -352,7 +352,7 @@ pub(super) fn recycle_cell(
     link: &Option<std::sync::Arc<dyn Link>>,
 ) -> Arc<Signal> {
     match spare.take() {
-        Some(mut s) => match Arc::get_mut(&mut s) {
+        Some(mut s) => match get_mut_alone(&mut s) {
             Some(cell) => {
                 cell.reset(waker, link.clone());
                 s

@@ -133,12 +133,13 @@ impl<T> Select<T> {
         Poll::Pending
     }
 
-    /// Makes the selection's one operation (a clone of `chan`'s handle). The lock list is left
+    /// Makes the selection's one operation (with a handle of `chan`: `Select::handle`). The lock list is left
     /// to be built if a restart needs it (`locks_dirty`).
     fn push_single(&mut self, chan: &Channel<T>, kind: Kind<T>) {
         let slot = self.spare_slots.pop();
         self.ops.reserve_exact(1);
-        self.ops.push(Op { chan: Some(chan.clone()), kind, slot, registered: false, lock: 0 });
+        let chan = self.handle(chan);
+        self.ops.push(Op { chan: Some(chan), kind, slot, registered: false, lock: 0 });
         self.locks.clear();
         self.locks_dirty = true;
     }
