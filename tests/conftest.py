@@ -79,8 +79,11 @@ def _runs_greenlets(item: pytest.Item) -> bool:
     if any(isinstance(v, str) and "greenlet" in v for v in p.values()):
         return True
     module = item.module.__name__ if isinstance(item, pytest.Function) else ""
-    # asyncio on a shared-memory channel waits on an operation greenlet (shm_aio.rs).
+    # asyncio on a shared-memory channel waits on an operation greenlet (shm_aio.rs); the
+    # coroutine backend runs operations on shared or networked channels on greenlet tasks.
     if p.get("backend") in ("asyncio", "os-asyncio") and "shm" in p.values():
+        return True
+    if p.get("backend") == "coroutine" and any(v in ("shm", "net") for v in p.values()):
         return True
     if "greenlet" in item.name or item.name in GREENLET_TESTS:
         return True

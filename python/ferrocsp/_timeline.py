@@ -88,7 +88,11 @@ def lanes(events: list[dict[str, Any]]) -> list[Lane]:
 
 
 def plot(path: Path, out: Path) -> int:
-    """Draws the timeline of trace ``path`` into image ``out``; returns the number of lanes."""
+    """Draws the timeline of trace ``path`` into image ``out``; returns the number of lanes.
+    A file that is not a trace is said so first, with or without matplotlib."""
+    ls = lanes(load(path))
+    if not ls:
+        raise ValueError(f"{path}: the trace holds no events")
     try:
         import matplotlib
     except ImportError:
@@ -96,9 +100,6 @@ def plot(path: Path, out: Path) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ls = lanes(load(path))
-    if not ls:
-        raise ValueError(f"{path}: the trace holds no events")
     fig, ax = plt.subplots(figsize=(10, 1.0 + 0.45 * len(ls)))
     for y, lane in enumerate(ls):
         a = lane.start if lane.start is not None else lane.first
