@@ -31,7 +31,7 @@
 //! task's next suspension ([`keep_result_on_cancel`]; a done op thrown into before its await
 //! follows the same rule). So a value is never lost nor duplicated by cancellation.
 
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use ferrocsp::shm::EndKind;
@@ -49,6 +49,7 @@ use crate::errors::{to_pyerr, OpName};
 use crate::flavor::Flavors;
 use crate::pythread::{current_thread, deadline, Value};
 use crate::shm_aio;
+use crate::step_lock::{StepGuard, StepLock};
 use crate::wait::PooledSelect;
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -104,13 +105,13 @@ struct Inner {
     /// What an early withdrawal (`Withdraw`, from the waiter's `cancel`) found: `Some(fired)`.
     withdrawn: Option<Option<Result<Selected<Value>, SelectError>>>,
     /// This state, for the waiters it hands out (so `cancel` can withdraw the op at once).
-    me: Weak<Mutex<Inner>>,
+    me: Weak<StepLock<Inner>>,
 }
 
 /// A channel operation or Alt that waits when awaited: the state behind a pending
 /// `_AsyncOp` object (see `aio_op.rs` for the Python type).
 pub struct AsyncOp {
-    inner: Arc<Mutex<Inner>>,
+    inner: Arc<StepLock<Inner>>,
 }
 
 impl std::fmt::Debug for AsyncOp {
@@ -152,7 +153,7 @@ impl AsyncOp {
     }
 
     fn wrap(inner: Inner) -> Self {
-        let inner = Arc::new_cyclic(|me| Mutex::new(Inner { me: me.clone(), ..inner }));
+        let inner = Arc::new_cyclic(|me| StepLock::new(Inner { me: me.clone(), ..inner }));
         AsyncOp { inner }
     }
 
@@ -202,20 +203,13 @@ impl AsyncOp {
         Self::wrap(i)
     }
 
-    fn locked(&self) -> PyResult<MutexGuard<'_, Inner>> {
-        lock_op(&self.inner)
-    }
-}
-
-/// Locks a pending operation's state for one step; a step already in progress (a second
-/// awaiter, or re-entrance) is refused rather than waited for.
-pub(crate) fn lock_op<T>(m: &Mutex<T>) -> PyResult<MutexGuard<'_, T>> {
-    match m.try_lock() {
-        Ok(g) => Ok(g),
-        Err(TryLockError::Poisoned(e)) => Ok(e.into_inner()),
-        Err(TryLockError::WouldBlock) => {
-            Err(PyRuntimeError::new_err("this channel operation is already being awaited"))
-        }
+    /// Locks the state for one step; a step already in progress (a second awaiter, or
+    /// re-entrance) is refused rather than waited for. Every access is such a try (steps, and
+    /// a waiter's `withdraw`), so a `StepLock`: with a GIL, a load and a store.
+    fn locked(&self) -> PyResult<StepGuard<'_, Inner>> {
+        self.inner.lock(crate::aio_op::gil_known()).ok_or_else(|| {
+            PyRuntimeError::new_err("this channel operation is already being awaited")
+        })
     }
 }
 
@@ -344,7 +338,8 @@ impl Inner {
     /// The first step: the fast path, else register and yield a future.
     fn start(&mut self, py: Python<'_>) -> Step {
         let timeout = self.timeout;
-        let coro = crate::sched::current_coro();
+        // Borrowed, not cloned: a selection that completes at once needs no task reference.
+        let in_coro = crate::sched::with_coro(|t| t.is_some());
         if self.sel.is_none() {
             let Some(chan) = self.chan.clone() else {
                 return Err(PyRuntimeError::new_err("channel operation without a channel"));
@@ -373,8 +368,7 @@ impl Inner {
                 },
             }
             self.sel = Some(sel);
-        } else if let (Some(sel), true) = (self.sel.as_mut(), coro.is_none() || crate::trace::on())
-        {
+        } else if let (Some(sel), true) = (self.sel.as_mut(), !in_coro || crate::trace::on()) {
             // An Alt: try it without registering first, so a ready Alt needs no future (a
             // traced one: nor a "block" event). A coroutine task's registration tries first
             // in the same critical section, so it skips this.
@@ -386,8 +380,11 @@ impl Inner {
         if crate::trace::on() {
             self.trace_block(py);
         }
-        if let Some(task) = coro {
-            return self.start_coro(py, task);
+        if in_coro {
+            return crate::sched::with_coro(|task| match task {
+                Some(task) => self.start_coro(py, task),
+                None => Err(PyRuntimeError::new_err("no coroutine task to wait in")),
+            });
         }
         let event_loop =
             GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0().map_err(|_| {
@@ -427,7 +424,7 @@ impl Inner {
 
     /// The first step's registration in a task of the native coroutine backend: the task's
     /// waker instead of a future, the marker yielded to its hub.
-    fn start_coro(&mut self, py: Python<'_>, task: Arc<crate::sched::Task>) -> Step {
+    fn start_coro(&mut self, py: Python<'_>, task: &Arc<crate::sched::Task>) -> Step {
         let Some(sel) = self.sel.as_mut() else {
             return Err(PyRuntimeError::new_err("selection missing"));
         };
@@ -637,14 +634,14 @@ impl AsyncOp {
     }
 }
 
-impl Withdraw for Mutex<Inner> {
+impl Withdraw for StepLock<Inner> {
     /// The waiter was cancelled (`Task.cancel`): withdraw the registration now, so no
     /// counterpart can complete with a task that is being cancelled; the `CancelledError`
     /// then thrown in finds what this found (a communication that won the race before the
     /// cancellation is kept, by the rule in the module docs).
     fn withdraw(&self, py: Python<'_>) {
         // Busy only while the op itself runs, when its task has no waiter to cancel.
-        let Ok(mut inner) = self.try_lock() else { return };
+        let Some(mut inner) = self.lock(crate::aio_op::gil_known()) else { return };
         if inner.withdrawn.is_some() || inner.done {
             return;
         }

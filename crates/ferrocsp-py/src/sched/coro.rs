@@ -197,8 +197,9 @@ impl Drop for CoroWait {
 impl CoroWait {
     /// Starts `sel` for the calling coroutine task: `Ready`, or registered with the task's
     /// waker, its wait recorded (`desc`) and armed (`arm`); the caller then yields the marker.
+    /// `task` is borrowed (a selection that completes at once takes no reference to it).
     pub(crate) fn start<'a>(
-        task: Arc<Task>,
+        task: &Arc<Task>,
         sel: &mut Select<Value>,
         policy: ferrocsp::Policy,
         deadline: Option<std::time::Instant>,
@@ -206,7 +207,7 @@ impl CoroWait {
     ) -> Result<Result<Selected<Value>, SelectError>, CoroWait> {
         match sel.start_with(policy, &task.waker, deadline) {
             Poll::Ready(r) => Ok(r),
-            Poll::Pending => Err(CoroWait::begin(task, sel, &desc())),
+            Poll::Pending => Err(CoroWait::begin(Arc::clone(task), sel, &desc())),
         }
     }
 
