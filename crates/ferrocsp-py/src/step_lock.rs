@@ -17,7 +17,7 @@
 //!   `serialised` true only from an attached thread of an interpreter that has a GIL, and
 //!   every user of one lock is such a caller.
 //! - A panic inside a step releases the lock as the guard unwinds; the state stays as the
-//!   step left it (as `lock_op` did with a poisoned `Mutex`).
+//!   step left it (as a poisoned `Mutex` taken with `into_inner` would).
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
