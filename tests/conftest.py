@@ -69,6 +69,7 @@ GREENLET_TESTS = frozenset(
         "test_ctrl_c_once[during-start]",
         "test_bench_quick",
         "test_demo",
+        "test_ends_freed_while_the_interpreter_finalizes",
     }
 )
 
