@@ -18,10 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(sys.platform == "win32", reason="POSIX threads and signals"),
-]
+pytestmark = pytest.mark.timeout(120)
 
 TESTS = str(Path(__file__).parent)
 

@@ -127,8 +127,8 @@ pub(crate) fn attach<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
     })
 }
 
-/// Set by the last exit handler (`_freeze_hubs`): only the exiting thread takes the GIL back
-/// from a blocking call now (see the module doc).
+/// Set once, by the last exit handler (`_freeze_hubs`): hubs stop resuming greenlets, and
+/// only the exiting thread takes the GIL back from a blocking call (see the module doc).
 static EXITING: AtomicBool = AtomicBool::new(false);
 /// The thread that set `EXITING` (a `pthread_t`), which runs the rest of the exit.
 static EXITER: AtomicUsize = AtomicUsize::new(0);
@@ -144,7 +144,9 @@ fn on_exiting_thread() -> bool {
 }
 
 /// Before a thread without the GIL takes it back: counts it in `RETAKING` (until
-/// `retake_end`, with the GIL held), unless the interpreter exits: then it parks for good.
+/// `retake_end`, with the GIL held). Once the interpreter exits, a thread other than the
+/// exiting one first waits, uncounted, for finalization (then it parks for good), at most
+/// `SIT_OUT`.
 fn retake_begin() {
     park_if_finalizing();
     RETAKING.fetch_add(1, SeqCst);
@@ -165,8 +167,6 @@ fn retake_end() {
     RETAKING.fetch_sub(1, SeqCst);
 }
 
-/// Set once, at the end of exit: hubs stop resuming greenlets (see the module doc).
-static FROZEN: AtomicBool = AtomicBool::new(false);
 /// Hubs alive and not parked for good.
 static HUBS_ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// The threads of the live hubs, so that freezing can wake the idle ones.
@@ -212,7 +212,7 @@ impl Hub {
 
     /// At the top of a hub's loop: once frozen, the hub parks for good (GIL released).
     pub(crate) fn stop_if_frozen(&self, py: Python<'_>) {
-        if FROZEN.load(Ordering::Acquire) {
+        if EXITING.load(Ordering::Acquire) {
             py.detach(|| retire_frozen_hub());
         }
     }
@@ -222,7 +222,7 @@ impl Hub {
     pub(crate) fn park<F: Send + FnOnce()>(&self, py: Python<'_>, f: F) {
         detach(py, || {
             f();
-            if FROZEN.load(Ordering::Acquire) {
+            if EXITING.load(Ordering::Acquire) {
                 retire_frozen_hub();
             }
         });
@@ -247,7 +247,6 @@ pub(crate) fn _freeze_hubs(py: Python<'_>, timeout: f64) -> bool {
     // SAFETY: `pthread_self` has no preconditions.
     EXITER.store(unsafe { libc::pthread_self() } as usize, Ordering::Relaxed);
     EXITING.store(true, SeqCst);
-    FROZEN.store(true, Ordering::Release);
     let hubs_mine = {
         let threads = hub_threads();
         // No hub ever ran in this process if the counts are a parent's.
