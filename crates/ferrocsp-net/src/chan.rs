@@ -31,6 +31,8 @@
 //!   undone), so a waiter that saw it set may fail without re-checking.
 //! - The control and ready subscriptions are registered (flushed) before the keys are first
 //!   read, so no change between the read and the subscription is missed.
+//! - After a notice the keys are read again until a read succeeds (`refresh_after_notice`):
+//!   a notice is sent once, so a failed read must not end the wake-up.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -364,8 +366,8 @@ impl Chan {
                         let _ = c.conn.client.publish(reply, c.survey_answer()).await;
                         continue;
                     }
-                    // A failed refresh keeps the old status; the next notice or open retries.
-                    let _ = c.refresh().await;
+                    drop(c);
+                    refresh_after_notice(&w).await;
                 }
             });
             let w = weak.clone();
@@ -452,6 +454,16 @@ impl Chan {
         c.flush().await.map_err(|e| self.conn.transport("flush", e))
     }
 
+    /// Tells every participant (this one included) that this one changed the channel's state
+    /// on the server: its own status first, then the notice on `ctl`. The notice goes out even
+    /// if the read of the state fails: the change is made, and a notice withheld is one nobody
+    /// else ever gets (this participant learns the state from its own notice, through
+    /// `refresh_after_notice`).
+    pub(crate) async fn announce(&self, what: &'static str) -> Result<(), NetError> {
+        let _ = self.refresh().await;
+        self.notify_ctl(what).await
+    }
+
     /// Poisons the channel for every participant. Buffered values become unreachable.
     pub(crate) async fn poison_now(&self) -> Result<(), NetError> {
         let kv = self.conn.kv().await?;
@@ -501,8 +513,7 @@ impl Chan {
         if now_zero {
             // All readers retired: the buffer is dropped in effect (writers fail from now on);
             // it is not purged, for the reason given in `poison_now`.
-            self.refresh().await?;
-            self.notify_ctl("ends").await?;
+            self.announce("ends").await?;
         }
         Ok(())
     }
@@ -585,3 +596,27 @@ impl Chan {
         }
     }
 }
+
+/// Reads the channel's keys again after a notice on `ctl`, until a read succeeds or the
+/// channel is gone. The notice is the only wake-up (a poison or a retirement is announced
+/// once): a read that failed (its reply lost, or slower than `ack_timeout` on a loaded server)
+/// must not leave the old status for good, or a blocked participant never learns of the
+/// change (`tests/test_net_state_notices.py`). Notices that arrive meanwhile wait in the
+/// subscription; the read that succeeds covers them.
+async fn refresh_after_notice(w: &std::sync::Weak<Chan>) {
+    let mut pause = REFRESH_RETRY_FIRST;
+    loop {
+        let Some(c) = w.upgrade() else { return };
+        if c.refresh().await.is_ok() {
+            return;
+        }
+        drop(c); // not held while it waits: a closed channel ends the retries
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(REFRESH_RETRY_MAX);
+    }
+}
+
+/// First pause before a failed state read is retried, doubled up to [`REFRESH_RETRY_MAX`].
+const REFRESH_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(20);
+/// Longest pause between retries of a failed state read.
+const REFRESH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);

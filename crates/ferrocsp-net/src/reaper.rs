@@ -112,8 +112,7 @@ pub(crate) async fn reap(chan: &Chan) -> Result<bool, NetError> {
         }
     }
     if changed {
-        chan.refresh().await?;
-        chan.notify_ctl("ends").await?;
+        chan.announce("ends").await?;
     }
     Ok(changed)
 }
