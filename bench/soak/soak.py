@@ -73,9 +73,14 @@ ACK_TIMEOUT = 1.0
 LEASE_BOUND = 1.5 * LEASE_TTL + 15.0
 #: How long a Ctrl-C'd run may take to exit: INTERRUPT_GRACE (2 s) plus interpreter exit.
 CTRLC_BOUND = 30.0
-#: A round still running after this long has hung: every thread's stack goes to standard
-#: error and the soak exits 1 (faulthandler), with the round named in ``current.txt``.
-ROUND_LIMIT = 600.0
+#: A round still running after this long has hung: the stacks of every process of the round
+#: (``dump_round``) and then of every thread here go to standard error and the soak exits 1
+#: (faulthandler), with the round named in ``current.txt``. Below the parent's patience with
+#: a lane at the end (``LANE_GRACE``), so that a lane's hung round reports itself.
+ROUND_LIMIT = 240.0
+#: How long the parent waits past the duration for a lane to finish before it asks the lane's
+#: current round for its stacks (``dump_round``) and kills it.
+LANE_GRACE = 300.0
 
 
 class SoakFailure(Exception):
@@ -152,6 +157,39 @@ def forkserver_pid() -> int | None:
     return None
 
 
+def native_threads(pid: int) -> str:
+    """Every thread of ``pid`` as ``name:kernel wait channel``: faulthandler shows only the
+    Python threads; a hang in a Rust thread (a NATS connection's runtime, a watchdog) shows
+    here as where it sleeps."""
+    parts = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        with contextlib.suppress(OSError):
+            name = (task / "comm").read_text().strip()
+            parts.append(f"{name}:{(task / 'wchan').read_text().strip() or '-'}")
+    return "threads " + " ".join(parts)
+
+
+def dump_round(folder: Path, note: str = "") -> None:
+    """Asks every live process of a round (the ``P`` lines of its logs: "os" workers, and the
+    interpreter of its thread workers) for the stacks of all its threads (SIGUSR1, which
+    ``soak_work.Log`` registers with faulthandler), to standard error."""
+    print(f"[soak] round in {folder} hung{note}: stacks of its processes follow", flush=True)
+    for log in sorted(folder.glob("*.log")):
+        pid = soak_check.parse(log).pid
+        if pid is None or not alive(pid):
+            continue
+        try:
+            # A pid reused by an unrelated process would die of SIGUSR1: ours run Python.
+            if b"python" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            print(f"[soak]   {log.name}: pid {pid}; {native_threads(pid)}", file=sys.stderr)
+            sys.stderr.flush()
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            continue  # gone meanwhile
+        time.sleep(0.5)  # one dump at a time: they share standard error
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -223,6 +261,17 @@ class Soak:
         self.last_sample = -1e9
         self.skip: set[int] = set()  # long-lived children that are not leaks (nats, lane)
         self.lanes: list[subprocess.Popen[bytes]] = []
+        self.round_channel: Any = None  # a regular round's, for its watchdog
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # dump_round asks us too
+
+    def round_hung(self, folder: Path) -> None:
+        """The watchdog of a round that runs past ``ROUND_LIMIT`` (a timer thread)."""
+        dump_round(folder)
+        ch = self.round_channel
+        if ch is not None:
+            # For a networked channel, the server's view: a poison there that the round's
+            # processes did not see is a lost wake-up, none is a poison never sent.
+            print(f"[soak] its channel {ch.name!r}: {ch.stats()}", file=sys.stderr, flush=True)
 
     # -- regular rounds --
 
@@ -231,6 +280,7 @@ class Soak:
             ch = self.conn.channel(f"soak-{os.getpid()}-{r.number}", r.capacity)
         else:
             ch = csp.Channel(r.capacity, name=f"soak-{r.number}")
+        self.round_channel = ch
         procs = soak_work.processes(r, ch)
         killed: list[int] = []
         stop = threading.Event()
@@ -552,7 +602,13 @@ class Soak:
                     elif self.url and x < self.args.ctrlc_rate + self.args.lease_rate:
                         kind = "lease"
                 (self.out / "current.txt").write_text(f"round {number} ({kind}): {folder}\n")
+                self.round_channel = None
                 faulthandler.dump_traceback_later(ROUND_LIMIT, exit=True)
+                # Before faulthandler's exit: the round's own processes say where they wait
+                # (a Python thread: a hang that holds the GIL leaves only faulthandler's dump).
+                watch = threading.Timer(ROUND_LIMIT - 15, self.round_hung, (folder,))
+                watch.daemon = True
+                watch.start()
                 if kind == "ctrlc":
                     self.ctrlc(number, folder)
                 elif kind == "lease":
@@ -561,6 +617,7 @@ class Soak:
                     r = soak_work.plan(self.rng, number, folder, self.transports, kills=parent)
                     (self.out / "current.txt").write_text(f"{r.describe()}: {folder}\n")
                     self.regular(r)
+                watch.cancel()
                 faulthandler.cancel_dump_traceback_later()
                 shutil.rmtree(folder)
                 self.rounds += 1
@@ -687,8 +744,11 @@ def parent_main(args: argparse.Namespace) -> int:
             if failure is not None:
                 lane.terminate()  # it stops, keeping its samples (lane_main)
             try:
-                lane.wait(timeout=args.duration + 300 if failure is None else 30)
+                lane.wait(timeout=args.duration + LANE_GRACE if failure is None else 30)
             except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    current = Path(args.out) / f"lane{lanes.index(lane)}" / "current.txt"
+                    dump_round(Path(current.read_text().split(": ", 1)[1].strip()), " (lane)")
                 lane.kill()
                 lane.wait()
         if nats is not None:

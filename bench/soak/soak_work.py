@@ -22,8 +22,10 @@ Invariants (what ``soak_check.account`` relies on):
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import random
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,9 @@ class Log:
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.line("P", str(os.getpid()))
+        # A hung round's watchdog (soak.py ``dump_round``) asks every process named by a ``P``
+        # line for its stacks; an "os" worker has no other way to say where it waits.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def line(self, kind: str, ident: str) -> None:
         os.write(self.fd, f"{kind} {ident}\n".encode())
