@@ -376,7 +376,7 @@ impl NativeAlt {
     /// An awaitable selection: a native op (done at once if a guard is ready) or the
     /// general path's `_arun` coroutine. If a channel moves to shared memory while the op
     /// waits (nothing fired), awaiting it goes on with `_arun`.
-    fn arun(slf: &Bound<'_, Self>, policy: Policy) -> PyResult<Py<PyAny>> {
+    pub(crate) fn arun(slf: &Bound<'_, Self>, policy: Policy) -> PyResult<Py<PyAny>> {
         let (py, this) = (slf.py(), slf.get());
         if !this.on.load(Ordering::Relaxed) {
             return Self::general(slf, "_arun", policy);

@@ -231,6 +231,43 @@ impl Channel {
             flavors: Arc::default(),
         }
     }
+
+    /// `awrite` with its timeout parsed (`fast_method.rs` calls it for `awrite(v)`). A
+    /// timeout is checked before a loan is spent.
+    pub(crate) fn awrite_parsed(
+        slf: &Bound<'_, Self>,
+        value: Value,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        if this.flavors.is_remote() {
+            if crate::coro_op::in_coro_task() {
+                return crate::coro_op::offload(py, "_offload_write", (slf, value, timeout));
+            }
+            let value = crate::loan::lend(py, value)?;
+            if let Some(s) = this.flavors.shm.get() {
+                return crate::shm_aio::awrite(py, s, None, EndKind::Writer, false, value, timeout);
+            }
+            return crate::net_side::net_aio(py, "awrite", (slf, value, timeout));
+        }
+        let value = crate::loan::lend(py, value)?;
+        aio_op::write_op(py, slf.as_any(), &this.flavors, &this.inner, &this.name, value, timeout)
+    }
+
+    /// `aread` with its timeout parsed (`fast_method.rs` calls it for `aread()`).
+    pub(crate) fn aread_parsed(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        if this.flavors.is_remote() {
+            if crate::coro_op::in_coro_task() {
+                return crate::coro_op::offload(py, "_offload_read", (slf, timeout));
+            }
+            if let Some(s) = this.flavors.shm.get() {
+                return crate::shm_aio::aread(py, s, None, EndKind::Reader, false, timeout, false);
+            }
+            return crate::net_side::net_aio(py, "aread", (slf, timeout, false));
+        }
+        aio_op::read_op(py, slf.as_any(), &this.flavors, &this.inner, &this.name, timeout, false)
+    }
 }
 
 #[pymethods]
@@ -436,22 +473,7 @@ impl Channel {
         value: Value,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let (py, this) = (slf.py(), slf.get());
-        if this.flavors.is_remote() && crate::coro_op::in_coro_task() {
-            let t = parse_timeout(timeout)?;
-            return crate::coro_op::offload(py, "_offload_write", (slf, value, t));
-        }
-        let value = crate::loan::lend(py, value)?;
-        if let Some(s) = this.flavors.shm.get() {
-            let t = parse_timeout(timeout)?;
-            return crate::shm_aio::awrite(py, s, None, EndKind::Writer, false, value, t);
-        }
-        if this.flavors.net.get().is_some() {
-            parse_timeout(timeout)?;
-            return crate::net_side::net_aio(py, "awrite", (slf, value, timeout));
-        }
-        let timeout = parse_timeout(timeout)?;
-        aio_op::write_op(py, slf.as_any(), &this.flavors, &this.inner, &this.name, value, timeout)
+        Self::awrite_parsed(slf, value, parse_timeout(timeout)?)
     }
 
     /// ``await ch.aread()``: the asyncio twin of ``read`` (same errors and timeout).
@@ -461,21 +483,7 @@ impl Channel {
     /// ``CancelledError`` propagates and nothing was taken.
     #[pyo3(signature = (*, timeout = None))]
     fn aread(slf: &Bound<'_, Self>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        let (py, this) = (slf.py(), slf.get());
-        if this.flavors.is_remote() && crate::coro_op::in_coro_task() {
-            let t = parse_timeout(timeout)?;
-            return crate::coro_op::offload(py, "_offload_read", (slf, t));
-        }
-        if let Some(s) = this.flavors.shm.get() {
-            let t = parse_timeout(timeout)?;
-            return crate::shm_aio::aread(py, s, None, EndKind::Reader, false, t, false);
-        }
-        if this.flavors.net.get().is_some() {
-            parse_timeout(timeout)?;
-            return crate::net_side::net_aio(py, "aread", (slf, timeout, false));
-        }
-        let timeout = parse_timeout(timeout)?;
-        aio_op::read_op(py, slf.as_any(), &this.flavors, &this.inner, &this.name, timeout, false)
+        Self::aread_parsed(slf, parse_timeout(timeout)?)
     }
 
     /// Writes ``value`` if that is possible right now (a reader is waiting, or buffer room);

@@ -405,22 +405,7 @@ end_class!(
         /// ``await reader.aread()``: the asyncio twin of ``read`` (see ``Channel.aread``).
         #[pyo3(signature = (*, timeout = None))]
         fn aread(slf: &Bound<'_, Self>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-            let (py, this) = (slf.py(), slf.get());
-            if this.chan.get().flavors.is_remote() && crate::coro_op::in_coro_task() {
-                let t = parse_timeout(timeout)?;
-                return crate::coro_op::offload(py, "_offload_read", (slf, t));
-            }
-            if let Some(s) = this.chan.get().flavors.shm.get() {
-                let t = parse_timeout(timeout)?;
-                let (id, retired) = (Some(this.inner.id()), this.inner.is_retired());
-                return crate::shm_aio::aread(py, s, id, EndKind::Reader, retired, t, false);
-            }
-            let timeout = parse_timeout(timeout)?;
-            let c = this.checked(py)?;
-            if this.net().is_some() {
-                return crate::net_side::net_aio(py, "aread", (&this.chan, timeout, false));
-            }
-            aio_op::read_op(py, slf.as_any(), &c.flavors, &c.inner, &c.name, timeout, false)
+            Self::aread_parsed(slf, parse_timeout(timeout)?)
         }
 
         /// Reads a value if one is available now, else raises ``WouldBlock``.
@@ -535,23 +520,7 @@ end_class!(
             value: Value,
             timeout: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Py<PyAny>> {
-            let (py, this) = (slf.py(), slf.get());
-            if this.chan.get().flavors.is_remote() && crate::coro_op::in_coro_task() {
-                let t = parse_timeout(timeout)?;
-                return crate::coro_op::offload(py, "_offload_write", (slf, value, t));
-            }
-            let value = crate::loan::lend(py, value)?;
-            if let Some(s) = this.chan.get().flavors.shm.get() {
-                let t = parse_timeout(timeout)?;
-                let (id, retired) = (Some(this.inner.id()), this.inner.is_retired());
-                return crate::shm_aio::awrite(py, s, id, EndKind::Writer, retired, value, t);
-            }
-            let timeout = parse_timeout(timeout)?;
-            let c = this.checked(py)?;
-            if this.net().is_some() {
-                return crate::net_side::net_aio(py, "awrite", (&this.chan, value, timeout));
-            }
-            aio_op::write_op(py, slf.as_any(), &c.flavors, &c.inner, &c.name, value, timeout)
+            Self::awrite_parsed(slf, value, parse_timeout(timeout)?)
         }
 
         /// A writable buffer of ``nbytes`` bytes to fill and then ``write`` (see
@@ -701,4 +670,51 @@ fn new_end<E>(
         s.get().register_end(py, id(&end), kind)?;
     }
     Ok(end)
+}
+
+impl Reader {
+    /// `aread` with its timeout parsed (`fast_method.rs` calls it for `aread()`).
+    pub(crate) fn aread_parsed(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        if this.chan.get().flavors.is_remote() {
+            if crate::coro_op::in_coro_task() {
+                return crate::coro_op::offload(py, "_offload_read", (slf, timeout));
+            }
+            if let Some(s) = this.chan.get().flavors.shm.get() {
+                let (id, retired) = (Some(this.inner.id()), this.inner.is_retired());
+                return crate::shm_aio::aread(py, s, id, EndKind::Reader, retired, timeout, false);
+            }
+            this.checked(py)?;
+            return crate::net_side::net_aio(py, "aread", (&this.chan, timeout, false));
+        }
+        let c = this.checked(py)?;
+        aio_op::read_op(py, slf.as_any(), &c.flavors, &c.inner, &c.name, timeout, false)
+    }
+}
+
+impl Writer {
+    /// `awrite` with its timeout parsed (`fast_method.rs` calls it for `awrite(v)`). A
+    /// timeout is checked before a loan is spent.
+    pub(crate) fn awrite_parsed(
+        slf: &Bound<'_, Self>,
+        value: Value,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let (py, this) = (slf.py(), slf.get());
+        if this.chan.get().flavors.is_remote() {
+            if crate::coro_op::in_coro_task() {
+                return crate::coro_op::offload(py, "_offload_write", (slf, value, timeout));
+            }
+            let value = crate::loan::lend(py, value)?;
+            if let Some(s) = this.chan.get().flavors.shm.get() {
+                let (id, retired) = (Some(this.inner.id()), this.inner.is_retired());
+                return crate::shm_aio::awrite(py, s, id, EndKind::Writer, retired, value, timeout);
+            }
+            this.checked(py)?;
+            return crate::net_side::net_aio(py, "awrite", (&this.chan, value, timeout));
+        }
+        let value = crate::loan::lend(py, value)?;
+        let c = this.checked(py)?;
+        aio_op::write_op(py, slf.as_any(), &c.flavors, &c.inner, &c.name, value, timeout)
+    }
 }

@@ -18,6 +18,7 @@ mod deadlock;
 mod detach;
 mod ends;
 mod errors;
+mod fast_method;
 mod flavor;
 mod loan;
 mod move_lock;
@@ -69,6 +70,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(select::_select, m)?)?;
     m.add_function(wrap_pyfunction!(select::_aselect, m)?)?;
     m.add_class::<alt::NativeAlt>()?;
+    fast_method::install(m.py())?;
     m.add_function(wrap_pyfunction!(aio_wake::_wake_future, m)?)?;
     m.add_class::<sched::Scheduler>()?;
     m.add_class::<aio_waiter::Waiter>()?;
