@@ -97,6 +97,22 @@ impl Pending {
             Pending::Coro(op) => op.close(py),
         }
     }
+
+    /// Drops the state on an attached thread, releasing a coroutine op's Python references
+    /// directly: a `Py` dropped asks PyO3 whether the thread is attached (a thread-local
+    /// lookup, one per reference, a few per coroutine communication).
+    fn release(self, py: Python<'_>) {
+        match self {
+            Pending::Loop(op) => drop(op),
+            Pending::Coro(op) => op.release(py),
+        }
+    }
+}
+
+/// What a new op holds: a done op's result, or a pending op's state.
+enum Content {
+    Done(Py<PyAny>),
+    Pending(Box<Pending>),
 }
 
 /// The `_AsyncOp` type, created on first use (once per interpreter).
@@ -104,7 +120,7 @@ pub(crate) fn op_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     OP_TYPE.get_or_try_init(py, || create_type(py)).map(|t| t.bind(py))
 }
 
-fn alloc(py: Python<'_>, value: Py<PyAny>, op: Option<Box<Pending>>) -> PyResult<Py<PyAny>> {
+fn alloc(py: Python<'_>, content: Content) -> PyResult<Py<PyAny>> {
     let tp = op_type(py)?.as_type_ptr();
     let kept = if gil_enabled(py) {
         // The GIL serialises every use of FREE: a load and a store, not an atomic swap (a
@@ -133,12 +149,12 @@ fn alloc(py: Python<'_>, value: Py<PyAny>, op: Option<Box<Pending>>) -> PyResult
     // of the box.
     unsafe {
         let o = obj.cast::<OpObject>();
-        match op {
-            Some(op) => {
+        match content {
+            Content::Pending(op) => {
                 ptr::addr_of_mut!((*o).value).write(AtomicPtr::new(ptr::null_mut()));
                 ptr::addr_of_mut!((*o).op).write(Box::into_raw(op));
             }
-            None => {
+            Content::Done(value) => {
                 ptr::addr_of_mut!((*o).value).write(AtomicPtr::new(value.into_ptr()));
                 ptr::addr_of_mut!((*o).op).write(ptr::null_mut());
             }
@@ -201,7 +217,7 @@ pub(crate) fn done(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
             }
         }
     }
-    alloc(py, value, None)
+    alloc(py, Content::Done(value))
 }
 
 /// A done op whose result was just taken by its await: kept as SPARE (see there).
@@ -229,12 +245,12 @@ unsafe fn keep_spare(py: Python<'_>, slf: *mut ffi::PyObject) {
 
 /// An op that waits when awaited.
 pub(crate) fn pending(py: Python<'_>, op: AsyncOp) -> PyResult<Py<PyAny>> {
-    alloc(py, py.None(), Some(Box::new(Pending::Loop(op))))
+    alloc(py, Content::Pending(Box::new(Pending::Loop(op))))
 }
 
 /// An op of a coroutine task that waits when awaited (`coro_op.rs`).
 fn coro_pending(py: Python<'_>, op: CoroOp) -> PyResult<Py<PyAny>> {
-    alloc(py, py.None(), Some(Box::new(Pending::Coro(op))))
+    alloc(py, Content::Pending(Box::new(Pending::Coro(op))))
 }
 
 /// Takes a done op's result (an owned reference), or null if there is none (a pending op, or
@@ -441,9 +457,9 @@ unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
         if !op.is_null() {
             // Dropping releases references (attached, so at once) and may run Python code; a
             // panic must not unwind into CPython, and there is nobody to report it to.
-            in_slot(|_| {
+            in_slot(|py| {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    drop(Box::from_raw(op))
+                    Box::from_raw(op).release(py)
                 }));
             });
         }

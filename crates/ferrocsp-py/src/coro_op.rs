@@ -161,6 +161,14 @@ impl CoroOp {
         }
     }
 
+    /// Drops the op on an attached thread (see `aio_op`'s `Pending::release`): its selection
+    /// first, then its reference to the channel or end.
+    pub(crate) fn release(self, py: Python<'_>) {
+        let CoroOp { obj, state, .. } = self;
+        drop(state);
+        drop(obj.into_bound(py));
+    }
+
     /// Resumes the operation (`__next__`/`send`/`am_send`).
     pub(crate) fn step(&self, py: Python<'_>) -> Step {
         let mut st = self.locked()?;
@@ -175,7 +183,7 @@ impl CoroOp {
         if let Some((sel, wait)) = st.waiting.as_mut() {
             wait.check_stepper()?;
             return match wait.resume(py, sel)? {
-                Poll::Ready(r) => self.finish(py, &mut st, r),
+                Poll::Ready(r) => self.finish(py, &mut st, r, true),
                 Poll::Pending => Ok(Out::Yield(blocked_marker(py)?.clone_ref(py))),
             };
         }
@@ -199,7 +207,7 @@ impl CoroOp {
                 Poll::Ready(r) => {
                     sel.clear();
                     task.put_select(sel);
-                    self.finish(py, &mut st, r)
+                    self.finish(py, &mut st, r, false)
                 }
                 Poll::Pending => {
                     let wait = CoroWait::begin(Arc::clone(task), &sel, &self.desc());
@@ -211,12 +219,14 @@ impl CoroOp {
     }
 
     /// Ends the await with the selection's result; a completed selection goes back to the
-    /// waiting task.
+    /// waiting task. `own_step`: called from a step that passed `check_stepper` (so on the
+    /// waiting task's scheduler thread).
     fn finish(
         &self,
         py: Python<'_>,
         st: &mut State,
         r: Result<Selected<Value>, SelectError>,
+        own_step: bool,
     ) -> Step {
         st.done = true;
         if let Some((mut sel, wait)) = st.waiting.take() {
@@ -226,6 +236,9 @@ impl CoroOp {
             if !sel.is_pending() {
                 sel.clear();
                 wait.task().put_select(sel);
+            }
+            if own_step {
+                wait.end_on_scheduler();
             }
         }
         if let Err(SelectError::Moved { .. }) = r {
@@ -281,7 +294,7 @@ impl CoroOp {
         match sel.abort() {
             Some(Ok(s)) => {
                 st.waiting = Some((sel, wait));
-                self.finish(py, &mut st, Ok(s))
+                self.finish(py, &mut st, Ok(s), false)
             }
             _ => {
                 st.done = true;

@@ -188,8 +188,7 @@ impl Drop for CoroWait {
         // The record is the scheduler thread's; an operation dropped elsewhere (its scheduler
         // has ended, and with it the task's registration) leaves it alone.
         if self.task.shared.is_running_here() {
-            let t = &self.task;
-            t.wait.with(|w| w.clear(&t.part));
+            self.clear_record();
         }
     }
 }
@@ -224,6 +223,22 @@ impl CoroWait {
         let wait = CoroWait { task };
         wait.arm(sel);
         wait
+    }
+
+    fn clear_record(&self) {
+        let t = &self.task;
+        t.wait.with(|w| w.clear(&t.part));
+    }
+
+    /// Ends the wait as dropping it does, from a step of the waiting task itself (it passed
+    /// [`CoroWait::check_stepper`], so this is its scheduler's thread): without asking which
+    /// thread runs (a thread-local lookup, one per coroutine communication).
+    pub(crate) fn end_on_scheduler(self) {
+        self.clear_record();
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again; its one field is read out once and
+        // dropped here, which releases the task reference the skipped `drop` would have.
+        drop(unsafe { std::ptr::read(&me.task) });
     }
 
     /// The task waiting.
