@@ -327,6 +327,27 @@ fn guarded(f: impl FnOnce() -> Step) -> Step {
     })
 }
 
+/// Runs a call into `slf` with the Python token. For a done op or a coroutine op it is
+/// assumed: neither step releases a `Py` that would ask PyO3's attachment count (results and
+/// errors go to CPython, a coroutine op's own references are released as `Bound`s), and a
+/// coroutine op is stepped inside its scheduler's `run`, which PyO3 counts as attached
+/// anyway; that saves `in_slot`'s thread-local lookup, three per coroutine communication. An
+/// event-loop op (`aio.rs`) keeps `in_slot`: its step drops futures and callbacks, which
+/// `in_slot` releases at once where an assumed token would leave them to PyO3's pool when
+/// the caller (an event loop) runs no PyO3 code. (Either way is correct: the pool releases
+/// them at PyO3's next call.)
+///
+/// # Safety
+/// `slf` must point to a live `_AsyncOp`, and the calling thread must be attached.
+unsafe fn in_op<R>(slf: *mut ffi::PyObject, f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+    // SAFETY: per the contract; `op` is written before the object is shared.
+    if let Some(Pending::Loop(_)) = unsafe { (*slf.cast::<OpObject>()).op.as_ref() } {
+        return in_slot(f);
+    }
+    // SAFETY: attached (the contract).
+    f(unsafe { Python::assume_attached() })
+}
+
 unsafe extern "C" fn op_am_send(
     slf: *mut ffi::PyObject,
     _arg: *mut ffi::PyObject,
@@ -334,7 +355,7 @@ unsafe extern "C" fn op_am_send(
 ) -> ffi::PySendResult {
     // CPython calls every slot and method below from an attached thread (holding the GIL where
     // there is one), on a live `_AsyncOp`, also while the interpreter finalizes (`slot.rs`).
-    in_slot(|py| {
+    let body = |py: Python<'_>| {
         // SAFETY: a live `_AsyncOp`, attached thread (see above).
         let (out, status) = match guarded(|| unsafe { step(py, slf) }) {
             Ok(Out::Yield(fut)) => (fut.into_ptr(), ffi::PySendResult::PYGEN_NEXT),
@@ -347,7 +368,9 @@ unsafe extern "C" fn op_am_send(
         // SAFETY: `result` is the out-parameter CPython passes to am_send.
         unsafe { *result = out };
         status
-    })
+    };
+    // SAFETY: as said above.
+    unsafe { in_op(slf, body) }
 }
 
 unsafe extern "C" fn op_iternext(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
@@ -456,12 +479,19 @@ unsafe extern "C" fn op_dealloc(slf: *mut ffi::PyObject) {
         let op = std::mem::replace(&mut (*o).op, ptr::null_mut());
         if !op.is_null() {
             // Dropping releases references (attached, so at once) and may run Python code; a
-            // panic must not unwind into CPython, and there is nobody to report it to.
-            in_slot(|py| {
+            // panic must not unwind into CPython, and there is nobody to report it to. The
+            // token as for a step (`in_op`): a coroutine op releases its references as
+            // `Bound`s.
+            let release = |py: Python<'_>| {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     Box::from_raw(op).release(py)
                 }));
-            });
+            };
+            if let Pending::Loop(_) = &*op {
+                in_slot(release);
+            } else {
+                release(Python::assume_attached());
+            }
         }
         // (Known once any op was allocated; read without `Python::attach`, which PyO3
         // refuses while the interpreter finalizes.)
