@@ -386,6 +386,22 @@ def test_a_write_that_sent_nothing_gives_the_loan_back(shared: bool) -> None:
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["in-process", "shared"])
+def test_an_invalid_timeout_is_refused_before_the_loan_is_spent(shared: bool) -> None:
+    # awrite spent the loan first and then refused the timeout (write checked it first).
+    ch: csp.Channel[Any] = csp.Channel(name="bad-timeout")
+    if shared:
+        _shm.share(ch)
+    loan = ch.loan(16)
+    for target in (ch, ch.writer()):
+        for call in (target.write, target.awrite):
+            with pytest.raises(TypeError, match="timeout must be a number"):
+                call(loan, timeout="soon")
+            with pytest.raises(ValueError, match="timeout must be >= 0"):
+                call(loan, timeout=-1)
+            assert not loan.spent
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "shared"])
 def test_a_write_to_a_retired_channel_frees_its_loan(shared: bool) -> None:
     ch: csp.Channel[Any] = csp.Channel(name="gone")
     if shared:
