@@ -127,3 +127,27 @@ def test_a_retirement_is_announced_even_when_the_retiring_side_cannot_read_the_s
         assert lost.hits == 1
         [e] = got
         assert isinstance(e, csp.ChannelRetired), e
+
+
+def test_a_poison_announced_while_the_connection_is_down_is_learned_after_it_reconnects(
+    nats: NatsServer, proxy: FaultProxy
+) -> None:
+    # Core NATS delivers at most once: a notice published while a participant's connection
+    # is down never reaches it. The proxy cuts the connection instead of delivering the
+    # notice; the client reconnects by itself and must read the state again.
+    n = name()
+    with (
+        net.connect(proxy.url, ack_timeout=ACK) as c,
+        net.connect(nats.url, ack_timeout=ACK) as d,
+    ):
+        w = c.channel(n, 0).writer()
+        poisoner = d.channel(n, 0)
+        subject = f"ferrocsp.{n}.ctl"
+        cut = proxy.rule(lambda f: f.way == "down" and f.subject == subject, "cut")
+        t, got = outcome(lambda: w.write("never read", timeout=2 * BOUND))
+        poisoner.poison()
+        t.join(3 * BOUND)
+        assert not t.is_alive()
+        assert cut.hits == 1
+        [e] = got
+        assert isinstance(e, csp.ChannelPoisoned), e

@@ -32,7 +32,9 @@
 //! - The control and ready subscriptions are registered (flushed) before the keys are first
 //!   read, so no change between the read and the subscription is missed.
 //! - After a notice the keys are read again until a read succeeds (`refresh_after_notice`):
-//!   a notice is sent once, so a failed read must not end the wake-up.
+//!   a notice is sent once, so a failed read must not end the wake-up. So they are after the
+//!   client reconnects: notices published while the connection was down never arrive (core
+//!   NATS delivers at most once).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -355,19 +357,36 @@ impl Chan {
             lease: Lease::default(),
             tasks: Vec::new(),
         };
+        // Marked seen before the first read of the state: a reconnection after it is news.
+        let mut reconnects = conn.reconnects.clone();
+        reconnects.borrow_and_update();
         chan.refresh().await?;
         let chan = Arc::new_cyclic(|weak: &std::sync::Weak<Chan>| {
             let w = weak.clone();
             let ctl_task = rt.spawn(async move {
-                while let Some(msg) = ctl.next().await {
-                    let Some(c) = w.upgrade() else { return };
-                    if let (Some(reply), true) = (msg.reply, &msg.payload[..] == STATS_ASK) {
-                        // A `stats()` survey (`stats.rs`): answer with this process's counts.
-                        let _ = c.conn.client.publish(reply, c.survey_answer()).await;
-                        continue;
+                let mut watching = true;
+                loop {
+                    tokio::select! {
+                        msg = ctl.next() => {
+                            let Some(msg) = msg else { return };
+                            let Some(c) = w.upgrade() else { return };
+                            if let (Some(reply), true) = (msg.reply, &msg.payload[..] == STATS_ASK) {
+                                // A `stats()` survey (`stats.rs`): answer with this process's
+                                // counts.
+                                let _ = c.conn.client.publish(reply, c.survey_answer()).await;
+                                continue;
+                            }
+                            drop(c);
+                            refresh_after_notice(&w).await;
+                        }
+                        r = reconnects.changed(), if watching => {
+                            // No sender: the connection is closing; notices still count.
+                            watching = r.is_ok();
+                            if watching {
+                                refresh_after_notice(&w).await;
+                            }
+                        }
                     }
-                    drop(c);
-                    refresh_after_notice(&w).await;
                 }
             });
             let w = weak.clone();

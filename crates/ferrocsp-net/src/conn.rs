@@ -59,11 +59,14 @@ impl Connection {
         let epoch = Instant::now();
         let lost = Arc::new(AtomicU64::new(0));
         let lost_cb = Arc::clone(&lost);
+        let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
+        let reconnected = Arc::new(reconnected);
         let mut o = async_nats::ConnectOptions::new()
             .connection_timeout(opts.connect_timeout)
             .request_timeout(Some(opts.ack_timeout))
             .event_callback(move |ev| {
                 let lost = Arc::clone(&lost_cb);
+                let reconnected = Arc::clone(&reconnected);
                 async move {
                     match ev {
                         async_nats::Event::Disconnected => {
@@ -73,7 +76,10 @@ impl Connection {
                             let _ =
                                 lost.compare_exchange(0, ms, Ordering::AcqRel, Ordering::Acquire);
                         }
-                        async_nats::Event::Connected => lost.store(0, Ordering::Release),
+                        async_nats::Event::Connected => {
+                            lost.store(0, Ordering::Release);
+                            reconnected.send_modify(|n| *n = n.wrapping_add(1));
+                        }
                         _ => {}
                     }
                 }
@@ -139,7 +145,7 @@ impl Connection {
             let _in_rt = rt.enter();
             jetstream::new(client.clone())
         };
-        let inner = Arc::new(Inner::new(client, js, opts, names, lost, epoch));
+        let inner = Arc::new(Inner::new(client, js, opts, names, lost, epoch, reconnects));
         // Fail now, clearly, if the server runs without JetStream (`nats-server -js`); this
         // also creates the state bucket every channel needs.
         let probe = Arc::clone(&inner);

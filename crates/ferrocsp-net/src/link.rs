@@ -35,6 +35,10 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     /// A random prefix for message ids, unique per connection.
     pub(crate) id_prefix: String,
+    /// Counts the client's (re)connections: every `Chan` reads its channel's state again
+    /// after one, since notices published while the connection was down are lost (core
+    /// NATS delivers at most once; `chan.rs`).
+    pub(crate) reconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 fn random_prefix() -> String {
@@ -58,6 +62,7 @@ impl Inner {
         names: Names,
         lost_since_ms: Arc<AtomicU64>,
         epoch: Instant,
+        reconnects: tokio::sync::watch::Receiver<u64>,
     ) -> Inner {
         Inner {
             client,
@@ -71,6 +76,7 @@ impl Inner {
             epoch,
             next_id: AtomicU64::new(1),
             id_prefix: random_prefix(),
+            reconnects,
         }
     }
 
