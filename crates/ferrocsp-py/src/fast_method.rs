@@ -20,8 +20,9 @@
 //!   instance of the class: the channel and its ends cannot be subclassed; `_NativeAlt` is
 //!   (the Python `Alt`), and an instance of a subclass keeps the base's layout (a subclass
 //!   that defines the method itself finds its own first).
-//! - No entry asks PyO3 to attach once the interpreter finalizes (`slot.rs`); a Rust panic
-//!   becomes a Python exception, never an unwind into CPython.
+//! - No entry asks PyO3 to attach (the token is assumed, see [`entry`]), so none can panic
+//!   while the interpreter finalizes (`slot.rs`); a Rust panic becomes a Python exception,
+//!   never an unwind into CPython.
 
 use std::ffi::{c_int, CStr, CString};
 use std::ptr;
@@ -38,7 +39,6 @@ use crate::alt::NativeAlt;
 use crate::channel::Channel;
 use crate::ends::{Reader, Writer};
 use crate::pythread::Value;
-use crate::slot::in_slot;
 
 /// PyO3's methods, replaced in the classes' dictionaries, for the unusual call shapes.
 static CHANNEL_AREAD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -104,20 +104,26 @@ fn put<T: PyClass>(
 
 /// Runs an entry's body with the Python token: its result as a new reference, or null with
 /// the exception set; a Rust panic becomes a `PanicException`.
+///
+/// The token is assumed, not counted with PyO3 (`in_slot`'s `try_attach`, 65 instructions
+/// and a thread-local lookup a call, or `PyGILState_Ensure` where no PyO3 frame runs, as in
+/// an asyncio event loop): CPython calls a method on an attached thread. A `Py` released
+/// inside then goes at once where a PyO3 frame is on the stack (the coroutine scheduler's
+/// `run`), and otherwise waits in PyO3's pool for its next call; the bodies release little
+/// (the value goes into the channel, results and errors to CPython).
 fn entry(f: impl for<'py> FnOnce(Python<'py>) -> PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
-    in_slot(|py| {
-        let r =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(py))).unwrap_or_else(|_| {
-                Err(pyo3::panic::PanicException::new_err("panic in a ferrocsp channel operation"))
-            });
-        match r {
-            Ok(v) => v.into_ptr(),
-            Err(e) => {
-                e.restore(py);
-                ptr::null_mut()
-            }
+    // SAFETY: every entry is a method CPython calls, on an attached thread.
+    let py = unsafe { Python::assume_attached() };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(py))).unwrap_or_else(|_| {
+        Err(pyo3::panic::PanicException::new_err("panic in a ferrocsp channel operation"))
+    });
+    match r {
+        Ok(v) => v.into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            ptr::null_mut()
         }
-    })
+    }
 }
 
 /// The body of a `METH_FASTCALL | METH_KEYWORDS` entry: the usual shape (`want` positional
