@@ -213,82 +213,43 @@ fn value(py: Python<'_>, argv: &[*mut ffi::PyObject]) -> PyResult<Value> {
     Ok(unsafe { Bound::from_borrowed_ptr(py, p) }.unbind())
 }
 
-unsafe extern "C" fn channel_aread(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls this as a method of `Channel` (module invariants).
-    unsafe {
-        fastcall::<Channel>(slf, args, nargs, kwnames, 0, &CHANNEL_AREAD, |s, _| {
-            Channel::aread_parsed(s, None)
-        })
-    }
+/// A `METH_FASTCALL | METH_KEYWORDS` entry of `$ty`: `|receiver, arguments| body` for the
+/// usual shape (`$want` positional arguments), PyO3's method (`$original`) for any other.
+macro_rules! fastcall_entry {
+    ($name:ident, $ty:ty, $want:literal, $original:ident, |$s:ident, $a:pat_param| $body:expr) => {
+        unsafe extern "C" fn $name(
+            slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargs: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: CPython calls this as a method of `$ty` (module invariants).
+            unsafe { fastcall::<$ty>(slf, args, nargs, kwnames, $want, &$original, |$s, $a| $body) }
+        }
+    };
 }
 
-unsafe extern "C" fn channel_awrite(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: as `channel_aread`.
-    unsafe {
-        fastcall::<Channel>(slf, args, nargs, kwnames, 1, &CHANNEL_AWRITE, |s, a| {
-            Channel::awrite_parsed(s, value(s.py(), a)?, None)
-        })
-    }
+/// A `METH_NOARGS` entry of `_NativeAlt`: its awaitable selection with `$policy`.
+macro_rules! alt_entry {
+    ($name:ident, $policy:expr) => {
+        unsafe extern "C" fn $name(
+            slf: *mut ffi::PyObject,
+            _unused: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: CPython calls this as a method of `_NativeAlt` (module invariants).
+            unsafe { noargs::<NativeAlt>(slf, |s| NativeAlt::arun(s, $policy)) }
+        }
+    };
 }
 
-unsafe extern "C" fn reader_aread(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: as `channel_aread`, for `Reader`.
-    unsafe {
-        fastcall::<Reader>(slf, args, nargs, kwnames, 0, &READER_AREAD, |s, _| {
-            Reader::aread_parsed(s, None)
-        })
-    }
-}
-
-unsafe extern "C" fn writer_awrite(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: as `channel_aread`, for `Writer`.
-    unsafe {
-        fastcall::<Writer>(slf, args, nargs, kwnames, 1, &WRITER_AWRITE, |s, a| {
-            Writer::awrite_parsed(s, value(s.py(), a)?, None)
-        })
-    }
-}
-
-unsafe extern "C" fn alt_aselect(
-    slf: *mut ffi::PyObject,
-    _unused: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls this as a method of `_NativeAlt` (module invariants).
-    unsafe { noargs::<NativeAlt>(slf, |s| NativeAlt::arun(s, Policy::Random)) }
-}
-
-unsafe extern "C" fn alt_apri_select(
-    slf: *mut ffi::PyObject,
-    _unused: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: as `alt_aselect`.
-    unsafe { noargs::<NativeAlt>(slf, |s| NativeAlt::arun(s, Policy::Priority)) }
-}
-
-unsafe extern "C" fn alt_afair_select(
-    slf: *mut ffi::PyObject,
-    _unused: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: as `alt_aselect`.
-    unsafe { noargs::<NativeAlt>(slf, |s| NativeAlt::arun(s, Policy::Fair)) }
-}
+fastcall_entry!(channel_aread, Channel, 0, CHANNEL_AREAD, |s, _| Channel::aread_parsed(s, None));
+fastcall_entry!(channel_awrite, Channel, 1, CHANNEL_AWRITE, |s, a| {
+    Channel::awrite_parsed(s, value(s.py(), a)?, None)
+});
+fastcall_entry!(reader_aread, Reader, 0, READER_AREAD, |s, _| Reader::aread_parsed(s, None));
+fastcall_entry!(writer_awrite, Writer, 1, WRITER_AWRITE, |s, a| {
+    Writer::awrite_parsed(s, value(s.py(), a)?, None)
+});
+alt_entry!(alt_aselect, Policy::Random);
+alt_entry!(alt_apri_select, Policy::Priority);
+alt_entry!(alt_afair_select, Policy::Fair);
