@@ -163,7 +163,13 @@ class FaultProxy:
 
     def stop(self) -> None:
         self._stopped = True
+        # close() alone does not wake a thread blocked in accept() on Linux: the accept thread
+        # then lives on, and a later test's deadlock detection (which waits while any thread
+        # might still act) never concludes.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+        self._accept.join(5)
         self.cut_all()
 
     def __enter__(self) -> FaultProxy:
