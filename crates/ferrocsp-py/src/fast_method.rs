@@ -45,10 +45,6 @@ static CHANNEL_AREAD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static CHANNEL_AWRITE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static READER_AREAD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static WRITER_AWRITE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-/// Kept like the others, though a call without arguments never needs them.
-static ALT_ASELECT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static ALT_APRI_SELECT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static ALT_AFAIR_SELECT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Puts the raw entries in the classes' dictionaries (at import, after `add_class`).
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
@@ -58,20 +54,21 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     };
     let noargs =
         |f: ffi::PyCFunction| (ffi::PyMethodDefPointer { PyCFunction: f }, ffi::METH_NOARGS);
-    put::<Channel>(py, c"aread", fast(channel_aread), &CHANNEL_AREAD)?;
-    put::<Channel>(py, c"awrite", fast(channel_awrite), &CHANNEL_AWRITE)?;
-    put::<Reader>(py, c"aread", fast(reader_aread), &READER_AREAD)?;
-    put::<Writer>(py, c"awrite", fast(writer_awrite), &WRITER_AWRITE)?;
-    put::<NativeAlt>(py, c"aselect", noargs(alt_aselect), &ALT_ASELECT)?;
-    put::<NativeAlt>(py, c"apri_select", noargs(alt_apri_select), &ALT_APRI_SELECT)?;
-    put::<NativeAlt>(py, c"afair_select", noargs(alt_afair_select), &ALT_AFAIR_SELECT)
+    put::<Channel>(py, c"aread", fast(channel_aread), Some(&CHANNEL_AREAD))?;
+    put::<Channel>(py, c"awrite", fast(channel_awrite), Some(&CHANNEL_AWRITE))?;
+    put::<Reader>(py, c"aread", fast(reader_aread), Some(&READER_AREAD))?;
+    put::<Writer>(py, c"awrite", fast(writer_awrite), Some(&WRITER_AWRITE))?;
+    // A call without arguments never needs PyO3's method: it is not kept.
+    put::<NativeAlt>(py, c"aselect", noargs(alt_aselect), None)?;
+    put::<NativeAlt>(py, c"apri_select", noargs(alt_apri_select), None)?;
+    put::<NativeAlt>(py, c"afair_select", noargs(alt_afair_select), None)
 }
 
 fn put<T: PyClass>(
     py: Python<'_>,
     name: &'static CStr,
     (entry, flags): (ffi::PyMethodDefPointer, c_int),
-    original: &'static PyOnceLock<Py<PyAny>>,
+    original: Option<&'static PyOnceLock<Py<PyAny>>>,
 ) -> PyResult<()> {
     let ty = py.get_type::<T>();
     let name_str = name.to_str().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
@@ -85,7 +82,7 @@ fn put<T: PyClass>(
         None => doc.unwrap_or_default(),
     };
     let doc = CString::new(doc).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    if original.set(py, old.unbind()).is_err() {
+    if original.is_some_and(|o| o.set(py, old.unbind()).is_err()) {
         return Ok(()); // installed already (a second import of the module in this interpreter)
     }
     // Leaked: CPython keeps pointers to the definition and its strings for the type's life.
