@@ -654,21 +654,21 @@ pub(crate) fn read_op(
     timeout: Option<f64>,
     next: bool,
 ) -> PyResult<Py<PyAny>> {
-    match chan.try_read() {
-        Ok(v) => {
+    // The pending op's first step tries again (under the lock, as it registers), so the try
+    // here is skipped when the channel says it has nothing (`Channel::might_read`).
+    if chan.might_read() {
+        if let Ok(v) = chan.try_read() {
             crate::trace::event(py, "read", "", name); // trace hook
-            done(py, v)
-        }
-        Err(_) => {
-            if in_coro_task() && !crate::trace::on() {
-                let kind = if next { CoroKind::Next } else { CoroKind::Read };
-                let op = CoroOp::new(kind, obj, None, timeout)?;
-                return coro_pending(py, op);
-            }
-            let op = AsyncOp::read(chan, name, timeout, next, Arc::clone(owner));
-            pending(py, op)
+            return done(py, v);
         }
     }
+    if in_coro_task() && !crate::trace::on() {
+        let kind = if next { CoroKind::Next } else { CoroKind::Read };
+        let op = CoroOp::new(kind, obj, None, timeout)?;
+        return coro_pending(py, op);
+    }
+    let op = AsyncOp::read(chan, name, timeout, next, Arc::clone(owner));
+    pending(py, op)
 }
 
 /// `ch.awrite(value)`: the write if it can complete now (a `_Done`), else an [`AsyncOp`].
@@ -682,18 +682,22 @@ pub(crate) fn write_op(
     value: Value,
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
-    match chan.try_write(value) {
-        Ok(()) => {
-            crate::trace::event(py, "write", "", name); // trace hook
-            done(py, py.None())
-        }
-        Err(e) => {
-            if in_coro_task() && !crate::trace::on() {
-                let op = CoroOp::new(CoroKind::Write, obj, Some(e.value), timeout)?;
-                return coro_pending(py, op);
+    // As in `read_op`: no try when the channel says a write cannot complete.
+    let value = if chan.might_write() {
+        match chan.try_write(value) {
+            Ok(()) => {
+                crate::trace::event(py, "write", "", name); // trace hook
+                return done(py, py.None());
             }
-            let op = AsyncOp::write(chan, name, e.value, timeout, Arc::clone(owner));
-            pending(py, op)
+            Err(e) => e.value,
         }
+    } else {
+        value
+    };
+    if in_coro_task() && !crate::trace::on() {
+        let op = CoroOp::new(CoroKind::Write, obj, Some(value), timeout)?;
+        return coro_pending(py, op);
     }
+    let op = AsyncOp::write(chan, name, value, timeout, Arc::clone(owner));
+    pending(py, op)
 }

@@ -20,11 +20,13 @@ use crate::ends::{Reader, Writer};
 use crate::error::{Error, WriteError};
 use crate::select::{Policy, Select};
 use crate::stats::Stats;
-use crate::sync::{lock, try_lock, Arc, Mutex};
+use crate::sync::Arc;
 
+mod ready;
 mod slot;
 mod state;
 
+pub(crate) use ready::{Guard, Locked};
 pub(crate) use slot::{Entry, Slot};
 pub(crate) use state::{wake_all, ReadAttempt, State, Woken, WriteAttempt};
 
@@ -35,7 +37,8 @@ pub(crate) fn next_id() -> u64 {
 }
 
 pub(crate) struct Inner<T> {
-    pub(crate) state: Mutex<State<T>>,
+    /// The state behind the channel's lock, and the readiness hint (`channel/ready.rs`).
+    pub(crate) state: Locked<T>,
     id: u64,
     /// Immutable copy of `State::capacity`, readable without the lock.
     capacity: usize,
@@ -91,7 +94,7 @@ impl<T> Channel<T> {
     pub fn new(capacity: usize) -> Self {
         Channel {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::new(capacity)),
+                state: Locked::new(State::new(capacity)),
                 id: next_id(),
                 capacity,
             }),
@@ -113,6 +116,24 @@ impl<T> Channel<T> {
         Arc::as_ptr(&self.inner) as *const () as usize
     }
 
+    /// Whether a read might complete now: false when, as of the channel's last operation,
+    /// nothing could be read (no buffered value, no waiting writer, not closed or retired).
+    ///
+    /// A hint read without the lock (one atomic load), for skipping a [`Channel::try_read`]
+    /// that would fail before an operation that waits anyway: it may be stale as soon as it is
+    /// read, so "false" never stands in for a try under the lock (a blocking read still tries
+    /// before it registers).
+    pub fn might_read(&self) -> bool {
+        self.inner.state.may_read()
+    }
+
+    /// Whether a write might complete now: false when, as of the channel's last operation,
+    /// nothing could be written (no waiting reader, no buffer space, not closed or retired).
+    /// A hint, as [`Channel::might_read`] says.
+    pub fn might_write(&self) -> bool {
+        self.inner.state.may_write()
+    }
+
     /// Reads a value if one can be taken right now (a buffered value or a waiting writer).
     ///
     /// Errors: [`Error::WouldBlock`] when nothing is ready, [`Error::Poisoned`],
@@ -120,7 +141,7 @@ impl<T> Channel<T> {
     pub fn try_read(&self) -> Result<T, Error> {
         let mut woken = Woken::new();
         let r = {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             let r = st.try_read(&mut woken);
             st.check();
             r
@@ -137,7 +158,7 @@ impl<T> Channel<T> {
     pub fn try_write(&self, value: T) -> Result<(), WriteError<T>> {
         let mut woken = Woken::new();
         let r = {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             let r = st.try_write(value, &mut woken);
             st.check();
             r
@@ -162,9 +183,13 @@ impl<T> Channel<T> {
 
     /// Reads a value, giving up at `deadline` (`None`: wait forever).
     pub fn read_deadline(&self, deadline: Option<Instant>) -> Result<T, Error> {
-        match self.try_read() {
-            Err(Error::WouldBlock) => {}
-            r => return r,
+        // The selection tries again under the lock: the first try only spares a blocked
+        // thread's selection when something is there, so skip it when nothing can be.
+        if self.might_read() {
+            match self.try_read() {
+                Err(Error::WouldBlock) => {}
+                r => return r,
+            }
         }
         let mut sel = Select::new();
         sel.read(self);
@@ -187,9 +212,14 @@ impl<T> Channel<T> {
 
     /// Writes a value, giving up at `deadline` (`None`: wait forever).
     pub fn write_deadline(&self, value: T, deadline: Option<Instant>) -> Result<(), WriteError<T>> {
-        let value = match self.try_write(value) {
-            Err(WriteError { error: Error::WouldBlock, value }) => value,
-            r => return r,
+        // As in `read_deadline`: the selection tries again under the lock.
+        let value = if self.might_write() {
+            match self.try_write(value) {
+                Err(WriteError { error: Error::WouldBlock, value }) => value,
+                r => return r,
+            }
+        } else {
+            value
         };
         let mut sel = Select::new();
         sel.write(self, value);
@@ -207,7 +237,7 @@ impl<T> Channel<T> {
     pub fn poison(&self) {
         let mut woken = Woken::new();
         let dropped = {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             let d = st.poison(&mut woken);
             st.check();
             d
@@ -225,7 +255,7 @@ impl<T> Channel<T> {
     pub fn close_moved(&self) -> Vec<T> {
         let mut woken = Woken::new();
         let out = {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             let out = if st.moved { Vec::new() } else { st.close_moved(&mut woken) };
             st.check();
             out
@@ -236,32 +266,32 @@ impl<T> Channel<T> {
 
     /// Whether the channel is poisoned.
     pub fn is_poisoned(&self) -> bool {
-        lock(&self.inner.state).poisoned
+        self.inner.state.lock().poisoned
     }
 
     /// Whether all counted writer ends or all counted reader ends have retired.
     pub fn is_retired(&self) -> bool {
-        lock(&self.inner.state).is_retired()
+        self.inner.state.lock().is_retired()
     }
 
     /// A new counted reader end. When every reader end made has retired, writers fail with
     /// [`Error::Retired`].
     pub fn reader(&self) -> Reader<T> {
-        lock(&self.inner.state).add_reader_end();
+        self.inner.state.lock().add_reader_end();
         Reader::new(self.clone())
     }
 
     /// A new counted writer end. When every writer end made has retired, readers see
     /// end-of-stream ([`Error::Retired`]) once the buffer is drained.
     pub fn writer(&self) -> Writer<T> {
-        lock(&self.inner.state).add_writer_end();
+        self.inner.state.lock().add_writer_end();
         Writer::new(self.clone())
     }
 
     pub(crate) fn retire_reader_end(&self) {
         let mut woken = Woken::new();
         let dropped = {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             let d = st.retire_reader_end(&mut woken);
             st.check();
             d
@@ -273,7 +303,7 @@ impl<T> Channel<T> {
     pub(crate) fn retire_writer_end(&self) {
         let mut woken = Woken::new();
         {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             st.retire_writer_end(&mut woken);
             st.check();
         }
@@ -282,13 +312,13 @@ impl<T> Channel<T> {
 
     /// A consistent snapshot of the channel's counters.
     pub fn stats(&self) -> Stats {
-        lock(&self.inner.state).stats()
+        self.inner.state.lock().stats()
     }
 
     /// Calls `f` on every buffered value, unless the channel is locked right now (then returns
     /// false and visits nothing). For garbage collectors that must not block.
     pub fn try_visit_buffered(&self, mut f: impl FnMut(&T)) -> bool {
-        match try_lock(&self.inner.state) {
+        match self.inner.state.try_lock() {
             Some(st) => {
                 st.buffer.iter().for_each(&mut f);
                 true
@@ -300,7 +330,7 @@ impl<T> Channel<T> {
     /// Removes and returns all buffered values (for garbage collectors breaking cycles).
     pub fn drain_buffered(&self) -> Vec<T> {
         let mut woken = Woken::new();
-        let mut st = lock(&self.inner.state);
+        let mut st = self.inner.state.lock();
         let mut out: Vec<T> = st.buffer.drain(..).collect();
         // Freed space may unblock writers; keep invariant 3.
         while st.buffer.len() < st.capacity {

@@ -1,7 +1,8 @@
 //! Synchronisation primitives, swapped for loom's model-checked versions under `cfg(loom)`.
 //!
 //! Invariant: every lock, atomic and thread operation in the engine goes through this module,
-//! so that the loom models (`tests/loom.rs`) explore all of the engine's interleavings.
+//! so that the loom models (`tests/loom.rs`) explore all of the engine's interleavings; the
+//! one exception, a channel's readiness hint, says why in `channel/ready.rs`.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

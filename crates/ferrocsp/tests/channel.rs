@@ -615,3 +615,84 @@ fn close_moved_hands_out_values_in_order_and_fails_the_rest() {
     let s: Stats = ch.stats();
     assert!(!s.poisoned && s.buffered == 0 && s.writers_waiting == 0, "{s:?}");
 }
+
+// ----- the readiness hint (`might_read`/`might_write`) -----
+
+/// The hint follows the state through each kind of change: buffered values, a blocked
+/// counterpart, retirement and poison; and it is not trivially "might".
+#[test]
+fn readiness_hint_follows_the_state() {
+    let ch: Channel<u32> = Channel::new(0);
+    assert!(!ch.might_read() && !ch.might_write(), "an idle rendezvous channel has nothing");
+    let reader = {
+        let ch = ch.clone();
+        thread::spawn(move || ch.read_timeout(PATIENCE))
+    };
+    wait_until("the reader blocks", || ch.stats().readers_waiting == 1);
+    assert!(ch.might_write() && !ch.might_read(), "a blocked reader makes a write possible");
+    ch.write_timeout(7, PATIENCE).map_err(|e| e.error).expect("write to the blocked reader");
+    assert_eq!(join(reader), Ok(7));
+    assert!(!ch.might_read() && !ch.might_write(), "nothing left after the hand-off");
+
+    let buf: Channel<u32> = Channel::new(2);
+    assert!(buf.might_write() && !buf.might_read());
+    buf.try_write(1).map_err(|e| e.error).expect("buffer space");
+    assert!(buf.might_write() && buf.might_read());
+    buf.try_write(2).map_err(|e| e.error).expect("buffer space");
+    assert!(!buf.might_write() && buf.might_read(), "a full buffer takes no write");
+    buf.poison();
+    assert!(buf.might_write() && buf.might_read(), "a poisoned channel fails at once");
+
+    let ends: Channel<u32> = Channel::new(0);
+    let w = ends.writer();
+    assert!(!ends.might_read());
+    drop(w);
+    assert!(ends.might_read(), "end of stream is read at once");
+    assert_eq!(ends.try_read(), Err(Error::Retired));
+}
+
+/// "Cannot" is never wrong in a quiet channel: before every operation of a pseudo-random
+/// sequence (tries, ends made and retired, on channels of capacity 0 to 3), a false hint
+/// means the try blocks.
+#[test]
+fn readiness_hint_never_says_cannot_when_a_try_succeeds() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for round in 0..reps_usize(200) {
+        let ch: Channel<u64> = Channel::new(round % 4);
+        let mut readers = Vec::new();
+        let mut writers = Vec::new();
+        for step in 0..40u64 {
+            let (may_read, may_write) = (ch.might_read(), ch.might_write());
+            match next(6) {
+                0 | 1 => {
+                    let r = ch.try_read();
+                    assert!(may_read || r == Err(Error::WouldBlock), "{round}/{step}: {r:?}");
+                }
+                2 | 3 => {
+                    let r = ch.try_write(step).map_err(|e| e.error);
+                    assert!(may_write || r == Err(Error::WouldBlock), "{round}/{step}: {r:?}");
+                }
+                4 => {
+                    if next(2) == 0 {
+                        readers.push(ch.reader());
+                    } else {
+                        writers.push(ch.writer());
+                    }
+                }
+                _ => {
+                    if next(2) == 0 {
+                        readers.pop();
+                    } else {
+                        writers.pop();
+                    }
+                }
+            }
+        }
+    }
+}

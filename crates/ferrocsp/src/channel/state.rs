@@ -276,6 +276,16 @@ impl<T> State<T> {
         VecDeque::new()
     }
 
+    /// Whether a read, and whether a write, might complete now (`ready.rs`: true unless it
+    /// surely cannot; a dead entry counts as a counterpart, a closed or retired channel as
+    /// ready, since its operations fail at once).
+    pub(super) fn might_complete(&self) -> (bool, bool) {
+        let over = self.poisoned || self.moved || self.is_retired();
+        let read = over || !self.buffer.is_empty() || !self.writers.is_empty();
+        let write = over || !self.readers.is_empty() || self.buffer.len() < self.capacity;
+        (read, write)
+    }
+
     fn live(queue: &VecDeque<Entry<T>>) -> usize {
         queue.iter().filter(|e| e.signal.is_waiting()).count()
     }

@@ -12,9 +12,8 @@
 
 use super::protocol::try_op;
 use super::{Policy, Select, Selected};
-use crate::channel::{wake_all, State as ChanState, Woken};
+use crate::channel::{wake_all, Guard, Woken};
 use crate::error::SelectError;
-use crate::sync::{lock, MutexGuard};
 use std::time::Instant;
 
 /// One place in the order of a [`Select::try_merged`] walk.
@@ -47,8 +46,8 @@ impl<T> Select<T> {
         let Select { ops, locks, waitable, op_deadlines, .. } = self;
         let mut stopped = false;
         let result = {
-            let mut guards: Vec<MutexGuard<'_, ChanState<T>>> =
-                locks.iter().map(|c| lock(&c.inner.state)).collect();
+            let mut guards: Vec<Guard<'_, T>> =
+                locks.iter().map(|c| c.inner.state.lock()).collect();
             let mut timeout_live = false;
             let mut result = None;
             for &turn in order {

@@ -11,16 +11,16 @@
 use std::time::Instant;
 
 use super::{Kind, Op, Pending, Policy, Poll, Select, Selected};
-use crate::channel::{wake_all, Entry, ReadAttempt, Slot, State as ChanState, Woken};
+use crate::channel::{wake_all, Entry, Guard, ReadAttempt, Slot, Woken};
 use crate::channel::{Channel, WriteAttempt};
 use crate::error::{Error, SelectError};
 use crate::signal::{Link, Outcome, Signal, Waker};
-use crate::sync::{get_mut_alone, held_alone, lock, Arc, MutexGuard};
+use crate::sync::{get_mut_alone, held_alone, Arc};
 
 /// Locks the first `N` channels of `locks` in order (the caller checked there are `N`).
-fn lock_all<T, const N: usize>(locks: &[Channel<T>]) -> [MutexGuard<'_, ChanState<T>>; N] {
+fn lock_all<T, const N: usize>(locks: &[Channel<T>]) -> [Guard<'_, T>; N] {
     // `from_fn` calls in index order, so the global (address) lock order is kept.
-    std::array::from_fn(|i| lock(&locks[i].inner.state))
+    std::array::from_fn(|i| locks[i].inner.state.lock())
 }
 
 impl<T> Select<T> {
@@ -93,12 +93,12 @@ impl<T> Select<T> {
             // Up to four channels (every plain operation, most Alts) need no vector of guards:
             // a heap allocation and free per attempt cost more than the rest of a small Alt's
             // bookkeeping. `lock_all` locks in `locks`' (address) order.
-            let mut one: [MutexGuard<'_, ChanState<T>>; 1];
-            let mut two: [MutexGuard<'_, ChanState<T>>; 2];
-            let mut three: [MutexGuard<'_, ChanState<T>>; 3];
-            let mut four: [MutexGuard<'_, ChanState<T>>; 4];
-            let mut many: Vec<MutexGuard<'_, ChanState<T>>>;
-            let guards: &mut [MutexGuard<'_, ChanState<T>>] = match locks.len() {
+            let mut one: [Guard<'_, T>; 1];
+            let mut two: [Guard<'_, T>; 2];
+            let mut three: [Guard<'_, T>; 3];
+            let mut four: [Guard<'_, T>; 4];
+            let mut many: Vec<Guard<'_, T>>;
+            let guards: &mut [Guard<'_, T>] = match locks.len() {
                 1 => {
                     one = lock_all(locks);
                     &mut one
@@ -116,7 +116,7 @@ impl<T> Select<T> {
                     &mut four
                 }
                 _ => {
-                    many = locks.iter().map(|c| lock(&c.inner.state)).collect();
+                    many = locks.iter().map(|c| c.inner.state.lock()).collect();
                     &mut many
                 }
             };
@@ -221,7 +221,7 @@ impl<T> Select<T> {
                 continue;
             }
             if let Some(c) = &op.chan {
-                lock(&c.inner.state).unregister(&p.signal);
+                c.inner.state.lock().unregister(&p.signal);
             }
         }
         // No entry is left, so nobody else touches the slots: empty them (a write gets its
@@ -292,7 +292,7 @@ impl<T> Select<T> {
 pub(super) fn try_op<T>(
     ops: &mut [Op<T>],
     i: usize,
-    guards: &mut [MutexGuard<'_, ChanState<T>>],
+    guards: &mut [Guard<'_, T>],
     op_deadlines: &[(usize, Instant)],
     now: Option<Instant>,
     woken: &mut Woken,

@@ -20,7 +20,7 @@ use super::{Kind, Op, Pending, Policy, Poll, Select, Selected};
 use crate::channel::{wake_all, Channel, Entry, ReadAttempt, Slot, Woken, WriteAttempt};
 use crate::error::{Error, SelectError};
 use crate::signal::Waker;
-use crate::sync::{held_alone, lock, Arc};
+use crate::sync::{held_alone, Arc};
 
 impl<T> Select<T> {
     /// Starts a plain read of `chan` on this empty selection: reads at once if a value is
@@ -68,7 +68,7 @@ impl<T> Select<T> {
         assert!(self.ops.is_empty(), "start_read/start_write need an empty selection");
         let is_read = value.is_none();
         let mut woken = Woken::new();
-        let mut st = lock(&chan.inner.state);
+        let mut st = chan.inner.state.lock();
         // Step 1: the try. `kept` is a write's value that did not go.
         let (result, kept) = match value {
             None => match st.try_read(&mut woken) {
