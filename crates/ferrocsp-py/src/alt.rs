@@ -385,8 +385,11 @@ impl NativeAlt {
             return Self::general(slf, "_arun", policy);
         };
         // A ready Alt completes at the call; one that must wait, or fails, does so when
-        // awaited (as `_aselect`).
-        match sel.try_select(policy) {
+        // awaited (as `_aselect`). When no guard's channel has anything for it, the try is
+        // skipped: the wait tries again under the locks as it registers.
+        let r =
+            if sel.might_fire() { sel.try_select(policy) } else { Err(SelectError::WouldBlock) };
+        match r {
             Err(SelectError::Moved { .. }) => {
                 this.end(sel, map);
                 Self::general(slf, "_arun", policy)

@@ -45,14 +45,7 @@ pub(crate) struct Chosen {
 impl AltMap {
     /// What the selection waits on, for deadlock detection: its channel operations.
     pub(crate) fn desc(&self) -> Desc<'_> {
-        let waits = self
-            .names
-            .iter()
-            .zip(&self.kinds)
-            .filter(|(_, &k)| k <= 1)
-            .map(|(n, &k)| (&**n, k == 1))
-            .collect();
-        Desc::alt(waits)
+        Desc::alt(&self.names, &self.kinds)
     }
 
     /// [`AltMap::map`] as the Python tuple `(op index, value)` an `aselect` await returns, or

@@ -379,6 +379,19 @@ impl<T> Select<T> {
         self.pending.is_some()
     }
 
+    /// Whether an operation might fire now, by its channel's readiness hint
+    /// ([`Channel::might_read`], [`Channel::might_write`]; a skip or timeout operation always
+    /// might). False: as of each channel's last operation none could, so a
+    /// [`Select::try_select`] would fail; a hint, as the channel's is, which lets a caller that
+    /// will wait anyway skip that try (the wait's own try, under the locks, decides).
+    pub fn might_fire(&self) -> bool {
+        self.ops.iter().any(|op| match (&op.kind, &op.chan) {
+            (Kind::Read, Some(c)) => c.might_read(),
+            (Kind::Write(_), Some(c)) => c.might_write(),
+            _ => true,
+        })
+    }
+
     /// Whether a registration is outstanding and nobody has completed or aborted it yet.
     pub fn is_waiting(&self) -> bool {
         self.pending.as_ref().is_some_and(|p| p.signal.is_waiting())

@@ -664,3 +664,55 @@ fn abort_withdraws_or_returns_what_fired() {
     }
     assert_eq!(ch.try_write(0).map_err(|e| e.error), Err(Error::WouldBlock));
 }
+
+/// The first operation in the try order is decided under its own channel's lock when it can
+/// fire, and left to the try under every lock otherwise: the choices are those of the full
+/// try in each case (ready, retired, full buffer, poisoned), and `might_fire` follows the
+/// channels' readiness.
+#[test]
+fn first_operation_decided_alone_agrees_with_the_full_try() {
+    let (a, b) = (Channel::new(2), Channel::new(2));
+    a.try_write(1u32).map_err(|e| e.error).expect("buffer space");
+    b.try_write(2u32).map_err(|e| e.error).expect("buffer space");
+    let mut sel = Select::new();
+    sel.read(&a);
+    sel.read(&b);
+    assert!(sel.might_fire());
+    assert_eq!(fired(sel.try_select(Policy::Priority)), (0, Some(1)));
+    a.try_write(3).map_err(|e| e.error).expect("buffer space");
+    assert_eq!(fired(sel.try_select(Policy::Fair)), (1, Some(2)), "fair turns to the other");
+    assert_eq!(fired(sel.try_select(Policy::Fair)), (0, Some(3)));
+    assert!(!sel.might_fire(), "both channels are empty");
+    assert_eq!(sel.try_select(Policy::Priority).map(|s| s.index), Err(SelectError::WouldBlock));
+
+    // The first channel's only writer end retired: end of stream there, the second fires.
+    let (c, d) = (Channel::new(0), Channel::new(1));
+    drop(c.writer());
+    d.try_write(4u32).map_err(|e| e.error).expect("buffer space");
+    let mut sel = Select::new();
+    sel.read(&c);
+    sel.read(&d);
+    assert_eq!(fired(sel.try_select(Policy::Priority)), (1, Some(4)));
+
+    // A write to a full buffer first, a ready read second.
+    let (full, ready) = (Channel::new(1), Channel::new(1));
+    full.try_write(5u32).map_err(|e| e.error).expect("buffer space");
+    ready.try_write(6u32).map_err(|e| e.error).expect("buffer space");
+    let mut sel = Select::new();
+    sel.write(&full, 7);
+    sel.read(&ready);
+    assert_eq!(fired(sel.try_select(Policy::Priority)), (1, Some(6)));
+    assert_eq!(sel.take_value(0), Some(7), "the write that did not fire keeps its value");
+
+    // A poisoned first channel fails the selection with its index, the value kept.
+    full.poison();
+    let mut sel = Select::new();
+    sel.write(&full, 8u32);
+    sel.read(&ready);
+    assert!(sel.might_fire());
+    assert_eq!(
+        sel.try_select(Policy::Priority).map(|s| s.index),
+        Err(SelectError::Poisoned { index: 0 })
+    );
+    assert_eq!(sel.take_value(0), Some(8));
+}

@@ -43,8 +43,9 @@ pub(crate) type WaitOn = (String, bool);
 pub(crate) enum Desc<'a> {
     /// One read (false) or write (true) on the channel named here.
     One(&'a str, bool),
-    /// An Alt over these channel operations.
-    Alt(Vec<(&'a str, bool)>),
+    /// An Alt: its engine operations' channel names and kinds (0 read, 1 write, 2 skip, 3
+    /// timeout; `AltMap`'s), borrowed, so describing a blocked Alt allocates nothing.
+    Alt(&'a [Arc<str>], &'a [u8]),
 }
 
 impl<'a> Desc<'a> {
@@ -58,9 +59,10 @@ impl<'a> Desc<'a> {
         Desc::One(chan, true)
     }
 
-    /// An Alt over `waits`.
-    pub(crate) fn alt(waits: Vec<(&'a str, bool)>) -> Self {
-        Desc::Alt(waits)
+    /// An Alt over the channel operations among `names`/`kinds` (parallel; skip and timeout
+    /// operations are left out).
+    pub(crate) fn alt(names: &'a [Arc<str>], kinds: &'a [u8]) -> Self {
+        Desc::Alt(names, kinds)
     }
 
     /// Copies the description into `buf`, reusing its strings; returns whether it is an Alt.
@@ -80,11 +82,14 @@ impl<'a> Desc<'a> {
                 buf.truncate(1);
                 false
             }
-            Desc::Alt(ops) => {
-                for (n, (name, write)) in ops.iter().enumerate() {
-                    put(buf, n, name, *write);
+            Desc::Alt(names, kinds) => {
+                let ops = names.iter().zip(kinds.iter()).filter(|(_, &k)| k <= 1);
+                let mut n = 0;
+                for (name, &kind) in ops {
+                    put(buf, n, name, kind == 1);
+                    n += 1;
                 }
-                buf.truncate(ops.len());
+                buf.truncate(n);
                 true
             }
         }

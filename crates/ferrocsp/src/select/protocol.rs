@@ -82,6 +82,14 @@ impl<T> Select<T> {
     /// Steps 1 and 2. `waker == None` means try only.
     pub(super) fn attempt(&mut self, policy: Policy, waker: Option<&Waker>) -> Poll<T> {
         self.fill_order(policy);
+        if self.locks.len() > 1 {
+            if let Some(r) = self.try_first_alone() {
+                if let Ok(s) = &r {
+                    self.last = Some(s.index);
+                }
+                return Poll::Ready(r);
+            }
+        }
         self.waitable.clear();
         self.waitable.reserve_exact(self.ops.len());
         // Only timeout ops need the clock; most selections have none.
@@ -192,6 +200,62 @@ impl<T> Select<T> {
             }
             None => Poll::Pending,
         }
+    }
+
+    /// The first operation in the try order, under its own channel's lock alone: its result
+    /// if it fired (or failed: poisoned, moved), `None` to go on with every lock.
+    ///
+    /// Whatever the other channels hold, the full try would pick this operation if it can
+    /// complete (it comes first in the order), so deciding it under its one lock is the same
+    /// choice, made at that critical section; an Alt whose first guard is ready (the common
+    /// case of a busy Alt) then locks one channel instead of all of them. Skipped when the
+    /// channel's readiness hint says it cannot (`channel/ready.rs`), so an Alt that must wait
+    /// pays one atomic load for it, not a lock.
+    fn try_first_alone(&mut self) -> Option<Result<Selected<T>, SelectError>> {
+        let i = *self.order.first()?;
+        let op = &mut self.ops[i];
+        let chan = op.chan.as_ref()?;
+        let mut woken = Woken::new();
+        let r = match &mut op.kind {
+            Kind::Read if chan.might_read() => {
+                let mut st = chan.inner.state.lock();
+                let r = match st.try_read(&mut woken) {
+                    ReadAttempt::Value(v) => Some(Ok(Selected { index: i, value: Some(v) })),
+                    ReadAttempt::Failed(Error::Poisoned) => {
+                        Some(Err(SelectError::Poisoned { index: i }))
+                    }
+                    ReadAttempt::Failed(Error::Moved) => Some(Err(SelectError::Moved { index: i })),
+                    // Retired (the op is left out) or not ready: the full try decides.
+                    _ => None,
+                };
+                st.check();
+                r
+            }
+            Kind::Write(slot) if chan.might_write() => {
+                let v = slot.take()?;
+                let mut st = chan.inner.state.lock();
+                let r = match st.try_write(v, &mut woken) {
+                    WriteAttempt::Sent => Some(Ok(Selected { index: i, value: None })),
+                    WriteAttempt::NotReady(v) => {
+                        *slot = Some(v);
+                        None
+                    }
+                    WriteAttempt::Failed(e, v) => {
+                        *slot = Some(v);
+                        match e {
+                            Error::Poisoned => Some(Err(SelectError::Poisoned { index: i })),
+                            Error::Moved => Some(Err(SelectError::Moved { index: i })),
+                            _ => None,
+                        }
+                    }
+                };
+                st.check();
+                r
+            }
+            _ => None,
+        };
+        wake_all(woken);
+        r
     }
 
     /// CAS the own cell to Aborted; on success, remove all entries and recover write values.
