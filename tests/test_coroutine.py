@@ -391,3 +391,61 @@ def test_one_waiting_operation_awaited_by_two_processes(make: str) -> None:
     ).run()
     assert got[0] == ("v" if make == "read" else (ch, "v"))
     assert "already being awaited" in str(got[1])
+
+
+def test_a_waiting_alt_goes_on_when_its_channel_moves_to_shared_memory() -> None:
+    """An Alt blocked in a coroutine on in-process channels, one of which then moves to shared
+    memory (an ``os`` process writes to it), goes on through the general path: the write is
+    chosen, nothing is lost or chosen twice."""
+    ch, other = csp.Channel(name="moving-alt"), csp.Channel(name="idle")
+
+    async def selector() -> tuple[object, object]:
+        guard, value = await csp.Alt(ch, other).aselect()
+        return guard, value
+
+    h = csp.Spawn(csp.process(selector, backend="coroutine")())
+    wait_until(lambda: ch.stats().readers_waiting == 1, what="the Alt blocked")
+    csp.Par(csp.Process(_os_write, (ch, 42), backend="os")).run()
+    assert h.join(timeout=20) == (ch, 42)
+    assert other.stats().readers_waiting == 0
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("make", ["read", "alt"])
+def test_a_waiting_operation_withdraws_on_throw_and_close(make: str) -> None:
+    # An op stepped by hand inside its own coroutine process: once registered, an exception
+    # thrown in withdraws it (and propagates), `close` withdraws it, and a communication that
+    # completed before the throw is returned instead of the exception (never lost).
+    ch = csp.Channel(name="hand")
+
+    def op() -> Any:
+        return ch.aread() if make == "read" else csp.Alt(ch).aselect()
+
+    def registered() -> bool:
+        return ch.stats().readers_waiting == 1
+
+    async def body() -> list[object]:
+        seen: list[object] = []
+        thrown = op()
+        thrown.send(None)  # registers and yields the scheduler's marker
+        seen.append(registered())
+        with pytest.raises(KeyError):
+            thrown.throw(KeyError("withdraw"))
+        seen.append(registered())
+        closed = op()
+        closed.send(None)
+        closed.close()
+        seen.append(registered())
+        won = op()
+        won.send(None)
+        writer = threading.Thread(target=ch.write, args=("v",))
+        writer.start()
+        while writer.is_alive():  # the thread's write completes the registration
+            await csp.aio(time.sleep, 0.001)
+        with pytest.raises(StopIteration) as stop:
+            won.throw(KeyError("too late"))
+        seen.append(stop.value.value)
+        return seen
+
+    got = csp.Par(csp.process(body)(), backend="coroutine").run()[0]
+    assert got == [True, False, False, "v" if make == "read" else (ch, "v")]

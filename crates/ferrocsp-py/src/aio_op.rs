@@ -52,6 +52,7 @@ use std::sync::Arc;
 
 use crate::aio::{AsyncOp, Out, Step};
 use crate::aio_wake::{exception_from_throw_args, keep_result_on_cancel};
+use crate::coro_alt::CoroAlt;
 use crate::coro_op::{in_coro_task, CoroKind, CoroOp};
 use crate::flavor::Flavors;
 use crate::pythread::Value;
@@ -76,6 +77,9 @@ struct OpObject {
 pub(crate) enum Pending {
     Loop(AsyncOp),
     Coro(CoroOp),
+    /// Boxed: an Alt's state is twice a plain op's, and every op's state would grow with it
+    /// (each move of a pending state copies the whole enum).
+    CoroAlt(Box<CoroAlt>),
 }
 
 impl Pending {
@@ -83,6 +87,7 @@ impl Pending {
         match self {
             Pending::Loop(op) => op.step(py),
             Pending::Coro(op) => op.step(py),
+            Pending::CoroAlt(op) => op.step(py),
         }
     }
 
@@ -90,6 +95,7 @@ impl Pending {
         match self {
             Pending::Loop(op) => op.throw(py, me, exc),
             Pending::Coro(op) => op.throw(py, exc),
+            Pending::CoroAlt(op) => op.throw(py, exc),
         }
     }
 
@@ -97,6 +103,7 @@ impl Pending {
         match self {
             Pending::Loop(op) => op.close(py),
             Pending::Coro(op) => op.close(py),
+            Pending::CoroAlt(op) => op.close(py),
         }
     }
 
@@ -107,6 +114,7 @@ impl Pending {
         match self {
             Pending::Loop(op) => drop(op),
             Pending::Coro(op) => op.release(py),
+            Pending::CoroAlt(op) => drop(op),
         }
     }
 }
@@ -295,6 +303,11 @@ pub(crate) fn pending(py: Python<'_>, op: AsyncOp) -> PyResult<Py<PyAny>> {
 /// An op of a coroutine task that waits when awaited (`coro_op.rs`).
 fn coro_pending(py: Python<'_>, op: CoroOp) -> PyResult<Py<PyAny>> {
     alloc(py, Content::Pending(Pending::Coro(op)))
+}
+
+/// A native Alt's selection of a coroutine task that waits when awaited (`coro_alt.rs`).
+pub(crate) fn coro_alt_pending(py: Python<'_>, op: CoroAlt) -> PyResult<Py<PyAny>> {
+    alloc(py, Content::Pending(Pending::CoroAlt(Box::new(op))))
 }
 
 /// Takes a done op's result (an owned reference), or null if there is none (a pending op, or

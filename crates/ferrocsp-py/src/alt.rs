@@ -405,8 +405,12 @@ impl NativeAlt {
             Err(_) => {
                 map.owner =
                     Some(Chosen { alt: slf.clone().unbind(), fair: policy == Policy::Fair });
-                let general = Some((slf.clone().into_any().unbind(), Self::policy_arg(policy)));
-                let op = crate::aio::AsyncOp::alt(sel, map, policy, None, general);
+                let general = (slf.clone().into_any().unbind(), Self::policy_arg(policy));
+                if crate::coro_op::in_coro_task() && !trace::on() {
+                    let op = crate::coro_alt::CoroAlt::new(sel, map, policy, general);
+                    return crate::aio_op::coro_alt_pending(py, op);
+                }
+                let op = crate::aio::AsyncOp::alt(sel, map, policy, None, Some(general));
                 crate::aio_op::pending(py, op)
             }
         }

@@ -173,7 +173,8 @@ impl CoroOp {
     pub(crate) fn step(&self, py: Python<'_>) -> Step {
         let mut st = self.locked()?;
         if st.delegate.is_some() {
-            return drive(py, &mut st, None);
+            let st = &mut *st;
+            return drive(py, &mut st.delegate, &mut st.done, None);
         }
         if st.done {
             return Err(PyRuntimeError::new_err(
@@ -269,7 +270,7 @@ impl CoroOp {
         };
         st.done = false;
         st.delegate = Some(coro);
-        drive(py, st, None)
+        drive(py, &mut st.delegate, &mut st.done, None)
     }
 
     fn error(&self, py: Python<'_>, e: Error) -> PyErr {
@@ -284,7 +285,8 @@ impl CoroOp {
     pub(crate) fn throw(&self, py: Python<'_>, exc: PyErr) -> Step {
         let mut st = self.locked()?;
         if st.delegate.is_some() {
-            return drive(py, &mut st, Some(exc));
+            let st = &mut *st;
+            return drive(py, &mut st.delegate, &mut st.done, Some(exc));
         }
         let Some((mut sel, wait)) = st.waiting.take() else {
             st.done = true;
@@ -320,8 +322,14 @@ impl CoroOp {
 }
 
 /// One step of a moved op's delegate coroutine: `send(None)`, or `throw(exc)`.
-fn drive(py: Python<'_>, st: &mut State, exc: Option<PyErr>) -> Step {
-    let Some(coro) = st.delegate.as_ref().map(|c| c.clone_ref(py)) else {
+/// (Shared with `coro_alt.rs`: `delegate` and `done` are the op's.)
+pub(crate) fn drive(
+    py: Python<'_>,
+    delegate: &mut Option<Py<PyAny>>,
+    done: &mut bool,
+    exc: Option<PyErr>,
+) -> Step {
+    let Some(coro) = delegate.as_ref().map(|c| c.clone_ref(py)) else {
         return Err(PyRuntimeError::new_err("channel operation has no shared side"));
     };
     let r = match exc {
@@ -331,8 +339,8 @@ fn drive(py: Python<'_>, st: &mut State, exc: Option<PyErr>) -> Step {
     match r {
         Ok(yielded) => Ok(Out::Yield(yielded)),
         Err(e) => {
-            st.done = true;
-            st.delegate = None;
+            *done = true;
+            *delegate = None;
             if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
                 let v = e.value(py).getattr(pyo3::intern!(py, "value"))?;
                 return Ok(Out::Return(v.unbind()));

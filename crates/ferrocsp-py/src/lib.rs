@@ -13,6 +13,7 @@ mod alt_map;
 mod batch;
 mod call_end;
 mod channel;
+mod coro_alt;
 mod coro_op;
 mod deadlock;
 mod detach;

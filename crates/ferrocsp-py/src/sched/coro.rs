@@ -233,6 +233,7 @@ impl CoroWait {
     /// Ends the wait as dropping it does, from a step of the waiting task itself (it passed
     /// [`CoroWait::check_stepper`], so this is its scheduler's thread): without asking which
     /// thread runs (a thread-local lookup, one per coroutine communication).
+    #[inline]
     pub(crate) fn end_on_scheduler(self) {
         self.clear_record();
         let me = std::mem::ManuallyDrop::new(self);
