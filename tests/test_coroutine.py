@@ -440,8 +440,7 @@ def test_a_waiting_operation_withdraws_on_throw_and_close(make: str) -> None:
         won.send(None)
         writer = threading.Thread(target=ch.write, args=("v",))
         writer.start()
-        while writer.is_alive():  # the thread's write completes the registration
-            await csp.aio(time.sleep, 0.001)
+        await csp.aio(writer.join)  # the thread's write completes the registration
         with pytest.raises(StopIteration) as stop:
             won.throw(KeyError("too late"))
         seen.append(stop.value.value)

@@ -184,6 +184,9 @@ impl<T> State<T> {
             // SAFETY: we popped the entry of a waiting reader, under the channel lock.
             let old = unsafe { e.slot.replace(Some(value)) };
             debug_assert!(old.is_none(), "a waiting reader's slot is empty");
+            if let Some(old) = old {
+                crate::select::drop_value(old); // never: out of line (`drop_value`'s why)
+            }
             if e.signal.try_complete(e.op, Outcome::Done) {
                 woken.push(e.signal);
                 return WriteAttempt::Sent;

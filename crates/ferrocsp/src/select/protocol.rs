@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use super::{Kind, Op, Pending, Policy, Poll, Select, Selected};
+use super::{drop_value, Kind, Op, Pending, Policy, Poll, Select, Selected};
 use crate::channel::{wake_all, Entry, Guard, ReadAttempt, Slot, Woken};
 use crate::channel::{Channel, WriteAttempt};
 use crate::error::{Error, SelectError};
@@ -300,8 +300,10 @@ impl<T> Select<T> {
             // finding the slot ours alone, ordered us after every counterpart that touched a
             // slot (Slot's protocol).
             let back = unsafe { slot.take() };
-            if let (Kind::Write(v), Some(back)) = (&mut op.kind, back) {
-                *v = Some(back);
+            match (&mut op.kind, back) {
+                (Kind::Write(v @ None), Some(back)) => *v = Some(back),
+                (_, Some(back)) => drop_value(back), // a read's value nobody took
+                (_, None) => {}
             }
         }
         self.spare = Some(p.signal);
