@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use super::{drop_value, Kind, Op, Pending, Policy, Poll, Select, Selected};
-use crate::channel::{wake_all, Entry, Guard, ReadAttempt, Slot, Woken};
+use crate::channel::{wake_all, Entry, Guard, ReadAttempt, Slot, State as ChanState, Woken};
 use crate::channel::{Channel, WriteAttempt};
 use crate::error::{Error, SelectError};
 use crate::signal::{Link, Outcome, Signal, Waker};
@@ -215,47 +215,27 @@ impl<T> Select<T> {
         let i = *self.order.first()?;
         let op = &mut self.ops[i];
         let chan = op.chan.as_ref()?;
+        let might = match op.kind {
+            Kind::Read => chan.might_read(),
+            Kind::Write(_) => chan.might_write(),
+            Kind::Skip | Kind::Timeout(_) => false,
+        };
+        if !might {
+            return None;
+        }
         let mut woken = Woken::new();
-        let r = match &mut op.kind {
-            Kind::Read if chan.might_read() => {
-                let mut st = chan.inner.state.lock();
-                let r = match st.try_read(&mut woken) {
-                    ReadAttempt::Value(v) => Some(Ok(Selected { index: i, value: Some(v) })),
-                    ReadAttempt::Failed(Error::Poisoned) => {
-                        Some(Err(SelectError::Poisoned { index: i }))
-                    }
-                    ReadAttempt::Failed(Error::Moved) => Some(Err(SelectError::Moved { index: i })),
-                    // Retired (the op is left out) or not ready: the full try decides.
-                    _ => None,
-                };
-                st.check();
-                r
-            }
-            Kind::Write(slot) if chan.might_write() => {
-                let v = slot.take()?;
-                let mut st = chan.inner.state.lock();
-                let r = match st.try_write(v, &mut woken) {
-                    WriteAttempt::Sent => Some(Ok(Selected { index: i, value: None })),
-                    WriteAttempt::NotReady(v) => {
-                        *slot = Some(v);
-                        None
-                    }
-                    WriteAttempt::Failed(e, v) => {
-                        *slot = Some(v);
-                        match e {
-                            Error::Poisoned => Some(Err(SelectError::Poisoned { index: i })),
-                            Error::Moved => Some(Err(SelectError::Moved { index: i })),
-                            _ => None,
-                        }
-                    }
-                };
-                st.check();
-                r
-            }
-            _ => None,
+        let tried = {
+            let mut st = chan.inner.state.lock();
+            let tried = try_chan_op(&mut op.kind, i, &mut st, &mut woken);
+            st.check();
+            tried
         };
         wake_all(woken);
-        r
+        match tried {
+            Tried::Fired(r) => Some(r),
+            // Not ready, or retired (the op is left out): the full try decides.
+            Tried::Waits | Tried::Never => None,
+        }
     }
 
     /// CAS the own cell to Aborted; on success, remove all entries and recover write values.
@@ -366,47 +346,84 @@ pub(super) fn try_op<T>(
     timeout_live: &mut bool,
 ) -> Option<Result<Selected<T>, SelectError>> {
     let op = &mut ops[i];
-    match &mut op.kind {
-        Kind::Skip => Some(Ok(Selected { index: i, value: None })),
-        Kind::Timeout(_) => match op_deadlines.iter().find(|&&(j, _)| j == i) {
-            Some(&(_, at)) if now.is_some_and(|now| at <= now) => {
-                Some(Ok(Selected { index: i, value: None }))
+    match &op.kind {
+        Kind::Skip => return Some(Ok(Selected { index: i, value: None })),
+        Kind::Timeout(_) => {
+            return match op_deadlines.iter().find(|&&(j, _)| j == i) {
+                Some(&(_, at)) if now.is_some_and(|now| at <= now) => {
+                    Some(Ok(Selected { index: i, value: None }))
+                }
+                Some(_) => {
+                    *timeout_live = true;
+                    None
+                }
+                None => None,
+            };
+        }
+        Kind::Read | Kind::Write(_) => {}
+    }
+    let lock = op.lock;
+    match try_chan_op(&mut op.kind, i, &mut guards[lock], woken) {
+        Tried::Fired(r) => Some(r),
+        Tried::Waits => {
+            waitable.push(i);
+            None
+        }
+        Tried::Never => None,
+    }
+}
+
+/// What trying one channel operation under its channel's lock gave.
+pub(super) enum Tried<T> {
+    /// It fired, or failed for good (poisoned, moved): the selection's result.
+    Fired(Result<Selected<T>, SelectError>),
+    /// Not now; it may fire later.
+    Waits,
+    /// It never can (its channel retired, or a write without its value), or it is no
+    /// channel operation.
+    Never,
+}
+
+/// Tries read or write operation `i` (`kind`) on `st`, its channel's locked state: the one
+/// place that maps a channel's attempt to a selection's. A write that did not go keeps its
+/// value in `kind`. Shared by the try under every lock ([`try_op`]) and the first operation
+/// alone (`Select::try_first_alone`).
+#[inline(always)]
+pub(super) fn try_chan_op<T>(
+    kind: &mut Kind<T>,
+    i: usize,
+    st: &mut ChanState<T>,
+    woken: &mut Woken,
+) -> Tried<T> {
+    match kind {
+        Kind::Read => match st.try_read(woken) {
+            ReadAttempt::Value(v) => Tried::Fired(Ok(Selected { index: i, value: Some(v) })),
+            ReadAttempt::NotReady => Tried::Waits,
+            ReadAttempt::Failed(Error::Poisoned) => {
+                Tried::Fired(Err(SelectError::Poisoned { index: i }))
             }
-            Some(_) => {
-                *timeout_live = true;
-                None
-            }
-            None => None,
-        },
-        Kind::Read => match guards[op.lock].try_read(woken) {
-            ReadAttempt::Value(v) => Some(Ok(Selected { index: i, value: Some(v) })),
-            ReadAttempt::NotReady => {
-                waitable.push(i);
-                None
-            }
-            ReadAttempt::Failed(Error::Poisoned) => Some(Err(SelectError::Poisoned { index: i })),
-            ReadAttempt::Failed(Error::Moved) => Some(Err(SelectError::Moved { index: i })),
-            ReadAttempt::Failed(_) => None,
+            ReadAttempt::Failed(Error::Moved) => Tried::Fired(Err(SelectError::Moved { index: i })),
+            ReadAttempt::Failed(_) => Tried::Never,
         },
         Kind::Write(slot) => {
-            let v = slot.take()?;
-            match guards[op.lock].try_write(v, woken) {
-                WriteAttempt::Sent => Some(Ok(Selected { index: i, value: None })),
+            let Some(v) = slot.take() else { return Tried::Never };
+            match st.try_write(v, woken) {
+                WriteAttempt::Sent => Tried::Fired(Ok(Selected { index: i, value: None })),
                 WriteAttempt::NotReady(v) => {
                     *slot = Some(v);
-                    waitable.push(i);
-                    None
+                    Tried::Waits
                 }
                 WriteAttempt::Failed(e, v) => {
                     *slot = Some(v);
                     match e {
-                        Error::Poisoned => Some(Err(SelectError::Poisoned { index: i })),
-                        Error::Moved => Some(Err(SelectError::Moved { index: i })),
-                        _ => None,
+                        Error::Poisoned => Tried::Fired(Err(SelectError::Poisoned { index: i })),
+                        Error::Moved => Tried::Fired(Err(SelectError::Moved { index: i })),
+                        _ => Tried::Never,
                     }
                 }
             }
         }
+        Kind::Skip | Kind::Timeout(_) => Tried::Never,
     }
 }
 
