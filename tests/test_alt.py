@@ -199,7 +199,7 @@ def test_contention_output_delivered_iff_chosen(k: Kit, mk: Chans) -> None:
     for i, (_, _, received) in enumerate(outcomes):
         assert all(v[0] != i for v in received), f"process {i} met itself"
     # Every process got to choose (nobody starved for the whole run).
-    assert all(n > 0 for n in done_by)
+    assert all(n > 0 for n in done_by), done_by
 
 
 # --- policies ------------------------------------------------------------------------------
